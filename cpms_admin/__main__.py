@@ -1,0 +1,3 @@
+from cpms_admin.cli.app import main
+
+main()

@@ -1,0 +1,105 @@
+"""The root command: global options, the sub-commands, and the one error boundary."""
+
+import getpass
+import os
+from typing import Annotated, Any
+
+import typer
+from typer.core import TyperGroup
+
+from cpms_admin import __version__
+from cpms_admin.cli import audit, db, member
+from cpms_admin.cli.context import AppContext
+from cpms_admin.cli.output import error
+from cpms_admin.errors import CpmsError
+from cpms_admin.settings import load_settings
+
+
+class ErrorBoundary(TyperGroup):
+    """Turns expected failures into one line on stderr and the exit code of CLI.md."""
+
+    def invoke(self, ctx: typer.Context) -> Any:  # type: ignore[override]
+        try:
+            return super().invoke(ctx)
+        except CpmsError as exc:
+            error(str(exc))
+            raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            error("interrupted")
+            raise typer.Exit(130) from None
+        except Exception as exc:
+            from sqlalchemy.exc import DBAPIError
+
+            if isinstance(exc, DBAPIError):
+                from cpms_admin.db import describe_db_error
+
+                error(f"database error: {describe_db_error(exc)}")
+                raise typer.Exit(5) from None
+            raise
+        finally:
+            if isinstance(ctx.obj, AppContext):
+                ctx.obj.close()
+
+
+app = typer.Typer(
+    cls=ErrorBoundary,
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    help="Back-office for the accounts of the CPMS member portal.",
+)
+app.add_typer(db.app, name="db")
+app.add_typer(member.app, name="member")
+app.add_typer(audit.app, name="audit")
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        typer.echo(f"cpms-admin {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    db_url: Annotated[
+        str | None,
+        typer.Option(
+            "--db",
+            envvar="CPMS_DATABASE_URL",
+            help="SQLAlchemy database URL.",
+            show_default="sqlite:///data/cpms.db",
+        ),
+    ] = None,
+    agent: Annotated[
+        str | None,
+        typer.Option("--agent", envvar="CPMS_AGENT", help="Who is acting (default: OS user)."),
+    ] = None,
+    json_output: Annotated[
+        bool, typer.Option("--json", help="Machine output: one JSON document on stdout.")
+    ] = False,
+    version: Annotated[
+        bool | None,
+        typer.Option("--version", callback=_show_version, is_eager=True, help="Show the version."),
+    ] = None,
+) -> None:
+    """Find members, see why they cannot log in, fix it; print the nightly letters."""
+    preset = ctx.obj if isinstance(ctx.obj, dict) else {}  # tests may inject a clock
+    settings = load_settings(database_url=db_url)
+    ctx.obj = AppContext(
+        settings=settings,
+        agent=agent or _os_user(),
+        json_output=json_output,
+        **{key: preset[key] for key in ("clock",) if key in preset},
+    )
+
+
+def _os_user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return os.environ.get("USER", "unknown")
+
+
+def main() -> None:
+    app(prog_name="cpms-admin")

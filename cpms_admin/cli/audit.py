@@ -1,0 +1,49 @@
+"""`cpms-admin audit`: read the audit log."""
+
+from datetime import UTC, datetime
+from typing import Annotated
+
+import typer
+
+from cpms_admin.cli.context import app_context
+from cpms_admin.cli.output import emit_rows
+from cpms_admin.errors import InvalidInput
+from cpms_admin.services import audit
+
+app = typer.Typer(help="Read the audit log.", no_args_is_help=True)
+
+
+def parse_since(value: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise InvalidInput(f"--since must be an ISO date or time, got {value!r}") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+@app.command("list")
+def list_(
+    ctx: typer.Context,
+    nir: Annotated[str | None, typer.Option("--nir", help="Only this member.")] = None,
+    since: Annotated[str | None, typer.Option("--since", help="ISO date or time (UTC).")] = None,
+    action: Annotated[str | None, typer.Option("--action", help="e.g. account.unlock")] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1)] = 50,
+) -> None:
+    """Audit events, newest first.
+
+    Example: cpms-admin audit list --nir 185057800608491 --since 2026-11-01
+    """
+    app_ = app_context(ctx)
+    since_at = parse_since(since) if since else None
+    with app_.session() as session:
+        rows = audit.list_events(session, nir=nir, since=since_at, action=action, limit=limit)
+    columns = [
+        ("id", "#"),
+        ("at", "When"),
+        ("agent", "Agent"),
+        ("action", "Action"),
+        ("nir", "NIR"),
+        ("outcome", "Outcome"),
+        ("reason", "Reason"),
+    ]
+    emit_rows(app_, rows, columns)

@@ -1,0 +1,46 @@
+"""What every command gets: settings, the acting agent, output mode, clock and a lazy engine."""
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import typer
+from sqlalchemy import Engine
+from sqlmodel import Session
+
+from cpms_admin.clock import Clock, system_clock
+from cpms_admin.db import check_schema, make_engine, session_scope
+from cpms_admin.settings import Settings
+
+
+@dataclass
+class AppContext:
+    settings: Settings
+    agent: str
+    json_output: bool = False
+    clock: Clock = system_clock
+    _engine: Engine | None = field(default=None, repr=False)
+
+    def engine(self) -> Engine:
+        """The engine, created on first use and checked to be at the latest schema."""
+        if self._engine is None:
+            engine = make_engine(self.settings.database_url)
+            check_schema(engine)
+            self._engine = engine
+        return self._engine
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        with session_scope(self.engine()) as session:
+            yield session
+
+    def close(self) -> None:
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = None
+
+
+def app_context(ctx: typer.Context) -> AppContext:
+    obj = ctx.find_root().obj
+    assert isinstance(obj, AppContext), "the root callback sets the context"
+    return obj

@@ -1,0 +1,214 @@
+"""`cpms-admin member`: one member at a time."""
+
+from typing import Annotated, Any
+
+import typer
+
+from cpms_admin.cli.context import app_context
+from cpms_admin.cli.output import emit_object, emit_rows
+from cpms_admin.errors import InvalidInput
+from cpms_admin.member_fields import validate_member_fields
+from cpms_admin.nir import format_nir, mask_nir
+from cpms_admin.services import members
+
+app = typer.Typer(help="Add, show, list, update and close members.", no_args_is_help=True)
+
+Nir = Annotated[str, typer.Argument(help="Social security number (spaces, dots allowed).")]
+Reason = Annotated[str, typer.Option("--reason", help="Why (recorded in the audit log).")]
+
+
+@app.command()
+def add(
+    ctx: typer.Context,
+    nir: Annotated[str, typer.Option("--nir", help="Social security number.")],
+    last_name: Annotated[str, typer.Option("--last-name")],
+    first_name: Annotated[str, typer.Option("--first-name")],
+    street: Annotated[str, typer.Option("--street", help="Number and street, 38 chars max.")],
+    postcode: Annotated[str, typer.Option("--postcode")],
+    city: Annotated[str, typer.Option("--city")],
+    civility: Annotated[str | None, typer.Option("--civility", help="M or MME.")] = None,
+    email: Annotated[str | None, typer.Option("--email")] = None,
+    birth_date: Annotated[str | None, typer.Option("--birth-date", help="YYYY-MM-DD.")] = None,
+    address_complement: Annotated[
+        str | None, typer.Option("--address-complement", help="Apartment, floor, building.")
+    ] = None,
+    country: Annotated[str, typer.Option("--country", help="ISO 3166 code.")] = "FR",
+    no_welcome: Annotated[
+        bool, typer.Option("--no-welcome", help="Do not queue the enrolment letter.")
+    ] = False,
+) -> None:
+    """Add a member and queue their enrolment letter (first-login security code by post).
+
+    Example: cpms-admin member add --nir "1 85 05 78 006 084 91" --last-name Dupont
+    --first-name Jean --street "12 rue de la Paix" --postcode 75002 --city Paris
+    """
+    app_ = app_context(ctx)
+    fields = validate_member_fields(
+        {
+            "nir": nir,
+            "civility": civility,
+            "last_name": last_name,
+            "first_name": first_name,
+            "birth_date": birth_date,
+            "email": email,
+            "street": street,
+            "address_complement": address_complement,
+            "postcode": postcode,
+            "city": city,
+            "country": country,
+        }
+    )
+    with app_.session() as session:
+        member = members.add_member(
+            session, fields=fields, agent=app_.agent, welcome=not no_welcome, clock=app_.clock
+        )
+        view = members.member_view(session, member, clock=app_.clock)
+    letter = " (enrolment letter queued)" if view["pending_letters"] else ""
+    emit_object(app_, view, [f"Added member {format_nir(member.nir)}{letter}."])
+
+
+@app.command()
+def show(ctx: typer.Context, nir: Nir) -> None:
+    """Identity, contact, account state, pending codes and letters.
+
+    Example: cpms-admin member show 185057800608491
+    """
+    app_ = app_context(ctx)
+    with app_.session() as session:
+        view = members.member_view(session, members.get_member(session, nir), clock=app_.clock)
+    emit_object(app_, view, describe(view))
+
+
+def describe(view: dict[str, Any]) -> list[str]:
+    account = view["account"]
+    lines = [
+        f"{view['first_name']} {view['last_name'].upper()}   NIR {format_nir(view['nir'])}"
+        f"   [{view['status']}]",
+        f"  e-mail:   {view['email'] or '(none: codes go by post)'}",
+        "  address:  " + " / ".join(view["address"]["lines"]),
+        f"  account:  {account['state']}, PIN {'set' if account['pin_set'] else 'not set'}, "
+        f"{account['failed_attempts']} failed attempt(s)"
+        + (", CAPTCHA required" if account["captcha_required"] else "")
+        + (f", cool-down until {account['locked_until']}" if account["locked_until"] else ""),
+        f"  last login: {account['last_login_at'] or 'never'};  terms accepted: "
+        f"{account['terms_accepted_version'] or 'no'}",
+    ]
+    lines += [
+        f"  pending code: {c['purpose']} by {c['channel']}, expires {c['expires_at']}"
+        for c in view["pending_codes"]
+    ]
+    lines += [
+        f"  pending letter: #{letter['id']} {letter['kind']}" for letter in view["pending_letters"]
+    ]
+    return lines
+
+
+@app.command("list")
+def list_(
+    ctx: typer.Context,
+    status: Annotated[str | None, typer.Option("--status", help="active or closed.")] = None,
+    locked: Annotated[bool, typer.Option("--locked", help="Only locked or cooling down.")] = False,
+    search: Annotated[
+        str | None, typer.Option("--search", help="Names, NIR, e-mail, city (any case/accent).")
+    ] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1)] = 50,
+) -> None:
+    """List members, with filters.
+
+    Example: cpms-admin member list --search "hélène martin" --limit 10
+    """
+    if status not in (None, "active", "closed"):
+        raise InvalidInput(f"--status must be active or closed, got {status!r}")
+    app_ = app_context(ctx)
+    with app_.session() as session:
+        found = members.list_members(
+            session, status=status, locked=locked, search=search, limit=limit, clock=app_.clock
+        )
+        rows = [members.member_summary(m) for m in found]
+    human = [
+        {
+            **row,
+            "nir_masked": mask_nir(row["nir"]),
+            "name": f"{row['first_name']} {row['last_name'].upper()}",
+        }
+        for row in rows
+    ]
+    columns = [
+        ("nir_masked", "NIR"),
+        ("name", "Name"),
+        ("email", "E-mail"),
+        ("city", "City"),
+        ("status", "Status"),
+    ]
+    emit_rows(
+        app_,
+        rows if app_.json_output else [{**h, "city": h["address"]["city"]} for h in human],
+        columns,
+    )
+
+
+@app.command()
+def update(
+    ctx: typer.Context,
+    nir: Nir,
+    email: Annotated[str | None, typer.Option("--email")] = None,
+    clear_email: Annotated[bool, typer.Option("--clear-email", help="Forget the e-mail.")] = False,
+    civility: Annotated[str | None, typer.Option("--civility")] = None,
+    last_name: Annotated[str | None, typer.Option("--last-name")] = None,
+    first_name: Annotated[str | None, typer.Option("--first-name")] = None,
+    birth_date: Annotated[str | None, typer.Option("--birth-date")] = None,
+    street: Annotated[str | None, typer.Option("--street")] = None,
+    address_complement: Annotated[str | None, typer.Option("--address-complement")] = None,
+    postcode: Annotated[str | None, typer.Option("--postcode")] = None,
+    city: Annotated[str | None, typer.Option("--city")] = None,
+    country: Annotated[str | None, typer.Option("--country")] = None,
+    reason: Annotated[str | None, typer.Option("--reason", help="Why (audited).")] = None,
+) -> None:
+    """Change a member's contact or identity; the result is validated like `member add`.
+
+    Example: cpms-admin member update 185057800608491 --email jean@example.org --reason "phone call"
+    """
+    if email is not None and clear_email:
+        raise InvalidInput("use either --email or --clear-email, not both")
+    changes: dict[str, str | None] = {
+        name: value
+        for name, value in {
+            "email": email,
+            "civility": civility,
+            "last_name": last_name,
+            "first_name": first_name,
+            "birth_date": birth_date,
+            "street": street,
+            "address_complement": address_complement,
+            "postcode": postcode,
+            "city": city,
+            "country": country,
+        }.items()
+        if value is not None
+    }
+    if clear_email:
+        changes["email"] = None
+    if not changes:
+        raise InvalidInput("nothing to change: give at least one option (see --help)")
+    app_ = app_context(ctx)
+    with app_.session() as session:
+        member = members.update_member(
+            session, nir=nir, changes=changes, agent=app_.agent, reason=reason, clock=app_.clock
+        )
+        view = members.member_view(session, member, clock=app_.clock)
+    emit_object(app_, view, [f"Updated member {format_nir(member.nir)}."])
+
+
+@app.command()
+def close(ctx: typer.Context, nir: Nir, reason: Reason) -> None:
+    """Close a member: they can no longer log in; their data is kept.
+
+    Example: cpms-admin member close 185057800608491 --reason "left the mutual"
+    """
+    app_ = app_context(ctx)
+    with app_.session() as session:
+        member = members.close_member(
+            session, nir=nir, reason=reason, agent=app_.agent, clock=app_.clock
+        )
+        view = members.member_view(session, member, clock=app_.clock)
+    emit_object(app_, view, [f"Member {format_nir(member.nir)} is closed."])

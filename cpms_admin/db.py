@@ -1,0 +1,125 @@
+"""Engines, sessions and the schema version. Nothing connects until asked to.
+
+SQLite is tuned so an agent and the cron can work at once: WAL, foreign keys, a busy
+timeout, and every transaction opened with BEGIN IMMEDIATE so a read-then-write
+transaction waits for the write lock instead of failing half-way. (A read-only observer,
+such as a test, can ask for `execution_options(sqlite_begin="DEFERRED")`.)
+"""
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError
+from sqlmodel import Session
+
+from cpms_admin.errors import InvalidInput, NotReady
+from cpms_admin.migrations import HEAD_REVISION
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+UPGRADE_HINT = "run cpms-admin db upgrade"
+
+
+def normalise_url(url: str) -> str:
+    """Accept plain `postgresql://` URLs and route them through psycopg 3."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The file behind a SQLite URL, or None for other engines and in-memory databases."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or not parsed.database:
+        return None
+    if parsed.database == ":memory:":
+        return None
+    return Path(parsed.database)
+
+
+def _tune_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def on_connect(dbapi_conn: Any, _record: Any) -> None:
+        # Let SQLAlchemy's "begin" event emit BEGIN itself (pysqlite's own is deferred).
+        dbapi_conn.isolation_level = None
+        cursor = dbapi_conn.cursor()
+        cursor.execute("PRAGMA busy_timeout = 30000")
+        cursor.execute("PRAGMA journal_mode = WAL")
+        cursor.execute("PRAGMA foreign_keys = ON")
+        cursor.execute("PRAGMA synchronous = NORMAL")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def on_begin(conn: Any) -> None:
+        mode = conn.get_execution_options().get("sqlite_begin", "IMMEDIATE")
+        conn.exec_driver_sql(f"BEGIN {mode}")
+
+
+def make_engine(url: str, *, must_exist: bool = True) -> Engine:
+    """Create an engine for `url`. A missing SQLite file is NotReady unless `must_exist` is off."""
+    url = normalise_url(url)
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise InvalidInput(f"not a database URL: {url!r}") from None
+    path = sqlite_path(url)
+    if path is not None:
+        if must_exist and not path.exists():
+            raise NotReady(f"database {path} does not exist; {UPGRADE_HINT}")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"timeout": 30})
+        _tune_sqlite(engine)
+        return engine
+    try:
+        return create_engine(url, pool_pre_ping=True)
+    except (ArgumentError, ImportError) as exc:
+        raise InvalidInput(f"cannot use database URL for {parsed.drivername}: {exc}") from None
+
+
+def current_revision(engine: Engine) -> str | None:
+    """The schema revision stamped in the database, None when it was never upgraded."""
+    try:
+        with engine.connect() as conn:
+            if not engine.dialect.has_table(conn, "alembic_version"):
+                return None
+            return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+    except DBAPIError as exc:
+        raise NotReady(f"cannot open the database: {describe_db_error(exc)}") from None
+
+
+def check_schema(engine: Engine) -> None:
+    revision = current_revision(engine)
+    if revision != HEAD_REVISION:
+        state = "empty" if revision is None else f"at {revision}, latest is {HEAD_REVISION}"
+        raise NotReady(f"database schema is {state}; {UPGRADE_HINT}")
+
+
+def upgrade_schema(engine: Engine) -> None:
+    """Bring the schema to the latest revision (idempotent)."""
+    from alembic import command
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    try:
+        with engine.begin() as conn:
+            config.attributes["connection"] = conn
+            command.upgrade(config, "head")
+    except DBAPIError as exc:
+        raise NotReady(f"cannot upgrade the database: {describe_db_error(exc)}") from None
+
+
+def describe_db_error(exc: DBAPIError) -> str:
+    """One line from a driver error, without SQL or parameters."""
+    return str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
+
+
+@contextmanager
+def session_scope(engine: Engine) -> Iterator[Session]:
+    """A session whose uncommitted work is rolled back on exit: services call commit()."""
+    with Session(engine, expire_on_commit=False) as session:
+        yield session

@@ -1,0 +1,18 @@
+"""Alembic environment: runs on the connection handed over by `db.upgrade_schema`."""
+
+from alembic import context
+from sqlmodel import SQLModel
+
+import cpms_admin.models  # noqa: F401  (registers the tables on SQLModel.metadata)
+
+connection = context.config.attributes.get("connection")
+if connection is None:
+    raise RuntimeError("run migrations through `cpms-admin db upgrade`")
+
+context.configure(
+    connection=connection,
+    target_metadata=SQLModel.metadata,
+    render_as_batch=True,
+)
+with context.begin_transaction():
+    context.run_migrations()

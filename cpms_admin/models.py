@@ -1,0 +1,125 @@
+"""The tables. Plain SQLModel classes: rules live in the services, not here.
+
+Timestamps are aware UTC (see `clock.py`). Secrets are only ever stored as hashes:
+`Account.pin_hash` (argon2id PHC string, or a legacy hash until the first login) and
+`SecurityCode.code_hash` (keyed HMAC).
+"""
+
+from datetime import date, datetime
+
+from sqlmodel import Field, SQLModel
+
+from cpms_admin.clock import system_clock
+
+
+class Member(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    nir: str = Field(max_length=15, unique=True, index=True)
+    civility: str | None = Field(default=None, max_length=3)
+    last_name: str = Field(max_length=100)
+    first_name: str = Field(max_length=100)
+    birth_date: date | None = None
+    email: str | None = Field(default=None, max_length=254)
+    street: str = Field(max_length=38)
+    address_complement: str | None = Field(default=None, max_length=38)
+    postcode: str = Field(max_length=10)
+    city: str = Field(max_length=38)
+    country: str = Field(default="FR", max_length=2)
+    # Lower-cased, accent-free copy of the searchable fields, so search behaves the
+    # same on SQLite and PostgreSQL without collations or extensions.
+    search_text: str = Field(default="", max_length=600)
+    status: str = Field(default="active", max_length=10, index=True)
+    closed_reason: str | None = None
+    closed_at: datetime | None = None
+    created_at: datetime = Field(default_factory=system_clock)
+    updated_at: datetime = Field(default_factory=system_clock)
+    imported_at: datetime | None = Field(default=None, index=True)
+
+
+class Account(SQLModel, table=True):
+    member_id: int = Field(foreign_key="member.id", primary_key=True)
+    pin_hash: str | None = Field(default=None, max_length=255)
+    pin_set_at: datetime | None = None
+    failed_attempts: int = 0
+    locked_until: datetime | None = None  # end of the current cool-down
+    captcha_required: bool = False
+    hard_locked_at: datetime | None = None
+    terms_accepted_version: str | None = Field(default=None, max_length=20)
+    terms_accepted_at: datetime | None = None
+    last_login_at: datetime | None = None
+
+
+class SecurityCode(SQLModel, table=True):
+    __tablename__ = "security_code"
+
+    id: int | None = Field(default=None, primary_key=True)
+    member_id: int = Field(foreign_key="member.id", index=True)
+    purpose: str = Field(max_length=20)  # first_login | pin_reset
+    channel: str = Field(max_length=10)  # email | post
+    code_hash: str = Field(max_length=128)
+    status: str = Field(default="pending", max_length=10, index=True)  # pending|used|revoked
+    failed_tries: int = 0
+    created_at: datetime = Field(default_factory=system_clock)
+    expires_at: datetime
+    used_at: datetime | None = None
+    letter_id: int | None = Field(default=None, foreign_key="letter.id")
+
+
+class LetterBatch(SQLModel, table=True):
+    __tablename__ = "letter_batch"
+
+    id: int | None = Field(default=None, primary_key=True)
+    status: str = Field(default="running", max_length=12, index=True)  # running|completed|abandoned
+    owner: str = Field(max_length=200)
+    out_dir: str = Field(max_length=1000)
+    started_at: datetime = Field(default_factory=system_clock)
+    finished_at: datetime | None = None
+    letter_count: int = 0
+    manifest: str | None = None  # the manifest.json document, once completed
+
+
+class Letter(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    member_id: int = Field(foreign_key="member.id", index=True)
+    kind: str = Field(max_length=20)  # welcome | security_code | pin_reset
+    purpose: str = Field(max_length=20)  # purpose of the code it will carry
+    status: str = Field(default="pending", max_length=10, index=True)
+    created_at: datetime = Field(default_factory=system_clock)
+    batch_id: int | None = Field(default=None, foreign_key="letter_batch.id", index=True)
+    printed_at: datetime | None = None
+    status_reason: str | None = None
+
+
+class OutgoingMail(SQLModel, table=True):
+    """An e-mail waiting for `mail send`; its code is made at send time, never stored clear."""
+
+    __tablename__ = "outgoing_mail"
+
+    id: int | None = Field(default=None, primary_key=True)
+    member_id: int = Field(foreign_key="member.id", index=True)
+    kind: str = Field(max_length=20)
+    purpose: str = Field(max_length=20)
+    status: str = Field(default="pending", max_length=10, index=True)  # pending|sent|failed
+    attempts: int = 0
+    last_error: str | None = None
+    created_at: datetime = Field(default_factory=system_clock)
+    sent_at: datetime | None = None
+
+
+class AuditEvent(SQLModel, table=True):
+    __tablename__ = "audit_event"
+
+    id: int | None = Field(default=None, primary_key=True)
+    at: datetime = Field(default_factory=system_clock, index=True)
+    agent: str = Field(max_length=100)
+    action: str = Field(max_length=50, index=True)
+    member_id: int | None = Field(default=None, foreign_key="member.id", index=True)
+    reason: str | None = None
+    outcome: str = Field(default="ok", max_length=30)
+    details: str = "{}"  # JSON object of non-secret facts
+
+
+def pk(row: Member | Letter | LetterBatch | SecurityCode | OutgoingMail | AuditEvent) -> int:
+    """The primary key of a row that has been flushed (typed as int, not int | None)."""
+    assert row.id is not None, f"{type(row).__name__} not flushed yet"
+    return row.id

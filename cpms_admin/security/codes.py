@@ -1,0 +1,51 @@
+"""One-time security codes: generation and keyed hashing.
+
+A code lives minutes to weeks and allows only a few tries, so a keyed HMAC is enough (no
+argon2). Each hash carries its own random nonce, stored as "<nonce>$<hex digest>" in
+SecurityCode.code_hash (81 characters), so equal codes never share a hash and verifying
+needs no extra column.
+"""
+
+import hashlib
+import hmac
+import re
+import secrets
+
+from cpms_admin.errors import InvalidInput
+
+CODE_LENGTH = 6
+_CODE = re.compile(r"[0-9]{6}")  # ASCII only
+_KEY_LABEL = b"cpms-code-v1"  # separates the code key from the PIN pre-hash key
+
+
+def generate_code() -> str:
+    """Six digits from the OS's secure generator, zero-padded ("004213" is a valid code)."""
+    return f"{secrets.randbelow(10**CODE_LENGTH):0{CODE_LENGTH}d}"
+
+
+def check_code_format(code: str) -> None:
+    """Raise InvalidInput unless `code` is exactly 6 ASCII digits (the code is never echoed)."""
+    if not _CODE.fullmatch(code):
+        raise InvalidInput("security code must be exactly 6 digits (0-9)")
+
+
+def _digest(pepper: bytes, nonce: str, code: str) -> str:
+    if not pepper:
+        raise ValueError("the pepper must not be empty")
+    key = hmac.new(pepper, _KEY_LABEL, hashlib.sha256).digest()
+    return hmac.new(key, f"{nonce}:{code}".encode(), hashlib.sha256).hexdigest()
+
+
+def hash_code(*, pepper: bytes, code: str) -> str:
+    """The value to store for `code`: a fresh nonce and the keyed digest, "<nonce>$<hex>"."""
+    check_code_format(code)
+    nonce = secrets.token_hex(8)
+    return f"{nonce}${_digest(pepper, nonce, code)}"
+
+
+def verify_code(*, pepper: bytes, code: str, stored: str) -> bool:
+    """Does `code` match `stored` (from hash_code)? False for a malformed stored value."""
+    nonce, sep, digest = stored.partition("$")
+    if not sep:
+        return False
+    return hmac.compare_digest(_digest(pepper, nonce, code).encode(), digest.encode())

@@ -1,0 +1,130 @@
+"""PIN hashes carried over from a previous system (argon2, bcrypt, PBKDF2-SHA256).
+
+The importer stores them as `LEGACY_PREFIX + original`, because they are over the raw PIN
+while ours are over the peppered pre-hash; the first successful login replaces them.
+Parameters are capped so an imported hash cannot make each login take seconds.
+"""
+
+import base64
+import binascii
+import hashlib
+import hmac
+import re
+
+from cpms_admin.errors import InvalidInput
+
+LEGACY_PREFIX = "legacy:"
+MAX_STORED_LENGTH = 255  # Account.pin_hash
+
+_UNKNOWN = "unknown PIN hash format: must be argon2, bcrypt or PBKDF2-SHA256"
+# 22-character salt (its last character carries 2 bits, hence .Oeu) then a 31-character hash.
+_BCRYPT = re.compile(r"\$2[aby]\$([0-9]{2})\$[./A-Za-z0-9]{21}[.Oeu][./A-Za-z0-9]{31}")
+_PBKDF2_PASSLIB = re.compile(r"\$pbkdf2-sha256\$([0-9]+)\$([./A-Za-z0-9]*)\$([./A-Za-z0-9]+)")
+_PBKDF2_PHC = re.compile(r"\$pbkdf2-sha256\$([a-z0-9=,]+)\$([+/A-Za-z0-9]*)\$([+/A-Za-z0-9]+)")
+_PHC_PARAMS = re.compile(r"i=([0-9]+)(?:,l=([0-9]+))?")
+_MAX_ARGON2_MEMORY_KIB = 1024 * 1024
+_MAX_ARGON2_TIME_COST = 20
+_BCRYPT_COSTS = range(4, 17)
+_PBKDF2_ROUNDS = range(1000, 5_000_001)
+
+
+def _b64(text: str, *, adapted: bool) -> bytes:
+    """Unpadded base64; passlib's "adapted" alphabet uses '.' for '+'."""
+    if adapted:
+        text = text.replace(".", "+")
+    return base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
+
+
+def _parse_pbkdf2(value: str) -> tuple[int, bytes, bytes]:
+    """(rounds, salt, digest) from passlib's or the PHC form; ValueError when malformed."""
+    passlib = _PBKDF2_PASSLIB.fullmatch(value)
+    if passlib:
+        rounds, salt, digest = int(passlib[1]), passlib[2], passlib[3]
+        adapted, length = True, None
+    else:
+        phc = _PBKDF2_PHC.fullmatch(value)
+        params = _PHC_PARAMS.fullmatch(phc[1]) if phc else None
+        if phc is None or params is None:
+            raise ValueError("malformed PBKDF2-SHA256 hash")
+        rounds, salt, digest = int(params[1]), phc[2], phc[3]
+        adapted, length = False, int(params[2]) if params[2] else None
+    try:
+        salt_bytes, digest_bytes = _b64(salt, adapted=adapted), _b64(digest, adapted=adapted)
+    except binascii.Error:
+        raise ValueError("malformed PBKDF2-SHA256 hash: bad base64") from None
+    if len(digest_bytes) < 16 or length not in (None, len(digest_bytes)):
+        raise ValueError("malformed PBKDF2-SHA256 hash: bad digest length")
+    if rounds not in _PBKDF2_ROUNDS:
+        raise ValueError("PBKDF2-SHA256 rounds out of the accepted range (1000 to 5000000)")
+    return rounds, salt_bytes, digest_bytes
+
+
+def _check(value: str) -> None:
+    """Raise ValueError with the reason unless `value` is a usable legacy hash."""
+    if len(LEGACY_PREFIX) + len(value) > MAX_STORED_LENGTH:
+        raise ValueError("PIN hash too long to store")
+    if value.startswith(("$argon2id$", "$argon2i$", "$argon2d$")):
+        from argon2 import extract_parameters
+        from argon2.exceptions import InvalidHashError
+
+        try:
+            params = extract_parameters(value)
+        except InvalidHashError:
+            raise ValueError("malformed argon2 hash") from None
+        if params.memory_cost > _MAX_ARGON2_MEMORY_KIB or params.time_cost > _MAX_ARGON2_TIME_COST:
+            raise ValueError("argon2 hash parameters too costly to verify at login")
+    elif value.startswith(("$2a$", "$2b$", "$2y$")):
+        bcrypt = _BCRYPT.fullmatch(value)
+        if bcrypt is None:
+            raise ValueError("malformed bcrypt hash")
+        if int(bcrypt[1]) not in _BCRYPT_COSTS:
+            raise ValueError("bcrypt cost out of the accepted range (4 to 16)")
+    elif value.startswith("$pbkdf2-sha256$"):
+        _parse_pbkdf2(value)
+    else:
+        raise ValueError(_UNKNOWN)
+
+
+def legacy_hash_problem(value: str) -> str | None:
+    """For the importer: None when `value` is an accepted, well-formed legacy hash, else why not."""
+    try:
+        _check(value)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+def import_legacy_hash(value: str) -> str:
+    """The value to store in Account.pin_hash for an imported hash; InvalidInput if unusable."""
+    problem = legacy_hash_problem(value)
+    if problem is not None:
+        raise InvalidInput(problem)
+    return LEGACY_PREFIX + value
+
+
+def verify_legacy(value: str, pin: str) -> bool:
+    """Does `pin` match the legacy hash `value` (without the prefix)? False when malformed."""
+    try:
+        _check(value)
+    except ValueError:
+        return False
+    secret = pin.encode("utf-8")
+    if value.startswith("$argon2"):
+        from argon2 import PasswordHasher
+        from argon2.exceptions import InvalidHashError, VerificationError
+
+        try:
+            return PasswordHasher().verify(value, secret)
+        except (VerificationError, InvalidHashError):
+            return False
+    if value.startswith("$2"):
+        import bcrypt
+
+        # bcrypt's $2y$ (PHP) is the same algorithm as $2b$.
+        try:
+            return bcrypt.checkpw(secret, ("$2b$" + value[4:]).encode("ascii"))
+        except ValueError:  # a salt the regex let through but bcrypt refuses
+            return False
+    rounds, salt, digest = _parse_pbkdf2(value)
+    computed = hashlib.pbkdf2_hmac("sha256", secret, salt, rounds, dklen=len(digest))
+    return hmac.compare_digest(computed, digest)

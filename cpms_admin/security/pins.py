@@ -1,0 +1,174 @@
+"""PINs: the format rule, the guessability rules, and hashing (argon2id over a peppered pre-hash).
+
+Hashing mixes in the pepper with HMAC before argon2, so a database dump without the
+pepper cannot be brute-forced even though there are only a million 6-digit PINs.
+"""
+
+import hashlib
+import hmac
+import itertools
+import re
+import secrets
+from collections.abc import Collection
+from datetime import date
+from typing import TYPE_CHECKING
+
+from cpms_admin.errors import InvalidInput
+from cpms_admin.security.legacy import (
+    LEGACY_PREFIX,
+    import_legacy_hash,
+    legacy_hash_problem,
+    verify_legacy,
+)
+from cpms_admin.security.pepper import load_pepper
+from cpms_admin.settings import Settings
+
+if TYPE_CHECKING:
+    from argon2 import PasswordHasher
+
+__all__ = [
+    "LEGACY_PREFIX",
+    "PinHasher",
+    "check_pin_format",
+    "import_legacy_hash",
+    "legacy_hash_problem",
+    "parse_weak_pins",
+    "pin_weakness",
+]
+
+PIN_LENGTH = 6
+# OWASP's minimum for argon2id: 19 MiB, 2 iterations, 1 lane.
+MIN_MEMORY_KIB = 19456
+MIN_TIME_COST = 2
+
+_PIN = re.compile(r"[0-9]{6}")  # ASCII only: full-width and other Unicode digits are refused
+
+
+def check_pin_format(pin: str) -> None:
+    """Raise InvalidInput unless `pin` is exactly 6 ASCII digits (the PIN is never echoed)."""
+    if not _PIN.fullmatch(pin):
+        raise InvalidInput("PIN must be exactly 6 digits (0-9)")
+
+
+def parse_weak_pins(raw: str) -> frozenset[str]:
+    """The `weak_pins` setting ("123456,121212,...") as a set."""
+    return frozenset(item.strip() for item in raw.split(",") if item.strip())
+
+
+def _is_run(pin: str) -> bool:
+    """Each digit follows the previous one up or down by one, wrapping 9->0 (890123, 109876):
+    on a keypad these are typed as straight runs too."""
+    steps = {(int(b) - int(a)) % 10 for a, b in itertools.pairwise(pin)}
+    return steps in ({1}, {9})
+
+
+def pin_weakness(pin: str, *, birth_date: date | None, weak_pins: Collection[str]) -> str | None:
+    """Why `pin` is too easy to guess, or None when it is acceptable. Assumes a well-formed PIN."""
+    if len(set(pin)) == 1:
+        return "the PIN is one digit repeated"
+    if _is_run(pin):
+        return "the PIN is a run of consecutive digits"
+    if pin in (pin[:2] * 3, pin[:3] * 2):
+        return "the PIN repeats a group of 2 or 3 digits"
+    if pin in weak_pins:
+        return "the PIN is on the list of common PINs"
+    if birth_date is not None and pin in {
+        birth_date.strftime(form) for form in ("%d%m%y", "%y%m%d", "%m%d%y")
+    }:
+        return "the PIN is the member's date of birth"
+    return None
+
+
+class PinHasher:
+    """Hash and verify PINs with the pepper and the configured argon2id cost."""
+
+    def __init__(
+        self,
+        *,
+        pepper: bytes,
+        memory_kib: int = MIN_MEMORY_KIB,
+        time_cost: int = MIN_TIME_COST,
+        parallelism: int = 1,
+    ) -> None:
+        if not pepper:
+            raise ValueError("the pepper must not be empty")
+        if memory_kib < MIN_MEMORY_KIB or time_cost < MIN_TIME_COST or parallelism < 1:
+            raise ValueError(
+                f"argon2id parameters below the OWASP minimum "
+                f"(memory {MIN_MEMORY_KIB} KiB, time cost {MIN_TIME_COST}, parallelism 1)"
+            )
+        self._pepper = pepper
+        self._params = (memory_kib, time_cost, parallelism)
+        self._argon2: PasswordHasher | None = None
+        self._dummy: str | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "PinHasher":
+        """The hasher for these settings; NotReady when no pepper is configured."""
+        return cls(
+            pepper=load_pepper(settings),
+            memory_kib=settings.argon2_memory_kib,
+            time_cost=settings.argon2_time_cost,
+            parallelism=settings.argon2_parallelism,
+        )
+
+    def __repr__(self) -> str:
+        memory_kib, time_cost, parallelism = self._params
+        return (
+            f"PinHasher(memory_kib={memory_kib}, time_cost={time_cost}, parallelism={parallelism})"
+        )
+
+    def _hasher(self) -> "PasswordHasher":
+        if self._argon2 is None:
+            from argon2 import PasswordHasher, Type
+
+            memory_kib, time_cost, parallelism = self._params
+            self._argon2 = PasswordHasher(
+                time_cost=time_cost,
+                memory_cost=memory_kib,
+                parallelism=parallelism,
+                hash_len=32,
+                salt_len=16,
+                type=Type.ID,
+            )
+        return self._argon2
+
+    def _prehash(self, pin: str) -> str:
+        return hmac.new(self._pepper, pin.encode("utf-8"), hashlib.sha256).hexdigest()
+
+    def _verify_argon2(self, stored: str, pin: str) -> bool:
+        from argon2.exceptions import InvalidHashError, VerificationError
+
+        try:
+            return self._hasher().verify(stored, self._prehash(pin))
+        except (VerificationError, InvalidHashError):
+            return False
+
+    def hash(self, pin: str) -> str:
+        """An argon2id PHC string for `pin` (InvalidInput if it is not 6 digits)."""
+        check_pin_format(pin)
+        return self._hasher().hash(self._prehash(pin))
+
+    def verify(self, stored: str | None, pin: str) -> bool:
+        """Does `pin` match `stored`? With no stored hash, spend the same time and say no,
+        so the portal's response time does not reveal whether the member has a PIN."""
+        if stored is None:
+            if self._dummy is None:
+                self._dummy = self._hasher().hash(secrets.token_hex(32))
+            self._verify_argon2(self._dummy, pin)
+            return False
+        if stored.startswith(LEGACY_PREFIX):
+            return verify_legacy(stored[len(LEGACY_PREFIX) :], pin)
+        return self._verify_argon2(stored, pin)
+
+    def needs_rehash(self, stored: str) -> bool:
+        """True for legacy or unreadable hashes and argon2 hashes made with other parameters:
+        the caller rehashes after a successful login, the only time it has the PIN."""
+        if stored.startswith(LEGACY_PREFIX):
+            return True
+        from argon2.exceptions import InvalidHashError
+
+        try:
+            return self._hasher().check_needs_rehash(stored)
+        except InvalidHashError:
+            return True

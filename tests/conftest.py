@@ -1,0 +1,142 @@
+"""Shared fixtures: a fresh real database per test (SQLite, and PostgreSQL when
+CPMS_TEST_DATABASE_URL is set), settings, a CLI runner and a movable clock."""
+
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.engine import make_url
+from sqlmodel import Session, SQLModel
+from typer.testing import CliRunner
+
+from cpms_admin.cli.app import app
+from cpms_admin.db import make_engine, normalise_url, upgrade_schema
+from cpms_admin.settings import Settings
+
+TEST_PEPPER = "test-pepper-not-for-production"
+PG_URL = os.environ.get("CPMS_TEST_DATABASE_URL")
+ENGINES = ["sqlite", "postgresql"] if PG_URL else ["sqlite"]
+
+
+class FakeClock:
+    """A clock tests move by hand: `clock.advance(seconds=61)`."""
+
+    def __init__(self, start: datetime | None = None) -> None:
+        self.now = start or datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **delta: float) -> None:
+        self.now += timedelta(**delta)
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One upgraded SQLite file, copied for each test (faster than migrating every time)."""
+    path = tmp_path_factory.mktemp("template") / "cpms.db"
+    engine = make_engine(f"sqlite:///{path}", must_exist=False)
+    upgrade_schema(engine)
+    engine.dispose()  # the last connection to close checkpoints the WAL into the file
+    assert not path.with_name("cpms.db-wal").exists()
+    return path
+
+
+@pytest.fixture(scope="session")
+def pg_database() -> Iterator[str]:
+    """A PostgreSQL database of its own for this test session, dropped at the end."""
+    assert PG_URL
+    admin_url = make_url(normalise_url(PG_URL))
+    name = f"cpms_test_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = admin_url.set(database=name).render_as_string(hide_password=False)
+    engine = make_engine(url)
+    upgrade_schema(engine)
+    engine.dispose()
+    yield url
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+def _truncate_all(url: str) -> None:
+    engine = make_engine(url)
+    tables = ", ".join(f'"{t.name}"' for t in SQLModel.metadata.sorted_tables)
+    with engine.begin() as conn:
+        conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+    engine.dispose()
+
+
+@pytest.fixture(params=ENGINES)
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        path = tmp_path / "cpms.db"
+        shutil.copyfile(request.getfixturevalue("sqlite_template"), path)
+        return f"sqlite:///{path}"
+    url: str = request.getfixturevalue("pg_database")
+    _truncate_all(url)
+    return url
+
+
+@pytest.fixture
+def settings(db_url: str, tmp_path: Path) -> Settings:
+    return Settings(database_url=db_url, pepper=TEST_PEPPER, mail_dir=str(tmp_path / "outbox"))
+
+
+@pytest.fixture
+def engine(db_url: str) -> Iterator[Engine]:
+    """The test's own engine. Deferred transactions on SQLite, so a test that reads between
+    two CLI calls does not hold the write lock the next command needs."""
+    engine = make_engine(db_url)
+    yield engine.execution_options(sqlite_begin="DEFERRED")
+    engine.dispose()
+
+
+@pytest.fixture
+def session(engine: Engine) -> Iterator[Session]:
+    with Session(engine, expire_on_commit=False) as session:
+        yield session
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+class Cli:
+    """Runs `cpms-admin` in-process against the test database."""
+
+    def __init__(self, settings: Settings, clock: FakeClock | None = None) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.runner = CliRunner()
+
+    def env(self) -> dict[str, str]:
+        return {
+            "CPMS_DATABASE_URL": self.settings.database_url,
+            "CPMS_PEPPER": self.settings.pepper or "",
+            "CPMS_MAIL_DIR": self.settings.mail_dir,
+            "CPMS_AGENT": "agent.test",
+            "CPMS_SMTP_URL": self.settings.smtp_url or "",
+        }
+
+    def __call__(self, *args: str, input: str | None = None) -> Any:
+        obj = {"clock": self.clock} if self.clock else None
+        return self.runner.invoke(app, list(args), input=input, env=self.env(), obj=obj)
+
+    def with_settings(self, **changes: Any) -> "Cli":
+        return Cli(replace(self.settings, **changes), self.clock)
+
+
+@pytest.fixture
+def cli(settings: Settings, clock: FakeClock) -> Cli:
+    return Cli(settings, clock)

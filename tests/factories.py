@@ -1,0 +1,51 @@
+"""Plain factory functions for tests: valid NIRs and members with overridable fields."""
+
+import itertools
+from typing import Any
+
+from sqlmodel import Session
+
+from cpms_admin.member_fields import validate_member_fields
+from cpms_admin.models import Member
+from cpms_admin.services.members import add_member
+
+_serial = itertools.count(1)
+
+
+def make_nir(serial: int | None = None, *, sex: int = 1, year: int = 85, month: int = 5,
+             department: str = "75") -> str:
+    """A valid NIR: the key is computed, so each serial gives a distinct member."""
+    n = next(_serial) if serial is None else serial
+    body = f"{sex}{year:02d}{month:02d}{department}{n // 1000 % 1000:03d}{n % 1000:03d}"
+    numeric = body.replace("2A", "19").replace("2B", "18")
+    return f"{body}{97 - int(numeric) % 97:02d}"
+
+
+def member_values(**overrides: Any) -> dict[str, Any]:
+    values: dict[str, Any] = {
+        "nir": make_nir(), "civility": "MME", "last_name": "Martin", "first_name": "Hélène",
+        "email": "helene.martin@example.org", "street": "12 rue de la République",
+        "postcode": "69002", "city": "Lyon", "country": "FR",
+    }
+    values.update(overrides)
+    return values
+
+
+def make_member(session: Session, *, welcome: bool = True, **overrides: Any) -> Member:
+    fields = validate_member_fields(member_values(**overrides))
+    return add_member(session, fields=fields, agent="factory", welcome=welcome)
+
+
+def snapshot(session: Session) -> dict[str, list[tuple[Any, ...]]]:
+    """Every row of every table, to check that a refused command changed nothing."""
+    from sqlalchemy import text
+    from sqlmodel import SQLModel
+
+    session.expire_all()
+    return {
+        table.name: sorted(
+            (tuple(row) for row in session.execute(text(f'SELECT * FROM "{table.name}"'))),
+            key=repr,
+        )
+        for table in SQLModel.metadata.sorted_tables
+    }

@@ -1,0 +1,147 @@
+"""`member`, `audit` and `db` through the CLI: exit codes, messages, JSON shapes."""
+
+import json
+from pathlib import Path
+
+import pytest
+from sqlmodel import Session
+
+from cpms_admin.settings import Settings
+from tests.conftest import Cli
+from tests.factories import make_member, make_nir, snapshot
+
+ADD = ["member", "add", "--last-name", "Dupont", "--first-name", "Jean", "--civility", "M",
+       "--street", "12 rue de la Paix", "--postcode", "75002", "--city", "Paris"]
+
+
+def test_add_then_show_as_json(cli: Cli) -> None:
+    nir = make_nir()
+    spaced = f"{nir[0]} {nir[1:3]} {nir[3:5]} {nir[5:7]} {nir[7:10]} {nir[10:13]} {nir[13:]}"
+    added = cli(*ADD, "--nir", spaced, "--email", "jean@example.com")
+    assert added.exit_code == 0, added.output
+    assert "enrolment letter queued" in added.stdout
+    shown = cli("--json", "member", "show", nir)
+    assert shown.exit_code == 0
+    view = json.loads(shown.stdout)
+    assert view["nir"] == nir
+    assert view["address"]["lines"] == ["M Jean DUPONT", "12 RUE DE LA PAIX", "75002 PARIS"]
+    assert view["account"]["state"] == "no_pin"
+    assert [letter["kind"] for letter in view["pending_letters"]] == ["welcome"]
+
+
+def test_human_show_groups_the_nir(cli: Cli, session: Session) -> None:
+    member = make_member(session)
+    result = cli("member", "show", member.nir)
+    assert f"NIR {member.nir[0]} {member.nir[1:3]} {member.nir[3:5]}" in result.stdout
+    assert "no_pin" in result.stdout
+
+
+@pytest.mark.parametrize(("args", "code", "message"), [
+    (["--nir", "185057800608492"], 2, "Error: invalid NIR '185057800608492': its 2-digit key"),
+    (["--nir", "1850578006084"], 2, "must have 15 characters"),
+])
+def test_bad_nir_is_exit_2_with_reason(cli: Cli, args: list[str], code: int,
+                                       message: str) -> None:
+    result = cli(*ADD, *args)
+    assert result.exit_code == code
+    assert message in result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_refused_commands_leave_the_database_unchanged(cli: Cli, session: Session) -> None:
+    member = make_member(session)
+    before = snapshot(session)
+    refusals = [
+        (cli(*ADD, "--nir", member.nir), 4, "already exists"),
+        (cli(*ADD, "--nir", make_nir(), "--email", "a@b.fr\r\nBcc: x@y.fr"), 2, "line break"),
+        (cli(*ADD, "--nir", make_nir(), "--postcode", "7500"), 2, "5 digits"),
+        (cli("member", "update", member.nir, "--street", "x" * 40), 2, "does not fit"),
+        (cli("member", "update", member.nir, "--email", "a@b.fr", "--clear-email"), 2, "either"),
+        (cli("member", "update", make_nir(), "--city", "Lyon"), 3, "no member with NIR"),
+        (cli("member", "close", make_nir(), "--reason", "x"), 3, "no member"),
+        (cli("member", "close", member.nir, "--reason", " "), 2, "reason is required"),
+    ]
+    for result, code, message in refusals:
+        assert (result.exit_code, message in result.stderr) == (code, True), result.output
+    assert snapshot(session) == before
+
+
+def test_unknown_member_is_exit_3(cli: Cli) -> None:
+    result = cli("member", "show", make_nir())
+    assert result.exit_code == 3
+    assert result.stderr.startswith("Error: no member with NIR")
+
+
+def test_update_and_close_are_audited_with_agent_and_reason(cli: Cli, session: Session) -> None:
+    member = make_member(session)
+    assert cli("member", "update", member.nir, "--clear-email", "--reason", "bounced").exit_code == 0
+    assert cli("member", "close", member.nir, "--reason", "décès").exit_code == 0
+    events = json.loads(cli("--json", "audit", "list", "--nir", member.nir).stdout)
+    assert [(e["action"], e["agent"], e["reason"]) for e in events[:2]] == [
+        ("member.close", "agent.test", "décès"), ("member.update", "agent.test", "bounced")]
+    assert all(e["nir"] == member.nir for e in events)
+    only_close = json.loads(cli("--json", "audit", "list", "--action", "member.close").stdout)
+    assert len(only_close) == 1
+    future = json.loads(cli("--json", "audit", "list", "--since", "2999-01-01").stdout)
+    assert future == []
+
+
+def test_list_json_and_plain_output(cli: Cli, session: Session) -> None:
+    make_member(session, last_name="Zoé", first_name="Anne")
+    make_member(session, last_name="Élodie", first_name="Brun", city="Nîmes", postcode="30000")
+    rows = json.loads(cli("--json", "member", "list", "--search", "nimes").stdout)
+    assert [r["last_name"] for r in rows] == ["Élodie"]
+    assert {"nir", "address", "status"} <= set(rows[0])
+    plain = cli("member", "list").stdout.splitlines()
+    assert plain[0].split("\t") == ["NIR", "Name", "E-mail", "City", "Status"]
+    assert len(plain) == 3 and "••" in plain[1]
+
+
+def test_schema_not_upgraded_is_exit_5_with_hint(cli: Cli, tmp_path: Path) -> None:
+    empty = cli.with_settings(database_url=f"sqlite:///{tmp_path / 'none.db'}")
+    result = empty("member", "list")
+    assert result.exit_code == 5
+    assert "run cpms-admin db upgrade" in result.stderr
+    (tmp_path / "blank.db").write_bytes(b"")
+    blank = cli.with_settings(database_url=f"sqlite:///{tmp_path / 'blank.db'}")
+    result = blank("member", "list")
+    assert (result.exit_code, "schema is empty; run cpms-admin db upgrade" in result.stderr) == (
+        5, True)
+
+
+def test_a_file_that_is_not_a_database_is_exit_5(cli: Cli, tmp_path: Path) -> None:
+    junk = tmp_path / "junk.db"
+    junk.write_text("this is not sqlite " * 200)
+    result = cli.with_settings(database_url=f"sqlite:///{junk}")("member", "list")
+    assert result.exit_code == 5
+    assert "not a database" in result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_unreachable_postgresql_is_exit_5(cli: Cli) -> None:
+    down = cli.with_settings(database_url="postgresql://nobody@127.0.0.1:1/cpms")
+    result = down("member", "list")
+    assert result.exit_code == 5
+    assert result.stderr.startswith("Error: cannot open the database:")
+
+
+def test_db_upgrade_is_idempotent_and_status_reports(settings: Settings, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    fresh = Cli(Settings(database_url="sqlite:///data/cpms.db", pepper=None,
+                         mail_dir=settings.mail_dir))
+    status = json.loads(fresh("--json", "db", "status").stdout)
+    assert status == {"current": None, "latest": status["latest"], "up_to_date": False}
+    first = fresh("db", "upgrade")
+    assert first.exit_code == 0 and "upgraded from empty" in first.stdout
+    assert "created the pepper file data/pepper" in first.stderr
+    assert (tmp_path / "data" / "pepper").stat().st_mode & 0o077 == 0
+    second = fresh("db", "upgrade")
+    assert second.exit_code == 0 and "already at the latest" in second.stdout
+    assert "pepper" not in second.stderr
+    assert json.loads(fresh("--json", "db", "status").stdout)["up_to_date"] is True
+
+
+def test_unknown_option_is_exit_2(cli: Cli) -> None:
+    result = cli("member", "list", "--colour")
+    assert result.exit_code == 2

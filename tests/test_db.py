@@ -1,0 +1,35 @@
+"""The schema and the SQLite tuning that lets the cron and an agent work at once."""
+
+from pathlib import Path
+
+from alembic.config import Config
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, text
+
+from cpms_admin.db import MIGRATIONS_DIR, make_engine
+from cpms_admin.migrations import HEAD_REVISION
+
+
+def test_head_revision_constant_matches_the_migrations() -> None:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    assert ScriptDirectory.from_config(config).get_current_head() == HEAD_REVISION
+
+
+def test_sqlite_runs_in_wal_with_foreign_keys_and_busy_timeout(engine: Engine) -> None:
+    if engine.dialect.name != "sqlite":
+        return
+    with engine.connect() as conn:
+        assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+        assert conn.execute(text("PRAGMA foreign_keys")).scalar() == 1
+        assert conn.execute(text("PRAGMA busy_timeout")).scalar() >= 5000
+
+
+def test_engine_is_lazy_and_missing_file_is_not_created(tmp_path: Path) -> None:
+    import pytest
+
+    from cpms_admin.errors import NotReady
+
+    with pytest.raises(NotReady, match="does not exist"):
+        make_engine(f"sqlite:///{tmp_path / 'missing.db'}")
+    assert not (tmp_path / "missing.db").exists()

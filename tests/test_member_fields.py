@@ -1,0 +1,113 @@
+"""Validation of member fields: NIR, e-mail, names, AFNOR address lines."""
+
+import pytest
+
+from cpms_admin.errors import FieldError
+from cpms_admin.member_fields import validate_member_fields
+from cpms_admin.nir import format_nir, mask_nir, parse_nir
+from cpms_admin.postal import MAX_LINE
+from tests.factories import make_nir, member_values
+
+
+@pytest.mark.parametrize("typed", ["185057800608491", "1 85 05 78 006 084 91",
+                                   "1.85.05.78.006.084.91", "1-85-05-78-006-084-91"])
+def test_nir_accepts_separators_and_stores_compact(typed: str) -> None:
+    assert parse_nir(typed) == "185057800608491"
+
+
+def test_nir_corsica_is_accepted_and_grouped() -> None:
+    nir = make_nir(12, department="2A")
+    assert parse_nir(nir.lower()) == nir
+    assert format_nir(nir).split()[3] == "2A"
+
+
+@pytest.mark.parametrize(("typed", "reason"), [
+    ("185057800608492", "key does not match"),
+    ("18505780060849", "15 characters"),
+    ("18505780060849X", "15 digits"),
+])
+def test_invalid_nir_says_why(typed: str, reason: str) -> None:
+    with pytest.raises(FieldError, match=reason) as caught:
+        parse_nir(typed)
+    assert caught.value.field == "nir"
+    assert caught.value.exit_code == 2
+
+
+def test_masked_nir_hides_the_middle() -> None:
+    assert mask_nir("185057800608491") == "1 85 •• •• ••• ••• 91"
+
+
+def test_fields_are_normalised() -> None:
+    fields = validate_member_fields(member_values(
+        civility="madame", last_name="  de la  Fontaine ", email=" Jean.Dupont@EXAMPLE.fr ",
+        city="Saint-Étienne", postcode="42000"))
+    assert fields.civility == "MME"
+    assert fields.last_name == "de la Fontaine"
+    assert fields.email == "Jean.Dupont@example.fr"
+    assert fields.address.lines()[-1] == "42000 SAINT-ETIENNE"
+
+
+@pytest.mark.parametrize("email", ["jean@example.com\r\nBcc: x@evil.test",
+                                   "jean@example.com\nX: y"])
+def test_email_with_a_line_break_is_refused(email: str) -> None:
+    with pytest.raises(FieldError, match="line break"):
+        validate_member_fields(member_values(email=email))
+
+
+@pytest.mark.parametrize("email", ["jean", "jean@", "@example.com", "a b@example.com",
+                                   "jean@example"])
+def test_malformed_email_is_refused(email: str) -> None:
+    with pytest.raises(FieldError) as caught:
+        validate_member_fields(member_values(email=email))
+    assert caught.value.field == "email"
+
+
+def test_an_address_line_too_long_is_refused_not_cut() -> None:
+    street = "12 avenue du Général de Gaulle prolongée Nord"
+    assert len(street) > MAX_LINE
+    with pytest.raises(FieldError, match="does not fit") as caught:
+        validate_member_fields(member_values(street=street))
+    assert caught.value.field == "street"
+
+
+def test_postcode_city_line_must_fit() -> None:
+    with pytest.raises(FieldError, match="does not fit"):
+        validate_member_fields(member_values(city="Saint-Rémy-en-Bouzemont-Saint-Genest-et-Isson"))
+
+
+@pytest.mark.parametrize("postcode", ["7500", "750001", "75OO2"])
+def test_french_postcode_is_five_digits(postcode: str) -> None:
+    with pytest.raises(FieldError, match="5 digits"):
+        validate_member_fields(member_values(postcode=postcode))
+
+
+def test_foreign_address_gets_a_country_line() -> None:
+    fields = validate_member_fields(member_values(postcode="1000", city="Bruxelles", country="be"))
+    assert fields.address.lines()[-2:] == ["1000 BRUXELLES", "BELGIQUE"]
+
+
+def test_long_first_name_shrinks_to_initial_on_the_envelope() -> None:
+    from cpms_admin.postal import recipient_line
+
+    line = recipient_line("MME", "Marie-Chantal-Bénédicte", "de Montmorency-Laval")
+    assert line == "Mme M. DE MONTMORENCY-LAVAL"
+
+
+@pytest.mark.parametrize(("field", "value"), [("last_name", ""), ("first_name", "   "),
+                                              ("street", ""), ("city", "")])
+def test_required_fields(field: str, value: str) -> None:
+    with pytest.raises(FieldError, match="required") as caught:
+        validate_member_fields(member_values(**{field: value}))
+    assert caught.value.field == field
+
+
+def test_control_characters_are_refused() -> None:
+    with pytest.raises(FieldError, match="control"):
+        validate_member_fields(member_values(last_name="Dupont\x00"))
+
+
+def test_birth_date_must_match_the_nir() -> None:
+    nir = make_nir(5, year=85, month=5)
+    assert validate_member_fields(member_values(nir=nir, birth_date="03/05/1985")).birth_date
+    with pytest.raises(FieldError, match="does not match"):
+        validate_member_fields(member_values(nir=nir, birth_date="1986-05-03"))

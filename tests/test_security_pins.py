@@ -1,0 +1,249 @@
+"""PIN rules and hashing: format, guessability, argon2id with the pepper, legacy hashes."""
+
+import base64
+import hashlib
+import time
+from collections.abc import Callable
+from datetime import date
+
+import bcrypt
+import pytest
+from argon2 import PasswordHasher, Type, extract_parameters
+
+from cpms_admin.errors import InvalidInput, NotReady
+from cpms_admin.security.pins import (
+    LEGACY_PREFIX,
+    PinHasher,
+    check_pin_format,
+    import_legacy_hash,
+    legacy_hash_problem,
+    parse_weak_pins,
+    pin_weakness,
+)
+from cpms_admin.settings import Settings
+
+PIN = "482913"
+WRONG = "482914"
+PEPPER = b"test-pepper-0123456789abcdef"
+DEFAULT_WEAK = parse_weak_pins(Settings().weak_pins)
+
+
+@pytest.fixture(scope="module")
+def hasher() -> PinHasher:
+    return PinHasher(pepper=PEPPER)
+
+
+@pytest.fixture(scope="module")
+def stored(hasher: PinHasher) -> str:
+    return hasher.hash(PIN)
+
+
+# --- format ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "pin",
+    ["12345", "1234567", "", "12a456", "12 456", " 123456", "123456\n", "０１２３４５", "١٢٣٤٥٦"],
+)
+def test_pin_format_refuses_anything_but_six_ascii_digits(pin: str) -> None:
+    with pytest.raises(InvalidInput) as exc:
+        check_pin_format(pin)
+    assert str(exc.value) == "PIN must be exactly 6 digits (0-9)"
+    assert exc.value.exit_code == 2
+
+
+def test_pin_format_accepts_six_digits_with_leading_zero() -> None:
+    check_pin_format("048291")
+
+
+# --- guessability ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("pin", "reason"),
+    [
+        ("777777", "the PIN is one digit repeated"),
+        ("123456", "the PIN is a run of consecutive digits"),
+        ("987654", "the PIN is a run of consecutive digits"),
+        ("890123", "the PIN is a run of consecutive digits"),
+        ("109876", "the PIN is a run of consecutive digits"),
+        ("474747", "the PIN repeats a group of 2 or 3 digits"),
+        ("583583", "the PIN repeats a group of 2 or 3 digits"),
+        ("112233", "the PIN is on the list of common PINs"),
+        ("140385", "the PIN is the member's date of birth"),
+        ("850314", "the PIN is the member's date of birth"),
+        ("031485", "the PIN is the member's date of birth"),
+    ],
+)
+def test_guessable_pins_are_refused_with_a_reason(pin: str, reason: str) -> None:
+    found = pin_weakness(pin, birth_date=date(1985, 3, 14), weak_pins=DEFAULT_WEAK)
+    assert found == reason
+    assert pin not in found
+
+
+def test_weak_pin_list_is_configurable() -> None:
+    assert pin_weakness("246813", birth_date=None, weak_pins=DEFAULT_WEAK) is None
+    weak = parse_weak_pins(" 246813, 121212,,")
+    assert weak == {"246813", "121212"}
+    assert pin_weakness("246813", birth_date=None, weak_pins=weak) is not None
+
+
+@pytest.mark.parametrize("pin", [PIN, "150385", "123465", "000001"])
+def test_strong_pins_are_accepted(pin: str) -> None:
+    assert pin_weakness(pin, birth_date=date(1985, 3, 14), weak_pins=DEFAULT_WEAK) is None
+
+
+# --- hashing ----------------------------------------------------------------------------------
+
+
+def test_hash_is_argon2id_at_owasp_cost_without_the_pin(stored: str) -> None:
+    params = extract_parameters(stored)
+    assert stored.startswith("$argon2id$v=19$")
+    assert params.type is Type.ID
+    assert params.memory_cost >= 19456
+    assert params.time_cost >= 2
+    assert params.parallelism == 1
+    assert PIN not in stored
+
+
+def test_verify_accepts_the_right_pin_only(hasher: PinHasher, stored: str) -> None:
+    assert hasher.verify(stored, PIN) is True
+    assert hasher.verify(stored, WRONG) is False
+    assert hasher.verify("$argon2id$garbage", PIN) is False
+
+
+def test_same_pin_hashes_differently_each_time(hasher: PinHasher, stored: str) -> None:
+    assert hasher.hash(PIN) != stored
+
+
+def test_another_pepper_does_not_verify(stored: str) -> None:
+    assert PinHasher(pepper=b"another-pepper").verify(stored, PIN) is False
+
+
+def test_hash_refuses_a_malformed_pin(hasher: PinHasher) -> None:
+    with pytest.raises(InvalidInput):
+        hasher.hash("12345")
+
+
+@pytest.mark.parametrize(
+    "params",
+    [{"memory_kib": 19455}, {"time_cost": 1}, {"parallelism": 0}, {"pepper": b""}],
+)
+def test_hasher_refuses_weak_parameters(params: dict[str, object]) -> None:
+    with pytest.raises(ValueError):
+        PinHasher(**{"pepper": PEPPER, **params})  # type: ignore[arg-type]
+
+
+def test_needs_rehash_when_the_cost_rises(hasher: PinHasher, stored: str) -> None:
+    assert hasher.needs_rehash(stored) is False
+    stronger = PinHasher(pepper=PEPPER, memory_kib=2 * 19456, time_cost=3)
+    assert stronger.needs_rehash(stored) is True
+    assert stronger.verify(stored, PIN) is True  # old hashes still work until rehashed
+    assert hasher.needs_rehash("not a hash") is True
+
+
+def test_from_settings_uses_pepper_and_cost(stored: str) -> None:
+    settings = Settings(pepper=PEPPER.decode(), argon2_time_cost=3)
+    from_settings = PinHasher.from_settings(settings)
+    assert from_settings.verify(stored, PIN) is True
+    assert extract_parameters(from_settings.hash(PIN)).time_cost == 3
+    with pytest.raises(NotReady):
+        PinHasher.from_settings(Settings(pepper_file="/nonexistent/pepper"))
+
+
+def test_repr_hides_the_pepper(hasher: PinHasher) -> None:
+    assert PEPPER.decode() not in repr(hasher)
+    assert "19456" in repr(hasher)
+
+
+def _best_of(runs: int, action: Callable[[], object]) -> float:
+    timings = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        action()
+        timings.append(time.perf_counter() - start)
+    return min(timings)
+
+
+def test_verify_without_hash_says_no_and_takes_as_long(hasher: PinHasher, stored: str) -> None:
+    assert hasher.verify(None, PIN) is False  # also builds the dummy hash once
+    missing = _best_of(5, lambda: hasher.verify(None, PIN))
+    real = _best_of(5, lambda: hasher.verify(stored, WRONG))
+    assert 0.3 < missing / real < 3
+
+
+# --- legacy hashes ----------------------------------------------------------------------------
+
+
+def _ab64(raw: bytes) -> str:
+    return base64.b64encode(raw).decode().rstrip("=").replace("+", ".")
+
+
+def _b64(raw: bytes) -> str:
+    return base64.b64encode(raw).decode().rstrip("=")
+
+
+_SALT = b"\xfb\xef\xbe-salt-\xff\xfe"  # encodes with '+' and '/' to exercise both alphabets
+_DK = hashlib.pbkdf2_hmac("sha256", PIN.encode(), _SALT, 29000)
+_BCRYPT_2B = bcrypt.hashpw(PIN.encode(), bcrypt.gensalt(rounds=4)).decode()
+
+LEGACY = {
+    "argon2id": PasswordHasher(time_cost=1, memory_cost=8, parallelism=1).hash(PIN),
+    "argon2i": PasswordHasher(time_cost=1, memory_cost=8, parallelism=1, type=Type.I).hash(PIN),
+    "bcrypt-2a": bcrypt.hashpw(PIN.encode(), bcrypt.gensalt(rounds=4, prefix=b"2a")).decode(),
+    "bcrypt-2b": _BCRYPT_2B,
+    "bcrypt-2y": "$2y$" + _BCRYPT_2B[4:],
+    "pbkdf2-passlib": f"$pbkdf2-sha256$29000${_ab64(_SALT)}${_ab64(_DK)}",
+    "pbkdf2-phc": f"$pbkdf2-sha256$i=29000,l=32${_b64(_SALT)}${_b64(_DK)}",
+}
+
+
+@pytest.mark.parametrize("scheme", sorted(LEGACY))
+def test_legacy_hash_verifies_right_pin_only(hasher: PinHasher, scheme: str) -> None:
+    value = LEGACY[scheme]
+    assert legacy_hash_problem(value) is None
+    imported = import_legacy_hash(value)
+    assert imported == LEGACY_PREFIX + value
+    assert hasher.verify(imported, PIN) is True
+    assert hasher.verify(imported, WRONG) is False
+    assert hasher.needs_rehash(imported) is True
+    assert hasher.verify(value, PIN) is False  # without the prefix it is not one of ours
+
+
+_FAKE_B64 = "c2FsdHNhbHRzYWx0c2FsdA"
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        ("5f4dcc3b5aa765d61d8327deb882cf99", "unknown PIN hash format"),
+        ("$1$saltsalt$qjXMvOEqjwuMbUxwjuJkX/", "unknown PIN hash format"),
+        ("$pbkdf2-sha1$29000$c2FsdA$aGFzaA", "unknown PIN hash format"),
+        (_BCRYPT_2B[:-5], "malformed bcrypt hash"),
+        ("$2b$04$" + "z" * 53, "malformed bcrypt hash"),  # salt bcrypt itself refuses
+        ("$2b$31$" + _BCRYPT_2B[7:], "bcrypt cost out of the accepted range"),
+        ("$pbkdf2-sha256$29000$c2Fsd!$aGFzaA", "malformed PBKDF2-SHA256 hash"),
+        (f"$pbkdf2-sha256$i=29000,l=16${_b64(_SALT)}${_b64(_DK)}", "bad digest length"),
+        (f"$pbkdf2-sha256$10${_ab64(_SALT)}${_ab64(_DK)}", "rounds out of the accepted range"),
+        ("$argon2id$v=19$m=8,t=1$" + _FAKE_B64, "malformed argon2 hash"),
+        (f"$argon2id$v=19$m=4194304,t=2,p=1${_FAKE_B64}${_FAKE_B64}", "too costly"),
+        ("$2b$" + "a" * 300, "too long"),
+    ],
+)
+def test_unusable_legacy_hash_is_rejected_with_reason(value: str, reason: str) -> None:
+    problem = legacy_hash_problem(value)
+    assert problem is not None
+    assert reason in problem
+    assert value[8:] not in problem
+    with pytest.raises(InvalidInput, match=reason):
+        import_legacy_hash(value)
+
+
+def test_unknown_format_message_names_the_accepted_schemes() -> None:
+    assert legacy_hash_problem("md5:abc") == (
+        "unknown PIN hash format: must be argon2, bcrypt or PBKDF2-SHA256"
+    )
+
+
+def test_corrupt_legacy_value_never_verifies(hasher: PinHasher) -> None:
+    assert hasher.verify(LEGACY_PREFIX + "$pbkdf2-sha256$bad", PIN) is False

@@ -18,8 +18,12 @@ ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "data"
 DB = DATA / "demo.db"
 CLI = str(Path(sys.executable).parent / "cpms-admin")
-ENV = {**os.environ, "CPMS_DATABASE_URL": f"sqlite:///{DB}", "CPMS_AGENT": "demo.agent",
-       "CPMS_MAIL_DIR": str(DATA / "demo-outbox")}
+ENV = {
+    **os.environ,
+    "CPMS_DATABASE_URL": f"sqlite:///{DB}",
+    "CPMS_AGENT": "demo.agent",
+    "CPMS_MAIL_DIR": str(DATA / "demo-outbox"),
+}
 ENV.pop("CPMS_SMTP_URL", None)
 
 
@@ -29,8 +33,9 @@ def step(title: str) -> None:
 
 def run(*args: str, stdin: str | None = None, expect: int = 0) -> str:
     print(f"$ cpms-admin {shlex.join(args)}" + ("   (stdin: ******)" if stdin else ""))
-    result = subprocess.run([CLI, *args], input=stdin, env=ENV, cwd=ROOT, text=True,
-                            capture_output=True, check=False)
+    result = subprocess.run(
+        [CLI, *args], input=stdin, env=ENV, cwd=ROOT, text=True, capture_output=True, check=False
+    )
     for stream in (result.stdout, result.stderr):
         if stream.strip():
             print("  " + stream.rstrip().replace("\n", "\n  "))
@@ -55,22 +60,49 @@ def main() -> None:
     run("db", "upgrade")
     step("Members: an agent adds a few dozen (each gets an enrolment letter in the queue)")
     for row in members:
-        options = [f"--{key.replace('_', '-')}={value}" for key, value in row.items()
-                   if value and key != "country"]
-        subprocess.run([CLI, "member", "add", *options], env=ENV, cwd=ROOT, check=True,
-                       capture_output=True)
+        options = [
+            f"--{key.replace('_', '-')}={value}"
+            for key, value in row.items()
+            if value and key != "country"
+        ]
+        subprocess.run(
+            [CLI, "member", "add", *options], env=ENV, cwd=ROOT, check=True, capture_output=True
+        )
     print(f"$ cpms-admin member add --nir ... (x{len(members)})\n  added {len(members)} members")
     helene = members[1]["nir"]
     run("member", "list", "--search", "helene", "--limit", "5")
     run("member", "show", helene)
-    run("member", "update", helene, "--email", "helene.bernard@exemple.fr",
-        "--reason", "appel du 23/11")
-    run("member", "add", "--nir", "1 85 05 78 006 084 92", "--last-name", "Erreur",
-        "--first-name", "Clé", "--street", "1 rue X", "--postcode", "75001", "--city", "Paris",
-        expect=2)
+    run(
+        "member",
+        "update",
+        helene,
+        "--email",
+        "helene.bernard@exemple.fr",
+        "--reason",
+        "appel du 23/11",
+    )
+    run(
+        "member",
+        "add",
+        "--nir",
+        "1 85 05 78 006 084 92",
+        "--last-name",
+        "Erreur",
+        "--first-name",
+        "Clé",
+        "--street",
+        "1 rue X",
+        "--postcode",
+        "75001",
+        "--city",
+        "Paris",
+        expect=2,
+    )
     run("audit", "list", "--limit", "5")
-    print(f"\nDemo database: {DB.relative_to(ROOT)}  (try: CPMS_DATABASE_URL=sqlite:///"
-          f"{DB.relative_to(ROOT)} {Path(CLI).name} member list)")
+    print(
+        f"\nDemo database: {DB.relative_to(ROOT)}  (try: CPMS_DATABASE_URL=sqlite:///"
+        f"{DB.relative_to(ROOT)} {Path(CLI).name} member list)"
+    )
 
 
 if __name__ == "__main__":

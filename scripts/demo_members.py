@@ -5,20 +5,83 @@ import random
 import unicodedata
 from pathlib import Path
 
-FIRST = [("M", "Jean"), ("MME", "Hélène"), ("M", "François"), ("MME", "Chloé"), ("M", "Loïc"),
-         ("MME", "Anaïs"), ("M", "Mathéo"), ("MME", "Zoé"), ("M", "Jérôme"), ("MME", "Maëlle"),
-         ("M", "Noël"), ("MME", "Inès"), ("M", "Gaëtan"), ("MME", "Béatrice"), ("M", "Raphaël")]
-LAST = ["Martin", "Bernard", "Dubois", "Thomas", "Robert", "Richard", "Petit", "Durand",
-        "Leroy", "Moreau", "Simon", "Laurent", "Lefèvre", "Michel", "Garcia", "Da Silva",
-        "Fournier", "Girard", "Bonnet", "Dupont", "Lambert", "Fontaine", "Rousseau", "Müller"]
-PLACES = [("75011", "Paris", "75"), ("69003", "Lyon", "69"), ("13008", "Marseille", "13"),
-          ("31000", "Toulouse", "31"), ("42000", "Saint-Étienne", "42"), ("59000", "Lille", "59"),
-          ("20000", "Ajaccio", "2A"), ("33000", "Bordeaux", "33"), ("44000", "Nantes", "44"),
-          ("97400", "Saint-Denis", "97")]
-STREETS = ["rue de la République", "avenue Jean Jaurès", "boulevard Victor Hugo",
-           "place de la Mairie", "chemin des Vignes", "rue du Général Leclerc", "allée des Tilleuls"]
-COLUMNS = ["nir", "civility", "last_name", "first_name", "birth_date", "email", "street",
-           "address_complement", "postcode", "city", "country"]
+FIRST = [
+    ("M", "Jean"),
+    ("MME", "Hélène"),
+    ("M", "François"),
+    ("MME", "Chloé"),
+    ("M", "Loïc"),
+    ("MME", "Anaïs"),
+    ("M", "Mathéo"),
+    ("MME", "Zoé"),
+    ("M", "Jérôme"),
+    ("MME", "Maëlle"),
+    ("M", "Noël"),
+    ("MME", "Inès"),
+    ("M", "Gaëtan"),
+    ("MME", "Béatrice"),
+    ("M", "Raphaël"),
+]
+LAST = [
+    "Martin",
+    "Bernard",
+    "Dubois",
+    "Thomas",
+    "Robert",
+    "Richard",
+    "Petit",
+    "Durand",
+    "Leroy",
+    "Moreau",
+    "Simon",
+    "Laurent",
+    "Lefèvre",
+    "Michel",
+    "Garcia",
+    "Da Silva",
+    "Fournier",
+    "Girard",
+    "Bonnet",
+    "Dupont",
+    "Lambert",
+    "Fontaine",
+    "Rousseau",
+    "Müller",
+]
+PLACES = [
+    ("75011", "Paris", "75"),
+    ("69003", "Lyon", "69"),
+    ("13008", "Marseille", "13"),
+    ("31000", "Toulouse", "31"),
+    ("42000", "Saint-Étienne", "42"),
+    ("59000", "Lille", "59"),
+    ("20000", "Ajaccio", "2A"),
+    ("33000", "Bordeaux", "33"),
+    ("44000", "Nantes", "44"),
+    ("97400", "Saint-Denis", "97"),
+]
+STREETS = [
+    "rue de la République",
+    "avenue Jean Jaurès",
+    "boulevard Victor Hugo",
+    "place de la Mairie",
+    "chemin des Vignes",
+    "rue du Général Leclerc",
+    "allée des Tilleuls",
+]
+COLUMNS = [
+    "nir",
+    "civility",
+    "last_name",
+    "first_name",
+    "birth_date",
+    "email",
+    "street",
+    "address_complement",
+    "postcode",
+    "city",
+    "country",
+]
 
 
 def nir_for(rng: random.Random, civility: str, year: int, month: int, dept: str) -> str:
@@ -44,15 +107,21 @@ def demo_members(count: int, seed: int = 2026) -> list[dict[str, str]]:
         year, month, day = rng.randrange(1945, 2004), rng.randrange(1, 13), rng.randrange(1, 29)
         with_email = i % 3 != 2  # a third of the members have no e-mail: codes go by post
         slug = f"{first}.{last}".lower().replace(" ", "")
-        rows.append({
-            "nir": nir_for(rng, civility, year, month, dept),
-            "civility": civility, "last_name": last, "first_name": first,
-            "birth_date": f"{year}-{month:02d}-{day:02d}",
-            "email": ascii_only(f"{slug}{i}@exemple.fr") if with_email else "",
-            "street": f"{rng.randrange(1, 120)} {STREETS[i % len(STREETS)]}",
-            "address_complement": "Bâtiment B, 3e étage" if i % 5 == 0 else "",
-            "postcode": postcode, "city": city, "country": "FR",
-        })
+        rows.append(
+            {
+                "nir": nir_for(rng, civility, year, month, dept),
+                "civility": civility,
+                "last_name": last,
+                "first_name": first,
+                "birth_date": f"{year}-{month:02d}-{day:02d}",
+                "email": ascii_only(f"{slug}{i}@exemple.fr") if with_email else "",
+                "street": f"{rng.randrange(1, 120)} {STREETS[i % len(STREETS)]}",
+                "address_complement": "Bâtiment B, 3e étage" if i % 5 == 0 else "",
+                "postcode": postcode,
+                "city": city,
+                "country": "FR",
+            }
+        )
     return rows
 
 

@@ -10,8 +10,22 @@ from cpms_admin.settings import Settings
 from tests.conftest import Cli
 from tests.factories import make_member, make_nir, snapshot
 
-ADD = ["member", "add", "--last-name", "Dupont", "--first-name", "Jean", "--civility", "M",
-       "--street", "12 rue de la Paix", "--postcode", "75002", "--city", "Paris"]
+ADD = [
+    "member",
+    "add",
+    "--last-name",
+    "Dupont",
+    "--first-name",
+    "Jean",
+    "--civility",
+    "M",
+    "--street",
+    "12 rue de la Paix",
+    "--postcode",
+    "75002",
+    "--city",
+    "Paris",
+]
 
 
 def test_add_then_show_as_json(cli: Cli) -> None:
@@ -36,12 +50,14 @@ def test_human_show_groups_the_nir(cli: Cli, session: Session) -> None:
     assert "no_pin" in result.stdout
 
 
-@pytest.mark.parametrize(("args", "code", "message"), [
-    (["--nir", "185057800608492"], 2, "Error: invalid NIR '185057800608492': its 2-digit key"),
-    (["--nir", "1850578006084"], 2, "must have 15 characters"),
-])
-def test_bad_nir_is_exit_2_with_reason(cli: Cli, args: list[str], code: int,
-                                       message: str) -> None:
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (["--nir", "185057800608492"], 2, "Error: invalid NIR '185057800608492': its 2-digit key"),
+        (["--nir", "1850578006084"], 2, "must have 15 characters"),
+    ],
+)
+def test_bad_nir_is_exit_2_with_reason(cli: Cli, args: list[str], code: int, message: str) -> None:
     result = cli(*ADD, *args)
     assert result.exit_code == code
     assert message in result.stderr
@@ -74,11 +90,15 @@ def test_unknown_member_is_exit_3(cli: Cli) -> None:
 
 def test_update_and_close_are_audited_with_agent_and_reason(cli: Cli, session: Session) -> None:
     member = make_member(session)
-    assert cli("member", "update", member.nir, "--clear-email", "--reason", "bounced").exit_code == 0
+    assert (
+        cli("member", "update", member.nir, "--clear-email", "--reason", "bounced").exit_code == 0
+    )
     assert cli("member", "close", member.nir, "--reason", "décès").exit_code == 0
     events = json.loads(cli("--json", "audit", "list", "--nir", member.nir).stdout)
     assert [(e["action"], e["agent"], e["reason"]) for e in events[:2]] == [
-        ("member.close", "agent.test", "décès"), ("member.update", "agent.test", "bounced")]
+        ("member.close", "agent.test", "décès"),
+        ("member.update", "agent.test", "bounced"),
+    ]
     assert all(e["nir"] == member.nir for e in events)
     only_close = json.loads(cli("--json", "audit", "list", "--action", "member.close").stdout)
     assert len(only_close) == 1
@@ -106,7 +126,9 @@ def test_schema_not_upgraded_is_exit_5_with_hint(cli: Cli, tmp_path: Path) -> No
     blank = cli.with_settings(database_url=f"sqlite:///{tmp_path / 'blank.db'}")
     result = blank("member", "list")
     assert (result.exit_code, "schema is empty; run cpms-admin db upgrade" in result.stderr) == (
-        5, True)
+        5,
+        True,
+    )
 
 
 def test_a_file_that_is_not_a_database_is_exit_5(cli: Cli, tmp_path: Path) -> None:
@@ -125,11 +147,13 @@ def test_unreachable_postgresql_is_exit_5(cli: Cli) -> None:
     assert result.stderr.startswith("Error: cannot open the database:")
 
 
-def test_db_upgrade_is_idempotent_and_status_reports(settings: Settings, tmp_path: Path,
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_db_upgrade_is_idempotent_and_status_reports(
+    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)
-    fresh = Cli(Settings(database_url="sqlite:///data/cpms.db", pepper=None,
-                         mail_dir=settings.mail_dir))
+    fresh = Cli(
+        Settings(database_url="sqlite:///data/cpms.db", pepper=None, mail_dir=settings.mail_dir)
+    )
     status = json.loads(fresh("--json", "db", "status").stdout)
     assert status == {"current": None, "latest": status["latest"], "up_to_date": False}
     first = fresh("db", "upgrade")

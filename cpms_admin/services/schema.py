@@ -44,8 +44,9 @@ def upgrade(settings: Settings, *, agent: str) -> UpgradeResult:
         upgrade_schema(engine)
         if before != HEAD_REVISION:
             with session_scope(engine) as session:
-                audit.record(session, agent=agent, action="db.upgrade",
-                             before=before, after=HEAD_REVISION)
+                audit.record(
+                    session, agent=agent, action="db.upgrade", before=before, after=HEAD_REVISION
+                )
                 session.commit()
     finally:
         engine.dispose()

@@ -1,0 +1,204 @@
+"""The e-mails members receive, in French, built from `templates/mail/` (text + HTML).
+
+Member data is only ever inserted as text: HTML templates are autoescaped and nothing a
+member typed is parsed as a template, so a name like `{{ 7*7 }}` prints as typed.
+"""
+
+from __future__ import annotations
+
+import functools
+from datetime import UTC, datetime
+from email.errors import HeaderParseError
+from email.headerregistry import Address
+from email.message import EmailMessage
+from email.utils import format_datetime, make_msgid, parseaddr
+from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
+
+from cpms_admin.clock import system_clock
+from cpms_admin.errors import NotReady
+from cpms_admin.resources import templates_dir
+from cpms_admin.settings import Settings
+
+if TYPE_CHECKING:
+    import jinja2
+
+_MONTHS = (
+    "janvier",
+    "février",
+    "mars",
+    "avril",
+    "mai",
+    "juin",
+    "juillet",
+    "août",
+    "septembre",
+    "octobre",
+    "novembre",
+    "décembre",
+)
+_TITLES = {"M": "Monsieur", "MME": "Madame"}
+_CODE_SUBJECTS = {
+    "first_login": "Votre code de sécurité pour votre première connexion à l'Espace Adhérent CPMS",
+    "pin_reset": "Votre code de sécurité pour l'Espace Adhérent CPMS",
+}
+_PIN_CHANGES = {"set": "créé", "changed": "modifié", "reset": "réinitialisé"}
+
+
+@functools.cache
+def _environment() -> jinja2.Environment:
+    import jinja2
+
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(templates_dir() / "mail"),
+        autoescape=jinja2.select_autoescape(enabled_extensions=("html.j2",), default=False),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+
+
+def _render(name: str, context: dict[str, Any]) -> str:
+    import jinja2
+
+    try:
+        template = _environment().get_template(name)
+    except jinja2.TemplateNotFound:
+        raise NotReady(f"e-mail template missing: mail/{name} (reinstall cpms-admin)") from None
+    return template.render(context)
+
+
+def _paris(moment: datetime) -> datetime:
+    """Members read Paris time; naive datetimes (as SQLite returns them) are UTC."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(ZoneInfo("Europe/Paris"))
+
+
+def _time(moment: datetime) -> str:
+    return f"{moment.hour} h {moment.minute:02d}"
+
+
+def _date(moment: datetime) -> str:
+    day = "1er" if moment.day == 1 else str(moment.day)
+    return f"{day} {_MONTHS[moment.month - 1]} {moment.year}"
+
+
+def _deadline(expires_at: datetime, now: datetime) -> str:
+    """`jusqu'à 14 h 32` the same day, `jusqu'au 3 mars 2026 à 14 h 32` otherwise."""
+    expires, today = _paris(expires_at), _paris(now)
+    if expires.date() == today.date():
+        return f"jusqu'à {_time(expires)}"
+    return f"jusqu'au {_date(expires)} à {_time(expires)}"
+
+
+def _salutation(*, civility: str | None, first_name: str, last_name: str) -> str:
+    title = _TITLES.get((civility or "").strip().upper())
+    return f"Bonjour {title} {last_name}" if title else f"Bonjour {first_name} {last_name}"
+
+
+def _refuse_line_breaks(**values: str) -> None:
+    for name, value in values.items():
+        if "\r" in value or "\n" in value:
+            raise ValueError(f"{name} must not contain a line break (header injection)")
+
+
+def _recipient(*, to: str, display_name: str) -> Address:
+    try:
+        return Address(display_name=display_name, addr_spec=to.strip())
+    except (ValueError, HeaderParseError):
+        raise ValueError(f"invalid e-mail address {to!r}") from None
+
+
+def _message(
+    *,
+    settings: Settings,
+    to: str,
+    display_name: str,
+    subject: str,
+    template: str,
+    context: dict[str, Any],
+) -> EmailMessage:
+    """A text message with its HTML alternative, headers checked before anything is built."""
+    _refuse_line_breaks(to=to, name=display_name, subject=subject, mail_from=settings.mail_from)
+    recipient = _recipient(to=to, display_name=display_name)
+    context = {**context, "subject": subject, "portal_url": settings.portal_url}
+    text = _render(f"{template}.txt.j2", context)
+    html = _render(f"{template}.html.j2", context)
+    domain = parseaddr(settings.mail_from)[1].rpartition("@")[2] or "localhost"
+    message = EmailMessage()
+    message["Subject"] = subject
+    message["From"] = settings.mail_from
+    message["To"] = recipient
+    message["Date"] = format_datetime(system_clock())
+    # Passing the domain also spares make_msgid a slow DNS look-up of our own host name.
+    message["Message-ID"] = make_msgid(domain=domain)
+    message["Auto-Submitted"] = "auto-generated"  # RFC 3834: no out-of-office replies
+    # Quoted-printable keeps French text intact through servers without 8BITMIME.
+    message.set_content(text, cte="quoted-printable")
+    message.add_alternative(html, subtype="html", cte="quoted-printable")
+    return message
+
+
+def security_code_message(
+    *,
+    settings: Settings,
+    to: str,
+    first_name: str,
+    last_name: str,
+    civility: str | None,
+    code: str,
+    expires_at: datetime,
+    purpose: str,
+) -> EmailMessage:
+    """The e-mail carrying a single-use security code (first login or lost PIN)."""
+    if purpose not in _CODE_SUBJECTS:
+        raise ValueError(f"unknown code purpose {purpose!r}")
+    if len(code) != 6 or not code.isdigit():
+        raise ValueError("a security code is exactly 6 digits")
+    return _message(
+        settings=settings,
+        to=to,
+        display_name=f"{first_name} {last_name}",
+        subject=_CODE_SUBJECTS[purpose],
+        template="security_code",
+        context={
+            "salutation": _salutation(
+                civility=civility, first_name=first_name, last_name=last_name
+            ),
+            "code": code,
+            "deadline": _deadline(expires_at, system_clock()),
+            "first_login": purpose == "first_login",
+        },
+    )
+
+
+def pin_changed_message(
+    *,
+    settings: Settings,
+    to: str,
+    first_name: str,
+    last_name: str,
+    civility: str | None,
+    changed_at: datetime,
+    how: str,
+) -> EmailMessage:
+    """The notice sent after a PIN is set, changed or reset; it holds no secret."""
+    if how not in _PIN_CHANGES:
+        raise ValueError(f"unknown PIN change {how!r}")
+    when = _paris(changed_at)
+    return _message(
+        settings=settings,
+        to=to,
+        display_name=f"{first_name} {last_name}",
+        subject=f"Votre mot de passe de l'Espace Adhérent CPMS a été {_PIN_CHANGES[how]}",
+        template="pin_changed",
+        context={
+            "salutation": _salutation(
+                civility=civility, first_name=first_name, last_name=last_name
+            ),
+            "what": _PIN_CHANGES[how],
+            "when": f"le {_date(when)} à {_time(when)}",
+        },
+    )

@@ -1,0 +1,241 @@
+"""How a message leaves: a real SMTP server (CPMS_SMTP_URL) or `.eml` files (CPMS_MAIL_DIR).
+
+`CPMS_SMTP_URL` forms:
+
+- `smtp://user:pass@host:port` plain SMTP (default port 25), login when a user is given;
+- `smtp://user:pass@host?starttls=1` upgraded with STARTTLS (default port 587);
+- `smtps://user:pass@host` implicit TLS (default port 465).
+
+User and password are percent-decoded (`%40` for `@`). `?verify=0` turns off certificate and
+host name checks: only for test servers with a self-signed certificate, never in production.
+Messages of `MailError` never contain the password nor the message (which may hold a code).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.message import EmailMessage
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from cpms_admin.errors import InvalidInput, Refused
+from cpms_admin.settings import Settings
+
+if TYPE_CHECKING:
+    import smtplib
+    import ssl
+
+_DEFAULT_PORTS = {"smtp": 25, "smtp+starttls": 587, "smtps": 465}
+_FLAGS = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
+
+
+class MailError(Refused):
+    """Sending failed (server down, login refused, disk full): exit 1, one line, no secret."""
+
+
+class Transport(Protocol):
+    def send(self, message: EmailMessage) -> None: ...
+
+
+@dataclass(frozen=True)
+class _SmtpConfig:
+    scheme: str
+    host: str
+    port: int
+    user: str | None
+    password: str | None = field(repr=False)
+    starttls: bool
+    verify: bool
+
+    @property
+    def where(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.scheme}://{host}:{self.port}"
+
+
+def _flag(query: dict[str, list[str]], name: str, default: bool) -> bool:
+    if name not in query:
+        return default
+    value = _FLAGS.get(query[name][-1].lower())
+    if value is None:
+        raise InvalidInput(f"invalid CPMS_SMTP_URL: {name} must be 1 or 0")
+    return value
+
+
+def _parse_url(url: str) -> _SmtpConfig:
+    """Parse CPMS_SMTP_URL; errors never echo the URL, which may hold the password."""
+    parts = urlsplit(url.strip())
+    if parts.scheme not in ("smtp", "smtps"):
+        raise InvalidInput("invalid CPMS_SMTP_URL: it must start with smtp:// or smtps://")
+    if not parts.hostname:
+        raise InvalidInput("invalid CPMS_SMTP_URL: no host name")
+    query = parse_qs(parts.query)
+    # A typo such as `?startls=1` must not silently send in clear.
+    unknown = set(query) - {"starttls", "verify"}
+    if unknown:
+        raise InvalidInput(f"invalid CPMS_SMTP_URL: unknown option(s) {', '.join(sorted(unknown))}")
+    starttls = _flag(query, "starttls", False)
+    if starttls and parts.scheme == "smtps":
+        raise InvalidInput("invalid CPMS_SMTP_URL: smtps:// is already TLS, drop ?starttls=1")
+    try:
+        port = parts.port
+    except ValueError:
+        raise InvalidInput("invalid CPMS_SMTP_URL: bad port number") from None
+    user = unquote(parts.username) if parts.username else None
+    password = unquote(parts.password) if parts.password is not None else None
+    if not (user or "").isascii() or not (password or "").isascii():
+        raise InvalidInput("invalid CPMS_SMTP_URL: smtplib logs in with ASCII credentials only")
+    default_port = _DEFAULT_PORTS["smtp+starttls" if starttls else parts.scheme]
+    return _SmtpConfig(
+        scheme=parts.scheme,
+        host=parts.hostname,
+        port=port or default_port,
+        user=user,
+        password=password,
+        starttls=starttls,
+        verify=_flag(query, "verify", True),
+    )
+
+
+def _server_said(code: int, reply: bytes | str) -> str:
+    text = reply.decode("utf-8", "replace") if isinstance(reply, bytes) else reply
+    return f"server said {code} {text}"
+
+
+def _reason(exc: BaseException, *, timeout: float) -> str:
+    """One short line saying why, from whatever smtplib, ssl or the socket raised."""
+    import smtplib
+    import ssl
+
+    if isinstance(exc, smtplib.SMTPRecipientsRefused):
+        code, reply = next(iter(exc.recipients.values()), (0, b""))
+        reason = f"recipient refused, {_server_said(code, reply)}"
+    elif isinstance(exc, smtplib.SMTPResponseException):
+        prefix = "login refused: " if isinstance(exc, smtplib.SMTPAuthenticationError) else ""
+        reason = prefix + _server_said(exc.smtp_code, exc.smtp_error)
+    elif isinstance(exc, ssl.SSLCertVerificationError):
+        reason = f"TLS certificate refused ({exc.verify_message})"
+    elif isinstance(exc, ssl.SSLError):
+        reason = f"TLS failed ({exc.reason or exc})"
+    elif isinstance(exc, TimeoutError):
+        reason = f"no answer within {timeout:g} s"
+    elif isinstance(exc, OSError) and exc.strerror:
+        reason = exc.strerror
+    else:
+        reason = str(exc) or type(exc).__name__
+    return " ".join(reason.split())[:200]
+
+
+class SmtpTransport:
+    """Send through the SMTP server named by CPMS_SMTP_URL, one connection per call."""
+
+    def __init__(self, url: str, *, timeout: float = 10) -> None:
+        self._config = _parse_url(url)
+        self._timeout = timeout
+
+    def __repr__(self) -> str:
+        return f"SmtpTransport({self._config.where!r})"
+
+    def _tls_context(self) -> ssl.SSLContext:
+        import ssl
+
+        context = ssl.create_default_context()
+        if not self._config.verify:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        return context
+
+    @contextmanager
+    def _session(self) -> Iterator[smtplib.SMTP]:
+        """Connected, upgraded to TLS and logged in as configured; any failure is a MailError."""
+        import smtplib
+
+        config = self._config
+        try:
+            if config.scheme == "smtps":
+                smtp: smtplib.SMTP = smtplib.SMTP_SSL(
+                    config.host, config.port, timeout=self._timeout, context=self._tls_context()
+                )
+            else:
+                smtp = smtplib.SMTP(config.host, config.port, timeout=self._timeout)
+            with smtp:
+                smtp.ehlo()
+                if config.starttls:
+                    smtp.starttls(context=self._tls_context())
+                    smtp.ehlo()
+                if config.user is not None:
+                    smtp.login(config.user, config.password or "")
+                yield smtp
+        except (smtplib.SMTPException, OSError) as exc:
+            reason = _reason(exc, timeout=self._timeout)
+            if config.password:
+                reason = reason.replace(config.password, "***")
+            raise MailError(f"cannot send e-mail via {config.where}: {reason}") from None
+
+    def send(self, message: EmailMessage) -> None:
+        import smtplib
+
+        with self._session() as smtp:
+            refused = smtp.send_message(message)
+            if refused:
+                raise smtplib.SMTPRecipientsRefused(refused)
+
+    def check(self) -> None:
+        """Connect, upgrade and log in without sending anything (for `doctor`)."""
+        with self._session():
+            pass
+
+
+class FileTransport:
+    """Write each message as an `.eml` file: the embedded default, without any mail server."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    def __repr__(self) -> str:
+        return f"FileTransport({str(self.directory)!r})"
+
+    def send(self, message: EmailMessage) -> None:
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+        name = f"{stamp}-{secrets.token_hex(4)}.eml"
+        final = self.directory / name
+        # Readers polling the directory must never see half a message: write aside, then rename.
+        temporary = self.directory / f".{name}.tmp"
+        try:
+            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                with os.fdopen(fd, "wb") as out:
+                    out.write(message.as_bytes())
+                    out.flush()
+                    os.fsync(out.fileno())
+                os.replace(temporary, final)
+            finally:
+                temporary.unlink(missing_ok=True)
+        except OSError as exc:
+            reason = exc.strerror or type(exc).__name__
+            raise MailError(f"cannot write e-mail to {self.directory}: {reason}") from None
+
+
+def transport_from_settings(settings: Settings) -> Transport:
+    """SMTP when CPMS_SMTP_URL is set, else `.eml` files in CPMS_MAIL_DIR."""
+    if settings.smtp_url:
+        return SmtpTransport(settings.smtp_url)
+    return FileTransport(Path(settings.mail_dir))
+
+
+def smtp_problem(settings: Settings) -> str | None:
+    """Why the configured SMTP server cannot be used, or None (also when none is configured)."""
+    if not settings.smtp_url:
+        return None
+    try:
+        SmtpTransport(settings.smtp_url).check()
+    except (InvalidInput, MailError) as exc:
+        return str(exc)
+    return None

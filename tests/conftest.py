@@ -5,7 +5,7 @@ import os
 import shutil
 import uuid
 from collections.abc import Iterator
-from dataclasses import replace
+from dataclasses import fields, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -121,13 +121,10 @@ class Cli:
         self.runner = CliRunner()
 
     def env(self) -> dict[str, str]:
-        return {
-            "CPMS_DATABASE_URL": self.settings.database_url,
-            "CPMS_PEPPER": self.settings.pepper or "",
-            "CPMS_MAIL_DIR": self.settings.mail_dir,
-            "CPMS_AGENT": "agent.test",
-            "CPMS_SMTP_URL": self.settings.smtp_url or "",
-        }
+        """Every setting as its environment variable (empty means unset)."""
+        env = {f"CPMS_{f.name.upper()}": "" if getattr(self.settings, f.name) is None
+               else str(getattr(self.settings, f.name)) for f in fields(Settings)}
+        return {**env, "CPMS_AGENT": "agent.test", "CPMS_CONFIG": ""}
 
     def __call__(self, *args: str, input: str | None = None) -> Any:
         obj = {"clock": self.clock} if self.clock else None

@@ -9,6 +9,7 @@ from typer.core import TyperGroup
 
 from cpms_admin import __version__
 from cpms_admin.cli import audit, db, member
+from cpms_admin.cli.doctor import doctor
 from cpms_admin.cli.context import AppContext
 from cpms_admin.cli.output import error
 from cpms_admin.errors import CpmsError
@@ -51,6 +52,7 @@ app = typer.Typer(
 app.add_typer(db.app, name="db")
 app.add_typer(member.app, name="member")
 app.add_typer(audit.app, name="audit")
+app.command()(doctor)
 
 
 def _show_version(value: bool) -> None:

@@ -1,0 +1,47 @@
+"""`doctor` tells what the nightly job lacks, and how to fix it."""
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Cli
+
+
+def checks(result: object) -> dict[str, dict[str, object]]:
+    return {row["name"]: row for row in json.loads(result.stdout)}  # type: ignore[attr-defined]
+
+
+def test_everything_in_place_is_exit_0(cli: Cli) -> None:
+    result = cli("--json", "doctor")
+    assert result.exit_code == 0, result.output
+    found = checks(result)
+    assert all(row["ok"] for row in found.values())
+    assert "HarfBuzz" in str(found["weasyprint"]["detail"])
+
+
+def test_a_readable_pepper_file_is_a_problem_with_its_fix(cli: Cli, tmp_path: Path) -> None:
+    pepper = tmp_path / "pepper"
+    pepper.write_text("0123456789abcdef" * 4)
+    os.chmod(pepper, 0o644)
+    result = cli.with_settings(pepper=None, pepper_file=str(pepper))("--json", "doctor")
+    assert result.exit_code == 5
+    assert checks(result)["pepper"]["fix"] == f"chmod 600 {pepper}"
+
+
+def test_no_pepper_and_old_schema_are_reported(cli: Cli, tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    empty = cli.with_settings(database_url=f"sqlite:///{tmp_path / 'blank.db'}", pepper=None)
+    (tmp_path / "blank.db").write_bytes(b"")
+    monkeypatch.chdir(tmp_path)  # no data/pepper here
+    result = empty("doctor")
+    assert result.exit_code == 5
+    assert "run cpms-admin db upgrade" in result.stdout
+    assert "no pepper" in result.stdout
+
+
+def test_unreachable_smtp_is_reported(cli: Cli) -> None:
+    result = cli.with_settings(smtp_url="smtp://127.0.0.1:1")("--json", "doctor")
+    assert result.exit_code == 5
+    assert checks(result)["mail"]["ok"] is False

@@ -1,0 +1,93 @@
+"""Reading and writing bulk member files: the public API of `cpms_admin.bulk`.
+
+    member_file = read_member_rows(Path("adherents.csv"))   # checks encoding and header
+    for row in member_file:                                 # streams, one SourceRow each
+        ...
+    with open_member_writer(sys.stdout, fmt="jsonl") as writer:
+        writer.write(member.as_row())
+"""
+
+from collections.abc import Iterator
+from pathlib import Path
+
+from cpms_admin.bulk.readers import (
+    check_header,
+    csv_records,
+    csv_rows,
+    jsonl_columns,
+    jsonl_rows,
+)
+from cpms_admin.bulk.rows import IMPORT_COLUMNS, RowError, SourceRow
+from cpms_admin.bulk.sniff import (
+    first_line,
+    open_text,
+    resolve_delimiter,
+    resolve_encoding,
+    resolve_format,
+)
+from cpms_admin.bulk.writers import MemberWriter, open_member_writer, write_error_report
+from cpms_admin.errors import InvalidInput
+
+__all__ = [
+    "MemberFile",
+    "MemberWriter",
+    "RowError",
+    "SourceRow",
+    "open_member_writer",
+    "read_member_rows",
+    "write_error_report",
+]
+
+
+class MemberFile:
+    """A checked member file. Each iteration reads it again from the start, one row at a
+    time, so an importer can make a dry pass first; the file is never held in memory.
+
+    Iterating may still raise InvalidInput if a quote left open swallows later lines.
+    """
+
+    def __init__(self, *, path: Path, fmt: str, encoding: str, delimiter: str | None,
+                 header: tuple[str, ...]) -> None:
+        self.path = path
+        self.fmt = fmt
+        self.encoding = encoding
+        self.delimiter = delimiter
+        self._header = header  # as in the file, including ignored columns
+        # The member columns found in the file (for JSONL, the keys of its first object).
+        self.columns = tuple(name for name in header if name in IMPORT_COLUMNS)
+
+    def __iter__(self) -> Iterator[SourceRow]:
+        if self.delimiter is None:  # JSONL
+            return jsonl_rows(self.path, encoding=self.encoding)
+        return csv_rows(self.path, encoding=self.encoding, delimiter=self.delimiter,
+                        header=self._header)
+
+    def __repr__(self) -> str:
+        return (f"MemberFile({str(self.path)!r}, fmt={self.fmt!r}, encoding={self.encoding!r}, "
+                f"delimiter={self.delimiter!r})")
+
+
+def read_member_rows(path: Path, *, fmt: str | None = None, encoding: str | None = None,
+                     delimiter: str | None = None) -> MemberFile:
+    """Open an import file, guessing what is not given; raise InvalidInput (one line) when
+    the file as a whole cannot be used: missing, undecodable, bad header."""
+    if not path.exists():
+        raise InvalidInput(f"{path}: no such file")
+    if not path.is_file():
+        raise InvalidInput(f"{path}: not a file")
+    encoding = resolve_encoding(path, encoding)
+    head = first_line(path, encoding)
+    fmt = resolve_format(path, fmt=fmt, head=head)
+    if fmt == "jsonl":
+        return MemberFile(path=path, fmt=fmt, encoding=encoding, delimiter=None,
+                          header=jsonl_columns(head, path=path))
+    delimiter = resolve_delimiter(delimiter, header=head)
+    with open_text(path, encoding) as handle:
+        first = next(csv_records(handle, path=path, delimiter=delimiter), None)
+    if first is None:
+        raise InvalidInput(f"{path}: the file is empty; a header row is expected")
+    line, fields, problem = first
+    if fields is None:
+        raise InvalidInput(f"{path}: line {line}: unreadable header ({problem})")
+    return MemberFile(path=path, fmt=fmt, encoding=encoding, delimiter=delimiter,
+                      header=check_header(fields, path=path))

@@ -1,0 +1,63 @@
+"""The records that flow between the bulk readers, the importer and the error report."""
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from cpms_admin.member_fields import COLUMNS
+
+PIN_HASH = "pin_hash"
+# Import accepts a PIN hash carried over from the previous system; export never writes it.
+IMPORT_COLUMNS = (*COLUMNS, PIN_HASH)
+# The extra columns of an error report (see writers.py); a report re-imports once fixed.
+REPORT_COLUMNS = ("line", "field", "reason")
+
+
+def clean_name(raw: str) -> str:
+    """Column names are matched case-insensitively, ignoring surrounding spaces."""
+    return raw.strip().lower()
+
+
+def clean_value(raw: str) -> str | None:
+    """Office files pad values with spaces; an empty cell means "no value"."""
+    value = raw.strip()
+    return value or None
+
+
+def _masked(values: Mapping[str, str | None] | None) -> object:
+    """A copy safe for repr(): the PIN hash is a secret even when hashed."""
+    if values is None or values.get(PIN_HASH) is None:
+        return values
+    return {**values, PIN_HASH: "***"}
+
+
+@dataclass(frozen=True, slots=True)
+class SourceRow:
+    """One record of an import file.
+
+    `line` is the physical line where the record starts (1-based; a CSV header is line 1).
+    `values` has a key for every name in COLUMNS (None when absent or empty), plus
+    `pin_hash` when the file has that column. When the record could not be read at all,
+    `values` is None and `problem` says why: the importer counts it invalid and goes on.
+    """
+
+    line: int
+    values: dict[str, str | None] | None
+    problem: str | None = None
+
+    def __repr__(self) -> str:
+        return (f"SourceRow(line={self.line}, values={_masked(self.values)!r}, "
+                f"problem={self.problem!r})")
+
+
+@dataclass(frozen=True, slots=True)
+class RowError:
+    """Why one record was refused, with its original values for the `--errors` report."""
+
+    line: int
+    field: str | None
+    reason: str
+    values: Mapping[str, str | None] | None
+
+    def __repr__(self) -> str:
+        return (f"RowError(line={self.line}, field={self.field!r}, reason={self.reason!r}, "
+                f"values={_masked(self.values)!r})")

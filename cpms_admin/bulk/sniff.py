@@ -1,0 +1,127 @@
+"""Guessing what office software wrote: encoding, format and CSV separator."""
+
+import codecs
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TextIO
+
+from cpms_admin.errors import InvalidInput
+
+FORMATS = ("csv", "jsonl")
+_EXTENSIONS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl"}
+_SEPARATORS = (";", ",", "\t")  # on a tie, `;` wins: French office software uses it
+_CHUNK = 1 << 18
+
+
+def codec_for(encoding: str) -> str:
+    """The codec to open a file with: UTF-8 tolerates a BOM, which Excel likes to add."""
+    return "utf-8-sig" if encoding == "utf-8" else encoding
+
+
+@contextmanager
+def open_text(path: Path, encoding: str) -> Iterator[TextIO]:
+    """Open for reading; `newline=""` keeps quoted line breaks for the csv module."""
+    try:
+        with open(path, encoding=codec_for(encoding), newline="") as handle:
+            yield handle
+    except UnicodeDecodeError:  # only if the file changed after it was checked
+        raise InvalidInput(f"{path}: not valid {encoding}; give --encoding") from None
+    except OSError as exc:
+        raise cannot_read(path, exc) from None
+
+
+def cannot_read(path: Path, exc: OSError) -> InvalidInput:
+    return InvalidInput(f"{path}: cannot read the file ({exc.strerror or exc})")
+
+
+def _bad_line(path: Path, encoding: str) -> int | None:
+    """The line of the first byte `encoding` cannot decode, or None; streams the whole file
+    so a bad byte on row 90,000 is found before anything is imported."""
+    decoder = codecs.getincrementaldecoder(codec_for(encoding))(errors="strict")
+    line = 1
+    try:
+        with open(path, "rb") as handle:
+            while chunk := handle.read(_CHUNK):
+                try:
+                    decoder.decode(chunk)
+                except UnicodeDecodeError as exc:
+                    return line + chunk[: max(exc.start, 0)].count(b"\n")
+                line += chunk.count(b"\n")
+            decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        return line
+    except OSError as exc:
+        raise cannot_read(path, exc) from None
+    return None
+
+
+def resolve_encoding(path: Path, encoding: str | None) -> str:
+    """The given encoding (checked), else UTF-8 / UTF-16 (by BOM) / Windows-1252."""
+    if encoding is not None:
+        try:
+            name = codecs.lookup(encoding).name
+        except LookupError:
+            raise InvalidInput(f"unknown encoding {encoding!r}") from None
+        bad = _bad_line(path, name)
+        if bad is not None:
+            raise InvalidInput(f"{path}: line {bad} is not valid {name}")
+        return name
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(2)
+    except OSError as exc:
+        raise cannot_read(path, exc) from None
+    if head in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE):  # Excel's "Unicode text"
+        candidates: tuple[str, ...] = ("utf-16",)
+    else:
+        candidates = ("utf-8", "cp1252")
+    for name in candidates:
+        bad = _bad_line(path, name)
+        if bad is None:
+            return name
+    raise InvalidInput(f"{path}: line {bad} is not valid {' or '.join(candidates)}; "
+                       "give --encoding")
+
+
+def first_line(path: Path, encoding: str) -> str:
+    """The first non-blank line, or "" for an empty file."""
+    with open_text(path, encoding) as handle:
+        for line in handle:
+            if line.strip():
+                return line
+    return ""
+
+
+def resolve_format(path: Path, *, fmt: str | None, head: str) -> str:
+    """Explicit format, else the extension, else the first character (`{` means JSONL)."""
+    if fmt is not None:
+        if fmt.lower() not in FORMATS:
+            raise InvalidInput(f"unknown format {fmt!r}: use csv or jsonl")
+        return fmt.lower()
+    by_extension = _EXTENSIONS.get(path.suffix.lower())
+    if by_extension is not None:
+        return by_extension
+    return "jsonl" if head.lstrip().startswith(("{", "[")) else "csv"
+
+
+def _count_outside_quotes(line: str, separator: str) -> int:
+    count, quoted = 0, False
+    for char in line:
+        if char == '"':
+            quoted = not quoted
+        elif char == separator and not quoted:
+            count += 1
+    return count
+
+
+def resolve_delimiter(delimiter: str | None, *, header: str) -> str:
+    """The given separator (`tab` or `\\t` for a tab), else the commonest one in the header."""
+    if delimiter is not None:
+        value = "\t" if delimiter.lower() in ("tab", "\\t") else delimiter
+        if len(value) != 1 or value in ('"', "\r", "\n"):
+            raise InvalidInput(f"invalid delimiter {delimiter!r}: give one character, e.g. ';'")
+        return value
+    counts = {sep: _count_outside_quotes(header, sep) for sep in _SEPARATORS}
+    best = max(_SEPARATORS, key=lambda sep: counts[sep])
+    return best if counts[best] else ","

@@ -11,8 +11,12 @@ from cpms_admin.migrations import HEAD_REVISION
 from cpms_admin.settings import Settings
 
 LETTER_FILES = ("welcome.html", "security_code.html", "pin_reset.html", "letter.css")
-MAIL_FILES = ("security_code.txt.j2", "security_code.html.j2", "pin_changed.txt.j2",
-              "pin_changed.html.j2")
+MAIL_FILES = (
+    "security_code.txt.j2",
+    "security_code.html.j2",
+    "pin_changed.txt.j2",
+    "pin_changed.html.j2",
+)
 FONTS = ("Liberation Sans", "DejaVu Sans")
 
 
@@ -33,8 +37,12 @@ def check_database(settings: Settings) -> Check:
     finally:
         engine.dispose()
     if revision != HEAD_REVISION:
-        return Check("database", False, f"schema at {revision or 'nothing'}, latest is "
-                     f"{HEAD_REVISION}", "run cpms-admin db upgrade")
+        return Check(
+            "database",
+            False,
+            f"schema at {revision or 'nothing'}, latest is {HEAD_REVISION}",
+            "run cpms-admin db upgrade",
+        )
     return Check("database", True, f"reachable, schema at {revision}")
 
 
@@ -55,7 +63,9 @@ def check_templates(settings: Settings) -> Check:
     from cpms_admin.resources import templates_dir
 
     root = templates_dir()
-    expected = [root / "letters" / f for f in LETTER_FILES] + [root / "mail" / f for f in MAIL_FILES]
+    expected = [root / "letters" / f for f in LETTER_FILES] + [
+        root / "mail" / f for f in MAIL_FILES
+    ]
     missing = [str(path) for path in expected if not path.is_file()]
     if missing:
         return Check("templates", False, f"missing: {', '.join(missing)}", "reinstall cpms-admin")
@@ -64,14 +74,23 @@ def check_templates(settings: Settings) -> Check:
 
 def check_fonts(settings: Settings) -> Check:
     if shutil.which("fc-list") is None:
-        return Check("fonts", False, "fontconfig (fc-list) not found",
-                     "apt-get install fontconfig fonts-liberation2")
-    listed = subprocess.run(["fc-list", ":", "family"], capture_output=True, text=True,
-                            check=False, timeout=30).stdout
+        return Check(
+            "fonts",
+            False,
+            "fontconfig (fc-list) not found",
+            "apt-get install fontconfig fonts-liberation2",
+        )
+    listed = subprocess.run(
+        ["fc-list", ":", "family"], capture_output=True, text=True, check=False, timeout=30
+    ).stdout
     found = [font for font in FONTS if font in listed]
     if not found:
-        return Check("fonts", False, f"none of {', '.join(FONTS)} installed",
-                     "apt-get install fonts-liberation2 fonts-dejavu-core")
+        return Check(
+            "fonts",
+            False,
+            f"none of {', '.join(FONTS)} installed",
+            "apt-get install fonts-liberation2 fonts-dejavu-core",
+        )
     return Check("fonts", True, ", ".join(found))
 
 
@@ -79,11 +98,19 @@ def check_weasyprint(settings: Settings) -> Check:
     try:
         from weasyprint.text.ffi import harfbuzz, harfbuzz_subset
     except (ImportError, OSError) as exc:
-        return Check("weasyprint", False, f"cannot load WeasyPrint: {exc}",
-                     "apt-get install libpango-1.0-0 libpangoft2-1.0-0")
+        return Check(
+            "weasyprint",
+            False,
+            f"cannot load WeasyPrint: {exc}",
+            "apt-get install libpango-1.0-0 libpangoft2-1.0-0",
+        )
     if harfbuzz_subset is None or not harfbuzz.hb_version_atleast(4, 1, 0):
-        return Check("weasyprint", False, "HarfBuzz subsetting unavailable: fonts fall back to "
-                     "fontTools, several times slower", "apt-get install libharfbuzz-subset0")
+        return Check(
+            "weasyprint",
+            False,
+            "HarfBuzz subsetting unavailable: fonts fall back to fontTools, several times slower",
+            "apt-get install libharfbuzz-subset0",
+        )
     return Check("weasyprint", True, "HarfBuzz font subsetting in use")
 
 
@@ -100,7 +127,13 @@ def check_mail(settings: Settings) -> Check:
 
 
 CHECKS: tuple[Callable[[Settings], Check], ...] = (
-    check_database, check_pepper, check_templates, check_fonts, check_weasyprint, check_mail)
+    check_database,
+    check_pepper,
+    check_templates,
+    check_fonts,
+    check_weasyprint,
+    check_mail,
+)
 
 
 def run_checks(settings: Settings) -> list[Check]:

@@ -3,23 +3,18 @@
 from sqlmodel import Session, col, select
 
 from cpms_admin.models import Account, Letter, Member, pk
+from cpms_admin.services.codes import purpose_for
 
 LETTER_KINDS = ("welcome", "security_code", "pin_reset")
-
-
-def code_purpose(session: Session, member: Member) -> str:
-    """A member who never set a PIN needs a first-login code; the others a reset code."""
-    account = session.get(Account, member.id)
-    return "pin_reset" if account is not None and account.pin_hash else "first_login"
 
 
 def queue_letter(session: Session, *, member: Member, kind: str) -> Letter:
     """Queue a letter in the caller's transaction; its code is made when it is printed."""
     if kind not in LETTER_KINDS:
         raise ValueError(f"unknown letter kind {kind!r}")
-    purpose = {"welcome": "first_login", "pin_reset": "pin_reset"}.get(kind) or code_purpose(
-        session, member
-    )
+    account = session.get(Account, pk(member))
+    assert account is not None, "every member has an account row"
+    purpose = {"welcome": "first_login", "pin_reset": "pin_reset"}.get(kind) or purpose_for(account)
     letter = Letter(member_id=pk(member), kind=kind, purpose=purpose)
     session.add(letter)
     session.flush()

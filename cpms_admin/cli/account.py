@@ -1,0 +1,89 @@
+"""`cpms-admin account`: why a member cannot log in, and unlocking them."""
+
+from typing import Annotated, Any
+
+import typer
+
+from cpms_admin.cli.context import app_context
+from cpms_admin.cli.output import emit_object
+from cpms_admin.nir import format_nir
+from cpms_admin.services import accounts, diagnosis
+
+app = typer.Typer(help="See why a member cannot log in; unlock them.", no_args_is_help=True)
+
+Nir = Annotated[str, typer.Argument(help="Social security number (spaces, dots allowed).")]
+Reason = Annotated[str, typer.Option("--reason", help="Why (recorded in the audit log).")]
+
+
+@app.command()
+def status(ctx: typer.Context, nir: Nir) -> None:
+    """State, counters, code and letter in flight, and a diagnosis with the command to run.
+
+    Example: cpms-admin account status 185057800608491
+    """
+    app_ = app_context(ctx)
+    with app_.session() as session:
+        view = diagnosis.account_status(session, nir=nir, settings=app_.settings, clock=app_.clock)
+    emit_object(app_, view, describe(view))
+
+
+def describe(view: dict[str, Any]) -> list[str]:
+    pin = (
+        "not set"
+        if not view["pin_set"]
+        else "set (previous system)"
+        if view["pin_legacy"]
+        else "set"
+    )
+    lines = [
+        f"NIR {format_nir(view['nir'])}   member {view['status']}, account {view['state']}",
+        f"  PIN {pin}; {view['failed_attempts']} failed attempt(s)"
+        + ("; CAPTCHA required" if view["captcha_required"] else "")
+        + (f"; cool-down until {view['locked_until']}" if view["locked_until"] else "")
+        + (f"; hard lock since {view['hard_locked_at']}" if view["hard_locked_at"] else ""),
+        f"  last login: {view['last_login_at'] or 'never'};  e-mail: "
+        f"{'known' if view['email_known'] else 'none'};  terms accepted: "
+        f"{view['terms_accepted_version'] or 'no'}",
+    ]
+    code = view["pending_code"]
+    if code:
+        lines.append(
+            f"  code in flight: {code['purpose']} by {code['channel']}, valid until "
+            f"{code['expires_at']}, {code['tries_left']} tries left"
+        )
+    lines += [f"  letter waiting: #{x['id']} {x['kind']}" for x in view["pending_letters"]]
+    lines.append("Diagnosis:")
+    lines += [f"  - {finding}" for finding in view["diagnosis"]]
+    if view["fix"]:
+        lines.append(f"Fix: {view['fix']}")
+    return lines
+
+
+@app.command()
+def unlock(ctx: typer.Context, nir: Nir, reason: Reason) -> None:
+    """Clear the failures, cool-down, CAPTCHA flag and hard lock (exit 0 if not locked).
+
+    Example: cpms-admin account unlock 185057800608491 --reason "identity checked by phone"
+    """
+    app_ = app_context(ctx)
+    with app_.session() as session:
+        result = accounts.unlock_account(
+            session, nir=nir, agent=app_.agent, reason=reason, clock=app_.clock
+        )
+    shown = format_nir(result.member.nir)
+    line = (
+        f"Unlocked {shown} (was {result.state_before}, "
+        f"{result.failed_attempts_before} failed attempt(s))."
+        if result.changed
+        else f"Nothing to do: {shown} is not locked ({result.state_before})."
+    )
+    emit_object(
+        app_,
+        {
+            "nir": result.member.nir,
+            "changed": result.changed,
+            "state_before": result.state_before,
+            "failed_attempts_before": result.failed_attempts_before,
+        },
+        [line],
+    )

@@ -1,0 +1,158 @@
+"""`cpms-admin portal`: the member portal's own flows, for QA and to reproduce a problem.
+
+Secrets (PIN, code) are read from stdin, one per line (hidden prompts on a terminal),
+never from arguments, and never printed.
+"""
+
+import sys
+from enum import StrEnum
+from typing import Annotated
+
+import typer
+
+from cpms_admin.cli.context import AppContext, app_context
+from cpms_admin.cli.output import print_json
+from cpms_admin.errors import InvalidInput
+from cpms_admin.services import pin_change, portal
+from cpms_admin.services.portal import PortalResult
+
+app = typer.Typer(
+    help="The member portal's flows (secrets on stdin, never as arguments).",
+    no_args_is_help=True,
+)
+
+Nir = Annotated[str, typer.Argument(help="Social security number (spaces, dots allowed).")]
+CaptchaOk = Annotated[
+    bool, typer.Option("--captcha-ok", help="The member solved the CAPTCHA the portal showed.")
+]
+INPUT_REASONS = ("mismatch",)  # exit 2, like any invalid input
+
+
+class Using(StrEnum):
+    auto = "auto"
+    code = "code"
+    pin = "pin"
+
+
+def read_secrets(*names: str) -> list[str]:
+    """One secret per stdin line, or hidden prompts on a terminal."""
+    if sys.stdin.isatty():
+        return [str(typer.prompt(name, hide_input=True, err=True)) for name in names]
+    values: list[str] = []
+    for _ in names:
+        line = sys.stdin.readline()
+        if not line:
+            raise InvalidInput(
+                f"expected {len(names)} line(s) on stdin ({', '.join(names)}), got {len(values)}"
+            )
+        values.append(line.rstrip("\r\n"))
+    return values
+
+
+def emit_result(app_: AppContext, result: PortalResult) -> None:
+    """The result as JSON or as the member's message; exit 0 when ok, else 1 (2 for input)."""
+    if app_.json_output:
+        print_json(result.as_json())
+    else:
+        facts = [f"reason: {result.reason}"]
+        if result.remaining_attempts is not None:
+            facts.append(f"{result.remaining_attempts} attempt(s) left")
+        if result.retry_after_seconds is not None:
+            facts.append(f"retry after {result.retry_after_seconds} s")
+        if result.captcha_required:
+            facts.append("CAPTCHA required")
+        typer.echo(result.message, err=not result.ok)
+        typer.echo(f"  ({'; '.join(facts)})", err=not result.ok)
+    if not result.ok:
+        raise typer.Exit(2 if result.reason in INPUT_REASONS else 1)
+
+
+@app.command()
+def login(ctx: typer.Context, nir: Nir, captcha_ok: CaptchaOk = False) -> None:
+    """Log in with the PIN read from stdin: exit 0 when accepted, 1 when refused.
+
+    A PIN that is not 6 digits is exit 2 and costs no attempt.
+
+    Example: cpms-admin --json portal login 185057800608491   (then type the PIN, or pipe it in)
+    """
+    app_ = app_context(ctx)
+    (pin,) = read_secrets("PIN")
+    with app_.session() as session:
+        result = portal.login(
+            session,
+            nir=nir,
+            pin=pin,
+            captcha_ok=captcha_ok,
+            settings=app_.settings,
+            clock=app_.clock,
+        )
+    emit_result(app_, result)
+
+
+@app.command("request-code")
+def request_code(ctx: typer.Context, nir: Nir) -> None:
+    """ "Obtenir mon code de sécurité": a code by e-mail when known, else a postal letter.
+
+    Example: cpms-admin portal request-code 185057800608491
+    """
+    app_ = app_context(ctx)
+    with app_.session() as session:
+        result = portal.request_code(session, nir=nir, settings=app_.settings, clock=app_.clock)
+    emit_result(app_, result)
+
+
+@app.command("set-pin")
+def set_pin(
+    ctx: typer.Context,
+    nir: Nir,
+    using: Annotated[
+        Using,
+        typer.Option(
+            "--with",
+            help="What line 1 is: the one-time code, the current PIN, or auto "
+            "(the code when one is live).",
+        ),
+    ] = Using.auto,
+    captcha_ok: CaptchaOk = False,
+) -> None:
+    """Set a new PIN. Stdin: the one-time code or current PIN, the new PIN, the new PIN again.
+
+    A mismatch or a guessable PIN is refused without spending the code.
+
+    Example: cpms-admin portal set-pin 185057800608491   (then the code, the new PIN twice)
+    """
+    app_ = app_context(ctx)
+    secret, new_pin, confirmation = read_secrets("code or current PIN", "new PIN", "new PIN again")
+    with app_.session() as session:
+        result = pin_change.set_pin(
+            session,
+            nir=nir,
+            secret=secret,
+            new_pin=new_pin,
+            confirmation=confirmation,
+            using=using.value,
+            captcha_ok=captcha_ok,
+            settings=app_.settings,
+            clock=app_.clock,
+        )
+    emit_result(app_, result)
+
+
+@app.command("accept-terms")
+def accept_terms(
+    ctx: typer.Context,
+    nir: Nir,
+    version: Annotated[
+        str | None, typer.Option("--version", help="Terms version (default: the current one).")
+    ] = None,
+) -> None:
+    """Record that the member accepted the Terms of Use (CGU), current version only.
+
+    Example: cpms-admin portal accept-terms 185057800608491
+    """
+    app_ = app_context(ctx)
+    with app_.session() as session:
+        result = portal.accept_terms(
+            session, nir=nir, version=version, settings=app_.settings, clock=app_.clock
+        )
+    emit_result(app_, result)

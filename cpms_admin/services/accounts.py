@@ -1,0 +1,182 @@
+"""What a support agent does to an account: unlock it, reset the PIN, send a new code.
+
+Each action is one transaction with its audit row (who, why, what it changed); a code
+e-mail leaves only after that commit (see `notify`).
+"""
+
+from dataclasses import dataclass
+
+from sqlmodel import Session
+
+from cpms_admin.clock import Clock
+from cpms_admin.errors import InvalidInput, Refused
+from cpms_admin.lockout import account_state
+from cpms_admin.mail.transport import Transport
+from cpms_admin.models import Account, Member, pk
+from cpms_admin.nir import format_nir
+from cpms_admin.security.pepper import load_pepper
+from cpms_admin.services import audit, codes, notify
+from cpms_admin.services.members import get_member
+from cpms_admin.settings import Settings
+
+
+@dataclass(frozen=True)
+class UnlockResult:
+    member: Member
+    state_before: str
+    failed_attempts_before: int
+    changed: bool
+
+
+def require_reason(reason: str | None, what: str) -> str:
+    if reason is None or not reason.strip():
+        raise InvalidInput(f"a reason is required to {what} (--reason, recorded in the audit log)")
+    return reason.strip()
+
+
+def _account(session: Session, member: Member) -> Account:
+    account = session.get(Account, pk(member), populate_existing=True)
+    assert account is not None, "every member has an account row"
+    return account
+
+
+def _open_member(session: Session, nir: str) -> Member:
+    member = get_member(session, nir)
+    if member.status == "closed":
+        raise Refused(f"member {format_nir(member.nir)} is closed: they cannot log in")
+    return member
+
+
+def unlock_account(
+    session: Session, *, nir: str, agent: str, reason: str, clock: Clock
+) -> UnlockResult:
+    """Clear the failures, the cool-down, the CAPTCHA flag and the hard lock. Unlocking an
+    account that is not locked changes nothing (the request is still audited)."""
+    why = require_reason(reason, "unlock an account")
+    member = get_member(session, nir)
+    account = _account(session, member)
+    now = clock()
+    before = account_state(account, now)
+    failures = account.failed_attempts
+    changed = bool(
+        failures or account.locked_until or account.captcha_required or account.hard_locked_at
+    )
+    if changed:
+        account.failed_attempts, account.locked_until = 0, None
+        account.captcha_required, account.hard_locked_at = False, None
+    audit.record(
+        session,
+        agent=agent,
+        action="account.unlock",
+        member=member,
+        reason=why,
+        outcome="ok" if changed else "noop",
+        at=now,
+        state_before=before,
+        failed_attempts_before=failures,
+    )
+    session.commit()
+    return UnlockResult(member, before, failures, changed)
+
+
+def reset_pin(
+    session: Session,
+    *,
+    nir: str,
+    channel: str = "auto",
+    agent: str,
+    reason: str,
+    settings: Settings,
+    clock: Clock,
+    transport: Transport | None = None,
+) -> notify.CodeDelivery:
+    """Invalidate the PIN at once (and any code in flight) and send a reset code. The
+    lockout stays until the member sets a new PIN with that code, which lifts it."""
+    why = require_reason(reason, "reset a PIN")
+    member = _open_member(session, nir)
+    resolved = notify.resolve_channel(member, channel)
+    load_pepper(settings)  # fail before changing anything when it is missing
+    now = clock()
+    account = _account(session, member)
+    had_pin = account.pin_hash is not None
+    account.pin_hash, account.pin_set_at = None, None
+    revoked = codes.revoke_pending(session, member_id=pk(member))
+    delivery = notify.prepare_code(
+        session,
+        member=member,
+        channel=resolved,
+        purpose="pin_reset",
+        letter_kind="pin_reset",
+        settings=settings,
+        now=now,
+    )
+    audit.record(
+        session,
+        agent=agent,
+        action="pin.reset",
+        member=member,
+        reason=why,
+        at=now,
+        had_pin=had_pin,
+        revoked_codes=len(revoked),
+        **delivery.as_json(),
+    )
+    session.commit()
+    notify.send_code(
+        session,
+        member=member,
+        delivery=delivery,
+        agent=agent,
+        settings=settings,
+        clock=clock,
+        transport=transport,
+    )
+    return delivery
+
+
+def issue_member_code(
+    session: Session,
+    *,
+    nir: str,
+    channel: str = "auto",
+    agent: str,
+    reason: str | None = None,
+    settings: Settings,
+    clock: Clock,
+    transport: Transport | None = None,
+) -> notify.CodeDelivery:
+    """Send a new code (first login when no PIN is set, else reset). It revokes older
+    pending codes once stored: at once for an e-mail, at print time for a letter."""
+    member = _open_member(session, nir)
+    resolved = notify.resolve_channel(member, channel)
+    load_pepper(settings)
+    now = clock()
+    delivery = notify.prepare_code(
+        session,
+        member=member,
+        channel=resolved,
+        purpose=codes.purpose_for(_account(session, member)),
+        letter_kind="security_code",
+        settings=settings,
+        now=now,
+    )
+    audit.record(
+        session,
+        agent=agent,
+        action="code.issue",
+        member=member,
+        reason=reason.strip() if reason else None,
+        at=now,
+        **delivery.as_json(),
+    )
+    session.commit()
+    notify.send_code(
+        session,
+        member=member,
+        delivery=delivery,
+        agent=agent,
+        settings=settings,
+        clock=clock,
+        transport=transport,
+    )
+    return delivery

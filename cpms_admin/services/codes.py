@@ -1,0 +1,210 @@
+"""One-time security codes in the database: store, check, consume, revoke.
+
+Only the keyed hash is stored; the clear code exists in the e-mail or the letter it was
+made for, nowhere else. None of these functions commits: they run inside the caller's
+transaction, so a code and the audit row (or letter) that goes with it land together.
+"""
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from sqlalchemy import update
+from sqlmodel import Session, col, select
+
+from cpms_admin.models import Account, SecurityCode, pk
+from cpms_admin.security.codes import generate_code, hash_code, verify_code
+from cpms_admin.settings import Settings
+
+PURPOSES = ("first_login", "pin_reset")
+CHANNELS = ("email", "post")
+# Compared against when there is no live code, so a check costs the same either way.
+_DUMMY_HASH = "0000000000000000$" + "0" * 64
+
+
+@dataclass(frozen=True)
+class IssuedCode:
+    """A code just stored, with its clear value for the one message that carries it."""
+
+    row: SecurityCode
+    clear: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class CodeCheck:
+    """`match` (the live code, not consumed yet), `wrong` (a try was spent) or `dead`
+    (no live code: none issued, expired, used, revoked, or killed by this try)."""
+
+    outcome: str
+    code: SecurityCode | None = None
+    tries_left: int | None = None
+
+
+def purpose_for(account: Account) -> str:
+    """A first-login code for a member who never got in, else a reset code (also after an
+    agent's reset, so the e-mail does not greet a long-standing member as a newcomer)."""
+    return "pin_reset" if account.pin_hash or account.last_login_at else "first_login"
+
+
+def code_ttl(channel: str, settings: Settings) -> timedelta:
+    """E-mail codes live minutes; postal ones must survive the post."""
+    if channel == "email":
+        return timedelta(minutes=settings.code_email_ttl_minutes)
+    if channel == "post":
+        return timedelta(days=settings.code_post_ttl_days)
+    raise ValueError(f"unknown code channel {channel!r}")
+
+
+def revoke_pending(session: Session, *, member_id: int) -> list[int]:
+    """Revoke every pending code of the member; the ids revoked."""
+    statement = (
+        update(SecurityCode)
+        .where(col(SecurityCode.member_id) == member_id, col(SecurityCode.status) == "pending")
+        .values(status="revoked")
+        .returning(col(SecurityCode.id))
+    )
+    return list(session.exec(statement).scalars())
+
+
+def revoke_code(session: Session, *, code_id: int) -> bool:
+    """Revoke one code if it is still pending (True when it was)."""
+    statement = (
+        update(SecurityCode)
+        .where(col(SecurityCode.id) == code_id, col(SecurityCode.status) == "pending")
+        .values(status="revoked")
+        .returning(col(SecurityCode.id))
+    )
+    return session.exec(statement).first() is not None
+
+
+def store_code(
+    session: Session,
+    *,
+    member_id: int,
+    purpose: str,
+    channel: str,
+    code: str,
+    pepper: bytes,
+    now: datetime,
+    settings: Settings,
+    letter_id: int | None = None,
+) -> SecurityCode:
+    """Store the hash of `code` (made by the caller, e.g. the letter batch at print time),
+    valid for the channel's lifetime, and revoke the member's older pending codes.
+
+    Does not commit: the caller's transaction holds the code and whatever carries it.
+    """
+    if purpose not in PURPOSES:
+        raise ValueError(f"unknown code purpose {purpose!r}")
+    lifetime = code_ttl(channel, settings)
+    revoke_pending(session, member_id=member_id)
+    row = SecurityCode(
+        member_id=member_id,
+        purpose=purpose,
+        channel=channel,
+        code_hash=hash_code(pepper=pepper, code=code),
+        created_at=now,
+        expires_at=now + lifetime,
+        letter_id=letter_id,
+    )
+    session.add(row)
+    session.flush()
+    return row
+
+
+def issue_code(
+    session: Session,
+    *,
+    member_id: int,
+    purpose: str,
+    channel: str,
+    pepper: bytes,
+    now: datetime,
+    settings: Settings,
+) -> IssuedCode:
+    """Generate a code and store it (see `store_code`); the clear value is only returned."""
+    clear = generate_code()
+    row = store_code(
+        session,
+        member_id=member_id,
+        purpose=purpose,
+        channel=channel,
+        code=clear,
+        pepper=pepper,
+        now=now,
+        settings=settings,
+    )
+    return IssuedCode(row=row, clear=clear)
+
+
+def live_code(session: Session, *, member_id: int, now: datetime) -> SecurityCode | None:
+    """The member's newest pending, unexpired code."""
+    statement = (
+        select(SecurityCode)
+        .where(
+            col(SecurityCode.member_id) == member_id,
+            col(SecurityCode.status) == "pending",
+            col(SecurityCode.expires_at) > now,
+        )
+        .order_by(col(SecurityCode.id).desc())
+    )
+    return session.exec(statement).first()
+
+
+def check_code(
+    session: Session,
+    *,
+    member_id: int | None,
+    code: str,
+    pepper: bytes,
+    now: datetime,
+    settings: Settings,
+) -> CodeCheck:
+    """Check `code` against the member's live code, which stays locked until the caller's
+    transaction ends, so concurrent guesses are checked one at a time and never exceed the
+    try limit. A wrong code spends a try (the last one revokes it); a match is not consumed
+    here (see `consume_code`), so the caller can still refuse the new PIN without burning it.
+    """
+    row = None
+    if member_id is not None:
+        statement = (
+            select(SecurityCode)
+            .where(
+                col(SecurityCode.member_id) == member_id,
+                col(SecurityCode.status) == "pending",
+                col(SecurityCode.expires_at) > now,
+            )
+            .order_by(col(SecurityCode.id).desc())
+            .with_for_update()
+        )
+        row = session.exec(statement).first()
+    if row is None:
+        verify_code(pepper=pepper, code=code, stored=_DUMMY_HASH)
+        return CodeCheck("dead")
+    if verify_code(pepper=pepper, code=code, stored=row.code_hash):
+        return CodeCheck("match", row, settings.code_max_tries - row.failed_tries)
+    tries = session.exec(
+        update(SecurityCode)
+        .where(col(SecurityCode.id) == pk(row))
+        .values(failed_tries=SecurityCode.failed_tries + 1)
+        .returning(col(SecurityCode.failed_tries))
+    ).scalar_one()
+    left = max(settings.code_max_tries - tries, 0)
+    if left == 0:
+        revoke_code(session, code_id=pk(row))
+    session.refresh(row)
+    return CodeCheck("wrong", row, left)
+
+
+def consume_code(session: Session, *, code_id: int, now: datetime) -> bool:
+    """Mark the code used if it is still live (True); single use even under concurrency."""
+    statement = (
+        update(SecurityCode)
+        .where(
+            col(SecurityCode.id) == code_id,
+            col(SecurityCode.status) == "pending",
+            col(SecurityCode.expires_at) > now,
+        )
+        .values(status="used", used_at=now)
+        .returning(col(SecurityCode.id))
+    )
+    return session.exec(statement).first() is not None

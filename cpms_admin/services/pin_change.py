@@ -1,0 +1,207 @@
+"""Setting a PIN from the portal: with a one-time code (first login, lost PIN) or with the
+current PIN (change). The new PIN is typed twice.
+
+A mismatch or a guessable PIN is refused before anything is spent: no try of the code, no
+failed attempt. The check against the member's birth date comes only after the code or
+current PIN was verified, so it cannot be used to probe who was born when.
+"""
+
+from datetime import datetime
+from typing import Literal
+
+from sqlalchemy import update
+from sqlmodel import Session, col, select
+
+from cpms_admin.clock import Clock
+from cpms_admin.errors import InvalidInput
+from cpms_admin.mail.transport import Transport
+from cpms_admin.models import Account, Member, pk
+from cpms_admin.nir import parse_nir
+from cpms_admin.security.pepper import load_pepper
+from cpms_admin.security.pins import check_pin_format, parse_weak_pins, pin_weakness
+from cpms_admin.services import audit, codes, notify, portal_text
+from cpms_admin.services.attempts import PORTAL, check_pin, pin_hasher, settle_success
+from cpms_admin.services.portal import PortalResult, attempt_result
+from cpms_admin.settings import Settings
+
+Using = Literal["auto", "code", "pin"]
+
+
+def set_pin(
+    session: Session,
+    *,
+    nir: str,
+    secret: str,
+    new_pin: str,
+    confirmation: str,
+    using: Using = "auto",
+    captcha_ok: bool = False,
+    settings: Settings,
+    clock: Clock,
+    transport: Transport | None = None,
+) -> PortalResult:
+    """Set a new PIN. `secret` is the one-time code or the current PIN: `auto` takes it as
+    the code when the member has a live one, else as the current PIN."""
+    compact = parse_nir(nir)
+    if not (len(secret) == 6 and secret.isascii() and secret.isdigit()):
+        raise InvalidInput("the security code or current PIN must be exactly 6 digits (0-9)")
+    check_pin_format(new_pin)
+    if new_pin != confirmation:
+        return PortalResult(False, "mismatch", portal_text.MISMATCH)
+    weak_pins = parse_weak_pins(settings.weak_pins)
+    weakness = pin_weakness(new_pin, birth_date=None, weak_pins=weak_pins)
+    if weakness is not None:
+        return PortalResult(False, "weak_pin", portal_text.weak_pin(weakness))
+    now = clock()
+    member = session.exec(select(Member).where(Member.nir == compact)).first()
+    if using == "auto":
+        live = member is not None and codes.live_code(session, member_id=pk(member), now=now)
+        using = "code" if live else "pin"
+    session.commit()  # end the read: nothing is held during argon2
+    if using == "code":
+        return _with_code(
+            session,
+            member=member,
+            nir=compact,
+            code=secret,
+            new_pin=new_pin,
+            settings=settings,
+            now=now,
+            transport=transport,
+        )
+    return _with_current_pin(
+        session,
+        nir=compact,
+        pin=secret,
+        new_pin=new_pin,
+        captcha_ok=captcha_ok,
+        settings=settings,
+        now=now,
+        transport=transport,
+    )
+
+
+def _birth_date_weakness(member: Member, new_pin: str, settings: Settings) -> PortalResult | None:
+    weak_pins = parse_weak_pins(settings.weak_pins)
+    weakness = pin_weakness(new_pin, birth_date=member.birth_date, weak_pins=weak_pins)
+    return (
+        None
+        if weakness is None
+        else PortalResult(False, "weak_pin", portal_text.weak_pin(weakness))
+    )
+
+
+def _with_code(
+    session: Session,
+    *,
+    member: Member | None,
+    nir: str,
+    code: str,
+    new_pin: str,
+    settings: Settings,
+    now: datetime,
+    transport: Transport | None,
+) -> PortalResult:
+    new_hash = pin_hasher(settings).hash(new_pin)  # before the code row is locked
+    check = codes.check_code(
+        session,
+        member_id=pk(member) if member else None,
+        code=code,
+        pepper=load_pepper(settings),
+        now=now,
+        settings=settings,
+    )
+    if check.outcome != "match" or member is None or check.code is None:
+        reason = "unknown_member" if member is None else f"{check.outcome}_code"
+        audit.record(
+            session,
+            agent=PORTAL,
+            action="portal.set_pin",
+            member=member,
+            outcome=reason,
+            at=now,
+            nir=nir,
+            tries_left=check.tries_left,
+        )
+        session.commit()
+        return PortalResult(
+            False, reason, portal_text.CODE_REFUSED, remaining_attempts=check.tries_left
+        )
+    refusal = _birth_date_weakness(member, new_pin, settings)
+    if member.status == "closed":
+        refusal = PortalResult(False, "closed", portal_text.CLOSED)
+    if refusal is not None or not codes.consume_code(session, code_id=pk(check.code), now=now):
+        session.rollback()  # the code stays as it was
+        return refusal or PortalResult(False, "dead_code", portal_text.CODE_REFUSED)
+    account = session.get(Account, pk(member), populate_existing=True)
+    assert account is not None
+    how = "reset" if account.pin_hash or check.code.purpose == "pin_reset" else "set"
+    lifted = account.hard_locked_at is not None or account.failed_attempts > 0
+    session.exec(
+        update(Account)
+        .where(col(Account.member_id) == pk(member))
+        .values(
+            pin_hash=new_hash,
+            pin_set_at=now,
+            failed_attempts=0,
+            locked_until=None,
+            captcha_required=False,
+            hard_locked_at=None,
+        )
+    )
+    audit.record(
+        session,
+        agent=PORTAL,
+        action="portal.set_pin",
+        member=member,
+        at=now,
+        how=how,
+        code_id=check.code.id,
+        lifted_lockout=lifted,
+    )
+    session.commit()
+    notify.notify_pin_changed(
+        member=member, how=how, changed_at=now, settings=settings, transport=transport
+    )
+    return PortalResult(True, "ok", portal_text.PIN_SAVED)
+
+
+def _with_current_pin(
+    session: Session,
+    *,
+    nir: str,
+    pin: str,
+    new_pin: str,
+    captcha_ok: bool,
+    settings: Settings,
+    now: datetime,
+    transport: Transport | None,
+) -> PortalResult:
+    action = "portal.change_pin"
+    attempt = check_pin(
+        session, nir=nir, pin=pin, action=action, captcha_ok=captcha_ok, settings=settings, now=now
+    )
+    if not attempt.ok or attempt.subject is None:
+        return attempt_result(attempt, settings=settings, now=now)
+    member = attempt.subject.member
+    refusal = _birth_date_weakness(member, new_pin, settings)
+    if refusal is not None:
+        return refusal
+    values = {"pin_hash": pin_hasher(settings).hash(new_pin), "pin_set_at": now}
+    attempt = settle_success(
+        session,
+        attempt=attempt,
+        values=values,
+        action=action,
+        captcha_ok=captcha_ok,
+        settings=settings,
+        now=now,
+    )
+    if not attempt.ok:
+        return attempt_result(attempt, settings=settings, now=now)
+    audit.record(session, agent=PORTAL, action=action, member=member, at=now, how="changed")
+    session.commit()
+    notify.notify_pin_changed(
+        member=member, how="changed", changed_at=now, settings=settings, transport=transport
+    )
+    return PortalResult(True, "ok", portal_text.PIN_SAVED)

@@ -1,0 +1,262 @@
+"""The agent commands (account, pin, code) and the portal group through the CLI: exit codes,
+messages, JSON, and e-mail through a real SMTP server on loopback."""
+
+import json
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+from email import message_from_bytes, policy
+
+import pytest
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import Envelope
+from sqlmodel import Session
+
+from cpms_admin.models import Member
+from cpms_admin.settings import Settings
+from tests.conftest import Cli, FakeClock
+from tests.cred_helpers import (
+    NEW_PIN,
+    PIN,
+    account_of,
+    codes_of,
+    give_pin,
+    mailed_codes,
+    outbox,
+)
+from tests.factories import make_member, make_nir, snapshot
+
+LOGIN_KEYS = {"ok", "reason", "remaining_attempts", "retry_after_seconds", "captcha_required"}
+
+
+@pytest.fixture
+def member(session: Session, settings: Settings) -> Member:
+    member = make_member(session, welcome=False)
+    give_pin(session, settings, member)
+    return member
+
+
+def lock_out(cli: Cli, clock: FakeClock, nir: str, times: int = 10) -> None:
+    for _ in range(times):
+        clock.advance(hours=2)
+        cli("portal", "login", nir, "--captcha-ok", input="605813\n")
+
+
+def test_portal_login_json_and_exit_codes(cli: Cli, member: Member) -> None:
+    ok = cli("--json", "portal", "login", member.nir, input=f"{PIN}\n")
+    assert ok.exit_code == 0
+    assert set(json.loads(ok.stdout)) == LOGIN_KEYS | {"message"}
+    wrong = cli("--json", "portal", "login", member.nir, input="605813\n")
+    assert (wrong.exit_code, json.loads(wrong.stdout)["reason"]) == (1, "wrong_pin")
+    unknown = cli("--json", "portal", "login", make_nir(), input="605813\n")
+    assert (unknown.exit_code, json.loads(unknown.stdout)["reason"]) == (1, "unknown_member")
+    human = cli("portal", "login", member.nir, input="605813\n")
+    assert "Mot de passe erroné. Attention, il vous reste 1 tentative." in human.stderr
+    assert PIN not in ok.output + wrong.output + human.output
+
+
+def test_bad_input_changes_nothing(cli: Cli, session: Session, member: Member) -> None:
+    no_email = make_member(session, welcome=False, email=None)
+    before = snapshot(session)
+    refusals = [
+        (cli("portal", "login", member.nir, input="48291\n"), 2, "6 digits"),
+        (cli("portal", "login", member.nir, input="４８２９１５\n"), 2, "6 digits"),
+        (cli("portal", "login", member.nir, input=""), 2, "expected 1 line(s) on stdin"),
+        (cli("portal", "login", "185057800608492", input=f"{PIN}\n"), 2, "invalid NIR"),
+        (cli("portal", "set-pin", member.nir, input=f"{PIN}\n{NEW_PIN}\n"), 2, "3 line(s)"),
+        (cli("portal", "set-pin", member.nir, input=f"{PIN}\n73926\n73926\n"), 2, "6 digits"),
+        (cli("portal", "set-pin", member.nir, input=f"{PIN}\n{NEW_PIN}\n739265\n"), 2,
+         "ne sont pas identiques"),
+        (cli("portal", "set-pin", member.nir, input=f"{PIN}\n111111\n111111\n"), 1,
+         "trop facile à deviner"),
+        (cli("portal", "accept-terms", member.nir, "--version", "0"), 2, "current Terms"),
+        (cli("account", "unlock", member.nir, "--reason", " "), 2, "a reason is required"),
+        (cli("account", "unlock", make_nir(), "--reason", "x"), 3, "no member with NIR"),
+        (cli("account", "status", make_nir()), 3, "no member with NIR"),
+        (cli("pin", "reset", member.nir), 2, "Missing option '--reason'"),
+        (cli("pin", "reset", member.nir, "--reason", ""), 2, "a reason is required"),
+        (cli("pin", "reset", make_nir(), "--reason", "x"), 3, "no member with NIR"),
+        (cli("pin", "reset", member.nir, "--channel", "sms", "--reason", "x"), 2, "sms"),
+        (cli("code", "issue", no_email.nir, "--channel", "email"), 1, "has no e-mail address"),
+        (cli("code", "issue", make_nir()), 3, "no member with NIR"),
+    ]  # fmt: skip
+    for result, code, message in refusals:
+        assert (result.exit_code, message in result.output) == (code, True), result.output
+        assert "Traceback" not in result.output
+    assert snapshot(session) == before
+    assert outbox(cli.settings) == []
+
+
+def test_locked_member_is_diagnosed_then_unlocked(
+    cli: Cli, clock: FakeClock, member: Member
+) -> None:
+    lock_out(cli, clock, member.nir)
+    status = cli("account", "status", member.nir)
+    assert status.exit_code == 0
+    assert "Locked after 10 failed attempts on" in status.stdout
+    assert f'Fix: cpms-admin account unlock {member.nir} --reason "..."' in status.stdout
+    view = json.loads(cli("--json", "account", "status", member.nir).stdout)
+    assert (view["state"], view["failed_attempts"], view["captcha_required"]) == (
+        "locked",
+        10,
+        True,
+    )
+    assert view["fix"].startswith("cpms-admin account unlock")
+    unlocked = cli("account", "unlock", member.nir, "--reason", "identity checked by phone")
+    assert (unlocked.exit_code, "Unlocked") == (0, unlocked.stdout[:8])
+    again = cli("--json", "account", "unlock", member.nir, "--reason", "twice")
+    assert (again.exit_code, json.loads(again.stdout)["changed"]) == (0, False)
+    assert cli("portal", "login", member.nir, input=f"{PIN}\n").exit_code == 0
+    audit = json.loads(cli("--json", "audit", "list", "--action", "account.unlock").stdout)
+    assert [(e["agent"], e["reason"], e["outcome"]) for e in audit] == [
+        ("agent.test", "twice", "noop"),
+        ("agent.test", "identity checked by phone", "ok"),
+    ]
+
+
+def test_pin_reset_by_email_then_set_pin_with_the_code(
+    cli: Cli, session: Session, member: Member
+) -> None:
+    reset = cli("--json", "pin", "reset", member.nir, "--reason", "forgot PIN")
+    assert reset.exit_code == 0, reset.output
+    assert json.loads(reset.stdout)["channel"] == "email"
+    assert account_of(session, member).pin_hash is None
+    old = cli("--json", "portal", "login", member.nir, input=f"{PIN}\n")
+    assert json.loads(old.stdout)["reason"] == "no_pin"
+    status = cli("account", "status", member.nir).stdout
+    assert "No PIN yet; a pin_reset code sent by e-mail is valid until" in status
+    (code,) = mailed_codes(cli.settings)
+    done = cli("portal", "set-pin", member.nir, input=f"{code}\n{NEW_PIN}\n{NEW_PIN}\n")
+    assert done.exit_code == 0, done.output
+    assert "Votre modification a été prise en compte" in done.stdout
+    assert cli("portal", "login", member.nir, input=f"{NEW_PIN}\n").exit_code == 0
+
+
+def test_pin_reset_by_post_queues_a_letter(cli: Cli, session: Session, member: Member) -> None:
+    reset = cli("--json", "pin", "reset", member.nir, "--channel", "post", "--reason", "asked")
+    assert reset.exit_code == 0, reset.output
+    assert json.loads(reset.stdout)["letter_id"] is not None
+    view = json.loads(cli("--json", "member", "show", member.nir).stdout)
+    assert [letter["kind"] for letter in view["pending_letters"]] == ["pin_reset"]
+    again = cli("code", "issue", member.nir, "--channel", "post")
+    assert "already waiting" in again.stdout
+    assert outbox(cli.settings) == []
+
+
+def test_code_issue_auto_falls_back_to_post_without_email(cli: Cli, session: Session) -> None:
+    no_email = make_member(session, welcome=False, email=None)
+    result = cli("--json", "code", "issue", no_email.nir, "--reason", "never got a code")
+    assert result.exit_code == 0
+    assert (json.loads(result.stdout)["channel"], outbox(cli.settings)) == ("post", [])
+    diagnosis = cli("account", "status", no_email.nir).stdout
+    assert "waits for the next print run" in diagnosis
+    assert "No e-mail address: codes go by post" in diagnosis
+
+
+def test_member_without_pin_or_code_is_told_what_to_run(cli: Cli, session: Session) -> None:
+    newcomer = make_member(session, welcome=False)
+    status = cli("account", "status", newcomer.nir).stdout
+    assert "No PIN and no code on its way" in status
+    assert f"Fix: cpms-admin code issue {newcomer.nir} --channel auto" in status
+
+
+def test_code_rules_through_the_cli(cli: Cli, clock: FakeClock, session: Session) -> None:
+    newcomer = make_member(session, welcome=False)
+
+    def set_pin(secret: str, new: str = NEW_PIN, again: str = NEW_PIN) -> dict[str, object]:
+        result = cli("--json", "portal", "set-pin", newcomer.nir, "--with", "code",
+                     input=f"{secret}\n{new}\n{again}\n")  # fmt: skip
+        return dict(json.loads(result.stdout), exit_code=result.exit_code)
+
+    assert cli("code", "issue", newcomer.nir).exit_code == 0
+    (code,) = mailed_codes(cli.settings)
+    assert set_pin(code, again="739265")["reason"] == "mismatch"
+    assert set_pin(code, "123456", "123456")["reason"] == "weak_pin"
+    wrong = f"{(int(code) + 1) % 1_000_000:06d}"
+    tries = [set_pin(wrong)["remaining_attempts"] for _ in range(5)]
+    assert tries == [4, 3, 2, 1, 0]
+    dead = set_pin(code)
+    assert (dead["exit_code"], dead["reason"]) == (1, "dead_code")
+    cli("code", "issue", newcomer.nir)
+    expiring = mailed_codes(cli.settings)[-1]
+    clock.advance(minutes=11)
+    assert set_pin(expiring)["reason"] == "dead_code"
+    cli("code", "issue", newcomer.nir)
+    fresh = mailed_codes(cli.settings)[-1]
+    assert set_pin(fresh)["ok"] is True
+    assert set_pin(fresh)["reason"] == "dead_code"  # single use
+    first = json.loads(cli("--json", "portal", "login", newcomer.nir, input="605813\n").stdout)
+    assert first["message"] == "Mot de passe erroné. Attention, il vous reste 2 tentatives."
+    for _ in range(2):
+        third = cli("--json", "portal", "login", newcomer.nir, input="605813\n")
+    assert json.loads(third.stdout)["retry_after_seconds"] == 60
+    clock.advance(seconds=60)
+    captcha = cli("--json", "portal", "login", newcomer.nir, input=f"{NEW_PIN}\n")
+    assert json.loads(captcha.stdout)["reason"] == "captcha_required"
+    ok = cli("portal", "login", newcomer.nir, "--captcha-ok", input=f"{NEW_PIN}\n")
+    assert ok.exit_code == 0
+
+
+# --- SMTP on loopback -------------------------------------------------------------------------
+
+
+class Inbox:
+    def __init__(self) -> None:
+        self.envelopes: list[Envelope] = []
+
+    async def handle_DATA(self, server: object, session: object, envelope: Envelope) -> str:
+        self.envelopes.append(envelope)
+        return "250 OK"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@contextmanager
+def smtp_server() -> Iterator[tuple[Inbox, int]]:
+    inbox, port = Inbox(), free_port()
+    controller = Controller(inbox, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        yield inbox, port
+    finally:
+        controller.stop()
+
+
+def test_code_by_email_through_a_real_smtp_server(cli: Cli, session: Session) -> None:
+    newcomer = make_member(session, welcome=False)
+    with smtp_server() as (inbox, port):
+        smtp = cli.with_settings(smtp_url=f"smtp://127.0.0.1:{port}")
+        sent = smtp("portal", "request-code", newcomer.nir)
+        assert sent.exit_code == 0, sent.output
+        assert len(inbox.envelopes) == 1
+        content = inbox.envelopes[0].content
+        assert isinstance(content, bytes)
+        message = message_from_bytes(content, policy=policy.default)
+        body = message.get_body(("plain",))
+        assert body is not None
+        code = body.get_content().split("Votre code de sécurité : ")[1][:6]
+        done = smtp("portal", "set-pin", newcomer.nir, input=f"{code}\n{NEW_PIN}\n{NEW_PIN}\n")
+        assert done.exit_code == 0, done.output
+        assert len(inbox.envelopes) == 2  # the "PIN created" notice
+    assert outbox(cli.settings) == []
+
+
+def test_smtp_failure_leaves_no_live_code(cli: Cli, session: Session, member: Member) -> None:
+    down = cli.with_settings(smtp_url=f"smtp://127.0.0.1:{free_port()}")
+    result = down("code", "issue", member.nir, "--reason", "lost PIN")
+    assert result.exit_code == 1
+    assert "cannot send e-mail via smtp://127.0.0.1" in result.stderr
+    assert f"cpms-admin code issue {member.nir} --channel post" in result.stderr
+    assert [row.status for row in codes_of(session, member)] == ["revoked"]
+    audit = json.loads(cli("--json", "audit", "list", "--action", "code.revoke").stdout)
+    assert [(e["agent"], e["outcome"]) for e in audit] == [("agent.test", "mail_failed")]
+    reset = down("pin", "reset", member.nir, "--reason", "forgot")
+    assert reset.exit_code == 1 and "--channel post" in reset.stderr
+    assert {row.status for row in codes_of(session, member)} == {"revoked"}
+    fallback = down("--json", "code", "issue", member.nir, "--channel", "post", "--reason", "x")
+    assert (fallback.exit_code, json.loads(fallback.stdout)["channel"]) == (0, "post")

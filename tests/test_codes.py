@@ -1,0 +1,155 @@
+"""Security codes in the database: what the letter batch and the e-mail queue rely on."""
+
+from datetime import timedelta
+
+import pytest
+from sqlmodel import Session
+
+from cpms_admin.models import Member, pk
+from cpms_admin.services import codes
+from cpms_admin.services.letter_queue import queue_letter
+from cpms_admin.settings import Settings
+from tests.conftest import TEST_PEPPER, FakeClock
+from tests.cred_helpers import codes_of, set_pin
+from tests.factories import make_member
+
+PEPPER = TEST_PEPPER.encode()
+
+
+@pytest.fixture
+def member(session: Session) -> Member:
+    return make_member(session, welcome=False)
+
+
+def test_store_code_is_what_the_letter_batch_calls_at_print_time(
+    session: Session, settings: Settings, clock: FakeClock, member: Member
+) -> None:
+    letter = queue_letter(session, member=member, kind="security_code")
+    emailed = codes.issue_code(
+        session,
+        member_id=pk(member),
+        purpose="first_login",
+        channel="email",
+        pepper=PEPPER,
+        now=clock.now,
+        settings=settings,
+    )
+    printed = codes.store_code(
+        session,
+        member_id=pk(member),
+        purpose="first_login",
+        channel="post",
+        code="004213",
+        pepper=PEPPER,
+        now=clock.now,
+        settings=settings,
+        letter_id=pk(letter),
+    )
+    session.commit()
+    assert printed.expires_at == clock.now + timedelta(days=30)
+    assert emailed.row.expires_at == clock.now + timedelta(minutes=10)
+    assert printed.letter_id == letter.id
+    assert "004213" not in printed.code_hash
+    assert [row.status for row in codes_of(session, member)] == ["revoked", "pending"]
+    # A printed code still works on day 29, and no longer on day 31.
+    clock.advance(days=29)
+    assert set_pin(session, settings, clock, member.nir, "004213", using="code").ok
+
+
+def test_post_codes_die_after_their_lifetime(
+    session: Session, settings: Settings, clock: FakeClock, member: Member
+) -> None:
+    codes.store_code(
+        session,
+        member_id=pk(member),
+        purpose="first_login",
+        channel="post",
+        code="004213",
+        pepper=PEPPER,
+        now=clock.now,
+        settings=settings,
+    )
+    session.commit()
+    clock.advance(days=30, seconds=1)
+    result = set_pin(session, settings, clock, member.nir, "004213", using="code")
+    assert result.reason == "dead_code"
+
+
+def test_issued_code_hides_its_clear_value_from_repr(
+    session: Session, settings: Settings, clock: FakeClock, member: Member
+) -> None:
+    issued = codes.issue_code(
+        session,
+        member_id=pk(member),
+        purpose="pin_reset",
+        channel="email",
+        pepper=PEPPER,
+        now=clock.now,
+        settings=settings,
+    )
+    assert issued.clear not in repr(issued)
+    assert issued.clear not in repr(issued.row)
+
+
+def test_check_code_spends_a_try_only_when_wrong_and_never_consumes(
+    session: Session, settings: Settings, clock: FakeClock, member: Member
+) -> None:
+    codes.store_code(
+        session,
+        member_id=pk(member),
+        purpose="pin_reset",
+        channel="email",
+        code="246810",
+        pepper=PEPPER,
+        now=clock.now,
+        settings=settings,
+    )
+    session.commit()
+
+    def check(code: str, pepper: bytes = PEPPER) -> codes.CodeCheck:
+        result = codes.check_code(
+            session,
+            member_id=pk(member),
+            code=code,
+            pepper=pepper,
+            now=clock.now,
+            settings=settings,
+        )
+        session.commit()
+        return result
+
+    assert (check("246810").outcome, check("246810").tries_left) == ("match", 5)
+    assert (check("246811").outcome, check("246811").tries_left) == ("wrong", 3)
+    assert check("246810", pepper=b"another-pepper").outcome == "wrong"
+    row = check("246810").code
+    assert row is not None and codes.consume_code(session, code_id=pk(row), now=clock.now)
+    assert not codes.consume_code(session, code_id=pk(row), now=clock.now)
+    session.commit()
+    assert check("246810").outcome == "dead"
+
+
+def test_purposes_and_channels_are_checked(
+    session: Session, settings: Settings, clock: FakeClock, member: Member
+) -> None:
+    with pytest.raises(ValueError, match="purpose"):
+        codes.store_code(
+            session,
+            member_id=pk(member),
+            purpose="login",
+            channel="post",
+            code="004213",
+            pepper=PEPPER,
+            now=clock.now,
+            settings=settings,
+        )
+    with pytest.raises(ValueError, match="channel"):
+        codes.store_code(
+            session,
+            member_id=pk(member),
+            purpose="pin_reset",
+            channel="sms",
+            code="004213",
+            pepper=PEPPER,
+            now=clock.now,
+            settings=settings,
+        )

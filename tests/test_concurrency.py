@@ -1,0 +1,98 @@
+"""Concurrent attempts at one account, each thread with its own engine and connection:
+no failure is lost and none slips past the hard lock or the code's try limit."""
+
+import threading
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import replace
+from typing import TypeVar
+
+from sqlalchemy import func
+from sqlmodel import Session, col, select
+
+from cpms_admin.db import make_engine
+from cpms_admin.models import AuditEvent
+from cpms_admin.services import portal
+from cpms_admin.settings import Settings
+from tests.conftest import FakeClock
+from tests.cred_helpers import account_of, codes_of, email_code, give_pin, set_pin
+from tests.factories import make_member
+
+THREADS = 6
+T = TypeVar("T")
+
+
+def hammer(
+    settings: Settings, attempts_per_thread: int, attempt: Callable[[Session], T]
+) -> list[T]:
+    """Run `attempt` from THREADS threads at once, each with its own engine."""
+    barrier = threading.Barrier(THREADS)
+    results: list[T] = []
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+
+    def worker() -> None:
+        engine = make_engine(settings.database_url)
+        try:
+            with Session(engine, expire_on_commit=False) as session:
+                barrier.wait()
+                for _ in range(attempts_per_thread):
+                    outcome = attempt(session)
+                    with lock:
+                        results.append(outcome)
+        except BaseException as exc:  # reported by the main thread
+            errors.append(exc)
+        finally:
+            engine.dispose()
+
+    threads = [threading.Thread(target=worker) for _ in range(THREADS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not errors, errors
+    return results
+
+
+def test_concurrent_wrong_pins_lock_at_exactly_the_threshold(
+    session: Session, settings: Settings, clock: FakeClock
+) -> None:
+    # No cool-down, so that every attempt before the lock is evaluated.
+    fast = replace(settings, lockout_cooldown_seconds=0)
+    member = make_member(session, welcome=False)
+    give_pin(session, fast, member)
+    results = hammer(
+        fast,
+        4,
+        lambda s: (
+            portal.login(
+                s, nir=member.nir, pin="605813", captcha_ok=True, settings=fast, clock=clock
+            ).reason
+        ),
+    )
+    assert Counter(results) == {"wrong_pin": 10, "locked": THREADS * 4 - 10}
+    account = account_of(session, member)
+    assert (account.failed_attempts, account.hard_locked_at) == (10, clock.now)
+    counted = session.exec(
+        select(func.count()).where(
+            col(AuditEvent.action) == "portal.login", col(AuditEvent.outcome) == "wrong_pin"
+        )
+    ).one()
+    assert counted == 10
+
+
+def test_concurrent_wrong_codes_spend_exactly_five_tries(
+    session: Session, settings: Settings, clock: FakeClock
+) -> None:
+    member = make_member(session, welcome=False)
+    code = email_code(session, settings, clock, member)
+    wrong = f"{(int(code) + 1) % 1_000_000:06d}"
+    results = hammer(
+        settings,
+        2,
+        lambda s: set_pin(s, settings, clock, member.nir, wrong, using="code").remaining_attempts,
+    )
+    assert sorted(r for r in results if r is not None) == [0, 1, 2, 3, 4]
+    assert results.count(None) == THREADS * 2 - 5
+    (row,) = codes_of(session, member)
+    assert (row.failed_tries, row.status) == (5, "revoked")

@@ -1,0 +1,103 @@
+"""The lockout rules and the portal's French wording, without a database."""
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from cpms_admin.lockout import (
+    Block,
+    Counters,
+    after_failures,
+    attempts_left,
+    blocked,
+    cooldown_after,
+)
+from cpms_admin.services import portal_text
+from cpms_admin.settings import Settings
+
+NOW = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
+DEFAULTS = Settings()
+
+
+def test_no_wait_below_three_failures_then_doubling_up_to_the_cap() -> None:
+    waits = [cooldown_after(n, DEFAULTS) for n in range(1, 11)]
+    seconds = [None if w is None else int(w.total_seconds()) for w in waits]
+    assert seconds == [None, None, 60, 120, 240, 480, 960, 1920, 3600, 3600]
+
+
+def test_rules_follow_the_settings() -> None:
+    strict = Settings(lockout_max_failures=2, lockout_cooldown_seconds=30, lockout_hard_after=4)
+    assert cooldown_after(2, strict) == timedelta(seconds=30)
+    assert [attempts_left(n, strict) for n in range(5)] == [2, 1, 2, 1, 0]
+    assert after_failures(4, now=NOW, settings=strict).hard_locked
+
+
+def test_attempts_left_counts_down_to_the_cooldown_then_to_the_lock() -> None:
+    assert [attempts_left(n, DEFAULTS) for n in range(12)] == [3, 2, 1, 7, 6, 5, 4, 3, 2, 1, 0, 0]
+
+
+def test_third_failure_imposes_wait_and_captcha_tenth_locks() -> None:
+    second, third = (after_failures(n, now=NOW, settings=DEFAULTS) for n in (2, 3))
+    assert second == Counters(failures=2)
+    assert third.locked_until == NOW + timedelta(seconds=60)
+    assert third.captcha_required and not third.hard_locked
+    assert after_failures(10, now=NOW, settings=DEFAULTS).hard_locked
+
+
+def test_the_lock_comes_first_then_the_wait_then_the_captcha() -> None:
+    cooling = Counters(3, NOW + timedelta(seconds=30), captcha_required=True)
+    assert blocked(cooling, now=NOW, captcha_ok=True) == Block("cooldown", 30)
+    assert blocked(cooling, now=NOW + timedelta(seconds=30), captcha_ok=False) == Block(
+        "captcha_required"
+    )
+    assert blocked(cooling, now=NOW + timedelta(seconds=30), captcha_ok=True) is None
+    locked = Counters(10, NOW + timedelta(hours=1), captcha_required=True, hard_locked=True)
+    assert blocked(locked, now=NOW + timedelta(days=9), captcha_ok=True) == Block("locked")
+
+
+def test_partial_seconds_of_wait_round_up() -> None:
+    counters = Counters(3, NOW + timedelta(seconds=59, milliseconds=1))
+    assert blocked(counters, now=NOW, captcha_ok=True) == Block("cooldown", 60)
+
+
+@pytest.mark.parametrize(
+    ("seconds", "phrase"),
+    [(1, "1 seconde"), (45, "45 secondes"), (60, "1 minute"), (61, "2 minutes"),
+     (1920, "32 minutes"), (3600, "1 heure"), (7200, "2 heures"), (5400, "90 minutes")],
+)  # fmt: skip
+def test_waits_are_said_in_french(seconds: int, phrase: str) -> None:
+    assert portal_text.wait_phrase(seconds) == phrase
+
+
+def test_messages_use_the_help_pages_wording() -> None:
+    first = after_failures(1, now=NOW, settings=DEFAULTS)
+    assert portal_text.wrong_pin(first, settings=DEFAULTS, now=NOW) == (
+        "Mot de passe erroné. Attention, il vous reste 2 tentatives."
+    )
+    second = after_failures(2, now=NOW, settings=DEFAULTS)
+    assert portal_text.wrong_pin(second, settings=DEFAULTS, now=NOW).endswith("1 tentative.")
+    third = after_failures(3, now=NOW, settings=DEFAULTS)
+    assert portal_text.wrong_pin(third, settings=DEFAULTS, now=NOW) == (
+        "Mot de passe erroné. Par mesure de sécurité, vous devez patienter 1 minute avant une "
+        "nouvelle tentative. Attention, il vous reste 7 tentatives avant le blocage de votre accès."
+    )
+    tenth = after_failures(10, now=NOW, settings=DEFAULTS)
+    assert "Votre accès est bloqué" in portal_text.wrong_pin(tenth, settings=DEFAULTS, now=NOW)
+    assert portal_text.blocked(Block("cooldown", 60)) == (
+        "Par mesure de sécurité, vous devez patienter 1 minute avant une nouvelle tentative."
+    )
+    assert "CAPTCHA" in portal_text.blocked(Block("captcha_required"))
+
+
+def test_every_weakness_reason_has_a_french_explanation() -> None:
+    from cpms_admin.security.pins import parse_weak_pins, pin_weakness
+
+    samples = ["777777", "345678", "121212", "112233", "140585"]
+    weak = parse_weak_pins(DEFAULTS.weak_pins)
+    reasons = {
+        pin_weakness(p, birth_date=datetime(1985, 5, 14).date(), weak_pins=weak) for p in samples
+    }
+    assert None not in reasons and len(reasons) == 5
+    for reason in reasons:
+        assert reason is not None
+        assert "trop facile à deviner (trop" not in portal_text.weak_pin(reason)

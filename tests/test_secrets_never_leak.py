@@ -1,0 +1,139 @@
+"""No PIN or code in clear anywhere but the e-mail that carries it: not in the database file,
+the audit log, the logs, nor any command's output. And the pepper really keys the hashes."""
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlmodel import Session
+
+from cpms_admin.db import sqlite_path
+from tests.conftest import Cli
+from tests.cred_helpers import mailed_codes
+from tests.factories import make_nir, member_values, snapshot
+
+PINS = ["482915", "739264", "518372", "627183"]
+WRONG_PIN, WRONG_CODE = "605813", "914630"
+
+
+def run(cli: Cli, outputs: list[str], *args: str, input: str | None = None, code: int = 0) -> Any:
+    result = cli(*args, input=input)
+    outputs.append(result.output + result.stderr)
+    assert result.exit_code == code, result.output
+    return result
+
+
+def full_flow(cli: Cli, nir: str, outputs: list[str]) -> list[str]:
+    """Enrolment, first login by e-mailed code, failures, reset, change, lost PIN: the codes."""
+    values = member_values(nir=nir)
+    run(
+        cli,
+        outputs,
+        "--json",
+        "member",
+        "add",
+        "--nir",
+        nir,
+        "--last-name",
+        values["last_name"],
+        "--first-name",
+        values["first_name"],
+        "--email",
+        values["email"],
+        "--street",
+        values["street"],
+        "--postcode",
+        values["postcode"],
+        "--city",
+        values["city"],
+    )
+    codes: list[str] = []
+
+    def new_code(*args: str) -> str:
+        run(cli, outputs, *args)
+        codes.append(mailed_codes(cli.settings)[-1])
+        return codes[-1]
+
+    def set_pin(secret: str, pin: str, *options: str, code: int = 0, human: bool = False) -> None:
+        json_flag = [] if human else ["--json"]
+        run(
+            cli,
+            outputs,
+            *json_flag,
+            "portal",
+            "set-pin",
+            nir,
+            *options,
+            input=f"{secret}\n{pin}\n{pin}\n",
+            code=code,
+        )
+
+    first = new_code("--json", "code", "issue", nir, "--channel", "email", "--reason", "enrol")
+    set_pin(first, PINS[0])
+    run(cli, outputs, "--json", "portal", "login", nir, input=f"{PINS[0]}\n")
+    run(cli, outputs, "portal", "login", nir, input=f"{WRONG_PIN}\n", code=1)
+    run(cli, outputs, "--json", "portal", "login", nir, input=f"{WRONG_PIN}\n", code=1)
+    reset = new_code("--json", "pin", "reset", nir, "--reason", "forgot")
+    set_pin(WRONG_CODE, PINS[1], code=1)
+    set_pin(WRONG_CODE, PINS[1], code=1, human=True)
+    set_pin(reset, PINS[1])
+    set_pin(PINS[1], PINS[2], "--with", "pin")
+    lost = new_code("portal", "request-code", nir)
+    set_pin(lost, PINS[3], human=True)
+    run(cli, outputs, "portal", "login", nir, input=f"{PINS[3]}\n")
+    run(cli, outputs, "portal", "accept-terms", nir)
+    for command in (["account", "status", nir], ["member", "show", nir], ["audit", "list"]):
+        run(cli, outputs, *command)
+        run(cli, outputs, "--json", *command)
+    return codes
+
+
+def test_no_secret_in_clear_anywhere(
+    cli: Cli, session: Session, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    caplog.set_level(logging.DEBUG, logger="sqlalchemy")  # every statement, parameter and row
+    nir = make_nir()
+    outputs: list[str] = []
+    codes = full_flow(cli, nir, outputs)
+    assert len(set(codes)) == 3
+    audit_rows = json.loads(cli("--json", "audit", "list", "--limit", "1000").stdout)
+    assert {"portal.set_pin", "portal.change_pin", "pin.reset", "code.issue"} <= {
+        row["action"] for row in audit_rows
+    }
+    texts = {
+        "outputs": "\n".join(outputs),
+        "logs": caplog.text + "\n".join(str(r.args) for r in caplog.records),
+        "audit": json.dumps(audit_rows),
+        "tables": repr(snapshot(session)),
+    }
+    assert "SELECT" in texts["logs"]  # the statements really were logged
+    haystacks = {name: text.replace(nir, "<nir>").encode() for name, text in texts.items()}
+    db_file = sqlite_path(cli.settings.database_url)
+    if db_file is not None:
+        for path in (db_file, db_file.with_name(db_file.name + "-wal")):
+            if path.exists():
+                haystacks[path.name] = path.read_bytes().replace(nir.encode(), b"<nir>")
+    for secret in [*PINS, WRONG_PIN, WRONG_CODE, *codes]:
+        for name, haystack in haystacks.items():
+            assert secret.encode() not in haystack, f"a secret appears in {name}"
+    # The e-mails are the one place a code exists in clear.
+    assert mailed_codes(cli.settings) == codes
+    assert all(Path(cli.settings.mail_dir).iterdir())
+
+
+def test_a_different_pepper_makes_stored_pins_and_codes_fail(cli: Cli) -> None:
+    nir, outputs = make_nir(), []
+    full_flow(cli, nir, outputs)
+    assert cli("portal", "login", nir, input=f"{PINS[3]}\n").exit_code == 0
+    other = cli.with_settings(pepper="another-pepper")
+    refused = other("--json", "portal", "login", nir, input=f"{PINS[3]}\n")
+    assert (refused.exit_code, json.loads(refused.stdout)["reason"]) == (1, "wrong_pin")
+    assert cli("code", "issue", nir, "--channel", "email").exit_code == 0
+    code = mailed_codes(cli.settings)[-1]
+    with_code = other("--json", "portal", "set-pin", nir, input=f"{code}\n{PINS[0]}\n{PINS[0]}\n")
+    assert json.loads(with_code.stdout)["reason"] == "wrong_code"
+    # Back on the right pepper, the PIN still works (the failures above were just failures).
+    assert cli("portal", "login", nir, "--captcha-ok", input=f"{PINS[3]}\n").exit_code == 0

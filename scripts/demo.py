@@ -4,7 +4,11 @@ Every step runs the installed `cpms-admin` in a subprocess, exactly as an agent 
 would, and prints the command line before its output.
 """
 
+import email
+import email.message
+import email.policy
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -42,6 +46,44 @@ def run(*args: str, stdin: str | None = None, expect: int = 0) -> str:
     if result.returncode != expect:
         sys.exit(f"demo: expected exit {expect}, got {result.returncode}")
     return result.stdout
+
+
+def code_from_outbox(address: str) -> str:
+    """The member's side: read the code in the newest e-mail sent to them."""
+    outbox = DATA / "demo-outbox"
+    for path in sorted(outbox.glob("*.eml"), reverse=True):
+        message = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+        if message["To"].addresses[0].addr_spec == address:
+            body = message.get_body(("plain",))
+            assert isinstance(body, email.message.EmailMessage)
+            found = re.search(r"code de sécurité : (\d{6})", body.get_content())
+            if found:
+                print(f"  (the member reads the code in {path.relative_to(ROOT)})")
+                return found[1]
+    sys.exit(f"demo: no code e-mailed to {address}")
+
+
+def credentials(jean: dict[str, str], helene: dict[str, str]) -> None:
+    pin, wrong = "482915", "605813"
+    step("First login: a code by e-mail, then the member personalises a PIN")
+    run("code", "issue", jean["nir"], "--channel", "email", "--reason", "premier accès")
+    code = code_from_outbox(jean["email"])
+    run("portal", "set-pin", jean["nir"], stdin=f"{code}\n{pin}\n{pin}\n")
+    run("portal", "accept-terms", jean["nir"])
+    run("--json", "portal", "login", jean["nir"], stdin=f"{pin}\n")
+
+    step("Three wrong PINs: one-minute cool-down and CAPTCHA; the agent diagnoses and unlocks")
+    for _ in range(3):
+        run("portal", "login", jean["nir"], stdin=f"{wrong}\n", expect=1)
+    run("account", "status", jean["nir"])
+    run("account", "unlock", jean["nir"], "--reason", "identité vérifiée au téléphone")
+    run("portal", "login", jean["nir"], stdin=f"{pin}\n")
+
+    step("No e-mail known: the request falls back to a letter by post")
+    run("portal", "request-code", helene["nir"])
+    run("code", "issue", helene["nir"], "--channel", "email", "--reason", "essai", expect=1)
+    run("pin", "reset", jean["nir"], "--channel", "post", "--reason", "e-mail jamais reçu")
+    run("member", "show", helene["nir"])
 
 
 def reset() -> None:
@@ -98,7 +140,8 @@ def main() -> None:
         "Paris",
         expect=2,
     )
-    run("audit", "list", "--limit", "5")
+    credentials(members[0], next(m for m in members if not m["email"]))
+    run("audit", "list", "--limit", "8")
     print(
         f"\nDemo database: {DB.relative_to(ROOT)}  (try: CPMS_DATABASE_URL=sqlite:///"
         f"{DB.relative_to(ROOT)} {Path(CLI).name} member list)"

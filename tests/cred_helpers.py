@@ -1,6 +1,7 @@
 """Helpers for the credential tests: members with a PIN, codes read back from the outbox."""
 
 import re
+from datetime import UTC, datetime
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 from pathlib import Path
@@ -28,6 +29,7 @@ def account_of(session: Session, member: Member) -> Account:
 def give_pin(session: Session, settings: Settings, member: Member, pin: str = PIN) -> None:
     account = account_of(session, member)
     account.pin_hash = pin_hasher(settings).hash(pin)
+    account.pin_set_at = datetime(2026, 1, 5, tzinfo=UTC)
     session.commit()
 
 

@@ -99,7 +99,7 @@ def reset_pin(
     now = clock()
     account = _account(session, member)
     had_pin = account.pin_hash is not None
-    account.pin_hash, account.pin_set_at = None, None
+    account.pin_hash = None  # pin_set_at stays: when they last had one
     revoked = codes.revoke_pending(session, member_id=pk(member))
     delivery = notify.prepare_code(
         session,

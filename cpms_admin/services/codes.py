@@ -42,7 +42,8 @@ class CodeCheck:
 def purpose_for(account: Account) -> str:
     """A first-login code for a member who never got in, else a reset code (also after an
     agent's reset, so the e-mail does not greet a long-standing member as a newcomer)."""
-    return "pin_reset" if account.pin_hash or account.last_login_at else "first_login"
+    had_pin = account.pin_hash or account.pin_set_at or account.last_login_at
+    return "pin_reset" if had_pin else "first_login"
 
 
 def code_ttl(channel: str, settings: Settings) -> timedelta:

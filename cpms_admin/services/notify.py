@@ -78,8 +78,9 @@ def prepare_code(
     settings: Settings,
     now: datetime,
 ) -> CodeDelivery:
-    """Store an e-mail code, or queue a letter (reusing one already waiting to be printed,
-    so repeated requests do not print several letters). Does not commit."""
+    """Store an e-mail code, or queue a letter (reusing one for the same purpose already
+    waiting to be printed, so repeated requests do not print several letters; a letter for
+    another purpose is superseded by the new one at print time). Does not commit."""
     if channel == "email":
         issued = codes.issue_code(
             session,
@@ -93,7 +94,8 @@ def prepare_code(
         return CodeDelivery(member.nir, "email", purpose, issued=issued)
     waiting = session.exec(
         select(Letter)
-        .where(Letter.member_id == pk(member), Letter.status == "pending")
+        .where(Letter.member_id == pk(member), Letter.status == "pending",
+               Letter.purpose == purpose)
         .order_by(col(Letter.id))
     ).first()
     if waiting is not None:

@@ -1,0 +1,120 @@
+"""What a letter says, as plain values: a template needs nothing else, and a worker process
+can receive it pickled. No WeasyPrint here, so the CLI can build letters cheaply."""
+
+import re
+import secrets
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+
+from cpms_admin import nir as nir_rules
+from cpms_admin import postal
+
+LETTER_KINDS = ("welcome", "security_code", "pin_reset")
+MONTHS = (
+    "janvier",
+    "février",
+    "mars",
+    "avril",
+    "mai",
+    "juin",
+    "juillet",
+    "août",
+    "septembre",
+    "octobre",
+    "novembre",
+    "décembre",
+)
+SALUTATIONS = {"M": "Monsieur,", "MME": "Madame,"}
+DEFAULT_PORTAL_URL = "https://adherent.cpms.fr"
+SAMPLE_NIR = "185057800608491"
+
+
+@dataclass(frozen=True)
+class LetterContent:
+    """One letter. `recipient_lines` is the whole AFNOR address block, the name first."""
+
+    letter_id: int
+    kind: str
+    recipient_lines: tuple[str, ...]
+    nir_masked: str
+    # The only copy of the code in clear: kept out of repr() so it cannot leak into logs.
+    code: str = field(repr=False)
+    code_expires_on: date
+    letter_date: date
+    reference: str
+    salutation: str
+    portal_url: str
+    place: str = "Paris"
+    specimen: bool = False
+
+    def __post_init__(self) -> None:
+        if self.kind not in LETTER_KINDS:
+            raise ValueError(f"unknown letter kind {self.kind!r}")
+        if not re.fullmatch(r"\d{6}", self.code):
+            raise ValueError(f"letter {self.letter_id}: the code must be 6 digits")
+        lines = self.recipient_lines
+        if not 3 <= len(lines) <= postal.MAX_LINES or any(
+            not line or len(line) > postal.MAX_LINE for line in lines
+        ):
+            raise ValueError(f"letter {self.letter_id}: address block is not AFNOR-sized")
+
+    @property
+    def closing_title(self) -> str:
+        """The salutation as repeated in the closing formula ("Madame, Monsieur")."""
+        return self.salutation.rstrip(", ")
+
+    @property
+    def portal_host(self) -> str:
+        """The portal address as a member types it, without the scheme."""
+        return re.sub(r"^https?://", "", self.portal_url).rstrip("/")
+
+
+def french_date(day: date) -> str:
+    """`23 novembre 2026`, `1er décembre 2026`: French whatever the system locale."""
+    number = "1er" if day.day == 1 else str(day.day)
+    return f"{number} {MONTHS[day.month - 1]} {day.year}"
+
+
+def salutation_for(civility: str | None) -> str:
+    """The opening of the letter for a member's civility (`M`, `MME` or unknown)."""
+    return SALUTATIONS.get(civility or "", "Madame, Monsieur,")
+
+
+def letter_reference(letter_id: int) -> str:
+    """The reference printed on the letter, which support agents can search for."""
+    return f"L{letter_id:08d}"
+
+
+def sample_content(
+    kind: str,
+    *,
+    letter_id: int = 0,
+    nir: str = SAMPLE_NIR,
+    today: date | None = None,
+    ttl_days: int = 30,
+    portal_url: str = DEFAULT_PORTAL_URL,
+    place: str = "Paris",
+) -> LetterContent:
+    """A realistic letter for `letters preview`, with a dummy code and a SPÉCIMEN watermark."""
+    day = today or date.today()
+    address = postal.make_address(
+        street="12 rue des Lilas",
+        complement="Résidence Les Tilleuls Bât. B",
+        postcode="42000",
+        city="Saint-Étienne",
+    )
+    recipient = postal.recipient_line("MME", "Jeanne", "Dupont-Moreau")
+    return LetterContent(
+        letter_id=letter_id,
+        kind=kind,
+        recipient_lines=(recipient, *address.lines()),
+        nir_masked=nir_rules.mask_nir(nir),
+        code=f"{secrets.randbelow(10**6):06d}",
+        code_expires_on=day + timedelta(days=ttl_days),
+        letter_date=day,
+        reference=letter_reference(letter_id),
+        salutation=salutation_for("MME"),
+        portal_url=portal_url,
+        place=place,
+        specimen=True,
+    )

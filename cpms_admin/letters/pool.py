@@ -1,0 +1,92 @@
+"""Render many PDF files on every core, one `LetterRenderer` per worker process.
+
+Workers come from a forkserver, not a plain fork: the parent may hold a database connection
+and threads, which a forked child would inherit; the forkserver is a clean process that has
+already imported WeasyPrint, so starting a worker stays cheap. Workers only render: they are
+given plain `LetterContent` values and file names, never a session.
+"""
+
+import itertools
+import multiprocessing
+from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from pathlib import Path
+
+from cpms_admin.letters.content import LetterContent
+from cpms_admin.letters.render import LetterRenderer, PageSpan, check_templates
+
+Chunk = tuple[Path, Sequence[LetterContent]]
+Rendered = tuple[Path, list[PageSpan]]
+
+# Files queued per worker: enough to keep every core busy, few enough that the letters of
+# a large batch are not all held in memory at once.
+QUEUE_PER_WORKER = 2
+
+_renderer: LetterRenderer | None = None
+
+
+def render_chunks(
+    chunks: Iterable[Chunk],
+    *,
+    duplex: bool = False,
+    workers: int = 1,
+    letters_dir: Path | None = None,
+) -> Iterator[Rendered]:
+    """Render each `(out_path, letters)` chunk into its own PDF, yielding in submission order.
+
+    `chunks` is consumed lazily, so a caller can build each chunk only when it is needed.
+    With `workers` > 1 and more than one chunk, files are rendered in a process pool.
+    """
+    pending = iter(chunks)
+    head = [chunk for chunk in (next(pending, None), next(pending, None)) if chunk is not None]
+    if not head:
+        return
+    if workers <= 1 or len(head) < 2:
+        renderer = LetterRenderer(letters_dir)
+        for out_path, letters in itertools.chain(head, pending):
+            yield out_path, renderer.render(letters, out_path, duplex=duplex)
+        return
+    yield from _render_in_pool(
+        head, pending, duplex=duplex, workers=workers, letters_dir=letters_dir
+    )
+
+
+def _render_in_pool(
+    head: list[Chunk],
+    pending: Iterator[Chunk],
+    *,
+    duplex: bool,
+    workers: int,
+    letters_dir: Path | None,
+) -> Iterator[Rendered]:
+    letters_dir = check_templates(letters_dir)  # a worker failing to start would say less
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["weasyprint", __name__])
+    pool = ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=context,
+        initializer=_start_worker,
+        initargs=(letters_dir,),
+    )
+    in_flight: deque[Future[Rendered]] = deque()
+    try:
+        for out_path, letters in itertools.chain(head, pending):
+            in_flight.append(pool.submit(_render_file, out_path, tuple(letters), duplex))
+            if len(in_flight) >= QUEUE_PER_WORKER * workers:
+                yield in_flight.popleft().result()
+        while in_flight:
+            yield in_flight.popleft().result()
+    finally:
+        # Also reached when the caller stops early: drop what has not started yet.
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _start_worker(letters_dir: Path | None) -> None:
+    global _renderer
+    _renderer = LetterRenderer(letters_dir)
+
+
+def _render_file(out_path: Path, letters: Sequence[LetterContent], duplex: bool) -> Rendered:
+    assert _renderer is not None, "worker started without its renderer"
+    return out_path, _renderer.render(letters, out_path, duplex=duplex)

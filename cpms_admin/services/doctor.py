@@ -73,7 +73,8 @@ def check_templates(settings: Settings) -> Check:
 
 
 def check_fonts(settings: Settings) -> Check:
-    if shutil.which("fc-list") is None:
+    fc_list = shutil.which("fc-list")
+    if fc_list is None:
         return Check(
             "fonts",
             False,
@@ -81,7 +82,7 @@ def check_fonts(settings: Settings) -> Check:
             "apt-get install fontconfig fonts-liberation2",
         )
     listed = subprocess.run(
-        ["fc-list", ":", "family"], capture_output=True, text=True, check=False, timeout=30
+        [fc_list, ":", "family"], capture_output=True, text=True, check=False, timeout=30
     ).stdout
     found = [font for font in FONTS if font in listed]
     if not found:

@@ -49,6 +49,21 @@ class Account(SQLModel, table=True):
     last_login_at: datetime | None = None
 
 
+class UnknownLogin(SQLModel, table=True):
+    """Failure counters for NIRs that are not members, so the portal treats them exactly like
+    a member's account (same cool-down, CAPTCHA and lock) without revealing who is a member.
+    Keyed by a keyed hash of the NIR: the table does not list the NIRs people tried."""
+
+    __tablename__ = "unknown_login"
+
+    subject: str = Field(primary_key=True, max_length=64)
+    failed_attempts: int = 0
+    locked_until: datetime | None = None
+    captcha_required: bool = False
+    hard_locked_at: datetime | None = None
+    last_attempt_at: datetime = Field(default_factory=system_clock, index=True)
+
+
 class SecurityCode(SQLModel, table=True):
     __tablename__ = "security_code"
 

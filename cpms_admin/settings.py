@@ -6,7 +6,7 @@ file named by `CPMS_CONFIG`. Nothing here touches the database or the disk beyon
 
 import os
 import tomllib
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +17,11 @@ DEFAULT_DATABASE_URL = "sqlite:///data/cpms.db"
 
 @dataclass(frozen=True)
 class Settings:
-    database_url: str = DEFAULT_DATABASE_URL
-    pepper: str | None = None
+    # Secrets (the pepper, passwords inside URLs) stay out of repr(), hence out of logs.
+    database_url: str = field(default=DEFAULT_DATABASE_URL, repr=False)
+    pepper: str | None = field(default=None, repr=False)
     pepper_file: str | None = None
-    smtp_url: str | None = None
+    smtp_url: str | None = field(default=None, repr=False)
     mail_dir: str = "data/outbox"
     mail_from: str = "CPMS Espace Adhérent <ne-pas-repondre@cpms.fr>"
     portal_url: str = "https://adherent.cpms.fr"

@@ -1,6 +1,7 @@
 """Members through the service layer, on every configured engine."""
 
 import json
+from datetime import UTC, datetime
 
 import pytest
 from sqlmodel import Session, select
@@ -121,3 +122,29 @@ def test_member_fields_round_trip_through_strings(session: Session) -> None:
     again = validate_member_fields(members.as_strings(
         {name: getattr(member, name) for name in values}))
     assert again == validate_member_fields(values)
+
+
+def test_closing_revokes_codes_and_cancels_queued_letters(session: Session) -> None:
+    from cpms_admin.models import SecurityCode
+    from cpms_admin.services.codes import store_code
+    from cpms_admin.settings import Settings
+
+    member = make_member(session)
+    store_code(session, member_id=member.id, purpose="first_login", channel="email",
+               code="123456", pepper=b"p", now=datetime.now(UTC), settings=Settings())
+    session.commit()
+    members.close_member(session, nir=member.nir, reason="décès", agent="alice")
+    session.expire_all()
+    statuses = {c.status for c in session.exec(select(SecurityCode))}
+    letters = session.exec(select(Letter).where(Letter.member_id == member.id)).all()
+    assert statuses == {"revoked"}
+    assert [(letter.status, letter.status_reason) for letter in letters] == [
+        ("cancelled", "member closed")]
+
+
+def test_settings_repr_hides_secrets() -> None:
+    from cpms_admin.settings import Settings
+
+    shown = repr(Settings(pepper="s3cr3t-pepper", smtp_url="smtp://u:hunter2@h:25",
+                          database_url="postgresql://u:dbpass@h/db"))
+    assert not any(secret in shown for secret in ("s3cr3t-pepper", "hunter2", "dbpass"))

@@ -6,6 +6,7 @@ from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import or_
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from cpms_admin.clock import Clock, iso, system_clock
@@ -71,7 +72,11 @@ def add_member(
     member = Member(created_at=now, **fields.as_row())  # type: ignore[arg-type]
     apply_fields(member, fields, now)
     session.add(member)
-    session.flush()
+    try:
+        session.flush()
+    except IntegrityError:  # another agent or an import added the same NIR just now
+        session.rollback()
+        raise Conflict(f"member {format_nir(fields.nir)} already exists") from None
     session.add(Account(member_id=pk(member)))
     letter = queue_letter(session, member=member, kind="welcome") if welcome else None
     audit.record(

@@ -5,7 +5,7 @@ from collections.abc import Mapping
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import or_
+from sqlalchemy import or_, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
@@ -17,6 +17,7 @@ from cpms_admin.models import Account, Letter, Member, SecurityCode, pk
 from cpms_admin.nir import format_nir, parse_nir
 from cpms_admin.postal import PostalAddress, fold, recipient_line
 from cpms_admin.services import audit
+from cpms_admin.services.codes import revoke_pending
 from cpms_admin.services.letter_queue import queue_letter
 
 
@@ -144,7 +145,23 @@ def close_member(
         now,
         now,
     )
-    audit.record(session, agent=agent, action="member.close", member=member, reason=reason, at=now)
+    revoked = revoke_pending(session, member_id=pk(member))
+    cancelled = session.exec(
+        update(Letter)
+        .where(col(Letter.member_id) == pk(member), col(Letter.status) == "pending")
+        .values(status="cancelled", status_reason="member closed")
+        .returning(col(Letter.id))
+    ).all()
+    audit.record(
+        session,
+        agent=agent,
+        action="member.close",
+        member=member,
+        reason=reason,
+        at=now,
+        codes_revoked=len(revoked),
+        letters_cancelled=list(cancelled),
+    )
     session.commit()
     return member
 

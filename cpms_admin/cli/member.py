@@ -124,27 +124,28 @@ def list_(
         found = members.list_members(
             session, status=status, locked=locked, search=search, limit=limit, clock=app_.clock
         )
-        rows = [members.member_summary(m) for m in found]
-    human = [
+        rows = members.member_views(session, found, clock=app_.clock)
+    if app_.json_output:
+        emit_rows(app_, rows, [])
+        return
+    table = [
         {
-            **row,
-            "nir_masked": mask_nir(row["nir"]),
+            "nir": mask_nir(row["nir"]),
             "name": f"{row['first_name']} {row['last_name'].upper()}",
+            "email": row["email"],
+            "city": row["address"]["city"],
+            "state": row["account"]["state"] if row["status"] == "active" else "closed",
         }
         for row in rows
     ]
     columns = [
-        ("nir_masked", "NIR"),
+        ("nir", "NIR"),
         ("name", "Name"),
         ("email", "E-mail"),
         ("city", "City"),
-        ("status", "Status"),
+        ("state", "State"),
     ]
-    emit_rows(
-        app_,
-        rows if app_.json_output else [{**h, "city": h["address"]["city"]} for h in human],
-        columns,
-    )
+    emit_rows(app_, table, columns)
 
 
 @app.command()

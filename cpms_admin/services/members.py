@@ -1,7 +1,7 @@
 """Members: add, look up, list, update, close. Each write is audited in its transaction."""
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import date, datetime
 from typing import Any
 
@@ -239,27 +239,46 @@ def member_summary(member: Member) -> dict[str, Any]:
     }
 
 
-def member_view(session: Session, member: Member, *, clock: Clock = system_clock) -> dict[str, Any]:
-    """Everything `member show --json` prints (CLI.md)."""
+def member_views(
+    session: Session, members: Sequence[Member], *, clock: Clock = system_clock
+) -> list[dict[str, Any]]:
+    """What `member show --json` prints, for several members in three queries (CLI.md)."""
     now = clock()
-    codes = session.exec(
-        select(SecurityCode).where(
-            SecurityCode.member_id == member.id,
+    ids = [pk(member) for member in members]
+    accounts = {
+        a.member_id: a for a in session.exec(select(Account).where(col(Account.member_id).in_(ids)))
+    }
+    codes: dict[int, list[dict[str, Any]]] = {member_id: [] for member_id in ids}
+    for code in session.exec(
+        select(SecurityCode)
+        .where(
+            col(SecurityCode.member_id).in_(ids),
             SecurityCode.status == "pending",
             col(SecurityCode.expires_at) > now,
         )
-    )
-    letters = session.exec(
+        .order_by(col(SecurityCode.id))
+    ):
+        codes[code.member_id].append(
+            {"purpose": code.purpose, "channel": code.channel, "expires_at": iso(code.expires_at)}
+        )
+    letters: dict[int, list[dict[str, Any]]] = {member_id: [] for member_id in ids}
+    for letter in session.exec(
         select(Letter)
-        .where(Letter.member_id == member.id, Letter.status == "pending")
+        .where(col(Letter.member_id).in_(ids), Letter.status == "pending")
         .order_by(col(Letter.id))
-    )
-    return {
-        **member_summary(member),
-        "account": account_view(get_account(session, member), now),
-        "pending_codes": [
-            {"purpose": c.purpose, "channel": c.channel, "expires_at": iso(c.expires_at)}
-            for c in codes
-        ],
-        "pending_letters": [{"id": letter.id, "kind": letter.kind} for letter in letters],
-    }
+    ):
+        letters[letter.member_id].append({"id": letter.id, "kind": letter.kind})
+    return [
+        {
+            **member_summary(member),
+            "account": account_view(accounts[pk(member)], now),
+            "pending_codes": codes[pk(member)],
+            "pending_letters": letters[pk(member)],
+        }
+        for member in members
+    ]
+
+
+def member_view(session: Session, member: Member, *, clock: Clock = system_clock) -> dict[str, Any]:
+    """Everything `member show --json` prints (CLI.md)."""
+    return member_views(session, [member], clock=clock)[0]

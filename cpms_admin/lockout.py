@@ -1,17 +1,22 @@
-"""The lockout rules, as pure functions of the failure counters, the settings and the time.
+"""The lockout rules, and their atomic enforcement on a row that carries the counters.
 
-Kept free of the database so that the path for an unknown NIR (which has no account row)
-follows exactly the same rules as a real account: the portal cannot tell them apart.
+The rules are pure functions of the failure counters, the settings and the time. The same
+counters live on a member's `Account` and on the `UnknownLogin` row of a NIR that is no
+member's, and one function counts failures on either: the portal cannot tell them apart.
 """
 
 import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
-from cpms_admin.models import Account
+from sqlalchemy import ColumnElement, not_, or_, update
+from sqlmodel import Session, col
+
+from cpms_admin.models import Account, UnknownLogin
 from cpms_admin.settings import Settings
 
-ACCOUNT_STATES = ("no_pin", "active", "cooldown", "locked")
+CountedTable = type[Account] | type[UnknownLogin]
 
 
 @dataclass(frozen=True)
@@ -24,12 +29,12 @@ class Counters:
     hard_locked: bool = False
 
     @classmethod
-    def of(cls, account: Account) -> "Counters":
+    def of(cls, row: Account | UnknownLogin) -> "Counters":
         return cls(
-            failures=account.failed_attempts,
-            locked_until=account.locked_until,
-            captcha_required=account.captcha_required,
-            hard_locked=account.hard_locked_at is not None,
+            failures=row.failed_attempts,
+            locked_until=row.locked_until,
+            captcha_required=row.captcha_required,
+            hard_locked=row.hard_locked_at is not None,
         )
 
 
@@ -98,3 +103,50 @@ def after_failures(failures: int, *, now: datetime, settings: Settings) -> Count
         captcha_required=failures >= settings.lockout_max_failures,
         hard_locked=failures >= settings.lockout_hard_after,
     )
+
+
+def open_to_attempts(
+    table: CountedTable, *, now: datetime, captcha_ok: bool
+) -> list[ColumnElement[bool]]:
+    """`blocked` as a WHERE clause: the row lets an attempt through right now."""
+    conditions = [
+        col(table.hard_locked_at).is_(None),
+        or_(col(table.locked_until).is_(None), col(table.locked_until) <= now),
+    ]
+    if not captcha_ok:
+        conditions.append(not_(col(table.captcha_required)))
+    return conditions
+
+
+def count_failure(
+    session: Session,
+    *,
+    table: CountedTable,
+    row: ColumnElement[bool],
+    captcha_ok: bool,
+    settings: Settings,
+    now: datetime,
+    **values: Any,
+) -> Counters | None:
+    """Count one failure on the `row` of `table` and apply the cool-down or hard lock it
+    brings (also writing `values`); None when the row is blocked, e.g. another attempt locked
+    it since it was read.
+
+    The increment repeats the gate in its WHERE clause and returns the new count, so
+    concurrent attempts queue on the row lock (PostgreSQL) or the write lock (SQLite): none
+    is lost, none is counted once another has locked the row. Does not commit.
+    """
+    failures = session.exec(
+        update(table)
+        .where(row, *open_to_attempts(table, now=now, captcha_ok=captcha_ok))
+        .values(failed_attempts=col(table.failed_attempts) + 1)
+        .returning(col(table.failed_attempts))
+    ).scalar_one_or_none()
+    if failures is None:
+        return None
+    counters = after_failures(failures, now=now, settings=settings)
+    values.update(locked_until=counters.locked_until, captcha_required=counters.captcha_required)
+    if counters.hard_locked:
+        values["hard_locked_at"] = now
+    session.exec(update(table).where(row).values(**values))
+    return counters

@@ -12,7 +12,7 @@ from sqlmodel import Session, col, select
 from cpms_admin.models import Account, Member, SecurityCode, pk
 from cpms_admin.services import accounts, pin_change, portal
 from cpms_admin.services.attempts import pin_hasher
-from cpms_admin.services.portal import PortalResult
+from cpms_admin.services.results import PortalResult
 from cpms_admin.settings import Settings
 
 PIN = "482915"

@@ -14,7 +14,7 @@ from cpms_admin.cli.context import AppContext, app_context
 from cpms_admin.cli.output import print_json
 from cpms_admin.errors import InvalidInput
 from cpms_admin.services import pin_change, portal
-from cpms_admin.services.portal import PortalResult
+from cpms_admin.services.results import PortalResult
 
 app = typer.Typer(
     help="The member portal's flows (secrets on stdin, never as arguments).",

@@ -12,11 +12,11 @@ from cpms_admin.clock import Clock
 from cpms_admin.errors import InvalidInput, Refused
 from cpms_admin.lockout import account_state
 from cpms_admin.mail.transport import Transport
-from cpms_admin.models import Account, Member, pk
+from cpms_admin.models import Member, pk
 from cpms_admin.nir import format_nir
 from cpms_admin.security.pepper import load_pepper
 from cpms_admin.services import audit, codes, notify
-from cpms_admin.services.members import get_member
+from cpms_admin.services.members import get_account, get_member
 from cpms_admin.settings import Settings
 
 
@@ -34,12 +34,6 @@ def require_reason(reason: str | None, what: str) -> str:
     return reason.strip()
 
 
-def _account(session: Session, member: Member) -> Account:
-    account = session.get(Account, pk(member), populate_existing=True)
-    assert account is not None, "every member has an account row"
-    return account
-
-
 def _open_member(session: Session, nir: str) -> Member:
     member = get_member(session, nir)
     if member.status == "closed":
@@ -54,7 +48,7 @@ def unlock_account(
     account that is not locked changes nothing (the request is still audited)."""
     why = require_reason(reason, "unlock an account")
     member = get_member(session, nir)
-    account = _account(session, member)
+    account = get_account(session, member)
     now = clock()
     before = account_state(account, now)
     failures = account.failed_attempts
@@ -97,7 +91,7 @@ def reset_pin(
     resolved = notify.resolve_channel(member, channel)
     load_pepper(settings)  # fail before changing anything when it is missing
     now = clock()
-    account = _account(session, member)
+    account = get_account(session, member)
     had_pin = account.pin_hash is not None
     account.pin_hash = None  # pin_set_at stays: when they last had one
     revoked = codes.revoke_pending(session, member_id=pk(member))
@@ -155,7 +149,7 @@ def issue_member_code(
         session,
         member=member,
         channel=resolved,
-        purpose=codes.purpose_for(_account(session, member)),
+        purpose=codes.purpose_for(get_account(session, member)),
         letter_kind="security_code",
         settings=settings,
         now=now,

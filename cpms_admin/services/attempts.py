@@ -1,13 +1,12 @@
 """PIN attempts: the gate before verification, and atomic counting after it.
 
-Verification (argon2, tens of milliseconds) runs outside any transaction. The write that
-follows repeats the gate in its WHERE clause (`UPDATE ... SET failed_attempts =
-failed_attempts + 1 WHERE <not locked> RETURNING failed_attempts`), so concurrent attempts
-are serialised by the row lock (PostgreSQL) or the write lock (SQLite): none is lost, and
-none is counted or let in once another one has locked the account.
+Verification (argon2, tens of milliseconds) runs outside any transaction: the counters are
+read and the read committed first. The failure is then counted by `lockout.count_failure`,
+which repeats the gate in its WHERE clause, so concurrent attempts are none lost, and none
+counted or let in once another one has locked the account.
 
-An unknown NIR goes through the same rules (see `unknown_nir`), so the portal's answers
-look the same as for a member.
+A NIR that is no member's has counters of its own (`unknown_nir`), read, gated and counted
+the same way with the same argon2 work, so the portal's answers look the same as a member's.
 """
 
 import functools
@@ -16,17 +15,18 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import not_, or_, update
+from sqlalchemy import update
 from sqlmodel import Session, col, select
 
-from cpms_admin.lockout import Block, Counters, after_failures, blocked
+from cpms_admin.lockout import Block, Counters, blocked, count_failure, open_to_attempts
 from cpms_admin.models import Account, Member, pk
-from cpms_admin.nir import parse_nir
+from cpms_admin.nir import mask_nir, parse_nir
 from cpms_admin.security.pins import PinHasher, check_pin_format
 from cpms_admin.services import audit, unknown_nir
+from cpms_admin.services.members import get_account
 from cpms_admin.settings import Settings
 
-PORTAL = unknown_nir.PORTAL
+PORTAL = "portal"  # the agent recorded for the portal's own actions
 
 
 @functools.lru_cache(maxsize=8)
@@ -40,15 +40,14 @@ def pin_hasher(settings: Settings) -> PinHasher:
 
 @dataclass(frozen=True)
 class Subject:
-    """What an attempt needs to know about the member, read before the slow verification."""
+    """Whose counters an attempt runs on, read before the slow verification: a member's
+    account, or (`member` None) the row of a NIR that is no member's, keyed `unknown`."""
 
-    member: Member
+    nir: str
+    member: Member | None
     pin_hash: str | None
     counters: Counters
-
-    @property
-    def member_id(self) -> int:
-        return pk(self.member)
+    unknown: str = ""
 
 
 @dataclass(frozen=True)
@@ -64,14 +63,31 @@ class Attempt:
     subject: Subject | None = None
 
 
-def read_subject(session: Session, nir: str) -> Subject | None:
-    """The member and a fresh copy of their account (None for an unknown NIR)."""
+def read_subject(session: Session, *, nir: str, settings: Settings) -> Subject:
+    """The member and their account as they are now, or the counters of an unknown NIR."""
     member = session.exec(select(Member).where(Member.nir == nir)).first()
-    if member is None:
-        return None
-    account = session.get(Account, pk(member), populate_existing=True)
-    assert account is not None, "every member has an account row"
-    return Subject(member, account.pin_hash, Counters.of(account))
+    if member is not None:
+        account = get_account(session, member)
+        return Subject(nir, member, account.pin_hash, Counters.of(account))
+    subject = unknown_nir.subject_of(nir, settings)
+    return Subject(nir, None, None, unknown_nir.read_counters(session, subject), subject)
+
+
+def _audit(
+    session: Session, *, subject: Subject, action: str, outcome: str, now: datetime, **details: Any
+) -> None:
+    """The attempt's audit row; an unknown NIR is personal data too, so only masked."""
+    if subject.member is None:
+        details["nir"] = mask_nir(subject.nir)
+    audit.record(
+        session,
+        agent=PORTAL,
+        action=action,
+        member=subject.member,
+        outcome=outcome,
+        at=now,
+        **details,
+    )
 
 
 def check_pin(
@@ -89,93 +105,72 @@ def check_pin(
     compact = parse_nir(nir)
     check_pin_format(pin)
     hasher = pin_hasher(settings)
-    subject = read_subject(session, compact)
+    subject = read_subject(session, nir=compact, settings=settings)
     session.commit()  # nothing written: just do not hold a lock during argon2
-    if subject is None:
-        counters, block = unknown_nir.attempt(
-            session,
-            nir=compact,
-            pin=pin,
-            action=action,
-            captcha_ok=captcha_ok,
-            hasher=hasher,
-            settings=settings,
-            now=now,
-        )
-        return Attempt(False, "unknown_member", counters, counted=block is None, block=block)
     block = blocked(subject.counters, now=now, captcha_ok=captcha_ok)
     if block is not None:
         return _refuse(session, subject=subject, block=block, action=action, now=now)
-    closed = subject.member.status == "closed"
-    if hasher.verify(subject.pin_hash, pin):
-        if not closed:
-            return Attempt(True, "ok", subject.counters, subject=subject)
-        audit.record(
-            session, agent=PORTAL, action=action, member=subject.member, outcome="closed", at=now
-        )
+    matches = hasher.verify(subject.pin_hash, pin)  # a dummy hash when there is none
+    member = subject.member
+    if matches and member is not None and member.status != "closed":
+        return Attempt(True, "ok", subject.counters, subject=subject)
+    if matches:
+        _audit(session, subject=subject, action=action, outcome="closed", now=now)
         session.commit()
         return Attempt(False, "closed", subject.counters, subject=subject)
-    reason = "closed" if closed else "wrong_pin" if subject.pin_hash else "no_pin"
     return record_failure(
-        session,
-        subject=subject,
-        reason=reason,
-        action=action,
-        captcha_ok=captcha_ok,
-        settings=settings,
-        now=now,
+        session, subject=subject, action=action, captcha_ok=captcha_ok, settings=settings, now=now
     )
 
 
-def _gate(member_id: int, *, now: datetime, captcha_ok: bool) -> list[Any]:
-    """The WHERE clause of `blocked`: the account is open to an attempt right now."""
-    conditions = [
-        col(Account.member_id) == member_id,
-        col(Account.hard_locked_at).is_(None),
-        or_(col(Account.locked_until).is_(None), col(Account.locked_until) <= now),
-    ]
-    if not captcha_ok:
-        conditions.append(not_(col(Account.captcha_required)))
-    return conditions
+def _failure_reason(subject: Subject) -> str:
+    if subject.member is None:
+        return "unknown_member"
+    if subject.member.status == "closed":
+        return "closed"
+    return "wrong_pin" if subject.pin_hash else "no_pin"
 
 
 def record_failure(
     session: Session,
     *,
     subject: Subject,
-    reason: str,
     action: str,
     captcha_ok: bool,
     settings: Settings,
     now: datetime,
 ) -> Attempt:
-    """Count one failure atomically and apply the cool-down or hard lock it brings."""
-    failures = session.exec(
-        update(Account)
-        .where(*_gate(subject.member_id, now=now, captcha_ok=captcha_ok))
-        .values(failed_attempts=Account.failed_attempts + 1)
-        .returning(col(Account.failed_attempts))
-    ).scalar_one_or_none()
-    if failures is None:  # another attempt locked the account in the meantime
-        return _refuse_now(session, subject=subject, action=action, captcha_ok=captcha_ok, now=now)
-    counters = after_failures(failures, now=now, settings=settings)
-    values: dict[str, Any] = {
-        "locked_until": counters.locked_until,
-        "captcha_required": counters.captcha_required,
-    }
-    if counters.hard_locked:
-        values["hard_locked_at"] = now
-    session.exec(
-        update(Account).where(col(Account.member_id) == subject.member_id).values(**values)
-    )
-    audit.record(
+    """Count one failure atomically, with the cool-down or hard lock it brings, and commit."""
+    if subject.member is None:
+        counters = unknown_nir.record_failure(
+            session, subject=subject.unknown, captcha_ok=captcha_ok, settings=settings, now=now
+        )
+    else:
+        counters = count_failure(
+            session,
+            table=Account,
+            row=col(Account.member_id) == pk(subject.member),
+            captcha_ok=captcha_ok,
+            settings=settings,
+            now=now,
+        )
+    if counters is None:  # another attempt locked it in the meantime
+        return _refuse_now(
+            session,
+            subject=subject,
+            action=action,
+            captcha_ok=captcha_ok,
+            settings=settings,
+            now=now,
+        )
+    reason = _failure_reason(subject)
+    _audit(
         session,
-        agent=PORTAL,
+        subject=subject,
         action=action,
-        member=subject.member,
         outcome=reason,
-        at=now,
-        failures=failures,
+        now=now,
+        failures=counters.failures,
         hard_locked=counters.hard_locked,
     )
     session.commit()
@@ -195,10 +190,11 @@ def settle_success(
     """Reset the counters and write `values`, unless the account was locked or its PIN
     changed since the check; does not commit a success (the caller adds its audit row)."""
     subject = attempt.subject
-    assert attempt.ok and subject is not None
+    assert attempt.ok and subject is not None and subject.member is not None
     done = session.exec(
         update(Account)
-        .where(*_gate(subject.member_id, now=now, captcha_ok=captcha_ok))
+        .where(col(Account.member_id) == pk(subject.member))
+        .where(*open_to_attempts(Account, now=now, captcha_ok=captcha_ok))
         .where(col(Account.pin_hash) == subject.pin_hash)
         .values(failed_attempts=0, locked_until=None, captcha_required=False, **values)
         .returning(col(Account.member_id))
@@ -206,27 +202,27 @@ def settle_success(
     if done is not None:
         return attempt
     session.rollback()
-    fresh = read_subject(session, subject.member.nir)
-    assert fresh is not None
-    if blocked(fresh.counters, now=now, captcha_ok=captcha_ok) is not None:
-        return _refuse_now(session, subject=fresh, action=action, captcha_ok=captcha_ok, now=now)
+    fresh = read_subject(session, nir=subject.nir, settings=settings)
+    block = blocked(fresh.counters, now=now, captcha_ok=captcha_ok)
+    if block is not None:
+        return _refuse(session, subject=fresh, block=block, action=action, now=now)
     # The PIN was changed meanwhile: the one typed is no longer the member's.
     return record_failure(
-        session,
-        subject=fresh,
-        reason="wrong_pin",
-        action=action,
-        captcha_ok=captcha_ok,
-        settings=settings,
-        now=now,
+        session, subject=fresh, action=action, captcha_ok=captcha_ok, settings=settings, now=now
     )
 
 
 def _refuse_now(
-    session: Session, *, subject: Subject, action: str, captcha_ok: bool, now: datetime
+    session: Session,
+    *,
+    subject: Subject,
+    action: str,
+    captcha_ok: bool,
+    settings: Settings,
+    now: datetime,
 ) -> Attempt:
     session.rollback()
-    fresh = read_subject(session, subject.member.nir) or subject
+    fresh = read_subject(session, nir=subject.nir, settings=settings)
     block = blocked(fresh.counters, now=now, captcha_ok=captcha_ok) or Block("locked")
     return _refuse(session, subject=fresh, block=block, action=action, now=now)
 
@@ -234,8 +230,10 @@ def _refuse_now(
 def _refuse(
     session: Session, *, subject: Subject, block: Block, action: str, now: datetime
 ) -> Attempt:
-    audit.record(
-        session, agent=PORTAL, action=action, member=subject.member, outcome=block.reason, at=now
-    )
+    """A blocked attempt, not counted. An unknown NIR keeps its reason, like its messages."""
+    unknown = subject.member is None
+    reason = "unknown_member" if unknown else block.reason
+    outcome = "unknown_blocked" if unknown else block.reason
+    _audit(session, subject=subject, action=action, outcome=outcome, now=now, block=block.reason)
     session.commit()
-    return Attempt(False, block.reason, subject.counters, block=block, subject=subject)
+    return Attempt(False, reason, subject.counters, block=block, subject=subject)

@@ -10,13 +10,13 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import update
 from sqlmodel import Session, col, select
+from sqlmodel.sql.expression import SelectOfScalar
 
 from cpms_admin.models import Account, SecurityCode, pk
 from cpms_admin.security.codes import generate_code, hash_code, verify_code
 from cpms_admin.settings import Settings
 
 PURPOSES = ("first_login", "pin_reset")
-CHANNELS = ("email", "post")
 # Compared against when there is no live code, so a check costs the same either way.
 _DUMMY_HASH = "0000000000000000$" + "0" * 64
 
@@ -137,9 +137,9 @@ def issue_code(
     return IssuedCode(row=row, clear=clear)
 
 
-def live_code(session: Session, *, member_id: int, now: datetime) -> SecurityCode | None:
+def _live(member_id: int, now: datetime) -> SelectOfScalar[SecurityCode]:
     """The member's newest pending, unexpired code."""
-    statement = (
+    return (
         select(SecurityCode)
         .where(
             col(SecurityCode.member_id) == member_id,
@@ -148,7 +148,11 @@ def live_code(session: Session, *, member_id: int, now: datetime) -> SecurityCod
         )
         .order_by(col(SecurityCode.id).desc())
     )
-    return session.exec(statement).first()
+
+
+def live_code(session: Session, *, member_id: int, now: datetime) -> SecurityCode | None:
+    """The member's newest pending, unexpired code."""
+    return session.exec(_live(member_id, now)).first()
 
 
 def check_code(
@@ -167,17 +171,7 @@ def check_code(
     """
     row = None
     if member_id is not None:
-        statement = (
-            select(SecurityCode)
-            .where(
-                col(SecurityCode.member_id) == member_id,
-                col(SecurityCode.status) == "pending",
-                col(SecurityCode.expires_at) > now,
-            )
-            .order_by(col(SecurityCode.id).desc())
-            .with_for_update()
-        )
-        row = session.exec(statement).first()
+        row = session.exec(_live(member_id, now).with_for_update()).first()
     if row is None:
         verify_code(pepper=pepper, code=code, stored=_DUMMY_HASH)
         return CodeCheck("dead")

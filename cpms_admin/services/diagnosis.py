@@ -11,7 +11,7 @@ from cpms_admin.lockout import account_state, attempts_left, seconds_until
 from cpms_admin.models import Account, Letter, Member, SecurityCode, pk
 from cpms_admin.security.pins import LEGACY_PREFIX
 from cpms_admin.services import codes
-from cpms_admin.services.members import get_member
+from cpms_admin.services.members import get_account, get_member
 from cpms_admin.settings import Settings
 
 REASON = '--reason "..."'
@@ -33,8 +33,7 @@ def account_status(
 ) -> dict[str, Any]:
     """The account's state and counters, what is in flight, and the diagnosis."""
     member = get_member(session, nir)
-    account = session.get(Account, pk(member), populate_existing=True)
-    assert account is not None
+    account = get_account(session, member)
     now = clock()
     code = codes.live_code(session, member_id=pk(member), now=now)
     letters = session.exec(

@@ -14,7 +14,7 @@ from typing import Any
 from sqlmodel import Session, col, select
 
 from cpms_admin.clock import Clock, iso
-from cpms_admin.errors import Refused
+from cpms_admin.errors import CpmsError, Refused
 from cpms_admin.mail.transport import MailError, Transport
 from cpms_admin.models import Letter, Member, pk
 from cpms_admin.nir import mask_nir
@@ -94,8 +94,9 @@ def prepare_code(
         return CodeDelivery(member.nir, "email", purpose, issued=issued)
     waiting = session.exec(
         select(Letter)
-        .where(Letter.member_id == pk(member), Letter.status == "pending",
-               Letter.purpose == purpose)
+        .where(
+            Letter.member_id == pk(member), Letter.status == "pending", Letter.purpose == purpose
+        )
         .order_by(col(Letter.id))
     ).first()
     if waiting is not None:
@@ -214,7 +215,7 @@ def notify_pin_changed(
             how=how,
         )
         (transport or transport_from_settings(settings)).send(message)
-    except (MailError, ValueError) as exc:
+    except (CpmsError, ValueError) as exc:  # a bad CPMS_SMTP_URL or template included
         log.warning("PIN %s notice for member %s not sent: %s", how, mask_nir(member.nir), exc)
         return False
     return True

@@ -4,6 +4,11 @@ current PIN (change). The new PIN is typed twice.
 A mismatch or a guessable PIN is refused before anything is spent: no try of the code, no
 failed attempt. The check against the member's birth date comes only after the code or
 current PIN was verified, so it cannot be used to probe who was born when.
+
+A refused code gets the same words and no count of tries left whoever asked, so the answer
+tells nobody who is a member or who has a live code. `auto` (a command-line convenience;
+the portal knows which form the member filled in) takes the secret as the code when the
+member has a live one, else as the current PIN.
 """
 
 from datetime import datetime
@@ -16,12 +21,13 @@ from cpms_admin.clock import Clock
 from cpms_admin.errors import InvalidInput
 from cpms_admin.mail.transport import Transport
 from cpms_admin.models import Account, Member, pk
-from cpms_admin.nir import parse_nir
+from cpms_admin.nir import mask_nir, parse_nir
 from cpms_admin.security.pepper import load_pepper
 from cpms_admin.security.pins import check_pin_format, parse_weak_pins, pin_weakness
 from cpms_admin.services import audit, codes, notify, portal_text
 from cpms_admin.services.attempts import PORTAL, check_pin, pin_hasher, settle_success
-from cpms_admin.services.portal import PortalResult, attempt_result
+from cpms_admin.services.members import get_account
+from cpms_admin.services.results import PortalResult, attempt_result
 from cpms_admin.settings import Settings
 
 Using = Literal["auto", "code", "pin"]
@@ -53,22 +59,19 @@ def set_pin(
     if weakness is not None:
         return PortalResult(False, "weak_pin", portal_text.weak_pin(weakness))
     now = clock()
-    member = session.exec(select(Member).where(Member.nir == compact)).first()
-    if using == "auto":
-        live = member is not None and codes.live_code(session, member_id=pk(member), now=now)
-        using = "code" if live else "pin"
-    session.commit()  # end the read: nothing is held during argon2
-    if using == "code":
-        return _with_code(
+    if using != "pin":
+        result = _with_code(
             session,
-            member=member,
             nir=compact,
             code=secret,
             new_pin=new_pin,
+            fall_back=using == "auto",
             settings=settings,
             now=now,
             transport=transport,
         )
+        if result is not None:
+            return result
     return _with_current_pin(
         session,
         nir=compact,
@@ -94,15 +97,17 @@ def _birth_date_weakness(member: Member, new_pin: str, settings: Settings) -> Po
 def _with_code(
     session: Session,
     *,
-    member: Member | None,
     nir: str,
     code: str,
     new_pin: str,
+    fall_back: bool,
     settings: Settings,
     now: datetime,
     transport: Transport | None,
-) -> PortalResult:
-    new_hash = pin_hasher(settings).hash(new_pin)  # before the code row is locked
+) -> PortalResult | None:
+    """Set the PIN with the member's live code. None when there is no live code and
+    `fall_back` is set (the caller tries the secret as the current PIN)."""
+    member = session.exec(select(Member).where(Member.nir == nir)).first()
     check = codes.check_code(
         session,
         member_id=pk(member) if member else None,
@@ -112,6 +117,9 @@ def _with_code(
         settings=settings,
     )
     if check.outcome != "match" or member is None or check.code is None:
+        if fall_back and check.outcome == "dead":
+            session.commit()  # nothing written: the PIN path audits the attempt
+            return None
         reason = "unknown_member" if member is None else f"{check.outcome}_code"
         audit.record(
             session,
@@ -120,21 +128,22 @@ def _with_code(
             member=member,
             outcome=reason,
             at=now,
-            nir=nir,
             tries_left=check.tries_left,
+            **({"nir": mask_nir(nir)} if member is None else {}),
         )
         session.commit()
-        return PortalResult(
-            False, reason, portal_text.CODE_REFUSED, remaining_attempts=check.tries_left
-        )
-    refusal = _birth_date_weakness(member, new_pin, settings)
+        return PortalResult(False, reason, portal_text.CODE_REFUSED)
+    session.commit()  # a match writes nothing: do not hold the code's row during argon2
     if member.status == "closed":
-        refusal = PortalResult(False, "closed", portal_text.CLOSED)
-    if refusal is not None or not codes.consume_code(session, code_id=pk(check.code), now=now):
-        session.rollback()  # the code stays as it was
-        return refusal or PortalResult(False, "dead_code", portal_text.CODE_REFUSED)
-    account = session.get(Account, pk(member), populate_existing=True)
-    assert account is not None
+        return PortalResult(False, "closed", portal_text.CLOSED)
+    refusal = _birth_date_weakness(member, new_pin, settings)
+    if refusal is not None:
+        return refusal  # the code stays as it was
+    new_hash = pin_hasher(settings).hash(new_pin)
+    if not codes.consume_code(session, code_id=pk(check.code), now=now):
+        session.rollback()  # used, revoked or expired while the PIN was hashed
+        return PortalResult(False, "dead_code", portal_text.CODE_REFUSED)
+    account = get_account(session, member)
     how = "reset" if account.pin_hash or check.code.purpose == "pin_reset" else "set"
     lifted = account.hard_locked_at is not None or account.failed_attempts > 0
     session.exec(
@@ -181,7 +190,7 @@ def _with_current_pin(
     attempt = check_pin(
         session, nir=nir, pin=pin, action=action, captcha_ok=captcha_ok, settings=settings, now=now
     )
-    if not attempt.ok or attempt.subject is None:
+    if not attempt.ok or attempt.subject is None or attempt.subject.member is None:
         return attempt_result(attempt, settings=settings, now=now)
     member = attempt.subject.member
     refusal = _birth_date_weakness(member, new_pin, settings)

@@ -1,67 +1,60 @@
-"""PIN attempts for a NIR that is not a member's, answered like a member's.
+"""PIN attempts for a NIR that is no member's, counted exactly like a member's.
 
-There is no account row to count on, so the failures are counted from the audit log (where
-each attempt is recorded anyway) and run through the same lockout rules: the attempts left,
-the cool-down, the CAPTCHA and the lock all follow the same pattern as for a real account,
-and the same argon2 work is done, so nothing tells an attacker who is a member.
+Its failures live in an `unknown_login` row keyed by a keyed hash of the NIR (so the table
+does not list the NIRs people tried), created on the first failure and counted by the very
+function that counts a member's (`lockout.count_failure`): the same gate, the same atomic
+increment, hence the same answers, cool-downs and lock, even under concurrent guesses.
 """
 
+import functools
+import hashlib
+import hmac
 from datetime import datetime
 
-from sqlmodel import Session, col, func, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlmodel import Session, col
 
-from cpms_admin.lockout import Block, Counters, after_failures, blocked
-from cpms_admin.models import AuditEvent
-from cpms_admin.security.pins import PinHasher
-from cpms_admin.services import audit
+from cpms_admin.lockout import Counters, count_failure
+from cpms_admin.models import UnknownLogin
+from cpms_admin.security.pepper import load_pepper
 from cpms_admin.settings import Settings
 
-PORTAL = "portal"  # the agent recorded for the portal's own actions
-PIN_ACTIONS = ("portal.login", "portal.change_pin")
+_KEY_LABEL = b"cpms-unknown-nir-v1"  # separates this key from the PIN and code keys
 
 
-def unknown_counters(session: Session, *, nir: str, settings: Settings) -> Counters:
-    """The counters an account would have after this NIR's failures so far."""
-    count, last = session.exec(
-        select(func.count(), func.max(AuditEvent.at)).where(
-            col(AuditEvent.action).in_(PIN_ACTIONS),
-            col(AuditEvent.outcome) == "unknown_member",
-            col(AuditEvent.details).contains(f'"nir": "{nir}"'),
-        )
-    ).one()
-    if not count or last is None:
-        return Counters()
-    return after_failures(count, now=last, settings=settings)
+@functools.lru_cache(maxsize=8)
+def _key(settings: Settings) -> bytes:
+    return hmac.new(load_pepper(settings), _KEY_LABEL, hashlib.sha256).digest()
 
 
-def attempt(
-    session: Session,
-    *,
-    nir: str,
-    pin: str,
-    action: str,
-    captcha_ok: bool,
-    hasher: PinHasher,
-    settings: Settings,
-    now: datetime,
-) -> tuple[Counters, Block | None]:
-    """Record the attempt and commit; the counters after it, and the block it ran into
-    (None when it was counted as a failure)."""
-    counters = unknown_counters(session, nir=nir, settings=settings)
-    block = blocked(counters, now=now, captcha_ok=captcha_ok)
-    if block is not None:
-        audit.record(
-            session,
-            agent=PORTAL,
-            action=action,
-            outcome="unknown_blocked",
-            at=now,
-            nir=nir,
-            block=block.reason,
-        )
-        session.commit()
-        return counters, block
-    hasher.verify(None, pin)  # the same work as for a member
-    audit.record(session, agent=PORTAL, action=action, outcome="unknown_member", at=now, nir=nir)
-    session.commit()
-    return after_failures(counters.failures + 1, now=now, settings=settings), None
+def subject_of(nir: str, settings: Settings) -> str:
+    """The row key of a compact NIR: HMAC-SHA256 under a pepper-derived key, in hex."""
+    return hmac.new(_key(settings), nir.encode("ascii"), hashlib.sha256).hexdigest()
+
+
+def read_counters(session: Session, subject: str) -> Counters:
+    """The counters as they are now (none before the first failure)."""
+    row = session.get(UnknownLogin, subject, populate_existing=True)
+    return Counters() if row is None else Counters.of(row)
+
+
+def record_failure(
+    session: Session, *, subject: str, captcha_ok: bool, settings: Settings, now: datetime
+) -> Counters | None:
+    """Create the row if it is the first failure (a concurrent first failure simply finds it
+    there), then count like an account; None when the row is blocked. Does not commit."""
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    session.exec(
+        dialect.insert(UnknownLogin)
+        .values(subject=subject, failed_attempts=0, captcha_required=False, last_attempt_at=now)
+        .on_conflict_do_nothing(index_elements=[col(UnknownLogin.subject)])
+    )
+    return count_failure(
+        session,
+        table=UnknownLogin,
+        row=col(UnknownLogin.subject) == subject,
+        captcha_ok=captcha_ok,
+        settings=settings,
+        now=now,
+        last_attempt_at=now,
+    )

@@ -1,0 +1,61 @@
+"""What the portal gets back from its flows, and the answer to a PIN attempt, shared by
+logging in and changing the PIN (`portal`, `pin_change`)."""
+
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from typing import Any
+
+from cpms_admin.lockout import attempts_left, seconds_until
+from cpms_admin.services import portal_text
+from cpms_admin.services.attempts import Attempt
+from cpms_admin.settings import Settings
+
+
+@dataclass(frozen=True)
+class PortalResult:
+    """What the portal gets back. `message` is shown to the member; the rest drives the page
+    (CAPTCHA, wait) or is for the back-office (`reason`)."""
+
+    ok: bool
+    reason: str
+    message: str
+    remaining_attempts: int | None = None
+    retry_after_seconds: int | None = None
+    captcha_required: bool = False
+
+    def as_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class RequestCodeResult(PortalResult):
+    channel: str | None = None  # email | post (post also for an unknown or closed NIR)
+
+
+def attempt_result(attempt: Attempt, *, settings: Settings, now: datetime) -> PortalResult:
+    """The portal's answer to a PIN attempt (login, or the current PIN of a change)."""
+    counters = attempt.counters
+    if attempt.ok:
+        return PortalResult(True, "ok", portal_text.LOGGED_IN)
+    if attempt.block is not None:
+        left = 0 if attempt.block.reason == "locked" else attempts_left(counters.failures, settings)
+        return PortalResult(
+            False,
+            attempt.reason,
+            portal_text.blocked(attempt.block),
+            remaining_attempts=left,
+            retry_after_seconds=attempt.block.retry_after_seconds,
+            captcha_required=counters.captcha_required,
+        )
+    if not attempt.counted:  # a closed member who typed the right PIN
+        return PortalResult(False, attempt.reason, portal_text.CLOSED)
+    return PortalResult(
+        False,
+        attempt.reason,
+        portal_text.wrong_pin(counters, settings=settings, now=now),
+        remaining_attempts=attempts_left(counters.failures, settings),
+        retry_after_seconds=None
+        if counters.hard_locked
+        else seconds_until(counters.locked_until, now),
+        captcha_required=counters.captcha_required,
+    )

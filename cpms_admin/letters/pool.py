@@ -4,10 +4,18 @@ Workers come from a forkserver, not a plain fork: the parent may hold a database
 and threads, which a forked child would inherit; the forkserver is a clean process that has
 already imported WeasyPrint, so starting a worker stays cheap. Workers only render: they are
 given plain `LetterContent` values and file names, never a session.
+
+A worker exits as soon as the process that started the pool is gone: a pool worker otherwise
+waits for work forever, so every batch run killed with SIGKILL would leave idle workers (and,
+through them, the forkserver) behind, still able to write into a directory being discarded.
 """
 
 import itertools
 import multiprocessing
+import os
+import select
+import threading
+import time
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -67,7 +75,7 @@ def _render_in_pool(
         max_workers=workers,
         mp_context=context,
         initializer=_start_worker,
-        initargs=(letters_dir,),
+        initargs=(letters_dir, os.getpid()),
     )
     in_flight: deque[Future[Rendered]] = deque()
     try:
@@ -82,9 +90,34 @@ def _render_in_pool(
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _start_worker(letters_dir: Path | None) -> None:
+def _start_worker(letters_dir: Path | None, owner_pid: int) -> None:
     global _renderer
+    threading.Thread(target=_exit_with, args=(owner_pid,), daemon=True).start()
     _renderer = LetterRenderer(letters_dir)
+
+
+def _exit_with(owner_pid: int) -> None:
+    """Exit this worker at once when `owner_pid` ends (a pidfd on Linux, else polling)."""
+    try:
+        pidfd = os.pidfd_open(owner_pid)
+    except ProcessLookupError:
+        os._exit(1)
+    except (AttributeError, OSError):
+        while _alive(owner_pid):
+            time.sleep(0.5)
+        os._exit(1)
+    select.select([pidfd], [], [])
+    os._exit(1)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _render_file(out_path: Path, letters: Sequence[LetterContent], duplex: bool) -> Rendered:

@@ -1,0 +1,177 @@
+"""`cpms-admin letters`: the postal letter queue, the nightly batch, and previews."""
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from cpms_admin.cli.bulk_progress import BulkProgress
+from cpms_admin.cli.context import AppContext, app_context
+from cpms_admin.cli.output import emit_object, emit_rows, warn
+
+app = typer.Typer(help="Postal letters: the queue, the nightly batch, previews.",
+                  no_args_is_help=True)
+
+
+class Status(StrEnum):
+    pending = "pending"
+    claimed = "claimed"
+    printed = "printed"
+    cancelled = "cancelled"
+    failed = "failed"
+
+
+class Kind(StrEnum):
+    welcome = "welcome"
+    security_code = "security_code"
+    pin_reset = "pin_reset"
+
+
+@app.command("list")
+def list_(
+    ctx: typer.Context,
+    status: Annotated[Status | None, typer.Option("--status", help="Only this status.")] = None,
+    nir: Annotated[str | None, typer.Option("--nir", help="Only this member's letters.")] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, help="At most N, newest first.")] = 200,
+) -> None:
+    """List letters, newest first: pending, printed, cancelled (and why), failed (and why).
+
+    Example: cpms-admin letters list --status cancelled
+    """
+    from cpms_admin.services.letter_views import list_letters
+
+    app_ = app_context(ctx)
+    with app_.session() as session:
+        rows = list_letters(session, status=status.value if status else None, nir=nir,
+                            limit=limit)
+    columns = [("id", "Id"), ("kind", "Kind"), ("status", "Status"), ("nir", "NIR"),
+               ("created_at", "Queued"), ("batch_id", "Batch"), ("printed_at", "Printed"),
+               ("status_reason", "Reason")]
+    emit_rows(app_, rows, columns, title="Letters")
+
+
+@app.command()
+def batch(
+    ctx: typer.Context,
+    out: Annotated[Path, typer.Option("--out", help="Directory receiving the batch directory.")],
+    limit: Annotated[
+        int | None, typer.Option("--limit", min=1, help="Take at most N letters from the queue.")
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Only count: issue no code, write nothing.")
+    ] = False,
+    duplex: Annotated[
+        bool, typer.Option("--duplex", help="Pad each letter to an even number of pages.")
+    ] = False,
+    chunk_size: Annotated[int, typer.Option("--chunk-size", min=1, max=500,
+                                            help="Letters per PDF file.")] = 25,
+    workers: Annotated[int | None, typer.Option(
+        "--workers", min=1, max=64, help="Rendering processes (default: the cores, for large "
+        "batches).")] = None,
+) -> None:
+    """The nightly job: print every pending letter exactly once, into a new batch directory.
+
+    Moot letters are cancelled (and listed as such); each letter's one-time code is made as it
+    is rendered and exists in clear only in the PDF. The batch directory (mode 0700) holds the
+    PDF files, manifest.json and index.csv; it appears, complete, only once the batch is
+    committed. A run killed at any point is finished or undone by the next run. Exit 4 when
+    another run holds the lock (SQLite), 5 when templates or the pepper are missing.
+
+    Example: cpms-admin letters batch --out /srv/print/outgoing
+    """
+    from cpms_admin.services.letter_batch import BatchHooks, BatchOptions, run_batch
+    from cpms_admin.services.letter_batch import dry_run as count
+
+    app_ = app_context(ctx)
+    if dry_run:
+        result = count(engine=app_.engine(), limit=limit, clock=app_.clock)
+        emit_object(app_, result, [
+            f"Pending letters: {result['pending']}",
+            f"Would cancel: {result['would_cancel']} {_reasons(result['cancelled_by_reason'])}",
+            f"Would print: {result['would_print']}", "(dry run: nothing was changed)"])
+        return
+    options = BatchOptions(out=out, limit=limit, duplex=duplex, chunk_size=chunk_size,
+                           workers=workers)
+    progress = _Progress()
+    try:
+        summary = run_batch(engine=app_.engine(), settings=app_.settings, agent=app_.agent,
+                            clock=app_.clock, options=options,
+                            hooks=BatchHooks(log=_log, progress=progress))
+    finally:
+        progress.close()
+    _report(app_, summary)
+
+
+def _log(line: str) -> None:
+    typer.echo(f"letters batch: {line}", err=True)
+
+
+class _Progress:
+    """A bar on a terminal, a line every few seconds under cron; started once the number of
+    letters claimed is known."""
+
+    def __init__(self) -> None:
+        self._bar: BulkProgress | None = None
+
+    def __call__(self, done: int, total: int) -> None:
+        if self._bar is None:
+            self._bar = BulkProgress("letters rendered", total=total)
+        self._bar.update(done)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
+def _reasons(counts: dict[str, int]) -> str:
+    if not counts:
+        return ""
+    return "(" + ", ".join(f"{key.replace('_', ' ')}: {n}" for key, n in counts.items()) + ")"
+
+
+def _report(app_: AppContext, summary: dict[str, Any]) -> None:
+    if summary["failed"]:
+        warn(f"{summary['failed']} letter(s) could not be printed: "
+             "cpms-admin letters list --status failed")
+    if summary["batch_id"] is None:
+        lines = [f"Nothing to print (cancelled {summary['cancelled']} moot letter(s))."
+                 if summary["cancelled"] else "Nothing to print."]
+    else:
+        lines = [
+            f"Batch {summary['batch_id']}: {summary['printed']} letter(s) in {summary['files']} "
+            f"PDF file(s), {summary['pages']} page(s); cancelled {summary['cancelled']} "
+            f"{_reasons(summary['cancelled_by_reason'])}".rstrip(),
+            f"Look in {summary['directory']} (manifest.json, index.csv).",
+        ]
+    for directory in summary["recovered"]["published"]:
+        lines.append(f"Also finished an interrupted batch: {directory}")
+    emit_object(app_, summary, lines)
+
+
+@app.command()
+def preview(
+    ctx: typer.Context,
+    kind: Annotated[Kind, typer.Argument(help="welcome, security_code or pin_reset.")],
+    out: Annotated[Path, typer.Option("--out", help="The PDF file to write.")],
+    nir: Annotated[
+        str | None, typer.Option("--nir", help="Address it to this member (issues nothing).")
+    ] = None,
+) -> None:
+    """Render a SPÉCIMEN letter with a dummy code, to check the layout; issues nothing.
+
+    Without --nir no database is needed.
+
+    Example: cpms-admin letters preview welcome --out sample.pdf
+    """
+    from cpms_admin.services.letter_views import preview_letter
+
+    app_ = app_context(ctx)
+    if nir is None:
+        result = preview_letter(kind=kind.value, out=out, settings=app_.settings,
+                                clock=app_.clock)
+    else:
+        with app_.session() as session:
+            result = preview_letter(kind=kind.value, out=out, settings=app_.settings,
+                                    clock=app_.clock, session=session, nir=nir)
+    emit_object(app_, result, [f"Preview written to {out} ({result['pages']} page(s))."])

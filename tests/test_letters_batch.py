@@ -1,0 +1,410 @@
+"""`letters batch` as the print house and the members see its result: the batch directory, the
+manifest and index against the PDFs (read back with pypdf), codes that work on the portal,
+moot letters cancelled with their reason, and the options (--dry-run, --limit, --duplex)."""
+
+import csv
+import hashlib
+import itertools
+import json
+import re
+import stat
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pypdf
+import pytest
+from sqlalchemy import Engine, update
+from sqlmodel import Session, col, select
+
+from cpms_admin.clock import Clock, system_clock
+from cpms_admin.models import AuditEvent, Letter, LetterBatch, Member, SecurityCode, pk
+from cpms_admin.services import accounts, batch_guard
+from cpms_admin.services.batch_claim import claim_letters
+from cpms_admin.services.batch_guard import AdvisoryGuard
+from cpms_admin.settings import Settings
+from tests.conftest import Cli, FakeClock
+from tests.cred_helpers import email_code, give_pin, set_pin
+from tests.factories import make_member, make_nir, snapshot
+
+CODE_IN_TEXT = re.compile(r"usageunique(\d{6})Valable")
+REFERENCE = re.compile(r"Notreréférence:L(\d{8})")
+
+
+# -- helpers shared with test_letters_faults.py and test_letters_cli.py ----------------------
+
+
+def queue_members(session: Session, count: int, **overrides: Any) -> list[Member]:
+    """`count` new members, each with a welcome letter waiting in the queue."""
+    return [make_member(session, nir=make_nir(), **overrides) for _ in range(count)]
+
+
+def manifests(out: Path) -> list[tuple[Path, dict[str, Any]]]:
+    return [
+        (path.parent, json.loads(path.read_text())) for path in sorted(out.rglob("manifest.json"))
+    ]
+
+
+def assert_every_pdf_is_listed(out: Path) -> None:
+    """No PDF looks finished unless a manifest beside it lists it."""
+    for pdf in out.rglob("*.pdf"):
+        manifest = pdf.parent / "manifest.json"
+        assert manifest.exists(), f"{pdf} has no manifest beside it"
+        assert pdf.name in {f["name"] for f in json.loads(manifest.read_text())["files"]}, pdf
+
+
+def check_batch_dir(directory: Path, manifest: dict[str, Any]) -> None:
+    """The manifest, the index and the files agree, page for page; everything is private."""
+    assert stat.S_IMODE(directory.stat().st_mode) == 0o700
+    assert directory.name.startswith(f"batch-{manifest['batch_id']}-")
+    assert sorted(p.name for p in directory.iterdir()) == sorted(
+        ["manifest.json", "index.csv", *(f["name"] for f in manifest["files"])]
+    )
+    pages = {}
+    for entry in manifest["files"]:
+        path = directory / entry["name"]
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        assert hashlib.sha256(path.read_bytes()).hexdigest() == entry["sha256"]
+        pages[entry["name"]] = len(pypdf.PdfReader(path).pages)
+        assert pages[entry["name"]] == entry["pages"]
+    for name in pages:  # each file's letters tile its pages exactly
+        spans = sorted(
+            (le["first_page"], le["page_count"]) for le in manifest["letters"] if le["file"] == name
+        )
+        assert spans[0][0] == 1
+        assert all(a + n == b for (a, n), (b, _) in itertools.pairwise(spans))
+        assert spans[-1][0] + spans[-1][1] - 1 == pages[name]
+    with (directory / "index.csv").open(newline="", encoding="utf-8") as index:
+        rows = list(csv.DictReader(index))
+    assert [
+        (int(r["letter_id"]), r["file"], int(r["first_page"]), int(r["last_page"])) for r in rows
+    ] == [
+        (le["letter_id"], le["file"], le["first_page"], le["first_page"] + le["page_count"] - 1)
+        for le in manifest["letters"]
+    ]
+
+
+def letter_text(directory: Path, entry: dict[str, Any]) -> str:
+    reader = pypdf.PdfReader(directory / entry["file"])
+    first = entry["first_page"] - 1
+    return "\n".join(
+        page.extract_text() for page in reader.pages[first : first + entry["page_count"]]
+    )
+
+
+def printed_code(text: str) -> str:
+    """The code as the member reads it (it is letter-spaced, so extraction adds blanks)."""
+    match = CODE_IN_TEXT.search(re.sub(r"\s", "", text))
+    assert match, "no code box in the letter"
+    return match[1]
+
+
+def codes_in_file(path: Path) -> dict[int, str]:
+    """Letter id -> code, for every letter of a PDF (also a discarded `.pdf.part`)."""
+    found = {}
+    for page in pypdf.PdfReader(path).pages:
+        text = re.sub(r"\s", "", page.extract_text())
+        reference, code = REFERENCE.search(text), CODE_IN_TEXT.search(text)
+        if reference and code:
+            found[int(reference[1])] = code[1]
+    return found
+
+
+def code_works(
+    session: Session, settings: Settings, clock: Clock, letter_id: int, code: str
+) -> bool:
+    """Set a PIN on the portal with `code`, as the member holding that letter would."""
+    session.expire_all()
+    letter = session.get(Letter, letter_id)
+    assert letter is not None
+    member = session.get(Member, letter.member_id)
+    assert member is not None
+    return set_pin(session, settings, clock, member.nir, code).ok
+
+
+def letters_by_status(session: Session) -> dict[str, set[int]]:
+    session.expire_all()
+    found: dict[str, set[int]] = {}
+    for letter in session.exec(select(Letter)):
+        found.setdefault(letter.status, set()).add(pk(letter))
+    return found
+
+
+def batch(cli: Cli, out: Path, *options: str) -> dict[str, Any]:
+    result = cli("--json", "letters", "batch", "--out", str(out), *options)
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+# -- the tests ---------------------------------------------------------------------------------
+
+
+def test_a_batch_prints_every_pending_letter_once_in_a_private_directory(
+    cli: Cli, session: Session, settings: Settings, clock: FakeClock, tmp_path: Path
+) -> None:
+    queued = queue_members(session, 7)
+    out = tmp_path / "print"
+    summary = batch(cli, out, "--chunk-size", "3")
+    assert (summary["printed"], summary["files"], summary["cancelled"]) == (7, 3, 0)
+    [(directory, manifest)] = manifests(out)
+    assert str(directory) == summary["directory"]
+    assert manifest["batch_id"] == summary["batch_id"]
+    check_batch_dir(directory, manifest)
+    assert summary["pages"] == sum(f["pages"] for f in manifest["files"])
+    session.expire_all()
+    letters = session.exec(select(Letter).order_by(col(Letter.id))).all()
+    assert [le["letter_id"] for le in manifest["letters"]] == [pk(le) for le in letters]
+    assert {le.status for le in letters} == {"printed"}
+    assert {le.batch_id for le in letters} == {summary["batch_id"]}
+    row = session.get(LetterBatch, summary["batch_id"])
+    assert row is not None and (row.status, row.letter_count) == ("completed", 7)
+    assert json.loads(row.manifest or "{}") == manifest
+    first = manifest["letters"][0]
+    assert (
+        first["nir_masked"] == f"{queued[0].nir[0]} {queued[0].nir[1:3]} •• •• ••• ••• "
+        f"{queued[0].nir[13:]}"
+    )
+    text = letter_text(directory, first)
+    assert "Paris, le 23 novembre 2026" in text and "23 décembre 2026" in text
+    # The code is stored hashed, tied to the letter, and works on the portal exactly once.
+    code = printed_code(text)
+    stored = session.exec(
+        select(SecurityCode).where(SecurityCode.letter_id == first["letter_id"])
+    ).one()
+    assert (stored.channel, stored.purpose) == ("post", "first_login")
+    assert code not in stored.code_hash
+    assert code_works(session, settings, clock, first["letter_id"], code)
+    assert not code_works(session, settings, clock, first["letter_id"], code)
+    event = session.exec(select(AuditEvent).where(AuditEvent.action == "letters.batch")).one()
+    assert json.loads(event.details)["printed"] == 7
+    assert batch(cli, out)["batch_id"] is None  # nothing left: exit 0, no new directory
+    assert len(manifests(out)) == 1
+
+
+def test_moot_letters_are_cancelled_with_their_reason(
+    cli: Cli, session: Session, settings: Settings, tmp_path: Path
+) -> None:
+    has_pin, superseded, newer_code, closed, _fine = queue_members(session, 5)
+    give_pin(session, settings, has_pin)
+    accounts.reset_pin(
+        session,
+        nir=superseded.nir,
+        channel="post",
+        agent="agent.test",
+        reason="forgot",
+        settings=settings,
+        clock=system_clock,
+    )
+    email_code(session, settings, system_clock, newer_code)  # after its letter was queued
+    # Closing cancels pending letters, but not one claimed by a run that then died and put it
+    # back in the queue: the batch checks again.
+    session.exec(
+        update(Member)
+        .where(col(Member.id) == pk(closed))  # type: ignore[call-overload]
+        .values(status="closed")
+    )
+    session.commit()
+    summary = batch(cli, tmp_path / "out")
+    assert summary["cancelled_by_reason"] == {
+        "has_pin": 1,
+        "superseded": 1,
+        "newer_code": 1,
+        "member_closed": 1,
+    }
+    assert summary["printed"] == 2  # `fine`'s welcome and `superseded`'s reset letter
+    session.expire_all()
+    reasons = {
+        le.member_id: (le.kind, le.status, le.status_reason)
+        for le in session.exec(select(Letter).where(Letter.status == "cancelled"))
+    }
+    assert reasons[pk(has_pin)] == (
+        "welcome",
+        "cancelled",
+        "welcome letter, but the member already has a PIN",
+    )
+    assert reasons[pk(closed)] == ("welcome", "cancelled", "member closed")
+    assert reasons[pk(newer_code)][2].startswith("a newer code was issued after it was queued")
+    reset = session.exec(
+        select(Letter).where(Letter.member_id == pk(superseded), Letter.kind == "pin_reset")
+    ).one()
+    assert reasons[pk(superseded)][2] == f"superseded by letter #{reset.id}"
+    assert reset.status == "printed"
+    [(_, manifest)] = manifests(tmp_path / "out")
+    assert {le["letter_id"] for le in manifest["letters"]} == {
+        pk(le) for le in session.exec(select(Letter).where(Letter.status == "printed"))
+    }
+    cancels = session.exec(select(AuditEvent).where(AuditEvent.action == "letter.cancel")).all()
+    assert {e.member_id for e in cancels} == {
+        pk(has_pin),
+        pk(superseded),
+        pk(newer_code),
+        pk(closed),
+    }
+    human = cli("letters", "batch", "--out", str(tmp_path / "again"))
+    assert "Nothing to print." in human.stdout
+
+
+def test_dry_run_counts_and_changes_nothing(
+    cli: Cli, session: Session, settings: Settings, tmp_path: Path
+) -> None:
+    has_pin, *_ = queue_members(session, 4)
+    give_pin(session, settings, has_pin)
+    before = snapshot(session)
+    result = cli("--json", "letters", "batch", "--out", str(tmp_path / "out"), "--dry-run")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout) == {
+        "dry_run": True,
+        "pending": 4,
+        "would_cancel": 1,
+        "cancelled_by_reason": {"has_pin": 1},
+        "would_print": 3,
+    }
+    limited = cli("letters", "batch", "--out", str(tmp_path / "out"), "--dry-run", "--limit", "2")
+    assert "Would print: 1" in limited.stdout  # the oldest two, one of them moot
+    assert snapshot(session) == before
+    assert not (tmp_path / "out").exists()
+
+
+def test_limit_takes_the_oldest_letters_and_the_next_run_the_rest(
+    cli: Cli, session: Session, tmp_path: Path
+) -> None:
+    queue_members(session, 5)
+    first = batch(cli, tmp_path / "out", "--limit", "3")
+    second = batch(cli, tmp_path / "out", "--limit", "3")
+    ids = {
+        m["batch_id"]: [le["letter_id"] for le in m["letters"]]
+        for _, m in manifests(tmp_path / "out")
+    }
+    assert (first["printed"], second["printed"]) == (3, 2)
+    assert ids[first["batch_id"]] == sorted(ids[first["batch_id"]])
+    assert max(ids[first["batch_id"]]) < min(ids[second["batch_id"]])
+    assert letters_by_status(session) == {"printed": set(ids[1]) | set(ids[2])}
+
+
+def test_duplex_gives_each_letter_an_even_number_of_pages(
+    cli: Cli, session: Session, tmp_path: Path
+) -> None:
+    queue_members(session, 3)
+    summary = batch(cli, tmp_path / "out", "--duplex")
+    [(directory, manifest)] = manifests(tmp_path / "out")
+    check_batch_dir(directory, manifest)
+    assert all(le["page_count"] % 2 == 0 for le in manifest["letters"])
+    assert summary["pages"] == 6
+
+
+def test_a_letter_that_cannot_be_laid_out_fails_alone(
+    cli: Cli, session: Session, tmp_path: Path
+) -> None:
+    broken, *others = queue_members(session, 3)
+    session.exec(
+        update(Member)
+        .where(col(Member.id) == pk(broken))  # type: ignore[call-overload]
+        .values(last_name="Vandenberghe-Oudenaarde De La Rochefoucauld")
+    )
+    session.commit()
+    result = cli("--json", "letters", "batch", "--out", str(tmp_path / "out"))
+    assert result.exit_code == 0, result.output
+    assert "1 letter(s) could not be printed" in result.stderr
+    assert (json.loads(result.stdout)["printed"], json.loads(result.stdout)["failed"]) == (2, 1)
+    failed = session.exec(select(Letter).where(Letter.member_id == pk(broken))).one()
+    session.refresh(failed)
+    assert (failed.status, failed.batch_id) == ("failed", None)
+    assert "address block is not AFNOR-sized" in (failed.status_reason or "")
+    assert (
+        session.exec(select(SecurityCode).where(SecurityCode.member_id == pk(broken))).all() == []
+    )
+    [(_, manifest)] = manifests(tmp_path / "out")
+    assert {le["letter_id"] for le in manifest["letters"]} == {
+        pk(le)
+        for m in others
+        for le in session.exec(select(Letter).where(Letter.member_id == pk(m)))
+    }
+
+
+def test_a_rendering_error_abandons_the_batch_and_keeps_the_letters_queued(
+    cli: Cli, session: Session, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    queue_members(session, 2)
+
+    def explode(*_args: object, **_kwargs: object) -> Iterator[object]:
+        raise RuntimeError("font subsetting failed near code 123456")
+        yield  # pragma: no cover
+
+    monkeypatch.setattr("cpms_admin.letters.pool.render_chunks", explode)
+    result = cli("letters", "batch", "--out", str(tmp_path / "out"))
+    assert result.exit_code == 1
+    assert result.stderr.splitlines()[-1] == (
+        "Error: batch 1 failed while rendering (RuntimeError: font subsetting failed near code "
+        "••••••); it was abandoned and its letters are back in the queue"
+    )
+    assert letters_by_status(session).keys() == {"pending"}
+    row = session.get(LetterBatch, 1)
+    assert row is not None and row.status == "abandoned"
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_not_ready_is_exit_5_and_claims_nothing(
+    cli: Cli, session: Session, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    queue_members(session, 1)
+    before = snapshot(session)
+    no_pepper = cli.with_settings(pepper=None, pepper_file=str(tmp_path / "missing"))
+    result = no_pepper("letters", "batch", "--out", str(tmp_path / "out"))
+    assert (result.exit_code, result.stderr.startswith("Error: cannot read pepper file")) == (
+        5,
+        True,
+    )
+    monkeypatch.setattr("cpms_admin.letters.render.letters_templates_dir", lambda: tmp_path)
+    result = cli("letters", "batch", "--out", str(tmp_path / "out"))
+    assert result.exit_code == 5
+    assert result.stderr.startswith("Error: letter stylesheet missing")
+    assert snapshot(session) == before
+
+
+def test_a_second_run_on_sqlite_is_refused_while_the_lock_is_held(
+    cli: Cli, settings: Settings, session: Session, engine: Engine, tmp_path: Path
+) -> None:
+    if engine.dialect.name != "sqlite":
+        pytest.skip("PostgreSQL runs share the queue instead of locking it")
+    queue_members(session, 1)
+    holder = batch_guard.open_guard(engine, settings.database_url)
+    try:
+        result = cli("letters", "batch", "--out", str(tmp_path / "out"))
+    finally:
+        holder.close()
+    assert result.exit_code == 4
+    assert result.stderr == (
+        f"Error: another letters batch is running (lock "
+        f"{settings.database_url.removeprefix('sqlite:///')}.batch-lock)\n"
+    )
+    assert batch(cli, tmp_path / "out")["printed"] == 1
+
+
+def test_postgresql_claims_skip_letters_another_worker_is_claiming(
+    session: Session, engine: Engine
+) -> None:
+    if engine.dialect.name != "postgresql":
+        pytest.skip("SKIP LOCKED is PostgreSQL's")
+    queue_members(session, 4)
+    ids = sorted(pk(le) for le in session.exec(select(Letter)))
+    other = Session(engine)
+    other.exec(select(Letter).where(col(Letter.id).in_(ids[:2])).with_for_update()).all()
+    guard = AdvisoryGuard(engine)
+    try:
+        claim = claim_letters(
+            session,
+            guard=guard,
+            owner="test",
+            out_dir="/nowhere",
+            limit=None,
+            agent="agent.test",
+            now=datetime.now(UTC),
+        )
+    finally:
+        other.close()
+        guard.close()
+    assert claim.claimed == 2
+    session.expire_all()
+    taken = {pk(le) for le in session.exec(select(Letter).where(Letter.batch_id == claim.batch_id))}
+    assert taken == set(ids[2:])

@@ -31,6 +31,7 @@ test: system-deps $(STAMP) lint
 bench: system-deps $(STAMP)
 	$(BIN)/python bench/letters.py
 	$(BIN)/python bench/import.py
+	$(BIN)/python bench/campaign.py
 
 clean:
 	rm -rf $(VENV) data/demo* build dist *.egg-info

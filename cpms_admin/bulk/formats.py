@@ -25,10 +25,16 @@ from cpms_admin.bulk.sniff import (
     resolve_encoding,
     resolve_format,
 )
-from cpms_admin.bulk.writers import MemberWriter, open_member_writer, write_error_report
+from cpms_admin.bulk.writers import (
+    ErrorReport,
+    MemberWriter,
+    open_member_writer,
+    write_error_report,
+)
 from cpms_admin.errors import InvalidInput
 
 __all__ = [
+    "ErrorReport",
     "MemberFile",
     "MemberWriter",
     "RowError",
@@ -61,6 +67,16 @@ class MemberFile:
             return jsonl_rows(self.path, encoding=self.encoding)
         return csv_rows(self.path, encoding=self.encoding, delimiter=self.delimiter,
                         header=self._header)
+
+    def check_records(self) -> None:
+        """Read the whole file once, cheaply, without building rows: raise InvalidInput now
+        rather than half-way through an import if a quote left open swallows lines. (A JSON
+        Lines file has no such failure: each line stands alone.)"""
+        if self.delimiter is None:
+            return
+        with open_text(self.path, self.encoding) as handle:
+            for _ in csv_records(handle, path=self.path, delimiter=self.delimiter):
+                pass
 
     def __repr__(self) -> str:
         return (f"MemberFile({str(self.path)!r}, fmt={self.fmt!r}, encoding={self.encoding!r}, "

@@ -92,20 +92,35 @@ def open_member_writer(out: TextIO, *, fmt: str) -> MemberWriter:
     return CsvMemberWriter(out) if fmt.lower() == "csv" else JsonlMemberWriter(out)
 
 
-def write_error_report(out: TextIO, *, errors: Iterable[RowError]) -> int:
-    """Write the refused rows as CSV: `line, field, reason`, then the original values, so a
-    person can fix them and import the report itself. Returns the number of rows.
+class ErrorReport:
+    """The `--errors` report of an import, written as rejected rows come (an import may
+    reject many, they are not kept in memory): CSV `line, field, reason`, then the original
+    values, so a person can fix them and import the report itself.
 
     The report has the export columns: a `pin_hash` from the source is left out, because
     the report is meant to be opened and passed around by people.
     """
-    rows = _CsvRows(out)
-    rows.write([*REPORT_COLUMNS, *COLUMNS])
-    count = 0
-    for error in errors:
+
+    def __init__(self, out: TextIO) -> None:
+        self._out = out
+        self._rows = _CsvRows(out)
+        self._rows.write([*REPORT_COLUMNS, *COLUMNS])
+        self.count = 0
+
+    def write(self, error: RowError) -> None:
         values = error.values or {}
-        rows.write([str(error.line), error.field or "", error.reason,
-                    *((values.get(name) or "") for name in COLUMNS)])
-        count += 1
-    out.flush()
-    return count
+        self._rows.write([str(error.line), error.field or "", error.reason,
+                          *((values.get(name) or "") for name in COLUMNS)])
+        self.count += 1
+
+    def close(self) -> None:
+        self._out.flush()
+
+
+def write_error_report(out: TextIO, *, errors: Iterable[RowError]) -> int:
+    """Write a whole report (see ErrorReport); returns the number of rows."""
+    report = ErrorReport(out)
+    for error in errors:
+        report.write(error)
+    report.close()
+    return report.count

@@ -8,7 +8,8 @@ import typer
 from typer.core import TyperGroup
 
 from cpms_admin import __version__
-from cpms_admin.cli import account, audit, code, db, letters, member, pin, portal
+from cpms_admin.cli import account, audit, code, db, letters, mail, member, members, pin, portal
+from cpms_admin.cli.code_campaign import campaign
 from cpms_admin.cli.context import AppContext
 from cpms_admin.cli.doctor import doctor
 from cpms_admin.cli.output import error
@@ -56,7 +57,10 @@ app.add_typer(account.app, name="account")
 app.add_typer(pin.app, name="pin")
 app.add_typer(code.app, name="code")
 app.add_typer(portal.app, name="portal")
+app.add_typer(members.app, name="members")
+app.add_typer(mail.app, name="mail")
 app.add_typer(letters.app, name="letters")
+code.app.command("campaign")(campaign)
 app.command()(doctor)
 
 

@@ -1,0 +1,135 @@
+"""Seconds for a `code campaign` over N members on SQLite, against a bare Core baseline.
+
+    .venv/bin/python bench/campaign.py [--members N] [--repeat R]
+
+N members without a PIN (a third without e-mail) are put in a fresh, upgraded SQLite file
+with bulk inserts (not timed). Then, best of R (each on a fresh copy of that file):
+
+- baseline: the same number of `letter` rows, already built, inserted with
+  `conn.execute(insert(letter), rows)` per batch and one commit per batch;
+- campaign: `run_campaign(--no-pin, --channel auto)`: the selection, the "already on its
+  way" checks, the channel of each member, the letter and e-mail inserts, the audit event.
+
+The issue's aim: 100,000 members "well under a minute".
+"""
+
+import argparse
+import shutil
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from sqlalchemy import Engine, insert
+from sqlmodel import Session, SQLModel
+
+from cpms_admin.db import make_engine, upgrade_schema
+from cpms_admin.services.campaign import BATCH_SIZE, Selection, run_campaign
+
+NOW = datetime(2026, 11, 23, 22, 0, tzinfo=UTC)
+MEMBER, ACCOUNT = SQLModel.metadata.tables["member"], SQLModel.metadata.tables["account"]
+LETTER = SQLModel.metadata.tables["letter"]
+
+
+def nir(serial: int) -> str:
+    body = f"{1 + serial % 2}{60 + serial % 40:02d}{1 + serial % 12:02d}75{serial // 1000:03d}"
+    body += f"{serial % 1000:03d}"
+    return f"{body}{97 - int(body) % 97:02d}"
+
+
+def populate(path: Path, count: int) -> None:
+    engine = make_engine(f"sqlite:///{path}", must_exist=False)
+    upgrade_schema(engine)
+    members = [
+        {
+            "id": i + 1,
+            "nir": nir(i),
+            "civility": "MME",
+            "last_name": "Martin",
+            "first_name": "Hélène",
+            "email": None if i % 3 == 2 else f"m{i}@exemple.fr",
+            "street": "12 rue de la République",
+            "postcode": "69002",
+            "city": "Lyon",
+            "country": "FR",
+            "search_text": "",
+            "status": "active",
+            "created_at": NOW,
+            "updated_at": NOW,
+        }
+        for i in range(count)
+    ]
+    with engine.begin() as conn:
+        conn.execute(insert(MEMBER), members)
+        conn.execute(
+            insert(ACCOUNT),
+            [
+                {"member_id": m["id"], "failed_attempts": 0, "captcha_required": False}
+                for m in members
+            ],
+        )
+    engine.dispose()
+
+
+def copy(template: Path, name: str) -> Engine:
+    target = template.with_name(name)
+    shutil.copyfile(template, target)
+    return make_engine(f"sqlite:///{target}")
+
+
+def baseline(engine: Engine, count: int) -> float:
+    rows = [
+        {
+            "member_id": i + 1,
+            "kind": "security_code",
+            "status": "pending",
+            "created_at": NOW,
+            "purpose": "first_login",
+        }
+        for i in range(count)
+    ]
+    start = time.perf_counter()
+    with engine.connect() as conn:
+        for at in range(0, count, BATCH_SIZE):
+            conn.execute(insert(LETTER), rows[at : at + BATCH_SIZE])
+            conn.commit()
+    return time.perf_counter() - start
+
+
+def campaign(engine: Engine, count: int) -> float:
+    start = time.perf_counter()
+    with Session(engine, expire_on_commit=False) as session:
+        counts = run_campaign(
+            session,
+            selection=Selection(no_pin=True),
+            channel="auto",
+            reason="bench",
+            agent="bench",
+            clock=lambda: NOW,
+        )
+    elapsed = time.perf_counter() - start
+    assert counts.letters + counts.emails == count, counts
+    return elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--members", type=int, default=100_000)
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    n = args.members
+    with tempfile.TemporaryDirectory() as tmp:
+        template = Path(tmp) / "template.db"
+        populate(template, n)
+        base = full = float("inf")
+        for run in range(args.repeat):
+            base = min(base, baseline(copy(template, f"baseline{run}.db"), n))
+            full = min(full, campaign(copy(template, f"campaign{run}.db"), n))
+    print(f"members:                  {n:,} without a PIN (SQLite, best of {args.repeat})")
+    print(f"baseline Core insert:     {base:6.2f} s  {n / base:9,.0f} rows/s")
+    print(f"code campaign --no-pin:   {full:6.2f} s  {n / full:9,.0f} members/s")
+    print(f"ratio campaign / baseline: {full / base:5.2f}x  (aim: 100,000 well under a minute)")
+
+
+if __name__ == "__main__":
+    main()

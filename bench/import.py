@@ -1,0 +1,127 @@
+"""Rows per second of `members import` on SQLite against a bare Core executemany baseline.
+
+    .venv/bin/python bench/import.py [--members N] [--batch B] [--repeat R]
+
+Both run R times (best time kept, as timeit does: other load on the machine only ever
+slows a run down), each on a fresh, upgraded SQLite file, with the same N generated members (a
+`;`-separated UTF-8 CSV with a third of the e-mails missing, as office exports come):
+
+- baseline: the rows already parsed and validated (outside the clock), inserted with
+  `conn.execute(insert(member), rows)` per batch of B, one commit per batch;
+- import: `import_members` on the CSV file, everything included: reading and decoding,
+  the `member add` validation of every row, the look-up of existing NIRs, members and
+  their accounts, the audit event, a commit per batch.
+
+It prints both rates and the ratio (the target: 5,000 rows/s or more, within 3x).
+"""
+
+import argparse
+import csv
+import tempfile
+import time
+from pathlib import Path
+
+from sqlalchemy import Engine, func, insert, select
+from sqlmodel import Session, SQLModel
+
+from cpms_admin.bulk.formats import read_member_rows
+from cpms_admin.clock import system_clock
+from cpms_admin.db import make_engine, upgrade_schema
+from cpms_admin.member_fields import COLUMNS, validate_member_fields
+from cpms_admin.services.importer import import_members
+
+FIRST = [("Jean", "jean"), ("Hélène", "helene"), ("François", "francois"), ("Chloé", "chloe"),
+         ("Loïc", "loic"), ("Anaïs", "anais"), ("Zoé", "zoe"), ("Inès", "ines")]
+LAST = ["Martin", "Bernard", "Dubois", "Lefèvre", "Müller", "Da Silva", "Fontaine", "Girard"]
+PLACES = [("75011", "Paris"), ("69003", "Lyon"), ("13008", "Marseille"), ("42000", "Saint-Étienne")]
+
+
+def nir(serial: int) -> str:
+    body = f"{1 + serial % 2}{60 + serial % 40:02d}{1 + serial % 12:02d}75{serial // 1000:03d}"
+    body += f"{serial % 1000:03d}"
+    return f"{body}{97 - int(body) % 97:02d}"
+
+
+def members(count: int) -> list[dict[str, str]]:
+    rows = []
+    for i in range(count):
+        postcode, city = PLACES[i % len(PLACES)]
+        (first, slug), last = FIRST[i % len(FIRST)], LAST[i % len(LAST)]
+        rows.append({
+            "nir": nir(i), "civility": "M" if i % 2 == 0 else "MME", "last_name": last,
+            "first_name": first, "birth_date": f"19{60 + i % 40}-{1 + i % 12:02d}-15",
+            "email": "" if i % 3 == 2 else f"{slug}.{i}@exemple.fr",
+            "street": f"{1 + i % 120} rue de la République",
+            "address_complement": "Bâtiment B" if i % 5 == 0 else "", "postcode": postcode,
+            "city": city, "country": "FR",
+        })
+    return rows
+
+
+def fresh_engine(directory: Path, name: str) -> Engine:
+    engine = make_engine(f"sqlite:///{directory / name}", must_exist=False)
+    upgrade_schema(engine)
+    return engine
+
+
+def baseline(engine: Engine, rows: list[dict[str, str]], batch: int) -> float:
+    now = system_clock()
+    prepared = []
+    for raw in rows:  # validation is not timed here: the baseline is the bare insert
+        values = validate_member_fields(raw).as_row()
+        prepared.append({**values, "search_text": "", "status": "active", "created_at": now,
+                         "updated_at": now, "imported_at": now})
+    table = SQLModel.metadata.tables["member"]
+    start = time.perf_counter()
+    with engine.connect() as conn:
+        for at in range(0, len(prepared), batch):
+            conn.execute(insert(table), prepared[at : at + batch])
+            conn.commit()
+    return time.perf_counter() - start
+
+
+def run_import(engine: Engine, path: Path, batch: int) -> float:
+    start = time.perf_counter()
+    with Session(engine, expire_on_commit=False) as session:
+        counts = import_members(
+            session, member_file=read_member_rows(path), agent="bench", batch_size=batch
+        )
+    elapsed = time.perf_counter() - start
+    assert counts.invalid == 0, counts
+    with Session(engine) as session:
+        stored = session.execute(select(func.count()).select_from(
+            SQLModel.metadata.tables["account"])).scalar_one()
+    assert stored == counts.created, (stored, counts)
+    return elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--members", type=int, default=100_000)
+    parser.add_argument("--batch", type=int, default=2000)
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    rows = members(args.members)
+    with tempfile.TemporaryDirectory() as tmp:
+        directory = Path(tmp)
+        path = directory / "members.csv"
+        with path.open("w", newline="", encoding="utf-8") as handle:
+            writer = csv.DictWriter(handle, fieldnames=COLUMNS, delimiter=";")
+            writer.writeheader()
+            writer.writerows(rows)
+        base = full = float("inf")
+        for run in range(args.repeat):
+            base = min(base, baseline(fresh_engine(directory, f"baseline{run}.db"), rows,
+                                      args.batch))
+            full = min(full, run_import(fresh_engine(directory, f"import{run}.db"), path,
+                                        args.batch))
+    n = args.members
+    print(f"members:                 {n:,} (SQLite, batches of {args.batch:,}, "
+          f"best of {args.repeat})")
+    print(f"baseline Core insert:    {base:6.2f} s  {n / base:9,.0f} rows/s")
+    print(f"members import:          {full:6.2f} s  {n / full:9,.0f} rows/s  (validation included)")
+    print(f"ratio import / baseline: {full / base:6.2f}x  (target: <= 3x, >= 5,000 rows/s)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,48 @@
+"""`cpms-admin mail`: the queue of outgoing e-mails (campaign codes)."""
+
+from typing import Annotated
+
+import typer
+
+from cpms_admin.cli.bulk_progress import BulkProgress
+from cpms_admin.cli.context import app_context
+from cpms_admin.cli.output import emit_object
+from cpms_admin.services.mail_queue import check_sent, send_queued_mail
+
+app = typer.Typer(help="Send the queued e-mails.", no_args_is_help=True)
+
+
+@app.command()
+def send(
+    ctx: typer.Context,
+    limit: Annotated[
+        int | None, typer.Option("--limit", min=1, help="Send at most N e-mails this run.")
+    ] = None,
+) -> None:
+    """Send the queued e-mails (code campaigns), each with a code made at send time.
+
+    Failures are retried by the next run (5 attempts at most); after 5 failures in a row
+    the run stops and exits 1, leaving the rest queued. Meant for cron, every few minutes.
+
+    Example: cpms-admin mail send --limit 500
+    """
+    app_ = app_context(ctx)
+    with BulkProgress("Sending e-mails") as progress, app_.session() as session:
+        run = send_queued_mail(
+            session,
+            settings=app_.settings,
+            agent=app_.agent,
+            limit=limit,
+            clock=app_.clock,
+            on_progress=lambda c: progress.update(c.sent + c.retry + c.failed),
+        )
+    counts = run.counts
+    emit_object(
+        app_,
+        {**counts.as_dict(), "stopped": run.stopped},
+        [
+            f"Sent {counts.sent:,} e-mail(s); {counts.retry:,} to retry, {counts.failed:,} given "
+            f"up; {counts.left:,} still queued."
+        ],
+    )
+    check_sent(run)

@@ -1,0 +1,183 @@
+"""`cpms-admin members`: members in bulk, from and to files (migration scripts)."""
+
+import os
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
+from pathlib import Path
+from typing import Annotated, TextIO
+
+import typer
+
+from cpms_admin.bulk.formats import ErrorReport, RowError, read_member_rows
+from cpms_admin.cli.bulk_progress import BulkProgress
+from cpms_admin.cli.context import app_context
+from cpms_admin.cli.output import emit_object, warn
+from cpms_admin.errors import InvalidInput
+from cpms_admin.services.exporter import export_members
+from cpms_admin.services.importer import ImportCounts, import_members
+
+app = typer.Typer(
+    help="Import and export members in bulk (CSV or JSON Lines).", no_args_is_help=True
+)
+
+SHOWN_ERRORS = 10
+
+Format = Annotated[str | None, typer.Option("--format", help="csv or jsonl.")]
+
+
+@contextmanager
+def _atomic_text(path: Path, *, encoding: str = "utf-8") -> Iterator[TextIO]:
+    """A file that appears complete or not at all: written aside, renamed on success."""
+    path = path.resolve()
+    try:
+        fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    except OSError as exc:
+        raise InvalidInput(f"cannot write {path}: {exc.strerror or exc}") from None
+    try:
+        with open(fd, "w", encoding=encoding, newline="") as handle:
+            yield handle
+        os.replace(temporary, path)
+    finally:
+        Path(temporary).unlink(missing_ok=True)
+
+
+def _estimate_records(path: Path) -> int:
+    """Lines in the file, for the progress bar (a record may span lines: it is a guess)."""
+    with path.open("rb") as handle:
+        return sum(chunk.count(b"\n") for chunk in iter(lambda: handle.read(1 << 20), b""))
+
+
+class _Rejected:
+    """Rejected rows: each into the --errors report, the first few kept for stderr."""
+
+    def __init__(self, report: ErrorReport | None) -> None:
+        self.report = report
+        self.shown: list[RowError] = []
+
+    def __call__(self, error: RowError) -> None:
+        if self.report is not None:
+            self.report.write(error)
+        if len(self.shown) < SHOWN_ERRORS:
+            self.shown.append(error)
+
+
+def _summary(counts: ImportCounts, *, dry_run: bool) -> str:
+    if dry_run:
+        return (
+            f"Dry run, nothing written: would create {counts.created:,}, update "
+            f"{counts.updated:,}, skip {counts.skipped:,} (already there), "
+            f"reject {counts.invalid:,}."
+        )
+    letters = (
+        f" {counts.welcome_letters:,} welcome letter(s) queued." if (counts.welcome_letters) else ""
+    )
+    return (
+        f"Created {counts.created:,}, updated {counts.updated:,}, skipped "
+        f"{counts.skipped:,} (already there), rejected {counts.invalid:,}.{letters}"
+    )
+
+
+@app.command("import")
+def import_(
+    ctx: typer.Context,
+    file: Annotated[Path, typer.Argument(help="CSV with a header row, or JSON Lines.")],
+    fmt: Format = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Report what would happen; write nothing.")
+    ] = False,
+    on_conflict: Annotated[
+        str, typer.Option("--on-conflict", help="Member already there: skip, update or fail.")
+    ] = "skip",
+    errors: Annotated[
+        Path | None, typer.Option("--errors", help="Write the rejected rows to this CSV file.")
+    ] = None,
+    welcome_letters: Annotated[
+        bool,
+        typer.Option(
+            "--welcome-letters",
+            help="Queue an enrolment letter for each member created without a PIN hash.",
+        ),
+    ] = False,
+    encoding: Annotated[
+        str | None, typer.Option("--encoding", help="e.g. cp1252 (default: detected).")
+    ] = None,
+    delimiter: Annotated[
+        str | None, typer.Option("--delimiter", help="CSV separator: ; , or tab (detected).")
+    ] = None,
+) -> None:
+    """Import members: every row is checked like `member add`; bad rows are reported, the
+    others imported, in batches. Running the same file again changes nothing.
+
+    Exit 0 when every row was imported or skipped, 1 when some were rejected, 2 when the
+    file cannot be read, 4 with --on-conflict fail when a member already exists.
+
+    Example: cpms-admin members import adherents.csv --dry-run --errors rejets.csv
+    """
+    app_ = app_context(ctx)
+    member_file = read_member_rows(file, fmt=fmt, encoding=encoding, delimiter=delimiter)
+    report_file = _atomic_text(errors, encoding="utf-8-sig") if errors else nullcontext()
+    total = _estimate_records(file) - (member_file.fmt == "csv")
+    with report_file as report_out, BulkProgress("Importing", total=total) as progress:
+        rejected = _Rejected(ErrorReport(report_out) if report_out is not None else None)
+        with app_.session() as session:
+            counts = import_members(
+                session,
+                member_file=member_file,
+                agent=app_.agent,
+                on_conflict=on_conflict,
+                dry_run=dry_run,
+                welcome_letters=welcome_letters,
+                on_error=rejected,
+                on_progress=lambda c: progress.update(
+                    c.created + c.updated + c.skipped + c.invalid
+                ),
+                clock=app_.clock,
+            )
+        if rejected.report is not None:
+            rejected.report.close()
+    for error in rejected.shown:
+        warn(f"line {error.line}: {error.reason}")
+    if counts.invalid > len(rejected.shown):
+        more = "" if errors else " (give --errors FILE to get them all)"
+        warn(f"... and {counts.invalid - len(rejected.shown):,} more rejected row(s){more}")
+    emit_object(app_, {**counts.as_dict(), "dry_run": dry_run}, [_summary(counts, dry_run=dry_run)])
+    if counts.invalid:
+        raise typer.Exit(1)
+
+
+@app.command("export")
+def export(
+    ctx: typer.Context,
+    fmt: Annotated[str, typer.Option("--format", help="csv or jsonl.")] = "csv",
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Write to this file (default: stdout).")
+    ] = None,
+    status: Annotated[
+        str | None, typer.Option("--status", help="Only active or closed members.")
+    ] = None,
+) -> None:
+    """Export members in the import columns (never a PIN hash), streaming, in NIR order.
+
+    Example: cpms-admin members export --format jsonl --out adherents.jsonl
+    """
+    app_ = app_context(ctx)
+    destination = str(out) if out else "stdout"
+    target = _atomic_text(out) if out else nullcontext(sys.stdout)
+    with target as stream, BulkProgress("Exporting") as progress, app_.session() as session:
+        count = export_members(
+            session,
+            out=stream,
+            fmt=fmt,
+            agent=app_.agent,
+            status=status,
+            destination=destination,
+            on_progress=progress.update,
+            clock=app_.clock,
+        )
+    summary = {"exported": count, "format": fmt.lower(), "out": str(out) if out else None}
+    if out is None:  # stdout holds the members: the summary goes to stderr
+        typer.echo(f"Exported {count:,} member(s).", err=True)
+        return
+    emit_object(app_, summary, [f"Exported {count:,} member(s) to {out}."])

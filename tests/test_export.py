@@ -1,0 +1,168 @@
+"""`members export`: the import columns, never a secret, streaming, and a faithful round trip."""
+
+import io
+import json
+import os
+import tracemalloc
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import delete, insert
+from sqlmodel import Session, SQLModel, select
+
+from cpms_admin.db import make_engine
+from cpms_admin.member_fields import COLUMNS
+from cpms_admin.models import Account, AuditEvent, Member
+from cpms_admin.services.exporter import export_members
+from cpms_admin.services.members import member_summary, search_text
+from tests.conftest import Cli
+from tests.factories import make_member, make_nir
+
+BCRYPT = "$2b$04$abcdefghijklmnopqrstuu5ZZmGzXsvFxo9sQJ3bTkMfs0IPpAaKm"
+
+
+def varied_members(session: Session) -> list[Member]:
+    """Members using every column, the odd characters office files carry, and a PIN."""
+    members = [
+        make_member(session, nir=make_nir(1), civility="M", last_name="Lefèvre-Dupont",
+                    first_name="Gaëtan", birth_date="1985-05-12", email=None,
+                    street="3, rue de l'Église", address_complement='Bât. "C"; 2e étage',
+                    postcode="42000", city="Saint-Étienne"),
+        make_member(session, nir=make_nir(2), civility=None, last_name="N'Diaye",
+                    first_name="Aïssatou", street="12 Grand-Rue", postcode="1003",
+                    city="Lausanne", country="CH"),
+        make_member(session, nir=make_nir(3)),
+    ]
+    account = session.get(Account, members[2].id)
+    assert account is not None
+    account.pin_hash = "legacy:" + BCRYPT
+    session.commit()
+    return members
+
+
+def summaries(session: Session) -> dict[str, dict[str, Any]]:
+    session.rollback()
+    return {m.nir: member_summary(m) for m in session.exec(select(Member))}
+
+
+def empty_database(session: Session) -> None:
+    session.rollback()
+    for table in reversed(SQLModel.metadata.sorted_tables):
+        session.execute(delete(table))
+    session.commit()
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl"])
+def test_export_then_import_into_an_empty_database_gives_the_same_members(
+        cli: Cli, session: Session, tmp_path: Path, fmt: str) -> None:
+    varied_members(session)
+    before = summaries(session)
+    out = tmp_path / f"members.{fmt}"
+    result = cli("--json", "members", "export", "--format", fmt, "--out", str(out))
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout) == {"exported": 3, "format": fmt, "out": str(out)}
+    empty_database(session)
+    assert summaries(session) == {}
+    imported = cli("--json", "members", "import", str(out))
+    assert imported.exit_code == 0, imported.output
+    assert json.loads(imported.stdout)["created"] == 3
+    assert summaries(session) == before
+    assert all(m.search_text == search_text(m) for m in session.exec(select(Member)))
+
+
+def test_csv_export_has_the_import_columns_and_no_secret(cli: Cli, session: Session) -> None:
+    varied_members(session)
+    result = cli("members", "export")
+    assert result.exit_code == 0
+    lines = result.stdout.splitlines()
+    assert lines[0] == ",".join(COLUMNS)
+    assert len(lines) == 4
+    assert "Exported 3 member(s)." in result.stderr  # stdout holds only the members
+    assert "$2b$" not in result.stdout and "legacy" not in result.stdout
+    assert '"Bât. ""C""; 2e étage"' in result.stdout
+
+
+def test_jsonl_export_to_stdout_and_status_filter(cli: Cli, session: Session) -> None:
+    members = varied_members(session)
+    cli("member", "close", members[0].nir, "--reason", "left")
+    result = cli("--json", "members", "export", "--format", "jsonl", "--status", "active")
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [row["nir"] for row in rows] == sorted(m.nir for m in members[1:])
+    assert all(list(row) == list(COLUMNS) for row in rows)
+    assert rows[0]["email"] is None or "@" in rows[0]["email"]
+
+
+def test_export_is_audited_with_its_count(cli: Cli, session: Session, tmp_path: Path) -> None:
+    varied_members(session)
+    cli("members", "export", "--out", str(tmp_path / "m.csv"))
+    session.rollback()
+    event = session.exec(select(AuditEvent).where(AuditEvent.action == "members.export")).one()
+    assert event.agent == "agent.test"
+    details = json.loads(event.details)
+    assert (details["count"], details["destination"]) == (3, str(tmp_path / "m.csv"))
+
+
+def test_a_failed_export_leaves_no_file(cli: Cli, session: Session, tmp_path: Path) -> None:
+    varied_members(session)
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    result = cli("members", "export", "--format", "xml", "--out", str(out_dir / "m.xml"))
+    assert result.exit_code == 2
+    assert "unknown format 'xml'" in result.stderr
+    assert list(out_dir.iterdir()) == []
+
+
+def test_export_runs_in_constant_memory(session: Session) -> None:
+    """Peak memory while exporting does not grow with the number of members."""
+    table = SQLModel.metadata.tables["member"]
+    row = {**make_member(session, nir=make_nir(1)).model_dump(exclude={"id", "nir"})}
+
+    def add(start: int, count: int) -> None:
+        session.execute(insert(table), [{**row, "nir": make_nir(n)}
+                                        for n in range(start, start + count)])
+        session.commit()
+
+    def peak() -> int:
+        with open(os.devnull, "w") as sink:
+            tracemalloc.start()
+            assert export_members(session, out=sink, fmt="jsonl", agent="t") in (2_001, 20_001)
+            _, high = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        return high
+
+    add(2, 2_000)
+    small = peak()
+    add(2_002, 18_000)
+    large = peak()
+    assert large < small * 1.5, (small, large)  # 10 times the members, not more memory
+
+
+def test_an_export_does_not_block_writers(session: Session, db_url: str) -> None:
+    """On SQLite the export reads in a deferred transaction: agents can write meanwhile."""
+    varied_members(session)
+    other = make_engine(db_url)
+    written: list[str] = []
+
+    class Sink(io.StringIO):
+        def write(self, text: str) -> int:
+            if len(written) == 1:  # header done, rows being read: an agent writes
+                with other.connect() as conn:
+                    if conn.dialect.name == "sqlite":
+                        conn.exec_driver_sql("PRAGMA busy_timeout = 200")  # fail fast
+                    conn.execute(insert(SQLModel.metadata.tables["audit_event"]).values(
+                        agent="agent", action="member.update", outcome="ok", details="{}",
+                        at=datetime.now(UTC)))
+                    conn.commit()
+            written.append(text)
+            return super().write(text)
+
+    engine = make_engine(db_url)  # as the CLI makes it (the test engine is deferred already)
+    try:
+        with Session(engine) as cli_session:
+            assert export_members(cli_session, out=Sink(), fmt="csv", agent="t") == 3
+    finally:
+        other.dispose()
+        engine.dispose()
+    assert len(written) == 4

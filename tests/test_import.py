@@ -1,0 +1,350 @@
+"""`members import`: real-world files, bad rows with their lines, dry runs that tell the truth,
+re-runs that change nothing, conflicts, and one audit event per run."""
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlmodel import Session, col, func, select
+
+from cpms_admin.bulk.formats import read_member_rows
+from cpms_admin.member_fields import COLUMNS
+from cpms_admin.models import Account, AuditEvent, Letter, Member
+from cpms_admin.services.importer import import_members
+from cpms_admin.services.members import get_member, member_summary, search_text
+from tests.conftest import Cli
+from tests.factories import make_member, make_nir, snapshot
+
+PARIS = {"civility": "M", "last_name": "Dupont", "first_name": "Jean", "birth_date": "1985-05-12",
+         "email": "jean.dupont@example.fr", "street": "12 rue des Lilas",
+         "address_complement": None, "postcode": "75011", "city": "Paris", "country": "FR"}
+
+
+def person(serial: int, **overrides: Any) -> dict[str, Any]:
+    return {"nir": make_nir(serial), **PARIS, **overrides}
+
+
+def write_csv(path: Path, rows: list[dict[str, Any]], *, sep: str = ",", encoding: str = "utf-8",
+              eol: str = "\n", columns: tuple[str, ...] = COLUMNS) -> Path:
+    with path.open("w", encoding=encoding, newline="") as handle:
+        writer = csv.writer(handle, delimiter=sep, lineterminator=eol)
+        writer.writerow(columns)
+        writer.writerows([[row.get(name) or "" for name in columns] for row in rows])
+    return path
+
+
+def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
+    path.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+    return path
+
+
+def snap(session: Session) -> dict[str, list[tuple[Any, ...]]]:
+    """Every row, read in a new transaction (an open one would still see the old rows)."""
+    session.rollback()
+    return snapshot(session)
+
+
+def member_of(session: Session, nir: str) -> Member:
+    session.rollback()
+    return get_member(session, nir)
+
+
+def members_by_nir(session: Session) -> dict[str, dict[str, Any]]:
+    session.rollback()
+    return {m.nir: member_summary(m) for m in session.exec(select(Member))}
+
+
+def count(session: Session, model: Any) -> int:
+    session.rollback()
+    return session.exec(select(func.count()).select_from(model)).one()
+
+
+def json_out(result: Any) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(result.stdout)
+    return data
+
+
+def report_rows(path: Path) -> list[dict[str, str]]:
+    with path.open(encoding="utf-8-sig", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+# --- the dialects office software writes ---------------------------------------------------
+
+
+def test_semicolons_windows_1252_and_crlf_as_a_french_excel_writes(cli: Cli, session: Session,
+                                                                   tmp_path: Path) -> None:
+    row = person(1, last_name="Lefèvre", first_name="Gaëtan", city="Saint-Étienne",
+                 postcode="42000", address_complement="Bâtiment B; 3e étage")
+    path = write_csv(tmp_path / "adherents.csv", [row], sep=";", encoding="cp1252", eol="\r\n")
+    result = cli("--json", "members", "import", str(path))
+    assert result.exit_code == 0, result.output
+    assert json_out(result) == {"created": 1, "updated": 0, "skipped": 0, "invalid": 0,
+                                "welcome_letters": 0, "dry_run": False}
+    member = member_of(session, row["nir"])
+    assert (member.last_name, member.first_name, member.city) == ("Lefèvre", "Gaëtan",
+                                                                  "Saint-Étienne")
+    assert member.address_complement == "Bâtiment B; 3e étage"  # quoted separator kept
+
+
+def test_utf8_bom_commas_quoted_separators_and_padding(cli: Cli, session: Session,
+                                                       tmp_path: Path) -> None:
+    nir = make_nir(2)
+    path = tmp_path / "export.csv"
+    path.write_bytes(
+        b"\xef\xbb\xbf" + (
+            " NIR , Civility,last_name,first_name,birth_date,email,street,address_complement,"
+            "postcode,city,country\r\n"
+            f' {nir} ,  MME , Martin ,"Élodie" , ,  elodie@example.fr ,"5, rue de la Paix",'
+            '"Appt 3, 2e étage", 69002 ,  Lyon ,\r\n'
+        ).encode()
+    )
+    result = cli("members", "import", str(path))
+    assert result.exit_code == 0, result.output
+    assert "Created 1, updated 0, skipped 0 (already there), rejected 0." in result.stdout
+    member = member_of(session, nir)
+    assert member.civility == "MME"
+    assert (member.first_name, member.street) == ("Élodie", "5, rue de la Paix")
+    assert (member.address_complement, member.postcode, member.city, member.country) == (
+        "Appt 3, 2e étage", "69002", "Lyon", "FR")
+    assert member.birth_date is None and member.email == "elodie@example.fr"
+
+
+def test_explicit_encoding_and_delimiter(cli: Cli, session: Session, tmp_path: Path) -> None:
+    row = person(3, city="Besançon", postcode="25000")
+    path = write_csv(tmp_path / "tabs.txt", [row], sep="\t", encoding="latin-1")
+    result = cli("members", "import", str(path), "--encoding", "latin-1", "--delimiter", "tab")
+    assert result.exit_code == 0, result.output
+    assert member_of(session, row["nir"]).city == "Besançon"
+
+
+def test_json_lines(cli: Cli, session: Session, tmp_path: Path) -> None:
+    rows = [person(4), {**person(5), "postcode": 69002, "email": None}]  # a number, a null
+    result = cli("--json", "members", "import", str(write_jsonl(tmp_path / "m.jsonl", rows)))
+    assert result.exit_code == 0, result.output
+    assert json_out(result)["created"] == 2
+    assert member_of(session, rows[1]["nir"]).postcode == "69002"
+
+
+def test_imported_members_are_searchable_and_stamped(cli: Cli, session: Session, clock: Any,
+                                                     tmp_path: Path) -> None:
+    row = person(6, last_name="Müller", first_name="Zoé", city="Orléans", postcode="45000")
+    cli("members", "import", str(write_csv(tmp_path / "m.csv", [row])))
+    member = member_of(session, row["nir"])
+    assert member.search_text == search_text(member)  # the same column `member add` fills
+    assert member.imported_at == clock.now and member.created_at == clock.now
+    found = cli("--json", "member", "list", "--search", "muller zoe orleans")
+    assert [m["nir"] for m in json.loads(found.stdout)] == [row["nir"]]
+    account = session.get(Account, member.id)
+    assert account is not None and account.pin_hash is None  # no argon2 work on import
+
+
+# --- bad rows -------------------------------------------------------------------------------
+
+
+def test_bad_rows_are_reported_with_their_lines_and_the_others_imported(
+        cli: Cli, session: Session, tmp_path: Path) -> None:
+    path = tmp_path / "mixed.csv"
+    good = [person(10), person(11), person(12)]
+    lines = [",".join(COLUMNS),
+             ",".join(good[0].get(c) or "" for c in COLUMNS),                        # line 2
+             ",".join({**good[1], "nir": "185057800608492"}.get(c) or "" for c in COLUMNS),
+             '"multi-line",,"unclosed\nquote",x',                                     # lines 4-5
+             ",".join({**good[1], "postcode": "7500"}.get(c) or "" for c in COLUMNS),  # line 6
+             "1,2,3",                                                                 # line 7
+             ",".join(good[1].get(c) or "" for c in COLUMNS),                        # line 8
+             ",".join({**good[0], "city": "Lyon"}.get(c) or "" for c in COLUMNS),    # line 9
+             ",".join(good[2].get(c) or "" for c in COLUMNS)]                        # line 10
+    path.write_text("\n".join(lines) + "\n")
+    errors = tmp_path / "rejets.csv"
+    result = cli("--json", "members", "import", str(path), "--errors", str(errors))
+    assert result.exit_code == 1, result.output
+    assert json_out(result) == {"created": 3, "updated": 0, "skipped": 0, "invalid": 5,
+                                "welcome_letters": 0, "dry_run": False}
+    report = report_rows(errors)
+    assert [(r["line"], r["field"]) for r in report] == [
+        ("3", "nir"), ("4", ""), ("6", "postcode"), ("7", ""), ("9", "nir")]
+    assert "2-digit key does not match" in report[0]["reason"]
+    assert report[2]["reason"] == "postcode '7500' must be 5 digits"
+    assert report[3]["reason"] == "expected 11 fields, found 3"
+    assert report[4]["reason"].endswith("is already on line 2 of this file")
+    assert report[2]["street"] == "12 rue des Lilas"  # original values, to fix and re-import
+    assert "Warning: line 6: postcode '7500' must be 5 digits" in result.stderr
+    assert set(members_by_nir(session)) == {row["nir"] for row in good}
+
+
+def test_rejected_rows_beyond_the_first_ten_point_to_the_report(cli: Cli,
+                                                                tmp_path: Path) -> None:
+    rows = [person(100 + n, postcode="123") for n in range(12)]
+    result = cli("members", "import", str(write_csv(tmp_path / "bad.csv", rows)))
+    assert result.exit_code == 1
+    assert result.stderr.count("Warning: line ") == 10
+    assert "... and 2 more rejected row(s) (give --errors FILE to get them all)" in result.stderr
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    (None, "no such file"),
+    ("nir;name\n1;2\n", "unknown columns: name"),
+    ("", "the file is empty"),
+    ("nir,last_name,first_name,street,postcode,city\n" + f'{make_nir(1)},A,B,"1 rue,75001,P\n'
+     + "\n".join(f"{make_nir(n)},A,B,1 rue,75001,Paris" for n in range(2, 30)) + "\n",
+     "unbalanced quote"),
+])
+def test_an_unreadable_file_is_exit_2_and_writes_nothing(
+        cli: Cli, session: Session, tmp_path: Path, content: str | None, message: str) -> None:
+    before = snap(session)
+    path = tmp_path / "in.csv"
+    if content is not None:
+        path.write_text(content)
+    result = cli("members", "import", str(path))
+    assert result.exit_code == 2, result.output
+    assert message in result.stderr
+    assert snap(session) == before
+
+
+def test_undecodable_with_the_given_encoding_is_exit_2(cli: Cli, tmp_path: Path) -> None:
+    path = write_csv(tmp_path / "m.csv", [person(1, city="Besançon")], encoding="cp1252")
+    result = cli("members", "import", str(path), "--encoding", "utf-8")
+    assert result.exit_code == 2
+    assert "line 2 is not valid utf-8" in result.stderr
+
+
+# --- dry run, re-runs, conflicts -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("mode", "expected"), [
+    ("skip", {"created": 2, "updated": 0, "skipped": 2, "invalid": 2}),
+    ("update", {"created": 2, "updated": 1, "skipped": 1, "invalid": 2}),
+])
+def test_dry_run_reports_exactly_what_the_real_run_does(
+        cli: Cli, session: Session, tmp_path: Path, mode: str, expected: dict[str, int]) -> None:
+    for serial in (20, 21):
+        make_member(session, **{k: v for k, v in person(serial).items() if v is not None})
+    rows = [person(20, email="nouveau@example.fr"), person(21), person(22),
+            person(23, postcode="1"), person(22), person(24)]
+    path = write_csv(tmp_path / "m.csv", rows)
+    before = snap(session)
+    options = ("--on-conflict", mode, "--welcome-letters")
+    dry = cli("--json", "members", "import", str(path), "--dry-run", *options,
+              "--errors", str(tmp_path / "dry.csv"))
+    human = cli("members", "import", str(path), "--dry-run", *options)
+    assert snap(session) == before  # nothing written, not even an audit event
+    assert human.stdout.startswith("Dry run, nothing written: would create 2,")
+    real = cli("--json", "members", "import", str(path), *options,
+               "--errors", str(tmp_path / "real.csv"))
+    assert (dry.exit_code, human.exit_code, real.exit_code) == (1, 1, 1)
+    assert json_out(real) == {**expected, "welcome_letters": 2, "dry_run": False}
+    assert json_out(dry) == {**json_out(real), "dry_run": True}
+    assert report_rows(tmp_path / "dry.csv") == report_rows(tmp_path / "real.csv")
+    assert [r["line"] for r in report_rows(tmp_path / "real.csv")] == ["5", "6"]
+    assert snap(session) != before
+    changed = mode == "update"
+    assert (member_of(session, rows[0]["nir"]).email == "nouveau@example.fr") is changed
+
+
+def test_running_the_same_file_again_changes_nothing(cli: Cli, session: Session,
+                                                     tmp_path: Path) -> None:
+    path = write_csv(tmp_path / "m.csv", [person(n) for n in range(30, 40)])
+    first = cli("--json", "members", "import", str(path), "--welcome-letters")
+    assert json_out(first)["created"] == 10
+    tables = ("member", "account", "letter", "security_code", "outgoing_mail")
+    before = {name: rows for name, rows in snap(session).items() if name in tables}
+    for mode in ("skip", "update"):
+        again = cli("--json", "members", "import", str(path), "--welcome-letters",
+                    "--on-conflict", mode)
+        assert again.exit_code == 0
+        assert json_out(again) == {"created": 0, "updated": 0, "skipped": 10, "invalid": 0,
+                                   "welcome_letters": 0, "dry_run": False}
+        assert {n: r for n, r in snap(session).items() if n in tables} == before
+
+
+def test_on_conflict_update_changes_fields_and_keeps_the_account(cli: Cli, session: Session,
+                                                                 tmp_path: Path) -> None:
+    member = make_member(session, **{k: v for k, v in person(40).items() if v is not None})
+    account = session.get(Account, member.id)
+    assert account is not None
+    account.failed_attempts = 2
+    session.commit()
+    moved = person(40, street="3 place Bellecour", postcode="69002", city="Lyon", email=None)
+    path = write_csv(tmp_path / "m.csv", [moved])
+    skipped = cli("--json", "members", "import", str(path))
+    assert json_out(skipped)["skipped"] == 1
+    assert member_of(session, member.nir).city == "Paris"
+    updated = cli("--json", "members", "import", str(path), "--on-conflict", "update")
+    assert json_out(updated)["updated"] == 1
+    session.rollback()
+    after = member_of(session, member.nir)
+    assert (after.street, after.city, after.email) == ("3 place Bellecour", "Lyon", None)
+    assert after.search_text == search_text(after)
+    account = session.get(Account, member.id)
+    assert account is not None and account.failed_attempts == 2
+
+
+def test_on_conflict_fail_is_exit_4_and_writes_nothing(cli: Cli, session: Session,
+                                                       tmp_path: Path) -> None:
+    existing = make_member(session, **{k: v for k, v in person(50).items() if v is not None})
+    path = write_csv(tmp_path / "m.csv", [person(51), person(52), person(50)])
+    before = snap(session)
+    for extra in ((), ("--dry-run",)):
+        result = cli("members", "import", str(path), "--on-conflict", "fail", *extra)
+        assert result.exit_code == 4, result.output
+        assert result.stderr.startswith("Error: 1 member(s) of the file already exist, e.g. "
+                                        f"{existing.nir[0]} {existing.nir[1:3]}")
+        assert "(line 4); nothing was imported" in result.stderr
+        assert snap(session) == before
+    fresh = write_csv(tmp_path / "fresh.csv", [person(51), person(52)])
+    assert cli("members", "import", str(fresh), "--on-conflict", "fail").exit_code == 0
+    assert count(session, Member) == 3
+
+
+def test_bad_on_conflict_is_exit_2(cli: Cli, tmp_path: Path) -> None:
+    path = write_csv(tmp_path / "m.csv", [person(60)])
+    result = cli("members", "import", str(path), "--on-conflict", "replace")
+    assert result.exit_code == 2
+    assert "--on-conflict must be skip, update or fail" in result.stderr
+
+
+def test_welcome_letters_for_created_members_only(cli: Cli, session: Session,
+                                                  tmp_path: Path) -> None:
+    old = make_member(session, welcome=False,
+                      **{k: v for k, v in person(70).items() if v is not None})
+    path = write_csv(tmp_path / "m.csv", [person(70), person(71), person(72)])
+    result = cli("--json", "members", "import", str(path), "--welcome-letters")
+    assert json_out(result)["welcome_letters"] == 2
+    session.rollback()
+    letters = session.exec(select(Letter).order_by(col(Letter.id))).all()
+    assert [(letter.kind, letter.purpose, letter.status) for letter in letters] == [
+        ("welcome", "first_login", "pending")] * 2
+    assert old.id not in {letter.member_id for letter in letters}
+    plain = write_csv(tmp_path / "n.csv", [person(73)])
+    cli("members", "import", str(plain))
+    assert count(session, Letter) == 2  # none unless asked
+
+
+def test_one_audit_event_per_run_with_its_counts(cli: Cli, session: Session,
+                                                 tmp_path: Path) -> None:
+    path = write_csv(tmp_path / "m.csv", [person(n) for n in range(80, 85)] + [person(1, city="")])
+    cli("members", "import", str(path))
+    events = session.exec(select(AuditEvent).where(AuditEvent.action == "members.import")).all()
+    assert len(events) == 1
+    event = events[0]
+    assert (event.agent, event.outcome) == ("agent.test", "partial")
+    details = json.loads(event.details)
+    assert {k: details[k] for k in ("created", "skipped", "invalid", "on_conflict")} == {
+        "created": 5, "skipped": 0, "invalid": 1, "on_conflict": "skip"}
+    assert details["file"] == str(path)
+
+
+def test_batches_see_repeats_and_members_of_earlier_batches(session: Session,
+                                                            tmp_path: Path) -> None:
+    rows = [person(n) for n in range(90, 97)] + [person(91), person(96, city="Lyon")]
+    path = write_csv(tmp_path / "m.csv", rows)
+    seen: list[int] = []
+    counts = import_members(session, member_file=read_member_rows(path), agent="test",
+                            batch_size=2, on_progress=lambda c: seen.append(c.created))
+    assert (counts.created, counts.invalid) == (7, 2)
+    assert seen == [2, 4, 6, 7, 7]  # committed batch by batch
+    assert count(session, Member) == 7
+    assert count(session, Account) == 7

@@ -1,0 +1,125 @@
+"""PIN hashes carried over by an import: each legacy format logs in with the old PIN through
+`portal login` and is replaced by the current peppered argon2id hash on that first login;
+unknown or malformed formats are refused per row, with the reason and never the hash."""
+
+import base64
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import bcrypt
+import pytest
+from argon2 import PasswordHasher
+from sqlmodel import Session, select
+
+from cpms_admin.models import Account, Member
+from cpms_admin.services.members import get_member
+from tests.conftest import Cli
+from tests.test_import import person, report_rows, write_csv
+
+PIN = "482915"
+WRONG = "739264"
+COLUMNS = ("nir", "last_name", "first_name", "street", "postcode", "city", "pin_hash")
+SALT = b"sel-de-guerande!"
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode().rstrip("=")
+
+
+def _pbkdf2(pin: str, rounds: int = 1000) -> bytes:
+    return hashlib.pbkdf2_hmac("sha256", pin.encode(), SALT, rounds)
+
+
+LEGACY = {
+    "argon2id": lambda: PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1).hash(PIN),
+    "bcrypt-2b": lambda: bcrypt.hashpw(PIN.encode(), bcrypt.gensalt(rounds=4)).decode(),
+    "bcrypt-2a": lambda: bcrypt.hashpw(PIN.encode(), bcrypt.gensalt(4, prefix=b"2a")).decode(),
+    "bcrypt-2y": lambda: "$2y$" + bcrypt.hashpw(PIN.encode(), bcrypt.gensalt(4)).decode()[4:],
+    # passlib: "adapted" base64 ('.' for '+'), rounds as a bare number
+    "pbkdf2-passlib": lambda: "$pbkdf2-sha256$1000${}${}".format(
+        _b64(SALT).replace("+", "."), _b64(_pbkdf2(PIN)).replace("+", ".")),
+    # PHC string format: i=rounds, standard base64 without padding
+    "pbkdf2-phc": lambda: f"$pbkdf2-sha256$i=1000,l=32${_b64(SALT)}${_b64(_pbkdf2(PIN))}",
+}
+
+
+def import_hashes(cli: Cli, tmp_path: Path, hashes: list[str], *extra: str) -> Any:
+    rows = [person(n, pin_hash=value) for n, value in enumerate(hashes, start=1)]
+    path = write_csv(tmp_path / "legacy.csv", rows, columns=COLUMNS)
+    return cli("--json", "members", "import", str(path), *extra), rows
+
+
+def stored_hash(session: Session, nir: str) -> str | None:
+    session.rollback()
+    account = session.get(Account, get_member(session, nir).id)
+    assert account is not None
+    return account.pin_hash
+
+
+def login(cli: Cli, nir: str, pin: str) -> dict[str, Any]:
+    result = cli("--json", "portal", "login", nir, input=f"{pin}\n")
+    data: dict[str, Any] = json.loads(result.stdout)
+    assert result.exit_code == (0 if data["ok"] else 1)
+    return data
+
+
+@pytest.mark.parametrize("kind", list(LEGACY))
+def test_each_legacy_format_logs_in_and_is_upgraded(cli: Cli, session: Session, tmp_path: Path,
+                                                    kind: str) -> None:
+    legacy = LEGACY[kind]()
+    result, rows = import_hashes(cli, tmp_path, [legacy])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["created"] == 1
+    nir = rows[0]["nir"]
+    assert stored_hash(session, nir) == "legacy:" + legacy
+    shown = json.loads(cli("--json", "member", "show", nir).stdout)
+    assert shown["account"]["state"] == "active" and shown["account"]["pin_set"] is True
+
+    assert login(cli, nir, WRONG)["reason"] == "wrong_pin"
+    assert stored_hash(session, nir) == "legacy:" + legacy  # only a success upgrades it
+
+    assert login(cli, nir, PIN)["ok"] is True
+    upgraded = stored_hash(session, nir)
+    assert upgraded is not None and upgraded.startswith("$argon2id$")
+    assert legacy not in upgraded
+
+    assert login(cli, nir, PIN)["ok"] is True  # the old PIN still works, on the new hash
+    assert stored_hash(session, nir) == upgraded
+
+
+@pytest.mark.parametrize(("value", "reason"), [
+    ("{SSHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=", "unknown PIN hash format"),
+    ("5f4dcc3b5aa765d61d8327deb882cf99", "unknown PIN hash format"),  # a bare MD5
+    ("$2b$04$tooshort", "malformed bcrypt hash"),
+    ("$2b$31$abcdefghijklmnopqrstuu5ZZmGzXsvFxo9sQJ3bTkMfs0IPpAaKm", "bcrypt cost out of"),
+    ("$pbkdf2-sha256$10$c2FsdA$aGFzaGhhc2hoYXNoaGFzaA", "rounds out of the accepted range"),
+    ("$argon2id$v=19$m=4194304,t=3,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA", "too costly"),
+])
+def test_unknown_or_unusable_hashes_are_refused_per_row(
+        cli: Cli, session: Session, tmp_path: Path, value: str, reason: str) -> None:
+    good = LEGACY["bcrypt-2b"]()
+    errors = tmp_path / "rejets.csv"
+    result, rows = import_hashes(cli, tmp_path, [good, value], "--errors", str(errors))
+    assert result.exit_code == 1, result.output
+    assert json.loads(result.stdout)["invalid"] == 1
+    report = report_rows(errors)
+    assert [(r["line"], r["field"], r["nir"]) for r in report] == [
+        ("3", "pin_hash", rows[1]["nir"])]
+    assert reason in report[0]["reason"]
+    assert "pin_hash" not in report[0]  # the report holds no hash, even a refused one
+    assert value not in errors.read_text(encoding="utf-8-sig") + result.output
+    session.rollback()
+    assert [m.nir for m in session.exec(select(Member))] == [rows[0]["nir"]]
+
+
+def test_update_fills_a_missing_pin_but_never_replaces_one(cli: Cli, session: Session,
+                                                          tmp_path: Path) -> None:
+    first = LEGACY["pbkdf2-phc"]()
+    _, rows = import_hashes(cli, tmp_path, [None, first])  # type: ignore[list-item]
+    newer = LEGACY["bcrypt-2b"]()
+    result, _ = import_hashes(cli, tmp_path, [newer, newer], "--on-conflict", "update")
+    assert json.loads(result.stdout)["updated"] == 1
+    assert stored_hash(session, rows[0]["nir"]) == "legacy:" + newer
+    assert stored_hash(session, rows[1]["nir"]) == "legacy:" + first

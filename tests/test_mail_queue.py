@@ -1,0 +1,153 @@
+"""`mail send`: campaign e-mails leave with a code made at send time that works; failures
+revoke the unsent code and are retried, then given up; a dead server stops the run."""
+
+import json
+from pathlib import Path
+from typing import Any
+
+from sqlmodel import Session, col, select
+
+from cpms_admin.models import Account, AuditEvent, Member, OutgoingMail, SecurityCode
+from cpms_admin.security.codes import verify_code
+from cpms_admin.services.mail_queue import MAX_ATTEMPTS, STOP_AFTER
+from cpms_admin.settings import Settings
+from tests.conftest import TEST_PEPPER, Cli
+from tests.cred_helpers import mailed_codes, outbox, text_of
+from tests.factories import make_member, snapshot
+
+
+def queue(cli: Cli, session: Session, count: int) -> list[Member]:
+    members = [make_member(session, welcome=False, email=f"adherent{n}@example.fr")
+               for n in range(count)]
+    result = cli("code", "campaign", "--no-pin", "--channel", "email", "--reason", "migration")
+    assert result.exit_code == 0, result.output
+    return members
+
+
+def mails(session: Session) -> list[OutgoingMail]:
+    session.rollback()
+    return list(session.exec(select(OutgoingMail).order_by(col(OutgoingMail.id))))
+
+
+def codes(session: Session) -> list[SecurityCode]:
+    session.rollback()
+    return list(session.exec(select(SecurityCode).order_by(col(SecurityCode.id))))
+
+
+def send(cli: Cli, *args: str) -> tuple[int, dict[str, Any], str]:
+    result = cli("--json", "mail", "send", *args)
+    return result.exit_code, json.loads(result.stdout), result.stderr
+
+
+def broken(cli: Cli, tmp_path: Path) -> Cli:
+    """A mail directory that cannot be created: every send fails with a MailError."""
+    (tmp_path / "not-a-dir").write_text("")
+    return cli.with_settings(mail_dir=str(tmp_path / "not-a-dir" / "outbox"))
+
+
+def test_queued_emails_leave_with_a_code_that_works(cli: Cli, session: Session,
+                                                    settings: Settings) -> None:
+    members = queue(cli, session, 3)
+    assert outbox(settings) == [] and codes(session) == []  # no code before sending
+    code, result, _ = send(cli)
+    assert code == 0
+    assert result == {"sent": 3, "retry": 0, "failed": 0, "left": 0, "stopped": None}
+    messages = outbox(settings)
+    assert sorted(str(m["To"]) for m in messages) == sorted(
+        f"{m.first_name} {m.last_name} <{m.email}>" for m in members)
+    assert "première connexion" in str(messages[0]["Subject"])
+    stored = codes(session)
+    assert [(c.channel, c.purpose, c.status) for c in stored] == [
+        ("email", "first_login", "pending")] * 3
+    by_member = {c.member_id: c for c in stored}
+    for message, clear in zip(messages, mailed_codes(settings), strict=True):
+        member = next(m for m in members if f"<{m.email}>" in str(message["To"]))
+        row = by_member[member.id]
+        assert verify_code(pepper=TEST_PEPPER.encode(), code=clear, stored=row.code_hash)
+        assert clear not in json.dumps([list(t) for t in snapshot(session).values()],
+                                       default=str)
+    assert [(m.status, m.attempts) for m in mails(session)] == [("sent", 1)] * 3
+    assert send(cli)[1]["sent"] == 0  # nothing left: sending again sends nothing
+
+
+def test_a_queued_code_logs_the_member_in_to_set_a_pin(cli: Cli, session: Session,
+                                                       settings: Settings) -> None:
+    (member,) = queue(cli, session, 1)
+    send(cli)
+    (clear,) = mailed_codes(settings)
+    result = cli("--json", "portal", "set-pin", member.nir, input=f"{clear}\n482915\n482915\n")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["ok"] is True
+
+
+def test_a_failed_send_revokes_its_code_and_is_retried_then_given_up(
+        cli: Cli, session: Session, settings: Settings, tmp_path: Path) -> None:
+    queue(cli, session, 1)
+    down = broken(cli, tmp_path)
+    for attempt in range(1, MAX_ATTEMPTS + 1):
+        code, result, _ = send(down)
+        assert code == 0
+        last = attempt == MAX_ATTEMPTS
+        assert (result["retry"], result["failed"]) == ((0, 1) if last else (1, 0))
+        (mail,) = mails(session)
+        assert (mail.attempts, mail.status) == (attempt, "failed" if last else "pending")
+        assert mail.last_error is not None and "cannot write e-mail" in mail.last_error
+    assert [c.status for c in codes(session)] == ["revoked"] * MAX_ATTEMPTS
+    assert send(cli)[1]["sent"] == 0  # given up: not sent even once the server is back
+
+
+def test_a_dead_server_stops_the_run_and_leaves_the_rest_queued(
+        cli: Cli, session: Session, settings: Settings, tmp_path: Path) -> None:
+    queue(cli, session, STOP_AFTER + 2)
+    code, result, stderr = send(broken(cli, tmp_path))
+    assert code == 1
+    assert (result["retry"], result["left"]) == (STOP_AFTER, STOP_AFTER + 2)
+    assert f"mail send stopped: {STOP_AFTER} e-mails in a row could not be sent" in stderr
+    assert [m.attempts for m in mails(session)] == [1] * STOP_AFTER + [0, 0]
+    code, result, _ = send(cli)  # the server is back
+    assert (code, result["sent"], result["left"]) == (0, STOP_AFTER + 2, 0)
+    assert len(outbox(settings)) == STOP_AFTER + 2
+
+
+def test_limit_and_members_who_left_or_lost_their_address(cli: Cli, session: Session,
+                                                          settings: Settings) -> None:
+    members = queue(cli, session, 4)
+    cli("member", "close", members[0].nir, "--reason", "left")
+    cli("member", "update", members[1].nir, "--clear-email")
+    code, result, _ = send(cli, "--limit", "3")
+    assert (code, result["sent"], result["failed"], result["left"]) == (0, 1, 2, 1)
+    assert [(m.status, m.last_error) for m in mails(session)] == [
+        ("failed", "member closed"), ("failed", "no e-mail address"), ("sent", None),
+        ("pending", None)]
+    assert send(cli)[1]["sent"] == 1
+
+
+def test_one_audit_event_per_run_with_its_counts(cli: Cli, session: Session) -> None:
+    queue(cli, session, 2)
+    send(cli)
+    send(cli)  # nothing to do: no event
+    session.rollback()
+    events = session.exec(select(AuditEvent).where(AuditEvent.action == "mail.send")).all()
+    assert len(events) == 1
+    assert (events[0].agent, events[0].outcome) == ("agent.test", "ok")
+    assert json.loads(events[0].details)["sent"] == 2
+
+
+def test_text_of_a_campaign_email_names_the_member(cli: Cli, session: Session,
+                                                   settings: Settings) -> None:
+    (member,) = queue(cli, session, 1)
+    send(cli)
+    (message,) = outbox(settings)
+    assert f"Madame {member.last_name}" in text_of(message)
+
+
+def test_the_purpose_is_decided_when_sending(cli: Cli, session: Session) -> None:
+    (member,) = queue(cli, session, 1)
+    session.rollback()
+    account = session.get(Account, member.id)
+    assert account is not None
+    account.pin_hash = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA"  # set a PIN since
+    session.commit()
+    send(cli)
+    assert [c.purpose for c in codes(session)] == ["pin_reset"]
+    assert mails(session)[0].purpose == "pin_reset"

@@ -13,14 +13,18 @@ import shlex
 import shutil
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
+import bcrypt
+
 sys.path.insert(0, str(Path(__file__).parent))
-from demo_members import demo_members, write_csv
+from demo_members import COLUMNS, demo_members, write_csv
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "data"
 DB = DATA / "demo.db"
+LETTERS = DATA / "demo-letters"
 CLI = str(Path(sys.executable).parent / "cpms-admin")
 ENV = {
     **os.environ,
@@ -86,6 +90,42 @@ def credentials(jean: dict[str, str], helene: dict[str, str]) -> None:
     run("member", "show", helene["nir"])
 
 
+def migration() -> None:
+    """A legacy portal's export comes in (French Excel: `;`, Windows-1252, CRLF), one row
+    with a mistyped NIR and one member carrying their old bcrypt PIN hash; then a code
+    campaign for the newcomers and the campaign e-mails go out."""
+    started = datetime.now(UTC).replace(microsecond=0).isoformat()
+    legacy = demo_members(12, seed=1999)
+    legacy[3]["nir"] = legacy[3]["nir"][:-2] + f"{(int(legacy[3]['nir'][-2:]) + 1) % 97:02d}"
+    old_pin = "271828"
+    legacy[0]["pin_hash"] = bcrypt.hashpw(old_pin.encode(), bcrypt.gensalt(rounds=10)).decode()
+    export = DATA / "demo-legacy-export.csv"
+    write_csv(export, legacy, columns=[*COLUMNS, "pin_hash"], delimiter=";", encoding="cp1252")
+    step("Migration: a legacy export comes in (dry run first, then for real, then again)")
+    source, errors = str(export.relative_to(ROOT)), str(DATA.relative_to(ROOT) / "demo-errors.csv")
+    run("members", "import", source, "--dry-run", expect=1)
+    run("members", "import", source, "--errors", errors, expect=1)
+    print(f"  ({errors}: " + (DATA / "demo-errors.csv").read_text().splitlines()[1] + ")")
+    run("--json", "members", "import", source, expect=1)
+    step("A migrated member logs in with their old PIN (its bcrypt hash is upgraded on the way)")
+    run("--json", "portal", "login", legacy[0]["nir"], stdin=f"{old_pin}\n")
+    step("Code campaign: every newcomer without a PIN gets a code, by e-mail or by post")
+    campaign = ["code", "campaign", "--no-pin", "--imported-since", started]
+    run(*campaign, "--reason", "migration du 23/11", "--dry-run")
+    run(*campaign, "--reason", "migration du 23/11")
+    run("mail", "send")
+
+
+def nightly() -> Path:
+    step("The nightly cron: every pending letter rendered once, for the print house")
+    run("letters", "list", "--status", "pending", "--limit", "5")
+    run("letters", "batch", "--out", str(LETTERS.relative_to(ROOT)), "--dry-run")
+    run("letters", "batch", "--out", str(LETTERS.relative_to(ROOT)))
+    run("letters", "batch", "--out", str(LETTERS.relative_to(ROOT)))  # nothing left: exit 0
+    (batch,) = LETTERS.glob("batch-*")
+    return batch
+
+
 def reset() -> None:
     for path in (DB, DB.with_name("demo.db-wal"), DB.with_name("demo.db-shm")):
         path.unlink(missing_ok=True)
@@ -141,9 +181,16 @@ def main() -> None:
         expect=2,
     )
     credentials(members[0], next(m for m in members if not m["email"]))
+    migration()
+    batch = nightly()
     run("audit", "list", "--limit", "8")
+    pdfs = ", ".join(path.name for path in sorted(batch.glob("*.pdf")))
     print(
-        f"\nDemo database: {DB.relative_to(ROOT)}  (try: CPMS_DATABASE_URL=sqlite:///"
+        f"\nWhere to look:\n"
+        f"  letters for the print house: {batch.relative_to(ROOT)}/ ({pdfs}, manifest.json,"
+        f" index.csv)\n"
+        f"  e-mails sent (file transport): {(DATA / 'demo-outbox').relative_to(ROOT)}/\n"
+        f"  database: {DB.relative_to(ROOT)}  (try: CPMS_DATABASE_URL=sqlite:///"
         f"{DB.relative_to(ROOT)} {Path(CLI).name} member list)"
     )
 

@@ -125,8 +125,15 @@ def demo_members(count: int, seed: int = 2026) -> list[dict[str, str]]:
     return rows
 
 
-def write_csv(path: Path, rows: list[dict[str, str]]) -> None:
-    with path.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=COLUMNS)
+def write_csv(
+    path: Path,
+    rows: list[dict[str, str]],
+    *,
+    columns: list[str] = COLUMNS,
+    delimiter: str = ",",
+    encoding: str = "utf-8",
+) -> None:
+    with path.open("w", newline="", encoding=encoding) as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns, delimiter=delimiter)
         writer.writeheader()
         writer.writerows(rows)

@@ -7,6 +7,7 @@ import sys
 import zipfile
 from pathlib import Path
 
+import pypdf
 import pytest
 
 ROOT = Path(__file__).parent.parent
@@ -44,3 +45,7 @@ def test_installed_wheel_runs_from_another_directory(wheel_install: Path, tmp_pa
     doctor = {c["name"]: c for c in json.loads(run("--json", "doctor").stdout)}
     assert doctor["templates"]["ok"], doctor["templates"]
     assert str(doctor["templates"]["detail"]).startswith(str(wheel_install))
+    preview = tmp_path / "welcome.pdf"
+    assert run("letters", "preview", "welcome", "--out", str(preview)).returncode == 0
+    text = "".join(page.extract_text() for page in pypdf.PdfReader(preview).pages)
+    assert "SPÉCIMEN" in text and "Espace Adhérent" in text

@@ -12,7 +12,7 @@ from sqlmodel import Session
 from cpms_admin.db import sqlite_path
 from tests.conftest import Cli
 from tests.cred_helpers import mailed_codes
-from tests.factories import make_nir, member_values, snapshot
+from tests.factories import make_member, make_nir, member_values, snapshot
 
 PINS = ["482915", "739264", "518372", "627183"]
 WRONG_PIN, WRONG_CODE = "605813", "914630"
@@ -137,3 +137,47 @@ def test_a_different_pepper_makes_stored_pins_and_codes_fail(cli: Cli) -> None:
     assert json.loads(with_code.stdout)["reason"] == "wrong_code"
     # Back on the right pepper, the PIN still works (the failures above were just failures).
     assert cli("portal", "login", nir, "--captcha-ok", input=f"{PINS[3]}\n").exit_code == 0
+
+
+def test_codes_made_by_the_nightly_jobs_stay_in_their_letter_or_e_mail(
+    cli: Cli, session: Session, caplog: pytest.LogCaptureFixture, tmp_path: Path
+) -> None:
+    """`mail send` and `letters batch` make codes themselves: none reaches their output, the
+    logs, the audit log, the database file, the manifest or the index."""
+    from tests.test_letters_batch import codes_in_file
+
+    caplog.set_level(logging.DEBUG)
+    caplog.set_level(logging.DEBUG, logger="sqlalchemy")
+    by_mail = make_member(session, welcome=False)
+    by_post = [make_member(session) for _ in range(3)]  # each with its enrolment letter
+    outputs: list[str] = []
+    campaign = ("code", "campaign", "--no-pin", "--channel", "email", "--reason", "migration")
+    run(cli, outputs, "--json", *campaign)
+    run(cli, outputs, "--json", "mail", "send")
+    run(cli, outputs, "mail", "send")
+    out = tmp_path / "print"
+    run(cli, outputs, "--json", "letters", "batch", "--out", str(out))
+    (batch,) = out.iterdir()
+    printed = [code for pdf in batch.glob("*.pdf") for code in codes_in_file(pdf).values()]
+    codes = [*mailed_codes(cli.settings), *printed]
+    assert len(codes) == 1 + len(by_post)
+    run(cli, outputs, "letters", "list")
+    haystacks = {
+        "outputs": "\n".join(outputs).encode(),
+        "logs": (caplog.text + "\n".join(str(r.args) for r in caplog.records)).encode(),
+        "audit": cli("--json", "audit", "list", "--limit", "1000").stdout.encode(),
+        "tables": repr(snapshot(session)).encode(),
+        "manifest.json": (batch / "manifest.json").read_bytes(),
+        "index.csv": (batch / "index.csv").read_bytes(),
+    }
+    db_file = sqlite_path(cli.settings.database_url)
+    if db_file is not None:
+        for path in (db_file, db_file.with_name(db_file.name + "-wal")):
+            if path.exists():
+                haystacks[path.name] = path.read_bytes()
+    nirs = [member.nir.encode() for member in (by_mail, *by_post)]
+    for name, haystack in haystacks.items():
+        for nir in nirs:  # a NIR holds 6-digit runs of its own
+            haystack = haystack.replace(nir, b"<nir>")
+        for code in codes:
+            assert code.encode() not in haystack, f"a code appears in {name}"

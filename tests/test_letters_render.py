@@ -11,12 +11,8 @@ import pytest
 
 from cpms_admin import postal
 from cpms_admin.errors import NotReady
-from cpms_admin.letters.content import (
-    LetterContent,
-    french_date,
-    salutation_for,
-    sample_content,
-)
+from cpms_admin.french import french_date
+from cpms_admin.letters.content import LetterContent, salutation_for, sample_content
 from cpms_admin.letters.pool import render_chunks
 from cpms_admin.letters.render import LetterRenderer, PageSpan, check_templates
 

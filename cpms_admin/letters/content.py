@@ -10,20 +10,6 @@ from cpms_admin import nir as nir_rules
 from cpms_admin import postal
 
 LETTER_KINDS = ("welcome", "security_code", "pin_reset")
-MONTHS = (
-    "janvier",
-    "février",
-    "mars",
-    "avril",
-    "mai",
-    "juin",
-    "juillet",
-    "août",
-    "septembre",
-    "octobre",
-    "novembre",
-    "décembre",
-)
 SALUTATIONS = {"M": "Monsieur,", "MME": "Madame,"}
 DEFAULT_PORTAL_URL = "https://adherent.cpms.fr"
 SAMPLE_NIR = "185057800608491"
@@ -67,12 +53,6 @@ class LetterContent:
     def portal_host(self) -> str:
         """The portal address as a member types it, without the scheme."""
         return re.sub(r"^https?://", "", self.portal_url).rstrip("/")
-
-
-def french_date(day: date) -> str:
-    """`23 novembre 2026`, `1er décembre 2026`: French whatever the system locale."""
-    number = "1er" if day.day == 1 else str(day.day)
-    return f"{number} {MONTHS[day.month - 1]} {day.year}"
 
 
 def salutation_for(civility: str | None) -> str:

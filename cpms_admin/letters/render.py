@@ -14,7 +14,8 @@ from typing import Any
 import jinja2
 
 from cpms_admin.errors import NotReady
-from cpms_admin.letters.content import LETTER_KINDS, LetterContent, french_date
+from cpms_admin.french import french_date
+from cpms_admin.letters.content import LETTER_KINDS, LetterContent
 from cpms_admin.resources import templates_dir
 
 STYLESHEET = "letter.css"

@@ -7,36 +7,22 @@ member typed is parsed as a template, so a name like `{{ 7*7 }}` prints as typed
 from __future__ import annotations
 
 import functools
-from datetime import UTC, datetime
+from datetime import datetime
 from email.errors import HeaderParseError
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid, parseaddr
 from typing import TYPE_CHECKING, Any
-from zoneinfo import ZoneInfo
 
 from cpms_admin.clock import system_clock
 from cpms_admin.errors import NotReady
+from cpms_admin.french import french_date, paris_time
 from cpms_admin.resources import templates_dir
 from cpms_admin.settings import Settings
 
 if TYPE_CHECKING:
     import jinja2
 
-_MONTHS = (
-    "janvier",
-    "février",
-    "mars",
-    "avril",
-    "mai",
-    "juin",
-    "juillet",
-    "août",
-    "septembre",
-    "octobre",
-    "novembre",
-    "décembre",
-)
 _TITLES = {"M": "Monsieur", "MME": "Madame"}
 _CODE_SUBJECTS = {
     "first_login": "Votre code de sécurité pour votre première connexion à l'Espace Adhérent CPMS",
@@ -69,28 +55,16 @@ def _render(name: str, context: dict[str, Any]) -> str:
     return template.render(context)
 
 
-def _paris(moment: datetime) -> datetime:
-    """Members read Paris time; naive datetimes (as SQLite returns them) are UTC."""
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(ZoneInfo("Europe/Paris"))
-
-
 def _time(moment: datetime) -> str:
     return f"{moment.hour} h {moment.minute:02d}"
 
 
-def _date(moment: datetime) -> str:
-    day = "1er" if moment.day == 1 else str(moment.day)
-    return f"{day} {_MONTHS[moment.month - 1]} {moment.year}"
-
-
 def _deadline(expires_at: datetime, now: datetime) -> str:
     """`jusqu'à 14 h 32` the same day, `jusqu'au 3 mars 2026 à 14 h 32` otherwise."""
-    expires, today = _paris(expires_at), _paris(now)
+    expires, today = paris_time(expires_at), paris_time(now)
     if expires.date() == today.date():
         return f"jusqu'à {_time(expires)}"
-    return f"jusqu'au {_date(expires)} à {_time(expires)}"
+    return f"jusqu'au {french_date(expires.date())} à {_time(expires)}"
 
 
 def _salutation(*, civility: str | None, first_name: str, last_name: str) -> str:
@@ -187,7 +161,7 @@ def pin_changed_message(
     """The notice sent after a PIN is set, changed or reset; it holds no secret."""
     if how not in _PIN_CHANGES:
         raise ValueError(f"unknown PIN change {how!r}")
-    when = _paris(changed_at)
+    when = paris_time(changed_at)
     return _message(
         settings=settings,
         to=to,
@@ -199,6 +173,6 @@ def pin_changed_message(
                 civility=civility, first_name=first_name, last_name=last_name
             ),
             "what": _PIN_CHANGES[how],
-            "when": f"le {_date(when)} à {_time(when)}",
+            "when": f"le {french_date(when.date())} à {_time(when)}",
         },
     )

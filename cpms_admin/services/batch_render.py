@@ -12,12 +12,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 
 from cpms_admin.faults import failpoint
+from cpms_admin.french import PARIS
 from cpms_admin.letters.content import LetterContent, letter_reference, salutation_for
 from cpms_admin.models import Letter, Member, pk
 from cpms_admin.nir import mask_nir
@@ -26,7 +26,6 @@ from cpms_admin.services.batch_files import PART, reserve_file, seal_file
 from cpms_admin.services.members import address_lines
 from cpms_admin.settings import Settings
 
-LETTER_TIMEZONE = ZoneInfo("Europe/Paris")  # dates printed on letters are French dates
 Progress = Callable[[int, int], None]
 
 
@@ -79,7 +78,7 @@ def _claimed(job: RenderJob, after: int) -> list[tuple[int, str, str, Member]]:
 
 
 def _content(job: RenderJob, letter_id: int, kind: str, member: Member, code: str) -> LetterContent:
-    today = job.now.astimezone(LETTER_TIMEZONE)
+    today = job.now.astimezone(PARIS)
     expires = today + timedelta(days=job.settings.code_post_ttl_days)
     return LetterContent(
         letter_id=letter_id,

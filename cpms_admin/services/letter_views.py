@@ -8,10 +8,10 @@ from sqlmodel import Session, col, select
 
 from cpms_admin.clock import Clock, iso
 from cpms_admin.errors import InvalidInput, Refused
+from cpms_admin.french import PARIS
 from cpms_admin.letters.content import LETTER_KINDS, salutation_for, sample_content
 from cpms_admin.models import Letter, Member
 from cpms_admin.nir import mask_nir
-from cpms_admin.services.batch_render import LETTER_TIMEZONE
 from cpms_admin.services.members import address_lines, get_member
 from cpms_admin.settings import Settings
 
@@ -64,7 +64,7 @@ def preview_letter(
         raise InvalidInput(f"cannot write {out}: directory {out.parent} does not exist")
     content = sample_content(
         kind,
-        today=clock().astimezone(LETTER_TIMEZONE).date(),
+        today=clock().astimezone(PARIS).date(),
         ttl_days=settings.code_post_ttl_days,
         portal_url=settings.portal_url,
         place=settings.letter_city,

@@ -95,37 +95,22 @@ def reset_pin(
     had_pin = account.pin_hash is not None
     account.pin_hash = None  # pin_set_at stays: when they last had one
     revoked = codes.revoke_pending(session, member_id=pk(member))
-    delivery = notify.prepare_code(
+    return notify.deliver_code(
         session,
         member=member,
         channel=resolved,
         purpose="pin_reset",
         letter_kind="pin_reset",
-        settings=settings,
-        now=now,
-    )
-    audit.record(
-        session,
         agent=agent,
         action="pin.reset",
-        member=member,
         reason=why,
-        at=now,
-        had_pin=had_pin,
-        revoked_codes=len(revoked),
-        **delivery.as_json(),
-    )
-    session.commit()
-    notify.send_code(
-        session,
-        member=member,
-        delivery=delivery,
-        agent=agent,
         settings=settings,
         clock=clock,
+        now=now,
         transport=transport,
+        had_pin=had_pin,
+        revoked_codes=len(revoked),
     )
-    return delivery
 
 
 def issue_member_code(
@@ -145,32 +130,17 @@ def issue_member_code(
     resolved = notify.resolve_channel(member, channel)
     load_pepper(settings)
     now = clock()
-    delivery = notify.prepare_code(
+    return notify.deliver_code(
         session,
         member=member,
         channel=resolved,
         purpose=codes.purpose_for(get_account(session, member)),
         letter_kind="security_code",
-        settings=settings,
-        now=now,
-    )
-    audit.record(
-        session,
         agent=agent,
         action="code.issue",
-        member=member,
         reason=reason.strip() if reason else None,
-        at=now,
-        **delivery.as_json(),
-    )
-    session.commit()
-    notify.send_code(
-        session,
-        member=member,
-        delivery=delivery,
-        agent=agent,
         settings=settings,
         clock=clock,
+        now=now,
         transport=transport,
     )
-    return delivery

@@ -107,6 +107,56 @@ def prepare_code(
     return CodeDelivery(member.nir, "post", letter.purpose, letter_id=letter.id)
 
 
+def deliver_code(
+    session: Session,
+    *,
+    member: Member,
+    channel: str,
+    purpose: str,
+    letter_kind: str,
+    agent: str,
+    action: str,
+    reason: str | None = None,
+    settings: Settings,
+    clock: Clock,
+    now: datetime,
+    transport: Transport | None = None,
+    **details: Any,
+) -> CodeDelivery:
+    """The one path of every new code, whoever asks: prepare it (`prepare_code`), audit it
+    with `details` in the same transaction as the caller's changes, commit, then e-mail it."""
+    delivery = prepare_code(
+        session,
+        member=member,
+        channel=channel,
+        purpose=purpose,
+        letter_kind=letter_kind,
+        settings=settings,
+        now=now,
+    )
+    audit.record(
+        session,
+        agent=agent,
+        action=action,
+        member=member,
+        reason=reason,
+        at=now,
+        **details,
+        **delivery.as_json(),
+    )
+    session.commit()
+    send_code(
+        session,
+        member=member,
+        delivery=delivery,
+        agent=agent,
+        settings=settings,
+        clock=clock,
+        transport=transport,
+    )
+    return delivery
+
+
 def send_code(
     session: Session,
     *,

@@ -95,31 +95,17 @@ def request_code(
         session.commit()
         return RequestCodeResult(True, reason, portal_text.CODE_BY_POST, channel="post")
     channel = notify.resolve_channel(member, "auto")
-    delivery = notify.prepare_code(
+    notify.deliver_code(
         session,
         member=member,
         channel=channel,
         purpose=codes.purpose_for(get_account(session, member)),
         letter_kind="security_code",
-        settings=settings,
-        now=now,
-    )
-    audit.record(
-        session,
         agent=PORTAL,
         action="portal.request_code",
-        member=member,
-        at=now,
-        **delivery.as_json(),
-    )
-    session.commit()
-    notify.send_code(
-        session,
-        member=member,
-        delivery=delivery,
-        agent=PORTAL,
         settings=settings,
         clock=clock,
+        now=now,
         transport=transport,
     )
     message = portal_text.CODE_BY_EMAIL if channel == "email" else portal_text.CODE_BY_POST

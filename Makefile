@@ -23,6 +23,7 @@ demo: system-deps $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check cpms_admin tests bench scripts
+	$(BIN)/ruff format --check cpms_admin tests bench scripts
 	$(BIN)/mypy
 
 test: system-deps $(STAMP) lint

@@ -30,8 +30,16 @@ from cpms_admin.db import make_engine, upgrade_schema
 from cpms_admin.member_fields import COLUMNS, validate_member_fields
 from cpms_admin.services.importer import import_members
 
-FIRST = [("Jean", "jean"), ("Hélène", "helene"), ("François", "francois"), ("Chloé", "chloe"),
-         ("Loïc", "loic"), ("Anaïs", "anais"), ("Zoé", "zoe"), ("Inès", "ines")]
+FIRST = [
+    ("Jean", "jean"),
+    ("Hélène", "helene"),
+    ("François", "francois"),
+    ("Chloé", "chloe"),
+    ("Loïc", "loic"),
+    ("Anaïs", "anais"),
+    ("Zoé", "zoe"),
+    ("Inès", "ines"),
+]
 LAST = ["Martin", "Bernard", "Dubois", "Lefèvre", "Müller", "Da Silva", "Fontaine", "Girard"]
 PLACES = [("75011", "Paris"), ("69003", "Lyon"), ("13008", "Marseille"), ("42000", "Saint-Étienne")]
 
@@ -47,14 +55,21 @@ def members(count: int) -> list[dict[str, str]]:
     for i in range(count):
         postcode, city = PLACES[i % len(PLACES)]
         (first, slug), last = FIRST[i % len(FIRST)], LAST[i % len(LAST)]
-        rows.append({
-            "nir": nir(i), "civility": "M" if i % 2 == 0 else "MME", "last_name": last,
-            "first_name": first, "birth_date": f"19{60 + i % 40}-{1 + i % 12:02d}-15",
-            "email": "" if i % 3 == 2 else f"{slug}.{i}@exemple.fr",
-            "street": f"{1 + i % 120} rue de la République",
-            "address_complement": "Bâtiment B" if i % 5 == 0 else "", "postcode": postcode,
-            "city": city, "country": "FR",
-        })
+        rows.append(
+            {
+                "nir": nir(i),
+                "civility": "M" if i % 2 == 0 else "MME",
+                "last_name": last,
+                "first_name": first,
+                "birth_date": f"19{60 + i % 40}-{1 + i % 12:02d}-15",
+                "email": "" if i % 3 == 2 else f"{slug}.{i}@exemple.fr",
+                "street": f"{1 + i % 120} rue de la République",
+                "address_complement": "Bâtiment B" if i % 5 == 0 else "",
+                "postcode": postcode,
+                "city": city,
+                "country": "FR",
+            }
+        )
     return rows
 
 
@@ -69,8 +84,16 @@ def baseline(engine: Engine, rows: list[dict[str, str]], batch: int) -> float:
     prepared = []
     for raw in rows:  # validation is not timed here: the baseline is the bare insert
         values = validate_member_fields(raw).as_row()
-        prepared.append({**values, "search_text": "", "status": "active", "created_at": now,
-                         "updated_at": now, "imported_at": now})
+        prepared.append(
+            {
+                **values,
+                "search_text": "",
+                "status": "active",
+                "created_at": now,
+                "updated_at": now,
+                "imported_at": now,
+            }
+        )
     table = SQLModel.metadata.tables["member"]
     start = time.perf_counter()
     with engine.connect() as conn:
@@ -89,8 +112,9 @@ def run_import(engine: Engine, path: Path, batch: int) -> float:
     elapsed = time.perf_counter() - start
     assert counts.invalid == 0, counts
     with Session(engine) as session:
-        stored = session.execute(select(func.count()).select_from(
-            SQLModel.metadata.tables["account"])).scalar_one()
+        stored = session.execute(
+            select(func.count()).select_from(SQLModel.metadata.tables["account"])
+        ).scalar_one()
     assert stored == counts.created, (stored, counts)
     return elapsed
 
@@ -111,13 +135,16 @@ def main() -> None:
             writer.writerows(rows)
         base = full = float("inf")
         for run in range(args.repeat):
-            base = min(base, baseline(fresh_engine(directory, f"baseline{run}.db"), rows,
-                                      args.batch))
-            full = min(full, run_import(fresh_engine(directory, f"import{run}.db"), path,
-                                        args.batch))
+            base = min(
+                base, baseline(fresh_engine(directory, f"baseline{run}.db"), rows, args.batch)
+            )
+            full = min(
+                full, run_import(fresh_engine(directory, f"import{run}.db"), path, args.batch)
+            )
     n = args.members
-    print(f"members:                 {n:,} (SQLite, batches of {args.batch:,}, "
-          f"best of {args.repeat})")
+    print(
+        f"members:                 {n:,} (SQLite, batches of {args.batch:,}, best of {args.repeat})"
+    )
     print(f"baseline Core insert:    {base:6.2f} s  {n / base:9,.0f} rows/s")
     print(f"members import:          {full:6.2f} s  {n / full:9,.0f} rows/s  (validation included)")
     print(f"ratio import / baseline: {full / base:6.2f}x  (target: <= 3x, >= 5,000 rows/s)")

@@ -39,14 +39,35 @@ def main() -> None:
         env.pop("PYTHONDONTWRITEBYTECODE", None)
         cli = str(BIN / "cpms-admin")
         subprocess.run([cli, "db", "upgrade"], env=env, cwd=cwd, check=True, capture_output=True)
-        subprocess.run([cli, "member", "add", "--nir", NIR, "--last-name", "Dupont",
-                        "--first-name", "Jean", "--street", "1 rue de la Paix", "--postcode",
-                        "75002", "--city", "Paris"], env=env, cwd=cwd, check=True,
-                       capture_output=True)
+        subprocess.run(
+            [
+                cli,
+                "member",
+                "add",
+                "--nir",
+                NIR,
+                "--last-name",
+                "Dupont",
+                "--first-name",
+                "Jean",
+                "--street",
+                "1 rue de la Paix",
+                "--postcode",
+                "75002",
+                "--city",
+                "Paris",
+            ],
+            env=env,
+            cwd=cwd,
+            check=True,
+            capture_output=True,
+        )
         rows = [
             ("python -c pass (interpreter floor)", [sys.executable, "-c", "pass"]),
-            ("python -c 'import sqlmodel' (dependency floor)",
-             [sys.executable, "-c", "import sqlmodel"]),
+            (
+                "python -c 'import sqlmodel' (dependency floor)",
+                [sys.executable, "-c", "import sqlmodel"],
+            ),
             ("cpms-admin --help", [cli, "--help"]),
             ("cpms-admin member show NIR", [cli, "member", "show", NIR]),
             ("cpms-admin --json member show NIR", [cli, "--json", "member", "show", NIR]),

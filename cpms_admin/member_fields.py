@@ -10,12 +10,32 @@ from cpms_admin.nir import parse_nir
 from cpms_admin.postal import MAX_LINE, PostalAddress, clean_line, make_address, recipient_line
 
 # Conservative: one @, a dotted domain, no white space or control characters anywhere.
-EMAIL = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
-                   r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+")
-CIVILITIES = {"M": "M", "M.": "M", "MR": "M", "MONSIEUR": "M",
-              "MME": "MME", "MADAME": "MME", "MLLE": "MME"}
-COLUMNS = ("nir", "civility", "last_name", "first_name", "birth_date", "email", "street",
-           "address_complement", "postcode", "city", "country")
+EMAIL = re.compile(
+    r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
+    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+"
+)
+CIVILITIES = {
+    "M": "M",
+    "M.": "M",
+    "MR": "M",
+    "MONSIEUR": "M",
+    "MME": "MME",
+    "MADAME": "MME",
+    "MLLE": "MME",
+}
+COLUMNS = (
+    "nir",
+    "civility",
+    "last_name",
+    "first_name",
+    "birth_date",
+    "email",
+    "street",
+    "address_complement",
+    "postcode",
+    "city",
+    "country",
+)
 REQUIRED = ("nir", "last_name", "first_name", "street", "postcode", "city")
 
 
@@ -32,10 +52,16 @@ class MemberFields:
     def as_row(self) -> dict[str, object]:
         """Column values for the `member` table."""
         return {
-            "nir": self.nir, "civility": self.civility, "last_name": self.last_name,
-            "first_name": self.first_name, "birth_date": self.birth_date, "email": self.email,
-            "street": self.address.street, "address_complement": self.address.complement,
-            "postcode": self.address.postcode, "city": self.address.city,
+            "nir": self.nir,
+            "civility": self.civility,
+            "last_name": self.last_name,
+            "first_name": self.first_name,
+            "birth_date": self.birth_date,
+            "email": self.email,
+            "street": self.address.street,
+            "address_complement": self.address.complement,
+            "postcode": self.address.postcode,
+            "city": self.address.city,
             "country": self.address.country,
         }
 
@@ -99,11 +125,17 @@ def validate_member_fields(raw: Mapping[str, str | None]) -> MemberFields:
     if len(name_line) > MAX_LINE:
         raise FieldError("last_name", f"name does not fit on an envelope line: {name_line!r}")
     address = make_address(
-        street=values["street"], postcode=values["postcode"], city=values["city"],
-        country=values["country"] or "FR", complement=values["address_complement"] or None,
+        street=values["street"],
+        postcode=values["postcode"],
+        city=values["city"],
+        country=values["country"] or "FR",
+        complement=values["address_complement"] or None,
     )
     return MemberFields(
-        nir=nir, civility=civility, last_name=last_name, first_name=first_name,
+        nir=nir,
+        civility=civility,
+        last_name=last_name,
+        first_name=first_name,
         address=address,
         birth_date=parse_birth_date(values["birth_date"], nir) if values["birth_date"] else None,
         email=parse_email(values["email"]) if values["email"] else None,

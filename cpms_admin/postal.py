@@ -15,9 +15,17 @@ MAX_LINE = 38
 MAX_LINES = 6
 FRENCH_POSTCODE = re.compile(r"\d{5}")
 FOREIGN_POSTCODE = re.compile(r"[A-Z0-9][A-Z0-9 -]{0,9}")
-COUNTRY_NAMES = {"BE": "BELGIQUE", "CH": "SUISSE", "LU": "LUXEMBOURG", "MC": "MONACO",
-                 "DE": "ALLEMAGNE", "ES": "ESPAGNE", "IT": "ITALIE", "GB": "ROYAUME-UNI",
-                 "PT": "PORTUGAL"}
+COUNTRY_NAMES = {
+    "BE": "BELGIQUE",
+    "CH": "SUISSE",
+    "LU": "LUXEMBOURG",
+    "MC": "MONACO",
+    "DE": "ALLEMAGNE",
+    "ES": "ESPAGNE",
+    "IT": "ITALIE",
+    "GB": "ROYAUME-UNI",
+    "PT": "PORTUGAL",
+}
 
 
 def strip_accents(text: str) -> str:
@@ -81,8 +89,12 @@ def make_address(
     if not re.fullmatch(r"[A-Z]{2}", country):
         raise FieldError("country", f"country must be a 2-letter ISO code, got {country!r}")
     values = {}
-    for field, value in (("street", street), ("postcode", postcode), ("city", city),
-                         ("address_complement", complement or "")):
+    for field, value in (
+        ("street", street),
+        ("postcode", postcode),
+        ("city", city),
+        ("address_complement", complement or ""),
+    ):
         try:
             values[field] = clean_line(value)
         except ValueError as exc:
@@ -96,8 +108,11 @@ def make_address(
         expected = "5 digits" if country == "FR" else "up to 10 letters and digits"
         raise FieldError("postcode", f"postcode {postcode_value!r} must be {expected}")
     address = PostalAddress(
-        street=values["street"], postcode=postcode_value, city=values["city"],
-        country=country, complement=values["address_complement"] or None,
+        street=values["street"],
+        postcode=postcode_value,
+        city=values["city"],
+        country=country,
+        complement=values["address_complement"] or None,
     )
     check_fits("street", values["street"])
     check_fits("address_complement", values["address_complement"])

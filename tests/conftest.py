@@ -122,8 +122,12 @@ class Cli:
 
     def env(self) -> dict[str, str]:
         """Every setting as its environment variable (empty means unset)."""
-        env = {f"CPMS_{f.name.upper()}": "" if getattr(self.settings, f.name) is None
-               else str(getattr(self.settings, f.name)) for f in fields(Settings)}
+        env = {
+            f"CPMS_{f.name.upper()}": ""
+            if getattr(self.settings, f.name) is None
+            else str(getattr(self.settings, f.name))
+            for f in fields(Settings)
+        }
         return {**env, "CPMS_AGENT": "agent.test", "CPMS_CONFIG": ""}
 
     def __call__(self, *args: str, input: str | None = None) -> Any:

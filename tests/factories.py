@@ -12,8 +12,14 @@ from cpms_admin.services.members import add_member
 _serial = itertools.count(1)
 
 
-def make_nir(serial: int | None = None, *, sex: int = 1, year: int = 85, month: int = 5,
-             department: str = "75") -> str:
+def make_nir(
+    serial: int | None = None,
+    *,
+    sex: int = 1,
+    year: int = 85,
+    month: int = 5,
+    department: str = "75",
+) -> str:
     """A valid NIR: the key is computed, so each serial gives a distinct member."""
     n = next(_serial) if serial is None else serial
     body = f"{sex}{year:02d}{month:02d}{department}{n // 1000 % 1000:03d}{n % 1000:03d}"
@@ -23,9 +29,15 @@ def make_nir(serial: int | None = None, *, sex: int = 1, year: int = 85, month: 
 
 def member_values(**overrides: Any) -> dict[str, Any]:
     values: dict[str, Any] = {
-        "nir": make_nir(), "civility": "MME", "last_name": "Martin", "first_name": "Hélène",
-        "email": "helene.martin@example.org", "street": "12 rue de la République",
-        "postcode": "69002", "city": "Lyon", "country": "FR",
+        "nir": make_nir(),
+        "civility": "MME",
+        "last_name": "Martin",
+        "first_name": "Hélène",
+        "email": "helene.martin@example.org",
+        "street": "12 rue de la République",
+        "postcode": "69002",
+        "city": "Lyon",
+        "country": "FR",
     }
     values.update(overrides)
     return values

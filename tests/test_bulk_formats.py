@@ -18,12 +18,27 @@ from cpms_admin.errors import InvalidInput
 from cpms_admin.member_fields import COLUMNS
 
 DUPONT = {
-    "nir": "185057800608491", "civility": "M", "last_name": "Dupont", "first_name": "Jean",
-    "birth_date": "1985-05-12", "email": "jean.dupont@example.fr", "street": "12 rue des Lilas",
-    "address_complement": None, "postcode": "75011", "city": "Paris", "country": "FR",
+    "nir": "185057800608491",
+    "civility": "M",
+    "last_name": "Dupont",
+    "first_name": "Jean",
+    "birth_date": "1985-05-12",
+    "email": "jean.dupont@example.fr",
+    "street": "12 rue des Lilas",
+    "address_complement": None,
+    "postcode": "75011",
+    "city": "Paris",
+    "country": "FR",
 }
-MARTIN = {**DUPONT, "nir": "285057800608434", "civility": "MME", "last_name": "Martin",
-          "first_name": "Élodie", "email": None, "address_complement": "Bât. B"}
+MARTIN = {
+    **DUPONT,
+    "nir": "285057800608434",
+    "civility": "MME",
+    "last_name": "Martin",
+    "first_name": "Élodie",
+    "email": None,
+    "address_complement": "Bât. B",
+}
 
 
 def put(tmp_path: Path, name: str, text: str, *, encoding: str = "utf-8") -> Path:
@@ -70,10 +85,13 @@ def test_utf8_bom_does_not_stick_to_the_first_column(tmp_path: Path) -> None:
 
 
 def test_windows_1252_is_detected_and_decoded(tmp_path: Path) -> None:
-    accents = {**MARTIN, "last_name": "Cœur-Français", "street": "1 rue de l'Été",
-               "address_complement": "Loyer 100 €"}
-    path = put(tmp_path, "export.csv", csv_text([accents], sep=";", eol="\r\n"),
-               encoding="cp1252")
+    accents = {
+        **MARTIN,
+        "last_name": "Cœur-Français",
+        "street": "1 rue de l'Été",
+        "address_complement": "Loyer 100 €",
+    }
+    path = put(tmp_path, "export.csv", csv_text([accents], sep=";", eol="\r\n"), encoding="cp1252")
     member_file = read_member_rows(path)
     assert member_file.encoding == "cp1252"
     assert rows_of(path) == [SourceRow(2, accents)]
@@ -118,11 +136,13 @@ def test_excel_unicode_text_utf16_with_tabs(tmp_path: Path) -> None:
 
 def test_quoted_separator_and_line_break_keep_later_line_numbers(tmp_path: Path) -> None:
     header = ";".join(COLUMNS)
-    text = (f"{header}\r\n"
-            '185057800608491;M;"Dupont; fils";Jean;;;'
-            '"12 rue des Lilas\r\nEntrée B";;75011;Paris;FR\r\n'
-            "\r\n"
-            "285057800608434;MME;Martin;Élodie;;;3 place du Marché;;69001;Lyon;FR\r\n")
+    text = (
+        f"{header}\r\n"
+        '185057800608491;M;"Dupont; fils";Jean;;;'
+        '"12 rue des Lilas\r\nEntrée B";;75011;Paris;FR\r\n'
+        "\r\n"
+        "285057800608434;MME;Martin;Élodie;;;3 place du Marché;;69001;Lyon;FR\r\n"
+    )
     path = put(tmp_path, "m.csv", text)
     first, second = rows_of(path)
     assert first.line == 2
@@ -136,42 +156,74 @@ def test_quoted_separator_and_line_break_keep_later_line_numbers(tmp_path: Path)
 
 def test_padding_is_stripped_and_empty_cells_are_none(tmp_path: Path) -> None:
     header = " ; ".join(f"  {name.upper()} " for name in COLUMNS)
-    row = (' 185057800608491 ;  M ; "Dupont; fils"  ;Jean ;   ;  ;'
-           " 12 rue des Lilas ; ; 75011 ;Paris;  ")
+    row = (
+        ' 185057800608491 ;  M ; "Dupont; fils"  ;Jean ;   ;  ;'
+        " 12 rue des Lilas ; ; 75011 ;Paris;  "
+    )
     path = put(tmp_path, "padded.csv", f"{header}\n{row}\n")
     assert read_member_rows(path).columns == COLUMNS
-    assert rows_of(path) == [SourceRow(2, {
-        **DUPONT, "last_name": "Dupont; fils", "birth_date": None, "email": None,
-        "country": None})]
+    assert rows_of(path) == [
+        SourceRow(
+            2,
+            {
+                **DUPONT,
+                "last_name": "Dupont; fils",
+                "birth_date": None,
+                "email": None,
+                "country": None,
+            },
+        )
+    ]
 
 
 def test_missing_and_unknown_columns_are_named(tmp_path: Path) -> None:
     path = put(tmp_path, "m.csv", "nir;nom;first_name;street;postcode;city;telephone\n")
     with pytest.raises(InvalidInput) as caught:
         read_member_rows(path)
-    assert str(caught.value) == (f"{path}: unknown columns: nom, telephone; "
-                                 "missing required columns: last_name")
+    assert str(caught.value) == (
+        f"{path}: unknown columns: nom, telephone; missing required columns: last_name"
+    )
 
 
 def test_optional_columns_may_be_absent_and_pin_hash_is_accepted(tmp_path: Path) -> None:
-    path = put(tmp_path, "m.csv", "nir,last_name,first_name,street,postcode,city,pin_hash,\n"
-                                  "185057800608491,Dupont,Jean,1 rue A,75011,Paris,$2b$12$abc,\n")
+    path = put(
+        tmp_path,
+        "m.csv",
+        "nir,last_name,first_name,street,postcode,city,pin_hash,\n"
+        "185057800608491,Dupont,Jean,1 rue A,75011,Paris,$2b$12$abc,\n",
+    )
     member_file = read_member_rows(path)
-    assert member_file.columns == ("nir", "last_name", "first_name", "street", "postcode",
-                                   "city", "pin_hash")
+    assert member_file.columns == (
+        "nir",
+        "last_name",
+        "first_name",
+        "street",
+        "postcode",
+        "city",
+        "pin_hash",
+    )
     (row,) = member_file
-    assert row.values == {**dict.fromkeys(COLUMNS), "nir": "185057800608491",
-                          "last_name": "Dupont", "first_name": "Jean", "street": "1 rue A",
-                          "postcode": "75011", "city": "Paris", "pin_hash": "$2b$12$abc"}
+    assert row.values == {
+        **dict.fromkeys(COLUMNS),
+        "nir": "185057800608491",
+        "last_name": "Dupont",
+        "first_name": "Jean",
+        "street": "1 rue A",
+        "postcode": "75011",
+        "city": "Paris",
+        "pin_hash": "$2b$12$abc",
+    }
     assert "$2b$" not in repr(row)
 
 
 def test_wrong_field_count_is_a_row_problem(tmp_path: Path) -> None:
     text = csv_text([DUPONT]) + "1,2,3,4,5,6,7,8,9,10,11,12\n" + csv_text([MARTIN]).split("\n")[1]
     path = put(tmp_path, "m.csv", text)
-    assert rows_of(path) == [SourceRow(2, DUPONT),
-                             SourceRow(3, None, "expected 11 fields, found 12"),
-                             SourceRow(4, MARTIN)]
+    assert rows_of(path) == [
+        SourceRow(2, DUPONT),
+        SourceRow(3, None, "expected 11 fields, found 12"),
+        SourceRow(4, MARTIN),
+    ]
 
 
 def test_trailing_separator_is_tolerated_but_not_stray_values(tmp_path: Path) -> None:
@@ -198,9 +250,20 @@ def test_an_unbalanced_quote_that_swallows_rows_refuses_the_file(tmp_path: Path)
 def test_jsonl_problems_are_per_line(tmp_path: Path) -> None:
     import json
 
-    text = "\n".join([json.dumps(DUPONT), "", '{"nir": "1", broken', "[1, 2]",
-                      json.dumps({**MARTIN, "email": ["a"]}), json.dumps({"nir": 185, "x": 1}),
-                      json.dumps({**MARTIN, "postcode": 69001})]) + "\n"
+    text = (
+        "\n".join(
+            [
+                json.dumps(DUPONT),
+                "",
+                '{"nir": "1", broken',
+                "[1, 2]",
+                json.dumps({**MARTIN, "email": ["a"]}),
+                json.dumps({"nir": 185, "x": 1}),
+                json.dumps({**MARTIN, "postcode": 69001}),
+            ]
+        )
+        + "\n"
+    )
     path = put(tmp_path, "m.jsonl", text)
     member_file = read_member_rows(path)
     assert (member_file.fmt, member_file.delimiter, member_file.columns) == ("jsonl", None, COLUMNS)
@@ -224,13 +287,17 @@ def test_jsonl_first_object_acts_as_a_header(tmp_path: Path) -> None:
         read_member_rows(array)
 
 
-@pytest.mark.parametrize(("name", "text", "fmt"), [
-    ("members.txt", '  \n{"nir": "1"}\n', "jsonl"),
-    ("members", csv_text([DUPONT]), "csv"),
-    ("members.json", csv_text([DUPONT]), "csv"),  # explicit format wins
-])
-def test_format_from_option_extension_or_content(tmp_path: Path, name: str, text: str,
-                                                 fmt: str) -> None:
+@pytest.mark.parametrize(
+    ("name", "text", "fmt"),
+    [
+        ("members.txt", '  \n{"nir": "1"}\n', "jsonl"),
+        ("members", csv_text([DUPONT]), "csv"),
+        ("members.json", csv_text([DUPONT]), "csv"),  # explicit format wins
+    ],
+)
+def test_format_from_option_extension_or_content(
+    tmp_path: Path, name: str, text: str, fmt: str
+) -> None:
     path = put(tmp_path, name, text)
     given = "csv" if name.endswith(".json") else None
     assert read_member_rows(path, fmt=given).fmt == fmt
@@ -253,26 +320,38 @@ def test_unusable_files_are_refused_in_one_line(tmp_path: Path) -> None:
 def test_export_reads_back_equal_without_secrets(tmp_path: Path, fmt: str) -> None:
     tricky = {**MARTIN, "last_name": 'O"Neil, dit "Le Sec"', "street": "1 rue A\rB"}
     path = tmp_path / f"export.{fmt}"
-    with path.open("w", encoding="utf-8", newline="") as out, \
-            open_member_writer(out, fmt=fmt) as writer:
-        writer.write({**DUPONT, "birth_date": date(1985, 5, 12), "pin_hash": "$argon2id$SECRET",
-                      "status": "active"})
+    with (
+        path.open("w", encoding="utf-8", newline="") as out,
+        open_member_writer(out, fmt=fmt) as writer,
+    ):
+        writer.write(
+            {
+                **DUPONT,
+                "birth_date": date(1985, 5, 12),
+                "pin_hash": "$argon2id$SECRET",
+                "status": "active",
+            }
+        )
         writer.write(tricky)
     assert writer.count == 2
     content = path.read_text(encoding="utf-8")
     assert "SECRET" not in content
     assert "Élodie" in content  # not \u00c9 escapes
-    assert rows_of(path) == [SourceRow(1 if fmt == "jsonl" else 2, DUPONT),
-                             SourceRow(2 if fmt == "jsonl" else 3, tricky)]
+    assert rows_of(path) == [
+        SourceRow(1 if fmt == "jsonl" else 2, DUPONT),
+        SourceRow(2 if fmt == "jsonl" else 3, tricky),
+    ]
 
 
 def test_jsonl_export_is_compact_with_keys_in_column_order() -> None:
     out = io.StringIO()
     open_member_writer(out, fmt="jsonl").write({"city": "Paris", "nir": "185057800608491"})
-    assert out.getvalue() == ('{"nir":"185057800608491","civility":null,"last_name":null,'
-                              '"first_name":null,"birth_date":null,"email":null,"street":null,'
-                              '"address_complement":null,"postcode":null,"city":"Paris",'
-                              '"country":null}\n')
+    assert out.getvalue() == (
+        '{"nir":"185057800608491","civility":null,"last_name":null,'
+        '"first_name":null,"birth_date":null,"email":null,"street":null,'
+        '"address_complement":null,"postcode":null,"city":"Paris",'
+        '"country":null}\n'
+    )
 
 
 def test_empty_csv_export_is_a_header_that_imports(tmp_path: Path) -> None:
@@ -286,16 +365,23 @@ def test_empty_csv_export_is_a_header_that_imports(tmp_path: Path) -> None:
 def test_error_report_lists_reasons_and_values_and_imports_back(tmp_path: Path) -> None:
     path = tmp_path / "errors.csv"
     with path.open("w", encoding="utf-8", newline="") as out:
-        count = write_error_report(out, errors=[
-            RowError(7, "nir", "invalid NIR '123'", {**DUPONT, "nir": "123",
-                                                     "pin_hash": "$argon2id$SECRET"}),
-            RowError(9, None, "expected 11 fields, found 12", None),
-        ])
+        count = write_error_report(
+            out,
+            errors=[
+                RowError(
+                    7,
+                    "nir",
+                    "invalid NIR '123'",
+                    {**DUPONT, "nir": "123", "pin_hash": "$argon2id$SECRET"},
+                ),
+                RowError(9, None, "expected 11 fields, found 12", None),
+            ],
+        )
     assert count == 2
     lines = path.read_text(encoding="utf-8").splitlines()
     assert lines[0] == "line,field,reason," + ",".join(COLUMNS)
     assert lines[1].startswith("7,nir,invalid NIR '123',123,M,Dupont,")
-    assert lines[2] == "9,,\"expected 11 fields, found 12\"" + "," * len(COLUMNS)
+    assert lines[2] == '9,,"expected 11 fields, found 12"' + "," * len(COLUMNS)
     assert "SECRET" not in "\n".join(lines)
     assert rows_of(path)[0] == SourceRow(2, {**DUPONT, "nir": "123"})
 

@@ -30,8 +30,9 @@ def test_a_readable_pepper_file_is_a_problem_with_its_fix(cli: Cli, tmp_path: Pa
     assert checks(result)["pepper"]["fix"] == f"chmod 600 {pepper}"
 
 
-def test_no_pepper_and_old_schema_are_reported(cli: Cli, tmp_path: Path,
-                                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_no_pepper_and_old_schema_are_reported(
+    cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     empty = cli.with_settings(database_url=f"sqlite:///{tmp_path / 'blank.db'}", pepper=None)
     (tmp_path / "blank.db").write_bytes(b"")
     monkeypatch.chdir(tmp_path)  # no data/pepper here

@@ -14,14 +14,22 @@ from tests.factories import make_nir
 BIN = Path(sys.executable).parent
 
 
-def run(*args: str, cwd: Path, env: dict[str, str] | None = None,
-        command: tuple[str, ...] | None = None) -> subprocess.CompletedProcess[str]:
+def run(
+    *args: str, cwd: Path, env: dict[str, str] | None = None, command: tuple[str, ...] | None = None
+) -> subprocess.CompletedProcess[str]:
     base = command or (str(BIN / "cpms-admin"),)
     full_env = {**os.environ, "CPMS_PEPPER": "subprocess-pepper", **(env or {})}
     for key in ("CPMS_DATABASE_URL", "CPMS_SMTP_URL"):
         full_env.pop(key, None)
-    return subprocess.run([*base, *args], cwd=cwd, env=full_env, capture_output=True,
-                          text=True, timeout=120, check=False)
+    return subprocess.run(
+        [*base, *args],
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
 
 
 def test_console_script_works_end_to_end_from_any_directory(tmp_path: Path) -> None:
@@ -29,9 +37,23 @@ def test_console_script_works_end_to_end_from_any_directory(tmp_path: Path) -> N
     assert run("db", "upgrade", cwd=tmp_path).returncode == 0
     assert (tmp_path / "data" / "cpms.db").exists()
     nir = make_nir()
-    added = run("member", "add", "--nir", nir, "--last-name", "Lefèvre", "--first-name", "Zoé",
-                "--street", "3 place Bellecour", "--postcode", "69002", "--city", "Lyon",
-                cwd=tmp_path)
+    added = run(
+        "member",
+        "add",
+        "--nir",
+        nir,
+        "--last-name",
+        "Lefèvre",
+        "--first-name",
+        "Zoé",
+        "--street",
+        "3 place Bellecour",
+        "--postcode",
+        "69002",
+        "--city",
+        "Lyon",
+        cwd=tmp_path,
+    )
     assert added.returncode == 0, added.stderr
     shown = run("--json", "member", "show", nir, cwd=tmp_path)
     assert json.loads(shown.stdout)["last_name"] == "Lefèvre"
@@ -59,9 +81,12 @@ def test_help_works_with_nothing_configured(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_start_up_does_not_load_heavy_modules(tmp_path: Path) -> None:
     """`member show` must start fast: WeasyPrint and argon2 load only where needed."""
-    probe = ("import sys; from cpms_admin.cli.app import app; "
-             "print(','.join(m for m in ('weasyprint', 'argon2', 'bcrypt', 'smtplib', 'jinja2')"
-             " if m in sys.modules))")
-    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
-                            check=True, cwd=tmp_path)
+    probe = (
+        "import sys; from cpms_admin.cli.app import app; "
+        "print(','.join(m for m in ('weasyprint', 'argon2', 'bcrypt', 'smtplib', 'jinja2')"
+        " if m in sys.modules))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=tmp_path
+    )
     assert result.stdout.strip() == ""

@@ -26,13 +26,30 @@ BCRYPT = "$2b$04$abcdefghijklmnopqrstuu5ZZmGzXsvFxo9sQJ3bTkMfs0IPpAaKm"
 def varied_members(session: Session) -> list[Member]:
     """Members using every column, the odd characters office files carry, and a PIN."""
     members = [
-        make_member(session, nir=make_nir(1), civility="M", last_name="Lefèvre-Dupont",
-                    first_name="Gaëtan", birth_date="1985-05-12", email=None,
-                    street="3, rue de l'Église", address_complement='Bât. "C"; 2e étage',
-                    postcode="42000", city="Saint-Étienne"),
-        make_member(session, nir=make_nir(2), civility=None, last_name="N'Diaye",
-                    first_name="Aïssatou", street="12 Grand-Rue", postcode="1003",
-                    city="Lausanne", country="CH"),
+        make_member(
+            session,
+            nir=make_nir(1),
+            civility="M",
+            last_name="Lefèvre-Dupont",
+            first_name="Gaëtan",
+            birth_date="1985-05-12",
+            email=None,
+            street="3, rue de l'Église",
+            address_complement='Bât. "C"; 2e étage',
+            postcode="42000",
+            city="Saint-Étienne",
+        ),
+        make_member(
+            session,
+            nir=make_nir(2),
+            civility=None,
+            last_name="N'Diaye",
+            first_name="Aïssatou",
+            street="12 Grand-Rue",
+            postcode="1003",
+            city="Lausanne",
+            country="CH",
+        ),
         make_member(session, nir=make_nir(3)),
     ]
     account = session.get(Account, members[2].id)
@@ -56,7 +73,8 @@ def empty_database(session: Session) -> None:
 
 @pytest.mark.parametrize("fmt", ["csv", "jsonl"])
 def test_export_then_import_into_an_empty_database_gives_the_same_members(
-        cli: Cli, session: Session, tmp_path: Path, fmt: str) -> None:
+    cli: Cli, session: Session, tmp_path: Path, fmt: str
+) -> None:
     varied_members(session)
     before = summaries(session)
     out = tmp_path / f"members.{fmt}"
@@ -120,8 +138,9 @@ def test_export_runs_in_constant_memory(session: Session) -> None:
     row = {**make_member(session, nir=make_nir(1)).model_dump(exclude={"id", "nir"})}
 
     def add(start: int, count: int) -> None:
-        session.execute(insert(table), [{**row, "nir": make_nir(n)}
-                                        for n in range(start, start + count)])
+        session.execute(
+            insert(table), [{**row, "nir": make_nir(n)} for n in range(start, start + count)]
+        )
         session.commit()
 
     def peak() -> int:
@@ -151,9 +170,15 @@ def test_an_export_does_not_block_writers(session: Session, db_url: str) -> None
                 with other.connect() as conn:
                     if conn.dialect.name == "sqlite":
                         conn.exec_driver_sql("PRAGMA busy_timeout = 200")  # fail fast
-                    conn.execute(insert(SQLModel.metadata.tables["audit_event"]).values(
-                        agent="agent", action="member.update", outcome="ok", details="{}",
-                        at=datetime.now(UTC)))
+                    conn.execute(
+                        insert(SQLModel.metadata.tables["audit_event"]).values(
+                            agent="agent",
+                            action="member.update",
+                            outcome="ok",
+                            details="{}",
+                            at=datetime.now(UTC),
+                        )
+                    )
                     conn.commit()
             written.append(text)
             return super().write(text)

@@ -17,17 +17,33 @@ from cpms_admin.services.members import get_member, member_summary, search_text
 from tests.conftest import Cli
 from tests.factories import make_member, make_nir, snapshot
 
-PARIS = {"civility": "M", "last_name": "Dupont", "first_name": "Jean", "birth_date": "1985-05-12",
-         "email": "jean.dupont@example.fr", "street": "12 rue des Lilas",
-         "address_complement": None, "postcode": "75011", "city": "Paris", "country": "FR"}
+PARIS = {
+    "civility": "M",
+    "last_name": "Dupont",
+    "first_name": "Jean",
+    "birth_date": "1985-05-12",
+    "email": "jean.dupont@example.fr",
+    "street": "12 rue des Lilas",
+    "address_complement": None,
+    "postcode": "75011",
+    "city": "Paris",
+    "country": "FR",
+}
 
 
 def person(serial: int, **overrides: Any) -> dict[str, Any]:
     return {"nir": make_nir(serial), **PARIS, **overrides}
 
 
-def write_csv(path: Path, rows: list[dict[str, Any]], *, sep: str = ",", encoding: str = "utf-8",
-              eol: str = "\n", columns: tuple[str, ...] = COLUMNS) -> Path:
+def write_csv(
+    path: Path,
+    rows: list[dict[str, Any]],
+    *,
+    sep: str = ",",
+    encoding: str = "utf-8",
+    eol: str = "\n",
+    columns: tuple[str, ...] = COLUMNS,
+) -> Path:
     with path.open("w", encoding=encoding, newline="") as handle:
         writer = csv.writer(handle, delimiter=sep, lineterminator=eol)
         writer.writerow(columns)
@@ -74,27 +90,45 @@ def report_rows(path: Path) -> list[dict[str, str]]:
 # --- the dialects office software writes ---------------------------------------------------
 
 
-def test_semicolons_windows_1252_and_crlf_as_a_french_excel_writes(cli: Cli, session: Session,
-                                                                   tmp_path: Path) -> None:
-    row = person(1, last_name="Lefèvre", first_name="Gaëtan", city="Saint-Étienne",
-                 postcode="42000", address_complement="Bâtiment B; 3e étage")
+def test_semicolons_windows_1252_and_crlf_as_a_french_excel_writes(
+    cli: Cli, session: Session, tmp_path: Path
+) -> None:
+    row = person(
+        1,
+        last_name="Lefèvre",
+        first_name="Gaëtan",
+        city="Saint-Étienne",
+        postcode="42000",
+        address_complement="Bâtiment B; 3e étage",
+    )
     path = write_csv(tmp_path / "adherents.csv", [row], sep=";", encoding="cp1252", eol="\r\n")
     result = cli("--json", "members", "import", str(path))
     assert result.exit_code == 0, result.output
-    assert json_out(result) == {"created": 1, "updated": 0, "skipped": 0, "invalid": 0,
-                                "welcome_letters": 0, "dry_run": False}
+    assert json_out(result) == {
+        "created": 1,
+        "updated": 0,
+        "skipped": 0,
+        "invalid": 0,
+        "welcome_letters": 0,
+        "dry_run": False,
+    }
     member = member_of(session, row["nir"])
-    assert (member.last_name, member.first_name, member.city) == ("Lefèvre", "Gaëtan",
-                                                                  "Saint-Étienne")
+    assert (member.last_name, member.first_name, member.city) == (
+        "Lefèvre",
+        "Gaëtan",
+        "Saint-Étienne",
+    )
     assert member.address_complement == "Bâtiment B; 3e étage"  # quoted separator kept
 
 
-def test_utf8_bom_commas_quoted_separators_and_padding(cli: Cli, session: Session,
-                                                       tmp_path: Path) -> None:
+def test_utf8_bom_commas_quoted_separators_and_padding(
+    cli: Cli, session: Session, tmp_path: Path
+) -> None:
     nir = make_nir(2)
     path = tmp_path / "export.csv"
     path.write_bytes(
-        b"\xef\xbb\xbf" + (
+        b"\xef\xbb\xbf"
+        + (
             " NIR , Civility,last_name,first_name,birth_date,email,street,address_complement,"
             "postcode,city,country\r\n"
             f' {nir} ,  MME , Martin ,"Élodie" , ,  elodie@example.fr ,"5, rue de la Paix",'
@@ -108,7 +142,11 @@ def test_utf8_bom_commas_quoted_separators_and_padding(cli: Cli, session: Sessio
     assert member.civility == "MME"
     assert (member.first_name, member.street) == ("Élodie", "5, rue de la Paix")
     assert (member.address_complement, member.postcode, member.city, member.country) == (
-        "Appt 3, 2e étage", "69002", "Lyon", "FR")
+        "Appt 3, 2e étage",
+        "69002",
+        "Lyon",
+        "FR",
+    )
     assert member.birth_date is None and member.email == "elodie@example.fr"
 
 
@@ -128,8 +166,9 @@ def test_json_lines(cli: Cli, session: Session, tmp_path: Path) -> None:
     assert member_of(session, rows[1]["nir"]).postcode == "69002"
 
 
-def test_imported_members_are_searchable_and_stamped(cli: Cli, session: Session, clock: Any,
-                                                     tmp_path: Path) -> None:
+def test_imported_members_are_searchable_and_stamped(
+    cli: Cli, session: Session, clock: Any, tmp_path: Path
+) -> None:
     row = person(6, last_name="Müller", first_name="Zoé", city="Orléans", postcode="45000")
     cli("members", "import", str(write_csv(tmp_path / "m.csv", [row])))
     member = member_of(session, row["nir"])
@@ -145,27 +184,41 @@ def test_imported_members_are_searchable_and_stamped(cli: Cli, session: Session,
 
 
 def test_bad_rows_are_reported_with_their_lines_and_the_others_imported(
-        cli: Cli, session: Session, tmp_path: Path) -> None:
+    cli: Cli, session: Session, tmp_path: Path
+) -> None:
     path = tmp_path / "mixed.csv"
     good = [person(10), person(11), person(12)]
-    lines = [",".join(COLUMNS),
-             ",".join(good[0].get(c) or "" for c in COLUMNS),                        # line 2
-             ",".join({**good[1], "nir": "185057800608492"}.get(c) or "" for c in COLUMNS),
-             '"multi-line",,"unclosed\nquote",x',                                     # lines 4-5
-             ",".join({**good[1], "postcode": "7500"}.get(c) or "" for c in COLUMNS),  # line 6
-             "1,2,3",                                                                 # line 7
-             ",".join(good[1].get(c) or "" for c in COLUMNS),                        # line 8
-             ",".join({**good[0], "city": "Lyon"}.get(c) or "" for c in COLUMNS),    # line 9
-             ",".join(good[2].get(c) or "" for c in COLUMNS)]                        # line 10
+    lines = [
+        ",".join(COLUMNS),
+        ",".join(good[0].get(c) or "" for c in COLUMNS),  # line 2
+        ",".join({**good[1], "nir": "185057800608492"}.get(c) or "" for c in COLUMNS),
+        '"multi-line",,"unclosed\nquote",x',  # lines 4-5
+        ",".join({**good[1], "postcode": "7500"}.get(c) or "" for c in COLUMNS),  # line 6
+        "1,2,3",  # line 7
+        ",".join(good[1].get(c) or "" for c in COLUMNS),  # line 8
+        ",".join({**good[0], "city": "Lyon"}.get(c) or "" for c in COLUMNS),  # line 9
+        ",".join(good[2].get(c) or "" for c in COLUMNS),
+    ]  # line 10
     path.write_text("\n".join(lines) + "\n")
     errors = tmp_path / "rejets.csv"
     result = cli("--json", "members", "import", str(path), "--errors", str(errors))
     assert result.exit_code == 1, result.output
-    assert json_out(result) == {"created": 3, "updated": 0, "skipped": 0, "invalid": 5,
-                                "welcome_letters": 0, "dry_run": False}
+    assert json_out(result) == {
+        "created": 3,
+        "updated": 0,
+        "skipped": 0,
+        "invalid": 5,
+        "welcome_letters": 0,
+        "dry_run": False,
+    }
     report = report_rows(errors)
     assert [(r["line"], r["field"]) for r in report] == [
-        ("3", "nir"), ("4", ""), ("6", "postcode"), ("7", ""), ("9", "nir")]
+        ("3", "nir"),
+        ("4", ""),
+        ("6", "postcode"),
+        ("7", ""),
+        ("9", "nir"),
+    ]
     assert "2-digit key does not match" in report[0]["reason"]
     assert report[2]["reason"] == "postcode '7500' must be 5 digits"
     assert report[3]["reason"] == "expected 11 fields, found 3"
@@ -175,8 +228,7 @@ def test_bad_rows_are_reported_with_their_lines_and_the_others_imported(
     assert set(members_by_nir(session)) == {row["nir"] for row in good}
 
 
-def test_rejected_rows_beyond_the_first_ten_point_to_the_report(cli: Cli,
-                                                                tmp_path: Path) -> None:
+def test_rejected_rows_beyond_the_first_ten_point_to_the_report(cli: Cli, tmp_path: Path) -> None:
     rows = [person(100 + n, postcode="123") for n in range(12)]
     result = cli("members", "import", str(write_csv(tmp_path / "bad.csv", rows)))
     assert result.exit_code == 1
@@ -184,16 +236,24 @@ def test_rejected_rows_beyond_the_first_ten_point_to_the_report(cli: Cli,
     assert "... and 2 more rejected row(s) (give --errors FILE to get them all)" in result.stderr
 
 
-@pytest.mark.parametrize(("content", "message"), [
-    (None, "no such file"),
-    ("nir;name\n1;2\n", "unknown columns: name"),
-    ("", "the file is empty"),
-    ("nir,last_name,first_name,street,postcode,city\n" + f'{make_nir(1)},A,B,"1 rue,75001,P\n'
-     + "\n".join(f"{make_nir(n)},A,B,1 rue,75001,Paris" for n in range(2, 30)) + "\n",
-     "unbalanced quote"),
-])
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, "no such file"),
+        ("nir;name\n1;2\n", "unknown columns: name"),
+        ("", "the file is empty"),
+        (
+            "nir,last_name,first_name,street,postcode,city\n"
+            + f'{make_nir(1)},A,B,"1 rue,75001,P\n'
+            + "\n".join(f"{make_nir(n)},A,B,1 rue,75001,Paris" for n in range(2, 30))
+            + "\n",
+            "unbalanced quote",
+        ),
+    ],
+)
 def test_an_unreadable_file_is_exit_2_and_writes_nothing(
-        cli: Cli, session: Session, tmp_path: Path, content: str | None, message: str) -> None:
+    cli: Cli, session: Session, tmp_path: Path, content: str | None, message: str
+) -> None:
     before = snap(session)
     path = tmp_path / "in.csv"
     if content is not None:
@@ -214,26 +274,45 @@ def test_undecodable_with_the_given_encoding_is_exit_2(cli: Cli, tmp_path: Path)
 # --- dry run, re-runs, conflicts -------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("mode", "expected"), [
-    ("skip", {"created": 2, "updated": 0, "skipped": 2, "invalid": 2}),
-    ("update", {"created": 2, "updated": 1, "skipped": 1, "invalid": 2}),
-])
+@pytest.mark.parametrize(
+    ("mode", "expected"),
+    [
+        ("skip", {"created": 2, "updated": 0, "skipped": 2, "invalid": 2}),
+        ("update", {"created": 2, "updated": 1, "skipped": 1, "invalid": 2}),
+    ],
+)
 def test_dry_run_reports_exactly_what_the_real_run_does(
-        cli: Cli, session: Session, tmp_path: Path, mode: str, expected: dict[str, int]) -> None:
+    cli: Cli, session: Session, tmp_path: Path, mode: str, expected: dict[str, int]
+) -> None:
     for serial in (20, 21):
         make_member(session, **{k: v for k, v in person(serial).items() if v is not None})
-    rows = [person(20, email="nouveau@example.fr"), person(21), person(22),
-            person(23, postcode="1"), person(22), person(24)]
+    rows = [
+        person(20, email="nouveau@example.fr"),
+        person(21),
+        person(22),
+        person(23, postcode="1"),
+        person(22),
+        person(24),
+    ]
     path = write_csv(tmp_path / "m.csv", rows)
     before = snap(session)
     options = ("--on-conflict", mode, "--welcome-letters")
-    dry = cli("--json", "members", "import", str(path), "--dry-run", *options,
-              "--errors", str(tmp_path / "dry.csv"))
+    dry = cli(
+        "--json",
+        "members",
+        "import",
+        str(path),
+        "--dry-run",
+        *options,
+        "--errors",
+        str(tmp_path / "dry.csv"),
+    )
     human = cli("members", "import", str(path), "--dry-run", *options)
     assert snap(session) == before  # nothing written, not even an audit event
     assert human.stdout.startswith("Dry run, nothing written: would create 2,")
-    real = cli("--json", "members", "import", str(path), *options,
-               "--errors", str(tmp_path / "real.csv"))
+    real = cli(
+        "--json", "members", "import", str(path), *options, "--errors", str(tmp_path / "real.csv")
+    )
     assert (dry.exit_code, human.exit_code, real.exit_code) == (1, 1, 1)
     assert json_out(real) == {**expected, "welcome_letters": 2, "dry_run": False}
     assert json_out(dry) == {**json_out(real), "dry_run": True}
@@ -244,24 +323,33 @@ def test_dry_run_reports_exactly_what_the_real_run_does(
     assert (member_of(session, rows[0]["nir"]).email == "nouveau@example.fr") is changed
 
 
-def test_running_the_same_file_again_changes_nothing(cli: Cli, session: Session,
-                                                     tmp_path: Path) -> None:
+def test_running_the_same_file_again_changes_nothing(
+    cli: Cli, session: Session, tmp_path: Path
+) -> None:
     path = write_csv(tmp_path / "m.csv", [person(n) for n in range(30, 40)])
     first = cli("--json", "members", "import", str(path), "--welcome-letters")
     assert json_out(first)["created"] == 10
     tables = ("member", "account", "letter", "security_code", "outgoing_mail")
     before = {name: rows for name, rows in snap(session).items() if name in tables}
     for mode in ("skip", "update"):
-        again = cli("--json", "members", "import", str(path), "--welcome-letters",
-                    "--on-conflict", mode)
+        again = cli(
+            "--json", "members", "import", str(path), "--welcome-letters", "--on-conflict", mode
+        )
         assert again.exit_code == 0
-        assert json_out(again) == {"created": 0, "updated": 0, "skipped": 10, "invalid": 0,
-                                   "welcome_letters": 0, "dry_run": False}
+        assert json_out(again) == {
+            "created": 0,
+            "updated": 0,
+            "skipped": 10,
+            "invalid": 0,
+            "welcome_letters": 0,
+            "dry_run": False,
+        }
         assert {n: r for n, r in snap(session).items() if n in tables} == before
 
 
-def test_on_conflict_update_changes_fields_and_keeps_the_account(cli: Cli, session: Session,
-                                                                 tmp_path: Path) -> None:
+def test_on_conflict_update_changes_fields_and_keeps_the_account(
+    cli: Cli, session: Session, tmp_path: Path
+) -> None:
     member = make_member(session, **{k: v for k, v in person(40).items() if v is not None})
     account = session.get(Account, member.id)
     assert account is not None
@@ -282,16 +370,19 @@ def test_on_conflict_update_changes_fields_and_keeps_the_account(cli: Cli, sessi
     assert account is not None and account.failed_attempts == 2
 
 
-def test_on_conflict_fail_is_exit_4_and_writes_nothing(cli: Cli, session: Session,
-                                                       tmp_path: Path) -> None:
+def test_on_conflict_fail_is_exit_4_and_writes_nothing(
+    cli: Cli, session: Session, tmp_path: Path
+) -> None:
     existing = make_member(session, **{k: v for k, v in person(50).items() if v is not None})
     path = write_csv(tmp_path / "m.csv", [person(51), person(52), person(50)])
     before = snap(session)
     for extra in ((), ("--dry-run",)):
         result = cli("members", "import", str(path), "--on-conflict", "fail", *extra)
         assert result.exit_code == 4, result.output
-        assert result.stderr.startswith("Error: 1 member(s) of the file already exist, e.g. "
-                                        f"{existing.nir[0]} {existing.nir[1:3]}")
+        assert result.stderr.startswith(
+            "Error: 1 member(s) of the file already exist, e.g. "
+            f"{existing.nir[0]} {existing.nir[1:3]}"
+        )
         assert "(line 4); nothing was imported" in result.stderr
         assert snap(session) == before
     fresh = write_csv(tmp_path / "fresh.csv", [person(51), person(52)])
@@ -306,25 +397,29 @@ def test_bad_on_conflict_is_exit_2(cli: Cli, tmp_path: Path) -> None:
     assert "--on-conflict must be skip, update or fail" in result.stderr
 
 
-def test_welcome_letters_for_created_members_only(cli: Cli, session: Session,
-                                                  tmp_path: Path) -> None:
-    old = make_member(session, welcome=False,
-                      **{k: v for k, v in person(70).items() if v is not None})
+def test_welcome_letters_for_created_members_only(
+    cli: Cli, session: Session, tmp_path: Path
+) -> None:
+    old = make_member(
+        session, welcome=False, **{k: v for k, v in person(70).items() if v is not None}
+    )
     path = write_csv(tmp_path / "m.csv", [person(70), person(71), person(72)])
     result = cli("--json", "members", "import", str(path), "--welcome-letters")
     assert json_out(result)["welcome_letters"] == 2
     session.rollback()
     letters = session.exec(select(Letter).order_by(col(Letter.id))).all()
     assert [(letter.kind, letter.purpose, letter.status) for letter in letters] == [
-        ("welcome", "first_login", "pending")] * 2
+        ("welcome", "first_login", "pending")
+    ] * 2
     assert old.id not in {letter.member_id for letter in letters}
     plain = write_csv(tmp_path / "n.csv", [person(73)])
     cli("members", "import", str(plain))
     assert count(session, Letter) == 2  # none unless asked
 
 
-def test_one_audit_event_per_run_with_its_counts(cli: Cli, session: Session,
-                                                 tmp_path: Path) -> None:
+def test_one_audit_event_per_run_with_its_counts(
+    cli: Cli, session: Session, tmp_path: Path
+) -> None:
     path = write_csv(tmp_path / "m.csv", [person(n) for n in range(80, 85)] + [person(1, city="")])
     cli("members", "import", str(path))
     events = session.exec(select(AuditEvent).where(AuditEvent.action == "members.import")).all()
@@ -333,17 +428,27 @@ def test_one_audit_event_per_run_with_its_counts(cli: Cli, session: Session,
     assert (event.agent, event.outcome) == ("agent.test", "partial")
     details = json.loads(event.details)
     assert {k: details[k] for k in ("created", "skipped", "invalid", "on_conflict")} == {
-        "created": 5, "skipped": 0, "invalid": 1, "on_conflict": "skip"}
+        "created": 5,
+        "skipped": 0,
+        "invalid": 1,
+        "on_conflict": "skip",
+    }
     assert details["file"] == str(path)
 
 
-def test_batches_see_repeats_and_members_of_earlier_batches(session: Session,
-                                                            tmp_path: Path) -> None:
+def test_batches_see_repeats_and_members_of_earlier_batches(
+    session: Session, tmp_path: Path
+) -> None:
     rows = [person(n) for n in range(90, 97)] + [person(91), person(96, city="Lyon")]
     path = write_csv(tmp_path / "m.csv", rows)
     seen: list[int] = []
-    counts = import_members(session, member_file=read_member_rows(path), agent="test",
-                            batch_size=2, on_progress=lambda c: seen.append(c.created))
+    counts = import_members(
+        session,
+        member_file=read_member_rows(path),
+        agent="test",
+        batch_size=2,
+        on_progress=lambda c: seen.append(c.created),
+    )
     assert (counts.created, counts.invalid) == (7, 2)
     assert seen == [2, 4, 6, 7, 7]  # committed batch by batch
     assert count(session, Member) == 7

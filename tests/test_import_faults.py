@@ -54,13 +54,16 @@ def counts(engine: Engine) -> tuple[int, int]:
 @pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc").exists(), reason="reads /proc to find the helper process")
 def test_a_killed_import_run_again_imports_every_member_once(
-        cli: Cli, settings: Settings, tmp_path: Path) -> None:
+    cli: Cli, settings: Settings, tmp_path: Path
+) -> None:
     path = write_csv(tmp_path / "big.csv", [person(n) for n in range(1, MEMBERS + 1)], sep=";")
     env = {**os.environ, **cli.env()}
     engine = make_engine(settings.database_url).execution_options(sqlite_begin="DEFERRED")
     process = subprocess.Popen(
         [sys.executable, "-m", "cpms_admin", "members", "import", str(path)],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
     )
     try:
         deadline = time.monotonic() + 60
@@ -94,7 +97,10 @@ def test_a_killed_import_run_again_imports_every_member_once(
     assert again.exit_code == 0, again.output
     result = json.loads(again.stdout)
     assert (result["created"], result["skipped"], result["invalid"]) == (
-        MEMBERS - members, members, 0)
+        MEMBERS - members,
+        members,
+        0,
+    )
     assert counts(engine) == (MEMBERS, MEMBERS)
     with Session(engine) as session:
         nirs = session.exec(select(Member.nir)).all()

@@ -39,7 +39,8 @@ LEGACY = {
     "bcrypt-2y": lambda: "$2y$" + bcrypt.hashpw(PIN.encode(), bcrypt.gensalt(4)).decode()[4:],
     # passlib: "adapted" base64 ('.' for '+'), rounds as a bare number
     "pbkdf2-passlib": lambda: "$pbkdf2-sha256$1000${}${}".format(
-        _b64(SALT).replace("+", "."), _b64(_pbkdf2(PIN)).replace("+", ".")),
+        _b64(SALT).replace("+", "."), _b64(_pbkdf2(PIN)).replace("+", ".")
+    ),
     # PHC string format: i=rounds, standard base64 without padding
     "pbkdf2-phc": lambda: f"$pbkdf2-sha256$i=1000,l=32${_b64(SALT)}${_b64(_pbkdf2(PIN))}",
 }
@@ -66,8 +67,9 @@ def login(cli: Cli, nir: str, pin: str) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("kind", list(LEGACY))
-def test_each_legacy_format_logs_in_and_is_upgraded(cli: Cli, session: Session, tmp_path: Path,
-                                                    kind: str) -> None:
+def test_each_legacy_format_logs_in_and_is_upgraded(
+    cli: Cli, session: Session, tmp_path: Path, kind: str
+) -> None:
     legacy = LEGACY[kind]()
     result, rows = import_hashes(cli, tmp_path, [legacy])
     assert result.exit_code == 0, result.output
@@ -89,16 +91,20 @@ def test_each_legacy_format_logs_in_and_is_upgraded(cli: Cli, session: Session, 
     assert stored_hash(session, nir) == upgraded
 
 
-@pytest.mark.parametrize(("value", "reason"), [
-    ("{SSHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=", "unknown PIN hash format"),
-    ("5f4dcc3b5aa765d61d8327deb882cf99", "unknown PIN hash format"),  # a bare MD5
-    ("$2b$04$tooshort", "malformed bcrypt hash"),
-    ("$2b$31$abcdefghijklmnopqrstuu5ZZmGzXsvFxo9sQJ3bTkMfs0IPpAaKm", "bcrypt cost out of"),
-    ("$pbkdf2-sha256$10$c2FsdA$aGFzaGhhc2hoYXNoaGFzaA", "rounds out of the accepted range"),
-    ("$argon2id$v=19$m=4194304,t=3,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA", "too costly"),
-])
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        ("{SSHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=", "unknown PIN hash format"),
+        ("5f4dcc3b5aa765d61d8327deb882cf99", "unknown PIN hash format"),  # a bare MD5
+        ("$2b$04$tooshort", "malformed bcrypt hash"),
+        ("$2b$31$abcdefghijklmnopqrstuu5ZZmGzXsvFxo9sQJ3bTkMfs0IPpAaKm", "bcrypt cost out of"),
+        ("$pbkdf2-sha256$10$c2FsdA$aGFzaGhhc2hoYXNoaGFzaA", "rounds out of the accepted range"),
+        ("$argon2id$v=19$m=4194304,t=3,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA", "too costly"),
+    ],
+)
 def test_unknown_or_unusable_hashes_are_refused_per_row(
-        cli: Cli, session: Session, tmp_path: Path, value: str, reason: str) -> None:
+    cli: Cli, session: Session, tmp_path: Path, value: str, reason: str
+) -> None:
     good = LEGACY["bcrypt-2b"]()
     errors = tmp_path / "rejets.csv"
     result, rows = import_hashes(cli, tmp_path, [good, value], "--errors", str(errors))
@@ -106,7 +112,8 @@ def test_unknown_or_unusable_hashes_are_refused_per_row(
     assert json.loads(result.stdout)["invalid"] == 1
     report = report_rows(errors)
     assert [(r["line"], r["field"], r["nir"]) for r in report] == [
-        ("3", "pin_hash", rows[1]["nir"])]
+        ("3", "pin_hash", rows[1]["nir"])
+    ]
     assert reason in report[0]["reason"]
     assert "pin_hash" not in report[0]  # the report holds no hash, even a refused one
     assert value not in errors.read_text(encoding="utf-8-sig") + result.output
@@ -114,8 +121,9 @@ def test_unknown_or_unusable_hashes_are_refused_per_row(
     assert [m.nir for m in session.exec(select(Member))] == [rows[0]["nir"]]
 
 
-def test_update_fills_a_missing_pin_but_never_replaces_one(cli: Cli, session: Session,
-                                                          tmp_path: Path) -> None:
+def test_update_fills_a_missing_pin_but_never_replaces_one(
+    cli: Cli, session: Session, tmp_path: Path
+) -> None:
     first = LEGACY["pbkdf2-phc"]()
     _, rows = import_hashes(cli, tmp_path, [None, first])  # type: ignore[list-item]
     newer = LEGACY["bcrypt-2b"]()

@@ -17,8 +17,9 @@ from tests.factories import make_member, snapshot
 
 
 def queue(cli: Cli, session: Session, count: int) -> list[Member]:
-    members = [make_member(session, welcome=False, email=f"adherent{n}@example.fr")
-               for n in range(count)]
+    members = [
+        make_member(session, welcome=False, email=f"adherent{n}@example.fr") for n in range(count)
+    ]
     result = cli("code", "campaign", "--no-pin", "--channel", "email", "--reason", "migration")
     assert result.exit_code == 0, result.output
     return members
@@ -45,8 +46,9 @@ def broken(cli: Cli, tmp_path: Path) -> Cli:
     return cli.with_settings(mail_dir=str(tmp_path / "not-a-dir" / "outbox"))
 
 
-def test_queued_emails_leave_with_a_code_that_works(cli: Cli, session: Session,
-                                                    settings: Settings) -> None:
+def test_queued_emails_leave_with_a_code_that_works(
+    cli: Cli, session: Session, settings: Settings
+) -> None:
     members = queue(cli, session, 3)
     assert outbox(settings) == [] and codes(session) == []  # no code before sending
     code, result, _ = send(cli)
@@ -54,24 +56,26 @@ def test_queued_emails_leave_with_a_code_that_works(cli: Cli, session: Session,
     assert result == {"sent": 3, "retry": 0, "failed": 0, "left": 0, "stopped": None}
     messages = outbox(settings)
     assert sorted(str(m["To"]) for m in messages) == sorted(
-        f"{m.first_name} {m.last_name} <{m.email}>" for m in members)
+        f"{m.first_name} {m.last_name} <{m.email}>" for m in members
+    )
     assert "première connexion" in str(messages[0]["Subject"])
     stored = codes(session)
     assert [(c.channel, c.purpose, c.status) for c in stored] == [
-        ("email", "first_login", "pending")] * 3
+        ("email", "first_login", "pending")
+    ] * 3
     by_member = {c.member_id: c for c in stored}
     for message, clear in zip(messages, mailed_codes(settings), strict=True):
         member = next(m for m in members if f"<{m.email}>" in str(message["To"]))
         row = by_member[member.id]
         assert verify_code(pepper=TEST_PEPPER.encode(), code=clear, stored=row.code_hash)
-        assert clear not in json.dumps([list(t) for t in snapshot(session).values()],
-                                       default=str)
+        assert clear not in json.dumps([list(t) for t in snapshot(session).values()], default=str)
     assert [(m.status, m.attempts) for m in mails(session)] == [("sent", 1)] * 3
     assert send(cli)[1]["sent"] == 0  # nothing left: sending again sends nothing
 
 
-def test_a_queued_code_logs_the_member_in_to_set_a_pin(cli: Cli, session: Session,
-                                                       settings: Settings) -> None:
+def test_a_queued_code_logs_the_member_in_to_set_a_pin(
+    cli: Cli, session: Session, settings: Settings
+) -> None:
     (member,) = queue(cli, session, 1)
     send(cli)
     (clear,) = mailed_codes(settings)
@@ -81,7 +85,8 @@ def test_a_queued_code_logs_the_member_in_to_set_a_pin(cli: Cli, session: Sessio
 
 
 def test_a_failed_send_revokes_its_code_and_is_retried_then_given_up(
-        cli: Cli, session: Session, settings: Settings, tmp_path: Path) -> None:
+    cli: Cli, session: Session, settings: Settings, tmp_path: Path
+) -> None:
     queue(cli, session, 1)
     down = broken(cli, tmp_path)
     for attempt in range(1, MAX_ATTEMPTS + 1):
@@ -97,7 +102,8 @@ def test_a_failed_send_revokes_its_code_and_is_retried_then_given_up(
 
 
 def test_a_dead_server_stops_the_run_and_leaves_the_rest_queued(
-        cli: Cli, session: Session, settings: Settings, tmp_path: Path) -> None:
+    cli: Cli, session: Session, settings: Settings, tmp_path: Path
+) -> None:
     queue(cli, session, STOP_AFTER + 2)
     code, result, stderr = send(broken(cli, tmp_path))
     assert code == 1
@@ -109,16 +115,20 @@ def test_a_dead_server_stops_the_run_and_leaves_the_rest_queued(
     assert len(outbox(settings)) == STOP_AFTER + 2
 
 
-def test_limit_and_members_who_left_or_lost_their_address(cli: Cli, session: Session,
-                                                          settings: Settings) -> None:
+def test_limit_and_members_who_left_or_lost_their_address(
+    cli: Cli, session: Session, settings: Settings
+) -> None:
     members = queue(cli, session, 4)
     cli("member", "close", members[0].nir, "--reason", "left")
     cli("member", "update", members[1].nir, "--clear-email")
     code, result, _ = send(cli, "--limit", "3")
     assert (code, result["sent"], result["failed"], result["left"]) == (0, 1, 2, 1)
     assert [(m.status, m.last_error) for m in mails(session)] == [
-        ("failed", "member closed"), ("failed", "no e-mail address"), ("sent", None),
-        ("pending", None)]
+        ("failed", "member closed"),
+        ("failed", "no e-mail address"),
+        ("sent", None),
+        ("pending", None),
+    ]
     assert send(cli)[1]["sent"] == 1
 
 
@@ -133,8 +143,9 @@ def test_one_audit_event_per_run_with_its_counts(cli: Cli, session: Session) -> 
     assert json.loads(events[0].details)["sent"] == 2
 
 
-def test_text_of_a_campaign_email_names_the_member(cli: Cli, session: Session,
-                                                   settings: Settings) -> None:
+def test_text_of_a_campaign_email_names_the_member(
+    cli: Cli, session: Session, settings: Settings
+) -> None:
     (member,) = queue(cli, session, 1)
     send(cli)
     (message,) = outbox(settings)

@@ -9,8 +9,10 @@ from cpms_admin.postal import MAX_LINE
 from tests.factories import make_nir, member_values
 
 
-@pytest.mark.parametrize("typed", ["185057800608491", "1 85 05 78 006 084 91",
-                                   "1.85.05.78.006.084.91", "1-85-05-78-006-084-91"])
+@pytest.mark.parametrize(
+    "typed",
+    ["185057800608491", "1 85 05 78 006 084 91", "1.85.05.78.006.084.91", "1-85-05-78-006-084-91"],
+)
 def test_nir_accepts_separators_and_stores_compact(typed: str) -> None:
     assert parse_nir(typed) == "185057800608491"
 
@@ -21,11 +23,14 @@ def test_nir_corsica_is_accepted_and_grouped() -> None:
     assert format_nir(nir).split()[3] == "2A"
 
 
-@pytest.mark.parametrize(("typed", "reason"), [
-    ("185057800608492", "key does not match"),
-    ("18505780060849", "15 characters"),
-    ("18505780060849X", "15 digits"),
-])
+@pytest.mark.parametrize(
+    ("typed", "reason"),
+    [
+        ("185057800608492", "key does not match"),
+        ("18505780060849", "15 characters"),
+        ("18505780060849X", "15 digits"),
+    ],
+)
 def test_invalid_nir_says_why(typed: str, reason: str) -> None:
     with pytest.raises(FieldError, match=reason) as caught:
         parse_nir(typed)
@@ -38,24 +43,32 @@ def test_masked_nir_hides_the_middle() -> None:
 
 
 def test_fields_are_normalised() -> None:
-    fields = validate_member_fields(member_values(
-        civility="madame", last_name="  de la  Fontaine ", email=" Jean.Dupont@EXAMPLE.fr ",
-        city="Saint-Étienne", postcode="42000"))
+    fields = validate_member_fields(
+        member_values(
+            civility="madame",
+            last_name="  de la  Fontaine ",
+            email=" Jean.Dupont@EXAMPLE.fr ",
+            city="Saint-Étienne",
+            postcode="42000",
+        )
+    )
     assert fields.civility == "MME"
     assert fields.last_name == "de la Fontaine"
     assert fields.email == "Jean.Dupont@example.fr"
     assert fields.address.lines()[-1] == "42000 SAINT-ETIENNE"
 
 
-@pytest.mark.parametrize("email", ["jean@example.com\r\nBcc: x@evil.test",
-                                   "jean@example.com\nX: y"])
+@pytest.mark.parametrize(
+    "email", ["jean@example.com\r\nBcc: x@evil.test", "jean@example.com\nX: y"]
+)
 def test_email_with_a_line_break_is_refused(email: str) -> None:
     with pytest.raises(FieldError, match="line break"):
         validate_member_fields(member_values(email=email))
 
 
-@pytest.mark.parametrize("email", ["jean", "jean@", "@example.com", "a b@example.com",
-                                   "jean@example"])
+@pytest.mark.parametrize(
+    "email", ["jean", "jean@", "@example.com", "a b@example.com", "jean@example"]
+)
 def test_malformed_email_is_refused(email: str) -> None:
     with pytest.raises(FieldError) as caught:
         validate_member_fields(member_values(email=email))
@@ -93,8 +106,9 @@ def test_long_first_name_shrinks_to_initial_on_the_envelope() -> None:
     assert line == "Mme M. DE MONTMORENCY-LAVAL"
 
 
-@pytest.mark.parametrize(("field", "value"), [("last_name", ""), ("first_name", "   "),
-                                              ("street", ""), ("city", "")])
+@pytest.mark.parametrize(
+    ("field", "value"), [("last_name", ""), ("first_name", "   "), ("street", ""), ("city", "")]
+)
 def test_required_fields(field: str, value: str) -> None:
     with pytest.raises(FieldError, match="required") as caught:
         validate_member_fields(member_values(**{field: value}))

@@ -20,7 +20,8 @@ def test_add_creates_account_welcome_letter_and_audit_in_one_go(session: Session
     assert account is not None and account.pin_hash is None
     letters = session.exec(select(Letter).where(Letter.member_id == member.id)).all()
     assert [(letter.kind, letter.purpose, letter.status) for letter in letters] == [
-        ("welcome", "first_login", "pending")]
+        ("welcome", "first_login", "pending")
+    ]
     event = session.exec(select(AuditEvent).where(AuditEvent.action == "member.add")).one()
     assert event.member_id == member.id and event.agent == "factory"
     assert json.loads(event.details)["welcome_letter_id"] == letters[0].id
@@ -43,8 +44,13 @@ def test_duplicate_nir_is_a_conflict_and_changes_nothing(session: Session) -> No
 
 def test_update_revalidates_and_audits_changed_fields(session: Session) -> None:
     member = make_member(session)
-    members.update_member(session, nir=member.nir, changes={"email": None, "city": "Lyon 3e"},
-                          agent="alice", reason="courrier")
+    members.update_member(
+        session,
+        nir=member.nir,
+        changes={"email": None, "city": "Lyon 3e"},
+        agent="alice",
+        reason="courrier",
+    )
     assert member.email is None and member.city == "Lyon 3e"
     event = session.exec(select(AuditEvent).where(AuditEvent.action == "member.update")).one()
     assert json.loads(event.details)["changed"] == ["city", "email"]
@@ -55,8 +61,7 @@ def test_invalid_update_changes_nothing(session: Session) -> None:
     member = make_member(session)
     before = snapshot(session)
     with pytest.raises(FieldError, match="does not fit"):
-        members.update_member(session, nir=member.nir, agent="alice",
-                              changes={"street": "x" * 39})
+        members.update_member(session, nir=member.nir, agent="alice", changes={"street": "x" * 39})
     session.rollback()
     assert snapshot(session) == before
 
@@ -77,8 +82,9 @@ def test_unknown_member_is_not_found(session: Session) -> None:
 
 
 def test_search_ignores_case_accents_and_nir_spacing(session: Session) -> None:
-    helene = make_member(session, first_name="Hélène", last_name="Müller", city="Évreux",
-                         postcode="27000")
+    helene = make_member(
+        session, first_name="Hélène", last_name="Müller", city="Évreux", postcode="27000"
+    )
     make_member(session, first_name="Paul", last_name="Durand", email="paul@example.org")
     found = members.list_members(session, search="HELENE muller")
     assert [m.nir for m in found] == [helene.nir]
@@ -96,6 +102,7 @@ def test_list_filters_by_status_locked_and_limit(session: Session) -> None:
     account = session.get(Account, first.id)
     assert account is not None
     from datetime import UTC, datetime
+
     account.hard_locked_at = datetime.now(UTC)
     session.commit()
     assert [m.last_name for m in members.list_members(session, status="closed")] == ["Bernard"]
@@ -106,11 +113,27 @@ def test_list_filters_by_status_locked_and_limit(session: Session) -> None:
 def test_member_view_matches_the_cli_contract(session: Session) -> None:
     member = make_member(session, birth_date="1985-05-03")
     view = members.member_view(session, member)
-    assert set(view) >= {"nir", "civility", "last_name", "first_name", "email", "address",
-                         "status", "account", "pending_codes", "pending_letters"}
-    assert set(view["account"]) == {"state", "pin_set", "failed_attempts", "locked_until",
-                                    "captcha_required", "terms_accepted_version",
-                                    "last_login_at"}
+    assert set(view) >= {
+        "nir",
+        "civility",
+        "last_name",
+        "first_name",
+        "email",
+        "address",
+        "status",
+        "account",
+        "pending_codes",
+        "pending_letters",
+    }
+    assert set(view["account"]) == {
+        "state",
+        "pin_set",
+        "failed_attempts",
+        "locked_until",
+        "captcha_required",
+        "terms_accepted_version",
+        "last_login_at",
+    }
     assert view["account"]["state"] == "no_pin"
     assert view["address"]["lines"][0] == "Mme Hélène MARTIN"
     assert view["pending_letters"][0]["kind"] == "welcome"
@@ -119,8 +142,9 @@ def test_member_view_matches_the_cli_contract(session: Session) -> None:
 def test_member_fields_round_trip_through_strings(session: Session) -> None:
     values = member_values(birth_date="1985-05-03", address_complement="Bâtiment B")
     member = make_member(session, **values)
-    again = validate_member_fields(members.as_strings(
-        {name: getattr(member, name) for name in values}))
+    again = validate_member_fields(
+        members.as_strings({name: getattr(member, name) for name in values})
+    )
     assert again == validate_member_fields(values)
 
 
@@ -130,8 +154,16 @@ def test_closing_revokes_codes_and_cancels_queued_letters(session: Session) -> N
     from cpms_admin.settings import Settings
 
     member = make_member(session)
-    store_code(session, member_id=member.id, purpose="first_login", channel="email",
-               code="123456", pepper=b"p", now=datetime.now(UTC), settings=Settings())
+    store_code(
+        session,
+        member_id=member.id,
+        purpose="first_login",
+        channel="email",
+        code="123456",
+        pepper=b"p",
+        now=datetime.now(UTC),
+        settings=Settings(),
+    )
     session.commit()
     members.close_member(session, nir=member.nir, reason="décès", agent="alice")
     session.expire_all()
@@ -139,12 +171,18 @@ def test_closing_revokes_codes_and_cancels_queued_letters(session: Session) -> N
     letters = session.exec(select(Letter).where(Letter.member_id == member.id)).all()
     assert statuses == {"revoked"}
     assert [(letter.status, letter.status_reason) for letter in letters] == [
-        ("cancelled", "member closed")]
+        ("cancelled", "member closed")
+    ]
 
 
 def test_settings_repr_hides_secrets() -> None:
     from cpms_admin.settings import Settings
 
-    shown = repr(Settings(pepper="s3cr3t-pepper", smtp_url="smtp://u:hunter2@h:25",
-                          database_url="postgresql://u:dbpass@h/db"))
+    shown = repr(
+        Settings(
+            pepper="s3cr3t-pepper",
+            smtp_url="smtp://u:hunter2@h:25",
+            database_url="postgresql://u:dbpass@h/db",
+        )
+    )
     assert not any(secret in shown for secret in ("s3cr3t-pepper", "hunter2", "dbpass"))

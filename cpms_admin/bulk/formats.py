@@ -1,10 +1,10 @@
 """Reading and writing bulk member files: the public API of `cpms_admin.bulk`.
 
-    member_file = read_member_rows(Path("adherents.csv"))   # checks encoding and header
-    for row in member_file:                                 # streams, one SourceRow each
-        ...
-    with open_member_writer(sys.stdout, fmt="jsonl") as writer:
-        writer.write(member.as_row())
+member_file = read_member_rows(Path("adherents.csv"))   # checks encoding and header
+for row in member_file:                                 # streams, one SourceRow each
+    ...
+with open_member_writer(sys.stdout, fmt="jsonl") as writer:
+    writer.write(member.as_row())
 """
 
 from collections.abc import Iterator
@@ -52,8 +52,9 @@ class MemberFile:
     Iterating may still raise InvalidInput if a quote left open swallows later lines.
     """
 
-    def __init__(self, *, path: Path, fmt: str, encoding: str, delimiter: str | None,
-                 header: tuple[str, ...]) -> None:
+    def __init__(
+        self, *, path: Path, fmt: str, encoding: str, delimiter: str | None, header: tuple[str, ...]
+    ) -> None:
         self.path = path
         self.fmt = fmt
         self.encoding = encoding
@@ -65,8 +66,9 @@ class MemberFile:
     def __iter__(self) -> Iterator[SourceRow]:
         if self.delimiter is None:  # JSONL
             return jsonl_rows(self.path, encoding=self.encoding)
-        return csv_rows(self.path, encoding=self.encoding, delimiter=self.delimiter,
-                        header=self._header)
+        return csv_rows(
+            self.path, encoding=self.encoding, delimiter=self.delimiter, header=self._header
+        )
 
     def check_records(self) -> None:
         """Read the whole file once, cheaply, without building rows: raise InvalidInput now
@@ -79,12 +81,15 @@ class MemberFile:
                 pass
 
     def __repr__(self) -> str:
-        return (f"MemberFile({str(self.path)!r}, fmt={self.fmt!r}, encoding={self.encoding!r}, "
-                f"delimiter={self.delimiter!r})")
+        return (
+            f"MemberFile({str(self.path)!r}, fmt={self.fmt!r}, encoding={self.encoding!r}, "
+            f"delimiter={self.delimiter!r})"
+        )
 
 
-def read_member_rows(path: Path, *, fmt: str | None = None, encoding: str | None = None,
-                     delimiter: str | None = None) -> MemberFile:
+def read_member_rows(
+    path: Path, *, fmt: str | None = None, encoding: str | None = None, delimiter: str | None = None
+) -> MemberFile:
     """Open an import file, guessing what is not given; raise InvalidInput (one line) when
     the file as a whole cannot be used: missing, undecodable, bad header."""
     if not path.exists():
@@ -95,8 +100,13 @@ def read_member_rows(path: Path, *, fmt: str | None = None, encoding: str | None
     head = first_line(path, encoding)
     fmt = resolve_format(path, fmt=fmt, head=head)
     if fmt == "jsonl":
-        return MemberFile(path=path, fmt=fmt, encoding=encoding, delimiter=None,
-                          header=jsonl_columns(head, path=path))
+        return MemberFile(
+            path=path,
+            fmt=fmt,
+            encoding=encoding,
+            delimiter=None,
+            header=jsonl_columns(head, path=path),
+        )
     delimiter = resolve_delimiter(delimiter, header=head)
     with open_text(path, encoding) as handle:
         first = next(csv_records(handle, path=path, delimiter=delimiter), None)
@@ -105,5 +115,10 @@ def read_member_rows(path: Path, *, fmt: str | None = None, encoding: str | None
     line, fields, problem = first
     if fields is None:
         raise InvalidInput(f"{path}: line {line}: unreadable header ({problem})")
-    return MemberFile(path=path, fmt=fmt, encoding=encoding, delimiter=delimiter,
-                      header=check_header(fields, path=path))
+    return MemberFile(
+        path=path,
+        fmt=fmt,
+        encoding=encoding,
+        delimiter=delimiter,
+        header=check_header(fields, path=path),
+    )

@@ -54,8 +54,9 @@ def csv_records(handle: TextIO, *, path: Path, delimiter: str) -> Iterator[Recor
             return
         except csv.Error as exc:
             if len(tap.lines) > 1:
-                raise InvalidInput(f"{path}: lines {start}-{reader.line_num}: {exc} "
-                                   "(unbalanced quote?)") from None
+                raise InvalidInput(
+                    f"{path}: lines {start}-{reader.line_num}: {exc} (unbalanced quote?)"
+                ) from None
             try:
                 fields = next(csv.reader(tap.lines, delimiter=delimiter, skipinitialspace=True))
             except csv.Error as lenient_exc:
@@ -74,17 +75,24 @@ def check_header(fields: list[str], *, path: Path) -> tuple[str, ...]:
     unknown = [name for name in names if name not in known]
     missing = [name for name in REQUIRED if name not in names]
     repeated = sorted({name for name in names if name and names.count(name) > 1})
-    problems = [f"{label}: {', '.join(items)}" for label, items in (
-        ("unknown columns", unknown), ("missing required columns", missing),
-        ("repeated columns", repeated)) if items]
+    problems = [
+        f"{label}: {', '.join(items)}"
+        for label, items in (
+            ("unknown columns", unknown),
+            ("missing required columns", missing),
+            ("repeated columns", repeated),
+        )
+        if items
+    ]
     if problems:
         hint = " (wrong separator? give --delimiter)" if len(names) == 1 else ""
         raise InvalidInput(f"{path}: {'; '.join(problems)}{hint}")
     return names
 
 
-def csv_rows(path: Path, *, encoding: str, delimiter: str,
-             header: tuple[str, ...]) -> Iterator[SourceRow]:
+def csv_rows(
+    path: Path, *, encoding: str, delimiter: str, header: tuple[str, ...]
+) -> Iterator[SourceRow]:
     # Hot loop (100,000+ rows): positions are worked out once, values cleaned inline.
     positions = [position for position, name in enumerate(header) if name in IMPORT_COLUMNS]
     names = [header[position] for position in positions]

@@ -45,8 +45,10 @@ class SourceRow:
     problem: str | None = None
 
     def __repr__(self) -> str:
-        return (f"SourceRow(line={self.line}, values={_masked(self.values)!r}, "
-                f"problem={self.problem!r})")
+        return (
+            f"SourceRow(line={self.line}, values={_masked(self.values)!r}, "
+            f"problem={self.problem!r})"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,5 +61,7 @@ class RowError:
     values: Mapping[str, str | None] | None
 
     def __repr__(self) -> str:
-        return (f"RowError(line={self.line}, field={self.field!r}, reason={self.reason!r}, "
-                f"values={_masked(self.values)!r})")
+        return (
+            f"RowError(line={self.line}, field={self.field!r}, reason={self.reason!r}, "
+            f"values={_masked(self.values)!r})"
+        )

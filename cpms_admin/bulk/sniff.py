@@ -80,8 +80,9 @@ def resolve_encoding(path: Path, encoding: str | None) -> str:
         bad = _bad_line(path, name)
         if bad is None:
             return name
-    raise InvalidInput(f"{path}: line {bad} is not valid {' or '.join(candidates)}; "
-                       "give --encoding")
+    raise InvalidInput(
+        f"{path}: line {bad} is not valid {' or '.join(candidates)}; give --encoding"
+    )
 
 
 def first_line(path: Path, encoding: str) -> str:

@@ -60,8 +60,12 @@ class MemberWriter(ABC):
     def __enter__(self) -> "MemberWriter":
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.close()
 
 
@@ -109,8 +113,14 @@ class ErrorReport:
 
     def write(self, error: RowError) -> None:
         values = error.values or {}
-        self._rows.write([str(error.line), error.field or "", error.reason,
-                          *((values.get(name) or "") for name in COLUMNS)])
+        self._rows.write(
+            [
+                str(error.line),
+                error.field or "",
+                error.reason,
+                *((values.get(name) or "") for name in COLUMNS),
+            ]
+        )
         self.count += 1
 
     def close(self) -> None:

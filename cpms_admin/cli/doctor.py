@@ -19,9 +19,14 @@ def doctor(ctx: typer.Context) -> None:
     app_ = app_context(ctx)
     checks = run_checks(app_.settings)
     rows = [{**asdict(check), "status": "ok" if check.ok else "PROBLEM"} for check in checks]
-    human = [{**row, "detail": row["detail"] + (f"  -> {row['fix']}" if row["fix"] else "")}
-             for row in rows]
-    emit_rows(app_, rows if app_.json_output else human,
-              [("status", ""), ("name", "Check"), ("detail", "Detail")])
+    human = [
+        {**row, "detail": row["detail"] + (f"  -> {row['fix']}" if row["fix"] else "")}
+        for row in rows
+    ]
+    emit_rows(
+        app_,
+        rows if app_.json_output else human,
+        [("status", ""), ("name", "Check"), ("detail", "Detail")],
+    )
     if not all(check.ok for check in checks):
         raise typer.Exit(5)

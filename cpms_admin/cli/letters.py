@@ -10,8 +10,9 @@ from cpms_admin.cli.bulk_progress import BulkProgress
 from cpms_admin.cli.context import AppContext, app_context
 from cpms_admin.cli.output import emit_object, emit_rows, warn
 
-app = typer.Typer(help="Postal letters: the queue, the nightly batch, previews.",
-                  no_args_is_help=True)
+app = typer.Typer(
+    help="Postal letters: the queue, the nightly batch, previews.", no_args_is_help=True
+)
 
 
 class Status(StrEnum):
@@ -43,11 +44,17 @@ def list_(
 
     app_ = app_context(ctx)
     with app_.session() as session:
-        rows = list_letters(session, status=status.value if status else None, nir=nir,
-                            limit=limit)
-    columns = [("id", "Id"), ("kind", "Kind"), ("status", "Status"), ("nir", "NIR"),
-               ("created_at", "Queued"), ("batch_id", "Batch"), ("printed_at", "Printed"),
-               ("status_reason", "Reason")]
+        rows = list_letters(session, status=status.value if status else None, nir=nir, limit=limit)
+    columns = [
+        ("id", "Id"),
+        ("kind", "Kind"),
+        ("status", "Status"),
+        ("nir", "NIR"),
+        ("created_at", "Queued"),
+        ("batch_id", "Batch"),
+        ("printed_at", "Printed"),
+        ("status_reason", "Reason"),
+    ]
     emit_rows(app_, rows, columns, title="Letters")
 
 
@@ -64,11 +71,18 @@ def batch(
     duplex: Annotated[
         bool, typer.Option("--duplex", help="Pad each letter to an even number of pages.")
     ] = False,
-    chunk_size: Annotated[int, typer.Option("--chunk-size", min=1, max=500,
-                                            help="Letters per PDF file.")] = 25,
-    workers: Annotated[int | None, typer.Option(
-        "--workers", min=1, max=64, help="Rendering processes (default: the cores, for large "
-        "batches).")] = None,
+    chunk_size: Annotated[
+        int, typer.Option("--chunk-size", min=1, max=500, help="Letters per PDF file.")
+    ] = 25,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            "--workers",
+            min=1,
+            max=64,
+            help="Rendering processes (default: the cores, for large batches).",
+        ),
+    ] = None,
 ) -> None:
     """The nightly job: print every pending letter exactly once, into a new batch directory.
 
@@ -86,18 +100,30 @@ def batch(
     app_ = app_context(ctx)
     if dry_run:
         result = count(engine=app_.engine(), limit=limit, clock=app_.clock)
-        emit_object(app_, result, [
-            f"Pending letters: {result['pending']}",
-            f"Would cancel: {result['would_cancel']} {_reasons(result['cancelled_by_reason'])}",
-            f"Would print: {result['would_print']}", "(dry run: nothing was changed)"])
+        emit_object(
+            app_,
+            result,
+            [
+                f"Pending letters: {result['pending']}",
+                f"Would cancel: {result['would_cancel']} {_reasons(result['cancelled_by_reason'])}",
+                f"Would print: {result['would_print']}",
+                "(dry run: nothing was changed)",
+            ],
+        )
         return
-    options = BatchOptions(out=out, limit=limit, duplex=duplex, chunk_size=chunk_size,
-                           workers=workers)
+    options = BatchOptions(
+        out=out, limit=limit, duplex=duplex, chunk_size=chunk_size, workers=workers
+    )
     progress = _Progress()
     try:
-        summary = run_batch(engine=app_.engine(), settings=app_.settings, agent=app_.agent,
-                            clock=app_.clock, options=options,
-                            hooks=BatchHooks(log=_log, progress=progress))
+        summary = run_batch(
+            engine=app_.engine(),
+            settings=app_.settings,
+            agent=app_.agent,
+            clock=app_.clock,
+            options=options,
+            hooks=BatchHooks(log=_log, progress=progress),
+        )
     finally:
         progress.close()
     _report(app_, summary)
@@ -132,11 +158,16 @@ def _reasons(counts: dict[str, int]) -> str:
 
 def _report(app_: AppContext, summary: dict[str, Any]) -> None:
     if summary["failed"]:
-        warn(f"{summary['failed']} letter(s) could not be printed: "
-             "cpms-admin letters list --status failed")
+        warn(
+            f"{summary['failed']} letter(s) could not be printed: "
+            "cpms-admin letters list --status failed"
+        )
     if summary["batch_id"] is None:
-        lines = [f"Nothing to print (cancelled {summary['cancelled']} moot letter(s))."
-                 if summary["cancelled"] else "Nothing to print."]
+        lines = [
+            f"Nothing to print (cancelled {summary['cancelled']} moot letter(s))."
+            if summary["cancelled"]
+            else "Nothing to print."
+        ]
     else:
         lines = [
             f"Batch {summary['batch_id']}: {summary['printed']} letter(s) in {summary['files']} "
@@ -168,10 +199,15 @@ def preview(
 
     app_ = app_context(ctx)
     if nir is None:
-        result = preview_letter(kind=kind.value, out=out, settings=app_.settings,
-                                clock=app_.clock)
+        result = preview_letter(kind=kind.value, out=out, settings=app_.settings, clock=app_.clock)
     else:
         with app_.session() as session:
-            result = preview_letter(kind=kind.value, out=out, settings=app_.settings,
-                                    clock=app_.clock, session=session, nir=nir)
+            result = preview_letter(
+                kind=kind.value,
+                out=out,
+                settings=app_.settings,
+                clock=app_.clock,
+                session=session,
+                nir=nir,
+            )
     emit_object(app_, result, [f"Preview written to {out} ({result['pages']} page(s))."])

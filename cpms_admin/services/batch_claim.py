@@ -74,19 +74,33 @@ def moot_reasons(session: Session, letters: Sequence[Queued], *, now: datetime) 
         newer = aliased(Letter)
         newest = session.exec(
             select(Letter.id, func.max(newer.id))
-            .join(newer, and_(col(newer.member_id) == Letter.member_id,
-                              col(newer.id) > Letter.id, col(newer.status).in_(LIVE_LETTER)))
+            .join(
+                newer,
+                and_(
+                    col(newer.member_id) == Letter.member_id,
+                    col(newer.id) > Letter.id,
+                    col(newer.status).in_(LIVE_LETTER),
+                ),
+            )
             .where(col(Letter.id).in_(ids))
             .group_by(col(Letter.id))
         ).all()
         codes = session.exec(
             select(Letter.id, func.max(SecurityCode.created_at))
-            .join(SecurityCode, and_(
-                col(SecurityCode.member_id) == Letter.member_id,
-                col(SecurityCode.created_at) > Letter.created_at,
-                or_(col(SecurityCode.status) == "used",
-                    and_(col(SecurityCode.status) == "pending",
-                         col(SecurityCode.expires_at) > now))))
+            .join(
+                SecurityCode,
+                and_(
+                    col(SecurityCode.member_id) == Letter.member_id,
+                    col(SecurityCode.created_at) > Letter.created_at,
+                    or_(
+                        col(SecurityCode.status) == "used",
+                        and_(
+                            col(SecurityCode.status) == "pending",
+                            col(SecurityCode.expires_at) > now,
+                        ),
+                    ),
+                ),
+            )
             .where(col(Letter.id).in_(ids))
             .group_by(col(Letter.id))
         ).all()

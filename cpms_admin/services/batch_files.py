@@ -91,8 +91,16 @@ def index_csv(manifest: dict[str, Any]) -> bytes:
     writer.writerow(INDEX_COLUMNS)
     for letter in manifest["letters"]:
         last = letter["first_page"] + letter["page_count"] - 1
-        writer.writerow((letter["file"], letter["first_page"], last, letter["letter_id"],
-                         letter["kind"], letter["nir_masked"]))
+        writer.writerow(
+            (
+                letter["file"],
+                letter["first_page"],
+                last,
+                letter["letter_id"],
+                letter["kind"],
+                letter["nir_masked"],
+            )
+        )
     return buffer.getvalue().encode("utf-8")
 
 

@@ -89,8 +89,9 @@ def recover(
     for batch_id in sorted(i for i in ids if i is not None):
         with guard.take_over(batch_id) as free:
             if free:
-                _recover_one(engine, batch_id=batch_id, agent=agent, clock=clock, log=log,
-                             result=result)
+                _recover_one(
+                    engine, batch_id=batch_id, agent=agent, clock=clock, log=log, result=result
+                )
     return result
 
 
@@ -104,14 +105,22 @@ def _recover_one(
         status, owner, manifest = batch.status, batch.owner, batch.manifest
         staging = staging_dir(Path(batch.out_dir), batch_id)
         if status == "running":
-            released = abandon(session, batch_id=batch_id, agent=agent, now=clock(),
-                               outcome="abandoned", reason=f"its run ({owner}) died")
+            released = abandon(
+                session,
+                batch_id=batch_id,
+                agent=agent,
+                now=clock(),
+                outcome="abandoned",
+                reason=f"its run ({owner}) died",
+            )
             if released is not None:
                 status = "abandoned"
                 result.abandoned.append(batch_id)
                 result.released += released
-                log(f"batch {batch_id}: its run ({owner}) died before finishing; abandoned, "
-                    f"{released} letter(s) back in the queue")
+                log(
+                    f"batch {batch_id}: its run ({owner}) died before finishing; abandoned, "
+                    f"{released} letter(s) back in the queue"
+                )
     if status == "abandoned":
         discard(staging)
     elif status == "completed" and staging.exists() and manifest:

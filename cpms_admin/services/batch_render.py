@@ -69,8 +69,9 @@ def _claimed(job: RenderJob, after: int) -> list[tuple[int, str, str, Member]]:
         rows = session.exec(
             select(Letter, Member)
             .join(Member, col(Member.id) == Letter.member_id)
-            .where(Letter.batch_id == job.batch_id, Letter.status == "claimed",
-                   col(Letter.id) > after)
+            .where(
+                Letter.batch_id == job.batch_id, Letter.status == "claimed", col(Letter.id) > after
+            )
             .order_by(col(Letter.id))
             .limit(job.chunk_size)
         ).all()
@@ -127,9 +128,15 @@ def render_batch(job: RenderJob, *, progress: Progress) -> Rendered:
     for path, spans in rendered:
         name = path.name.removesuffix(PART)
         for span in spans:
-            result.letters.append({"letter_id": span.letter_id, **described.pop(span.letter_id),
-                                   "file": name, "first_page": span.first_page,
-                                   "page_count": span.page_count})
+            result.letters.append(
+                {
+                    "letter_id": span.letter_id,
+                    **described.pop(span.letter_id),
+                    "file": name,
+                    "first_page": span.first_page,
+                    "page_count": span.page_count,
+                }
+            )
         pages = sum(span.page_count for span in spans)
         result.files.append({"name": name, "pages": pages, "sha256": seal_file(path)})
         done += len(spans)

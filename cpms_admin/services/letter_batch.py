@@ -85,17 +85,33 @@ def run_batch(
         raise CpmsError(f"--out {out} exists and is not a directory")
     guard = open_guard(engine, settings.database_url)
     try:
-        recovered = recover(engine=engine, guard=guard, out=out, agent=agent, clock=clock,
-                            log=hooks.log)
+        recovered = recover(
+            engine=engine, guard=guard, out=out, agent=agent, clock=clock, log=hooks.log
+        )
         summary: dict[str, Any] = {
-            "batch_id": None, "created_at": None, "directory": None, "printed": 0,
-            "failed": 0, "files": 0, "pages": 0, "recovered": {
-                "abandoned": recovered.abandoned, "released": recovered.released,
-                "published": recovered.published}}
+            "batch_id": None,
+            "created_at": None,
+            "directory": None,
+            "printed": 0,
+            "failed": 0,
+            "files": 0,
+            "pages": 0,
+            "recovered": {
+                "abandoned": recovered.abandoned,
+                "released": recovered.released,
+                "published": recovered.published,
+            },
+        }
         with Session(engine) as session:
-            claim = claim_letters(session, guard=guard, owner=f"{socket.gethostname()}:"
-                                  f"{os.getpid()}", out_dir=str(out), limit=options.limit,
-                                  agent=agent, now=clock())
+            claim = claim_letters(
+                session,
+                guard=guard,
+                owner=f"{socket.gethostname()}:{os.getpid()}",
+                out_dir=str(out),
+                limit=options.limit,
+                agent=agent,
+                now=clock(),
+            )
         summary["cancelled"] = sum(claim.cancelled.values())
         summary["cancelled_by_reason"] = dict(claim.cancelled)
         for key, count in sorted(claim.cancelled.items()):
@@ -105,17 +121,38 @@ def run_batch(
             return summary
         failpoint("letters.after_claim")
         hooks.log(f"batch {claim.batch_id}: {claim.claimed} letter(s) claimed")
-        summary.update(_print(engine=engine, settings=settings, agent=agent, clock=clock,
-                              options=options, hooks=hooks, out=out, pepper=pepper,
-                              batch_id=claim.batch_id, total=claim.claimed))
+        summary.update(
+            _print(
+                engine=engine,
+                settings=settings,
+                agent=agent,
+                clock=clock,
+                options=options,
+                hooks=hooks,
+                out=out,
+                pepper=pepper,
+                batch_id=claim.batch_id,
+                total=claim.claimed,
+            )
+        )
         return summary
     finally:
         guard.close()
 
 
-def _print(*, engine: Engine, settings: Settings, agent: str, clock: Clock,
-           options: BatchOptions, hooks: BatchHooks, out: Path, pepper: bytes,
-           batch_id: int, total: int) -> dict[str, Any]:
+def _print(
+    *,
+    engine: Engine,
+    settings: Settings,
+    agent: str,
+    clock: Clock,
+    options: BatchOptions,
+    hooks: BatchHooks,
+    out: Path,
+    pepper: bytes,
+    batch_id: int,
+    total: int,
+) -> dict[str, Any]:
     """Render, commit and publish one claimed batch; abandon it if anything fails before
     the commit."""
     staging: Path | None = None
@@ -123,49 +160,101 @@ def _print(*, engine: Engine, settings: Settings, agent: str, clock: Clock,
         staging = make_staging(out, batch_id)
         chunks = -(-total // options.chunk_size)
         workers = options.workers or (min(os.cpu_count() or 1, 4) if chunks >= POOL_FROM else 1)
-        job = RenderJob(engine=engine, batch_id=batch_id, staging=staging, settings=settings,
-                        now=clock(), total=total, duplex=options.duplex,
-                        chunk_size=options.chunk_size, workers=workers)
+        job = RenderJob(
+            engine=engine,
+            batch_id=batch_id,
+            staging=staging,
+            settings=settings,
+            now=clock(),
+            total=total,
+            duplex=options.duplex,
+            chunk_size=options.chunk_size,
+            workers=workers,
+        )
         rendered = render_batch(job, progress=hooks.progress)
         failpoint("letters.before_commit")
         now = clock()
-        manifest = {"batch_id": batch_id, "created_at": iso(now), "letters": rendered.letters,
-                    "files": rendered.files}
+        manifest = {
+            "batch_id": batch_id,
+            "created_at": iso(now),
+            "letters": rendered.letters,
+            "files": rendered.files,
+        }
         with Session(engine) as session:
-            _commit(session, batch_id=batch_id, rendered=rendered, manifest=manifest,
-                    settings=settings, pepper=pepper, agent=agent, now=now)
+            _commit(
+                session,
+                batch_id=batch_id,
+                rendered=rendered,
+                manifest=manifest,
+                settings=settings,
+                pepper=pepper,
+                agent=agent,
+                now=now,
+            )
     except BaseException as exc:
-        _abandon_own(engine, batch_id=batch_id, staging=staging, agent=agent, clock=clock,
-                     error=exc, log=hooks.log)
+        _abandon_own(
+            engine,
+            batch_id=batch_id,
+            staging=staging,
+            agent=agent,
+            clock=clock,
+            error=exc,
+            log=hooks.log,
+        )
         if isinstance(exc, CpmsError | KeyboardInterrupt):
             raise
-        raise CpmsError(f"batch {batch_id} failed while rendering ({_describe(exc)}); it was "
-                        f"abandoned and its letters are back in the queue") from exc
+        raise CpmsError(
+            f"batch {batch_id} failed while rendering ({_describe(exc)}); it was "
+            f"abandoned and its letters are back in the queue"
+        ) from exc
     assert staging is not None
     failpoint("letters.after_commit")
-    hooks.log(f"batch {batch_id}: committed, {len(rendered.issued)} letter(s), "
-              f"{len(rendered.failed)} failed")
+    hooks.log(
+        f"batch {batch_id}: committed, {len(rendered.issued)} letter(s), "
+        f"{len(rendered.failed)} failed"
+    )
     for letter_id, reason in sorted(rendered.failed.items()):
         hooks.log(f"letter #{letter_id} failed: {reason}")
     try:
         final = publish(staging, manifest, final_dir(out, batch_id, now))
     except OSError as exc:
-        raise CpmsError(f"batch {batch_id} is committed but could not be published ({exc}); "
-                        "run letters batch again to finish it") from exc
+        raise CpmsError(
+            f"batch {batch_id} is committed but could not be published ({exc}); "
+            "run letters batch again to finish it"
+        ) from exc
     hooks.log(f"batch {batch_id}: published {final}")
-    return {"batch_id": batch_id, "created_at": manifest["created_at"], "directory": str(final),
-            "printed": len(rendered.issued), "failed": len(rendered.failed),
-            "files": len(rendered.files), "pages": rendered.pages}
+    return {
+        "batch_id": batch_id,
+        "created_at": manifest["created_at"],
+        "directory": str(final),
+        "printed": len(rendered.issued),
+        "failed": len(rendered.failed),
+        "files": len(rendered.files),
+        "pages": rendered.pages,
+    }
 
 
-def _commit(session: Session, *, batch_id: int, rendered: Rendered, manifest: dict[str, Any],
-            settings: Settings, pepper: bytes, agent: str, now: Any) -> None:
+def _commit(
+    session: Session,
+    *,
+    batch_id: int,
+    rendered: Rendered,
+    manifest: dict[str, Any],
+    settings: Settings,
+    pepper: bytes,
+    agent: str,
+    now: Any,
+) -> None:
     """The one transaction that makes the printed codes real."""
     completed = session.exec(
         update(LetterBatch)
         .where(col(LetterBatch.id) == batch_id, col(LetterBatch.status) == "running")
-        .values(status="completed", finished_at=now, letter_count=len(rendered.issued),
-                manifest=json.dumps(manifest, ensure_ascii=False))
+        .values(
+            status="completed",
+            finished_at=now,
+            letter_count=len(rendered.issued),
+            manifest=json.dumps(manifest, ensure_ascii=False),
+        )
         .returning(col(LetterBatch.id))
     ).first()
     if completed is None:  # our run was taken for dead (lost its lock connection)
@@ -174,45 +263,85 @@ def _commit(session: Session, *, batch_id: int, rendered: Rendered, manifest: di
         letter = session.get(Letter, letter_id)
         assert letter is not None and letter.status == "claimed"
         letter.status, letter.status_reason, letter.batch_id = "failed", reason, None
-        audit.record(session, agent=agent, action="letter.failed", reason=reason, at=now,
-                     member=session.get(Member, letter.member_id), letter_id=letter_id,
-                     batch_id=batch_id, outcome="failed")
+        audit.record(
+            session,
+            agent=agent,
+            action="letter.failed",
+            reason=reason,
+            at=now,
+            member=session.get(Member, letter.member_id),
+            letter_id=letter_id,
+            batch_id=batch_id,
+            outcome="failed",
+        )
     session.flush()
     for issued in rendered.issued:
-        store_code(session, member_id=issued.member_id, purpose=issued.purpose, channel="post",
-                   code=issued.code, pepper=pepper, now=now, settings=settings,
-                   letter_id=issued.letter_id)
+        store_code(
+            session,
+            member_id=issued.member_id,
+            purpose=issued.purpose,
+            channel="post",
+            code=issued.code,
+            pepper=pepper,
+            now=now,
+            settings=settings,
+            letter_id=issued.letter_id,
+        )
     printed = session.exec(
         update(Letter)
         .where(col(Letter.batch_id) == batch_id, col(Letter.status) == "claimed")
         .values(status="printed", printed_at=now)
     ).rowcount
     if printed != len(rendered.issued):
-        raise Conflict(f"batch {batch_id}: {printed} claimed letters, {len(rendered.issued)} "
-                       "rendered; nothing was committed")
-    audit.record(session, agent=agent, action="letters.batch", at=now, batch_id=batch_id,
-                 printed=printed, failed=len(rendered.failed), files=len(rendered.files),
-                 pages=rendered.pages)
+        raise Conflict(
+            f"batch {batch_id}: {printed} claimed letters, {len(rendered.issued)} "
+            "rendered; nothing was committed"
+        )
+    audit.record(
+        session,
+        agent=agent,
+        action="letters.batch",
+        at=now,
+        batch_id=batch_id,
+        printed=printed,
+        failed=len(rendered.failed),
+        files=len(rendered.files),
+        pages=rendered.pages,
+    )
     session.commit()
 
 
-def _abandon_own(engine: Engine, *, batch_id: int, staging: Path | None, agent: str, clock: Clock,
-                 error: BaseException, log: Callable[[str], None]) -> None:
+def _abandon_own(
+    engine: Engine,
+    *,
+    batch_id: int,
+    staging: Path | None,
+    agent: str,
+    clock: Clock,
+    error: BaseException,
+    log: Callable[[str], None],
+) -> None:
     """Best effort: if this fails too, the next run's recovery does it."""
     try:
         with Session(engine) as session:
-            released = abandon(session, batch_id=batch_id, agent=agent, now=clock(),
-                               outcome="failed", reason=_describe(error))
+            released = abandon(
+                session,
+                batch_id=batch_id,
+                agent=agent,
+                now=clock(),
+                outcome="failed",
+                reason=_describe(error),
+            )
         if released is not None and staging is not None:
             discard(staging)
             log(f"batch {batch_id}: abandoned, {released} letter(s) back in the queue")
     except Exception as cleanup:  # keep the original error; recovery will finish this
-        log(f"batch {batch_id}: could not abandon it now ({_describe(cleanup)}); "
-            "the next run will")
+        log(f"batch {batch_id}: could not abandon it now ({_describe(cleanup)}); the next run will")
 
 
 def _describe(exc: BaseException) -> str:
     """The error in one line, with anything code-like masked (a message could quote text)."""
     first = (str(exc).strip().splitlines() or [""])[0]
-    return re.sub(r"\d{6}", "••••••", f"{type(exc).__name__}: {first}" if first else
-                  type(exc).__name__)[:300]
+    return re.sub(
+        r"\d{6}", "••••••", f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+    )[:300]

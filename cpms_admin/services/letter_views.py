@@ -83,5 +83,10 @@ def preview_letter(
         except ValueError as exc:
             raise Refused(f"this member's letter cannot be printed: {exc}") from None
     spans = LetterRenderer().render([content], out)
-    return {"kind": kind, "out": str(out), "pages": spans[0].page_count, "specimen": True,
-            "nir_masked": content.nir_masked}
+    return {
+        "kind": kind,
+        "out": str(out),
+        "pages": spans[0].page_count,
+        "specimen": True,
+        "nir_masked": content.nir_masked,
+    }

@@ -9,9 +9,9 @@ increment, hence the same answers, cool-downs and lock, even under concurrent gu
 import functools
 import hashlib
 import hmac
+import importlib
 from datetime import datetime
 
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, col
 
 from cpms_admin.lockout import Counters, count_failure
@@ -43,7 +43,9 @@ def record_failure(
 ) -> Counters | None:
     """Create the row if it is the first failure (a concurrent first failure simply finds it
     there), then count like an account; None when the row is blocked. Does not commit."""
-    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    # The dialect's own INSERT (for ON CONFLICT), imported on use: the PostgreSQL dialect
+    # alone would add a tenth to every command's start-up.
+    dialect = importlib.import_module(f"sqlalchemy.dialects.{session.get_bind().dialect.name}")
     session.exec(
         dialect.insert(UnknownLogin)
         .values(subject=subject, failed_attempts=0, captcha_required=False, last_attempt_at=now)

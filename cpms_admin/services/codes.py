@@ -7,12 +7,13 @@ transaction, so a code and the audit row (or letter) that goes with it land toge
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Protocol
 
 from sqlalchemy import update
 from sqlmodel import Session, col, select
 from sqlmodel.sql.expression import SelectOfScalar
 
-from cpms_admin.models import Account, SecurityCode, pk
+from cpms_admin.models import SecurityCode, pk
 from cpms_admin.security.codes import generate_code, hash_code, verify_code
 from cpms_admin.settings import Settings
 
@@ -39,7 +40,18 @@ class CodeCheck:
     tries_left: int | None = None
 
 
-def purpose_for(account: Account) -> str:
+class PinHistory(Protocol):
+    """What `purpose_for` reads: an `Account`, or a row carrying its columns."""
+
+    @property
+    def pin_hash(self) -> str | None: ...
+    @property
+    def pin_set_at(self) -> datetime | None: ...
+    @property
+    def last_login_at(self) -> datetime | None: ...
+
+
+def purpose_for(account: PinHistory) -> str:
     """A first-login code for a member who never got in, else a reset code (also after an
     agent's reset, so the e-mail does not greet a long-standing member as a newcomer)."""
     had_pin = account.pin_hash or account.pin_set_at or account.last_login_at

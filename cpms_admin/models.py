@@ -114,7 +114,8 @@ class OutgoingMail(SQLModel, table=True):
     member_id: int = Field(foreign_key="member.id", index=True)
     kind: str = Field(max_length=20)
     purpose: str = Field(max_length=20)
-    status: str = Field(default="pending", max_length=10, index=True)  # pending|sent|failed
+    # pending | sent | failed (given up) | cancelled (no longer needed)
+    status: str = Field(default="pending", max_length=10, index=True)
     attempts: int = 0
     last_error: str | None = None
     created_at: datetime = Field(default_factory=system_clock)

@@ -21,8 +21,10 @@ def send(
 ) -> None:
     """Send the queued e-mails (code campaigns), each with a code made at send time.
 
-    Failures are retried by the next run (5 attempts at most); after 5 failures in a row
-    the run stops and exits 1, leaving the rest queued. Meant for cron, every few minutes.
+    Failures are retried by the next run (5 attempts at most, then given up: exit 1); after
+    5 failures in a row the run stops and exits 1, leaving the rest queued. An e-mail whose
+    member left, lost their address or already has a code on its way is cancelled.
+    Meant for cron, every few minutes.
 
     Example: cpms-admin mail send --limit 500
     """
@@ -34,7 +36,7 @@ def send(
             agent=app_.agent,
             limit=limit,
             clock=app_.clock,
-            on_progress=lambda c: progress.update(c.sent + c.retry + c.failed),
+            on_progress=lambda c: progress.update(c.sent + c.retry + c.failed + c.cancelled),
         )
     counts = run.counts
     emit_object(
@@ -42,7 +44,7 @@ def send(
         {**counts.as_dict(), "stopped": run.stopped},
         [
             f"Sent {counts.sent:,} e-mail(s); {counts.retry:,} to retry, {counts.failed:,} given "
-            f"up; {counts.left:,} still queued."
+            f"up, {counts.cancelled:,} no longer needed; {counts.left:,} still queued."
         ],
     )
     check_sent(run)

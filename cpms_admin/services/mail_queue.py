@@ -3,9 +3,14 @@
 For each e-mail: claim it (one more attempt, compare-and-set, so two runs at once never
 send the same one), store the new code's hash and commit, then send. Sent: marked sent.
 Failed: the code that never arrived is revoked and the e-mail waits for the next run,
-until MAX_ATTEMPTS. After STOP_AFTER failures in a row the server is taken to be down and
-the run stops, leaving the rest untouched for the next run. A run killed between sending
-and marking re-sends that one e-mail next time, with a new code that revokes the first.
+until MAX_ATTEMPTS (an address the mail library refuses is given up at once). After
+STOP_AFTER failures in a row the server is taken to be down and the run stops, leaving the
+rest untouched for the next run.
+
+An e-mail no longer needed is cancelled, not sent: the member was closed or lost their
+address, or already has a code on its way (a live code, say from a letter printed since the
+campaign, or a letter waiting to be printed), which a new code would revoke. So a run
+killed between sending and marking does not send that e-mail again: its code is live.
 """
 
 from collections.abc import Callable
@@ -18,7 +23,7 @@ from sqlmodel import Session, SQLModel, col, select
 from cpms_admin.clock import Clock, system_clock
 from cpms_admin.errors import Refused
 from cpms_admin.mail.transport import MailError, Transport
-from cpms_admin.models import Account, Member, OutgoingMail, pk
+from cpms_admin.models import Account, Letter, Member, OutgoingMail, pk
 from cpms_admin.security.pepper import load_pepper
 from cpms_admin.services import codes
 from cpms_admin.services.run_audit import RunAudit
@@ -33,7 +38,8 @@ BATCH_SIZE = 100
 class MailCounts:
     sent: int = 0
     retry: int = 0  # failed this time, tried again by the next run
-    failed: int = 0  # given up: too many attempts, or no one to send to any more
+    failed: int = 0  # given up: MAX_ATTEMPTS failures, or an address that cannot be used
+    cancelled: int = 0  # no longer needed (see the module docstring)
     left: int = 0  # still pending after this run (limit reached or server down)
 
     def as_dict(self) -> dict[str, int]:
@@ -66,6 +72,21 @@ def _give_up(mail: OutgoingMail, reason: str) -> None:
     mail.status, mail.last_error = "failed", reason
 
 
+def _no_longer_needed(session: Session, member: Member, now: datetime) -> str | None:
+    if member.status != "active":
+        return "member closed"
+    if not member.email:
+        return "no e-mail address"
+    if codes.live_code(session, member_id=pk(member), now=now) is not None:
+        return "a code is already on its way"
+    letter = session.exec(
+        select(Letter.id).where(
+            Letter.member_id == pk(member), col(Letter.status).in_(("pending", "claimed"))
+        )
+    ).first()
+    return None if letter is None else "a letter is already on its way"
+
+
 class _Sender:
     def __init__(
         self,
@@ -87,15 +108,18 @@ class _Sender:
         self.session.commit()
 
     def send(self, mail: OutgoingMail, member: Member, account: Account) -> None:
-        if member.status != "active" or not member.email:
-            _give_up(mail, "member closed" if member.status != "active" else "no e-mail address")
-            self.counts.failed += 1
+        now: datetime = self.clock()
+        moot = _no_longer_needed(self.session, member, now)
+        if moot is not None:
+            mail.status, mail.last_error = "cancelled", moot
+            self.counts.cancelled += 1
+            self.session.add(mail)
             self.commit()
             return
         if not _claim(self.session, mail):
             self.session.rollback()  # another run has it
             return
-        now: datetime = self.clock()
+        assert member.email is not None
         mail.purpose = codes.purpose_for(account)  # the PIN may have been set since queued
         issued = codes.issue_code(
             self.session,
@@ -106,7 +130,7 @@ class _Sender:
             now=now,
             settings=self.settings,
         )
-        self.session.commit()  # the code's hash is stored before the e-mail leaves
+        self.commit()  # the code's hash is stored before the e-mail leaves
         from cpms_admin.mail.compose import security_code_message
 
         try:
@@ -122,15 +146,20 @@ class _Sender:
                     purpose=mail.purpose,
                 )
             )
-        except (MailError, ValueError) as exc:
+        except BaseException as exc:
+            # Whatever stopped it, the code never left: it must not stay live.
             codes.revoke_code(self.session, code_id=pk(issued.row))
+            if not isinstance(exc, MailError | ValueError):
+                self.commit()
+                raise
             mail.last_error = str(exc)[:500]
-            if mail.attempts >= MAX_ATTEMPTS:
-                _give_up(mail, mail.last_error)
+            if isinstance(exc, ValueError) or mail.attempts >= MAX_ATTEMPTS:
+                _give_up(mail, mail.last_error)  # ValueError: an address no server would take
                 self.counts.failed += 1
             else:
                 self.counts.retry += 1
-            self.failures_in_a_row += 1
+            if isinstance(exc, MailError):
+                self.failures_in_a_row += 1
         else:
             mail.status, mail.sent_at, mail.last_error = "sent", now, None
             self.counts.sent += 1
@@ -202,9 +231,14 @@ def _pending(session: Session) -> int:
 
 
 def check_sent(run: MailRun) -> None:
-    """Exit 1 (for cron) when the server refused everything lately."""
+    """Exit 1 (for cron) when the server refused everything lately, or e-mails were given up."""
     if run.stopped:
         raise Refused(
             f"mail send stopped: {run.stopped}; {run.counts.left:,} e-mail(s) still "
             "queued for the next run"
+        )
+    if run.counts.failed:
+        raise Refused(
+            f"{run.counts.failed:,} e-mail(s) given up after failing "
+            f"(see their last_error); their members need a code by another channel"
         )

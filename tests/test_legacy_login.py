@@ -131,3 +131,17 @@ def test_update_fills_a_missing_pin_but_never_replaces_one(
     assert json.loads(result.stdout)["updated"] == 1
     assert stored_hash(session, rows[0]["nir"]) == "legacy:" + newer
     assert stored_hash(session, rows[1]["nir"]) == "legacy:" + first
+
+
+def test_a_re_import_never_brings_back_a_pin_an_agent_reset(
+    cli: Cli, session: Session, tmp_path: Path
+) -> None:
+    _, rows = import_hashes(cli, tmp_path, [LEGACY["bcrypt-2b"]()])
+    nir = rows[0]["nir"]
+    reset = cli("pin", "reset", nir, "--channel", "post", "--reason", "PIN divulgué")
+    assert reset.exit_code == 0, reset.output
+    again = cli("--json", "members", "import", str(tmp_path / "legacy.csv"),
+                "--on-conflict", "update")  # fmt: skip
+    assert json.loads(again.stdout)["updated"] == 0
+    assert stored_hash(session, nir) is None
+    assert login(cli, nir, PIN)["reason"] == "no_pin"

@@ -1,7 +1,7 @@
 """Checking one import row, without the database: the same validation as `member add`, the
 carried-over PIN hash, and NIRs repeated inside the file."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import cast
 
 from cpms_admin.bulk.formats import RowError, SourceRow
@@ -21,7 +21,7 @@ class CheckedRow:
 
     line: int
     member: dict[str, object]
-    pin_hash: str | None
+    pin_hash: str | None = field(repr=False)
 
     @property
     def nir(self) -> str:

@@ -21,13 +21,16 @@ class Existing:
 
     member_id: int
     values: dict[str, object]
-    pin_hash: str | None
+    ever_had_pin: bool  # a PIN now, or one an agent reset (its pin_set_at stays)
+
+    def takes_pin(self, row: CheckedRow) -> bool:
+        """A carried-over PIN hash only fills an account that never had a PIN: it must not
+        undo a PIN the member set since, nor bring back one an agent reset."""
+        return row.pin_hash is not None and not self.ever_had_pin
 
     def differs(self, row: CheckedRow) -> bool:
-        """Would an update change anything? A carried-over PIN hash only ever fills an
-        account without a PIN: it must not undo a PIN the member has set since."""
-        new_pin = row.pin_hash is not None and self.pin_hash is None
-        return new_pin or any(row.member[name] != self.values[name] for name in COLUMNS)
+        """Would an update change anything?"""
+        return self.takes_pin(row) or any(row.member[name] != self.values[name] for name in COLUMNS)
 
 
 def find_existing(session: Session, nirs: list[str], *, with_values: bool) -> dict[str, Existing]:
@@ -36,14 +39,19 @@ def find_existing(session: Session, nirs: list[str], *, with_values: bool) -> di
         return {}
     columns = [_MEMBER.c[name] for name in COLUMNS] if with_values else []
     query = (
-        select(_MEMBER.c.id, _MEMBER.c.nir, _ACCOUNT.c.pin_hash, *columns)
+        select(
+            _MEMBER.c.id,
+            _MEMBER.c.nir,
+            (_ACCOUNT.c.pin_hash.is_not(None) | _ACCOUNT.c.pin_set_at.is_not(None)).label("had"),
+            *columns,
+        )
         .join_from(_MEMBER, _ACCOUNT, _ACCOUNT.c.member_id == _MEMBER.c.id, isouter=True)
         .where(_MEMBER.c.nir.in_(nirs))
     )
     found = {}
     for row in session.execute(query).mappings():
         values = {name: row[name] for name in COLUMNS} if with_values else {}
-        found[row["nir"]] = Existing(row["id"], values, row["pin_hash"])
+        found[row["nir"]] = Existing(row["id"], values, bool(row["had"]))
     return found
 
 
@@ -65,6 +73,7 @@ def insert_members(
             {
                 "member_id": ids[row.nir],
                 "pin_hash": row.pin_hash,
+                "pin_set_at": None if row.pin_hash is None else now,
                 "failed_attempts": 0,
                 "captcha_required": False,
             }
@@ -90,7 +99,7 @@ def insert_members(
 def update_members(
     session: Session, changes: list[CheckedRow], *, existing: dict[str, Existing], now: datetime
 ) -> None:
-    """New values for known members; a PIN hash only where the account has none."""
+    """New values for known members; a PIN hash only where the account never had one."""
     if not changes:
         return
     session.execute(
@@ -101,9 +110,9 @@ def update_members(
         ],
     )
     pins = [
-        {"member_key": existing[row.nir].member_id, "pin_hash": row.pin_hash}
+        {"member_key": existing[row.nir].member_id, "pin_hash": row.pin_hash, "pin_set_at": now}
         for row in changes
-        if row.pin_hash and existing[row.nir].pin_hash is None
+        if existing[row.nir].takes_pin(row)
     ]
     if pins:
         session.execute(

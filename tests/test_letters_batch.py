@@ -408,3 +408,45 @@ def test_postgresql_claims_skip_letters_another_worker_is_claiming(
     session.expire_all()
     taken = {pk(le) for le in session.exec(select(Letter).where(Letter.batch_id == claim.batch_id))}
     assert taken == set(ids[2:])
+
+
+def test_a_member_whose_letter_another_run_prints_waits_for_the_next_run(
+    session: Session, settings: Settings, engine: Engine
+) -> None:
+    """Two letters of one member printed at once would each store a code, and only the
+    second would work: the newer letter waits while the older one is being printed."""
+    (member,) = queue_members(session, 1)
+    guard = batch_guard.open_guard(engine, settings.database_url)
+
+    def claim(owner: str) -> int:
+        done = claim_letters(session, guard=guard, owner=owner, out_dir="/nowhere", limit=None,
+                             agent="agent.test", now=datetime.now(UTC))  # fmt: skip
+        assert done.batch_id is not None
+        return done.batch_id
+
+    try:
+        first = claim("first run")
+        accounts.issue_member_code(session, nir=member.nir, channel="post", agent="agent.test",
+                                   settings=settings, clock=system_clock)  # fmt: skip
+        (other,) = queue_members(session, 1)
+        second = claim("second run")
+    finally:
+        guard.close()
+    session.expire_all()
+    taken = {(le.member_id, le.status, le.batch_id) for le in session.exec(select(Letter))}
+    assert taken == {
+        (pk(member), "claimed", first),
+        (pk(member), "pending", None),
+        (pk(other), "claimed", second),
+    }
+
+
+def test_an_out_that_is_a_file_is_exit_2_and_claims_nothing(
+    cli: Cli, session: Session, tmp_path: Path
+) -> None:
+    queue_members(session, 1)
+    before = snapshot(session)
+    (tmp_path / "out").write_text("")
+    result = cli("letters", "batch", "--out", str(tmp_path / "out"))
+    assert (result.exit_code, "is not a directory" in result.stderr) == (2, True)
+    assert snapshot(session) == before

@@ -17,7 +17,7 @@ import select
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Generator, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
 
@@ -40,7 +40,7 @@ def render_chunks(
     duplex: bool = False,
     workers: int = 1,
     letters_dir: Path | None = None,
-) -> Iterator[Rendered]:
+) -> Generator[Rendered, None, None]:
     """Render each `(out_path, letters)` chunk into its own PDF, yielding in submission order.
 
     `chunks` is consumed lazily, so a caller can build each chunk only when it is needed.

@@ -117,9 +117,17 @@ def moot_reasons(session: Session, letters: Sequence[Queued], *, now: datetime) 
 
 
 def _pending(session: Session, *, limit: int | None, lock: bool) -> list[Queued]:
+    # A member whose other letter another run is printing waits for the next run: two
+    # letters printed at once would each store a code, and only the last one would work.
+    in_print = aliased(Letter)
+    printing = (
+        select(in_print.id)
+        .where(in_print.member_id == Letter.member_id, in_print.status == "claimed")
+        .exists()
+    )
     query = (
         select(Letter.id, Letter.member_id, Letter.kind, Letter.created_at)
-        .where(Letter.status == "pending")
+        .where(Letter.status == "pending", ~printing)
         .order_by(col(Letter.id))
         .limit(limit)
     )

@@ -7,6 +7,7 @@ of its own (on SQLite every transaction holds the write lock), so memory and loc
 whatever the size of the batch.
 """
 
+import contextlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -124,23 +125,26 @@ def render_batch(job: RenderJob, *, progress: Progress) -> Rendered:
                 yield path, contents
 
     done = 0
-    rendered = render_chunks(chunks(), duplex=job.duplex, workers=job.workers)
-    for path, spans in rendered:
-        name = path.name.removesuffix(PART)
-        for span in spans:
-            result.letters.append(
-                {
-                    "letter_id": span.letter_id,
-                    **described.pop(span.letter_id),
-                    "file": name,
-                    "first_page": span.first_page,
-                    "page_count": span.page_count,
-                }
-            )
-        pages = sum(span.page_count for span in spans)
-        result.files.append({"name": name, "pages": pages, "sha256": seal_file(path)})
-        done += len(spans)
-        progress(done + len(result.failed), job.total)
-        if len(result.files) == 1:
-            failpoint("letters.mid_render")
+    # Closed on any error, so no worker goes on writing into a batch being abandoned.
+    with contextlib.closing(
+        render_chunks(chunks(), duplex=job.duplex, workers=job.workers)
+    ) as rendered:
+        for path, spans in rendered:
+            name = path.name.removesuffix(PART)
+            for span in spans:
+                result.letters.append(
+                    {
+                        "letter_id": span.letter_id,
+                        **described.pop(span.letter_id),
+                        "file": name,
+                        "first_page": span.first_page,
+                        "page_count": span.page_count,
+                    }
+                )
+            pages = sum(span.page_count for span in spans)
+            result.files.append({"name": name, "pages": pages, "sha256": seal_file(path)})
+            done += len(spans)
+            progress(done + len(result.failed), job.total)
+            if len(result.files) == 1:
+                failpoint("letters.mid_render")
     return result

@@ -28,12 +28,12 @@ from sqlalchemy import Engine, update
 from sqlmodel import Session, col
 
 from cpms_admin.clock import Clock, iso
-from cpms_admin.errors import Conflict, CpmsError
+from cpms_admin.errors import Conflict, CpmsError, InvalidInput
 from cpms_admin.faults import failpoint
 from cpms_admin.models import Letter, LetterBatch, Member
 from cpms_admin.services import audit
 from cpms_admin.services.batch_claim import claim_letters, dry_run_counts
-from cpms_admin.services.batch_files import discard, final_dir, make_staging, publish
+from cpms_admin.services.batch_files import discard, final_dir, fsync_dir, make_staging, publish
 from cpms_admin.services.batch_guard import open_guard
 from cpms_admin.services.batch_recovery import abandon, recover
 from cpms_admin.services.batch_render import Progress, Rendered, RenderJob, render_batch
@@ -80,9 +80,7 @@ def run_batch(
 
     check_templates()  # NotReady before anything is claimed
     pepper = load_pepper(settings)
-    out = options.out.resolve()
-    if out.exists() and not out.is_dir():
-        raise CpmsError(f"--out {out} exists and is not a directory")
+    out = _writable_dir(options.out.resolve())  # before anything is claimed
     guard = open_guard(engine, settings.database_url)
     try:
         recovered = recover(
@@ -172,6 +170,7 @@ def _print(
             workers=workers,
         )
         rendered = render_batch(job, progress=hooks.progress)
+        fsync_dir(staging)  # the files must outlive a power cut once their codes are stored
         failpoint("letters.before_commit")
         now = clock()
         manifest = {
@@ -337,6 +336,18 @@ def _abandon_own(
             log(f"batch {batch_id}: abandoned, {released} letter(s) back in the queue")
     except Exception as cleanup:  # keep the original error; recovery will finish this
         log(f"batch {batch_id}: could not abandon it now ({_describe(cleanup)}); the next run will")
+
+
+def _writable_dir(out: Path) -> Path:
+    if out.exists() and not out.is_dir():
+        raise InvalidInput(f"--out {out} exists and is not a directory")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InvalidInput(f"--out {out}: cannot create it ({exc.strerror})") from None
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise InvalidInput(f"--out {out}: not writable by this user")
+    return out
 
 
 def _describe(exc: BaseException) -> str:

@@ -13,7 +13,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, Table, exists, insert, or_, select
+from sqlalchemy import ColumnElement, Select, Table, exists, func, insert, or_, select
 from sqlmodel import Session, SQLModel
 
 from cpms_admin.clock import Clock, system_clock
@@ -133,7 +133,8 @@ def _batches(
         for at in range(0, len(selection.nirs), size):
             chunk = selection.nirs[at : at + size]
             rows = list(session.execute(query.where(_MEMBER.c.nir.in_(chunk))))
-            counts.unknown += len(chunk) - len(rows)
+            members = session.execute(select(func.count()).where(_MEMBER.c.nir.in_(chunk)))
+            counts.unknown += len(chunk) - members.scalar_one()  # not those the criteria left out
             yield rows
         return
     last = 0

@@ -88,7 +88,7 @@ class _Pass:
                 raise Conflict(
                     f"member {format_nir(known[0].nir)} (line {known[0].line}) was "
                     f"added during the import; {self.counts.created} member(s) "
-                    "were imported before it: run again to finish"
+                    "were imported before it: run again with --on-conflict skip to finish"
                 )
             self.conflicts.extend(known)
         welcome = [row for row in new if row.pin_hash is None] if self.welcome_letters else []

@@ -144,6 +144,7 @@ def test_imported_since_and_from_file_combine(
     }
     both = campaign(cli, "--from-file", str(nirs), "--never-logged-in", "--dry-run")
     assert (both["selected"], both["already_pending"]) == (1, 1)
+    assert both["unknown"] == 1  # D is a member, only left out by --never-logged-in
 
 
 def test_dry_run_counts_what_the_real_run_queues_and_writes_nothing(

@@ -170,8 +170,9 @@ def _report(app_: AppContext, summary: dict[str, Any]) -> None:
         ]
     else:
         lines = [
-            f"Batch {summary['batch_id']}: {summary['printed']} letter(s) in {summary['files']} "
-            f"PDF file(s), {summary['pages']} page(s); cancelled {summary['cancelled']} "
+            f"Batch {summary['batch_id']}: {summary['printed']} letter(s) in "
+            f"{len(summary['files'])} PDF file(s), {summary['pages']} page(s); cancelled "
+            f"{summary['cancelled']} "
             f"{_reasons(summary['cancelled_by_reason'])}".rstrip(),
             f"Look in {summary['directory']} (manifest.json, index.csv).",
         ]

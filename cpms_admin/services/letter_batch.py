@@ -92,8 +92,9 @@ def run_batch(
             "directory": None,
             "printed": 0,
             "failed": 0,
-            "files": 0,
             "pages": 0,
+            "letters": [],
+            "files": [],
             "recovered": {
                 "abandoned": recovered.abandoned,
                 "released": recovered.released,
@@ -228,8 +229,10 @@ def _print(
         "directory": str(final),
         "printed": len(rendered.issued),
         "failed": len(rendered.failed),
-        "files": len(rendered.files),
         "pages": rendered.pages,
+        # As in the manifest (CLI.md's shape): a script may read either.
+        "letters": manifest["letters"],
+        "files": manifest["files"],
     }
 
 

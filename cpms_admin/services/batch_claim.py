@@ -17,6 +17,7 @@ from sqlalchemy.orm import aliased
 from sqlmodel import Session, col, select
 
 from cpms_admin.clock import iso
+from cpms_admin.errors import Conflict
 from cpms_admin.models import Account, Letter, LetterBatch, Member, SecurityCode, pk
 from cpms_admin.services import audit
 from cpms_admin.services.batch_guard import RunGuard
@@ -168,7 +169,8 @@ def claim_letters(
                 .where(col(Letter.id).in_(ids), col(Letter.status) == "pending")
                 .values(status="claimed", batch_id=pk(batch))
             )
-            assert taken.rowcount == len(ids), "claimed letters changed under the lock"
+            if taken.rowcount != len(ids):  # a safety net, kept under `python -O` too
+                raise Conflict("letters changed while being claimed; nothing was claimed")
         claim.batch_id, claim.claimed = pk(batch), len(printable)
     session.commit()
     return claim

@@ -263,7 +263,8 @@ def _commit(
         raise Conflict(f"batch {batch_id} was abandoned by another run while printing")
     for letter_id, reason in rendered.failed.items():
         letter = session.get(Letter, letter_id)
-        assert letter is not None and letter.status == "claimed"
+        if letter is None or letter.status != "claimed":  # kept under `python -O` too
+            raise Conflict(f"batch {batch_id}: letter #{letter_id} is no longer claimed")
         letter.status, letter.status_reason, letter.batch_id = "failed", reason, None
         audit.record(
             session,

@@ -457,3 +457,20 @@ def test_bad_smtp_url_is_refused_without_echoing_it(url: str, error: str) -> Non
 )
 def test_default_ports_and_repr_without_password(url: str, where: str) -> None:
     assert repr(SmtpTransport(url)) == f"SmtpTransport({where!r})"
+
+
+class OddGoodbye(Inbox):
+    async def handle_QUIT(self, server: object, session: object, envelope: Envelope) -> str:
+        return "421 4.3.2 shutting down"
+
+
+def test_an_odd_answer_to_quit_does_not_fail_a_sent_message() -> None:
+    """Once the server accepted the message it is sent: the goodbye cannot undo that."""
+    inbox, port = OddGoodbye(), free_port()
+    controller = Controller(inbox, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        SmtpTransport(f"smtp://127.0.0.1:{port}").send(code_mail())
+    finally:
+        controller.stop()
+    assert len(inbox.envelopes) == 1

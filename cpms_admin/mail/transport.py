@@ -132,6 +132,17 @@ def _reason(exc: BaseException, *, timeout: float) -> str:
     return " ".join(reason.split())[:200]
 
 
+def _quit(smtp: smtplib.SMTP) -> None:
+    """Say goodbye, ignoring the answer: once the message is accepted it is sent, and an
+    odd reply to QUIT (which `with smtp:` would raise) must not make it look failed."""
+    import smtplib
+
+    try:
+        smtp.quit()
+    except (smtplib.SMTPException, OSError):
+        smtp.close()
+
+
 class SmtpTransport:
     """Send through the SMTP server named by CPMS_SMTP_URL, one connection per call."""
 
@@ -164,7 +175,7 @@ class SmtpTransport:
                 )
             else:
                 smtp = smtplib.SMTP(config.host, config.port, timeout=self._timeout)
-            with smtp:
+            try:
                 smtp.ehlo()
                 if config.starttls:
                     smtp.starttls(context=self._tls_context())
@@ -172,6 +183,8 @@ class SmtpTransport:
                 if config.user is not None:
                     smtp.login(config.user, config.password or "")
                 yield smtp
+            finally:
+                _quit(smtp)
         except (smtplib.SMTPException, OSError) as exc:
             reason = _reason(exc, timeout=self._timeout)
             if config.password:

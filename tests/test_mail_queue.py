@@ -2,14 +2,18 @@
 revoke the unsent code and are retried, then given up; a dead server stops the run."""
 
 import json
+from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 
+from cpms_admin.mail.transport import transport_from_settings
 from cpms_admin.models import Account, AuditEvent, Member, OutgoingMail, SecurityCode
 from cpms_admin.security.codes import verify_code
-from cpms_admin.services.mail_queue import MAX_ATTEMPTS, STOP_AFTER
+from cpms_admin.services.mail_queue import MAX_ATTEMPTS, STOP_AFTER, send_queued_mail
+from cpms_admin.services.members import close_member
 from cpms_admin.settings import Settings
 from tests.conftest import TEST_PEPPER, Cli
 from tests.cred_helpers import mailed_codes, outbox, text_of
@@ -203,3 +207,26 @@ def test_an_unexpected_error_while_sending_leaves_no_live_code(
     assert result.exit_code != 0
     assert [c.status for c in codes(session)] == ["revoked"]
     assert outbox(settings) == []
+
+
+def test_a_member_closed_while_the_run_sends_is_not_mailed(
+    cli: Cli, session: Session, settings: Settings, engine: Engine
+) -> None:
+    """The run reads e-mails by batches; what happened to a member since still counts."""
+    first, second = queue(cli, session, 2)
+    files = transport_from_settings(settings)
+
+    class ClosingSecondMember:
+        def send(self, message: EmailMessage) -> None:
+            files.send(message)
+            with Session(engine) as other:
+                close_member(other, nir=second.nir, reason="départ", agent="agent.test")
+
+    run = send_queued_mail(
+        session, settings=settings, agent="cron", transport=ClosingSecondMember()
+    )
+    assert (run.counts.sent, run.counts.cancelled) == (1, 1)
+    assert [(m.member_id, m.status) for m in mails(session)] == [
+        (first.id, "sent"),
+        (second.id, "cancelled"),
+    ]

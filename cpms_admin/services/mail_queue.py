@@ -108,6 +108,9 @@ class _Sender:
         self.session.commit()
 
     def send(self, mail: OutgoingMail, member: Member, account: Account) -> None:
+        # Read a moment ago with its batch: the member may have left or changed address since.
+        self.session.refresh(member)
+        self.session.refresh(account)
         now: datetime = self.clock()
         moot = _no_longer_needed(self.session, member, now)
         if moot is not None:

@@ -453,3 +453,16 @@ def test_batches_see_repeats_and_members_of_earlier_batches(
     assert seen == [2, 4, 6, 7, 7]  # committed batch by batch
     assert count(session, Member) == 7
     assert count(session, Account) == 7
+
+
+def test_members_added_by_someone_else_mid_import_are_a_conflict(
+    cli: Cli, session: Session, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another import commits the same NIRs between the look-up and the insert (a race only
+    PostgreSQL's concurrency allows): exit 4 with what to do, not a database error."""
+    make_member(session, **{k: v for k, v in person(60).items() if v is not None})
+    monkeypatch.setattr("cpms_admin.services.importer.find_existing", lambda *a, **k: {})
+    result = cli("members", "import", str(write_csv(tmp_path / "m.csv", [person(60)])))
+    assert result.exit_code == 4, result.output
+    assert "added by someone else during the import" in result.stderr
+    assert "--on-conflict skip" in result.stderr

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
 from cpms_admin.bulk.formats import MemberFile, RowError
@@ -99,7 +100,15 @@ class _Pass:
         if not self.write:
             self.session.rollback()  # ends the read transaction (and SQLite's lock)
             return
-        insert_members(self.session, new, welcome=welcome, now=self.now)
+        try:
+            insert_members(self.session, new, welcome=welcome, now=self.now)
+        except IntegrityError:  # PostgreSQL: another import added some of them just now
+            self.session.rollback()
+            raise Conflict(
+                f"members of lines {valid[0].line}-{valid[-1].line} were added by someone else "
+                "during the import; earlier batches were imported: run again with "
+                "--on-conflict skip to finish"
+            ) from None
         update_members(self.session, changes, existing=existing, now=self.now)
         self.finish()
 

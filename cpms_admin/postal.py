@@ -38,11 +38,18 @@ def fold(text: str) -> str:
     return strip_accents(text).casefold()
 
 
+FORMULA_STARTS = ("=", "+", "-", "@")
+
+
 def clean_line(value: str) -> str:
-    """Collapse runs of white space; refuse control characters (they break print and mail)."""
+    """Collapse runs of white space; refuse control characters (they break print and mail)
+    and a leading `= + - @`, which a spreadsheet opening an export would run as a formula."""
     if any(unicodedata.category(ch) == "Cc" for ch in value):
         raise ValueError("control characters are not allowed")
-    return " ".join(value.split())
+    cleaned = " ".join(value.split())
+    if cleaned.startswith(FORMULA_STARTS):
+        raise ValueError(f"must not start with {cleaned[0]!r} (a spreadsheet would run it)")
+    return cleaned
 
 
 @dataclass(frozen=True)

@@ -466,3 +466,13 @@ def test_members_added_by_someone_else_mid_import_are_a_conflict(
     assert result.exit_code == 4, result.output
     assert "added by someone else during the import" in result.stderr
     assert "--on-conflict skip" in result.stderr
+
+
+def test_the_errors_report_keeps_formulas_inert(cli: Cli, tmp_path: Path) -> None:
+    rows = [person(70, last_name="=1+1", city="@SUM(A1)")]
+    errors = tmp_path / "rejected.csv"
+    result = cli("members", "import", str(write_csv(tmp_path / "m.csv", rows)), "--errors",
+                 str(errors))  # fmt: skip
+    assert result.exit_code == 1
+    (row,) = report_rows(errors)
+    assert (row["field"], row["last_name"], row["city"]) == ("last_name", "'=1+1", "'@SUM(A1)")

@@ -120,6 +120,22 @@ def test_control_characters_are_refused() -> None:
         validate_member_fields(member_values(last_name="Dupont\x00"))
 
 
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("last_name", '=HYPERLINK("http://x.example","Dupont")'),
+        ("first_name", "+Jean"),
+        ("street", " -1+2 rue X"),
+        ("city", "@SUM(1)"),
+        ("address_complement", "=cmd|' /C calc'!A0"),
+    ],
+)
+def test_a_value_a_spreadsheet_would_run_is_refused(field: str, value: str) -> None:
+    with pytest.raises(FieldError, match="spreadsheet") as caught:
+        validate_member_fields(member_values(**{field: value}))
+    assert caught.value.field == field
+
+
 def test_birth_date_must_match_the_nir() -> None:
     nir = make_nir(5, year=85, month=5)
     assert validate_member_fields(member_values(nir=nir, birth_date="03/05/1985")).birth_date

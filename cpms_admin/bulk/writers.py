@@ -12,6 +12,7 @@ from cpms_admin.bulk.rows import REPORT_COLUMNS, RowError
 from cpms_admin.bulk.sniff import FORMATS
 from cpms_admin.errors import InvalidInput
 from cpms_admin.member_fields import COLUMNS
+from cpms_admin.postal import FORMULA_STARTS
 
 
 def _text(value: object) -> str | None:
@@ -96,13 +97,18 @@ def open_member_writer(out: TextIO, *, fmt: str) -> MemberWriter:
     return CsvMemberWriter(out) if fmt.lower() == "csv" else JsonlMemberWriter(out)
 
 
+def _inert(value: str) -> str:
+    return f"'{value}" if value.lstrip().startswith(FORMULA_STARTS) else value
+
+
 class ErrorReport:
     """The `--errors` report of an import, written as rejected rows come (an import may
     reject many, they are not kept in memory): CSV `line, field, reason`, then the original
     values, so a person can fix them and import the report itself.
 
     The report has the export columns: a `pin_hash` from the source is left out, because
-    the report is meant to be opened and passed around by people.
+    the report is meant to be opened and passed around by people. For the same reason a
+    rejected value that a spreadsheet would run as a formula gets a leading `'`.
     """
 
     def __init__(self, out: TextIO) -> None:
@@ -118,7 +124,7 @@ class ErrorReport:
                 str(error.line),
                 error.field or "",
                 error.reason,
-                *((values.get(name) or "") for name in COLUMNS),
+                *(_inert(values.get(name) or "") for name in COLUMNS),
             ]
         )
         self.count += 1

@@ -19,7 +19,9 @@ from pathlib import Path
 import bcrypt
 
 sys.path.insert(0, str(Path(__file__).parent))
-from demo_members import COLUMNS, demo_members, write_csv
+from demo_members import demo_members, write_csv
+
+from cpms_admin.member_fields import COLUMNS
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "data"

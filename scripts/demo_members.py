@@ -3,7 +3,10 @@
 import csv
 import random
 import unicodedata
+from collections.abc import Sequence
 from pathlib import Path
+
+from cpms_admin.member_fields import COLUMNS
 
 FIRST = [
     ("M", "Jean"),
@@ -69,19 +72,6 @@ STREETS = [
     "rue du Général Leclerc",
     "allée des Tilleuls",
 ]
-COLUMNS = [
-    "nir",
-    "civility",
-    "last_name",
-    "first_name",
-    "birth_date",
-    "email",
-    "street",
-    "address_complement",
-    "postcode",
-    "city",
-    "country",
-]
 
 
 def nir_for(rng: random.Random, civility: str, year: int, month: int, dept: str) -> str:
@@ -129,7 +119,7 @@ def write_csv(
     path: Path,
     rows: list[dict[str, str]],
     *,
-    columns: list[str] = COLUMNS,
+    columns: Sequence[str] = COLUMNS,
     delimiter: str = ",",
     encoding: str = "utf-8",
 ) -> None:

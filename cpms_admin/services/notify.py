@@ -1,9 +1,10 @@
 """Getting a code to the member, and telling them their PIN changed.
 
-`prepare_code` runs inside the caller's transaction (an e-mail code is stored, or a letter
-queued: its code is made when it is printed). Sending happens only after that transaction
-committed; if it fails, the code that never reached the member is revoked in a new
-transaction, audited, and the caller gets a MailError suggesting the post instead.
+`deliver_code` is the one path of every new code. It prepares the code inside the caller's
+transaction (an e-mail code is stored, or a letter queued: its code is made when it is
+printed) and sends only after that transaction committed; if sending fails, the code that
+never reached the member is revoked in a new transaction, audited, and the caller gets a
+MailError suggesting the post instead.
 """
 
 import logging
@@ -68,7 +69,7 @@ def resolve_channel(member: Member, channel: str) -> str:
     return channel
 
 
-def prepare_code(
+def _prepare_code(
     session: Session,
     *,
     member: Member,
@@ -123,9 +124,9 @@ def deliver_code(
     transport: Transport | None = None,
     **details: Any,
 ) -> CodeDelivery:
-    """The one path of every new code, whoever asks: prepare it (`prepare_code`), audit it
-    with `details` in the same transaction as the caller's changes, commit, then e-mail it."""
-    delivery = prepare_code(
+    """Prepare a code, audit it with `details` in the same transaction as the caller's
+    changes, commit, then e-mail it (a letter waits for the nightly batch)."""
+    delivery = _prepare_code(
         session,
         member=member,
         channel=channel,
@@ -145,7 +146,7 @@ def deliver_code(
         **delivery.as_json(),
     )
     session.commit()
-    send_code(
+    _send_code(
         session,
         member=member,
         delivery=delivery,
@@ -157,7 +158,7 @@ def deliver_code(
     return delivery
 
 
-def send_code(
+def _send_code(
     session: Session,
     *,
     member: Member,

@@ -16,19 +16,9 @@ from cpms_admin.services.importer import import_members
 from cpms_admin.services.members import get_member, member_summary, search_text
 from tests.conftest import Cli
 from tests.factories import make_member, make_nir, snapshot
+from tests.test_bulk_formats import DUPONT
 
-PARIS = {
-    "civility": "M",
-    "last_name": "Dupont",
-    "first_name": "Jean",
-    "birth_date": "1985-05-12",
-    "email": "jean.dupont@example.fr",
-    "street": "12 rue des Lilas",
-    "address_complement": None,
-    "postcode": "75011",
-    "city": "Paris",
-    "country": "FR",
-}
+PARIS = {key: value for key, value in DUPONT.items() if key != "nir"}
 
 
 def person(serial: int, **overrides: Any) -> dict[str, Any]:

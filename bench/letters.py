@@ -3,8 +3,9 @@
     .venv/bin/python bench/letters.py [--letters N] [--chunk C] [--workers W] [--naive M]
 
 Each measurement runs in a fresh Python process, so one cannot warm up or inflate another:
-the naive loop (`HTML(string=...).write_pdf()` per letter, CSS linked from the page), then the
-batch path (`render_chunks`: C letters per file, W worker processes) for N and for 4N letters.
+the naive loop (each whole letter laid out by `HTML(string=...).write_pdf()`, CSS linked from
+the page), then the batch path (`render_chunks`: each kind's page laid out once and every
+letter's slots printed over it, C letters per file, W worker processes) for N and 4N letters.
 Peak memory is the sum of the kernel's RSS high-water marks (VmHWM) of the process and of its
 workers, read from /proc (Linux).
 """

@@ -28,7 +28,7 @@ from tests.conftest import Cli, FakeClock
 from tests.cred_helpers import email_code, give_pin, set_pin
 from tests.factories import make_member, make_nir, snapshot
 
-CODE_IN_TEXT = re.compile(r"usageunique(\d{6})Valable")
+CODE_IN_TEXT = re.compile(r"(\d{6})Valable")  # the code box: the code, then its expiry
 REFERENCE = re.compile(r"Notreréférence:L(\d{8})")
 
 

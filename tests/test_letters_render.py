@@ -3,6 +3,7 @@
 import itertools
 import re
 import shutil
+import subprocess
 from datetime import date
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from cpms_admin.errors import NotReady
 from cpms_admin.french import french_date
 from cpms_admin.letters.content import LetterContent, salutation_for, sample_content
 from cpms_admin.letters.pool import render_chunks
-from cpms_admin.letters.render import LetterRenderer, PageSpan, check_templates
+from cpms_admin.letters.render import STYLESHEET, LetterRenderer, PageSpan, check_templates
 
 MM_PER_PT = 25.4 / 72
 
@@ -68,9 +69,14 @@ def renderer() -> LetterRenderer:
 
 
 @pytest.fixture(scope="module")
-def three(renderer: LetterRenderer, tmp_path_factory: pytest.TempPathFactory):
+def three_pdf(renderer: LetterRenderer, tmp_path_factory: pytest.TempPathFactory):
     out = tmp_path_factory.mktemp("letters") / "batch.pdf"
-    spans = renderer.render(THREE, out)
+    return renderer.render(THREE, out), out
+
+
+@pytest.fixture(scope="module")
+def three(three_pdf: tuple[list[PageSpan], Path]):
+    spans, out = three_pdf
     return spans, pypdf.PdfReader(out)
 
 
@@ -145,6 +151,52 @@ def test_address_block_fits_the_envelope_window(three) -> None:
     for x, baseline in found.values():
         assert x == pytest.approx(110, abs=0.5)
         assert 55 < baseline < 55 + 33
+
+
+def page_pixels(pdf: Path, page: int) -> bytes:
+    """One page as a greyscale bitmap (poppler's pdftoppm): what a printer would put on paper."""
+    command = ["pdftoppm", "-r", "100", "-gray", "-f", str(page), "-l", str(page), str(pdf)]
+    return subprocess.run(command, check=True, capture_output=True).stdout
+
+
+def test_printed_letters_look_exactly_like_letters_laid_out_whole(
+    three_pdf: tuple[list[PageSpan], Path], renderer: LetterRenderer, tmp_path: Path
+) -> None:
+    """The renderer prints each letter's slots over its kind's page laid out once: the result
+    must be the very letter WeasyPrint lays out from the whole HTML, to the pixel."""
+    from weasyprint import HTML
+
+    whole = tmp_path / "whole.pdf"
+    html = renderer.document_html(THREE, stylesheet=STYLESHEET)
+    HTML(string=html, base_url=str(renderer.letters_dir)).write_pdf(whole)
+    spans, printed = three_pdf
+    for number, span in enumerate(spans, start=1):
+        assert page_pixels(printed, span.first_page) == page_pixels(whole, number)
+
+
+def test_member_data_outside_a_slot_is_refused(tmp_path: Path) -> None:
+    """Only slots may print member data: anything else is laid out once for every letter."""
+    letters_dir = tmp_path / "letters"
+    shutil.copytree(check_templates(), letters_dir)
+    welcome = letters_dir / "welcome.html"
+    welcome.write_text(
+        welcome.read_text().replace("{% block intro %}", "{% block intro %}{{ letter.code }}")
+    )
+    with pytest.raises(NotReady, match="template is broken") as caught:
+        LetterRenderer(letters_dir).render(THREE[:1], tmp_path / "x.pdf")
+    assert THREE[0].code not in str(caught.value)
+
+
+def test_a_kind_longer_than_a_page_is_refused(tmp_path: Path) -> None:
+    letters_dir = tmp_path / "letters"
+    shutil.copytree(check_templates(), letters_dir)
+    welcome = letters_dir / "welcome.html"
+    filler = "<p>Un paragraphe de plus.</p>" * 60
+    welcome.write_text(
+        welcome.read_text().replace("{% block intro %}", "{% block intro %}" + filler)
+    )
+    with pytest.raises(NotReady, match="welcome letter must fit on one page"):
+        LetterRenderer(letters_dir).render(THREE[:1], tmp_path / "x.pdf")
 
 
 def test_duplex_gives_every_letter_an_even_number_of_pages(

@@ -16,6 +16,21 @@ SAMPLE_NIR = "185057800608491"
 
 
 @dataclass(frozen=True)
+class LetterLayout:
+    """What the fixed text of a letter depends on. Letters with equal layouts differ only in
+    their slots (templates/letters/_slots.html), so one laid-out page serves them all."""
+
+    kind: str
+    portal_url: str
+    specimen: bool = False
+
+    @property
+    def portal_host(self) -> str:
+        """The portal address as a member types it, without the scheme."""
+        return re.sub(r"^https?://", "", self.portal_url).rstrip("/")
+
+
+@dataclass(frozen=True)
 class LetterContent:
     """One letter. `recipient_lines` is the whole AFNOR address block, the name first."""
 
@@ -50,9 +65,8 @@ class LetterContent:
         return self.salutation.rstrip(", ")
 
     @property
-    def portal_host(self) -> str:
-        """The portal address as a member types it, without the scheme."""
-        return re.sub(r"^https?://", "", self.portal_url).rstrip("/")
+    def layout(self) -> LetterLayout:
+        return LetterLayout(self.kind, self.portal_url, self.specimen)
 
 
 def salutation_for(civility: str | None) -> str:

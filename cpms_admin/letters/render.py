@@ -1,11 +1,19 @@
-"""Render letters to print-ready PDF: many letters per file, one WeasyPrint set-up per process.
+"""Render letters to print-ready PDF, fast: each kind's page is laid out once, not per letter.
 
-A naive loop (`HTML(...).write_pdf()` per letter) re-parses the CSS, re-creates the font
-configuration and subsets the fonts for every letter. Here a `LetterRenderer` parses the CSS
-once, keeps one `FontConfiguration`, and lays out a whole chunk of letters as one document, so
-fonts are subset once per file. WeasyPrint is imported only when a renderer is built.
+Laying text out is most of WeasyPrint's work, and nearly all of a letter's text is the same
+for every letter of its kind. So a `LetterRenderer` lays each kind's page out once, with its
+slots (the member's data: templates/letters/_slots.html) left empty, and notes where each slot
+landed. For a file of letters it then lays out only the slots, one page per letter, each slot
+where its kind's page put it, and prints every such page over its kind's page, which is stored
+once in the file as a form XObject (pikepdf). `document_html` gives the same letters laid out
+whole: what the naive loop of bench/letters.py renders and what tests compare the print with.
+
+A renderer also parses the CSS once and keeps one FontConfiguration, so fonts are subset once
+per file. WeasyPrint and pikepdf are imported only when a renderer is built.
 """
 
+import contextlib
+import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,12 +23,14 @@ import jinja2
 
 from cpms_admin.errors import NotReady
 from cpms_admin.french import french_date
-from cpms_admin.letters.content import LETTER_KINDS, LetterContent
+from cpms_admin.letters.content import LETTER_KINDS, LetterContent, LetterLayout
 from cpms_admin.resources import templates_dir
 
 STYLESHEET = "letter.css"
 DOCUMENT_TEMPLATE = "_document.html"
-ANCHOR_PREFIX = "letter-"
+OVERLAY_TEMPLATE = "_overlay.html"
+SLOTS_TEMPLATE = "_slots.html"
+SLOT_ANCHOR = "slot-"
 
 
 @dataclass(frozen=True)
@@ -30,6 +40,25 @@ class PageSpan:
     letter_id: int
     first_page: int
     page_count: int
+
+
+@dataclass(frozen=True)
+class SlotBox:
+    """Where a slot landed on its kind's page: CSS px from the page's top left corner."""
+
+    name: str
+    left: float
+    top: float
+    width: float
+    height: float
+
+
+@dataclass(frozen=True)
+class Backdrop:
+    """A kind's page laid out with its slots empty, as a one-page PDF, and where the slots are."""
+
+    slots: tuple[SlotBox, ...]
+    pdf: bytes
 
 
 def letters_templates_dir() -> Path:
@@ -62,7 +91,8 @@ def _checked_environment(letters_dir: Path) -> jinja2.Environment:
     if not (letters_dir / STYLESHEET).is_file():
         raise NotReady(f"letter stylesheet missing: {letters_dir / STYLESHEET}")
     env = template_environment(letters_dir)
-    for name in (DOCUMENT_TEMPLATE, *(f"{kind}.html" for kind in LETTER_KINDS)):
+    templates = (DOCUMENT_TEMPLATE, OVERLAY_TEMPLATE, SLOTS_TEMPLATE)
+    for name in (*templates, *(f"{kind}.html" for kind in LETTER_KINDS)):
         _load(env, name, letters_dir)
     return env
 
@@ -79,7 +109,8 @@ def _load(env: jinja2.Environment, name: str, letters_dir: Path) -> jinja2.Templ
 
 
 class LetterRenderer:
-    """Build once per process (it holds the parsed CSS and fonts), then render many files."""
+    """Build once per process (it holds the parsed CSS, fonts and laid-out pages), then render
+    many files."""
 
     def __init__(self, letters_dir: Path | None = None) -> None:
         from weasyprint import CSS
@@ -89,68 +120,102 @@ class LetterRenderer:
         self._env = _checked_environment(self.letters_dir)
         self._fonts = FontConfiguration()
         self._css = CSS(filename=str(self.letters_dir / STYLESHEET), font_config=self._fonts)
+        self._backdrops: dict[LetterLayout, Backdrop] = {}
         self._blank_page: Any = None
 
     def document_html(
         self, letters: Sequence[LetterContent], *, stylesheet: str | None = None
     ) -> str:
-        """The HTML of one document holding `letters`; `stylesheet` links the CSS (naive path)."""
-        template = _load(self._env, DOCUMENT_TEMPLATE, self.letters_dir)
-        try:
-            return template.render(letters=letters, stylesheet=stylesheet)
-        except jinja2.TemplateError as exc:
-            # Jinja's message names the template construct, never a rendered value.
-            raise NotReady(f"letter template is broken: {exc}") from None
+        """The HTML of `letters` laid out whole; `stylesheet` links the CSS (naive path)."""
+        pages = [(letter.layout, letter) for letter in letters]
+        return self._html(DOCUMENT_TEMPLATE, pages=pages, stylesheet=stylesheet)
 
     def render(
         self, letters: Sequence[LetterContent], out_path: Path, *, duplex: bool = False
     ) -> list[PageSpan]:
-        """Write all `letters` into the one PDF `out_path`, each starting on a new sheet side.
+        """Write all `letters` into the one PDF `out_path`, one page each.
 
-        With `duplex`, every letter gets an even number of pages (a blank page is added where
-        needed) so that no letter starts on the back of another's last sheet.
+        With `duplex`, a blank page follows each letter so that no letter starts on the back
+        of another's sheet.
         """
-        from weasyprint import HTML
-
         if not letters:
             raise ValueError("no letters to render")
         ids = [letter.letter_id for letter in letters]
         if len(set(ids)) != len(ids):
             raise ValueError("the same letter twice in one file")
-        html = HTML(string=self.document_html(letters), base_url=str(self.letters_dir))
-        document = html.render(stylesheets=[self._css], font_config=self._fonts)
-        starts = _first_pages(document.pages)
-        if set(ids) - set(starts):
-            raise NotReady(f"letter templates must keep id={ANCHOR_PREFIX}<id> on each section")
-        bounds = [starts[letter_id] for letter_id in ids] + [len(document.pages)]
+        backdrops = [self._backdrop(letter.layout) for letter in letters]
+        pairs = zip(letters, backdrops, strict=True)
+        html = self._html(OVERLAY_TEMPLATE, pages=[(ltr, back.slots) for ltr, back in pairs])
+        overlay = self._layout(html)
+        if len(overlay.pages) != len(letters):
+            raise NotReady("letter slots must be placed absolutely, one overlay page per letter")
         pages: list[Any] = []
+        under: list[Backdrop | None] = []
         spans = []
-        for letter_id, start, end in zip(ids, bounds, bounds[1:], strict=False):
-            own = document.pages[start:end]
-            if duplex and len(own) % 2:
-                own.append(self._blank())
-            spans.append(PageSpan(letter_id, len(pages) + 1, len(own)))
-            pages.extend(own)
-        document.copy(pages).write_pdf(out_path)
+        for letter_id, page, backdrop in zip(ids, overlay.pages, backdrops, strict=True):
+            spans.append(PageSpan(letter_id, len(pages) + 1, 2 if duplex else 1))
+            pages.append(page)
+            under.append(backdrop)
+            if duplex:
+                pages.append(self._blank())
+                under.append(None)
+        _print_over(overlay.copy(pages).write_pdf(), under, out_path)
         return spans
+
+    def _backdrop(self, layout: LetterLayout) -> Backdrop:
+        backdrop = self._backdrops.get(layout)
+        if backdrop is None:
+            html = self._html(DOCUMENT_TEMPLATE, pages=[(layout, None)], stylesheet=None)
+            document = self._layout(html)
+            if len(document.pages) != 1:
+                raise NotReady(f"the {layout.kind} letter must fit on one page: shorten its text")
+            slots = tuple(
+                SlotBox(name.removeprefix(SLOT_ANCHOR), left, top, right - left, bottom - top)
+                for name, (left, top, right, bottom) in document.pages[0].anchors.items()
+                if name.startswith(SLOT_ANCHOR)
+            )
+            backdrop = self._backdrops[layout] = Backdrop(slots, document.write_pdf())
+        return backdrop
+
+    def _html(self, name: str, **context: Any) -> str:
+        template = _load(self._env, name, self.letters_dir)
+        try:
+            return template.render(**context)
+        except jinja2.TemplateError as exc:
+            # Jinja's message names the template construct, never a rendered value.
+            raise NotReady(f"letter template is broken: {exc}") from None
+
+    def _layout(self, html: str) -> Any:
+        from weasyprint import HTML
+
+        document = HTML(string=html, base_url=str(self.letters_dir))
+        return document.render(stylesheets=[self._css], font_config=self._fonts)
 
     def _blank(self) -> Any:
         """One empty A4 page (shared: a page is only read when the PDF is written)."""
         if self._blank_page is None:
-            from weasyprint import HTML
-
-            blank = HTML(string='<!DOCTYPE html><div class="spare-page"></div>')
-            document = blank.render(stylesheets=[self._css], font_config=self._fonts)
-            self._blank_page = document.pages[0]
+            blank = self._layout('<!DOCTYPE html><div class="spare-page"></div>')
+            self._blank_page = blank.pages[0]
         return self._blank_page
 
 
-def _first_pages(pages: Sequence[Any]) -> dict[int, int]:
-    """Letter id -> index of the page holding the top of its section (its `id` anchor)."""
-    starts: dict[int, int] = {}
-    for index, page in enumerate(pages):
-        for anchor in page.anchors:
-            number = anchor.removeprefix(ANCHOR_PREFIX)
-            if number != anchor and number.isdigit():
-                starts.setdefault(int(number), index)
-    return starts
+def _print_over(overlay_pdf: bytes, under: Sequence[Backdrop | None], out_path: Path) -> None:
+    """Write `overlay_pdf` to `out_path`, its page i printed over the page of `under[i]`.
+
+    Each backdrop goes into the file once, as a form XObject drawn by each of its pages.
+    """
+    import pikepdf
+
+    with contextlib.ExitStack() as stack:
+        pdf = stack.enter_context(pikepdf.open(io.BytesIO(overlay_pdf)))
+        forms: dict[int, pikepdf.Object] = {}
+        for page, backdrop in zip(pdf.pages, under, strict=True):
+            if backdrop is None:
+                continue
+            if id(backdrop) not in forms:
+                # The source stays open until the save: pikepdf copies stream data lazily.
+                source = stack.enter_context(pikepdf.open(io.BytesIO(backdrop.pdf)))
+                forms[id(backdrop)] = pdf.copy_foreign(source.pages[0].as_form_xobject())
+            page.add_underlay(forms[id(backdrop)], pikepdf.Rectangle(page.mediabox))
+        with out_path.open("wb") as out:  # truncating keeps the mode of a reserved file
+            pdf.save(out)

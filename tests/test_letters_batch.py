@@ -23,6 +23,7 @@ from cpms_admin.models import AuditEvent, Letter, LetterBatch, Member, SecurityC
 from cpms_admin.services import accounts, batch_guard
 from cpms_admin.services.batch_claim import claim_letters
 from cpms_admin.services.batch_guard import AdvisoryGuard
+from cpms_admin.services.letter_batch import BatchHooks, BatchOptions, run_batch
 from cpms_admin.settings import Settings
 from tests.conftest import Cli, FakeClock
 from tests.cred_helpers import email_code, give_pin, set_pin
@@ -451,3 +452,31 @@ def test_an_out_that_is_a_file_is_exit_2_and_claims_nothing(
     result = cli("letters", "batch", "--out", str(tmp_path / "out"))
     assert (result.exit_code, "is not a directory" in result.stderr) == (2, True)
     assert snapshot(session) == before
+
+
+def test_a_code_the_member_gets_while_the_batch_prints_their_letter_stays_live(
+    session: Session, settings: Settings, engine: Engine, clock: FakeClock, tmp_path: Path
+) -> None:
+    """A code e-mailed while the member's letter is being printed is newer than the printed
+    one: it must keep working once the batch commits (the printed code is the one revoked)."""
+    (member,) = queue_members(session, 1, email="jeanne@example.org")
+    mailed: list[str] = []
+
+    def mid_render(_done: int, _total: int) -> None:
+        clock.advance(minutes=1)
+        with Session(engine, expire_on_commit=False) as other:
+            mailed.append(email_code(other, settings, clock, member))
+
+    summary = run_batch(
+        engine=engine,
+        settings=settings,
+        agent="agent.test",
+        clock=clock,
+        options=BatchOptions(out=tmp_path / "out"),
+        hooks=BatchHooks(progress=mid_render),
+    )
+    assert (summary["printed"], len(mailed)) == (1, 1)
+    [(directory, manifest)] = manifests(tmp_path / "out")
+    printed = printed_code(letter_text(directory, manifest["letters"][0]))
+    assert not code_works(session, settings, clock, manifest["letters"][0]["letter_id"], printed)
+    assert set_pin(session, settings, clock, member.nir, mailed[0]).ok

@@ -67,14 +67,19 @@ def code_ttl(channel: str, settings: Settings) -> timedelta:
     raise ValueError(f"unknown code channel {channel!r}")
 
 
-def revoke_pending(session: Session, *, member_id: int) -> list[int]:
-    """Revoke every pending code of the member; the ids revoked."""
+def revoke_pending(
+    session: Session, *, member_id: int, made_by: datetime | None = None
+) -> list[int]:
+    """Revoke every pending code of the member (only those made by `made_by`, if given);
+    the ids revoked."""
     statement = (
         update(SecurityCode)
         .where(col(SecurityCode.member_id) == member_id, col(SecurityCode.status) == "pending")
         .values(status="revoked")
         .returning(col(SecurityCode.id))
     )
+    if made_by is not None:
+        statement = statement.where(col(SecurityCode.created_at) <= made_by)
     return list(session.exec(statement).scalars())
 
 
@@ -101,20 +106,29 @@ def store_code(
     settings: Settings,
     letter_id: int | None = None,
 ) -> SecurityCode:
-    """Store the hash of `code` (made by the caller, e.g. the letter batch at print time),
-    valid for the channel's lifetime, and revoke the member's older pending codes.
+    """Store the hash of `code`, made by the caller at `now`, valid for the channel's
+    lifetime, and revoke the member's older pending codes.
 
-    Does not commit: the caller's transaction holds the code and whatever carries it.
+    The letter batch makes its codes as it renders and stores them when it commits. A code
+    the member got in between is newer: it stays live, and this one is stored revoked, as if
+    that newer code had revoked it. Does not commit: the caller's transaction holds the code
+    and whatever carries it.
     """
     if purpose not in PURPOSES:
         raise ValueError(f"unknown code purpose {purpose!r}")
     lifetime = code_ttl(channel, settings)
-    revoke_pending(session, member_id=member_id)
+    revoke_pending(session, member_id=member_id, made_by=now)
+    newer = session.exec(
+        select(SecurityCode.id).where(
+            SecurityCode.member_id == member_id, SecurityCode.status == "pending"
+        )
+    ).first()
     row = SecurityCode(
         member_id=member_id,
         purpose=purpose,
         channel=channel,
         code_hash=hash_code(pepper=pepper, code=code),
+        status="pending" if newer is None else "revoked",
         created_at=now,
         expires_at=now + lifetime,
         letter_id=letter_id,

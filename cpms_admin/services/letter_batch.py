@@ -21,6 +21,7 @@ import re
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -190,6 +191,7 @@ def _print(
                 pepper=pepper,
                 agent=agent,
                 now=now,
+                codes_made_at=job.now,
             )
     except BaseException as exc:
         _abandon_own(
@@ -245,7 +247,8 @@ def _commit(
     settings: Settings,
     pepper: bytes,
     agent: str,
-    now: Any,
+    now: datetime,
+    codes_made_at: datetime,
 ) -> None:
     """The one transaction that makes the printed codes real."""
     completed = session.exec(
@@ -286,7 +289,7 @@ def _commit(
             channel="post",
             code=issued.code,
             pepper=pepper,
-            now=now,
+            now=codes_made_at,  # the printed expiry date counts from then
             settings=settings,
             letter_id=issued.letter_id,
         )

@@ -23,7 +23,12 @@ from cpms_admin.models import AuditEvent, Letter, LetterBatch, Member, SecurityC
 from cpms_admin.services import accounts, batch_guard
 from cpms_admin.services.batch_claim import claim_letters
 from cpms_admin.services.batch_guard import AdvisoryGuard
-from cpms_admin.services.letter_batch import BatchHooks, BatchOptions, run_batch
+from cpms_admin.services.letter_batch import (
+    SUPERSEDED_WHILE_PRINTING,
+    BatchHooks,
+    BatchOptions,
+    run_batch,
+)
 from cpms_admin.settings import Settings
 from tests.conftest import Cli, FakeClock
 from tests.cred_helpers import email_code, give_pin, set_pin
@@ -454,29 +459,61 @@ def test_an_out_that_is_a_file_is_exit_2_and_claims_nothing(
     assert snapshot(session) == before
 
 
-def test_a_code_the_member_gets_while_the_batch_prints_their_letter_stays_live(
-    session: Session, settings: Settings, engine: Engine, clock: FakeClock, tmp_path: Path
-) -> None:
-    """A code e-mailed while the member's letter is being printed is newer than the printed
-    one: it must keep working once the batch commits (the printed code is the one revoked)."""
-    (member,) = queue_members(session, 1, email="jeanne@example.org")
+def batch_with_code_mailed_mid_render(
+    engine: Engine,
+    settings: Settings,
+    clock: FakeClock,
+    out: Path,
+    member: Member,
+    *,
+    expire_it: bool = False,
+) -> tuple[str, str, int]:
+    """Run the batch; while it renders, e-mail the member a code (and let it expire, if asked).
+    The e-mailed code, the code printed in the member's letter, and the letter's id."""
     mailed: list[str] = []
 
     def mid_render(_done: int, _total: int) -> None:
         clock.advance(minutes=1)
         with Session(engine, expire_on_commit=False) as other:
             mailed.append(email_code(other, settings, clock, member))
+        if expire_it:
+            clock.advance(minutes=settings.code_email_ttl_minutes + 1)
 
     summary = run_batch(
         engine=engine,
         settings=settings,
         agent="agent.test",
         clock=clock,
-        options=BatchOptions(out=tmp_path / "out"),
+        options=BatchOptions(out=out),
         hooks=BatchHooks(progress=mid_render),
     )
     assert (summary["printed"], len(mailed)) == (1, 1)
-    [(directory, manifest)] = manifests(tmp_path / "out")
-    printed = printed_code(letter_text(directory, manifest["letters"][0]))
-    assert not code_works(session, settings, clock, manifest["letters"][0]["letter_id"], printed)
-    assert set_pin(session, settings, clock, member.nir, mailed[0]).ok
+    [(directory, manifest)] = manifests(out)
+    [entry] = manifest["letters"]
+    return mailed[0], printed_code(letter_text(directory, entry)), entry["letter_id"]
+
+
+def test_a_code_the_member_gets_while_the_batch_prints_their_letter_stays_live(
+    session: Session, settings: Settings, engine: Engine, clock: FakeClock, tmp_path: Path
+) -> None:
+    """A code e-mailed while the member's letter is being printed is newer than the printed
+    one: it must keep working once the batch commits (the printed code is the one revoked)."""
+    (member,) = queue_members(session, 1, email="jeanne@example.org")
+    mailed, printed, letter_id = batch_with_code_mailed_mid_render(
+        engine, settings, clock, tmp_path / "out", member
+    )
+    assert not code_works(session, settings, clock, letter_id, printed)
+    assert set_pin(session, settings, clock, member.nir, mailed).ok
+    letter = session.get(Letter, letter_id)
+    assert letter is not None
+    assert (letter.status, letter.status_reason) == ("printed", SUPERSEDED_WHILE_PRINTING)
+
+
+def test_an_e_mailed_code_that_expired_before_the_commit_leaves_the_printed_one_live(
+    session: Session, settings: Settings, engine: Engine, clock: FakeClock, tmp_path: Path
+) -> None:
+    (member,) = queue_members(session, 1, email="jeanne@example.org")
+    _, printed, letter_id = batch_with_code_mailed_mid_render(
+        engine, settings, clock, tmp_path / "out", member, expire_it=True
+    )
+    assert code_works(session, settings, clock, letter_id, printed)

@@ -69,14 +69,9 @@ def renderer() -> LetterRenderer:
 
 
 @pytest.fixture(scope="module")
-def three_pdf(renderer: LetterRenderer, tmp_path_factory: pytest.TempPathFactory):
+def three(renderer: LetterRenderer, tmp_path_factory: pytest.TempPathFactory):
     out = tmp_path_factory.mktemp("letters") / "batch.pdf"
-    return renderer.render(THREE, out), out
-
-
-@pytest.fixture(scope="module")
-def three(three_pdf: tuple[list[PageSpan], Path]):
-    spans, out = three_pdf
+    spans = renderer.render(THREE, out)
     return spans, pypdf.PdfReader(out)
 
 
@@ -160,16 +155,20 @@ def page_pixels(pdf: Path, page: int) -> bytes:
 
 
 def test_printed_letters_look_exactly_like_letters_laid_out_whole(
-    three_pdf: tuple[list[PageSpan], Path], renderer: LetterRenderer, tmp_path: Path
+    renderer: LetterRenderer, tmp_path: Path
 ) -> None:
     """The renderer prints each letter's slots over its kind's page laid out once: the result
-    must be the very letter WeasyPrint lays out from the whole HTML, to the pixel."""
+    must be the very letter WeasyPrint lays out from the whole HTML, to the pixel (a preview's
+    SPÉCIMEN mark included)."""
     from weasyprint import HTML
 
+    specimen = sample_content("welcome", letter_id=99, today=date(2026, 11, 23))
+    letters = (*THREE, specimen)
     whole = tmp_path / "whole.pdf"
-    html = renderer.document_html(THREE, stylesheet=STYLESHEET)
+    html = renderer.document_html(letters, stylesheet=STYLESHEET)
     HTML(string=html, base_url=str(renderer.letters_dir)).write_pdf(whole)
-    spans, printed = three_pdf
+    printed = tmp_path / "printed.pdf"
+    spans = renderer.render(letters, printed)
     for number, span in enumerate(spans, start=1):
         assert page_pixels(printed, span.first_page) == page_pixels(whole, number)
 

@@ -125,7 +125,7 @@ def issue_member_code(
     transport: Transport | None = None,
 ) -> notify.CodeDelivery:
     """Send a new code (first login when no PIN is set, else reset). It revokes older
-    pending codes once stored: at once for an e-mail, at print time for a letter."""
+    pending codes once stored: at once for an e-mail, for a letter when its batch commits."""
     member = _open_member(session, nir)
     resolved = notify.resolve_channel(member, channel)
     load_pepper(settings)

@@ -1,7 +1,7 @@
 """Claiming letters for a batch run, and cancelling the ones that have become moot.
 
 A letter is moot when printing it would not help the member, or would hurt: its code would
-revoke a newer one (storing a code revokes the member's older pending codes). Rules, in order:
+be superseded at once, or revoke a code the member is waiting for. Rules, in order:
 the member is closed; a welcome letter for a member who already has a PIN; a newer letter for
 the same member is waiting, being printed or printed; a code made after the letter was queued
 is live or was used.
@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import and_, func, or_, update
+from sqlalchemy import and_, func, update
 from sqlalchemy.orm import aliased
 from sqlmodel import Session, col, select
 
@@ -21,6 +21,7 @@ from cpms_admin.errors import Conflict
 from cpms_admin.models import Account, Letter, LetterBatch, Member, SecurityCode, pk
 from cpms_admin.services import audit
 from cpms_admin.services.batch_guard import RunGuard
+from cpms_admin.services.codes import still_counts
 
 LIVE_LETTER = ("pending", "claimed", "printed")
 IN_CHUNK = 500  # ids per IN (...) list: well under every engine's parameter limit
@@ -93,13 +94,7 @@ def moot_reasons(session: Session, letters: Sequence[Queued], *, now: datetime) 
                 and_(
                     col(SecurityCode.member_id) == Letter.member_id,
                     col(SecurityCode.created_at) > Letter.created_at,
-                    or_(
-                        col(SecurityCode.status) == "used",
-                        and_(
-                            col(SecurityCode.status) == "pending",
-                            col(SecurityCode.expires_at) > now,
-                        ),
-                    ),
+                    still_counts(now),
                 ),
             )
             .where(col(Letter.id).in_(ids))

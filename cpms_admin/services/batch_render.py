@@ -88,7 +88,7 @@ def _content(job: RenderJob, letter_id: int, kind: str, member: Member, code: st
         recipient_lines=tuple(address_lines(member)),
         nir_masked=mask_nir(member.nir),
         code=code,
-        code_expires_on=expires.date(),  # never later than the stored expiry (set at commit)
+        code_expires_on=expires.date(),  # the stored expiry counts from job.now too
         letter_date=today.date(),
         reference=letter_reference(letter_id),
         salutation=salutation_for(member.civility),

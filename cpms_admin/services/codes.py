@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from sqlalchemy import update
+from sqlalchemy import ColumnElement, and_, or_, update
 from sqlmodel import Session, col, select
 from sqlmodel.sql.expression import SelectOfScalar
 
@@ -83,6 +83,14 @@ def revoke_pending(
     return list(session.exec(statement).scalars())
 
 
+def still_counts(now: datetime) -> ColumnElement[bool]:
+    """A code that supersedes those made before it: used, or pending and unexpired at `now`."""
+    return or_(
+        col(SecurityCode.status) == "used",
+        and_(col(SecurityCode.status) == "pending", col(SecurityCode.expires_at) > now),
+    )
+
+
 def revoke_code(session: Session, *, code_id: int) -> bool:
     """Revoke one code if it is still pending (True when it was)."""
     statement = (
@@ -105,32 +113,40 @@ def store_code(
     now: datetime,
     settings: Settings,
     letter_id: int | None = None,
+    made_at: datetime | None = None,
 ) -> SecurityCode:
-    """Store the hash of `code`, made by the caller at `now`, valid for the channel's
-    lifetime, and revoke the member's older pending codes.
+    """Store the hash of `code` (made by the caller), valid for the channel's lifetime, and
+    revoke the member's older pending codes. Does not commit: the caller's transaction holds
+    the code and whatever carries it.
 
-    The letter batch makes its codes as it renders and stores them when it commits. A code
-    the member got in between is newer: it stays live, and this one is stored revoked, as if
-    that newer code had revoked it. Does not commit: the caller's transaction holds the code
-    and whatever carries it.
+    `made_at` is for a code made before `now`: the letter batch makes its codes as it renders
+    and stores them when it commits. The code then counts from `made_at` (its lifetime, the
+    codes it revokes), and if the member was given a code since then and still holds or has
+    used it, that newer code wins: this one is stored revoked.
     """
     if purpose not in PURPOSES:
         raise ValueError(f"unknown code purpose {purpose!r}")
-    lifetime = code_ttl(channel, settings)
-    revoke_pending(session, member_id=member_id, made_by=now)
-    newer = session.exec(
-        select(SecurityCode.id).where(
-            SecurityCode.member_id == member_id, SecurityCode.status == "pending"
-        )
-    ).first()
+    made = made_at or now
+    revoke_pending(session, member_id=member_id, made_by=made_at)
+    newer = (
+        made_at is not None
+        and session.exec(
+            select(SecurityCode.id).where(
+                col(SecurityCode.member_id) == member_id,
+                col(SecurityCode.created_at) > made_at,
+                still_counts(now),
+            )
+        ).first()
+        is not None
+    )
     row = SecurityCode(
         member_id=member_id,
         purpose=purpose,
         channel=channel,
         code_hash=hash_code(pepper=pepper, code=code),
-        status="pending" if newer is None else "revoked",
-        created_at=now,
-        expires_at=now + lifetime,
+        status="revoked" if newer else "pending",
+        created_at=made,
+        expires_at=made + code_ttl(channel, settings),
         letter_id=letter_id,
     )
     session.add(row)
@@ -164,7 +180,8 @@ def issue_code(
 
 
 def _live(member_id: int, now: datetime) -> SelectOfScalar[SecurityCode]:
-    """The member's newest pending, unexpired code."""
+    """The member's newest pending, unexpired code (newest as made: the letter batch stores
+    its codes some time after making them)."""
     return (
         select(SecurityCode)
         .where(
@@ -172,7 +189,7 @@ def _live(member_id: int, now: datetime) -> SelectOfScalar[SecurityCode]:
             col(SecurityCode.status) == "pending",
             col(SecurityCode.expires_at) > now,
         )
-        .order_by(col(SecurityCode.id).desc())
+        .order_by(col(SecurityCode.created_at).desc(), col(SecurityCode.id).desc())
     )
 
 

@@ -4,7 +4,8 @@
 2. Claim, one transaction: cancel the moot letters, claim the rest for a new running batch.
 3. Render into a private staging directory, each letter's code made as it is rendered.
 4. Commit, one transaction: store the code hashes, letters printed, batch completed with its
-   manifest, audit. The codes exist from this instant, and so does the duty to publish.
+   manifest, audit. The codes work from this instant (they count from when they were made, so
+   a code the member was given meanwhile wins), and the duty to publish begins.
 5. Publish (`batch_files.publish`): manifest first, then the PDF names, then the directory.
 
 A run killed before 4 leaves a running batch whose letters the next run puts back in the queue
@@ -42,6 +43,7 @@ from cpms_admin.services.codes import store_code
 from cpms_admin.settings import Settings
 
 POOL_FROM = 4  # chunks: below this, starting worker processes costs more than it saves
+SUPERSEDED_WHILE_PRINTING = "its code was superseded by a newer one given while it was printed"
 
 
 @dataclass(frozen=True)
@@ -281,17 +283,27 @@ def _commit(
             outcome="failed",
         )
     session.flush()
+    superseded = []
     for issued in rendered.issued:
-        store_code(
+        stored = store_code(
             session,
             member_id=issued.member_id,
             purpose=issued.purpose,
             channel="post",
             code=issued.code,
             pepper=pepper,
-            now=codes_made_at,  # the printed expiry date counts from then
+            now=now,
+            made_at=codes_made_at,  # also what the printed expiry date counts from
             settings=settings,
             letter_id=issued.letter_id,
+        )
+        if stored.status == "revoked":
+            superseded.append(issued.letter_id)
+    if superseded:  # printed all the same: the member holds a newer code, support should know
+        session.exec(
+            update(Letter)
+            .where(col(Letter.id).in_(superseded))
+            .values(status_reason=SUPERSEDED_WHILE_PRINTING)
         )
     printed = session.exec(
         update(Letter)
@@ -313,6 +325,7 @@ def _commit(
         failed=len(rendered.failed),
         files=len(rendered.files),
         pages=rendered.pages,
+        superseded=superseded,
     )
     session.commit()
 

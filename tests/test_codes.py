@@ -1,10 +1,11 @@
 """Security codes in the database: what the letter batch and the e-mail queue rely on."""
 
-from datetime import timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 from sqlmodel import Session
 
+from cpms_admin.french import PARIS
 from cpms_admin.models import Member, pk
 from cpms_admin.services import codes
 from cpms_admin.services.letter_queue import queue_letter
@@ -46,7 +47,7 @@ def test_store_code_is_what_the_letter_batch_calls_at_print_time(
         letter_id=pk(letter),
     )
     session.commit()
-    assert printed.expires_at == clock.now + timedelta(days=30)
+    assert printed.expires_at == datetime(2026, 12, 23, 23, 0, tzinfo=UTC)  # Paris midnight
     assert emailed.row.expires_at == clock.now + timedelta(minutes=10)
     assert printed.letter_id == letter.id
     assert "004213" not in printed.code_hash
@@ -56,9 +57,10 @@ def test_store_code_is_what_the_letter_batch_calls_at_print_time(
     assert set_pin(session, settings, clock, member.nir, "004213", using="code").ok
 
 
-def test_post_codes_die_after_their_lifetime(
+def test_post_codes_work_to_the_end_of_the_day_their_letter_gives(
     session: Session, settings: Settings, clock: FakeClock, member: Member
 ) -> None:
+    """Made on 23 November, a letter says "valable jusqu'au 23 décembre": all that day."""
     codes.store_code(
         session,
         member_id=pk(member),
@@ -70,7 +72,10 @@ def test_post_codes_die_after_their_lifetime(
         settings=settings,
     )
     session.commit()
-    clock.advance(days=30, seconds=1)
+    assert codes.postal_last_day(clock.now, settings) == date(2026, 12, 23)
+    late_evening = datetime(2026, 12, 23, 23, 59, tzinfo=PARIS).astimezone(UTC)
+    assert codes.live_code(session, member_id=pk(member), now=late_evening) is not None
+    clock.now = datetime(2026, 12, 24, 0, 0, 1, tzinfo=PARIS).astimezone(UTC)
     result = set_pin(session, settings, clock, member.nir, "004213", using="code")
     assert result.reason == "dead_code"
 

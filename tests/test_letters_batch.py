@@ -19,6 +19,7 @@ from sqlalchemy import Engine, update
 from sqlmodel import Session, col, select
 
 from cpms_admin.clock import Clock, system_clock
+from cpms_admin.french import PARIS, paris_time
 from cpms_admin.models import AuditEvent, Letter, LetterBatch, Member, SecurityCode, pk
 from cpms_admin.services import accounts, batch_guard
 from cpms_admin.services.batch_claim import claim_letters
@@ -180,6 +181,7 @@ def test_a_batch_prints_every_pending_letter_once_in_a_private_directory(
         select(SecurityCode).where(SecurityCode.letter_id == first["letter_id"])
     ).one()
     assert (stored.channel, stored.purpose) == ("post", "first_login")
+    assert paris_time(stored.expires_at) == datetime(2026, 12, 24, tzinfo=PARIS)  # all of the 23rd
     assert code not in stored.code_hash
     assert code_works(session, settings, clock, first["letter_id"], code)
     assert not code_works(session, settings, clock, first["letter_id"], code)

@@ -10,7 +10,7 @@ whatever the size of the batch.
 import contextlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,12 +18,13 @@ from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 
 from cpms_admin.faults import failpoint
-from cpms_admin.french import PARIS
+from cpms_admin.french import paris_time
 from cpms_admin.letters.content import LetterContent, letter_reference, salutation_for
 from cpms_admin.models import Letter, Member, pk
 from cpms_admin.nir import mask_nir
 from cpms_admin.security.codes import generate_code
 from cpms_admin.services.batch_files import PART, reserve_file, seal_file
+from cpms_admin.services.codes import postal_last_day
 from cpms_admin.services.members import address_lines
 from cpms_admin.settings import Settings
 
@@ -80,16 +81,14 @@ def _claimed(job: RenderJob, after: int) -> list[tuple[int, str, str, Member]]:
 
 
 def _content(job: RenderJob, letter_id: int, kind: str, member: Member, code: str) -> LetterContent:
-    today = job.now.astimezone(PARIS)
-    expires = today + timedelta(days=job.settings.code_post_ttl_days)
     return LetterContent(
         letter_id=letter_id,
         kind=kind,
         recipient_lines=tuple(address_lines(member)),
         nir_masked=mask_nir(member.nir),
         code=code,
-        code_expires_on=expires.date(),  # the stored expiry counts from job.now too
-        letter_date=today.date(),
+        code_expires_on=postal_last_day(job.now, job.settings),  # as stored at commit
+        letter_date=paris_time(job.now).date(),
         reference=letter_reference(letter_id),
         salutation=salutation_for(member.civility),
         portal_url=job.settings.portal_url,

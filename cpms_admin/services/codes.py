@@ -6,13 +6,14 @@ transaction, so a code and the audit row (or letter) that goes with it land toge
 """
 
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Protocol
 
 from sqlalchemy import ColumnElement, and_, or_, update
 from sqlmodel import Session, col, select
 from sqlmodel.sql.expression import SelectOfScalar
 
+from cpms_admin.french import PARIS, paris_time
 from cpms_admin.models import SecurityCode, pk
 from cpms_admin.security.codes import generate_code, hash_code, verify_code
 from cpms_admin.settings import Settings
@@ -58,13 +59,20 @@ def purpose_for(account: PinHistory) -> str:
     return "pin_reset" if had_pin else "first_login"
 
 
-def code_ttl(channel: str, settings: Settings) -> timedelta:
-    """E-mail codes live minutes; postal ones must survive the post."""
+def code_expiry(channel: str, made_at: datetime, settings: Settings) -> datetime:
+    """When a code made at `made_at` stops working (UTC). E-mail codes live minutes; postal
+    ones must survive the post, and work to the end of the day their letter gives."""
     if channel == "email":
-        return timedelta(minutes=settings.code_email_ttl_minutes)
+        return made_at + timedelta(minutes=settings.code_email_ttl_minutes)
     if channel == "post":
-        return timedelta(days=settings.code_post_ttl_days)
+        day_after = postal_last_day(made_at, settings) + timedelta(days=1)
+        return datetime.combine(day_after, time(), tzinfo=PARIS).astimezone(UTC)
     raise ValueError(f"unknown code channel {channel!r}")
+
+
+def postal_last_day(made_at: datetime, settings: Settings) -> date:
+    """The last day (Paris) a postal code made at `made_at` works: "valable jusqu'au"."""
+    return (paris_time(made_at) + timedelta(days=settings.code_post_ttl_days)).date()
 
 
 def revoke_pending(
@@ -146,7 +154,7 @@ def store_code(
         code_hash=hash_code(pepper=pepper, code=code),
         status="revoked" if newer else "pending",
         created_at=made,
-        expires_at=made + code_ttl(channel, settings),
+        expires_at=code_expiry(channel, made, settings),
         letter_id=letter_id,
     )
     session.add(row)

@@ -2,8 +2,8 @@
 
 Workers come from a forkserver, not a plain fork: the parent may hold a database connection
 and threads, which a forked child would inherit; the forkserver is a clean process that has
-already imported WeasyPrint, so starting a worker stays cheap. Workers only render: they are
-given plain `LetterContent` values and file names, never a session.
+already imported WeasyPrint and pikepdf, so starting a worker stays cheap. Workers only
+render: they are given plain `LetterContent` values and file names, never a session.
 
 A worker exits as soon as the process that started the pool is gone: a pool worker otherwise
 waits for work forever, so every batch run killed with SIGKILL would leave idle workers (and,
@@ -70,7 +70,7 @@ def _render_in_pool(
 ) -> Iterator[Rendered]:
     letters_dir = check_templates(letters_dir)  # a worker failing to start would say less
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["weasyprint", __name__])
+    context.set_forkserver_preload(["weasyprint", "pikepdf", __name__])
     pool = ProcessPoolExecutor(
         max_workers=workers,
         mp_context=context,

@@ -136,17 +136,7 @@ def store_code(
         raise ValueError(f"unknown code purpose {purpose!r}")
     made = made_at or now
     revoke_pending(session, member_id=member_id, made_by=made_at)
-    newer = (
-        made_at is not None
-        and session.exec(
-            select(SecurityCode.id).where(
-                col(SecurityCode.member_id) == member_id,
-                col(SecurityCode.created_at) > made_at,
-                still_counts(now),
-            )
-        ).first()
-        is not None
-    )
+    newer = made_at is not None and _made_since(session, member_id, made_at, now)
     row = SecurityCode(
         member_id=member_id,
         purpose=purpose,
@@ -160,6 +150,16 @@ def store_code(
     session.add(row)
     session.flush()
     return row
+
+
+def _made_since(session: Session, member_id: int, made_at: datetime, now: datetime) -> bool:
+    """Whether the member was given a code after `made_at` that still counts at `now`."""
+    statement = select(SecurityCode.id).where(
+        col(SecurityCode.member_id) == member_id,
+        col(SecurityCode.created_at) > made_at,
+        still_counts(now),
+    )
+    return session.exec(statement).first() is not None
 
 
 def issue_code(

@@ -85,11 +85,12 @@ def sample_content(
     letter_id: int = 0,
     nir: str = SAMPLE_NIR,
     today: date | None = None,
-    ttl_days: int = 30,
+    expires_on: date | None = None,
     portal_url: str = DEFAULT_PORTAL_URL,
     place: str = "Paris",
 ) -> LetterContent:
-    """A realistic letter for `letters preview`, with a dummy code and a SPÉCIMEN watermark."""
+    """A realistic letter for `letters preview`, with a dummy code and a SPÉCIMEN watermark.
+    Its code expires on `expires_on` (by default, a month after `today`)."""
     day = today or date.today()
     address = postal.make_address(
         street="12 rue des Lilas",
@@ -104,7 +105,7 @@ def sample_content(
         recipient_lines=(recipient, *address.lines()),
         nir_masked=nir_rules.mask_nir(nir),
         code=f"{secrets.randbelow(10**6):06d}",
-        code_expires_on=day + timedelta(days=ttl_days),
+        code_expires_on=expires_on or day + timedelta(days=30),
         letter_date=day,
         reference=letter_reference(letter_id),
         salutation=salutation_for("MME"),

@@ -8,10 +8,11 @@ from sqlmodel import Session, col, select
 
 from cpms_admin.clock import Clock, iso
 from cpms_admin.errors import InvalidInput, Refused
-from cpms_admin.french import PARIS
+from cpms_admin.french import paris_time
 from cpms_admin.letters.content import LETTER_KINDS, salutation_for, sample_content
 from cpms_admin.models import Letter, Member
 from cpms_admin.nir import mask_nir
+from cpms_admin.services.codes import postal_last_day
 from cpms_admin.services.members import address_lines, get_member
 from cpms_admin.settings import Settings
 
@@ -62,10 +63,11 @@ def preview_letter(
         raise InvalidInput(f"unknown letter kind {kind!r}: one of {', '.join(LETTER_KINDS)}")
     if not out.parent.is_dir():
         raise InvalidInput(f"cannot write {out}: directory {out.parent} does not exist")
+    now = clock()
     content = sample_content(
         kind,
-        today=clock().astimezone(PARIS).date(),
-        ttl_days=settings.code_post_ttl_days,
+        today=paris_time(now).date(),
+        expires_on=postal_last_day(now, settings),  # what a letter printed now would say
         portal_url=settings.portal_url,
         place=settings.letter_city,
     )

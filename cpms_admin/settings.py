@@ -2,17 +2,32 @@
 
 Each field maps to `CPMS_<FIELD>` in the environment (which wins) and to `<field>` in the
 file named by `CPMS_CONFIG`. Nothing here touches the database or the disk beyond that file.
+
+Every integer setting carries its bounds, checked whenever a `Settings` is made: a negative
+cool-down or code lifetime would silently switch a protection off, so it is refused (exit 5),
+naming the setting as the user wrote it.
 """
 
 import os
+import reprlib
 import tomllib
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from cpms_admin.errors import InvalidInput
+from cpms_admin.errors import NotReady
 
 DEFAULT_DATABASE_URL = "sqlite:///data/cpms.db"
+
+# The largest count a command takes (`--limit`): far above any real run, far below the
+# 64-bit LIMIT of the engines (a larger number would be a database error, not a usage error).
+LIMIT_MAX = 1_000_000_000
+
+
+def _bounded(default: int, low: int, high: int, unit: str = "") -> Any:
+    """An integer setting that must lie in [low, high]; `unit` is named in the error."""
+    return field(default=default, metadata={"bounds": (low, high), "unit": unit})
 
 
 @dataclass(frozen=True)
@@ -25,52 +40,113 @@ class Settings:
     mail_dir: str = "data/outbox"
     mail_from: str = "CPMS Espace Adhérent <ne-pas-repondre@cpms.fr>"
     portal_url: str = "https://adherent.cpms.fr"
-    lockout_max_failures: int = 3
-    lockout_cooldown_seconds: int = 60
-    lockout_cooldown_cap_seconds: int = 3600
-    lockout_hard_after: int = 10
-    code_email_ttl_minutes: int = 10
-    code_post_ttl_days: int = 30
-    code_max_tries: int = 5
+    lockout_max_failures: int = _bounded(3, 1, 100)
+    lockout_cooldown_seconds: int = _bounded(60, 1, 86_400, "seconds")
+    lockout_cooldown_cap_seconds: int = _bounded(3600, 1, 604_800, "seconds")
+    lockout_hard_after: int = _bounded(10, 1, 1000)
+    code_email_ttl_minutes: int = _bounded(10, 1, 1440, "minutes")
+    code_post_ttl_days: int = _bounded(30, 1, 365, "days")
+    code_max_tries: int = _bounded(5, 1, 100)
+    code_requests_per_day: int = _bounded(3, 1, 100)  # codes the portal sends a NIR per 24 h
+    smtp_timeout_seconds: int = _bounded(10, 1, 300, "seconds")  # each network operation
+    smtp_deadline_seconds: int = _bounded(20, 1, 600, "seconds")  # a whole SMTP session
     terms_version: str = "2026-01"
     weak_pins: str = "123456,654321,000000,111111,121212,123123,112233"
-    argon2_memory_kib: int = 19456
-    argon2_time_cost: int = 2
-    argon2_parallelism: int = 1
+    argon2_memory_kib: int = _bounded(19_456, 19_456, 4_194_304, "KiB")  # OWASP minimum
+    argon2_time_cost: int = _bounded(2, 2, 100)
+    argon2_parallelism: int = _bounded(1, 1, 64)
     letter_city: str = "Paris"
 
+    def __post_init__(self) -> None:
+        check_settings({f.name: getattr(self, f.name) for f in fields(self)}, env_name)
 
-def _coerce(raw: Any, target: type) -> Any:
-    if target is int:
+
+# (larger, smaller): the first setting must be at least the second.
+_AT_LEAST = (
+    ("lockout_hard_after", "lockout_max_failures"),
+    ("lockout_cooldown_cap_seconds", "lockout_cooldown_seconds"),
+)
+
+
+def env_name(name: str) -> str:
+    return f"CPMS_{name.upper()}"
+
+
+def check_settings(values: Mapping[str, Any], label: Callable[[str], str]) -> None:
+    """Refuse (NotReady) an integer setting out of its bounds or out of order with another;
+    `label` names a setting as the user wrote it."""
+    for spec in fields(Settings):
+        if "bounds" not in spec.metadata:
+            continue
+        low, high = spec.metadata["bounds"]
+        unit = f" ({spec.metadata['unit']})" if spec.metadata["unit"] else ""
+        value = values[spec.name]
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise NotReady(
+                f"{label(spec.name)} must be a whole number between {low} and {high}{unit}, "
+                f"got {reprlib.repr(value)}"
+            )
+        if not low <= value <= high:
+            raise NotReady(
+                f"{label(spec.name)} must be between {low} and {high}{unit}, "
+                f"got {reprlib.repr(value)}"
+            )
+    for larger, smaller in _AT_LEAST:
+        if values[larger] < values[smaller]:
+            raise NotReady(
+                f"{label(larger)} ({values[larger]}) must be at least "
+                f"{label(smaller)} ({values[smaller]})"
+            )
+
+
+def _coerce(raw: Any, *, integer: bool) -> Any:
+    """An environment string (or a TOML value) as the field's type. A string that is not a
+    whole number is kept as it is, for `check_settings` to refuse naming the setting."""
+    if not integer:
+        return None if raw == "" else str(raw)
+    if isinstance(raw, str):
         try:
-            return int(raw)
-        except (TypeError, ValueError):
-            raise InvalidInput(f"setting must be a whole number, got {raw!r}") from None
-    return None if raw == "" else str(raw)
+            return int(raw.strip())
+        except ValueError:
+            return raw
+    return raw
 
 
-def load_settings(environ: dict[str, str] | None = None, **overrides: Any) -> Settings:
+def _read_config(path: str) -> dict[str, Any]:
+    try:
+        return tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise NotReady(f"cannot read config file {path}: {exc.strerror}") from None
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise NotReady(f"cannot read config file {path}: {exc}") from None
+
+
+def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
     """Build the settings from a config file, the environment and explicit overrides."""
     env = os.environ if environ is None else environ
+    known = {f.name: f for f in fields(Settings)}
     values: dict[str, Any] = {}
+    labels: dict[str, str] = {}
     config_path = env.get("CPMS_CONFIG")
     if config_path:
-        try:
-            values.update(tomllib.loads(Path(config_path).read_text(encoding="utf-8")))
-        except (OSError, tomllib.TOMLDecodeError) as exc:
-            raise InvalidInput(f"cannot read config file {config_path}: {exc}") from None
-    known = {f.name: f for f in fields(Settings)}
-    for name in known:
-        key = f"CPMS_{name.upper()}"
-        if key in env:
-            values[name] = env[key]
-    values.update({k: v for k, v in overrides.items() if v is not None})
-    unknown = set(values) - set(known)
-    if unknown:
-        raise InvalidInput(f"unknown setting(s) in {config_path}: {', '.join(sorted(unknown))}")
-    default_types = {name: type(f.default) for name, f in known.items()}
+        from_file = _read_config(config_path)
+        unknown = sorted(set(from_file) - set(known))
+        if unknown:
+            raise NotReady(f"unknown setting(s) in {config_path}: {', '.join(unknown)}")
+        values.update(from_file)
+        labels.update({name: f"{name} in {config_path}" for name in from_file})
+    for name, spec in known.items():
+        raw = env.get(env_name(name))
+        if raw is None or (raw == "" and "bounds" in spec.metadata):
+            continue  # an empty integer variable is unset, as Click reads its own variables
+        values[name], labels[name] = raw, env_name(name)
+    given = {name: value for name, value in overrides.items() if value is not None}
+    values.update(given)
+    labels.update({name: name for name in given})
     coerced = {
-        name: _coerce(value, int if default_types[name] is int else str)
+        name: _coerce(value, integer="bounds" in known[name].metadata)
         for name, value in values.items()
     }
+    defaults = {name: spec.default for name, spec in known.items()}
+    check_settings({**defaults, **coerced}, lambda name: labels.get(name, env_name(name)))
     return Settings(**coerced)

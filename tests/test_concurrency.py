@@ -4,7 +4,7 @@ no failure is lost and none slips past the hard lock or the code's try limit."""
 import threading
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import replace
+from datetime import datetime
 from typing import TypeVar
 
 from sqlalchemy import func
@@ -54,25 +54,42 @@ def hammer(
     return results
 
 
+class LeapingClock(FakeClock):
+    """Two hours later at each reading, past any cool-down: every attempt before the hard
+    lock is evaluated, so only the lock can stop them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._lock = threading.Lock()
+
+    def __call__(self) -> datetime:
+        with self._lock:
+            self.advance(hours=2)
+            return self.now
+
+
 def test_concurrent_wrong_pins_lock_at_exactly_the_threshold(
-    session: Session, settings: Settings, clock: FakeClock
+    session: Session, settings: Settings
 ) -> None:
-    # No cool-down, so that every attempt before the lock is evaluated.
-    fast = replace(settings, lockout_cooldown_seconds=0)
+    clock = LeapingClock()
     member = make_member(session, welcome=False)
-    give_pin(session, fast, member)
+    give_pin(session, settings, member)
     results = hammer(
-        fast,
+        settings,
         4,
         lambda s: (
             portal.login(
-                s, nir=member.nir, pin="605813", captcha_ok=True, settings=fast, clock=clock
+                s, nir=member.nir, pin="605813", captcha_ok=True, settings=settings, clock=clock
             ).reason
         ),
     )
-    assert Counter(results) == {"wrong_pin": 10, "locked": THREADS * 4 - 10}
+    counts = Counter(results)
+    # Exactly the budget was checked; the rest was refused unchecked (threads read the
+    # leaping clock out of order, so some met the cool-down a later reading had begun).
+    assert counts.pop("wrong_pin") == 10 and set(counts) <= {"locked", "cooldown"}
+    assert counts["locked"] >= 1
     account = account_of(session, member)
-    assert (account.failed_attempts, account.hard_locked_at) == (10, clock.now)
+    assert account.failed_attempts == 10 and account.hard_locked_at is not None
     counted = session.exec(
         select(func.count()).where(
             col(AuditEvent.action) == "portal.login", col(AuditEvent.outcome) == "wrong_pin"

@@ -14,11 +14,23 @@ from cpms_admin.cli.context import AppContext
 from cpms_admin.cli.doctor import doctor
 from cpms_admin.cli.output import error
 from cpms_admin.errors import CpmsError
+from cpms_admin.services.audit import AGENT_MAX_LENGTH, clean_text
 from cpms_admin.settings import load_settings
+
+# Set in ctx.meta by the boundary: whether the command line only asks for help, and the
+# configuration error the root callback put off because of that.
+HELP_ASKED = "cpms.help_asked"
+DEFERRED = "cpms.deferred_error"
 
 
 class ErrorBoundary(TyperGroup):
     """Turns expected failures into one line on stderr and the exit code of CLI.md."""
+
+    def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:  # type: ignore[override]
+        # The root callback (which reads the configuration) runs before a sub-command parses
+        # its own `--help`; help must never need configuration, so note whether it is asked.
+        ctx.meta[HELP_ASKED] = _asks_for_help(self, ctx, args)
+        return super().parse_args(ctx, args)
 
     def invoke(self, ctx: typer.Context) -> Any:  # type: ignore[override]
         try:
@@ -32,6 +44,12 @@ class ErrorBoundary(TyperGroup):
         except Exception as exc:
             from sqlalchemy.exc import DBAPIError
 
+            deferred = ctx.meta.get(DEFERRED)
+            if isinstance(deferred, CpmsError) and not hasattr(exc, "exit_code"):
+                # A command ran without its configuration ("--help" was an option's value):
+                # the configuration error is the one to report. Click's own exits carry codes.
+                error(str(deferred))
+                raise typer.Exit(deferred.exit_code) from None
             if isinstance(exc, DBAPIError):
                 from cpms_admin.db import describe_db_error
 
@@ -96,13 +114,36 @@ def root(
 ) -> None:
     """Find members, see why they cannot log in, fix it; print the nightly letters."""
     preset = ctx.obj if isinstance(ctx.obj, dict) else {}  # tests may inject a clock
-    settings = load_settings(database_url=db_url)
+    try:
+        settings = load_settings(database_url=db_url)
+        acting = clean_text(
+            _os_user() if agent is None else agent,
+            what="the agent name (--agent, CPMS_AGENT)",
+            max_length=AGENT_MAX_LENGTH,
+        )
+    except CpmsError as exc:
+        if not ctx.meta.get(HELP_ASKED):
+            raise
+        ctx.meta[DEFERRED] = exc
+        return
     ctx.obj = AppContext(
         settings=settings,
-        agent=agent or _os_user(),
+        agent=acting,
         json_output=json_output,
         **{key: preset[key] for key in ("clock",) if key in preset},
     )
+
+
+def _asks_for_help(group: TyperGroup, ctx: typer.Context, args: list[str]) -> bool:
+    """Whether the command line ends in help: `--help`, or a group named without a command."""
+    words = args[: args.index("--")] if "--" in args else args
+    if any(word in ctx.help_option_names for word in words):
+        return True
+    command: object = group
+    for word in words:
+        if isinstance(command, TyperGroup) and word in command.commands:
+            command = command.commands[word]
+    return isinstance(command, TyperGroup)
 
 
 def _os_user() -> str:

@@ -9,6 +9,7 @@ from cpms_admin.cli.context import app_context
 from cpms_admin.cli.output import emit_rows
 from cpms_admin.errors import InvalidInput
 from cpms_admin.services import audit
+from cpms_admin.settings import LIMIT_MAX
 
 app = typer.Typer(help="Read the audit log.", no_args_is_help=True)
 
@@ -27,7 +28,7 @@ def list_(
     nir: Annotated[str | None, typer.Option("--nir", help="Only this member.")] = None,
     since: Annotated[str | None, typer.Option("--since", help="ISO date or time (UTC).")] = None,
     action: Annotated[str | None, typer.Option("--action", help="e.g. account.unlock")] = None,
-    limit: Annotated[int, typer.Option("--limit", min=1)] = 50,
+    limit: Annotated[int, typer.Option("--limit", min=1, max=LIMIT_MAX)] = 50,
 ) -> None:
     """Audit events, newest first.
 

@@ -14,6 +14,7 @@ from cpms_admin.cli.code import Channel
 from cpms_admin.cli.context import app_context
 from cpms_admin.cli.output import emit_object
 from cpms_admin.errors import InvalidInput
+from cpms_admin.services.accounts import require_reason
 from cpms_admin.services.campaign import CampaignCounts, Selection, read_nir_file, run_campaign
 
 
@@ -88,7 +89,8 @@ def campaign(
             session,
             selection=selection,
             channel=channel.value,
-            reason=reason,
+            # Checked here too, so that a dry run refuses what the real run would.
+            reason=require_reason(reason, "run a campaign"),
             agent=app_.agent,
             dry_run=dry_run,
             clock=app_.clock,

@@ -9,6 +9,7 @@ import typer
 from cpms_admin.cli.bulk_progress import BulkProgress
 from cpms_admin.cli.context import AppContext, app_context
 from cpms_admin.cli.output import emit_object, emit_rows, warn
+from cpms_admin.settings import LIMIT_MAX
 
 app = typer.Typer(
     help="Postal letters: the queue, the nightly batch, previews.", no_args_is_help=True
@@ -34,7 +35,9 @@ def list_(
     ctx: typer.Context,
     status: Annotated[Status | None, typer.Option("--status", help="Only this status.")] = None,
     nir: Annotated[str | None, typer.Option("--nir", help="Only this member's letters.")] = None,
-    limit: Annotated[int, typer.Option("--limit", min=1, help="At most N, newest first.")] = 200,
+    limit: Annotated[
+        int, typer.Option("--limit", min=1, max=LIMIT_MAX, help="At most N, newest first.")
+    ] = 200,
 ) -> None:
     """List letters, newest first: pending, printed, cancelled (and why), failed (and why).
 
@@ -63,7 +66,10 @@ def batch(
     ctx: typer.Context,
     out: Annotated[Path, typer.Option("--out", help="Directory receiving the batch directory.")],
     limit: Annotated[
-        int | None, typer.Option("--limit", min=1, help="Take at most N letters from the queue.")
+        int | None,
+        typer.Option(
+            "--limit", min=1, max=LIMIT_MAX, help="Take at most N letters from the queue."
+        ),
     ] = None,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Only count: issue no code, write nothing.")

@@ -8,6 +8,7 @@ from cpms_admin.cli.bulk_progress import BulkProgress
 from cpms_admin.cli.context import app_context
 from cpms_admin.cli.output import emit_object
 from cpms_admin.services.mail_queue import check_sent, send_queued_mail
+from cpms_admin.settings import LIMIT_MAX
 
 app = typer.Typer(help="Send the queued e-mails.", no_args_is_help=True)
 
@@ -16,7 +17,8 @@ app = typer.Typer(help="Send the queued e-mails.", no_args_is_help=True)
 def send(
     ctx: typer.Context,
     limit: Annotated[
-        int | None, typer.Option("--limit", min=1, help="Send at most N e-mails this run.")
+        int | None,
+        typer.Option("--limit", min=1, max=LIMIT_MAX, help="Send at most N e-mails this run."),
     ] = None,
 ) -> None:
     """Send the queued e-mails (code campaigns), each with a code made at send time.

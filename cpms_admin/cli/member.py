@@ -10,6 +10,7 @@ from cpms_admin.errors import InvalidInput
 from cpms_admin.member_fields import validate_member_fields
 from cpms_admin.nir import format_nir, mask_nir
 from cpms_admin.services import members
+from cpms_admin.settings import LIMIT_MAX
 
 app = typer.Typer(help="Add, show, list, update and close members.", no_args_is_help=True)
 
@@ -111,7 +112,7 @@ def list_(
     search: Annotated[
         str | None, typer.Option("--search", help="Names, NIR, e-mail, city (any case/accent).")
     ] = None,
-    limit: Annotated[int, typer.Option("--limit", min=1)] = 50,
+    limit: Annotated[int, typer.Option("--limit", min=1, max=LIMIT_MAX)] = 50,
 ) -> None:
     """List members, with filters.
 

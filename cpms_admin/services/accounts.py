@@ -29,9 +29,10 @@ class UnlockResult:
 
 
 def require_reason(reason: str | None, what: str) -> str:
+    """The reason an agent gave, checked before anything changes: it goes to the audit log."""
     if reason is None or not reason.strip():
         raise InvalidInput(f"a reason is required to {what} (--reason, recorded in the audit log)")
-    return reason.strip()
+    return audit.clean_text(reason, what="the reason", max_length=audit.REASON_MAX_LENGTH)
 
 
 def _open_member(session: Session, nir: str) -> Member:

@@ -1,14 +1,41 @@
 """The audit log: who did what to which member, why, when, and how it ended."""
 
 import json
+import re
 from datetime import datetime
 from typing import Any
 
 from sqlmodel import Session, col, select
 
 from cpms_admin.clock import iso, system_clock
+from cpms_admin.errors import InvalidInput
 from cpms_admin.models import AuditEvent, Member
 from cpms_admin.nir import parse_nir
+
+AGENT_MAX_LENGTH = 100  # AuditEvent.agent is VARCHAR(100) on PostgreSQL
+REASON_MAX_LENGTH = 500
+
+# Line breaks and control characters (C0, DEL, C1, U+2028/U+2029) would forge lines in
+# `audit list`; bidi marks, embeddings, overrides and isolates (U+061C, U+200E/F,
+# U+202A-E, U+2066-9) would make a row read other than it is stored; lone surrogates
+# (undecodable bytes from the environment) cannot be stored by PostgreSQL.
+_UNSAFE = re.compile(
+    r"[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069\ud800-\udfff]"
+)
+
+
+def clean_text(value: str, *, what: str, max_length: int) -> str:
+    """`value` without its surrounding spaces, if it is one line of 1 to `max_length`
+    characters with no control character: free text that the audit log shows as typed.
+    Letters of any script, accents, apostrophes and spaces are fine."""
+    text = value.strip(" ")
+    if not text:
+        raise InvalidInput(f"{what} must not be empty")
+    if len(text) > max_length or _UNSAFE.search(text):
+        raise InvalidInput(
+            f"{what} must be one line without control characters (at most {max_length} characters)"
+        )
+    return text
 
 
 def record(
@@ -22,7 +49,11 @@ def record(
     at: datetime | None = None,
     **details: Any,
 ) -> AuditEvent:
-    """Add an audit row to the caller's transaction (never commits: it lands with the change)."""
+    """Add an audit row to the caller's transaction (never commits: it lands with the change).
+    Agent and reason are checked once more here, so that no path can write a forged line."""
+    agent = clean_text(agent, what="the agent name", max_length=AGENT_MAX_LENGTH)
+    if reason:
+        reason = clean_text(reason, what="the reason", max_length=REASON_MAX_LENGTH)
     event = AuditEvent(
         at=at or system_clock(),
         agent=agent,

@@ -108,6 +108,7 @@ def update_member(
     unknown = set(changes) - (set(COLUMNS) - {"nir"})
     if unknown:
         raise InvalidInput(f"cannot change {', '.join(sorted(unknown))}")
+    why = _optional_reason(reason)
     member = get_member(session, nir)
     before = as_strings({name: getattr(member, name) for name in COLUMNS})
     fields = validate_member_fields({**before, **changes})
@@ -121,12 +122,19 @@ def update_member(
         agent=agent,
         action="member.update",
         member=member,
-        reason=reason,
+        reason=why,
         at=member.updated_at,
         changed=changed,
     )
     session.commit()
     return member
+
+
+def _optional_reason(reason: str | None) -> str | None:
+    """A reason the agent may leave out (blank is none); given, it is checked like any."""
+    if reason is None or not reason.strip():
+        return None
+    return audit.clean_text(reason, what="the reason", max_length=audit.REASON_MAX_LENGTH)
 
 
 def close_member(
@@ -135,13 +143,14 @@ def close_member(
     """Closed members cannot log in; their data is kept. Closing twice is a no-op."""
     if not reason.strip():
         raise InvalidInput("a reason is required to close a member")
+    why = audit.clean_text(reason, what="the reason", max_length=audit.REASON_MAX_LENGTH)
     member = get_member(session, nir)
     if member.status == "closed":
         return member
     now = clock()
     member.status, member.closed_reason, member.closed_at, member.updated_at = (
         "closed",
-        reason.strip(),
+        why,
         now,
         now,
     )
@@ -157,7 +166,7 @@ def close_member(
         agent=agent,
         action="member.close",
         member=member,
-        reason=reason,
+        reason=why,
         at=now,
         codes_revoked=len(revoked),
         letters_cancelled=list(cancelled),

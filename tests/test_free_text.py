@@ -1,0 +1,134 @@
+"""Free text that reaches the audit log (reasons, the agent's name) is one line without
+control characters, bounded the same on every engine: a line break must not forge a row of
+`audit list`, and what SQLite takes PostgreSQL must take too."""
+
+import json
+
+import pytest
+from sqlmodel import Session, select
+
+from cpms_admin.cli.app import app
+from cpms_admin.errors import InvalidInput
+from cpms_admin.models import AuditEvent, Member
+from cpms_admin.services import audit
+from tests.conftest import Cli
+from tests.cred_helpers import account_of
+from tests.factories import make_member, snapshot
+
+FORGED = "a\nFORGED 2026-01-01 admin account.unlock 1 85 05 78 006 084 91 ok"
+ACCENTED = "Identité vérifiée par téléphone avec l'adhérente (Mme Hélène Müller-Øster)"
+UNSAFE = [
+    "\t", "\r", "\n", "\x00", "\x1b", "\x1f", "\x7f", "\x85", "\x9f", "\u2028", "\u2029",
+    "\u202a", "\u202b", "\u202c", "\u202d", "\u202e", "\u2066", "\u2067", "\u2068", "\u2069",
+]  # fmt: skip
+
+
+@pytest.fixture
+def locked(session: Session) -> Member:
+    member = make_member(session, welcome=False)
+    account = account_of(session, member)
+    account.failed_attempts, account.captcha_required = 4, True
+    session.commit()
+    return member
+
+
+def reason_refusal(what: str = "the reason", most: int = 500) -> str:
+    return f"{what} must be one line without control characters (at most {most} characters)"
+
+
+@pytest.mark.parametrize("char", UNSAFE, ids=[f"U+{ord(c):04X}" for c in UNSAFE])
+def test_line_breaks_and_control_characters_are_refused(char: str) -> None:
+    with pytest.raises(InvalidInput) as refused:
+        audit.clean_text(f"checked{char}by phone", what="the reason", max_length=500)
+    assert str(refused.value) == reason_refusal()
+
+
+def test_letters_accents_apostrophes_and_spaces_are_kept() -> None:
+    for text in (ACCENTED, "Zoë d’Ornano", "名前を確認しました", "a\u00a0b"):
+        assert audit.clean_text(f"  {text} ", what="the reason", max_length=500) == text
+    assert audit.clean_text("x" * 500, what="the reason", max_length=500) == "x" * 500
+    with pytest.raises(InvalidInput, match=r"\(at most 500 characters\)"):
+        audit.clean_text("x" * 501, what="the reason", max_length=500)
+    with pytest.raises(InvalidInput, match=r"^the agent name must not be empty$"):
+        audit.clean_text("  ", what="the agent name", max_length=100)
+
+
+def test_the_agent_limit_is_the_column_size() -> None:
+    assert AuditEvent.__table__.c.agent.type.length == audit.AGENT_MAX_LENGTH  # type: ignore[attr-defined]
+
+
+def test_record_itself_refuses_a_forged_row(session: Session, locked: Member) -> None:
+    before = snapshot(session)
+    with pytest.raises(InvalidInput, match="the reason must be one line"):
+        audit.record(session, agent="agent.test", action="account.unlock", reason=FORGED)
+    with pytest.raises(InvalidInput, match="the agent name must be one line"):
+        audit.record(session, agent="x" * 101, action="account.unlock")
+    session.rollback()
+    assert snapshot(session) == before
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["account", "unlock", "{nir}", "--reason", FORGED],
+        ["pin", "reset", "{nir}", "--channel", "post", "--reason", FORGED],
+        ["code", "issue", "{nir}", "--channel", "post", "--reason", FORGED],
+        ["member", "close", "{nir}", "--reason", FORGED],
+        ["member", "update", "{nir}", "--city", "Paris", "--reason", FORGED],
+        ["member", "close", "{nir}", "--reason", "x" * 501],
+        ["code", "campaign", "--no-pin", "--reason", FORGED],
+        ["code", "campaign", "--no-pin", "--dry-run", "--reason", f"ok{UNSAFE[-1]}"],
+    ],
+    ids=lambda command: " ".join(command[:2]),
+)
+def test_a_forged_reason_is_refused_and_changes_nothing(
+    cli: Cli, session: Session, locked: Member, command: list[str]
+) -> None:
+    before = snapshot(session)
+    result = cli(*(arg.format(nir=locked.nir) if arg == "{nir}" else arg for arg in command))
+    assert (result.exit_code, result.stderr) == (2, f"Error: {reason_refusal()}\n")
+    assert snapshot(session) == before
+
+
+def test_the_unlock_of_the_brief_writes_no_row(cli: Cli, session: Session, locked: Member) -> None:
+    result = cli("account", "unlock", locked.nir, "--reason", FORGED)
+    assert result.exit_code == 2
+    assert session.exec(select(AuditEvent).where(AuditEvent.action == "account.unlock")).all() == []
+    account = account_of(session, locked)
+    assert (account.failed_attempts, account.captcha_required) == (4, True)
+    assert "FORGED" not in cli("audit", "list").stdout
+
+
+@pytest.mark.parametrize(
+    "agent", ["x" * 101, "é" * 150, "agent\nFORGED", "agent\u202eevil", "", "   "]
+)
+def test_a_bad_agent_is_refused_on_every_engine(
+    cli: Cli, session: Session, locked: Member, agent: str
+) -> None:
+    before = snapshot(session)
+    result = cli("--agent", agent, "account", "unlock", locked.nir, "--reason", "checked")
+    assert result.exit_code == 2
+    assert result.stderr.startswith("Error: the agent name (--agent, CPMS_AGENT) must ")
+    assert snapshot(session) == before
+
+
+def test_the_agent_from_the_environment_is_checked_too(cli: Cli, locked: Member) -> None:
+    env = {**cli.env(), "CPMS_AGENT": "a" * 150}
+    result = cli.runner.invoke(app, ["account", "unlock", locked.nir, "--reason", "x"], env=env)
+    assert (result.exit_code, result.stderr) == (
+        2,
+        f"Error: {reason_refusal('the agent name (--agent, CPMS_AGENT)', 100)}\n",
+    )
+
+
+def test_the_longest_agent_and_an_accented_reason_work_on_every_engine(
+    cli: Cli, locked: Member
+) -> None:
+    agent = "Agnès Lefèvre-" + "é" * 86
+    assert len(agent) == 100
+    result = cli("--agent", agent, "account", "unlock", locked.nir, "--reason", ACCENTED)
+    assert result.exit_code == 0, result.output
+    (event,) = json.loads(cli("--json", "audit", "list", "--action", "account.unlock").stdout)
+    assert (event["agent"], event["reason"]) == (agent, ACCENTED)
+    shown = cli("audit", "list", "--nir", locked.nir).stdout
+    assert ACCENTED in shown and agent in shown

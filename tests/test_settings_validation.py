@@ -1,0 +1,180 @@
+"""Bounded input: a setting out of its bounds is refused (exit 5) naming it as the user wrote
+it, help never needs configuration, and a `--limit` too large is a usage error (exit 2)."""
+
+from dataclasses import fields, replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.main import get_command
+from typer.testing import CliRunner
+
+from cpms_admin.cli.app import app
+from cpms_admin.errors import NotReady
+from cpms_admin.settings import LIMIT_MAX, Settings, load_settings
+from tests.conftest import Cli
+
+UNSET: dict[str, str | None] = {f"CPMS_{f.name.upper()}": None for f in fields(Settings)}
+
+
+def run(*args: str, **env: str) -> Any:
+    """The CLI with no setting but `env` (CliRunner removes a variable given as None)."""
+    environ = {**UNSET, "CPMS_CONFIG": None, "CPMS_AGENT": "agent.test", **env}
+    return CliRunner().invoke(app, list(args), env=environ)
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        (
+            {"CPMS_LOCKOUT_COOLDOWN_SECONDS": "-600"},
+            "CPMS_LOCKOUT_COOLDOWN_SECONDS must be between 1 and 86400 (seconds), got -600",
+        ),
+        (
+            {"CPMS_CODE_EMAIL_TTL_MINUTES": "-10"},
+            "CPMS_CODE_EMAIL_TTL_MINUTES must be between 1 and 1440 (minutes), got -10",
+        ),
+        (
+            {"CPMS_LOCKOUT_MAX_FAILURES": "abc"},
+            "CPMS_LOCKOUT_MAX_FAILURES must be a whole number between 1 and 100, got 'abc'",
+        ),
+        (
+            {"CPMS_CODE_POST_TTL_DAYS": "99999999999999999999"},
+            "CPMS_CODE_POST_TTL_DAYS must be between 1 and 365 (days), got 99999999999999999999",
+        ),
+        (
+            {"CPMS_CODE_REQUESTS_PER_DAY": "0"},
+            "CPMS_CODE_REQUESTS_PER_DAY must be between 1 and 100, got 0",
+        ),
+        (
+            {"CPMS_SMTP_TIMEOUT_SECONDS": "301"},
+            "CPMS_SMTP_TIMEOUT_SECONDS must be between 1 and 300 (seconds), got 301",
+        ),
+        (
+            {"CPMS_SMTP_DEADLINE_SECONDS": "2.5"},
+            "CPMS_SMTP_DEADLINE_SECONDS must be a whole number between 1 and 600 (seconds), "
+            "got '2.5'",
+        ),
+        (
+            {"CPMS_LOCKOUT_HARD_AFTER": "2"},
+            "CPMS_LOCKOUT_HARD_AFTER (2) must be at least CPMS_LOCKOUT_MAX_FAILURES (3)",
+        ),
+        (
+            {"CPMS_LOCKOUT_COOLDOWN_SECONDS": "600", "CPMS_LOCKOUT_COOLDOWN_CAP_SECONDS": "300"},
+            "CPMS_LOCKOUT_COOLDOWN_CAP_SECONDS (300) must be at least "
+            "CPMS_LOCKOUT_COOLDOWN_SECONDS (600)",
+        ),
+    ],
+)
+def test_a_bad_setting_is_refused_naming_it(env: dict[str, str], message: str) -> None:
+    result = run("member", "list", **env)
+    assert (result.exit_code, result.stderr) == (5, f"Error: {message}\n")
+
+
+def test_a_bad_config_file_value_is_named_by_its_key(tmp_path: Path) -> None:
+    config = tmp_path / "cpms.toml"
+    config.write_text("lockout_cooldown_seconds = -600\n", encoding="utf-8")
+    result = run("member", "list", CPMS_CONFIG=str(config))
+    assert (result.exit_code, result.stderr) == (
+        5,
+        f"Error: lockout_cooldown_seconds in {config} must be between 1 and 86400 (seconds), "
+        "got -600\n",
+    )
+    config.write_text("lockout_max_failures = true\n", encoding="utf-8")
+    result = run("member", "list", CPMS_CONFIG=str(config))
+    assert result.exit_code == 5
+    assert f"lockout_max_failures in {config} must be a whole number" in result.stderr
+
+
+def test_unknown_keys_and_unreadable_files_are_not_ready(tmp_path: Path) -> None:
+    config = tmp_path / "cpms.toml"
+    config.write_text("lockout_max_failure = 3\n", encoding="utf-8")
+    unknown = run("member", "list", CPMS_CONFIG=str(config))
+    assert (unknown.exit_code, unknown.stderr) == (
+        5,
+        f"Error: unknown setting(s) in {config}: lockout_max_failure\n",
+    )
+    missing = run("member", "list", CPMS_CONFIG=str(tmp_path / "nope.toml"))
+    assert missing.exit_code == 5
+    assert f"cannot read config file {tmp_path / 'nope.toml'}" in missing.stderr
+    config.write_bytes(b"\xff\xfe")
+    assert run("member", "list", CPMS_CONFIG=str(config)).exit_code == 5
+
+
+def test_the_environment_wins_over_the_file_and_empty_means_unset(tmp_path: Path) -> None:
+    config = tmp_path / "cpms.toml"
+    config.write_text("lockout_cooldown_seconds = -600\ncode_max_tries = 7\n", encoding="utf-8")
+    loaded = load_settings(
+        {"CPMS_CONFIG": str(config), "CPMS_LOCKOUT_COOLDOWN_SECONDS": " 90 ", "CPMS_SMTP_URL": ""}
+    )
+    assert (loaded.lockout_cooldown_seconds, loaded.code_max_tries) == (90, 7)
+    assert load_settings({"CPMS_CODE_EMAIL_TTL_MINUTES": ""}).code_email_ttl_minutes == 10
+
+
+@pytest.mark.parametrize(
+    "args", [["--help"], ["member", "--help"], ["member"], ["member", "list", "--help"]]
+)
+def test_help_needs_no_configuration(args: list[str]) -> None:
+    result = run(*args, CPMS_LOCKOUT_MAX_FAILURES="abc", CPMS_AGENT="a\nb")
+    assert result.exit_code == (2 if args == ["member"] else 0)  # a group alone: usage error
+    assert "Usage: " in result.output
+    assert "Error" not in result.output
+
+
+def test_help_as_an_option_value_still_reports_the_setting() -> None:
+    args = ["member", "close", "185057800608491", "--reason", "--help"]
+    result = run(*args, CPMS_LOCKOUT_MAX_FAILURES="abc")
+    assert result.exit_code == 5
+    assert "CPMS_LOCKOUT_MAX_FAILURES must be a whole number" in result.stderr
+
+
+def test_settings_made_in_code_are_checked_too() -> None:
+    with pytest.raises(NotReady, match=r"^CPMS_LOCKOUT_COOLDOWN_SECONDS must be between"):
+        Settings(lockout_cooldown_seconds=-600)
+    with pytest.raises(NotReady, match=r"^CPMS_CODE_EMAIL_TTL_MINUTES must be a whole number"):
+        Settings(code_email_ttl_minutes=True)
+    with pytest.raises(NotReady, match=r"^CPMS_LOCKOUT_HARD_AFTER \(2\) must be at least"):
+        replace(Settings(database_url="sqlite://", pepper="p"), lockout_hard_after=2)
+
+
+def test_every_integer_setting_has_bounds_around_its_default() -> None:
+    defaults = Settings(database_url="sqlite://", pepper="p")
+    for spec in fields(Settings):
+        if spec.type is int:
+            low, high = spec.metadata["bounds"]
+            assert low <= getattr(defaults, spec.name) <= high, spec.name
+    assert (
+        defaults.code_requests_per_day,
+        defaults.smtp_timeout_seconds,
+        defaults.smtp_deadline_seconds,
+    ) == (3, 10, 20)
+
+
+LIMITED = [
+    ["member", "list"],
+    ["audit", "list"],
+    ["letters", "list"],
+    ["letters", "batch", "--out", "batches", "--dry-run"],
+    ["mail", "send"],
+]
+
+
+@pytest.mark.parametrize("command", LIMITED, ids=[" ".join(c[:2]) for c in LIMITED])
+def test_a_huge_limit_is_a_usage_error(cli: Cli, command: list[str]) -> None:
+    result = cli(*command, "--limit", "99999999999999999999")
+    assert result.exit_code == 2
+    assert "--limit" in result.output
+    assert "Traceback" not in result.output
+    assert cli(*command[:2], "--limit", str(LIMIT_MAX + 1)).exit_code == 2
+
+
+def test_every_limit_option_is_bounded() -> None:
+    def options(command: Any) -> list[Any]:
+        found = [p for p in command.params if "--limit" in getattr(p, "opts", [])]
+        for child in getattr(command, "commands", {}).values():
+            found += options(child)
+        return found
+
+    limits = options(get_command(app))
+    assert len(limits) >= 5
+    assert all(p.max == LIMIT_MAX for p in limits)

@@ -9,6 +9,10 @@
 User and password are percent-decoded (`%40` for `@`). `?verify=0` turns off certificate and
 host name checks: only for test servers with a self-signed certificate, never in production.
 Messages of `MailError` never contain the password nor the message (which may hold a code).
+
+smtplib's `timeout` bounds each socket operation only: a server dripping one byte every few
+seconds keeps a send going forever. Each SMTP session therefore also has an overall deadline
+(`CPMS_SMTP_DEADLINE_SECONDS`), enforced by a watchdog that cuts the connection; see `_Watchdog`.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from __future__ import annotations
 import os
 import secrets
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.message import EmailMessage
@@ -29,7 +33,9 @@ from cpms_admin.settings import Settings
 
 if TYPE_CHECKING:
     import smtplib
+    import socket
     import ssl
+    import threading
 
 _DEFAULT_PORTS = {"smtp": 25, "smtp+starttls": 587, "smtps": 465}
 _FLAGS = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
@@ -37,6 +43,11 @@ _FLAGS = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no"
 
 class MailError(Refused):
     """Sending failed (server down, login refused, disk full): exit 1, one line, no secret."""
+
+
+class MailTimeout(MailError):
+    """The SMTP session did not finish within its deadline: the server is so slow that a run
+    sending many messages should stop at once rather than wait that long for each of them."""
 
 
 class Transport(Protocol):
@@ -132,6 +143,136 @@ def _reason(exc: BaseException, *, timeout: float) -> str:
     return " ".join(reason.split())[:200]
 
 
+class _Watchdog:
+    """The overall deadline of one SMTP session.
+
+    Socket timeouts cannot bound a session (each byte of a slow drip resets them), and
+    smtplib offers no hook between reads. So, right after the TCP connection is made, a
+    daemon timer is armed for the time left; if it fires, it shuts the connection down at
+    the OS level through a duplicate of its file descriptor. Every blocked or later read
+    then sees end-of-file and every write fails, in plain SMTP as through the TLS layer that
+    STARTTLS or smtps wrap around the same descriptor, and smtplib gives up at once.
+    The duplicate is taken when arming, so the timer never touches a descriptor number that
+    smtplib may have closed and the system reused meanwhile.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        import threading
+        import time
+
+        self._ends = time.monotonic() + seconds
+        self._lock = threading.Lock()
+        self._timer: threading.Timer | None = None
+        self._connection: socket.socket | None = None  # the duplicate, ours to close
+        self.expired = False
+
+    def remaining(self) -> float:
+        import time
+
+        return max(0.0, self._ends - time.monotonic())
+
+    def connect(self, host: str, port: int, timeout: float) -> socket.socket:
+        """`socket.create_connection`, but no attempt outlives the deadline; armed on success."""
+        import socket
+
+        error: OSError | None = None
+        for family, kind, proto, _, address in socket.getaddrinfo(
+            host, port, 0, socket.SOCK_STREAM
+        ):
+            if self.remaining() <= 0:
+                break
+            sock = socket.socket(family, kind, proto)
+            try:
+                sock.settimeout(min(timeout, self.remaining()))
+                sock.connect(address)
+                sock.settimeout(timeout)  # from now on the per-operation timeout
+                self._arm(sock)
+            except OSError as exc:
+                sock.close()
+                error = exc
+                continue
+            return sock
+        if self.remaining() <= 0:
+            self.expired = True
+            raise TimeoutError("deadline")
+        raise error or OSError(f"no address for {host}")
+
+    def _arm(self, sock: socket.socket) -> None:
+        import os
+        import socket
+        import threading
+
+        duplicate = socket.socket(fileno=os.dup(sock.fileno()))
+        with self._lock:
+            self._connection = duplicate
+            self._timer = threading.Timer(self.remaining(), self._fire)
+            self._timer.name = "smtp-deadline"
+            self._timer.daemon = True  # never keeps the CLI alive
+            self._timer.start()
+
+    def _fire(self) -> None:
+        import socket
+
+        with self._lock:
+            if self._connection is None:  # disarmed meanwhile
+                return
+            self.expired = True
+            with suppress(OSError):  # already gone: nothing left to cut
+                self._connection.shutdown(socket.SHUT_RDWR)
+            self._connection.close()
+            self._connection = None
+
+    def disarm(self) -> None:
+        """Stop the timer and wait for its thread: no thread outlives the session."""
+        with self._lock:
+            timer, self._timer = self._timer, None
+            if self._connection is not None:
+                self._connection.close()
+                self._connection = None
+        if timer is not None:
+            timer.cancel()
+            timer.join()
+
+
+def _connect(
+    config: _SmtpConfig, *, timeout: float, context: ssl.SSLContext | None, watchdog: _Watchdog
+) -> smtplib.SMTP:
+    """smtplib's client with its TCP connection made and watched by `watchdog`.
+
+    `_get_socket` is smtplib's one place where SMTP and SMTP_SSL open the socket, before the
+    greeting is read; overriding it arms the watchdog first, so SMTP_SSL's handshake, like
+    everything after, already runs under watch. `getreply` refuses any reply read once the
+    deadline fired: the cut ends a read mid-line, and smtplib would take the truncated line
+    (`250 2.0.0 que`) for a whole reply, a message never acknowledged for one accepted.
+    The classes live here for the lazy import of smtplib.
+    """
+    import smtplib
+
+    class WatchedSMTP(smtplib.SMTP):
+        def _get_socket(self, host: str, port: int, timeout: float) -> socket.socket:
+            return watchdog.connect(host, port, timeout)
+
+        def getreply(self) -> tuple[int, bytes]:
+            reply = super().getreply()
+            if watchdog.expired:
+                self.close()
+                raise smtplib.SMTPServerDisconnected("deadline")
+            return reply
+
+    class WatchedSMTPSSL(WatchedSMTP, smtplib.SMTP_SSL):
+        def _get_socket(self, host: str, port: int, timeout: float) -> socket.socket:
+            sock = super()._get_socket(host, port, timeout)  # plain TCP, already watched
+            try:
+                return self.context.wrap_socket(sock, server_hostname=host)
+            except BaseException:
+                sock.close()
+                raise
+
+    if config.scheme == "smtps":
+        return WatchedSMTPSSL(config.host, config.port, timeout=timeout, context=context)
+    return WatchedSMTP(config.host, config.port, timeout=timeout)
+
+
 def _quit(smtp: smtplib.SMTP) -> None:
     """Say goodbye, ignoring the answer: once the message is accepted it is sent, and an
     odd reply to QUIT (which `with smtp:` would raise) must not make it look failed."""
@@ -146,9 +287,25 @@ def _quit(smtp: smtplib.SMTP) -> None:
 class SmtpTransport:
     """Send through the SMTP server named by CPMS_SMTP_URL, one connection per call."""
 
-    def __init__(self, url: str, *, timeout: float = 10) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout: float = Settings.smtp_timeout_seconds,
+        deadline: float = Settings.smtp_deadline_seconds,
+    ) -> None:
+        """`timeout` bounds each network operation, `deadline` the whole session (seconds)."""
+        if timeout <= 0 or deadline <= 0:
+            raise ValueError("SMTP timeout and deadline must be positive")
         self._config = _parse_url(url)
         self._timeout = timeout
+        self._deadline = deadline
+
+    @classmethod
+    def from_settings(cls, url: str, settings: Settings) -> SmtpTransport:
+        return cls(
+            url, timeout=settings.smtp_timeout_seconds, deadline=settings.smtp_deadline_seconds
+        )
 
     def __repr__(self) -> str:
         return f"SmtpTransport({self._config.where!r})"
@@ -164,28 +321,39 @@ class SmtpTransport:
 
     @contextmanager
     def _session(self) -> Iterator[smtplib.SMTP]:
-        """Connected, upgraded to TLS and logged in as configured; any failure is a MailError."""
+        """Connected, upgraded to TLS and logged in as configured, all of it (and what the
+        caller does with it, and QUIT) within the deadline; any failure is a MailError, and a
+        MailTimeout when the deadline cut it short."""
         import smtplib
 
         config = self._config
+        watchdog = _Watchdog(self._deadline)
         try:
-            if config.scheme == "smtps":
-                smtp: smtplib.SMTP = smtplib.SMTP_SSL(
-                    config.host, config.port, timeout=self._timeout, context=self._tls_context()
-                )
-            else:
-                smtp = smtplib.SMTP(config.host, config.port, timeout=self._timeout)
             try:
-                smtp.ehlo()
-                if config.starttls:
-                    smtp.starttls(context=self._tls_context())
+                implicit_tls = self._tls_context() if config.scheme == "smtps" else None
+                smtp = _connect(
+                    config, timeout=self._timeout, context=implicit_tls, watchdog=watchdog
+                )
+                try:
                     smtp.ehlo()
-                if config.user is not None:
-                    smtp.login(config.user, config.password or "")
-                yield smtp
+                    if config.starttls:
+                        smtp.starttls(context=self._tls_context())
+                        smtp.ehlo()
+                    if config.user is not None:
+                        smtp.login(config.user, config.password or "")
+                    yield smtp
+                finally:
+                    _quit(smtp)
             finally:
-                _quit(smtp)
+                watchdog.disarm()
         except (smtplib.SMTPException, OSError) as exc:
+            if watchdog.expired:
+                # Whatever smtplib made of the cut connection (EOF, reset, TLS error), the cause
+                # is the deadline; the caller may stop a whole run on this one.
+                raise MailTimeout(
+                    f"cannot send e-mail via {config.where}: "
+                    f"no complete answer within {self._deadline:g} s (deadline)"
+                ) from None
             reason = _reason(exc, timeout=self._timeout)
             if config.password:
                 reason = reason.replace(config.password, "***")
@@ -239,7 +407,7 @@ class FileTransport:
 def transport_from_settings(settings: Settings) -> Transport:
     """SMTP when CPMS_SMTP_URL is set, else `.eml` files in CPMS_MAIL_DIR."""
     if settings.smtp_url:
-        return SmtpTransport(settings.smtp_url)
+        return SmtpTransport.from_settings(settings.smtp_url, settings)
     return FileTransport(Path(settings.mail_dir))
 
 
@@ -248,7 +416,7 @@ def smtp_problem(settings: Settings) -> str | None:
     if not settings.smtp_url:
         return None
     try:
-        SmtpTransport(settings.smtp_url).check()
+        SmtpTransport.from_settings(settings.smtp_url, settings).check()
     except (InvalidInput, MailError) as exc:
         return str(exc)
     return None

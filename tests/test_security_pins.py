@@ -2,6 +2,7 @@
 
 import base64
 import hashlib
+import random
 import time
 from collections.abc import Callable
 from datetime import date
@@ -9,6 +10,7 @@ from datetime import date
 import bcrypt
 import pytest
 from argon2 import PasswordHasher, Type, extract_parameters
+from stdnum.fr import nir as stdnum_nir
 
 from cpms_admin.errors import InvalidInput, NotReady
 from cpms_admin.security.pins import (
@@ -17,10 +19,12 @@ from cpms_admin.security.pins import (
     check_pin_format,
     import_legacy_hash,
     legacy_hash_problem,
+    nir_date_pins,
     parse_weak_pins,
     pin_weakness,
 )
 from cpms_admin.settings import Settings
+from tests.factories import make_nir
 
 PIN = "482913"
 WRONG = "482914"
@@ -91,6 +95,110 @@ def test_weak_pin_list_is_configurable() -> None:
 @pytest.mark.parametrize("pin", [PIN, "150385", "123465", "000001"])
 def test_strong_pins_are_accepted(pin: str) -> None:
     assert pin_weakness(pin, birth_date=date(1985, 3, 14), weak_pins=DEFAULT_WEAK) is None
+
+
+NIR_REASON = "the PIN is made of the birth year and month in the NIR"
+NIR_MAY_1985 = "185057800608491"  # born May 1985
+
+
+def _nir(year: int, month: int) -> str:
+    """A NIR with a valid key for this 2-digit year and month value."""
+    body = f"1{year:02d}{month:02d}75006084"
+    return body + stdnum_nir.calc_check_digits(body)
+
+
+def test_test_nirs_have_valid_keys() -> None:
+    assert stdnum_nir.is_valid(NIR_MAY_1985)
+    assert make_nir(6084, year=85, month=5, department="78") == NIR_MAY_1985
+    for nir in (_nir(85, 99), _nir(85, 30), _nir(0, 2)):
+        assert stdnum_nir.is_valid(nir), nir
+
+
+@pytest.mark.parametrize("pin", ["140585", "850514", "051485", "051985", "198505", "052085"])
+def test_pins_from_the_nir_birth_month_are_refused_without_a_birth_date(pin: str) -> None:
+    found = pin_weakness(pin, birth_date=None, weak_pins=DEFAULT_WEAK, nir=NIR_MAY_1985)
+    assert found == NIR_REASON
+    assert pin not in found
+    assert pin_weakness(pin, birth_date=None, weak_pins=DEFAULT_WEAK) is None  # nir is opt-in
+
+
+@pytest.mark.parametrize("pin", ["140685", "850614", "061485", "061985", "140584", "140586"])
+def test_pins_from_another_month_or_year_are_accepted(pin: str) -> None:
+    assert pin_weakness(pin, birth_date=None, weak_pins=DEFAULT_WEAK, nir=NIR_MAY_1985) is None
+
+
+@pytest.mark.parametrize("month", [99, 50, 42, 30, 20])
+@pytest.mark.parametrize("pin", ["140585", "140685", "061285", "311285", "121985", "198512"])
+def test_unknown_month_in_the_nir_refuses_every_month(month: int, pin: str) -> None:
+    nir = _nir(85, month)
+    assert pin_weakness(pin, birth_date=None, weak_pins=DEFAULT_WEAK, nir=nir) == NIR_REASON
+
+
+@pytest.mark.parametrize("pin", ["290200", "000229", "022900"])
+def test_feb_29_of_a_leap_year_is_refused(pin: str) -> None:
+    assert pin_weakness(pin, birth_date=None, weak_pins=DEFAULT_WEAK, nir=_nir(0, 2)) == NIR_REASON
+
+
+def test_only_real_days_are_refused() -> None:
+    assert "290285" not in nir_date_pins(_nir(85, 2))  # neither 1985 nor 2085 is a leap year
+    assert "280285" in nir_date_pins(_nir(85, 2))
+    assert "310485" not in nir_date_pins(_nir(85, 4))
+    assert "310585" in nir_date_pins(NIR_MAY_1985)
+
+
+@pytest.mark.parametrize(
+    "written", ["1 85 05 78 006 084 91", "1.85.05.78.006.084.91", "1８５０５7800608491"]
+)
+def test_nir_is_read_in_stdnum_compact_form(written: str) -> None:
+    assert nir_date_pins(written) == nir_date_pins(NIR_MAY_1985)
+
+
+@pytest.mark.parametrize(
+    "nir",
+    ["", "not a nir", "18505", "1850578006084", "1AB057800608491", "1850578006084910"],
+)
+def test_malformed_nir_gives_no_date_and_does_not_crash(nir: str) -> None:
+    assert nir_date_pins(nir) == frozenset()
+    assert pin_weakness("140585", birth_date=None, weak_pins=DEFAULT_WEAK, nir=nir) is None
+
+
+@pytest.mark.parametrize("month", [0, 13, 19, 43, 49])
+def test_undefined_month_values_give_no_date(month: int) -> None:
+    assert nir_date_pins(_nir(85, month)) == frozenset()
+
+
+def test_nir_check_comes_after_the_weak_list_and_before_the_birth_date() -> None:
+    nir = _nir(33, 11)
+    assert "112233" in nir_date_pins(nir)  # MMDDYY for 22 November (19)33
+    assert pin_weakness("112233", birth_date=None, weak_pins=DEFAULT_WEAK, nir=nir) == (
+        "the PIN is on the list of common PINs"
+    )
+    found = pin_weakness(
+        "140585", birth_date=date(1985, 5, 14), weak_pins=DEFAULT_WEAK, nir=NIR_MAY_1985
+    )
+    assert found == NIR_REASON
+
+
+def test_nir_date_pins_are_few_and_leave_most_pins_acceptable() -> None:
+    known = nir_date_pins(NIR_MAY_1985)
+    unknown = nir_date_pins(_nir(85, 99))
+    assert 90 <= len(known) <= 200
+    assert 900 <= len(unknown) <= 1500  # DDMM and MMDD coincide for days 1-12
+    assert known < unknown
+    assert all(len(pin) == 6 and pin.isascii() and pin.isdigit() for pin in unknown)
+    rng = random.Random(20240514)
+    sample = [f"{rng.randrange(1_000_000):06d}" for _ in range(1000)]
+    for nir in (NIR_MAY_1985, _nir(85, 99)):
+        reasons = [
+            pin_weakness(p, birth_date=None, weak_pins=DEFAULT_WEAK, nir=nir) for p in sample
+        ]
+        assert reasons.count(NIR_REASON) <= 10
+        assert reasons.count(None) >= 950
+
+
+def test_nir_date_pins_are_cached_per_birth_month() -> None:
+    assert nir_date_pins(NIR_MAY_1985) is nir_date_pins(make_nir(1, year=85, month=5))
+    assert nir_date_pins(_nir(85, 99)) is nir_date_pins(_nir(85, 30))
 
 
 # --- hashing ----------------------------------------------------------------------------------

@@ -1,9 +1,14 @@
 """PINs: the format rule, the guessability rules, and hashing (argon2id over a peppered pre-hash).
 
+The guessability rules refuse PINs made of the birth year and month that the NIR gives away
+(`nir_date_pins`), even when no birth date is on file: whoever holds the NIR, the login, can
+read them from it.
+
 Hashing mixes in the pepper with HMAC before argon2, so a database dump without the
 pepper cannot be brute-forced even though there are only a million 6-digit PINs.
 """
 
+import calendar
 import hashlib
 import hmac
 import itertools
@@ -11,7 +16,11 @@ import re
 import secrets
 from collections.abc import Collection
 from datetime import date
+from functools import lru_cache
 from typing import TYPE_CHECKING
+
+from stdnum.exceptions import ValidationError
+from stdnum.fr import nir as stdnum_nir
 
 from cpms_admin.errors import InvalidInput
 from cpms_admin.security.legacy import (
@@ -32,6 +41,7 @@ __all__ = [
     "check_pin_format",
     "import_legacy_hash",
     "legacy_hash_problem",
+    "nir_date_pins",
     "parse_weak_pins",
     "pin_weakness",
 ]
@@ -62,8 +72,62 @@ def _is_run(pin: str) -> bool:
     return steps in ({1}, {9})
 
 
-def pin_weakness(pin: str, *, birth_date: date | None, weak_pins: Collection[str]) -> str | None:
-    """Why `pin` is too easy to guess, or None when it is acceptable. Assumes a well-formed PIN."""
+def _nir_year_month(nir: str) -> tuple[str, int | None] | None:
+    """The birth year's last two digits and the month (None: unknown) read from the NIR, or
+    None when it gives no date (malformed, or a month value the NIR rules do not define)."""
+    try:
+        compact = str(stdnum_nir.compact(nir))  # also turns full-width digits into ASCII ones
+    except ValidationError:
+        return None
+    year, month = compact[1:3], compact[3:5]
+    if len(compact) != 15 or not (year + month).isascii() or not (year + month).isdigit():
+        return None
+    number = int(month)
+    if 1 <= number <= 12:
+        return year, number
+    if 20 <= number <= 42 or number >= 50:  # the NIR does not give the month
+        return year, None
+    return None
+
+
+@lru_cache(maxsize=256)
+def _year_month_pins(year: str, month: int | None) -> frozenset[str]:
+    """Cached on the year and month, not the NIR: at most 1,300 keys, shared by everyone
+    born the same month, and no NIR is kept in memory."""
+    months = range(1, 13) if month is None else (month,)
+    centuries = ("19", "20")
+    pins: set[str] = set()
+    for mm in months:
+        # The century is unknown, so a day is valid if it is in either (Feb 29 of 00: 2000).
+        last_day = max(calendar.monthrange(int(c + year), mm)[1] for c in centuries)
+        for dd in range(1, last_day + 1):
+            pins.update(
+                (f"{dd:02d}{mm:02d}{year}", f"{year}{mm:02d}{dd:02d}", f"{mm:02d}{dd:02d}{year}")
+            )
+        for century in centuries:
+            pins.update((f"{mm:02d}{century}{year}", f"{century}{year}{mm:02d}"))
+    return frozenset(pins)
+
+
+def nir_date_pins(nir: str) -> frozenset[str]:
+    """The PINs built from the birth year and month in `nir` (every month when the NIR says it
+    is unknown): DDMMYY, YYMMDD and MMDDYY for each day of the month, MMYYYY and YYYYMM for
+    19YY and 20YY. Empty for a malformed NIR, rather than failing a PIN change over it."""
+    year_month = _nir_year_month(nir)
+    return frozenset() if year_month is None else _year_month_pins(*year_month)
+
+
+def pin_weakness(
+    pin: str,
+    *,
+    birth_date: date | None,
+    weak_pins: Collection[str],
+    nir: str | None = None,
+) -> str | None:
+    """Why `pin` is too easy to guess, or None when it is acceptable. Assumes a well-formed PIN.
+
+    `nir` is the member's: the NIR is the login, so dates read from it are as good as known.
+    """
     if len(set(pin)) == 1:
         return "the PIN is one digit repeated"
     if _is_run(pin):
@@ -72,6 +136,8 @@ def pin_weakness(pin: str, *, birth_date: date | None, weak_pins: Collection[str
         return "the PIN repeats a group of 2 or 3 digits"
     if pin in weak_pins:
         return "the PIN is on the list of common PINs"
+    if nir is not None and pin in nir_date_pins(nir):
+        return "the PIN is made of the birth year and month in the NIR"
     if birth_date is not None and pin in {
         birth_date.strftime(form) for form in ("%d%m%y", "%y%m%d", "%m%d%y")
     }:

@@ -78,6 +78,9 @@ class SecurityCode(SQLModel, table=True):
     expires_at: datetime
     used_at: datetime | None = None
     letter_id: int | None = Field(default=None, foreign_key="letter.id")
+    # As for its letter: the agent who asked for it by name, "portal", or None (a rule). Only
+    # an agent's code may be tried on a hard-locked account.
+    requested_by: str | None = Field(default=None, max_length=100)
 
 
 class LetterBatch(SQLModel, table=True):
@@ -103,6 +106,9 @@ class Letter(SQLModel, table=True):
     batch_id: int | None = Field(default=None, foreign_key="letter_batch.id", index=True)
     printed_at: datetime | None = None
     status_reason: str | None = None
+    # The agent who asked for it by name, "portal" for the member's own request, None for a
+    # letter queued by a rule (enrolment, campaign). An agent's letter is always printed.
+    requested_by: str | None = Field(default=None, max_length=100)
 
 
 class OutgoingMail(SQLModel, table=True):
@@ -120,6 +126,21 @@ class OutgoingMail(SQLModel, table=True):
     last_error: str | None = None
     created_at: datetime = Field(default_factory=system_clock)
     sent_at: datetime | None = None
+    # The code made for it by the last attempt: a run killed before marking the e-mail sent
+    # leaves it live, and the next run must not take it for another code on its way.
+    code_id: int | None = Field(default=None, foreign_key="security_code.id")
+
+
+class CodeRequest(SQLModel, table=True):
+    """A portal request for a code, kept 24 hours for the per-NIR rate limit. Keyed like
+    `UnknownLogin`, members and unknown NIRs alike, so it lists no NIR."""
+
+    __tablename__ = "code_request"
+
+    id: int | None = Field(default=None, primary_key=True)
+    subject: str = Field(max_length=64, index=True)
+    at: datetime = Field(index=True)
+    counted: bool  # admitted (not refused by the rate limit itself): counts towards it
 
 
 class AuditEvent(SQLModel, table=True):

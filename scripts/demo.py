@@ -75,7 +75,7 @@ def credentials(jean: dict[str, str], helene: dict[str, str]) -> None:
     run("code", "issue", jean["nir"], "--channel", "email", "--reason", "premier accès")
     code = code_from_outbox(jean["email"])
     run("portal", "set-pin", jean["nir"], stdin=f"{code}\n{pin}\n{pin}\n")
-    run("portal", "accept-terms", jean["nir"])
+    run("portal", "accept-terms", jean["nir"], stdin=f"{pin}\n")
     run("--json", "portal", "login", jean["nir"], stdin=f"{pin}\n")
 
     step("Three wrong PINs: one-minute cool-down and CAPTCHA; the agent diagnoses and unlocks")
@@ -84,6 +84,15 @@ def credentials(jean: dict[str, str], helene: dict[str, str]) -> None:
     run("account", "status", jean["nir"])
     run("account", "unlock", jean["nir"], "--reason", "identité vérifiée au téléphone")
     run("portal", "login", jean["nir"], stdin=f"{pin}\n")
+
+    step("An outsider with Jean's NIR: the same answer as a stranger, one budget of guesses")
+    run("portal", "request-code", "2 91 12 75 123 456 35")  # no member: the same words
+    run("portal", "request-code", jean["nir"])
+    for _ in range(3):  # wrong codes count like wrong PINs: the third brings the cool-down
+        run("portal", "set-pin", jean["nir"], "--with", "code", stdin=f"{wrong}\n{pin}\n{pin}\n",
+            expect=1)  # fmt: skip
+    run("account", "status", jean["nir"])
+    run("account", "unlock", jean["nir"], "--reason", "tentatives d'un tiers, adhérent rappelé")
 
     step("No e-mail known: the request falls back to a letter by post")
     run("portal", "request-code", helene["nir"])

@@ -69,7 +69,8 @@ def test_bad_input_changes_nothing(cli: Cli, session: Session, member: Member) -
          "ne sont pas identiques"),
         (cli("portal", "set-pin", member.nir, input=f"{PIN}\n111111\n111111\n"), 1,
          "trop facile à deviner"),
-        (cli("portal", "accept-terms", member.nir, "--version", "0"), 2, "current Terms"),
+        (cli("portal", "accept-terms", member.nir, "--version", "0", input=f"{PIN}\n"), 2,
+             "current Terms"),
         (cli("account", "unlock", member.nir, "--reason", " "), 2, "a reason is required"),
         (cli("account", "unlock", make_nir(), "--reason", "x"), 3, "no member with NIR"),
         (cli("account", "status", make_nir()), 3, "no member with NIR"),
@@ -165,7 +166,7 @@ def test_code_rules_through_the_cli(cli: Cli, clock: FakeClock, session: Session
 
     def set_pin(secret: str, new: str = NEW_PIN, again: str = NEW_PIN) -> dict[str, object]:
         result = cli("--json", "portal", "set-pin", newcomer.nir, "--with", "code",
-                     input=f"{secret}\n{new}\n{again}\n")  # fmt: skip
+                     "--captcha-ok", input=f"{secret}\n{new}\n{again}\n")  # fmt: skip
         return dict(json.loads(result.stdout), exit_code=result.exit_code)
 
     assert cli("code", "issue", newcomer.nir).exit_code == 0
@@ -173,24 +174,32 @@ def test_code_rules_through_the_cli(cli: Cli, clock: FakeClock, session: Session
     assert set_pin(code, again="739265")["reason"] == "mismatch"
     assert set_pin(code, "123456", "123456")["reason"] == "weak_pin"
     wrong = f"{(int(code) + 1) % 1_000_000:06d}"
-    tries = [set_pin(wrong) for _ in range(5)]
-    assert {(t["reason"], t["remaining_attempts"], t["exit_code"]) for t in tries} == {
-        ("wrong_code", None, 1)
-    }
+    tries = []
+    for _ in range(5):
+        tries.append(set_pin(wrong))
+        clock.advance(seconds=120)  # past the cool-downs so far, within the code's 10 min
+    # Each wrong code spends the account's budget: 3 before the cool-down, 10 in all.
+    assert [(t["reason"], t["remaining_attempts"], t["exit_code"]) for t in tries] == [
+        ("wrong_code", left, 1) for left in (2, 1, 7, 6, 5)
+    ]
+    clock.advance(seconds=240)
     dead = set_pin(code)
     assert (dead["exit_code"], dead["reason"]) == (1, "dead_code")
+    clock.advance(seconds=480)
     cli("code", "issue", newcomer.nir)
     expiring = mailed_codes(cli.settings)[-1]
     clock.advance(minutes=11)
     assert set_pin(expiring)["reason"] == "dead_code"
+    clock.advance(minutes=17)  # the 7th failure's cool-down
     cli("code", "issue", newcomer.nir)
     fresh = mailed_codes(cli.settings)[-1]
-    assert set_pin(fresh)["ok"] is True
+    fresh_result = set_pin(fresh)
+    assert fresh_result["ok"] is True, fresh_result
     assert set_pin(fresh)["reason"] == "dead_code"  # single use
-    first = json.loads(cli("--json", "portal", "login", newcomer.nir, input="605813\n").stdout)
-    assert first["message"] == "Mot de passe erroné. Attention, il vous reste 2 tentatives."
-    for _ in range(2):
-        third = cli("--json", "portal", "login", newcomer.nir, input="605813\n")
+    # That dead code was the first failure since the PIN was set: wrong PINs go on from it.
+    second = json.loads(cli("--json", "portal", "login", newcomer.nir, input="605813\n").stdout)
+    assert second["message"] == "Mot de passe erroné. Attention, il vous reste 1 tentative."
+    third = cli("--json", "portal", "login", newcomer.nir, input="605813\n")
     assert json.loads(third.stdout)["retry_after_seconds"] == 60
     clock.advance(seconds=60)
     captcha = cli("--json", "portal", "login", newcomer.nir, input=f"{NEW_PIN}\n")

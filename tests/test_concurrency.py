@@ -4,7 +4,8 @@ no failure is lost and none slips past the hard lock or the code's try limit."""
 import threading
 from collections import Counter
 from collections.abc import Callable
-from datetime import datetime
+from dataclasses import replace
+from datetime import datetime, timedelta
 from typing import TypeVar
 
 from sqlalchemy import func
@@ -15,7 +16,7 @@ from cpms_admin.models import AuditEvent
 from cpms_admin.services import portal
 from cpms_admin.settings import Settings
 from tests.conftest import FakeClock
-from tests.cred_helpers import account_of, codes_of, email_code, give_pin, set_pin
+from tests.cred_helpers import PIN, account_of, codes_of, email_code, give_pin, set_pin
 from tests.factories import make_member
 
 THREADS = 6
@@ -55,16 +56,17 @@ def hammer(
 
 
 class LeapingClock(FakeClock):
-    """Two hours later at each reading, past any cool-down: every attempt before the hard
+    """Later by `step` at each reading, past the cool-downs: every attempt before the hard
     lock is evaluated, so only the lock can stop them."""
 
-    def __init__(self) -> None:
+    def __init__(self, step: timedelta = timedelta(hours=2)) -> None:
         super().__init__()
+        self._step = step
         self._lock = threading.Lock()
 
     def __call__(self) -> datetime:
         with self._lock:
-            self.advance(hours=2)
+            self.now += self._step
             return self.now
 
 
@@ -98,17 +100,41 @@ def test_concurrent_wrong_pins_lock_at_exactly_the_threshold(
     assert counted == 10
 
 
-def test_concurrent_wrong_codes_spend_exactly_five_tries(
-    session: Session, settings: Settings, clock: FakeClock
+def test_concurrent_wrong_codes_and_pins_share_one_budget(
+    session: Session, settings: Settings
 ) -> None:
+    """Threads guessing the code and threads guessing the PIN at once: the code dies after
+    its 5 tries, and the account after 10 guesses of either kind, not one more checked."""
+    quick = replace(settings, lockout_cooldown_seconds=1, lockout_cooldown_cap_seconds=1)
+    clock = LeapingClock(timedelta(seconds=2))  # past each cool-down, within the code's life
     member = make_member(session, welcome=False)
-    code = email_code(session, settings, clock, member)
+    give_pin(session, quick, member)
+    code = email_code(session, quick, clock, member)
     wrong = f"{(int(code) + 1) % 1_000_000:06d}"
-    results = hammer(
-        settings,
-        2,
-        lambda s: set_pin(s, settings, clock, member.nir, wrong, using="code").reason,
-    )
-    assert Counter(results) == {"wrong_code": 5, "dead_code": THREADS * 2 - 5}
+    turn = iter(range(10**6))
+
+    def guess(s: Session) -> str:
+        if next(turn) % 2:
+            return portal.login(
+                s, nir=member.nir, pin="605813", captcha_ok=True, settings=quick, clock=clock
+            ).reason
+        return set_pin(s, quick, clock, member.nir, wrong, using="code", captcha_ok=True).reason
+
+    counts = Counter(hammer(quick, 4, guess))
+    checked = counts.pop("wrong_code", 0) + counts.pop("dead_code", 0) + counts.pop("wrong_pin", 0)
+    assert checked == 10 and set(counts) <= {"locked", "cooldown"}, counts
     (row,) = codes_of(session, member)
-    assert (row.failed_tries, row.status) == (5, "revoked")
+    assert row.failed_tries <= 5
+    account = account_of(session, member)
+    assert account.failed_attempts == 10 and account.hard_locked_at is not None
+    failures = session.exec(
+        select(func.count()).where(
+            col(AuditEvent.outcome).in_(("wrong_pin", "wrong_code", "dead_code"))
+        )
+    ).one()
+    assert failures == 10
+    # The right PIN now changes nothing: only an agent can step in.
+    late = portal.login(
+        session, nir=member.nir, pin=PIN, captcha_ok=True, settings=quick, clock=clock
+    )
+    assert (late.ok, late.reason) == (False, "locked")

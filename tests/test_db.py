@@ -33,3 +33,15 @@ def test_engine_is_lazy_and_missing_file_is_not_created(tmp_path: Path) -> None:
     with pytest.raises(NotReady, match="does not exist"):
         make_engine(f"sqlite:///{tmp_path / 'missing.db'}")
     assert not (tmp_path / "missing.db").exists()
+
+
+def test_the_migrated_schema_is_the_one_the_models_describe(engine: Engine) -> None:
+    """Every table, column, index and key of the models is made by the migrations."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+    from sqlmodel import SQLModel
+
+    import cpms_admin.models  # noqa: F401  (the tables, in SQLModel.metadata)
+
+    with engine.connect() as conn:
+        assert compare_metadata(MigrationContext.configure(conn), SQLModel.metadata) == []

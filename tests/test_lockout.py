@@ -71,18 +71,28 @@ def test_waits_are_said_in_french(seconds: int, phrase: str) -> None:
 
 def test_messages_use_the_help_pages_wording() -> None:
     first = after_failures(1, now=NOW, settings=DEFAULTS)
-    assert portal_text.wrong_pin(first, settings=DEFAULTS, now=NOW) == (
+    assert portal_text.wrong_secret(first, guessed="pin", settings=DEFAULTS, now=NOW) == (
         "Mot de passe erroné. Attention, il vous reste 2 tentatives."
     )
     second = after_failures(2, now=NOW, settings=DEFAULTS)
-    assert portal_text.wrong_pin(second, settings=DEFAULTS, now=NOW).endswith("1 tentative.")
+    assert portal_text.wrong_secret(second, guessed="pin", settings=DEFAULTS, now=NOW).endswith(
+        "1 tentative."
+    )
     third = after_failures(3, now=NOW, settings=DEFAULTS)
-    assert portal_text.wrong_pin(third, settings=DEFAULTS, now=NOW) == (
+    assert portal_text.wrong_secret(third, guessed="pin", settings=DEFAULTS, now=NOW) == (
         "Mot de passe erroné. Par mesure de sécurité, vous devez patienter 1 minute avant une "
         "nouvelle tentative. Attention, il vous reste 7 tentatives avant le blocage de votre accès."
     )
+    # A wrong code spends the same budget, and says so in the same words.
+    assert portal_text.wrong_secret(third, guessed="code", settings=DEFAULTS, now=NOW) == (
+        "Code de sécurité erroné ou expiré. Par mesure de sécurité, vous devez patienter "
+        "1 minute avant une nouvelle tentative. Attention, il vous reste 7 tentatives avant le "
+        "blocage de votre accès."
+    )
     tenth = after_failures(10, now=NOW, settings=DEFAULTS)
-    assert "Votre accès est bloqué" in portal_text.wrong_pin(tenth, settings=DEFAULTS, now=NOW)
+    locked = portal_text.wrong_secret(tenth, guessed="pin", settings=DEFAULTS, now=NOW)
+    # Locked: only an agent can help now; asking for a code would be refused.
+    assert locked.endswith("Pour le débloquer, contactez le service clients.")
     assert portal_text.blocked(Block("cooldown", 60)) == (
         "Par mesure de sécurité, vous devez patienter 1 minute avant une nouvelle tentative."
     )

@@ -172,8 +172,10 @@ def test_first_login_by_code_then_terms(
 ) -> None:
     newcomer = make_member(session, welcome=False)
     request = portal.request_code(session, nir=newcomer.nir, settings=settings, clock=clock)
-    assert (request.ok, request.channel) == (True, "email")
-    assert "Un e-mail contenant votre code de sécurité vous a été envoyé" in request.message
+    assert (request.answer.ok, request.answer.reason) == (True, "ok")
+    assert "un e-mail contenant votre code de sécurité vous a été envoyé" in request.answer.message
+    assert outbox(settings) == []  # the e-mail leaves once the answer was given
+    request.send()
     code = [m for m in outbox(settings) if "première connexion" in m["Subject"]]
     assert len(code) == 1
     secret = text_of(code[0]).split("Votre code de sécurité : ")[1][:6]
@@ -187,13 +189,16 @@ def test_first_login_by_code_then_terms(
     assert login(session, settings, clock, newcomer.nir, NEW_PIN).ok
     again = set_pin(session, settings, clock, newcomer.nir, secret, "573920", using="code")
     assert (again.ok, again.reason) == (False, "dead_code")
-    accepted = portal.accept_terms(session, nir=newcomer.nir, settings=settings, clock=clock)
+    accepted = portal.accept_terms(
+        session, nir=newcomer.nir, pin=NEW_PIN, settings=settings, clock=clock
+    )
     assert accepted.ok
     assert account_of(session, newcomer).terms_accepted_version == settings.terms_version
     with pytest.raises(InvalidInput, match="current Terms of Use version"):
         portal.accept_terms(
-            session, nir=newcomer.nir, version="1999-01", settings=settings, clock=clock
-        )
+            session, nir=newcomer.nir, pin=NEW_PIN, version="1999-01", settings=settings,
+            clock=clock,
+        )  # fmt: skip
 
 
 def test_mismatch_and_weak_pins_keep_the_code_alive(
@@ -205,7 +210,7 @@ def test_mismatch_and_weak_pins_keep_the_code_alive(
         "mismatch",
         "Les deux mots de passe saisis ne sont pas identiques. Veuillez les saisir à nouveau.",
     )
-    for weak, why in [("111111", "un seul chiffre répété"), ("140585", "date de naissance")]:
+    for weak, why in [("111111", "un seul chiffre répété"), ("140585", "de naissance")]:
         refused = set_pin(session, settings, clock, member.nir, code, weak)
         assert refused.reason == "weak_pin" and why in refused.message
     (row,) = codes_of(session, member)
@@ -214,12 +219,28 @@ def test_mismatch_and_weak_pins_keep_the_code_alive(
     assert codes_of(session, member)[0].status == "used"
 
 
-def test_the_birth_date_is_only_checked_once_the_code_is_right(
-    session: Session, settings: Settings, clock: FakeClock, member: Member
+def test_a_pin_from_the_nir_is_refused_before_anything_is_spent(
+    session: Session, settings: Settings, clock: FakeClock
 ) -> None:
-    email_code(session, settings, clock, member)
-    probe = set_pin(session, settings, clock, member.nir, "000000", "140585")
-    assert probe.reason == "wrong_code"
+    """The NIR gives the birth year and month: 14 May 1985, May 1985 and the like are
+    refused even with no birth date on file, and the refusal spends neither the code nor the
+    account's budget (whoever asks typed the NIR, so it tells them nothing)."""
+    member = make_member(session, welcome=False, nir=make_nir(year=85, month=5))
+    code = email_code(session, settings, clock, member)
+    for guessable in ("140585", "850514", "051985", "198505"):
+        refused = set_pin(session, settings, clock, member.nir, code, guessable)
+        assert (refused.reason, refused.message) == (
+            "weak_pin",
+            "Ce mot de passe est trop facile à deviner (votre année et votre mois de "
+            "naissance). Choisissez-en un autre.",
+        )
+    (row,) = codes_of(session, member)
+    assert (row.status, row.failed_tries, account_of(session, member).failed_attempts) == (
+        "pending",
+        0,
+        0,
+    )
+    assert set_pin(session, settings, clock, member.nir, code, "140685").ok
 
 
 def test_five_wrong_codes_kill_it(
@@ -227,16 +248,25 @@ def test_five_wrong_codes_kill_it(
 ) -> None:
     code = email_code(session, settings, clock, member)
     wrong = f"{(int(code) + 1) % 1_000_000:06d}"
-    refused = [set_pin(session, settings, clock, member.nir, wrong) for _ in range(5)]
-    assert {(r.reason, r.remaining_attempts) for r in refused} == {("wrong_code", None)}
+    refused = []
+    for _ in range(5):
+        refused.append(set_pin(session, settings, clock, member.nir, wrong, captcha_ok=True))
+        clock.advance(minutes=2)  # past the cool-downs, within the code's 10 minutes
+    assert [(r.reason, r.remaining_attempts) for r in refused] == [
+        ("wrong_code", left) for left in (2, 1, 7, 6, 5)
+    ]
     assert (codes_of(session, member)[0].failed_tries, codes_of(session, member)[0].status) == (
         5,
         "revoked",
     )
-    late = set_pin(session, settings, clock, member.nir, code, using="code")
-    assert (late.ok, late.reason) == (False, "dead_code")
+    clock.advance(minutes=5)
+    late = set_pin(session, settings, clock, member.nir, code, using="code", captcha_ok=True)
+    assert (late.ok, late.reason, late.remaining_attempts) == (False, "dead_code", 4)
     unknown = set_pin(session, settings, clock, make_nir(), wrong, using="code")
-    assert (unknown.reason, unknown.message) == ("unknown_member", late.message)
+    assert (unknown.reason, unknown.remaining_attempts) == ("unknown_member", 2)
+    assert unknown.message == (
+        "Code de sécurité erroné ou expiré. Attention, il vous reste 2 tentatives."
+    )
 
 
 def test_codes_expire_and_a_new_one_revokes_the_old(
@@ -258,8 +288,11 @@ def test_setting_a_pin_with_a_code_lifts_the_hard_lock(
         clock.advance(hours=2)
         login(session, settings, clock, member.nir, WRONG, captcha=True)
     assert account_of(session, member).hard_locked_at is not None
+    # The portal sends no code while the lock holds; an agent steps in and sends one.
+    asked = portal.request_code(session, nir=member.nir, settings=settings, clock=clock)
+    assert asked.answer.reason == "rate_limited"
     code = email_code(session, settings, clock, member)
-    assert set_pin(session, settings, clock, member.nir, code).ok
+    assert set_pin(session, settings, clock, member.nir, code, captcha_ok=True).ok
     account = account_of(session, member)
     assert (account.hard_locked_at, account.failed_attempts, account.captcha_required) == (
         None,
@@ -285,16 +318,14 @@ def test_request_code_without_email_queues_one_letter_and_unknown_gets_the_same_
     session: Session, settings: Settings, clock: FakeClock
 ) -> None:
     no_email = make_member(session, welcome=False, email=None)
-    answers = [
-        portal.request_code(session, nir=nir, settings=settings, clock=clock)
-        for nir in (no_email.nir, no_email.nir, make_nir())
-    ]
-    assert [a.channel for a in answers] == ["post"] * 3
-    assert len({a.message for a in answers}) == 1
-    assert answers[0].message == (
-        "Un courrier postal contenant votre code de sécurité va vous être envoyé."
-    )
-    assert answers[2].reason == "unknown_member"
+    answers = []
+    for nir in (no_email.nir, no_email.nir, make_nir()):
+        asked = portal.request_code(session, nir=nir, settings=settings, clock=clock)
+        asked.send()
+        answers.append(asked.answer)
+    assert len({(a.ok, a.message) for a in answers}) == 1
+    assert "un courrier postal contenant votre code de sécurité va vous" in answers[0].message
+    assert [a.reason for a in answers] == ["ok", "ok", "unknown_member"]  # one letter, reused
     pending = members.member_view(session, no_email, clock=clock)["pending_letters"]
     assert [letter["kind"] for letter in pending] == ["security_code"]
     assert outbox(settings) == []

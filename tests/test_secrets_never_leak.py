@@ -76,6 +76,8 @@ def full_flow(cli: Cli, nir: str, outputs: list[str]) -> list[str]:
     run(cli, outputs, "portal", "login", nir, input=f"{WRONG_PIN}\n", code=1)
     run(cli, outputs, "--json", "portal", "login", nir, input=f"{WRONG_PIN}\n", code=1)
     reset = new_code("--json", "pin", "reset", nir, "--reason", "forgot")
+    # Wrong codes spend the budget the wrong PINs began: start it again, so none is locked.
+    run(cli, outputs, "account", "unlock", nir, "--reason", "called back")
     set_pin(WRONG_CODE, PINS[1], code=1)
     set_pin(WRONG_CODE, PINS[1], code=1, human=True)
     set_pin(reset, PINS[1])
@@ -83,7 +85,7 @@ def full_flow(cli: Cli, nir: str, outputs: list[str]) -> list[str]:
     lost = new_code("portal", "request-code", nir)
     set_pin(lost, PINS[3], human=True)
     run(cli, outputs, "portal", "login", nir, input=f"{PINS[3]}\n")
-    run(cli, outputs, "portal", "accept-terms", nir)
+    run(cli, outputs, "portal", "accept-terms", nir, input=f"{PINS[3]}\n")
     for command in (["account", "status", nir], ["member", "show", nir], ["audit", "list"]):
         run(cli, outputs, *command)
         run(cli, outputs, "--json", *command)

@@ -11,8 +11,9 @@ from typing import Annotated
 import typer
 
 from cpms_admin.cli.context import AppContext, app_context
-from cpms_admin.cli.output import print_json
+from cpms_admin.cli.output import print_json, warn
 from cpms_admin.errors import InvalidInput
+from cpms_admin.mail.transport import MailError
 from cpms_admin.services import pin_change, portal
 from cpms_admin.services.results import PortalResult
 
@@ -50,11 +51,12 @@ def read_secrets(*names: str) -> list[str]:
 
 
 def emit_result(app_: AppContext, result: PortalResult) -> None:
-    """The result as JSON or as the member's message; exit 0 when ok, else 1 (2 for input)."""
+    """The result as JSON or as what the member sees (their message and the page's facts,
+    never the internal reason: `--json` has it); exit 0 when ok, else 1 (2 for input)."""
     if app_.json_output:
         print_json(result.as_json())
     else:
-        facts = [f"reason: {result.reason}"]
+        facts = []
         if result.remaining_attempts is not None:
             facts.append(f"{result.remaining_attempts} attempt(s) left")
         if result.retry_after_seconds is not None:
@@ -62,7 +64,8 @@ def emit_result(app_: AppContext, result: PortalResult) -> None:
         if result.captcha_required:
             facts.append("CAPTCHA required")
         typer.echo(result.message, err=not result.ok)
-        typer.echo(f"  ({'; '.join(facts)})", err=not result.ok)
+        if facts:
+            typer.echo(f"  ({'; '.join(facts)})", err=not result.ok)
     if not result.ok:
         raise typer.Exit(2 if result.reason in INPUT_REASONS else 1)
 
@@ -93,12 +96,20 @@ def login(ctx: typer.Context, nir: Nir, captcha_ok: CaptchaOk = False) -> None:
 def request_code(ctx: typer.Context, nir: Nir) -> None:
     """ "Obtenir mon code de sécurité": a code by e-mail when known, else a postal letter.
 
+    Every NIR gets the same answer and exit 0; `--json` says what happened (`reason`). An
+    e-mail that then fails is a warning on stderr; the code it carried is revoked.
+
     Example: cpms-admin portal request-code 185057800608491
     """
     app_ = app_context(ctx)
     with app_.session() as session:
-        result = portal.request_code(session, nir=nir, settings=app_.settings, clock=app_.clock)
-    emit_result(app_, result)
+        request = portal.request_code(session, nir=nir, settings=app_.settings, clock=app_.clock)
+        emit_result(app_, request.answer)
+        sys.stdout.flush()
+        try:
+            request.send()
+        except MailError as exc:
+            warn(str(exc))
 
 
 @app.command("set-pin")
@@ -145,14 +156,23 @@ def accept_terms(
     version: Annotated[
         str | None, typer.Option("--version", help="Terms version (default: the current one).")
     ] = None,
+    captcha_ok: CaptchaOk = False,
 ) -> None:
-    """Record that the member accepted the Terms of Use (CGU), current version only.
+    """Record that the member, logged in with the PIN read from stdin, accepts the Terms of
+    Use (CGU), current version only. The PIN counts like a login attempt.
 
-    Example: cpms-admin portal accept-terms 185057800608491
+    Example: cpms-admin portal accept-terms 185057800608491   (then type the PIN, or pipe it in)
     """
     app_ = app_context(ctx)
+    (pin,) = read_secrets("PIN")
     with app_.session() as session:
         result = portal.accept_terms(
-            session, nir=nir, version=version, settings=app_.settings, clock=app_.clock
+            session,
+            nir=nir,
+            pin=pin,
+            version=version,
+            captcha_ok=captcha_ok,
+            settings=app_.settings,
+            clock=app_.clock,
         )
     emit_result(app_, result)

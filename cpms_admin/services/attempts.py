@@ -23,10 +23,8 @@ from cpms_admin.models import Account, Member, pk
 from cpms_admin.nir import mask_nir, parse_nir
 from cpms_admin.security.pins import PinHasher, check_pin_format
 from cpms_admin.services import audit, unknown_nir
-from cpms_admin.services.members import get_account
+from cpms_admin.services.audit import PORTAL
 from cpms_admin.settings import Settings
-
-PORTAL = "portal"  # the agent recorded for the portal's own actions
 
 
 @functools.lru_cache(maxsize=8)
@@ -61,19 +59,28 @@ class Attempt:
     counted: bool = False
     block: Block | None = None
     subject: Subject | None = None
+    guessed: str = "pin"  # what was guessed: pin | code (the words of the answer)
 
 
-def read_subject(session: Session, *, nir: str, settings: Settings) -> Subject:
-    """The member and their account as they are now, or the counters of an unknown NIR."""
+def read_subject(
+    session: Session, *, nir: str, settings: Settings, lock_at: datetime | None = None
+) -> Subject:
+    """The member and their account as they are now, or the counters of an unknown NIR.
+    With `lock_at` (now), the counters' row is held until the transaction ends (an unknown
+    NIR's row is created for it), so that attempts on it queue one after the other."""
     member = session.exec(select(Member).where(Member.nir == nir)).first()
     if member is not None:
-        account = get_account(session, member)
+        query = select(Account).where(col(Account.member_id) == pk(member))
+        if lock_at is not None:
+            query = query.with_for_update()
+        account = session.exec(query.execution_options(populate_existing=True)).one()
         return Subject(nir, member, account.pin_hash, Counters.of(account))
     subject = unknown_nir.subject_of(nir, settings)
-    return Subject(nir, None, None, unknown_nir.read_counters(session, subject), subject)
+    counters = unknown_nir.read_counters(session, subject, lock_at=lock_at)
+    return Subject(nir, None, None, counters, subject)
 
 
-def _audit(
+def audit_attempt(
     session: Session, *, subject: Subject, action: str, outcome: str, now: datetime, **details: Any
 ) -> None:
     """The attempt's audit row; an unknown NIR is personal data too, so only masked."""
@@ -109,13 +116,13 @@ def check_pin(
     session.commit()  # nothing written: just do not hold a lock during argon2
     block = blocked(subject.counters, now=now, captcha_ok=captcha_ok)
     if block is not None:
-        return _refuse(session, subject=subject, block=block, action=action, now=now)
+        return refuse(session, subject=subject, block=block, action=action, now=now)
     matches = hasher.verify(subject.pin_hash, pin)  # a dummy hash when there is none
     member = subject.member
     if matches and member is not None and member.status != "closed":
         return Attempt(True, "ok", subject.counters, subject=subject)
     if matches:
-        _audit(session, subject=subject, action=action, outcome="closed", now=now)
+        audit_attempt(session, subject=subject, action=action, outcome="closed", now=now)
         session.commit()
         return Attempt(False, "closed", subject.counters, subject=subject)
     return record_failure(
@@ -139,8 +146,11 @@ def record_failure(
     captcha_ok: bool,
     settings: Settings,
     now: datetime,
+    guessed: str = "pin",
+    reason: str | None = None,
 ) -> Attempt:
-    """Count one failure atomically, with the cool-down or hard lock it brings, and commit."""
+    """Count one failure atomically, with the cool-down or hard lock it brings, and commit.
+    A wrong PIN and a wrong code (`guessed`) spend the same budget."""
     if subject.member is None:
         counters = unknown_nir.record_failure(
             session, subject=subject.unknown, captcha_ok=captcha_ok, settings=settings, now=now
@@ -163,8 +173,8 @@ def record_failure(
             settings=settings,
             now=now,
         )
-    reason = _failure_reason(subject)
-    _audit(
+    reason = reason or _failure_reason(subject)
+    audit_attempt(
         session,
         subject=subject,
         action=action,
@@ -174,7 +184,7 @@ def record_failure(
         hard_locked=counters.hard_locked,
     )
     session.commit()
-    return Attempt(False, reason, counters, counted=True, subject=subject)
+    return Attempt(False, reason, counters, counted=True, subject=subject, guessed=guessed)
 
 
 def settle_success(
@@ -205,7 +215,7 @@ def settle_success(
     fresh = read_subject(session, nir=subject.nir, settings=settings)
     block = blocked(fresh.counters, now=now, captcha_ok=captcha_ok)
     if block is not None:
-        return _refuse(session, subject=fresh, block=block, action=action, now=now)
+        return refuse(session, subject=fresh, block=block, action=action, now=now)
     # The PIN was changed meanwhile: the one typed is no longer the member's.
     return record_failure(
         session, subject=fresh, action=action, captcha_ok=captcha_ok, settings=settings, now=now
@@ -224,16 +234,18 @@ def _refuse_now(
     session.rollback()
     fresh = read_subject(session, nir=subject.nir, settings=settings)
     block = blocked(fresh.counters, now=now, captcha_ok=captcha_ok) or Block("locked")
-    return _refuse(session, subject=fresh, block=block, action=action, now=now)
+    return refuse(session, subject=fresh, block=block, action=action, now=now)
 
 
-def _refuse(
+def refuse(
     session: Session, *, subject: Subject, block: Block, action: str, now: datetime
 ) -> Attempt:
     """A blocked attempt, not counted. An unknown NIR keeps its reason, like its messages."""
     unknown = subject.member is None
     reason = "unknown_member" if unknown else block.reason
     outcome = "unknown_blocked" if unknown else block.reason
-    _audit(session, subject=subject, action=action, outcome=outcome, now=now, block=block.reason)
+    audit_attempt(
+        session, subject=subject, action=action, outcome=outcome, now=now, block=block.reason
+    )
     session.commit()
     return Attempt(False, reason, subject.counters, block=block, subject=subject)

@@ -12,6 +12,10 @@ from cpms_admin.errors import InvalidInput
 from cpms_admin.models import AuditEvent, Member
 from cpms_admin.nir import parse_nir
 
+# The agent recorded for what the member does on the portal, and who asked for the codes and
+# letters they ask for there (anything else is asked by an agent, or queued by a rule).
+PORTAL = "portal"
+
 AGENT_MAX_LENGTH = 100  # AuditEvent.agent is VARCHAR(100) on PostgreSQL
 REASON_MAX_LENGTH = 500
 

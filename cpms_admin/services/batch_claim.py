@@ -4,7 +4,8 @@ A letter is moot when printing it would not help the member, or would hurt: its 
 be superseded at once, or revoke a code the member is waiting for. Rules, in order:
 the member is closed; a welcome letter for a member who already has a PIN; a newer letter for
 the same member is waiting, being printed or printed; a code made after the letter was queued
-is live or was used.
+is live or was used, unless an agent asked for this letter (they sent it by post for a
+reason, and the member must get it).
 """
 
 from collections import Counter
@@ -12,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import and_, func, update
+from sqlalchemy import ColumnElement, and_, func, or_, update
 from sqlalchemy.orm import aliased
 from sqlmodel import Session, col, select
 
@@ -20,6 +21,7 @@ from cpms_admin.clock import iso
 from cpms_admin.errors import Conflict
 from cpms_admin.models import Account, Letter, LetterBatch, Member, SecurityCode, pk
 from cpms_admin.services import audit
+from cpms_admin.services.audit import PORTAL
 from cpms_admin.services.batch_guard import RunGuard
 from cpms_admin.services.codes import still_counts
 
@@ -97,7 +99,7 @@ def moot_reasons(session: Session, letters: Sequence[Queued], *, now: datetime) 
                     still_counts(now),
                 ),
             )
-            .where(col(Letter.id).in_(ids))
+            .where(col(Letter.id).in_(ids), queued_by_rule_or_portal())
             .group_by(col(Letter.id))
         ).all()
         for letter_id, made in codes:
@@ -110,6 +112,12 @@ def moot_reasons(session: Session, letters: Sequence[Queued], *, now: datetime) 
             if member_status == "closed":
                 found[_id(letter_id)] = Moot("member_closed", REASONS["member_closed"])
     return found
+
+
+def queued_by_rule_or_portal() -> ColumnElement[bool]:
+    """A letter no agent asked for by name: an enrolment or campaign letter (None), or the
+    member's own request. What an agent sent by post is printed whatever came since."""
+    return or_(col(Letter.requested_by).is_(None), col(Letter.requested_by) == PORTAL)
 
 
 def _pending(session: Session, *, limit: int | None, lock: bool) -> list[Queued]:

@@ -16,6 +16,7 @@ from sqlmodel.sql.expression import SelectOfScalar
 from cpms_admin.french import PARIS, paris_time
 from cpms_admin.models import SecurityCode, pk
 from cpms_admin.security.codes import generate_code, hash_code, verify_code
+from cpms_admin.services.audit import PORTAL
 from cpms_admin.settings import Settings
 
 PURPOSES = ("first_login", "pin_reset")
@@ -120,12 +121,18 @@ def store_code(
     pepper: bytes,
     now: datetime,
     settings: Settings,
+    requested_by: str | None = None,
     letter_id: int | None = None,
     made_at: datetime | None = None,
+    supersede: bool = True,
 ) -> SecurityCode:
     """Store the hash of `code` (made by the caller), valid for the channel's lifetime, and
-    revoke the member's older pending codes. Does not commit: the caller's transaction holds
-    the code and whatever carries it.
+    (`supersede`) revoke the member's older pending codes. Does not commit: the caller's
+    transaction holds the code and whatever carries it.
+
+    An e-mail code is stored with `supersede` off and supersedes the older ones only once
+    it was sent (`supersede_older`): a failed e-mail must not take away the code the member
+    already holds. Until then the new code is the one checked (`live_code`: the newest).
 
     `made_at` is for a code made before `now`: the letter batch makes its codes as it renders
     and stores them when it commits. The code then counts from `made_at` (its lifetime, the
@@ -135,7 +142,8 @@ def store_code(
     if purpose not in PURPOSES:
         raise ValueError(f"unknown code purpose {purpose!r}")
     made = made_at or now
-    revoke_pending(session, member_id=member_id, made_by=made_at)
+    if supersede:
+        revoke_pending(session, member_id=member_id, made_by=made_at)
     newer = made_at is not None and _made_since(session, member_id, made_at, now)
     row = SecurityCode(
         member_id=member_id,
@@ -146,10 +154,38 @@ def store_code(
         created_at=made,
         expires_at=code_expiry(channel, made, settings),
         letter_id=letter_id,
+        requested_by=requested_by,
     )
     session.add(row)
     session.flush()
     return row
+
+
+def supersede_older(session: Session, *, code: SecurityCode) -> list[int]:
+    """Revoke the member's pending codes made before `code` (once `code` reached them)."""
+    statement = (
+        update(SecurityCode)
+        .where(
+            col(SecurityCode.member_id) == code.member_id,
+            col(SecurityCode.status) == "pending",
+            col(SecurityCode.id) != pk(code),
+            col(SecurityCode.created_at) <= code.created_at,
+        )
+        .values(status="revoked")
+        .returning(col(SecurityCode.id))
+    )
+    return list(session.exec(statement).scalars())
+
+
+def opens_hard_lock(code: SecurityCode, hard_locked_at: datetime | None) -> bool:
+    """Whether `code` may be tried on a hard-locked account: an agent sent it after the lock
+    (the portal sends none while it holds), so an agent has stepped in. Its own tries are
+    the only guesses it allows."""
+    return (
+        hard_locked_at is not None
+        and code.requested_by not in (None, PORTAL)
+        and code.created_at >= hard_locked_at
+    )
 
 
 def _made_since(session: Session, member_id: int, made_at: datetime, now: datetime) -> bool:
@@ -171,6 +207,8 @@ def issue_code(
     pepper: bytes,
     now: datetime,
     settings: Settings,
+    requested_by: str | None = None,
+    supersede: bool = True,
 ) -> IssuedCode:
     """Generate a code and store it (see `store_code`); the clear value is only returned."""
     clear = generate_code()
@@ -183,6 +221,8 @@ def issue_code(
         pepper=pepper,
         now=now,
         settings=settings,
+        requested_by=requested_by,
+        supersede=supersede,
     )
     return IssuedCode(row=row, clear=clear)
 
@@ -253,4 +293,9 @@ def consume_code(session: Session, *, code_id: int, now: datetime) -> bool:
         .values(status="used", used_at=now)
         .returning(col(SecurityCode.id))
     )
-    return session.exec(statement).first() is not None
+    used = session.exec(statement).first() is not None
+    if used:  # an older code still pending (say, superseded by a crash) must not outlive it
+        code = session.get(SecurityCode, code_id)
+        assert code is not None
+        supersede_older(session, code=code)
+    return used

@@ -102,8 +102,9 @@ def diagnose(
     elif state == "locked":
         findings.append(
             f"Locked after {failures} failed attempts on {view['hard_locked_at']}: "
-            "the portal refuses every PIN until an agent unlocks the account "
-            "or the member sets a new PIN with a security code."
+            "the portal refuses every PIN and code, and sends no code, until an agent "
+            "unlocks the account or sends a code (code issue, pin reset) with which the "
+            "member sets a new PIN."
         )
         fix = unlock
     elif state == "cooldown":

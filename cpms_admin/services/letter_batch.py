@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, update
-from sqlmodel import Session, col
+from sqlmodel import Session, col, select
 
 from cpms_admin.clock import Clock, iso
 from cpms_admin.errors import Conflict, CpmsError, InvalidInput
@@ -284,6 +284,11 @@ def _commit(
         )
     session.flush()
     superseded = []
+    asked_by = dict(
+        session.exec(
+            select(Letter.id, Letter.requested_by).where(col(Letter.batch_id) == batch_id)
+        ).all()
+    )
     for issued in rendered.issued:
         stored = store_code(
             session,
@@ -296,6 +301,7 @@ def _commit(
             made_at=codes_made_at,  # also what the printed expiry date counts from
             settings=settings,
             letter_id=issued.letter_id,
+            requested_by=asked_by.get(issued.letter_id),
         )
         if stored.status == "revoked":
             superseded.append(issued.letter_id)

@@ -8,14 +8,17 @@ from cpms_admin.services.codes import purpose_for
 LETTER_KINDS = ("welcome", "security_code", "pin_reset")
 
 
-def queue_letter(session: Session, *, member: Member, kind: str) -> Letter:
-    """Queue a letter in the caller's transaction; its code is made when it is printed."""
+def queue_letter(
+    session: Session, *, member: Member, kind: str, requested_by: str | None = None
+) -> Letter:
+    """Queue a letter in the caller's transaction; its code is made when it is printed.
+    `requested_by`: the agent who asked for it, `audit.PORTAL`, or None for a rule's letter."""
     if kind not in LETTER_KINDS:
         raise ValueError(f"unknown letter kind {kind!r}")
     account = session.get(Account, pk(member))
     assert account is not None, "every member has an account row"
     purpose = {"welcome": "first_login", "pin_reset": "pin_reset"}.get(kind) or purpose_for(account)
-    letter = Letter(member_id=pk(member), kind=kind, purpose=purpose)
+    letter = Letter(member_id=pk(member), kind=kind, purpose=purpose, requested_by=requested_by)
     session.add(letter)
     session.flush()
     return letter

@@ -4,13 +4,15 @@ For each e-mail: claim it (one more attempt, compare-and-set, so two runs at onc
 send the same one), store the new code's hash and commit, then send. Sent: marked sent.
 Failed: the code that never arrived is revoked and the e-mail waits for the next run,
 until MAX_ATTEMPTS (an address the mail library refuses is given up at once). After
-STOP_AFTER failures in a row the server is taken to be down and the run stops, leaving the
-rest untouched for the next run.
+STOP_AFTER failures in a row, or one session past its deadline, the server is taken to be
+down and the run stops, leaving the rest untouched for the next run.
 
 An e-mail no longer needed is cancelled, not sent: the member was closed or lost their
-address, or already has a code on its way (a live code, say from a letter printed since the
-campaign, or a letter waiting to be printed), which a new code would revoke. So a run
-killed between sending and marking does not send that e-mail again: its code is live.
+address, or already has a code on its way (`on_its_way`: a live code, say from a letter
+printed since the campaign, or a letter waiting to be printed), which a new code would
+revoke. The e-mail's own code does not count: a run killed between storing it and marking
+the e-mail sent cannot know whether it left, so the next run sends the e-mail again with a
+new code that revokes it. The member may get two e-mails; only the last code works.
 """
 
 from collections.abc import Callable
@@ -22,10 +24,12 @@ from sqlmodel import Session, SQLModel, col, select
 
 from cpms_admin.clock import Clock, system_clock
 from cpms_admin.errors import Refused
-from cpms_admin.mail.transport import MailError, Transport
-from cpms_admin.models import Account, Letter, Member, OutgoingMail, pk
+from cpms_admin.faults import failpoint
+from cpms_admin.mail.transport import MailError, MailTimeout, Transport
+from cpms_admin.models import Account, Member, OutgoingMail, pk
 from cpms_admin.security.pepper import load_pepper
 from cpms_admin.services import codes
+from cpms_admin.services.on_its_way import on_its_way
 from cpms_admin.services.run_audit import RunAudit
 from cpms_admin.settings import Settings
 
@@ -72,19 +76,16 @@ def _give_up(mail: OutgoingMail, reason: str) -> None:
     mail.status, mail.last_error = "failed", reason
 
 
-def _no_longer_needed(session: Session, member: Member, now: datetime) -> str | None:
+def _no_longer_needed(
+    session: Session, mail: OutgoingMail, member: Member, now: datetime
+) -> str | None:
     if member.status != "active":
         return "member closed"
     if not member.email:
         return "no e-mail address"
-    if codes.live_code(session, member_id=pk(member), now=now) is not None:
-        return "a code is already on its way"
-    letter = session.exec(
-        select(Letter.id).where(
-            Letter.member_id == pk(member), col(Letter.status).in_(("pending", "claimed"))
-        )
-    ).first()
-    return None if letter is None else "a letter is already on its way"
+    # This e-mail's own code, made by a run killed before it could mark the e-mail sent, may
+    # never have left: it is no reason to cancel, and the code sent now replaces it.
+    return on_its_way(session, member_id=pk(member), now=now, except_code_id=mail.code_id)
 
 
 class _Sender:
@@ -102,6 +103,7 @@ class _Sender:
         self.pepper = load_pepper(settings)
         self.counts = MailCounts()
         self.failures_in_a_row = 0
+        self.stop: str | None = None  # why the run must stop: the server looks down
 
     def commit(self) -> None:
         self.audit.record(self.session, counts=self.counts.as_dict())
@@ -112,7 +114,7 @@ class _Sender:
         self.session.refresh(member)
         self.session.refresh(account)
         now: datetime = self.clock()
-        moot = _no_longer_needed(self.session, member, now)
+        moot = _no_longer_needed(self.session, mail, member, now)
         if moot is not None:
             mail.status, mail.last_error = "cancelled", moot
             self.counts.cancelled += 1
@@ -132,8 +134,12 @@ class _Sender:
             pepper=self.pepper,
             now=now,
             settings=self.settings,
+            requested_by=None,  # a campaign's: no agent asked for this member's code by name
         )
+        mail.code_id = pk(issued.row)
+        self.session.add(mail)
         self.commit()  # the code's hash is stored before the e-mail leaves
+        failpoint("mail.before_send")
         from cpms_admin.mail.compose import security_code_message
 
         try:
@@ -161,9 +167,14 @@ class _Sender:
                 self.counts.failed += 1
             else:
                 self.counts.retry += 1
-            if isinstance(exc, MailError):
+            if isinstance(exc, MailTimeout):  # a server that slow would hold every message
+                self.stop = "an SMTP session ran past its deadline"
+            elif isinstance(exc, MailError):
                 self.failures_in_a_row += 1
+                if self.failures_in_a_row >= STOP_AFTER:
+                    self.stop = f"{STOP_AFTER} e-mails in a row could not be sent"
         else:
+            failpoint("mail.after_send")
             mail.status, mail.sent_at, mail.last_error = "sent", now, None
             self.counts.sent += 1
             self.failures_in_a_row = 0
@@ -208,8 +219,8 @@ def send_queued_mail(
                 break
             tried += 1
             sender.send(mail, member, account)
-            if sender.failures_in_a_row >= STOP_AFTER:
-                stopped = f"{STOP_AFTER} e-mails in a row could not be sent ({mail.last_error})"
+            if sender.stop is not None:
+                stopped = f"{sender.stop} ({mail.last_error})"
                 break
         on_progress(sender.counts)
     sender.counts.left = _pending(session)

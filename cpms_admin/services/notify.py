@@ -76,6 +76,7 @@ def _prepare_code(
     channel: str,
     purpose: str,
     letter_kind: str,
+    agent: str,
     settings: Settings,
     now: datetime,
 ) -> CodeDelivery:
@@ -91,6 +92,8 @@ def _prepare_code(
             pepper=load_pepper(settings),
             now=now,
             settings=settings,
+            requested_by=agent,
+            supersede=False,  # the older codes go once this one was sent (`email_code`)
         )
         return CodeDelivery(member.nir, "email", purpose, issued=issued)
     waiting = session.exec(
@@ -101,10 +104,13 @@ def _prepare_code(
         .order_by(col(Letter.id))
     ).first()
     if waiting is not None:
+        if agent != audit.PORTAL:
+            waiting.requested_by = agent  # an agent asked for it now: it is theirs to print
+            session.add(waiting)
         return CodeDelivery(
             member.nir, "post", waiting.purpose, letter_id=waiting.id, letter_reused=True
         )
-    letter = queue_letter(session, member=member, kind=letter_kind)
+    letter = queue_letter(session, member=member, kind=letter_kind, requested_by=agent)
     return CodeDelivery(member.nir, "post", letter.purpose, letter_id=letter.id)
 
 
@@ -126,12 +132,54 @@ def deliver_code(
 ) -> CodeDelivery:
     """Prepare a code, audit it with `details` in the same transaction as the caller's
     changes, commit, then e-mail it (a letter waits for the nightly batch)."""
+    delivery = prepare_code(
+        session,
+        member=member,
+        channel=channel,
+        purpose=purpose,
+        letter_kind=letter_kind,
+        agent=agent,
+        action=action,
+        reason=reason,
+        settings=settings,
+        now=now,
+        **details,
+    )
+    send_code(
+        session,
+        member=member,
+        delivery=delivery,
+        agent=agent,
+        settings=settings,
+        clock=clock,
+        transport=transport,
+    )
+    return delivery
+
+
+def prepare_code(
+    session: Session,
+    *,
+    member: Member,
+    channel: str,
+    purpose: str,
+    letter_kind: str,
+    agent: str,
+    action: str,
+    reason: str | None = None,
+    settings: Settings,
+    now: datetime,
+    **details: Any,
+) -> CodeDelivery:
+    """The first half of `deliver_code`: prepare, audit and commit; `send_code` is the
+    second, for a caller that answers before the e-mail leaves (the portal)."""
     delivery = _prepare_code(
         session,
         member=member,
         channel=channel,
         purpose=purpose,
         letter_kind=letter_kind,
+        agent=agent,
         settings=settings,
         now=now,
     )
@@ -146,19 +194,10 @@ def deliver_code(
         **delivery.as_json(),
     )
     session.commit()
-    _send_code(
-        session,
-        member=member,
-        delivery=delivery,
-        agent=agent,
-        settings=settings,
-        clock=clock,
-        transport=transport,
-    )
     return delivery
 
 
-def _send_code(
+def send_code(
     session: Session,
     *,
     member: Member,
@@ -191,8 +230,10 @@ def email_code(
     clock: Clock,
     transport: Transport | None = None,
 ) -> None:
-    """After the code's transaction committed: e-mail it. If that fails, revoke it in a new
-    transaction (audited) and raise MailError: a code nobody received must not stay live."""
+    """After the code's transaction committed: e-mail it, then revoke the member's older
+    codes. If sending fails, revoke the new one instead, in a new transaction (audited), and
+    raise MailError: a code nobody received must not stay live, and the one the member
+    already holds must."""
     from cpms_admin.mail.compose import security_code_message
     from cpms_admin.mail.transport import transport_from_settings
 
@@ -216,9 +257,11 @@ def email_code(
         if not isinstance(exc, MailError | ValueError):
             raise
         raise MailError(
-            f"{exc}; the security code was revoked, the member has no live code. Send one by "
-            f'post: cpms-admin code issue {member.nir} --channel post --reason "e-mail failed"'
+            f"{exc}; the new security code was revoked. Send one by post: "
+            f'cpms-admin code issue {member.nir} --channel post --reason "e-mail failed"'
         ) from None
+    codes.supersede_older(session, code=issued.row)
+    session.commit()
 
 
 def _revoke_unsent(

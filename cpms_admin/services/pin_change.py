@@ -1,12 +1,12 @@
 """Setting a PIN from the portal: with a one-time code (first login, lost PIN) or with the
 current PIN (change). The new PIN is typed twice.
 
-A mismatch or a guessable PIN is refused before anything is spent: no try of the code, no
-failed attempt. The check against the member's birth date comes only after the code or
-current PIN was verified, so it cannot be used to probe who was born when.
+A mismatch or a guessable PIN (from the NIR's birth year and month too) is refused before
+anything is spent: no try of the code, no failed attempt.
 
-A refused code gets the same words and no count of tries left whoever asked, so the answer
-tells nobody who is a member or who has a live code. `auto` (a command-line convenience;
+A wrong code spends the account's one budget of guesses, like a wrong PIN (see
+`code_attempts`), and gets the same words whoever asked, so the answer tells nobody who is
+a member or who has a live code. `auto` (a command-line convenience;
 the portal knows which form the member filled in) takes the secret as the code when the
 member has a live one, else as the current PIN.
 """
@@ -15,17 +15,17 @@ from datetime import datetime
 from typing import Literal
 
 from sqlalchemy import update
-from sqlmodel import Session, col, select
+from sqlmodel import Session, col
 
 from cpms_admin.clock import Clock
 from cpms_admin.errors import InvalidInput
 from cpms_admin.mail.transport import Transport
-from cpms_admin.models import Account, Member, pk
-from cpms_admin.nir import mask_nir, parse_nir
-from cpms_admin.security.pepper import load_pepper
+from cpms_admin.models import Account, pk
+from cpms_admin.nir import parse_nir
 from cpms_admin.security.pins import check_pin_format, parse_weak_pins, pin_weakness
-from cpms_admin.services import audit, codes, notify, portal_text
-from cpms_admin.services.attempts import PORTAL, check_pin, pin_hasher, settle_success
+from cpms_admin.services import audit, code_attempts, codes, notify, portal_text
+from cpms_admin.services.attempts import check_pin, pin_hasher, settle_success
+from cpms_admin.services.audit import PORTAL
 from cpms_admin.services.members import get_account
 from cpms_admin.services.results import PortalResult, attempt_result
 from cpms_admin.settings import Settings
@@ -54,8 +54,11 @@ def set_pin(
     check_pin_format(new_pin)
     if new_pin != confirmation:
         return PortalResult(False, "mismatch", portal_text.MISMATCH)
-    weak_pins = parse_weak_pins(settings.weak_pins)
-    weakness = pin_weakness(new_pin, birth_date=None, weak_pins=weak_pins)
+    # Judged by the NIR only (a birth date on file must match its year and month): whoever
+    # asks typed it, so the answer tells them nothing, and it comes before any guess.
+    weakness = pin_weakness(
+        new_pin, birth_date=None, weak_pins=parse_weak_pins(settings.weak_pins), nir=compact
+    )
     if weakness is not None:
         return PortalResult(False, "weak_pin", portal_text.weak_pin(weakness))
     now = clock()
@@ -66,6 +69,7 @@ def set_pin(
             code=secret,
             new_pin=new_pin,
             fall_back=using == "auto",
+            captcha_ok=captcha_ok,
             settings=settings,
             now=now,
             transport=transport,
@@ -84,16 +88,6 @@ def set_pin(
     )
 
 
-def _birth_date_weakness(member: Member, new_pin: str, settings: Settings) -> PortalResult | None:
-    weak_pins = parse_weak_pins(settings.weak_pins)
-    weakness = pin_weakness(new_pin, birth_date=member.birth_date, weak_pins=weak_pins)
-    return (
-        None
-        if weakness is None
-        else PortalResult(False, "weak_pin", portal_text.weak_pin(weakness))
-    )
-
-
 def _with_code(
     session: Session,
     *,
@@ -101,50 +95,40 @@ def _with_code(
     code: str,
     new_pin: str,
     fall_back: bool,
+    captcha_ok: bool,
     settings: Settings,
     now: datetime,
     transport: Transport | None,
 ) -> PortalResult | None:
     """Set the PIN with the member's live code. None when there is no live code and
     `fall_back` is set (the caller tries the secret as the current PIN)."""
-    member = session.exec(select(Member).where(Member.nir == nir)).first()
-    check = codes.check_code(
+    action = "portal.set_pin"
+    tried = code_attempts.try_code(
         session,
-        member_id=pk(member) if member else None,
+        nir=nir,
         code=code,
-        pepper=load_pepper(settings),
-        now=now,
+        action=action,
+        captcha_ok=captcha_ok,
         settings=settings,
+        now=now,
+        only_if_live=fall_back,
     )
-    if check.outcome != "match" or member is None or check.code is None:
-        if fall_back and check.outcome == "dead":
-            session.commit()  # nothing written: the PIN path audits the attempt
-            return None
-        reason = "unknown_member" if member is None else f"{check.outcome}_code"
-        audit.record(
-            session,
-            agent=PORTAL,
-            action="portal.set_pin",
-            member=member,
-            outcome=reason,
-            at=now,
-            tries_left=check.tries_left,
-            **({"nir": mask_nir(nir)} if member is None else {}),
-        )
-        session.commit()
-        return PortalResult(False, reason, portal_text.CODE_REFUSED)
-    session.commit()  # a match writes nothing: do not hold the code's row during argon2
+    if tried is None:
+        return None
+    attempt, live = tried
+    subject = attempt.subject
+    if not attempt.ok or live is None or subject is None or subject.member is None:
+        return attempt_result(attempt, settings=settings, now=now)
+    member = subject.member
+    session.commit()  # a match writes nothing: hold no lock during argon2
     if member.status == "closed":
         return PortalResult(False, "closed", portal_text.CLOSED)
-    refusal = _birth_date_weakness(member, new_pin, settings)
-    if refusal is not None:
-        return refusal  # the code stays as it was
     new_hash = pin_hasher(settings).hash(new_pin)
-    if not codes.consume_code(session, code_id=pk(check.code), now=now):
+    if not codes.consume_code(session, code_id=pk(live), now=now):
         session.rollback()  # used, revoked or expired while the PIN was hashed
         return PortalResult(False, "dead_code", portal_text.CODE_REFUSED)
     account = get_account(session, member)
-    how = "reset" if account.pin_hash or check.code.purpose == "pin_reset" else "set"
+    how = "reset" if account.pin_hash or live.purpose == "pin_reset" else "set"
     lifted = account.hard_locked_at is not None or account.failed_attempts > 0
     session.exec(
         update(Account)
@@ -161,11 +145,11 @@ def _with_code(
     audit.record(
         session,
         agent=PORTAL,
-        action="portal.set_pin",
+        action=action,
         member=member,
         at=now,
         how=how,
-        code_id=check.code.id,
+        code_id=live.id,
         lifted_lockout=lifted,
     )
     session.commit()
@@ -193,9 +177,6 @@ def _with_current_pin(
     if not attempt.ok or attempt.subject is None or attempt.subject.member is None:
         return attempt_result(attempt, settings=settings, now=now)
     member = attempt.subject.member
-    refusal = _birth_date_weakness(member, new_pin, settings)
-    if refusal is not None:
-        return refusal
     values = {"pin_hash": pin_hasher(settings).hash(new_pin), "pin_set_at": now}
     attempt = settle_success(
         session,

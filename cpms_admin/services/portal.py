@@ -2,22 +2,37 @@
 accept the Terms of Use. (Setting a PIN is in `pin_change`.)
 
 Each result carries an internal `reason` and the French `message` the portal shows; an
-unknown or closed NIR gets the same answers, figures and timing as a member's.
+unknown or closed NIR gets the same answers, figures and timing as a member's. A code
+request is answered before its e-mail leaves (`CodeRequestAnswer.send`).
 """
 
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
-from sqlmodel import Session, select
+from sqlmodel import Session
 
 from cpms_admin.clock import Clock
-from cpms_admin.errors import InvalidInput, Refused
+from cpms_admin.errors import InvalidInput
+from cpms_admin.lockout import blocked
 from cpms_admin.mail.transport import Transport
-from cpms_admin.models import Member
-from cpms_admin.nir import format_nir, mask_nir, parse_nir
-from cpms_admin.services import audit, codes, notify, portal_text
-from cpms_admin.services.attempts import PORTAL, check_pin, pin_hasher, settle_success
-from cpms_admin.services.members import get_account, get_member
-from cpms_admin.services.results import PortalResult, RequestCodeResult, attempt_result
+from cpms_admin.models import Member, pk
+from cpms_admin.nir import parse_nir
+from cpms_admin.services import audit, code_requests, codes, notify, portal_text, unknown_nir
+from cpms_admin.services.attempts import (
+    Subject,
+    audit_attempt,
+    check_pin,
+    pin_hasher,
+    read_subject,
+    settle_success,
+)
+from cpms_admin.services.audit import PORTAL
+from cpms_admin.services.members import get_account
+from cpms_admin.services.on_its_way import on_its_way
+from cpms_admin.services.results import PortalResult, attempt_result
 from cpms_admin.settings import Settings
 
 
@@ -66,6 +81,14 @@ def login(
     return attempt_result(attempt, settings=settings, now=now)
 
 
+@dataclass(frozen=True)
+class CodeRequestAnswer:
+    """The portal's answer to a code request, and `send`, to call once it was given."""
+
+    answer: PortalResult
+    send: Callable[[], None] = lambda: None
+
+
 def request_code(
     session: Session,
     *,
@@ -73,71 +96,130 @@ def request_code(
     settings: Settings,
     clock: Clock,
     transport: Transport | None = None,
-) -> RequestCodeResult:
-    """ "Obtenir mon code de sécurité": an e-mail code when the address is known, else a
-    postal letter. An unknown or closed NIR gets the answer of a member without an e-mail
-    address (ok, by post) and nothing is sent; only `reason` tells them apart."""
+) -> CodeRequestAnswer:
+    """ "Obtenir mon code de sécurité": a code by e-mail when the address is known, else a
+    postal letter.
+
+    Every NIR gets the same answer, a member or not, sent or refused (only `reason` tells
+    them apart), for the same work: the request is logged and audited, then committed.
+    The code itself is made and sent by `send`, after the answer, so neither its cost nor
+    its fate shows in the answer. Nothing is sent when the NIR is past its daily requests or
+    its account in a cool-down or locked (`rate_limited`), when a letter is in the post,
+    being printed or sent by an agent (`on_its_way`: a new code would revoke it), and for an
+    unknown or closed NIR."""
     compact = parse_nir(nir)
     now = clock()
-    member = session.exec(select(Member).where(Member.nir == compact)).first()
-    if member is None or member.status == "closed":
-        reason = "unknown_member" if member is None else "closed"
-        masked = {"nir": mask_nir(compact)} if member is None else {}
-        audit.record(
-            session,
-            agent=PORTAL,
-            action="portal.request_code",
-            member=member,
-            outcome=reason,
-            at=now,
-            **masked,
-        )
-        session.commit()
-        return RequestCodeResult(True, reason, portal_text.CODE_BY_POST, channel="post")
-    channel = notify.resolve_channel(member, "auto")
+    action = "portal.request_code"
+    subject = read_subject(session, nir=compact, settings=settings)
+    key = unknown_nir.subject_of(compact, settings)
+    admitted = code_requests.admitted_lately(session, key=key, now=now)
+    refusal = _request_refusal(
+        session, subject=subject, admitted=admitted, settings=settings, now=now
+    )
+    code_requests.log_request(session, key=key, now=now, admitted=refusal != "rate_limited")
+    audit_attempt(session, subject=subject, action=action, outcome=refusal or "ok", now=now)
+    session.commit()
+    answer = PortalResult(True, refusal or "ok", portal_text.CODE_REQUESTED)
+    member = subject.member
+    if refusal is not None or member is None:
+        return CodeRequestAnswer(answer)
+    send = functools.partial(
+        _send_requested_code,
+        session,
+        member=member,
+        settings=settings,
+        clock=clock,
+        transport=transport,
+    )
+    return CodeRequestAnswer(answer, send)
+
+
+def _send_requested_code(
+    session: Session,
+    *,
+    member: Member,
+    settings: Settings,
+    clock: Clock,
+    transport: Transport | None,
+) -> None:
     notify.deliver_code(
         session,
         member=member,
-        channel=channel,
+        channel=notify.resolve_channel(member, "auto"),
         purpose=codes.purpose_for(get_account(session, member)),
         letter_kind="security_code",
         agent=PORTAL,
-        action="portal.request_code",
+        action="portal.send_code",
         settings=settings,
         clock=clock,
-        now=now,
+        now=clock(),
         transport=transport,
     )
-    message = portal_text.CODE_BY_EMAIL if channel == "email" else portal_text.CODE_BY_POST
-    return RequestCodeResult(True, "ok", message, channel=channel)
+
+
+def _request_refusal(
+    session: Session, *, subject: Subject, admitted: int, settings: Settings, now: datetime
+) -> str | None:
+    """Why a request sends nothing (the internal reason), or None. Every request runs the
+    same queries, an unknown NIR's too (on no member's rows): they take the same time."""
+    member = subject.member
+    way = on_its_way(session, member_id=pk(member) if member else 0, now=now, asked_by_member=True)
+    if admitted >= settings.code_requests_per_day:
+        return "rate_limited"
+    if blocked(subject.counters, now=now, captcha_ok=True) is not None:
+        return "rate_limited"  # a cool-down or a hard lock: no new code to guess at
+    if member is None:
+        return "unknown_member"
+    if member.status == "closed":
+        return "closed"
+    return None if way is None else "on_its_way"
 
 
 def accept_terms(
     session: Session,
     *,
     nir: str,
+    pin: str,
     version: str | None = None,
+    captcha_ok: bool = False,
     settings: Settings,
     clock: Clock,
 ) -> PortalResult:
-    """Record the logged-in member's acceptance of the Terms of Use (current version only)."""
+    """Record that the member, logged in with their PIN, accepts the current Terms of Use.
+    The PIN is checked like a login (the same budget; an unknown NIR is a wrong PIN)."""
     current = settings.terms_version
     if version is not None and version != current:
         raise InvalidInput(f"the current Terms of Use version is {current}, not {version}")
-    member = get_member(session, nir)
-    if member.status == "closed":
-        raise Refused(f"member {format_nir(member.nir)} is closed")
-    account = get_account(session, member)
-    if account.terms_accepted_version != current:
-        now = clock()
-        account.terms_accepted_version, account.terms_accepted_at = current, now
-        audit.record(
-            session,
-            agent=PORTAL,
-            action="portal.accept_terms",
-            member=member,
-            at=now,
-            version=current,
-        )
-        session.commit()
+    now = clock()
+    action = "portal.accept_terms"
+    attempt = check_pin(
+        session, nir=nir, pin=pin, action=action, captcha_ok=captcha_ok, settings=settings, now=now
+    )
+    subject = attempt.subject
+    if not attempt.ok or subject is None or subject.member is None:
+        return attempt_result(attempt, settings=settings, now=now)
+    account = get_account(session, subject.member)
+    already = account.terms_accepted_version == current
+    values = {} if already else {"terms_accepted_version": current, "terms_accepted_at": now}
+    attempt = settle_success(
+        session,
+        attempt=attempt,
+        values=values,
+        action=action,
+        captcha_ok=captcha_ok,
+        settings=settings,
+        now=now,
+    )
+    if not attempt.ok:
+        return attempt_result(attempt, settings=settings, now=now)
+    audit.record(
+        session,
+        agent=PORTAL,
+        action=action,
+        member=subject.member,
+        outcome="noop" if already else "ok",
+        at=now,
+        version=current,
+    )
+    session.commit()
     return PortalResult(True, "ok", portal_text.TERMS_ACCEPTED)

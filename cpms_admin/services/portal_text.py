@@ -17,7 +17,7 @@ CLOSED = (
 )
 LOCKED = (
     "Votre accès est bloqué à la suite de trop nombreuses tentatives. Pour le débloquer, "
-    f"demandez un nouveau code de sécurité ({GET_CODE}) ou contactez le service clients."
+    "contactez le service clients."
 )
 CAPTCHA = (
     "Par mesure de sécurité, veuillez recopier les caractères de l'image (CAPTCHA) avant "
@@ -32,11 +32,14 @@ PIN_SAVED = (
     "Votre modification a été prise en compte. Vous pouvez vous connecter avec votre "
     "nouveau mot de passe."
 )
-CODE_BY_EMAIL = (
-    "Un e-mail contenant votre code de sécurité vous a été envoyé. Si vous n'avez pas reçu "
-    "l'e-mail, vérifiez dans vos courriers indésirables ou vos spams."
+# The one answer to every code request, whoever asks and whatever happens to it: it must not
+# tell a member from an unknown NIR, an e-mail from a letter, a sent code from a refused one.
+CODE_REQUESTED = (
+    "Votre demande a bien été prise en compte. Si votre adresse e-mail est connue du CPMS, "
+    "un e-mail contenant votre code de sécurité vous a été envoyé : si vous ne l'avez pas "
+    "reçu, vérifiez dans vos courriers indésirables ou vos spams. Sinon, un courrier postal "
+    "contenant votre code de sécurité va vous être envoyé (sous 48 heures à une semaine)."
 )
-CODE_BY_POST = "Un courrier postal contenant votre code de sécurité va vous être envoyé."
 TERMS_ACCEPTED = "Vous avez accepté les Conditions Générales d'Utilisation."
 
 # The reasons of security.pins.pin_weakness, as the member reads them.
@@ -46,6 +49,9 @@ _WEAKNESS = {
     "the PIN repeats a group of 2 or 3 digits": "un groupe de chiffres répété",
     "the PIN is on the list of common PINs": "un code trop courant",
     "the PIN is the member's date of birth": "votre date de naissance",
+    "the PIN is made of the birth year and month in the NIR": (
+        "votre année et votre mois de naissance"
+    ),
 }
 
 
@@ -76,16 +82,21 @@ def blocked(block: Block) -> str:
     return CAPTCHA if block.reason == "captcha_required" else LOCKED
 
 
-def wrong_pin(counters: Counters, *, settings: Settings, now: datetime) -> str:
-    """After a failure: attempts left, then the wait or the lock it brought."""
+_WRONG = {"pin": "Mot de passe erroné.", "code": "Code de sécurité erroné ou expiré."}
+
+
+def wrong_secret(counters: Counters, *, guessed: str, settings: Settings, now: datetime) -> str:
+    """After a wrong PIN or code (`guessed`): attempts left, then the wait or the lock it
+    brought. The two share one budget, so they count down together."""
+    wrong = _WRONG[guessed]
     if counters.hard_locked:
-        return f"Mot de passe erroné. {LOCKED}"
+        return f"{wrong} {LOCKED}"
     left = attempts_left(counters.failures, settings)
     wait = seconds_until(counters.locked_until, now)
     if wait is None:
-        return f"Mot de passe erroné. Attention, il vous reste {_plural(left, 'tentative')}."
+        return f"{wrong} Attention, il vous reste {_plural(left, 'tentative')}."
     return (
-        f"Mot de passe erroné. {cooldown(wait)} Attention, il vous reste "
+        f"{wrong} {cooldown(wait)} Attention, il vous reste "
         f"{_plural(left, 'tentative')} avant le blocage de votre accès."
     )
 

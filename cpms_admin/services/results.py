@@ -27,13 +27,9 @@ class PortalResult:
         return asdict(self)
 
 
-@dataclass(frozen=True)
-class RequestCodeResult(PortalResult):
-    channel: str | None = None  # email | post (post also for an unknown or closed NIR)
-
-
 def attempt_result(attempt: Attempt, *, settings: Settings, now: datetime) -> PortalResult:
-    """The portal's answer to a PIN attempt (login, or the current PIN of a change)."""
+    """The portal's answer to a guess: a PIN (login, or the current PIN of a change) or a
+    one-time code. Both spend the same budget, so both answers give what is left of it."""
     counters = attempt.counters
     if attempt.ok:
         return PortalResult(True, "ok", portal_text.LOGGED_IN)
@@ -47,12 +43,15 @@ def attempt_result(attempt: Attempt, *, settings: Settings, now: datetime) -> Po
             retry_after_seconds=attempt.block.retry_after_seconds,
             captcha_required=counters.captcha_required,
         )
-    if not attempt.counted:  # a closed member who typed the right PIN
-        return PortalResult(False, attempt.reason, portal_text.CLOSED)
+    if not attempt.counted:  # a closed member who typed the right PIN, or an agent's code
+        closed = attempt.reason == "closed"
+        return PortalResult(
+            False, attempt.reason, portal_text.CLOSED if closed else portal_text.CODE_REFUSED
+        )
     return PortalResult(
         False,
         attempt.reason,
-        portal_text.wrong_pin(counters, settings=settings, now=now),
+        portal_text.wrong_secret(counters, guessed=attempt.guessed, settings=settings, now=now),
         remaining_attempts=attempts_left(counters.failures, settings),
         retry_after_seconds=None
         if counters.hard_locked

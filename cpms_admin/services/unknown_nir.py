@@ -32,17 +32,22 @@ def subject_of(nir: str, settings: Settings) -> str:
     return hmac.new(_key(settings), nir.encode("ascii"), hashlib.sha256).hexdigest()
 
 
-def read_counters(session: Session, subject: str) -> Counters:
-    """The counters as they are now (none before the first failure)."""
-    row = session.get(UnknownLogin, subject, populate_existing=True)
+def read_counters(session: Session, subject: str, *, lock_at: datetime | None = None) -> Counters:
+    """The counters as they are now (none before the first failure). With `lock_at` (now),
+    the row is created if need be and held until the transaction ends."""
+    if lock_at is not None:
+        _ensure_row(session, subject, lock_at)
+    row = session.get(
+        UnknownLogin,
+        subject,
+        populate_existing=True,
+        with_for_update=True if lock_at is not None else None,
+    )
     return Counters() if row is None else Counters.of(row)
 
 
-def record_failure(
-    session: Session, *, subject: str, captcha_ok: bool, settings: Settings, now: datetime
-) -> Counters | None:
-    """Create the row if it is the first failure (a concurrent first failure simply finds it
-    there), then count like an account; None when the row is blocked. Does not commit."""
+def _ensure_row(session: Session, subject: str, now: datetime) -> None:
+    """Create the row unless it exists (a concurrent creation simply finds it there)."""
     # The dialect's own INSERT (for ON CONFLICT), imported on use: the PostgreSQL dialect
     # alone would add a tenth to every command's start-up.
     dialect = importlib.import_module(f"sqlalchemy.dialects.{session.get_bind().dialect.name}")
@@ -51,6 +56,14 @@ def record_failure(
         .values(subject=subject, failed_attempts=0, captcha_required=False, last_attempt_at=now)
         .on_conflict_do_nothing(index_elements=[col(UnknownLogin.subject)])
     )
+
+
+def record_failure(
+    session: Session, *, subject: str, captcha_ok: bool, settings: Settings, now: datetime
+) -> Counters | None:
+    """Create the row if it is the first failure, then count like an account; None when the
+    row is blocked. Does not commit."""
+    _ensure_row(session, subject, now)
     return count_failure(
         session,
         table=UnknownLogin,

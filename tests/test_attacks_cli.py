@@ -1,0 +1,185 @@
+"""The attacks of test_attacks.py run as an outsider runs them: loops and crowds of real
+`cpms-admin` processes (the installed entry point), on every engine; and `mail send`
+killed with SIGKILL between making a code and marking its e-mail sent."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlmodel import Session, col, select
+
+from cpms_admin.models import OutgoingMail, SecurityCode, pk
+from tests.conftest import Cli
+from tests.cred_helpers import PIN, account_of, give_pin, mailed_codes, outbox
+from tests.factories import make_member, make_nir
+from tests.test_smtp_deadline import drip_greeting, slow_server
+
+pytestmark = pytest.mark.slow
+BIN = Path(sys.executable).parent / "cpms-admin"
+# One-second cool-downs and no daily limit: only the budget of guesses stands in the way.
+PATIENT = {
+    "CPMS_LOCKOUT_COOLDOWN_SECONDS": "1",
+    "CPMS_LOCKOUT_COOLDOWN_CAP_SECONDS": "1",
+    "CPMS_CODE_REQUESTS_PER_DAY": "100",
+}
+
+
+def cpms(cli: Cli, *args: str, stdin: str = "", **env: str) -> subprocess.CompletedProcess[str]:
+    """The installed command, with the test's settings in its environment."""
+    return subprocess.run(
+        [str(BIN), *args],
+        input=stdin,
+        env={**os.environ, **cli.env(), **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def guess_code(cli: Cli, nir: str, code: str) -> dict[str, Any]:
+    """One wrong code, typed as an attacker who solves every CAPTCHA would."""
+    done = cpms(
+        cli,
+        "--json",
+        "portal",
+        "set-pin",
+        nir,
+        "--with",
+        "code",
+        "--captcha-ok",
+        stdin=f"{code}\n739264\n739264\n",
+        **PATIENT,
+    )
+    answer: dict[str, Any] = json.loads(done.stdout)
+    return answer
+
+
+def test_a_loop_of_requests_and_wrong_codes_is_stopped_by_the_hard_lock(
+    cli: Cli, session: Session, settings: Any
+) -> None:
+    member = make_member(session, welcome=False)
+    give_pin(session, settings, member)
+    checked, answers = 0, []
+    for _ in range(30):
+        if cpms(cli, "portal", "request-code", member.nir, **PATIENT).returncode != 0:
+            break
+        code = mailed_codes(settings)[-1]
+        for _ in range(5):
+            answer = guess_code(cli, member.nir, f"{(int(code) + 1) % 1_000_000:06d}")
+            answers.append(answer["reason"])
+            if answer["reason"] in ("wrong_code", "dead_code"):
+                checked += 1
+            time.sleep(answer["retry_after_seconds"] or 0)
+        if answers[-1] == "locked":
+            break
+    assert checked == 10, answers
+    assert answers[-1] == "locked"
+    session.rollback()
+    assert account_of(session, member).hard_locked_at is not None
+    # The member's right PIN is refused too, until an agent steps in.
+    login = cpms(cli, "--json", "portal", "login", member.nir, "--captcha-ok", stdin=f"{PIN}\n")
+    assert json.loads(login.stdout)["reason"] == "locked"
+    status = cpms(cli, "account", "status", member.nir)
+    assert "locked" in status.stdout.lower()
+
+
+def test_a_crowd_of_processes_guessing_at_once_gets_exactly_the_budget(
+    cli: Cli, session: Session, settings: Any
+) -> None:
+    member = make_member(session, welcome=False)
+    assert cpms(cli, "portal", "request-code", member.nir).returncode == 0
+    (code,) = mailed_codes(settings)
+
+    def attacker(n: int) -> list[str]:
+        seen = []
+        for _ in range(8):
+            answer = guess_code(cli, member.nir, f"{(int(code) + n + 1) % 1_000_000:06d}")
+            seen.append(answer["reason"])
+            if answer["reason"] == "locked":
+                break
+            time.sleep(answer["retry_after_seconds"] or 0)
+        return seen
+
+    with ThreadPoolExecutor(6) as pool:
+        seen = [reason for answers in pool.map(attacker, range(6)) for reason in answers]
+    checked = [reason for reason in seen if reason in ("wrong_code", "dead_code")]
+    assert len(checked) == 10, seen
+    session.rollback()
+    account = account_of(session, member)
+    assert (account.failed_attempts, account.hard_locked_at is not None) == (10, True)
+
+
+def test_a_loop_of_requests_sends_three_codes_a_day(cli: Cli, session: Session) -> None:
+    member = make_member(session, welcome=False)
+    runs = [cpms(cli, "portal", "request-code", member.nir) for _ in range(5)]
+    assert {(run.returncode, run.stdout, run.stderr) for run in runs} == {(0, runs[0].stdout, "")}
+    assert len(outbox(cli.settings)) == 3
+
+
+def test_a_member_and_a_stranger_get_the_same_output_from_the_real_command(
+    cli: Cli, session: Session
+) -> None:
+    with_email = make_member(session, welcome=False)
+    without = make_member(session, welcome=False, email=None)
+    outputs = {
+        (run.returncode, run.stdout, run.stderr)
+        for run in (cpms(cli, "portal", "request-code", nir)
+                    for nir in (with_email.nir, without.nir, make_nir()))
+    }  # fmt: skip
+    assert len(outputs) == 1, outputs
+
+
+@pytest.mark.parametrize("failpoint", ["mail.before_send", "mail.after_send"])
+def test_mail_send_killed_between_code_and_mark_leaves_one_working_code(
+    cli: Cli, session: Session, failpoint: str
+) -> None:
+    """Killed after the code was stored (its e-mail gone or not), the next run sends the
+    e-mail again instead of cancelling it: the member ends with one code, and it works."""
+    member = make_member(session, welcome=False)
+    queued = cpms(cli, "code", "campaign", "--no-pin", "--channel", "email", "--reason", "m")
+    assert queued.returncode == 0, queued.stderr
+    killed = cpms(cli, "mail", "send", CPMS_FAILPOINT=failpoint)
+    assert killed.returncode == -signal.SIGKILL
+    again = cpms(cli, "--json", "mail", "send")
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["sent"] == 1
+    session.rollback()
+    (mail,) = session.exec(select(OutgoingMail)).all()
+    assert mail.status == "sent"
+    live = session.exec(
+        select(SecurityCode).where(
+            col(SecurityCode.member_id) == pk(member), col(SecurityCode.status) == "pending"
+        )
+    ).all()
+    assert [row.id for row in live] == [mail.code_id]
+    last = mailed_codes(cli.settings)[-1]
+    done = cpms(cli, "portal", "set-pin", member.nir, stdin=f"{last}\n739264\n739264\n")
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_mail_send_gives_up_on_a_dripping_server_at_the_deadline(
+    cli: Cli, session: Session
+) -> None:
+    make_member(session, welcome=False)
+    cpms(cli, "code", "campaign", "--no-pin", "--channel", "email", "--reason", "m")
+    with slow_server(drip_greeting) as (port, _):
+        started = time.monotonic()
+        run = cpms(
+            cli,
+            "mail",
+            "send",
+            CPMS_SMTP_URL=f"smtp://127.0.0.1:{port}",
+            CPMS_SMTP_DEADLINE_SECONDS="2",
+        )
+        elapsed = time.monotonic() - started
+    assert run.returncode == 1 and elapsed < 10, (elapsed, run.stderr)
+    assert run.stderr.startswith("Error: mail send stopped: an SMTP session ran past its")
+    assert "Traceback" not in run.stderr

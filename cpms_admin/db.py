@@ -2,8 +2,9 @@
 
 SQLite is tuned so an agent and the cron can work at once: WAL, foreign keys, a busy
 timeout, and every transaction opened with BEGIN IMMEDIATE so a read-then-write
-transaction waits for the write lock instead of failing half-way. (A read-only observer,
-such as a test, can ask for `execution_options(sqlite_begin="DEFERRED")`.)
+transaction waits for the write lock instead of failing half-way. Commands that only look
+use `session_scope(engine, read_only=True)` instead (see `reader`): in WAL mode a DEFERRED
+transaction never waits for a writer, so `member show` answers during the nightly batch.
 """
 
 from collections.abc import Iterator
@@ -29,6 +30,10 @@ def normalise_url(url: str) -> str:
         if url.startswith(prefix):
             return "postgresql+psycopg://" + url[len(prefix) :]
     return url
+
+
+def is_sqlite(url: str) -> bool:
+    return make_url(normalise_url(url)).get_backend_name() == "sqlite"
 
 
 def sqlite_path(url: str) -> Path | None:
@@ -59,8 +64,9 @@ def _tune_sqlite(engine: Engine) -> None:
         conn.exec_driver_sql(f"BEGIN {mode}")
 
 
-def make_engine(url: str, *, must_exist: bool = True) -> Engine:
-    """Create an engine for `url`. A missing SQLite file is NotReady unless `must_exist` is off."""
+def make_engine(url: str, *, must_exist: bool = True, create_dirs: bool = False) -> Engine:
+    """Create an engine for `url`. A missing SQLite file is NotReady unless `must_exist` is
+    off; so is a missing folder for it, unless `create_dirs` (a typo must not make one)."""
     url = normalise_url(url)
     try:
         parsed = make_url(url)
@@ -70,7 +76,13 @@ def make_engine(url: str, *, must_exist: bool = True) -> Engine:
     if path is not None:
         if must_exist and not path.exists():
             raise NotReady(f"database {path} does not exist; {UPGRADE_HINT}")
-        path.parent.mkdir(parents=True, exist_ok=True)
+        if not path.parent.is_dir():
+            if not create_dirs:
+                raise NotReady(
+                    f"folder {path.parent} does not exist: check the database URL, or run "
+                    "cpms-admin db upgrade --create-dirs"
+                )
+            path.parent.mkdir(mode=0o700, parents=True)
         engine = create_engine(url, connect_args={"timeout": 30})
         _tune_sqlite(engine)
         return engine
@@ -83,7 +95,7 @@ def make_engine(url: str, *, must_exist: bool = True) -> Engine:
 def current_revision(engine: Engine) -> str | None:
     """The schema revision stamped in the database, None when it was never upgraded."""
     try:
-        with engine.connect() as conn:
+        with reader(engine).connect() as conn:  # every command asks: it must never wait
             if not engine.dialect.has_table(conn, "alembic_version"):
                 return None
             return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
@@ -118,8 +130,23 @@ def describe_db_error(exc: DBAPIError) -> str:
     return str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
 
 
+def reader(engine: Engine) -> Engine:
+    """`engine` for transactions that only read: DEFERRED on SQLite, so they read the last
+    committed state at once instead of queueing behind another process's write; READ ONLY on
+    PostgreSQL, so a write slipped into one fails loudly (reset when the connection is returned
+    to the pool)."""
+    if engine.dialect.name == "sqlite":
+        return engine.execution_options(sqlite_begin="DEFERRED")
+    if engine.dialect.name == "postgresql":
+        return engine.execution_options(postgresql_readonly=True)
+    return engine
+
+
 @contextmanager
-def session_scope(engine: Engine) -> Iterator[Session]:
-    """A session whose uncommitted work is rolled back on exit: services call commit()."""
-    with Session(engine, expire_on_commit=False) as session:
+def session_scope(engine: Engine, *, read_only: bool = False) -> Iterator[Session]:
+    """A session whose uncommitted work is rolled back on exit: services call commit().
+
+    `read_only` for commands that only look (see `reader`): they never wait for a writer.
+    """
+    with Session(reader(engine) if read_only else engine, expire_on_commit=False) as session:
         yield session

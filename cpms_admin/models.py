@@ -156,6 +156,17 @@ class AuditEvent(SQLModel, table=True):
     details: str = "{}"  # JSON object of non-secret facts
 
 
+class PepperKey(SQLModel, table=True):
+    """What the database knows of each pepper its hashes were made with: the fingerprint
+    (a keyed hash, never the pepper), recorded when it was first used or rotated in."""
+
+    __tablename__ = "pepper_key"
+
+    id: int = Field(primary_key=True)  # the id each hash records; the highest is current
+    fingerprint: str = Field(max_length=64)
+    created_at: datetime = Field(default_factory=system_clock)
+
+
 def pk(row: Member | Letter | LetterBatch | SecurityCode | OutgoingMail | AuditEvent) -> int:
     """The primary key of a row that has been flushed (typed as int, not int | None)."""
     assert row.id is not None, f"{type(row).__name__} not flushed yet"

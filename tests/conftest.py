@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 
 from cpms_admin.cli.app import app
 from cpms_admin.db import make_engine, normalise_url, upgrade_schema
+from cpms_admin.security.pepper import fingerprint
 from cpms_admin.settings import Settings
 
 TEST_PEPPER = "test-pepper-not-for-production"
@@ -44,6 +45,7 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("template") / "cpms.db"
     engine = make_engine(f"sqlite:///{path}", must_exist=False)
     upgrade_schema(engine)
+    record_test_pepper(engine)
     engine.dispose()  # the last connection to close checkpoints the WAL into the file
     assert not path.with_name("cpms.db-wal").exists()
     return path
@@ -68,11 +70,21 @@ def pg_database() -> Iterator[str]:
     admin.dispose()
 
 
+def record_test_pepper(engine: Engine) -> None:
+    """What `db upgrade` records of the pepper: the test databases are TEST_PEPPER's."""
+    with engine.begin() as conn:
+        conn.execute(
+            text("INSERT INTO pepper_key (id, fingerprint, created_at) VALUES (1, :f, :at)"),
+            {"f": fingerprint(TEST_PEPPER.encode()), "at": datetime(2026, 1, 1, tzinfo=UTC)},
+        )
+
+
 def _truncate_all(url: str) -> None:
     engine = make_engine(url)
     tables = ", ".join(f'"{t.name}"' for t in SQLModel.metadata.sorted_tables)
     with engine.begin() as conn:
         conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+    record_test_pepper(engine)
     engine.dispose()
 
 

@@ -89,6 +89,7 @@ def set_pin(
     confirmation: str | None = None,
     **options: Any,
 ) -> PortalResult:
+    options.setdefault("using", "auto")
     return pin_change.set_pin(
         session,
         nir=nir,

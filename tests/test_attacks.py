@@ -176,6 +176,16 @@ def test_after_the_hard_lock_only_a_code_an_agent_sends_is_tried_and_only_five_t
         for _ in range(6)
     ]
     assert answers == ["wrong_code"] * 5 + ["locked"]  # its 5 tries, then the lock again
+    # Answered like any locked account, so nobody learns an agent sent this NIR a code.
+    stranger = make_nir()
+    for _ in range(10):
+        clock.advance(hours=2)
+        login(session, settings, clock, stranger, WRONG_PIN, captcha=True)
+    guesses = [
+        set_pin(session, settings, clock, nir, "000000", using="code", captcha_ok=True)
+        for nir in (member.nir, stranger)
+    ]
+    assert len({(g.message, g.remaining_attempts, g.captcha_required) for g in guesses}) == 1
     assert account_of(session, member).failed_attempts == 10
     assert codes_of(session, member)[-1].status == "revoked"
 

@@ -156,10 +156,21 @@ def test_db_upgrade_is_idempotent_and_status_reports(
     fresh = Cli(
         Settings(database_url="sqlite:///data/cpms.db", pepper=None, mail_dir=settings.mail_dir)
     )
-    status = json.loads(fresh("--json", "db", "status").stdout)
-    assert status == {"current": None, "latest": status["latest"], "up_to_date": False}
-    first = fresh("db", "upgrade")
+    missing = fresh("db", "status")  # a typo must not create a database
+    assert (missing.exit_code, missing.stderr) == (
+        5,
+        "Error: database data/cpms.db does not exist; run cpms-admin db upgrade\n",
+    )
+    refused = fresh("db", "upgrade")
+    assert (refused.exit_code, refused.stderr) == (
+        5,
+        "Error: folder data does not exist: check the database URL, or run cpms-admin db "
+        "upgrade --create-dirs\n",
+    )
+    assert not (tmp_path / "data").exists()
+    first = fresh("db", "upgrade", "--create-dirs")
     assert first.exit_code == 0 and "upgraded from empty" in first.stdout
+    assert (tmp_path / "data").stat().st_mode & 0o077 == 0
     assert "created the pepper file data/pepper" in first.stderr
     assert (tmp_path / "data" / "pepper").stat().st_mode & 0o077 == 0
     second = fresh("db", "upgrade")

@@ -112,14 +112,8 @@ def test_check_code_spends_a_try_only_when_wrong_and_never_consumes(
     session.commit()
 
     def check(code: str, pepper: bytes = PEPPER) -> codes.CodeCheck:
-        result = codes.check_code(
-            session,
-            member_id=pk(member),
-            code=code,
-            pepper=pepper,
-            now=clock.now,
-            settings=settings,
-        )
+        live = codes.live_code(session, member_id=pk(member), now=clock.now, lock=True)
+        result = codes.check_code(session, live=live, code=code, pepper=pepper, settings=settings)
         session.commit()
         return result
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Cli
+from tests.conftest import TEST_PEPPER, Cli
 
 
 def checks(result: object) -> dict[str, dict[str, object]]:
@@ -23,11 +23,24 @@ def test_everything_in_place_is_exit_0(cli: Cli) -> None:
 
 def test_a_readable_pepper_file_is_a_problem_with_its_fix(cli: Cli, tmp_path: Path) -> None:
     pepper = tmp_path / "pepper"
-    pepper.write_text("0123456789abcdef" * 4)
+    pepper.write_text(TEST_PEPPER)  # the database's own pepper, readable by all
     os.chmod(pepper, 0o644)
     result = cli.with_settings(pepper=None, pepper_file=str(pepper))("--json", "doctor")
     assert result.exit_code == 5
     assert checks(result)["pepper"]["fix"] == f"chmod 600 {pepper}"
+
+
+def test_another_databases_pepper_fails_the_doctor(cli: Cli, tmp_path: Path) -> None:
+    """The pepper a cron job found in the wrong folder: the doctor says so, before any PIN
+    is checked with it."""
+    pepper = tmp_path / "pepper"
+    pepper.write_text("0123456789abcdef" * 4)
+    os.chmod(pepper, 0o600)
+    result = cli.with_settings(pepper=None, pepper_file=str(pepper))("--json", "doctor")
+    assert result.exit_code == 5
+    found = checks(result)["pepper"]
+    assert found["ok"] is False
+    assert f"pepper file {pepper} is not this database's pepper" in str(found["detail"])
 
 
 def test_no_pepper_and_old_schema_are_reported(
@@ -39,7 +52,7 @@ def test_no_pepper_and_old_schema_are_reported(
     result = empty("doctor")
     assert result.exit_code == 5
     assert "run cpms-admin db upgrade" in result.stdout
-    assert "no pepper" in result.stdout
+    assert "pepper" in result.stdout and "PROBLEM" in result.stdout
 
 
 def test_unreachable_smtp_is_reported(cli: Cli) -> None:

@@ -34,7 +34,7 @@ def run(
 
 def test_console_script_works_end_to_end_from_any_directory(tmp_path: Path) -> None:
     assert shutil.which("cpms-admin", path=str(BIN))
-    assert run("db", "upgrade", cwd=tmp_path).returncode == 0
+    assert run("db", "upgrade", "--create-dirs", cwd=tmp_path).returncode == 0
     assert (tmp_path / "data" / "cpms.db").exists()
     nir = make_nir()
     added = run(

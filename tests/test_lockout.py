@@ -104,9 +104,7 @@ def test_every_weakness_reason_has_a_french_explanation() -> None:
 
     samples = ["777777", "345678", "121212", "112233", "140585"]
     weak = parse_weak_pins(DEFAULTS.weak_pins)
-    reasons = {
-        pin_weakness(p, birth_date=datetime(1985, 5, 14).date(), weak_pins=weak) for p in samples
-    }
+    reasons = {pin_weakness(p, weak_pins=weak, nir="185057800608491") for p in samples}
     assert None not in reasons and len(reasons) == 5
     for reason in reasons:
         assert reason is not None

@@ -18,10 +18,11 @@ from cpms_admin.security.codes import (
     verify_code,
 )
 from cpms_admin.security.pepper import (
-    DEFAULT_PEPPER_FILE,
+    PEPPER_FILE_NAME,
     create_pepper_file,
-    load_pepper,
+    pepper_file_path,
     pepper_file_problem,
+    read_peppers,
 )
 from cpms_admin.settings import Settings
 
@@ -89,7 +90,7 @@ def test_pepper_file_is_private_even_with_a_lax_umask(tmp_path: Path) -> None:
     finally:
         os.umask(old_umask)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    assert re.fullmatch(r"[0-9a-f]{64}\n", path.read_text())
+    assert re.fullmatch(r"1:[0-9a-f]{64}\n", path.read_text())
     assert os.listdir(path.parent) == ["pepper"]  # no temporary file left behind
     assert pepper_file_problem(path) is None
 
@@ -123,7 +124,7 @@ def test_doctor_flags_a_readable_or_missing_pepper_file(tmp_path: Path) -> None:
     assert "cannot be read" in missing
 
 
-# --- load_pepper ------------------------------------------------------------------------------
+# --- read_peppers: where the pepper is, and what a file holds --------------------------------
 
 
 @pytest.fixture
@@ -132,41 +133,75 @@ def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
+def beside(database: Path, **settings: str) -> Settings:
+    return Settings(database_url=f"sqlite:///{database}", **settings)
+
+
 def test_environment_pepper_wins_over_files(in_tmp: Path) -> None:
     (in_tmp / "other").write_text("from-file\n")
-    create_pepper_file(DEFAULT_PEPPER_FILE)
-    assert load_pepper(Settings(pepper="from-env", pepper_file="other")) == b"from-env"
+    create_pepper_file(in_tmp / PEPPER_FILE_NAME)
+    chosen = read_peppers(beside(in_tmp / "cpms.db", pepper="from-env", pepper_file="other"))
+    assert (chosen.current, chosen.source) == (b"from-env", "CPMS_PEPPER")
 
 
-def test_configured_file_wins_over_default(in_tmp: Path) -> None:
+def test_configured_file_wins_over_the_one_beside_the_database(in_tmp: Path) -> None:
     (in_tmp / "other").write_text("  from-file\n")
-    create_pepper_file(DEFAULT_PEPPER_FILE)
-    assert load_pepper(Settings(pepper_file="other")) == b"from-file"
+    create_pepper_file(in_tmp / PEPPER_FILE_NAME)
+    assert read_peppers(beside(in_tmp / "cpms.db", pepper_file="other")).current == b"from-file"
 
 
-def test_default_file_is_used_and_matches_its_text_in_the_environment(in_tmp: Path) -> None:
-    create_pepper_file(DEFAULT_PEPPER_FILE)
-    text = DEFAULT_PEPPER_FILE.read_text().strip()
-    assert load_pepper(Settings()) == text.encode()
-    assert load_pepper(Settings(pepper=text)) == load_pepper(Settings())
-
-
-def test_no_pepper_is_not_ready(in_tmp: Path) -> None:
+def test_the_default_pepper_is_beside_the_database_not_in_the_working_directory(
+    in_tmp: Path,
+) -> None:
+    (in_tmp / "data").mkdir()
+    create_pepper_file(in_tmp / "data" / PEPPER_FILE_NAME)  # a trap: data/pepper of the cwd
+    elsewhere = in_tmp / "srv" / "cpms.db"
+    elsewhere.parent.mkdir()
+    assert pepper_file_path(beside(elsewhere)) == elsewhere.parent / "pepper"
     with pytest.raises(NotReady) as exc:
-        load_pepper(Settings())
-    assert str(exc.value) == (
-        "no pepper: set CPMS_PEPPER or CPMS_PEPPER_FILE, or run cpms-admin db upgrade"
-    )
+        read_peppers(beside(elsewhere))
+    assert str(exc.value).startswith(f"no pepper: {elsewhere.parent / 'pepper'} does not exist.")
+    created = create_pepper_file(elsewhere.parent / PEPPER_FILE_NAME)
+    assert read_peppers(beside(elsewhere)) == created
+
+
+def test_a_bare_pepper_is_pepper_1_and_matches_its_text_in_the_environment(
+    in_tmp: Path,
+) -> None:
+    (in_tmp / PEPPER_FILE_NAME).write_text("0123abcd\n")
+    from_file = read_peppers(beside(in_tmp / "cpms.db"))
+    from_env = read_peppers(beside(in_tmp / "cpms.db", pepper="0123abcd"))
+    assert from_file.secrets == from_env.secrets == {1: b"0123abcd"}
+
+
+def test_a_rotated_file_holds_several_peppers_and_the_highest_is_current(in_tmp: Path) -> None:
+    (in_tmp / PEPPER_FILE_NAME).write_text("1:old\n\n3:newest\n2:older\n")
+    peppers = read_peppers(beside(in_tmp / "cpms.db"))
+    assert (peppers.current_id, peppers.current, peppers.get(1)) == (3, b"newest", b"old")
+    with pytest.raises(NotReady, match=r"pepper 4, which pepper file .* no longer holds"):
+        peppers.get(4)
+
+
+@pytest.mark.parametrize(
+    ("text", "error"),
+    [("\n", "is empty"), ("x:abc\n", "line 1: expected <id>:<pepper>"),
+     ("1:a\n1:b\n", "pepper 1 is given twice"), ("2:\n", "line 1: expected")],
+)  # fmt: skip
+def test_a_malformed_pepper_file_is_not_ready(in_tmp: Path, text: str, error: str) -> None:
+    (in_tmp / PEPPER_FILE_NAME).write_text(text)
+    with pytest.raises(NotReady, match=error) as exc:
+        read_peppers(beside(in_tmp / "cpms.db"))
     assert exc.value.exit_code == 5
+    assert "abc" not in str(exc.value)  # a pepper is never repeated in a message
+
+
+def test_postgresql_needs_the_pepper_set() -> None:
+    settings = Settings(database_url="postgresql+psycopg://u@127.0.0.1/cpms")
+    with pytest.raises(NotReady, match="needs CPMS_PEPPER or CPMS_PEPPER_FILE"):
+        read_peppers(settings)
 
 
 def test_configured_file_missing_is_not_ready_without_falling_back(in_tmp: Path) -> None:
-    create_pepper_file(DEFAULT_PEPPER_FILE)
-    with pytest.raises(NotReady, match=r"cannot read pepper file /nonexistent/pepper"):
-        load_pepper(Settings(pepper_file="/nonexistent/pepper"))
-
-
-def test_empty_pepper_file_is_not_ready(in_tmp: Path) -> None:
-    (in_tmp / "empty").write_text("\n")
-    with pytest.raises(NotReady, match=r"^pepper file empty is empty$"):
-        load_pepper(Settings(pepper_file="empty"))
+    create_pepper_file(in_tmp / PEPPER_FILE_NAME)
+    with pytest.raises(NotReady, match=r"no pepper: /nonexistent/pepper does not exist"):
+        read_peppers(beside(in_tmp / "cpms.db", pepper_file="/nonexistent/pepper"))

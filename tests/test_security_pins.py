@@ -5,7 +5,6 @@ import hashlib
 import random
 import time
 from collections.abc import Callable
-from datetime import date
 
 import bcrypt
 import pytest
@@ -13,6 +12,7 @@ from argon2 import PasswordHasher, Type, extract_parameters
 from stdnum.fr import nir as stdnum_nir
 
 from cpms_admin.errors import InvalidInput, NotReady
+from cpms_admin.security.pepper import Peppers
 from cpms_admin.security.pins import (
     LEGACY_PREFIX,
     PinHasher,
@@ -60,6 +60,16 @@ def test_pin_format_accepts_six_digits_with_leading_zero() -> None:
     check_pin_format("048291")
 
 
+NIR_REASON = "the PIN is made of the birth year and month in the NIR"
+NIR_MAY_1985 = "185057800608491"  # born May 1985
+
+
+def _nir(year: int, month: int) -> str:
+    """A NIR with a valid key for this 2-digit year and month value."""
+    body = f"1{year:02d}{month:02d}75006084"
+    return body + stdnum_nir.calc_check_digits(body)
+
+
 # --- guessability ---------------------------------------------------------------------------
 
 
@@ -74,37 +84,27 @@ def test_pin_format_accepts_six_digits_with_leading_zero() -> None:
         ("474747", "the PIN repeats a group of 2 or 3 digits"),
         ("583583", "the PIN repeats a group of 2 or 3 digits"),
         ("112233", "the PIN is on the list of common PINs"),
-        ("140385", "the PIN is the member's date of birth"),
-        ("850314", "the PIN is the member's date of birth"),
-        ("031485", "the PIN is the member's date of birth"),
+        ("140385", NIR_REASON),
+        ("850314", NIR_REASON),
+        ("031485", NIR_REASON),
     ],
 )
 def test_guessable_pins_are_refused_with_a_reason(pin: str, reason: str) -> None:
-    found = pin_weakness(pin, birth_date=date(1985, 3, 14), weak_pins=DEFAULT_WEAK)
+    found = pin_weakness(pin, weak_pins=DEFAULT_WEAK, nir=_nir(85, 3))
     assert found == reason
     assert pin not in found
 
 
 def test_weak_pin_list_is_configurable() -> None:
-    assert pin_weakness("246813", birth_date=None, weak_pins=DEFAULT_WEAK) is None
+    assert pin_weakness("246813", weak_pins=DEFAULT_WEAK) is None
     weak = parse_weak_pins(" 246813, 121212,,")
     assert weak == {"246813", "121212"}
-    assert pin_weakness("246813", birth_date=None, weak_pins=weak) is not None
+    assert pin_weakness("246813", weak_pins=weak) is not None
 
 
 @pytest.mark.parametrize("pin", [PIN, "150385", "123465", "000001"])
 def test_strong_pins_are_accepted(pin: str) -> None:
-    assert pin_weakness(pin, birth_date=date(1985, 3, 14), weak_pins=DEFAULT_WEAK) is None
-
-
-NIR_REASON = "the PIN is made of the birth year and month in the NIR"
-NIR_MAY_1985 = "185057800608491"  # born May 1985
-
-
-def _nir(year: int, month: int) -> str:
-    """A NIR with a valid key for this 2-digit year and month value."""
-    body = f"1{year:02d}{month:02d}75006084"
-    return body + stdnum_nir.calc_check_digits(body)
+    assert pin_weakness(pin, weak_pins=DEFAULT_WEAK, nir=_nir(86, 3)) is None
 
 
 def test_test_nirs_have_valid_keys() -> None:
@@ -116,27 +116,27 @@ def test_test_nirs_have_valid_keys() -> None:
 
 @pytest.mark.parametrize("pin", ["140585", "850514", "051485", "051985", "198505", "052085"])
 def test_pins_from_the_nir_birth_month_are_refused_without_a_birth_date(pin: str) -> None:
-    found = pin_weakness(pin, birth_date=None, weak_pins=DEFAULT_WEAK, nir=NIR_MAY_1985)
+    found = pin_weakness(pin, weak_pins=DEFAULT_WEAK, nir=NIR_MAY_1985)
     assert found == NIR_REASON
     assert pin not in found
-    assert pin_weakness(pin, birth_date=None, weak_pins=DEFAULT_WEAK) is None  # nir is opt-in
+    assert pin_weakness(pin, weak_pins=DEFAULT_WEAK) is None  # nir is opt-in
 
 
 @pytest.mark.parametrize("pin", ["140685", "850614", "061485", "061985", "140584", "140586"])
 def test_pins_from_another_month_or_year_are_accepted(pin: str) -> None:
-    assert pin_weakness(pin, birth_date=None, weak_pins=DEFAULT_WEAK, nir=NIR_MAY_1985) is None
+    assert pin_weakness(pin, weak_pins=DEFAULT_WEAK, nir=NIR_MAY_1985) is None
 
 
 @pytest.mark.parametrize("month", [99, 50, 42, 30, 20])
 @pytest.mark.parametrize("pin", ["140585", "140685", "061285", "311285", "121985", "198512"])
 def test_unknown_month_in_the_nir_refuses_every_month(month: int, pin: str) -> None:
     nir = _nir(85, month)
-    assert pin_weakness(pin, birth_date=None, weak_pins=DEFAULT_WEAK, nir=nir) == NIR_REASON
+    assert pin_weakness(pin, weak_pins=DEFAULT_WEAK, nir=nir) == NIR_REASON
 
 
 @pytest.mark.parametrize("pin", ["290200", "000229", "022900"])
 def test_feb_29_of_a_leap_year_is_refused(pin: str) -> None:
-    assert pin_weakness(pin, birth_date=None, weak_pins=DEFAULT_WEAK, nir=_nir(0, 2)) == NIR_REASON
+    assert pin_weakness(pin, weak_pins=DEFAULT_WEAK, nir=_nir(0, 2)) == NIR_REASON
 
 
 def test_only_real_days_are_refused() -> None:
@@ -159,24 +159,22 @@ def test_nir_is_read_in_stdnum_compact_form(written: str) -> None:
 )
 def test_malformed_nir_gives_no_date_and_does_not_crash(nir: str) -> None:
     assert nir_date_pins(nir) == frozenset()
-    assert pin_weakness("140585", birth_date=None, weak_pins=DEFAULT_WEAK, nir=nir) is None
+    assert pin_weakness("140585", weak_pins=DEFAULT_WEAK, nir=nir) is None
 
 
 @pytest.mark.parametrize("month", [0, 13, 19, 43, 49])
-def test_undefined_month_values_give_no_date(month: int) -> None:
-    assert nir_date_pins(_nir(85, month)) == frozenset()
+def test_undefined_month_values_count_as_an_unknown_month(month: int) -> None:
+    """Such NIRs accept any birth month on file: every month of the year is guessable."""
+    assert nir_date_pins(_nir(85, month)) == nir_date_pins(_nir(85, 99))
+    assert "140585" in nir_date_pins(_nir(85, month))
 
 
-def test_nir_check_comes_after_the_weak_list_and_before_the_birth_date() -> None:
+def test_nir_check_comes_after_the_weak_list() -> None:
     nir = _nir(33, 11)
     assert "112233" in nir_date_pins(nir)  # MMDDYY for 22 November (19)33
-    assert pin_weakness("112233", birth_date=None, weak_pins=DEFAULT_WEAK, nir=nir) == (
+    assert pin_weakness("112233", weak_pins=DEFAULT_WEAK, nir=nir) == (
         "the PIN is on the list of common PINs"
     )
-    found = pin_weakness(
-        "140585", birth_date=date(1985, 5, 14), weak_pins=DEFAULT_WEAK, nir=NIR_MAY_1985
-    )
-    assert found == NIR_REASON
 
 
 def test_nir_date_pins_are_few_and_leave_most_pins_acceptable() -> None:
@@ -189,9 +187,7 @@ def test_nir_date_pins_are_few_and_leave_most_pins_acceptable() -> None:
     rng = random.Random(20240514)
     sample = [f"{rng.randrange(1_000_000):06d}" for _ in range(1000)]
     for nir in (NIR_MAY_1985, _nir(85, 99)):
-        reasons = [
-            pin_weakness(p, birth_date=None, weak_pins=DEFAULT_WEAK, nir=nir) for p in sample
-        ]
+        reasons = [pin_weakness(p, weak_pins=DEFAULT_WEAK, nir=nir) for p in sample]
         assert reasons.count(NIR_REASON) <= 10
         assert reasons.count(None) >= 950
 
@@ -250,13 +246,19 @@ def test_needs_rehash_when_the_cost_rises(hasher: PinHasher, stored: str) -> Non
     assert hasher.needs_rehash("not a hash") is True
 
 
-def test_from_settings_uses_pepper_and_cost(stored: str) -> None:
-    settings = Settings(pepper=PEPPER.decode(), argon2_time_cost=3)
-    from_settings = PinHasher.from_settings(settings)
-    assert from_settings.verify(stored, PIN) is True
-    assert extract_parameters(from_settings.hash(PIN)).time_cost == 3
-    with pytest.raises(NotReady):
-        PinHasher.from_settings(Settings(pepper_file="/nonexistent/pepper"))
+def test_each_hash_names_its_pepper_and_an_old_one_is_rehashed(stored: str) -> None:
+    """After a rotation: new hashes carry the new pepper's id, old ones still verify with
+    theirs and ask to be rehashed, and one whose pepper is gone is NotReady, not wrong."""
+    rotated = Peppers({1: PEPPER, 2: b"the-second-pepper"}, "pepper file p")
+    hasher = PinHasher(pepper=rotated, time_cost=3)
+    fresh = hasher.hash(PIN)
+    assert fresh.startswith("k2:$argon2id$") and extract_parameters(fresh[3:]).time_cost == 3
+    assert hasher.verify(stored, PIN) and hasher.verify(fresh, PIN)
+    assert not hasher.verify(fresh, WRONG)
+    assert hasher.needs_rehash(stored) and not hasher.needs_rehash(fresh)
+    assert PinHasher(pepper=PEPPER).verify(stored, PIN)  # pepper 1 hashes carry no tag
+    with pytest.raises(NotReady, match="pepper 2, which pepper file q no longer holds"):
+        PinHasher(pepper=Peppers({1: PEPPER}, "pepper file q")).verify(fresh, PIN)
 
 
 def test_repr_hides_the_pepper(hasher: PinHasher) -> None:

@@ -72,7 +72,7 @@ def test_installed_wheel_runs_from_another_directory(wheel_install: Path, tmp_pa
         check=True,
     )
     assert where.stdout.startswith(str(wheel_install))
-    assert run("db", "upgrade").returncode == 0
+    assert run("db", "upgrade", "--create-dirs").returncode == 0
     doctor = {c["name"]: c for c in json.loads(run("--json", "doctor").stdout)}
     assert doctor["templates"]["ok"], doctor["templates"]
     assert str(doctor["templates"]["detail"]).startswith(str(wheel_install))

@@ -22,7 +22,7 @@ def status(ctx: typer.Context, nir: Nir) -> None:
     Example: cpms-admin account status 185057800608491
     """
     app_ = app_context(ctx)
-    with app_.session() as session:
+    with app_.session(read_only=True) as session:
         view = diagnosis.account_status(session, nir=nir, settings=app_.settings, clock=app_.clock)
     emit_object(app_, view, describe(view))
 

@@ -8,7 +8,19 @@ import typer
 from typer.core import TyperGroup
 
 from cpms_admin import __version__
-from cpms_admin.cli import account, audit, code, db, letters, mail, member, members, pin, portal
+from cpms_admin.cli import (
+    account,
+    audit,
+    code,
+    db,
+    letters,
+    mail,
+    member,
+    members,
+    pepper,
+    pin,
+    portal,
+)
 from cpms_admin.cli.code_campaign import campaign
 from cpms_admin.cli.context import AppContext
 from cpms_admin.cli.doctor import doctor
@@ -78,6 +90,7 @@ app.add_typer(portal.app, name="portal")
 app.add_typer(members.app, name="members")
 app.add_typer(mail.app, name="mail")
 app.add_typer(letters.app, name="letters")
+app.add_typer(pepper.app, name="pepper")
 code.app.command("campaign")(campaign)
 app.command()(doctor)
 
@@ -154,4 +167,13 @@ def _os_user() -> str:
 
 
 def main() -> None:
+    _owner_only_by_default()
     app(prog_name="cpms-admin")
+
+
+def _owner_only_by_default() -> None:
+    """Whatever this process creates holds personal data or guards it, including files made
+    by code that sets no mode of its own (SQLite makes the database, its -wal and -shm as the
+    umask allows): owner-only, before anything runs. The writers also set their modes, for
+    the portal, which imports this package under its own umask."""
+    os.umask(0o077)

@@ -36,7 +36,7 @@ def list_(
     """
     app_ = app_context(ctx)
     since_at = parse_since(since) if since else None
-    with app_.session() as session:
+    with app_.session(read_only=True) as session:
         rows = audit.list_events(session, nir=nir, since=since_at, action=action, limit=limit)
     columns = [
         ("id", "#"),

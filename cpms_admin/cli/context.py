@@ -30,8 +30,10 @@ class AppContext:
         return self._engine
 
     @contextmanager
-    def session(self) -> Iterator[Session]:
-        with session_scope(self.engine()) as session:
+    def session(self, *, read_only: bool = False) -> Iterator[Session]:
+        """A unit of work; `read_only` for commands that only look, so that on SQLite they
+        answer at once while another process writes (see `cpms_admin.db.reader`)."""
+        with session_scope(self.engine(), read_only=read_only) as session:
             yield session
 
     def close(self) -> None:

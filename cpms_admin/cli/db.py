@@ -1,5 +1,7 @@
 """`cpms-admin db`: create, migrate and inspect the schema."""
 
+from typing import Annotated
+
 import typer
 
 from cpms_admin.cli.context import app_context
@@ -10,15 +12,26 @@ app = typer.Typer(help="Create, migrate and inspect the database schema.", no_ar
 
 
 @app.command()
-def upgrade(ctx: typer.Context) -> None:
+def upgrade(
+    ctx: typer.Context,
+    create_dirs: Annotated[
+        bool,
+        typer.Option("--create-dirs", help="Create the SQLite file's folder (mode 0700)."),
+    ] = False,
+) -> None:
     """Create or migrate the schema to the latest revision (safe to run again).
 
-    Also creates data/pepper (mode 0600) when neither CPMS_PEPPER nor CPMS_PEPPER_FILE is set.
+    Then the pepper: checked against the fingerprint the database recorded (exit 5 if it is
+    not this database's), recorded for a database that has none yet, or, for a SQLite
+    database that holds no hash yet and has no pepper, created as the file `pepper` beside
+    it (mode 0600). Never a second pepper for a database that has one.
 
     Example: cpms-admin db upgrade
     """
     app_ = app_context(ctx)
-    result = schema.upgrade(app_.settings, agent=app_.agent)
+    result = schema.upgrade(
+        app_.settings, agent=app_.agent, clock=app_.clock, create_dirs=create_dirs
+    )
     if result.pepper_created:
         warn(
             f"created the pepper file {result.pepper_created} (mode 0600): back it up, "
@@ -42,7 +55,7 @@ def upgrade(ctx: typer.Context) -> None:
 
 @app.command()
 def status(ctx: typer.Context) -> None:
-    """Show the current and the latest schema revision.
+    """Show the current and the latest schema revision (exit 5 for a missing database).
 
     Example: cpms-admin db status
     """

@@ -1,5 +1,6 @@
 """`cpms-admin letters`: the postal letter queue, the nightly batch, and previews."""
 
+import sys
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -46,7 +47,7 @@ def list_(
     from cpms_admin.services.letter_views import list_letters
 
     app_ = app_context(ctx)
-    with app_.session() as session:
+    with app_.session(read_only=True) as session:
         rows = list_letters(session, status=status.value if status else None, nir=nir, limit=limit)
     columns = [
         ("id", "Id"),
@@ -96,7 +97,8 @@ def batch(
     is rendered and exists in clear only in the PDF. The batch directory (mode 0700) holds the
     PDF files, manifest.json and index.csv; it appears, complete, only once the batch is
     committed. A run killed at any point is finished or undone by the next run. Exit 4 when
-    another run holds the lock (SQLite), 5 when templates or the pepper are missing.
+    another run holds the lock (SQLite), 5 when templates or the pepper are missing. Off a
+    terminal (cron), a run with nothing to do prints nothing unless --json.
 
     Example: cpms-admin letters batch --out /srv/print/outgoing
     """
@@ -135,7 +137,14 @@ def batch(
     _report(app_, summary)
 
 
+# What `run_batch` logs when it claimed nothing. Off a terminal it is not written: cron mails
+# any output, and a night with nothing to print must not send one.
+NOTHING_TO_PRINT = "nothing to print"
+
+
 def _log(line: str) -> None:
+    if line == NOTHING_TO_PRINT and not sys.stderr.isatty():
+        return
     typer.echo(f"letters batch: {line}", err=True)
 
 
@@ -184,7 +193,19 @@ def _report(app_: AppContext, summary: dict[str, Any]) -> None:
         ]
     for directory in summary["recovered"]["published"]:
         lines.append(f"Also finished an interrupted batch: {directory}")
+    if _idle(summary) and not app_.json_output and not sys.stdout.isatty():
+        return  # under cron, nothing done says nothing (--json still prints its document)
     emit_object(app_, summary, lines)
+
+
+def _idle(summary: dict[str, Any]) -> bool:
+    """Whether the run changed nothing: no batch, no letter cancelled, no dead run settled."""
+    recovered = summary["recovered"]
+    return (
+        summary["batch_id"] is None
+        and not summary["cancelled"]
+        and not (recovered["abandoned"] or recovered["released"] or recovered["published"])
+    )
 
 
 @app.command()
@@ -208,7 +229,7 @@ def preview(
     if nir is None:
         result = preview_letter(kind=kind.value, out=out, settings=app_.settings, clock=app_.clock)
     else:
-        with app_.session() as session:
+        with app_.session(read_only=True) as session:
             result = preview_letter(
                 kind=kind.value,
                 out=out,

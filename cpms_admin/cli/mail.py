@@ -1,5 +1,6 @@
 """`cpms-admin mail`: the queue of outgoing e-mails (campaign codes)."""
 
+import sys
 from typing import Annotated
 
 import typer
@@ -26,7 +27,8 @@ def send(
     Failures are retried by the next run (5 attempts at most, then given up: exit 1); after
     5 failures in a row the run stops and exits 1, leaving the rest queued. An e-mail whose
     member left, lost their address or already has a code on its way is cancelled.
-    Meant for cron, every few minutes.
+    Meant for cron, every few minutes: off a terminal, an empty queue prints nothing unless
+    --json.
 
     Example: cpms-admin mail send --limit 500
     """
@@ -41,12 +43,16 @@ def send(
             on_progress=lambda c: progress.update(c.sent + c.retry + c.failed + c.cancelled),
         )
     counts = run.counts
-    emit_object(
-        app_,
-        {**counts.as_dict(), "stopped": run.stopped},
-        [
-            f"Sent {counts.sent:,} e-mail(s); {counts.retry:,} to retry, {counts.failed:,} given "
-            f"up, {counts.cancelled:,} no longer needed; {counts.left:,} still queued."
-        ],
-    )
+    idle = not (counts.sent or counts.retry or counts.failed or counts.cancelled or run.stopped)
+    # Run every few minutes by cron, which mails any output: an empty queue says nothing
+    # off a terminal (--json still prints its document).
+    if app_.json_output or not idle or sys.stdout.isatty():
+        emit_object(
+            app_,
+            {**counts.as_dict(), "stopped": run.stopped},
+            [
+                f"Sent {counts.sent:,} e-mail(s); {counts.retry:,} to retry, {counts.failed:,} "
+                f"given up, {counts.cancelled:,} no longer needed; {counts.left:,} still queued."
+            ],
+        )
     check_sent(run)

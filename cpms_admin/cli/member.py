@@ -75,7 +75,7 @@ def show(ctx: typer.Context, nir: Nir) -> None:
     Example: cpms-admin member show 185057800608491
     """
     app_ = app_context(ctx)
-    with app_.session() as session:
+    with app_.session(read_only=True) as session:
         view = members.member_view(session, members.get_member(session, nir), clock=app_.clock)
     emit_object(app_, view, describe(view))
 
@@ -121,7 +121,7 @@ def list_(
     if status not in (None, "active", "closed"):
         raise InvalidInput(f"--status must be active or closed, got {status!r}")
     app_ = app_context(ctx)
-    with app_.session() as session:
+    with app_.session(read_only=True) as session:
         found = members.list_members(
             session, status=status, locked=locked, search=search, limit=limit, clock=app_.clock
         )

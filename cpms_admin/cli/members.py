@@ -1,8 +1,6 @@
 """`cpms-admin members`: members in bulk, from and to files (migration scripts)."""
 
-import os
 import sys
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
@@ -15,6 +13,7 @@ from cpms_admin.cli.bulk_progress import BulkProgress
 from cpms_admin.cli.context import app_context
 from cpms_admin.cli.output import emit_object, warn
 from cpms_admin.errors import InvalidInput
+from cpms_admin.private_files import write_private_atomically
 from cpms_admin.services.exporter import export_members
 from cpms_admin.services.importer import ImportCounts, import_members
 
@@ -28,19 +27,14 @@ Format = Annotated[str | None, typer.Option("--format", help="csv or jsonl.")]
 
 
 @contextmanager
-def _atomic_text(path: Path, *, encoding: str = "utf-8") -> Iterator[TextIO]:
-    """A file that appears complete or not at all: written aside, renamed on success."""
-    path = path.resolve()
+def _private_text(path: Path, *, encoding: str = "utf-8") -> Iterator[TextIO]:
+    """A file of personal data: complete or absent, owner-only, never through a planted link
+    (`write_private_atomically`); a disk that fails is one line, not a traceback."""
     try:
-        fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        with write_private_atomically(path, encoding=encoding) as handle:
+            yield handle
     except OSError as exc:
         raise InvalidInput(f"cannot write {path}: {exc.strerror or exc}") from None
-    try:
-        with open(fd, "w", encoding=encoding, newline="") as handle:
-            yield handle
-        os.replace(temporary, path)
-    finally:
-        Path(temporary).unlink(missing_ok=True)
 
 
 def _estimate_records(path: Path) -> int:
@@ -117,7 +111,7 @@ def import_(
     """
     app_ = app_context(ctx)
     member_file = read_member_rows(file, fmt=fmt, encoding=encoding, delimiter=delimiter)
-    report_file = _atomic_text(errors, encoding="utf-8-sig") if errors else nullcontext()
+    report_file = _private_text(errors, encoding="utf-8-sig") if errors else nullcontext()
     total = _estimate_records(file) - (member_file.fmt == "csv")
     with report_file as report_out, BulkProgress("Importing", total=total) as progress:
         rejected = _Rejected(ErrorReport(report_out) if report_out is not None else None)
@@ -164,7 +158,7 @@ def export(
     """
     app_ = app_context(ctx)
     destination = str(out) if out else "stdout"
-    target = _atomic_text(out) if out else nullcontext(sys.stdout)
+    target = _private_text(out) if out else nullcontext(sys.stdout)
     with target as stream, BulkProgress("Exporting") as progress, app_.session() as session:
         count = export_members(
             session,

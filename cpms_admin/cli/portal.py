@@ -12,8 +12,7 @@ import typer
 
 from cpms_admin.cli.context import AppContext, app_context
 from cpms_admin.cli.output import print_json, warn
-from cpms_admin.errors import InvalidInput
-from cpms_admin.mail.transport import MailError
+from cpms_admin.errors import CpmsError, InvalidInput
 from cpms_admin.services import pin_change, portal
 from cpms_admin.services.results import PortalResult
 
@@ -108,7 +107,7 @@ def request_code(ctx: typer.Context, nir: Nir) -> None:
         sys.stdout.flush()
         try:
             request.send()
-        except MailError as exc:
+        except CpmsError as exc:  # after the answer: a warning for QA, the same exit for all
             warn(str(exc))
 
 
@@ -121,7 +120,7 @@ def set_pin(
         typer.Option(
             "--with",
             help="What line 1 is: the one-time code, the current PIN, or auto "
-            "(the code when one is live).",
+            "(the code when one is live; QA only: its answers tell members apart).",
         ),
     ] = Using.auto,
     captcha_ok: CaptchaOk = False,

@@ -17,7 +17,6 @@ seconds keeps a send going forever. Each SMTP session therefore also has an over
 
 from __future__ import annotations
 
-import os
 import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -29,6 +28,7 @@ from typing import TYPE_CHECKING, Protocol
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from cpms_admin.errors import InvalidInput, Refused
+from cpms_admin.private_files import private_dir, write_private_atomically
 from cpms_admin.settings import Settings
 
 if TYPE_CHECKING:
@@ -383,22 +383,15 @@ class FileTransport:
         return f"FileTransport({str(self.directory)!r})"
 
     def send(self, message: EmailMessage) -> None:
+        """Readers polling the directory never see half a message (written aside, then
+        renamed), nor one anybody else can read (0600; the directory, when made here, 0700)."""
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
         name = f"{stamp}-{secrets.token_hex(4)}.eml"
-        final = self.directory / name
-        # Readers polling the directory must never see half a message: write aside, then rename.
-        temporary = self.directory / f".{name}.tmp"
         try:
-            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            try:
-                with os.fdopen(fd, "wb") as out:
-                    out.write(message.as_bytes())
-                    out.flush()
-                    os.fsync(out.fileno())
-                os.replace(temporary, final)
-            finally:
-                temporary.unlink(missing_ok=True)
+            with write_private_atomically(private_dir(self.directory) / name) as out:
+                out.write(message.as_bytes())
+        except InvalidInput as exc:  # a link, or a directory another user controls
+            raise MailError(f"cannot write e-mail to {self.directory}: {exc}") from None
         except OSError as exc:
             reason = exc.strerror or type(exc).__name__
             raise MailError(f"cannot write e-mail to {self.directory}: {reason}") from None

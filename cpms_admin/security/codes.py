@@ -3,7 +3,7 @@
 A code lives minutes to weeks and allows only a few tries, so a keyed HMAC is enough (no
 argon2). Each hash carries its own random nonce, stored as "<nonce>$<hex digest>" in
 SecurityCode.code_hash (81 characters), so equal codes never share a hash and verifying
-needs no extra column.
+needs no extra column; after a pepper rotation it is tagged with the pepper's id.
 """
 
 import hashlib
@@ -12,6 +12,7 @@ import re
 import secrets
 
 from cpms_admin.errors import InvalidInput
+from cpms_admin.security.pepper import Peppers, as_peppers, tagged, untagged
 
 CODE_LENGTH = 6
 _CODE = re.compile(r"[0-9]{6}")  # ASCII only
@@ -36,16 +37,22 @@ def _digest(pepper: bytes, nonce: str, code: str) -> str:
     return hmac.new(key, f"{nonce}:{code}".encode(), hashlib.sha256).hexdigest()
 
 
-def hash_code(*, pepper: bytes, code: str) -> str:
-    """The value to store for `code`: a fresh nonce and the keyed digest, "<nonce>$<hex>"."""
+def hash_code(*, pepper: bytes | Peppers, code: str) -> str:
+    """The value to store for `code`: a fresh nonce and the keyed digest, "<nonce>$<hex>",
+    tagged with the current pepper's id after a rotation ("k2$<nonce>$<hex>")."""
     check_code_format(code)
+    peppers = as_peppers(pepper)
     nonce = secrets.token_hex(8)
-    return f"{nonce}${_digest(pepper, nonce, code)}"
+    digest = _digest(peppers.current, nonce, code)
+    return tagged(peppers.current_id, "$", f"{nonce}${digest}")
 
 
-def verify_code(*, pepper: bytes, code: str, stored: str) -> bool:
-    """Does `code` match `stored` (from hash_code)? False for a malformed stored value."""
-    nonce, sep, digest = stored.partition("$")
+def verify_code(*, pepper: bytes | Peppers, code: str, stored: str) -> bool:
+    """Does `code` match `stored` (from hash_code), with the pepper that made it? False for
+    a malformed stored value."""
+    key_id, value = untagged(stored, "$")
+    nonce, sep, digest = value.partition("$")
     if not sep:
         return False
-    return hmac.compare_digest(_digest(pepper, nonce, code).encode(), digest.encode())
+    secret = as_peppers(pepper).get(key_id)
+    return hmac.compare_digest(_digest(secret, nonce, code).encode(), digest.encode())

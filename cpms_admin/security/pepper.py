@@ -1,71 +1,258 @@
 """The pepper: the server-side secret mixed into every PIN and code hash.
 
-It lives outside the database (environment or a 0600 file) so a stolen database dump
-alone cannot be brute-forced. Its value never appears in a message.
+It lives outside the database (CPMS_PEPPER, or a 0600 file) so that a stolen dump alone
+cannot be brute-forced, and it belongs to one database:
+
+- unset, a SQLite database's pepper is the file `pepper` beside the database file, wherever
+  the command runs from; PostgreSQL needs CPMS_PEPPER or CPMS_PEPPER_FILE;
+- the database records each pepper's fingerprint (a keyed hash, never the pepper) and
+  `load_peppers` refuses a pepper whose fingerprint differs, so no hash is ever made or
+  checked with a pepper the database does not know.
+
+After `pepper rotate` a file holds several peppers, one per line as `<id>:<secret>` (a line
+without an id is pepper 1, the only one before any rotation); the highest id is the current
+one. Each hash records the id of the pepper that made it (see `pins`, `codes`). No value of a
+pepper ever appears in a message.
 """
 
+import functools
+import hashlib
+import hmac
 import os
 import secrets
 import stat
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from cpms_admin.errors import NotReady
 from cpms_admin.settings import Settings
 
-DEFAULT_PEPPER_FILE = Path("data/pepper")
+PEPPER_FILE_NAME = "pepper"  # beside a SQLite database file
+_FINGERPRINT_LABEL = b"cpms-pepper-fingerprint-v1"
+
+
+@dataclass(frozen=True)
+class Peppers:
+    """The peppers at hand, by id; `current_id` makes new hashes. `source` says where they
+    came from, for messages (CPMS_PEPPER or a file path)."""
+
+    secrets: Mapping[int, bytes] = field(repr=False)
+    source: str
+
+    @property
+    def current_id(self) -> int:
+        return max(self.secrets)
+
+    @property
+    def current(self) -> bytes:
+        return self.secrets[self.current_id]
+
+    def get(self, key_id: int) -> bytes:
+        """The pepper `key_id`; NotReady when it is no longer at hand (a hash made with it
+        cannot be checked: that must not count as a wrong PIN)."""
+        try:
+            return self.secrets[key_id]
+        except KeyError:
+            raise NotReady(
+                f"a hash was made with pepper {key_id}, which {self.source} no longer holds: "
+                "put its line back (from the backup of the pepper file)"
+            ) from None
+
+    def __hash__(self) -> int:  # cached hashers are keyed by the peppers they hold
+        return hash((self.source, tuple(sorted(self.secrets.items()))))
+
+
+def as_peppers(pepper: bytes | Peppers) -> Peppers:
+    """A lone pepper is pepper 1, as before any rotation."""
+    return pepper if isinstance(pepper, Peppers) else Peppers({1: pepper}, "the given pepper")
+
+
+def tagged(key_id: int, sep: str, value: str) -> str:
+    """A hash made with pepper `key_id`, tagged `k<id><sep>`; pepper 1's hashes carry no tag,
+    as every hash made before the first rotation."""
+    return value if key_id == 1 else f"k{key_id}{sep}{value}"
+
+
+def untagged(stored: str, sep: str) -> tuple[int, str]:
+    """The pepper id a stored hash was made with, and the hash without its tag."""
+    if stored.startswith("k"):
+        tag, found, rest = stored[1:].partition(sep)
+        if found and tag.isascii() and tag.isdigit():
+            return int(tag), rest
+    return 1, stored
+
+
+def fingerprint(secret: bytes) -> str:
+    """What the database records of a pepper: a keyed hash that does not reveal it."""
+    return hmac.new(secret, _FINGERPRINT_LABEL, hashlib.sha256).hexdigest()
 
 
 def pepper_file_path(settings: Settings) -> Path | None:
-    """The file `load_pepper` would read: None when CPMS_PEPPER is set or no file is configured
-    and the default one does not exist."""
+    """The file the peppers are read from: None when CPMS_PEPPER holds the pepper. Beside a
+    SQLite database when CPMS_PEPPER_FILE is unset; NotReady for another database."""
     if settings.pepper:
         return None
     if settings.pepper_file:
         return Path(settings.pepper_file)
-    return DEFAULT_PEPPER_FILE if DEFAULT_PEPPER_FILE.exists() else None
+    from cpms_admin.db import is_sqlite, sqlite_path
 
-
-def load_pepper(settings: Settings) -> bytes:
-    """CPMS_PEPPER wins, then CPMS_PEPPER_FILE, then `data/pepper`; raise NotReady otherwise.
-
-    The pepper is the text itself (surrounding whitespace removed), not its hex decoding,
-    so copying the file's content into CPMS_PEPPER gives the same hashes.
-    """
-    if settings.pepper:
-        return settings.pepper.encode("utf-8")
-    path = pepper_file_path(settings)
-    if path is None:
+    database = sqlite_path(settings.database_url)
+    if database is None:
+        kind = "an in-memory SQLite" if is_sqlite(settings.database_url) else "this"
         raise NotReady(
-            "no pepper: set CPMS_PEPPER or CPMS_PEPPER_FILE, or run cpms-admin db upgrade"
+            f"{kind} database needs CPMS_PEPPER or CPMS_PEPPER_FILE: the pepper lives beside "
+            "the database file only for SQLite"
         )
+    return database.parent / PEPPER_FILE_NAME
+
+
+def parse_peppers(text: str, source: str) -> Peppers:
+    """`<id>:<secret>` lines (a bare secret is pepper 1); NotReady when malformed or empty."""
+    found: dict[int, bytes] = {}
+    for number, line in enumerate(text.splitlines(), start=1):
+        line = line.strip()
+        if not line:
+            continue
+        key, sep, secret = line.partition(":")
+        if not sep:
+            key, secret = "1", line
+        if not (key.isascii() and key.isdigit() and int(key) >= 1 and secret.strip()):
+            raise NotReady(f"{source}, line {number}: expected <id>:<pepper>")
+        if int(key) in found:
+            raise NotReady(f"{source}: pepper {int(key)} is given twice")
+        found[int(key)] = secret.strip().encode("utf-8")
+    if not found:
+        raise NotReady(f"{source} is empty")
+    return Peppers(found, source)
+
+
+def read_peppers(settings: Settings) -> Peppers:
+    """The configured peppers, unchecked (see `load_peppers`): NotReady, naming the file
+    looked for, when there are none. It never suggests a step that would make a new one."""
+    if settings.pepper:
+        return parse_peppers(settings.pepper, "CPMS_PEPPER")
+    path = pepper_file_path(settings)
+    assert path is not None
     try:
-        value = path.read_bytes().strip()
-    except OSError as exc:
-        raise NotReady(f"cannot read pepper file {path}: {exc.strerror or exc}") from None
-    if not value:
-        raise NotReady(f"pepper file {path} is empty")
-    return value
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise NotReady(
+            f"no pepper: {path} does not exist. Restore this database's pepper file there "
+            "(or point CPMS_PEPPER_FILE at it); a database that does not hold hashes yet gets "
+            "one from cpms-admin db upgrade"
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise NotReady(f"cannot read pepper file {path}: {reason or exc}") from None
+    return parse_peppers(text, f"pepper file {path}")
 
 
-def create_pepper_file(path: Path) -> None:
-    """Write a new random pepper (64 hex characters) to `path`, mode 0600; never overwrite.
+def load_peppers(settings: Settings) -> Peppers:
+    """The configured peppers, checked against the fingerprints the database recorded:
+    NotReady, saying what to do, when they are not this database's."""
+    path = None if settings.pepper else pepper_file_path(settings)
+    try:
+        version = _stat_signature(path) if path else None
+    except OSError:
+        version = None  # read_peppers says what is wrong with it
+    return _checked(settings, version)
 
-    The content goes to a private temporary file first, then is hard-linked into place: the
-    link fails if `path` exists, and nobody ever sees a partial or world-readable pepper.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.exists():
-        raise FileExistsError(f"pepper file {path} already exists; refusing to overwrite it")
+
+def _stat_signature(path: Path) -> tuple[int, int, int]:
+    info = path.stat()
+    return (info.st_ino, info.st_mtime_ns, info.st_size)
+
+
+@functools.lru_cache(maxsize=16)
+def _checked(settings: Settings, _file_version: tuple[int, int, int] | None) -> Peppers:
+    """Read and check once per process and file version (a rotation changes the file)."""
+    peppers = read_peppers(settings)
+    check_fingerprints(peppers, recorded_fingerprints(settings.database_url))
+    return peppers
+
+
+def recorded_fingerprints(database_url: str) -> dict[int, str]:
+    """Pepper id -> fingerprint, as the database recorded them (read-only, own connection)."""
+    from sqlalchemy import text
+    from sqlalchemy.exc import DBAPIError
+
+    from cpms_admin.db import describe_db_error, make_engine
+
+    engine = make_engine(database_url).execution_options(sqlite_begin="DEFERRED")
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(text("SELECT id, fingerprint FROM pepper_key")).all()
+    except DBAPIError as exc:
+        raise NotReady(
+            f"cannot read the database's pepper fingerprints ({describe_db_error(exc)}); "
+            "run cpms-admin db upgrade"
+        ) from None
+    finally:
+        engine.dispose()
+    return {int(key): str(value) for key, value in rows}
+
+
+def check_fingerprints(peppers: Peppers, recorded: Mapping[int, str]) -> None:
+    """NotReady unless the database recorded every pepper at hand, with this fingerprint."""
+    if not recorded:
+        raise NotReady(
+            "the database records no pepper yet: run cpms-admin db upgrade with the pepper its "
+            f"hashes were made with ({peppers.source})"
+        )
+    for key_id, secret in sorted(peppers.secrets.items()):
+        if key_id not in recorded:
+            raise NotReady(
+                f"{peppers.source} holds pepper {key_id}, which this database never recorded: "
+                "if a pepper rotate was interrupted, run cpms-admin pepper rotate again; "
+                "otherwise this is another database's pepper"
+            )
+        if not hmac.compare_digest(fingerprint(secret), recorded[key_id]):
+            raise NotReady(
+                f"{peppers.source} is not this database's pepper (pepper {key_id}'s fingerprint "
+                "differs from the one the database recorded): point CPMS_PEPPER_FILE at the "
+                "database's own pepper file; never make a new one, every PIN would stop working"
+            )
+    if max(recorded) > peppers.current_id:
+        raise NotReady(
+            f"the database's current pepper is {max(recorded)}, but {peppers.source} holds "
+            f"pepper {peppers.current_id} at most: use the pepper file written by the last "
+            "pepper rotate"
+        )
+
+
+def new_secret() -> str:
+    """64 hex characters from the OS's secure generator."""
+    return secrets.token_hex(32)
+
+
+def write_pepper_file(path: Path, peppers: Mapping[int, str]) -> None:
+    """Write `peppers` (id -> secret) to `path`, mode 0600, durably and atomically: a private
+    temporary file renamed into place, so nobody ever sees a partial or readable pepper."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    lines = "".join(f"{key}:{secret}\n" for key, secret in sorted(peppers.items()))
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     try:
         with os.fdopen(fd, "wb") as out:
-            out.write(secrets.token_hex(32).encode("ascii") + b"\n")
+            out.write(lines.encode("ascii"))
             out.flush()
             os.fsync(out.fileno())
-        os.link(tmp, path)
+        os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def create_pepper_file(path: Path) -> Peppers:
+    """A new file holding a new pepper 1; never overwrites an existing file."""
+    if path.exists() or path.is_symlink():
+        raise FileExistsError(f"pepper file {path} already exists; refusing to overwrite it")
+    write_pepper_file(path, {1: new_secret()})
+    return read_peppers_file(path)
+
+
+def read_peppers_file(path: Path) -> Peppers:
+    return parse_peppers(path.read_text(encoding="utf-8"), f"pepper file {path}")
 
 
 def pepper_file_problem(path: Path) -> str | None:

@@ -15,7 +15,6 @@ import itertools
 import re
 import secrets
 from collections.abc import Collection
-from datetime import date
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
@@ -29,8 +28,7 @@ from cpms_admin.security.legacy import (
     legacy_hash_problem,
     verify_legacy,
 )
-from cpms_admin.security.pepper import load_pepper
-from cpms_admin.settings import Settings
+from cpms_admin.security.pepper import Peppers, as_peppers, tagged, untagged
 
 if TYPE_CHECKING:
     from argon2 import PasswordHasher
@@ -74,7 +72,7 @@ def _is_run(pin: str) -> bool:
 
 def _nir_year_month(nir: str) -> tuple[str, int | None] | None:
     """The birth year's last two digits and the month (None: unknown) read from the NIR, or
-    None when it gives no date (malformed, or a month value the NIR rules do not define)."""
+    None when it is malformed."""
     try:
         compact = str(stdnum_nir.compact(nir))  # also turns full-width digits into ASCII ones
     except ValidationError:
@@ -83,11 +81,9 @@ def _nir_year_month(nir: str) -> tuple[str, int | None] | None:
     if len(compact) != 15 or not (year + month).isascii() or not (year + month).isdigit():
         return None
     number = int(month)
-    if 1 <= number <= 12:
-        return year, number
-    if 20 <= number <= 42 or number >= 50:  # the NIR does not give the month
-        return year, None
-    return None
+    # Outside 01-12 the NIR does not give the month (20-42 and 50-99 by INSEE's rules; any
+    # other value is taken the same way): every month of that year is then guessable.
+    return year, number if 1 <= number <= 12 else None
 
 
 @lru_cache(maxsize=256)
@@ -117,16 +113,11 @@ def nir_date_pins(nir: str) -> frozenset[str]:
     return frozenset() if year_month is None else _year_month_pins(*year_month)
 
 
-def pin_weakness(
-    pin: str,
-    *,
-    birth_date: date | None,
-    weak_pins: Collection[str],
-    nir: str | None = None,
-) -> str | None:
+def pin_weakness(pin: str, *, weak_pins: Collection[str], nir: str | None = None) -> str | None:
     """Why `pin` is too easy to guess, or None when it is acceptable. Assumes a well-formed PIN.
 
     `nir` is the member's: the NIR is the login, so dates read from it are as good as known.
+    (A birth date on file must match the NIR's year and month, so its PINs are among these.)
     """
     if len(set(pin)) == 1:
         return "the PIN is one digit repeated"
@@ -138,10 +129,6 @@ def pin_weakness(
         return "the PIN is on the list of common PINs"
     if nir is not None and pin in nir_date_pins(nir):
         return "the PIN is made of the birth year and month in the NIR"
-    if birth_date is not None and pin in {
-        birth_date.strftime(form) for form in ("%d%m%y", "%y%m%d", "%m%d%y")
-    }:
-        return "the PIN is the member's date of birth"
     return None
 
 
@@ -151,32 +138,23 @@ class PinHasher:
     def __init__(
         self,
         *,
-        pepper: bytes,
+        pepper: bytes | Peppers,
         memory_kib: int = MIN_MEMORY_KIB,
         time_cost: int = MIN_TIME_COST,
         parallelism: int = 1,
     ) -> None:
-        if not pepper:
+        peppers = as_peppers(pepper)
+        if not all(peppers.secrets.values()):
             raise ValueError("the pepper must not be empty")
         if memory_kib < MIN_MEMORY_KIB or time_cost < MIN_TIME_COST or parallelism < 1:
             raise ValueError(
                 f"argon2id parameters below the OWASP minimum "
                 f"(memory {MIN_MEMORY_KIB} KiB, time cost {MIN_TIME_COST}, parallelism 1)"
             )
-        self._pepper = pepper
+        self._peppers = peppers
         self._params = (memory_kib, time_cost, parallelism)
         self._argon2: PasswordHasher | None = None
         self._dummy: str | None = None
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> "PinHasher":
-        """The hasher for these settings; NotReady when no pepper is configured."""
-        return cls(
-            pepper=load_pepper(settings),
-            memory_kib=settings.argon2_memory_kib,
-            time_cost=settings.argon2_time_cost,
-            parallelism=settings.argon2_parallelism,
-        )
 
     def __repr__(self) -> str:
         memory_kib, time_cost, parallelism = self._params
@@ -199,28 +177,32 @@ class PinHasher:
             )
         return self._argon2
 
-    def _prehash(self, pin: str) -> str:
-        return hmac.new(self._pepper, pin.encode("utf-8"), hashlib.sha256).hexdigest()
+    def _prehash(self, pin: str, key_id: int) -> str:
+        pepper = self._peppers.get(key_id)
+        return hmac.new(pepper, pin.encode("utf-8"), hashlib.sha256).hexdigest()
 
     def _verify_argon2(self, stored: str, pin: str) -> bool:
         from argon2.exceptions import InvalidHashError, VerificationError
 
+        key_id, phc = untagged(stored, ":")
         try:
-            return self._hasher().verify(stored, self._prehash(pin))
+            return self._hasher().verify(phc, self._prehash(pin, key_id))
         except (VerificationError, InvalidHashError):
             return False
 
     def hash(self, pin: str) -> str:
-        """An argon2id PHC string for `pin` (InvalidInput if it is not 6 digits)."""
+        """An argon2id PHC string for `pin` (InvalidInput if it is not 6 digits), tagged with
+        the current pepper's id after a rotation ("k2:$argon2id$...")."""
         check_pin_format(pin)
-        return self._hasher().hash(self._prehash(pin))
+        key_id = self._peppers.current_id
+        return tagged(key_id, ":", self._hasher().hash(self._prehash(pin, key_id)))
 
     def verify(self, stored: str | None, pin: str) -> bool:
         """Does `pin` match `stored`? With no stored hash, spend the same time and say no,
         so the portal's response time does not reveal whether the member has a PIN."""
         if stored is None:
             if self._dummy is None:
-                self._dummy = self._hasher().hash(secrets.token_hex(32))
+                self._dummy = self.hash(f"{secrets.randbelow(10**PIN_LENGTH):06d}")
             self._verify_argon2(self._dummy, pin)
             return False
         if stored.startswith(LEGACY_PREFIX):
@@ -228,13 +210,17 @@ class PinHasher:
         return self._verify_argon2(stored, pin)
 
     def needs_rehash(self, stored: str) -> bool:
-        """True for legacy or unreadable hashes and argon2 hashes made with other parameters:
-        the caller rehashes after a successful login, the only time it has the PIN."""
+        """True for legacy or unreadable hashes, and argon2 hashes made with an older pepper or
+        other parameters: the caller rehashes after a successful login, the only time it has
+        the PIN."""
         if stored.startswith(LEGACY_PREFIX):
             return True
         from argon2.exceptions import InvalidHashError
 
+        key_id, phc = untagged(stored, ":")
+        if key_id != self._peppers.current_id:
+            return True
         try:
-            return self._hasher().check_needs_rehash(stored)
+            return self._hasher().check_needs_rehash(phc)
         except InvalidHashError:
             return True

@@ -14,7 +14,7 @@ from cpms_admin.lockout import account_state
 from cpms_admin.mail.transport import Transport
 from cpms_admin.models import Member, pk
 from cpms_admin.nir import format_nir
-from cpms_admin.security.pepper import load_pepper
+from cpms_admin.security.pepper import load_peppers
 from cpms_admin.services import audit, codes, notify
 from cpms_admin.services.members import get_account, get_member
 from cpms_admin.settings import Settings
@@ -90,7 +90,7 @@ def reset_pin(
     why = require_reason(reason, "reset a PIN")
     member = _open_member(session, nir)
     resolved = notify.resolve_channel(member, channel)
-    load_pepper(settings)  # fail before changing anything when it is missing
+    load_peppers(settings)  # fail before changing anything when it is missing
     now = clock()
     account = get_account(session, member)
     had_pin = account.pin_hash is not None
@@ -126,10 +126,11 @@ def issue_member_code(
     transport: Transport | None = None,
 ) -> notify.CodeDelivery:
     """Send a new code (first login when no PIN is set, else reset). It revokes older
-    pending codes once stored: at once for an e-mail, for a letter when its batch commits."""
+    pending codes once it reached the member: for an e-mail once sent, for a letter when its
+    batch commits."""
     member = _open_member(session, nir)
     resolved = notify.resolve_channel(member, channel)
-    load_pepper(settings)
+    load_peppers(settings)
     now = clock()
     return notify.deliver_code(
         session,

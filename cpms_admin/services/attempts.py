@@ -21,17 +21,30 @@ from sqlmodel import Session, col, select
 from cpms_admin.lockout import Block, Counters, blocked, count_failure, open_to_attempts
 from cpms_admin.models import Account, Member, pk
 from cpms_admin.nir import mask_nir, parse_nir
+from cpms_admin.security.pepper import Peppers, load_peppers
 from cpms_admin.security.pins import PinHasher, check_pin_format
 from cpms_admin.services import audit, unknown_nir
 from cpms_admin.services.audit import PORTAL
 from cpms_admin.settings import Settings
 
 
-@functools.lru_cache(maxsize=8)
 def pin_hasher(settings: Settings) -> PinHasher:
-    """The hasher for these settings, warmed up: its first check of a missing hash makes a
-    dummy hash, which would otherwise make the first unknown-NIR attempt the slowest."""
-    hasher = PinHasher.from_settings(settings)
+    """The hasher for these settings and the database's peppers (NotReady when they are not
+    its own), warmed up: see `_warm_hasher`."""
+    return _warm_hasher(settings, load_peppers(settings))
+
+
+@functools.lru_cache(maxsize=8)
+def _warm_hasher(settings: Settings, peppers: Peppers) -> PinHasher:
+    """Cached per peppers too, so a rotation takes effect at once. Its first check of a
+    missing hash makes a dummy hash, which would otherwise make the first unknown-NIR
+    attempt the slowest."""
+    hasher = PinHasher(
+        pepper=peppers,
+        memory_kib=settings.argon2_memory_kib,
+        time_cost=settings.argon2_time_cost,
+        parallelism=settings.argon2_parallelism,
+    )
     hasher.verify(None, "000000")
     return hasher
 

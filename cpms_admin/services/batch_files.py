@@ -8,6 +8,11 @@ renames the directory to `<out>/batch-<id>-<YYYYmmdd-HHMMSS>` (UTC): at every in
 publication interrupted half-way is finished by the next run. A dead run's directory is first
 renamed to `.batch-<id>.discard` (a straggling writer then fails instead of refilling it),
 then deleted.
+
+Only this program's own entries are ever touched: a name a batch needs that holds something
+else (a file, a link, another user's directory) stops the run with Conflict, naming it, and is
+left alone. A committed batch that cannot be published now (a name taken, a full disk) stays
+in its staging directory, and the next run publishes it (`batch_recovery`).
 """
 
 import csv
@@ -21,8 +26,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from cpms_admin.errors import CpmsError
+from cpms_admin.errors import Conflict, CpmsError, Refused
 from cpms_admin.faults import failpoint
+from cpms_admin.private_files import (
+    describe_entry,
+    fsync_dir,
+    is_own_directory,
+    write_private_atomically,
+)
 
 PART = ".part"
 MANIFEST = "manifest.json"
@@ -39,19 +50,16 @@ def final_dir(out: Path, batch_id: int, created_at: datetime) -> Path:
     return out / f"batch-{batch_id}-{created_at:%Y%m%d-%H%M%S}"
 
 
-def fsync_dir(path: Path) -> None:
-    """Make renames and new entries in `path` survive a power cut."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def make_staging(out: Path, batch_id: int) -> Path:
-    out.mkdir(parents=True, exist_ok=True)
+    """The batch's private staging directory, new: `out` was checked by `private_dir`."""
     staging = staging_dir(out, batch_id)
-    staging.mkdir(mode=0o700)
+    try:
+        staging.mkdir(mode=0o700)
+    except FileExistsError:
+        raise Conflict(
+            f"batch {batch_id}: {staging} already exists ({describe_entry(staging)}) and is "
+            "not this run's; move it away and run letters batch again"
+        ) from None
     os.chmod(staging, 0o700)  # whatever the umask
     fsync_dir(out)
     return staging
@@ -60,7 +68,8 @@ def make_staging(out: Path, batch_id: int) -> Path:
 def reserve_file(path: Path) -> None:
     """Create `path` empty and private, so the renderer (which truncates it) never makes it
     readable by others, not even for an instant."""
-    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+    os.close(os.open(path, flags, 0o600))
 
 
 def seal_file(path: Path) -> str:
@@ -73,15 +82,9 @@ def seal_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def write_private(path: Path, content: bytes) -> None:
-    """Write `content` to `path` (0600) durably, through a temporary file and a rename."""
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as out:
+def _write(path: Path, content: bytes) -> None:
+    with write_private_atomically(path) as out:
         out.write(content)
-        out.flush()
-        os.fsync(out.fileno())
-    os.replace(tmp, path)
 
 
 def index_csv(manifest: dict[str, Any]) -> bytes:
@@ -118,40 +121,71 @@ def check_files(staging: Path, manifest: dict[str, Any]) -> None:
 
 
 def publish(staging: Path, manifest: dict[str, Any], final: Path) -> Path:
-    """Turn the staging directory of a committed batch into the finished batch directory."""
-    write_private(staging / MANIFEST, json.dumps(manifest, ensure_ascii=False, indent=2).encode())
-    write_private(staging / INDEX, index_csv(manifest))
-    fsync_dir(staging)
-    for number, entry in enumerate(manifest["files"]):
-        part = staging / (entry["name"] + PART)
-        if part.exists():
-            os.rename(part, staging / entry["name"])
-        if number == 0:
-            failpoint("letters.mid_publish")
-    fsync_dir(staging)
-    os.rename(staging, final)
-    fsync_dir(final.parent)
+    """Turn the staging directory of a committed batch into the finished batch directory.
+
+    Conflict when a name it needs holds something else, Refused when the disk fails: either
+    way the batch stays committed in its staging directory, for the next run to publish.
+    """
+    batch_id = manifest["batch_id"]
+    again = "run letters batch again to publish it"
+    if not is_own_directory(staging):
+        kind = describe_entry(staging)
+        what = "belongs to another user" if kind == "a directory" else f"is {kind or 'missing'}"
+        raise Conflict(f"batch {batch_id} is committed but {staging} {what}; {again} as its owner")
+    if (taken := describe_entry(final)) is not None:
+        raise Conflict(
+            f"batch {batch_id} is committed but {final} already exists ({taken}); move it "
+            f"away and {again}"
+        )
+    try:
+        _write(staging / MANIFEST, json.dumps(manifest, ensure_ascii=False, indent=2).encode())
+        _write(staging / INDEX, index_csv(manifest))
+        fsync_dir(staging)
+        for number, entry in enumerate(manifest["files"]):
+            part = staging / (entry["name"] + PART)
+            if part.exists():
+                os.rename(part, staging / entry["name"])
+            if number == 0:
+                failpoint("letters.mid_publish")
+        fsync_dir(staging)
+        os.rename(staging, final)
+        fsync_dir(final.parent)
+    except OSError as exc:
+        where = f": {exc.filename}" if exc.filename else ""
+        where += f" -> {exc.filename2}" if exc.filename2 else ""
+        raise Refused(
+            f"batch {batch_id} is committed but could not be published "
+            f"({exc.strerror or type(exc).__name__}{where}); {again}"
+        ) from None
     return final
 
 
 def discard(staging: Path) -> None:
     """Delete the directory of a batch that will never be published (its codes were never
-    stored, so nothing in it can be used)."""
+    stored, so nothing in it can be used). Something else at its name is left alone."""
     trash = staging.with_name(staging.name.replace(".partial", ".discard"))
-    if staging.exists():
-        os.rename(staging, trash)
-        fsync_dir(staging.parent)
-    shutil.rmtree(trash, ignore_errors=True)
+    if is_own_directory(staging):
+        if is_own_directory(trash):  # an earlier discard that died half-way
+            shutil.rmtree(trash, ignore_errors=True)
+        try:
+            os.rename(staging, trash)
+            fsync_dir(staging.parent)
+        except OSError:  # the trash name holds something else: delete in place
+            trash = staging
+    if is_own_directory(trash):
+        shutil.rmtree(trash, ignore_errors=True)
 
 
 def leftovers(out: Path) -> set[int]:
-    """Ids of the batches with a `.partial` or `.discard` directory directly under `out`."""
+    """Ids of the batches with a `.partial` or `.discard` directory directly under `out`
+    (a directory itself: a link or a file at such a name is not a batch's)."""
     try:
-        entries = list(out.iterdir())
+        with os.scandir(out) as entries:
+            return {
+                int(match[1])
+                for entry in entries
+                if (match := _LEFTOVER.fullmatch(entry.name))
+                and entry.is_dir(follow_symlinks=False)
+            }
     except OSError:  # gone, or not ours to read: nothing to recover there
         return set()
-    return {
-        int(match[1])
-        for entry in entries
-        if (match := _LEFTOVER.fullmatch(entry.name)) and entry.is_dir()
-    }

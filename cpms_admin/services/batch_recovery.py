@@ -5,7 +5,8 @@ stored, so its files are worthless) or "completed" with its staging directory st
 died after the commit, while publishing: its codes are live, so its files must be published,
 never redone). The first is abandoned and its letters go back to the queue; the second is
 published from the manifest stored with the batch. Only batches that no live run owns are
-touched (see `batch_guard`).
+touched (see `batch_guard`). When the second cannot be published yet (a name taken, a full
+disk), the run stops with that one error and the batch waits, committed, for the next run.
 """
 
 import json
@@ -19,6 +20,7 @@ from sqlmodel import Session, col, select
 
 from cpms_admin.clock import Clock
 from cpms_admin.models import Letter, LetterBatch
+from cpms_admin.private_files import describe_entry
 from cpms_admin.services import audit
 from cpms_admin.services.batch_files import (
     check_files,
@@ -123,7 +125,9 @@ def _recover_one(
                 )
     if status == "abandoned":
         discard(staging)
-    elif status == "completed" and staging.exists() and manifest:
+    # Only a directory: a link or a file at that name is not what the run left (`publish`
+    # refuses a directory of another user, loudly: its batch is committed).
+    elif status == "completed" and describe_entry(staging) == "a directory" and manifest:
         document = json.loads(manifest)
         check_files(staging, document)
         created = datetime.fromisoformat(document["created_at"])

@@ -16,9 +16,9 @@ from datetime import datetime
 
 from sqlmodel import Session
 
-from cpms_admin.lockout import blocked
+from cpms_admin.lockout import Block, blocked
 from cpms_admin.models import Account, SecurityCode, pk
-from cpms_admin.security.pepper import load_pepper
+from cpms_admin.security.pepper import load_peppers
 from cpms_admin.services import codes
 from cpms_admin.services.attempts import (
     Attempt,
@@ -47,7 +47,7 @@ def try_code(
     live code (the caller takes the secret for the current PIN)."""
     subject = read_subject(session, nir=nir, settings=settings, lock_at=now)
     member = subject.member
-    live = codes.live_code(session, member_id=pk(member), now=now) if member else None
+    live = codes.live_code(session, member_id=pk(member), now=now, lock=True) if member else None
     if only_if_live and live is None:
         session.rollback()
         return None
@@ -64,12 +64,7 @@ def try_code(
     if block is not None:
         return refuse(session, subject=subject, block=block, action=action, now=now), None
     check = codes.check_code(
-        session,
-        member_id=pk(member) if member else None,
-        code=code,
-        pepper=load_pepper(settings),
-        now=now,
-        settings=settings,
+        session, live=live, code=code, pepper=load_peppers(settings), settings=settings
     )
     if check.outcome == "match" and member is not None:
         return Attempt(True, "ok", counters, subject=subject, guessed="code"), check.code
@@ -79,7 +74,10 @@ def try_code(
             session, subject=subject, action=action, outcome=reason, now=now, agent_code=True
         )
         session.commit()
-        return Attempt(False, reason, counters, subject=subject, guessed="code"), None
+        # Answered as any locked account is, so the answer does not tell that an agent
+        # sent this NIR's member a code.
+        locked = Block("locked")
+        return Attempt(False, reason, subject.counters, block=locked, subject=subject), None
     failure = record_failure(
         session,
         subject=subject,

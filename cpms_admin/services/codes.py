@@ -16,12 +16,13 @@ from sqlmodel.sql.expression import SelectOfScalar
 from cpms_admin.french import PARIS, paris_time
 from cpms_admin.models import SecurityCode, pk
 from cpms_admin.security.codes import generate_code, hash_code, verify_code
+from cpms_admin.security.pepper import Peppers, as_peppers, tagged
 from cpms_admin.services.audit import PORTAL
 from cpms_admin.settings import Settings
 
 PURPOSES = ("first_login", "pin_reset")
 # Compared against when there is no live code, so a check costs the same either way.
-_DUMMY_HASH = "0000000000000000$" + "0" * 64
+_DUMMY_HASH = "0000000000000000$" + "0" * 64  # tagged with the current pepper's id
 
 
 @dataclass(frozen=True)
@@ -77,10 +78,14 @@ def postal_last_day(made_at: datetime, settings: Settings) -> date:
 
 
 def revoke_pending(
-    session: Session, *, member_id: int, made_by: datetime | None = None
+    session: Session,
+    *,
+    member_id: int,
+    made_by: datetime | None = None,
+    sparing: int | None = None,
 ) -> list[int]:
-    """Revoke every pending code of the member (only those made by `made_by`, if given);
-    the ids revoked."""
+    """Revoke every pending code of the member (only those made by `made_by`, if given, and
+    not the code `sparing`); the ids revoked."""
     statement = (
         update(SecurityCode)
         .where(col(SecurityCode.member_id) == member_id, col(SecurityCode.status) == "pending")
@@ -89,6 +94,8 @@ def revoke_pending(
     )
     if made_by is not None:
         statement = statement.where(col(SecurityCode.created_at) <= made_by)
+    if sparing is not None:
+        statement = statement.where(col(SecurityCode.id) != sparing)
     return list(session.exec(statement).scalars())
 
 
@@ -118,7 +125,7 @@ def store_code(
     purpose: str,
     channel: str,
     code: str,
-    pepper: bytes,
+    pepper: bytes | Peppers,
     now: datetime,
     settings: Settings,
     requested_by: str | None = None,
@@ -163,18 +170,9 @@ def store_code(
 
 def supersede_older(session: Session, *, code: SecurityCode) -> list[int]:
     """Revoke the member's pending codes made before `code` (once `code` reached them)."""
-    statement = (
-        update(SecurityCode)
-        .where(
-            col(SecurityCode.member_id) == code.member_id,
-            col(SecurityCode.status) == "pending",
-            col(SecurityCode.id) != pk(code),
-            col(SecurityCode.created_at) <= code.created_at,
-        )
-        .values(status="revoked")
-        .returning(col(SecurityCode.id))
+    return revoke_pending(
+        session, member_id=code.member_id, made_by=code.created_at, sparing=pk(code)
     )
-    return list(session.exec(statement).scalars())
 
 
 def opens_hard_lock(code: SecurityCode, hard_locked_at: datetime | None) -> bool:
@@ -204,7 +202,7 @@ def issue_code(
     member_id: int,
     purpose: str,
     channel: str,
-    pepper: bytes,
+    pepper: bytes | Peppers,
     now: datetime,
     settings: Settings,
     requested_by: str | None = None,
@@ -241,30 +239,32 @@ def _live(member_id: int, now: datetime) -> SelectOfScalar[SecurityCode]:
     )
 
 
-def live_code(session: Session, *, member_id: int, now: datetime) -> SecurityCode | None:
-    """The member's newest pending, unexpired code."""
-    return session.exec(_live(member_id, now)).first()
+def live_code(
+    session: Session, *, member_id: int, now: datetime, lock: bool = False
+) -> SecurityCode | None:
+    """The member's newest pending, unexpired code; `lock` holds it until the transaction
+    ends, so concurrent guesses at it are checked one at a time (see `check_code`)."""
+    query = _live(member_id, now)
+    return session.exec(query.with_for_update() if lock else query).first()
 
 
 def check_code(
     session: Session,
     *,
-    member_id: int | None,
+    live: SecurityCode | None,
     code: str,
-    pepper: bytes,
-    now: datetime,
+    pepper: bytes | Peppers,
     settings: Settings,
 ) -> CodeCheck:
-    """Check `code` against the member's live code, which stays locked until the caller's
-    transaction ends, so concurrent guesses are checked one at a time and never exceed the
+    """Check `code` against `live`, the member's live code as `live_code(lock=True)` read it
+    (None: there is none). Locked, it is checked by one guess at a time and never past its
     try limit. A wrong code spends a try (the last one revokes it); a match is not consumed
     here (see `consume_code`), so the caller can still refuse the new PIN without burning it.
     """
-    row = None
-    if member_id is not None:
-        row = session.exec(_live(member_id, now).with_for_update()).first()
+    row = live
     if row is None:
-        verify_code(pepper=pepper, code=code, stored=_DUMMY_HASH)
+        current = as_peppers(pepper).current_id
+        verify_code(pepper=pepper, code=code, stored=tagged(current, "$", _DUMMY_HASH))
         return CodeCheck("dead")
     if verify_code(pepper=pepper, code=code, stored=row.code_hash):
         return CodeCheck("match", row, settings.code_max_tries - row.failed_tries)

@@ -47,16 +47,18 @@ def check_database(settings: Settings) -> Check:
 
 
 def check_pepper(settings: Settings) -> Check:
-    from cpms_admin.security.pepper import load_pepper, pepper_file_path, pepper_file_problem
+    """The pepper is this database's (its fingerprint matches) and private."""
+    from cpms_admin.security.pepper import load_peppers, pepper_file_path, pepper_file_problem
 
-    load_pepper(settings)
+    peppers = load_peppers(settings)
     path = pepper_file_path(settings)
+    which = f"pepper {peppers.current_id} of {len(peppers.secrets)}, this database's"
     if path is None:
-        return Check("pepper", True, "from CPMS_PEPPER")
+        return Check("pepper", True, f"from CPMS_PEPPER, {which}")
     problem = pepper_file_problem(path)
     if problem:
         return Check("pepper", False, problem, f"chmod 600 {path}")
-    return Check("pepper", True, f"{path}, private")
+    return Check("pepper", True, f"{path}, private, {which}")
 
 
 def check_templates(settings: Settings) -> Check:

@@ -33,9 +33,11 @@ from cpms_admin.clock import Clock, iso
 from cpms_admin.errors import Conflict, CpmsError, InvalidInput
 from cpms_admin.faults import failpoint
 from cpms_admin.models import Letter, LetterBatch, Member
+from cpms_admin.private_files import describe_entry, fsync_dir, private_dir
+from cpms_admin.security.pepper import Peppers, load_peppers
 from cpms_admin.services import audit
 from cpms_admin.services.batch_claim import claim_letters, dry_run_counts
-from cpms_admin.services.batch_files import discard, final_dir, fsync_dir, make_staging, publish
+from cpms_admin.services.batch_files import discard, final_dir, make_staging, publish
 from cpms_admin.services.batch_guard import open_guard
 from cpms_admin.services.batch_recovery import abandon, recover
 from cpms_admin.services.batch_render import Progress, Rendered, RenderJob, render_batch
@@ -79,11 +81,10 @@ def run_batch(
 ) -> dict[str, Any]:
     """Run the nightly batch; the summary `letters batch --json` prints."""
     from cpms_admin.letters.render import check_templates
-    from cpms_admin.security.pepper import load_pepper
 
     check_templates()  # NotReady before anything is claimed
-    pepper = load_pepper(settings)
-    out = _writable_dir(options.out.resolve())  # before anything is claimed
+    pepper = load_peppers(settings)
+    out = _writable_dir(options.out)  # before anything is claimed
     guard = open_guard(engine, settings.database_url)
     try:
         recovered = recover(
@@ -151,7 +152,7 @@ def _print(
     options: BatchOptions,
     hooks: BatchHooks,
     out: Path,
-    pepper: bytes,
+    pepper: Peppers,
     batch_id: int,
     total: int,
 ) -> dict[str, Any]:
@@ -177,6 +178,12 @@ def _print(
         fsync_dir(staging)  # the files must outlive a power cut once their codes are stored
         failpoint("letters.before_commit")
         now = clock()
+        final = final_dir(out, batch_id, now)
+        if (taken := describe_entry(final)) is not None:  # now, while nothing is committed
+            raise Conflict(
+                f"batch {batch_id}: {final} already exists ({taken}); move it away and run "
+                "letters batch again"
+            )
         manifest = {
             "batch_id": batch_id,
             "created_at": iso(now),
@@ -219,13 +226,7 @@ def _print(
     )
     for letter_id, reason in sorted(rendered.failed.items()):
         hooks.log(f"letter #{letter_id} failed: {reason}")
-    try:
-        final = publish(staging, manifest, final_dir(out, batch_id, now))
-    except OSError as exc:
-        raise CpmsError(
-            f"batch {batch_id} is committed but could not be published ({exc}); "
-            "run letters batch again to finish it"
-        ) from exc
+    publish(staging, manifest, final)  # its errors say the next run will finish it
     hooks.log(f"batch {batch_id}: published {final}")
     return {
         "batch_id": batch_id,
@@ -247,7 +248,7 @@ def _commit(
     rendered: Rendered,
     manifest: dict[str, Any],
     settings: Settings,
-    pepper: bytes,
+    pepper: Peppers,
     agent: str,
     now: datetime,
     codes_made_at: datetime,
@@ -357,23 +358,26 @@ def _abandon_own(
                 outcome="failed",
                 reason=_describe(error),
             )
-        if released is not None and staging is not None:
-            discard(staging)
+        if released is not None:
+            if staging is not None:
+                discard(staging)
             log(f"batch {batch_id}: abandoned, {released} letter(s) back in the queue")
     except Exception as cleanup:  # keep the original error; recovery will finish this
         log(f"batch {batch_id}: could not abandon it now ({_describe(cleanup)}); the next run will")
 
 
 def _writable_dir(out: Path) -> Path:
-    if out.exists() and not out.is_dir():
-        raise InvalidInput(f"--out {out} exists and is not a directory")
+    """The real path of --out, created private when missing; refused when it is a link or
+    another user could swap it (`private_dir`)."""
     try:
-        out.mkdir(parents=True, exist_ok=True)
+        folder = private_dir(out)
+    except InvalidInput as exc:
+        raise InvalidInput(f"--out {out}: {exc}") from None
     except OSError as exc:
         raise InvalidInput(f"--out {out}: cannot create it ({exc.strerror})") from None
-    if not os.access(out, os.W_OK | os.X_OK):
+    if not os.access(folder, os.W_OK | os.X_OK):
         raise InvalidInput(f"--out {out}: not writable by this user")
-    return out
+    return folder
 
 
 def _describe(exc: BaseException) -> str:

@@ -27,7 +27,7 @@ from cpms_admin.errors import Refused
 from cpms_admin.faults import failpoint
 from cpms_admin.mail.transport import MailError, MailTimeout, Transport
 from cpms_admin.models import Account, Member, OutgoingMail, pk
-from cpms_admin.security.pepper import load_pepper
+from cpms_admin.security.pepper import load_peppers
 from cpms_admin.services import codes
 from cpms_admin.services.on_its_way import on_its_way
 from cpms_admin.services.run_audit import RunAudit
@@ -100,7 +100,7 @@ class _Sender:
     ) -> None:
         self.session, self.settings, self.clock = session, settings, clock
         self.transport, self.audit = transport, audit
-        self.pepper = load_pepper(settings)
+        self.pepper = load_peppers(settings)
         self.counts = MailCounts()
         self.failures_in_a_row = 0
         self.stop: str | None = None  # why the run must stop: the server looks down

@@ -19,7 +19,7 @@ from cpms_admin.errors import CpmsError, Refused
 from cpms_admin.mail.transport import MailError, Transport
 from cpms_admin.models import Letter, Member, pk
 from cpms_admin.nir import mask_nir
-from cpms_admin.security.pepper import load_pepper
+from cpms_admin.security.pepper import load_peppers
 from cpms_admin.services import audit, codes
 from cpms_admin.services.letter_queue import queue_letter
 from cpms_admin.settings import Settings
@@ -89,7 +89,7 @@ def _prepare_code(
             member_id=pk(member),
             purpose=purpose,
             channel="email",
-            pepper=load_pepper(settings),
+            pepper=load_peppers(settings),
             now=now,
             settings=settings,
             requested_by=agent,

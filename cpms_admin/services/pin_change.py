@@ -6,9 +6,9 @@ anything is spent: no try of the code, no failed attempt.
 
 A wrong code spends the account's one budget of guesses, like a wrong PIN (see
 `code_attempts`), and gets the same words whoever asked, so the answer tells nobody who is
-a member or who has a live code. `auto` (a command-line convenience;
-the portal knows which form the member filled in) takes the secret as the code when the
-member has a live one, else as the current PIN.
+a member or who has a live code. `auto` (a command-line convenience for QA; the portal
+knows which form the member filled in) takes the secret as the code when the member has a
+live one, else as the current PIN, so its answers do tell a member with a live code apart.
 """
 
 from datetime import datetime
@@ -40,14 +40,16 @@ def set_pin(
     secret: str,
     new_pin: str,
     confirmation: str,
-    using: Using = "auto",
+    using: Using,
     captcha_ok: bool = False,
     settings: Settings,
     clock: Clock,
     transport: Transport | None = None,
 ) -> PortalResult:
-    """Set a new PIN. `secret` is the one-time code or the current PIN: `auto` takes it as
-    the code when the member has a live one, else as the current PIN."""
+    """Set a new PIN. `secret` is the one-time code or the current PIN, as `using` says: the
+    portal knows which form the member filled in. `auto` (for QA at the command line) takes
+    it as the code when the member has a live one, else as the current PIN; its answers tell
+    a member with a live code apart (a code's words, no argon2), so the portal never uses it."""
     compact = parse_nir(nir)
     if not (len(secret) == 6 and secret.isascii() and secret.isdigit()):
         raise InvalidInput("the security code or current PIN must be exactly 6 digits (0-9)")
@@ -56,9 +58,7 @@ def set_pin(
         return PortalResult(False, "mismatch", portal_text.MISMATCH)
     # Judged by the NIR only (a birth date on file must match its year and month): whoever
     # asks typed it, so the answer tells them nothing, and it comes before any guess.
-    weakness = pin_weakness(
-        new_pin, birth_date=None, weak_pins=parse_weak_pins(settings.weak_pins), nir=compact
-    )
+    weakness = pin_weakness(new_pin, weak_pins=parse_weak_pins(settings.weak_pins), nir=compact)
     if weakness is not None:
         return PortalResult(False, "weak_pin", portal_text.weak_pin(weakness))
     now = clock()

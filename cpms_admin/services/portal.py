@@ -112,11 +112,11 @@ def request_code(
     action = "portal.request_code"
     subject = read_subject(session, nir=compact, settings=settings)
     key = unknown_nir.subject_of(compact, settings)
-    admitted = code_requests.admitted_lately(session, key=key, now=now)
+    admitted = code_requests.lock_and_count(session, key=key, now=now)
     refusal = _request_refusal(
         session, subject=subject, admitted=admitted, settings=settings, now=now
     )
-    code_requests.log_request(session, key=key, now=now, admitted=refusal != "rate_limited")
+    code_requests.log_request(session, key=key, now=now, counted=refusal != "rate_limited")
     audit_attempt(session, subject=subject, action=action, outcome=refusal or "ok", now=now)
     session.commit()
     answer = PortalResult(True, refusal or "ok", portal_text.CODE_REQUESTED)

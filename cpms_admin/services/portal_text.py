@@ -48,7 +48,6 @@ _WEAKNESS = {
     "the PIN is a run of consecutive digits": "une suite de chiffres consécutifs",
     "the PIN repeats a group of 2 or 3 digits": "un groupe de chiffres répété",
     "the PIN is on the list of common PINs": "un code trop courant",
-    "the PIN is the member's date of birth": "votre date de naissance",
     "the PIN is made of the birth year and month in the NIR": (
         "votre année et votre mois de naissance"
     ),

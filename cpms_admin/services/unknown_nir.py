@@ -16,20 +16,22 @@ from sqlmodel import Session, col
 
 from cpms_admin.lockout import Counters, count_failure
 from cpms_admin.models import UnknownLogin
-from cpms_admin.security.pepper import load_pepper
+from cpms_admin.security.pepper import load_peppers
 from cpms_admin.settings import Settings
 
 _KEY_LABEL = b"cpms-unknown-nir-v1"  # separates this key from the PIN and code keys
 
 
 @functools.lru_cache(maxsize=8)
-def _key(settings: Settings) -> bytes:
-    return hmac.new(load_pepper(settings), _KEY_LABEL, hashlib.sha256).digest()
+def _key(pepper: bytes) -> bytes:
+    return hmac.new(pepper, _KEY_LABEL, hashlib.sha256).digest()
 
 
 def subject_of(nir: str, settings: Settings) -> str:
-    """The row key of a compact NIR: HMAC-SHA256 under a pepper-derived key, in hex."""
-    return hmac.new(_key(settings), nir.encode("ascii"), hashlib.sha256).hexdigest()
+    """The row key of a compact NIR: HMAC-SHA256 under a key derived from the current pepper,
+    in hex. (A pepper rotation starts these counters, and the code request log, afresh.)"""
+    key = _key(load_peppers(settings).current)
+    return hmac.new(key, nir.encode("ascii"), hashlib.sha256).hexdigest()
 
 
 def read_counters(session: Session, subject: str, *, lock_at: datetime | None = None) -> Counters:

@@ -1,0 +1,76 @@
+"""`cpms-admin pepper`: rotate the pepper, and see what each old one still keys."""
+
+import typer
+
+from cpms_admin.cli.context import app_context
+from cpms_admin.cli.output import emit_object, emit_rows
+
+app = typer.Typer(
+    help="Rotate the server-side pepper without locking anyone out.", no_args_is_help=True
+)
+
+
+@app.command()
+def rotate(ctx: typer.Context) -> None:
+    """Make a new pepper current: new hashes use it, old ones keep working.
+
+    The new pepper is added to the pepper file (its other lines stay: old PIN hashes are
+    re-hashed at each member's next login, live codes work until they expire). Back the file
+    up afterwards. Run it again if it was interrupted. See `pepper status` for when an old
+    pepper's line can be deleted.
+
+    Example: cpms-admin pepper rotate
+    """
+    from cpms_admin.services import peppers
+
+    app_ = app_context(ctx)
+    with app_.session() as session:
+        done = peppers.rotate(session, settings=app_.settings, agent=app_.agent, clock=app_.clock)
+    how = "recorded the pepper an interrupted rotation added" if done.finished_interrupted else ""
+    emit_object(
+        app_,
+        {"pepper": done.key_id, "file": str(done.path), "finished_interrupted": bool(how)},
+        [
+            f"Pepper {done.key_id} is now current{f' ({how})' if how else ''}; "
+            f"{done.path} holds it and the older ones. Back this file up now."
+        ],
+    )
+
+
+@app.command()
+def status(ctx: typer.Context) -> None:
+    """List the database's peppers: which is current, and what each still keys.
+
+    An old pepper whose PIN hashes and live codes are both 0 is needed no more: its line
+    (`<id>:...`) can be deleted from the pepper file and from its backups.
+
+    Example: cpms-admin pepper status
+    """
+    from cpms_admin.security.pepper import load_peppers
+    from cpms_admin.services import peppers
+
+    app_ = app_context(ctx)
+    load_peppers(app_.settings)  # exit 5 when the pepper at hand is not this database's
+    with app_.session() as session:
+        uses = peppers.usage(session, now=app_.clock())
+    rows = [
+        {
+            "pepper": use.key_id,
+            "current": use.current,
+            "pin_hashes": use.pin_hashes,
+            "live_codes": use.live_codes,
+            "removable": use.removable,
+        }
+        for use in uses
+    ]
+    emit_rows(
+        app_,
+        rows,
+        [
+            ("pepper", "Pepper"),
+            ("current", "Current"),
+            ("pin_hashes", "PIN hashes"),
+            ("live_codes", "Live codes"),
+            ("removable", "Can be deleted"),
+        ],
+    )

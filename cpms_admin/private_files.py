@@ -1,0 +1,195 @@
+"""Files that hold personal data: owner-only, and never written through a link someone planted.
+
+Every file this program writes for people to pick up (exports, import error reports, letter
+batches, e-mail files) goes through here, so three things hold whatever the umask (the portal
+imports this package under its own):
+
+- Owner-only: files are created 0600 and directories 0700, by explicit mode.
+- No planted link followed: a file is written under a fresh random name created with
+  O_EXCL|O_NOFOLLOW in its destination's directory, then renamed onto its final name. A rename
+  replaces a name; it never writes into what a link at that name points to.
+- No directory another user controls: every directory on the way must belong to root or to us
+  and must not be writable by everyone unless sticky (like /tmp); every link on the way must
+  belong to root or to us. Otherwise that user could swap a name under us after our checks.
+  (A group-writable directory trusts its group: print houses share folders that way.)
+
+A refusal is InvalidInput (exit 2), one line naming the path. Failures of the disk itself
+(full, read-only) are left as OSError: each caller says what they mean for its job.
+"""
+
+import os
+import secrets
+import stat
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager, suppress
+from pathlib import Path
+from typing import IO, Any, BinaryIO, TextIO, overload
+
+from cpms_admin.errors import InvalidInput
+
+_MAX_LINKS = 40  # as the kernel: more links on one path is a loop
+
+
+def describe_entry(path: Path) -> str | None:
+    """What is at `path` itself (a link is not followed), in words; None when nothing is."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return None
+    if stat.S_ISLNK(mode):
+        return "a symbolic link"
+    if stat.S_ISDIR(mode):
+        return "a directory"
+    return "a file" if stat.S_ISREG(mode) else "a special file"
+
+
+def is_own_directory(path: Path) -> bool:
+    """Whether `path` itself is a directory (not a link to one) that this user owns."""
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return False
+    return stat.S_ISDIR(info.st_mode) and info.st_uid == os.geteuid()
+
+
+def _trusted(info: os.stat_result) -> bool:
+    return info.st_uid in (0, os.geteuid())
+
+
+def _check_directory(path: Path, info: os.stat_result) -> None:
+    if not stat.S_ISDIR(info.st_mode):
+        raise InvalidInput(f"{path} exists and is not a directory")
+    if not _trusted(info):
+        raise InvalidInput(f"{path} belongs to another user (uid {info.st_uid}); refusing to write")
+    if info.st_mode & stat.S_IWOTH and not info.st_mode & stat.S_ISVTX:
+        raise InvalidInput(f"{path} is writable by every user and not sticky; refusing to write")
+
+
+def _real_directory(path: Path) -> Path:
+    """The real path of the existing directory `path`, every directory and link on the way
+    checked (see the module's docstring). FileNotFoundError when a part is missing."""
+    pending = list(path.parts[1:])
+    current = Path(path.anchor)
+    _check_directory(current, os.lstat(current))
+    links = 0
+    while pending:
+        name = pending.pop(0)
+        if name == "..":
+            current = current.parent  # `current` holds no link: this is the kernel's `..`
+            continue
+        candidate = current / name
+        info = os.lstat(candidate)
+        if stat.S_ISLNK(info.st_mode):
+            if not _trusted(info):
+                raise InvalidInput(
+                    f"{candidate} is a symbolic link of another user (uid {info.st_uid}); "
+                    "refusing to follow it"
+                )
+            links += 1
+            if links > _MAX_LINKS:
+                raise InvalidInput(f"{path}: too many symbolic links")
+            target = Path(os.readlink(candidate))
+            if target.is_absolute():
+                current = Path(target.anchor)
+            pending[:0] = target.parts[1:] if target.is_absolute() else target.parts
+            continue
+        _check_directory(candidate, info)
+        current = candidate
+    return current
+
+
+def _existing_directory(path: Path) -> Path:
+    try:
+        return _real_directory(path)
+    except FileNotFoundError:
+        raise InvalidInput(f"{path}: no such directory") from None
+
+
+def check_destination(path: Path) -> Path:
+    """Where a file for `path` may be written: its directory's real path and its name.
+
+    Refused: a directory another user controls (see above), and a name that holds a link, a
+    directory, a special file or another user's file. Replacing a link would be harmless (the
+    rename replaces the link, never its target), but a link where a file is expected is a
+    mistake or a trap, and the person running us should hear of it.
+    """
+    path = Path.cwd() / path
+    if path.name in ("", ".", ".."):
+        raise InvalidInput(f"{path} is a directory, not a file name")
+    final = _existing_directory(path.parent) / path.name
+    try:
+        info = os.lstat(final)
+    except FileNotFoundError:
+        return final
+    if not stat.S_ISREG(info.st_mode):
+        raise InvalidInput(
+            f"{final} is {describe_entry(final)}; refusing to replace it: remove it "
+            "or choose another name"
+        )
+    if not _trusted(info):
+        raise InvalidInput(f"{final} belongs to another user (uid {info.st_uid}); refusing")
+    return final
+
+
+def private_dir(path: Path) -> Path:
+    """The real path of directory `path`, to write in; missing, it is created 0700 (and its
+    missing parents too). Refused: `path` itself a link (give the directory it points to),
+    not a directory, or controlled by another user (see above)."""
+    path = Path.cwd() / path
+    if describe_entry(path) == "a symbolic link":
+        raise InvalidInput(f"{path} is a symbolic link; give the directory itself")
+    return _make_directory(path)
+
+
+def _make_directory(path: Path) -> Path:
+    with suppress(FileNotFoundError):
+        return _real_directory(path)
+    parent = _make_directory(path.parent)
+    with suppress(FileExistsError):  # made meanwhile: checked below like any other
+        os.mkdir(parent / path.name, 0o700)
+    return _real_directory(parent / path.name)
+
+
+def fsync_dir(path: Path) -> None:
+    """Make renames and new entries in `path` survive a power cut."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@overload
+def write_private_atomically(
+    path: Path, *, encoding: None = None
+) -> AbstractContextManager[BinaryIO]: ...
+@overload
+def write_private_atomically(path: Path, *, encoding: str) -> AbstractContextManager[TextIO]: ...
+def write_private_atomically(
+    path: Path, *, encoding: str | None = None
+) -> AbstractContextManager[IO[Any]]:
+    """A file (0600) that appears at `path` complete, durable, or not at all: the handle
+    writes a private temporary file beside it, renamed onto `path` when the block succeeds.
+    Text mode (`encoding`) does not translate line ends. Refusals: see `check_destination`."""
+    return _written(path, encoding)
+
+
+@contextmanager
+def _written(path: Path, encoding: str | None) -> Iterator[IO[Any]]:
+    final = check_destination(path)
+    temporary = final.with_name(f".{final.name}.{secrets.token_hex(4)}.tmp")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = os.open(temporary, flags, 0o600)
+    renamed = False
+    try:
+        mode, newline = ("w", "") if encoding else ("wb", None)
+        with open(fd, mode, encoding=encoding, newline=newline) as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, final)
+        renamed = True
+    finally:
+        if not renamed:  # never after: the name may be someone else's by then
+            temporary.unlink(missing_ok=True)
+    fsync_dir(final.parent)

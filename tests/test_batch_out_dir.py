@@ -1,0 +1,271 @@
+"""`letters batch --out` in a hostile or messy directory: a link, a directory of another user or
+one everyone may write to is refused before anything is claimed; something else at a name the
+batch needs, or a full disk, stops the run with one line, touches nothing that is not the
+batch's, and never strands a committed batch: the next clean run publishes it."""
+
+import errno
+import os
+import stat
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlmodel import Session, select
+
+from cpms_admin.models import SecurityCode
+from cpms_admin.services import batch_files, letter_batch
+from tests.conftest import Cli
+from tests.factories import snapshot
+from tests.test_letters_batch import (
+    assert_every_pdf_is_listed,
+    batch,
+    check_batch_dir,
+    letters_by_status,
+    manifests,
+    queue_members,
+)
+
+NOBODY = 65534
+STAMP = "20261123-090000"  # the fake clock's time, in the final directory's name
+
+
+@pytest.fixture(autouse=True)
+def lax_umask() -> Iterator[None]:
+    old = os.umask(0o022)
+    yield
+    os.umask(old)
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.lstat().st_mode)
+
+
+def error_line(result: Any, code: int) -> str:
+    """The run's one `Error:` line, last on stderr; no traceback (CliRunner keeps those)."""
+    assert result.exit_code == code, result.output
+    assert isinstance(result.exception, SystemExit), result.exception
+    lines = result.stderr.splitlines()
+    assert [line for line in lines if line.startswith("Error: ")] == lines[-1:], result.stderr
+    return str(lines[-1])
+
+
+def plant(path: Path, kind: str, elsewhere: Path) -> None:
+    """Something this program did not make at `path`; `elsewhere` is what a link points to."""
+    elsewhere.mkdir(exist_ok=True)
+    (elsewhere / "theirs.txt").write_text("theirs")
+    if kind == "a file":
+        path.write_text("theirs")
+    elif kind == "a directory":
+        path.mkdir()
+        (path / "theirs.txt").write_text("theirs")
+    elif kind == "a symbolic link":
+        path.symlink_to(elsewhere)
+    else:  # a dangling link
+        path.symlink_to(elsewhere / "nothing")
+
+
+def untouched(path: Path, kind: str, elsewhere: Path) -> bool:
+    """`path` and what it points to are as `plant` left them."""
+    theirs = sorted(p.name for p in elsewhere.iterdir()) == ["theirs.txt"]
+    if kind == "a file":
+        return theirs and path.read_text() == "theirs"
+    if kind == "a directory":
+        return theirs and sorted(p.name for p in path.iterdir()) == ["theirs.txt"]
+    target = elsewhere if kind == "a symbolic link" else elsewhere / "nothing"
+    return theirs and path.is_symlink() and path.readlink() == target
+
+
+# -- the --out directory itself ------------------------------------------------------------------
+
+
+def test_an_out_that_is_a_link_is_refused_and_claims_nothing(
+    cli: Cli, session: Session, tmp_path: Path
+) -> None:
+    queue_members(session, 1)
+    before = snapshot(session)
+    elsewhere, out = tmp_path / "elsewhere", tmp_path / "out"
+    elsewhere.mkdir()
+    out.symlink_to(elsewhere)
+    result = cli("letters", "batch", "--out", str(out))
+    assert error_line(result, 2) == (
+        f"Error: --out {out}: {out} is a symbolic link; give the directory itself"
+    )
+    assert snapshot(session) == before
+    assert list(elsewhere.iterdir()) == []
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root can give a directory away")
+def test_an_out_of_another_user_is_refused_and_claims_nothing(
+    cli: Cli, session: Session, tmp_path: Path
+) -> None:
+    queue_members(session, 1)
+    before = snapshot(session)
+    out = tmp_path / "out"
+    out.mkdir()
+    os.chown(out, NOBODY, NOBODY)
+    result = cli("letters", "batch", "--out", str(out))
+    assert error_line(result, 2) == (
+        f"Error: --out {out}: {out} belongs to another user (uid {NOBODY}); refusing to write"
+    )
+    assert snapshot(session) == before
+
+
+def test_an_out_everyone_may_write_to_is_refused_unless_sticky(
+    cli: Cli, session: Session, tmp_path: Path
+) -> None:
+    queue_members(session, 1)
+    before = snapshot(session)
+    out = tmp_path / "out"
+    out.mkdir()
+    out.chmod(0o777)
+    result = cli("letters", "batch", "--out", str(out))
+    assert error_line(result, 2) == (
+        f"Error: --out {out}: {out} is writable by every user and not sticky; refusing to write"
+    )
+    assert snapshot(session) == before
+    out.chmod(0o1777)  # like /tmp: what is ours there, nobody else may rename or delete
+    assert batch(cli, out)["printed"] == 1
+
+
+def test_a_new_out_and_its_missing_parents_are_private_whatever_the_umask(
+    cli: Cli, session: Session, tmp_path: Path
+) -> None:
+    queue_members(session, 1)
+    out = tmp_path / "print" / "outgoing"
+    summary = batch(cli, out)
+    assert (mode(tmp_path / "print"), mode(out)) == (0o700, 0o700)
+    [(directory, manifest)] = manifests(out)
+    check_batch_dir(directory, manifest)  # 0700, its files 0600
+    assert summary["directory"] == str(directory)
+
+
+# -- something else at a name the batch needs -----------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["a file", "a symbolic link", "a dangling link"])
+def test_something_at_the_staging_name_stops_the_run_and_the_next_run_prints(
+    cli: Cli, session: Session, tmp_path: Path, kind: str
+) -> None:
+    queue_members(session, 3)
+    out = tmp_path / "out"
+    out.mkdir()
+    staging, elsewhere = out / ".batch-1.partial", tmp_path / "elsewhere"
+    plant(staging, kind, elsewhere)
+    result = cli("letters", "batch", "--out", str(out))
+    shown = "a symbolic link" if "link" in kind else kind
+    assert error_line(result, 4) == (
+        f"Error: batch 1: {staging} already exists ({shown}) and is not this run's; move it "
+        "away and run letters batch again"
+    )
+    assert "letters batch: batch 1: abandoned, 3 letter(s) back in the queue" in result.stderr
+    assert letters_by_status(session).keys() == {"pending"}
+    assert untouched(staging, kind, elsewhere)
+    summary = batch(cli, out)  # a new batch, under a new name; the stranger is left alone
+    assert (summary["batch_id"], summary["printed"]) == (2, 3)
+    check_batch_dir(*manifests(out)[0])
+    assert untouched(staging, kind, elsewhere)
+
+
+@pytest.mark.parametrize("kind", ["a file", "a symbolic link", "a directory"])
+def test_something_at_the_final_name_stops_the_run_before_its_commit(
+    cli: Cli, session: Session, tmp_path: Path, kind: str
+) -> None:
+    queue_members(session, 2)
+    out = tmp_path / "out"
+    out.mkdir()
+    final, elsewhere = out / f"batch-1-{STAMP}", tmp_path / "elsewhere"
+    plant(final, kind, elsewhere)
+    result = cli("letters", "batch", "--out", str(out))
+    assert error_line(result, 4) == (
+        f"Error: batch 1: {final} already exists ({kind}); move it away and run letters batch again"
+    )
+    assert letters_by_status(session).keys() == {"pending"}
+    assert session.exec(select(SecurityCode)).all() == []  # nothing printed counts
+    assert sorted(p.name for p in out.iterdir()) == [final.name]  # the staging is gone
+    assert untouched(final, kind, elsewhere)
+    summary = batch(cli, out)
+    assert (summary["batch_id"], summary["printed"]) == (2, 2)
+    assert untouched(final, kind, elsewhere)
+
+
+@pytest.mark.parametrize("kind", ["a file", "a symbolic link"])
+def test_a_committed_batch_whose_name_was_taken_is_published_by_the_next_clean_run(
+    cli: Cli, session: Session, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    """Taken between the last check and the rename: the batch is committed, so it waits in
+    its staging directory, through runs that still find the name taken, until it is free."""
+    queue_members(session, 2)
+    out = tmp_path / "out"
+    final, elsewhere = out / f"batch-1-{STAMP}", tmp_path / "elsewhere"
+
+    def after_commit(name: str) -> None:
+        if name == "letters.after_commit":
+            plant(final, kind, elsewhere)
+
+    monkeypatch.setattr(letter_batch, "failpoint", after_commit)
+    refused = (
+        f"Error: batch 1 is committed but {final} already exists ({kind}); move it away and "
+        "run letters batch again to publish it"
+    )
+    assert error_line(cli("letters", "batch", "--out", str(out)), 4) == refused
+    monkeypatch.undo()
+    assert letters_by_status(session).keys() == {"printed"}
+    assert_every_pdf_is_listed(out)  # nothing looks finished
+    assert error_line(cli("letters", "batch", "--out", str(out)), 4) == refused
+    assert untouched(final, kind, elsewhere)
+    final.unlink()
+    summary = batch(cli, out)
+    assert summary["recovered"]["published"] == [str(final)]
+    [(directory, manifest)] = manifests(out)
+    assert (directory, manifest["batch_id"]) == (final, 1)
+    check_batch_dir(directory, manifest)
+    assert sorted(p.name for p in elsewhere.iterdir()) == ["theirs.txt"]
+
+
+def test_a_link_at_the_staging_name_of_a_published_batch_is_left_alone(
+    cli: Cli, session: Session, tmp_path: Path
+) -> None:
+    queue_members(session, 1)
+    out = tmp_path / "out"
+    assert batch(cli, out)["batch_id"] == 1
+    staging, elsewhere = out / ".batch-1.partial", tmp_path / "elsewhere"
+    plant(staging, "a symbolic link", elsewhere)
+    queue_members(session, 1)
+    summary = batch(cli, out)
+    assert (summary["batch_id"], summary["recovered"]["published"]) == (2, [])
+    assert untouched(staging, "a symbolic link", elsewhere)
+
+
+# -- a full disk ----------------------------------------------------------------------------------
+
+
+def test_a_full_disk_while_publishing_is_one_line_and_a_later_run_finishes(
+    cli: Cli, session: Session, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    queue_members(session, 3)
+    out = tmp_path / "out"
+    real = batch_files.write_private_atomically
+
+    @contextmanager
+    def full(path: Path, **options: Any) -> Iterator[Any]:
+        with real(path, **options) as handle:  # its temporary file is made, then the disk fills
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            yield handle
+
+    monkeypatch.setattr(batch_files, "write_private_atomically", full)
+    refused = (
+        "Error: batch 1 is committed but could not be published (No space left on device); "
+        "run letters batch again to publish it"
+    )
+    assert error_line(cli("letters", "batch", "--out", str(out)), 1) == refused
+    assert letters_by_status(session).keys() == {"printed"}
+    assert error_line(cli("letters", "batch", "--out", str(out)), 1) == refused  # still full
+    assert_every_pdf_is_listed(out)
+    monkeypatch.undo()
+    summary = batch(cli, out)
+    [(directory, manifest)] = manifests(out)
+    assert summary["recovered"]["published"] == [str(directory)]
+    check_batch_dir(directory, manifest)  # exactly its files: no temporary file left behind
+    assert sorted(p.name for p in out.iterdir()) == [directory.name]

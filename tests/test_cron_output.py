@@ -1,0 +1,145 @@
+"""Under cron, a job with nothing to do says nothing: cron mails any output, on either stream.
+
+The installed `cpms-admin` runs as cron runs it: no terminal on stdin, stdout or stderr, from
+another directory, against a database made by `db upgrade`. Real work still reports (its
+summary on stdout, plain log lines on stderr), `--json` always prints its document, and a
+failure is one `Error: ...` line on stderr with a non-zero exit.
+"""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cpms_admin.db import sqlite_path
+from cpms_admin.services.mail_queue import STOP_AFTER
+from tests.conftest import TEST_PEPPER, Cli
+from tests.factories import make_nir
+
+CPMS = Path(sys.executable).parent / "cpms-admin"
+
+
+class Cron:
+    def __init__(self, env: dict[str, str], cwd: Path) -> None:
+        self.env, self.cwd = env, cwd
+
+    def __call__(self, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(CPMS), *args],
+            env={**self.env, **env},
+            cwd=self.cwd,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    def ok(self, *args: str) -> str:
+        result = self(*args)
+        assert result.returncode == 0, result.stdout + result.stderr
+        return result.stdout
+
+    def add_member(self, *, email: str | None = None) -> None:
+        contact = ["--email", email, "--no-welcome"] if email else []
+        self.ok(
+            "member", "add", "--nir", make_nir(), "--last-name", "Martin", "--first-name",
+            "Hélène", "--street", "12 rue de la République", "--postcode", "69002", "--city",
+            "Lyon", *contact,
+        )  # fmt: skip
+
+
+@pytest.fixture
+def cron(cli: Cli, db_url: str, tmp_path: Path) -> Cron:
+    """On SQLite a new database file; on PostgreSQL the test's database, upgraded again."""
+    url = db_url
+    if sqlite_path(db_url) is not None:
+        (tmp_path / "var").mkdir()
+        url = f"sqlite:///{tmp_path / 'var' / 'cpms.db'}"
+    (tmp_path / "elsewhere").mkdir()
+    env = cli.with_settings(database_url=url).env()
+    assert env["CPMS_PEPPER"] == TEST_PEPPER  # explicit: never a default pepper file
+    run = Cron({**os.environ, **env, "CPMS_AGENT": "cron"}, tmp_path / "elsewhere")
+    run.ok("db", "upgrade")
+    return run
+
+
+def quiet(result: subprocess.CompletedProcess[str]) -> tuple[int, str, str]:
+    return result.returncode, result.stdout, result.stderr
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+def test_an_empty_letter_queue_prints_nothing(cron: Cron, tmp_path: Path) -> None:
+    assert quiet(cron("letters", "batch", "--out", str(tmp_path / "print"))) == (0, "", "")
+
+
+def test_an_empty_mail_queue_prints_nothing(cron: Cron) -> None:
+    assert quiet(cron("mail", "send")) == (0, "", "")
+
+
+def test_json_always_prints_its_document(cron: Cron, tmp_path: Path) -> None:
+    batch = cron("--json", "letters", "batch", "--out", str(tmp_path / "print"))
+    assert (batch.returncode, batch.stderr) == (0, "")
+    summary: dict[str, Any] = json.loads(batch.stdout)
+    assert (summary["batch_id"], summary["printed"], summary["cancelled"]) == (None, 0, 0)
+    mail = cron("--json", "mail", "send")
+    assert (mail.returncode, mail.stderr) == (0, "")
+    assert json.loads(mail.stdout) == {
+        "sent": 0,
+        "retry": 0,
+        "failed": 0,
+        "cancelled": 0,
+        "left": 0,
+        "stopped": None,
+    }
+
+
+def test_a_batch_with_letters_reports_then_the_next_night_is_silent(
+    cron: Cron, tmp_path: Path
+) -> None:
+    cron.add_member()  # queues its enrolment letter
+    out = tmp_path / "print"
+    night = cron("letters", "batch", "--out", str(out))
+    assert night.returncode == 0, night.stderr
+    assert night.stdout.startswith("Batch 1: 1 letter(s) in 1 PDF file(s)")
+    log = night.stderr.splitlines()
+    assert "letters batch: batch 1: 1 letter(s) claimed" in log
+    assert all(line.startswith("letters batch: ") for line in log)  # plain lines, no bar
+    assert "\x1b" not in night.stderr
+    assert quiet(cron("letters", "batch", "--out", str(out))) == (0, "", "")
+
+
+def test_a_batch_failure_is_one_error_line(cron: Cron, tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("")
+    result = cron("letters", "batch", "--out", str(tmp_path / "a-file" / "print"))
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr.startswith("Error: --out ") and result.stderr.count("\n") == 1
+
+
+def test_mail_to_a_dead_server_reports_and_stops_with_one_error_line(cron: Cron) -> None:
+    dead = {"CPMS_SMTP_URL": f"smtp://127.0.0.1:{closed_port()}"}
+    cron.add_member(email="helene.martin@example.org")
+    cron.ok("code", "campaign", "--no-pin", "--channel", "email", "--reason", "x")
+    one = cron("mail", "send", **dead)
+    assert quiet(one) == (
+        0,
+        "Sent 0 e-mail(s); 1 to retry, 0 given up, 0 no longer needed; 1 still queued.\n",
+        "",
+    )  # work was done: a failure to retry, reported; the next run tries again
+    for n in range(STOP_AFTER):
+        cron.add_member(email=f"adherent{n}@example.org")
+    cron.ok("code", "campaign", "--no-pin", "--channel", "email", "--reason", "x")
+    stopped = cron("mail", "send", **dead)
+    assert stopped.returncode == 1
+    assert stopped.stderr.startswith(f"Error: mail send stopped: {STOP_AFTER} e-mails in a row")
+    assert stopped.stderr.count("\n") == 1

@@ -1,0 +1,248 @@
+"""The pepper belongs to its database: found beside a SQLite file from any working directory,
+checked against the fingerprint the database recorded, never made twice, and rotated without
+locking anyone out. Real processes of the installed command where the working directory
+matters; both engines."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlmodel import Session, select
+
+from cpms_admin.db import sqlite_path
+from cpms_admin.models import Account, AuditEvent
+from tests.conftest import TEST_PEPPER, Cli
+from tests.cred_helpers import NEW_PIN, PIN, mailed_codes
+from tests.factories import make_member, make_nir
+
+BIN = Path(sys.executable).parent / "cpms-admin"
+
+
+def cpms(*args: str, cwd: Path, stdin: str = "", **env: str) -> subprocess.CompletedProcess[str]:
+    """The installed command as cron or an agent's shell runs it: only the given settings."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith("CPMS_")}
+    return subprocess.run(
+        [str(BIN), *args],
+        input=stdin,
+        cwd=cwd,
+        env={**base, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def enrol(cwd: Path, env: dict[str, str], mail_dir: Path) -> str:
+    """A member with a PIN, set with an e-mailed code, all from `cwd`: the NIR."""
+    nir = make_nir()
+    fields = {"--last-name": "Roux", "--first-name": "Léa", "--email": "lea.roux@example.fr",
+              "--street": "3 rue Vauban", "--postcode": "69006", "--city": "Lyon"}  # fmt: skip
+    options = [part for pair in fields.items() for part in pair]
+    added = cpms("member", "add", "--nir", nir, *options, "--no-welcome", cwd=cwd, **env)
+    assert added.returncode == 0, added.stderr
+    sent = cpms("code", "issue", nir, "--channel", "email", "--reason", "x", cwd=cwd, **env)
+    assert sent.returncode == 0, sent.stderr
+    (code,) = mailed_codes_in(mail_dir)
+    done = cpms("portal", "set-pin", nir, cwd=cwd, stdin=f"{code}\n{PIN}\n{PIN}\n", **env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return nir
+
+
+def mailed_codes_in(mail_dir: Path) -> list[str]:
+    from cpms_admin.settings import Settings
+
+    return mailed_codes(Settings(mail_dir=str(mail_dir)))
+
+
+def test_a_sqlite_databases_pepper_is_beside_it_whatever_the_working_directory(
+    tmp_path: Path,
+) -> None:
+    """The accident of the issue: `db upgrade` from another folder (as cron runs it) found no
+    `data/pepper` there and made a second pepper. Now the pepper is beside the database."""
+    home, cron, srv = tmp_path / "agent", tmp_path / "cron", tmp_path / "srv"
+    for folder in (home, cron, srv):
+        folder.mkdir()
+    env = {
+        "CPMS_DATABASE_URL": f"sqlite:///{srv / 'cpms.db'}",
+        "CPMS_MAIL_DIR": str(tmp_path / "outbox"),
+    }
+    first = cpms("db", "upgrade", cwd=home, **env)
+    assert first.returncode == 0, first.stderr
+    assert f"created the pepper file {srv / 'pepper'}" in first.stderr
+    assert not (home / "data").exists()
+    nir = enrol(home, env, tmp_path / "outbox")
+    # Another folder, with a planted data/pepper of its own: neither is used nor made.
+    (cron / "data").mkdir()
+    (cron / "data" / "pepper").write_text("1:" + "f" * 64 + "\n")
+    again = cpms("db", "upgrade", cwd=cron, **env)
+    assert (again.returncode, again.stderr) == (0, "")
+    assert sorted(p.name for p in srv.iterdir() if "pepper" in p.name) == ["pepper"]
+    login = cpms("--json", "portal", "login", nir, cwd=cron, stdin=f"{PIN}\n", **env)
+    assert json.loads(login.stdout)["ok"] is True
+    assert cpms("--json", "doctor", cwd=cron, **env).returncode in (0, 5)
+    doctor = json.loads(cpms("--json", "doctor", cwd=cron, **env).stdout)
+    assert next(c for c in doctor if c["name"] == "pepper")["ok"] is True
+
+
+def test_a_lost_pepper_is_never_replaced_and_the_message_names_the_file(tmp_path: Path) -> None:
+    env = {
+        "CPMS_DATABASE_URL": f"sqlite:///{tmp_path / 'cpms.db'}",
+        "CPMS_MAIL_DIR": str(tmp_path / "outbox"),
+    }
+    assert cpms("db", "upgrade", cwd=tmp_path, **env).returncode == 0
+    nir = enrol(tmp_path, env, tmp_path / "outbox")
+    pepper = tmp_path / "pepper"
+    kept = pepper.read_text()
+    pepper.unlink()  # lost: a restore forgot it, or the folder was cleaned
+    upgrade = cpms("db", "upgrade", cwd=tmp_path, **env)
+    assert upgrade.returncode == 5
+    assert f"no pepper at {pepper}, but this database recorded a pepper" in upgrade.stderr
+    assert not pepper.exists()
+    login = cpms("portal", "login", nir, cwd=tmp_path, stdin=f"{PIN}\n", **env)
+    assert login.returncode == 5
+    assert login.stderr.startswith(f"Error: no pepper: {pepper} does not exist.")
+    pepper.write_text(kept)  # restored from the backup: all is well again
+    assert cpms("portal", "login", nir, cwd=tmp_path, stdin=f"{PIN}\n", **env).returncode == 0
+
+
+def test_a_wrong_pepper_is_refused_by_every_command_that_hashes_and_by_the_doctor(
+    cli: Cli, session: Session, tmp_path: Path
+) -> None:
+    """On both engines, through the installed command, from two working directories."""
+    member = make_member(session, welcome=False)
+    base = {**cli.env(), "CPMS_PEPPER": ""}
+    right, wrong = tmp_path / "right", tmp_path / "wrong"
+    right.write_text(TEST_PEPPER + "\n")
+    wrong.write_text("wrong\n")
+    for cwd in (tmp_path, Path("/")):
+        good = {**base, "CPMS_PEPPER_FILE": str(right)}
+        bad = {**base, "CPMS_PEPPER_FILE": str(wrong)}
+        sent = cpms("code", "issue", member.nir, "--reason", "x", cwd=cwd, **good)
+        assert sent.returncode == 0, sent.stderr
+        for args, stdin in (
+            (("portal", "login", member.nir), "605813\n"),
+            (("portal", "request-code", member.nir), ""),
+            (("portal", "set-pin", member.nir), "123987\n739264\n739264\n"),
+            (("code", "issue", member.nir, "--reason", "x"), ""),
+            (("pin", "reset", member.nir, "--reason", "x"), ""),
+            (("mail", "send"), ""),
+            (("doctor",), ""),
+        ):
+            refused = cpms(*args, cwd=cwd, stdin=stdin, **bad)
+            assert refused.returncode == 5, (args, refused.stdout, refused.stderr)
+            assert "is not this database's pepper" in refused.stdout + refused.stderr
+        assert cpms("--json", "db", "upgrade", cwd=cwd, **bad).returncode == 5
+    session.rollback()
+    account = session.get(Account, member.id)
+    assert account is not None and account.failed_attempts == 0  # nothing was counted
+
+
+@pytest.mark.skipif("not os.environ.get('CPMS_TEST_DATABASE_URL')")
+def test_postgresql_needs_its_pepper_set(cli: Cli, db_url: str, tmp_path: Path) -> None:
+    if sqlite_path(db_url) is not None:
+        pytest.skip("PostgreSQL's rule")
+    env = {**cli.env(), "CPMS_PEPPER": "", "CPMS_PEPPER_FILE": ""}
+    for args in (("db", "upgrade"), ("portal", "login", make_nir()), ("doctor",)):
+        refused = cpms(*args, cwd=tmp_path, stdin="605813\n", **env)
+        assert refused.returncode == 5
+        assert "needs CPMS_PEPPER or CPMS_PEPPER_FILE" in refused.stdout + refused.stderr
+    assert not (tmp_path / "data").exists()
+
+
+# --- rotation -----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def filed(cli: Cli, tmp_path: Path) -> tuple[Cli, Path]:
+    """The test database's pepper, in a file (rotation writes to it)."""
+    path = tmp_path / "pepper"
+    path.write_text(f"{TEST_PEPPER}\n")
+    path.chmod(0o600)
+    return cli.with_settings(pepper=None, pepper_file=str(path)), path
+
+
+def status(cli: Cli) -> list[dict[str, Any]]:
+    result = cli("--json", "pepper", "status")
+    assert result.exit_code == 0, result.output
+    rows: list[dict[str, Any]] = json.loads(result.stdout)
+    return rows
+
+
+def test_rotation_locks_nobody_out_and_says_when_the_old_pepper_can_go(
+    filed: tuple[Cli, Path], session: Session
+) -> None:
+    cli, path = filed
+    member = make_member(session, welcome=False)
+    assert cli("code", "issue", member.nir, "--reason", "x").exit_code == 0
+    (code,) = mailed_codes(cli.settings)
+    rotated = cli("--json", "pepper", "rotate")
+    assert rotated.exit_code == 0, rotated.output
+    assert json.loads(rotated.stdout)["pepper"] == 2
+    lines = path.read_text().splitlines()
+    assert [line.split(":")[0] for line in lines] == ["1", "2"]
+    assert lines[0] == f"1:{TEST_PEPPER}" and oct(path.stat().st_mode & 0o777) == "0o600"
+    assert [(r["pepper"], r["current"], r["live_codes"]) for r in status(cli)] == [
+        (1, False, 1),
+        (2, True, 0),
+    ]
+    # The code made before the rotation still works; the PIN set with it uses pepper 2.
+    done = cli("portal", "set-pin", member.nir, input=f"{code}\n{PIN}\n{PIN}\n")
+    assert done.exit_code == 0, done.output
+    session.rollback()
+    account = session.get(Account, member.id)
+    assert account is not None and (account.pin_hash or "").startswith("k2:$argon2id$")
+    assert cli("portal", "login", member.nir, input=f"{PIN}\n").exit_code == 0
+    assert status(cli)[0]["removable"] is True
+    path.write_text(lines[1] + "\n")  # the old pepper's line deleted, as status allowed
+    assert cli("portal", "login", member.nir, input=f"{PIN}\n").exit_code == 0
+    events = session.exec(select(AuditEvent).where(AuditEvent.action == "pepper.rotate")).all()
+    assert [json.loads(e.details)["pepper"] for e in events] == [2]
+
+
+def test_an_old_pin_hash_is_rehashed_at_the_next_login(
+    filed: tuple[Cli, Path], session: Session
+) -> None:
+    cli, _ = filed
+    member = make_member(session, welcome=False)
+    assert cli("code", "issue", member.nir, "--reason", "x").exit_code == 0
+    (code,) = mailed_codes(cli.settings)
+    cli("portal", "set-pin", member.nir, input=f"{code}\n{PIN}\n{PIN}\n")
+    assert cli("pepper", "rotate").exit_code == 0
+    assert [r["pin_hashes"] for r in status(cli)] == [1, 0]
+    assert cli("portal", "login", member.nir, input=f"{PIN}\n").exit_code == 0
+    assert [r["pin_hashes"] for r in status(cli)] == [0, 1]
+    wrong = cli("--json", "portal", "login", member.nir, input=f"{NEW_PIN}\n")
+    assert json.loads(wrong.stdout)["reason"] == "wrong_pin"
+
+
+def test_an_interrupted_rotation_is_refused_then_finished_by_running_it_again(
+    filed: tuple[Cli, Path], session: Session
+) -> None:
+    cli, path = filed
+    member = make_member(session, welcome=False)
+    path.write_text(path.read_text() + "2:" + "a" * 64 + "\n")  # written, never recorded
+    refused = cli("code", "issue", member.nir, "--reason", "x")
+    assert refused.exit_code == 5
+    assert "run cpms-admin pepper rotate again" in refused.stderr
+    finished = cli("--json", "pepper", "rotate")
+    assert json.loads(finished.stdout) == {
+        "pepper": 2,
+        "file": str(path),
+        "finished_interrupted": True,
+    }
+    assert cli("code", "issue", member.nir, "--reason", "x").exit_code == 0
+
+
+def test_rotation_needs_a_file_and_the_databases_own_pepper(cli: Cli, tmp_path: Path) -> None:
+    from_env = cli("pepper", "rotate")
+    assert from_env.exit_code == 5 and "needs the peppers in a file" in from_env.stderr
+    other = tmp_path / "other"
+    other.write_text("another\n")
+    wrong = cli.with_settings(pepper=None, pepper_file=str(other))("pepper", "rotate")
+    assert wrong.exit_code == 5 and "not this database's pepper" in wrong.stderr
+    assert other.read_text() == "another\n"

@@ -1,0 +1,281 @@
+"""Files of personal data are owner-only whatever the umask, and never written through a link
+someone planted nor into a directory another user controls: the database, exports, import error
+reports and e-mail files (the letters batch's --out: tests/test_batch_out_dir.py)."""
+
+import os
+import signal
+import stat
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cpms_admin.errors import InvalidInput
+from cpms_admin.mail.transport import FileTransport, MailError
+from cpms_admin.private_files import check_destination, private_dir, write_private_atomically
+from tests.conftest import Cli
+from tests.factories import make_nir
+from tests.test_mail import pin_mail
+
+BIN = Path(sys.executable).parent
+NOBODY = 65534
+as_root = pytest.mark.skipif(os.geteuid() != 0, reason="only root can give a file away")
+
+
+@pytest.fixture(autouse=True)
+def lax_umask() -> Iterator[None]:
+    """The usual umask, which leaves new files readable by everyone unless told otherwise."""
+    old = os.umask(0o022)
+    yield
+    os.umask(old)
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.lstat().st_mode)
+
+
+def run(
+    *args: str, cwd: Path, env: dict[str, str] | None = None, module: bool = False
+) -> subprocess.CompletedProcess[str]:
+    """The installed command (or `python -m cpms_admin`) under umask 022, as cron may run it."""
+    full_env = {**os.environ, "CPMS_PEPPER": "subprocess-pepper", **(env or {})}
+    for key in ("CPMS_DATABASE_URL", "CPMS_SMTP_URL", "CPMS_MAIL_DIR", "CPMS_CONFIG"):
+        full_env.pop(key, None)
+    command = [sys.executable, "-m", "cpms_admin"] if module else [str(BIN / "cpms-admin")]
+    return subprocess.run(
+        [*command, *args],
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+        umask=0o022,
+    )
+
+
+def ok(result: subprocess.CompletedProcess[str]) -> None:
+    assert result.returncode == 0, result.stderr
+
+
+# -- owner-only, as real processes --------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_everything_the_installed_command_creates_is_owner_only_under_umask_022(
+    tmp_path: Path,
+) -> None:
+    work, given = tmp_path / "work", tmp_path / "given"
+    work.mkdir()
+    given.mkdir()
+    ok(run("db", "upgrade", "--create-dirs", cwd=work))
+    by_post, by_mail = make_nir(), make_nir()
+    address = ("--street", "3 place Bellecour", "--postcode", "69002", "--city", "Lyon")
+    ok(run("member", "add", "--nir", by_post, "--last-name", "Lefèvre", "--first-name", "Zoé",
+           *address, cwd=work))  # fmt: skip
+    ok(run("member", "add", "--nir", by_mail, "--last-name", "Morel", "--first-name", "Léa",
+           "--email", "lea@example.org", "--no-welcome", *address, cwd=work))  # fmt: skip
+    ok(run("portal", "request-code", by_mail, cwd=work))  # an e-mail file in data/outbox
+    # A run killed after its claim leaves SQLite's -wal and -shm as they were made.
+    killed = run("letters", "batch", "--out", "print/nightly", cwd=work,
+                 env={"CPMS_FAILPOINT": "letters.after_claim"})  # fmt: skip
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    data = work / "data"
+    assert (mode(data / "cpms.db-wal"), mode(data / "cpms.db-shm")) == (0o600, 0o600)
+    ok(run("letters", "batch", "--out", "print/nightly", cwd=work))
+    ok(run("members", "export", "--out", "members.csv", cwd=work))
+    bad = given / "bad.csv"
+    bad.write_text("nir,last_name,first_name,street,postcode,city\n123,A,B,1 rue,75001,Paris\n")
+    rejected = run("members", "import", str(bad), "--errors", "rejected.csv", cwd=work)
+    assert rejected.returncode == 1, rejected.stderr
+    made = sorted(work.rglob("*"))
+    names = {p.relative_to(work).as_posix() for p in made}
+    expected = {"data", "data/cpms.db", "print", "print/nightly", "members.csv", "rejected.csv"}
+    assert expected <= names
+    assert [p for p in made if p.suffix == ".eml" and p.parent == data / "outbox"]
+    assert [p for p in made if p.name == "manifest.json" and p.parent.parent.name == "nightly"]
+    assert {
+        p.relative_to(work).as_posix(): oct(mode(p))
+        for p in made
+        if mode(p) != (0o700 if p.is_dir() else 0o600)
+    } == {}
+
+
+def test_python_dash_m_goes_through_the_same_entry_point(tmp_path: Path) -> None:
+    ok(run("db", "upgrade", "--create-dirs", cwd=tmp_path, module=True))
+    assert (mode(tmp_path / "data"), mode(tmp_path / "data" / "cpms.db")) == (0o700, 0o600)
+
+
+# -- exports and error reports: no planted link, no folder of someone else ------------------------
+
+
+def export(cli: Cli, out: Path) -> Any:
+    return cli("members", "export", "--out", str(out))
+
+
+def errors_report(cli: Cli, out: Path) -> Any:
+    source = out.parent.parent / "in.csv"
+    source.write_text("nir,last_name,first_name,street,postcode,city\n1,A,B,1 rue,75001,Paris\n")
+    return cli("members", "import", str(source), "--errors", str(out))
+
+
+Writer = Callable[[Cli, Path], Any]
+WRITERS = [pytest.param(export, id="export --out"), pytest.param(errors_report, id="--errors")]
+
+
+@pytest.mark.parametrize("write", WRITERS)
+def test_a_link_planted_at_the_name_is_refused_and_its_target_left_alone(
+    cli: Cli, tmp_path: Path, write: Writer
+) -> None:
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    planted = shared / "x.csv"
+    planted.symlink_to(victim)
+    result = write(cli, planted)
+    assert result.exit_code == 2, result.output
+    assert result.stderr == (
+        f"Error: {planted} is a symbolic link; refusing to replace it: remove it or choose "
+        "another name\n"
+    )
+    assert victim.read_text() == "precious"
+    assert planted.is_symlink() and sorted(p.name for p in shared.iterdir()) == ["x.csv"]
+
+
+@pytest.mark.parametrize("write", WRITERS)
+def test_a_directory_everyone_may_write_to_is_refused_unless_sticky(
+    cli: Cli, tmp_path: Path, write: Writer
+) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    result = write(cli, shared / "x.csv")
+    assert result.exit_code == 2, result.output
+    assert result.stderr == f"Error: {shared} is writable by every user and not sticky; " + (
+        "refusing to write\n"
+    )
+    assert list(shared.iterdir()) == []
+    shared.chmod(0o1777)  # like /tmp: nobody may rename or delete what is ours
+    result = write(cli, shared / "x.csv")
+    assert result.exit_code in (0, 1), result.output  # the import rejects its one row
+    assert [(p.name, mode(p)) for p in shared.iterdir()] == [("x.csv", 0o600)]
+
+
+@as_root
+@pytest.mark.parametrize("write", WRITERS)
+def test_a_directory_or_a_link_of_another_user_is_refused(
+    cli: Cli, tmp_path: Path, write: Writer
+) -> None:
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    os.chown(theirs, NOBODY, NOBODY)
+    result = write(cli, theirs / "x.csv")
+    assert (result.exit_code, result.stderr) == (
+        2,
+        f"Error: {theirs} belongs to another user (uid {NOBODY}); refusing to write\n",
+    )
+    real = tmp_path / "real"
+    real.mkdir()
+    their_link, our_link = tmp_path / "their-link", tmp_path / "our-link"
+    their_link.symlink_to(real)
+    os.lchown(their_link, NOBODY, NOBODY)
+    our_link.symlink_to(real)
+    result = write(cli, their_link / "x.csv")
+    assert (result.exit_code, result.stderr) == (
+        2,
+        f"Error: {their_link} is a symbolic link of another user (uid {NOBODY}); refusing to "
+        "follow it\n",
+    )
+    assert list(real.iterdir()) == []
+    result = write(cli, our_link / "x.csv")
+    assert result.exit_code in (0, 1), result.output
+    assert [(p.name, mode(p)) for p in real.iterdir()] == [("x.csv", 0o600)]
+
+
+def test_an_export_replaces_our_own_file_and_leaves_it_private(cli: Cli, tmp_path: Path) -> None:
+    out = tmp_path / "members.csv"
+    out.write_text("old")
+    out.chmod(0o644)
+    assert export(cli, out).exit_code == 0
+    assert out.read_text().startswith("nir,") and mode(out) == 0o600
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+
+# -- the helpers ----------------------------------------------------------------------------------
+
+
+def test_a_file_appears_complete_and_private_or_not_at_all(tmp_path: Path) -> None:
+    with write_private_atomically(tmp_path / "a.bin") as binary:
+        binary.write(b"\x00\x01")
+    with write_private_atomically(tmp_path / "b.txt", encoding="utf-8") as text:
+        text.write("é\r\n")
+    assert (tmp_path / "a.bin").read_bytes() == b"\x00\x01"
+    assert (tmp_path / "b.txt").read_bytes() == "é\r\n".encode()  # line ends as written
+    with pytest.raises(RuntimeError), write_private_atomically(tmp_path / "c.txt") as failing:
+        failing.write(b"half")
+        raise RuntimeError("the export failed")
+    assert sorted((p.name, mode(p)) for p in tmp_path.iterdir()) == [
+        ("a.bin", 0o600),
+        ("b.txt", 0o600),
+    ]
+
+
+def test_destinations_that_are_not_plain_files_are_refused(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "fifo")
+    with pytest.raises(InvalidInput, match=r"fifo is a special file; refusing to replace it"):
+        check_destination(tmp_path / "fifo")
+    with pytest.raises(InvalidInput, match=r"is a directory, not a file name"):
+        check_destination(tmp_path / "..")
+    with pytest.raises(InvalidInput, match=r"missing: no such directory"):
+        check_destination(tmp_path / "missing" / "x.csv")
+    (tmp_path / "loop-a").symlink_to(tmp_path / "loop-b")
+    (tmp_path / "loop-b").symlink_to(tmp_path / "loop-a")
+    with pytest.raises(InvalidInput, match=r"loop-a: too many symbolic links"):
+        check_destination(tmp_path / "loop-a" / "x.csv")
+    assert check_destination(tmp_path / "x.csv") == tmp_path / "x.csv"
+
+
+def test_a_new_directory_and_its_missing_parents_are_private(tmp_path: Path) -> None:
+    assert private_dir(tmp_path / "a" / "b" / "c") == tmp_path / "a" / "b" / "c"
+    assert [mode(tmp_path / p) for p in ("a", "a/b", "a/b/c")] == [0o700] * 3
+    (tmp_path / "link").symlink_to(tmp_path / "a")
+    with pytest.raises(InvalidInput, match=r"link is a symbolic link; give the directory itself"):
+        private_dir(tmp_path / "link")
+    assert private_dir(tmp_path / "link" / "b") == tmp_path / "a" / "b"  # our link, on the way
+
+
+# -- e-mail files -------------------------------------------------------------------------------
+
+
+def test_the_mail_directory_and_its_parents_are_created_private(tmp_path: Path) -> None:
+    outbox = tmp_path / "data" / "outbox"
+    FileTransport(outbox).send(pin_mail())
+    assert (mode(tmp_path / "data"), mode(outbox)) == (0o700, 0o700)
+    assert [mode(p) for p in outbox.iterdir()] == [0o600]
+
+
+def test_a_mail_directory_that_is_a_link_is_refused(tmp_path: Path) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    outbox = tmp_path / "outbox"
+    outbox.symlink_to(elsewhere)
+    with pytest.raises(MailError) as refused:
+        FileTransport(outbox).send(pin_mail())
+    assert str(refused.value) == (
+        f"cannot write e-mail to {outbox}: {outbox} is a symbolic link; give the directory itself"
+    )
+    assert list(elsewhere.iterdir()) == []
+
+
+@as_root
+def test_a_mail_directory_of_another_user_is_refused(tmp_path: Path) -> None:
+    outbox = tmp_path / "outbox"
+    outbox.mkdir()
+    os.chown(outbox, NOBODY, NOBODY)
+    with pytest.raises(MailError, match=rf"outbox belongs to another user \(uid {NOBODY}\)"):
+        FileTransport(outbox).send(pin_mail())
+    assert list(outbox.iterdir()) == []

@@ -132,47 +132,6 @@ def deliver_code(
 ) -> CodeDelivery:
     """Prepare a code, audit it with `details` in the same transaction as the caller's
     changes, commit, then e-mail it (a letter waits for the nightly batch)."""
-    delivery = prepare_code(
-        session,
-        member=member,
-        channel=channel,
-        purpose=purpose,
-        letter_kind=letter_kind,
-        agent=agent,
-        action=action,
-        reason=reason,
-        settings=settings,
-        now=now,
-        **details,
-    )
-    send_code(
-        session,
-        member=member,
-        delivery=delivery,
-        agent=agent,
-        settings=settings,
-        clock=clock,
-        transport=transport,
-    )
-    return delivery
-
-
-def prepare_code(
-    session: Session,
-    *,
-    member: Member,
-    channel: str,
-    purpose: str,
-    letter_kind: str,
-    agent: str,
-    action: str,
-    reason: str | None = None,
-    settings: Settings,
-    now: datetime,
-    **details: Any,
-) -> CodeDelivery:
-    """The first half of `deliver_code`: prepare, audit and commit; `send_code` is the
-    second, for a caller that answers before the e-mail leaves (the portal)."""
     delivery = _prepare_code(
         session,
         member=member,
@@ -194,10 +153,19 @@ def prepare_code(
         **delivery.as_json(),
     )
     session.commit()
+    _send_code(
+        session,
+        member=member,
+        delivery=delivery,
+        agent=agent,
+        settings=settings,
+        clock=clock,
+        transport=transport,
+    )
     return delivery
 
 
-def send_code(
+def _send_code(
     session: Session,
     *,
     member: Member,

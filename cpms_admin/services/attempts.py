@@ -10,7 +10,7 @@ the same way with the same argon2 work, so the portal's answers look the same as
 """
 
 import functools
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -110,7 +110,37 @@ def audit_attempt(
     )
 
 
-def check_pin(
+def sign_in(
+    session: Session,
+    *,
+    nir: str,
+    pin: str,
+    action: str,
+    captcha_ok: bool,
+    settings: Settings,
+    now: datetime,
+    changes: Callable[[Subject], Mapping[str, Any]],
+) -> Attempt:
+    """A member proving who they are with their PIN (a login, a PIN change, accepting the
+    Terms). A refusal is recorded and committed here; when the PIN is right, the counters
+    are reset and `changes(subject)` written, uncommitted: the caller adds its audit row."""
+    attempt = _check_pin(
+        session, nir=nir, pin=pin, action=action, captcha_ok=captcha_ok, settings=settings, now=now
+    )
+    if not attempt.ok or attempt.subject is None:
+        return attempt
+    return _settle_success(
+        session,
+        attempt=attempt,
+        values=changes(attempt.subject),
+        action=action,
+        captcha_ok=captcha_ok,
+        settings=settings,
+        now=now,
+    )
+
+
+def _check_pin(
     session: Session,
     *,
     nir: str,
@@ -121,7 +151,7 @@ def check_pin(
     now: datetime,
 ) -> Attempt:
     """Check a PIN. A failure or a block is recorded and committed here; a success is
-    returned unwritten, for the caller to finish with `settle_success`."""
+    returned unwritten, for the caller to finish with `_settle_success`."""
     compact = parse_nir(nir)
     check_pin_format(pin)
     hasher = pin_hasher(settings)
@@ -200,7 +230,7 @@ def record_failure(
     return Attempt(False, reason, counters, counted=True, subject=subject, guessed=guessed)
 
 
-def settle_success(
+def _settle_success(
     session: Session,
     *,
     attempt: Attempt,

@@ -24,7 +24,7 @@ from cpms_admin.models import Account, pk
 from cpms_admin.nir import parse_nir
 from cpms_admin.security.pins import check_pin_format, parse_weak_pins, pin_weakness
 from cpms_admin.services import audit, code_attempts, codes, notify, portal_text
-from cpms_admin.services.attempts import check_pin, pin_hasher, settle_success
+from cpms_admin.services.attempts import pin_hasher, sign_in
 from cpms_admin.services.audit import PORTAL
 from cpms_admin.services.members import get_account
 from cpms_admin.services.results import PortalResult, attempt_result
@@ -171,24 +171,19 @@ def _with_current_pin(
     transport: Transport | None,
 ) -> PortalResult:
     action = "portal.change_pin"
-    attempt = check_pin(
-        session, nir=nir, pin=pin, action=action, captcha_ok=captcha_ok, settings=settings, now=now
-    )
-    if not attempt.ok or attempt.subject is None or attempt.subject.member is None:
-        return attempt_result(attempt, settings=settings, now=now)
-    member = attempt.subject.member
-    values = {"pin_hash": pin_hasher(settings).hash(new_pin), "pin_set_at": now}
-    attempt = settle_success(
+    attempt = sign_in(
         session,
-        attempt=attempt,
-        values=values,
+        nir=nir,
+        pin=pin,
         action=action,
         captcha_ok=captcha_ok,
         settings=settings,
         now=now,
+        changes=lambda _: {"pin_hash": pin_hasher(settings).hash(new_pin), "pin_set_at": now},
     )
-    if not attempt.ok:
+    if not attempt.ok or attempt.subject is None or attempt.subject.member is None:
         return attempt_result(attempt, settings=settings, now=now)
+    member = attempt.subject.member
     audit.record(session, agent=PORTAL, action=action, member=member, at=now, how="changed")
     session.commit()
     notify.notify_pin_changed(

@@ -24,10 +24,9 @@ from cpms_admin.services import audit, code_requests, codes, notify, portal_text
 from cpms_admin.services.attempts import (
     Subject,
     audit_attempt,
-    check_pin,
     pin_hasher,
     read_subject,
-    settle_success,
+    sign_in,
 )
 from cpms_admin.services.audit import PORTAL
 from cpms_admin.services.members import get_account
@@ -49,35 +48,35 @@ def login(
     a success resets the counters and upgrades an old or imported PIN hash."""
     now = clock()
     action = "portal.login"
-    attempt = check_pin(
-        session, nir=nir, pin=pin, action=action, captcha_ok=captcha_ok, settings=settings, now=now
+    hasher = pin_hasher(settings)
+    rehashed = False
+
+    def changes(subject: Subject) -> dict[str, Any]:
+        """The login, and the PIN's hash made anew when it is old or imported."""
+        nonlocal rehashed
+        rehashed = hasher.needs_rehash(subject.pin_hash or "")
+        return {"last_login_at": now, **({"pin_hash": hasher.hash(pin)} if rehashed else {})}
+
+    attempt = sign_in(
+        session,
+        nir=nir,
+        pin=pin,
+        action=action,
+        captcha_ok=captcha_ok,
+        settings=settings,
+        now=now,
+        changes=changes,
     )
-    subject = attempt.subject
-    if attempt.ok and subject is not None:
-        stored = subject.pin_hash or ""
-        hasher = pin_hasher(settings)
-        values: dict[str, Any] = {"last_login_at": now}
-        if hasher.needs_rehash(stored):
-            values["pin_hash"] = hasher.hash(pin)
-        attempt = settle_success(
+    if attempt.ok and attempt.subject is not None:
+        audit.record(
             session,
-            attempt=attempt,
-            values=values,
+            agent=PORTAL,
             action=action,
-            captcha_ok=captcha_ok,
-            settings=settings,
-            now=now,
+            member=attempt.subject.member,
+            at=now,
+            rehashed=rehashed,
         )
-        if attempt.ok:
-            audit.record(
-                session,
-                agent=PORTAL,
-                action=action,
-                member=subject.member,
-                at=now,
-                rehashed="pin_hash" in values,
-            )
-            session.commit()
+        session.commit()
     return attempt_result(attempt, settings=settings, now=now)
 
 
@@ -192,31 +191,32 @@ def accept_terms(
         raise InvalidInput(f"the current Terms of Use version is {current}, not {version}")
     now = clock()
     action = "portal.accept_terms"
-    attempt = check_pin(
-        session, nir=nir, pin=pin, action=action, captcha_ok=captcha_ok, settings=settings, now=now
-    )
-    subject = attempt.subject
-    if not attempt.ok or subject is None or subject.member is None:
-        return attempt_result(attempt, settings=settings, now=now)
-    account = get_account(session, subject.member)
-    already = account.terms_accepted_version == current
-    values = {} if already else {"terms_accepted_version": current, "terms_accepted_at": now}
-    attempt = settle_success(
+    already = False
+
+    def changes(subject: Subject) -> dict[str, Any]:
+        """The acceptance, unless this version was accepted before (its date stays)."""
+        nonlocal already
+        assert subject.member is not None
+        already = get_account(session, subject.member).terms_accepted_version == current
+        return {} if already else {"terms_accepted_version": current, "terms_accepted_at": now}
+
+    attempt = sign_in(
         session,
-        attempt=attempt,
-        values=values,
+        nir=nir,
+        pin=pin,
         action=action,
         captcha_ok=captcha_ok,
         settings=settings,
         now=now,
+        changes=changes,
     )
-    if not attempt.ok:
+    if not attempt.ok or attempt.subject is None:
         return attempt_result(attempt, settings=settings, now=now)
     audit.record(
         session,
         agent=PORTAL,
         action=action,
-        member=subject.member,
+        member=attempt.subject.member,
         outcome="noop" if already else "ok",
         at=now,
         version=current,

@@ -23,8 +23,8 @@ from pathlib import Path
 from sqlalchemy import Engine, insert
 from sqlmodel import Session, SQLModel
 
+from cpms_admin.bulk.campaign import BATCH_SIZE, Selection, run_campaign
 from cpms_admin.db import make_engine, upgrade_schema
-from cpms_admin.services.campaign import BATCH_SIZE, Selection, run_campaign
 
 NOW = datetime(2026, 11, 23, 22, 0, tzinfo=UTC)
 MEMBER, ACCOUNT = SQLModel.metadata.tables["member"], SQLModel.metadata.tables["account"]

@@ -25,10 +25,10 @@ from sqlalchemy import Engine, func, insert, select
 from sqlmodel import Session, SQLModel
 
 from cpms_admin.bulk.formats import read_member_rows
+from cpms_admin.bulk.importer import import_members
 from cpms_admin.clock import system_clock
 from cpms_admin.db import make_engine, upgrade_schema
-from cpms_admin.member_fields import COLUMNS, validate_member_fields
-from cpms_admin.services.importer import import_members
+from cpms_admin.members.fields import COLUMNS, validate_member_fields
 
 FIRST = [
     ("Jean", "jean"),

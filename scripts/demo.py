@@ -21,7 +21,7 @@ import bcrypt
 sys.path.insert(0, str(Path(__file__).parent))
 from demo_members import demo_members, write_csv
 
-from cpms_admin.member_fields import COLUMNS
+from cpms_admin.members.fields import COLUMNS
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "data"

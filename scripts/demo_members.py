@@ -6,7 +6,7 @@ import unicodedata
 from collections.abc import Sequence
 from pathlib import Path
 
-from cpms_admin.member_fields import COLUMNS
+from cpms_admin.members.fields import COLUMNS
 
 FIRST = [
     ("M", "Jean"),

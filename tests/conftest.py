@@ -17,8 +17,8 @@ from sqlmodel import Session, SQLModel
 from typer.testing import CliRunner
 
 from cpms_admin.cli.app import app
+from cpms_admin.credentials.pepper import fingerprint
 from cpms_admin.db import make_engine, normalise_url, upgrade_schema
-from cpms_admin.security.pepper import fingerprint
 from cpms_admin.settings import Settings
 
 TEST_PEPPER = "test-pepper-not-for-production"

@@ -9,10 +9,11 @@ from typing import Any
 
 from sqlmodel import Session, col, select
 
+from cpms_admin.credentials import accounts, pin_change
+from cpms_admin.credentials.attempts import pin_hasher
 from cpms_admin.models import Account, Member, SecurityCode, pk
-from cpms_admin.services import accounts, pin_change, portal
-from cpms_admin.services.attempts import pin_hasher
-from cpms_admin.services.results import PortalResult
+from cpms_admin.portal import flows
+from cpms_admin.portal.results import PortalResult
 from cpms_admin.settings import Settings
 
 PIN = "482915"
@@ -74,7 +75,7 @@ def codes_of(session: Session, member: Member) -> list[SecurityCode]:
 def login(
     session: Session, settings: Settings, clock: Any, nir: str, pin: str, *, captcha: bool = False
 ) -> PortalResult:
-    return portal.login(
+    return flows.login(
         session, nir=nir, pin=pin, captcha_ok=captcha, settings=settings, clock=clock
     )
 

@@ -5,9 +5,9 @@ from typing import Any
 
 from sqlmodel import Session
 
-from cpms_admin.member_fields import validate_member_fields
+from cpms_admin.members.fields import validate_member_fields
+from cpms_admin.members.records import add_member
 from cpms_admin.models import Member
-from cpms_admin.services.members import add_member
 
 _serial = itertools.count(1)
 

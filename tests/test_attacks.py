@@ -14,10 +14,11 @@ import pytest
 from sqlalchemy import func
 from sqlmodel import Session, col, select
 
+from cpms_admin.credentials import accounts
 from cpms_admin.db import make_engine
 from cpms_admin.mail.transport import MailError
 from cpms_admin.models import AuditEvent, Letter, Member, pk
-from cpms_admin.services import accounts, portal
+from cpms_admin.portal import flows
 from cpms_admin.settings import Settings
 from tests.conftest import Cli, FakeClock
 from tests.cred_helpers import (
@@ -53,7 +54,7 @@ def wrong(code: str) -> str:
 
 def request(session: Session, settings: Settings, clock: FakeClock, nir: str) -> str:
     """The portal's "Obtenir mon code de sécurité", e-mail sent: the internal reason."""
-    asked = portal.request_code(session, nir=nir, settings=settings, clock=clock)
+    asked = flows.request_code(session, nir=nir, settings=settings, clock=clock)
     asked.send()
     return asked.answer.reason
 
@@ -230,17 +231,17 @@ def test_three_codes_a_day_per_nir_then_the_same_answer_and_nothing_sent(
 ) -> None:
     member = make_member(session, welcome=False)
     unknown = make_nir()
-    answers = [portal.request_code(session, nir=member.nir, settings=settings, clock=clock)]
+    answers = [flows.request_code(session, nir=member.nir, settings=settings, clock=clock)]
     for _ in range(4):
         clock.advance(minutes=30)
-        answers.append(portal.request_code(session, nir=member.nir, settings=settings, clock=clock))
+        answers.append(flows.request_code(session, nir=member.nir, settings=settings, clock=clock))
     for asked in answers:
         asked.send()
     assert [a.answer.reason for a in answers] == ["ok"] * 3 + ["rate_limited"] * 2
     assert len({(a.answer.ok, a.answer.message) for a in answers}) == 1
     assert len(outbox(settings)) == 3
     strangers = [
-        portal.request_code(session, nir=unknown, settings=settings, clock=clock).answer.reason
+        flows.request_code(session, nir=unknown, settings=settings, clock=clock).answer.reason
         for _ in range(4)
     ]
     assert strangers == ["unknown_member"] * 3 + ["rate_limited"]
@@ -275,7 +276,7 @@ def test_concurrent_requests_for_one_nir_send_at_most_the_daily_limit(
         with Session(engine, expire_on_commit=False) as mine:
             barrier.wait()
             for _ in range(2):
-                asked = portal.request_code(mine, nir=member.nir, settings=settings, clock=clock)
+                asked = flows.request_code(mine, nir=member.nir, settings=settings, clock=clock)
                 asked.send()
                 with lock:
                     reasons.append(asked.answer.reason)
@@ -386,7 +387,7 @@ def test_request_code_takes_the_same_time_for_members_and_strangers(
     for round_ in zip(*people.values(), strict=True):
         for who, nir in zip(people, round_, strict=True):
             started = time.perf_counter()
-            portal.request_code(session, nir=nir, settings=settings, clock=clock)
+            flows.request_code(session, nir=nir, settings=settings, clock=clock)
             timings[who].append(time.perf_counter() - started)
     medians = {who: statistics.median(values) for who, values in timings.items()}
     fastest, slowest = min(medians.values()), max(medians.values())
@@ -402,7 +403,7 @@ def test_a_failed_email_leaves_the_code_the_member_already_holds(
     member = make_member(session, welcome=False)
     held = email_code(session, settings, clock, member)
     down = replace(settings, smtp_url=f"smtp://127.0.0.1:{free_port()}")
-    asked = portal.request_code(session, nir=member.nir, settings=down, clock=clock)
+    asked = flows.request_code(session, nir=member.nir, settings=down, clock=clock)
     assert asked.answer.reason == "ok"
     with pytest.raises(MailError, match="the new security code was revoked"):
         asked.send()  # the CLI turns it into a warning, after the answer

@@ -14,8 +14,9 @@ from typing import Any
 import pytest
 from sqlmodel import Session, select
 
+from cpms_admin.letters import batch as letter_batch
+from cpms_admin.letters import files as batch_files
 from cpms_admin.models import SecurityCode
-from cpms_admin.services import batch_files, letter_batch
 from tests.conftest import Cli
 from tests.factories import snapshot
 from tests.test_letters_batch import (

@@ -15,7 +15,7 @@ from cpms_admin.bulk.formats import (
     write_error_report,
 )
 from cpms_admin.errors import InvalidInput
-from cpms_admin.member_fields import COLUMNS
+from cpms_admin.members.fields import COLUMNS
 
 DUPONT = {
     "nir": "185057800608491",

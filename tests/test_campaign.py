@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from sqlmodel import Session, col, select
 
+from cpms_admin.credentials.codes import issue_code
 from cpms_admin.models import Account, AuditEvent, Letter, Member, OutgoingMail, pk
-from cpms_admin.services.codes import issue_code
 from cpms_admin.settings import Settings
 from tests.conftest import Cli, FakeClock
 from tests.factories import make_member, make_nir

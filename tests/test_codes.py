@@ -5,10 +5,10 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 from sqlmodel import Session
 
+from cpms_admin.credentials import codes
 from cpms_admin.french import PARIS
+from cpms_admin.letters.queue import queue_letter
 from cpms_admin.models import Member, pk
-from cpms_admin.services import codes
-from cpms_admin.services.letter_queue import queue_letter
 from cpms_admin.settings import Settings
 from tests.conftest import TEST_PEPPER, FakeClock
 from tests.cred_helpers import codes_of, set_pin

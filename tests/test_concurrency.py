@@ -13,7 +13,7 @@ from sqlmodel import Session, col, select
 
 from cpms_admin.db import make_engine
 from cpms_admin.models import AuditEvent
-from cpms_admin.services import portal
+from cpms_admin.portal import flows
 from cpms_admin.settings import Settings
 from tests.conftest import FakeClock
 from tests.cred_helpers import PIN, account_of, codes_of, email_code, give_pin, set_pin
@@ -80,7 +80,7 @@ def test_concurrent_wrong_pins_lock_at_exactly_the_threshold(
         settings,
         4,
         lambda s: (
-            portal.login(
+            flows.login(
                 s, nir=member.nir, pin="605813", captcha_ok=True, settings=settings, clock=clock
             ).reason
         ),
@@ -115,7 +115,7 @@ def test_concurrent_wrong_codes_and_pins_share_one_budget(
 
     def guess(s: Session) -> str:
         if next(turn) % 2:
-            return portal.login(
+            return flows.login(
                 s, nir=member.nir, pin="605813", captcha_ok=True, settings=quick, clock=clock
             ).reason
         return set_pin(s, quick, clock, member.nir, wrong, using="code", captcha_ok=True).reason
@@ -134,7 +134,7 @@ def test_concurrent_wrong_codes_and_pins_share_one_budget(
     ).one()
     assert failures == 10
     # The right PIN now changes nothing: only an agent can step in.
-    late = portal.login(
+    late = flows.login(
         session, nir=member.nir, pin=PIN, captcha_ok=True, settings=quick, clock=clock
     )
     assert (late.ok, late.reason) == (False, "locked")

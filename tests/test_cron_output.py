@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from cpms_admin.db import sqlite_path
-from cpms_admin.services.mail_queue import STOP_AFTER
+from cpms_admin.mail.queue import STOP_AFTER
 from tests.conftest import TEST_PEPPER, Cli
 from tests.factories import make_nir
 

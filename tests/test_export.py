@@ -12,11 +12,11 @@ import pytest
 from sqlalchemy import delete, insert
 from sqlmodel import Session, SQLModel, select
 
+from cpms_admin.bulk.export import export_members
 from cpms_admin.db import make_engine
-from cpms_admin.member_fields import COLUMNS
+from cpms_admin.members.fields import COLUMNS
+from cpms_admin.members.records import member_summary, search_text
 from cpms_admin.models import Account, AuditEvent, Member
-from cpms_admin.services.exporter import export_members
-from cpms_admin.services.members import member_summary, search_text
 from tests.conftest import Cli
 from tests.factories import make_member, make_nir
 

@@ -7,10 +7,10 @@ import json
 import pytest
 from sqlmodel import Session, select
 
+from cpms_admin import audit
 from cpms_admin.cli.app import app
 from cpms_admin.errors import InvalidInput
 from cpms_admin.models import AuditEvent, Member
-from cpms_admin.services import audit
 from tests.conftest import Cli
 from tests.cred_helpers import account_of
 from tests.factories import make_member, snapshot

@@ -10,10 +10,10 @@ import pytest
 from sqlmodel import Session, col, func, select
 
 from cpms_admin.bulk.formats import read_member_rows
-from cpms_admin.member_fields import COLUMNS
+from cpms_admin.bulk.importer import import_members
+from cpms_admin.members.fields import COLUMNS
+from cpms_admin.members.records import get_member, member_summary, search_text
 from cpms_admin.models import Account, AuditEvent, Letter, Member
-from cpms_admin.services.importer import import_members
-from cpms_admin.services.members import get_member, member_summary, search_text
 from tests.conftest import Cli
 from tests.factories import make_member, make_nir, snapshot
 from tests.test_bulk_formats import DUPONT
@@ -451,7 +451,7 @@ def test_members_added_by_someone_else_mid_import_are_a_conflict(
     """Another import commits the same NIRs between the look-up and the insert (a race only
     PostgreSQL's concurrency allows): exit 4 with what to do, not a database error."""
     make_member(session, **{k: v for k, v in person(60).items() if v is not None})
-    monkeypatch.setattr("cpms_admin.services.importer.find_existing", lambda *a, **k: {})
+    monkeypatch.setattr("cpms_admin.bulk.importer.find_existing", lambda *a, **k: {})
     result = cli("members", "import", str(write_csv(tmp_path / "m.csv", [person(60)])))
     assert result.exit_code == 4, result.output
     assert "added by someone else during the import" in result.stderr

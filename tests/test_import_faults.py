@@ -13,9 +13,9 @@ import pytest
 from sqlalchemy import Engine
 from sqlmodel import Session, func, select
 
+from cpms_admin.bulk.importer import BATCH_SIZE
 from cpms_admin.db import make_engine
 from cpms_admin.models import Account, AuditEvent, Member
-from cpms_admin.services.importer import BATCH_SIZE
 from cpms_admin.settings import Settings
 from tests.conftest import Cli
 from tests.test_import import person, write_csv

@@ -13,8 +13,8 @@ import pytest
 from argon2 import PasswordHasher
 from sqlmodel import Session, select
 
+from cpms_admin.members.records import get_member
 from cpms_admin.models import Account, Member
-from cpms_admin.services.members import get_member
 from tests.conftest import Cli
 from tests.test_import import person, report_rows, write_csv
 

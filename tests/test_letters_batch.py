@@ -19,17 +19,18 @@ from sqlalchemy import Engine, update
 from sqlmodel import Session, col, select
 
 from cpms_admin.clock import Clock, system_clock
+from cpms_admin.credentials import accounts
 from cpms_admin.french import PARIS, paris_time
-from cpms_admin.models import AuditEvent, Letter, LetterBatch, Member, SecurityCode, pk
-from cpms_admin.services import accounts, batch_guard
-from cpms_admin.services.batch_claim import claim_letters
-from cpms_admin.services.batch_guard import AdvisoryGuard
-from cpms_admin.services.letter_batch import (
+from cpms_admin.letters import guard as batch_guard
+from cpms_admin.letters.batch import (
     SUPERSEDED_WHILE_PRINTING,
     BatchHooks,
     BatchOptions,
     run_batch,
 )
+from cpms_admin.letters.claim import claim_letters
+from cpms_admin.letters.guard import AdvisoryGuard
+from cpms_admin.models import AuditEvent, Letter, LetterBatch, Member, SecurityCode, pk
 from cpms_admin.settings import Settings
 from tests.conftest import Cli, FakeClock
 from tests.cred_helpers import email_code, give_pin, set_pin

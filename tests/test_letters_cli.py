@@ -8,8 +8,8 @@ from pathlib import Path
 import pypdf
 from sqlmodel import Session
 
-from cpms_admin.nir import mask_nir
-from cpms_admin.services import members
+from cpms_admin.members import records
+from cpms_admin.members.nir import mask_nir
 from cpms_admin.settings import Settings
 from tests.conftest import Cli
 from tests.cred_helpers import give_pin
@@ -26,7 +26,7 @@ def test_list_shows_each_status_with_the_reason_of_a_cancellation(
 ) -> None:
     has_pin, waiting, leaving = queue_members(session, 3)
     give_pin(session, settings, has_pin)
-    members.close_member(session, nir=leaving.nir, reason="décès", agent="agent.test")
+    records.close_member(session, nir=leaving.nir, reason="décès", agent="agent.test")
     session.commit()
     assert cli("letters", "batch", "--out", str(tmp_path / "out")).exit_code == 0
 

@@ -9,11 +9,11 @@ from typing import Any
 from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 
+from cpms_admin.credentials.code_hash import verify_code
+from cpms_admin.mail.queue import MAX_ATTEMPTS, STOP_AFTER, send_queued_mail
 from cpms_admin.mail.transport import transport_from_settings
+from cpms_admin.members.records import close_member
 from cpms_admin.models import Account, AuditEvent, Member, OutgoingMail, SecurityCode
-from cpms_admin.security.codes import verify_code
-from cpms_admin.services.mail_queue import MAX_ATTEMPTS, STOP_AFTER, send_queued_mail
-from cpms_admin.services.members import close_member
 from cpms_admin.settings import Settings
 from tests.conftest import TEST_PEPPER, Cli
 from tests.cred_helpers import mailed_codes, outbox, text_of

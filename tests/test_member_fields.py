@@ -3,9 +3,9 @@
 import pytest
 
 from cpms_admin.errors import FieldError
-from cpms_admin.member_fields import validate_member_fields
-from cpms_admin.nir import format_nir, mask_nir, parse_nir
-from cpms_admin.postal import MAX_LINE
+from cpms_admin.members.fields import validate_member_fields
+from cpms_admin.members.nir import format_nir, mask_nir, parse_nir
+from cpms_admin.members.postal import MAX_LINE
 from tests.factories import make_nir, member_values
 
 
@@ -100,7 +100,7 @@ def test_foreign_address_gets_a_country_line() -> None:
 
 
 def test_long_first_name_shrinks_to_initial_on_the_envelope() -> None:
-    from cpms_admin.postal import recipient_line
+    from cpms_admin.members.postal import recipient_line
 
     line = recipient_line("MME", "Marie-Chantal-Bénédicte", "de Montmorency-Laval")
     assert line == "Mme M. DE MONTMORENCY-LAVAL"

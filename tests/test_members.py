@@ -7,10 +7,10 @@ import pytest
 from sqlmodel import Session, select
 
 from cpms_admin.errors import Conflict, FieldError, NotFound
-from cpms_admin.member_fields import validate_member_fields
+from cpms_admin.members import records
+from cpms_admin.members.fields import validate_member_fields
+from cpms_admin.members.nir import format_nir
 from cpms_admin.models import Account, AuditEvent, Letter
-from cpms_admin.nir import format_nir
-from cpms_admin.services import members
 from tests.factories import make_member, make_nir, member_values, snapshot
 
 
@@ -44,7 +44,7 @@ def test_duplicate_nir_is_a_conflict_and_changes_nothing(session: Session) -> No
 
 def test_update_revalidates_and_audits_changed_fields(session: Session) -> None:
     member = make_member(session)
-    members.update_member(
+    records.update_member(
         session,
         nir=member.nir,
         changes={"email": None, "city": "Lyon 3e"},
@@ -61,16 +61,16 @@ def test_invalid_update_changes_nothing(session: Session) -> None:
     member = make_member(session)
     before = snapshot(session)
     with pytest.raises(FieldError, match="does not fit"):
-        members.update_member(session, nir=member.nir, agent="alice", changes={"street": "x" * 39})
+        records.update_member(session, nir=member.nir, agent="alice", changes={"street": "x" * 39})
     session.rollback()
     assert snapshot(session) == before
 
 
 def test_close_keeps_data_and_is_idempotent(session: Session) -> None:
     member = make_member(session)
-    members.close_member(session, nir=member.nir, reason="départ", agent="alice")
-    members.close_member(session, nir=member.nir, reason="again", agent="alice")
-    closed = members.get_member(session, member.nir)
+    records.close_member(session, nir=member.nir, reason="départ", agent="alice")
+    records.close_member(session, nir=member.nir, reason="again", agent="alice")
+    closed = records.get_member(session, member.nir)
     assert closed.status == "closed" and closed.last_name == "Martin"
     events = session.exec(select(AuditEvent).where(AuditEvent.action == "member.close")).all()
     assert len(events) == 1
@@ -78,7 +78,7 @@ def test_close_keeps_data_and_is_idempotent(session: Session) -> None:
 
 def test_unknown_member_is_not_found(session: Session) -> None:
     with pytest.raises(NotFound, match="no member with NIR 1 85"):
-        members.get_member(session, make_nir())
+        records.get_member(session, make_nir())
 
 
 def test_search_ignores_case_accents_and_nir_spacing(session: Session) -> None:
@@ -86,33 +86,33 @@ def test_search_ignores_case_accents_and_nir_spacing(session: Session) -> None:
         session, first_name="Hélène", last_name="Müller", city="Évreux", postcode="27000"
     )
     make_member(session, first_name="Paul", last_name="Durand", email="paul@example.org")
-    found = members.list_members(session, search="HELENE muller")
+    found = records.list_members(session, search="HELENE muller")
     assert [m.nir for m in found] == [helene.nir]
-    assert [m.nir for m in members.list_members(session, search="evreux")] == [helene.nir]
+    assert [m.nir for m in records.list_members(session, search="evreux")] == [helene.nir]
     spaced = format_nir(helene.nir)
-    assert [m.nir for m in members.list_members(session, search=spaced)] == [helene.nir]
-    assert members.list_members(session, search="100%") == []
+    assert [m.nir for m in records.list_members(session, search=spaced)] == [helene.nir]
+    assert records.list_members(session, search="100%") == []
 
 
 def test_list_filters_by_status_locked_and_limit(session: Session) -> None:
     first = make_member(session, last_name="Aubert")
     second = make_member(session, last_name="Bernard")
     make_member(session, last_name="Caron")
-    members.close_member(session, nir=second.nir, reason="r", agent="a")
+    records.close_member(session, nir=second.nir, reason="r", agent="a")
     account = session.get(Account, first.id)
     assert account is not None
     from datetime import UTC, datetime
 
     account.hard_locked_at = datetime.now(UTC)
     session.commit()
-    assert [m.last_name for m in members.list_members(session, status="closed")] == ["Bernard"]
-    assert [m.last_name for m in members.list_members(session, locked=True)] == ["Aubert"]
-    assert len(members.list_members(session, limit=2)) == 2
+    assert [m.last_name for m in records.list_members(session, status="closed")] == ["Bernard"]
+    assert [m.last_name for m in records.list_members(session, locked=True)] == ["Aubert"]
+    assert len(records.list_members(session, limit=2)) == 2
 
 
 def test_member_view_matches_the_cli_contract(session: Session) -> None:
     member = make_member(session, birth_date="1985-05-03")
-    view = members.member_view(session, member)
+    view = records.member_view(session, member)
     assert set(view) >= {
         "nir",
         "civility",
@@ -143,14 +143,14 @@ def test_member_fields_round_trip_through_strings(session: Session) -> None:
     values = member_values(birth_date="1985-05-03", address_complement="Bâtiment B")
     member = make_member(session, **values)
     again = validate_member_fields(
-        members.as_strings({name: getattr(member, name) for name in values})
+        records.as_strings({name: getattr(member, name) for name in values})
     )
     assert again == validate_member_fields(values)
 
 
 def test_closing_revokes_codes_and_cancels_queued_letters(session: Session) -> None:
+    from cpms_admin.credentials.codes import store_code
     from cpms_admin.models import SecurityCode
-    from cpms_admin.services.codes import store_code
     from cpms_admin.settings import Settings
 
     member = make_member(session)
@@ -165,7 +165,7 @@ def test_closing_revokes_codes_and_cancels_queued_letters(session: Session) -> N
         settings=Settings(),
     )
     session.commit()
-    members.close_member(session, nir=member.nir, reason="décès", agent="alice")
+    records.close_member(session, nir=member.nir, reason="décès", agent="alice")
     session.expire_all()
     statuses = {c.status for c in session.exec(select(SecurityCode))}
     letters = session.exec(select(Letter).where(Letter.member_id == member.id)).all()

@@ -5,9 +5,11 @@ from datetime import date
 import pytest
 from sqlmodel import Session
 
+from cpms_admin.credentials import accounts
 from cpms_admin.errors import InvalidInput
+from cpms_admin.members import records
 from cpms_admin.models import Member
-from cpms_admin.services import accounts, members, portal
+from cpms_admin.portal import flows
 from cpms_admin.settings import Settings
 from tests.conftest import FakeClock
 from tests.cred_helpers import (
@@ -95,7 +97,7 @@ def test_waits_double_then_the_tenth_failure_locks_until_an_agent_unlocks(
     assert login(session, settings, clock, member.nir, PIN).ok
 
 
-def _portal_view(result: portal.PortalResult) -> tuple[object, ...]:
+def _portal_view(result: flows.PortalResult) -> tuple[object, ...]:
     """What the portal shows: everything but the internal reason."""
     return (
         result.ok,
@@ -127,7 +129,7 @@ def test_unknown_nir_and_member_without_pin_look_like_a_wrong_pin(
 def test_a_closed_member_cannot_log_in(
     session: Session, settings: Settings, clock: FakeClock, member: Member
 ) -> None:
-    members.close_member(session, nir=member.nir, reason="left", agent="a", clock=clock)
+    records.close_member(session, nir=member.nir, reason="left", agent="a", clock=clock)
     result = login(session, settings, clock, member.nir, PIN)
     assert (result.ok, result.reason) == (False, "closed")
     assert "n'est plus accessible" in result.message
@@ -171,7 +173,7 @@ def test_first_login_by_code_then_terms(
     session: Session, settings: Settings, clock: FakeClock
 ) -> None:
     newcomer = make_member(session, welcome=False)
-    request = portal.request_code(session, nir=newcomer.nir, settings=settings, clock=clock)
+    request = flows.request_code(session, nir=newcomer.nir, settings=settings, clock=clock)
     assert (request.answer.ok, request.answer.reason) == (True, "ok")
     assert "un e-mail contenant votre code de sécurité vous a été envoyé" in request.answer.message
     assert outbox(settings) == []  # the e-mail leaves once the answer was given
@@ -189,13 +191,13 @@ def test_first_login_by_code_then_terms(
     assert login(session, settings, clock, newcomer.nir, NEW_PIN).ok
     again = set_pin(session, settings, clock, newcomer.nir, secret, "573920", using="code")
     assert (again.ok, again.reason) == (False, "dead_code")
-    accepted = portal.accept_terms(
+    accepted = flows.accept_terms(
         session, nir=newcomer.nir, pin=NEW_PIN, settings=settings, clock=clock
     )
     assert accepted.ok
     assert account_of(session, newcomer).terms_accepted_version == settings.terms_version
     with pytest.raises(InvalidInput, match="current Terms of Use version"):
-        portal.accept_terms(
+        flows.accept_terms(
             session, nir=newcomer.nir, pin=NEW_PIN, version="1999-01", settings=settings,
             clock=clock,
         )  # fmt: skip
@@ -289,7 +291,7 @@ def test_setting_a_pin_with_a_code_lifts_the_hard_lock(
         login(session, settings, clock, member.nir, WRONG, captcha=True)
     assert account_of(session, member).hard_locked_at is not None
     # The portal sends no code while the lock holds; an agent steps in and sends one.
-    asked = portal.request_code(session, nir=member.nir, settings=settings, clock=clock)
+    asked = flows.request_code(session, nir=member.nir, settings=settings, clock=clock)
     assert asked.answer.reason == "rate_limited"
     code = email_code(session, settings, clock, member)
     assert set_pin(session, settings, clock, member.nir, code, captcha_ok=True).ok
@@ -320,13 +322,13 @@ def test_request_code_without_email_queues_one_letter_and_unknown_gets_the_same_
     no_email = make_member(session, welcome=False, email=None)
     answers = []
     for nir in (no_email.nir, no_email.nir, make_nir()):
-        asked = portal.request_code(session, nir=nir, settings=settings, clock=clock)
+        asked = flows.request_code(session, nir=nir, settings=settings, clock=clock)
         asked.send()
         answers.append(asked.answer)
     assert len({(a.ok, a.message) for a in answers}) == 1
     assert "un courrier postal contenant votre code de sécurité va vous" in answers[0].message
     assert [a.reason for a in answers] == ["ok", "ok", "unknown_member"]  # one letter, reused
-    pending = members.member_view(session, no_email, clock=clock)["pending_letters"]
+    pending = records.member_view(session, no_email, clock=clock)["pending_letters"]
     assert [letter["kind"] for letter in pending] == ["security_code"]
     assert outbox(settings) == []
 

@@ -11,9 +11,8 @@ import pytest
 from argon2 import PasswordHasher, Type, extract_parameters
 from stdnum.fr import nir as stdnum_nir
 
-from cpms_admin.errors import InvalidInput, NotReady
-from cpms_admin.security.pepper import Peppers
-from cpms_admin.security.pins import (
+from cpms_admin.credentials.pepper import Peppers
+from cpms_admin.credentials.pins import (
     LEGACY_PREFIX,
     PinHasher,
     check_pin_format,
@@ -23,6 +22,7 @@ from cpms_admin.security.pins import (
     parse_weak_pins,
     pin_weakness,
 )
+from cpms_admin.errors import InvalidInput, NotReady
 from cpms_admin.settings import Settings
 from tests.factories import make_nir
 

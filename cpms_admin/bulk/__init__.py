@@ -1,5 +1,2 @@
-"""Bulk member files (`members import` / `members export`): reading and writing CSV and JSONL.
-
-This package only knows the file formats; the database side lives in the services. Public
-entry points are in `cpms_admin.bulk.formats`.
-"""
+"""Bulk work on members: `members import` and `members export` (CSV and JSONL), and code
+campaigns. `formats` knows the files; `importer`, `export` and `campaign` are the runs."""

@@ -15,7 +15,7 @@ from cpms_admin.bulk.rows import (
 )
 from cpms_admin.bulk.sniff import open_text
 from cpms_admin.errors import InvalidInput
-from cpms_admin.member_fields import COLUMNS, REQUIRED
+from cpms_admin.members.fields import COLUMNS, REQUIRED
 
 Record = tuple[int, list[str] | None, str | None]  # start line, fields, problem
 

@@ -3,7 +3,7 @@
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from cpms_admin.member_fields import COLUMNS
+from cpms_admin.members.fields import COLUMNS
 
 PIN_HASH = "pin_hash"
 # Import accepts a PIN hash carried over from the previous system; export never writes it.

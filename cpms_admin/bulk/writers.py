@@ -11,8 +11,8 @@ from typing import TextIO
 from cpms_admin.bulk.rows import REPORT_COLUMNS, RowError
 from cpms_admin.bulk.sniff import FORMATS
 from cpms_admin.errors import InvalidInput
-from cpms_admin.member_fields import COLUMNS
-from cpms_admin.postal import FORMULA_STARTS
+from cpms_admin.members.fields import COLUMNS
+from cpms_admin.members.postal import FORMULA_STARTS
 
 
 def _text(value: object) -> str | None:

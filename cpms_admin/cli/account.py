@@ -6,8 +6,8 @@ import typer
 
 from cpms_admin.cli.context import app_context
 from cpms_admin.cli.output import emit_object
-from cpms_admin.nir import format_nir
-from cpms_admin.services import accounts, diagnosis
+from cpms_admin.credentials import account_status, accounts
+from cpms_admin.members.nir import format_nir
 
 app = typer.Typer(help="See why a member cannot log in; unlock them.", no_args_is_help=True)
 
@@ -23,7 +23,9 @@ def status(ctx: typer.Context, nir: Nir) -> None:
     """
     app_ = app_context(ctx)
     with app_.session(read_only=True) as session:
-        view = diagnosis.account_status(session, nir=nir, settings=app_.settings, clock=app_.clock)
+        view = account_status.account_status(
+            session, nir=nir, settings=app_.settings, clock=app_.clock
+        )
     emit_object(app_, view, describe(view))
 
 

@@ -8,6 +8,7 @@ import typer
 from typer.core import TyperGroup
 
 from cpms_admin import __version__
+from cpms_admin.audit import AGENT_MAX_LENGTH, clean_text
 from cpms_admin.cli import (
     account,
     audit,
@@ -21,12 +22,9 @@ from cpms_admin.cli import (
     pin,
     portal,
 )
-from cpms_admin.cli.code_campaign import campaign
 from cpms_admin.cli.context import AppContext
-from cpms_admin.cli.doctor import doctor
 from cpms_admin.cli.output import error
 from cpms_admin.errors import CpmsError
-from cpms_admin.services.audit import AGENT_MAX_LENGTH, clean_text
 from cpms_admin.settings import load_settings
 
 # Set in ctx.meta by the boundary: whether the command line only asks for help, and the
@@ -91,8 +89,8 @@ app.add_typer(members.app, name="members")
 app.add_typer(mail.app, name="mail")
 app.add_typer(letters.app, name="letters")
 app.add_typer(pepper.app, name="pepper")
-code.app.command("campaign")(campaign)
-app.command()(doctor)
+code.app.command("campaign")(code.campaign)
+app.command()(db.doctor)
 
 
 def _show_version(value: bool) -> None:

@@ -5,10 +5,10 @@ from typing import Annotated
 
 import typer
 
+from cpms_admin import audit
 from cpms_admin.cli.context import app_context
 from cpms_admin.cli.output import emit_rows
 from cpms_admin.errors import InvalidInput
-from cpms_admin.services import audit
 from cpms_admin.settings import LIMIT_MAX
 
 app = typer.Typer(help="Read the audit log.", no_args_is_help=True)

@@ -1,12 +1,14 @@
-"""`cpms-admin db`: create, migrate and inspect the schema."""
+"""`cpms-admin db` (create, migrate and inspect the schema) and `cpms-admin doctor`."""
 
+from dataclasses import asdict
 from typing import Annotated
 
 import typer
 
 from cpms_admin.cli.context import app_context
-from cpms_admin.cli.output import emit_object, warn
-from cpms_admin.services import schema
+from cpms_admin.cli.output import emit_object, emit_rows, warn
+from cpms_admin.operations import schema
+from cpms_admin.operations.doctor import run_checks
 
 app = typer.Typer(help="Create, migrate and inspect the database schema.", no_args_is_help=True)
 
@@ -70,3 +72,26 @@ def status(ctx: typer.Context) -> None:
             "up to date" if state.up_to_date else "run cpms-admin db upgrade",
         ],
     )
+
+
+def doctor(ctx: typer.Context) -> None:
+    """Check the database, pepper, templates, fonts, WeasyPrint and mail; say what to fix.
+
+    Exit 0 when everything is in place, 5 otherwise.
+
+    Example: cpms-admin doctor
+    """
+    app_ = app_context(ctx)
+    checks = run_checks(app_.settings)
+    rows = [{**asdict(check), "status": "ok" if check.ok else "PROBLEM"} for check in checks]
+    human = [
+        {**row, "detail": row["detail"] + (f"  -> {row['fix']}" if row["fix"] else "")}
+        for row in rows
+    ]
+    emit_rows(
+        app_,
+        rows if app_.json_output else human,
+        [("status", ""), ("name", "Check"), ("detail", "Detail")],
+    )
+    if not all(check.ok for check in checks):
+        raise typer.Exit(5)

@@ -7,9 +7,8 @@ from typing import Annotated, Any
 
 import typer
 
-from cpms_admin.cli.bulk_progress import BulkProgress
 from cpms_admin.cli.context import AppContext, app_context
-from cpms_admin.cli.output import emit_object, emit_rows, warn
+from cpms_admin.cli.output import BulkProgress, emit_object, emit_rows, warn
 from cpms_admin.settings import LIMIT_MAX
 
 app = typer.Typer(
@@ -44,7 +43,7 @@ def list_(
 
     Example: cpms-admin letters list --status cancelled
     """
-    from cpms_admin.services.letter_views import list_letters
+    from cpms_admin.letters.views import list_letters
 
     app_ = app_context(ctx)
     with app_.session(read_only=True) as session:
@@ -102,8 +101,8 @@ def batch(
 
     Example: cpms-admin letters batch --out /srv/print/outgoing
     """
-    from cpms_admin.services.letter_batch import BatchHooks, BatchOptions, run_batch
-    from cpms_admin.services.letter_batch import dry_run as count
+    from cpms_admin.letters.batch import BatchHooks, BatchOptions, run_batch
+    from cpms_admin.letters.batch import dry_run as count
 
     app_ = app_context(ctx)
     if dry_run:
@@ -223,7 +222,7 @@ def preview(
 
     Example: cpms-admin letters preview welcome --out sample.pdf
     """
-    from cpms_admin.services.letter_views import preview_letter
+    from cpms_admin.letters.views import preview_letter
 
     app_ = app_context(ctx)
     if nir is None:

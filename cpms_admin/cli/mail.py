@@ -5,10 +5,9 @@ from typing import Annotated
 
 import typer
 
-from cpms_admin.cli.bulk_progress import BulkProgress
 from cpms_admin.cli.context import app_context
-from cpms_admin.cli.output import emit_object
-from cpms_admin.services.mail_queue import check_sent, send_queued_mail
+from cpms_admin.cli.output import BulkProgress, emit_object
+from cpms_admin.mail.queue import check_sent, send_queued_mail
 from cpms_admin.settings import LIMIT_MAX
 
 app = typer.Typer(help="Send the queued e-mails.", no_args_is_help=True)

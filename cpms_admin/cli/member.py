@@ -7,9 +7,9 @@ import typer
 from cpms_admin.cli.context import app_context
 from cpms_admin.cli.output import emit_object, emit_rows
 from cpms_admin.errors import InvalidInput
-from cpms_admin.member_fields import validate_member_fields
-from cpms_admin.nir import format_nir, mask_nir
-from cpms_admin.services import members
+from cpms_admin.members import records
+from cpms_admin.members.fields import validate_member_fields
+from cpms_admin.members.nir import format_nir, mask_nir
 from cpms_admin.settings import LIMIT_MAX
 
 app = typer.Typer(help="Add, show, list, update and close members.", no_args_is_help=True)
@@ -60,10 +60,10 @@ def add(
         }
     )
     with app_.session() as session:
-        member = members.add_member(
+        member = records.add_member(
             session, fields=fields, agent=app_.agent, welcome=not no_welcome, clock=app_.clock
         )
-        view = members.member_view(session, member, clock=app_.clock)
+        view = records.member_view(session, member, clock=app_.clock)
     letter = " (enrolment letter queued)" if view["pending_letters"] else ""
     emit_object(app_, view, [f"Added member {format_nir(member.nir)}{letter}."])
 
@@ -76,7 +76,7 @@ def show(ctx: typer.Context, nir: Nir) -> None:
     """
     app_ = app_context(ctx)
     with app_.session(read_only=True) as session:
-        view = members.member_view(session, members.get_member(session, nir), clock=app_.clock)
+        view = records.member_view(session, records.get_member(session, nir), clock=app_.clock)
     emit_object(app_, view, describe(view))
 
 
@@ -122,10 +122,10 @@ def list_(
         raise InvalidInput(f"--status must be active or closed, got {status!r}")
     app_ = app_context(ctx)
     with app_.session(read_only=True) as session:
-        found = members.list_members(
+        found = records.list_members(
             session, status=status, locked=locked, search=search, limit=limit, clock=app_.clock
         )
-        rows = members.member_views(session, found, clock=app_.clock)
+        rows = records.member_views(session, found, clock=app_.clock)
     if app_.json_output:
         emit_rows(app_, rows, [])
         return
@@ -194,10 +194,10 @@ def update(
         raise InvalidInput("nothing to change: give at least one option (see --help)")
     app_ = app_context(ctx)
     with app_.session() as session:
-        member = members.update_member(
+        member = records.update_member(
             session, nir=nir, changes=changes, agent=app_.agent, reason=reason, clock=app_.clock
         )
-        view = members.member_view(session, member, clock=app_.clock)
+        view = records.member_view(session, member, clock=app_.clock)
     emit_object(app_, view, [f"Updated member {format_nir(member.nir)}."])
 
 
@@ -209,8 +209,8 @@ def close(ctx: typer.Context, nir: Nir, reason: Reason) -> None:
     """
     app_ = app_context(ctx)
     with app_.session() as session:
-        member = members.close_member(
+        member = records.close_member(
             session, nir=nir, reason=reason, agent=app_.agent, clock=app_.clock
         )
-        view = members.member_view(session, member, clock=app_.clock)
+        view = records.member_view(session, member, clock=app_.clock)
     emit_object(app_, view, [f"Member {format_nir(member.nir)} is closed."])

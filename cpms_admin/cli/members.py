@@ -8,14 +8,13 @@ from typing import Annotated, TextIO
 
 import typer
 
+from cpms_admin.bulk.export import export_members
 from cpms_admin.bulk.formats import ErrorReport, RowError, read_member_rows
-from cpms_admin.cli.bulk_progress import BulkProgress
+from cpms_admin.bulk.importer import ImportCounts, import_members
 from cpms_admin.cli.context import app_context
-from cpms_admin.cli.output import emit_object, warn
+from cpms_admin.cli.output import BulkProgress, emit_object, warn
 from cpms_admin.errors import InvalidInput
 from cpms_admin.private_files import write_private_atomically
-from cpms_admin.services.exporter import export_members
-from cpms_admin.services.importer import ImportCounts, import_members
 
 app = typer.Typer(
     help="Import and export members in bulk (CSV or JSON Lines).", no_args_is_help=True

@@ -21,7 +21,7 @@ def rotate(ctx: typer.Context) -> None:
 
     Example: cpms-admin pepper rotate
     """
-    from cpms_admin.services import peppers
+    from cpms_admin.operations import peppers
 
     app_ = app_context(ctx)
     with app_.session() as session:
@@ -46,8 +46,8 @@ def status(ctx: typer.Context) -> None:
 
     Example: cpms-admin pepper status
     """
-    from cpms_admin.security.pepper import load_peppers
-    from cpms_admin.services import peppers
+    from cpms_admin.credentials.pepper import load_peppers
+    from cpms_admin.operations import peppers
 
     app_ = app_context(ctx)
     load_peppers(app_.settings)  # exit 5 when the pepper at hand is not this database's

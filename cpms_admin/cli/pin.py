@@ -7,7 +7,7 @@ import typer
 from cpms_admin.cli.code import Channel, delivery_line
 from cpms_admin.cli.context import app_context
 from cpms_admin.cli.output import emit_object
-from cpms_admin.services import accounts
+from cpms_admin.credentials import accounts
 
 app = typer.Typer(help="Reset a member's PIN.", no_args_is_help=True)
 

@@ -12,9 +12,10 @@ import typer
 
 from cpms_admin.cli.context import AppContext, app_context
 from cpms_admin.cli.output import print_json, warn
+from cpms_admin.credentials import pin_change
 from cpms_admin.errors import CpmsError, InvalidInput
-from cpms_admin.services import pin_change, portal
-from cpms_admin.services.results import PortalResult
+from cpms_admin.portal import flows
+from cpms_admin.portal.results import PortalResult
 
 app = typer.Typer(
     help="The member portal's flows (secrets on stdin, never as arguments).",
@@ -80,7 +81,7 @@ def login(ctx: typer.Context, nir: Nir, captcha_ok: CaptchaOk = False) -> None:
     app_ = app_context(ctx)
     (pin,) = read_secrets("PIN")
     with app_.session() as session:
-        result = portal.login(
+        result = flows.login(
             session,
             nir=nir,
             pin=pin,
@@ -102,7 +103,7 @@ def request_code(ctx: typer.Context, nir: Nir) -> None:
     """
     app_ = app_context(ctx)
     with app_.session() as session:
-        request = portal.request_code(session, nir=nir, settings=app_.settings, clock=app_.clock)
+        request = flows.request_code(session, nir=nir, settings=app_.settings, clock=app_.clock)
         emit_result(app_, request.answer)
         sys.stdout.flush()
         try:
@@ -165,7 +166,7 @@ def accept_terms(
     app_ = app_context(ctx)
     (pin,) = read_secrets("PIN")
     with app_.session() as session:
-        result = portal.accept_terms(
+        result = flows.accept_terms(
             session,
             nir=nir,
             pin=pin,

@@ -6,8 +6,8 @@ import secrets
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 
-from cpms_admin import nir as nir_rules
-from cpms_admin import postal
+from cpms_admin.members import nir as nir_rules
+from cpms_admin.members import postal
 
 LETTER_KINDS = ("welcome", "security_code", "pin_reset")
 SALUTATIONS = {"M": "Monsieur,", "MME": "Madame,"}

@@ -1,0 +1,142 @@
+"""The audit log: who did what to which member, why, when, and how it ended."""
+
+import json
+import re
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from sqlmodel import Session, col, select
+
+from cpms_admin.clock import iso, system_clock
+from cpms_admin.errors import InvalidInput
+from cpms_admin.members.nir import parse_nir
+from cpms_admin.models import AuditEvent, Member
+
+# The agent recorded for what the member does on the portal, and who asked for the codes and
+# letters they ask for there (anything else is asked by an agent, or queued by a rule).
+PORTAL = "portal"
+
+AGENT_MAX_LENGTH = 100  # AuditEvent.agent is VARCHAR(100) on PostgreSQL
+REASON_MAX_LENGTH = 500
+
+# Line breaks and control characters (C0, DEL, C1, U+2028/U+2029) would forge lines in
+# `audit list`; bidi marks, embeddings, overrides and isolates (U+061C, U+200E/F,
+# U+202A-E, U+2066-9) would make a row read other than it is stored; lone surrogates
+# (undecodable bytes from the environment) cannot be stored by PostgreSQL.
+_UNSAFE = re.compile(
+    r"[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069\ud800-\udfff]"
+)
+
+
+def clean_text(value: str, *, what: str, max_length: int) -> str:
+    """`value` without its surrounding spaces, if it is one line of 1 to `max_length`
+    characters with no control character: free text that the audit log shows as typed.
+    Letters of any script, accents, apostrophes and spaces are fine."""
+    text = value.strip(" ")
+    if not text:
+        raise InvalidInput(f"{what} must not be empty")
+    if len(text) > max_length or _UNSAFE.search(text):
+        raise InvalidInput(
+            f"{what} must be one line without control characters (at most {max_length} characters)"
+        )
+    return text
+
+
+def record(
+    session: Session,
+    *,
+    agent: str,
+    action: str,
+    member: Member | None = None,
+    reason: str | None = None,
+    outcome: str = "ok",
+    at: datetime | None = None,
+    **details: Any,
+) -> AuditEvent:
+    """Add an audit row to the caller's transaction (never commits: it lands with the change).
+    Agent and reason are checked once more here, so that no path can write a forged line."""
+    agent = clean_text(agent, what="the agent name", max_length=AGENT_MAX_LENGTH)
+    if reason:
+        reason = clean_text(reason, what="the reason", max_length=REASON_MAX_LENGTH)
+    event = AuditEvent(
+        at=at or system_clock(),
+        agent=agent,
+        action=action,
+        member_id=member.id if member else None,
+        reason=reason,
+        outcome=outcome,
+        details=json.dumps(details, ensure_ascii=False, sort_keys=True, default=str),
+    )
+    session.add(event)
+    return event
+
+
+def list_events(
+    session: Session,
+    *,
+    nir: str | None = None,
+    since: datetime | None = None,
+    action: str | None = None,
+    limit: int = 100,
+) -> list[dict[str, Any]]:
+    """Newest first, as the JSON objects `audit list` prints."""
+    query = select(AuditEvent, Member.nir).join(Member, isouter=True)
+    if nir is not None:
+        query = query.where(Member.nir == parse_nir(nir))
+    if since is not None:
+        query = query.where(AuditEvent.at >= since)
+    if action is not None:
+        query = query.where(AuditEvent.action == action)
+    query = query.order_by(col(AuditEvent.id).desc()).limit(limit)
+    return [
+        {
+            "id": event.id,
+            "at": iso(event.at),
+            "agent": event.agent,
+            "action": event.action,
+            "nir": member_nir,
+            "reason": event.reason,
+            "outcome": event.outcome,
+            "details": json.loads(event.details),
+        }
+        for event, member_nir in session.exec(query)
+    ]
+
+
+# One audit event for a bulk run that commits in batches (import, campaign, mail send): added
+# with the run's first batch and brought up to date in every later batch's transaction, so a
+# run killed half-way leaves one event that says exactly what it wrote (outcome `incomplete`).
+INCOMPLETE = "incomplete"
+
+
+class RunAudit:
+    def __init__(
+        self, *, agent: str, action: str, at: datetime, reason: str | None = None, **facts: Any
+    ) -> None:
+        self._agent = agent
+        self._action = action
+        self._at = at
+        self._reason = reason
+        self._facts = facts
+        self._event: AuditEvent | None = None
+
+    def record(
+        self, session: Session, *, counts: Mapping[str, int], outcome: str = INCOMPLETE
+    ) -> None:
+        """Add or refresh the event in the caller's transaction (the caller commits)."""
+        details = {**self._facts, **counts}
+        if self._event is None:
+            self._event = record(
+                session,
+                agent=self._agent,
+                action=self._action,
+                reason=self._reason,
+                outcome=outcome,
+                at=self._at,
+                **details,
+            )
+            return
+        self._event.outcome = outcome
+        self._event.details = json.dumps(details, ensure_ascii=False, sort_keys=True, default=str)
+        session.add(self._event)

@@ -1,0 +1,78 @@
+"""Checking one import row, without the database: the same validation as `member add`, the
+carried-over PIN hash, and NIRs repeated inside the file."""
+
+from dataclasses import dataclass, field
+from typing import cast
+
+from cpms_admin.bulk.formats import RowError, SourceRow
+from cpms_admin.bulk.rows import PIN_HASH
+from cpms_admin.credentials.pins import LEGACY_PREFIX, legacy_hash_problem
+from cpms_admin.errors import FieldError, InvalidInput
+from cpms_admin.members.fields import MemberFields, validate_member_fields
+from cpms_admin.members.nir import format_nir
+from cpms_admin.members.records import search_text
+from cpms_admin.models import Member
+
+
+@dataclass(frozen=True, slots=True)
+class CheckedRow:
+    """A valid row: the `member` table values (search column included) and the PIN hash
+    to store, already prefixed as a legacy hash."""
+
+    line: int
+    member: dict[str, object]
+    pin_hash: str | None = field(repr=False)
+
+    @property
+    def nir(self) -> str:
+        return cast(str, self.member["nir"])
+
+
+@dataclass(frozen=True, slots=True)
+class _SearchFields:
+    """What `search_text` reads from a member; building a full Member per row would cost
+    more than validating it, and this keeps one definition of the search column."""
+
+    last_name: str
+    first_name: str
+    nir: str
+    email: str | None
+    city: str
+
+
+def _search_text(fields: MemberFields) -> str:
+    view = _SearchFields(
+        fields.last_name, fields.first_name, fields.nir, fields.email, fields.address.city
+    )
+    return search_text(cast(Member, view))
+
+
+class RowChecker:
+    """Checks rows in file order, remembering each NIR's first valid line: a second row for
+    the same member is refused (which of the two is right cannot be guessed)."""
+
+    def __init__(self) -> None:
+        self._seen: dict[str, int] = {}
+
+    def check(self, row: SourceRow) -> CheckedRow | RowError:
+        values = row.values
+        if values is None:
+            return RowError(row.line, None, row.problem or "unreadable record", None)
+        try:
+            fields = validate_member_fields(values)
+        except FieldError as exc:
+            return RowError(row.line, exc.field, str(exc), values)
+        except InvalidInput as exc:
+            return RowError(row.line, None, str(exc), values)
+        raw_hash = values.get(PIN_HASH)
+        if raw_hash:
+            problem = legacy_hash_problem(raw_hash)
+            if problem is not None:
+                return RowError(row.line, PIN_HASH, problem, values)
+        first = self._seen.setdefault(fields.nir, row.line)
+        if first != row.line:
+            reason = f"NIR {format_nir(fields.nir)} is already on line {first} of this file"
+            return RowError(row.line, "nir", reason, values)
+        member = fields.as_row()
+        member["search_text"] = _search_text(fields)
+        return CheckedRow(row.line, member, LEGACY_PREFIX + raw_hash if raw_hash else None)

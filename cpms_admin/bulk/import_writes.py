@@ -1,0 +1,120 @@
+"""The database side of an import batch: one look-up of the NIRs already known, then bulk
+Core inserts and updates (executemany), never one ORM object per row."""
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import bindparam, insert, select, update
+from sqlmodel import Session, SQLModel
+
+from cpms_admin.bulk.import_rows import CheckedRow
+from cpms_admin.members.fields import COLUMNS
+
+_MEMBER = SQLModel.metadata.tables["member"]
+_ACCOUNT = SQLModel.metadata.tables["account"]
+_LETTER = SQLModel.metadata.tables["letter"]
+
+
+@dataclass(frozen=True)
+class Existing:
+    """A member already in the database; `values` (the COLUMNS) only when asked for."""
+
+    member_id: int
+    values: dict[str, object]
+    ever_had_pin: bool  # a PIN now, or one an agent reset (its pin_set_at stays)
+
+    def takes_pin(self, row: CheckedRow) -> bool:
+        """A carried-over PIN hash only fills an account that never had a PIN: it must not
+        undo a PIN the member set since, nor bring back one an agent reset."""
+        return row.pin_hash is not None and not self.ever_had_pin
+
+    def differs(self, row: CheckedRow) -> bool:
+        """Would an update change anything?"""
+        return self.takes_pin(row) or any(row.member[name] != self.values[name] for name in COLUMNS)
+
+
+def find_existing(session: Session, nirs: list[str], *, with_values: bool) -> dict[str, Existing]:
+    """The members among `nirs` already in the database, in one query."""
+    if not nirs:
+        return {}
+    columns = [_MEMBER.c[name] for name in COLUMNS] if with_values else []
+    query = (
+        select(
+            _MEMBER.c.id,
+            _MEMBER.c.nir,
+            (_ACCOUNT.c.pin_hash.is_not(None) | _ACCOUNT.c.pin_set_at.is_not(None)).label("had"),
+            *columns,
+        )
+        .join_from(_MEMBER, _ACCOUNT, _ACCOUNT.c.member_id == _MEMBER.c.id, isouter=True)
+        .where(_MEMBER.c.nir.in_(nirs))
+    )
+    found = {}
+    for row in session.execute(query).mappings():
+        values = {name: row[name] for name in COLUMNS} if with_values else {}
+        found[row["nir"]] = Existing(row["id"], values, bool(row["had"]))
+    return found
+
+
+def insert_members(
+    session: Session, new: list[CheckedRow], *, welcome: list[CheckedRow], now: datetime
+) -> None:
+    """New members, their accounts (with any carried-over PIN hash) and welcome letters."""
+    if not new:
+        return
+    stamps = {"status": "active", "created_at": now, "updated_at": now, "imported_at": now}
+    inserted = session.execute(
+        insert(_MEMBER).returning(_MEMBER.c.id, _MEMBER.c.nir),
+        [{**row.member, **stamps} for row in new],
+    )
+    ids: dict[str, int] = {nir: member_id for member_id, nir in inserted}
+    session.execute(
+        insert(_ACCOUNT),
+        [
+            {
+                "member_id": ids[row.nir],
+                "pin_hash": row.pin_hash,
+                "pin_set_at": None if row.pin_hash is None else now,
+                "failed_attempts": 0,
+                "captcha_required": False,
+            }
+            for row in new
+        ],
+    )
+    if welcome:
+        session.execute(
+            insert(_LETTER),
+            [
+                {
+                    "member_id": ids[row.nir],
+                    "kind": "welcome",
+                    "purpose": "first_login",
+                    "status": "pending",
+                    "created_at": now,
+                }
+                for row in welcome
+            ],
+        )
+
+
+def update_members(
+    session: Session, changes: list[CheckedRow], *, existing: dict[str, Existing], now: datetime
+) -> None:
+    """New values for known members; a PIN hash only where the account never had one."""
+    if not changes:
+        return
+    session.execute(
+        update(_MEMBER).where(_MEMBER.c.id == bindparam("member_key")),
+        [
+            {**row.member, "updated_at": now, "member_key": existing[row.nir].member_id}
+            for row in changes
+        ],
+    )
+    pins = [
+        {"member_key": existing[row.nir].member_id, "pin_hash": row.pin_hash, "pin_set_at": now}
+        for row in changes
+        if existing[row.nir].takes_pin(row)
+    ]
+    if pins:
+        session.execute(
+            update(_ACCOUNT).where(_ACCOUNT.c.member_id == bindparam("member_key")), pins
+        )

@@ -1,0 +1,188 @@
+"""`members import`: every row through the `member add` validation, written in batches.
+
+Each batch is one transaction: one query finds the NIRs already known, then members, their
+accounts and welcome letters go in with bulk Core inserts, with the run's audit event
+refreshed (see audit.RunAudit). A run killed half-way keeps its committed batches, and the
+same file run again skips them: every member ends up there once. A dry run is the very
+same pass with the writes left out, so its counts and rejected lines are the real ones.
+"""
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session
+
+from cpms_admin.audit import RunAudit
+from cpms_admin.bulk.formats import MemberFile, RowError
+from cpms_admin.bulk.import_rows import CheckedRow
+from cpms_admin.bulk.import_worker import Checked, CheckedBatches
+from cpms_admin.bulk.import_writes import find_existing, insert_members, update_members
+from cpms_admin.clock import Clock, system_clock
+from cpms_admin.errors import Conflict, InvalidInput
+from cpms_admin.members.nir import format_nir
+
+CONFLICT_MODES = ("skip", "update", "fail")
+BATCH_SIZE = 2000
+
+
+@dataclass
+class ImportCounts:
+    """What a run did (or, dry, would do). `created + updated + skipped + invalid` is the
+    number of records read; `welcome_letters` were queued for created members."""
+
+    created: int = 0
+    updated: int = 0
+    skipped: int = 0
+    invalid: int = 0
+    welcome_letters: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+ErrorSink = Callable[[RowError], None]
+ProgressSink = Callable[[ImportCounts], None]
+
+
+def _ignore(_: Any) -> None:
+    return None
+
+
+class _Pass:
+    """One pass over the file, writing (`write`) or only counting what it would write."""
+
+    def __init__(
+        self,
+        session: Session,
+        *,
+        write: bool,
+        on_conflict: str,
+        welcome_letters: bool,
+        now: datetime,
+        on_error: ErrorSink,
+        audit: RunAudit | None,
+    ) -> None:
+        self.session, self.write, self.on_conflict = session, write, on_conflict
+        self.welcome_letters, self.now, self.on_error = welcome_letters, now, on_error
+        self.audit = audit
+        self.counts = ImportCounts()
+        self.conflicts: list[CheckedRow] = []
+
+    def feed(self, batch: Checked) -> None:
+        valid: list[CheckedRow] = []
+        for result in batch:
+            if isinstance(result, RowError):
+                self.counts.invalid += 1
+                self.on_error(result)
+            else:
+                valid.append(result)
+        updating = self.on_conflict == "update"
+        existing = find_existing(self.session, [row.nir for row in valid], with_values=updating)
+        new = [row for row in valid if row.nir not in existing]
+        known = [row for row in valid if row.nir in existing]
+        changes = [row for row in known if updating and existing[row.nir].differs(row)]
+        if self.on_conflict == "fail" and known:
+            if self.write:  # added by someone else since the check pass
+                raise Conflict(
+                    f"member {format_nir(known[0].nir)} (line {known[0].line}) was "
+                    f"added during the import; {self.counts.created} member(s) "
+                    "were imported before it: run again with --on-conflict skip to finish"
+                )
+            self.conflicts.extend(known)
+        welcome = [row for row in new if row.pin_hash is None] if self.welcome_letters else []
+        self.counts.created += len(new)
+        self.counts.updated += len(changes)
+        self.counts.skipped += len(known) - len(changes)
+        self.counts.welcome_letters += len(welcome)
+        if not self.write:
+            self.session.rollback()  # ends the read transaction (and SQLite's lock)
+            return
+        try:
+            insert_members(self.session, new, welcome=welcome, now=self.now)
+        except IntegrityError:  # PostgreSQL: another import added some of them just now
+            self.session.rollback()
+            raise Conflict(
+                f"members of lines {valid[0].line}-{valid[-1].line} were added by someone else "
+                "during the import; earlier batches were imported: run again with "
+                "--on-conflict skip to finish"
+            ) from None
+        update_members(self.session, changes, existing=existing, now=self.now)
+        self.finish()
+
+    def finish(self, outcome: str | None = None) -> None:
+        """Refresh the audit event and commit the batch."""
+        if self.audit is not None:
+            kwargs = {"outcome": outcome} if outcome else {}
+            self.audit.record(self.session, counts=self.counts.as_dict(), **kwargs)
+        self.session.commit()
+
+
+def _conflict(rows: list[CheckedRow]) -> Conflict:
+    first = rows[0]
+    return Conflict(
+        f"{len(rows)} member(s) of the file already exist, e.g. {format_nir(first.nir)} "
+        f"(line {first.line}); nothing was imported (use --on-conflict skip or update)"
+    )
+
+
+def import_members(
+    session: Session,
+    *,
+    member_file: MemberFile,
+    agent: str,
+    on_conflict: str = "skip",
+    dry_run: bool = False,
+    welcome_letters: bool = False,
+    on_error: ErrorSink = _ignore,
+    on_progress: ProgressSink = _ignore,
+    clock: Clock = system_clock,
+    batch_size: int = BATCH_SIZE,
+) -> ImportCounts:
+    """Import (or, dry, count) the members of `member_file`; see the module docstring.
+
+    `on_error` gets each rejected row, `on_progress` the counts after each batch. With
+    `on_conflict="fail"`, a first pass checks that no member exists yet and raises
+    Conflict before anything is written.
+    """
+    if on_conflict not in CONFLICT_MODES:
+        raise InvalidInput(f"--on-conflict must be skip, update or fail, got {on_conflict!r}")
+    now = clock()
+    options: dict[str, Any] = {
+        "on_conflict": on_conflict,
+        "welcome_letters": welcome_letters,
+        "now": now,
+    }
+    if on_conflict == "fail":
+        check = _Pass(session, write=False, on_error=_ignore, audit=None, **options)
+        with CheckedBatches(member_file, batch_size=batch_size) as checked:
+            for batch in checked:
+                check.feed(batch)
+        if check.conflicts:
+            raise _conflict(check.conflicts)
+    audit = (
+        None
+        if dry_run
+        else RunAudit(
+            agent=agent,
+            action="members.import",
+            at=now,
+            file=str(member_file.path),
+            format=member_file.fmt,
+            on_conflict=on_conflict,
+            welcome_letters=welcome_letters,
+        )
+    )
+    run = _Pass(session, write=not dry_run, on_error=on_error, audit=audit, **options)
+    with CheckedBatches(member_file, batch_size=batch_size) as checked:
+        # While the helper checks the first rows: a quote left open near the end must
+        # refuse the file before anything is written, not stop an import half-way.
+        member_file.check_records()
+        for batch in checked:
+            run.feed(batch)
+            on_progress(run.counts)
+    if not dry_run:
+        run.finish("partial" if run.counts.invalid else "ok")
+    return run.counts

@@ -1,0 +1,147 @@
+"""`account status`: why a member can or cannot log in, in plain words, with the command
+that fixes it. Read-only."""
+
+from datetime import datetime
+from typing import Any
+
+from sqlmodel import Session, col, select
+
+from cpms_admin.clock import Clock, iso
+from cpms_admin.credentials import codes
+from cpms_admin.credentials.lockout import account_state, attempts_left, seconds_until
+from cpms_admin.credentials.pins import LEGACY_PREFIX
+from cpms_admin.members.records import get_account, get_member
+from cpms_admin.models import Account, Letter, Member, SecurityCode, pk
+from cpms_admin.settings import Settings
+
+REASON = '--reason "..."'
+
+
+def _code_view(code: SecurityCode | None, settings: Settings) -> dict[str, Any] | None:
+    if code is None:
+        return None
+    return {
+        "purpose": code.purpose,
+        "channel": code.channel,
+        "expires_at": iso(code.expires_at),
+        "tries_left": max(settings.code_max_tries - code.failed_tries, 0),
+    }
+
+
+def account_status(
+    session: Session, *, nir: str, settings: Settings, clock: Clock
+) -> dict[str, Any]:
+    """The account's state and counters, what is in flight, and the diagnosis."""
+    member = get_member(session, nir)
+    account = get_account(session, member)
+    now = clock()
+    code = codes.live_code(session, member_id=pk(member), now=now)
+    letters = session.exec(
+        select(Letter)
+        .where(Letter.member_id == pk(member), Letter.status == "pending")
+        .order_by(col(Letter.id))
+    ).all()
+    view: dict[str, Any] = {
+        "nir": member.nir,
+        "status": member.status,
+        "state": account_state(account, now),
+        "pin_set": account.pin_hash is not None,
+        "pin_legacy": bool(account.pin_hash and account.pin_hash.startswith(LEGACY_PREFIX)),
+        "pin_set_at": iso(account.pin_set_at),
+        "failed_attempts": account.failed_attempts,
+        "locked_until": iso(account.locked_until),
+        "captcha_required": account.captcha_required,
+        "hard_locked_at": iso(account.hard_locked_at),
+        "last_login_at": iso(account.last_login_at),
+        "terms_accepted_version": account.terms_accepted_version,
+        "email_known": member.email is not None,
+        "pending_code": _code_view(code, settings),
+        "pending_letters": [
+            {"id": letter.id, "kind": letter.kind, "created_at": iso(letter.created_at)}
+            for letter in letters
+        ],
+    }
+    findings, fix = diagnose(member, account, view, settings=settings, now=now)
+    view["diagnosis"] = findings
+    view["fix"] = fix
+    return view
+
+
+def _in_flight(view: dict[str, Any]) -> str | None:
+    code, letters = view["pending_code"], view["pending_letters"]
+    if code is not None:
+        by = "e-mail" if code["channel"] == "email" else "post"
+        return (
+            f"a {code['purpose']} code sent by {by} is valid until {code['expires_at']} "
+            f"({code['tries_left']} tries left): setting a PIN with it logs the member in"
+        )
+    if letters:
+        first = letters[0]
+        return f"letter #{first['id']} ({first['kind']}) with a code waits for the next print run"
+    return None
+
+
+def diagnose(
+    member: Member,
+    account: Account,
+    view: dict[str, Any],
+    *,
+    settings: Settings,
+    now: datetime,
+) -> tuple[list[str], str | None]:
+    """Plain-language findings, most important first, and the command that fixes the first."""
+    nir, failures, state = member.nir, account.failed_attempts, view["state"]
+    in_flight = _in_flight(view)
+    unlock = f"cpms-admin account unlock {nir} {REASON}"
+    send_code = f"cpms-admin code issue {nir} --channel auto {REASON}"
+    findings: list[str] = []
+    fix: str | None = None
+    if member.status == "closed":
+        when = iso(member.closed_at) or "an unknown date"
+        findings.append(f"Member closed on {when} ({member.closed_reason}): cannot log in.")
+    elif state == "locked":
+        findings.append(
+            f"Locked after {failures} failed attempts on {view['hard_locked_at']}: "
+            "the portal refuses every PIN and code, and sends no code, until an agent "
+            "unlocks the account or sends a code (code issue, pin reset) with which the "
+            "member sets a new PIN."
+        )
+        fix = unlock
+    elif state == "cooldown":
+        wait = seconds_until(account.locked_until, now)
+        findings.append(
+            f"Cooling down after {failures} failed attempts: the portal refuses attempts until "
+            f"{view['locked_until']} ({wait} s), then asks for a CAPTCHA; "
+            f"{attempts_left(failures, settings)} more failures lock the account."
+        )
+        fix = unlock
+    elif state == "no_pin":
+        if in_flight is None:
+            findings.append("No PIN and no code on its way: the member cannot log in.")
+            fix = send_code
+        else:
+            findings.append(f"No PIN yet; {in_flight}.")
+    elif failures:
+        captcha = ", the portal asks for a CAPTCHA" if account.captcha_required else ""
+        findings.append(
+            f"Active; {failures} failed attempt(s) since the last success{captcha}; "
+            f"{attempts_left(failures, settings)} left before a cool-down or lock."
+        )
+        fix = unlock
+    else:
+        last = view["last_login_at"] or "never"
+        findings.append(
+            f"No problem found: the account is active (last login {last}). If the member "
+            "still cannot log in, check the NIR they type and that the PIN has 6 digits; "
+            "if the PIN is forgotten, reset it."
+        )
+        fix = f"cpms-admin pin reset {nir} --channel auto {REASON}"
+    if in_flight is not None and state != "no_pin" and member.status != "closed":
+        findings.append(f"In flight: {in_flight}.")
+    if view["pin_legacy"]:
+        findings.append(
+            "PIN carried over from the previous system: upgraded at the next successful login."
+        )
+    if not member.email:
+        findings.append("No e-mail address: codes go by post (2 to 8 days).")
+    return findings, fix

@@ -1,0 +1,149 @@
+"""What a support agent does to an account: unlock it, reset the PIN, send a new code.
+
+Each action is one transaction with its audit row (who, why, what it changed); a code
+e-mail leaves only after that commit (see `notify`).
+"""
+
+from dataclasses import dataclass
+
+from sqlmodel import Session
+
+from cpms_admin import audit
+from cpms_admin.clock import Clock
+from cpms_admin.credentials import codes, delivery
+from cpms_admin.credentials.lockout import account_state
+from cpms_admin.credentials.pepper import load_peppers
+from cpms_admin.errors import InvalidInput, Refused
+from cpms_admin.mail.transport import Transport
+from cpms_admin.members.nir import format_nir
+from cpms_admin.members.records import get_account, get_member
+from cpms_admin.models import Member, pk
+from cpms_admin.settings import Settings
+
+
+@dataclass(frozen=True)
+class UnlockResult:
+    member: Member
+    state_before: str
+    failed_attempts_before: int
+    changed: bool
+
+
+def require_reason(reason: str | None, what: str) -> str:
+    """The reason an agent gave, checked before anything changes: it goes to the audit log."""
+    if reason is None or not reason.strip():
+        raise InvalidInput(f"a reason is required to {what} (--reason, recorded in the audit log)")
+    return audit.clean_text(reason, what="the reason", max_length=audit.REASON_MAX_LENGTH)
+
+
+def _open_member(session: Session, nir: str) -> Member:
+    member = get_member(session, nir)
+    if member.status == "closed":
+        raise Refused(f"member {format_nir(member.nir)} is closed: they cannot log in")
+    return member
+
+
+def unlock_account(
+    session: Session, *, nir: str, agent: str, reason: str, clock: Clock
+) -> UnlockResult:
+    """Clear the failures, the cool-down, the CAPTCHA flag and the hard lock. Unlocking an
+    account that is not locked changes nothing (the request is still audited)."""
+    why = require_reason(reason, "unlock an account")
+    member = get_member(session, nir)
+    account = get_account(session, member)
+    now = clock()
+    before = account_state(account, now)
+    failures = account.failed_attempts
+    changed = bool(
+        failures or account.locked_until or account.captcha_required or account.hard_locked_at
+    )
+    if changed:
+        account.failed_attempts, account.locked_until = 0, None
+        account.captcha_required, account.hard_locked_at = False, None
+    audit.record(
+        session,
+        agent=agent,
+        action="account.unlock",
+        member=member,
+        reason=why,
+        outcome="ok" if changed else "noop",
+        at=now,
+        state_before=before,
+        failed_attempts_before=failures,
+    )
+    session.commit()
+    return UnlockResult(member, before, failures, changed)
+
+
+def reset_pin(
+    session: Session,
+    *,
+    nir: str,
+    channel: str = "auto",
+    agent: str,
+    reason: str,
+    settings: Settings,
+    clock: Clock,
+    transport: Transport | None = None,
+) -> delivery.CodeDelivery:
+    """Invalidate the PIN at once (and any code in flight) and send a reset code. The
+    lockout stays until the member sets a new PIN with that code, which lifts it."""
+    why = require_reason(reason, "reset a PIN")
+    member = _open_member(session, nir)
+    resolved = delivery.resolve_channel(member, channel)
+    load_peppers(settings)  # fail before changing anything when it is missing
+    now = clock()
+    account = get_account(session, member)
+    had_pin = account.pin_hash is not None
+    account.pin_hash = None  # pin_set_at stays: when they last had one
+    revoked = codes.revoke_pending(session, member_id=pk(member))
+    return delivery.deliver_code(
+        session,
+        member=member,
+        channel=resolved,
+        purpose="pin_reset",
+        letter_kind="pin_reset",
+        agent=agent,
+        action="pin.reset",
+        reason=why,
+        settings=settings,
+        clock=clock,
+        now=now,
+        transport=transport,
+        had_pin=had_pin,
+        revoked_codes=len(revoked),
+    )
+
+
+def issue_member_code(
+    session: Session,
+    *,
+    nir: str,
+    channel: str = "auto",
+    agent: str,
+    reason: str | None = None,
+    settings: Settings,
+    clock: Clock,
+    transport: Transport | None = None,
+) -> delivery.CodeDelivery:
+    """Send a new code (first login when no PIN is set, else reset). It revokes older
+    pending codes once it reached the member: for an e-mail once sent, for a letter when its
+    batch commits."""
+    member = _open_member(session, nir)
+    resolved = delivery.resolve_channel(member, channel)
+    load_peppers(settings)
+    now = clock()
+    return delivery.deliver_code(
+        session,
+        member=member,
+        channel=resolved,
+        purpose=codes.purpose_for(get_account(session, member)),
+        letter_kind="security_code",
+        agent=agent,
+        action="code.issue",
+        reason=reason.strip() if reason else None,
+        settings=settings,
+        clock=clock,
+        now=now,
+        transport=transport,
+    )

@@ -1,0 +1,295 @@
+"""PIN attempts: the gate before verification, and atomic counting after it.
+
+Verification (argon2, tens of milliseconds) runs outside any transaction: the counters are
+read and the read committed first. The failure is then counted by `lockout.count_failure`,
+which repeats the gate in its WHERE clause, so concurrent attempts are none lost, and none
+counted or let in once another one has locked the account.
+
+A NIR that is no member's has counters of its own (`unknown_nir`), read, gated and counted
+the same way with the same argon2 work, so the portal's answers look the same as a member's.
+"""
+
+import functools
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import update
+from sqlmodel import Session, col, select
+
+from cpms_admin import audit
+from cpms_admin.audit import PORTAL
+from cpms_admin.credentials import unknown_nir
+from cpms_admin.credentials.lockout import Block, Counters, blocked, count_failure, open_to_attempts
+from cpms_admin.credentials.pepper import Peppers, load_peppers
+from cpms_admin.credentials.pins import PinHasher, check_pin_format
+from cpms_admin.members.nir import mask_nir, parse_nir
+from cpms_admin.models import Account, Member, pk
+from cpms_admin.settings import Settings
+
+
+def pin_hasher(settings: Settings) -> PinHasher:
+    """The hasher for these settings and the database's peppers (NotReady when they are not
+    its own), warmed up: see `_warm_hasher`."""
+    return _warm_hasher(settings, load_peppers(settings))
+
+
+@functools.lru_cache(maxsize=8)
+def _warm_hasher(settings: Settings, peppers: Peppers) -> PinHasher:
+    """Cached per peppers too, so a rotation takes effect at once. Its first check of a
+    missing hash makes a dummy hash, which would otherwise make the first unknown-NIR
+    attempt the slowest."""
+    hasher = PinHasher(
+        pepper=peppers,
+        memory_kib=settings.argon2_memory_kib,
+        time_cost=settings.argon2_time_cost,
+        parallelism=settings.argon2_parallelism,
+    )
+    hasher.verify(None, "000000")
+    return hasher
+
+
+@dataclass(frozen=True)
+class Subject:
+    """Whose counters an attempt runs on, read before the slow verification: a member's
+    account, or (`member` None) the row of a NIR that is no member's, keyed `unknown`."""
+
+    nir: str
+    member: Member | None
+    pin_hash: str | None
+    counters: Counters
+    unknown: str = ""
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """What a PIN attempt came to. `reason` is internal (ok, wrong_pin, no_pin, closed,
+    unknown_member, or a block); `counted` says a failure was recorded."""
+
+    ok: bool
+    reason: str
+    counters: Counters
+    counted: bool = False
+    block: Block | None = None
+    subject: Subject | None = None
+    guessed: str = "pin"  # what was guessed: pin | code (the words of the answer)
+
+
+def read_subject(
+    session: Session, *, nir: str, settings: Settings, lock_at: datetime | None = None
+) -> Subject:
+    """The member and their account as they are now, or the counters of an unknown NIR.
+    With `lock_at` (now), the counters' row is held until the transaction ends (an unknown
+    NIR's row is created for it), so that attempts on it queue one after the other."""
+    member = session.exec(select(Member).where(Member.nir == nir)).first()
+    if member is not None:
+        query = select(Account).where(col(Account.member_id) == pk(member))
+        if lock_at is not None:
+            query = query.with_for_update()
+        account = session.exec(query.execution_options(populate_existing=True)).one()
+        return Subject(nir, member, account.pin_hash, Counters.of(account))
+    subject = unknown_nir.subject_of(nir, settings)
+    counters = unknown_nir.read_counters(session, subject, lock_at=lock_at)
+    return Subject(nir, None, None, counters, subject)
+
+
+def audit_attempt(
+    session: Session, *, subject: Subject, action: str, outcome: str, now: datetime, **details: Any
+) -> None:
+    """The attempt's audit row; an unknown NIR is personal data too, so only masked."""
+    if subject.member is None:
+        details["nir"] = mask_nir(subject.nir)
+    audit.record(
+        session,
+        agent=PORTAL,
+        action=action,
+        member=subject.member,
+        outcome=outcome,
+        at=now,
+        **details,
+    )
+
+
+def sign_in(
+    session: Session,
+    *,
+    nir: str,
+    pin: str,
+    action: str,
+    captcha_ok: bool,
+    settings: Settings,
+    now: datetime,
+    changes: Callable[[Subject], Mapping[str, Any]],
+) -> Attempt:
+    """A member proving who they are with their PIN (a login, a PIN change, accepting the
+    Terms). A refusal is recorded and committed here; when the PIN is right, the counters
+    are reset and `changes(subject)` written, uncommitted: the caller adds its audit row."""
+    attempt = _check_pin(
+        session, nir=nir, pin=pin, action=action, captcha_ok=captcha_ok, settings=settings, now=now
+    )
+    if not attempt.ok or attempt.subject is None:
+        return attempt
+    return _settle_success(
+        session,
+        attempt=attempt,
+        values=changes(attempt.subject),
+        action=action,
+        captcha_ok=captcha_ok,
+        settings=settings,
+        now=now,
+    )
+
+
+def _check_pin(
+    session: Session,
+    *,
+    nir: str,
+    pin: str,
+    action: str,
+    captcha_ok: bool,
+    settings: Settings,
+    now: datetime,
+) -> Attempt:
+    """Check a PIN. A failure or a block is recorded and committed here; a success is
+    returned unwritten, for the caller to finish with `_settle_success`."""
+    compact = parse_nir(nir)
+    check_pin_format(pin)
+    hasher = pin_hasher(settings)
+    subject = read_subject(session, nir=compact, settings=settings)
+    session.commit()  # nothing written: just do not hold a lock during argon2
+    block = blocked(subject.counters, now=now, captcha_ok=captcha_ok)
+    if block is not None:
+        return refuse(session, subject=subject, block=block, action=action, now=now)
+    matches = hasher.verify(subject.pin_hash, pin)  # a dummy hash when there is none
+    member = subject.member
+    if matches and member is not None and member.status != "closed":
+        return Attempt(True, "ok", subject.counters, subject=subject)
+    if matches:
+        audit_attempt(session, subject=subject, action=action, outcome="closed", now=now)
+        session.commit()
+        return Attempt(False, "closed", subject.counters, subject=subject)
+    return record_failure(
+        session, subject=subject, action=action, captcha_ok=captcha_ok, settings=settings, now=now
+    )
+
+
+def _failure_reason(subject: Subject) -> str:
+    if subject.member is None:
+        return "unknown_member"
+    if subject.member.status == "closed":
+        return "closed"
+    return "wrong_pin" if subject.pin_hash else "no_pin"
+
+
+def record_failure(
+    session: Session,
+    *,
+    subject: Subject,
+    action: str,
+    captcha_ok: bool,
+    settings: Settings,
+    now: datetime,
+    guessed: str = "pin",
+    reason: str | None = None,
+) -> Attempt:
+    """Count one failure atomically, with the cool-down or hard lock it brings, and commit.
+    A wrong PIN and a wrong code (`guessed`) spend the same budget."""
+    if subject.member is None:
+        counters = unknown_nir.record_failure(
+            session, subject=subject.unknown, captcha_ok=captcha_ok, settings=settings, now=now
+        )
+    else:
+        counters = count_failure(
+            session,
+            table=Account,
+            row=col(Account.member_id) == pk(subject.member),
+            captcha_ok=captcha_ok,
+            settings=settings,
+            now=now,
+        )
+    if counters is None:  # another attempt locked it in the meantime
+        return _refuse_now(
+            session,
+            subject=subject,
+            action=action,
+            captcha_ok=captcha_ok,
+            settings=settings,
+            now=now,
+        )
+    reason = reason or _failure_reason(subject)
+    audit_attempt(
+        session,
+        subject=subject,
+        action=action,
+        outcome=reason,
+        now=now,
+        failures=counters.failures,
+        hard_locked=counters.hard_locked,
+    )
+    session.commit()
+    return Attempt(False, reason, counters, counted=True, subject=subject, guessed=guessed)
+
+
+def _settle_success(
+    session: Session,
+    *,
+    attempt: Attempt,
+    values: Mapping[str, Any],
+    action: str,
+    captcha_ok: bool,
+    settings: Settings,
+    now: datetime,
+) -> Attempt:
+    """Reset the counters and write `values`, unless the account was locked or its PIN
+    changed since the check; does not commit a success (the caller adds its audit row)."""
+    subject = attempt.subject
+    assert attempt.ok and subject is not None and subject.member is not None
+    done = session.exec(
+        update(Account)
+        .where(col(Account.member_id) == pk(subject.member))
+        .where(*open_to_attempts(Account, now=now, captcha_ok=captcha_ok))
+        .where(col(Account.pin_hash) == subject.pin_hash)
+        .values(failed_attempts=0, locked_until=None, captcha_required=False, **values)
+        .returning(col(Account.member_id))
+    ).first()
+    if done is not None:
+        return attempt
+    session.rollback()
+    fresh = read_subject(session, nir=subject.nir, settings=settings)
+    block = blocked(fresh.counters, now=now, captcha_ok=captcha_ok)
+    if block is not None:
+        return refuse(session, subject=fresh, block=block, action=action, now=now)
+    # The PIN was changed meanwhile: the one typed is no longer the member's.
+    return record_failure(
+        session, subject=fresh, action=action, captcha_ok=captcha_ok, settings=settings, now=now
+    )
+
+
+def _refuse_now(
+    session: Session,
+    *,
+    subject: Subject,
+    action: str,
+    captcha_ok: bool,
+    settings: Settings,
+    now: datetime,
+) -> Attempt:
+    session.rollback()
+    fresh = read_subject(session, nir=subject.nir, settings=settings)
+    block = blocked(fresh.counters, now=now, captcha_ok=captcha_ok) or Block("locked")
+    return refuse(session, subject=fresh, block=block, action=action, now=now)
+
+
+def refuse(
+    session: Session, *, subject: Subject, block: Block, action: str, now: datetime
+) -> Attempt:
+    """A blocked attempt, not counted. An unknown NIR keeps its reason, like its messages."""
+    unknown = subject.member is None
+    reason = "unknown_member" if unknown else block.reason
+    outcome = "unknown_blocked" if unknown else block.reason
+    audit_attempt(
+        session, subject=subject, action=action, outcome=outcome, now=now, block=block.reason
+    )
+    session.commit()
+    return Attempt(False, reason, subject.counters, block=block, subject=subject)

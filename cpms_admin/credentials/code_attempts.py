@@ -1,0 +1,91 @@
+"""A one-time code typed on the portal: a guess of the same budget as a PIN.
+
+A wrong code (or any code where none is live, or for a NIR that is no member's) is a failure
+of the account, counted on the same counters as a wrong PIN, behind the same gate: cool-down,
+CAPTCHA and hard lock. Asking for a new code refills nothing. Checking a code takes
+microseconds, so the counters' row stays locked from the gate to the count: concurrent
+guesses queue, and none is checked once the budget is spent.
+
+One door stays open on a hard-locked account: a code an agent sent after the lock (the
+portal sends none while it holds). The agent has stepped in; that code's own tries
+(`CPMS_CODE_MAX_TRIES`) are all the guesses it allows.
+"""
+
+from dataclasses import replace
+from datetime import datetime
+
+from sqlmodel import Session
+
+from cpms_admin.credentials import codes
+from cpms_admin.credentials.attempts import (
+    Attempt,
+    audit_attempt,
+    read_subject,
+    record_failure,
+    refuse,
+)
+from cpms_admin.credentials.lockout import Block, blocked
+from cpms_admin.credentials.pepper import load_peppers
+from cpms_admin.models import Account, SecurityCode, pk
+from cpms_admin.settings import Settings
+
+
+def try_code(
+    session: Session,
+    *,
+    nir: str,
+    code: str,
+    action: str,
+    captcha_ok: bool,
+    settings: Settings,
+    now: datetime,
+    only_if_live: bool = False,
+) -> tuple[Attempt, SecurityCode | None] | None:
+    """Check `code` for the compact `nir`. A refusal is recorded and committed here; a match
+    is returned with its code, not consumed (`codes.consume_code`) and uncommitted, so the
+    caller can still refuse the new PIN. None, with `only_if_live`, when the member has no
+    live code (the caller takes the secret for the current PIN)."""
+    subject = read_subject(session, nir=nir, settings=settings, lock_at=now)
+    member = subject.member
+    live = codes.live_code(session, member_id=pk(member), now=now, lock=True) if member else None
+    if only_if_live and live is None:
+        session.rollback()
+        return None
+    counters = subject.counters
+    if live is not None and member is not None:
+        account = session.get(Account, pk(member))
+        assert account is not None
+        opened = codes.opens_hard_lock(live, account.hard_locked_at)
+        if opened:  # an agent's code: the lock and its cool-down do not stand in its way
+            counters = replace(counters, hard_locked=False, locked_until=None)
+    else:
+        opened = False
+    block = blocked(counters, now=now, captcha_ok=captcha_ok)
+    if block is not None:
+        return refuse(session, subject=subject, block=block, action=action, now=now), None
+    check = codes.check_code(
+        session, live=live, code=code, pepper=load_peppers(settings), settings=settings
+    )
+    if check.outcome == "match" and member is not None:
+        return Attempt(True, "ok", counters, subject=subject, guessed="code"), check.code
+    reason = "unknown_member" if member is None else f"{check.outcome}_code"
+    if opened:  # the account stays locked; the code's tries count, not the budget
+        audit_attempt(
+            session, subject=subject, action=action, outcome=reason, now=now, agent_code=True
+        )
+        session.commit()
+        # Answered as any locked account is, so the answer does not tell that an agent
+        # sent this NIR's member a code.
+        locked = Block("locked")
+        return Attempt(False, reason, subject.counters, block=locked, subject=subject), None
+    failure = record_failure(
+        session,
+        subject=subject,
+        action=action,
+        captcha_ok=captcha_ok,
+        settings=settings,
+        now=now,
+        guessed="code",
+        reason=reason,
+    )
+    return failure, None

@@ -1,0 +1,301 @@
+"""One-time security codes in the database: store, check, consume, revoke.
+
+Only the keyed hash is stored; the clear code exists in the e-mail or the letter it was
+made for, nowhere else. None of these functions commits: they run inside the caller's
+transaction, so a code and the audit row (or letter) that goes with it land together.
+"""
+
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Protocol
+
+from sqlalchemy import ColumnElement, and_, or_, update
+from sqlmodel import Session, col, select
+from sqlmodel.sql.expression import SelectOfScalar
+
+from cpms_admin.audit import PORTAL
+from cpms_admin.credentials.code_hash import generate_code, hash_code, verify_code
+from cpms_admin.credentials.pepper import Peppers, as_peppers, tagged
+from cpms_admin.french import PARIS, paris_time
+from cpms_admin.models import SecurityCode, pk
+from cpms_admin.settings import Settings
+
+PURPOSES = ("first_login", "pin_reset")
+# Compared against when there is no live code, so a check costs the same either way.
+_DUMMY_HASH = "0000000000000000$" + "0" * 64  # tagged with the current pepper's id
+
+
+@dataclass(frozen=True)
+class IssuedCode:
+    """A code just stored, with its clear value for the one message that carries it."""
+
+    row: SecurityCode
+    clear: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class CodeCheck:
+    """`match` (the live code, not consumed yet), `wrong` (a try was spent) or `dead`
+    (no live code: none issued, expired, used, revoked, or killed by this try)."""
+
+    outcome: str
+    code: SecurityCode | None = None
+    tries_left: int | None = None
+
+
+class PinHistory(Protocol):
+    """What `purpose_for` reads: an `Account`, or a row carrying its columns."""
+
+    @property
+    def pin_hash(self) -> str | None: ...
+    @property
+    def pin_set_at(self) -> datetime | None: ...
+    @property
+    def last_login_at(self) -> datetime | None: ...
+
+
+def purpose_for(account: PinHistory) -> str:
+    """A first-login code for a member who never got in, else a reset code (also after an
+    agent's reset, so the e-mail does not greet a long-standing member as a newcomer)."""
+    had_pin = account.pin_hash or account.pin_set_at or account.last_login_at
+    return "pin_reset" if had_pin else "first_login"
+
+
+def code_expiry(channel: str, made_at: datetime, settings: Settings) -> datetime:
+    """When a code made at `made_at` stops working (UTC). E-mail codes live minutes; postal
+    ones must survive the post, and work to the end of the day their letter gives."""
+    if channel == "email":
+        return made_at + timedelta(minutes=settings.code_email_ttl_minutes)
+    if channel == "post":
+        day_after = postal_last_day(made_at, settings) + timedelta(days=1)
+        return datetime.combine(day_after, time(), tzinfo=PARIS).astimezone(UTC)
+    raise ValueError(f"unknown code channel {channel!r}")
+
+
+def postal_last_day(made_at: datetime, settings: Settings) -> date:
+    """The last day (Paris) a postal code made at `made_at` works: "valable jusqu'au"."""
+    return (paris_time(made_at) + timedelta(days=settings.code_post_ttl_days)).date()
+
+
+def revoke_pending(
+    session: Session,
+    *,
+    member_id: int,
+    made_by: datetime | None = None,
+    sparing: int | None = None,
+) -> list[int]:
+    """Revoke every pending code of the member (only those made by `made_by`, if given, and
+    not the code `sparing`); the ids revoked."""
+    statement = (
+        update(SecurityCode)
+        .where(col(SecurityCode.member_id) == member_id, col(SecurityCode.status) == "pending")
+        .values(status="revoked")
+        .returning(col(SecurityCode.id))
+    )
+    if made_by is not None:
+        statement = statement.where(col(SecurityCode.created_at) <= made_by)
+    if sparing is not None:
+        statement = statement.where(col(SecurityCode.id) != sparing)
+    return list(session.exec(statement).scalars())
+
+
+def still_counts(now: datetime) -> ColumnElement[bool]:
+    """A code that supersedes those made before it: used, or pending and unexpired at `now`."""
+    return or_(
+        col(SecurityCode.status) == "used",
+        and_(col(SecurityCode.status) == "pending", col(SecurityCode.expires_at) > now),
+    )
+
+
+def revoke_code(session: Session, *, code_id: int) -> bool:
+    """Revoke one code if it is still pending (True when it was)."""
+    statement = (
+        update(SecurityCode)
+        .where(col(SecurityCode.id) == code_id, col(SecurityCode.status) == "pending")
+        .values(status="revoked")
+        .returning(col(SecurityCode.id))
+    )
+    return session.exec(statement).first() is not None
+
+
+def store_code(
+    session: Session,
+    *,
+    member_id: int,
+    purpose: str,
+    channel: str,
+    code: str,
+    pepper: bytes | Peppers,
+    now: datetime,
+    settings: Settings,
+    requested_by: str | None = None,
+    letter_id: int | None = None,
+    made_at: datetime | None = None,
+    supersede: bool = True,
+) -> SecurityCode:
+    """Store the hash of `code` (made by the caller), valid for the channel's lifetime, and
+    (`supersede`) revoke the member's older pending codes. Does not commit: the caller's
+    transaction holds the code and whatever carries it.
+
+    An e-mail code is stored with `supersede` off and supersedes the older ones only once
+    it was sent (`supersede_older`): a failed e-mail must not take away the code the member
+    already holds. Until then the new code is the one checked (`live_code`: the newest).
+
+    `made_at` is for a code made before `now`: the letter batch makes its codes as it renders
+    and stores them when it commits. The code then counts from `made_at` (its lifetime, the
+    codes it revokes), and if the member was given a code since then and still holds or has
+    used it, that newer code wins: this one is stored revoked.
+    """
+    if purpose not in PURPOSES:
+        raise ValueError(f"unknown code purpose {purpose!r}")
+    made = made_at or now
+    if supersede:
+        revoke_pending(session, member_id=member_id, made_by=made_at)
+    newer = made_at is not None and _made_since(session, member_id, made_at, now)
+    row = SecurityCode(
+        member_id=member_id,
+        purpose=purpose,
+        channel=channel,
+        code_hash=hash_code(pepper=pepper, code=code),
+        status="revoked" if newer else "pending",
+        created_at=made,
+        expires_at=code_expiry(channel, made, settings),
+        letter_id=letter_id,
+        requested_by=requested_by,
+    )
+    session.add(row)
+    session.flush()
+    return row
+
+
+def supersede_older(session: Session, *, code: SecurityCode) -> list[int]:
+    """Revoke the member's pending codes made before `code` (once `code` reached them)."""
+    return revoke_pending(
+        session, member_id=code.member_id, made_by=code.created_at, sparing=pk(code)
+    )
+
+
+def opens_hard_lock(code: SecurityCode, hard_locked_at: datetime | None) -> bool:
+    """Whether `code` may be tried on a hard-locked account: an agent sent it after the lock
+    (the portal sends none while it holds), so an agent has stepped in. Its own tries are
+    the only guesses it allows."""
+    return (
+        hard_locked_at is not None
+        and code.requested_by not in (None, PORTAL)
+        and code.created_at >= hard_locked_at
+    )
+
+
+def _made_since(session: Session, member_id: int, made_at: datetime, now: datetime) -> bool:
+    """Whether the member was given a code after `made_at` that still counts at `now`."""
+    statement = select(SecurityCode.id).where(
+        col(SecurityCode.member_id) == member_id,
+        col(SecurityCode.created_at) > made_at,
+        still_counts(now),
+    )
+    return session.exec(statement).first() is not None
+
+
+def issue_code(
+    session: Session,
+    *,
+    member_id: int,
+    purpose: str,
+    channel: str,
+    pepper: bytes | Peppers,
+    now: datetime,
+    settings: Settings,
+    requested_by: str | None = None,
+    supersede: bool = True,
+) -> IssuedCode:
+    """Generate a code and store it (see `store_code`); the clear value is only returned."""
+    clear = generate_code()
+    row = store_code(
+        session,
+        member_id=member_id,
+        purpose=purpose,
+        channel=channel,
+        code=clear,
+        pepper=pepper,
+        now=now,
+        settings=settings,
+        requested_by=requested_by,
+        supersede=supersede,
+    )
+    return IssuedCode(row=row, clear=clear)
+
+
+def _live(member_id: int, now: datetime) -> SelectOfScalar[SecurityCode]:
+    """The member's newest pending, unexpired code (newest as made: the letter batch stores
+    its codes some time after making them)."""
+    return (
+        select(SecurityCode)
+        .where(
+            col(SecurityCode.member_id) == member_id,
+            col(SecurityCode.status) == "pending",
+            col(SecurityCode.expires_at) > now,
+        )
+        .order_by(col(SecurityCode.created_at).desc(), col(SecurityCode.id).desc())
+    )
+
+
+def live_code(
+    session: Session, *, member_id: int, now: datetime, lock: bool = False
+) -> SecurityCode | None:
+    """The member's newest pending, unexpired code; `lock` holds it until the transaction
+    ends, so concurrent guesses at it are checked one at a time (see `check_code`)."""
+    query = _live(member_id, now)
+    return session.exec(query.with_for_update() if lock else query).first()
+
+
+def check_code(
+    session: Session,
+    *,
+    live: SecurityCode | None,
+    code: str,
+    pepper: bytes | Peppers,
+    settings: Settings,
+) -> CodeCheck:
+    """Check `code` against `live`, the member's live code as `live_code(lock=True)` read it
+    (None: there is none). Locked, it is checked by one guess at a time and never past its
+    try limit. A wrong code spends a try (the last one revokes it); a match is not consumed
+    here (see `consume_code`), so the caller can still refuse the new PIN without burning it.
+    """
+    row = live
+    if row is None:
+        current = as_peppers(pepper).current_id
+        verify_code(pepper=pepper, code=code, stored=tagged(current, "$", _DUMMY_HASH))
+        return CodeCheck("dead")
+    if verify_code(pepper=pepper, code=code, stored=row.code_hash):
+        return CodeCheck("match", row, settings.code_max_tries - row.failed_tries)
+    tries = session.exec(
+        update(SecurityCode)
+        .where(col(SecurityCode.id) == pk(row))
+        .values(failed_tries=SecurityCode.failed_tries + 1)
+        .returning(col(SecurityCode.failed_tries))
+    ).scalar_one()
+    left = max(settings.code_max_tries - tries, 0)
+    if left == 0:
+        revoke_code(session, code_id=pk(row))
+    session.refresh(row)
+    return CodeCheck("wrong", row, left)
+
+
+def consume_code(session: Session, *, code_id: int, now: datetime) -> bool:
+    """Mark the code used if it is still live (True); single use even under concurrency."""
+    statement = (
+        update(SecurityCode)
+        .where(
+            col(SecurityCode.id) == code_id,
+            col(SecurityCode.status) == "pending",
+            col(SecurityCode.expires_at) > now,
+        )
+        .values(status="used", used_at=now)
+        .returning(col(SecurityCode.id))
+    )
+    used = session.exec(statement).first() is not None
+    if used:  # an older code still pending (say, superseded by a crash) must not outlive it
+        code = session.get(SecurityCode, code_id)
+        assert code is not None
+        supersede_older(session, code=code)
+    return used

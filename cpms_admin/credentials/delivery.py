@@ -1,0 +1,284 @@
+"""Getting a code to the member, and telling them their PIN changed.
+
+`deliver_code` is the one path of every new code. It prepares the code inside the caller's
+transaction (an e-mail code is stored, or a letter queued: its code is made when it is
+printed) and sends only after that transaction committed; if sending fails, the code that
+never reached the member is revoked in a new transaction, audited, and the caller gets a
+MailError suggesting the post instead.
+"""
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlmodel import Session, col, select
+
+from cpms_admin import audit
+from cpms_admin.clock import Clock, iso
+from cpms_admin.credentials import codes
+from cpms_admin.credentials.pepper import load_peppers
+from cpms_admin.errors import CpmsError, Refused
+from cpms_admin.letters.queue import queue_letter
+from cpms_admin.mail.transport import MailError, Transport
+from cpms_admin.members.nir import mask_nir
+from cpms_admin.models import Letter, Member, pk
+from cpms_admin.settings import Settings
+
+log = logging.getLogger(__name__)
+CHANNEL_CHOICES = ("auto", "email", "post")
+
+
+@dataclass(frozen=True)
+class CodeDelivery:
+    """How a code is on its way: by e-mail (already stored) or in a queued letter."""
+
+    nir: str
+    channel: str
+    purpose: str
+    issued: codes.IssuedCode | None = None
+    letter_id: int | None = None
+    letter_reused: bool = False
+
+    @property
+    def expires_at(self) -> datetime | None:
+        return self.issued.row.expires_at if self.issued else None
+
+    def as_json(self) -> dict[str, Any]:
+        """What commands print: never the code itself."""
+        return {
+            "nir": self.nir,
+            "channel": self.channel,
+            "purpose": self.purpose,
+            "expires_at": iso(self.expires_at),
+            "letter_id": self.letter_id,
+            "letter_reused": self.letter_reused,
+        }
+
+
+def resolve_channel(member: Member, channel: str) -> str:
+    """`auto` is e-mail when the member has an address, else the post."""
+    if channel not in CHANNEL_CHOICES:
+        raise ValueError(f"unknown channel {channel!r}")
+    if channel == "auto":
+        return "email" if member.email else "post"
+    if channel == "email" and not member.email:
+        raise Refused(
+            f"member {member.nir} has no e-mail address: use --channel post, or add one with "
+            f"cpms-admin member update {member.nir} --email ADDRESS"
+        )
+    return channel
+
+
+def _prepare_code(
+    session: Session,
+    *,
+    member: Member,
+    channel: str,
+    purpose: str,
+    letter_kind: str,
+    agent: str,
+    settings: Settings,
+    now: datetime,
+) -> CodeDelivery:
+    """Store an e-mail code, or queue a letter (reusing one for the same purpose already
+    waiting to be printed, so repeated requests do not print several letters; a letter for
+    another purpose is superseded by the new one at print time). Does not commit."""
+    if channel == "email":
+        issued = codes.issue_code(
+            session,
+            member_id=pk(member),
+            purpose=purpose,
+            channel="email",
+            pepper=load_peppers(settings),
+            now=now,
+            settings=settings,
+            requested_by=agent,
+            supersede=False,  # the older codes go once this one was sent (`email_code`)
+        )
+        return CodeDelivery(member.nir, "email", purpose, issued=issued)
+    waiting = session.exec(
+        select(Letter)
+        .where(
+            Letter.member_id == pk(member), Letter.status == "pending", Letter.purpose == purpose
+        )
+        .order_by(col(Letter.id))
+    ).first()
+    if waiting is not None:
+        if agent != audit.PORTAL:
+            waiting.requested_by = agent  # an agent asked for it now: it is theirs to print
+            session.add(waiting)
+        return CodeDelivery(
+            member.nir, "post", waiting.purpose, letter_id=waiting.id, letter_reused=True
+        )
+    letter = queue_letter(session, member=member, kind=letter_kind, requested_by=agent)
+    return CodeDelivery(member.nir, "post", letter.purpose, letter_id=letter.id)
+
+
+def deliver_code(
+    session: Session,
+    *,
+    member: Member,
+    channel: str,
+    purpose: str,
+    letter_kind: str,
+    agent: str,
+    action: str,
+    reason: str | None = None,
+    settings: Settings,
+    clock: Clock,
+    now: datetime,
+    transport: Transport | None = None,
+    **details: Any,
+) -> CodeDelivery:
+    """Prepare a code, audit it with `details` in the same transaction as the caller's
+    changes, commit, then e-mail it (a letter waits for the nightly batch)."""
+    delivery = _prepare_code(
+        session,
+        member=member,
+        channel=channel,
+        purpose=purpose,
+        letter_kind=letter_kind,
+        agent=agent,
+        settings=settings,
+        now=now,
+    )
+    audit.record(
+        session,
+        agent=agent,
+        action=action,
+        member=member,
+        reason=reason,
+        at=now,
+        **details,
+        **delivery.as_json(),
+    )
+    session.commit()
+    _send_code(
+        session,
+        member=member,
+        delivery=delivery,
+        agent=agent,
+        settings=settings,
+        clock=clock,
+        transport=transport,
+    )
+    return delivery
+
+
+def _send_code(
+    session: Session,
+    *,
+    member: Member,
+    delivery: CodeDelivery,
+    agent: str,
+    settings: Settings,
+    clock: Clock,
+    transport: Transport | None = None,
+) -> None:
+    """After commit: e-mail the code of an e-mail delivery (a letter needs nothing now)."""
+    if delivery.issued is not None:
+        email_code(
+            session,
+            member=member,
+            issued=delivery.issued,
+            agent=agent,
+            settings=settings,
+            clock=clock,
+            transport=transport,
+        )
+
+
+def email_code(
+    session: Session,
+    *,
+    member: Member,
+    issued: codes.IssuedCode,
+    agent: str,
+    settings: Settings,
+    clock: Clock,
+    transport: Transport | None = None,
+) -> None:
+    """After the code's transaction committed: e-mail it, then revoke the member's older
+    codes. If sending fails, revoke the new one instead, in a new transaction (audited), and
+    raise MailError: a code nobody received must not stay live, and the one the member
+    already holds must."""
+    from cpms_admin.mail.compose import security_code_message
+    from cpms_admin.mail.transport import transport_from_settings
+
+    try:
+        message = security_code_message(
+            settings=settings,
+            to=member.email or "",
+            first_name=member.first_name,
+            last_name=member.last_name,
+            civility=member.civility,
+            code=issued.clear,
+            expires_at=issued.row.expires_at,
+            purpose=issued.row.purpose,
+        )
+        (transport or transport_from_settings(settings)).send(message)
+    except Exception as exc:
+        error = str(exc) if isinstance(exc, MailError | ValueError) else type(exc).__name__
+        _revoke_unsent(
+            session, member=member, code_id=pk(issued.row), agent=agent, error=error, clock=clock
+        )
+        if not isinstance(exc, MailError | ValueError):
+            raise
+        raise MailError(
+            f"{exc}; the new security code was revoked. Send one by post: "
+            f'cpms-admin code issue {member.nir} --channel post --reason "e-mail failed"'
+        ) from None
+    codes.supersede_older(session, code=issued.row)
+    session.commit()
+
+
+def _revoke_unsent(
+    session: Session, *, member: Member, code_id: int, agent: str, error: str, clock: Clock
+) -> None:
+    session.rollback()
+    revoked = codes.revoke_code(session, code_id=code_id)
+    audit.record(
+        session,
+        agent=agent,
+        action="code.revoke",
+        member=member,
+        outcome="mail_failed",
+        at=clock(),
+        code_id=code_id,
+        revoked=revoked,
+        error=error,
+    )
+    session.commit()
+
+
+def notify_pin_changed(
+    *,
+    member: Member,
+    how: str,
+    changed_at: datetime,
+    settings: Settings,
+    transport: Transport | None = None,
+) -> bool:
+    """After commit: tell a member with an address that their PIN was set, changed or reset.
+    A failure is logged, not raised: the change itself is done and must not look failed."""
+    if not member.email:
+        return False
+    from cpms_admin.mail.compose import pin_changed_message
+    from cpms_admin.mail.transport import transport_from_settings
+
+    try:
+        message = pin_changed_message(
+            settings=settings,
+            to=member.email,
+            first_name=member.first_name,
+            last_name=member.last_name,
+            civility=member.civility,
+            changed_at=changed_at,
+            how=how,
+        )
+        (transport or transport_from_settings(settings)).send(message)
+    except (CpmsError, ValueError) as exc:  # a bad CPMS_SMTP_URL or template included
+        log.warning("PIN %s notice for member %s not sent: %s", how, mask_nir(member.nir), exc)
+        return False
+    return True

@@ -1,0 +1,194 @@
+"""Setting a PIN from the portal: with a one-time code (first login, lost PIN) or with the
+current PIN (change). The new PIN is typed twice.
+
+A mismatch or a guessable PIN (from the NIR's birth year and month too) is refused before
+anything is spent: no try of the code, no failed attempt.
+
+A wrong code spends the account's one budget of guesses, like a wrong PIN (see
+`code_attempts`), and gets the same words whoever asked, so the answer tells nobody who is
+a member or who has a live code. `auto` (a command-line convenience for QA; the portal
+knows which form the member filled in) takes the secret as the code when the member has a
+live one, else as the current PIN, so its answers do tell a member with a live code apart.
+"""
+
+from datetime import datetime
+from typing import Literal
+
+from sqlalchemy import update
+from sqlmodel import Session, col
+
+from cpms_admin import audit
+from cpms_admin.audit import PORTAL
+from cpms_admin.clock import Clock
+from cpms_admin.credentials import code_attempts, codes, delivery
+from cpms_admin.credentials.attempts import pin_hasher, sign_in
+from cpms_admin.credentials.pins import check_pin_format, parse_weak_pins, pin_weakness
+from cpms_admin.errors import InvalidInput
+from cpms_admin.mail.transport import Transport
+from cpms_admin.members.nir import parse_nir
+from cpms_admin.members.records import get_account
+from cpms_admin.models import Account, pk
+from cpms_admin.portal import wording
+from cpms_admin.portal.results import PortalResult, attempt_result
+from cpms_admin.settings import Settings
+
+Using = Literal["auto", "code", "pin"]
+
+
+def set_pin(
+    session: Session,
+    *,
+    nir: str,
+    secret: str,
+    new_pin: str,
+    confirmation: str,
+    using: Using,
+    captcha_ok: bool = False,
+    settings: Settings,
+    clock: Clock,
+    transport: Transport | None = None,
+) -> PortalResult:
+    """Set a new PIN. `secret` is the one-time code or the current PIN, as `using` says: the
+    portal knows which form the member filled in. `auto` (for QA at the command line) takes
+    it as the code when the member has a live one, else as the current PIN; its answers tell
+    a member with a live code apart (a code's words, no argon2), so the portal never uses it."""
+    compact = parse_nir(nir)
+    if not (len(secret) == 6 and secret.isascii() and secret.isdigit()):
+        raise InvalidInput("the security code or current PIN must be exactly 6 digits (0-9)")
+    check_pin_format(new_pin)
+    if new_pin != confirmation:
+        return PortalResult(False, "mismatch", wording.MISMATCH)
+    # Judged by the NIR only (a birth date on file must match its year and month): whoever
+    # asks typed it, so the answer tells them nothing, and it comes before any guess.
+    weakness = pin_weakness(new_pin, weak_pins=parse_weak_pins(settings.weak_pins), nir=compact)
+    if weakness is not None:
+        return PortalResult(False, "weak_pin", wording.weak_pin(weakness))
+    now = clock()
+    if using != "pin":
+        result = _with_code(
+            session,
+            nir=compact,
+            code=secret,
+            new_pin=new_pin,
+            fall_back=using == "auto",
+            captcha_ok=captcha_ok,
+            settings=settings,
+            now=now,
+            transport=transport,
+        )
+        if result is not None:
+            return result
+    return _with_current_pin(
+        session,
+        nir=compact,
+        pin=secret,
+        new_pin=new_pin,
+        captcha_ok=captcha_ok,
+        settings=settings,
+        now=now,
+        transport=transport,
+    )
+
+
+def _with_code(
+    session: Session,
+    *,
+    nir: str,
+    code: str,
+    new_pin: str,
+    fall_back: bool,
+    captcha_ok: bool,
+    settings: Settings,
+    now: datetime,
+    transport: Transport | None,
+) -> PortalResult | None:
+    """Set the PIN with the member's live code. None when there is no live code and
+    `fall_back` is set (the caller tries the secret as the current PIN)."""
+    action = "portal.set_pin"
+    tried = code_attempts.try_code(
+        session,
+        nir=nir,
+        code=code,
+        action=action,
+        captcha_ok=captcha_ok,
+        settings=settings,
+        now=now,
+        only_if_live=fall_back,
+    )
+    if tried is None:
+        return None
+    attempt, live = tried
+    subject = attempt.subject
+    if not attempt.ok or live is None or subject is None or subject.member is None:
+        return attempt_result(attempt, settings=settings, now=now)
+    member = subject.member
+    session.commit()  # a match writes nothing: hold no lock during argon2
+    if member.status == "closed":
+        return PortalResult(False, "closed", wording.CLOSED)
+    new_hash = pin_hasher(settings).hash(new_pin)
+    if not codes.consume_code(session, code_id=pk(live), now=now):
+        session.rollback()  # used, revoked or expired while the PIN was hashed
+        return PortalResult(False, "dead_code", wording.CODE_REFUSED)
+    account = get_account(session, member)
+    how = "reset" if account.pin_hash or live.purpose == "pin_reset" else "set"
+    lifted = account.hard_locked_at is not None or account.failed_attempts > 0
+    session.exec(
+        update(Account)
+        .where(col(Account.member_id) == pk(member))
+        .values(
+            pin_hash=new_hash,
+            pin_set_at=now,
+            failed_attempts=0,
+            locked_until=None,
+            captcha_required=False,
+            hard_locked_at=None,
+        )
+    )
+    audit.record(
+        session,
+        agent=PORTAL,
+        action=action,
+        member=member,
+        at=now,
+        how=how,
+        code_id=live.id,
+        lifted_lockout=lifted,
+    )
+    session.commit()
+    delivery.notify_pin_changed(
+        member=member, how=how, changed_at=now, settings=settings, transport=transport
+    )
+    return PortalResult(True, "ok", wording.PIN_SAVED)
+
+
+def _with_current_pin(
+    session: Session,
+    *,
+    nir: str,
+    pin: str,
+    new_pin: str,
+    captcha_ok: bool,
+    settings: Settings,
+    now: datetime,
+    transport: Transport | None,
+) -> PortalResult:
+    action = "portal.change_pin"
+    attempt = sign_in(
+        session,
+        nir=nir,
+        pin=pin,
+        action=action,
+        captcha_ok=captcha_ok,
+        settings=settings,
+        now=now,
+        changes=lambda _: {"pin_hash": pin_hasher(settings).hash(new_pin), "pin_set_at": now},
+    )
+    if not attempt.ok or attempt.subject is None or attempt.subject.member is None:
+        return attempt_result(attempt, settings=settings, now=now)
+    member = attempt.subject.member
+    audit.record(session, agent=PORTAL, action=action, member=member, at=now, how="changed")
+    session.commit()
+    delivery.notify_pin_changed(
+        member=member, how="changed", changed_at=now, settings=settings, transport=transport
+    )
+    return PortalResult(True, "ok", wording.PIN_SAVED)

@@ -1,0 +1,149 @@
+"""Rendering a claimed batch into its staging directory, chunk by chunk.
+
+Each letter's code is made here, just before its chunk is rendered; the clear value goes into
+the PDF and into `Issued` (kept in memory until the commit stores its hash), nowhere else.
+The letters are read from the database one chunk at a time, each read in a short transaction
+of its own (on SQLite every transaction holds the write lock), so memory and locks stay flat
+whatever the size of the batch.
+"""
+
+import contextlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine
+from sqlmodel import Session, col, select
+
+from cpms_admin.credentials.code_hash import generate_code
+from cpms_admin.credentials.codes import postal_last_day
+from cpms_admin.faults import failpoint
+from cpms_admin.french import paris_time
+from cpms_admin.letters.content import LetterContent, letter_reference, salutation_for
+from cpms_admin.letters.files import PART, reserve_file, seal_file
+from cpms_admin.members.nir import mask_nir
+from cpms_admin.members.records import address_lines
+from cpms_admin.models import Letter, Member, pk
+from cpms_admin.settings import Settings
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class Issued:
+    """A code printed in this batch, to be stored (hashed) at commit time."""
+
+    letter_id: int
+    member_id: int
+    purpose: str
+    code: str = field(repr=False)
+
+
+@dataclass
+class Rendered:
+    issued: list[Issued] = field(default_factory=list)
+    failed: dict[int, str] = field(default_factory=dict)  # letter id -> why it cannot print
+    letters: list[dict[str, Any]] = field(default_factory=list)  # manifest entries
+    files: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def pages(self) -> int:
+        return sum(entry["pages"] for entry in self.files)
+
+
+@dataclass(frozen=True)
+class RenderJob:
+    engine: Engine
+    batch_id: int
+    staging: Path
+    settings: Settings
+    now: datetime
+    total: int
+    duplex: bool = False
+    chunk_size: int = 25
+    workers: int = 1
+
+
+def _claimed(job: RenderJob, after: int) -> list[tuple[int, str, str, Member]]:
+    with Session(job.engine) as session:  # closed at once: the transaction ends here
+        rows = session.exec(
+            select(Letter, Member)
+            .join(Member, col(Member.id) == Letter.member_id)
+            .where(
+                Letter.batch_id == job.batch_id, Letter.status == "claimed", col(Letter.id) > after
+            )
+            .order_by(col(Letter.id))
+            .limit(job.chunk_size)
+        ).all()
+    return [(pk(letter), letter.kind, letter.purpose, member) for letter, member in rows]
+
+
+def _content(job: RenderJob, letter_id: int, kind: str, member: Member, code: str) -> LetterContent:
+    return LetterContent(
+        letter_id=letter_id,
+        kind=kind,
+        recipient_lines=tuple(address_lines(member)),
+        nir_masked=mask_nir(member.nir),
+        code=code,
+        code_expires_on=postal_last_day(job.now, job.settings),  # as stored at commit
+        letter_date=paris_time(job.now).date(),
+        reference=letter_reference(letter_id),
+        salutation=salutation_for(member.civility),
+        portal_url=job.settings.portal_url,
+        place=job.settings.letter_city,
+    )
+
+
+def render_batch(job: RenderJob, *, progress: Progress) -> Rendered:
+    """Render every claimed letter of the batch into `<staging>/letters-NNNN.pdf.part`."""
+    from cpms_admin.letters.pool import render_chunks
+
+    result = Rendered()
+    described: dict[int, dict[str, Any]] = {}
+
+    def chunks() -> Iterator[tuple[Path, list[LetterContent]]]:
+        after, number = 0, 0
+        while rows := _claimed(job, after):
+            after = rows[-1][0]
+            contents = []
+            for letter_id, kind, purpose, member in rows:
+                code = generate_code()
+                try:
+                    contents.append(_content(job, letter_id, kind, member, code))
+                except ValueError as exc:  # e.g. an address that does not fit the window
+                    result.failed[letter_id] = str(exc)
+                    continue
+                result.issued.append(Issued(letter_id, pk(member), purpose, code))
+                described[letter_id] = {"kind": kind, "nir_masked": mask_nir(member.nir)}
+            if contents:
+                number += 1
+                path = job.staging / f"letters-{number:04d}.pdf{PART}"
+                reserve_file(path)
+                yield path, contents
+
+    done = 0
+    # Closed on any error, so no worker goes on writing into a batch being abandoned.
+    with contextlib.closing(
+        render_chunks(chunks(), duplex=job.duplex, workers=job.workers)
+    ) as rendered:
+        for path, spans in rendered:
+            name = path.name.removesuffix(PART)
+            for span in spans:
+                result.letters.append(
+                    {
+                        "letter_id": span.letter_id,
+                        **described.pop(span.letter_id),
+                        "file": name,
+                        "first_page": span.first_page,
+                        "page_count": span.page_count,
+                    }
+                )
+            pages = sum(span.page_count for span in spans)
+            result.files.append({"name": name, "pages": pages, "sha256": seal_file(path)})
+            done += len(spans)
+            progress(done + len(result.failed), job.total)
+            if len(result.files) == 1:
+                failpoint("letters.mid_render")
+    return result

@@ -1,0 +1,29 @@
+"""Putting letters in the print queue. Rendering them is the nightly batch's job."""
+
+from sqlmodel import Session, col, select
+
+from cpms_admin.credentials.codes import purpose_for
+from cpms_admin.models import Account, Letter, Member, pk
+
+LETTER_KINDS = ("welcome", "security_code", "pin_reset")
+
+
+def queue_letter(
+    session: Session, *, member: Member, kind: str, requested_by: str | None = None
+) -> Letter:
+    """Queue a letter in the caller's transaction; its code is made when it is printed.
+    `requested_by`: the agent who asked for it, `audit.PORTAL`, or None for a rule's letter."""
+    if kind not in LETTER_KINDS:
+        raise ValueError(f"unknown letter kind {kind!r}")
+    account = session.get(Account, pk(member))
+    assert account is not None, "every member has an account row"
+    purpose = {"welcome": "first_login", "pin_reset": "pin_reset"}.get(kind) or purpose_for(account)
+    letter = Letter(member_id=pk(member), kind=kind, purpose=purpose, requested_by=requested_by)
+    session.add(letter)
+    session.flush()
+    return letter
+
+
+def pending_letters(session: Session, member: Member) -> list[Letter]:
+    query = select(Letter).where(Letter.member_id == member.id, Letter.status == "pending")
+    return list(session.exec(query.order_by(col(Letter.id))))

@@ -1,0 +1,94 @@
+"""Looking at letters without printing any: the queue listing and the preview sample."""
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from sqlmodel import Session, col, select
+
+from cpms_admin.clock import Clock, iso
+from cpms_admin.credentials.codes import postal_last_day
+from cpms_admin.errors import InvalidInput, Refused
+from cpms_admin.french import paris_time
+from cpms_admin.letters.content import LETTER_KINDS, salutation_for, sample_content
+from cpms_admin.members.nir import mask_nir
+from cpms_admin.members.records import address_lines, get_member
+from cpms_admin.models import Letter, Member
+from cpms_admin.settings import Settings
+
+LETTER_STATUSES = ("pending", "claimed", "printed", "cancelled", "failed")
+
+
+def list_letters(
+    session: Session, *, status: str | None = None, nir: str | None = None, limit: int = 200
+) -> list[dict[str, Any]]:
+    """Newest first, as the JSON objects `letters list` prints."""
+    if status is not None and status not in LETTER_STATUSES:
+        raise InvalidInput(f"unknown letter status {status!r}: one of {', '.join(LETTER_STATUSES)}")
+    query = select(Letter, Member.nir).join(Member, col(Member.id) == Letter.member_id)
+    if status is not None:
+        query = query.where(Letter.status == status)
+    if nir is not None:
+        query = query.where(Letter.member_id == get_member(session, nir).id)
+    query = query.order_by(col(Letter.id).desc()).limit(limit)
+    return [
+        {
+            "id": letter.id,
+            "kind": letter.kind,
+            "status": letter.status,
+            "nir": member_nir,
+            "created_at": iso(letter.created_at),
+            "batch_id": letter.batch_id,
+            "printed_at": iso(letter.printed_at),
+            "status_reason": letter.status_reason,
+        }
+        for letter, member_nir in session.exec(query)
+    ]
+
+
+def preview_letter(
+    *,
+    kind: str,
+    out: Path,
+    settings: Settings,
+    clock: Clock,
+    session: Session | None = None,
+    nir: str | None = None,
+) -> dict[str, Any]:
+    """Render one SPÉCIMEN letter with a dummy code to `out`; with `nir`, addressed to that
+    member. Reads at most one member; stores nothing, issues no code."""
+    from cpms_admin.letters.render import LetterRenderer
+
+    if kind not in LETTER_KINDS:
+        raise InvalidInput(f"unknown letter kind {kind!r}: one of {', '.join(LETTER_KINDS)}")
+    if not out.parent.is_dir():
+        raise InvalidInput(f"cannot write {out}: directory {out.parent} does not exist")
+    now = clock()
+    content = sample_content(
+        kind,
+        today=paris_time(now).date(),
+        expires_on=postal_last_day(now, settings),  # what a letter printed now would say
+        portal_url=settings.portal_url,
+        place=settings.letter_city,
+    )
+    if nir is not None:
+        assert session is not None, "a member's preview needs a session"
+        member = get_member(session, nir)
+        session.rollback()  # nothing more to read: release the transaction before rendering
+        try:
+            content = replace(
+                content,
+                recipient_lines=tuple(address_lines(member)),
+                nir_masked=mask_nir(member.nir),
+                salutation=salutation_for(member.civility),
+            )
+        except ValueError as exc:
+            raise Refused(f"this member's letter cannot be printed: {exc}") from None
+    spans = LetterRenderer().render([content], out)
+    return {
+        "kind": kind,
+        "out": str(out),
+        "pages": spans[0].page_count,
+        "specimen": True,
+        "nir_masked": content.nir_masked,
+    }

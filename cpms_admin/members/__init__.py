@@ -1,0 +1,1 @@
+"""Members: the NIR, postal addresses, field rules and the member records themselves."""

@@ -1,0 +1,148 @@
+"""Validation of a member's fields: the one code path for `member add/update` and imports."""
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import date
+
+from cpms_admin.errors import FieldError
+from cpms_admin.members.nir import parse_nir
+from cpms_admin.members.postal import (
+    MAX_LINE,
+    PostalAddress,
+    clean_line,
+    make_address,
+    recipient_line,
+)
+
+# Conservative: one @, a dotted domain, no white space or control characters anywhere.
+EMAIL = re.compile(
+    r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
+    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+"
+)
+CIVILITIES = {
+    "M": "M",
+    "M.": "M",
+    "MR": "M",
+    "MONSIEUR": "M",
+    "MME": "MME",
+    "MADAME": "MME",
+    "MLLE": "MME",
+}
+COLUMNS = (
+    "nir",
+    "civility",
+    "last_name",
+    "first_name",
+    "birth_date",
+    "email",
+    "street",
+    "address_complement",
+    "postcode",
+    "city",
+    "country",
+)
+REQUIRED = ("nir", "last_name", "first_name", "street", "postcode", "city")
+
+
+@dataclass(frozen=True)
+class MemberFields:
+    nir: str
+    last_name: str
+    first_name: str
+    address: PostalAddress
+    civility: str | None = None
+    birth_date: date | None = None
+    email: str | None = None
+
+    def as_row(self) -> dict[str, object]:
+        """Column values for the `member` table."""
+        return {
+            "nir": self.nir,
+            "civility": self.civility,
+            "last_name": self.last_name,
+            "first_name": self.first_name,
+            "birth_date": self.birth_date,
+            "email": self.email,
+            "street": self.address.street,
+            "address_complement": self.address.complement,
+            "postcode": self.address.postcode,
+            "city": self.address.city,
+            "country": self.address.country,
+        }
+
+
+def parse_email(raw: str) -> str:
+    if "\r" in raw or "\n" in raw:
+        raise FieldError("email", "e-mail must not contain a line break")
+    value = raw.strip()
+    if len(value) > 254 or not EMAIL.fullmatch(value):
+        raise FieldError("email", f"invalid e-mail address {value!r}")
+    local, domain = value.rsplit("@", 1)
+    return f"{local}@{domain.lower()}"
+
+
+def parse_civility(raw: str) -> str:
+    value = CIVILITIES.get(raw.strip().upper())
+    if value is None:
+        raise FieldError("civility", f"civility must be M or MME, got {raw.strip()!r}")
+    return value
+
+
+def parse_name(field: str, raw: str) -> str:
+    try:
+        value = clean_line(raw)
+    except ValueError as exc:
+        raise FieldError(field, f"{field}: {exc}") from None
+    if not value:
+        raise FieldError(field, f"{field} is required")
+    if len(value) > 100 or not any(ch.isalpha() for ch in value):
+        raise FieldError(field, f"{field} {value!r} is not a name")
+    return value
+
+
+def parse_birth_date(raw: str, nir: str) -> date:
+    value = raw.strip()
+    try:
+        if re.fullmatch(r"\d{2}/\d{2}/\d{4}", value):  # French office files: DD/MM/YYYY
+            day, month, year = value.split("/")
+            born = date(int(year), int(month), int(day))
+        else:
+            born = date.fromisoformat(value)
+    except ValueError:
+        raise FieldError("birth_date", f"birth date {value!r} must be YYYY-MM-DD") from None
+    nir_month = int(nir[3:5])
+    if born.year % 100 != int(nir[1:3]) or (1 <= nir_month <= 12 and born.month != nir_month):
+        raise FieldError("birth_date", f"birth date {value} does not match the NIR's year/month")
+    return born
+
+
+def validate_member_fields(raw: Mapping[str, str | None]) -> MemberFields:
+    """Check and normalise one member's fields (strings, as typed or read from a file)."""
+    values = {key: (raw.get(key) or "").strip() for key in COLUMNS}
+    for key in REQUIRED:
+        if not values[key]:
+            raise FieldError(key, f"{key} is required")
+    nir = parse_nir(values["nir"])
+    civility = parse_civility(values["civility"]) if values["civility"] else None
+    last_name = parse_name("last_name", values["last_name"])
+    first_name = parse_name("first_name", values["first_name"])
+    name_line = recipient_line(civility, first_name, last_name)
+    if len(name_line) > MAX_LINE:
+        raise FieldError("last_name", f"name does not fit on an envelope line: {name_line!r}")
+    address = make_address(
+        street=values["street"],
+        postcode=values["postcode"],
+        city=values["city"],
+        country=values["country"] or "FR",
+        complement=values["address_complement"] or None,
+    )
+    return MemberFields(
+        nir=nir,
+        civility=civility,
+        last_name=last_name,
+        first_name=first_name,
+        address=address,
+        birth_date=parse_birth_date(values["birth_date"], nir) if values["birth_date"] else None,
+        email=parse_email(values["email"]) if values["email"] else None,
+    )

@@ -1,0 +1,293 @@
+"""Members: add, look up, list, update, close. Each write is audited in its transaction."""
+
+import re
+from collections.abc import Mapping, Sequence
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import or_, update
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col, select
+
+from cpms_admin import audit
+from cpms_admin.clock import Clock, iso, system_clock
+from cpms_admin.credentials.codes import revoke_pending
+from cpms_admin.credentials.lockout import account_state
+from cpms_admin.errors import Conflict, InvalidInput, NotFound
+from cpms_admin.letters.queue import queue_letter
+from cpms_admin.members.fields import COLUMNS, MemberFields, validate_member_fields
+from cpms_admin.members.nir import format_nir, parse_nir
+from cpms_admin.members.postal import PostalAddress, fold, recipient_line
+from cpms_admin.models import Account, Letter, Member, SecurityCode, pk
+
+
+def search_text(member: Member) -> str:
+    parts = (member.last_name, member.first_name, member.nir, member.email or "", member.city)
+    return fold(" ".join(parts))
+
+
+def as_strings(row: Mapping[str, object]) -> dict[str, str | None]:
+    """Member columns as text, as a typed option or a file row gives them."""
+    return {
+        name: value.isoformat()
+        if isinstance(value, date)
+        else (None if value is None else str(value))
+        for name, value in row.items()
+    }
+
+
+def apply_fields(member: Member, fields: MemberFields, now: datetime) -> None:
+    for name, value in fields.as_row().items():
+        setattr(member, name, value)
+    member.search_text = search_text(member)
+    member.updated_at = now
+
+
+def get_member(session: Session, nir: str) -> Member:
+    """The member with this NIR (any accepted spelling), or NotFound."""
+    compact = parse_nir(nir)
+    member = session.exec(select(Member).where(Member.nir == compact)).first()
+    if member is None:
+        raise NotFound(f"no member with NIR {format_nir(compact)}")
+    return member
+
+
+def get_account(session: Session, member: Member) -> Account:
+    account = session.get(Account, member.id)
+    assert account is not None, "every member has an account row"
+    return account
+
+
+def add_member(
+    session: Session,
+    *,
+    fields: MemberFields,
+    agent: str,
+    welcome: bool = True,
+    clock: Clock = system_clock,
+) -> Member:
+    """Create a member and their account; queue the enrolment letter unless told not to."""
+    if session.exec(select(Member.id).where(Member.nir == fields.nir)).first() is not None:
+        raise Conflict(f"member {format_nir(fields.nir)} already exists")
+    now = clock()
+    member = Member(created_at=now, **fields.as_row())  # type: ignore[arg-type]
+    apply_fields(member, fields, now)
+    session.add(member)
+    try:
+        session.flush()
+    except IntegrityError:  # another agent or an import added the same NIR just now
+        session.rollback()
+        raise Conflict(f"member {format_nir(fields.nir)} already exists") from None
+    session.add(Account(member_id=pk(member)))
+    letter = queue_letter(session, member=member, kind="welcome") if welcome else None
+    audit.record(
+        session,
+        agent=agent,
+        action="member.add",
+        member=member,
+        at=now,
+        welcome_letter_id=letter.id if letter else None,
+    )
+    session.commit()
+    return member
+
+
+def update_member(
+    session: Session,
+    *,
+    nir: str,
+    changes: Mapping[str, str | None],
+    agent: str,
+    reason: str | None = None,
+    clock: Clock = system_clock,
+) -> Member:
+    """Change some fields; the merged result goes through the same validation as `add`.
+
+    A change to `None` clears an optional field (e.g. the e-mail).
+    """
+    unknown = set(changes) - (set(COLUMNS) - {"nir"})
+    if unknown:
+        raise InvalidInput(f"cannot change {', '.join(sorted(unknown))}")
+    why = _optional_reason(reason)
+    member = get_member(session, nir)
+    before = as_strings({name: getattr(member, name) for name in COLUMNS})
+    fields = validate_member_fields({**before, **changes})
+    after = as_strings(fields.as_row())
+    changed = sorted(name for name in COLUMNS if after[name] != before[name])
+    if not changed:
+        return member
+    apply_fields(member, fields, clock())
+    audit.record(
+        session,
+        agent=agent,
+        action="member.update",
+        member=member,
+        reason=why,
+        at=member.updated_at,
+        changed=changed,
+    )
+    session.commit()
+    return member
+
+
+def _optional_reason(reason: str | None) -> str | None:
+    """A reason the agent may leave out (blank is none); given, it is checked like any."""
+    if reason is None or not reason.strip():
+        return None
+    return audit.clean_text(reason, what="the reason", max_length=audit.REASON_MAX_LENGTH)
+
+
+def close_member(
+    session: Session, *, nir: str, reason: str, agent: str, clock: Clock = system_clock
+) -> Member:
+    """Closed members cannot log in; their data is kept. Closing twice is a no-op."""
+    if not reason.strip():
+        raise InvalidInput("a reason is required to close a member")
+    why = audit.clean_text(reason, what="the reason", max_length=audit.REASON_MAX_LENGTH)
+    member = get_member(session, nir)
+    if member.status == "closed":
+        return member
+    now = clock()
+    member.status, member.closed_reason, member.closed_at, member.updated_at = (
+        "closed",
+        why,
+        now,
+        now,
+    )
+    revoked = revoke_pending(session, member_id=pk(member))
+    cancelled = session.exec(
+        update(Letter)
+        .where(col(Letter.member_id) == pk(member), col(Letter.status) == "pending")
+        .values(status="cancelled", status_reason="member closed")
+        .returning(col(Letter.id))
+    ).all()
+    audit.record(
+        session,
+        agent=agent,
+        action="member.close",
+        member=member,
+        reason=why,
+        at=now,
+        codes_revoked=len(revoked),
+        letters_cancelled=list(cancelled),
+    )
+    session.commit()
+    return member
+
+
+def list_members(
+    session: Session,
+    *,
+    status: str | None = None,
+    locked: bool = False,
+    search: str | None = None,
+    limit: int = 50,
+    clock: Clock = system_clock,
+) -> list[Member]:
+    query = select(Member)
+    if status is not None:
+        query = query.where(Member.status == status)
+    if locked:
+        now = clock()
+        query = query.join(Account).where(
+            or_(col(Account.hard_locked_at).is_not(None), col(Account.locked_until) > now)
+        )
+    for term in search_terms(search or ""):
+        query = query.where(col(Member.search_text).contains(term, autoescape=True))
+    return list(session.exec(query.order_by(Member.last_name, Member.first_name).limit(limit)))
+
+
+def search_terms(search: str) -> list[str]:
+    """Words to find, all of them; a NIR typed with separators is one term."""
+    compact = re.sub(r"[\s.-]", "", search)
+    if re.fullmatch(r"\d[\dab]{0,14}", compact, flags=re.IGNORECASE):
+        return [compact.lower()]
+    return fold(search).split()
+
+
+def address_lines(member: Member) -> list[str]:
+    """The full AFNOR block as printed on an envelope, recipient first."""
+    address = PostalAddress(
+        street=member.street,
+        postcode=member.postcode,
+        city=member.city,
+        country=member.country,
+        complement=member.address_complement,
+    )
+    return [recipient_line(member.civility, member.first_name, member.last_name), *address.lines()]
+
+
+def account_view(account: Account, now: datetime) -> dict[str, Any]:
+    return {
+        "state": account_state(account, now),
+        "pin_set": account.pin_hash is not None,
+        "failed_attempts": account.failed_attempts,
+        "locked_until": iso(account.locked_until),
+        "captcha_required": account.captcha_required,
+        "terms_accepted_version": account.terms_accepted_version,
+        "last_login_at": iso(account.last_login_at),
+    }
+
+
+def member_summary(member: Member) -> dict[str, Any]:
+    """The identity and contact part of `member show --json` (also each `member list` item)."""
+    return {
+        "nir": member.nir,
+        "civility": member.civility,
+        "last_name": member.last_name,
+        "first_name": member.first_name,
+        "birth_date": member.birth_date.isoformat() if member.birth_date else None,
+        "email": member.email,
+        "address": {
+            "lines": address_lines(member),
+            "postcode": member.postcode,
+            "city": member.city,
+            "country": member.country,
+        },
+        "status": member.status,
+    }
+
+
+def member_views(
+    session: Session, members: Sequence[Member], *, clock: Clock = system_clock
+) -> list[dict[str, Any]]:
+    """What `member show --json` prints, for several members in three queries (CLI.md)."""
+    now = clock()
+    ids = [pk(member) for member in members]
+    accounts = {
+        a.member_id: a for a in session.exec(select(Account).where(col(Account.member_id).in_(ids)))
+    }
+    codes: dict[int, list[dict[str, Any]]] = {member_id: [] for member_id in ids}
+    for code in session.exec(
+        select(SecurityCode)
+        .where(
+            col(SecurityCode.member_id).in_(ids),
+            SecurityCode.status == "pending",
+            col(SecurityCode.expires_at) > now,
+        )
+        .order_by(col(SecurityCode.id))
+    ):
+        codes[code.member_id].append(
+            {"purpose": code.purpose, "channel": code.channel, "expires_at": iso(code.expires_at)}
+        )
+    letters: dict[int, list[dict[str, Any]]] = {member_id: [] for member_id in ids}
+    for letter in session.exec(
+        select(Letter)
+        .where(col(Letter.member_id).in_(ids), Letter.status == "pending")
+        .order_by(col(Letter.id))
+    ):
+        letters[letter.member_id].append({"id": letter.id, "kind": letter.kind})
+    return [
+        {
+            **member_summary(member),
+            "account": account_view(accounts[pk(member)], now),
+            "pending_codes": codes[pk(member)],
+            "pending_letters": letters[pk(member)],
+        }
+        for member in members
+    ]
+
+
+def member_view(session: Session, member: Member, *, clock: Clock = system_clock) -> dict[str, Any]:
+    """Everything `member show --json` prints (CLI.md)."""
+    return member_views(session, [member], clock=clock)[0]

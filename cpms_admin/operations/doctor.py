@@ -1,0 +1,150 @@
+"""`doctor`: is everything the nightly job needs in place? Each check says what to fix."""
+
+import shutil
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from cpms_admin.errors import CpmsError
+from cpms_admin.migrations import HEAD_REVISION
+from cpms_admin.settings import Settings
+
+LETTER_FILES = ("welcome.html", "security_code.html", "pin_reset.html", "letter.css")
+MAIL_FILES = (
+    "security_code.txt.j2",
+    "security_code.html.j2",
+    "pin_changed.txt.j2",
+    "pin_changed.html.j2",
+)
+FONTS = ("Liberation Sans", "DejaVu Sans")
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str
+    fix: str | None = None
+
+
+def check_database(settings: Settings) -> Check:
+    from cpms_admin.db import current_revision, make_engine
+
+    engine = make_engine(settings.database_url)
+    try:
+        revision = current_revision(engine)
+    finally:
+        engine.dispose()
+    if revision != HEAD_REVISION:
+        return Check(
+            "database",
+            False,
+            f"schema at {revision or 'nothing'}, latest is {HEAD_REVISION}",
+            "run cpms-admin db upgrade",
+        )
+    return Check("database", True, f"reachable, schema at {revision}")
+
+
+def check_pepper(settings: Settings) -> Check:
+    """The pepper is this database's (its fingerprint matches) and private."""
+    from cpms_admin.credentials.pepper import load_peppers, pepper_file_path, pepper_file_problem
+
+    peppers = load_peppers(settings)
+    path = pepper_file_path(settings)
+    which = f"pepper {peppers.current_id} of {len(peppers.secrets)}, this database's"
+    if path is None:
+        return Check("pepper", True, f"from CPMS_PEPPER, {which}")
+    problem = pepper_file_problem(path)
+    if problem:
+        return Check("pepper", False, problem, f"chmod 600 {path}")
+    return Check("pepper", True, f"{path}, private, {which}")
+
+
+def check_templates(settings: Settings) -> Check:
+    from cpms_admin.resources import templates_dir
+
+    root = templates_dir()
+    expected = [root / "letters" / f for f in LETTER_FILES] + [
+        root / "mail" / f for f in MAIL_FILES
+    ]
+    missing = [str(path) for path in expected if not path.is_file()]
+    if missing:
+        return Check("templates", False, f"missing: {', '.join(missing)}", "reinstall cpms-admin")
+    return Check("templates", True, str(root))
+
+
+def check_fonts(settings: Settings) -> Check:
+    fc_list = shutil.which("fc-list")
+    if fc_list is None:
+        return Check(
+            "fonts",
+            False,
+            "fontconfig (fc-list) not found",
+            "apt-get install fontconfig fonts-liberation2",
+        )
+    listed = subprocess.run(
+        [fc_list, ":", "family"], capture_output=True, text=True, check=False, timeout=30
+    ).stdout
+    found = [font for font in FONTS if font in listed]
+    if not found:
+        return Check(
+            "fonts",
+            False,
+            f"none of {', '.join(FONTS)} installed",
+            "apt-get install fonts-liberation2 fonts-dejavu-core",
+        )
+    return Check("fonts", True, ", ".join(found))
+
+
+def check_weasyprint(settings: Settings) -> Check:
+    try:
+        from weasyprint.text.ffi import harfbuzz, harfbuzz_subset
+    except (ImportError, OSError) as exc:
+        return Check(
+            "weasyprint",
+            False,
+            f"cannot load WeasyPrint: {exc}",
+            "apt-get install libpango-1.0-0 libpangoft2-1.0-0",
+        )
+    if harfbuzz_subset is None or not harfbuzz.hb_version_atleast(4, 1, 0):
+        return Check(
+            "weasyprint",
+            False,
+            "HarfBuzz subsetting unavailable: fonts fall back to fontTools, several times slower",
+            "apt-get install libharfbuzz-subset0",
+        )
+    return Check("weasyprint", True, "HarfBuzz font subsetting in use")
+
+
+def check_mail(settings: Settings) -> Check:
+    if not settings.smtp_url:
+        directory = Path(settings.mail_dir)
+        return Check("mail", True, f"no SMTP configured: e-mails are written to {directory}/")
+    from cpms_admin.mail.transport import smtp_problem
+
+    problem = smtp_problem(settings)
+    if problem:
+        return Check("mail", False, problem, "check CPMS_SMTP_URL and the mail server")
+    return Check("mail", True, "SMTP server answers")
+
+
+CHECKS: tuple[Callable[[Settings], Check], ...] = (
+    check_database,
+    check_pepper,
+    check_templates,
+    check_fonts,
+    check_weasyprint,
+    check_mail,
+)
+
+
+def run_checks(settings: Settings) -> list[Check]:
+    results = []
+    for check in CHECKS:
+        name = check.__name__.removeprefix("check_")
+        try:
+            results.append(check(settings))
+        except CpmsError as exc:
+            results.append(Check(name, False, str(exc)))
+    return results

@@ -1,0 +1,181 @@
+"""The database's peppers: the first one, recorded by `db upgrade`; rotation; what each one
+still keys.
+
+`pepper rotate` appends a new pepper to the pepper file (`<id>:<secret>`, the highest id is
+current) and records its fingerprint, in that order: a rotation interrupted between the two
+is finished by running it again. New hashes use the new pepper; every hash names the pepper
+that made it, so old PIN hashes keep working and are re-hashed at the member's next login,
+and live codes work until they expire. An old pepper's line can be deleted from the file once
+`pepper status` says nothing uses it any more.
+"""
+
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from sqlalchemy import func, not_
+from sqlmodel import Session, col, select
+
+from cpms_admin import audit
+from cpms_admin.clock import Clock
+from cpms_admin.credentials.pepper import (
+    Peppers,
+    check_fingerprints,
+    create_pepper_file,
+    fingerprint,
+    new_secret,
+    pepper_file_path,
+    read_peppers,
+    write_pepper_file,
+)
+from cpms_admin.errors import NotReady
+from cpms_admin.models import Account, PepperKey, SecurityCode
+from cpms_admin.settings import Settings
+
+
+@dataclass(frozen=True)
+class PepperUse:
+    """What pepper `key_id` still keys: PIN hashes and live codes."""
+
+    key_id: int
+    current: bool
+    pin_hashes: int
+    live_codes: int
+
+    @property
+    def removable(self) -> bool:
+        """Its line can go from the pepper file: nothing would need it any more."""
+        return not self.current and self.pin_hashes == 0 and self.live_codes == 0
+
+
+@dataclass(frozen=True)
+class Rotation:
+    key_id: int
+    path: Path
+    finished_interrupted: bool  # the new pepper was in the file already, now recorded
+
+
+def _recorded(session: Session, *, lock: bool = False) -> dict[int, str]:
+    query = select(PepperKey)
+    if lock:
+        query = query.with_for_update()
+    return {row.id: row.fingerprint for row in session.exec(query)}
+
+
+def _record(session: Session, peppers: Peppers, key_ids: list[int], now: datetime) -> None:
+    for key_id in key_ids:
+        session.add(
+            PepperKey(id=key_id, fingerprint=fingerprint(peppers.get(key_id)), created_at=now)
+        )
+
+
+def holds_hashes(session: Session) -> bool:
+    """Whether any PIN or code was hashed with a pepper (legacy imported hashes were not)."""
+    pin = select(Account.member_id).where(
+        col(Account.pin_hash).is_not(None), not_(col(Account.pin_hash).startswith("legacy:"))
+    )
+    return (
+        session.exec(pin.limit(1)).first() is not None
+        or session.exec(select(SecurityCode.id).limit(1)).first() is not None
+    )
+
+
+def settle_pepper(
+    session: Session, *, settings: Settings, agent: str, now: datetime
+) -> Path | None:
+    """At `db upgrade`: check the pepper at hand against the database's record, record it if
+    the database has none yet (a new database, or one from before fingerprints), or create one
+    for a database that holds no hash. Never a second pepper for a database that has one:
+    NotReady, naming the file. The path of a pepper file created, else None. Commits."""
+    recorded = _recorded(session, lock=True)
+    path = pepper_file_path(settings)
+    if path is None or path.exists() or path.is_symlink():
+        peppers = read_peppers(settings)
+        if recorded:
+            check_fingerprints(peppers, recorded)
+            session.rollback()
+            return None
+        created = None
+    else:
+        if recorded or holds_hashes(session):
+            held = "recorded a pepper" if recorded else "holds hashes made with a pepper"
+            raise NotReady(
+                f"no pepper at {path}, but this database {held}: restore its pepper file "
+                "there (or point CPMS_PEPPER_FILE at it). A new pepper would make every PIN "
+                "and code fail, so none is made"
+            )
+        peppers = create_pepper_file(path)
+        created = path
+    _record(session, peppers, sorted(peppers.secrets), now)
+    audit.record(
+        session,
+        agent=agent,
+        action="pepper.record",
+        at=now,
+        peppers=sorted(peppers.secrets),
+        created=str(created) if created else None,
+    )
+    session.commit()
+    return created
+
+
+def rotate(session: Session, *, settings: Settings, agent: str, clock: Clock) -> Rotation:
+    """Add a new current pepper: appended to the pepper file first, then recorded with its
+    audit row. Run again after an interruption between the two, it records the one added."""
+    path = pepper_file_path(settings)
+    if path is None:
+        raise NotReady(
+            "pepper rotate needs the peppers in a file: move CPMS_PEPPER's value into a file "
+            "(mode 0600), set CPMS_PEPPER_FILE to it and unset CPMS_PEPPER, then run it again"
+        )
+    peppers = read_peppers(settings)
+    recorded = _recorded(session, lock=True)
+    key_id = peppers.current_id
+    finishing = set(peppers.secrets) - set(recorded) == {key_id} and key_id > max(
+        recorded, default=0
+    )
+    if finishing:  # the file has the new pepper already: check the others, record it
+        older = {k: v for k, v in peppers.secrets.items() if k != key_id}
+        check_fingerprints(Peppers(older, peppers.source), recorded)
+    else:
+        check_fingerprints(peppers, recorded)
+        key_id = max(recorded) + 1
+        lines = {k: v.decode("utf-8") for k, v in peppers.secrets.items()}
+        write_pepper_file(path, {**lines, key_id: new_secret()})
+        peppers = read_peppers(settings)
+    now = clock()
+    _record(session, peppers, [key_id], now)
+    audit.record(
+        session,
+        agent=agent,
+        action="pepper.rotate",
+        at=now,
+        pepper=key_id,
+        file=str(path),
+        finished_interrupted=finishing,
+    )
+    session.commit()
+    return Rotation(key_id=key_id, path=path, finished_interrupted=finishing)
+
+
+def usage(session: Session, *, now: datetime) -> list[PepperUse]:
+    """For each recorded pepper: the PIN hashes and live codes it keys."""
+    recorded = sorted(_recorded(session))
+    current = max(recorded, default=0)
+    found = []
+    for key_id in recorded:
+        if key_id == 1:  # untagged: argon2 hashes and codes made before any rotation
+            pins = col(Account.pin_hash).startswith("$argon2")
+            code = not_(col(SecurityCode.code_hash).startswith("k"))
+        else:
+            pins = col(Account.pin_hash).startswith(f"k{key_id}:")
+            code = col(SecurityCode.code_hash).startswith(f"k{key_id}$")
+        pin_count = session.exec(select(func.count()).select_from(Account).where(pins)).one()
+        live = session.exec(
+            select(func.count())
+            .select_from(SecurityCode)
+            .where(code, col(SecurityCode.status) == "pending", col(SecurityCode.expires_at) > now)
+        ).one()
+        found.append(PepperUse(key_id, key_id == current, int(pin_count), int(live)))
+    session.rollback()
+    return found

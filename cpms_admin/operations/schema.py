@@ -1,0 +1,63 @@
+"""Creating and migrating the schema, and the pepper the hashes need."""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from cpms_admin import audit
+from cpms_admin.clock import Clock, system_clock
+from cpms_admin.db import current_revision, make_engine, session_scope, upgrade_schema
+from cpms_admin.migrations import HEAD_REVISION
+from cpms_admin.operations import peppers
+from cpms_admin.settings import Settings
+
+
+@dataclass(frozen=True)
+class SchemaStatus:
+    current: str | None
+    latest: str
+
+    @property
+    def up_to_date(self) -> bool:
+        return self.current == self.latest
+
+
+@dataclass(frozen=True)
+class UpgradeResult:
+    before: str | None
+    after: str
+    pepper_created: Path | None
+
+
+def schema_status(settings: Settings) -> SchemaStatus:
+    """The schema's revision; NotReady for a SQLite file that does not exist (a typo in the
+    URL must not create an empty database)."""
+    engine = make_engine(settings.database_url)
+    try:
+        return SchemaStatus(current=current_revision(engine), latest=HEAD_REVISION)
+    finally:
+        engine.dispose()
+
+
+def upgrade(
+    settings: Settings, *, agent: str, clock: Clock = system_clock, create_dirs: bool = False
+) -> UpgradeResult:
+    """Migrate to the latest revision (idempotent), then settle the pepper: check it against
+    the database's record, record it, or create one for a database without hashes
+    (`peppers.settle_pepper`). A SQLite file's folder must exist unless `create_dirs`."""
+    from cpms_admin.credentials.pepper import pepper_file_path
+
+    pepper_file_path(settings)  # NotReady before anything is made: PostgreSQL needs one set
+    engine = make_engine(settings.database_url, must_exist=False, create_dirs=create_dirs)
+    try:
+        before = current_revision(engine)
+        upgrade_schema(engine)
+        with session_scope(engine) as session:
+            if before != HEAD_REVISION:
+                audit.record(
+                    session, agent=agent, action="db.upgrade", before=before, after=HEAD_REVISION
+                )
+                session.commit()
+            created = peppers.settle_pepper(session, settings=settings, agent=agent, now=clock())
+    finally:
+        engine.dispose()
+    return UpgradeResult(before=before, after=HEAD_REVISION, pepper_created=created)

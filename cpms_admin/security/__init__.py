@@ -1,1 +1,0 @@
-"""Security primitives: the pepper, PIN hashing and rules, one-time codes. No database here."""

@@ -7,7 +7,7 @@ use `session_scope(engine, read_only=True)` instead (see `reader`): in WAL mode 
 transaction never waits for a writer, so `member show` answers during the nightly batch.
 """
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -144,9 +144,49 @@ def reader(engine: Engine) -> Engine:
 
 @contextmanager
 def session_scope(engine: Engine, *, read_only: bool = False) -> Iterator[Session]:
-    """A session whose uncommitted work is rolled back on exit: services call commit().
+    """A session whose uncommitted work is rolled back on exit: services write inside
+    `transaction` blocks, which commit.
 
     `read_only` for commands that only look (see `reader`): they never wait for a writer.
     """
     with Session(reader(engine) if read_only else engine, expire_on_commit=False) as session:
         yield session
+
+
+class Transaction:
+    """One unit of work on a session; see `transaction`."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self._after_commit: list[Callable[[], object]] = []
+
+    def after_commit(self, hook: Callable[[], object]) -> None:
+        """Run `hook` once the work is committed (send an e-mail, publish a file); never if
+        it is rolled back. Hooks run in order; one that raises stops the others."""
+        self._after_commit.append(hook)
+
+
+_OPEN = "cpms_transaction"  # key of the open Transaction in Session.info
+
+
+@contextmanager
+def transaction(session: Session) -> Iterator[Transaction]:
+    """The one way services commit: the block's work commits when it ends and rolls back
+    on any error, then its after-commit hooks run. A block opened inside another joins it,
+    so a service called by another never commits its caller's work."""
+    joined = session.info.get(_OPEN)
+    if isinstance(joined, Transaction):
+        yield joined
+        return
+    work = Transaction(session)
+    session.info[_OPEN] = work
+    try:
+        yield work
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.info.pop(_OPEN, None)
+    for hook in work._after_commit:
+        hook()

@@ -9,10 +9,10 @@ from typing import Any
 
 from sqlmodel import Session, col, select
 
-from cpms_admin.credentials import accounts, pin_change
+from cpms_admin.credentials import accounts
 from cpms_admin.credentials.attempts import pin_hasher
 from cpms_admin.models import Account, Member, SecurityCode, pk
-from cpms_admin.portal import flows
+from cpms_admin.portal import flows, pin_change
 from cpms_admin.portal.results import PortalResult
 from cpms_admin.settings import Settings
 

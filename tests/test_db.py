@@ -2,12 +2,17 @@
 
 from pathlib import Path
 
+import pytest
 from alembic.config import Config
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, text
+from sqlmodel import Session, col, select
 
-from cpms_admin.db import MIGRATIONS_DIR, make_engine
+from cpms_admin import audit
+from cpms_admin.db import MIGRATIONS_DIR, make_engine, transaction
+from cpms_admin.errors import Conflict
 from cpms_admin.migrations import HEAD_REVISION
+from cpms_admin.models import AuditEvent
 
 
 def test_head_revision_constant_matches_the_migrations() -> None:
@@ -45,3 +50,40 @@ def test_the_migrated_schema_is_the_one_the_models_describe(engine: Engine) -> N
 
     with engine.connect() as conn:
         assert compare_metadata(MigrationContext.configure(conn), SQLModel.metadata) == []
+
+
+# --- the unit of work --------------------------------------------------------------------
+
+
+def _audit_actions(engine: Engine) -> list[str]:
+    with Session(engine) as other:  # what another process would see: committed rows only
+        return list(other.exec(select(AuditEvent.action).order_by(col(AuditEvent.id))))
+
+
+def test_a_transaction_commits_its_work_then_runs_its_hooks(engine: Engine) -> None:
+    seen: list[list[str]] = []
+    with Session(engine) as session, transaction(session) as work:
+        audit.record(session, agent="alice", action="test.one")
+        work.after_commit(lambda: seen.append(_audit_actions(engine)))
+        assert seen == []  # not before the commit
+    assert seen == [["test.one"]]
+
+
+def test_an_error_rolls_back_the_work_and_skips_the_hooks(engine: Engine) -> None:
+    hooks: list[str] = []
+    with Session(engine) as session, pytest.raises(Conflict), transaction(session) as work:
+        audit.record(session, agent="alice", action="test.one")
+        work.after_commit(lambda: hooks.append("ran"))
+        raise Conflict("changed meanwhile")
+    assert _audit_actions(engine) == [] and hooks == []
+
+
+def test_an_inner_transaction_joins_the_outer_one(engine: Engine) -> None:
+    """A service called by another never commits its caller's work on its own."""
+    with Session(engine) as session, pytest.raises(Conflict), transaction(session):
+        audit.record(session, agent="alice", action="test.outer")
+        with transaction(session):
+            audit.record(session, agent="alice", action="test.inner")
+        assert _audit_actions(engine) == []  # the inner block committed nothing
+        raise Conflict("the caller fails afterwards")
+    assert _audit_actions(engine) == []

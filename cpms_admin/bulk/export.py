@@ -15,6 +15,7 @@ from sqlmodel import Session, SQLModel
 from cpms_admin import audit
 from cpms_admin.bulk.formats import open_member_writer
 from cpms_admin.clock import Clock, system_clock
+from cpms_admin.db import transaction
 from cpms_admin.errors import InvalidInput
 from cpms_admin.members.fields import COLUMNS
 
@@ -58,15 +59,15 @@ def export_members(
             on_progress(writer.count)
     writer.close()
     session.rollback()  # end the read before writing the audit event
-    audit.record(
-        session,
-        agent=agent,
-        action="members.export",
-        at=clock(),
-        count=writer.count,
-        format=fmt.lower(),
-        status=status,
-        destination=destination,
-    )
-    session.commit()
+    with transaction(session):
+        audit.record(
+            session,
+            agent=agent,
+            action="members.export",
+            at=clock(),
+            count=writer.count,
+            format=fmt.lower(),
+            status=status,
+            destination=destination,
+        )
     return writer.count

@@ -12,9 +12,8 @@ import typer
 
 from cpms_admin.cli.context import AppContext, app_context
 from cpms_admin.cli.output import print_json, warn
-from cpms_admin.credentials import pin_change
 from cpms_admin.errors import CpmsError, InvalidInput
-from cpms_admin.portal import flows
+from cpms_admin.portal import flows, pin_change
 from cpms_admin.portal.results import PortalResult
 
 app = typer.Typer(

@@ -13,6 +13,7 @@ from cpms_admin.clock import Clock
 from cpms_admin.credentials import codes, delivery
 from cpms_admin.credentials.lockout import account_state
 from cpms_admin.credentials.pepper import load_peppers
+from cpms_admin.db import transaction
 from cpms_admin.errors import InvalidInput, Refused
 from cpms_admin.mail.transport import Transport
 from cpms_admin.members.nir import format_nir
@@ -49,29 +50,29 @@ def unlock_account(
     """Clear the failures, the cool-down, the CAPTCHA flag and the hard lock. Unlocking an
     account that is not locked changes nothing (the request is still audited)."""
     why = require_reason(reason, "unlock an account")
-    member = get_member(session, nir)
-    account = get_account(session, member)
-    now = clock()
-    before = account_state(account, now)
-    failures = account.failed_attempts
-    changed = bool(
-        failures or account.locked_until or account.captcha_required or account.hard_locked_at
-    )
-    if changed:
-        account.failed_attempts, account.locked_until = 0, None
-        account.captcha_required, account.hard_locked_at = False, None
-    audit.record(
-        session,
-        agent=agent,
-        action="account.unlock",
-        member=member,
-        reason=why,
-        outcome="ok" if changed else "noop",
-        at=now,
-        state_before=before,
-        failed_attempts_before=failures,
-    )
-    session.commit()
+    with transaction(session):
+        member = get_member(session, nir)
+        account = get_account(session, member)
+        now = clock()
+        before = account_state(account, now)
+        failures = account.failed_attempts
+        changed = bool(
+            failures or account.locked_until or account.captcha_required or account.hard_locked_at
+        )
+        if changed:
+            account.failed_attempts, account.locked_until = 0, None
+            account.captcha_required, account.hard_locked_at = False, None
+        audit.record(
+            session,
+            agent=agent,
+            action="account.unlock",
+            member=member,
+            reason=why,
+            outcome="ok" if changed else "noop",
+            at=now,
+            state_before=before,
+            failed_attempts_before=failures,
+        )
     return UnlockResult(member, before, failures, changed)
 
 
@@ -89,30 +90,31 @@ def reset_pin(
     """Invalidate the PIN at once (and any code in flight) and send a reset code. The
     lockout stays until the member sets a new PIN with that code, which lifts it."""
     why = require_reason(reason, "reset a PIN")
-    member = _open_member(session, nir)
-    resolved = delivery.resolve_channel(member, channel)
-    load_peppers(settings)  # fail before changing anything when it is missing
-    now = clock()
-    account = get_account(session, member)
-    had_pin = account.pin_hash is not None
-    account.pin_hash = None  # pin_set_at stays: when they last had one
-    revoked = codes.revoke_pending(session, member_id=pk(member))
-    return delivery.deliver_code(
-        session,
-        member=member,
-        channel=resolved,
-        purpose="pin_reset",
-        letter_kind="pin_reset",
-        agent=agent,
-        action="pin.reset",
-        reason=why,
-        settings=settings,
-        clock=clock,
-        now=now,
-        transport=transport,
-        had_pin=had_pin,
-        revoked_codes=len(revoked),
-    )
+    with transaction(session):  # the e-mail leaves once the reset is committed
+        member = _open_member(session, nir)
+        resolved = delivery.resolve_channel(member, channel)
+        load_peppers(settings)  # fail before changing anything when it is missing
+        now = clock()
+        account = get_account(session, member)
+        had_pin = account.pin_hash is not None
+        account.pin_hash = None  # pin_set_at stays: when they last had one
+        revoked = codes.revoke_pending(session, member_id=pk(member))
+        return delivery.deliver_code(
+            session,
+            member=member,
+            channel=resolved,
+            purpose="pin_reset",
+            letter_kind="pin_reset",
+            agent=agent,
+            action="pin.reset",
+            reason=why,
+            settings=settings,
+            clock=clock,
+            now=now,
+            transport=transport,
+            had_pin=had_pin,
+            revoked_codes=len(revoked),
+        )
 
 
 def issue_member_code(

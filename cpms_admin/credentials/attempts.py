@@ -1,7 +1,7 @@
 """PIN attempts: the gate before verification, and atomic counting after it.
 
 Verification (argon2, tens of milliseconds) runs outside any transaction: the counters are
-read and the read committed first. The failure is then counted by `lockout.count_failure`,
+read and that transaction ended first. The failure is then counted by `lockout.count_failure`,
 which repeats the gate in its WHERE clause, so concurrent attempts are none lost, and none
 counted or let in once another one has locked the account.
 
@@ -24,6 +24,7 @@ from cpms_admin.credentials import unknown_nir
 from cpms_admin.credentials.lockout import Block, Counters, blocked, count_failure, open_to_attempts
 from cpms_admin.credentials.pepper import Peppers, load_peppers
 from cpms_admin.credentials.pins import PinHasher, check_pin_format
+from cpms_admin.db import transaction
 from cpms_admin.members.nir import mask_nir, parse_nir
 from cpms_admin.models import Account, Member, pk
 from cpms_admin.settings import Settings
@@ -121,10 +122,12 @@ def sign_in(
     settings: Settings,
     now: datetime,
     changes: Callable[[Subject], Mapping[str, Any]],
+    success_details: Callable[[], Mapping[str, Any]] = dict,
 ) -> Attempt:
     """A member proving who they are with their PIN (a login, a PIN change, accepting the
-    Terms). A refusal is recorded and committed here; when the PIN is right, the counters
-    are reset and `changes(subject)` written, uncommitted: the caller adds its audit row."""
+    Terms), one unit of work either way: a refusal is recorded; when the PIN is right, the
+    counters are reset, `changes(subject)` written and the success audited with
+    `success_details()` (called after `changes`)."""
     attempt = _check_pin(
         session, nir=nir, pin=pin, action=action, captcha_ok=captcha_ok, settings=settings, now=now
     )
@@ -134,6 +137,7 @@ def sign_in(
         session,
         attempt=attempt,
         values=changes(attempt.subject),
+        details=success_details,
         action=action,
         captcha_ok=captcha_ok,
         settings=settings,
@@ -151,13 +155,13 @@ def _check_pin(
     settings: Settings,
     now: datetime,
 ) -> Attempt:
-    """Check a PIN. A failure or a block is recorded and committed here; a success is
-    returned unwritten, for the caller to finish with `_settle_success`."""
+    """Check a PIN. A failure or a block is recorded here; a success is returned
+    unwritten, for `_settle_success` to write."""
     compact = parse_nir(nir)
     check_pin_format(pin)
     hasher = pin_hasher(settings)
-    subject = read_subject(session, nir=compact, settings=settings)
-    session.commit()  # nothing written: just do not hold a lock during argon2
+    with transaction(session):  # ended at once: no lock held during argon2
+        subject = read_subject(session, nir=compact, settings=settings)
     block = blocked(subject.counters, now=now, captcha_ok=captcha_ok)
     if block is not None:
         return refuse(session, subject=subject, block=block, action=action, now=now)
@@ -166,8 +170,8 @@ def _check_pin(
     if matches and member is not None and member.status != "closed":
         return Attempt(True, "ok", subject.counters, subject=subject)
     if matches:
-        audit_attempt(session, subject=subject, action=action, outcome="closed", now=now)
-        session.commit()
+        with transaction(session):
+            audit_attempt(session, subject=subject, action=action, outcome="closed", now=now)
         return Attempt(False, "closed", subject.counters, subject=subject)
     return record_failure(
         session, subject=subject, action=action, captcha_ok=captcha_ok, settings=settings, now=now
@@ -193,21 +197,33 @@ def record_failure(
     guessed: str = "pin",
     reason: str | None = None,
 ) -> Attempt:
-    """Count one failure atomically, with the cool-down or hard lock it brings, and commit.
-    A wrong PIN and a wrong code (`guessed`) spend the same budget."""
-    if subject.member is None:
-        counters = unknown_nir.record_failure(
-            session, subject=subject.unknown, captcha_ok=captcha_ok, settings=settings, now=now
-        )
-    else:
-        counters = count_failure(
-            session,
-            table=Account,
-            row=col(Account.member_id) == pk(subject.member),
-            captcha_ok=captcha_ok,
-            settings=settings,
-            now=now,
-        )
+    """Count one failure atomically, with the cool-down or hard lock it brings, and its
+    audit row. A wrong PIN and a wrong code (`guessed`) spend the same budget."""
+    reason = reason or _failure_reason(subject)
+    with transaction(session):
+        if subject.member is None:
+            counters = unknown_nir.record_failure(
+                session, subject=subject.unknown, captcha_ok=captcha_ok, settings=settings, now=now
+            )
+        else:
+            counters = count_failure(
+                session,
+                table=Account,
+                row=col(Account.member_id) == pk(subject.member),
+                captcha_ok=captcha_ok,
+                settings=settings,
+                now=now,
+            )
+        if counters is not None:
+            audit_attempt(
+                session,
+                subject=subject,
+                action=action,
+                outcome=reason,
+                now=now,
+                failures=counters.failures,
+                hard_locked=counters.hard_locked,
+            )
     if counters is None:  # another attempt locked it in the meantime
         return _refuse_now(
             session,
@@ -217,17 +233,6 @@ def record_failure(
             settings=settings,
             now=now,
         )
-    reason = reason or _failure_reason(subject)
-    audit_attempt(
-        session,
-        subject=subject,
-        action=action,
-        outcome=reason,
-        now=now,
-        failures=counters.failures,
-        hard_locked=counters.hard_locked,
-    )
-    session.commit()
     return Attempt(False, reason, counters, counted=True, subject=subject, guessed=guessed)
 
 
@@ -236,26 +241,30 @@ def _settle_success(
     *,
     attempt: Attempt,
     values: Mapping[str, Any],
+    details: Callable[[], Mapping[str, Any]],
     action: str,
     captcha_ok: bool,
     settings: Settings,
     now: datetime,
 ) -> Attempt:
-    """Reset the counters and write `values`, unless the account was locked or its PIN
-    changed since the check; does not commit a success (the caller adds its audit row)."""
+    """Reset the counters, write `values` and audit the success, unless the account was
+    locked or its PIN changed since the check."""
     subject = attempt.subject
     assert attempt.ok and subject is not None and subject.member is not None
-    done = session.exec(
-        update(Account)
-        .where(col(Account.member_id) == pk(subject.member))
-        .where(*open_to_attempts(Account, now=now, captcha_ok=captcha_ok))
-        .where(col(Account.pin_hash) == subject.pin_hash)
-        .values(failed_attempts=0, locked_until=None, captcha_required=False, **values)
-        .returning(col(Account.member_id))
-    ).first()
-    if done is not None:
-        return attempt
-    session.rollback()
+    with transaction(session):
+        done = session.exec(
+            update(Account)
+            .where(col(Account.member_id) == pk(subject.member))
+            .where(*open_to_attempts(Account, now=now, captcha_ok=captcha_ok))
+            .where(col(Account.pin_hash) == subject.pin_hash)
+            .values(failed_attempts=0, locked_until=None, captcha_required=False, **values)
+            .returning(col(Account.member_id))
+        ).first()
+        if done is not None:
+            audit.record(
+                session, agent=PORTAL, action=action, member=subject.member, at=now, **details()
+            )
+            return attempt
     fresh = read_subject(session, nir=subject.nir, settings=settings)
     block = blocked(fresh.counters, now=now, captcha_ok=captcha_ok)
     if block is not None:
@@ -275,7 +284,6 @@ def _refuse_now(
     settings: Settings,
     now: datetime,
 ) -> Attempt:
-    session.rollback()
     fresh = read_subject(session, nir=subject.nir, settings=settings)
     block = blocked(fresh.counters, now=now, captcha_ok=captcha_ok) or Block("locked")
     return refuse(session, subject=fresh, block=block, action=action, now=now)
@@ -288,8 +296,8 @@ def refuse(
     unknown = subject.member is None
     reason = "unknown_member" if unknown else block.reason
     outcome = "unknown_blocked" if unknown else block.reason
-    audit_attempt(
-        session, subject=subject, action=action, outcome=outcome, now=now, block=block.reason
-    )
-    session.commit()
+    with transaction(session):
+        audit_attempt(
+            session, subject=subject, action=action, outcome=outcome, now=now, block=block.reason
+        )
     return Attempt(False, reason, subject.counters, block=block, subject=subject)

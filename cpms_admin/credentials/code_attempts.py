@@ -26,6 +26,7 @@ from cpms_admin.credentials.attempts import (
 )
 from cpms_admin.credentials.lockout import Block, blocked
 from cpms_admin.credentials.pepper import load_peppers
+from cpms_admin.db import transaction
 from cpms_admin.models import Account, SecurityCode, pk
 from cpms_admin.settings import Settings
 
@@ -41,51 +42,52 @@ def try_code(
     now: datetime,
     only_if_live: bool = False,
 ) -> tuple[Attempt, SecurityCode | None] | None:
-    """Check `code` for the compact `nir`. A refusal is recorded and committed here; a match
-    is returned with its code, not consumed (`codes.consume_code`) and uncommitted, so the
-    caller can still refuse the new PIN. None, with `only_if_live`, when the member has no
-    live code (the caller takes the secret for the current PIN)."""
-    subject = read_subject(session, nir=nir, settings=settings, lock_at=now)
-    member = subject.member
-    live = codes.live_code(session, member_id=pk(member), now=now, lock=True) if member else None
-    if only_if_live and live is None:
-        session.rollback()
-        return None
-    counters = subject.counters
-    if live is not None and member is not None:
-        account = session.get(Account, pk(member))
-        assert account is not None
-        opened = codes.opens_hard_lock(live, account.hard_locked_at)
-        if opened:  # an agent's code: the lock and its cool-down do not stand in its way
-            counters = replace(counters, hard_locked=False, locked_until=None)
-    else:
-        opened = False
-    block = blocked(counters, now=now, captcha_ok=captcha_ok)
-    if block is not None:
-        return refuse(session, subject=subject, block=block, action=action, now=now), None
-    check = codes.check_code(
-        session, live=live, code=code, pepper=load_peppers(settings), settings=settings
-    )
-    if check.outcome == "match" and member is not None:
-        return Attempt(True, "ok", counters, subject=subject, guessed="code"), check.code
-    reason = "unknown_member" if member is None else f"{check.outcome}_code"
-    if opened:  # the account stays locked; the code's tries count, not the budget
-        audit_attempt(
-            session, subject=subject, action=action, outcome=reason, now=now, agent_code=True
+    """Check `code` for the compact `nir`, in one unit of work. A refusal is recorded; a
+    match is returned with its code, not consumed (`codes.consume_code`), so the caller can
+    still refuse the new PIN. None, with `only_if_live`, when the member has no live code
+    (the caller takes the secret for the current PIN)."""
+    with transaction(session):
+        subject = read_subject(session, nir=nir, settings=settings, lock_at=now)
+        member = subject.member
+        live = (
+            codes.live_code(session, member_id=pk(member), now=now, lock=True) if member else None
         )
-        session.commit()
-        # Answered as any locked account is, so the answer does not tell that an agent
-        # sent this NIR's member a code.
-        locked = Block("locked")
-        return Attempt(False, reason, subject.counters, block=locked, subject=subject), None
-    failure = record_failure(
-        session,
-        subject=subject,
-        action=action,
-        captcha_ok=captcha_ok,
-        settings=settings,
-        now=now,
-        guessed="code",
-        reason=reason,
-    )
-    return failure, None
+        if only_if_live and live is None:
+            return None
+        counters = subject.counters
+        if live is not None and member is not None:
+            account = session.get(Account, pk(member))
+            assert account is not None
+            opened = codes.opens_hard_lock(live, account.hard_locked_at)
+            if opened:  # an agent's code: the lock and its cool-down do not stand in its way
+                counters = replace(counters, hard_locked=False, locked_until=None)
+        else:
+            opened = False
+        block = blocked(counters, now=now, captcha_ok=captcha_ok)
+        if block is not None:
+            return refuse(session, subject=subject, block=block, action=action, now=now), None
+        check = codes.check_code(
+            session, live=live, code=code, pepper=load_peppers(settings), settings=settings
+        )
+        if check.outcome == "match" and member is not None:
+            return Attempt(True, "ok", counters, subject=subject, guessed="code"), check.code
+        reason = "unknown_member" if member is None else f"{check.outcome}_code"
+        if opened:  # the account stays locked; the code's tries count, not the budget
+            audit_attempt(
+                session, subject=subject, action=action, outcome=reason, now=now, agent_code=True
+            )
+            # Answered as any locked account is, so the answer does not tell that an agent
+            # sent this NIR's member a code.
+            locked = Block("locked")
+            return Attempt(False, reason, subject.counters, block=locked, subject=subject), None
+        failure = record_failure(
+            session,
+            subject=subject,
+            action=action,
+            captcha_ok=captcha_ok,
+            settings=settings,
+            now=now,
+            guessed="code",
+            reason=reason,
+        )
+        return failure, None

@@ -18,6 +18,7 @@ from cpms_admin import audit
 from cpms_admin.clock import Clock, iso
 from cpms_admin.credentials import codes
 from cpms_admin.credentials.pepper import load_peppers
+from cpms_admin.db import transaction
 from cpms_admin.errors import CpmsError, Refused
 from cpms_admin.letters.queue import queue_letter
 from cpms_admin.mail.transport import MailError, Transport
@@ -131,62 +132,53 @@ def deliver_code(
     transport: Transport | None = None,
     **details: Any,
 ) -> CodeDelivery:
-    """Prepare a code, audit it with `details` in the same transaction as the caller's
-    changes, commit, then e-mail it (a letter waits for the nightly batch)."""
-    delivery = _prepare_code(
-        session,
-        member=member,
-        channel=channel,
-        purpose=purpose,
-        letter_kind=letter_kind,
-        agent=agent,
-        settings=settings,
-        now=now,
-    )
-    audit.record(
-        session,
-        agent=agent,
-        action=action,
-        member=member,
-        reason=reason,
-        at=now,
-        **details,
-        **delivery.as_json(),
-    )
-    session.commit()
-    _send_code(
-        session,
-        member=member,
-        delivery=delivery,
-        agent=agent,
-        settings=settings,
-        clock=clock,
-        transport=transport,
-    )
-    return delivery
-
-
-def _send_code(
-    session: Session,
-    *,
-    member: Member,
-    delivery: CodeDelivery,
-    agent: str,
-    settings: Settings,
-    clock: Clock,
-    transport: Transport | None = None,
-) -> None:
-    """After commit: e-mail the code of an e-mail delivery (a letter needs nothing now)."""
-    if delivery.issued is not None:
-        email_code(
+    """Prepare a code and audit it with `details` in the caller's unit of work; once that
+    commits, e-mail it (a letter waits for the nightly batch). A code that could not be
+    sent is revoked and the caller gets a MailError that suggests the post."""
+    with transaction(session) as work:
+        delivery = _prepare_code(
             session,
             member=member,
-            issued=delivery.issued,
+            channel=channel,
+            purpose=purpose,
+            letter_kind=letter_kind,
             agent=agent,
             settings=settings,
-            clock=clock,
-            transport=transport,
+            now=now,
         )
+        audit.record(
+            session,
+            agent=agent,
+            action=action,
+            member=member,
+            reason=reason,
+            at=now,
+            **details,
+            **delivery.as_json(),
+        )
+        if delivery.issued is not None:
+            issued = delivery.issued
+
+            def send() -> None:
+                try:
+                    email_code(
+                        session,
+                        member=member,
+                        issued=issued,
+                        agent=agent,
+                        settings=settings,
+                        clock=clock,
+                        transport=transport,
+                    )
+                except (MailError, ValueError) as exc:
+                    raise MailError(
+                        f"{exc}; the new security code was revoked. Send one by post: "
+                        f"cpms-admin code issue {member.nir} --channel post "
+                        '--reason "e-mail failed"'
+                    ) from None
+
+            work.after_commit(send)
+    return delivery
 
 
 def email_code(
@@ -200,9 +192,9 @@ def email_code(
     transport: Transport | None = None,
 ) -> None:
     """After the code's transaction committed: e-mail it, then revoke the member's older
-    codes. If sending fails, revoke the new one instead, in a new transaction (audited), and
-    raise MailError: a code nobody received must not stay live, and the one the member
-    already holds must."""
+    codes. If it does not leave, whatever stopped it, revoke it instead (audited, in a
+    transaction of its own) and re-raise: a code nobody received must not stay live, and
+    the one the member already holds must. Serves agents, the portal and `mail send`."""
     from cpms_admin.mail.compose import security_code_message
     from cpms_admin.mail.transport import transport_from_settings
 
@@ -218,38 +210,39 @@ def email_code(
             purpose=issued.row.purpose,
         )
         (transport or transport_from_settings(settings)).send(message)
-    except Exception as exc:
+    except BaseException as exc:
         error = str(exc) if isinstance(exc, MailError | ValueError) else type(exc).__name__
         _revoke_unsent(
             session, member=member, code_id=pk(issued.row), agent=agent, error=error, clock=clock
         )
-        if not isinstance(exc, MailError | ValueError):
-            raise
-        raise MailError(
-            f"{exc}; the new security code was revoked. Send one by post: "
-            f'cpms-admin code issue {member.nir} --channel post --reason "e-mail failed"'
-        ) from None
-    codes.supersede_older(session, code=issued.row)
-    session.commit()
+        raise
+    with transaction(session):
+        codes.supersede_older(session, code=issued.row)
 
 
 def _revoke_unsent(
-    session: Session, *, member: Member, code_id: int, agent: str, error: str, clock: Clock
+    session: Session,
+    *,
+    member: Member,
+    code_id: int,
+    agent: str,
+    error: str,
+    clock: Clock,
 ) -> None:
-    session.rollback()
-    revoked = codes.revoke_code(session, code_id=code_id)
-    audit.record(
-        session,
-        agent=agent,
-        action="code.revoke",
-        member=member,
-        outcome="mail_failed",
-        at=clock(),
-        code_id=code_id,
-        revoked=revoked,
-        error=error,
-    )
-    session.commit()
+    session.rollback()  # whatever the interrupted work left is not to be committed with this
+    with transaction(session):
+        revoked = codes.revoke_code(session, code_id=code_id)
+        audit.record(
+            session,
+            agent=agent,
+            action="code.revoke",
+            member=member,
+            outcome="mail_failed",
+            at=clock(),
+            code_id=code_id,
+            revoked=revoked,
+            error=error,
+        )
 
 
 def notify_pin_changed(

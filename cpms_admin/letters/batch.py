@@ -33,6 +33,7 @@ from cpms_admin import audit
 from cpms_admin.clock import Clock, iso
 from cpms_admin.credentials.codes import store_code
 from cpms_admin.credentials.pepper import Peppers, load_peppers
+from cpms_admin.db import transaction
 from cpms_admin.errors import Conflict, CpmsError, InvalidInput
 from cpms_admin.faults import failpoint
 from cpms_admin.letters.claim import claim_letters, dry_run_counts
@@ -254,87 +255,87 @@ def _commit(
     codes_made_at: datetime,
 ) -> None:
     """The one transaction that makes the printed codes real."""
-    completed = session.exec(
-        update(LetterBatch)
-        .where(col(LetterBatch.id) == batch_id, col(LetterBatch.status) == "running")
-        .values(
-            status="completed",
-            finished_at=now,
-            letter_count=len(rendered.issued),
-            manifest=json.dumps(manifest, ensure_ascii=False),
+    with transaction(session):
+        completed = session.exec(
+            update(LetterBatch)
+            .where(col(LetterBatch.id) == batch_id, col(LetterBatch.status) == "running")
+            .values(
+                status="completed",
+                finished_at=now,
+                letter_count=len(rendered.issued),
+                manifest=json.dumps(manifest, ensure_ascii=False),
+            )
+            .returning(col(LetterBatch.id))
+        ).first()
+        if completed is None:  # our run was taken for dead (lost its lock connection)
+            raise Conflict(f"batch {batch_id} was abandoned by another run while printing")
+        for letter_id, reason in rendered.failed.items():
+            letter = session.get(Letter, letter_id)
+            if letter is None or letter.status != "claimed":  # kept under `python -O` too
+                raise Conflict(f"batch {batch_id}: letter #{letter_id} is no longer claimed")
+            letter.status, letter.status_reason, letter.batch_id = "failed", reason, None
+            audit.record(
+                session,
+                agent=agent,
+                action="letter.failed",
+                reason=reason,
+                at=now,
+                member=session.get(Member, letter.member_id),
+                letter_id=letter_id,
+                batch_id=batch_id,
+                outcome="failed",
+            )
+        session.flush()
+        superseded = []
+        asked_by = dict(
+            session.exec(
+                select(Letter.id, Letter.requested_by).where(col(Letter.batch_id) == batch_id)
+            ).all()
         )
-        .returning(col(LetterBatch.id))
-    ).first()
-    if completed is None:  # our run was taken for dead (lost its lock connection)
-        raise Conflict(f"batch {batch_id} was abandoned by another run while printing")
-    for letter_id, reason in rendered.failed.items():
-        letter = session.get(Letter, letter_id)
-        if letter is None or letter.status != "claimed":  # kept under `python -O` too
-            raise Conflict(f"batch {batch_id}: letter #{letter_id} is no longer claimed")
-        letter.status, letter.status_reason, letter.batch_id = "failed", reason, None
+        for issued in rendered.issued:
+            stored = store_code(
+                session,
+                member_id=issued.member_id,
+                purpose=issued.purpose,
+                channel="post",
+                code=issued.code,
+                pepper=pepper,
+                now=now,
+                made_at=codes_made_at,  # also what the printed expiry date counts from
+                settings=settings,
+                letter_id=issued.letter_id,
+                requested_by=asked_by.get(issued.letter_id),
+            )
+            if stored.status == "revoked":
+                superseded.append(issued.letter_id)
+        if superseded:  # printed all the same: the member holds a newer code, support should know
+            session.exec(
+                update(Letter)
+                .where(col(Letter.id).in_(superseded))
+                .values(status_reason=SUPERSEDED_WHILE_PRINTING)
+            )
+        printed = session.exec(
+            update(Letter)
+            .where(col(Letter.batch_id) == batch_id, col(Letter.status) == "claimed")
+            .values(status="printed", printed_at=now)
+        ).rowcount
+        if printed != len(rendered.issued):
+            raise Conflict(
+                f"batch {batch_id}: {printed} claimed letters, {len(rendered.issued)} "
+                "rendered; nothing was committed"
+            )
         audit.record(
             session,
             agent=agent,
-            action="letter.failed",
-            reason=reason,
+            action="letters.batch",
             at=now,
-            member=session.get(Member, letter.member_id),
-            letter_id=letter_id,
             batch_id=batch_id,
-            outcome="failed",
+            printed=printed,
+            failed=len(rendered.failed),
+            files=len(rendered.files),
+            pages=rendered.pages,
+            superseded=superseded,
         )
-    session.flush()
-    superseded = []
-    asked_by = dict(
-        session.exec(
-            select(Letter.id, Letter.requested_by).where(col(Letter.batch_id) == batch_id)
-        ).all()
-    )
-    for issued in rendered.issued:
-        stored = store_code(
-            session,
-            member_id=issued.member_id,
-            purpose=issued.purpose,
-            channel="post",
-            code=issued.code,
-            pepper=pepper,
-            now=now,
-            made_at=codes_made_at,  # also what the printed expiry date counts from
-            settings=settings,
-            letter_id=issued.letter_id,
-            requested_by=asked_by.get(issued.letter_id),
-        )
-        if stored.status == "revoked":
-            superseded.append(issued.letter_id)
-    if superseded:  # printed all the same: the member holds a newer code, support should know
-        session.exec(
-            update(Letter)
-            .where(col(Letter.id).in_(superseded))
-            .values(status_reason=SUPERSEDED_WHILE_PRINTING)
-        )
-    printed = session.exec(
-        update(Letter)
-        .where(col(Letter.batch_id) == batch_id, col(Letter.status) == "claimed")
-        .values(status="printed", printed_at=now)
-    ).rowcount
-    if printed != len(rendered.issued):
-        raise Conflict(
-            f"batch {batch_id}: {printed} claimed letters, {len(rendered.issued)} "
-            "rendered; nothing was committed"
-        )
-    audit.record(
-        session,
-        agent=agent,
-        action="letters.batch",
-        at=now,
-        batch_id=batch_id,
-        printed=printed,
-        failed=len(rendered.failed),
-        files=len(rendered.files),
-        pages=rendered.pages,
-        superseded=superseded,
-    )
-    session.commit()
 
 
 def _abandon_own(

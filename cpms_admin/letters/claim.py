@@ -21,6 +21,7 @@ from cpms_admin import audit
 from cpms_admin.audit import PORTAL
 from cpms_admin.clock import iso
 from cpms_admin.credentials.codes import still_counts
+from cpms_admin.db import transaction
 from cpms_admin.errors import Conflict
 from cpms_admin.letters.guard import RunGuard
 from cpms_admin.models import Account, Letter, LetterBatch, Member, SecurityCode, pk
@@ -151,31 +152,31 @@ def claim_letters(
     now: datetime,
 ) -> Claim:
     """One transaction: cancel the moot letters among the next pending ones (oldest first,
-    at most `limit`), claim the rest for a new running batch, commit. Letters another run
+    at most `limit`), claim the rest for a new running batch. Letters another run
     is claiming at the same moment are skipped, never taken twice."""
-    queued = _pending(session, limit=limit, lock=session.get_bind().dialect.name != "sqlite")
-    moot = moot_reasons(session, queued, now=now)
-    claim = Claim(batch_id=None, claimed=0)
-    for letter in queued:
-        if letter.id in moot:
-            _cancel(session, letter=letter, moot=moot[letter.id], agent=agent, now=now)
-            claim.cancelled[moot[letter.id].key] += 1
-    printable = [letter.id for letter in queued if letter.id not in moot]
-    if printable:
-        batch = LetterBatch(status="running", owner=owner, out_dir=out_dir, started_at=now)
-        session.add(batch)
-        session.flush()
-        guard.hold(pk(batch))  # before the row is visible: no one may take it for dead
-        for ids in _chunks(printable):
-            taken = session.exec(
-                update(Letter)
-                .where(col(Letter.id).in_(ids), col(Letter.status) == "pending")
-                .values(status="claimed", batch_id=pk(batch))
-            )
-            if taken.rowcount != len(ids):  # a safety net, kept under `python -O` too
-                raise Conflict("letters changed while being claimed; nothing was claimed")
-        claim.batch_id, claim.claimed = pk(batch), len(printable)
-    session.commit()
+    with transaction(session):
+        queued = _pending(session, limit=limit, lock=session.get_bind().dialect.name != "sqlite")
+        moot = moot_reasons(session, queued, now=now)
+        claim = Claim(batch_id=None, claimed=0)
+        for letter in queued:
+            if letter.id in moot:
+                _cancel(session, letter=letter, moot=moot[letter.id], agent=agent, now=now)
+                claim.cancelled[moot[letter.id].key] += 1
+        printable = [letter.id for letter in queued if letter.id not in moot]
+        if printable:
+            batch = LetterBatch(status="running", owner=owner, out_dir=out_dir, started_at=now)
+            session.add(batch)
+            session.flush()
+            guard.hold(pk(batch))  # before the row is visible: no one may take it for dead
+            for ids in _chunks(printable):
+                taken = session.exec(
+                    update(Letter)
+                    .where(col(Letter.id).in_(ids), col(Letter.status) == "pending")
+                    .values(status="claimed", batch_id=pk(batch))
+                )
+                if taken.rowcount != len(ids):  # a safety net, kept under `python -O` too
+                    raise Conflict("letters changed while being claimed; nothing was claimed")
+            claim.batch_id, claim.claimed = pk(batch), len(printable)
     return claim
 
 

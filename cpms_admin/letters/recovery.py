@@ -20,6 +20,7 @@ from sqlmodel import Session, col, select
 
 from cpms_admin import audit
 from cpms_admin.clock import Clock
+from cpms_admin.db import transaction
 from cpms_admin.letters.files import (
     check_files,
     discard,
@@ -50,31 +51,30 @@ def abandon(
     Returns how many letters were released, or None when the batch was no longer running
     (someone else settled it first). Its directory is the caller's to discard, afterwards.
     """
-    settled = session.exec(
-        update(LetterBatch)
-        .where(col(LetterBatch.id) == batch_id, col(LetterBatch.status) == "running")
-        .values(status="abandoned", finished_at=now)
-        .returning(col(LetterBatch.id))
-    ).first()
-    if settled is None:
-        session.rollback()
-        return None
-    released = session.exec(
-        update(Letter)
-        .where(col(Letter.batch_id) == batch_id, col(Letter.status) == "claimed")
-        .values(status="pending", batch_id=None)
-    ).rowcount
-    audit.record(
-        session,
-        agent=agent,
-        action="letters.batch_abandoned",
-        reason=reason,
-        outcome=outcome,
-        at=now,
-        batch_id=batch_id,
-        released=released,
-    )
-    session.commit()
+    with transaction(session):
+        settled = session.exec(
+            update(LetterBatch)
+            .where(col(LetterBatch.id) == batch_id, col(LetterBatch.status) == "running")
+            .values(status="abandoned", finished_at=now)
+            .returning(col(LetterBatch.id))
+        ).first()
+        if settled is None:
+            return None
+        released = session.exec(
+            update(Letter)
+            .where(col(Letter.batch_id) == batch_id, col(Letter.status) == "claimed")
+            .values(status="pending", batch_id=None)
+        ).rowcount
+        audit.record(
+            session,
+            agent=agent,
+            action="letters.batch_abandoned",
+            reason=reason,
+            outcome=outcome,
+            at=now,
+            batch_id=batch_id,
+            released=released,
+        )
     return int(released)
 
 

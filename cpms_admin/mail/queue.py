@@ -25,8 +25,10 @@ from sqlmodel import Session, SQLModel, col, select
 from cpms_admin.audit import RunAudit
 from cpms_admin.clock import Clock, system_clock
 from cpms_admin.credentials import codes
+from cpms_admin.credentials.delivery import email_code
 from cpms_admin.credentials.on_its_way import on_its_way
 from cpms_admin.credentials.pepper import load_peppers
+from cpms_admin.db import transaction
 from cpms_admin.errors import Refused
 from cpms_admin.faults import failpoint
 from cpms_admin.mail.transport import MailError, MailTimeout, Transport
@@ -93,21 +95,24 @@ class _Sender:
         self,
         session: Session,
         *,
+        agent: str,
         settings: Settings,
         transport: Transport,
         clock: Clock,
         audit: RunAudit,
     ) -> None:
-        self.session, self.settings, self.clock = session, settings, clock
+        self.session, self.agent, self.settings, self.clock = session, agent, settings, clock
         self.transport, self.audit = transport, audit
         self.pepper = load_peppers(settings)
         self.counts = MailCounts()
         self.failures_in_a_row = 0
         self.stop: str | None = None  # why the run must stop: the server looks down
 
-    def commit(self) -> None:
-        self.audit.record(self.session, counts=self.counts.as_dict())
-        self.session.commit()
+    def save(self, mail: OutgoingMail) -> None:
+        """Write `mail` and the run's counts in one unit of work."""
+        with transaction(self.session):
+            self.session.add(mail)
+            self.audit.record(self.session, counts=self.counts.as_dict())
 
     def send(self, mail: OutgoingMail, member: Member, account: Account) -> None:
         # Read a moment ago with its batch: the member may have left or changed address since.
@@ -118,68 +123,69 @@ class _Sender:
         if moot is not None:
             mail.status, mail.last_error = "cancelled", moot
             self.counts.cancelled += 1
-            self.session.add(mail)
-            self.commit()
+            self.save(mail)
             return
-        if not _claim(self.session, mail):
-            self.session.rollback()  # another run has it
-            return
-        assert member.email is not None
-        mail.purpose = codes.purpose_for(account)  # the PIN may have been set since queued
-        issued = codes.issue_code(
-            self.session,
-            member_id=pk(member),
-            purpose=mail.purpose,
-            channel="email",
-            pepper=self.pepper,
-            now=now,
-            settings=self.settings,
-            requested_by=None,  # a campaign's: no agent asked for this member's code by name
-        )
-        mail.code_id = pk(issued.row)
-        self.session.add(mail)
-        self.commit()  # the code's hash is stored before the e-mail leaves
+        issued = self._claim_with_code(mail, account, now)
+        if issued is None:
+            return  # another run has it
         failpoint("mail.before_send")
-        from cpms_admin.mail.compose import security_code_message
-
         try:
-            self.transport.send(
-                security_code_message(
-                    settings=self.settings,
-                    to=member.email,
-                    first_name=member.first_name,
-                    last_name=member.last_name,
-                    civility=member.civility,
-                    code=issued.clear,
-                    expires_at=issued.row.expires_at,
-                    purpose=mail.purpose,
-                )
+            email_code(
+                self.session,
+                member=member,
+                issued=issued,
+                agent=self.agent,
+                settings=self.settings,
+                clock=self.clock,
+                transport=self.transport,
             )
-        except BaseException as exc:
-            # Whatever stopped it, the code never left: it must not stay live.
-            codes.revoke_code(self.session, code_id=pk(issued.row))
-            if not isinstance(exc, MailError | ValueError):
-                self.commit()
-                raise
-            mail.last_error = str(exc)[:500]
-            if isinstance(exc, ValueError) or mail.attempts >= MAX_ATTEMPTS:
-                _give_up(mail, mail.last_error)  # ValueError: an address no server would take
-                self.counts.failed += 1
-            else:
-                self.counts.retry += 1
-            if isinstance(exc, MailTimeout):  # a server that slow would hold every message
-                self.stop = "an SMTP session ran past its deadline"
-            elif isinstance(exc, MailError):
-                self.failures_in_a_row += 1
-                if self.failures_in_a_row >= STOP_AFTER:
-                    self.stop = f"{STOP_AFTER} e-mails in a row could not be sent"
+        except (MailError, ValueError) as exc:
+            self._failed(mail, exc)
         else:
             failpoint("mail.after_send")
             mail.status, mail.sent_at, mail.last_error = "sent", now, None
             self.counts.sent += 1
             self.failures_in_a_row = 0
-        self.session.add(mail)
-        self.commit()
+        self.save(mail)
+
+    def _claim_with_code(
+        self, mail: OutgoingMail, account: Account, now: datetime
+    ) -> codes.IssuedCode | None:
+        """Claim the e-mail and store its new code's hash before it leaves."""
+        with transaction(self.session):
+            if not _claim(self.session, mail):
+                return None
+            mail.purpose = codes.purpose_for(account)  # the PIN may have been set since queued
+            issued = codes.issue_code(
+                self.session,
+                member_id=account.member_id,
+                purpose=mail.purpose,
+                channel="email",
+                pepper=self.pepper,
+                now=now,
+                settings=self.settings,
+                requested_by=None,  # a campaign's: no agent asked for this member's code by name
+                supersede=False,  # the older codes go once this one was sent (`email_code`)
+            )
+            mail.code_id = pk(issued.row)
+            self.session.add(mail)
+            self.audit.record(self.session, counts=self.counts.as_dict())
+        return issued
+
+    def _failed(self, mail: OutgoingMail, exc: MailError | ValueError) -> None:
+        """Count a failure (its code is already revoked), and decide whether to stop."""
+        mail.last_error = str(exc)[:500]
+        if isinstance(exc, ValueError) or mail.attempts >= MAX_ATTEMPTS:
+            _give_up(mail, mail.last_error)  # ValueError: an address no server would take
+            self.counts.failed += 1
+        else:
+            self.counts.retry += 1
+        if isinstance(exc, MailTimeout):  # a server that slow would hold every message
+            self.stop = "an SMTP session ran past its deadline"
+        elif isinstance(exc, MailError):
+            self.failures_in_a_row += 1
+            if self.failures_in_a_row >= STOP_AFTER:
+                self.stop = f"{STOP_AFTER} e-mails in a row could not be sent"
 
 
 def send_queued_mail(
@@ -198,18 +204,20 @@ def send_queued_mail(
 
         transport = transport_from_settings(settings)
     audit = RunAudit(agent=agent, action="mail.send", at=clock())
-    sender = _Sender(session, settings=settings, transport=transport, clock=clock, audit=audit)
+    sender = _Sender(
+        session, agent=agent, settings=settings, transport=transport, clock=clock, audit=audit
+    )
     last, stopped, tried = 0, None, 0
     while stopped is None:
-        batch = session.exec(
-            select(OutgoingMail, Member, Account)
-            .join(Member, col(Member.id) == OutgoingMail.member_id)
-            .join(Account, col(Account.member_id) == Member.id)
-            .where(OutgoingMail.status == "pending", col(OutgoingMail.id) > last)
-            .order_by(col(OutgoingMail.id))
-            .limit(BATCH_SIZE)
-        ).all()
-        session.commit()  # no read transaction (nor SQLite lock) held while sending
+        with transaction(session):  # ended before sending: no lock held meanwhile
+            batch = session.exec(
+                select(OutgoingMail, Member, Account)
+                .join(Member, col(Member.id) == OutgoingMail.member_id)
+                .join(Account, col(Account.member_id) == Member.id)
+                .where(OutgoingMail.status == "pending", col(OutgoingMail.id) > last)
+                .order_by(col(OutgoingMail.id))
+                .limit(BATCH_SIZE)
+            ).all()
         if not batch:
             break
         for mail, member, account in batch:
@@ -225,22 +233,22 @@ def send_queued_mail(
         on_progress(sender.counts)
     sender.counts.left = _pending(session)
     if any(sender.counts.as_dict().values()):
-        audit.record(
-            session,
-            counts=sender.counts.as_dict(),
-            outcome="ok" if stopped in (None, "limit") else "stopped",
-        )
-        session.commit()
+        with transaction(session):
+            audit.record(
+                session,
+                counts=sender.counts.as_dict(),
+                outcome="ok" if stopped in (None, "limit") else "stopped",
+            )
     return MailRun(sender.counts, None if stopped == "limit" else stopped)
 
 
 def _pending(session: Session) -> int:
     from sqlalchemy import func
 
-    total = session.exec(
-        select(func.count()).select_from(OutgoingMail).where(OutgoingMail.status == "pending")
-    ).one()
-    session.commit()
+    with transaction(session):
+        total = session.exec(
+            select(func.count()).select_from(OutgoingMail).where(OutgoingMail.status == "pending")
+        ).one()
     return int(total)
 
 

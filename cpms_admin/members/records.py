@@ -13,6 +13,7 @@ from cpms_admin import audit
 from cpms_admin.clock import Clock, iso, system_clock
 from cpms_admin.credentials.codes import revoke_pending
 from cpms_admin.credentials.lockout import account_state
+from cpms_admin.db import transaction
 from cpms_admin.errors import Conflict, InvalidInput, NotFound
 from cpms_admin.letters.queue import queue_letter
 from cpms_admin.members.fields import COLUMNS, MemberFields, validate_member_fields
@@ -67,28 +68,27 @@ def add_member(
     clock: Clock = system_clock,
 ) -> Member:
     """Create a member and their account; queue the enrolment letter unless told not to."""
-    if session.exec(select(Member.id).where(Member.nir == fields.nir)).first() is not None:
-        raise Conflict(f"member {format_nir(fields.nir)} already exists")
-    now = clock()
-    member = Member(created_at=now, **fields.as_row())  # type: ignore[arg-type]
-    apply_fields(member, fields, now)
-    session.add(member)
-    try:
-        session.flush()
-    except IntegrityError:  # another agent or an import added the same NIR just now
-        session.rollback()
-        raise Conflict(f"member {format_nir(fields.nir)} already exists") from None
-    session.add(Account(member_id=pk(member)))
-    letter = queue_letter(session, member=member, kind="welcome") if welcome else None
-    audit.record(
-        session,
-        agent=agent,
-        action="member.add",
-        member=member,
-        at=now,
-        welcome_letter_id=letter.id if letter else None,
-    )
-    session.commit()
+    with transaction(session):
+        if session.exec(select(Member.id).where(Member.nir == fields.nir)).first() is not None:
+            raise Conflict(f"member {format_nir(fields.nir)} already exists")
+        now = clock()
+        member = Member(created_at=now, **fields.as_row())  # type: ignore[arg-type]
+        apply_fields(member, fields, now)
+        session.add(member)
+        try:
+            session.flush()
+        except IntegrityError:  # another agent or an import added the same NIR just now
+            raise Conflict(f"member {format_nir(fields.nir)} already exists") from None
+        session.add(Account(member_id=pk(member)))
+        letter = queue_letter(session, member=member, kind="welcome") if welcome else None
+        audit.record(
+            session,
+            agent=agent,
+            action="member.add",
+            member=member,
+            at=now,
+            welcome_letter_id=letter.id if letter else None,
+        )
     return member
 
 
@@ -108,25 +108,25 @@ def update_member(
     unknown = set(changes) - (set(COLUMNS) - {"nir"})
     if unknown:
         raise InvalidInput(f"cannot change {', '.join(sorted(unknown))}")
-    why = _optional_reason(reason)
-    member = get_member(session, nir)
-    before = as_strings({name: getattr(member, name) for name in COLUMNS})
-    fields = validate_member_fields({**before, **changes})
-    after = as_strings(fields.as_row())
-    changed = sorted(name for name in COLUMNS if after[name] != before[name])
-    if not changed:
-        return member
-    apply_fields(member, fields, clock())
-    audit.record(
-        session,
-        agent=agent,
-        action="member.update",
-        member=member,
-        reason=why,
-        at=member.updated_at,
-        changed=changed,
-    )
-    session.commit()
+    with transaction(session):
+        why = _optional_reason(reason)
+        member = get_member(session, nir)
+        before = as_strings({name: getattr(member, name) for name in COLUMNS})
+        fields = validate_member_fields({**before, **changes})
+        after = as_strings(fields.as_row())
+        changed = sorted(name for name in COLUMNS if after[name] != before[name])
+        if not changed:
+            return member
+        apply_fields(member, fields, clock())
+        audit.record(
+            session,
+            agent=agent,
+            action="member.update",
+            member=member,
+            reason=why,
+            at=member.updated_at,
+            changed=changed,
+        )
     return member
 
 
@@ -143,35 +143,35 @@ def close_member(
     """Closed members cannot log in; their data is kept. Closing twice is a no-op."""
     if not reason.strip():
         raise InvalidInput("a reason is required to close a member")
-    why = audit.clean_text(reason, what="the reason", max_length=audit.REASON_MAX_LENGTH)
-    member = get_member(session, nir)
-    if member.status == "closed":
-        return member
-    now = clock()
-    member.status, member.closed_reason, member.closed_at, member.updated_at = (
-        "closed",
-        why,
-        now,
-        now,
-    )
-    revoked = revoke_pending(session, member_id=pk(member))
-    cancelled = session.exec(
-        update(Letter)
-        .where(col(Letter.member_id) == pk(member), col(Letter.status) == "pending")
-        .values(status="cancelled", status_reason="member closed")
-        .returning(col(Letter.id))
-    ).all()
-    audit.record(
-        session,
-        agent=agent,
-        action="member.close",
-        member=member,
-        reason=why,
-        at=now,
-        codes_revoked=len(revoked),
-        letters_cancelled=list(cancelled),
-    )
-    session.commit()
+    with transaction(session):
+        why = audit.clean_text(reason, what="the reason", max_length=audit.REASON_MAX_LENGTH)
+        member = get_member(session, nir)
+        if member.status == "closed":
+            return member
+        now = clock()
+        member.status, member.closed_reason, member.closed_at, member.updated_at = (
+            "closed",
+            why,
+            now,
+            now,
+        )
+        revoked = revoke_pending(session, member_id=pk(member))
+        cancelled = session.exec(
+            update(Letter)
+            .where(col(Letter.member_id) == pk(member), col(Letter.status) == "pending")
+            .values(status="cancelled", status_reason="member closed")
+            .returning(col(Letter.id))
+        ).all()
+        audit.record(
+            session,
+            agent=agent,
+            action="member.close",
+            member=member,
+            reason=why,
+            at=now,
+            codes_revoked=len(revoked),
+            letters_cancelled=list(cancelled),
+        )
     return member
 
 

@@ -28,6 +28,7 @@ from cpms_admin.credentials.pepper import (
     read_peppers,
     write_pepper_file,
 )
+from cpms_admin.db import transaction
 from cpms_admin.errors import NotReady
 from cpms_admin.models import Account, PepperKey, SecurityCode
 from cpms_admin.settings import Settings
@@ -86,36 +87,35 @@ def settle_pepper(
     """At `db upgrade`: check the pepper at hand against the database's record, record it if
     the database has none yet (a new database, or one from before fingerprints), or create one
     for a database that holds no hash. Never a second pepper for a database that has one:
-    NotReady, naming the file. The path of a pepper file created, else None. Commits."""
-    recorded = _recorded(session, lock=True)
-    path = pepper_file_path(settings)
-    if path is None or path.exists() or path.is_symlink():
-        peppers = read_peppers(settings)
-        if recorded:
-            check_fingerprints(peppers, recorded)
-            session.rollback()
-            return None
-        created = None
-    else:
-        if recorded or holds_hashes(session):
-            held = "recorded a pepper" if recorded else "holds hashes made with a pepper"
-            raise NotReady(
-                f"no pepper at {path}, but this database {held}: restore its pepper file "
-                "there (or point CPMS_PEPPER_FILE at it). A new pepper would make every PIN "
-                "and code fail, so none is made"
-            )
-        peppers = create_pepper_file(path)
-        created = path
-    _record(session, peppers, sorted(peppers.secrets), now)
-    audit.record(
-        session,
-        agent=agent,
-        action="pepper.record",
-        at=now,
-        peppers=sorted(peppers.secrets),
-        created=str(created) if created else None,
-    )
-    session.commit()
+    NotReady, naming the file. The path of a pepper file created, else None."""
+    with transaction(session):
+        recorded = _recorded(session, lock=True)
+        path = pepper_file_path(settings)
+        if path is None or path.exists() or path.is_symlink():
+            peppers = read_peppers(settings)
+            if recorded:
+                check_fingerprints(peppers, recorded)
+                return None
+            created = None
+        else:
+            if recorded or holds_hashes(session):
+                held = "recorded a pepper" if recorded else "holds hashes made with a pepper"
+                raise NotReady(
+                    f"no pepper at {path}, but this database {held}: restore its pepper file "
+                    "there (or point CPMS_PEPPER_FILE at it). A new pepper would make every PIN "
+                    "and code fail, so none is made"
+                )
+            peppers = create_pepper_file(path)
+            created = path
+        _record(session, peppers, sorted(peppers.secrets), now)
+        audit.record(
+            session,
+            agent=agent,
+            action="pepper.record",
+            at=now,
+            peppers=sorted(peppers.secrets),
+            created=str(created) if created else None,
+        )
     return created
 
 
@@ -129,32 +129,32 @@ def rotate(session: Session, *, settings: Settings, agent: str, clock: Clock) ->
             "(mode 0600), set CPMS_PEPPER_FILE to it and unset CPMS_PEPPER, then run it again"
         )
     peppers = read_peppers(settings)
-    recorded = _recorded(session, lock=True)
-    key_id = peppers.current_id
-    finishing = set(peppers.secrets) - set(recorded) == {key_id} and key_id > max(
-        recorded, default=0
-    )
-    if finishing:  # the file has the new pepper already: check the others, record it
-        older = {k: v for k, v in peppers.secrets.items() if k != key_id}
-        check_fingerprints(Peppers(older, peppers.source), recorded)
-    else:
-        check_fingerprints(peppers, recorded)
-        key_id = max(recorded) + 1
-        lines = {k: v.decode("utf-8") for k, v in peppers.secrets.items()}
-        write_pepper_file(path, {**lines, key_id: new_secret()})
-        peppers = read_peppers(settings)
-    now = clock()
-    _record(session, peppers, [key_id], now)
-    audit.record(
-        session,
-        agent=agent,
-        action="pepper.rotate",
-        at=now,
-        pepper=key_id,
-        file=str(path),
-        finished_interrupted=finishing,
-    )
-    session.commit()
+    with transaction(session):
+        recorded = _recorded(session, lock=True)
+        key_id = peppers.current_id
+        finishing = set(peppers.secrets) - set(recorded) == {key_id} and key_id > max(
+            recorded, default=0
+        )
+        if finishing:  # the file has the new pepper already: check the others, record it
+            older = {k: v for k, v in peppers.secrets.items() if k != key_id}
+            check_fingerprints(Peppers(older, peppers.source), recorded)
+        else:
+            check_fingerprints(peppers, recorded)
+            key_id = max(recorded) + 1
+            lines = {k: v.decode("utf-8") for k, v in peppers.secrets.items()}
+            write_pepper_file(path, {**lines, key_id: new_secret()})
+            peppers = read_peppers(settings)
+        now = clock()
+        _record(session, peppers, [key_id], now)
+        audit.record(
+            session,
+            agent=agent,
+            action="pepper.rotate",
+            at=now,
+            pepper=key_id,
+            file=str(path),
+            finished_interrupted=finishing,
+        )
     return Rotation(key_id=key_id, path=path, finished_interrupted=finishing)
 
 

@@ -5,7 +5,13 @@ from pathlib import Path
 
 from cpms_admin import audit
 from cpms_admin.clock import Clock, system_clock
-from cpms_admin.db import current_revision, make_engine, session_scope, upgrade_schema
+from cpms_admin.db import (
+    current_revision,
+    make_engine,
+    session_scope,
+    transaction,
+    upgrade_schema,
+)
 from cpms_admin.migrations import HEAD_REVISION
 from cpms_admin.operations import peppers
 from cpms_admin.settings import Settings
@@ -53,10 +59,14 @@ def upgrade(
         upgrade_schema(engine)
         with session_scope(engine) as session:
             if before != HEAD_REVISION:
-                audit.record(
-                    session, agent=agent, action="db.upgrade", before=before, after=HEAD_REVISION
-                )
-                session.commit()
+                with transaction(session):
+                    audit.record(
+                        session,
+                        agent=agent,
+                        action="db.upgrade",
+                        before=before,
+                        after=HEAD_REVISION,
+                    )
             created = peppers.settle_pepper(session, settings=settings, agent=agent, now=clock())
     finally:
         engine.dispose()

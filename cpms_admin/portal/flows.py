@@ -14,7 +14,6 @@ from typing import Any
 
 from sqlmodel import Session
 
-from cpms_admin import audit
 from cpms_admin.audit import PORTAL
 from cpms_admin.clock import Clock
 from cpms_admin.credentials import codes, delivery, unknown_nir
@@ -27,6 +26,7 @@ from cpms_admin.credentials.attempts import (
 )
 from cpms_admin.credentials.lockout import blocked
 from cpms_admin.credentials.on_its_way import on_its_way
+from cpms_admin.db import transaction
 from cpms_admin.errors import InvalidInput
 from cpms_admin.mail.transport import Transport
 from cpms_admin.members.nir import parse_nir
@@ -68,17 +68,8 @@ def login(
         settings=settings,
         now=now,
         changes=changes,
+        success_details=lambda: {"rehashed": rehashed},
     )
-    if attempt.ok and attempt.subject is not None:
-        audit.record(
-            session,
-            agent=PORTAL,
-            action=action,
-            member=attempt.subject.member,
-            at=now,
-            rehashed=rehashed,
-        )
-        session.commit()
     return attempt_result(attempt, settings=settings, now=now)
 
 
@@ -111,15 +102,15 @@ def request_code(
     compact = parse_nir(nir)
     now = clock()
     action = "portal.request_code"
-    subject = read_subject(session, nir=compact, settings=settings)
-    key = unknown_nir.subject_of(compact, settings)
-    admitted = code_requests.lock_and_count(session, key=key, now=now)
-    refusal = _request_refusal(
-        session, subject=subject, admitted=admitted, settings=settings, now=now
-    )
-    code_requests.log_request(session, key=key, now=now, counted=refusal != "rate_limited")
-    audit_attempt(session, subject=subject, action=action, outcome=refusal or "ok", now=now)
-    session.commit()
+    with transaction(session):
+        subject = read_subject(session, nir=compact, settings=settings)
+        key = unknown_nir.subject_of(compact, settings)
+        admitted = code_requests.lock_and_count(session, key=key, now=now)
+        refusal = _request_refusal(
+            session, subject=subject, admitted=admitted, settings=settings, now=now
+        )
+        code_requests.log_request(session, key=key, now=now, counted=refusal != "rate_limited")
+        audit_attempt(session, subject=subject, action=action, outcome=refusal or "ok", now=now)
     answer = PortalResult(True, refusal or "ok", wording.CODE_REQUESTED)
     member = subject.member
     if refusal is not None or member is None:
@@ -211,17 +202,8 @@ def accept_terms(
         settings=settings,
         now=now,
         changes=changes,
+        success_details=lambda: {"outcome": "noop" if already else "ok", "version": current},
     )
-    if not attempt.ok or attempt.subject is None:
+    if not attempt.ok:
         return attempt_result(attempt, settings=settings, now=now)
-    audit.record(
-        session,
-        agent=PORTAL,
-        action=action,
-        member=attempt.subject.member,
-        outcome="noop" if already else "ok",
-        at=now,
-        version=current,
-    )
-    session.commit()
     return PortalResult(True, "ok", wording.TERMS_ACCEPTED)

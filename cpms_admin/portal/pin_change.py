@@ -23,6 +23,7 @@ from cpms_admin.clock import Clock
 from cpms_admin.credentials import code_attempts, codes, delivery
 from cpms_admin.credentials.attempts import pin_hasher, sign_in
 from cpms_admin.credentials.pins import check_pin_format, parse_weak_pins, pin_weakness
+from cpms_admin.db import transaction
 from cpms_admin.errors import InvalidInput
 from cpms_admin.mail.transport import Transport
 from cpms_admin.members.nir import parse_nir
@@ -122,42 +123,43 @@ def _with_code(
     if not attempt.ok or live is None or subject is None or subject.member is None:
         return attempt_result(attempt, settings=settings, now=now)
     member = subject.member
-    session.commit()  # a match writes nothing: hold no lock during argon2
     if member.status == "closed":
         return PortalResult(False, "closed", wording.CLOSED)
-    new_hash = pin_hasher(settings).hash(new_pin)
-    if not codes.consume_code(session, code_id=pk(live), now=now):
-        session.rollback()  # used, revoked or expired while the PIN was hashed
-        return PortalResult(False, "dead_code", wording.CODE_REFUSED)
-    account = get_account(session, member)
-    how = "reset" if account.pin_hash or live.purpose == "pin_reset" else "set"
-    lifted = account.hard_locked_at is not None or account.failed_attempts > 0
-    session.exec(
-        update(Account)
-        .where(col(Account.member_id) == pk(member))
-        .values(
-            pin_hash=new_hash,
-            pin_set_at=now,
-            failed_attempts=0,
-            locked_until=None,
-            captcha_required=False,
-            hard_locked_at=None,
+    new_hash = pin_hasher(settings).hash(new_pin)  # no lock held: the match wrote nothing
+    with transaction(session) as work:
+        if not codes.consume_code(session, code_id=pk(live), now=now):
+            # used, revoked or expired while the PIN was hashed
+            return PortalResult(False, "dead_code", wording.CODE_REFUSED)
+        account = get_account(session, member)
+        how = "reset" if account.pin_hash or live.purpose == "pin_reset" else "set"
+        lifted = account.hard_locked_at is not None or account.failed_attempts > 0
+        session.exec(
+            update(Account)
+            .where(col(Account.member_id) == pk(member))
+            .values(
+                pin_hash=new_hash,
+                pin_set_at=now,
+                failed_attempts=0,
+                locked_until=None,
+                captcha_required=False,
+                hard_locked_at=None,
+            )
         )
-    )
-    audit.record(
-        session,
-        agent=PORTAL,
-        action=action,
-        member=member,
-        at=now,
-        how=how,
-        code_id=live.id,
-        lifted_lockout=lifted,
-    )
-    session.commit()
-    delivery.notify_pin_changed(
-        member=member, how=how, changed_at=now, settings=settings, transport=transport
-    )
+        audit.record(
+            session,
+            agent=PORTAL,
+            action=action,
+            member=member,
+            at=now,
+            how=how,
+            code_id=live.id,
+            lifted_lockout=lifted,
+        )
+        work.after_commit(
+            lambda: delivery.notify_pin_changed(
+                member=member, how=how, changed_at=now, settings=settings, transport=transport
+            )
+        )
     return PortalResult(True, "ok", wording.PIN_SAVED)
 
 
@@ -182,12 +184,11 @@ def _with_current_pin(
         settings=settings,
         now=now,
         changes=lambda _: {"pin_hash": pin_hasher(settings).hash(new_pin), "pin_set_at": now},
+        success_details=lambda: {"how": "changed"},
     )
     if not attempt.ok or attempt.subject is None or attempt.subject.member is None:
         return attempt_result(attempt, settings=settings, now=now)
     member = attempt.subject.member
-    audit.record(session, agent=PORTAL, action=action, member=member, at=now, how="changed")
-    session.commit()
     delivery.notify_pin_changed(
         member=member, how="changed", changed_at=now, settings=settings, transport=transport
     )

@@ -10,6 +10,7 @@ from datetime import date, datetime
 from sqlmodel import Field, SQLModel
 
 from cpms_admin.clock import system_clock
+from cpms_admin.vocabulary import BatchStatus, CodeStatus, LetterStatus, MailStatus, MemberStatus
 
 
 class Member(SQLModel, table=True):
@@ -28,7 +29,7 @@ class Member(SQLModel, table=True):
     # Lower-cased, accent-free copy of the searchable fields, so search behaves the
     # same on SQLite and PostgreSQL without collations or extensions.
     search_text: str = Field(default="", max_length=600)
-    status: str = Field(default="active", max_length=10, index=True)
+    status: str = Field(default=MemberStatus.active, max_length=10, index=True)
     closed_reason: str | None = None
     closed_at: datetime | None = None
     created_at: datetime = Field(default_factory=system_clock)
@@ -72,7 +73,7 @@ class SecurityCode(SQLModel, table=True):
     purpose: str = Field(max_length=20)  # first_login | pin_reset
     channel: str = Field(max_length=10)  # email | post
     code_hash: str = Field(max_length=128)
-    status: str = Field(default="pending", max_length=10, index=True)  # pending|used|revoked
+    status: str = Field(default=CodeStatus.pending, max_length=10, index=True)
     failed_tries: int = 0
     created_at: datetime = Field(default_factory=system_clock)
     expires_at: datetime
@@ -87,7 +88,7 @@ class LetterBatch(SQLModel, table=True):
     __tablename__ = "letter_batch"
 
     id: int | None = Field(default=None, primary_key=True)
-    status: str = Field(default="running", max_length=12, index=True)  # running|completed|abandoned
+    status: str = Field(default=BatchStatus.running, max_length=12, index=True)
     owner: str = Field(max_length=200)
     out_dir: str = Field(max_length=1000)
     started_at: datetime = Field(default_factory=system_clock)
@@ -101,7 +102,7 @@ class Letter(SQLModel, table=True):
     member_id: int = Field(foreign_key="member.id", index=True)
     kind: str = Field(max_length=20)  # welcome | security_code | pin_reset
     purpose: str = Field(max_length=20)  # purpose of the code it will carry
-    status: str = Field(default="pending", max_length=10, index=True)
+    status: str = Field(default=LetterStatus.pending, max_length=10, index=True)
     created_at: datetime = Field(default_factory=system_clock)
     batch_id: int | None = Field(default=None, foreign_key="letter_batch.id", index=True)
     printed_at: datetime | None = None
@@ -121,7 +122,7 @@ class OutgoingMail(SQLModel, table=True):
     kind: str = Field(max_length=20)
     purpose: str = Field(max_length=20)
     # pending | sent | failed (given up) | cancelled (no longer needed)
-    status: str = Field(default="pending", max_length=10, index=True)
+    status: str = Field(default=MailStatus.pending, max_length=10, index=True)
     attempts: int = 0
     last_error: str | None = None
     created_at: datetime = Field(default_factory=system_clock)

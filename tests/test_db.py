@@ -13,6 +13,7 @@ from cpms_admin.db import MIGRATIONS_DIR, make_engine, transaction
 from cpms_admin.errors import Conflict
 from cpms_admin.migrations import HEAD_REVISION
 from cpms_admin.models import AuditEvent
+from tests.factories import make_member
 
 
 def test_head_revision_constant_matches_the_migrations() -> None:
@@ -87,3 +88,20 @@ def test_an_inner_transaction_joins_the_outer_one(engine: Engine) -> None:
         assert _audit_actions(engine) == []  # the inner block committed nothing
         raise Conflict("the caller fails afterwards")
     assert _audit_actions(engine) == []
+
+
+def test_domain_words_are_stored_as_the_plain_strings_scripts_read(
+    engine: Engine, session: Session
+) -> None:
+    """The vocabulary's enums reach the database as their values, on both engines."""
+    member = make_member(session)  # an active member with a welcome letter queued
+    with engine.connect() as conn:
+        row = conn.execute(
+            text(
+                "SELECT m.status, l.status, l.kind, l.purpose FROM member m "
+                "JOIN letter l ON l.member_id = m.id WHERE m.id = :id"
+            ),
+            {"id": member.id},
+        ).one()
+    assert tuple(row) == ("active", "pending", "welcome", "first_login")
+    assert all(type(value) is str for value in row)

@@ -21,9 +21,16 @@ from cpms_admin.clock import Clock, system_clock
 from cpms_admin.credentials.codes import purpose_for
 from cpms_admin.errors import FieldError, InvalidInput
 from cpms_admin.members.nir import parse_nir
+from cpms_admin.vocabulary import (
+    ChannelChoice,
+    CodeStatus,
+    LetterKind,
+    LetterStatus,
+    MailStatus,
+    MemberStatus,
+)
 
 BATCH_SIZE = 2000
-CHANNELS = ("auto", "email", "post")
 _MEMBER, _ACCOUNT = SQLModel.metadata.tables["member"], SQLModel.metadata.tables["account"]
 _LETTER, _MAIL = SQLModel.metadata.tables["letter"], SQLModel.metadata.tables["outgoing_mail"]
 _CODE = SQLModel.metadata.tables["security_code"]
@@ -100,9 +107,9 @@ def _query(selection: Selection, now: datetime) -> Select[Any]:
     # A letter waiting or being printed, an e-mail waiting, or a live code (say in a letter
     # printed last week): the member has a way in, and a new code would revoke that one.
     pending = or_(
-        _on_its_way(_LETTER, now, "pending", "claimed"),
-        _on_its_way(_MAIL, now, "pending"),
-        _on_its_way(_CODE, now, "pending"),
+        _on_its_way(_LETTER, now, LetterStatus.pending, LetterStatus.claimed),
+        _on_its_way(_MAIL, now, MailStatus.pending),
+        _on_its_way(_CODE, now, CodeStatus.pending),
     )
     query = (
         select(
@@ -168,7 +175,7 @@ def run_campaign(
             "select members: give --never-logged-in, --no-pin, --from-file "
             "or --imported-since (several narrow the selection)"
         )
-    if channel not in CHANNELS:
+    if channel not in set(ChannelChoice):
         raise InvalidInput(f"--channel must be auto, email or post, got {channel!r}")
     if not reason.strip():
         raise InvalidInput("a reason is required for a campaign (recorded in the audit log)")
@@ -187,21 +194,21 @@ def run_campaign(
         mails: list[dict[str, Any]] = []
         for row in rows:
             counts.selected += 1
-            if row.status != "active":
+            if row.status != MemberStatus.active:
                 counts.closed += 1
             elif row.pending:
                 counts.already_pending += 1
-            elif channel == "email" and not row.email:
+            elif channel == ChannelChoice.email and not row.email:
                 counts.no_email += 1
             else:
                 item = {
                     "member_id": row.id,
-                    "kind": "security_code",
-                    "status": "pending",
+                    "kind": LetterKind.security_code,
+                    "status": LetterStatus.pending,
                     "created_at": now,
                     "purpose": purpose_for(row),  # the rule of a single `code issue`
                 }
-                (mails if channel != "post" and row.email else letters).append(item)
+                (mails if channel != ChannelChoice.post and row.email else letters).append(item)
         counts.letters += len(letters)
         counts.emails += len(mails)
         if dry_run:

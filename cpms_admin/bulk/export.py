@@ -18,9 +18,9 @@ from cpms_admin.clock import Clock, system_clock
 from cpms_admin.db import transaction
 from cpms_admin.errors import InvalidInput
 from cpms_admin.members.fields import COLUMNS
+from cpms_admin.vocabulary import MemberStatus
 
 CHUNK = 1000
-STATUSES = ("active", "closed")
 _MEMBER = SQLModel.metadata.tables["member"]
 
 
@@ -45,7 +45,7 @@ def export_members(
     export is audited (`members.export`, with the count and where it went): a bulk read
     of personal data is worth knowing about, even if it changes nothing.
     """
-    if status is not None and status not in STATUSES:
+    if status is not None and status not in set(MemberStatus):
         raise InvalidInput(f"--status must be active or closed, got {status!r}")
     query = select(*(_MEMBER.c[name] for name in COLUMNS)).order_by(_MEMBER.c.nir)
     if status is not None:

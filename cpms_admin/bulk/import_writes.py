@@ -9,6 +9,7 @@ from sqlmodel import Session, SQLModel
 
 from cpms_admin.bulk.import_rows import CheckedRow
 from cpms_admin.members.fields import COLUMNS
+from cpms_admin.vocabulary import LetterKind, LetterStatus, MemberStatus, Purpose
 
 _MEMBER = SQLModel.metadata.tables["member"]
 _ACCOUNT = SQLModel.metadata.tables["account"]
@@ -61,7 +62,12 @@ def insert_members(
     """New members, their accounts (with any carried-over PIN hash) and welcome letters."""
     if not new:
         return
-    stamps = {"status": "active", "created_at": now, "updated_at": now, "imported_at": now}
+    stamps = {
+        "status": MemberStatus.active,
+        "created_at": now,
+        "updated_at": now,
+        "imported_at": now,
+    }
     inserted = session.execute(
         insert(_MEMBER).returning(_MEMBER.c.id, _MEMBER.c.nir),
         [{**row.member, **stamps} for row in new],
@@ -86,9 +92,9 @@ def insert_members(
             [
                 {
                     "member_id": ids[row.nir],
-                    "kind": "welcome",
-                    "purpose": "first_login",
-                    "status": "pending",
+                    "kind": LetterKind.welcome,
+                    "purpose": Purpose.first_login,
+                    "status": LetterStatus.pending,
                     "created_at": now,
                 }
                 for row in welcome

@@ -1,7 +1,6 @@
 """`cpms-admin code`: one-time security codes, for one member (`issue`) or many (`campaign`)."""
 
 from datetime import UTC, datetime
-from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -14,19 +13,14 @@ from cpms_admin.credentials import accounts
 from cpms_admin.credentials.accounts import require_reason
 from cpms_admin.credentials.delivery import CodeDelivery
 from cpms_admin.errors import InvalidInput
+from cpms_admin.vocabulary import Channel, ChannelChoice
 
 app = typer.Typer(help="Send one-time security codes.", no_args_is_help=True)
 
 
-class Channel(StrEnum):
-    auto = "auto"
-    email = "email"
-    post = "post"
-
-
 def delivery_line(delivery: CodeDelivery) -> str:
     """Where the code went, for people: never the code itself."""
-    if delivery.channel == "email":
+    if delivery.channel == Channel.email:
         until = delivery.as_json()["expires_at"]
         return f"a {delivery.purpose} code was e-mailed, valid until {until}."
     if delivery.letter_reused:
@@ -39,8 +33,8 @@ def issue(
     ctx: typer.Context,
     nir: Annotated[str, typer.Argument(help="Social security number (spaces, dots allowed).")],
     channel: Annotated[
-        Channel, typer.Option("--channel", help="auto: e-mail when known, else a letter.")
-    ] = Channel.auto,
+        ChannelChoice, typer.Option("--channel", help="auto: e-mail when known, else a letter.")
+    ] = ChannelChoice.auto,
     reason: Annotated[
         str | None, typer.Option("--reason", help="Why (recorded in the audit log).")
     ] = None,
@@ -56,7 +50,7 @@ def issue(
         delivery = accounts.issue_member_code(
             session,
             nir=nir,
-            channel=channel.value,
+            channel=channel,
             agent=app_.agent,
             reason=reason,
             settings=app_.settings,
@@ -110,8 +104,8 @@ def campaign(
         str | None, typer.Option("--imported-since", help="Imported at or after (ISO, UTC).")
     ] = None,
     channel: Annotated[
-        Channel, typer.Option("--channel", help="auto: e-mail when known, else a letter.")
-    ] = Channel.auto,
+        ChannelChoice, typer.Option("--channel", help="auto: e-mail when known, else a letter.")
+    ] = ChannelChoice.auto,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Count who would get what; queue nothing.")
     ] = False,
@@ -135,7 +129,7 @@ def campaign(
         counts = run_campaign(
             session,
             selection=selection,
-            channel=channel.value,
+            channel=channel,
             # Checked here too, so that a dry run refuses what the real run would.
             reason=require_reason(reason, "run a campaign"),
             agent=app_.agent,

@@ -1,7 +1,6 @@
 """`cpms-admin letters`: the postal letter queue, the nightly batch, and previews."""
 
 import sys
-from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -10,30 +9,19 @@ import typer
 from cpms_admin.cli.context import AppContext, app_context
 from cpms_admin.cli.output import BulkProgress, emit_object, emit_rows, warn
 from cpms_admin.settings import LIMIT_MAX
+from cpms_admin.vocabulary import LetterKind, LetterStatus
 
 app = typer.Typer(
     help="Postal letters: the queue, the nightly batch, previews.", no_args_is_help=True
 )
 
 
-class Status(StrEnum):
-    pending = "pending"
-    claimed = "claimed"
-    printed = "printed"
-    cancelled = "cancelled"
-    failed = "failed"
-
-
-class Kind(StrEnum):
-    welcome = "welcome"
-    security_code = "security_code"
-    pin_reset = "pin_reset"
-
-
 @app.command("list")
 def list_(
     ctx: typer.Context,
-    status: Annotated[Status | None, typer.Option("--status", help="Only this status.")] = None,
+    status: Annotated[
+        LetterStatus | None, typer.Option("--status", help="Only this status.")
+    ] = None,
     nir: Annotated[str | None, typer.Option("--nir", help="Only this member's letters.")] = None,
     limit: Annotated[
         int, typer.Option("--limit", min=1, max=LIMIT_MAX, help="At most N, newest first.")
@@ -210,7 +198,7 @@ def _idle(summary: dict[str, Any]) -> bool:
 @app.command()
 def preview(
     ctx: typer.Context,
-    kind: Annotated[Kind, typer.Argument(help="welcome, security_code or pin_reset.")],
+    kind: Annotated[LetterKind, typer.Argument(help="welcome, security_code or pin_reset.")],
     out: Annotated[Path, typer.Option("--out", help="The PDF file to write.")],
     nir: Annotated[
         str | None, typer.Option("--nir", help="Address it to this member (issues nothing).")

@@ -11,6 +11,7 @@ from cpms_admin.members import records
 from cpms_admin.members.fields import validate_member_fields
 from cpms_admin.members.nir import format_nir, mask_nir
 from cpms_admin.settings import LIMIT_MAX
+from cpms_admin.vocabulary import MemberStatus
 
 app = typer.Typer(help="Add, show, list, update and close members.", no_args_is_help=True)
 
@@ -118,7 +119,7 @@ def list_(
 
     Example: cpms-admin member list --search "hélène martin" --limit 10
     """
-    if status not in (None, "active", "closed"):
+    if status not in (None, *MemberStatus):
         raise InvalidInput(f"--status must be active or closed, got {status!r}")
     app_ = app_context(ctx)
     with app_.session(read_only=True) as session:
@@ -135,7 +136,9 @@ def list_(
             "name": f"{row['first_name']} {row['last_name'].upper()}",
             "email": row["email"],
             "city": row["address"]["city"],
-            "state": row["account"]["state"] if row["status"] == "active" else "closed",
+            "state": row["account"]["state"]
+            if row["status"] == MemberStatus.active
+            else MemberStatus.closed,
         }
         for row in rows
     ]

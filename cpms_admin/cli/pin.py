@@ -4,10 +4,11 @@ from typing import Annotated
 
 import typer
 
-from cpms_admin.cli.code import Channel, delivery_line
+from cpms_admin.cli.code import delivery_line
 from cpms_admin.cli.context import app_context
 from cpms_admin.cli.output import emit_object
 from cpms_admin.credentials import accounts
+from cpms_admin.vocabulary import ChannelChoice
 
 app = typer.Typer(help="Reset a member's PIN.", no_args_is_help=True)
 
@@ -18,8 +19,8 @@ def reset(
     nir: Annotated[str, typer.Argument(help="Social security number (spaces, dots allowed).")],
     reason: Annotated[str, typer.Option("--reason", help="Why (recorded in the audit log).")],
     channel: Annotated[
-        Channel, typer.Option("--channel", help="auto: e-mail when known, else a letter.")
-    ] = Channel.auto,
+        ChannelChoice, typer.Option("--channel", help="auto: e-mail when known, else a letter.")
+    ] = ChannelChoice.auto,
 ) -> None:
     """Invalidate the PIN at once and send a one-time code to set a new one.
 
@@ -33,7 +34,7 @@ def reset(
         delivery = accounts.reset_pin(
             session,
             nir=nir,
-            channel=channel.value,
+            channel=channel,
             agent=app_.agent,
             reason=reason,
             settings=app_.settings,

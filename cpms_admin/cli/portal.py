@@ -15,6 +15,7 @@ from cpms_admin.cli.output import print_json, warn
 from cpms_admin.errors import CpmsError, InvalidInput
 from cpms_admin.portal import flows, pin_change
 from cpms_admin.portal.results import PortalResult
+from cpms_admin.vocabulary import PortalReason
 
 app = typer.Typer(
     help="The member portal's flows (secrets on stdin, never as arguments).",
@@ -25,7 +26,7 @@ Nir = Annotated[str, typer.Argument(help="Social security number (spaces, dots a
 CaptchaOk = Annotated[
     bool, typer.Option("--captcha-ok", help="The member solved the CAPTCHA the portal showed.")
 ]
-INPUT_REASONS = ("mismatch",)  # exit 2, like any invalid input
+INPUT_REASONS = (PortalReason.mismatch,)  # exit 2, like any invalid input
 
 
 class Using(StrEnum):

@@ -13,6 +13,7 @@ from cpms_admin.credentials.pins import LEGACY_PREFIX
 from cpms_admin.members.records import get_account, get_member
 from cpms_admin.models import Account, Letter, Member, SecurityCode, pk
 from cpms_admin.settings import Settings
+from cpms_admin.vocabulary import Blocked, Channel, LetterStatus, MemberStatus, PortalReason
 
 REASON = '--reason "..."'
 
@@ -38,7 +39,7 @@ def account_status(
     code = codes.live_code(session, member_id=pk(member), now=now)
     letters = session.exec(
         select(Letter)
-        .where(Letter.member_id == pk(member), Letter.status == "pending")
+        .where(Letter.member_id == pk(member), Letter.status == LetterStatus.pending)
         .order_by(col(Letter.id))
     ).all()
     view: dict[str, Any] = {
@@ -70,7 +71,7 @@ def account_status(
 def _in_flight(view: dict[str, Any]) -> str | None:
     code, letters = view["pending_code"], view["pending_letters"]
     if code is not None:
-        by = "e-mail" if code["channel"] == "email" else "post"
+        by = "e-mail" if code["channel"] == Channel.email else "post"
         return (
             f"a {code['purpose']} code sent by {by} is valid until {code['expires_at']} "
             f"({code['tries_left']} tries left): setting a PIN with it logs the member in"
@@ -96,10 +97,10 @@ def diagnose(
     send_code = f"cpms-admin code issue {nir} --channel auto {REASON}"
     findings: list[str] = []
     fix: str | None = None
-    if member.status == "closed":
+    if member.status == MemberStatus.closed:
         when = iso(member.closed_at) or "an unknown date"
         findings.append(f"Member closed on {when} ({member.closed_reason}): cannot log in.")
-    elif state == "locked":
+    elif state == Blocked.locked:
         findings.append(
             f"Locked after {failures} failed attempts on {view['hard_locked_at']}: "
             "the portal refuses every PIN and code, and sends no code, until an agent "
@@ -107,7 +108,7 @@ def diagnose(
             "member sets a new PIN."
         )
         fix = unlock
-    elif state == "cooldown":
+    elif state == Blocked.cooldown:
         wait = seconds_until(account.locked_until, now)
         findings.append(
             f"Cooling down after {failures} failed attempts: the portal refuses attempts until "
@@ -115,7 +116,7 @@ def diagnose(
             f"{attempts_left(failures, settings)} more failures lock the account."
         )
         fix = unlock
-    elif state == "no_pin":
+    elif state == PortalReason.no_pin:
         if in_flight is None:
             findings.append("No PIN and no code on its way: the member cannot log in.")
             fix = send_code
@@ -136,7 +137,11 @@ def diagnose(
             "if the PIN is forgotten, reset it."
         )
         fix = f"cpms-admin pin reset {nir} --channel auto {REASON}"
-    if in_flight is not None and state != "no_pin" and member.status != "closed":
+    if (
+        in_flight is not None
+        and state != PortalReason.no_pin
+        and member.status != MemberStatus.closed
+    ):
         findings.append(f"In flight: {in_flight}.")
     if view["pin_legacy"]:
         findings.append(

@@ -20,6 +20,7 @@ from cpms_admin.members.nir import format_nir
 from cpms_admin.members.records import get_account, get_member
 from cpms_admin.models import Member, pk
 from cpms_admin.settings import Settings
+from cpms_admin.vocabulary import ChannelChoice, LetterKind, MemberStatus, Purpose
 
 
 @dataclass(frozen=True)
@@ -39,7 +40,7 @@ def require_reason(reason: str | None, what: str) -> str:
 
 def _open_member(session: Session, nir: str) -> Member:
     member = get_member(session, nir)
-    if member.status == "closed":
+    if member.status == MemberStatus.closed:
         raise Refused(f"member {format_nir(member.nir)} is closed: they cannot log in")
     return member
 
@@ -80,7 +81,7 @@ def reset_pin(
     session: Session,
     *,
     nir: str,
-    channel: str = "auto",
+    channel: ChannelChoice = ChannelChoice.auto,
     agent: str,
     reason: str,
     settings: Settings,
@@ -103,8 +104,8 @@ def reset_pin(
             session,
             member=member,
             channel=resolved,
-            purpose="pin_reset",
-            letter_kind="pin_reset",
+            purpose=Purpose.pin_reset,
+            letter_kind=LetterKind.pin_reset,
             agent=agent,
             action="pin.reset",
             reason=why,
@@ -121,7 +122,7 @@ def issue_member_code(
     session: Session,
     *,
     nir: str,
-    channel: str = "auto",
+    channel: ChannelChoice = ChannelChoice.auto,
     agent: str,
     reason: str | None = None,
     settings: Settings,
@@ -140,7 +141,7 @@ def issue_member_code(
         member=member,
         channel=resolved,
         purpose=codes.purpose_for(get_account(session, member)),
-        letter_kind="security_code",
+        letter_kind=LetterKind.security_code,
         agent=agent,
         action="code.issue",
         reason=reason.strip() if reason else None,

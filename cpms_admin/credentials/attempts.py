@@ -28,6 +28,7 @@ from cpms_admin.db import transaction
 from cpms_admin.members.nir import mask_nir, parse_nir
 from cpms_admin.models import Account, Member, pk
 from cpms_admin.settings import Settings
+from cpms_admin.vocabulary import Blocked, MemberStatus, PortalReason
 
 
 def pin_hasher(settings: Settings) -> PinHasher:
@@ -167,12 +168,14 @@ def _check_pin(
         return refuse(session, subject=subject, block=block, action=action, now=now)
     matches = hasher.verify(subject.pin_hash, pin)  # a dummy hash when there is none
     member = subject.member
-    if matches and member is not None and member.status != "closed":
-        return Attempt(True, "ok", subject.counters, subject=subject)
+    if matches and member is not None and member.status != MemberStatus.closed:
+        return Attempt(True, PortalReason.ok, subject.counters, subject=subject)
     if matches:
         with transaction(session):
-            audit_attempt(session, subject=subject, action=action, outcome="closed", now=now)
-        return Attempt(False, "closed", subject.counters, subject=subject)
+            audit_attempt(
+                session, subject=subject, action=action, outcome=PortalReason.closed, now=now
+            )
+        return Attempt(False, PortalReason.closed, subject.counters, subject=subject)
     return record_failure(
         session, subject=subject, action=action, captcha_ok=captcha_ok, settings=settings, now=now
     )
@@ -180,10 +183,10 @@ def _check_pin(
 
 def _failure_reason(subject: Subject) -> str:
     if subject.member is None:
-        return "unknown_member"
-    if subject.member.status == "closed":
-        return "closed"
-    return "wrong_pin" if subject.pin_hash else "no_pin"
+        return PortalReason.unknown_member
+    if subject.member.status == MemberStatus.closed:
+        return PortalReason.closed
+    return PortalReason.wrong_pin if subject.pin_hash else PortalReason.no_pin
 
 
 def record_failure(
@@ -285,7 +288,7 @@ def _refuse_now(
     now: datetime,
 ) -> Attempt:
     fresh = read_subject(session, nir=subject.nir, settings=settings)
-    block = blocked(fresh.counters, now=now, captcha_ok=captcha_ok) or Block("locked")
+    block = blocked(fresh.counters, now=now, captcha_ok=captcha_ok) or Block(Blocked.locked)
     return refuse(session, subject=fresh, block=block, action=action, now=now)
 
 
@@ -294,7 +297,7 @@ def refuse(
 ) -> Attempt:
     """A blocked attempt, not counted. An unknown NIR keeps its reason, like its messages."""
     unknown = subject.member is None
-    reason = "unknown_member" if unknown else block.reason
+    reason = PortalReason.unknown_member if unknown else block.reason
     outcome = "unknown_blocked" if unknown else block.reason
     with transaction(session):
         audit_attempt(

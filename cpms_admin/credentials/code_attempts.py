@@ -29,6 +29,7 @@ from cpms_admin.credentials.pepper import load_peppers
 from cpms_admin.db import transaction
 from cpms_admin.models import Account, SecurityCode, pk
 from cpms_admin.settings import Settings
+from cpms_admin.vocabulary import Blocked, PortalReason
 
 
 def try_code(
@@ -70,15 +71,19 @@ def try_code(
             session, live=live, code=code, pepper=load_peppers(settings), settings=settings
         )
         if check.outcome == "match" and member is not None:
-            return Attempt(True, "ok", counters, subject=subject, guessed="code"), check.code
-        reason = "unknown_member" if member is None else f"{check.outcome}_code"
+            return Attempt(
+                True, PortalReason.ok, counters, subject=subject, guessed="code"
+            ), check.code
+        reason = (
+            PortalReason.unknown_member if member is None else PortalReason(f"{check.outcome}_code")
+        )
         if opened:  # the account stays locked; the code's tries count, not the budget
             audit_attempt(
                 session, subject=subject, action=action, outcome=reason, now=now, agent_code=True
             )
             # Answered as any locked account is, so the answer does not tell that an agent
             # sent this NIR's member a code.
-            locked = Block("locked")
+            locked = Block(Blocked.locked)
             return Attempt(False, reason, subject.counters, block=locked, subject=subject), None
         failure = record_failure(
             session,

@@ -19,8 +19,8 @@ from cpms_admin.credentials.pepper import Peppers, as_peppers, tagged
 from cpms_admin.french import PARIS, paris_time
 from cpms_admin.models import SecurityCode, pk
 from cpms_admin.settings import Settings
+from cpms_admin.vocabulary import Channel, CodeStatus, Purpose
 
-PURPOSES = ("first_login", "pin_reset")
 # Compared against when there is no live code, so a check costs the same either way.
 _DUMMY_HASH = "0000000000000000$" + "0" * 64  # tagged with the current pepper's id
 
@@ -58,15 +58,15 @@ def purpose_for(account: PinHistory) -> str:
     """A first-login code for a member who never got in, else a reset code (also after an
     agent's reset, so the e-mail does not greet a long-standing member as a newcomer)."""
     had_pin = account.pin_hash or account.pin_set_at or account.last_login_at
-    return "pin_reset" if had_pin else "first_login"
+    return Purpose.pin_reset if had_pin else Purpose.first_login
 
 
 def code_expiry(channel: str, made_at: datetime, settings: Settings) -> datetime:
     """When a code made at `made_at` stops working (UTC). E-mail codes live minutes; postal
     ones must survive the post, and work to the end of the day their letter gives."""
-    if channel == "email":
+    if channel == Channel.email:
         return made_at + timedelta(minutes=settings.code_email_ttl_minutes)
-    if channel == "post":
+    if channel == Channel.post:
         day_after = postal_last_day(made_at, settings) + timedelta(days=1)
         return datetime.combine(day_after, time(), tzinfo=PARIS).astimezone(UTC)
     raise ValueError(f"unknown code channel {channel!r}")
@@ -88,8 +88,10 @@ def revoke_pending(
     not the code `sparing`); the ids revoked."""
     statement = (
         update(SecurityCode)
-        .where(col(SecurityCode.member_id) == member_id, col(SecurityCode.status) == "pending")
-        .values(status="revoked")
+        .where(
+            col(SecurityCode.member_id) == member_id, col(SecurityCode.status) == CodeStatus.pending
+        )
+        .values(status=CodeStatus.revoked)
         .returning(col(SecurityCode.id))
     )
     if made_by is not None:
@@ -102,8 +104,8 @@ def revoke_pending(
 def still_counts(now: datetime) -> ColumnElement[bool]:
     """A code that supersedes those made before it: used, or pending and unexpired at `now`."""
     return or_(
-        col(SecurityCode.status) == "used",
-        and_(col(SecurityCode.status) == "pending", col(SecurityCode.expires_at) > now),
+        col(SecurityCode.status) == CodeStatus.used,
+        and_(col(SecurityCode.status) == CodeStatus.pending, col(SecurityCode.expires_at) > now),
     )
 
 
@@ -111,8 +113,8 @@ def revoke_code(session: Session, *, code_id: int) -> bool:
     """Revoke one code if it is still pending (True when it was)."""
     statement = (
         update(SecurityCode)
-        .where(col(SecurityCode.id) == code_id, col(SecurityCode.status) == "pending")
-        .values(status="revoked")
+        .where(col(SecurityCode.id) == code_id, col(SecurityCode.status) == CodeStatus.pending)
+        .values(status=CodeStatus.revoked)
         .returning(col(SecurityCode.id))
     )
     return session.exec(statement).first() is not None
@@ -146,7 +148,7 @@ def store_code(
     codes it revokes), and if the member was given a code since then and still holds or has
     used it, that newer code wins: this one is stored revoked.
     """
-    if purpose not in PURPOSES:
+    if purpose not in set(Purpose):
         raise ValueError(f"unknown code purpose {purpose!r}")
     made = made_at or now
     if supersede:
@@ -157,7 +159,7 @@ def store_code(
         purpose=purpose,
         channel=channel,
         code_hash=hash_code(pepper=pepper, code=code),
-        status="revoked" if newer else "pending",
+        status=CodeStatus.revoked if newer else CodeStatus.pending,
         created_at=made,
         expires_at=code_expiry(channel, made, settings),
         letter_id=letter_id,
@@ -232,7 +234,7 @@ def _live(member_id: int, now: datetime) -> SelectOfScalar[SecurityCode]:
         select(SecurityCode)
         .where(
             col(SecurityCode.member_id) == member_id,
-            col(SecurityCode.status) == "pending",
+            col(SecurityCode.status) == CodeStatus.pending,
             col(SecurityCode.expires_at) > now,
         )
         .order_by(col(SecurityCode.created_at).desc(), col(SecurityCode.id).desc())
@@ -287,10 +289,10 @@ def consume_code(session: Session, *, code_id: int, now: datetime) -> bool:
         update(SecurityCode)
         .where(
             col(SecurityCode.id) == code_id,
-            col(SecurityCode.status) == "pending",
+            col(SecurityCode.status) == CodeStatus.pending,
             col(SecurityCode.expires_at) > now,
         )
-        .values(status="used", used_at=now)
+        .values(status=CodeStatus.used, used_at=now)
         .returning(col(SecurityCode.id))
     )
     used = session.exec(statement).first() is not None

@@ -25,9 +25,9 @@ from cpms_admin.mail.transport import MailError, Transport
 from cpms_admin.members.nir import mask_nir
 from cpms_admin.models import Letter, Member, pk
 from cpms_admin.settings import Settings
+from cpms_admin.vocabulary import Channel, ChannelChoice, LetterStatus
 
 log = logging.getLogger(__name__)
-CHANNEL_CHOICES = ("auto", "email", "post")
 
 
 @dataclass(frozen=True)
@@ -59,16 +59,14 @@ class CodeDelivery:
 
 def resolve_channel(member: Member, channel: str) -> str:
     """`auto` is e-mail when the member has an address, else the post."""
-    if channel not in CHANNEL_CHOICES:
-        raise ValueError(f"unknown channel {channel!r}")
-    if channel == "auto":
-        return "email" if member.email else "post"
-    if channel == "email" and not member.email:
+    if channel == ChannelChoice.auto:
+        return Channel.email if member.email else Channel.post
+    if channel == ChannelChoice.email and not member.email:
         raise Refused(
             f"member {member.nir} has no e-mail address: use --channel post, or add one with "
             f"cpms-admin member update {member.nir} --email ADDRESS"
         )
-    return channel
+    return Channel(channel)
 
 
 def _prepare_code(
@@ -85,23 +83,25 @@ def _prepare_code(
     """Store an e-mail code, or queue a letter (reusing one for the same purpose already
     waiting to be printed, so repeated requests do not print several letters; a letter for
     another purpose is superseded by the new one at print time). Does not commit."""
-    if channel == "email":
+    if channel == Channel.email:
         issued = codes.issue_code(
             session,
             member_id=pk(member),
             purpose=purpose,
-            channel="email",
+            channel=Channel.email,
             pepper=load_peppers(settings),
             now=now,
             settings=settings,
             requested_by=agent,
             supersede=False,  # the older codes go once this one was sent (`email_code`)
         )
-        return CodeDelivery(member.nir, "email", purpose, issued=issued)
+        return CodeDelivery(member.nir, Channel.email, purpose, issued=issued)
     waiting = session.exec(
         select(Letter)
         .where(
-            Letter.member_id == pk(member), Letter.status == "pending", Letter.purpose == purpose
+            Letter.member_id == pk(member),
+            Letter.status == LetterStatus.pending,
+            Letter.purpose == purpose,
         )
         .order_by(col(Letter.id))
     ).first()
@@ -110,10 +110,10 @@ def _prepare_code(
             waiting.requested_by = agent  # an agent asked for it now: it is theirs to print
             session.add(waiting)
         return CodeDelivery(
-            member.nir, "post", waiting.purpose, letter_id=waiting.id, letter_reused=True
+            member.nir, Channel.post, waiting.purpose, letter_id=waiting.id, letter_reused=True
         )
     letter = queue_letter(session, member=member, kind=letter_kind, requested_by=agent)
-    return CodeDelivery(member.nir, "post", letter.purpose, letter_id=letter.id)
+    return CodeDelivery(member.nir, Channel.post, letter.purpose, letter_id=letter.id)
 
 
 def deliver_code(

@@ -15,6 +15,7 @@ from sqlmodel import Session, col
 
 from cpms_admin.models import Account, UnknownLogin
 from cpms_admin.settings import Settings
+from cpms_admin.vocabulary import Blocked, PortalReason
 
 CountedTable = type[Account] | type[UnknownLogin]
 
@@ -49,11 +50,11 @@ class Block:
 def account_state(account: Account, now: datetime) -> str:
     """`locked` (hard lock), `cooldown` (must wait), `no_pin` (never personalised) or `active`."""
     if account.hard_locked_at is not None:
-        return "locked"
+        return Blocked.locked
     if account.locked_until is not None and account.locked_until > now:
-        return "cooldown"
+        return Blocked.cooldown
     if account.pin_hash is None:
-        return "no_pin"
+        return PortalReason.no_pin
     return "active"
 
 
@@ -85,12 +86,12 @@ def blocked(counters: Counters, *, now: datetime, captcha_ok: bool) -> Block | N
     """The block an attempt runs into now, if any: the hard lock first, then the cool-down,
     then the CAPTCHA the portal must have checked (`captcha_ok`)."""
     if counters.hard_locked:
-        return Block("locked")
+        return Block(Blocked.locked)
     wait = seconds_until(counters.locked_until, now)
     if wait is not None:
-        return Block("cooldown", wait)
+        return Block(Blocked.cooldown, wait)
     if counters.captcha_required and not captcha_ok:
-        return Block("captcha_required")
+        return Block(Blocked.captcha_required)
     return None
 
 

@@ -9,6 +9,7 @@ from sqlmodel import Session, col, select
 
 from cpms_admin.audit import PORTAL
 from cpms_admin.models import Letter, SecurityCode
+from cpms_admin.vocabulary import Channel, CodeStatus, LetterStatus
 
 LETTER_ON_ITS_WAY = "a letter is already on its way"
 CODE_ON_ITS_WAY = "a code is already on its way"
@@ -30,12 +31,13 @@ def on_its_way(
     request (the new code supersedes it); what cannot is a letter in the post, one being
     printed, or one an agent sent (it is printed whatever comes after: `batch_claim`)."""
     letters = select(Letter.id).where(
-        col(Letter.member_id) == member_id, col(Letter.status).in_(("pending", "claimed"))
+        col(Letter.member_id) == member_id,
+        col(Letter.status).in_((LetterStatus.pending, LetterStatus.claimed)),
     )
     if asked_by_member:
         letters = letters.where(
             or_(
-                col(Letter.status) == "claimed",
+                col(Letter.status) == LetterStatus.claimed,
                 and_(col(Letter.requested_by).is_not(None), col(Letter.requested_by) != PORTAL),
             )
         )
@@ -43,11 +45,11 @@ def on_its_way(
         return LETTER_ON_ITS_WAY
     live = select(SecurityCode.id).where(
         col(SecurityCode.member_id) == member_id,
-        col(SecurityCode.status) == "pending",
+        col(SecurityCode.status) == CodeStatus.pending,
         col(SecurityCode.expires_at) > now,
     )
     if asked_by_member:
-        live = live.where(col(SecurityCode.channel) == "post")
+        live = live.where(col(SecurityCode.channel) == Channel.post)
     if except_code_id is not None:
         live = live.where(col(SecurityCode.id) != except_code_id)
     return None if session.exec(live).first() is None else CODE_ON_ITS_WAY

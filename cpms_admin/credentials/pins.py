@@ -29,6 +29,7 @@ from cpms_admin.credentials.legacy import (
 )
 from cpms_admin.credentials.pepper import Peppers, as_peppers, tagged, untagged
 from cpms_admin.errors import InvalidInput
+from cpms_admin.vocabulary import PinWeakness
 
 if TYPE_CHECKING:
     from argon2 import PasswordHasher
@@ -113,22 +114,24 @@ def nir_date_pins(nir: str) -> frozenset[str]:
     return frozenset() if year_month is None else _year_month_pins(*year_month)
 
 
-def pin_weakness(pin: str, *, weak_pins: Collection[str], nir: str | None = None) -> str | None:
+def pin_weakness(
+    pin: str, *, weak_pins: Collection[str], nir: str | None = None
+) -> PinWeakness | None:
     """Why `pin` is too easy to guess, or None when it is acceptable. Assumes a well-formed PIN.
 
     `nir` is the member's: the NIR is the login, so dates read from it are as good as known.
     (A birth date on file must match the NIR's year and month, so its PINs are among these.)
     """
     if len(set(pin)) == 1:
-        return "the PIN is one digit repeated"
+        return PinWeakness.repeated_digit
     if _is_run(pin):
-        return "the PIN is a run of consecutive digits"
+        return PinWeakness.consecutive
     if pin in (pin[:2] * 3, pin[:3] * 2):
-        return "the PIN repeats a group of 2 or 3 digits"
+        return PinWeakness.repeated_group
     if pin in weak_pins:
-        return "the PIN is on the list of common PINs"
+        return PinWeakness.common
     if nir is not None and pin in nir_date_pins(nir):
-        return "the PIN is made of the birth year and month in the NIR"
+        return PinWeakness.birth_date
     return None
 
 

@@ -44,6 +44,7 @@ from cpms_admin.letters.recovery import abandon, recover
 from cpms_admin.models import Letter, LetterBatch, Member
 from cpms_admin.private_files import describe_entry, fsync_dir, private_dir
 from cpms_admin.settings import Settings
+from cpms_admin.vocabulary import BatchStatus, Channel, CodeStatus, LetterStatus
 
 POOL_FROM = 4  # chunks: below this, starting worker processes costs more than it saves
 SUPERSEDED_WHILE_PRINTING = "its code was superseded by a newer one given while it was printed"
@@ -258,9 +259,9 @@ def _commit(
     with transaction(session):
         completed = session.exec(
             update(LetterBatch)
-            .where(col(LetterBatch.id) == batch_id, col(LetterBatch.status) == "running")
+            .where(col(LetterBatch.id) == batch_id, col(LetterBatch.status) == BatchStatus.running)
             .values(
-                status="completed",
+                status=BatchStatus.completed,
                 finished_at=now,
                 letter_count=len(rendered.issued),
                 manifest=json.dumps(manifest, ensure_ascii=False),
@@ -271,9 +272,11 @@ def _commit(
             raise Conflict(f"batch {batch_id} was abandoned by another run while printing")
         for letter_id, reason in rendered.failed.items():
             letter = session.get(Letter, letter_id)
-            if letter is None or letter.status != "claimed":  # kept under `python -O` too
+            if (
+                letter is None or letter.status != LetterStatus.claimed
+            ):  # kept under `python -O` too
                 raise Conflict(f"batch {batch_id}: letter #{letter_id} is no longer claimed")
-            letter.status, letter.status_reason, letter.batch_id = "failed", reason, None
+            letter.status, letter.status_reason, letter.batch_id = LetterStatus.failed, reason, None
             audit.record(
                 session,
                 agent=agent,
@@ -297,7 +300,7 @@ def _commit(
                 session,
                 member_id=issued.member_id,
                 purpose=issued.purpose,
-                channel="post",
+                channel=Channel.post,
                 code=issued.code,
                 pepper=pepper,
                 now=now,
@@ -306,7 +309,7 @@ def _commit(
                 letter_id=issued.letter_id,
                 requested_by=asked_by.get(issued.letter_id),
             )
-            if stored.status == "revoked":
+            if stored.status == CodeStatus.revoked:
                 superseded.append(issued.letter_id)
         if superseded:  # printed all the same: the member holds a newer code, support should know
             session.exec(
@@ -316,8 +319,8 @@ def _commit(
             )
         printed = session.exec(
             update(Letter)
-            .where(col(Letter.batch_id) == batch_id, col(Letter.status) == "claimed")
-            .values(status="printed", printed_at=now)
+            .where(col(Letter.batch_id) == batch_id, col(Letter.status) == LetterStatus.claimed)
+            .values(status=LetterStatus.printed, printed_at=now)
         ).rowcount
         if printed != len(rendered.issued):
             raise Conflict(

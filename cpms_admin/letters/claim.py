@@ -25,8 +25,9 @@ from cpms_admin.db import transaction
 from cpms_admin.errors import Conflict
 from cpms_admin.letters.guard import RunGuard
 from cpms_admin.models import Account, Letter, LetterBatch, Member, SecurityCode, pk
+from cpms_admin.vocabulary import BatchStatus, LetterKind, LetterStatus, MemberStatus
 
-LIVE_LETTER = ("pending", "claimed", "printed")
+LIVE_LETTER = (LetterStatus.pending, LetterStatus.claimed, LetterStatus.printed)
 IN_CHUNK = 500  # ids per IN (...) list: well under every engine's parameter limit
 REASONS = {
     "member_closed": "member closed",
@@ -108,9 +109,9 @@ def moot_reasons(session: Session, letters: Sequence[Queued], *, now: datetime) 
         for letter_id, newer_id in newest:
             found[_id(letter_id)] = Moot("superseded", f"superseded by letter #{newer_id}")
         for letter_id, kind, member_status, pin_hash in states:
-            if kind == "welcome" and pin_hash is not None:
+            if kind == LetterKind.welcome and pin_hash is not None:
                 found[_id(letter_id)] = Moot("has_pin", REASONS["has_pin"])
-            if member_status == "closed":
+            if member_status == MemberStatus.closed:
                 found[_id(letter_id)] = Moot("member_closed", REASONS["member_closed"])
     return found
 
@@ -127,12 +128,12 @@ def _pending(session: Session, *, limit: int | None, lock: bool) -> list[Queued]
     in_print = aliased(Letter)
     printing = (
         select(in_print.id)
-        .where(in_print.member_id == Letter.member_id, in_print.status == "claimed")
+        .where(in_print.member_id == Letter.member_id, in_print.status == LetterStatus.claimed)
         .exists()
     )
     query = (
         select(Letter.id, Letter.member_id, Letter.kind, Letter.created_at)
-        .where(Letter.status == "pending", ~printing)
+        .where(Letter.status == LetterStatus.pending, ~printing)
         .order_by(col(Letter.id))
         .limit(limit)
     )
@@ -164,15 +165,17 @@ def claim_letters(
                 claim.cancelled[moot[letter.id].key] += 1
         printable = [letter.id for letter in queued if letter.id not in moot]
         if printable:
-            batch = LetterBatch(status="running", owner=owner, out_dir=out_dir, started_at=now)
+            batch = LetterBatch(
+                status=BatchStatus.running, owner=owner, out_dir=out_dir, started_at=now
+            )
             session.add(batch)
             session.flush()
             guard.hold(pk(batch))  # before the row is visible: no one may take it for dead
             for ids in _chunks(printable):
                 taken = session.exec(
                     update(Letter)
-                    .where(col(Letter.id).in_(ids), col(Letter.status) == "pending")
-                    .values(status="claimed", batch_id=pk(batch))
+                    .where(col(Letter.id).in_(ids), col(Letter.status) == LetterStatus.pending)
+                    .values(status=LetterStatus.claimed, batch_id=pk(batch))
                 )
                 if taken.rowcount != len(ids):  # a safety net, kept under `python -O` too
                     raise Conflict("letters changed while being claimed; nothing was claimed")
@@ -184,7 +187,7 @@ def _cancel(session: Session, *, letter: Queued, moot: Moot, agent: str, now: da
     session.exec(
         update(Letter)
         .where(col(Letter.id) == letter.id)
-        .values(status="cancelled", status_reason=moot.detail)
+        .values(status=LetterStatus.cancelled, status_reason=moot.detail)
     )
     audit.record(
         session,
@@ -201,7 +204,7 @@ def _cancel(session: Session, *, letter: Queued, moot: Moot, agent: str, now: da
 def dry_run_counts(session: Session, *, limit: int | None, now: datetime) -> dict[str, object]:
     """What a run would do now, changing nothing: pending, would cancel (and why), would print."""
     total = session.exec(
-        select(func.count()).select_from(Letter).where(Letter.status == "pending")
+        select(func.count()).select_from(Letter).where(Letter.status == LetterStatus.pending)
     ).one()
     queued = _pending(session, limit=limit, lock=False)
     moot = moot_reasons(session, queued, now=now)

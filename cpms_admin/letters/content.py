@@ -8,8 +8,8 @@ from datetime import date, timedelta
 
 from cpms_admin.members import nir as nir_rules
 from cpms_admin.members import postal
+from cpms_admin.vocabulary import LetterKind
 
-LETTER_KINDS = ("welcome", "security_code", "pin_reset")
 SALUTATIONS = {"M": "Monsieur,", "MME": "Madame,"}
 DEFAULT_PORTAL_URL = "https://adherent.cpms.fr"
 SAMPLE_NIR = "185057800608491"
@@ -49,7 +49,7 @@ class LetterContent:
     specimen: bool = False
 
     def __post_init__(self) -> None:
-        if self.kind not in LETTER_KINDS:
+        if self.kind not in set(LetterKind):
             raise ValueError(f"unknown letter kind {self.kind!r}")
         if not re.fullmatch(r"\d{6}", self.code):
             raise ValueError(f"letter {self.letter_id}: the code must be 6 digits")

@@ -27,6 +27,7 @@ from cpms_admin.members.nir import mask_nir
 from cpms_admin.members.records import address_lines
 from cpms_admin.models import Letter, Member, pk
 from cpms_admin.settings import Settings
+from cpms_admin.vocabulary import LetterStatus
 
 Progress = Callable[[int, int], None]
 
@@ -72,7 +73,9 @@ def _claimed(job: RenderJob, after: int) -> list[tuple[int, str, str, Member]]:
             select(Letter, Member)
             .join(Member, col(Member.id) == Letter.member_id)
             .where(
-                Letter.batch_id == job.batch_id, Letter.status == "claimed", col(Letter.id) > after
+                Letter.batch_id == job.batch_id,
+                Letter.status == LetterStatus.claimed,
+                col(Letter.id) > after,
             )
             .order_by(col(Letter.id))
             .limit(job.chunk_size)

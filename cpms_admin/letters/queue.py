@@ -4,8 +4,7 @@ from sqlmodel import Session, col, select
 
 from cpms_admin.credentials.codes import purpose_for
 from cpms_admin.models import Account, Letter, Member, pk
-
-LETTER_KINDS = ("welcome", "security_code", "pin_reset")
+from cpms_admin.vocabulary import LetterKind, LetterStatus
 
 
 def queue_letter(
@@ -13,11 +12,9 @@ def queue_letter(
 ) -> Letter:
     """Queue a letter in the caller's transaction; its code is made when it is printed.
     `requested_by`: the agent who asked for it, `audit.PORTAL`, or None for a rule's letter."""
-    if kind not in LETTER_KINDS:
-        raise ValueError(f"unknown letter kind {kind!r}")
     account = session.get(Account, pk(member))
     assert account is not None, "every member has an account row"
-    purpose = {"welcome": "first_login", "pin_reset": "pin_reset"}.get(kind) or purpose_for(account)
+    purpose = LetterKind(kind).fixed_purpose() or purpose_for(account)
     letter = Letter(member_id=pk(member), kind=kind, purpose=purpose, requested_by=requested_by)
     session.add(letter)
     session.flush()
@@ -25,5 +22,7 @@ def queue_letter(
 
 
 def pending_letters(session: Session, member: Member) -> list[Letter]:
-    query = select(Letter).where(Letter.member_id == member.id, Letter.status == "pending")
+    query = select(Letter).where(
+        Letter.member_id == member.id, Letter.status == LetterStatus.pending
+    )
     return list(session.exec(query.order_by(col(Letter.id))))

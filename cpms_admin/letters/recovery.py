@@ -32,6 +32,7 @@ from cpms_admin.letters.files import (
 from cpms_admin.letters.guard import RunGuard
 from cpms_admin.models import Letter, LetterBatch
 from cpms_admin.private_files import describe_entry
+from cpms_admin.vocabulary import BatchStatus, LetterStatus
 
 Log = Callable[[str], None]
 
@@ -54,16 +55,16 @@ def abandon(
     with transaction(session):
         settled = session.exec(
             update(LetterBatch)
-            .where(col(LetterBatch.id) == batch_id, col(LetterBatch.status) == "running")
-            .values(status="abandoned", finished_at=now)
+            .where(col(LetterBatch.id) == batch_id, col(LetterBatch.status) == BatchStatus.running)
+            .values(status=BatchStatus.abandoned, finished_at=now)
             .returning(col(LetterBatch.id))
         ).first()
         if settled is None:
             return None
         released = session.exec(
             update(Letter)
-            .where(col(Letter.batch_id) == batch_id, col(Letter.status) == "claimed")
-            .values(status="pending", batch_id=None)
+            .where(col(Letter.batch_id) == batch_id, col(Letter.status) == LetterStatus.claimed)
+            .values(status=LetterStatus.pending, batch_id=None)
         ).rowcount
         audit.record(
             session,
@@ -83,7 +84,9 @@ def recover(
 ) -> Recovered:
     """Settle every batch left behind by a dead run (this database, any output directory)."""
     with Session(engine) as session:
-        ids = set(session.exec(select(LetterBatch.id).where(LetterBatch.status == "running")))
+        ids = set(
+            session.exec(select(LetterBatch.id).where(LetterBatch.status == BatchStatus.running))
+        )
         out_dirs = set(session.exec(select(LetterBatch.out_dir).distinct()))
     for directory in {out, *map(Path, out_dirs)}:
         ids |= leftovers(directory)
@@ -106,7 +109,7 @@ def _recover_one(
             return
         status, owner, manifest = batch.status, batch.owner, batch.manifest
         staging = staging_dir(Path(batch.out_dir), batch_id)
-        if status == "running":
+        if status == BatchStatus.running:
             released = abandon(
                 session,
                 batch_id=batch_id,
@@ -116,18 +119,18 @@ def _recover_one(
                 reason=f"its run ({owner}) died",
             )
             if released is not None:
-                status = "abandoned"
+                status = BatchStatus.abandoned
                 result.abandoned.append(batch_id)
                 result.released += released
                 log(
                     f"batch {batch_id}: its run ({owner}) died before finishing; abandoned, "
                     f"{released} letter(s) back in the queue"
                 )
-    if status == "abandoned":
+    if status == BatchStatus.abandoned:
         discard(staging)
     # Only a directory: a link or a file at that name is not what the run left (`publish`
     # refuses a directory of another user, loudly: its batch is committed).
-    elif status == "completed" and describe_entry(staging) == "a directory" and manifest:
+    elif status == BatchStatus.completed and describe_entry(staging) == "a directory" and manifest:
         document = json.loads(manifest)
         check_files(staging, document)
         created = datetime.fromisoformat(document["created_at"])

@@ -23,8 +23,9 @@ import jinja2
 
 from cpms_admin.errors import NotReady
 from cpms_admin.french import french_date
-from cpms_admin.letters.content import LETTER_KINDS, LetterContent, LetterLayout
+from cpms_admin.letters.content import LetterContent, LetterLayout
 from cpms_admin.resources import templates_dir
+from cpms_admin.vocabulary import LetterKind
 
 STYLESHEET = "letter.css"
 DOCUMENT_TEMPLATE = "_document.html"
@@ -92,7 +93,7 @@ def _checked_environment(letters_dir: Path) -> jinja2.Environment:
         raise NotReady(f"letter stylesheet missing: {letters_dir / STYLESHEET}")
     env = template_environment(letters_dir)
     templates = (DOCUMENT_TEMPLATE, OVERLAY_TEMPLATE, SLOTS_TEMPLATE)
-    for name in (*templates, *(f"{kind}.html" for kind in LETTER_KINDS)):
+    for name in (*templates, *(f"{kind}.html" for kind in LetterKind)):
         _load(env, name, letters_dir)
     return env
 

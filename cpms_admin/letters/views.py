@@ -10,21 +10,20 @@ from cpms_admin.clock import Clock, iso
 from cpms_admin.credentials.codes import postal_last_day
 from cpms_admin.errors import InvalidInput, Refused
 from cpms_admin.french import paris_time
-from cpms_admin.letters.content import LETTER_KINDS, salutation_for, sample_content
+from cpms_admin.letters.content import salutation_for, sample_content
 from cpms_admin.members.nir import mask_nir
 from cpms_admin.members.records import address_lines, get_member
 from cpms_admin.models import Letter, Member
 from cpms_admin.settings import Settings
-
-LETTER_STATUSES = ("pending", "claimed", "printed", "cancelled", "failed")
+from cpms_admin.vocabulary import LetterKind, LetterStatus
 
 
 def list_letters(
     session: Session, *, status: str | None = None, nir: str | None = None, limit: int = 200
 ) -> list[dict[str, Any]]:
     """Newest first, as the JSON objects `letters list` prints."""
-    if status is not None and status not in LETTER_STATUSES:
-        raise InvalidInput(f"unknown letter status {status!r}: one of {', '.join(LETTER_STATUSES)}")
+    if status is not None and status not in set(LetterStatus):
+        raise InvalidInput(f"unknown letter status {status!r}: one of {', '.join(LetterStatus)}")
     query = select(Letter, Member.nir).join(Member, col(Member.id) == Letter.member_id)
     if status is not None:
         query = query.where(Letter.status == status)
@@ -59,8 +58,8 @@ def preview_letter(
     member. Reads at most one member; stores nothing, issues no code."""
     from cpms_admin.letters.render import LetterRenderer
 
-    if kind not in LETTER_KINDS:
-        raise InvalidInput(f"unknown letter kind {kind!r}: one of {', '.join(LETTER_KINDS)}")
+    if kind not in set(LetterKind):
+        raise InvalidInput(f"unknown letter kind {kind!r}: one of {', '.join(LetterKind)}")
     if not out.parent.is_dir():
         raise InvalidInput(f"cannot write {out}: directory {out.parent} does not exist")
     now = clock()

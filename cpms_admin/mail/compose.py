@@ -19,6 +19,7 @@ from cpms_admin.errors import NotReady
 from cpms_admin.french import french_date, paris_time
 from cpms_admin.resources import templates_dir
 from cpms_admin.settings import Settings
+from cpms_admin.vocabulary import Purpose
 
 if TYPE_CHECKING:
     import jinja2
@@ -143,7 +144,7 @@ def security_code_message(
             ),
             "code": code,
             "deadline": _deadline(expires_at, system_clock()),
-            "first_login": purpose == "first_login",
+            "first_login": purpose == Purpose.first_login,
         },
     )
 

@@ -34,6 +34,7 @@ from cpms_admin.faults import failpoint
 from cpms_admin.mail.transport import MailError, MailTimeout, Transport
 from cpms_admin.models import Account, Member, OutgoingMail, pk
 from cpms_admin.settings import Settings
+from cpms_admin.vocabulary import Channel, MailStatus, MemberStatus
 
 MAX_ATTEMPTS = 5
 STOP_AFTER = 5
@@ -64,7 +65,9 @@ def _claim(session: Session, mail: OutgoingMail) -> bool:
     claimed = session.execute(
         update(table)
         .where(
-            table.c.id == pk(mail), table.c.status == "pending", table.c.attempts == mail.attempts
+            table.c.id == pk(mail),
+            table.c.status == MailStatus.pending,
+            table.c.attempts == mail.attempts,
         )
         .values(attempts=table.c.attempts + 1)
         .returning(table.c.id)
@@ -75,13 +78,13 @@ def _claim(session: Session, mail: OutgoingMail) -> bool:
 
 
 def _give_up(mail: OutgoingMail, reason: str) -> None:
-    mail.status, mail.last_error = "failed", reason
+    mail.status, mail.last_error = MailStatus.failed, reason
 
 
 def _no_longer_needed(
     session: Session, mail: OutgoingMail, member: Member, now: datetime
 ) -> str | None:
-    if member.status != "active":
+    if member.status != MemberStatus.active:
         return "member closed"
     if not member.email:
         return "no e-mail address"
@@ -121,7 +124,7 @@ class _Sender:
         now: datetime = self.clock()
         moot = _no_longer_needed(self.session, mail, member, now)
         if moot is not None:
-            mail.status, mail.last_error = "cancelled", moot
+            mail.status, mail.last_error = MailStatus.cancelled, moot
             self.counts.cancelled += 1
             self.save(mail)
             return
@@ -143,7 +146,7 @@ class _Sender:
             self._failed(mail, exc)
         else:
             failpoint("mail.after_send")
-            mail.status, mail.sent_at, mail.last_error = "sent", now, None
+            mail.status, mail.sent_at, mail.last_error = MailStatus.sent, now, None
             self.counts.sent += 1
             self.failures_in_a_row = 0
         self.save(mail)
@@ -160,7 +163,7 @@ class _Sender:
                 self.session,
                 member_id=account.member_id,
                 purpose=mail.purpose,
-                channel="email",
+                channel=Channel.email,
                 pepper=self.pepper,
                 now=now,
                 settings=self.settings,
@@ -214,7 +217,7 @@ def send_queued_mail(
                 select(OutgoingMail, Member, Account)
                 .join(Member, col(Member.id) == OutgoingMail.member_id)
                 .join(Account, col(Account.member_id) == Member.id)
-                .where(OutgoingMail.status == "pending", col(OutgoingMail.id) > last)
+                .where(OutgoingMail.status == MailStatus.pending, col(OutgoingMail.id) > last)
                 .order_by(col(OutgoingMail.id))
                 .limit(BATCH_SIZE)
             ).all()
@@ -247,7 +250,9 @@ def _pending(session: Session) -> int:
 
     with transaction(session):
         total = session.exec(
-            select(func.count()).select_from(OutgoingMail).where(OutgoingMail.status == "pending")
+            select(func.count())
+            .select_from(OutgoingMail)
+            .where(OutgoingMail.status == MailStatus.pending)
         ).one()
     return int(total)
 

@@ -20,6 +20,7 @@ from cpms_admin.members.fields import COLUMNS, MemberFields, validate_member_fie
 from cpms_admin.members.nir import format_nir, parse_nir
 from cpms_admin.members.postal import PostalAddress, fold, recipient_line
 from cpms_admin.models import Account, Letter, Member, SecurityCode, pk
+from cpms_admin.vocabulary import CodeStatus, LetterKind, LetterStatus, MemberStatus
 
 
 def search_text(member: Member) -> str:
@@ -80,7 +81,7 @@ def add_member(
         except IntegrityError:  # another agent or an import added the same NIR just now
             raise Conflict(f"member {format_nir(fields.nir)} already exists") from None
         session.add(Account(member_id=pk(member)))
-        letter = queue_letter(session, member=member, kind="welcome") if welcome else None
+        letter = queue_letter(session, member=member, kind=LetterKind.welcome) if welcome else None
         audit.record(
             session,
             agent=agent,
@@ -146,7 +147,7 @@ def close_member(
     with transaction(session):
         why = audit.clean_text(reason, what="the reason", max_length=audit.REASON_MAX_LENGTH)
         member = get_member(session, nir)
-        if member.status == "closed":
+        if member.status == MemberStatus.closed:
             return member
         now = clock()
         member.status, member.closed_reason, member.closed_at, member.updated_at = (
@@ -158,8 +159,8 @@ def close_member(
         revoked = revoke_pending(session, member_id=pk(member))
         cancelled = session.exec(
             update(Letter)
-            .where(col(Letter.member_id) == pk(member), col(Letter.status) == "pending")
-            .values(status="cancelled", status_reason="member closed")
+            .where(col(Letter.member_id) == pk(member), col(Letter.status) == LetterStatus.pending)
+            .values(status=LetterStatus.cancelled, status_reason="member closed")
             .returning(col(Letter.id))
         ).all()
         audit.record(
@@ -262,7 +263,7 @@ def member_views(
         select(SecurityCode)
         .where(
             col(SecurityCode.member_id).in_(ids),
-            SecurityCode.status == "pending",
+            SecurityCode.status == CodeStatus.pending,
             col(SecurityCode.expires_at) > now,
         )
         .order_by(col(SecurityCode.id))
@@ -273,7 +274,7 @@ def member_views(
     letters: dict[int, list[dict[str, Any]]] = {member_id: [] for member_id in ids}
     for letter in session.exec(
         select(Letter)
-        .where(col(Letter.member_id).in_(ids), Letter.status == "pending")
+        .where(col(Letter.member_id).in_(ids), Letter.status == LetterStatus.pending)
         .order_by(col(Letter.id))
     ):
         letters[letter.member_id].append({"id": letter.id, "kind": letter.kind})

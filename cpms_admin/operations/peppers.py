@@ -32,6 +32,7 @@ from cpms_admin.db import transaction
 from cpms_admin.errors import NotReady
 from cpms_admin.models import Account, PepperKey, SecurityCode
 from cpms_admin.settings import Settings
+from cpms_admin.vocabulary import CodeStatus
 
 
 @dataclass(frozen=True)
@@ -174,7 +175,11 @@ def usage(session: Session, *, now: datetime) -> list[PepperUse]:
         live = session.exec(
             select(func.count())
             .select_from(SecurityCode)
-            .where(code, col(SecurityCode.status) == "pending", col(SecurityCode.expires_at) > now)
+            .where(
+                code,
+                col(SecurityCode.status) == CodeStatus.pending,
+                col(SecurityCode.expires_at) > now,
+            )
         ).one()
         found.append(PepperUse(key_id, key_id == current, int(pin_count), int(live)))
     session.rollback()

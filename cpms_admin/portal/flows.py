@@ -35,6 +35,7 @@ from cpms_admin.models import Member, pk
 from cpms_admin.portal import code_requests, wording
 from cpms_admin.portal.results import PortalResult, attempt_result
 from cpms_admin.settings import Settings
+from cpms_admin.vocabulary import ChannelChoice, LetterKind, MemberStatus, PortalReason
 
 
 def login(
@@ -109,9 +110,13 @@ def request_code(
         refusal = _request_refusal(
             session, subject=subject, admitted=admitted, settings=settings, now=now
         )
-        code_requests.log_request(session, key=key, now=now, counted=refusal != "rate_limited")
-        audit_attempt(session, subject=subject, action=action, outcome=refusal or "ok", now=now)
-    answer = PortalResult(True, refusal or "ok", wording.CODE_REQUESTED)
+        code_requests.log_request(
+            session, key=key, now=now, counted=refusal != PortalReason.rate_limited
+        )
+        audit_attempt(
+            session, subject=subject, action=action, outcome=refusal or PortalReason.ok, now=now
+        )
+    answer = PortalResult(True, refusal or PortalReason.ok, wording.CODE_REQUESTED)
     member = subject.member
     if refusal is not None or member is None:
         return CodeRequestAnswer(answer)
@@ -137,9 +142,9 @@ def _send_requested_code(
     delivery.deliver_code(
         session,
         member=member,
-        channel=delivery.resolve_channel(member, "auto"),
+        channel=delivery.resolve_channel(member, ChannelChoice.auto),
         purpose=codes.purpose_for(get_account(session, member)),
-        letter_kind="security_code",
+        letter_kind=LetterKind.security_code,
         agent=PORTAL,
         action="portal.send_code",
         settings=settings,
@@ -157,14 +162,14 @@ def _request_refusal(
     member = subject.member
     way = on_its_way(session, member_id=pk(member) if member else 0, now=now, asked_by_member=True)
     if admitted >= settings.code_requests_per_day:
-        return "rate_limited"
+        return PortalReason.rate_limited
     if blocked(subject.counters, now=now, captcha_ok=True) is not None:
-        return "rate_limited"  # a cool-down or a hard lock: no new code to guess at
+        return PortalReason.rate_limited  # a cool-down or a hard lock: no new code to guess at
     if member is None:
-        return "unknown_member"
-    if member.status == "closed":
-        return "closed"
-    return None if way is None else "on_its_way"
+        return PortalReason.unknown_member
+    if member.status == MemberStatus.closed:
+        return PortalReason.closed
+    return None if way is None else PortalReason.on_its_way
 
 
 def accept_terms(
@@ -206,4 +211,4 @@ def accept_terms(
     )
     if not attempt.ok:
         return attempt_result(attempt, settings=settings, now=now)
-    return PortalResult(True, "ok", wording.TERMS_ACCEPTED)
+    return PortalResult(True, PortalReason.ok, wording.TERMS_ACCEPTED)

@@ -32,6 +32,7 @@ from cpms_admin.models import Account, pk
 from cpms_admin.portal import wording
 from cpms_admin.portal.results import PortalResult, attempt_result
 from cpms_admin.settings import Settings
+from cpms_admin.vocabulary import MemberStatus, PortalReason, Purpose
 
 Using = Literal["auto", "code", "pin"]
 
@@ -58,12 +59,12 @@ def set_pin(
         raise InvalidInput("the security code or current PIN must be exactly 6 digits (0-9)")
     check_pin_format(new_pin)
     if new_pin != confirmation:
-        return PortalResult(False, "mismatch", wording.MISMATCH)
+        return PortalResult(False, PortalReason.mismatch, wording.MISMATCH)
     # Judged by the NIR only (a birth date on file must match its year and month): whoever
     # asks typed it, so the answer tells them nothing, and it comes before any guess.
     weakness = pin_weakness(new_pin, weak_pins=parse_weak_pins(settings.weak_pins), nir=compact)
     if weakness is not None:
-        return PortalResult(False, "weak_pin", wording.weak_pin(weakness))
+        return PortalResult(False, PortalReason.weak_pin, wording.weak_pin(weakness))
     now = clock()
     if using != "pin":
         result = _with_code(
@@ -123,15 +124,15 @@ def _with_code(
     if not attempt.ok or live is None or subject is None or subject.member is None:
         return attempt_result(attempt, settings=settings, now=now)
     member = subject.member
-    if member.status == "closed":
-        return PortalResult(False, "closed", wording.CLOSED)
+    if member.status == MemberStatus.closed:
+        return PortalResult(False, PortalReason.closed, wording.CLOSED)
     new_hash = pin_hasher(settings).hash(new_pin)  # no lock held: the match wrote nothing
     with transaction(session) as work:
         if not codes.consume_code(session, code_id=pk(live), now=now):
             # used, revoked or expired while the PIN was hashed
-            return PortalResult(False, "dead_code", wording.CODE_REFUSED)
+            return PortalResult(False, PortalReason.dead_code, wording.CODE_REFUSED)
         account = get_account(session, member)
-        how = "reset" if account.pin_hash or live.purpose == "pin_reset" else "set"
+        how = "reset" if account.pin_hash or live.purpose == Purpose.pin_reset else "set"
         lifted = account.hard_locked_at is not None or account.failed_attempts > 0
         session.exec(
             update(Account)
@@ -160,7 +161,7 @@ def _with_code(
                 member=member, how=how, changed_at=now, settings=settings, transport=transport
             )
         )
-    return PortalResult(True, "ok", wording.PIN_SAVED)
+    return PortalResult(True, PortalReason.ok, wording.PIN_SAVED)
 
 
 def _with_current_pin(
@@ -192,4 +193,4 @@ def _with_current_pin(
     delivery.notify_pin_changed(
         member=member, how="changed", changed_at=now, settings=settings, transport=transport
     )
-    return PortalResult(True, "ok", wording.PIN_SAVED)
+    return PortalResult(True, PortalReason.ok, wording.PIN_SAVED)

@@ -9,6 +9,7 @@ from cpms_admin.credentials.attempts import Attempt
 from cpms_admin.credentials.lockout import attempts_left, seconds_until
 from cpms_admin.portal import wording
 from cpms_admin.settings import Settings
+from cpms_admin.vocabulary import Blocked, PortalReason
 
 
 @dataclass(frozen=True)
@@ -32,9 +33,13 @@ def attempt_result(attempt: Attempt, *, settings: Settings, now: datetime) -> Po
     one-time code. Both spend the same budget, so both answers give what is left of it."""
     counters = attempt.counters
     if attempt.ok:
-        return PortalResult(True, "ok", wording.LOGGED_IN)
+        return PortalResult(True, PortalReason.ok, wording.LOGGED_IN)
     if attempt.block is not None:
-        left = 0 if attempt.block.reason == "locked" else attempts_left(counters.failures, settings)
+        left = (
+            0
+            if attempt.block.reason == Blocked.locked
+            else attempts_left(counters.failures, settings)
+        )
         return PortalResult(
             False,
             attempt.reason,
@@ -44,7 +49,7 @@ def attempt_result(attempt: Attempt, *, settings: Settings, now: datetime) -> Po
             captcha_required=counters.captcha_required,
         )
     if not attempt.counted:  # a closed member who typed the right PIN, or an agent's code
-        closed = attempt.reason == "closed"
+        closed = attempt.reason == PortalReason.closed
         return PortalResult(
             False, attempt.reason, wording.CLOSED if closed else wording.CODE_REFUSED
         )

@@ -8,6 +8,7 @@ from datetime import datetime
 
 from cpms_admin.credentials.lockout import Block, Counters, attempts_left, seconds_until
 from cpms_admin.settings import Settings
+from cpms_admin.vocabulary import Blocked, PinWeakness
 
 GET_CODE = "« Obtenir mon code de sécurité »"
 LOGGED_IN = "Vous êtes connecté(e) à votre Espace Adhérent."
@@ -42,15 +43,13 @@ CODE_REQUESTED = (
 )
 TERMS_ACCEPTED = "Vous avez accepté les Conditions Générales d'Utilisation."
 
-# The reasons of security.pins.pin_weakness, as the member reads them.
+# The reasons of credentials.pins.pin_weakness, as the member reads them.
 _WEAKNESS = {
-    "the PIN is one digit repeated": "un seul chiffre répété",
-    "the PIN is a run of consecutive digits": "une suite de chiffres consécutifs",
-    "the PIN repeats a group of 2 or 3 digits": "un groupe de chiffres répété",
-    "the PIN is on the list of common PINs": "un code trop courant",
-    "the PIN is made of the birth year and month in the NIR": (
-        "votre année et votre mois de naissance"
-    ),
+    PinWeakness.repeated_digit: "un seul chiffre répété",
+    PinWeakness.consecutive: "une suite de chiffres consécutifs",
+    PinWeakness.repeated_group: "un groupe de chiffres répété",
+    PinWeakness.common: "un code trop courant",
+    PinWeakness.birth_date: "votre année et votre mois de naissance",
 }
 
 
@@ -76,9 +75,9 @@ def cooldown(seconds: int) -> str:
 
 
 def blocked(block: Block) -> str:
-    if block.reason == "cooldown":
+    if block.reason == Blocked.cooldown:
         return cooldown(block.retry_after_seconds or 1)
-    return CAPTCHA if block.reason == "captcha_required" else LOCKED
+    return CAPTCHA if block.reason == Blocked.captcha_required else LOCKED
 
 
 _WRONG = {"pin": "Mot de passe erroné.", "code": "Code de sécurité erroné ou expiré."}
@@ -100,6 +99,6 @@ def wrong_secret(counters: Counters, *, guessed: str, settings: Settings, now: d
     )
 
 
-def weak_pin(reason: str) -> str:
-    why = _WEAKNESS.get(reason, "trop facile à deviner")
+def weak_pin(reason: PinWeakness) -> str:
+    why = _WEAKNESS[reason]
     return f"Ce mot de passe est trop facile à deviner ({why}). Choisissez-en un autre."

@@ -1,0 +1,112 @@
+"""The domain's words, once: statuses, letter kinds, channels, code purposes, the portal's
+reasons, the weaknesses of a PIN. Each is a `StrEnum`, so a member compares equal to the
+plain string stored in the database and printed in JSON (CLI.md), and Typer offers the same
+values as choices. Stored words are named as their values, so no driver can store one
+under another spelling."""
+
+from enum import StrEnum
+
+
+class MemberStatus(StrEnum):
+    active = "active"
+    closed = "closed"
+
+
+class CodeStatus(StrEnum):
+    pending = "pending"  # live until it expires
+    used = "used"
+    revoked = "revoked"
+
+
+class LetterStatus(StrEnum):
+    pending = "pending"  # waiting for the nightly batch
+    claimed = "claimed"  # being printed by a running batch
+    printed = "printed"
+    cancelled = "cancelled"  # no longer needed (see status_reason)
+    failed = "failed"  # could not be rendered
+
+
+class BatchStatus(StrEnum):
+    running = "running"
+    completed = "completed"
+    abandoned = "abandoned"
+
+
+class MailStatus(StrEnum):
+    pending = "pending"
+    sent = "sent"
+    failed = "failed"  # given up
+    cancelled = "cancelled"  # no longer needed
+
+
+class Channel(StrEnum):
+    """How a code reaches the member."""
+
+    email = "email"
+    post = "post"
+
+
+class ChannelChoice(StrEnum):
+    """What an agent may ask for: `auto` is e-mail when the member has an address."""
+
+    auto = "auto"
+    email = "email"
+    post = "post"
+
+
+class Purpose(StrEnum):
+    """What a one-time code is for; also the wording of its e-mail or letter."""
+
+    first_login = "first_login"
+    pin_reset = "pin_reset"
+
+
+class LetterKind(StrEnum):
+    welcome = "welcome"  # the enrolment letter
+    security_code = "security_code"  # a code asked for (by the member, an agent, a campaign)
+    pin_reset = "pin_reset"  # a code after an agent's PIN reset
+
+    def fixed_purpose(self) -> Purpose | None:
+        """The purpose of the code this kind always carries; None for a security code,
+        whose purpose follows the member's account (`codes.purpose_for`)."""
+        return _FIXED_PURPOSE.get(self)
+
+
+_FIXED_PURPOSE = {LetterKind.welcome: Purpose.first_login, LetterKind.pin_reset: Purpose.pin_reset}
+
+
+class Blocked(StrEnum):
+    """Why an account takes no attempt now."""
+
+    locked = "locked"  # hard lock: an agent must unlock it
+    cooldown = "cooldown"
+    captcha_required = "captcha_required"
+
+
+class PortalReason(StrEnum):
+    """The internal `reason` of a portal answer (CLI.md), for the back office and QA only."""
+
+    ok = "ok"
+    wrong_pin = "wrong_pin"
+    no_pin = "no_pin"
+    closed = "closed"
+    unknown_member = "unknown_member"
+    locked = "locked"
+    cooldown = "cooldown"
+    captcha_required = "captcha_required"
+    wrong_code = "wrong_code"
+    dead_code = "dead_code"
+    mismatch = "mismatch"
+    weak_pin = "weak_pin"
+    rate_limited = "rate_limited"
+    on_its_way = "on_its_way"
+
+
+class PinWeakness(StrEnum):
+    """Why a PIN is refused as too easy to guess; the value is the agent's sentence."""
+
+    repeated_digit = "the PIN is one digit repeated"
+    consecutive = "the PIN is a run of consecutive digits"
+    repeated_group = "the PIN repeats a group of 2 or 3 digits"
+    common = "the PIN is on the list of common PINs"
+    birth_date = "the PIN is made of the birth year and month in the NIR"

@@ -3,6 +3,8 @@
 from collections.abc import Callable
 from datetime import UTC, datetime
 
+from cpms_admin.errors import InvalidInput
+
 Clock = Callable[[], datetime]
 
 
@@ -16,3 +18,13 @@ def iso(moment: datetime | None) -> str | None:
     if moment is None:
         return None
     return moment.astimezone(UTC).isoformat(timespec="seconds")
+
+
+def parse_moment(value: str, *, option: str) -> datetime:
+    """An ISO date or time typed by an agent (`--since 2026-11-30`), UTC when it has no
+    offset; InvalidInput naming `option` otherwise."""
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise InvalidInput(f"{option} must be an ISO date or time, got {value!r}") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

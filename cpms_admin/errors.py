@@ -41,3 +41,27 @@ class FieldError(InvalidInput):
     def __init__(self, field: str, message: str) -> None:
         super().__init__(message)
         self.field = field
+
+
+class RunFailed(Refused):
+    """A bulk run stopped part-way and was settled (its work abandoned or kept whole): the
+    message says what state it left and what to run next."""
+
+
+class Unprintable(Refused):
+    """A letter that cannot be laid out as the post needs it (an address too big for the
+    envelope's window): that letter fails, the others print."""
+
+
+class MailError(Refused):
+    """Sending failed (server down, login refused, disk full): exit 1, one line, no secret."""
+
+
+class MailTimeout(MailError):
+    """The SMTP session did not finish within its deadline: the server is so slow that a run
+    sending many messages should stop at once rather than wait that long for each of them."""
+
+
+class BadAddress(MailError):
+    """An address no mail server would take (malformed, a line break): trying again is
+    pointless."""

@@ -39,6 +39,11 @@ class ImportCounts:
     invalid: int = 0
     welcome_letters: int = 0
 
+    @property
+    def exit_code(self) -> int:
+        """1 when rows were rejected (the others are in), so a script notices."""
+        return 1 if self.invalid else 0
+
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
 

@@ -1,6 +1,5 @@
 """`cpms-admin audit`: read the audit log."""
 
-from datetime import UTC, datetime
 from typing import Annotated
 
 import typer
@@ -8,18 +7,10 @@ import typer
 from cpms_admin import audit
 from cpms_admin.cli.context import app_context
 from cpms_admin.cli.output import emit_rows
-from cpms_admin.errors import InvalidInput
+from cpms_admin.clock import parse_moment
 from cpms_admin.settings import LIMIT_MAX
 
 app = typer.Typer(help="Read the audit log.", no_args_is_help=True)
-
-
-def parse_since(value: str) -> datetime:
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        raise InvalidInput(f"--since must be an ISO date or time, got {value!r}") from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 @app.command("list")
@@ -35,7 +26,7 @@ def list_(
     Example: cpms-admin audit list --nir 185057800608491 --since 2026-11-01
     """
     app_ = app_context(ctx)
-    since_at = parse_since(since) if since else None
+    since_at = parse_moment(since, option="--since") if since else None
     with app_.session(read_only=True) as session:
         rows = audit.list_events(session, nir=nir, since=since_at, action=action, limit=limit)
     columns = [

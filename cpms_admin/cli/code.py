@@ -1,6 +1,5 @@
 """`cpms-admin code`: one-time security codes, for one member (`issue`) or many (`campaign`)."""
 
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -9,10 +8,10 @@ import typer
 from cpms_admin.bulk.campaign import CampaignCounts, Selection, read_nir_file, run_campaign
 from cpms_admin.cli.context import app_context
 from cpms_admin.cli.output import BulkProgress, emit_object
+from cpms_admin.clock import parse_moment
 from cpms_admin.credentials import accounts
 from cpms_admin.credentials.accounts import require_reason
 from cpms_admin.credentials.delivery import CodeDelivery
-from cpms_admin.errors import InvalidInput
 from cpms_admin.vocabulary import Channel, ChannelChoice
 
 app = typer.Typer(help="Send one-time security codes.", no_args_is_help=True)
@@ -57,14 +56,6 @@ def issue(
             clock=app_.clock,
         )
     emit_object(app_, delivery.as_json(), [f"Code sent: {delivery_line(delivery)}"])
-
-
-def _moment(value: str) -> datetime:
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        raise InvalidInput(f"--imported-since must be an ISO date or time, got {value!r}") from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _lines(counts: CampaignCounts, *, dry_run: bool) -> list[str]:
@@ -123,7 +114,9 @@ def campaign(
         never_logged_in=never_logged_in,
         no_pin=no_pin,
         nirs=read_nir_file(from_file) if from_file else None,
-        imported_since=_moment(imported_since) if imported_since else None,
+        imported_since=parse_moment(imported_since, option="--imported-since")
+        if imported_since
+        else None,
     )
     with BulkProgress("Queuing codes") as progress, app_.session() as session:
         counts = run_campaign(

@@ -6,7 +6,7 @@ from typing import Annotated
 import typer
 
 from cpms_admin.cli.context import app_context
-from cpms_admin.cli.output import emit_object, emit_rows, warn
+from cpms_admin.cli.output import emit_object, emit_rows, exit_as, warn
 from cpms_admin.operations import schema
 from cpms_admin.operations.doctor import run_checks
 
@@ -82,8 +82,8 @@ def doctor(ctx: typer.Context) -> None:
     Example: cpms-admin doctor
     """
     app_ = app_context(ctx)
-    checks = run_checks(app_.settings)
-    rows = [{**asdict(check), "status": "ok" if check.ok else "PROBLEM"} for check in checks]
+    report = run_checks(app_.settings)
+    rows = [{**asdict(check), "status": "ok" if check.ok else "PROBLEM"} for check in report.checks]
     human = [
         {**row, "detail": row["detail"] + (f"  -> {row['fix']}" if row["fix"] else "")}
         for row in rows
@@ -93,5 +93,4 @@ def doctor(ctx: typer.Context) -> None:
         rows if app_.json_output else human,
         [("status", ""), ("name", "Check"), ("detail", "Detail")],
     )
-    if not all(check.ok for check in checks):
-        raise typer.Exit(5)
+    exit_as(report)

@@ -12,7 +12,7 @@ from cpms_admin.bulk.export import export_members
 from cpms_admin.bulk.formats import ErrorReport, RowError, read_member_rows
 from cpms_admin.bulk.importer import ImportCounts, import_members
 from cpms_admin.cli.context import app_context
-from cpms_admin.cli.output import BulkProgress, emit_object, warn
+from cpms_admin.cli.output import BulkProgress, emit_object, exit_as, warn
 from cpms_admin.errors import InvalidInput
 from cpms_admin.private_files import write_private_atomically
 
@@ -136,8 +136,7 @@ def import_(
         more = "" if errors else " (give --errors FILE to get them all)"
         warn(f"... and {counts.invalid - len(rejected.shown):,} more rejected row(s){more}")
     emit_object(app_, {**counts.as_dict(), "dry_run": dry_run}, [_summary(counts, dry_run=dry_run)])
-    if counts.invalid:
-        raise typer.Exit(1)
+    exit_as(counts)
 
 
 @app.command("export")

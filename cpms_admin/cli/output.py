@@ -8,7 +8,7 @@ import sys
 import time
 from collections.abc import Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import typer
 
@@ -19,6 +19,18 @@ if TYPE_CHECKING:
 
 
 Columns = Sequence[tuple[str, str]]  # (key in the row, column title)
+
+
+class HasExitCode(Protocol):
+    @property
+    def exit_code(self) -> int: ...
+
+
+def exit_as(result: HasExitCode) -> None:
+    """End a command that printed its result with the exit code the result carries (errors
+    get theirs from the error boundary, cli/app.py): the one place results become codes."""
+    if result.exit_code:
+        raise typer.Exit(result.exit_code)
 
 
 def print_json(data: Any) -> None:

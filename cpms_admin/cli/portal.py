@@ -11,11 +11,10 @@ from typing import Annotated
 import typer
 
 from cpms_admin.cli.context import AppContext, app_context
-from cpms_admin.cli.output import print_json, warn
+from cpms_admin.cli.output import exit_as, print_json, warn
 from cpms_admin.errors import CpmsError, InvalidInput
 from cpms_admin.portal import flows, pin_change
 from cpms_admin.portal.results import PortalResult
-from cpms_admin.vocabulary import PortalReason
 
 app = typer.Typer(
     help="The member portal's flows (secrets on stdin, never as arguments).",
@@ -26,7 +25,6 @@ Nir = Annotated[str, typer.Argument(help="Social security number (spaces, dots a
 CaptchaOk = Annotated[
     bool, typer.Option("--captcha-ok", help="The member solved the CAPTCHA the portal showed.")
 ]
-INPUT_REASONS = (PortalReason.mismatch,)  # exit 2, like any invalid input
 
 
 class Using(StrEnum):
@@ -66,8 +64,7 @@ def emit_result(app_: AppContext, result: PortalResult) -> None:
         typer.echo(result.message, err=not result.ok)
         if facts:
             typer.echo(f"  ({'; '.join(facts)})", err=not result.ok)
-    if not result.ok:
-        raise typer.Exit(2 if result.reason in INPUT_REASONS else 1)
+    exit_as(result)
 
 
 @app.command()

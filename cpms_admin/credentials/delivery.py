@@ -19,9 +19,9 @@ from cpms_admin.clock import Clock, iso
 from cpms_admin.credentials import codes
 from cpms_admin.credentials.pepper import load_peppers
 from cpms_admin.db import transaction
-from cpms_admin.errors import CpmsError, Refused
+from cpms_admin.errors import CpmsError, MailError, Refused
 from cpms_admin.letters.queue import queue_letter
-from cpms_admin.mail.transport import MailError, Transport
+from cpms_admin.mail.transport import Transport
 from cpms_admin.members.nir import mask_nir
 from cpms_admin.models import Letter, Member, pk
 from cpms_admin.settings import Settings
@@ -170,7 +170,7 @@ def deliver_code(
                         clock=clock,
                         transport=transport,
                     )
-                except (MailError, ValueError) as exc:
+                except MailError as exc:
                     raise MailError(
                         f"{exc}; the new security code was revoked. Send one by post: "
                         f"cpms-admin code issue {member.nir} --channel post "
@@ -211,7 +211,7 @@ def email_code(
         )
         (transport or transport_from_settings(settings)).send(message)
     except BaseException as exc:
-        error = str(exc) if isinstance(exc, MailError | ValueError) else type(exc).__name__
+        error = str(exc) if isinstance(exc, MailError) else type(exc).__name__
         _revoke_unsent(
             session, member=member, code_id=pk(issued.row), agent=agent, error=error, clock=clock
         )
@@ -271,7 +271,7 @@ def notify_pin_changed(
             how=how,
         )
         (transport or transport_from_settings(settings)).send(message)
-    except (CpmsError, ValueError) as exc:  # a bad CPMS_SMTP_URL or template included
+    except CpmsError as exc:  # a bad address, CPMS_SMTP_URL or template included
         log.warning("PIN %s notice for member %s not sent: %s", how, mask_nir(member.nir), exc)
         return False
     return True

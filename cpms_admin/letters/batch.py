@@ -34,7 +34,7 @@ from cpms_admin.clock import Clock, iso
 from cpms_admin.credentials.codes import store_code
 from cpms_admin.credentials.pepper import Peppers, load_peppers
 from cpms_admin.db import transaction
-from cpms_admin.errors import Conflict, CpmsError, InvalidInput
+from cpms_admin.errors import Conflict, CpmsError, InvalidInput, RunFailed
 from cpms_admin.faults import failpoint
 from cpms_admin.letters.claim import claim_letters, dry_run_counts
 from cpms_admin.letters.files import discard, final_dir, make_staging, publish
@@ -216,7 +216,7 @@ def _print(
         )
         if isinstance(exc, CpmsError | KeyboardInterrupt):
             raise
-        raise CpmsError(
+        raise RunFailed(
             f"batch {batch_id} failed while rendering ({_describe(exc)}); it was "
             f"abandoned and its letters are back in the queue"
         ) from exc

@@ -6,6 +6,7 @@ import secrets
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 
+from cpms_admin.errors import Unprintable
 from cpms_admin.members import nir as nir_rules
 from cpms_admin.members import postal
 from cpms_admin.vocabulary import LetterKind
@@ -57,7 +58,7 @@ class LetterContent:
         if not 3 <= len(lines) <= postal.MAX_LINES or any(
             not line or len(line) > postal.MAX_LINE for line in lines
         ):
-            raise ValueError(f"letter {self.letter_id}: address block is not AFNOR-sized")
+            raise Unprintable(f"letter {self.letter_id}: address block is not AFNOR-sized")
 
     @property
     def closing_title(self) -> str:

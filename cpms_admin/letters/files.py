@@ -26,7 +26,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from cpms_admin.errors import Conflict, CpmsError, Refused
+from cpms_admin.errors import Conflict, Refused, RunFailed
 from cpms_admin.faults import failpoint
 from cpms_admin.private_files import (
     describe_entry,
@@ -114,7 +114,7 @@ def check_files(staging: Path, manifest: dict[str, Any]) -> None:
         if not path.exists():
             path = staging / (entry["name"] + PART)
         if not path.exists() or seal_file(path) != entry["sha256"]:
-            raise CpmsError(
+            raise RunFailed(
                 f"batch {manifest['batch_id']} is committed but {path} is missing or altered; "
                 f"its letters cannot be reprinted with the same codes: look at {staging}"
             )

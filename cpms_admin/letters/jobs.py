@@ -19,6 +19,7 @@ from sqlmodel import Session, col, select
 
 from cpms_admin.credentials.code_hash import generate_code
 from cpms_admin.credentials.codes import postal_last_day
+from cpms_admin.errors import Unprintable
 from cpms_admin.faults import failpoint
 from cpms_admin.french import paris_time
 from cpms_admin.letters.content import LetterContent, letter_reference, salutation_for
@@ -115,7 +116,7 @@ def render_batch(job: RenderJob, *, progress: Progress) -> Rendered:
                 code = generate_code()
                 try:
                     contents.append(_content(job, letter_id, kind, member, code))
-                except ValueError as exc:  # e.g. an address that does not fit the window
+                except Unprintable as exc:  # e.g. an address that does not fit the window
                     result.failed[letter_id] = str(exc)
                     continue
                 result.issued.append(Issued(letter_id, pk(member), purpose, code))

@@ -8,7 +8,7 @@ from sqlmodel import Session, col, select
 
 from cpms_admin.clock import Clock, iso
 from cpms_admin.credentials.codes import postal_last_day
-from cpms_admin.errors import InvalidInput, Refused
+from cpms_admin.errors import InvalidInput, Unprintable
 from cpms_admin.french import paris_time
 from cpms_admin.letters.content import salutation_for, sample_content
 from cpms_admin.members.nir import mask_nir
@@ -81,8 +81,8 @@ def preview_letter(
                 nir_masked=mask_nir(member.nir),
                 salutation=salutation_for(member.civility),
             )
-        except ValueError as exc:
-            raise Refused(f"this member's letter cannot be printed: {exc}") from None
+        except Unprintable as exc:
+            raise Unprintable(f"this member's letter cannot be printed: {exc}") from None
     spans = LetterRenderer().render([content], out)
     return {
         "kind": kind,

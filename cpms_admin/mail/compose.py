@@ -15,7 +15,7 @@ from email.utils import format_datetime, make_msgid, parseaddr
 from typing import TYPE_CHECKING, Any
 
 from cpms_admin.clock import system_clock
-from cpms_admin.errors import NotReady
+from cpms_admin.errors import BadAddress, NotReady
 from cpms_admin.french import french_date, paris_time
 from cpms_admin.resources import templates_dir
 from cpms_admin.settings import Settings
@@ -76,14 +76,14 @@ def _salutation(*, civility: str | None, first_name: str, last_name: str) -> str
 def _refuse_line_breaks(**values: str) -> None:
     for name, value in values.items():
         if "\r" in value or "\n" in value:
-            raise ValueError(f"{name} must not contain a line break (header injection)")
+            raise BadAddress(f"{name} must not contain a line break (header injection)")
 
 
 def _recipient(*, to: str, display_name: str) -> Address:
     try:
         return Address(display_name=display_name, addr_spec=to.strip())
     except (ValueError, HeaderParseError):
-        raise ValueError(f"invalid e-mail address {to!r}") from None
+        raise BadAddress(f"invalid e-mail address {to!r}") from None
 
 
 def _message(

@@ -29,9 +29,9 @@ from cpms_admin.credentials.delivery import email_code
 from cpms_admin.credentials.on_its_way import on_its_way
 from cpms_admin.credentials.pepper import load_peppers
 from cpms_admin.db import transaction
-from cpms_admin.errors import Refused
+from cpms_admin.errors import BadAddress, MailError, MailTimeout, Refused
 from cpms_admin.faults import failpoint
-from cpms_admin.mail.transport import MailError, MailTimeout, Transport
+from cpms_admin.mail.transport import Transport
 from cpms_admin.models import Account, Member, OutgoingMail, pk
 from cpms_admin.settings import Settings
 from cpms_admin.vocabulary import Channel, MailStatus, MemberStatus
@@ -142,7 +142,7 @@ class _Sender:
                 clock=self.clock,
                 transport=self.transport,
             )
-        except (MailError, ValueError) as exc:
+        except MailError as exc:
             self._failed(mail, exc)
         else:
             failpoint("mail.after_send")
@@ -175,17 +175,17 @@ class _Sender:
             self.audit.record(self.session, counts=self.counts.as_dict())
         return issued
 
-    def _failed(self, mail: OutgoingMail, exc: MailError | ValueError) -> None:
+    def _failed(self, mail: OutgoingMail, exc: MailError) -> None:
         """Count a failure (its code is already revoked), and decide whether to stop."""
         mail.last_error = str(exc)[:500]
-        if isinstance(exc, ValueError) or mail.attempts >= MAX_ATTEMPTS:
-            _give_up(mail, mail.last_error)  # ValueError: an address no server would take
+        if isinstance(exc, BadAddress) or mail.attempts >= MAX_ATTEMPTS:
+            _give_up(mail, mail.last_error)
             self.counts.failed += 1
         else:
             self.counts.retry += 1
         if isinstance(exc, MailTimeout):  # a server that slow would hold every message
             self.stop = "an SMTP session ran past its deadline"
-        elif isinstance(exc, MailError):
+        elif not isinstance(exc, BadAddress):
             self.failures_in_a_row += 1
             if self.failures_in_a_row >= STOP_AFTER:
                 self.stop = f"{STOP_AFTER} e-mails in a row could not be sent"

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from cpms_admin.errors import InvalidInput, Refused
+from cpms_admin.errors import InvalidInput, MailError, MailTimeout
 from cpms_admin.private_files import private_dir, write_private_atomically
 from cpms_admin.settings import Settings
 
@@ -39,15 +39,6 @@ if TYPE_CHECKING:
 
 _DEFAULT_PORTS = {"smtp": 25, "smtp+starttls": 587, "smtps": 465}
 _FLAGS = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
-
-
-class MailError(Refused):
-    """Sending failed (server down, login refused, disk full): exit 1, one line, no secret."""
-
-
-class MailTimeout(MailError):
-    """The SMTP session did not finish within its deadline: the server is so slow that a run
-    sending many messages should stop at once rather than wait that long for each of them."""
 
 
 class Transport(Protocol):

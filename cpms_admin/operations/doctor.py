@@ -139,7 +139,17 @@ CHECKS: tuple[Callable[[Settings], Check], ...] = (
 )
 
 
-def run_checks(settings: Settings) -> list[Check]:
+@dataclass(frozen=True)
+class Report:
+    checks: list[Check]
+
+    @property
+    def exit_code(self) -> int:
+        """5 (not ready) when anything needs fixing."""
+        return 0 if all(check.ok for check in self.checks) else 5
+
+
+def run_checks(settings: Settings) -> Report:
     results = []
     for check in CHECKS:
         name = check.__name__.removeprefix("check_")
@@ -147,4 +157,4 @@ def run_checks(settings: Settings) -> list[Check]:
             results.append(check(settings))
         except CpmsError as exc:
             results.append(Check(name, False, str(exc)))
-    return results
+    return Report(results)

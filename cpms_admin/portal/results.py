@@ -24,6 +24,13 @@ class PortalResult:
     retry_after_seconds: int | None = None
     captcha_required: bool = False
 
+    @property
+    def exit_code(self) -> int:
+        """0 when ok; 2 for what is malformed input (the two new PINs differ), else 1."""
+        if self.ok:
+            return 0
+        return 2 if self.reason == PortalReason.mismatch else 1
+
     def as_json(self) -> dict[str, Any]:
         return asdict(self)
 

@@ -13,20 +13,19 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, Table, exists, func, insert, or_, select
+from sqlalchemy import Select, func, insert, or_, select
 from sqlmodel import Session, SQLModel
 
 from cpms_admin.audit import RunAudit
 from cpms_admin.clock import Clock, system_clock
 from cpms_admin.credentials.codes import purpose_for
+from cpms_admin.credentials.on_its_way import code_on_its_way, letter_on_its_way, mail_on_its_way
 from cpms_admin.errors import FieldError, InvalidInput
 from cpms_admin.members.nir import parse_nir
 from cpms_admin.vocabulary import (
     ChannelChoice,
-    CodeStatus,
     LetterKind,
     LetterStatus,
-    MailStatus,
     MemberStatus,
 )
 
@@ -90,26 +89,12 @@ def read_nir_file(path: Path) -> list[str]:
     return list(nirs)
 
 
-def _on_its_way(table: Table, now: datetime, *statuses: str) -> ColumnElement[bool]:
-    """The member has a row in `table` with one of `statuses` (and unexpired, for codes).
-
-    `status || ''`: without statistics (no ANALYZE) SQLite answers `member_id = ? AND
-    status = ?` through the status index, reading every pending row for each member, which
-    turns a 100,000-member campaign quadratic. This way the member_id index is used.
-    """
-    query = exists().where(table.c.member_id == _MEMBER.c.id, (table.c.status + "").in_(statuses))
-    if "expires_at" in table.c:
-        query = query.where(table.c.expires_at > now)
-    return query
-
-
 def _query(selection: Selection, now: datetime) -> Select[Any]:
     # A letter waiting or being printed, an e-mail waiting, or a live code (say in a letter
     # printed last week): the member has a way in, and a new code would revoke that one.
+    member = _MEMBER.c.id
     pending = or_(
-        _on_its_way(_LETTER, now, LetterStatus.pending, LetterStatus.claimed),
-        _on_its_way(_MAIL, now, MailStatus.pending),
-        _on_its_way(_CODE, now, CodeStatus.pending),
+        letter_on_its_way(member), mail_on_its_way(member), code_on_its_way(member, now=now)
     )
     query = (
         select(

@@ -490,7 +490,7 @@ def batch_with_code_mailed_mid_render(
         options=BatchOptions(out=out),
         hooks=BatchHooks(progress=mid_render),
     )
-    assert (summary["printed"], len(mailed)) == (1, 1)
+    assert (summary.printed, len(mailed)) == (1, 1)
     [(directory, manifest)] = manifests(out)
     [entry] = manifest["letters"]
     return mailed[0], printed_code(letter_text(directory, entry)), entry["letter_id"]

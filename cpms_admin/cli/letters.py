@@ -2,7 +2,7 @@
 
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -10,6 +10,9 @@ from cpms_admin.cli.context import AppContext, app_context
 from cpms_admin.cli.output import BulkProgress, emit_object, emit_rows, warn
 from cpms_admin.settings import LIMIT_MAX
 from cpms_admin.vocabulary import LetterKind, LetterStatus
+
+if TYPE_CHECKING:
+    from cpms_admin.letters.batch import BatchSummary
 
 app = typer.Typer(
     help="Postal letters: the queue, the nightly batch, previews.", no_args_is_help=True
@@ -158,41 +161,30 @@ def _reasons(counts: dict[str, int]) -> str:
     return "(" + ", ".join(f"{key.replace('_', ' ')}: {n}" for key, n in counts.items()) + ")"
 
 
-def _report(app_: AppContext, summary: dict[str, Any]) -> None:
-    if summary["failed"]:
+def _report(app_: AppContext, summary: "BatchSummary") -> None:
+    if summary.failed:
         warn(
-            f"{summary['failed']} letter(s) could not be printed: "
+            f"{summary.failed} letter(s) could not be printed: "
             "cpms-admin letters list --status failed"
         )
-    if summary["batch_id"] is None:
+    if summary.batch_id is None:
         lines = [
-            f"Nothing to print (cancelled {summary['cancelled']} moot letter(s))."
-            if summary["cancelled"]
+            f"Nothing to print (cancelled {summary.cancelled} moot letter(s))."
+            if summary.cancelled
             else "Nothing to print."
         ]
     else:
         lines = [
-            f"Batch {summary['batch_id']}: {summary['printed']} letter(s) in "
-            f"{len(summary['files'])} PDF file(s), {summary['pages']} page(s); cancelled "
-            f"{summary['cancelled']} "
-            f"{_reasons(summary['cancelled_by_reason'])}".rstrip(),
-            f"Look in {summary['directory']} (manifest.json, index.csv).",
+            f"Batch {summary.batch_id}: {summary.printed} letter(s) in "
+            f"{len(summary.files)} PDF file(s), {summary.pages} page(s); cancelled "
+            f"{summary.cancelled} {_reasons(summary.cancelled_by_reason)}".rstrip(),
+            f"Look in {summary.directory} (manifest.json, index.csv).",
         ]
-    for directory in summary["recovered"]["published"]:
+    for directory in summary.recovered.published:
         lines.append(f"Also finished an interrupted batch: {directory}")
-    if _idle(summary) and not app_.json_output and not sys.stdout.isatty():
+    if summary.idle and not app_.json_output and not sys.stdout.isatty():
         return  # under cron, nothing done says nothing (--json still prints its document)
-    emit_object(app_, summary, lines)
-
-
-def _idle(summary: dict[str, Any]) -> bool:
-    """Whether the run changed nothing: no batch, no letter cancelled, no dead run settled."""
-    recovered = summary["recovered"]
-    return (
-        summary["batch_id"] is None
-        and not summary["cancelled"]
-        and not (recovered["abandoned"] or recovered["released"] or recovered["published"])
-    )
+    emit_object(app_, summary.as_json(), lines)
 
 
 @app.command()

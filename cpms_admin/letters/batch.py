@@ -21,7 +21,7 @@ import os
 import re
 import socket
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -40,7 +40,7 @@ from cpms_admin.letters.claim import claim_letters, dry_run_counts
 from cpms_admin.letters.files import discard, final_dir, make_staging, publish
 from cpms_admin.letters.guard import open_guard
 from cpms_admin.letters.jobs import Progress, Rendered, RenderJob, render_batch
-from cpms_admin.letters.recovery import abandon, recover
+from cpms_admin.letters.recovery import Recovered, abandon, recover
 from cpms_admin.models import Letter, LetterBatch, Member
 from cpms_admin.private_files import describe_entry, fsync_dir, private_dir
 from cpms_admin.settings import Settings
@@ -72,6 +72,71 @@ def dry_run(*, engine: Engine, limit: int | None, clock: Clock) -> dict[str, Any
         return dry_run_counts(session, limit=limit, now=clock())
 
 
+@dataclass
+class BatchSummary:
+    """What a run did: the summary `letters batch --json` prints (CLI.md)."""
+
+    recovered: Recovered
+    cancelled_by_reason: dict[str, int] = field(default_factory=dict)
+    batch_id: int | None = None
+    created_at: str | None = None
+    directory: str | None = None
+    printed: int = 0
+    failed: int = 0
+    pages: int = 0
+    letters: list[dict[str, Any]] = field(default_factory=list)
+    files: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def cancelled(self) -> int:
+        return sum(self.cancelled_by_reason.values())
+
+    @property
+    def idle(self) -> bool:
+        """Whether the run changed nothing: no batch, no letter cancelled, no dead run
+        settled."""
+        recovered = self.recovered
+        return (
+            self.batch_id is None
+            and not self.cancelled
+            and not (recovered.abandoned or recovered.released or recovered.published)
+        )
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "batch_id": self.batch_id,
+            "created_at": self.created_at,
+            "directory": self.directory,
+            "printed": self.printed,
+            "failed": self.failed,
+            "pages": self.pages,
+            # As in the manifest (CLI.md's shape): a script may read either.
+            "letters": self.letters,
+            "files": self.files,
+            "recovered": {
+                "abandoned": self.recovered.abandoned,
+                "released": self.recovered.released,
+                "published": self.recovered.published,
+            },
+            "cancelled": self.cancelled,
+            "cancelled_by_reason": self.cancelled_by_reason,
+        }
+
+
+@dataclass(frozen=True)
+class _Run:
+    """What every step of one run needs."""
+
+    engine: Engine
+    settings: Settings
+    agent: str
+    clock: Clock
+    options: BatchOptions
+    hooks: BatchHooks
+    out: Path
+    pepper: Peppers
+
+
 def run_batch(
     *,
     engine: Engine,
@@ -80,45 +145,39 @@ def run_batch(
     clock: Clock,
     options: BatchOptions,
     hooks: BatchHooks = BatchHooks(),
-) -> dict[str, Any]:
-    """Run the nightly batch; the summary `letters batch --json` prints."""
+) -> BatchSummary:
+    """Run the nightly batch (steps 1 to 5 of the module docstring)."""
     from cpms_admin.letters.render import check_templates
 
     check_templates()  # NotReady before anything is claimed
-    pepper = load_peppers(settings)
-    out = _writable_dir(options.out)  # before anything is claimed
+    run = _Run(
+        engine=engine,
+        settings=settings,
+        agent=agent,
+        clock=clock,
+        options=options,
+        hooks=hooks,
+        out=_writable_dir(options.out),  # before anything is claimed
+        pepper=load_peppers(settings),
+    )
     guard = open_guard(engine, settings.database_url)
     try:
-        recovered = recover(
-            engine=engine, guard=guard, out=out, agent=agent, clock=clock, log=hooks.log
+        summary = BatchSummary(
+            recover(
+                engine=engine, guard=guard, out=run.out, agent=agent, clock=clock, log=hooks.log
+            )
         )
-        summary: dict[str, Any] = {
-            "batch_id": None,
-            "created_at": None,
-            "directory": None,
-            "printed": 0,
-            "failed": 0,
-            "pages": 0,
-            "letters": [],
-            "files": [],
-            "recovered": {
-                "abandoned": recovered.abandoned,
-                "released": recovered.released,
-                "published": recovered.published,
-            },
-        }
         with Session(engine) as session:
             claim = claim_letters(
                 session,
                 guard=guard,
                 owner=f"{socket.gethostname()}:{os.getpid()}",
-                out_dir=str(out),
+                out_dir=str(run.out),
                 limit=options.limit,
                 agent=agent,
                 now=clock(),
             )
-        summary["cancelled"] = sum(claim.cancelled.values())
-        summary["cancelled_by_reason"] = dict(claim.cancelled)
+        summary.cancelled_by_reason = dict(claim.cancelled)
         for key, count in sorted(claim.cancelled.items()):
             hooks.log(f"cancelled {count} moot letter(s): {key.replace('_', ' ')}")
         if claim.batch_id is None:
@@ -126,61 +185,21 @@ def run_batch(
             return summary
         failpoint("letters.after_claim")
         hooks.log(f"batch {claim.batch_id}: {claim.claimed} letter(s) claimed")
-        summary.update(
-            _print(
-                engine=engine,
-                settings=settings,
-                agent=agent,
-                clock=clock,
-                options=options,
-                hooks=hooks,
-                out=out,
-                pepper=pepper,
-                batch_id=claim.batch_id,
-                total=claim.claimed,
-            )
-        )
+        _print(run, summary, batch_id=claim.batch_id, total=claim.claimed)
         return summary
     finally:
         guard.close()
 
 
-def _print(
-    *,
-    engine: Engine,
-    settings: Settings,
-    agent: str,
-    clock: Clock,
-    options: BatchOptions,
-    hooks: BatchHooks,
-    out: Path,
-    pepper: Peppers,
-    batch_id: int,
-    total: int,
-) -> dict[str, Any]:
-    """Render, commit and publish one claimed batch; abandon it if anything fails before
-    the commit."""
+def _print(run: _Run, summary: BatchSummary, *, batch_id: int, total: int) -> None:
+    """Render, commit and publish one claimed batch, into `summary`; abandon it if anything
+    fails before the commit."""
     staging: Path | None = None
     try:
-        staging = make_staging(out, batch_id)
-        chunks = -(-total // options.chunk_size)
-        workers = options.workers or (min(os.cpu_count() or 1, 4) if chunks >= POOL_FROM else 1)
-        job = RenderJob(
-            engine=engine,
-            batch_id=batch_id,
-            staging=staging,
-            settings=settings,
-            now=clock(),
-            total=total,
-            duplex=options.duplex,
-            chunk_size=options.chunk_size,
-            workers=workers,
-        )
-        rendered = render_batch(job, progress=hooks.progress)
-        fsync_dir(staging)  # the files must outlive a power cut once their codes are stored
-        failpoint("letters.before_commit")
-        now = clock()
-        final = final_dir(out, batch_id, now)
+        staging = make_staging(run.out, batch_id)
+        job, rendered = _render(run, batch_id=batch_id, total=total, staging=staging)
+        now = run.clock()
+        final = final_dir(run.out, batch_id, now)
         if (taken := describe_entry(final)) is not None:  # now, while nothing is committed
             raise Conflict(
                 f"batch {batch_id}: {final} already exists ({taken}); move it away and run "
@@ -192,66 +211,65 @@ def _print(
             "letters": rendered.letters,
             "files": rendered.files,
         }
-        with Session(engine) as session:
+        with Session(run.engine) as session:
             _commit(
                 session,
+                run,
                 batch_id=batch_id,
                 rendered=rendered,
                 manifest=manifest,
-                settings=settings,
-                pepper=pepper,
-                agent=agent,
                 now=now,
                 codes_made_at=job.now,
             )
     except BaseException as exc:
-        _abandon_own(
-            engine,
-            batch_id=batch_id,
-            staging=staging,
-            agent=agent,
-            clock=clock,
-            error=exc,
-            log=hooks.log,
-        )
+        _abandon_own(run, batch_id=batch_id, staging=staging, error=exc)
         if isinstance(exc, CpmsError | KeyboardInterrupt):
             raise
         raise RunFailed(
             f"batch {batch_id} failed while rendering ({_describe(exc)}); it was "
             f"abandoned and its letters are back in the queue"
         ) from exc
-    assert staging is not None
     failpoint("letters.after_commit")
-    hooks.log(
-        f"batch {batch_id}: committed, {len(rendered.issued)} letter(s), "
-        f"{len(rendered.failed)} failed"
-    )
+    log = run.hooks.log
+    issued, failed = len(rendered.issued), len(rendered.failed)
+    log(f"batch {batch_id}: committed, {issued} letter(s), {failed} failed")
     for letter_id, reason in sorted(rendered.failed.items()):
-        hooks.log(f"letter #{letter_id} failed: {reason}")
+        log(f"letter #{letter_id} failed: {reason}")
     publish(staging, manifest, final)  # its errors say the next run will finish it
-    hooks.log(f"batch {batch_id}: published {final}")
-    return {
-        "batch_id": batch_id,
-        "created_at": manifest["created_at"],
-        "directory": str(final),
-        "printed": len(rendered.issued),
-        "failed": len(rendered.failed),
-        "pages": rendered.pages,
-        # As in the manifest (CLI.md's shape): a script may read either.
-        "letters": manifest["letters"],
-        "files": manifest["files"],
-    }
+    log(f"batch {batch_id}: published {final}")
+    summary.batch_id, summary.created_at, summary.directory = batch_id, iso(now), str(final)
+    summary.printed, summary.failed, summary.pages = issued, failed, rendered.pages
+    summary.letters, summary.files = rendered.letters, rendered.files
+
+
+def _render(run: _Run, *, batch_id: int, total: int, staging: Path) -> tuple[RenderJob, Rendered]:
+    """Every claimed letter into PDF files in `staging`, each with its new code, synced."""
+    chunks = -(-total // run.options.chunk_size)
+    workers = run.options.workers or (min(os.cpu_count() or 1, 4) if chunks >= POOL_FROM else 1)
+    job = RenderJob(
+        engine=run.engine,
+        batch_id=batch_id,
+        staging=staging,
+        settings=run.settings,
+        now=run.clock(),
+        total=total,
+        duplex=run.options.duplex,
+        chunk_size=run.options.chunk_size,
+        workers=workers,
+    )
+    rendered = render_batch(job, progress=run.hooks.progress)
+    fsync_dir(staging)  # the files must outlive a power cut once their codes are stored
+    failpoint("letters.before_commit")
+    return job, rendered
 
 
 def _commit(
     session: Session,
+    run: _Run,
     *,
     batch_id: int,
     rendered: Rendered,
     manifest: dict[str, Any],
-    settings: Settings,
-    pepper: Peppers,
-    agent: str,
     now: datetime,
     codes_made_at: datetime,
 ) -> None:
@@ -270,53 +288,10 @@ def _commit(
         ).first()
         if completed is None:  # our run was taken for dead (lost its lock connection)
             raise Conflict(f"batch {batch_id} was abandoned by another run while printing")
-        for letter_id, reason in rendered.failed.items():
-            letter = session.get(Letter, letter_id)
-            if (
-                letter is None or letter.status != LetterStatus.claimed
-            ):  # kept under `python -O` too
-                raise Conflict(f"batch {batch_id}: letter #{letter_id} is no longer claimed")
-            letter.status, letter.status_reason, letter.batch_id = LetterStatus.failed, reason, None
-            audit.record(
-                session,
-                agent=agent,
-                action="letter.failed",
-                reason=reason,
-                at=now,
-                member=session.get(Member, letter.member_id),
-                letter_id=letter_id,
-                batch_id=batch_id,
-                outcome="failed",
-            )
-        session.flush()
-        superseded = []
-        asked_by = dict(
-            session.exec(
-                select(Letter.id, Letter.requested_by).where(col(Letter.batch_id) == batch_id)
-            ).all()
+        _mark_failed(session, run, batch_id=batch_id, failed=rendered.failed, now=now)
+        superseded = _store_codes(
+            session, run, batch_id=batch_id, rendered=rendered, now=now, made_at=codes_made_at
         )
-        for issued in rendered.issued:
-            stored = store_code(
-                session,
-                member_id=issued.member_id,
-                purpose=issued.purpose,
-                channel=Channel.post,
-                code=issued.code,
-                pepper=pepper,
-                now=now,
-                made_at=codes_made_at,  # also what the printed expiry date counts from
-                settings=settings,
-                letter_id=issued.letter_id,
-                requested_by=asked_by.get(issued.letter_id),
-            )
-            if stored.status == CodeStatus.revoked:
-                superseded.append(issued.letter_id)
-        if superseded:  # printed all the same: the member holds a newer code, support should know
-            session.exec(
-                update(Letter)
-                .where(col(Letter.id).in_(superseded))
-                .values(status_reason=SUPERSEDED_WHILE_PRINTING)
-            )
         printed = session.exec(
             update(Letter)
             .where(col(Letter.batch_id) == batch_id, col(Letter.status) == LetterStatus.claimed)
@@ -329,7 +304,7 @@ def _commit(
             )
         audit.record(
             session,
-            agent=agent,
+            agent=run.agent,
             action="letters.batch",
             at=now,
             batch_id=batch_id,
@@ -341,24 +316,81 @@ def _commit(
         )
 
 
-def _abandon_own(
-    engine: Engine,
+def _mark_failed(
+    session: Session, run: _Run, *, batch_id: int, failed: dict[int, str], now: datetime
+) -> None:
+    """The letters that could not be laid out: failed, with their reason, audited."""
+    for letter_id, reason in failed.items():
+        letter = session.get(Letter, letter_id)
+        if letter is None or letter.status != LetterStatus.claimed:  # kept under `python -O`
+            raise Conflict(f"batch {batch_id}: letter #{letter_id} is no longer claimed")
+        letter.status, letter.status_reason, letter.batch_id = LetterStatus.failed, reason, None
+        audit.record(
+            session,
+            agent=run.agent,
+            action="letter.failed",
+            reason=reason,
+            at=now,
+            member=session.get(Member, letter.member_id),
+            letter_id=letter_id,
+            batch_id=batch_id,
+            outcome="failed",
+        )
+    session.flush()
+
+
+def _store_codes(
+    session: Session,
+    run: _Run,
     *,
     batch_id: int,
-    staging: Path | None,
-    agent: str,
-    clock: Clock,
-    error: BaseException,
-    log: Callable[[str], None],
-) -> None:
+    rendered: Rendered,
+    now: datetime,
+    made_at: datetime,
+) -> list[int]:
+    """Store the printed codes' hashes; the letters whose code a newer one superseded
+    (printed all the same: support should know why it will not work)."""
+    superseded = []
+    asked_by = dict(
+        session.exec(
+            select(Letter.id, Letter.requested_by).where(col(Letter.batch_id) == batch_id)
+        ).all()
+    )
+    for issued in rendered.issued:
+        stored = store_code(
+            session,
+            member_id=issued.member_id,
+            purpose=issued.purpose,
+            channel=Channel.post,
+            code=issued.code,
+            pepper=run.pepper,
+            now=now,
+            made_at=made_at,  # also what the printed expiry date counts from
+            settings=run.settings,
+            letter_id=issued.letter_id,
+            requested_by=asked_by.get(issued.letter_id),
+        )
+        if stored.status == CodeStatus.revoked:
+            superseded.append(issued.letter_id)
+    if superseded:
+        session.exec(
+            update(Letter)
+            .where(col(Letter.id).in_(superseded))
+            .values(status_reason=SUPERSEDED_WHILE_PRINTING)
+        )
+    return superseded
+
+
+def _abandon_own(run: _Run, *, batch_id: int, staging: Path | None, error: BaseException) -> None:
     """Best effort: if this fails too, the next run's recovery does it."""
+    log = run.hooks.log
     try:
-        with Session(engine) as session:
+        with Session(run.engine) as session:
             released = abandon(
                 session,
                 batch_id=batch_id,
-                agent=agent,
-                now=clock(),
+                agent=run.agent,
+                now=run.clock(),
                 outcome="failed",
                 reason=_describe(error),
             )

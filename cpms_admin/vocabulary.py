@@ -75,8 +75,17 @@ class LetterKind(StrEnum):
 _FIXED_PURPOSE = {LetterKind.welcome: Purpose.first_login, LetterKind.pin_reset: Purpose.pin_reset}
 
 
+class AccountState(StrEnum):
+    """Where an account stands, as `account status` and `member show` say it."""
+
+    active = "active"
+    cooldown = "cooldown"  # must wait before the next attempt
+    locked = "locked"  # hard lock: an agent must step in
+    no_pin = "no_pin"  # never personalised, or reset by an agent
+
+
 class Blocked(StrEnum):
-    """Why an account takes no attempt now."""
+    """Why an attempt is refused before the PIN is even looked at."""
 
     locked = "locked"  # hard lock: an agent must unlock it
     cooldown = "cooldown"

@@ -2,7 +2,7 @@
 
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -97,17 +97,7 @@ def batch(
 
     app_ = app_context(ctx)
     if dry_run:
-        result = count(engine=app_.engine(), limit=limit, clock=app_.clock)
-        emit_object(
-            app_,
-            result,
-            [
-                f"Pending letters: {result['pending']}",
-                f"Would cancel: {result['would_cancel']} {_reasons(result['cancelled_by_reason'])}",
-                f"Would print: {result['would_print']}",
-                "(dry run: nothing was changed)",
-            ],
-        )
+        _report_dry_run(app_, count(engine=app_.engine(), limit=limit, clock=app_.clock))
         return
     options = BatchOptions(
         out=out, limit=limit, duplex=duplex, chunk_size=chunk_size, workers=workers
@@ -153,6 +143,19 @@ class _Progress:
     def close(self) -> None:
         if self._bar is not None:
             self._bar.close()
+
+
+def _report_dry_run(app_: AppContext, result: dict[str, Any]) -> None:
+    emit_object(
+        app_,
+        result,
+        [
+            f"Pending letters: {result['pending']}",
+            f"Would cancel: {result['would_cancel']} {_reasons(result['cancelled_by_reason'])}",
+            f"Would print: {result['would_print']}",
+            "(dry run: nothing was changed)",
+        ],
+    )
 
 
 def _reasons(counts: dict[str, int]) -> str:

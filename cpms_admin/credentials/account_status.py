@@ -13,7 +13,7 @@ from cpms_admin.credentials.pins import LEGACY_PREFIX
 from cpms_admin.members.records import get_account, get_member
 from cpms_admin.models import Account, Letter, Member, SecurityCode, pk
 from cpms_admin.settings import Settings
-from cpms_admin.vocabulary import Blocked, Channel, LetterStatus, MemberStatus, PortalReason
+from cpms_admin.vocabulary import AccountState, Channel, LetterStatus, MemberStatus
 
 REASON = '--reason "..."'
 
@@ -91,55 +91,13 @@ def diagnose(
     now: datetime,
 ) -> tuple[list[str], str | None]:
     """Plain-language findings, most important first, and the command that fixes the first."""
-    nir, failures, state = member.nir, account.failed_attempts, view["state"]
     in_flight = _in_flight(view)
-    unlock = f"cpms-admin account unlock {nir} {REASON}"
-    send_code = f"cpms-admin code issue {nir} --channel auto {REASON}"
-    findings: list[str] = []
-    fix: str | None = None
-    if member.status == MemberStatus.closed:
-        when = iso(member.closed_at) or "an unknown date"
-        findings.append(f"Member closed on {when} ({member.closed_reason}): cannot log in.")
-    elif state == Blocked.locked:
-        findings.append(
-            f"Locked after {failures} failed attempts on {view['hard_locked_at']}: "
-            "the portal refuses every PIN and code, and sends no code, until an agent "
-            "unlocks the account or sends a code (code issue, pin reset) with which the "
-            "member sets a new PIN."
-        )
-        fix = unlock
-    elif state == Blocked.cooldown:
-        wait = seconds_until(account.locked_until, now)
-        findings.append(
-            f"Cooling down after {failures} failed attempts: the portal refuses attempts until "
-            f"{view['locked_until']} ({wait} s), then asks for a CAPTCHA; "
-            f"{attempts_left(failures, settings)} more failures lock the account."
-        )
-        fix = unlock
-    elif state == PortalReason.no_pin:
-        if in_flight is None:
-            findings.append("No PIN and no code on its way: the member cannot log in.")
-            fix = send_code
-        else:
-            findings.append(f"No PIN yet; {in_flight}.")
-    elif failures:
-        captcha = ", the portal asks for a CAPTCHA" if account.captcha_required else ""
-        findings.append(
-            f"Active; {failures} failed attempt(s) since the last success{captcha}; "
-            f"{attempts_left(failures, settings)} left before a cool-down or lock."
-        )
-        fix = unlock
-    else:
-        last = view["last_login_at"] or "never"
-        findings.append(
-            f"No problem found: the account is active (last login {last}). If the member "
-            "still cannot log in, check the NIR they type and that the PIN has 6 digits; "
-            "if the PIN is forgotten, reset it."
-        )
-        fix = f"cpms-admin pin reset {nir} --channel auto {REASON}"
+    finding, fix = _why(member, account, view, in_flight=in_flight, settings=settings, now=now)
+    findings = [finding]
+    state = view["state"]
     if (
         in_flight is not None
-        and state != PortalReason.no_pin
+        and state != AccountState.no_pin
         and member.status != MemberStatus.closed
     ):
         findings.append(f"In flight: {in_flight}.")
@@ -150,3 +108,51 @@ def diagnose(
     if not member.email:
         findings.append("No e-mail address: codes go by post (2 to 8 days).")
     return findings, fix
+
+
+def _why(
+    member: Member,
+    account: Account,
+    view: dict[str, Any],
+    *,
+    in_flight: str | None,
+    settings: Settings,
+    now: datetime,
+) -> tuple[str, str | None]:
+    """The main finding about the account, and the command that fixes it (if any)."""
+    nir, failures, state = member.nir, account.failed_attempts, view["state"]
+    unlock = f"cpms-admin account unlock {nir} {REASON}"
+    if member.status == MemberStatus.closed:
+        when = iso(member.closed_at) or "an unknown date"
+        return f"Member closed on {when} ({member.closed_reason}): cannot log in.", None
+    if state == AccountState.locked:
+        return (
+            f"Locked after {failures} failed attempts on {view['hard_locked_at']}: "
+            "the portal refuses every PIN and code, and sends no code, until an agent "
+            "unlocks the account or sends a code (code issue, pin reset) with which the "
+            "member sets a new PIN."
+        ), unlock
+    if state == AccountState.cooldown:
+        wait = seconds_until(account.locked_until, now)
+        return (
+            f"Cooling down after {failures} failed attempts: the portal refuses attempts until "
+            f"{view['locked_until']} ({wait} s), then asks for a CAPTCHA; "
+            f"{attempts_left(failures, settings)} more failures lock the account."
+        ), unlock
+    if state == AccountState.no_pin:
+        if in_flight is None:
+            send_code = f"cpms-admin code issue {nir} --channel auto {REASON}"
+            return "No PIN and no code on its way: the member cannot log in.", send_code
+        return f"No PIN yet; {in_flight}.", None
+    if failures:
+        captcha = ", the portal asks for a CAPTCHA" if account.captcha_required else ""
+        return (
+            f"Active; {failures} failed attempt(s) since the last success{captcha}; "
+            f"{attempts_left(failures, settings)} left before a cool-down or lock."
+        ), unlock
+    last = view["last_login_at"] or "never"
+    return (
+        f"No problem found: the account is active (last login {last}). If the member "
+        "still cannot log in, check the NIR they type and that the PIN has 6 digits; "
+        "if the PIN is forgotten, reset it."
+    ), f"cpms-admin pin reset {nir} --channel auto {REASON}"

@@ -55,15 +55,10 @@ def try_code(
         )
         if only_if_live and live is None:
             return None
+        opened = _agent_code_after_lock(session, live)
         counters = subject.counters
-        if live is not None and member is not None:
-            account = session.get(Account, pk(member))
-            assert account is not None
-            opened = codes.opens_hard_lock(live, account.hard_locked_at)
-            if opened:  # an agent's code: the lock and its cool-down do not stand in its way
-                counters = replace(counters, hard_locked=False, locked_until=None)
-        else:
-            opened = False
+        if opened:  # an agent's code: the lock and its cool-down do not stand in its way
+            counters = replace(counters, hard_locked=False, locked_until=None)
         block = blocked(counters, now=now, captcha_ok=captcha_ok)
         if block is not None:
             return refuse(session, subject=subject, block=block, action=action, now=now), None
@@ -96,3 +91,13 @@ def try_code(
             reason=reason,
         )
         return failure, None
+
+
+def _agent_code_after_lock(session: Session, live: SecurityCode | None) -> bool:
+    """Whether `live` is a code an agent sent after the account's hard lock (see
+    `codes.opens_hard_lock`)."""
+    if live is None:
+        return False
+    account = session.get(Account, live.member_id)
+    assert account is not None, "every member has an account row"
+    return codes.opens_hard_lock(live, account.hard_locked_at)

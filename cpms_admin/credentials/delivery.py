@@ -7,6 +7,7 @@ never reached the member is revoked in a new transaction, audited, and the calle
 MailError suggesting the post instead.
 """
 
+import functools
 import logging
 from dataclasses import dataclass
 from datetime import datetime
@@ -157,28 +158,47 @@ def deliver_code(
             **delivery.as_json(),
         )
         if delivery.issued is not None:
-            issued = delivery.issued
-
-            def send() -> None:
-                try:
-                    email_code(
-                        session,
-                        member=member,
-                        issued=issued,
-                        agent=agent,
-                        settings=settings,
-                        clock=clock,
-                        transport=transport,
-                    )
-                except MailError as exc:
-                    raise MailError(
-                        f"{exc}; the new security code was revoked. Send one by post: "
-                        f"cpms-admin code issue {member.nir} --channel post "
-                        '--reason "e-mail failed"'
-                    ) from None
-
-            work.after_commit(send)
+            work.after_commit(
+                functools.partial(
+                    _email_for_agent,
+                    session,
+                    member=member,
+                    issued=delivery.issued,
+                    agent=agent,
+                    settings=settings,
+                    clock=clock,
+                    transport=transport,
+                )
+            )
     return delivery
+
+
+def _email_for_agent(
+    session: Session,
+    *,
+    member: Member,
+    issued: codes.IssuedCode,
+    agent: str,
+    settings: Settings,
+    clock: Clock,
+    transport: Transport | None,
+) -> None:
+    """`email_code`, with the way out when it fails: the same code by post."""
+    try:
+        email_code(
+            session,
+            member=member,
+            issued=issued,
+            agent=agent,
+            settings=settings,
+            clock=clock,
+            transport=transport,
+        )
+    except MailError as exc:
+        raise MailError(
+            f"{exc}; the new security code was revoked. Send one by post: "
+            f'cpms-admin code issue {member.nir} --channel post --reason "e-mail failed"'
+        ) from None
 
 
 def email_code(

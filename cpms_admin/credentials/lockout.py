@@ -15,7 +15,7 @@ from sqlmodel import Session, col
 
 from cpms_admin.models import Account, UnknownLogin
 from cpms_admin.settings import Settings
-from cpms_admin.vocabulary import Blocked, PortalReason
+from cpms_admin.vocabulary import AccountState, Blocked
 
 CountedTable = type[Account] | type[UnknownLogin]
 
@@ -43,19 +43,18 @@ class Counters:
 class Block:
     """Why an attempt is refused before the PIN is even looked at."""
 
-    reason: str  # locked | cooldown | captcha_required
+    reason: Blocked
     retry_after_seconds: int | None = None
 
 
-def account_state(account: Account, now: datetime) -> str:
-    """`locked` (hard lock), `cooldown` (must wait), `no_pin` (never personalised) or `active`."""
+def account_state(account: Account, now: datetime) -> AccountState:
     if account.hard_locked_at is not None:
-        return Blocked.locked
+        return AccountState.locked
     if account.locked_until is not None and account.locked_until > now:
-        return Blocked.cooldown
+        return AccountState.cooldown
     if account.pin_hash is None:
-        return PortalReason.no_pin
-    return "active"
+        return AccountState.no_pin
+    return AccountState.active
 
 
 def cooldown_after(failures: int, settings: Settings) -> timedelta | None:

@@ -28,7 +28,7 @@ from cpms_admin.errors import InvalidInput
 from cpms_admin.mail.transport import Transport
 from cpms_admin.members.nir import parse_nir
 from cpms_admin.members.records import get_account
-from cpms_admin.models import Account, pk
+from cpms_admin.models import Account, Member, SecurityCode, pk
 from cpms_admin.portal import wording
 from cpms_admin.portal.results import PortalResult, attempt_result
 from cpms_admin.settings import Settings
@@ -127,10 +127,35 @@ def _with_code(
     if member.status == MemberStatus.closed:
         return PortalResult(False, PortalReason.closed, wording.CLOSED)
     new_hash = pin_hasher(settings).hash(new_pin)  # no lock held: the match wrote nothing
+    if not _save_pin(
+        session,
+        member=member,
+        live=live,
+        new_hash=new_hash,
+        settings=settings,
+        now=now,
+        transport=transport,
+    ):
+        # used, revoked or expired while the PIN was hashed
+        return PortalResult(False, PortalReason.dead_code, wording.CODE_REFUSED)
+    return PortalResult(True, PortalReason.ok, wording.PIN_SAVED)
+
+
+def _save_pin(
+    session: Session,
+    *,
+    member: Member,
+    live: SecurityCode,
+    new_hash: str,
+    settings: Settings,
+    now: datetime,
+    transport: Transport | None,
+) -> bool:
+    """Use the code and store the new PIN, lifting any lockout, in one unit of work; tell
+    the member once it is committed. False when the code died meanwhile."""
     with transaction(session) as work:
         if not codes.consume_code(session, code_id=pk(live), now=now):
-            # used, revoked or expired while the PIN was hashed
-            return PortalResult(False, PortalReason.dead_code, wording.CODE_REFUSED)
+            return False
         account = get_account(session, member)
         how = "reset" if account.pin_hash or live.purpose == Purpose.pin_reset else "set"
         lifted = account.hard_locked_at is not None or account.failed_attempts > 0
@@ -149,7 +174,7 @@ def _with_code(
         audit.record(
             session,
             agent=PORTAL,
-            action=action,
+            action="portal.set_pin",
             member=member,
             at=now,
             how=how,
@@ -161,7 +186,7 @@ def _with_code(
                 member=member, how=how, changed_at=now, settings=settings, transport=transport
             )
         )
-    return PortalResult(True, PortalReason.ok, wording.PIN_SAVED)
+    return True
 
 
 def _with_current_pin(

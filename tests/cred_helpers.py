@@ -13,7 +13,7 @@ from cpms_admin.credentials import accounts
 from cpms_admin.credentials.attempts import pin_hasher
 from cpms_admin.models import Account, Member, SecurityCode, pk
 from cpms_admin.portal import flows, pin_change
-from cpms_admin.portal.results import PortalResult
+from cpms_admin.portal.answers import PortalResult
 from cpms_admin.settings import Settings
 
 PIN = "482915"

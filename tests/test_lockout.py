@@ -12,7 +12,7 @@ from cpms_admin.credentials.lockout import (
     blocked,
     cooldown_after,
 )
-from cpms_admin.portal import wording
+from cpms_admin.portal import answers
 from cpms_admin.settings import Settings
 
 NOW = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
@@ -66,37 +66,37 @@ def test_partial_seconds_of_wait_round_up() -> None:
      (1920, "32 minutes"), (3600, "1 heure"), (7200, "2 heures"), (5400, "90 minutes")],
 )  # fmt: skip
 def test_waits_are_said_in_french(seconds: int, phrase: str) -> None:
-    assert wording.wait_phrase(seconds) == phrase
+    assert answers.wait_phrase(seconds) == phrase
 
 
 def test_messages_use_the_help_pages_wording() -> None:
     first = after_failures(1, now=NOW, settings=DEFAULTS)
-    assert wording.wrong_secret(first, guessed="pin", settings=DEFAULTS, now=NOW) == (
+    assert answers.wrong_secret(first, guessed="pin", settings=DEFAULTS, now=NOW) == (
         "Mot de passe erroné. Attention, il vous reste 2 tentatives."
     )
     second = after_failures(2, now=NOW, settings=DEFAULTS)
-    assert wording.wrong_secret(second, guessed="pin", settings=DEFAULTS, now=NOW).endswith(
+    assert answers.wrong_secret(second, guessed="pin", settings=DEFAULTS, now=NOW).endswith(
         "1 tentative."
     )
     third = after_failures(3, now=NOW, settings=DEFAULTS)
-    assert wording.wrong_secret(third, guessed="pin", settings=DEFAULTS, now=NOW) == (
+    assert answers.wrong_secret(third, guessed="pin", settings=DEFAULTS, now=NOW) == (
         "Mot de passe erroné. Par mesure de sécurité, vous devez patienter 1 minute avant une "
         "nouvelle tentative. Attention, il vous reste 7 tentatives avant le blocage de votre accès."
     )
     # A wrong code spends the same budget, and says so in the same words.
-    assert wording.wrong_secret(third, guessed="code", settings=DEFAULTS, now=NOW) == (
+    assert answers.wrong_secret(third, guessed="code", settings=DEFAULTS, now=NOW) == (
         "Code de sécurité erroné ou expiré. Par mesure de sécurité, vous devez patienter "
         "1 minute avant une nouvelle tentative. Attention, il vous reste 7 tentatives avant le "
         "blocage de votre accès."
     )
     tenth = after_failures(10, now=NOW, settings=DEFAULTS)
-    locked = wording.wrong_secret(tenth, guessed="pin", settings=DEFAULTS, now=NOW)
+    locked = answers.wrong_secret(tenth, guessed="pin", settings=DEFAULTS, now=NOW)
     # Locked: only an agent can help now; asking for a code would be refused.
     assert locked.endswith("Pour le débloquer, contactez le service clients.")
-    assert wording.blocked(Block("cooldown", 60)) == (
+    assert answers.blocked(Block("cooldown", 60)) == (
         "Par mesure de sécurité, vous devez patienter 1 minute avant une nouvelle tentative."
     )
-    assert "CAPTCHA" in wording.blocked(Block("captcha_required"))
+    assert "CAPTCHA" in answers.blocked(Block("captcha_required"))
 
 
 def test_every_weakness_reason_has_a_french_explanation() -> None:
@@ -108,4 +108,4 @@ def test_every_weakness_reason_has_a_french_explanation() -> None:
     assert None not in reasons and len(reasons) == 5
     for reason in reasons:
         assert reason is not None
-        assert "trop facile à deviner (trop" not in wording.weak_pin(reason)
+        assert "trop facile à deviner (trop" not in answers.weak_pin(reason)

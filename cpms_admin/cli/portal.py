@@ -14,7 +14,7 @@ from cpms_admin.cli.context import AppContext, app_context
 from cpms_admin.cli.output import exit_as, print_json, warn
 from cpms_admin.errors import CpmsError, InvalidInput
 from cpms_admin.portal import flows, pin_change
-from cpms_admin.portal.results import PortalResult
+from cpms_admin.portal.answers import PortalResult
 
 app = typer.Typer(
     help="The member portal's flows (secrets on stdin, never as arguments).",

@@ -32,8 +32,8 @@ from cpms_admin.mail.transport import Transport
 from cpms_admin.members.nir import parse_nir
 from cpms_admin.members.records import get_account
 from cpms_admin.models import Member, pk
-from cpms_admin.portal import code_requests, wording
-from cpms_admin.portal.results import PortalResult, attempt_result
+from cpms_admin.portal import answers, code_requests
+from cpms_admin.portal.answers import PortalResult, attempt_result
 from cpms_admin.settings import Settings
 from cpms_admin.vocabulary import ChannelChoice, LetterKind, MemberStatus, PortalReason
 
@@ -116,7 +116,7 @@ def request_code(
         audit_attempt(
             session, subject=subject, action=action, outcome=refusal or PortalReason.ok, now=now
         )
-    answer = PortalResult(True, refusal or PortalReason.ok, wording.CODE_REQUESTED)
+    answer = PortalResult(True, refusal or PortalReason.ok, answers.CODE_REQUESTED)
     member = subject.member
     if refusal is not None or member is None:
         return CodeRequestAnswer(answer)
@@ -211,4 +211,4 @@ def accept_terms(
     )
     if not attempt.ok:
         return attempt_result(attempt, settings=settings, now=now)
-    return PortalResult(True, PortalReason.ok, wording.TERMS_ACCEPTED)
+    return PortalResult(True, PortalReason.ok, answers.TERMS_ACCEPTED)

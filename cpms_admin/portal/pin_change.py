@@ -29,8 +29,8 @@ from cpms_admin.mail.transport import Transport
 from cpms_admin.members.nir import parse_nir
 from cpms_admin.members.records import get_account
 from cpms_admin.models import Account, Member, SecurityCode, pk
-from cpms_admin.portal import wording
-from cpms_admin.portal.results import PortalResult, attempt_result
+from cpms_admin.portal import answers
+from cpms_admin.portal.answers import PortalResult, attempt_result
 from cpms_admin.settings import Settings
 from cpms_admin.vocabulary import MemberStatus, PortalReason, Purpose
 
@@ -59,12 +59,12 @@ def set_pin(
         raise InvalidInput("the security code or current PIN must be exactly 6 digits (0-9)")
     check_pin_format(new_pin)
     if new_pin != confirmation:
-        return PortalResult(False, PortalReason.mismatch, wording.MISMATCH)
+        return PortalResult(False, PortalReason.mismatch, answers.MISMATCH)
     # Judged by the NIR only (a birth date on file must match its year and month): whoever
     # asks typed it, so the answer tells them nothing, and it comes before any guess.
     weakness = pin_weakness(new_pin, weak_pins=parse_weak_pins(settings.weak_pins), nir=compact)
     if weakness is not None:
-        return PortalResult(False, PortalReason.weak_pin, wording.weak_pin(weakness))
+        return PortalResult(False, PortalReason.weak_pin, answers.weak_pin(weakness))
     now = clock()
     if using != "pin":
         result = _with_code(
@@ -125,7 +125,7 @@ def _with_code(
         return attempt_result(attempt, settings=settings, now=now)
     member = subject.member
     if member.status == MemberStatus.closed:
-        return PortalResult(False, PortalReason.closed, wording.CLOSED)
+        return PortalResult(False, PortalReason.closed, answers.CLOSED)
     new_hash = pin_hasher(settings).hash(new_pin)  # no lock held: the match wrote nothing
     if not _save_pin(
         session,
@@ -137,8 +137,8 @@ def _with_code(
         transport=transport,
     ):
         # used, revoked or expired while the PIN was hashed
-        return PortalResult(False, PortalReason.dead_code, wording.CODE_REFUSED)
-    return PortalResult(True, PortalReason.ok, wording.PIN_SAVED)
+        return PortalResult(False, PortalReason.dead_code, answers.CODE_REFUSED)
+    return PortalResult(True, PortalReason.ok, answers.PIN_SAVED)
 
 
 def _save_pin(
@@ -218,4 +218,4 @@ def _with_current_pin(
     delivery.notify_pin_changed(
         member=member, how="changed", changed_at=now, settings=settings, transport=transport
     )
-    return PortalResult(True, PortalReason.ok, wording.PIN_SAVED)
+    return PortalResult(True, PortalReason.ok, answers.PIN_SAVED)

@@ -1,5 +1,8 @@
-"""Postal letters carrying a one-time code: their content, and rendering them as print-ready PDF.
+"""Postal letters: the queue, the nightly batch that prints each letter exactly once, and
+rendering print-ready PDFs.
 
-`content` is light and safe to import anywhere; `render` loads WeasyPrint only when a letter is
-actually rendered, so commands that never print letters start fast.
+`batch` runs the night (`guard` locks, `recovery` settles dead runs, `claim` takes the
+letters, `jobs` and `pool` render them, `files` publishes); `content` is light and safe to
+import anywhere; `render` loads WeasyPrint only when a letter is actually rendered, so
+commands that never print letters start fast.
 """

@@ -1,5 +1,5 @@
-"""E-mail delivery: French messages built from templates (compose) and how they leave (transport).
+"""E-mail: French messages built from templates (`compose`), how they leave (`transport`),
+and `mail send`, which delivers the campaign e-mails queued by `code campaign` (`queue`).
 
-Kept apart from the rules so services can be tested with a fake transport, and so the CLI
-loads neither smtplib nor Jinja2 until a message is actually sent.
+The CLI loads neither smtplib nor Jinja2 until a message is actually sent.
 """

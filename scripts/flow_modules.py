@@ -1,0 +1,130 @@
+"""Which modules of cpms_admin a command's code runs through, for docs/architecture.md.
+
+    .venv/bin/python scripts/flow_modules.py
+
+Builds a scratch database, then runs the three flows the architecture page follows (a wrong
+PIN at `portal login`, the nightly `letters batch`, a `members import`) in a subprocess each,
+recording every cpms_admin module one of whose functions ran. The shared kernel and the CLI's
+own plumbing are listed apart from the capability modules a reader has to open.
+"""
+
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+KERNEL = {
+    "audit",
+    "clock",
+    "db",
+    "errors",
+    "faults",
+    "french",
+    "models",
+    "private_files",
+    "resources",
+    "settings",
+    "vocabulary",
+    "migrations",
+}
+PLUMBING = {"cli.app", "cli.context", "cli.output"}
+NIR = "185057800608491"
+
+
+def trace(argv: list[str], stdin: str) -> None:
+    """In the child: run the CLI with a profiler noting the modules whose code ran."""
+    import io
+
+    seen: set[str] = set()
+
+    def profile(frame, event, _arg):  # type: ignore[no-untyped-def]
+        if event == "call":
+            name = frame.f_globals.get("__name__", "")
+            if name.startswith("cpms_admin."):
+                seen.add(name.removeprefix("cpms_admin."))
+
+    sys.stdin = io.StringIO(stdin)
+    sys.argv = ["cpms-admin", *argv]
+    from cpms_admin.cli.app import main
+
+    sys.setprofile(profile)
+    try:
+        main()
+    except SystemExit:
+        pass
+    finally:
+        sys.setprofile(None)
+    print("\n".join(sorted(seen)), file=sys.stderr)
+
+
+def run(env: dict[str, str], *argv: str, stdin: str = "") -> set[str]:
+    result = subprocess.run(
+        [sys.executable, __file__, "--trace", *argv],
+        input=stdin,
+        env=env,
+        text=True,
+        capture_output=True,
+        check=False,
+    )
+    return {line for line in result.stderr.splitlines() if line and " " not in line}
+
+
+def cli(env: dict[str, str], *argv: str, stdin: str = "") -> None:
+    cpms = Path(sys.executable).parent / "cpms-admin"
+    subprocess.run(
+        [str(cpms), *argv], input=stdin, env=env, text=True, check=True, capture_output=True
+    )
+
+
+def show(title: str, modules: set[str]) -> None:
+    capability = sorted(m for m in modules if m.split(".")[0] not in KERNEL and m not in PLUMBING)
+    kernel = sorted(m for m in modules if m.split(".")[0] in KERNEL or m in PLUMBING)
+    print(f"{title}: {len(capability)} capability module(s), {len(kernel)} kernel/plumbing")
+    print("  " + ", ".join(capability))
+    print("  (kernel: " + ", ".join(kernel) + ")")
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory() as scratch:
+        root = Path(scratch)
+        env = {
+            **os.environ,
+            "CPMS_DATABASE_URL": f"sqlite:///{root / 'cpms.db'}",
+            "CPMS_MAIL_DIR": str(root / "outbox"),
+            "CPMS_AGENT": "flow.check",
+        }
+        env.pop("CPMS_SMTP_URL", None)
+        cli(env, "db", "upgrade")
+        cli(
+            env,
+            "member",
+            "add",
+            "--nir",
+            NIR,
+            "--last-name",
+            "Martin",
+            "--first-name",
+            "Claire",
+            "--street",
+            "3 rue de la Paix",
+            "--postcode",
+            "75002",
+            "--city",
+            "Paris",
+        )
+        show("portal login, wrong PIN", run(env, "portal", "login", NIR, stdin="000000\n"))
+        show("letters batch", run(env, "letters", "batch", "--out", str(root / "print")))
+        members = root / "members.csv"
+        members.write_text(
+            "nir,last_name,first_name,street,postcode,city\n"
+            "292096983314464,Durand,Alice,1 place Bellecour,69002,Lyon\n"
+        )
+        show("members import", run(env, "members", "import", str(members)))
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["--trace"]:
+        trace(sys.argv[2:], sys.stdin.read())
+    else:
+        main()

@@ -1,11 +1,12 @@
 """`cpms-admin member`: one member at a time."""
 
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
 from cpms_admin.cli.context import app_context
 from cpms_admin.cli.output import emit_object, emit_rows
+from cpms_admin.clock import iso
 from cpms_admin.errors import InvalidInput
 from cpms_admin.members import records
 from cpms_admin.members.fields import validate_member_fields
@@ -65,8 +66,8 @@ def add(
             session, fields=fields, agent=app_.agent, welcome=not no_welcome, clock=app_.clock
         )
         view = records.member_view(session, member, clock=app_.clock)
-    letter = " (enrolment letter queued)" if view["pending_letters"] else ""
-    emit_object(app_, view, [f"Added member {format_nir(member.nir)}{letter}."])
+    letter = " (enrolment letter queued)" if view.pending_letters else ""
+    emit_object(app_, view.as_json(), [f"Added member {format_nir(member.nir)}{letter}."])
 
 
 @app.command()
@@ -78,30 +79,28 @@ def show(ctx: typer.Context, nir: Nir) -> None:
     app_ = app_context(ctx)
     with app_.session(read_only=True) as session:
         view = records.member_view(session, records.get_member(session, nir), clock=app_.clock)
-    emit_object(app_, view, describe(view))
+    emit_object(app_, view.as_json(), describe(view))
 
 
-def describe(view: dict[str, Any]) -> list[str]:
-    account = view["account"]
+def describe(view: records.MemberView) -> list[str]:
+    member, account = view.member, view.account
     lines = [
-        f"{view['first_name']} {view['last_name'].upper()}   NIR {format_nir(view['nir'])}"
-        f"   [{view['status']}]",
-        f"  e-mail:   {view['email'] or '(none: codes go by post)'}",
-        "  address:  " + " / ".join(view["address"]["lines"]),
-        f"  account:  {account['state']}, PIN {'set' if account['pin_set'] else 'not set'}, "
-        f"{account['failed_attempts']} failed attempt(s)"
-        + (", CAPTCHA required" if account["captcha_required"] else "")
-        + (f", cool-down until {account['locked_until']}" if account["locked_until"] else ""),
-        f"  last login: {account['last_login_at'] or 'never'};  terms accepted: "
-        f"{account['terms_accepted_version'] or 'no'}",
+        f"{member.first_name} {member.last_name.upper()}   NIR {format_nir(member.nir)}"
+        f"   [{member.status}]",
+        f"  e-mail:   {member.email or '(none: codes go by post)'}",
+        "  address:  " + " / ".join(records.address_lines(member)),
+        f"  account:  {view.state}, PIN {'set' if account.pin_hash else 'not set'}, "
+        f"{account.failed_attempts} failed attempt(s)"
+        + (", CAPTCHA required" if account.captcha_required else "")
+        + (f", cool-down until {iso(account.locked_until)}" if account.locked_until else ""),
+        f"  last login: {iso(account.last_login_at) or 'never'};  terms accepted: "
+        f"{account.terms_accepted_version or 'no'}",
     ]
     lines += [
-        f"  pending code: {c['purpose']} by {c['channel']}, expires {c['expires_at']}"
-        for c in view["pending_codes"]
+        f"  pending code: {c.purpose} by {c.channel}, expires {iso(c.expires_at)}"
+        for c in view.pending_codes
     ]
-    lines += [
-        f"  pending letter: #{letter['id']} {letter['kind']}" for letter in view["pending_letters"]
-    ]
+    lines += [f"  pending letter: #{letter.id} {letter.kind}" for letter in view.pending_letters]
     return lines
 
 
@@ -126,21 +125,21 @@ def list_(
         found = records.list_members(
             session, status=status, locked=locked, search=search, limit=limit, clock=app_.clock
         )
-        rows = records.member_views(session, found, clock=app_.clock)
+        views = records.member_views(session, found, clock=app_.clock)
     if app_.json_output:
-        emit_rows(app_, rows, [])
+        emit_rows(app_, [view.as_json() for view in views], [])
         return
     table = [
         {
-            "nir": mask_nir(row["nir"]),
-            "name": f"{row['first_name']} {row['last_name'].upper()}",
-            "email": row["email"],
-            "city": row["address"]["city"],
-            "state": row["account"]["state"]
-            if row["status"] == MemberStatus.active
+            "nir": mask_nir(view.member.nir),
+            "name": f"{view.member.first_name} {view.member.last_name.upper()}",
+            "email": view.member.email,
+            "city": view.member.city,
+            "state": view.state
+            if view.member.status == MemberStatus.active
             else MemberStatus.closed,
         }
-        for row in rows
+        for view in views
     ]
     columns = [
         ("nir", "NIR"),
@@ -201,7 +200,7 @@ def update(
             session, nir=nir, changes=changes, agent=app_.agent, reason=reason, clock=app_.clock
         )
         view = records.member_view(session, member, clock=app_.clock)
-    emit_object(app_, view, [f"Updated member {format_nir(member.nir)}."])
+    emit_object(app_, view.as_json(), [f"Updated member {format_nir(member.nir)}."])
 
 
 @app.command()
@@ -216,4 +215,4 @@ def close(ctx: typer.Context, nir: Nir, reason: Reason) -> None:
             session, nir=nir, reason=reason, agent=app_.agent, clock=app_.clock
         )
         view = records.member_view(session, member, clock=app_.clock)
-    emit_object(app_, view, [f"Member {format_nir(member.nir)} is closed."])
+    emit_object(app_, view.as_json(), [f"Member {format_nir(member.nir)} is closed."])

@@ -2,6 +2,7 @@
 
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
@@ -20,7 +21,7 @@ from cpms_admin.members.fields import COLUMNS, MemberFields, validate_member_fie
 from cpms_admin.members.nir import format_nir, parse_nir
 from cpms_admin.members.postal import PostalAddress, fold, recipient_line
 from cpms_admin.models import Account, Letter, Member, SecurityCode, pk
-from cpms_admin.vocabulary import CodeStatus, LetterKind, LetterStatus, MemberStatus
+from cpms_admin.vocabulary import AccountState, CodeStatus, LetterKind, LetterStatus, MemberStatus
 
 
 def search_text(member: Member) -> str:
@@ -249,16 +250,45 @@ def member_summary(member: Member) -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True)
+class MemberView:
+    """A member as `member show` sees them: identity, account, codes and letters waiting."""
+
+    member: Member
+    account: Account
+    pending_codes: list[SecurityCode]
+    pending_letters: list[Letter]
+    now: datetime
+
+    @property
+    def state(self) -> AccountState:
+        return account_state(self.account, self.now)
+
+    def as_json(self) -> dict[str, Any]:
+        """What `member show --json` prints (CLI.md)."""
+        return {
+            **member_summary(self.member),
+            "account": account_view(self.account, self.now),
+            "pending_codes": [
+                {"purpose": c.purpose, "channel": c.channel, "expires_at": iso(c.expires_at)}
+                for c in self.pending_codes
+            ],
+            "pending_letters": [
+                {"id": letter.id, "kind": letter.kind} for letter in self.pending_letters
+            ],
+        }
+
+
 def member_views(
     session: Session, members: Sequence[Member], *, clock: Clock = system_clock
-) -> list[dict[str, Any]]:
-    """What `member show --json` prints, for several members in three queries (CLI.md)."""
+) -> list[MemberView]:
+    """Several members as `member show` sees them, in three queries."""
     now = clock()
     ids = [pk(member) for member in members]
     accounts = {
         a.member_id: a for a in session.exec(select(Account).where(col(Account.member_id).in_(ids)))
     }
-    codes: dict[int, list[dict[str, Any]]] = {member_id: [] for member_id in ids}
+    codes: dict[int, list[SecurityCode]] = {member_id: [] for member_id in ids}
     for code in session.exec(
         select(SecurityCode)
         .where(
@@ -268,27 +298,19 @@ def member_views(
         )
         .order_by(col(SecurityCode.id))
     ):
-        codes[code.member_id].append(
-            {"purpose": code.purpose, "channel": code.channel, "expires_at": iso(code.expires_at)}
-        )
-    letters: dict[int, list[dict[str, Any]]] = {member_id: [] for member_id in ids}
+        codes[code.member_id].append(code)
+    letters: dict[int, list[Letter]] = {member_id: [] for member_id in ids}
     for letter in session.exec(
         select(Letter)
         .where(col(Letter.member_id).in_(ids), Letter.status == LetterStatus.pending)
         .order_by(col(Letter.id))
     ):
-        letters[letter.member_id].append({"id": letter.id, "kind": letter.kind})
+        letters[letter.member_id].append(letter)
     return [
-        {
-            **member_summary(member),
-            "account": account_view(accounts[pk(member)], now),
-            "pending_codes": codes[pk(member)],
-            "pending_letters": letters[pk(member)],
-        }
+        MemberView(member, accounts[pk(member)], codes[pk(member)], letters[pk(member)], now)
         for member in members
     ]
 
 
-def member_view(session: Session, member: Member, *, clock: Clock = system_clock) -> dict[str, Any]:
-    """Everything `member show --json` prints (CLI.md)."""
+def member_view(session: Session, member: Member, *, clock: Clock = system_clock) -> MemberView:
     return member_views(session, [member], clock=clock)[0]

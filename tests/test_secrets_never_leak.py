@@ -188,3 +188,23 @@ def test_codes_made_by_the_nightly_jobs_stay_in_their_letter_or_e_mail(
             haystack = haystack.replace(nir, b"<nir>")
         for code in codes:
             assert code.encode() not in haystack, f"a code appears in {name}"
+
+
+def test_an_import_of_pin_hashes_audits_each_member_without_pin_or_hash(
+    cli: Cli, session: Session, tmp_path: Path
+) -> None:
+    """PIN hashes carried over by an import stay in the accounts: no event of the run, nor
+    any of its members, holds one (nor the PIN they were made from)."""
+    from tests.test_legacy_login import LEGACY, PIN, import_hashes
+
+    hashes = [make() for make in LEGACY.values()]
+    result, rows = import_hashes(cli, tmp_path, hashes)
+    assert result.exit_code == 0, result.output
+    events = json.loads(cli("--json", "audit", "list", "--limit", "1000").stdout)
+    per_member = [e for e in events if e["action"] == "members.import.member"]
+    assert sorted(e["nir"] for e in per_member) == sorted(row["nir"] for row in rows)
+    haystack = json.dumps(events) + repr(snapshot(session)["audit_event"])
+    for row in rows:
+        haystack = haystack.replace(row["nir"], "<nir>")
+    for secret in [PIN, *hashes, *(value.rsplit("$", 1)[-1] for value in hashes)]:
+        assert secret not in haystack, "a PIN or a PIN hash appears in the audit log"

@@ -57,10 +57,11 @@ def find_existing(session: Session, nirs: list[str], *, with_values: bool) -> di
 
 def insert_members(
     session: Session, new: list[CheckedRow], *, welcome: list[CheckedRow], now: datetime
-) -> None:
-    """New members, their accounts (with any carried-over PIN hash) and welcome letters."""
+) -> list[int]:
+    """New members, their accounts (with any carried-over PIN hash) and welcome letters;
+    returns the new members' ids."""
     if not new:
-        return
+        return []
     stamps = {"status": "active", "created_at": now, "updated_at": now, "imported_at": now}
     inserted = session.execute(
         insert(_MEMBER).returning(_MEMBER.c.id, _MEMBER.c.nir),
@@ -94,6 +95,7 @@ def insert_members(
                 for row in welcome
             ],
         )
+    return list(ids.values())
 
 
 def update_members(

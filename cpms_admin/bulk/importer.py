@@ -2,9 +2,10 @@
 
 Each batch is one transaction: one query finds the NIRs already known, then members, their
 accounts and welcome letters go in with bulk Core inserts, with the run's audit event
-refreshed (see audit.RunAudit). A run killed half-way keeps its committed batches, and the
-same file run again skips them: every member ends up there once. A dry run is the very
-same pass with the writes left out, so its counts and rejected lines are the real ones.
+refreshed and an audit event for each member created or updated (see audit.RunAudit). A
+run killed half-way keeps its committed batches, and the same file run again skips them:
+every member ends up there once. A dry run is the very same pass with the writes left out,
+so its counts and rejected lines are the real ones.
 """
 
 from collections.abc import Callable
@@ -101,7 +102,7 @@ class _Pass:
             self.session.rollback()  # ends the read transaction (and SQLite's lock)
             return
         try:
-            insert_members(self.session, new, welcome=welcome, now=self.now)
+            created = insert_members(self.session, new, welcome=welcome, now=self.now)
         except IntegrityError:  # PostgreSQL: another import added some of them just now
             self.session.rollback()
             raise Conflict(
@@ -110,13 +111,19 @@ class _Pass:
                 "--on-conflict skip to finish"
             ) from None
         update_members(self.session, changes, existing=existing, now=self.now)
-        self.finish()
+        updated = [existing[row.nir].member_id for row in changes]
+        self.finish(members={"created": created, "updated": updated})
 
-    def finish(self, outcome: str | None = None) -> None:
-        """Refresh the audit event and commit the batch."""
+    def finish(
+        self, outcome: str | None = None, *, members: dict[str, list[int]] | None = None
+    ) -> None:
+        """Refresh the run's audit event, add one per member the batch `members` changed
+        (by change), and commit the batch."""
         if self.audit is not None:
             kwargs = {"outcome": outcome} if outcome else {}
             self.audit.record(self.session, counts=self.counts.as_dict(), **kwargs)
+            for change, member_ids in (members or {}).items():
+                self.audit.record_members(self.session, member_ids, change=change)
         self.session.commit()
 
 

@@ -143,6 +143,50 @@ def _batches(
         yield rows
 
 
+Queued = list[dict[str, Any]]
+
+
+def _sort(
+    rows: list[Any], *, channel: str, counts: CampaignCounts, now: datetime
+) -> tuple[Queued, Queued]:
+    """The letters and the e-mails to queue for a batch of selected members, counted."""
+    letters: Queued = []
+    mails: Queued = []
+    for row in rows:
+        counts.selected += 1
+        if row.status != "active":
+            counts.closed += 1
+        elif row.pending:
+            counts.already_pending += 1
+        elif channel == "email" and not row.email:
+            counts.no_email += 1
+        else:
+            item = {
+                "member_id": row.id,
+                "kind": "security_code",
+                "status": "pending",
+                "created_at": now,
+                "purpose": purpose_for(row),  # the rule of a single `code issue`
+            }
+            (mails if channel != "post" and row.email else letters).append(item)
+    counts.letters += len(letters)
+    counts.emails += len(mails)
+    return letters, mails
+
+
+def _queue(
+    session: Session, *, letters: Queued, mails: Queued, counts: CampaignCounts, run_audit: RunAudit
+) -> None:
+    """One batch in one transaction: its letters and e-mails, and the run's audit event
+    brought up to date."""
+    if letters:
+        session.execute(insert(_LETTER), letters)
+    if mails:
+        session.execute(insert(_MAIL), [{**mail, "attempts": 0} for mail in mails])
+    run_audit.record(session, counts=counts.as_dict())
+    session.commit()
+
+
 def run_campaign(
     session: Session,
     *,
@@ -183,36 +227,11 @@ def run_campaign(
         **selection.describe(),
     )
     for rows in _batches(session, selection, counts, batch_size, now):
-        letters: list[dict[str, Any]] = []
-        mails: list[dict[str, Any]] = []
-        for row in rows:
-            counts.selected += 1
-            if row.status != "active":
-                counts.closed += 1
-            elif row.pending:
-                counts.already_pending += 1
-            elif channel == "email" and not row.email:
-                counts.no_email += 1
-            else:
-                item = {
-                    "member_id": row.id,
-                    "kind": "security_code",
-                    "status": "pending",
-                    "created_at": now,
-                    "purpose": purpose_for(row),  # the rule of a single `code issue`
-                }
-                (mails if channel != "post" and row.email else letters).append(item)
-        counts.letters += len(letters)
-        counts.emails += len(mails)
+        letters, mails = _sort(rows, channel=channel, counts=counts, now=now)
         if dry_run:
             session.rollback()
         else:
-            if letters:
-                session.execute(insert(_LETTER), letters)
-            if mails:
-                session.execute(insert(_MAIL), [{**mail, "attempts": 0} for mail in mails])
-            run_audit.record(session, counts=counts.as_dict())
-            session.commit()
+            _queue(session, letters=letters, mails=mails, counts=counts, run_audit=run_audit)
         on_progress(counts)
     if not dry_run:
         run_audit.record(session, counts=counts.as_dict(), outcome="ok")

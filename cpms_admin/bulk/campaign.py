@@ -2,9 +2,9 @@
 
 Nothing secret is made here: a letter gets its code when the nightly batch prints it, an
 e-mail when `mail send` sends it. Members are read in batches of ids; each batch's letters
-and e-mails go in with bulk inserts and one commit, with the run's audit event. A member
-who already has a letter or an e-mail waiting is left alone, so a campaign killed half-way
-(or run twice) queues nothing twice.
+and e-mails go in with bulk inserts and one commit, with the run's audit event and one for
+each member given a letter or an e-mail. A member who already has a letter or an e-mail
+waiting is left alone, so a campaign killed half-way (or run twice) queues nothing twice.
 """
 
 from collections.abc import Callable, Iterator, Sequence
@@ -177,13 +177,15 @@ def _sort(
 def _queue(
     session: Session, *, letters: Queued, mails: Queued, counts: CampaignCounts, run_audit: RunAudit
 ) -> None:
-    """One batch in one transaction: its letters and e-mails, and the run's audit event
-    brought up to date."""
+    """One batch in one transaction: its letters and e-mails, the run's audit event brought
+    up to date, and an audit event for each member given a letter or an e-mail."""
     if letters:
         session.execute(insert(_LETTER), letters)
     if mails:
         session.execute(insert(_MAIL), [{**mail, "attempts": 0} for mail in mails])
     run_audit.record(session, counts=counts.as_dict())
+    for change, queued in (("letter", letters), ("email", mails)):
+        run_audit.record_members(session, [item["member_id"] for item in queued], change=change)
     session.commit()
 
 

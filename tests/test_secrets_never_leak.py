@@ -182,6 +182,10 @@ def test_codes_made_by_the_nightly_jobs_stay_in_their_letter_or_e_mail(
         for path in (db_file, db_file.with_name(db_file.name + "-wal")):
             if path.exists():
                 haystacks[path.name] = path.read_bytes()
+    # The bulk runs' events for each member are among those searched.
+    assert {"code.campaign.member", "mail.send.member"} <= {
+        event["action"] for event in json.loads(haystacks["audit"])
+    }
     nirs = [member.nir.encode() for member in (by_mail, *by_post)]
     for name, haystack in haystacks.items():
         for nir in nirs:  # a NIR holds 6-digit runs of its own

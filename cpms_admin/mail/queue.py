@@ -5,7 +5,9 @@ send the same one), store the new code's hash and commit, then send. Sent: marke
 Failed: the code that never arrived is revoked and the e-mail waits for the next run,
 until MAX_ATTEMPTS (an address the mail library refuses is given up at once). After
 STOP_AFTER failures in a row, or one session past its deadline, the server is taken to be
-down and the run stops, leaving the rest untouched for the next run.
+down and the run stops, leaving the rest untouched for the next run. An e-mail sent,
+cancelled or given up gets an audit event for its member in the transaction that says so,
+beside the run's one event (see audit.RunAudit).
 
 An e-mail no longer needed is cancelled, not sent: the member was closed or lost their
 address, or already has a code on its way (`on_its_way`: a live code, say from a letter
@@ -105,8 +107,13 @@ class _Sender:
         self.failures_in_a_row = 0
         self.stop: str | None = None  # why the run must stop: the server looks down
 
-    def commit(self) -> None:
+    def commit(self, settled: OutgoingMail | None = None, at: datetime | None = None) -> None:
+        """Refresh the run's audit event and commit; with an e-mail that was just sent,
+        cancelled or given up (`settled`), add an event for its member too."""
         self.audit.record(self.session, counts=self.counts.as_dict())
+        if settled is not None and settled.status != "pending":
+            member_ids = [settled.member_id]
+            self.audit.record_members(self.session, member_ids, change=settled.status, at=at)
         self.session.commit()
 
     def send(self, mail: OutgoingMail, member: Member, account: Account) -> None:
@@ -119,7 +126,7 @@ class _Sender:
             mail.status, mail.last_error = "cancelled", moot
             self.counts.cancelled += 1
             self.session.add(mail)
-            self.commit()
+            self.commit(mail, now)
             return
         if not _claim(self.session, mail):
             self.session.rollback()  # another run has it
@@ -179,7 +186,7 @@ class _Sender:
             self.counts.sent += 1
             self.failures_in_a_row = 0
         self.session.add(mail)
-        self.commit()
+        self.commit(mail, now)
 
 
 def send_queued_mail(

@@ -6,10 +6,10 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert, literal
 from sqlmodel import Session, SQLModel, col, select
 
 from cpms_admin.clock import iso, system_clock
+from cpms_admin.db import insert_per_member
 from cpms_admin.errors import InvalidInput
 from cpms_admin.members.nir import parse_nir
 from cpms_admin.models import AuditEvent, Member, pk
@@ -115,7 +115,7 @@ def list_events(
 # Each batch also adds an event for each member it changed (`record_members`, action
 # `<run's action>.member`), so that `audit list --nir X` shows the runs that touched X.
 INCOMPLETE = "incomplete"
-_AUDIT_EVENT, _MEMBER = SQLModel.metadata.tables["audit_event"], SQLModel.metadata.tables["member"]
+_AUDIT_EVENT = SQLModel.metadata.tables["audit_event"]
 
 
 class RunAudit:
@@ -171,7 +171,7 @@ class RunAudit:
         run = self._event or self.record(session, counts={})
         if run.id is None:
             session.flush()
-        same = {
+        values = {
             "at": at or self._at,
             "agent": self._agent,
             "action": f"{self._action}.member",  # `members.import.member` for an import
@@ -179,9 +179,4 @@ class RunAudit:
             "outcome": "ok",
             "details": _as_json({"change": change, "run": pk(run)}),
         }
-        # INSERT ... SELECT: the values common to every row are bound (and converted) once,
-        # where an executemany of one dict per member converts each: on SQLite, about a
-        # third of the cost (bench/campaign.py).
-        constants = [literal(value, _AUDIT_EVENT.c[name].type) for name, value in same.items()]
-        rows = select(_MEMBER.c.id, *constants).where(_MEMBER.c.id.in_(member_ids))
-        session.execute(insert(_AUDIT_EVENT).from_select(["member_id", *same], rows))
+        insert_per_member(session, _AUDIT_EVENT, member_ids, values)

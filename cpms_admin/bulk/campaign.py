@@ -13,12 +13,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, Table, exists, func, insert, or_, select
+from sqlalchemy import ColumnElement, Select, Table, exists, func, or_, select
 from sqlmodel import Session, SQLModel
 
 from cpms_admin.audit import RunAudit
 from cpms_admin.clock import Clock, system_clock
 from cpms_admin.credentials.codes import purpose_for
+from cpms_admin.db import insert_per_member
 from cpms_admin.errors import FieldError, InvalidInput
 from cpms_admin.members.nir import parse_nir
 
@@ -143,15 +144,14 @@ def _batches(
         yield rows
 
 
-Queued = list[dict[str, Any]]
+# The ids of the members a batch queues a code for, by how it goes ("letter" or "email") and
+# the code's purpose: one bulk insert each.
+Queued = dict[tuple[str, str], list[int]]
 
 
-def _sort(
-    rows: list[Any], *, channel: str, counts: CampaignCounts, now: datetime
-) -> tuple[Queued, Queued]:
-    """The letters and the e-mails to queue for a batch of selected members, counted."""
-    letters: Queued = []
-    mails: Queued = []
+def _sort(rows: list[Any], *, channel: str, counts: CampaignCounts) -> Queued:
+    """Who gets what in a batch of selected members, counted."""
+    queued: Queued = {}
     for row in rows:
         counts.selected += 1
         if row.status != "active":
@@ -161,31 +161,25 @@ def _sort(
         elif channel == "email" and not row.email:
             counts.no_email += 1
         else:
-            item = {
-                "member_id": row.id,
-                "kind": "security_code",
-                "status": "pending",
-                "created_at": now,
-                "purpose": purpose_for(row),  # the rule of a single `code issue`
-            }
-            (mails if channel != "post" and row.email else letters).append(item)
-    counts.letters += len(letters)
-    counts.emails += len(mails)
-    return letters, mails
+            way = "email" if channel != "post" and row.email else "letter"
+            # purpose_for: the rule of a single `code issue`
+            queued.setdefault((way, purpose_for(row)), []).append(row.id)
+    counts.letters += sum(len(ids) for (way, _), ids in queued.items() if way == "letter")
+    counts.emails += sum(len(ids) for (way, _), ids in queued.items() if way == "email")
+    return queued
 
 
 def _queue(
-    session: Session, *, letters: Queued, mails: Queued, counts: CampaignCounts, run_audit: RunAudit
+    session: Session, queued: Queued, *, now: datetime, counts: CampaignCounts, run_audit: RunAudit
 ) -> None:
     """One batch in one transaction: its letters and e-mails, the run's audit event brought
     up to date, and an audit event for each member given a letter or an e-mail."""
-    if letters:
-        session.execute(insert(_LETTER), letters)
-    if mails:
-        session.execute(insert(_MAIL), [{**mail, "attempts": 0} for mail in mails])
     run_audit.record(session, counts=counts.as_dict())
-    for change, queued in (("letter", letters), ("email", mails)):
-        run_audit.record_members(session, [item["member_id"] for item in queued], change=change)
+    for (way, purpose), member_ids in queued.items():
+        table, extra = (_MAIL, {"attempts": 0}) if way == "email" else (_LETTER, {})
+        values = {"kind": "security_code", "status": "pending", "created_at": now, **extra}
+        insert_per_member(session, table, member_ids, {**values, "purpose": purpose})
+        run_audit.record_members(session, member_ids, change=way)
     session.commit()
 
 
@@ -229,11 +223,11 @@ def run_campaign(
         **selection.describe(),
     )
     for rows in _batches(session, selection, counts, batch_size, now):
-        letters, mails = _sort(rows, channel=channel, counts=counts, now=now)
+        queued = _sort(rows, channel=channel, counts=counts)
         if dry_run:
             session.rollback()
         else:
-            _queue(session, letters=letters, mails=mails, counts=counts, run_audit=run_audit)
+            _queue(session, queued, now=now, counts=counts, run_audit=run_audit)
         on_progress(counts)
     if not dry_run:
         run_audit.record(session, counts=counts.as_dict(), outcome="ok")

@@ -8,7 +8,8 @@ with bulk inserts (not timed). Then, best of R (each on a fresh copy of that fil
 - baseline: the same number of `letter` rows, already built, inserted with
   `conn.execute(insert(letter), rows)` per batch and one commit per batch;
 - campaign: `run_campaign(--no-pin, --channel auto)`: the selection, the "already on its
-  way" checks, the channel of each member, the letter and e-mail inserts, the audit event.
+  way" checks, the channel of each member, the letter and e-mail inserts, the audit events
+  (the run's, and one for each member).
 
 The issue's aim: 100,000 members "well under a minute". It also prints the CPU time per
 member of this process (the campaign has no helper process), which other load on the machine

@@ -10,7 +10,7 @@ slows a run down), each on a fresh, upgraded SQLite file, with the same N genera
   `conn.execute(insert(member), rows)` per batch of B, one commit per batch;
 - import: `import_members` on the CSV file, everything included: reading and decoding,
   the `member add` validation of every row, the look-up of existing NIRs, members and
-  their accounts, the audit event, a commit per batch.
+  their accounts, the audit events (the run's, and one for each member), a commit per batch.
 
 It prints both rates and the ratio (the target: 5,000 rows/s or more, within 3x), and the
 CPU time per row (the import's: this process and its checker process together, then this

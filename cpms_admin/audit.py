@@ -2,16 +2,17 @@
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlmodel import Session, col, select
+from sqlmodel import Session, SQLModel, col, select
 
 from cpms_admin.clock import iso, system_clock
+from cpms_admin.db import insert_per_member
 from cpms_admin.errors import InvalidInput
 from cpms_admin.members.nir import parse_nir
-from cpms_admin.models import AuditEvent, Member
+from cpms_admin.models import AuditEvent, Member, pk
 
 # The agent recorded for what the member does on the portal, and who asked for the codes and
 # letters they ask for there (anything else is asked by an agent, or queued by a rule).
@@ -66,10 +67,14 @@ def record(
         member_id=member.id if member else None,
         reason=reason,
         outcome=outcome,
-        details=json.dumps(details, ensure_ascii=False, sort_keys=True, default=str),
+        details=_as_json(details),
     )
     session.add(event)
     return event
+
+
+def _as_json(details: Mapping[str, Any]) -> str:
+    return json.dumps(details, ensure_ascii=False, sort_keys=True, default=str)
 
 
 def list_events(
@@ -107,23 +112,29 @@ def list_events(
 # One audit event for a bulk run that commits in batches (import, campaign, mail send): added
 # with the run's first batch and brought up to date in every later batch's transaction, so a
 # run killed half-way leaves one event that says exactly what it wrote (outcome `incomplete`).
+# Each batch also adds an event for each member it changed (`record_members`, action
+# `<run's action>.member`), so that `audit list --nir X` shows the runs that touched X.
 INCOMPLETE = "incomplete"
+_AUDIT_EVENT = SQLModel.metadata.tables["audit_event"]
 
 
 class RunAudit:
     def __init__(
         self, *, agent: str, action: str, at: datetime, reason: str | None = None, **facts: Any
     ) -> None:
-        self._agent = agent
+        # Checked here once, as `record` would: the members' events are written without it.
+        self._agent = clean_text(agent, what="the agent name", max_length=AGENT_MAX_LENGTH)
         self._action = action
         self._at = at
-        self._reason = reason
+        self._reason = (
+            clean_text(reason, what="the reason", max_length=REASON_MAX_LENGTH) if reason else None
+        )
         self._facts = facts
         self._event: AuditEvent | None = None
 
     def record(
         self, session: Session, *, counts: Mapping[str, int], outcome: str = INCOMPLETE
-    ) -> None:
+    ) -> AuditEvent:
         """Add or refresh the event in the caller's transaction (the caller commits)."""
         details = {**self._facts, **counts}
         if self._event is None:
@@ -136,7 +147,36 @@ class RunAudit:
                 at=self._at,
                 **details,
             )
-            return
+            return self._event
         self._event.outcome = outcome
-        self._event.details = json.dumps(details, ensure_ascii=False, sort_keys=True, default=str)
+        self._event.details = _as_json(details)
         session.add(self._event)
+        return self._event
+
+    def record_members(
+        self,
+        session: Session,
+        member_ids: Sequence[int],
+        *,
+        change: str,
+        at: datetime | None = None,
+    ) -> None:
+        """Add one event per member of `member_ids` to the transaction that changes them: the
+        run's agent and reason, and as details only `{"change": change, "run": <the run's
+        event id>}` (the member is known by `member_id`: none of their data is copied). One
+        statement for the whole batch, so that thousands of members cost little."""
+        if not member_ids:
+            return
+        # The members' events name the run's: it goes first (callers refresh its counts).
+        run = self._event or self.record(session, counts={})
+        if run.id is None:
+            session.flush()
+        values = {
+            "at": at or self._at,
+            "agent": self._agent,
+            "action": f"{self._action}.member",  # `members.import.member` for an import
+            "reason": self._reason,
+            "outcome": "ok",
+            "details": _as_json({"change": change, "run": pk(run)}),
+        }
+        insert_per_member(session, _AUDIT_EVENT, member_ids, values)

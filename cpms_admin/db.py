@@ -1,4 +1,4 @@
-"""Engines, sessions and the schema version. Nothing connects until asked to.
+"""Engines, sessions, the schema version, and one bulk insert. Nothing connects until asked to.
 
 SQLite is tuned so an agent and the cron can work at once: WAL, foreign keys, a busy
 timeout, and every transaction opened with BEGIN IMMEDIATE so a read-then-write
@@ -7,15 +7,15 @@ use `session_scope(engine, read_only=True)` instead (see `reader`): in WAL mode 
 transaction never waits for a writer, so `member show` answers during the nightly batch.
 """
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Engine, Table, create_engine, event, insert, literal, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError
-from sqlmodel import Session
+from sqlmodel import Session, SQLModel
 
 from cpms_admin.errors import InvalidInput, NotReady
 from cpms_admin.migrations import HEAD_REVISION
@@ -190,3 +190,17 @@ def transaction(session: Session) -> Iterator[Transaction]:
         session.info.pop(_OPEN, None)
     for hook in work._after_commit:
         hook()
+
+
+def insert_per_member(
+    session: Session, table: Table, member_ids: Sequence[int], values: Mapping[str, Any]
+) -> None:
+    """One row of `table` for each member of `member_ids` (its `member_id`), all with the same
+    `values`, in one INSERT ... SELECT: the common values are bound and converted once, where
+    an executemany of one dict per member converts each row's (bench/campaign.py)."""
+    if not member_ids:
+        return
+    member = SQLModel.metadata.tables["member"]
+    constants = [literal(value, table.c[name].type) for name, value in values.items()]
+    rows = select(member.c.id, *constants).where(member.c.id.in_(member_ids)).order_by(member.c.id)
+    session.execute(insert(table).from_select(["member_id", *values], rows))

@@ -1,6 +1,7 @@
 """Shared fixtures: a fresh real database per test (SQLite, and PostgreSQL when
 CPMS_TEST_DATABASE_URL is set), settings, a CLI runner and a movable clock."""
 
+import json
 import os
 import shutil
 import uuid
@@ -153,3 +154,18 @@ class Cli:
 @pytest.fixture
 def cli(settings: Settings, clock: FakeClock) -> Cli:
     return Cli(settings, clock)
+
+
+def audit_of(cli: Cli, nir: str) -> list[dict[str, Any]]:
+    """The member's story as `audit list --nir NIR --json` tells it, oldest first."""
+    result = cli("--json", "audit", "list", "--nir", nir)
+    assert result.exit_code == 0, result.output
+    return list(reversed(json.loads(result.stdout)))
+
+
+def run_event(cli: Cli, action: str) -> dict[str, Any]:
+    """The newest summary event of the bulk runs of `action` (`members.import`, ...)."""
+    result = cli("--json", "audit", "list", "--action", action, "--limit", "1")
+    assert result.exit_code == 0, result.output
+    (event,) = json.loads(result.stdout)
+    return dict(event)

@@ -16,7 +16,7 @@ import pytest
 from sqlmodel import Session, col, select
 
 from cpms_admin.models import OutgoingMail, SecurityCode, pk
-from tests.conftest import Cli
+from tests.conftest import Cli, audit_of, run_event
 from tests.cred_helpers import PIN, account_of, give_pin, mailed_codes, outbox
 from tests.factories import make_member, make_nir
 from tests.test_smtp_deadline import drip_greeting, slow_server
@@ -137,6 +137,10 @@ def test_a_member_and_a_stranger_get_the_same_output_from_the_real_command(
     assert len(outputs) == 1, outputs
 
 
+def sent_events(cli: Cli, nir: str) -> list[dict[str, Any]]:
+    return [e["details"] for e in audit_of(cli, nir) if e["action"] == "mail.send.member"]
+
+
 @pytest.mark.parametrize("failpoint", ["mail.before_send", "mail.after_send"])
 def test_mail_send_killed_between_code_and_mark_leaves_one_working_code(
     cli: Cli, session: Session, failpoint: str
@@ -148,9 +152,13 @@ def test_mail_send_killed_between_code_and_mark_leaves_one_working_code(
     assert queued.returncode == 0, queued.stderr
     killed = cpms(cli, "mail", "send", CPMS_FAILPOINT=failpoint)
     assert killed.returncode == -signal.SIGKILL
+    assert sent_events(cli, member.nir) == []  # not marked sent: not in the member's story
     again = cpms(cli, "--json", "mail", "send")
     assert again.returncode == 0, again.stderr
     assert json.loads(again.stdout)["sent"] == 1
+    assert sent_events(cli, member.nir) == [
+        {"change": "sent", "run": run_event(cli, "mail.send")["id"]}
+    ]
     session.rollback()
     (mail,) = session.exec(select(OutgoingMail)).all()
     assert mail.status == "sent"

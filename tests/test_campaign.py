@@ -10,10 +10,11 @@ from typing import Any
 import pytest
 from sqlmodel import Session, col, select
 
+from cpms_admin.bulk.campaign import CampaignCounts, Selection, run_campaign
 from cpms_admin.credentials.codes import issue_code
 from cpms_admin.models import Account, AuditEvent, Letter, Member, OutgoingMail, pk
 from cpms_admin.settings import Settings
-from tests.conftest import Cli, FakeClock
+from tests.conftest import Cli, FakeClock, audit_of, run_event
 from tests.factories import make_member, make_nir
 from tests.test_import import person, snap, write_csv
 from tests.test_letters_batch import (
@@ -212,6 +213,67 @@ def test_one_audit_event_with_the_counts_and_reason(
     details = json.loads(event.details)
     assert (details["letters"], details["emails"], details["no_pin"]) == (1, 2, True)
     assert details["channel"] == "auto"
+
+
+def campaign_story(cli: Cli, people: dict[str, Member]) -> dict[str, list[dict[str, Any]]]:
+    """What `audit list --nir` shows of campaigns, for each of `people`."""
+    return {
+        name: [e for e in audit_of(cli, person.nir) if e["action"].startswith("code.campaign")]
+        for name, person in people.items()
+    }
+
+
+def test_audit_list_nir_shows_the_campaign_that_queued_the_members_code(
+    cli: Cli, people: dict[str, Member]
+) -> None:
+    campaign(cli, "--no-pin", "--dry-run")
+    assert all(story == [] for story in campaign_story(cli, people).values())  # dry: none
+    campaign(cli, "--no-pin")
+    run = run_event(cli, "code.campaign")
+    stories = campaign_story(cli, people)
+    for name, change in (("A", "email"), ("B", "letter"), ("F", "email")):
+        (event,) = stories[name]
+        assert (event["action"], event["agent"], event["reason"], event["at"]) == (
+            "code.campaign.member",
+            "agent.test",
+            "migration 2026",
+            run["at"],
+        )
+        assert event["details"] == {"change": change, "run": run["id"]}
+    # Left out (a PIN already, or closed): the campaign queued nothing for them.
+    assert stories["C"] == stories["D"] == stories["E"] == []
+    campaign(cli, "--no-pin")  # again: every one has a code on its way, nothing new
+    assert campaign_story(cli, people) == stories
+
+
+class Stop(Exception):
+    pass
+
+
+def test_a_campaign_stopped_half_way_has_the_events_of_its_committed_batches(
+    session: Session, people: dict[str, Member]
+) -> None:
+    def stop(counts: CampaignCounts) -> None:  # after the first batch's commit
+        raise Stop
+
+    with pytest.raises(Stop):
+        run_campaign(
+            session,
+            selection=Selection(never_logged_in=True),
+            channel="auto",
+            reason="migration 2026",
+            agent="agent.test",
+            on_progress=stop,
+            batch_size=3,  # A, B, C: C has a PIN but never logged in: all three get a code
+        )
+    session.rollback()
+    (run,) = session.exec(select(AuditEvent).where(AuditEvent.action == "code.campaign")).all()
+    details = json.loads(run.details)
+    assert (run.outcome, details["letters"], details["emails"]) == ("incomplete", 1, 2)
+    first_batch = sorted(pk(people[name]) for name in "ABC")
+    assert sorted(queued(session)) == first_batch
+    per_member = select(AuditEvent.member_id).where(AuditEvent.action == "code.campaign.member")
+    assert sorted(session.exec(per_member)) == first_batch
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,7 @@ from cpms_admin.bulk.importer import import_members
 from cpms_admin.members.fields import COLUMNS
 from cpms_admin.members.records import get_member, member_summary, search_text
 from cpms_admin.models import Account, AuditEvent, Letter, Member
-from tests.conftest import Cli
+from tests.conftest import Cli, audit_of, run_event
 from tests.factories import make_member, make_nir, snapshot
 from tests.test_bulk_formats import DUPONT
 
@@ -424,6 +424,39 @@ def test_one_audit_event_per_run_with_its_counts(
         "on_conflict": "skip",
     }
     assert details["file"] == str(path)
+
+
+def test_audit_list_nir_shows_the_imports_that_created_or_updated_the_member(
+    cli: Cli, session: Session, tmp_path: Path
+) -> None:
+    first, second = person(86)["nir"], person(87)["nir"]
+    path = write_csv(tmp_path / "m.csv", [person(86), person(87), person(88, postcode="1")])
+    cli("members", "import", str(path), "--dry-run")
+    assert count(session, Member) == 0 and audit_of(cli, first) == []  # a dry run: no event
+    cli("members", "import", str(path))
+    created = run_event(cli, "members.import")
+    (event,) = audit_of(cli, first)
+    assert {k: event[k] for k in ("agent", "action", "nir", "reason", "outcome", "details")} == {
+        "agent": "agent.test",
+        "action": "members.import.member",
+        "nir": first,
+        "reason": None,
+        "outcome": "ok",
+        "details": {"change": "created", "run": created["id"]},
+    }
+    assert event["at"] == created["at"]
+    moved = write_csv(tmp_path / "u.csv", [person(86, email="nouveau@example.fr"), person(87)])
+    cli("members", "import", str(moved), "--on-conflict", "update")
+    updated = run_event(cli, "members.import")
+    assert [e["details"] for e in audit_of(cli, first)] == [
+        {"change": "created", "run": created["id"]},
+        {"change": "updated", "run": updated["id"]},
+    ]
+    # Left as it was (skipped): the second run did not touch it, so it is not in its story.
+    assert [e["details"]["run"] for e in audit_of(cli, second)] == [created["id"]]
+    session.rollback()
+    per_member = select(func.count()).where(AuditEvent.action == "members.import.member")
+    assert session.exec(per_member).one() == 3  # none for the rejected line
 
 
 def test_batches_see_repeats_and_members_of_earlier_batches(

@@ -51,6 +51,16 @@ def counts(engine: Engine) -> tuple[int, int]:
     return members, accounts
 
 
+def member_events(session: Session) -> dict[int, list[int]]:
+    """member id -> the import runs (their event ids) that created it, by its own events."""
+    found: dict[int, list[int]] = {}
+    query = select(AuditEvent).where(AuditEvent.action == "members.import.member")
+    for event in session.exec(query):
+        assert event.member_id is not None and json.loads(event.details)["change"] == "created"
+        found.setdefault(event.member_id, []).append(json.loads(event.details)["run"])
+    return found
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc").exists(), reason="reads /proc to find the helper process")
 def test_a_killed_import_run_again_imports_every_member_once(
@@ -90,6 +100,8 @@ def test_a_killed_import_run_again_imports_every_member_once(
 
     with Session(engine) as session:
         killed = session.exec(select(AuditEvent).where(AuditEvent.action == "members.import")).one()
+        imported = set(session.exec(select(Member.id)).all())
+        assert member_events(session) == {member_id: [killed.id] for member_id in imported}
     assert killed.outcome == "incomplete"  # the run's one event says what it wrote
     assert json.loads(killed.details)["created"] == members
 
@@ -104,5 +116,8 @@ def test_a_killed_import_run_again_imports_every_member_once(
     assert counts(engine) == (MEMBERS, MEMBERS)
     with Session(engine) as session:
         nirs = session.exec(select(Member.nir)).all()
+        # Each member once in an import's story: by the killed run if its batch was committed.
+        runs = {len(events) for events in member_events(session).values()}
+        assert (len(member_events(session)), runs) == (MEMBERS, {1})
     assert sorted(nirs) == sorted(person(n)["nir"] for n in range(1, MEMBERS + 1))
     engine.dispose()

@@ -9,13 +9,14 @@ from typing import Any
 from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 
+from cpms_admin.clock import iso
 from cpms_admin.credentials.code_hash import verify_code
 from cpms_admin.mail.queue import MAX_ATTEMPTS, STOP_AFTER, send_queued_mail
 from cpms_admin.mail.transport import transport_from_settings
 from cpms_admin.members.records import close_member
 from cpms_admin.models import Account, AuditEvent, Member, OutgoingMail, SecurityCode
 from cpms_admin.settings import Settings
-from tests.conftest import TEST_PEPPER, Cli
+from tests.conftest import TEST_PEPPER, Cli, audit_of, run_event
 from tests.cred_helpers import mailed_codes, outbox, text_of
 from tests.factories import make_member, snapshot
 
@@ -98,7 +99,7 @@ def test_a_queued_code_logs_the_member_in_to_set_a_pin(
 def test_a_failed_send_revokes_its_code_and_is_retried_then_given_up(
     cli: Cli, session: Session, settings: Settings, tmp_path: Path
 ) -> None:
-    queue(cli, session, 1)
+    (member,) = queue(cli, session, 1)
     down = broken(cli, tmp_path)
     for attempt in range(1, MAX_ATTEMPTS + 1):
         code, result, _ = send(down)
@@ -109,6 +110,9 @@ def test_a_failed_send_revokes_its_code_and_is_retried_then_given_up(
         assert (mail.attempts, mail.status) == (attempt, "failed" if last else "pending")
         assert mail.last_error is not None and "cannot write e-mail" in mail.last_error
     assert [c.status for c in codes(session)] == ["revoked"] * MAX_ATTEMPTS
+    # The attempts before left the e-mail queued: the run that gave up tells the member's story.
+    given_up = run_event(cli, "mail.send")
+    assert mail_story(cli, member) == [("agent.test", {"change": "failed", "run": given_up["id"]})]
     assert send(cli)[1]["sent"] == 0  # given up: not sent even once the server is back
 
 
@@ -152,6 +156,29 @@ def test_one_audit_event_per_run_with_its_counts(cli: Cli, session: Session) -> 
     assert len(events) == 1
     assert (events[0].agent, events[0].outcome) == ("agent.test", "ok")
     assert json.loads(events[0].details)["sent"] == 2
+
+
+def mail_story(cli: Cli, member: Member) -> list[tuple[str, Any]]:
+    """What `audit list --nir` shows of `mail send` runs for the member: (agent, details)."""
+    story = audit_of(cli, member.nir)
+    return [(e["agent"], e["details"]) for e in story if e["action"] == "mail.send.member"]
+
+
+def test_audit_list_nir_shows_the_email_sent_or_cancelled(cli: Cli, session: Session) -> None:
+    sent, closed, later = queue(cli, session, 3)
+    cli("member", "close", closed.nir, "--reason", "left")
+    assert send(cli, "--limit", "2")[1]["sent"] == 1
+    first = run_event(cli, "mail.send")
+    assert mail_story(cli, sent) == [("agent.test", {"change": "sent", "run": first["id"]})]
+    assert mail_story(cli, closed) == [("agent.test", {"change": "cancelled", "run": first["id"]})]
+    assert mail_story(cli, later) == []  # past the limit: still queued, untouched
+    send(cli)
+    second = run_event(cli, "mail.send")
+    assert mail_story(cli, later) == [("agent.test", {"change": "sent", "run": second["id"]})]
+    (event,) = [e for e in audit_of(cli, later.nir) if e["action"] == "mail.send.member"]
+    (mail,) = [m for m in mails(session) if m.member_id == later.id]
+    assert (event["outcome"], event["reason"], event["nir"]) == ("ok", None, later.nir)
+    assert event["at"] == iso(mail.sent_at)
 
 
 def test_text_of_a_campaign_email_names_the_member(

@@ -182,9 +182,33 @@ def test_codes_made_by_the_nightly_jobs_stay_in_their_letter_or_e_mail(
         for path in (db_file, db_file.with_name(db_file.name + "-wal")):
             if path.exists():
                 haystacks[path.name] = path.read_bytes()
+    # The bulk runs' events for each member are among those searched.
+    assert {"code.campaign.member", "mail.send.member"} <= {
+        event["action"] for event in json.loads(haystacks["audit"])
+    }
     nirs = [member.nir.encode() for member in (by_mail, *by_post)]
     for name, haystack in haystacks.items():
         for nir in nirs:  # a NIR holds 6-digit runs of its own
             haystack = haystack.replace(nir, b"<nir>")
         for code in codes:
             assert code.encode() not in haystack, f"a code appears in {name}"
+
+
+def test_an_import_of_pin_hashes_audits_each_member_without_pin_or_hash(
+    cli: Cli, session: Session, tmp_path: Path
+) -> None:
+    """PIN hashes carried over by an import stay in the accounts: no event of the run, nor
+    any of its members, holds one (nor the PIN they were made from)."""
+    from tests.test_legacy_login import LEGACY, PIN, import_hashes
+
+    hashes = [make() for make in LEGACY.values()]
+    result, rows = import_hashes(cli, tmp_path, hashes)
+    assert result.exit_code == 0, result.output
+    events = json.loads(cli("--json", "audit", "list", "--limit", "1000").stdout)
+    per_member = [e for e in events if e["action"] == "members.import.member"]
+    assert sorted(e["nir"] for e in per_member) == sorted(row["nir"] for row in rows)
+    haystack = json.dumps(events) + repr(snapshot(session)["audit_event"])
+    for row in rows:
+        haystack = haystack.replace(row["nir"], "<nir>")
+    for secret in [PIN, *hashes, *(value.rsplit("$", 1)[-1] for value in hashes)]:
+        assert secret not in haystack, "a PIN or a PIN hash appears in the audit log"

@@ -2,9 +2,9 @@
 
 Nothing secret is made here: a letter gets its code when the nightly batch prints it, an
 e-mail when `mail send` sends it. Members are read in batches of ids; each batch's letters
-and e-mails go in with bulk inserts and one commit, with the run's audit event. A member
-who already has a letter or an e-mail waiting is left alone, so a campaign killed half-way
-(or run twice) queues nothing twice.
+and e-mails go in with bulk inserts and one commit, with the run's audit event and one for
+each member given a letter or an e-mail. A member who already has a letter or an e-mail
+waiting is left alone, so a campaign killed half-way (or run twice) queues nothing twice.
 """
 
 from collections.abc import Callable, Iterator, Sequence
@@ -13,26 +13,21 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Select, func, insert, or_, select
+from sqlalchemy import Select, func, or_, select
 from sqlmodel import Session, SQLModel
 
 from cpms_admin.audit import RunAudit
 from cpms_admin.clock import Clock, system_clock
 from cpms_admin.credentials.codes import purpose_for
 from cpms_admin.credentials.on_its_way import code_on_its_way, letter_on_its_way, mail_on_its_way
+from cpms_admin.db import insert_per_member, transaction
 from cpms_admin.errors import FieldError, InvalidInput
 from cpms_admin.members.nir import parse_nir
-from cpms_admin.vocabulary import (
-    ChannelChoice,
-    LetterKind,
-    LetterStatus,
-    MemberStatus,
-)
+from cpms_admin.vocabulary import ChannelChoice, LetterKind, LetterStatus, MailStatus, MemberStatus
 
 BATCH_SIZE = 2000
 _MEMBER, _ACCOUNT = SQLModel.metadata.tables["member"], SQLModel.metadata.tables["account"]
 _LETTER, _MAIL = SQLModel.metadata.tables["letter"], SQLModel.metadata.tables["outgoing_mail"]
-_CODE = SQLModel.metadata.tables["security_code"]
 
 
 @dataclass(frozen=True)
@@ -135,6 +130,48 @@ def _batches(
         yield rows
 
 
+# The ids of the members a batch queues a code for, by how it goes ("letter" or "email") and
+# the code's purpose: one bulk insert each.
+Queued = dict[tuple[str, str], list[int]]
+
+
+def _sort(rows: list[Any], *, channel: str, counts: CampaignCounts) -> Queued:
+    """Who gets what in a batch of selected members, counted."""
+    queued: Queued = {}
+    for row in rows:
+        counts.selected += 1
+        if row.status != MemberStatus.active:
+            counts.closed += 1
+        elif row.pending:
+            counts.already_pending += 1
+        elif channel == ChannelChoice.email and not row.email:
+            counts.no_email += 1
+        else:
+            way = "email" if channel != ChannelChoice.post and row.email else "letter"
+            # purpose_for: the rule of a single `code issue`
+            queued.setdefault((way, purpose_for(row)), []).append(row.id)
+    counts.letters += sum(len(ids) for (way, _), ids in queued.items() if way == "letter")
+    counts.emails += sum(len(ids) for (way, _), ids in queued.items() if way == "email")
+    return queued
+
+
+def _queue(
+    session: Session, queued: Queued, *, now: datetime, counts: CampaignCounts, run_audit: RunAudit
+) -> None:
+    """One batch in one transaction: its letters and e-mails, the run's audit event brought
+    up to date, and an audit event for each member given a letter or an e-mail."""
+    with transaction(session):
+        run_audit.record(session, counts=counts.as_dict())
+        for (way, purpose), member_ids in queued.items():
+            if way == "email":
+                table, extra = _MAIL, {"status": MailStatus.pending, "attempts": 0}
+            else:
+                table, extra = _LETTER, {"status": LetterStatus.pending}
+            values = {"kind": LetterKind.security_code, "created_at": now, **extra}
+            insert_per_member(session, table, member_ids, {**values, "purpose": purpose})
+            run_audit.record_members(session, member_ids, change=way)
+
+
 def run_campaign(
     session: Session,
     *,
@@ -175,38 +212,13 @@ def run_campaign(
         **selection.describe(),
     )
     for rows in _batches(session, selection, counts, batch_size, now):
-        letters: list[dict[str, Any]] = []
-        mails: list[dict[str, Any]] = []
-        for row in rows:
-            counts.selected += 1
-            if row.status != MemberStatus.active:
-                counts.closed += 1
-            elif row.pending:
-                counts.already_pending += 1
-            elif channel == ChannelChoice.email and not row.email:
-                counts.no_email += 1
-            else:
-                item = {
-                    "member_id": row.id,
-                    "kind": LetterKind.security_code,
-                    "status": LetterStatus.pending,
-                    "created_at": now,
-                    "purpose": purpose_for(row),  # the rule of a single `code issue`
-                }
-                (mails if channel != ChannelChoice.post and row.email else letters).append(item)
-        counts.letters += len(letters)
-        counts.emails += len(mails)
+        queued = _sort(rows, channel=channel, counts=counts)
         if dry_run:
             session.rollback()
         else:
-            if letters:
-                session.execute(insert(_LETTER), letters)
-            if mails:
-                session.execute(insert(_MAIL), [{**mail, "attempts": 0} for mail in mails])
-            run_audit.record(session, counts=counts.as_dict())
-            session.commit()
+            _queue(session, queued, now=now, counts=counts, run_audit=run_audit)
         on_progress(counts)
     if not dry_run:
-        run_audit.record(session, counts=counts.as_dict(), outcome="ok")
-        session.commit()
+        with transaction(session):
+            run_audit.record(session, counts=counts.as_dict(), outcome="ok")
     return counts

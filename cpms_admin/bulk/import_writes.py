@@ -1,5 +1,6 @@
 """The database side of an import batch: one look-up of the NIRs already known, then bulk
-Core inserts and updates (executemany), never one ORM object per row."""
+Core inserts and updates (executemany, or one INSERT ... SELECT for rows that differ only by
+member), never one ORM object per row."""
 
 from dataclasses import dataclass
 from datetime import datetime
@@ -8,8 +9,9 @@ from sqlalchemy import bindparam, insert, select, update
 from sqlmodel import Session, SQLModel
 
 from cpms_admin.bulk.import_rows import CheckedRow
+from cpms_admin.db import insert_per_member
 from cpms_admin.members.fields import COLUMNS
-from cpms_admin.vocabulary import LetterKind, LetterStatus, MemberStatus, Purpose
+from cpms_admin.vocabulary import LetterKind, LetterStatus, MemberStatus
 
 _MEMBER = SQLModel.metadata.tables["member"]
 _ACCOUNT = SQLModel.metadata.tables["account"]
@@ -58,10 +60,11 @@ def find_existing(session: Session, nirs: list[str], *, with_values: bool) -> di
 
 def insert_members(
     session: Session, new: list[CheckedRow], *, welcome: list[CheckedRow], now: datetime
-) -> None:
-    """New members, their accounts (with any carried-over PIN hash) and welcome letters."""
+) -> list[int]:
+    """New members, their accounts (with any carried-over PIN hash) and welcome letters;
+    returns the new members' ids."""
     if not new:
-        return
+        return []
     stamps = {
         "status": MemberStatus.active,
         "created_at": now,
@@ -73,33 +76,26 @@ def insert_members(
         [{**row.member, **stamps} for row in new],
     )
     ids: dict[str, int] = {nir: member_id for member_id, nir in inserted}
-    session.execute(
-        insert(_ACCOUNT),
-        [
-            {
-                "member_id": ids[row.nir],
-                "pin_hash": row.pin_hash,
-                "pin_set_at": None if row.pin_hash is None else now,
-                "failed_attempts": 0,
-                "captcha_required": False,
-            }
-            for row in new
-        ],
-    )
-    if welcome:
+    account = {"failed_attempts": 0, "captcha_required": False}
+    fresh = [ids[row.nir] for row in new if row.pin_hash is None]
+    insert_per_member(session, _ACCOUNT, fresh, account)
+    carried = [row for row in new if row.pin_hash is not None]
+    if carried:
         session.execute(
-            insert(_LETTER),
+            insert(_ACCOUNT),
             [
-                {
-                    "member_id": ids[row.nir],
-                    "kind": LetterKind.welcome,
-                    "purpose": Purpose.first_login,
-                    "status": LetterStatus.pending,
-                    "created_at": now,
-                }
-                for row in welcome
+                {**account, "member_id": ids[row.nir], "pin_hash": row.pin_hash, "pin_set_at": now}
+                for row in carried
             ],
         )
+    letter = {
+        "kind": LetterKind.welcome,
+        "purpose": LetterKind.welcome.fixed_purpose(),
+        "status": LetterStatus.pending,
+        "created_at": now,
+    }
+    insert_per_member(session, _LETTER, [ids[row.nir] for row in welcome], letter)
+    return list(ids.values())
 
 
 def update_members(

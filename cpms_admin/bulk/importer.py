@@ -2,9 +2,10 @@
 
 Each batch is one transaction: one query finds the NIRs already known, then members, their
 accounts and welcome letters go in with bulk Core inserts, with the run's audit event
-refreshed (see audit.RunAudit). A run killed half-way keeps its committed batches, and the
-same file run again skips them: every member ends up there once. A dry run is the very
-same pass with the writes left out, so its counts and rejected lines are the real ones.
+refreshed and an audit event for each member created or updated (see audit.RunAudit). A
+run killed half-way keeps its committed batches, and the same file run again skips them:
+every member ends up there once. A dry run is the very same pass with the writes left out,
+so its counts and rejected lines are the real ones.
 """
 
 from collections.abc import Callable
@@ -21,6 +22,7 @@ from cpms_admin.bulk.import_rows import CheckedRow
 from cpms_admin.bulk.import_worker import Checked, CheckedBatches
 from cpms_admin.bulk.import_writes import find_existing, insert_members, update_members
 from cpms_admin.clock import Clock, system_clock
+from cpms_admin.db import transaction
 from cpms_admin.errors import Conflict, InvalidInput
 from cpms_admin.members.nir import format_nir
 
@@ -105,24 +107,34 @@ class _Pass:
         if not self.write:
             self.session.rollback()  # ends the read transaction (and SQLite's lock)
             return
-        try:
-            insert_members(self.session, new, welcome=welcome, now=self.now)
-        except IntegrityError:  # PostgreSQL: another import added some of them just now
-            self.session.rollback()
-            raise Conflict(
-                f"members of lines {valid[0].line}-{valid[-1].line} were added by someone else "
-                "during the import; earlier batches were imported: run again with "
-                "--on-conflict skip to finish"
-            ) from None
-        update_members(self.session, changes, existing=existing, now=self.now)
-        self.finish()
+        with transaction(self.session):  # the batch's reads above, its writes, its audit
+            try:
+                created = insert_members(self.session, new, welcome=welcome, now=self.now)
+            except IntegrityError:  # PostgreSQL: another import added some of them just now
+                raise Conflict(
+                    f"members of lines {valid[0].line}-{valid[-1].line} were added by someone "
+                    "else during the import; earlier batches were imported: run again with "
+                    "--on-conflict skip to finish"
+                ) from None
+            update_members(self.session, changes, existing=existing, now=self.now)
+            updated = [existing[row.nir].member_id for row in changes]
+            self._record(members={"created": created, "updated": updated})
 
-    def finish(self, outcome: str | None = None) -> None:
-        """Refresh the audit event and commit the batch."""
+    def finish(self, outcome: str) -> None:
+        """The run's audit event, brought up to date with how it ended."""
+        with transaction(self.session):
+            self._record(outcome=outcome)
+
+    def _record(
+        self, outcome: str | None = None, *, members: dict[str, list[int]] | None = None
+    ) -> None:
+        """Refresh the run's audit event; add one per member the batch `members` changed
+        (by change)."""
         if self.audit is not None:
             kwargs = {"outcome": outcome} if outcome else {}
             self.audit.record(self.session, counts=self.counts.as_dict(), **kwargs)
-        self.session.commit()
+            for change, member_ids in (members or {}).items():
+                self.audit.record_members(self.session, member_ids, change=change)
 
 
 def _conflict(rows: list[CheckedRow]) -> Conflict:

@@ -5,7 +5,9 @@ send the same one), store the new code's hash and commit, then send. Sent: marke
 Failed: the code that never arrived is revoked and the e-mail waits for the next run,
 until MAX_ATTEMPTS (an address the mail library refuses is given up at once). After
 STOP_AFTER failures in a row, or one session past its deadline, the server is taken to be
-down and the run stops, leaving the rest untouched for the next run.
+down and the run stops, leaving the rest untouched for the next run. An e-mail sent,
+cancelled or given up gets an audit event for its member in the transaction that says so,
+beside the run's one event (see audit.RunAudit).
 
 An e-mail no longer needed is cancelled, not sent: the member was closed or lost their
 address, or already has a code on its way (`on_its_way`: a live code, say from a letter
@@ -111,11 +113,14 @@ class _Sender:
         self.failures_in_a_row = 0
         self.stop: str | None = None  # why the run must stop: the server looks down
 
-    def save(self, mail: OutgoingMail) -> None:
-        """Write `mail` and the run's counts in one unit of work."""
+    def save(self, mail: OutgoingMail, at: datetime) -> None:
+        """Write `mail` and the run's counts in one unit of work; an e-mail sent, cancelled
+        or given up, with an event for its member."""
         with transaction(self.session):
             self.session.add(mail)
             self.audit.record(self.session, counts=self.counts.as_dict())
+            if mail.status != MailStatus.pending:
+                self.audit.record_members(self.session, [mail.member_id], change=mail.status, at=at)
 
     def send(self, mail: OutgoingMail, member: Member, account: Account) -> None:
         # Read a moment ago with its batch: the member may have left or changed address since.
@@ -126,7 +131,7 @@ class _Sender:
         if moot is not None:
             mail.status, mail.last_error = MailStatus.cancelled, moot
             self.counts.cancelled += 1
-            self.save(mail)
+            self.save(mail, now)
             return
         issued = self._claim_with_code(mail, account, now)
         if issued is None:
@@ -149,7 +154,7 @@ class _Sender:
             mail.status, mail.sent_at, mail.last_error = MailStatus.sent, now, None
             self.counts.sent += 1
             self.failures_in_a_row = 0
-        self.save(mail)
+        self.save(mail, now)
 
     def _claim_with_code(
         self, mail: OutgoingMail, account: Account, now: datetime

@@ -5,17 +5,15 @@ member), never one ORM object per row."""
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import bindparam, select, update
 from sqlmodel import Session, SQLModel
 
 from cpms_admin.bulk.import_rows import CheckedRow
-from cpms_admin.db import insert_per_member
 from cpms_admin.members.fields import COLUMNS
-from cpms_admin.vocabulary import LetterKind, LetterStatus, MemberStatus
+from cpms_admin.members.records import NewMember, create_members
 
 _MEMBER = SQLModel.metadata.tables["member"]
 _ACCOUNT = SQLModel.metadata.tables["account"]
-_LETTER = SQLModel.metadata.tables["letter"]
 
 
 @dataclass(frozen=True)
@@ -61,40 +59,15 @@ def find_existing(session: Session, nirs: list[str], *, with_values: bool) -> di
 def insert_members(
     session: Session, new: list[CheckedRow], *, welcome: list[CheckedRow], now: datetime
 ) -> list[int]:
-    """New members, their accounts (with any carried-over PIN hash) and welcome letters;
-    returns the new members' ids."""
-    if not new:
-        return []
-    stamps = {
-        "status": MemberStatus.active,
-        "created_at": now,
-        "updated_at": now,
-        "imported_at": now,
-    }
-    inserted = session.execute(
-        insert(_MEMBER).returning(_MEMBER.c.id, _MEMBER.c.nir),
-        [{**row.member, **stamps} for row in new],
+    """New members, their accounts (with any carried-over PIN hash) and welcome letters
+    (`records.create_members`); returns the new members' ids."""
+    asked = {row.nir for row in welcome}
+    ids = create_members(
+        session,
+        [NewMember(row.member, row.pin_hash, welcome=row.nir in asked) for row in new],
+        now=now,
+        imported=True,
     )
-    ids: dict[str, int] = {nir: member_id for member_id, nir in inserted}
-    account = {"failed_attempts": 0, "captcha_required": False}
-    fresh = [ids[row.nir] for row in new if row.pin_hash is None]
-    insert_per_member(session, _ACCOUNT, fresh, account)
-    carried = [row for row in new if row.pin_hash is not None]
-    if carried:
-        session.execute(
-            insert(_ACCOUNT),
-            [
-                {**account, "member_id": ids[row.nir], "pin_hash": row.pin_hash, "pin_set_at": now}
-                for row in carried
-            ],
-        )
-    letter = {
-        "kind": LetterKind.welcome,
-        "purpose": LetterKind.welcome.fixed_purpose(),
-        "status": LetterStatus.pending,
-        "created_at": now,
-    }
-    insert_per_member(session, _LETTER, [ids[row.nir] for row in welcome], letter)
     return list(ids.values())
 
 

@@ -2,26 +2,30 @@
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import or_, update
+from sqlalchemy import insert, or_, update
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, col, select
+from sqlmodel import Session, SQLModel, col, select
 
 from cpms_admin import audit
 from cpms_admin.clock import Clock, iso, system_clock
 from cpms_admin.credentials.codes import revoke_pending
 from cpms_admin.credentials.lockout import account_state
-from cpms_admin.db import transaction
+from cpms_admin.db import insert_per_member, transaction
 from cpms_admin.errors import Conflict, InvalidInput, NotFound
-from cpms_admin.letters.queue import queue_letter
+from cpms_admin.letters.queue import pending_letters
 from cpms_admin.members.fields import COLUMNS, MemberFields, validate_member_fields
 from cpms_admin.members.nir import format_nir, parse_nir
 from cpms_admin.members.postal import PostalAddress, fold, recipient_line
 from cpms_admin.models import Account, Letter, Member, SecurityCode, pk
 from cpms_admin.vocabulary import AccountState, CodeStatus, LetterKind, LetterStatus, MemberStatus
+
+_MEMBER = SQLModel.metadata.tables["member"]
+_ACCOUNT = SQLModel.metadata.tables["account"]
+_LETTER = SQLModel.metadata.tables["letter"]
 
 
 def search_text(member: Member) -> str:
@@ -61,6 +65,67 @@ def get_account(session: Session, member: Member) -> Account:
     return account
 
 
+@dataclass(frozen=True)
+class NewMember:
+    """A member to create: the `member` table's values (`search_text` included), a PIN hash
+    carried over from another system, and whether to queue the enrolment letter."""
+
+    values: Mapping[str, object]
+    pin_hash: str | None = field(default=None, repr=False)
+    welcome: bool = True
+
+    @property
+    def nir(self) -> str:
+        return str(self.values["nir"])
+
+
+def member_values(fields: MemberFields) -> dict[str, object]:
+    """The `member` table's values for valid fields, the search column included."""
+    member = Member(**fields.as_row())  # type: ignore[arg-type]
+    return {**fields.as_row(), "search_text": search_text(member)}
+
+
+def create_members(
+    session: Session, new: Sequence[NewMember], *, now: datetime, imported: bool
+) -> dict[str, int]:
+    """The one way members come to be (`member add` and `members import`): the members,
+    their accounts (with any carried-over PIN hash) and the enrolment letters asked for, in
+    a few bulk statements of the caller's transaction. The new members' ids by NIR. A NIR
+    already taken raises IntegrityError."""
+    if not new:
+        return {}
+    stamps = {
+        "status": MemberStatus.active,
+        "created_at": now,
+        "updated_at": now,
+        "imported_at": now if imported else None,
+    }
+    inserted = session.execute(
+        insert(_MEMBER).returning(_MEMBER.c.id, _MEMBER.c.nir),
+        [{**row.values, **stamps} for row in new],
+    )
+    ids: dict[str, int] = {nir: member_id for member_id, nir in inserted}
+    account = {"failed_attempts": 0, "captcha_required": False}
+    insert_per_member(session, _ACCOUNT, [ids[r.nir] for r in new if r.pin_hash is None], account)
+    carried = [row for row in new if row.pin_hash is not None]
+    if carried:
+        session.execute(
+            insert(_ACCOUNT),
+            [
+                {**account, "member_id": ids[row.nir], "pin_hash": row.pin_hash, "pin_set_at": now}
+                for row in carried
+            ],
+        )
+    letter = {
+        "kind": LetterKind.welcome,
+        "purpose": LetterKind.welcome.fixed_purpose(),
+        "status": LetterStatus.pending,
+        "created_at": now,
+    }
+    insert_per_member(session, _LETTER, [ids[row.nir] for row in new if row.welcome], letter)
+    return ids
+
+
 def add_member(
     session: Session,
     *,
@@ -74,22 +139,25 @@ def add_member(
         if session.exec(select(Member.id).where(Member.nir == fields.nir)).first() is not None:
             raise Conflict(f"member {format_nir(fields.nir)} already exists")
         now = clock()
-        member = Member(created_at=now, **fields.as_row())  # type: ignore[arg-type]
-        apply_fields(member, fields, now)
-        session.add(member)
         try:
-            session.flush()
+            ids = create_members(
+                session,
+                [NewMember(member_values(fields), welcome=welcome)],
+                now=now,
+                imported=False,
+            )
         except IntegrityError:  # another agent or an import added the same NIR just now
             raise Conflict(f"member {format_nir(fields.nir)} already exists") from None
-        session.add(Account(member_id=pk(member)))
-        letter = queue_letter(session, member=member, kind=LetterKind.welcome) if welcome else None
+        member = session.get(Member, ids[fields.nir])
+        assert member is not None
+        letters = pending_letters(session, member) if welcome else []
         audit.record(
             session,
             agent=agent,
             action="member.add",
             member=member,
             at=now,
-            welcome_letter_id=letter.id if letter else None,
+            welcome_letter_id=letters[0].id if letters else None,
         )
     return member
 

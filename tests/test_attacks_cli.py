@@ -6,23 +6,21 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlmodel import Session, col, select
 
 from cpms_admin.models import OutgoingMail, SecurityCode, pk
-from tests.conftest import Cli
 from tests.cred_helpers import PIN, account_of, give_pin, mailed_codes, outbox
 from tests.factories import make_member, make_nir
-from tests.test_smtp_deadline import drip_greeting, slow_server
+from tests.harness import Cli
+from tests.process_helpers import CPMS
+from tests.slow_smtp import drip_greeting, slow_server
 
 pytestmark = pytest.mark.slow
-BIN = Path(sys.executable).parent / "cpms-admin"
 # One-second cool-downs and no daily limit: only the budget of guesses stands in the way.
 PATIENT = {
     "CPMS_LOCKOUT_COOLDOWN_SECONDS": "1",
@@ -34,7 +32,7 @@ PATIENT = {
 def cpms(cli: Cli, *args: str, stdin: str = "", **env: str) -> subprocess.CompletedProcess[str]:
     """The installed command, with the test's settings in its environment."""
     return subprocess.run(
-        [str(BIN), *args],
+        [str(CPMS), *args],
         input=stdin,
         env={**os.environ, **cli.env(), **env},
         capture_output=True,

@@ -10,7 +10,6 @@ import json
 import os
 import socket
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +17,9 @@ import pytest
 
 from cpms_admin.db import sqlite_path
 from cpms_admin.mail.queue import STOP_AFTER
-from tests.conftest import TEST_PEPPER, Cli
 from tests.factories import make_nir
-
-CPMS = Path(sys.executable).parent / "cpms-admin"
+from tests.harness import TEST_PEPPER, Cli
+from tests.process_helpers import CPMS
 
 
 class Cron:

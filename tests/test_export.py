@@ -17,8 +17,8 @@ from cpms_admin.db import make_engine
 from cpms_admin.members.fields import COLUMNS
 from cpms_admin.members.records import member_summary, search_text
 from cpms_admin.models import Account, AuditEvent, Member
-from tests.conftest import Cli
 from tests.factories import make_member, make_nir
+from tests.harness import Cli
 
 BCRYPT = "$2b$04$abcdefghijklmnopqrstuu5ZZmGzXsvFxo9sQJ3bTkMfs0IPpAaKm"
 

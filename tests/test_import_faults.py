@@ -17,8 +17,8 @@ from cpms_admin.bulk.importer import BATCH_SIZE
 from cpms_admin.db import make_engine
 from cpms_admin.models import Account, AuditEvent, Member
 from cpms_admin.settings import Settings
-from tests.conftest import Cli
-from tests.test_import import person, write_csv
+from tests.harness import Cli
+from tests.import_helpers import person, write_csv
 
 MEMBERS = 20_000
 

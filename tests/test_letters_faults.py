@@ -20,8 +20,8 @@ from sqlmodel import Session, select
 from cpms_admin.clock import system_clock
 from cpms_admin.models import Letter, LetterBatch, pk
 from cpms_admin.settings import Settings
-from tests.conftest import Cli
-from tests.test_letters_batch import (
+from tests.harness import Cli
+from tests.letters_helpers import (
     assert_every_pdf_is_listed,
     check_batch_dir,
     code_works,

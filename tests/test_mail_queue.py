@@ -15,9 +15,9 @@ from cpms_admin.mail.transport import transport_from_settings
 from cpms_admin.members.records import close_member
 from cpms_admin.models import Account, AuditEvent, Member, OutgoingMail, SecurityCode
 from cpms_admin.settings import Settings
-from tests.conftest import TEST_PEPPER, Cli
 from tests.cred_helpers import mailed_codes, outbox, text_of
 from tests.factories import make_member, snapshot
+from tests.harness import TEST_PEPPER, Cli
 
 
 def queue(cli: Cli, session: Session, count: int) -> list[Member]:

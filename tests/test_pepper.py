@@ -6,7 +6,6 @@ matters; both engines."""
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -15,18 +14,17 @@ from sqlmodel import Session, select
 
 from cpms_admin.db import sqlite_path
 from cpms_admin.models import Account, AuditEvent
-from tests.conftest import TEST_PEPPER, Cli
 from tests.cred_helpers import NEW_PIN, PIN, mailed_codes
 from tests.factories import make_member, make_nir
-
-BIN = Path(sys.executable).parent / "cpms-admin"
+from tests.harness import TEST_PEPPER, Cli
+from tests.process_helpers import CPMS
 
 
 def cpms(*args: str, cwd: Path, stdin: str = "", **env: str) -> subprocess.CompletedProcess[str]:
     """The installed command as cron or an agent's shell runs it: only the given settings."""
     base = {k: v for k, v in os.environ.items() if not k.startswith("CPMS_")}
     return subprocess.run(
-        [str(BIN), *args],
+        [str(CPMS), *args],
         input=stdin,
         cwd=cwd,
         env={**base, **env},

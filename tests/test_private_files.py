@@ -16,9 +16,9 @@ import pytest
 from cpms_admin.errors import InvalidInput
 from cpms_admin.mail.transport import FileTransport, MailError
 from cpms_admin.private_files import check_destination, private_dir, write_private_atomically
-from tests.conftest import Cli
 from tests.factories import make_nir
-from tests.test_mail import pin_mail
+from tests.harness import Cli
+from tests.mail_helpers import pin_mail
 
 BIN = Path(sys.executable).parent
 NOBODY = 65534

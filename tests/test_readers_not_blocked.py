@@ -10,7 +10,6 @@ import json
 import os
 import sqlite3
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -26,11 +25,11 @@ from cpms_admin.cli import context
 from cpms_admin.cli.context import AppContext
 from cpms_admin.models import Member
 from cpms_admin.settings import Settings
-from tests.conftest import Cli
 from tests.factories import make_member
+from tests.harness import Cli
+from tests.process_helpers import CPMS
 
 BUSY_MS = 1000  # far below the 30 s of production: a command that waits fails fast
-CPMS = Path(sys.executable).parent / "cpms-admin"
 UNCOMMITTED = "Uncommitted"
 
 

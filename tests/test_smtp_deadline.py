@@ -5,6 +5,7 @@ Each byte comes well within the per-operation timeout, so only the deadline can 
 client. Every server stops by itself, so no test can hang on one.
 """
 
+import inspect
 import threading
 import time
 from pathlib import Path
@@ -56,10 +57,19 @@ def cut_at_the_deadline(url: str, where: str) -> MailTimeout:
 
 
 def test_the_settings_give_the_deadline() -> None:
-    settings = Settings(smtp_url="smtp://127.0.0.1:25", smtp_deadline_seconds=7)
-    chosen = transport.transport_from_settings(settings)
-    assert isinstance(chosen, SmtpTransport) and chosen._deadline == 7
-    assert SmtpTransport("smtp://127.0.0.1:25")._deadline == Settings().smtp_deadline_seconds
+    """The transport made from the settings stops a dripping server at the settings'
+    deadline; one made without settings uses the settings' default deadline."""
+    with slow_server(drip_greeting) as (port, played):
+        settings = Settings(smtp_url=f"smtp://127.0.0.1:{port}", smtp_deadline_seconds=1)
+        chosen = transport.transport_from_settings(settings)
+        assert isinstance(chosen, SmtpTransport)
+        started = time.monotonic()
+        with pytest.raises(MailTimeout, match=r"no complete answer within 1 s \(deadline\)$"):
+            chosen.send(code_mail())
+        assert time.monotonic() - started < DEADLINE  # 1 s, well before the other limits
+    assert played.client_gone
+    default = inspect.signature(SmtpTransport).parameters["deadline"].default
+    assert default == Settings().smtp_deadline_seconds
     assert issubclass(MailTimeout, MailError)
     with pytest.raises(ValueError, match="positive"):
         SmtpTransport("smtp://127.0.0.1:25", deadline=0)

@@ -169,6 +169,7 @@ def test_printed_letters_look_exactly_like_letters_laid_out_whole(
     HTML(string=html, base_url=str(renderer.letters_dir)).write_pdf(whole)
     printed = tmp_path / "printed.pdf"
     spans = renderer.render(letters, printed)
+    assert len(spans) == len(letters)
     for number, span in enumerate(spans, start=1):
         assert page_pixels(printed, span.first_page) == page_pixels(whole, number)
 

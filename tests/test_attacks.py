@@ -365,6 +365,7 @@ def test_accept_terms_needs_the_pin_and_an_unknown_nir_is_a_wrong_pin(
     assert account_of(session, member).failed_attempts == 0  # a success, like a login
 
 
+@pytest.mark.slow  # 600 members, 600 timed requests
 def test_request_code_takes_the_same_time_for_members_and_strangers(
     session: Session, settings: Settings, clock: FakeClock
 ) -> None:

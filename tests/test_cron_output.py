@@ -21,6 +21,8 @@ from tests.factories import make_nir
 from tests.harness import TEST_PEPPER, Cli
 from tests.process_helpers import CPMS
 
+pytestmark = pytest.mark.slow  # every test runs the installed command
+
 
 class Cron:
     def __init__(self, env: dict[str, str], cwd: Path) -> None:

@@ -132,6 +132,7 @@ def test_a_failed_export_leaves_no_file(cli: Cli, session: Session, tmp_path: Pa
     assert list(out_dir.iterdir()) == []
 
 
+@pytest.mark.slow  # 20,000 members
 def test_export_runs_in_constant_memory(session: Session) -> None:
     """Peak memory while exporting does not grow with the number of members."""
     table = SQLModel.metadata.tables["member"]

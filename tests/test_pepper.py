@@ -57,6 +57,7 @@ def mailed_codes_in(mail_dir: Path) -> list[str]:
     return mailed_codes(Settings(mail_dir=str(mail_dir)))
 
 
+@pytest.mark.slow
 def test_a_sqlite_databases_pepper_is_beside_it_whatever_the_working_directory(
     tmp_path: Path,
 ) -> None:
@@ -88,6 +89,7 @@ def test_a_sqlite_databases_pepper_is_beside_it_whatever_the_working_directory(
     assert next(c for c in checks if c["name"] == "pepper")["ok"] is True
 
 
+@pytest.mark.slow
 def test_a_lost_pepper_is_never_replaced_and_the_message_names_the_file(tmp_path: Path) -> None:
     env = {
         "CPMS_DATABASE_URL": f"sqlite:///{tmp_path / 'cpms.db'}",
@@ -109,6 +111,7 @@ def test_a_lost_pepper_is_never_replaced_and_the_message_names_the_file(tmp_path
     assert cpms("portal", "login", nir, cwd=tmp_path, stdin=f"{PIN}\n", **env).returncode == 0
 
 
+@pytest.mark.slow
 def test_a_wrong_pepper_is_refused_by_every_command_that_hashes_and_by_the_doctor(
     cli: Cli, session: Session, tmp_path: Path
 ) -> None:
@@ -141,6 +144,7 @@ def test_a_wrong_pepper_is_refused_by_every_command_that_hashes_and_by_the_docto
     assert account is not None and account.failed_attempts == 0  # nothing was counted
 
 
+@pytest.mark.slow
 @pytest.mark.skipif("not os.environ.get('CPMS_TEST_DATABASE_URL')")
 def test_postgresql_needs_its_pepper_set(cli: Cli, db_url: str, tmp_path: Path) -> None:
     if sqlite_path(db_url) is not None:

@@ -104,6 +104,7 @@ def test_everything_the_installed_command_creates_is_owner_only_under_umask_022(
     } == {}
 
 
+@pytest.mark.slow
 def test_python_dash_m_goes_through_the_same_entry_point(tmp_path: Path) -> None:
     ok(run("db", "upgrade", "--create-dirs", cwd=tmp_path, module=True))
     assert (mode(tmp_path / "data"), mode(tmp_path / "data" / "cpms.db")) == (0o700, 0o600)

@@ -84,6 +84,7 @@ def drip_ehlo_reply(talk: Talk) -> None:
     talk.drip("250-slow.test\r\n250-PIPELINING\r\n250-")
 
 
+@pytest.mark.slow  # waits for the deadline
 @pytest.mark.parametrize("script", [drip_greeting, drip_ehlo_reply], ids=["greeting", "ehlo"])
 def test_a_dripping_server_is_cut_at_the_deadline(script: Script) -> None:
     with slow_server(script) as (port, played):
@@ -101,6 +102,7 @@ def drip_reply_to_the_message(talk: Talk) -> None:
     talk.drip("250 2.0.0 queued as ")
 
 
+@pytest.mark.slow  # waits for the deadline
 def test_a_drip_after_the_message_data_is_cut_at_the_deadline() -> None:
     """The cut ends the read on `250 2.0.0 queued as ...` without its CRLF: a truncated
     reply, which must not pass for the server's acceptance of the message."""
@@ -118,6 +120,7 @@ def drip_goodbye(talk: Talk) -> None:
     talk.drip("221 2.0.0 bye")
 
 
+@pytest.mark.slow  # waits for the deadline
 def test_an_accepted_message_is_sent_even_if_quit_drips_but_quit_ends_at_the_deadline() -> None:
     """The message was accepted, so the send succeeds; but a dripping QUIT does not hold it."""
     with slow_server(drip_goodbye) as (port, played):
@@ -143,6 +146,7 @@ def test_a_silent_server_is_still_the_per_operation_timeout_not_the_deadline() -
 # --- STARTTLS and implicit TLS ----------------------------------------------------------
 
 
+@pytest.mark.slow  # waits for the deadline
 def test_a_dripping_answer_to_starttls_is_cut_at_the_deadline() -> None:
     def script(talk: Talk) -> None:
         greet_and_ehlo(talk, starttls=True)
@@ -154,6 +158,7 @@ def test_a_dripping_answer_to_starttls_is_cut_at_the_deadline() -> None:
     assert played.client_gone
 
 
+@pytest.mark.slow  # waits for the deadline
 def test_a_tls_handshake_stalling_past_the_deadline_is_cut() -> None:
     """Slow (not dripping) answers use up most of the deadline, then the server never starts
     TLS: the handshake's own timeout would end it at about 3.8 s, the deadline does at 3."""
@@ -174,6 +179,7 @@ def test_a_tls_handshake_stalling_past_the_deadline_is_cut() -> None:
     assert played.client_gone
 
 
+@pytest.mark.slow  # waits for the deadline
 def test_a_drip_inside_starttls_is_cut_at_the_deadline(certificate: tuple[Path, Path]) -> None:
     """The connection is cut under the TLS layer STARTTLS put on top of it."""
     context = server_tls(certificate)
@@ -194,6 +200,7 @@ def test_a_drip_inside_starttls_is_cut_at_the_deadline(certificate: tuple[Path, 
     assert played.client_gone
 
 
+@pytest.mark.slow  # waits for the deadline
 def test_a_drip_over_implicit_tls_is_cut_at_the_deadline(certificate: tuple[Path, Path]) -> None:
     with slow_server(drip_greeting, implicit_tls=server_tls(certificate)) as (port, played):
         cut_at_the_deadline(f"smtps://127.0.0.1:{port}?verify=0", f"smtps://127.0.0.1:{port}")
@@ -226,6 +233,7 @@ def test_a_normal_server_still_receives_the_message_and_no_watchdog_is_left() ->
     assert CODE.encode() in inbox.envelopes[0].content
 
 
+@pytest.mark.slow  # waits for the deadline
 def test_no_watchdog_is_left_after_a_failed_send() -> None:
     threads = threading.active_count()
     with slow_server(drip_greeting) as (port, _):

@@ -19,6 +19,7 @@ from cpms_admin.db import sqlite_path
 from cpms_admin.mail.queue import STOP_AFTER
 from tests.factories import make_nir
 from tests.harness import TEST_PEPPER, Cli
+from tests.import_helpers import person, write_csv
 from tests.process_helpers import CPMS
 
 pytestmark = pytest.mark.slow  # every test runs the installed command
@@ -55,16 +56,18 @@ class Cron:
 
 @pytest.fixture
 def cron(cli: Cli, db_url: str, tmp_path: Path) -> Cron:
-    """On SQLite a new database file; on PostgreSQL the test's database, upgraded again."""
+    """On SQLite a new database file made by `db upgrade`; on PostgreSQL the test's database
+    (conftest.py upgraded it, and recorded the pepper)."""
     url = db_url
-    if sqlite_path(db_url) is not None:
-        (tmp_path / "var").mkdir()
-        url = f"sqlite:///{tmp_path / 'var' / 'cpms.db'}"
     (tmp_path / "elsewhere").mkdir()
     env = cli.with_settings(database_url=url).env()
     assert env["CPMS_PEPPER"] == TEST_PEPPER  # explicit: never a default pepper file
+    if sqlite_path(db_url) is not None:
+        (tmp_path / "var").mkdir()
+        env["CPMS_DATABASE_URL"] = url = f"sqlite:///{tmp_path / 'var' / 'cpms.db'}"
     run = Cron({**os.environ, **env, "CPMS_AGENT": "cron"}, tmp_path / "elsewhere")
-    run.ok("db", "upgrade")
+    if url != db_url:
+        run.ok("db", "upgrade")
     return run
 
 
@@ -126,7 +129,9 @@ def test_a_batch_failure_is_one_error_line(cron: Cron, tmp_path: Path) -> None:
     assert result.stderr.startswith("Error: --out ") and result.stderr.count("\n") == 1
 
 
-def test_mail_to_a_dead_server_reports_and_stops_with_one_error_line(cron: Cron) -> None:
+def test_mail_to_a_dead_server_reports_and_stops_with_one_error_line(
+    cron: Cron, tmp_path: Path
+) -> None:
     dead = {"CPMS_SMTP_URL": f"smtp://127.0.0.1:{closed_port()}"}
     cron.add_member(email="helene.martin@example.org")
     cron.ok("code", "campaign", "--no-pin", "--channel", "email", "--reason", "x")
@@ -136,8 +141,9 @@ def test_mail_to_a_dead_server_reports_and_stops_with_one_error_line(cron: Cron)
         "Sent 0 e-mail(s); 1 to retry, 0 given up, 0 no longer needed; 1 still queued.\n",
         "",
     )  # work was done: a failure to retry, reported; the next run tries again
-    for n in range(STOP_AFTER):
-        cron.add_member(email=f"adherent{n}@example.org")
+    more = tmp_path / "more.csv"  # STOP_AFTER more members, in one run of the command
+    write_csv(more, [person(990_000 + n, email=f"a{n}@example.org") for n in range(STOP_AFTER)])
+    cron.ok("members", "import", str(more))
     cron.ok("code", "campaign", "--no-pin", "--channel", "email", "--reason", "x")
     stopped = cron("mail", "send", **dead)
     assert stopped.returncode == 1

@@ -62,11 +62,19 @@ def record_test_pepper(engine: Engine) -> None:
         )
 
 
-def _truncate_all(url: str) -> None:
+def _empty_all(url: str) -> None:
+    """Every table emptied and every id sequence restarted, as in a new database. DELETE in
+    one transaction takes a few milliseconds; TRUNCATE of the dozen tables took a quarter of
+    a second of the server's time for every test."""
     engine = make_engine(url)
-    tables = ", ".join(f'"{t.name}"' for t in SQLModel.metadata.sorted_tables)
     with engine.begin() as conn:
-        conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+        for table in reversed(SQLModel.metadata.sorted_tables):  # children first
+            conn.execute(table.delete())
+        sequences = conn.execute(
+            text("SELECT sequence_schema, sequence_name FROM information_schema.sequences")
+        ).all()
+        for schema, name in sequences:
+            conn.execute(text(f'ALTER SEQUENCE "{schema}"."{name}" RESTART'))
     record_test_pepper(engine)
     engine.dispose()
 
@@ -78,7 +86,7 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         shutil.copyfile(request.getfixturevalue("sqlite_template"), path)
         return f"sqlite:///{path}"
     url: str = request.getfixturevalue("pg_database")
-    _truncate_all(url)
+    _empty_all(url)
     return url
 
 

@@ -22,7 +22,7 @@ def wait_until(condition: Callable[[], object], *, what: str, timeout: float = 6
     deadline = time.monotonic() + timeout
     while not condition():
         assert time.monotonic() < deadline, f"still waiting, after {timeout:g} s, for {what}"
-        time.sleep(0.005)
+        time.sleep(0.02)
 
 
 def descendants(pid: int) -> set[int]:

@@ -10,6 +10,7 @@ import json
 import os
 import socket
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +27,12 @@ pytestmark = pytest.mark.slow  # every test runs the installed command
 
 
 class Cron:
-    def __init__(self, env: dict[str, str], cwd: Path) -> None:
-        self.env, self.cwd = env, cwd
+    """The installed command run as cron runs it. What an agent does beforehand (add members,
+    queue a campaign) runs in-process through `agent`, on the same database: only the jobs
+    need to be real processes."""
+
+    def __init__(self, env: dict[str, str], cwd: Path, agent: Cli) -> None:
+        self.env, self.cwd, self.agent = env, cwd, agent
 
     def __call__(self, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -45,9 +50,13 @@ class Cron:
         assert result.returncode == 0, result.stdout + result.stderr
         return result.stdout
 
+    def agent_does(self, *args: str) -> None:
+        result = self.agent(*args)
+        assert result.exit_code == 0, result.output
+
     def add_member(self, *, email: str | None = None) -> None:
         contact = ["--email", email, "--no-welcome"] if email else []
-        self.ok(
+        self.agent_does(
             "member", "add", "--nir", make_nir(), "--last-name", "Martin", "--first-name",
             "Hélène", "--street", "12 rue de la République", "--postcode", "69002", "--city",
             "Lyon", *contact,
@@ -59,13 +68,14 @@ def cron(cli: Cli, db_url: str, tmp_path: Path) -> Cron:
     """On SQLite a new database file made by `db upgrade`; on PostgreSQL the test's database
     (conftest.py upgraded it, and recorded the pepper)."""
     url = db_url
-    (tmp_path / "elsewhere").mkdir()
-    env = cli.with_settings(database_url=url).env()
-    assert env["CPMS_PEPPER"] == TEST_PEPPER  # explicit: never a default pepper file
     if sqlite_path(db_url) is not None:
         (tmp_path / "var").mkdir()
-        env["CPMS_DATABASE_URL"] = url = f"sqlite:///{tmp_path / 'var' / 'cpms.db'}"
-    run = Cron({**os.environ, **env, "CPMS_AGENT": "cron"}, tmp_path / "elsewhere")
+        url = f"sqlite:///{tmp_path / 'var' / 'cpms.db'}"
+    (tmp_path / "elsewhere").mkdir()
+    settings = replace(cli.settings, database_url=url)
+    env = Cli(settings).env()
+    assert env["CPMS_PEPPER"] == TEST_PEPPER  # explicit: never a default pepper file
+    run = Cron({**os.environ, **env, "CPMS_AGENT": "cron"}, tmp_path / "elsewhere", Cli(settings))
     if url != db_url:
         run.ok("db", "upgrade")
     return run
@@ -134,17 +144,17 @@ def test_mail_to_a_dead_server_reports_and_stops_with_one_error_line(
 ) -> None:
     dead = {"CPMS_SMTP_URL": f"smtp://127.0.0.1:{closed_port()}"}
     cron.add_member(email="helene.martin@example.org")
-    cron.ok("code", "campaign", "--no-pin", "--channel", "email", "--reason", "x")
+    cron.agent_does("code", "campaign", "--no-pin", "--channel", "email", "--reason", "x")
     one = cron("mail", "send", **dead)
     assert quiet(one) == (
         0,
         "Sent 0 e-mail(s); 1 to retry, 0 given up, 0 no longer needed; 1 still queued.\n",
         "",
     )  # work was done: a failure to retry, reported; the next run tries again
-    more = tmp_path / "more.csv"  # STOP_AFTER more members, in one run of the command
+    more = tmp_path / "more.csv"  # STOP_AFTER more members
     write_csv(more, [person(990_000 + n, email=f"a{n}@example.org") for n in range(STOP_AFTER)])
-    cron.ok("members", "import", str(more))
-    cron.ok("code", "campaign", "--no-pin", "--channel", "email", "--reason", "x")
+    cron.agent_does("members", "import", str(more))
+    cron.agent_does("code", "campaign", "--no-pin", "--channel", "email", "--reason", "x")
     stopped = cron("mail", "send", **dead)
     assert stopped.returncode == 1
     assert stopped.stderr.startswith(f"Error: mail send stopped: {STOP_AFTER} e-mails in a row")

@@ -8,7 +8,6 @@ failure is one `Error: ...` line on stderr with a non-zero exit.
 
 import json
 import os
-import socket
 import subprocess
 from dataclasses import replace
 from pathlib import Path
@@ -21,6 +20,7 @@ from cpms_admin.mail.queue import STOP_AFTER
 from tests.factories import make_nir
 from tests.harness import TEST_PEPPER, Cli
 from tests.import_helpers import person, write_csv
+from tests.mail_helpers import free_port
 from tests.process_helpers import CPMS
 
 pytestmark = pytest.mark.slow  # every test runs the installed command
@@ -85,13 +85,6 @@ def quiet(result: subprocess.CompletedProcess[str]) -> tuple[int, str, str]:
     return result.returncode, result.stdout, result.stderr
 
 
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
-
-
 def test_an_empty_letter_queue_prints_nothing(cron: Cron, tmp_path: Path) -> None:
     assert quiet(cron("letters", "batch", "--out", str(tmp_path / "print"))) == (0, "", "")
 
@@ -142,7 +135,7 @@ def test_a_batch_failure_is_one_error_line(cron: Cron, tmp_path: Path) -> None:
 def test_mail_to_a_dead_server_reports_and_stops_with_one_error_line(
     cron: Cron, tmp_path: Path
 ) -> None:
-    dead = {"CPMS_SMTP_URL": f"smtp://127.0.0.1:{closed_port()}"}
+    dead = {"CPMS_SMTP_URL": f"smtp://127.0.0.1:{free_port()}"}
     cron.add_member(email="helene.martin@example.org")
     cron.agent_does("code", "campaign", "--no-pin", "--channel", "email", "--reason", "x")
     one = cron("mail", "send", **dead)

@@ -2,19 +2,13 @@
 messages, JSON, and e-mail through a real SMTP server on loopback."""
 
 import json
-import socket
-from collections.abc import Iterator
-from contextlib import contextmanager
 from email import message_from_bytes, policy
 
 import pytest
-from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import Envelope
 from sqlmodel import Session
 
 from cpms_admin.models import Member
 from cpms_admin.settings import Settings
-from tests.conftest import Cli, FakeClock
 from tests.cred_helpers import (
     NEW_PIN,
     PIN,
@@ -25,6 +19,8 @@ from tests.cred_helpers import (
     outbox,
 )
 from tests.factories import make_member, make_nir, snapshot
+from tests.harness import Cli, FakeClock
+from tests.mail_helpers import free_port, smtp_server
 
 LOGIN_KEYS = {"ok", "reason", "remaining_attempts", "retry_after_seconds", "captcha_required"}
 
@@ -209,33 +205,6 @@ def test_code_rules_through_the_cli(cli: Cli, clock: FakeClock, session: Session
 
 
 # --- SMTP on loopback -------------------------------------------------------------------------
-
-
-class Inbox:
-    def __init__(self) -> None:
-        self.envelopes: list[Envelope] = []
-
-    async def handle_DATA(self, server: object, session: object, envelope: Envelope) -> str:
-        self.envelopes.append(envelope)
-        return "250 OK"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-@contextmanager
-def smtp_server() -> Iterator[tuple[Inbox, int]]:
-    inbox, port = Inbox(), free_port()
-    controller = Controller(inbox, hostname="127.0.0.1", port=port)
-    controller.start()
-    try:
-        yield inbox, port
-    finally:
-        controller.stop()
 
 
 def test_code_by_email_through_a_real_smtp_server(cli: Cli, session: Session) -> None:

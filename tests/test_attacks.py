@@ -20,7 +20,6 @@ from cpms_admin.mail.transport import MailError
 from cpms_admin.models import AuditEvent, Letter, Member, pk
 from cpms_admin.portal import flows
 from cpms_admin.settings import Settings
-from tests.conftest import Cli, FakeClock
 from tests.cred_helpers import (
     PIN,
     account_of,
@@ -33,19 +32,12 @@ from tests.cred_helpers import (
     set_pin,
 )
 from tests.factories import make_member, make_nir
-from tests.test_letters_batch import batch, codes_in_file
-from tests.test_mail import free_port
+from tests.harness import Cli, FakeClock
+from tests.letters_helpers import batch, printed_codes
+from tests.mail_helpers import free_port
 
 WRONG_PIN = "605813"
 GUESSES = ("wrong_pin", "wrong_code", "dead_code", "unknown_member")
-
-
-def printed_codes(summary: dict[str, object]) -> dict[int, str]:
-    """Letter id -> code, read back from the PDFs of a batch summary."""
-    directory = Path(str(summary["directory"]))
-    files = summary["files"]
-    assert isinstance(files, list)
-    return {k: v for f in files for k, v in codes_in_file(directory / f["name"]).items()}
 
 
 def wrong(code: str) -> str:
@@ -373,6 +365,7 @@ def test_accept_terms_needs_the_pin_and_an_unknown_nir_is_a_wrong_pin(
     assert account_of(session, member).failed_attempts == 0  # a success, like a login
 
 
+@pytest.mark.slow  # 600 members, 600 timed requests
 def test_request_code_takes_the_same_time_for_members_and_strangers(
     session: Session, settings: Settings, clock: FakeClock
 ) -> None:

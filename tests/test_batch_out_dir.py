@@ -17,9 +17,9 @@ from sqlmodel import Session, select
 from cpms_admin.letters import batch as letter_batch
 from cpms_admin.letters import files as batch_files
 from cpms_admin.models import SecurityCode
-from tests.conftest import Cli
 from tests.factories import snapshot
-from tests.test_letters_batch import (
+from tests.harness import Cli
+from tests.letters_helpers import (
     assert_every_pdf_is_listed,
     batch,
     check_batch_dir,

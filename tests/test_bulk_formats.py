@@ -16,20 +16,8 @@ from cpms_admin.bulk.formats import (
 )
 from cpms_admin.errors import InvalidInput
 from cpms_admin.members.fields import COLUMNS
+from tests.import_helpers import DUPONT
 
-DUPONT = {
-    "nir": "185057800608491",
-    "civility": "M",
-    "last_name": "Dupont",
-    "first_name": "Jean",
-    "birth_date": "1985-05-12",
-    "email": "jean.dupont@example.fr",
-    "street": "12 rue des Lilas",
-    "address_complement": None,
-    "postcode": "75011",
-    "city": "Paris",
-    "country": "FR",
-}
 MARTIN = {
     **DUPONT,
     "nir": "285057800608434",

@@ -14,10 +14,11 @@ from cpms_admin.bulk.campaign import CampaignCounts, Selection, run_campaign
 from cpms_admin.credentials.codes import issue_code
 from cpms_admin.models import Account, AuditEvent, Letter, Member, OutgoingMail, pk
 from cpms_admin.settings import Settings
-from tests.conftest import Cli, FakeClock, audit_of, run_event
+from tests.audit_helpers import audit_of, run_event
 from tests.factories import make_member, make_nir
-from tests.test_import import person, snap, write_csv
-from tests.test_letters_batch import (
+from tests.harness import Cli, FakeClock
+from tests.import_helpers import person, snap, write_csv
+from tests.letters_helpers import (
     check_batch_dir,
     code_works,
     letter_text,

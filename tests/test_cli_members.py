@@ -7,8 +7,8 @@ import pytest
 from sqlmodel import Session
 
 from cpms_admin.settings import Settings
-from tests.conftest import Cli
 from tests.factories import make_member, make_nir, snapshot
+from tests.harness import Cli
 
 ADD = [
     "member",

@@ -10,9 +10,9 @@ from cpms_admin.french import PARIS
 from cpms_admin.letters.queue import queue_letter
 from cpms_admin.models import Member, pk
 from cpms_admin.settings import Settings
-from tests.conftest import TEST_PEPPER, FakeClock
 from tests.cred_helpers import codes_of, set_pin
 from tests.factories import make_member
+from tests.harness import TEST_PEPPER, FakeClock
 
 PEPPER = TEST_PEPPER.encode()
 

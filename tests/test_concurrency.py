@@ -15,9 +15,9 @@ from cpms_admin.db import make_engine
 from cpms_admin.models import AuditEvent
 from cpms_admin.portal import flows
 from cpms_admin.settings import Settings
-from tests.conftest import FakeClock
 from tests.cred_helpers import PIN, account_of, codes_of, email_code, give_pin, set_pin
 from tests.factories import make_member
+from tests.harness import FakeClock
 
 THREADS = 6
 T = TypeVar("T")

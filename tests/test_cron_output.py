@@ -8,9 +8,8 @@ failure is one `Error: ...` line on stderr with a non-zero exit.
 
 import json
 import os
-import socket
 import subprocess
-import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -18,15 +17,22 @@ import pytest
 
 from cpms_admin.db import sqlite_path
 from cpms_admin.mail.queue import STOP_AFTER
-from tests.conftest import TEST_PEPPER, Cli
 from tests.factories import make_nir
+from tests.harness import TEST_PEPPER, Cli
+from tests.import_helpers import person, write_csv
+from tests.mail_helpers import free_port
+from tests.process_helpers import CPMS
 
-CPMS = Path(sys.executable).parent / "cpms-admin"
+pytestmark = pytest.mark.slow  # every test runs the installed command
 
 
 class Cron:
-    def __init__(self, env: dict[str, str], cwd: Path) -> None:
-        self.env, self.cwd = env, cwd
+    """The installed command run as cron runs it. What an agent does beforehand (add members,
+    queue a campaign) runs in-process through `agent`, on the same database: only the jobs
+    need to be real processes."""
+
+    def __init__(self, env: dict[str, str], cwd: Path, agent: Cli) -> None:
+        self.env, self.cwd, self.agent = env, cwd, agent
 
     def __call__(self, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -44,9 +50,13 @@ class Cron:
         assert result.returncode == 0, result.stdout + result.stderr
         return result.stdout
 
+    def agent_does(self, *args: str) -> None:
+        result = self.agent(*args)
+        assert result.exit_code == 0, result.output
+
     def add_member(self, *, email: str | None = None) -> None:
         contact = ["--email", email, "--no-welcome"] if email else []
-        self.ok(
+        self.agent_does(
             "member", "add", "--nir", make_nir(), "--last-name", "Martin", "--first-name",
             "Hélène", "--street", "12 rue de la République", "--postcode", "69002", "--city",
             "Lyon", *contact,
@@ -55,28 +65,24 @@ class Cron:
 
 @pytest.fixture
 def cron(cli: Cli, db_url: str, tmp_path: Path) -> Cron:
-    """On SQLite a new database file; on PostgreSQL the test's database, upgraded again."""
+    """On SQLite a new database file made by `db upgrade`; on PostgreSQL the test's database
+    (conftest.py upgraded it, and recorded the pepper)."""
     url = db_url
     if sqlite_path(db_url) is not None:
         (tmp_path / "var").mkdir()
         url = f"sqlite:///{tmp_path / 'var' / 'cpms.db'}"
     (tmp_path / "elsewhere").mkdir()
-    env = cli.with_settings(database_url=url).env()
+    settings = replace(cli.settings, database_url=url)
+    env = Cli(settings).env()
     assert env["CPMS_PEPPER"] == TEST_PEPPER  # explicit: never a default pepper file
-    run = Cron({**os.environ, **env, "CPMS_AGENT": "cron"}, tmp_path / "elsewhere")
-    run.ok("db", "upgrade")
+    run = Cron({**os.environ, **env, "CPMS_AGENT": "cron"}, tmp_path / "elsewhere", Cli(settings))
+    if url != db_url:
+        run.ok("db", "upgrade")
     return run
 
 
 def quiet(result: subprocess.CompletedProcess[str]) -> tuple[int, str, str]:
     return result.returncode, result.stdout, result.stderr
-
-
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
 
 
 def test_an_empty_letter_queue_prints_nothing(cron: Cron, tmp_path: Path) -> None:
@@ -126,19 +132,22 @@ def test_a_batch_failure_is_one_error_line(cron: Cron, tmp_path: Path) -> None:
     assert result.stderr.startswith("Error: --out ") and result.stderr.count("\n") == 1
 
 
-def test_mail_to_a_dead_server_reports_and_stops_with_one_error_line(cron: Cron) -> None:
-    dead = {"CPMS_SMTP_URL": f"smtp://127.0.0.1:{closed_port()}"}
+def test_mail_to_a_dead_server_reports_and_stops_with_one_error_line(
+    cron: Cron, tmp_path: Path
+) -> None:
+    dead = {"CPMS_SMTP_URL": f"smtp://127.0.0.1:{free_port()}"}
     cron.add_member(email="helene.martin@example.org")
-    cron.ok("code", "campaign", "--no-pin", "--channel", "email", "--reason", "x")
+    cron.agent_does("code", "campaign", "--no-pin", "--channel", "email", "--reason", "x")
     one = cron("mail", "send", **dead)
     assert quiet(one) == (
         0,
         "Sent 0 e-mail(s); 1 to retry, 0 given up, 0 no longer needed; 1 still queued.\n",
         "",
     )  # work was done: a failure to retry, reported; the next run tries again
-    for n in range(STOP_AFTER):
-        cron.add_member(email=f"adherent{n}@example.org")
-    cron.ok("code", "campaign", "--no-pin", "--channel", "email", "--reason", "x")
+    more = tmp_path / "more.csv"  # STOP_AFTER more members
+    write_csv(more, [person(990_000 + n, email=f"a{n}@example.org") for n in range(STOP_AFTER)])
+    cron.agent_does("members", "import", str(more))
+    cron.agent_does("code", "campaign", "--no-pin", "--channel", "email", "--reason", "x")
     stopped = cron("mail", "send", **dead)
     assert stopped.returncode == 1
     assert stopped.stderr.startswith(f"Error: mail send stopped: {STOP_AFTER} e-mails in a row")

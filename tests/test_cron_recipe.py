@@ -12,8 +12,8 @@ import pytest
 from cpms_admin.settings import Settings
 from tests.cred_helpers import PIN, mailed_codes
 from tests.factories import make_nir
-from tests.test_attacks import printed_codes
-from tests.test_cron_output import CPMS
+from tests.letters_helpers import printed_codes
+from tests.process_helpers import CPMS
 
 pytestmark = pytest.mark.slow
 README = Path(__file__).resolve().parent.parent / "README.md"

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import TEST_PEPPER, Cli
+from tests.harness import TEST_PEPPER, Cli
 
 
 def checks(result: object) -> dict[str, dict[str, object]]:

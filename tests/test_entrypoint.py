@@ -11,6 +11,7 @@ import pytest
 
 from tests.factories import make_nir
 
+pytestmark = pytest.mark.slow  # every test starts a process
 BIN = Path(sys.executable).parent
 
 
@@ -78,7 +79,6 @@ def test_help_works_with_nothing_configured(tmp_path: Path) -> None:
     assert "member" in result.stdout and not (tmp_path / "data").exists()
 
 
-@pytest.mark.slow
 def test_start_up_does_not_load_heavy_modules(tmp_path: Path) -> None:
     """`member show` must start fast: WeasyPrint and argon2 load only where needed."""
     probe = (

@@ -17,8 +17,8 @@ from cpms_admin.db import make_engine
 from cpms_admin.members.fields import COLUMNS
 from cpms_admin.members.records import member_summary, search_text
 from cpms_admin.models import Account, AuditEvent, Member
-from tests.conftest import Cli
 from tests.factories import make_member, make_nir
+from tests.harness import Cli
 
 BCRYPT = "$2b$04$abcdefghijklmnopqrstuu5ZZmGzXsvFxo9sQJ3bTkMfs0IPpAaKm"
 
@@ -132,6 +132,7 @@ def test_a_failed_export_leaves_no_file(cli: Cli, session: Session, tmp_path: Pa
     assert list(out_dir.iterdir()) == []
 
 
+@pytest.mark.slow  # 20,000 members
 def test_export_runs_in_constant_memory(session: Session) -> None:
     """Peak memory while exporting does not grow with the number of members."""
     table = SQLModel.metadata.tables["member"]

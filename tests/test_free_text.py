@@ -11,9 +11,9 @@ from cpms_admin import audit
 from cpms_admin.cli.app import app
 from cpms_admin.errors import InvalidInput
 from cpms_admin.models import AuditEvent, Member
-from tests.conftest import Cli
 from tests.cred_helpers import account_of
 from tests.factories import make_member, snapshot
+from tests.harness import Cli
 
 FORGED = "a\nFORGED 2026-01-01 admin account.unlock 1 85 05 78 006 084 91 ok"
 ACCENTED = "Identité vérifiée par téléphone avec l'adhérente (Mme Hélène Müller-Øster)"

@@ -1,7 +1,6 @@
 """`members import`: real-world files, bad rows with their lines, dry runs that tell the truth,
 re-runs that change nothing, conflicts, and one audit event per run."""
 
-import csv
 import json
 from pathlib import Path
 from typing import Any
@@ -14,42 +13,10 @@ from cpms_admin.bulk.importer import import_members
 from cpms_admin.members.fields import COLUMNS
 from cpms_admin.members.records import get_member, member_summary, search_text
 from cpms_admin.models import Account, AuditEvent, Letter, Member
-from tests.conftest import Cli, audit_of, run_event
-from tests.factories import make_member, make_nir, snapshot
-from tests.test_bulk_formats import DUPONT
-
-PARIS = {key: value for key, value in DUPONT.items() if key != "nir"}
-
-
-def person(serial: int, **overrides: Any) -> dict[str, Any]:
-    return {"nir": make_nir(serial), **PARIS, **overrides}
-
-
-def write_csv(
-    path: Path,
-    rows: list[dict[str, Any]],
-    *,
-    sep: str = ",",
-    encoding: str = "utf-8",
-    eol: str = "\n",
-    columns: tuple[str, ...] = COLUMNS,
-) -> Path:
-    with path.open("w", encoding=encoding, newline="") as handle:
-        writer = csv.writer(handle, delimiter=sep, lineterminator=eol)
-        writer.writerow(columns)
-        writer.writerows([[row.get(name) or "" for name in columns] for row in rows])
-    return path
-
-
-def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
-    path.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
-    return path
-
-
-def snap(session: Session) -> dict[str, list[tuple[Any, ...]]]:
-    """Every row, read in a new transaction (an open one would still see the old rows)."""
-    session.rollback()
-    return snapshot(session)
+from tests.audit_helpers import audit_of, run_event
+from tests.factories import make_member, make_nir
+from tests.harness import Cli
+from tests.import_helpers import person, report_rows, snap, write_csv, write_jsonl
 
 
 def member_of(session: Session, nir: str) -> Member:
@@ -70,11 +37,6 @@ def count(session: Session, model: Any) -> int:
 def json_out(result: Any) -> dict[str, Any]:
     data: dict[str, Any] = json.loads(result.stdout)
     return data
-
-
-def report_rows(path: Path) -> list[dict[str, str]]:
-    with path.open(encoding="utf-8-sig", newline="") as handle:
-        return list(csv.DictReader(handle))
 
 
 # --- the dialects office software writes ---------------------------------------------------

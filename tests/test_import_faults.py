@@ -6,42 +6,24 @@ import os
 import signal
 import subprocess
 import sys
-import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 from sqlmodel import Session, func, select
 
 from cpms_admin.bulk.importer import BATCH_SIZE
 from cpms_admin.db import make_engine
 from cpms_admin.models import Account, AuditEvent, Member
 from cpms_admin.settings import Settings
-from tests.conftest import Cli
-from tests.test_import import person, write_csv
+from tests.harness import Cli
+from tests.import_helpers import person, write_csv
+from tests.process_helpers import assert_all_exit, descendants, wait_until
 
-MEMBERS = 20_000
-
-
-def children(pid: int) -> set[int]:
-    found = set()
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                found.add(int(entry.name))
-    return found
-
-
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
+MEMBERS = 2 * BATCH_SIZE + BATCH_SIZE // 2  # the import writes two full batches and a half
+STALL_KEY = 0x5354414C  # the advisory lock a stalled PostgreSQL insert waits for
 
 
 def counts(engine: Engine) -> tuple[int, int]:
@@ -61,43 +43,87 @@ def member_events(session: Session) -> dict[int, list[int]]:
     return found
 
 
+@contextmanager
+def insert_stalled(engine: Engine, nir: str) -> Iterator[None]:
+    """Within the block, inserting the member `nir` stalls inside the database: the insert
+    does not return, its transaction stays open, so a run that writes members in batches
+    stops in the batch holding that row with the earlier batches committed, for as long as
+    the test wants. PostgreSQL: the row waits for an advisory lock the test holds. SQLite
+    (one lock for the whole file, no sleep function): the row sets off a query of billions
+    of rows (about a minute), which the test cuts short by killing the run."""
+    if engine.dialect.name == "postgresql":
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as holder:
+            holder.execute(text(
+                "CREATE FUNCTION cpms_test_stall() RETURNS trigger LANGUAGE plpgsql AS "
+                f"$$ BEGIN PERFORM pg_advisory_xact_lock({STALL_KEY}); RETURN NEW; END $$"
+            ))  # fmt: skip
+            holder.execute(text(
+                "CREATE TRIGGER cpms_test_stall BEFORE INSERT ON member FOR EACH ROW "
+                f"WHEN (NEW.nir = '{nir}') EXECUTE FUNCTION cpms_test_stall()"
+            ))  # fmt: skip
+            holder.execute(text(f"SELECT pg_advisory_lock({STALL_KEY})"))
+            try:
+                yield
+            finally:
+                # The killed run's server process still waits; end it, as the server would
+                # once it noticed its client gone, so that its open insert is rolled back.
+                waiting = text(
+                    "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND NOT granted "
+                    f"AND objid = {STALL_KEY} AND database = "
+                    "(SELECT oid FROM pg_database WHERE datname = current_database())"
+                )
+                for (pid,) in holder.execute(waiting).all():
+                    holder.execute(text("SELECT pg_terminate_backend(:pid, 10000)"), {"pid": pid})
+                holder.execute(text(f"SELECT pg_advisory_unlock({STALL_KEY})"))
+                holder.execute(text("DROP TRIGGER cpms_test_stall ON member"))
+                holder.execute(text("DROP FUNCTION cpms_test_stall()"))
+        return
+    with engine.begin() as conn:
+        conn.execute(text("CREATE TABLE cpms_test_stall (n INTEGER)"))
+        conn.execute(text(
+            "INSERT INTO cpms_test_stall WITH RECURSIVE c(n) AS "
+            "(SELECT 1 UNION ALL SELECT n + 1 FROM c WHERE n < 300) SELECT n FROM c"
+        ))  # fmt: skip
+        conn.execute(text(
+            f"CREATE TRIGGER cpms_test_stall BEFORE INSERT ON member WHEN NEW.nir = '{nir}' "
+            "BEGIN SELECT count(*) FROM cpms_test_stall a, cpms_test_stall b, "
+            "cpms_test_stall c, cpms_test_stall d; END"
+        ))  # fmt: skip
+    try:
+        yield
+    finally:
+        with engine.begin() as conn:
+            conn.execute(text("DROP TRIGGER cpms_test_stall"))
+            conn.execute(text("DROP TABLE cpms_test_stall"))
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc").exists(), reason="reads /proc to find the helper process")
 def test_a_killed_import_run_again_imports_every_member_once(
     cli: Cli, settings: Settings, tmp_path: Path
 ) -> None:
     path = write_csv(tmp_path / "big.csv", [person(n) for n in range(1, MEMBERS + 1)], sep=";")
-    env = {**os.environ, **cli.env()}
     engine = make_engine(settings.database_url).execution_options(sqlite_begin="DEFERRED")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "cpms_admin", "members", "import", str(path)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while counts(engine)[0] == 0:
+    with insert_stalled(engine, person(BATCH_SIZE + 1)["nir"]):  # the second batch's first
+        process = subprocess.Popen(
+            [sys.executable, "-m", "cpms_admin", "members", "import", str(path)],
+            env={**os.environ, **cli.env()},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        try:
+            wait_until(
+                lambda: process.poll() is not None or counts(engine)[0] > 0,
+                what="the import's first batch",
+            )
             assert process.poll() is None, process.communicate()
-            assert time.monotonic() < deadline, "the import never started writing"
-            time.sleep(0.005)
-        helpers = children(process.pid)
-        process.send_signal(signal.SIGKILL)
-        process.wait()
-    finally:
-        if process.poll() is None:
-            process.kill()
+            helpers = descendants(process.pid)
+        finally:
+            process.send_signal(signal.SIGKILL)
             process.wait()
     members, accounts = counts(engine)
-    assert 0 < members < MEMBERS, "killed too late to test anything"
-    assert members == accounts  # a batch is all or nothing
-    assert members % BATCH_SIZE == 0
-    # The checker process notices its reader is gone and exits.
-    deadline = time.monotonic() + 10
-    while any(alive(pid) for pid in helpers):
-        assert time.monotonic() < deadline, "the checker process outlived the import"
-        time.sleep(0.05)
-
+    assert (members, accounts) == (BATCH_SIZE, BATCH_SIZE)  # a batch is all or nothing
+    assert_all_exit(helpers, what="the checker process to exit after the import was killed")
     with Session(engine) as session:
         killed = session.exec(select(AuditEvent).where(AuditEvent.action == "members.import")).one()
         imported = set(session.exec(select(Member.id)).all())

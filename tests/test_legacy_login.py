@@ -15,8 +15,8 @@ from sqlmodel import Session, select
 
 from cpms_admin.members.records import get_member
 from cpms_admin.models import Account, Member
-from tests.conftest import Cli
-from tests.test_import import person, report_rows, write_csv
+from tests.harness import Cli
+from tests.import_helpers import person, report_rows, write_csv
 
 PIN = "482915"
 WRONG = "739264"

@@ -11,10 +11,10 @@ from sqlmodel import Session
 from cpms_admin.members import records
 from cpms_admin.members.nir import mask_nir
 from cpms_admin.settings import Settings
-from tests.conftest import Cli
 from tests.cred_helpers import give_pin
 from tests.factories import make_member, make_nir, snapshot
-from tests.test_letters_batch import queue_members
+from tests.harness import Cli
+from tests.letters_helpers import queue_members
 
 
 def pdf_text(path: Path) -> str:

@@ -154,6 +154,7 @@ def page_pixels(pdf: Path, page: int) -> bytes:
     return subprocess.run(command, check=True, capture_output=True).stdout
 
 
+@pytest.mark.slow  # two layouts, and poppler for every page
 def test_printed_letters_look_exactly_like_letters_laid_out_whole(
     renderer: LetterRenderer, tmp_path: Path
 ) -> None:
@@ -169,6 +170,7 @@ def test_printed_letters_look_exactly_like_letters_laid_out_whole(
     HTML(string=html, base_url=str(renderer.letters_dir)).write_pdf(whole)
     printed = tmp_path / "printed.pdf"
     spans = renderer.render(letters, printed)
+    assert len(spans) == len(letters)
     for number, span in enumerate(spans, start=1):
         assert page_pixels(printed, span.first_page) == page_pixels(whole, number)
 
@@ -212,6 +214,7 @@ def test_duplex_gives_every_letter_an_even_number_of_pages(
         assert back.extract_text().strip() == ""  # the added page is blank, footer included
 
 
+@pytest.mark.slow  # starts rendering processes
 def test_pool_renders_the_same_pages_as_in_process(tmp_path: Path) -> None:
     def chunks(folder: str) -> list[tuple[Path, tuple[LetterContent, ...]]]:
         (tmp_path / folder).mkdir()
@@ -225,7 +228,7 @@ def test_pool_renders_the_same_pages_as_in_process(tmp_path: Path) -> None:
         assert len(pypdf.PdfReader(path).pages) == sum(s.page_count for s in spans)
 
 
-@pytest.mark.parametrize("workers", [1, 2])
+@pytest.mark.parametrize("workers", [1, pytest.param(2, marks=pytest.mark.slow)])
 def test_chunks_are_built_only_as_rendering_needs_them(tmp_path: Path, workers: int) -> None:
     """Memory stays flat: a large batch is never pulled into memory all at once."""
     pulled = []

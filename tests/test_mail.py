@@ -2,26 +2,17 @@
 
 import html as htmllib
 import re
-import shutil
-import socket
-import ssl
 import stat
-import subprocess
-from collections.abc import Iterator
-from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 from pathlib import Path
-from typing import Any
 
 import pytest
-from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword
+from aiosmtpd.smtp import Envelope
 
 from cpms_admin.errors import BadAddress, InvalidInput
 from cpms_admin.mail import compose
-from cpms_admin.mail.compose import pin_changed_message, security_code_message
 from cpms_admin.mail.transport import (
     FileTransport,
     MailError,
@@ -30,45 +21,26 @@ from cpms_admin.mail.transport import (
     transport_from_settings,
 )
 from cpms_admin.settings import Settings
-
-SETTINGS = Settings(portal_url="https://adherent.cpms.test")
-USER, PASSWORD = "agent@cpms.fr", "p@ss:w/rd%"
-QUOTED = "agent%40cpms.fr:p%40ss%3Aw%2Frd%25"  # USER:PASSWORD percent-encoded for the URL
-NOW = datetime(2026, 3, 12, 13, 22, tzinfo=UTC)  # 14 h 22 in Paris (winter time)
+from tests.mail_helpers import (
+    NOW,
+    PASSWORD,
+    QUOTED,
+    SETTINGS,
+    USER,
+    Inbox,
+    check_login,
+    code_mail,
+    free_port,
+    pin_mail,
+    server_tls,
+    smtp_server,
+)
 
 
 @pytest.fixture(autouse=True)
 def fixed_clock(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Messages are dated and worded against NOW (compose takes no clock of its own)."""
     monkeypatch.setattr(compose, "system_clock", lambda: NOW)
-
-
-def code_mail(**overrides: object) -> EmailMessage:
-    values: dict[str, object] = {
-        "settings": SETTINGS,
-        "to": "jean.dupont@example.fr",
-        "first_name": "Jean",
-        "last_name": "Dupont",
-        "civility": "M",
-        "code": "493817",
-        "expires_at": NOW + timedelta(minutes=10),
-        "purpose": "pin_reset",
-    }
-    values.update(overrides)
-    return security_code_message(**values)  # type: ignore[arg-type]
-
-
-def pin_mail(**overrides: object) -> EmailMessage:
-    values: dict[str, object] = {
-        "settings": SETTINGS,
-        "to": "jean.dupont@example.fr",
-        "first_name": "Jean",
-        "last_name": "Dupont",
-        "civility": "MME",
-        "changed_at": NOW,
-        "how": "changed",
-    }
-    values.update(overrides)
-    return pin_changed_message(**values)  # type: ignore[arg-type]
 
 
 def parts(message: EmailMessage) -> tuple[str, str]:
@@ -207,131 +179,6 @@ def test_file_transport_failure_is_a_mail_error(tmp_path: Path) -> None:
 # --- SMTP --------------------------------------------------------------------------------
 
 
-class Inbox:
-    """aiosmtpd handler keeping what it received."""
-
-    def __init__(self) -> None:
-        self.envelopes: list[Envelope] = []
-        self.over_tls: list[bool] = []
-
-    async def handle_DATA(self, server: object, session: object, envelope: Envelope) -> str:
-        self.envelopes.append(envelope)
-        self.over_tls.append(getattr(session, "ssl", None) is not None)
-        return "250 OK"
-
-    def only_message(self) -> EmailMessage:
-        assert len(self.envelopes) == 1
-        content = self.envelopes[0].content
-        assert isinstance(content, bytes)
-        message = message_from_bytes(content, policy=policy.default)
-        assert isinstance(message, EmailMessage)
-        return message
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def check_login(
-    server: object, session: object, envelope: object, mechanism: str, auth_data: object
-) -> AuthResult:
-    ok = isinstance(auth_data, LoginPassword) and auth_data == (USER.encode(), PASSWORD.encode())
-    return AuthResult(success=ok, handled=False)  # handled=False: aiosmtpd answers 535
-
-
-@contextmanager
-def smtp_server(**options: Any) -> Iterator[tuple[Inbox, int]]:
-    inbox, port = Inbox(), free_port()
-    controller = Controller(inbox, hostname="127.0.0.1", port=port, **options)
-    controller.start()
-    try:
-        yield inbox, port
-    finally:
-        controller.stop()
-
-
-@pytest.fixture(scope="module")
-def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """A self-signed certificate for 127.0.0.1: (cert.pem, key.pem)."""
-    folder = tmp_path_factory.mktemp("tls")
-    cert, key = folder / "cert.pem", folder / "key.pem"
-    try:
-        _certificate_with_cryptography(cert, key)
-    except ImportError:
-        if shutil.which("openssl") is None:
-            pytest.skip("need the cryptography package or the openssl command to make a cert")
-        subprocess.run(
-            [
-                "openssl",
-                "req",
-                "-x509",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:prime256v1",
-                "-nodes",
-                "-days",
-                "1",
-                "-subj",
-                "/CN=127.0.0.1",
-                "-addext",
-                "subjectAltName=IP:127.0.0.1",
-                "-keyout",
-                str(key),
-                "-out",
-                str(cert),
-            ],
-            check=True,
-            capture_output=True,
-        )
-    return cert, key
-
-
-def _certificate_with_cryptography(cert: Path, key: Path) -> None:
-    import ipaddress
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    private = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.now(UTC)
-    built = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(private.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(minutes=5))
-        .not_valid_after(now + timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(private, hashes.SHA256())
-    )
-    cert.write_bytes(built.public_bytes(serialization.Encoding.PEM))
-    key.write_bytes(
-        private.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-
-
-def server_tls(certificate: tuple[Path, Path]) -> ssl.SSLContext:
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(*certificate)
-    return context
-
-
 def test_composed_message_arrives_over_plain_smtp() -> None:
     with smtp_server() as (inbox, port):
         SmtpTransport(f"smtp://127.0.0.1:{port}").send(code_mail())
@@ -411,16 +258,11 @@ class NoSuchUser(Inbox):
 
 
 def test_refused_recipient_is_a_mail_error() -> None:
-    inbox, port = NoSuchUser(), free_port()
-    controller = Controller(inbox, hostname="127.0.0.1", port=port)
-    controller.start()
-    try:
-        with pytest.raises(
-            MailError, match=r"recipient refused, server said 550 5\.1\.1 No such user$"
-        ):
-            SmtpTransport(f"smtp://127.0.0.1:{port}").send(code_mail())
-    finally:
-        controller.stop()
+    with (
+        smtp_server(NoSuchUser()) as (inbox, port),
+        pytest.raises(MailError, match=r"recipient refused, server said 550 5\.1\.1 No such user$"),
+    ):
+        SmtpTransport(f"smtp://127.0.0.1:{port}").send(code_mail())
     assert inbox.envelopes == []
 
 
@@ -467,11 +309,6 @@ class OddGoodbye(Inbox):
 
 def test_an_odd_answer_to_quit_does_not_fail_a_sent_message() -> None:
     """Once the server accepted the message it is sent: the goodbye cannot undo that."""
-    inbox, port = OddGoodbye(), free_port()
-    controller = Controller(inbox, hostname="127.0.0.1", port=port)
-    controller.start()
-    try:
+    with smtp_server(OddGoodbye()) as (inbox, port):
         SmtpTransport(f"smtp://127.0.0.1:{port}").send(code_mail())
-    finally:
-        controller.stop()
     assert len(inbox.envelopes) == 1

@@ -16,9 +16,10 @@ from cpms_admin.mail.transport import transport_from_settings
 from cpms_admin.members.records import close_member
 from cpms_admin.models import Account, AuditEvent, Member, OutgoingMail, SecurityCode
 from cpms_admin.settings import Settings
-from tests.conftest import TEST_PEPPER, Cli, audit_of, run_event
+from tests.audit_helpers import audit_of, run_event
 from tests.cred_helpers import mailed_codes, outbox, text_of
 from tests.factories import make_member, snapshot
+from tests.harness import TEST_PEPPER, Cli
 
 
 def queue(cli: Cli, session: Session, count: int) -> list[Member]:

@@ -11,7 +11,6 @@ from cpms_admin.members import records
 from cpms_admin.models import Member
 from cpms_admin.portal import flows
 from cpms_admin.settings import Settings
-from tests.conftest import FakeClock
 from tests.cred_helpers import (
     NEW_PIN,
     PIN,
@@ -25,6 +24,7 @@ from tests.cred_helpers import (
     text_of,
 )
 from tests.factories import make_member, make_nir, snapshot
+from tests.harness import FakeClock
 
 WRONG = "605813"
 

@@ -16,9 +16,9 @@ import pytest
 from cpms_admin.errors import InvalidInput
 from cpms_admin.mail.transport import FileTransport, MailError
 from cpms_admin.private_files import check_destination, private_dir, write_private_atomically
-from tests.conftest import Cli
 from tests.factories import make_nir
-from tests.test_mail import pin_mail
+from tests.harness import Cli
+from tests.mail_helpers import pin_mail
 
 BIN = Path(sys.executable).parent
 NOBODY = 65534
@@ -104,6 +104,7 @@ def test_everything_the_installed_command_creates_is_owner_only_under_umask_022(
     } == {}
 
 
+@pytest.mark.slow
 def test_python_dash_m_goes_through_the_same_entry_point(tmp_path: Path) -> None:
     ok(run("db", "upgrade", "--create-dirs", cwd=tmp_path, module=True))
     assert (mode(tmp_path / "data"), mode(tmp_path / "data" / "cpms.db")) == (0o700, 0o600)

@@ -10,7 +10,6 @@ import json
 import os
 import sqlite3
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -26,11 +25,11 @@ from cpms_admin.cli import context
 from cpms_admin.cli.context import AppContext
 from cpms_admin.models import Member
 from cpms_admin.settings import Settings
-from tests.conftest import Cli
 from tests.factories import make_member
+from tests.harness import Cli
+from tests.process_helpers import CPMS
 
 BUSY_MS = 1000  # far below the 30 s of production: a command that waits fails fast
-CPMS = Path(sys.executable).parent / "cpms-admin"
 UNCOMMITTED = "Uncommitted"
 
 
@@ -134,6 +133,7 @@ def test_doctor_answers(cli: Cli, writer: sqlite3.Connection, busy_ms: object) -
     assert checks["database"]["ok"] and "reachable" in checks["database"]["detail"]
 
 
+@pytest.mark.slow
 def test_the_installed_command_answers_while_another_process_writes(
     cli: Cli, member: Member, writer: sqlite3.Connection, tmp_path: Path
 ) -> None:
@@ -160,11 +160,35 @@ def test_a_writer_still_waits_for_the_lock_then_goes_on(
     writer: sqlite3.Connection,
     busy_ms: Callable[[int], None],
 ) -> None:
+    """The other transaction ends only once the command asks for the write lock, and a
+    while after: the command waited for it, then wrote."""
     busy_ms(10_000)
-    threading.Timer(0.5, writer.rollback).start()
-    result, seconds = timed(cli, "member", "update", member.nir, "--city", "Lille", "--reason", "x")
+    asked, hold = threading.Event(), 0.3
+
+    def on_execute(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if statement.startswith("BEGIN IMMEDIATE"):  # the command's, about to wait
+            asked.set()
+
+    def release() -> None:
+        if asked.wait(timeout=30):
+            time.sleep(hold)  # the command waits all that time: the lock is not free
+        writer.rollback()
+
+    event.listen(Engine, "before_cursor_execute", on_execute)
+    releaser = threading.Thread(target=release)
+    releaser.start()
+    try:
+        result, seconds = timed(
+            cli, "member", "update", member.nir, "--city", "Lille", "--reason", "x"
+        )
+    finally:
+        event.remove(Engine, "before_cursor_execute", on_execute)
+        releaser.join()
+    assert asked.is_set(), "the command never asked for the write lock"
     assert result.exit_code == 0, result.output
-    assert seconds >= 0.5  # it waited for the other transaction, as before
+    assert seconds >= hold  # it waited for the other transaction, as before
+    shown = cli("--json", "member", "show", member.nir)
+    assert json.loads(shown.stdout)["address"]["lines"][-1] == "69002 LILLE"
 
 
 def test_a_writer_gives_up_after_the_busy_timeout(

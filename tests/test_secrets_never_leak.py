@@ -10,9 +10,10 @@ import pytest
 from sqlmodel import Session
 
 from cpms_admin.db import sqlite_path
-from tests.conftest import Cli
 from tests.cred_helpers import mailed_codes
 from tests.factories import make_member, make_nir, member_values, snapshot
+from tests.harness import Cli
+from tests.letters_helpers import codes_in_file
 
 PINS = ["482915", "739264", "518372", "627183"]
 WRONG_PIN, WRONG_CODE = "605813", "914630"
@@ -151,8 +152,6 @@ def test_codes_made_by_the_nightly_jobs_stay_in_their_letter_or_e_mail(
 ) -> None:
     """`mail send` and `letters batch` make codes themselves: none reaches their output, the
     logs, the audit log, the database file, the manifest or the index."""
-    from tests.test_letters_batch import codes_in_file
-
     caplog.set_level(logging.DEBUG)
     caplog.set_level(logging.DEBUG, logger="sqlalchemy")
     by_mail = make_member(session, welcome=False)

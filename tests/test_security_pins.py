@@ -56,8 +56,17 @@ def test_pin_format_refuses_anything_but_six_ascii_digits(pin: str) -> None:
     assert exc.value.exit_code == 2
 
 
-def test_pin_format_accepts_six_digits_with_leading_zero() -> None:
-    check_pin_format("048291")
+def test_a_pin_with_a_leading_zero_is_accepted_and_only_it_verifies(hasher: PinHasher) -> None:
+    """A PIN starting with 0 is a PIN like any other: the format and the guessability checks
+    let it through, it is hashed, and only the very same six digits verify (not the number
+    without its zero, nor the digits shifted)."""
+    pin = "048291"
+    assert check_pin_format(pin) is None  # returns, raising nothing
+    assert pin_weakness(pin, weak_pins=DEFAULT_WEAK, nir=NIR_MAY_1985) is None
+    stored = hasher.hash(pin)
+    assert hasher.verify(stored, pin) is True
+    for other in ("48291", "482910", "048290"):
+        assert hasher.verify(stored, other) is False, other
 
 
 NIR_REASON = "the PIN is made of the birth year and month in the NIR"

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from cpms_admin.cli.app import app
 from cpms_admin.errors import NotReady
 from cpms_admin.settings import LIMIT_MAX, Settings, load_settings
-from tests.conftest import Cli
+from tests.harness import Cli
 
 UNSET: dict[str, str | None] = {f"CPMS_{f.name.upper()}": None for f in fields(Settings)}
 

@@ -1,0 +1,52 @@
+"""What the fixtures of conftest.py are made of, for tests that need the types or the pepper:
+the test pepper, a clock moved by hand, and `cpms-admin` run in-process."""
+
+from dataclasses import fields, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from typer.testing import CliRunner
+
+from cpms_admin.cli.app import app
+from cpms_admin.settings import Settings
+
+TEST_PEPPER = "test-pepper-not-for-production"
+
+
+class FakeClock:
+    """A clock tests move by hand: `clock.advance(seconds=61)`."""
+
+    def __init__(self, start: datetime | None = None) -> None:
+        self.now = start or datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **delta: float) -> None:
+        self.now += timedelta(**delta)
+
+
+class Cli:
+    """Runs `cpms-admin` in-process against the test database."""
+
+    def __init__(self, settings: Settings, clock: FakeClock | None = None) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.runner = CliRunner()
+
+    def env(self) -> dict[str, str]:
+        """Every setting as its environment variable (empty means unset)."""
+        env = {
+            f"CPMS_{f.name.upper()}": ""
+            if getattr(self.settings, f.name) is None
+            else str(getattr(self.settings, f.name))
+            for f in fields(Settings)
+        }
+        return {**env, "CPMS_AGENT": "agent.test", "CPMS_CONFIG": ""}
+
+    def __call__(self, *args: str, input: str | None = None) -> Any:
+        obj = {"clock": self.clock} if self.clock else None
+        return self.runner.invoke(app, list(args), input=input, env=self.env(), obj=obj)
+
+    def with_settings(self, **changes: Any) -> "Cli":
+        return Cli(replace(self.settings, **changes), self.clock)

@@ -1,0 +1,65 @@
+"""Helpers for the import tests: people to import, the files office software writes, and the
+database read back in a new transaction (an open one would still see the old rows)."""
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+from sqlmodel import Session
+
+from cpms_admin.members.fields import COLUMNS
+from tests.factories import make_nir, snapshot
+
+DUPONT = {
+    "nir": "185057800608491",
+    "civility": "M",
+    "last_name": "Dupont",
+    "first_name": "Jean",
+    "birth_date": "1985-05-12",
+    "email": "jean.dupont@example.fr",
+    "street": "12 rue des Lilas",
+    "address_complement": None,
+    "postcode": "75011",
+    "city": "Paris",
+    "country": "FR",
+}
+PARIS = {key: value for key, value in DUPONT.items() if key != "nir"}
+
+
+def person(serial: int, **overrides: Any) -> dict[str, Any]:
+    """A row of an import file: Jean Dupont of Paris, under a NIR of his own."""
+    return {"nir": make_nir(serial), **PARIS, **overrides}
+
+
+def write_csv(
+    path: Path,
+    rows: list[dict[str, Any]],
+    *,
+    sep: str = ",",
+    encoding: str = "utf-8",
+    eol: str = "\n",
+    columns: tuple[str, ...] = COLUMNS,
+) -> Path:
+    with path.open("w", encoding=encoding, newline="") as handle:
+        writer = csv.writer(handle, delimiter=sep, lineterminator=eol)
+        writer.writerow(columns)
+        writer.writerows([[row.get(name) or "" for name in columns] for row in rows])
+    return path
+
+
+def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
+    path.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+    return path
+
+
+def snap(session: Session) -> dict[str, list[tuple[Any, ...]]]:
+    """Every row, read in a new transaction (an open one would still see the old rows)."""
+    session.rollback()
+    return snapshot(session)
+
+
+def report_rows(path: Path) -> list[dict[str, str]]:
+    """The rows of an `--errors` report."""
+    with path.open(encoding="utf-8-sig", newline="") as handle:
+        return list(csv.DictReader(handle))

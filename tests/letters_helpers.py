@@ -1,0 +1,140 @@
+"""Helpers for the letter tests: a queue of members, `letters batch` as a script runs it, and
+its result read back as the print house and the members see it (the batch directory, the
+manifest and index against the PDFs read with pypdf, and the printed codes)."""
+
+import csv
+import hashlib
+import itertools
+import json
+import re
+import stat
+from pathlib import Path
+from typing import Any
+
+import pypdf
+from sqlmodel import Session, select
+
+from cpms_admin.clock import Clock
+from cpms_admin.models import Letter, Member, pk
+from cpms_admin.settings import Settings
+from tests.cred_helpers import set_pin
+from tests.factories import make_member, make_nir
+from tests.harness import Cli
+
+CODE_IN_TEXT = re.compile(r"(\d{6})Valable")  # the code box: the code, then its expiry
+REFERENCE = re.compile(r"Notreréférence:L(\d{8})")
+
+
+def queue_members(session: Session, count: int, **overrides: Any) -> list[Member]:
+    """`count` new members, each with a welcome letter waiting in the queue."""
+    return [make_member(session, nir=make_nir(), **overrides) for _ in range(count)]
+
+
+def batch(cli: Cli, out: Path, *options: str) -> dict[str, Any]:
+    """`letters batch --json`, which must succeed: its summary."""
+    result = cli("--json", "letters", "batch", "--out", str(out), *options)
+    assert result.exit_code == 0, result.output
+    summary: dict[str, Any] = json.loads(result.stdout)
+    return summary
+
+
+def manifests(out: Path) -> list[tuple[Path, dict[str, Any]]]:
+    """(batch directory, its manifest) for every batch published under `out`."""
+    return [
+        (path.parent, json.loads(path.read_text())) for path in sorted(out.rglob("manifest.json"))
+    ]
+
+
+def assert_every_pdf_is_listed(out: Path) -> None:
+    """No PDF looks finished unless a manifest beside it lists it."""
+    for pdf in out.rglob("*.pdf"):
+        manifest = pdf.parent / "manifest.json"
+        assert manifest.exists(), f"{pdf} has no manifest beside it"
+        assert pdf.name in {f["name"] for f in json.loads(manifest.read_text())["files"]}, pdf
+
+
+def check_batch_dir(directory: Path, manifest: dict[str, Any]) -> None:
+    """The manifest, the index and the files agree, page for page; everything is private."""
+    assert stat.S_IMODE(directory.stat().st_mode) == 0o700
+    assert directory.name.startswith(f"batch-{manifest['batch_id']}-")
+    assert sorted(p.name for p in directory.iterdir()) == sorted(
+        ["manifest.json", "index.csv", *(f["name"] for f in manifest["files"])]
+    )
+    pages = {}
+    for entry in manifest["files"]:
+        path = directory / entry["name"]
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        assert hashlib.sha256(path.read_bytes()).hexdigest() == entry["sha256"]
+        pages[entry["name"]] = len(pypdf.PdfReader(path).pages)
+        assert pages[entry["name"]] == entry["pages"]
+    for name in pages:  # each file's letters tile its pages exactly
+        spans = sorted(
+            (le["first_page"], le["page_count"]) for le in manifest["letters"] if le["file"] == name
+        )
+        assert spans[0][0] == 1
+        assert all(a + n == b for (a, n), (b, _) in itertools.pairwise(spans))
+        assert spans[-1][0] + spans[-1][1] - 1 == pages[name]
+    with (directory / "index.csv").open(newline="", encoding="utf-8") as index:
+        rows = list(csv.DictReader(index))
+    assert [
+        (int(r["letter_id"]), r["file"], int(r["first_page"]), int(r["last_page"])) for r in rows
+    ] == [
+        (le["letter_id"], le["file"], le["first_page"], le["first_page"] + le["page_count"] - 1)
+        for le in manifest["letters"]
+    ]
+
+
+def letter_text(directory: Path, entry: dict[str, Any]) -> str:
+    """The text of one letter of a manifest, as pypdf extracts it from its pages."""
+    reader = pypdf.PdfReader(directory / entry["file"])
+    first = entry["first_page"] - 1
+    return "\n".join(
+        page.extract_text() for page in reader.pages[first : first + entry["page_count"]]
+    )
+
+
+def printed_code(text: str) -> str:
+    """The code as the member reads it (it is letter-spaced, so extraction adds blanks)."""
+    match = CODE_IN_TEXT.search(re.sub(r"\s", "", text))
+    assert match, "no code box in the letter"
+    return match[1]
+
+
+def codes_in_file(path: Path) -> dict[int, str]:
+    """Letter id -> code, for every letter of a PDF (also a discarded `.pdf.part`)."""
+    found = {}
+    for page in pypdf.PdfReader(path).pages:
+        text = re.sub(r"\s", "", page.extract_text())
+        reference, code = REFERENCE.search(text), CODE_IN_TEXT.search(text)
+        if reference and code:
+            found[int(reference[1])] = code[1]
+    return found
+
+
+def printed_codes(summary: dict[str, object]) -> dict[int, str]:
+    """Letter id -> code, read back from the PDFs of a batch summary."""
+    directory = Path(str(summary["directory"]))
+    files = summary["files"]
+    assert isinstance(files, list)
+    return {k: v for f in files for k, v in codes_in_file(directory / f["name"]).items()}
+
+
+def code_works(
+    session: Session, settings: Settings, clock: Clock, letter_id: int, code: str
+) -> bool:
+    """Set a PIN on the portal with `code`, as the member holding that letter would."""
+    session.expire_all()
+    letter = session.get(Letter, letter_id)
+    assert letter is not None
+    member = session.get(Member, letter.member_id)
+    assert member is not None
+    return set_pin(session, settings, clock, member.nir, code).ok
+
+
+def letters_by_status(session: Session) -> dict[str, set[int]]:
+    """Status -> ids of the letters in that status."""
+    session.expire_all()
+    found: dict[str, set[int]] = {}
+    for letter in session.exec(select(Letter)):
+        found.setdefault(letter.status, set()).add(pk(letter))
+    return found

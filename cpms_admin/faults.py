@@ -3,8 +3,8 @@
 `failpoint("letters.before_commit")` does nothing unless the environment variable
 `CPMS_FAILPOINT` holds exactly that name, in which case the process kills itself with
 SIGKILL on the spot (no clean-up, no `finally`), as a power cut or the OOM killer would.
-It exists for tests only (tests/test_letters_faults.py, tests/test_attacks.py); production never
-sets the variable.
+It exists for tests only (the fault tests: letters, imports, mail send, private files);
+production never sets the variable.
 The check is one dictionary lookup, so failpoints can sit on hot paths.
 """
 

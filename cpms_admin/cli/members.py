@@ -130,13 +130,18 @@ def import_(
             )
         if rejected.report is not None:
             rejected.report.close()
+    _warn_rejected(rejected, counts, all_in_file=errors is not None)
+    emit_object(app_, {**counts.as_dict(), "dry_run": dry_run}, [_summary(counts, dry_run=dry_run)])
+    exit_as(counts)
+
+
+def _warn_rejected(rejected: _Rejected, counts: ImportCounts, *, all_in_file: bool) -> None:
+    """The first rejected rows on stderr, and how many more there are."""
     for error in rejected.shown:
         warn(f"line {error.line}: {error.reason}")
     if counts.invalid > len(rejected.shown):
-        more = "" if errors else " (give --errors FILE to get them all)"
+        more = "" if all_in_file else " (give --errors FILE to get them all)"
         warn(f"... and {counts.invalid - len(rejected.shown):,} more rejected row(s){more}")
-    emit_object(app_, {**counts.as_dict(), "dry_run": dry_run}, [_summary(counts, dry_run=dry_run)])
-    exit_as(counts)
 
 
 @app.command("export")

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -177,6 +178,36 @@ def test_mail_send_killed_between_code_and_mark_leaves_one_working_code(
         )
     ).all()
     assert [row.id for row in live] == [mail.code_id]
+    last = mailed_codes(cli.settings)[-1]
+    done = now("portal", "set-pin", member.nir, input=f"{last}\n739264\n739264\n")
+    assert done.exit_code == 0, done.output
+
+
+def test_mail_send_killed_then_failing_still_mails_the_member_later(
+    cli: Cli, session: Session, tmp_path: Path
+) -> None:
+    """Killed before sending, then a run whose send fails: the killed run's code must not stay
+    live and pass for a code on its way, or the third run would cancel the e-mail and the
+    member would get nothing."""
+    member = make_member(session, welcome=False)
+    now = Cli(cli.settings)
+    assert now("code", "campaign", "--no-pin", "--channel", "email", "--reason", "m").exit_code == 0
+    killed = cpms(cli, "mail", "send", CPMS_FAILPOINT="mail.before_send")
+    assert killed.returncode == -signal.SIGKILL
+    (tmp_path / "a-file").write_text("")
+    down = now.with_settings(mail_dir=str(tmp_path / "a-file" / "outbox"))
+    failed = down("--json", "mail", "send")
+    assert json.loads(failed.stdout)["retry"] == 1, failed.output
+    again = now("--json", "mail", "send")
+    assert json.loads(again.stdout)["sent"] == 1, again.output
+    session.rollback()
+    live = session.exec(
+        select(SecurityCode).where(
+            col(SecurityCode.member_id) == pk(member), col(SecurityCode.status) == "pending"
+        )
+    ).all()
+    (mail,) = session.exec(select(OutgoingMail)).all()
+    assert [row.id for row in live] == [mail.code_id]  # one code, the one mailed
     last = mailed_codes(cli.settings)[-1]
     done = now("portal", "set-pin", member.nir, input=f"{last}\n739264\n739264\n")
     assert done.exit_code == 0, done.output

@@ -97,6 +97,21 @@ def test_an_out_that_is_a_link_is_refused_and_claims_nothing(
     assert list(elsewhere.iterdir()) == []
 
 
+def test_a_missing_pepper_stops_the_run_before_out_is_made(
+    cli: Cli, session: Session, tmp_path: Path
+) -> None:
+    """Not ready (exit 5) is said before anything is made: no --out left behind."""
+    queue_members(session, 1)
+    before = snapshot(session)
+    out = tmp_path / "new" / "out"
+    missing = cli.with_settings(pepper=None, pepper_file=str(tmp_path / "no-pepper"))
+    result = missing("letters", "batch", "--out", str(out))
+    assert result.exit_code == 5, result.output
+    assert "no-pepper" in result.stderr
+    assert not (tmp_path / "new").exists()
+    assert snapshot(session) == before
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="only root can give a directory away")
 def test_an_out_of_another_user_is_refused_and_claims_nothing(
     cli: Cli, session: Session, tmp_path: Path

@@ -149,7 +149,8 @@ def run_batch(
     """Run the nightly batch (steps 1 to 5 of the module docstring)."""
     from cpms_admin.letters.render import check_templates
 
-    check_templates()  # NotReady before anything is claimed
+    check_templates()  # NotReady before anything is claimed or made
+    pepper = load_peppers(settings)
     run = _Run(
         engine=engine,
         settings=settings,
@@ -157,8 +158,8 @@ def run_batch(
         clock=clock,
         options=options,
         hooks=hooks,
-        out=_writable_dir(options.out),  # before anything is claimed
-        pepper=load_peppers(settings),
+        out=_writable_dir(options.out),  # made only once everything else is in place
+        pepper=pepper,
     )
     guard = open_guard(engine, settings.database_url)
     try:

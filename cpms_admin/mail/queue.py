@@ -163,6 +163,11 @@ class _Sender:
         with transaction(self.session):
             if not _claim(self.session, mail):
                 return None
+            if mail.code_id is not None:
+                # A killed run's code, sent or not: the one made now replaces it, whatever
+                # becomes of this attempt (else a failed attempt would leave it live, and the
+                # next run would take it for a code on its way and cancel the e-mail).
+                codes.revoke_code(self.session, code_id=mail.code_id)
             mail.purpose = codes.purpose_for(account)  # the PIN may have been set since queued
             issued = codes.issue_code(
                 self.session,

@@ -36,10 +36,19 @@ def _private_text(path: Path, *, encoding: str = "utf-8") -> Iterator[TextIO]:
         raise InvalidInput(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
+_SAMPLE = 1 << 20
+
+
 def _estimate_records(path: Path) -> int:
-    """Lines in the file, for the progress bar (a record may span lines: it is a guess)."""
+    """Lines in the file, for the progress bar: counted in its first MiB and extrapolated to
+    its size, so a large file is not read once more just for this (a record may span lines:
+    it is a guess either way)."""
     with path.open("rb") as handle:
-        return sum(chunk.count(b"\n") for chunk in iter(lambda: handle.read(1 << 20), b""))
+        sample = handle.read(_SAMPLE)
+    lines = sample.count(b"\n")
+    if len(sample) < _SAMPLE or not lines:
+        return lines
+    return round(lines * path.stat().st_size / len(sample))
 
 
 class _Rejected:

@@ -42,6 +42,7 @@ def code_mail(**overrides: object) -> EmailMessage:
         "code": CODE,
         "expires_at": NOW + timedelta(minutes=10),
         "purpose": "pin_reset",
+        "now": NOW,
     }
     values.update(overrides)
     return security_code_message(**values)  # type: ignore[arg-type]

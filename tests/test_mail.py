@@ -12,7 +12,6 @@ import pytest
 from aiosmtpd.smtp import Envelope
 
 from cpms_admin.errors import BadAddress, InvalidInput
-from cpms_admin.mail import compose
 from cpms_admin.mail.transport import (
     FileTransport,
     MailError,
@@ -22,7 +21,6 @@ from cpms_admin.mail.transport import (
 )
 from cpms_admin.settings import Settings
 from tests.mail_helpers import (
-    NOW,
     PASSWORD,
     QUOTED,
     SETTINGS,
@@ -35,12 +33,6 @@ from tests.mail_helpers import (
     server_tls,
     smtp_server,
 )
-
-
-@pytest.fixture(autouse=True)
-def fixed_clock(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Messages are dated and worded against NOW (compose takes no clock of its own)."""
-    monkeypatch.setattr(compose, "system_clock", lambda: NOW)
 
 
 def parts(message: EmailMessage) -> tuple[str, str]:

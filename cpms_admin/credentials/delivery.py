@@ -228,6 +228,7 @@ def email_code(
             code=issued.clear,
             expires_at=issued.row.expires_at,
             purpose=issued.row.purpose,
+            now=clock(),
         )
         (transport or transport_from_settings(settings)).send(message)
     except BaseException as exc:

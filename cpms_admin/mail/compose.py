@@ -14,7 +14,6 @@ from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid, parseaddr
 from typing import TYPE_CHECKING, Any
 
-from cpms_admin.clock import system_clock
 from cpms_admin.errors import BadAddress, NotReady
 from cpms_admin.french import french_date, paris_time
 from cpms_admin.resources import templates_dir
@@ -94,6 +93,7 @@ def _message(
     subject: str,
     template: str,
     context: dict[str, Any],
+    now: datetime,
 ) -> EmailMessage:
     """A text message with its HTML alternative, headers checked before anything is built."""
     _refuse_line_breaks(to=to, name=display_name, subject=subject, mail_from=settings.mail_from)
@@ -106,7 +106,7 @@ def _message(
     message["Subject"] = subject
     message["From"] = settings.mail_from
     message["To"] = recipient
-    message["Date"] = format_datetime(system_clock())
+    message["Date"] = format_datetime(now)
     # Passing the domain also spares make_msgid a slow DNS look-up of our own host name.
     message["Message-ID"] = make_msgid(domain=domain)
     message["Auto-Submitted"] = "auto-generated"  # RFC 3834: no out-of-office replies
@@ -126,8 +126,9 @@ def security_code_message(
     code: str,
     expires_at: datetime,
     purpose: str,
+    now: datetime,
 ) -> EmailMessage:
-    """The e-mail carrying a single-use security code (first login or lost PIN)."""
+    """The e-mail carrying a single-use security code (first login or lost PIN), sent `now`."""
     if purpose not in _CODE_SUBJECTS:
         raise ValueError(f"unknown code purpose {purpose!r}")
     if len(code) != 6 or not code.isdigit():
@@ -143,9 +144,10 @@ def security_code_message(
                 civility=civility, first_name=first_name, last_name=last_name
             ),
             "code": code,
-            "deadline": _deadline(expires_at, system_clock()),
+            "deadline": _deadline(expires_at, now),
             "first_login": purpose == Purpose.first_login,
         },
+        now=now,
     )
 
 
@@ -176,4 +178,5 @@ def pin_changed_message(
             "what": _PIN_CHANGES[how],
             "when": f"le {french_date(when.date())} à {_time(when)}",
         },
+        now=changed_at,  # sent as soon as the change is committed
     )

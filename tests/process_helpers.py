@@ -5,11 +5,7 @@ A test never sleeps to let a run get somewhere: it waits for something it can se
 file) with a deadline, or holds the run at a point it cannot pass until the test lets it go.
 """
 
-import fcntl
-import os
-import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -55,47 +51,3 @@ def assert_all_exit(pids: Iterable[int], *, what: str, timeout: float = 15.0) ->
     """Helper processes of a killed run notice it is gone and exit by themselves."""
     left = set(pids)
     wait_until(lambda: not any(alive(pid) for pid in left), what=what, timeout=timeout)
-
-
-class HeldAtFirstReport:
-    """A run started with its stderr on a pipe that is already full: its first line on stderr
-    (a `letters batch: ...` report) cannot be written, so the run stops right there until
-    `release()` drains the pipe. Everything the run did before that line is done; nothing after
-    it is. Linux only (it sizes the pipe to one page with F_SETPIPE_SZ)."""
-
-    def __init__(self, command: list[str], *, env: dict[str, str]) -> None:
-        self._read, write = os.pipe()
-        fcntl.fcntl(write, fcntl.F_SETPIPE_SZ, 4096)
-        os.set_blocking(write, False)
-        self._filler = 0
-        try:
-            while True:
-                self._filler += os.write(write, b"#" * 4096)
-        except BlockingIOError:
-            pass  # full: the next write blocks, whatever its size
-        os.set_blocking(write, True)
-        self.process = subprocess.Popen(
-            command, env=env, stdout=subprocess.PIPE, stderr=write, text=True
-        )
-        os.close(write)
-
-    def release(self, timeout: float = 120) -> tuple[int, str, str]:
-        """Let the run go on and wait for its end: (exit code, stdout, stderr)."""
-        chunks: list[bytes] = []
-
-        def drain() -> None:
-            while chunk := os.read(self._read, 65536):
-                chunks.append(chunk)
-
-        reader = threading.Thread(target=drain, daemon=True)
-        reader.start()
-        try:
-            stdout, _ = self.process.communicate(timeout=timeout)
-        finally:
-            if self.process.poll() is None:
-                self.process.kill()
-                self.process.wait()
-            reader.join(timeout)
-            os.close(self._read)
-        stderr = b"".join(chunks)[self._filler :].decode()
-        return self.process.returncode, stdout, stderr

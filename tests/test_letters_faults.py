@@ -32,7 +32,6 @@ from tests.letters_helpers import (
     queue_members,
 )
 from tests.process_helpers import (
-    HeldAtFirstReport,
     assert_all_exit,
     descendants,
     wait_until,
@@ -196,20 +195,28 @@ def test_two_runs_at_once_never_take_the_same_letter(
     rest of the queue, and the first run then prints its own letters."""
     queue_members(session, 30)
     out = tmp_path / "out"
-    first = HeldAtFirstReport(
-        command(out, "--chunk-size", "2", "--limit", "20"), env={**os.environ, **cli.env()}
+    held_here = tmp_path / "held"  # the first run stands at its hold point while this exists
+    env = {**os.environ, **cli.env(), "CPMS_HOLDPOINT": f"letters.after_claim={held_here}"}
+    first = subprocess.Popen(
+        command(out, "--chunk-size", "2", "--limit", "20"),
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         wait_until(
-            lambda: first.process.poll() is not None or batch_ids(session),
-            what="the first run's claim",
+            lambda: first.poll() is not None or held_here.exists(),
+            what="the first run to stand right after its claim",
         )
-        assert first.process.poll() is None, "the first run ended before its first report"
+        assert first.poll() is None, first.communicate()
         (held,) = session.exec(select(LetterBatch)).all()
         assert (held.id, held.status) == (1, "running")
         code, output = next_run(cli, out, "--chunk-size", "2", "--limit", "20")
     finally:
-        first_code, _, first_err = first.release()
+        held_here.unlink(missing_ok=True)
+        _, first_err = first.communicate(timeout=120)
+        first_code = first.returncode
     if engine.dialect.name == "sqlite":
         assert code == 4, output
         assert "Error: another letters batch is running (lock " in output

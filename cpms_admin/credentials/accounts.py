@@ -1,7 +1,7 @@
 """What a support agent does to an account: unlock it, reset the PIN, send a new code.
 
 Each action is one transaction with its audit row (who, why, what it changed); a code
-e-mail leaves only after that commit (see `notify`).
+e-mail leaves only after that commit (see `delivery`).
 """
 
 from dataclasses import dataclass

@@ -1,12 +1,12 @@
 """`letters batch`, the nightly job: every pending letter printed exactly once, even under SIGKILL.
 
-1. Lock (`batch_guard`), then settle what dead runs left (`batch_recovery`).
+1. Lock (`guard`), then settle what dead runs left (`recovery`).
 2. Claim, one transaction: cancel the moot letters, claim the rest for a new running batch.
 3. Render into a private staging directory, each letter's code made as it is rendered.
 4. Commit, one transaction: store the code hashes, letters printed, batch completed with its
    manifest, audit. The codes work from this instant (they count from when they were made, so
    a code the member was given meanwhile wins), and the duty to publish begins.
-5. Publish (`batch_files.publish`): manifest first, then the PDF names, then the directory.
+5. Publish (`files.publish`): manifest first, then the PDF names, then the directory.
 
 A run killed before 4 leaves a running batch whose letters the next run puts back in the queue
 (its files are deleted: their codes were never stored, so they cannot be used). A run killed

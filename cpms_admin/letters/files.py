@@ -12,7 +12,7 @@ then deleted.
 Only this program's own entries are ever touched: a name a batch needs that holds something
 else (a file, a link, another user's directory) stops the run with Conflict, naming it, and is
 left alone. A committed batch that cannot be published now (a name taken, a full disk) stays
-in its staging directory, and the next run publishes it (`batch_recovery`).
+in its staging directory, and the next run publishes it (`recovery`).
 """
 
 import csv

@@ -5,7 +5,7 @@ stored, so its files are worthless) or "completed" with its staging directory st
 died after the commit, while publishing: its codes are live, so its files must be published,
 never redone). The first is abandoned and its letters go back to the queue; the second is
 published from the manifest stored with the batch. Only batches that no live run owns are
-touched (see `batch_guard`). When the second cannot be published yet (a name taken, a full
+touched (see `guard`). When the second cannot be published yet (a name taken, a full
 disk), the run stops with that one error and the batch waits, committed, for the next run.
 """
 

@@ -59,9 +59,15 @@ class CampaignCounts:
     no_email: int = 0  # --channel email, but no address known
     closed: int = 0
     unknown: int = 0  # NIRs of --from-file with no member
+    dry_run: bool = False  # counted only: nothing was queued
 
     def as_dict(self) -> dict[str, int]:
-        return asdict(self)
+        """The counts, as the run's audit event keeps them."""
+        return {name: value for name, value in asdict(self).items() if name != "dry_run"}
+
+    def as_json(self) -> dict[str, int | bool]:
+        """What `code campaign --json` prints."""
+        return {**self.as_dict(), "dry_run": self.dry_run}
 
 
 def read_nir_file(path: Path) -> list[str]:
@@ -202,7 +208,7 @@ def run_campaign(
     if not reason.strip():
         raise InvalidInput("a reason is required for a campaign (recorded in the audit log)")
     now = clock()
-    counts = CampaignCounts()
+    counts = CampaignCounts(dry_run=dry_run)
     run_audit = RunAudit(
         agent=agent,
         action="code.campaign",

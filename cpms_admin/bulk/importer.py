@@ -40,6 +40,7 @@ class ImportCounts:
     skipped: int = 0
     invalid: int = 0
     welcome_letters: int = 0
+    dry_run: bool = False  # counted only: nothing was written
 
     @property
     def exit_code(self) -> int:
@@ -47,7 +48,12 @@ class ImportCounts:
         return 1 if self.invalid else 0
 
     def as_dict(self) -> dict[str, int]:
-        return asdict(self)
+        """The counts, as the run's audit event keeps them."""
+        return {name: value for name, value in asdict(self).items() if name != "dry_run"}
+
+    def as_json(self) -> dict[str, int | bool]:
+        """What `members import --json` prints (CLI.md)."""
+        return {**self.as_dict(), "dry_run": self.dry_run}
 
 
 ErrorSink = Callable[[RowError], None]
@@ -75,7 +81,7 @@ class _Pass:
         self.session, self.write, self.on_conflict = session, write, on_conflict
         self.welcome_letters, self.now, self.on_error = welcome_letters, now, on_error
         self.audit = audit
-        self.counts = ImportCounts()
+        self.counts = ImportCounts(dry_run=not write)
         self.conflicts: list[CheckedRow] = []
 
     def feed(self, batch: Checked) -> None:

@@ -58,8 +58,8 @@ def issue(
     emit_object(app_, delivery.as_json(), [f"Code sent: {delivery_line(delivery)}"])
 
 
-def _lines(counts: CampaignCounts, *, dry_run: bool) -> list[str]:
-    verb = "Would queue" if dry_run else "Queued"
+def _lines(counts: CampaignCounts) -> list[str]:
+    verb = "Would queue" if counts.dry_run else "Queued"
     lines = [
         f"{verb} {counts.letters:,} letter(s) and {counts.emails:,} e-mail(s) "
         f"for {counts.selected:,} selected member(s)."
@@ -71,7 +71,7 @@ def _lines(counts: CampaignCounts, *, dry_run: bool) -> list[str]:
         (counts.unknown, "NIR(s) of the file match no member"),
     ]
     lines += [f"  {n:,} {what}" for n, what in left_out if n]
-    if dry_run:
+    if counts.dry_run:
         lines.append("Dry run: nothing was queued.")
     elif counts.emails:
         lines.append(
@@ -130,4 +130,4 @@ def campaign(
             clock=app_.clock,
             on_progress=lambda c: progress.update(c.selected),
         )
-    emit_object(app_, {**counts.as_dict(), "dry_run": dry_run}, _lines(counts, dry_run=dry_run))
+    emit_object(app_, counts.as_json(), _lines(counts))

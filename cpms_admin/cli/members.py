@@ -65,8 +65,8 @@ class _Rejected:
             self.shown.append(error)
 
 
-def _summary(counts: ImportCounts, *, dry_run: bool) -> str:
-    if dry_run:
+def _summary(counts: ImportCounts) -> str:
+    if counts.dry_run:
         return (
             f"Dry run, nothing written: would create {counts.created:,}, update "
             f"{counts.updated:,}, skip {counts.skipped:,} (already there), "
@@ -140,7 +140,7 @@ def import_(
         if rejected.report is not None:
             rejected.report.close()
     _warn_rejected(rejected, counts, all_in_file=errors is not None)
-    emit_object(app_, {**counts.as_dict(), "dry_run": dry_run}, [_summary(counts, dry_run=dry_run)])
+    emit_object(app_, counts.as_json(), [_summary(counts)])
     exit_as(counts)
 
 

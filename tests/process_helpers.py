@@ -5,12 +5,39 @@ A test never sleeps to let a run get somewhere: it waits for something it can se
 file) with a deadline, or holds the run at a point it cannot pass until the test lets it go.
 """
 
+import os
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
 CPMS = Path(sys.executable).parent / "cpms-admin"  # the installed entry point
+
+
+def run_installed(
+    *args: str,
+    cwd: Path,
+    env: dict[str, str] | None = None,
+    module: bool = False,
+    umask: int = -1,
+) -> subprocess.CompletedProcess[str]:
+    """The installed command (or `python -m cpms_admin`) in `cwd`, with a pepper and none of
+    the caller's database, mail or configuration settings; `umask` as cron may give it."""
+    full_env = {**os.environ, "CPMS_PEPPER": "subprocess-pepper", **(env or {})}
+    for key in ("CPMS_DATABASE_URL", "CPMS_SMTP_URL", "CPMS_MAIL_DIR", "CPMS_CONFIG"):
+        full_env.pop(key, None)
+    command = [sys.executable, "-m", "cpms_admin"] if module else [str(CPMS)]
+    return subprocess.run(
+        [*command, *args],
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+        umask=umask,
+    )
 
 
 def wait_until(condition: Callable[[], object], *, what: str, timeout: float = 60.0) -> None:

@@ -16,7 +16,7 @@ from sqlmodel import Session, col, select
 
 from cpms_admin.credentials import accounts
 from cpms_admin.db import make_engine
-from cpms_admin.mail.transport import MailError
+from cpms_admin.errors import MailError
 from cpms_admin.models import AuditEvent, Letter, Member, pk
 from cpms_admin.portal import flows
 from cpms_admin.settings import Settings

@@ -5,7 +5,6 @@ batch's, and never strands a committed batch: the next clean run publishes it.""
 
 import errno
 import os
-import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,6 +17,7 @@ from cpms_admin.letters import batch as letter_batch
 from cpms_admin.letters import files as batch_files
 from cpms_admin.models import SecurityCode
 from tests.factories import snapshot
+from tests.file_helpers import NOBODY, lax_umask, mode  # noqa: F401 (autouse fixture)
 from tests.harness import Cli
 from tests.letters_helpers import (
     assert_every_pdf_is_listed,
@@ -28,19 +28,7 @@ from tests.letters_helpers import (
     queue_members,
 )
 
-NOBODY = 65534
 STAMP = "20261123-090000"  # the fake clock's time, in the final directory's name
-
-
-@pytest.fixture(autouse=True)
-def lax_umask() -> Iterator[None]:
-    old = os.umask(0o022)
-    yield
-    os.umask(old)
-
-
-def mode(path: Path) -> int:
-    return stat.S_IMODE(path.lstat().st_mode)
 
 
 def error_line(result: Any, code: int) -> str:

@@ -1,7 +1,6 @@
 """The installed command, run as a real process, as agents and cron run it."""
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -10,27 +9,14 @@ from pathlib import Path
 import pytest
 
 from tests.factories import make_nir
+from tests.process_helpers import run_installed
 
 pytestmark = pytest.mark.slow  # every test starts a process
 BIN = Path(sys.executable).parent
 
 
-def run(
-    *args: str, cwd: Path, env: dict[str, str] | None = None, command: tuple[str, ...] | None = None
-) -> subprocess.CompletedProcess[str]:
-    base = command or (str(BIN / "cpms-admin"),)
-    full_env = {**os.environ, "CPMS_PEPPER": "subprocess-pepper", **(env or {})}
-    for key in ("CPMS_DATABASE_URL", "CPMS_SMTP_URL"):
-        full_env.pop(key, None)
-    return subprocess.run(
-        [*base, *args],
-        cwd=cwd,
-        env=full_env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+def run(*args: str, cwd: Path, module: bool = False) -> subprocess.CompletedProcess[str]:
+    return run_installed(*args, cwd=cwd, module=module)
 
 
 def test_console_script_works_end_to_end_from_any_directory(tmp_path: Path) -> None:
@@ -61,7 +47,7 @@ def test_console_script_works_end_to_end_from_any_directory(tmp_path: Path) -> N
 
 
 def test_python_dash_m_and_version(tmp_path: Path) -> None:
-    result = run("--version", cwd=tmp_path, command=(sys.executable, "-m", "cpms_admin"))
+    result = run("--version", cwd=tmp_path, module=True)
     assert result.returncode == 0
     assert result.stdout.startswith("cpms-admin ")
 

@@ -4,57 +4,32 @@ reports and e-mail files (the letters batch's --out: tests/test_batch_out_dir.py
 
 import os
 import signal
-import stat
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from cpms_admin.errors import InvalidInput
-from cpms_admin.mail.transport import FileTransport, MailError
+from cpms_admin.errors import InvalidInput, MailError
+from cpms_admin.mail.transport import FileTransport
 from cpms_admin.private_files import check_destination, private_dir, write_private_atomically
 from tests.factories import make_nir
+from tests.file_helpers import NOBODY, lax_umask, mode  # noqa: F401 (autouse fixture)
 from tests.harness import Cli
 from tests.mail_helpers import pin_mail
+from tests.process_helpers import run_installed
 
 BIN = Path(sys.executable).parent
-NOBODY = 65534
 as_root = pytest.mark.skipif(os.geteuid() != 0, reason="only root can give a file away")
-
-
-@pytest.fixture(autouse=True)
-def lax_umask() -> Iterator[None]:
-    """The usual umask, which leaves new files readable by everyone unless told otherwise."""
-    old = os.umask(0o022)
-    yield
-    os.umask(old)
-
-
-def mode(path: Path) -> int:
-    return stat.S_IMODE(path.lstat().st_mode)
 
 
 def run(
     *args: str, cwd: Path, env: dict[str, str] | None = None, module: bool = False
 ) -> subprocess.CompletedProcess[str]:
     """The installed command (or `python -m cpms_admin`) under umask 022, as cron may run it."""
-    full_env = {**os.environ, "CPMS_PEPPER": "subprocess-pepper", **(env or {})}
-    for key in ("CPMS_DATABASE_URL", "CPMS_SMTP_URL", "CPMS_MAIL_DIR", "CPMS_CONFIG"):
-        full_env.pop(key, None)
-    command = [sys.executable, "-m", "cpms_admin"] if module else [str(BIN / "cpms-admin")]
-    return subprocess.run(
-        [*command, *args],
-        cwd=cwd,
-        env=full_env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-        umask=0o022,
-    )
+    return run_installed(*args, cwd=cwd, env=env, module=module, umask=0o022)
 
 
 def ok(result: subprocess.CompletedProcess[str]) -> None:

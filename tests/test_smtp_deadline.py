@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from cpms_admin.errors import MailError, MailTimeout
 from cpms_admin.mail import transport
-from cpms_admin.mail.transport import MailError, MailTimeout, SmtpTransport
+from cpms_admin.mail.transport import SmtpTransport
 from cpms_admin.settings import Settings
 from tests.mail_helpers import CODE, PASSWORD, QUOTED, code_mail, server_tls, smtp_server
 from tests.slow_smtp import DRIP, Script, Talk, drip_greeting, slow_server

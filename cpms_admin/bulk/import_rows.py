@@ -8,10 +8,9 @@ from cpms_admin.bulk.formats import RowError, SourceRow
 from cpms_admin.bulk.rows import PIN_HASH
 from cpms_admin.credentials.pins import LEGACY_PREFIX, legacy_hash_problem
 from cpms_admin.errors import FieldError, InvalidInput
-from cpms_admin.members.fields import MemberFields, validate_member_fields
+from cpms_admin.members.fields import validate_member_fields
 from cpms_admin.members.nir import format_nir
-from cpms_admin.members.records import search_text
-from cpms_admin.models import Member
+from cpms_admin.members.records import member_values
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,25 +25,6 @@ class CheckedRow:
     @property
     def nir(self) -> str:
         return cast(str, self.member["nir"])
-
-
-@dataclass(frozen=True, slots=True)
-class _SearchFields:
-    """What `search_text` reads from a member; building a full Member per row would cost
-    more than validating it, and this keeps one definition of the search column."""
-
-    last_name: str
-    first_name: str
-    nir: str
-    email: str | None
-    city: str
-
-
-def _search_text(fields: MemberFields) -> str:
-    view = _SearchFields(
-        fields.last_name, fields.first_name, fields.nir, fields.email, fields.address.city
-    )
-    return search_text(cast(Member, view))
 
 
 class RowChecker:
@@ -73,6 +53,5 @@ class RowChecker:
         if first != row.line:
             reason = f"NIR {format_nir(fields.nir)} is already on line {first} of this file"
             return RowError(row.line, "nir", reason, values)
-        member = fields.as_row()
-        member["search_text"] = _search_text(fields)
-        return CheckedRow(row.line, member, LEGACY_PREFIX + raw_hash if raw_hash else None)
+        pin_hash = LEGACY_PREFIX + raw_hash if raw_hash else None
+        return CheckedRow(row.line, member_values(fields), pin_hash)

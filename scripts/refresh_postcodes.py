@@ -30,7 +30,6 @@ from typing import Any
 from cpms_admin.members import places
 
 PACKAGE = "codes-postaux"
-PROVENANCE = places.BASE.with_name("postcodes.PROVENANCE")
 POSTCODE = re.compile(r"\d{5}")
 INSEE = re.compile(r"\d[\dAB]\d{3}")
 LABEL = re.compile(r"[A-Z0-9][A-Z0-9 '()./-]{0,31}")  # 32 characters: 38 less `75002 `
@@ -116,7 +115,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("tarball", nargs="?", type=Path, help="a codes-postaux-*.tgz from npm")
     parser.add_argument("--version", default="latest", help="npm version to fetch (latest)")
+    parser.add_argument(
+        "--out", type=Path, default=places.BASE.parent, help="folder to write (cpms_admin/data)"
+    )
     args = parser.parse_args()
+    base, provenance = args.out / places.BASE.name, args.out / "postcodes.PROVENANCE"
     with tempfile.TemporaryDirectory() as tmp:
         path = args.tarball or fetch(args.version, Path(tmp))
         tarball = path.read_bytes()
@@ -133,10 +136,10 @@ def main() -> None:
     copyright_line = next(
         (line.strip() for line in package["licence"].splitlines() if "Copyright" in line), ""
     )
-    old_size = places.BASE.stat().st_size if places.BASE.exists() else 0
-    places.BASE.parent.mkdir(exist_ok=True)
-    places.BASE.write_bytes(buffer.getvalue())
-    PROVENANCE.write_text(
+    old_size = base.stat().st_size if base.exists() else 0
+    base.parent.mkdir(parents=True, exist_ok=True)
+    base.write_bytes(buffer.getvalue())
+    provenance.write_text(
         f"""\
 # {places.BASE.name}: French postcodes, their communes and delivery labels
 file: {places.BASE.name}, written by scripts/refresh_postcodes.py (format: see
@@ -155,8 +158,8 @@ coverage: {coverage(postcodes)}; no CEDEX codes
 """
     )
     print(
-        f"{places.BASE}: {len(entries)} entries, {len(postcodes)} postcodes, "
-        f"{old_size} -> {places.BASE.stat().st_size} bytes; {PROVENANCE.name} written"
+        f"{base}: {len(entries)} entries, {len(postcodes)} postcodes, "
+        f"{old_size} -> {base.stat().st_size} bytes; {provenance.name} written"
     )
 
 

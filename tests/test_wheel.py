@@ -1,4 +1,5 @@
-"""A wheel install works on its own: templates and migrations ship inside the package."""
+"""A wheel install works on its own: templates, migrations and the postcode base ship inside
+the package."""
 
 import json
 import os
@@ -27,6 +28,8 @@ def wheel_install(tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert "cpms_admin/templates/letters/letter.css" in names
     assert "cpms_admin/templates/mail/security_code.txt.j2" in names
     assert any(n.startswith("cpms_admin/migrations/versions/") for n in names)
+    assert "cpms_admin/data/postcodes.tsv.gz" in names
+    assert "cpms_admin/data/postcodes.PROVENANCE" in names
     target = out / "site"
     subprocess.run(
         [
@@ -80,3 +83,19 @@ def test_installed_wheel_runs_from_another_directory(wheel_install: Path, tmp_pa
     assert run("letters", "preview", "welcome", "--out", str(preview)).returncode == 0
     text = "".join(page.extract_text() for page in pypdf.PdfReader(preview).pages)
     assert "SPÉCIMEN" in text and "Espace Adhérent" in text
+    lookup = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from cpms_admin.members import places; "
+            "print(places.BASE); print(places.find_place('94240', 'lhay les roses'))",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    base, place = lookup.stdout.splitlines()
+    assert base.startswith(str(wheel_install))
+    assert "delivery_label='L HAY LES ROSES'" in place

@@ -1,1 +1,2 @@
-"""Members: the NIR, postal addresses, field rules and the member records themselves."""
+"""Members: the NIR, postal addresses, the postcode base (places), field rules and the member
+records themselves."""

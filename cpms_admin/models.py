@@ -21,11 +21,15 @@ class Member(SQLModel, table=True):
     first_name: str = Field(max_length=100)
     birth_date: date | None = None
     email: str | None = Field(default=None, max_length=254)
-    street: str = Field(max_length=38)
-    address_complement: str | None = Field(default=None, max_length=38)
+    # The AFNOR lines' fields, as typed: the printed lines are derived (members/postal.py).
+    street: str = Field(max_length=100)
+    address_complement: str | None = Field(default=None, max_length=100)
+    address_building: str | None = Field(default=None, max_length=100)
+    locality: str | None = Field(default=None, max_length=100)
     postcode: str = Field(max_length=10)
-    city: str = Field(max_length=38)
+    city: str = Field(max_length=100)
     country: str = Field(default="FR", max_length=2)
+    envelope_name: str | None = Field(default=None, max_length=38)  # line 1, when set by hand
     # Lower-cased, accent-free copy of the searchable fields, so search behaves the
     # same on SQLite and PostgreSQL without collations or extensions.
     search_text: str = Field(default="", max_length=600)

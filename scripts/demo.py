@@ -101,6 +101,29 @@ def credentials(jean: dict[str, str], helene: dict[str, str]) -> None:
     run("member", "show", helene["nir"])
 
 
+def addresses() -> None:
+    step("Addresses as La Poste delivers them: six AFNOR lines, legal names, abroad")
+    run(
+        "member", "add", "--nir", "2 85 05 75 056 123 38", "--civility", "MME",
+        "--first-name", "Jeanne", "--last-name", "de La Tour d'Auvergne-Lauraguais",
+        "--address-complement", "Appartement 23",
+        "--address-building", "Résidence Le Clos Saint-Martin",
+        "--street", "145 boulevard du Maréchal de Lattre de Tassigny",
+        "--postcode", "94 240", "--city", "l'hay les roses",
+    )  # fmt: skip
+    run("member", "show", "285057505612338")
+    run(
+        "member", "add", "--nir", "1 78 06 99 350 042 81", "--civility", "M",
+        "--first-name", "Youssef", "--last-name", "Benali", "--street", "12 boulevard Zerktouni",
+        "--postcode", "20000", "--city", "Casablanca", "--country", "MA",
+    )  # fmt: skip
+    run(
+        "member", "add", "--nir", "1 85 05 75 056 124 87", "--last-name", "Erreur",
+        "--first-name", "Ville", "--street", "1 rue X", "--postcode", "75002", "--city", "Lyon",
+        expect=2,
+    )  # fmt: skip
+
+
 def migration() -> None:
     """A legacy portal's export comes in (French Excel: `;`, Windows-1252, CRLF), one row
     with a mistyped NIR and one member carrying their old bcrypt PIN hash; then a code
@@ -191,6 +214,7 @@ def main() -> None:
         "Paris",
         expect=2,
     )
+    addresses()
     credentials(members[0], next(m for m in members if not m["email"]))
     migration()
     batch = nightly()

@@ -23,7 +23,12 @@ DUPONT = {
     "postcode": "75011",
     "city": "Paris",
     "country": "FR",
+    "address_building": None,
+    "locality": None,
+    "envelope_name": None,
 }
+# The columns of the first export format: files written before lines 3 and 5 had fields.
+FIRST_COLUMNS = COLUMNS[: COLUMNS.index("country") + 1]
 PARIS = {key: value for key, value in DUPONT.items() if key != "nir"}
 
 

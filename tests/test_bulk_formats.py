@@ -16,7 +16,7 @@ from cpms_admin.bulk.formats import (
 )
 from cpms_admin.errors import InvalidInput
 from cpms_admin.members.fields import COLUMNS
-from tests.import_helpers import DUPONT
+from tests.import_helpers import DUPONT, FIRST_COLUMNS
 
 MARTIN = {
     **DUPONT,
@@ -36,7 +36,7 @@ def put(tmp_path: Path, name: str, text: str, *, encoding: str = "utf-8") -> Pat
 
 
 def csv_text(rows: list[dict[str, str | None]], *, sep: str = ",", eol: str = "\n") -> str:
-    lines = [sep.join(COLUMNS)] + [sep.join(row[c] or "" for c in COLUMNS) for row in rows]
+    lines = [sep.join(COLUMNS)] + [sep.join(row.get(c) or "" for c in COLUMNS) for row in rows]
     return eol.join(lines) + eol
 
 
@@ -123,7 +123,7 @@ def test_excel_unicode_text_utf16_with_tabs(tmp_path: Path) -> None:
 
 
 def test_quoted_separator_and_line_break_keep_later_line_numbers(tmp_path: Path) -> None:
-    header = ";".join(COLUMNS)
+    header = ";".join(FIRST_COLUMNS)
     text = (
         f"{header}\r\n"
         '185057800608491;M;"Dupont; fils";Jean;;;'
@@ -143,13 +143,13 @@ def test_quoted_separator_and_line_break_keep_later_line_numbers(tmp_path: Path)
 
 
 def test_padding_is_stripped_and_empty_cells_are_none(tmp_path: Path) -> None:
-    header = " ; ".join(f"  {name.upper()} " for name in COLUMNS)
+    header = " ; ".join(f"  {name.upper()} " for name in FIRST_COLUMNS)
     row = (
         ' 185057800608491 ;  M ; "Dupont; fils"  ;Jean ;   ;  ;'
         " 12 rue des Lilas ; ; 75011 ;Paris;  "
     )
     path = put(tmp_path, "padded.csv", f"{header}\n{row}\n")
-    assert read_member_rows(path).columns == COLUMNS
+    assert read_member_rows(path).columns == FIRST_COLUMNS
     assert rows_of(path) == [
         SourceRow(
             2,
@@ -205,11 +205,15 @@ def test_optional_columns_may_be_absent_and_pin_hash_is_accepted(tmp_path: Path)
 
 
 def test_wrong_field_count_is_a_row_problem(tmp_path: Path) -> None:
-    text = csv_text([DUPONT]) + "1,2,3,4,5,6,7,8,9,10,11,12\n" + csv_text([MARTIN]).split("\n")[1]
+    text = (
+        csv_text([DUPONT])
+        + "1,2,3,4,5,6,7,8,9,10,11,12,13,14,15\n"
+        + csv_text([MARTIN]).split("\n")[1]
+    )
     path = put(tmp_path, "m.csv", text)
     assert rows_of(path) == [
         SourceRow(2, DUPONT),
-        SourceRow(3, None, "expected 11 fields, found 12"),
+        SourceRow(3, None, "expected 14 fields, found 15"),
         SourceRow(4, MARTIN),
     ]
 
@@ -222,7 +226,7 @@ def test_trailing_separator_is_tolerated_but_not_stray_values(tmp_path: Path) ->
     assert read_member_rows(path).columns == COLUMNS
     assert rows_of(path) == [
         SourceRow(2, DUPONT),
-        SourceRow(3, None, "a value in column 12, which has no name"),
+        SourceRow(3, None, "a value in column 15, which has no name"),
         SourceRow(4, None, "malformed CSV line: field larger than field limit (131072)"),
     ]
 
@@ -338,7 +342,7 @@ def test_jsonl_export_is_compact_with_keys_in_column_order() -> None:
         '{"nir":"185057800608491","civility":null,"last_name":null,'
         '"first_name":null,"birth_date":null,"email":null,"street":null,'
         '"address_complement":null,"postcode":null,"city":"Paris",'
-        '"country":null}\n'
+        '"country":null,"address_building":null,"locality":null,"envelope_name":null}\n'
     )
 
 
@@ -362,14 +366,14 @@ def test_error_report_lists_reasons_and_values_and_imports_back(tmp_path: Path) 
                     "invalid NIR '123'",
                     {**DUPONT, "nir": "123", "pin_hash": "$argon2id$SECRET"},
                 ),
-                RowError(9, None, "expected 11 fields, found 12", None),
+                RowError(9, None, "expected 14 fields, found 15", None),
             ],
         )
     assert count == 2
     lines = path.read_text(encoding="utf-8").splitlines()
     assert lines[0] == "line,field,reason," + ",".join(COLUMNS)
     assert lines[1].startswith("7,nir,invalid NIR '123',123,M,Dupont,")
-    assert lines[2] == '9,,"expected 11 fields, found 12"' + "," * len(COLUMNS)
+    assert lines[2] == '9,,"expected 14 fields, found 15"' + "," * len(COLUMNS)
     assert "SECRET" not in "\n".join(lines)
     assert rows_of(path)[0] == SourceRow(2, {**DUPONT, "nir": "123"})
 

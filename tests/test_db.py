@@ -105,3 +105,37 @@ def test_domain_words_are_stored_as_the_plain_strings_scripts_read(
         ).one()
     assert tuple(row) == ("active", "pending", "welcome", "first_login")
     assert all(type(value) is str for value in row)
+
+
+def _migrate(engine: Engine, revision: str) -> None:
+    from alembic import command
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    with engine.begin() as conn:
+        config.attributes["connection"] = conn
+        if revision == "head":
+            command.upgrade(config, revision)
+        else:
+            command.downgrade(config, revision)
+
+
+def test_members_of_an_older_schema_migrate_unchanged(engine: Engine) -> None:
+    """0005 (the AFNOR lines as fields) keeps every member as it was, new fields empty."""
+    _migrate(engine, "0004")
+    old = {
+        "nir": "285057800608434", "civility": "MME", "last_name": "Martin",
+        "first_name": "Élodie", "street": "12 rue des Lilas", "address_complement": "Bât. B",
+        "postcode": "75011", "city": "Paris", "country": "FR", "search_text": "martin",
+        "status": "active", "created_at": "2026-01-01 00:00:00", "updated_at": "2026-01-01 00:00:00",
+    }  # fmt: skip
+    columns = ", ".join(old)
+    with engine.begin() as conn:
+        conn.execute(text(f"INSERT INTO member ({columns}) VALUES (:{', :'.join(old)})"), old)
+    _migrate(engine, "head")
+    with engine.connect() as conn:
+        row = conn.execute(text("SELECT * FROM member")).mappings().one()
+    assert {name: row[name] for name in old if not name.endswith("_at")} == {
+        name: value for name, value in old.items() if not name.endswith("_at")
+    }
+    assert (row["address_building"], row["locality"], row["envelope_name"]) == (None, None, None)

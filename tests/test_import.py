@@ -111,7 +111,10 @@ def test_explicit_encoding_and_delimiter(cli: Cli, session: Session, tmp_path: P
 
 
 def test_json_lines(cli: Cli, session: Session, tmp_path: Path) -> None:
-    rows = [person(4), {**person(5), "postcode": 69002, "email": None}]  # a number, a null
+    rows = [
+        person(4),
+        {**person(5), "postcode": 69002, "city": "Lyon", "email": None},
+    ]  # a number, a null
     result = cli("--json", "members", "import", str(write_jsonl(tmp_path / "m.jsonl", rows)))
     assert result.exit_code == 0, result.output
     assert json_out(result)["created"] == 2
@@ -148,7 +151,7 @@ def test_bad_rows_are_reported_with_their_lines_and_the_others_imported(
         ",".join({**good[1], "postcode": "7500"}.get(c) or "" for c in COLUMNS),  # line 6
         "1,2,3",  # line 7
         ",".join(good[1].get(c) or "" for c in COLUMNS),  # line 8
-        ",".join({**good[0], "city": "Lyon"}.get(c) or "" for c in COLUMNS),  # line 9
+        ",".join({**good[0], "city": "Paris 11e"}.get(c) or "" for c in COLUMNS),  # line 9
         ",".join(good[2].get(c) or "" for c in COLUMNS),
     ]  # line 10
     path.write_text("\n".join(lines) + "\n")
@@ -173,7 +176,7 @@ def test_bad_rows_are_reported_with_their_lines_and_the_others_imported(
     ]
     assert "2-digit key does not match" in report[0]["reason"]
     assert report[2]["reason"] == "postcode '7500' must be 5 digits"
-    assert report[3]["reason"] == "expected 11 fields, found 3"
+    assert report[3]["reason"] == "expected 14 fields, found 3"
     assert report[4]["reason"].endswith("is already on line 2 of this file")
     assert report[2]["street"] == "12 rue des Lilas"  # original values, to fix and re-import
     assert "Warning: line 6: postcode '7500' must be 5 digits" in result.stderr

@@ -47,11 +47,11 @@ def test_update_revalidates_and_audits_changed_fields(session: Session) -> None:
     records.update_member(
         session,
         nir=member.nir,
-        changes={"email": None, "city": "Lyon 3e"},
+        changes={"email": None, "city": "Lyon 2e"},
         agent="alice",
         reason="courrier",
     )
-    assert member.email is None and member.city == "Lyon 3e"
+    assert member.email is None and member.city == "Lyon 2e"
     event = session.exec(select(AuditEvent).where(AuditEvent.action == "member.update")).one()
     assert json.loads(event.details)["changed"] == ["city", "email"]
     assert event.reason == "courrier"

@@ -203,12 +203,13 @@ def test_every_entry_reads_and_every_label_fits_an_envelope_line() -> None:
 def test_start_up_does_not_load_the_base() -> None:
     probe = (
         "import sys; from cpms_admin.cli.app import app; "
-        "print('cpms_admin.members.places' in sys.modules)"
+        "from cpms_admin.members import places; "
+        "print('gzip' in sys.modules, places._base.cache_info().currsize)"
     )
     result = subprocess.run(
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=ROOT
     )
-    assert result.stdout.strip() == "False"
+    assert result.stdout.strip() == "False 0"
 
 
 def fake_tarball(path: Path) -> Path:

@@ -5,7 +5,7 @@ from typing import Annotated
 import typer
 
 from cpms_admin.cli.context import app_context
-from cpms_admin.cli.output import emit_object, emit_rows
+from cpms_admin.cli.output import emit_object, emit_rows, note_for_agent
 from cpms_admin.clock import iso
 from cpms_admin.errors import InvalidInput
 from cpms_admin.members import records
@@ -17,6 +17,11 @@ from cpms_admin.vocabulary import MemberStatus
 app = typer.Typer(help="Add, show, list, update and close members.", no_args_is_help=True)
 
 Nir = Annotated[str, typer.Argument(help="Social security number (spaces, dots allowed).")]
+LINE_2 = "Line 2: apartment, floor, 'chez'."
+LINE_3 = "Line 3: building, residence."
+LINE_5 = "Line 5: lieu-dit, boîte postale."
+ENVELOPE = "Recipient line to print when the name does not fit shortened (38 chars max)."
+ADDRESS_OPTIONS = {"address_complement", "address_building", "street", "locality"}
 Reason = Annotated[str, typer.Option("--reason", help="Why (recorded in the audit log).")]
 
 
@@ -26,16 +31,19 @@ def add(
     nir: Annotated[str, typer.Option("--nir", help="Social security number.")],
     last_name: Annotated[str, typer.Option("--last-name")],
     first_name: Annotated[str, typer.Option("--first-name")],
-    street: Annotated[str, typer.Option("--street", help="Number and street, 38 chars max.")],
+    street: Annotated[str, typer.Option("--street", help="Line 4: number and street.")],
     postcode: Annotated[str, typer.Option("--postcode")],
     city: Annotated[str, typer.Option("--city")],
     civility: Annotated[str | None, typer.Option("--civility", help="M or MME.")] = None,
     email: Annotated[str | None, typer.Option("--email")] = None,
     birth_date: Annotated[str | None, typer.Option("--birth-date", help="YYYY-MM-DD.")] = None,
     address_complement: Annotated[
-        str | None, typer.Option("--address-complement", help="Apartment, floor, building.")
+        str | None, typer.Option("--address-complement", help=LINE_2)
     ] = None,
+    address_building: Annotated[str | None, typer.Option("--address-building", help=LINE_3)] = None,
+    locality: Annotated[str | None, typer.Option("--locality", help=LINE_5)] = None,
     country: Annotated[str, typer.Option("--country", help="ISO 3166 code.")] = "FR",
+    envelope_name: Annotated[str | None, typer.Option("--envelope-name", help=ENVELOPE)] = None,
     no_welcome: Annotated[
         bool, typer.Option("--no-welcome", help="Do not queue the enrolment letter.")
     ] = False,
@@ -56,11 +64,16 @@ def add(
             "email": email,
             "street": street,
             "address_complement": address_complement,
+            "address_building": address_building,
+            "locality": locality,
             "postcode": postcode,
             "city": city,
             "country": country,
+            "envelope_name": envelope_name,
         }
     )
+    for note in fields.notes():
+        note_for_agent(note)
     with app_.session() as session:
         member = records.add_member(
             session, fields=fields, agent=app_.agent, welcome=not no_welcome, clock=app_.clock
@@ -162,10 +175,15 @@ def update(
     first_name: Annotated[str | None, typer.Option("--first-name")] = None,
     birth_date: Annotated[str | None, typer.Option("--birth-date")] = None,
     street: Annotated[str | None, typer.Option("--street")] = None,
-    address_complement: Annotated[str | None, typer.Option("--address-complement")] = None,
+    address_complement: Annotated[
+        str | None, typer.Option("--address-complement", help=LINE_2)
+    ] = None,
+    address_building: Annotated[str | None, typer.Option("--address-building", help=LINE_3)] = None,
+    locality: Annotated[str | None, typer.Option("--locality", help=LINE_5)] = None,
     postcode: Annotated[str | None, typer.Option("--postcode")] = None,
     city: Annotated[str | None, typer.Option("--city")] = None,
     country: Annotated[str | None, typer.Option("--country")] = None,
+    envelope_name: Annotated[str | None, typer.Option("--envelope-name", help=ENVELOPE)] = None,
     reason: Annotated[str | None, typer.Option("--reason", help="Why (audited).")] = None,
 ) -> None:
     """Change a member's contact or identity; the result is validated like `member add`.
@@ -184,9 +202,12 @@ def update(
             "birth_date": birth_date,
             "street": street,
             "address_complement": address_complement,
+            "address_building": address_building,
+            "locality": locality,
             "postcode": postcode,
             "city": city,
             "country": country,
+            "envelope_name": envelope_name,
         }.items()
         if value is not None
     }
@@ -200,6 +221,9 @@ def update(
             session, nir=nir, changes=changes, agent=app_.agent, reason=reason, clock=app_.clock
         )
         view = records.member_view(session, member, clock=app_.clock)
+    if changes.keys() & ADDRESS_OPTIONS:
+        for note in records.postal_address(member).notes():
+            note_for_agent(note)
     emit_object(app_, view.as_json(), [f"Updated member {format_nir(member.nir)}."])
 
 

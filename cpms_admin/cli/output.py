@@ -45,6 +45,11 @@ def warn(message: str) -> None:
     typer.echo(f"Warning: {message}", err=True)
 
 
+def note_for_agent(message: str) -> None:
+    """Something the agent should know that is not a problem (stderr, never in the JSON)."""
+    typer.echo(f"Note: {message}", err=True)
+
+
 def emit_object(app: AppContext, data: Any, lines: Sequence[str]) -> None:
     """One result: the JSON document, or the human lines."""
     if app.json_output:

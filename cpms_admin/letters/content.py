@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 
 from cpms_admin.errors import Unprintable
+from cpms_admin.members import afnor, postal
 from cpms_admin.members import nir as nir_rules
-from cpms_admin.members import postal
 from cpms_admin.vocabulary import LetterKind
 
 SALUTATIONS = {"M": "Monsieur,", "MME": "Madame,"}
@@ -56,7 +56,7 @@ class LetterContent:
             raise ValueError(f"letter {self.letter_id}: the code must be 6 digits")
         lines = self.recipient_lines
         if not 3 <= len(lines) <= postal.MAX_LINES or any(
-            not line or len(line) > postal.MAX_LINE for line in lines
+            not line or len(line) > afnor.MAX_LINE for line in lines
         ):
             raise Unprintable(f"letter {self.letter_id}: address block is not AFNOR-sized")
 
@@ -95,7 +95,8 @@ def sample_content(
     day = today or date.today()
     address = postal.make_address(
         street="12 rue des Lilas",
-        complement="Résidence Les Tilleuls Bât. B",
+        complement="Appartement 12",
+        building="Résidence Les Tilleuls Bât. B",
         postcode="42000",
         city="Saint-Étienne",
     )

@@ -6,9 +6,9 @@ from dataclasses import dataclass
 from datetime import date
 
 from cpms_admin.errors import FieldError
+from cpms_admin.members.afnor import MAX_LINE
 from cpms_admin.members.nir import parse_nir
 from cpms_admin.members.postal import (
-    MAX_LINE,
     PostalAddress,
     clean_line,
     make_address,
@@ -41,6 +41,9 @@ COLUMNS = (
     "postcode",
     "city",
     "country",
+    "address_building",
+    "locality",
+    "envelope_name",
 )
 REQUIRED = ("nir", "last_name", "first_name", "street", "postcode", "city")
 
@@ -54,6 +57,11 @@ class MemberFields:
     civility: str | None = None
     birth_date: date | None = None
     email: str | None = None
+    envelope_name: str | None = None
+
+    def notes(self) -> list[str]:
+        """What the envelope shortened, for the agent who typed the fields."""
+        return self.address.notes()
 
     def as_row(self) -> dict[str, object]:
         """Column values for the `member` table."""
@@ -69,6 +77,9 @@ class MemberFields:
             "postcode": self.address.postcode,
             "city": self.address.city,
             "country": self.address.country,
+            "address_building": self.address.building,
+            "locality": self.address.locality,
+            "envelope_name": self.envelope_name,
         }
 
 
@@ -101,6 +112,20 @@ def parse_name(field: str, raw: str) -> str:
     return value
 
 
+def parse_envelope_name(raw: str) -> str:
+    """The recipient line an agent chose, for a name that does not fit shortened."""
+    try:
+        value = clean_line(raw)
+    except ValueError as exc:
+        raise FieldError("envelope_name", f"envelope_name: {exc}") from None
+    if len(value) > MAX_LINE:
+        raise FieldError(
+            "envelope_name",
+            f"envelope name {value!r} is {len(value)} characters, at most {MAX_LINE}",
+        )
+    return value
+
+
 def parse_birth_date(raw: str, nir: str) -> date:
     value = raw.strip()
     try:
@@ -121,21 +146,29 @@ def validate_member_fields(raw: Mapping[str, str | None]) -> MemberFields:
     """Check and normalise one member's fields (strings, as typed or read from a file)."""
     values = {key: (raw.get(key) or "").strip() for key in COLUMNS}
     for key in REQUIRED:
-        if not values[key]:
+        if not values[key] and key != "postcode":  # some countries have none: see postal
             raise FieldError(key, f"{key} is required")
     nir = parse_nir(values["nir"])
     civility = parse_civility(values["civility"]) if values["civility"] else None
     last_name = parse_name("last_name", values["last_name"])
     first_name = parse_name("first_name", values["first_name"])
-    name_line = recipient_line(civility, first_name, last_name)
+    envelope_name = parse_envelope_name(values["envelope_name"]) or None
+    name_line = recipient_line(civility, first_name, last_name, envelope_name)
     if len(name_line) > MAX_LINE:
-        raise FieldError("last_name", f"name does not fit on an envelope line: {name_line!r}")
+        raise FieldError(
+            "last_name",
+            f"the name does not fit on an envelope line even shortened: {name_line!r} is "
+            f"{len(name_line)} characters, at most {MAX_LINE}; give the line to print with "
+            "--envelope-name (the name itself is kept whole)",
+        )
     address = make_address(
         street=values["street"],
         postcode=values["postcode"],
         city=values["city"],
         country=values["country"] or "FR",
         complement=values["address_complement"] or None,
+        building=values["address_building"] or None,
+        locality=values["locality"] or None,
     )
     return MemberFields(
         nir=nir,
@@ -145,4 +178,5 @@ def validate_member_fields(raw: Mapping[str, str | None]) -> MemberFields:
         address=address,
         birth_date=parse_birth_date(values["birth_date"], nir) if values["birth_date"] else None,
         email=parse_email(values["email"]) if values["email"] else None,
+        envelope_name=envelope_name,
     )

@@ -9,7 +9,8 @@ covers metropolitan France with Corsica, the overseas departments (971 to 974, 9
 Saint-Pierre-et-Miquelon (975); not Saint-Barthélemy, Saint-Martin, the Pacific territories,
 Monaco (a foreign address here, country MC), nor CEDEX codes.
 
-It is read on first use only (about 10 ms) and kept: importing this module costs nothing.
+It is read on first use only (about 10 ms) and kept: importing this module costs nothing
+(not even `gzip`).
 One line per postcode, `POSTCODE<TAB>ENTRY<TAB>ENTRY...`, one entry per commune,
 `INSEE|Name|LABEL[|OTHER LABEL...]`. To keep the file small, LABEL is empty when it is the
 name in capitals without accents nor apostrophes, and `_` when it is that with spaces for
@@ -17,7 +18,6 @@ hyphens (see `expand_label`); other labels are further names mail reaches that c
 at that postcode (`LES MILLES` in Aix-en-Provence, `MARSEILLE 2EME`).
 """
 
-import gzip
 import re
 import unicodedata
 from dataclasses import dataclass
@@ -150,6 +150,8 @@ def _capitals(text: str) -> str:
 def _base() -> dict[str, str]:
     """Postcode -> its line, unparsed: reading the whole base costs one decompression."""
     try:
+        import gzip  # here, not at the top: a command that checks no address never pays for it
+
         text = gzip.decompress(BASE.read_bytes()).decode("utf-8")
     except FileNotFoundError:
         raise NotReady(f"postcode base missing ({BASE}): reinstall cpms-admin") from None

@@ -1,8 +1,18 @@
 """Postal addresses as printed on a letter, after AFNOR NF Z10-011.
 
-At most 6 lines of at most 38 characters, in this order: recipient, complement,
-number and street, `POSTCODE CITY`, country (abroad only). The last lines are printed
-in capitals, the `POSTCODE CITY` line without accents.
+The norm's six lines, each at most 38 characters, each with a field of its own:
+
+1. the recipient (derived from the member's name, see `recipient_line`);
+2. `complement`: the delivery point inside a building (appartement, étage, chez...);
+3. `building`: the building (bâtiment, résidence, immeuble...);
+4. `street`: the number and street;
+5. `locality`: a lieu-dit, a boîte postale;
+6. the postcode and the city, as La Poste's delivery label (`places`);
+
+then, for an address outside France, the country's name in French. Fields are stored as
+typed (up to 100 characters); the printed lines are derived from them, in the norm's
+typography and, where a line is too long, with its standard abbreviations (`afnor`).
+Addresses abroad take their country's order of the last lines (`abroad`).
 """
 
 import re
@@ -10,35 +20,22 @@ import unicodedata
 from dataclasses import dataclass
 
 from cpms_admin.errors import FieldError
+from cpms_admin.members import abroad, afnor, places
+from cpms_admin.members.afnor import MAX_LINE, machine_line, strip_accents, upper_line
 
-MAX_LINE = 38
-MAX_LINES = 6
-FRENCH_POSTCODE = re.compile(r"\d{5}")
-FOREIGN_POSTCODE = re.compile(r"[A-Z0-9][A-Z0-9 -]{0,9}")
-COUNTRY_NAMES = {
-    "BE": "BELGIQUE",
-    "CH": "SUISSE",
-    "LU": "LUXEMBOURG",
-    "MC": "MONACO",
-    "DE": "ALLEMAGNE",
-    "ES": "ESPAGNE",
-    "IT": "ITALIE",
-    "GB": "ROYAUME-UNI",
-    "PT": "PORTUGAL",
-}
-
-
-def strip_accents(text: str) -> str:
-    decomposed = unicodedata.normalize("NFKD", text)
-    return "".join(ch for ch in decomposed if not unicodedata.combining(ch))
+MAX_LINES = 7  # the six lines of the norm, and the country abroad
+MAX_FIELD = 100
+# La Poste's own network: French postcodes and delivery labels. No country line is printed
+# for France and its overseas departments, mail to which is domestic.
+FRENCH_POST = {"FR", "GP", "MQ", "GF", "RE", "YT", "PM", "BL", "MF", "MC", "WF", "PF", "NC"}
+DOMESTIC = {"FR", "GP", "MQ", "GF", "RE", "YT"}
+FORMULA_STARTS = ("=", "+", "-", "@")
+CIVILITY_ON_ENVELOPE = {"M": "M", "MME": "Mme"}
 
 
 def fold(text: str) -> str:
     """Lower-case and accent-free: what member search compares."""
     return strip_accents(text).casefold()
-
-
-FORMULA_STARTS = ("=", "+", "-", "@")
 
 
 def clean_line(value: str) -> str:
@@ -52,6 +49,15 @@ def clean_line(value: str) -> str:
     return cleaned
 
 
+# The fields of lines 2 to 5, in print order, with the typography of their line.
+_STREET_BLOCK = (
+    ("address_complement", upper_line),
+    ("address_building", upper_line),
+    ("street", machine_line),
+    ("locality", machine_line),
+)
+
+
 @dataclass(frozen=True)
 class PostalAddress:
     street: str
@@ -59,69 +65,172 @@ class PostalAddress:
     city: str
     country: str = "FR"
     complement: str | None = None
+    building: str | None = None
+    locality: str | None = None
+
+    def field_values(self) -> dict[str, str | None]:
+        return {
+            "address_complement": self.complement,
+            "address_building": self.building,
+            "street": self.street,
+            "locality": self.locality,
+        }
+
+    def shortened(self) -> dict[str, afnor.Shortened]:
+        """Lines 2 to 5 as printed, by field, for the fields that are set."""
+        values = self.field_values()
+        return {
+            field: afnor.shorten(value, typography)
+            for field, typography in _STREET_BLOCK
+            if (value := values[field])
+        }
 
     def lines(self) -> list[str]:
         """The address lines below the recipient's name, as printed."""
-        lines = [self.complement] if self.complement else []
-        lines.append(self.street.upper())
-        lines.append(strip_accents(f"{self.postcode} {self.city}").upper())
-        if self.country != "FR":
-            lines.append(COUNTRY_NAMES.get(self.country, self.country))
-        return lines
+        block = [shortened.line for shortened in self.shortened().values()]
+        if self.country in FRENCH_POST:
+            city_line = _city_line(self.postcode, self.city)
+            lines = [*block, city_line]
+            if self.country not in DOMESTIC and not city_line.endswith(self.country_line()):
+                lines.append(self.country_line())
+            return lines
+        before, after = abroad.city_lines(self.country, self.postcode, self.city)
+        return [*before, *block, *after, self.country_line()]
 
+    def country_line(self) -> str:
+        return machine_line(abroad.country_name(self.country))
 
-def recipient_line(civility: str | None, first_name: str, last_name: str) -> str:
-    """Line 1; the first name shrinks to its initial when the full line would not fit."""
-    prefix = f"{'Mme' if civility == 'MME' else civility} " if civility else ""
-    full = f"{prefix}{first_name} {last_name.upper()}"
-    if len(full) <= MAX_LINE:
-        return full
-    return f"{prefix}{first_name[:1]}. {last_name.upper()}"
-
-
-def check_fits(field: str, line: str) -> None:
-    if len(line) > MAX_LINE:
-        raise FieldError(
-            field,
-            f"{field} does not fit on an envelope line: {len(line)} characters, "
-            f"at most {MAX_LINE} ({line!r}); abbreviate it (e.g. BD, AV, RES, BAT)",
-        )
+    def notes(self) -> list[str]:
+        """What was abbreviated to fit, for the agent who typed the address."""
+        return [
+            f"{field} printed as {s.line!r} ({s.describe()})"
+            for field, s in self.shortened().items()
+            if s.abbreviations
+        ]
 
 
 def make_address(
-    *, street: str, postcode: str, city: str, country: str = "FR", complement: str | None = None
+    *,
+    street: str,
+    postcode: str,
+    city: str,
+    country: str = "FR",
+    complement: str | None = None,
+    building: str | None = None,
+    locality: str | None = None,
 ) -> PostalAddress:
-    """Validate and normalise an address; every line must fit, none is cut."""
+    """Validate and normalise an address; every printed line must fit, none is cut.
+
+    A French postcode and city must be a pair of La Poste's base. Abroad, the postcode must
+    follow the country's pattern."""
     country = (country or "FR").strip().upper()
     if not re.fullmatch(r"[A-Z]{2}", country):
         raise FieldError("country", f"country must be a 2-letter ISO code, got {country!r}")
-    values = {}
-    for field, value in (
-        ("street", street),
-        ("postcode", postcode),
-        ("city", city),
-        ("address_complement", complement or ""),
-    ):
-        try:
-            values[field] = clean_line(value)
-        except ValueError as exc:
-            raise FieldError(field, f"{field}: {exc}") from None
-    for field in ("street", "postcode", "city"):
+    values = {
+        field: _clean(field, value or "")
+        for field, value in (
+            ("street", street),
+            ("postcode", postcode),
+            ("city", city),
+            ("address_complement", complement),
+            ("address_building", building),
+            ("locality", locality),
+        )
+    }
+    for field in ("street", "city"):
         if not values[field]:
             raise FieldError(field, f"{field} is required")
-    postcode_value = values["postcode"].upper()
-    pattern = FRENCH_POSTCODE if country == "FR" else FOREIGN_POSTCODE
-    if not pattern.fullmatch(postcode_value):
-        expected = "5 digits" if country == "FR" else "up to 10 letters and digits"
-        raise FieldError("postcode", f"postcode {postcode_value!r} must be {expected}")
+    if country in FRENCH_POST:
+        postcode_value = _french_place(country, values["postcode"], values["city"])
+    else:
+        abroad.check_known(country)
+        postcode_value = abroad.normalise_postcode(country, values["postcode"])
+        abroad.check_region(country, values["city"])
     address = PostalAddress(
         street=values["street"],
         postcode=postcode_value,
         city=values["city"],
         country=country,
         complement=values["address_complement"] or None,
+        building=values["address_building"] or None,
+        locality=values["locality"] or None,
     )
-    check_fits("street", values["street"])
-    check_fits("address_complement", values["address_complement"])
-    check_fits("city", address.lines()[-1 if country == "FR" else -2])
+    for field, shortened in address.shortened().items():
+        if not shortened.fits:
+            raise FieldError(
+                field,
+                f"{field} does not fit on an envelope line even abbreviated: "
+                f"{shortened.line!r} is {len(shortened.line)} characters, at most {MAX_LINE}",
+            )
+    lines = address.lines()
+    for line in lines:
+        if len(line) > MAX_LINE:
+            raise FieldError(
+                "city", f"the city line {line!r} is {len(line)} characters, at most {MAX_LINE}"
+            )
+    if len(lines) + 1 > MAX_LINES:
+        raise FieldError(
+            "address_complement",
+            f"the address takes {len(lines) + 1} lines with the recipient, at most {MAX_LINES}: "
+            "put the complement and the building on one line",
+        )
     return address
+
+
+def _clean(field: str, value: str) -> str:
+    try:
+        cleaned = clean_line(value)
+    except ValueError as exc:
+        raise FieldError(field, f"{field}: {exc}") from None
+    if len(cleaned) > MAX_FIELD:
+        raise FieldError(field, f"{field} is {len(cleaned)} characters, at most {MAX_FIELD}")
+    return cleaned
+
+
+def _french_place(country: str, postcode: str, city: str) -> str:
+    """The postcode, once La Poste's base says it serves `city` (a 4-digit one gets back the
+    leading zero a spreadsheet ate, when the pair then matches)."""
+    if not postcode:
+        raise FieldError("postcode", "postcode is required")
+    value = places.normalise_postcode(postcode)
+    if not re.fullmatch(r"\d{5}", value):
+        raise FieldError("postcode", f"postcode {postcode!r} must be 5 digits")
+    if country != "FR":
+        abroad.normalise_postcode(country, value)  # the territory's own range (974xx...)
+    if country == "FR" or places.places_at(value):
+        try:
+            places.find_place(value, city)
+        except FieldError:
+            if value != postcode and len(postcode) == 4:  # the zero was not what went missing
+                raise FieldError("postcode", f"postcode {postcode!r} must be 5 digits") from None
+            raise
+    return value
+
+
+def _city_line(postcode: str, city: str) -> str:
+    """Line 6 in La Poste's network: the postcode and its delivery label for the city (the
+    typed city in capitals for a territory the base does not cover)."""
+    try:
+        label = places.find_place(postcode, city).delivery_label
+    except FieldError:
+        label = city
+    return machine_line(f"{postcode} {label}")
+
+
+def recipient_line(
+    civility: str | None, first_name: str, last_name: str, envelope_name: str | None = None
+) -> str:
+    """Line 1: the agent's envelope name when there is one, else the first of these that
+    fits, in the norm's order: `Mme Jeanne DUPONT`, `Mme J. DUPONT`, `J. DUPONT`.
+    Longer than the line when none fits (the name is then refused)."""
+    if envelope_name:
+        return envelope_name
+    title = CIVILITY_ON_ENVELOPE.get(civility or "")
+    prefix = f"{title} " if title else ""
+    last = last_name.upper()
+    candidates = (
+        f"{prefix}{first_name} {last}",
+        f"{prefix}{first_name[:1]}. {last}",
+        f"{first_name[:1]}. {last}",
+    )
+    return next((line for line in candidates if len(line) <= MAX_LINE), candidates[-1])

@@ -289,16 +289,24 @@ def search_terms(search: str) -> list[str]:
     return fold(search).split()
 
 
-def address_lines(member: Member) -> list[str]:
-    """The full AFNOR block as printed on an envelope, recipient first."""
-    address = PostalAddress(
+def postal_address(member: Member) -> PostalAddress:
+    return PostalAddress(
         street=member.street,
         postcode=member.postcode,
         city=member.city,
         country=member.country,
         complement=member.address_complement,
+        building=member.address_building,
+        locality=member.locality,
     )
-    return [recipient_line(member.civility, member.first_name, member.last_name), *address.lines()]
+
+
+def address_lines(member: Member) -> list[str]:
+    """The full AFNOR block as printed on an envelope, recipient first."""
+    recipient = recipient_line(
+        member.civility, member.first_name, member.last_name, member.envelope_name
+    )
+    return [recipient, *postal_address(member).lines()]
 
 
 def account_view(account: Account, now: datetime) -> dict[str, Any]:
@@ -324,9 +332,14 @@ def member_summary(member: Member) -> dict[str, Any]:
         "email": member.email,
         "address": {
             "lines": address_lines(member),
+            "address_complement": member.address_complement,
+            "address_building": member.address_building,
+            "street": member.street,
+            "locality": member.locality,
             "postcode": member.postcode,
             "city": member.city,
             "country": member.country,
+            "envelope_name": member.envelope_name,
         },
         "status": member.status,
     }

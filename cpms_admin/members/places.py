@@ -65,6 +65,7 @@ def normalise_postcode(raw: str) -> str:
     return compact
 
 
+@lru_cache(maxsize=4096)  # an import repeats the same few thousand places; a refusal is not kept
 def find_place(postcode: str, city: str) -> Place:
     """The commune `city` at `postcode`, however an agent typed it: case, accents, hyphens,
     spaces, apostrophes, ST/SAINT and STE/SAINTE; the official name (`Paris 2e` or `Paris`

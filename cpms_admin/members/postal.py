@@ -16,8 +16,8 @@ Addresses abroad take their country's order of the last lines (`abroad`).
 """
 
 import re
-import unicodedata
 from dataclasses import dataclass
+from functools import cached_property
 
 from cpms_admin.errors import FieldError
 from cpms_admin.members import abroad, afnor, places
@@ -30,6 +30,7 @@ MAX_FIELD = 100
 FRENCH_POST = {"FR", "GP", "MQ", "GF", "RE", "YT", "PM", "BL", "MF", "MC", "WF", "PF", "NC"}
 DOMESTIC = {"FR", "GP", "MQ", "GF", "RE", "YT"}
 FORMULA_STARTS = ("=", "+", "-", "@")
+CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")  # Unicode's category Cc, exactly
 CIVILITY_ON_ENVELOPE = {"M": "M", "MME": "Mme"}
 
 
@@ -41,7 +42,7 @@ def fold(text: str) -> str:
 def clean_line(value: str) -> str:
     """Collapse runs of white space; refuse control characters (they break print and mail)
     and a leading `= + - @`, which a spreadsheet opening an export would run as a formula."""
-    if any(unicodedata.category(ch) == "Cc" for ch in value):
+    if CONTROL.search(value):
         raise ValueError("control characters are not allowed")
     cleaned = " ".join(value.split())
     if cleaned.startswith(FORMULA_STARTS):
@@ -76,6 +77,7 @@ class PostalAddress:
             "locality": self.locality,
         }
 
+    @cached_property
     def shortened(self) -> dict[str, afnor.Shortened]:
         """Lines 2 to 5 as printed, by field, for the fields that are set."""
         values = self.field_values()
@@ -87,7 +89,7 @@ class PostalAddress:
 
     def lines(self) -> list[str]:
         """The address lines below the recipient's name, as printed."""
-        block = [shortened.line for shortened in self.shortened().values()]
+        block = [shortened.line for shortened in self.shortened.values()]
         if self.country in FRENCH_POST:
             city_line = _city_line(self.postcode, self.city)
             lines = [*block, city_line]
@@ -104,7 +106,7 @@ class PostalAddress:
         """What was abbreviated to fit, for the agent who typed the address."""
         return [
             f"{field} printed as {s.line!r} ({s.describe()})"
-            for field, s in self.shortened().items()
+            for field, s in self.shortened.items()
             if s.abbreviations
         ]
 
@@ -155,7 +157,7 @@ def make_address(
         building=values["address_building"] or None,
         locality=values["locality"] or None,
     )
-    for field, shortened in address.shortened().items():
+    for field, shortened in address.shortened.items():
         if not shortened.fits:
             raise FieldError(
                 field,

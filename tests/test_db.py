@@ -127,7 +127,8 @@ def test_members_of_an_older_schema_migrate_unchanged(engine: Engine) -> None:
         "nir": "285057800608434", "civility": "MME", "last_name": "Martin",
         "first_name": "Élodie", "street": "12 rue des Lilas", "address_complement": "Bât. B",
         "postcode": "75011", "city": "Paris", "country": "FR", "search_text": "martin",
-        "status": "active", "created_at": "2026-01-01 00:00:00", "updated_at": "2026-01-01 00:00:00",
+        "status": "active", "created_at": "2026-01-01 00:00:00",
+        "updated_at": "2026-01-01 00:00:00",
     }  # fmt: skip
     columns = ", ".join(old)
     with engine.begin() as conn:

@@ -159,6 +159,12 @@ def test_a_four_digit_postcode_that_matches_nothing_says_five_digits() -> None:
     assert error.field == "postcode" and "must be 5 digits" in str(error)
 
 
+@pytest.mark.parametrize(("postcode", "country"), [("97133", "BL"), ("98714", "PF")])
+def test_a_territory_with_a_country_code_of_its_own_says_which(postcode: str, country: str) -> None:
+    error = refusal(postcode=postcode, city="Gustavia")
+    assert str(error).endswith(f"give the country {country}")
+
+
 def test_an_unknown_postcode_is_refused() -> None:
     assert "does not exist" in str(refusal(postcode="75999", city="Paris"))
 

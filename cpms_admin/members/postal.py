@@ -32,6 +32,9 @@ DOMESTIC = {"FR", "GP", "MQ", "GF", "RE", "YT"}
 FORMULA_STARTS = ("=", "+", "-", "@")
 CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")  # Unicode's category Cc, exactly
 CIVILITY_ON_ENVELOPE = {"M": "M", "MME": "Mme"}
+# Territories with French postcodes but a country code of their own, by postcode or prefix
+# (Saint-Barthélemy and Saint-Martin have one postcode each, inside Guadeloupe's range).
+_OWN_COUNTRY = {"97133": "BL", "97150": "MF", "980": "MC", "986": "WF", "987": "PF", "988": "NC"}
 
 
 def fold(text: str) -> str:
@@ -199,6 +202,10 @@ def _french_place(country: str, postcode: str, city: str) -> str:
         raise FieldError("postcode", f"postcode {postcode!r} must be 5 digits")
     if country != "FR":
         abroad.normalise_postcode(country, value)  # the territory's own range (974xx...)
+    territory = _OWN_COUNTRY.get(value) or _OWN_COUNTRY.get(value[:3])
+    if country == "FR" and territory:
+        where = abroad.country_name(territory)
+        raise FieldError("postcode", f"{value} is in {where}: give the country {territory}")
     if country == "FR" or places.places_at(value):
         try:
             places.find_place(value, city)

@@ -2,6 +2,7 @@
 kept whole, French places checked against La Poste's base, addresses abroad in their
 country's order, and NF Z10-011 typography. Examples are the issue's regression cases."""
 
+import csv
 import json
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from cpms_admin.errors import FieldError
 from cpms_admin.members.fields import validate_member_fields
 from tests.factories import make_nir, member_values
 from tests.harness import Cli
+from tests.import_helpers import person, write_csv
 from tests.letters_helpers import batch, manifests
 
 MM_PER_PT = 25.4 / 72
@@ -307,3 +309,30 @@ def test_the_letter_prints_the_whole_block_inside_the_window(
     for x, baseline in (found[line] for line in printed):
         assert x == pytest.approx(110, abs=0.5)
         assert 55 < baseline < 55 + 33
+
+
+def test_the_new_fields_travel_through_import_and_export(cli: Cli, tmp_path: Path) -> None:
+    row = person(
+        71, address_complement="Appartement 4", address_building="Résidence Les Pins",
+        locality="BP 12", last_name="de Montmorency-Laval-Beaufremont-Listenois",
+        envelope_name="J. DE MONTMORENCY-LAVAL",
+    )  # fmt: skip
+    imported = cli("--json", "members", "import", str(write_csv(tmp_path / "in.csv", [row])))
+    assert imported.exit_code == 0, imported.output
+    shown = json.loads(cli("--json", "member", "show", row["nir"]).stdout)
+    assert shown["address"]["lines"] == [
+        "J. DE MONTMORENCY-LAVAL",
+        "APPARTEMENT 4",
+        "RÉSIDENCE LES PINS",
+        "12 RUE DES LILAS",
+        "BP 12",
+        "75011 PARIS",
+    ]
+    out = tmp_path / "out.csv"
+    assert cli("members", "export", "--out", str(out)).exit_code == 0
+    [exported] = list(csv.DictReader(out.open(encoding="utf-8")))
+    assert {name: exported[name] for name in ("address_building", "locality", "envelope_name")} == {
+        "address_building": "Résidence Les Pins",
+        "locality": "BP 12",
+        "envelope_name": "J. DE MONTMORENCY-LAVAL",
+    }

@@ -9,7 +9,7 @@ from typing import Any
 from sqlmodel import Session, SQLModel, col, select
 
 from cpms_admin.clock import iso, system_clock
-from cpms_admin.db import insert_per_member
+from cpms_admin.db import Page, fetch_page, insert_per_member
 from cpms_admin.errors import InvalidInput
 from cpms_admin.members.nir import parse_nir
 from cpms_admin.models import AuditEvent, Member, pk
@@ -83,9 +83,9 @@ def list_events(
     nir: str | None = None,
     since: datetime | None = None,
     action: str | None = None,
-    limit: int = 100,
-) -> list[dict[str, Any]]:
-    """Newest first, as the JSON objects `audit list` prints."""
+    limit: int | None = 100,
+) -> Page:
+    """Newest first, as the JSON objects `audit list` prints; `limit=None` for all."""
     query = select(AuditEvent, Member.nir).join(Member, isouter=True)
     if nir is not None:
         query = query.where(Member.nir == parse_nir(nir))
@@ -93,8 +93,8 @@ def list_events(
         query = query.where(AuditEvent.at >= since)
     if action is not None:
         query = query.where(AuditEvent.action == action)
-    query = query.order_by(col(AuditEvent.id).desc()).limit(limit)
-    return [
+    found = fetch_page(session, query.order_by(col(AuditEvent.id).desc()), limit)
+    events = [
         {
             "id": event.id,
             "at": iso(event.at),
@@ -105,8 +105,9 @@ def list_events(
             "outcome": event.outcome,
             "details": json.loads(event.details),
         }
-        for event, member_nir in session.exec(query)
+        for event, member_nir in found
     ]
+    return Page(events, found.total)
 
 
 # One audit event for a bulk run that commits in batches (import, campaign, mail send): added

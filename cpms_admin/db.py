@@ -7,12 +7,12 @@ use `session_scope(engine, read_only=True)` instead (see `reader`): in WAL mode 
 transaction never waits for a writer, so `member show` answers during the nightly batch.
 """
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, Table, create_engine, event, insert, literal, select, text
+from sqlalchemy import Engine, Table, create_engine, event, func, insert, literal, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlmodel import Session, SQLModel
@@ -204,3 +204,25 @@ def insert_per_member(
     constants = [literal(value, table.c[name].type) for name, value in values.items()]
     rows = select(member.c.id, *constants).where(member.c.id.in_(member_ids)).order_by(member.c.id)
     session.execute(insert(table).from_select(["member_id", *values], rows))
+
+
+class Page(list[Any]):
+    """The rows of a listing, and how many rows matched in all: more than `len(page)` when
+    the limit cut the listing (the agent is then told, see cli/output.py)."""
+
+    def __init__(self, rows: Iterable[Any], total: int) -> None:
+        super().__init__(rows)
+        self.total = total
+
+
+def fetch_page(session: Session, query: Any, limit: int | None) -> Page:
+    """`query`'s rows up to `limit` (all with None). Matches are counted only when there are
+    more than the limit, so a listing that fits costs one query."""
+    if limit is None:
+        rows = list(session.exec(query))
+        return Page(rows, len(rows))
+    rows = list(session.exec(query.limit(limit + 1)))
+    if len(rows) <= limit:
+        return Page(rows, len(rows))
+    counting = select(func.count()).select_from(query.order_by(None).subquery())
+    return Page(rows[:limit], session.scalar(counting) or 0)

@@ -27,6 +27,13 @@ def french_date(day: date) -> str:
     return f"{number} {MONTHS[day.month - 1]} {day.year}"
 
 
+def agent_time(moment: datetime | None) -> str:
+    """A moment as an agent in France reads it: `2026-11-30 23:03 CET` (the JSON says UTC)."""
+    if moment is None:
+        return ""
+    return f"{paris_time(moment):%Y-%m-%d %H:%M %Z}"
+
+
 def paris_time(moment: datetime) -> datetime:
     """`moment` in Paris time; a naive datetime (as SQLite returns them) is UTC."""
     if moment.tzinfo is None:

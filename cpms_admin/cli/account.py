@@ -5,7 +5,7 @@ from typing import Annotated, Any
 import typer
 
 from cpms_admin.cli.context import app_context
-from cpms_admin.cli.output import emit_object
+from cpms_admin.cli.output import emit_object, when
 from cpms_admin.credentials import account_status, accounts
 from cpms_admin.members.nir import format_nir
 
@@ -41,9 +41,9 @@ def describe(view: dict[str, Any]) -> list[str]:
         f"NIR {format_nir(view['nir'])}   member {view['status']}, account {view['state']}",
         f"  PIN {pin}; {view['failed_attempts']} failed attempt(s)"
         + ("; CAPTCHA required" if view["captcha_required"] else "")
-        + (f"; cool-down until {view['locked_until']}" if view["locked_until"] else "")
-        + (f"; hard lock since {view['hard_locked_at']}" if view["hard_locked_at"] else ""),
-        f"  last login: {view['last_login_at'] or 'never'};  e-mail: "
+        + (f"; cool-down until {when(view['locked_until'])}" if view["locked_until"] else "")
+        + (f"; hard lock since {when(view['hard_locked_at'])}" if view["hard_locked_at"] else ""),
+        f"  last login: {when(view['last_login_at']) or 'never'};  e-mail: "
         f"{'known' if view['email_known'] else 'none'};  terms accepted: "
         f"{view['terms_accepted_version'] or 'no'}",
     ]
@@ -51,7 +51,7 @@ def describe(view: dict[str, Any]) -> list[str]:
     if code:
         lines.append(
             f"  code in flight: {code['purpose']} by {code['channel']}, valid until "
-            f"{code['expires_at']}, {code['tries_left']} tries left"
+            f"{when(code['expires_at'])}, {code['tries_left']} tries left"
         )
     lines += [f"  letter waiting: #{x['id']} {x['kind']}" for x in view["pending_letters"]]
     lines.append("Diagnosis:")

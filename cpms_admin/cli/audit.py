@@ -6,7 +6,7 @@ import typer
 
 from cpms_admin import audit
 from cpms_admin.cli.context import app_context
-from cpms_admin.cli.output import emit_rows
+from cpms_admin.cli.output import AllRows, emit_page
 from cpms_admin.clock import parse_moment
 from cpms_admin.settings import LIMIT_MAX
 
@@ -20,6 +20,7 @@ def list_(
     since: Annotated[str | None, typer.Option("--since", help="ISO date or time (UTC).")] = None,
     action: Annotated[str | None, typer.Option("--action", help="e.g. account.unlock")] = None,
     limit: Annotated[int, typer.Option("--limit", min=1, max=LIMIT_MAX)] = 50,
+    all_rows: AllRows = False,
 ) -> None:
     """Audit events, newest first.
 
@@ -28,7 +29,9 @@ def list_(
     app_ = app_context(ctx)
     since_at = parse_moment(since, option="--since") if since else None
     with app_.session(read_only=True) as session:
-        rows = audit.list_events(session, nir=nir, since=since_at, action=action, limit=limit)
+        rows = audit.list_events(
+            session, nir=nir, since=since_at, action=action, limit=None if all_rows else limit
+        )
     columns = [
         ("id", "#"),
         ("at", "When"),
@@ -38,4 +41,4 @@ def list_(
         ("outcome", "Outcome"),
         ("reason", "Reason"),
     ]
-    emit_rows(app_, rows, columns)
+    emit_page(app_, rows, rows, columns)

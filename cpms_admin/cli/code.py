@@ -7,7 +7,7 @@ import typer
 
 from cpms_admin.bulk.campaign import CampaignCounts, Selection, read_nir_file, run_campaign
 from cpms_admin.cli.context import app_context
-from cpms_admin.cli.output import BulkProgress, emit_object
+from cpms_admin.cli.output import BulkProgress, emit_object, when
 from cpms_admin.clock import parse_moment
 from cpms_admin.credentials import accounts
 from cpms_admin.credentials.accounts import require_reason
@@ -20,7 +20,7 @@ app = typer.Typer(help="Send one-time security codes.", no_args_is_help=True)
 def delivery_line(delivery: CodeDelivery) -> str:
     """Where the code went, for people: never the code itself."""
     if delivery.channel == Channel.email:
-        until = delivery.as_json()["expires_at"]
+        until = when(delivery.as_json()["expires_at"])
         return f"a {delivery.purpose} code was e-mailed, valid until {until}."
     if delivery.letter_reused:
         return f"letter #{delivery.letter_id} already waiting will carry the code (next print run)."

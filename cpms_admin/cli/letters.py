@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from cpms_admin.cli.context import AppContext, app_context
-from cpms_admin.cli.output import BulkProgress, emit_object, emit_rows, warn
+from cpms_admin.cli.output import AllRows, BulkProgress, emit_object, emit_page, warn
 from cpms_admin.settings import LIMIT_MAX
 from cpms_admin.vocabulary import LetterKind, LetterStatus
 
@@ -29,6 +29,7 @@ def list_(
     limit: Annotated[
         int, typer.Option("--limit", min=1, max=LIMIT_MAX, help="At most N, newest first.")
     ] = 200,
+    all_rows: AllRows = False,
 ) -> None:
     """List letters, newest first: pending, printed, cancelled (and why), failed (and why).
 
@@ -38,7 +39,12 @@ def list_(
 
     app_ = app_context(ctx)
     with app_.session(read_only=True) as session:
-        rows = list_letters(session, status=status.value if status else None, nir=nir, limit=limit)
+        rows = list_letters(
+            session,
+            status=status.value if status else None,
+            nir=nir,
+            limit=None if all_rows else limit,
+        )
     columns = [
         ("id", "Id"),
         ("kind", "Kind"),
@@ -49,7 +55,7 @@ def list_(
         ("printed_at", "Printed"),
         ("status_reason", "Reason"),
     ]
-    emit_rows(app_, rows, columns, title="Letters")
+    emit_page(app_, rows, rows, columns, title="Letters")
 
 
 @app.command()

@@ -5,12 +5,11 @@ from typing import Annotated
 import typer
 
 from cpms_admin.cli.context import app_context
-from cpms_admin.cli.output import emit_object, emit_rows, note_for_agent
-from cpms_admin.clock import iso
+from cpms_admin.cli.output import AllRows, emit_object, emit_page, note_for_agent, when
 from cpms_admin.errors import InvalidInput
 from cpms_admin.members import records
 from cpms_admin.members.fields import validate_member_fields
-from cpms_admin.members.nir import format_nir, mask_nir
+from cpms_admin.members.nir import format_nir
 from cpms_admin.settings import LIMIT_MAX
 from cpms_admin.vocabulary import MemberStatus
 
@@ -105,12 +104,12 @@ def describe(view: records.MemberView) -> list[str]:
         f"  account:  {view.state}, PIN {'set' if account.pin_hash else 'not set'}, "
         f"{account.failed_attempts} failed attempt(s)"
         + (", CAPTCHA required" if account.captcha_required else "")
-        + (f", cool-down until {iso(account.locked_until)}" if account.locked_until else ""),
-        f"  last login: {iso(account.last_login_at) or 'never'};  terms accepted: "
+        + (f", cool-down until {when(account.locked_until)}" if account.locked_until else ""),
+        f"  last login: {when(account.last_login_at) or 'never'};  terms accepted: "
         f"{account.terms_accepted_version or 'no'}",
     ]
     lines += [
-        f"  pending code: {c.purpose} by {c.channel}, expires {iso(c.expires_at)}"
+        f"  pending code: {c.purpose} by {c.channel}, expires {when(c.expires_at)}"
         for c in view.pending_codes
     ]
     lines += [f"  pending letter: #{letter.id} {letter.kind}" for letter in view.pending_letters]
@@ -126,6 +125,7 @@ def list_(
         str | None, typer.Option("--search", help="Names, NIR, e-mail, city (any case/accent).")
     ] = None,
     limit: Annotated[int, typer.Option("--limit", min=1, max=LIMIT_MAX)] = 50,
+    all_rows: AllRows = False,
 ) -> None:
     """List members, with filters.
 
@@ -136,15 +136,20 @@ def list_(
     app_ = app_context(ctx)
     with app_.session(read_only=True) as session:
         found = records.list_members(
-            session, status=status, locked=locked, search=search, limit=limit, clock=app_.clock
+            session,
+            status=status,
+            locked=locked,
+            search=search,
+            limit=None if all_rows else limit,
+            clock=app_.clock,
         )
         views = records.member_views(session, found, clock=app_.clock)
     if app_.json_output:
-        emit_rows(app_, [view.as_json() for view in views], [])
+        emit_page(app_, found, [view.as_json() for view in views], [])
         return
     table = [
         {
-            "nir": mask_nir(view.member.nir),
+            "nir": view.member.nir,
             "name": f"{view.member.first_name} {view.member.last_name.upper()}",
             "email": view.member.email,
             "city": view.member.city,
@@ -161,7 +166,7 @@ def list_(
         ("city", "City"),
         ("state", "State"),
     ]
-    emit_rows(app_, table, columns)
+    emit_page(app_, found, table, columns)
 
 
 @app.command()

@@ -7,15 +7,20 @@ import json
 import sys
 import time
 from collections.abc import Sequence
+from datetime import datetime
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Annotated, Any, Protocol
 
 import typer
 
 from cpms_admin.cli.context import AppContext
+from cpms_admin.french import agent_time
+from cpms_admin.members.nir import format_nir
 
 if TYPE_CHECKING:
     from rich.progress import Progress, TaskID
+
+    from cpms_admin.db import Page
 
 
 Columns = Sequence[tuple[str, str]]  # (key in the row, column title)
@@ -66,14 +71,15 @@ def emit_rows(
     if app.json_output:
         print_json(rows)
         return
-    cells = [[_cell(row.get(key)) for key, _ in columns] for row in rows]
+    cells = [[_cell(key, row.get(key)) for key, _ in columns] for row in rows]
     if sys.stdout.isatty():
         from rich.console import Console
         from rich.table import Table
 
         table = Table(title=title, show_lines=False, header_style="bold")
-        for _, heading in columns:
-            table.add_column(heading, overflow="fold")
+        for key, heading in columns:
+            whole = key == "nir" or key == "at" or key.endswith("_at")  # never cut across lines
+            table.add_column(heading, overflow="fold", no_wrap=whole)
         for line in cells:
             table.add_row(*line)
         Console().print(table)
@@ -85,12 +91,44 @@ def emit_rows(
         typer.echo("\t".join(cell.replace("\t", " ") for cell in line))
 
 
-def _cell(value: Any) -> str:
+# Every listing's `--all`: the limit is dropped.
+AllRows = Annotated[bool, typer.Option("--all", help="List every match, without a limit.")]
+
+
+def emit_page(
+    app: AppContext,
+    page: "Page",
+    rows: list[dict[str, Any]],
+    columns: Columns,
+    *,
+    title: str | None = None,
+) -> None:
+    """A listing `page` gave `rows` for; when the limit cut it, the agent is told how much
+    is missing on stderr (never in the JSON, whose readers count the list themselves)."""
+    emit_rows(app, rows, columns, title=title)
+    if page.total > len(page):
+        typer.echo(f"{len(page):,} of {page.total:,} shown; --limit N or --all", err=True)
+
+
+def _cell(key: str, value: Any) -> str:
+    """A value as an agent reads it: a `nir` column grouped and whole (agents copy it into
+    the next command), an `at` or `*_at` column in Paris time."""
     if value is None:
         return ""
     if isinstance(value, bool):
         return "yes" if value else "no"
+    if key == "nir":
+        return format_nir(str(value))
+    if key == "at" or key.endswith("_at"):
+        return when(value)
     return str(value)
+
+
+def when(moment: datetime | str | None) -> str:
+    """A timestamp (or its ISO text from a JSON shape) in the agent's Paris time."""
+    if isinstance(moment, str):
+        moment = datetime.fromisoformat(moment)
+    return agent_time(moment)
 
 
 class BulkProgress:

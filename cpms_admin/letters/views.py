@@ -8,6 +8,7 @@ from sqlmodel import Session, col, select
 
 from cpms_admin.clock import Clock, iso
 from cpms_admin.credentials.codes import postal_last_day
+from cpms_admin.db import Page, fetch_page
 from cpms_admin.errors import InvalidInput, Unprintable
 from cpms_admin.french import paris_time
 from cpms_admin.letters.content import salutation_for, sample_content
@@ -19,9 +20,13 @@ from cpms_admin.vocabulary import LetterKind, LetterStatus
 
 
 def list_letters(
-    session: Session, *, status: str | None = None, nir: str | None = None, limit: int = 200
-) -> list[dict[str, Any]]:
-    """Newest first, as the JSON objects `letters list` prints."""
+    session: Session,
+    *,
+    status: str | None = None,
+    nir: str | None = None,
+    limit: int | None = 200,
+) -> Page:
+    """Newest first, as the JSON objects `letters list` prints; `limit=None` for all."""
     if status is not None and status not in set(LetterStatus):
         raise InvalidInput(f"unknown letter status {status!r}: one of {', '.join(LetterStatus)}")
     query = select(Letter, Member.nir).join(Member, col(Member.id) == Letter.member_id)
@@ -29,8 +34,8 @@ def list_letters(
         query = query.where(Letter.status == status)
     if nir is not None:
         query = query.where(Letter.member_id == get_member(session, nir).id)
-    query = query.order_by(col(Letter.id).desc()).limit(limit)
-    return [
+    found = fetch_page(session, query.order_by(col(Letter.id).desc()), limit)
+    letters = [
         {
             "id": letter.id,
             "kind": letter.kind,
@@ -41,8 +46,9 @@ def list_letters(
             "printed_at": iso(letter.printed_at),
             "status_reason": letter.status_reason,
         }
-        for letter, member_nir in session.exec(query)
+        for letter, member_nir in found
     ]
+    return Page(letters, found.total)
 
 
 def preview_letter(

@@ -14,7 +14,7 @@ from cpms_admin import audit
 from cpms_admin.clock import Clock, iso, system_clock
 from cpms_admin.credentials.codes import revoke_pending
 from cpms_admin.credentials.lockout import account_state
-from cpms_admin.db import insert_per_member, transaction
+from cpms_admin.db import Page, fetch_page, insert_per_member, transaction
 from cpms_admin.errors import Conflict, InvalidInput, NotFound
 from cpms_admin.letters.queue import pending_letters
 from cpms_admin.members.fields import COLUMNS, MemberFields, validate_member_fields
@@ -265,9 +265,10 @@ def list_members(
     status: str | None = None,
     locked: bool = False,
     search: str | None = None,
-    limit: int = 50,
+    limit: int | None = 50,
     clock: Clock = system_clock,
-) -> list[Member]:
+) -> Page:
+    """Members matching every filter, by name; `limit=None` for all of them."""
     query = select(Member)
     if status is not None:
         query = query.where(Member.status == status)
@@ -278,7 +279,7 @@ def list_members(
         )
     for term in search_terms(search or ""):
         query = query.where(col(Member.search_text).contains(term, autoescape=True))
-    return list(session.exec(query.order_by(Member.last_name, Member.first_name).limit(limit)))
+    return fetch_page(session, query.order_by(Member.last_name, Member.first_name), limit)
 
 
 def search_terms(search: str) -> list[str]:

@@ -2,6 +2,8 @@
 
 import getpass
 import os
+import sys
+from collections.abc import Sequence
 from typing import Annotated, Any
 
 import typer
@@ -40,7 +42,29 @@ class ErrorBoundary(TyperGroup):
         # The root callback (which reads the configuration) runs before a sub-command parses
         # its own `--help`; help must never need configuration, so note whether it is asked.
         ctx.meta[HELP_ASKED] = _asks_for_help(self, ctx, args)
-        return super().parse_args(ctx, args)
+        return super().parse_args(ctx, _json_first(args))
+
+    def main(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, standalone_mode: bool = True, **extra: Any
+    ) -> Any:
+        """Usage errors as one line, like every other error: `Error: No such option: --x
+        (see 'cpms-admin member list --help')`, exit 2."""
+        if not standalone_mode:
+            return super().main(args, standalone_mode=False, **extra)
+        try:
+            result = super().main(args, standalone_mode=False, **extra)
+        except typer.Abort:
+            error("aborted")
+            sys.exit(1)
+        except Exception as exc:
+            if not _is_usage_problem(exc):
+                raise
+            if type(exc).__name__ == "NoArgsIsHelpError":  # a group typed alone: its help
+                exc.show()  # type: ignore[attr-defined]
+            else:
+                error(_one_line(exc))
+            sys.exit(exc.exit_code)  # type: ignore[attr-defined]
+        sys.exit(result if isinstance(result, int) else 0)
 
     def invoke(self, ctx: typer.Context) -> Any:  # type: ignore[override]
         try:
@@ -74,7 +98,8 @@ class ErrorBoundary(TyperGroup):
 app = typer.Typer(
     cls=ErrorBoundary,
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
+    rich_markup_mode=None,
     pretty_exceptions_enable=False,
     help="Back-office for the accounts of the CPMS member portal.",
 )
@@ -155,6 +180,27 @@ def _asks_for_help(group: TyperGroup, ctx: typer.Context, args: list[str]) -> bo
         if isinstance(command, TyperGroup) and word in command.commands:
             command = command.commands[word]
     return isinstance(command, TyperGroup)
+
+
+def _is_usage_problem(exc: Exception) -> bool:
+    """Click's own errors (bad option, missing argument...), known without importing Click,
+    which Typer vendors: they format their message and carry their exit code."""
+    return callable(getattr(exc, "format_message", None)) and hasattr(exc, "exit_code")
+
+
+def _one_line(exc: Exception) -> str:
+    message = exc.format_message().replace("Value error, ", "")  # type: ignore[attr-defined]
+    ctx = getattr(exc, "ctx", None)
+    return f"{message} (see '{ctx.command_path} --help')" if ctx is not None else message
+
+
+def _json_first(args: list[str]) -> list[str]:
+    """`--json` is a global option, but agents type it last (`audit list --json`): move it
+    before the command. Words after `--` are left alone."""
+    end = args.index("--") if "--" in args else len(args)
+    if "--json" not in args[:end]:
+        return args
+    return ["--json", *(word for word in args[:end] if word != "--json"), *args[end:]]
 
 
 def _os_user() -> str:

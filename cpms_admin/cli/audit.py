@@ -6,7 +6,8 @@ import typer
 
 from cpms_admin import audit
 from cpms_admin.cli.context import app_context
-from cpms_admin.cli.output import AllRows, emit_page
+from cpms_admin.cli.options import AllRows
+from cpms_admin.cli.output import emit_page
 from cpms_admin.clock import parse_moment
 from cpms_admin.settings import LIMIT_MAX
 

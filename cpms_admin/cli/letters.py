@@ -7,7 +7,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from cpms_admin.cli.context import AppContext, app_context
-from cpms_admin.cli.output import AllRows, BulkProgress, emit_object, emit_page, warn
+from cpms_admin.cli.options import AllRows
+from cpms_admin.cli.output import BulkProgress, emit_object, emit_page, warn
 from cpms_admin.settings import LIMIT_MAX
 from cpms_admin.vocabulary import LetterKind, LetterStatus
 

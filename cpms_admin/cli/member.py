@@ -5,7 +5,8 @@ from typing import Annotated
 import typer
 
 from cpms_admin.cli.context import app_context
-from cpms_admin.cli.output import AllRows, emit_object, emit_page, note_for_agent, when
+from cpms_admin.cli.options import MEMBER_STATUSES, AllRows
+from cpms_admin.cli.output import emit_object, emit_page, note_for_agent, when
 from cpms_admin.errors import InvalidInput
 from cpms_admin.members import records
 from cpms_admin.members.fields import validate_member_fields
@@ -119,7 +120,10 @@ def describe(view: records.MemberView) -> list[str]:
 @app.command("list")
 def list_(
     ctx: typer.Context,
-    status: Annotated[str | None, typer.Option("--status", help="active or closed.")] = None,
+    status: Annotated[
+        str | None,
+        typer.Option("--status", help="active or closed.", autocompletion=MEMBER_STATUSES),
+    ] = None,
     locked: Annotated[bool, typer.Option("--locked", help="Only locked or cooling down.")] = False,
     search: Annotated[
         str | None, typer.Option("--search", help="Names, NIR, e-mail, city (any case/accent).")

@@ -12,6 +12,7 @@ from cpms_admin.bulk.export import export_members
 from cpms_admin.bulk.formats import ErrorReport, RowError, read_member_rows
 from cpms_admin.bulk.importer import ImportCounts, import_members
 from cpms_admin.cli.context import app_context
+from cpms_admin.cli.options import FILE_FORMATS, MEMBER_STATUSES, completes
 from cpms_admin.cli.output import BulkProgress, emit_object, exit_as, warn
 from cpms_admin.errors import InvalidInput
 from cpms_admin.private_files import write_private_atomically
@@ -22,7 +23,9 @@ app = typer.Typer(
 
 SHOWN_ERRORS = 10
 
-Format = Annotated[str | None, typer.Option("--format", help="csv or jsonl.")]
+Format = Annotated[
+    str | None, typer.Option("--format", help="csv or jsonl.", autocompletion=FILE_FORMATS)
+]
 
 
 @contextmanager
@@ -90,7 +93,12 @@ def import_(
         bool, typer.Option("--dry-run", help="Report what would happen; write nothing.")
     ] = False,
     on_conflict: Annotated[
-        str, typer.Option("--on-conflict", help="Member already there: skip, update or fail.")
+        str,
+        typer.Option(
+            "--on-conflict",
+            help="Member already there: skip, update or fail.",
+            autocompletion=completes(("skip", "update", "fail")),
+        ),
     ] = "skip",
     errors: Annotated[
         Path | None, typer.Option("--errors", help="Write the rejected rows to this CSV file.")
@@ -156,12 +164,17 @@ def _warn_rejected(rejected: _Rejected, counts: ImportCounts, *, all_in_file: bo
 @app.command("export")
 def export(
     ctx: typer.Context,
-    fmt: Annotated[str, typer.Option("--format", help="csv or jsonl.")] = "csv",
+    fmt: Annotated[
+        str, typer.Option("--format", help="csv or jsonl.", autocompletion=FILE_FORMATS)
+    ] = "csv",
     out: Annotated[
         Path | None, typer.Option("--out", help="Write to this file (default: stdout).")
     ] = None,
     status: Annotated[
-        str | None, typer.Option("--status", help="Only active or closed members.")
+        str | None,
+        typer.Option(
+            "--status", help="Only active or closed members.", autocompletion=MEMBER_STATUSES
+        ),
     ] = None,
 ) -> None:
     """Export members in the import columns (never a PIN hash), streaming, in NIR order.
@@ -169,6 +182,11 @@ def export(
     Example: cpms-admin members export --format jsonl --out adherents.jsonl
     """
     app_ = app_context(ctx)
+    if app_.json_output and out is None and fmt.lower() != "jsonl":
+        raise InvalidInput(
+            "--json prints the export's summary: give --out FILE, or stream the members as "
+            "JSON Lines with --format jsonl"
+        )
     destination = str(out) if out else "stdout"
     target = _private_text(out) if out else nullcontext(sys.stdout)
     with target as stream, BulkProgress("Exporting") as progress, app_.session() as session:

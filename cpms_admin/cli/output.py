@@ -9,7 +9,7 @@ import time
 from collections.abc import Sequence
 from datetime import datetime
 from types import TracebackType
-from typing import TYPE_CHECKING, Annotated, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import typer
 
@@ -77,9 +77,12 @@ def emit_rows(
         from rich.table import Table
 
         table = Table(title=title, show_lines=False, header_style="bold")
-        for key, heading in columns:
-            whole = key == "nir" or key == "at" or key.endswith("_at")  # never cut across lines
-            table.add_column(heading, overflow="fold", no_wrap=whole)
+        for index, (key, heading) in enumerate(columns):
+            if key == "nir" or key == "at" or key.endswith("_at"):  # never cut, never wrapped
+                widest = max((len(line[index]) for line in cells), default=0)
+                table.add_column(heading, no_wrap=True, min_width=widest)
+            else:
+                table.add_column(heading, overflow="fold")
         for line in cells:
             table.add_row(*line)
         Console().print(table)
@@ -89,10 +92,6 @@ def emit_rows(
     typer.echo("\t".join(heading for _, heading in columns))
     for line in cells:
         typer.echo("\t".join(cell.replace("\t", " ") for cell in line))
-
-
-# Every listing's `--all`: the limit is dropped.
-AllRows = Annotated[bool, typer.Option("--all", help="List every match, without a limit.")]
 
 
 def emit_page(

@@ -1,0 +1,25 @@
+"""Options shared by several commands, and the values bash completes for them."""
+
+from collections.abc import Callable, Iterable
+from typing import Annotated
+
+import typer
+
+from cpms_admin.vocabulary import MemberStatus
+
+# Every listing's `--all`: the limit is dropped.
+AllRows = Annotated[bool, typer.Option("--all", help="List every match, without a limit.")]
+
+
+def completes(values: Iterable[str]) -> Callable[[str], list[str]]:
+    """Bash completion for an option that takes one of `values`."""
+    choices = tuple(values)
+
+    def complete(incomplete: str) -> list[str]:
+        return [value for value in choices if value.startswith(incomplete)]
+
+    return complete
+
+
+MEMBER_STATUSES = completes(MemberStatus)
+FILE_FORMATS = completes(("csv", "jsonl"))

@@ -1,0 +1,197 @@
+"""What a support agent reads: NIRs they can copy, times in their own time zone, `--json`
+where they type it, listings that say when they are cut, completion, one-line usage errors
+and help that the terminal wraps (issue: the agent's day)."""
+
+import json
+import os
+import pty
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+from sqlmodel import Session
+
+from cpms_admin.cli.app import app
+from cpms_admin.members.nir import format_nir
+from tests.factories import make_member
+from tests.harness import Cli, FakeClock
+from tests.process_helpers import CPMS, run_installed
+
+# The tests' clock: 2026-11-23 09:00 UTC is 10:00 in Paris (CET, UTC+1).
+
+
+def test_every_listing_shows_nirs_grouped_and_whole(cli: Cli, session: Session) -> None:
+    member = make_member(session)
+    cli("account", "unlock", member.nir, "--reason", "test")
+    grouped = format_nir(member.nir)
+    for listing in (("member", "list"), ("letters", "list"), ("audit", "list")):
+        result = cli(*listing)
+        assert result.exit_code == 0, result.output
+        assert grouped in result.stdout, listing
+        assert "•" not in result.stdout
+    assert json.loads(cli("--json", "member", "list").stdout)[0]["nir"] == member.nir
+
+
+def test_a_narrow_terminal_never_cuts_a_nir(tmp_path: Path) -> None:
+    """`letters list` in a real terminal of 60 columns: the NIR is on one line, whole."""
+    db = ("--db", f"sqlite:///{tmp_path / 'cpms.db'}")
+    assert run_installed(*db, "db", "upgrade", cwd=tmp_path).returncode == 0
+    added = run_installed(
+        *db, "member", "add", "--nir", "2 92 09 69 833 144 64", "--last-name", "Martin",
+        "--first-name", "Hélène", "--street", "3 rue Sala", "--postcode", "69002",
+        "--city", "Lyon", cwd=tmp_path,
+    )  # fmt: skip
+    assert added.returncode == 0, added.stderr
+    screen = in_terminal([str(CPMS), *db, "letters", "list"], cwd=tmp_path, columns=60)
+    assert "2 92 09 69 833 144 64" in screen
+
+
+def in_terminal(command: list[str], *, cwd: Path, columns: int) -> str:
+    """What `command` draws in a pseudo-terminal `columns` wide."""
+    full_env = {**os.environ, "CPMS_PEPPER": "subprocess-pepper"}
+    full_env.update(COLUMNS=str(columns), LINES="40", TERM="xterm", NO_COLOR="1")
+    main, child = pty.openpty()
+    process = subprocess.Popen(
+        command, cwd=cwd, env=full_env, stdin=child, stdout=child, stderr=child, close_fds=True
+    )
+    os.close(child)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(main, 65536)
+        except OSError:  # the terminal closed: the command is done
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    process.wait(timeout=60)
+    os.close(main)
+    return re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", b"".join(chunks).decode())
+
+
+def test_human_times_are_paris_time_and_json_stays_utc(
+    cli: Cli, session: Session, clock: FakeClock
+) -> None:
+    member = make_member(session)
+    issued = cli("code", "issue", member.nir, "--channel", "email", "--reason", "appel")
+    assert issued.exit_code == 0, issued.output
+    assert "valid until 2026-11-23 10:10 CET." in issued.stdout  # 10 minutes from 10:00 Paris
+    shown = json.loads(cli("--json", "member", "show", member.nir).stdout)
+    assert shown["pending_codes"][0]["expires_at"] == "2026-11-23T09:10:00+00:00"
+    human = cli("member", "show", member.nir).stdout
+    assert "expires 2026-11-23 10:10 CET" in human
+    audit = cli("audit", "list", "--limit", "1").stdout.splitlines()
+    assert "2026-11-23 10:00 CET" in audit[1]
+
+
+def test_json_is_accepted_after_the_command(cli: Cli, session: Session) -> None:
+    make_member(session)
+    before = cli("--json", "audit", "list").stdout
+    after = cli("audit", "list", "--json")
+    assert after.exit_code == 0, after.output
+    assert after.stdout == before
+    assert isinstance(json.loads(after.stdout), list)
+
+
+def test_json_with_an_export_to_stdout_asks_for_a_file_or_json_lines(
+    cli: Cli, session: Session, tmp_path: Path
+) -> None:
+    make_member(session)
+    refused = cli("--json", "members", "export")
+    assert refused.exit_code == 2
+    assert refused.stdout == ""
+    assert refused.stderr == (
+        "Error: --json prints the export's summary: give --out FILE, or stream the members as "
+        "JSON Lines with --format jsonl\n"
+    )
+    summary = cli("members", "export", "--out", str(tmp_path / "m.csv"), "--json")
+    assert json.loads(summary.stdout)["exported"] == 1
+
+
+def test_a_cut_listing_says_so_on_stderr_only(cli: Cli, session: Session) -> None:
+    for _ in range(12):
+        make_member(session, welcome=False)
+    cut = cli("member", "list", "--limit", "5")
+    assert cut.stderr == "5 of 12 shown; --limit N or --all\n"
+    assert len(cut.stdout.splitlines()) == 1 + 5
+    as_json = cli("--json", "member", "list", "--limit", "5")
+    assert len(json.loads(as_json.stdout)) == 5 and as_json.stderr.startswith("5 of 12 shown")
+    everyone = cli("member", "list", "--all", "--limit", "5")
+    assert everyone.stderr == "" and len(everyone.stdout.splitlines()) == 1 + 12
+    assert cli("member", "list", "--limit", "12").stderr == ""
+    assert cli("audit", "list", "--limit", "3").stderr.startswith("3 of ")
+    assert cli("letters", "list").stderr == ""  # no letters: nothing cut
+
+
+@pytest.mark.parametrize(
+    ("words", "values"),
+    [
+        ("cpms-admin letters list --status ",
+         ["pending", "claimed", "printed", "cancelled", "failed"]),
+        ("cpms-admin letters preview ", ["welcome", "security_code", "pin_reset"]),
+        ("cpms-admin code issue 1 --channel ", ["auto", "email", "post"]),
+        ("cpms-admin member list --status a", ["active"]),
+        ("cpms-admin members export --format j", ["jsonl"]),
+        ("cpms-admin members import x.csv --on-conflict ", ["skip", "update", "fail"]),
+    ],
+)  # fmt: skip
+def test_bash_completes_the_values_agents_type(
+    tmp_path: Path, words: str, values: list[str]
+) -> None:
+    env = {
+        **os.environ,
+        "_CPMS_ADMIN_COMPLETE": "complete_bash",
+        "COMP_WORDS": words,
+        "COMP_CWORD": str(len(words.split(" ")) - 1),
+    }
+    result = subprocess.run([str(CPMS)], env=env, cwd=tmp_path, capture_output=True, text=True)
+    assert result.stdout.split() == values
+
+
+def test_completion_can_be_installed_for_bash(tmp_path: Path) -> None:
+    result = run_installed("--show-completion", "bash", cwd=tmp_path)
+    assert result.returncode == 0
+    assert "complete -o default -F _cpms_admin_completion cpms-admin" in result.stdout  # files too
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["member", "list", "--bogus"],
+         "Error: No such option: --bogus (see 'cpms-admin member list --help')\n"),
+        (["letters", "preview", "bienvenue", "--out", "x.pdf"],
+         "Error: Invalid value for 'kind': 'bienvenue' is not one of 'welcome', "
+         "'security_code', 'pin_reset'. (see 'cpms-admin letters preview --help')\n"),
+        (["member", "add", "--nir", "1"],
+         "Error: Missing option '--last-name'. (see 'cpms-admin member add --help')\n"),
+    ],
+)  # fmt: skip
+def test_usage_errors_are_one_line(tmp_path: Path, args: list[str], message: str) -> None:
+    result = run_installed(*args, cwd=tmp_path)
+    assert (result.returncode, result.stdout, result.stderr) == (2, "", message)
+
+
+def test_help_is_wrapped_by_the_terminal_with_plain_flags(cli: Cli) -> None:
+    for command in (
+        ["member", "add"],
+        ["mail", "send"],
+        ["letters", "batch"],
+        ["members", "import"],
+    ):
+        text = cli.runner.invoke(
+            app,
+            [*command, "--help"],
+            env={**cli.env(), "COLUMNS": "72"},
+            terminal_width=72,
+        ).stdout
+        assert "<bool>" not in text and "╭" not in text, command
+        lines = text.splitlines()
+        assert all(len(line) <= 72 for line in lines if " " in line.strip()), command
+        assert any(line.strip().startswith("Example:") for line in lines), command
+
+
+def test_a_command_typed_alone_shows_its_help(tmp_path: Path) -> None:
+    result = run_installed("member", cwd=tmp_path)
+    assert result.stderr.startswith("Usage: cpms-admin member [OPTIONS] COMMAND [ARGS]...")
+    assert "Add, show, list, update and close members." in result.stderr

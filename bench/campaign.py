@@ -36,8 +36,9 @@ LETTER = SQLModel.metadata.tables["letter"]
 
 
 def nir(serial: int) -> str:
-    body = f"{1 + serial % 2}{60 + serial % 40:02d}{1 + serial % 12:02d}75{serial // 1000:03d}"
-    body += f"{serial % 1000:03d}"
+    commune, order = divmod(serial, 999)  # each from 001: a NIR never has 000 in either
+    body = f"{1 + serial % 2}{60 + serial % 40:02d}{1 + serial % 12:02d}75"
+    body += f"{commune + 1:03d}{order + 1:03d}"
     return f"{body}{97 - int(body) % 97:02d}"
 
 

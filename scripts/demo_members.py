@@ -77,6 +77,8 @@ STREETS = [
 def nir_for(rng: random.Random, civility: str, year: int, month: int, dept: str) -> str:
     sex = "1" if civility == "M" else "2"
     dept = dept if dept != "97" else "974"
+    if dept in ("2A", "2B") and year < 1976:
+        dept = "20"  # Corsica was one department until 1976
     commune = f"{rng.randrange(1, 999):03d}" if len(dept) == 2 else f"{rng.randrange(1, 99):02d}"
     body = f"{sex}{year % 100:02d}{month:02d}{dept}{commune}{rng.randrange(1, 999):03d}"
     key = 97 - int(body.replace("2A", "19").replace("2B", "18")) % 97

@@ -20,9 +20,18 @@ def make_nir(
     month: int = 5,
     department: str = "75",
 ) -> str:
-    """A valid NIR: the key is computed, so each serial gives a distinct member."""
+    """A valid NIR: the key is computed, so each serial gives a distinct member.
+
+    Serial 6084 is commune 006, order number 084. Neither is ever 000 in a real NIR: the
+    serials below 1000 take commune 998, the multiples of 1000 commune 999 (the thousands as
+    order number), which serials below 998,000 reach no other way."""
     n = next(_serial) if serial is None else serial
-    body = f"{sex}{year:02d}{month:02d}{department}{n // 1000 % 1000:03d}{n % 1000:03d}"
+    if not 1 <= n < 998_000:
+        raise ValueError(f"serial {n} is not between 1 and 997,999")
+    thousands, order = divmod(n, 1000)
+    commune = 998 if not thousands else 999 if not order else thousands
+    order = order or thousands
+    body = f"{sex}{year:02d}{month:02d}{department}{commune:03d}{order:03d}"
     numeric = body.replace("2A", "19").replace("2B", "18")
     return f"{body}{97 - int(numeric) % 97:02d}"
 

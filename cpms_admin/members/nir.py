@@ -1,4 +1,12 @@
-"""The NIR (French social security number): parse, show grouped, mask."""
+"""The NIR (French social security number): parse, show grouped, mask.
+
+Beyond its 2-digit key, a NIR is refused when one of its parts cannot exist (INSEE's rules:
+S AA MM DD CCC OOO KK, or S AA MM DDD CC OOO KK overseas), and the message names that part.
+Every form INSEE gives out stays accepted: unknown birth months, births abroad (96, 99),
+overseas, Corsica, temporary numbers.
+"""
+
+from datetime import date
 
 from stdnum import exceptions as stdnum_errors
 from stdnum.fr import nir as stdnum_nir
@@ -11,18 +19,83 @@ _REASONS = {
     stdnum_errors.InvalidChecksum: "its 2-digit key does not match (check for a typo)",
 }
 
+# 1 and 2: men and women; 7 and 8: temporary numbers (NIA) given while someone born abroad is
+# registered. 3 and 4 are the older digits of foreigners being registered: references on the
+# NIR still list them and common NIR validators accept them, so a member may really hold one.
+# 0, 5, 6 and 9 are given to no one.
+_SEX_DIGITS = "123478"
+# Outside 01-12, the month says it is unknown: 20-42, or 50-99 when INSEE registered someone
+# whose papers lack it (often born abroad).
+_MONTHS = frozenset(range(1, 13)) | frozenset(range(20, 43)) | frozenset(range(50, 100))
+# Overseas, the department has 3 digits and the commune 2: 971-976 (the DOM), 977 and 978
+# (Saint-Barthélemy and Saint-Martin, codes of their own since 2007) and 984-988 (the
+# territories; 985 is Mayotte's former code).
+_OVERSEAS = frozenset(str(code) for code in (*range(971, 979), *range(984, 989)))
+_ABROAD = "99"  # then the 3 digits after it are the country's INSEE code
+_CORSICA_SPLIT = 1976  # 20 before, 2A and 2B from 1 January 1976
 
-def parse_nir(raw: str) -> str:
+
+def parse_nir(raw: str, *, today: date | None = None) -> str:
     """Return the 15 compact characters of a valid NIR, or raise FieldError with the reason.
 
-    Spaces, dots and dashes are accepted as separators; `2a`/`2b` are upper-cased.
+    Spaces, dots and dashes are accepted as separators; `2a`/`2b` are upper-cased. `today`
+    (default: the system date) only decides whether a 2-digit birth year may be of the 2000s.
     """
     compact = raw.replace("-", "").replace(".", "").replace(" ", "").strip().upper()
     try:
-        return str(stdnum_nir.validate(compact))
+        nir = str(stdnum_nir.validate(compact))
     except stdnum_errors.ValidationError as exc:
         reason = _REASONS.get(type(exc), str(exc))
         raise FieldError("nir", f"invalid NIR {raw.strip()!r}: {reason}") from None
+    wrong_part = _implausible_part(nir, today=today)
+    if wrong_part is not None:
+        raise FieldError("nir", f"invalid NIR {raw.strip()!r}: {wrong_part}")
+    return nir
+
+
+def _implausible_part(nir: str, *, today: date | None) -> str | None:
+    """Why a NIR with a valid key cannot exist, naming the wrong part; None when it may."""
+    sex, month = nir[0], int(nir[3:5])
+    if sex not in _SEX_DIGITS:
+        return f"the sex digit {sex} is not 1, 2, 3, 4, 7 or 8"
+    if month not in _MONTHS:
+        return f"the birth month {nir[3:5]} is not 01-12, nor 20-42 or 50-99 (unknown month)"
+    overseas = nir[5:7] in ("97", "98")
+    department = nir[5:8] if overseas else nir[5:7]
+    commune, order = nir[len(department) + 5 : 10], nir[10:13]
+    if department == "00" or (overseas and department not in _OVERSEAS):
+        return f"the department {department} does not exist"
+    corsica = _corsica_mismatch(department, int(nir[1:3]), today=today)
+    if corsica is not None:
+        return corsica
+    if not int(commune):
+        if department == _ABROAD:
+            return f"the country code {commune} does not exist (department 99: born abroad)"
+        return f"the commune {commune} does not exist"
+    if not int(order):
+        return f"the order number {order} does not exist (it starts at 001)"
+    return None
+
+
+def _corsica_mismatch(department: str, year: int, *, today: date | None) -> str | None:
+    """The NIR has no century: the birth year may be 19AA or 20AA, but not in the future.
+    Corsica's department is refused only when no such reading fits it, so 20 stays accepted
+    with year 10 (1910) and 2A with year 10 (2010)."""
+    if department not in ("20", "2A", "2B"):
+        return None  # without asking the date: an import checks thousands of NIRs
+    this_year = (today or date.today()).year
+    readings = [year + century for century in (1900, 2000) if year + century <= this_year]
+    if department == "20" and min(readings) >= _CORSICA_SPLIT:
+        return (
+            f"the department 20 (Corsica before {_CORSICA_SPLIT}) does not fit a birth in "
+            f"19{year:02d} (2A or 2B since {_CORSICA_SPLIT})"
+        )
+    if department in ("2A", "2B") and max(readings) < _CORSICA_SPLIT:
+        return (
+            f"the department {department} (Corsica since {_CORSICA_SPLIT}) does not fit a birth "
+            f"in 19{year:02d} (20 before {_CORSICA_SPLIT})"
+        )
+    return None
 
 
 def format_nir(nir: str) -> str:

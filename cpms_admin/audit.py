@@ -11,7 +11,7 @@ from sqlmodel import Session, SQLModel, col, select
 from cpms_admin.clock import iso, system_clock
 from cpms_admin.db import Page, fetch_page, insert_per_member
 from cpms_admin.errors import InvalidInput
-from cpms_admin.members.nir import parse_nir
+from cpms_admin.members.nir import nir_to_find
 from cpms_admin.models import AuditEvent, Member, pk
 
 # The agent recorded for what the member does on the portal, and who asked for the codes and
@@ -88,7 +88,7 @@ def list_events(
     """Newest first, as the JSON objects `audit list` prints; `limit=None` for all."""
     query = select(AuditEvent, Member.nir).join(Member, isouter=True)
     if nir is not None:
-        query = query.where(Member.nir == parse_nir(nir))
+        query = query.where(Member.nir == nir_to_find(nir))
     if since is not None:
         query = query.where(AuditEvent.at >= since)
     if action is not None:

@@ -1,15 +1,20 @@
 """A NIR whose key matches is still refused when one of its parts cannot exist, and the
 message names that part; every form INSEE really gives out stays accepted."""
 
+import json
 from datetime import date
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from sqlalchemy import text
+from sqlmodel import Session
 from stdnum.fr import nir as stdnum_nir
 
 from cpms_admin.errors import FieldError
 from cpms_admin.members.nir import parse_nir
+from tests.factories import make_member
+from tests.harness import Cli
 
 TODAY = date(2026, 11, 23)  # the property tests' today: 2A/2B fit a birth year up to 26
 
@@ -190,3 +195,24 @@ def test_one_impossible_part_is_refused_and_named(case: tuple[str, str]) -> None
     with pytest.raises(FieldError) as caught:
         parse_nir(nir, today=TODAY)
     assert str(caught.value).startswith(f"invalid NIR {nir!r}: {words} ")
+
+
+# --- members stored before the check ---------------------------------------------------------
+
+
+def test_a_member_stored_with_an_impossible_nir_stays_reachable(cli: Cli, session: Session) -> None:
+    """The check guards new members; looking one up only needs the key, so a member a
+    migration stored before it (sex digit 0 here) can still be shown, unlocked, audited."""
+    member = make_member(session)
+    impossible = keyed("0" + member.nir[1:13])
+    session.execute(text("UPDATE member SET nir = :new"), {"new": impossible})
+    session.commit()
+    refused = cli("member", "add", "--nir", impossible, "--last-name", "X", "--first-name", "Y",
+                  "--street", "1 rue Sala", "--postcode", "69002", "--city", "Lyon")  # fmt: skip
+    assert refused.exit_code == 2 and "the sex digit 0" in refused.stderr
+    for command in (["member", "show"], ["account", "status"]):
+        shown = cli("--json", *command, impossible)
+        assert shown.exit_code == 0, shown.output
+    unlocked = cli("account", "unlock", impossible, "--reason", "check")
+    assert unlocked.exit_code == 0, unlocked.output
+    assert json.loads(cli("--json", "audit", "list", "--nir", impossible).stdout)

@@ -22,7 +22,7 @@ from cpms_admin.credentials.codes import purpose_for
 from cpms_admin.credentials.on_its_way import code_on_its_way, letter_on_its_way, mail_on_its_way
 from cpms_admin.db import insert_per_member, transaction
 from cpms_admin.errors import FieldError, InvalidInput
-from cpms_admin.members.nir import parse_nir
+from cpms_admin.members.nir import nir_to_find
 from cpms_admin.vocabulary import ChannelChoice, LetterKind, LetterStatus, MailStatus, MemberStatus
 
 BATCH_SIZE = 2000
@@ -84,7 +84,7 @@ def read_nir_file(path: Path) -> list[str]:
         if not value or value.startswith("#") or (number == 1 and value.lower() == "nir"):
             continue
         try:
-            nirs[parse_nir(value)] = None
+            nirs[nir_to_find(value)] = None
         except FieldError as exc:
             raise InvalidInput(f"{path}: line {number}: {exc}") from None
     return list(nirs)

@@ -25,7 +25,7 @@ from cpms_admin.credentials.lockout import Block, Counters, blocked, count_failu
 from cpms_admin.credentials.pepper import Peppers, load_peppers
 from cpms_admin.credentials.pins import PinHasher, check_pin_format
 from cpms_admin.db import transaction
-from cpms_admin.members.nir import mask_nir, parse_nir
+from cpms_admin.members.nir import mask_nir, nir_to_find
 from cpms_admin.models import Account, Member, pk
 from cpms_admin.settings import Settings
 from cpms_admin.vocabulary import Blocked, MemberStatus, PortalReason
@@ -158,7 +158,7 @@ def _check_pin(
 ) -> Attempt:
     """Check a PIN. A failure or a block is recorded here; a success is returned
     unwritten, for `_settle_success` to write."""
-    compact = parse_nir(nir)
+    compact = nir_to_find(nir)
     check_pin_format(pin)
     hasher = pin_hasher(settings)
     with transaction(session):  # ended at once: no lock held during argon2

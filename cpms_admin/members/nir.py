@@ -36,21 +36,28 @@ _CORSICA_SPLIT = 1976  # 20 before, 2A and 2B from 1 January 1976
 
 
 def parse_nir(raw: str, *, today: date | None = None) -> str:
-    """Return the 15 compact characters of a valid NIR, or raise FieldError with the reason.
+    """The 15 compact characters of a new member's NIR, or FieldError with the reason.
 
     Spaces, dots and dashes are accepted as separators; `2a`/`2b` are upper-cased. `today`
     (default: the system date) only decides whether a 2-digit birth year may be of the 2000s.
     """
-    compact = raw.replace("-", "").replace(".", "").replace(" ", "").strip().upper()
-    try:
-        nir = str(stdnum_nir.validate(compact))
-    except stdnum_errors.ValidationError as exc:
-        reason = _REASONS.get(type(exc), str(exc))
-        raise FieldError("nir", f"invalid NIR {raw.strip()!r}: {reason}") from None
+    nir = nir_to_find(raw)
     wrong_part = _implausible_part(nir, today=today)
     if wrong_part is not None:
         raise FieldError("nir", f"invalid NIR {raw.strip()!r}: {wrong_part}")
     return nir
+
+
+def nir_to_find(raw: str) -> str:
+    """The compact NIR to look a member up by: the key is checked, the plausibility is not,
+    so that a member stored before `parse_nir` checked it stays reachable (and the portal
+    answers an impossible NIR like any unknown one)."""
+    compact = raw.replace("-", "").replace(".", "").replace(" ", "").strip().upper()
+    try:
+        return str(stdnum_nir.validate(compact))
+    except stdnum_errors.ValidationError as exc:
+        reason = _REASONS.get(type(exc), str(exc))
+        raise FieldError("nir", f"invalid NIR {raw.strip()!r}: {reason}") from None
 
 
 def _implausible_part(nir: str, *, today: date | None) -> str | None:

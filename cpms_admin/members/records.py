@@ -18,7 +18,7 @@ from cpms_admin.db import Page, fetch_page, insert_per_member, transaction
 from cpms_admin.errors import Conflict, InvalidInput, NotFound
 from cpms_admin.letters.queue import pending_letters
 from cpms_admin.members.fields import COLUMNS, MemberFields, validate_member_fields
-from cpms_admin.members.nir import format_nir, parse_nir
+from cpms_admin.members.nir import format_nir, nir_to_find
 from cpms_admin.members.postal import PostalAddress, fold, recipient_line
 from cpms_admin.models import Account, Letter, Member, SecurityCode, pk
 from cpms_admin.vocabulary import AccountState, CodeStatus, LetterKind, LetterStatus, MemberStatus
@@ -52,7 +52,7 @@ def apply_fields(member: Member, fields: MemberFields, now: datetime) -> None:
 
 def get_member(session: Session, nir: str) -> Member:
     """The member with this NIR (any accepted spelling), or NotFound."""
-    compact = parse_nir(nir)
+    compact = nir_to_find(nir)
     member = session.exec(select(Member).where(Member.nir == compact)).first()
     if member is None:
         raise NotFound(f"no member with NIR {format_nir(compact)}")

@@ -29,7 +29,7 @@ from cpms_admin.credentials.on_its_way import on_its_way
 from cpms_admin.db import transaction
 from cpms_admin.errors import InvalidInput
 from cpms_admin.mail.transport import Transport
-from cpms_admin.members.nir import parse_nir
+from cpms_admin.members.nir import nir_to_find
 from cpms_admin.members.records import get_account
 from cpms_admin.models import Member, pk
 from cpms_admin.portal import answers, code_requests
@@ -100,7 +100,7 @@ def request_code(
     its account in a cool-down or locked (`rate_limited`), when a letter is in the post,
     being printed or sent by an agent (`on_its_way`: a new code would revoke it), and for an
     unknown or closed NIR."""
-    compact = parse_nir(nir)
+    compact = nir_to_find(nir)
     now = clock()
     action = "portal.request_code"
     with transaction(session):

@@ -26,7 +26,7 @@ from cpms_admin.credentials.pins import check_pin_format, parse_weak_pins, pin_w
 from cpms_admin.db import transaction
 from cpms_admin.errors import InvalidInput
 from cpms_admin.mail.transport import Transport
-from cpms_admin.members.nir import parse_nir
+from cpms_admin.members.nir import nir_to_find
 from cpms_admin.members.records import get_account
 from cpms_admin.models import Account, Member, SecurityCode, pk
 from cpms_admin.portal import answers
@@ -54,7 +54,7 @@ def set_pin(
     portal knows which form the member filled in. `auto` (for QA at the command line) takes
     it as the code when the member has a live one, else as the current PIN; its answers tell
     a member with a live code apart (a code's words, no argon2), so the portal never uses it."""
-    compact = parse_nir(nir)
+    compact = nir_to_find(nir)
     if not (len(secret) == 6 and secret.isascii() and secret.isdigit()):
         raise InvalidInput("the security code or current PIN must be exactly 6 digits (0-9)")
     check_pin_format(new_pin)

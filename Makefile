@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint bench system-deps clean
+.PHONY: demo test lint bench system-deps clean docs
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,10 @@ lint: $(STAMP)
 
 test: system-deps $(STAMP) lint
 	$(BIN)/pytest
+
+# The generated documents: the command reference from the commands' own help.
+docs: $(STAMP)
+	$(BIN)/python scripts/command_reference.py
 
 bench: system-deps $(STAMP)
 	$(BIN)/python bench/letters.py

@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint bench system-deps clean
+.PHONY: demo test lint bench system-deps clean docs
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,20 @@ lint: $(STAMP)
 
 test: system-deps $(STAMP) lint
 	$(BIN)/pytest
+
+# The generated documents: the command reference from the commands' own help, and a support
+# session (the README's tour) run for real against the demo database.
+docs: $(STAMP) data/demo.db
+	$(BIN)/python scripts/command_reference.py
+	$(BIN)/python scripts/transcript.py
+
+# The demo database for `make docs`, rebuilt when the code or the demo changed; the demo's
+# own transcript goes to data/demo.log. (`make demo` always rebuilds it, and shows it.)
+DEMO_SOURCES := scripts/demo.py scripts/demo_members.py $(shell find cpms_admin templates \
+	-type f \( -name '*.py' -o -name '*.html' -o -name '*.css' \) 2>/dev/null)
+data/demo.db: $(DEMO_SOURCES) $(STAMP) | system-deps
+	@bash scripts/demo.sh > data/demo.log 2>&1 || { rm -f $@; tail -n 30 data/demo.log; exit 1; }
+	@echo "rebuilt data/demo.db (the demo's transcript: data/demo.log)"
 
 bench: system-deps $(STAMP)
 	$(BIN)/python bench/letters.py

@@ -1,4 +1,4 @@
-"""Typed domain errors, each carrying the exit code of the CLI contract (CLI.md)."""
+"""Typed domain errors, each carrying its exit code (docs/scripting.md)."""
 
 
 class CpmsError(Exception):

@@ -1,8 +1,8 @@
 """The domain's words, once: statuses, letter kinds, channels, code purposes, the portal's
 reasons, the weaknesses of a PIN. Each is a `StrEnum`, so a member compares equal to the
-plain string stored in the database and printed in JSON (CLI.md), and Typer offers the same
-values as choices. Stored words are named as their values, so no driver can store one
-under another spelling."""
+plain string stored in the database and printed in JSON (docs/scripting.md), and Typer
+offers the same values as choices. Stored words are named as their values, so no driver can
+store one under another spelling."""
 
 from enum import StrEnum
 
@@ -93,7 +93,8 @@ class Blocked(StrEnum):
 
 
 class PortalReason(StrEnum):
-    """The internal `reason` of a portal answer (CLI.md), for the back office and QA only."""
+    """The internal `reason` of a portal answer (docs/scripting.md), for the back office and QA
+    only."""
 
     ok = "ok"
     wrong_pin = "wrong_pin"

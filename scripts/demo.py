@@ -1,7 +1,8 @@
 """`make demo`: build a demo database under data/ and run the real commands, as a transcript.
 
 Every step runs the installed `cpms-admin` in a subprocess, exactly as an agent or the cron
-would, and prints the command line before its output.
+would, and prints the command line before its output: stdout and stderr as one stream, in
+the order the command wrote them. Headings are bold only on a terminal without NO_COLOR.
 """
 
 import email
@@ -15,12 +16,14 @@ import subprocess
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TextIO
 
 import bcrypt
 
 sys.path.insert(0, str(Path(__file__).parent))
-from demo_members import demo_members, write_csv
+from demo_members import ascii_only, demo_members, write_csv
 
+from cpms_admin.french import PARIS
 from cpms_admin.members.fields import COLUMNS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,25 +36,64 @@ ENV = {
     "CPMS_DATABASE_URL": f"sqlite:///{DB}",
     "CPMS_AGENT": "demo.agent",
     "CPMS_MAIL_DIR": str(DATA / "demo-outbox"),
+    # Unbuffered, so that a command's stdout and stderr reach the one pipe in the order the
+    # command wrote them (a buffered stdout would come out last, after every log line).
+    "PYTHONUNBUFFERED": "1",
 }
 ENV.pop("CPMS_SMTP_URL", None)
 
 
+def bold(text: str, stream: TextIO = sys.stdout) -> str:
+    """Bold on a terminal; plain text in a file or a pipe, or when NO_COLOR is set."""
+    if os.environ.get("NO_COLOR") or not stream.isatty():
+        return text
+    return f"\033[1m{text}\033[0m"
+
+
 def step(title: str) -> None:
-    print(f"\n\033[1m== {title}\033[0m")
+    print("\n" + bold(f"== {title}"))
 
 
 def run(*args: str, stdin: str | None = None, expect: int = 0) -> str:
+    """Run the installed command; print what it wrote (stdout and stderr, in order)."""
     print(f"$ cpms-admin {shlex.join(args)}" + ("   (stdin: ******)" if stdin else ""))
     result = subprocess.run(
-        [CLI, *args], input=stdin, env=ENV, cwd=ROOT, text=True, capture_output=True, check=False
+        [CLI, *args],
+        input=stdin,
+        env=ENV,
+        cwd=ROOT,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        check=False,
     )
-    for stream in (result.stdout, result.stderr):
-        if stream.strip():
-            print("  " + stream.rstrip().replace("\n", "\n  "))
+    if result.stdout.strip():
+        print("  " + result.stdout.rstrip().replace("\n", "\n  "))
     if result.returncode != expect:
         sys.exit(f"demo: expected exit {expect}, got {result.returncode}")
     return result.stdout
+
+
+def today() -> str:
+    """The day of the run in Paris, as an agent writes it in a reason: 30/11 on 30 November."""
+    return f"{datetime.now(PARIS):%d/%m}"
+
+
+def new_email(member: dict[str, str]) -> str:
+    """A new address for the member, in their own name (as their old one was)."""
+    name = ascii_only(f"{member['first_name']}.{member['last_name']}").lower().replace(" ", "")
+    return f"{name}@nouveau-fournisseur.fr"
+
+
+def try_this(db: Path = DB, cli: Path = Path(CLI)) -> str:
+    """A command that works as printed, from the project's folder: the entry point where it
+    is installed (cpms-admin need not be on PATH) and the demo database, whose pepper is the
+    file beside it."""
+
+    def shown(path: Path) -> str:
+        return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+    return shlex.join([shown(cli), "--db", f"sqlite:///{shown(db)}", "member", "list"])
 
 
 def code_from_outbox(address: str) -> str:
@@ -145,8 +187,8 @@ def migration() -> None:
     run("--json", "portal", "login", legacy[0]["nir"], stdin=f"{old_pin}\n")
     step("Code campaign: every newcomer without a PIN gets a code, by e-mail or by post")
     campaign = ["code", "campaign", "--no-pin", "--imported-since", started]
-    run(*campaign, "--reason", "migration du 23/11", "--dry-run")
-    run(*campaign, "--reason", "migration du 23/11")
+    run(*campaign, "--reason", f"migration du {today()}", "--dry-run")
+    run(*campaign, "--reason", f"migration du {today()}")
     run("mail", "send")
 
 
@@ -185,17 +227,17 @@ def main() -> None:
             [CLI, "member", "add", *options], env=ENV, cwd=ROOT, check=True, capture_output=True
         )
     print(f"$ cpms-admin member add --nir ... (x{len(members)})\n  added {len(members)} members")
-    helene = members[1]["nir"]
+    helene = members[1]
     run("member", "list", "--search", "helene", "--limit", "5")
-    run("member", "show", helene)
+    run("member", "show", helene["nir"])
     run(
         "member",
         "update",
-        helene,
+        helene["nir"],
         "--email",
-        "helene.bernard@exemple.fr",
+        new_email(helene),
         "--reason",
-        "appel du 23/11",
+        f"appel du {today()}",
     )
     run(
         "member",
@@ -225,8 +267,8 @@ def main() -> None:
         f"  letters for the print house: {batch.relative_to(ROOT)}/ ({pdfs}, manifest.json,"
         f" index.csv)\n"
         f"  e-mails sent (file transport): {(DATA / 'demo-outbox').relative_to(ROOT)}/\n"
-        f"  database: {DB.relative_to(ROOT)}  (try: CPMS_DATABASE_URL=sqlite:///"
-        f"{DB.relative_to(ROOT)} {Path(CLI).name} member list)"
+        f"  database: {DB.relative_to(ROOT)}, its pepper beside it\n"
+        f"  try: {try_this()}"
     )
 
 

@@ -49,7 +49,7 @@ def test_a_batch_prints_every_pending_letter_once_in_a_private_directory(
     assert (summary["printed"], len(summary["files"]), summary["cancelled"]) == (7, 3, 0)
     [(directory, manifest)] = manifests(out)
     assert str(directory) == summary["directory"]
-    for key in ("batch_id", "created_at", "letters", "files"):  # the shape of CLI.md
+    for key in ("batch_id", "created_at", "letters", "files"):  # the shape of docs/scripting.md
         assert summary[key] == manifest[key]
     check_batch_dir(directory, manifest)
     assert summary["pages"] == sum(f["pages"] for f in manifest["files"])

@@ -52,7 +52,7 @@ class ImportCounts:
         return {name: value for name, value in asdict(self).items() if name != "dry_run"}
 
     def as_json(self) -> dict[str, int | bool]:
-        """What `members import --json` prints (CLI.md)."""
+        """What `members import --json` prints (docs/scripting.md)."""
         return {**self.as_dict(), "dry_run": self.dry_run}
 
 

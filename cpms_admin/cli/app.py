@@ -36,7 +36,7 @@ DEFERRED = "cpms.deferred_error"
 
 
 class ErrorBoundary(TyperGroup):
-    """Turns expected failures into one line on stderr and the exit code of CLI.md."""
+    """Turns expected failures into one line on stderr and the exit code of docs/scripting.md."""
 
     def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:  # type: ignore[override]
         # The root callback (which reads the configuration) runs before a sub-command parses

@@ -74,7 +74,7 @@ def dry_run(*, engine: Engine, limit: int | None, clock: Clock) -> dict[str, Any
 
 @dataclass
 class BatchSummary:
-    """What a run did: the summary `letters batch --json` prints (CLI.md)."""
+    """What a run did: the summary `letters batch --json` prints (docs/scripting.md)."""
 
     recovered: Recovered
     cancelled_by_reason: dict[str, int] = field(default_factory=dict)
@@ -110,7 +110,7 @@ class BatchSummary:
             "printed": self.printed,
             "failed": self.failed,
             "pages": self.pages,
-            # As in the manifest (CLI.md's shape): a script may read either.
+            # As in the manifest (docs/scripting.md): a script may read either.
             "letters": self.letters,
             "files": self.files,
             "recovered": {

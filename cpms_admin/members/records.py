@@ -361,7 +361,7 @@ class MemberView:
         return account_state(self.account, self.now)
 
     def as_json(self) -> dict[str, Any]:
-        """What `member show --json` prints (CLI.md)."""
+        """What `member show --json` prints (docs/scripting.md)."""
         return {
             **member_summary(self.member),
             "account": account_view(self.account, self.now),

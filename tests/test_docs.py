@@ -1,0 +1,143 @@
+"""The project's documentation stands alone and stays true: the command reference is what
+the commands say now, every relative link and anchor resolves inside the repository, nothing
+points outside it, and the defaults and exit codes the documents quote are the code's."""
+
+import difflib
+import re
+from dataclasses import fields
+from pathlib import Path
+
+import pytest
+
+from cpms_admin.settings import Settings, env_name
+from scripts.command_reference import OUT, REGENERATE, render
+
+ROOT = Path(__file__).parent.parent
+DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+FENCE = re.compile(r"^(```|~~~).*?^\1[ \t]*$", re.MULTILINE | re.DOTALL)
+LINK = re.compile(r"\[[^\]]*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
+REFERENCE_LINK = re.compile(r"^\s{0,3}\[[^\]]+\]:\s*<?(\S+?)>?(?:\s|$)", re.MULTILINE)
+
+
+def test_the_command_reference_is_what_the_commands_say_now() -> None:
+    committed = OUT.read_text(encoding="utf-8") if OUT.exists() else ""
+    now = render()
+    if committed != now:
+        diff = "".join(
+            list(
+                difflib.unified_diff(
+                    committed.splitlines(keepends=True),
+                    now.splitlines(keepends=True),
+                    "docs/commands.md (committed)",
+                    "docs/commands.md (from the commands now)",
+                )
+            )[:60]
+        )
+        pytest.fail(
+            "docs/commands.md differs from the commands' help: regenerate it with "
+            f"`make docs` (or `{REGENERATE}`) and commit it.\n{diff}"
+        )
+
+
+def repository_text_files() -> list[Path]:
+    found = [ROOT / "README.md", ROOT / "Makefile", ROOT / "pyproject.toml"]
+    for folder in ("docs", "cpms_admin", "scripts", "templates", "tests", "bench"):
+        for path in sorted((ROOT / folder).rglob("*")):
+            if path.is_file() and path.suffix in {".md", ".py", ".html", ".css", ".txt", ".sh"}:
+                found.append(path)
+    return found
+
+
+def test_nothing_points_at_documents_outside_the_repository() -> None:
+    """A clone has no ../shared: the rules and the contract live in docs/."""
+    outside = re.compile(r"\.\./shared\b|(?<![\w/.-])(?:DESIGN|CLI|STYLE)\.md\b")
+    found = [
+        f"{path.relative_to(ROOT)}:{number}: {line.strip()}"
+        for path in repository_text_files()
+        if path != Path(__file__)
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        if outside.search(line)
+    ]
+    assert found == [], "point at docs/rules.md or docs/scripting.md instead:\n" + "\n".join(found)
+
+
+def github_anchor(heading: str) -> str:
+    """The anchor GitHub gives a heading: the text of its links and code, lower case,
+    punctuation dropped except hyphens, spaces as hyphens."""
+    text = re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", heading)
+    text = re.sub(r"[^\w\- ]", "", text.strip().lower())
+    return text.replace(" ", "-")
+
+
+def anchors(path: Path) -> set[str]:
+    text = FENCE.sub("", path.read_text(encoding="utf-8"))
+    seen: dict[str, int] = {}
+    found = set()
+    for heading in re.findall(r"^#{1,6}[ \t]+(.+?)[ \t#]*$", text, re.MULTILINE):
+        anchor = github_anchor(heading)
+        count = seen.get(anchor, 0)
+        seen[anchor] = count + 1
+        found.add(anchor if count == 0 else f"{anchor}-{count}")
+    found.update(re.findall(r"<a\s+(?:name|id)=\"([^\"]+)\"", text))
+    return found
+
+
+def links(path: Path) -> list[str]:
+    text = FENCE.sub("", path.read_text(encoding="utf-8"))
+    text = re.sub(r"`(?:[^`\n]|\n(?!\n))+`", "", text)  # code spans (may wrap) are not links
+    return LINK.findall(text) + REFERENCE_LINK.findall(text)
+
+
+@pytest.mark.parametrize("document", DOCUMENTS, ids=lambda path: str(path.relative_to(ROOT)))
+def test_every_relative_link_resolves_to_a_file_and_anchor_of_the_repository(
+    document: Path,
+) -> None:
+    broken = []
+    for target in links(document):
+        if re.match(r"[a-z][a-z0-9+.-]*:", target):  # https:, mailto:...
+            continue
+        name, _, anchor = target.partition("#")
+        destination = (document.parent / name).resolve() if name else document
+        if not destination.exists() or not destination.is_relative_to(ROOT):
+            broken.append(f"{target}: no such file in the repository")
+        elif anchor and destination.suffix == ".md" and anchor not in anchors(destination):
+            broken.append(f"{target}: no heading #{anchor} in {destination.relative_to(ROOT)}")
+    assert broken == []
+
+
+def test_the_docs_link_to_each_other_and_the_readme_to_them() -> None:
+    readme = set(links(ROOT / "README.md"))
+    for name in ("docs/rules.md", "docs/commands.md", "docs/scripting.md"):
+        assert name in readme
+
+
+QUOTED_DEFAULTS = (
+    re.compile(r"`(CPMS_[A-Z0-9_]+)`\)?\s+\((\d[\d,]*)"),  # `CPMS_CODE_MAX_TRIES` (5)
+    re.compile(r"(\d[\d,]*)(?:\s+[a-z-]+){0,2}\s+\(`(CPMS_[A-Z0-9_]+)`"),  # 5 tries (`CPMS_X`
+    re.compile(r"^\| `(CPMS_[A-Z0-9_]+)`[^|]*\| (\d[\d,]*) \|", re.MULTILINE),  # a table row
+)
+
+
+def test_the_defaults_the_documents_quote_are_the_settings_defaults() -> None:
+    defaults = {env_name(spec.name): spec.default for spec in fields(Settings)}
+    quoted = []
+    for path in DOCUMENTS:
+        text = path.read_text(encoding="utf-8")
+        for pattern in QUOTED_DEFAULTS:
+            for first, second in pattern.findall(text):
+                name, value = (first, second) if first.startswith("CPMS_") else (second, first)
+                quoted.append((path.name, name, int(value.replace(",", ""))))
+    assert len({name for _, name, _ in quoted}) >= 10
+    assert [(doc, name, value) for doc, name, value in quoted if defaults.get(name) != value] == []
+
+
+def exit_codes(path: Path) -> list[str]:
+    text = path.read_text(encoding="utf-8")
+    section = text.split("## Exit codes", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"^\| \d \|.*$", section, re.MULTILINE)
+
+
+def test_the_readme_and_the_scripting_guide_give_the_same_exit_codes() -> None:
+    table = exit_codes(ROOT / "docs" / "scripting.md")
+    assert [row.split("|")[1].strip() for row in table] == ["0", "1", "2", "3", "4", "5"]
+    assert exit_codes(ROOT / "README.md") == table

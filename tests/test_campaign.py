@@ -307,10 +307,26 @@ def test_a_bad_nir_in_the_file_refuses_the_whole_campaign(
     assert snap(session) == before
 
 
-def test_a_reason_is_required(cli: Cli, people: dict[str, Member]) -> None:
-    result = cli("code", "campaign", "--no-pin", "--reason", "  ")
-    assert result.exit_code == 2
-    assert "a reason is required" in result.stderr
+def test_a_reason_is_required(cli: Cli, session: Session, people: dict[str, Member]) -> None:
+    before = snap(session)
+    for reason in ([], ["--reason", "  "]):
+        result = cli("code", "campaign", "--no-pin", *reason)
+        assert (result.exit_code, result.stdout) == (2, "")
+        assert result.stderr == (
+            "Error: a reason is required to run a campaign (--reason, recorded in the audit log)\n"
+        )
+    assert snap(session) == before
+
+
+def test_a_dry_run_needs_no_reason(cli: Cli, session: Session, people: dict[str, Member]) -> None:
+    before = snap(session)
+    result = cli("code", "campaign", "--no-pin", "--dry-run")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.endswith("Dry run: nothing was queued.\n")
+    assert snap(session) == before
+    given = cli("code", "campaign", "--no-pin", "--dry-run", "--reason", "bad\nline")
+    assert given.exit_code == 2  # a reason given is checked as the real run would
+    assert given.stderr.startswith("Error: the reason must be one line")
 
 
 @pytest.mark.slow

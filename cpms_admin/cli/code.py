@@ -83,7 +83,10 @@ def _lines(counts: CampaignCounts) -> list[str]:
 
 def campaign(
     ctx: typer.Context,
-    reason: Annotated[str, typer.Option("--reason", help="Why (recorded in the audit log).")],
+    reason: Annotated[
+        str | None,
+        typer.Option("--reason", help="Why (recorded in the audit log); not for --dry-run."),
+    ] = None,
     never_logged_in: Annotated[
         bool, typer.Option("--never-logged-in", help="Members who never logged in.")
     ] = False,
@@ -107,8 +110,13 @@ def campaign(
     Left out: closed members, and members with a letter or e-mail waiting or a live code
     (a new code would revoke theirs), so running a campaign again queues nothing twice.
 
-    Example: cpms-admin code campaign --no-pin --dry-run --reason "migration"
+    --reason is required, except for a dry run (which changes nothing).
+
+    Example: cpms-admin code campaign --no-pin --dry-run
     """
+    # A dry run changes nothing, so it needs no reason; one given is checked all the same,
+    # so that a dry run refuses what the real run would.
+    why = None if dry_run and reason is None else require_reason(reason, "run a campaign")
     app_ = app_context(ctx)
     selection = Selection(
         never_logged_in=never_logged_in,
@@ -123,8 +131,7 @@ def campaign(
             session,
             selection=selection,
             channel=channel,
-            # Checked here too, so that a dry run refuses what the real run would.
-            reason=require_reason(reason, "run a campaign"),
+            reason=why,
             agent=app_.agent,
             dry_run=dry_run,
             clock=app_.clock,

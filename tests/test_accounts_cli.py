@@ -47,8 +47,47 @@ def test_portal_login_json_and_exit_codes(cli: Cli, member: Member) -> None:
     unknown = cli("--json", "portal", "login", make_nir(), input="605813\n")
     assert (unknown.exit_code, json.loads(unknown.stdout)["reason"]) == (1, "unknown_member")
     human = cli("portal", "login", member.nir, input="605813\n")
-    assert "Mot de passe erroné. Attention, il vous reste 1 tentative." in human.stderr
+    assert human.stderr == (
+        "Mot de passe erroné. Attention, il vous reste 1 tentative avant de devoir patienter "
+        "1 minute.\n  (1 attempt left)\n"
+    )
     assert PIN not in ok.output + wrong.output + human.output
+
+
+def test_each_wrong_pin_says_what_comes_next(cli: Cli, clock: FakeClock, member: Member) -> None:
+    """The count left always names what it counts down to: the first wait, then the block;
+    a count never goes up from one message to the next without saying why."""
+
+    def wrong() -> str:
+        result = cli("portal", "login", member.nir, "--captcha-ok", input="605813\n")
+        assert (result.exit_code, result.stdout) == (1, "")
+        return str(result.stderr)
+
+    assert [wrong(), wrong(), wrong(), wrong()] == [
+        "Mot de passe erroné. Attention, il vous reste 2 tentatives avant de devoir patienter "
+        "1 minute.\n  (2 attempts left)\n",
+        "Mot de passe erroné. Attention, il vous reste 1 tentative avant de devoir patienter "
+        "1 minute.\n  (1 attempt left)\n",
+        "Mot de passe erroné. Par mesure de sécurité, vous devez patienter 1 minute avant une "
+        "nouvelle tentative. Attention, il vous reste 7 tentatives avant le blocage de votre "
+        "accès.\n  (7 attempts left; retry after 60 s; CAPTCHA required)\n",
+        "Par mesure de sécurité, vous devez patienter 1 minute avant une nouvelle tentative.\n"
+        "  (7 attempts left; retry after 60 s; CAPTCHA required)\n",
+    ]
+    clock.advance(seconds=60)
+    assert wrong() == (
+        "Mot de passe erroné. Par mesure de sécurité, vous devez patienter 2 minutes avant une "
+        "nouvelle tentative. Attention, il vous reste 6 tentatives avant le blocage de votre "
+        "accès.\n  (6 attempts left; retry after 120 s; CAPTCHA required)\n"
+    )
+    for _ in range(6):  # the 10th failure
+        clock.advance(hours=2)
+        last = wrong()
+    assert last == (
+        "Mot de passe erroné. Votre accès est bloqué à la suite de trop nombreuses tentatives. "
+        "Pour le débloquer, contactez le service clients.\n  (0 attempts left; CAPTCHA "
+        "required)\n"
+    )
 
 
 def test_bad_input_changes_nothing(cli: Cli, session: Session, member: Member) -> None:
@@ -57,9 +96,10 @@ def test_bad_input_changes_nothing(cli: Cli, session: Session, member: Member) -
     refusals = [
         (cli("portal", "login", member.nir, input="48291\n"), 2, "6 digits"),
         (cli("portal", "login", member.nir, input="４８２９１５\n"), 2, "6 digits"),
-        (cli("portal", "login", member.nir, input=""), 2, "expected 1 line(s) on stdin"),
+        (cli("portal", "login", member.nir, input=""), 2, "expected 1 line on stdin (PIN), got 0"),
         (cli("portal", "login", "185057800608492", input=f"{PIN}\n"), 2, "invalid NIR"),
-        (cli("portal", "set-pin", member.nir, input=f"{PIN}\n{NEW_PIN}\n"), 2, "3 line(s)"),
+        (cli("portal", "set-pin", member.nir, input=f"{PIN}\n{NEW_PIN}\n"), 2,
+         "expected 3 lines on stdin"),
         (cli("portal", "set-pin", member.nir, input=f"{PIN}\n73926\n73926\n"), 2, "6 digits"),
         (cli("portal", "set-pin", member.nir, input=f"{PIN}\n{NEW_PIN}\n739265\n"), 2,
          "ne sont pas identiques"),
@@ -194,7 +234,10 @@ def test_code_rules_through_the_cli(cli: Cli, clock: FakeClock, session: Session
     assert set_pin(fresh)["reason"] == "dead_code"  # single use
     # That dead code was the first failure since the PIN was set: wrong PINs go on from it.
     second = json.loads(cli("--json", "portal", "login", newcomer.nir, input="605813\n").stdout)
-    assert second["message"] == "Mot de passe erroné. Attention, il vous reste 1 tentative."
+    assert second["message"] == (
+        "Mot de passe erroné. Attention, il vous reste 1 tentative avant de devoir patienter "
+        "1 minute."
+    )
     third = cli("--json", "portal", "login", newcomer.nir, input="605813\n")
     assert json.loads(third.stdout)["retry_after_seconds"] == 60
     clock.advance(seconds=60)

@@ -207,7 +207,7 @@ def test_a_letter_that_cannot_be_laid_out_fails_alone(
     session.commit()
     result = cli("--json", "letters", "batch", "--out", str(tmp_path / "out"))
     assert result.exit_code == 0, result.output
-    assert "1 letter(s) could not be printed" in result.stderr
+    assert "Warning: 1 letter could not be printed: " in result.stderr
     assert (json.loads(result.stdout)["printed"], json.loads(result.stdout)["failed"]) == (2, 1)
     failed = session.exec(select(Letter).where(Letter.member_id == pk(broken))).one()
     session.refresh(failed)

@@ -8,6 +8,7 @@ import typer
 
 from cpms_admin.cli.context import AppContext, app_context
 from cpms_admin.cli.output import BulkProgress, emit_object, emit_rows, warn
+from cpms_admin.english import count
 from cpms_admin.settings import LIMIT_MAX
 from cpms_admin.vocabulary import LetterKind, LetterStatus
 
@@ -167,19 +168,19 @@ def _reasons(counts: dict[str, int]) -> str:
 def _report(app_: AppContext, summary: "BatchSummary") -> None:
     if summary.failed:
         warn(
-            f"{summary.failed} letter(s) could not be printed: "
+            f"{count(summary.failed, 'letter')} could not be printed: "
             "cpms-admin letters list --status failed"
         )
     if summary.batch_id is None:
         lines = [
-            f"Nothing to print (cancelled {summary.cancelled} moot letter(s))."
+            f"Nothing to print (cancelled {count(summary.cancelled, 'moot letter')})."
             if summary.cancelled
             else "Nothing to print."
         ]
     else:
         lines = [
-            f"Batch {summary.batch_id}: {summary.printed} letter(s) in "
-            f"{len(summary.files)} PDF file(s), {summary.pages} page(s); cancelled "
+            f"Batch {summary.batch_id}: {count(summary.printed, 'letter')} in "
+            f"{count(len(summary.files), 'PDF file')}, {count(summary.pages, 'page')}; cancelled "
             f"{summary.cancelled} {_reasons(summary.cancelled_by_reason)}".rstrip(),
             f"Look in {summary.directory} (manifest.json, index.csv).",
         ]
@@ -220,4 +221,4 @@ def preview(
                 session=session,
                 nir=nir,
             )
-    emit_object(app_, result, [f"Preview written to {out} ({result['pages']} page(s))."])
+    emit_object(app_, result, [f"Preview written to {out} ({count(result['pages'], 'page')})."])

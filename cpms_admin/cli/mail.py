@@ -7,6 +7,7 @@ import typer
 
 from cpms_admin.cli.context import app_context
 from cpms_admin.cli.output import BulkProgress, emit_object
+from cpms_admin.english import count
 from cpms_admin.mail.queue import check_sent, send_queued_mail
 from cpms_admin.settings import LIMIT_MAX
 
@@ -50,8 +51,9 @@ def send(
             app_,
             {**counts.as_dict(), "stopped": run.stopped},
             [
-                f"Sent {counts.sent:,} e-mail(s); {counts.retry:,} to retry, {counts.failed:,} "
-                f"given up, {counts.cancelled:,} no longer needed; {counts.left:,} still queued."
+                f"Sent {count(counts.sent, 'e-mail')}; {counts.retry:,} to retry, "
+                f"{counts.failed:,} given up, {counts.cancelled:,} no longer needed; "
+                f"{counts.left:,} still queued."
             ],
         )
     check_sent(run)

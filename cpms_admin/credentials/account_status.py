@@ -10,6 +10,7 @@ from cpms_admin.clock import Clock, iso
 from cpms_admin.credentials import codes
 from cpms_admin.credentials.lockout import account_state, attempts_left, seconds_until
 from cpms_admin.credentials.pins import LEGACY_PREFIX
+from cpms_admin.english import agree, count
 from cpms_admin.members.records import get_account, get_member
 from cpms_admin.models import Account, Letter, Member, SecurityCode, pk
 from cpms_admin.settings import Settings
@@ -74,7 +75,8 @@ def _in_flight(view: dict[str, Any]) -> str | None:
         by = "e-mail" if code["channel"] == Channel.email else "post"
         return (
             f"a {code['purpose']} code sent by {by} is valid until {code['expires_at']} "
-            f"({code['tries_left']} tries left): setting a PIN with it logs the member in"
+            f"({count(code['tries_left'], 'try', 'tries')} left): setting a PIN with it logs "
+            "the member in"
         )
     if letters:
         first = letters[0]
@@ -127,17 +129,18 @@ def _why(
         return f"Member closed on {when} ({member.closed_reason}): cannot log in.", None
     if state == AccountState.locked:
         return (
-            f"Locked after {failures} failed attempts on {view['hard_locked_at']}: "
+            f"Locked after {count(failures, 'failed attempt')} on {view['hard_locked_at']}: "
             "the portal refuses every PIN and code, and sends no code, until an agent "
             "unlocks the account or sends a code (code issue, pin reset) with which the "
             "member sets a new PIN."
         ), unlock
     if state == AccountState.cooldown:
         wait = seconds_until(account.locked_until, now)
+        left = attempts_left(failures, settings)
         return (
-            f"Cooling down after {failures} failed attempts: the portal refuses attempts until "
-            f"{view['locked_until']} ({wait} s), then asks for a CAPTCHA; "
-            f"{attempts_left(failures, settings)} more failures lock the account."
+            f"Cooling down after {count(failures, 'failed attempt')}: the portal refuses "
+            f"attempts until {view['locked_until']} ({wait} s), then asks for a CAPTCHA; "
+            f"{count(left, 'more failure')} {agree(left, 'locks', 'lock')} the account."
         ), unlock
     if state == AccountState.no_pin:
         if in_flight is None:
@@ -147,8 +150,8 @@ def _why(
     if failures:
         captcha = ", the portal asks for a CAPTCHA" if account.captcha_required else ""
         return (
-            f"Active; {failures} failed attempt(s) since the last success{captcha}; "
-            f"{attempts_left(failures, settings)} left before a cool-down or lock."
+            f"Active; {count(failures, 'failed attempt')} since the last success{captcha}; "
+            f"{attempts_left(failures, settings)} left before {_next_step(failures, settings)}."
         ), unlock
     last = view["last_login_at"] or "never"
     return (
@@ -156,3 +159,10 @@ def _why(
         "still cannot log in, check the NIR they type and that the PIN has 6 digits; "
         "if the PIN is forgotten, reset it."
     ), f"cpms-admin pin reset {nir} --channel auto {REASON}"
+
+
+def _next_step(failures: int, settings: Settings) -> str:
+    """What the attempts left count down to (`lockout.attempts_left`)."""
+    if failures < settings.lockout_max_failures < settings.lockout_hard_after:
+        return "the cool-down"
+    return "the hard lock"

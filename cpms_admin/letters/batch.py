@@ -34,6 +34,7 @@ from cpms_admin.clock import Clock, iso
 from cpms_admin.credentials.codes import store_code
 from cpms_admin.credentials.pepper import Peppers, load_peppers
 from cpms_admin.db import transaction
+from cpms_admin.english import count
 from cpms_admin.errors import Conflict, CpmsError, InvalidInput, RunFailed
 from cpms_admin.faults import failpoint
 from cpms_admin.letters.claim import claim_letters, dry_run_counts
@@ -179,13 +180,13 @@ def run_batch(
                 now=clock(),
             )
         summary.cancelled_by_reason = dict(claim.cancelled)
-        for key, count in sorted(claim.cancelled.items()):
-            hooks.log(f"cancelled {count} moot letter(s): {key.replace('_', ' ')}")
+        for key, n in sorted(claim.cancelled.items()):
+            hooks.log(f"cancelled {count(n, 'moot letter')}: {key.replace('_', ' ')}")
         if claim.batch_id is None:
             hooks.log("nothing to print")
             return summary
         failpoint("letters.after_claim")
-        hooks.log(f"batch {claim.batch_id}: {claim.claimed} letter(s) claimed")
+        hooks.log(f"batch {claim.batch_id}: {count(claim.claimed, 'letter')} claimed")
         _print(run, summary, batch_id=claim.batch_id, total=claim.claimed)
         return summary
     finally:
@@ -233,7 +234,7 @@ def _print(run: _Run, summary: BatchSummary, *, batch_id: int, total: int) -> No
     failpoint("letters.after_commit")
     log = run.hooks.log
     issued, failed = len(rendered.issued), len(rendered.failed)
-    log(f"batch {batch_id}: committed, {issued} letter(s), {failed} failed")
+    log(f"batch {batch_id}: committed, {count(issued, 'letter')}, {failed} failed")
     for letter_id, reason in sorted(rendered.failed.items()):
         log(f"letter #{letter_id} failed: {reason}")
     publish(staging, manifest, final)  # its errors say the next run will finish it
@@ -398,7 +399,7 @@ def _abandon_own(run: _Run, *, batch_id: int, staging: Path | None, error: BaseE
         if released is not None:
             if staging is not None:
                 discard(staging)
-            log(f"batch {batch_id}: abandoned, {released} letter(s) back in the queue")
+            log(f"batch {batch_id}: abandoned, {count(released, 'letter')} back in the queue")
     except Exception as cleanup:  # keep the original error; recovery will finish this
         log(f"batch {batch_id}: could not abandon it now ({_describe(cleanup)}); the next run will")
 

@@ -31,6 +31,7 @@ from cpms_admin.credentials.delivery import email_code
 from cpms_admin.credentials.on_its_way import on_its_way
 from cpms_admin.credentials.pepper import load_peppers
 from cpms_admin.db import transaction
+from cpms_admin.english import agree, count
 from cpms_admin.errors import BadAddress, MailError, MailTimeout, Refused
 from cpms_admin.faults import failpoint
 from cpms_admin.mail.transport import Transport
@@ -271,11 +272,13 @@ def check_sent(run: MailRun) -> None:
     """Exit 1 (for cron) when the server refused everything lately, or e-mails were given up."""
     if run.stopped:
         raise Refused(
-            f"mail send stopped: {run.stopped}; {run.counts.left:,} e-mail(s) still "
+            f"mail send stopped: {run.stopped}; {count(run.counts.left, 'e-mail')} still "
             "queued for the next run"
         )
     if run.counts.failed:
         raise Refused(
-            f"{run.counts.failed:,} e-mail(s) given up after failing "
-            f"(see their last_error); their members need a code by another channel"
+            f"{count(run.counts.failed, 'e-mail')} given up after failing "
+            f"(see {agree(run.counts.failed, 'its', 'their')} last_error); "
+            f"{agree(run.counts.failed, 'its member needs', 'their members need')} a code by "
+            "another channel"
         )

@@ -3,6 +3,7 @@ messages, JSON, and e-mail through a real SMTP server on loopback."""
 
 import json
 from email import message_from_bytes, policy
+from pathlib import Path
 
 import pytest
 from sqlmodel import Session
@@ -283,3 +284,60 @@ def test_smtp_failure_leaves_no_live_code(cli: Cli, session: Session, member: Me
     assert {row.status for row in codes_of(session, member)} == {"revoked"}
     fallback = down("--json", "code", "issue", member.nir, "--channel", "post", "--reason", "x")
     assert (fallback.exit_code, json.loads(fallback.stdout)["channel"]) == (0, "post")
+
+
+def test_status_says_what_the_next_print_run_does_with_each_letter(
+    cli: Cli, clock: FakeClock, session: Session, settings: Settings, tmp_path: Path
+) -> None:
+    """A welcome letter for a member who set a PIN meanwhile is cancelled by the batch: the
+    diagnosis says so, in the words `letters list` shows once it is done, and the batch
+    agrees."""
+    member = make_member(session, welcome=True, email=None)  # enrolment letter #1 queued
+    give_pin(session, settings, member)
+    status = cli("account", "status", member.nir)
+    assert status.exit_code == 0, status.output
+    lines = status.stdout.splitlines()
+    assert "  letter waiting: #1 welcome (the next print run cancels it)" in lines
+    assert (
+        "  - Letter #1 (welcome) will be cancelled by the next print run: welcome letter, but the "
+        "member already has a PIN." in lines
+    )
+    assert not [line for line in lines if "waits for the next print run" in line]
+    view = json.loads(cli("--json", "account", "status", member.nir).stdout)
+    assert [(x["id"], x["moot"]) for x in view["pending_letters"]] == [
+        (1, "welcome letter, but the member already has a PIN")
+    ]
+    # A code by post for the same member: that letter is the one the run prints.
+    assert cli("code", "issue", member.nir, "--channel", "post", "--reason", "x").exit_code == 0
+    view = json.loads(cli("--json", "account", "status", member.nir).stdout)
+    assert [(x["id"], x["moot"]) for x in view["pending_letters"]] == [
+        (1, "welcome letter, but the member already has a PIN"),
+        (2, None),
+    ]
+    lines = cli("account", "status", member.nir).stdout.splitlines()
+    assert lines[lines.index("Diagnosis:") + 2 :][:2] == [
+        "  - In flight: letter #2 (security_code) with a code waits for the next print run.",
+        "  - Letter #1 (welcome) will be cancelled by the next print run: welcome letter, but "
+        "the member already has a PIN.",
+    ]
+    # A newcomer's enrolment letter, then a code by e-mail: the letter's code would revoke it.
+    newcomer = make_nir()
+    added = cli("member", "add", "--nir", newcomer, "--last-name", "Roux", "--first-name", "Léa",
+                "--email", "lea@example.fr", "--street", "4 rue Sala", "--postcode", "69002",
+                "--city", "Lyon")  # fmt: skip
+    assert added.exit_code == 0, added.output  # letter #3
+    clock.advance(minutes=1)
+    assert cli("code", "issue", newcomer, "--reason", "x").exit_code == 0
+    lines = cli("account", "status", newcomer).stdout.splitlines()
+    assert lines[lines.index("Diagnosis:") + 2] == (
+        "  - Letter #3 (welcome) will be cancelled by the next print run: a newer code was issued "
+        "after it was queued (2026-11-23T09:01:00+00:00)."
+    )
+    batch = cli("--json", "letters", "batch", "--out", str(tmp_path / "print"))
+    assert batch.exit_code == 0, batch.output
+    done = json.loads(cli("--json", "letters", "list").stdout)
+    assert sorted((x["id"], x["status"], x["status_reason"]) for x in done) == [
+        (1, "cancelled", "welcome letter, but the member already has a PIN"),
+        (2, "printed", None),
+        (3, "cancelled", "a newer code was issued after it was queued (2026-11-23T09:01:00+00:00)"),
+    ]

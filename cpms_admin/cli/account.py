@@ -54,7 +54,11 @@ def describe(view: dict[str, Any]) -> list[str]:
             f"  code in flight: {code['purpose']} by {code['channel']}, valid until "
             f"{code['expires_at']}, {count(code['tries_left'], 'try', 'tries')} left"
         )
-    lines += [f"  letter waiting: #{x['id']} {x['kind']}" for x in view["pending_letters"]]
+    lines += [
+        f"  letter waiting: #{x['id']} {x['kind']}"
+        + (" (the next print run cancels it)" if x["moot"] else "")
+        for x in view["pending_letters"]
+    ]
     lines.append("Diagnosis:")
     lines += [f"  - {finding}" for finding in view["diagnosis"]]
     if view["fix"]:

@@ -1,5 +1,8 @@
 """`account status`: why a member can or cannot log in, in plain words, with the command
-that fixes it. Read-only."""
+that fixes it. Read-only.
+
+What it says of a waiting letter is what the next print run will do with it: the batch's own
+rules (`letters.claim.moot_reasons`) tell a letter it will print from one it will cancel."""
 
 from datetime import datetime
 from typing import Any
@@ -11,6 +14,7 @@ from cpms_admin.credentials import codes
 from cpms_admin.credentials.lockout import account_state, attempts_left, seconds_until
 from cpms_admin.credentials.pins import LEGACY_PREFIX
 from cpms_admin.english import agree, count
+from cpms_admin.letters.claim import Queued, moot_reasons
 from cpms_admin.members.records import get_account, get_member
 from cpms_admin.models import Account, Letter, Member, SecurityCode, pk
 from cpms_admin.settings import Settings
@@ -43,6 +47,7 @@ def account_status(
         .where(Letter.member_id == pk(member), Letter.status == LetterStatus.pending)
         .order_by(col(Letter.id))
     ).all()
+    moot = moot_reasons(session, [Queued.of(letter) for letter in letters], now=now)
     view: dict[str, Any] = {
         "nir": member.nir,
         "status": member.status,
@@ -59,7 +64,14 @@ def account_status(
         "email_known": member.email is not None,
         "pending_code": _code_view(code, settings),
         "pending_letters": [
-            {"id": letter.id, "kind": letter.kind, "created_at": iso(letter.created_at)}
+            {
+                "id": letter.id,
+                "kind": letter.kind,
+                "created_at": iso(letter.created_at),
+                # Why the next print run will cancel it (as `letters list` will then say);
+                # None: it will be printed.
+                "moot": moot[pk(letter)].detail if pk(letter) in moot else None,
+            }
             for letter in letters
         ],
     }
@@ -70,7 +82,8 @@ def account_status(
 
 
 def _in_flight(view: dict[str, Any]) -> str | None:
-    code, letters = view["pending_code"], view["pending_letters"]
+    code = view["pending_code"]
+    letters = [letter for letter in view["pending_letters"] if letter["moot"] is None]
     if code is not None:
         by = "e-mail" if code["channel"] == Channel.email else "post"
         return (
@@ -103,6 +116,12 @@ def diagnose(
         and member.status != MemberStatus.closed
     ):
         findings.append(f"In flight: {in_flight}.")
+    findings += [
+        f"Letter #{letter['id']} ({letter['kind']}) will be cancelled by the next print run: "
+        f"{letter['moot']}."
+        for letter in view["pending_letters"]
+        if letter["moot"] is not None
+    ]
     if view["pin_legacy"]:
         findings.append(
             "PIN carried over from the previous system: upgraded at the next successful login."

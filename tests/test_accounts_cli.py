@@ -232,7 +232,8 @@ def test_code_rules_through_the_cli(cli: Cli, clock: FakeClock, session: Session
     fresh = mailed_codes(cli.settings)[-1]
     fresh_result = set_pin(fresh)
     assert fresh_result["ok"] is True, fresh_result
-    assert set_pin(fresh)["reason"] == "dead_code"  # single use
+    assert set_pin(fresh)["reason"] == "code_used"  # single use: typed again, not a guess
+    assert set_pin(f"{(int(fresh) + 1) % 1_000_000:06d}")["reason"] == "dead_code"
     # That dead code was the first failure since the PIN was set: wrong PINs go on from it.
     second = json.loads(cli("--json", "portal", "login", newcomer.nir, input="605813\n").stdout)
     assert second["message"] == (

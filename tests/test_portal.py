@@ -193,7 +193,8 @@ def test_first_login_by_code_then_terms(
     assert "a été créé" in outbox(settings)[-1]["Subject"]
     assert login(session, settings, clock, newcomer.nir, NEW_PIN).ok
     again = set_pin(session, settings, clock, newcomer.nir, secret, "573920", using="code")
-    assert (again.ok, again.reason) == (False, "dead_code")
+    assert (again.ok, again.reason) == (False, "code_used")  # single use; said, not counted
+    assert account_of(session, newcomer).failed_attempts == 0
     accepted = flows.accept_terms(
         session, nir=newcomer.nir, pin=NEW_PIN, settings=settings, clock=clock
     )

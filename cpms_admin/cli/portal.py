@@ -127,7 +127,8 @@ def set_pin(
 ) -> None:
     """Set a new PIN. Stdin: the one-time code or current PIN, the new PIN, the new PIN again.
 
-    A mismatch or a guessable PIN is refused without spending the code.
+    A mismatch or a guessable PIN is refused without spending the code. The code that set
+    the PIN, sent again, is answered as already used (exit 1) and spends no attempt.
 
     Example: cpms-admin portal set-pin 185057800608491   (then the code, the new PIN twice)
     """

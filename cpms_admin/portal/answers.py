@@ -41,6 +41,11 @@ CODE_REFUSED = (
     "Code de sécurité erroné ou expiré. Vérifiez les 6 chiffres reçus ou demandez un nouveau "
     f"code ({GET_CODE})."
 )
+# The member's own code, typed again once it set their PIN: only its holder can get this.
+CODE_USED = (
+    "Ce code de sécurité a déjà été utilisé. Connectez-vous avec le mot de passe que vous avez "
+    f"créé, ou demandez un nouveau code ({GET_CODE})."
+)
 MISMATCH = "Les deux mots de passe saisis ne sont pas identiques. Veuillez les saisir à nouveau."
 PIN_SAVED = (
     "Votre modification a été prise en compte. Vous pouvez vous connecter avec votre "
@@ -154,6 +159,14 @@ def attempt_result(attempt: Attempt, *, settings: Settings, now: datetime) -> Po
             blocked(attempt.block),
             remaining_attempts=left,
             retry_after_seconds=attempt.block.retry_after_seconds,
+            captcha_required=counters.captcha_required,
+        )
+    if attempt.reason == PortalReason.code_used:  # costs nothing: what is left is unchanged
+        return PortalResult(
+            False,
+            attempt.reason,
+            CODE_USED,
+            remaining_attempts=attempts_left(counters.failures, settings),
             captcha_required=counters.captcha_required,
         )
     if not attempt.counted:  # a closed member who typed the right PIN, or an agent's code

@@ -215,7 +215,7 @@ def test_two_runs_at_once_never_take_the_same_letter(
         code, output = next_run(cli, out, "--chunk-size", "2", "--limit", "20")
     finally:
         held_here.unlink(missing_ok=True)
-        _, first_err = first.communicate(timeout=120)
+        first_out, first_err = first.communicate(timeout=120)
         first_code = first.returncode
     if engine.dialect.name == "sqlite":
         assert code == 4, output
@@ -223,7 +223,7 @@ def test_two_runs_at_once_never_take_the_same_letter(
     else:
         assert code == 0, output
     assert first_code == 0, first_err
-    assert first_err.startswith("letters batch: batch 1: 20 letter(s) claimed\n"), first_err
+    assert first_out.startswith("Batch 1: 20 letters in 10 PDF files, 20 pages, in "), first_out
     if engine.dialect.name == "sqlite":
         code, output = next_run(cli, out)  # the rest, once the lock is free
         assert code == 0, output

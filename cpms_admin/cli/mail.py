@@ -1,6 +1,5 @@
 """`cpms-admin mail`: the queue of outgoing e-mails (campaign codes)."""
 
-import sys
 from typing import Annotated
 
 import typer
@@ -27,8 +26,8 @@ def send(
     Failures are retried by the next run (5 attempts at most, then given up: exit 1); after
     5 failures in a row the run stops and exits 1, leaving the rest queued. An e-mail whose
     member left, lost their address or already has a code on its way is cancelled.
-    Meant for cron, every few minutes: off a terminal, an empty queue prints nothing unless
-    --json.
+    Meant for cron, every few minutes: a run with nothing to do prints nothing (unless
+    --json); otherwise one summary line, with a progress bar on a terminal.
 
     Example: cpms-admin mail send --limit 500
     """
@@ -41,12 +40,13 @@ def send(
             limit=limit,
             clock=app_.clock,
             on_progress=lambda c: progress.update(c.sent + c.retry + c.failed + c.cancelled),
+            on_total=lambda total: progress.update(0, total=total),
         )
     counts = run.counts
     idle = not (counts.sent or counts.retry or counts.failed or counts.cancelled or run.stopped)
     # Run every few minutes by cron, which mails any output: an empty queue says nothing
-    # off a terminal (--json still prints its document).
-    if app_.json_output or not idle or sys.stdout.isatty():
+    # (--json still prints its document).
+    if app_.json_output or not idle:
         emit_object(
             app_,
             {**counts.as_dict(), "stopped": run.stopped},

@@ -62,7 +62,9 @@ class BatchOptions:
 
 @dataclass(frozen=True)
 class BatchHooks:
-    """Where a run reports: `log` for lines a cron log keeps, `progress(done, total)`."""
+    """Where a run reports: `log` for what its summary (`BatchSummary`) does not say (dead
+    runs settled, letters that failed and why, a batch abandoned), `progress(done, total)`
+    from the claim (0 done) to the last letter rendered."""
 
     log: Callable[[str], None] = lambda _line: None
     progress: Progress = lambda _done, _total: None
@@ -180,13 +182,9 @@ def run_batch(
                 now=clock(),
             )
         summary.cancelled_by_reason = dict(claim.cancelled)
-        for key, n in sorted(claim.cancelled.items()):
-            hooks.log(f"cancelled {count(n, 'moot letter')}: {key.replace('_', ' ')}")
         if claim.batch_id is None:
-            hooks.log("nothing to print")
             return summary
         failpoint("letters.after_claim")
-        hooks.log(f"batch {claim.batch_id}: {count(claim.claimed, 'letter')} claimed")
         _print(run, summary, batch_id=claim.batch_id, total=claim.claimed)
         return summary
     finally:
@@ -232,13 +230,10 @@ def _print(run: _Run, summary: BatchSummary, *, batch_id: int, total: int) -> No
             f"abandoned and its letters are back in the queue"
         ) from exc
     failpoint("letters.after_commit")
-    log = run.hooks.log
     issued, failed = len(rendered.issued), len(rendered.failed)
-    log(f"batch {batch_id}: committed, {count(issued, 'letter')}, {failed} failed")
     for letter_id, reason in sorted(rendered.failed.items()):
-        log(f"letter #{letter_id} failed: {reason}")
+        run.hooks.log(f"letter #{letter_id} failed: {reason}")
     publish(staging, manifest, final)  # its errors say the next run will finish it
-    log(f"batch {batch_id}: published {final}")
     summary.batch_id, summary.created_at, summary.directory = batch_id, iso(now), str(final)
     summary.printed, summary.failed, summary.pages = issued, failed, rendered.pages
     summary.letters, summary.files = rendered.letters, rendered.files

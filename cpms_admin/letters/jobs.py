@@ -134,6 +134,7 @@ def render_batch(job: RenderJob, *, progress: Progress) -> Rendered:
                 yield path, contents
 
     done = 0
+    progress(0, job.total)
     # Closed on any error, so no worker goes on writing into a batch being abandoned.
     with contextlib.closing(
         render_chunks(chunks(), duplex=job.duplex, workers=job.workers)

@@ -210,9 +210,12 @@ def send_queued_mail(
     transport: Transport | None = None,
     limit: int | None = None,
     on_progress: Callable[[MailCounts], None] = lambda counts: None,
+    on_total: Callable[[int], None] = lambda total: None,
     clock: Clock = system_clock,
 ) -> MailRun:
-    """Send pending e-mails, oldest first, at most `limit`; see the module docstring."""
+    """Send pending e-mails, oldest first, at most `limit`; see the module docstring.
+    `on_total` gets how many this run will try (when there are some), `on_progress` the
+    counts after each e-mail."""
     if transport is None:
         from cpms_admin.mail.transport import transport_from_settings
 
@@ -222,6 +225,8 @@ def send_queued_mail(
         session, agent=agent, settings=settings, transport=transport, clock=clock, audit=audit
     )
     last, stopped, tried = 0, None, 0
+    if total := _pending(session):
+        on_total(total if limit is None else min(total, limit))
     while stopped is None:
         with transaction(session):  # ended before sending: no lock held meanwhile
             batch = session.exec(
@@ -241,10 +246,10 @@ def send_queued_mail(
                 break
             tried += 1
             sender.send(mail, member, account)
+            on_progress(sender.counts)
             if sender.stop is not None:
                 stopped = f"{sender.stop} ({mail.last_error})"
                 break
-        on_progress(sender.counts)
     sender.counts.left = _pending(session)
     if any(sender.counts.as_dict().values()):
         with transaction(session):

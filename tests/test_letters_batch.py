@@ -367,7 +367,9 @@ def batch_with_code_mailed_mid_render(
     The e-mailed code, the code printed in the member's letter, and the letter's id."""
     mailed: list[str] = []
 
-    def mid_render(_done: int, _total: int) -> None:
+    def mid_render(done: int, _total: int) -> None:
+        if not done:  # the bar's start, at the claim: wait for a letter to be rendered
+            return
         clock.advance(minutes=1)
         with Session(engine, expire_on_commit=False) as other:
             mailed.append(email_code(other, settings, clock, member))

@@ -74,7 +74,20 @@ def record(
 
 
 def _as_json(details: Mapping[str, Any]) -> str:
-    return json.dumps(details, ensure_ascii=False, sort_keys=True, default=str)
+    return json.dumps(details, ensure_ascii=False, sort_keys=True, default=_plain)
+
+
+def _plain(value: Any) -> Any:
+    """A detail JSON has no word for, as `audit list` should show it: a moment as ISO text
+    with its offset, a set as a sorted list. Anything else (a database row, an object) is a
+    mistake of the caller, refused rather than stored as its repr (`"(7,)"`)."""
+    if isinstance(value, datetime):
+        return iso(value)
+    if isinstance(value, set | frozenset):
+        return sorted(value)
+    raise TypeError(
+        f"audit detail of type {type(value).__name__} is not a JSON value: pass plain values"
+    )
 
 
 def list_events(

@@ -1,5 +1,5 @@
-"""French dates and Paris time, as members read them in letters and e-mails, whatever the
-system locale or time zone."""
+"""French dates, Paris time, counts and waits, as members read them in letters, e-mails and
+on the portal, whatever the system locale or time zone."""
 
 from datetime import UTC, date, datetime
 from zoneinfo import ZoneInfo
@@ -39,3 +39,18 @@ def paris_time(moment: datetime) -> datetime:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return moment.astimezone(PARIS)
+
+
+def plural(count: int, word: str) -> str:
+    """`1 tentative`, `2 tentatives` (French: the singular up to 1)."""
+    return f"{count} {word}{'s' if count > 1 else ''}"
+
+
+def wait_phrase(seconds: int) -> str:
+    """`1 minute`, `2 minutes`, `45 secondes`, `1 heure`: a wait, rounded up."""
+    if seconds < 60:
+        return plural(seconds, "seconde")
+    minutes = -(-seconds // 60)
+    if minutes < 60 or minutes % 60:
+        return plural(minutes, "minute")
+    return plural(minutes // 60, "heure")

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from cpms_admin.english import noun
 from cpms_admin.errors import NotReady
 
 DEFAULT_DATABASE_URL = "sqlite:///data/cpms.db"
@@ -132,7 +133,9 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
         from_file = _read_config(config_path)
         unknown = sorted(set(from_file) - set(known))
         if unknown:
-            raise NotReady(f"unknown setting(s) in {config_path}: {', '.join(unknown)}")
+            raise NotReady(
+                f"unknown {noun(len(unknown), 'setting')} in {config_path}: {', '.join(unknown)}"
+            )
         values.update(from_file)
         labels.update({name: f"{name} in {config_path}" for name in from_file})
     for name, spec in known.items():

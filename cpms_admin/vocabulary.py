@@ -106,6 +106,7 @@ class PortalReason(StrEnum):
     captcha_required = "captcha_required"
     wrong_code = "wrong_code"
     dead_code = "dead_code"
+    code_used = "code_used"  # the member's code, typed again after it set their PIN
     mismatch = "mismatch"
     weak_pin = "weak_pin"
     rate_limited = "rate_limited"

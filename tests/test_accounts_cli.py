@@ -3,6 +3,7 @@ messages, JSON, and e-mail through a real SMTP server on loopback."""
 
 import json
 from email import message_from_bytes, policy
+from pathlib import Path
 
 import pytest
 from sqlmodel import Session
@@ -47,8 +48,47 @@ def test_portal_login_json_and_exit_codes(cli: Cli, member: Member) -> None:
     unknown = cli("--json", "portal", "login", make_nir(), input="605813\n")
     assert (unknown.exit_code, json.loads(unknown.stdout)["reason"]) == (1, "unknown_member")
     human = cli("portal", "login", member.nir, input="605813\n")
-    assert "Mot de passe erroné. Attention, il vous reste 1 tentative." in human.stderr
+    assert human.stderr == (
+        "Mot de passe erroné. Attention, il vous reste 1 tentative avant de devoir patienter "
+        "1 minute.\n  (1 attempt left)\n"
+    )
     assert PIN not in ok.output + wrong.output + human.output
+
+
+def test_each_wrong_pin_says_what_comes_next(cli: Cli, clock: FakeClock, member: Member) -> None:
+    """The count left always names what it counts down to: the first wait, then the block;
+    a count never goes up from one message to the next without saying why."""
+
+    def wrong() -> str:
+        result = cli("portal", "login", member.nir, "--captcha-ok", input="605813\n")
+        assert (result.exit_code, result.stdout) == (1, "")
+        return str(result.stderr)
+
+    assert [wrong(), wrong(), wrong(), wrong()] == [
+        "Mot de passe erroné. Attention, il vous reste 2 tentatives avant de devoir patienter "
+        "1 minute.\n  (2 attempts left)\n",
+        "Mot de passe erroné. Attention, il vous reste 1 tentative avant de devoir patienter "
+        "1 minute.\n  (1 attempt left)\n",
+        "Mot de passe erroné. Par mesure de sécurité, vous devez patienter 1 minute avant une "
+        "nouvelle tentative. Attention, il vous reste 7 tentatives avant le blocage de votre "
+        "accès.\n  (7 attempts left; retry after 60 s; CAPTCHA required)\n",
+        "Par mesure de sécurité, vous devez patienter 1 minute avant une nouvelle tentative.\n"
+        "  (7 attempts left; retry after 60 s; CAPTCHA required)\n",
+    ]
+    clock.advance(seconds=60)
+    assert wrong() == (
+        "Mot de passe erroné. Par mesure de sécurité, vous devez patienter 2 minutes avant une "
+        "nouvelle tentative. Attention, il vous reste 6 tentatives avant le blocage de votre "
+        "accès.\n  (6 attempts left; retry after 120 s; CAPTCHA required)\n"
+    )
+    for _ in range(6):  # the 10th failure
+        clock.advance(hours=2)
+        last = wrong()
+    assert last == (
+        "Mot de passe erroné. Votre accès est bloqué à la suite de trop nombreuses tentatives. "
+        "Pour le débloquer, contactez le service clients.\n  (0 attempts left; CAPTCHA "
+        "required)\n"
+    )
 
 
 def test_bad_input_changes_nothing(cli: Cli, session: Session, member: Member) -> None:
@@ -57,9 +97,10 @@ def test_bad_input_changes_nothing(cli: Cli, session: Session, member: Member) -
     refusals = [
         (cli("portal", "login", member.nir, input="48291\n"), 2, "6 digits"),
         (cli("portal", "login", member.nir, input="４８２９１５\n"), 2, "6 digits"),
-        (cli("portal", "login", member.nir, input=""), 2, "expected 1 line(s) on stdin"),
+        (cli("portal", "login", member.nir, input=""), 2, "expected 1 line on stdin (PIN), got 0"),
         (cli("portal", "login", "185057800608492", input=f"{PIN}\n"), 2, "invalid NIR"),
-        (cli("portal", "set-pin", member.nir, input=f"{PIN}\n{NEW_PIN}\n"), 2, "3 line(s)"),
+        (cli("portal", "set-pin", member.nir, input=f"{PIN}\n{NEW_PIN}\n"), 2,
+         "expected 3 lines on stdin"),
         (cli("portal", "set-pin", member.nir, input=f"{PIN}\n73926\n73926\n"), 2, "6 digits"),
         (cli("portal", "set-pin", member.nir, input=f"{PIN}\n{NEW_PIN}\n739265\n"), 2,
          "ne sont pas identiques"),
@@ -191,10 +232,14 @@ def test_code_rules_through_the_cli(cli: Cli, clock: FakeClock, session: Session
     fresh = mailed_codes(cli.settings)[-1]
     fresh_result = set_pin(fresh)
     assert fresh_result["ok"] is True, fresh_result
-    assert set_pin(fresh)["reason"] == "dead_code"  # single use
+    assert set_pin(fresh)["reason"] == "code_used"  # single use: typed again, not a guess
+    assert set_pin(f"{(int(fresh) + 1) % 1_000_000:06d}")["reason"] == "dead_code"
     # That dead code was the first failure since the PIN was set: wrong PINs go on from it.
     second = json.loads(cli("--json", "portal", "login", newcomer.nir, input="605813\n").stdout)
-    assert second["message"] == "Mot de passe erroné. Attention, il vous reste 1 tentative."
+    assert second["message"] == (
+        "Mot de passe erroné. Attention, il vous reste 1 tentative avant de devoir patienter "
+        "1 minute."
+    )
     third = cli("--json", "portal", "login", newcomer.nir, input="605813\n")
     assert json.loads(third.stdout)["retry_after_seconds"] == 60
     clock.advance(seconds=60)
@@ -240,3 +285,60 @@ def test_smtp_failure_leaves_no_live_code(cli: Cli, session: Session, member: Me
     assert {row.status for row in codes_of(session, member)} == {"revoked"}
     fallback = down("--json", "code", "issue", member.nir, "--channel", "post", "--reason", "x")
     assert (fallback.exit_code, json.loads(fallback.stdout)["channel"]) == (0, "post")
+
+
+def test_status_says_what_the_next_print_run_does_with_each_letter(
+    cli: Cli, clock: FakeClock, session: Session, settings: Settings, tmp_path: Path
+) -> None:
+    """A welcome letter for a member who set a PIN meanwhile is cancelled by the batch: the
+    diagnosis says so, in the words `letters list` shows once it is done, and the batch
+    agrees."""
+    member = make_member(session, welcome=True, email=None)  # enrolment letter #1 queued
+    give_pin(session, settings, member)
+    status = cli("account", "status", member.nir)
+    assert status.exit_code == 0, status.output
+    lines = status.stdout.splitlines()
+    assert "  letter waiting: #1 welcome (the next print run cancels it)" in lines
+    assert (
+        "  - Letter #1 (welcome) will be cancelled by the next print run: welcome letter, but the "
+        "member already has a PIN." in lines
+    )
+    assert not [line for line in lines if "waits for the next print run" in line]
+    view = json.loads(cli("--json", "account", "status", member.nir).stdout)
+    assert [(x["id"], x["moot"]) for x in view["pending_letters"]] == [
+        (1, "welcome letter, but the member already has a PIN")
+    ]
+    # A code by post for the same member: that letter is the one the run prints.
+    assert cli("code", "issue", member.nir, "--channel", "post", "--reason", "x").exit_code == 0
+    view = json.loads(cli("--json", "account", "status", member.nir).stdout)
+    assert [(x["id"], x["moot"]) for x in view["pending_letters"]] == [
+        (1, "welcome letter, but the member already has a PIN"),
+        (2, None),
+    ]
+    lines = cli("account", "status", member.nir).stdout.splitlines()
+    assert lines[lines.index("Diagnosis:") + 2 :][:2] == [
+        "  - In flight: letter #2 (security_code) with a code waits for the next print run.",
+        "  - Letter #1 (welcome) will be cancelled by the next print run: welcome letter, but "
+        "the member already has a PIN.",
+    ]
+    # A newcomer's enrolment letter, then a code by e-mail: the letter's code would revoke it.
+    newcomer = make_nir()
+    added = cli("member", "add", "--nir", newcomer, "--last-name", "Roux", "--first-name", "Léa",
+                "--email", "lea@example.fr", "--street", "4 rue Sala", "--postcode", "69002",
+                "--city", "Lyon")  # fmt: skip
+    assert added.exit_code == 0, added.output  # letter #3
+    clock.advance(minutes=1)
+    assert cli("code", "issue", newcomer, "--reason", "x").exit_code == 0
+    lines = cli("account", "status", newcomer).stdout.splitlines()
+    assert lines[lines.index("Diagnosis:") + 2] == (
+        "  - Letter #3 (welcome) will be cancelled by the next print run: a newer code was issued "
+        "after it was queued (2026-11-23T09:01:00+00:00)."
+    )
+    batch = cli("--json", "letters", "batch", "--out", str(tmp_path / "print"))
+    assert batch.exit_code == 0, batch.output
+    done = json.loads(cli("--json", "letters", "list").stdout)
+    assert sorted((x["id"], x["status"], x["status_reason"]) for x in done) == [
+        (1, "cancelled", "welcome letter, but the member already has a PIN"),
+        (2, "printed", None),
+        (3, "cancelled", "a newer code was issued after it was queued (2026-11-23T09:01:00+00:00)"),
+    ]

@@ -187,3 +187,38 @@ def test_db_upgrade_is_idempotent_and_status_reports(
 def test_unknown_option_is_exit_2(cli: Cli) -> None:
     result = cli("member", "list", "--colour")
     assert result.exit_code == 2
+
+
+MLLE_NOTE = (
+    "Note: civility 'Mlle' recorded as MME: letters say 'Madame' ('Mademoiselle' is no longer "
+    "used in official correspondence)\n"
+)
+
+
+def test_mlle_is_recorded_as_mme_and_the_agent_is_told(cli: Cli, tmp_path: Path) -> None:
+    nir = make_nir()
+    added = cli(*ADD[:6], "--civility", "Mlle", *ADD[8:], "--nir", nir, "--no-welcome")
+    assert (added.exit_code, added.stderr) == (0, MLLE_NOTE)
+    shown = json.loads(cli("--json", "member", "show", nir).stdout)
+    assert (shown["civility"], shown["address"]["lines"][0]) == ("MME", "Mme Jean DUPONT")
+    # The same in an update, and never for a civility recorded as typed.
+    updated = cli("member", "update", nir, "--civility", "Mlle")
+    assert (updated.exit_code, updated.stderr) == (0, MLLE_NOTE)
+    plain = cli("member", "update", nir, "--civility", "Madame", "--first-name", "Jeanne")
+    assert (plain.exit_code, plain.stderr) == (0, "")
+    # An import says it once, with the count, and never in its JSON.
+    rows = "nir,civility,last_name,first_name,street,postcode,city\n" + "".join(
+        f"{make_nir()},{civility},Roux,Léa,4 rue Sala,69002,Lyon\n"
+        for civility in ("Mlle", "MME", "mademoiselle", "M")
+    )
+    (tmp_path / "in.csv").write_text(rows)
+    imported = cli("--json", "members", "import", str(tmp_path / "in.csv"))
+    assert imported.exit_code == 0, imported.output
+    assert imported.stderr == (
+        "Note: 2 rows give the civility Mlle or Mademoiselle, recorded as MME: letters say "
+        "'Madame' ('Mademoiselle' is no longer used in official correspondence)\n"
+    )
+    assert json.loads(imported.stdout) == {
+        "created": 4, "updated": 0, "skipped": 0, "invalid": 0, "welcome_letters": 0,
+        "dry_run": False,
+    }  # fmt: skip

@@ -6,9 +6,16 @@ summary on stdout, plain log lines on stderr), `--json` always prints its docume
 failure is one `Error: ...` line on stderr with a non-zero exit.
 """
 
+import fcntl
 import json
 import os
+import pty
+import re
+import select
+import struct
 import subprocess
+import termios
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -44,6 +51,35 @@ class Cron:
             text=True,
             timeout=120,
         )
+
+    def on_terminal(self, *args: str) -> tuple[int, str]:
+        """The installed command as an agent runs it, on a terminal (stdin, stdout and stderr
+        on one pseudo-terminal, 100 columns): its exit code and all it wrote, in order."""
+        master, slave = pty.openpty()
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 100, 0, 0))
+        process = subprocess.Popen(
+            [str(CPMS), *args],
+            env={**self.env, "TERM": "xterm-256color"},
+            cwd=self.cwd,
+            stdin=slave,
+            stdout=slave,
+            stderr=slave,
+        )
+        os.close(slave)
+        output = bytearray()
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([master], [], [], 1)
+            try:
+                data = os.read(master, 65536) if ready else b"-"
+            except OSError:  # EIO: the command ended and closed the terminal
+                break
+            if not data:
+                break
+            if ready:
+                output += data
+        os.close(master)
+        return process.wait(timeout=30), output.decode()
 
     def ok(self, *args: str) -> str:
         result = self(*args)
@@ -110,19 +146,38 @@ def test_json_always_prints_its_document(cron: Cron, tmp_path: Path) -> None:
     }
 
 
-def test_a_batch_with_letters_reports_then_the_next_night_is_silent(
+def test_a_batch_with_letters_says_one_line_then_the_next_night_is_silent(
     cron: Cron, tmp_path: Path
 ) -> None:
     cron.add_member()  # queues its enrolment letter
+    cron.add_member()
     out = tmp_path / "print"
     night = cron("letters", "batch", "--out", str(out))
-    assert night.returncode == 0, night.stderr
-    assert night.stdout.startswith("Batch 1: 1 letter(s) in 1 PDF file(s)")
-    log = night.stderr.splitlines()
-    assert "letters batch: batch 1: 1 letter(s) claimed" in log
-    assert all(line.startswith("letters batch: ") for line in log)  # plain lines, no bar
-    assert "\x1b" not in night.stderr
+    (directory,) = out.iterdir()
+    # The summary alone: no log line repeats it, no bar.
+    assert quiet(night) == (
+        0,
+        f"Batch 1: 2 letters in 1 PDF file, 2 pages, in {directory}.\n",
+        "",
+    )
     assert quiet(cron("letters", "batch", "--out", str(out))) == (0, "", "")
+
+
+def test_log_lines_say_only_what_the_summary_does_not(cron: Cron, tmp_path: Path) -> None:
+    """A run killed after its commit: the next one finishes it, says so in its one summary
+    line, and logs the details (whose run, which batch) on stderr."""
+    cron.add_member()
+    out = tmp_path / "print"
+    killed = cron("letters", "batch", "--out", str(out), CPMS_FAILPOINT="letters.after_commit")
+    assert killed.returncode != 0
+    night = cron("letters", "batch", "--out", str(out))
+    (directory,) = [entry for entry in out.iterdir() if not entry.name.startswith(".")]
+    assert quiet(night) == (
+        0,
+        f"Nothing to print; finished 1 interrupted batch: {directory}.\n",
+        "letters batch: batch 1: committed by a run that died while publishing; published "
+        f"{directory}\n",
+    )
 
 
 def test_a_batch_failure_is_one_error_line(cron: Cron, tmp_path: Path) -> None:
@@ -141,7 +196,7 @@ def test_mail_to_a_dead_server_reports_and_stops_with_one_error_line(
     one = cron("mail", "send", **dead)
     assert quiet(one) == (
         0,
-        "Sent 0 e-mail(s); 1 to retry, 0 given up, 0 no longer needed; 1 still queued.\n",
+        "Sent 0 e-mails; 1 to retry, 0 given up, 0 no longer needed; 1 still queued.\n",
         "",
     )  # work was done: a failure to retry, reported; the next run tries again
     more = tmp_path / "more.csv"  # STOP_AFTER more members
@@ -152,3 +207,43 @@ def test_mail_to_a_dead_server_reports_and_stops_with_one_error_line(
     assert stopped.returncode == 1
     assert stopped.stderr.startswith(f"Error: mail send stopped: {STOP_AFTER} e-mails in a row")
     assert stopped.stderr.count("\n") == 1
+
+
+def screen(output: str) -> str:
+    """What is left to read of a terminal's output: no escape sequences, no carriage returns."""
+    return re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", output).replace("\r", "")
+
+
+def test_on_a_terminal_too_nothing_to_do_prints_nothing(cron: Cron, tmp_path: Path) -> None:
+    assert cron.on_terminal("letters", "batch", "--out", str(tmp_path / "print")) == (0, "")
+    assert cron.on_terminal("mail", "send") == (0, "")
+
+
+def test_on_a_terminal_the_bar_moves_with_each_file_then_leaves_the_summary(
+    cron: Cron, tmp_path: Path
+) -> None:
+    for _ in range(4):
+        cron.add_member()
+    out = tmp_path / "print"
+    # One letter per file, 4 files: rendered by 2 worker processes, forked with the bar on.
+    code, output = cron.on_terminal("letters", "batch", "--out", str(out), "--chunk-size", "1",
+                                    "--workers", "2")  # fmt: skip
+    assert code == 0, output
+    shown = [int(p) for p in re.findall(r"(\d+)%", screen(output))]
+    assert sorted(set(shown)) == [0, 25, 50, 75, 100]
+    assert shown == sorted(shown)  # never back, never stuck: each file moves it on
+    assert "letters batch:" not in output  # no plain log line on a terminal
+    (directory,) = out.iterdir()
+    lines = [line for line in screen(output).splitlines() if line.strip()]
+    assert lines[-1] == f"Batch 1: 4 letters in 4 PDF files, 4 pages, in {directory}."
+    # The e-mail queue the same way.
+    for n in range(2):
+        cron.add_member(email=f"m{n}@example.org")
+    cron.agent_does("code", "campaign", "--no-pin", "--channel", "email", "--reason", "x")
+    code, output = cron.on_terminal("mail", "send")
+    assert code == 0, output
+    assert sorted(set(int(p) for p in re.findall(r"(\d+)%", screen(output)))) == [0, 50, 100]
+    lines = [line for line in screen(output).splitlines() if line.strip()]
+    assert (
+        lines[-1] == "Sent 2 e-mails; 0 to retry, 0 given up, 0 no longer needed; 0 still queued."
+    )

@@ -188,7 +188,7 @@ def test_rejected_rows_beyond_the_first_ten_point_to_the_report(cli: Cli, tmp_pa
     result = cli("members", "import", str(write_csv(tmp_path / "bad.csv", rows)))
     assert result.exit_code == 1
     assert result.stderr.count("Warning: line ") == 10
-    assert "... and 2 more rejected row(s) (give --errors FILE to get them all)" in result.stderr
+    assert "... and 2 more rejected rows (give --errors FILE to get them all)" in result.stderr
 
 
 @pytest.mark.parametrize(
@@ -335,7 +335,7 @@ def test_on_conflict_fail_is_exit_4_and_writes_nothing(
         result = cli("members", "import", str(path), "--on-conflict", "fail", *extra)
         assert result.exit_code == 4, result.output
         assert result.stderr.startswith(
-            "Error: 1 member(s) of the file already exist, e.g. "
+            "Error: 1 member of the file already exists, e.g. "
             f"{existing.nir[0]} {existing.nir[1:3]}"
         )
         assert "(line 4); nothing was imported" in result.stderr

@@ -14,7 +14,7 @@ from cpms_admin.settings import Settings
 from tests.cred_helpers import give_pin
 from tests.factories import make_member, make_nir, snapshot
 from tests.harness import Cli
-from tests.letters_helpers import queue_members
+from tests.letters_helpers import letter_text, queue_members
 
 
 def pdf_text(path: Path) -> str:
@@ -88,3 +88,29 @@ def test_preview_refuses_bad_input_with_its_exit_code(cli: Cli, tmp_path: Path) 
     assert cli("letters", "preview", "welcome", "--out", nowhere).exit_code == 2
     assert cli("letters", "preview", "welcome", "--out", out, "--nir", make_nir()).exit_code == 3
     assert not Path(out).exists()
+
+
+def _said(text: str) -> str:
+    return re.sub(r"\s+", " ", text)
+
+
+def test_letters_say_the_real_wait_after_wrong_pins(
+    cli: Cli, session: Session, tmp_path: Path
+) -> None:
+    """Not "quelques minutes": the wait and the count of the lockout settings."""
+    out = tmp_path / "welcome.pdf"
+    assert cli("letters", "preview", "welcome", "--out", str(out)).exit_code == 0
+    assert "Après 3 essais erronés, patientez 1 minute avant une nouvelle tentative." in _said(
+        pdf_text(out)
+    )
+    stricter = cli.with_settings(lockout_max_failures=2, lockout_cooldown_seconds=120)
+    make_member(session, welcome=True, email=None)
+    summary = json.loads(stricter("--json", "letters", "batch", "--out", str(tmp_path)).stdout)
+    (entry,) = summary["letters"]
+    printed = _said(letter_text(Path(summary["directory"]), entry))
+    assert "Après 2 essais erronés, patientez 2 minutes avant une nouvelle tentative." in printed
+    at_once = cli.with_settings(lockout_max_failures=1, lockout_hard_after=1)
+    assert at_once("letters", "preview", "pin_reset", "--out", str(out)).exit_code == 0
+    assert "Après 1 essai erroné, votre accès est bloqué : contactez le service clients." in _said(
+        pdf_text(out)
+    )

@@ -12,6 +12,7 @@ from cpms_admin.credentials.lockout import (
     blocked,
     cooldown_after,
 )
+from cpms_admin.french import wait_phrase
 from cpms_admin.portal import answers
 from cpms_admin.settings import Settings
 
@@ -66,17 +67,18 @@ def test_partial_seconds_of_wait_round_up() -> None:
      (1920, "32 minutes"), (3600, "1 heure"), (7200, "2 heures"), (5400, "90 minutes")],
 )  # fmt: skip
 def test_waits_are_said_in_french(seconds: int, phrase: str) -> None:
-    assert answers.wait_phrase(seconds) == phrase
+    assert wait_phrase(seconds) == phrase
 
 
 def test_messages_use_the_help_pages_wording() -> None:
     first = after_failures(1, now=NOW, settings=DEFAULTS)
     assert answers.wrong_secret(first, guessed="pin", settings=DEFAULTS, now=NOW) == (
-        "Mot de passe erroné. Attention, il vous reste 2 tentatives."
+        "Mot de passe erroné. Attention, il vous reste 2 tentatives avant de devoir patienter "
+        "1 minute."
     )
     second = after_failures(2, now=NOW, settings=DEFAULTS)
     assert answers.wrong_secret(second, guessed="pin", settings=DEFAULTS, now=NOW).endswith(
-        "1 tentative."
+        "il vous reste 1 tentative avant de devoir patienter 1 minute."
     )
     third = after_failures(3, now=NOW, settings=DEFAULTS)
     assert answers.wrong_secret(third, guessed="pin", settings=DEFAULTS, now=NOW) == (
@@ -97,6 +99,29 @@ def test_messages_use_the_help_pages_wording() -> None:
         "Par mesure de sécurité, vous devez patienter 1 minute avant une nouvelle tentative."
     )
     assert "CAPTCHA" in answers.blocked(Block("captcha_required"))
+
+
+def test_each_count_names_what_comes_after_it_whatever_the_settings() -> None:
+    """The number left always counts down to the consequence the message names."""
+    no_wait = Settings(lockout_max_failures=3, lockout_hard_after=3)  # straight to the lock
+    first = after_failures(1, now=NOW, settings=no_wait)
+    assert answers.wrong_secret(first, guessed="pin", settings=no_wait, now=NOW) == (
+        "Mot de passe erroné. Attention, il vous reste 2 tentatives avant le blocage de votre "
+        "accès."
+    )
+    long = Settings(lockout_max_failures=5, lockout_cooldown_seconds=150, lockout_hard_after=6)
+    assert answers.wrong_secret(
+        after_failures(4, now=NOW, settings=long), guessed="code", settings=long, now=NOW
+    ) == (
+        "Code de sécurité erroné ou expiré. Attention, il vous reste 1 tentative avant de devoir "
+        "patienter 3 minutes."
+    )
+    assert answers.wrong_secret(
+        after_failures(5, now=NOW, settings=long), guessed="pin", settings=long, now=NOW
+    ) == (
+        "Mot de passe erroné. Par mesure de sécurité, vous devez patienter 3 minutes avant une "
+        "nouvelle tentative. Attention, il vous reste 1 tentative avant le blocage de votre accès."
+    )
 
 
 def test_every_weakness_reason_has_a_french_explanation() -> None:

@@ -48,7 +48,10 @@ def test_three_failures_then_a_cooldown_and_the_captcha(
     session: Session, settings: Settings, clock: FakeClock, member: Member
 ) -> None:
     first = login(session, settings, clock, member.nir, WRONG)
-    assert first.message == "Mot de passe erroné. Attention, il vous reste 2 tentatives."
+    assert first.message == (
+        "Mot de passe erroné. Attention, il vous reste 2 tentatives avant de devoir patienter "
+        "1 minute."
+    )
     assert (first.reason, first.remaining_attempts, first.captcha_required) == (
         "wrong_pin",
         2,
@@ -190,7 +193,8 @@ def test_first_login_by_code_then_terms(
     assert "a été créé" in outbox(settings)[-1]["Subject"]
     assert login(session, settings, clock, newcomer.nir, NEW_PIN).ok
     again = set_pin(session, settings, clock, newcomer.nir, secret, "573920", using="code")
-    assert (again.ok, again.reason) == (False, "dead_code")
+    assert (again.ok, again.reason) == (False, "code_used")  # single use; said, not counted
+    assert account_of(session, newcomer).failed_attempts == 0
     accepted = flows.accept_terms(
         session, nir=newcomer.nir, pin=NEW_PIN, settings=settings, clock=clock
     )
@@ -267,7 +271,8 @@ def test_five_wrong_codes_kill_it(
     unknown = set_pin(session, settings, clock, make_nir(), wrong, using="code")
     assert (unknown.reason, unknown.remaining_attempts) == ("unknown_member", 2)
     assert unknown.message == (
-        "Code de sécurité erroné ou expiré. Attention, il vous reste 2 tentatives."
+        "Code de sécurité erroné ou expiré. Attention, il vous reste 2 tentatives avant de "
+        "devoir patienter 1 minute."
     )
 
 

@@ -92,7 +92,7 @@ def test_unknown_keys_and_unreadable_files_are_not_ready(tmp_path: Path) -> None
     unknown = run("member", "list", CPMS_CONFIG=str(config))
     assert (unknown.exit_code, unknown.stderr) == (
         5,
-        f"Error: unknown setting(s) in {config}: lockout_max_failure\n",
+        f"Error: unknown setting in {config}: lockout_max_failure\n",
     )
     missing = run("member", "list", CPMS_CONFIG=str(tmp_path / "nope.toml"))
     assert missing.exit_code == 5

@@ -183,7 +183,7 @@ def run_campaign(
     *,
     selection: Selection,
     channel: str,
-    reason: str,
+    reason: str | None,
     agent: str,
     dry_run: bool = False,
     on_progress: Callable[[CampaignCounts], None] = lambda counts: None,
@@ -205,7 +205,7 @@ def run_campaign(
         )
     if channel not in set(ChannelChoice):
         raise InvalidInput(f"--channel must be auto, email or post, got {channel!r}")
-    if not reason.strip():
+    if not dry_run and (reason is None or not reason.strip()):
         raise InvalidInput("a reason is required for a campaign (recorded in the audit log)")
     now = clock()
     counts = CampaignCounts(dry_run=dry_run)
@@ -213,7 +213,7 @@ def run_campaign(
         agent=agent,
         action="code.campaign",
         at=now,
-        reason=reason.strip(),
+        reason=reason.strip() if reason else None,
         channel=channel,
         **selection.describe(),
     )

@@ -33,6 +33,7 @@ class RowChecker:
 
     def __init__(self) -> None:
         self._seen: dict[str, int] = {}
+        self.civilities_recorded = 0  # valid rows whose civility is recorded as another (Mlle)
 
     def check(self, row: SourceRow) -> CheckedRow | RowError:
         values = row.values
@@ -54,4 +55,6 @@ class RowChecker:
             reason = f"NIR {format_nir(fields.nir)} is already on line {first} of this file"
             return RowError(row.line, "nir", reason, values)
         pin_hash = LEGACY_PREFIX + raw_hash if raw_hash else None
+        if fields.civility_typed:
+            self.civilities_recorded += 1
         return CheckedRow(row.line, member_values(fields), pin_hash)

@@ -54,7 +54,7 @@ def _work(member_file: MemberFile, batch_size: int, reader: Connection, writer: 
             checker = RowChecker()
             for batch in batches(member_file, batch_size):
                 writer.send(("batch", [_pack(checker.check(row)) for row in batch]))
-            writer.send(("done", None))
+            writer.send(("done", checker.civilities_recorded))
         except CpmsError as exc:  # the file turned out unreadable
             writer.send(("error", exc))
         except Exception as exc:  # a bug: tell the caller rather than leave it waiting
@@ -86,6 +86,7 @@ class CheckedBatches:
         )
         self._process.start()
         writer.close()
+        self.civilities_recorded = 0  # known once every batch was read (RowChecker's)
 
     def __iter__(self) -> Iterator[Checked]:
         while True:
@@ -94,6 +95,7 @@ class CheckedBatches:
             except EOFError:
                 raise Refused("the import checker process stopped unexpectedly") from None
             if kind == "done":
+                self.civilities_recorded = payload
                 return
             if kind == "error":
                 raise payload

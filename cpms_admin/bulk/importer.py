@@ -23,6 +23,7 @@ from cpms_admin.bulk.import_worker import Checked, CheckedBatches
 from cpms_admin.bulk.import_writes import find_existing, insert_members, update_members
 from cpms_admin.clock import Clock, system_clock
 from cpms_admin.db import transaction
+from cpms_admin.english import agree, count
 from cpms_admin.errors import Conflict, InvalidInput
 from cpms_admin.members.nir import format_nir
 
@@ -41,6 +42,7 @@ class ImportCounts:
     invalid: int = 0
     welcome_letters: int = 0
     dry_run: bool = False  # counted only: nothing was written
+    civilities_recorded: int = 0  # valid rows whose civility was recorded as MME (Mlle)
 
     @property
     def exit_code(self) -> int:
@@ -49,7 +51,11 @@ class ImportCounts:
 
     def as_dict(self) -> dict[str, int]:
         """The counts, as the run's audit event keeps them."""
-        return {name: value for name, value in asdict(self).items() if name != "dry_run"}
+        return {
+            name: value
+            for name, value in asdict(self).items()
+            if name not in ("dry_run", "civilities_recorded")  # a note for the agent, not a count
+        }
 
     def as_json(self) -> dict[str, int | bool]:
         """What `members import --json` prints (docs/scripting.md)."""
@@ -101,8 +107,9 @@ class _Pass:
             if self.write:  # added by someone else since the check pass
                 raise Conflict(
                     f"member {format_nir(known[0].nir)} (line {known[0].line}) was "
-                    f"added during the import; {self.counts.created} member(s) "
-                    "were imported before it: run again with --on-conflict skip to finish"
+                    f"added during the import; {count(self.counts.created, 'member')} "
+                    f"{agree(self.counts.created, 'was', 'were')} imported before it: run "
+                    "again with --on-conflict skip to finish"
                 )
             self.conflicts.extend(known)
         welcome = [row for row in new if row.pin_hash is None] if self.welcome_letters else []
@@ -146,7 +153,8 @@ class _Pass:
 def _conflict(rows: list[CheckedRow]) -> Conflict:
     first = rows[0]
     return Conflict(
-        f"{len(rows)} member(s) of the file already exist, e.g. {format_nir(first.nir)} "
+        f"{count(len(rows), 'member')} of the file already "
+        f"{agree(len(rows), 'exists', 'exist')}, e.g. {format_nir(first.nir)} "
         f"(line {first.line}); nothing was imported (use --on-conflict skip or update)"
     )
 
@@ -206,6 +214,7 @@ def import_members(
         for batch in checked:
             run.feed(batch)
             on_progress(run.counts)
+        run.counts.civilities_recorded = checked.civilities_recorded
     if not dry_run:
         run.finish("partial" if run.counts.invalid else "ok")
     return run.counts

@@ -7,6 +7,7 @@ import typer
 from cpms_admin.cli.context import app_context
 from cpms_admin.cli.output import emit_object, when
 from cpms_admin.credentials import account_status, accounts
+from cpms_admin.english import count
 from cpms_admin.members.nir import format_nir
 
 app = typer.Typer(help="See why a member cannot log in; unlock them.", no_args_is_help=True)
@@ -39,7 +40,7 @@ def describe(view: dict[str, Any]) -> list[str]:
     )
     lines = [
         f"NIR {format_nir(view['nir'])}   member {view['status']}, account {view['state']}",
-        f"  PIN {pin}; {view['failed_attempts']} failed attempt(s)"
+        f"  PIN {pin}; {count(view['failed_attempts'], 'failed attempt')}"
         + ("; CAPTCHA required" if view["captcha_required"] else "")
         + (f"; cool-down until {when(view['locked_until'])}" if view["locked_until"] else "")
         + (f"; hard lock since {when(view['hard_locked_at'])}" if view["hard_locked_at"] else ""),
@@ -51,9 +52,13 @@ def describe(view: dict[str, Any]) -> list[str]:
     if code:
         lines.append(
             f"  code in flight: {code['purpose']} by {code['channel']}, valid until "
-            f"{when(code['expires_at'])}, {code['tries_left']} tries left"
+            f"{when(code['expires_at'])}, {count(code['tries_left'], 'try', 'tries')} left"
         )
-    lines += [f"  letter waiting: #{x['id']} {x['kind']}" for x in view["pending_letters"]]
+    lines += [
+        f"  letter waiting: #{x['id']} {x['kind']}"
+        + (" (the next print run cancels it)" if x["moot"] else "")
+        for x in view["pending_letters"]
+    ]
     lines.append("Diagnosis:")
     lines += [f"  - {finding}" for finding in view["diagnosis"]]
     if view["fix"]:
@@ -75,7 +80,7 @@ def unlock(ctx: typer.Context, nir: Nir, reason: Reason) -> None:
     shown = format_nir(result.member.nir)
     line = (
         f"Unlocked {shown} (was {result.state_before}, "
-        f"{result.failed_attempts_before} failed attempt(s))."
+        f"{count(result.failed_attempts_before, 'failed attempt')})."
         if result.changed
         else f"Nothing to do: {shown} is not locked ({result.state_before})."
     )

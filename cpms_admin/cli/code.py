@@ -12,6 +12,7 @@ from cpms_admin.clock import parse_moment
 from cpms_admin.credentials import accounts
 from cpms_admin.credentials.accounts import require_reason
 from cpms_admin.credentials.delivery import CodeDelivery
+from cpms_admin.english import agree, count
 from cpms_admin.vocabulary import Channel, ChannelChoice
 
 app = typer.Typer(help="Send one-time security codes.", no_args_is_help=True)
@@ -61,16 +62,23 @@ def issue(
 def _lines(counts: CampaignCounts) -> list[str]:
     verb = "Would queue" if counts.dry_run else "Queued"
     lines = [
-        f"{verb} {counts.letters:,} letter(s) and {counts.emails:,} e-mail(s) "
-        f"for {counts.selected:,} selected member(s)."
+        f"{verb} {count(counts.letters, 'letter')} and {count(counts.emails, 'e-mail')} "
+        f"for {count(counts.selected, 'selected member')}."
     ]
     left_out = [
-        (counts.already_pending, "already have a code on its way (letter, e-mail or live code)"),
-        (counts.no_email, "have no e-mail address"),
-        (counts.closed, "are closed"),
-        (counts.unknown, "NIR(s) of the file match no member"),
+        (counts.already_pending, "already has", "already have", "a code on its way (letter, "
+         "e-mail or live code)"),
+        (counts.no_email, "has", "have", "no e-mail address"),
+        (counts.closed, "is", "are", "closed"),
+    ]  # fmt: skip
+    lines += [
+        f"  {count(n, 'member')} {agree(n, one, many)} {what}"
+        for n, one, many, what in left_out
+        if n
     ]
-    lines += [f"  {n:,} {what}" for n, what in left_out if n]
+    if counts.unknown:
+        n = counts.unknown
+        lines.append(f"  {count(n, 'NIR')} of the file {agree(n, 'matches', 'match')} no member")
     if counts.dry_run:
         lines.append("Dry run: nothing was queued.")
     elif counts.emails:
@@ -83,7 +91,10 @@ def _lines(counts: CampaignCounts) -> list[str]:
 
 def campaign(
     ctx: typer.Context,
-    reason: Annotated[str, typer.Option("--reason", help="Why (recorded in the audit log).")],
+    reason: Annotated[
+        str | None,
+        typer.Option("--reason", help="Why (recorded in the audit log); not for --dry-run."),
+    ] = None,
     never_logged_in: Annotated[
         bool, typer.Option("--never-logged-in", help="Members who never logged in.")
     ] = False,
@@ -107,8 +118,13 @@ def campaign(
     Left out: closed members, and members with a letter or e-mail waiting or a live code
     (a new code would revoke theirs), so running a campaign again queues nothing twice.
 
-    Example: cpms-admin code campaign --no-pin --dry-run --reason "migration"
+    --reason is required, except for a dry run (which changes nothing).
+
+    Example: cpms-admin code campaign --no-pin --dry-run
     """
+    # A dry run changes nothing, so it needs no reason; one given is checked all the same,
+    # so that a dry run refuses what the real run would.
+    why = None if dry_run and reason is None else require_reason(reason, "run a campaign")
     app_ = app_context(ctx)
     selection = Selection(
         never_logged_in=never_logged_in,
@@ -123,8 +139,7 @@ def campaign(
             session,
             selection=selection,
             channel=channel,
-            # Checked here too, so that a dry run refuses what the real run would.
-            reason=require_reason(reason, "run a campaign"),
+            reason=why,
             agent=app_.agent,
             dry_run=dry_run,
             clock=app_.clock,

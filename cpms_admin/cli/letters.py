@@ -9,6 +9,7 @@ import typer
 from cpms_admin.cli.context import AppContext, app_context
 from cpms_admin.cli.options import AllRows
 from cpms_admin.cli.output import BulkProgress, emit_object, emit_page, warn
+from cpms_admin.english import count
 from cpms_admin.settings import LIMIT_MAX
 from cpms_admin.vocabulary import LetterKind, LetterStatus
 
@@ -94,8 +95,9 @@ def batch(
     is rendered and exists in clear only in the PDF. The batch directory (mode 0700) holds the
     PDF files, manifest.json and index.csv; it appears, complete, only once the batch is
     committed. A run killed at any point is finished or undone by the next run. Exit 4 when
-    another run holds the lock (SQLite), 5 when templates or the pepper are missing. Off a
-    terminal (cron), a run with nothing to do prints nothing unless --json.
+    another run holds the lock (SQLite), 5 when templates or the pepper are missing. A run
+    with nothing to do prints nothing (unless --json); otherwise one summary line, with a
+    progress bar on a terminal and plain log lines (dead runs settled, failed letters) off it.
 
     Example: cpms-admin letters batch --out /srv/print/outgoing
     """
@@ -124,20 +126,17 @@ def batch(
     _report(app_, summary)
 
 
-# What `run_batch` logs when it claimed nothing. Off a terminal it is not written: cron mails
-# any output, and a night with nothing to print must not send one.
-NOTHING_TO_PRINT = "nothing to print"
-
-
 def _log(line: str) -> None:
-    if line == NOTHING_TO_PRINT and not sys.stderr.isatty():
-        return
-    typer.echo(f"letters batch: {line}", err=True)
+    """What the summary does not say (dead runs settled, letters that failed), as plain lines
+    for cron's log; not on a terminal, where the bar is drawn (the summary and the warnings
+    say what matters there)."""
+    if not sys.stderr.isatty():
+        typer.echo(f"letters batch: {line}", err=True)
 
 
 class _Progress:
-    """A bar on a terminal, a line every few seconds under cron; started once the number of
-    letters claimed is known."""
+    """A bar advancing per rendered file on a terminal, a line every few seconds under cron;
+    started at the claim, when the number of letters is known."""
 
     def __init__(self) -> None:
         self._bar: BulkProgress | None = None
@@ -172,29 +171,40 @@ def _reasons(counts: dict[str, int]) -> str:
 
 
 def _report(app_: AppContext, summary: "BatchSummary") -> None:
+    """Nothing at all for a run that changed nothing (cron mails any output), else one line;
+    `--json` always prints its document."""
     if summary.failed:
         warn(
-            f"{summary.failed} letter(s) could not be printed: "
+            f"{count(summary.failed, 'letter')} could not be printed: "
             "cpms-admin letters list --status failed"
         )
+    if summary.idle and not app_.json_output:
+        return
+    emit_object(app_, summary.as_json(), [summary_line(summary)])
+
+
+def summary_line(summary: "BatchSummary") -> str:
+    """`Batch 3: 61 letters in 3 PDF files, 61 pages, in /srv/print/batch-3-...; cancelled 2
+    moot letters (has pin: 2).`"""
     if summary.batch_id is None:
-        lines = [
-            f"Nothing to print (cancelled {summary.cancelled} moot letter(s))."
-            if summary.cancelled
-            else "Nothing to print."
-        ]
+        parts = ["Nothing to print"]
     else:
-        lines = [
-            f"Batch {summary.batch_id}: {summary.printed} letter(s) in "
-            f"{len(summary.files)} PDF file(s), {summary.pages} page(s); cancelled "
-            f"{summary.cancelled} {_reasons(summary.cancelled_by_reason)}".rstrip(),
-            f"Look in {summary.directory} (manifest.json, index.csv).",
+        parts = [
+            f"Batch {summary.batch_id}: {count(summary.printed, 'letter')} in "
+            f"{count(len(summary.files), 'PDF file')}, {count(summary.pages, 'page')}, in "
+            f"{summary.directory}"
         ]
-    for directory in summary.recovered.published:
-        lines.append(f"Also finished an interrupted batch: {directory}")
-    if summary.idle and not app_.json_output and not sys.stdout.isatty():
-        return  # under cron, nothing done says nothing (--json still prints its document)
-    emit_object(app_, summary.as_json(), lines)
+    if summary.cancelled:
+        moot = count(summary.cancelled, "moot letter")
+        parts.append(f"cancelled {moot} {_reasons(summary.cancelled_by_reason)}")
+    recovered = summary.recovered
+    if recovered.abandoned:
+        undone = count(len(recovered.abandoned), "dead run")
+        parts.append(f"undid {undone} ({count(recovered.released, 'letter')} back in the queue)")
+    if recovered.published:
+        finished = count(len(recovered.published), "interrupted batch", "interrupted batches")
+        parts.append(f"finished {finished}: {', '.join(recovered.published)}")
+    return "; ".join(parts) + "."
 
 
 @app.command()
@@ -227,4 +237,4 @@ def preview(
                 session=session,
                 nir=nir,
             )
-    emit_object(app_, result, [f"Preview written to {out} ({result['pages']} page(s))."])
+    emit_object(app_, result, [f"Preview written to {out} ({count(result['pages'], 'page')})."])

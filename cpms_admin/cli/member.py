@@ -7,9 +7,10 @@ import typer
 from cpms_admin.cli.context import app_context
 from cpms_admin.cli.options import MEMBER_STATUSES, AllRows
 from cpms_admin.cli.output import emit_object, emit_page, note_for_agent, when
+from cpms_admin.english import count
 from cpms_admin.errors import InvalidInput
 from cpms_admin.members import records
-from cpms_admin.members.fields import validate_member_fields
+from cpms_admin.members.fields import civility_note, validate_member_fields
 from cpms_admin.members.nir import format_nir
 from cpms_admin.settings import LIMIT_MAX
 from cpms_admin.vocabulary import MemberStatus
@@ -34,7 +35,9 @@ def add(
     street: Annotated[str, typer.Option("--street", help="Line 4: number and street.")],
     postcode: Annotated[str, typer.Option("--postcode")],
     city: Annotated[str, typer.Option("--city")],
-    civility: Annotated[str | None, typer.Option("--civility", help="M or MME.")] = None,
+    civility: Annotated[
+        str | None, typer.Option("--civility", help="M or MME (Mlle is recorded as MME).")
+    ] = None,
     email: Annotated[str | None, typer.Option("--email")] = None,
     birth_date: Annotated[str | None, typer.Option("--birth-date", help="YYYY-MM-DD.")] = None,
     address_complement: Annotated[
@@ -103,7 +106,7 @@ def describe(view: records.MemberView) -> list[str]:
         f"  e-mail:   {member.email or '(none: codes go by post)'}",
         "  address:  " + " / ".join(records.address_lines(member)),
         f"  account:  {view.state}, PIN {'set' if account.pin_hash else 'not set'}, "
-        f"{account.failed_attempts} failed attempt(s)"
+        f"{count(account.failed_attempts, 'failed attempt')}"
         + (", CAPTCHA required" if account.captcha_required else "")
         + (f", cool-down until {when(account.locked_until)}" if account.locked_until else ""),
         f"  last login: {when(account.last_login_at) or 'never'};  terms accepted: "
@@ -230,8 +233,11 @@ def update(
             session, nir=nir, changes=changes, agent=app_.agent, reason=reason, clock=app_.clock
         )
         view = records.member_view(session, member, clock=app_.clock)
+    notes = [civility_note(civility)] if civility else []
     if changes.keys() & ADDRESS_OPTIONS:
-        for note in records.postal_address(member).notes():
+        notes += records.postal_address(member).notes()
+    for note in notes:
+        if note:
             note_for_agent(note)
     emit_object(app_, view.as_json(), [f"Updated member {format_nir(member.nir)}."])
 

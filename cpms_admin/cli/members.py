@@ -13,7 +13,8 @@ from cpms_admin.bulk.formats import ErrorReport, RowError, read_member_rows
 from cpms_admin.bulk.importer import ImportCounts, import_members
 from cpms_admin.cli.context import app_context
 from cpms_admin.cli.options import FILE_FORMATS, MEMBER_STATUSES, completes
-from cpms_admin.cli.output import BulkProgress, emit_object, exit_as, warn
+from cpms_admin.cli.output import BulkProgress, emit_object, exit_as, note_for_agent, warn
+from cpms_admin.english import agree, count
 from cpms_admin.errors import InvalidInput
 from cpms_admin.private_files import write_private_atomically
 
@@ -76,7 +77,9 @@ def _summary(counts: ImportCounts) -> str:
             f"reject {counts.invalid:,}."
         )
     letters = (
-        f" {counts.welcome_letters:,} welcome letter(s) queued." if (counts.welcome_letters) else ""
+        f" {count(counts.welcome_letters, 'welcome letter')} queued."
+        if counts.welcome_letters
+        else ""
     )
     return (
         f"Created {counts.created:,}, updated {counts.updated:,}, skipped "
@@ -148,6 +151,13 @@ def import_(
         if rejected.report is not None:
             rejected.report.close()
     _warn_rejected(rejected, counts, all_in_file=errors is not None)
+    if counts.civilities_recorded:
+        n = counts.civilities_recorded
+        note_for_agent(
+            f"{count(n, 'row')} {agree(n, 'gives', 'give')} the civility Mlle or Mademoiselle, "
+            "recorded as MME: letters say 'Madame' ('Mademoiselle' is no longer used in "
+            "official correspondence)"
+        )
     emit_object(app_, counts.as_json(), [_summary(counts)])
     exit_as(counts)
 
@@ -158,7 +168,8 @@ def _warn_rejected(rejected: _Rejected, counts: ImportCounts, *, all_in_file: bo
         warn(f"line {error.line}: {error.reason}")
     if counts.invalid > len(rejected.shown):
         more = "" if all_in_file else " (give --errors FILE to get them all)"
-        warn(f"... and {counts.invalid - len(rejected.shown):,} more rejected row(s){more}")
+        rows = count(counts.invalid - len(rejected.shown), "more rejected row")
+        warn(f"... and {rows}{more}")
 
 
 @app.command("export")
@@ -190,7 +201,7 @@ def export(
     destination = str(out) if out else "stdout"
     target = _private_text(out) if out else nullcontext(sys.stdout)
     with target as stream, BulkProgress("Exporting") as progress, app_.session() as session:
-        count = export_members(
+        exported = export_members(
             session,
             out=stream,
             fmt=fmt,
@@ -200,8 +211,8 @@ def export(
             on_progress=progress.update,
             clock=app_.clock,
         )
-    summary = {"exported": count, "format": fmt.lower(), "out": str(out) if out else None}
+    summary = {"exported": exported, "format": fmt.lower(), "out": str(out) if out else None}
     if out is None:  # stdout holds the members: the summary goes to stderr
-        typer.echo(f"Exported {count:,} member(s).", err=True)
+        typer.echo(f"Exported {count(exported, 'member')}.", err=True)
         return
-    emit_object(app_, summary, [f"Exported {count:,} member(s) to {out}."])
+    emit_object(app_, summary, [f"Exported {count(exported, 'member')} to {out}."])

@@ -131,6 +131,11 @@ def when(moment: datetime | str | None) -> str:
 
 
 class BulkProgress:
+    """A long run's progress on stderr. On a terminal, a bar redrawn at each step, and only
+    then: no refresh thread (it could not be forked safely into worker processes, and would
+    redraw a bar that has not moved), so it advances exactly as the work does. Off a terminal
+    (cron), a plain line every `interval` seconds, none for a short run."""
+
     def __init__(self, label: str, *, total: int | None = None, interval: float = 5.0) -> None:
         self._label = label
         self._total = total
@@ -140,7 +145,10 @@ class BulkProgress:
         self._task: TaskID | None = None
         self._last_line = time.monotonic()
 
-    def update(self, done: int, detail: str = "") -> None:
+    def update(self, done: int, detail: str = "", *, total: int | None = None) -> None:
+        """`done` of the run's steps (of `total`, when it is known only now)."""
+        if total is not None:
+            self._total = total
         if self._tty:
             self._draw(done, detail)
         elif time.monotonic() - self._last_line >= self._interval:
@@ -149,13 +157,11 @@ class BulkProgress:
             typer.echo(f"{self._label}: {done:,}{of} {detail}".rstrip(), err=True)
 
     def _draw(self, done: int, detail: str) -> None:
-        # Started on first use: nothing is drawn for a run that finishes at once, and no
-        # refresh thread exists before a helper process is forked.
         if self._bar is None:
             from rich.console import Console
             from rich.progress import Progress
 
-            self._bar = Progress(console=Console(stderr=True), transient=True)
+            self._bar = Progress(console=Console(stderr=True), transient=True, auto_refresh=False)
             self._bar.start()
             self._task = self._bar.add_task(self._label, total=self._total)
         assert self._task is not None
@@ -166,6 +172,7 @@ class BulkProgress:
             total=total,
             description=(f"{self._label} {detail}".rstrip()),
         )
+        self._bar.refresh()
 
     def close(self) -> None:
         if self._bar is not None:

@@ -12,6 +12,7 @@ import typer
 
 from cpms_admin.cli.context import AppContext, app_context
 from cpms_admin.cli.output import exit_as, print_json, warn
+from cpms_admin.english import count
 from cpms_admin.errors import CpmsError, InvalidInput
 from cpms_admin.portal import flows, pin_change
 from cpms_admin.portal.answers import PortalResult
@@ -42,7 +43,8 @@ def read_secrets(*names: str) -> list[str]:
         line = sys.stdin.readline()
         if not line:
             raise InvalidInput(
-                f"expected {len(names)} line(s) on stdin ({', '.join(names)}), got {len(values)}"
+                f"expected {count(len(names), 'line')} on stdin ({', '.join(names)}), "
+                f"got {len(values)}"
             )
         values.append(line.rstrip("\r\n"))
     return values
@@ -56,7 +58,7 @@ def emit_result(app_: AppContext, result: PortalResult) -> None:
     else:
         facts = []
         if result.remaining_attempts is not None:
-            facts.append(f"{result.remaining_attempts} attempt(s) left")
+            facts.append(f"{count(result.remaining_attempts, 'attempt')} left")
         if result.retry_after_seconds is not None:
             facts.append(f"retry after {result.retry_after_seconds} s")
         if result.captcha_required:
@@ -125,7 +127,8 @@ def set_pin(
 ) -> None:
     """Set a new PIN. Stdin: the one-time code or current PIN, the new PIN, the new PIN again.
 
-    A mismatch or a guessable PIN is refused without spending the code.
+    A mismatch or a guessable PIN is refused without spending the code. The code that set
+    the PIN, sent again, is answered as already used (exit 1) and spends no attempt.
 
     Example: cpms-admin portal set-pin 185057800608491   (then the code, the new PIN twice)
     """

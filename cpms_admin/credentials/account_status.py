@@ -1,5 +1,8 @@
 """`account status`: why a member can or cannot log in, in plain words, with the command
-that fixes it. Read-only."""
+that fixes it. Read-only.
+
+What it says of a waiting letter is what the next print run will do with it: the batch's own
+rules (`letters.claim.moot_reasons`) tell a letter it will print from one it will cancel."""
 
 from datetime import datetime
 from typing import Any
@@ -10,6 +13,8 @@ from cpms_admin.clock import Clock, iso
 from cpms_admin.credentials import codes
 from cpms_admin.credentials.lockout import account_state, attempts_left, seconds_until
 from cpms_admin.credentials.pins import LEGACY_PREFIX
+from cpms_admin.english import agree, count
+from cpms_admin.letters.claim import Queued, moot_reasons
 from cpms_admin.members.records import get_account, get_member
 from cpms_admin.models import Account, Letter, Member, SecurityCode, pk
 from cpms_admin.settings import Settings
@@ -42,6 +47,7 @@ def account_status(
         .where(Letter.member_id == pk(member), Letter.status == LetterStatus.pending)
         .order_by(col(Letter.id))
     ).all()
+    moot = moot_reasons(session, [Queued.of(letter) for letter in letters], now=now)
     view: dict[str, Any] = {
         "nir": member.nir,
         "status": member.status,
@@ -58,7 +64,14 @@ def account_status(
         "email_known": member.email is not None,
         "pending_code": _code_view(code, settings),
         "pending_letters": [
-            {"id": letter.id, "kind": letter.kind, "created_at": iso(letter.created_at)}
+            {
+                "id": letter.id,
+                "kind": letter.kind,
+                "created_at": iso(letter.created_at),
+                # Why the next print run will cancel it (as `letters list` will then say);
+                # None: it will be printed.
+                "moot": moot[pk(letter)].detail if pk(letter) in moot else None,
+            }
             for letter in letters
         ],
     }
@@ -69,12 +82,14 @@ def account_status(
 
 
 def _in_flight(view: dict[str, Any]) -> str | None:
-    code, letters = view["pending_code"], view["pending_letters"]
+    code = view["pending_code"]
+    letters = [letter for letter in view["pending_letters"] if letter["moot"] is None]
     if code is not None:
         by = "e-mail" if code["channel"] == Channel.email else "post"
         return (
             f"a {code['purpose']} code sent by {by} is valid until {code['expires_at']} "
-            f"({code['tries_left']} tries left): setting a PIN with it logs the member in"
+            f"({count(code['tries_left'], 'try', 'tries')} left): setting a PIN with it logs "
+            "the member in"
         )
     if letters:
         first = letters[0]
@@ -101,6 +116,12 @@ def diagnose(
         and member.status != MemberStatus.closed
     ):
         findings.append(f"In flight: {in_flight}.")
+    findings += [
+        f"Letter #{letter['id']} ({letter['kind']}) will be cancelled by the next print run: "
+        f"{letter['moot']}."
+        for letter in view["pending_letters"]
+        if letter["moot"] is not None
+    ]
     if view["pin_legacy"]:
         findings.append(
             "PIN carried over from the previous system: upgraded at the next successful login."
@@ -127,17 +148,18 @@ def _why(
         return f"Member closed on {when} ({member.closed_reason}): cannot log in.", None
     if state == AccountState.locked:
         return (
-            f"Locked after {failures} failed attempts on {view['hard_locked_at']}: "
+            f"Locked after {count(failures, 'failed attempt')} on {view['hard_locked_at']}: "
             "the portal refuses every PIN and code, and sends no code, until an agent "
             "unlocks the account or sends a code (code issue, pin reset) with which the "
             "member sets a new PIN."
         ), unlock
     if state == AccountState.cooldown:
         wait = seconds_until(account.locked_until, now)
+        left = attempts_left(failures, settings)
         return (
-            f"Cooling down after {failures} failed attempts: the portal refuses attempts until "
-            f"{view['locked_until']} ({wait} s), then asks for a CAPTCHA; "
-            f"{attempts_left(failures, settings)} more failures lock the account."
+            f"Cooling down after {count(failures, 'failed attempt')}: the portal refuses "
+            f"attempts until {view['locked_until']} ({wait} s), then asks for a CAPTCHA; "
+            f"{count(left, 'more failure')} {agree(left, 'locks', 'lock')} the account."
         ), unlock
     if state == AccountState.no_pin:
         if in_flight is None:
@@ -147,8 +169,8 @@ def _why(
     if failures:
         captcha = ", the portal asks for a CAPTCHA" if account.captcha_required else ""
         return (
-            f"Active; {failures} failed attempt(s) since the last success{captcha}; "
-            f"{attempts_left(failures, settings)} left before a cool-down or lock."
+            f"Active; {count(failures, 'failed attempt')} since the last success{captcha}; "
+            f"{attempts_left(failures, settings)} left before {_next_step(failures, settings)}."
         ), unlock
     last = view["last_login_at"] or "never"
     return (
@@ -156,3 +178,10 @@ def _why(
         "still cannot log in, check the NIR they type and that the PIN has 6 digits; "
         "if the PIN is forgotten, reset it."
     ), f"cpms-admin pin reset {nir} --channel auto {REASON}"
+
+
+def _next_step(failures: int, settings: Settings) -> str:
+    """What the attempts left count down to (`lockout.attempts_left`)."""
+    if failures < settings.lockout_max_failures < settings.lockout_hard_after:
+        return "the cool-down"
+    return "the hard lock"

@@ -9,6 +9,10 @@ guesses queue, and none is checked once the budget is spent.
 One door stays open on a hard-locked account: a code an agent sent after the lock (the
 portal sends none while it holds). The agent has stepped in; that code's own tries
 (`CPMS_CODE_MAX_TRIES`) are all the guesses it allows.
+
+The code the member already used, typed again (a second tab, the Back button), is no guess:
+it is answered as such and costs nothing. Only someone who holds that very code can get that
+answer, so it tells nobody else anything; it comes after the same gate as any code.
 """
 
 from dataclasses import replace
@@ -46,14 +50,17 @@ def try_code(
     """Check `code` for the compact `nir`, in one unit of work. A refusal is recorded; a
     match is returned with its code, not consumed (`codes.consume_code`), so the caller can
     still refuse the new PIN. None, with `only_if_live`, when the member has no live code
-    (the caller takes the secret for the current PIN)."""
+    (the caller takes the secret for the current PIN), unless `code` is the one they used
+    last."""
+    pepper = load_peppers(settings)
     with transaction(session):
         subject = read_subject(session, nir=nir, settings=settings, lock_at=now)
         member = subject.member
         live = (
             codes.live_code(session, member_id=pk(member), now=now, lock=True) if member else None
         )
-        if only_if_live and live is None:
+        used = codes.used_code(session, member_id=pk(member), now=now) if member else None
+        if only_if_live and live is None and not codes.matches(code, used, pepper):
             return None
         opened = _agent_code_after_lock(session, live)
         counters = subject.counters
@@ -63,12 +70,19 @@ def try_code(
         if block is not None:
             return refuse(session, subject=subject, block=block, action=action, now=now), None
         check = codes.check_code(
-            session, live=live, code=code, pepper=load_peppers(settings), settings=settings
+            session, live=live, used=used, code=code, pepper=pepper, settings=settings
         )
         if check.outcome == "match" and member is not None:
             return Attempt(
                 True, PortalReason.ok, counters, subject=subject, guessed="code"
             ), check.code
+        if check.outcome == "used" and check.code is not None:  # typed again: not a guess
+            used_again = PortalReason.code_used
+            audit_attempt(
+                session, subject=subject, action=action, outcome=used_again, now=now,
+                code_id=check.code.id,
+            )  # fmt: skip
+            return Attempt(False, used_again, counters, subject=subject, guessed="code"), None
         reason = (
             PortalReason.unknown_member if member is None else PortalReason(f"{check.outcome}_code")
         )

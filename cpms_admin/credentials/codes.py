@@ -35,8 +35,9 @@ class IssuedCode:
 
 @dataclass(frozen=True)
 class CodeCheck:
-    """`match` (the live code, not consumed yet), `wrong` (a try was spent) or `dead`
-    (no live code: none issued, expired, used, revoked, or killed by this try)."""
+    """`match` (the live code, not consumed yet), `wrong` (a try was spent), `used` (the
+    code the member already used, typed again: no try spent) or `dead` (no live code:
+    none issued, expired, used, revoked, or killed by this try)."""
 
     outcome: str
     code: SecurityCode | None = None
@@ -241,6 +242,30 @@ def _live(member_id: int, now: datetime) -> SelectOfScalar[SecurityCode]:
     )
 
 
+def used_code(session: Session, *, member_id: int, now: datetime) -> SecurityCode | None:
+    """The code the member used last, while it would still be valid: the one they may type
+    again (a second tab, the Back button, the letter read twice)."""
+    return session.exec(
+        select(SecurityCode)
+        .where(
+            col(SecurityCode.member_id) == member_id,
+            col(SecurityCode.status) == CodeStatus.used,
+            col(SecurityCode.expires_at) > now,
+        )
+        .order_by(col(SecurityCode.used_at).desc(), col(SecurityCode.id).desc())
+    ).first()
+
+
+def matches(code: str, row: SecurityCode | None, pepper: bytes | Peppers) -> bool:
+    """Whether `code` is `row`'s, in constant time; as much work when there is no row."""
+    stored = row.code_hash if row is not None else _dummy(pepper)
+    return verify_code(pepper=pepper, code=code, stored=stored) and row is not None
+
+
+def _dummy(pepper: bytes | Peppers) -> str:
+    return tagged(as_peppers(pepper).current_id, "$", _DUMMY_HASH)
+
+
 def live_code(
     session: Session, *, member_id: int, now: datetime, lock: bool = False
 ) -> SecurityCode | None:
@@ -257,19 +282,26 @@ def check_code(
     code: str,
     pepper: bytes | Peppers,
     settings: Settings,
+    used: SecurityCode | None = None,
 ) -> CodeCheck:
     """Check `code` against `live`, the member's live code as `live_code(lock=True)` read it
     (None: there is none). Locked, it is checked by one guess at a time and never past its
     try limit. A wrong code spends a try (the last one revokes it); a match is not consumed
     here (see `consume_code`), so the caller can still refuse the new PIN without burning it.
+
+    `used` is the code the member used last (`used_code`): typed again, it is `used` and
+    spends nothing. Only someone who holds that very code gets that answer. Both compares
+    are made whatever the member holds, so a check costs the same for all.
     """
     row = live
-    if row is None:
-        current = as_peppers(pepper).current_id
-        verify_code(pepper=pepper, code=code, stored=tagged(current, "$", _DUMMY_HASH))
-        return CodeCheck("dead")
-    if verify_code(pepper=pepper, code=code, stored=row.code_hash):
+    live_matches = matches(code, row, pepper)
+    used_matches = matches(code, used, pepper)
+    if live_matches and row is not None:
         return CodeCheck("match", row, settings.code_max_tries - row.failed_tries)
+    if used_matches:
+        return CodeCheck("used", used)
+    if row is None:
+        return CodeCheck("dead")
     tries = session.exec(
         update(SecurityCode)
         .where(col(SecurityCode.id) == pk(row))

@@ -34,6 +34,7 @@ from cpms_admin.clock import Clock, iso
 from cpms_admin.credentials.codes import store_code
 from cpms_admin.credentials.pepper import Peppers, load_peppers
 from cpms_admin.db import transaction
+from cpms_admin.english import count
 from cpms_admin.errors import Conflict, CpmsError, InvalidInput, RunFailed
 from cpms_admin.faults import failpoint
 from cpms_admin.letters.claim import claim_letters, dry_run_counts
@@ -61,7 +62,9 @@ class BatchOptions:
 
 @dataclass(frozen=True)
 class BatchHooks:
-    """Where a run reports: `log` for lines a cron log keeps, `progress(done, total)`."""
+    """Where a run reports: `log` for what its summary (`BatchSummary`) does not say (dead
+    runs settled, letters that failed and why, a batch abandoned), `progress(done, total)`
+    from the claim (0 done) to the last letter rendered."""
 
     log: Callable[[str], None] = lambda _line: None
     progress: Progress = lambda _done, _total: None
@@ -179,13 +182,9 @@ def run_batch(
                 now=clock(),
             )
         summary.cancelled_by_reason = dict(claim.cancelled)
-        for key, count in sorted(claim.cancelled.items()):
-            hooks.log(f"cancelled {count} moot letter(s): {key.replace('_', ' ')}")
         if claim.batch_id is None:
-            hooks.log("nothing to print")
             return summary
         failpoint("letters.after_claim")
-        hooks.log(f"batch {claim.batch_id}: {claim.claimed} letter(s) claimed")
         _print(run, summary, batch_id=claim.batch_id, total=claim.claimed)
         return summary
     finally:
@@ -231,13 +230,10 @@ def _print(run: _Run, summary: BatchSummary, *, batch_id: int, total: int) -> No
             f"abandoned and its letters are back in the queue"
         ) from exc
     failpoint("letters.after_commit")
-    log = run.hooks.log
     issued, failed = len(rendered.issued), len(rendered.failed)
-    log(f"batch {batch_id}: committed, {issued} letter(s), {failed} failed")
     for letter_id, reason in sorted(rendered.failed.items()):
-        log(f"letter #{letter_id} failed: {reason}")
+        run.hooks.log(f"letter #{letter_id} failed: {reason}")
     publish(staging, manifest, final)  # its errors say the next run will finish it
-    log(f"batch {batch_id}: published {final}")
     summary.batch_id, summary.created_at, summary.directory = batch_id, iso(now), str(final)
     summary.printed, summary.failed, summary.pages = issued, failed, rendered.pages
     summary.letters, summary.files = rendered.letters, rendered.files
@@ -398,7 +394,7 @@ def _abandon_own(run: _Run, *, batch_id: int, staging: Path | None, error: BaseE
         if released is not None:
             if staging is not None:
                 discard(staging)
-            log(f"batch {batch_id}: abandoned, {released} letter(s) back in the queue")
+            log(f"batch {batch_id}: abandoned, {count(released, 'letter')} back in the queue")
     except Exception as cleanup:  # keep the original error; recovery will finish this
         log(f"batch {batch_id}: could not abandon it now ({_describe(cleanup)}); the next run will")
 

@@ -44,6 +44,10 @@ class Queued:
     kind: str
     created_at: datetime
 
+    @classmethod
+    def of(cls, letter: Letter) -> "Queued":
+        return cls(_id(letter.id), letter.member_id, letter.kind, letter.created_at)
+
 
 @dataclass(frozen=True)
 class Moot:

@@ -7,13 +7,33 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 
 from cpms_admin.errors import Unprintable
+from cpms_admin.french import wait_phrase
 from cpms_admin.members import afnor, postal
 from cpms_admin.members import nir as nir_rules
+from cpms_admin.settings import Settings
 from cpms_admin.vocabulary import LetterKind
 
 SALUTATIONS = {"M": "Monsieur,", "MME": "Madame,"}
 DEFAULT_PORTAL_URL = "https://adherent.cpms.fr"
 SAMPLE_NIR = "185057800608491"
+
+
+@dataclass(frozen=True)
+class LockoutTerms:
+    """What a letter tells of wrong PINs: after how many comes the first wait, and how long
+    it is (`1 minute`); `first_wait` None when the block comes at once. The defaults are
+    the default settings'."""
+
+    max_failures: int = 3
+    first_wait: str | None = "1 minute"
+
+    @classmethod
+    def of(cls, settings: Settings) -> "LockoutTerms":
+        waits = settings.lockout_max_failures < settings.lockout_hard_after
+        return cls(
+            max_failures=settings.lockout_max_failures,
+            first_wait=wait_phrase(settings.lockout_cooldown_seconds) if waits else None,
+        )
 
 
 @dataclass(frozen=True)
@@ -24,6 +44,7 @@ class LetterLayout:
     kind: str
     portal_url: str
     specimen: bool = False
+    lockout: LockoutTerms = LockoutTerms()
 
     @property
     def portal_host(self) -> str:
@@ -48,6 +69,7 @@ class LetterContent:
     portal_url: str
     place: str = "Paris"
     specimen: bool = False
+    lockout: LockoutTerms = LockoutTerms()
 
     def __post_init__(self) -> None:
         if self.kind not in set(LetterKind):
@@ -67,7 +89,7 @@ class LetterContent:
 
     @property
     def layout(self) -> LetterLayout:
-        return LetterLayout(self.kind, self.portal_url, self.specimen)
+        return LetterLayout(self.kind, self.portal_url, self.specimen, self.lockout)
 
 
 def salutation_for(civility: str | None) -> str:
@@ -89,6 +111,7 @@ def sample_content(
     expires_on: date | None = None,
     portal_url: str = DEFAULT_PORTAL_URL,
     place: str = "Paris",
+    lockout: LockoutTerms | None = None,
 ) -> LetterContent:
     """A realistic letter for `letters preview`, with a dummy code and a SPÉCIMEN watermark.
     Its code expires on `expires_on` (by default, a month after `today`)."""
@@ -114,4 +137,5 @@ def sample_content(
         portal_url=portal_url,
         place=place,
         specimen=True,
+        lockout=lockout or LockoutTerms(),
     )

@@ -22,7 +22,12 @@ from cpms_admin.credentials.codes import postal_last_day
 from cpms_admin.errors import Unprintable
 from cpms_admin.faults import failpoint
 from cpms_admin.french import paris_time
-from cpms_admin.letters.content import LetterContent, letter_reference, salutation_for
+from cpms_admin.letters.content import (
+    LetterContent,
+    LockoutTerms,
+    letter_reference,
+    salutation_for,
+)
 from cpms_admin.letters.files import PART, reserve_file, seal_file
 from cpms_admin.members.nir import mask_nir
 from cpms_admin.members.records import address_lines
@@ -97,6 +102,7 @@ def _content(job: RenderJob, letter_id: int, kind: str, member: Member, code: st
         salutation=salutation_for(member.civility),
         portal_url=job.settings.portal_url,
         place=job.settings.letter_city,
+        lockout=LockoutTerms.of(job.settings),
     )
 
 
@@ -128,6 +134,7 @@ def render_batch(job: RenderJob, *, progress: Progress) -> Rendered:
                 yield path, contents
 
     done = 0
+    progress(0, job.total)
     # Closed on any error, so no worker goes on writing into a batch being abandoned.
     with contextlib.closing(
         render_chunks(chunks(), duplex=job.duplex, workers=job.workers)

@@ -21,6 +21,7 @@ from sqlmodel import Session, col, select
 from cpms_admin import audit
 from cpms_admin.clock import Clock
 from cpms_admin.db import transaction
+from cpms_admin.english import count
 from cpms_admin.letters.files import (
     check_files,
     discard,
@@ -124,7 +125,7 @@ def _recover_one(
                 result.released += released
                 log(
                     f"batch {batch_id}: its run ({owner}) died before finishing; abandoned, "
-                    f"{released} letter(s) back in the queue"
+                    f"{count(released, 'letter')} back in the queue"
                 )
     if status == BatchStatus.abandoned:
         discard(staging)

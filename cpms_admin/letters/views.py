@@ -11,7 +11,7 @@ from cpms_admin.credentials.codes import postal_last_day
 from cpms_admin.db import Page, fetch_page
 from cpms_admin.errors import InvalidInput, Unprintable
 from cpms_admin.french import paris_time
-from cpms_admin.letters.content import salutation_for, sample_content
+from cpms_admin.letters.content import LockoutTerms, salutation_for, sample_content
 from cpms_admin.members.nir import mask_nir
 from cpms_admin.members.records import address_lines, get_member
 from cpms_admin.models import Letter, Member
@@ -75,6 +75,7 @@ def preview_letter(
         expires_on=postal_last_day(now, settings),  # what a letter printed now would say
         portal_url=settings.portal_url,
         place=settings.letter_city,
+        lockout=LockoutTerms.of(settings),
     )
     if nir is not None:
         assert session is not None, "a member's preview needs a session"

@@ -31,6 +31,7 @@ from cpms_admin.credentials.delivery import email_code
 from cpms_admin.credentials.on_its_way import on_its_way
 from cpms_admin.credentials.pepper import load_peppers
 from cpms_admin.db import transaction
+from cpms_admin.english import agree, count
 from cpms_admin.errors import BadAddress, MailError, MailTimeout, Refused
 from cpms_admin.faults import failpoint
 from cpms_admin.mail.transport import Transport
@@ -209,9 +210,12 @@ def send_queued_mail(
     transport: Transport | None = None,
     limit: int | None = None,
     on_progress: Callable[[MailCounts], None] = lambda counts: None,
+    on_total: Callable[[int], None] = lambda total: None,
     clock: Clock = system_clock,
 ) -> MailRun:
-    """Send pending e-mails, oldest first, at most `limit`; see the module docstring."""
+    """Send pending e-mails, oldest first, at most `limit`; see the module docstring.
+    `on_total` gets how many this run will try (when there are some), `on_progress` the
+    counts after each e-mail."""
     if transport is None:
         from cpms_admin.mail.transport import transport_from_settings
 
@@ -221,6 +225,8 @@ def send_queued_mail(
         session, agent=agent, settings=settings, transport=transport, clock=clock, audit=audit
     )
     last, stopped, tried = 0, None, 0
+    if total := _pending(session):
+        on_total(total if limit is None else min(total, limit))
     while stopped is None:
         with transaction(session):  # ended before sending: no lock held meanwhile
             batch = session.exec(
@@ -240,10 +246,10 @@ def send_queued_mail(
                 break
             tried += 1
             sender.send(mail, member, account)
+            on_progress(sender.counts)
             if sender.stop is not None:
                 stopped = f"{sender.stop} ({mail.last_error})"
                 break
-        on_progress(sender.counts)
     sender.counts.left = _pending(session)
     if any(sender.counts.as_dict().values()):
         with transaction(session):
@@ -271,11 +277,13 @@ def check_sent(run: MailRun) -> None:
     """Exit 1 (for cron) when the server refused everything lately, or e-mails were given up."""
     if run.stopped:
         raise Refused(
-            f"mail send stopped: {run.stopped}; {run.counts.left:,} e-mail(s) still "
+            f"mail send stopped: {run.stopped}; {count(run.counts.left, 'e-mail')} still "
             "queued for the next run"
         )
     if run.counts.failed:
         raise Refused(
-            f"{run.counts.failed:,} e-mail(s) given up after failing "
-            f"(see their last_error); their members need a code by another channel"
+            f"{count(run.counts.failed, 'e-mail')} given up after failing "
+            f"(see {agree(run.counts.failed, 'its', 'their')} last_error); "
+            f"{agree(run.counts.failed, 'its member needs', 'their members need')} a code by "
+            "another channel"
         )

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from cpms_admin.english import noun
 from cpms_admin.errors import InvalidInput, MailError, MailTimeout
 from cpms_admin.private_files import private_dir, write_private_atomically
 from cpms_admin.settings import Settings
@@ -81,7 +82,10 @@ def _parse_url(url: str) -> _SmtpConfig:
     # A typo such as `?startls=1` must not silently send in clear.
     unknown = set(query) - {"starttls", "verify"}
     if unknown:
-        raise InvalidInput(f"invalid CPMS_SMTP_URL: unknown option(s) {', '.join(sorted(unknown))}")
+        raise InvalidInput(
+            f"invalid CPMS_SMTP_URL: unknown {noun(len(unknown), 'option')} "
+            f"{', '.join(sorted(unknown))}"
+        )
     starttls = _flag(query, "starttls", False)
     if starttls and parts.scheme == "smtps":
         raise InvalidInput("invalid CPMS_SMTP_URL: smtps:// is already TLS, drop ?starttls=1")

@@ -28,7 +28,10 @@ CIVILITIES = {
     "MME": "MME",
     "MADAME": "MME",
     "MLLE": "MME",
+    "MADEMOISELLE": "MME",
 }
+# Accepted, and recorded as another civility: the agent is told (`civility_note`).
+RECORDED_AS = {"MLLE", "MADEMOISELLE"}
 COLUMNS = (
     "nir",
     "civility",
@@ -58,10 +61,13 @@ class MemberFields:
     birth_date: date | None = None
     email: str | None = None
     envelope_name: str | None = None
+    civility_typed: str | None = None  # only when recorded as another civility (Mlle)
 
     def notes(self) -> list[str]:
-        """What the envelope shortened, for the agent who typed the fields."""
-        return self.address.notes()
+        """What was recorded otherwise than typed (a civility, the envelope's abbreviations),
+        for the agent who typed the fields."""
+        civility = civility_note(self.civility_typed) if self.civility_typed else None
+        return [*([civility] if civility else []), *self.address.notes()]
 
     def as_row(self) -> dict[str, object]:
         """Column values for the `member` table."""
@@ -91,6 +97,17 @@ def parse_email(raw: str) -> str:
         raise FieldError("email", f"invalid e-mail address {value!r}")
     local, domain = value.rsplit("@", 1)
     return f"{local}@{domain.lower()}"
+
+
+def civility_note(raw: str) -> str | None:
+    """What to tell the agent who typed `raw`, when it is recorded as another civility."""
+    typed = raw.strip()
+    if typed.upper() not in RECORDED_AS:
+        return None
+    return (
+        f"civility {typed!r} recorded as MME: letters say 'Madame' ('Mademoiselle' is no "
+        "longer used in official correspondence)"
+    )
 
 
 def parse_civility(raw: str) -> str:
@@ -179,4 +196,5 @@ def validate_member_fields(raw: Mapping[str, str | None]) -> MemberFields:
         birth_date=parse_birth_date(values["birth_date"], nir) if values["birth_date"] else None,
         email=parse_email(values["email"]) if values["email"] else None,
         envelope_name=envelope_name,
+        civility_typed=values["civility"] if civility_note(values["civility"]) else None,
     )

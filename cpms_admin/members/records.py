@@ -245,7 +245,7 @@ def close_member(
             .where(col(Letter.member_id) == pk(member), col(Letter.status) == LetterStatus.pending)
             .values(status=LetterStatus.cancelled, status_reason="member closed")
             .returning(col(Letter.id))
-        ).all()
+        ).scalars()
         audit.record(
             session,
             agent=agent,
@@ -254,7 +254,7 @@ def close_member(
             reason=why,
             at=now,
             codes_revoked=len(revoked),
-            letters_cancelled=list(cancelled),
+            letters_cancelled=sorted(cancelled),
         )
     return member
 

@@ -6,12 +6,20 @@ The texts depend only on what the member may know: an unknown NIR, a wrong PIN a
 member without a PIN get the same words, so the portal reveals nothing about who is a member.
 """
 
+import math
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
 from cpms_admin.credentials.attempts import Attempt
-from cpms_admin.credentials.lockout import Block, Counters, attempts_left, seconds_until
+from cpms_admin.credentials.lockout import (
+    Block,
+    Counters,
+    attempts_left,
+    cooldown_after,
+    seconds_until,
+)
+from cpms_admin.french import plural, wait_phrase
 from cpms_admin.settings import Settings
 from cpms_admin.vocabulary import Blocked, PinWeakness, PortalReason
 
@@ -32,6 +40,11 @@ CAPTCHA = (
 CODE_REFUSED = (
     "Code de sécurité erroné ou expiré. Vérifiez les 6 chiffres reçus ou demandez un nouveau "
     f"code ({GET_CODE})."
+)
+# The member's own code, typed again once it set their PIN: only its holder can get this.
+CODE_USED = (
+    "Ce code de sécurité a déjà été utilisé. Connectez-vous avec le mot de passe que vous avez "
+    f"créé, ou demandez un nouveau code ({GET_CODE})."
 )
 MISMATCH = "Les deux mots de passe saisis ne sont pas identiques. Veuillez les saisir à nouveau."
 PIN_SAVED = (
@@ -58,20 +71,6 @@ _WEAKNESS = {
 }
 
 
-def _plural(count: int, word: str) -> str:
-    return f"{count} {word}{'s' if count > 1 else ''}"
-
-
-def wait_phrase(seconds: int) -> str:
-    """`1 minute`, `2 minutes`, `45 secondes`, `1 heure`: a wait, rounded up."""
-    if seconds < 60:
-        return _plural(seconds, "seconde")
-    minutes = -(-seconds // 60)
-    if minutes < 60 or minutes % 60:
-        return _plural(minutes, "minute")
-    return _plural(minutes // 60, "heure")
-
-
 def cooldown(seconds: int) -> str:
     return (
         f"Par mesure de sécurité, vous devez patienter {wait_phrase(seconds)} avant une "
@@ -89,19 +88,29 @@ _WRONG = {"pin": "Mot de passe erroné.", "code": "Code de sécurité erroné ou
 
 
 def wrong_secret(counters: Counters, *, guessed: str, settings: Settings, now: datetime) -> str:
-    """After a wrong PIN or code (`guessed`): attempts left, then the wait or the lock it
-    brought. The two share one budget, so they count down together."""
+    """After a wrong PIN or code (`guessed`): the wait it brought, if any, then the attempts
+    left before what comes next, named: the first wait while none was imposed yet, then the
+    block of the account. The two share one budget, so they count down together."""
     wrong = _WRONG[guessed]
     if counters.hard_locked:
         return f"{wrong} {LOCKED}"
-    left = attempts_left(counters.failures, settings)
     wait = seconds_until(counters.locked_until, now)
-    if wait is None:
-        return f"{wrong} Attention, il vous reste {_plural(left, 'tentative')}."
-    return (
-        f"{wrong} {cooldown(wait)} Attention, il vous reste "
-        f"{_plural(left, 'tentative')} avant le blocage de votre accès."
-    )
+    now_wait = f" {cooldown(wait)}" if wait is not None else ""
+    return f"{wrong}{now_wait} {attempts_before(counters.failures, settings)}"
+
+
+def attempts_before(failures: int, settings: Settings) -> str:
+    """`Attention, il vous reste 2 tentatives avant de devoir patienter 1 minute.` or `...
+    avant le blocage de votre accès.`: what `attempts_left` counts down to, said."""
+    left = plural(attempts_left(failures, settings), "tentative")
+    first_wait = cooldown_after(settings.lockout_max_failures, settings)
+    before_any_wait = failures < settings.lockout_max_failures < settings.lockout_hard_after
+    if before_any_wait and first_wait is not None:
+        return (
+            f"Attention, il vous reste {left} avant de devoir patienter "
+            f"{wait_phrase(math.ceil(first_wait.total_seconds()))}."
+        )
+    return f"Attention, il vous reste {left} avant le blocage de votre accès."
 
 
 def weak_pin(reason: PinWeakness) -> str:
@@ -150,6 +159,14 @@ def attempt_result(attempt: Attempt, *, settings: Settings, now: datetime) -> Po
             blocked(attempt.block),
             remaining_attempts=left,
             retry_after_seconds=attempt.block.retry_after_seconds,
+            captcha_required=counters.captcha_required,
+        )
+    if attempt.reason == PortalReason.code_used:  # costs nothing: what is left is unchanged
+        return PortalResult(
+            False,
+            attempt.reason,
+            CODE_USED,
+            remaining_attempts=attempts_left(counters.failures, settings),
             captcha_required=counters.captcha_required,
         )
     if not attempt.counted:  # a closed member who typed the right PIN, or an agent's code

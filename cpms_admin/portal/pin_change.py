@@ -6,9 +6,11 @@ anything is spent: no try of the code, no failed attempt.
 
 A wrong code spends the account's one budget of guesses, like a wrong PIN (see
 `code_attempts`), and gets the same words whoever asked, so the answer tells nobody who is
-a member or who has a live code. `auto` (a command-line convenience for QA; the portal
-knows which form the member filled in) takes the secret as the code when the member has a
-live one, else as the current PIN, so its answers do tell a member with a live code apart.
+a member or who has a live code. The code that set the member's PIN, sent again, is told
+apart and costs nothing (`code_used`): only its holder can send it. `auto` (a command-line
+convenience for QA; the portal knows which form the member filled in) takes the secret as
+the code when the member has a live one or it is their last used code, else as the current
+PIN, so its answers do tell a member with a live code apart.
 """
 
 from datetime import datetime

@@ -1,0 +1,187 @@
+"""Every audited action, run as an agent or the portal runs it, leaves details that are plain
+JSON values of the right types: ids as numbers, lists of them as lists, words as strings.
+Never a database row, an enum or a moment turned into its repr (`"letters_cancelled":
+["(7,)"]` was one)."""
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import update
+from sqlmodel import Session, col, select
+
+from cpms_admin.audit import record
+from cpms_admin.models import Member, pk
+from tests.audit_helpers import audit_of
+from tests.cred_helpers import NEW_PIN, PIN, mailed_codes
+from tests.factories import make_member, make_nir
+from tests.harness import TEST_PEPPER, Cli
+from tests.import_helpers import person, write_csv
+from tests.letters_helpers import printed_codes
+from tests.mail_helpers import free_port
+
+INT, STR, BOOL, NULL = "int", "str", "bool", "null"
+INTS, STRS = "list[int]", "list[str]"
+ATTEMPT = {"failures": {INT}, "hard_locked": {BOOL}}  # a wrong PIN or code, counted
+DELIVERY = {"nir": {STR}, "channel": {STR}, "purpose": {STR}, "expires_at": {STR, NULL},
+            "letter_id": {INT, NULL}, "letter_reused": {BOOL}}  # fmt: skip
+# What each action's details hold: key -> the JSON kinds its value may take.
+SCHEMAS: dict[str, dict[str, set[str]]] = {
+    "member.add": {"welcome_letter_id": {INT, NULL}},
+    "member.update": {"changed": {STRS}},
+    "member.close": {"codes_revoked": {INT}, "letters_cancelled": {INTS}},
+    "account.unlock": {"state_before": {STR}, "failed_attempts_before": {INT}},
+    "code.issue": DELIVERY,
+    "pin.reset": {**DELIVERY, "had_pin": {BOOL}, "revoked_codes": {INT}},
+    "code.revoke": {"code_id": {INT}, "revoked": {BOOL}, "error": {STR}},
+    "portal.login": {**ATTEMPT, "block": {STR}, "rehashed": {BOOL}},
+    "portal.set_pin": {**ATTEMPT, "block": {STR}, "how": {STR}, "code_id": {INT},
+                       "lifted_lockout": {BOOL}},
+    "portal.change_pin": {**ATTEMPT, "block": {STR}, "how": {STR}, "rehashed": {BOOL}},
+    "portal.accept_terms": {**ATTEMPT, "block": {STR}, "version": {STR}},
+    "portal.request_code": {"nir": {STR}},
+    "portal.send_code": DELIVERY,
+    "letter.cancel": {"letter_id": {INT}, "kind": {STR}},
+    "letter.failed": {"letter_id": {INT}, "batch_id": {INT}},
+    "letters.batch": {"batch_id": {INT}, "printed": {INT}, "failed": {INT}, "files": {INT},
+                      "pages": {INT}, "superseded": {INTS, "list[]"}},
+    "letters.batch_abandoned": {"batch_id": {INT}, "released": {INT}},
+    "members.import": {"created": {INT}, "updated": {INT}, "skipped": {INT},
+                       "invalid": {INT}, "welcome_letters": {INT}, "file": {STR},
+                       "format": {STR}, "on_conflict": {STR}},
+    "members.import.member": {"change": {STR}, "run": {INT}},
+    "members.export": {"count": {INT}, "format": {STR}, "status": {STR, NULL},
+                       "destination": {STR}},
+    "code.campaign": {"channel": {STR}, "never_logged_in": {BOOL}, "no_pin": {BOOL},
+                      "from_file": {INT, NULL}, "imported_since": {STR, NULL},
+                      "selected": {INT}, "letters": {INT}, "emails": {INT},
+                      "already_pending": {INT}, "no_email": {INT}, "closed": {INT},
+                      "unknown": {INT}},
+    "code.campaign.member": {"change": {STR}, "run": {INT}},
+    "mail.send": {"sent": {INT}, "retry": {INT}, "failed": {INT}, "cancelled": {INT},
+                  "left": {INT}},
+    "mail.send.member": {"change": {STR}, "run": {INT}},
+    "pepper.rotate": {"pepper": {INT}, "file": {STR}, "finished_interrupted": {BOOL}},
+    "db.upgrade": {"before": {STR, NULL}, "after": {STR}},
+    "pepper.record": {"peppers": {INTS}, "created": {STR, NULL}},
+}  # fmt: skip
+
+
+def kind(value: Any) -> str:
+    """The JSON kind of a value read back: `int`, `str`, `list[int]`..."""
+    if value is None:
+        return NULL
+    if isinstance(value, bool):
+        return BOOL
+    if isinstance(value, list):
+        inner = {kind(item) for item in value}
+        return f"list[{'|'.join(sorted(inner))}]"
+    return {int: INT, str: STR, float: "float", dict: "object"}[type(value)]
+
+
+def ok(result: Any) -> Any:
+    assert result.exit_code == 0, result.output
+    return result
+
+
+def all_events(cli: Cli) -> list[dict[str, Any]]:
+    result = ok(cli("--json", "audit", "list", "--limit", "10000"))
+    return list(reversed(json.loads(result.stdout)))
+
+
+@pytest.fixture
+def filed(cli: Cli, tmp_path: Path) -> Iterator[Cli]:
+    """The test database's pepper in a file, so that `pepper rotate` can run too."""
+    path = tmp_path / "pepper"
+    path.write_text(f"{TEST_PEPPER}\n")
+    path.chmod(0o600)
+    yield cli.with_settings(pepper=None, pepper_file=str(path))
+
+
+def test_every_audited_action_records_plain_json_details(
+    filed: Cli, session: Session, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cli = filed
+    where = ["--street", "4 rue Sala", "--postcode", "69002", "--city", "Lyon"]
+    # One member's story, by an agent and on the portal.
+    nir = make_nir()
+    ok(cli("member", "add", "--nir", nir, "--last-name", "Roux", "--first-name", "Léa",
+           "--email", "lea.roux@example.fr", *where))  # fmt: skip
+    ok(cli("member", "update", nir, "--city", "LYON", "--street", "5 rue Sala", "--reason", "x"))
+    ok(cli("code", "issue", nir, "--channel", "email", "--reason", "x"))
+    (code,) = mailed_codes(cli.settings)
+    ok(cli("portal", "set-pin", nir, "--with", "code", input=f"{code}\n{PIN}\n{PIN}\n"))
+    ok(cli("portal", "accept-terms", nir, input=f"{PIN}\n"))
+    ok(cli("portal", "set-pin", nir, "--with", "pin", input=f"{PIN}\n{NEW_PIN}\n{NEW_PIN}\n"))
+    for _ in range(4):  # wrong PINs, then one refused by the cool-down
+        cli("portal", "login", nir, input="000001\n")
+    ok(cli("account", "unlock", nir, "--reason", "called"))
+    ok(cli("portal", "login", nir, input=f"{NEW_PIN}\n"))
+    cli("portal", "set-pin", nir, "--with", "code", input=f"{code}\n{PIN}\n{PIN}\n")
+    ok(cli("portal", "request-code", nir))
+    ok(cli("portal", "request-code", make_nir()))  # no member's
+    dead = cli.with_settings(smtp_url=f"smtp://127.0.0.1:{free_port()}")
+    assert dead("code", "issue", nir, "--channel", "email", "--reason", "x").exit_code == 1
+    ok(cli("pin", "reset", nir, "--channel", "post", "--reason", "forgot"))
+    # The night: a letter cancelled (a welcome letter, a PIN set since), one that cannot be
+    # laid out, the others printed; then a run that fails and is abandoned.
+    has_pin = make_member(session, welcome=True, email=None)
+    ok(cli("portal", "request-code", has_pin.nir))
+    broken = make_member(session, welcome=True, email=None)
+    session.exec(
+        update(Member)
+        .where(col(Member.id) == pk(broken))  # type: ignore[call-overload]
+        .values(last_name="Vandenberghe-Oudenaarde De La Rochefoucauld")
+    )
+    session.commit()
+    summary = json.loads(ok(cli("--json", "letters", "batch", "--out", str(tmp_path / "o"))).stdout)
+    for letter_code in printed_codes(summary).values():
+        cli("portal", "set-pin", has_pin.nir, "--with", "code",
+            input=f"{letter_code}\n{PIN}\n{PIN}\n")  # fmt: skip
+    make_member(session, welcome=True, email=None)
+
+    def explode(*_args: object, **_kwargs: object) -> Iterator[object]:
+        raise RuntimeError("no fonts")
+        yield  # pragma: no cover
+
+    with monkeypatch.context() as patch:
+        patch.setattr("cpms_admin.letters.pool.render_chunks", explode)
+        assert cli("letters", "batch", "--out", str(tmp_path / "o")).exit_code == 1
+    # Bulk runs and the rest.
+    ok(cli("members", "import", str(write_csv(tmp_path / "in.csv", [person(900_001)]))))
+    ok(cli("members", "export", "--out", str(tmp_path / "out.csv")))
+    ok(cli("code", "campaign", "--no-pin", "--reason", "rentrée"))
+    ok(cli("code", "campaign", "--no-pin", "--imported-since", "2026-01-01", "--reason", "x"))
+    ok(cli("mail", "send"))
+    ok(cli("pepper", "rotate"))
+    to_close = make_member(session, welcome=True)
+    shown = json.loads(ok(cli("--json", "member", "show", to_close.nir)).stdout)
+    (letter_id,) = [letter["id"] for letter in shown["pending_letters"]]
+    ok(cli("member", "close", to_close.nir, "--reason", "left"))
+
+    events = all_events(cli)
+    # A new database's first events (its own file: the test database is upgraded already).
+    new = cli.with_settings(database_url=f"sqlite:///{tmp_path / 'new.db'}", pepper_file=None)
+    ok(new("db", "upgrade"))
+    events += all_events(new)
+    seen = {event["action"] for event in events}
+    assert seen == set(SCHEMAS), set(SCHEMAS) ^ seen
+    for event in events:
+        schema = SCHEMAS[event["action"]]
+        for key, value in event["details"].items():
+            assert key in schema, (event["action"], key, value)
+            assert kind(value) in schema[key], (event["action"], key, value)
+    (closed,) = [e for e in audit_of(cli, to_close.nir) if e["action"] == "member.close"]
+    assert closed["details"] == {"codes_revoked": 0, "letters_cancelled": [letter_id]}
+    (since,) = [e for e in events if e["details"].get("imported_since")]
+    assert since["details"]["imported_since"] == "2026-01-01T00:00:00+00:00"
+
+
+def test_a_detail_that_is_not_plain_json_is_refused(session: Session) -> None:
+    member = make_member(session)
+    row = session.execute(select(Member.id)).first()  # a Row, not its value
+    with pytest.raises(TypeError, match="audit detail of type Row is not a JSON value"):
+        record(session, agent="agent.test", action="test", member=member, ids=[row])
+    session.rollback()

@@ -14,6 +14,7 @@ from cpms_admin.credentials import codes
 from cpms_admin.credentials.lockout import account_state, attempts_left, seconds_until
 from cpms_admin.credentials.pins import LEGACY_PREFIX
 from cpms_admin.english import agree, count
+from cpms_admin.french import agent_time
 from cpms_admin.letters.claim import Queued, moot_reasons
 from cpms_admin.members.records import get_account, get_member
 from cpms_admin.models import Account, Letter, Member, SecurityCode, pk
@@ -87,7 +88,8 @@ def _in_flight(view: dict[str, Any]) -> str | None:
     if code is not None:
         by = "e-mail" if code["channel"] == Channel.email else "post"
         return (
-            f"a {code['purpose']} code sent by {by} is valid until {code['expires_at']} "
+            f"a {code['purpose']} code sent by {by} is valid until "
+            f"{agent_time(datetime.fromisoformat(code['expires_at']))} "
             f"({count(code['tries_left'], 'try', 'tries')} left): setting a PIN with it logs "
             "the member in"
         )
@@ -144,11 +146,12 @@ def _why(
     nir, failures, state = member.nir, account.failed_attempts, view["state"]
     unlock = f"cpms-admin account unlock {nir} {REASON}"
     if member.status == MemberStatus.closed:
-        when = iso(member.closed_at) or "an unknown date"
+        when = agent_time(member.closed_at) or "an unknown date"
         return f"Member closed on {when} ({member.closed_reason}): cannot log in.", None
     if state == AccountState.locked:
         return (
-            f"Locked after {count(failures, 'failed attempt')} on {view['hard_locked_at']}: "
+            f"Locked after {count(failures, 'failed attempt')} on "
+            f"{agent_time(account.hard_locked_at)}: "
             "the portal refuses every PIN and code, and sends no code, until an agent "
             "unlocks the account or sends a code (code issue, pin reset) with which the "
             "member sets a new PIN."
@@ -158,7 +161,8 @@ def _why(
         left = attempts_left(failures, settings)
         return (
             f"Cooling down after {count(failures, 'failed attempt')}: the portal refuses "
-            f"attempts until {view['locked_until']} ({wait} s), then asks for a CAPTCHA; "
+            f"attempts until {agent_time(account.locked_until)} ({wait} s), then asks for a "
+            "CAPTCHA; "
             f"{count(left, 'more failure')} {agree(left, 'locks', 'lock')} the account."
         ), unlock
     if state == AccountState.no_pin:
@@ -172,7 +176,7 @@ def _why(
             f"Active; {count(failures, 'failed attempt')} since the last success{captcha}; "
             f"{attempts_left(failures, settings)} left before {_next_step(failures, settings)}."
         ), unlock
-    last = view["last_login_at"] or "never"
+    last = agent_time(account.last_login_at) or "never"
     return (
         f"No problem found: the account is active (last login {last}). If the member "
         "still cannot log in, check the NIR they type and that the PIN has 6 digits; "

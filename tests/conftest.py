@@ -94,6 +94,15 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return _fresh_url(request.param, request, tmp_path)
 
 
+@pytest.fixture
+def both_urls(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, str]:
+    """A fresh database on SQLite and one on PostgreSQL, for tests that compare the two;
+    skipped when PostgreSQL is not configured."""
+    if not PG_URL:
+        pytest.skip("compares SQLite with PostgreSQL: set CPMS_TEST_DATABASE_URL")
+    return _fresh_url("sqlite", request, tmp_path), _fresh_url("postgresql", request, tmp_path)
+
+
 @pytest.fixture(params=ENGINES)
 def empty_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """A database with no schema at all (a new SQLite file, a new PostgreSQL database), for

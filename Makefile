@@ -33,6 +33,7 @@ bench: system-deps $(STAMP)
 	$(BIN)/python bench/letters.py
 	$(BIN)/python bench/import.py
 	$(BIN)/python bench/campaign.py
+	$(BIN)/python bench/search.py
 
 clean:
 	rm -rf $(VENV) data/demo* build dist *.egg-info

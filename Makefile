@@ -48,6 +48,7 @@ bench: system-deps $(STAMP)
 	$(BIN)/python bench/import.py
 	$(BIN)/python bench/campaign.py
 	$(BIN)/python bench/places.py
+	$(BIN)/python bench/search.py
 
 clean:
 	rm -rf $(VENV) data/demo* build dist *.egg-info

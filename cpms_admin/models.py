@@ -7,6 +7,7 @@ Timestamps are aware UTC (see `clock.py`). Secrets are only ever stored as hashe
 
 from datetime import date, datetime
 
+from sqlalchemy import Index, String
 from sqlmodel import Field, SQLModel
 
 from cpms_admin.clock import system_clock
@@ -14,6 +15,9 @@ from cpms_admin.vocabulary import BatchStatus, CodeStatus, LetterStatus, MailSta
 
 
 class Member(SQLModel, table=True):
+    # `member list` walks this index in order; id breaks ties between namesakes.
+    __table_args__ = (Index("ix_member_sort_name", "sort_name", "id"),)
+
     id: int | None = Field(default=None, primary_key=True)
     nir: str = Field(max_length=15, unique=True, index=True)
     civility: str | None = Field(default=None, max_length=3)
@@ -30,9 +34,15 @@ class Member(SQLModel, table=True):
     city: str = Field(max_length=100)
     country: str = Field(default="FR", max_length=2)
     envelope_name: str | None = Field(default=None, max_length=38)  # line 1, when set by hand
-    # Lower-cased, accent-free copy of the searchable fields, so search behaves the
-    # same on SQLite and PostgreSQL without collations or extensions.
+    # Folded copies of the searchable fields and of the name (members/search.py), so search
+    # and sort behave the same on SQLite and PostgreSQL. The sort key is compared byte by
+    # byte on both: SQLite's BINARY, PostgreSQL's "C" (a locale's order would differ).
     search_text: str = Field(default="", max_length=600)
+    sort_name: str = Field(
+        default="",
+        sa_type=String(250).with_variant(String(250, collation="C"), "postgresql"),
+        sa_column_kwargs={"server_default": ""},
+    )
     status: str = Field(default=MemberStatus.active, max_length=10, index=True)
     closed_reason: str | None = None
     closed_at: datetime | None = None

@@ -79,15 +79,47 @@ def _empty_all(url: str) -> None:
     engine.dispose()
 
 
-@pytest.fixture(params=ENGINES)
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
+def _fresh_url(engine: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if engine == "sqlite":
         path = tmp_path / "cpms.db"
         shutil.copyfile(request.getfixturevalue("sqlite_template"), path)
         return f"sqlite:///{path}"
     url: str = request.getfixturevalue("pg_database")
     _empty_all(url)
     return url
+
+
+@pytest.fixture(params=ENGINES)
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    return _fresh_url(request.param, request, tmp_path)
+
+
+@pytest.fixture
+def both_urls(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, str]:
+    """A fresh database on SQLite and one on PostgreSQL, for tests that compare the two;
+    skipped when PostgreSQL is not configured."""
+    if not PG_URL:
+        pytest.skip("compares SQLite with PostgreSQL: set CPMS_TEST_DATABASE_URL")
+    return _fresh_url("sqlite", request, tmp_path), _fresh_url("postgresql", request, tmp_path)
+
+
+@pytest.fixture(params=ENGINES)
+def empty_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A database with no schema at all (a new SQLite file, a new PostgreSQL database), for
+    tests that run the migrations themselves."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'empty.db'}"  # make_engine(must_exist=False) makes it
+        return
+    assert PG_URL
+    admin_url = make_url(normalise_url(PG_URL))
+    name = f"cpms_test_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    yield admin_url.set(database=name).render_as_string(hide_password=False)
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
 
 
 @pytest.fixture

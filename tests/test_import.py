@@ -11,7 +11,8 @@ from sqlmodel import Session, col, func, select
 from cpms_admin.bulk.formats import read_member_rows
 from cpms_admin.bulk.importer import import_members
 from cpms_admin.members.fields import COLUMNS
-from cpms_admin.members.records import get_member, member_summary, search_text
+from cpms_admin.members.records import get_member, member_summary
+from cpms_admin.members.search import search_text
 from cpms_admin.models import Account, AuditEvent, Letter, Member
 from tests.audit_helpers import audit_of, run_event
 from tests.factories import make_member, make_nir

@@ -129,12 +129,17 @@ def list_(
     ] = None,
     locked: Annotated[bool, typer.Option("--locked", help="Only locked or cooling down.")] = False,
     search: Annotated[
-        str | None, typer.Option("--search", help="Names, NIR, e-mail, city (any case/accent).")
+        str | None,
+        typer.Option(
+            "--search",
+            help="Words found in the names, NIR, e-mail or city, each of them; case, accents, "
+            "apostrophes, hyphens and spaces inside a name do not matter.",
+        ),
     ] = None,
     limit: Annotated[int, typer.Option("--limit", min=1, max=LIMIT_MAX)] = 50,
     all_rows: AllRows = False,
 ) -> None:
-    """List members, with filters.
+    """List members in name order (d'Arcy and de La Tour under D, Élodie under E), with filters.
 
     Example: cpms-admin member list --search "hélène martin" --limit 10
     """

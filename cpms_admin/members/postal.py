@@ -21,7 +21,7 @@ from functools import cached_property
 
 from cpms_admin.errors import FieldError
 from cpms_admin.members import abroad, afnor, places
-from cpms_admin.members.afnor import MAX_LINE, machine_line, strip_accents, upper_line
+from cpms_admin.members.afnor import MAX_LINE, machine_line, upper_line
 
 MAX_LINES = 7  # the six lines of the norm, and the country abroad
 MAX_FIELD = 100
@@ -35,11 +35,6 @@ CIVILITY_ON_ENVELOPE = {"M": "M", "MME": "Mme"}
 # Territories with French postcodes but a country code of their own, by postcode or prefix
 # (Saint-Barthélemy and Saint-Martin have one postcode each, inside Guadeloupe's range).
 _OWN_COUNTRY = {"97133": "BL", "97150": "MF", "980": "MC", "986": "WF", "987": "PF", "988": "NC"}
-
-
-def fold(text: str) -> str:
-    """Lower-case and accent-free: what member search compares."""
-    return strip_accents(text).casefold()
 
 
 def clean_line(value: str) -> str:

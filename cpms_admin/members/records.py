@@ -1,14 +1,14 @@
 """Members: add, look up, list, update, close. Each write is audited in its transaction."""
 
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from typing import Any, cast
+from typing import Any
 
 from sqlalchemy import insert, or_, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, SQLModel, col, select
+from sqlmodel.sql.expression import SelectOfScalar
 
 from cpms_admin import audit
 from cpms_admin.clock import Clock, iso, system_clock
@@ -19,18 +19,14 @@ from cpms_admin.errors import Conflict, InvalidInput, NotFound
 from cpms_admin.letters.queue import pending_letters
 from cpms_admin.members.fields import COLUMNS, MemberFields, validate_member_fields
 from cpms_admin.members.nir import format_nir, nir_to_find
-from cpms_admin.members.postal import PostalAddress, fold, recipient_line
+from cpms_admin.members.postal import PostalAddress, recipient_line
+from cpms_admin.members.search import count_matches, find_members, search_terms, search_values
 from cpms_admin.models import Account, Letter, Member, SecurityCode, pk
 from cpms_admin.vocabulary import AccountState, CodeStatus, LetterKind, LetterStatus, MemberStatus
 
 _MEMBER = SQLModel.metadata.tables["member"]
 _ACCOUNT = SQLModel.metadata.tables["account"]
 _LETTER = SQLModel.metadata.tables["letter"]
-
-
-def search_text(member: Member) -> str:
-    parts = (member.last_name, member.first_name, member.nir, member.email or "", member.city)
-    return fold(" ".join(parts))
 
 
 def as_strings(row: Mapping[str, object]) -> dict[str, str | None]:
@@ -46,7 +42,8 @@ def as_strings(row: Mapping[str, object]) -> dict[str, str | None]:
 def apply_fields(member: Member, fields: MemberFields, now: datetime) -> None:
     for name, value in fields.as_row().items():
         setattr(member, name, value)
-    member.search_text = search_text(member)
+    for name, value in search_values(member).items():
+        setattr(member, name, value)
     member.updated_at = now
 
 
@@ -67,7 +64,7 @@ def get_account(session: Session, member: Member) -> Account:
 
 @dataclass(frozen=True)
 class NewMember:
-    """A member to create: the `member` table's values (`search_text` included), a PIN hash
+    """A member to create: the `member` table's values (the search columns included), a PIN hash
     carried over from another system, and whether to queue the enrolment letter."""
 
     values: Mapping[str, object]
@@ -81,8 +78,8 @@ class NewMember:
 
 @dataclass(frozen=True, slots=True)
 class _SearchFields:
-    """What `search_text` reads from a member: an import makes values for every row, and
-    building a full Member for each would cost more than validating it."""
+    """What search reads from a member: an import makes values for every row, and building
+    a full Member for each would cost more than validating it."""
 
     last_name: str
     first_name: str
@@ -92,11 +89,11 @@ class _SearchFields:
 
 
 def member_values(fields: MemberFields) -> dict[str, object]:
-    """The `member` table's values for valid fields, the search column included."""
+    """The `member` table's values for valid fields, the search columns included."""
     view = _SearchFields(
         fields.last_name, fields.first_name, fields.nir, fields.email, fields.address.city
     )
-    return {**fields.as_row(), "search_text": search_text(cast(Member, view))}
+    return {**fields.as_row(), **search_values(view)}
 
 
 def create_members(
@@ -268,7 +265,21 @@ def list_members(
     limit: int | None = 50,
     clock: Clock = system_clock,
 ) -> Page:
-    """Members matching every filter, by name; `limit=None` for all of them."""
+    """Members in name order (`search.sort_name`), at most `limit` (`None`: all); with
+    `search`, those holding every word of it (`search.search_terms`)."""
+    query = member_query(status=status, locked=locked, clock=clock)
+    terms = search_terms(search or "")
+    if not terms:
+        order = (col(Member.sort_name), col(Member.id))  # the ix_member_sort_name index's order
+        return fetch_page(session, query.order_by(*order), limit)
+    found = find_members(session, query, terms, limit=None if limit is None else limit + 1)
+    if limit is None or len(found) <= limit:
+        return Page(found, len(found))
+    return Page(found[:limit], count_matches(session, query, terms))
+
+
+def member_query(*, status: str | None, locked: bool, clock: Clock) -> SelectOfScalar[Member]:
+    """`member list`'s filters other than the search."""
     query = select(Member)
     if status is not None:
         query = query.where(Member.status == status)
@@ -277,17 +288,7 @@ def list_members(
         query = query.join(Account).where(
             or_(col(Account.hard_locked_at).is_not(None), col(Account.locked_until) > now)
         )
-    for term in search_terms(search or ""):
-        query = query.where(col(Member.search_text).contains(term, autoescape=True))
-    return fetch_page(session, query.order_by(Member.last_name, Member.first_name), limit)
-
-
-def search_terms(search: str) -> list[str]:
-    """Words to find, all of them; a NIR typed with separators is one term."""
-    compact = re.sub(r"[\s.-]", "", search)
-    if re.fullmatch(r"\d[\dab]{0,14}", compact, flags=re.IGNORECASE):
-        return [compact.lower()]
-    return fold(search).split()
+    return query
 
 
 def postal_address(member: Member) -> PostalAddress:

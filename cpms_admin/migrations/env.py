@@ -4,6 +4,7 @@ from alembic import context
 from sqlmodel import SQLModel
 
 import cpms_admin.models  # noqa: F401  (registers the tables on SQLModel.metadata)
+from cpms_admin.members.search import outside_search_index
 
 connection = context.config.attributes.get("connection")
 if connection is None:
@@ -13,6 +14,7 @@ context.configure(
     connection=connection,
     target_metadata=SQLModel.metadata,
     render_as_batch=True,
+    include_name=outside_search_index,
 )
 with context.begin_transaction():
     context.run_migrations()

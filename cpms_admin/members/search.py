@@ -1,0 +1,234 @@
+"""Member search and sort, fitted to French names.
+
+Folding (`fold`) makes the ways people type a name meet: accents go, `œ æ ß` become
+`oe ae ss`, case goes, and every apostrophe (’ ' ʼ ` ´ ‘), hyphen or dash, dot and space
+inside a field is dropped. So `N'Diaye`, `N’Diaye` and `Ndiaye` are all `ndiaye`, and
+`Jean-Pierre` and `Jean Pierre` are both `jeanpierre`. A member's folded fields are kept in
+two columns: `search_text` (names, NIR, e-mail, city, one word each) and `sort_name`
+(last name then first name: `member list`'s order, byte by byte on both engines).
+
+A search is words that must all appear, each folded the same way, as substrings of
+`search_text`: `n diaye`, `n'diaye` and `ndiaye` all find N'Diaye, `jean-pierre` finds
+Jean Pierre and `jean pierre` finds Jean-Pierre. A NIR typed with separators is one word.
+
+The substring test is a LIKE on `search_text` on both engines, so both give the same
+answer; an index only narrows the rows to test. On PostgreSQL a pg_trgm GIN index serves
+the LIKE itself. SQLite cannot index a LIKE '%x%', so words of 3 characters or more first
+go through the FTS5 trigram table `member_search` (migration 0006, kept in step with
+`member` by triggers). Shorter words have no trigram: when they are all a search has and
+the first members in name order do not hold enough matches (`find_members`), every row
+is tested.
+"""
+
+import re
+import unicodedata
+from typing import Any, Protocol
+
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    FromClause,
+    bindparam,
+    column,
+    func,
+    literal_column,
+    update,
+)
+from sqlalchemy import select as core_select
+from sqlalchemy import table as table_clause
+from sqlalchemy.orm import aliased
+from sqlmodel import Session, SQLModel, col, select
+from sqlmodel.sql.expression import SelectOfScalar
+
+from cpms_admin.models import Member
+
+SEARCH_TEXT_MAX = 600  # the columns' sizes (models.Member); a fold can be longer than its source
+SORT_NAME_MAX = 250
+FTS_TABLE = "member_search"  # SQLite: its shadow tables are member_search_*
+TRIGRAM_INDEX = "ix_member_search_text_trgm"  # PostgreSQL
+TRIGRAM = 3  # the shortest word a trigram index can find
+WALK = 2000  # members tested in name order before the search index is used (find_members)
+Clause = ColumnElement[Any]
+
+_LETTERS = {"œ": "oe", "æ": "ae", "ß": "ss", "ø": "o", "ł": "l", "đ": "d", "ð": "d", "þ": "th"}
+_APOSTROPHES = "'’ʼ`´‘‛′"
+_DASHES = "-‐‑‒–—―−\u00ad"
+_DOTS = ".·‧"
+_DROPPED = re.compile(f"[\\s{re.escape(_APOSTROPHES + _DASHES + _DOTS)}]+")
+_TRANSLATION = str.maketrans(_LETTERS)
+_LATIN_MARKS = re.compile("[\u0300-\u036f]+")  # the accents of é, è, ç... once decomposed
+
+
+class Searchable(Protocol):
+    """What search reads of a member (a Member, or the fields of one being made)."""
+
+    @property
+    def last_name(self) -> str: ...
+    @property
+    def first_name(self) -> str: ...
+    @property
+    def nir(self) -> str: ...
+    @property
+    def email(self) -> str | None: ...
+    @property
+    def city(self) -> str: ...
+
+
+def fold(text: str) -> str:
+    """One field as search compares it: `fold("d’Harcourt-Œuvrard") == "dharcourtoeuvrard"`."""
+    if text.isascii():  # most e-mails and NIRs, many names
+        return _DROPPED.sub("", text.lower())
+    bare = _LATIN_MARKS.sub("", unicodedata.normalize("NFKD", text))
+    if not bare.isascii():  # œ, ß, other scripts' marks...: the slower test of each character
+        bare = "".join(ch for ch in bare if not unicodedata.combining(ch))
+    return _DROPPED.sub("", bare.casefold().translate(_TRANSLATION))
+
+
+def search_text(member: Searchable) -> str:
+    """The `member.search_text` column: each searchable field folded, one word each."""
+    fields = (member.last_name, member.first_name, member.nir, member.email or "", member.city)
+    return " ".join(word for word in map(fold, fields) if word)[:SEARCH_TEXT_MAX]
+
+
+def sort_name(member: Searchable) -> str:
+    """The `member.sort_name` column: folded last name, a space, folded first name. Particles
+    sort under their letter (d'Arcy under D, de La Tour under D), accents are ignored, and a
+    space sorts before any letter, so every Dupont comes before Dupont-Aignan."""
+    return f"{fold(member.last_name)} {fold(member.first_name)}"[:SORT_NAME_MAX]
+
+
+def search_values(member: Searchable) -> dict[str, str]:
+    """The member table's folded columns for these fields."""
+    return {"search_text": search_text(member), "sort_name": sort_name(member)}
+
+
+SEARCH_COLUMNS = ("search_text", "sort_name")
+
+
+def search_terms(search: str) -> list[str]:
+    """Words to find, all of them, folded; a NIR typed with separators is one term."""
+    compact = re.sub(r"[\s.-]", "", search)
+    if re.fullmatch(r"\d[\dab]{0,14}", compact, flags=re.IGNORECASE):
+        return [compact.lower()]
+    return list(dict.fromkeys(word for word in map(fold, search.split()) if word))
+
+
+def _like(term: str) -> str:
+    escaped = term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+def _conditions(member: FromClause, terms: list[str], *, indexed: bool) -> list[Clause]:
+    """`member` holds every term: the LIKEs decide, on both engines alike. `indexed`, on
+    SQLite, first narrows the rows to the trigram table's matches for the terms of 3
+    characters or more (PostgreSQL's planner uses its trigram index for the LIKEs itself)."""
+    conditions: list[Clause] = [
+        member.c.search_text.like(_like(term), escape="\\") for term in terms
+    ]
+    long_terms = [term for term in terms if len(term) >= TRIGRAM]
+    if indexed and long_terms:
+        fts = table_clause(FTS_TABLE, column("rowid"))
+        query = " AND ".join('"' + term.replace('"', '""') + '"' for term in long_terms)
+        found = core_select(fts.c.rowid).where(literal_column(FTS_TABLE).op("MATCH")(query))
+        conditions.insert(0, member.c.id.in_(found))
+    return conditions
+
+
+def find_members(
+    session: Session,
+    query: SelectOfScalar[Member],
+    terms: list[str],
+    *,
+    limit: int | None,
+    walk: int = WALK,
+) -> list[Member]:
+    """The first `limit` members (all with None) of `query` (a `select(Member)` with its
+    filters) holding every term, in name order. Neither planner can tell how many rows a
+    LIKE keeps, and each guessed wrong at a million members (walking the name index past
+    400,000 rows to find a rare name), so the plan is ours, the same on both engines:
+
+    1. the first `walk` members in name order are tested: a common word is found there;
+    2. if fewer than `limit` matched, every match is found (through the search index for
+       words of 3 characters or more, else by testing every row), then sorted.
+    """
+    head = query.order_by(*_order(Member)).limit(walk).subquery("head")
+    first = aliased(Member, head)
+    walked = list(
+        session.exec(
+            select(first)
+            .where(*_conditions(head, terms, indexed=False))
+            .order_by(*_order(first))
+            .limit(limit)
+        )
+    )
+    if len(walked) == limit:
+        return walked
+    sqlite = session.get_bind().dialect.name == "sqlite"
+    member = SQLModel.metadata.tables["member"]
+    # MATERIALIZED: the matches are gathered first, so no planner walks the name index.
+    found = (
+        query.with_only_columns(member.c.id, member.c.sort_name)
+        .where(*_conditions(member, terms, indexed=sqlite))
+        .cte("found")
+        .prefix_with("MATERIALIZED")
+    )
+    top = core_select(found.c.id).order_by(found.c.sort_name, found.c.id).limit(limit)
+    members = session.exec(select(Member).where(col(Member.id).in_(top)).order_by(*_order(Member)))
+    return list(members)
+
+
+def count_matches(session: Session, query: SelectOfScalar[Member], terms: list[str]) -> int:
+    """How many members of `query` hold every term (through the search index where it can),
+    for a listing that `find_members` cut at its limit."""
+    sqlite = session.get_bind().dialect.name == "sqlite"
+    member = SQLModel.metadata.tables["member"]
+    counting = query.with_only_columns(func.count()).where(
+        *_conditions(member, terms, indexed=sqlite)
+    )
+    return int(session.exec(counting).one())  # type: ignore[call-overload]
+
+
+def _order(member: type[Member]) -> tuple[Any, ...]:
+    """Name order, as the ix_member_sort_name index keeps it."""
+    return (col(member.sort_name), col(member.id))
+
+
+def outside_search_index(name: str | None, kind: str, _parents: object = None) -> bool:
+    """False for the search index's own objects, which migration 0006 makes outside the
+    models (the FTS5 table and its shadow tables, the trigram index): Alembic's `include_name`,
+    so comparing the schema with the models leaves them out."""
+    if name is None:
+        return True
+    if kind == "table":
+        return not (name == FTS_TABLE or name.startswith(f"{FTS_TABLE}_"))
+    return not (kind == "index" and name == TRIGRAM_INDEX)
+
+
+def refresh_search_columns(connection: Connection, *, batch_size: int = 5000) -> int:
+    """Recompute every member's folded columns (after the folding changed), in batches of
+    one keyset-paged read and one executemany of the rows that differ; the count changed."""
+    member = SQLModel.metadata.tables["member"]
+    read = core_select(
+        member.c.id,
+        member.c.last_name,
+        member.c.first_name,
+        member.c.nir,
+        member.c.email,
+        member.c.city,
+        member.c.search_text,
+        member.c.sort_name,
+    ).order_by(member.c.id)
+    write = update(member).where(member.c.id == bindparam("member_key"))
+    changed, after = 0, 0
+    while rows := connection.execute(read.where(member.c.id > after).limit(batch_size)).all():
+        changes = [
+            {"member_key": row.id, **values}
+            for row in rows
+            if (values := search_values(row))
+            != {"search_text": row.search_text, "sort_name": row.sort_name}
+        ]
+        if changes:
+            connection.execute(write, changes)
+        changed += len(changes)
+        after = rows[-1].id
+    return changed

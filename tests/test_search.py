@@ -1,0 +1,231 @@
+"""Member search and sort fitted to French names, through `member list` and the service, on
+every configured engine; the same answers on both (tests/test_search_engines.py)."""
+
+import json
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from sqlmodel import Session
+
+from cpms_admin.members import records
+from cpms_admin.members.nir import format_nir
+from cpms_admin.members.search import find_members, fold, search_terms, search_text, sort_name
+from cpms_admin.models import Account, Member
+from tests.factories import make_member
+from tests.harness import Cli, FakeClock
+from tests.import_helpers import person, write_csv
+from tests.search_helpers import assert_search_index_in_step, plan_of_search, search_index_ids
+
+
+@pytest.mark.parametrize(
+    ("typed", "folded"),
+    [
+        ("d’Harcourt", "dharcourt"),
+        ("d'Harcourt", "dharcourt"),
+        ("dʼHarcourt", "dharcourt"),
+        ("d`Harcourt", "dharcourt"),
+        ("d´Harcourt", "dharcourt"),
+        ("d‘Harcourt", "dharcourt"),
+        ("N'Diaye", "ndiaye"),
+        ("N Diaye", "ndiaye"),
+        ("Œuvrard", "oeuvrard"),
+        ("DUCŒUR", "ducoeur"),
+        ("Lætitia", "laetitia"),
+        ("Strauß", "strauss"),
+        ("Jean-Pierre", "jeanpierre"),
+        ("Jean–Pierre", "jeanpierre"),  # en dash
+        ("Jean Pierre", "jeanpierre"),
+        ("J.-P.", "jp"),
+        ("Élodie", "elodie"),
+        ("Müller", "muller"),
+        ("de La Tour", "delatour"),
+    ],
+)
+def test_fold_drops_accents_case_apostrophes_hyphens_dots_and_spaces(
+    typed: str, folded: str
+) -> None:
+    assert fold(typed) == folded
+
+
+@given(st.text())
+def test_folding_twice_changes_nothing_and_leaves_no_separator(text: str) -> None:
+    """A word typed already folded finds what its unfolded spelling finds."""
+    folded = fold(text)
+    assert fold(folded) == folded
+    assert not any(ch.isspace() or ch in "'’-." for ch in folded)
+
+
+def test_search_words_are_folded_and_a_nir_with_separators_is_one_word() -> None:
+    assert search_terms("d’Harcourt  LYON") == ["dharcourt", "lyon"]
+    assert search_terms("n diaye") == ["n", "diaye"]
+    assert search_terms("jean-pierre") == ["jeanpierre"]
+    assert search_terms("1 85 05 75 001 001") == ["1850575001001"]
+    assert search_terms("- ' .") == []
+
+
+def test_the_folded_columns_keep_one_word_per_field() -> None:
+    member = Member(
+        nir="185057500100195",
+        last_name="d’Harcourt",
+        first_name="Jean-Pierre",
+        email="jp.dharcourt@example.org",
+        city="Saint-Étienne",
+    )
+    assert (
+        search_text(member)
+        == "dharcourt jeanpierre 185057500100195 jpdharcourt@exampleorg saintetienne"
+    )
+    assert sort_name(member) == "dharcourt jeanpierre"
+
+
+FRENCH_NAMES = [
+    ("N'Diaye", "Awa"),
+    ("d’Harcourt", "Louis"),
+    ("Œuvrard", "Claire"),
+    ("Ducœur", "Marc"),
+    ("Martin", "Jean Pierre"),
+    ("Bernard", "Jean-Pierre"),
+    ("Dupont", "Hélène"),
+]
+
+
+@pytest.mark.parametrize(
+    ("search", "found"),
+    [
+        ("ndiaye", ["N'Diaye"]),
+        ("n diaye", ["N'Diaye"]),
+        ("n'diaye", ["N'Diaye"]),
+        ("N’DIAYE", ["N'Diaye"]),
+        ("d'harcourt", ["d’Harcourt"]),
+        ("dharcourt", ["d’Harcourt"]),
+        ("d’harcourt louis", ["d’Harcourt"]),
+        ("oeuvrard", ["Œuvrard"]),
+        ("œuvrard", ["Œuvrard"]),
+        ("ducoeur", ["Ducœur"]),
+        ("jean-pierre", ["Bernard", "Martin"]),  # finds Jean Pierre too
+        ("jean pierre", ["Bernard", "Martin"]),  # finds Jean-Pierre too
+        ("jeanpierre", ["Bernard", "Martin"]),
+        ("jean–pierre martin", ["Martin"]),
+        ("helene", ["Dupont"]),
+        ("di", ["N'Diaye"]),  # shorter than a trigram: tested on every row, same answer
+        ("ha lo", ["d’Harcourt"]),
+        ("oeu", ["Ducœur", "Œuvrard"]),
+        ("zz", []),
+        ("ndiaye zz", []),
+    ],
+)
+def test_member_list_finds_french_names_however_typed(
+    cli: Cli, session: Session, search: str, found: list[str]
+) -> None:
+    for last_name, first_name in FRENCH_NAMES:
+        make_member(session, last_name=last_name, first_name=first_name, email=None)
+    result = cli("--json", "member", "list", "--search", search)
+    assert result.exit_code == 0, result.output
+    assert [row["last_name"] for row in json.loads(result.stdout)] == found
+
+
+def test_search_by_nir_email_and_city_and_wildcards_taken_literally(session: Session) -> None:
+    helene = make_member(session, email="h.muller@example.org", city="Saint-Étienne")
+    make_member(session, last_name="Durand", email="paul_durand@example.org", city="Lyon")
+    for search in (format_nir(helene.nir), "h.muller@example", "saint etienne", "etienne"):
+        assert [m.nir for m in records.list_members(session, search=search)] == [helene.nir]
+    assert records.list_members(session, search="100%") == []
+    assert records.list_members(session, search="h_muller") == []
+
+
+SORTED = [
+    ("Bernard", "Zoé"),
+    ("d'Arcy", "Anne"),
+    ("de La Tour", "Paul"),
+    ("Dupont", "Élodie"),
+    ("Dupont", "Emma"),
+    ("Dupont-Aignan", "Anne"),
+    ("Éluard", "Paul"),
+    ("le Brun", "Marc"),
+    ("Le Goff", "Yann"),
+    ("Œuvrard", "Claire"),
+    ("Zola", "Émile"),
+]
+
+
+def test_member_list_sorts_particles_and_accents_under_their_letter(
+    cli: Cli, session: Session
+) -> None:
+    for last_name, first_name in reversed(SORTED):
+        make_member(session, last_name=last_name, first_name=first_name, email=None)
+    rows = json.loads(cli("--json", "member", "list").stdout)
+    assert [(row["last_name"], row["first_name"]) for row in rows] == SORTED
+    searched = json.loads(cli("--json", "member", "list", "--search", "a").stdout)
+    assert [row["last_name"] for row in searched] == [
+        name for name, first in SORTED if "a" in fold(name + first)
+    ]
+
+
+def test_namesakes_are_listed_in_the_order_they_were_added(session: Session) -> None:
+    added = [make_member(session, last_name="Martin", first_name="Anne") for _ in range(3)]
+    assert records.list_members(session) == added
+    assert records.list_members(session, search="martin anne", limit=2) == added[:2]
+
+
+def test_an_update_changes_what_search_finds_and_the_order(session: Session) -> None:
+    member = make_member(session, last_name="Zola", first_name="Émile")
+    make_member(session, last_name="Martin", first_name="Anne")
+    records.update_member(session, nir=member.nir, changes={"last_name": "N’Diaye"}, agent="alice")
+    assert [m.last_name for m in records.list_members(session, search="ndiaye")] == ["N’Diaye"]
+    assert records.list_members(session, search="zola") == []
+    assert [m.last_name for m in records.list_members(session)] == ["Martin", "N’Diaye"]
+    assert_search_index_in_step(session)
+    if session.get_bind().dialect.name == "sqlite":  # the old name left the FTS5 table
+        assert search_index_ids(session, "zola") == set()
+        assert search_index_ids(session, "ndiaye") == {member.id}
+
+
+def test_words_of_three_letters_or_more_go_through_the_search_index(session: Session) -> None:
+    make_member(session, last_name="N'Diaye")
+    assert_search_index_in_step(session)
+    if session.get_bind().dialect.name == "sqlite":
+        assert "member_search VIRTUAL TABLE" in plan_of_search(session, "ndiaye lyon")
+        assert "VIRTUAL TABLE" not in plan_of_search(session, "nd")  # no trigram in 2 letters
+    else:
+        assert "ix_member_search_text_trgm" in plan_of_search(session, "ndiaye lyon")
+
+
+def test_search_keeps_the_status_and_locked_filters(session: Session, clock: FakeClock) -> None:
+    locked = make_member(session, last_name="N'Diaye", first_name="Awa")
+    make_member(session, last_name="N'Diaye", first_name="Binta")
+    closed = make_member(session, last_name="N'Diaye", first_name="Coumba")
+    records.close_member(session, nir=closed.nir, reason="départ", agent="alice")
+    account = session.get(Account, locked.id)
+    assert account is not None
+    account.hard_locked_at = clock()
+    session.commit()
+    for walk in (0, 2000):  # both of find_members' ways
+        query = records.member_query(status="closed", locked=False, clock=clock)
+        found = find_members(session, query, ["ndiaye"], limit=50, walk=walk)
+        assert [m.first_name for m in found] == ["Coumba"]
+        query = records.member_query(status=None, locked=True, clock=clock)
+        found = find_members(session, query, ["ndiaye"], limit=50, walk=walk)
+        assert [m.first_name for m in found] == ["Awa"]
+    active = records.list_members(session, status="active", search="ndiaye", clock=clock)
+    assert [m.first_name for m in active] == ["Awa", "Binta"]
+
+
+def test_members_import_keeps_the_search_index_in_step(
+    cli: Cli, session: Session, tmp_path: Path
+) -> None:
+    """Import inserts and `--on-conflict update` rewrite the folded columns in bulk."""
+    path = write_csv(tmp_path / "m.csv", [person(70, last_name="d’Harcourt", city="Évreux")])
+    assert cli("members", "import", str(path)).exit_code == 0
+    found = json.loads(cli("--json", "member", "list", "--search", "dharcourt evreux").stdout)
+    assert [row["last_name"] for row in found] == ["d’Harcourt"]
+    moved = write_csv(tmp_path / "moved.csv", [person(70, last_name="N'Diaye", city="Lyon")])
+    assert cli("members", "import", str(moved), "--on-conflict", "update").exit_code == 0
+    assert json.loads(cli("--json", "member", "list", "--search", "dharcourt").stdout) == []
+    found = json.loads(cli("--json", "member", "list", "--search", "n diaye lyon").stdout)
+    assert [row["last_name"] for row in found] == ["N'Diaye"]
+    session.rollback()  # see the import's rows
+    assert_search_index_in_step(session)
+    if session.get_bind().dialect.name == "sqlite":
+        assert search_index_ids(session, "dharcourt") == set()

@@ -1,0 +1,121 @@
+"""Migration 0006 on a database at 0004 that already has members: their folded columns are
+recomputed, the search index is built over them, and the downgrade puts 0004 back."""
+
+import unicodedata
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import pytest
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Engine, text
+from sqlmodel import Session, select
+
+from cpms_admin.db import MIGRATIONS_DIR, current_revision, make_engine, upgrade_schema
+from cpms_admin.members import records
+from cpms_admin.members.search import search_text, sort_name
+from cpms_admin.models import Member
+from tests.factories import make_member, make_nir
+from tests.search_helpers import assert_search_index_in_step
+
+NAMES = [
+    ("N'Diaye", "Awa"),
+    ("Œuvrard", "Jean-Pierre"),
+    ("d’Harcourt", "Élodie"),
+    ("Zola", "Émile"),
+]
+MEMBER_0004 = sa.table(
+    "member",
+    *map(
+        sa.column,
+        ("nir", "last_name", "first_name", "street", "postcode", "city", "country"),
+    ),
+    sa.column("search_text"),
+    sa.column("status"),
+    sa.column("created_at"),
+    sa.column("updated_at"),
+)
+
+
+def fold_0004(text: str) -> str:
+    """How revision 0004's code folded `search_text`."""
+    decomposed = unicodedata.normalize("NFKD", text)
+    return "".join(ch for ch in decomposed if not unicodedata.combining(ch)).casefold()
+
+
+def migrate(engine: Engine, revision: str, *, down: bool = False) -> None:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    with engine.begin() as conn:
+        config.attributes["connection"] = conn
+        (command.downgrade if down else command.upgrade)(config, revision)
+
+
+@pytest.fixture
+def at_0004(empty_db_url: str) -> Iterator[Engine]:
+    """A database at revision 0004 with members written as 0004's code wrote them."""
+    engine = make_engine(empty_db_url, must_exist=False)
+    migrate(engine, "0004")
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    with engine.begin() as conn:
+        for last_name, first_name in NAMES:
+            nir = make_nir()
+            conn.execute(
+                sa.insert(MEMBER_0004).values(
+                    nir=nir,
+                    last_name=last_name,
+                    first_name=first_name,
+                    street="1 rue de la Paix",
+                    postcode="75002",
+                    city="Paris",
+                    country="FR",
+                    search_text=fold_0004(f"{last_name} {first_name} {nir}  Paris"),
+                    status="active",
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
+    yield engine
+    engine.dispose()
+
+
+def test_upgrade_refolds_existing_members_and_indexes_them(at_0004: Engine) -> None:
+    upgrade_schema(at_0004)
+    assert current_revision(at_0004) == "0006"
+    with Session(at_0004) as session:
+        members = list(session.exec(select(Member)))
+        assert all(m.search_text == search_text(m) for m in members)
+        assert all(m.sort_name == sort_name(m) for m in members)
+        assert_search_index_in_step(session)
+        for search, found in [
+            ("ndiaye", "N'Diaye"),
+            ("oeuvrard jean pierre", "Œuvrard"),
+            ("d'harcourt", "d’Harcourt"),
+            ("emile", "Zola"),
+        ]:
+            assert [m.last_name for m in records.list_members(session, search=search)] == [found]
+        assert [m.last_name for m in records.list_members(session)] == [
+            "d’Harcourt",
+            "N'Diaye",
+            "Œuvrard",
+            "Zola",
+        ]
+        added = make_member(session, last_name="N’Dour", first_name="Youssou")
+        assert records.list_members(session, search="ndour") == [added]  # kept in step
+
+
+def test_downgrade_restores_0004_and_upgrades_again(at_0004: Engine) -> None:
+    with at_0004.connect() as conn:
+        before = sorted(conn.execute(text("SELECT id, search_text FROM member")).all())
+    upgrade_schema(at_0004)
+    migrate(at_0004, "0004", down=True)
+    with at_0004.connect() as conn:
+        assert sorted(conn.execute(text("SELECT id, search_text FROM member")).all()) == before
+        columns = {c["name"] for c in sa.inspect(conn).get_columns("member")}
+        assert "sort_name" not in columns
+        assert "member_search" not in sa.inspect(conn).get_table_names()
+    upgrade_schema(at_0004)
+    with Session(at_0004) as session:
+        assert [m.last_name for m in records.list_members(session, search="ndiaye")] == ["N'Diaye"]
+        assert_search_index_in_step(session)

@@ -127,7 +127,9 @@ def test_member_list_finds_french_names_however_typed(
 
 
 def test_search_by_nir_email_and_city_and_wildcards_taken_literally(session: Session) -> None:
-    helene = make_member(session, email="h.muller@example.org", city="Saint-Étienne")
+    helene = make_member(
+        session, email="h.muller@example.org", city="Saint-Étienne", postcode="42000"
+    )
     make_member(session, last_name="Durand", email="paul_durand@example.org", city="Lyon")
     for search in (format_nir(helene.nir), "h.muller@example", "saint etienne", "etienne"):
         assert [m.nir for m in records.list_members(session, search=search)] == [helene.nir]
@@ -216,11 +218,15 @@ def test_members_import_keeps_the_search_index_in_step(
     cli: Cli, session: Session, tmp_path: Path
 ) -> None:
     """Import inserts and `--on-conflict update` rewrite the folded columns in bulk."""
-    path = write_csv(tmp_path / "m.csv", [person(70, last_name="d’Harcourt", city="Évreux")])
+    path = write_csv(
+        tmp_path / "m.csv", [person(70, last_name="d’Harcourt", city="Évreux", postcode="27000")]
+    )
     assert cli("members", "import", str(path)).exit_code == 0
     found = json.loads(cli("--json", "member", "list", "--search", "dharcourt evreux").stdout)
     assert [row["last_name"] for row in found] == ["d’Harcourt"]
-    moved = write_csv(tmp_path / "moved.csv", [person(70, last_name="N'Diaye", city="Lyon")])
+    moved = write_csv(
+        tmp_path / "moved.csv", [person(70, last_name="N'Diaye", city="Lyon", postcode="69002")]
+    )
     assert cli("members", "import", str(moved), "--on-conflict", "update").exit_code == 0
     assert json.loads(cli("--json", "member", "list", "--search", "dharcourt").stdout) == []
     found = json.loads(cli("--json", "member", "list", "--search", "n diaye lyon").stdout)

@@ -206,9 +206,15 @@ def insert_per_member(
     session.execute(insert(table).from_select(["member_id", *values], rows))
 
 
+# A cut listing counts its matches up to this many: beyond, "10,000+" tells an agent as much,
+# and counting a million rows would cost more than the listing itself.
+COUNT_CAP = 10_000
+
+
 class Page(list[Any]):
     """The rows of a listing, and how many rows matched in all: more than `len(page)` when
-    the limit cut the listing (the agent is then told, see cli/output.py)."""
+    the limit cut the listing (the agent is then told, see cli/output.py). `total` is
+    counted up to COUNT_CAP + 1, which means "more than COUNT_CAP"."""
 
     def __init__(self, rows: Iterable[Any], total: int) -> None:
         super().__init__(rows)
@@ -224,5 +230,12 @@ def fetch_page(session: Session, query: Any, limit: int | None) -> Page:
     rows = list(session.exec(query.limit(limit + 1)))
     if len(rows) <= limit:
         return Page(rows, len(rows))
-    counting = select(func.count()).select_from(query.order_by(None).subquery())
-    return Page(rows[:limit], session.scalar(counting) or 0)
+    return Page(rows[:limit], count_capped(session, query))
+
+
+def count_capped(session: Session, query: Any) -> int:
+    """How many rows `query` gives, counted up to COUNT_CAP + 1."""
+    capped = (
+        query.order_by(None).limit(COUNT_CAP + 1).subquery()
+    )  # read when called: tests lower it
+    return session.scalar(select(func.count()).select_from(capped)) or 0

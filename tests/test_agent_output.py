@@ -124,6 +124,21 @@ def test_a_cut_listing_says_so_on_stderr_only(cli: Cli, session: Session) -> Non
     assert cli("letters", "list").stderr == ""  # no letters: nothing cut
 
 
+@pytest.mark.parametrize("search", [None, "martin"])
+def test_a_cut_listing_counts_only_so_far(
+    cli: Cli, session: Session, monkeypatch: pytest.MonkeyPatch, search: str | None
+) -> None:
+    """Counting a million matches would cost more than the listing: past the cap (10,000,
+    lowered here) the agent reads "10,000+"."""
+    monkeypatch.setattr("cpms_admin.db.COUNT_CAP", 4)
+    for _ in range(7):
+        make_member(session, welcome=False)
+    options = ["--search", search] if search else []
+    assert cli("member", "list", "--limit", "2", *options).stderr == (
+        "2 of 4+ shown; --limit N or --all\n"
+    )
+
+
 @pytest.mark.parametrize(
     ("words", "values"),
     [

@@ -13,14 +13,14 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import typer
 
+from cpms_admin import db
 from cpms_admin.cli.context import AppContext
+from cpms_admin.db import Page
 from cpms_admin.french import agent_time
 from cpms_admin.members.nir import format_nir
 
 if TYPE_CHECKING:
     from rich.progress import Progress, TaskID
-
-    from cpms_admin.db import Page
 
 
 Columns = Sequence[tuple[str, str]]  # (key in the row, column title)
@@ -96,7 +96,7 @@ def emit_rows(
 
 def emit_page(
     app: AppContext,
-    page: "Page",
+    page: Page,
     rows: list[dict[str, Any]],
     columns: Columns,
     *,
@@ -106,7 +106,8 @@ def emit_page(
     is missing on stderr (never in the JSON, whose readers count the list themselves)."""
     emit_rows(app, rows, columns, title=title)
     if page.total > len(page):
-        typer.echo(f"{len(page):,} of {page.total:,} shown; --limit N or --all", err=True)
+        total = f"{db.COUNT_CAP:,}+" if page.total > db.COUNT_CAP else f"{page.total:,}"
+        typer.echo(f"{len(page):,} of {total} shown; --limit N or --all", err=True)
 
 
 def _cell(key: str, value: Any) -> str:

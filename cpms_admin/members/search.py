@@ -30,7 +30,6 @@ from sqlalchemy import (
     FromClause,
     bindparam,
     column,
-    func,
     literal_column,
     update,
 )
@@ -40,6 +39,7 @@ from sqlalchemy.orm import aliased
 from sqlmodel import Session, SQLModel, col, select
 from sqlmodel.sql.expression import SelectOfScalar
 
+from cpms_admin.db import count_capped
 from cpms_admin.models import Member
 
 SEARCH_TEXT_MAX = 600  # the columns' sizes (models.Member); a fold can be longer than its source
@@ -179,13 +179,13 @@ def find_members(
 
 def count_matches(session: Session, query: SelectOfScalar[Member], terms: list[str]) -> int:
     """How many members of `query` hold every term (through the search index where it can),
-    for a listing that `find_members` cut at its limit."""
+    up to `db.COUNT_CAP` + 1, for a listing that `find_members` cut at its limit."""
     sqlite = session.get_bind().dialect.name == "sqlite"
     member = SQLModel.metadata.tables["member"]
-    counting = query.with_only_columns(func.count()).where(
+    matching = query.with_only_columns(member.c.id).where(
         *_conditions(member, terms, indexed=sqlite)
     )
-    return int(session.exec(counting).one())  # type: ignore[call-overload]
+    return count_capped(session, matching)
 
 
 def _order(member: type[Member]) -> tuple[Any, ...]:

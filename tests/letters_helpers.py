@@ -11,6 +11,7 @@ import stat
 from pathlib import Path
 from typing import Any
 
+import pikepdf
 import pypdf
 from sqlmodel import Session, select
 
@@ -67,6 +68,7 @@ def check_batch_dir(directory: Path, manifest: dict[str, Any]) -> None:
         assert hashlib.sha256(path.read_bytes()).hexdigest() == entry["sha256"]
         pages[entry["name"]] = len(pypdf.PdfReader(path).pages)
         assert pages[entry["name"]] == entry["pages"]
+        check_font_tags(path)
     for name in pages:  # each file's letters tile its pages exactly
         spans = sorted(
             (le["first_page"], le["page_count"]) for le in manifest["letters"] if le["file"] == name
@@ -82,6 +84,39 @@ def check_batch_dir(directory: Path, manifest: dict[str, Any]) -> None:
         (le["letter_id"], le["file"], le["first_page"], le["first_page"] + le["page_count"] - 1)
         for le in manifest["letters"]
     ]
+
+
+SUBSET_TAG = re.compile(r"^/([A-Z]{6})\+")
+
+
+def font_programs(path: Path) -> dict[str, set[str]]:
+    """Subset tag -> digests of the font programs named with it, for every font of a PDF
+    (Type0 fonts through their CIDFont's descriptor)."""
+    found: dict[str, set[str]] = {}
+    with pikepdf.open(path) as pdf:
+        for obj in pdf.objects:
+            if not isinstance(obj, pikepdf.Dictionary) or obj.get("/Type") != "/Font":
+                continue
+            owner = obj.DescendantFonts[0] if "/DescendantFonts" in obj else obj
+            descriptor = owner.get("/FontDescriptor")
+            if descriptor is None:
+                continue
+            program = next(
+                descriptor[k] for k in ("/FontFile2", "/FontFile3", "/FontFile") if k in descriptor
+            )
+            digest = hashlib.sha256(program.read_bytes()).hexdigest()
+            for name in (obj.BaseFont, owner.BaseFont, descriptor.FontName):
+                match = SUBSET_TAG.match(str(name))
+                assert match, f"{path.name}: font {name} has no subset tag"
+                found.setdefault(match[1], set()).add(digest)
+    return found
+
+
+def check_font_tags(path: Path) -> None:
+    """ISO 32000-1 §9.6.4: different subsets have different tags (a RIP that deduplicates
+    fonts by name would otherwise print missing glyphs)."""
+    shared = {tag: n for tag, n in font_programs(path).items() if len(n) > 1}
+    assert not shared, f"{path.name}: one subset tag for several font programs: {shared}"
 
 
 def letter_text(directory: Path, entry: dict[str, Any]) -> str:

@@ -9,11 +9,10 @@ once in the file as a form XObject (pikepdf). `document_html` gives the same let
 whole: what the naive loop of bench/letters.py renders and what tests compare the print with.
 
 A renderer also parses the CSS once and keeps one FontConfiguration, so fonts are subset once
-per file. WeasyPrint and pikepdf are imported only when a renderer is built.
+per file. WeasyPrint and pikepdf are imported only when a renderer is built; `pdf_file`
+assembles the file and names each font subset after its own glyphs.
 """
 
-import contextlib
-import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -160,7 +159,10 @@ class LetterRenderer:
             if duplex:
                 pages.append(self._blank())
                 under.append(None)
-        _print_over(overlay.copy(pages).write_pdf(), under, out_path)
+        from cpms_admin.letters.pdf_file import print_over
+
+        backdrop_pdfs = [backdrop.pdf if backdrop else None for backdrop in under]
+        print_over(overlay.copy(pages).write_pdf(), backdrop_pdfs, out_path)
         return spans
 
     def _backdrop(self, layout: LetterLayout) -> Backdrop:
@@ -198,25 +200,3 @@ class LetterRenderer:
             blank = self._layout('<!DOCTYPE html><div class="spare-page"></div>')
             self._blank_page = blank.pages[0]
         return self._blank_page
-
-
-def _print_over(overlay_pdf: bytes, under: Sequence[Backdrop | None], out_path: Path) -> None:
-    """Write `overlay_pdf` to `out_path`, its page i printed over the page of `under[i]`.
-
-    Each backdrop goes into the file once, as a form XObject drawn by each of its pages.
-    """
-    import pikepdf
-
-    with contextlib.ExitStack() as stack:
-        pdf = stack.enter_context(pikepdf.open(io.BytesIO(overlay_pdf)))
-        forms: dict[int, pikepdf.Object] = {}
-        for page, backdrop in zip(pdf.pages, under, strict=True):
-            if backdrop is None:
-                continue
-            if id(backdrop) not in forms:
-                # The source stays open until the save: pikepdf copies stream data lazily.
-                source = stack.enter_context(pikepdf.open(io.BytesIO(backdrop.pdf)))
-                forms[id(backdrop)] = pdf.copy_foreign(source.pages[0].as_form_xobject())
-            page.add_underlay(forms[id(backdrop)], pikepdf.Rectangle(page.mediabox))
-        with out_path.open("wb") as out:  # truncating keeps the mode of a reserved file
-            pdf.save(out)

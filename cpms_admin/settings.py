@@ -56,6 +56,9 @@ class Settings:
     argon2_time_cost: int = _bounded(2, 2, 100)
     argon2_parallelism: int = _bounded(1, 1, 64)
     letter_city: str = "Paris"
+    # The sender's reference on the print house's order form (their customer reference for
+    # CPMS), recorded in every batch's manifest.
+    letter_sender_reference: str = "CPMS-SERVICE-ADHERENTS"
 
     def __post_init__(self) -> None:
         check_settings({f.name: getattr(self, f.name) for f in fields(self)}, env_name)

@@ -4,6 +4,7 @@ subsets each with a name of their own, and the order form in the manifest."""
 import subprocess
 from pathlib import Path
 
+import pytest
 from sqlmodel import Session
 
 from cpms_admin.letters.render import LetterRenderer
@@ -43,3 +44,24 @@ def test_a_batch_of_every_kind_passes_qpdf_and_keeps_tags_apart(
     check_batch_dir(directory, manifest)  # fonts included
     for entry in manifest["files"]:
         qpdf_check(directory / entry["name"])
+
+
+@pytest.mark.parametrize("duplex", [False, True])
+def test_the_manifest_is_the_print_house_order_form(
+    cli: Cli, session: Session, tmp_path: Path, duplex: bool
+) -> None:
+    queue_members(session, 3)
+    out = tmp_path / "print"
+    options = ("--duplex",) if duplex else ()
+    summary = batch(cli.with_settings(letter_sender_reference="CPMS-0042"), out, *options)
+    [(directory, manifest)] = manifests(out)
+    check_batch_dir(directory, manifest)
+    order = {key: manifest[key] for key in ("sender_reference", "page_size", "duplex")}
+    assert order == {"sender_reference": "CPMS-0042", "page_size": "A4", "duplex": duplex}
+    assert {key: summary[key] for key in order} == order
+    assert all(le["page_count"] == (2 if duplex else 1) for le in manifest["letters"])
+
+
+def test_nothing_printed_orders_nothing(cli: Cli, tmp_path: Path) -> None:
+    summary = batch(cli, tmp_path / "print")
+    assert (summary["batch_id"], summary["page_size"], summary["duplex"]) == (None, None, None)

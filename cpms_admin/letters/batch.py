@@ -86,6 +86,10 @@ class BatchSummary:
     pages: int = 0
     letters: list[dict[str, Any]] = field(default_factory=list)
     files: list[dict[str, Any]] = field(default_factory=list)
+    # What the print house's order form asks (`_order_form`); None while nothing was printed.
+    order: dict[str, Any] = field(
+        default_factory=lambda: dict.fromkeys(("sender_reference", "page_size", "duplex"))
+    )
 
     @property
     def cancelled(self) -> int:
@@ -110,6 +114,7 @@ class BatchSummary:
             "printed": self.printed,
             "failed": self.failed,
             "pages": self.pages,
+            **self.order,
             # As in the manifest (CLI.md's shape): a script may read either.
             "letters": self.letters,
             "files": self.files,
@@ -209,6 +214,7 @@ def _print(run: _Run, summary: BatchSummary, *, batch_id: int, total: int) -> No
         manifest = {
             "batch_id": batch_id,
             "created_at": iso(now),
+            **_order_form(run, rendered),
             "letters": rendered.letters,
             "files": rendered.files,
         }
@@ -241,6 +247,16 @@ def _print(run: _Run, summary: BatchSummary, *, batch_id: int, total: int) -> No
     summary.batch_id, summary.created_at, summary.directory = batch_id, iso(now), str(final)
     summary.printed, summary.failed, summary.pages = issued, failed, rendered.pages
     summary.letters, summary.files = rendered.letters, rendered.files
+    summary.order = _order_form(run, rendered)
+
+
+def _order_form(run: _Run, rendered: Rendered) -> dict[str, Any]:
+    """What a print house's order form asks of a batch, beside its files."""
+    return {
+        "sender_reference": run.settings.letter_sender_reference,
+        "page_size": " + ".join(sorted(rendered.page_sizes)) or None,
+        "duplex": run.options.duplex,
+    }
 
 
 def _render(run: _Run, *, batch_id: int, total: int, staging: Path) -> tuple[RenderJob, Rendered]:

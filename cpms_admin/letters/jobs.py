@@ -49,6 +49,7 @@ class Rendered:
     failed: dict[int, str] = field(default_factory=dict)  # letter id -> why it cannot print
     letters: list[dict[str, Any]] = field(default_factory=list)  # manifest entries
     files: list[dict[str, Any]] = field(default_factory=list)
+    page_sizes: set[str] = field(default_factory=set)  # "A4", as the print house names it
 
     @property
     def pages(self) -> int:
@@ -102,6 +103,7 @@ def _content(job: RenderJob, letter_id: int, kind: str, member: Member, code: st
 
 def render_batch(job: RenderJob, *, progress: Progress) -> Rendered:
     """Render every claimed letter of the batch into `<staging>/letters-NNNN.pdf.part`."""
+    from cpms_admin.letters.pdf_file import page_sizes
     from cpms_admin.letters.pool import render_chunks
 
     result = Rendered()
@@ -146,6 +148,7 @@ def render_batch(job: RenderJob, *, progress: Progress) -> Rendered:
                 )
             pages = sum(span.page_count for span in spans)
             result.files.append({"name": name, "pages": pages, "sha256": seal_file(path)})
+            result.page_sizes |= page_sizes(path)
             done += len(spans)
             progress(done + len(result.failed), job.total)
             if len(result.files) == 1:

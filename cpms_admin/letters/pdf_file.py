@@ -43,6 +43,21 @@ def print_over(overlay_pdf: bytes, under: Sequence[bytes | None], out_path: Path
             pdf.save(out)
 
 
+PAGE_SIZES = {(210, 297): "A4", (148, 210): "A5", (216, 279): "Letter"}
+MM_PER_PT = 25.4 / 72
+
+
+def page_sizes(path: Path) -> set[str]:
+    """The sizes of the pages of a PDF file, by name ("A4") or in millimetres ("200x300mm")."""
+    with pikepdf.open(path) as pdf:
+        boxes = {tuple(float(v) for v in page.mediabox) for page in pdf.pages}
+    sizes = set()
+    for x0, y0, x1, y1 in boxes:
+        mm = (round((x1 - x0) * MM_PER_PT), round((y1 - y0) * MM_PER_PT))
+        sizes.add(PAGE_SIZES.get(mm, f"{mm[0]}x{mm[1]}mm"))
+    return sizes
+
+
 def subset_tag(program: bytes, salt: int = 0) -> str:
     """Six capital letters made from a font program, as a subset tag."""
     digest = hashlib.sha256(salt.to_bytes(4, "big") + program).digest()

@@ -114,6 +114,8 @@ class Letter(SQLModel, table=True):
     # The agent who asked for it by name, "portal" for the member's own request, None for a
     # letter queued by a rule (enrolment, campaign). An agent's letter is always printed.
     requested_by: str | None = Field(default=None, max_length=100)
+    # The wording its campaign chose (`Wording`); None: the kind and `requested_by` decide.
+    wording: str | None = Field(default=None, max_length=20)
 
 
 class OutgoingMail(SQLModel, table=True):

@@ -4,6 +4,7 @@ import itertools
 import re
 import shutil
 import subprocess
+from dataclasses import replace
 from datetime import date
 from pathlib import Path
 
@@ -60,6 +61,13 @@ THREE = (
         nir_masked="1 85 •• •• ••• ••• 91",
     ),
     make_letter(13, "pin_reset", code="196847", civility=None, last_name="Martin"),
+)
+
+
+# A campaign's letters: security codes no one asked for, in each campaign wording.
+CAMPAIGNS = tuple(
+    replace(THREE[1], letter_id=20 + n, wording=wording)
+    for n, wording in enumerate(["first_access", "migration"])
 )
 
 
@@ -164,7 +172,7 @@ def test_printed_letters_look_exactly_like_letters_laid_out_whole(
     from weasyprint import HTML
 
     specimen = sample_content("welcome", letter_id=99, today=date(2026, 11, 23))
-    letters = (*THREE, specimen)
+    letters = (*THREE, *CAMPAIGNS, specimen)
     whole = tmp_path / "whole.pdf"
     html = renderer.document_html(letters, stylesheet=STYLESHEET)
     HTML(string=html, base_url=str(renderer.letters_dir)).write_pdf(whole)
@@ -179,7 +187,7 @@ def test_member_data_outside_a_slot_is_refused(tmp_path: Path) -> None:
     """Only slots may print member data: anything else is laid out once for every letter."""
     letters_dir = tmp_path / "letters"
     shutil.copytree(check_templates(), letters_dir)
-    welcome = letters_dir / "welcome.html"
+    welcome = letters_dir / "first_access.html"
     welcome.write_text(
         welcome.read_text().replace("{% block intro %}", "{% block intro %}{{ letter.code }}")
     )
@@ -191,12 +199,12 @@ def test_member_data_outside_a_slot_is_refused(tmp_path: Path) -> None:
 def test_a_kind_longer_than_a_page_is_refused(tmp_path: Path) -> None:
     letters_dir = tmp_path / "letters"
     shutil.copytree(check_templates(), letters_dir)
-    welcome = letters_dir / "welcome.html"
+    welcome = letters_dir / "first_access.html"
     filler = "<p>Un paragraphe de plus.</p>" * 60
     welcome.write_text(
         welcome.read_text().replace("{% block intro %}", "{% block intro %}" + filler)
     )
-    with pytest.raises(NotReady, match="welcome letter must fit on one page"):
+    with pytest.raises(NotReady, match=r"first_access letter \(welcome\) must fit on one page"):
         LetterRenderer(letters_dir).render(THREE[:1], tmp_path / "x.pdf")
 
 
@@ -247,7 +255,7 @@ def test_chunks_are_built_only_as_rendering_needs_them(tmp_path: Path, workers: 
 def test_a_template_using_an_unknown_field_is_refused(tmp_path: Path) -> None:
     letters_dir = tmp_path / "letters"
     shutil.copytree(check_templates(), letters_dir)
-    welcome = letters_dir / "welcome.html"
+    welcome = letters_dir / "first_access.html"
     welcome.write_text(
         welcome.read_text().replace(
             "{% block intro %}", "{% block intro %}{{ letter.no_such_field }}"

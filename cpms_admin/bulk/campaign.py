@@ -23,7 +23,14 @@ from cpms_admin.credentials.on_its_way import code_on_its_way, letter_on_its_way
 from cpms_admin.db import insert_per_member, transaction
 from cpms_admin.errors import FieldError, InvalidInput
 from cpms_admin.members.nir import nir_to_find
-from cpms_admin.vocabulary import ChannelChoice, LetterKind, LetterStatus, MailStatus, MemberStatus
+from cpms_admin.vocabulary import (
+    CampaignWording,
+    ChannelChoice,
+    LetterKind,
+    LetterStatus,
+    MailStatus,
+    MemberStatus,
+)
 
 BATCH_SIZE = 2000
 _MEMBER, _ACCOUNT = SQLModel.metadata.tables["member"], SQLModel.metadata.tables["account"]
@@ -162,7 +169,13 @@ def _sort(rows: list[Any], *, channel: str, counts: CampaignCounts) -> Queued:
 
 
 def _queue(
-    session: Session, queued: Queued, *, now: datetime, counts: CampaignCounts, run_audit: RunAudit
+    session: Session,
+    queued: Queued,
+    *,
+    now: datetime,
+    wording: CampaignWording,
+    counts: CampaignCounts,
+    run_audit: RunAudit,
 ) -> None:
     """One batch in one transaction: its letters and e-mails, the run's audit event brought
     up to date, and an audit event for each member given a letter or an e-mail."""
@@ -172,7 +185,7 @@ def _queue(
             if way == "email":
                 table, extra = _MAIL, {"status": MailStatus.pending, "attempts": 0}
             else:
-                table, extra = _LETTER, {"status": LetterStatus.pending}
+                table, extra = _LETTER, {"status": LetterStatus.pending, "wording": wording}
             values = {"kind": LetterKind.security_code, "created_at": now, **extra}
             insert_per_member(session, table, member_ids, {**values, "purpose": purpose})
             run_audit.record_members(session, member_ids, change=way)
@@ -186,6 +199,7 @@ def run_campaign(
     reason: str,
     agent: str,
     dry_run: bool = False,
+    wording: CampaignWording = CampaignWording.first_access,
     on_progress: Callable[[CampaignCounts], None] = lambda counts: None,
     clock: Clock = system_clock,
     batch_size: int = BATCH_SIZE,
@@ -215,6 +229,7 @@ def run_campaign(
         at=now,
         reason=reason.strip(),
         channel=channel,
+        wording=wording,
         **selection.describe(),
     )
     for rows in _batches(session, selection, counts, batch_size, now):
@@ -222,7 +237,7 @@ def run_campaign(
         if dry_run:
             session.rollback()
         else:
-            _queue(session, queued, now=now, counts=counts, run_audit=run_audit)
+            _queue(session, queued, now=now, wording=wording, counts=counts, run_audit=run_audit)
         on_progress(counts)
     if not dry_run:
         with transaction(session):

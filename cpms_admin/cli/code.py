@@ -12,7 +12,7 @@ from cpms_admin.clock import parse_moment
 from cpms_admin.credentials import accounts
 from cpms_admin.credentials.accounts import require_reason
 from cpms_admin.credentials.delivery import CodeDelivery
-from cpms_admin.vocabulary import Channel, ChannelChoice
+from cpms_admin.vocabulary import CampaignWording, Channel, ChannelChoice
 
 app = typer.Typer(help="Send one-time security codes.", no_args_is_help=True)
 
@@ -100,6 +100,14 @@ def campaign(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Count who would get what; queue nothing.")
     ] = False,
+    wording: Annotated[
+        CampaignWording,
+        typer.Option(
+            "--wording",
+            help="What the letters say: first_access (a first connection code) or migration "
+            "(the move to the new portal).",
+        ),
+    ] = CampaignWording.first_access,
 ) -> None:
     """Queue a security code for every selected member (criteria combine: all must hold).
 
@@ -107,7 +115,7 @@ def campaign(
     Left out: closed members, and members with a letter or e-mail waiting or a live code
     (a new code would revoke theirs), so running a campaign again queues nothing twice.
 
-    Example: cpms-admin code campaign --no-pin --dry-run --reason "migration"
+    Example: cpms-admin code campaign --no-pin --wording migration --dry-run --reason "migration"
     """
     app_ = app_context(ctx)
     selection = Selection(
@@ -127,6 +135,7 @@ def campaign(
             reason=require_reason(reason, "run a campaign"),
             agent=app_.agent,
             dry_run=dry_run,
+            wording=wording,
             clock=app_.clock,
             on_progress=lambda c: progress.update(c.selected),
         )

@@ -10,7 +10,7 @@ from cpms_admin.cli.context import AppContext, app_context
 from cpms_admin.cli.options import AllRows
 from cpms_admin.cli.output import BulkProgress, emit_object, emit_page, warn
 from cpms_admin.settings import LIMIT_MAX
-from cpms_admin.vocabulary import LetterKind, LetterStatus
+from cpms_admin.vocabulary import LetterKind, LetterStatus, Wording
 
 if TYPE_CHECKING:
     from cpms_admin.letters.batch import BatchSummary
@@ -205,18 +205,28 @@ def preview(
     nir: Annotated[
         str | None, typer.Option("--nir", help="Address it to this member (issues nothing).")
     ] = None,
+    wording: Annotated[
+        Wording | None,
+        typer.Option(
+            "--wording",
+            help="Why it is sent (default: the kind's own; a campaign's: first_access, migration).",
+        ),
+    ] = None,
 ) -> None:
     """Render a SPÉCIMEN letter with a dummy code, to check the layout; issues nothing.
 
     Without --nir no database is needed.
 
-    Example: cpms-admin letters preview welcome --out sample.pdf
+    Example: cpms-admin letters preview security_code --wording migration --out sample.pdf
     """
     from cpms_admin.letters.views import preview_letter
 
     app_ = app_context(ctx)
+    chosen = wording.value if wording else None
     if nir is None:
-        result = preview_letter(kind=kind.value, out=out, settings=app_.settings, clock=app_.clock)
+        result = preview_letter(
+            kind=kind.value, out=out, settings=app_.settings, clock=app_.clock, wording=chosen
+        )
     else:
         with app_.session(read_only=True) as session:
             result = preview_letter(
@@ -226,5 +236,6 @@ def preview(
                 clock=app_.clock,
                 session=session,
                 nir=nir,
+                wording=chosen,
             )
     emit_object(app_, result, [f"Preview written to {out} ({result['pages']} page(s))."])

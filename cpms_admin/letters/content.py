@@ -9,7 +9,7 @@ from datetime import date, timedelta
 from cpms_admin.errors import Unprintable
 from cpms_admin.members import afnor, postal
 from cpms_admin.members import nir as nir_rules
-from cpms_admin.vocabulary import LetterKind
+from cpms_admin.vocabulary import LetterKind, Wording
 
 SALUTATIONS = {"M": "Monsieur,", "MME": "Madame,"}
 DEFAULT_PORTAL_URL = "https://adherent.cpms.fr"
@@ -22,6 +22,7 @@ class LetterLayout:
     their slots (templates/letters/_slots.html), so one laid-out page serves them all."""
 
     kind: str
+    wording: str  # which template: templates/letters/<wording>.html
     portal_url: str
     specimen: bool = False
 
@@ -48,10 +49,15 @@ class LetterContent:
     portal_url: str
     place: str = "Paris"
     specimen: bool = False
+    wording: str = ""  # why it was sent (`Wording`); empty: the kind's own
 
     def __post_init__(self) -> None:
         if self.kind not in set(LetterKind):
             raise ValueError(f"unknown letter kind {self.kind!r}")
+        if not self.wording:
+            object.__setattr__(self, "wording", LetterKind(self.kind).wording())
+        if self.wording not in set(Wording):
+            raise ValueError(f"unknown letter wording {self.wording!r}")
         if not re.fullmatch(r"\d{6}", self.code):
             raise ValueError(f"letter {self.letter_id}: the code must be 6 digits")
         lines = self.recipient_lines
@@ -67,7 +73,7 @@ class LetterContent:
 
     @property
     def layout(self) -> LetterLayout:
-        return LetterLayout(self.kind, self.portal_url, self.specimen)
+        return LetterLayout(self.kind, self.wording, self.portal_url, self.specimen)
 
 
 def salutation_for(civility: str | None) -> str:
@@ -89,6 +95,7 @@ def sample_content(
     expires_on: date | None = None,
     portal_url: str = DEFAULT_PORTAL_URL,
     place: str = "Paris",
+    wording: str = "",
 ) -> LetterContent:
     """A realistic letter for `letters preview`, with a dummy code and a SPÉCIMEN watermark.
     Its code expires on `expires_on` (by default, a month after `today`)."""
@@ -114,4 +121,5 @@ def sample_content(
         portal_url=portal_url,
         place=place,
         specimen=True,
+        wording=wording,
     )

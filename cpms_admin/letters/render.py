@@ -24,7 +24,7 @@ from cpms_admin.errors import NotReady
 from cpms_admin.french import french_date
 from cpms_admin.letters.content import LetterContent, LetterLayout
 from cpms_admin.resources import templates_dir
-from cpms_admin.vocabulary import LetterKind
+from cpms_admin.vocabulary import Wording
 
 STYLESHEET = "letter.css"
 DOCUMENT_TEMPLATE = "_document.html"
@@ -92,7 +92,7 @@ def _checked_environment(letters_dir: Path) -> jinja2.Environment:
         raise NotReady(f"letter stylesheet missing: {letters_dir / STYLESHEET}")
     env = template_environment(letters_dir)
     templates = (DOCUMENT_TEMPLATE, OVERLAY_TEMPLATE, SLOTS_TEMPLATE)
-    for name in (*templates, *(f"{kind}.html" for kind in LetterKind)):
+    for name in (*templates, *(f"{wording}.html" for wording in Wording)):
         _load(env, name, letters_dir)
     return env
 
@@ -171,7 +171,10 @@ class LetterRenderer:
             html = self._html(DOCUMENT_TEMPLATE, pages=[(layout, None)], stylesheet=None)
             document = self._layout(html)
             if len(document.pages) != 1:
-                raise NotReady(f"the {layout.kind} letter must fit on one page: shorten its text")
+                raise NotReady(
+                    f"the {layout.wording} letter ({layout.kind}) must fit on one page: "
+                    f"shorten the text of {layout.wording}.html"
+                )
             slots = tuple(
                 SlotBox(name.removeprefix(SLOT_ANCHOR), left, top, right - left, bottom - top)
                 for name, (left, top, right, bottom) in document.pages[0].anchors.items()

@@ -1,0 +1,30 @@
+"""letters say why they were sent
+
+Revision ID: 0007
+Revises: 0005
+
+Adds `letter.wording`, the wording a campaign chose for its letters (first access or
+migration to the new portal); the letters already queued keep None, which their kind and
+who asked for them decide, as before.
+"""
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+import sqlmodel
+from alembic import op
+
+revision: str = "0007"
+down_revision: str | None = "0005"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("letter", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("wording", sqlmodel.sql.sqltypes.AutoString(length=20)))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("letter", schema=None) as batch_op:
+        batch_op.drop_column("wording")

@@ -59,6 +59,10 @@ class Settings:
     # The sender's reference on the print house's order form (their customer reference for
     # CPMS), recorded in every batch's manifest.
     letter_sender_reference: str = "CPMS-SERVICE-ADHERENTS"
+    # Where undeliverable letters (NPAI) come back: 2 to 4 lines separated by "|".
+    letter_return_address: str = (
+        "CPMS – Service Adhérents|Gestion des accès en ligne|TSA 91234|75901 PARIS CEDEX 15"
+    )
 
     def __post_init__(self) -> None:
         check_settings({f.name: getattr(self, f.name) for f in fields(self)}, env_name)
@@ -94,12 +98,22 @@ def check_settings(values: Mapping[str, Any], label: Callable[[str], str]) -> No
                 f"{label(spec.name)} must be between {low} and {high}{unit}, "
                 f"got {reprlib.repr(value)}"
             )
+    _check_return_address(values.get("letter_return_address"), label)
     for larger, smaller in _AT_LEAST:
         if values[larger] < values[smaller]:
             raise NotReady(
                 f"{label(larger)} ({values[larger]}) must be at least "
                 f"{label(smaller)} ({values[smaller]})"
             )
+
+
+def _check_return_address(value: Any, label: Callable[[str], str]) -> None:
+    from cpms_admin.letters.zones import return_address_lines
+
+    try:
+        return_address_lines(value if isinstance(value, str) else "")
+    except ValueError as exc:
+        raise NotReady(f"{label('letter_return_address')} {exc}") from None
 
 
 def _coerce(raw: Any, *, integer: bool) -> Any:

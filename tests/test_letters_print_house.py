@@ -9,7 +9,14 @@ from sqlmodel import Session
 
 from cpms_admin.letters.render import LetterRenderer
 from tests.harness import Cli
-from tests.letters_helpers import batch, check_batch_dir, font_programs, manifests, queue_members
+from tests.letters_helpers import (
+    batch,
+    check_batch_dir,
+    font_programs,
+    letter_text,
+    manifests,
+    queue_members,
+)
 from tests.test_letters_render import THREE
 
 
@@ -53,13 +60,28 @@ def test_the_manifest_is_the_print_house_order_form(
     queue_members(session, 3)
     out = tmp_path / "print"
     options = ("--duplex",) if duplex else ()
-    summary = batch(cli.with_settings(letter_sender_reference="CPMS-0042"), out, *options)
+    ordered = cli.with_settings(
+        letter_sender_reference="CPMS-0042", letter_return_address="CPMS|BP 42|69003 LYON"
+    )
+    summary = batch(ordered, out, *options)
+    assert "69003 LYON" in letter_text(*_first_letter(out))
     [(directory, manifest)] = manifests(out)
     check_batch_dir(directory, manifest)
-    order = {key: manifest[key] for key in ("sender_reference", "page_size", "duplex")}
-    assert order == {"sender_reference": "CPMS-0042", "page_size": "A4", "duplex": duplex}
+    keys = ("sender_reference", "return_address", "page_size", "duplex")
+    order = {key: manifest[key] for key in keys}
+    assert order == {
+        "sender_reference": "CPMS-0042",
+        "return_address": ["CPMS", "BP 42", "69003 LYON"],  # for a back flap
+        "page_size": "A4",
+        "duplex": duplex,
+    }
     assert {key: summary[key] for key in order} == order
     assert all(le["page_count"] == (2 if duplex else 1) for le in manifest["letters"])
+
+
+def _first_letter(out: Path) -> tuple[Path, dict[str, object]]:
+    [(directory, manifest)] = manifests(out)
+    return directory, manifest["letters"][0]
 
 
 def test_nothing_printed_orders_nothing(cli: Cli, tmp_path: Path) -> None:

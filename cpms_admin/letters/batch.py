@@ -41,6 +41,7 @@ from cpms_admin.letters.files import discard, final_dir, make_staging, publish
 from cpms_admin.letters.guard import open_guard
 from cpms_admin.letters.jobs import Progress, Rendered, RenderJob, render_batch
 from cpms_admin.letters.recovery import Recovered, abandon, recover
+from cpms_admin.letters.zones import return_address_lines
 from cpms_admin.models import Letter, LetterBatch, Member
 from cpms_admin.private_files import describe_entry, fsync_dir, private_dir
 from cpms_admin.settings import Settings
@@ -88,7 +89,9 @@ class BatchSummary:
     files: list[dict[str, Any]] = field(default_factory=list)
     # What the print house's order form asks (`_order_form`); None while nothing was printed.
     order: dict[str, Any] = field(
-        default_factory=lambda: dict.fromkeys(("sender_reference", "page_size", "duplex"))
+        default_factory=lambda: dict.fromkeys(
+            ("sender_reference", "return_address", "page_size", "duplex")
+        )
     )
 
     @property
@@ -254,6 +257,8 @@ def _order_form(run: _Run, rendered: Rendered) -> dict[str, Any]:
     """What a print house's order form asks of a batch, beside its files."""
     return {
         "sender_reference": run.settings.letter_sender_reference,
+        # For a print house printing it on the back flap rather than through a window.
+        "return_address": list(return_address_lines(run.settings.letter_return_address)),
         "page_size": " + ".join(sorted(rendered.page_sizes)) or None,
         "duplex": run.options.duplex,
     }

@@ -14,6 +14,12 @@ from cpms_admin.vocabulary import LetterKind, Wording
 SALUTATIONS = {"M": "Monsieur,", "MME": "Madame,"}
 DEFAULT_PORTAL_URL = "https://adherent.cpms.fr"
 SAMPLE_NIR = "185057800608491"
+DEFAULT_RETURN_ADDRESS = (
+    "CPMS – Service Adhérents",
+    "Gestion des accès en ligne",
+    "TSA 91234",
+    "75901 PARIS CEDEX 15",
+)
 
 
 @dataclass(frozen=True)
@@ -25,6 +31,7 @@ class LetterLayout:
     wording: str  # which template: templates/letters/<wording>.html
     portal_url: str
     specimen: bool = False
+    return_address: tuple[str, ...] = DEFAULT_RETURN_ADDRESS  # letters/zones.py
 
     @property
     def portal_host(self) -> str:
@@ -50,6 +57,7 @@ class LetterContent:
     place: str = "Paris"
     specimen: bool = False
     wording: str = ""  # why it was sent (`Wording`); empty: the kind's own
+    return_address: tuple[str, ...] = DEFAULT_RETURN_ADDRESS  # where NPAI letters come back
 
     def __post_init__(self) -> None:
         if self.kind not in set(LetterKind):
@@ -73,7 +81,9 @@ class LetterContent:
 
     @property
     def layout(self) -> LetterLayout:
-        return LetterLayout(self.kind, self.wording, self.portal_url, self.specimen)
+        return LetterLayout(
+            self.kind, self.wording, self.portal_url, self.specimen, self.return_address
+        )
 
 
 def salutation_for(civility: str | None) -> str:
@@ -96,6 +106,7 @@ def sample_content(
     portal_url: str = DEFAULT_PORTAL_URL,
     place: str = "Paris",
     wording: str = "",
+    return_address: tuple[str, ...] = DEFAULT_RETURN_ADDRESS,
 ) -> LetterContent:
     """A realistic letter for `letters preview`, with a dummy code and a SPÉCIMEN watermark.
     Its code expires on `expires_on` (by default, a month after `today`)."""
@@ -122,4 +133,5 @@ def sample_content(
         place=place,
         specimen=True,
         wording=wording,
+        return_address=return_address,
     )

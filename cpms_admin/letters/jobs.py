@@ -24,6 +24,7 @@ from cpms_admin.faults import failpoint
 from cpms_admin.french import paris_time
 from cpms_admin.letters.content import LetterContent, letter_reference, salutation_for
 from cpms_admin.letters.files import PART, reserve_file, seal_file
+from cpms_admin.letters.zones import return_address_lines
 from cpms_admin.members.nir import mask_nir
 from cpms_admin.members.records import address_lines
 from cpms_admin.models import Letter, Member, pk
@@ -110,6 +111,7 @@ def _content(
         salutation=salutation_for(member.civility),
         portal_url=job.settings.portal_url,
         place=job.settings.letter_city,
+        return_address=return_address_lines(job.settings.letter_return_address),
     )
 
 

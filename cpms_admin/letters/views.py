@@ -12,6 +12,7 @@ from cpms_admin.db import Page, fetch_page
 from cpms_admin.errors import InvalidInput, Unprintable
 from cpms_admin.french import paris_time
 from cpms_admin.letters.content import salutation_for, sample_content
+from cpms_admin.letters.zones import return_address_lines
 from cpms_admin.members.nir import mask_nir
 from cpms_admin.members.records import address_lines, get_member
 from cpms_admin.models import Letter, Member
@@ -80,6 +81,7 @@ def preview_letter(
         portal_url=settings.portal_url,
         place=settings.letter_city,
         wording=wording or "",
+        return_address=return_address_lines(settings.letter_return_address),
     )
     if nir is not None:
         assert session is not None, "a member's preview needs a session"

@@ -39,6 +39,11 @@ class Member(SQLModel, table=True):
     created_at: datetime = Field(default_factory=system_clock)
     updated_at: datetime = Field(default_factory=system_clock)
     imported_at: datetime | None = Field(default=None, index=True)
+    # When an address field last changed (None: before migration 0007), and the flag a
+    # returned letter (NPAI) sets: no letter goes to the address until an agent updates it.
+    address_changed_at: datetime | None = None
+    undeliverable_at: datetime | None = None
+    undeliverable_reason: str | None = Field(default=None, max_length=300)
 
 
 class Account(SQLModel, table=True):

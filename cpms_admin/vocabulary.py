@@ -24,6 +24,7 @@ class LetterStatus(StrEnum):
     printed = "printed"
     cancelled = "cancelled"  # no longer needed (see status_reason)
     failed = "failed"  # could not be rendered
+    returned = "returned"  # came back undeliverable (NPAI): its code revoked
 
 
 class BatchStatus(StrEnum):
@@ -144,6 +145,7 @@ class PortalReason(StrEnum):
     weak_pin = "weak_pin"
     rate_limited = "rate_limited"
     on_its_way = "on_its_way"
+    undeliverable = "undeliverable"  # by post only, and a letter came back from the address
 
 
 class PinWeakness(StrEnum):

@@ -128,7 +128,7 @@ def test_a_cut_listing_says_so_on_stderr_only(cli: Cli, session: Session) -> Non
     ("words", "values"),
     [
         ("cpms-admin letters list --status ",
-         ["pending", "claimed", "printed", "cancelled", "failed"]),
+         ["pending", "claimed", "printed", "cancelled", "failed", "returned"]),
         ("cpms-admin letters preview ", ["welcome", "security_code", "pin_reset"]),
         ("cpms-admin code issue 1 --channel ", ["auto", "email", "post"]),
         ("cpms-admin member list --status a", ["active"]),

@@ -64,6 +64,7 @@ class CampaignCounts:
     emails: int = 0
     already_pending: int = 0  # a letter, an e-mail or a live code is already on its way
     no_email: int = 0  # --channel email, but no address known
+    undeliverable: int = 0  # by post, but a letter came back from the address (NPAI)
     closed: int = 0
     unknown: int = 0  # NIRs of --from-file with no member
     dry_run: bool = False  # counted only: nothing was queued
@@ -109,6 +110,7 @@ def _query(selection: Selection, now: datetime) -> Select[Any]:
             _MEMBER.c.id,
             _MEMBER.c.email,
             _MEMBER.c.status,
+            _MEMBER.c.undeliverable_at,
             pending.label("pending"),
             *_ACCOUNT.c,
         )
@@ -159,6 +161,8 @@ def _sort(rows: list[Any], *, channel: str, counts: CampaignCounts) -> Queued:
             counts.already_pending += 1
         elif channel == ChannelChoice.email and not row.email:
             counts.no_email += 1
+        elif row.undeliverable_at is not None and (channel == ChannelChoice.post or not row.email):
+            counts.undeliverable += 1
         else:
             way = "email" if channel != ChannelChoice.post and row.email else "letter"
             # purpose_for: the rule of a single `code issue`

@@ -67,6 +67,7 @@ def _lines(counts: CampaignCounts) -> list[str]:
     left_out = [
         (counts.already_pending, "already have a code on its way (letter, e-mail or live code)"),
         (counts.no_email, "have no e-mail address"),
+        (counts.undeliverable, "have an address flagged undeliverable (a letter came back)"),
         (counts.closed, "are closed"),
         (counts.unknown, "NIR(s) of the file match no member"),
     ]

@@ -239,3 +239,56 @@ def preview(
                 wording=chosen,
             )
     emit_object(app_, result, [f"Preview written to {out} ({result['pages']} page(s))."])
+
+
+@app.command()
+def returned(
+    ctx: typer.Context,
+    letter: Annotated[
+        str | None, typer.Argument(help="The letter: its id (12) or reference (L00000012).")
+    ] = None,
+    from_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--from-file",
+            help="The print house's CSV of returns: a letter_id or reference column, and "
+            "optionally reason (or motif).",
+        ),
+    ] = None,
+    reason: Annotated[
+        str, typer.Option("--reason", help="Why it is recorded (audited).")
+    ] = "NPAI returned by the post",
+) -> None:
+    """Record letters that came back undeliverable (NPAI): each letter's code is revoked and
+    the member's address is flagged undeliverable (member show, account status), so no letter
+    goes there until an agent updates it (member update). Recording one twice changes nothing.
+
+    Example: cpms-admin letters returned L00000012
+    """
+    from cpms_admin.credentials.accounts import require_reason
+    from cpms_admin.errors import InvalidInput
+    from cpms_admin.letters.returns import Return, letter_id, read_returns_file, record_returns
+
+    if (letter is None) == (from_file is None):
+        raise InvalidInput("give one letter, or --from-file with the print house's returns")
+    returns = read_returns_file(from_file) if from_file else [Return(letter_id(letter or ""))]
+    app_ = app_context(ctx)
+    with app_.session() as session:
+        result = record_returns(
+            session,
+            returns=returns,
+            agent=app_.agent,
+            reason=require_reason(reason, "record a returned letter"),
+            clock=app_.clock,
+        )
+    lines = [
+        f"Recorded {len(result.returned)} returned letter(s); {result.codes_revoked} code(s) "
+        f"revoked; {result.members_flagged} address(es) flagged undeliverable."
+    ]
+    if result.already_returned:
+        lines.append(f"Already recorded: {len(result.already_returned)}.")
+    if result.address_changed_since:
+        lines.append(
+            f"Not flagged, the address changed after printing: {result.address_changed_since}."
+        )
+    emit_object(app_, result.as_json(), lines)

@@ -10,6 +10,7 @@ from cpms_admin.clock import Clock, iso
 from cpms_admin.credentials import codes
 from cpms_admin.credentials.lockout import account_state, attempts_left, seconds_until
 from cpms_admin.credentials.pins import LEGACY_PREFIX
+from cpms_admin.members import undeliverable
 from cpms_admin.members.records import get_account, get_member
 from cpms_admin.models import Account, Letter, Member, SecurityCode, pk
 from cpms_admin.settings import Settings
@@ -56,6 +57,7 @@ def account_status(
         "last_login_at": iso(account.last_login_at),
         "terms_accepted_version": account.terms_accepted_version,
         "email_known": member.email is not None,
+        "address_undeliverable": undeliverable.view(member),
         "pending_code": _code_view(code, settings),
         "pending_letters": [
             {"id": letter.id, "kind": letter.kind, "created_at": iso(letter.created_at)}
@@ -107,6 +109,13 @@ def diagnose(
         )
     if not member.email:
         findings.append("No e-mail address: codes go by post (2 to 8 days).")
+    if undeliverable.is_flagged(member):  # a returned letter: no code can go by post
+        findings.insert(
+            1,
+            f"Address undeliverable: {undeliverable.describe(member)}; no letter "
+            "is sent there until an agent updates it.",
+        )
+        fix = fix if member.email else undeliverable.fix(member)
     return findings, fix
 
 

@@ -16,7 +16,7 @@ assembles the file and names each font subset after its own glyphs.
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jinja2
 
@@ -25,6 +25,9 @@ from cpms_admin.french import french_date
 from cpms_admin.letters.content import LetterContent, LetterLayout
 from cpms_admin.resources import templates_dir
 from cpms_admin.vocabulary import Wording
+
+if TYPE_CHECKING:
+    from cpms_admin.letters.stamp import Prototype
 
 STYLESHEET = "letter.css"
 DOCUMENT_TEMPLATE = "_document.html"
@@ -116,12 +119,17 @@ class LetterRenderer:
         from weasyprint import CSS
         from weasyprint.text.fonts import FontConfiguration
 
+        from cpms_admin.letters.stamp import shaper
+
         self.letters_dir = letters_dir or letters_templates_dir()
         self._env = _checked_environment(self.letters_dir)
         self._fonts = FontConfiguration()
         self._css = CSS(filename=str(self.letters_dir / STYLESHEET), font_config=self._fonts)
         self._backdrops: dict[LetterLayout, Backdrop] = {}
+        self._prototypes: dict[LetterContent, Prototype] = {}
+        self._shape = shaper()
         self._blank_page: Any = None
+        self.stamped = 0  # letters whose slots were restamped rather than laid out
 
     def document_html(
         self, letters: Sequence[LetterContent], *, stylesheet: str | None = None
@@ -144,15 +152,11 @@ class LetterRenderer:
         if len(set(ids)) != len(ids):
             raise ValueError("the same letter twice in one file")
         backdrops = [self._backdrop(letter.layout) for letter in letters]
-        pairs = zip(letters, backdrops, strict=True)
-        html = self._html(OVERLAY_TEMPLATE, pages=[(ltr, back.slots) for ltr, back in pairs])
-        overlay = self._layout(html)
-        if len(overlay.pages) != len(letters):
-            raise NotReady("letter slots must be placed absolutely, one overlay page per letter")
+        overlay, overlay_pages = self._overlays(letters, backdrops)
         pages: list[Any] = []
         under: list[Backdrop | None] = []
         spans = []
-        for letter_id, page, backdrop in zip(ids, overlay.pages, backdrops, strict=True):
+        for letter_id, page, backdrop in zip(ids, overlay_pages, backdrops, strict=True):
             spans.append(PageSpan(letter_id, len(pages) + 1, 2 if duplex else 1))
             pages.append(page)
             under.append(backdrop)
@@ -164,6 +168,47 @@ class LetterRenderer:
         backdrop_pdfs = [backdrop.pdf if backdrop else None for backdrop in under]
         print_over(overlay.copy(pages).write_pdf(), backdrop_pdfs, out_path)
         return spans
+
+    def _overlays(
+        self, letters: Sequence[LetterContent], backdrops: Sequence[Backdrop]
+    ) -> tuple[Any, list[Any]]:
+        """Each letter's slots as a page: its group's prototype restamped (`stamp`), or, where
+        that cannot be exact, laid out in full; and a Document to copy the pages from."""
+        from cpms_admin.letters.stamp import stamp
+
+        pages: list[Any] = []
+        document = None
+        for letter, backdrop in zip(letters, backdrops, strict=True):
+            prototype = self._prototype(letter, backdrop)
+            document = document or prototype.document
+            pages.append(stamp(prototype, letter, self._shape))
+        if missing := [n for n, page in enumerate(pages) if page is None]:
+            html = self._html(
+                OVERLAY_TEMPLATE, pages=[(letters[n], backdrops[n].slots) for n in missing]
+            )
+            laid_out = self._overlay_document(html, len(missing))
+            for n, page in zip(missing, laid_out.pages, strict=True):
+                pages[n] = page
+        self.stamped += len(letters) - len(missing)
+        return document, pages
+
+    def _prototype(self, letter: LetterContent, backdrop: Backdrop) -> "Prototype":
+        from cpms_admin.letters.stamp import Prototype, find_stamps, prototype_key
+
+        key = prototype_key(letter)
+        prototype = self._prototypes.get(key)
+        if prototype is None:
+            html = self._html(OVERLAY_TEMPLATE, pages=[(key, backdrop.slots)])
+            document = self._overlay_document(html, 1)
+            stamps = find_stamps(document.pages[0])
+            prototype = self._prototypes[key] = Prototype(document.pages[0], document, stamps)
+        return prototype
+
+    def _overlay_document(self, html: str, count: int) -> Any:
+        document = self._layout(html)
+        if len(document.pages) != count:
+            raise NotReady("letter slots must be placed absolutely, one overlay page per letter")
+        return document
 
     def _backdrop(self, layout: LetterLayout) -> Backdrop:
         backdrop = self._backdrops.get(layout)

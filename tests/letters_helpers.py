@@ -22,7 +22,8 @@ from tests.cred_helpers import set_pin
 from tests.factories import make_member, make_nir
 from tests.harness import Cli
 
-CODE_IN_TEXT = re.compile(r"(\d{6})Valable")  # the code box: the code, then its expiry
+# The code: a line of its own, 6 letter-spaced digits (which extraction turns into blanks).
+CODE_IN_TEXT = re.compile(r"^(\d(?: ?\d){5})\s*$", re.MULTILINE)
 REFERENCE = re.compile(r"Notreréférence:L(\d{8})")
 
 
@@ -130,19 +131,19 @@ def letter_text(directory: Path, entry: dict[str, Any]) -> str:
 
 def printed_code(text: str) -> str:
     """The code as the member reads it (it is letter-spaced, so extraction adds blanks)."""
-    match = CODE_IN_TEXT.search(re.sub(r"\s", "", text))
-    assert match, "no code box in the letter"
-    return match[1]
+    [code] = {match.replace(" ", "") for match in CODE_IN_TEXT.findall(text)} or [None]
+    assert code, "no code box in the letter"
+    return code
 
 
 def codes_in_file(path: Path) -> dict[int, str]:
     """Letter id -> code, for every letter of a PDF (also a discarded `.pdf.part`)."""
     found = {}
     for page in pypdf.PdfReader(path).pages:
-        text = re.sub(r"\s", "", page.extract_text())
-        reference, code = REFERENCE.search(text), CODE_IN_TEXT.search(text)
+        text = page.extract_text()
+        reference, code = REFERENCE.search(re.sub(r"\s", "", text)), CODE_IN_TEXT.search(text)
         if reference and code:
-            found[int(reference[1])] = code[1]
+            found[int(reference[1])] = code[1].replace(" ", "")
     return found
 
 

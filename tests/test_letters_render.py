@@ -318,3 +318,24 @@ def test_only_a_preview_is_marked_specimen(renderer: LetterRenderer, three, tmp_
     assert "Paris, le 1er janvier 2026" in text
     _, reader = three
     assert not any("SPÉCIMEN" in squeeze(page.extract_text()) for page in reader.pages)
+
+
+def test_a_slot_printing_the_letter_id_is_laid_out_for_every_letter(tmp_path: Path) -> None:
+    """Restamping knows the reference, NIR, address and code; a slot that prints anything
+    else of the letter's own (here its id) makes its group laid out letter by letter."""
+    letters_dir = tmp_path / "letters"
+    shutil.copytree(check_templates(), letters_dir)
+    slots = letters_dir / "_slots.html"
+    slots.write_text(
+        slots.read_text().replace(
+            "{{ letter.closing_title }},", "{{ letter.closing_title }} (n° {{ letter.letter_id }}),"
+        )
+    )
+    renderer = LetterRenderer(letters_dir)
+    out = tmp_path / "ids.pdf"
+    letters = [replace(THREE[0], letter_id=n, reference=f"L{n:08d}") for n in (501, 502)]
+    renderer.render(letters, out)
+    assert renderer.stamped == 0
+    reader = pypdf.PdfReader(out)
+    for number, page in enumerate(reader.pages):
+        assert f"(n° {letters[number].letter_id})" in page.extract_text()

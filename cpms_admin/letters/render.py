@@ -1,12 +1,16 @@
-"""Render letters to print-ready PDF, fast: each kind's page is laid out once, not per letter.
+"""Render letters to print-ready PDF, fast: a group's page is laid out once, not per letter.
 
 Laying text out is most of WeasyPrint's work, and nearly all of a letter's text is the same
-for every letter of its kind. So a `LetterRenderer` lays each kind's page out once, with its
-slots (the member's data: templates/letters/_slots.html) left empty, and notes where each slot
-landed. For a file of letters it then lays out only the slots, one page per letter, each slot
-where its kind's page put it, and prints every such page over its kind's page, which is stored
-once in the file as a form XObject (pikepdf). `document_html` gives the same letters laid out
-whole: what the naive loop of bench/letters.py renders and what tests compare the print with.
+for every letter of its group (kind, wording, civility, and the batch's dates: see
+`stamp.prototype_key`). So a `LetterRenderer` lays each group's page out once (its kind's text
+and the slots the group shares: date, salutation, expiry, closing), with the slots holding
+each letter's own data (reference and NIR, address, code: templates/letters/_slots.html) left
+empty, and notes where they landed. Those slots are laid out once more, with markers, as the
+group's prototype overlay; each letter's overlay is that prototype with the markers' text
+boxes re-shaped for its values (`stamp`), or, where that cannot be exact, its slots laid out
+in full. Every overlay page is printed over its group's page, which is stored once in the file
+as a form XObject (pikepdf). `document_html` gives the same letters laid out whole: what the
+naive loop of bench/letters.py renders and what tests compare the print with, to the pixel.
 
 A renderer also parses the CSS once and keeps one FontConfiguration, so fonts are subset once
 per file. WeasyPrint and pikepdf are imported only when a renderer is built; `pdf_file`
@@ -14,15 +18,16 @@ assembles the file and names each font subset after its own glyphs.
 """
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import jinja2
+import jinja2.runtime
 
 from cpms_admin.errors import NotReady
 from cpms_admin.french import french_date
-from cpms_admin.letters.content import LetterContent, LetterLayout
+from cpms_admin.letters.content import LetterContent
 from cpms_admin.resources import templates_dir
 from cpms_admin.vocabulary import Wording
 
@@ -125,7 +130,8 @@ class LetterRenderer:
         self._env = _checked_environment(self.letters_dir)
         self._fonts = FontConfiguration()
         self._css = CSS(filename=str(self.letters_dir / STYLESHEET), font_config=self._fonts)
-        self._backdrops: dict[LetterLayout, Backdrop] = {}
+        self._backdrops: dict[LetterContent, Backdrop] = {}  # by group (`prototype_key`)
+        self._unstampable: set[LetterContent] = set()
         self._prototypes: dict[LetterContent, Prototype] = {}
         self._shape = shaper()
         self._blank_page: Any = None
@@ -136,7 +142,9 @@ class LetterRenderer:
     ) -> str:
         """The HTML of `letters` laid out whole; `stylesheet` links the CSS (naive path)."""
         pages = [(letter.layout, letter) for letter in letters]
-        return self._html(DOCUMENT_TEMPLATE, pages=pages, stylesheet=stylesheet)
+        return self._html(
+            DOCUMENT_TEMPLATE, pages=pages, stylesheet=stylesheet, blank_slots=(), group=None
+        )
 
     def render(
         self, letters: Sequence[LetterContent], out_path: Path, *, duplex: bool = False
@@ -151,7 +159,7 @@ class LetterRenderer:
         ids = [letter.letter_id for letter in letters]
         if len(set(ids)) != len(ids):
             raise ValueError("the same letter twice in one file")
-        backdrops = [self._backdrop(letter.layout) for letter in letters]
+        backdrops = [self._backdrop(letter) for letter in letters]
         overlay, overlay_pages = self._overlays(letters, backdrops)
         pages: list[Any] = []
         under: list[Backdrop | None] = []
@@ -174,7 +182,7 @@ class LetterRenderer:
     ) -> tuple[Any, list[Any]]:
         """Each letter's slots as a page: its group's prototype restamped (`stamp`), or, where
         that cannot be exact, laid out in full; and a Document to copy the pages from."""
-        from cpms_admin.letters.stamp import stamp
+        from cpms_admin.letters.stamp import prototype_key, stamp
 
         pages: list[Any] = []
         document = None
@@ -182,6 +190,8 @@ class LetterRenderer:
             prototype = self._prototype(letter, backdrop)
             document = document or prototype.document
             pages.append(stamp(prototype, letter, self._shape))
+            if prototype_key(letter) in self._unstampable:
+                pages[-1] = None
         if missing := [n for n, page in enumerate(pages) if page is None]:
             html = self._html(
                 OVERLAY_TEMPLATE, pages=[(letters[n], backdrops[n].slots) for n in missing]
@@ -210,10 +220,23 @@ class LetterRenderer:
             raise NotReady("letter slots must be placed absolutely, one overlay page per letter")
         return document
 
-    def _backdrop(self, layout: LetterLayout) -> Backdrop:
-        backdrop = self._backdrops.get(layout)
+    def _backdrop(self, letter: LetterContent) -> Backdrop:
+        """The page of `letter`'s group: its kind's text and the slots every letter of the
+        group shares (date, salutation, expiry, closing) laid out once; the slots holding
+        each letter's own data left empty, and where they are."""
+        from cpms_admin.letters.stamp import prototype_key
+
+        key = prototype_key(letter)
+        backdrop = self._backdrops.get(key)
         if backdrop is None:
-            html = self._html(DOCUMENT_TEMPLATE, pages=[(layout, None)], stylesheet=None)
+            layout, blank = key.layout, self._own_slots(key)
+            html = self._html(
+                DOCUMENT_TEMPLATE,
+                pages=[(layout, None)],
+                group=key,
+                blank_slots=blank,
+                stylesheet=None,
+            )
             document = self._layout(html)
             if len(document.pages) != 1:
                 raise NotReady(
@@ -225,8 +248,26 @@ class LetterRenderer:
                 for name, (left, top, right, bottom) in document.pages[0].anchors.items()
                 if name.startswith(SLOT_ANCHOR)
             )
-            backdrop = self._backdrops[layout] = Backdrop(slots, document.write_pdf())
+            backdrop = self._backdrops[key] = Backdrop(slots, document.write_pdf())
         return backdrop
+
+    def _own_slots(self, key: LetterContent) -> tuple[str, ...]:
+        """The slots that print a letter's own data (a marker of `key`): every slot, and no
+        restamping for the group, when one prints something else that differs per letter
+        (its id)."""
+        from cpms_admin.letters.stamp import MARKERS
+
+        module = _load(self._env, SLOTS_TEMPLATE, self.letters_dir).make_module()
+        macros = {n: m for n, m in vars(module).items() if isinstance(m, jinja2.runtime.Macro)}
+        own, other = [], replace(key, letter_id=key.letter_id + 1)
+        for name, macro in macros.items():
+            text = str(macro(key))
+            if text != str(macro(other)):
+                self._unstampable.add(key)
+                return tuple(macros)
+            if any(marker in text for marker in MARKERS):
+                own.append(name)
+        return tuple(own)
 
     def _html(self, name: str, **context: Any) -> str:
         template = _load(self._env, name, self.letters_dir)

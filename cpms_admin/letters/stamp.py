@@ -39,6 +39,9 @@ def markers() -> dict[str, str]:
     return found
 
 
+MARKERS = tuple(markers())
+
+
 def prototype_key(letter: LetterContent) -> LetterContent:
     """The letter with its own data replaced by markers: letters with equal keys share one
     prototype (their kind, wording, civility and the batch's dates)."""

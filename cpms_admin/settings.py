@@ -107,9 +107,29 @@ def check_settings(values: Mapping[str, Any], label: Callable[[str], str]) -> No
             )
 
 
-def _check_return_address(value: Any, label: Callable[[str], str]) -> None:
-    from cpms_admin.letters.zones import return_address_lines
+RETURN_ADDRESS_LINES = (2, 4)  # a name and a postcode-and-city line at least; the window's 4
+RETURN_ADDRESS_LINE = 38  # characters, as any AFNOR address line
 
+
+def return_address_lines(value: str) -> tuple[str, ...]:
+    """The return address setting as printed lines (letters/zones.py: the return window): one
+    per `|` or line break, 2 to 4, each at most 38 characters. ValueError saying why."""
+    lines = tuple(" ".join(line.split()) for line in value.replace("\n", "|").split("|"))
+    lines = tuple(line for line in lines if line)
+    low, high = RETURN_ADDRESS_LINES
+    if not low <= len(lines) <= high:
+        raise ValueError(f"must have {low} to {high} lines separated by '|', got {len(lines)}")
+    for line in lines:
+        if any(ord(char) < 32 or 127 <= ord(char) < 160 for char in line):
+            raise ValueError("control characters are not allowed")
+        if len(line) > RETURN_ADDRESS_LINE:
+            raise ValueError(
+                f"line {line!r} is {len(line)} characters, at most {RETURN_ADDRESS_LINE}"
+            )
+    return lines
+
+
+def _check_return_address(value: Any, label: Callable[[str], str]) -> None:
     try:
         return_address_lines(value if isinstance(value, str) else "")
     except ValueError as exc:

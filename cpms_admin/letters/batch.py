@@ -41,10 +41,9 @@ from cpms_admin.letters.files import discard, final_dir, make_staging, publish
 from cpms_admin.letters.guard import open_guard
 from cpms_admin.letters.jobs import Progress, Rendered, RenderJob, render_batch
 from cpms_admin.letters.recovery import Recovered, abandon, recover
-from cpms_admin.letters.zones import return_address_lines
 from cpms_admin.models import Letter, LetterBatch, Member
 from cpms_admin.private_files import describe_entry, fsync_dir, private_dir
-from cpms_admin.settings import Settings
+from cpms_admin.settings import Settings, return_address_lines
 from cpms_admin.vocabulary import BatchStatus, Channel, CodeStatus, LetterStatus
 
 POOL_FROM = 4  # chunks: below this, starting worker processes costs more than it saves

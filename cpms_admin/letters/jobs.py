@@ -24,11 +24,10 @@ from cpms_admin.faults import failpoint
 from cpms_admin.french import paris_time
 from cpms_admin.letters.content import LetterContent, letter_reference, salutation_for
 from cpms_admin.letters.files import PART, reserve_file, seal_file
-from cpms_admin.letters.zones import return_address_lines
 from cpms_admin.members.nir import mask_nir
 from cpms_admin.members.records import address_lines
 from cpms_admin.models import Letter, Member, pk
-from cpms_admin.settings import Settings
+from cpms_admin.settings import Settings, return_address_lines
 from cpms_admin.vocabulary import LetterStatus, Wording
 
 Progress = Callable[[int, int], None]

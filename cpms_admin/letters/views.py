@@ -12,11 +12,10 @@ from cpms_admin.db import Page, fetch_page
 from cpms_admin.errors import InvalidInput, Unprintable
 from cpms_admin.french import paris_time
 from cpms_admin.letters.content import salutation_for, sample_content
-from cpms_admin.letters.zones import return_address_lines
 from cpms_admin.members.nir import mask_nir
 from cpms_admin.members.records import address_lines, get_member
 from cpms_admin.models import Letter, Member
-from cpms_admin.settings import Settings
+from cpms_admin.settings import Settings, return_address_lines
 from cpms_admin.vocabulary import LetterKind, LetterStatus, Wording
 
 

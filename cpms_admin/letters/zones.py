@@ -12,12 +12,13 @@ blocks; the tests read the printed text's positions back and check them against 
 
 from dataclasses import dataclass
 
-from cpms_admin.members import afnor
+from cpms_admin.settings import RETURN_ADDRESS_LINES, return_address_lines
+
+__all__ = ["RETURN_ADDRESS_LINES", "return_address_lines"]
 
 PAGE_WIDTH, PAGE_HEIGHT = 210.0, 297.0
 CLEAR_MARGIN = 5.0  # around the address window, kept free of any other print
 EPSILON = 0.01
-RETURN_ADDRESS_LINES = (2, 4)  # at least a name and a postcode-and-city line
 
 
 @dataclass(frozen=True)
@@ -54,19 +55,3 @@ class Zone:
 ADDRESS_WINDOW = Zone(left=110, top=55, width=85, height=33)
 ADDRESS_CLEAR = ADDRESS_WINDOW.grown(CLEAR_MARGIN)
 RETURN_WINDOW = Zone(left=20, top=27, width=80, height=18)
-
-
-def return_address_lines(value: str) -> tuple[str, ...]:
-    """The return address setting as printed lines: one per `|` or line break, each at most
-    38 characters (AFNOR), 2 to 4 lines (the return window's height). ValueError saying why."""
-    lines = tuple(" ".join(line.split()) for line in value.replace("\n", "|").split("|"))
-    lines = tuple(line for line in lines if line)
-    low, high = RETURN_ADDRESS_LINES
-    if not low <= len(lines) <= high:
-        raise ValueError(f"must have {low} to {high} lines separated by '|', got {len(lines)}")
-    for line in lines:
-        if any(ord(char) < 32 or 127 <= ord(char) < 160 for char in line):
-            raise ValueError("control characters are not allowed")
-        if len(line) > afnor.MAX_LINE:
-            raise ValueError(f"line {line!r} is {len(line)} characters, at most {afnor.MAX_LINE}")
-    return lines

@@ -159,8 +159,11 @@ class LetterRenderer:
         ids = [letter.letter_id for letter in letters]
         if len(set(ids)) != len(ids):
             raise ValueError("the same letter twice in one file")
-        backdrops = [self._backdrop(letter) for letter in letters]
-        overlay, overlay_pages = self._overlays(letters, backdrops)
+        from cpms_admin.letters.stamp import prototype_key
+
+        keys = [prototype_key(letter) for letter in letters]
+        backdrops = [self._backdrop(key) for key in keys]
+        overlay, overlay_pages = self._overlays(letters, keys, backdrops)
         pages: list[Any] = []
         under: list[Backdrop | None] = []
         spans = []
@@ -178,20 +181,22 @@ class LetterRenderer:
         return spans
 
     def _overlays(
-        self, letters: Sequence[LetterContent], backdrops: Sequence[Backdrop]
+        self,
+        letters: Sequence[LetterContent],
+        keys: Sequence[LetterContent],
+        backdrops: Sequence[Backdrop],
     ) -> tuple[Any, list[Any]]:
         """Each letter's slots as a page: its group's prototype restamped (`stamp`), or, where
         that cannot be exact, laid out in full; and a Document to copy the pages from."""
-        from cpms_admin.letters.stamp import prototype_key, stamp
+        from cpms_admin.letters.stamp import stamp
 
         pages: list[Any] = []
         document = None
-        for letter, backdrop in zip(letters, backdrops, strict=True):
-            prototype = self._prototype(letter, backdrop)
+        for letter, key, backdrop in zip(letters, keys, backdrops, strict=True):
+            prototype = self._prototype(key, backdrop)
             document = document or prototype.document
-            pages.append(stamp(prototype, letter, self._shape))
-            if prototype_key(letter) in self._unstampable:
-                pages[-1] = None
+            stampable = key not in self._unstampable
+            pages.append(stamp(prototype, letter, self._shape) if stampable else None)
         if missing := [n for n, page in enumerate(pages) if page is None]:
             html = self._html(
                 OVERLAY_TEMPLATE, pages=[(letters[n], backdrops[n].slots) for n in missing]
@@ -202,10 +207,10 @@ class LetterRenderer:
         self.stamped += len(letters) - len(missing)
         return document, pages
 
-    def _prototype(self, letter: LetterContent, backdrop: Backdrop) -> "Prototype":
-        from cpms_admin.letters.stamp import Prototype, find_stamps, prototype_key
+    def _prototype(self, key: LetterContent, backdrop: Backdrop) -> "Prototype":
+        """The overlay of `key`'s group, laid out once with its markers."""
+        from cpms_admin.letters.stamp import Prototype, find_stamps
 
-        key = prototype_key(letter)
         prototype = self._prototypes.get(key)
         if prototype is None:
             html = self._html(OVERLAY_TEMPLATE, pages=[(key, backdrop.slots)])
@@ -220,13 +225,11 @@ class LetterRenderer:
             raise NotReady("letter slots must be placed absolutely, one overlay page per letter")
         return document
 
-    def _backdrop(self, letter: LetterContent) -> Backdrop:
+    def _backdrop(self, key: LetterContent) -> Backdrop:
         """The page of `letter`'s group: its kind's text and the slots every letter of the
         group shares (date, salutation, expiry, closing) laid out once; the slots holding
-        each letter's own data left empty, and where they are."""
-        from cpms_admin.letters.stamp import prototype_key
-
-        key = prototype_key(letter)
+        each letter's own data left empty, and where they are. `key`: the group
+        (`stamp.prototype_key`)."""
         backdrop = self._backdrops.get(key)
         if backdrop is None:
             layout, blank = key.layout, self._own_slots(key)

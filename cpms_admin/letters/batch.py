@@ -31,8 +31,8 @@ from sqlmodel import Session, col, select
 
 from cpms_admin import audit
 from cpms_admin.clock import Clock, iso
-from cpms_admin.credentials.codes import store_code
 from cpms_admin.credentials.pepper import Peppers, load_peppers
+from cpms_admin.credentials.printed import Printed, store_printed_codes
 from cpms_admin.db import transaction
 from cpms_admin.errors import Conflict, CpmsError, InvalidInput, RunFailed
 from cpms_admin.faults import failpoint
@@ -44,7 +44,7 @@ from cpms_admin.letters.recovery import Recovered, abandon, recover
 from cpms_admin.models import Letter, LetterBatch, Member
 from cpms_admin.private_files import describe_entry, fsync_dir, private_dir
 from cpms_admin.settings import Settings, return_address_lines
-from cpms_admin.vocabulary import BatchStatus, Channel, CodeStatus, LetterStatus
+from cpms_admin.vocabulary import BatchStatus, LetterStatus
 
 POOL_FROM = 4  # chunks: below this, starting worker processes costs more than it saves
 SUPERSEDED_WHILE_PRINTING = "its code was superseded by a newer one given while it was printed"
@@ -371,28 +371,23 @@ def _store_codes(
 ) -> list[int]:
     """Store the printed codes' hashes; the letters whose code a newer one superseded
     (printed all the same: support should know why it will not work)."""
-    superseded = []
     asked_by = dict(
         session.exec(
             select(Letter.id, Letter.requested_by).where(col(Letter.batch_id) == batch_id)
         ).all()
     )
-    for issued in rendered.issued:
-        stored = store_code(
-            session,
-            member_id=issued.member_id,
-            purpose=issued.purpose,
-            channel=Channel.post,
-            code=issued.code,
-            pepper=run.pepper,
-            now=now,
-            made_at=made_at,  # also what the printed expiry date counts from
-            settings=run.settings,
-            letter_id=issued.letter_id,
-            requested_by=asked_by.get(issued.letter_id),
-        )
-        if stored.status == CodeStatus.revoked:
-            superseded.append(issued.letter_id)
+    printed = [
+        Printed(i.letter_id, i.member_id, i.purpose, i.code, asked_by.get(i.letter_id))
+        for i in rendered.issued
+    ]
+    superseded = store_printed_codes(
+        session,
+        printed,
+        pepper=run.pepper,
+        now=now,
+        made_at=made_at,  # also what the printed expiry date counts from
+        settings=run.settings,
+    )
     if superseded:
         session.exec(
             update(Letter)

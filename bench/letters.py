@@ -1,21 +1,34 @@
-"""Letters per second of the batch renderer against the naive loop, and its peak memory.
+"""The nightly batch's letters per second and CPU per letter, side by side in one run with the
+naive loop and a hand-placed fpdf2 layout of the same letter, and its peak memory.
 
     .venv/bin/python bench/letters.py [--letters N] [--chunk C] [--workers W] [--naive M]
 
 Each measurement runs in a fresh Python process, so one cannot warm up or inflate another:
-the naive loop (each whole letter laid out by `HTML(string=...).write_pdf()`, CSS linked from
-the page), then the batch path (`render_chunks`: each kind's page laid out once and every
-letter's slots printed over it, C letters per file, W worker processes) for N and 4N letters.
-Peak memory is the sum of the kernel's RSS high-water marks (VmHWM) of the process and of its
-workers, read from /proc (Linux).
+
+- naive: each whole letter laid out by `HTML(string=...).write_pdf()` (CSS linked), M letters;
+- fpdf2: the same letter laid out by hand (bench/letters_fpdf.py), C letters per file, in
+  one process (one core), N letters;
+- render: `render_chunks` (each kind's page laid out once, each letter's slots restamped over
+  it), C letters per file, W worker processes, N and 4N letters;
+- batch: `cpms-admin letters batch --workers W` on a SQLite file of N (then 4N) members with
+  a letter each: the whole nightly job through the CLI (start-up, claim, codes, hashes,
+  render, commit, publish).
+
+CPU is that of the whole process tree (workers and forkserver included: the bench makes itself
+their subreaper, so every process's time is collected when it ends). Peak memory is the sum of
+the kernel's RSS high-water marks (VmHWM) of the processes, read from /proc (Linux). The
+calibration figure is the seconds a pure-Python loop of 10 million additions takes here.
 """
 
 import argparse
+import ctypes
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -114,6 +127,90 @@ def measure_batch(count: int, chunk: int, workers: int, out_dir: Path) -> dict[s
     }
 
 
+def measure_fpdf(count: int, chunk: int, out_dir: Path) -> dict[str, float]:
+    from letters_fpdf import write_letters
+
+    letters = list(sample_letters(count))
+    started, cpu_started = time.perf_counter(), own_cpu()
+    for number in range(0, count, chunk):
+        write_letters(letters[number : number + chunk], out_dir / f"fpdf-{number}.pdf")
+    seconds, cpu = time.perf_counter() - started, own_cpu() - cpu_started
+    return {"seconds": seconds, "cpu": cpu, "peak_kib": high_water_kib(os.getpid())}
+
+
+def populate_letters(path: Path, count: int) -> str:
+    """A SQLite file of `count` members, each with a welcome letter pending (not timed)."""
+    # Here, not at the top: the workers' forkserver imports this script, and must not pay.
+    from campaign import NOW, populate
+    from sqlalchemy import insert
+    from sqlmodel import SQLModel
+
+    from cpms_admin.db import make_engine
+
+    populate(path, count)
+    url = f"sqlite:///{path}"
+    engine = make_engine(url)
+    letter = SQLModel.metadata.tables["letter"]
+    rows = [
+        {"member_id": i + 1, "kind": "welcome", "purpose": "first_login", "status": "pending"}
+        for i in range(count)
+    ]
+    with engine.begin() as conn:
+        conn.execute(insert(letter), [{**row, "created_at": NOW} for row in rows])
+    engine.dispose()
+    cli("--db", url, "db", "upgrade")  # and the database's pepper, beside it
+    return url
+
+
+def cli(*args: str) -> None:
+    subprocess.run([sys.executable, "-m", "cpms_admin", *args], check=True, capture_output=True)
+
+
+def measure_cli_batch(count: int, chunk: int, workers: int, out_dir: Path) -> dict[str, float]:
+    url = populate_letters(out_dir / "bench.db", count)
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER: the forkserver's time comes back here
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    peaks: dict[int, int] = {}
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.wait(0.05):
+            for pid in descendants(os.getpid()):
+                peaks[pid] = max(peaks.get(pid, 0), high_water_kib(pid))
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    started = time.perf_counter()
+    command = ["--db", url, "letters", "batch", "--out", str(out_dir / "out")]
+    cli(*command, "--chunk-size", str(chunk), "--workers", str(workers))
+    seconds = time.perf_counter() - started
+    done.set()
+    watcher.join()
+    while True:  # reap what the batch left to its subreaper
+        try:
+            os.waitpid(-1, 0)
+        except ChildProcessError:
+            break
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return {
+        "seconds": seconds,
+        "cpu": cpu,
+        "peak_kib": sum(peaks.values()),
+        "worker_kib": max(peaks.values(), default=0),
+        "parent_kib": 0,
+    }
+
+
+def calibration() -> float:
+    """Seconds of a pure-Python loop of 10 million additions: how fast this machine is."""
+    started, total = time.process_time(), 0
+    for number in range(10_000_000):
+        total += number
+    return time.process_time() - started
+
+
 def run_child(*args: str) -> dict[str, float]:
     command = [sys.executable, __file__, "--child", *args]
     done = subprocess.run(command, check=True, capture_output=True, text=True)
@@ -125,51 +222,65 @@ def child(args: list[str]) -> None:
     with tempfile.TemporaryDirectory(prefix="bench-letters-") as tmp:
         if kind == "naive":
             result = measure_naive(count, Path(tmp))
-        else:
+        elif kind == "fpdf2":
+            result = measure_fpdf(count, int(args[2]), Path(tmp))
+        elif kind == "render":
             result = measure_batch(count, int(args[2]), int(args[3]), Path(tmp))
+        else:
+            result = measure_cli_batch(count, int(args[2]), int(args[3]), Path(tmp))
     print(json.dumps(result))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--letters", type=int, default=200, help="batch size N (also runs 4N)")
+    parser.add_argument("--letters", type=int, default=300, help="batch size N (also runs 4N)")
     parser.add_argument("--chunk", type=int, default=25, help="letters per PDF file")
     parser.add_argument("--workers", type=int, default=2, help="worker processes")
     parser.add_argument("--naive", type=int, default=40, help="letters for the naive loop")
     options = parser.parse_args()
     size, chunk, workers = options.letters, str(options.chunk), str(options.workers)
 
-    naive = run_child("naive", str(options.naive))
-    small = run_child("batch", str(size), chunk, workers)
-    large = run_child("batch", str(4 * size), chunk, workers)
-
+    loop = calibration()
     rows = (
-        ("naive loop", options.naive, naive),
-        ("batch N", size, small),
-        ("batch 4N", 4 * size, large),
+        ("naive loop", options.naive, run_child("naive", str(options.naive))),
+        ("fpdf2 (1 core)", size, run_child("fpdf2", str(size), chunk)),
+        ("render N", size, run_child("render", str(size), chunk, workers)),
+        ("render 4N", 4 * size, run_child("render", str(4 * size), chunk, workers)),
+        ("batch N", size, run_child("batch", str(size), chunk, workers)),
+        ("batch 4N", 4 * size, run_child("batch", str(4 * size), chunk, workers)),
     )
-    print(f"letters bench: chunk {chunk} letters/file, {workers} workers, {os.cpu_count()} CPUs")
     print(
-        f"{'path':<12}{'letters':>8}{'seconds':>9}{'letters/s':>11}{'CPU ms/letter':>15}"
-        f"{'peak RSS MiB':>14}  (parent + largest worker)"
+        f"letters bench: chunk {chunk} letters/file, {workers} workers, {os.cpu_count()} CPUs; "
+        f"calibration: 10 million additions in {loop:.2f} s"
+    )
+    print(
+        f"{'path':<16}{'letters':>8}{'seconds':>9}{'letters/s':>11}{'CPU ms/letter':>15}"
+        f"{'peak RSS MiB':>14}"
     )
     for label, count, result in rows:
-        workers_note = (
-            f"  ({result['parent_kib'] / 1024:.0f} + {result['worker_kib'] / 1024:.0f})"
-            if "worker_kib" in result
-            else ""
-        )
         print(
-            f"{label:<12}{count:>8}{result['seconds']:>9.2f}{count / result['seconds']:>11.1f}"
+            f"{label:<16}{count:>8}{result['seconds']:>9.2f}{count / result['seconds']:>11.1f}"
             f"{1000 * result['cpu'] / count:>15.1f}{result['peak_kib'] / 1024:>14.0f}"
-            f"{workers_note}"
         )
-    naive_rate = options.naive / naive["seconds"]
+    by_label = {label: (count, result) for label, count, result in rows}
+
+    def per_letter(label: str) -> float:
+        count, result = by_label[label]
+        return result["cpu"] / count
+
+    def rate(label: str) -> float:
+        count, result = by_label[label]
+        return count / result["seconds"]
+
+    fpdf_cpu, fpdf_rate = per_letter("fpdf2 (1 core)"), rate("fpdf2 (1 core)")
     print(
-        f"speed-up over naive: batch N {size / small['seconds'] / naive_rate:.1f}x, "
-        f"batch 4N {4 * size / large['seconds'] / naive_rate:.1f}x;   "
-        f"peak memory 4N / N: {large['peak_kib'] / small['peak_kib']:.2f}x"
+        f"CPU per letter, fpdf2 / batch: N {fpdf_cpu / per_letter('batch N'):.2f}x, "
+        f"4N {fpdf_cpu / per_letter('batch 4N'):.2f}x;  letters/s, batch / fpdf2: "
+        f"N {rate('batch N') / fpdf_rate:.2f}x, 4N {rate('batch 4N') / fpdf_rate:.2f}x;  "
+        f"batch 4N / naive: {rate('batch 4N') / rate('naive loop'):.1f}x"
     )
+    small, large = by_label["batch N"][1], by_label["batch 4N"][1]
+    print(f"peak memory of the batch, 4N / N: {large['peak_kib'] / small['peak_kib']:.2f}x")
     print("(letters/s needs idle CPUs: other load on the machine lowers it, not CPU ms/letter)")
 
 

@@ -49,6 +49,11 @@ class Member(SQLModel, table=True):
     created_at: datetime = Field(default_factory=system_clock)
     updated_at: datetime = Field(default_factory=system_clock)
     imported_at: datetime | None = Field(default=None, index=True)
+    # When an address field last changed (None: before migration 0007), and the flag a
+    # returned letter (NPAI) sets: no letter goes to the address until an agent updates it.
+    address_changed_at: datetime | None = None
+    undeliverable_at: datetime | None = None
+    undeliverable_reason: str | None = Field(default=None, max_length=300)
 
 
 class Account(SQLModel, table=True):
@@ -124,6 +129,8 @@ class Letter(SQLModel, table=True):
     # The agent who asked for it by name, "portal" for the member's own request, None for a
     # letter queued by a rule (enrolment, campaign). An agent's letter is always printed.
     requested_by: str | None = Field(default=None, max_length=100)
+    # The wording its campaign chose (`Wording`); None: the kind and `requested_by` decide.
+    wording: str | None = Field(default=None, max_length=20)
 
 
 class OutgoingMail(SQLModel, table=True):

@@ -57,6 +57,13 @@ class Settings:
     argon2_time_cost: int = _bounded(2, 2, 100)
     argon2_parallelism: int = _bounded(1, 1, 64)
     letter_city: str = "Paris"
+    # The sender's reference on the print house's order form (their customer reference for
+    # CPMS), recorded in every batch's manifest.
+    letter_sender_reference: str = "CPMS-SERVICE-ADHERENTS"
+    # Where undeliverable letters (NPAI) come back: 2 to 4 lines separated by "|".
+    letter_return_address: str = (
+        "CPMS – Service Adhérents|Gestion des accès en ligne|TSA 91234|75901 PARIS CEDEX 15"
+    )
 
     def __post_init__(self) -> None:
         check_settings({f.name: getattr(self, f.name) for f in fields(self)}, env_name)
@@ -92,12 +99,42 @@ def check_settings(values: Mapping[str, Any], label: Callable[[str], str]) -> No
                 f"{label(spec.name)} must be between {low} and {high}{unit}, "
                 f"got {reprlib.repr(value)}"
             )
+    _check_return_address(values.get("letter_return_address"), label)
     for larger, smaller in _AT_LEAST:
         if values[larger] < values[smaller]:
             raise NotReady(
                 f"{label(larger)} ({values[larger]}) must be at least "
                 f"{label(smaller)} ({values[smaller]})"
             )
+
+
+RETURN_ADDRESS_LINES = (2, 4)  # a name and a postcode-and-city line at least; the window's 4
+RETURN_ADDRESS_LINE = 38  # characters, as any AFNOR address line
+
+
+def return_address_lines(value: str) -> tuple[str, ...]:
+    """The return address setting as printed lines (letters/zones.py: the return window): one
+    per `|` or line break, 2 to 4, each at most 38 characters. ValueError saying why."""
+    lines = tuple(" ".join(line.split()) for line in value.replace("\n", "|").split("|"))
+    lines = tuple(line for line in lines if line)
+    low, high = RETURN_ADDRESS_LINES
+    if not low <= len(lines) <= high:
+        raise ValueError(f"must have {low} to {high} lines separated by '|', got {len(lines)}")
+    for line in lines:
+        if any(ord(char) < 32 or 127 <= ord(char) < 160 for char in line):
+            raise ValueError("control characters are not allowed")
+        if len(line) > RETURN_ADDRESS_LINE:
+            raise ValueError(
+                f"line {line!r} is {len(line)} characters, at most {RETURN_ADDRESS_LINE}"
+            )
+    return lines
+
+
+def _check_return_address(value: Any, label: Callable[[str], str]) -> None:
+    try:
+        return_address_lines(value if isinstance(value, str) else "")
+    except ValueError as exc:
+        raise NotReady(f"{label('letter_return_address')} {exc}") from None
 
 
 def _coerce(raw: Any, *, integer: bool) -> Any:

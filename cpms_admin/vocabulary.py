@@ -24,6 +24,7 @@ class LetterStatus(StrEnum):
     printed = "printed"
     cancelled = "cancelled"  # no longer needed (see status_reason)
     failed = "failed"  # could not be rendered
+    returned = "returned"  # came back undeliverable (NPAI): its code revoked
 
 
 class BatchStatus(StrEnum):
@@ -71,8 +72,43 @@ class LetterKind(StrEnum):
         whose purpose follows the member's account (`codes.purpose_for`)."""
         return _FIXED_PURPOSE.get(self)
 
+    def wording(self) -> "Wording":
+        """What a letter of this kind says when nothing else decides (`Wording.of_letter`)."""
+        return Wording(_KIND_WORDING[self])
 
+
+_KIND_WORDING = {
+    "welcome": "first_access",
+    "security_code": "requested_code",
+    "pin_reset": "pin_reset",
+}
 _FIXED_PURPOSE = {LetterKind.welcome: Purpose.first_login, LetterKind.pin_reset: Purpose.pin_reset}
+
+
+class Wording(StrEnum):
+    """Why a letter was sent, as it tells the member (templates/letters/<wording>.html)."""
+
+    first_access = "first_access"  # enrolment, or a campaign to members never logged in
+    requested_code = "requested_code"  # the member (portal) or an agent asked for a code
+    pin_reset = "pin_reset"  # an agent reset the PIN
+    migration = "migration"  # a campaign moving members to the new portal
+
+    @classmethod
+    def of_letter(cls, kind: str, requested_by: str | None, chosen: str | None) -> "Wording":
+        """The wording of a queued letter: what its campaign `chosen`, else its kind's, save
+        that a security code no one asked for (`requested_by` None) is a campaign's."""
+        if chosen is not None:
+            return cls(chosen)
+        if kind == LetterKind.security_code and requested_by is None:
+            return cls.first_access
+        return LetterKind(kind).wording()
+
+
+class CampaignWording(StrEnum):
+    """What a `code campaign` letter may say."""
+
+    first_access = "first_access"
+    migration = "migration"
 
 
 class AccountState(StrEnum):
@@ -111,6 +147,7 @@ class PortalReason(StrEnum):
     weak_pin = "weak_pin"
     rate_limited = "rate_limited"
     on_its_way = "on_its_way"
+    undeliverable = "undeliverable"  # by post only, and a letter came back from the address
 
 
 class PinWeakness(StrEnum):

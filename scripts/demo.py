@@ -186,7 +186,15 @@ def migration() -> None:
     step("A migrated member logs in with their old PIN (its bcrypt hash is upgraded on the way)")
     run("--json", "portal", "login", legacy[0]["nir"], stdin=f"{old_pin}\n")
     step("Code campaign: every newcomer without a PIN gets a code, by e-mail or by post")
-    campaign = ["code", "campaign", "--no-pin", "--imported-since", started]
+    campaign = [
+        "code",
+        "campaign",
+        "--no-pin",
+        "--imported-since",
+        started,
+        "--wording",
+        "migration",
+    ]
     run(*campaign, "--reason", f"migration du {today()}", "--dry-run")
     run(*campaign, "--reason", f"migration du {today()}")
     run("mail", "send")

@@ -4,9 +4,10 @@
 #    fontTools makes letters several times slower);
 #  - libpango-1.0-0, libpangoft2-1.0-0: WeasyPrint's text layout;
 #  - fonts-liberation2, fonts-dejavu-core: the sans fonts the letters are set in;
-#  - poppler-utils: pdftoppm, with which the tests look at printed letters as bitmaps.
+#  - poppler-utils: pdftoppm, with which the tests look at printed letters as bitmaps;
+#  - qpdf: `qpdf --check`, the structural check a print house's preflight starts with.
 set -euo pipefail
-packages=(libharfbuzz-subset0 libpango-1.0-0 libpangoft2-1.0-0 fonts-liberation2 fonts-dejavu-core poppler-utils)
+packages=(libharfbuzz-subset0 libpango-1.0-0 libpangoft2-1.0-0 fonts-liberation2 fonts-dejavu-core poppler-utils qpdf)
 command -v dpkg-query >/dev/null || { echo "system-deps: not a Debian system; install: ${packages[*]}" >&2; exit 0; }
 missing=()
 for p in "${packages[@]}"; do

@@ -11,6 +11,7 @@ import stat
 from pathlib import Path
 from typing import Any
 
+import pikepdf
 import pypdf
 from sqlmodel import Session, select
 
@@ -21,7 +22,8 @@ from tests.cred_helpers import set_pin
 from tests.factories import make_member, make_nir
 from tests.harness import Cli
 
-CODE_IN_TEXT = re.compile(r"(\d{6})Valable")  # the code box: the code, then its expiry
+# The code: a line of its own, 6 letter-spaced digits (which extraction turns into blanks).
+CODE_IN_TEXT = re.compile(r"^(\d(?: ?\d){5})\s*$", re.MULTILINE)
 REFERENCE = re.compile(r"Notreréférence:L(\d{8})")
 
 
@@ -67,6 +69,7 @@ def check_batch_dir(directory: Path, manifest: dict[str, Any]) -> None:
         assert hashlib.sha256(path.read_bytes()).hexdigest() == entry["sha256"]
         pages[entry["name"]] = len(pypdf.PdfReader(path).pages)
         assert pages[entry["name"]] == entry["pages"]
+        check_font_tags(path)
     for name in pages:  # each file's letters tile its pages exactly
         spans = sorted(
             (le["first_page"], le["page_count"]) for le in manifest["letters"] if le["file"] == name
@@ -84,6 +87,39 @@ def check_batch_dir(directory: Path, manifest: dict[str, Any]) -> None:
     ]
 
 
+SUBSET_TAG = re.compile(r"^/([A-Z]{6})\+")
+
+
+def font_programs(path: Path) -> dict[str, set[str]]:
+    """Subset tag -> digests of the font programs named with it, for every font of a PDF
+    (Type0 fonts through their CIDFont's descriptor)."""
+    found: dict[str, set[str]] = {}
+    with pikepdf.open(path) as pdf:
+        for obj in pdf.objects:
+            if not isinstance(obj, pikepdf.Dictionary) or obj.get("/Type") != "/Font":
+                continue
+            owner = obj.DescendantFonts[0] if "/DescendantFonts" in obj else obj
+            descriptor = owner.get("/FontDescriptor")
+            if descriptor is None:
+                continue
+            program = next(
+                descriptor[k] for k in ("/FontFile2", "/FontFile3", "/FontFile") if k in descriptor
+            )
+            digest = hashlib.sha256(program.read_bytes()).hexdigest()
+            for name in (obj.BaseFont, owner.BaseFont, descriptor.FontName):
+                match = SUBSET_TAG.match(str(name))
+                assert match, f"{path.name}: font {name} has no subset tag"
+                found.setdefault(match[1], set()).add(digest)
+    return found
+
+
+def check_font_tags(path: Path) -> None:
+    """ISO 32000-1 §9.6.4: different subsets have different tags (a RIP that deduplicates
+    fonts by name would otherwise print missing glyphs)."""
+    shared = {tag: n for tag, n in font_programs(path).items() if len(n) > 1}
+    assert not shared, f"{path.name}: one subset tag for several font programs: {shared}"
+
+
 def letter_text(directory: Path, entry: dict[str, Any]) -> str:
     """The text of one letter of a manifest, as pypdf extracts it from its pages."""
     reader = pypdf.PdfReader(directory / entry["file"])
@@ -95,19 +131,19 @@ def letter_text(directory: Path, entry: dict[str, Any]) -> str:
 
 def printed_code(text: str) -> str:
     """The code as the member reads it (it is letter-spaced, so extraction adds blanks)."""
-    match = CODE_IN_TEXT.search(re.sub(r"\s", "", text))
-    assert match, "no code box in the letter"
-    return match[1]
+    [code] = {match.replace(" ", "") for match in CODE_IN_TEXT.findall(text)} or [None]
+    assert code, "no code box in the letter"
+    return code
 
 
 def codes_in_file(path: Path) -> dict[int, str]:
     """Letter id -> code, for every letter of a PDF (also a discarded `.pdf.part`)."""
     found = {}
     for page in pypdf.PdfReader(path).pages:
-        text = re.sub(r"\s", "", page.extract_text())
-        reference, code = REFERENCE.search(text), CODE_IN_TEXT.search(text)
+        text = page.extract_text()
+        reference, code = REFERENCE.search(re.sub(r"\s", "", text)), CODE_IN_TEXT.search(text)
         if reference and code:
-            found[int(reference[1])] = code[1]
+            found[int(reference[1])] = code[1].replace(" ", "")
     return found
 
 

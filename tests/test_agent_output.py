@@ -143,7 +143,7 @@ def test_a_cut_listing_counts_only_so_far(
     ("words", "values"),
     [
         ("cpms-admin letters list --status ",
-         ["pending", "claimed", "printed", "cancelled", "failed"]),
+         ["pending", "claimed", "printed", "cancelled", "failed", "returned"]),
         ("cpms-admin letters preview ", ["welcome", "security_code", "pin_reset"]),
         ("cpms-admin code issue 1 --channel ", ["auto", "email", "post"]),
         ("cpms-admin member list --status a", ["active"]),

@@ -101,6 +101,7 @@ def test_never_logged_in_with_channel_auto(
         "emails": 3,
         "already_pending": 0,
         "no_email": 0,
+        "undeliverable": 0,
         "closed": 1,
         "unknown": 0,
         "dry_run": False,

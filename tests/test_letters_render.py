@@ -4,6 +4,7 @@ import itertools
 import re
 import shutil
 import subprocess
+from dataclasses import replace
 from datetime import date
 from pathlib import Path
 
@@ -60,6 +61,13 @@ THREE = (
         nir_masked="1 85 •• •• ••• ••• 91",
     ),
     make_letter(13, "pin_reset", code="196847", civility=None, last_name="Martin"),
+)
+
+
+# A campaign's letters: security codes no one asked for, in each campaign wording.
+CAMPAIGNS = tuple(
+    replace(THREE[1], letter_id=20 + n, wording=wording)
+    for n, wording in enumerate(["first_access", "migration"])
 )
 
 
@@ -154,23 +162,46 @@ def page_pixels(pdf: Path, page: int) -> bytes:
     return subprocess.run(command, check=True, capture_output=True).stdout
 
 
+# Letters of one group (same kind, wording and civility) whose own data differ in every way
+# the slots can: 3 to 7 address lines, long and short lines, another code and reference.
+SAME_GROUP = (
+    make_letter(31, "welcome", code="111111", last_name="Li", street="1 rue A"),
+    replace(
+        make_letter(32, "welcome", code="987650", last_name="Dupont-Moreau-Lefebvre"),
+        recipient_lines=(
+            "MME JEANNE-MARIE DUPONT-MOREAU",
+            "APPARTEMENT 1204 ESCALIER B ETAGE 12",
+            "RESIDENCE LES TILLEULS BATIMENT B",
+            "128 BIS AVENUE DU GENERAL DE GAULLE",
+            "LIEU-DIT LES GRANDS CHAMPS BP 1234",
+            "1000 BRUXELLES",
+            "BELGIQUE",
+        ),
+        reference="L12345678",
+    ),
+)
+# White space a layout would collapse: this letter's slots are laid out in full.
+LAID_OUT = replace(THREE[0], letter_id=40, nir_masked="2 85  •• •• ••• ••• 42")
+
+
 @pytest.mark.slow  # two layouts, and poppler for every page
-def test_printed_letters_look_exactly_like_letters_laid_out_whole(
-    renderer: LetterRenderer, tmp_path: Path
-) -> None:
-    """The renderer prints each letter's slots over its kind's page laid out once: the result
-    must be the very letter WeasyPrint lays out from the whole HTML, to the pixel (a preview's
-    SPÉCIMEN mark included)."""
+def test_printed_letters_look_exactly_like_letters_laid_out_whole(tmp_path: Path) -> None:
+    """The renderer prints each letter's slots over its kind's page laid out once, the slots
+    restamped from their group's prototype (or laid out in full where that cannot be exact):
+    the result must be the very letter WeasyPrint lays out from the whole HTML, to the pixel
+    (a preview's SPÉCIMEN mark included)."""
     from weasyprint import HTML
 
+    renderer = LetterRenderer()
     specimen = sample_content("welcome", letter_id=99, today=date(2026, 11, 23))
-    letters = (*THREE, specimen)
+    letters = (*THREE, *CAMPAIGNS, *SAME_GROUP, LAID_OUT, specimen)
     whole = tmp_path / "whole.pdf"
     html = renderer.document_html(letters, stylesheet=STYLESHEET)
     HTML(string=html, base_url=str(renderer.letters_dir)).write_pdf(whole)
     printed = tmp_path / "printed.pdf"
     spans = renderer.render(letters, printed)
     assert len(spans) == len(letters)
+    assert renderer.stamped == len(letters) - 1  # all but LAID_OUT
     for number, span in enumerate(spans, start=1):
         assert page_pixels(printed, span.first_page) == page_pixels(whole, number)
 
@@ -179,7 +210,7 @@ def test_member_data_outside_a_slot_is_refused(tmp_path: Path) -> None:
     """Only slots may print member data: anything else is laid out once for every letter."""
     letters_dir = tmp_path / "letters"
     shutil.copytree(check_templates(), letters_dir)
-    welcome = letters_dir / "welcome.html"
+    welcome = letters_dir / "first_access.html"
     welcome.write_text(
         welcome.read_text().replace("{% block intro %}", "{% block intro %}{{ letter.code }}")
     )
@@ -191,12 +222,12 @@ def test_member_data_outside_a_slot_is_refused(tmp_path: Path) -> None:
 def test_a_kind_longer_than_a_page_is_refused(tmp_path: Path) -> None:
     letters_dir = tmp_path / "letters"
     shutil.copytree(check_templates(), letters_dir)
-    welcome = letters_dir / "welcome.html"
+    welcome = letters_dir / "first_access.html"
     filler = "<p>Un paragraphe de plus.</p>" * 60
     welcome.write_text(
         welcome.read_text().replace("{% block intro %}", "{% block intro %}" + filler)
     )
-    with pytest.raises(NotReady, match="welcome letter must fit on one page"):
+    with pytest.raises(NotReady, match=r"first_access letter \(welcome\) must fit on one page"):
         LetterRenderer(letters_dir).render(THREE[:1], tmp_path / "x.pdf")
 
 
@@ -247,7 +278,7 @@ def test_chunks_are_built_only_as_rendering_needs_them(tmp_path: Path, workers: 
 def test_a_template_using_an_unknown_field_is_refused(tmp_path: Path) -> None:
     letters_dir = tmp_path / "letters"
     shutil.copytree(check_templates(), letters_dir)
-    welcome = letters_dir / "welcome.html"
+    welcome = letters_dir / "first_access.html"
     welcome.write_text(
         welcome.read_text().replace(
             "{% block intro %}", "{% block intro %}{{ letter.no_such_field }}"
@@ -287,3 +318,24 @@ def test_only_a_preview_is_marked_specimen(renderer: LetterRenderer, three, tmp_
     assert "Paris, le 1er janvier 2026" in text
     _, reader = three
     assert not any("SPÉCIMEN" in squeeze(page.extract_text()) for page in reader.pages)
+
+
+def test_a_slot_printing_the_letter_id_is_laid_out_for_every_letter(tmp_path: Path) -> None:
+    """Restamping knows the reference, NIR, address and code; a slot that prints anything
+    else of the letter's own (here its id) makes its group laid out letter by letter."""
+    letters_dir = tmp_path / "letters"
+    shutil.copytree(check_templates(), letters_dir)
+    slots = letters_dir / "_slots.html"
+    slots.write_text(
+        slots.read_text().replace(
+            "{{ letter.closing_title }},", "{{ letter.closing_title }} (n° {{ letter.letter_id }}),"
+        )
+    )
+    renderer = LetterRenderer(letters_dir)
+    out = tmp_path / "ids.pdf"
+    letters = [replace(THREE[0], letter_id=n, reference=f"L{n:08d}") for n in (501, 502)]
+    renderer.render(letters, out)
+    assert renderer.stamped == 0
+    reader = pypdf.PdfReader(out)
+    for number, page in enumerate(reader.pages):
+        assert f"(n° {letters[number].letter_id})" in page.extract_text()

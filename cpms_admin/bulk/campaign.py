@@ -23,7 +23,14 @@ from cpms_admin.credentials.on_its_way import code_on_its_way, letter_on_its_way
 from cpms_admin.db import insert_per_member, transaction
 from cpms_admin.errors import FieldError, InvalidInput
 from cpms_admin.members.nir import nir_to_find
-from cpms_admin.vocabulary import ChannelChoice, LetterKind, LetterStatus, MailStatus, MemberStatus
+from cpms_admin.vocabulary import (
+    CampaignWording,
+    ChannelChoice,
+    LetterKind,
+    LetterStatus,
+    MailStatus,
+    MemberStatus,
+)
 
 BATCH_SIZE = 2000
 _MEMBER, _ACCOUNT = SQLModel.metadata.tables["member"], SQLModel.metadata.tables["account"]
@@ -57,6 +64,7 @@ class CampaignCounts:
     emails: int = 0
     already_pending: int = 0  # a letter, an e-mail or a live code is already on its way
     no_email: int = 0  # --channel email, but no address known
+    undeliverable: int = 0  # by post, but a letter came back from the address (NPAI)
     closed: int = 0
     unknown: int = 0  # NIRs of --from-file with no member
     dry_run: bool = False  # counted only: nothing was queued
@@ -102,6 +110,7 @@ def _query(selection: Selection, now: datetime) -> Select[Any]:
             _MEMBER.c.id,
             _MEMBER.c.email,
             _MEMBER.c.status,
+            _MEMBER.c.undeliverable_at,
             pending.label("pending"),
             *_ACCOUNT.c,
         )
@@ -152,6 +161,8 @@ def _sort(rows: list[Any], *, channel: str, counts: CampaignCounts) -> Queued:
             counts.already_pending += 1
         elif channel == ChannelChoice.email and not row.email:
             counts.no_email += 1
+        elif row.undeliverable_at is not None and (channel == ChannelChoice.post or not row.email):
+            counts.undeliverable += 1
         else:
             way = "email" if channel != ChannelChoice.post and row.email else "letter"
             # purpose_for: the rule of a single `code issue`
@@ -162,7 +173,13 @@ def _sort(rows: list[Any], *, channel: str, counts: CampaignCounts) -> Queued:
 
 
 def _queue(
-    session: Session, queued: Queued, *, now: datetime, counts: CampaignCounts, run_audit: RunAudit
+    session: Session,
+    queued: Queued,
+    *,
+    now: datetime,
+    wording: CampaignWording,
+    counts: CampaignCounts,
+    run_audit: RunAudit,
 ) -> None:
     """One batch in one transaction: its letters and e-mails, the run's audit event brought
     up to date, and an audit event for each member given a letter or an e-mail."""
@@ -172,7 +189,7 @@ def _queue(
             if way == "email":
                 table, extra = _MAIL, {"status": MailStatus.pending, "attempts": 0}
             else:
-                table, extra = _LETTER, {"status": LetterStatus.pending}
+                table, extra = _LETTER, {"status": LetterStatus.pending, "wording": wording}
             values = {"kind": LetterKind.security_code, "created_at": now, **extra}
             insert_per_member(session, table, member_ids, {**values, "purpose": purpose})
             run_audit.record_members(session, member_ids, change=way)
@@ -186,6 +203,7 @@ def run_campaign(
     reason: str | None,
     agent: str,
     dry_run: bool = False,
+    wording: CampaignWording = CampaignWording.first_access,
     on_progress: Callable[[CampaignCounts], None] = lambda counts: None,
     clock: Clock = system_clock,
     batch_size: int = BATCH_SIZE,
@@ -215,6 +233,7 @@ def run_campaign(
         at=now,
         reason=reason.strip() if reason else None,
         channel=channel,
+        wording=wording,
         **selection.describe(),
     )
     for rows in _batches(session, selection, counts, batch_size, now):
@@ -222,7 +241,7 @@ def run_campaign(
         if dry_run:
             session.rollback()
         else:
-            _queue(session, queued, now=now, counts=counts, run_audit=run_audit)
+            _queue(session, queued, now=now, wording=wording, counts=counts, run_audit=run_audit)
         on_progress(counts)
     if not dry_run:
         with transaction(session):

@@ -13,7 +13,7 @@ from cpms_admin.credentials import accounts
 from cpms_admin.credentials.accounts import require_reason
 from cpms_admin.credentials.delivery import CodeDelivery
 from cpms_admin.english import agree, count
-from cpms_admin.vocabulary import Channel, ChannelChoice
+from cpms_admin.vocabulary import CampaignWording, Channel, ChannelChoice
 
 app = typer.Typer(help="Send one-time security codes.", no_args_is_help=True)
 
@@ -69,6 +69,8 @@ def _lines(counts: CampaignCounts) -> list[str]:
         (counts.already_pending, "already has", "already have", "a code on its way (letter, "
          "e-mail or live code)"),
         (counts.no_email, "has", "have", "no e-mail address"),
+        (counts.undeliverable, "has", "have", "an address flagged undeliverable (a letter came "
+         "back)"),
         (counts.closed, "is", "are", "closed"),
     ]  # fmt: skip
     lines += [
@@ -111,6 +113,14 @@ def campaign(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Count who would get what; queue nothing.")
     ] = False,
+    wording: Annotated[
+        CampaignWording,
+        typer.Option(
+            "--wording",
+            help="What the letters say: first_access (a first connection code) or migration "
+            "(the move to the new portal).",
+        ),
+    ] = CampaignWording.first_access,
 ) -> None:
     """Queue a security code for every selected member (criteria combine: all must hold).
 
@@ -120,7 +130,7 @@ def campaign(
 
     --reason is required, except for a dry run (which changes nothing).
 
-    Example: cpms-admin code campaign --no-pin --dry-run
+    Example: cpms-admin code campaign --no-pin --wording migration --dry-run
     """
     # A dry run changes nothing, so it needs no reason; one given is checked all the same,
     # so that a dry run refuses what the real run would.
@@ -142,6 +152,7 @@ def campaign(
             reason=why,
             agent=app_.agent,
             dry_run=dry_run,
+            wording=wording,
             clock=app_.clock,
             on_progress=lambda c: progress.update(c.selected),
         )

@@ -11,7 +11,7 @@ from cpms_admin.cli.options import AllRows
 from cpms_admin.cli.output import BulkProgress, emit_object, emit_page, warn
 from cpms_admin.english import count
 from cpms_admin.settings import LIMIT_MAX
-from cpms_admin.vocabulary import LetterKind, LetterStatus
+from cpms_admin.vocabulary import LetterKind, LetterStatus, Wording
 
 if TYPE_CHECKING:
     from cpms_admin.letters.batch import BatchSummary
@@ -215,18 +215,28 @@ def preview(
     nir: Annotated[
         str | None, typer.Option("--nir", help="Address it to this member (issues nothing).")
     ] = None,
+    wording: Annotated[
+        Wording | None,
+        typer.Option(
+            "--wording",
+            help="Why it is sent (default: the kind's own; a campaign's: first_access, migration).",
+        ),
+    ] = None,
 ) -> None:
     """Render a SPÉCIMEN letter with a dummy code, to check the layout; issues nothing.
 
     Without --nir no database is needed.
 
-    Example: cpms-admin letters preview welcome --out sample.pdf
+    Example: cpms-admin letters preview security_code --wording migration --out sample.pdf
     """
     from cpms_admin.letters.views import preview_letter
 
     app_ = app_context(ctx)
+    chosen = wording.value if wording else None
     if nir is None:
-        result = preview_letter(kind=kind.value, out=out, settings=app_.settings, clock=app_.clock)
+        result = preview_letter(
+            kind=kind.value, out=out, settings=app_.settings, clock=app_.clock, wording=chosen
+        )
     else:
         with app_.session(read_only=True) as session:
             result = preview_letter(
@@ -236,5 +246,60 @@ def preview(
                 clock=app_.clock,
                 session=session,
                 nir=nir,
+                wording=chosen,
             )
     emit_object(app_, result, [f"Preview written to {out} ({count(result['pages'], 'page')})."])
+
+
+@app.command()
+def returned(
+    ctx: typer.Context,
+    letter: Annotated[
+        str | None, typer.Argument(help="The letter: its id (12) or reference (L00000012).")
+    ] = None,
+    from_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--from-file",
+            help="The print house's CSV of returns: a letter_id or reference column, and "
+            "optionally reason (or motif).",
+        ),
+    ] = None,
+    reason: Annotated[
+        str, typer.Option("--reason", help="Why it is recorded (audited).")
+    ] = "NPAI returned by the post",
+) -> None:
+    """Record letters that came back undeliverable (NPAI): each letter's code is revoked and
+    the member's address is flagged undeliverable (member show, account status), so no letter
+    goes there until an agent updates it (member update). Recording one twice changes nothing.
+
+    Example: cpms-admin letters returned L00000012
+    """
+    from cpms_admin.credentials.accounts import require_reason
+    from cpms_admin.errors import InvalidInput
+    from cpms_admin.letters.returns import Return, letter_id, read_returns_file, record_returns
+
+    if (letter is None) == (from_file is None):
+        raise InvalidInput("give one letter, or --from-file with the print house's returns")
+    returns = read_returns_file(from_file) if from_file else [Return(letter_id(letter or ""))]
+    app_ = app_context(ctx)
+    with app_.session() as session:
+        result = record_returns(
+            session,
+            returns=returns,
+            agent=app_.agent,
+            reason=require_reason(reason, "record a returned letter"),
+            clock=app_.clock,
+        )
+    lines = [
+        f"Recorded {count(len(result.returned), 'returned letter')}; "
+        f"{count(result.codes_revoked, 'code')} revoked; "
+        f"{count(result.members_flagged, 'address', 'addresses')} flagged undeliverable."
+    ]
+    if result.already_returned:
+        lines.append(f"Already recorded: {len(result.already_returned)}.")
+    if result.address_changed_since:
+        lines.append(
+            f"Not flagged, the address changed after printing: {result.address_changed_since}."
+        )
+    emit_object(app_, result.as_json(), lines)

@@ -9,7 +9,7 @@ from cpms_admin.cli.options import MEMBER_STATUSES, AllRows
 from cpms_admin.cli.output import emit_object, emit_page, note_for_agent, when
 from cpms_admin.english import count
 from cpms_admin.errors import InvalidInput
-from cpms_admin.members import records
+from cpms_admin.members import records, undeliverable
 from cpms_admin.members.fields import civility_note, validate_member_fields
 from cpms_admin.members.nir import format_nir
 from cpms_admin.settings import LIMIT_MAX
@@ -105,6 +105,11 @@ def describe(view: records.MemberView) -> list[str]:
         f"   [{member.status}]",
         f"  e-mail:   {member.email or '(none: codes go by post)'}",
         "  address:  " + " / ".join(records.address_lines(member)),
+        *(
+            [f"  UNDELIVERABLE: {undeliverable.describe(member)}; fix: {undeliverable.fix(member)}"]
+            if undeliverable.is_flagged(member)
+            else []
+        ),
         f"  account:  {view.state}, PIN {'set' if account.pin_hash else 'not set'}, "
         f"{count(account.failed_attempts, 'failed attempt')}"
         + (", CAPTCHA required" if account.captcha_required else "")
@@ -202,8 +207,19 @@ def update(
     country: Annotated[str | None, typer.Option("--country")] = None,
     envelope_name: Annotated[str | None, typer.Option("--envelope-name", help=ENVELOPE)] = None,
     reason: Annotated[str | None, typer.Option("--reason", help="Why (audited).")] = None,
+    address_confirmed: Annotated[
+        bool,
+        typer.Option(
+            "--address-confirmed",
+            help="The member confirmed the address as it is: letters may go there again "
+            "after one came back undeliverable (NPAI).",
+        ),
+    ] = False,
 ) -> None:
     """Change a member's contact or identity; the result is validated like `member add`.
+
+    Changing the address (or --address-confirmed) lifts the undeliverable flag that a
+    returned letter set.
 
     Example: cpms-admin member update 185057800608491 --email jean@example.org --reason "phone call"
     """
@@ -230,12 +246,18 @@ def update(
     }
     if clear_email:
         changes["email"] = None
-    if not changes:
+    if not changes and not address_confirmed:
         raise InvalidInput("nothing to change: give at least one option (see --help)")
     app_ = app_context(ctx)
     with app_.session() as session:
         member = records.update_member(
-            session, nir=nir, changes=changes, agent=app_.agent, reason=reason, clock=app_.clock
+            session,
+            nir=nir,
+            changes=changes,
+            agent=app_.agent,
+            reason=reason,
+            clock=app_.clock,
+            address_confirmed=address_confirmed,
         )
         view = records.member_view(session, member, clock=app_.clock)
     notes = [civility_note(civility)] if civility else []

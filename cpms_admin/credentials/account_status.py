@@ -16,6 +16,7 @@ from cpms_admin.credentials.pins import LEGACY_PREFIX
 from cpms_admin.english import agree, count
 from cpms_admin.french import agent_time
 from cpms_admin.letters.claim import Queued, moot_reasons
+from cpms_admin.members import undeliverable
 from cpms_admin.members.records import get_account, get_member
 from cpms_admin.models import Account, Letter, Member, SecurityCode, pk
 from cpms_admin.settings import Settings
@@ -63,6 +64,7 @@ def account_status(
         "last_login_at": iso(account.last_login_at),
         "terms_accepted_version": account.terms_accepted_version,
         "email_known": member.email is not None,
+        "address_undeliverable": undeliverable.view(member),
         "pending_code": _code_view(code, settings),
         "pending_letters": [
             {
@@ -130,6 +132,13 @@ def diagnose(
         )
     if not member.email:
         findings.append("No e-mail address: codes go by post (2 to 8 days).")
+    if undeliverable.is_flagged(member):  # a returned letter: no code can go by post
+        findings.insert(
+            1,
+            f"Address undeliverable: {undeliverable.describe(member)}; no letter "
+            "is sent there until an agent updates it.",
+        )
+        fix = fix if member.email else undeliverable.fix(member)
     return findings, fix
 
 

@@ -23,6 +23,7 @@ from cpms_admin.db import transaction
 from cpms_admin.errors import CpmsError, MailError, Refused
 from cpms_admin.letters.queue import queue_letter
 from cpms_admin.mail.transport import Transport
+from cpms_admin.members import undeliverable
 from cpms_admin.members.nir import mask_nir
 from cpms_admin.models import Letter, Member, pk
 from cpms_admin.settings import Settings
@@ -97,6 +98,7 @@ def _prepare_code(
             supersede=False,  # the older codes go once this one was sent (`email_code`)
         )
         return CodeDelivery(member.nir, Channel.email, purpose, issued=issued)
+    undeliverable.refuse_if_flagged(member)  # a letter came back from this address
     waiting = session.exec(
         select(Letter)
         .where(

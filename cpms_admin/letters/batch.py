@@ -31,8 +31,8 @@ from sqlmodel import Session, col, select
 
 from cpms_admin import audit
 from cpms_admin.clock import Clock, iso
-from cpms_admin.credentials.codes import store_code
 from cpms_admin.credentials.pepper import Peppers, load_peppers
+from cpms_admin.credentials.printed import Printed, store_printed_codes
 from cpms_admin.db import transaction
 from cpms_admin.english import count
 from cpms_admin.errors import Conflict, CpmsError, InvalidInput, RunFailed
@@ -44,8 +44,8 @@ from cpms_admin.letters.jobs import Progress, Rendered, RenderJob, render_batch
 from cpms_admin.letters.recovery import Recovered, abandon, recover
 from cpms_admin.models import Letter, LetterBatch, Member
 from cpms_admin.private_files import describe_entry, fsync_dir, private_dir
-from cpms_admin.settings import Settings
-from cpms_admin.vocabulary import BatchStatus, Channel, CodeStatus, LetterStatus
+from cpms_admin.settings import Settings, return_address_lines
+from cpms_admin.vocabulary import BatchStatus, LetterStatus
 
 POOL_FROM = 4  # chunks: below this, starting worker processes costs more than it saves
 SUPERSEDED_WHILE_PRINTING = "its code was superseded by a newer one given while it was printed"
@@ -89,6 +89,12 @@ class BatchSummary:
     pages: int = 0
     letters: list[dict[str, Any]] = field(default_factory=list)
     files: list[dict[str, Any]] = field(default_factory=list)
+    # What the print house's order form asks (`_order_form`); None while nothing was printed.
+    order: dict[str, Any] = field(
+        default_factory=lambda: dict.fromkeys(
+            ("sender_reference", "return_address", "page_size", "duplex")
+        )
+    )
 
     @property
     def cancelled(self) -> int:
@@ -113,6 +119,7 @@ class BatchSummary:
             "printed": self.printed,
             "failed": self.failed,
             "pages": self.pages,
+            **self.order,
             # As in the manifest (docs/scripting.md): a script may read either.
             "letters": self.letters,
             "files": self.files,
@@ -208,6 +215,7 @@ def _print(run: _Run, summary: BatchSummary, *, batch_id: int, total: int) -> No
         manifest = {
             "batch_id": batch_id,
             "created_at": iso(now),
+            **_order_form(run, rendered),
             "letters": rendered.letters,
             "files": rendered.files,
         }
@@ -237,6 +245,18 @@ def _print(run: _Run, summary: BatchSummary, *, batch_id: int, total: int) -> No
     summary.batch_id, summary.created_at, summary.directory = batch_id, iso(now), str(final)
     summary.printed, summary.failed, summary.pages = issued, failed, rendered.pages
     summary.letters, summary.files = rendered.letters, rendered.files
+    summary.order = _order_form(run, rendered)
+
+
+def _order_form(run: _Run, rendered: Rendered) -> dict[str, Any]:
+    """What a print house's order form asks of a batch, beside its files."""
+    return {
+        "sender_reference": run.settings.letter_sender_reference,
+        # For a print house printing it on the back flap rather than through a window.
+        "return_address": list(return_address_lines(run.settings.letter_return_address)),
+        "page_size": " + ".join(sorted(rendered.page_sizes)) or None,
+        "duplex": run.options.duplex,
+    }
 
 
 def _render(run: _Run, *, batch_id: int, total: int, staging: Path) -> tuple[RenderJob, Rendered]:
@@ -347,28 +367,23 @@ def _store_codes(
 ) -> list[int]:
     """Store the printed codes' hashes; the letters whose code a newer one superseded
     (printed all the same: support should know why it will not work)."""
-    superseded = []
     asked_by = dict(
         session.exec(
             select(Letter.id, Letter.requested_by).where(col(Letter.batch_id) == batch_id)
         ).all()
     )
-    for issued in rendered.issued:
-        stored = store_code(
-            session,
-            member_id=issued.member_id,
-            purpose=issued.purpose,
-            channel=Channel.post,
-            code=issued.code,
-            pepper=run.pepper,
-            now=now,
-            made_at=made_at,  # also what the printed expiry date counts from
-            settings=run.settings,
-            letter_id=issued.letter_id,
-            requested_by=asked_by.get(issued.letter_id),
-        )
-        if stored.status == CodeStatus.revoked:
-            superseded.append(issued.letter_id)
+    printed = [
+        Printed(i.letter_id, i.member_id, i.purpose, i.code, asked_by.get(i.letter_id))
+        for i in rendered.issued
+    ]
+    superseded = store_printed_codes(
+        session,
+        printed,
+        pepper=run.pepper,
+        now=now,
+        made_at=made_at,  # also what the printed expiry date counts from
+        settings=run.settings,
+    )
     if superseded:
         session.exec(
             update(Letter)

@@ -2,7 +2,8 @@
 
 A letter is moot when printing it would not help the member, or would hurt: its code would
 be superseded at once, or revoke a code the member is waiting for. Rules, in order:
-the member is closed; a welcome letter for a member who already has a PIN; a newer letter for
+the member is closed; the member's address is flagged undeliverable (a letter came back); a
+welcome letter for a member who already has a PIN; a newer letter for
 the same member is waiting, being printed or printed; a code made after the letter was queued
 is live or was used, unless an agent asked for this letter (they sent it by post for a
 reason, and the member must get it).
@@ -34,6 +35,7 @@ REASONS = {
     "has_pin": "welcome letter, but the member already has a PIN",
     "superseded": "superseded by a newer letter",
     "newer_code": "a newer code was issued after it was queued",
+    "undeliverable": "the address is flagged undeliverable (a letter came back)",
 }
 
 
@@ -76,7 +78,7 @@ def moot_reasons(session: Session, letters: Sequence[Queued], *, now: datetime) 
     found: dict[int, Moot] = {}
     for ids in _chunks([letter.id for letter in letters]):
         states = session.exec(
-            select(Letter.id, Letter.kind, Member.status, Account.pin_hash)
+            select(Letter.id, Letter.kind, Member, Account.pin_hash)
             .join(Member, col(Member.id) == Letter.member_id)
             .join(Account, col(Account.member_id) == Letter.member_id)
             .where(col(Letter.id).in_(ids))
@@ -112,10 +114,12 @@ def moot_reasons(session: Session, letters: Sequence[Queued], *, now: datetime) 
             found[_id(letter_id)] = Moot("newer_code", f"{REASONS['newer_code']} ({iso(made)})")
         for letter_id, newer_id in newest:
             found[_id(letter_id)] = Moot("superseded", f"superseded by letter #{newer_id}")
-        for letter_id, kind, member_status, pin_hash in states:
+        for letter_id, kind, member, pin_hash in states:
             if kind == LetterKind.welcome and pin_hash is not None:
                 found[_id(letter_id)] = Moot("has_pin", REASONS["has_pin"])
-            if member_status == MemberStatus.closed:
+            if member.undeliverable_at is not None:
+                found[_id(letter_id)] = Moot("undeliverable", REASONS["undeliverable"])
+            if member.status == MemberStatus.closed:
                 found[_id(letter_id)] = Moot("member_closed", REASONS["member_closed"])
     return found
 

@@ -11,11 +11,17 @@ from cpms_admin.french import wait_phrase
 from cpms_admin.members import afnor, postal
 from cpms_admin.members import nir as nir_rules
 from cpms_admin.settings import Settings
-from cpms_admin.vocabulary import LetterKind
+from cpms_admin.vocabulary import LetterKind, Wording
 
 SALUTATIONS = {"M": "Monsieur,", "MME": "Madame,"}
 DEFAULT_PORTAL_URL = "https://adherent.cpms.fr"
 SAMPLE_NIR = "185057800608491"
+DEFAULT_RETURN_ADDRESS = (
+    "CPMS – Service Adhérents",
+    "Gestion des accès en ligne",
+    "TSA 91234",
+    "75901 PARIS CEDEX 15",
+)
 
 
 @dataclass(frozen=True)
@@ -42,8 +48,10 @@ class LetterLayout:
     their slots (templates/letters/_slots.html), so one laid-out page serves them all."""
 
     kind: str
+    wording: str  # which template: templates/letters/<wording>.html
     portal_url: str
     specimen: bool = False
+    return_address: tuple[str, ...] = DEFAULT_RETURN_ADDRESS  # letters/zones.py
     lockout: LockoutTerms = LockoutTerms()
 
     @property
@@ -69,11 +77,17 @@ class LetterContent:
     portal_url: str
     place: str = "Paris"
     specimen: bool = False
+    wording: str = ""  # why it was sent (`Wording`); empty: the kind's own
+    return_address: tuple[str, ...] = DEFAULT_RETURN_ADDRESS  # where NPAI letters come back
     lockout: LockoutTerms = LockoutTerms()
 
     def __post_init__(self) -> None:
         if self.kind not in set(LetterKind):
             raise ValueError(f"unknown letter kind {self.kind!r}")
+        if not self.wording:
+            object.__setattr__(self, "wording", LetterKind(self.kind).wording())
+        if self.wording not in set(Wording):
+            raise ValueError(f"unknown letter wording {self.wording!r}")
         if not re.fullmatch(r"\d{6}", self.code):
             raise ValueError(f"letter {self.letter_id}: the code must be 6 digits")
         lines = self.recipient_lines
@@ -89,7 +103,14 @@ class LetterContent:
 
     @property
     def layout(self) -> LetterLayout:
-        return LetterLayout(self.kind, self.portal_url, self.specimen, self.lockout)
+        return LetterLayout(
+            self.kind,
+            self.wording,
+            self.portal_url,
+            self.specimen,
+            self.return_address,
+            self.lockout,
+        )
 
 
 def salutation_for(civility: str | None) -> str:
@@ -111,6 +132,8 @@ def sample_content(
     expires_on: date | None = None,
     portal_url: str = DEFAULT_PORTAL_URL,
     place: str = "Paris",
+    wording: str = "",
+    return_address: tuple[str, ...] = DEFAULT_RETURN_ADDRESS,
     lockout: LockoutTerms | None = None,
 ) -> LetterContent:
     """A realistic letter for `letters preview`, with a dummy code and a SPÉCIMEN watermark.
@@ -137,5 +160,7 @@ def sample_content(
         portal_url=portal_url,
         place=place,
         specimen=True,
+        wording=wording,
+        return_address=return_address,
         lockout=lockout or LockoutTerms(),
     )

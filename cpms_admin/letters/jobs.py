@@ -32,8 +32,8 @@ from cpms_admin.letters.files import PART, reserve_file, seal_file
 from cpms_admin.members.nir import mask_nir
 from cpms_admin.members.records import address_lines
 from cpms_admin.models import Letter, Member, pk
-from cpms_admin.settings import Settings
-from cpms_admin.vocabulary import LetterStatus
+from cpms_admin.settings import Settings, return_address_lines
+from cpms_admin.vocabulary import LetterStatus, Wording
 
 Progress = Callable[[int, int], None]
 
@@ -54,6 +54,7 @@ class Rendered:
     failed: dict[int, str] = field(default_factory=dict)  # letter id -> why it cannot print
     letters: list[dict[str, Any]] = field(default_factory=list)  # manifest entries
     files: list[dict[str, Any]] = field(default_factory=list)
+    page_sizes: set[str] = field(default_factory=set)  # "A4", as the print house names it
 
     @property
     def pages(self) -> int:
@@ -73,7 +74,7 @@ class RenderJob:
     workers: int = 1
 
 
-def _claimed(job: RenderJob, after: int) -> list[tuple[int, str, str, Member]]:
+def _claimed(job: RenderJob, after: int) -> list[tuple[int, str, str, Wording, Member]]:
     with Session(job.engine) as session:  # closed at once: the transaction ends here
         rows = session.exec(
             select(Letter, Member)
@@ -86,13 +87,25 @@ def _claimed(job: RenderJob, after: int) -> list[tuple[int, str, str, Member]]:
             .order_by(col(Letter.id))
             .limit(job.chunk_size)
         ).all()
-    return [(pk(letter), letter.kind, letter.purpose, member) for letter, member in rows]
+    return [
+        (
+            pk(letter),
+            letter.kind,
+            letter.purpose,
+            Wording.of_letter(letter.kind, letter.requested_by, letter.wording),
+            member,
+        )
+        for letter, member in rows
+    ]
 
 
-def _content(job: RenderJob, letter_id: int, kind: str, member: Member, code: str) -> LetterContent:
+def _content(
+    job: RenderJob, letter_id: int, kind: str, wording: Wording, member: Member, code: str
+) -> LetterContent:
     return LetterContent(
         letter_id=letter_id,
         kind=kind,
+        wording=wording,
         recipient_lines=tuple(address_lines(member)),
         nir_masked=mask_nir(member.nir),
         code=code,
@@ -102,12 +115,14 @@ def _content(job: RenderJob, letter_id: int, kind: str, member: Member, code: st
         salutation=salutation_for(member.civility),
         portal_url=job.settings.portal_url,
         place=job.settings.letter_city,
+        return_address=return_address_lines(job.settings.letter_return_address),
         lockout=LockoutTerms.of(job.settings),
     )
 
 
 def render_batch(job: RenderJob, *, progress: Progress) -> Rendered:
     """Render every claimed letter of the batch into `<staging>/letters-NNNN.pdf.part`."""
+    from cpms_admin.letters.pdf_file import page_sizes
     from cpms_admin.letters.pool import render_chunks
 
     result = Rendered()
@@ -118,15 +133,19 @@ def render_batch(job: RenderJob, *, progress: Progress) -> Rendered:
         while rows := _claimed(job, after):
             after = rows[-1][0]
             contents = []
-            for letter_id, kind, purpose, member in rows:
+            for letter_id, kind, purpose, wording, member in rows:
                 code = generate_code()
                 try:
-                    contents.append(_content(job, letter_id, kind, member, code))
+                    contents.append(_content(job, letter_id, kind, wording, member, code))
                 except Unprintable as exc:  # e.g. an address that does not fit the window
                     result.failed[letter_id] = str(exc)
                     continue
                 result.issued.append(Issued(letter_id, pk(member), purpose, code))
-                described[letter_id] = {"kind": kind, "nir_masked": mask_nir(member.nir)}
+                described[letter_id] = {
+                    "kind": kind,
+                    "wording": wording.value,
+                    "nir_masked": mask_nir(member.nir),
+                }
             if contents:
                 number += 1
                 path = job.staging / f"letters-{number:04d}.pdf{PART}"
@@ -153,6 +172,7 @@ def render_batch(job: RenderJob, *, progress: Progress) -> Rendered:
                 )
             pages = sum(span.page_count for span in spans)
             result.files.append({"name": name, "pages": pages, "sha256": seal_file(path)})
+            result.page_sizes |= page_sizes(path)
             done += len(spans)
             progress(done + len(result.failed), job.total)
             if len(result.files) == 1:

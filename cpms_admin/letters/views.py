@@ -15,8 +15,8 @@ from cpms_admin.letters.content import LockoutTerms, salutation_for, sample_cont
 from cpms_admin.members.nir import mask_nir
 from cpms_admin.members.records import address_lines, get_member
 from cpms_admin.models import Letter, Member
-from cpms_admin.settings import Settings
-from cpms_admin.vocabulary import LetterKind, LetterStatus
+from cpms_admin.settings import Settings, return_address_lines
+from cpms_admin.vocabulary import LetterKind, LetterStatus, Wording
 
 
 def list_letters(
@@ -59,13 +59,17 @@ def preview_letter(
     clock: Clock,
     session: Session | None = None,
     nir: str | None = None,
+    wording: str | None = None,
 ) -> dict[str, Any]:
     """Render one SPÉCIMEN letter with a dummy code to `out`; with `nir`, addressed to that
-    member. Reads at most one member; stores nothing, issues no code."""
+    member; `wording` as a campaign would choose it (else the kind's own). Reads at most one
+    member; stores nothing, issues no code."""
     from cpms_admin.letters.render import LetterRenderer
 
     if kind not in set(LetterKind):
         raise InvalidInput(f"unknown letter kind {kind!r}: one of {', '.join(LetterKind)}")
+    if wording is not None and wording not in set(Wording):
+        raise InvalidInput(f"unknown letter wording {wording!r}: one of {', '.join(Wording)}")
     if not out.parent.is_dir():
         raise InvalidInput(f"cannot write {out}: directory {out.parent} does not exist")
     now = clock()
@@ -75,6 +79,8 @@ def preview_letter(
         expires_on=postal_last_day(now, settings),  # what a letter printed now would say
         portal_url=settings.portal_url,
         place=settings.letter_city,
+        wording=wording or "",
+        return_address=return_address_lines(settings.letter_return_address),
         lockout=LockoutTerms.of(settings),
     )
     if nir is not None:
@@ -93,6 +99,7 @@ def preview_letter(
     spans = LetterRenderer().render([content], out)
     return {
         "kind": kind,
+        "wording": content.wording,
         "out": str(out),
         "pages": spans[0].page_count,
         "specimen": True,

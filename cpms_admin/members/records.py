@@ -17,6 +17,7 @@ from cpms_admin.credentials.lockout import account_state
 from cpms_admin.db import Page, fetch_page, insert_per_member, transaction
 from cpms_admin.errors import Conflict, InvalidInput, NotFound
 from cpms_admin.letters.queue import pending_letters
+from cpms_admin.members import undeliverable
 from cpms_admin.members.fields import COLUMNS, MemberFields, validate_member_fields
 from cpms_admin.members.nir import format_nir, nir_to_find
 from cpms_admin.members.postal import PostalAddress, recipient_line
@@ -181,10 +182,13 @@ def update_member(
     agent: str,
     reason: str | None = None,
     clock: Clock = system_clock,
+    address_confirmed: bool = False,
 ) -> Member:
     """Change some fields; the merged result goes through the same validation as `add`.
 
-    A change to `None` clears an optional field (e.g. the e-mail).
+    A change to `None` clears an optional field (e.g. the e-mail). Changing the address, or
+    `address_confirmed` (the member confirmed it as it is), lifts the undeliverable flag a
+    returned letter set.
     """
     unknown = set(changes) - (set(COLUMNS) - {"nir"})
     if unknown:
@@ -196,9 +200,13 @@ def update_member(
         fields = validate_member_fields({**before, **changes})
         after = as_strings(fields.as_row())
         changed = sorted(name for name in COLUMNS if after[name] != before[name])
-        if not changed:
+        moved = any(name in undeliverable.ADDRESS_FIELDS for name in changed)
+        if not changed and not (address_confirmed and undeliverable.is_flagged(member)):
             return member
         apply_fields(member, fields, clock())
+        if moved:
+            member.address_changed_at = member.updated_at
+        cleared = undeliverable.clear(member) if moved or address_confirmed else False
         audit.record(
             session,
             agent=agent,
@@ -207,6 +215,7 @@ def update_member(
             reason=why,
             at=member.updated_at,
             changed=changed,
+            undeliverable_cleared=cleared,
         )
     return member
 
@@ -342,6 +351,7 @@ def member_summary(member: Member) -> dict[str, Any]:
             "city": member.city,
             "country": member.country,
             "envelope_name": member.envelope_name,
+            "undeliverable": undeliverable.view(member),
         },
         "status": member.status,
     }

@@ -9,8 +9,9 @@ from pathlib import Path
 from cpms_admin.errors import CpmsError
 from cpms_admin.migrations import HEAD_REVISION
 from cpms_admin.settings import Settings
+from cpms_admin.vocabulary import Wording
 
-LETTER_FILES = ("welcome.html", "security_code.html", "pin_reset.html", "letter.css")
+LETTER_FILES = (*(f"{wording}.html" for wording in Wording), "letter.css")
 MAIL_FILES = (
     "security_code.txt.j2",
     "security_code.html.j2",

@@ -29,6 +29,7 @@ from cpms_admin.credentials.on_its_way import on_its_way
 from cpms_admin.db import transaction
 from cpms_admin.errors import InvalidInput
 from cpms_admin.mail.transport import Transport
+from cpms_admin.members import undeliverable
 from cpms_admin.members.nir import nir_to_find
 from cpms_admin.members.records import get_account
 from cpms_admin.models import Member, pk
@@ -169,6 +170,8 @@ def _request_refusal(
         return PortalReason.unknown_member
     if member.status == MemberStatus.closed:
         return PortalReason.closed
+    if way is None and not member.email and undeliverable.is_flagged(member):
+        return PortalReason.undeliverable  # the same answer: an agent must fix the address
     return None if way is None else PortalReason.on_its_way
 
 

@@ -1,0 +1,188 @@
+"""`letters returned`: letters the post brought back undeliverable (NPAI, "n'habite pas à
+l'adresse indiquée"), one by its id or many from the print house's file.
+
+In one transaction: each letter is marked returned, the code it carried is revoked (the
+letter may have been opened by someone else), and the member's address is flagged
+undeliverable, so no letter goes there until an agent updates it (`members.undeliverable`);
+each return is audited on its member. A letter printed before the member's address last
+changed does not flag the new address. Recording a return twice changes nothing.
+"""
+
+import csv
+import io
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import update
+from sqlmodel import Session, col, select
+
+from cpms_admin import audit
+from cpms_admin.clock import Clock
+from cpms_admin.db import transaction
+from cpms_admin.errors import InvalidInput, NotFound, Refused
+from cpms_admin.french import agent_time
+from cpms_admin.members import undeliverable
+from cpms_admin.models import Letter, Member, SecurityCode
+from cpms_admin.vocabulary import CodeStatus, LetterStatus
+
+ID_COLUMNS = ("letter_id", "reference", "ref", "id")
+REASON_COLUMNS = ("reason", "motif")
+LETTER_REF = re.compile(r"(?:L|#)?0*(\d{1,12})")
+MAX_REASON = 200
+
+
+@dataclass(frozen=True)
+class Return:
+    letter_id: int
+    why: str = undeliverable.NPAI  # as the print house's file says it
+
+
+@dataclass
+class ReturnsResult:
+    returned: list[int] = field(default_factory=list)
+    already_returned: list[int] = field(default_factory=list)
+    codes_revoked: int = 0
+    members_flagged: int = 0
+    # Printed before the address last changed: recorded, the new address not flagged.
+    address_changed_since: list[int] = field(default_factory=list)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "returned": self.returned,
+            "already_returned": self.already_returned,
+            "codes_revoked": self.codes_revoked,
+            "members_flagged": self.members_flagged,
+            "address_changed_since": self.address_changed_since,
+        }
+
+
+def letter_id(value: str) -> int:
+    """A letter as the agent or the print house names it: `12`, `#12` or `L00000012`."""
+    match = LETTER_REF.fullmatch(value.strip())
+    if match is None:
+        raise InvalidInput(f"{value!r} is not a letter id (12, or its reference L00000012)")
+    return int(match[1])
+
+
+def read_returns_file(path: Path) -> list[Return]:
+    """The print house's CSV: a header with `letter_id` or `reference` (and optionally `reason`
+    or `motif`), `,` or `;`, UTF-8 or Windows-1252. Any bad row refuses the whole file."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise InvalidInput(f"{path}: cannot read the returns file ({exc.strerror})") from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        text = raw.decode("cp1252", errors="replace")
+    first = text.splitlines()[0] if text.strip() else ""
+    reader = csv.DictReader(io.StringIO(text), delimiter=";" if ";" in first else ",")
+    columns = {name.strip().lower(): name for name in reader.fieldnames or ()}
+    id_column = next((columns[c] for c in ID_COLUMNS if c in columns), None)
+    if id_column is None:
+        raise InvalidInput(f"{path}: no letter_id or reference column in the header")
+    why_column = next((columns[c] for c in REASON_COLUMNS if c in columns), None)
+    found: dict[int, Return] = {}
+    for number, row in enumerate(reader, start=2):
+        value = (row.get(id_column) or "").strip()
+        if not value:
+            continue
+        try:
+            letter = letter_id(value)
+        except InvalidInput as exc:
+            raise InvalidInput(f"{path}: line {number}: {exc}") from None
+        why = " ".join((row.get(why_column) or "").split()) if why_column else ""
+        found[letter] = Return(
+            letter,
+            audit.clean_text(why, what="the reason", max_length=MAX_REASON)
+            if why
+            else undeliverable.NPAI,
+        )
+    if not found:
+        raise InvalidInput(f"{path}: no letter in the file")
+    return list(found.values())
+
+
+def record_returns(
+    session: Session, *, returns: list[Return], agent: str, reason: str, clock: Clock
+) -> ReturnsResult:
+    """Record the returned letters (see the module docstring); nothing changes if any of them
+    is unknown or was never printed."""
+    result = ReturnsResult()
+    with transaction(session):
+        now = clock()
+        ids = [r.letter_id for r in returns]
+        letters = {
+            letter.id: letter
+            for letter in session.exec(select(Letter).where(col(Letter.id).in_(ids)))
+        }
+        if missing := [i for i in ids if i not in letters]:
+            raise NotFound(f"no letter {', '.join(f'#{i}' for i in missing)}; nothing recorded")
+        never = [
+            i for i in ids if letters[i].status not in (LetterStatus.printed, LetterStatus.returned)
+        ]
+        if never:
+            listed = ", ".join(f"#{i} ({letters[i].status})" for i in never)
+            raise Refused(f"only a printed letter can come back: {listed}; nothing recorded")
+        for back in returns:
+            letter = letters[back.letter_id]
+            if letter.status == LetterStatus.returned:
+                result.already_returned.append(back.letter_id)
+                continue
+            _record_one(
+                session, letter, back=back, agent=agent, reason=reason, now=now, result=result
+            )
+    return result
+
+
+def _record_one(
+    session: Session,
+    letter: Letter,
+    *,
+    back: Return,
+    agent: str,
+    reason: str,
+    now: Any,
+    result: ReturnsResult,
+) -> None:
+    member = session.get(Member, letter.member_id)
+    assert member is not None, "a letter's member exists"
+    letter.status = LetterStatus.returned
+    letter.status_reason = f"returned undeliverable on {agent_time(now)}: {back.why}"
+    session.add(letter)
+    revoked = session.exec(
+        update(SecurityCode)
+        .where(
+            col(SecurityCode.letter_id) == letter.id, col(SecurityCode.status) == CodeStatus.pending
+        )
+        .values(status=CodeStatus.revoked)
+    ).rowcount
+    result.codes_revoked += revoked
+    moved = (
+        member.address_changed_at is not None
+        and letter.printed_at is not None
+        and member.address_changed_at > letter.printed_at
+    )
+    flagged = not moved and not undeliverable.is_flagged(member)
+    if moved:
+        result.address_changed_since.append(letter.id or 0)
+    elif flagged:
+        undeliverable.flag(member, reason=f"letter #{letter.id} came back: {back.why}", now=now)
+        session.add(member)
+        result.members_flagged += 1
+    result.returned.append(letter.id or 0)
+    audit.record(
+        session,
+        agent=agent,
+        action="letter.returned",
+        member=member,
+        reason=reason,
+        at=now,
+        letter_id=letter.id,
+        returned_as=back.why,
+        code_revoked=bool(revoked),
+        address_flagged=flagged,
+        address_changed_since=moved,
+    )

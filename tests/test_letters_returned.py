@@ -1,0 +1,181 @@
+"""`letters returned`: a letter that came back undeliverable (NPAI) revokes its code, flags
+the member's address (shown by `member show` and `account status`, with the fix), and no
+letter goes there until an agent updates the address. Every return is audited."""
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlmodel import Session, select
+
+from cpms_admin.models import Letter
+from cpms_admin.settings import Settings
+from tests.factories import make_member, make_nir, snapshot
+from tests.harness import Cli, FakeClock
+from tests.letters_helpers import batch, code_works, printed_codes
+
+
+def ok(result: Any) -> dict[str, Any]:
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout) if result.stdout.strip().startswith(("{", "[")) else {}
+
+
+@pytest.fixture
+def printed(cli: Cli, session: Session, tmp_path: Path) -> dict[str, Any]:
+    """Two members without e-mail whose welcome letters were printed: NIR -> letter, code."""
+    nirs = [make_member(session, nir=make_nir(), email=None).nir for _ in range(2)]
+    summary = batch(cli, tmp_path / "print")
+    codes = printed_codes(summary)
+    by_nir = {}
+    for entry in summary["letters"]:
+        nir = next(
+            n
+            for n in nirs
+            if entry["nir_masked"].endswith(n[13:]) and n[0] == entry["nir_masked"][0]
+        )
+        by_nir[nir] = {"letter_id": entry["letter_id"], "code": codes[entry["letter_id"]]}
+    assert len(by_nir) == 2
+    return by_nir
+
+
+def test_a_returned_letter_revokes_its_code_and_flags_the_address(
+    cli: Cli, session: Session, settings: Settings, clock: FakeClock, printed: dict[str, Any]
+) -> None:
+    nir, back = next(iter(printed.items()))
+    reference = f"L{back['letter_id']:08d}"
+    result = ok(cli("--json", "letters", "returned", reference))
+    assert result == {
+        "returned": [back["letter_id"]],
+        "already_returned": [],
+        "codes_revoked": 1,
+        "members_flagged": 1,
+        "address_changed_since": [],
+    }
+    assert not code_works(session, settings, clock, back["letter_id"], back["code"])
+    [listed] = ok(cli("--json", "letters", "list", "--status", "returned"))
+    assert listed["id"] == back["letter_id"] and "NPAI" in listed["status_reason"]
+
+    shown = ok(cli("--json", "member", "show", nir))["address"]["undeliverable"]
+    assert f"letter #{back['letter_id']} came back" in shown["reason"]
+    assert f"member update {nir}" in shown["fix"]
+    human = cli("member", "show", nir).stdout
+    assert "UNDELIVERABLE" in human and "member update" in human
+    status = ok(cli("--json", "account", "status", nir))
+    assert status["address_undeliverable"] == shown
+    assert any("Address undeliverable" in line for line in status["diagnosis"])
+    assert status["fix"] == shown["fix"]  # no e-mail: the address is what to fix first
+
+    [event] = ok(cli("--json", "audit", "list", "--nir", nir, "--action", "letter.returned"))
+    assert event["reason"] == "NPAI returned by the post"
+    assert event["details"]["letter_id"] == back["letter_id"]
+    assert event["details"]["address_flagged"] is True
+
+
+def test_no_letter_goes_to_a_flagged_address_until_an_agent_updates_it(
+    cli: Cli, session: Session, tmp_path: Path, printed: dict[str, Any]
+) -> None:
+    nir, back = next(iter(printed.items()))
+    ok(cli("letters", "returned", str(back["letter_id"])))
+    before = snapshot(session)
+    refused = cli("code", "issue", nir, "--channel", "post", "--reason", "phone")
+    assert refused.exit_code == 1
+    assert "undeliverable" in refused.stderr and f"member update {nir}" in refused.stderr
+    assert cli("pin", "reset", nir, "--channel", "post", "--reason", "phone").exit_code == 1
+    asked = ok(cli("--json", "portal", "request-code", nir))
+    other = ok(cli("--json", "portal", "request-code", make_nir()))
+    assert asked["reason"] == "undeliverable" and asked["message"] == other["message"]
+    campaign = ("code", "campaign", "--no-pin", "--channel", "post", "--reason", "relance")
+    counts = ok(cli("--json", *campaign))
+    assert (counts["undeliverable"], counts["letters"]) == (1, 0)  # the other has a live code
+    after = snapshot(session)
+    for table in ("letter", "security_code", "account"):
+        assert after[table] == before[table], table
+
+    update = ("member", "update", nir, "--street", "3 rue Neuve", "--reason", "new address")
+    ok(cli(*update))
+    assert ok(cli("--json", "member", "show", nir))["address"]["undeliverable"] is None
+    [event] = ok(cli("--json", "audit", "list", "--nir", nir, "--action", "member.update"))
+    assert event["details"]["undeliverable_cleared"] is True
+    ok(cli("code", "issue", nir, "--channel", "post", "--reason", "phone"))
+
+
+def test_a_letter_queued_before_the_return_is_cancelled_at_print_time(
+    cli: Cli, session: Session, tmp_path: Path, printed: dict[str, Any]
+) -> None:
+    nir, back = next(iter(printed.items()))
+    ok(cli("code", "issue", nir, "--channel", "post", "--reason", "phone"))  # queued first
+    ok(cli("letters", "returned", str(back["letter_id"])))
+    summary = batch(cli, tmp_path / "again")
+    assert summary["cancelled_by_reason"] == {"undeliverable": 1}
+    assert summary["batch_id"] is None
+
+
+def test_the_member_confirming_the_address_lifts_the_flag(
+    cli: Cli, printed: dict[str, Any]
+) -> None:
+    nir, back = next(iter(printed.items()))
+    ok(cli("letters", "returned", str(back["letter_id"])))
+    ok(cli("member", "update", nir, "--address-confirmed", "--reason", "member called"))
+    assert ok(cli("--json", "member", "show", nir))["address"]["undeliverable"] is None
+
+
+def test_a_letter_printed_before_the_address_changed_does_not_flag_the_new_one(
+    cli: Cli, clock: FakeClock, printed: dict[str, Any]
+) -> None:
+    nir, back = next(iter(printed.items()))
+    clock.advance(days=1)
+    ok(cli("member", "update", nir, "--street", "3 rue Neuve", "--reason", "moved"))
+    result = ok(cli("--json", "letters", "returned", str(back["letter_id"])))
+    assert (result["codes_revoked"], result["members_flagged"]) == (1, 0)
+    assert result["address_changed_since"] == [back["letter_id"]]
+    assert ok(cli("--json", "member", "show", nir))["address"]["undeliverable"] is None
+
+
+def test_the_print_house_file_records_every_return_once(
+    cli: Cli, session: Session, tmp_path: Path, printed: dict[str, Any]
+) -> None:
+    ids = [back["letter_id"] for back in printed.values()]
+    returns = tmp_path / "retours.csv"
+    rows = ["reference;motif", f"L{ids[0]:08d};Destinataire inconnu à l'adresse", f"{ids[1]};NPAI"]
+    returns.write_bytes(("\r\n".join(rows) + "\r\n").encode("cp1252"))
+    result = ok(cli("--json", "letters", "returned", "--from-file", str(returns)))
+    assert (sorted(result["returned"]), result["members_flagged"]) == (sorted(ids), 2)
+    session.expire_all()
+    letter = session.get(Letter, ids[0])
+    assert letter is not None and "Destinataire inconnu" in (letter.status_reason or "")
+    again = ok(cli("--json", "letters", "returned", "--from-file", str(returns)))
+    assert (again["returned"], sorted(again["already_returned"])) == ([], sorted(ids))
+
+
+@pytest.mark.parametrize(
+    ("rows", "code", "message"),
+    [
+        (["reference", "L00000001", "not a letter"], 2, "line 3"),
+        (["nir", "1"], 2, "no letter_id or reference column"),
+        (["letter_id", "999999"], 3, "no letter #999999"),
+    ],
+)
+def test_a_bad_returns_file_changes_nothing(
+    cli: Cli,
+    session: Session,
+    tmp_path: Path,
+    printed: dict[str, Any],
+    rows: list[str],
+    code: int,
+    message: str,
+) -> None:
+    returns = tmp_path / "retours.csv"
+    returns.write_text("\n".join(rows) + "\n")
+    before = snapshot(session)
+    result = cli("letters", "returned", "--from-file", str(returns))
+    assert (result.exit_code, message in result.stderr) == (code, True), result.output
+    assert snapshot(session) == before
+
+
+def test_only_a_printed_letter_can_come_back(cli: Cli, session: Session) -> None:
+    make_member(session, nir=make_nir(), email=None)
+    [pending] = session.exec(select(Letter)).all()
+    result = cli("letters", "returned", str(pending.id))
+    assert result.exit_code == 1 and "only a printed letter" in result.stderr
+    assert cli("letters", "returned").exit_code == 2

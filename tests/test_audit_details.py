@@ -30,7 +30,7 @@ DELIVERY = {"nir": {STR}, "channel": {STR}, "purpose": {STR}, "expires_at": {STR
 # What each action's details hold: key -> the JSON kinds its value may take.
 SCHEMAS: dict[str, dict[str, set[str]]] = {
     "member.add": {"welcome_letter_id": {INT, NULL}},
-    "member.update": {"changed": {STRS}},
+    "member.update": {"changed": {STRS}, "undeliverable_cleared": {BOOL}},
     "member.close": {"codes_revoked": {INT}, "letters_cancelled": {INTS}},
     "account.unlock": {"state_before": {STR}, "failed_attempts_before": {INT}},
     "code.issue": DELIVERY,
@@ -58,7 +58,9 @@ SCHEMAS: dict[str, dict[str, set[str]]] = {
                       "from_file": {INT, NULL}, "imported_since": {STR, NULL},
                       "selected": {INT}, "letters": {INT}, "emails": {INT},
                       "already_pending": {INT}, "no_email": {INT}, "closed": {INT},
-                      "unknown": {INT}},
+                      "unknown": {INT}, "undeliverable": {INT}, "wording": {STR}},
+    "letter.returned": {"letter_id": {INT}, "returned_as": {STR}, "code_revoked": {BOOL},
+                        "address_flagged": {BOOL}, "address_changed_since": {BOOL}},
     "code.campaign.member": {"change": {STR}, "run": {INT}},
     "mail.send": {"sent": {INT}, "retry": {INT}, "failed": {INT}, "cancelled": {INT},
                   "left": {INT}},
@@ -140,6 +142,7 @@ def test_every_audited_action_records_plain_json_details(
     for letter_code in printed_codes(summary).values():
         cli("portal", "set-pin", has_pin.nir, "--with", "code",
             input=f"{letter_code}\n{PIN}\n{PIN}\n")  # fmt: skip
+    ok(cli("letters", "returned", str(summary["letters"][0]["letter_id"])))  # NPAI
     make_member(session, welcome=True, email=None)
 
     def explode(*_args: object, **_kwargs: object) -> Iterator[object]:

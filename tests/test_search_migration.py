@@ -15,6 +15,7 @@ from sqlmodel import Session, select
 from cpms_admin.db import MIGRATIONS_DIR, current_revision, make_engine, upgrade_schema
 from cpms_admin.members import records
 from cpms_admin.members.search import search_text, sort_name
+from cpms_admin.migrations import HEAD_REVISION
 from cpms_admin.models import Member
 from tests.factories import make_member, make_nir
 from tests.search_helpers import assert_search_index_in_step
@@ -82,7 +83,7 @@ def at_0004(empty_db_url: str) -> Iterator[Engine]:
 
 def test_upgrade_refolds_existing_members_and_indexes_them(at_0004: Engine) -> None:
     upgrade_schema(at_0004)
-    assert current_revision(at_0004) == "0006"
+    assert current_revision(at_0004) == HEAD_REVISION
     with Session(at_0004) as session:
         members = list(session.exec(select(Member)))
         assert all(m.search_text == search_text(m) for m in members)

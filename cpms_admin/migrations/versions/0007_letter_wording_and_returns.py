@@ -35,9 +35,9 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("member", schema=None) as batch_op:
-        batch_op.drop_column("undeliverable_reason")
-        batch_op.drop_column("undeliverable_at")
-        batch_op.drop_column("address_changed_at")
+    # Not in batch mode: on SQLite that copies `member` into a new table, which would lose the
+    # search index's triggers (0006). SQLite 3.35+ drops a column in place.
+    for name in ("undeliverable_reason", "undeliverable_at", "address_changed_at"):
+        op.drop_column("member", name)
     with op.batch_alter_table("letter", schema=None) as batch_op:
         batch_op.drop_column("wording")

@@ -1,10 +1,11 @@
 """Checking one import row, without the database: the same validation as `member add`, the
-carried-over PIN hash, and NIRs repeated inside the file."""
+status columns, the carried-over PIN hash, and NIRs repeated inside the file."""
 
 from dataclasses import dataclass, field
 from typing import cast
 
 from cpms_admin.bulk.formats import RowError, SourceRow
+from cpms_admin.bulk.member_status import parse_status
 from cpms_admin.bulk.rows import PIN_HASH
 from cpms_admin.credentials.pins import LEGACY_PREFIX, legacy_hash_problem
 from cpms_admin.errors import FieldError, InvalidInput
@@ -15,8 +16,9 @@ from cpms_admin.members.records import member_values
 
 @dataclass(frozen=True, slots=True)
 class CheckedRow:
-    """A valid row: the `member` table values (search column included) and the PIN hash
-    to store, already prefixed as a legacy hash."""
+    """A valid row: the `member` table values (search column included, and the status
+    columns, all None when the file gives no status) and the PIN hash to store, already
+    prefixed as a legacy hash."""
 
     line: int
     member: dict[str, object]
@@ -40,6 +42,7 @@ class RowChecker:
             return RowError(row.line, None, row.problem or "unreadable record", None)
         try:
             fields = validate_member_fields(values)
+            status = parse_status(values)
         except FieldError as exc:
             return RowError(row.line, exc.field, str(exc), values)
         except InvalidInput as exc:
@@ -54,4 +57,4 @@ class RowChecker:
             reason = f"NIR {format_nir(fields.nir)} is already on line {first} of this file"
             return RowError(row.line, "nir", reason, values)
         pin_hash = LEGACY_PREFIX + raw_hash if raw_hash else None
-        return CheckedRow(row.line, member_values(fields), pin_hash)
+        return CheckedRow(row.line, {**member_values(fields), **status}, pin_hash)

@@ -6,10 +6,20 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TextIO
 
+from cpms_admin.bulk.limits import MAX_LINE_CHARS, too_long
 from cpms_admin.errors import InvalidInput
 
-FORMATS = ("csv", "jsonl")
-_EXTENSIONS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl"}
+FORMATS = ("csv", "jsonl", "xlsx")
+_EXTENSIONS = {
+    ".csv": "csv",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".json": "jsonl",
+    ".xlsx": "xlsx",
+    ".xlsm": "xlsx",
+}
+ZIP_MAGIC = b"PK\x03\x04"  # an XLSX workbook is a ZIP archive
+_OLE_MAGIC = b"\xd0\xcf\x11\xe0"  # an old .xls workbook, or an encrypted .xlsx
 _SEPARATORS = (";", ",", "\t")  # on a tie, `;` wins: French office software uses it
 _CHUNK = 1 << 18
 
@@ -86,24 +96,50 @@ def resolve_encoding(path: Path, encoding: str | None) -> str:
 
 
 def first_line(path: Path, encoding: str) -> str:
-    """The first non-blank line, or "" for an empty file."""
+    """The first non-blank line, or "" for an empty file; never read past MAX_LINE_CHARS."""
     with open_text(path, encoding) as handle:
-        for line in handle:
+        while line := handle.readline(MAX_LINE_CHARS + 1):
+            if len(line) > MAX_LINE_CHARS:
+                raise too_long(path, 1, header=True, start=line)
             if line.strip():
                 return line
     return ""
 
 
+def magic(path: Path) -> bytes:
+    """The file's first four bytes."""
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(4)
+    except OSError as exc:
+        raise cannot_read(path, exc) from None
+
+
+def check_binary(path: Path, head: bytes, fmt: str | None) -> None:
+    """Refuse, saying what it is, a workbook given as text or an old one given at all."""
+    if head == _OLE_MAGIC:
+        raise InvalidInput(
+            f"{path}: an old Excel .xls workbook, or an encrypted one: save it as .xlsx "
+            "(Excel Workbook, without a password) or as CSV UTF-8"
+        )
+    if head == ZIP_MAGIC and fmt not in (None, "xlsx"):
+        raise InvalidInput(f"{path}: a ZIP archive, not {fmt}: for an XLSX workbook, --format xlsx")
+
+
 def resolve_format(path: Path, *, fmt: str | None, head: str) -> str:
     """Explicit format, else the extension, else the first character (`{` means JSONL)."""
     if fmt is not None:
-        if fmt.lower() not in FORMATS:
-            raise InvalidInput(f"unknown format {fmt!r}: use csv or jsonl")
-        return fmt.lower()
+        return check_format(fmt)
     by_extension = _EXTENSIONS.get(path.suffix.lower())
     if by_extension is not None:
         return by_extension
     return "jsonl" if head.lstrip().startswith(("{", "[")) else "csv"
+
+
+def check_format(fmt: str) -> str:
+    if fmt.lower() not in FORMATS:
+        raise InvalidInput(f"unknown format {fmt!r}: use csv, jsonl or xlsx")
+    return fmt.lower()
 
 
 def _count_outside_quotes(line: str, separator: str) -> int:

@@ -3,13 +3,14 @@
 Rows are fetched in chunks through a server-side cursor (PostgreSQL) or SQLite's own
 stepping cursor, so memory stays flat whatever the number of members. On SQLite the read
 runs in a deferred transaction: an export must not hold the write lock that agents and
-the nightly batch need.
+the nightly batch need. It reads one snapshot (PostgreSQL: REPEATABLE READ), so a
+workbook's row count, taken first, is the number of rows that follow.
 """
 
 from collections.abc import Callable
 from typing import IO, Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlmodel import Session, SQLModel
 
 from cpms_admin import audit
@@ -52,8 +53,14 @@ def export_members(
     query = select(*(_MEMBER.c[name] for name in EXPORT_COLUMNS)).order_by(_MEMBER.c.nir)
     if status is not None:
         query = query.where(_MEMBER.c.status == status)
-    writer = open_member_writer(out, fmt=fmt, excel=excel)
-    connection = session.connection(execution_options={"sqlite_begin": "DEFERRED"})
+    options: dict[str, object] = {"sqlite_begin": "DEFERRED"}  # SQLite: one snapshot already
+    if session.get_bind().dialect.name == "postgresql":
+        options["isolation_level"] = "REPEATABLE READ"  # one snapshot for the count and rows
+    connection = session.connection(execution_options=options)
+    rows = None
+    if fmt.lower() == "xlsx":  # a workbook states its size (xlsx_write.XlsxMemberWriter)
+        rows = connection.execute(select(func.count()).select_from(query.subquery())).scalar_one()
+    writer = open_member_writer(out, fmt=fmt, excel=excel, rows=rows)
     result = connection.execution_options(yield_per=CHUNK).execute(query)
     for row in result:
         writer.write(row._asdict())

@@ -131,9 +131,12 @@ class JsonlMemberWriter(MemberWriter):
         self._out.flush()
 
 
-def open_member_writer(out: IO[Any], *, fmt: str, excel: bool = False) -> MemberWriter:
+def open_member_writer(
+    out: IO[Any], *, fmt: str, excel: bool = False, rows: int | None = None
+) -> MemberWriter:
     """A writer for `fmt` onto `out`: text for "csv" (`excel`: for French Excel) and
-    "jsonl", binary for "xlsx". CSV and XLSX write their header at once."""
+    "jsonl", binary for "xlsx" (`rows`: how many will be written, if known). CSV and XLSX
+    write their header at once."""
     fmt = check_format(fmt)
     if excel and fmt != "csv":
         raise InvalidInput(
@@ -142,7 +145,7 @@ def open_member_writer(out: IO[Any], *, fmt: str, excel: bool = False) -> Member
     if fmt == "xlsx":
         from cpms_admin.bulk.xlsx_write import XlsxMemberWriter
 
-        return XlsxMemberWriter(cast(BinaryIO, out))
+        return XlsxMemberWriter(cast(BinaryIO, out), rows=rows)
     text = cast(TextIO, out)
     return CsvMemberWriter(text, excel=excel) if fmt == "csv" else JsonlMemberWriter(text)
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from cpms_admin.bulk.cells import cell_text, starts_marked, unguard
+from cpms_admin.bulk.forked import forked
 from cpms_admin.bulk.rows import IMPORT_COLUMNS, SourceRow
 from cpms_admin.bulk.sniff import cannot_read
 from cpms_admin.errors import InvalidInput
@@ -78,27 +79,37 @@ def xlsx_header(path: Path) -> tuple[list[str], int]:
     raise InvalidInput(f"{path}: the first sheet is empty; a header row is expected")
 
 
+def _filled_rows(path: Path, first: int) -> Iterator[tuple[int, list[str | None]]]:
+    """The rows from row `first` on that have a value, with their numbers."""
+    with _first_sheet(path) as sheet:
+        for number, texts in enumerate(_rows(path, sheet, first), start=first):
+            if any(text and not text.isspace() for text in texts):
+                yield number, texts
+
+
 def xlsx_rows(path: Path, *, header: tuple[str, ...], header_row: int) -> Iterator[SourceRow]:
     """The rows below the header, blank ones skipped; a value under no column name is that
-    row's problem, as in a CSV file."""
+    row's problem, as in a CSV file. The workbook is parsed in a helper process (forked)."""
     positions = [position for position, name in enumerate(header) if name in IMPORT_COLUMNS]
     names = [header[position] for position in positions]
     width = len(header)
-    with _first_sheet(path) as sheet:
-        for number, texts in enumerate(_rows(path, sheet, header_row + 1), start=header_row + 1):
-            filled = [at for at, text in enumerate(texts) if text and not text.isspace()]
-            if not filled:
-                continue
-            stray = [at for at in filled if at >= width or not header[at]]
+    unnamed = "" in header
+    for number, texts in forked(lambda: _filled_rows(path, header_row + 1)):
+        if unnamed or len(texts) > width:
+            stray = [
+                at
+                for at, text in enumerate(texts)
+                if text and not text.isspace() and (at >= width or not header[at])
+            ]
             if stray:
                 yield SourceRow(
                     number, None, f"a value in column {stray[0] + 1}, which has no name"
                 )
                 continue
-            values: dict[str, str | None] = dict.fromkeys(COLUMNS)
-            for name, at in zip(names, positions, strict=True):
-                text = texts[at] if at < len(texts) else None
-                if text:
-                    text = text.strip()
-                    values[name] = (unguard(text) if starts_marked(text) else text) or None
-            yield SourceRow(number, values)
+        values: dict[str, str | None] = dict.fromkeys(COLUMNS)
+        for name, at in zip(names, positions, strict=True):
+            text = texts[at] if at < len(texts) else None
+            if text:
+                text = text.strip()
+                values[name] = (unguard(text) if starts_marked(text) else text) or None
+        yield SourceRow(number, values)

@@ -16,6 +16,7 @@ from zipfile import ZIP_DEFLATED, ZipFile, ZipInfo
 from cpms_admin.bulk.cells import guard
 from cpms_admin.bulk.rows import EXPORT_COLUMNS
 from cpms_admin.bulk.writers import TEXT_COLUMNS, MemberWriter
+from cpms_admin.errors import Refused
 
 if TYPE_CHECKING:
     from _typeshed import SizedBuffer
@@ -65,9 +66,14 @@ def _entry(name: str) -> ZipInfo:
 
 class XlsxMemberWriter(MemberWriter):
     """Rows into a write-only workbook; `close()` zips it onto `out` (binary, and left open:
-    it may be stdout)."""
+    it may be stdout).
 
-    def __init__(self, out: BinaryIO) -> None:
+    `rows`, the number of members to come, goes into the sheet's `<dimension>` as Excel
+    writes it: without it openpyxl parses a whole sheet once more before reading it. Then
+    exactly that many must be written.
+    """
+
+    def __init__(self, out: BinaryIO, *, rows: int | None = None) -> None:
         super().__init__()
         from openpyxl import Workbook
         from openpyxl.cell import WriteOnlyCell
@@ -80,6 +86,12 @@ class XlsxMemberWriter(MemberWriter):
         properties.creator = "cpms-admin"
         properties.created = properties.modified = _FIXED
         self._sheet = self._book.create_sheet(SHEET)
+        self._rows = rows
+        if rows is not None:
+            # openpyxl writes the dimension a sheet can tell (WorksheetWriter.write_dimensions);
+            # a write-only sheet cannot, so it is told, before its first row.
+            last = f"{get_column_letter(len(EXPORT_COLUMNS))}{rows + 1}"
+            setattr(self._sheet, "calculate_dimension", lambda: f"A1:{last}")  # noqa: B010
         for position, name in enumerate(EXPORT_COLUMNS, start=1):
             dimension = self._sheet.column_dimensions[get_column_letter(position)]
             dimension.width = _WIDTHS.get(name, 14)
@@ -101,6 +113,11 @@ class XlsxMemberWriter(MemberWriter):
     def close(self) -> None:
         from openpyxl.writer.excel import ExcelWriter
 
+        if self._rows is not None and self.count != self._rows:
+            raise Refused(
+                f"{self.count:,} members written where {self._rows:,} were counted: the "
+                "members changed during the export; run it again"
+            )
         archive = _SameBytesZip(self._out, "w", ZIP_DEFLATED, allowZip64=True)
         ExcelWriter(self._book, archive).save()  # not Workbook.save: it dates the file
         self._out.flush()

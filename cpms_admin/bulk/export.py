@@ -61,11 +61,15 @@ def export_members(
     if fmt.lower() == "xlsx":  # a workbook states its size (xlsx_write.XlsxMemberWriter)
         rows = connection.execute(select(func.count()).select_from(query.subquery())).scalar_one()
     writer = open_member_writer(out, fmt=fmt, excel=excel, rows=rows)
-    result = connection.execution_options(yield_per=CHUNK).execute(query)
-    for row in result:
-        writer.write(row._asdict())
-        if writer.count % CHUNK == 0:
-            on_progress(writer.count)
+    try:
+        result = connection.execution_options(yield_per=CHUNK).execute(query)
+        for row in result:
+            writer.write(row._asdict())
+            if writer.count % CHUNK == 0:
+                on_progress(writer.count)
+    except BaseException:
+        writer.abort()
+        raise
     writer.close()
     session.rollback()  # end the read before writing the audit event
     with transaction(session):

@@ -13,6 +13,8 @@ MAX_FILE_BYTES = 1 << 30  # 1 GiB: about nine million members as `members export
 MAX_LINE_CHARS = 1 << 16  # 65,536 characters in one line of a CSV or JSON Lines file
 MAX_COLUMNS = 16_384  # Excel's last column, XFD
 MAX_SHEET_ROWS = 1_048_576  # Excel's last row
+# A workbook's parts unzip to about 12 times their size; a ZIP bomb, to hundreds of times.
+MAX_UNZIP_RATIO = 100
 
 
 def check_size(path: Path, size: int) -> None:
@@ -36,6 +38,15 @@ def too_long(path: Path, line: int, *, header: bool = False, start: str = "") ->
         f"{path}: line {line} is longer than {MAX_LINE_CHARS:,} characters, which no member "
         "row is: not a member file, or a quote left open"
     )
+
+
+def check_unzipped(path: Path, part: str, size: int, packed: int) -> None:
+    """Refuse a workbook part that would expand like a ZIP bomb (past 1 MiB)."""
+    if size > 1 << 20 and size > MAX_UNZIP_RATIO * max(packed, 1):
+        raise InvalidInput(
+            f"{path}: its part {part} unzips to {size / max(packed, 1):,.0f} times its size, "
+            "which no spreadsheet's workbook does: not a member file"
+        )
 
 
 def too_wide(path: Path, columns: int) -> InvalidInput:

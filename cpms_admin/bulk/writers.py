@@ -71,6 +71,10 @@ class MemberWriter(ABC):
     @abstractmethod
     def close(self) -> None: ...
 
+    def abort(self) -> None:
+        """Stop after a failure: what was written stays (text), or nothing is (a workbook)."""
+        self.close()
+
     def __enter__(self) -> "MemberWriter":
         return self
 
@@ -80,7 +84,10 @@ class MemberWriter(ABC):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self.close()
+        if exc is None:
+            self.close()
+        else:
+            self.abort()
 
 
 class CsvMemberWriter(MemberWriter):

@@ -11,6 +11,7 @@ number is read as its digits, and the field's validation then puts back a postco
 zero or names the damage. A row is numbered as the spreadsheet shows it.
 """
 
+import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,6 +19,7 @@ from typing import Any
 
 from cpms_admin.bulk.cells import cell_text, starts_marked, unguard
 from cpms_admin.bulk.forked import forked
+from cpms_admin.bulk.limits import check_unzipped
 from cpms_admin.bulk.rows import IMPORT_COLUMNS, SourceRow
 from cpms_admin.bulk.sniff import cannot_read
 from cpms_admin.errors import InvalidInput
@@ -38,10 +40,19 @@ def _first_sheet(path: Path) -> Iterator[Any]:
     from openpyxl import load_workbook
 
     try:
-        book = load_workbook(path, read_only=True, data_only=True, keep_links=False)
+        handle = open(path, "rb")  # noqa: SIM115 (closed below); a name: openpyxl checks it
     except OSError as exc:
         raise cannot_read(path, exc) from None
+    try:
+        with zipfile.ZipFile(handle) as archive:
+            for part in archive.infolist():
+                check_unzipped(path, part.filename, part.file_size, part.compress_size)
+        book = load_workbook(handle, read_only=True, data_only=True, keep_links=False)
+    except InvalidInput:
+        handle.close()
+        raise
     except Exception as exc:  # a damaged or foreign file fails in many ways, all the same here
+        handle.close()
         raise _unreadable(path, exc) from None
     try:
         sheets = book.worksheets
@@ -53,6 +64,7 @@ def _first_sheet(path: Path) -> Iterator[Any]:
         yield sheet
     finally:
         book.close()
+        handle.close()
 
 
 def _texts(cells: tuple[object, ...]) -> list[str | None]:

@@ -114,6 +114,7 @@ class XlsxMemberWriter(MemberWriter):
         from openpyxl.writer.excel import ExcelWriter
 
         if self._rows is not None and self.count != self._rows:
+            self.abort()
             raise Refused(
                 f"{self.count:,} members written where {self._rows:,} were counted: the "
                 "members changed during the export; run it again"
@@ -121,3 +122,9 @@ class XlsxMemberWriter(MemberWriter):
         archive = _SameBytesZip(self._out, "w", ZIP_DEFLATED, allowZip64=True)
         ExcelWriter(self._book, archive).save()  # not Workbook.save: it dates the file
         self._out.flush()
+
+    def abort(self) -> None:
+        """Nothing goes to `out`. The rows' temporary file is ended properly (openpyxl removes
+        it when the program exits): left open, its writer complains when collected."""
+        if not self._sheet.closed:
+            self._sheet.close()

@@ -15,7 +15,6 @@ from sqlmodel import Session, SQLModel, select
 from cpms_admin.bulk.export import export_members
 from cpms_admin.bulk.rows import EXPORT_COLUMNS
 from cpms_admin.db import make_engine
-from cpms_admin.members.fields import COLUMNS
 from cpms_admin.members.records import member_summary, search_text
 from cpms_admin.models import Account, AuditEvent, Member
 from tests.factories import make_member, make_nir

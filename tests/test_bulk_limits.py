@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from openpyxl import Workbook
 
-from cpms_admin.bulk import formats, limits, readers
+from cpms_admin.bulk import formats, readers, sniff
 from cpms_admin.bulk.formats import SourceRow, read_member_rows
 from cpms_admin.bulk.readers import check_header
 from cpms_admin.errors import InvalidInput
@@ -105,7 +105,7 @@ def test_too_long_lines(tmp_path: Path) -> None:
 def test_a_file_over_the_size_limit_is_refused_before_it_is_read(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(limits, "MAX_FILE_BYTES", 1 << 20)
+    monkeypatch.setattr(sniff, "MAX_FILE_BYTES", 1 << 20)
     path = tmp_path / "big.csv"
     path.write_bytes(b"\xff" * (3 << 20))  # not even decodable: never read
     _, message = timed(lambda: formats.read_member_rows(path))

@@ -7,13 +7,12 @@ with open_member_writer(sys.stdout, fmt="jsonl") as writer:
     writer.write(member.as_row())
 
 CSV, JSON Lines and XLSX (the first sheet of a workbook) are read; the same three are
-written, CSV also for French Excel (`excel=True`). Limits: see limits.py.
+written, CSV also for French Excel (`excel=True`). Limits: see sniff.py.
 """
 
 from collections.abc import Iterator
 from pathlib import Path
 
-from cpms_admin.bulk.limits import check_size
 from cpms_admin.bulk.readers import (
     check_header,
     csv_records,
@@ -27,6 +26,7 @@ from cpms_admin.bulk.sniff import (
     cannot_read,
     check_binary,
     check_format,
+    check_size,
     first_line,
     magic,
     open_text,

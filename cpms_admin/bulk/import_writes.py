@@ -86,7 +86,7 @@ def update_members(
     session: Session, changes: list[CheckedRow], *, existing: dict[str, Existing], now: datetime
 ) -> None:
     """New values for known members; a PIN hash only where the account never had one. The
-    status columns are left as they are (an import never changes them: see member_status)."""
+    status columns are left as they are (an import never changes them: see import_rows)."""
     if not changes:
         return
     session.execute(

@@ -18,10 +18,9 @@ from sqlmodel import Session
 
 from cpms_admin.audit import RunAudit
 from cpms_admin.bulk.formats import MemberFile, RowError
-from cpms_admin.bulk.import_rows import CheckedRow
+from cpms_admin.bulk.import_rows import CheckedRow, status_change
 from cpms_admin.bulk.import_worker import Checked, CheckedBatches
 from cpms_admin.bulk.import_writes import Existing, find_existing, insert_members, update_members
-from cpms_admin.bulk.member_status import status_change
 from cpms_admin.bulk.rows import EXPORT_COLUMNS
 from cpms_admin.clock import Clock, system_clock
 from cpms_admin.db import transaction

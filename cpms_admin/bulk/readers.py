@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from cpms_admin.bulk.cells import starts_marked, unguard
-from cpms_admin.bulk.limits import MAX_COLUMNS, MAX_LINE_CHARS, too_wide
 from cpms_admin.bulk.rows import (
     IMPORT_COLUMNS,
     REPORT_COLUMNS,
@@ -16,7 +15,7 @@ from cpms_admin.bulk.rows import (
     clean_name,
     clean_value,
 )
-from cpms_admin.bulk.sniff import open_text
+from cpms_admin.bulk.sniff import MAX_COLUMNS, MAX_LINE_CHARS, open_text, too_wide
 from cpms_admin.errors import InvalidInput
 from cpms_admin.members.fields import COLUMNS, REQUIRED
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from cpms_admin.members.fields import COLUMNS
 
 PIN_HASH = "pin_hash"
-# A closed member stays closed through an export and an import (see member_status.py).
+# A closed member stays closed through an export and an import (see import_rows.py).
 STATUS_COLUMNS = ("status", "closed_reason", "closed_at")
 # What export writes: the member's fields, then their status.
 EXPORT_COLUMNS = (*COLUMNS, *STATUS_COLUMNS)

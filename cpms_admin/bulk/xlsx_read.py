@@ -9,20 +9,30 @@ the commands that read a workbook.
 Cells come as the text a CSV would hold (cells.cell_text): a NIR or a postcode stored as a
 number is read as its digits, and the field's validation then puts back a postcode's lost
 zero or names the damage. A row is numbered as the spreadsheet shows it.
+
+Parsing a workbook costs more per row than checking it, so the rows are parsed in a child
+process (`forked`) beside the import's checker, overlapping it instead of adding to it.
+They come back in order, in batches, through a pipe whose small buffer keeps the child a
+batch or two ahead: memory stays flat. The child is forked with os.fork (the checker, itself
+a helper process, may not start a multiprocessing one) and leaves with os._exit, running
+none of the parent's clean-ups. If the caller stops early, the child is killed; if the
+caller dies, the child's next send fails on the closed pipe and it exits.
 """
 
+import os
+import signal
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from itertools import islice
+from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from cpms_admin.bulk.cells import cell_text, starts_marked, unguard
-from cpms_admin.bulk.forked import forked
-from cpms_admin.bulk.limits import check_unzipped
 from cpms_admin.bulk.rows import IMPORT_COLUMNS, SourceRow
-from cpms_admin.bulk.sniff import cannot_read
-from cpms_admin.errors import InvalidInput
+from cpms_admin.bulk.sniff import cannot_read, check_unzipped
+from cpms_admin.errors import CpmsError, InvalidInput, Refused
 from cpms_admin.members.fields import COLUMNS
 
 
@@ -125,3 +135,63 @@ def xlsx_rows(path: Path, *, header: tuple[str, ...], header_row: int) -> Iterat
                 text = text.strip()
                 values[name] = (unguard(text) if starts_marked(text) else text) or None
         yield SourceRow(number, values)
+
+
+# --- the helper process ----------------------------------------------------------------
+
+T = TypeVar("T")
+_BATCH = 500
+
+
+def _send_all(items: Iterable[object], sender: Connection) -> None:
+    iterator = iter(items)
+    try:
+        while batch := list(islice(iterator, _BATCH)):
+            sender.send(batch)
+        sender.send(None)
+    except BrokenPipeError:
+        pass  # the caller stopped reading: nothing left to do
+    except CpmsError as exc:  # the input turned out unreadable: the caller raises it
+        sender.send(exc)
+    except Exception as exc:  # a bug: tell the caller rather than leave it waiting
+        sender.send(Refused(f"the reading helper failed ({type(exc).__name__}: {exc})"))
+
+
+def forked(produce: Callable[[], Iterable[T]]) -> Iterator[T]:
+    """The items of `produce()`, computed in a child process (in this one where there is no
+    fork), while the caller uses them. An exception of the child's is raised here, as
+    CpmsError. See the module docstring."""
+    if not hasattr(os, "fork"):
+        yield from produce()
+        return
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child
+        os.close(read_end)
+        status = 0
+        try:
+            _send_all(produce(), Connection(write_end, readable=False))
+        except BaseException:
+            status = 1
+        finally:
+            os._exit(status)
+    os.close(write_end)
+    receiver = Connection(read_end, writable=False)
+    finished = False
+    try:
+        while True:
+            try:
+                message = receiver.recv()
+            except EOFError:
+                raise Refused("the reading helper process stopped unexpectedly") from None
+            if message is None:
+                finished = True
+                return
+            if isinstance(message, CpmsError):
+                raise message
+            yield from message
+    finally:
+        receiver.close()
+        if not finished:
+            os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)

@@ -64,13 +64,15 @@ def insert_members(
     session: Session, new: list[CheckedRow], *, welcome: list[CheckedRow], now: datetime
 ) -> list[int]:
     """New members, their accounts (with any carried-over PIN hash) and welcome letters
-    (`records.create_members`); returns the new members' ids."""
+    (`records.create_members`); returns the new members' ids. Members come active; those
+    the file says closed are closed in the same transaction, with the file's reason and
+    time (left out of the insert, an active member's status columns cost nothing)."""
     asked = {row.nir for row in welcome}
     ids = create_members(
         session,
         [
             NewMember(
-                {**row.member, "status": row.member["status"] or MemberStatus.active},
+                {name: value for name, value in row.member.items() if name not in STATUS_COLUMNS},
                 row.pin_hash,
                 welcome=row.nir in asked,
             )
@@ -79,6 +81,18 @@ def insert_members(
         now=now,
         imported=True,
     )
+    closed = [row for row in new if row.member["status"] == MemberStatus.closed]
+    if closed:
+        session.execute(
+            update(_MEMBER).where(_MEMBER.c.id == bindparam("member_key")),
+            [
+                {
+                    **{name: row.member[name] for name in STATUS_COLUMNS},
+                    "member_key": ids[row.nir],
+                }
+                for row in closed
+            ],
+        )
     return list(ids.values())
 
 

@@ -27,18 +27,13 @@ def check_size(path: Path, size: int) -> None:
         )
 
 
-def too_long(path: Path, line: int, *, header: bool = False, start: str = "") -> InvalidInput:
-    """A line over MAX_LINE_CHARS; `start` is what was read of it. A header's columns so
-    far are counted, so a 10^6-column header says what it is."""
-    if header:
-        columns = max(start.count(separator) for separator in ";,\t") + 1
-        return InvalidInput(
-            f"{path}: the header is longer than {MAX_LINE_CHARS:,} characters (more than "
-            f"{columns:,} columns; a spreadsheet holds {MAX_COLUMNS:,}): not a member file"
-        )
+def header_too_long(path: Path, start: str) -> InvalidInput:
+    """A header over MAX_LINE_CHARS; `start` is what was read of it, whose columns are
+    counted, so that a 10^6-column header says what it is."""
+    columns = max(start.count(separator) for separator in _SEPARATORS) + 1
     return InvalidInput(
-        f"{path}: line {line} is longer than {MAX_LINE_CHARS:,} characters, which no member "
-        "row is: not a member file, or a quote left open"
+        f"{path}: the header is longer than {MAX_LINE_CHARS:,} characters (more than "
+        f"{columns:,} columns; a spreadsheet holds {MAX_COLUMNS:,}): not a member file"
     )
 
 
@@ -149,7 +144,7 @@ def first_line(path: Path, encoding: str) -> str:
     with open_text(path, encoding) as handle:
         while line := handle.readline(MAX_LINE_CHARS + 1):
             if len(line) > MAX_LINE_CHARS:
-                raise too_long(path, 1, header=True, start=line)
+                raise header_too_long(path, line)
             if line.strip():
                 return line
     return ""

@@ -105,17 +105,18 @@ def create_members(
     """The one way members come to be (`member add` and `members import`): the members,
     their accounts (with any carried-over PIN hash) and the enrolment letters asked for, in
     a few bulk statements of the caller's transaction. The new members' ids by NIR. A NIR
-    already taken raises IntegrityError. Members are active unless their values say."""
+    already taken raises IntegrityError."""
     if not new:
         return {}
     stamps = {
+        "status": MemberStatus.active,
         "created_at": now,
         "updated_at": now,
         "imported_at": now if imported else None,
     }
     inserted = session.execute(
         insert(_MEMBER).returning(_MEMBER.c.id, _MEMBER.c.nir),
-        [{"status": MemberStatus.active, **row.values, **stamps} for row in new],
+        [{**row.values, **stamps} for row in new],
     )
     ids: dict[str, int] = {nir: member_id for member_id, nir in inserted}
     account = {"failed_attempts": 0, "captcha_required": False}

@@ -148,6 +148,11 @@ def migration() -> None:
     run(*campaign, "--reason", "migration du 23/11", "--dry-run")
     run(*campaign, "--reason", "migration du 23/11")
     run("mail", "send")
+    step("Exports for people who open them: a workbook, and a CSV French Excel opens as is")
+    workbook = str((DATA / "demo-members.xlsx").relative_to(ROOT))
+    run("members", "export", "--format", "xlsx", "--out", workbook)
+    run("members", "export", "--excel", "--out", str(DATA.relative_to(ROOT) / "demo-excel.csv"))
+    run("--json", "members", "import", workbook, "--dry-run")  # every member is there already
 
 
 def nightly() -> Path:

@@ -198,6 +198,11 @@ def migration() -> None:
     run(*campaign, "--reason", f"migration du {today()}", "--dry-run")
     run(*campaign, "--reason", f"migration du {today()}")
     run("mail", "send")
+    step("Exports for people who open them: a workbook, and a CSV French Excel opens as is")
+    workbook = str((DATA / "demo-members.xlsx").relative_to(ROOT))
+    run("members", "export", "--format", "xlsx", "--out", workbook)
+    run("members", "export", "--excel", "--out", str(DATA.relative_to(ROOT) / "demo-excel.csv"))
+    run("--json", "members", "import", workbook, "--dry-run")  # every member is there already
 
 
 def nightly() -> Path:

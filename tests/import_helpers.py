@@ -1,12 +1,14 @@
-"""Helpers for the import tests: people to import, the files office software writes, and the
-database read back in a new transaction (an open one would still see the old rows)."""
+"""Helpers for the import tests: people to import, the files office software writes (CSV,
+workbooks made with openpyxl as a spreadsheet saves them), and the database read back in a
+new transaction (an open one would still see the old rows)."""
 
 import csv
 import json
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from sqlmodel import Session
+from sqlmodel import Session, SQLModel
 
 from cpms_admin.members.fields import COLUMNS
 from tests.factories import make_nir, snapshot
@@ -53,6 +55,37 @@ def write_csv(
     return path
 
 
+def write_xlsx(
+    path: Path,
+    rows: Iterable[dict[str, Any]],
+    *,
+    columns: tuple[str, ...] = COLUMNS,
+    numbers: tuple[str, ...] = (),
+    blank_rows: int = 0,
+) -> Path:
+    """A workbook as a spreadsheet saves one (openpyxl's normal mode: shared strings, a
+    dimension). The values of the columns in `numbers` are stored as numbers where they are
+    digits, as a spreadsheet does when the column is not Text; dates stay date cells."""
+    from openpyxl import Workbook
+
+    book = Workbook()
+    sheet = book.active
+    assert sheet is not None
+    for _ in range(blank_rows):
+        sheet.append([])
+    sheet.append(list(columns))
+    for row in rows:
+        cells = []
+        for name in columns:
+            value = row.get(name)
+            if name in numbers and isinstance(value, str) and value.isdigit():
+                value = int(value)
+            cells.append(value)
+        sheet.append(cells)
+    book.save(path)
+    return path
+
+
 def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
     path.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
     return path
@@ -68,3 +101,12 @@ def report_rows(path: Path) -> list[dict[str, str]]:
     """The rows of an `--errors` report."""
     with path.open(encoding="utf-8-sig", newline="") as handle:
         return list(csv.DictReader(handle))
+
+
+def forget_members(session: Session) -> None:
+    """An empty database again, but for its pepper: what `members import` starts from."""
+    session.rollback()
+    for table in reversed(SQLModel.metadata.sorted_tables):
+        if table.name != "pepper_key":
+            session.execute(table.delete())
+    session.commit()

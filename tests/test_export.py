@@ -13,8 +13,8 @@ from sqlalchemy import delete, insert
 from sqlmodel import Session, SQLModel, select
 
 from cpms_admin.bulk.export import export_members
+from cpms_admin.bulk.rows import EXPORT_COLUMNS
 from cpms_admin.db import make_engine
-from cpms_admin.members.fields import COLUMNS
 from cpms_admin.members.records import member_summary
 from cpms_admin.members.search import search_text
 from cpms_admin.models import Account, AuditEvent, Member
@@ -96,7 +96,7 @@ def test_csv_export_has_the_import_columns_and_no_secret(cli: Cli, session: Sess
     result = cli("members", "export")
     assert result.exit_code == 0
     lines = result.stdout.splitlines()
-    assert lines[0] == ",".join(COLUMNS)
+    assert lines[0] == ",".join(EXPORT_COLUMNS)
     assert len(lines) == 4
     assert result.stderr == "Exported 3 members.\n"  # stdout holds only the members
     assert "$2b$" not in result.stdout and "legacy" not in result.stdout
@@ -109,7 +109,7 @@ def test_jsonl_export_to_stdout_and_status_filter(cli: Cli, session: Session) ->
     result = cli("--json", "members", "export", "--format", "jsonl", "--status", "active")
     rows = [json.loads(line) for line in result.stdout.splitlines()]
     assert [row["nir"] for row in rows] == sorted(m.nir for m in members[1:])
-    assert all(list(row) == list(COLUMNS) for row in rows)
+    assert all(list(row) == list(EXPORT_COLUMNS) for row in rows)
     assert rows[0]["email"] is None or "@" in rows[0]["email"]
 
 

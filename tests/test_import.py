@@ -176,11 +176,14 @@ def test_bad_rows_are_reported_with_their_lines_and_the_others_imported(
         ("9", "nir"),
     ]
     assert "2-digit key does not match" in report[0]["reason"]
-    assert report[2]["reason"] == "postcode '7500' must be 5 digits"
+    assert report[2]["reason"].startswith(
+        "postcode '7500' must be 5 digits: if a spreadsheet dropped its leading zero, 07500 "
+        "is not a postcode of Paris either"
+    )
     assert report[3]["reason"] == "expected 14 fields, found 3"
     assert report[4]["reason"].endswith("is already on line 2 of this file")
     assert report[2]["street"] == "12 rue des Lilas"  # original values, to fix and re-import
-    assert "Warning: line 6: postcode '7500' must be 5 digits" in result.stderr
+    assert "Warning: line 6: postcode '7500' must be 5 digits: " in result.stderr
     assert set(members_by_nir(session)) == {row["nir"] for row in good}
 
 

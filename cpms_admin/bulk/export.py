@@ -3,21 +3,22 @@
 Rows are fetched in chunks through a server-side cursor (PostgreSQL) or SQLite's own
 stepping cursor, so memory stays flat whatever the number of members. On SQLite the read
 runs in a deferred transaction: an export must not hold the write lock that agents and
-the nightly batch need.
+the nightly batch need. It reads one snapshot (PostgreSQL: REPEATABLE READ), so a
+workbook's row count, taken first, is the number of rows that follow.
 """
 
 from collections.abc import Callable
-from typing import TextIO
+from typing import IO, Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlmodel import Session, SQLModel
 
 from cpms_admin import audit
 from cpms_admin.bulk.formats import open_member_writer
+from cpms_admin.bulk.rows import EXPORT_COLUMNS
 from cpms_admin.clock import Clock, system_clock
 from cpms_admin.db import transaction
 from cpms_admin.errors import InvalidInput
-from cpms_admin.members.fields import COLUMNS
 from cpms_admin.vocabulary import MemberStatus
 
 CHUNK = 1000
@@ -31,32 +32,44 @@ def _ignore(_: int) -> None:
 def export_members(
     session: Session,
     *,
-    out: TextIO,
+    out: IO[Any],
     fmt: str,
     agent: str,
+    excel: bool = False,
     status: str | None = None,
     destination: str | None = None,
     on_progress: Callable[[int], None] = _ignore,
     clock: Clock = system_clock,
 ) -> int:
     """Write the members (all, or those with `status`) to `out` in NIR order; return the count.
+    `out` is text for CSV (`excel`: for French Excel) and JSON Lines, binary for XLSX.
 
-    Only COLUMNS are read from the database, so no PIN hash can leak into a file. The
+    Only EXPORT_COLUMNS are read from the database, so no PIN hash can leak into a file. The
     export is audited (`members.export`, with the count and where it went): a bulk read
     of personal data is worth knowing about, even if it changes nothing.
     """
     if status is not None and status not in set(MemberStatus):
         raise InvalidInput(f"--status must be active or closed, got {status!r}")
-    query = select(*(_MEMBER.c[name] for name in COLUMNS)).order_by(_MEMBER.c.nir)
+    query = select(*(_MEMBER.c[name] for name in EXPORT_COLUMNS)).order_by(_MEMBER.c.nir)
     if status is not None:
         query = query.where(_MEMBER.c.status == status)
-    writer = open_member_writer(out, fmt=fmt)
-    connection = session.connection(execution_options={"sqlite_begin": "DEFERRED"})
-    result = connection.execution_options(yield_per=CHUNK).execute(query)
-    for row in result:
-        writer.write(row._asdict())
-        if writer.count % CHUNK == 0:
-            on_progress(writer.count)
+    options: dict[str, object] = {"sqlite_begin": "DEFERRED"}  # SQLite: one snapshot already
+    if session.get_bind().dialect.name == "postgresql":
+        options["isolation_level"] = "REPEATABLE READ"  # one snapshot for the count and rows
+    connection = session.connection(execution_options=options)
+    rows = None
+    if fmt.lower() == "xlsx":  # a workbook states its size (xlsx_write.XlsxMemberWriter)
+        rows = connection.execute(select(func.count()).select_from(query.subquery())).scalar_one()
+    writer = open_member_writer(out, fmt=fmt, excel=excel, rows=rows)
+    try:
+        result = connection.execution_options(yield_per=CHUNK).execute(query)
+        for row in result:
+            writer.write(row._asdict())
+            if writer.count % CHUNK == 0:
+                on_progress(writer.count)
+    except BaseException:
+        writer.abort()
+        raise
     writer.close()
     session.rollback()  # end the read before writing the audit event
     with transaction(session):
@@ -67,6 +80,7 @@ def export_members(
             at=clock(),
             count=writer.count,
             format=fmt.lower(),
+            excel=excel,
             status=status,
             destination=destination,
         )

@@ -5,6 +5,9 @@ for row in member_file:                                 # streams, one SourceRow
     ...
 with open_member_writer(sys.stdout, fmt="jsonl") as writer:
     writer.write(member.as_row())
+
+CSV, JSON Lines and XLSX (the first sheet of a workbook) are read; the same three are
+written, CSV also for French Excel (`excel=True`). Limits: see sniff.py.
 """
 
 from collections.abc import Iterator
@@ -19,7 +22,13 @@ from cpms_admin.bulk.readers import (
 )
 from cpms_admin.bulk.rows import IMPORT_COLUMNS, RowError, SourceRow
 from cpms_admin.bulk.sniff import (
+    ZIP_MAGIC,
+    cannot_read,
+    check_binary,
+    check_format,
+    check_size,
     first_line,
+    magic,
     open_text,
     resolve_delimiter,
     resolve_encoding,
@@ -53,17 +62,30 @@ class MemberFile:
     """
 
     def __init__(
-        self, *, path: Path, fmt: str, encoding: str, delimiter: str | None, header: tuple[str, ...]
+        self,
+        *,
+        path: Path,
+        fmt: str,
+        encoding: str | None,
+        delimiter: str | None,
+        header: tuple[str, ...],
+        header_row: int = 1,
     ) -> None:
         self.path = path
         self.fmt = fmt
-        self.encoding = encoding
-        self.delimiter = delimiter
+        self.encoding = encoding  # None for a workbook
+        self.delimiter = delimiter  # None but for CSV
         self._header = header  # as in the file, including ignored columns
+        self._header_row = header_row  # a workbook's header may follow blank rows
         # The member columns found in the file (for JSONL, the keys of its first object).
         self.columns = tuple(name for name in header if name in IMPORT_COLUMNS)
 
     def __iter__(self) -> Iterator[SourceRow]:
+        if self.fmt == "xlsx":
+            from cpms_admin.bulk.xlsx_read import xlsx_rows
+
+            return xlsx_rows(self.path, header=self._header, header_row=self._header_row)
+        assert self.encoding is not None
         if self.delimiter is None:  # JSONL
             return jsonl_rows(self.path, encoding=self.encoding)
         return csv_rows(
@@ -72,9 +94,10 @@ class MemberFile:
 
     def check_records(self) -> None:
         """Read the whole file once, cheaply, without building rows: raise InvalidInput now
-        rather than half-way through an import if a quote left open swallows lines. (A JSON
-        Lines file has no such failure: each line stands alone.)"""
-        if self.delimiter is None:
+        rather than half-way through an import if a quote left open swallows lines, or a
+        line is too long. (A JSON Lines file has no such failure: each line stands alone;
+        a workbook has no lines.)"""
+        if self.delimiter is None or self.encoding is None:
             return
         with open_text(self.path, self.encoding) as handle:
             for _ in csv_records(handle, path=self.path, delimiter=self.delimiter):
@@ -91,11 +114,20 @@ def read_member_rows(
     path: Path, *, fmt: str | None = None, encoding: str | None = None, delimiter: str | None = None
 ) -> MemberFile:
     """Open an import file, guessing what is not given; raise InvalidInput (one line) when
-    the file as a whole cannot be used: missing, undecodable, bad header."""
+    the file as a whole cannot be used: missing, too big, undecodable, bad header."""
     if not path.exists():
         raise InvalidInput(f"{path}: no such file")
     if not path.is_file():
         raise InvalidInput(f"{path}: not a file")
+    try:
+        check_size(path, path.stat().st_size)
+    except OSError as exc:
+        raise cannot_read(path, exc) from None
+    fmt = check_format(fmt) if fmt is not None else None
+    head_bytes = magic(path)
+    check_binary(path, head_bytes, fmt)
+    if fmt == "xlsx" or (fmt is None and (head_bytes == ZIP_MAGIC or _named_xlsx(path))):
+        return _workbook(path, encoding=encoding, delimiter=delimiter)
     encoding = resolve_encoding(path, encoding)
     head = first_line(path, encoding)
     fmt = resolve_format(path, fmt=fmt, head=head)
@@ -121,4 +153,24 @@ def read_member_rows(
         encoding=encoding,
         delimiter=delimiter,
         header=check_header(fields, path=path),
+    )
+
+
+def _named_xlsx(path: Path) -> bool:
+    return resolve_format(path, fmt=None, head="") == "xlsx"
+
+
+def _workbook(path: Path, *, encoding: str | None, delimiter: str | None) -> MemberFile:
+    if encoding is not None or delimiter is not None:
+        raise InvalidInput(f"{path}: --encoding and --delimiter are for CSV, not a workbook")
+    from cpms_admin.bulk.xlsx_read import xlsx_header
+
+    names, row = xlsx_header(path)
+    return MemberFile(
+        path=path,
+        fmt="xlsx",
+        encoding=None,
+        delimiter=None,
+        header=check_header(names, path=path),
+        header_row=row,
     )

@@ -16,6 +16,7 @@ from typing import TypeVar
 
 from cpms_admin.bulk.formats import MemberFile, RowError
 from cpms_admin.bulk.import_rows import CheckedRow, RowChecker
+from cpms_admin.bulk.rows import STATUS_COLUMNS
 from cpms_admin.errors import CpmsError, Refused
 from cpms_admin.members.fields import COLUMNS
 from cpms_admin.members.search import SEARCH_COLUMNS
@@ -25,7 +26,7 @@ T = TypeVar("T")
 # A valid row crosses the pipe as a plain tuple: pickling it is 3 to 5 times cheaper than a
 # dataclass holding a dict, and this is the hottest path of an import.
 _Packed = tuple[int, tuple[object, ...], str | None]
-_KEYS = (*COLUMNS, *SEARCH_COLUMNS)
+_KEYS = (*COLUMNS, *STATUS_COLUMNS, *SEARCH_COLUMNS)
 _values = operator.itemgetter(*_KEYS)
 
 

@@ -9,8 +9,10 @@ from sqlalchemy import bindparam, select, update
 from sqlmodel import Session, SQLModel
 
 from cpms_admin.bulk.import_rows import CheckedRow
+from cpms_admin.bulk.rows import STATUS_COLUMNS
 from cpms_admin.members.fields import COLUMNS
 from cpms_admin.members.records import NewMember, create_members
+from cpms_admin.vocabulary import MemberStatus
 
 _MEMBER = SQLModel.metadata.tables["member"]
 _ACCOUNT = SQLModel.metadata.tables["account"]
@@ -18,7 +20,8 @@ _ACCOUNT = SQLModel.metadata.tables["account"]
 
 @dataclass(frozen=True)
 class Existing:
-    """A member already in the database; `values` (the COLUMNS) only when asked for."""
+    """A member already in the database; `values` (the COLUMNS and STATUS_COLUMNS) only
+    when asked for."""
 
     member_id: int
     values: dict[str, object]
@@ -38,7 +41,8 @@ def find_existing(session: Session, nirs: list[str], *, with_values: bool) -> di
     """The members among `nirs` already in the database, in one query."""
     if not nirs:
         return {}
-    columns = [_MEMBER.c[name] for name in COLUMNS] if with_values else []
+    names = (*COLUMNS, *STATUS_COLUMNS) if with_values else ()
+    columns = [_MEMBER.c[name] for name in names]
     query = (
         select(
             _MEMBER.c.id,
@@ -51,7 +55,7 @@ def find_existing(session: Session, nirs: list[str], *, with_values: bool) -> di
     )
     found = {}
     for row in session.execute(query).mappings():
-        values = {name: row[name] for name in COLUMNS} if with_values else {}
+        values = {name: row[name] for name in names}
         found[row["nir"]] = Existing(row["id"], values, bool(row["had"]))
     return found
 
@@ -60,27 +64,53 @@ def insert_members(
     session: Session, new: list[CheckedRow], *, welcome: list[CheckedRow], now: datetime
 ) -> list[int]:
     """New members, their accounts (with any carried-over PIN hash) and welcome letters
-    (`records.create_members`); returns the new members' ids."""
+    (`records.create_members`); returns the new members' ids. Members come active; those
+    the file says closed are closed in the same transaction, with the file's reason and
+    time (left out of the insert, an active member's status columns cost nothing)."""
     asked = {row.nir for row in welcome}
     ids = create_members(
         session,
-        [NewMember(row.member, row.pin_hash, welcome=row.nir in asked) for row in new],
+        [
+            NewMember(
+                {name: value for name, value in row.member.items() if name not in STATUS_COLUMNS},
+                row.pin_hash,
+                welcome=row.nir in asked,
+            )
+            for row in new
+        ],
         now=now,
         imported=True,
     )
+    closed = [row for row in new if row.member["status"] == MemberStatus.closed]
+    if closed:
+        session.execute(
+            update(_MEMBER).where(_MEMBER.c.id == bindparam("member_key")),
+            [
+                {
+                    **{name: row.member[name] for name in STATUS_COLUMNS},
+                    "member_key": ids[row.nir],
+                }
+                for row in closed
+            ],
+        )
     return list(ids.values())
 
 
 def update_members(
     session: Session, changes: list[CheckedRow], *, existing: dict[str, Existing], now: datetime
 ) -> None:
-    """New values for known members; a PIN hash only where the account never had one."""
+    """New values for known members; a PIN hash only where the account never had one. The
+    status columns are left as they are (an import never changes them: see import_rows)."""
     if not changes:
         return
     session.execute(
         update(_MEMBER).where(_MEMBER.c.id == bindparam("member_key")),
         [
-            {**row.member, "updated_at": now, "member_key": existing[row.nir].member_id}
+            {
+                **{name: value for name, value in row.member.items() if name not in STATUS_COLUMNS},
+                "updated_at": now,
+                "member_key": existing[row.nir].member_id,
+            }
             for row in changes
         ],
     )

@@ -18,14 +18,17 @@ from sqlmodel import Session
 
 from cpms_admin.audit import RunAudit
 from cpms_admin.bulk.formats import MemberFile, RowError
-from cpms_admin.bulk.import_rows import CheckedRow
+from cpms_admin.bulk.import_rows import CheckedRow, status_change
 from cpms_admin.bulk.import_worker import Checked, CheckedBatches
-from cpms_admin.bulk.import_writes import find_existing, insert_members, update_members
+from cpms_admin.bulk.import_writes import Existing, find_existing, insert_members, update_members
+from cpms_admin.bulk.rows import EXPORT_COLUMNS
 from cpms_admin.clock import Clock, system_clock
 from cpms_admin.db import transaction
 from cpms_admin.english import agree, count
 from cpms_admin.errors import Conflict, InvalidInput
 from cpms_admin.members.nir import format_nir
+from cpms_admin.members.records import as_strings
+from cpms_admin.vocabulary import MemberStatus
 
 CONFLICT_MODES = ("skip", "update", "fail")
 BATCH_SIZE = 2000
@@ -102,6 +105,8 @@ class _Pass:
         existing = find_existing(self.session, [row.nir for row in valid], with_values=updating)
         new = [row for row in valid if row.nir not in existing]
         known = [row for row in valid if row.nir in existing]
+        if updating:
+            known = self._keep_status(known, existing)
         changes = [row for row in known if updating and existing[row.nir].differs(row)]
         if self.on_conflict == "fail" and known:
             if self.write:  # added by someone else since the check pass
@@ -112,7 +117,11 @@ class _Pass:
                     "again with --on-conflict skip to finish"
                 )
             self.conflicts.extend(known)
-        welcome = [row for row in new if row.pin_hash is None] if self.welcome_letters else []
+        welcome = (
+            [row for row in new if row.pin_hash is None and not _closed(row)]
+            if self.welcome_letters
+            else []
+        )
         self.counts.created += len(new)
         self.counts.updated += len(changes)
         self.counts.skipped += len(known) - len(changes)
@@ -133,6 +142,21 @@ class _Pass:
             updated = [existing[row.nir].member_id for row in changes]
             self._record(members={"created": created, "updated": updated})
 
+    def _keep_status(
+        self, known: list[CheckedRow], existing: dict[str, Existing]
+    ) -> list[CheckedRow]:
+        """The rows that may update their member: the others would change its status."""
+        kept = []
+        for row in known:
+            problem = status_change(existing[row.nir].values, row.member)
+            if problem is None:
+                kept.append(row)
+                continue
+            self.counts.invalid += 1
+            values = as_strings({name: row.member[name] for name in EXPORT_COLUMNS})
+            self.on_error(RowError(row.line, "status", problem, values))
+        return kept
+
     def finish(self, outcome: str) -> None:
         """The run's audit event, brought up to date with how it ended."""
         with transaction(self.session):
@@ -148,6 +172,10 @@ class _Pass:
             self.audit.record(self.session, counts=self.counts.as_dict(), **kwargs)
             for change, member_ids in (members or {}).items():
                 self.audit.record_members(self.session, member_ids, change=change)
+
+
+def _closed(row: CheckedRow) -> bool:
+    return row.member["status"] == MemberStatus.closed
 
 
 def _conflict(rows: list[CheckedRow]) -> Conflict:

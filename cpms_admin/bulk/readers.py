@@ -2,10 +2,12 @@
 
 import csv
 import json
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
+from cpms_admin.bulk.cells import starts_marked, unguard
 from cpms_admin.bulk.rows import (
     IMPORT_COLUMNS,
     REPORT_COLUMNS,
@@ -13,25 +15,41 @@ from cpms_admin.bulk.rows import (
     clean_name,
     clean_value,
 )
-from cpms_admin.bulk.sniff import open_text
+from cpms_admin.bulk.sniff import MAX_COLUMNS, MAX_LINE_CHARS, open_text, too_wide
 from cpms_admin.errors import InvalidInput
 from cpms_admin.members.fields import COLUMNS, REQUIRED
 
 Record = tuple[int, list[str] | None, str | None]  # start line, fields, problem
 
 
+class _LineTooLong(Exception):
+    """A line over MAX_LINE_CHARS, skipped (see _Tap)."""
+
+
 class _Tap:
-    """The file's lines, keeping those of the current record so it can be re-read."""
+    """The file's lines, counted, keeping those of the current record so it can be re-read.
+    A line over MAX_LINE_CHARS is never read whole: its rest is skipped and _LineTooLong
+    raised, for the record to be a problem row."""
 
     def __init__(self, handle: TextIO) -> None:
         self._handle = handle
+        self.number = 0  # lines read so far
         self.lines: list[str] = []
 
     def __iter__(self) -> "_Tap":
         return self
 
     def __next__(self) -> str:
-        line = next(self._handle)
+        line = self._handle.readline(MAX_LINE_CHARS + 1)
+        if not line:
+            raise StopIteration
+        self.number += 1
+        if len(line) > MAX_LINE_CHARS:
+            while not line.endswith(("\n", "\r")) and (
+                line := self._handle.readline(MAX_LINE_CHARS)
+            ):
+                pass
+            raise _LineTooLong
         self.lines.append(line)
         return line
 
@@ -41,21 +59,31 @@ def csv_records(handle: TextIO, *, path: Path, delimiter: str) -> Iterator[Recor
 
     Parsing is strict so that an unbalanced quote is noticed: if it swallowed other lines,
     the file is refused (those records would otherwise vanish without a trace). A
-    one-line error is re-read leniently, which accepts padding after a closing quote.
+    one-line error is re-read leniently, which accepts padding after a closing quote. A
+    line over MAX_LINE_CHARS is a problem record (the file is refused if it is inside a
+    quoted record); memory stays bounded either way.
     """
     tap = _Tap(handle)
     reader = csv.reader(tap, delimiter=delimiter, skipinitialspace=True, strict=True)
     while True:
-        start = reader.line_num + 1
+        start = tap.number + 1
         tap.lines.clear()
         try:
             fields = next(reader)
         except StopIteration:
             return
+        except _LineTooLong:
+            if tap.number > start:
+                raise InvalidInput(
+                    f"{path}: lines {start}-{tap.number}: a line longer than "
+                    f"{MAX_LINE_CHARS:,} characters inside a quoted value (unbalanced quote?)"
+                ) from None
+            yield start, None, f"line longer than {MAX_LINE_CHARS:,} characters"
+            continue
         except csv.Error as exc:
             if len(tap.lines) > 1:
                 raise InvalidInput(
-                    f"{path}: lines {start}-{reader.line_num}: {exc} (unbalanced quote?)"
+                    f"{path}: lines {start}-{tap.number}: {exc} (unbalanced quote?)"
                 ) from None
             try:
                 fields = next(csv.reader(tap.lines, delimiter=delimiter, skipinitialspace=True))
@@ -66,17 +94,26 @@ def csv_records(handle: TextIO, *, path: Path, delimiter: str) -> Iterator[Recor
             yield start, fields, None
 
 
+def _listed(items: list[str], most: int = 10) -> str:
+    more = f" and {len(items) - most:,} more" if len(items) > most else ""
+    return ", ".join(items[:most]) + more
+
+
 def check_header(fields: list[str], *, path: Path) -> tuple[str, ...]:
-    """Clean column names; refuse unknown, missing or repeated ones (safer for migration)."""
+    """Clean column names; refuse unknown, missing or repeated ones (safer for migration).
+    Linear in the number of columns, and refused at once beyond MAX_COLUMNS."""
+    if len(fields) > MAX_COLUMNS:
+        raise too_wide(path, len(fields))
     names = tuple(clean_name(field) for field in fields)
+    counts = Counter(names)
     known = {*IMPORT_COLUMNS, ""}  # a blank name comes from a trailing separator
-    if all(name in names for name in REPORT_COLUMNS):
+    if all(name in counts for name in REPORT_COLUMNS):
         known.update(REPORT_COLUMNS)  # a fixed `--errors` report imports as it is
     unknown = [name for name in names if name not in known]
-    missing = [name for name in REQUIRED if name not in names]
-    repeated = sorted({name for name in names if name and names.count(name) > 1})
+    missing = [name for name in REQUIRED if name not in counts]
+    repeated = sorted(name for name, count in counts.items() if name and count > 1)
     problems = [
-        f"{label}: {', '.join(items)}"
+        f"{label}: {_listed(items)}"
         for label, items in (
             ("unknown columns", unknown),
             ("missing required columns", missing),
@@ -111,6 +148,9 @@ def csv_rows(
                 values: dict[str, str | None] = dict.fromkeys(COLUMNS)
                 cleaned = [fields[at].strip() or None for at in positions]
                 values.update(zip(names, cleaned, strict=True))
+                for name, value in zip(names, cleaned, strict=True):
+                    if value and starts_marked(value):  # the formula guard, Excel's `="..."`
+                        values[name] = unguard(value) or None
                 yield SourceRow(line, values)
 
 
@@ -138,9 +178,17 @@ def jsonl_columns(head: str, *, path: Path) -> tuple[str, ...]:
 
 
 def jsonl_rows(path: Path, *, encoding: str) -> Iterator[SourceRow]:
+    """One row per non-blank line; a line over MAX_LINE_CHARS is that row's problem (each
+    line stands alone) and is skipped without being read whole."""
     with open_text(path, encoding) as handle:
-        for number, line in enumerate(handle, start=1):
-            if line.strip():
+        number = 0
+        while line := handle.readline(MAX_LINE_CHARS + 1):
+            number += 1
+            if len(line) > MAX_LINE_CHARS:
+                while not line.endswith(("\n", "\r")) and (line := handle.readline(MAX_LINE_CHARS)):
+                    pass
+                yield SourceRow(number, None, f"longer than {MAX_LINE_CHARS:,} characters")
+            elif line.strip():
                 yield _jsonl_row(number, line)
 
 

@@ -6,8 +6,12 @@ from dataclasses import dataclass
 from cpms_admin.members.fields import COLUMNS
 
 PIN_HASH = "pin_hash"
+# A closed member stays closed through an export and an import (see import_rows.py).
+STATUS_COLUMNS = ("status", "closed_reason", "closed_at")
+# What export writes: the member's fields, then their status.
+EXPORT_COLUMNS = (*COLUMNS, *STATUS_COLUMNS)
 # Import accepts a PIN hash carried over from the previous system; export never writes it.
-IMPORT_COLUMNS = (*COLUMNS, PIN_HASH)
+IMPORT_COLUMNS = (*EXPORT_COLUMNS, PIN_HASH)
 # The extra columns of an error report (see writers.py); a report re-imports once fixed.
 REPORT_COLUMNS = ("line", "field", "reason")
 
@@ -34,10 +38,11 @@ def _masked(values: Mapping[str, str | None] | None) -> object:
 class SourceRow:
     """One record of an import file.
 
-    `line` is the physical line where the record starts (1-based; a CSV header is line 1).
-    `values` has a key for every name in COLUMNS (None when absent or empty), plus
-    `pin_hash` when the file has that column. When the record could not be read at all,
-    `values` is None and `problem` says why: the importer counts it invalid and goes on.
+    `line` is the physical line where the record starts (1-based; a CSV header is line 1),
+    or a workbook's row number. `values` has a key for every name in COLUMNS (None when
+    absent or empty), plus the STATUS_COLUMNS and `pin_hash` the file has. When the record
+    could not be read at all, `values` is None and `problem` says why: the importer counts
+    it invalid and goes on.
     """
 
     line: int

@@ -1,4 +1,8 @@
-"""Guessing what office software wrote: encoding, format and CSV separator."""
+"""What a member file is, before its content is read: its format, encoding and CSV
+separator as office software wrote them, guessed; and the limits it must keep (README,
+"Limits"), bounds no real file nears that keep a wrong or hostile one from costing hours
+or gigabytes. A member's row is a few hundred characters; a spreadsheet saves at most
+16,384 columns (XFD). Each check costs time proportional to what it reads."""
 
 import codecs
 from collections.abc import Iterator
@@ -8,8 +12,58 @@ from typing import TextIO
 
 from cpms_admin.errors import InvalidInput
 
-FORMATS = ("csv", "jsonl")
-_EXTENSIONS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl"}
+MAX_FILE_BYTES = 1 << 30  # 1 GiB: about nine million members as `members export` writes them
+MAX_LINE_CHARS = 1 << 16  # 65,536 characters in one line of a CSV or JSON Lines file
+MAX_COLUMNS = 16_384  # Excel's last column, XFD
+# A workbook's parts unzip to about 12 times their size; a ZIP bomb, to hundreds of times.
+MAX_UNZIP_RATIO = 100
+
+
+def check_size(path: Path, size: int) -> None:
+    if size > MAX_FILE_BYTES:
+        raise InvalidInput(
+            f"{path}: the file is {size / (1 << 20):,.0f} MiB, more than a member file may be "
+            f"({MAX_FILE_BYTES >> 20:,} MiB): split it and import the parts one after the other"
+        )
+
+
+def header_too_long(path: Path, start: str) -> InvalidInput:
+    """A header over MAX_LINE_CHARS; `start` is what was read of it, whose columns are
+    counted, so that a 10^6-column header says what it is."""
+    columns = max(start.count(separator) for separator in _SEPARATORS) + 1
+    return InvalidInput(
+        f"{path}: the header is longer than {MAX_LINE_CHARS:,} characters (more than "
+        f"{columns:,} columns; a spreadsheet holds {MAX_COLUMNS:,}): not a member file"
+    )
+
+
+def check_unzipped(path: Path, part: str, size: int, packed: int) -> None:
+    """Refuse a workbook part that would expand like a ZIP bomb (past 1 MiB)."""
+    if size > 1 << 20 and size > MAX_UNZIP_RATIO * max(packed, 1):
+        raise InvalidInput(
+            f"{path}: its part {part} unzips to {size / max(packed, 1):,.0f} times its size, "
+            "which no spreadsheet's workbook does: not a member file"
+        )
+
+
+def too_wide(path: Path, columns: int) -> InvalidInput:
+    return InvalidInput(
+        f"{path}: the header has {columns:,} columns, more than a spreadsheet holds "
+        f"({MAX_COLUMNS:,}): not a member file"
+    )
+
+
+FORMATS = ("csv", "jsonl", "xlsx")
+_EXTENSIONS = {
+    ".csv": "csv",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".json": "jsonl",
+    ".xlsx": "xlsx",
+    ".xlsm": "xlsx",
+}
+ZIP_MAGIC = b"PK\x03\x04"  # an XLSX workbook is a ZIP archive
+_OLE_MAGIC = b"\xd0\xcf\x11\xe0"  # an old .xls workbook, or an encrypted .xlsx
 _SEPARATORS = (";", ",", "\t")  # on a tie, `;` wins: French office software uses it
 _CHUNK = 1 << 18
 
@@ -86,24 +140,50 @@ def resolve_encoding(path: Path, encoding: str | None) -> str:
 
 
 def first_line(path: Path, encoding: str) -> str:
-    """The first non-blank line, or "" for an empty file."""
+    """The first non-blank line, or "" for an empty file; never read past MAX_LINE_CHARS."""
     with open_text(path, encoding) as handle:
-        for line in handle:
+        while line := handle.readline(MAX_LINE_CHARS + 1):
+            if len(line) > MAX_LINE_CHARS:
+                raise header_too_long(path, line)
             if line.strip():
                 return line
     return ""
 
 
+def magic(path: Path) -> bytes:
+    """The file's first four bytes."""
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(4)
+    except OSError as exc:
+        raise cannot_read(path, exc) from None
+
+
+def check_binary(path: Path, head: bytes, fmt: str | None) -> None:
+    """Refuse, saying what it is, a workbook given as text or an old one given at all."""
+    if head == _OLE_MAGIC:
+        raise InvalidInput(
+            f"{path}: an old Excel .xls workbook, or an encrypted one: save it as .xlsx "
+            "(Excel Workbook, without a password) or as CSV UTF-8"
+        )
+    if head == ZIP_MAGIC and fmt not in (None, "xlsx"):
+        raise InvalidInput(f"{path}: a ZIP archive, not {fmt}: for an XLSX workbook, --format xlsx")
+
+
 def resolve_format(path: Path, *, fmt: str | None, head: str) -> str:
     """Explicit format, else the extension, else the first character (`{` means JSONL)."""
     if fmt is not None:
-        if fmt.lower() not in FORMATS:
-            raise InvalidInput(f"unknown format {fmt!r}: use csv or jsonl")
-        return fmt.lower()
+        return check_format(fmt)
     by_extension = _EXTENSIONS.get(path.suffix.lower())
     if by_extension is not None:
         return by_extension
     return "jsonl" if head.lstrip().startswith(("{", "[")) else "csv"
+
+
+def check_format(fmt: str) -> str:
+    if fmt.lower() not in FORMATS:
+        raise InvalidInput(f"unknown format {fmt!r}: use csv, jsonl or xlsx")
+    return fmt.lower()
 
 
 def _count_outside_quotes(line: str, separator: str) -> int:

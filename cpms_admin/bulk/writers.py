@@ -4,59 +4,76 @@ import csv
 import json
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping
-from datetime import date
+from datetime import date, datetime
 from types import TracebackType
-from typing import TextIO
+from typing import IO, Any, BinaryIO, TextIO, cast
 
-from cpms_admin.bulk.rows import REPORT_COLUMNS, RowError
-from cpms_admin.bulk.sniff import FORMATS
+from cpms_admin.bulk.cells import guard, protect, starts_marked
+from cpms_admin.bulk.rows import EXPORT_COLUMNS, REPORT_COLUMNS, RowError
+from cpms_admin.bulk.sniff import check_format
+from cpms_admin.clock import iso
 from cpms_admin.errors import InvalidInput
-from cpms_admin.members.fields import COLUMNS
-from cpms_admin.members.postal import FORMULA_STARTS
+
+# The columns a spreadsheet would take for numbers or dates: text cells in a workbook,
+# protected from conversion in a CSV for Excel.
+TEXT_COLUMNS = ("nir", "postcode", "birth_date", "closed_at")
 
 
 def _text(value: object) -> str | None:
     if value is None:
         return None
+    if isinstance(value, datetime):
+        return iso(value)
     if isinstance(value, date):
         return value.isoformat()
     return str(value)
 
 
 class _CsvRows:
-    """csv.writer with `\\n` line ends; a bare `\\r` is not quoted by QUOTE_MINIMAL then,
-    so rows holding one are fully quoted to read back the same."""
+    """csv.writer; with `\\n` line ends a bare `\\r` is not quoted by QUOTE_MINIMAL, so rows
+    holding one are fully quoted to read back the same."""
 
-    def __init__(self, out: TextIO) -> None:
-        self._minimal = csv.writer(out, lineterminator="\n")
-        self._all = csv.writer(out, lineterminator="\n", quoting=csv.QUOTE_ALL)
+    def __init__(self, out: TextIO, *, delimiter: str = ",", line_end: str = "\n") -> None:
+        self._minimal = csv.writer(out, delimiter=delimiter, lineterminator=line_end)
+        self._all = csv.writer(
+            out, delimiter=delimiter, lineterminator=line_end, quoting=csv.QUOTE_ALL
+        )
+        self._bare_cr = "\r" not in line_end
 
     def write(self, fields: list[str]) -> None:
-        writer = self._all if any("\r" in field for field in fields) else self._minimal
-        writer.writerow(fields)
+        quote_all = self._bare_cr and any("\r" in field for field in fields)
+        (self._all if quote_all else self._minimal).writerow(fields)
+
+
+def _guarded(values: list[str | None]) -> list[str]:
+    """The formula guard (cells.guard) on every value, at the cost of one test for most."""
+    return [(guard(value) if starts_marked(value) else value) if value else "" for value in values]
 
 
 class MemberWriter(ABC):
-    """Writes member rows in the export format; only COLUMNS are written, so a `pin_hash`
-    or any other key in a row is dropped: export never writes secrets.
+    """Writes member rows in the export format; only EXPORT_COLUMNS are written, so a
+    `pin_hash` or any other key in a row is dropped: export never writes secrets.
 
-    `count` is the number of rows written. `close()` flushes but does not close `out` (it
-    may be stdout). For CSV, open `out` with `newline=""` so line ends are not translated.
+    `count` is the number of rows written. `close()` flushes but does not close the output
+    (it may be stdout).
     """
 
-    def __init__(self, out: TextIO) -> None:
-        self._out = out
+    def __init__(self) -> None:
         self.count = 0
 
     def write(self, row: Mapping[str, object]) -> None:
-        self._write([_text(row.get(name)) for name in COLUMNS])
+        self._write([_text(row.get(name)) for name in EXPORT_COLUMNS])
         self.count += 1
 
     @abstractmethod
     def _write(self, values: list[str | None]) -> None: ...
 
-    def close(self) -> None:
-        self._out.flush()
+    @abstractmethod
+    def close(self) -> None: ...
+
+    def abort(self) -> None:
+        """Stop after a failure: what was written stays (text), or nothing is (a workbook)."""
+        self.close()
 
     def __enter__(self) -> "MemberWriter":
         return self
@@ -67,38 +84,77 @@ class MemberWriter(ABC):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self.close()
+        if exc is None:
+            self.close()
+        else:
+            self.abort()
 
 
 class CsvMemberWriter(MemberWriter):
-    """UTF-8 text, `,` separator, a header row (so an empty export still imports)."""
+    """UTF-8 text with a header row (so an empty export still imports), `,` and `\\n`, every
+    value under the formula guard. Open `out` with `newline=""`.
 
-    def __init__(self, out: TextIO) -> None:
-        super().__init__(out)
-        self._rows = _CsvRows(out)
-        self._rows.write(list(COLUMNS))
+    `excel`: the CSV French Excel opens as is: a BOM (else it reads Windows-1252), `;` (its
+    list separator), CRLF, and the TEXT_COLUMNS as `="..."` so that it converts none of them
+    (cells.protect). It imports back unchanged.
+    """
+
+    def __init__(self, out: TextIO, *, excel: bool = False) -> None:
+        super().__init__()
+        self._out = out
+        if excel:
+            out.write("\ufeff")
+        self._rows = _CsvRows(
+            out, delimiter=";" if excel else ",", line_end="\r\n" if excel else "\n"
+        )
+        self._protected = [EXPORT_COLUMNS.index(name) for name in TEXT_COLUMNS] if excel else []
+        self._rows.write(list(EXPORT_COLUMNS))
 
     def _write(self, values: list[str | None]) -> None:
-        self._rows.write([value or "" for value in values])
+        fields = _guarded(values)
+        for at in self._protected:
+            value = values[at]
+            if value:
+                fields[at] = protect(value)
+        self._rows.write(fields)
+
+    def close(self) -> None:
+        self._out.flush()
 
 
 class JsonlMemberWriter(MemberWriter):
-    """One compact object per line, keys in COLUMNS order, null for no value."""
+    """One compact object per line, keys in EXPORT_COLUMNS order, null for no value. Values
+    are written as they are: JSON Lines is for programs, not spreadsheets."""
+
+    def __init__(self, out: TextIO) -> None:
+        super().__init__()
+        self._out = out
 
     def _write(self, values: list[str | None]) -> None:
-        obj = dict(zip(COLUMNS, values, strict=True))
+        obj = dict(zip(EXPORT_COLUMNS, values, strict=True))
         self._out.write(json.dumps(obj, ensure_ascii=False, separators=(",", ":")) + "\n")
 
-
-def open_member_writer(out: TextIO, *, fmt: str) -> MemberWriter:
-    """A writer for `fmt` ("csv" or "jsonl") onto `out`; CSV writes its header at once."""
-    if fmt.lower() not in FORMATS:
-        raise InvalidInput(f"unknown format {fmt!r}: use csv or jsonl")
-    return CsvMemberWriter(out) if fmt.lower() == "csv" else JsonlMemberWriter(out)
+    def close(self) -> None:
+        self._out.flush()
 
 
-def _inert(value: str) -> str:
-    return f"'{value}" if value.lstrip().startswith(FORMULA_STARTS) else value
+def open_member_writer(
+    out: IO[Any], *, fmt: str, excel: bool = False, rows: int | None = None
+) -> MemberWriter:
+    """A writer for `fmt` onto `out`: text for "csv" (`excel`: for French Excel) and
+    "jsonl", binary for "xlsx" (`rows`: how many will be written, if known). CSV and XLSX
+    write their header at once."""
+    fmt = check_format(fmt)
+    if excel and fmt != "csv":
+        raise InvalidInput(
+            "--excel makes a CSV for Excel; for a workbook, give --format xlsx without --excel"
+        )
+    if fmt == "xlsx":
+        from cpms_admin.bulk.xlsx_write import XlsxMemberWriter
+
+        return XlsxMemberWriter(cast(BinaryIO, out), rows=rows)
+    text = cast(TextIO, out)
+    return CsvMemberWriter(text, excel=excel) if fmt == "csv" else JsonlMemberWriter(text)
 
 
 class ErrorReport:
@@ -107,14 +163,14 @@ class ErrorReport:
     values, so a person can fix them and import the report itself.
 
     The report has the export columns: a `pin_hash` from the source is left out, because
-    the report is meant to be opened and passed around by people. For the same reason a
-    rejected value that a spreadsheet would run as a formula gets a leading `'`.
+    the report is meant to be opened and passed around by people. For the same reason every
+    value is under the formula guard, as in an export (reading the report takes it off).
     """
 
     def __init__(self, out: TextIO) -> None:
         self._out = out
         self._rows = _CsvRows(out)
-        self._rows.write([*REPORT_COLUMNS, *COLUMNS])
+        self._rows.write([*REPORT_COLUMNS, *EXPORT_COLUMNS])
         self.count = 0
 
     def write(self, error: RowError) -> None:
@@ -124,7 +180,7 @@ class ErrorReport:
                 str(error.line),
                 error.field or "",
                 error.reason,
-                *(_inert(values.get(name) or "") for name in COLUMNS),
+                *_guarded([values.get(name) for name in EXPORT_COLUMNS]),
             ]
         )
         self.count += 1

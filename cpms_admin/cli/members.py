@@ -2,9 +2,9 @@
 
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
-from typing import Annotated, TextIO
+from typing import IO, Annotated, Any, BinaryIO, TextIO
 
 import typer
 
@@ -19,13 +19,18 @@ from cpms_admin.errors import InvalidInput
 from cpms_admin.private_files import write_private_atomically
 
 app = typer.Typer(
-    help="Import and export members in bulk (CSV or JSON Lines).", no_args_is_help=True
+    help="Import and export members in bulk (CSV, JSON Lines or XLSX).", no_args_is_help=True
 )
 
 SHOWN_ERRORS = 10
 
 Format = Annotated[
-    str | None, typer.Option("--format", help="csv or jsonl.", autocompletion=FILE_FORMATS)
+    str | None,
+    typer.Option(
+        "--format",
+        help="csv, jsonl or xlsx (default: from the file name and content).",
+        autocompletion=FILE_FORMATS,
+    ),
 ]
 
 
@@ -35,6 +40,16 @@ def _private_text(path: Path, *, encoding: str = "utf-8") -> Iterator[TextIO]:
     (`write_private_atomically`); a disk that fails is one line, not a traceback."""
     try:
         with write_private_atomically(path, encoding=encoding) as handle:
+            yield handle
+    except OSError as exc:
+        raise InvalidInput(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
+@contextmanager
+def _private_binary(path: Path) -> Iterator[BinaryIO]:
+    """As _private_text, for a workbook."""
+    try:
+        with write_private_atomically(path) as handle:
             yield handle
     except OSError as exc:
         raise InvalidInput(f"cannot write {path}: {exc.strerror or exc}") from None
@@ -90,7 +105,9 @@ def _summary(counts: ImportCounts) -> str:
 @app.command("import")
 def import_(
     ctx: typer.Context,
-    file: Annotated[Path, typer.Argument(help="CSV with a header row, or JSON Lines.")],
+    file: Annotated[
+        Path, typer.Argument(help="CSV with a header row, JSON Lines, or an .xlsx workbook.")
+    ],
     fmt: Format = None,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Report what would happen; write nothing.")
@@ -123,6 +140,9 @@ def import_(
     """Import members: every row is checked like `member add`; bad rows are reported, the
     others imported, in batches. Running the same file again changes nothing.
 
+    A workbook is read from its first sheet, whose first non-blank row names the
+    columns. A closed member (status, closed_reason, closed_at) is imported closed.
+
     Exit 0 when every row was imported or skipped, 1 when some were rejected, 2 when the
     file cannot be read, 4 with --on-conflict fail when a member already exists.
 
@@ -131,7 +151,10 @@ def import_(
     app_ = app_context(ctx)
     member_file = read_member_rows(file, fmt=fmt, encoding=encoding, delimiter=delimiter)
     report_file = _private_text(errors, encoding="utf-8-sig") if errors else nullcontext()
-    total = _estimate_records(file) - (member_file.fmt == "csv")
+    # A workbook is zipped: its size says little of its rows, so its bar has no total.
+    total = (
+        None if member_file.fmt == "xlsx" else _estimate_records(file) - (member_file.fmt == "csv")
+    )
     with report_file as report_out, BulkProgress("Importing", total=total) as progress:
         rejected = _Rejected(ErrorReport(report_out) if report_out is not None else None)
         with app_.session() as session:
@@ -176,8 +199,16 @@ def _warn_rejected(rejected: _Rejected, counts: ImportCounts, *, all_in_file: bo
 def export(
     ctx: typer.Context,
     fmt: Annotated[
-        str, typer.Option("--format", help="csv or jsonl.", autocompletion=FILE_FORMATS)
+        str, typer.Option("--format", help="csv, jsonl or xlsx.", autocompletion=FILE_FORMATS)
     ] = "csv",
+    excel: Annotated[
+        bool,
+        typer.Option(
+            "--excel",
+            help="A CSV that French Excel opens as is: UTF-8 with BOM, ';', CRLF, NIRs, "
+            "postcodes and dates kept as text.",
+        ),
+    ] = False,
     out: Annotated[
         Path | None, typer.Option("--out", help="Write to this file (default: stdout).")
     ] = None,
@@ -188,23 +219,36 @@ def export(
         ),
     ] = None,
 ) -> None:
-    """Export members in the import columns (never a PIN hash), streaming, in NIR order.
+    """Export members in the import columns (never a PIN hash), streaming, in NIR order,
+    with their status: a closed member imports back closed.
 
-    Example: cpms-admin members export --format jsonl --out adherents.jsonl
+    For people who open the file: --excel (a CSV that French Excel opens as is) or
+    --format xlsx (a workbook; the better one to edit and import back). For scripts: the
+    plain CSV or --format jsonl.
+
+    Example: cpms-admin members export --format xlsx --out adherents.xlsx
     """
     app_ = app_context(ctx)
+    binary = fmt.lower() == "xlsx"
     if app_.json_output and out is None and fmt.lower() != "jsonl":
         raise InvalidInput(
             "--json prints the export's summary: give --out FILE, or stream the members as "
             "JSON Lines with --format jsonl"
         )
+    if binary and out is None and sys.stdout.isatty():
+        raise InvalidInput("an XLSX workbook is binary: give --out FILE.xlsx")
     destination = str(out) if out else "stdout"
-    target = _private_text(out) if out else nullcontext(sys.stdout)
+    target: AbstractContextManager[IO[Any]]
+    if out is None:
+        target = nullcontext(sys.stdout.buffer if binary else sys.stdout)
+    else:
+        target = _private_binary(out) if binary else _private_text(out)
     with target as stream, BulkProgress("Exporting") as progress, app_.session() as session:
         exported = export_members(
             session,
             out=stream,
             fmt=fmt,
+            excel=excel,
             agent=app_.agent,
             status=status,
             destination=destination,

@@ -22,4 +22,4 @@ def completes(values: Iterable[str]) -> Callable[[str], list[str]]:
 
 
 MEMBER_STATUSES = completes(MemberStatus)
-FILE_FORMATS = completes(("csv", "jsonl"))
+FILE_FORMATS = completes(("csv", "jsonl", "xlsx"))

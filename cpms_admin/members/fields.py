@@ -6,9 +6,11 @@ from dataclasses import dataclass
 from datetime import date
 
 from cpms_admin.errors import FieldError
+from cpms_admin.members import damage
 from cpms_admin.members.afnor import MAX_LINE
 from cpms_admin.members.nir import parse_nir
 from cpms_admin.members.postal import (
+    FORMULA_STARTS,
     PostalAddress,
     clean_line,
     make_address,
@@ -93,6 +95,11 @@ def parse_email(raw: str) -> str:
     if "\r" in raw or "\n" in raw:
         raise FieldError("email", "e-mail must not contain a line break")
     value = raw.strip()
+    if value.startswith(FORMULA_STARTS):  # as names and addresses (postal.clean_line)
+        raise FieldError(
+            "email",
+            f"e-mail {value!r} must not start with {value[0]!r} (a spreadsheet would run it)",
+        )
     if len(value) > 254 or not EMAIL.fullmatch(value):
         raise FieldError("email", f"invalid e-mail address {value!r}")
     local, domain = value.rsplit("@", 1)
@@ -152,11 +159,24 @@ def parse_birth_date(raw: str, nir: str) -> date:
         else:
             born = date.fromisoformat(value)
     except ValueError:
-        raise FieldError("birth_date", f"birth date {value!r} must be YYYY-MM-DD") from None
+        reason = damage.date_damage(value, what="birth date")
+        raise FieldError(
+            "birth_date", reason or f"birth date {value!r} must be YYYY-MM-DD"
+        ) from None
     nir_month = int(nir[3:5])
     if born.year % 100 != int(nir[1:3]) or (1 <= nir_month <= 12 and born.month != nir_month):
         raise FieldError("birth_date", f"birth date {value} does not match the NIR's year/month")
     return born
+
+
+def _parse_nir(raw: str) -> str:
+    try:
+        return parse_nir(raw)
+    except FieldError:
+        reason = damage.nir_damage(raw)
+        if reason is None:
+            raise
+        raise FieldError("nir", reason) from None
 
 
 def validate_member_fields(raw: Mapping[str, str | None]) -> MemberFields:
@@ -165,7 +185,7 @@ def validate_member_fields(raw: Mapping[str, str | None]) -> MemberFields:
     for key in REQUIRED:
         if not values[key] and key != "postcode":  # some countries have none: see postal
             raise FieldError(key, f"{key} is required")
-    nir = parse_nir(values["nir"])
+    nir = _parse_nir(values["nir"])
     civility = parse_civility(values["civility"]) if values["civility"] else None
     last_name = parse_name("last_name", values["last_name"])
     first_name = parse_name("first_name", values["first_name"])

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from functools import cached_property
 
 from cpms_admin.errors import FieldError
-from cpms_admin.members import abroad, afnor, places
+from cpms_admin.members import abroad, afnor, damage, places
 from cpms_admin.members.afnor import MAX_LINE, machine_line, upper_line
 
 MAX_LINES = 7  # the six lines of the norm, and the country abroad
@@ -38,10 +38,13 @@ _OWN_COUNTRY = {"97133": "BL", "97150": "MF", "980": "MC", "986": "WF", "987": "
 
 
 def clean_line(value: str) -> str:
-    """Collapse runs of white space; refuse control characters (they break print and mail)
-    and a leading `= + - @`, which a spreadsheet opening an export would run as a formula."""
+    """Collapse runs of white space; refuse control characters (they break print and mail),
+    a leading `= + - @`, which a spreadsheet opening an export would run as a formula, and
+    `?` or U+FFFD, which stand where a spreadsheet's encoding lost a letter."""
     if CONTROL.search(value):
         raise ValueError("control characters are not allowed")
+    if "?" in value or "\ufffd" in value:
+        raise ValueError(damage.lost_letter(value))
     cleaned = " ".join(value.split())
     if cleaned.startswith(FORMULA_STARTS):
         raise ValueError(f"must not start with {cleaned[0]!r} (a spreadsheet would run it)")
@@ -194,6 +197,8 @@ def _french_place(country: str, postcode: str, city: str) -> str:
         raise FieldError("postcode", "postcode is required")
     value = places.normalise_postcode(postcode)
     if not re.fullmatch(r"\d{5}", value):
+        if re.fullmatch(r"\d{4}", value):
+            raise FieldError("postcode", damage.lost_zero(value, place=None))
         raise FieldError("postcode", f"postcode {postcode!r} must be 5 digits")
     if country != "FR":
         abroad.normalise_postcode(country, value)  # the territory's own range (974xx...)
@@ -206,7 +211,7 @@ def _french_place(country: str, postcode: str, city: str) -> str:
             places.find_place(value, city)
         except FieldError:
             if value != postcode and len(postcode) == 4:  # the zero was not what went missing
-                raise FieldError("postcode", f"postcode {postcode!r} must be 5 digits") from None
+                raise FieldError("postcode", damage.lost_zero(postcode, place=city)) from None
             raise
     return value
 

@@ -1,0 +1,197 @@
+"""Reading an XLSX workbook: the header row and the members of its first sheet.
+
+openpyxl's read-only mode parses the sheet as it is read, so memory stays flat whatever the
+number of rows (a workbook saved by a spreadsheet also has a table of shared strings, which
+is held while reading). python-calamine reads ten times faster but loads the whole sheet
+first; bench/xlsx.py measures both (README, Performance). openpyxl is imported here only, by
+the commands that read a workbook.
+
+Cells come as the text a CSV would hold (cells.cell_text): a NIR or a postcode stored as a
+number is read as its digits, and the field's validation then puts back a postcode's lost
+zero or names the damage. A row is numbered as the spreadsheet shows it.
+
+Parsing a workbook costs more per row than checking it, so the rows are parsed in a child
+process (`forked`) beside the import's checker, overlapping it instead of adding to it.
+They come back in order, in batches, through a pipe whose small buffer keeps the child a
+batch or two ahead: memory stays flat. The child is forked with os.fork (the checker, itself
+a helper process, may not start a multiprocessing one) and leaves with os._exit, running
+none of the parent's clean-ups. If the caller stops early, the child is killed; if the
+caller dies, the child's next send fails on the closed pipe and it exits.
+"""
+
+import os
+import signal
+import zipfile
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from itertools import islice
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any, TypeVar
+
+from cpms_admin.bulk.cells import cell_text, starts_marked, unguard
+from cpms_admin.bulk.rows import IMPORT_COLUMNS, SourceRow
+from cpms_admin.bulk.sniff import cannot_read, check_unzipped
+from cpms_admin.errors import CpmsError, InvalidInput, Refused
+from cpms_admin.members.fields import COLUMNS
+
+
+def _unreadable(path: Path, exc: Exception) -> InvalidInput:
+    return InvalidInput(
+        f"{path}: not a workbook that can be read ({type(exc).__name__}: {exc}); save it "
+        "again as .xlsx (Excel Workbook) or as CSV UTF-8"
+    )
+
+
+@contextmanager
+def _first_sheet(path: Path) -> Iterator[Any]:
+    """The first worksheet, in read-only mode (typed Any: openpyxl's stubs give a read-only
+    sheet the methods of a full one)."""
+    from openpyxl import load_workbook
+
+    try:
+        handle = open(path, "rb")  # noqa: SIM115 (closed below); a name: openpyxl checks it
+    except OSError as exc:
+        raise cannot_read(path, exc) from None
+    try:
+        with zipfile.ZipFile(handle) as archive:
+            for part in archive.infolist():
+                check_unzipped(path, part.filename, part.file_size, part.compress_size)
+        book = load_workbook(handle, read_only=True, data_only=True, keep_links=False)
+    except InvalidInput:
+        handle.close()
+        raise
+    except Exception as exc:  # a damaged or foreign file fails in many ways, all the same here
+        handle.close()
+        raise _unreadable(path, exc) from None
+    try:
+        sheets = book.worksheets
+        if not sheets:
+            raise InvalidInput(f"{path}: the workbook has no worksheet")
+        sheet: Any = sheets[0]
+        # The size a file states is not trusted: openpyxl would stop reading at its end.
+        sheet.reset_dimensions()
+        yield sheet
+    finally:
+        book.close()
+        handle.close()
+
+
+def _texts(cells: tuple[object, ...]) -> list[str | None]:
+    return [cell if cell is None or type(cell) is str else cell_text(cell) for cell in cells]
+
+
+def _rows(path: Path, sheet: Any, first: int) -> Iterator[list[str | None]]:
+    try:
+        for cells in sheet.iter_rows(min_row=first, values_only=True):
+            yield _texts(cells)
+    except InvalidInput:
+        raise
+    except Exception as exc:  # the sheet's XML broken half-way
+        raise _unreadable(path, exc) from None
+
+
+def xlsx_header(path: Path) -> tuple[list[str], int]:
+    """The first row that has a value, as column names, and its row number."""
+    with _first_sheet(path) as sheet:
+        for number, texts in enumerate(_rows(path, sheet, 1), start=1):
+            names = [text or "" for text in texts]
+            if any(name.strip() for name in names):
+                return names, number
+    raise InvalidInput(f"{path}: the first sheet is empty; a header row is expected")
+
+
+def _filled_rows(path: Path, first: int) -> Iterator[tuple[int, list[str | None]]]:
+    """The rows from row `first` on that have a value, with their numbers."""
+    with _first_sheet(path) as sheet:
+        for number, texts in enumerate(_rows(path, sheet, first), start=first):
+            if any(text and not text.isspace() for text in texts):
+                yield number, texts
+
+
+def xlsx_rows(path: Path, *, header: tuple[str, ...], header_row: int) -> Iterator[SourceRow]:
+    """The rows below the header, blank ones skipped; a value under no column name is that
+    row's problem, as in a CSV file. The workbook is parsed in a helper process (forked)."""
+    positions = [position for position, name in enumerate(header) if name in IMPORT_COLUMNS]
+    names = [header[position] for position in positions]
+    width = len(header)
+    unnamed = "" in header
+    for number, texts in forked(lambda: _filled_rows(path, header_row + 1)):
+        if unnamed or len(texts) > width:
+            stray = [
+                at
+                for at, text in enumerate(texts)
+                if text and not text.isspace() and (at >= width or not header[at])
+            ]
+            if stray:
+                yield SourceRow(
+                    number, None, f"a value in column {stray[0] + 1}, which has no name"
+                )
+                continue
+        values: dict[str, str | None] = dict.fromkeys(COLUMNS)
+        for name, at in zip(names, positions, strict=True):
+            text = texts[at] if at < len(texts) else None
+            if text:
+                text = text.strip()
+                values[name] = (unguard(text) if starts_marked(text) else text) or None
+        yield SourceRow(number, values)
+
+
+# --- the helper process ----------------------------------------------------------------
+
+T = TypeVar("T")
+_BATCH = 500
+
+
+def _send_all(items: Iterable[object], sender: Connection) -> None:
+    iterator = iter(items)
+    try:
+        while batch := list(islice(iterator, _BATCH)):
+            sender.send(batch)
+        sender.send(None)
+    except BrokenPipeError:
+        pass  # the caller stopped reading: nothing left to do
+    except CpmsError as exc:  # the input turned out unreadable: the caller raises it
+        sender.send(exc)
+    except Exception as exc:  # a bug: tell the caller rather than leave it waiting
+        sender.send(Refused(f"the reading helper failed ({type(exc).__name__}: {exc})"))
+
+
+def forked(produce: Callable[[], Iterable[T]]) -> Iterator[T]:
+    """The items of `produce()`, computed in a child process (in this one where there is no
+    fork), while the caller uses them. An exception of the child's is raised here, as
+    CpmsError. See the module docstring."""
+    if not hasattr(os, "fork"):
+        yield from produce()
+        return
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child
+        os.close(read_end)
+        status = 0
+        try:
+            _send_all(produce(), Connection(write_end, readable=False))
+        except BaseException:
+            status = 1
+        finally:
+            os._exit(status)
+    os.close(write_end)
+    receiver = Connection(read_end, writable=False)
+    finished = False
+    try:
+        while True:
+            try:
+                message = receiver.recv()
+            except EOFError:
+                raise Refused("the reading helper process stopped unexpectedly") from None
+            if message is None:
+                finished = True
+                return
+            if isinstance(message, CpmsError):
+                raise message
+            yield from message
+    finally:
+        receiver.close()
+        if not finished:
+            os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)

@@ -1,0 +1,81 @@
+"""Spreadsheet damage, named: what a spreadsheet did to a value on its way to an import, and
+how to avoid it. Each function returns the refusal's wording, or None when the value does
+not look damaged (the field's own refusal then stands).
+
+What a spreadsheet does to a CSV it opens and saves (French Excel, LibreOffice):
+
+- a NIR becomes a number shown `1,85058E+14`, and is saved so: its last nine digits are gone;
+- a postcode loses its leading zero (`01000` -> `1000`);
+- a date whose column lost its format is saved as its serial number (`31179`);
+- saved as Windows-1252 ("CSV (séparateur: point-virgule)"), a letter that code page lacks
+  (`ễ`, `Ł`) becomes `?`; a file decoded with the wrong encoding shows U+FFFD instead.
+"""
+
+import re
+from datetime import date, timedelta
+
+AVOID = (
+    "to avoid it, export with `members export --excel` or `--format xlsx`, or open the CSV "
+    "with this column as Text"
+)
+_SCIENTIFIC = re.compile(r"[+-]?\d(?:[.,]\d*)?[eE][+-]?\d+")
+_DECIMAL = re.compile(r"\d+[.,]\d+")
+_SERIAL = re.compile(r"\d{5}(?:[.,]\d+)?")  # 10000 is 1927-05-18, 99999 is 2173-10-14
+_EXCEL_DAY_ZERO = date(1899, 12, 30)  # serials from 1900-03-01 on count from here
+
+
+def nir_damage(raw: str) -> str | None:
+    """A NIR a spreadsheet made a number of: in scientific notation, rounded (a NIR never
+    ends in 00: its key is 01 to 97), or with decimals."""
+    text = raw.strip()
+    if _SCIENTIFIC.fullmatch(text):
+        done = "turned it into a number written in scientific notation"
+    elif text.isdigit() and len(text) == 15 and text.endswith("00"):
+        done = "rounded it as a number (shown as 1,85058E+14); no NIR ends in 00"
+    elif _DECIMAL.fullmatch(text):
+        done = "turned it into a number with decimals"
+    else:
+        return None
+    return (
+        f"invalid NIR {text!r}: a spreadsheet {done}, and its last digits are lost: take the "
+        f"NIR from the original file; {AVOID}"
+    )
+
+
+def date_damage(raw: str, *, what: str) -> str | None:
+    """A date saved as the spreadsheet's serial number (days since 1899-12-30)."""
+    text = raw.strip()
+    if not _SERIAL.fullmatch(text):
+        return None
+    day = _EXCEL_DAY_ZERO + timedelta(days=int(float(text.replace(",", "."))))
+    return (
+        f"{what} {text!r} is a spreadsheet's serial number for a date ({day.isoformat()}?): the "
+        f"column lost its date format; write it YYYY-MM-DD; {AVOID}"
+    )
+
+
+def lost_letter(value: str) -> str | None:
+    """`?` or U+FFFD where a letter was: never part of a name or an address."""
+    if "\ufffd" in value:
+        return (
+            f"{value!r} holds U+FFFD (�), the mark of a letter lost when the file was read "
+            "with the wrong encoding: take the value from the original file, saved as CSV UTF-8"
+        )
+    if "?" in value:
+        return (
+            f"{value!r} holds a '?', which no name or address has: a spreadsheet saving as "
+            'Windows-1252 ("CSV (séparateur: point-virgule)") writes one for each letter that '
+            'code page lacks (ễ in Nguyễn, Ł in Łukasiewicz); save as "CSV UTF-8", or export with '
+            "--excel or --format xlsx"
+        )
+    return None
+
+
+def lost_zero(postcode: str, *, place: str | None) -> str:
+    """A French postcode of 4 digits that is not a postcode with a zero put back."""
+    padded = "0" + postcode
+    where = f"a postcode of {place}" if place else "a French postcode"
+    return (
+        f"postcode {postcode!r} must be 5 digits: if a spreadsheet dropped its leading zero, "
+        f"{padded} is not {where} either, so check it; {AVOID}"
+    )

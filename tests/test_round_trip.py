@@ -1,0 +1,197 @@
+"""Every column through an export and back: export -> import into an empty database ->
+export gives the same bytes in each format; a closed member stays closed, with why and when;
+an import never changes a member's status."""
+
+import json
+from pathlib import Path
+
+import pytest
+from sqlmodel import Session, col, select
+
+from cpms_admin.models import Letter, Member
+from tests.factories import make_member, make_nir
+from tests.harness import Cli, FakeClock
+from tests.import_helpers import forget_members, person, report_rows, write_csv
+from tests.test_export import summaries
+from tests.test_import import json_out, member_of
+
+EXPORTS = {  # name: the options of `members export`
+    "csv": ("--format", "csv"),
+    "excel.csv": ("--excel",),
+    "jsonl": ("--format", "jsonl"),
+    "xlsx": ("--format", "xlsx"),
+}
+
+
+def status_of(session: Session, nir: str) -> str:
+    session.rollback()
+    return session.exec(select(Member.status).where(Member.nir == nir)).one()
+
+
+def every_column(session: Session, cli: Cli, clock: FakeClock) -> None:
+    """Members filling every column between them, one of them closed."""
+    make_member(
+        session,
+        nir=make_nir(1),
+        civility="M",
+        last_name="Lefèvre-Dupont",
+        first_name="Gaëtan",
+        birth_date="1985-05-12",
+        email=None,
+        street="3, rue de l'Église",
+        address_complement='Appt 12; 2e étage "B"',
+        address_building="Résidence Les Tilleuls",
+        locality="Lieu-dit La Croix",
+        postcode="01000",
+        city="Bourg-en-Bresse",
+    )
+    make_member(
+        session,
+        nir=make_nir(2),
+        civility="MME",
+        last_name="Nguyễn Thị Minh Khai de la Tour d'Auvergne",
+        first_name="Łucja",
+        envelope_name="Mme L. NGUYEN",
+        street="12 Grand-Rue",
+        postcode="1003",
+        city="Lausanne",
+        country="CH",
+    )
+    closed = make_member(session, nir=make_nir(3), email="zoe@example.fr")
+    clock.advance(days=3, microseconds=123456)  # kept to the second
+    assert cli("member", "close", closed.nir, "--reason", 'départ; "mutation"').exit_code == 0
+
+
+@pytest.mark.parametrize("name", list(EXPORTS))
+def test_export_import_export_gives_the_same_bytes(
+    cli: Cli, session: Session, clock: FakeClock, tmp_path: Path, name: str
+) -> None:
+    every_column(session, cli, clock)
+    first, second = tmp_path / f"first.{name}", tmp_path / f"second.{name}"
+    assert cli("members", "export", *EXPORTS[name], "--out", str(first)).exit_code == 0
+    before = summaries(session)
+    forget_members(session)
+    clock.advance(days=30)
+    result = cli("--json", "members", "import", str(first))
+    assert result.exit_code == 0, result.output
+    assert json_out(result)["created"] == 3
+    assert summaries(session) == before
+    assert cli("members", "export", *EXPORTS[name], "--out", str(second)).exit_code == 0
+    assert second.read_bytes() == first.read_bytes()
+
+
+def test_a_closed_member_comes_back_closed_with_why_and_when(
+    cli: Cli, session: Session, clock: FakeClock, tmp_path: Path
+) -> None:
+    every_column(session, cli, clock)
+    nir = make_nir(3)
+    session.rollback()
+    closed_at = session.exec(select(Member.closed_at).where(Member.nir == nir)).one()
+    assert closed_at is not None and closed_at.microsecond == 123456
+    out = tmp_path / "m.jsonl"
+    cli("members", "export", "--format", "jsonl", "--out", str(out))
+    forget_members(session)
+    result = cli("--json", "members", "import", str(out), "--welcome-letters")
+    assert json_out(result)["welcome_letters"] == 2  # none for the closed member
+    back = member_of(session, nir)
+    assert (back.status, back.closed_reason) == ("closed", 'départ; "mutation"')
+    assert back.closed_at == closed_at.replace(microsecond=0)
+    letters = session.exec(select(Letter).where(col(Letter.member_id) == back.id)).all()
+    assert letters == []
+    login = cli("--json", "portal", "login", nir, input="123456\n")
+    assert json.loads(login.stdout)["reason"] == "closed"
+
+
+def test_the_status_columns_are_checked(cli: Cli, tmp_path: Path) -> None:
+    columns = ("nir", "last_name", "first_name", "street", "postcode", "city", "status")
+    extra = ("closed_reason", "closed_at")
+    rows = [
+        person(1, status="Closed", closed_reason="décès", closed_at="2026-01-31T10:00:00+01:00"),
+        person(2, status="ACTIVE"),
+        person(3, status="gone"),
+        person(4, status="closed", closed_at="2026-01-31"),
+        person(5, status="closed", closed_reason="départ"),
+        person(6, status="active", closed_reason="départ"),
+        person(7, closed_at="2026-01-31"),
+        person(8, status="closed", closed_reason="x", closed_at="46053"),
+        person(9, status="closed", closed_reason="x", closed_at="31/01/2026"),
+        person(10, status="closed", closed_reason="a\tb", closed_at="2026-01-31"),
+        person(11),
+    ]
+    path = write_csv(tmp_path / "m.csv", rows, columns=columns + extra)
+    errors = tmp_path / "rejets.csv"
+    result = cli("--json", "members", "import", str(path), "--errors", str(errors))
+    assert json_out(result)["created"] == 3
+    assert [(row["line"], row["field"], row["reason"]) for row in report_rows(errors)] == [
+        ("4", "status", "status must be active or closed, got 'gone'"),
+        ("5", "closed_reason", "a closed member needs closed_reason: why"),
+        ("6", "closed_at", "a closed member needs closed_at: when, in ISO 8601"),
+        ("7", "closed_reason", "closed_reason is for a closed member: give status closed"),
+        ("8", "closed_at", "closed_at is for a closed member: give status closed"),
+        (
+            "9",
+            "closed_at",
+            "closed_at '46053' is a spreadsheet's serial number for a date (2026-01-31?): the "
+            "column lost its date format; write it YYYY-MM-DD; to avoid it, export with "
+            "`members export --excel` or `--format xlsx`, or open the CSV with this column as "
+            "Text",
+        ),
+        (
+            "10",
+            "closed_at",
+            "closed_at '31/01/2026' must be an ISO 8601 time, e.g. 2026-01-31T09:30:00+00:00",
+        ),
+        (
+            "11",
+            "closed_reason",
+            "closed_reason must be one line without control characters (at most 500 characters)",
+        ),
+    ]
+
+
+def test_an_import_never_changes_a_status(
+    cli: Cli, session: Session, clock: FakeClock, tmp_path: Path
+) -> None:
+    every_column(session, cli, clock)
+    active, closed = make_nir(1), make_nir(3)
+    out = tmp_path / "m.csv"
+    cli("members", "export", "--out", str(out))
+    text = out.read_text()
+    lines = text.splitlines()
+    flipped = [
+        lines[0],
+        lines[1].replace(",active,,", ",closed,départ,2026-01-01T00:00:00+00:00"),
+        lines[3].replace("Zoé", "Zoë").split(",closed,")[0] + ",active,,",
+    ]
+    assert ",closed," in flipped[1] and flipped[2].endswith(",active,,")
+    path = tmp_path / "flipped.csv"
+    path.write_text("\n".join(flipped) + "\n")
+    errors = tmp_path / "rejets.csv"
+    result = cli(
+        "--json", "members", "import", str(path), "--on-conflict", "update", "--errors", str(errors)
+    )
+    assert result.exit_code == 1
+    assert json_out(result)["invalid"] == 2
+    reasons = {row["nir"]: row["reason"] for row in report_rows(errors)}
+    assert reasons[active] == (
+        "the member is active: an import does not close a member (close them with "
+        "`cpms-admin member close NIR --reason R`, which also revokes their codes)"
+    )
+    assert reasons[closed].startswith("the member was closed on 2026-11-26T09:00:00+00:00 (d")
+    assert (status_of(session, active), status_of(session, closed)) == ("active", "closed")
+    # Without status columns, the other columns of a closed member are updated as before.
+    path = write_csv(tmp_path / "plain.csv", [{**person(3), "nir": closed, "city": "Paris"}])
+    result = cli("--json", "members", "import", str(path), "--on-conflict", "update")
+    assert json_out(result)["updated"] == 1
+    assert status_of(session, closed) == "closed"
+
+
+def test_members_export_status_filter_still_works(
+    cli: Cli, session: Session, clock: FakeClock
+) -> None:
+    every_column(session, cli, clock)
+    result = cli("members", "export", "--format", "jsonl", "--status", "closed")
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [(row["nir"], row["status"]) for row in rows] == [(make_nir(3), "closed")]
+    assert rows[0]["closed_at"] == "2026-11-26T09:00:00+00:00"
+    assert not session.exec(select(Member).where(Member.status == "gone")).all()

@@ -1,0 +1,226 @@
+"""What spreadsheets do to member files, named in each refusal, and the files made to survive
+them: the CSV French Excel opens as is (`--excel`) and the formula guard on every column."""
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from sqlalchemy import update
+from sqlmodel import Session
+
+from cpms_admin.bulk.cells import guard, unguard
+from cpms_admin.bulk.formats import SourceRow, read_member_rows
+from cpms_admin.bulk.rows import EXPORT_COLUMNS
+from cpms_admin.members.fields import COLUMNS
+from cpms_admin.models import Member
+from tests.factories import make_member, make_nir
+from tests.harness import Cli
+from tests.import_helpers import forget_members, person, report_rows, write_csv
+from tests.test_import import json_out, member_of
+
+AVOID = (
+    "to avoid it, export with `members export --excel` or `--format xlsx`, or open the CSV "
+    "with this column as Text"
+)
+LOST_QUESTION = (
+    "holds a '?', which no name or address has: a spreadsheet saving as Windows-1252 "
+    '("CSV (séparateur: point-virgule)") writes one for each letter that code page lacks '
+    '(ễ in Nguyễn, Ł in Łukasiewicz); save as "CSV UTF-8", or export with --excel or '
+    "--format xlsx"
+)
+
+
+def imported(cli: Cli, path: Path, *options: str) -> tuple[int, list[dict[str, str]]]:
+    errors = path.with_name("rejets.csv")
+    result = cli("members", "import", str(path), "--errors", str(errors), *options)
+    return result.exit_code, report_rows(errors)
+
+
+# --- the CSV for French Excel ----------------------------------------------------------------
+
+
+def test_excel_csv_has_bom_semicolons_crlf_and_protected_columns(
+    cli: Cli, session: Session, tmp_path: Path
+) -> None:
+    member = make_member(
+        session, nir=make_nir(1), postcode="01000", city="Bourg-en-Bresse", birth_date="1985-05-12"
+    )
+    out = tmp_path / "excel.csv"
+    result = cli("members", "export", "--excel", "--out", str(out))
+    assert result.exit_code == 0, result.output
+    data = out.read_bytes()
+    assert data.startswith(b"\xef\xbb\xbfnir;civility;last_name;")
+    lines = data.decode("utf-8-sig").split("\r\n")
+    assert lines[0] == ";".join(EXPORT_COLUMNS) and lines[2] == ""
+    fields = next(csv.reader([lines[1]], delimiter=";"))
+    row = dict(zip(EXPORT_COLUMNS, fields, strict=True))
+    # Formulas giving the text: Excel shows 01000 and saves it back so.
+    assert (row["nir"], row["postcode"], row["birth_date"]) == (
+        f'="{member.nir}"',
+        '="01000"',
+        '="1985-05-12"',
+    )
+    assert (row["city"], row["status"], row["closed_at"]) == ("Bourg-en-Bresse", "active", "")
+
+
+def test_excel_csv_imports_back_as_written_and_as_excel_saves_it(
+    cli: Cli, session: Session, tmp_path: Path
+) -> None:
+    nir = make_member(session, nir=make_nir(1), postcode="01000", city="Bourg-en-Bresse").nir
+    out = tmp_path / "excel.csv"
+    cli("members", "export", "--excel", "--out", str(out))
+    # What French Excel saves after opening it: the values it shows, `;`, CRLF, a BOM.
+    with out.open(encoding="utf-8-sig", newline="") as source:
+        shown = [[unguard(field) for field in row] for row in csv.reader(source, delimiter=";")]
+    saved = tmp_path / "saved.csv"
+    with saved.open("w", encoding="utf-8-sig", newline="") as target:
+        csv.writer(target, delimiter=";", lineterminator="\r\n").writerows(shown)
+    assert shown[1][0] == nir and "01000" in shown[1]
+    for path in (out, saved):
+        forget_members(session)
+        result = cli("--json", "members", "import", str(path))
+        assert result.exit_code == 0, result.output
+        assert member_of(session, nir).postcode == "01000"
+
+
+# --- damage, named ---------------------------------------------------------------------------
+
+
+def test_a_french_excel_save_of_a_plain_csv_is_refused_with_what_excel_did(
+    cli: Cli, tmp_path: Path
+) -> None:
+    # What French Excel makes of a plain export it opened and saved: NIRs in scientific
+    # notation, postcodes without their zero, a date column turned to serial numbers.
+    rows = [
+        person(1, nir="1,85058E+14"),
+        person(2, postcode="1000", city="Bourg-en-Bresse"),  # put back: 01000 is Bourg's
+        person(3, postcode="5293", city="Paris"),
+        person(4, birth_date="31179"),
+        person(5, nir="1.85057800608491E+14"),  # even with every digit, not a NIR
+    ]
+    path = write_csv(tmp_path / "excel.csv", rows, sep=";", encoding="cp1252", eol="\r\n")
+    code, report = imported(cli, path)
+    assert code == 1
+    assert [(row["line"], row["field"]) for row in report] == [
+        ("2", "nir"),
+        ("4", "postcode"),
+        ("5", "birth_date"),
+        ("6", "nir"),
+    ]
+    assert [row["reason"] for row in report] == [
+        "invalid NIR '1,85058E+14': a spreadsheet turned it into a number written in "
+        f"scientific notation, and its last digits are lost: take the NIR from the original "
+        f"file; {AVOID}",
+        "postcode '5293' must be 5 digits: if a spreadsheet dropped its leading zero, 05293 "
+        f"is not a French postcode either, so check it; {AVOID}",
+        "birth date '31179' is a spreadsheet's serial number for a date (1985-05-12?): the "
+        f"column lost its date format; write it YYYY-MM-DD; {AVOID}",
+        "invalid NIR '1.85057800608491E+14': a spreadsheet turned it into a number written in "
+        f"scientific notation, and its last digits are lost: take the NIR from the original "
+        f"file; {AVOID}",
+    ]
+
+
+def test_letters_lost_to_windows_1252_are_never_accepted(cli: Cli, tmp_path: Path) -> None:
+    rows = [
+        person(1, last_name="Nguyễn"),
+        person(2, first_name="Łucja", last_name="Łukasiewicz"),
+        person(3, last_name="Lefèvre", street="3 rue de l'Été"),  # in Windows-1252: kept
+        person(4, street="12 rue Ngô Quyền"),
+    ]
+    path = tmp_path / "cp1252.csv"
+    text = "".join(
+        ";".join(row.get(name) or "" for name in COLUMNS) + "\r\n"
+        for row in [dict(zip(COLUMNS, COLUMNS, strict=True)), *rows]
+    )
+    path.write_bytes(text.encode("cp1252", errors="replace"))  # as Excel saves it
+    assert b"Nguy?n" in path.read_bytes()
+    code, report = imported(cli, path)
+    assert code == 1
+    assert [(row["line"], row["field"], row["reason"]) for row in report] == [
+        ("2", "last_name", f"last_name: 'Nguy?n' {LOST_QUESTION}"),
+        ("3", "last_name", f"last_name: '?ukasiewicz' {LOST_QUESTION}"),
+        ("5", "street", f"street: '12 rue Ngô Quy?n' {LOST_QUESTION}"),
+    ]
+
+
+def test_a_replacement_character_is_never_accepted(cli: Cli, tmp_path: Path) -> None:
+    path = write_csv(tmp_path / "m.csv", [person(1, city="Orl\ufffdans", postcode="45000")])
+    code, report = imported(cli, path)
+    assert (code, report[0]["field"]) == (1, "city")
+    assert report[0]["reason"] == (
+        "city: 'Orl\ufffdans' holds U+FFFD (\ufffd), the mark of a letter lost when the file "
+        "was read with the wrong encoding: take the value from the original file, saved as "
+        "CSV UTF-8"
+    )
+
+
+def test_member_add_refuses_the_same(cli: Cli) -> None:
+    base = ["member", "add", "--nir", make_nir(1), "--first-name", "Jean", "--street", "1 rue A"]
+    place = ["--postcode", "75011", "--city", "Paris"]
+    result = cli(*base, "--last-name", "Nguy?n", *place)
+    assert result.exit_code == 2
+    assert f"last_name: 'Nguy?n' {LOST_QUESTION}" in result.stderr
+    result = cli(*base, "--last-name", "Dupont", "--postcode", "75011", "--city", "Par\ufffd")
+    assert result.exit_code == 2 and "holds U+FFFD" in result.stderr
+    result = cli(*base, "--last-name", "Dupont", *place, "--email", "=1+2@x.fr")
+    assert result.exit_code == 2
+    assert "e-mail '=1+2@x.fr' must not start with '=' (a spreadsheet would run it)" in (
+        result.stderr
+    )
+
+
+# --- the formula guard -----------------------------------------------------------------------
+
+
+@given(st.text())
+def test_the_guard_is_undone_exactly_and_leaves_nothing_to_run(value: str) -> None:
+    assert unguard(guard(value)) == value
+    assert not guard(value).startswith(("=", "+", "-", "@"))
+
+
+def test_every_exported_text_is_guarded_and_imports_back(
+    cli: Cli, session: Session, tmp_path: Path
+) -> None:
+    """An e-mail stored before the rule, and a reason an agent typed, start with `=`."""
+    nir = make_member(session, nir=make_nir(1)).nir
+    cli("member", "close", nir, "--reason", "=HYPERLINK(x)")
+    session.execute(update(Member).where(Member.nir == nir).values(email="=1+2@x.fr"))  # type: ignore[arg-type]
+    session.commit()
+    for fmt in ("csv", "xlsx"):
+        out = tmp_path / f"m.{fmt}"
+        assert cli("members", "export", "--format", fmt, "--out", str(out)).exit_code == 0
+        (row,) = read_member_rows(out)  # reading takes the guard off
+        assert (row.values or {})["email"] == "=1+2@x.fr"
+    text = (tmp_path / "m.csv").read_text()
+    assert ",'=1+2@x.fr," in text and ",'=HYPERLINK(x)," in text
+    jsonl = cli("members", "export", "--format", "jsonl").stdout
+    assert json.loads(jsonl)["email"] == "=1+2@x.fr"  # for programs: as stored
+    # As `member add` does, import refuses the e-mail, and its report keeps it guarded.
+    code, report = imported(cli, tmp_path / "m.xlsx", "--on-conflict", "update")
+    assert (code, report[0]["field"]) == (1, "email")
+    assert report[0]["email"] == "'=1+2@x.fr"
+
+
+def test_only_the_guards_apostrophe_is_taken_off(tmp_path: Path) -> None:
+    row = person(1, last_name="'t Hooft", street="''=1", locality="'-2")
+    path = write_csv(tmp_path / "m.csv", [row])
+    assert list(read_member_rows(path)) == [
+        SourceRow(2, {**row, "street": "'=1", "locality": "-2"})  # then refused, for `-`
+    ]
+
+
+@pytest.mark.parametrize("reason", ["décès", "- départ", "@agence"])
+def test_a_closing_reason_survives_the_guard(
+    cli: Cli, session: Session, tmp_path: Path, reason: str
+) -> None:
+    nir = make_member(session, nir=make_nir(1)).nir
+    cli("member", "close", nir, "--reason", reason)
+    out = tmp_path / "m.csv"
+    cli("members", "export", "--out", str(out))
+    forget_members(session)
+    assert json_out(cli("--json", "members", "import", str(out)))["created"] == 1
+    assert member_of(session, nir).closed_reason == reason

@@ -1,0 +1,244 @@
+"""XLSX both ways: workbooks as spreadsheets save them (numbers where text was, date cells,
+blank rows), text cells on export so Excel converts nothing, the same bytes for the same
+members, and rows read in a helper process with flat memory."""
+
+import io
+import json
+import tracemalloc
+import zipfile
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import pytest
+from openpyxl import Workbook, load_workbook
+from sqlmodel import Session
+
+from cpms_admin.bulk.formats import SourceRow, open_member_writer, read_member_rows
+from cpms_admin.bulk.rows import EXPORT_COLUMNS
+from cpms_admin.bulk.xlsx_read import _filled_rows, forked
+from cpms_admin.errors import InvalidInput, Refused
+from cpms_admin.members.fields import COLUMNS
+from tests.factories import make_member, make_nir
+from tests.harness import Cli, FakeClock
+from tests.import_helpers import DUPONT, person, report_rows, write_xlsx
+from tests.test_import import json_out, member_of
+
+BOURG = {"postcode": "01000", "city": "Bourg-en-Bresse"}
+
+
+def test_a_workbook_with_numbers_for_nirs_and_postcodes_imports_as_typed(
+    cli: Cli, session: Session, tmp_path: Path
+) -> None:
+    # What a spreadsheet saves when the NIR and postcode columns are not Text: numbers.
+    rows = [
+        person(1, **BOURG, birth_date=date(1985, 5, 12)),  # a date cell
+        person(2, postcode="75011", birth_date="1985-05-20"),
+    ]
+    path = write_xlsx(tmp_path / "adherents.xlsx", rows, numbers=("nir", "postcode"))
+    check = load_workbook(path)["Sheet"]
+    assert isinstance(check["A2"].value, int) and check["I2"].value == 1000  # really numbers
+    result = cli("--json", "members", "import", str(path))
+    assert result.exit_code == 0, result.output
+    assert json_out(result)["created"] == 2
+    first = member_of(session, rows[0]["nir"])
+    assert (first.nir, first.postcode, first.birth_date) == (
+        rows[0]["nir"],
+        "01000",  # the zero put back: 01000 is Bourg-en-Bresse's
+        date(1985, 5, 12),
+    )
+    assert member_of(session, rows[1]["nir"]).postcode == "75011"
+
+
+def test_rows_keep_the_spreadsheets_numbers_and_skip_blank_rows(tmp_path: Path) -> None:
+    rows = [person(1), {}, person(2, email=None)]
+    path = write_xlsx(tmp_path / "m.xlsx", rows, numbers=("nir",), blank_rows=2)
+    member_file = read_member_rows(path)
+    assert (member_file.fmt, member_file.encoding, member_file.delimiter) == ("xlsx", None, None)
+    assert member_file.columns == COLUMNS
+    assert list(member_file) == [SourceRow(4, rows[0]), SourceRow(6, {**rows[2], "email": None})]
+
+
+def test_what_a_spreadsheet_did_to_a_number_is_named(cli: Cli, tmp_path: Path) -> None:
+    rows = [
+        person(1, nir="185058000000000"),  # 1,85058E+14 typed back, or a rounded number
+        person(2, postcode="1000"),  # 01000 is not in Paris
+        person(3, birth_date="31179"),  # a date cell that lost its format
+    ]
+    path = write_xlsx(tmp_path / "m.xlsx", rows, numbers=("nir", "postcode", "birth_date"))
+    errors = tmp_path / "rejets.csv"
+    result = cli("members", "import", str(path), "--errors", str(errors))
+    assert result.exit_code == 1
+    reasons = [row["reason"] for row in report_rows(errors)]
+    assert reasons[0] == (
+        "invalid NIR '185058000000000': a spreadsheet rounded it as a number (shown as "
+        "1,85058E+14); no NIR ends in 00, and its last digits are lost: take the NIR from the "
+        "original file; to avoid it, export with `members export --excel` or `--format xlsx`, "
+        "or open the CSV with this column as Text"
+    )
+    assert reasons[1].startswith(
+        "postcode '1000' must be 5 digits: if a spreadsheet dropped its leading zero, 01000 "
+        "is not a postcode of Paris either, so check it; to avoid it"
+    )
+    assert reasons[2].startswith(
+        "birth date '31179' is a spreadsheet's serial number for a date (1985-05-12?): the "
+        "column lost its date format; write it YYYY-MM-DD;"
+    )
+    assert [row["line"] for row in report_rows(errors)] == ["2", "3", "4"]
+
+
+def test_a_value_under_no_column_is_a_row_problem(tmp_path: Path) -> None:
+    path = tmp_path / "m.xlsx"
+    book = Workbook()
+    sheet = book.active
+    assert sheet is not None
+    sheet.append([*COLUMNS, None, "pin_hash"])
+    sheet.append([DUPONT[name] for name in COLUMNS] + ["oops"])
+    sheet.append([DUPONT[name] for name in COLUMNS] + [None, None, None, "beyond"])
+    sheet.append([DUPONT[name] for name in COLUMNS])
+    book.save(path)
+    assert list(read_member_rows(path)) == [
+        SourceRow(2, None, "a value in column 15, which has no name"),
+        SourceRow(3, None, "a value in column 18, which has no name"),
+        SourceRow(4, DUPONT),
+    ]
+
+
+def test_what_is_not_a_readable_workbook_is_refused_in_one_line(tmp_path: Path) -> None:
+    workbook = write_xlsx(tmp_path / "m.xlsx", [person(1)])
+    renamed = tmp_path / "m.dat"
+    renamed.write_bytes(workbook.read_bytes())
+    assert read_member_rows(renamed).fmt == "xlsx"  # a ZIP archive: found by its content
+    old = tmp_path / "old.xls"
+    old.write_bytes(b"\xd0\xcf\x11\xe0" + b"\0" * 100)
+    fake = tmp_path / "fake.xlsx"
+    fake.write_text("nir,last_name\n")
+    empty = tmp_path / "empty.xlsx"
+    Workbook().save(empty)
+    cases: list[tuple[Path, dict[str, str], str]] = [
+        (workbook, {"fmt": "csv"}, r"m\.xlsx: a ZIP archive, not csv: .*--format xlsx$"),
+        (workbook, {"encoding": "cp1252"}, "--encoding and --delimiter are for CSV"),
+        (old, {}, r"an old Excel \.xls workbook, or an encrypted one: save it as \.xlsx"),
+        (fake, {}, r"fake\.xlsx: not a workbook that can be read \(BadZipFile: .*\); save it"),
+        (empty, {}, "the first sheet is empty; a header row is expected"),
+    ]
+    for path, options, message in cases:
+        with pytest.raises(InvalidInput, match=message):
+            read_member_rows(path, **options)
+
+
+def test_a_damaged_sheet_fails_the_reading_process_with_one_line(tmp_path: Path) -> None:
+    path = write_xlsx(tmp_path / "m.xlsx", [person(n) for n in range(1, 30)])
+    broken = tmp_path / "broken.xlsx"
+    with zipfile.ZipFile(path) as source, zipfile.ZipFile(broken, "w") as target:
+        for item in source.infolist():
+            data = source.read(item)
+            if item.filename == "xl/worksheets/sheet1.xml":
+                data = data[: len(data) // 2]  # the XML stops half-way
+            target.writestr(item, data)
+    member_file = read_member_rows(broken)  # the header is whole
+    with pytest.raises(InvalidInput, match=r"broken\.xlsx: not a workbook that can be read"):
+        list(member_file)
+
+
+def test_the_helper_process_hands_over_its_errors_and_is_stopped_early() -> None:
+    def failing() -> Any:
+        yield 1
+        raise InvalidInput("bad file")
+
+    def buggy() -> Any:
+        yield 1
+        raise KeyError("x")
+
+    with pytest.raises(InvalidInput, match="bad file"):
+        list(forked(failing))
+    with pytest.raises(Refused, match=r"the reading helper failed \(KeyError: 'x'\)"):
+        list(forked(buggy))
+    endless = forked(lambda: iter(range(10**9)))
+    assert [next(endless) for _ in range(3)] == [0, 1, 2]
+    endless.close()  # kills and reaps the child: no process is left behind
+
+
+def exported(cli: Cli, tmp_path: Path, name: str = "m.xlsx") -> Path:
+    out = tmp_path / name
+    result = cli("--json", "members", "export", "--format", "xlsx", "--out", str(out))
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["format"] == "xlsx"
+    return out
+
+
+def test_the_export_writes_text_cells_formatted_as_text(
+    cli: Cli, session: Session, tmp_path: Path
+) -> None:
+    member = make_member(session, **BOURG, birth_date="1985-05-12", nir=make_nir(1))
+    cli("member", "close", member.nir, "--reason", "décès")
+    sheet = load_workbook(exported(cli, tmp_path))["members"]
+    assert [cell.value for cell in sheet[1]] == list(EXPORT_COLUMNS)
+    row = {name: cell for name, cell in zip(EXPORT_COLUMNS, sheet[2], strict=True)}
+    for name, value in (
+        ("nir", member.nir),
+        ("postcode", "01000"),
+        ("birth_date", "1985-05-12"),
+        ("closed_at", "2026-11-23T09:00:00+00:00"),
+    ):
+        assert (row[name].value, row[name].data_type, row[name].number_format) == (value, "s", "@")
+    assert (row["status"].value, row["closed_reason"].value) == ("closed", "décès")
+    assert sheet.column_dimensions["A"].number_format == "@"  # a NIR typed later stays text
+    assert sheet.max_row == 2 and sheet.calculate_dimension() == "A1:Q2"
+
+
+def test_the_same_members_make_the_same_bytes(
+    cli: Cli, session: Session, clock: FakeClock, tmp_path: Path
+) -> None:
+    make_member(session, nir=make_nir(1))
+    first = exported(cli, tmp_path, "first.xlsx")
+    clock.advance(days=400)
+    second = exported(cli, tmp_path, "second.xlsx")
+    assert first.read_bytes() == second.read_bytes()
+    with zipfile.ZipFile(first) as archive:
+        assert {item.date_time for item in archive.infolist()} == {(1980, 1, 1, 0, 0, 0)}
+        core = archive.read("docProps/core.xml").decode()
+    assert "1980-01-01T00:00:00Z" in core and "cpms-admin" in core
+
+
+def test_a_workbook_on_stdout_and_excel_are_told_apart(cli: Cli, session: Session) -> None:
+    make_member(session, nir=make_nir(1))
+    result = cli("members", "export", "--format", "xlsx")
+    assert result.exit_code == 0, result.output
+    assert result.stdout_bytes.startswith(b"PK\x03\x04")
+    assert load_workbook(io.BytesIO(result.stdout_bytes))["members"].max_row == 2
+    refused = cli("members", "export", "--format", "xlsx", "--excel")
+    assert refused.exit_code == 2
+    assert "--excel makes a CSV for Excel; for a workbook, give --format xlsx" in refused.stderr
+
+
+def test_a_workbook_states_the_rows_it_counted() -> None:
+    out = io.BytesIO()
+    writer = open_member_writer(out, fmt="xlsx", rows=2)
+    writer.write(DUPONT)
+    with pytest.raises(Refused, match="1 members written where 2 were counted"):
+        writer.close()
+
+
+def workbook_rows(count: int) -> Any:
+    return ({**DUPONT, "nir": make_nir(n), "status": "active"} for n in range(count))
+
+
+@pytest.mark.slow
+def test_writing_and_reading_a_workbook_keep_memory_flat(tmp_path: Path) -> None:
+    path = tmp_path / "big.xlsx"
+    tracemalloc.start()
+    try:
+        with path.open("wb") as out, open_member_writer(out, fmt="xlsx", rows=8_000) as writer:
+            for row in workbook_rows(8_000):
+                writer.write(row)
+        _, written = tracemalloc.get_traced_memory()
+        tracemalloc.reset_peak()
+        rows = _filled_rows(path, 2)  # what the helper process runs, here to be traced
+        for _ in range(4_000):
+            next(rows)
+        _, read = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert written < 3_000_000 and read < 3_000_000  # 4,000 rows hold about 4 MB
+    assert 4_000 + sum(1 for _ in rows) == 8_000

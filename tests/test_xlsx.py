@@ -221,7 +221,7 @@ def test_a_workbook_states_the_rows_it_counted() -> None:
 
 
 def workbook_rows(count: int) -> Any:
-    return ({**DUPONT, "nir": make_nir(n), "status": "active"} for n in range(count))
+    return ({**DUPONT, "nir": make_nir(n), "status": "active"} for n in range(1, count + 1))
 
 
 @pytest.mark.slow

@@ -34,6 +34,7 @@ bench: system-deps $(STAMP)
 	$(BIN)/python bench/import.py
 	$(BIN)/python bench/campaign.py
 	$(BIN)/python bench/places.py
+	$(BIN)/python bench/xlsx.py
 
 clean:
 	rm -rf $(VENV) data/demo* build dist *.egg-info

@@ -49,6 +49,7 @@ bench: system-deps $(STAMP)
 	$(BIN)/python bench/campaign.py
 	$(BIN)/python bench/places.py
 	$(BIN)/python bench/search.py
+	$(BIN)/python bench/xlsx.py
 
 clean:
 	rm -rf $(VENV) data/demo* build dist *.egg-info

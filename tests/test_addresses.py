@@ -336,3 +336,9 @@ def test_the_new_fields_travel_through_import_and_export(cli: Cli, tmp_path: Pat
         "locality": "BP 12",
         "envelope_name": "J. DE MONTMORENCY-LAVAL",
     }
+
+
+def test_letters_unicode_does_not_decompose_are_spelt_out_not_dropped() -> None:
+    """`Ł`, `Ø`, `Œ` become L, O, OE on lines 4 to 6, as in search and the postcode base."""
+    lines = lines_of(street="3 rue Łukasiewicz-Øster", locality="Lieu-dit Œuvre")
+    assert lines == ["3 RUE LUKASIEWICZ OSTER", "LIEU DIT OEUVRE", "69002 LYON"]

@@ -57,12 +57,15 @@ ABBREVIATIONS: tuple[tuple[str, str], ...] = (
 )
 
 # Letters that Unicode does not decompose into a base letter and an accent.
+_LETTERS = {"œ": "oe", "æ": "ae", "ß": "ss", "ø": "o", "ł": "l", "đ": "d", "ð": "d", "þ": "th"}
 _LIGATURES = str.maketrans(
-    {"œ": "oe", "Œ": "OE", "æ": "ae", "Æ": "AE", "ß": "ss", "ø": "o", "Ø": "O"}
+    {**_LETTERS, **{k.upper(): v.upper() for k, v in _LETTERS.items() if len(k.upper()) == 1}}
 )
 
 
 def strip_accents(text: str) -> str:
+    """`Œuvrard-Łukasiewicz` -> `Oeuvrard-Lukasiewicz`: the one way accents go, for the
+    envelope's lines, the postcode base's names and member search."""
     if text.isascii():
         return text
     decomposed = unicodedata.normalize("NFKD", text.translate(_LIGATURES))

@@ -19,12 +19,12 @@ at that postcode (`LES MILLES` in Aix-en-Provence, `MARSEILLE 2EME`).
 """
 
 import re
-import unicodedata
 from dataclasses import dataclass
 from functools import cache, lru_cache
 from pathlib import Path
 
 from cpms_admin.errors import FieldError, NotReady
+from cpms_admin.members.afnor import strip_accents
 
 BASE = Path(__file__).parent.parent / "data" / "postcodes.tsv.gz"
 SHOWN = 6  # names or postcodes an error message lists before it says how many more
@@ -143,8 +143,7 @@ def _name_keys(name: str) -> set[str]:
 
 def _capitals(text: str) -> str:
     """Capitals without accents; any other letter outside ASCII is dropped."""
-    capitals = text.upper().replace("Œ", "OE").replace("Æ", "AE")
-    return unicodedata.normalize("NFKD", capitals).encode("ascii", "ignore").decode("ascii")
+    return strip_accents(text).upper().encode("ascii", "ignore").decode("ascii")
 
 
 @cache

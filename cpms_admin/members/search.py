@@ -21,7 +21,6 @@ is tested.
 """
 
 import re
-import unicodedata
 from typing import Any, Protocol
 
 from sqlalchemy import (
@@ -40,6 +39,7 @@ from sqlmodel import Session, SQLModel, col, select
 from sqlmodel.sql.expression import SelectOfScalar
 
 from cpms_admin.db import count_capped
+from cpms_admin.members.afnor import strip_accents
 from cpms_admin.models import Member
 
 SEARCH_TEXT_MAX = 600  # the columns' sizes (models.Member); a fold can be longer than its source
@@ -50,13 +50,10 @@ TRIGRAM = 3  # the shortest word a trigram index can find
 WALK = 2000  # members tested in name order before the search index is used (find_members)
 Clause = ColumnElement[Any]
 
-_LETTERS = {"œ": "oe", "æ": "ae", "ß": "ss", "ø": "o", "ł": "l", "đ": "d", "ð": "d", "þ": "th"}
 _APOSTROPHES = "'’ʼ`´‘‛′"
 _DASHES = "-‐‑‒–—―−\u00ad"
 _DOTS = ".·‧"
 _DROPPED = re.compile(f"[\\s{re.escape(_APOSTROPHES + _DASHES + _DOTS)}]+")
-_TRANSLATION = str.maketrans(_LETTERS)
-_LATIN_MARKS = re.compile("[\u0300-\u036f]+")  # the accents of é, è, ç... once decomposed
 
 
 class Searchable(Protocol):
@@ -76,12 +73,7 @@ class Searchable(Protocol):
 
 def fold(text: str) -> str:
     """One field as search compares it: `fold("d’Harcourt-Œuvrard") == "dharcourtoeuvrard"`."""
-    if text.isascii():  # most e-mails and NIRs, many names
-        return _DROPPED.sub("", text.lower())
-    bare = _LATIN_MARKS.sub("", unicodedata.normalize("NFKD", text))
-    if not bare.isascii():  # œ, ß, other scripts' marks...: the slower test of each character
-        bare = "".join(ch for ch in bare if not unicodedata.combining(ch))
-    return _DROPPED.sub("", bare.casefold().translate(_TRANSLATION))
+    return _DROPPED.sub("", strip_accents(text).casefold())
 
 
 def search_text(member: Searchable) -> str:

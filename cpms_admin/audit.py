@@ -2,7 +2,9 @@
 
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import datetime
 from typing import Any
 
@@ -44,6 +46,26 @@ def clean_text(value: str, *, what: str, max_length: int) -> str:
     return text
 
 
+# The label of the command running in this process (`--agent` / `CPMS_AGENT`: a ticket, a
+# script's name), recorded beside the agent in every event it writes. Bound by the CLI for the
+# length of one command (`labelled`); never an identity, which comes from the system.
+_LABEL: ContextVar[str | None] = ContextVar("cpms_audit_label", default=None)
+
+
+@contextmanager
+def labelled(label: str | None) -> Iterator[None]:
+    """Record `label` in the events written inside the block."""
+    if label is not None:
+        label = clean_text(
+            label, what="the label (--agent, CPMS_AGENT)", max_length=AGENT_MAX_LENGTH
+        )
+    token = _LABEL.set(label)
+    try:
+        yield
+    finally:
+        _LABEL.reset(token)
+
+
 def record(
     session: Session,
     *,
@@ -63,6 +85,7 @@ def record(
     event = AuditEvent(
         at=at or system_clock(),
         agent=agent,
+        label=_LABEL.get(),
         action=action,
         member_id=member.id if member else None,
         reason=reason,
@@ -112,6 +135,7 @@ def list_events(
             "id": event.id,
             "at": iso(event.at),
             "agent": event.agent,
+            "label": event.label,
             "action": event.action,
             "nir": member_nir,
             "reason": event.reason,
@@ -188,6 +212,7 @@ class RunAudit:
         values = {
             "at": at or self._at,
             "agent": self._agent,
+            "label": _LABEL.get(),
             "action": f"{self._action}.member",  # `members.import.member` for an import
             "reason": self._reason,
             "outcome": "ok",

@@ -170,12 +170,25 @@ class AuditEvent(SQLModel, table=True):
 
     id: int | None = Field(default=None, primary_key=True)
     at: datetime = Field(default_factory=system_clock, index=True)
-    agent: str = Field(max_length=100)
+    agent: str = Field(max_length=100)  # who, as the system says (agents/identity.py)
+    label: str | None = Field(default=None, max_length=100)  # --agent: a ticket, a script
     action: str = Field(max_length=50, index=True)
     member_id: int | None = Field(default=None, foreign_key="member.id", index=True)
     reason: str | None = None
     outcome: str = Field(default="ok", max_length=30)
     details: str = "{}"  # JSON object of non-secret facts
+
+
+class Agent(SQLModel, table=True):
+    """Someone (or a service) allowed to run commands: the OS user on SQLite, the database
+    login role on PostgreSQL, and the role that decides which commands (agents/roles.py)."""
+
+    name: str = Field(primary_key=True, max_length=100)
+    role: str = Field(max_length=20)
+    added_at: datetime = Field(default_factory=system_clock)
+    added_by: str = Field(max_length=100)
+    disabled_at: datetime | None = None
+    disabled_reason: str | None = None
 
 
 class PepperKey(SQLModel, table=True):

@@ -75,6 +75,14 @@ def _empty_all(url: str) -> None:
         ).all()
         for schema, name in sequences:
             conn.execute(text(f'ALTER SEQUENCE "{schema}"."{name}" RESTART'))
+        # As a new database: the one who made it (here the test's login role) is its admin.
+        conn.execute(
+            text(
+                "INSERT INTO agent (name, role, added_at, added_by) "
+                "VALUES (session_user, 'admin', :at, session_user)"
+            ),
+            {"at": datetime(2026, 1, 1, tzinfo=UTC)},
+        )
     record_test_pepper(engine)
     engine.dispose()
 

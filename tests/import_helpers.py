@@ -104,9 +104,10 @@ def report_rows(path: Path) -> list[dict[str, str]]:
 
 
 def forget_members(session: Session) -> None:
-    """An empty database again, but for its pepper: what `members import` starts from."""
+    """An empty database again, but for its pepper and its agents: what `members import`
+    starts from."""
     session.rollback()
     for table in reversed(SQLModel.metadata.sorted_tables):
-        if table.name != "pepper_key":
+        if table.name not in ("pepper_key", "agent"):
             session.execute(table.delete())
     session.commit()

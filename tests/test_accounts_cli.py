@@ -146,7 +146,7 @@ def test_locked_member_is_diagnosed_then_unlocked(
     assert (again.exit_code, json.loads(again.stdout)["changed"]) == (0, False)
     assert cli("portal", "login", member.nir, input=f"{PIN}\n").exit_code == 0
     audit = json.loads(cli("--json", "audit", "list", "--action", "account.unlock").stdout)
-    assert [(e["agent"], e["reason"], e["outcome"]) for e in audit] == [
+    assert [(e["label"], e["reason"], e["outcome"]) for e in audit] == [
         ("agent.test", "twice", "noop"),
         ("agent.test", "identity checked by phone", "ok"),
     ]
@@ -279,7 +279,7 @@ def test_smtp_failure_leaves_no_live_code(cli: Cli, session: Session, member: Me
     assert f"cpms-admin code issue {member.nir} --channel post" in result.stderr
     assert [row.status for row in codes_of(session, member)] == ["revoked"]
     audit = json.loads(cli("--json", "audit", "list", "--action", "code.revoke").stdout)
-    assert [(e["agent"], e["outcome"]) for e in audit] == [("agent.test", "mail_failed")]
+    assert [(e["label"], e["outcome"]) for e in audit] == [("agent.test", "mail_failed")]
     reset = down("pin", "reset", member.nir, "--reason", "forgot")
     assert reset.exit_code == 1 and "--channel post" in reset.stderr
     assert {row.status for row in codes_of(session, member)} == {"revoked"}

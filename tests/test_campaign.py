@@ -221,7 +221,7 @@ def test_one_audit_event_with_the_counts_and_reason(
     events = session.exec(select(AuditEvent).where(AuditEvent.action == "code.campaign")).all()
     assert len(events) == 1
     event = events[0]
-    assert (event.agent, event.reason, event.outcome) == ("agent.test", "migration 2026", "ok")
+    assert (event.label, event.reason, event.outcome) == ("agent.test", "migration 2026", "ok")
     details = json.loads(event.details)
     assert (details["letters"], details["emails"], details["no_pin"]) == (1, 2, True)
     assert details["channel"] == "auto"
@@ -245,7 +245,7 @@ def test_audit_list_nir_shows_the_campaign_that_queued_the_members_code(
     stories = campaign_story(cli, people)
     for name, change in (("A", "email"), ("B", "letter"), ("F", "email")):
         (event,) = stories[name]
-        assert (event["action"], event["agent"], event["reason"], event["at"]) == (
+        assert (event["action"], event["label"], event["reason"], event["at"]) == (
             "code.campaign.member",
             "agent.test",
             "migration 2026",

@@ -97,7 +97,7 @@ def test_update_and_close_are_audited_with_agent_and_reason(cli: Cli, session: S
     )
     assert cli("member", "close", member.nir, "--reason", "décès").exit_code == 0
     events = json.loads(cli("--json", "audit", "list", "--nir", member.nir).stdout)
-    assert [(e["action"], e["agent"], e["reason"]) for e in events[:2]] == [
+    assert [(e["action"], e["label"], e["reason"]) for e in events[:2]] == [
         ("member.close", "agent.test", "décès"),
         ("member.update", "agent.test", "bounced"),
     ]

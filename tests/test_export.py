@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import delete, insert
+from sqlalchemy import insert
 from sqlmodel import Session, SQLModel, select
 
 from cpms_admin.bulk.export import export_members
@@ -20,6 +20,7 @@ from cpms_admin.members.search import search_text
 from cpms_admin.models import Account, AuditEvent, Member
 from tests.factories import make_member, make_nir
 from tests.harness import Cli
+from tests.import_helpers import forget_members
 
 BCRYPT = "$2b$04$abcdefghijklmnopqrstuu5ZZmGzXsvFxo9sQJ3bTkMfs0IPpAaKm"
 
@@ -65,13 +66,6 @@ def summaries(session: Session) -> dict[str, dict[str, Any]]:
     return {m.nir: member_summary(m) for m in session.exec(select(Member))}
 
 
-def empty_database(session: Session) -> None:
-    session.rollback()
-    for table in reversed(SQLModel.metadata.sorted_tables):
-        session.execute(delete(table))
-    session.commit()
-
-
 @pytest.mark.parametrize("fmt", ["csv", "jsonl"])
 def test_export_then_import_into_an_empty_database_gives_the_same_members(
     cli: Cli, session: Session, tmp_path: Path, fmt: str
@@ -82,7 +76,7 @@ def test_export_then_import_into_an_empty_database_gives_the_same_members(
     result = cli("--json", "members", "export", "--format", fmt, "--out", str(out))
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout) == {"exported": 3, "format": fmt, "out": str(out)}
-    empty_database(session)
+    forget_members(session)
     assert summaries(session) == {}
     imported = cli("--json", "members", "import", str(out))
     assert imported.exit_code == 0, imported.output
@@ -118,7 +112,7 @@ def test_export_is_audited_with_its_count(cli: Cli, session: Session, tmp_path: 
     cli("members", "export", "--out", str(tmp_path / "m.csv"))
     session.rollback()
     event = session.exec(select(AuditEvent).where(AuditEvent.action == "members.export")).one()
-    assert event.agent == "agent.test"
+    assert event.label == "agent.test"
     details = json.loads(event.details)
     assert (details["count"], details["destination"]) == (3, str(tmp_path / "m.csv"))
 

@@ -108,7 +108,7 @@ def test_a_bad_agent_is_refused_on_every_engine(
     before = snapshot(session)
     result = cli("--agent", agent, "account", "unlock", locked.nir, "--reason", "checked")
     assert result.exit_code == 2
-    assert result.stderr.startswith("Error: the agent name (--agent, CPMS_AGENT) must ")
+    assert result.stderr.startswith("Error: the label (--agent, CPMS_AGENT) must ")
     assert snapshot(session) == before
 
 
@@ -117,7 +117,7 @@ def test_the_agent_from_the_environment_is_checked_too(cli: Cli, locked: Member)
     result = cli.runner.invoke(app, ["account", "unlock", locked.nir, "--reason", "x"], env=env)
     assert (result.exit_code, result.stderr) == (
         2,
-        f"Error: {reason_refusal('the agent name (--agent, CPMS_AGENT)', 100)}\n",
+        f"Error: {reason_refusal('the label (--agent, CPMS_AGENT)', 100)}\n",
     )
 
 
@@ -129,6 +129,6 @@ def test_the_longest_agent_and_an_accented_reason_work_on_every_engine(
     result = cli("--agent", agent, "account", "unlock", locked.nir, "--reason", ACCENTED)
     assert result.exit_code == 0, result.output
     (event,) = json.loads(cli("--json", "audit", "list", "--action", "account.unlock").stdout)
-    assert (event["agent"], event["reason"]) == (agent, ACCENTED)
+    assert (event["label"], event["reason"]) == (agent, ACCENTED)
     shown = cli("audit", "list", "--nir", locked.nir).stdout
     assert ACCENTED in shown and agent in shown

@@ -384,7 +384,7 @@ def test_one_audit_event_per_run_with_its_counts(
     events = session.exec(select(AuditEvent).where(AuditEvent.action == "members.import")).all()
     assert len(events) == 1
     event = events[0]
-    assert (event.agent, event.outcome) == ("agent.test", "partial")
+    assert (event.label, event.outcome) == ("agent.test", "partial")
     details = json.loads(event.details)
     assert {k: details[k] for k in ("created", "skipped", "invalid", "on_conflict")} == {
         "created": 5,
@@ -405,8 +405,8 @@ def test_audit_list_nir_shows_the_imports_that_created_or_updated_the_member(
     cli("members", "import", str(path))
     created = run_event(cli, "members.import")
     (event,) = audit_of(cli, first)
-    assert {k: event[k] for k in ("agent", "action", "nir", "reason", "outcome", "details")} == {
-        "agent": "agent.test",
+    assert {k: event[k] for k in ("label", "action", "nir", "reason", "outcome", "details")} == {
+        "label": "agent.test",
         "action": "members.import.member",
         "nir": first,
         "reason": None,

@@ -155,14 +155,14 @@ def test_one_audit_event_per_run_with_its_counts(cli: Cli, session: Session) -> 
     session.rollback()
     events = session.exec(select(AuditEvent).where(AuditEvent.action == "mail.send")).all()
     assert len(events) == 1
-    assert (events[0].agent, events[0].outcome) == ("agent.test", "ok")
+    assert (events[0].label, events[0].outcome) == ("agent.test", "ok")
     assert json.loads(events[0].details)["sent"] == 2
 
 
 def mail_story(cli: Cli, member: Member) -> list[tuple[str, Any]]:
-    """What `audit list --nir` shows of `mail send` runs for the member: (agent, details)."""
+    """What `audit list --nir` shows of `mail send` runs for the member: (label, details)."""
     story = audit_of(cli, member.nir)
-    return [(e["agent"], e["details"]) for e in story if e["action"] == "mail.send.member"]
+    return [(e["label"], e["details"]) for e in story if e["action"] == "mail.send.member"]
 
 
 def test_audit_list_nir_shows_the_email_sent_or_cancelled(cli: Cli, session: Session) -> None:

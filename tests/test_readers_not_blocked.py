@@ -205,7 +205,7 @@ def test_a_writer_gives_up_after_the_busy_timeout(
 def test_a_reader_session_takes_no_write_lock_and_is_read_only_on_postgresql(
     settings: Settings,
 ) -> None:
-    app_ = AppContext(settings=settings, agent="test")
+    app_ = AppContext(settings=settings, label=None, command="member show")
     try:
         with app_.session(read_only=True) as session:
             assert session.exec(select(Member)).all() == []

@@ -5,6 +5,7 @@ from typing import Annotated, Any
 import typer
 
 from cpms_admin.cli.context import app_context
+from cpms_admin.cli.options import Reason
 from cpms_admin.cli.output import emit_object, when
 from cpms_admin.credentials import account_status, accounts
 from cpms_admin.english import count
@@ -13,7 +14,6 @@ from cpms_admin.members.nir import format_nir
 app = typer.Typer(help="See why a member cannot log in; unlock them.", no_args_is_help=True)
 
 Nir = Annotated[str, typer.Argument(help="Social security number (spaces, dots allowed).")]
-Reason = Annotated[str, typer.Option("--reason", help="Why (recorded in the audit log).")]
 
 
 @app.command()

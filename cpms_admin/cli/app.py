@@ -1,6 +1,5 @@
 """The root command: global options, the sub-commands, and the one error boundary."""
 
-import getpass
 import os
 import sys
 from collections.abc import Sequence
@@ -13,6 +12,7 @@ from cpms_admin import __version__
 from cpms_admin.audit import AGENT_MAX_LENGTH, clean_text
 from cpms_admin.cli import (
     account,
+    agent,
     audit,
     code,
     db,
@@ -114,6 +114,7 @@ app.add_typer(members.app, name="members")
 app.add_typer(mail.app, name="mail")
 app.add_typer(letters.app, name="letters")
 app.add_typer(pepper.app, name="pepper")
+app.add_typer(agent.app, name="agent")
 code.app.command("campaign")(code.campaign)
 app.command()(db.doctor)
 
@@ -136,9 +137,14 @@ def root(
             show_default="sqlite:///data/cpms.db",
         ),
     ] = None,
-    agent: Annotated[
+    label: Annotated[
         str | None,
-        typer.Option("--agent", envvar="CPMS_AGENT", help="Who is acting (default: OS user)."),
+        typer.Option(
+            "--agent",
+            envvar="CPMS_AGENT",
+            help="A label recorded beside who you are (a ticket, a script's name). Who you "
+            "are comes from the system: the OS user, or the database login role.",
+        ),
     ] = None,
     json_output: Annotated[
         bool, typer.Option("--json", help="Machine output: one JSON document on stdout.")
@@ -152,11 +158,10 @@ def root(
     preset = ctx.obj if isinstance(ctx.obj, dict) else {}  # tests may inject a clock
     try:
         settings = load_settings(database_url=db_url)
-        acting = clean_text(
-            _os_user() if agent is None else agent,
-            what="the agent name (--agent, CPMS_AGENT)",
-            max_length=AGENT_MAX_LENGTH,
-        )
+        if label is not None:
+            label = clean_text(
+                label, what="the label (--agent, CPMS_AGENT)", max_length=AGENT_MAX_LENGTH
+            )
     except CpmsError as exc:
         if not ctx.meta.get(HELP_ASKED):
             raise
@@ -164,7 +169,7 @@ def root(
         return
     ctx.obj = AppContext(
         settings=settings,
-        agent=acting,
+        label=label,
         json_output=json_output,
         **{key: preset[key] for key in ("clock",) if key in preset},
     )
@@ -201,13 +206,6 @@ def _json_first(args: list[str]) -> list[str]:
     if "--json" not in args[:end]:
         return args
     return ["--json", *(word for word in args[:end] if word != "--json"), *args[end:]]
-
-
-def _os_user() -> str:
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return os.environ.get("USER", "unknown")
 
 
 def main() -> None:

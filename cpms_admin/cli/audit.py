@@ -37,6 +37,7 @@ def list_(
         ("id", "#"),
         ("at", "When"),
         ("agent", "Agent"),
+        ("label", "Label"),
         ("action", "Action"),
         ("nir", "NIR"),
         ("outcome", "Outcome"),

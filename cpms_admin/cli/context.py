@@ -1,33 +1,60 @@
-"""What every command gets: settings, the acting agent, output mode, clock and a lazy engine."""
+"""What every command gets: settings, who is acting, output mode, clock and a lazy engine."""
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import typer
 from sqlalchemy import Engine
 from sqlmodel import Session
 
+from cpms_admin import audit
 from cpms_admin.clock import Clock, system_clock
 from cpms_admin.db import check_schema, make_engine, session_scope
 from cpms_admin.settings import Settings
+
+if TYPE_CHECKING:  # agents.registry is imported when a command opens the database
+    from cpms_admin.agents.registry import Actor
 
 
 @dataclass
 class AppContext:
     settings: Settings
-    agent: str
+    label: str | None  # --agent / CPMS_AGENT: recorded beside the agent, never instead of it
+    command: str = ""  # e.g. "member show", set by `app_context`
     json_output: bool = False
     clock: Clock = system_clock
     _engine: Engine | None = field(default=None, repr=False)
+    _actor: "Actor | None" = field(default=None, repr=False)
+    _bound: ExitStack = field(default_factory=ExitStack, repr=False)
 
     def engine(self) -> Engine:
-        """The engine, created on first use and checked to be at the latest schema."""
+        """The engine, created on first use, checked to be at the latest schema, and the
+        acting agent checked to be allowed this command (Refused, exit 1, before anything)."""
         if self._engine is None:
+            from cpms_admin.agents.registry import authorize
+            from cpms_admin.agents.rights import COMMAND_DUTIES
+            from cpms_admin.agents.roles import Duty
+
             engine = make_engine(self.settings.database_url)
             check_schema(engine)
+            with session_scope(engine, read_only=True) as session:
+                self._actor = authorize(session, command=self.command)
+            label = self.label
+            if COMMAND_DUTIES[self.command] == Duty.portal:
+                # The member's flows are recorded as the portal's: the label says who ran them.
+                label = self._actor.name if label is None else f"{self._actor.name}: {label}"
+            self._bound.enter_context(audit.labelled(label))
             self._engine = engine
         return self._engine
+
+    @property
+    def agent(self) -> str:
+        """Who is acting, as the system says (the OS user, the database login role)."""
+        self.engine()
+        assert self._actor is not None
+        return self._actor.name
 
     @contextmanager
     def session(self, *, read_only: bool = False) -> Iterator[Session]:
@@ -37,6 +64,7 @@ class AppContext:
             yield session
 
     def close(self) -> None:
+        self._bound.close()
         if self._engine is not None:
             self._engine.dispose()
             self._engine = None
@@ -45,4 +73,10 @@ class AppContext:
 def app_context(ctx: typer.Context) -> AppContext:
     obj = ctx.find_root().obj
     assert isinstance(obj, AppContext), "the root callback sets the context"
+    names: list[str] = []
+    node: Any = ctx  # Typer's Context, then Click's for its parents
+    while node.parent is not None:  # the command's words, without the program's name
+        names.append(node.info_name or "")
+        node = node.parent
+    obj.command = " ".join(reversed(names))
     return obj

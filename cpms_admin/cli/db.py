@@ -5,6 +5,7 @@ from typing import Annotated
 
 import typer
 
+from cpms_admin import audit
 from cpms_admin.cli.context import app_context
 from cpms_admin.cli.output import emit_object, emit_rows, exit_as, warn
 from cpms_admin.operations import schema
@@ -31,9 +32,8 @@ def upgrade(
     Example: cpms-admin db upgrade
     """
     app_ = app_context(ctx)
-    result = schema.upgrade(
-        app_.settings, agent=app_.agent, clock=app_.clock, create_dirs=create_dirs
-    )
+    with audit.labelled(app_.label):
+        result = schema.upgrade(app_.settings, clock=app_.clock, create_dirs=create_dirs)
     if result.pepper_created:
         warn(
             f"created the pepper file {result.pepper_created} (mode 0600): back it up, "

@@ -5,7 +5,7 @@ from typing import Annotated
 import typer
 
 from cpms_admin.cli.context import app_context
-from cpms_admin.cli.options import MEMBER_STATUSES, AllRows
+from cpms_admin.cli.options import MEMBER_STATUSES, AllRows, Reason
 from cpms_admin.cli.output import emit_object, emit_page, note_for_agent, when
 from cpms_admin.english import count
 from cpms_admin.errors import InvalidInput
@@ -23,7 +23,6 @@ LINE_3 = "Line 3: building, residence."
 LINE_5 = "Line 5: lieu-dit, boîte postale."
 ENVELOPE = "Recipient line to print when the name does not fit shortened (38 chars max)."
 ADDRESS_OPTIONS = {"address_complement", "address_building", "street", "locality"}
-Reason = Annotated[str, typer.Option("--reason", help="Why (recorded in the audit log).")]
 
 
 @app.command()

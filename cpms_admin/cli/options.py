@@ -10,6 +10,9 @@ from cpms_admin.vocabulary import MemberStatus
 # Every listing's `--all`: the limit is dropped.
 AllRows = Annotated[bool, typer.Option("--all", help="List every match, without a limit.")]
 
+# Every agent action's `--reason`.
+Reason = Annotated[str, typer.Option("--reason", help="Why (recorded in the audit log).")]
+
 
 def completes(values: Iterable[str]) -> Callable[[str], list[str]]:
     """Bash completion for an option that takes one of `values`."""

@@ -18,3 +18,7 @@ context.configure(
 )
 with context.begin_transaction():
     context.run_migrations()
+    if connection.dialect.name == "postgresql":
+        from cpms_admin.agents.grants import apply_grants
+
+        apply_grants(connection)  # tables a migration added get the same privileges

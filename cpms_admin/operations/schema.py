@@ -4,6 +4,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cpms_admin import audit
+from cpms_admin.agents.registry import authorize, identity
 from cpms_admin.clock import Clock, system_clock
 from cpms_admin.db import (
     current_revision,
@@ -15,6 +16,8 @@ from cpms_admin.db import (
 from cpms_admin.migrations import HEAD_REVISION
 from cpms_admin.operations import peppers
 from cpms_admin.settings import Settings
+
+AGENTS_REVISION = "0008"  # the migration that brought agents (revisions sort as text)
 
 
 @dataclass(frozen=True)
@@ -45,17 +48,25 @@ def schema_status(settings: Settings) -> SchemaStatus:
 
 
 def upgrade(
-    settings: Settings, *, agent: str, clock: Clock = system_clock, create_dirs: bool = False
+    settings: Settings, *, clock: Clock = system_clock, create_dirs: bool = False
 ) -> UpgradeResult:
     """Migrate to the latest revision (idempotent), then settle the pepper: check it against
     the database's record, record it, or create one for a database without hashes
-    (`peppers.settle_pepper`). A SQLite file's folder must exist unless `create_dirs`."""
+    (`peppers.settle_pepper`). A SQLite file's folder must exist unless `create_dirs`.
+
+    A database that has agents is upgraded by an admin only; the migration that brings
+    agents makes its runner the first admin (so does creating a database)."""
     from cpms_admin.credentials.pepper import pepper_file_path
 
     pepper_file_path(settings)  # NotReady before anything is made: PostgreSQL needs one set
     engine = make_engine(settings.database_url, must_exist=False, create_dirs=create_dirs)
     try:
         before = current_revision(engine)
+        with session_scope(engine, read_only=True) as session:
+            if before is not None and before >= AGENTS_REVISION:
+                agent = authorize(session, command="db upgrade").name
+            else:
+                agent = identity(session)
         upgrade_schema(engine)
         with session_scope(engine) as session:
             if before != HEAD_REVISION:

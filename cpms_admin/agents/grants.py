@@ -1,0 +1,76 @@
+"""On PostgreSQL the database enforces what the application checks: one group role per role
+(`cpms_support`, ...), with privileges on the schema's tables, and each agent's login role a
+member of its group (`agent add` grants it, `agent disable` revokes it).
+
+Every group may read and write the working tables, but nobody may UPDATE the audit log or
+DELETE from it (admins may delete, for `purge` of archived events: the chain says so if it
+goes wrong), and only admins may change the `agent` table. Applied after every upgrade
+(migrations/env.py), so tables added later get the same privileges. README, "Agents and
+rights", has what a DBA does once.
+"""
+
+from sqlalchemy import Connection, text
+
+from cpms_admin.agents.roles import Role
+from cpms_admin.errors import NotReady
+
+GROUP_PREFIX = "cpms_"
+
+
+def group_of(role: Role) -> str:
+    return f"{GROUP_PREFIX}{role}"
+
+
+GROUPS = tuple(group_of(role) for role in Role)
+_ADMINS = group_of(Role.admin)
+_OTHERS = ", ".join(group for group in GROUPS if group != _ADMINS)
+_ALL = ", ".join(GROUPS)
+
+
+def apply_grants(conn: Connection) -> None:
+    """Create the group roles if missing (the cluster may already have them: they are shared
+    by its databases), then set this database's privileges. Idempotent."""
+    for group in GROUPS:
+        # A concurrent upgrade of another database may create the role between the test and
+        # the CREATE: that is fine, the role is the same.
+        conn.execute(
+            text(
+                f"""DO $$ BEGIN
+                IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{group}') THEN
+                    CREATE ROLE {group} NOLOGIN;
+                END IF;
+                EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL;
+                END $$"""
+            )
+        )
+    for statement in (
+        f"GRANT USAGE ON SCHEMA public TO {_ALL}",
+        f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {_ALL}",
+        f"GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {_ALL}",
+        f"REVOKE INSERT, UPDATE, DELETE ON alembic_version FROM {_ALL}",
+        f"REVOKE UPDATE, DELETE, TRUNCATE ON audit_event FROM {_OTHERS}",
+        f"REVOKE UPDATE, TRUNCATE ON audit_event FROM {_ADMINS}",
+        f"REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON agent FROM {_OTHERS}",
+    ):
+        conn.execute(text(statement))
+
+
+def grant_membership(conn: Connection, *, name: str, role: Role) -> None:
+    """Make login role `name` a member of `role`'s group only. The login role must exist: the
+    DBA creates it (`CREATE ROLE alice LOGIN ...`), as passwords are theirs to manage."""
+    exists = conn.execute(text("SELECT 1 FROM pg_roles WHERE rolname = :name"), {"name": name})
+    if exists.first() is None:
+        raise NotReady(
+            f"no database login role {name!r}: a DBA creates it first "
+            f'(CREATE ROLE "{name}" LOGIN PASSWORD ...), see README "Agents and rights"'
+        )
+    revoke_membership(conn, name=name)
+    conn.execute(text(f"GRANT {group_of(role)} TO {_quoted(conn, name)}"))
+
+
+def revoke_membership(conn: Connection, *, name: str) -> None:
+    conn.execute(text(f"REVOKE {_ALL} FROM {_quoted(conn, name)}"))
+
+
+def _quoted(conn: Connection, name: str) -> str:
+    return str(conn.execute(text("SELECT quote_ident(:name)"), {"name": name}).scalar_one())

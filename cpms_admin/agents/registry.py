@@ -1,0 +1,132 @@
+"""Agents: who may run commands, with which role; and the check every command passes first.
+
+An agent is named by the system (agents/identity.py), so the check reads the name from the
+connection itself. Adding, re-roling and disabling agents are audited, and on PostgreSQL also
+change the login role's group (agents/grants.py), so `psql` obeys the same role.
+"""
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlmodel import Session, col, select
+
+from cpms_admin import audit
+from cpms_admin.agents import grants
+from cpms_admin.agents.identity import system_identity
+from cpms_admin.agents.rights import COMMAND_DUTIES
+from cpms_admin.agents.roles import Role, least_role_for, may
+from cpms_admin.db import transaction
+from cpms_admin.errors import NotFound, Refused
+from cpms_admin.models import Agent
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who runs this command, as the system says, and the role that let them."""
+
+    name: str
+    role: Role
+
+
+def identity(session: Session) -> str:
+    return system_identity(session.connection())
+
+
+def authorize(session: Session, *, command: str) -> Actor:
+    """The actor, when their role allows `command` (a key of rights.COMMAND_DUTIES); Refused
+    (exit 1, one line, nothing changed) when they are no agent, disabled, or not allowed."""
+    name = identity(session)
+    agent = session.get(Agent, name)
+    if agent is None:
+        raise Refused(
+            f"not allowed: {name!r} is not an agent of this database "
+            f"(an admin adds them: cpms-admin agent add {name} --role support)"
+        )
+    if agent.disabled_at is not None:
+        raise Refused(f"not allowed: agent {name!r} is disabled ({agent.disabled_reason})")
+    role = Role(agent.role)
+    duty = COMMAND_DUTIES.get(command)
+    if duty is None or not may(role, duty):
+        needs = f"needs {least_role_for(duty)}" if duty else "is not in the rights table"
+        raise Refused(f"not allowed: {command} {needs} ({name} is {role})")
+    return Actor(name=name, role=role)
+
+
+def list_agents(session: Session) -> list[Agent]:
+    return list(session.exec(select(Agent).order_by(col(Agent.name))))
+
+
+@dataclass(frozen=True)
+class AgentChange:
+    name: str
+    role: Role
+    before: str | None  # the role it had ("disabled" for a disabled agent), None when new
+
+    @property
+    def changed(self) -> bool:
+        return self.before != self.role
+
+    def as_json(self) -> dict[str, object]:
+        return {"name": self.name, "role": self.role, "before": self.before}
+
+
+def add_agent(session: Session, *, name: str, role: Role, actor: str, now: datetime) -> AgentChange:
+    """Add `name` with `role`, or give an existing agent that role (enabling them again).
+    Adding an agent who already has the role changes nothing."""
+    name = audit.clean_text(name, what="the agent name", max_length=audit.AGENT_MAX_LENGTH)
+    with transaction(session):
+        agent = session.get(Agent, name, with_for_update=True)
+        before = None if agent is None else _state(agent)
+        if before == role:
+            return AgentChange(name, role, before)
+        if agent is None:
+            agent = Agent(name=name, role=role, added_at=now, added_by=actor)
+        else:
+            _keep_an_admin(session, agent, losing=role != Role.admin)
+            agent.role, agent.disabled_at, agent.disabled_reason = role, None, None
+        session.add(agent)
+        if session.get_bind().dialect.name == "postgresql":
+            grants.grant_membership(session.connection(), name=name, role=role)
+        audit.record(
+            session, agent=actor, action="agent.add", at=now, name=name, role=role, before=before
+        )
+    return AgentChange(name, role, before)
+
+
+def disable_agent(
+    session: Session, *, name: str, reason: str, actor: str, now: datetime
+) -> AgentChange:
+    """Disable `name`: every command refuses them from now on (their audit trail stays)."""
+    with transaction(session):
+        agent = session.get(Agent, name, with_for_update=True)
+        if agent is None:
+            raise NotFound(f"no agent {name!r} (cpms-admin agent list shows them)")
+        before = _state(agent)
+        if agent.disabled_at is None:
+            _keep_an_admin(session, agent, losing=True)
+            agent.disabled_at = now
+            agent.disabled_reason = audit.clean_text(
+                reason, what="the reason", max_length=audit.REASON_MAX_LENGTH
+            )
+            session.add(agent)
+            if session.get_bind().dialect.name == "postgresql":
+                grants.revoke_membership(session.connection(), name=name)
+            audit.record(
+                session, agent=actor, action="agent.disable", reason=reason, at=now, name=name
+            )
+    return AgentChange(name, Role(agent.role), before)
+
+
+def _state(agent: Agent) -> str:
+    return "disabled" if agent.disabled_at is not None else agent.role
+
+
+def _keep_an_admin(session: Session, agent: Agent, *, losing: bool) -> None:
+    """Refuse to disable or demote the last enabled admin: nobody could manage agents again."""
+    if not losing or agent.role != Role.admin or agent.disabled_at is not None:
+        return
+    admins = select(Agent.name).where(
+        Agent.role == Role.admin, col(Agent.disabled_at).is_(None), Agent.name != agent.name
+    )
+    if session.exec(admins.with_for_update().limit(1)).first() is None:
+        raise Refused(f"{agent.name} is the last admin: add another admin first")

@@ -1,0 +1,358 @@
+"""Agents are who the system says they are, and their role decides what they may run.
+
+Identity comes from the OS user on SQLite and from the login role on PostgreSQL: the tests
+run `cpms-admin` as a second OS user (a forked child that drops to that user, as `runuser`
+would) and connect as other PostgreSQL login roles, which they create and drop.
+"""
+
+import json
+import os
+import pwd
+import shutil
+import subprocess
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import typer
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ProgrammingError
+
+from cpms_admin.agents.identity import os_user
+from cpms_admin.agents.rights import COMMAND_DUTIES
+from cpms_admin.cli.app import app
+from cpms_admin.db import normalise_url
+from cpms_admin.settings import Settings
+from tests.conftest import PG_URL
+from tests.factories import make_member
+from tests.harness import TEST_PEPPER, Cli, FakeClock
+
+SUPPORT_USER = "cpms-t-support"
+STRANGER_USER = "cpms-t-stranger"
+
+
+def test_every_command_has_a_duty() -> None:
+    """A command missing from the rights table is refused to everyone: none may be missing,
+    and the table names no command that does not exist."""
+    found: list[str] = []
+
+    def walk(command: Any, path: list[str]) -> None:
+        if hasattr(command, "commands"):
+            for name, sub in command.commands.items():
+                walk(sub, [*path, name])
+        else:
+            found.append(" ".join(path))
+
+    walk(typer.main.get_command(app), [])
+    assert set(found) == set(COMMAND_DUTIES)
+
+
+def runner_identity(url: str) -> str:
+    """Who the tests are, to the database at `url`."""
+    if url.startswith("sqlite"):
+        return os_user()
+    engine = create_engine(normalise_url(url))
+    with engine.connect() as conn:
+        name = conn.execute(text("SELECT session_user")).scalar_one()
+    engine.dispose()
+    return str(name)
+
+
+def test_first_upgrade_makes_its_runner_admin(empty_db_url: str, tmp_path: Path) -> None:
+    cli = Cli(Settings(database_url=empty_db_url, pepper=TEST_PEPPER), FakeClock())
+    assert cli("db", "upgrade").exit_code == 0
+    agents = json.loads(cli("--json", "agent", "list").stdout)
+    assert [(a["name"], a["role"]) for a in agents] == [(runner_identity(empty_db_url), "admin")]
+
+
+def test_agent_option_is_a_label_not_an_identity(
+    cli: Cli, session: Any, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--agent portal`, CPMS_AGENT or $USER cannot make anyone the portal or another agent:
+    the event names the system's identity, the text is only its label."""
+    member = make_member(session)
+    monkeypatch.setenv("USER", "portal")
+    monkeypatch.setenv("LOGNAME", "portal")
+    done = cli("--agent", "portal", "account", "unlock", member.nir, "--reason", "by phone")
+    assert done.exit_code == 0, done.stderr
+    [event] = json.loads(cli("--json", "audit", "list", "--action", "account.unlock").stdout)
+    assert (event["agent"], event["label"]) == (runner_identity(db_url), "portal")
+
+
+def test_the_last_admin_cannot_be_disabled_or_demoted(cli: Cli, db_url: str) -> None:
+    me = runner_identity(db_url)
+    disabled = cli("agent", "disable", me, "--reason", "oops")
+    assert (disabled.exit_code, disabled.stderr.strip()) == (
+        1,
+        f"Error: {me} is the last admin: add another admin first",
+    )
+    demoted = cli("agent", "add", me, "--role", "support")
+    assert demoted.exit_code == 1 and "last admin" in demoted.stderr
+    agents = json.loads(cli("--json", "agent", "list").stdout)
+    assert [(a["name"], a["role"], a["disabled_at"]) for a in agents] == [(me, "admin", None)]
+
+
+@pytest.fixture
+def new_login(db_url: str) -> Iterator[str]:
+    """A name that can become an agent: on PostgreSQL a login role must exist (a DBA's)."""
+    name = f"cpms_t_{uuid.uuid4().hex[:8]}"
+    if db_url.startswith("sqlite"):
+        yield name
+        return
+    admin = create_engine(normalise_url(db_url), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f"CREATE ROLE {name} LOGIN"))
+    yield name
+    with admin.connect() as conn:
+        conn.execute(text(f"DROP ROLE {name}"))
+    admin.dispose()
+
+
+def test_a_login_role_must_exist_on_postgresql(cli: Cli, db_url: str) -> None:
+    if db_url.startswith("sqlite"):
+        pytest.skip("SQLite agents are OS users: any name may be added ahead of its account")
+    added = cli("agent", "add", "nobody_of_this_name", "--role", "support")
+    assert (added.exit_code, "no database login role 'nobody_of_this_name'") == (
+        5,
+        added.stderr.removeprefix("Error: ").split(":")[0],
+    )
+    assert "nobody_of_this_name" not in cli("agent", "list").stdout
+
+
+def test_agent_changes_are_audited(cli: Cli, db_url: str, new_login: str) -> None:
+    bob = new_login
+    assert cli("--agent", "INC-42", "agent", "add", bob, "--role", "support").exit_code == 0
+    assert cli("agent", "add", bob, "--role", "supervisor").exit_code == 0
+    assert cli("agent", "disable", bob, "--reason", "left").exit_code == 0
+    events = json.loads(cli("--json", "audit", "list").stdout)
+    assert [(e["action"], e["details"].get("role"), e["reason"]) for e in events][:3] == [
+        ("agent.disable", None, "left"),
+        ("agent.add", "supervisor", None),
+        ("agent.add", "support", None),
+    ]
+    assert events[2]["label"] == "INC-42"
+    assert {e["agent"] for e in events[:3]} == {runner_identity(db_url)}
+
+
+# --- a second OS user, on SQLite -------------------------------------------------------------
+
+
+def _os_user_exists(name: str) -> bool:
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        return False
+    return True
+
+
+@pytest.fixture(scope="session")
+def os_users() -> None:
+    """Two OS users with no other rights: made once, kept (like any system account)."""
+    if os.geteuid() != 0 or shutil.which("useradd") is None:
+        pytest.skip("needs root and useradd to make the second OS user")
+    for name in (SUPPORT_USER, STRANGER_USER):
+        if not _os_user_exists(name):
+            subprocess.run(
+                ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name],
+                check=True,
+            )
+
+
+@pytest.fixture
+def shared_cli(os_users: None, sqlite_template: Path) -> Iterator[Cli]:
+    """A SQLite database the agents' OS users share, as a team would (a shared folder)."""
+    folder = Path(tempfile.mkdtemp(prefix="cpms-shared-"))
+    try:
+        folder.chmod(0o777)
+        path = folder / "cpms.db"
+        shutil.copyfile(sqlite_template, path)
+        path.chmod(0o666)  # SQLite gives its -wal and -shm files the database's mode
+        settings = Settings(
+            database_url=f"sqlite:///{path}", pepper=TEST_PEPPER, mail_dir=str(folder / "out")
+        )
+        yield Cli(settings, FakeClock())
+    finally:
+        shutil.rmtree(folder)
+
+
+def run_as(user: str, cli: Cli, *args: str) -> tuple[int, str, str]:
+    """`cpms-admin *args` in a child process running as OS user `user` (what `runuser -u`
+    does; forked, because this interpreter lives where other users may not read)."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: drop to `user` for good, run the command, report, leave
+        os.close(read)
+        try:
+            entry = pwd.getpwnam(user)
+            os.setgroups([])
+            os.setgid(entry.pw_gid)
+            os.setuid(entry.pw_uid)
+            result = cli(*args)
+            report = [result.exit_code, result.stdout, result.stderr]
+        except BaseException as exc:
+            report = [99, "", repr(exc)]
+        os.write(write, json.dumps(report).encode())
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read, "rb") as pipe:
+        exit_code, stdout, stderr = json.loads(pipe.read())
+    os.waitpid(pid, 0)
+    return exit_code, stdout, stderr
+
+
+def _audit_count(cli: Cli) -> int:
+    return len(json.loads(cli("--json", "audit", "list", "--all").stdout))
+
+
+def test_a_support_agent_is_known_by_their_os_user_and_kept_to_their_role(
+    shared_cli: Cli,
+) -> None:
+    cli = shared_cli
+    nir = "185057800608491"
+    added = cli(
+        "member", "add", "--nir", nir, "--last-name", "Dupont", "--first-name", "Jean",
+        "--street", "1 rue de la Paix", "--postcode", "75002", "--city", "Paris", "--no-welcome",
+    )  # fmt: skip
+    assert added.exit_code == 0, added.stderr
+
+    # Not an agent yet: refused, whatever they call themselves.
+    code, _, err = run_as(SUPPORT_USER, cli, "--agent", "root", "member", "show", nir)
+    assert (code, err.strip()) == (
+        1,
+        f"Error: not allowed: {SUPPORT_USER!r} is not an agent of this database "
+        f"(an admin adds them: cpms-admin agent add {SUPPORT_USER} --role support)",
+    )
+    assert cli("agent", "add", SUPPORT_USER, "--role", "support").exit_code == 0
+
+    # What support does, done as themselves.
+    code, out, err = run_as(SUPPORT_USER, cli, "--agent", "root", "account", "unlock", nir,
+                            "--reason", "called in")  # fmt: skip
+    assert code == 0, err
+    [event] = json.loads(cli("--json", "audit", "list", "--action", "account.unlock").stdout)
+    assert (event["agent"], event["label"]) == (SUPPORT_USER, "root")
+
+    # What needs a supervisor or an admin: one line, exit 1, nothing changed.
+    before = _audit_count(cli)
+    for args, needs in [
+        (("members", "export"), "members export needs supervisor"),
+        (("member", "close", nir, "--reason", "x"), "member close needs supervisor"),
+        (("agent", "add", SUPPORT_USER, "--role", "admin"), "agent add needs admin"),
+        (("db", "upgrade"), "db upgrade needs admin"),
+    ]:
+        code, out, err = run_as(SUPPORT_USER, cli, *args)
+        assert (code, out, err.strip()) == (
+            1,
+            "",
+            f"Error: not allowed: {needs} ({SUPPORT_USER} is support)",
+        ), args
+    shown = json.loads(cli("--json", "member", "show", nir).stdout)
+    assert shown["status"] == "active"
+    assert _audit_count(cli) == before
+    roles = {a["name"]: a["role"] for a in json.loads(cli("--json", "agent", "list").stdout)}
+    assert roles[SUPPORT_USER] == "support"
+
+    # Disabled: refused from then on.
+    assert cli("agent", "disable", SUPPORT_USER, "--reason", "left").exit_code == 0
+    code, _, err = run_as(SUPPORT_USER, cli, "member", "show", nir)
+    assert (code, err.strip()) == (
+        1,
+        f"Error: not allowed: agent {SUPPORT_USER!r} is disabled (left)",
+    )
+
+
+def test_someone_who_is_no_agent_changes_nothing(shared_cli: Cli) -> None:
+    before = _audit_count(shared_cli)
+    code, _, err = run_as(STRANGER_USER, shared_cli, "agent", "add", STRANGER_USER,
+                          "--role", "admin")  # fmt: skip
+    assert code == 1 and "is not an agent" in err
+    names = [a["name"] for a in json.loads(shared_cli("--json", "agent", "list").stdout)]
+    assert STRANGER_USER not in names
+    assert _audit_count(shared_cli) == before
+
+
+# --- PostgreSQL login roles, and what the database itself refuses ---------------------------
+
+
+@pytest.fixture
+def pg_logins(request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
+    """Two login roles of the test's own (support, supervisor) on the test database: their
+    URLs by role. Dropped afterwards (login roles are the cluster's, not the database's)."""
+    if not PG_URL:
+        pytest.skip("needs PostgreSQL: set CPMS_TEST_DATABASE_URL")
+    url = make_url(normalise_url(request.getfixturevalue("pg_database")))
+    suffix = uuid.uuid4().hex[:8]
+    names = {"support": f"cpms_t_sup_{suffix}", "supervisor": f"cpms_t_svr_{suffix}"}
+    admin = create_engine(url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        for name in names.values():
+            conn.execute(text(f"CREATE ROLE {name} LOGIN"))
+    yield {
+        role: url.set(username=name).render_as_string(hide_password=False)
+        for role, name in names.items()
+    }
+    with admin.connect() as conn:
+        for name in names.values():
+            conn.execute(text(f"DROP ROLE IF EXISTS {name}"))
+    admin.dispose()
+
+
+def test_postgresql_agents_are_their_login_roles_and_the_database_enforces_it(
+    pg_logins: dict[str, str], request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    from tests.conftest import _fresh_url
+
+    admin_url = _fresh_url("postgresql", request, tmp_path)
+    admin_cli = Cli(Settings(database_url=admin_url, pepper=TEST_PEPPER), FakeClock())
+    nir = "185057800608491"
+    added = admin_cli(
+        "member", "add", "--nir", nir, "--last-name", "Dupont", "--first-name", "Jean",
+        "--street", "1 rue de la Paix", "--postcode", "75002", "--city", "Paris", "--no-welcome",
+    )  # fmt: skip
+    assert added.exit_code == 0, added.stderr
+    names = {role: make_url(url).username for role, url in pg_logins.items()}
+    for role, name in names.items():
+        assert admin_cli("agent", "add", str(name), "--role", role).exit_code == 0
+
+    support = admin_cli.with_settings(database_url=pg_logins["support"])
+    supervisor = admin_cli.with_settings(database_url=pg_logins["supervisor"])
+    unlocked = support("--agent", "postgres", "account", "unlock", nir, "--reason", "called")
+    assert unlocked.exit_code == 0, unlocked.stderr
+    [event] = json.loads(admin_cli("--json", "audit", "list", "--action", "account.unlock").stdout)
+    assert (event["agent"], event["label"]) == (names["support"], "postgres")
+    refused = support("members", "export")
+    assert (refused.exit_code, refused.stdout, refused.stderr.strip()) == (
+        1,
+        "",
+        f"Error: not allowed: members export needs supervisor ({names['support']} is support)",
+    )
+    exported = supervisor("members", "export")
+    assert exported.exit_code == 0 and nir in exported.stdout
+
+    # The same agent with psql: the database refuses what the role does not allow.
+    engine = create_engine(normalise_url(pg_logins["support"]))
+    try:
+        for statement in (
+            "UPDATE audit_event SET reason = 'nothing happened'",
+            "DELETE FROM audit_event",
+            f"UPDATE agent SET role = 'admin' WHERE name = '{names['support']}'",
+            "INSERT INTO agent (name, role, added_at, added_by) "
+            "VALUES ('mallory', 'admin', now(), 'mallory')",
+            "DELETE FROM agent",
+        ):
+            with engine.connect() as conn, pytest.raises(ProgrammingError, match="permission"):
+                conn.execute(text(statement))
+        with engine.connect() as conn:  # what support does need, it has
+            assert conn.execute(text("SELECT count(*) FROM member")).scalar_one() == 1
+
+        # Disabled, the login role leaves its group: the database refuses it too.
+        assert (
+            admin_cli("agent", "disable", str(names["support"]), "--reason", "left").exit_code == 0
+        )
+        with engine.connect() as conn, pytest.raises(ProgrammingError, match="permission"):
+            conn.execute(text("SELECT count(*) FROM member"))
+    finally:
+        engine.dispose()

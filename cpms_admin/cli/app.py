@@ -23,6 +23,7 @@ from cpms_admin.cli import (
     pepper,
     pin,
     portal,
+    purge,
 )
 from cpms_admin.cli.context import AppContext
 from cpms_admin.cli.output import error
@@ -116,6 +117,7 @@ app.add_typer(letters.app, name="letters")
 app.add_typer(pepper.app, name="pepper")
 code.app.command("campaign")(code.campaign)
 app.command()(db.doctor)
+app.command()(purge.purge)
 
 
 def _show_version(value: bool) -> None:

@@ -30,6 +30,7 @@ from sqlmodel import col, select
 
 from cpms_admin.db import transaction
 from cpms_admin.errors import InvalidInput
+from cpms_admin.faults import failpoint
 from cpms_admin.letters.files import final_dir
 from cpms_admin.models import Letter, LetterBatch, SecurityCode
 from cpms_admin.privacy.retention import Found, Rule, Scope, record_category
@@ -68,8 +69,8 @@ def _entry(dir_fd: int, name: str, *, directory: bool) -> str | None:
 
 @contextmanager
 def _opened(where: Path, skipped: list[str]) -> Iterator[int | None]:
-    """`directory_fd(where)`; a directory that cannot be trusted is reported in `skipped`
-    and treated as absent (its entries are left alone)."""
+    """`directory_fd(where)` for a batch's output directory; one that cannot be trusted any
+    more is reported in `skipped` and its batches wait (the others need not)."""
     with ExitStack() as stack:
         try:
             dir_fd = stack.enter_context(directory_fd(where))
@@ -104,16 +105,18 @@ def _old_mail(
     return found
 
 
+# The outbox is one directory, the configured one: if it cannot be trusted (a link, another
+# user's), the category fails, loudly, rather than skip it night after night.
 def survey_mail_files(scope: Scope, before: datetime) -> Found:
     where, skipped = Path(scope.settings.mail_dir), list[str]()
-    with _opened(where, skipped) as dir_fd:
+    with directory_fd(where) as dir_fd:
         old = {} if dir_fd is None else _old_mail(dir_fd, before, where, skipped)
     return Found(len(old), min(old.values(), default=None), tuple(skipped))
 
 
 def drop_mail_files(scope: Scope, before: datetime, rule: str) -> Found:
     where, skipped = Path(scope.settings.mail_dir), list[str]()
-    with _opened(where, skipped) as dir_fd:
+    with directory_fd(where) as dir_fd:
         old = {} if dir_fd is None else _old_mail(dir_fd, before, where, skipped)
         found = Found(len(old), min(old.values(), default=None), tuple(skipped))
         with transaction(scope.session):
@@ -216,6 +219,7 @@ def drop_batch_files(scope: Scope, before: datetime, rule: str) -> Found:
                 os.rename(name, trash, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
             if dir_fd is not None:
                 os.fsync(dir_fd)
+    failpoint("purge.batches_renamed")
     found = due.found()
     with transaction(scope.session):  # 2. the stored manifests, and the event
         if due.ids:

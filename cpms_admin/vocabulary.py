@@ -161,7 +161,7 @@ class PinWeakness(StrEnum):
 
 
 class RetentionCategory(StrEnum):
-    """What `purge` drops, each past its own retention period (privacy/retention.py)."""
+    """What `purge` drops, each past its own retention period (privacy/purge.py)."""
 
     unknown_nir_counters = "unknown_nir_counters"  # failure counters of NIRs no member has
     code_requests = "code_requests"  # the portal's code request log (24 hours)

@@ -411,3 +411,27 @@ def test_shorter_periods_are_settings(
     )
     with pytest.raises(NotReady, match=r"^CPMS_RETENTION_AUDIT_DAYS must be between 180 and"):
         load_settings({"CPMS_RETENTION_AUDIT_DAYS": "30"})
+
+
+def test_a_batch_whose_folder_is_gone_loses_its_stored_manifest_and_says_so_once(
+    cli: Cli, session: Session, clock: FakeClock, tmp_path: Path, archived: list[dict[str, Any]]
+) -> None:
+    world = build_world(cli, session, clock, tmp_path)
+    out = world.old_batch.parent
+    os.rename(out, tmp_path / "archived-by-hand")
+    code, document, stderr = purge(cli)
+    assert code == 0
+    assert f"Warning: purge batch_files: {out} no longer exists: batch 1's" in stderr
+    batches = by_name(document)["batch_files"]
+    assert batches["count"] == 2
+    assert batches["skipped"] == [
+        f"{out} no longer exists: batch {n}'s files were not there" for n in (1, 3)
+    ]
+    session.rollback()
+    manifests = dict(session.exec(select(LetterBatch.id, LetterBatch.manifest)).all())
+    assert [batch_id for batch_id, manifest in manifests.items() if manifest] == [2]
+    assert sorted(p.name for p in (tmp_path / "archived-by-hand").iterdir()) == sorted(
+        [world.old_batch.name, world.young_batch.name, world.used_batch.name]
+    )
+    again = by_name(purge(cli)[1])["batch_files"]
+    assert (again["count"], again["skipped"]) == (0, [])

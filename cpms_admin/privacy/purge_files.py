@@ -195,6 +195,8 @@ def _add_batch(due: _Batches, dir_fd: int | None, out: Path, batch: LetterBatch)
         return
     if dir_fd is None and describe_entry(out) is not None:  # not trusted (reported): it waits
         return
+    if dir_fd is None:  # said once: the stored manifest goes, the batch is not seen again
+        due.skipped.append(f"{out} no longer exists: batch {batch.id}'s files were not there")
     due.ids.add(batch.id)
     due.printed.append(batch.finished_at)
     if kind == OURS:

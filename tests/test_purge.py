@@ -435,3 +435,23 @@ def test_a_batch_whose_folder_is_gone_loses_its_stored_manifest_and_says_so_once
     )
     again = by_name(purge(cli)[1])["batch_files"]
     assert (again["count"], again["skipped"]) == (0, [])
+
+
+def test_a_committed_batch_not_published_yet_keeps_its_files_and_manifest(
+    cli: Cli, session: Session, clock: FakeClock, tmp_path: Path, archived: list[dict[str, Any]]
+) -> None:
+    """Its publication failed (a name taken, a full disk): `letters batch` publishes it from
+    the stored manifest at its next run, so purge leaves both alone until then."""
+    world = build_world(cli, session, clock, tmp_path)
+    staging = world.old_batch.parent / ".batch-1.partial"
+    os.rename(world.old_batch, staging)
+    code, document, stderr = purge(cli)
+    assert code == 0, stderr
+    batches = by_name(document)["batch_files"]
+    assert (batches["count"], batches["skipped"]) == (
+        1,
+        [f"{staging} is not published yet: left for letters batch"],
+    )
+    assert staging.is_dir() and any(staging.glob("*.pdf"))
+    session.rollback()
+    assert session.get(LetterBatch, 1).manifest  # type: ignore[union-attr]

@@ -31,7 +31,7 @@ from sqlmodel import col, select
 from cpms_admin.db import transaction
 from cpms_admin.errors import InvalidInput
 from cpms_admin.faults import failpoint
-from cpms_admin.letters.files import final_dir
+from cpms_admin.letters.files import final_dir, staging_dir
 from cpms_admin.models import Letter, LetterBatch, SecurityCode
 from cpms_admin.privacy.retention import Found, Rule, Scope, record_category
 from cpms_admin.private_files import describe_entry, directory_fd
@@ -192,6 +192,12 @@ def _add_batch(due: _Batches, dir_fd: int | None, out: Path, batch: LetterBatch)
     kind = None if dir_fd is None else _entry(dir_fd, name, directory=True)
     if kind not in (None, OURS):
         due.skipped.append(f"{out / name} is {kind}: left alone")
+        return
+    staging = staging_dir(out, batch.id)
+    if dir_fd is not None and _entry(dir_fd, staging.name, directory=True) is not None:
+        # Committed, not published yet: `letters batch` publishes it first, from the stored
+        # manifest, which must stay until then.
+        due.skipped.append(f"{staging} is not published yet: left for letters batch")
         return
     if dir_fd is None and describe_entry(out) is not None:  # not trusted (reported): it waits
         return

@@ -18,6 +18,7 @@ from cpms_admin.audit import RunAudit
 from cpms_admin.db import transaction
 from cpms_admin.english import count
 from cpms_admin.models import AuditEvent, CodeRequest, UnknownLogin
+from cpms_admin.portal.code_requests import WINDOW
 from cpms_admin.privacy.audit_archive import archive_audit_events
 from cpms_admin.settings import Settings, env_name
 from cpms_admin.vocabulary import RetentionCategory
@@ -140,7 +141,7 @@ def drop_unknown_nirs(scope: Scope, before: datetime, rule: str) -> Found:
 # The portal's code request log (`portal/code_requests.py`): of no use past the daily window.
 CODE_REQUESTS_RULE = Rule(
     "older than 24 hours, the window of the daily limit (CPMS_CODE_REQUESTS_PER_DAY)",
-    window=timedelta(hours=24),
+    window=WINDOW,
 )
 
 

@@ -54,6 +54,9 @@ class Member(SQLModel, table=True):
     address_changed_at: datetime | None = None
     undeliverable_at: datetime | None = None
     undeliverable_reason: str | None = Field(default=None, max_length=300)
+    # When `purge` replaced the personal data of this closed member (privacy/pseudonymise.py):
+    # the row stays, so that the audit events naming its id still tell (and verify) its story.
+    pseudonymised_at: datetime | None = None
 
 
 class Account(SQLModel, table=True):

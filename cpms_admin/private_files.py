@@ -150,6 +150,29 @@ def _make_directory(path: Path) -> Path:
     return _real_directory(parent / path.name)
 
 
+@contextmanager
+def directory_fd(path: Path) -> Iterator[int | None]:
+    """A descriptor of the existing directory `path`, to work inside it by name (`dir_fd=`,
+    which no link swapped in later can redirect), or None when there is no such directory.
+    The way there is checked as for a destination (see above); `path` itself must not be a
+    link. Nothing is created. Closed when the block ends."""
+    path = Path.cwd() / path
+    if describe_entry(path) == "a symbolic link":
+        raise InvalidInput(f"{path} is a symbolic link; give the directory itself")
+    try:
+        real = _real_directory(path)
+    except FileNotFoundError:
+        real = None
+    if real is None:
+        yield None
+        return
+    fd = os.open(real, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        yield fd
+    finally:
+        os.close(fd)
+
+
 def fsync_dir(path: Path) -> None:
     """Make renames and new entries in `path` survive a power cut."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)

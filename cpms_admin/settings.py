@@ -64,6 +64,13 @@ class Settings:
     letter_return_address: str = (
         "CPMS – Service Adhérents|Gestion des accès en ligne|TSA 91234|75901 PARIS CEDEX 15"
     )
+    # Retention (README "Retention"): how long `purge` keeps each kind of data, in days.
+    retention_unknown_nir_days: int = _bounded(180, 1, 3650, "days")  # since the last failure
+    retention_mail_files_days: int = _bounded(1, 1, 90, "days")  # `.eml` files in mail_dir
+    retention_batch_files_days: int = _bounded(30, 1, 365, "days")  # a printed batch's files
+    retention_closed_members_days: int = _bounded(730, 30, 3650, "days")  # then pseudonymised
+    retention_audit_days: int = _bounded(365, 180, 3650, "days")  # then archived and dropped
+    audit_archive_dir: str = "data/audit-archive"  # where `purge` archives old audit events
 
     def __post_init__(self) -> None:
         check_settings({f.name: getattr(self, f.name) for f in fields(self)}, env_name)

@@ -158,3 +158,22 @@ class PinWeakness(StrEnum):
     repeated_group = "the PIN repeats a group of 2 or 3 digits"
     common = "the PIN is on the list of common PINs"
     birth_date = "the PIN is made of the birth year and month in the NIR"
+
+
+class RetentionCategory(StrEnum):
+    """What `purge` drops, each past its own retention period (privacy/purge.py)."""
+
+    unknown_nir_counters = "unknown_nir_counters"  # failure counters of NIRs no member has
+    code_requests = "code_requests"  # the portal's code request log (24 hours)
+    mail_files = "mail_files"  # `.eml` files in CPMS_MAIL_DIR
+    batch_files = "batch_files"  # a printed letters batch's directory and stored manifest
+    closed_members = "closed_members"  # closed members' personal data (pseudonymised)
+    audit_events = "audit_events"  # archived, then dropped
+
+
+class RetentionAction(StrEnum):
+    """What `purge` does to a category's items."""
+
+    delete = "delete"
+    pseudonymise = "pseudonymise"
+    archive = "archive"

@@ -30,6 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "data"
 DB = DATA / "demo.db"
 LETTERS = DATA / "demo-letters"
+DOSSIER = DATA / "demo-dossier.pdf"
 CLI = str(Path(sys.executable).parent / "cpms-admin")
 ENV = {
     **os.environ,
@@ -215,8 +216,15 @@ def nightly() -> Path:
     return batch
 
 
+def privacy(member: dict[str, str]) -> Path:
+    step("Privacy: a member's dossier (right of access), and what retention would drop")
+    run("member", "dossier", member["nir"], "--out", str(DOSSIER.relative_to(ROOT)))
+    run("purge", "--dry-run")  # a new database: nothing is past its period yet
+    return DOSSIER
+
+
 def reset() -> None:
-    for path in (DB, DB.with_name("demo.db-wal"), DB.with_name("demo.db-shm")):
+    for path in (DB, DB.with_name("demo.db-wal"), DB.with_name("demo.db-shm"), DOSSIER):
         path.unlink(missing_ok=True)
     for folder in ("demo-outbox", "demo-letters"):
         shutil.rmtree(DATA / folder, ignore_errors=True)
@@ -273,6 +281,7 @@ def main() -> None:
     credentials(members[0], next(m for m in members if not m["email"]))
     migration()
     batch = nightly()
+    dossier = privacy(helene)
     run("audit", "list", "--limit", "8")
     pdfs = ", ".join(path.name for path in sorted(batch.glob("*.pdf")))
     print(
@@ -280,6 +289,7 @@ def main() -> None:
         f"  letters for the print house: {batch.relative_to(ROOT)}/ ({pdfs}, manifest.json,"
         f" index.csv)\n"
         f"  e-mails sent (file transport): {(DATA / 'demo-outbox').relative_to(ROOT)}/\n"
+        f"  a member's dossier (right of access): {dossier.relative_to(ROOT)}\n"
         f"  database: {DB.relative_to(ROOT)}, its pepper beside it\n"
         f"  try: {try_this()}"
     )

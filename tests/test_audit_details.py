@@ -14,10 +14,11 @@ from sqlmodel import Session, col, select
 
 from cpms_admin.audit import record
 from cpms_admin.models import Member, pk
+from cpms_admin.vocabulary import RetentionCategory
 from tests.audit_helpers import audit_of
 from tests.cred_helpers import NEW_PIN, PIN, mailed_codes
 from tests.factories import make_member, make_nir
-from tests.harness import TEST_PEPPER, Cli
+from tests.harness import TEST_PEPPER, Cli, FakeClock
 from tests.import_helpers import person, write_csv
 from tests.letters_helpers import printed_codes
 from tests.mail_helpers import free_port
@@ -27,6 +28,8 @@ INTS, STRS = "list[int]", "list[str]"
 ATTEMPT = {"failures": {INT}, "hard_locked": {BOOL}}  # a wrong PIN or code, counted
 DELIVERY = {"nir": {STR}, "channel": {STR}, "purpose": {STR}, "expires_at": {STR, NULL},
             "letter_id": {INT, NULL}, "letter_reused": {BOOL}}  # fmt: skip
+PURGE = {"rule": {STR}, "before": {STR}, "count": {INT}, "oldest": {STR, NULL},
+         "skipped": {"list[]", STRS}, "error": {STR}}  # fmt: skip
 # What each action's details hold: key -> the JSON kinds its value may take.
 SCHEMAS: dict[str, dict[str, set[str]]] = {
     "member.add": {"welcome_letter_id": {INT, NULL}},
@@ -68,6 +71,11 @@ SCHEMAS: dict[str, dict[str, set[str]]] = {
     "pepper.rotate": {"pepper": {INT}, "file": {STR}, "finished_interrupted": {BOOL}},
     "db.upgrade": {"before": {STR, NULL}, "after": {STR}},
     "pepper.record": {"peppers": {INTS}, "created": {STR, NULL}},
+    "member.dossier": {"format": {STR}},
+    **{f"purge.{name}": PURGE for name in RetentionCategory},
+    "purge.batch_files": {**PURGE, "batch_ids": {INTS, "list[]"}},
+    "purge.audit_events": {**PURGE, "archive_dir": {STR}},
+    "purge.closed_members.member": {"change": {STR}, "run": {INT}},
 }  # fmt: skip
 
 
@@ -103,7 +111,11 @@ def filed(cli: Cli, tmp_path: Path) -> Iterator[Cli]:
 
 
 def test_every_audited_action_records_plain_json_details(
-    filed: Cli, session: Session, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    filed: Cli,
+    session: Session,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    clock: FakeClock,
 ) -> None:
     cli = filed
     where = ["--street", "4 rue Sala", "--postcode", "69002", "--city", "Lyon"]
@@ -163,6 +175,12 @@ def test_every_audited_action_records_plain_json_details(
     shown = json.loads(ok(cli("--json", "member", "show", to_close.nir)).stdout)
     (letter_id,) = [letter["id"] for letter in shown["pending_letters"]]
     ok(cli("member", "close", to_close.nir, "--reason", "left"))
+    (closed,) = [e for e in audit_of(cli, to_close.nir) if e["action"] == "member.close"]
+    assert closed["details"] == {"codes_revoked": 0, "letters_cancelled": [letter_id]}
+    ok(cli("member", "dossier", nir, "--out", str(tmp_path / "dossier.json")))
+    # Long after: the closed member pseudonymised; the audit archive is not there yet.
+    clock.advance(days=731)
+    assert cli("purge").exit_code == 1
 
     events = all_events(cli)
     # A new database's first events (its own file: the test database is upgraded already).
@@ -176,8 +194,6 @@ def test_every_audited_action_records_plain_json_details(
         for key, value in event["details"].items():
             assert key in schema, (event["action"], key, value)
             assert kind(value) in schema[key], (event["action"], key, value)
-    (closed,) = [e for e in audit_of(cli, to_close.nir) if e["action"] == "member.close"]
-    assert closed["details"] == {"codes_revoked": 0, "letters_cancelled": [letter_id]}
     (since,) = [e for e in events if e["details"].get("imported_since")]
     assert since["details"]["imported_since"] == "2026-01-01T00:00:00+00:00"
 

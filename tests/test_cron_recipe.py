@@ -1,7 +1,8 @@
 """The crontab lines of the README, run as cron runs them: `env -i` with only the variables
 the README names, another working directory, no terminal. The codes the batch prints and
 `mail send` e-mails must work when the member types them, checked from the agent's usual
-folder; a night with nothing to do prints nothing at all."""
+folder; `purge` then deletes the batch whose codes are used; a night with nothing to do
+prints nothing at all."""
 
 import json
 import subprocess
@@ -36,6 +37,7 @@ def test_the_readme_crontab_runs_anywhere_and_its_codes_work(tmp_path: Path) -> 
     env = {  # what the crontab sets, with this test's folders for /srv/cpms and /srv/print
         "CPMS_DATABASE_URL": f"sqlite:///{srv / 'cpms.db'}",
         "CPMS_MAIL_DIR": str(srv / "outbox"),
+        "CPMS_AUDIT_ARCHIVE_DIR": str(srv / "audit-archive"),
         "PATH": "/usr/bin:/bin",
     }
     # The agent's side, from their own folder: a database, a member without e-mail (an
@@ -66,8 +68,13 @@ def test_the_readme_crontab_runs_anywhere_and_its_codes_work(tmp_path: Path) -> 
             text=True, timeout=120,
         )  # fmt: skip
         assert done.returncode == 0, done.stdout + done.stderr
+    # The purge that night: the batch's only code is used, so its files go.
+    purged = as_cron("purge", env=env, cwd=cron_home)
+    assert purged.returncode == 0, purged.stderr
+    assert purged.stdout.startswith("Deleted 1 letters batch, the oldest ") and not purged.stderr
+    assert not any(out.iterdir())
     # The next night has nothing to do: cron has nothing to mail.
-    for job in (("letters", "batch", "--out", str(out)), ("mail", "send")):
+    for job in (("letters", "batch", "--out", str(out)), ("mail", "send"), ("purge",)):
         quiet = as_cron(*job, env=env, cwd=cron_home)
         assert (quiet.returncode, quiet.stdout, quiet.stderr) == (0, "", ""), job
     # A failure is one line on stderr and a non-zero exit.

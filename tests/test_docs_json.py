@@ -40,7 +40,7 @@ def printed(cli: Cli, *args: str, input: str | None = None) -> Any:
 
 
 def test_every_json_example_of_the_guide_is_valid_and_checked() -> None:
-    assert len(examples()) == 9, "a new JSON example: check it in the test below too"
+    assert len(examples()) == 11, "a new JSON example: check it in the test below too"
 
 
 @pytest.mark.slow  # renders one letter
@@ -59,6 +59,10 @@ def test_each_command_prints_the_keys_of_its_example(cli: Cli, tmp_path: Path) -
     imported = printed(cli, "members", "import", str(write_csv(tmp_path / "m.csv", [person(7)])))
     sent = printed(cli, "mail", "send")
     batch = printed(cli, "letters", "batch", "--out", str(tmp_path / "print"))
+    purged = printed(cli, "purge")
+    dossier_file = tmp_path / "dossier.json"
+    printed(cli, "member", "dossier", NIR, "--out", str(dossier_file))
+    dossier = json.loads(dossier_file.read_text(encoding="utf-8"))
     real = {
         "member show": member,
         "account status": account,
@@ -67,6 +71,8 @@ def test_each_command_prints_the_keys_of_its_example(cli: Cli, tmp_path: Path) -
         "members import": imported,
         "letters batch": batch,
         "mail send": sent,
+        "purge": purged,
+        "member dossier": dossier,
         "letters list": letter,
         "audit list": event,
     }

@@ -27,6 +27,7 @@ def wheel_install(tmp_path_factory: pytest.TempPathFactory) -> Path:
     names = zipfile.ZipFile(wheel).namelist()
     assert "cpms_admin/templates/letters/letter.css" in names
     assert "cpms_admin/templates/mail/security_code.txt.j2" in names
+    assert "cpms_admin/templates/dossier/dossier.html" in names  # member dossier --format pdf
     assert any(n.startswith("cpms_admin/migrations/versions/") for n in names)
     assert "cpms_admin/data/postcodes.tsv.gz" in names
     assert "cpms_admin/data/postcodes.PROVENANCE" in names

@@ -13,6 +13,7 @@ COMMAND_DUTIES: dict[str, Duty] = {
     "member add": Duty.help,
     "member update": Duty.help,
     "member close": Duty.manage,
+    "member dossier": Duty.manage,
     "account status": Duty.look,
     "account unlock": Duty.help,
     "pin reset": Duty.help,
@@ -35,4 +36,5 @@ COMMAND_DUTIES: dict[str, Duty] = {
     "agent disable": Duty.administer,
     "pepper status": Duty.look,
     "pepper rotate": Duty.administer,
+    "purge": Duty.retain,
 }

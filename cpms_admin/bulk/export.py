@@ -50,7 +50,12 @@ def export_members(
     """
     if status is not None and status not in set(MemberStatus):
         raise InvalidInput(f"--status must be active or closed, got {status!r}")
-    query = select(*(_MEMBER.c[name] for name in EXPORT_COLUMNS)).order_by(_MEMBER.c.nir)
+    # A pseudonymised member (privacy/pseudonymise.py) is no one any more: never exported.
+    query = (
+        select(*(_MEMBER.c[name] for name in EXPORT_COLUMNS))
+        .where(_MEMBER.c.pseudonymised_at.is_(None))
+        .order_by(_MEMBER.c.nir)
+    )
     if status is not None:
         query = query.where(_MEMBER.c.status == status)
     options: dict[str, object] = {"sqlite_begin": "DEFERRED"}  # SQLite: one snapshot already

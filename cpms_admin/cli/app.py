@@ -23,6 +23,7 @@ from cpms_admin.cli import (
     pepper,
     pin,
     portal,
+    purge,
 )
 from cpms_admin.cli.context import AppContext
 from cpms_admin.cli.output import error
@@ -117,6 +118,7 @@ app.add_typer(pepper.app, name="pepper")
 app.add_typer(agent.app, name="agent")
 code.app.command("campaign")(code.campaign)
 app.command()(db.doctor)
+app.command()(purge.purge)
 
 
 def _show_version(value: bool) -> None:

@@ -1,5 +1,6 @@
 """`cpms-admin member`: one member at a time."""
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -281,3 +282,51 @@ def close(ctx: typer.Context, nir: Nir, reason: Reason) -> None:
         )
         view = records.member_view(session, member, clock=app_.clock)
     emit_object(app_, view.as_json(), [f"Member {format_nir(member.nir)} is closed."])
+
+
+@app.command()
+def dossier(
+    ctx: typer.Context,
+    nir: Nir,
+    out: Annotated[Path, typer.Option("--out", help="The file to write (JSON or PDF).")],
+    fmt: Annotated[
+        str | None,
+        typer.Option("--format", help="json or pdf (default: from the file's suffix)."),
+    ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace the file if it exists (yours, not a link).")
+    ] = False,
+) -> None:
+    """Write everything held on a member, for their right of access (GDPR article 15).
+
+    Identity, contact, address, account state, the history of their codes (never a code or
+    a hash), letters and e-mails, and the audit events about them (who acted is given as
+    the portal or CPMS, not by name). JSON (stable keys, ISO times) or a French PDF. The file
+    is owner-only; an existing one is replaced only with --force. Audited (member.dossier,
+    with the format).
+
+    Example: cpms-admin member dossier 185057800608491 --out dossier-dupont.pdf
+    """
+    from cpms_admin.privacy.dossier import write_dossier
+
+    app_ = app_context(ctx)
+    with app_.session() as session:
+        written = write_dossier(
+            session,
+            nir=nir,
+            out=out,
+            fmt=fmt,
+            force=force,
+            settings=app_.settings,
+            agent=app_.agent,
+            clock=app_.clock,
+        )
+    what = ", ".join(
+        count(written.counts[key], noun)
+        for key, noun in (("codes", "code"), ("letters", "letter"), ("audit_events", "event"))
+    )
+    emit_object(
+        app_,
+        written.as_json(),
+        [f"Dossier of {format_nir(written.nir)} written to {out} ({written.format}: {what})."],
+    )

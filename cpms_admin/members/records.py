@@ -288,8 +288,9 @@ def list_members(
 
 
 def member_query(*, status: str | None, locked: bool, clock: Clock) -> SelectOfScalar[Member]:
-    """`member list`'s filters other than the search."""
-    query = select(Member)
+    """`member list`'s filters other than the search. A pseudonymised member (purged after
+    their retention period: privacy/pseudonymise.py) is no one any more, and never listed."""
+    query = select(Member).where(col(Member.pseudonymised_at).is_(None))
     if status is not None:
         query = query.where(Member.status == status)
     if locked:

@@ -1,0 +1,8 @@
+"""Privacy: what the system keeps and for how long, and what it holds on a member.
+
+`purge.run_purge` drops what the retention rules no longer allow (`retention` holds what
+every category shares and the row categories, `purge_files` the files, `pseudonymise` the
+closed members; `audit_archive` is the audit log's call that archives old events).
+`dossier.write_dossier` answers a member's right of access (GDPR article 15) with
+everything held on them, as JSON or a PDF (`dossier_pdf`, which alone loads WeasyPrint).
+"""

@@ -1,0 +1,132 @@
+"""The dossier of `member dossier` as a French PDF: templates/dossier/ (Jinja2, WeasyPrint).
+
+Imported only by `dossier.write_dossier` for a PDF, so that no other command loads
+WeasyPrint. The template reads the JSON document itself: the PDF says what the JSON says,
+in words a member reads (the labels below), times in Paris time.
+"""
+
+from datetime import date, datetime
+from typing import Any
+
+import jinja2
+
+from cpms_admin.errors import NotReady
+from cpms_admin.french import french_date, paris_time
+from cpms_admin.members.nir import format_nir
+from cpms_admin.resources import templates_dir
+
+TEMPLATE = "dossier.html"
+STYLESHEET = "dossier.css"
+
+LABELS: dict[str, dict[str, str]] = {
+    "state": {
+        "active": "actif",
+        "cooldown": "en attente après des erreurs",
+        "locked": "bloqué (à débloquer par le service adhérents)",
+        "no_pin": "code personnel à créer",
+    },
+    "code": {"live": "valide", "expired": "expiré", "used": "utilisé", "revoked": "annulé"},
+    "channel": {"email": "e-mail", "post": "courrier"},
+    "purpose": {"first_login": "première connexion", "pin_reset": "nouveau code personnel"},
+    "kind": {
+        "welcome": "courrier de bienvenue",
+        "security_code": "code de sécurité",
+        "pin_reset": "nouveau code personnel",
+    },
+    "letter": {
+        "pending": "en attente d'impression",
+        "claimed": "en cours d'impression",
+        "printed": "imprimé et envoyé",
+        "cancelled": "annulé",
+        "failed": "impossible à imprimer",
+        "returned": "revenu (n'habite pas à l'adresse indiquée)",
+    },
+    "mail": {"pending": "en attente", "sent": "envoyé", "failed": "échec", "cancelled": "annulé"},
+    "status": {"active": "adhérent", "closed": "clôturé"},
+    "by": {"portal": "vous (Espace Adhérent)", "cpms": "CPMS"},
+    "outcome": {
+        "ok": "effectué",
+        "noop": "sans effet",
+        "failed": "échec",
+        "mail_failed": "e-mail non parti",
+    },
+    "action": {
+        "member.add": "inscription",
+        "member.update": "modification de vos coordonnées",
+        "member.close": "clôture",
+        "member.dossier": "édition de ce dossier",
+        "account.unlock": "déblocage du compte",
+        "code.issue": "envoi d'un code de sécurité",
+        "code.revoke": "annulation d'un code de sécurité",
+        "code.campaign.member": "envoi d'un code de sécurité (campagne)",
+        "pin.reset": "réinitialisation du code personnel",
+        "portal.login": "connexion à l'Espace Adhérent",
+        "portal.set_pin": "création du code personnel",
+        "portal.change_pin": "changement du code personnel",
+        "portal.accept_terms": "acceptation des conditions d'utilisation",
+        "portal.request_code": "demande d'un code de sécurité",
+        "portal.send_code": "envoi d'un code de sécurité",
+        "letter.cancel": "annulation d'un courrier",
+        "letter.failed": "courrier impossible à imprimer",
+        "letter.returned": "courrier revenu",
+        "members.import.member": "reprise de vos données",
+        "mail.send.member": "envoi d'un e-mail",
+    },
+}
+
+
+def _label(value: Any, table: str) -> str:
+    if value is None:
+        return "CPMS (automatique)" if table == "by" else "—"
+    return LABELS[table].get(str(value), str(value))
+
+
+def _moment(value: str | None) -> str:
+    """`2026-11-23T09:00:00+00:00` -> `23 novembre 2026 à 10 h 00` (Paris)."""
+    if not value:
+        return "—"
+    local = paris_time(datetime.fromisoformat(value))
+    return f"{french_date(local.date())} à {local:%H} h {local:%M}"
+
+
+def _day(value: str | None) -> str:
+    return french_date(date.fromisoformat(value)) if value else "—"
+
+
+def _details(details: dict[str, Any]) -> str:
+    parts = []
+    for key, value in details.items():
+        if isinstance(value, bool):
+            shown = "oui" if value else "non"
+        elif isinstance(value, list):
+            shown = ", ".join(map(str, value))
+        else:
+            shown = "—" if value is None else str(value)
+        parts.append(f"{key} : {shown}")
+    return " ; ".join(parts)
+
+
+def _environment() -> jinja2.Environment:
+    folder = templates_dir() / "dossier"
+    if not (folder / TEMPLATE).is_file() or not (folder / STYLESHEET).is_file():
+        raise NotReady(f"dossier template missing in {folder}: reinstall cpms-admin")
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(folder),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        auto_reload=False,
+    )
+    env.filters.update(label=_label, moment=_moment, day=_day, nir=format_nir, details=_details)
+    return env
+
+
+def render_pdf(document: dict[str, Any]) -> bytes:
+    """The dossier `document` (`dossier.as_document`) as a PDF."""
+    from weasyprint import HTML
+
+    env = _environment()
+    folder = templates_dir() / "dossier"
+    html = env.get_template(TEMPLATE).render(d=document, stylesheet=STYLESHEET)
+    pdf = HTML(string=html, base_url=str(folder)).write_pdf()
+    assert isinstance(pdf, bytes)
+    return pdf

@@ -1,0 +1,125 @@
+"""Closed members' personal data, pseudonymised once their retention period has passed.
+
+The member's row stays, with its id: the audit events about them name that id and must
+never change (the audit chain verifies them as written), and their codes, letters and
+e-mails keep pointing at it. What made it theirs goes: the names, birth date, e-mail,
+address, envelope line, the reasons typed about them and the search columns. The NIR becomes
+`X` and the row's id on 14 digits, which no NIR can be (a NIR starts with a digit, and its
+key is checked wherever one is typed): the member can never be looked up again, nor stand in
+the way of anyone's enrolment. Their PIN hash goes too; e-mails still queued for them are
+cancelled, and the errors recorded for their e-mails (which may quote the address) cleared.
+A pseudonymised member is left out of `member list` and `members export`.
+
+Members go in batches of BATCH, each in one transaction with one event per member
+(`purge.closed_members.member`, naming the category's event): a run killed half-way leaves
+each member untouched or fully pseudonymised, and the next run does the rest.
+"""
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import bindparam, func, update
+from sqlmodel import Session, SQLModel, col, select
+
+from cpms_admin.audit import RunAudit
+from cpms_admin.db import transaction
+from cpms_admin.faults import failpoint
+from cpms_admin.models import Account, Member, OutgoingMail
+from cpms_admin.privacy.retention import Found, Rule, Scope, record_category
+from cpms_admin.vocabulary import MailStatus, MemberStatus, RetentionCategory
+
+BATCH = 500
+PSEUDONYM_PREFIX = "X"
+RULE = Rule("closed more than {days} ago", "retention_closed_members_days")
+_MEMBER = SQLModel.metadata.tables["member"]
+# What is left of a pseudonymised member's personal data (the NIR is set apart, per member).
+BLANK = {
+    "civility": None,
+    "last_name": "",
+    "first_name": "",
+    "birth_date": None,
+    "email": None,
+    "address_complement": None,
+    "address_building": None,
+    "street": "",
+    "locality": None,
+    "postcode": "",
+    "city": "",
+    "country": "",
+    "envelope_name": None,
+    "search_text": "",
+    "sort_name": "",
+    "closed_reason": None,
+    "undeliverable_at": None,
+    "undeliverable_reason": None,
+    "address_changed_at": None,
+}
+CANCELLED = "member pseudonymised"
+
+
+def pseudonym_nir(member_id: int) -> str:
+    """What stands in the NIR column of a pseudonymised member: `X00000000000042`."""
+    return f"{PSEUDONYM_PREFIX}{member_id:014d}"
+
+
+def _due(before: datetime) -> tuple[object, ...]:
+    return (
+        col(Member.status) == MemberStatus.closed,
+        col(Member.pseudonymised_at).is_(None),
+        col(Member.closed_at) < before,
+    )
+
+
+def survey_closed_members(scope: Scope, before: datetime) -> Found:
+    count, oldest = scope.session.exec(
+        select(func.count(), func.min(Member.closed_at)).where(*_due(before))  # type: ignore[arg-type]
+    ).one()
+    return Found(int(count), oldest)
+
+
+def drop_closed_members(scope: Scope, before: datetime, rule: str) -> Found:
+    session = scope.session
+    found = survey_closed_members(scope, before)
+    session.rollback()
+    run: RunAudit | None = None
+    done = 0
+    while True:
+        with transaction(session):
+            ids = session.exec(
+                select(Member.id)
+                .where(*_due(before))  # type: ignore[arg-type]
+                .order_by(col(Member.id))
+                .limit(BATCH)
+                .with_for_update()
+            ).all()
+            if run is None:  # with the first batch: the members' events name it
+                category = RetentionCategory.closed_members
+                run = record_category(scope, category, rule=rule, before=before, found=found)
+            if not ids:
+                break
+            member_ids = [member_id for member_id in ids if member_id is not None]
+            pseudonymise(session, member_ids, now=scope.now)
+            run.record_members(session, member_ids, change="pseudonymised")
+        done += len(member_ids)
+        failpoint("purge.between_member_batches")
+    return Found(done, found.oldest if done else None)
+
+
+def pseudonymise(session: Session, member_ids: Sequence[int], *, now: datetime) -> None:
+    """Replace the personal data of these members, in the caller's transaction."""
+    session.execute(
+        update(_MEMBER)
+        .where(_MEMBER.c.id == bindparam("member"))
+        .values(nir=bindparam("pseudonym"), pseudonymised_at=now, updated_at=now, **BLANK),
+        [{"member": member_id, "pseudonym": pseudonym_nir(member_id)} for member_id in member_ids],
+    )
+    session.execute(
+        update(Account).where(col(Account.member_id).in_(member_ids)).values(pin_hash=None)
+    )
+    mails = col(OutgoingMail.member_id).in_(member_ids)
+    session.execute(update(OutgoingMail).where(mails).values(last_error=None))
+    session.execute(
+        update(OutgoingMail)
+        .where(mails, col(OutgoingMail.status) == MailStatus.pending)
+        .values(status=MailStatus.cancelled, last_error=CANCELLED)
+    )

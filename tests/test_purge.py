@@ -1,0 +1,457 @@
+"""`purge`: each category drops exactly what is past its period and nothing younger, the dry
+run changes nothing, every run is audited, links are never followed, and a run killed
+half-way is finished by the next one. With fixed clocks, on every engine."""
+
+import json
+import os
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import func
+from sqlmodel import Session, col, select
+
+from cpms_admin.errors import NotReady
+from cpms_admin.models import Account, AuditEvent, CodeRequest, LetterBatch, Member, UnknownLogin
+from cpms_admin.privacy import pseudonymise, purge_files
+from cpms_admin.settings import load_settings
+from tests.audit_helpers import audit_of
+from tests.factories import snapshot
+from tests.harness import Cli, FakeClock
+from tests.retention_helpers import (
+    DAY,
+    add_member,
+    build_world,
+    by_name,
+    close,
+    old_events,
+    purge,
+    tree,
+    write_eml,
+)
+
+CATEGORIES = [
+    "unknown_nir_counters",
+    "code_requests",
+    "mail_files",
+    "batch_files",
+    "closed_members",
+    "audit_events",
+]
+
+
+@pytest.fixture
+def archived(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+    """The audit log's archive function, standing in for the one the audit chain brings:
+    the calls it got (it archives nothing, and deletes nothing)."""
+    calls: list[dict[str, Any]] = []
+
+    def archive(session: Session, *, before: datetime, out: Path) -> int:
+        calls.append({"before": before, "out": out})
+        return int(
+            session.exec(
+                select(func.count()).select_from(AuditEvent).where(col(AuditEvent.at) < before)
+            ).one()
+        )
+
+    monkeypatch.setattr("cpms_admin.privacy.retention.archive_audit_events", archive)
+    return calls
+
+
+def member_row(session: Session, nir_or_id: str | int) -> Member:
+    session.rollback()  # a fresh snapshot, with what the commands did
+    where = Member.id == nir_or_id if isinstance(nir_or_id, int) else Member.nir == nir_or_id
+    member = session.exec(select(Member).where(where)).one()
+    return member
+
+
+def test_a_dry_run_lists_each_category_and_changes_nothing(
+    cli: Cli, session: Session, clock: FakeClock, tmp_path: Path
+) -> None:
+    world = build_world(cli, session, clock, tmp_path)
+    folders = [world.mail_dir, world.old_batch.parent, world.outside.parent]
+    before_db, before_files = snapshot(session), [tree(folder) for folder in folders]
+    code, document, stderr = purge(cli, "--dry-run")
+    assert code == 0, stderr
+    assert snapshot(session) == before_db
+    assert [tree(folder) for folder in folders] == before_files
+    assert document["dry_run"] is True and document["at"] == "2026-11-23T09:00:00+00:00"
+    found = by_name(document)
+    assert list(found) == CATEGORIES
+    counts = {name: category["count"] for name, category in found.items()}
+    old_audit = len(old_events(session, world.now - 365 * DAY))
+    assert old_audit == 4  # the two closed members' addition and closing
+    assert counts == {
+        "unknown_nir_counters": 1,  # 181 days; the one of exactly 180 days stays
+        "code_requests": 1,
+        "mail_files": 2,  # the old e-mail and the temporary file; not the link
+        "batch_files": 2,  # printed 40 days ago, and the one whose code was used
+        "closed_members": 1,
+        "audit_events": old_audit,
+    }
+    assert found["closed_members"] == {
+        "name": "closed_members",
+        "action": "pseudonymise",
+        "rule": "closed more than 730 days ago (CPMS_RETENTION_CLOSED_MEMBERS_DAYS)",
+        "count": 1,
+        "oldest": "2024-11-22T09:00:00+00:00",
+        "skipped": [],
+        "error": None,
+    }
+    assert found["unknown_nir_counters"]["oldest"] == "2026-05-26T09:00:00+00:00"
+    assert found["batch_files"]["oldest"] == "2026-10-14T09:00:00+00:00"
+    assert found["mail_files"]["skipped"] == [f"{world.planted} is a symbolic link: left alone"]
+    assert f"Warning: purge mail_files: {world.planted} is a symbolic link" in stderr
+    human = cli("purge", "--dry-run")
+    assert human.exit_code == 0
+    assert human.stdout.splitlines()[0] == (
+        "Dry run, nothing was changed. Past their retention period:"
+    )
+    assert (
+        "  1 to pseudonymise closed member, the oldest 2024-11-22 10:00 CET: closed more than "
+        "730 days ago (CPMS_RETENTION_CLOSED_MEMBERS_DAYS)." in human.stdout.splitlines()
+    )
+
+
+def test_purge_drops_exactly_what_is_past_each_period(
+    cli: Cli, session: Session, clock: FakeClock, tmp_path: Path, archived: list[dict[str, Any]]
+) -> None:
+    world = build_world(cli, session, clock, tmp_path)
+    kept_events = old_events(session, world.now - 365 * DAY)
+    code, document, stderr = purge(cli)
+    assert code == 0, stderr
+    assert document["dry_run"] is False
+    counts = {c["name"]: c["count"] for c in document["categories"]}
+    assert counts == {
+        "unknown_nir_counters": 1,
+        "code_requests": 1,
+        "mail_files": 2,
+        "batch_files": 2,
+        "closed_members": 1,
+        "audit_events": 4,
+    }
+    session.rollback()  # a fresh snapshot, with what the commands did
+    assert sorted(row.subject[0] for row in session.exec(select(UnknownLogin))) == ["b", "c"]
+    assert [row.subject[0] for row in session.exec(select(CodeRequest))] == ["c"]
+    # Files: the old ones gone; the young one, the link, its target and the stranger kept.
+    assert sorted(p.name for p in world.mail_dir.iterdir()) == sorted(
+        [world.young_mail.name, world.planted.name, "README.txt"]
+    )
+    assert world.planted.is_symlink() and world.outside.read_text() == "someone else's"
+    out = world.old_batch.parent
+    assert sorted(p.name for p in out.iterdir()) == [world.young_batch.name]
+    manifests = dict(session.exec(select(LetterBatch.id, LetterBatch.manifest)).all())
+    assert {batch_id for batch_id, manifest in manifests.items() if manifest} == {2}
+    # Members: only the one closed 731 days ago.
+    assert member_row(session, world.young_closed).pseudonymised_at is None
+    assert member_row(session, world.active).pseudonymised_at is None
+    # Audit events: handed to the archive function with the cut-off, never touched by purge.
+    assert archived == [
+        {"before": world.now - 365 * DAY, "out": Path(cli.settings.audit_archive_dir)}
+    ]
+    assert old_events(session, world.now - 365 * DAY) == kept_events
+    # One event per category run, each saying what it dropped.
+    events = json.loads(cli("--json", "audit", "list", "--since", "2026-11-23").stdout)
+    runs = {e["action"]: e for e in events if e["action"].startswith("purge.")}
+    assert set(runs) == {f"purge.{name}" for name in CATEGORIES} | {"purge.closed_members.member"}
+    assert runs["purge.batch_files"]["details"]["batch_ids"] == [1, 3]
+    assert runs["purge.mail_files"]["details"]["count"] == 2
+    assert runs["purge.unknown_nir_counters"]["details"] == {
+        "rule": "no failed attempt for 180 days (CPMS_RETENTION_UNKNOWN_NIR_DAYS)",
+        "before": "2026-05-27T09:00:00+00:00",
+        "count": 1,
+        "oldest": "2026-05-26T09:00:00+00:00",
+        "skipped": [],
+    }
+    # Run again: nothing left to drop.
+    again = by_name(purge(cli)[1])
+    assert {
+        name: c["count"] for name, c in again.items() if name != "audit_events"
+    } == dict.fromkeys(CATEGORIES[:-1], 0)
+
+
+def test_a_run_with_nothing_to_drop_prints_nothing_and_is_audited(cli: Cli) -> None:
+    result = cli("purge")
+    assert (result.exit_code, result.stdout, result.stderr) == (0, "", "")
+    events = json.loads(cli("--json", "audit", "list").stdout)
+    assert sorted(e["action"] for e in events) == sorted(f"purge.{name}" for name in CATEGORIES)
+    assert {e["details"]["count"] for e in events} == {0}
+
+
+def test_what_purge_says_it_dropped(
+    cli: Cli, session: Session, clock: FakeClock, tmp_path: Path, archived: list[dict[str, Any]]
+) -> None:
+    build_world(cli, session, clock, tmp_path)
+    result = cli("purge")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines() == [
+        "Deleted 1 unknown-NIR counter, the oldest 2026-05-26 11:00 CEST: no failed attempt for "
+        "180 days (CPMS_RETENTION_UNKNOWN_NIR_DAYS).",
+        "Deleted 1 code request, the oldest 2026-11-22 09:00 CET: older than 24 hours, the "
+        "window of the daily limit (CPMS_CODE_REQUESTS_PER_DAY).",
+        "Deleted 2 e-mail files, the oldest 2026-11-21 10:00 CET: written more than 1 day ago "
+        "(CPMS_RETENTION_MAIL_FILES_DAYS).",
+        "Deleted 2 letters batches, the oldest 2026-10-14 11:00 CEST: no live code left in "
+        "them, or printed more than 30 days ago (CPMS_RETENTION_BATCH_FILES_DAYS).",
+        "Pseudonymised 1 closed member, the oldest 2024-11-22 10:00 CET: closed more than 730 "
+        "days ago (CPMS_RETENTION_CLOSED_MEMBERS_DAYS).",
+        "Archived 4 audit events, the oldest 2024-11-22 10:00 CET: older than 365 days "
+        "(CPMS_RETENTION_AUDIT_DAYS).",
+    ]
+
+
+def test_a_pseudonymised_member_is_no_one_but_their_audit_events_remain(
+    cli: Cli, session: Session, clock: FakeClock, tmp_path: Path, archived: list[dict[str, Any]]
+) -> None:
+    nir = add_member(cli, "Zébulon", "--email", "zebulon@example.org", "--birth-date", "1985-05-01")
+    close(cli, nir)
+    member_id = member_row(session, nir).id
+    assert member_id is not None
+    story = audit_of(cli, nir)
+    assert [e["action"] for e in story] == ["member.add", "member.close"]
+    clock.advance(days=731)
+    assert purge(cli)[0] == 0
+    member = member_row(session, member_id)
+    assert member.nir == f"X{member_id:014d}" and member.status == "closed"
+    assert (member.last_name, member.first_name, member.email, member.birth_date) == (
+        "", "", None, None
+    )  # fmt: skip
+    assert (member.street, member.postcode, member.city, member.closed_reason) == ("", "", "", None)
+    assert member.search_text == "" and member.pseudonymised_at == clock.now
+    account = session.get(Account, member_id)
+    assert account is not None and account.pin_hash is None
+    # Nowhere to be found by what was theirs, in listings or exports.
+    for args in (["--search", "Zébulon"], ["--status", "closed"], ["--all"]):
+        listed = json.loads(cli("--json", "member", "list", *args).stdout)
+        assert [m["nir"] for m in listed] == [], args
+    exported = tmp_path / "export.csv"
+    assert cli("members", "export", "--out", str(exported)).exit_code == 0
+    assert "zebulon" not in exported.read_text().lower() and nir not in exported.read_text()
+    shown = cli("member", "show", nir)
+    assert shown.exit_code == 3
+    # Their audit events: unchanged, still theirs (by id), and the pseudonymisation added.
+    session.rollback()  # a fresh snapshot, with what the commands did
+    events = session.exec(
+        select(AuditEvent).where(AuditEvent.member_id == member_id).order_by(col(AuditEvent.id))
+    ).all()
+    assert [e.id for e in events[:2]] == [e["id"] for e in story]
+    assert [e.action for e in events] == [
+        "member.add",
+        "member.close",
+        "purge.closed_members.member",
+    ]
+    (run,) = [e for e in events if e.action == "purge.closed_members.member"]
+    assert json.loads(run.details)["change"] == "pseudonymised"
+
+
+def test_a_run_killed_between_member_batches_is_finished_by_the_next(
+    cli: Cli,
+    session: Session,
+    clock: FakeClock,
+    monkeypatch: pytest.MonkeyPatch,
+    archived: list[dict[str, Any]],
+) -> None:
+    nirs = [add_member(cli, name, "--email", f"{name}@example.org") for name in "ABC"]
+    for nir in nirs:
+        close(cli, nir)
+    ids = [member_row(session, nir).id for nir in nirs]
+    clock.advance(days=731)
+    monkeypatch.setattr(pseudonymise, "BATCH", 2)
+
+    def killed(name: str) -> None:
+        if name == "purge.between_member_batches":
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(pseudonymise, "failpoint", killed)
+    assert cli("purge").exit_code == 130
+    rows = [member_row(session, member_id) for member_id in ids if member_id]
+    # The first batch whole, the other member untouched: never half-pseudonymised.
+    assert [(m.pseudonymised_at is not None, m.email is None, m.nir[0]) for m in rows] == [
+        (True, True, "X"),
+        (True, True, "X"),
+        (False, False, nirs[2][0]),
+    ]
+    monkeypatch.undo()
+    _, document, _ = purge(cli)
+    assert by_name(document)["closed_members"]["count"] == 1
+    assert all(member_row(session, i).pseudonymised_at for i in ids if i)
+    changes = json.loads(
+        cli("--json", "audit", "list", "--action", "purge.closed_members.member").stdout
+    )
+    assert len(changes) == 3
+
+
+def test_a_batch_that_fails_inside_its_transaction_leaves_its_members_untouched(
+    cli: Cli, session: Session, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    nir = add_member(cli, "Intact", "--email", "intact@example.org")
+    close(cli, nir)
+    clock.advance(days=731)
+    before = snapshot(session)
+
+    def broken(*_args: object, **_kwargs: object) -> None:
+        raise RuntimeError("the disk of the audit log is full")
+
+    monkeypatch.setattr("cpms_admin.audit.RunAudit.record_members", broken)
+    result = cli("purge")
+    assert isinstance(result.exception, RuntimeError)
+    after = snapshot(session)
+    assert after["member"] == before["member"] and after["account"] == before["account"]
+
+
+def test_the_audit_archive_is_not_there_yet_so_the_category_fails_and_keeps_its_events(
+    cli: Cli, session: Session, clock: FakeClock
+) -> None:
+    """Until the audit chain brings `archive_audit_events`, old events stay: the category
+    fails (exit 1) after the others did their work, and says why."""
+    nir = add_member(cli, "Ancienne")
+    close(cli, nir)
+    clock.advance(days=731)
+    kept = old_events(session, clock.now - 365 * DAY)
+    code, document, stderr = purge(cli)
+    assert code == 1
+    found = by_name(document)
+    assert found["closed_members"]["count"] == 1 and found["closed_members"]["error"] is None
+    assert found["audit_events"]["count"] == 0
+    assert found["audit_events"]["error"] == str(
+        NotReady(
+            "archiving audit events needs the tamper-evident audit log, which this version "
+            "does not have: the events older than the retention period are kept"
+        )
+    )
+    assert stderr.splitlines() == [
+        f"Error: purge audit_events failed: {found['audit_events']['error']}"
+    ]
+    assert old_events(session, clock.now - 365 * DAY) == kept
+    (failed,) = json.loads(cli("--json", "audit", "list", "--action", "purge.audit_events").stdout)
+    assert failed["outcome"] == "failed" and failed["details"]["count"] == 0
+
+
+def test_a_link_planted_where_a_batch_directory_was_is_not_followed(
+    cli: Cli, session: Session, clock: FakeClock, tmp_path: Path, archived: list[dict[str, Any]]
+) -> None:
+    world = build_world(cli, session, clock, tmp_path)
+    target = tmp_path / "theirs"
+    target.mkdir()
+    (target / "keep.pdf").write_text("theirs")
+    os.rename(world.old_batch, tmp_path / "moved-away")
+    world.old_batch.symlink_to(target, target_is_directory=True)
+    code, document, stderr = purge(cli)
+    assert code == 0
+    batches = by_name(document)["batch_files"]
+    assert batches["count"] == 1  # the used one; the old one waits for someone to look
+    assert batches["skipped"] == [f"{world.old_batch} is a symbolic link: left alone"]
+    assert world.old_batch.is_symlink() and (target / "keep.pdf").read_text() == "theirs"
+    assert f"Warning: purge batch_files: {world.old_batch} is a symbolic link" in stderr
+
+
+def test_a_mail_directory_that_is_a_link_fails_that_category_only(
+    cli: Cli, tmp_path: Path, clock: FakeClock
+) -> None:
+    real = tmp_path / "real-outbox"
+    old = write_eml(real, clock.now - 2 * DAY)
+    link = tmp_path / "outbox-link"
+    link.symlink_to(real, target_is_directory=True)
+    linked = cli.with_settings(mail_dir=str(link))
+    code, document, stderr = purge(linked)
+    assert code == 1, stderr
+    mail = by_name(document)["mail_files"]
+    assert mail["error"] == f"{link} is a symbolic link; give the directory itself"
+    assert old.exists()
+    assert [c["error"] for c in document["categories"] if c["name"] != "mail_files"] == [None] * 5
+
+
+def test_a_run_killed_after_renaming_batches_is_finished_by_the_next(
+    cli: Cli,
+    session: Session,
+    clock: FakeClock,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    archived: list[dict[str, Any]],
+) -> None:
+    world = build_world(cli, session, clock, tmp_path)
+
+    def killed(name: str) -> None:
+        if name == "purge.batches_renamed":
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(purge_files, "failpoint", killed)
+    assert cli("purge").exit_code == 130
+    out = world.old_batch.parent
+    # Out of the print house's sight, nothing deleted yet, nothing recorded.
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [world.young_batch.name, ".batch-1.expired", ".batch-3.expired"]
+    )
+    assert not json.loads(cli("--json", "audit", "list", "--action", "purge.batch_files").stdout)
+    monkeypatch.undo()
+    _, document, _ = purge(cli)
+    assert by_name(document)["batch_files"]["count"] == 2
+    assert sorted(p.name for p in out.iterdir()) == [world.young_batch.name]
+    (event,) = json.loads(cli("--json", "audit", "list", "--action", "purge.batch_files").stdout)
+    assert event["details"]["batch_ids"] == [1, 3]
+
+
+def test_shorter_periods_are_settings(
+    cli: Cli, session: Session, clock: FakeClock, tmp_path: Path
+) -> None:
+    write_eml(Path(cli.settings.mail_dir), clock.now - timedelta(hours=13))
+    nir = add_member(cli, "Courte")
+    close(cli, nir)
+    clock.advance(days=31)
+    strict = cli.with_settings(retention_closed_members_days=30)
+    found = by_name(purge(strict, "--dry-run")[1])
+    assert found["closed_members"]["count"] == 1
+    assert found["mail_files"]["count"] == 1
+    lax = cli.with_settings(retention_closed_members_days=3650, retention_mail_files_days=90)
+    found = by_name(purge(lax, "--dry-run")[1])
+    assert (found["closed_members"]["count"], found["mail_files"]["count"]) == (0, 0)
+    assert found["closed_members"]["rule"] == (
+        "closed more than 3,650 days ago (CPMS_RETENTION_CLOSED_MEMBERS_DAYS)"
+    )
+    with pytest.raises(NotReady, match=r"^CPMS_RETENTION_AUDIT_DAYS must be between 180 and"):
+        load_settings({"CPMS_RETENTION_AUDIT_DAYS": "30"})
+
+
+def test_a_batch_whose_folder_is_gone_loses_its_stored_manifest_and_says_so_once(
+    cli: Cli, session: Session, clock: FakeClock, tmp_path: Path, archived: list[dict[str, Any]]
+) -> None:
+    world = build_world(cli, session, clock, tmp_path)
+    out = world.old_batch.parent
+    os.rename(out, tmp_path / "archived-by-hand")
+    code, document, stderr = purge(cli)
+    assert code == 0
+    assert f"Warning: purge batch_files: {out} no longer exists: batch 1's" in stderr
+    batches = by_name(document)["batch_files"]
+    assert batches["count"] == 2
+    assert batches["skipped"] == [
+        f"{out} no longer exists: batch {n}'s files were not there" for n in (1, 3)
+    ]
+    session.rollback()
+    manifests = dict(session.exec(select(LetterBatch.id, LetterBatch.manifest)).all())
+    assert [batch_id for batch_id, manifest in manifests.items() if manifest] == [2]
+    assert sorted(p.name for p in (tmp_path / "archived-by-hand").iterdir()) == sorted(
+        [world.old_batch.name, world.young_batch.name, world.used_batch.name]
+    )
+    again = by_name(purge(cli)[1])["batch_files"]
+    assert (again["count"], again["skipped"]) == (0, [])
+
+
+def test_a_committed_batch_not_published_yet_keeps_its_files_and_manifest(
+    cli: Cli, session: Session, clock: FakeClock, tmp_path: Path, archived: list[dict[str, Any]]
+) -> None:
+    """Its publication failed (a name taken, a full disk): `letters batch` publishes it from
+    the stored manifest at its next run, so purge leaves both alone until then."""
+    world = build_world(cli, session, clock, tmp_path)
+    staging = world.old_batch.parent / ".batch-1.partial"
+    os.rename(world.old_batch, staging)
+    code, document, stderr = purge(cli)
+    assert code == 0, stderr
+    batches = by_name(document)["batch_files"]
+    assert (batches["count"], batches["skipped"]) == (
+        1,
+        [f"{staging} is not published yet: left for letters batch"],
+    )
+    assert staging.is_dir() and any(staging.glob("*.pdf"))
+    session.rollback()
+    assert session.get(LetterBatch, 1).manifest  # type: ignore[union-attr]

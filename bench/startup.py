@@ -62,6 +62,11 @@ def main() -> None:
     rows = {
         "python -c pass (bare interpreter)": [sys.executable, "-c", "pass"],
         FLOOR: [sys.executable, "-c", "import typer, sqlmodel"],
+        "the floor, then gc.freeze() (as main() does)": [
+            sys.executable,
+            "-c",
+            "import typer, sqlmodel, gc; gc.freeze()",
+        ],
         "cpms-admin --help": [cli, "--help"],
         "cpms-admin member show NIR": [cli, "member", "show", NIR],
         "cpms-admin --json member show NIR": [cli, "--json", "member", "show", NIR],

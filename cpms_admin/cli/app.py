@@ -212,8 +212,8 @@ def _json_first(args: list[str]) -> list[str]:
 def main() -> None:
     _owner_only_by_default()
     # What the imports made lives as long as the process: out of the collector's sight, it is
-    # not walked again by each full collection nor by the interpreter's at exit, a fifth of
-    # a read command's CPU (bench/startup.py).
+    # not walked again by each full collection nor torn down at exit, about 45 CPU ms of every
+    # command (bench/startup.py).
     gc.freeze()
     app(prog_name="cpms-admin")
 

@@ -10,7 +10,6 @@ naming the setting as the user wrote it.
 
 import os
 import reprlib
-import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -158,6 +157,8 @@ def _coerce(raw: Any, *, integer: bool) -> Any:
 
 
 def _read_config(path: str) -> dict[str, Any]:
+    import tomllib  # only when a config file is named: most runs have none
+
     try:
         return tomllib.loads(Path(path).read_text(encoding="utf-8"))
     except OSError as exc:

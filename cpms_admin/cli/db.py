@@ -8,8 +8,6 @@ import typer
 from cpms_admin import audit
 from cpms_admin.cli.context import app_context
 from cpms_admin.cli.output import emit_object, emit_rows, exit_as, warn
-from cpms_admin.operations import schema
-from cpms_admin.operations.doctor import run_checks
 
 app = typer.Typer(help="Create, migrate and inspect the database schema.", no_args_is_help=True)
 
@@ -31,6 +29,8 @@ def upgrade(
 
     Example: cpms-admin db upgrade
     """
+    from cpms_admin.operations import schema
+
     app_ = app_context(ctx)
     with audit.labelled(app_.label):
         result = schema.upgrade(app_.settings, clock=app_.clock, create_dirs=create_dirs)
@@ -61,6 +61,8 @@ def status(ctx: typer.Context) -> None:
 
     Example: cpms-admin db status
     """
+    from cpms_admin.operations import schema
+
     app_ = app_context(ctx)
     state = schema.schema_status(app_.settings)
     emit_object(
@@ -81,6 +83,8 @@ def doctor(ctx: typer.Context) -> None:
 
     Example: cpms-admin doctor
     """
+    from cpms_admin.operations.doctor import run_checks
+
     app_ = app_context(ctx)
     report = run_checks(app_.settings)
     rows = [{**asdict(check), "status": "ok" if check.ok else "PROBLEM"} for check in report.checks]

@@ -7,7 +7,6 @@ import typer
 from cpms_admin.cli.context import app_context
 from cpms_admin.cli.output import BulkProgress, emit_object
 from cpms_admin.english import count
-from cpms_admin.mail.queue import check_sent, send_queued_mail
 from cpms_admin.settings import LIMIT_MAX
 
 app = typer.Typer(help="Send the queued e-mails.", no_args_is_help=True)
@@ -31,6 +30,8 @@ def send(
 
     Example: cpms-admin mail send --limit 500
     """
+    from cpms_admin.mail.queue import check_sent, send_queued_mail
+
     app_ = app_context(ctx)
     with BulkProgress("Sending e-mails") as progress, app_.session() as session:
         run = send_queued_mail(

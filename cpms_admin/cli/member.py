@@ -1,7 +1,7 @@
 """`cpms-admin member`: one member at a time."""
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -10,11 +10,12 @@ from cpms_admin.cli.options import MEMBER_STATUSES, AllRows, Reason
 from cpms_admin.cli.output import emit_object, emit_page, note_for_agent, when
 from cpms_admin.english import count
 from cpms_admin.errors import InvalidInput
-from cpms_admin.members import records, undeliverable
-from cpms_admin.members.fields import civility_note, validate_member_fields
 from cpms_admin.members.nir import format_nir
 from cpms_admin.settings import LIMIT_MAX
 from cpms_admin.vocabulary import MemberStatus
+
+if TYPE_CHECKING:
+    from cpms_admin.members.records import MemberView
 
 app = typer.Typer(help="Add, show, list, update and close members.", no_args_is_help=True)
 
@@ -56,6 +57,9 @@ def add(
     Example: cpms-admin member add --nir "1 85 05 78 006 084 91" --last-name Dupont
     --first-name Jean --street "12 rue de la Paix" --postcode 75002 --city Paris
     """
+    from cpms_admin.members import records
+    from cpms_admin.members.fields import validate_member_fields
+
     app_ = app_context(ctx)
     fields = validate_member_fields(
         {
@@ -92,13 +96,17 @@ def show(ctx: typer.Context, nir: Nir) -> None:
 
     Example: cpms-admin member show 185057800608491
     """
+    from cpms_admin.members import records
+
     app_ = app_context(ctx)
     with app_.session(read_only=True) as session:
         view = records.member_view(session, records.get_member(session, nir), clock=app_.clock)
     emit_object(app_, view.as_json(), describe(view))
 
 
-def describe(view: records.MemberView) -> list[str]:
+def describe(view: "MemberView") -> list[str]:
+    from cpms_admin.members import records, undeliverable
+
     member, account = view.member, view.account
     lines = [
         f"{member.first_name} {member.last_name.upper()}   NIR {format_nir(member.nir)}"
@@ -148,6 +156,8 @@ def list_(
 
     Example: cpms-admin member list --search "hélène martin" --limit 10
     """
+    from cpms_admin.members import records
+
     if status not in (None, *MemberStatus):
         raise InvalidInput(f"--status must be active or closed, got {status!r}")
     app_ = app_context(ctx)
@@ -248,6 +258,9 @@ def update(
         changes["email"] = None
     if not changes and not address_confirmed:
         raise InvalidInput("nothing to change: give at least one option (see --help)")
+    from cpms_admin.members import records
+    from cpms_admin.members.fields import civility_note
+
     app_ = app_context(ctx)
     with app_.session() as session:
         member = records.update_member(
@@ -275,6 +288,8 @@ def close(ctx: typer.Context, nir: Nir, reason: Reason) -> None:
 
     Example: cpms-admin member close 185057800608491 --reason "left the mutual"
     """
+    from cpms_admin.members import records
+
     app_ = app_context(ctx)
     with app_.session() as session:
         member = records.close_member(

@@ -4,19 +4,20 @@ import sys
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
-from typing import IO, Annotated, Any, BinaryIO, TextIO
+from typing import IO, TYPE_CHECKING, Annotated, Any, BinaryIO, TextIO
 
 import typer
 
-from cpms_admin.bulk.export import export_members
-from cpms_admin.bulk.formats import ErrorReport, RowError, read_member_rows
-from cpms_admin.bulk.importer import ImportCounts, import_members
 from cpms_admin.cli.context import app_context
 from cpms_admin.cli.options import FILE_FORMATS, MEMBER_STATUSES, completes
 from cpms_admin.cli.output import BulkProgress, emit_object, exit_as, note_for_agent, warn
 from cpms_admin.english import agree, count
 from cpms_admin.errors import InvalidInput
 from cpms_admin.private_files import write_private_atomically
+
+if TYPE_CHECKING:
+    from cpms_admin.bulk.formats import ErrorReport, RowError
+    from cpms_admin.bulk.importer import ImportCounts
 
 app = typer.Typer(
     help="Import and export members in bulk (CSV, JSON Lines or XLSX).", no_args_is_help=True
@@ -73,18 +74,18 @@ def _estimate_records(path: Path) -> int:
 class _Rejected:
     """Rejected rows: each into the --errors report, the first few kept for stderr."""
 
-    def __init__(self, report: ErrorReport | None) -> None:
+    def __init__(self, report: "ErrorReport | None") -> None:
         self.report = report
         self.shown: list[RowError] = []
 
-    def __call__(self, error: RowError) -> None:
+    def __call__(self, error: "RowError") -> None:
         if self.report is not None:
             self.report.write(error)
         if len(self.shown) < SHOWN_ERRORS:
             self.shown.append(error)
 
 
-def _summary(counts: ImportCounts) -> str:
+def _summary(counts: "ImportCounts") -> str:
     if counts.dry_run:
         return (
             f"Dry run, nothing written: would create {counts.created:,}, update "
@@ -148,6 +149,9 @@ def import_(
 
     Example: cpms-admin members import adherents.csv --dry-run --errors rejets.csv
     """
+    from cpms_admin.bulk.formats import ErrorReport, read_member_rows
+    from cpms_admin.bulk.importer import import_members
+
     app_ = app_context(ctx)
     member_file = read_member_rows(file, fmt=fmt, encoding=encoding, delimiter=delimiter)
     report_file = _private_text(errors, encoding="utf-8-sig") if errors else nullcontext()
@@ -185,7 +189,7 @@ def import_(
     exit_as(counts)
 
 
-def _warn_rejected(rejected: _Rejected, counts: ImportCounts, *, all_in_file: bool) -> None:
+def _warn_rejected(rejected: _Rejected, counts: "ImportCounts", *, all_in_file: bool) -> None:
     """The first rejected rows on stderr, and how many more there are."""
     for error in rejected.shown:
         warn(f"line {error.line}: {error.reason}")
@@ -228,6 +232,8 @@ def export(
 
     Example: cpms-admin members export --format xlsx --out adherents.xlsx
     """
+    from cpms_admin.bulk.export import export_members
+
     app_ = app_context(ctx)
     binary = fmt.lower() == "xlsx"
     if app_.json_output and out is None and fmt.lower() != "jsonl":

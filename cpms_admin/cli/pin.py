@@ -7,7 +7,6 @@ import typer
 from cpms_admin.cli.code import delivery_line
 from cpms_admin.cli.context import app_context
 from cpms_admin.cli.output import emit_object
-from cpms_admin.credentials import accounts
 from cpms_admin.vocabulary import ChannelChoice
 
 app = typer.Typer(help="Reset a member's PIN.", no_args_is_help=True)
@@ -29,6 +28,8 @@ def reset(
 
     Example: cpms-admin pin reset 185057800608491 --channel auto --reason "forgot PIN"
     """
+    from cpms_admin.credentials import accounts
+
     app_ = app_context(ctx)
     with app_.session() as session:
         delivery = accounts.reset_pin(

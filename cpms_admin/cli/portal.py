@@ -6,7 +6,7 @@ never from arguments, and never printed.
 
 import sys
 from enum import StrEnum
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -14,8 +14,9 @@ from cpms_admin.cli.context import AppContext, app_context
 from cpms_admin.cli.output import exit_as, print_json, warn
 from cpms_admin.english import count
 from cpms_admin.errors import CpmsError, InvalidInput
-from cpms_admin.portal import flows, pin_change
-from cpms_admin.portal.answers import PortalResult
+
+if TYPE_CHECKING:
+    from cpms_admin.portal.answers import PortalResult
 
 app = typer.Typer(
     help="The member portal's flows (secrets on stdin, never as arguments).",
@@ -50,7 +51,7 @@ def read_secrets(*names: str) -> list[str]:
     return values
 
 
-def emit_result(app_: AppContext, result: PortalResult) -> None:
+def emit_result(app_: AppContext, result: "PortalResult") -> None:
     """The result as JSON or as what the member sees (their message and the page's facts,
     never the internal reason: `--json` has it); exit 0 when ok, else 1 (2 for input)."""
     if app_.json_output:
@@ -77,6 +78,8 @@ def login(ctx: typer.Context, nir: Nir, captcha_ok: CaptchaOk = False) -> None:
 
     Example: cpms-admin --json portal login 185057800608491   (then type the PIN, or pipe it in)
     """
+    from cpms_admin.portal import flows
+
     app_ = app_context(ctx)
     (pin,) = read_secrets("PIN")
     with app_.session() as session:
@@ -100,6 +103,8 @@ def request_code(ctx: typer.Context, nir: Nir) -> None:
 
     Example: cpms-admin portal request-code 185057800608491
     """
+    from cpms_admin.portal import flows
+
     app_ = app_context(ctx)
     with app_.session() as session:
         request = flows.request_code(session, nir=nir, settings=app_.settings, clock=app_.clock)
@@ -132,6 +137,8 @@ def set_pin(
 
     Example: cpms-admin portal set-pin 185057800608491   (then the code, the new PIN twice)
     """
+    from cpms_admin.portal import pin_change
+
     app_ = app_context(ctx)
     secret, new_pin, confirmation = read_secrets("code or current PIN", "new PIN", "new PIN again")
     with app_.session() as session:
@@ -163,6 +170,8 @@ def accept_terms(
 
     Example: cpms-admin portal accept-terms 185057800608491   (then type the PIN, or pipe it in)
     """
+    from cpms_admin.portal import flows
+
     app_ = app_context(ctx)
     (pin,) = read_secrets("PIN")
     with app_.session() as session:

@@ -235,8 +235,11 @@ def main() -> None:
     members = demo_members(36)
     write_csv(DATA / "demo-members.csv", members)
 
-    step("Schema (creates data/pepper the first time)")
+    step("Schema (creates data/pepper the first time); whoever creates it is its first admin")
     run("db", "upgrade")
+    run("agent", "add", "alice", "--role", "support")  # an OS user, on SQLite
+    run("agent", "add", "cron-cpms", "--role", "nightly")  # the cron's identity
+    run("agent", "list")
     step("Members: an agent adds a few dozen (each gets an enrolment letter in the queue)")
     for row in members:
         options = [

@@ -16,7 +16,7 @@ from sqlmodel import Session, SQLModel
 from cpms_admin.credentials.pepper import fingerprint
 from cpms_admin.db import make_engine, normalise_url, upgrade_schema
 from cpms_admin.settings import Settings
-from tests.harness import TEST_PEPPER, Cli, FakeClock
+from tests.harness import TEST_PEPPER, Cli, FakeClock, new_chain, own_engine
 
 PG_URL = os.environ.get("CPMS_TEST_DATABASE_URL")
 ENGINES = ["sqlite", "postgresql"] if PG_URL else ["sqlite"]
@@ -76,6 +76,8 @@ def _empty_all(url: str) -> None:
         for schema, name in sequences:
             conn.execute(text(f'ALTER SEQUENCE "{schema}"."{name}" RESTART'))
     record_test_pepper(engine)
+    with engine.begin() as conn:
+        new_chain(conn)
     engine.dispose()
 
 
@@ -130,8 +132,9 @@ def settings(db_url: str, tmp_path: Path) -> Settings:
 @pytest.fixture
 def engine(db_url: str) -> Iterator[Engine]:
     """The test's own engine. Deferred transactions on SQLite, so a test that reads between
-    two CLI calls does not hold the write lock the next command needs."""
-    engine = make_engine(db_url)
+    two CLI calls does not hold the write lock the next command needs. Its sessions seal the
+    audit events they write with the test pepper, as the CLI's do."""
+    engine = own_engine(db_url)
     yield engine.execution_options(sqlite_begin="DEFERRED")
     engine.dispose()
 

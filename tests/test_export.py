@@ -19,7 +19,7 @@ from cpms_admin.members.records import member_summary
 from cpms_admin.members.search import search_text
 from cpms_admin.models import Account, AuditEvent, Member
 from tests.factories import make_member, make_nir
-from tests.harness import Cli
+from tests.harness import Cli, new_chain, own_engine
 
 BCRYPT = "$2b$04$abcdefghijklmnopqrstuu5ZZmGzXsvFxo9sQJ3bTkMfs0IPpAaKm"
 
@@ -69,6 +69,7 @@ def empty_database(session: Session) -> None:
     session.rollback()
     for table in reversed(SQLModel.metadata.sorted_tables):
         session.execute(delete(table))
+    new_chain(session)
     session.commit()
 
 
@@ -185,7 +186,7 @@ def test_an_export_does_not_block_writers(session: Session, db_url: str) -> None
             written.append(text)
             return super().write(text)
 
-    engine = make_engine(db_url)  # as the CLI makes it (the test engine is deferred already)
+    engine = own_engine(db_url)  # as the CLI makes it (the test engine is deferred already)
     try:
         with Session(engine) as cli_session:
             assert export_members(cli_session, out=Sink(), fmt="csv", agent="t") == 3

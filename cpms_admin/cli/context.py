@@ -8,7 +8,9 @@ import typer
 from sqlalchemy import Engine
 from sqlmodel import Session
 
+from cpms_admin.audit_chain.seal import keyed
 from cpms_admin.clock import Clock, system_clock
+from cpms_admin.credentials.pepper import Peppers
 from cpms_admin.db import check_schema, make_engine, session_scope
 from cpms_admin.settings import Settings
 
@@ -26,8 +28,14 @@ class AppContext:
         if self._engine is None:
             engine = make_engine(self.settings.database_url)
             check_schema(engine)
-            self._engine = engine
+            # Audit events are sealed with the database's pepper, read when the first is.
+            self._engine = keyed(engine, self._peppers)
         return self._engine
+
+    def _peppers(self) -> Peppers:
+        from cpms_admin.credentials.pepper import load_peppers
+
+        return load_peppers(self.settings)
 
     @contextmanager
     def session(self, *, read_only: bool = False) -> Iterator[Session]:

@@ -6,7 +6,8 @@ from typing import Annotated
 import typer
 
 from cpms_admin.cli.context import app_context
-from cpms_admin.cli.output import emit_object, emit_rows, exit_as, warn
+from cpms_admin.cli.output import emit_object, emit_rows, exit_as, note_for_agent, warn
+from cpms_admin.english import count
 from cpms_admin.operations import schema
 from cpms_admin.operations.doctor import run_checks
 
@@ -38,6 +39,11 @@ def upgrade(
         warn(
             f"created the pepper file {result.pepper_created} (mode 0600): back it up, "
             "every PIN and code hash depends on it"
+        )
+    if result.events_sealed:
+        note_for_agent(
+            f"sealed {count(result.events_sealed, 'audit event')} written before the audit "
+            "chain existed into it (docs/audit.md)"
         )
     done = (
         "already at the latest revision"

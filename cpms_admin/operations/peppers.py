@@ -17,6 +17,7 @@ from sqlalchemy import func, not_
 from sqlmodel import Session, col, select
 
 from cpms_admin import audit
+from cpms_admin.audit_chain.seal import use_keys
 from cpms_admin.clock import Clock
 from cpms_admin.credentials.pepper import (
     Peppers,
@@ -88,7 +89,8 @@ def settle_pepper(
     """At `db upgrade`: check the pepper at hand against the database's record, record it if
     the database has none yet (a new database, or one from before fingerprints), or create one
     for a database that holds no hash. Never a second pepper for a database that has one:
-    NotReady, naming the file. The path of a pepper file created, else None."""
+    NotReady, naming the file. The path of a pepper file created, else None. The session
+    seals its audit events with these peppers from then on."""
     with transaction(session):
         recorded = _recorded(session, lock=True)
         path = pepper_file_path(settings)
@@ -96,6 +98,7 @@ def settle_pepper(
             peppers = read_peppers(settings)
             if recorded:
                 check_fingerprints(peppers, recorded)
+                use_keys(session, peppers)
                 return None
             created = None
         else:
@@ -109,6 +112,7 @@ def settle_pepper(
             peppers = create_pepper_file(path)
             created = path
         _record(session, peppers, sorted(peppers.secrets), now)
+        use_keys(session, peppers)  # recorded in this transaction: the engine's would refuse
         audit.record(
             session,
             agent=agent,
@@ -147,6 +151,7 @@ def rotate(session: Session, *, settings: Settings, agent: str, clock: Clock) ->
             peppers = read_peppers(settings)
         now = clock()
         _record(session, peppers, [key_id], now)
+        use_keys(session, peppers)  # the new pepper seals from now on, this event first
         audit.record(
             session,
             agent=agent,

@@ -4,6 +4,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cpms_admin import audit
+from cpms_admin.audit_chain.seal import seal_waiting
 from cpms_admin.clock import Clock, system_clock
 from cpms_admin.db import (
     current_revision,
@@ -32,6 +33,7 @@ class UpgradeResult:
     before: str | None
     after: str
     pepper_created: Path | None
+    events_sealed: int = 0  # audit events from before the chain, sealed by this upgrade
 
 
 def schema_status(settings: Settings) -> SchemaStatus:
@@ -49,7 +51,8 @@ def upgrade(
 ) -> UpgradeResult:
     """Migrate to the latest revision (idempotent), then settle the pepper: check it against
     the database's record, record it, or create one for a database without hashes
-    (`peppers.settle_pepper`). A SQLite file's folder must exist unless `create_dirs`."""
+    (`peppers.settle_pepper`); then seal the audit events written before the chain existed
+    (`audit_chain.seal_waiting`). A SQLite file's folder must exist unless `create_dirs`."""
     from cpms_admin.credentials.pepper import pepper_file_path
 
     pepper_file_path(settings)  # NotReady before anything is made: PostgreSQL needs one set
@@ -58,6 +61,10 @@ def upgrade(
         before = current_revision(engine)
         upgrade_schema(engine)
         with session_scope(engine) as session:
+            # The pepper first: it keys the audit chain, whose events from before it (0009)
+            # are sealed next, before this upgrade's own event.
+            created = peppers.settle_pepper(session, settings=settings, agent=agent, now=clock())
+            sealed = seal_waiting(session)
             if before != HEAD_REVISION:
                 with transaction(session):
                     audit.record(
@@ -67,7 +74,8 @@ def upgrade(
                         before=before,
                         after=HEAD_REVISION,
                     )
-            created = peppers.settle_pepper(session, settings=settings, agent=agent, now=clock())
     finally:
         engine.dispose()
-    return UpgradeResult(before=before, after=HEAD_REVISION, pepper_created=created)
+    return UpgradeResult(
+        before=before, after=HEAD_REVISION, pepper_created=created, events_sealed=sealed
+    )

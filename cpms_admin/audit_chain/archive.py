@@ -13,7 +13,7 @@ event: the next run archives them again, under another name.
 """
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -24,12 +24,14 @@ from sqlmodel import Session
 from cpms_admin import audit
 from cpms_admin.audit_chain.form import EVENTS, HEAD, Keyring, head_is_authentic, plain
 from cpms_admin.audit_chain.seal import advance, keyring, locked_head
-from cpms_admin.audit_chain.verify import ChainWalk
+from cpms_admin.audit_chain.verify import ChainReport, ChainWalk, broken_report
 from cpms_admin.db import reader, transaction
-from cpms_admin.errors import Conflict, NotReady, Refused
+from cpms_admin.english import count
+from cpms_admin.errors import Conflict, InvalidInput, NotReady, Refused
 from cpms_admin.private_files import write_private_atomically
 
 _CHUNK = 5000
+_ARCHIVED = {"id", "at", "seq", "prev_hash", "hash", "key_id"}  # columns added later may lack
 
 
 def archivable(session: Session, *, before: datetime) -> int:
@@ -123,3 +125,43 @@ def _checked_head(conn: Connection, keys: Keyring) -> dict[str, Any]:
 def _line(event: Mapping[Any, Any]) -> str:
     values = {name: plain(value) for name, value in event.items()}
     return json.dumps(values, ensure_ascii=True, separators=(",", ":")) + "\n"
+
+
+def verify_archive(session: Session, path: Path) -> ChainReport:
+    """Walk an archive written by `archive_events` (keys from the session). It starts where
+    its first event says (its `anchor_*` is the place before it) and ends at its last (its
+    `head_*`): the next archive, or the database, must start from that hash."""
+    keys = keyring(session)
+    walk: ChainWalk | None = None
+    place: dict[str, Any] = {}
+    for event in _archived(path):
+        if walk is None:
+            place = {"anchor_seq": event["seq"] - 1, "anchor_hash": event["prev_hash"]}
+            walk = ChainWalk(keys, anchor_seq=event["seq"] - 1, anchor_hash=event["prev_hash"])
+        if broken := walk.step(event):
+            return broken_report(walk, broken, **place)
+        place.update(head_seq=event["seq"], head_hash=event["hash"])
+    if walk is None:
+        return ChainReport(ok=True, checked=0, message=f"{path}: no event in the archive")
+    return ChainReport(
+        ok=True,
+        checked=walk.checked,
+        message=f"archive intact: {count(walk.checked, 'event')} checked "
+        f"(seq {place['anchor_seq'] + 1} to {place['head_seq']})",
+        **place,
+    )
+
+
+def _archived(path: Path) -> Iterator[dict[str, Any]]:
+    try:
+        with path.open(encoding="ascii") as lines:
+            for number, line in enumerate(lines, start=1):
+                try:
+                    event = json.loads(line)
+                    if not isinstance(event, dict) or not event.keys() >= _ARCHIVED:
+                        raise ValueError
+                    yield event
+                except ValueError:
+                    raise InvalidInput(f"{path}, line {number}: not an archived event") from None
+    except OSError as exc:
+        raise InvalidInput(f"{path}: cannot read the archive ({exc.strerror})") from None

@@ -11,10 +11,8 @@ is checked against its MAC first, so neither its end nor its anchor can be moved
 the key. Everything is read in one snapshot, so events written meanwhile do not count.
 """
 
-import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func, select
@@ -31,11 +29,9 @@ from cpms_admin.audit_chain.form import (
 )
 from cpms_admin.audit_chain.seal import keyring
 from cpms_admin.english import count
-from cpms_admin.errors import InvalidInput
 from cpms_admin.vocabulary import ChainProblem
 
 _CHUNK = 5000
-_ARCHIVED = {"id", "at", "seq", "prev_hash", "hash", "key_id"}  # columns added later may lack
 
 
 @dataclass(frozen=True)
@@ -122,11 +118,13 @@ class ChainWalk:
         )
         follows = event["prev_hash"] == self.previous
         if not matches:
-            if follows:
-                what = "its content does not match its hash: changed after it was written"
-                return _Break(ChainProblem.changed, event_id, seq, f"{at}: {what}")
-            what = "neither its hash nor its link to the event before it match: forged"
-            return _Break(ChainProblem.inserted, event_id, seq, f"{at}: {what}")
+            what = (
+                "its content does not match its hash: changed after it was written"
+                if follows
+                else "neither its content nor its link to the event before it match its "
+                "hash: rewritten, or forged"
+            )
+            return _Break(ChainProblem.changed, event_id, seq, f"{at}: {what}")
         if not follows:
             what = (
                 "it was sealed after another event than the one before it: moved, "
@@ -138,7 +136,7 @@ class ChainWalk:
         return None
 
 
-def _broken(walk: ChainWalk, found: _Break, **place: Any) -> ChainReport:
+def broken_report(walk: ChainWalk, found: _Break, **place: Any) -> ChainReport:
     return ChainReport(
         ok=False,
         checked=walk.checked,
@@ -200,7 +198,7 @@ def verify_chain(session: Session) -> ChainReport:
     for event in rows:
         if broken := walk.step(event, head_seq=head["seq"]):
             rows.close()
-            return _broken(walk, broken, **place)
+            return broken_report(walk, broken, **place)
     if walk.expected <= head["seq"]:
         missing = head["seq"] - walk.expected + 1
         what = (
@@ -209,14 +207,14 @@ def verify_chain(session: Session) -> ChainReport:
             else f"seq {walk.expected} is missing, and the {missing - 1} events after it up "
             f"to seq {head['seq']}, where the chain ends: deleted"
         )
-        return _broken(walk, _Break(ChainProblem.deleted, None, walk.expected, what), **place)
+        return broken_report(walk, _Break(ChainProblem.deleted, None, walk.expected, what), **place)
     stray = conn.execute(
         select(EVENTS.c.id, func.count().over()).where(EVENTS.c.seq.is_(None)).order_by(EVENTS.c.id)
     ).first()
     if stray is not None:
         others = f" (and {count(stray[1] - 1, 'other')})" if stray[1] > 1 else ""
         what = f"event #{stray[0]}{others} is not in the chain (no seq): inserted by hand"
-        return _broken(walk, _Break(ChainProblem.inserted, stray[0], None, what), **place)
+        return broken_report(walk, _Break(ChainProblem.inserted, stray[0], None, what), **place)
     return ChainReport(
         ok=True,
         checked=walk.checked,
@@ -239,43 +237,3 @@ def _intact(checked: int, anchor_seq: int, head_seq: int) -> str:
 
 def _postgresql(session: Session) -> bool:
     return session.get_bind().dialect.name == "postgresql"
-
-
-def verify_archive(session: Session, path: Path) -> ChainReport:
-    """Walk an archive written by `archive_events` (keys from the session). It starts where
-    its first event says (its `anchor_*` is the place before it) and ends at its last (its
-    `head_*`): the next archive, or the database, must start from that hash."""
-    keys = keyring(session)
-    walk: ChainWalk | None = None
-    place: dict[str, Any] = {}
-    for event in _archived(path):
-        if walk is None:
-            place = {"anchor_seq": event["seq"] - 1, "anchor_hash": event["prev_hash"]}
-            walk = ChainWalk(keys, anchor_seq=event["seq"] - 1, anchor_hash=event["prev_hash"])
-        if broken := walk.step(event):
-            return _broken(walk, broken, **place)
-        place.update(head_seq=event["seq"], head_hash=event["hash"])
-    if walk is None:
-        return ChainReport(ok=True, checked=0, message=f"{path}: no event in the archive")
-    return ChainReport(
-        ok=True,
-        checked=walk.checked,
-        message=f"archive intact: {count(walk.checked, 'event')} checked "
-        f"(seq {place['anchor_seq'] + 1} to {place['head_seq']})",
-        **place,
-    )
-
-
-def _archived(path: Path) -> Iterator[dict[str, Any]]:
-    try:
-        with path.open(encoding="ascii") as lines:
-            for number, line in enumerate(lines, start=1):
-                try:
-                    event = json.loads(line)
-                    if not isinstance(event, dict) or not event.keys() >= _ARCHIVED:
-                        raise ValueError
-                    yield event
-                except ValueError:
-                    raise InvalidInput(f"{path}, line {number}: not an archived event") from None
-    except OSError as exc:
-        raise InvalidInput(f"{path}: cannot read the archive ({exc.strerror})") from None

@@ -197,9 +197,7 @@ def usage(session: Session, *, now: datetime) -> list[PepperUse]:
             )
         ).one()
         found.append(
-            PepperUse(
-                key_id, key_id == current, int(pin_count), int(live), sealed.get(key_id, 0)
-            )
+            PepperUse(key_id, key_id == current, int(pin_count), int(live), sealed.get(key_id, 0))
         )
     session.rollback()
     return found

@@ -71,7 +71,7 @@ SCHEMAS: dict[str, dict[str, set[str]]] = {
                   "left": {INT}, "run": {INT}},
     "mail.send.member": {"change": {STR}, "run": {INT}},
     "pepper.rotate": {"pepper": {INT}, "file": {STR}, "finished_interrupted": {BOOL}},
-    "db.upgrade": {"before": {STR, NULL}, "after": {STR}},
+    "db.upgrade": {"before": {STR, NULL}, "after": {STR}, "events_sealed": {INT}},
     "pepper.record": {"peppers": {INTS}, "created": {STR, NULL}},
     "audit.archive": {"before": {STR}, "events": {INT}, "through_seq": {INT},
                       "anchor_hash": {STR}, "file": {STR}},

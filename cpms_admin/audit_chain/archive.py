@@ -25,6 +25,7 @@ from cpms_admin import audit
 from cpms_admin.audit_chain.form import EVENTS, HEAD, Keyring, head_is_authentic, plain
 from cpms_admin.audit_chain.seal import advance, keyring, locked_head
 from cpms_admin.audit_chain.verify import ChainReport, ChainWalk, broken_report
+from cpms_admin.clock import Clock, system_clock
 from cpms_admin.db import reader, transaction
 from cpms_admin.english import count
 from cpms_admin.errors import Conflict, InvalidInput, NotReady, Refused
@@ -44,7 +45,14 @@ def archivable(session: Session, *, before: datetime) -> int:
     return max(0, int(through) - int(head["anchor_seq"]))
 
 
-def archive_events(session: Session, *, before: datetime, out: Path, agent: str) -> int:
+def archive_events(
+    session: Session,
+    *,
+    before: datetime,
+    out: Path,
+    agent: str,
+    clock: Clock = system_clock,
+) -> int:
     """Archive to `out` (a new file, 0600, JSON lines) then drop the chain's events older than
     `before`, and re-anchor the chain; how many events went (0: no file is written). Refused
     when those events do not verify; Conflict when `out` exists or another archive ran."""
@@ -101,6 +109,7 @@ def archive_events(session: Session, *, before: datetime, out: Path, agent: str)
             session,
             agent=agent,
             action="audit.archive",
+            at=clock(),
             before=before,
             events=dropped,
             through_seq=through,

@@ -36,6 +36,7 @@ _KEYS = "cpms_audit_keys"  # in Session.info or the engine's execution options
 _PENDING = "cpms_audit_pending"  # rows to seal at the commit of the session's transaction
 _NEXT_ID = "cpms_audit_next_id"  # SQLite: the next free event id in this transaction
 _HOOKED = "cpms_audit_hooked"
+_LEGACY_SEALED = "cpms_audit_legacy_sealed"  # how many events from before the chain it sealed
 _COLUMNS = tuple(column.name for column in EVENTS.columns)
 _LEGACY_CHUNK = 2000
 
@@ -107,15 +108,16 @@ def _seal_pending(session: Session) -> None:
         return
     keys = keyring(session)  # before the head is locked: it may read the pepper file
     session.flush()  # the rows the events name (a new member) are written first
-    extend(session.connection(), keys, pending)
+    legacy = extend(session.connection(), keys, pending)
+    session.info[_LEGACY_SEALED] = session.info.get(_LEGACY_SEALED, 0) + legacy
     pending.clear()
 
 
-def extend(conn: Connection, keys: Keyring, rows: list[dict[str, Any]]) -> None:
-    """Seal `rows` (complete, with ids) as the chain's next events and write them."""
+def extend(conn: Connection, keys: Keyring, rows: list[dict[str, Any]]) -> int:
+    """Seal `rows` (complete, with ids) as the chain's next events and write them, after the
+    events from before the chain if they still wait (how many of those were sealed)."""
     head = locked_head(conn, keys)
-    if head["legacy_max_id"] is not None:
-        seal_legacy(conn, keys, head)
+    legacy = seal_legacy(conn, keys, head) if head["legacy_max_id"] is not None else 0
     key_id = keys.current_id
     seq, previous = head["seq"], head["hash"]
     for row in rows:
@@ -125,6 +127,7 @@ def extend(conn: Connection, keys: Keyring, rows: list[dict[str, Any]]) -> None:
     conn.execute(insert(EVENTS), rows)
     head.update(seq=seq, hash=previous)
     advance(conn, keys, head)
+    return legacy
 
 
 def locked_head(conn: Connection, keys: Keyring) -> dict[str, Any]:
@@ -198,13 +201,15 @@ def seal_legacy(conn: Connection, keys: Keyring, head: dict[str, Any]) -> int:
 
 def seal_waiting(session: Session) -> int:
     """Seal the events from before the chain that still wait (`db upgrade` calls it right
-    after migrating), in a transaction of its own; how many were."""
+    after migrating), in a transaction of its own; how many this session sealed, here or
+    with the first events it wrote."""
     with transaction(session):
         keys = keyring(session)
         conn = session.connection()
         head = locked_head(conn, keys)
-        if head["legacy_max_id"] is None:
-            return 0
-        sealed = seal_legacy(conn, keys, head)
-        advance(conn, keys, head)
-    return sealed
+        if head["legacy_max_id"] is not None:
+            session.info[_LEGACY_SEALED] = session.info.get(_LEGACY_SEALED, 0) + seal_legacy(
+                conn, keys, head
+            )
+            advance(conn, keys, head)
+    return int(session.info.get(_LEGACY_SEALED, 0))

@@ -73,6 +73,7 @@ def upgrade(
                         action="db.upgrade",
                         before=before,
                         after=HEAD_REVISION,
+                        events_sealed=sealed,
                     )
     finally:
         engine.dispose()

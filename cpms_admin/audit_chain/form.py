@@ -15,6 +15,7 @@ itself never keys anything but PINs and codes, and `pepper rotate` moves the cha
 key while the events sealed with an older one stay checkable with its line of the file.
 """
 
+import functools
 import hashlib
 import hmac
 import json
@@ -41,8 +42,7 @@ _HEAD_LABEL = b"cpms-audit-chain-v1:head"
 def plain(value: Any) -> Any:
     """A column's value as its canonical form (and the archive) writes it."""
     if isinstance(value, datetime):
-        moment = value if value.tzinfo else value.replace(tzinfo=UTC)
-        return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        return _moment(value)
     if isinstance(value, date):
         return value.isoformat()
     if isinstance(value, bytes):
@@ -50,6 +50,12 @@ def plain(value: Any) -> Any:
     if value is None or isinstance(value, str | int | float):
         return value
     raise TypeError(f"an audit column holds a {type(value).__name__}: add its canonical form")
+
+
+@functools.lru_cache(maxsize=64)  # a batch's events share their moment
+def _moment(value: datetime) -> str:
+    moment = value if value.tzinfo else value.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def canonical(values: Mapping[str, Any], fields: tuple[str, ...] = EVENT_FIELDS) -> bytes:

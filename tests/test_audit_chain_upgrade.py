@@ -1,6 +1,6 @@
 """The events written before the chain existed (migration 0009): `db upgrade` seals them, in
-id order, as the chain's first events; if it was interrupted after migrating, the next event
-written seals them first. Either way `audit verify` then vouches for them."""
+id order, as the chain's first events; if it was interrupted after migrating, nothing can be
+written until it is run again. Then `audit verify` vouches for them."""
 
 import json
 from collections.abc import Iterator
@@ -71,7 +71,7 @@ def test_db_upgrade_seals_the_events_from_before_the_chain_first(
     assert json.loads(verified.stdout)["first_bad_id"] == 2
 
 
-def test_an_upgrade_interrupted_after_migrating_is_finished_by_the_next_event(
+def test_an_upgrade_interrupted_after_migrating_is_finished_by_running_it_again(
     cli: Cli, at_0007: Engine, empty_db_url: str
 ) -> None:
     upgrade_schema(at_0007)  # migrated, then killed before sealing
@@ -86,9 +86,18 @@ def test_an_upgrade_interrupted_after_migrating_is_finished_by_the_next_event(
         "run cpms-admin db upgrade"
     )
     nir = make_nir()
-    added = on_old("member", "add", "--nir", nir, "--last-name", "Roux", "--first-name", "Léa",
-                   "--street", "4 rue Sala", "--postcode", "69002", "--city", "Lyon")  # fmt: skip
-    assert added.exit_code == 0, added.output
+    add = ["member", "add", "--nir", nir, "--last-name", "Roux", "--first-name", "Léa",
+           "--street", "4 rue Sala", "--postcode", "69002", "--city", "Lyon"]  # fmt: skip
+    refused = on_old(*add)  # no event sealed after them before they are: nothing written
+    assert refused.exit_code == 5
+    assert refused.stderr == (
+        "Error: audit events written before the audit chain existed wait to be sealed "
+        "(db upgrade was interrupted): run cpms-admin db upgrade\n"
+    )
+    assert on_old("--json", "member", "show", nir).exit_code == 3
+    again = on_old("db", "upgrade")
+    assert again.exit_code == 0 and "sealed 3 audit events" in again.stderr
+    assert on_old(*add).exit_code == 0
     assert [seq for _, seq, _ in chain(at_0007)] == [1, 2, 3, 4]
     assert assert_chain_intact(on_old)["checked"] == 4
 

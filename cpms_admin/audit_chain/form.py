@@ -61,10 +61,12 @@ def _moment(value: datetime) -> str:
 def canonical(values: Mapping[str, Any], fields: tuple[str, ...] = EVENT_FIELDS) -> bytes:
     """The bytes a seal covers: `fields` of `values`, NULLs left out, as compact ASCII JSON."""
     present = {name: value for name in fields if (value := values.get(name)) is not None}
-    # `default` is only called for what JSON has no word for (datetimes): str and int stay
-    # on the encoder's fast path.
-    text = json.dumps(present, default=plain, ensure_ascii=True, separators=(",", ":"))
-    return text.encode("ascii")
+    return _ENCODER.encode(present).encode("ascii")
+
+
+# `default` is only called for what JSON has no word for (datetimes): str and int stay on the
+# C encoder's fast path. Made once: json.dumps with options builds one per call.
+_ENCODER = json.JSONEncoder(default=plain, ensure_ascii=True, separators=(",", ":"))
 
 
 class Keyring:

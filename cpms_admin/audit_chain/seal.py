@@ -49,7 +49,8 @@ _KEYS = "cpms_audit_keys"  # in Session.info or the engine's execution options
 _PENDING = "cpms_audit_pending"  # rows to seal at the commit of the session's transaction
 _NEXT_ID = "cpms_audit_next_id"  # SQLite: the next free event id in this transaction
 _HOOKED = "cpms_audit_hooked"
-_LEGACY_SEALED = "cpms_audit_legacy_sealed"  # how many events from before the chain it sealed
+# In db upgrade's session: how many events from before the chain it sealed.
+_LEGACY_SEALED = "cpms_audit_legacy_sealed"
 _COLUMNS = tuple(column.name for column in EVENTS.columns)
 _LEGACY_CHUNK = 2000
 
@@ -121,16 +122,28 @@ def _seal_pending(session: Session) -> None:
         return
     keys = keyring(session)  # before the head is locked: it may read the pepper file
     session.flush()  # the rows the events name (a new member) are written first
-    legacy = extend(session.connection(), keys, pending)
-    session.info[_LEGACY_SEALED] = session.info.get(_LEGACY_SEALED, 0) + legacy
+    upgrading = _LEGACY_SEALED in session.info
+    legacy = extend(session.connection(), keys, pending, upgrading=upgrading)
+    if upgrading:
+        session.info[_LEGACY_SEALED] += legacy
     pending.clear()
 
 
-def extend(conn: Connection, keys: Keyring, rows: list[dict[str, Any]]) -> int:
-    """Seal `rows` (complete, with ids) as the chain's next events and write them, after the
-    events from before the chain if they still wait (how many of those were sealed)."""
+def extend(
+    conn: Connection, keys: Keyring, rows: list[dict[str, Any]], *, upgrading: bool = False
+) -> int:
+    """Seal `rows` (complete, with ids) as the chain's next events and write them. Events from
+    before the chain that still wait come first, sealed if `upgrading` (how many), else
+    NotReady: `db upgrade` seals them, as the one writer that may UPDATE audit_event."""
     head = locked_head(conn, keys)
-    legacy = seal_legacy(conn, keys, head) if head["legacy_max_id"] is not None else 0
+    legacy = 0
+    if head["legacy_max_id"] is not None:
+        if not upgrading:
+            raise NotReady(
+                "audit events written before the audit chain existed wait to be sealed "
+                "(db upgrade was interrupted): run cpms-admin db upgrade"
+            )
+        legacy = seal_legacy(conn, keys, head)
     key_id = keys.current_id
     seq, previous = head["seq"], head["hash"]
     for row in rows:
@@ -205,7 +218,7 @@ def advance(conn: Connection, keys: Keyring, head: dict[str, Any]) -> None:
 def seal_legacy(conn: Connection, keys: Keyring, head: dict[str, Any]) -> int:
     """Seal the events from before the chain (ids up to `legacy_max_id`, no seq yet) in id
     order, as the chain's next events; `head` is moved on (the caller writes it). The one
-    UPDATE of audit_event the program makes, once, by whoever extends the chain first."""
+    UPDATE of audit_event the program makes, once, in `db upgrade`."""
     key_id, last_id, sealed = keys.current_id, 0, 0
     seq, previous = head["seq"], head["hash"]
     query = (
@@ -246,10 +259,17 @@ def seal_legacy(conn: Connection, keys: Keyring, head: dict[str, Any]) -> int:
     return sealed
 
 
+def upgrading(session: Session) -> None:
+    """Let `session` (db upgrade's) seal the events from before the chain, with its first
+    events or in `seal_waiting`."""
+    session.info.setdefault(_LEGACY_SEALED, 0)
+
+
 def seal_waiting(session: Session) -> int:
     """Seal the events from before the chain that still wait (`db upgrade` calls it right
     after migrating), in a transaction of its own; how many this session sealed, here or
     with the first events it wrote."""
+    upgrading(session)
     with transaction(session):
         keys = keyring(session)
         conn = session.connection()

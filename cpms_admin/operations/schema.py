@@ -4,7 +4,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cpms_admin import audit
-from cpms_admin.audit_chain.seal import seal_waiting
+from cpms_admin.audit_chain.seal import seal_waiting, upgrading
 from cpms_admin.clock import Clock, system_clock
 from cpms_admin.db import (
     current_revision,
@@ -62,7 +62,9 @@ def upgrade(
         upgrade_schema(engine)
         with session_scope(engine) as session:
             # The pepper first: it keys the audit chain, whose events from before it (0009)
-            # are sealed next, before this upgrade's own event.
+            # are sealed next (with the pepper's own event, if it records one), before this
+            # upgrade's own event.
+            upgrading(session)
             created = peppers.settle_pepper(session, settings=settings, agent=agent, now=clock())
             sealed = seal_waiting(session)
             if before != HEAD_REVISION:

@@ -7,8 +7,8 @@ Adds the chain's columns to `audit_event` (`seq`, unique; `prev_hash`, `hash`, `
 the chain's one-row head `audit_chain`. No key is at hand here (the key comes from the
 pepper), so the events already written are left unsealed: the head records the highest id
 among them (`legacy_max_id`), and `db upgrade`, right after migrating, seals them in id order
-as the chain's first events (or the first command that writes an event does, if the upgrade
-was interrupted). Events written by hand later are not swept in: `audit verify` names them.
+as the chain's first events. Until it has, no event can be written (run it again if it was
+interrupted). Events written by hand later are not swept in: `audit verify` names them.
 """
 
 from collections.abc import Sequence

@@ -36,13 +36,21 @@ _ARCHIVED = {"id", "at", "seq", "prev_hash", "hash", "key_id"}  # columns added 
 
 
 def archivable(session: Session, *, before: datetime) -> int:
-    """How many events `archive_events` would archive now with this cutoff (a dry run)."""
-    head = session.execute(select(HEAD).where(HEAD.c.id == 1)).mappings().one()
-    first_kept = session.execute(
-        select(func.min(EVENTS.c.seq)).where(EVENTS.c.at >= before, EVENTS.c.seq.is_not(None))
-    ).scalar()
+    """How many events `archive_events` would archive now with this cutoff (a dry run). Reads
+    on a connection of its own, as the archive does: it holds no lock."""
+    before = before if before.tzinfo else before.replace(tzinfo=UTC)
+    with reader(_engine(session)).connect() as conn:
+        head = conn.execute(select(HEAD).where(HEAD.c.id == 1)).mappings().one()
+        first_kept = conn.execute(
+            select(func.min(EVENTS.c.seq)).where(EVENTS.c.at >= before, EVENTS.c.seq.is_not(None))
+        ).scalar()
     through = head["seq"] if first_kept is None else first_kept - 1
     return max(0, int(through) - int(head["anchor_seq"]))
+
+
+def _engine(session: Session) -> Engine:
+    bind = session.get_bind()
+    return bind if isinstance(bind, Engine) else bind.engine
 
 
 def archive_events(
@@ -60,9 +68,7 @@ def archive_events(
     before = before if before.tzinfo else before.replace(tzinfo=UTC)
     if out.exists() or out.is_symlink():
         raise Conflict(f"{out} already exists: archive to a new file")
-    bind = session.get_bind()
-    engine = bind if isinstance(bind, Engine) else bind.engine
-    with reader(engine).connect() as conn:  # never holds a writer's lock
+    with reader(_engine(session)).connect() as conn:  # never holds a writer's lock
         if conn.dialect.name == "postgresql":
             conn.execution_options(isolation_level="REPEATABLE READ")
         head = _checked_head(conn, keys)

@@ -27,7 +27,8 @@ def upgrade(
     Then the pepper: checked against the fingerprint the database recorded (exit 5 if it is
     not this database's), recorded for a database that has none yet, or, for a SQLite
     database that holds no hash yet and has no pepper, created as the file `pepper` beside
-    it (mode 0600). Never a second pepper for a database that has one.
+    it (mode 0600). Never a second pepper for a database that has one. Then the audit
+    events written before the audit chain existed are sealed into it (docs/audit.md).
 
     Example: cpms-admin db upgrade
     """

@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import Engine, text
 from sqlmodel import Session
 
-from cpms_admin.audit_chain import archivable, archive_events
+from cpms_admin.audit_chain import archivable, archive_events, archive_events_into
 from cpms_admin.errors import Conflict, Refused
 from tests.audit_helpers import assert_chain_intact
 from tests.factories import make_nir
@@ -175,3 +175,20 @@ def test_nothing_old_enough_writes_no_file_and_an_existing_file_is_refused(
     with pytest.raises(Conflict, match="already exists"):
         archive_events(session, before=clock(), out=out, agent="agent.test")
     assert out.read_text() == "kept\n" and len(events(engine)) == 12
+
+
+def test_an_archive_into_a_folder_makes_it_private_and_names_the_file_by_the_moment(
+    cli: Cli, clock: FakeClock, session: Session, aged: list[dict[str, Any]], tmp_path: Path
+) -> None:
+    folder = tmp_path / "archives" / "audit"
+    cutoff = clock() - timedelta(days=180)
+    assert (
+        archive_events_into(
+            session, before=cutoff, directory=folder, agent="agent.test", clock=clock
+        )
+        == 8
+    )
+    assert oct(folder.stat().st_mode & 0o777) == "0o700"
+    (made,) = folder.iterdir()
+    assert made.name == f"audit-{clock().strftime('%Y%m%dT%H%M%S%f')}Z.jsonl"
+    assert verify_json(cli, "--archive", str(made))[1]["checked"] == 8

@@ -8,7 +8,12 @@ the hash of the event before it, so that an event changed, deleted or slipped in
   file checked on its own (`verify_archive`).
 """
 
-from cpms_admin.audit_chain.archive import archivable, archive_events, verify_archive
+from cpms_admin.audit_chain.archive import (
+    archivable,
+    archive_events,
+    archive_events_into,
+    verify_archive,
+)
 from cpms_admin.audit_chain.seal import KeySource, keyed, seal_waiting, use_keys
 from cpms_admin.audit_chain.verify import ChainReport, verify_chain
 
@@ -17,6 +22,7 @@ __all__ = [
     "KeySource",
     "archivable",
     "archive_events",
+    "archive_events_into",
     "keyed",
     "seal_waiting",
     "use_keys",

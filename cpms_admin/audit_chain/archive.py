@@ -29,7 +29,7 @@ from cpms_admin.clock import Clock, system_clock
 from cpms_admin.db import reader, transaction
 from cpms_admin.english import count
 from cpms_admin.errors import Conflict, InvalidInput, NotReady, Refused
-from cpms_admin.private_files import write_private_atomically
+from cpms_admin.private_files import private_dir, write_private_atomically
 
 _CHUNK = 5000
 _ARCHIVED = {"id", "at", "seq", "prev_hash", "hash", "key_id"}  # columns added later may lack
@@ -123,6 +123,24 @@ def archive_events(
             file=str(out),
         )
     return dropped
+
+
+def archive_events_into(
+    session: Session,
+    *,
+    before: datetime,
+    directory: Path,
+    agent: str,
+    clock: Clock = system_clock,
+) -> int:
+    """`archive_events` to a new file of `directory` (made 0700 if missing, no link followed),
+    named after the moment of the run: `audit-20270601T020000123456Z.jsonl`. A run that
+    crashed after writing its file leaves it; the next run writes its own."""
+    folder = private_dir(directory)
+    stamp = clock().astimezone(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    return archive_events(
+        session, before=before, out=folder / f"audit-{stamp}.jsonl", agent=agent, clock=clock
+    )
 
 
 def _checked_head(conn: Connection, keys: Keyring) -> dict[str, Any]:

@@ -50,6 +50,7 @@ bench: system-deps $(STAMP)
 	$(BIN)/python bench/places.py
 	$(BIN)/python bench/search.py
 	$(BIN)/python bench/xlsx.py
+	$(BIN)/python bench/audit_chain.py
 
 clean:
 	rm -rf $(VENV) data/demo* build dist *.egg-info

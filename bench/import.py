@@ -12,11 +12,17 @@ slows a run down), each on a fresh, upgraded SQLite file, with the same N genera
   commit per batch;
 - import: `import_members` on the CSV file, everything included: reading and decoding,
   the `member add` validation of every row, the look-up of existing NIRs, members and
-  their accounts, the audit events (the run's, and one for each member), a commit per batch.
+  their accounts, the audit events (the run's, and one for each member, each sealed into
+  the audit chain), a commit per batch;
+- import, audit unchained: the same import with the audit events written as before the
+  chain (migration 0009): each event inserted as it is recorded, the members' events of a
+  batch by one INSERT ... SELECT, nothing sealed. The two imports alternate, so the chain's
+  cost is read from one run.
 
-It prints both rates and the ratio (the target: 5,000 rows/s or more, within 3x), and the
-CPU time per row (the import's: this process and its checker process together, then this
-process alone), which other load on the machine changes less than the rates.
+It prints the rates and the ratio to the baseline (the target: 5,000 rows/s or more, within
+3x), and the CPU time per row (the import's: this process and its checker process together,
+then this process alone), which other load on the machine changes less than the rates, with
+the chained import against the unchained one (the aim: within 20%).
 """
 
 import argparse
@@ -24,15 +30,22 @@ import csv
 import os
 import tempfile
 import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import Engine, func, insert, select
 from sqlmodel import Session, SQLModel
 
+from cpms_admin import audit
+from cpms_admin.audit_chain import keyed
 from cpms_admin.bulk.formats import read_member_rows
 from cpms_admin.bulk.importer import import_members
 from cpms_admin.clock import system_clock
-from cpms_admin.db import make_engine, upgrade_schema
+from cpms_admin.credentials.pepper import Peppers
+from cpms_admin.db import insert_per_member, make_engine, upgrade_schema
 from cpms_admin.members.fields import COLUMNS, validate_member_fields
 from cpms_admin.members.records import member_values
 
@@ -106,7 +119,51 @@ def best(runs: list[tuple[float, float, float]]) -> tuple[float, ...]:
 def fresh_engine(directory: Path, name: str) -> Engine:
     engine = make_engine(f"sqlite:///{directory / name}", must_exist=False)
     upgrade_schema(engine)
-    return engine
+    return keyed(engine, Peppers({1: b"bench-pepper"}, "bench"))
+
+
+EVENTS = SQLModel.metadata.tables["audit_event"]
+
+
+@contextmanager
+def unchained() -> Iterator[None]:
+    """The audit events written as before the chain, for the comparison only: each inserted
+    when recorded, the members' events of a batch by one INSERT ... SELECT, nothing sealed."""
+
+    def next_ids(session: Session, count: int) -> list[int]:
+        top = session.execute(select(func.max(EVENTS.c.id))).scalar() or 0
+        return list(range(top + 1, top + 1 + count))
+
+    def insert_now(session: Session, rows: Iterable[Mapping[str, Any]]) -> None:
+        session.execute(insert(EVENTS), list(rows))
+
+    def members_at_once(
+        self: audit.RunAudit,
+        session: Session,
+        member_ids: Sequence[int],
+        *,
+        change: str,
+        at: datetime | None = None,
+    ) -> None:
+        if not member_ids:
+            return
+        values = {
+            "at": at or self._at,
+            "agent": self._agent,
+            "action": f"{self._action}.member",
+            "reason": self._reason,
+            "outcome": "ok",
+            "details": audit._as_json({"change": change, "run": self.start(session)}),
+        }
+        insert_per_member(session, EVENTS, member_ids, values)
+
+    saved = audit.allocate_ids, audit.append, audit.RunAudit.record_members
+    audit.allocate_ids, audit.append = next_ids, insert_now  # type: ignore[assignment]
+    audit.RunAudit.record_members = members_at_once  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        audit.allocate_ids, audit.append, audit.RunAudit.record_members = saved  # type: ignore[method-assign]
 
 
 def baseline(engine: Engine, rows: list[dict[str, str]], batch: int) -> tuple[float, float, float]:
@@ -162,11 +219,15 @@ def main() -> None:
             writer = csv.DictWriter(handle, fieldnames=COLUMNS, delimiter=";")
             writer.writeheader()
             writer.writerows(rows)
-        bases, fulls = [], []
+        bases, fulls, plains = [], [], []
         for run in range(args.repeat):
             bases.append(baseline(fresh_engine(directory, f"baseline{run}.db"), rows, args.batch))
             fulls.append(run_import(fresh_engine(directory, f"import{run}.db"), path, args.batch))
+            with unchained():
+                engine = fresh_engine(directory, f"plain{run}.db")
+                plains.append(run_import(engine, path, args.batch))
     (base, base_cpu, _), (full, full_cpu, full_own) = best(bases), best(fulls)
+    plain, plain_cpu, plain_own = best(plains)
     n = args.members
     print(
         f"members:                 {n:,} (SQLite, batches of {args.batch:,}, best of {args.repeat})"
@@ -178,6 +239,12 @@ def main() -> None:
     print(
         f"CPU ms per row:          baseline {base_cpu * ms:.4f}, import {full_cpu * ms:.4f} "
         f"(this process alone {full_own * ms:.4f}); ratio {full_cpu / base_cpu:.2f}x"
+    )
+    print(
+        f"audit chain:             import {full:.2f} s against {plain:.2f} s unchained "
+        f"({full / plain:.2f}x); CPU ms per row {full_cpu * ms:.4f} against "
+        f"{plain_cpu * ms:.4f} ({full_cpu / plain_cpu:.2f}x; this process alone "
+        f"{full_own * ms:.4f} against {plain_own * ms:.4f}, aim: within 1.20x)"
     )
 
 

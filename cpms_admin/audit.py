@@ -1,4 +1,8 @@
-"""The audit log: who did what to which member, why, when, and how it ended."""
+"""The audit log: who did what to which member, why, when, and how it ended.
+
+Append-only and chained (audit_chain/, docs/audit.md): an event is sealed and written when
+its transaction commits, and never changed after.
+"""
 
 import json
 import re
@@ -8,10 +12,11 @@ from contextvars import ContextVar
 from datetime import datetime
 from typing import Any
 
-from sqlmodel import Session, SQLModel, col, select
+from sqlmodel import Session, col, select
 
+from cpms_admin.audit_chain.seal import allocate_ids, append
 from cpms_admin.clock import iso, system_clock
-from cpms_admin.db import Page, fetch_page, insert_per_member
+from cpms_admin.db import Page, fetch_page
 from cpms_admin.errors import InvalidInput
 from cpms_admin.members.nir import nir_to_find
 from cpms_admin.models import AuditEvent, Member, pk
@@ -77,12 +82,15 @@ def record(
     at: datetime | None = None,
     **details: Any,
 ) -> AuditEvent:
-    """Add an audit row to the caller's transaction (never commits: it lands with the change).
-    Agent and reason are checked once more here, so that no path can write a forged line."""
+    """Add an audit event to the caller's transaction (never commits: it lands with the change,
+    sealed into the chain at the commit). Agent and reason are checked once more here, so that
+    no path can write a forged line. The event returned has its id; it is not in the session."""
     agent = clean_text(agent, what="the agent name", max_length=AGENT_MAX_LENGTH)
     if reason:
         reason = clean_text(reason, what="the reason", max_length=REASON_MAX_LENGTH)
+    (event_id,) = allocate_ids(session, 1)
     event = AuditEvent(
+        id=event_id,
         at=at or system_clock(),
         agent=agent,
         label=_LABEL.get(),
@@ -92,7 +100,7 @@ def record(
         outcome=outcome,
         details=_as_json(details),
     )
-    session.add(event)
+    append(session, [event.model_dump()])
     return event
 
 
@@ -147,13 +155,14 @@ def list_events(
     return Page(events, found.total)
 
 
-# One audit event for a bulk run that commits in batches (import, campaign, mail send): added
-# with the run's first batch and brought up to date in every later batch's transaction, so a
-# run killed half-way leaves one event that says exactly what it wrote (outcome `incomplete`).
-# Each batch also adds an event for each member it changed (`record_members`, action
-# `<run's action>.member`), so that `audit list --nir X` shows the runs that touched X.
-INCOMPLETE = "incomplete"
-_AUDIT_EVENT = SQLModel.metadata.tables["audit_event"]
+# A bulk run that commits in batches (import, campaign, mail send) in the append-only log: its
+# event (outcome `started`, the run's facts) goes in with its first batch; each batch adds one
+# event for each member it changed (`record_members`, action `<run's action>.member`, details
+# naming the run's event), so that `audit list --nir X` shows the runs that touched X; the run
+# ends with a closing event of the same action (`finish`: the counts, the outcome, the run's
+# event). A run killed half-way leaves its event, the members' events of the batches it
+# committed and no closing event: exactly what it wrote.
+STARTED = "started"
 
 
 class RunAudit:
@@ -168,28 +177,49 @@ class RunAudit:
             clean_text(reason, what="the reason", max_length=REASON_MAX_LENGTH) if reason else None
         )
         self._facts = facts
-        self._event: AuditEvent | None = None
+        self._run_id: int | None = None
 
-    def record(
-        self, session: Session, *, counts: Mapping[str, int], outcome: str = INCOMPLETE
-    ) -> AuditEvent:
-        """Add or refresh the event in the caller's transaction (the caller commits)."""
-        details = {**self._facts, **counts}
-        if self._event is None:
-            self._event = record(
+    @property
+    def run_id(self) -> int | None:
+        """The id of the run's event, once written."""
+        return self._run_id
+
+    def start(self, session: Session, *, outcome: str = STARTED) -> int:
+        """Add the run's event to the caller's transaction, the first time; its id. (A batch
+        whose transaction fails ends the run, so the id never names an event rolled back.)
+        A run whose event says all (a purge category's) gives its `outcome` at once."""
+        if self._run_id is None:
+            event = record(
                 session,
                 agent=self._agent,
                 action=self._action,
                 reason=self._reason,
                 outcome=outcome,
                 at=self._at,
-                **details,
+                **self._facts,
             )
-            return self._event
-        self._event.outcome = outcome
-        self._event.details = _as_json(details)
-        session.add(self._event)
-        return self._event
+            self._run_id = pk(event)
+        return self._run_id
+
+    def finish(
+        self,
+        session: Session,
+        *,
+        counts: Mapping[str, int],
+        outcome: str,
+        at: datetime | None = None,
+    ) -> AuditEvent:
+        """Add the run's closing event to the caller's transaction: its counts and outcome."""
+        details: dict[str, Any] = {"run": self.start(session), **counts}
+        return record(
+            session,
+            agent=self._agent,
+            action=self._action,
+            reason=self._reason,
+            outcome=outcome,
+            at=at or self._at,
+            **details,
+        )
 
     def record_members(
         self,
@@ -201,14 +231,12 @@ class RunAudit:
     ) -> None:
         """Add one event per member of `member_ids` to the transaction that changes them: the
         run's agent and reason, and as details only `{"change": change, "run": <the run's
-        event id>}` (the member is known by `member_id`: none of their data is copied). One
-        statement for the whole batch, so that thousands of members cost little."""
-        if not member_ids:
+        event id>}` (the member is known by `member_id`: none of their data is copied). Built
+        once and sealed with the batch, so that thousands of members cost little."""
+        members = sorted(set(member_ids))
+        if not members:
             return
-        # The members' events name the run's: it goes first (callers refresh its counts).
-        run = self._event or self.record(session, counts={})
-        if run.id is None:
-            session.flush()
+        run = self.start(session)
         values = {
             "at": at or self._at,
             "agent": self._agent,
@@ -216,6 +244,13 @@ class RunAudit:
             "action": f"{self._action}.member",  # `members.import.member` for an import
             "reason": self._reason,
             "outcome": "ok",
-            "details": _as_json({"change": change, "run": pk(run)}),
+            "details": _as_json({"change": change, "run": run}),
         }
-        insert_per_member(session, _AUDIT_EVENT, member_ids, values)
+        ids = allocate_ids(session, len(members))
+        append(
+            session,
+            (
+                {**values, "id": event_id, "member_id": member_id}
+                for event_id, member_id in zip(ids, members, strict=True)
+            ),
+        )

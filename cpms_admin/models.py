@@ -7,7 +7,7 @@ Timestamps are aware UTC (see `clock.py`). Secrets are only ever stored as hashe
 
 from datetime import date, datetime
 
-from sqlalchemy import Index, String
+from sqlalchemy import BigInteger, Index, String
 from sqlmodel import Field, SQLModel
 
 from cpms_admin.clock import system_clock
@@ -180,6 +180,34 @@ class AuditEvent(SQLModel, table=True):
     reason: str | None = None
     outcome: str = Field(default="ok", max_length=30)
     details: str = "{}"  # JSON object of non-secret facts
+    # The chain (audit_chain/, docs/audit.md): the event's place, the hash of the one before
+    # it, its own hash (HMAC-SHA256 over every other column) and the pepper whose key made it.
+    # Set when the event is written; None only on events from before the chain (migration
+    # 0011) that `db upgrade` has not sealed yet. No column may get a server default: its
+    # value must be known when the event is sealed.
+    seq: int | None = Field(default=None, sa_type=BigInteger, unique=True, index=True)
+    prev_hash: str | None = Field(default=None, max_length=64)
+    hash: str | None = Field(default=None, max_length=64)
+    key_id: int | None = None
+
+
+class AuditChain(SQLModel, table=True):
+    """The chain's one row: where it ends (the last event's seq and hash) and where it starts
+    (the anchor: the seq and hash of the last event archived, 0 and zeros before any), sealed
+    by a MAC so that it cannot be moved back or forward without the key."""
+
+    __tablename__ = "audit_chain"
+
+    id: int = Field(default=1, primary_key=True)
+    seq: int = Field(sa_type=BigInteger)
+    hash: str = Field(max_length=64)
+    anchor_seq: int = Field(sa_type=BigInteger)
+    anchor_hash: str = Field(max_length=64)
+    # Events up to this id predate the chain and wait to be sealed (by `db upgrade`, or the
+    # next event written); None once they are.
+    legacy_max_id: int | None = None
+    key_id: int | None = None
+    mac: str | None = Field(default=None, max_length=64)  # None only as migration 0011 left it
 
 
 class Agent(SQLModel, table=True):

@@ -177,3 +177,14 @@ class RetentionAction(StrEnum):
     delete = "delete"
     pseudonymise = "pseudonymise"
     archive = "archive"
+
+
+class ChainProblem(StrEnum):
+    """What `audit verify` found wrong with the audit chain (its `problem`, docs/audit.md)."""
+
+    changed = "changed"  # an event no longer matches its hash
+    deleted = "deleted"  # a place of the chain is empty: its event is gone
+    inserted = "inserted"  # an event the chain never sealed there (no seq, past the head...)
+    out_of_order = "out_of_order"  # sealed after another event than the one now before it
+    head_changed = "head_changed"  # the head (last seq and hash, anchor) does not match its seal
+    unsealed = "unsealed"  # events from before the chain wait for `db upgrade` to seal them

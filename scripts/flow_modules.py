@@ -16,6 +16,7 @@ from pathlib import Path
 
 KERNEL = {
     "audit",
+    "audit_chain",
     "clock",
     "db",
     "errors",

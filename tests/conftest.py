@@ -16,7 +16,7 @@ from sqlmodel import Session, SQLModel
 from cpms_admin.credentials.pepper import fingerprint
 from cpms_admin.db import make_engine, normalise_url, upgrade_schema
 from cpms_admin.settings import Settings
-from tests.harness import TEST_PEPPER, Cli, FakeClock
+from tests.harness import TEST_PEPPER, Cli, FakeClock, new_chain, own_engine
 
 PG_URL = os.environ.get("CPMS_TEST_DATABASE_URL")
 ENGINES = ["sqlite", "postgresql"] if PG_URL else ["sqlite"]
@@ -84,6 +84,8 @@ def _empty_all(url: str) -> None:
             {"at": datetime(2026, 1, 1, tzinfo=UTC)},
         )
     record_test_pepper(engine)
+    with engine.begin() as conn:
+        new_chain(conn)
     engine.dispose()
 
 
@@ -132,14 +134,20 @@ def empty_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
 
 @pytest.fixture
 def settings(db_url: str, tmp_path: Path) -> Settings:
-    return Settings(database_url=db_url, pepper=TEST_PEPPER, mail_dir=str(tmp_path / "outbox"))
+    return Settings(
+        database_url=db_url,
+        pepper=TEST_PEPPER,
+        mail_dir=str(tmp_path / "outbox"),
+        audit_archive_dir=str(tmp_path / "audit-archive"),
+    )
 
 
 @pytest.fixture
 def engine(db_url: str) -> Iterator[Engine]:
     """The test's own engine. Deferred transactions on SQLite, so a test that reads between
-    two CLI calls does not hold the write lock the next command needs."""
-    engine = make_engine(db_url)
+    two CLI calls does not hold the write lock the next command needs. Its sessions seal the
+    audit events they write with the test pepper, as the CLI's do."""
+    engine = own_engine(db_url)
     yield engine.execution_options(sqlite_begin="DEFERRED")
     engine.dispose()
 

@@ -5,12 +5,37 @@ from dataclasses import fields, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from sqlalchemy import Connection, Engine, text
+from sqlmodel import Session
 from typer.testing import CliRunner
 
+from cpms_admin.audit_chain import keyed
+from cpms_admin.audit_chain.form import GENESIS
 from cpms_admin.cli.app import app
+from cpms_admin.credentials.pepper import Peppers
+from cpms_admin.db import make_engine
 from cpms_admin.settings import Settings
 
 TEST_PEPPER = "test-pepper-not-for-production"
+TEST_PEPPERS = Peppers({1: TEST_PEPPER.encode()}, "CPMS_PEPPER")  # as the CLI reads it
+
+
+def new_chain(connection: Connection | Session) -> None:
+    """The audit chain's head as a new database has it (migration 0011), after a test emptied
+    every table."""
+    connection.execute(
+        text(
+            "INSERT INTO audit_chain (id, seq, hash, anchor_seq, anchor_hash) "
+            "VALUES (1, 0, :genesis, 0, :genesis)"
+        ),
+        {"genesis": GENESIS},
+    )
+
+
+def own_engine(url: str) -> Engine:
+    """An engine of the test's own, as the CLI makes it: its sessions seal the audit events
+    they write with the test pepper."""
+    return keyed(make_engine(url), TEST_PEPPERS)
 
 
 class FakeClock:

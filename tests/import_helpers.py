@@ -12,6 +12,7 @@ from sqlmodel import Session, SQLModel
 
 from cpms_admin.members.fields import COLUMNS
 from tests.factories import make_nir, snapshot
+from tests.harness import new_chain
 
 DUPONT = {
     "nir": "185057800608491",
@@ -110,4 +111,5 @@ def forget_members(session: Session) -> None:
     for table in reversed(SQLModel.metadata.sorted_tables):
         if table.name not in ("pepper_key", "agent"):
             session.execute(table.delete())
+    new_chain(session)
     session.commit()

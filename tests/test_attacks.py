@@ -15,7 +15,6 @@ from sqlalchemy import func
 from sqlmodel import Session, col, select
 
 from cpms_admin.credentials import accounts
-from cpms_admin.db import make_engine
 from cpms_admin.errors import MailError
 from cpms_admin.models import AuditEvent, Letter, Member, pk
 from cpms_admin.portal import flows
@@ -32,7 +31,7 @@ from tests.cred_helpers import (
     set_pin,
 )
 from tests.factories import make_member, make_nir
-from tests.harness import Cli, FakeClock
+from tests.harness import Cli, FakeClock, own_engine
 from tests.letters_helpers import batch, printed_codes
 from tests.mail_helpers import free_port
 
@@ -195,7 +194,7 @@ def test_concurrent_code_guesses_on_one_account_stop_at_the_budget(
     barrier, results, lock = threading.Barrier(6), [], threading.Lock()
 
     def attacker() -> None:
-        engine = make_engine(settings.database_url)
+        engine = own_engine(settings.database_url)
         with Session(engine) as mine:
             barrier.wait()
             for _ in range(4):
@@ -264,7 +263,7 @@ def test_concurrent_requests_for_one_nir_send_at_most_the_daily_limit(
     barrier, reasons, lock = threading.Barrier(6), [], threading.Lock()
 
     def asker() -> None:
-        engine = make_engine(settings.database_url)
+        engine = own_engine(settings.database_url)
         with Session(engine, expire_on_commit=False) as mine:
             barrier.wait()
             for _ in range(2):

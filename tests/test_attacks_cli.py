@@ -15,7 +15,7 @@ import pytest
 from sqlmodel import Session, col, select
 
 from cpms_admin.models import OutgoingMail, SecurityCode, pk
-from tests.audit_helpers import audit_of, run_event
+from tests.audit_helpers import audit_of, run_event, run_id
 from tests.cred_helpers import PIN, account_of, give_pin, mailed_codes, outbox
 from tests.factories import make_member, make_nir
 from tests.harness import Cli
@@ -167,7 +167,7 @@ def test_mail_send_killed_between_code_and_mark_leaves_one_working_code(
     assert again.exit_code == 0, again.output
     assert json.loads(again.stdout)["sent"] == 1
     assert sent_events(cli, member.nir) == [
-        {"change": "sent", "run": run_event(cli, "mail.send")["id"]}
+        {"change": "sent", "run": run_id(run_event(cli, "mail.send"))}
     ]
     session.rollback()
     (mail,) = session.exec(select(OutgoingMail)).all()

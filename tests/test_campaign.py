@@ -14,7 +14,7 @@ from cpms_admin.bulk.campaign import CampaignCounts, Selection, run_campaign
 from cpms_admin.credentials.codes import issue_code
 from cpms_admin.models import Account, AuditEvent, Letter, Member, OutgoingMail, pk
 from cpms_admin.settings import Settings
-from tests.audit_helpers import audit_of, run_event
+from tests.audit_helpers import audit_of, run_event, run_events, run_id
 from tests.factories import make_member, make_nir
 from tests.harness import Cli, FakeClock
 from tests.import_helpers import person, snap, write_csv
@@ -213,18 +213,19 @@ def test_a_member_with_a_live_code_is_left_alone_until_it_expires(
     assert (counts["already_pending"], counts["emails"]) == (0, 1)
 
 
-def test_one_audit_event_with_the_counts_and_reason(
+def test_a_run_has_its_event_then_a_closing_event_with_the_counts_and_reason(
     cli: Cli, session: Session, people: dict[str, Member]
 ) -> None:
     campaign(cli, "--no-pin", "--channel", "auto")
     session.rollback()
-    events = session.exec(select(AuditEvent).where(AuditEvent.action == "code.campaign")).all()
-    assert len(events) == 1
-    event = events[0]
-    assert (event.label, event.reason, event.outcome) == ("agent.test", "migration 2026", "ok")
-    details = json.loads(event.details)
-    assert (details["letters"], details["emails"], details["no_pin"]) == (1, 2, True)
-    assert details["channel"] == "auto"
+    query = select(AuditEvent).where(AuditEvent.action == "code.campaign")
+    started, closing = session.exec(query.order_by(col(AuditEvent.seq))).all()
+    for event in (started, closing):
+        assert (event.label, event.reason) == ("agent.test", "migration 2026")
+    assert (started.outcome, closing.outcome) == ("started", "ok")
+    facts, counts = json.loads(started.details), json.loads(closing.details)
+    assert (facts["channel"], facts["no_pin"]) == ("auto", True)
+    assert (counts["letters"], counts["emails"], counts["run"]) == (1, 2, started.id)
 
 
 def campaign_story(cli: Cli, people: dict[str, Member]) -> dict[str, list[dict[str, Any]]]:
@@ -241,7 +242,8 @@ def test_audit_list_nir_shows_the_campaign_that_queued_the_members_code(
     campaign(cli, "--no-pin", "--dry-run")
     assert all(story == [] for story in campaign_story(cli, people).values())  # dry: none
     campaign(cli, "--no-pin")
-    run = run_event(cli, "code.campaign")
+    run = run_id(run_event(cli, "code.campaign"))
+    (started,) = [e for e in run_events(cli, "code.campaign") if e["id"] == run]
     stories = campaign_story(cli, people)
     for name, change in (("A", "email"), ("B", "letter"), ("F", "email")):
         (event,) = stories[name]
@@ -249,9 +251,9 @@ def test_audit_list_nir_shows_the_campaign_that_queued_the_members_code(
             "code.campaign.member",
             "agent.test",
             "migration 2026",
-            run["at"],
+            started["at"],
         )
-        assert event["details"] == {"change": change, "run": run["id"]}
+        assert event["details"] == {"change": change, "run": run}
     # Left out (a PIN already, or closed): the campaign queued nothing for them.
     assert stories["C"] == stories["D"] == stories["E"] == []
     campaign(cli, "--no-pin")  # again: every one has a code on its way, nothing new
@@ -279,13 +281,17 @@ def test_a_campaign_stopped_half_way_has_the_events_of_its_committed_batches(
             batch_size=3,  # A, B, C: C has a PIN but never logged in: all three get a code
         )
     session.rollback()
+    # The run's event, and no closing event: the run did not end.
     (run,) = session.exec(select(AuditEvent).where(AuditEvent.action == "code.campaign")).all()
-    details = json.loads(run.details)
-    assert (run.outcome, details["letters"], details["emails"]) == ("incomplete", 1, 2)
+    assert (run.outcome, json.loads(run.details)["no_pin"]) == ("started", False)
+    # What it wrote, exactly: the codes of its first batch, and their members' events.
     first_batch = sorted(pk(people[name]) for name in "ABC")
     assert sorted(queued(session)) == first_batch
-    per_member = select(AuditEvent.member_id).where(AuditEvent.action == "code.campaign.member")
-    assert sorted(session.exec(per_member)) == first_batch
+    per_member = select(AuditEvent).where(AuditEvent.action == "code.campaign.member")
+    events = session.exec(per_member).all()
+    assert sorted(e.member_id for e in events) == first_batch
+    assert {json.loads(e.details)["run"] for e in events} == {run.id}
+    assert sorted(json.loads(e.details)["change"] for e in events) == ["email", "email", "letter"]
 
 
 @pytest.mark.parametrize(

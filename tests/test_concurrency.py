@@ -11,13 +11,12 @@ from typing import TypeVar
 from sqlalchemy import func
 from sqlmodel import Session, col, select
 
-from cpms_admin.db import make_engine
 from cpms_admin.models import AuditEvent
 from cpms_admin.portal import flows
 from cpms_admin.settings import Settings
 from tests.cred_helpers import PIN, account_of, codes_of, email_code, give_pin, set_pin
 from tests.factories import make_member
-from tests.harness import FakeClock
+from tests.harness import FakeClock, own_engine
 
 THREADS = 6
 T = TypeVar("T")
@@ -33,7 +32,7 @@ def hammer(
     lock = threading.Lock()
 
     def worker() -> None:
-        engine = make_engine(settings.database_url)
+        engine = own_engine(settings.database_url)
         try:
             with Session(engine, expire_on_commit=False) as session:
                 barrier.wait()

@@ -40,7 +40,7 @@ def printed(cli: Cli, *args: str, input: str | None = None) -> Any:
 
 
 def test_every_json_example_of_the_guide_is_valid_and_checked() -> None:
-    assert len(examples()) == 11, "a new JSON example: check it in the test below too"
+    assert len(examples()) == 12, "a new JSON example: check it in the test below too"
 
 
 @pytest.mark.slow  # renders one letter
@@ -56,6 +56,7 @@ def test_each_command_prints_the_keys_of_its_example(cli: Cli, tmp_path: Path) -
     account = printed(cli, "account", "status", NIR)
     letter = printed(cli, "letters", "list")[0]
     event = printed(cli, "audit", "list")[0]
+    verified = printed(cli, "audit", "verify")
     imported = printed(cli, "members", "import", str(write_csv(tmp_path / "m.csv", [person(7)])))
     sent = printed(cli, "mail", "send")
     batch = printed(cli, "letters", "batch", "--out", str(tmp_path / "print"))
@@ -75,6 +76,7 @@ def test_each_command_prints_the_keys_of_its_example(cli: Cli, tmp_path: Path) -
         "member dossier": dossier,
         "letters list": letter,
         "audit list": event,
+        "audit verify": verified,
     }
     for example, (command, document) in zip(examples(), real.items(), strict=True):
         assert shape(document) == shape(example), (

@@ -19,7 +19,7 @@ from cpms_admin.members.records import member_summary
 from cpms_admin.members.search import search_text
 from cpms_admin.models import Account, AuditEvent, Member
 from tests.factories import make_member, make_nir
-from tests.harness import Cli
+from tests.harness import Cli, own_engine
 from tests.import_helpers import forget_members
 
 BCRYPT = "$2b$04$abcdefghijklmnopqrstuu5ZZmGzXsvFxo9sQJ3bTkMfs0IPpAaKm"
@@ -179,7 +179,7 @@ def test_an_export_does_not_block_writers(session: Session, db_url: str) -> None
             written.append(text)
             return super().write(text)
 
-    engine = make_engine(db_url)  # as the CLI makes it (the test engine is deferred already)
+    engine = own_engine(db_url)  # as the CLI makes it (the test engine is deferred already)
     try:
         with Session(engine) as cli_session:
             assert export_members(cli_session, out=Sink(), fmt="csv", agent="t") == 3

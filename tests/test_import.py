@@ -14,7 +14,7 @@ from cpms_admin.members.fields import COLUMNS
 from cpms_admin.members.records import get_member, member_summary
 from cpms_admin.members.search import search_text
 from cpms_admin.models import Account, AuditEvent, Letter, Member
-from tests.audit_helpers import audit_of, run_event
+from tests.audit_helpers import audit_of, run_event, run_events, run_id
 from tests.factories import make_member, make_nir
 from tests.harness import Cli
 from tests.import_helpers import person, report_rows, snap, write_csv, write_jsonl
@@ -376,23 +376,28 @@ def test_welcome_letters_for_created_members_only(
     assert count(session, Letter) == 2  # none unless asked
 
 
-def test_one_audit_event_per_run_with_its_counts(
+def test_a_run_has_its_event_then_a_closing_event_with_its_counts(
     cli: Cli, session: Session, tmp_path: Path
 ) -> None:
     path = write_csv(tmp_path / "m.csv", [person(n) for n in range(80, 85)] + [person(1, city="")])
     cli("members", "import", str(path))
-    events = session.exec(select(AuditEvent).where(AuditEvent.action == "members.import")).all()
-    assert len(events) == 1
-    event = events[0]
-    assert (event.label, event.outcome) == ("agent.test", "partial")
-    details = json.loads(event.details)
-    assert {k: details[k] for k in ("created", "skipped", "invalid", "on_conflict")} == {
+    query = select(AuditEvent).where(AuditEvent.action == "members.import")
+    started, closing = session.exec(query.order_by(col(AuditEvent.seq))).all()
+    assert (started.label, started.outcome) == ("agent.test", "started")
+    assert json.loads(started.details) == {
+        "file": str(path),
+        "format": "csv",
+        "on_conflict": "skip",
+        "welcome_letters": False,
+    }
+    assert (closing.label, closing.outcome) == ("agent.test", "partial")
+    details = json.loads(closing.details)
+    assert {k: details[k] for k in ("created", "skipped", "invalid", "run")} == {
         "created": 5,
         "skipped": 0,
         "invalid": 1,
-        "on_conflict": "skip",
+        "run": started.id,
     }
-    assert details["file"] == str(path)
 
 
 def test_audit_list_nir_shows_the_imports_that_created_or_updated_the_member(
@@ -403,7 +408,7 @@ def test_audit_list_nir_shows_the_imports_that_created_or_updated_the_member(
     cli("members", "import", str(path), "--dry-run")
     assert count(session, Member) == 0 and audit_of(cli, first) == []  # a dry run: no event
     cli("members", "import", str(path))
-    created = run_event(cli, "members.import")
+    created = run_id(run_event(cli, "members.import"))
     (event,) = audit_of(cli, first)
     assert {k: event[k] for k in ("label", "action", "nir", "reason", "outcome", "details")} == {
         "label": "agent.test",
@@ -411,18 +416,19 @@ def test_audit_list_nir_shows_the_imports_that_created_or_updated_the_member(
         "nir": first,
         "reason": None,
         "outcome": "ok",
-        "details": {"change": "created", "run": created["id"]},
+        "details": {"change": "created", "run": created},
     }
-    assert event["at"] == created["at"]
+    (run,) = [e for e in run_events(cli, "members.import") if e["id"] == created]
+    assert event["at"] == run["at"]
     moved = write_csv(tmp_path / "u.csv", [person(86, email="nouveau@example.fr"), person(87)])
     cli("members", "import", str(moved), "--on-conflict", "update")
-    updated = run_event(cli, "members.import")
+    updated = run_id(run_event(cli, "members.import"))
     assert [e["details"] for e in audit_of(cli, first)] == [
-        {"change": "created", "run": created["id"]},
-        {"change": "updated", "run": updated["id"]},
+        {"change": "created", "run": created},
+        {"change": "updated", "run": updated},
     ]
     # Left as it was (skipped): the second run did not touch it, so it is not in its story.
-    assert [e["details"]["run"] for e in audit_of(cli, second)] == [created["id"]]
+    assert [e["details"]["run"] for e in audit_of(cli, second)] == [created]
     session.rollback()
     per_member = select(func.count()).where(AuditEvent.action == "members.import.member")
     assert session.exec(per_member).one() == 3  # none for the rejected line

@@ -16,7 +16,7 @@ from cpms_admin.mail.transport import transport_from_settings
 from cpms_admin.members.records import close_member
 from cpms_admin.models import Account, AuditEvent, Member, OutgoingMail, SecurityCode
 from cpms_admin.settings import Settings
-from tests.audit_helpers import audit_of, run_event
+from tests.audit_helpers import audit_of, run_event, run_id
 from tests.cred_helpers import mailed_codes, outbox, text_of
 from tests.factories import make_member, snapshot
 from tests.harness import TEST_PEPPER, Cli
@@ -112,8 +112,8 @@ def test_a_failed_send_revokes_its_code_and_is_retried_then_given_up(
         assert mail.last_error is not None and "cannot write e-mail" in mail.last_error
     assert [c.status for c in codes(session)] == ["revoked"] * MAX_ATTEMPTS
     # The attempts before left the e-mail queued: the run that gave up tells the member's story.
-    given_up = run_event(cli, "mail.send")
-    assert mail_story(cli, member) == [("agent.test", {"change": "failed", "run": given_up["id"]})]
+    given_up = run_id(run_event(cli, "mail.send"))
+    assert mail_story(cli, member) == [("agent.test", {"change": "failed", "run": given_up})]
     assert send(cli)[1]["sent"] == 0  # given up: not sent even once the server is back
 
 
@@ -148,15 +148,21 @@ def test_limit_and_members_who_left_or_lost_their_address(
     assert send(cli)[1]["sent"] == 1
 
 
-def test_one_audit_event_per_run_with_its_counts(cli: Cli, session: Session) -> None:
+def test_a_run_has_its_event_then_a_closing_event_with_its_counts(
+    cli: Cli, session: Session
+) -> None:
     queue(cli, session, 2)
     send(cli)
     send(cli)  # nothing to do: no event
     session.rollback()
-    events = session.exec(select(AuditEvent).where(AuditEvent.action == "mail.send")).all()
-    assert len(events) == 1
-    assert (events[0].label, events[0].outcome) == ("agent.test", "ok")
-    assert json.loads(events[0].details)["sent"] == 2
+    query = select(AuditEvent).where(AuditEvent.action == "mail.send")
+    started, closing = session.exec(query.order_by(col(AuditEvent.seq))).all()
+    assert (started.label, started.outcome, started.details) == ("agent.test", "started", "{}")
+    assert (closing.label, closing.outcome) == ("agent.test", "ok")
+    assert {k: json.loads(closing.details)[k] for k in ("sent", "run")} == {
+        "sent": 2,
+        "run": started.id,
+    }
 
 
 def mail_story(cli: Cli, member: Member) -> list[tuple[str, Any]]:
@@ -169,13 +175,13 @@ def test_audit_list_nir_shows_the_email_sent_or_cancelled(cli: Cli, session: Ses
     sent, closed, later = queue(cli, session, 3)
     cli("member", "close", closed.nir, "--reason", "left")
     assert send(cli, "--limit", "2")[1]["sent"] == 1
-    first = run_event(cli, "mail.send")
-    assert mail_story(cli, sent) == [("agent.test", {"change": "sent", "run": first["id"]})]
-    assert mail_story(cli, closed) == [("agent.test", {"change": "cancelled", "run": first["id"]})]
+    first = run_id(run_event(cli, "mail.send"))
+    assert mail_story(cli, sent) == [("agent.test", {"change": "sent", "run": first})]
+    assert mail_story(cli, closed) == [("agent.test", {"change": "cancelled", "run": first})]
     assert mail_story(cli, later) == []  # past the limit: still queued, untouched
     send(cli)
-    second = run_event(cli, "mail.send")
-    assert mail_story(cli, later) == [("agent.test", {"change": "sent", "run": second["id"]})]
+    second = run_id(run_event(cli, "mail.send"))
+    assert mail_story(cli, later) == [("agent.test", {"change": "sent", "run": second})]
     (event,) = [e for e in audit_of(cli, later.nir) if e["action"] == "mail.send.member"]
     (mail,) = [m for m in mails(session) if m.member_id == later.id]
     assert (event["outcome"], event["reason"], event["nir"]) == ("ok", None, later.nir)

@@ -200,11 +200,19 @@ def test_rotation_locks_nobody_out_and_says_when_the_old_pepper_can_go(
     account = session.get(Account, member.id)
     assert account is not None and (account.pin_hash or "").startswith("k2:$argon2id$")
     assert cli("portal", "login", member.nir, input=f"{PIN}\n").exit_code == 0
-    assert status(cli)[0]["removable"] is True
-    path.write_text(lines[1] + "\n")  # the old pepper's line deleted, as status allowed
+    # No PIN hash or code needs pepper 1 now, but the audit events its key sealed do.
+    old = status(cli)[0]
+    assert (old["pin_hashes"], old["live_codes"], old["removable"]) == (0, 0, False)
+    assert old["audit_events"] > 0
+    assert cli("audit", "verify").exit_code == 0  # events sealed with either key
+    path.write_text(lines[1] + "\n")  # the old pepper's line deleted all the same
     assert cli("portal", "login", member.nir, input=f"{PIN}\n").exit_code == 0
+    unchecked = cli("audit", "verify")  # ... its events can no longer be checked
+    assert unchecked.exit_code == 5
+    assert "sealed with pepper 1, which the pepper file no longer holds" in unchecked.stderr
     events = session.exec(select(AuditEvent).where(AuditEvent.action == "pepper.rotate")).all()
     assert [json.loads(e.details)["pepper"] for e in events] == [2]
+    assert [e.key_id for e in events] == [2]  # the rotation's event: the new key's first
 
 
 def test_an_old_pin_hash_is_rehashed_at_the_next_login(

@@ -9,9 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import func
+from sqlalchemy import update
 from sqlmodel import Session, col, select
 
+from cpms_admin.audit_chain import archive_events_into
 from cpms_admin.errors import NotReady
 from cpms_admin.models import Account, AuditEvent, CodeRequest, LetterBatch, Member, UnknownLogin
 from cpms_admin.privacy import pseudonymise, purge_files
@@ -43,19 +44,14 @@ CATEGORIES = [
 
 @pytest.fixture
 def archived(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
-    """The audit log's archive function, standing in for the one the audit chain brings:
-    the calls it got (it archives nothing, and deletes nothing)."""
+    """The calls `purge` made to the audit chain's archive (which does its work as ever)."""
     calls: list[dict[str, Any]] = []
 
-    def archive(session: Session, *, before: datetime, out: Path) -> int:
-        calls.append({"before": before, "out": out})
-        return int(
-            session.exec(
-                select(func.count()).select_from(AuditEvent).where(col(AuditEvent.at) < before)
-            ).one()
-        )
+    def archive(session: Session, *, before: datetime, directory: Path, **rest: Any) -> int:
+        calls.append({"before": before, "out": directory})
+        return archive_events_into(session, before=before, directory=directory, **rest)
 
-    monkeypatch.setattr("cpms_admin.privacy.retention.archive_audit_events", archive)
+    monkeypatch.setattr("cpms_admin.privacy.retention.archive_events_into", archive)
     return calls
 
 
@@ -146,11 +142,16 @@ def test_purge_drops_exactly_what_is_past_each_period(
     # Members: only the one closed 731 days ago.
     assert member_row(session, world.young_closed).pseudonymised_at is None
     assert member_row(session, world.active).pseudonymised_at is None
-    # Audit events: handed to the archive function with the cut-off, never touched by purge.
-    assert archived == [
-        {"before": world.now - 365 * DAY, "out": Path(cli.settings.audit_archive_dir)}
-    ]
-    assert old_events(session, world.now - 365 * DAY) == kept_events
+    # Audit events: handed to the audit chain with the cut-off, archived to a file, dropped.
+    out_dir = Path(cli.settings.audit_archive_dir)
+    assert archived == [{"before": world.now - 365 * DAY, "out": out_dir}]
+    assert old_events(session, world.now - 365 * DAY) == []
+    (archive,) = out_dir.iterdir()
+    lines = [json.loads(line) for line in archive.read_text().splitlines()]
+    assert [e["id"] for e in lines] == [e[0] for e in kept_events]
+    verified = cli("audit", "verify")
+    assert verified.exit_code == 0, verified.stderr
+    assert cli("audit", "verify", "--archive", str(archive)).exit_code == 0
     # One event per category run, each saying what it dropped.
     events = json.loads(cli("--json", "audit", "list", "--since", "2026-11-23").stdout)
     runs = {e["action"]: e for e in events if e["action"].startswith("purge.")}
@@ -204,6 +205,7 @@ def test_what_purge_says_it_dropped(
 def test_a_pseudonymised_member_is_no_one_but_their_audit_events_remain(
     cli: Cli, session: Session, clock: FakeClock, tmp_path: Path, archived: list[dict[str, Any]]
 ) -> None:
+    cli = cli.with_settings(retention_audit_days=3650)  # their events are kept, not archived
     nir = add_member(cli, "Zébulon", "--email", "zebulon@example.org", "--birth-date", "1985-05-01")
     close(cli, nir)
     member_id = member_row(session, nir).id
@@ -300,30 +302,34 @@ def test_a_batch_that_fails_inside_its_transaction_leaves_its_members_untouched(
     assert after["member"] == before["member"] and after["account"] == before["account"]
 
 
-def test_the_audit_archive_is_not_there_yet_so_the_category_fails_and_keeps_its_events(
+def test_a_chain_that_does_not_verify_is_not_archived_and_the_category_fails(
     cli: Cli, session: Session, clock: FakeClock
 ) -> None:
-    """Until the audit chain brings `archive_audit_events`, old events stay: the category
-    fails (exit 1) after the others did their work, and says why."""
+    """An old event changed by hand: the archive refuses (exit 1) after the other categories
+    did their work, writes no file and keeps every event, so the evidence stays."""
     nir = add_member(cli, "Ancienne")
     close(cli, nir)
     clock.advance(days=731)
+    session.rollback()
+    first = session.exec(select(AuditEvent).order_by(col(AuditEvent.id))).first()
+    assert first is not None
+    session.execute(
+        update(AuditEvent).where(col(AuditEvent.id) == first.id).values(reason="rewritten")
+    )
+    session.commit()
     kept = old_events(session, clock.now - 365 * DAY)
     code, document, stderr = purge(cli)
     assert code == 1
     found = by_name(document)
     assert found["closed_members"]["count"] == 1 and found["closed_members"]["error"] is None
     assert found["audit_events"]["count"] == 0
-    assert found["audit_events"]["error"] == str(
-        NotReady(
-            "archiving audit events needs the tamper-evident audit log, which this version "
-            "does not have: the events older than the retention period are kept"
-        )
-    )
+    assert f"event #{first.id}" in found["audit_events"]["error"]
     assert stderr.splitlines() == [
         f"Error: purge audit_events failed: {found['audit_events']['error']}"
     ]
     assert old_events(session, clock.now - 365 * DAY) == kept
+    archives = Path(cli.settings.audit_archive_dir)
+    assert not archives.exists() or list(archives.iterdir()) == []
     (failed,) = json.loads(cli("--json", "audit", "list", "--action", "purge.audit_events").stdout)
     assert failed["outcome"] == "failed" and failed["details"]["count"] == 0
 

@@ -7,11 +7,11 @@ from collections.abc import Iterator
 
 from sqlmodel import Session, select
 
-from cpms_admin.db import make_engine
 from cpms_admin.members import records
 from cpms_admin.members.search import find_members, search_terms, search_text, sort_name
 from cpms_admin.models import Member
 from tests.factories import make_member
+from tests.harness import own_engine
 
 LAST = ["N'Diaye", "d’Harcourt", "Œuvrard", "Ducœur", "de La Tour", "d'Arcy", "Martin", "Dupont"]
 FIRST = ["Jean-Pierre", "Jean Pierre", "Élodie", "Zoé", "Anne"]
@@ -85,7 +85,7 @@ def test_search_answers_as_a_plain_python_search_would(session: Session) -> None
 def test_sqlite_and_postgresql_give_the_same_answers(both_urls: tuple[str, str]) -> None:
     results = []
     for url in both_urls:
-        engine = make_engine(url)
+        engine = own_engine(url)
         try:
             with Session(engine) as session:
                 populate(session)

@@ -12,12 +12,14 @@ from alembic.config import Config
 from sqlalchemy import Engine, text
 from sqlmodel import Session, select
 
+from cpms_admin.audit_chain import keyed
 from cpms_admin.db import MIGRATIONS_DIR, current_revision, make_engine, upgrade_schema
 from cpms_admin.members import records
 from cpms_admin.members.search import search_text, sort_name
 from cpms_admin.migrations import HEAD_REVISION
 from cpms_admin.models import Member
 from tests.factories import make_member, make_nir
+from tests.harness import TEST_PEPPERS
 from tests.search_helpers import assert_search_index_in_step
 
 NAMES = [
@@ -56,7 +58,7 @@ def migrate(engine: Engine, revision: str, *, down: bool = False) -> None:
 @pytest.fixture
 def at_0004(empty_db_url: str) -> Iterator[Engine]:
     """A database at revision 0004 with members written as 0004's code wrote them."""
-    engine = make_engine(empty_db_url, must_exist=False)
+    engine = keyed(make_engine(empty_db_url, must_exist=False), TEST_PEPPERS)
     migrate(engine, "0004")
     now = datetime(2026, 1, 1, tzinfo=UTC)
     with engine.begin() as conn:

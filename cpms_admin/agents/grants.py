@@ -3,15 +3,15 @@
 member of its group (`agent add` grants it, `agent disable` revokes it).
 
 Every group may read and write the working tables, but nobody may UPDATE the audit log or
-DELETE from it (admins may delete, for `purge` of archived events: the chain says so if it
-goes wrong), and only admins may change the `agent` table. Applied after every upgrade
-(migrations/env.py), so tables added later get the same privileges. README, "Agents and
-rights", has what a DBA does once.
+its chain's head, only the roles that purge (admin, nightly) may DELETE archived events (the
+chain says so if anything else goes), and only admins may change the `agent` table. Applied
+after every upgrade (migrations/env.py), so tables added later get the same privileges.
+README, "Agents and rights", has what a DBA does once.
 """
 
 from sqlalchemy import Connection, text
 
-from cpms_admin.agents.roles import Role
+from cpms_admin.agents.roles import Duty, Role, may
 from cpms_admin.errors import NotReady
 
 GROUP_PREFIX = "cpms_"
@@ -22,9 +22,12 @@ def group_of(role: Role) -> str:
 
 
 GROUPS = tuple(group_of(role) for role in Role)
-_ADMINS = group_of(Role.admin)
-_OTHERS = ", ".join(group for group in GROUPS if group != _ADMINS)
 _ALL = ", ".join(GROUPS)
+
+
+def _groups(*, without: Duty) -> str:
+    """The groups whose role lacks `without`."""
+    return ", ".join(group_of(role) for role in Role if not may(role, without))
 
 
 def apply_grants(conn: Connection) -> None:
@@ -48,9 +51,13 @@ def apply_grants(conn: Connection) -> None:
         f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {_ALL}",
         f"GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {_ALL}",
         f"REVOKE INSERT, UPDATE, DELETE ON alembic_version FROM {_ALL}",
-        f"REVOKE UPDATE, DELETE, TRUNCATE ON audit_event FROM {_OTHERS}",
-        f"REVOKE UPDATE, TRUNCATE ON audit_event FROM {_ADMINS}",
-        f"REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON agent FROM {_OTHERS}",
+        # The audit log: appended to, never changed; old events deleted only by purge, which
+        # archives them and re-anchors the chain (audit_chain/archive.py).
+        f"REVOKE UPDATE, TRUNCATE ON audit_event FROM {_ALL}",
+        f"REVOKE DELETE ON audit_event FROM {_groups(without=Duty.retain)}",
+        # The chain's one-row head: moved on, never added to or removed.
+        f"REVOKE INSERT, DELETE, TRUNCATE ON audit_chain FROM {_ALL}",
+        f"REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON agent FROM {_groups(without=Duty.administer)}",
     ):
         conn.execute(text(statement))
 

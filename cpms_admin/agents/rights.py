@@ -31,6 +31,7 @@ COMMAND_DUTIES: dict[str, Duty] = {
     "letters batch": Duty.print,
     "letters returned": Duty.print,
     "audit list": Duty.look,
+    "audit verify": Duty.look,
     "agent list": Duty.look,
     "agent add": Duty.administer,
     "agent disable": Duty.administer,

@@ -2,9 +2,10 @@
 
 Nothing secret is made here: a letter gets its code when the nightly batch prints it, an
 e-mail when `mail send` sends it. Members are read in batches of ids; each batch's letters
-and e-mails go in with bulk inserts and one commit, with the run's audit event and one for
-each member given a letter or an e-mail. A member who already has a letter or an e-mail
-waiting is left alone, so a campaign killed half-way (or run twice) queues nothing twice.
+and e-mails go in with bulk inserts and one commit, with an audit event for each member
+given a letter or an e-mail; the run's own event comes with the first batch, its closing
+event (the counts) at the end. A member who already has a letter or an e-mail waiting is
+left alone, so a campaign killed half-way (or run twice) queues nothing twice.
 """
 
 from collections.abc import Callable, Iterator, Sequence
@@ -178,13 +179,12 @@ def _queue(
     *,
     now: datetime,
     wording: CampaignWording,
-    counts: CampaignCounts,
     run_audit: RunAudit,
 ) -> None:
-    """One batch in one transaction: its letters and e-mails, the run's audit event brought
-    up to date, and an audit event for each member given a letter or an e-mail."""
+    """One batch in one transaction: its letters and e-mails, and an audit event for each
+    member given a letter or an e-mail (and the run's own event, with the first batch)."""
     with transaction(session):
-        run_audit.record(session, counts=counts.as_dict())
+        run_audit.start(session)
         for (way, purpose), member_ids in queued.items():
             if way == "email":
                 table, extra = _MAIL, {"status": MailStatus.pending, "attempts": 0}
@@ -241,9 +241,9 @@ def run_campaign(
         if dry_run:
             session.rollback()
         else:
-            _queue(session, queued, now=now, wording=wording, counts=counts, run_audit=run_audit)
+            _queue(session, queued, now=now, wording=wording, run_audit=run_audit)
         on_progress(counts)
     if not dry_run:
         with transaction(session):
-            run_audit.record(session, counts=counts.as_dict(), outcome="ok")
+            run_audit.finish(session, counts=counts.as_dict(), outcome="ok", at=clock())
     return counts

@@ -1,8 +1,9 @@
 """`members import`: every row through the `member add` validation, written in batches.
 
 Each batch is one transaction: one query finds the NIRs already known, then members, their
-accounts and welcome letters go in with bulk Core inserts, with the run's audit event
-refreshed and an audit event for each member created or updated (see audit.RunAudit). A
+accounts and welcome letters go in with bulk Core inserts, with an audit event for each
+member created or updated (the run's own event with the first batch, its closing event at
+the end: see audit.RunAudit). A
 run killed half-way keeps its committed batches, and the same file run again skips them:
 every member ends up there once. A dry run is the very same pass with the writes left out,
 so its counts and rejected lines are the real ones.
@@ -157,20 +158,20 @@ class _Pass:
             self.on_error(RowError(row.line, "status", problem, values))
         return kept
 
-    def finish(self, outcome: str) -> None:
-        """The run's audit event, brought up to date with how it ended."""
-        with transaction(self.session):
-            self._record(outcome=outcome)
+    def finish(self, outcome: str, *, at: datetime) -> None:
+        """The run's closing audit event: its counts and how it ended."""
+        if self.audit is not None:
+            with transaction(self.session):
+                self.audit.finish(
+                    self.session, counts=self.counts.as_dict(), outcome=outcome, at=at
+                )
 
-    def _record(
-        self, outcome: str | None = None, *, members: dict[str, list[int]] | None = None
-    ) -> None:
-        """Refresh the run's audit event; add one per member the batch `members` changed
+    def _record(self, *, members: dict[str, list[int]]) -> None:
+        """The run's event with its first batch; one per member the batch `members` changed
         (by change)."""
         if self.audit is not None:
-            kwargs = {"outcome": outcome} if outcome else {}
-            self.audit.record(self.session, counts=self.counts.as_dict(), **kwargs)
-            for change, member_ids in (members or {}).items():
+            self.audit.start(self.session)
+            for change, member_ids in members.items():
                 self.audit.record_members(self.session, member_ids, change=change)
 
 
@@ -244,5 +245,5 @@ def import_members(
             on_progress(run.counts)
         run.counts.civilities_recorded = checked.civilities_recorded
     if not dry_run:
-        run.finish("partial" if run.counts.invalid else "ok")
+        run.finish("partial" if run.counts.invalid else "ok", at=clock())
     return run.counts

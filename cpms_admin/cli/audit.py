@@ -1,17 +1,18 @@
-"""`cpms-admin audit`: read the audit log."""
+"""`cpms-admin audit`: read the audit log, and check that no one rewrote it."""
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from cpms_admin import audit
+from cpms_admin import audit, audit_chain
 from cpms_admin.cli.context import app_context
 from cpms_admin.cli.options import AllRows
-from cpms_admin.cli.output import emit_page
+from cpms_admin.cli.output import emit_object, emit_page, error, exit_as
 from cpms_admin.clock import parse_moment
 from cpms_admin.settings import LIMIT_MAX
 
-app = typer.Typer(help="Read the audit log.", no_args_is_help=True)
+app = typer.Typer(help="Read the audit log; check its chain.", no_args_is_help=True)
 
 
 @app.command("list")
@@ -44,3 +45,38 @@ def list_(
         ("reason", "Reason"),
     ]
     emit_page(app_, rows, rows, columns)
+
+
+@app.command("verify")
+def verify(
+    ctx: typer.Context,
+    archive: Annotated[
+        Path | None,
+        typer.Option(
+            "--archive",
+            help="Check an archive file written by purge instead of the database.",
+            dir_okay=False,
+        ),
+    ] = None,
+) -> None:
+    """Check that the audit log is as it was written: walk the chain of sealed events.
+
+    Exit 0 when it is intact; 1 naming the first event changed, deleted or inserted out of
+    order (one line on stderr). --json prints {"ok", "checked", "first_bad_id",
+    "first_bad_seq", "problem", "message", "anchor_seq", "anchor_hash", "head_seq",
+    "head_hash"} either way. See docs/audit.md for what it can and cannot detect.
+
+    Example: cpms-admin audit verify --json
+    """
+    app_ = app_context(ctx)
+    with app_.session(read_only=True) as session:
+        report = (
+            audit_chain.verify_chain(session)
+            if archive is None
+            else audit_chain.verify_archive(session, archive)
+        )
+    if app_.json_output or report.ok:
+        emit_object(app_, report.as_json(), [report.message])
+    if not report.ok:
+        error(report.message)
+    exit_as(report)

@@ -10,7 +10,9 @@ from sqlalchemy import Engine
 from sqlmodel import Session
 
 from cpms_admin import audit
+from cpms_admin.audit_chain.seal import keyed
 from cpms_admin.clock import Clock, system_clock
+from cpms_admin.credentials.pepper import Peppers
 from cpms_admin.db import check_schema, make_engine, session_scope
 from cpms_admin.settings import Settings
 
@@ -46,7 +48,8 @@ class AppContext:
                 # The member's flows are recorded as the portal's: the label says who ran them.
                 label = self._actor.name if label is None else f"{self._actor.name}: {label}"
             self._bound.enter_context(audit.labelled(label))
-            self._engine = engine
+            # Audit events are sealed with the database's pepper, read when the first is.
+            self._engine = keyed(engine, self._peppers)
         return self._engine
 
     @property
@@ -55,6 +58,11 @@ class AppContext:
         self.engine()
         assert self._actor is not None
         return self._actor.name
+
+    def _peppers(self) -> Peppers:
+        from cpms_admin.credentials.pepper import load_peppers
+
+        return load_peppers(self.settings)
 
     @contextmanager
     def session(self, *, read_only: bool = False) -> Iterator[Session]:

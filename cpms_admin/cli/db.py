@@ -7,7 +7,8 @@ import typer
 
 from cpms_admin import audit
 from cpms_admin.cli.context import app_context
-from cpms_admin.cli.output import emit_object, emit_rows, exit_as, warn
+from cpms_admin.cli.output import emit_object, emit_rows, exit_as, note_for_agent, warn
+from cpms_admin.english import count
 
 app = typer.Typer(help="Create, migrate and inspect the database schema.", no_args_is_help=True)
 
@@ -25,7 +26,8 @@ def upgrade(
     Then the pepper: checked against the fingerprint the database recorded (exit 5 if it is
     not this database's), recorded for a database that has none yet, or, for a SQLite
     database that holds no hash yet and has no pepper, created as the file `pepper` beside
-    it (mode 0600). Never a second pepper for a database that has one.
+    it (mode 0600). Never a second pepper for a database that has one. Then the audit
+    events written before the audit chain existed are sealed into it (docs/audit.md).
 
     Example: cpms-admin db upgrade
     """
@@ -38,6 +40,11 @@ def upgrade(
         warn(
             f"created the pepper file {result.pepper_created} (mode 0600): back it up, "
             "every PIN and code hash depends on it"
+        )
+    if result.events_sealed:
+        note_for_agent(
+            f"sealed {count(result.events_sealed, 'audit event')} written before the audit "
+            "chain existed into it (docs/audit.md)"
         )
     done = (
         "already at the latest revision"

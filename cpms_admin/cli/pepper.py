@@ -41,8 +41,9 @@ def rotate(ctx: typer.Context) -> None:
 def status(ctx: typer.Context) -> None:
     """List the database's peppers: which is current, and what each still keys.
 
-    An old pepper whose PIN hashes and live codes are both 0 is needed no more: its line
-    (`<id>:...`) can be deleted from the pepper file and from its backups.
+    An old pepper whose PIN hashes, live codes and audit events are all 0 is needed no more:
+    its line (`<id>:...`) can be deleted from the pepper file. Audit events sealed with it
+    need it until they are archived, and their archive for as long as it is kept.
 
     Example: cpms-admin pepper status
     """
@@ -59,6 +60,7 @@ def status(ctx: typer.Context) -> None:
             "current": use.current,
             "pin_hashes": use.pin_hashes,
             "live_codes": use.live_codes,
+            "audit_events": use.audit_events,
             "removable": use.removable,
         }
         for use in uses
@@ -71,6 +73,7 @@ def status(ctx: typer.Context) -> None:
             ("current", "Current"),
             ("pin_hashes", "PIN hashes"),
             ("live_codes", "Live codes"),
+            ("audit_events", "Audit events"),
             ("removable", "Can be deleted"),
         ],
     )

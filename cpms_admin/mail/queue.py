@@ -7,7 +7,7 @@ until MAX_ATTEMPTS (an address the mail library refuses is given up at once). Af
 STOP_AFTER failures in a row, or one session past its deadline, the server is taken to be
 down and the run stops, leaving the rest untouched for the next run. An e-mail sent,
 cancelled or given up gets an audit event for its member in the transaction that says so,
-beside the run's one event (see audit.RunAudit).
+beside the run's own event and its closing event (see audit.RunAudit).
 
 An e-mail no longer needed is cancelled, not sent: the member was closed or lost their
 address, or already has a code on its way (`on_its_way`: a live code, say from a letter
@@ -115,11 +115,11 @@ class _Sender:
         self.stop: str | None = None  # why the run must stop: the server looks down
 
     def save(self, mail: OutgoingMail, at: datetime) -> None:
-        """Write `mail` and the run's counts in one unit of work; an e-mail sent, cancelled
-        or given up, with an event for its member."""
+        """Write `mail` in one unit of work (the run's event with the first); an e-mail sent,
+        cancelled or given up, with an event for its member."""
         with transaction(self.session):
             self.session.add(mail)
-            self.audit.record(self.session, counts=self.counts.as_dict())
+            self.audit.start(self.session)
             if mail.status != MailStatus.pending:
                 self.audit.record_members(self.session, [mail.member_id], change=mail.status, at=at)
 
@@ -183,7 +183,7 @@ class _Sender:
             )
             mail.code_id = pk(issued.row)
             self.session.add(mail)
-            self.audit.record(self.session, counts=self.counts.as_dict())
+            self.audit.start(self.session)
         return issued
 
     def _failed(self, mail: OutgoingMail, exc: MailError) -> None:
@@ -253,10 +253,11 @@ def send_queued_mail(
     sender.counts.left = _pending(session)
     if any(sender.counts.as_dict().values()):
         with transaction(session):
-            audit.record(
+            audit.finish(
                 session,
                 counts=sender.counts.as_dict(),
                 outcome="ok" if stopped in (None, "limit") else "stopped",
+                at=clock(),
             )
     return MailRun(sender.counts, None if stopped == "limit" else stopped)
 

@@ -6,7 +6,8 @@ current) and records its fingerprint, in that order: a rotation interrupted betw
 is finished by running it again. New hashes use the new pepper; every hash names the pepper
 that made it, so old PIN hashes keep working and are re-hashed at the member's next login,
 and live codes work until they expire. An old pepper's line can be deleted from the file once
-`pepper status` says nothing uses it any more.
+`pepper status` says nothing uses it any more: no PIN hash, no live code, and no audit event
+it sealed (the chain's key is derived from the pepper; see docs/audit.md).
 """
 
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from sqlalchemy import func, not_
 from sqlmodel import Session, col, select
 
 from cpms_admin import audit
+from cpms_admin.audit_chain.seal import use_keys
 from cpms_admin.clock import Clock
 from cpms_admin.credentials.pepper import (
     Peppers,
@@ -30,24 +32,26 @@ from cpms_admin.credentials.pepper import (
 )
 from cpms_admin.db import transaction
 from cpms_admin.errors import NotReady
-from cpms_admin.models import Account, PepperKey, SecurityCode
+from cpms_admin.models import Account, AuditEvent, PepperKey, SecurityCode
 from cpms_admin.settings import Settings
 from cpms_admin.vocabulary import CodeStatus
 
 
 @dataclass(frozen=True)
 class PepperUse:
-    """What pepper `key_id` still keys: PIN hashes and live codes."""
+    """What pepper `key_id` still keys: PIN hashes, live codes, and the audit events its key
+    sealed (`audit verify` needs it for them until they are archived)."""
 
     key_id: int
     current: bool
     pin_hashes: int
     live_codes: int
+    audit_events: int = 0
 
     @property
     def removable(self) -> bool:
         """Its line can go from the pepper file: nothing would need it any more."""
-        return not self.current and self.pin_hashes == 0 and self.live_codes == 0
+        return not self.current and not (self.pin_hashes or self.live_codes or self.audit_events)
 
 
 @dataclass(frozen=True)
@@ -88,7 +92,8 @@ def settle_pepper(
     """At `db upgrade`: check the pepper at hand against the database's record, record it if
     the database has none yet (a new database, or one from before fingerprints), or create one
     for a database that holds no hash. Never a second pepper for a database that has one:
-    NotReady, naming the file. The path of a pepper file created, else None."""
+    NotReady, naming the file. The path of a pepper file created, else None. The session
+    seals its audit events with these peppers from then on."""
     with transaction(session):
         recorded = _recorded(session, lock=True)
         path = pepper_file_path(settings)
@@ -96,6 +101,7 @@ def settle_pepper(
             peppers = read_peppers(settings)
             if recorded:
                 check_fingerprints(peppers, recorded)
+                use_keys(session, peppers)
                 return None
             created = None
         else:
@@ -109,6 +115,7 @@ def settle_pepper(
             peppers = create_pepper_file(path)
             created = path
         _record(session, peppers, sorted(peppers.secrets), now)
+        use_keys(session, peppers)  # recorded in this transaction: the engine's would refuse
         audit.record(
             session,
             agent=agent,
@@ -147,6 +154,7 @@ def rotate(session: Session, *, settings: Settings, agent: str, clock: Clock) ->
             peppers = read_peppers(settings)
         now = clock()
         _record(session, peppers, [key_id], now)
+        use_keys(session, peppers)  # the new pepper seals from now on, this event first
         audit.record(
             session,
             agent=agent,
@@ -163,6 +171,13 @@ def usage(session: Session, *, now: datetime) -> list[PepperUse]:
     """For each recorded pepper: the PIN hashes and live codes it keys."""
     recorded = sorted(_recorded(session))
     current = max(recorded, default=0)
+    sealed = dict(
+        session.exec(
+            select(AuditEvent.key_id, func.count())
+            .where(col(AuditEvent.key_id).is_not(None))
+            .group_by(col(AuditEvent.key_id))
+        ).all()
+    )
     found = []
     for key_id in recorded:
         if key_id == 1:  # untagged: argon2 hashes and codes made before any rotation
@@ -181,6 +196,8 @@ def usage(session: Session, *, now: datetime) -> list[PepperUse]:
                 col(SecurityCode.expires_at) > now,
             )
         ).one()
-        found.append(PepperUse(key_id, key_id == current, int(pin_count), int(live)))
+        found.append(
+            PepperUse(key_id, key_id == current, int(pin_count), int(live), sealed.get(key_id, 0))
+        )
     session.rollback()
     return found

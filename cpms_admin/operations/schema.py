@@ -5,6 +5,7 @@ from pathlib import Path
 
 from cpms_admin import audit
 from cpms_admin.agents.registry import authorize, identity
+from cpms_admin.audit_chain.seal import seal_waiting, upgrading
 from cpms_admin.clock import Clock, system_clock
 from cpms_admin.db import (
     current_revision,
@@ -35,6 +36,7 @@ class UpgradeResult:
     before: str | None
     after: str
     pepper_created: Path | None
+    events_sealed: int = 0  # audit events from before the chain, sealed by this upgrade
 
 
 def schema_status(settings: Settings) -> SchemaStatus:
@@ -52,7 +54,8 @@ def upgrade(
 ) -> UpgradeResult:
     """Migrate to the latest revision (idempotent), then settle the pepper: check it against
     the database's record, record it, or create one for a database without hashes
-    (`peppers.settle_pepper`). A SQLite file's folder must exist unless `create_dirs`.
+    (`peppers.settle_pepper`); then seal the audit events written before the chain existed
+    (`audit_chain.seal_waiting`). A SQLite file's folder must exist unless `create_dirs`.
 
     A database that has agents is upgraded by an admin only; the migration that brings
     agents makes its runner the first admin (so does creating a database)."""
@@ -69,6 +72,12 @@ def upgrade(
                 agent = identity(session)
         upgrade_schema(engine)
         with session_scope(engine) as session:
+            # The pepper first: it keys the audit chain, whose events from before it (0011)
+            # are sealed next (with the pepper's own event, if it records one), before this
+            # upgrade's own event.
+            upgrading(session)
+            created = peppers.settle_pepper(session, settings=settings, agent=agent, now=clock())
+            sealed = seal_waiting(session)
             if before != HEAD_REVISION:
                 with transaction(session):
                     audit.record(
@@ -77,8 +86,10 @@ def upgrade(
                         action="db.upgrade",
                         before=before,
                         after=HEAD_REVISION,
+                        events_sealed=sealed,
                     )
-            created = peppers.settle_pepper(session, settings=settings, agent=agent, now=clock())
     finally:
         engine.dispose()
-    return UpgradeResult(before=before, after=HEAD_REVISION, pepper_created=created)
+    return UpgradeResult(
+        before=before, after=HEAD_REVISION, pepper_created=created, events_sealed=sealed
+    )

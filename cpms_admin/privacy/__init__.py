@@ -2,7 +2,7 @@
 
 `purge.run_purge` drops what the retention rules no longer allow (`retention` holds what
 every category shares and the row categories, `purge_files` the files, `pseudonymise` the
-closed members; `audit_archive` is the audit log's call that archives old events).
+closed members; old audit events are archived by the audit chain, `audit_chain.archive`).
 `dossier.write_dossier` answers a member's right of access (GDPR article 15) with
 everything held on them, as JSON or a PDF (`dossier_pdf`, which alone loads WeasyPrint).
 """

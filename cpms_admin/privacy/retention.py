@@ -15,11 +15,11 @@ from sqlalchemy import delete, func
 from sqlmodel import Session, SQLModel, col, select
 
 from cpms_admin.audit import RunAudit
+from cpms_admin.audit_chain import archivable, archive_events_into
 from cpms_admin.db import transaction
 from cpms_admin.english import count
 from cpms_admin.models import AuditEvent, CodeRequest, UnknownLogin
 from cpms_admin.portal.code_requests import WINDOW
-from cpms_admin.privacy.audit_archive import archive_audit_events
 from cpms_admin.settings import Settings, env_name
 from cpms_admin.vocabulary import RetentionCategory
 
@@ -94,7 +94,7 @@ def record_category(
         skipped=list(found.skipped),
         **facts,
     )
-    run.record(scope.session, counts={}, outcome=outcome)
+    run.start(scope.session, outcome=outcome)
     return run
 
 
@@ -154,14 +154,17 @@ def drop_code_requests(scope: Scope, before: datetime, rule: str) -> Found:
     return _delete_older(scope, category, CodeRequest, column, before=before, rule=rule)
 
 
-# Audit events: counted here; archived and dropped by the audit log's own function, which
-# alone may delete events (it re-anchors the chain), in transactions of its own. The
-# category's event comes after it, newer than anything it archived.
+# Audit events: archived and dropped by the audit chain (`audit_chain.archive_events_into`),
+# which alone may delete events: it checks them first, writes them to a new file of the
+# archive directory, then re-anchors the chain, in transactions of its own. It archives the
+# chain's prefix up to the first event kept, which the count here says too. The category's
+# event comes after it, newer than anything it archived.
 AUDIT_RULE = Rule("older than {days}", "retention_audit_days")
 
 
 def survey_audit_events(scope: Scope, before: datetime) -> Found:
-    return count_older(scope.session, col(AuditEvent.at), before)
+    oldest = count_older(scope.session, col(AuditEvent.at), before).oldest
+    return Found(archivable(scope.session, before=before), oldest)
 
 
 def drop_audit_events(scope: Scope, before: datetime, rule: str) -> Found:
@@ -169,7 +172,10 @@ def drop_audit_events(scope: Scope, before: datetime, rule: str) -> Found:
     scope.session.rollback()  # the archive runs its own transactions
     out = Path(scope.settings.audit_archive_dir)
     if found.count:
-        found = Found(archive_audit_events(scope.session, before=before, out=out), found.oldest)
+        archived = archive_events_into(
+            scope.session, before=before, directory=out, agent=scope.agent, clock=lambda: scope.now
+        )
+        found = Found(archived, found.oldest)
     with transaction(scope.session):
         record_category(
             scope,

@@ -1,0 +1,200 @@
+"""Retention: archive the chain's oldest events to a file, drop them, re-anchor the chain.
+
+What goes is the chain's beginning up to the first event at or after the cutoff (an event
+older than the cutoff sealed after a newer one waits for the next run: the chain is only
+ever cut at one place). First, read in a snapshot of its own, each event is checked as
+`audit verify` checks it and written to the archive, one JSON object a line with every
+column, its chain fields included, so the archive can be verified later on its own
+(`audit verify --archive FILE`); an archive never hides a break, it refuses. Then, in one
+transaction: the events archived are deleted, the head's anchor moves to the last of them
+(its seq and hash: the first event kept names that hash), the head is sealed again, and
+the archive is audited (`audit.archive`). A crash between the two leaves the file and every
+event: the next run archives them again, under another name.
+"""
+
+import json
+from collections.abc import Iterator, Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, Engine, delete, func, select
+from sqlmodel import Session
+
+from cpms_admin import audit
+from cpms_admin.audit_chain.form import EVENTS, HEAD, Keyring, head_is_authentic, plain
+from cpms_admin.audit_chain.seal import advance, keyring, locked_head
+from cpms_admin.audit_chain.verify import ChainReport, ChainWalk, broken_report
+from cpms_admin.clock import Clock, system_clock
+from cpms_admin.db import reader, transaction
+from cpms_admin.english import count
+from cpms_admin.errors import Conflict, InvalidInput, NotReady, Refused
+from cpms_admin.private_files import private_dir, write_private_atomically
+
+_CHUNK = 5000
+_ARCHIVED = {"id", "at", "seq", "prev_hash", "hash", "key_id"}  # columns added later may lack
+
+
+def archivable(session: Session, *, before: datetime) -> int:
+    """How many events `archive_events` would archive now with this cutoff (a dry run). Reads
+    on a connection of its own, as the archive does: it holds no lock."""
+    before = before if before.tzinfo else before.replace(tzinfo=UTC)
+    with reader(_engine(session)).connect() as conn:
+        head = conn.execute(select(HEAD).where(HEAD.c.id == 1)).mappings().one()
+        first_kept = conn.execute(
+            select(func.min(EVENTS.c.seq)).where(EVENTS.c.at >= before, EVENTS.c.seq.is_not(None))
+        ).scalar()
+    through = head["seq"] if first_kept is None else first_kept - 1
+    return max(0, int(through) - int(head["anchor_seq"]))
+
+
+def _engine(session: Session) -> Engine:
+    bind = session.get_bind()
+    return bind if isinstance(bind, Engine) else bind.engine
+
+
+def archive_events(
+    session: Session,
+    *,
+    before: datetime,
+    out: Path,
+    agent: str,
+    clock: Clock = system_clock,
+) -> int:
+    """Archive to `out` (a new file, 0600, JSON lines) then drop the chain's events older than
+    `before`, and re-anchor the chain; how many events went (0: no file is written). Refused
+    when those events do not verify; Conflict when `out` exists or another archive ran."""
+    keys = keyring(session)
+    before = before if before.tzinfo else before.replace(tzinfo=UTC)
+    if out.exists() or out.is_symlink():
+        raise Conflict(f"{out} already exists: archive to a new file")
+    with reader(_engine(session)).connect() as conn:  # never holds a writer's lock
+        if conn.dialect.name == "postgresql":
+            conn.execution_options(isolation_level="REPEATABLE READ")
+        head = _checked_head(conn, keys)
+        walk = ChainWalk(keys, anchor_seq=head["anchor_seq"], anchor_hash=head["anchor_hash"])
+        query = (
+            select(EVENTS)
+            .where(EVENTS.c.seq > head["anchor_seq"], EVENTS.c.seq <= head["seq"])
+            .order_by(EVENTS.c.seq)
+            .execution_options(yield_per=_CHUNK)
+        )
+        rows = conn.execute(query).mappings()
+        first = next(rows, None)
+        if first is None or first["at"] >= before:
+            rows.close()
+            return 0
+        with write_private_atomically(out, encoding="ascii") as file:
+            event: Mapping[Any, Any] | None = first
+            while event is not None and event["at"] < before:
+                if broken := walk.step(event, head_seq=head["seq"]):
+                    raise Refused(
+                        f"audit events not archived: the chain is broken at {broken.what}; "
+                        "run cpms-admin audit verify"
+                    )
+                file.write(_line(event))
+                event = next(rows, None)
+            rows.close()
+    through, anchor_hash = walk.expected - 1, walk.previous
+    with transaction(session):
+        conn = session.connection()
+        locked = locked_head(conn, keys)
+        if locked["anchor_seq"] != head["anchor_seq"]:
+            raise Conflict("another archive of the audit log ran meanwhile: run it again")
+        dropped = conn.execute(
+            delete(EVENTS).where(EVENTS.c.seq > head["anchor_seq"], EVENTS.c.seq <= through)
+        ).rowcount
+        if dropped != walk.checked:
+            raise Conflict(
+                f"{walk.checked} audit events were archived but {dropped} found to drop: "
+                "the log changed meanwhile; nothing was dropped, run it again"
+            )
+        locked.update(anchor_seq=through, anchor_hash=anchor_hash)
+        advance(conn, keys, locked)
+        audit.record(
+            session,
+            agent=agent,
+            action="audit.archive",
+            at=clock(),
+            before=before,
+            events=dropped,
+            through_seq=through,
+            anchor_hash=anchor_hash,
+            file=str(out),
+        )
+    return dropped
+
+
+def archive_events_into(
+    session: Session,
+    *,
+    before: datetime,
+    directory: Path,
+    agent: str,
+    clock: Clock = system_clock,
+) -> int:
+    """`archive_events` to a new file of `directory` (made 0700 if missing, no link followed),
+    named after the moment of the run: `audit-20270601T020000123456Z.jsonl`. A run that
+    crashed after writing its file leaves it; the next run writes its own."""
+    folder = private_dir(directory)
+    stamp = clock().astimezone(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    return archive_events(
+        session, before=before, out=folder / f"audit-{stamp}.jsonl", agent=agent, clock=clock
+    )
+
+
+def _checked_head(conn: Connection, keys: Keyring) -> dict[str, Any]:
+    head = dict(conn.execute(select(HEAD).where(HEAD.c.id == 1)).mappings().one())
+    if not head_is_authentic(keys, head):
+        raise Refused(
+            "audit events not archived: the chain's head does not match its seal; "
+            "run cpms-admin audit verify"
+        )
+    if head["legacy_max_id"] is not None:
+        raise NotReady("audit events from before the chain wait to be sealed: run db upgrade")
+    return head
+
+
+def _line(event: Mapping[Any, Any]) -> str:
+    values = {name: plain(value) for name, value in event.items()}
+    return json.dumps(values, ensure_ascii=True, separators=(",", ":")) + "\n"
+
+
+def verify_archive(session: Session, path: Path) -> ChainReport:
+    """Walk an archive written by `archive_events` (keys from the session). It starts where
+    its first event says (its `anchor_*` is the place before it) and ends at its last (its
+    `head_*`): the next archive, or the database, must start from that hash."""
+    keys = keyring(session)
+    walk: ChainWalk | None = None
+    place: dict[str, Any] = {}
+    for event in _archived(path):
+        if walk is None:
+            place = {"anchor_seq": event["seq"] - 1, "anchor_hash": event["prev_hash"]}
+            walk = ChainWalk(keys, anchor_seq=event["seq"] - 1, anchor_hash=event["prev_hash"])
+        if broken := walk.step(event):
+            return broken_report(walk, broken, **place)
+        place.update(head_seq=event["seq"], head_hash=event["hash"])
+    if walk is None:
+        return ChainReport(ok=True, checked=0, message=f"{path}: no event in the archive")
+    return ChainReport(
+        ok=True,
+        checked=walk.checked,
+        message=f"archive intact: {count(walk.checked, 'event')} checked "
+        f"(seq {place['anchor_seq'] + 1} to {place['head_seq']})",
+        **place,
+    )
+
+
+def _archived(path: Path) -> Iterator[dict[str, Any]]:
+    try:
+        with path.open(encoding="ascii") as lines:
+            for number, line in enumerate(lines, start=1):
+                try:
+                    event = json.loads(line)
+                    if not isinstance(event, dict) or not event.keys() >= _ARCHIVED:
+                        raise ValueError
+                    yield event
+                except ValueError:
+                    raise InvalidInput(f"{path}, line {number}: not an archived event") from None
+    except OSError as exc:
+        raise InvalidInput(f"{path}: cannot read the archive ({exc.strerror})") from None

@@ -1,0 +1,282 @@
+"""Appending to the chain: events are sealed and written when their transaction commits.
+
+`audit.record` and `RunAudit.record_members` give their rows an id at once (the run's members
+name its event by id) and leave them pending on the session. Just before the commit, one
+step locks the chain's head (SELECT ... FOR UPDATE on PostgreSQL; on SQLite the transaction
+already holds the database's one write lock, db.py opens writers with BEGIN IMMEDIATE), gives
+each pending row the next seq, the hash before it, the current key id and its hash, inserts
+them all in one statement and moves the head on, in the transaction that commits. Two agents
+at once queue for the head and extend the chain one after the other: no fork, and the
+unique index on `seq` would refuse one anyway. The head is locked only for that last step.
+
+The key comes from the pepper: the session's (`use_keys`), else its engine's (`keyed`), a
+`Peppers` or a function that loads them (the CLI's checks them against the database).
+"""
+
+import functools
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from sqlalchemy import (
+    Connection,
+    Dialect,
+    Engine,
+    bindparam,
+    event,
+    func,
+    insert,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlmodel import Session
+
+from cpms_admin.audit_chain.form import (
+    EVENTS,
+    HEAD,
+    Keyring,
+    canonical,
+    head_is_authentic,
+)
+from cpms_admin.credentials.pepper import Peppers
+from cpms_admin.db import transaction
+from cpms_admin.errors import NotReady
+
+KeySource = Peppers | Callable[[], Peppers]
+
+_KEYS = "cpms_audit_keys"  # in Session.info or the engine's execution options
+_PENDING = "cpms_audit_pending"  # rows to seal at the commit of the session's transaction
+_NEXT_ID = "cpms_audit_next_id"  # SQLite: the next free event id in this transaction
+_HOOKED = "cpms_audit_hooked"
+# In db upgrade's session: how many events from before the chain it sealed.
+_LEGACY_SEALED = "cpms_audit_legacy_sealed"
+_COLUMNS = tuple(column.name for column in EVENTS.columns)
+_LEGACY_CHUNK = 2000
+
+
+def keyed(engine: Engine, source: KeySource) -> Engine:
+    """`engine`, whose sessions seal the audit events they write with `source`'s peppers."""
+    return engine.execution_options(**{_KEYS: source})
+
+
+def use_keys(session: Session, source: KeySource) -> None:
+    """Seal `session`'s events with `source`'s peppers, whatever its engine says (`db upgrade`
+    and `pepper rotate` have the peppers in hand before the database records them)."""
+    session.info[_KEYS] = source
+
+
+def keyring(session: Session) -> Keyring:
+    source = session.info.get(_KEYS)
+    if source is None:
+        source = session.get_bind().get_execution_options().get(_KEYS)
+    if source is None:
+        raise NotReady(
+            "the audit log is sealed with a key from the pepper, and this database connection "
+            "was opened without one: open the engine with audit_chain.keyed (docs/audit.md)"
+        )
+    return Keyring(source if isinstance(source, Peppers) else source())
+
+
+def allocate_ids(session: Session, count: int) -> list[int]:
+    """`count` ids for new events, taken now (a run's members name its event by id)."""
+    if session.get_bind().dialect.name == "postgresql":
+        ids = session.execute(
+            text(
+                "SELECT nextval(pg_get_serial_sequence('audit_event', 'id')) "
+                "FROM generate_series(1, :count)"
+            ),
+            {"count": count},
+        ).scalars()
+        return sorted(ids)
+    # SQLite: this transaction holds the write lock, so the ids past the highest stay free
+    # until it ends; the ones this transaction took already are remembered.
+    first = session.info.get(_NEXT_ID)
+    if first is None:
+        first = (session.execute(select(func.max(EVENTS.c.id))).scalar() or 0) + 1
+    session.info[_NEXT_ID] = first + count
+    return list(range(first, first + count))
+
+
+def append(session: Session, rows: Iterable[Mapping[str, Any]]) -> None:
+    """Queue events (each with its id) to be sealed and written when the session's
+    transaction commits; dropped if it rolls back."""
+    pending = session.info.setdefault(_PENDING, [])
+    empty = dict.fromkeys(_COLUMNS)
+    pending.extend({**empty, **row} for row in rows)
+    if not session.info.get(_HOOKED):
+        event.listen(session, "before_commit", _seal_pending)
+        event.listen(session, "after_transaction_end", _forget)
+        session.info[_HOOKED] = True
+
+
+def _forget(session: Session, transaction: Any) -> None:
+    if transaction.parent is None:  # the session's own transaction, not a savepoint
+        session.info.pop(_PENDING, None)
+        session.info.pop(_NEXT_ID, None)
+
+
+def _seal_pending(session: Session) -> None:
+    pending: list[dict[str, Any]] = session.info.get(_PENDING) or []
+    if not pending:
+        return
+    keys = keyring(session)  # before the head is locked: it may read the pepper file
+    session.flush()  # the rows the events name (a new member) are written first
+    upgrading = _LEGACY_SEALED in session.info
+    legacy = extend(session.connection(), keys, pending, upgrading=upgrading)
+    if upgrading:
+        session.info[_LEGACY_SEALED] += legacy
+    pending.clear()
+
+
+def extend(
+    conn: Connection, keys: Keyring, rows: list[dict[str, Any]], *, upgrading: bool = False
+) -> int:
+    """Seal `rows` (complete, with ids) as the chain's next events and write them. Events from
+    before the chain that still wait come first, sealed if `upgrading` (how many), else
+    NotReady: `db upgrade` seals them, as the one writer that may UPDATE audit_event."""
+    head = locked_head(conn, keys)
+    legacy = 0
+    if head["legacy_max_id"] is not None:
+        if not upgrading:
+            raise NotReady(
+                "audit events written before the audit chain existed wait to be sealed "
+                "(db upgrade was interrupted): run cpms-admin db upgrade"
+            )
+        legacy = seal_legacy(conn, keys, head)
+    key_id = keys.current_id
+    seq, previous = head["seq"], head["hash"]
+    for row in rows:
+        seq += 1
+        row["seq"], row["prev_hash"], row["key_id"] = seq, previous, key_id
+        previous = row["hash"] = keys.event_hash(key_id, canonical(row))
+    _insert(conn, rows)
+    head.update(seq=seq, hash=previous)
+    advance(conn, keys, head)
+    return legacy
+
+
+def _insert(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    """One executemany of `rows`. With a positional driver (SQLite's), each value is converted
+    as SQLAlchemy converts it, but once per distinct value (a batch's events share their
+    moment, agent and reason): Core's executemany converting every row's took a third of the
+    chain's cost of an import (bench/import.py). Other drivers get Core's own."""
+    compiled = _compiled(conn.dialect)
+    if not compiled.positional or compiled.positiontup is None:
+        conn.execute(insert(EVENTS), rows)
+        return
+    names = compiled.positiontup
+    convert = {
+        name: processor
+        for name in names
+        if (processor := EVENTS.c[name].type.bind_processor(conn.dialect)) is not None
+    }
+    done: dict[tuple[str, Any], Any] = {}
+
+    def value(name: str, raw: Any) -> Any:
+        if raw is None or name not in convert:
+            return raw
+        key = (name, raw)
+        if key not in done:
+            done[key] = convert[name](raw)
+        return done[key]
+
+    params = [tuple(value(name, row[name]) for name in names) for row in rows]
+    conn.exec_driver_sql(str(compiled), params)
+
+
+@functools.lru_cache(maxsize=4)
+def _compiled(dialect: Dialect) -> SQLCompiler:
+    return insert(EVENTS).compile(dialect=dialect, column_keys=list(_COLUMNS))
+
+
+def locked_head(conn: Connection, keys: Keyring) -> dict[str, Any]:
+    """The chain's head, locked until the transaction ends; NotReady when it is not as the
+    chain left it (extending it would hide what was done to it)."""
+    found = conn.execute(select(HEAD).where(HEAD.c.id == 1).with_for_update()).mappings().first()
+    if found is None:
+        raise NotReady(
+            "the audit chain's head is missing: no event can be written; "
+            "run cpms-admin audit verify and call an administrator"
+        )
+    head = dict(found)
+    if not head_is_authentic(keys, head):
+        raise NotReady(
+            "the audit chain's head does not match its seal (changed outside cpms-admin): "
+            "no event can be written; run cpms-admin audit verify and call an administrator"
+        )
+    return head
+
+
+def advance(conn: Connection, keys: Keyring, head: dict[str, Any]) -> None:
+    """Write `head` back, sealed with the current key."""
+    head["key_id"] = keys.current_id
+    head["mac"] = keys.head_mac(keys.current_id, head)
+    conn.execute(update(HEAD).where(HEAD.c.id == 1).values({k: v for k, v in head.items()}))
+
+
+def seal_legacy(conn: Connection, keys: Keyring, head: dict[str, Any]) -> int:
+    """Seal the events from before the chain (ids up to `legacy_max_id`, no seq yet) in id
+    order, as the chain's next events; `head` is moved on (the caller writes it). The one
+    UPDATE of audit_event the program makes, once, in `db upgrade`."""
+    key_id, last_id, sealed = keys.current_id, 0, 0
+    seq, previous = head["seq"], head["hash"]
+    query = (
+        select(EVENTS)
+        .where(EVENTS.c.seq.is_(None), EVENTS.c.id <= head["legacy_max_id"])
+        .order_by(EVENTS.c.id)
+        .limit(_LEGACY_CHUNK)
+    )
+    seal = (
+        update(EVENTS)
+        .where(EVENTS.c.id == bindparam("event_id"))
+        .values(
+            seq=bindparam("new_seq"),
+            prev_hash=bindparam("new_prev"),
+            hash=bindparam("new_hash"),
+            key_id=bindparam("new_key"),
+        )
+    )
+    while rows := conn.execute(query.where(EVENTS.c.id > last_id)).mappings().all():
+        changes = []
+        for row in rows:
+            seq += 1
+            values = {**row, "seq": seq, "prev_hash": previous, "key_id": key_id}
+            digest = keys.event_hash(key_id, canonical(values))
+            changes.append(
+                {
+                    "event_id": row["id"],
+                    "new_seq": seq,
+                    "new_prev": previous,
+                    "new_hash": digest,
+                    "new_key": key_id,
+                }
+            )
+            previous, last_id = digest, row["id"]
+        conn.execute(seal, changes)
+        sealed += len(changes)
+    head.update(seq=seq, hash=previous, legacy_max_id=None)
+    return sealed
+
+
+def upgrading(session: Session) -> None:
+    """Let `session` (db upgrade's) seal the events from before the chain, with its first
+    events or in `seal_waiting`."""
+    session.info.setdefault(_LEGACY_SEALED, 0)
+
+
+def seal_waiting(session: Session) -> int:
+    """Seal the events from before the chain that still wait (`db upgrade` calls it right
+    after migrating), in a transaction of its own; how many this session sealed, here or
+    with the first events it wrote."""
+    upgrading(session)
+    with transaction(session):
+        keys = keyring(session)
+        conn = session.connection()
+        head = locked_head(conn, keys)
+        if head["legacy_max_id"] is not None:
+            session.info[_LEGACY_SEALED] = session.info.get(_LEGACY_SEALED, 0) + seal_legacy(
+                conn, keys, head
+            )
+            advance(conn, keys, head)
+    return int(session.info.get(_LEGACY_SEALED, 0))

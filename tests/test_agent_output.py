@@ -165,8 +165,16 @@ def test_bash_completes_the_values_agents_type(
 
 
 def test_completion_can_be_installed_for_bash(tmp_path: Path) -> None:
-    result = run_installed("--show-completion", "bash", cwd=tmp_path)
-    assert result.returncode == 0
+    """As an agent types it in bash: the shell is found from the parent process (whatever
+    started the test suite, the command's parent here is bash)."""
+    result = subprocess.run(
+        ["bash", "-c", f"{CPMS} --show-completion"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
     assert "complete -o default -F _cpms_admin_completion cpms-admin" in result.stdout  # files too
 
 

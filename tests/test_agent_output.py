@@ -168,7 +168,7 @@ def test_completion_can_be_installed_for_bash(tmp_path: Path) -> None:
     """As an agent types it in bash: the shell is found from the parent process (whatever
     started the test suite, the command's parent here is bash)."""
     result = subprocess.run(
-        ["bash", "-c", f"{CPMS} --show-completion"],
+        ["bash", "-c", f"{CPMS} --show-completion; exit $?"],  # not exec'd: bash stays the parent
         cwd=tmp_path,
         capture_output=True,
         text=True,

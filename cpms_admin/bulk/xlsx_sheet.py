@@ -40,9 +40,9 @@ class TooWide(Exception):
 def _column(letters: str) -> int:
     """`AB` -> 28 (`$AB` as well); Unreadable if not letters."""
     number = 0
-    for letter in letters.lstrip("$").upper():
+    for letter in letters.lstrip("$").upper() or "?":
         if not "A" <= letter <= "Z":
-            raise Unreadable(f"a cell reference {letters!r} that is not a column")
+            raise Unreadable(f"a cell reference without a column ({letters!r})")
         number = number * 26 + ord(letter) - 64
     return number
 
@@ -73,13 +73,14 @@ def sheet_rows(source: IO[bytes], book: Book) -> Iterator[Row]:
     """Each row that has cells, in the order of the sheet, with its number.
 
     A row's texts beyond MAX_LINE_CHARS are not kept: the row comes as None. A cell past
-    MAX_COLUMNS raises TooWide once the row is read (its width is counted, not kept).
+    MAX_COLUMNS raises TooWide when its row's turn comes (its width is counted, not kept).
     """
     strings = book.strings
     done: list[Row] = []
     parts: list[str] = []
     cells: list[str | None] = []
     columns: dict[str, int] = {}  # a reference's letters -> column number, as met
+    widths: dict[int, int] = {}  # a row's number -> its last column, past MAX_COLUMNS
     kind, style = "n", None
     number = column = size = wide = 0
     collecting = phonetic = False
@@ -113,7 +114,7 @@ def sheet_rows(source: IO[bytes], book: Book) -> Iterator[Row]:
             phonetic = True
 
     def end(name: str) -> None:
-        nonlocal collecting, phonetic, wide
+        nonlocal collecting, phonetic, size, wide
         tag = _TAGS.get(name)
         if tag == _CELL:
             if not parts:
@@ -122,6 +123,7 @@ def sheet_rows(source: IO[bytes], book: Book) -> Iterator[Row]:
                 text = parts[0] if len(parts) == 1 else "".join(parts)
                 if kind == "s":
                     value = strings[int(text)]
+                    size += len(value) - len(text)  # the string's length, not its index's
                 elif kind in ("inlineStr", "str"):
                     value = text
                 else:
@@ -139,9 +141,10 @@ def sheet_rows(source: IO[bytes], book: Book) -> Iterator[Row]:
         elif tag in (_VALUE, _TEXT):
             collecting = False
         elif tag == _ROW:
-            if wide:
-                raise TooWide(number, wide)
-            if cells:
+            if wide:  # raised when the rows before it have been taken
+                done.append((number, None))
+                widths[number] = wide
+            elif cells:
                 done.append((number, None if size > MAX_LINE_CHARS else cells))
         elif tag == _PHONETIC:
             phonetic = False
@@ -157,6 +160,8 @@ def sheet_rows(source: IO[bytes], book: Book) -> Iterator[Row]:
     parser.StartElementHandler, parser.EndElementHandler = start, end
     parser.CharacterDataHandler = text
     for _ in feed(parser, source):
-        if done:
-            yield from done
-            done.clear()
+        for row in done:
+            if row[1] is None and row[0] in widths:
+                raise TooWide(row[0], widths[row[0]])
+            yield row
+        done.clear()

@@ -2,7 +2,7 @@
 
 The sheet is parsed as it is read (xlsx_sheet.py, with the standard library's expat), so
 memory stays flat whatever the number of rows; the shared strings are held while reading.
-openpyxl's read-only mode did the same at four to five times the CPU, python-calamine is
+openpyxl's read-only mode did the same at two to three times the CPU; python-calamine is
 faster still but loads the whole sheet first: bench/xlsx.py measures the three (README,
 Performance). openpyxl still writes workbooks, and lends its date-format test here.
 

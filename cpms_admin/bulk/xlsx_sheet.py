@@ -2,7 +2,7 @@
 
 expat (C) calls a handler per element; the handlers keep only the row being read, and the
 sheet is fed 64 KiB at a time, so memory stays flat whatever the number of rows. This is
-four to five times cheaper than openpyxl's read-only mode, which builds an element tree per
+two to three times cheaper than openpyxl's read-only mode, which builds an element tree per
 row and a dict per cell before giving a value (bench/xlsx.py, README "Performance").
 
 Cells come as the text a CSV would hold (cells.cell_text), as openpyxl read them before:

@@ -1,112 +1,110 @@
 """Reading an XLSX workbook: the header row and the members of its first sheet.
 
-openpyxl's read-only mode parses the sheet as it is read, so memory stays flat whatever the
-number of rows (a workbook saved by a spreadsheet also has a table of shared strings, which
-is held while reading). python-calamine reads ten times faster but loads the whole sheet
-first; bench/xlsx.py measures both (README, Performance). openpyxl is imported here only, by
-the commands that read a workbook.
+The sheet is parsed as it is read (xlsx_sheet.py, with the standard library's expat), so
+memory stays flat whatever the number of rows; the shared strings are held while reading.
+openpyxl's read-only mode did the same at two to three times the CPU; python-calamine is
+faster still but loads the whole sheet first: bench/xlsx.py measures the three (README,
+Performance). openpyxl still writes workbooks, and lends its date-format test here.
 
 Cells come as the text a CSV would hold (cells.cell_text): a NIR or a postcode stored as a
 number is read as its digits, and the field's validation then puts back a postcode's lost
-zero or names the damage. A row is numbered as the spreadsheet shows it.
+zero or names the damage. A row is numbered as the spreadsheet shows it. The limits are a
+CSV file's (sniff.py): every part is checked against a ZIP bomb before it is parsed, a row
+past MAX_COLUMNS refuses the file and a row longer than MAX_LINE_CHARS is a problem row,
+never held whole.
 
-Parsing a workbook costs more per row than checking it, so the rows are parsed in a child
-process (`forked`) beside the import's checker, overlapping it instead of adding to it.
-They come back in order, in batches, through a pipe whose small buffer keeps the child a
-batch or two ahead: memory stays flat. The child is forked with os.fork (the checker, itself
-a helper process, may not start a multiprocessing one) and leaves with os._exit, running
-none of the parent's clean-ups. If the caller stops early, the child is killed; if the
-caller dies, the child's next send fails on the closed pipe and it exits.
+Parsing a workbook costs more per row than reading a CSV line, so the rows are parsed in a
+child process (`forked`) beside the import's checker, overlapping it instead of adding to
+it. They come back in order, in batches, through a pipe whose small buffer keeps the child
+a batch or two ahead: memory stays flat. The child is forked with os.fork (the checker,
+itself a helper process, may not start a multiprocessing one) and leaves with os._exit,
+running none of the parent's clean-ups. If the caller stops early, the child is killed; if
+the caller dies, the child's next send fails on the closed pipe and it exits.
 """
 
 import os
 import signal
 import zipfile
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
 from itertools import islice
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
-from cpms_admin.bulk.cells import cell_text, starts_marked, unguard
+from cpms_admin.bulk.cells import starts_marked, unguard
 from cpms_admin.bulk.rows import IMPORT_COLUMNS, SourceRow
-from cpms_admin.bulk.sniff import cannot_read, check_unzipped
+from cpms_admin.bulk.sniff import (
+    MAX_COLUMNS,
+    MAX_LINE_CHARS,
+    cannot_read,
+    check_unzipped,
+    too_wide,
+)
+from cpms_admin.bulk.xlsx_book import Unreadable, read_book
+from cpms_admin.bulk.xlsx_sheet import Row, TooWide, sheet_rows
 from cpms_admin.errors import CpmsError, InvalidInput, Refused
 from cpms_admin.members.fields import COLUMNS
 
 
 def _unreadable(path: Path, exc: Exception) -> InvalidInput:
+    why = str(exc) if isinstance(exc, Unreadable) else f"{type(exc).__name__}: {exc}"
     return InvalidInput(
-        f"{path}: not a workbook that can be read ({type(exc).__name__}: {exc}); save it "
-        "again as .xlsx (Excel Workbook) or as CSV UTF-8"
+        f"{path}: not a workbook that can be read ({why}); save it again as .xlsx (Excel "
+        "Workbook) or as CSV UTF-8"
     )
 
 
-@contextmanager
-def _first_sheet(path: Path) -> Iterator[Any]:
-    """The first worksheet, in read-only mode (typed Any: openpyxl's stubs give a read-only
-    sheet the methods of a full one)."""
-    from openpyxl import load_workbook
-
+def _rows(path: Path, first: int) -> Iterator[Row]:
+    """The first sheet's rows from row `first` on; TooWide is left to the caller."""
     try:
-        handle = open(path, "rb")  # noqa: SIM115 (closed below); a name: openpyxl checks it
+        handle = open(path, "rb")  # noqa: SIM115 (closed below)
     except OSError as exc:
         raise cannot_read(path, exc) from None
-    try:
-        with zipfile.ZipFile(handle) as archive:
-            for part in archive.infolist():
-                check_unzipped(path, part.filename, part.file_size, part.compress_size)
-        book = load_workbook(handle, read_only=True, data_only=True, keep_links=False)
-    except InvalidInput:
-        handle.close()
-        raise
-    except Exception as exc:  # a damaged or foreign file fails in many ways, all the same here
-        handle.close()
-        raise _unreadable(path, exc) from None
-    try:
-        sheets = book.worksheets
-        if not sheets:
-            raise InvalidInput(f"{path}: the workbook has no worksheet")
-        sheet: Any = sheets[0]
-        # The size a file states is not trusted: openpyxl would stop reading at its end.
-        sheet.reset_dimensions()
-        yield sheet
-    finally:
-        book.close()
-        handle.close()
-
-
-def _texts(cells: tuple[object, ...]) -> list[str | None]:
-    return [cell if cell is None or type(cell) is str else cell_text(cell) for cell in cells]
-
-
-def _rows(path: Path, sheet: Any, first: int) -> Iterator[list[str | None]]:
-    try:
-        for cells in sheet.iter_rows(min_row=first, values_only=True):
-            yield _texts(cells)
-    except InvalidInput:
-        raise
-    except Exception as exc:  # the sheet's XML broken half-way
-        raise _unreadable(path, exc) from None
+    with handle:
+        try:
+            with zipfile.ZipFile(handle) as archive:
+                for part in archive.infolist():
+                    check_unzipped(path, part.filename, part.file_size, part.compress_size)
+                book = read_book(archive)
+                with archive.open(book.sheet) as source:
+                    for row in sheet_rows(source, book):
+                        if row[0] >= first:
+                            yield row
+        except (InvalidInput, TooWide):
+            raise
+        except Exception as exc:  # a damaged or foreign file fails in many ways, all alike here
+            raise _unreadable(path, exc) from None
 
 
 def xlsx_header(path: Path) -> tuple[list[str], int]:
     """The first row that has a value, as column names, and its row number."""
-    with _first_sheet(path) as sheet:
-        for number, texts in enumerate(_rows(path, sheet, 1), start=1):
+    try:
+        for number, texts in _rows(path, 1):
+            if texts is None:
+                raise InvalidInput(
+                    f"{path}: row {number}, the header, is longer than {MAX_LINE_CHARS:,} "
+                    "characters: not a member file"
+                )
             names = [text or "" for text in texts]
             if any(name.strip() for name in names):
                 return names, number
+    except TooWide as exc:
+        raise too_wide(path, exc.columns) from None
     raise InvalidInput(f"{path}: the first sheet is empty; a header row is expected")
 
 
-def _filled_rows(path: Path, first: int) -> Iterator[tuple[int, list[str | None]]]:
-    """The rows from row `first` on that have a value, with their numbers."""
-    with _first_sheet(path) as sheet:
-        for number, texts in enumerate(_rows(path, sheet, first), start=first):
-            if any(text and not text.isspace() for text in texts):
+def _filled_rows(path: Path, first: int) -> Iterator[Row]:
+    """The rows from row `first` on that have a value, with their numbers (None for the
+    cells of a row over MAX_LINE_CHARS)."""
+    try:
+        for number, texts in _rows(path, first):
+            if texts is None or any(text and not text.isspace() for text in texts):
                 yield number, texts
+    except TooWide as exc:
+        raise InvalidInput(
+            f"{path}: row {exc.row} has a cell in column {exc.columns:,}, past a "
+            f"spreadsheet's last ({MAX_COLUMNS:,}): not a member file"
+        ) from None
 
 
 def xlsx_rows(path: Path, *, header: tuple[str, ...], header_row: int) -> Iterator[SourceRow]:
@@ -117,6 +115,9 @@ def xlsx_rows(path: Path, *, header: tuple[str, ...], header_row: int) -> Iterat
     width = len(header)
     unnamed = "" in header
     for number, texts in forked(lambda: _filled_rows(path, header_row + 1)):
+        if texts is None:
+            yield SourceRow(number, None, f"a row longer than {MAX_LINE_CHARS:,} characters")
+            continue
         if unnamed or len(texts) > width:
             stray = [
                 at

@@ -1,0 +1,167 @@
+"""The rows of a worksheet, parsed as they stream out of the ZIP archive.
+
+expat (C) calls a handler per element; the handlers keep only the row being read, and the
+sheet is fed 64 KiB at a time, so memory stays flat whatever the number of rows. This is
+two to three times cheaper than openpyxl's read-only mode, which builds an element tree per
+row and a dict per cell before giving a value (bench/xlsx.py, README "Performance").
+
+Cells come as the text a CSV would hold (cells.cell_text), as openpyxl read them before:
+a shared or inline string (rich-text runs joined), a formula's cached result, a number
+without a spurious `.0`, a number whose style is a date format as that date (the same test
+and conversion as openpyxl's), TRUE/FALSE, an error as written (`#N/A`). A cell missing
+from a row (spreadsheets leave empty cells out, `r="C5"` names a cell's column) is None.
+"""
+
+from collections.abc import Iterator
+from typing import IO
+
+from cpms_admin.bulk.cells import cell_text
+from cpms_admin.bulk.sniff import MAX_COLUMNS, MAX_LINE_CHARS
+from cpms_admin.bulk.xlsx_book import MAIN, Book, Unreadable, feed, make_parser
+
+Row = tuple[int, list[str | None] | None]  # its number; its cells, None if over the limit
+_CELL, _VALUE, _TEXT, _ROW, _PHONETIC = range(1, 6)
+_TAGS = {
+    f"{space} {local}": tag
+    for space in MAIN
+    for local, tag in (("c", _CELL), ("v", _VALUE), ("t", _TEXT), ("row", _ROW))
+} | {f"{space} rPh": _PHONETIC for space in MAIN}
+_DIGITS = "0123456789"
+
+
+class TooWide(Exception):
+    """A row with a cell past MAX_COLUMNS, which no spreadsheet writes."""
+
+    def __init__(self, row: int, columns: int) -> None:
+        super().__init__(row, columns)
+        self.row, self.columns = row, columns
+
+
+def _column(letters: str) -> int:
+    """`AB` -> 28 (`$AB` as well); Unreadable if not letters."""
+    number = 0
+    for letter in letters.lstrip("$").upper() or "?":
+        if not "A" <= letter <= "Z":
+            raise Unreadable(f"a cell reference without a column ({letters!r})")
+        number = number * 26 + ord(letter) - 64
+    return number
+
+
+def _typed(kind: str, style: str | None, text: str, book: Book) -> str | None:
+    """A cell that is not a string, as text; openpyxl's conversions, for the same values."""
+    if kind == "n":
+        number: float = float(text) if "." in text or "e" in text or "E" in text else int(text)
+        if style is not None and int(style) in book.dates:
+            from openpyxl.utils.datetime import from_excel
+
+            try:
+                moment = from_excel(number, book.epoch, timedelta=int(style) in book.durations)
+            except (OverflowError, ValueError):
+                return "#VALUE!"  # a date format on a number no date has: openpyxl's value
+            return cell_text(moment)
+        return cell_text(number)
+    if kind == "b":
+        return cell_text(bool(int(text)))
+    if kind == "d":  # an ISO 8601 date cell (strict OOXML; Excel does not write them)
+        from openpyxl.utils.datetime import from_ISO8601
+
+        return cell_text(from_ISO8601(text))  # type: ignore[no-untyped-call]
+    return text  # `str` (a formula's text), `e` (an error such as #N/A), or unknown
+
+
+def sheet_rows(source: IO[bytes], book: Book) -> Iterator[Row]:
+    """Each row that has cells, in the order of the sheet, with its number.
+
+    A row's texts beyond MAX_LINE_CHARS are not kept: the row comes as None. A cell past
+    MAX_COLUMNS raises TooWide when its row's turn comes (its width is counted, not kept).
+    """
+    strings = book.strings
+    done: list[Row] = []
+    parts: list[str] = []
+    cells: list[str | None] = []
+    columns: dict[str, int] = {}  # a reference's letters -> column number, as met
+    widths: dict[int, int] = {}  # a row's number -> its last column, past MAX_COLUMNS
+    kind, style = "n", None
+    number = column = size = wide = 0
+    collecting = phonetic = False
+
+    def start(name: str, attrs: dict[str, str]) -> None:
+        nonlocal kind, style, number, column, cells, size, wide, collecting, phonetic
+        tag = _TAGS.get(name)
+        if tag == _CELL:
+            kind, style = attrs.get("t", "n"), attrs.get("s")
+            ref = attrs.get("r")
+            if ref is None:
+                column += 1
+            else:
+                letters = ref.rstrip(_DIGITS)
+                found = columns.get(letters)
+                if found is None:
+                    found = _column(letters)
+                    if found <= MAX_COLUMNS:
+                        columns[letters] = found
+                column = found
+            parts.clear()
+        elif tag == _VALUE:
+            collecting = kind != "inlineStr"
+        elif tag == _TEXT:
+            collecting = kind == "inlineStr" and not phonetic
+        elif tag == _ROW:
+            ref = attrs.get("r")
+            number = number + 1 if ref is None else int(ref)
+            cells, column, size, wide = [], 0, 0, 0
+        elif tag == _PHONETIC:
+            phonetic = True
+
+    def end(name: str) -> None:
+        nonlocal collecting, phonetic, size, wide
+        tag = _TAGS.get(name)
+        if tag == _CELL:
+            if not parts:
+                value = None
+            else:
+                text = parts[0] if len(parts) == 1 else "".join(parts)
+                if kind == "s":
+                    value = strings[int(text)]
+                    size += len(value) - len(text)  # the string's length, not its index's
+                elif kind in ("inlineStr", "str"):
+                    value = text
+                else:
+                    value = _typed(kind, style, text, book)
+            at = column - 1
+            if at == len(cells) and column <= MAX_COLUMNS:
+                cells.append(value)
+            elif column > MAX_COLUMNS:
+                wide = max(wide, column)
+            elif at > len(cells):
+                cells.extend([None] * (at - len(cells)))
+                cells.append(value)
+            elif at >= 0:
+                cells[at] = value
+        elif tag in (_VALUE, _TEXT):
+            collecting = False
+        elif tag == _ROW:
+            if wide:  # raised when the rows before it have been taken
+                done.append((number, None))
+                widths[number] = wide
+            elif cells:
+                done.append((number, None if size > MAX_LINE_CHARS else cells))
+        elif tag == _PHONETIC:
+            phonetic = False
+
+    def text(data: str) -> None:
+        nonlocal size
+        if collecting:
+            size += len(data)
+            if size <= MAX_LINE_CHARS:
+                parts.append(data)
+
+    parser = make_parser()
+    parser.StartElementHandler, parser.EndElementHandler = start, end
+    parser.CharacterDataHandler = text
+    for _ in feed(parser, source):
+        for row in done:
+            if row[1] is None and row[0] in widths:
+                raise TooWide(row[0], widths[row[0]])
+            yield row
+        done.clear()

@@ -28,6 +28,7 @@ from cpms_admin.cli.app import app
 from cpms_admin.db import normalise_url
 from cpms_admin.settings import Settings
 from tests.conftest import PG_URL
+from tests.cred_helpers import PIN, give_pin
 from tests.factories import make_member
 from tests.harness import TEST_PEPPER, Cli, FakeClock
 
@@ -81,6 +82,17 @@ def test_agent_option_is_a_label_not_an_identity(
     assert done.exit_code == 0, done.stderr
     [event] = json.loads(cli("--json", "audit", "list", "--action", "account.unlock").stdout)
     assert (event["agent"], event["label"]) == (runner_identity(db_url), "portal")
+
+
+def test_the_portal_flows_are_the_portal_s_and_the_label_says_who_ran_them(
+    cli: Cli, session: Any, settings: Settings, db_url: str
+) -> None:
+    member = make_member(session)
+    give_pin(session, settings, member)
+    done = cli("--agent", "QA-7", "portal", "login", member.nir, input=f"{PIN}\n")
+    assert done.exit_code == 0, done.stderr
+    [event] = json.loads(cli("--json", "audit", "list", "--action", "portal.login").stdout)
+    assert (event["agent"], event["label"]) == ("portal", f"{runner_identity(db_url)}: QA-7")
 
 
 def test_the_last_admin_cannot_be_disabled_or_demoted(cli: Cli, db_url: str) -> None:
@@ -242,6 +254,7 @@ def test_a_support_agent_is_known_by_their_os_user_and_kept_to_their_role(
         (("member", "close", nir, "--reason", "x"), "member close needs supervisor"),
         (("agent", "add", SUPPORT_USER, "--role", "admin"), "agent add needs admin"),
         (("db", "upgrade"), "db upgrade needs admin"),
+        (("purge",), "purge needs admin"),
     ]:
         code, out, err = run_as(SUPPORT_USER, cli, *args)
         assert (code, out, err.strip()) == (

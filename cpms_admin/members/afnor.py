@@ -14,6 +14,7 @@ import re
 import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import lru_cache
 
 MAX_LINE = 38
 
@@ -97,6 +98,7 @@ class Shortened:
         return ", ".join(f"{long} -> {short}" for long, short in self.abbreviations)
 
 
+@lru_cache(maxsize=1 << 14)  # building lines repeat through an import file; a Shortened is frozen
 def shorten(text: str, typography: Callable[[str], str]) -> Shortened:
     """The line as printed: `typography` applied, then abbreviations while it is too long.
 

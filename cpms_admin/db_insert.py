@@ -15,7 +15,7 @@ A key the table already holds raises SQLAlchemy's IntegrityError, as Core's inse
 import sqlite3
 from collections.abc import Callable, Sequence
 from itertools import chain
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import Connection, Dialect, Table
 from sqlalchemy.exc import DBAPIError
@@ -68,8 +68,7 @@ def _processor(table: Table, name: str, dialect: Dialect) -> Callable[[Any], Any
 def _copy(conn: Connection, statement: str, rows: Sequence[Row]) -> None:
     import psycopg
 
-    driver = conn.connection.dbapi_connection
-    assert driver is not None
+    driver = cast("psycopg.Connection[Any]", conn.connection.dbapi_connection)
     try:
         with driver.cursor() as cursor, cursor.copy(statement) as copy:
             for row in rows:

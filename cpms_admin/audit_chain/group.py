@@ -45,7 +45,7 @@ def seal_group(
     key = keys.event_key(key_id)
     base = [template[name] for name in COLUMNS]
     at = {name: COLUMNS.index(name) for name in _VARYING}
-    rows = []
+    rows: list[tuple[Any, ...]] = []
     for event_id, member_id in zip(group.ids, group.member_ids, strict=True):
         seq += 1
         message = f'{head}{event_id}{after_id}{member_id}{after_member}"{previous}"{tail}'

@@ -81,9 +81,9 @@ class RowChecker:
         results: list[CheckedRow | RowError] = []
         typed: list[bool] = []  # for each result: a civility recorded as another
         for row in rows:
-            result = self._check(row)
-            typed.append(isinstance(result, tuple) and result[1])
-            results.append(result[0] if isinstance(result, tuple) else result)
+            result, civility_typed = self._check(row)
+            results.append(result)
+            typed.append(civility_typed)
         earlier = self._seen.first_lines(
             [result.nir for result in results if isinstance(result, CheckedRow)]
         )
@@ -100,22 +100,23 @@ class RowChecker:
         self._seen.add(new)
         return results
 
-    def _check(self, row: SourceRow) -> tuple[CheckedRow, bool] | RowError:
+    def _check(self, row: SourceRow) -> tuple[CheckedRow | RowError, bool]:
+        """The row checked, and whether its civility is recorded as another."""
         values = row.values
         if values is None:
-            return RowError(row.line, None, row.problem or "unreadable record", None)
+            return RowError(row.line, None, row.problem or "unreadable record", None), False
         try:
             fields = validate_member_fields(values)
             status = parse_status(values)
         except FieldError as exc:
-            return RowError(row.line, exc.field, str(exc), values)
+            return RowError(row.line, exc.field, str(exc), values), False
         except InvalidInput as exc:
-            return RowError(row.line, None, str(exc), values)
+            return RowError(row.line, None, str(exc), values), False
         raw_hash = values.get(PIN_HASH)
         if raw_hash:
             problem = legacy_hash_problem(raw_hash)
             if problem is not None:
-                return RowError(row.line, PIN_HASH, problem, values)
+                return RowError(row.line, PIN_HASH, problem, values), False
         pin_hash = LEGACY_PREFIX + raw_hash if raw_hash else None
         checked = CheckedRow(row.line, _laid_out({**member_values(fields), **status}), pin_hash)
         return checked, bool(fields.civility_typed)

@@ -136,7 +136,7 @@ def insert_members(
     the write lock this transaction holds; PostgreSQL: from the sequence), so the rows go in
     by COPY or multi-row INSERTs (db_insert) with no RETURNING."""
     ids = _new_member_ids(session, len(rows))
-    stamps = (now, now, now if imported else None)
+    stamps: tuple[object, ...] = (now, now, now if imported else None)
     names = ["id", *columns, "created_at", "updated_at", "imported_at"]
     if "status" not in columns:
         names.append("status")

@@ -118,7 +118,9 @@ class RowChecker:
             if problem is not None:
                 return RowError(row.line, PIN_HASH, problem, values), False
         pin_hash = LEGACY_PREFIX + raw_hash if raw_hash else None
-        checked = CheckedRow(row.line, _laid_out({**member_values(fields), **status}), pin_hash)
+        member = member_values(fields)
+        member.update(status)
+        checked = CheckedRow(row.line, _laid_out(member), pin_hash)
         return checked, bool(fields.civility_typed)
 
     def close(self) -> None:

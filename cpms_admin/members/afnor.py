@@ -73,9 +73,12 @@ def strip_accents(text: str) -> str:
     return "".join(ch for ch in decomposed if not unicodedata.combining(ch))
 
 
+_NOT_MACHINE = re.compile(r"[^A-Z0-9]+")
+
+
 def machine_line(text: str) -> str:
     """Lines 4 to 6: capitals, no accents, no punctuation, single spaces."""
-    return " ".join(re.sub(r"[^A-Z0-9]+", " ", strip_accents(text).upper()).split())
+    return " ".join(_NOT_MACHINE.sub(" ", strip_accents(text).upper()).split())
 
 
 def upper_line(text: str) -> str:

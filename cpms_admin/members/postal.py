@@ -115,6 +115,9 @@ class PostalAddress:
         ]
 
 
+_COUNTRY = re.compile(r"[A-Z]{2}")
+
+
 def make_address(
     *,
     street: str,
@@ -130,7 +133,7 @@ def make_address(
     A French postcode and city must be a pair of La Poste's base. Abroad, the postcode must
     follow the country's pattern."""
     country = (country or "FR").strip().upper()
-    if not re.fullmatch(r"[A-Z]{2}", country):
+    if not _COUNTRY.fullmatch(country):
         raise FieldError("country", f"country must be a 2-letter ISO code, got {country!r}")
     values = {
         field: _clean(field, value or "")

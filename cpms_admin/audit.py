@@ -14,7 +14,8 @@ from typing import Any
 
 from sqlmodel import Session, col, select
 
-from cpms_admin.audit_chain.seal import allocate_ids, append
+from cpms_admin.audit_chain.group import EventGroup
+from cpms_admin.audit_chain.seal import allocate_ids, append, append_group
 from cpms_admin.clock import iso, system_clock
 from cpms_admin.db import Page, fetch_page
 from cpms_admin.errors import InvalidInput
@@ -246,11 +247,5 @@ class RunAudit:
             "outcome": "ok",
             "details": _as_json({"change": change, "run": run}),
         }
-        ids = allocate_ids(session, len(members))
-        append(
-            session,
-            (
-                {**values, "id": event_id, "member_id": member_id}
-                for event_id, member_id in zip(ids, members, strict=True)
-            ),
-        )
+        # One group, sealed without a dict per member (audit_chain/group.py).
+        append_group(session, EventGroup(values, allocate_ids(session, len(members)), members))

@@ -93,6 +93,14 @@ class Keyring:
     def event_hash(self, key_id: int, message: bytes) -> str:
         return hmac.digest(self._key(key_id, _EVENT_LABEL), message, hashlib.sha256).hex()
 
+    def event_key(self, key_id: int) -> bytes:
+        """The key `event_hash` uses, for `hash_with` in a loop over many events."""
+        return self._key(key_id, _EVENT_LABEL)
+
+    @staticmethod
+    def hash_with(key: bytes, message: bytes) -> str:
+        return hmac.digest(key, message, hashlib.sha256).hex()
+
     def head_mac(self, key_id: int, head: Mapping[str, Any]) -> str:
         message = canonical(head, HEAD_FIELDS)
         return hmac.digest(self._key(key_id, _HEAD_LABEL), message, hashlib.sha256).hex()

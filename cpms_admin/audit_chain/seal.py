@@ -13,23 +13,10 @@ The key comes from the pepper: the session's (`use_keys`), else its engine's (`k
 `Peppers` or a function that loads them (the CLI's checks them against the database).
 """
 
-import functools
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from sqlalchemy import (
-    Connection,
-    Dialect,
-    Engine,
-    bindparam,
-    event,
-    func,
-    insert,
-    select,
-    text,
-    update,
-)
-from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy import Connection, Engine, bindparam, event, func, select, text, update
 from sqlmodel import Session
 
 from cpms_admin.audit_chain.form import (
@@ -39,8 +26,10 @@ from cpms_admin.audit_chain.form import (
     canonical,
     head_is_authentic,
 )
+from cpms_admin.audit_chain.group import EventGroup, seal_group
 from cpms_admin.credentials.pepper import Peppers
 from cpms_admin.db import transaction
+from cpms_admin.db_insert import insert_rows
 from cpms_admin.errors import NotReady
 
 KeySource = Peppers | Callable[[], Peppers]
@@ -101,13 +90,22 @@ def allocate_ids(session: Session, count: int) -> list[int]:
 def append(session: Session, rows: Iterable[Mapping[str, Any]]) -> None:
     """Queue events (each with its id) to be sealed and written when the session's
     transaction commits; dropped if it rolls back."""
-    pending = session.info.setdefault(_PENDING, [])
     empty = dict.fromkeys(_COLUMNS)
-    pending.extend({**empty, **row} for row in rows)
+    _pending(session).extend({**empty, **row} for row in rows)
+
+
+def append_group(session: Session, group: EventGroup) -> None:
+    """`append` for events that differ only by id and member (group.py)."""
+    _pending(session).append(group)
+
+
+def _pending(session: Session) -> list[dict[str, Any] | EventGroup]:
+    pending: list[dict[str, Any] | EventGroup] = session.info.setdefault(_PENDING, [])
     if not session.info.get(_HOOKED):
         event.listen(session, "before_commit", _seal_pending)
         event.listen(session, "after_transaction_end", _forget)
         session.info[_HOOKED] = True
+    return pending
 
 
 def _forget(session: Session, transaction: Any) -> None:
@@ -117,7 +115,7 @@ def _forget(session: Session, transaction: Any) -> None:
 
 
 def _seal_pending(session: Session) -> None:
-    pending: list[dict[str, Any]] = session.info.get(_PENDING) or []
+    pending: list[dict[str, Any] | EventGroup] = session.info.get(_PENDING) or []
     if not pending:
         return
     keys = keyring(session)  # before the head is locked: it may read the pepper file
@@ -130,7 +128,11 @@ def _seal_pending(session: Session) -> None:
 
 
 def extend(
-    conn: Connection, keys: Keyring, rows: list[dict[str, Any]], *, upgrading: bool = False
+    conn: Connection,
+    keys: Keyring,
+    rows: list[dict[str, Any] | EventGroup],
+    *,
+    upgrading: bool = False,
 ) -> int:
     """Seal `rows` (complete, with ids) as the chain's next events and write them. Events from
     before the chain that still wait come first, sealed if `upgrading` (how many), else
@@ -146,48 +148,22 @@ def extend(
         legacy = seal_legacy(conn, keys, head)
     key_id = keys.current_id
     seq, previous = head["seq"], head["hash"]
+    sealed: list[tuple[Any, ...]] = []
     for row in rows:
+        if isinstance(row, EventGroup):
+            group, seq, previous = seal_group(row, keys, key_id, seq, previous)
+            sealed.extend(group)
+            continue
         seq += 1
         row["seq"], row["prev_hash"], row["key_id"] = seq, previous, key_id
         previous = row["hash"] = keys.event_hash(key_id, canonical(row))
-    _insert(conn, rows)
+        sealed.append(tuple(row[name] for name in _COLUMNS))
+    # db_insert: COPY on PostgreSQL, multi-row INSERTs on SQLite, each distinct value
+    # converted once (a batch's events share their moment, agent and reason).
+    insert_rows(conn, EVENTS, _COLUMNS, sealed)
     head.update(seq=seq, hash=previous)
     advance(conn, keys, head)
     return legacy
-
-
-def _insert(conn: Connection, rows: list[dict[str, Any]]) -> None:
-    """One executemany of `rows`. With a positional driver (SQLite's), each value is converted
-    as SQLAlchemy converts it, but once per distinct value (a batch's events share their
-    moment, agent and reason): Core's executemany converting every row's took a third of the
-    chain's cost of an import (bench/import.py). Other drivers get Core's own."""
-    compiled = _compiled(conn.dialect)
-    if not compiled.positional or compiled.positiontup is None:
-        conn.execute(insert(EVENTS), rows)
-        return
-    names = compiled.positiontup
-    convert = {
-        name: processor
-        for name in names
-        if (processor := EVENTS.c[name].type.bind_processor(conn.dialect)) is not None
-    }
-    done: dict[tuple[str, Any], Any] = {}
-
-    def value(name: str, raw: Any) -> Any:
-        if raw is None or name not in convert:
-            return raw
-        key = (name, raw)
-        if key not in done:
-            done[key] = convert[name](raw)
-        return done[key]
-
-    params = [tuple(value(name, row[name]) for name in names) for row in rows]
-    conn.exec_driver_sql(str(compiled), params)
-
-
-@functools.lru_cache(maxsize=4)
-def _compiled(dialect: Dialect) -> SQLCompiler:
-    return insert(EVENTS).compile(dialect=dialect, column_keys=list(_COLUMNS))
 
 
 def locked_head(conn: Connection, keys: Keyring) -> dict[str, Any]:

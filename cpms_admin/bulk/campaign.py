@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Select, func, or_, select
-from sqlmodel import Session, SQLModel
+from sqlmodel import Session, SQLModel, col
 
 from cpms_admin.audit import RunAudit
 from cpms_admin.clock import Clock, system_clock
@@ -24,6 +24,7 @@ from cpms_admin.credentials.on_its_way import code_on_its_way, letter_on_its_way
 from cpms_admin.db import insert_per_member, transaction
 from cpms_admin.errors import FieldError, InvalidInput
 from cpms_admin.members.nir import nir_to_find
+from cpms_admin.models import Letter, OutgoingMail, SecurityCode
 from cpms_admin.vocabulary import (
     CampaignWording,
     ChannelChoice,
@@ -99,13 +100,26 @@ def read_nir_file(path: Path) -> list[str]:
     return list(nirs)
 
 
-def _query(selection: Selection, now: datetime) -> Select[Any]:
+def _query(
+    selection: Selection, now: datetime, *, window: tuple[int, int] | None = None
+) -> Select[Any]:
+    """The selected members, with whether a code is on its way to each. `window` (first
+    id excluded, last included) bounds every table the query reads to a batch's members:
+    PostgreSQL otherwise hashed every pending letter for each batch, and merged the whole
+    account table up to the batch (a million-member campaign took minutes, growing with
+    the square of its size)."""
     # A letter waiting or being printed, an e-mail waiting, or a live code (say in a letter
     # printed last week): the member has a way in, and a new code would revoke that one.
     member = _MEMBER.c.id
-    pending = or_(
-        letter_on_its_way(member), mail_on_its_way(member), code_on_its_way(member, now=now)
-    )
+    ways = [
+        (letter_on_its_way(member), Letter.member_id),
+        (mail_on_its_way(member), OutgoingMail.member_id),
+        (code_on_its_way(member, now=now), SecurityCode.member_id),
+    ]
+    if window is not None:
+        after, last = window
+        ways = [(way.where(col(key) > after, col(key) <= last), key) for way, key in ways]
+    pending = or_(*(way for way, _ in ways))
     query = (
         select(
             _MEMBER.c.id,
@@ -124,6 +138,10 @@ def _query(selection: Selection, now: datetime) -> Select[Any]:
         query = query.where(_ACCOUNT.c.pin_hash.is_(None))
     if selection.imported_since is not None:
         query = query.where(_MEMBER.c.imported_at >= selection.imported_since)
+    if window is not None:
+        after, last = window
+        query = query.where(member > after, member <= last)
+        query = query.where(_ACCOUNT.c.member_id > after, _ACCOUNT.c.member_id <= last)
     return query
 
 
@@ -140,10 +158,18 @@ def _batches(
             counts.unknown += len(chunk) - members.scalar_one()  # not those the criteria left out
             yield rows
         return
+    # Windows of `size` members by id (members added meanwhile included), each read with
+    # every table bounded to it (`_query`).
     last = 0
-    while rows := list(session.execute(query.where(_MEMBER.c.id > last).limit(size))):
-        last = rows[-1].id
-        yield rows
+    while True:
+        ids = select(_MEMBER.c.id).where(_MEMBER.c.id > last).order_by(_MEMBER.c.id).limit(size)
+        upto = session.execute(select(func.max(ids.subquery().c.id))).scalar()
+        if upto is None:
+            return
+        rows = list(session.execute(_query(selection, now, window=(last, upto))))
+        last = upto
+        if rows:
+            yield rows
 
 
 # The ids of the members a batch queues a code for, by how it goes ("letter" or "email") and

@@ -68,8 +68,8 @@ def export_members(
     writer = open_member_writer(out, fmt=fmt, excel=excel, rows=rows)
     try:
         result = connection.execution_options(yield_per=CHUNK).execute(query)
-        for row in result:
-            writer.write(row._asdict())
+        for row in result:  # the EXPORT_COLUMNS, in order
+            writer.write_values(row)
             if writer.count % CHUNK == 0:
                 on_progress(writer.count)
     except BaseException:

@@ -19,6 +19,7 @@ from cpms_admin.bulk.readers import (
     csv_rows,
     jsonl_columns,
     jsonl_rows,
+    reads_cleanly,
 )
 from cpms_admin.bulk.rows import IMPORT_COLUMNS, RowError, SourceRow
 from cpms_admin.bulk.sniff import (
@@ -99,6 +100,9 @@ class MemberFile:
         a workbook has no lines.)"""
         if self.delimiter is None or self.encoding is None:
             return
+        with open_text(self.path, self.encoding) as handle:
+            if reads_cleanly(handle, delimiter=self.delimiter):
+                return
         with open_text(self.path, self.encoding) as handle:
             for _ in csv_records(handle, path=self.path, delimiter=self.delimiter):
                 pass

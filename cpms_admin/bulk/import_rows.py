@@ -9,71 +9,164 @@ the member's is refused (status_change). Closing is `member close`, which also r
 codes and cancels letters; nothing reopens a member.
 """
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+import operator
+import sqlite3
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
-from typing import cast
+from typing import NamedTuple, cast
 
 from cpms_admin import audit
 from cpms_admin.bulk.formats import RowError, SourceRow
-from cpms_admin.bulk.rows import PIN_HASH
+from cpms_admin.bulk.rows import PIN_HASH, STATUS_COLUMNS
 from cpms_admin.clock import iso
 from cpms_admin.credentials.pins import LEGACY_PREFIX, legacy_hash_problem
 from cpms_admin.errors import FieldError, InvalidInput
 from cpms_admin.members import damage
-from cpms_admin.members.fields import validate_member_fields
+from cpms_admin.members.fields import COLUMNS, validate_member_fields
 from cpms_admin.members.nir import format_nir
 from cpms_admin.members.records import member_values
+from cpms_admin.members.search import SEARCH_COLUMNS
 from cpms_admin.vocabulary import MemberStatus
 
+# The `member` table's values of a checked row, in this order (the NIR first).
+MEMBER_KEYS = (*COLUMNS, *STATUS_COLUMNS, *SEARCH_COLUMNS)
+_laid_out = operator.itemgetter(*MEMBER_KEYS)
 
-@dataclass(frozen=True, slots=True)
-class CheckedRow:
-    """A valid row: the `member` table values (search column included, and the status
-    columns, all None when the file gives no status) and the PIN hash to store, already
-    prefixed as a legacy hash."""
+
+class CheckedRow(NamedTuple):
+    """A valid row: the `member` table values in MEMBER_KEYS order (search columns included,
+    and the status columns, all None when the file gives no status) and the PIN hash to
+    store, already prefixed as a legacy hash. Tuples rather than a dict or a dataclass: a
+    million of them cross from the checker process by pickle, and new members go to the
+    database as tuples."""
 
     line: int
-    member: dict[str, object]
-    pin_hash: str | None = field(repr=False)
+    values: tuple[object, ...]
+    pin_hash: str | None
+
+    def __repr__(self) -> str:  # the PIN hash is a secret even when hashed
+        return f"CheckedRow(line={self.line}, values={self.values!r})"
+
+    @property
+    def member(self) -> dict[str, object]:
+        """The values by column name (made at each call)."""
+        return dict(zip(MEMBER_KEYS, self.values, strict=True))
 
     @property
     def nir(self) -> str:
-        return cast(str, self.member["nir"])
+        return cast(str, self.values[0])
+
+    @property
+    def status(self) -> object:
+        return self.values[_STATUS_AT]
+
+
+_STATUS_AT = MEMBER_KEYS.index("status")
 
 
 class RowChecker:
     """Checks rows in file order, remembering each NIR's first valid line: a second row for
-    the same member is refused (which of the two is right cannot be guessed)."""
+    the same member is refused (which of the two is right cannot be guessed). The NIRs
+    seen are kept in a temporary file (SeenNirs), so memory stays flat for any file."""
 
     def __init__(self) -> None:
-        self._seen: dict[str, int] = {}
+        self._seen = SeenNirs()
         self.civilities_recorded = 0  # valid rows whose civility is recorded as another (Mlle)
 
     def check(self, row: SourceRow) -> CheckedRow | RowError:
+        return self.check_batch([row])[0]
+
+    def check_batch(self, rows: Sequence[SourceRow]) -> list[CheckedRow | RowError]:
+        """The rows checked, in order; those repeating an earlier row's NIR refused."""
+        results: list[CheckedRow | RowError] = []
+        typed: list[bool] = []  # for each result: a civility recorded as another
+        for row in rows:
+            result, civility_typed = self._check(row)
+            results.append(result)
+            typed.append(civility_typed)
+        earlier = self._seen.first_lines(
+            [result.nir for result in results if isinstance(result, CheckedRow)]
+        )
+        new: dict[str, int] = {}
+        for at, result in enumerate(results):
+            if not isinstance(result, CheckedRow):
+                continue
+            first = earlier.get(result.nir) or new.setdefault(result.nir, result.line)
+            if first != result.line:
+                reason = f"NIR {format_nir(result.nir)} is already on line {first} of this file"
+                results[at] = RowError(result.line, "nir", reason, rows[at].values)
+            elif typed[at]:
+                self.civilities_recorded += 1
+        self._seen.add(new)
+        return results
+
+    def _check(self, row: SourceRow) -> tuple[CheckedRow | RowError, bool]:
+        """The row checked, and whether its civility is recorded as another."""
         values = row.values
         if values is None:
-            return RowError(row.line, None, row.problem or "unreadable record", None)
+            return RowError(row.line, None, row.problem or "unreadable record", None), False
         try:
             fields = validate_member_fields(values)
             status = parse_status(values)
         except FieldError as exc:
-            return RowError(row.line, exc.field, str(exc), values)
+            return RowError(row.line, exc.field, str(exc), values), False
         except InvalidInput as exc:
-            return RowError(row.line, None, str(exc), values)
+            return RowError(row.line, None, str(exc), values), False
         raw_hash = values.get(PIN_HASH)
         if raw_hash:
             problem = legacy_hash_problem(raw_hash)
             if problem is not None:
-                return RowError(row.line, PIN_HASH, problem, values)
-        first = self._seen.setdefault(fields.nir, row.line)
-        if first != row.line:
-            reason = f"NIR {format_nir(fields.nir)} is already on line {first} of this file"
-            return RowError(row.line, "nir", reason, values)
+                return RowError(row.line, PIN_HASH, problem, values), False
         pin_hash = LEGACY_PREFIX + raw_hash if raw_hash else None
-        if fields.civility_typed:
-            self.civilities_recorded += 1
-        return CheckedRow(row.line, {**member_values(fields), **status}, pin_hash)
+        member = member_values(fields)
+        member.update(status)
+        checked = CheckedRow(row.line, _laid_out(member), pin_hash)
+        return checked, bool(fields.civility_typed)
+
+    def close(self) -> None:
+        self._seen.close()
+
+
+class SeenNirs:
+    """The NIRs of a file's valid rows, each with the line it was first on, in a private
+    temporary SQLite file (gone when closed): a dict of a million NIRs took 100 MiB, this
+    takes SQLite's page cache. Looked up and added a batch at a time, each NIR as an integer
+    key (the rowid: several times cheaper to insert than text)."""
+
+    def __init__(self) -> None:
+        self._db = sqlite3.connect("", isolation_level=None)  # "": a private temporary file
+        self._db.execute("PRAGMA journal_mode = OFF")
+        self._db.execute("PRAGMA synchronous = OFF")
+        self._db.execute("CREATE TABLE seen (nir INTEGER PRIMARY KEY, line INTEGER)")
+
+    def first_lines(self, nirs: Sequence[str]) -> dict[str, int]:
+        """The NIRs among `nirs` seen before, with their first line."""
+        keys = {_key(nir): nir for nir in nirs}
+        found: dict[str, int] = {}
+        wanted = list(keys)
+        for at in range(0, len(wanted), _LOOKUP):
+            chunk = wanted[at : at + _LOOKUP]
+            marks = ", ".join("?" * len(chunk))
+            query = f"SELECT nir, line FROM seen WHERE nir IN ({marks})"  # noqa: S608 (marks)
+            found.update((keys[key], line) for key, line in self._db.execute(query, chunk))
+        return found
+
+    def add(self, first_lines: Mapping[str, int]) -> None:
+        rows = sorted((_key(nir), line) for nir, line in first_lines.items())
+        self._db.executemany("INSERT INTO seen VALUES (?, ?)", rows)
+
+    def close(self) -> None:
+        self._db.close()
+
+
+_LOOKUP = 10_000  # NIRs a query looks up (SQLite allows 32,766 parameters)
+_CORSICA = str.maketrans("AB", "12")
+
+
+def _key(nir: str) -> int:
+    """A compact NIR (15 characters, 2A and 2B for Corsica) as a distinct integer."""
+    corsica = "AB".find(nir[6]) + 1  # 0 for a department of digits
+    return int(nir.translate(_CORSICA)) * 3 + corsica
 
 
 NOT_GIVEN: dict[str, object] = {"status": None, "closed_reason": None, "closed_at": None}

@@ -8,7 +8,6 @@ send fails on the closed pipe and it exits.
 """
 
 import multiprocessing
-import operator
 from collections.abc import Iterable, Iterator
 from itertools import islice
 from multiprocessing.connection import Connection
@@ -16,31 +15,26 @@ from typing import TypeVar
 
 from cpms_admin.bulk.formats import MemberFile, RowError
 from cpms_admin.bulk.import_rows import CheckedRow, RowChecker
-from cpms_admin.bulk.rows import STATUS_COLUMNS
 from cpms_admin.errors import CpmsError, Refused
-from cpms_admin.members.fields import COLUMNS
-from cpms_admin.members.search import SEARCH_COLUMNS
 
 Checked = list[CheckedRow | RowError]
 T = TypeVar("T")
 # A valid row crosses the pipe as a plain tuple: pickling it is 3 to 5 times cheaper than a
-# dataclass holding a dict, and this is the hottest path of an import.
+# dataclass, and this is the hottest path of an import.
 _Packed = tuple[int, tuple[object, ...], str | None]
-_KEYS = (*COLUMNS, *STATUS_COLUMNS, *SEARCH_COLUMNS)
-_values = operator.itemgetter(*_KEYS)
+_make = CheckedRow._make
 
 
 def _pack(result: CheckedRow | RowError) -> _Packed | RowError:
     if isinstance(result, RowError):
         return result
-    return result.line, _values(result.member), result.pin_hash
+    return tuple(result)  # type: ignore[return-value]  # a plain tuple pickles smaller
 
 
 def _unpack(item: _Packed | RowError) -> CheckedRow | RowError:
     if isinstance(item, RowError):
         return item
-    line, values, pin_hash = item
-    return CheckedRow(line, dict(zip(_KEYS, values, strict=True)), pin_hash)
+    return _make(item)
 
 
 def batches(items: Iterable[T], size: int) -> Iterator[list[T]]:
@@ -55,8 +49,9 @@ def _work(member_file: MemberFile, batch_size: int, reader: Connection, writer: 
         try:
             checker = RowChecker()
             for batch in batches(member_file, batch_size):
-                writer.send(("batch", [_pack(checker.check(row)) for row in batch]))
+                writer.send(("batch", [_pack(result) for result in checker.check_batch(batch)]))
             writer.send(("done", checker.civilities_recorded))
+            checker.close()
         except CpmsError as exc:  # the file turned out unreadable
             writer.send(("error", exc))
         except Exception as exc:  # a bug: tell the caller rather than leave it waiting

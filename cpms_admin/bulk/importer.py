@@ -176,7 +176,7 @@ class _Pass:
 
 
 def _closed(row: CheckedRow) -> bool:
-    return row.member["status"] == MemberStatus.closed
+    return row.status == MemberStatus.closed
 
 
 def _conflict(rows: list[CheckedRow]) -> Conflict:

@@ -14,6 +14,7 @@ import re
 import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import lru_cache
 
 MAX_LINE = 38
 
@@ -72,9 +73,12 @@ def strip_accents(text: str) -> str:
     return "".join(ch for ch in decomposed if not unicodedata.combining(ch))
 
 
+_NOT_MACHINE = re.compile(r"[^A-Z0-9]+")
+
+
 def machine_line(text: str) -> str:
     """Lines 4 to 6: capitals, no accents, no punctuation, single spaces."""
-    return " ".join(re.sub(r"[^A-Z0-9]+", " ", strip_accents(text).upper()).split())
+    return " ".join(_NOT_MACHINE.sub(" ", strip_accents(text).upper()).split())
 
 
 def upper_line(text: str) -> str:
@@ -97,6 +101,7 @@ class Shortened:
         return ", ".join(f"{long} -> {short}" for long, short in self.abbreviations)
 
 
+@lru_cache(maxsize=1 << 14)  # building lines repeat through an import file; a Shortened is frozen
 def shorten(text: str, typography: Callable[[str], str]) -> Shortened:
     """The line as printed: `typography` applied, then abbreviations while it is too long.
 

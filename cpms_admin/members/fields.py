@@ -4,6 +4,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date
+from functools import lru_cache
 
 from cpms_admin.errors import FieldError
 from cpms_admin.members import damage
@@ -124,6 +125,7 @@ def parse_civility(raw: str) -> str:
     return value
 
 
+@lru_cache(maxsize=1 << 15)  # names repeat through an import file (a name refused raises)
 def parse_name(field: str, raw: str) -> str:
     try:
         value = clean_line(raw)
@@ -150,10 +152,13 @@ def parse_envelope_name(raw: str) -> str:
     return value
 
 
+_FRENCH_DATE = re.compile(r"\d{2}/\d{2}/\d{4}")
+
+
 def parse_birth_date(raw: str, nir: str) -> date:
     value = raw.strip()
     try:
-        if re.fullmatch(r"\d{2}/\d{2}/\d{4}", value):  # French office files: DD/MM/YYYY
+        if _FRENCH_DATE.fullmatch(value):  # French office files: DD/MM/YYYY
             day, month, year = value.split("/")
             born = date(int(year), int(month), int(day))
         else:

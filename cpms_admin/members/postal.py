@@ -17,7 +17,7 @@ Addresses abroad take their country's order of the last lines (`abroad`).
 
 import re
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, lru_cache
 
 from cpms_admin.errors import FieldError
 from cpms_admin.members import abroad, afnor, damage, places
@@ -37,6 +37,9 @@ CIVILITY_ON_ENVELOPE = {"M": "M", "MME": "Mme"}
 _OWN_COUNTRY = {"97133": "BL", "97150": "MF", "980": "MC", "986": "WF", "987": "PF", "988": "NC"}
 
 
+# The checks of one value are cached, bounded: names, towns and building lines repeat through
+# an import file (a value refused raises, and is not cached).
+@lru_cache(maxsize=1 << 15)
 def clean_line(value: str) -> str:
     """Collapse runs of white space; refuse control characters (they break print and mail),
     a leading `= + - @`, which a spreadsheet opening an export would run as a formula, and
@@ -112,6 +115,9 @@ class PostalAddress:
         ]
 
 
+_COUNTRY = re.compile(r"[A-Z]{2}")
+
+
 def make_address(
     *,
     street: str,
@@ -127,7 +133,7 @@ def make_address(
     A French postcode and city must be a pair of La Poste's base. Abroad, the postcode must
     follow the country's pattern."""
     country = (country or "FR").strip().upper()
-    if not re.fullmatch(r"[A-Z]{2}", country):
+    if not _COUNTRY.fullmatch(country):
         raise FieldError("country", f"country must be a 2-letter ISO code, got {country!r}")
     values = {
         field: _clean(field, value or "")
@@ -190,6 +196,7 @@ def _clean(field: str, value: str) -> str:
     return cleaned
 
 
+@lru_cache(maxsize=1 << 14)
 def _french_place(country: str, postcode: str, city: str) -> str:
     """The postcode, once La Poste's base says it serves `city` (a 4-digit one gets back the
     leading zero a spreadsheet ate, when the pair then matches)."""
@@ -216,6 +223,7 @@ def _french_place(country: str, postcode: str, city: str) -> str:
     return value
 
 
+@lru_cache(maxsize=1 << 14)
 def _city_line(postcode: str, city: str) -> str:
     """Line 6 in La Poste's network: the postcode and its delivery label for the city (the
     typed city in capitals for a territory the base does not cover)."""

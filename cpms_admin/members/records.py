@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import insert, or_, update
+from sqlalchemy import func, or_, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, SQLModel, col, select
 from sqlmodel.sql.expression import SelectOfScalar
@@ -14,7 +14,8 @@ from cpms_admin import audit
 from cpms_admin.clock import Clock, iso, system_clock
 from cpms_admin.credentials.codes import revoke_pending
 from cpms_admin.credentials.lockout import account_state
-from cpms_admin.db import Page, fetch_page, insert_per_member, transaction
+from cpms_admin.db import Page, fetch_page, transaction
+from cpms_admin.db_insert import insert_rows
 from cpms_admin.errors import Conflict, InvalidInput, NotFound
 from cpms_admin.letters.queue import pending_letters
 from cpms_admin.members import undeliverable
@@ -102,40 +103,87 @@ def create_members(
 ) -> dict[str, int]:
     """The one way members come to be (`member add` and `members import`): the members,
     their accounts (with any carried-over PIN hash) and the enrolment letters asked for, in
-    a few bulk statements of the caller's transaction. The new members' ids by NIR. A NIR
-    already taken raises IntegrityError."""
+    a few bulk statements of the caller's transaction (`insert_members`). The new members'
+    ids by NIR. A NIR already taken raises IntegrityError."""
     if not new:
         return {}
-    stamps = {
-        "status": MemberStatus.active,
-        "created_at": now,
-        "updated_at": now,
-        "imported_at": now if imported else None,
-    }
-    inserted = session.execute(
-        insert(_MEMBER).returning(_MEMBER.c.id, _MEMBER.c.nir),
-        [{**row.values, **stamps} for row in new],
+    columns = tuple(new[0].values)
+    ids = insert_members(
+        session,
+        columns=columns,
+        rows=[tuple(row.values[name] for name in columns) for row in new],
+        pin_hashes=[row.pin_hash for row in new],
+        welcome=[row.welcome for row in new],
+        now=now,
+        imported=imported,
     )
-    ids: dict[str, int] = {nir: member_id for member_id, nir in inserted}
-    account = {"failed_attempts": 0, "captcha_required": False}
-    insert_per_member(session, _ACCOUNT, [ids[r.nir] for r in new if r.pin_hash is None], account)
-    carried = [row for row in new if row.pin_hash is not None]
-    if carried:
-        session.execute(
-            insert(_ACCOUNT),
-            [
-                {**account, "member_id": ids[row.nir], "pin_hash": row.pin_hash, "pin_set_at": now}
-                for row in carried
-            ],
-        )
-    letter = {
-        "kind": LetterKind.welcome,
-        "purpose": LetterKind.welcome.fixed_purpose(),
-        "status": LetterStatus.pending,
-        "created_at": now,
-    }
-    insert_per_member(session, _LETTER, [ids[row.nir] for row in new if row.welcome], letter)
+    return {row.nir: member_id for row, member_id in zip(new, ids, strict=True)}
+
+
+def insert_members(
+    session: Session,
+    *,
+    columns: Sequence[str],
+    rows: Sequence[tuple[object, ...]],
+    pin_hashes: Sequence[str | None],
+    welcome: Sequence[bool],
+    now: datetime,
+    imported: bool,
+) -> list[int]:
+    """`create_members` for rows already laid out as tuples of the `member` table's
+    `columns` (an import's million rows are never dicts); the new ids, in order. `status`
+    is active unless `columns` give it. Ids are taken first (SQLite: past the highest, under
+    the write lock this transaction holds; PostgreSQL: from the sequence), so the rows go in
+    by COPY or multi-row INSERTs (db_insert) with no RETURNING."""
+    ids = _new_member_ids(session, len(rows))
+    stamps: tuple[object, ...] = (now, now, now if imported else None)
+    names = ["id", *columns, "created_at", "updated_at", "imported_at"]
+    if "status" not in columns:
+        names.append("status")
+        stamps = (*stamps, MemberStatus.active)
+    conn = session.connection()
+    insert_rows(
+        conn,
+        _MEMBER,
+        names,
+        [(member_id, *row, *stamps) for member_id, row in zip(ids, rows, strict=True)],
+    )
+    insert_rows(
+        conn,
+        _ACCOUNT,
+        ("member_id", "pin_hash", "pin_set_at", "failed_attempts", "captcha_required"),
+        [
+            (member_id, pin_hash, None if pin_hash is None else now, 0, False)
+            for member_id, pin_hash in zip(ids, pin_hashes, strict=True)
+        ],
+    )
+    letter = (
+        LetterKind.welcome,
+        LetterKind.welcome.fixed_purpose(),
+        LetterStatus.pending,
+        now,
+    )
+    insert_rows(
+        conn,
+        _LETTER,
+        ("member_id", "kind", "purpose", "status", "created_at"),
+        [(member_id, *letter) for member_id, wanted in zip(ids, welcome, strict=True) if wanted],
+    )
     return ids
+
+
+def _new_member_ids(session: Session, count: int) -> list[int]:
+    if session.get_bind().dialect.name == "postgresql":
+        taken = session.execute(
+            text(
+                "SELECT nextval(pg_get_serial_sequence('member', 'id')) "
+                "FROM generate_series(1, :count)"
+            ),
+            {"count": count},
+        ).scalars()
+        return sorted(taken)
+    top = session.execute(select(func.max(_MEMBER.c.id))).scalar() or 0
+    return list(range(top + 1, top + 1 + count))
 
 
 def add_member(

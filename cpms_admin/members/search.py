@@ -20,6 +20,7 @@ the first members in name order do not hold enough matches (`find_members`), eve
 is tested.
 """
 
+import functools
 import re
 from typing import Any, Protocol
 
@@ -71,6 +72,9 @@ class Searchable(Protocol):
     def city(self) -> str: ...
 
 
+# Cached: names and towns repeat through an import file, and a member's names are folded
+# twice (search_text and sort_name). Bounded, so an import's memory stays flat.
+@functools.lru_cache(maxsize=1 << 15)
 def fold(text: str) -> str:
     """One field as search compares it: `fold("d’Harcourt-Œuvrard") == "dharcourtoeuvrard"`."""
     return _DROPPED.sub("", strip_accents(text).casefold())

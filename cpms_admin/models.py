@@ -7,7 +7,7 @@ Timestamps are aware UTC (see `clock.py`). Secrets are only ever stored as hashe
 
 from datetime import date, datetime
 
-from sqlalchemy import BigInteger, Index, String
+from sqlalchemy import BigInteger, Index, String, text
 from sqlmodel import Field, SQLModel
 
 from cpms_admin.clock import system_clock
@@ -60,6 +60,25 @@ class Member(SQLModel, table=True):
 
 
 class Account(SQLModel, table=True):
+    # `member list --locked` finds the few locked accounts of a million through these
+    # (records.locked_accounts); they hold only the accounts with the column set.
+    __table_args__ = (
+        Index(
+            "ix_account_hard_locked_at",
+            "hard_locked_at",
+            "member_id",
+            sqlite_where=text("hard_locked_at IS NOT NULL"),
+            postgresql_where=text("hard_locked_at IS NOT NULL"),
+        ),
+        Index(
+            "ix_account_locked_until",
+            "locked_until",
+            "member_id",
+            sqlite_where=text("locked_until IS NOT NULL"),
+            postgresql_where=text("locked_until IS NOT NULL"),
+        ),
+    )
+
     member_id: int = Field(foreign_key="member.id", primary_key=True)
     pin_hash: str | None = Field(default=None, max_length=255)
     pin_set_at: datetime | None = None

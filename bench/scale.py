@@ -3,7 +3,7 @@ PostgreSQL side by side, every figure beside its baseline from the same run.
 
     .venv/bin/python bench/scale.py [--members N] [--database-url URL] [--runs R]
                                     [--claim-runs R] [--letters L] [--batch B]
-                                    [--only reads,claim,workers,bulk] [--rebuild]
+                                    [--only reads,claim,workers,bulk] [--rebuild] [--plans]
 
 - the databases (scale_build.py, rows from scale_data.py): N members (default 1,000,000) with
   accounts, letters and codes, N/10 letters pending, 5N audit events sealed into the chain;
@@ -12,7 +12,9 @@ PostgreSQL side by side, every figure beside its baseline from the same run.
   database of the probe member alone is the start-up floor.
 - reads (scale_reads.py, item 2): `member show`, `account status`, `member list --search`,
   `member list --locked`, `audit list --nir` as installed commands, large database against
-  the floor, interleaved; and their service calls in-process.
+  the floor, interleaved; and their service calls in-process. Whether the search's plan goes
+  through its index (FTS5 table, pg_trgm GIN index) at this size; `--plans` prints every
+  statement's plan (scale_plans.py).
 - claim (scale_claim.py, item 3): the nightly batch's claim of the N/10 pending letters
   against a bare UPDATE of the same rows.
 - workers (scale_workers.py, item 4, PostgreSQL only): 1 and then 4 `letters batch` workers
@@ -89,11 +91,13 @@ def main() -> None:
         "--only", default=",".join(PARTS), help="comma-separated: " + ", ".join(PARTS)
     )
     parser.add_argument("--rebuild", action="store_true", help="drop the kept databases first")
+    parser.add_argument("--plans", action="store_true", help="print each read's query plans")
     args = parser.parse_args()
     parts = set(args.only.split(","))
     server = args.database_url
 
     from scale_claim import report as claim_report
+    from scale_plans import index_check, plans
     from scale_reads import report as reads_report
     from scale_workers import report as workers_report
 
@@ -111,7 +115,10 @@ def main() -> None:
         large = scale_build.database(engine, args.members, server)
         floor = scale_build.database(engine, 1, server)
         if "reads" in parts:
-            section(f"reads, {engine} (item 2)", reads_report(large, floor, args.runs))
+            lines = reads_report(large, floor, args.runs)
+            section(f"reads, {engine} (item 2)", [*lines, index_check(large)])
+        if args.plans:
+            section(f"plans, {engine}", plans(large))
         if "claim" in parts:
             section(f"claim, {engine} (item 3)", claim_report(large, args.claim_runs))
     if "workers" in parts and server:

@@ -52,3 +52,23 @@ def explain(connection: Any, statement: str, parameters: Any) -> list[str]:
         return [str(row[-1]) for row in rows]
     rows = connection.exec_driver_sql(f"EXPLAIN (ANALYZE, BUFFERS) {statement}", parameters)
     return [str(row[0]) for row in rows]
+
+
+def index_check(built: Built) -> str:
+    """Whether `member list --search`'s statements go through the search index."""
+    from cpms_admin.members.search import FTS_TABLE, TRIGRAM_INDEX
+
+    index = FTS_TABLE if built.engine == "sqlite" else TRIGRAM_INDEX
+    lines = plans(built, "--search")
+    used = any(index in line for line in lines if line.startswith("    "))
+    # A read of every member: SQLite's bare "SCAN member", PostgreSQL's sequential scan (the
+    # walk of the first 2,000 in name order, "SCAN member USING INDEX", is bounded).
+    scans = [
+        line.strip()
+        for line in lines
+        if line.strip() == "SCAN member" or "Seq Scan on member " in line
+    ]
+    verdict = "yes" if used else "NO"
+    return f"search through its index ({index}) at this size: {verdict}" + (
+        f"; full scans: {scans}" if scans else ""
+    )

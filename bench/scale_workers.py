@@ -131,12 +131,13 @@ def measure(
     with tempfile.TemporaryDirectory(prefix="bench-workers-") as tmp:
         crew = [Worker(number, Path(tmp) / f"machine-{number}") for number in range(workers)]
         threads = [threading.Thread(target=work, args=(w, env, batch)) for w in crew]
-        started, busy = time.perf_counter(), machine_busy()
+        started, busy, server = time.perf_counter(), machine_busy(), postgres_cpu()
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join()
-        seconds, busy = time.perf_counter() - started, machine_busy() - busy
+        seconds = time.perf_counter() - started
+        busy, server = machine_busy() - busy, postgres_cpu() - server
         problems = [f"machine {w.number}: {e}" for w in crew for e in w.errors]
         problems += check_once(env["CPMS_DATABASE_URL"], crew, letters)
     _drop(server, database)
@@ -148,8 +149,9 @@ def measure(
         f"{workers} worker{'s' if workers > 1 else ''}: {letters:,} letters in {seconds:.1f} s, "
         f"{rate:.1f} letters/s, {1000 * cpu / letters:.1f} CPU ms/letter (cpms-admin "
         f"processes); {runs} runs of --limit {batch}; letters per worker: {shares}",
-        f"  cores busy meanwhile: {busy / seconds:.2f} of {os.cpu_count()} (cpms-admin "
-        f"{cpu / seconds:.2f}; the rest: PostgreSQL and whatever else runs on the machine)",
+        f"  cores busy meanwhile: {busy / seconds:.2f} of {os.cpu_count()}: cpms-admin "
+        f"{cpu / seconds:.2f}, PostgreSQL {server / seconds:.2f}, other jobs on the machine "
+        f"{(busy - cpu - server) / seconds:.2f}",
         "  exactly once: "
         + ("yes (every letter in one manifest, printed, one code each)" if not problems else "NO"),
         *(f"  problem: {problem}" for problem in problems),
@@ -161,6 +163,27 @@ def machine_busy() -> float:
     fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
     user, nice, system, _idle, _iowait, irq, softirq = map(int, fields[:7])
     return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
+
+
+def postgres_cpu() -> float:
+    """CPU seconds of the PostgreSQL server so far: its live processes, and the backends that
+    ended (the postmaster's reaped children). Other users' sessions on it count too."""
+    found: dict[int, list[str]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            name, fields = (entry / "stat").read_text().rsplit(")", 1)
+        except (OSError, ValueError):
+            continue
+        if name.endswith("(postgres"):
+            found[int(entry.name)] = fields.split()
+    total = 0
+    for values in found.values():
+        total += int(values[11]) + int(values[12])  # utime, stime
+        if int(values[1]) not in found:  # the postmaster: add its children that ended
+            total += int(values[13]) + int(values[14])  # cutime, cstime
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def check_once(url: str, crew: list[Worker], letters: int) -> list[str]:

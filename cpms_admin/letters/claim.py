@@ -45,11 +45,10 @@ class Queued:
     id: int
     member_id: int
     kind: str
-    created_at: datetime
 
     @classmethod
     def of(cls, letter: Letter) -> "Queued":
-        return cls(_id(letter.id), letter.member_id, letter.kind, letter.created_at)
+        return cls(_id(letter.id), letter.member_id, letter.kind)
 
 
 @dataclass(frozen=True)
@@ -199,9 +198,7 @@ def claim_letters(
             update(Letter)
             .where(col(Letter.id).in_(_next_pending(limit=limit, lock=lock)))
             .values(status=LetterStatus.claimed, batch_id=pk(batch))
-            .returning(
-                col(Letter.id), col(Letter.member_id), col(Letter.kind), col(Letter.created_at)
-            )
+            .returning(col(Letter.id), col(Letter.member_id), col(Letter.kind))
         ).all()
         queued = sorted((Queued(*row) for row in taken), key=lambda letter: letter.id)
         moot = moot_among(session, col(Letter.batch_id) == pk(batch), now=now) if queued else {}

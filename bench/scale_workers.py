@@ -128,19 +128,21 @@ def measure(
     env = {**os.environ, "CPMS_DATABASE_URL": url.render_as_string(hide_password=False)}
     env["CPMS_PEPPER"] = PEPPER
     env.pop("PYTHONDONTWRITEBYTECODE", None)
-    with tempfile.TemporaryDirectory(prefix="bench-workers-") as tmp:
-        crew = [Worker(number, Path(tmp) / f"machine-{number}") for number in range(workers)]
-        threads = [threading.Thread(target=work, args=(w, env, batch)) for w in crew]
-        started, busy, server = time.perf_counter(), machine_busy(), postgres_cpu()
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        seconds = time.perf_counter() - started
-        busy, server = machine_busy() - busy, postgres_cpu() - server
-        problems = [f"machine {w.number}: {e}" for w in crew for e in w.errors]
-        problems += check_once(env["CPMS_DATABASE_URL"], crew, letters)
-    _drop(server, database)
+    try:
+        with tempfile.TemporaryDirectory(prefix="bench-workers-") as tmp:
+            crew = [Worker(number, Path(tmp) / f"machine-{number}") for number in range(workers)]
+            threads = [threading.Thread(target=work, args=(w, env, batch)) for w in crew]
+            started, busy, pg_cpu = time.perf_counter(), machine_busy(), postgres_cpu()
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            seconds = time.perf_counter() - started
+            busy, pg_cpu = machine_busy() - busy, postgres_cpu() - pg_cpu
+            problems = [f"machine {w.number}: {e}" for w in crew for e in w.errors]
+            problems += check_once(env["CPMS_DATABASE_URL"], crew, letters)
+    finally:
+        _drop(server, database)
     cpu = sum(w.cpu for w in crew)
     shares = ", ".join(f"{w.printed}" for w in crew)
     runs = sum(w.runs for w in crew)
@@ -150,8 +152,8 @@ def measure(
         f"{rate:.1f} letters/s, {1000 * cpu / letters:.1f} CPU ms/letter (cpms-admin "
         f"processes); {runs} runs of --limit {batch}; letters per worker: {shares}",
         f"  cores busy meanwhile: {busy / seconds:.2f} of {os.cpu_count()}: cpms-admin "
-        f"{cpu / seconds:.2f}, PostgreSQL {server / seconds:.2f}, other jobs on the machine "
-        f"{(busy - cpu - server) / seconds:.2f}",
+        f"{cpu / seconds:.2f}, PostgreSQL {pg_cpu / seconds:.2f}, other jobs on the machine "
+        f"{(busy - cpu - pg_cpu) / seconds:.2f}",
         "  exactly once: "
         + ("yes (every letter in one manifest, printed, one code each)" if not problems else "NO"),
         *(f"  problem: {problem}" for problem in problems),

@@ -71,6 +71,8 @@ def run_bulk(members: int, server: str | None) -> None:
         if server and option in usage:
             command += [option, server]
             break
+    if not server and "--engines" in usage:
+        command += ["--engines", "sqlite"]
     print("\n== bulk: " + " ".join(command[1:]), flush=True)
     subprocess.run(command, check=False)
 
@@ -111,7 +113,7 @@ def main() -> None:
     engines = ["sqlite"] + (["postgresql"] if server else [])
     if not server:
         print("no --database-url: PostgreSQL is not measured")
-    for engine in engines:
+    for engine in engines if parts & {"reads", "claim"} else []:
         large = scale_build.database(engine, args.members, server)
         floor = scale_build.database(engine, 1, server)
         if "reads" in parts:

@@ -19,10 +19,12 @@ has settled. SQLite gets no ANALYZE: cpms-admin never runs one, so its planner w
 statistics in production, and so it does here.
 
 Databases are kept under the temporary folder (`cpms-scale/`) or on the server
-(`cpms_scale_<N>_<revision>_v<version>`), named by size, schema revision and BUILD_VERSION
-(bump it when scale_data.py makes other rows); a JSON file beside says the build finished.
+(`cpms_scale_<N>_r<revision>_<digest>`), named by size, schema revision and a digest of the
+migrations and scale_data.py; a JSON file beside says the build finished. Building one drops
+the others of the same size (older code's).
 """
 
+import hashlib
 import json
 import os
 import subprocess
@@ -47,9 +49,10 @@ from cpms_admin.db import make_engine, normalise_url
 from cpms_admin.members.search import FTS_TABLE
 from cpms_admin.migrations import HEAD_REVISION
 
-BUILD_VERSION = 1
 PEPPER = "scale-bench-pepper"
 CACHE = Path(tempfile.gettempdir()) / "cpms-scale"
+HERE = Path(__file__).resolve().parent
+MIGRATIONS = HERE.parent / "cpms_admin" / "migrations" / "versions"
 CLI = str(Path(sys.executable).parent / "cpms-admin")
 LOADED = ("member", "account", "letter_batch", "letter", "security_code", "audit_event")
 TABLES = SQLModel.metadata.tables
@@ -81,7 +84,12 @@ class Built:
 
 
 def name(members: int) -> str:
-    return f"cpms_scale_{members}_r{HEAD_REVISION}_v{BUILD_VERSION}"
+    """The database's name: its size, the schema revision and a digest of what made it (the
+    migrations and scale_data.py), so that a change to either builds it anew."""
+    digest = hashlib.sha256()
+    for source in [*sorted(MIGRATIONS.glob("*.py")), HERE / "scale_data.py"]:
+        digest.update(source.read_bytes())
+    return f"cpms_scale_{members}_r{HEAD_REVISION}_{digest.hexdigest()[:8]}"
 
 
 def database(engine: str, members: int, server: str | None) -> Built:
@@ -99,19 +107,33 @@ def database(engine: str, members: int, server: str | None) -> Built:
         exists = pg_exists(server, name(members))
     if exists and marker.exists():
         return Built(**{**json.loads(marker.read_text()), "url": url, "seconds": 0.0})
-    marker.unlink(missing_ok=True)
+    _drop_size(engine, members, server)  # this one half-built, or made by older code
     print(f"building {engine} database of {members:,} members ... ", end="", flush=True)
     started = time.perf_counter()
-    if engine == "sqlite":
-        for stale in CACHE.glob(f"{name(members)}.db*"):
-            stale.unlink()
-    else:
+    if engine == "postgresql":
         pg_recreate(server or "", name(members))
     built = _build(engine, url, Plan(members))
     built = Built(**{**asdict(built), "seconds": time.perf_counter() - started})
     print(f"{built.seconds:.0f} s")
     marker.write_text(json.dumps({k: v for k, v in asdict(built).items() if k != "url"}))
     return built
+
+
+def _drop_size(engine: str, members: int, server: str | None) -> None:
+    """Every kept database of `members` members on `engine` (a million takes gigabytes)."""
+    for marker in CACHE.glob(f"{engine}-cpms_scale_{members}_*.json"):
+        marker.unlink()
+    if engine == "sqlite":
+        for path in CACHE.glob(f"cpms_scale_{members}_*"):
+            path.unlink()
+        return
+    admin = create_engine(make_url(normalise_url(server or "")), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        pattern = f"cpms\\_scale\\_{members}\\_%"
+        query = text("SELECT datname FROM pg_database WHERE datname LIKE :pattern")
+        for found in list(conn.execute(query, {"pattern": pattern}).scalars()):
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{found}" WITH (FORCE)'))
+    admin.dispose()
 
 
 def drop_cached(server: str | None) -> None:

@@ -15,7 +15,7 @@ from cpms_admin import audit
 from cpms_admin.clock import Clock, iso, system_clock
 from cpms_admin.credentials.codes import revoke_pending
 from cpms_admin.credentials.lockout import account_state
-from cpms_admin.db import Page, fetch_page, insert_per_member, transaction
+from cpms_admin.db import Page, fetch_page, insert_per_member, transaction, unindexed
 from cpms_admin.errors import Conflict, InvalidInput, NotFound
 from cpms_admin.letters.queue import pending_letters
 from cpms_admin.members import undeliverable
@@ -409,7 +409,7 @@ def member_views(
         select(SecurityCode)
         .where(
             col(SecurityCode.member_id).in_(ids),
-            SecurityCode.status == CodeStatus.pending,
+            unindexed(SecurityCode.status) == CodeStatus.pending,  # by member (db.unindexed)
             col(SecurityCode.expires_at) > now,
         )
         .order_by(col(SecurityCode.id))
@@ -418,7 +418,7 @@ def member_views(
     letters: dict[int, list[Letter]] = {member_id: [] for member_id in ids}
     for letter in session.exec(
         select(Letter)
-        .where(col(Letter.member_id).in_(ids), Letter.status == LetterStatus.pending)
+        .where(col(Letter.member_id).in_(ids), unindexed(Letter.status) == LetterStatus.pending)
         .order_by(col(Letter.id))
     ):
         letters[letter.member_id].append(letter)

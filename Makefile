@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint bench system-deps clean docs
+.PHONY: demo test lint bench bench-scale system-deps clean docs
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -51,6 +51,11 @@ bench: system-deps $(STAMP)
 	$(BIN)/python bench/search.py
 	$(BIN)/python bench/xlsx.py
 	$(BIN)/python bench/audit_chain.py
+
+# Issue 18 at a million members (bench/scale.py): builds its databases the first time (minutes),
+# then keeps them; PostgreSQL too when CPMS_BENCH_DATABASE_URL names a server.
+bench-scale: system-deps $(STAMP)
+	$(BIN)/python bench/scale.py
 
 clean:
 	rm -rf $(VENV) data/demo* build dist *.egg-info

@@ -147,6 +147,23 @@ def test_moot_letters_are_cancelled_with_their_reason(
     assert (human.exit_code, human.stdout, human.stderr) == (0, "", "")  # off a terminal
 
 
+def test_a_run_whose_letters_are_all_moot_cancels_them_and_leaves_no_batch(
+    cli: Cli, session: Session, settings: Settings, tmp_path: Path
+) -> None:
+    """The claim takes the letters for a new batch in one UPDATE, then cancels the moot ones:
+    when none is left to print, neither the batch nor a letter's link to it remains."""
+    members = queue_members(session, 2)
+    for member in members:
+        give_pin(session, settings, member)
+    summary = batch(cli, tmp_path / "out")
+    assert (summary["batch_id"], summary["printed"]) == (None, 0)
+    assert summary["cancelled_by_reason"] == {"has_pin": 2}
+    session.expire_all()
+    assert session.exec(select(LetterBatch)).all() == []
+    letters = session.exec(select(Letter)).all()
+    assert {(le.status, le.batch_id) for le in letters} == {("cancelled", None)}
+
+
 def test_dry_run_counts_and_changes_nothing(
     cli: Cli, session: Session, settings: Settings, tmp_path: Path
 ) -> None:

@@ -16,6 +16,7 @@ from sqlmodel.sql.expression import SelectOfScalar
 from cpms_admin.audit import PORTAL
 from cpms_admin.credentials.code_hash import generate_code, hash_code, verify_code
 from cpms_admin.credentials.pepper import Peppers, as_peppers, tagged
+from cpms_admin.db import unindexed
 from cpms_admin.french import PARIS, paris_time
 from cpms_admin.models import SecurityCode, pk
 from cpms_admin.settings import Settings
@@ -103,10 +104,13 @@ def revoke_pending(
 
 
 def still_counts(now: datetime) -> ColumnElement[bool]:
-    """A code that supersedes those made before it: used, or pending and unexpired at `now`."""
+    """A code that supersedes those made before it: used, or pending and unexpired at `now`.
+    Always asked of given members: their codes are found through the member_id index, never
+    through the status index (`db.unindexed`), which would read every used code."""
+    status = unindexed(SecurityCode.status)
     return or_(
-        col(SecurityCode.status) == CodeStatus.used,
-        and_(col(SecurityCode.status) == CodeStatus.pending, col(SecurityCode.expires_at) > now),
+        status == CodeStatus.used,
+        and_(status == CodeStatus.pending, col(SecurityCode.expires_at) > now),
     )
 
 

@@ -9,6 +9,7 @@ from sqlalchemy import ColumnElement, and_, exists, or_, select
 from sqlmodel import Session, col
 
 from cpms_admin.audit import PORTAL
+from cpms_admin.db import unindexed
 from cpms_admin.models import Letter, OutgoingMail, SecurityCode
 from cpms_admin.vocabulary import Channel, CodeStatus, LetterStatus, MailStatus
 
@@ -16,13 +17,6 @@ LETTER_ON_ITS_WAY = "a letter is already on its way"
 CODE_ON_ITS_WAY = "a code is already on its way"
 
 MemberId = int | ColumnElement[int]
-
-
-def _status(column: str) -> ColumnElement[str]:
-    """`status || ''`: without statistics (no ANALYZE) SQLite answers `member_id = ? AND
-    status = ?` through the status index, reading every pending row for each member, which
-    turns a 100,000-member campaign quadratic. This way the member_id index is used."""
-    return col(column).concat("")
 
 
 def letter_on_its_way(member_id: MemberId, *, asked_by_member: bool = False) -> ColumnElement[bool]:
@@ -33,7 +27,7 @@ def letter_on_its_way(member_id: MemberId, *, asked_by_member: bool = False) -> 
     one being printed, or one an agent sent (it is printed whatever comes after: `claim`)."""
     letters = exists().where(
         col(Letter.member_id) == member_id,
-        _status(Letter.status).in_((LetterStatus.pending, LetterStatus.claimed)),
+        unindexed(Letter.status).in_((LetterStatus.pending, LetterStatus.claimed)),
     )
     if asked_by_member:
         letters = letters.where(
@@ -57,7 +51,7 @@ def code_on_its_way(
     caller knows may never have reached the member."""
     live = exists().where(
         col(SecurityCode.member_id) == member_id,
-        _status(SecurityCode.status) == CodeStatus.pending,
+        unindexed(SecurityCode.status) == CodeStatus.pending,
         col(SecurityCode.expires_at) > now,
     )
     if asked_by_member:
@@ -71,7 +65,7 @@ def mail_on_its_way(member_id: MemberId) -> ColumnElement[bool]:
     """A campaign e-mail waiting for `mail send` (its code is made when it leaves)."""
     return exists().where(
         col(OutgoingMail.member_id) == member_id,
-        _status(OutgoingMail.status) == MailStatus.pending,
+        unindexed(OutgoingMail.status) == MailStatus.pending,
     )
 
 

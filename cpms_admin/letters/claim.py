@@ -15,15 +15,16 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from sqlalchemy import ColumnElement, and_, func, or_, update
+from sqlalchemy import select as core_select
 from sqlalchemy.orm import aliased
 from sqlmodel import Session, col, select
+from sqlmodel.sql.expression import SelectOfScalar
 
 from cpms_admin import audit
 from cpms_admin.audit import PORTAL
 from cpms_admin.clock import iso
 from cpms_admin.credentials.codes import still_counts
-from cpms_admin.db import transaction
-from cpms_admin.errors import Conflict
+from cpms_admin.db import transaction, unindexed
 from cpms_admin.letters.guard import RunGuard
 from cpms_admin.models import Account, Letter, LetterBatch, Member, SecurityCode, pk
 from cpms_admin.vocabulary import BatchStatus, LetterKind, LetterStatus, MemberStatus
@@ -44,11 +45,10 @@ class Queued:
     id: int
     member_id: int
     kind: str
-    created_at: datetime
 
     @classmethod
     def of(cls, letter: Letter) -> "Queued":
-        return cls(_id(letter.id), letter.member_id, letter.kind, letter.created_at)
+        return cls(_id(letter.id), letter.member_id, letter.kind)
 
 
 @dataclass(frozen=True)
@@ -77,50 +77,72 @@ def moot_reasons(session: Session, letters: Sequence[Queued], *, now: datetime) 
     """Letter id -> why it must not be printed, for the moot ones among `letters`."""
     found: dict[int, Moot] = {}
     for ids in _chunks([letter.id for letter in letters]):
-        states = session.exec(
-            select(Letter.id, Letter.kind, Member, Account.pin_hash)
-            .join(Member, col(Member.id) == Letter.member_id)
-            .join(Account, col(Account.member_id) == Letter.member_id)
-            .where(col(Letter.id).in_(ids))
-        ).all()
-        newer = aliased(Letter)
-        newest = session.exec(
-            select(Letter.id, func.max(newer.id))
-            .join(
-                newer,
-                and_(
-                    col(newer.member_id) == Letter.member_id,
-                    col(newer.id) > Letter.id,
-                    col(newer.status).in_(LIVE_LETTER),
-                ),
-            )
-            .where(col(Letter.id).in_(ids))
-            .group_by(col(Letter.id))
-        ).all()
-        codes = session.exec(
-            select(Letter.id, func.max(SecurityCode.created_at))
-            .join(
-                SecurityCode,
-                and_(
-                    col(SecurityCode.member_id) == Letter.member_id,
-                    col(SecurityCode.created_at) > Letter.created_at,
-                    still_counts(now),
-                ),
-            )
-            .where(col(Letter.id).in_(ids), queued_by_rule_or_portal())
-            .group_by(col(Letter.id))
-        ).all()
-        for letter_id, made in codes:
-            found[_id(letter_id)] = Moot("newer_code", f"{REASONS['newer_code']} ({iso(made)})")
-        for letter_id, newer_id in newest:
-            found[_id(letter_id)] = Moot("superseded", f"superseded by letter #{newer_id}")
-        for letter_id, kind, member, pin_hash in states:
-            if kind == LetterKind.welcome and pin_hash is not None:
-                found[_id(letter_id)] = Moot("has_pin", REASONS["has_pin"])
-            if member.undeliverable_at is not None:
-                found[_id(letter_id)] = Moot("undeliverable", REASONS["undeliverable"])
-            if member.status == MemberStatus.closed:
-                found[_id(letter_id)] = Moot("member_closed", REASONS["member_closed"])
+        found.update(moot_among(session, col(Letter.id).in_(ids), now=now))
+    return found
+
+
+def moot_among(session: Session, which: ColumnElement[bool], *, now: datetime) -> dict[int, Moot]:
+    """Letter id -> why it must not be printed, for the moot ones among the letters `which`
+    selects (a batch's, a list of ids): three statements, whatever their number; each
+    returns only the moot ones."""
+    found: dict[int, Moot] = {}
+    newer = aliased(Letter)
+    newest = session.exec(
+        select(Letter.id, func.max(newer.id))
+        .join(
+            newer,
+            and_(
+                col(newer.member_id) == Letter.member_id,
+                col(newer.id) > Letter.id,
+                unindexed(newer.status).in_(LIVE_LETTER),  # by member, not by status
+            ),
+        )
+        .where(which)
+        .group_by(col(Letter.id))
+    ).all()
+    codes = session.exec(
+        select(Letter.id, func.max(SecurityCode.created_at))
+        .join(
+            SecurityCode,
+            and_(
+                col(SecurityCode.member_id) == Letter.member_id,
+                col(SecurityCode.created_at) > Letter.created_at,
+                still_counts(now),
+            ),
+        )
+        .where(which, queued_by_rule_or_portal())
+        .group_by(col(Letter.id))
+    ).all()
+    states = session.execute(
+        core_select(
+            col(Letter.id),
+            col(Letter.kind),
+            col(Member.status),
+            col(Member.undeliverable_at),
+            col(Account.pin_hash),
+        )
+        .join(Member, col(Member.id) == Letter.member_id)
+        .join(Account, col(Account.member_id) == Letter.member_id)
+        .where(
+            which,
+            or_(
+                col(Member.status) == MemberStatus.closed,
+                col(Member.undeliverable_at).is_not(None),
+                and_(col(Letter.kind) == LetterKind.welcome, col(Account.pin_hash).is_not(None)),
+            ),
+        )
+    ).all()
+    for letter_id, made in codes:
+        found[_id(letter_id)] = Moot("newer_code", f"{REASONS['newer_code']} ({iso(made)})")
+    for letter_id, newer_id in newest:
+        found[_id(letter_id)] = Moot("superseded", f"superseded by letter #{newer_id}")
+    for letter_id, kind, status, undeliverable_at, pin_hash in states:
+        if kind == LetterKind.welcome and pin_hash is not None:
+            found[_id(letter_id)] = Moot("has_pin", REASONS["has_pin"])
+        if undeliverable_at is not None:
+            found[_id(letter_id)] = Moot("undeliverable", REASONS["undeliverable"])
+        if status == MemberStatus.closed:
+            found[_id(letter_id)] = Moot("member_closed", REASONS["member_closed"])
     return found
 
 
@@ -130,7 +152,9 @@ def queued_by_rule_or_portal() -> ColumnElement[bool]:
     return or_(col(Letter.requested_by).is_(None), col(Letter.requested_by) == PORTAL)
 
 
-def _pending(session: Session, *, limit: int | None, lock: bool) -> list[Queued]:
+def _next_pending(*, limit: int | None, lock: bool) -> SelectOfScalar[int | None]:
+    """The ids of the next pending letters, oldest first. `lock` (PostgreSQL): skip the rows
+    another worker is claiming and lock ours; SQLite has one writer at a time anyway."""
     # A member whose other letter another run is printing waits for the next run: two
     # letters printed at once would each store a code, and only the last one would work.
     in_print = aliased(Letter)
@@ -140,14 +164,12 @@ def _pending(session: Session, *, limit: int | None, lock: bool) -> list[Queued]
         .exists()
     )
     query = (
-        select(Letter.id, Letter.member_id, Letter.kind, Letter.created_at)
+        select(col(Letter.id))
         .where(Letter.status == LetterStatus.pending, ~printing)
         .order_by(col(Letter.id))
         .limit(limit)
     )
-    if lock:  # PostgreSQL: skip rows another worker is claiming; no effect on SQLite
-        query = query.with_for_update(skip_locked=True)
-    return [Queued(*row) for row in session.exec(query).all()]
+    return query.with_for_update(skip_locked=True) if lock else query
 
 
 def claim_letters(
@@ -160,53 +182,70 @@ def claim_letters(
     agent: str,
     now: datetime,
 ) -> Claim:
-    """One transaction: cancel the moot letters among the next pending ones (oldest first,
-    at most `limit`), claim the rest for a new running batch. Letters another run
-    is claiming at the same moment are skipped, never taken twice."""
+    """One transaction: claim the next pending letters (oldest first, at most `limit`) for a
+    new running batch in one UPDATE, then cancel the moot ones among them. Letters another
+    run is claiming at the same moment are skipped, never taken twice. No batch is left
+    when nothing is to be printed."""
     with transaction(session):
-        queued = _pending(session, limit=limit, lock=session.get_bind().dialect.name != "sqlite")
-        moot = moot_reasons(session, queued, now=now)
-        claim = Claim(batch_id=None, claimed=0)
-        for letter in queued:
-            if letter.id in moot:
-                _cancel(session, letter=letter, moot=moot[letter.id], agent=agent, now=now)
-                claim.cancelled[moot[letter.id].key] += 1
-        printable = [letter.id for letter in queued if letter.id not in moot]
-        if printable:
-            batch = LetterBatch(
-                status=BatchStatus.running, owner=owner, out_dir=out_dir, started_at=now
-            )
-            session.add(batch)
-            session.flush()
-            guard.hold(pk(batch))  # before the row is visible: no one may take it for dead
-            for ids in _chunks(printable):
-                taken = session.exec(
-                    update(Letter)
-                    .where(col(Letter.id).in_(ids), col(Letter.status) == LetterStatus.pending)
-                    .values(status=LetterStatus.claimed, batch_id=pk(batch))
-                )
-                if taken.rowcount != len(ids):  # a safety net, kept under `python -O` too
-                    raise Conflict("letters changed while being claimed; nothing was claimed")
-            claim.batch_id, claim.claimed = pk(batch), len(printable)
+        batch = LetterBatch(
+            status=BatchStatus.running, owner=owner, out_dir=out_dir, started_at=now
+        )
+        session.add(batch)
+        session.flush()
+        guard.hold(pk(batch))  # before the row is visible: no one may take it for dead
+        lock = session.get_bind().dialect.name != "sqlite"
+        taken = session.exec(
+            update(Letter)
+            .where(col(Letter.id).in_(_next_pending(limit=limit, lock=lock)))
+            .values(status=LetterStatus.claimed, batch_id=pk(batch))
+            .returning(col(Letter.id), col(Letter.member_id), col(Letter.kind))
+        ).all()
+        queued = sorted((Queued(*row) for row in taken), key=lambda letter: letter.id)
+        moot = moot_among(session, col(Letter.batch_id) == pk(batch), now=now) if queued else {}
+        cancelled = [letter for letter in queued if letter.id in moot]
+        _cancel(session, letters=cancelled, moot=moot, agent=agent, now=now)
+        claim = Claim(batch_id=pk(batch), claimed=len(queued) - len(cancelled))
+        claim.cancelled.update(moot[letter.id].key for letter in cancelled)
+        if not claim.claimed:
+            session.delete(batch)
+            claim.batch_id = None
     return claim
 
 
-def _cancel(session: Session, *, letter: Queued, moot: Moot, agent: str, now: datetime) -> None:
-    session.exec(
-        update(Letter)
-        .where(col(Letter.id) == letter.id)
-        .values(status=LetterStatus.cancelled, status_reason=moot.detail)
+def _cancel(
+    session: Session, *, letters: list[Queued], moot: dict[int, Moot], agent: str, now: datetime
+) -> None:
+    """Cancel the moot `letters` (out of the batch), each with its reason and audit event: one
+    UPDATE for all (an executemany), their members read a chunk at a time."""
+    if not letters:
+        return
+    session.execute(
+        update(Letter),
+        [
+            {
+                "id": letter.id,
+                "status": LetterStatus.cancelled,
+                "status_reason": moot[letter.id].detail,
+                "batch_id": None,
+            }
+            for letter in letters
+        ],
     )
-    audit.record(
-        session,
-        agent=agent,
-        action="letter.cancel",
-        member=session.get(Member, letter.member_id),
-        reason=moot.detail,
-        at=now,
-        letter_id=letter.id,
-        kind=letter.kind,
-    )
+    members: dict[int, Member] = {}
+    for ids in _chunks(sorted({letter.member_id for letter in letters})):
+        found = session.exec(select(Member).where(col(Member.id).in_(ids)))
+        members.update((pk(member), member) for member in found)
+    for letter in letters:
+        audit.record(
+            session,
+            agent=agent,
+            action="letter.cancel",
+            member=members[letter.member_id],
+            reason=moot[letter.id].detail,
+            at=now,
+            letter_id=letter.id,
+            kind=letter.kind,
+        )
 
 
 def dry_run_counts(session: Session, *, limit: int | None, now: datetime) -> dict[str, object]:
@@ -214,13 +253,14 @@ def dry_run_counts(session: Session, *, limit: int | None, now: datetime) -> dic
     total = session.exec(
         select(func.count()).select_from(Letter).where(Letter.status == LetterStatus.pending)
     ).one()
-    queued = _pending(session, limit=limit, lock=False)
-    moot = moot_reasons(session, queued, now=now)
+    queued = _next_pending(limit=limit, lock=False).subquery()
+    taken = session.exec(select(func.count()).select_from(queued)).one()
+    moot = moot_among(session, col(Letter.id).in_(select(queued.c.id)), now=now)
     session.rollback()
     return {
         "dry_run": True,
         "pending": total,
         "would_cancel": len(moot),
         "cancelled_by_reason": dict(Counter(m.key for m in moot.values())),
-        "would_print": len(queued) - len(moot),
+        "would_print": taken - len(moot),
     }

@@ -17,10 +17,32 @@ from collections.abc import Callable, Sequence
 from itertools import chain
 from typing import Any, cast
 
-from sqlalchemy import Connection, Dialect, Table
+from sqlalchemy import Connection, Dialect, Table, func, select, text
 from sqlalchemy.exc import DBAPIError
+from sqlmodel import Session
 
 Row = tuple[Any, ...]
+
+
+def take_ids(
+    session: Session, table: Table, count: int, *, first_free: int | None = None
+) -> list[int]:
+    """`count` ids for rows of `table` about to be inserted, taken first so the rows need no
+    RETURNING: from the table's sequence on PostgreSQL; on SQLite past the highest id (this
+    transaction holds the write lock, so they stay free until it ends), or from `first_free`
+    when the transaction took ids already that it has not inserted yet."""
+    if session.get_bind().dialect.name == "postgresql":
+        ids = session.execute(
+            text(
+                "SELECT nextval(pg_get_serial_sequence(:table, 'id')) "
+                "FROM generate_series(1, :count)"
+            ),
+            {"table": table.name, "count": count},
+        ).scalars()
+        return sorted(ids)
+    if first_free is None:
+        first_free = (session.execute(select(func.max(table.c.id))).scalar() or 0) + 1
+    return list(range(first_free, first_free + count))
 
 
 def insert_rows(

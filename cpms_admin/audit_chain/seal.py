@@ -16,7 +16,7 @@ The key comes from the pepper: the session's (`use_keys`), else its engine's (`k
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from sqlalchemy import Connection, Engine, bindparam, event, func, select, text, update
+from sqlalchemy import Connection, Engine, bindparam, event, select, update
 from sqlmodel import Session
 
 from cpms_admin.audit_chain.form import (
@@ -29,7 +29,7 @@ from cpms_admin.audit_chain.form import (
 from cpms_admin.audit_chain.group import EventGroup, seal_group
 from cpms_admin.credentials.pepper import Peppers
 from cpms_admin.db import transaction
-from cpms_admin.db_insert import insert_rows
+from cpms_admin.db_insert import insert_rows, take_ids
 from cpms_admin.errors import NotReady
 
 KeySource = Peppers | Callable[[], Peppers]
@@ -68,23 +68,12 @@ def keyring(session: Session) -> Keyring:
 
 
 def allocate_ids(session: Session, count: int) -> list[int]:
-    """`count` ids for new events, taken now (a run's members name its event by id)."""
-    if session.get_bind().dialect.name == "postgresql":
-        ids = session.execute(
-            text(
-                "SELECT nextval(pg_get_serial_sequence('audit_event', 'id')) "
-                "FROM generate_series(1, :count)"
-            ),
-            {"count": count},
-        ).scalars()
-        return sorted(ids)
-    # SQLite: this transaction holds the write lock, so the ids past the highest stay free
-    # until it ends; the ones this transaction took already are remembered.
-    first = session.info.get(_NEXT_ID)
-    if first is None:
-        first = (session.execute(select(func.max(EVENTS.c.id))).scalar() or 0) + 1
-    session.info[_NEXT_ID] = first + count
-    return list(range(first, first + count))
+    """`count` ids for new events, taken now (a run's members name its event by id). The
+    events go in only at commit, so the ids this transaction took are remembered (SQLite)."""
+    ids = take_ids(session, EVENTS, count, first_free=session.info.get(_NEXT_ID))
+    if ids:
+        session.info[_NEXT_ID] = ids[-1] + 1
+    return ids
 
 
 def append(session: Session, rows: Iterable[Mapping[str, Any]]) -> None:

@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import CompoundSelect, func, text, union_all, update
+from sqlalchemy import CompoundSelect, union_all, update
 from sqlalchemy import select as core_select
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, SQLModel, col, select
@@ -16,7 +16,7 @@ from cpms_admin.clock import Clock, iso, system_clock
 from cpms_admin.credentials.codes import revoke_pending
 from cpms_admin.credentials.lockout import account_state
 from cpms_admin.db import Page, fetch_page, transaction, unindexed
-from cpms_admin.db_insert import insert_rows
+from cpms_admin.db_insert import insert_rows, take_ids
 from cpms_admin.errors import Conflict, InvalidInput, NotFound
 from cpms_admin.letters.queue import pending_letters
 from cpms_admin.members import undeliverable
@@ -136,7 +136,7 @@ def insert_members(
     is active unless `columns` give it. Ids are taken first (SQLite: past the highest, under
     the write lock this transaction holds; PostgreSQL: from the sequence), so the rows go in
     by COPY or multi-row INSERTs (db_insert) with no RETURNING."""
-    ids = _new_member_ids(session, len(rows))
+    ids = take_ids(session, _MEMBER, len(rows))
     stamps: tuple[object, ...] = (now, now, now if imported else None)
     names = ["id", *columns, "created_at", "updated_at", "imported_at"]
     if "status" not in columns:
@@ -171,20 +171,6 @@ def insert_members(
         [(member_id, *letter) for member_id, wanted in zip(ids, welcome, strict=True) if wanted],
     )
     return ids
-
-
-def _new_member_ids(session: Session, count: int) -> list[int]:
-    if session.get_bind().dialect.name == "postgresql":
-        taken = session.execute(
-            text(
-                "SELECT nextval(pg_get_serial_sequence('member', 'id')) "
-                "FROM generate_series(1, :count)"
-            ),
-            {"count": count},
-        ).scalars()
-        return sorted(taken)
-    top = session.execute(select(func.max(_MEMBER.c.id))).scalar() or 0
-    return list(range(top + 1, top + 1 + count))
 
 
 def add_member(

@@ -67,7 +67,12 @@ class AgentChange:
         return self.before != self.role
 
     def as_json(self) -> dict[str, object]:
-        return {"name": self.name, "role": self.role, "before": self.before}
+        return {
+            "name": self.name,
+            "role": self.role,
+            "before": self.before,
+            "changed": self.changed,
+        }
 
 
 def add_agent(session: Session, *, name: str, role: Role, actor: str, now: datetime) -> AgentChange:

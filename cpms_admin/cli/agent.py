@@ -40,7 +40,7 @@ def add(
         if change.before is None
         else f"{change.name} is now {change.role} (was {change.before})."
     )
-    emit_object(app_, {**change.as_json(), "changed": change.changed}, [line])
+    emit_object(app_, change.as_json(), [line])
 
 
 @app.command("list")
@@ -101,4 +101,4 @@ def disable(
         if not change.changed
         else f"Disabled {change.name} (was {change.before})."
     )
-    emit_object(app_, {**change.as_json(), "changed": change.changed}, [line])
+    emit_object(app_, change.as_json(), [line])

@@ -16,10 +16,11 @@ transaction committed before the file appears: a file never exists without its e
 """
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlmodel import Session, col, select
 
@@ -32,6 +33,9 @@ from cpms_admin.models import AuditEvent, Letter, Member, OutgoingMail, Security
 from cpms_admin.private_files import describe_entry, write_private_atomically
 from cpms_admin.settings import Settings
 from cpms_admin.vocabulary import CodeStatus, Wording
+
+# The tables of what a member owns, read whole for the dossier.
+_Owned = TypeVar("_Owned", SecurityCode, Letter, OutgoingMail, AuditEvent)
 
 FORMATS = ("json", "pdf")
 PORTAL, CPMS = "portal", "cpms"  # who acted, as the dossier says it
@@ -63,22 +67,10 @@ def as_document(session: Session, member: Member, *, settings: Settings, now: da
     """The dossier as the JSON document `member dossier` writes (docs/scripting.md)."""
     member_id = pk(member)
     account = get_account(session, member)
-    codes = session.exec(
-        select(SecurityCode)
-        .where(SecurityCode.member_id == member_id)
-        .order_by(col(SecurityCode.id))
-    ).all()
-    letters = session.exec(
-        select(Letter).where(Letter.member_id == member_id).order_by(col(Letter.id))
-    ).all()
-    mails = session.exec(
-        select(OutgoingMail)
-        .where(OutgoingMail.member_id == member_id)
-        .order_by(col(OutgoingMail.id))
-    ).all()
-    events = session.exec(
-        select(AuditEvent).where(AuditEvent.member_id == member_id).order_by(col(AuditEvent.id))
-    ).all()
+    codes = _rows_of(session, SecurityCode, member_id)
+    letters = _rows_of(session, Letter, member_id)
+    mails = _rows_of(session, OutgoingMail, member_id)
+    events = _rows_of(session, AuditEvent, member_id)
     return {
         "generated_at": iso(now),
         "member": {
@@ -206,3 +198,10 @@ def write_dossier(
         raise InvalidInput(f"cannot write {out}: {exc.strerror or exc}") from None
     counts = {name: len(document[name]) for name in ("codes", "letters", "emails", "audit_events")}
     return Written(nir=compact, out=out, format=fmt, counts=counts)
+
+
+def _rows_of(session: Session, model: type[_Owned], member_id: int) -> Sequence[_Owned]:
+    """The member's rows of `model`, oldest first."""
+    return session.exec(
+        select(model).where(model.member_id == member_id).order_by(col(model.id))
+    ).all()

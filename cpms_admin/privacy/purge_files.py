@@ -170,6 +170,7 @@ def _due_batches(scope: Scope, before: datetime) -> _Batches:
             col(LetterBatch.manifest).is_not(None),
             or_(col(LetterBatch.finished_at) < before, _live_codes(scope.now) == 0),
         )
+        .order_by(col(LetterBatch.id))  # what is skipped is reported in batch order
     ).all()
     out_dirs = {Path(out) for out in scope.session.exec(select(LetterBatch.out_dir).distinct())}
     due = _Batches()

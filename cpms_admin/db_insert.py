@@ -1,4 +1,4 @@
-"""Many rows into one table in the caller's transaction: COPY on PostgreSQL, multi-row INSERT
+"""Many rows into one table in the caller's transaction: binary COPY on PostgreSQL, multi-row INSERT
 statements on SQLite. For the bulk writers (members import, the audit chain's events).
 
 Core's executemany converts every value of every row through its column's type, and on
@@ -55,7 +55,8 @@ def insert_rows(
     names = ", ".join(conn.dialect.identifier_preparer.quote(name) for name in columns)
     target = conn.dialect.identifier_preparer.format_table(table)
     if conn.dialect.name == "postgresql":
-        _copy(conn, f"COPY {target} ({names}) FROM STDIN", rows)
+        statement = f"COPY {target} ({names}) FROM STDIN (FORMAT BINARY)"
+        _copy(conn, statement, _column_types(conn, table, columns), rows)
     else:
         head = f"INSERT INTO {target} ({names}) VALUES "  # noqa: S608 (names of the table's own columns)
         _multi_row(conn, head, len(columns), rows)
@@ -87,12 +88,26 @@ def _processor(table: Table, name: str, dialect: Dialect) -> Callable[[Any], Any
     return table.c[name].type.dialect_impl(dialect).bind_processor(dialect)
 
 
-def _copy(conn: Connection, statement: str, rows: Sequence[Row]) -> None:
+def _column_types(conn: Connection, table: Table, columns: Sequence[str]) -> list[int]:
+    """The server's type (oid) of each of `columns`, which a binary COPY must be told."""
+    oids = dict(
+        conn.exec_driver_sql(
+            "SELECT attname, atttypid FROM pg_attribute "
+            "WHERE attrelid = %(table)s::regclass AND attnum > 0 AND NOT attisdropped",
+            {"table": table.name},
+        ).all()
+    )
+    return [int(oids[name]) for name in columns]
+
+
+def _copy(conn: Connection, statement: str, types: list[int], rows: Sequence[Row]) -> None:
+    """A binary COPY: neither side turns the values into text and back."""
     import psycopg
 
     driver = cast("psycopg.Connection[Any]", conn.connection.dbapi_connection)
     try:
         with driver.cursor() as cursor, cursor.copy(statement) as copy:
+            copy.set_types(types)
             for row in rows:
                 copy.write_row(row)
     except psycopg.Error as exc:

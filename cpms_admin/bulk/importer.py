@@ -32,7 +32,7 @@ from cpms_admin.members.records import as_strings
 from cpms_admin.vocabulary import MemberStatus
 
 CONFLICT_MODES = ("skip", "update", "fail")
-BATCH_SIZE = 2000
+BATCH_SIZE = 5000
 
 
 @dataclass
@@ -103,9 +103,14 @@ class _Pass:
             else:
                 valid.append(result)
         updating = self.on_conflict == "update"
-        existing = find_existing(self.session, [row.nir for row in valid], with_values=updating)
-        new = [row for row in valid if row.nir not in existing]
-        known = [row for row in valid if row.nir in existing]
+        nirs = [row.nir for row in valid]
+        existing = find_existing(self.session, nirs, with_values=updating)
+        new = [row for row, nir in zip(valid, nirs, strict=True) if nir not in existing]
+        known = (
+            [row for row, nir in zip(valid, nirs, strict=True) if nir in existing]
+            if existing
+            else []
+        )
         if updating:
             known = self._keep_status(known, existing)
         changes = [row for row in known if updating and existing[row.nir].differs(row)]

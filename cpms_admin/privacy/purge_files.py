@@ -165,7 +165,8 @@ def _due_batches(scope: Scope, before: datetime) -> _Batches:
     """The completed batches whose files are due (those not dropped yet keep their stored
     manifest), and the leftovers of an interrupted purge, by output directory."""
     rows = scope.session.exec(
-        select(LetterBatch).where(
+        select(LetterBatch)
+        .where(
             col(LetterBatch.status) == BatchStatus.completed,
             col(LetterBatch.manifest).is_not(None),
             or_(col(LetterBatch.finished_at) < before, _live_codes(scope.now) == 0),

@@ -35,9 +35,9 @@ from dataclasses import replace
 from datetime import date
 from pathlib import Path
 
-from cpms_admin.letters.content import LetterContent, sample_content
+from cpms_admin.letters.pdf.content import LetterContent, sample_content
+from cpms_admin.letters.pdf.render import STYLESHEET, LetterRenderer
 from cpms_admin.letters.pool import render_chunks
-from cpms_admin.letters.render import STYLESHEET, LetterRenderer
 
 KINDS = ("welcome", "security_code", "pin_reset")
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")

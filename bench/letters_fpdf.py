@@ -1,7 +1,7 @@
 """The reference for bench/letters.py: the same letter laid out by hand with fpdf2.
 
 Every block is placed at the coordinates the stylesheet gives it (the zones of
-cpms_admin/letters/zones.py), in the same fonts (Liberation Sans, DejaVu Sans Mono) and sizes,
+cpms_admin/letters/pdf/zones.py), in the same fonts (Liberation Sans, DejaVu Sans Mono) and sizes,
 and each letter's whole page is laid out and drawn again, as a hand-placed layout does: no
 template, no style computation. fpdf2 subsets the fonts when the file is written.
 """
@@ -14,7 +14,7 @@ from pathlib import Path
 from fpdf import FPDF
 
 from cpms_admin.french import french_date
-from cpms_admin.letters.content import LetterContent
+from cpms_admin.letters.pdf.content import LetterContent
 
 BLUE, GREY, INK = (11, 92, 138), (74, 85, 104), (29, 36, 48)
 PT = 25.4 / 72  # mm per point

@@ -50,7 +50,7 @@ import sys, time
 path, reader = sys.argv[1], sys.argv[2]
 if reader == "expat":  # what `members import` runs, in its reading process
     import openpyxl  # for its date formats: imported before the clock, as for openpyxl
-    from cpms_admin.bulk.xlsx_read import _filled_rows
+    from cpms_admin.bulk.xlsx.read import _filled_rows
 elif reader.startswith("openpyxl"):
     from openpyxl import load_workbook
 else:

@@ -1,6 +1,7 @@
 """The project's documentation stands alone and stays true: the command reference is what
 the commands say now, every relative link and anchor resolves inside the repository, nothing
-points outside it, and the defaults and exit codes the documents quote are the code's."""
+points outside it, the defaults and exit codes the documents quote are the code's, and no
+package is larger than the architecture promises."""
 
 import difflib
 import re
@@ -141,3 +142,16 @@ def test_the_readme_and_the_scripting_guide_give_the_same_exit_codes() -> None:
     table = exit_codes(ROOT / "docs" / "scripting.md")
     assert [row.split("|")[1].strip() for row in table] == ["0", "1", "2", "3", "4", "5"]
     assert exit_codes(ROOT / "README.md") == table
+
+
+def test_no_package_holds_more_than_the_architecture_allows() -> None:
+    """docs/architecture.md promises a newcomer packages of at most 15 modules."""
+    promise = "No package holds more than 15 modules."
+    assert promise in (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
+    package = ROOT / "cpms_admin"
+    sizes = {
+        str(folder.relative_to(ROOT)): len(list(folder.glob("*.py")))
+        for folder in [package, *package.rglob("*")]
+        if (folder / "__init__.py").is_file()
+    }
+    assert {name: size for name, size in sizes.items() if size > 15} == {}

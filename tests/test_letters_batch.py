@@ -274,7 +274,7 @@ def test_not_ready_is_exit_5_and_claims_nothing(
         5,
         True,
     )
-    monkeypatch.setattr("cpms_admin.letters.render.letters_templates_dir", lambda: tmp_path)
+    monkeypatch.setattr("cpms_admin.letters.pdf.render.letters_templates_dir", lambda: tmp_path)
     result = cli("letters", "batch", "--out", str(tmp_path / "out"))
     assert result.exit_code == 5
     assert result.stderr.startswith("Error: letter stylesheet missing")

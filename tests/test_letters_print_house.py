@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from sqlmodel import Session
 
-from cpms_admin.letters.render import LetterRenderer
+from cpms_admin.letters.pdf.render import LetterRenderer
 from tests.harness import Cli
 from tests.letters_helpers import (
     batch,

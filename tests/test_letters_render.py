@@ -13,9 +13,9 @@ import pytest
 
 from cpms_admin.errors import NotReady
 from cpms_admin.french import french_date
-from cpms_admin.letters.content import LetterContent, salutation_for, sample_content
+from cpms_admin.letters.pdf.content import LetterContent, salutation_for, sample_content
+from cpms_admin.letters.pdf.render import STYLESHEET, LetterRenderer, PageSpan, check_templates
 from cpms_admin.letters.pool import render_chunks
-from cpms_admin.letters.render import STYLESHEET, LetterRenderer, PageSpan, check_templates
 from cpms_admin.members import postal
 
 MM_PER_PT = 25.4 / 72

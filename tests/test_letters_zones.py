@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from cpms_admin.errors import NotReady
-from cpms_admin.letters.content import sample_content
-from cpms_admin.letters.render import LetterRenderer
-from cpms_admin.letters.zones import ADDRESS_CLEAR, ADDRESS_WINDOW, RETURN_WINDOW, Zone
+from cpms_admin.letters.pdf.content import sample_content
+from cpms_admin.letters.pdf.render import LetterRenderer
+from cpms_admin.letters.pdf.zones import ADDRESS_CLEAR, ADDRESS_WINDOW, RETURN_WINDOW, Zone
 from cpms_admin.members import postal
 from cpms_admin.settings import load_settings
 from cpms_admin.vocabulary import Wording
@@ -96,7 +96,7 @@ def test_the_return_address_alone_shows_through_the_return_window(
 
 def test_the_return_address_is_a_setting(tmp_path: Path) -> None:
     settings = load_settings({"CPMS_LETTER_RETURN_ADDRESS": "CPMS|BP 42|69003 LYON"})
-    from cpms_admin.letters.zones import return_address_lines
+    from cpms_admin.letters.pdf.zones import return_address_lines
 
     lines = return_address_lines(settings.letter_return_address)
     letter = replace(sample_content("pin_reset"), return_address=lines)

@@ -16,7 +16,7 @@ from sqlmodel import Session
 
 from cpms_admin.bulk.formats import SourceRow, open_member_writer, read_member_rows
 from cpms_admin.bulk.rows import EXPORT_COLUMNS
-from cpms_admin.bulk.xlsx_read import _filled_rows, forked
+from cpms_admin.bulk.xlsx.read import _filled_rows, forked
 from cpms_admin.errors import InvalidInput, Refused
 from cpms_admin.members.fields import COLUMNS
 from tests.factories import make_member, make_nir

@@ -13,7 +13,7 @@ from openpyxl import Workbook, load_workbook
 
 from cpms_admin.bulk.cells import cell_text
 from cpms_admin.bulk.formats import SourceRow, read_member_rows
-from cpms_admin.bulk.xlsx_read import _filled_rows
+from cpms_admin.bulk.xlsx.read import _filled_rows
 from cpms_admin.errors import InvalidInput
 from cpms_admin.members.fields import COLUMNS
 from tests.import_helpers import DUPONT

@@ -63,7 +63,7 @@ def export_members(
         options["isolation_level"] = "REPEATABLE READ"  # one snapshot for the count and rows
     connection = session.connection(execution_options=options)
     rows = None
-    if fmt.lower() == "xlsx":  # a workbook states its size (xlsx_write.XlsxMemberWriter)
+    if fmt.lower() == "xlsx":  # a workbook states its size (xlsx.write.XlsxMemberWriter)
         rows = connection.execute(select(func.count()).select_from(query.subquery())).scalar_one()
     writer = open_member_writer(out, fmt=fmt, excel=excel, rows=rows)
     try:

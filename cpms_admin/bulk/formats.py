@@ -83,7 +83,7 @@ class MemberFile:
 
     def __iter__(self) -> Iterator[SourceRow]:
         if self.fmt == "xlsx":
-            from cpms_admin.bulk.xlsx_read import xlsx_rows
+            from cpms_admin.bulk.xlsx.read import xlsx_rows
 
             return xlsx_rows(self.path, header=self._header, header_row=self._header_row)
         assert self.encoding is not None
@@ -167,7 +167,7 @@ def _named_xlsx(path: Path) -> bool:
 def _workbook(path: Path, *, encoding: str | None, delimiter: str | None) -> MemberFile:
     if encoding is not None or delimiter is not None:
         raise InvalidInput(f"{path}: --encoding and --delimiter are for CSV, not a workbook")
-    from cpms_admin.bulk.xlsx_read import xlsx_header
+    from cpms_admin.bulk.xlsx.read import xlsx_header
 
     names, row = xlsx_header(path)
     return MemberFile(

@@ -156,7 +156,7 @@ def open_member_writer(
             "--excel makes a CSV for Excel; for a workbook, give --format xlsx without --excel"
         )
     if fmt == "xlsx":
-        from cpms_admin.bulk.xlsx_write import XlsxMemberWriter
+        from cpms_admin.bulk.xlsx.write import XlsxMemberWriter
 
         return XlsxMemberWriter(cast(BinaryIO, out), rows=rows)
     text = cast(TextIO, out)

@@ -11,7 +11,7 @@ from typer.core import TyperGroup
 
 from cpms_admin import __version__
 from cpms_admin.audit import AGENT_MAX_LENGTH, clean_text
-from cpms_admin.cli import (
+from cpms_admin.cli.commands import (
     account,
     agent,
     audit,

@@ -2,7 +2,7 @@
 rendering print-ready PDFs.
 
 `batch` runs the night (`guard` locks, `recovery` settles dead runs, `claim` takes the
-letters, `jobs` and `pool` render them, `files` publishes); `content` is light and safe to
-import anywhere; `render` loads WeasyPrint only when a letter is actually rendered, so
-commands that never print letters start fast.
+letters, `jobs` and `pool` render them, `files` publishes); `pdf/` is what a letter looks
+like: its `render` loads WeasyPrint only when a letter is actually rendered, so commands
+that never print letters start fast.
 """

@@ -157,7 +157,7 @@ def run_batch(
     hooks: BatchHooks = BatchHooks(),
 ) -> BatchSummary:
     """Run the nightly batch (steps 1 to 5 of the module docstring)."""
-    from cpms_admin.letters.render import check_templates
+    from cpms_admin.letters.pdf.render import check_templates
 
     check_templates()  # NotReady before anything is claimed or made
     pepper = load_peppers(settings)

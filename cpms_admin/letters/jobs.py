@@ -22,13 +22,13 @@ from cpms_admin.credentials.codes import postal_last_day
 from cpms_admin.errors import Unprintable
 from cpms_admin.faults import failpoint
 from cpms_admin.french import paris_time
-from cpms_admin.letters.content import (
+from cpms_admin.letters.files import PART, reserve_file, seal_file
+from cpms_admin.letters.pdf.content import (
     LetterContent,
     LockoutTerms,
     letter_reference,
     salutation_for,
 )
-from cpms_admin.letters.files import PART, reserve_file, seal_file
 from cpms_admin.members.nir import mask_nir
 from cpms_admin.members.records import address_lines
 from cpms_admin.models import Letter, Member, pk
@@ -122,7 +122,7 @@ def _content(
 
 def render_batch(job: RenderJob, *, progress: Progress) -> Rendered:
     """Render every claimed letter of the batch into `<staging>/letters-NNNN.pdf.part`."""
-    from cpms_admin.letters.pdf_file import page_sizes
+    from cpms_admin.letters.pdf.pdf_file import page_sizes
     from cpms_admin.letters.pool import render_chunks
 
     result = Rendered()

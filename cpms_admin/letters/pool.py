@@ -21,8 +21,8 @@ from collections.abc import Generator, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
 
-from cpms_admin.letters.content import LetterContent
-from cpms_admin.letters.render import LetterRenderer, PageSpan, check_templates
+from cpms_admin.letters.pdf.content import LetterContent
+from cpms_admin.letters.pdf.render import LetterRenderer, PageSpan, check_templates
 
 Chunk = tuple[Path, Sequence[LetterContent]]
 Rendered = tuple[Path, list[PageSpan]]

@@ -11,7 +11,7 @@ from cpms_admin.credentials.codes import postal_last_day
 from cpms_admin.db import Page, fetch_page
 from cpms_admin.errors import InvalidInput, Unprintable
 from cpms_admin.french import paris_time
-from cpms_admin.letters.content import LockoutTerms, salutation_for, sample_content
+from cpms_admin.letters.pdf.content import LockoutTerms, salutation_for, sample_content
 from cpms_admin.members.nir import mask_nir
 from cpms_admin.members.records import address_lines, get_member
 from cpms_admin.models import Letter, Member
@@ -64,7 +64,7 @@ def preview_letter(
     """Render one SPÉCIMEN letter with a dummy code to `out`; with `nir`, addressed to that
     member; `wording` as a campaign would choose it (else the kind's own). Reads at most one
     member; stores nothing, issues no code."""
-    from cpms_admin.letters.render import LetterRenderer
+    from cpms_admin.letters.pdf.render import LetterRenderer
 
     if kind not in set(LetterKind):
         raise InvalidInput(f"unknown letter kind {kind!r}: one of {', '.join(LetterKind)}")

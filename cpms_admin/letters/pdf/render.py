@@ -27,12 +27,12 @@ import jinja2.runtime
 
 from cpms_admin.errors import NotReady
 from cpms_admin.french import french_date
-from cpms_admin.letters.content import LetterContent
+from cpms_admin.letters.pdf.content import LetterContent
 from cpms_admin.resources import templates_dir
 from cpms_admin.vocabulary import Wording
 
 if TYPE_CHECKING:
-    from cpms_admin.letters.stamp import Prototype
+    from cpms_admin.letters.pdf.stamp import Prototype
 
 STYLESHEET = "letter.css"
 DOCUMENT_TEMPLATE = "_document.html"
@@ -124,7 +124,7 @@ class LetterRenderer:
         from weasyprint import CSS
         from weasyprint.text.fonts import FontConfiguration
 
-        from cpms_admin.letters.stamp import shaper
+        from cpms_admin.letters.pdf.stamp import shaper
 
         self.letters_dir = letters_dir or letters_templates_dir()
         self._env = _checked_environment(self.letters_dir)
@@ -159,7 +159,7 @@ class LetterRenderer:
         ids = [letter.letter_id for letter in letters]
         if len(set(ids)) != len(ids):
             raise ValueError("the same letter twice in one file")
-        from cpms_admin.letters.stamp import prototype_key
+        from cpms_admin.letters.pdf.stamp import prototype_key
 
         keys = [prototype_key(letter) for letter in letters]
         backdrops = [self._backdrop(key) for key in keys]
@@ -174,7 +174,7 @@ class LetterRenderer:
             if duplex:
                 pages.append(self._blank())
                 under.append(None)
-        from cpms_admin.letters.pdf_file import print_over
+        from cpms_admin.letters.pdf.pdf_file import print_over
 
         backdrop_pdfs = [backdrop.pdf if backdrop else None for backdrop in under]
         print_over(overlay.copy(pages).write_pdf(), backdrop_pdfs, out_path)
@@ -188,7 +188,7 @@ class LetterRenderer:
     ) -> tuple[Any, list[Any]]:
         """Each letter's slots as a page: its group's prototype restamped (`stamp`), or, where
         that cannot be exact, laid out in full; and a Document to copy the pages from."""
-        from cpms_admin.letters.stamp import stamp
+        from cpms_admin.letters.pdf.stamp import stamp
 
         pages: list[Any] = []
         document = None
@@ -209,7 +209,7 @@ class LetterRenderer:
 
     def _prototype(self, key: LetterContent, backdrop: Backdrop) -> "Prototype":
         """The overlay of `key`'s group, laid out once with its markers."""
-        from cpms_admin.letters.stamp import Prototype, find_stamps
+        from cpms_admin.letters.pdf.stamp import Prototype, find_stamps
 
         prototype = self._prototypes.get(key)
         if prototype is None:
@@ -258,7 +258,7 @@ class LetterRenderer:
         """The slots that print a letter's own data (a marker of `key`): every slot, and no
         restamping for the group, when one prints something else that differs per letter
         (its id)."""
-        from cpms_admin.letters.stamp import MARKERS
+        from cpms_admin.letters.pdf.stamp import MARKERS
 
         module = _load(self._env, SLOTS_TEMPLATE, self.letters_dir).make_module()
         macros = {n: m for n, m in vars(module).items() if isinstance(m, jinja2.runtime.Macro)}

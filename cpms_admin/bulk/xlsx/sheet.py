@@ -17,7 +17,7 @@ from typing import IO
 
 from cpms_admin.bulk.cells import cell_text
 from cpms_admin.bulk.sniff import MAX_COLUMNS, MAX_LINE_CHARS
-from cpms_admin.bulk.xlsx_book import MAIN, Book, Unreadable, feed, make_parser
+from cpms_admin.bulk.xlsx.book import MAIN, Book, Unreadable, feed, make_parser
 
 Row = tuple[int, list[str | None] | None]  # its number; its cells, None if over the limit
 _CELL, _VALUE, _TEXT, _ROW, _PHONETIC = range(1, 6)

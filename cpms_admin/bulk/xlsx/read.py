@@ -1,6 +1,6 @@
 """Reading an XLSX workbook: the header row and the members of its first sheet.
 
-The sheet is parsed as it is read (xlsx_sheet.py, with the standard library's expat), so
+The sheet is parsed as it is read (xlsx/sheet.py, with the standard library's expat), so
 memory stays flat whatever the number of rows; the shared strings are held while reading.
 openpyxl's read-only mode did the same at two to three times the CPU; python-calamine is
 faster still but loads the whole sheet first: bench/xlsx.py measures the three (README,
@@ -40,8 +40,8 @@ from cpms_admin.bulk.sniff import (
     check_unzipped,
     too_wide,
 )
-from cpms_admin.bulk.xlsx_book import Unreadable, read_book
-from cpms_admin.bulk.xlsx_sheet import Row, TooWide, sheet_rows
+from cpms_admin.bulk.xlsx.book import Unreadable, read_book
+from cpms_admin.bulk.xlsx.sheet import Row, TooWide, sheet_rows
 from cpms_admin.errors import CpmsError, InvalidInput, Refused
 from cpms_admin.members.fields import COLUMNS
 

@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from cpms_admin.letters.content import LetterContent
+from cpms_admin.letters.pdf.content import LetterContent
 
 MARK = "qZq"  # lower case: a text-transform that would change the values changes it too
 CODE_MARK = "000000"  # the code must stay 6 digits; it is matched as a whole text box

@@ -4,7 +4,7 @@ from typing import Annotated
 
 import typer
 
-from cpms_admin.cli.code import delivery_line
+from cpms_admin.cli.commands.code import delivery_line
 from cpms_admin.cli.context import app_context
 from cpms_admin.cli.output import emit_object
 from cpms_admin.vocabulary import ChannelChoice

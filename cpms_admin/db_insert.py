@@ -90,7 +90,7 @@ def _processor(table: Table, name: str, dialect: Dialect) -> Callable[[Any], Any
 
 def _column_types(conn: Connection, table: Table, columns: Sequence[str]) -> list[int]:
     """The server's type (oid) of each of `columns`, which a binary COPY must be told."""
-    oids = dict(
+    oids: dict[str, int] = dict(
         conn.exec_driver_sql(
             "SELECT attname, atttypid FROM pg_attribute "
             "WHERE attrelid = %(table)s::regclass AND attnum > 0 AND NOT attisdropped",

@@ -4,8 +4,9 @@
 
 Builds a scratch database, then runs the three flows the architecture page follows (a wrong
 PIN at `portal login`, the nightly `letters batch`, a `members import`) in a subprocess each,
-recording every cpms_admin module one of whose functions ran. The shared kernel and the CLI's
-own plumbing are listed apart from the capability modules a reader has to open.
+recording every cpms_admin module one of whose functions ran (importing a module is not
+running it). The shared kernel, the CLI's own plumbing and the rights check every command
+passes are listed apart from the capability modules a reader has to open.
 """
 
 import os
@@ -19,6 +20,8 @@ KERNEL = {
     "audit_chain",
     "clock",
     "db",
+    "db_insert",
+    "english",
     "errors",
     "faults",
     "french",
@@ -29,7 +32,8 @@ KERNEL = {
     "vocabulary",
     "migrations",
 }
-PLUMBING = {"cli.app", "cli.context", "cli.output"}
+# What every command runs before its own code: the CLI's plumbing, and the rights check.
+PLUMBING = {"cli.app", "cli.context", "cli.output", "agents"}
 NIR = "185057800608491"
 
 
@@ -49,6 +53,8 @@ def trace(argv: list[str], stdin: str) -> None:
     sys.argv = ["cpms-admin", *argv]
     from cpms_admin.cli.app import main
 
+    _import_everything()  # what runs at import (tables, caches) is not the command's path
+
     sys.setprofile(profile)
     try:
         main()
@@ -57,6 +63,18 @@ def trace(argv: list[str], stdin: str) -> None:
     finally:
         sys.setprofile(None)
     print("\n".join(sorted(seen)), file=sys.stderr)
+
+
+def _import_everything() -> None:
+    import importlib
+    import pkgutil
+
+    import cpms_admin
+
+    for module in pkgutil.walk_packages(cpms_admin.__path__, "cpms_admin."):
+        if module.name.startswith(("cpms_admin.migrations", "cpms_admin.__main__")):
+            continue  # run by Alembic, and the command itself
+        importlib.import_module(module.name)
 
 
 def run(env: dict[str, str], *argv: str, stdin: str = "") -> set[str]:
@@ -79,8 +97,11 @@ def cli(env: dict[str, str], *argv: str, stdin: str = "") -> None:
 
 
 def show(title: str, modules: set[str]) -> None:
-    capability = sorted(m for m in modules if m.split(".")[0] not in KERNEL and m not in PLUMBING)
-    kernel = sorted(m for m in modules if m.split(".")[0] in KERNEL or m in PLUMBING)
+    def shared(module: str) -> bool:
+        return module.split(".")[0] in KERNEL or module in PLUMBING or module.startswith("agents.")
+
+    capability = sorted(m for m in modules if not shared(m))
+    kernel = sorted(m for m in modules if shared(m))
     print(f"{title}: {len(capability)} capability module(s), {len(kernel)} kernel/plumbing")
     print("  " + ", ".join(capability))
     print("  (kernel: " + ", ".join(kernel) + ")")

@@ -2,6 +2,7 @@
 the member's address (shown by `member show` and `account status`, with the fix), and no
 letter goes there until an agent updates the address. Every return is audited."""
 
+import csv
 import json
 from pathlib import Path
 from typing import Any
@@ -97,6 +98,32 @@ def test_no_letter_goes_to_a_flagged_address_until_an_agent_updates_it(
     assert ok(cli("--json", "member", "show", nir))["address"]["undeliverable"] is None
     [event] = ok(cli("--json", "audit", "list", "--nir", nir, "--action", "member.update"))
     assert event["details"]["undeliverable_cleared"] is True
+    ok(cli("code", "issue", nir, "--channel", "post", "--reason", "phone"))
+
+
+def test_an_import_with_a_new_address_lifts_the_flag_and_one_without_keeps_it(
+    cli: Cli, tmp_path: Path, printed: dict[str, Any]
+) -> None:
+    nir, back = next(iter(printed.items()))
+    ok(cli("letters", "returned", str(back["letter_id"])))
+    exported = tmp_path / "members.csv"
+    ok(cli("members", "export", "--out", str(exported)))
+    with exported.open(encoding="utf-8", newline="") as handle:
+        rows = [row for row in csv.DictReader(handle) if row["nir"] == nir]
+
+    def imported(**changes: str) -> None:
+        edited = tmp_path / "edited.csv"
+        with edited.open("w", encoding="utf-8", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerow({**rows[0], **changes})
+        counts = ok(cli("--json", "members", "import", str(edited), "--on-conflict", "update"))
+        assert counts["updated"] == 1
+
+    imported(email="nouvelle@exemple.fr")  # the address as the post refused it
+    assert ok(cli("--json", "member", "show", nir))["address"]["undeliverable"] is not None
+    imported(email="nouvelle@exemple.fr", street="3 rue Neuve")
+    assert ok(cli("--json", "member", "show", nir))["address"]["undeliverable"] is None
     ok(cli("code", "issue", nir, "--channel", "post", "--reason", "phone"))
 
 

@@ -12,12 +12,14 @@ from sqlmodel import Session, SQLModel
 
 from cpms_admin.bulk.import_rows import MEMBER_KEYS, CheckedRow
 from cpms_admin.bulk.rows import STATUS_COLUMNS
+from cpms_admin.members import undeliverable
 from cpms_admin.members.fields import COLUMNS
 from cpms_admin.members.records import insert_members as insert_new_members
 from cpms_admin.vocabulary import MemberStatus
 
 _MEMBER = SQLModel.metadata.tables["member"]
 _ACCOUNT = SQLModel.metadata.tables["account"]
+_NEW_ADDRESS = {"undeliverable_at": None, "undeliverable_reason": None}
 
 
 @dataclass(frozen=True)
@@ -103,20 +105,23 @@ def update_members(
     session: Session, changes: list[CheckedRow], *, existing: dict[str, Existing], now: datetime
 ) -> None:
     """New values for known members; a PIN hash only where the account never had one. The
-    status columns are left as they are (an import never changes them: see import_rows)."""
+    status columns are left as they are (an import never changes them: see import_rows). A
+    new address lifts the flag a returned letter set, as `member update` does."""
     if not changes:
         return
-    session.execute(
-        update(_MEMBER).where(_MEMBER.c.id == bindparam("member_key")),
-        [
-            {
-                **{name: value for name, value in row.member.items() if name not in STATUS_COLUMNS},
-                "updated_at": now,
-                "member_key": existing[row.nir].member_id,
-            }
-            for row in changes
-        ],
-    )
+    kept: list[dict[str, object]] = []
+    moved: list[dict[str, object]] = []
+    for row in changes:
+        known = existing[row.nir]
+        values = {name: value for name, value in row.member.items() if name not in STATUS_COLUMNS}
+        values |= {"updated_at": now, "member_key": known.member_id}
+        if any(values[name] != known.values[name] for name in undeliverable.ADDRESS_FIELDS):
+            moved.append(values | _NEW_ADDRESS | {"address_changed_at": now})
+        else:
+            kept.append(values)
+    for rows in (kept, moved):
+        if rows:  # one statement per set of columns
+            session.execute(update(_MEMBER).where(_MEMBER.c.id == bindparam("member_key")), rows)
     pins = [
         {"member_key": existing[row.nir].member_id, "pin_hash": row.pin_hash, "pin_set_at": now}
         for row in changes

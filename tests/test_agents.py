@@ -135,6 +135,17 @@ def test_a_login_role_must_exist_on_postgresql(cli: Cli, db_url: str) -> None:
     assert "nobody_of_this_name" not in cli("agent", "list").stdout
 
 
+def test_the_portal_s_name_is_kept_for_the_portal(cli: Cli, db_url: str) -> None:
+    """Codes an agent named "portal" asked for would pass for the member's own requests."""
+    for role in ("support", "supervisor", "admin"):
+        refused = cli("agent", "add", "portal", "--role", role)
+        assert refused.exit_code == 1 and "reserved for the portal" in refused.stderr
+    assert "portal" not in [line.split()[0] for line in cli("agent", "list").stdout.splitlines()]
+    assert cli("--json", "audit", "list", "--action", "agent.add").stdout.strip() == "[]"
+    if db_url.startswith("sqlite"):  # on PostgreSQL the login role would have to exist
+        assert cli("agent", "add", "portal", "--role", "portal").exit_code == 0
+
+
 def test_agent_changes_are_audited(cli: Cli, db_url: str, new_login: str) -> None:
     bob = new_login
     assert cli("--agent", "INC-42", "agent", "add", bob, "--role", "support").exit_code == 0

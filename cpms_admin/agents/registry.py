@@ -79,6 +79,7 @@ def add_agent(session: Session, *, name: str, role: Role, actor: str, now: datet
     """Add `name` with `role`, or give an existing agent that role (enabling them again).
     Adding an agent who already has the role changes nothing."""
     name = audit.clean_text(name, what="the agent name", max_length=audit.AGENT_MAX_LENGTH)
+    check_reserved(name, role)
     with transaction(session):
         agent = session.get(Agent, name, with_for_update=True)
         before = None if agent is None else _state(agent)
@@ -96,6 +97,16 @@ def add_agent(session: Session, *, name: str, role: Role, actor: str, now: datet
             session, agent=actor, action="agent.add", at=now, name=name, role=role, before=before
         )
     return AgentChange(name, role, before)
+
+
+def check_reserved(name: str, role: Role) -> None:
+    """Refused for a staff role under the name the member's own requests are recorded by
+    (audit.PORTAL): that agent's codes and letters would pass for the member's."""
+    if name == audit.PORTAL and role != Role.portal:
+        raise Refused(
+            f"the name {name!r} is reserved for the portal's own identity (role portal): a "
+            f"{role} under it would make the member seem to ask for what they did"
+        )
 
 
 def disable_agent(

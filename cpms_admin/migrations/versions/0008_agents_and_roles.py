@@ -17,6 +17,8 @@ import sqlmodel
 from alembic import op
 
 from cpms_admin.agents.identity import system_identity
+from cpms_admin.agents.registry import check_reserved
+from cpms_admin.agents.roles import Role
 from cpms_admin.clock import system_clock
 
 revision: str = "0008"
@@ -38,6 +40,7 @@ def upgrade() -> None:
     # Not in batch mode: a plain ADD COLUMN on both engines, no copy of the table.
     op.add_column("audit_event", sa.Column("label", sqlmodel.sql.sqltypes.AutoString(length=100)))
     runner = system_identity(op.get_bind())
+    check_reserved(runner, Role.admin)
     op.bulk_insert(
         agent,
         [{"name": runner, "role": "admin", "added_at": system_clock(), "added_by": runner}],

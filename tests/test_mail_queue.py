@@ -209,6 +209,25 @@ def test_the_purpose_is_decided_when_sending(cli: Cli, session: Session) -> None
     assert mails(session)[0].purpose == "pin_reset"
 
 
+def test_a_campaign_email_does_not_tell_the_member_they_asked_for_it(
+    cli: Cli, session: Session, settings: Settings
+) -> None:
+    (member,) = queue(cli, session, 1)
+    session.rollback()
+    account = session.get(Account, member.id)
+    assert account is not None
+    account.pin_hash = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA"  # a PIN: a pin_reset code
+    session.commit()
+    send(cli)
+    (campaign,) = outbox(settings)
+    assert "Le CPMS vous adresse un code de sécurité" in text_of(campaign)
+    assert "demandé" not in text_of(campaign)
+    issued = cli("code", "issue", member.nir, "--channel", "email", "--reason", "called us")
+    assert issued.exit_code == 0, issued.output
+    asked = next(m for m in outbox(settings) if m["Message-ID"] != campaign["Message-ID"])
+    assert "Vous avez demandé un code de sécurité" in text_of(asked)
+
+
 def test_a_code_already_on_its_way_is_not_revoked_by_a_campaign_email(
     cli: Cli, session: Session, settings: Settings, tmp_path: Path
 ) -> None:

@@ -231,6 +231,7 @@ def email_code(
             expires_at=issued.row.expires_at,
             purpose=issued.row.purpose,
             now=clock(),
+            requested=issued.row.requested_by is not None,
         )
         (transport or transport_from_settings(settings)).send(message)
     except BaseException as exc:

@@ -127,8 +127,10 @@ def security_code_message(
     expires_at: datetime,
     purpose: str,
     now: datetime,
+    requested: bool = True,
 ) -> EmailMessage:
-    """The e-mail carrying a single-use security code (first login or lost PIN), sent `now`."""
+    """The e-mail carrying a single-use security code (first login or lost PIN), sent `now`;
+    `requested`: the member (or an agent for them) asked for it, not a campaign."""
     if purpose not in _CODE_SUBJECTS:
         raise ValueError(f"unknown code purpose {purpose!r}")
     if len(code) != 6 or not code.isdigit():
@@ -146,6 +148,7 @@ def security_code_message(
             "code": code,
             "deadline": _deadline(expires_at, now),
             "first_login": purpose == Purpose.first_login,
+            "requested": requested,
         },
         now=now,
     )

@@ -389,10 +389,16 @@ def report(name: str, results: dict[str, Any]) -> None:
                 f", server {run['server_cpu_ms_per_row']:.4f} "
                 f"(bare {base['server_cpu_ms_per_row']:.4f})"
             )
+        # A small run's baseline can take under 5 ms (rounded to 0 s): no rate, no ratio.
+        ratio = f"{run['seconds'] / base['seconds']:5.2f}x" if base["seconds"] else "    -"
+
+        def rate(figures: dict[str, Any]) -> str:
+            return f"{figures['rows_per_s']:,}" if figures["rows_per_s"] else "-"
+
         print(
-            f"  {label:9} {run['seconds']:8.2f} s {run['rows_per_s']:>9,} {unit}/s   bare "
-            f"{base['seconds']:7.2f} s {base['rows_per_s']:>9,}/s   ratio "
-            f"{run['seconds'] / base['seconds']:5.2f}x   CPU ms/row {run['cpu_ms_per_row']:.4f} "
+            f"  {label:9} {run['seconds']:8.2f} s {rate(run):>9} {unit}/s   bare "
+            f"{base['seconds']:7.2f} s {rate(base):>9}/s   ratio "
+            f"{ratio}   CPU ms/row {run['cpu_ms_per_row']:.4f} "
             f"(bare {base['cpu_ms_per_row']:.4f}){server}   peak RSS {run['peak_rss_mib']} MiB"
         )
 

@@ -104,6 +104,14 @@ class Wording(StrEnum):
         return LetterKind(kind).wording()
 
 
+class Asker(StrEnum):
+    """Who asked for a code, as its e-mail tells the member."""
+
+    member = "member"  # on the portal ("Obtenir mon code de sécurité")
+    agent = "agent"  # an agent, for the member (who called, wrote, came in)
+    cpms = "cpms"  # nobody by name: a campaign's code
+
+
 class CampaignWording(StrEnum):
     """What a `code campaign` letter may say."""
 

@@ -20,6 +20,7 @@ from cpms_admin.mail.transport import (
     transport_from_settings,
 )
 from cpms_admin.settings import Settings
+from cpms_admin.vocabulary import Asker
 from tests.mail_helpers import (
     PASSWORD,
     QUOTED,
@@ -65,6 +66,27 @@ def test_security_code_message_tells_the_member_what_to_do() -> None:
         assert "Créez votre mot de passe à 6 chiffres et confirmez-le" in body
         assert "Si vous n'avez pas demandé ce code, ignorez simplement ce message" in body
         assert "Le service Adhérents CPMS" in body
+
+
+@pytest.mark.parametrize(
+    ("asked_by", "says", "if_not_them"),
+    [
+        ("member", "Vous avez demandé un code de sécurité", "ignorez simplement ce message"),
+        ("agent", "votre demande auprès de notre service Adhérents", "contactez notre service"),
+        ("cpms", "Le CPMS vous adresse un code de sécurité", None),
+    ],
+)
+def test_a_code_e_mail_says_who_asked_for_it(
+    asked_by: str, says: str, if_not_them: str | None
+) -> None:
+    text, html = parts(code_mail(asked_by=Asker(asked_by)))
+    for body in (text, shown(html)):
+        assert says in body
+        assert "demandé ce code" not in body or asked_by == "member"
+        if if_not_them is None:
+            assert "pas à l'origine" not in body and "ignorez" not in body
+        else:
+            assert if_not_them in body
 
 
 def test_first_login_code_has_its_own_subject_and_terms_step() -> None:

@@ -225,7 +225,9 @@ def test_a_campaign_email_does_not_tell_the_member_they_asked_for_it(
     issued = cli("code", "issue", member.nir, "--channel", "email", "--reason", "called us")
     assert issued.exit_code == 0, issued.output
     asked = next(m for m in outbox(settings) if m["Message-ID"] != campaign["Message-ID"])
-    assert "Vous avez demandé un code de sécurité" in text_of(asked)
+    assert "Comme suite à votre demande auprès de notre service Adhérents" in text_of(asked)
+    assert "Vous avez demandé" not in text_of(asked)  # not on the portal: an agent sent it
+    assert "contactez notre service Adhérents" in text_of(asked)
 
 
 def test_a_code_already_on_its_way_is_not_revoked_by_a_campaign_email(

@@ -183,6 +183,7 @@ def test_first_login_by_code_then_terms(
     request.send()
     code = [m for m in outbox(settings) if "première connexion" in m["Subject"]]
     assert len(code) == 1
+    assert "Si vous n'avez pas demandé ce code, ignorez" in text_of(code[0])  # asked on the portal
     secret = text_of(code[0]).split("Votre code de sécurité : ")[1][:6]
     done = set_pin(session, settings, clock, newcomer.nir, secret)
     assert (done.ok, done.message) == (

@@ -18,7 +18,7 @@ from cpms_admin.errors import BadAddress, NotReady
 from cpms_admin.french import french_date, paris_time
 from cpms_admin.resources import templates_dir
 from cpms_admin.settings import Settings
-from cpms_admin.vocabulary import Purpose
+from cpms_admin.vocabulary import Asker, Purpose
 
 if TYPE_CHECKING:
     import jinja2
@@ -127,10 +127,10 @@ def security_code_message(
     expires_at: datetime,
     purpose: str,
     now: datetime,
-    requested: bool = True,
+    asked_by: Asker = Asker.member,
 ) -> EmailMessage:
-    """The e-mail carrying a single-use security code (first login or lost PIN), sent `now`;
-    `requested`: the member (or an agent for them) asked for it, not a campaign."""
+    """The e-mail carrying a single-use security code (first login or lost PIN), sent `now`,
+    saying who `asked_by` for it: what the member should do if it was not them differs."""
     if purpose not in _CODE_SUBJECTS:
         raise ValueError(f"unknown code purpose {purpose!r}")
     if len(code) != 6 or not code.isdigit():
@@ -148,7 +148,7 @@ def security_code_message(
             "code": code,
             "deadline": _deadline(expires_at, now),
             "first_login": purpose == Purpose.first_login,
-            "requested": requested,
+            "asked_by": asked_by,
         },
         now=now,
     )

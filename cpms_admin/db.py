@@ -141,6 +141,12 @@ def describe_db_error(exc: DBAPIError) -> str:
     return str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
 
 
+def refused_by_database(exc: DBAPIError) -> bool:
+    """PostgreSQL refused the login role a privilege (SQLSTATE 42501): the agent's group does
+    not allow it, or an admin disabled the agent while their command ran."""
+    return getattr(exc.orig, "sqlstate", None) == "42501"
+
+
 def reader(engine: Engine) -> Engine:
     """`engine` for transactions that only read: DEFERRED on SQLite, so they read the last
     committed state at once instead of queueing behind another process's write; READ ONLY on

@@ -380,3 +380,74 @@ def test_postgresql_agents_are_their_login_roles_and_the_database_enforces_it(
             conn.execute(text("SELECT count(*) FROM member"))
     finally:
         engine.dispose()
+
+
+def test_two_admins_disabling_each_other_at_once_leave_one_and_no_deadlock(
+    pg_logins: dict[str, str], request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """The only two admins disable each other at the same moment. The first is held with its
+    locks taken while the second starts and waits on them: once the first commits, the second,
+    disabled by then, is refused by the database in plain words, not aborted by a deadlock;
+    one admin remains."""
+    from tests.conftest import _fresh_url
+    from tests.process_helpers import CPMS, wait_until
+
+    admin_cli = Cli(
+        Settings(database_url=_fresh_url("postgresql", request, tmp_path), pepper=TEST_PEPPER),
+        FakeClock(),
+    )
+    first_url, second_url = pg_logins["support"], pg_logins["supervisor"]
+    first, second = (str(make_url(url).username) for url in (first_url, second_url))
+    for name in (first, second):
+        assert admin_cli("agent", "add", name, "--role", "admin").exit_code == 0
+    me = runner_identity(admin_cli.settings.database_url)
+    assert admin_cli("agent", "disable", me, "--reason", "handed over").exit_code == 0
+
+    def start(url: str, target: str, hold: dict[str, str]) -> subprocess.Popen[str]:
+        env = {**os.environ, **admin_cli.env(), "CPMS_DATABASE_URL": url, **hold}
+        return subprocess.Popen(
+            [str(CPMS), "agent", "disable", target, "--reason", "left"],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+
+    def waiting_on_a_lock(user: str) -> bool:
+        with engine.connect() as conn:
+            return bool(
+                conn.execute(
+                    text(
+                        "SELECT count(*) FROM pg_stat_activity "
+                        "WHERE usename = :user AND wait_event_type = 'Lock'"
+                    ),
+                    {"user": user},
+                ).scalar_one()
+            )
+
+    held_here = tmp_path / "held"
+    engine = create_engine(normalise_url(admin_cli.settings.database_url))
+    one = start(first_url, second, {"CPMS_HOLDPOINT": f"agents.locked={held_here}"})
+    try:
+        wait_until(lambda: one.poll() is not None or held_here.exists(), what="the first to hold")
+        assert one.poll() is None, one.communicate()
+        two = start(second_url, first, {})
+        wait_until(
+            lambda: two.poll() is not None or waiting_on_a_lock(second),
+            what="the second to wait on the first's locks",
+        )
+    finally:
+        held_here.unlink(missing_ok=True)
+        engine.dispose()
+    outcomes = [(p.wait(timeout=60), p.communicate()[1].strip()) for p in (one, two)]
+    assert outcomes == [
+        (0, ""),
+        (
+            1,
+            "Error: not allowed by the database: permission denied for table agent "
+            "(is this agent disabled? cpms-admin agent list)",
+        ),
+    ]
+    agents = json.loads(
+        admin_cli.with_settings(database_url=first_url)("--json", "agent", "list").stdout
+    )
+    assert [a["name"] for a in agents if a["role"] == "admin" and a["disabled_at"] is None] == [
+        first
+    ]

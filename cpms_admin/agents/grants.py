@@ -64,7 +64,11 @@ def apply_grants(conn: Connection) -> None:
 
 def grant_membership(conn: Connection, *, name: str, role: Role) -> None:
     """Make login role `name` a member of `role`'s group only. The login role must exist: the
-    DBA creates it (`CREATE ROLE alice LOGIN ...`), as passwords are theirs to manage."""
+    DBA creates it (`CREATE ROLE alice LOGIN ...`), as passwords are theirs to manage.
+
+    An admin is given every group WITH ADMIN OPTION: PostgreSQL lets only the holders of that
+    option grant and revoke a group, and an admin who is not the owner must be able to add and
+    disable agents. The other groups add no privilege an admin lacks."""
     exists = conn.execute(text("SELECT 1 FROM pg_roles WHERE rolname = :name"), {"name": name})
     if exists.first() is None:
         raise NotReady(
@@ -72,7 +76,10 @@ def grant_membership(conn: Connection, *, name: str, role: Role) -> None:
             f'(CREATE ROLE "{name}" LOGIN PASSWORD ...), see README "Agents and rights"'
         )
     revoke_membership(conn, name=name)
-    conn.execute(text(f"GRANT {group_of(role)} TO {_quoted(conn, name)}"))
+    if role == Role.admin:
+        conn.execute(text(f"GRANT {_ALL} TO {_quoted(conn, name)} WITH ADMIN OPTION"))
+    else:
+        conn.execute(text(f"GRANT {group_of(role)} TO {_quoted(conn, name)}"))
 
 
 def revoke_membership(conn: Connection, *, name: str) -> None:

@@ -17,6 +17,7 @@ from cpms_admin.agents.rights import COMMAND_DUTIES
 from cpms_admin.agents.roles import Role, least_role_for, may
 from cpms_admin.db import transaction
 from cpms_admin.errors import NotFound, Refused
+from cpms_admin.faults import failpoint
 from cpms_admin.models import Agent
 
 
@@ -81,7 +82,7 @@ def add_agent(session: Session, *, name: str, role: Role, actor: str, now: datet
     name = audit.clean_text(name, what="the agent name", max_length=audit.AGENT_MAX_LENGTH)
     check_reserved(name, role)
     with transaction(session):
-        agent = session.get(Agent, name, with_for_update=True)
+        agent = _lock(session, name)
         before = None if agent is None else _state(agent)
         if before == role:
             return AgentChange(name, role, before)
@@ -114,7 +115,8 @@ def disable_agent(
 ) -> AgentChange:
     """Disable `name`: every command refuses them from now on (their audit trail stays)."""
     with transaction(session):
-        agent = session.get(Agent, name, with_for_update=True)
+        agent = _lock(session, name)
+        failpoint("agents.locked")
         if agent is None:
             raise NotFound(f"no agent {name!r} (cpms-admin agent list shows them)")
         before = _state(agent)
@@ -131,6 +133,15 @@ def disable_agent(
                 session, agent=actor, action="agent.disable", reason=reason, at=now, name=name
             )
     return AgentChange(name, Role(agent.role), before)
+
+
+def _lock(session: Session, name: str) -> Agent | None:
+    """Lock the enabled admins, in name order, then agent `name`. Every change takes its locks
+    in this order: two admins disabling each other at once would otherwise each hold the row
+    the other's last-admin check must lock, and PostgreSQL would abort one with a deadlock."""
+    admins = select(Agent.name).where(Agent.role == Role.admin, col(Agent.disabled_at).is_(None))
+    session.exec(admins.order_by(Agent.name).with_for_update()).all()
+    return session.get(Agent, name, with_for_update=True)
 
 
 def _state(agent: Agent) -> str:

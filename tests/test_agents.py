@@ -266,6 +266,7 @@ def test_a_support_agent_is_known_by_their_os_user_and_kept_to_their_role(
         (("agent", "add", SUPPORT_USER, "--role", "admin"), "agent add needs admin"),
         (("db", "upgrade"), "db upgrade needs admin"),
         (("purge",), "purge needs admin"),
+        (("portal", "login", nir), "portal login needs admin"),  # before asking for a PIN
     ]:
         code, out, err = run_as(SUPPORT_USER, cli, *args)
         assert (code, out, err.strip()) == (

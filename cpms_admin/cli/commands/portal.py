@@ -35,8 +35,10 @@ class Using(StrEnum):
     pin = "pin"
 
 
-def read_secrets(*names: str) -> list[str]:
-    """One secret per stdin line, or hidden prompts on a terminal."""
+def read_secrets(app_: AppContext, *names: str) -> list[str]:
+    """One secret per stdin line, or hidden prompts on a terminal, once the database is ready
+    and the agent allowed the command: nobody types a PIN only to be refused."""
+    app_.engine()
     if sys.stdin.isatty():
         return [str(typer.prompt(name, hide_input=True, err=True)) for name in names]
     values: list[str] = []
@@ -81,7 +83,7 @@ def login(ctx: typer.Context, nir: Nir, captcha_ok: CaptchaOk = False) -> None:
     from cpms_admin.portal import flows
 
     app_ = app_context(ctx)
-    (pin,) = read_secrets("PIN")
+    (pin,) = read_secrets(app_, "PIN")
     with app_.session() as session:
         result = flows.login(
             session,
@@ -140,7 +142,9 @@ def set_pin(
     from cpms_admin.portal import pin_change
 
     app_ = app_context(ctx)
-    secret, new_pin, confirmation = read_secrets("code or current PIN", "new PIN", "new PIN again")
+    secret, new_pin, confirmation = read_secrets(
+        app_, "code or current PIN", "new PIN", "new PIN again"
+    )
     with app_.session() as session:
         result = pin_change.set_pin(
             session,
@@ -173,7 +177,7 @@ def accept_terms(
     from cpms_admin.portal import flows
 
     app_ = app_context(ctx)
-    (pin,) = read_secrets("PIN")
+    (pin,) = read_secrets(app_, "PIN")
     with app_.session() as session:
         result = flows.accept_terms(
             session,

@@ -446,9 +446,12 @@ def test_two_admins_disabling_each_other_at_once_leave_one_and_no_deadlock(
             "(is this agent disabled? cpms-admin agent list)",
         ),
     ]
-    agents = json.loads(
-        admin_cli.with_settings(database_url=first_url)("--json", "agent", "list").stdout
-    )
+    first_cli = admin_cli.with_settings(database_url=first_url)
+    agents = json.loads(first_cli("--json", "agent", "list").stdout)
     assert [a["name"] for a in agents if a["role"] == "admin" and a["disabled_at"] is None] == [
         first
     ]
+    # The remaining admin is not the owner, yet may manage agents: it brings the other back.
+    assert first_cli("agent", "add", second, "--role", "admin").exit_code == 0
+    back = admin_cli.with_settings(database_url=second_url)("--json", "agent", "list")
+    assert back.exit_code == 0, back.stderr

@@ -150,7 +150,15 @@ def test_agent_changes_are_audited(cli: Cli, db_url: str, new_login: str) -> Non
     bob = new_login
     assert cli("--agent", "INC-42", "agent", "add", bob, "--role", "support").exit_code == 0
     assert cli("agent", "add", bob, "--role", "supervisor").exit_code == 0
-    assert cli("agent", "disable", bob, "--reason", "left").exit_code == 0
+    disabled = cli("agent", "disable", bob, "--reason", "left")
+    assert (disabled.exit_code, disabled.stdout) == (0, f"Disabled {bob} (was supervisor).\n")
+    again = cli("--json", "agent", "disable", bob, "--reason", "left")
+    assert json.loads(again.stdout) == {
+        "name": bob,
+        "role": "supervisor",
+        "before": "disabled",
+        "changed": False,
+    }
     events = json.loads(cli("--json", "audit", "list").stdout)
     assert [(e["action"], e["details"].get("role"), e["reason"]) for e in events][:3] == [
         ("agent.disable", None, "left"),
@@ -443,7 +451,7 @@ def test_two_admins_disabling_each_other_at_once_leave_one_and_no_deadlock(
         (
             1,
             "Error: not allowed by the database: permission denied for table agent "
-            "(is this agent disabled? cpms-admin agent list)",
+            "(has an admin disabled this agent? is the command the owner's?)",
         ),
     ]
     first_cli = admin_cli.with_settings(database_url=first_url)

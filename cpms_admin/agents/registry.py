@@ -62,10 +62,11 @@ class AgentChange:
     name: str
     role: Role
     before: str | None  # the role it had ("disabled" for a disabled agent), None when new
+    after: str  # the same, now
 
     @property
     def changed(self) -> bool:
-        return self.before != self.role
+        return self.before != self.after
 
     def as_json(self) -> dict[str, object]:
         return {
@@ -85,7 +86,7 @@ def add_agent(session: Session, *, name: str, role: Role, actor: str, now: datet
         agent = _lock(session, name)
         before = None if agent is None else _state(agent)
         if before == role:
-            return AgentChange(name, role, before)
+            return AgentChange(name, role, before, before)
         if agent is None:
             agent = Agent(name=name, role=role, added_at=now, added_by=actor)
         else:
@@ -97,7 +98,7 @@ def add_agent(session: Session, *, name: str, role: Role, actor: str, now: datet
         audit.record(
             session, agent=actor, action="agent.add", at=now, name=name, role=role, before=before
         )
-    return AgentChange(name, role, before)
+    return AgentChange(name, role, before, role)
 
 
 def check_reserved(name: str, role: Role) -> None:
@@ -132,7 +133,7 @@ def disable_agent(
             audit.record(
                 session, agent=actor, action="agent.disable", reason=reason, at=now, name=name
             )
-    return AgentChange(name, Role(agent.role), before)
+    return AgentChange(name, Role(agent.role), before, _state(agent))
 
 
 def _lock(session: Session, name: str) -> Agent | None:

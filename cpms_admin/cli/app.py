@@ -92,7 +92,7 @@ class ErrorBoundary(TyperGroup):
                 if refused_by_database(exc):  # a refusal of the rules, by the database
                     error(
                         f"not allowed by the database: {describe_db_error(exc)} "
-                        "(is this agent disabled? cpms-admin agent list)"
+                        "(has an admin disabled this agent? is the command the owner's?)"
                     )
                     raise typer.Exit(Refused.exit_code) from None
                 error(f"database error: {describe_db_error(exc)}")

@@ -28,7 +28,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlmodel import Session, SQLModel, col
 
-from cpms_admin.errors import InvalidInput, NotReady
+from cpms_admin.errors import CpmsError, InvalidInput, NotReady, Refused
 from cpms_admin.migrations import HEAD_REVISION
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
@@ -111,7 +111,7 @@ def current_revision(engine: Engine) -> str | None:
                 return None
             return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
     except DBAPIError as exc:
-        raise NotReady(f"cannot open the database: {describe_db_error(exc)}") from None
+        raise database_failure(exc, doing="cannot open the database") from None
 
 
 def check_schema(engine: Engine) -> None:
@@ -133,7 +133,7 @@ def upgrade_schema(engine: Engine) -> None:
             config.attributes["connection"] = conn
             command.upgrade(config, "head")
     except DBAPIError as exc:
-        raise NotReady(f"cannot upgrade the database: {describe_db_error(exc)}") from None
+        raise database_failure(exc, doing="cannot upgrade the database") from None
 
 
 def describe_db_error(exc: DBAPIError) -> str:
@@ -141,10 +141,17 @@ def describe_db_error(exc: DBAPIError) -> str:
     return str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
 
 
-def refused_by_database(exc: DBAPIError) -> bool:
-    """PostgreSQL refused the login role a privilege (SQLSTATE 42501): the agent's group does
-    not allow it, or an admin disabled the agent while their command ran."""
-    return getattr(exc.orig, "sqlstate", None) == "42501"
+def database_failure(exc: DBAPIError, *, doing: str = "database error") -> CpmsError:
+    """What a driver error tells the user. PostgreSQL refusing the login role a privilege
+    (SQLSTATE 42501: an admin disabled the agent, or only the owner may do it) is a refusal,
+    exit 1; anything else means the database is not ready, exit 5."""
+    what = describe_db_error(exc)
+    if getattr(exc.orig, "sqlstate", None) == "42501":
+        return Refused(
+            f"not allowed by the database: {what} "
+            "(has an admin disabled this agent? is the command the owner's?)"
+        )
+    return NotReady(f"{doing}: {what}")
 
 
 def reader(engine: Engine) -> Engine:

@@ -387,6 +387,12 @@ def test_postgresql_agents_are_their_login_roles_and_the_database_enforces_it(
         )
         with engine.connect() as conn, pytest.raises(ProgrammingError, match="permission"):
             conn.execute(text("SELECT count(*) FROM member"))
+        refused = support("member", "show", nir)  # the command says so, not "not ready"
+        assert (refused.exit_code, refused.stderr.strip()) == (
+            1,
+            "Error: not allowed by the database: permission denied for table alembic_version "
+            "(has an admin disabled this agent? is the command the owner's?)",
+        )
     finally:
         engine.dispose()
 

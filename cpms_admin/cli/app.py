@@ -28,7 +28,7 @@ from cpms_admin.cli.commands import (
 )
 from cpms_admin.cli.context import AppContext
 from cpms_admin.cli.output import error
-from cpms_admin.errors import CpmsError, NotReady, Refused
+from cpms_admin.errors import CpmsError
 from cpms_admin.settings import load_settings
 
 # Set in ctx.meta by the boundary: whether the command line only asks for help, and the
@@ -87,16 +87,11 @@ class ErrorBoundary(TyperGroup):
                 error(str(deferred))
                 raise typer.Exit(deferred.exit_code) from None
             if isinstance(exc, DBAPIError):
-                from cpms_admin.db import describe_db_error, refused_by_database
+                from cpms_admin.db import database_failure
 
-                if refused_by_database(exc):  # a refusal of the rules, by the database
-                    error(
-                        f"not allowed by the database: {describe_db_error(exc)} "
-                        "(has an admin disabled this agent? is the command the owner's?)"
-                    )
-                    raise typer.Exit(Refused.exit_code) from None
-                error(f"database error: {describe_db_error(exc)}")
-                raise typer.Exit(NotReady.exit_code) from None
+                failure = database_failure(exc)
+                error(str(failure))
+                raise typer.Exit(failure.exit_code) from None
             raise
         finally:
             if isinstance(ctx.obj, AppContext):

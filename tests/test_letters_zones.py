@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from cpms_admin.errors import NotReady
+from cpms_admin.errors import NotReady, Unprintable
 from cpms_admin.letters.pdf.content import sample_content
 from cpms_admin.letters.pdf.render import LetterRenderer
 from cpms_admin.letters.pdf.zones import ADDRESS_CLEAR, ADDRESS_WINDOW, RETURN_WINDOW, Zone
@@ -128,3 +128,33 @@ def test_a_return_address_that_does_not_fit_the_window_is_refused(value: str, me
 
 def test_seven_lines_is_what_the_norm_allows() -> None:
     assert len(SEVEN) == postal.MAX_LINES
+
+
+WIDE = (  # 38 characters each, whose capitals run past 85 mm in the letter's 10 pt
+    "MME MARIE-MAUDE WOJCIECHOWSKA-DOMMANGE",
+    "M MAXIMILIEN WOJCIECHOWSKI-MONTMORENCY",
+    "MOULIN DU GRAND MOMMEGNIES MAUBEUGE WW",
+)
+
+
+def test_an_address_of_wide_capitals_is_set_smaller_to_fit_the_window(tmp_path: Path) -> None:
+    base = sample_content("welcome", today=date(2026, 11, 23))
+    letters = [
+        replace(base, letter_id=n, recipient_lines=(line, "12 RUE DE LA PAIX", "75002 PARIS"))
+        for n, line in enumerate(WIDE)
+    ]
+    letters.append(replace(base, letter_id=9))  # an ordinary address keeps the letter's size
+    assert [letter.address_pt for letter in letters] == [9.0, 9.0, 9.0, 10.0]
+    out = tmp_path / "wide.pdf"
+    LetterRenderer().render(letters, out)
+    for page, letter in enumerate(letters, start=1):
+        inside = meeting(ADDRESS_CLEAR, words(out, page))
+        assert [w[0] for w in inside] == " ".join(letter.recipient_lines).split()
+        for text, *box in inside:
+            assert ADDRESS_WINDOW.holds(*box), (page, text, box)
+
+
+def test_an_address_line_too_wide_even_in_8_pt_is_unprintable() -> None:
+    base = sample_content("welcome", today=date(2026, 11, 23))
+    with pytest.raises(Unprintable, match="wider than the envelope's window even in 8 pt"):
+        replace(base, recipient_lines=("W" * 38, "12 RUE DE LA PAIX", "75002 PARIS"))

@@ -8,6 +8,7 @@ from datetime import date, timedelta
 
 from cpms_admin.errors import Unprintable
 from cpms_admin.french import wait_phrase
+from cpms_admin.letters.pdf import zones
 from cpms_admin.members import afnor, postal
 from cpms_admin.members import nir as nir_rules
 from cpms_admin.settings import Settings
@@ -80,6 +81,10 @@ class LetterContent:
     wording: str = ""  # why it was sent (`Wording`); empty: the kind's own
     return_address: tuple[str, ...] = DEFAULT_RETURN_ADDRESS  # where NPAI letters come back
     lockout: LockoutTerms = LockoutTerms()
+    # The address block's size in pt: the largest its lines fit the window in
+    # (`zones.address_size`), or less if given: `replace` keeps it, so the prototype of a
+    # letter (its lines replaced by short markers) is laid out in that letter's size.
+    address_pt: float | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in set(LetterKind):
@@ -95,6 +100,13 @@ class LetterContent:
             not line or len(line) > afnor.MAX_LINE for line in lines
         ):
             raise Unprintable(f"letter {self.letter_id}: address block is not AFNOR-sized")
+        fits = zones.address_size(lines)
+        if fits is None:
+            raise Unprintable(
+                f"letter {self.letter_id}: an address line is wider than the envelope's window "
+                f"even in {zones.ADDRESS_SIZES[-1]:g} pt: shorten it (cpms-admin member update)"
+            )
+        object.__setattr__(self, "address_pt", min(self.address_pt or fits, fits))
 
     @property
     def closing_title(self) -> str:

@@ -8,10 +8,16 @@ blocks; the tests read the printed text's positions back and check them against 
 - The return address (`CPMS_LETTER_RETURN_ADDRESS`) shows through the return window of a
   double-window envelope, at the top left; a print house that prints it on the back flap
   instead finds it in the batch's manifest. NPAI letters come back to it.
+- The address block is set in the letter's size, or smaller when a line of 38 characters
+  of wide capitals (`MME MARIE-MADELEINE WOJCIECHOWSKA-MOMMA`) would run past the window.
 """
 
+import functools
+from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
+from cpms_admin.errors import NotReady
 from cpms_admin.settings import RETURN_ADDRESS_LINES, return_address_lines
 
 __all__ = ["RETURN_ADDRESS_LINES", "return_address_lines"]
@@ -55,3 +61,41 @@ class Zone:
 ADDRESS_WINDOW = Zone(left=110, top=55, width=85, height=33)
 ADDRESS_CLEAR = ADDRESS_WINDOW.grown(CLEAR_MARGIN)
 RETURN_WINDOW = Zone(left=20, top=27, width=80, height=18)
+
+ADDRESS_SIZES = (10.0, 9.0, 8.0)  # pt: the letter's own size first, down to 8 pt
+ADDRESS_FONT_FILE = "LiberationSans-Regular.ttf"  # letter.css's .slot font (fonts-liberation2)
+FONT_FOLDERS = (Path("/usr/share/fonts"), Path("/usr/local/share/fonts"))
+MM_PER_PT = 25.4 / 72
+
+
+def address_size(lines: Sequence[str]) -> float | None:
+    """The largest of ADDRESS_SIZES at which every line fits the window's width, None if
+    none does. Measured with the font's own advance widths: kerning only narrows a line."""
+    widest = max(map(_ems, lines), default=0.0)
+    return next(
+        (size for size in ADDRESS_SIZES if widest * size * MM_PER_PT <= ADDRESS_WINDOW.width),
+        None,
+    )
+
+
+@functools.lru_cache(maxsize=65536)  # names, streets and towns repeat across a batch
+def _ems(line: str) -> float:
+    """The line's width in ems of the address font; a character it lacks counts as its widest."""
+    advances, widest, units = _metrics()
+    return sum(advances.get(ord(char), widest) for char in line) / units
+
+
+@functools.cache
+def _metrics() -> tuple[dict[int, int], int, int]:
+    """The address font's advance width per code point, its widest, and its units per em."""
+    from fontTools.ttLib import TTFont
+
+    found = next(
+        (path for folder in FONT_FOLDERS for path in sorted(folder.rglob(ADDRESS_FONT_FILE))), None
+    )
+    if found is None:
+        raise NotReady(f"the letters' font {ADDRESS_FONT_FILE} is missing: run make system-deps")
+    with TTFont(found, lazy=True) as font:
+        widths = font["hmtx"].metrics
+        advances = {code: widths[glyph][0] for code, glyph in font.getBestCmap().items()}
+        return advances, font["hhea"].advanceWidthMax, font["head"].unitsPerEm

@@ -179,7 +179,13 @@ SAME_GROUP = (
         ),
         reference="L12345678",
     ),
+    # Wide capitals: its address block is set in 9 pt, stamped from a prototype in 9 pt.
+    replace(
+        make_letter(33, "welcome", code="246801"),
+        recipient_lines=("MME MARIE-MAUDE WOJCIECHOWSKA-DOMMANGE", "3 RUE DU MOULIN", "69003 LYON"),
+    ),
 )
+assert SAME_GROUP[-1].address_pt == 9.0
 # White space a layout would collapse: this letter's slots are laid out in full.
 LAID_OUT = replace(THREE[0], letter_id=40, nir_masked="2 85  •• •• ••• ••• 42")
 

@@ -9,7 +9,7 @@ blocks; the tests read the printed text's positions back and check them against 
   double-window envelope, at the top left; a print house that prints it on the back flap
   instead finds it in the batch's manifest. NPAI letters come back to it.
 - The address block is set in the letter's size, or smaller when a line of 38 characters
-  of wide capitals (`MME MARIE-MADELEINE WOJCIECHOWSKA-MOMMA`) would run past the window.
+  of wide capitals (`MME MARIE-MAUDE WOJCIECHOWSKA-DOMMANGE`: 89.6 mm) would run past the window.
 """
 
 import functools
@@ -70,7 +70,8 @@ MM_PER_PT = 25.4 / 72
 
 def address_size(lines: Sequence[str]) -> float | None:
     """The largest of ADDRESS_SIZES at which every line fits the window's width, None if
-    none does. Measured with the font's own advance widths: kerning only narrows a line."""
+    none does. Measured with the font's own advance widths, which the printed widths match
+    to a few tenths of a millimetre (tests/test_letters_zones.py reads them back)."""
     widest = max(map(_ems, lines), default=0.0)
     return next(
         (size for size in ADDRESS_SIZES if widest * size * MM_PER_PT <= ADDRESS_WINDOW.width),

@@ -114,3 +114,21 @@ def test_letters_say_the_real_wait_after_wrong_pins(
     assert "Après 1 essai erroné, votre accès est bloqué : contactez le service clients." in _said(
         pdf_text(out)
     )
+
+
+def test_a_return_address_wider_than_its_window_stops_preview_and_batch_before_anything(
+    cli: Cli, session: Session, tmp_path: Path
+) -> None:
+    """38 characters pass the setting's check, but 38 wide capitals run past the return
+    window's 80 mm: nothing is printed or claimed until the setting is fixed."""
+    queue_members(session, 2)
+    wide = cli.with_settings(letter_return_address="CPMS|" + "W" * 38 + "|75901 PARIS CEDEX 15")
+    preview = wide("letters", "preview", "welcome", "--out", str(tmp_path / "x.pdf"))
+    printed = wide("letters", "batch", "--out", str(tmp_path / "out"))
+    for result in (preview, printed):
+        assert result.exit_code == 5, result.output
+        assert "CPMS_LETTER_RETURN_ADDRESS: line 'WWWWWW" in result.stderr
+        assert "more than the return window's 80 mm: shorten it" in result.stderr
+    assert not (tmp_path / "x.pdf").exists() and not (tmp_path / "out").exists()
+    pending = json.loads(cli("--json", "letters", "list", "--status", "pending").stdout)
+    assert len(pending) == 2

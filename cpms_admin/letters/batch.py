@@ -41,10 +41,11 @@ from cpms_admin.letters.claim import claim_letters, dry_run_counts
 from cpms_admin.letters.files import discard, final_dir, make_staging, publish
 from cpms_admin.letters.guard import open_guard
 from cpms_admin.letters.jobs import Progress, Rendered, RenderJob, render_batch
+from cpms_admin.letters.pdf import zones
 from cpms_admin.letters.recovery import Recovered, abandon, recover
 from cpms_admin.models import Letter, LetterBatch, Member
 from cpms_admin.private_files import describe_entry, fsync_dir, private_dir
-from cpms_admin.settings import Settings, return_address_lines
+from cpms_admin.settings import Settings
 from cpms_admin.vocabulary import BatchStatus, LetterStatus
 
 POOL_FROM = 4  # chunks: below this, starting worker processes costs more than it saves
@@ -160,6 +161,7 @@ def run_batch(
     from cpms_admin.letters.pdf.render import check_templates
 
     check_templates()  # NotReady before anything is claimed or made
+    zones.return_address(settings)
     pepper = load_peppers(settings)
     run = _Run(
         engine=engine,
@@ -253,7 +255,7 @@ def _order_form(run: _Run, rendered: Rendered) -> dict[str, Any]:
     return {
         "sender_reference": run.settings.letter_sender_reference,
         # For a print house printing it on the back flap rather than through a window.
-        "return_address": list(return_address_lines(run.settings.letter_return_address)),
+        "return_address": list(zones.return_address(run.settings)),
         "page_size": " + ".join(sorted(rendered.page_sizes)) or None,
         "duplex": run.options.duplex,
     }

@@ -23,6 +23,7 @@ from cpms_admin.errors import Unprintable
 from cpms_admin.faults import failpoint
 from cpms_admin.french import paris_time
 from cpms_admin.letters.files import PART, reserve_file, seal_file
+from cpms_admin.letters.pdf import zones
 from cpms_admin.letters.pdf.content import (
     LetterContent,
     LockoutTerms,
@@ -32,7 +33,7 @@ from cpms_admin.letters.pdf.content import (
 from cpms_admin.members.nir import mask_nir
 from cpms_admin.members.records import address_lines
 from cpms_admin.models import Letter, Member, pk
-from cpms_admin.settings import Settings, return_address_lines
+from cpms_admin.settings import Settings
 from cpms_admin.vocabulary import LetterStatus, Wording
 
 Progress = Callable[[int, int], None]
@@ -115,7 +116,7 @@ def _content(
         salutation=salutation_for(member.civility),
         portal_url=job.settings.portal_url,
         place=job.settings.letter_city,
-        return_address=return_address_lines(job.settings.letter_return_address),
+        return_address=zones.return_address(job.settings),
         lockout=LockoutTerms.of(job.settings),
     )
 

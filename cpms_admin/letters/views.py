@@ -11,11 +11,12 @@ from cpms_admin.credentials.codes import postal_last_day
 from cpms_admin.db import Page, fetch_page
 from cpms_admin.errors import InvalidInput, Unprintable
 from cpms_admin.french import paris_time
+from cpms_admin.letters.pdf import zones
 from cpms_admin.letters.pdf.content import LockoutTerms, salutation_for, sample_content
 from cpms_admin.members.nir import mask_nir
 from cpms_admin.members.records import address_lines, get_member
 from cpms_admin.models import Letter, Member
-from cpms_admin.settings import Settings, return_address_lines
+from cpms_admin.settings import Settings
 from cpms_admin.vocabulary import LetterKind, LetterStatus, Wording
 
 
@@ -80,7 +81,7 @@ def preview_letter(
         portal_url=settings.portal_url,
         place=settings.letter_city,
         wording=wording or "",
-        return_address=return_address_lines(settings.letter_return_address),
+        return_address=zones.return_address(settings),
         lockout=LockoutTerms.of(settings),
     )
     if nir is not None:

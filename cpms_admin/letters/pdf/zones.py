@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cpms_admin.errors import NotReady
-from cpms_admin.settings import RETURN_ADDRESS_LINES, return_address_lines
+from cpms_admin.settings import RETURN_ADDRESS_LINES, Settings, return_address_lines
 
 __all__ = ["RETURN_ADDRESS_LINES", "return_address_lines"]
 
@@ -63,6 +63,7 @@ ADDRESS_CLEAR = ADDRESS_WINDOW.grown(CLEAR_MARGIN)
 RETURN_WINDOW = Zone(left=20, top=27, width=80, height=18)
 
 ADDRESS_SIZES = (10.0, 9.0, 8.0)  # pt: the letter's own size first, down to 8 pt
+RETURN_ADDRESS_PT = 8.5  # letter.css's .sender
 ADDRESS_FONT_FILE = "LiberationSans-Regular.ttf"  # letter.css's .slot font (fonts-liberation2)
 FONT_FOLDERS = (Path("/usr/share/fonts"), Path("/usr/local/share/fonts"))
 MM_PER_PT = 25.4 / 72
@@ -77,6 +78,21 @@ def address_size(lines: Sequence[str]) -> float | None:
         (size for size in ADDRESS_SIZES if widest * size * MM_PER_PT <= ADDRESS_WINDOW.width),
         None,
     )
+
+
+def return_address(settings: Settings) -> tuple[str, ...]:
+    """CPMS_LETTER_RETURN_ADDRESS's lines, each checked to fit the return window's width
+    (NotReady: a setting to fix before any letter is printed)."""
+    lines = return_address_lines(settings.letter_return_address)
+    for line in lines:
+        width = _ems(line) * RETURN_ADDRESS_PT * MM_PER_PT
+        if width > RETURN_WINDOW.width:
+            raise NotReady(
+                f"CPMS_LETTER_RETURN_ADDRESS: line {line!r} is {width:.1f} mm wide in the "
+                f"letters' {RETURN_ADDRESS_PT:g} pt, more than the return window's "
+                f"{RETURN_WINDOW.width:g} mm: shorten it"
+            )
+    return lines
 
 
 @functools.lru_cache(maxsize=65536)  # names, streets and towns repeat across a batch

@@ -146,6 +146,7 @@ class _Run:
     hooks: BatchHooks
     out: Path
     pepper: Peppers
+    return_address: tuple[str, ...]  # checked against its window once, before the claim
 
 
 def run_batch(
@@ -161,7 +162,7 @@ def run_batch(
     from cpms_admin.letters.pdf.render import check_templates
 
     check_templates()  # NotReady before anything is claimed or made
-    zones.return_address(settings)
+    return_address = zones.return_address(settings)
     pepper = load_peppers(settings)
     run = _Run(
         engine=engine,
@@ -172,6 +173,7 @@ def run_batch(
         hooks=hooks,
         out=_writable_dir(options.out),  # made only once everything else is in place
         pepper=pepper,
+        return_address=return_address,
     )
     guard = open_guard(engine, settings.database_url)
     try:
@@ -255,7 +257,7 @@ def _order_form(run: _Run, rendered: Rendered) -> dict[str, Any]:
     return {
         "sender_reference": run.settings.letter_sender_reference,
         # For a print house printing it on the back flap rather than through a window.
-        "return_address": list(zones.return_address(run.settings)),
+        "return_address": list(run.return_address),
         "page_size": " + ".join(sorted(rendered.page_sizes)) or None,
         "duplex": run.options.duplex,
     }
@@ -270,6 +272,7 @@ def _render(run: _Run, *, batch_id: int, total: int, staging: Path) -> tuple[Ren
         batch_id=batch_id,
         staging=staging,
         settings=run.settings,
+        return_address=run.return_address,
         now=run.clock(),
         total=total,
         duplex=run.options.duplex,

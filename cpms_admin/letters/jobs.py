@@ -23,7 +23,6 @@ from cpms_admin.errors import Unprintable
 from cpms_admin.faults import failpoint
 from cpms_admin.french import paris_time
 from cpms_admin.letters.files import PART, reserve_file, seal_file
-from cpms_admin.letters.pdf import zones
 from cpms_admin.letters.pdf.content import (
     LetterContent,
     LockoutTerms,
@@ -68,6 +67,7 @@ class RenderJob:
     batch_id: int
     staging: Path
     settings: Settings
+    return_address: tuple[str, ...]  # `zones.return_address(settings)`, checked by the run
     now: datetime
     total: int
     duplex: bool = False
@@ -116,7 +116,7 @@ def _content(
         salutation=salutation_for(member.civility),
         portal_url=job.settings.portal_url,
         place=job.settings.letter_city,
-        return_address=zones.return_address(job.settings),
+        return_address=job.return_address,
         lockout=LockoutTerms.of(job.settings),
     )
 

@@ -20,7 +20,7 @@ from cpms_admin.db import unindexed
 from cpms_admin.french import PARIS, paris_time
 from cpms_admin.models import SecurityCode, pk
 from cpms_admin.settings import Settings
-from cpms_admin.vocabulary import Channel, CodeStatus, Purpose
+from cpms_admin.vocabulary import Asker, Channel, CodeStatus, Purpose
 
 # Compared against when there is no live code, so a check costs the same either way.
 _DUMMY_HASH = "0000000000000000$" + "0" * 64  # tagged with the current pepper's id
@@ -182,13 +182,21 @@ def supersede_older(session: Session, *, code: SecurityCode) -> list[int]:
     )
 
 
+def asker(requested_by: str | None) -> Asker:
+    """Who asked for a code or letter, from its `requested_by`: the member on the portal
+    (PORTAL), an agent by name, or nobody (a campaign's, None)."""
+    if requested_by is None:
+        return Asker.cpms
+    return Asker.member if requested_by == PORTAL else Asker.agent
+
+
 def opens_hard_lock(code: SecurityCode, hard_locked_at: datetime | None) -> bool:
     """Whether `code` may be tried on a hard-locked account: an agent sent it after the lock
     (the portal sends none while it holds), so an agent has stepped in. Its own tries are
     the only guesses it allows."""
     return (
         hard_locked_at is not None
-        and code.requested_by not in (None, PORTAL)
+        and asker(code.requested_by) == Asker.agent
         and code.created_at >= hard_locked_at
     )
 

@@ -27,7 +27,7 @@ from cpms_admin.members import undeliverable
 from cpms_admin.members.nir import mask_nir
 from cpms_admin.models import Letter, Member, pk
 from cpms_admin.settings import Settings
-from cpms_admin.vocabulary import Asker, Channel, ChannelChoice, LetterStatus
+from cpms_admin.vocabulary import Channel, ChannelChoice, LetterStatus
 
 log = logging.getLogger(__name__)
 
@@ -203,12 +203,6 @@ def _email_for_agent(
         ) from None
 
 
-def _asker(requested_by: str | None) -> Asker:
-    if requested_by is None:
-        return Asker.cpms
-    return Asker.member if requested_by == audit.PORTAL else Asker.agent
-
-
 def email_code(
     session: Session,
     *,
@@ -237,7 +231,7 @@ def email_code(
             expires_at=issued.row.expires_at,
             purpose=issued.row.purpose,
             now=clock(),
-            asked_by=_asker(issued.row.requested_by),
+            asked_by=codes.asker(issued.row.requested_by),
         )
         (transport or transport_from_settings(settings)).send(message)
     except BaseException as exc:

@@ -11,8 +11,9 @@ server of `CPMS_TEST_DATABASE_URL` or `--postgresql`, dropped at the end):
 - `members import FILE` through the installed `cpms-admin` (everything: parsing, the `member
   add` checks, accounts, an audit event per member sealed into the chain, the search index),
   against the bare load of the same member rows into an empty member table of a fresh
-  database (its indexes and search index included): SQLite `executemany`, PostgreSQL
-  `COPY`, a commit every 10,000 rows, only the insert timed;
+  database (its indexes and search index included): SQLite `executemany` (with the
+  connection settings cpms-admin uses, `db.SQLITE_PRAGMAS`), PostgreSQL `COPY`, a commit
+  every 10,000 rows, only the insert timed;
 - `members export --out FILE` (CSV), against a bare `SELECT` of the same columns in the
   same order streamed to a `csv.writer`;
 - `code campaign --no-pin --channel post` over every member (a letter each, an audit event
@@ -43,6 +44,8 @@ from typing import Any
 
 import psycopg
 from sqlalchemy.engine import make_url
+
+from cpms_admin.db import SQLITE_PRAGMAS
 
 BIN = Path(sys.executable).parent
 CLI = str(BIN / "cpms-admin")
@@ -284,8 +287,8 @@ def baseline_import(
     one = "(" + ", ".join(["?"] * width) + ")"
     if engine.server is None:
         with sqlite3.connect(make_url(url).database or "", isolation_level=None) as conn:
-            conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute("PRAGMA synchronous = NORMAL")
+            for pragma in SQLITE_PRAGMAS:
+                conn.execute(pragma)
             per = 32766 // width if multi_row else 1
             for batch in _source_rows(engine, source):
                 with clock.timed():

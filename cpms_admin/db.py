@@ -57,16 +57,28 @@ def sqlite_path(url: str) -> Path | None:
     return Path(parsed.database)
 
 
+SQLITE_PRAGMAS = (
+    "PRAGMA busy_timeout = 30000",
+    "PRAGMA journal_mode = WAL",
+    "PRAGMA foreign_keys = ON",
+    "PRAGMA synchronous = NORMAL",
+    # Ceilings a bulk write at a million members reaches and a small command does not: a
+    # page cache of 64 MiB (SQLite's default is 2) keeps the member indexes' inner pages in
+    # memory, and a checkpoint every 16,000 pages of WAL (64 MiB, not 4) syncs the database
+    # file a sixteenth as often. A million-row import: 56 s -> 48 s (bench/scale_bulk.py).
+    "PRAGMA cache_size = -65536",
+    "PRAGMA wal_autocheckpoint = 16000",
+)
+
+
 def _tune_sqlite(engine: Engine) -> None:
     @event.listens_for(engine, "connect")
     def on_connect(dbapi_conn: Any, _record: Any) -> None:
         # Let SQLAlchemy's "begin" event emit BEGIN itself (pysqlite's own is deferred).
         dbapi_conn.isolation_level = None
         cursor = dbapi_conn.cursor()
-        cursor.execute("PRAGMA busy_timeout = 30000")
-        cursor.execute("PRAGMA journal_mode = WAL")
-        cursor.execute("PRAGMA foreign_keys = ON")
-        cursor.execute("PRAGMA synchronous = NORMAL")
+        for pragma in SQLITE_PRAGMAS:
+            cursor.execute(pragma)
         cursor.close()
 
     @event.listens_for(engine, "begin")

@@ -29,6 +29,9 @@ def test_sqlite_runs_in_wal_with_foreign_keys_and_busy_timeout(engine: Engine) -
         assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
         assert conn.execute(text("PRAGMA foreign_keys")).scalar() == 1
         assert conn.execute(text("PRAGMA busy_timeout")).scalar() >= 5000
+        # What a million-row import's speed rests on (bench/scale_bulk.py).
+        assert conn.execute(text("PRAGMA cache_size")).scalar() == -65536
+        assert conn.execute(text("PRAGMA wal_autocheckpoint")).scalar() == 16000
 
 
 def test_engine_is_lazy_and_missing_file_is_not_created(tmp_path: Path) -> None:

@@ -21,9 +21,9 @@ server of `CPMS_TEST_DATABASE_URL` or `--postgresql`, dropped at the end):
   the imported database.
 
 For the commands: wall seconds, rows/s, CPU ms per row of the command's process tree (the
-import's checker included: `os.wait4`) and its peak RSS; on PostgreSQL also the server's CPU
-ms per row when the server runs on this machine (its ended backends' CPU, read from the
-postmaster's /proc entry). The figures to compare on a shared machine are the CPU per row
+import's checker included: `os.wait4`) and its peak RSS (HighWater); on PostgreSQL also the
+server's CPU ms per row when the server runs on this machine (its ended backends' CPU, read
+from the postmaster's /proc entry). The figures to compare on a shared machine are the CPU per row
 and the same-run ratios. `main()` returns them (bench/scale.py calls it).
 """
 
@@ -35,6 +35,7 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -217,6 +218,7 @@ def cli(engine: Engine, url: str, *args: str, rows: int, env: dict[str, str]) ->
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
+    memory = HighWater(child.pid)
     assert child.stderr is not None
     errors = child.stderr.read()
     _, status, usage = os.wait4(child.pid, 0)
@@ -225,11 +227,51 @@ def cli(engine: Engine, url: str, *args: str, rows: int, env: dict[str, str]) ->
     if child.returncode:
         raise SystemExit(f"cpms-admin {' '.join(args)} failed: {errors.decode()[-2000:]}")
     return Figures(
-        rows,
-        wall,
-        usage.ru_utime + usage.ru_stime,
-        usage.ru_maxrss / 1024,
-        _settled_cpu(engine, before),
+        rows, wall, usage.ru_utime + usage.ru_stime, memory.stop(), _settled_cpu(engine, before)
+    )
+
+
+class HighWater:
+    """The peak memory of a process tree in MiB: the largest RSS high-water mark (VmHWM) of
+    its processes (as wait4's ru_maxrss gives; a fork's shared pages would count twice in a
+    sum), read from /proc every 50 ms while they run. Not ru_maxrss itself: a child starts
+    with the peak of the process that started it (this one, which has held a million rows
+    by the time the last commands run)."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.peaks: dict[int, int] = {}
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+
+    def _sample(self) -> None:
+        while not self._done.wait(0.05):
+            for pid in (self.pid, *_children(self.pid)):
+                self.peaks[pid] = max(self.peaks.get(pid, 0), _high_water_kib(pid))
+
+    def stop(self) -> float:
+        self._done.set()
+        self._thread.join()
+        return max(self.peaks.values(), default=0) / 1024
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [
+            int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        ]
+    except OSError:
+        return []
+
+
+def _high_water_kib(pid: int) -> int:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:  # it has just ended
+        return 0
+    return next(
+        (int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:")), 0
     )
 
 

@@ -247,13 +247,18 @@ class HighWater:
 
     def _sample(self) -> None:
         while not self._done.wait(0.05):
-            for pid in (self.pid, *_children(self.pid)):
+            for pid in _tree(self.pid):
                 self.peaks[pid] = max(self.peaks.get(pid, 0), _high_water_kib(pid))
 
     def stop(self) -> float:
         self._done.set()
         self._thread.join()
         return max(self.peaks.values(), default=0) / 1024
+
+
+def _tree(pid: int) -> list[int]:
+    """`pid` and every process below it (a checker's own helper, a pool's workers)."""
+    return [pid, *(below for child in _children(pid) for below in _tree(child))]
 
 
 def _children(pid: int) -> list[int]:

@@ -62,10 +62,11 @@ SQLITE_PRAGMAS = (
     "PRAGMA journal_mode = WAL",
     "PRAGMA foreign_keys = ON",
     "PRAGMA synchronous = NORMAL",
-    # Ceilings a bulk write at a million members reaches and a small command does not: a
+    # Ceilings a bulk command at a million members reaches and a look-up does not: a
     # page cache of 64 MiB (SQLite's default is 2) keeps the member indexes' inner pages in
     # memory, and a checkpoint every 16,000 pages of WAL (64 MiB, not 4) syncs the database
-    # file a sixteenth as often. A million-row import: 56 s -> 48 s (bench/scale_bulk.py).
+    # file a sixteenth as often (its file stays 64 MiB on disk until the last connection
+    # closes). A million-row import: 56 s -> 48 s in alternate runs (bench/scale_bulk.py).
     "PRAGMA cache_size = -65536",
     "PRAGMA wal_autocheckpoint = 16000",
 )

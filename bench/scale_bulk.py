@@ -190,12 +190,15 @@ def _libpq(url: str) -> str:
 
 
 def _postmaster(server: str) -> int | None:
+    """The server's main process, read from its backend's /proc entry while the backend
+    lives (read after the connection closed, it was sometimes gone: no server figures)."""
     with psycopg.connect(_libpq(server)) as conn:
         backend = conn.execute("SELECT pg_backend_pid()").fetchone()
-    stat = Path(f"/proc/{backend[0] if backend else 0}/stat")
-    if not stat.exists():
-        return None  # a server on another machine: its CPU is not ours to read
-    return int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        try:
+            stat = Path(f"/proc/{backend[0] if backend else 0}/stat").read_text()
+        except OSError:
+            return None  # a server on another machine: its CPU is not ours to read
+    return int(stat.rsplit(")", 1)[1].split()[1])
 
 
 def _settled_cpu(engine: Engine, before: float | None) -> float | None:

@@ -28,19 +28,19 @@ import resource
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import date
 from pathlib import Path
 
+from procs import HighWater, descendants, high_water_kib
+
 from cpms_admin.letters.pdf.content import LetterContent, sample_content
 from cpms_admin.letters.pdf.render import STYLESHEET, LetterRenderer
 from cpms_admin.letters.pool import render_chunks
 
 KINDS = ("welcome", "security_code", "pin_reset")
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def sample_letters(count: int) -> Iterator[LetterContent]:
@@ -48,37 +48,6 @@ def sample_letters(count: int) -> Iterator[LetterContent]:
     for letter_id in range(1, count + 1):
         letter = sample_content(KINDS[letter_id % 3], letter_id=letter_id, today=day)
         yield replace(letter, specimen=False)
-
-
-def high_water_kib(pid: int) -> int:
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except OSError:  # the process has just exited
-        return 0
-    for line in status.splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1])
-    return 0
-
-
-def descendants(pid: int) -> dict[int, float]:
-    """Every process below `pid` (the forkserver and its workers) -> CPU seconds used so far."""
-    parents: dict[int, int] = {}
-    cpu: dict[int, float] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            parents[int(entry.name)] = int(fields[1])
-            cpu[int(entry.name)] = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
-    found: set[int] = set()
-    frontier = {pid}
-    while frontier:
-        frontier = {child for child, parent in parents.items() if parent in frontier}
-        found |= frontier
-    return {child: cpu[child] for child in found}
 
 
 def own_cpu() -> float:
@@ -171,22 +140,12 @@ def measure_cli_batch(count: int, chunk: int, workers: int, out_dir: Path) -> di
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER: the forkserver's time comes back here
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    peaks: dict[int, int] = {}
-    done = threading.Event()
-
-    def watch() -> None:
-        while not done.wait(0.05):
-            for pid in descendants(os.getpid()):
-                peaks[pid] = max(peaks.get(pid, 0), high_water_kib(pid))
-
-    watcher = threading.Thread(target=watch, daemon=True)
-    watcher.start()
+    memory = HighWater()
     started = time.perf_counter()
     command = ["--db", url, "letters", "batch", "--out", str(out_dir / "out")]
     cli(*command, "--chunk-size", str(chunk), "--workers", str(workers))
     seconds = time.perf_counter() - started
-    done.set()
-    watcher.join()
+    peaks = memory.stop()
     while True:  # reap what the batch left to its subreaper
         try:
             os.waitpid(-1, 0)

@@ -21,7 +21,7 @@ server of `CPMS_TEST_DATABASE_URL` or `--postgresql`, dropped at the end):
   the imported database.
 
 For the commands: wall seconds, rows/s, CPU ms per row of the command's process tree (the
-import's checker included: `os.wait4`) and its peak RSS (HighWater); on PostgreSQL also the
+import's checker included: `os.wait4`) and its peak RSS (procs.HighWater); on PostgreSQL also the
 server's CPU ms per row when the server runs on this machine (its ended backends' CPU, read
 from the postmaster's /proc entry). The figures to compare on a shared machine are the CPU per row
 and the same-run ratios. `main()` returns them (bench/scale.py calls it).
@@ -35,7 +35,6 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -44,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+from procs import CLOCK_TICKS, HighWater, stat_fields
 from sqlalchemy.engine import make_url
 
 from cpms_admin.db import SQLITE_PRAGMAS
@@ -180,8 +180,8 @@ class Engine:
         """CPU seconds of the server's ended backends so far (None: not on this machine)."""
         if self.postmaster is None:
             return None
-        fields = Path(f"/proc/{self.postmaster}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[13]) + int(fields[14])) / os.sysconf("SC_CLK_TCK")
+        fields = stat_fields(self.postmaster)
+        return (int(fields[13]) + int(fields[14])) / CLOCK_TICKS
 
 
 def _libpq(url: str) -> str:
@@ -195,10 +195,9 @@ def _postmaster(server: str) -> int | None:
     with psycopg.connect(_libpq(server)) as conn:
         backend = conn.execute("SELECT pg_backend_pid()").fetchone()
         try:
-            stat = Path(f"/proc/{backend[0] if backend else 0}/stat").read_text()
+            return int(stat_fields(backend[0] if backend else 0)[1])
         except OSError:
             return None  # a server on another machine: its CPU is not ours to read
-    return int(stat.rsplit(")", 1)[1].split()[1])
 
 
 def _settled_cpu(engine: Engine, before: float | None) -> float | None:
@@ -221,7 +220,7 @@ def cli(engine: Engine, url: str, *args: str, rows: int, env: dict[str, str]) ->
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
-    memory = HighWater(child.pid)
+    memory = HighWater()  # the command's processes: the only ones below this one
     assert child.stderr is not None
     errors = child.stderr.read()
     _, status, usage = os.wait4(child.pid, 0)
@@ -230,56 +229,11 @@ def cli(engine: Engine, url: str, *args: str, rows: int, env: dict[str, str]) ->
     if child.returncode:
         raise SystemExit(f"cpms-admin {' '.join(args)} failed: {errors.decode()[-2000:]}")
     return Figures(
-        rows, wall, usage.ru_utime + usage.ru_stime, memory.stop(), _settled_cpu(engine, before)
-    )
-
-
-class HighWater:
-    """The peak memory of a process tree in MiB: the largest RSS high-water mark (VmHWM) of
-    its processes (as wait4's ru_maxrss gives; a fork's shared pages would count twice in a
-    sum), read from /proc every 50 ms while they run. Not ru_maxrss itself: a child starts
-    with the peak of the process that started it (this one, which has held a million rows
-    by the time the last commands run)."""
-
-    def __init__(self, pid: int) -> None:
-        self.pid = pid
-        self.peaks: dict[int, int] = {}
-        self._done = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
-
-    def _sample(self) -> None:
-        while not self._done.wait(0.05):
-            for pid in _tree(self.pid):
-                self.peaks[pid] = max(self.peaks.get(pid, 0), _high_water_kib(pid))
-
-    def stop(self) -> float:
-        self._done.set()
-        self._thread.join()
-        return max(self.peaks.values(), default=0) / 1024
-
-
-def _tree(pid: int) -> list[int]:
-    """`pid` and every process below it (a checker's own helper, a pool's workers)."""
-    return [pid, *(below for child in _children(pid) for below in _tree(child))]
-
-
-def _children(pid: int) -> list[int]:
-    try:
-        return [
-            int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-        ]
-    except OSError:
-        return []
-
-
-def _high_water_kib(pid: int) -> int:
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except OSError:  # it has just ended
-        return 0
-    return next(
-        (int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:")), 0
+        rows,
+        wall,
+        usage.ru_utime + usage.ru_stime,
+        max(memory.stop().values(), default=0) / 1024,  # as ru_maxrss: a fork's pages count once
+        _settled_cpu(engine, before),
     )
 
 

@@ -7,13 +7,13 @@ from pathlib import Path
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from sqlmodel import Session
+from sqlmodel import Session, select
 
 from cpms_admin.members import records
 from cpms_admin.members.nir import format_nir
 from cpms_admin.members.search import find_members, fold, search_terms, search_text, sort_name
 from cpms_admin.models import Account, Member
-from tests.factories import make_member
+from tests.factories import make_member, make_nir
 from tests.harness import Cli, FakeClock
 from tests.import_helpers import person, write_csv
 from tests.search_helpers import assert_search_index_in_step, plan_of_search, search_index_ids
@@ -73,10 +73,7 @@ def test_the_folded_columns_keep_one_word_per_field() -> None:
         email="jp.dharcourt@example.org",
         city="Saint-Étienne",
     )
-    assert (
-        search_text(member)
-        == "dharcourt jeanpierre 185057500100195 jpdharcourt@exampleorg saintetienne"
-    )
+    assert search_text(member) == "dharcourt jeanpierre jpdharcourt@exampleorg saintetienne"
     assert sort_name(member) == "dharcourt jeanpierre"
 
 
@@ -192,6 +189,48 @@ def test_words_of_three_letters_or_more_go_through_the_search_index(session: Ses
         assert "VIRTUAL TABLE" not in plan_of_search(session, "nd")  # no trigram in 2 letters
     else:
         assert "ix_member_search_text_trgm" in plan_of_search(session, "ndiaye lyon")
+
+
+def test_a_nir_is_found_from_its_start_and_digits_in_an_e_mail_anywhere(
+    session: Session,
+) -> None:
+    """The NIR is not in search_text (migration 0013): a word that could begin one finds
+    the NIRs starting with it, through the NIR's index, and still finds e-mails holding it."""
+
+    def member(nir: str, last_name: str, email: str | None = None) -> Member:
+        return make_member(session, nir=nir, last_name=last_name, email=email)
+
+    corsican = member(make_nir(6084, department="2A"), "Colonna")
+    paris = member(make_nir(6085, department="75"), "Martin")
+    after = member(make_nir(1, year=86), "Durand")
+    mailed = member(make_nir(7, sex=2, year=90), "Petit", "jp1850@example.org")
+    for search, found in [
+        (format_nir(corsican.nir), [corsican]),
+        ("1 85 05 2a", [corsican]),
+        ("185052A006", [corsican]),
+        ("1 85 05 75 006", [paris]),
+        ("185", [corsican, paris, mailed]),  # NIRs and an e-mail, in name order
+        ("1859", []),  # up to 1859999..., not past it to 186
+        ("18", [corsican, after, paris, mailed]),
+        ("martin 1 85", [paris]),
+        (paris.nir[5:12], []),  # the middle of a NIR finds nothing
+        ("jp1850", [mailed]),
+    ]:
+        for walk in (0, 2000):  # both of find_members' ways
+            terms = search_terms(search)
+            listed = find_members(session, select(Member), terms, limit=50, walk=walk)
+            assert [m.nir for m in listed] == [m.nir for m in found], (search, walk)
+    assert_search_index_in_step(session)
+
+
+def test_a_nir_start_goes_through_the_nir_index(session: Session) -> None:
+    make_member(session, last_name="N'Diaye")
+    plan = plan_of_search(session, "1 85 05")
+    assert "ix_member_nir" in plan, plan
+    if session.get_bind().dialect.name == "postgresql":
+        assert "ix_member_search_text_trgm" in plan, plan  # and e-mails holding the digits
+    else:
+        assert "member_search VIRTUAL TABLE" in plan, plan
 
 
 def test_search_keeps_the_status_and_locked_filters(session: Session, clock: FakeClock) -> None:

@@ -14,7 +14,13 @@ from sqlmodel import Session, select
 
 from cpms_admin import audit
 from cpms_admin.members import records
-from cpms_admin.members.search import find_members, search_terms, search_text, sort_name
+from cpms_admin.members.search import (
+    could_start_nir,
+    find_members,
+    search_terms,
+    search_text,
+    sort_name,
+)
 from cpms_admin.models import Account, Member
 from cpms_admin.settings import Settings
 from cpms_admin.vocabulary import MemberStatus
@@ -42,6 +48,12 @@ SEARCHES = [
     "pierre saint",
     "zz",
     "lyon zz",
+    "1 85 05 75 998 00",  # NIRs from their start (members 1 to 9)
+    "185057599801",
+    "martin 1850575",
+    "12",  # an e-mail holding it (no NIR starts with it)
+    "1",  # every NIR, and the e-mails holding a 1
+    "9980",  # the middle of NIRs: nothing
 ]
 
 
@@ -53,6 +65,7 @@ def populate(session: Session) -> None:
         email = None if serial % 3 else f"{serial}@example.org"
         make_member(
             session,
+            nir=make_nir(serial + 1),  # the same on both engines
             last_name=last_name,
             first_name=first_name,
             postcode=postcode,
@@ -65,8 +78,15 @@ def populate(session: Session) -> None:
 def by_python(members: list[Member], search: str, limit: int) -> list[int | None]:
     """What a search must answer, computed from the fields alone."""
     terms = search_terms(search)
-    found = [m for m in members if all(term in search_text(m) for term in terms)]
+    found = [m for m in members if all(holds(m, term) for term in terms)]
     return [m.id for m in sorted(found, key=lambda m: (sort_name(m), m.id))][:limit]
+
+
+def holds(member: Member, term: str) -> bool:
+    """The member's folded fields hold the term, or their NIR starts with it."""
+    return term in search_text(member) or (
+        could_start_nir(term) and member.nir.startswith(term.upper())
+    )
 
 
 def answers(session: Session) -> Iterator[tuple[str, int, int, list[int | None]]]:

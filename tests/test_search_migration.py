@@ -1,5 +1,6 @@
 """Migration 0006 on a database at 0004 that already has members: their folded columns are
-recomputed, the search index is built over them, and the downgrade puts 0004 back."""
+recomputed, the search index is built over them, and the downgrade puts 0004 back; 0013 on
+a database at 0012: the NIR taken out of `search_text`, and put back by its downgrade."""
 
 import unicodedata
 from collections.abc import Iterator
@@ -15,6 +16,7 @@ from sqlmodel import Session, select
 from cpms_admin.audit_chain import keyed
 from cpms_admin.db import MIGRATIONS_DIR, current_revision, make_engine, upgrade_schema
 from cpms_admin.members import records
+from cpms_admin.members.nir import format_nir
 from cpms_admin.members.search import search_text, sort_name
 from cpms_admin.migrations import HEAD_REVISION
 from cpms_admin.models import Member
@@ -121,4 +123,49 @@ def test_downgrade_restores_0004_and_upgrades_again(at_0004: Engine) -> None:
     upgrade_schema(at_0004)
     with Session(at_0004) as session:
         assert [m.last_name for m in records.list_members(session, search="ndiaye")] == ["N'Diaye"]
+        assert_search_index_in_step(session)
+
+
+@pytest.fixture
+def at_0012(empty_db_url: str) -> Iterator[Engine]:
+    """A database at revision 0012 whose members' `search_text` holds their NIR, as 0012's
+    code wrote it."""
+    engine = keyed(make_engine(empty_db_url, must_exist=False), TEST_PEPPERS)
+    migrate(engine, "0012")
+    with Session(engine) as session:
+        for last_name, first_name in NAMES:
+            member = make_member(session, last_name=last_name, first_name=first_name)
+            words = search_text(member).split()
+            words.insert(2, member.nir.lower())  # after the names
+            member.search_text = " ".join(words)
+            session.add(member)
+        session.commit()
+    yield engine
+    engine.dispose()
+
+
+def test_0013_takes_the_nir_out_of_search_text_and_finds_it_from_its_start(
+    at_0012: Engine,
+) -> None:
+    upgrade_schema(at_0012)
+    with Session(at_0012) as session:
+        members = list(session.exec(select(Member)))
+        assert all(m.search_text == search_text(m) for m in members)
+        assert not any(m.nir.lower() in m.search_text for m in members)
+        assert_search_index_in_step(session)
+        zola = next(m for m in members if m.last_name == "Zola")
+        for search in (format_nir(zola.nir), zola.nir[:13], f"emile {zola.nir[:8]}"):
+            assert records.list_members(session, search=search) == [zola], search
+        assert records.list_members(session, search=zola.nir[4:12]) == []
+
+
+def test_0013_downgrade_puts_the_nir_back(at_0012: Engine) -> None:
+    upgrade_schema(at_0012)
+    migrate(at_0012, "0012", down=True)
+    with at_0012.connect() as conn:
+        rows = conn.execute(text("SELECT nir, search_text FROM member")).all()
+        assert rows and all(folded.startswith(f"{nir.lower()} ") for nir, folded in rows)
+    upgrade_schema(at_0012)
+    with Session(at_0012) as session:
+        assert all(m.search_text == search_text(m) for m in session.exec(select(Member)))
         assert_search_index_in_step(session)

@@ -4,20 +4,24 @@ Folding (`fold`) makes the ways people type a name meet: accents go, `œ æ ß` 
 `oe ae ss`, case goes, and every apostrophe (’ ' ʼ ` ´ ‘), hyphen or dash, dot and space
 inside a field is dropped. So `N'Diaye`, `N’Diaye` and `Ndiaye` are all `ndiaye`, and
 `Jean-Pierre` and `Jean Pierre` are both `jeanpierre`. A member's folded fields are kept in
-two columns: `search_text` (names, NIR, e-mail, city, one word each) and `sort_name`
-(last name then first name: `member list`'s order, byte by byte on both engines).
+two columns: `search_text` (names, e-mail, city, one word each) and `sort_name` (last name
+then first name: `member list`'s order, byte by byte on both engines).
 
 A search is words that must all appear, each folded the same way, as substrings of
 `search_text`: `n diaye`, `n'diaye` and `ndiaye` all find N'Diaye, `jean-pierre` finds
-Jean Pierre and `jean pierre` finds Jean-Pierre. A NIR typed with separators is one word.
+Jean Pierre and `jean pierre` finds Jean-Pierre. A word that could begin a NIR (a digit,
+then digits, `a` or `b`) also finds the members whose NIR starts with it; a NIR typed with
+separators is one word.
 
+The NIR is not in `search_text`: found by its start, it needs no trigram index, where its
+digits were two fifths of that index's cost on every member written (bench/scale_bulk.py).
 The substring test is a LIKE on `search_text` on both engines, so both give the same
 answer; an index only narrows the rows to test. On PostgreSQL a pg_trgm GIN index serves
-the LIKE itself. SQLite cannot index a LIKE '%x%', so words of 3 characters or more first
-go through the FTS5 trigram table `member_search` (migration 0006, kept in step with
-`member` by triggers). Shorter words have no trigram: when they are all a search has and
-the first members in name order do not hold enough matches (`find_members`), every row
-is tested.
+the LIKE itself, and the NIR's unique index its start. SQLite cannot index a LIKE '%x%', so
+words of 3 characters or more first go through the FTS5 trigram table `member_search`
+(migration 0006, kept in step with `member` by triggers). Shorter words have no trigram:
+when they are all a search has and the first members in name order do not hold enough
+matches (`find_members`), every row is tested.
 """
 
 import functools
@@ -30,7 +34,10 @@ from sqlalchemy import (
     FromClause,
     bindparam,
     column,
+    func,
     literal_column,
+    or_,
+    union,
     update,
 )
 from sqlalchemy import select as core_select
@@ -55,6 +62,8 @@ _APOSTROPHES = "'’ʼ`´‘‛′"
 _DASHES = "-‐‑‒–—―−\u00ad"
 _DOTS = ".·‧"
 _DROPPED = re.compile(f"[\\s{re.escape(_APOSTROPHES + _DASHES + _DOTS)}]+")
+_NIR_START = re.compile(r"\d[\dab]{0,14}", flags=re.IGNORECASE)
+_NIR_NEXT = {**{str(digit): str(digit + 1) for digit in range(9)}, "A": "B", "B": "C"}
 
 
 class Searchable(Protocol):
@@ -82,7 +91,7 @@ def fold(text: str) -> str:
 
 def search_text(member: Searchable) -> str:
     """The `member.search_text` column: each searchable field folded, one word each."""
-    fields = (member.last_name, member.first_name, member.nir, member.email or "", member.city)
+    fields = (member.last_name, member.first_name, member.email or "", member.city)
     return " ".join(word for word in map(fold, fields) if word)[:SEARCH_TEXT_MAX]
 
 
@@ -102,11 +111,20 @@ SEARCH_COLUMNS = ("search_text", "sort_name")
 
 
 def search_terms(search: str) -> list[str]:
-    """Words to find, all of them, folded; a NIR typed with separators is one term."""
-    compact = re.sub(r"[\s.-]", "", search)
-    if re.fullmatch(r"\d[\dab]{0,14}", compact, flags=re.IGNORECASE):
-        return [compact.lower()]
-    return list(dict.fromkeys(word for word in map(fold, search.split()) if word))
+    """Words to find, all of them, folded; a NIR typed with separators is one term, alone
+    (`1 85 05`) or beside names (`martin 1 85 05`)."""
+    terms: list[str] = []
+    for word in map(fold, search.split()):
+        if terms and could_start_nir(terms[-1]) and could_start_nir(terms[-1] + word):
+            terms[-1] += word
+        elif word:
+            terms.append(word)
+    return list(dict.fromkeys(terms))
+
+
+def could_start_nir(term: str) -> bool:
+    """Does this term also find the members whose NIR starts with it?"""
+    return _NIR_START.fullmatch(term) is not None
 
 
 def _like(term: str) -> str:
@@ -115,19 +133,46 @@ def _like(term: str) -> str:
 
 
 def _conditions(member: FromClause, terms: list[str], *, indexed: bool) -> list[Clause]:
-    """`member` holds every term: the LIKEs decide, on both engines alike. `indexed`, on
-    SQLite, first narrows the rows to the trigram table's matches for the terms of 3
-    characters or more (PostgreSQL's planner uses its trigram index for the LIKEs itself)."""
-    conditions: list[Clause] = [
-        member.c.search_text.like(_like(term), escape="\\") for term in terms
-    ]
+    """`member` holds every term: the LIKEs (and NIR starts) decide, on both engines alike.
+    `indexed`, on SQLite, first narrows the rows to those an index finds for the terms of 3
+    characters or more (PostgreSQL's planner uses its trigram and NIR indexes itself)."""
+    conditions: list[Clause] = [_holds(member, term) for term in terms]
     long_terms = [term for term in terms if len(term) >= TRIGRAM]
-    if indexed and long_terms:
-        fts = table_clause(FTS_TABLE, column("rowid"))
-        query = " AND ".join('"' + term.replace('"', '""') + '"' for term in long_terms)
-        found = core_select(fts.c.rowid).where(literal_column(FTS_TABLE).op("MATCH")(query))
-        conditions.insert(0, member.c.id.in_(found))
+    words = [term for term in long_terms if not could_start_nir(term)]
+    if indexed and words:
+        conditions.insert(0, member.c.id.in_(_trigram_matches(words)))
+    elif indexed and long_terms:  # a NIR's start, or e-mails holding those digits
+        longest = max(long_terms, key=len)
+        starts = core_select(member.c.id).where(_nir_starts(member, longest))
+        conditions.insert(0, member.c.id.in_(union(_trigram_matches([longest]), starts)))
     return conditions
+
+
+def _holds(member: FromClause, term: str) -> Clause:
+    found = member.c.search_text.like(_like(term), escape="\\")
+    return or_(found, _nir_starts(member, term)) if could_start_nir(term) else found
+
+
+def _nir_starts(member: FromClause, term: str) -> Clause:
+    """The NIR starts with `term`, as a range of the NIR's index (a LIKE 'x%' is served by
+    no index under PostgreSQL's usual collations) checked by the prefix itself. The range's
+    end raises the last character that can be raised (`189` -> `19`): the NIR's characters
+    sort in the same order under every collation, where `:` (after `9`) may not."""
+    start = term.upper()
+    condition = (member.c.nir >= start) & (func.substr(member.c.nir, 1, len(start)) == start)
+    head = start
+    while head and head[-1] == "9":
+        head = head[:-1]
+    if head:
+        condition &= member.c.nir < head[:-1] + _NIR_NEXT[head[-1]]
+    return condition
+
+
+def _trigram_matches(terms: list[str]) -> Any:
+    """SQLite: the members whose `search_text` the FTS5 trigram table finds every term in."""
+    fts = table_clause(FTS_TABLE, column("rowid"))
+    query = " AND ".join('"' + term.replace('"', '""') + '"' for term in terms)
+    return core_select(fts.c.rowid).where(literal_column(FTS_TABLE).op("MATCH")(query))
 
 
 def find_members(

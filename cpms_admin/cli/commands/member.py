@@ -145,8 +145,9 @@ def list_(
         str | None,
         typer.Option(
             "--search",
-            help="Words found in the names, NIR, e-mail or city, each of them; case, accents, "
-            "apostrophes, hyphens and spaces inside a name do not matter.",
+            help="Words found in the names, e-mail or city, each of them, or a NIR's first "
+            "digits; case, accents, apostrophes, hyphens and spaces inside a name do not "
+            "matter.",
         ),
     ] = None,
     limit: Annotated[int, typer.Option("--limit", min=1, max=LIMIT_MAX)] = 50,

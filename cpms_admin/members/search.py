@@ -14,7 +14,7 @@ then digits, `a` or `b`) also finds the members whose NIR starts with it; a NIR 
 separators is one word.
 
 The NIR is not in `search_text`: found by its start, it needs no trigram index, where its
-digits were two fifths of that index's cost on every member written (bench/scale_bulk.py).
+digits were a third of that index's cost on every member written (migration 0013).
 The substring test is a LIKE on `search_text` on both engines, so both give the same
 answer; an index only narrows the rows to test. On PostgreSQL a pg_trgm GIN index serves
 the LIKE itself, and the NIR's unique index its start. SQLite cannot index a LIKE '%x%', so

@@ -223,6 +223,15 @@ def test_a_nir_is_found_from_its_start_and_digits_in_an_e_mail_anywhere(
     assert_search_index_in_step(session)
 
 
+def test_digits_of_other_scripts_are_words_not_nir_starts(cli: Cli, session: Session) -> None:
+    """A NIR is ASCII digits: `١٢٣` (Arabic-Indic) is a word like any other, found nowhere."""
+    make_member(session, nir=make_nir(1), last_name="Haddad")
+    assert search_terms("١٢٣ ٤") == ["١٢٣", "٤"]
+    for search in ("١٢٣", "١ ٨٥", "١٨٥"):
+        result = cli("--json", "member", "list", "--search", search)
+        assert (result.exit_code, json.loads(result.stdout)) == (0, []), result.output
+
+
 def test_a_nir_start_goes_through_the_nir_index(session: Session) -> None:
     make_member(session, last_name="N'Diaye")
     plan = plan_of_search(session, "1 85 05")

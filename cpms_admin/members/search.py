@@ -62,7 +62,7 @@ _APOSTROPHES = "'’ʼ`´‘‛′"
 _DASHES = "-‐‑‒–—―−\u00ad"
 _DOTS = ".·‧"
 _DROPPED = re.compile(f"[\\s{re.escape(_APOSTROPHES + _DASHES + _DOTS)}]+")
-_NIR_START = re.compile(r"\d[\dab]{0,14}", flags=re.IGNORECASE)
+_NIR_START = re.compile(r"[0-9][0-9ab]{0,14}", flags=re.IGNORECASE)  # ASCII: `\d` takes ٣
 _NIR_NEXT = {**{str(digit): str(digit + 1) for digit in range(9)}, "A": "B", "B": "C"}
 
 

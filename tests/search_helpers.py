@@ -18,7 +18,10 @@ def assert_search_index_in_step(session: Session) -> None:
         session.execute(
             text("INSERT INTO member_search (member_search) VALUES ('integrity-check')")
         )
-        for member_id, folded in session.execute(text("SELECT id, search_text FROM member")):
+        blank = "WHERE search_text <> ''"  # a pseudonymised member's: nothing to find
+        for member_id, folded in session.execute(
+            text(f"SELECT id, search_text FROM member {blank}")
+        ):
             assert member_id in search_index_ids(session, folded), (member_id, folded)
         return
     definition = session.execute(

@@ -2,6 +2,7 @@
 every configured engine; the same answers on both (tests/test_search_engines.py)."""
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -62,6 +63,8 @@ def test_search_words_are_folded_and_a_nir_with_separators_is_one_word() -> None
     assert search_terms("n diaye") == ["n", "diaye"]
     assert search_terms("jean-pierre") == ["jeanpierre"]
     assert search_terms("1 85 05 75 001 001") == ["1850575001001"]
+    assert search_terms("martin 1 85 05 2a") == ["martin", "185052a"]
+    assert search_terms("awa 1985 ba") == ["awa", "1985", "ba"]  # Ba is a name
     assert search_terms("- ' .") == []
 
 
@@ -75,6 +78,8 @@ def test_the_folded_columns_keep_one_word_per_field() -> None:
     )
     assert search_text(member) == "dharcourt jeanpierre jpdharcourt@exampleorg saintetienne"
     assert sort_name(member) == "dharcourt jeanpierre"
+    nameless = Member(nir="X00000000000042", last_name="", first_name="", city="")
+    assert (search_text(nameless), sort_name(nameless)) == ("", "")  # as pseudonymised
 
 
 FRENCH_NAMES = [
@@ -240,6 +245,9 @@ def test_a_nir_start_goes_through_the_nir_index(session: Session) -> None:
         assert "ix_member_search_text_trgm" in plan, plan  # and e-mails holding the digits
     else:
         assert "member_search VIRTUAL TABLE" in plan, plan
+        both = plan_of_search(session, "lyon 1 85 05")  # each term narrows: neither scans
+        assert "ix_member_nir" in both, both
+        assert not re.search(r"^SCAN member( |$)", both, flags=re.MULTILINE), both
 
 
 def test_search_keeps_the_status_and_locked_filters(session: Session, clock: FakeClock) -> None:

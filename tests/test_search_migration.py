@@ -20,6 +20,7 @@ from cpms_admin.members.nir import format_nir
 from cpms_admin.members.search import search_text, sort_name
 from cpms_admin.migrations import HEAD_REVISION
 from cpms_admin.models import Member
+from cpms_admin.privacy.pseudonymise import BLANK, pseudonym_nir
 from tests.factories import make_member, make_nir
 from tests.harness import TEST_PEPPERS
 from tests.search_helpers import assert_search_index_in_step
@@ -139,6 +140,18 @@ def at_0012(empty_db_url: str) -> Iterator[Engine]:
             words.insert(2, member.nir.lower())  # after the names
             member.search_text = " ".join(words)
             session.add(member)
+        gone = make_member(session, last_name="Oublié")  # then pseudonymised, as 0012 did
+        session.execute(
+            sa.update(Member)
+            .where(Member.id == gone.id)  # type: ignore[arg-type]
+            .values(
+                **BLANK,
+                nir=pseudonym_nir(gone.id or 0),
+                status="closed",
+                closed_at=datetime(2020, 1, 1, tzinfo=UTC),
+                pseudonymised_at=datetime(2026, 1, 1, tzinfo=UTC),
+            )
+        )
         session.commit()
     yield engine
     engine.dispose()
@@ -152,6 +165,8 @@ def test_0013_takes_the_nir_out_of_search_text_and_finds_it_from_its_start(
         members = list(session.exec(select(Member)))
         assert all(m.search_text == search_text(m) for m in members)
         assert not any(m.nir.lower() in m.search_text for m in members)
+        blanked = [m for m in members if m.pseudonymised_at is not None]
+        assert [(m.search_text, m.sort_name) for m in blanked] == [("", "")]
         assert_search_index_in_step(session)
         zola = next(m for m in members if m.last_name == "Zola")
         for search in (format_nir(zola.nir), zola.nir[:13], f"emile {zola.nir[:8]}"):
@@ -163,7 +178,9 @@ def test_0013_downgrade_puts_the_nir_back(at_0012: Engine) -> None:
     upgrade_schema(at_0012)
     migrate(at_0012, "0012", down=True)
     with at_0012.connect() as conn:
-        rows = conn.execute(text("SELECT nir, search_text FROM member")).all()
+        rows = conn.execute(
+            text("SELECT nir, search_text FROM member WHERE pseudonymised_at IS NULL")
+        ).all()
         assert rows and all(folded.startswith(f"{nir.lower()} ") for nir, folded in rows)
     upgrade_schema(at_0012)
     with Session(at_0012) as session:

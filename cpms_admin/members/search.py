@@ -98,8 +98,10 @@ def search_text(member: Searchable) -> str:
 def sort_name(member: Searchable) -> str:
     """The `member.sort_name` column: folded last name, a space, folded first name. Particles
     sort under their letter (d'Arcy under D, de La Tour under D), accents are ignored, and a
-    space sorts before any letter, so every Dupont comes before Dupont-Aignan."""
-    return f"{fold(member.last_name)} {fold(member.first_name)}"[:SORT_NAME_MAX]
+    space sorts before any letter, so every Dupont comes before Dupont-Aignan. Empty for a
+    member without names (pseudonymised: privacy.pseudonymise blanks both columns)."""
+    names = f"{fold(member.last_name)} {fold(member.first_name)}"
+    return names[:SORT_NAME_MAX] if names != " " else ""
 
 
 def search_values(member: Searchable) -> dict[str, str]:
@@ -115,8 +117,10 @@ def search_terms(search: str) -> list[str]:
     (`1 85 05`) or beside names (`martin 1 85 05`)."""
     terms: list[str] = []
     for word in map(fold, search.split()):
-        if terms and could_start_nir(terms[-1]) and could_start_nir(terms[-1] + word):
-            terms[-1] += word
+        # Digits after a NIR's start go on with it; a name after digits (`1985 ba`) does not.
+        joined = terms[-1] + word if terms and word[:1].isdecimal() else ""
+        if could_start_nir(joined):
+            terms[-1] = joined
         elif word:
             terms.append(word)
     return list(dict.fromkeys(terms))
@@ -137,12 +141,14 @@ def _conditions(member: FromClause, terms: list[str], *, indexed: bool) -> list[
     `indexed`, on SQLite, first narrows the rows to those an index finds for the terms of 3
     characters or more (PostgreSQL's planner uses its trigram and NIR indexes itself)."""
     conditions: list[Clause] = [_holds(member, term) for term in terms]
+    if not indexed:
+        return conditions
     long_terms = [term for term in terms if len(term) >= TRIGRAM]
     words = [term for term in long_terms if not could_start_nir(term)]
-    if indexed and words:
+    if words:
         conditions.insert(0, member.c.id.in_(_trigram_matches(words)))
-    elif indexed and long_terms:  # a NIR's start, or e-mails holding those digits
-        longest = max(long_terms, key=len)
+    if nir_starts := [term for term in long_terms if could_start_nir(term)]:
+        longest = max(nir_starts, key=len)  # a NIR's start, or e-mails holding those digits
         starts = core_select(member.c.id).where(_nir_starts(member, longest))
         conditions.insert(0, member.c.id.in_(union(_trigram_matches([longest]), starts)))
     return conditions

@@ -15,7 +15,9 @@ unique index (members/search.py), so `search_text` keeps the names, e-mail and c
   PostgreSQL the trigram index is dropped first and built again after, from one read of
   the table (rewriting a million rows under it would update it a million times); on
   SQLite the FTS5 table's triggers keep it in step. For a million members 83 s on SQLite,
-  59 s on PostgreSQL (a 2-core machine); writes to `member` wait meanwhile.
+  59 s on PostgreSQL (a 2-core machine). Writes to `member` wait meanwhile, and on
+  PostgreSQL reads too (DROP INDEX locks the table until the upgrade commits): a
+  maintenance window. Pseudonymised members keep their blank columns (search.sort_name).
 - downgrade: the NIR put back, as the first word of `search_text` (where it stands
   matters to no search), for the members not pseudonymised (theirs is empty).
 """

@@ -182,7 +182,7 @@ class Maker:
             "updated_at": created,
             "imported_at": created if imported else None,
         }
-        row.update(search_values(_Fields(last, first, number, email, city)))
+        row.update(search_values(_Fields(last, first, email, city)))
         self.facts.closed[member_id] = closed
         self.facts.imported_at[member_id] = row["imported_at"]
         return row
@@ -449,6 +449,5 @@ def _event(
 class _Fields:
     last_name: str
     first_name: str
-    nir: str
     email: str | None
     city: str

@@ -74,8 +74,6 @@ class Searchable(Protocol):
     @property
     def first_name(self) -> str: ...
     @property
-    def nir(self) -> str: ...
-    @property
     def email(self) -> str | None: ...
     @property
     def city(self) -> str: ...
@@ -259,7 +257,6 @@ def refresh_search_columns(connection: Connection, *, batch_size: int = 5000) ->
         member.c.id,
         member.c.last_name,
         member.c.first_name,
-        member.c.nir,
         member.c.email,
         member.c.city,
         member.c.search_text,

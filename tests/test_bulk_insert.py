@@ -94,9 +94,13 @@ def test_a_group_of_members_events_is_sealed_as_each_event_alone() -> None:
 def test_nirs_seen_are_found_in_later_batches_and_corsica_stays_apart() -> None:
     seen = SeenNirs()
     try:
-        seen.add({"185052A00608410": 2, "185052100608491": 3})
-        assert seen.first_lines(["185052A00608410", "185052B00608489"]) == {"185052A00608410": 2}
-        assert seen.first_lines(["185052100608491"]) == {"185052100608491": 3}
+        assert seen.claim({"185052A00608410": 2, "185052100608491": 3}) == {}
+        later = {"185052A00608410": 7, "185052B00608489": 8}
+        assert seen.claim(later) == {"185052A00608410": 2}  # 2B is not 2A
+        assert seen.claim({"185052100608491": 9, "185052B00608489": 10}) == {
+            "185052100608491": 3,
+            "185052B00608489": 8,
+        }
     finally:
         seen.close()
 

@@ -12,7 +12,7 @@ from cpms_admin.bulk.formats import read_member_rows
 from cpms_admin.bulk.importer import import_members
 from cpms_admin.members.fields import COLUMNS
 from cpms_admin.members.records import get_member, member_summary
-from cpms_admin.members.search import search_text
+from cpms_admin.members.search import search_values
 from cpms_admin.models import Account, AuditEvent, Letter, Member
 from tests.audit_helpers import audit_of, run_event, run_events, run_id
 from tests.factories import make_member, make_nir
@@ -128,7 +128,8 @@ def test_imported_members_are_searchable_and_stamped(
     row = person(6, last_name="Müller", first_name="Zoé", city="Orléans", postcode="45000")
     cli("members", "import", str(write_csv(tmp_path / "m.csv", [row])))
     member = member_of(session, row["nir"])
-    assert member.search_text == search_text(member)  # the same column `member add` fills
+    # the same column `member add` fills
+    assert member.search_text == search_values(member)["search_text"]
     assert member.imported_at == clock.now and member.created_at == clock.now
     found = cli("--json", "member", "list", "--search", "muller zoe orleans")
     assert [m["nir"] for m in json.loads(found.stdout)] == [row["nir"]]
@@ -324,7 +325,7 @@ def test_on_conflict_update_changes_fields_and_keeps_the_account(
     session.rollback()
     after = member_of(session, member.nir)
     assert (after.street, after.city, after.email) == ("3 place Bellecour", "Lyon", None)
-    assert after.search_text == search_text(after)
+    assert after.search_text == search_values(after)["search_text"]
     account = session.get(Account, member.id)
     assert account is not None and account.failed_attempts == 2
 

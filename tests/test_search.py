@@ -12,7 +12,7 @@ from sqlmodel import Session, select
 
 from cpms_admin.members import records
 from cpms_admin.members.nir import format_nir
-from cpms_admin.members.search import find_members, fold, search_terms, search_text, sort_name
+from cpms_admin.members.search import find_members, fold, search_terms, search_values
 from cpms_admin.models import Account, Member
 from tests.factories import make_member, make_nir
 from tests.harness import Cli, FakeClock
@@ -76,10 +76,12 @@ def test_the_folded_columns_keep_one_word_per_field() -> None:
         email="jp.dharcourt@example.org",
         city="Saint-Étienne",
     )
-    assert search_text(member) == "dharcourt jeanpierre jpdharcourt@exampleorg saintetienne"
-    assert sort_name(member) == "dharcourt jeanpierre"
+    assert search_values(member) == {
+        "search_text": "dharcourt jeanpierre jpdharcourt@exampleorg saintetienne",
+        "sort_name": "dharcourt jeanpierre",
+    }
     nameless = Member(nir="X00000000000042", last_name="", first_name="", city="")
-    assert (search_text(nameless), sort_name(nameless)) == ("", "")  # as pseudonymised
+    assert search_values(nameless) == {"search_text": "", "sort_name": ""}  # as pseudonymised
 
 
 FRENCH_NAMES = [

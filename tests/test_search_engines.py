@@ -18,8 +18,7 @@ from cpms_admin.members.search import (
     could_start_nir,
     find_members,
     search_terms,
-    search_text,
-    sort_name,
+    search_values,
 )
 from cpms_admin.models import Account, Member
 from cpms_admin.settings import Settings
@@ -79,12 +78,14 @@ def by_python(members: list[Member], search: str, limit: int) -> list[int | None
     """What a search must answer, computed from the fields alone."""
     terms = search_terms(search)
     found = [m for m in members if all(holds(m, term) for term in terms)]
-    return [m.id for m in sorted(found, key=lambda m: (sort_name(m), m.id))][:limit]
+    return [m.id for m in sorted(found, key=lambda m: (search_values(m)["sort_name"], m.id))][
+        :limit
+    ]
 
 
 def holds(member: Member, term: str) -> bool:
     """The member's folded fields hold the term, or their NIR starts with it."""
-    return term in search_text(member) or (
+    return term in search_values(member)["search_text"] or (
         could_start_nir(term) and member.nir.startswith(term.upper())
     )
 
@@ -105,7 +106,11 @@ def answers(session: Session) -> Iterator[tuple[str, int, int, list[int | None]]
 def test_search_answers_as_a_plain_python_search_would(session: Session) -> None:
     populate(session)
     members = list(session.exec(select(Member)))
-    assert all(m.search_text == search_text(m) and m.sort_name == sort_name(m) for m in members)
+    assert all(
+        m.search_text == search_values(m)["search_text"]
+        and m.sort_name == search_values(m)["sort_name"]
+        for m in members
+    )
     for search, limit, walk, found in answers(session):
         assert found == by_python(members, search, limit), (search, limit, walk)
 
@@ -217,7 +222,7 @@ def test_listings_follow_the_name_order_and_the_states(db_url: str, tmp_path: Pa
             members = {m.nir: m for m in session.exec(select(Member))}
     finally:
         engine.dispose()
-    by_name = sorted(members.values(), key=lambda m: (sort_name(m), m.id))
+    by_name = sorted(members.values(), key=lambda m: (search_values(m)["sort_name"], m.id))
     found = listing_answers(cli)
     locked = [m.nir for m in by_name if m.nir in states["locked"]]
     closed = [m.nir for m in by_name if m.nir in states["closed"]]
@@ -227,7 +232,7 @@ def test_listings_follow_the_name_order_and_the_states(db_url: str, tmp_path: Pa
     assert found["--status closed"] == closed
     assert found["--status active --limit 7"] == active[:7]
     assert found["--status active --locked"] == [n for n in locked if n not in states["closed"]]
-    jeans = [n for n in locked if "jean" in search_text(members[n])]
+    jeans = [n for n in locked if "jean" in search_values(members[n])["search_text"]]
     assert found["--locked --search jean"] == jeans
     assert found["audit 1 ['--limit', '1']"] == [found["audit 1 ['--all']"][0]]
     newest_first = [int(event.split()[0]) for event in found["audit 2 ['--all']"]]

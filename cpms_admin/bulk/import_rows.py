@@ -9,7 +9,6 @@ the member's is refused (status_change). Closing is `member close`, which also r
 codes and cancels letters; nothing reopens a member.
 """
 
-import operator
 import sqlite3
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
@@ -22,15 +21,13 @@ from cpms_admin.clock import iso
 from cpms_admin.credentials.pins import LEGACY_PREFIX, legacy_hash_problem
 from cpms_admin.errors import FieldError, InvalidInput
 from cpms_admin.members import damage
-from cpms_admin.members.fields import COLUMNS, validate_member_fields
+from cpms_admin.members.fields import validate_member_fields
 from cpms_admin.members.nir import format_nir
-from cpms_admin.members.records import member_values
-from cpms_admin.members.search import SEARCH_COLUMNS
+from cpms_admin.members.records import MEMBER_COLUMNS, member_row
 from cpms_admin.vocabulary import MemberStatus
 
 # The `member` table's values of a checked row, in this order (the NIR first).
-MEMBER_KEYS = (*COLUMNS, *STATUS_COLUMNS, *SEARCH_COLUMNS)
-_laid_out = operator.itemgetter(*MEMBER_KEYS)
+MEMBER_KEYS = (*MEMBER_COLUMNS, *STATUS_COLUMNS)
 
 
 class CheckedRow(NamedTuple):
@@ -84,20 +81,20 @@ class RowChecker:
             result, civility_typed = self._check(row)
             results.append(result)
             typed.append(civility_typed)
-        earlier = self._seen.first_lines(
-            [result.nir for result in results if isinstance(result, CheckedRow)]
-        )
-        new: dict[str, int] = {}
+        firsts: dict[str, int] = {}  # each NIR's first line in this batch
+        for result in results:
+            if isinstance(result, CheckedRow):
+                firsts.setdefault(result.nir, result.line)
+        earlier = self._seen.claim(firsts)
         for at, result in enumerate(results):
             if not isinstance(result, CheckedRow):
                 continue
-            first = earlier.get(result.nir) or new.setdefault(result.nir, result.line)
+            first = earlier.get(result.nir) or firsts[result.nir]
             if first != result.line:
                 reason = f"NIR {format_nir(result.nir)} is already on line {first} of this file"
                 results[at] = RowError(result.line, "nir", reason, rows[at].values)
             elif typed[at]:
                 self.civilities_recorded += 1
-        self._seen.add(new)
         return results
 
     def _check(self, row: SourceRow) -> tuple[CheckedRow | RowError, bool]:
@@ -118,9 +115,7 @@ class RowChecker:
             if problem is not None:
                 return RowError(row.line, PIN_HASH, problem, values), False
         pin_hash = LEGACY_PREFIX + raw_hash if raw_hash else None
-        member = member_values(fields)
-        member.update(status)
-        checked = CheckedRow(row.line, _laid_out(member), pin_hash)
+        checked = CheckedRow(row.line, (*member_row(fields), *status), pin_hash)
         return checked, bool(fields.civility_typed)
 
     def close(self) -> None:
@@ -139,21 +134,20 @@ class SeenNirs:
         self._db.execute("PRAGMA synchronous = OFF")
         self._db.execute("CREATE TABLE seen (nir INTEGER PRIMARY KEY, line INTEGER)")
 
-    def first_lines(self, nirs: Sequence[str]) -> dict[str, int]:
-        """The NIRs among `nirs` seen before, with their first line."""
-        keys = {_key(nir): nir for nir in nirs}
-        found: dict[str, int] = {}
+    def claim(self, first_lines: Mapping[str, int]) -> dict[str, int]:
+        """Remember each NIR of `first_lines` with its line, unless seen before: those are
+        returned, with the line they were first seen on."""
+        keys = {_key(nir): nir for nir in first_lines}
+        earlier: dict[str, int] = {}
         wanted = list(keys)
         for at in range(0, len(wanted), _LOOKUP):
             chunk = wanted[at : at + _LOOKUP]
             marks = ", ".join("?" * len(chunk))
             query = f"SELECT nir, line FROM seen WHERE nir IN ({marks})"  # noqa: S608 (marks)
-            found.update((keys[key], line) for key, line in self._db.execute(query, chunk))
-        return found
-
-    def add(self, first_lines: Mapping[str, int]) -> None:
-        rows = sorted((_key(nir), line) for nir, line in first_lines.items())
-        self._db.executemany("INSERT INTO seen VALUES (?, ?)", rows)
+            earlier.update((keys[key], line) for key, line in self._db.execute(query, chunk))
+        new = sorted((key, first_lines[nir]) for key, nir in keys.items() if nir not in earlier)
+        self._db.executemany("INSERT INTO seen VALUES (?, ?)", new)
+        return earlier
 
     def close(self) -> None:
         self._db.close()
@@ -169,22 +163,25 @@ def _key(nir: str) -> int:
     return int(nir.translate(_CORSICA)) * 3 + corsica
 
 
-NOT_GIVEN: dict[str, object] = {"status": None, "closed_reason": None, "closed_at": None}
+_STATUSES = ("", *MemberStatus)
+NOT_GIVEN = (None, None, None)
 
 
-def parse_status(values: Mapping[str, str | None]) -> dict[str, object]:
-    """The row's status columns, checked, as `member` table values; all None (NOT_GIVEN)
-    when the row has no status."""
+def parse_status(values: Mapping[str, str | None]) -> tuple[object, object, object]:
+    """The row's status columns, checked, as `member` table values in STATUS_COLUMNS order;
+    all None (NOT_GIVEN) when the row has no status."""
+    if not (values.get("status") or values.get("closed_reason") or values.get("closed_at")):
+        return NOT_GIVEN  # most files: no status columns at all
     status = (values.get("status") or "").strip().lower()
     reason = (values.get("closed_reason") or "").strip()
     moment = (values.get("closed_at") or "").strip()
-    if status not in ("", *MemberStatus):
+    if status not in _STATUSES:
         raise FieldError("status", f"status must be active or closed, got {status!r}")
     if status != MemberStatus.closed:
         if reason or moment:
             field = "closed_reason" if reason else "closed_at"
             raise FieldError(field, f"{field} is for a closed member: give status closed")
-        return {**NOT_GIVEN, "status": status or None}
+        return (status or None, None, None)
     if not reason:
         raise FieldError("closed_reason", "a closed member needs closed_reason: why")
     if not moment:
@@ -193,7 +190,7 @@ def parse_status(values: Mapping[str, str | None]) -> dict[str, object]:
         why = audit.clean_text(reason, what="closed_reason", max_length=audit.REASON_MAX_LENGTH)
     except InvalidInput as exc:
         raise FieldError("closed_reason", str(exc)) from None
-    return {"status": MemberStatus.closed, "closed_reason": why, "closed_at": _moment(moment)}
+    return (MemberStatus.closed, why, _moment(moment))
 
 
 def _moment(raw: str) -> datetime:

@@ -72,24 +72,29 @@ class MemberFields:
         civility = civility_note(self.civility_typed) if self.civility_typed else None
         return [*([civility] if civility else []), *self.address.notes()]
 
+    def column_values(self) -> tuple[object, ...]:
+        """Values for the `member` table, in COLUMNS order."""
+        address = self.address
+        return (
+            self.nir,
+            self.civility,
+            self.last_name,
+            self.first_name,
+            self.birth_date,
+            self.email,
+            address.street,
+            address.complement,
+            address.postcode,
+            address.city,
+            address.country,
+            address.building,
+            address.locality,
+            self.envelope_name,
+        )
+
     def as_row(self) -> dict[str, object]:
-        """Column values for the `member` table."""
-        return {
-            "nir": self.nir,
-            "civility": self.civility,
-            "last_name": self.last_name,
-            "first_name": self.first_name,
-            "birth_date": self.birth_date,
-            "email": self.email,
-            "street": self.address.street,
-            "address_complement": self.address.complement,
-            "postcode": self.address.postcode,
-            "city": self.address.city,
-            "country": self.address.country,
-            "address_building": self.address.building,
-            "locality": self.address.locality,
-            "envelope_name": self.envelope_name,
-        }
+        """Column values for the `member` table, by name."""
+        return dict(zip(COLUMNS, self.column_values(), strict=True))
 
 
 def parse_email(raw: str) -> str:

@@ -23,7 +23,14 @@ from cpms_admin.members import undeliverable
 from cpms_admin.members.fields import COLUMNS, MemberFields, validate_member_fields
 from cpms_admin.members.nir import format_nir, nir_to_find
 from cpms_admin.members.postal import PostalAddress, recipient_line
-from cpms_admin.members.search import count_matches, find_members, search_terms, search_values
+from cpms_admin.members.search import (
+    SEARCH_COLUMNS,
+    count_matches,
+    find_members,
+    folded_columns,
+    search_terms,
+    search_values,
+)
 from cpms_admin.models import Account, Letter, Member, SecurityCode, pk
 from cpms_admin.vocabulary import AccountState, CodeStatus, LetterKind, LetterStatus, MemberStatus
 
@@ -79,24 +86,19 @@ class NewMember:
         return str(self.values["nir"])
 
 
-@dataclass(frozen=True, slots=True)
-class _SearchFields:
-    """What search reads from a member: an import makes values for every row, and building
-    a full Member for each would cost more than validating it."""
+MEMBER_COLUMNS = (*COLUMNS, *SEARCH_COLUMNS)
 
-    last_name: str
-    first_name: str
-    nir: str
-    email: str | None
-    city: str
+
+def member_row(fields: MemberFields) -> tuple[object, ...]:
+    """The `member` table's values for valid fields, in MEMBER_COLUMNS order (the search
+    columns included). A tuple: an import makes one for every row."""
+    folded = folded_columns(fields.last_name, fields.first_name, fields.email, fields.address.city)
+    return (*fields.column_values(), *folded)
 
 
 def member_values(fields: MemberFields) -> dict[str, object]:
-    """The `member` table's values for valid fields, the search columns included."""
-    view = _SearchFields(
-        fields.last_name, fields.first_name, fields.nir, fields.email, fields.address.city
-    )
-    return {**fields.as_row(), **search_values(view)}
+    """`member_row` by column name."""
+    return dict(zip(MEMBER_COLUMNS, member_row(fields), strict=True))
 
 
 def create_members(
@@ -309,7 +311,7 @@ def list_members(
     limit: int | None = 50,
     clock: Clock = system_clock,
 ) -> Page:
-    """Members in name order (`search.sort_name`), at most `limit` (`None`: all); with
+    """Members in name order (`search.folded_columns`), at most `limit` (`None`: all); with
     `search`, those holding every word of it (`search.search_terms`)."""
     query = member_query(status=status, locked=locked, clock=clock)
     terms = search_terms(search or "")

@@ -87,27 +87,31 @@ def fold(text: str) -> str:
     return _DROPPED.sub("", strip_accents(text).casefold())
 
 
-def search_text(member: Searchable) -> str:
-    """The `member.search_text` column: each searchable field folded, one word each."""
-    fields = (member.last_name, member.first_name, member.email or "", member.city)
-    return " ".join(word for word in map(fold, fields) if word)[:SEARCH_TEXT_MAX]
+SEARCH_COLUMNS = ("search_text", "sort_name")
 
 
-def sort_name(member: Searchable) -> str:
-    """The `member.sort_name` column: folded last name, a space, folded first name. Particles
-    sort under their letter (d'Arcy under D, de La Tour under D), accents are ignored, and a
-    space sorts before any letter, so every Dupont comes before Dupont-Aignan. Empty for a
-    member without names (pseudonymised: privacy.pseudonymise blanks both columns)."""
-    names = f"{fold(member.last_name)} {fold(member.first_name)}"
-    return names[:SORT_NAME_MAX] if names != " " else ""
+def folded_columns(
+    last_name: str, first_name: str, email: str | None, city: str
+) -> tuple[str, str]:
+    """The member table's folded columns, in SEARCH_COLUMNS order:
+
+    - `search_text`: each searchable field folded, one word each;
+    - `sort_name`: folded last name, a space, folded first name. Particles sort under their
+      letter (d'Arcy under D, de La Tour under D), accents are ignored, and a space sorts
+      before any letter, so every Dupont comes before Dupont-Aignan. Empty for a member
+      without names (pseudonymised: privacy.pseudonymise blanks both columns).
+
+    Fields rather than a member: an import makes these for every row without making one."""
+    last, first = fold(last_name), fold(first_name)
+    words = (last, first, fold(email) if email else "", fold(city))
+    text = " ".join(word for word in words if word)[:SEARCH_TEXT_MAX]
+    return text, (f"{last} {first}"[:SORT_NAME_MAX] if last or first else "")
 
 
 def search_values(member: Searchable) -> dict[str, str]:
-    """The member table's folded columns for these fields."""
-    return {"search_text": search_text(member), "sort_name": sort_name(member)}
-
-
-SEARCH_COLUMNS = ("search_text", "sort_name")
+    """The member table's folded columns for this member, by name."""
+    columns = folded_columns(member.last_name, member.first_name, member.email, member.city)
+    return dict(zip(SEARCH_COLUMNS, columns, strict=True))
 
 
 def search_terms(search: str) -> list[str]:

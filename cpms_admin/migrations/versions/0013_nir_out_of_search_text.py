@@ -17,7 +17,7 @@ unique index (members/search.py), so `search_text` keeps the names, e-mail and c
   SQLite the FTS5 table's triggers keep it in step. For a million members 83 s on SQLite,
   59 s on PostgreSQL (a 2-core machine). Writes to `member` wait meanwhile, and on
   PostgreSQL reads too (DROP INDEX locks the table until the upgrade commits): a
-  maintenance window. Pseudonymised members keep their blank columns (search.sort_name).
+  maintenance window. Pseudonymised members keep their blank columns (search.folded_columns).
 - downgrade: the NIR put back, as the first word of `search_text` (where it stands
   matters to no search), for the members not pseudonymised (theirs is empty).
 """

@@ -13,9 +13,12 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
+    BindParameter,
     ColumnElement,
     Engine,
+    String,
     Table,
+    bindparam,
     create_engine,
     event,
     func,
@@ -251,6 +254,14 @@ def unindexed(column: Any) -> ColumnElement[str]:
     codes turns quadratic. A status so tested leaves the member_id index to do the work, on
     both engines."""
     return col(column).concat("")
+
+
+def stated(value: str) -> BindParameter[str]:
+    """`value` written into the statement rather than sent beside it. A partial index serves
+    only the queries whose condition implies its own, and neither SQLite nor a PostgreSQL
+    generic plan knows a parameter's value when it plans: `status = 'closed'` can use
+    `ix_member_closed_sort_name`, `status = ?` cannot. For values of a fixed vocabulary only."""
+    return bindparam(None, value, type_=String, literal_execute=True)
 
 
 # A cut listing counts its matches up to this many: beyond, "10,000+" tells an agent as much,

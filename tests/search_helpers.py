@@ -1,5 +1,6 @@
 """What the search tests check of the search index itself, on either engine."""
 
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import event, text
@@ -43,6 +44,15 @@ def search_index_ids(session: Session, words: str) -> set[int]:
 def plan_of_search(session: Session, search: str) -> str:
     """The engine's plan for the query that gathers every match (find_members' second way),
     sequential scans discouraged on PostgreSQL (a test table is too small to want an index)."""
+    terms = search_terms(search)
+    return plan_of_last_query(
+        session, lambda: find_members(session, select(Member), terms, limit=50, walk=0)
+    )
+
+
+def plan_of_last_query(session: Session, run: Callable[[], object]) -> str:
+    """The engine's plan for the last statement `run` sends, sequential scans discouraged on
+    PostgreSQL (a test table is too small to want an index)."""
     statements: list[tuple[str, Any]] = []
 
     def keep(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
@@ -51,7 +61,7 @@ def plan_of_search(session: Session, search: str) -> str:
     connection = session.connection()
     event.listen(connection, "before_cursor_execute", keep)
     try:
-        find_members(session, select(Member), search_terms(search), limit=50, walk=0)
+        run()
     finally:
         event.remove(connection, "before_cursor_execute", keep)
     statement, parameters = statements[-1]

@@ -17,7 +17,12 @@ from cpms_admin.models import Account, Member
 from tests.factories import make_member, make_nir
 from tests.harness import Cli, FakeClock
 from tests.import_helpers import person, write_csv
-from tests.search_helpers import assert_search_index_in_step, plan_of_search, search_index_ids
+from tests.search_helpers import (
+    assert_search_index_in_step,
+    plan_of_last_query,
+    plan_of_search,
+    search_index_ids,
+)
 
 
 @pytest.mark.parametrize(
@@ -250,6 +255,26 @@ def test_a_nir_start_goes_through_the_nir_index(session: Session) -> None:
         both = plan_of_search(session, "lyon 1 85 05")  # each term narrows: neither scans
         assert "ix_member_nir" in both, both
         assert not re.search(r"^SCAN member( |$)", both, flags=re.MULTILINE), both
+
+
+def test_one_status_is_listed_in_name_order_through_an_index(session: Session) -> None:
+    """Closed members through their own partial index (migration 0014), active ones through
+    the name index: neither listing reads and sorts every member of its status."""
+    for first_name in ("Chloé", "Awa", "Binta", "Denise"):
+        make_member(session, last_name="N'Diaye", first_name=first_name)
+    for nir in [m.nir for m in records.list_members(session)][1::2]:  # Binta and Denise
+        records.close_member(session, nir=nir, reason="départ", agent="alice")
+    for status, names, index in [
+        ("closed", ["Binta", "Denise"], "ix_member_closed_sort_name"),
+        ("active", ["Awa", "Chloé"], "ix_member_sort_name"),
+    ]:
+        listed = records.list_members(session, status=status)
+        assert [m.first_name for m in listed] == names
+        if session.get_bind().dialect.name == "postgresql":  # nor fetch 4 rows and sort them
+            session.connection().exec_driver_sql("SET LOCAL enable_bitmapscan = off")
+        plan = plan_of_last_query(session, lambda: records.list_members(session, status=status))
+        assert re.search(rf"\b{index}\b", plan), plan
+        assert "TEMP B-TREE" not in plan and "Sort" not in plan, plan  # already in name order
 
 
 def test_search_keeps_the_status_and_locked_filters(session: Session, clock: FakeClock) -> None:

@@ -22,7 +22,7 @@ from sqlalchemy import bindparam, func, update
 from sqlmodel import Session, SQLModel, col, select
 
 from cpms_admin.audit import RunAudit
-from cpms_admin.db import transaction
+from cpms_admin.db import stated, transaction
 from cpms_admin.faults import failpoint
 from cpms_admin.models import Account, Member, OutgoingMail
 from cpms_admin.privacy.retention import Found, Rule, Scope, record_category
@@ -64,7 +64,7 @@ def pseudonym_nir(member_id: int) -> str:
 
 def _due(before: datetime) -> tuple[object, ...]:
     return (
-        col(Member.status) == MemberStatus.closed,
+        col(Member.status) == stated(MemberStatus.closed),  # the closed members' own index
         col(Member.pseudonymised_at).is_(None),
         col(Member.closed_at) < before,
     )

@@ -136,17 +136,24 @@ class SeenNirs:
 
     def claim(self, first_lines: Mapping[str, int]) -> dict[str, int]:
         """Remember each NIR of `first_lines` with its line, unless seen before: those are
-        returned, with the line they were first seen on."""
+        returned, with the line they were first seen on. (A repeat is rare: all are
+        inserted, and only when some were already there is the table asked which.)"""
         keys = {_key(nir): nir for nir in first_lines}
+        before = self._db.total_changes
+        rows = sorted((key, first_lines[nir]) for key, nir in keys.items())
+        self._db.executemany("INSERT OR IGNORE INTO seen VALUES (?, ?)", rows)
+        if self._db.total_changes - before == len(rows):
+            return {}
         earlier: dict[str, int] = {}
         wanted = list(keys)
         for at in range(0, len(wanted), _LOOKUP):
             chunk = wanted[at : at + _LOOKUP]
             marks = ", ".join("?" * len(chunk))
             query = f"SELECT nir, line FROM seen WHERE nir IN ({marks})"  # noqa: S608 (marks)
-            earlier.update((keys[key], line) for key, line in self._db.execute(query, chunk))
-        new = sorted((key, first_lines[nir]) for key, nir in keys.items() if nir not in earlier)
-        self._db.executemany("INSERT INTO seen VALUES (?, ?)", new)
+            for key, line in self._db.execute(query, chunk):
+                nir = keys[key]
+                if line != first_lines[nir]:  # not this batch's own, just inserted
+                    earlier[nir] = line
         return earlier
 
     def close(self) -> None:

@@ -135,34 +135,32 @@ def make_address(
     country = (country or "FR").strip().upper()
     if not _COUNTRY.fullmatch(country):
         raise FieldError("country", f"country must be a 2-letter ISO code, got {country!r}")
-    values = {
-        field: _clean(field, value or "")
-        for field, value in (
-            ("street", street),
-            ("postcode", postcode),
-            ("city", city),
-            ("address_complement", complement),
-            ("address_building", building),
-            ("locality", locality),
-        )
-    }
-    for field in ("street", "city"):
-        if not values[field]:
+    street, postcode, city = (
+        _clean("street", street),
+        _clean("postcode", postcode),
+        _clean("city", city),
+    )
+    # Most addresses have none of these: no value, nothing to check.
+    complement = (complement and _clean("address_complement", complement)) or None
+    building = (building and _clean("address_building", building)) or None
+    locality = (locality and _clean("locality", locality)) or None
+    for field, value in (("street", street), ("city", city)):
+        if not value:
             raise FieldError(field, f"{field} is required")
     if country in FRENCH_POST:
-        postcode_value = _french_place(country, values["postcode"], values["city"])
+        postcode = _french_place(country, postcode, city)
     else:
         abroad.check_known(country)
-        postcode_value = abroad.normalise_postcode(country, values["postcode"])
-        abroad.check_region(country, values["city"])
+        postcode = abroad.normalise_postcode(country, postcode)
+        abroad.check_region(country, city)
     address = PostalAddress(
-        street=values["street"],
-        postcode=postcode_value,
-        city=values["city"],
+        street=street,
+        postcode=postcode,
+        city=city,
         country=country,
-        complement=values["address_complement"] or None,
-        building=values["address_building"] or None,
-        locality=values["locality"] or None,
+        complement=complement,
+        building=building,
+        locality=locality,
     )
     for field, shortened in address.shortened.items():
         if not shortened.fits:
@@ -186,9 +184,9 @@ def make_address(
     return address
 
 
-def _clean(field: str, value: str) -> str:
+def _clean(field: str, value: str | None) -> str:
     try:
-        cleaned = clean_line(value)
+        cleaned = clean_line(value or "")
     except ValueError as exc:
         raise FieldError(field, f"{field}: {exc}") from None
     if len(cleaned) > MAX_FIELD:

@@ -11,6 +11,7 @@ from sqlmodel import Session, col, select
 from cpms_admin import audit
 from cpms_admin.db import MIGRATIONS_DIR, make_engine, transaction
 from cpms_admin.errors import Conflict
+from cpms_admin.members import records
 from cpms_admin.migrations import HEAD_REVISION
 from cpms_admin.models import AuditEvent
 from tests.factories import make_member
@@ -146,3 +147,33 @@ def test_members_of_an_older_schema_migrate_unchanged(engine: Engine) -> None:
     assert {name: row[name] for name in kept} == {name: old[name] for name in kept}
     assert "elodie" in row["search_text"]  # 0006 recomputes the search columns
     assert (row["address_building"], row["locality"], row["envelope_name"]) == (None, None, None)
+
+
+def _member_indexes(engine: Engine) -> dict[str, str]:
+    """The member table's indexes, by name, with the SQL that made each (its condition)."""
+    with engine.connect() as conn:
+        if engine.dialect.name == "sqlite":
+            query = (
+                "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'member'"
+            )
+        else:
+            query = "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'member'"
+        return {name: str(sql) for name, sql in conn.execute(text(query)).all()}
+
+
+def test_0014_indexes_only_the_closed_members_by_name_and_its_downgrade_puts_back_both(
+    engine: Engine, session: Session
+) -> None:
+    active = make_member(session, last_name="Martin")
+    closed = make_member(session, last_name="Durand")
+    records.close_member(session, nir=closed.nir, reason="départ", agent="alice")
+    _migrate(engine, "0013")
+    assert "ix_member_status_sort_name" in _member_indexes(engine)
+    assert "ix_member_closed_sort_name" not in _member_indexes(engine)
+    _migrate(engine, "head")
+    indexes = _member_indexes(engine)
+    assert "ix_member_status_sort_name" not in indexes
+    assert "'closed'" in indexes["ix_member_closed_sort_name"]  # partial: the closed only
+    session.expire_all()
+    assert [m.id for m in records.list_members(session, status="closed")] == [closed.id]
+    assert [m.id for m in records.list_members(session, status="active")] == [active.id]

@@ -188,6 +188,37 @@ def test_bad_rows_are_reported_with_their_lines_and_the_others_imported(
     assert set(members_by_nir(session)) == {row["nir"] for row in good}
 
 
+def test_a_nir_repeated_anywhere_in_the_file_keeps_its_first_valid_row(
+    session: Session, tmp_path: Path
+) -> None:
+    """In one batch or across batches (of 2 rows here), the first valid row of a NIR is
+    imported and every later one refused, pointing to it; an invalid row is not a first."""
+    one, two, three = (make_nir(serial) for serial in (1, 2, 3))
+    nirs = [one, two, one, two, three, three, two, one]
+    problems = {1: {"postcode": "123"}}  # line 3: invalid, so not two's first
+    # Lines 2 to 9, in batches of 2: (2, 3), (4, 5), (6, 7), (8, 9).
+    names = ["Anne", "Bruno", "Chloé", "Denis", "Emma", "Félix", "Gaël", "Hugo"]
+    rows = [
+        person(at + 1, nir=nir, first_name=names[at], **problems.get(at, {}))
+        for at, nir in enumerate(nirs)
+    ]
+    refused: list[tuple[int, str]] = []
+    counts = import_members(
+        session,
+        member_file=read_member_rows(write_csv(tmp_path / "m.csv", rows)),
+        agent="test",
+        batch_size=2,
+        on_error=lambda error: refused.append((error.line, error.reason)),
+    )
+    assert (counts.created, counts.invalid) == (3, 5)
+    firsts = {4: 2, 7: 6, 8: 5, 9: 2}
+    assert [line for line, _ in refused] == [3, 4, 7, 8, 9]
+    for line, reason in refused[1:]:
+        assert reason.endswith(f"is already on line {firsts[line]} of this file"), reason
+    imported = {m.nir: m.first_name for m in session.exec(select(Member))}
+    assert imported == {one: "Anne", two: "Denis", three: "Emma"}
+
+
 def test_rejected_rows_beyond_the_first_ten_point_to_the_report(cli: Cli, tmp_path: Path) -> None:
     rows = [person(100 + n, postcode="123") for n in range(12)]
     result = cli("members", "import", str(write_csv(tmp_path / "bad.csv", rows)))

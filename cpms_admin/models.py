@@ -13,16 +13,18 @@ from sqlmodel import Field, SQLModel
 from cpms_admin.clock import system_clock
 from cpms_admin.vocabulary import BatchStatus, CodeStatus, LetterStatus, MailStatus, MemberStatus
 
-# The condition of the closed members' index, which a query must state as it is written here
-# to be served by it (`db.stated`).
-CLOSED_MEMBERS = f"status = '{MemberStatus.closed}'"
+# The condition of the closed members' index: a query is served by it when it states both
+# terms, the status as a literal (`db.stated`). Pseudonymised members leave it: no listing
+# shows them, and the retention job looks for the closed members not pseudonymised yet.
+CLOSED_MEMBERS = f"status = '{MemberStatus.closed}' AND pseudonymised_at IS NULL"
 
 
 class Member(SQLModel, table=True):
     # `member list` walks this index in order; id breaks ties between namesakes. The closed
-    # members, a few in a hundred, have their own, so `--status closed` and the retention job
-    # find them without reading the others; the active ones are listed through the first,
-    # and no member written pays for a third index (migration 0014).
+    # members, a few in a hundred, have their own, so `--status closed`, `members export
+    # --status closed` and the retention job find them without reading the others; the
+    # active ones are listed through the first, and no member written pays for a third index
+    # (migration 0014).
     __table_args__ = (
         Index("ix_member_sort_name", "sort_name", "id"),
         Index(

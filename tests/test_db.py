@@ -173,7 +173,8 @@ def test_0014_indexes_only_the_closed_members_by_name_and_its_downgrade_puts_bac
     _migrate(engine, "head")
     indexes = _member_indexes(engine)
     assert "ix_member_status_sort_name" not in indexes
-    assert "'closed'" in indexes["ix_member_closed_sort_name"]  # partial: the closed only
+    condition = indexes["ix_member_closed_sort_name"]  # partial: closed, not pseudonymised
+    assert "'closed'" in condition and "pseudonymised_at IS NULL" in condition, condition
     session.expire_all()
     assert [m.id for m in records.list_members(session, status="closed")] == [closed.id]
     assert [m.id for m in records.list_members(session, status="active")] == [active.id]

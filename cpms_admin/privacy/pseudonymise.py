@@ -77,6 +77,20 @@ def survey_closed_members(scope: Scope, before: datetime) -> Found:
     return Found(int(count), oldest)
 
 
+def due_members(session: Session, before: datetime) -> list[int]:
+    """The next BATCH members due (closed before `before`, not pseudonymised yet), locked.
+    Read through the closed members' own index, in its order: those already pseudonymised
+    have left it, so each batch reads only members still to do."""
+    ids = session.exec(
+        select(Member.id)
+        .where(*_due(before))  # type: ignore[arg-type]
+        .order_by(col(Member.sort_name), col(Member.id))
+        .limit(BATCH)
+        .with_for_update()
+    ).all()
+    return [member_id for member_id in ids if member_id is not None]
+
+
 def drop_closed_members(scope: Scope, before: datetime, rule: str) -> Found:
     session = scope.session
     found = survey_closed_members(scope, before)
@@ -85,19 +99,12 @@ def drop_closed_members(scope: Scope, before: datetime, rule: str) -> Found:
     done = 0
     while True:
         with transaction(session):
-            ids = session.exec(
-                select(Member.id)
-                .where(*_due(before))  # type: ignore[arg-type]
-                .order_by(col(Member.id))
-                .limit(BATCH)
-                .with_for_update()
-            ).all()
+            member_ids = due_members(session, before)
             if run is None:  # with the first batch: the members' events name it
                 category = RetentionCategory.closed_members
                 run = record_category(scope, category, rule=rule, before=before, found=found)
-            if not ids:
+            if not member_ids:
                 break
-            member_ids = [member_id for member_id in ids if member_id is not None]
             pseudonymise(session, member_ids, now=scope.now)
             run.record_members(session, member_ids, change="pseudonymised")
         done += len(member_ids)

@@ -27,7 +27,7 @@ from typing import Any
 
 from search import CITIES, FIRST, LAST
 
-from cpms_admin.members.search import fold, search_values
+from cpms_admin.members.search import SEARCH_COLUMNS, fold, folded_columns
 
 Row = dict[str, Any]
 BATCH = 20_000
@@ -182,7 +182,7 @@ class Maker:
             "updated_at": created,
             "imported_at": created if imported else None,
         }
-        row.update(search_values(_Fields(last, first, email, city)))
+        row.update(zip(SEARCH_COLUMNS, folded_columns(last, first, email, city), strict=True))
         self.facts.closed[member_id] = closed
         self.facts.imported_at[member_id] = row["imported_at"]
         return row
@@ -443,11 +443,3 @@ def _event(
         "outcome": outcome,
         "details": json.dumps(details, ensure_ascii=False, sort_keys=True),
     }
-
-
-@dataclass(frozen=True, slots=True)
-class _Fields:
-    last_name: str
-    first_name: str
-    email: str | None
-    city: str

@@ -50,9 +50,13 @@ def plan_of_search(session: Session, search: str) -> str:
     )
 
 
-def plan_of_last_query(session: Session, run: Callable[[], object]) -> str:
+def plan_of_last_query(
+    session: Session, run: Callable[[], object], *, index_scans: bool = False
+) -> str:
     """The engine's plan for the last statement `run` sends, sequential scans discouraged on
-    PostgreSQL (a test table is too small to want an index)."""
+    PostgreSQL (a test table is too small to want an index); with `index_scans`, bitmap
+    scans too, so that an index giving the rows in its order shows as such rather than as
+    a few rows fetched and sorted (which statistics left by other tests may prefer)."""
     statements: list[tuple[str, Any]] = []
 
     def keep(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
@@ -69,5 +73,7 @@ def plan_of_last_query(session: Session, run: Callable[[], object]) -> str:
         rows = connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", parameters)
         return "\n".join(str(row[-1]) for row in rows)
     connection.exec_driver_sql("SET LOCAL enable_seqscan = off")
+    if index_scans:
+        connection.exec_driver_sql("SET LOCAL enable_bitmapscan = off")
     rows = connection.exec_driver_sql(f"EXPLAIN {statement}", parameters)
     return "\n".join(str(row[0]) for row in rows)

@@ -28,8 +28,8 @@ from sqlmodel import Session
 
 from cpms_admin.audit_chain import keyed, verify_chain
 from cpms_admin.audit_chain.seal import allocate_ids, append
-from cpms_admin.credentials.pepper import Peppers
 from cpms_admin.db import make_engine, normalise_url, transaction, upgrade_schema
+from cpms_admin.pepper import Peppers
 
 PEPPERS = Peppers({1: b"bench-pepper"}, "bench")
 BATCH = 5000

@@ -44,10 +44,10 @@ from cpms_admin.audit_chain import keyed
 from cpms_admin.bulk.formats import read_member_rows
 from cpms_admin.bulk.importer import import_members
 from cpms_admin.clock import system_clock
-from cpms_admin.credentials.pepper import Peppers
 from cpms_admin.db import insert_per_member, make_engine, upgrade_schema
 from cpms_admin.members.fields import COLUMNS, validate_member_fields
 from cpms_admin.members.records import member_values
+from cpms_admin.pepper import Peppers
 
 FIRST = [
     ("Jean", "jean"),

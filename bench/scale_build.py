@@ -44,10 +44,10 @@ from sqlmodel import SQLModel
 from cpms_admin.audit_chain import keyed
 from cpms_admin.audit_chain.form import EVENTS, Keyring, canonical
 from cpms_admin.audit_chain.seal import advance, extend, locked_head
-from cpms_admin.credentials.pepper import parse_peppers
 from cpms_admin.db import make_engine, normalise_url
 from cpms_admin.members.search import FTS_TABLE
 from cpms_admin.migrations import HEAD_REVISION
+from cpms_admin.pepper import parse_peppers
 
 PEPPER = "scale-bench-pepper"
 CACHE = Path(tempfile.gettempdir()) / "cpms-scale"

@@ -19,7 +19,6 @@ from cpms_admin.audit_chain.seal import allocate_ids, append, append_group
 from cpms_admin.clock import iso, system_clock
 from cpms_admin.db import Page, fetch_page
 from cpms_admin.errors import InvalidInput
-from cpms_admin.members.nir import nir_to_find
 from cpms_admin.models import AuditEvent, Member, pk
 
 # The agent recorded for what the member does on the portal, and who asked for the codes and
@@ -130,10 +129,11 @@ def list_events(
     action: str | None = None,
     limit: int | None = 100,
 ) -> Page:
-    """Newest first, as the JSON objects `audit list` prints; `limit=None` for all."""
+    """Newest first, as the JSON objects `audit list` prints; `limit=None` for all. `nir` is
+    compact, as `members.nir.nir_to_find` makes it."""
     query = select(AuditEvent, Member.nir).join(Member, isouter=True)
     if nir is not None:
-        query = query.where(Member.nir == nir_to_find(nir))
+        query = query.where(Member.nir == nir)
     if since is not None:
         query = query.where(AuditEvent.at >= since)
     if action is not None:

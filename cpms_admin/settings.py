@@ -1,4 +1,5 @@
-"""Settings: every rule and location, read from the environment or a TOML config file.
+"""Settings: every rule and location, read from the environment or a TOML config file; and
+where the package's own templates are (`templates_dir`), which no setting changes.
 
 Each field maps to `CPMS_<FIELD>` in the environment (which wins) and to `<field>` in the
 file named by `CPMS_CONFIG`. Nothing here touches the database or the disk beyond that file.
@@ -19,6 +20,7 @@ from cpms_admin.english import noun
 from cpms_admin.errors import NotReady
 
 DEFAULT_DATABASE_URL = "sqlite:///data/cpms.db"
+_PACKAGE_DIR = Path(__file__).parent
 
 # The largest count a command takes (`--limit`): far above any real run, far below the
 # 64-bit LIMIT of the engines (a larger number would be a database error, not a usage error).
@@ -198,3 +200,11 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
     defaults = {name: spec.default for name, spec in known.items()}
     check_settings({**defaults, **coerced}, lambda name: labels.get(name, env_name(name)))
     return Settings(**coerced)
+
+
+def templates_dir() -> Path:
+    """`cpms_admin/templates` in a wheel install, `templates/` beside the package otherwise."""
+    for candidate in (_PACKAGE_DIR / "templates", _PACKAGE_DIR.parent / "templates"):
+        if (candidate / "letters").is_dir():
+            return candidate
+    raise NotReady("templates not found: reinstall cpms-admin (pip install .)")

@@ -13,8 +13,8 @@ from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 from sqlmodel import Session, SQLModel
 
-from cpms_admin.credentials.pepper import fingerprint
 from cpms_admin.db import make_engine, normalise_url, upgrade_schema
+from cpms_admin.pepper import fingerprint
 from cpms_admin.settings import Settings
 from tests.harness import TEST_PEPPER, Cli, FakeClock, new_chain, own_engine
 

@@ -12,8 +12,8 @@ from typer.testing import CliRunner
 from cpms_admin.audit_chain import keyed
 from cpms_admin.audit_chain.form import GENESIS
 from cpms_admin.cli.app import app
-from cpms_admin.credentials.pepper import Peppers
 from cpms_admin.db import make_engine
+from cpms_admin.pepper import Peppers
 from cpms_admin.settings import Settings
 
 TEST_PEPPER = "test-pepper-not-for-production"

@@ -14,8 +14,8 @@ from sqlmodel import Session, col, select
 
 from cpms_admin.audit import record
 from cpms_admin.audit_chain import use_keys
-from cpms_admin.credentials.pepper import read_peppers
 from cpms_admin.models import Member, pk
+from cpms_admin.pepper import read_peppers
 from cpms_admin.vocabulary import RetentionCategory
 from tests.audit_helpers import audit_of
 from tests.cred_helpers import NEW_PIN, PIN, mailed_codes

@@ -18,10 +18,10 @@ from cpms_admin.audit_chain.group import COLUMNS, EventGroup, seal_group
 from cpms_admin.bulk.formats import read_member_rows
 from cpms_admin.bulk.import_rows import SeenNirs
 from cpms_admin.bulk.importer import import_members
-from cpms_admin.credentials.pepper import Peppers
 from cpms_admin.db_insert import insert_rows
 from cpms_admin.members.records import list_members
 from cpms_admin.models import pk
+from cpms_admin.pepper import Peppers
 from tests.factories import make_member
 from tests.import_helpers import person, write_csv
 

@@ -1,8 +1,9 @@
 """The project's documentation stands alone and stays true: the command reference is what
 the commands say now, every relative link and anchor resolves inside the repository, nothing
 points outside it, the defaults and exit codes the documents quote are the code's, and no
-package is larger than the architecture promises."""
+package is larger, nor the kernel more tangled, than the architecture promises."""
 
+import ast
 import difflib
 import re
 from dataclasses import fields
@@ -155,3 +156,36 @@ def test_no_package_holds_more_than_the_architecture_allows() -> None:
         if (folder / "__init__.py").is_file()
     }
     assert {name: size for name, size in sizes.items() if size > 15} == {}
+
+
+def test_the_kernel_imports_no_capability_package() -> None:
+    """docs/architecture.md: the kernel is below every package, so a package can be read
+    (and changed) without the kernel reaching back into it."""
+    assert "the kernel imports no package but its own" in (
+        ROOT / "docs" / "architecture.md"
+    ).read_text(encoding="utf-8")
+    package = ROOT / "cpms_admin"
+    packages = {folder.name for folder in package.iterdir() if (folder / "__init__.py").is_file()}
+    above = packages - {"audit_chain", "migrations"}  # the kernel's own packages
+    kernel = [
+        *(path for path in package.glob("*.py") if path.name != "__main__.py"),  # the entry point
+        *(package / "audit_chain").glob("*.py"),
+    ]
+    reached = {
+        f"{path.relative_to(package)} imports {name}"
+        for path in kernel
+        for name in _imported(path)
+        if name.split(".")[1:2] and name.split(".")[1] in above
+    }
+    assert reached == set()
+
+
+def _imported(path: Path) -> list[str]:
+    """The cpms_admin modules (or names in them) `path` imports, at any depth in its code."""
+    names = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names += [f"{node.module}.{alias.name}" for alias in node.names]
+    return [name for name in names if name.startswith("cpms_admin.")]

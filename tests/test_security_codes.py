@@ -16,14 +16,14 @@ from cpms_admin.credentials.code_hash import (
     hash_code,
     verify_code,
 )
-from cpms_admin.credentials.pepper import (
+from cpms_admin.errors import InvalidInput, NotReady
+from cpms_admin.pepper import (
     PEPPER_FILE_NAME,
     create_pepper_file,
     pepper_file_path,
     pepper_file_problem,
     read_peppers,
 )
-from cpms_admin.errors import InvalidInput, NotReady
 from cpms_admin.settings import Settings
 
 PEPPER = b"test-pepper-0123456789abcdef"

@@ -11,7 +11,6 @@ import pytest
 from argon2 import PasswordHasher, Type, extract_parameters
 from stdnum.fr import nir as stdnum_nir
 
-from cpms_admin.credentials.pepper import Peppers
 from cpms_admin.credentials.pins import (
     LEGACY_PREFIX,
     PinHasher,
@@ -23,6 +22,7 @@ from cpms_admin.credentials.pins import (
     pin_weakness,
 )
 from cpms_admin.errors import InvalidInput, NotReady
+from cpms_admin.pepper import Peppers
 from cpms_admin.settings import Settings
 from tests.factories import make_nir
 

@@ -25,9 +25,9 @@ from typing import Any
 
 from sqlalchemy import Table
 
-from cpms_admin.credentials.pepper import Peppers
 from cpms_admin.errors import NotReady
 from cpms_admin.models import AuditChain, AuditEvent
+from cpms_admin.pepper import Peppers
 
 GENESIS = "0" * 64  # what the first event of a new chain names as the hash before it
 EVENTS: Table = AuditEvent.__table__  # type: ignore[attr-defined]

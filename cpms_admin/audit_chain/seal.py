@@ -27,10 +27,10 @@ from cpms_admin.audit_chain.form import (
     head_is_authentic,
 )
 from cpms_admin.audit_chain.group import EventGroup, seal_group
-from cpms_admin.credentials.pepper import Peppers
 from cpms_admin.db import transaction
 from cpms_admin.db_insert import insert_rows, take_ids
 from cpms_admin.errors import NotReady
+from cpms_admin.pepper import Peppers
 
 KeySource = Peppers | Callable[[], Peppers]
 

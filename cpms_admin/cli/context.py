@@ -12,8 +12,8 @@ from sqlmodel import Session
 from cpms_admin import audit
 from cpms_admin.audit_chain.seal import keyed
 from cpms_admin.clock import Clock, system_clock
-from cpms_admin.credentials.pepper import Peppers
 from cpms_admin.db import check_schema, make_engine, session_scope
+from cpms_admin.pepper import Peppers
 from cpms_admin.settings import Settings
 
 if TYPE_CHECKING:  # agents.registry is imported when a command opens the database
@@ -60,7 +60,7 @@ class AppContext:
         return self._actor.name
 
     def _peppers(self) -> Peppers:
-        from cpms_admin.credentials.pepper import load_peppers
+        from cpms_admin.pepper import load_peppers
 
         return load_peppers(self.settings)
 

@@ -12,13 +12,13 @@ from cpms_admin import audit
 from cpms_admin.clock import Clock
 from cpms_admin.credentials import codes, delivery
 from cpms_admin.credentials.lockout import account_state
-from cpms_admin.credentials.pepper import load_peppers
 from cpms_admin.db import transaction
 from cpms_admin.errors import InvalidInput, Refused
 from cpms_admin.mail.transport import Transport
 from cpms_admin.members.nir import format_nir
 from cpms_admin.members.records import get_account, get_member
 from cpms_admin.models import Member, pk
+from cpms_admin.pepper import load_peppers
 from cpms_admin.settings import Settings
 from cpms_admin.vocabulary import ChannelChoice, LetterKind, MemberStatus, Purpose
 

@@ -22,11 +22,11 @@ from cpms_admin import audit
 from cpms_admin.audit import PORTAL
 from cpms_admin.credentials import unknown_nir
 from cpms_admin.credentials.lockout import Block, Counters, blocked, count_failure, open_to_attempts
-from cpms_admin.credentials.pepper import Peppers, load_peppers
 from cpms_admin.credentials.pins import PinHasher, check_pin_format
 from cpms_admin.db import transaction
 from cpms_admin.members.nir import mask_nir, nir_to_find
 from cpms_admin.models import Account, Member, pk
+from cpms_admin.pepper import Peppers, load_peppers
 from cpms_admin.settings import Settings
 from cpms_admin.vocabulary import Blocked, MemberStatus, PortalReason
 

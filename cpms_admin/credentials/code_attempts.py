@@ -29,9 +29,9 @@ from cpms_admin.credentials.attempts import (
     refuse,
 )
 from cpms_admin.credentials.lockout import Block, blocked
-from cpms_admin.credentials.pepper import load_peppers
 from cpms_admin.db import transaction
 from cpms_admin.models import Account, SecurityCode, pk
+from cpms_admin.pepper import load_peppers
 from cpms_admin.settings import Settings
 from cpms_admin.vocabulary import Blocked, PortalReason
 

@@ -11,8 +11,8 @@ import hmac
 import re
 import secrets
 
-from cpms_admin.credentials.pepper import Peppers, as_peppers, tagged, untagged
 from cpms_admin.errors import InvalidInput
+from cpms_admin.pepper import Peppers, as_peppers, tagged, untagged
 
 CODE_LENGTH = 6
 _CODE = re.compile(r"[0-9]{6}")  # ASCII only

@@ -15,10 +15,10 @@ from sqlmodel.sql.expression import SelectOfScalar
 
 from cpms_admin.audit import PORTAL
 from cpms_admin.credentials.code_hash import generate_code, hash_code, verify_code
-from cpms_admin.credentials.pepper import Peppers, as_peppers, tagged
 from cpms_admin.db import unindexed
 from cpms_admin.french import PARIS, paris_time
 from cpms_admin.models import SecurityCode, pk
+from cpms_admin.pepper import Peppers, as_peppers, tagged
 from cpms_admin.settings import Settings
 from cpms_admin.vocabulary import Asker, Channel, CodeStatus, Purpose
 

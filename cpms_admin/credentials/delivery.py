@@ -18,7 +18,6 @@ from sqlmodel import Session, col, select
 from cpms_admin import audit
 from cpms_admin.clock import Clock, iso
 from cpms_admin.credentials import codes
-from cpms_admin.credentials.pepper import load_peppers
 from cpms_admin.db import transaction
 from cpms_admin.errors import CpmsError, MailError, Refused
 from cpms_admin.letters.queue import queue_letter
@@ -26,6 +25,7 @@ from cpms_admin.mail.transport import Transport
 from cpms_admin.members import undeliverable
 from cpms_admin.members.nir import mask_nir
 from cpms_admin.models import Letter, Member, pk
+from cpms_admin.pepper import load_peppers
 from cpms_admin.settings import Settings
 from cpms_admin.vocabulary import Channel, ChannelChoice, LetterStatus
 

@@ -27,8 +27,8 @@ from cpms_admin.credentials.legacy import (
     legacy_hash_problem,
     verify_legacy,
 )
-from cpms_admin.credentials.pepper import Peppers, as_peppers, tagged, untagged
 from cpms_admin.errors import InvalidInput
+from cpms_admin.pepper import Peppers, as_peppers, tagged, untagged
 from cpms_admin.vocabulary import PinWeakness
 
 if TYPE_CHECKING:

@@ -9,8 +9,8 @@ from sqlmodel import Session, col, select
 
 from cpms_admin.credentials.code_hash import hash_code
 from cpms_admin.credentials.codes import code_expiry, still_counts, store_code
-from cpms_admin.credentials.pepper import Peppers
 from cpms_admin.models import SecurityCode
+from cpms_admin.pepper import Peppers
 from cpms_admin.settings import Settings
 from cpms_admin.vocabulary import Channel, CodeStatus, Purpose
 

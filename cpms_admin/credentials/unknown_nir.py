@@ -15,8 +15,8 @@ from datetime import datetime
 from sqlmodel import Session, col
 
 from cpms_admin.credentials.lockout import Counters, count_failure
-from cpms_admin.credentials.pepper import load_peppers
 from cpms_admin.models import UnknownLogin
+from cpms_admin.pepper import load_peppers
 from cpms_admin.settings import Settings
 
 _KEY_LABEL = b"cpms-unknown-nir-v1"  # separates this key from the PIN and code keys

@@ -31,7 +31,6 @@ from sqlmodel import Session, col, select
 
 from cpms_admin import audit
 from cpms_admin.clock import Clock, iso
-from cpms_admin.credentials.pepper import Peppers, load_peppers
 from cpms_admin.credentials.printed import Printed, store_printed_codes
 from cpms_admin.db import transaction
 from cpms_admin.english import count
@@ -44,6 +43,7 @@ from cpms_admin.letters.jobs import Progress, Rendered, RenderJob, render_batch
 from cpms_admin.letters.pdf import zones
 from cpms_admin.letters.recovery import Recovered, abandon, recover
 from cpms_admin.models import Letter, LetterBatch, Member
+from cpms_admin.pepper import Peppers, load_peppers
 from cpms_admin.private_files import describe_entry, fsync_dir, private_dir
 from cpms_admin.settings import Settings
 from cpms_admin.vocabulary import BatchStatus, LetterStatus

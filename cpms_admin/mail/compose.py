@@ -16,8 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from cpms_admin.errors import BadAddress, NotReady
 from cpms_admin.french import french_date, paris_time
-from cpms_admin.resources import templates_dir
-from cpms_admin.settings import Settings
+from cpms_admin.settings import Settings, templates_dir
 from cpms_admin.vocabulary import Asker, Purpose
 
 if TYPE_CHECKING:

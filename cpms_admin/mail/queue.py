@@ -29,13 +29,13 @@ from cpms_admin.clock import Clock, system_clock
 from cpms_admin.credentials import codes
 from cpms_admin.credentials.delivery import email_code
 from cpms_admin.credentials.on_its_way import on_its_way
-from cpms_admin.credentials.pepper import load_peppers
 from cpms_admin.db import transaction
 from cpms_admin.english import agree, count
 from cpms_admin.errors import BadAddress, MailError, MailTimeout, Refused
 from cpms_admin.faults import failpoint
 from cpms_admin.mail.transport import Transport
 from cpms_admin.models import Account, Member, OutgoingMail, pk
+from cpms_admin.pepper import load_peppers
 from cpms_admin.settings import Settings
 from cpms_admin.vocabulary import Channel, MailStatus, MemberStatus
 

@@ -49,7 +49,7 @@ def check_database(settings: Settings) -> Check:
 
 def check_pepper(settings: Settings) -> Check:
     """The pepper is this database's (its fingerprint matches) and private."""
-    from cpms_admin.credentials.pepper import load_peppers, pepper_file_path, pepper_file_problem
+    from cpms_admin.pepper import load_peppers, pepper_file_path, pepper_file_problem
 
     peppers = load_peppers(settings)
     path = pepper_file_path(settings)
@@ -63,7 +63,7 @@ def check_pepper(settings: Settings) -> Check:
 
 
 def check_templates(settings: Settings) -> Check:
-    from cpms_admin.resources import templates_dir
+    from cpms_admin.settings import templates_dir
 
     root = templates_dir()
     expected = [root / "letters" / f for f in LETTER_FILES] + [

@@ -20,7 +20,10 @@ from sqlmodel import Session, col, select
 from cpms_admin import audit
 from cpms_admin.audit_chain.seal import use_keys
 from cpms_admin.clock import Clock
-from cpms_admin.credentials.pepper import (
+from cpms_admin.db import transaction
+from cpms_admin.errors import NotReady
+from cpms_admin.models import Account, AuditEvent, PepperKey, SecurityCode
+from cpms_admin.pepper import (
     Peppers,
     check_fingerprints,
     create_pepper_file,
@@ -30,9 +33,6 @@ from cpms_admin.credentials.pepper import (
     read_peppers,
     write_pepper_file,
 )
-from cpms_admin.db import transaction
-from cpms_admin.errors import NotReady
-from cpms_admin.models import Account, AuditEvent, PepperKey, SecurityCode
 from cpms_admin.settings import Settings
 from cpms_admin.vocabulary import CodeStatus
 

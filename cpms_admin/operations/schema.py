@@ -59,7 +59,7 @@ def upgrade(
 
     A database that has agents is upgraded by an admin only; the migration that brings
     agents makes its runner the first admin (so does creating a database)."""
-    from cpms_admin.credentials.pepper import pepper_file_path
+    from cpms_admin.pepper import pepper_file_path
 
     pepper_file_path(settings)  # NotReady before anything is made: PostgreSQL needs one set
     engine = make_engine(settings.database_url, must_exist=False, create_dirs=create_dirs)

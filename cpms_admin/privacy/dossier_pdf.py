@@ -13,7 +13,7 @@ import jinja2
 from cpms_admin.errors import NotReady
 from cpms_admin.french import french_date, paris_time
 from cpms_admin.members.nir import format_nir
-from cpms_admin.resources import templates_dir
+from cpms_admin.settings import templates_dir
 
 TEMPLATE = "dossier.html"
 STYLESHEET = "dossier.css"

@@ -10,6 +10,7 @@ from cpms_admin.cli.context import app_context
 from cpms_admin.cli.options import AllRows
 from cpms_admin.cli.output import emit_object, emit_page, error, exit_as
 from cpms_admin.clock import parse_moment
+from cpms_admin.members.nir import nir_to_find
 from cpms_admin.settings import LIMIT_MAX
 
 app = typer.Typer(help="Read the audit log; check its chain.", no_args_is_help=True)
@@ -30,9 +31,14 @@ def list_(
     """
     app_ = app_context(ctx)
     since_at = parse_moment(since, option="--since") if since else None
+    member_nir = nir_to_find(nir) if nir is not None else None
     with app_.session(read_only=True) as session:
         rows = audit.list_events(
-            session, nir=nir, since=since_at, action=action, limit=None if all_rows else limit
+            session,
+            nir=member_nir,
+            since=since_at,
+            action=action,
+            limit=None if all_rows else limit,
         )
     columns = [
         ("id", "#"),

@@ -47,8 +47,8 @@ def status(ctx: typer.Context) -> None:
 
     Example: cpms-admin pepper status
     """
-    from cpms_admin.credentials.pepper import load_peppers
     from cpms_admin.operations import peppers
+    from cpms_admin.pepper import load_peppers
 
     app_ = app_context(ctx)
     load_peppers(app_.settings)  # exit 5 when the pepper at hand is not this database's

@@ -28,7 +28,7 @@ import jinja2.runtime
 from cpms_admin.errors import NotReady
 from cpms_admin.french import french_date
 from cpms_admin.letters.pdf.content import LetterContent
-from cpms_admin.resources import templates_dir
+from cpms_admin.settings import templates_dir
 from cpms_admin.vocabulary import Wording
 
 if TYPE_CHECKING:

@@ -1,6 +1,7 @@
 """`members import`: real-world files, bad rows with their lines, dry runs that tell the truth,
 re-runs that change nothing, conflicts, and one audit event per run."""
 
+import gc
 import json
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,7 @@ from sqlmodel import Session, col, func, select
 
 from cpms_admin.bulk.formats import read_member_rows
 from cpms_admin.bulk.importer import import_members
+from cpms_admin.errors import Conflict
 from cpms_admin.members.fields import COLUMNS
 from cpms_admin.members.records import get_member, member_summary
 from cpms_admin.members.search import search_values
@@ -483,6 +485,23 @@ def test_batches_see_repeats_and_members_of_earlier_batches(
     assert seen == [2, 4, 6, 7, 7]  # committed batch by batch
     assert count(session, Member) == 7
     assert count(session, Account) == 7
+
+
+def test_an_import_leaves_the_garbage_collector_as_it_found_it(
+    session: Session, tmp_path: Path
+) -> None:
+    """An import collects garbage less often while it runs; a program that imports members
+    in-process (a migration script) gets its own settings back, whether the run ended well
+    or was refused."""
+    before = gc.get_threshold()
+    path = write_csv(tmp_path / "m.csv", [person(n) for n in range(1, 4)])
+    import_members(session, member_file=read_member_rows(path), agent="test")
+    assert gc.get_threshold() == before
+    with pytest.raises(Conflict):
+        import_members(
+            session, member_file=read_member_rows(path), agent="test", on_conflict="fail"
+        )
+    assert gc.get_threshold() == before
 
 
 def test_members_added_by_someone_else_mid_import_are_a_conflict(

@@ -11,7 +11,7 @@ from sqlmodel import Session, col, func, select
 
 from cpms_admin.bulk.formats import read_member_rows
 from cpms_admin.bulk.importer import import_members
-from cpms_admin.errors import Conflict
+from cpms_admin.errors import Conflict, InvalidInput
 from cpms_admin.members.fields import COLUMNS
 from cpms_admin.members.records import get_member, member_summary
 from cpms_admin.members.search import search_values
@@ -255,6 +255,42 @@ def test_an_unreadable_file_is_exit_2_and_writes_nothing(
     assert result.exit_code == 2, result.output
     assert message in result.stderr
     assert snap(session) == before
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        ('<row r="1300"><c r="XFE1300" t="inlineStr"><is><t>x</t></is></c></row>', "column 16,385"),
+        ('<row r="1300"><c r="A1300"><v>1</v></rowx>', "not a workbook that can be read"),
+        (
+            '<row r="1300"><c r="A1300" t="s"><v>999999</v></c></row>',
+            "not a workbook that can be read",
+        ),
+    ],
+    ids=["too-wide", "malformed", "no-such-string"],
+)
+def test_a_workbook_damaged_past_its_first_batches_is_refused_before_any_write(
+    session: Session, tmp_path: Path, damage: str, message: str
+) -> None:
+    """A workbook is parsed as it streams: its end is read through before the first batch
+    is written, as a CSV file's is, so its damage never leaves half an import behind."""
+    import zipfile
+
+    from tests.import_helpers import write_xlsx
+
+    # More rows than the reading helper sends at once, so that some reach the writer first.
+    good = write_xlsx(tmp_path / "good.xlsx", [person(n) for n in range(1, 1201)])
+    path = tmp_path / "damaged.xlsx"
+    with zipfile.ZipFile(good) as source, zipfile.ZipFile(path, "w") as out:
+        for part in source.infolist():
+            data = source.read(part)
+            if part.filename == "xl/worksheets/sheet1.xml":
+                data = data.replace(b"</sheetData>", damage.encode() + b"</sheetData>")
+            out.writestr(part, data)
+    before = snap(session)
+    with pytest.raises(InvalidInput, match=message):
+        import_members(session, member_file=read_member_rows(path), agent="t", batch_size=100)
+    assert snap(session) == before  # not a member, not an audit event
 
 
 def test_undecodable_with_the_given_encoding_is_exit_2(cli: Cli, tmp_path: Path) -> None:

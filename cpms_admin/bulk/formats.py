@@ -94,10 +94,15 @@ class MemberFile:
         )
 
     def check_records(self) -> None:
-        """Read the whole file once, cheaply, without building rows: raise InvalidInput now
-        rather than half-way through an import if a quote left open swallows lines, or a
-        line is too long. (A JSON Lines file has no such failure: each line stands alone;
-        a workbook has no lines.)"""
+        """Read the whole file once, without building rows: raise InvalidInput now rather
+        than half-way through an import if a quote left open swallows lines, a line is too
+        long, or a workbook's sheet turns out damaged or too wide further down. (A JSON
+        Lines file has no such failure: each line stands alone.)"""
+        if self.fmt == "xlsx":
+            from cpms_admin.bulk.xlsx.read import check_sheet
+
+            check_sheet(self.path, header_row=self._header_row)
+            return
         if self.delimiter is None or self.encoding is None:
             return
         with open_text(self.path, self.encoding) as handle:

@@ -107,6 +107,15 @@ def _filled_rows(path: Path, first: int) -> Iterator[Row]:
         ) from None
 
 
+def check_sheet(path: Path, *, header_row: int) -> None:
+    """Parse the whole sheet below the header, keeping nothing: InvalidInput if it cannot
+    be read to its end (damaged XML, a bad cell, a cell past the last column). A workbook
+    is parsed as it streams, so without this its last rows' damage would stop an import
+    whose first batches are already written."""
+    for _ in _filled_rows(path, header_row + 1):
+        pass
+
+
 def xlsx_rows(path: Path, *, header: tuple[str, ...], header_row: int) -> Iterator[SourceRow]:
     """The rows below the header, blank ones skipped; a value under no column name is that
     row's problem, as in a CSV file. The workbook is parsed in a helper process (forked)."""

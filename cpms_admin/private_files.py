@@ -1,7 +1,7 @@
 """Files that hold personal data: owner-only, and never written through a link someone planted.
 
 Every file this program writes for people to pick up (exports, import error reports, letter
-batches, e-mail files) goes through here, so three things hold whatever the umask (the portal
+batches, e-mail files) goes through here, so four things hold whatever the umask (the portal
 imports this package under its own):
 
 - Owner-only: files are created 0600 and directories 0700, by explicit mode.
@@ -12,6 +12,10 @@ imports this package under its own):
   and must not be writable by everyone unless sticky (like /tmp); every link on the way must
   belong to root or to us. Otherwise that user could swap a name under us after our checks.
   (A group-writable directory trusts its group: print houses share folders that way.)
+- Never onto what the program runs on: the database, the files named after it (its -wal and
+  -shm, the batch lock) and the pepper, while the command line holds them `reserved`. An
+  export given the database's name would otherwise replace it, and the pepper cannot be
+  recovered.
 
 A refusal is InvalidInput (exit 2), one line naming the path. Failures of the disk itself
 (full, read-only) are left as OSError: each caller says what they mean for its job.
@@ -28,6 +32,35 @@ from typing import IO, Any, BinaryIO, TextIO, overload
 from cpms_admin.errors import InvalidInput
 
 _MAX_LINKS = 40  # as the kernel: more links on one path is a loop
+# Files no output may replace: (real path, what it is, whether names that begin with its own
+# name are its too). See `reserved`.
+_RESERVED: list[tuple[Path, str, bool]] = []
+
+
+@contextmanager
+def reserved(path: Path, what: str, *, with_companions: bool = False) -> Iterator[None]:
+    """While the block runs, refuse to write a file at `path` (`what` names it in the
+    refusal) or, `with_companions`, at any name of its directory that begins with its name
+    (SQLite's -wal and -shm beside a database). `path` need not exist."""
+    entry = (Path(os.path.realpath(Path.cwd() / path)), what, with_companions)
+    _RESERVED.append(entry)
+    try:
+        yield
+    finally:
+        _RESERVED.remove(entry)
+
+
+def _refuse_reserved(final: Path) -> None:
+    """`final`: a real directory and a name."""
+    for path, what, with_companions in _RESERVED:
+        if final.parent != path.parent:
+            continue
+        if final.name == path.name:
+            raise InvalidInput(f"{final} is {what}; refusing to replace it: choose another name")
+        if with_companions and final.name.startswith(path.name):
+            raise InvalidInput(
+                f"{final} is one of {what}'s files; refusing to replace it: choose another name"
+            )
 
 
 def describe_entry(path: Path) -> str | None:
@@ -117,6 +150,7 @@ def check_destination(path: Path) -> Path:
     if path.name in ("", ".", ".."):
         raise InvalidInput(f"{path} is a directory, not a file name")
     final = _existing_directory(path.parent) / path.name
+    _refuse_reserved(final)
     try:
         info = os.lstat(final)
     except FileNotFoundError:

@@ -12,12 +12,13 @@ from typing import Any
 
 import pytest
 
+from cpms_admin.db import sqlite_path
 from cpms_admin.errors import InvalidInput, MailError
 from cpms_admin.mail.transport import FileTransport
 from cpms_admin.private_files import check_destination, private_dir, write_private_atomically
 from tests.factories import make_nir
 from tests.file_helpers import NOBODY, lax_umask, mode  # noqa: F401 (autouse fixture)
-from tests.harness import Cli
+from tests.harness import TEST_PEPPER, Cli
 from tests.mail_helpers import pin_mail
 from tests.process_helpers import run_installed
 
@@ -179,6 +180,87 @@ def test_an_export_replaces_our_own_file_and_leaves_it_private(cli: Cli, tmp_pat
     assert export(cli, out).exit_code == 0
     assert out.read_text().startswith("nir,") and mode(out) == 0o600
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+
+# -- never onto the files the program runs on ---------------------------------------------------
+
+
+def _import_report(cli: Cli, out: Path) -> Any:
+    source = out.parent / "to-import.csv"
+    source.write_text("nir,last_name,first_name,street,postcode,city\n1,A,B,1 rue,75001,Paris\n")
+    return cli("members", "import", str(source), "--errors", str(out))
+
+
+ADD_MEMBER = (
+    *("member", "add", "--nir", make_nir(7), "--last-name", "Roux", "--first-name", "Léa"),
+    *("--street", "1 rue de la Paix", "--postcode", "75002", "--city", "Paris"),
+)
+OUTPUTS: dict[str, Writer] = {
+    "members export": export,
+    "members import --errors": _import_report,
+    "letters preview": lambda cli, out: cli("letters", "preview", "welcome", "--out", str(out)),
+    "member dossier --force": lambda cli, out: cli(
+        "member", "dossier", make_nir(7), "--format", "json", "--out", str(out), "--force"
+    ),
+}
+
+
+@pytest.mark.parametrize("command", OUTPUTS)
+def test_no_output_replaces_the_database_its_files_or_the_pepper(
+    cli: Cli, tmp_path: Path, command: str
+) -> None:
+    """A file name mistyped or completed by the shell must not destroy the database or the
+    pepper, which nothing can recover: refused, whichever command writes it."""
+    pepper = tmp_path / "pepper"
+    pepper.write_text(f"{TEST_PEPPER}\n")
+    pepper.chmod(0o600)
+    cli = cli.with_settings(pepper=None, pepper_file=str(pepper))
+    assert cli(*ADD_MEMBER).exit_code == 0
+    targets = {pepper: "the pepper file"}
+    database = sqlite_path(cli.settings.database_url)
+    if database is not None:  # PostgreSQL has no file of ours
+        targets |= {
+            database: "the database",
+            database.with_name(database.name + "-wal"): "one of the database's files",
+            database.with_name(database.name + ".batch-lock"): "one of the database's files",
+        }
+    for target, what in targets.items():
+        before = target.read_bytes() if target.exists() else None
+        result = OUTPUTS[command](cli, target)
+        assert result.exit_code == 2, result.output
+        assert result.stderr.endswith(
+            f"Error: {target} is {what}; refusing to replace it: choose another name\n"
+        )
+        assert (target.read_bytes() if target.exists() else None) == before
+    assert cli("member", "show", make_nir(7)).exit_code == 0  # the database still works
+
+
+def test_an_import_error_report_never_replaces_the_file_being_imported(
+    cli: Cli, tmp_path: Path
+) -> None:
+    source = tmp_path / "in.csv"
+    text = "nir,last_name,first_name,street,postcode,city\n1,A,B,1 rue,75001,Paris\n"
+    source.write_text(text)
+    result = cli("members", "import", str(source), "--errors", str(source))
+    assert result.exit_code == 2, result.output
+    assert result.stderr == (
+        f"Error: {source} is the file being imported; refusing to replace it: choose another name\n"
+    )
+    assert source.read_text() == text
+
+
+def test_a_preview_is_never_written_through_a_planted_link(cli: Cli, tmp_path: Path) -> None:
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    planted = tmp_path / "sample.pdf"
+    planted.symlink_to(victim)
+    result = cli("letters", "preview", "welcome", "--out", str(planted))
+    assert result.exit_code == 2, result.output
+    assert "is a symbolic link; refusing to replace it" in result.stderr
+    assert victim.read_text() == "precious"
+    fresh = tmp_path / "fresh.pdf"
+    assert cli("letters", "preview", "welcome", "--out", str(fresh)).exit_code == 0
+    assert mode(fresh) == 0o600 and fresh.read_bytes().startswith(b"%PDF-")
 
 
 # -- the helpers ----------------------------------------------------------------------------------

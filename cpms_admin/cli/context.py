@@ -12,8 +12,10 @@ from sqlmodel import Session
 from cpms_admin import audit
 from cpms_admin.audit_chain.seal import keyed
 from cpms_admin.clock import Clock, system_clock
-from cpms_admin.db import check_schema, make_engine, session_scope
-from cpms_admin.pepper import Peppers
+from cpms_admin.db import check_schema, make_engine, session_scope, sqlite_path
+from cpms_admin.errors import NotReady
+from cpms_admin.pepper import Peppers, pepper_file_path
+from cpms_admin.private_files import reserved
 from cpms_admin.settings import Settings
 
 if TYPE_CHECKING:  # agents.registry is imported when a command opens the database
@@ -30,6 +32,18 @@ class AppContext:
     _engine: Engine | None = field(default=None, repr=False)
     _actor: "Actor | None" = field(default=None, repr=False)
     _bound: ExitStack = field(default_factory=ExitStack, repr=False)
+
+    def __post_init__(self) -> None:
+        """No file the command writes may take the name of one it runs on."""
+        database = sqlite_path(self.settings.database_url)
+        if database is not None:
+            self._bound.enter_context(reserved(database, "the database", with_companions=True))
+        try:
+            pepper = pepper_file_path(self.settings)
+        except NotReady:  # no pepper anywhere: the commands that need one say so
+            pepper = None
+        if pepper is not None:
+            self._bound.enter_context(reserved(pepper, "the pepper file"))
 
     def engine(self) -> Engine:
         """The engine, created on first use, checked to be at the latest schema, and the

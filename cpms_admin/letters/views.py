@@ -1,5 +1,6 @@
 """Looking at letters without printing any: the queue listing and the preview sample."""
 
+import tempfile
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from cpms_admin.letters.pdf.content import LockoutTerms, salutation_for, sample_
 from cpms_admin.members.nir import mask_nir
 from cpms_admin.members.records import address_lines, get_member
 from cpms_admin.models import Letter, Member
+from cpms_admin.private_files import write_private_atomically
 from cpms_admin.settings import Settings
 from cpms_admin.vocabulary import LetterKind, LetterStatus, Wording
 
@@ -64,7 +66,8 @@ def preview_letter(
 ) -> dict[str, Any]:
     """Render one SPÉCIMEN letter with a dummy code to `out`; with `nir`, addressed to that
     member; `wording` as a campaign would choose it (else the kind's own). Reads at most one
-    member; stores nothing, issues no code."""
+    member; stores nothing, issues no code. `out` is written as every file for people
+    (private_files): owner-only, never through a link, never onto the database."""
     from cpms_admin.letters.pdf.render import LetterRenderer
 
     if kind not in set(LetterKind):
@@ -97,7 +100,14 @@ def preview_letter(
             )
         except Unprintable as exc:
             raise Unprintable(f"this member's letter cannot be printed: {exc}") from None
-    spans = LetterRenderer().render([content], out)
+    with tempfile.TemporaryDirectory() as scratch:  # rendered, then written as every file
+        rendered = Path(scratch) / "preview.pdf"
+        spans = LetterRenderer().render([content], rendered)
+        try:
+            with write_private_atomically(out) as handle:
+                handle.write(rendered.read_bytes())
+        except OSError as exc:
+            raise InvalidInput(f"cannot write {out}: {exc.strerror or exc}") from None
     return {
         "kind": kind,
         "wording": content.wording,

@@ -13,7 +13,7 @@ from cpms_admin.cli.options import FILE_FORMATS, MEMBER_STATUSES, completes
 from cpms_admin.cli.output import BulkProgress, emit_object, exit_as, note_for_agent, warn
 from cpms_admin.english import agree, count
 from cpms_admin.errors import InvalidInput
-from cpms_admin.private_files import write_private_atomically
+from cpms_admin.private_files import reserved, write_private_atomically
 
 if TYPE_CHECKING:
     from cpms_admin.bulk.formats import ErrorReport, RowError
@@ -159,7 +159,11 @@ def import_(
     total = (
         None if member_file.fmt == "xlsx" else _estimate_records(file) - (member_file.fmt == "csv")
     )
-    with report_file as report_out, BulkProgress("Importing", total=total) as progress:
+    with (
+        reserved(file, "the file being imported"),
+        report_file as report_out,
+        BulkProgress("Importing", total=total) as progress,
+    ):
         rejected = _Rejected(ErrorReport(report_out) if report_out is not None else None)
         with app_.session() as session:
             counts = import_members(

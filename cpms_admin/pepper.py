@@ -226,21 +226,40 @@ def new_secret() -> str:
     return secrets.token_hex(32)
 
 
+# Who may read a pepper file: its owner, and the group of agents sharing a SQLite database
+# (README, "Agents and rights"); nobody else, and nobody but its owner may write it.
+_PEPPER_MODE_CEILING = 0o640
+
+
 def write_pepper_file(path: Path, peppers: Mapping[int, str]) -> None:
-    """Write `peppers` (id -> secret) to `path`, mode 0600, durably and atomically: a private
-    temporary file renamed into place, so nobody ever sees a partial or readable pepper."""
+    """Write `peppers` (id -> secret) to `path`, durably and atomically: a private temporary
+    file renamed into place, so nobody ever sees a partial or readable pepper. A new file is
+    0600; a file replaced (a rotation) keeps its group and its group's read, so agents who
+    share the database keep reading it."""
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        replaced = os.stat(path)
+    except FileNotFoundError:
+        replaced = None
     lines = "".join(f"{key}:{secret}\n" for key, secret in sorted(peppers.items()))
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     try:
         with os.fdopen(fd, "wb") as out:
             out.write(lines.encode("ascii"))
+            if replaced is not None:
+                os.fchown(out.fileno(), -1, replaced.st_gid)  # before the group may read
+                os.fchmod(out.fileno(), _allowed_mode(replaced.st_mode))
             out.flush()
             os.fsync(out.fileno())
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _allowed_mode(mode: int) -> int:
+    """`mode` with what a pepper file may not have taken away: 0600, and the group's read."""
+    return (stat.S_IMODE(mode) & _PEPPER_MODE_CEILING & stat.S_IRGRP) | 0o600
 
 
 def create_pepper_file(path: Path) -> Peppers:
@@ -255,15 +274,18 @@ def read_peppers_file(path: Path) -> Peppers:
     return parse_peppers(path.read_text(encoding="utf-8"), f"pepper file {path}")
 
 
-def pepper_file_problem(path: Path) -> str | None:
-    """For `doctor`: what is wrong with the pepper file's presence or permissions, or None."""
+def pepper_file_problem(path: Path) -> tuple[str, str] | None:
+    """For `doctor`: what is wrong with the pepper file's presence or permissions and how to
+    fix it, or None. Its owner and its group may read it (0640, agents sharing a SQLite
+    database); anything more is a problem."""
     try:
-        mode = path.stat().st_mode
+        mode = stat.S_IMODE(path.stat().st_mode)
     except OSError as exc:
-        return f"pepper file {path} cannot be read: {exc.strerror or exc}"
-    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        return f"pepper file {path} cannot be read: {exc.strerror or exc}", "cpms-admin db upgrade"
+    if mode & ~_PEPPER_MODE_CEILING & ~stat.S_IRWXU:
+        who = "other users" if mode & stat.S_IRWXO else "its group beyond reading"
         return (
-            f"pepper file {path} is accessible to other users (mode {stat.S_IMODE(mode):04o});"
-            f" run: chmod 600 {path}"
+            f"pepper file {path} is open to {who} (mode {mode:04o})",
+            f"chmod {_allowed_mode(mode):o} {path}",
         )
     return None

@@ -21,13 +21,29 @@ def test_everything_in_place_is_exit_0(cli: Cli) -> None:
     assert "HarfBuzz" in str(found["weasyprint"]["detail"])
 
 
-def test_a_readable_pepper_file_is_a_problem_with_its_fix(cli: Cli, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("mode", "fix"), [(0o644, "chmod 640"), (0o604, "chmod 600"), (0o660, "chmod 640")]
+)
+def test_a_pepper_file_open_beyond_its_group_is_a_problem_with_its_fix(
+    cli: Cli, tmp_path: Path, mode: int, fix: str
+) -> None:
     pepper = tmp_path / "pepper"
-    pepper.write_text(TEST_PEPPER)  # the database's own pepper, readable by all
-    os.chmod(pepper, 0o644)
-    result = cli.with_settings(pepper=None, pepper_file=str(pepper))("--json", "doctor")
+    pepper.write_text(TEST_PEPPER)  # the database's own pepper
+    os.chmod(pepper, mode)
+    result = cli.with_settings(pepper=None, pepper_file=str(pepper))("doctor")
     assert result.exit_code == 5
-    assert checks(result)["pepper"]["fix"] == f"chmod 600 {pepper}"
+    assert f"(mode {mode:04o})  -> {fix} {pepper}\n" in result.stdout
+    assert result.stdout.count(fix) == 1  # the fix once, not also in the problem's words
+
+
+@pytest.mark.parametrize("mode", [0o600, 0o640])
+def test_a_pepper_file_its_group_may_read_is_fine(cli: Cli, tmp_path: Path, mode: int) -> None:
+    """0640: the agents sharing a SQLite database through a group (README)."""
+    pepper = tmp_path / "pepper"
+    pepper.write_text(TEST_PEPPER)
+    os.chmod(pepper, mode)
+    result = cli.with_settings(pepper=None, pepper_file=str(pepper))("--json", "doctor")
+    assert result.exit_code == 0, result.output
 
 
 def test_another_databases_pepper_fails_the_doctor(cli: Cli, tmp_path: Path) -> None:

@@ -215,6 +215,20 @@ def test_rotation_locks_nobody_out_and_says_when_the_old_pepper_can_go(
     assert [e.key_id for e in events] == [2]  # the rotation's event: the new key's first
 
 
+@pytest.mark.parametrize(("before", "after"), [(0o600, 0o600), (0o640, 0o640), (0o664, 0o640)])
+def test_a_rotation_keeps_the_group_that_shares_the_pepper(
+    filed: tuple[Cli, Path], before: int, after: int
+) -> None:
+    """Agents sharing a SQLite database read the pepper through its group (README, Agents and
+    rights): a rotation keeps the file's group and its read, never more (0640 at most)."""
+    cli, path = filed
+    path.chmod(before)
+    group = path.stat().st_gid
+    assert cli("pepper", "rotate").exit_code == 0
+    assert (path.stat().st_mode & 0o777, path.stat().st_gid) == (after, group)
+    assert cli("--json", "doctor").exit_code == 0
+
+
 def test_an_old_pin_hash_is_rehashed_at_the_next_login(
     filed: tuple[Cli, Path], session: Session
 ) -> None:

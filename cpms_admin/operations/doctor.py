@@ -58,7 +58,7 @@ def check_pepper(settings: Settings) -> Check:
         return Check("pepper", True, f"from CPMS_PEPPER, {which}")
     problem = pepper_file_problem(path)
     if problem:
-        return Check("pepper", False, problem, f"chmod 600 {path}")
+        return Check("pepper", False, *problem)
     return Check("pepper", True, f"{path}, private, {which}")
 
 

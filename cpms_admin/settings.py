@@ -107,6 +107,7 @@ def check_settings(values: Mapping[str, Any], label: Callable[[str], str]) -> No
                 f"{label(spec.name)} must be between {low} and {high}{unit}, "
                 f"got {reprlib.repr(value)}"
             )
+    _check_database_url(values.get("database_url"), label)
     _check_return_address(values.get("letter_return_address"), label)
     for larger, smaller in _AT_LEAST:
         if values[larger] < values[smaller]:
@@ -118,6 +119,21 @@ def check_settings(values: Mapping[str, Any], label: Callable[[str], str]) -> No
 
 RETURN_ADDRESS_LINES = (2, 4)  # a name and a postcode-and-city line at least; the window's 4
 RETURN_ADDRESS_LINE = 38  # characters, as any AFNOR address line
+
+
+def _check_database_url(value: Any, label: Callable[[str], str]) -> None:
+    """A URL SQLAlchemy can read; never echoed, as it may hold a password. (An empty variable,
+    common in cron files, would otherwise fail deep inside the first command.)"""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    example = f"such as {DEFAULT_DATABASE_URL} or postgresql://user@host/cpms"
+    if not isinstance(value, str) or not value.strip():
+        raise NotReady(f"{label('database_url')} is empty: give a database URL, {example}")
+    try:
+        make_url(value)
+    except ArgumentError:
+        raise NotReady(f"{label('database_url')} is not a database URL ({example})") from None
 
 
 def return_address_lines(value: str) -> tuple[str, ...]:
@@ -169,8 +185,14 @@ def _read_config(path: str) -> dict[str, Any]:
         raise NotReady(f"cannot read config file {path}: {exc}") from None
 
 
-def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
-    """Build the settings from a config file, the environment and explicit overrides."""
+def load_settings(
+    environ: Mapping[str, str] | None = None,
+    *,
+    named: Mapping[str, str] | None = None,
+    **overrides: Any,
+) -> Settings:
+    """Build the settings from a config file, the environment and explicit overrides;
+    `named` gives the overrides' names in messages (a command-line option's)."""
     env = os.environ if environ is None else environ
     known = {f.name: f for f in fields(Settings)}
     values: dict[str, Any] = {}
@@ -192,7 +214,7 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
         values[name], labels[name] = raw, env_name(name)
     given = {name: value for name, value in overrides.items() if value is not None}
     values.update(given)
-    labels.update({name: name for name in given})
+    labels.update({name: (named or {}).get(name, name) for name in given})
     coerced = {
         name: _coerce(value, integer="bounds" in known[name].metadata)
         for name, value in values.items()

@@ -64,6 +64,16 @@ def run(*args: str, **env: str) -> Any:
             "CPMS_LOCKOUT_COOLDOWN_CAP_SECONDS (300) must be at least "
             "CPMS_LOCKOUT_COOLDOWN_SECONDS (600)",
         ),
+        (
+            {"CPMS_DATABASE_URL": ""},  # an empty variable in a cron file
+            "CPMS_DATABASE_URL is empty: give a database URL, such as sqlite:///data/cpms.db "
+            "or postgresql://user@host/cpms",
+        ),
+        (
+            {"CPMS_DATABASE_URL": "cpms.db"},
+            "CPMS_DATABASE_URL is not a database URL (such as sqlite:///data/cpms.db or "
+            "postgresql://user@host/cpms)",
+        ),
     ],
 )
 def test_a_bad_setting_is_refused_naming_it(env: dict[str, str], message: str) -> None:
@@ -99,6 +109,16 @@ def test_unknown_keys_and_unreadable_files_are_not_ready(tmp_path: Path) -> None
     assert f"cannot read config file {tmp_path / 'nope.toml'}" in missing.stderr
     config.write_bytes(b"\xff\xfe")
     assert run("member", "list", CPMS_CONFIG=str(config)).exit_code == 5
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"), [("", "is empty"), ("postgresql:/me:s3cret@db", "is not a database URL")]
+)
+def test_a_bad_db_option_is_named_as_typed_and_never_echoed(url: str, problem: str) -> None:
+    result = run("--db", url, "member", "list", CPMS_DATABASE_URL="sqlite:///elsewhere.db")
+    assert result.exit_code == 5
+    assert result.stderr.startswith(f"Error: --db {problem}")
+    assert "s3cret" not in result.output
 
 
 def test_the_environment_wins_over_the_file_and_empty_means_unset(tmp_path: Path) -> None:

@@ -161,7 +161,10 @@ def root(
     """Find members, see why they cannot log in, fix it; print the nightly letters."""
     preset = ctx.obj if isinstance(ctx.obj, dict) else {}  # tests may inject a clock
     try:
-        settings = load_settings(database_url=db_url)
+        source = ctx.get_parameter_source("db_url")
+        if source is None or source.name != "COMMANDLINE":
+            db_url = None  # from CPMS_DATABASE_URL: read, and named, as every variable
+        settings = load_settings(database_url=db_url, named={"database_url": "--db"})
         if label is not None:
             label = clean_text(
                 label, what="the label (--agent, CPMS_AGENT)", max_length=AGENT_MAX_LENGTH

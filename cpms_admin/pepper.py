@@ -281,7 +281,8 @@ def pepper_file_problem(path: Path) -> tuple[str, str] | None:
     try:
         mode = stat.S_IMODE(path.stat().st_mode)
     except OSError as exc:
-        return f"pepper file {path} cannot be read: {exc.strerror or exc}", "cpms-admin db upgrade"
+        why = exc.strerror or str(exc)
+        return f"pepper file {path} cannot be read: {why}", "restore it from its backup"
     if mode & ~_PEPPER_MODE_CEILING & ~stat.S_IRWXU:
         who = "other users" if mode & stat.S_IRWXO else "its group beyond reading"
         return (

@@ -116,12 +116,13 @@ def test_doctor_flags_a_readable_or_missing_pepper_file(tmp_path: Path) -> None:
     path.chmod(0o644)
     problem = pepper_file_problem(path)
     assert problem == (
-        f"pepper file {path} is accessible to other users (mode 0644); run: chmod 600 {path}"
+        f"pepper file {path} is open to other users (mode 0644)",
+        f"chmod 640 {path}",
     )
-    assert path.read_text().strip() not in problem
+    assert path.read_text().strip() not in str(problem)
     missing = pepper_file_problem(tmp_path / "nope")
     assert missing is not None
-    assert "cannot be read" in missing
+    assert "cannot be read" in missing[0]
 
 
 # --- read_peppers: where the pepper is, and what a file holds --------------------------------

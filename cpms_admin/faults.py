@@ -8,9 +8,9 @@
   and waits there until it is removed, so a test can act while the run stands exactly at
   that point (start a second run, look at the database) instead of racing it.
 
-They exist for tests only (the fault tests: letters, imports, mail send, private files);
-production never sets the variables. The check is two dictionary lookups, so failpoints can
-sit on hot paths.
+They exist for tests only (the fault tests: letters, imports, mail send, private files, a
+PIN set while its code dies); production never sets the variables. The check is two
+dictionary lookups, so failpoints can sit on hot paths.
 """
 
 import os

@@ -3,6 +3,10 @@ is told the code was used, and it costs no attempt. Only the holder of that very
 that answer: anyone else's guess is a wrong code, counted, with the same words as before."""
 
 import json
+import os
+import subprocess
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,6 +17,7 @@ from cpms_admin.models import Member
 from tests.cred_helpers import NEW_PIN, PIN, mailed_codes
 from tests.factories import make_member, make_nir
 from tests.harness import Cli, FakeClock
+from tests.process_helpers import CPMS, wait_until
 
 USED = (
     "Ce code de sécurité a déjà été utilisé. Connectez-vous avec le mot de passe que vous avez "
@@ -59,6 +64,50 @@ def test_a_used_code_sent_again_says_so_and_costs_nothing(
     }
     assert failures(cli, member.nir) == 0
     assert cli("portal", "login", member.nir, input=f"{PIN}\n").exit_code == 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("meanwhile", "reason"),
+    [("the other tab", "code_used"), ("a new code", "dead_code")],
+)
+def test_a_code_that_dies_while_the_pin_is_hashed_is_answered_and_audited(
+    cli: Cli, clock: FakeClock, member: Member, tmp_path: Path, meanwhile: str, reason: str
+) -> None:
+    """Two tabs send the same code at once: the first saves its PIN; the second, held between
+    its check and its save, is told the code was used (not that it was wrong), and both
+    attempts are in the audit. A code replaced meanwhile is a dead code, audited too."""
+    clock.now = datetime.now(UTC)  # the held run is a real process, on the real clock
+    assert cli("code", "issue", member.nir, "--reason", "x").exit_code == 0
+    (code,) = mailed_codes(cli.settings)
+    held_here = tmp_path / "held"
+    env = {**os.environ, **cli.env(), "CPMS_HOLDPOINT": f"portal.before_save_pin={held_here}"}
+    typed = tmp_path / "typed"
+    typed.write_text(f"{code}\n{NEW_PIN}\n{NEW_PIN}\n")
+    with typed.open() as stdin:
+        held = subprocess.Popen(
+            [str(CPMS), "--json", "portal", "set-pin", member.nir, "--with", "code"],
+            env=env,
+            stdin=stdin,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+    try:
+        wait_until(lambda: held.poll() is not None or held_here.exists(), what="the hold")
+        assert held.poll() is None, held.communicate()
+        if meanwhile == "the other tab":
+            assert set_pin(cli, member.nir, code, "--with", "code").exit_code == 0
+        else:
+            assert cli("code", "issue", member.nir, "--reason", "y").exit_code == 0
+    finally:
+        held_here.unlink(missing_ok=True)
+        out, err = held.communicate(timeout=60)
+    assert (held.returncode, json.loads(out)["reason"]) == (1, reason), err
+    events = json.loads(cli("--json", "audit", "list", "--nir", member.nir).stdout)
+    outcomes = [e["outcome"] for e in events if e["action"] == "portal.set_pin"]
+    assert sorted(outcomes) == sorted([reason, "ok"] if reason == "code_used" else [reason])
+    assert failures(cli, member.nir) == 0
 
 
 def test_anyone_else_gets_a_wrong_code_counted_as_before(

@@ -13,28 +13,30 @@ the code when the member has a live one or it is their last used code, else as t
 PIN, so its answers do tell a member with a live code apart.
 """
 
+from dataclasses import replace
 from datetime import datetime
 from typing import Literal
 
 from sqlalchemy import update
-from sqlmodel import Session, col
+from sqlmodel import Session, col, select
 
 from cpms_admin import audit
 from cpms_admin.audit import PORTAL
 from cpms_admin.clock import Clock
 from cpms_admin.credentials import code_attempts, codes, delivery
-from cpms_admin.credentials.attempts import pin_hasher, sign_in
+from cpms_admin.credentials.attempts import Subject, audit_attempt, pin_hasher, sign_in
 from cpms_admin.credentials.pins import check_pin_format, parse_weak_pins, pin_weakness
 from cpms_admin.db import transaction
 from cpms_admin.errors import InvalidInput
+from cpms_admin.faults import failpoint
 from cpms_admin.mail.transport import Transport
 from cpms_admin.members.nir import nir_to_find
 from cpms_admin.members.records import get_account
-from cpms_admin.models import Account, Member, SecurityCode, pk
+from cpms_admin.models import Account, SecurityCode, pk
 from cpms_admin.portal import answers
 from cpms_admin.portal.answers import PortalResult, attempt_result
 from cpms_admin.settings import Settings
-from cpms_admin.vocabulary import MemberStatus, PortalReason, Purpose
+from cpms_admin.vocabulary import CodeStatus, MemberStatus, PortalReason, Purpose
 
 Using = Literal["auto", "code", "pin"]
 
@@ -129,35 +131,54 @@ def _with_code(
     if member.status == MemberStatus.closed:
         return PortalResult(False, PortalReason.closed, answers.CLOSED)
     new_hash = pin_hasher(settings).hash(new_pin)  # no lock held: the match wrote nothing
-    if not _save_pin(
+    failpoint("portal.before_save_pin")
+    saved = _save_pin(
         session,
-        member=member,
+        subject=subject,
         live=live,
         new_hash=new_hash,
         settings=settings,
         now=now,
         transport=transport,
-    ):
-        # used, revoked or expired while the PIN was hashed
-        return PortalResult(False, PortalReason.dead_code, answers.CODE_REFUSED)
+    )
+    if saved == PortalReason.code_used:  # by the same member's other tab, meanwhile
+        return attempt_result(replace(attempt, ok=False, reason=saved), settings=settings, now=now)
+    if saved == PortalReason.dead_code:  # revoked or expired while the PIN was hashed
+        return PortalResult(False, saved, answers.CODE_REFUSED)
     return PortalResult(True, PortalReason.ok, answers.PIN_SAVED)
 
 
 def _save_pin(
     session: Session,
     *,
-    member: Member,
+    subject: Subject,
     live: SecurityCode,
     new_hash: str,
     settings: Settings,
     now: datetime,
     transport: Transport | None,
-) -> bool:
+) -> PortalReason:
     """Use the code and store the new PIN, lifting any lockout, in one unit of work; tell
-    the member once it is committed. False when the code died meanwhile."""
+    the member once it is committed (`ok`). When the code was used (`code_used`: another tab
+    of the member's was quicker), revoked or expired (`dead_code`) meanwhile, the attempt is
+    recorded as such and nothing else changes."""
+    member = subject.member
+    assert member is not None
     with transaction(session) as work:
         if not codes.consume_code(session, code_id=pk(live), now=now):
-            return False
+            status = session.exec(
+                select(SecurityCode.status).where(col(SecurityCode.id) == pk(live))
+            ).one()
+            reason = PortalReason.code_used if status == CodeStatus.used else PortalReason.dead_code
+            audit_attempt(
+                session,
+                subject=subject,
+                action="portal.set_pin",
+                outcome=reason,
+                now=now,
+                code_id=live.id,
+            )
+            return reason
         account = get_account(session, member)
         how = "reset" if account.pin_hash or live.purpose == Purpose.pin_reset else "set"
         lifted = account.hard_locked_at is not None or account.failed_attempts > 0
@@ -188,7 +209,7 @@ def _save_pin(
                 member=member, how=how, changed_at=now, settings=settings, transport=transport
             )
         )
-    return True
+    return PortalReason.ok
 
 
 def _with_current_pin(

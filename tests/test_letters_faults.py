@@ -24,12 +24,14 @@ from cpms_admin.settings import Settings
 from tests.harness import Cli
 from tests.letters_helpers import (
     assert_every_pdf_is_listed,
+    batch,
     check_batch_dir,
     code_works,
     codes_in_file,
     letter_text,
     manifests,
     printed_code,
+    printed_codes,
     queue_members,
 )
 from tests.process_helpers import (
@@ -231,3 +233,52 @@ def test_two_runs_at_once_never_take_the_same_letter(
     printed = {manifest["batch_id"]: len(manifest["letters"]) for _, manifest in manifests(out)}
     assert printed == {1: 20, 2: 10}
     assert_exactly_once(session, settings, out)  # disjoint, and together they cover all
+
+
+def test_a_member_closed_or_flagged_while_their_letter_prints_gets_a_void_code(
+    cli: Cli, session: Session, settings: Settings, tmp_path: Path
+) -> None:
+    """Held right after its claim, a batch holds three letters; meanwhile an agent closes one
+    member and records another's earlier letter as returned (their address flagged). The
+    batch prints all three (they are in its files) but stores those two codes revoked, and
+    says so on the letters, in its audit event and in a log line for the print house; the
+    third member's code works."""
+    out = tmp_path / "out"
+    (returning,) = queue_members(session, 1)
+    (returned,) = batch(cli, out)["letters"]  # its welcome letter, printed: it comes back
+    assert cli("code", "issue", returning.nir, "--channel", "post", "--reason", "x").exit_code == 0
+    closing, staying = queue_members(session, 2)
+    held_here = tmp_path / "held"
+    env = {**os.environ, **cli.env(), "CPMS_HOLDPOINT": f"letters.after_claim={held_here}"}
+    held = subprocess.Popen(
+        command(out), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        wait_until(lambda: held.poll() is not None or held_here.exists(), what="the hold")
+        assert held.poll() is None, held.communicate()
+        assert cli("member", "close", closing.nir, "--reason", "décédé").exit_code == 0
+        assert cli("letters", "returned", str(returned["letter_id"])).exit_code == 0
+    finally:
+        held_here.unlink(missing_ok=True)
+        stdout, stderr = held.communicate(timeout=120)
+    assert held.returncode == 0, stderr
+    summary = json.loads(stdout)
+    codes = printed_codes(summary)
+    session.expire_all()
+    letters = {
+        letter.member_id: letter
+        for letter in session.exec(select(Letter).where(Letter.batch_id == summary["batch_id"]))
+    }
+    assert {m: letter.status for m, letter in letters.items()} == dict.fromkeys(
+        (returning.id, closing.id, staying.id), "printed"
+    )
+    void = {closing.id: "member closed", returning.id: "the address is flagged undeliverable"}
+    for member_id, why in void.items():
+        letter = letters[member_id]
+        assert (letter.status_reason or "").startswith(why), letter.status_reason
+        assert f"letter #{letter.id}: {why}" in stderr
+        assert not code_works(session, settings, system_clock, pk(letter), codes[pk(letter)])
+    staying_letter = pk(letters[staying.id])
+    assert code_works(session, settings, system_clock, staying_letter, codes[staying_letter])
+    event = json.loads(cli("--json", "audit", "list", "--action", "letters.batch").stdout)[0]
+    assert event["details"]["voided"] == sorted(pk(letters[m]) for m in void)

@@ -1,6 +1,7 @@
 """Storing the codes a letter batch printed, all at once when the batch commits: the same
 rules as `codes.store_code` for each, in a few statements rather than three per letter."""
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -8,8 +9,8 @@ from sqlalchemy import update
 from sqlmodel import Session, col, select
 
 from cpms_admin.credentials.code_hash import hash_code
-from cpms_admin.credentials.codes import code_expiry, still_counts, store_code
-from cpms_admin.models import SecurityCode
+from cpms_admin.credentials.codes import code_expiry, revoke_code, still_counts, store_code
+from cpms_admin.models import SecurityCode, pk
 from cpms_admin.pepper import Peppers
 from cpms_admin.settings import Settings
 from cpms_admin.vocabulary import Channel, CodeStatus, Purpose
@@ -36,18 +37,19 @@ def store_printed_codes(
     now: datetime,
     made_at: datetime,
     settings: Settings,
+    void: Collection[int] = (),
 ) -> list[int]:
     """`store_code` for every code of a letter batch (made at `made_at`), in a few statements
     rather than three per letter: each member's older pending codes revoked, and a code
-    stored revoked where the member was given a newer one since `made_at` that still counts.
-    The ids of the letters whose code is stored revoked. One code per member, as a batch
-    prints one letter per member (several fall back to `store_code`, letter by letter)."""
+    stored revoked where the member was given a newer one since `made_at` that still counts,
+    or where its letter is in `void` (letter ids). The ids of the letters whose code is
+    stored revoked. One code per member, as a batch prints one letter per member (several
+    fall back to `store_code`, letter by letter)."""
     members = [p.member_id for p in printed]
     if len(set(members)) != len(members):
-        return [
-            p.letter_id
-            for p in printed
-            if store_code(
+        revoked = []
+        for p in printed:
+            stored = store_code(
                 session,
                 member_id=p.member_id,
                 purpose=p.purpose,
@@ -59,9 +61,12 @@ def store_printed_codes(
                 requested_by=p.requested_by,
                 letter_id=p.letter_id,
                 made_at=made_at,
-            ).status
-            == CodeStatus.revoked
-        ]
+            )
+            if p.letter_id in void:
+                revoke_code(session, code_id=pk(stored))
+            if p.letter_id in void or stored.status == CodeStatus.revoked:
+                revoked.append(p.letter_id)
+        return revoked
     newer: set[int] = set()
     for start in range(0, len(members), IN_CHUNK):
         chunk = members[start : start + IN_CHUNK]
@@ -93,7 +98,11 @@ def store_printed_codes(
             purpose=p.purpose,
             channel=Channel.post,
             code_hash=hash_code(pepper=pepper, code=p.code),
-            status=CodeStatus.revoked if p.member_id in newer else CodeStatus.pending,
+            status=(
+                CodeStatus.revoked
+                if p.member_id in newer or p.letter_id in void
+                else CodeStatus.pending
+            ),
             created_at=made_at,
             expires_at=expires,
             letter_id=p.letter_id,
@@ -102,4 +111,4 @@ def store_printed_codes(
         for p in printed
     )
     session.flush()
-    return [p.letter_id for p in printed if p.member_id in newer]
+    return [p.letter_id for p in printed if p.member_id in newer or p.letter_id in void]

@@ -36,7 +36,7 @@ from cpms_admin.db import transaction
 from cpms_admin.english import count
 from cpms_admin.errors import Conflict, CpmsError, InvalidInput, RunFailed
 from cpms_admin.faults import failpoint
-from cpms_admin.letters.claim import claim_letters, dry_run_counts
+from cpms_admin.letters.claim import REASONS, claim_letters, dry_run_counts, lost_since_claim
 from cpms_admin.letters.files import discard, final_dir, make_staging, publish
 from cpms_admin.letters.guard import open_guard
 from cpms_admin.letters.jobs import Progress, Rendered, RenderJob, render_batch
@@ -50,6 +50,7 @@ from cpms_admin.vocabulary import BatchStatus, LetterStatus
 
 POOL_FROM = 4  # chunks: below this, starting worker processes costs more than it saves
 SUPERSEDED_WHILE_PRINTING = "its code was superseded by a newer one given while it was printed"
+LOST_WHILE_PRINTING = "{} while it was printed: its code does not work; pull it from the print run"
 
 
 @dataclass(frozen=True)
@@ -295,8 +296,12 @@ def _commit(
     now: datetime,
     codes_made_at: datetime,
 ) -> None:
-    """The one transaction that makes the printed codes real."""
+    """The one transaction that makes the printed codes real. A letter whose member was
+    closed, or whose address was flagged undeliverable, while it was printed is printed all
+    the same (it is in the files) with its code stored revoked, and logged for the print
+    house to pull."""
     with transaction(session):
+        lost = lost_since_claim(session, batch_id=batch_id)  # first: see its docstring
         completed = session.exec(
             update(LetterBatch)
             .where(col(LetterBatch.id) == batch_id, col(LetterBatch.status) == BatchStatus.running)
@@ -312,7 +317,13 @@ def _commit(
             raise Conflict(f"batch {batch_id} was abandoned by another run while printing")
         _mark_failed(session, run, batch_id=batch_id, failed=rendered.failed, now=now)
         superseded = _store_codes(
-            session, run, batch_id=batch_id, rendered=rendered, now=now, made_at=codes_made_at
+            session,
+            run,
+            batch_id=batch_id,
+            rendered=rendered,
+            now=now,
+            made_at=codes_made_at,
+            lost=lost,
         )
         printed = session.exec(
             update(Letter)
@@ -334,8 +345,11 @@ def _commit(
             failed=len(rendered.failed),
             files=len(rendered.files),
             pages=rendered.pages,
-            superseded=superseded,
+            superseded=[letter_id for letter_id in superseded if letter_id not in lost],
+            voided=sorted(lost),
         )
+    for letter_id, key in sorted(lost.items()):
+        run.hooks.log(f"letter #{letter_id}: {LOST_WHILE_PRINTING.format(REASONS[key])}")
 
 
 def _mark_failed(
@@ -369,9 +383,10 @@ def _store_codes(
     rendered: Rendered,
     now: datetime,
     made_at: datetime,
+    lost: dict[int, str],
 ) -> list[int]:
-    """Store the printed codes' hashes; the letters whose code a newer one superseded
-    (printed all the same: support should know why it will not work)."""
+    """Store the printed codes' hashes; the letters whose code a newer one superseded or
+    that were `lost` (printed all the same: support should know why it will not work)."""
     asked_by = dict(
         session.exec(
             select(Letter.id, Letter.requested_by).where(col(Letter.batch_id) == batch_id)
@@ -388,12 +403,20 @@ def _store_codes(
         now=now,
         made_at=made_at,  # also what the printed expiry date counts from
         settings=run.settings,
+        void=lost,
     )
-    if superseded:
+    newer = [letter_id for letter_id in superseded if letter_id not in lost]
+    if newer:
         session.exec(
             update(Letter)
-            .where(col(Letter.id).in_(superseded))
+            .where(col(Letter.id).in_(newer))
             .values(status_reason=SUPERSEDED_WHILE_PRINTING)
+        )
+    for letter_id, key in lost.items():
+        session.exec(
+            update(Letter)
+            .where(col(Letter.id) == letter_id)
+            .values(status_reason=LOST_WHILE_PRINTING.format(REASONS[key]))
         )
     return superseded
 

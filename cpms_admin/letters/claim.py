@@ -146,6 +146,28 @@ def moot_among(session: Session, which: ColumnElement[bool], *, now: datetime) -
     return found
 
 
+def lost_since_claim(session: Session, *, batch_id: int) -> dict[int, str]:
+    """Letter id -> the REASONS key, for the letters the running batch `batch_id` holds whose
+    member was closed, or whose address was flagged undeliverable, since the claim: they are
+    in the batch's files by now, so their codes must not work. Run first in the batch's
+    commit: the batch's members stay as read until it commits (PostgreSQL: FOR SHARE, which a
+    `member close` or a returned letter waits for, then revokes the codes just committed;
+    SQLite: the write lock)."""
+    rows = session.execute(
+        core_select(col(Letter.id), col(Member.status), col(Member.undeliverable_at))
+        .join(Member, col(Member.id) == Letter.member_id)
+        .where(col(Letter.batch_id) == batch_id, col(Letter.status) == LetterStatus.claimed)
+        .with_for_update(read=True, of=Member)
+    ).all()
+    lost: dict[int, str] = {}
+    for letter_id, status, undeliverable_at in rows:
+        if status == MemberStatus.closed:
+            lost[letter_id] = "member_closed"
+        elif undeliverable_at is not None:
+            lost[letter_id] = "undeliverable"
+    return lost
+
+
 def queued_by_rule_or_portal() -> ColumnElement[bool]:
     """A letter no agent asked for by name: an enrolment or campaign letter (None), or the
     member's own request. What an agent sent by post is printed whatever came since."""

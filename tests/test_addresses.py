@@ -194,6 +194,16 @@ def test_an_unknown_postcode_is_refused() -> None:
          ["RUE DE LA REPUBLIQUE", "97133 SAINT BARTHELEMY"]),
         ("NC", "98800", "Nouméa", "Rue de Sébastopol",
          ["RUE DE SEBASTOPOL", "98800 NOUMEA", "NOUVELLE CALEDONIE"]),
+        # Formats that name the area, not the city: the city takes its place.
+        ("JP", "131-0045", "Tokyo", "1-1-2 Oshiage",
+         ["131-0045", "TOKYO", "1 1 2 OSHIAGE", "JAPON"]),
+        ("AE", "", "Dubai", "Sheikh Zayed Road 1",
+         ["SHEIKH ZAYED ROAD 1", "DUBAI", "EMIRATS ARABES UNIS"]),
+        # A postcode as its country writes it.
+        ("BR", "01310-100", "São Paulo SP", "Avenida Paulista 1000",
+         ["AVENIDA PAULISTA 1000", "SAO PAULO SP", "01310-100", "BRESIL"]),
+        ("PL", "00-950", "Warszawa", "ul. Marszałkowska 1",
+         ["UL MARSZALKOWSKA 1", "00-950 WARSZAWA", "POLOGNE"]),
     ],
 )  # fmt: skip
 def test_an_address_abroad_follows_its_country_and_ends_with_its_french_name(

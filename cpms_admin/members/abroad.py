@@ -16,6 +16,7 @@ from cpms_admin.members.afnor import machine_line
 # Where the state or province is part of the sorting, it must close the city field
 # (`New York NY`): there is no field of its own for it.
 REGION_IN_CITY = {"US": "state", "CA": "province"}
+_PLACE = re.compile(r"%[CSDX]")  # a format's city, area, district, sorting code
 
 
 @cache
@@ -102,11 +103,21 @@ def check_region(country: str, city: str) -> None:
 def city_lines(country: str, postcode: str, city: str) -> tuple[list[str], list[str]]:
     """The lines around the street block, in the country's order: (before, after).
 
-    Only big-to-small countries (Hong Kong, China...) put lines before the street."""
+    Only big-to-small countries (Hong Kong, China, Japan...) put lines before the street.
+    Where the country's format names no city but its area (Japan's prefecture, an emirate,
+    Cayman's island), the city fills the area's place: the member's record has one field
+    for both. The postcode is printed as the country writes it (`131-0045`, `01310-100`),
+    the rest of the line as a machine reads it."""
+    address_format = _rules(country).address_format
+    places = (
+        {"%C": city, "%S": "", "%D": "", "%X": ""}
+        if "%C" in address_format
+        else {"%C": "", "%S": city, "%D": "", "%X": ""}
+    )
     before: list[str] = []
     after: list[str] = []
     current = before
-    for part in _rules(country).address_format.split("%n"):
+    for part in address_format.split("%n"):
         if "%A" in part:
             current = after
             continue
@@ -115,13 +126,9 @@ def city_lines(country: str, postcode: str, city: str) -> tuple[list[str], list[
         part = re.sub(
             r"[A-Z]{2}-%Z", "%Z", part
         )  # no `CH-` before a postcode: the country closes the address
-        line = machine_line(
-            part.replace("%C", city)
-            .replace("%Z", postcode)
-            .replace("%S", "")
-            .replace("%D", "")
-            .replace("%X", "")
-        )
+        pieces = (_PLACE.sub(lambda found: places[found[0]], piece) for piece in part.split("%Z"))
+        texts = [machine_line(piece) for piece in pieces]
+        line = " ".join(f" {postcode} ".join(texts).split())
         if line:
             current.append(line)
     return before, after

@@ -59,6 +59,40 @@ def test_fields_are_normalised() -> None:
 
 
 @pytest.mark.parametrize(
+    ("field", "value", "named"),
+    [
+        ("last_name", "Martin\u202eLEFEVRE", "U+202E, RIGHT-TO-LEFT OVERRIDE"),
+        ("first_name", "Z\u200bW", "U+200B, ZERO WIDTH SPACE"),
+        ("street", "\ufeff12 rue de la Paix", "U+FEFF, ZERO WIDTH NO-BREAK SPACE"),
+        ("city", "Saint\u00adÉtienne", "U+00AD, SOFT HYPHEN"),
+    ],
+)
+def test_invisible_characters_are_refused_naming_them(field: str, value: str, named: str) -> None:
+    """A right-to-left override prints "Martin\u202eLEFEVRE" as MARTINERVEFEL in the envelope's
+    window; a zero-width space hides a name from every search."""
+    with pytest.raises(FieldError) as caught:
+        validate_member_fields(member_values(**{field: value}))
+    assert caught.value.field == field
+    assert str(caught.value).endswith(f"invisible characters are not allowed ({named})")
+
+
+def test_the_refused_characters_are_exactly_unicodes_controls_and_formats() -> None:
+    """UNPRINTABLE is written out (a class built at import would cost every command's
+    start-up): it must match this Python's Unicode, category Cc and Cf, no more, no less."""
+    import sys
+    import unicodedata
+
+    from cpms_admin.members.postal import UNPRINTABLE
+
+    wanted = "".join(
+        chr(code)
+        for code in range(sys.maxunicode + 1)
+        if unicodedata.category(chr(code)) in ("Cc", "Cf")
+    )
+    assert "".join(UNPRINTABLE.findall("".join(map(chr, range(sys.maxunicode + 1))))) == wanted
+
+
+@pytest.mark.parametrize(
     "email", ["jean@example.com\r\nBcc: x@evil.test", "jean@example.com\nX: y"]
 )
 def test_email_with_a_line_break_is_refused(email: str) -> None:

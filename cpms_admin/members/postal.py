@@ -16,6 +16,7 @@ Addresses abroad take their country's order of the last lines (`abroad`).
 """
 
 import re
+import unicodedata
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
 
@@ -30,7 +31,15 @@ MAX_FIELD = 100
 FRENCH_POST = {"FR", "GP", "MQ", "GF", "RE", "YT", "PM", "BL", "MF", "MC", "WF", "PF", "NC"}
 DOMESTIC = {"FR", "GP", "MQ", "GF", "RE", "YT"}
 FORMULA_STARTS = ("=", "+", "-", "@")
-CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")  # Unicode's category Cc, exactly
+# Unicode's categories Cc (controls) and Cf (invisible formatting: bidi overrides that print
+# "Martin\u202eLEFEVRE" as MARTINERVEFEL, zero-width spaces that no search finds, BOMs),
+# exactly, as of Python 3.11's Unicode 14 (tests/test_member_fields.py checks the list).
+UNPRINTABLE = re.compile(
+    "[\x00-\x1f\x7f-\x9f\xad\u0600-\u0605\u061c\u06dd\u070f\u0890\u0891\u08e2\u180e"
+    "\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb"
+    "\U000110bd\U000110cd\U00013430-\U00013438\U0001bca0-\U0001bca3\U0001d173-\U0001d17a"
+    "\U000e0001\U000e0020-\U000e007f]"
+)
 CIVILITY_ON_ENVELOPE = {"M": "M", "MME": "Mme"}
 # Territories with French postcodes but a country code of their own, by postcode or prefix
 # (Saint-Barthélemy and Saint-Martin have one postcode each, inside Guadeloupe's range).
@@ -41,11 +50,16 @@ _OWN_COUNTRY = {"97133": "BL", "97150": "MF", "980": "MC", "986": "WF", "987": "
 # an import file (a value refused raises, and is not cached).
 @lru_cache(maxsize=1 << 15)
 def clean_line(value: str) -> str:
-    """Collapse runs of white space; refuse control characters (they break print and mail),
-    a leading `= + - @`, which a spreadsheet opening an export would run as a formula, and
-    `?` or U+FFFD, which stand where a spreadsheet's encoding lost a letter."""
-    if CONTROL.search(value):
-        raise ValueError("control characters are not allowed")
+    """Collapse runs of white space; refuse control characters (they break print and mail)
+    and invisible formatting ones (they reorder or hide what is printed), a leading
+    `= + - @`, which a spreadsheet opening an export would run as a formula, and `?` or
+    U+FFFD, which stand where a spreadsheet's encoding lost a letter."""
+    if unprintable := UNPRINTABLE.search(value):
+        character = unprintable.group()
+        if unicodedata.category(character) == "Cc":
+            raise ValueError("control characters are not allowed")
+        name = unicodedata.name(character, "a formatting character")
+        raise ValueError(f"invisible characters are not allowed (U+{ord(character):04X}, {name})")
     if "?" in value or "\ufffd" in value:
         raise ValueError(damage.lost_letter(value))
     cleaned = " ".join(value.split())

@@ -3,6 +3,7 @@ re-runs that change nothing, conflicts, and one audit event per run."""
 
 import gc
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -257,40 +258,59 @@ def test_an_unreadable_file_is_exit_2_and_writes_nothing(
     assert snap(session) == before
 
 
-@pytest.mark.parametrize(
-    ("damage", "message"),
-    [
-        ('<row r="1300"><c r="XFE1300" t="inlineStr"><is><t>x</t></is></c></row>', "column 16,385"),
-        ('<row r="1300"><c r="A1300"><v>1</v></rowx>', "not a workbook that can be read"),
-        (
-            '<row r="1300"><c r="A1300" t="s"><v>999999</v></c></row>',
-            "not a workbook that can be read",
-        ),
-    ],
-    ids=["too-wide", "malformed", "no-such-string"],
-)
-def test_a_workbook_damaged_past_its_first_batches_is_refused_before_any_write(
-    session: Session, tmp_path: Path, damage: str, message: str
-) -> None:
-    """A workbook is parsed as it streams: its end is read through before the first batch
-    is written, as a CSV file's is, so its damage never leaves half an import behind."""
+def _damaged_workbook(tmp_path: Path, damage: Callable[[bytes], bytes]) -> Path:
+    """A workbook of 1,200 members (more than the reading helper sends at once, so that some
+    reach the writer first) whose sheet's XML went through `damage`."""
     import zipfile
 
     from tests.import_helpers import write_xlsx
 
-    # More rows than the reading helper sends at once, so that some reach the writer first.
     good = write_xlsx(tmp_path / "good.xlsx", [person(n) for n in range(1, 1201)])
     path = tmp_path / "damaged.xlsx"
     with zipfile.ZipFile(good) as source, zipfile.ZipFile(path, "w") as out:
         for part in source.infolist():
             data = source.read(part)
             if part.filename == "xl/worksheets/sheet1.xml":
-                data = data.replace(b"</sheetData>", damage.encode() + b"</sheetData>")
+                data = damage(data)
             out.writestr(part, data)
+    return path
+
+
+BROKEN_ROW = b'<row r="1300"><c r="A1300"><v>1</v></rowx>'
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda xml: xml.replace(b"</sheetData>", BROKEN_ROW + b"</sheetData>"),
+        lambda xml: xml[: xml.index(b"</sheetData>")],
+    ],
+    ids=["malformed", "cut-short"],
+)
+def test_a_workbook_damaged_past_its_first_batches_is_refused_before_any_write(
+    session: Session, tmp_path: Path, damage: Callable[[bytes], bytes]
+) -> None:
+    """A workbook is parsed as it streams: its XML is read through to its end before the
+    first batch is written, as a CSV file's quotes are, so its damage never leaves half an
+    import behind."""
+    path = _damaged_workbook(tmp_path, damage)
     before = snap(session)
-    with pytest.raises(InvalidInput, match=message):
+    with pytest.raises(InvalidInput, match="not a workbook that can be read"):
         import_members(session, member_file=read_member_rows(path), agent="t", batch_size=100)
     assert snap(session) == before  # not a member, not an audit event
+
+
+def test_a_workbook_row_past_the_last_column_is_rejected_and_the_rest_imported(
+    cli: Cli, tmp_path: Path
+) -> None:
+    far = b'<row r="1300"><c r="XFE1300" t="inlineStr"><is><t>x</t></is></c></row>'
+    path = _damaged_workbook(
+        tmp_path, lambda xml: xml.replace(b"</sheetData>", far + b"</sheetData>")
+    )
+    result = cli("--json", "members", "import", str(path))
+    assert result.exit_code == 1, result.output
+    assert (json_out(result)["created"], json_out(result)["invalid"]) == (1200, 1)
+    assert "line 1300: a cell in column 16,385, past a spreadsheet's last" in result.stderr
 
 
 def test_undecodable_with_the_given_encoding_is_exit_2(cli: Cli, tmp_path: Path) -> None:

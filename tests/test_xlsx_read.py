@@ -255,16 +255,33 @@ def test_a_row_longer_than_a_csv_line_may_be_is_a_problem_never_read_whole(
     ]
 
 
-def test_a_cell_past_the_last_column_refuses_the_file(tmp_path: Path) -> None:
-    far = '<c r="XFE3" t="inlineStr"><is><t>x</t></is></c>'
-    rows = HEADER + DUPONT_ROW.replace("{serial}", "31179").replace("</row>", far + "</row>")
-    path = excel_workbook(tmp_path / "m.xlsx", rows)
-    with pytest.raises(InvalidInput) as refused:
-        list(read_member_rows(path))
-    assert str(refused.value).endswith(
-        "m.xlsx: row 3 has a cell in column 16,385, past a spreadsheet's last (16,384): not a "
-        "member file"
+def test_a_row_that_cannot_be_read_is_a_rejected_row_as_a_bad_csv_line(tmp_path: Path) -> None:
+    """A cell past the last column, a shared string that does not exist, a number that is
+    not one, a reference without a column: the row is rejected with its number and why,
+    the rows around it are read (a damaged sheet's XML is what refuses the file)."""
+    damaged = {
+        4: '<c r="XFE{n}" t="inlineStr"><is><t>x</t></is></c>',
+        6: '<c r="L{n}" t="s"><v>999999</v></c>',
+        8: '<c r="L{n}"><v>1,5</v></c>',
+        10: '<c r="12" t="inlineStr"><is><t>x</t></is></c>',
+    }
+    rows = HEADER + "".join(
+        DUPONT_ROW.replace("{serial}", "31179")
+        .replace('r="3"', f'r="{n}"')
+        .replace('3"', f'{n}"')
+        .replace("</row>", damaged.get(n, "").format(n=n) + "</row>")
+        for n in range(3, 12)
     )
+    path = excel_workbook(tmp_path / "m.xlsx", rows)
+    read_member_rows(path).check_records()  # the XML itself is sound
+    problems = {row.line: row.problem for row in read_member_rows(path) if row.problem}
+    assert problems == {
+        4: "a cell in column 16,385, past a spreadsheet's last (16,384)",
+        6: "the cell in column 12 cannot be read (list index out of range)",
+        8: "the cell in column 12 cannot be read (invalid literal for int() with base 10: '1,5')",
+        10: "a cell reference without a column ('')",
+    }
+    assert len(list(read_member_rows(path))) == 9
 
 
 def test_a_part_that_declares_entities_is_refused(tmp_path: Path) -> None:

@@ -101,7 +101,7 @@ class MemberFile:
         if self.fmt == "xlsx":
             from cpms_admin.bulk.xlsx.read import check_sheet
 
-            check_sheet(self.path, header_row=self._header_row)
+            check_sheet(self.path)
             return
         if self.delimiter is None or self.encoding is None:
             return

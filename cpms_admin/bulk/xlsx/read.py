@@ -9,9 +9,10 @@ Performance). openpyxl still writes workbooks, and lends its date-format test he
 Cells come as the text a CSV would hold (cells.cell_text): a NIR or a postcode stored as a
 number is read as its digits, and the field's validation then puts back a postcode's lost
 zero or names the damage. A row is numbered as the spreadsheet shows it. The limits are a
-CSV file's (sniff.py): every part is checked against a ZIP bomb before it is parsed, a row
-past MAX_COLUMNS refuses the file and a row longer than MAX_LINE_CHARS is a problem row,
-never held whole.
+CSV file's (sniff.py): every part is checked against a ZIP bomb before it is parsed; a row
+longer than MAX_LINE_CHARS (never held whole), past MAX_COLUMNS or with a cell that cannot
+be read is a problem row, as a bad CSV line is; only broken XML refuses the file, and an
+import parses the sheet to its end for that (`check_sheet`) before it writes anything.
 
 Parsing a workbook costs more per row than reading a CSV line, so the rows are parsed in a
 child process (`forked`) beside the import's checker, overlapping it instead of adding to
@@ -26,22 +27,22 @@ import os
 import signal
 import zipfile
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from itertools import islice
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import TypeVar
+from typing import IO, TypeVar
 
 from cpms_admin.bulk.cells import starts_marked, unguard
 from cpms_admin.bulk.rows import IMPORT_COLUMNS, SourceRow
 from cpms_admin.bulk.sniff import (
-    MAX_COLUMNS,
     MAX_LINE_CHARS,
     cannot_read,
     check_unzipped,
     too_wide,
 )
-from cpms_admin.bulk.xlsx.book import Unreadable, read_book
-from cpms_admin.bulk.xlsx.sheet import Row, TooWide, sheet_rows
+from cpms_admin.bulk.xlsx.book import Book, Unreadable, feed, make_parser, read_book
+from cpms_admin.bulk.xlsx.sheet import TOO_LONG, Row, RowProblem, sheet_rows
 from cpms_admin.errors import CpmsError, InvalidInput, Refused
 from cpms_admin.members.fields import COLUMNS
 
@@ -54,8 +55,11 @@ def _unreadable(path: Path, exc: Exception) -> InvalidInput:
     )
 
 
-def _rows(path: Path, first: int) -> Iterator[Row]:
-    """The first sheet's rows from row `first` on; TooWide is left to the caller."""
+@contextmanager
+def _first_sheet(path: Path) -> Iterator[tuple[IO[bytes], Book]]:
+    """The first sheet's XML as it unzips, and the workbook's parts it needs; every part
+    checked against a ZIP bomb first. InvalidInput for anything that is not a readable
+    workbook, raised here or while the caller reads the sheet."""
     try:
         handle = open(path, "rb")  # noqa: SIM115 (closed below)
     except OSError as exc:
@@ -67,53 +71,54 @@ def _rows(path: Path, first: int) -> Iterator[Row]:
                     check_unzipped(path, part.filename, part.file_size, part.compress_size)
                 book = read_book(archive)
                 with archive.open(book.sheet) as source:
-                    for row in sheet_rows(source, book):
-                        if row[0] >= first:
-                            yield row
-        except (InvalidInput, TooWide):
+                    yield source, book
+        except InvalidInput:
             raise
         except Exception as exc:  # a damaged or foreign file fails in many ways, all alike here
             raise _unreadable(path, exc) from None
 
 
+def _rows(path: Path, first: int) -> Iterator[Row]:
+    """The first sheet's rows from row `first` on."""
+    with _first_sheet(path) as (source, book):
+        for row in sheet_rows(source, book):
+            if row[0] >= first:
+                yield row
+
+
+def check_sheet(path: Path) -> None:
+    """Parse the whole first sheet, keeping nothing: InvalidInput if its XML (or the ZIP
+    around it) is broken anywhere. A workbook is read as it streams, so without this a
+    sheet broken near its end would stop an import whose first batches are written; what
+    else can be wrong is a row's own problem (sheet.py). About a seventh of reading it."""
+    with _first_sheet(path) as (source, _):
+        for _ in feed(make_parser(), source):
+            pass
+
+
 def xlsx_header(path: Path) -> tuple[list[str], int]:
     """The first row that has a value, as column names, and its row number."""
-    try:
-        for number, texts in _rows(path, 1):
-            if texts is None:
+    for number, texts in _rows(path, 1):
+        if isinstance(texts, RowProblem):
+            if texts.columns:
+                raise too_wide(path, texts.columns)
+            if texts.reason == TOO_LONG:
                 raise InvalidInput(
                     f"{path}: row {number}, the header, is longer than {MAX_LINE_CHARS:,} "
                     "characters: not a member file"
                 )
-            names = [text or "" for text in texts]
-            if any(name.strip() for name in names):
-                return names, number
-    except TooWide as exc:
-        raise too_wide(path, exc.columns) from None
+            raise InvalidInput(f"{path}: row {number}, the header: {texts.reason}")
+        names = [text or "" for text in texts]
+        if any(name.strip() for name in names):
+            return names, number
     raise InvalidInput(f"{path}: the first sheet is empty; a header row is expected")
 
 
 def _filled_rows(path: Path, first: int) -> Iterator[Row]:
-    """The rows from row `first` on that have a value, with their numbers (None for the
-    cells of a row over MAX_LINE_CHARS)."""
-    try:
-        for number, texts in _rows(path, first):
-            if texts is None or any(text and not text.isspace() for text in texts):
-                yield number, texts
-    except TooWide as exc:
-        raise InvalidInput(
-            f"{path}: row {exc.row} has a cell in column {exc.columns:,}, past a "
-            f"spreadsheet's last ({MAX_COLUMNS:,}): not a member file"
-        ) from None
-
-
-def check_sheet(path: Path, *, header_row: int) -> None:
-    """Parse the whole sheet below the header, keeping nothing: InvalidInput if it cannot
-    be read to its end (damaged XML, a bad cell, a cell past the last column). A workbook
-    is parsed as it streams, so without this its last rows' damage would stop an import
-    whose first batches are already written."""
-    for _ in _filled_rows(path, header_row + 1):
-        pass
+    """The rows from row `first` on that have a value or a problem, with their numbers."""
+    for number, texts in _rows(path, first):
+        if isinstance(texts, RowProblem) or any(text and not text.isspace() for text in texts):
+            yield number, texts
 
 
 def xlsx_rows(path: Path, *, header: tuple[str, ...], header_row: int) -> Iterator[SourceRow]:
@@ -124,8 +129,8 @@ def xlsx_rows(path: Path, *, header: tuple[str, ...], header_row: int) -> Iterat
     width = len(header)
     unnamed = "" in header
     for number, texts in forked(lambda: _filled_rows(path, header_row + 1)):
-        if texts is None:
-            yield SourceRow(number, None, f"a row longer than {MAX_LINE_CHARS:,} characters")
+        if isinstance(texts, RowProblem):
+            yield SourceRow(number, None, texts.reason)
             continue
         if unnamed or len(texts) > width:
             stray = [

@@ -10,16 +10,20 @@ a shared or inline string (rich-text runs joined), a formula's cached result, a 
 without a spurious `.0`, a number whose style is a date format as that date (the same test
 and conversion as openpyxl's), TRUE/FALSE, an error as written (`#N/A`). A cell missing
 from a row (spreadsheets leave empty cells out, `r="C5"` names a cell's column) is None.
+
+A row that cannot be read whole (too long, a cell past the last column, a cell whose value
+or reference makes no sense) comes as its problem, a rejected row as a bad CSV line is: only
+the XML itself, which `check_sheet` parses to its end first, can refuse the sheet half-way.
 """
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import IO
 
 from cpms_admin.bulk.cells import cell_text
 from cpms_admin.bulk.sniff import MAX_COLUMNS, MAX_LINE_CHARS
 from cpms_admin.bulk.xlsx.book import MAIN, Book, Unreadable, feed, make_parser
 
-Row = tuple[int, list[str | None] | None]  # its number; its cells, None if over the limit
 _CELL, _VALUE, _TEXT, _ROW, _PHONETIC = range(1, 6)
 _TAGS = {
     f"{space} {local}": tag
@@ -29,12 +33,16 @@ _TAGS = {
 _DIGITS = "0123456789"
 
 
-class TooWide(Exception):
-    """A row with a cell past MAX_COLUMNS, which no spreadsheet writes."""
+@dataclass(frozen=True, slots=True)
+class RowProblem:
+    """Why a row cannot be read: its words, and its last column when that is past
+    MAX_COLUMNS (which no spreadsheet writes)."""
 
-    def __init__(self, row: int, columns: int) -> None:
-        super().__init__(row, columns)
-        self.row, self.columns = row, columns
+    reason: str
+    columns: int = 0
+
+
+Row = tuple[int, list[str | None] | RowProblem]  # its number; its cells, or its problem
 
 
 def _column(letters: str) -> int:
@@ -70,23 +78,21 @@ def _typed(kind: str, style: str | None, text: str, book: Book) -> str | None:
 
 
 def sheet_rows(source: IO[bytes], book: Book) -> Iterator[Row]:
-    """Each row that has cells, in the order of the sheet, with its number.
-
-    A row's texts beyond MAX_LINE_CHARS are not kept: the row comes as None. A cell past
-    MAX_COLUMNS raises TooWide when its row's turn comes (its width is counted, not kept).
-    """
+    """Each row that has cells, in the order of the sheet, with its number; a row that
+    cannot be read comes as its problem (see the module docstring). ExpatError when the XML
+    itself is broken."""
     strings = book.strings
     done: list[Row] = []
     parts: list[str] = []
     cells: list[str | None] = []
     columns: dict[str, int] = {}  # a reference's letters -> column number, as met
-    widths: dict[int, int] = {}  # a row's number -> its last column, past MAX_COLUMNS
     kind, style = "n", None
     number = column = size = wide = 0
+    problem: str | None = None  # the row's first unreadable cell
     collecting = phonetic = False
 
     def start(name: str, attrs: dict[str, str]) -> None:
-        nonlocal kind, style, number, column, cells, size, wide, collecting, phonetic
+        nonlocal kind, style, number, column, cells, size, wide, collecting, phonetic, problem
         tag = _TAGS.get(name)
         if tag == _CELL:
             kind, style = attrs.get("t", "n"), attrs.get("s")
@@ -97,7 +103,11 @@ def sheet_rows(source: IO[bytes], book: Book) -> Iterator[Row]:
                 letters = ref.rstrip(_DIGITS)
                 found = columns.get(letters)
                 if found is None:
-                    found = _column(letters)
+                    try:
+                        found = _column(letters)
+                    except Unreadable as exc:
+                        problem = problem or str(exc)
+                        found = column + 1
                     if found <= MAX_COLUMNS:
                         columns[letters] = found
                 column = found
@@ -108,31 +118,37 @@ def sheet_rows(source: IO[bytes], book: Book) -> Iterator[Row]:
             collecting = kind == "inlineStr" and not phonetic
         elif tag == _ROW:
             ref = attrs.get("r")
-            number = number + 1 if ref is None else int(ref)
+            number = number + 1 if ref is None or not ref.isdigit() else int(ref)
             cells, column, size, wide = [], 0, 0, 0
+            problem = None if ref is None or ref.isdigit() else f"a row reference {ref!r}"
         elif tag == _PHONETIC:
             phonetic = True
 
     def end(name: str) -> None:
-        nonlocal collecting, phonetic, size, wide
+        nonlocal collecting, phonetic, size, wide, problem
         tag = _TAGS.get(name)
         if tag == _CELL:
+            if column > MAX_COLUMNS:
+                wide = max(wide, column)
+                return
             if not parts:
                 value = None
             else:
                 text = parts[0] if len(parts) == 1 else "".join(parts)
-                if kind == "s":
-                    value = strings[int(text)]
-                    size += len(value) - len(text)  # the string's length, not its index's
-                elif kind in ("inlineStr", "str"):
-                    value = text
-                else:
-                    value = _typed(kind, style, text, book)
+                try:
+                    if kind == "s":
+                        value = strings[int(text)]
+                        size += len(value) - len(text)  # the string's length, not its index's
+                    elif kind in ("inlineStr", "str"):
+                        value = text
+                    else:
+                        value = _typed(kind, style, text, book)
+                except (ValueError, IndexError, OverflowError) as exc:
+                    problem = problem or f"the cell in column {column} cannot be read ({exc})"
+                    return
             at = column - 1
-            if at == len(cells) and column <= MAX_COLUMNS:
+            if at == len(cells):
                 cells.append(value)
-            elif column > MAX_COLUMNS:
-                wide = max(wide, column)
             elif at > len(cells):
                 cells.extend([None] * (at - len(cells)))
                 cells.append(value)
@@ -141,11 +157,14 @@ def sheet_rows(source: IO[bytes], book: Book) -> Iterator[Row]:
         elif tag in (_VALUE, _TEXT):
             collecting = False
         elif tag == _ROW:
-            if wide:  # raised when the rows before it have been taken
-                done.append((number, None))
-                widths[number] = wide
+            if wide:
+                done.append((number, RowProblem(_past_last(wide), wide)))
+            elif size > MAX_LINE_CHARS:
+                done.append((number, RowProblem(TOO_LONG)))
+            elif problem is not None:
+                done.append((number, RowProblem(problem)))
             elif cells:
-                done.append((number, None if size > MAX_LINE_CHARS else cells))
+                done.append((number, cells))
         elif tag == _PHONETIC:
             phonetic = False
 
@@ -160,8 +179,12 @@ def sheet_rows(source: IO[bytes], book: Book) -> Iterator[Row]:
     parser.StartElementHandler, parser.EndElementHandler = start, end
     parser.CharacterDataHandler = text
     for _ in feed(parser, source):
-        for row in done:
-            if row[1] is None and row[0] in widths:
-                raise TooWide(row[0], widths[row[0]])
-            yield row
+        yield from done
         done.clear()
+
+
+TOO_LONG = f"a row longer than {MAX_LINE_CHARS:,} characters"
+
+
+def _past_last(column: int) -> str:
+    return f"a cell in column {column:,}, past a spreadsheet's last ({MAX_COLUMNS:,})"

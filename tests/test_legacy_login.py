@@ -100,6 +100,10 @@ def test_each_legacy_format_logs_in_and_is_upgraded(
         ("$2b$31$abcdefghijklmnopqrstuu5ZZmGzXsvFxo9sQJ3bTkMfs0IPpAaKm", "bcrypt cost out of"),
         ("$pbkdf2-sha256$10$c2FsdA$aGFzaGhhc2hoYXNoaGFzaA", "rounds out of the accepted range"),
         ("$argon2id$v=19$m=4194304,t=3,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA", "too costly"),
+        # Each a login of seconds, which would tell this member from an unknown NIR.
+        ("$argon2id$v=19$m=262144,t=20,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA", "too costly"),
+        (f"$2b$14${bcrypt.gensalt(4).decode()[7:]}" + "a" * 31, "(4 to 13)"),
+        ("$pbkdf2-sha256$2000000$c2FsdA$aGFzaGhhc2hoYXNoaGFzaA", "(1,000 to 1,000,000)"),
     ],
 )
 def test_unknown_or_unusable_hashes_are_refused_per_row(
@@ -119,6 +123,23 @@ def test_unknown_or_unusable_hashes_are_refused_per_row(
     assert value not in errors.read_text(encoding="utf-8-sig") + result.output
     session.rollback()
     assert [m.nir for m in session.exec(select(Member))] == [rows[0]["nir"]]
+
+
+def test_a_hash_imported_under_the_former_ceilings_still_logs_in(
+    cli: Cli, session: Session, tmp_path: Path
+) -> None:
+    """Imports accept bcrypt up to cost 13 since 3 December; a cost-14 hash stored before
+    must not lock its member out."""
+    result, rows = import_hashes(cli, tmp_path, [LEGACY["bcrypt-2b"]()])
+    assert result.exit_code == 0, result.output
+    nir = rows[0]["nir"]
+    costly = bcrypt.hashpw(PIN.encode(), bcrypt.gensalt(rounds=14)).decode()
+    session.rollback()
+    account = session.get(Account, get_member(session, nir).id)
+    assert account is not None
+    account.pin_hash = "legacy:" + costly  # as an import before 3 December stored it
+    session.commit()
+    assert login(cli, nir, PIN)["ok"] is True
 
 
 def test_update_fills_a_missing_pin_but_never_replaces_one(

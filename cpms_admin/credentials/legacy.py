@@ -10,6 +10,7 @@ import binascii
 import hashlib
 import hmac
 import re
+from dataclasses import dataclass
 
 from cpms_admin.errors import InvalidInput
 
@@ -22,10 +23,27 @@ _BCRYPT = re.compile(r"\$2[aby]\$([0-9]{2})\$[./A-Za-z0-9]{21}[.Oeu][./A-Za-z0-9
 _PBKDF2_PASSLIB = re.compile(r"\$pbkdf2-sha256\$([0-9]+)\$([./A-Za-z0-9]*)\$([./A-Za-z0-9]+)")
 _PBKDF2_PHC = re.compile(r"\$pbkdf2-sha256\$([a-z0-9=,]+)\$([+/A-Za-z0-9]*)\$([+/A-Za-z0-9]+)")
 _PHC_PARAMS = re.compile(r"i=([0-9]+)(?:,l=([0-9]+))?")
-_MAX_ARGON2_MEMORY_KIB = 1024 * 1024
-_MAX_ARGON2_TIME_COST = 20
-_BCRYPT_COSTS = range(4, 17)
-_PBKDF2_ROUNDS = range(1000, 5_000_001)
+
+
+@dataclass(frozen=True)
+class _Ceilings:
+    """The costliest legacy hash accepted: argon2's memory (KiB) and memory times passes,
+    bcrypt's cost, PBKDF2's rounds."""
+
+    argon2_memory_kib: int
+    argon2_work: int
+    bcrypt_cost: int
+    pbkdf2_rounds: int
+
+
+# What an import accepts: each check under about half a second here (bcrypt 13 about 0.5 s;
+# argon2 about 1 ms per MiB and pass; PBKDF2-SHA256 1,000,000 rounds about 0.4 s), as a
+# login with a costlier hash would take seconds and tell that member from an unknown NIR.
+_AT_IMPORT = _Ceilings(256 * 1024, 512 * 1024, 13, 1_000_000)
+# What a login still verifies: the ceilings imports had before 3 December, so that no hash
+# already stored stops working.
+_AT_LOGIN = _Ceilings(1024 * 1024, 20 * 1024 * 1024, 16, 5_000_000)
+_BCRYPT_MIN_COST, _PBKDF2_MIN_ROUNDS = 4, 1000
 
 
 def _b64(text: str, *, adapted: bool) -> bytes:
@@ -35,7 +53,7 @@ def _b64(text: str, *, adapted: bool) -> bytes:
     return base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
 
 
-def _parse_pbkdf2(value: str) -> tuple[int, bytes, bytes]:
+def _parse_pbkdf2(value: str, ceilings: _Ceilings) -> tuple[int, bytes, bytes]:
     """(rounds, salt, digest) from passlib's or the PHC form; ValueError when malformed."""
     passlib = _PBKDF2_PASSLIB.fullmatch(value)
     if passlib:
@@ -54,12 +72,15 @@ def _parse_pbkdf2(value: str) -> tuple[int, bytes, bytes]:
         raise ValueError("malformed PBKDF2-SHA256 hash: bad base64") from None
     if len(digest_bytes) < 16 or length not in (None, len(digest_bytes)):
         raise ValueError("malformed PBKDF2-SHA256 hash: bad digest length")
-    if rounds not in _PBKDF2_ROUNDS:
-        raise ValueError("PBKDF2-SHA256 rounds out of the accepted range (1000 to 5000000)")
+    if not _PBKDF2_MIN_ROUNDS <= rounds <= ceilings.pbkdf2_rounds:
+        raise ValueError(
+            "PBKDF2-SHA256 rounds out of the accepted range "
+            f"({_PBKDF2_MIN_ROUNDS:,} to {ceilings.pbkdf2_rounds:,})"
+        )
     return rounds, salt_bytes, digest_bytes
 
 
-def _check(value: str) -> None:
+def _check(value: str, ceilings: _Ceilings) -> None:
     """Raise ValueError with the reason unless `value` is a usable legacy hash."""
     if len(LEGACY_PREFIX) + len(value) > MAX_STORED_LENGTH:
         raise ValueError("PIN hash too long to store")
@@ -71,16 +92,24 @@ def _check(value: str) -> None:
             params = extract_parameters(value)
         except InvalidHashError:
             raise ValueError("malformed argon2 hash") from None
-        if params.memory_cost > _MAX_ARGON2_MEMORY_KIB or params.time_cost > _MAX_ARGON2_TIME_COST:
-            raise ValueError("argon2 hash parameters too costly to verify at login")
+        work = params.memory_cost * params.time_cost
+        if params.memory_cost > ceilings.argon2_memory_kib or work > ceilings.argon2_work:
+            raise ValueError(
+                "argon2 hash parameters too costly to verify at login (at most "
+                f"{ceilings.argon2_memory_kib // 1024} MiB, and "
+                f"{ceilings.argon2_work // 1024} MiB times passes)"
+            )
     elif value.startswith(("$2a$", "$2b$", "$2y$")):
         bcrypt = _BCRYPT.fullmatch(value)
         if bcrypt is None:
             raise ValueError("malformed bcrypt hash")
-        if int(bcrypt[1]) not in _BCRYPT_COSTS:
-            raise ValueError("bcrypt cost out of the accepted range (4 to 16)")
+        if not _BCRYPT_MIN_COST <= int(bcrypt[1]) <= ceilings.bcrypt_cost:
+            raise ValueError(
+                f"bcrypt cost out of the accepted range ({_BCRYPT_MIN_COST} to "
+                f"{ceilings.bcrypt_cost})"
+            )
     elif value.startswith("$pbkdf2-sha256$"):
-        _parse_pbkdf2(value)
+        _parse_pbkdf2(value, ceilings)
     else:
         raise ValueError(_UNKNOWN)
 
@@ -88,7 +117,7 @@ def _check(value: str) -> None:
 def legacy_hash_problem(value: str) -> str | None:
     """For the importer: None when `value` is an accepted, well-formed legacy hash, else why not."""
     try:
-        _check(value)
+        _check(value, _AT_IMPORT)
     except ValueError as exc:
         return str(exc)
     return None
@@ -105,7 +134,7 @@ def import_legacy_hash(value: str) -> str:
 def verify_legacy(value: str, pin: str) -> bool:
     """Does `pin` match the legacy hash `value` (without the prefix)? False when malformed."""
     try:
-        _check(value)
+        _check(value, _AT_LOGIN)
     except ValueError:
         return False
     secret = pin.encode("utf-8")
@@ -125,6 +154,6 @@ def verify_legacy(value: str, pin: str) -> bool:
             return bcrypt.checkpw(secret, ("$2b$" + value[4:]).encode("ascii"))
         except ValueError:  # a salt the regex let through but bcrypt refuses
             return False
-    rounds, salt, digest = _parse_pbkdf2(value)
+    rounds, salt, digest = _parse_pbkdf2(value, _AT_LOGIN)
     computed = hashlib.pbkdf2_hmac("sha256", secret, salt, rounds, dklen=len(digest))
     return hmac.compare_digest(computed, digest)

@@ -189,3 +189,38 @@ def test_an_export_does_not_block_writers(session: Session, db_url: str) -> None
         other.dispose()
         engine.dispose()
     assert len(written) == 4
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt", ["csv", "xlsx"])
+def test_stdout_that_fails_is_one_line_or_a_quiet_stop(
+    cli: Cli, session: Session, tmp_path: Path, fmt: str
+) -> None:
+    """A full disk behind stdout is one line, exit 2, as for --out; a reader that stops
+    early (`| head`) ends the export quietly, exit 1. Never a traceback."""
+    import subprocess
+
+    from tests.process_helpers import CPMS
+
+    rows = "\n".join(
+        f"{make_nir(n)},Nom{n},Jean,1 rue de la Paix,75002,Paris" for n in range(1, 2001)
+    )
+    source = tmp_path / "many.csv"
+    source.write_text("nir,last_name,first_name,street,postcode,city\n" + rows + "\n")
+    assert cli("members", "import", str(source)).exit_code == 0
+    env = {**os.environ, **cli.env()}
+    command = [str(CPMS), "members", "export", "--format", fmt]
+    with open("/dev/full", "wb") as full:
+        failed = subprocess.run(command, env=env, stdout=full, capture_output=False,
+                                stderr=subprocess.PIPE, text=True, check=False)  # fmt: skip
+    assert (failed.returncode, failed.stderr) == (
+        2,
+        "Error: cannot write to stdout: No space left on device\n",
+    )
+    if fmt == "xlsx":
+        return  # 2,000 members zip into less than a pipe holds: the reader would not stop it
+    reader = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert reader.stdout is not None and reader.stderr is not None
+    assert len(reader.stdout.read(100)) == 100
+    reader.stdout.close()  # as `head` does
+    assert (reader.wait(timeout=120), reader.stderr.read()) == (1, b"")

@@ -1,6 +1,9 @@
 """`cpms-admin members`: members in bulk, from and to files (migration scripts)."""
 
+import os
+import shutil
 import sys
+import tempfile
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
@@ -54,6 +57,29 @@ def _private_binary(path: Path) -> Iterator[BinaryIO]:
             yield handle
     except OSError as exc:
         raise InvalidInput(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
+@contextmanager
+def _standard_output(*, binary: bool) -> Iterator[IO[Any]]:
+    """Members for stdout. A workbook is assembled in a private temporary file, then copied:
+    stdout failing half-way leaves no archive half-written. A reader that stopped early
+    (`| head`) ends the export quietly, exit 1; any other failure (a full disk) is one line,
+    exit 2, as for --out."""
+    try:
+        if binary:
+            with tempfile.TemporaryFile() as workbook:
+                yield workbook
+                workbook.seek(0)
+                shutil.copyfileobj(workbook, sys.stdout.buffer)
+        else:
+            yield sys.stdout
+        sys.stdout.flush()
+    except OSError as exc:
+        # What is still buffered must not fail again, with a traceback, at the exit's flush.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        if isinstance(exc, BrokenPipeError):
+            raise typer.Exit(1) from None
+        raise InvalidInput(f"cannot write to stdout: {exc.strerror or exc}") from None
 
 
 _SAMPLE = 1 << 20
@@ -250,7 +276,7 @@ def export(
     destination = str(out) if out else "stdout"
     target: AbstractContextManager[IO[Any]]
     if out is None:
-        target = nullcontext(sys.stdout.buffer if binary else sys.stdout)
+        target = _standard_output(binary=binary)
     else:
         target = _private_binary(out) if binary else _private_text(out)
     with target as stream, BulkProgress("Exporting") as progress, app_.session() as session:

@@ -158,6 +158,29 @@ def test_a_replacement_character_is_never_accepted(cli: Cli, tmp_path: Path) -> 
     )
 
 
+def test_utf8_read_as_windows_1252_is_named_on_every_row_it_touched(
+    cli: Cli, tmp_path: Path
+) -> None:
+    """A file holding rows of both encodings (one saved as UTF-8, one as Windows-1252) is
+    read as Windows-1252: the UTF-8 rows come out `HÃ©lÃ¨ne`, which no name is."""
+    path = tmp_path / "mixed.csv"
+    header = ",".join(COLUMNS) + "\n"
+    good = ",".join(person(1, last_name="Lefèvre").get(n) or "" for n in COLUMNS) + "\n"
+    bad = ",".join(person(2, first_name="Hélène", street="3 rue de la Forêt").get(n) or ""
+                   for n in COLUMNS) + "\n"  # fmt: skip
+    path.write_bytes(header.encode() + good.encode("cp1252") + bad.encode("utf-8"))
+    code, report = imported(cli, path)
+    assert code == 1
+    assert [(row["line"], row["field"]) for row in report] == [("3", "first_name")]
+    assert report[0]["reason"].startswith(
+        "first_name: 'HÃ©lÃ¨ne' looks like 'Hélène' read with the wrong encoding"
+    )
+    result = cli("member", "add", "--nir", make_nir(9), "--last-name", "MÃ¼ller",
+                 "--first-name", "Jean", "--street", "1 rue A", "--postcode", "75011",
+                 "--city", "Paris")  # fmt: skip
+    assert result.exit_code == 2 and "looks like 'Müller'" in result.stderr
+
+
 def test_member_add_refuses_the_same(cli: Cli) -> None:
     base = ["member", "add", "--nir", make_nir(1), "--first-name", "Jean", "--street", "1 rue A"]
     place = ["--postcode", "75011", "--city", "Paris"]

@@ -8,7 +8,9 @@ What a spreadsheet does to a CSV it opens and saves (French Excel, LibreOffice):
 - a postcode loses its leading zero (`01000` -> `1000`);
 - a date whose column lost its format is saved as its serial number (`31179`);
 - saved as Windows-1252 ("CSV (séparateur: point-virgule)"), a letter that code page lacks
-  (`ễ`, `Ł`) becomes `?`; a file decoded with the wrong encoding shows U+FFFD instead.
+  (`ễ`, `Ł`) becomes `?`; a file decoded with the wrong encoding shows U+FFFD instead;
+- a UTF-8 file read as Windows-1252 (or a value copied from such a screen) turns each
+  accented letter into two (`é` -> `Ã©`, `ê` -> `Ãª`, `’` -> `â€™`).
 """
 
 import re
@@ -69,6 +71,23 @@ def lost_letter(value: str) -> str | None:
             "--excel or --format xlsx"
         )
     return None
+
+
+def read_twice(value: str) -> str | None:
+    """UTF-8 read as Windows-1252: the value encodes back to bytes that are UTF-8 of
+    something else. No French name or address survives that test by chance (an accented
+    letter alone is not UTF-8 once encoded), so a match is the damage."""
+    if value.isascii():
+        return None
+    try:
+        meant = value.encode("cp1252").decode("utf-8")
+    except UnicodeError:
+        return None
+    return (
+        f"{value!r} looks like {meant!r} read with the wrong encoding (UTF-8 taken for "
+        "Windows-1252): take the value from the original file; an import file saved as UTF-8 "
+        "is read as such (or give --encoding utf-8)"
+    )
 
 
 def lost_zero(postcode: str, *, place: str | None) -> str:

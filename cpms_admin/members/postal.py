@@ -52,8 +52,9 @@ _OWN_COUNTRY = {"97133": "BL", "97150": "MF", "980": "MC", "986": "WF", "987": "
 def clean_line(value: str) -> str:
     """Collapse runs of white space; refuse control characters (they break print and mail)
     and invisible formatting ones (they reorder or hide what is printed), a leading
-    `= + - @`, which a spreadsheet opening an export would run as a formula, and `?` or
-    U+FFFD, which stand where a spreadsheet's encoding lost a letter."""
+    `= + - @`, which a spreadsheet opening an export would run as a formula, `?` or
+    U+FFFD, which stand where a spreadsheet's encoding lost a letter, and UTF-8 read as
+    Windows-1252 (`Ã©` for `é`)."""
     if unprintable := UNPRINTABLE.search(value):
         character = unprintable.group()
         if unicodedata.category(character) == "Cc":
@@ -62,6 +63,8 @@ def clean_line(value: str) -> str:
         raise ValueError(f"invisible characters are not allowed (U+{ord(character):04X}, {name})")
     if "?" in value or "\ufffd" in value:
         raise ValueError(damage.lost_letter(value))
+    if twice := damage.read_twice(value):
+        raise ValueError(twice)
     cleaned = " ".join(value.split())
     if cleaned.startswith(FORMULA_STARTS):
         raise ValueError(f"must not start with {cleaned[0]!r} (a spreadsheet would run it)")

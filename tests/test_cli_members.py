@@ -108,6 +108,22 @@ def test_update_and_close_are_audited_with_agent_and_reason(cli: Cli, session: S
     assert future == []
 
 
+def test_an_update_to_the_same_values_says_so_and_writes_nothing(
+    cli: Cli, session: Session
+) -> None:
+    member = make_member(session, first_name="Inès")
+    before = snapshot(session)
+    result = cli("member", "update", member.nir, "--first-name", "Inès", "--reason", "same")
+    assert result.exit_code == 0, result.output
+    assert result.stdout == (
+        f"Nothing to do: member {format_nir(member.nir)} already has these values.\n"
+    )
+    session.rollback()
+    assert snapshot(session) == before  # no event either
+    changed = cli("member", "update", member.nir, "--first-name", "Inés", "--reason", "typo")
+    assert changed.stdout == f"Updated member {format_nir(member.nir)}.\n"
+
+
 def test_list_json_and_plain_output(cli: Cli, session: Session) -> None:
     make_member(session, last_name="Zoé", first_name="Anne")
     make_member(session, last_name="Élodie", first_name="Brun", city="Nîmes", postcode="30000")

@@ -220,12 +220,12 @@ def update_member(
     reason: str | None = None,
     clock: Clock = system_clock,
     address_confirmed: bool = False,
-) -> Member:
+) -> "MemberUpdate":
     """Change some fields; the merged result goes through the same validation as `add`.
 
     A change to `None` clears an optional field (e.g. the e-mail). Changing the address, or
     `address_confirmed` (the member confirmed it as it is), lifts the undeliverable flag a
-    returned letter set.
+    returned letter set. Values equal to the member's change nothing and write no event.
     """
     unknown = set(changes) - (set(COLUMNS) - {"nir"})
     if unknown:
@@ -239,7 +239,7 @@ def update_member(
         changed = sorted(name for name in COLUMNS if after[name] != before[name])
         moved = any(name in undeliverable.ADDRESS_FIELDS for name in changed)
         if not changed and not (address_confirmed and undeliverable.is_flagged(member)):
-            return member
+            return MemberUpdate(member, changed=[], undeliverable_cleared=False)
         apply_fields(member, fields, clock())
         if moved:
             member.address_changed_at = member.updated_at
@@ -254,7 +254,21 @@ def update_member(
             changed=changed,
             undeliverable_cleared=cleared,
         )
-    return member
+    return MemberUpdate(member, changed=changed, undeliverable_cleared=cleared)
+
+
+@dataclass(frozen=True)
+class MemberUpdate:
+    """What `update_member` did: the fields it changed, and whether it lifted the
+    undeliverable flag (neither: nothing was written)."""
+
+    member: Member
+    changed: list[str]
+    undeliverable_cleared: bool
+
+    @property
+    def changed_anything(self) -> bool:
+        return bool(self.changed) or self.undeliverable_cleared
 
 
 def _optional_reason(reason: str | None) -> str | None:

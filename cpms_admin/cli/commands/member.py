@@ -264,7 +264,7 @@ def update(
 
     app_ = app_context(ctx)
     with app_.session() as session:
-        member = records.update_member(
+        update = records.update_member(
             session,
             nir=nir,
             changes=changes,
@@ -273,6 +273,7 @@ def update(
             clock=app_.clock,
             address_confirmed=address_confirmed,
         )
+        member = update.member
         view = records.member_view(session, member, clock=app_.clock)
     notes = [civility_note(civility)] if civility else []
     if changes.keys() & ADDRESS_OPTIONS:
@@ -280,7 +281,13 @@ def update(
     for note in notes:
         if note:
             note_for_agent(note)
-    emit_object(app_, view.as_json(), [f"Updated member {format_nir(member.nir)}."])
+    shown = format_nir(member.nir)
+    done = (
+        f"Updated member {shown}."
+        if update.changed_anything
+        else f"Nothing to do: member {shown} already has these values."
+    )
+    emit_object(app_, view.as_json(), [done])
 
 
 @app.command()

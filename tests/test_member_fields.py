@@ -176,3 +176,11 @@ def test_birth_date_must_match_the_nir() -> None:
     assert validate_member_fields(member_values(nir=nir, birth_date="03/05/1985")).birth_date
     with pytest.raises(FieldError, match="does not match"):
         validate_member_fields(member_values(nir=nir, birth_date="1986-05-03"))
+
+
+def test_a_name_too_long_says_the_limit() -> None:
+    with pytest.raises(FieldError) as caught:
+        validate_member_fields(member_values(last_name="A" * 101))
+    assert str(caught.value).startswith("last_name is 101 characters long, at most 100: 'AAA")
+    kept = member_values(last_name="A" * 100, envelope_name="Mme A. A")
+    assert validate_member_fields(kept).last_name == "A" * 100

@@ -130,6 +130,9 @@ def parse_civility(raw: str) -> str:
     return value
 
 
+MAX_NAME = 100  # characters of a name, kept whole (the envelope shortens what it prints)
+
+
 @lru_cache(maxsize=1 << 15)  # names repeat through an import file (a name refused raises)
 def parse_name(field: str, raw: str) -> str:
     try:
@@ -138,7 +141,11 @@ def parse_name(field: str, raw: str) -> str:
         raise FieldError(field, f"{field}: {exc}") from None
     if not value:
         raise FieldError(field, f"{field} is required")
-    if len(value) > 100 or not any(ch.isalpha() for ch in value):
+    if len(value) > MAX_NAME:
+        raise FieldError(
+            field, f"{field} is {len(value)} characters long, at most {MAX_NAME}: {value[:30]!r}..."
+        )
+    if not any(ch.isalpha() for ch in value):
         raise FieldError(field, f"{field} {value!r} is not a name")
     return value
 

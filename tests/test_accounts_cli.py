@@ -332,7 +332,7 @@ def test_status_says_what_the_next_print_run_does_with_each_letter(
     lines = cli("account", "status", newcomer).stdout.splitlines()
     assert lines[lines.index("Diagnosis:") + 2] == (
         "  - Letter #3 (welcome) will be cancelled by the next print run: a newer code was issued "
-        "after it was queued (2026-11-23T09:01:00+00:00)."
+        "after it was queued (2026-11-23 10:01 CET)."
     )
     batch = cli("--json", "letters", "batch", "--out", str(tmp_path / "print"))
     assert batch.exit_code == 0, batch.output
@@ -340,5 +340,5 @@ def test_status_says_what_the_next_print_run_does_with_each_letter(
     assert sorted((x["id"], x["status"], x["status_reason"]) for x in done) == [
         (1, "cancelled", "welcome letter, but the member already has a PIN"),
         (2, "printed", None),
-        (3, "cancelled", "a newer code was issued after it was queued (2026-11-23T09:01:00+00:00)"),
+        (3, "cancelled", "a newer code was issued after it was queued (2026-11-23 10:01 CET)"),
     ]

@@ -22,9 +22,9 @@ from sqlmodel.sql.expression import SelectOfScalar
 
 from cpms_admin import audit
 from cpms_admin.audit import PORTAL
-from cpms_admin.clock import iso
 from cpms_admin.credentials.codes import still_counts
 from cpms_admin.db import transaction, unindexed
+from cpms_admin.french import agent_time
 from cpms_admin.letters.guard import RunGuard
 from cpms_admin.models import Account, Letter, LetterBatch, Member, SecurityCode, pk
 from cpms_admin.vocabulary import BatchStatus, LetterKind, LetterStatus, MemberStatus
@@ -133,7 +133,7 @@ def moot_among(session: Session, which: ColumnElement[bool], *, now: datetime) -
         )
     ).all()
     for letter_id, made in codes:
-        found[_id(letter_id)] = Moot("newer_code", f"{REASONS['newer_code']} ({iso(made)})")
+        found[_id(letter_id)] = Moot("newer_code", f"{REASONS['newer_code']} ({agent_time(made)})")
     for letter_id, newer_id in newest:
         found[_id(letter_id)] = Moot("superseded", f"superseded by letter #{newer_id}")
     for letter_id, kind, status, undeliverable_at, pin_hash in states:

@@ -125,6 +125,18 @@ def test_bad_input_changes_nothing(cli: Cli, session: Session, member: Member) -
     assert outbox(cli.settings) == []
 
 
+def test_a_cool_down_is_shown_while_it_runs_and_not_after(
+    cli: Cli, clock: FakeClock, member: Member
+) -> None:
+    for _ in range(3):  # the third wrong PIN starts a cool-down of 60 s
+        cli("portal", "login", member.nir, input="605813\n")
+    for command in (("account", "status"), ("member", "show")):
+        assert "cool-down until 2026-11-23 10:01 CET" in cli(*command, member.nir).stdout
+    clock.advance(seconds=61)
+    for command in (("account", "status"), ("member", "show")):
+        assert "cool-down" not in cli(*command, member.nir).stdout.split("Diagnosis")[0]
+
+
 def test_locked_member_is_diagnosed_then_unlocked(
     cli: Cli, clock: FakeClock, member: Member
 ) -> None:

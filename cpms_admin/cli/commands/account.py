@@ -9,6 +9,7 @@ from cpms_admin.cli.options import Reason
 from cpms_admin.cli.output import emit_object, when
 from cpms_admin.english import count
 from cpms_admin.members.nir import format_nir
+from cpms_admin.vocabulary import AccountState
 
 app = typer.Typer(help="See why a member cannot log in; unlock them.", no_args_is_help=True)
 
@@ -43,7 +44,11 @@ def describe(view: dict[str, Any]) -> list[str]:
         f"NIR {format_nir(view['nir'])}   member {view['status']}, account {view['state']}",
         f"  PIN {pin}; {count(view['failed_attempts'], 'failed attempt')}"
         + ("; CAPTCHA required" if view["captcha_required"] else "")
-        + (f"; cool-down until {when(view['locked_until'])}" if view["locked_until"] else "")
+        + (
+            f"; cool-down until {when(view['locked_until'])}"
+            if view["state"] == AccountState.cooldown
+            else ""
+        )
         + (f"; hard lock since {when(view['hard_locked_at'])}" if view["hard_locked_at"] else ""),
         f"  last login: {when(view['last_login_at']) or 'never'};  e-mail: "
         f"{'known' if view['email_known'] else 'none'};  terms accepted: "

@@ -12,7 +12,7 @@ from cpms_admin.english import count
 from cpms_admin.errors import InvalidInput
 from cpms_admin.members.nir import format_nir
 from cpms_admin.settings import LIMIT_MAX
-from cpms_admin.vocabulary import MemberStatus
+from cpms_admin.vocabulary import AccountState, MemberStatus
 
 if TYPE_CHECKING:
     from cpms_admin.members.records import MemberView
@@ -121,7 +121,11 @@ def describe(view: "MemberView") -> list[str]:
         f"  account:  {view.state}, PIN {'set' if account.pin_hash else 'not set'}, "
         f"{count(account.failed_attempts, 'failed attempt')}"
         + (", CAPTCHA required" if account.captcha_required else "")
-        + (f", cool-down until {when(account.locked_until)}" if account.locked_until else ""),
+        + (
+            f", cool-down until {when(account.locked_until)}"
+            if view.state == AccountState.cooldown
+            else ""
+        ),
         f"  last login: {when(account.last_login_at) or 'never'};  terms accepted: "
         f"{account.terms_accepted_version or 'no'}",
     ]

@@ -92,8 +92,8 @@ def _in_flight(view: dict[str, Any]) -> str | None:
         return (
             f"a {code['purpose']} code sent by {by} is valid until "
             f"{agent_time(datetime.fromisoformat(code['expires_at']))} "
-            f"({count(code['tries_left'], 'try', 'tries')} left): setting a PIN with it logs "
-            "the member in"
+            f"({count(code['tries_left'], 'try', 'tries')} left): setting a PIN with it lets "
+            "the member log in"
         )
     if letters:
         first = letters[0]

@@ -137,6 +137,22 @@ def test_a_cool_down_is_shown_while_it_runs_and_not_after(
         assert "cool-down" not in cli(*command, member.nir).stdout.split("Diagnosis")[0]
 
 
+def test_a_campaign_email_waiting_for_mail_send_is_in_flight(
+    cli: Cli, session: Session, tmp_path: Path
+) -> None:
+    """Support must not send a second code (which `mail send` would then cancel) to a member
+    whose campaign e-mail is queued."""
+    member = make_member(session, welcome=False, email="bob@example.org")
+    listed = tmp_path / "nirs.txt"
+    listed.write_text(member.nir + "\n")
+    assert cli("code", "campaign", "--from-file", str(listed), "--reason", "x").exit_code == 0
+    view = json.loads(cli("--json", "account", "status", member.nir).stdout)
+    assert [m["purpose"] for m in view["queued_emails"]] == ["first_login"]
+    human = cli("account", "status", member.nir).stdout
+    assert "code e-mail (queued 2026-11-23 10:00 CET) waits for the next `mail send`" in human
+    assert "no code on its way" not in human
+
+
 def test_locked_member_is_diagnosed_then_unlocked(
     cli: Cli, clock: FakeClock, member: Member
 ) -> None:

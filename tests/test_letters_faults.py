@@ -256,6 +256,12 @@ def test_a_member_closed_or_flagged_while_their_letter_prints_gets_a_void_code(
     try:
         wait_until(lambda: held.poll() is not None or held_here.exists(), what="the hold")
         assert held.poll() is None, held.communicate()
+        status = json.loads(cli("--json", "account", "status", staying.nir).stdout)
+        assert [letter["batch_id"] for letter in status["letters_in_print"]] == [2]
+        assert (
+            "is being printed by batch 2: its code works once the batch ends"
+            in (status["diagnosis"][0])
+        )
         assert cli("member", "close", closing.nir, "--reason", "décédé").exit_code == 0
         assert cli("letters", "returned", str(returned["letter_id"])).exit_code == 0
     finally:

@@ -18,9 +18,9 @@ from cpms_admin.french import agent_time
 from cpms_admin.letters.claim import Queued, moot_reasons
 from cpms_admin.members import undeliverable
 from cpms_admin.members.records import get_account, get_member
-from cpms_admin.models import Account, Letter, Member, SecurityCode, pk
+from cpms_admin.models import Account, Letter, Member, OutgoingMail, SecurityCode, pk
 from cpms_admin.settings import Settings
-from cpms_admin.vocabulary import AccountState, Channel, LetterStatus, MemberStatus
+from cpms_admin.vocabulary import AccountState, Channel, LetterStatus, MailStatus, MemberStatus
 
 REASON = '--reason "..."'
 
@@ -50,6 +50,16 @@ def account_status(
         .order_by(col(Letter.id))
     ).all()
     moot = moot_reasons(session, [Queued.of(letter) for letter in letters], now=now)
+    in_print = session.exec(
+        select(Letter)
+        .where(Letter.member_id == pk(member), Letter.status == LetterStatus.claimed)
+        .order_by(col(Letter.id))
+    ).all()
+    mails = session.exec(
+        select(OutgoingMail)
+        .where(OutgoingMail.member_id == pk(member), OutgoingMail.status == MailStatus.pending)
+        .order_by(col(OutgoingMail.id))
+    ).all()
     view: dict[str, Any] = {
         "nir": member.nir,
         "status": member.status,
@@ -77,6 +87,16 @@ def account_status(
             }
             for letter in letters
         ],
+        # Being printed by a running batch: the code it carries works once the batch ends.
+        "letters_in_print": [
+            {"id": letter.id, "kind": letter.kind, "batch_id": letter.batch_id}
+            for letter in in_print
+        ],
+        # A campaign's code e-mails waiting for `mail send` (their code is made as they leave).
+        "queued_emails": [
+            {"id": mail.id, "purpose": mail.purpose, "created_at": iso(mail.created_at)}
+            for mail in mails
+        ],
     }
     findings, fix = diagnose(member, account, view, settings=settings, now=now)
     view["diagnosis"] = findings
@@ -95,9 +115,22 @@ def _in_flight(view: dict[str, Any]) -> str | None:
             f"({count(code['tries_left'], 'try', 'tries')} left): setting a PIN with it lets "
             "the member log in"
         )
+    if view["letters_in_print"]:
+        first = view["letters_in_print"][0]
+        return (
+            f"letter #{first['id']} ({first['kind']}) is being printed by batch "
+            f"{first['batch_id']}: its code works once the batch ends"
+        )
     if letters:
         first = letters[0]
         return f"letter #{first['id']} ({first['kind']}) with a code waits for the next print run"
+    if view["queued_emails"]:
+        first = view["queued_emails"][0]
+        return (
+            f"a {first['purpose']} code e-mail (queued "
+            f"{agent_time(datetime.fromisoformat(first['created_at']))}) waits for the next "
+            "`mail send`"
+        )
     return None
 
 

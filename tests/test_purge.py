@@ -245,6 +245,9 @@ def test_a_pseudonymised_member_is_no_one_but_their_audit_events_remain(
     ]
     (run,) = [e for e in events if e.action == "purge.closed_members.member"]
     assert json.loads(run.details)["change"] == "pseudonymised"
+    # The audit list shows the stand-in as it is, not grouped as if it were a NIR.
+    listed = cli("audit", "list", "--action", "purge.closed_members.member").stdout
+    assert f"X{member_id:014d}" in listed and "X 00 00" not in listed
 
 
 def test_a_run_killed_between_member_batches_is_finished_by_the_next(

@@ -115,7 +115,10 @@ def _corsica_mismatch(department: str, year: int, *, today: date | None) -> str 
 
 
 def format_nir(nir: str) -> str:
-    """`185057800608491` -> `1 85 05 78 006 084 91`."""
+    """`185057800608491` -> `1 85 05 78 006 084 91`; what stands for a pseudonymised
+    member's NIR (`X00000000000049`) is no NIR, and is shown as it is."""
+    if not nir[:1].isdigit():
+        return nir
     return str(stdnum_nir.format(nir))
 
 

@@ -168,8 +168,8 @@ def diagnose(
     if undeliverable.is_flagged(member):  # a returned letter: no code can go by post
         findings.insert(
             1,
-            f"Address undeliverable: {undeliverable.describe(member)}; no letter "
-            "is sent there until an agent updates it.",
+            f"{undeliverable.describe(member).capitalize()}; no letter is sent there until "
+            "an agent updates it.",
         )
         fix = fix if member.email else undeliverable.fix(member)
     return findings, fix

@@ -64,7 +64,10 @@ def test_a_returned_letter_revokes_its_code_and_flags_the_address(
     assert "UNDELIVERABLE" in human and "member update" in human
     status = ok(cli("--json", "account", "status", nir))
     assert status["address_undeliverable"] == shown
-    assert any(line.startswith("Address undeliverable since ") for line in status["diagnosis"])
+    assert any(
+        line.startswith("Address undeliverable since ") and " CET: NPAI" in line
+        for line in status["diagnosis"]
+    )
     assert status["fix"] == shown["fix"]  # no e-mail: the address is what to fix first
 
     [event] = ok(cli("--json", "audit", "list", "--nir", nir, "--action", "letter.returned"))

@@ -166,10 +166,11 @@ def diagnose(
     if not member.email:
         findings.append("No e-mail address: codes go by post (2 to 8 days).")
     if undeliverable.is_flagged(member):  # a returned letter: no code can go by post
+        flagged = undeliverable.describe(member)
         findings.insert(
             1,
-            f"{undeliverable.describe(member).capitalize()}; no letter is sent there until "
-            "an agent updates it.",
+            f"{flagged[:1].upper()}{flagged[1:]}; no letter is sent there until an agent "
+            "updates it.",
         )
         fix = fix if member.email else undeliverable.fix(member)
     return findings, fix

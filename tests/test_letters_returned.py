@@ -65,7 +65,7 @@ def test_a_returned_letter_revokes_its_code_and_flags_the_address(
     status = ok(cli("--json", "account", "status", nir))
     assert status["address_undeliverable"] == shown
     assert any(
-        line.startswith("Address undeliverable since ") and " CET: NPAI" in line
+        line.startswith("Address undeliverable since ") and " CET: letter #" in line
         for line in status["diagnosis"]
     )
     assert status["fix"] == shown["fix"]  # no e-mail: the address is what to fix first

@@ -75,12 +75,16 @@ def test_each_legacy_format_logs_in_and_is_upgraded(
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["created"] == 1
     nir = rows[0]["nir"]
-    assert stored_hash(session, nir) == "legacy:" + legacy
+    sealed = stored_hash(session, nir)
+    # Sealed with the pepper: a stolen database does not hold the hash to brute-force.
+    assert sealed is not None and sealed.startswith("legacy:k1:")
+    digest = legacy.rsplit("$", 1)[-1]
+    assert digest not in sealed and legacy[:7] not in sealed
     shown = json.loads(cli("--json", "member", "show", nir).stdout)
     assert shown["account"]["state"] == "active" and shown["account"]["pin_set"] is True
 
     assert login(cli, nir, WRONG)["reason"] == "wrong_pin"
-    assert stored_hash(session, nir) == "legacy:" + legacy  # only a success upgrades it
+    assert stored_hash(session, nir) == sealed  # only a success upgrades it
 
     assert login(cli, nir, PIN)["ok"] is True
     upgraded = stored_hash(session, nir)
@@ -147,11 +151,15 @@ def test_update_fills_a_missing_pin_but_never_replaces_one(
 ) -> None:
     first = LEGACY["pbkdf2-phc"]()
     _, rows = import_hashes(cli, tmp_path, [None, first])  # type: ignore[list-item]
+    kept = stored_hash(session, rows[1]["nir"])
+    assert stored_hash(session, rows[0]["nir"]) is None
     newer = LEGACY["bcrypt-2b"]()
     result, _ = import_hashes(cli, tmp_path, [newer, newer], "--on-conflict", "update")
     assert json.loads(result.stdout)["updated"] == 1
-    assert stored_hash(session, rows[0]["nir"]) == "legacy:" + newer
-    assert stored_hash(session, rows[1]["nir"]) == "legacy:" + first
+    filled = stored_hash(session, rows[0]["nir"])
+    assert filled is not None and filled.startswith("legacy:k1:")  # sealed, as on insert
+    assert stored_hash(session, rows[1]["nir"]) == kept
+    assert login(cli, rows[0]["nir"], PIN)["ok"] is True
 
 
 def test_a_re_import_never_brings_back_a_pin_an_agent_reset(

@@ -229,6 +229,29 @@ def test_a_rotation_keeps_the_group_that_shares_the_pepper(
     assert cli("--json", "doctor").exit_code == 0
 
 
+def test_an_imported_hash_sealed_with_a_pepper_keeps_it_needed(
+    filed: tuple[Cli, Path], tmp_path: Path
+) -> None:
+    """An imported (legacy) PIN hash is sealed with the pepper that was current: `pepper
+    status` counts it, so that pepper's line is not deleted while the hash still needs it;
+    after a rotation the member still logs in, and is moved to the new pepper."""
+    import bcrypt
+
+    cli, _ = filed
+    nir = make_nir()
+    legacy = bcrypt.hashpw(PIN.encode(), bcrypt.gensalt(rounds=4)).decode()
+    source = tmp_path / "legacy.csv"
+    source.write_text(
+        "nir,last_name,first_name,street,postcode,city,pin_hash\n"
+        f"{nir},Roux,Léa,1 rue de la Paix,75002,Paris,{legacy}\n"
+    )
+    assert cli("members", "import", str(source)).exit_code == 0
+    assert cli("pepper", "rotate").exit_code == 0
+    assert [(r["pepper"], r["pin_hashes"]) for r in status(cli)] == [(1, 1), (2, 0)]
+    assert cli("portal", "login", nir, input=f"{PIN}\n").exit_code == 0
+    assert [(r["pepper"], r["pin_hashes"]) for r in status(cli)] == [(1, 0), (2, 1)]
+
+
 def test_an_old_pin_hash_is_rehashed_at_the_next_login(
     filed: tuple[Cli, Path], session: Session
 ) -> None:

@@ -29,6 +29,7 @@ from tests.factories import make_nir
 PIN = "482913"
 WRONG = "482914"
 PEPPER = b"test-pepper-0123456789abcdef"
+PEPPERS = Peppers({1: PEPPER}, "test")
 DEFAULT_WEAK = parse_weak_pins(Settings().weak_pins)
 
 
@@ -321,12 +322,17 @@ LEGACY = {
 def test_legacy_hash_verifies_right_pin_only(hasher: PinHasher, scheme: str) -> None:
     value = LEGACY[scheme]
     assert legacy_hash_problem(value) is None
-    imported = import_legacy_hash(value)
-    assert imported == LEGACY_PREFIX + value
+    imported = import_legacy_hash(value, PEPPERS)
+    assert imported.startswith(LEGACY_PREFIX + "k1:") and value[8:] not in imported
     assert hasher.verify(imported, PIN) is True
     assert hasher.verify(imported, WRONG) is False
     assert hasher.needs_rehash(imported) is True
     assert hasher.verify(value, PIN) is False  # without the prefix it is not one of ours
+    # As imports stored them before they were sealed: still verified.
+    assert hasher.verify(LEGACY_PREFIX + value, PIN) is True
+    # Sealed with another pepper, it opens to nothing: a wrong PIN, never an error.
+    other = import_legacy_hash(value, Peppers({1: b"another-pepper-entirely"}, "test"))
+    assert hasher.verify(other, PIN) is False
 
 
 _FAKE_B64 = "c2FsdHNhbHRzYWx0c2FsdA"
@@ -355,7 +361,7 @@ def test_unusable_legacy_hash_is_rejected_with_reason(value: str, reason: str) -
     assert reason in problem
     assert value[8:] not in problem
     with pytest.raises(InvalidInput, match=reason):
-        import_legacy_hash(value)
+        import_legacy_hash(value, PEPPERS)
 
 
 def test_unknown_format_message_names_the_accepted_schemes() -> None:

@@ -9,8 +9,10 @@ from datetime import datetime
 from sqlalchemy import ColumnElement, any_, bindparam, func, select, update
 from sqlmodel import Session, SQLModel
 
+from cpms_admin.audit_chain.seal import keyring
 from cpms_admin.bulk.import_rows import MEMBER_KEYS, CheckedRow
 from cpms_admin.bulk.rows import STATUS_COLUMNS
+from cpms_admin.credentials.pins import LEGACY_PREFIX, import_legacy_hash
 from cpms_admin.members import undeliverable
 from cpms_admin.members.fields import COLUMNS
 from cpms_admin.members.records import insert_members as insert_new_members
@@ -87,7 +89,7 @@ def insert_members(
         session,
         columns=MEMBER_KEYS,
         rows=[row.values if row.status is not None else _active(row.values) for row in new],
-        pin_hashes=[row.pin_hash for row in new],
+        pin_hashes=[_sealed(session, row.pin_hash) for row in new],
         welcome=[row.nir in asked for row in new],
         now=now,
         imported=True,
@@ -124,7 +126,11 @@ def update_members(
         if rows:  # one statement per set of columns
             session.execute(update(_MEMBER).where(_MEMBER.c.id == bindparam("member_key")), rows)
     pins = [
-        {"member_key": existing[row.nir].member_id, "pin_hash": row.pin_hash, "pin_set_at": now}
+        {
+            "member_key": existing[row.nir].member_id,
+            "pin_hash": _sealed(session, row.pin_hash),
+            "pin_set_at": now,
+        }
         for row in changes
         if existing[row.nir].takes_pin(row)
     ]
@@ -132,3 +138,11 @@ def update_members(
         session.execute(
             update(_ACCOUNT).where(_ACCOUNT.c.member_id == bindparam("member_key")), pins
         )
+
+
+def _sealed(session: Session, pin_hash: str | None) -> str | None:
+    """A carried-over PIN hash as the checker passed it (`legacy:` and the hash), sealed with
+    the current pepper before it is stored (credentials/legacy.py)."""
+    if pin_hash is None:
+        return None
+    return import_legacy_hash(pin_hash.removeprefix(LEGACY_PREFIX), keyring(session).peppers)

@@ -1,7 +1,11 @@
 """PIN hashes carried over from a previous system (argon2, bcrypt, PBKDF2-SHA256).
 
-The importer stores them as `LEGACY_PREFIX + original`, because they are over the raw PIN
-while ours are over the peppered pre-hash; the first successful login replaces them.
+Such a hash is over the raw PIN, with no pepper: stored as it came, a stolen database would
+give each member's PIN to a brute force of a million guesses (minutes for a bcrypt of cost
+4). So the importer stores it sealed with the current pepper (AES-256-GCM, the key derived
+from the pepper): `legacy:k<id>:<nonce, ciphertext and tag, base64>`, which only the holder
+of the pepper can open; the first successful login replaces it with one of ours. Hashes
+stored as they came (`legacy:$2b$...`, imports before 3 December) are still verified.
 Parameters are capped so an imported hash cannot make each login take seconds.
 """
 
@@ -10,12 +14,16 @@ import binascii
 import hashlib
 import hmac
 import re
+import secrets
 from dataclasses import dataclass
 
 from cpms_admin.errors import InvalidInput
+from cpms_admin.pepper import Peppers, untagged
 
 LEGACY_PREFIX = "legacy:"
 MAX_STORED_LENGTH = 255  # Account.pin_hash
+_SEAL_LABEL = b"cpms-legacy-pin-hash-v1"
+_NONCE, _TAG = 12, 16
 
 _UNKNOWN = "unknown PIN hash format: must be argon2, bcrypt or PBKDF2-SHA256"
 # 22-character salt (its last character carries 2 bits, hence .Oeu) then a 31-character hash.
@@ -82,7 +90,7 @@ def _parse_pbkdf2(value: str, ceilings: _Ceilings) -> tuple[int, bytes, bytes]:
 
 def _check(value: str, ceilings: _Ceilings) -> None:
     """Raise ValueError with the reason unless `value` is a usable legacy hash."""
-    if len(LEGACY_PREFIX) + len(value) > MAX_STORED_LENGTH:
+    if _sealed_length(value) > MAX_STORED_LENGTH:
         raise ValueError("PIN hash too long to store")
     if value.startswith(("$argon2id$", "$argon2i$", "$argon2d$")):
         from argon2 import extract_parameters
@@ -123,16 +131,53 @@ def legacy_hash_problem(value: str) -> str | None:
     return None
 
 
-def import_legacy_hash(value: str) -> str:
-    """The value to store in Account.pin_hash for an imported hash; InvalidInput if unusable."""
+def import_legacy_hash(value: str, peppers: Peppers) -> str:
+    """The value to store in Account.pin_hash for an imported hash: sealed with the current
+    pepper (see the module docstring); InvalidInput if unusable."""
     problem = legacy_hash_problem(value)
     if problem is not None:
         raise InvalidInput(problem)
-    return LEGACY_PREFIX + value
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    key_id = peppers.current_id
+    nonce = secrets.token_bytes(_NONCE)
+    sealed = nonce + AESGCM(_seal_key(peppers, key_id)).encrypt(nonce, value.encode(), None)
+    token = base64.urlsafe_b64encode(sealed).decode("ascii").rstrip("=")
+    return f"{LEGACY_PREFIX}k{key_id}:{token}"
 
 
-def verify_legacy(value: str, pin: str) -> bool:
-    """Does `pin` match the legacy hash `value` (without the prefix)? False when malformed."""
+def _seal_key(peppers: Peppers, key_id: int) -> bytes:
+    return hmac.digest(peppers.get(key_id), _SEAL_LABEL, hashlib.sha256)
+
+
+def _sealed_length(value: str) -> int:
+    """The length of `value` once sealed and stored (at most a 3-digit pepper id)."""
+    return len(LEGACY_PREFIX) + len("k999:") + -(-4 * (_NONCE + len(value) + _TAG) // 3)
+
+
+def _opened(stored: str, peppers: Peppers) -> str | None:
+    """The legacy hash of `stored` (without its prefix): opened with its pepper when sealed,
+    as it is when it came unsealed; None when it cannot be opened (another pepper, damage)."""
+    if stored.startswith("$"):
+        return stored
+    from cryptography.exceptions import InvalidTag
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    key_id, token = untagged(stored, ":")
+    try:
+        sealed = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        key = _seal_key(peppers, key_id)
+        return AESGCM(key).decrypt(sealed[:_NONCE], sealed[_NONCE:], None).decode()
+    except (ValueError, InvalidTag, binascii.Error):  # a pepper no longer at hand: NotReady
+        return None
+
+
+def verify_legacy(stored: str, pin: str, peppers: Peppers) -> bool:
+    """Does `pin` match the legacy hash `stored` (without the prefix, sealed or not)? False
+    when it cannot be opened or is malformed."""
+    value = _opened(stored, peppers)
+    if value is None:
+        return False
     try:
         _check(value, _AT_LOGIN)
     except ValueError:

@@ -209,7 +209,7 @@ class PinHasher:
             self._verify_argon2(self._dummy, pin)
             return False
         if stored.startswith(LEGACY_PREFIX):
-            return verify_legacy(stored[len(LEGACY_PREFIX) :], pin)
+            return verify_legacy(stored[len(LEGACY_PREFIX) :], pin, self._peppers)
         return self._verify_argon2(stored, pin)
 
     def needs_rehash(self, stored: str) -> bool:

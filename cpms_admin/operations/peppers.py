@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from sqlalchemy import func, not_
+from sqlalchemy import func, not_, or_
 from sqlmodel import Session, col, select
 
 from cpms_admin import audit
@@ -76,9 +76,10 @@ def _record(session: Session, peppers: Peppers, key_ids: list[int], now: datetim
 
 
 def holds_hashes(session: Session) -> bool:
-    """Whether any PIN or code was hashed with a pepper (legacy imported hashes were not)."""
+    """Whether any PIN or code was hashed with a pepper (or, imported, sealed with one:
+    legacy hashes stored as they came before 3 December were not)."""
     pin = select(Account.member_id).where(
-        col(Account.pin_hash).is_not(None), not_(col(Account.pin_hash).startswith("legacy:"))
+        col(Account.pin_hash).is_not(None), not_(col(Account.pin_hash).startswith("legacy:$"))
     )
     return (
         session.exec(pin.limit(1)).first() is not None
@@ -186,6 +187,8 @@ def usage(session: Session, *, now: datetime) -> list[PepperUse]:
         else:
             pins = col(Account.pin_hash).startswith(f"k{key_id}:")
             code = col(SecurityCode.code_hash).startswith(f"k{key_id}$")
+        # Imported hashes, sealed with the pepper that was current (always tagged).
+        pins = or_(pins, col(Account.pin_hash).startswith(f"legacy:k{key_id}:"))
         pin_count = session.exec(select(func.count()).select_from(Account).where(pins)).one()
         live = session.exec(
             select(func.count())

@@ -184,3 +184,12 @@ def test_a_name_too_long_says_the_limit() -> None:
     assert str(caught.value).startswith("last_name is 101 characters long, at most 100: 'AAA")
     kept = member_values(last_name="A" * 100, envelope_name="Mme A. A")
     assert validate_member_fields(kept).last_name == "A" * 100
+
+
+def test_damage_messages_describe_the_value_typed() -> None:
+    with pytest.raises(FieldError) as rounded:
+        validate_member_fields(member_values(nir="162037000000000"))
+    assert "(shown as 1,62037E+14)" in str(rounded.value)
+    with pytest.raises(FieldError) as bad_date:
+        validate_member_fields(member_values(birth_date="31-13-1985"))
+    assert str(bad_date.value).endswith("is not a date: write YYYY-MM-DD (or DD/MM/YYYY)")

@@ -33,7 +33,8 @@ def nir_damage(raw: str) -> str | None:
     if _SCIENTIFIC.fullmatch(text):
         done = "turned it into a number written in scientific notation"
     elif text.isdigit() and len(text) == 15 and text.endswith("00"):
-        done = "rounded it as a number (shown as 1,85058E+14); no NIR ends in 00"
+        shown = f"{int(text):.5E}".replace(".", ",")  # as French Excel shows it
+        done = f"rounded it as a number (shown as {shown}); no NIR ends in 00"
     elif _DECIMAL.fullmatch(text):
         done = "turned it into a number with decimals"
     else:

@@ -178,7 +178,8 @@ def parse_birth_date(raw: str, nir: str) -> date:
     except ValueError:
         reason = damage.date_damage(value, what="birth date")
         raise FieldError(
-            "birth_date", reason or f"birth date {value!r} must be YYYY-MM-DD"
+            "birth_date",
+            reason or f"birth date {value!r} is not a date: write YYYY-MM-DD (or DD/MM/YYYY)",
         ) from None
     nir_month = int(nir[3:5])
     if born.year % 100 != int(nir[1:3]) or (1 <= nir_month <= 12 and born.month != nir_month):

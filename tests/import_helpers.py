@@ -4,7 +4,7 @@ new transaction (an open one would still see the old rows)."""
 
 import csv
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +85,19 @@ def write_xlsx(
         sheet.append(cells)
     book.save(path)
     return path
+
+
+def damage_sheet(path: Path, out: Path, damage: Callable[[bytes], bytes]) -> Path:
+    """A copy of the workbook `path` at `out`, its first sheet's XML gone through `damage`."""
+    import zipfile
+
+    with zipfile.ZipFile(path) as source, zipfile.ZipFile(out, "w") as target:
+        for item in source.infolist():
+            data = source.read(item)
+            if item.filename == "xl/worksheets/sheet1.xml":
+                data = damage(data)
+            target.writestr(item, data)
+    return out
 
 
 def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:

@@ -20,7 +20,15 @@ from cpms_admin.models import Account, AuditEvent, Letter, Member
 from tests.audit_helpers import audit_of, run_event, run_events, run_id
 from tests.factories import make_member, make_nir
 from tests.harness import Cli
-from tests.import_helpers import person, report_rows, snap, write_csv, write_jsonl
+from tests.import_helpers import (
+    damage_sheet,
+    person,
+    report_rows,
+    snap,
+    write_csv,
+    write_jsonl,
+    write_xlsx,
+)
 
 
 def member_of(session: Session, nir: str) -> Member:
@@ -261,19 +269,8 @@ def test_an_unreadable_file_is_exit_2_and_writes_nothing(
 def _damaged_workbook(tmp_path: Path, damage: Callable[[bytes], bytes]) -> Path:
     """A workbook of 1,200 members (more than the reading helper sends at once, so that some
     reach the writer first) whose sheet's XML went through `damage`."""
-    import zipfile
-
-    from tests.import_helpers import write_xlsx
-
     good = write_xlsx(tmp_path / "good.xlsx", [person(n) for n in range(1, 1201)])
-    path = tmp_path / "damaged.xlsx"
-    with zipfile.ZipFile(good) as source, zipfile.ZipFile(path, "w") as out:
-        for part in source.infolist():
-            data = source.read(part)
-            if part.filename == "xl/worksheets/sheet1.xml":
-                data = damage(data)
-            out.writestr(part, data)
-    return path
+    return damage_sheet(good, tmp_path / "damaged.xlsx", damage)
 
 
 BROKEN_ROW = b'<row r="1300"><c r="A1300"><v>1</v></rowx>'

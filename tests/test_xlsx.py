@@ -21,7 +21,7 @@ from cpms_admin.errors import InvalidInput, Refused
 from cpms_admin.members.fields import COLUMNS
 from tests.factories import make_member, make_nir
 from tests.harness import Cli, FakeClock
-from tests.import_helpers import DUPONT, person, report_rows, write_xlsx
+from tests.import_helpers import DUPONT, damage_sheet, person, report_rows, write_xlsx
 from tests.test_import import json_out, member_of
 
 BOURG = {"postcode": "01000", "city": "Bourg-en-Bresse"}
@@ -129,13 +129,8 @@ def test_what_is_not_a_readable_workbook_is_refused_in_one_line(tmp_path: Path) 
 
 def test_a_damaged_sheet_fails_the_reading_process_with_one_line(tmp_path: Path) -> None:
     path = write_xlsx(tmp_path / "m.xlsx", [person(n) for n in range(1, 30)])
-    broken = tmp_path / "broken.xlsx"
-    with zipfile.ZipFile(path) as source, zipfile.ZipFile(broken, "w") as target:
-        for item in source.infolist():
-            data = source.read(item)
-            if item.filename == "xl/worksheets/sheet1.xml":
-                data = data[: len(data) // 2]  # the XML stops half-way
-            target.writestr(item, data)
+    # The XML stops half-way.
+    broken = damage_sheet(path, tmp_path / "broken.xlsx", lambda xml: xml[: len(xml) // 2])
     member_file = read_member_rows(broken)  # the header is whole
     with pytest.raises(InvalidInput, match=r"broken\.xlsx: not a workbook that can be read"):
         list(member_file)

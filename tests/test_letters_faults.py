@@ -15,7 +15,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, func
+from sqlalchemy import Engine, func, text
 from sqlmodel import Session, col, select
 
 from cpms_admin.clock import system_clock
@@ -288,3 +288,45 @@ def test_a_member_closed_or_flagged_while_their_letter_prints_gets_a_void_code(
     assert code_works(session, settings, system_clock, staying_letter, codes[staying_letter])
     event = json.loads(cli("--json", "audit", "list", "--action", "letters.batch").stdout)[0]
     assert event["details"]["voided"] == sorted(pk(letters[m]) for m in void)
+
+
+def test_a_return_recorded_while_the_batch_commits_waits_and_never_deadlocks(
+    cli: Cli, session: Session, engine: Engine, tmp_path: Path
+) -> None:
+    """PostgreSQL: the batch's commit holds its members (FOR SHARE) and then revokes their
+    older codes; a returned letter recorded meanwhile must take the member's row before
+    its codes, so it waits for the commit instead of locking a code the commit needs."""
+    if engine.dialect.name != "postgresql":
+        pytest.skip("SQLite runs one writer at a time: the return waits for the batch anyway")
+    out = tmp_path / "out"
+    (returning,) = queue_members(session, 1)
+    (returned,) = batch(cli, out)["letters"]
+    assert cli("code", "issue", returning.nir, "--channel", "post", "--reason", "x").exit_code == 0
+    held_here = tmp_path / "held"
+    env = {**os.environ, **cli.env(), "CPMS_HOLDPOINT": f"letters.members_held={held_here}"}
+    held = subprocess.Popen(
+        command(out), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        wait_until(lambda: held.poll() is not None or held_here.exists(), what="the hold")
+        assert held.poll() is None, held.communicate()
+        recording = subprocess.Popen(
+            [sys.executable, "-m", "cpms_admin", "letters", "returned", str(returned["letter_id"])],
+            env={**os.environ, **cli.env()},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        wait_until(lambda: waiting_for_a_lock(session), what="the return to wait for the batch")
+    finally:
+        held_here.unlink(missing_ok=True)
+        stdout, stderr = held.communicate(timeout=120)
+    assert held.returncode == 0, stderr
+    _, recorded_err = recording.communicate(timeout=120)
+    assert recording.returncode == 0, recorded_err
+    assert json.loads(stdout)["printed"] == 1  # its code was live when the return came
+
+
+def waiting_for_a_lock(session: Session) -> bool:
+    session.rollback()
+    return bool(session.exec(text("SELECT count(*) FROM pg_locks WHERE NOT granted")).one()[0])

@@ -301,7 +301,12 @@ def _commit(
     the same (it is in the files) with its code stored revoked, and logged for the print
     house to pull."""
     with transaction(session):
-        lost = lost_since_claim(session, batch_id=batch_id)  # first: see its docstring
+        lost = {  # first: see its docstring; a letter that failed is in no file
+            letter_id: key
+            for letter_id, key in lost_since_claim(session, batch_id=batch_id).items()
+            if letter_id not in rendered.failed
+        }
+        failpoint("letters.members_held")
         completed = session.exec(
             update(LetterBatch)
             .where(col(LetterBatch.id) == batch_id, col(LetterBatch.status) == BatchStatus.running)

@@ -147,7 +147,9 @@ def _record_one(
     now: Any,
     result: ReturnsResult,
 ) -> None:
-    member = session.get(Member, letter.member_id)
+    # The member's row before their codes, as every writer takes them (a batch committing
+    # holds its members first: taking a code first could deadlock with it on PostgreSQL).
+    member = session.get(Member, letter.member_id, with_for_update=True, populate_existing=True)
     assert member is not None, "a letter's member exists"
     letter.status = LetterStatus.returned
     letter.status_reason = f"returned undeliverable on {agent_time(now)}: {back.why}"

@@ -364,6 +364,18 @@ def test_unusable_legacy_hash_is_rejected_with_reason(value: str, reason: str) -
         import_legacy_hash(value, PEPPERS)
 
 
+def test_a_long_hash_stored_before_sealing_still_verifies(hasher: PinHasher) -> None:
+    """Too long to be stored sealed, so refused by an import now; stored as it came by an
+    import before 3 December, it must still log its member in."""
+    from argon2 import PasswordHasher
+
+    long = PasswordHasher(time_cost=1, memory_cost=1024, hash_len=64, salt_len=32).hash(PIN)
+    assert len(long) > 155
+    assert legacy_hash_problem(long) == "PIN hash too long to store"
+    assert hasher.verify(LEGACY_PREFIX + long, PIN) is True
+    assert hasher.verify(LEGACY_PREFIX + long, WRONG) is False
+
+
 def test_unknown_format_message_names_the_accepted_schemes() -> None:
     assert legacy_hash_problem("md5:abc") == (
         "unknown PIN hash format: must be argon2, bcrypt or PBKDF2-SHA256"

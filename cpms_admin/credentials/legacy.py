@@ -90,8 +90,6 @@ def _parse_pbkdf2(value: str, ceilings: _Ceilings) -> tuple[int, bytes, bytes]:
 
 def _check(value: str, ceilings: _Ceilings) -> None:
     """Raise ValueError with the reason unless `value` is a usable legacy hash."""
-    if _sealed_length(value) > MAX_STORED_LENGTH:
-        raise ValueError("PIN hash too long to store")
     if value.startswith(("$argon2id$", "$argon2i$", "$argon2d$")):
         from argon2 import extract_parameters
         from argon2.exceptions import InvalidHashError
@@ -124,6 +122,8 @@ def _check(value: str, ceilings: _Ceilings) -> None:
 
 def legacy_hash_problem(value: str) -> str | None:
     """For the importer: None when `value` is an accepted, well-formed legacy hash, else why not."""
+    if _sealed_length(value) > MAX_STORED_LENGTH:
+        return "PIN hash too long to store"
     try:
         _check(value, _AT_IMPORT)
     except ValueError as exc:
@@ -157,7 +157,8 @@ def _sealed_length(value: str) -> int:
 
 def _opened(stored: str, peppers: Peppers) -> str | None:
     """The legacy hash of `stored` (without its prefix): opened with its pepper when sealed,
-    as it is when it came unsealed; None when it cannot be opened (another pepper, damage)."""
+    as it is when it came unsealed; None when it cannot be opened (sealed with another
+    pepper of the same id, or damaged). A pepper id no longer at hand is NotReady."""
     if stored.startswith("$"):
         return stored
     from cryptography.exceptions import InvalidTag

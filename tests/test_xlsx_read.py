@@ -264,6 +264,7 @@ def test_a_row_that_cannot_be_read_is_a_rejected_row_as_a_bad_csv_line(tmp_path:
         6: '<c r="L{n}" t="s"><v>999999</v></c>',
         8: '<c r="L{n}"><v>1,5</v></c>',
         10: '<c r="12" t="inlineStr"><is><t>x</t></is></c>',
+        11: '<c r="12" t="inlineStr"><is><t>x</t></is></c>',  # the same, not remembered
     }
     rows = HEADER + "".join(
         DUPONT_ROW.replace("{serial}", "31179")
@@ -280,8 +281,17 @@ def test_a_row_that_cannot_be_read_is_a_rejected_row_as_a_bad_csv_line(tmp_path:
         6: "the cell in column 12 cannot be read (list index out of range)",
         8: "the cell in column 12 cannot be read (invalid literal for int() with base 10: '1,5')",
         10: "a cell reference without a column ('')",
+        11: "a cell reference without a column ('')",
     }
     assert len(list(read_member_rows(path))) == 9
+    # A row reference that is no row number (superscript two): that row's problem too.
+    odd = HEADER + DUPONT_ROW.replace("{serial}", "31179").replace('r="3"', 'r="²"')
+    path = excel_workbook(tmp_path / "odd.xlsx", odd + DUPONT_ROW.replace("{serial}", "31179"))
+    read_member_rows(path).check_records()
+    assert [(row.line, row.problem) for row in read_member_rows(path)] == [
+        (2, "a row reference '²'"),
+        (3, None),
+    ]
 
 
 def test_a_part_that_declares_entities_is_refused(tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ or reference makes no sense) comes as its problem, a rejected row as a bad CSV l
 the XML itself, which `check_sheet` parses to its end first, can refuse the sheet half-way.
 """
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import IO
@@ -31,6 +32,7 @@ _TAGS = {
     for local, tag in (("c", _CELL), ("v", _VALUE), ("t", _TEXT), ("row", _ROW))
 } | {f"{space} rPh": _PHONETIC for space in MAIN}
 _DIGITS = "0123456789"
+_ROW_NUMBER = re.compile(r"[0-9]{1,7}")  # a spreadsheet's rows: 1,048,576 at most
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,11 +107,12 @@ def sheet_rows(source: IO[bytes], book: Book) -> Iterator[Row]:
                 if found is None:
                     try:
                         found = _column(letters)
-                    except Unreadable as exc:
+                    except Unreadable as exc:  # not cached: every row using it is refused
                         problem = problem or str(exc)
                         found = column + 1
-                    if found <= MAX_COLUMNS:
-                        columns[letters] = found
+                    else:
+                        if found <= MAX_COLUMNS:
+                            columns[letters] = found
                 column = found
             parts.clear()
         elif tag == _VALUE:
@@ -118,9 +121,10 @@ def sheet_rows(source: IO[bytes], book: Book) -> Iterator[Row]:
             collecting = kind == "inlineStr" and not phonetic
         elif tag == _ROW:
             ref = attrs.get("r")
-            number = number + 1 if ref is None or not ref.isdigit() else int(ref)
+            readable = ref is None or _ROW_NUMBER.fullmatch(ref) is not None
+            number = int(ref) if ref is not None and readable else number + 1
             cells, column, size, wide = [], 0, 0, 0
-            problem = None if ref is None or ref.isdigit() else f"a row reference {ref!r}"
+            problem = None if readable else f"a row reference {ref!r}"
         elif tag == _PHONETIC:
             phonetic = True
 

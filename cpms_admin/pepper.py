@@ -248,8 +248,13 @@ def write_pepper_file(path: Path, peppers: Mapping[int, str]) -> None:
         with os.fdopen(fd, "wb") as out:
             out.write(lines.encode("ascii"))
             if replaced is not None:
-                os.fchown(out.fileno(), -1, replaced.st_gid)  # before the group may read
-                os.fchmod(out.fileno(), _allowed_mode(replaced.st_mode))
+                mode = _allowed_mode(replaced.st_mode)
+                if os.fstat(out.fileno()).st_gid != replaced.st_gid:
+                    try:  # before the group may read
+                        os.fchown(out.fileno(), -1, replaced.st_gid)
+                    except PermissionError:  # not one of that group: nobody else reads it
+                        mode = 0o600
+                os.fchmod(out.fileno(), mode)
             out.flush()
             os.fsync(out.fileno())
         os.replace(tmp, path)

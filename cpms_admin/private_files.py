@@ -35,13 +35,14 @@ _MAX_LINKS = 40  # as the kernel: more links on one path is a loop
 # Files no output may replace: (real path, what it is, whether names that begin with its own
 # name are its too). See `reserved`.
 _RESERVED: list[tuple[Path, str, bool]] = []
+# The files SQLite keeps beside a database, and the letter batch's lock (letters/guard.py).
+COMPANIONS = ("-wal", "-shm", "-journal", ".batch-lock")
 
 
 @contextmanager
 def reserved(path: Path, what: str, *, with_companions: bool = False) -> Iterator[None]:
     """While the block runs, refuse to write a file at `path` (`what` names it in the
-    refusal) or, `with_companions`, at any name of its directory that begins with its name
-    (SQLite's -wal and -shm beside a database). `path` need not exist."""
+    refusal) or, `with_companions`, at the names of its COMPANIONS. `path` need not exist."""
     entry = (Path(os.path.realpath(Path.cwd() / path)), what, with_companions)
     _RESERVED.append(entry)
     try:
@@ -57,7 +58,7 @@ def _refuse_reserved(final: Path) -> None:
             continue
         if final.name == path.name:
             raise InvalidInput(f"{final} is {what}; refusing to replace it: choose another name")
-        if with_companions and final.name.startswith(path.name):
+        if with_companions and final.name in {path.name + end for end in COMPANIONS}:
             raise InvalidInput(
                 f"{final} is one of {what}'s files; refusing to replace it: choose another name"
             )

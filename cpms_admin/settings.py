@@ -132,7 +132,7 @@ def _check_database_url(value: Any, label: Callable[[str], str]) -> None:
         raise NotReady(f"{label('database_url')} is empty: give a database URL, {example}")
     try:
         make_url(value)
-    except ArgumentError:
+    except (ArgumentError, ValueError):  # ValueError: a port that is not a number
         raise NotReady(f"{label('database_url')} is not a database URL ({example})") from None
 
 

@@ -70,6 +70,11 @@ def run(*args: str, **env: str) -> Any:
             "or postgresql://user@host/cpms",
         ),
         (
+            {"CPMS_DATABASE_URL": "postgresql://cpms@db:abc/cpms"},  # a port that is no number
+            "CPMS_DATABASE_URL is not a database URL (such as sqlite:///data/cpms.db or "
+            "postgresql://user@host/cpms)",
+        ),
+        (
             {"CPMS_DATABASE_URL": "cpms.db"},
             "CPMS_DATABASE_URL is not a database URL (such as sqlite:///data/cpms.db or "
             "postgresql://user@host/cpms)",

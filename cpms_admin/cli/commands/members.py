@@ -5,7 +5,7 @@ import shutil
 import sys
 import tempfile
 from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext, suppress
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Annotated, Any, BinaryIO, TextIO
 
@@ -75,11 +75,18 @@ def _standard_output(*, binary: bool) -> Iterator[IO[Any]]:
             yield sys.stdout
         sys.stdout.flush()
     except OSError as exc:
-        # What is still buffered must not fail again, with a traceback, at the exit's flush.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        _stop_writing_stdout()
         if isinstance(exc, BrokenPipeError):
             raise typer.Exit(1) from None
         raise InvalidInput(f"cannot write to stdout: {exc.strerror or exc}") from None
+
+
+def _stop_writing_stdout() -> None:
+    """What is still buffered must not fail again, with a traceback, at the exit's flush."""
+    with suppress(OSError, ValueError):  # ValueError: a stdout with no descriptor (tests)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
 
 
 _SAMPLE = 1 << 20

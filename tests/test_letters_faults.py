@@ -13,13 +13,14 @@ import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import Engine, func, text
 from sqlmodel import Session, col, select
 
 from cpms_admin.clock import system_clock
-from cpms_admin.models import Letter, LetterBatch, pk
+from cpms_admin.models import Letter, LetterBatch, Member, pk
 from cpms_admin.settings import Settings
 from tests.harness import Cli
 from tests.letters_helpers import (
@@ -235,6 +236,26 @@ def test_two_runs_at_once_never_take_the_same_letter(
     assert_exactly_once(session, settings, out)  # disjoint, and together they cover all
 
 
+def printed_then_queued_again(cli: Cli, session: Session, out: Path) -> tuple[Member, Any]:
+    """A member whose welcome letter was printed (the manifest's entry: it may come back)
+    and who has a code letter waiting for the next batch."""
+    (member,) = queue_members(session, 1)
+    (printed,) = batch(cli, out)["letters"]
+    assert cli("code", "issue", member.nir, "--channel", "post", "--reason", "x").exit_code == 0
+    return member, printed
+
+
+def held_batch(cli: Cli, out: Path, point: str, held_here: Path) -> subprocess.Popen[str]:
+    """A `letters batch` standing at `point` until `held_here` is removed."""
+    env = {**os.environ, **cli.env(), "CPMS_HOLDPOINT": f"{point}={held_here}"}
+    held = subprocess.Popen(
+        command(out), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    wait_until(lambda: held.poll() is not None or held_here.exists(), what=f"the hold at {point}")
+    assert held.poll() is None, held.communicate()
+    return held
+
+
 def test_a_member_closed_or_flagged_while_their_letter_prints_gets_a_void_code(
     cli: Cli, session: Session, settings: Settings, tmp_path: Path
 ) -> None:
@@ -244,18 +265,11 @@ def test_a_member_closed_or_flagged_while_their_letter_prints_gets_a_void_code(
     says so on the letters, in its audit event and in a log line for the print house; the
     third member's code works."""
     out = tmp_path / "out"
-    (returning,) = queue_members(session, 1)
-    (returned,) = batch(cli, out)["letters"]  # its welcome letter, printed: it comes back
-    assert cli("code", "issue", returning.nir, "--channel", "post", "--reason", "x").exit_code == 0
+    returning, returned = printed_then_queued_again(cli, session, out)
     closing, staying = queue_members(session, 2)
     held_here = tmp_path / "held"
-    env = {**os.environ, **cli.env(), "CPMS_HOLDPOINT": f"letters.after_claim={held_here}"}
-    held = subprocess.Popen(
-        command(out), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
+    held = held_batch(cli, out, "letters.after_claim", held_here)
     try:
-        wait_until(lambda: held.poll() is not None or held_here.exists(), what="the hold")
-        assert held.poll() is None, held.communicate()
         status = json.loads(cli("--json", "account", "status", staying.nir).stdout)
         assert [letter["batch_id"] for letter in status["letters_in_print"]] == [2]
         assert (
@@ -299,17 +313,10 @@ def test_a_return_recorded_while_the_batch_commits_waits_and_never_deadlocks(
     if engine.dialect.name != "postgresql":
         pytest.skip("SQLite runs one writer at a time: the return waits for the batch anyway")
     out = tmp_path / "out"
-    (returning,) = queue_members(session, 1)
-    (returned,) = batch(cli, out)["letters"]
-    assert cli("code", "issue", returning.nir, "--channel", "post", "--reason", "x").exit_code == 0
+    _, returned = printed_then_queued_again(cli, session, out)
     held_here = tmp_path / "held"
-    env = {**os.environ, **cli.env(), "CPMS_HOLDPOINT": f"letters.members_held={held_here}"}
-    held = subprocess.Popen(
-        command(out), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
+    held = held_batch(cli, out, "letters.members_held", held_here)
     try:
-        wait_until(lambda: held.poll() is not None or held_here.exists(), what="the hold")
-        assert held.poll() is None, held.communicate()
         recording = subprocess.Popen(
             [sys.executable, "-m", "cpms_admin", "letters", "returned", str(returned["letter_id"])],
             env={**os.environ, **cli.env()},

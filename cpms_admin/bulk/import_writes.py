@@ -12,7 +12,7 @@ from sqlmodel import Session, SQLModel
 from cpms_admin.audit_chain.seal import keyring
 from cpms_admin.bulk.import_rows import MEMBER_KEYS, CheckedRow
 from cpms_admin.bulk.rows import STATUS_COLUMNS
-from cpms_admin.credentials.pins import LEGACY_PREFIX, import_legacy_hash
+from cpms_admin.credentials.pins import LEGACY_PREFIX, seal_legacy_hash
 from cpms_admin.members import undeliverable
 from cpms_admin.members.fields import COLUMNS
 from cpms_admin.members.records import insert_members as insert_new_members
@@ -89,7 +89,7 @@ def insert_members(
         session,
         columns=MEMBER_KEYS,
         rows=[row.values if row.status is not None else _active(row.values) for row in new],
-        pin_hashes=[_sealed(session, row.pin_hash) for row in new],
+        pin_hashes=_sealed(session, [row.pin_hash for row in new]),
         welcome=[row.nir in asked for row in new],
         now=now,
         imported=True,
@@ -125,14 +125,12 @@ def update_members(
     for rows in (kept, moved):
         if rows:  # one statement per set of columns
             session.execute(update(_MEMBER).where(_MEMBER.c.id == bindparam("member_key")), rows)
+    taking = [row for row in changes if existing[row.nir].takes_pin(row)]
     pins = [
-        {
-            "member_key": existing[row.nir].member_id,
-            "pin_hash": _sealed(session, row.pin_hash),
-            "pin_set_at": now,
-        }
-        for row in changes
-        if existing[row.nir].takes_pin(row)
+        {"member_key": existing[row.nir].member_id, "pin_hash": sealed, "pin_set_at": now}
+        for row, sealed in zip(
+            taking, _sealed(session, [row.pin_hash for row in taking]), strict=True
+        )
     ]
     if pins:
         session.execute(
@@ -140,9 +138,14 @@ def update_members(
         )
 
 
-def _sealed(session: Session, pin_hash: str | None) -> str | None:
-    """A carried-over PIN hash as the checker passed it (`legacy:` and the hash), sealed with
-    the current pepper before it is stored (credentials/legacy.py)."""
-    if pin_hash is None:
-        return None
-    return import_legacy_hash(pin_hash.removeprefix(LEGACY_PREFIX), keyring(session).peppers)
+def _sealed(session: Session, pin_hashes: list[str | None]) -> list[str | None]:
+    """Carried-over PIN hashes as the checker passed them (`legacy:` and a hash it checked),
+    sealed with the current pepper before they are stored (credentials/legacy.py); the
+    peppers are read once for the batch, and only when it has one."""
+    if not any(pin_hashes):
+        return pin_hashes
+    peppers = keyring(session).peppers
+    return [
+        None if value is None else seal_legacy_hash(value.removeprefix(LEGACY_PREFIX), peppers)
+        for value in pin_hashes
+    ]

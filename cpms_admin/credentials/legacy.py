@@ -137,6 +137,12 @@ def import_legacy_hash(value: str, peppers: Peppers) -> str:
     problem = legacy_hash_problem(value)
     if problem is not None:
         raise InvalidInput(problem)
+    return seal_legacy_hash(value, peppers)
+
+
+def seal_legacy_hash(value: str, peppers: Peppers) -> str:
+    """`value`, a legacy hash already checked (`legacy_hash_problem`), as Account.pin_hash
+    stores it: sealed with the current pepper."""
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
     key_id = peppers.current_id

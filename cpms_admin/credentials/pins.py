@@ -25,6 +25,7 @@ from cpms_admin.credentials.legacy import (
     LEGACY_PREFIX,
     import_legacy_hash,
     legacy_hash_problem,
+    seal_legacy_hash,
     verify_legacy,
 )
 from cpms_admin.errors import InvalidInput
@@ -43,6 +44,7 @@ __all__ = [
     "nir_date_pins",
     "parse_weak_pins",
     "pin_weakness",
+    "seal_legacy_hash",
 ]
 
 PIN_LENGTH = 6

@@ -139,11 +139,16 @@ def moot_among(session: Session, which: ColumnElement[bool], *, now: datetime) -
     for letter_id, kind, status, undeliverable_at, pin_hash in states:
         if kind == LetterKind.welcome and pin_hash is not None:
             found[_id(letter_id)] = Moot("has_pin", REASONS["has_pin"])
-        if undeliverable_at is not None:
-            found[_id(letter_id)] = Moot("undeliverable", REASONS["undeliverable"])
-        if status == MemberStatus.closed:
-            found[_id(letter_id)] = Moot("member_closed", REASONS["member_closed"])
+        if (key := _unreachable(status, undeliverable_at)) is not None:
+            found[_id(letter_id)] = Moot(key, REASONS[key])
     return found
+
+
+def _unreachable(status: str, undeliverable_at: datetime | None) -> str | None:
+    """The REASONS key when no letter may go to the member now (closed before flagged)."""
+    if status == MemberStatus.closed:
+        return "member_closed"
+    return None if undeliverable_at is None else "undeliverable"
 
 
 def lost_since_claim(session: Session, *, batch_id: int) -> dict[int, str]:
@@ -159,13 +164,11 @@ def lost_since_claim(session: Session, *, batch_id: int) -> dict[int, str]:
         .where(col(Letter.batch_id) == batch_id, col(Letter.status) == LetterStatus.claimed)
         .with_for_update(read=True, of=Member)
     ).all()
-    lost: dict[int, str] = {}
-    for letter_id, status, undeliverable_at in rows:
-        if status == MemberStatus.closed:
-            lost[letter_id] = "member_closed"
-        elif undeliverable_at is not None:
-            lost[letter_id] = "undeliverable"
-    return lost
+    return {
+        letter_id: key
+        for letter_id, status, undeliverable_at in rows
+        if (key := _unreachable(status, undeliverable_at)) is not None
+    }
 
 
 def queued_by_rule_or_portal() -> ColumnElement[bool]:

@@ -350,7 +350,7 @@ def _commit(
             failed=len(rendered.failed),
             files=len(rendered.files),
             pages=rendered.pages,
-            superseded=[letter_id for letter_id in superseded if letter_id not in lost],
+            superseded=superseded,
             voided=sorted(lost),
         )
     for letter_id, key in sorted(lost.items()):
@@ -390,8 +390,9 @@ def _store_codes(
     made_at: datetime,
     lost: dict[int, str],
 ) -> list[int]:
-    """Store the printed codes' hashes; the letters whose code a newer one superseded or
-    that were `lost` (printed all the same: support should know why it will not work)."""
+    """Store the printed codes' hashes, those of the `lost` letters revoked; the letters
+    whose code a newer one superseded. Each such letter says why its code will not work
+    (printed all the same: support should know)."""
     asked_by = dict(
         session.exec(
             select(Letter.id, Letter.requested_by).where(col(Letter.batch_id) == batch_id)
@@ -411,19 +412,15 @@ def _store_codes(
         void=lost,
     )
     newer = [letter_id for letter_id in superseded if letter_id not in lost]
-    if newer:
-        session.exec(
-            update(Letter)
-            .where(col(Letter.id).in_(newer))
-            .values(status_reason=SUPERSEDED_WHILE_PRINTING)
-        )
+    reasons: dict[str, list[int]] = {SUPERSEDED_WHILE_PRINTING: newer}
     for letter_id, key in lost.items():
-        session.exec(
-            update(Letter)
-            .where(col(Letter.id) == letter_id)
-            .values(status_reason=LOST_WHILE_PRINTING.format(REASONS[key]))
-        )
-    return superseded
+        reasons.setdefault(LOST_WHILE_PRINTING.format(REASONS[key]), []).append(letter_id)
+    for reason, letter_ids in reasons.items():
+        if letter_ids:
+            session.exec(
+                update(Letter).where(col(Letter.id).in_(letter_ids)).values(status_reason=reason)
+            )
+    return newer
 
 
 def _abandon_own(run: _Run, *, batch_id: int, staging: Path | None, error: BaseException) -> None:

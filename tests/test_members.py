@@ -66,6 +66,39 @@ def test_invalid_update_changes_nothing(session: Session) -> None:
     assert snapshot(session) == before
 
 
+def test_a_field_stored_before_todays_rules_is_named_as_stored(session: Session) -> None:
+    """A name stored before invisible characters were refused: an e-mail change is refused
+    naming the stored field, nothing is written, and correcting it in the same update works."""
+    member = make_member(session)
+    member.last_name = "MAR\u200bTIN"
+    session.add(member)
+    session.commit()
+    before = snapshot(session)
+    with pytest.raises(FieldError, match="stored last_name is refused") as refused:
+        records.update_member(
+            session, nir=member.nir, agent="alice", changes={"email": "c@example.org"}
+        )
+    assert refused.value.field == "last_name"
+    session.rollback()
+    assert snapshot(session) == before
+    records.update_member(
+        session,
+        nir=member.nir,
+        agent="alice",
+        changes={"email": "c@example.org", "last_name": "Martin"},
+    )
+    assert (member.last_name, member.email) == ("Martin", "c@example.org")
+
+
+def test_a_bad_new_value_is_not_blamed_on_the_stored_one(session: Session) -> None:
+    member = make_member(session)
+    with pytest.raises(FieldError) as refused:
+        records.update_member(
+            session, nir=member.nir, agent="alice", changes={"first_name": "Cl\u200baire"}
+        )
+    assert "stored" not in str(refused.value)
+
+
 def test_close_keeps_data_and_is_idempotent(session: Session) -> None:
     member = make_member(session)
     records.close_member(session, nir=member.nir, reason="départ", agent="alice")

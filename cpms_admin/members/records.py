@@ -17,7 +17,7 @@ from cpms_admin.credentials.codes import revoke_pending
 from cpms_admin.credentials.lockout import account_state
 from cpms_admin.db import Page, fetch_page, stated, transaction, unindexed
 from cpms_admin.db_insert import insert_rows, take_ids
-from cpms_admin.errors import Conflict, InvalidInput, NotFound
+from cpms_admin.errors import Conflict, FieldError, InvalidInput, NotFound
 from cpms_admin.letters.queue import pending_letters
 from cpms_admin.members import undeliverable
 from cpms_admin.members.fields import COLUMNS, MemberFields, validate_member_fields
@@ -234,7 +234,7 @@ def update_member(
         why = _optional_reason(reason)
         member = get_member(session, nir)
         before = as_strings({name: getattr(member, name) for name in COLUMNS})
-        fields = validate_member_fields({**before, **changes})
+        fields = _validate_update(before, changes)
         after = as_strings(fields.as_row())
         changed = sorted(name for name in COLUMNS if after[name] != before[name])
         moved = any(name in undeliverable.ADDRESS_FIELDS for name in changed)
@@ -255,6 +255,30 @@ def update_member(
             undeliverable_cleared=cleared,
         )
     return MemberUpdate(member, changed=changed, undeliverable_cleared=cleared)
+
+
+def _validate_update(before: Mapping[str, str], changes: Mapping[str, str | None]) -> MemberFields:
+    """The merged fields, validated like `add`. A field stored before today's rules refused
+    its value (an invisible character, a mis-decoded accent) is named as the stored one, so
+    that the agent who changed something else knows what to correct in the same update."""
+    try:
+        return validate_member_fields({**before, **changes})
+    except FieldError as error:
+        if error.field in changes or not _refuses(before, error.field):
+            raise
+        raise FieldError(
+            error.field,
+            f"this member's stored {error.field} is refused by the current rules ({error}); "
+            f"give a corrected {error.field} in the same update",
+        ) from None
+
+
+def _refuses(stored: Mapping[str, str], field: str) -> bool:
+    try:
+        validate_member_fields(stored)
+    except FieldError as error:
+        return error.field == field
+    return False
 
 
 @dataclass(frozen=True)

@@ -253,14 +253,42 @@ def test_a_rendering_error_abandons_the_batch_and_keeps_the_letters_queued(
     monkeypatch.setattr("cpms_admin.letters.pool.render_chunks", explode)
     result = cli("letters", "batch", "--out", str(tmp_path / "out"))
     assert result.exit_code == 1
-    assert result.stderr.splitlines()[-1] == (
+    assert result.stderr.splitlines() == [  # said once, in the error
         "Error: batch 1 failed while rendering (RuntimeError: font subsetting failed near code "
-        "••••••); it was abandoned and its letters are back in the queue"
-    )
+        "••••••); it was abandoned and 2 letters went back in the queue"
+    ]
     assert letters_by_status(session).keys() == {"pending"}
     row = session.get(LetterBatch, 1)
     assert row is not None and row.status == "abandoned"
     assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_a_batch_it_could_not_abandon_says_so_and_the_next_run_settles_it(
+    cli: Cli, session: Session, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    queue_members(session, 2)
+
+    def explode(*_args: object, **_kwargs: object) -> Iterator[object]:
+        raise RuntimeError("out of memory")
+        yield  # pragma: no cover
+
+    def unreachable(*_args: object, **_kwargs: object) -> int:
+        raise OSError("database unreachable")
+
+    with monkeypatch.context() as patched:
+        patched.setattr("cpms_admin.letters.pool.render_chunks", explode)
+        patched.setattr("cpms_admin.letters.batch.abandon", unreachable)
+        result = cli("letters", "batch", "--out", str(tmp_path / "out"))
+    assert result.exit_code == 1
+    assert result.stderr.splitlines() == [  # not "it was abandoned": it was not
+        "Error: batch 1 failed while rendering (RuntimeError: out of memory); it could not be "
+        "abandoned now (OSError: database unreachable); the next run will"
+    ]
+    assert letters_by_status(session).keys() == {"claimed"}
+    assert batch(cli, tmp_path / "out")["printed"] == 2
+    session.rollback()  # a fresh read
+    row = session.get(LetterBatch, 1)
+    assert row is not None and row.status == "abandoned"
 
 
 def test_not_ready_is_exit_5_and_claims_nothing(

@@ -235,12 +235,12 @@ def _print(run: _Run, summary: BatchSummary, *, batch_id: int, total: int) -> No
                 codes_made_at=job.now,
             )
     except BaseException as exc:
-        _abandon_own(run, batch_id=batch_id, staging=staging, error=exc)
+        settled = _abandon_own(run, batch_id=batch_id, staging=staging, error=exc)
         if isinstance(exc, CpmsError | KeyboardInterrupt):
+            run.hooks.log(f"batch {batch_id}: {settled}")
             raise
         raise RunFailed(
-            f"batch {batch_id} failed while rendering ({_describe(exc)}); it was "
-            f"abandoned and its letters are back in the queue"
+            f"batch {batch_id} failed while rendering ({_describe(exc)}); {settled}"
         ) from exc
     failpoint("letters.after_commit")
     issued, failed = len(rendered.issued), len(rendered.failed)
@@ -423,9 +423,9 @@ def _store_codes(
     return newer
 
 
-def _abandon_own(run: _Run, *, batch_id: int, staging: Path | None, error: BaseException) -> None:
-    """Best effort: if this fails too, the next run's recovery does it."""
-    log = run.hooks.log
+def _abandon_own(run: _Run, *, batch_id: int, staging: Path | None, error: BaseException) -> str:
+    """Best effort: if this fails too, the next run's recovery does it. Says what it did, for
+    the one line the run's failure prints."""
     try:
         with Session(run.engine) as session:
             released = abandon(
@@ -436,12 +436,13 @@ def _abandon_own(run: _Run, *, batch_id: int, staging: Path | None, error: BaseE
                 outcome="failed",
                 reason=_describe(error),
             )
-        if released is not None:
-            if staging is not None:
-                discard(staging)
-            log(f"batch {batch_id}: abandoned, {count(released, 'letter')} back in the queue")
+        if released is None:
+            return "another run settled it first"
+        if staging is not None:
+            discard(staging)
+        return f"it was abandoned and {count(released, 'letter')} went back in the queue"
     except Exception as cleanup:  # keep the original error; recovery will finish this
-        log(f"batch {batch_id}: could not abandon it now ({_describe(cleanup)}); the next run will")
+        return f"it could not be abandoned now ({_describe(cleanup)}); the next run will"
 
 
 def _writable_dir(out: Path) -> Path:

@@ -163,7 +163,10 @@ def test_something_at_the_staging_name_stops_the_run_and_the_next_run_prints(
         f"Error: batch 1: {staging} already exists ({shown}) and is not this run's; move it "
         "away and run letters batch again"
     )
-    assert "letters batch: batch 1: it was abandoned and 3 letters went back in the queue" in result.stderr
+    assert (
+        "letters batch: batch 1: it was abandoned and 3 letters went back in the queue"
+        in result.stderr
+    )
     assert letters_by_status(session).keys() == {"pending"}
     assert untouched(staging, kind, elsewhere)
     summary = batch(cli, out)  # a new batch, under a new name; the stranger is left alone

@@ -257,7 +257,9 @@ def update_member(
     return MemberUpdate(member, changed=changed, undeliverable_cleared=cleared)
 
 
-def _validate_update(before: Mapping[str, str], changes: Mapping[str, str | None]) -> MemberFields:
+def _validate_update(
+    before: Mapping[str, str | None], changes: Mapping[str, str | None]
+) -> MemberFields:
     """The merged fields, validated like `add`. A field stored before today's rules refused
     its value (an invisible character, a mis-decoded accent) is named as the stored one, so
     that the agent who changed something else knows what to correct in the same update."""
@@ -273,7 +275,7 @@ def _validate_update(before: Mapping[str, str], changes: Mapping[str, str | None
         ) from None
 
 
-def _refuses(stored: Mapping[str, str], field: str) -> bool:
+def _refuses(stored: Mapping[str, str | None], field: str) -> bool:
     try:
         validate_member_fields(stored)
     except FieldError as error:

@@ -109,6 +109,18 @@ def test_jsonl_export_to_stdout_and_status_filter(cli: Cli, session: Session) ->
     assert rows[0]["email"] is None or "@" in rows[0]["email"]
 
 
+def test_out_dash_is_standard_output(
+    cli: Cli, session: Session, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    members = varied_members(session)
+    monkeypatch.chdir(tmp_path)
+    result = cli("members", "export", "--format", "jsonl", "--out", "-")
+    assert [json.loads(line)["nir"] for line in result.stdout.splitlines()] == sorted(
+        m.nir for m in members
+    )
+    assert not (tmp_path / "-").exists()
+
+
 def test_export_is_audited_with_its_count(cli: Cli, session: Session, tmp_path: Path) -> None:
     varied_members(session)
     cli("members", "export", "--out", str(tmp_path / "m.csv"))

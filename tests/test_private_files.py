@@ -252,6 +252,31 @@ def test_an_import_error_report_never_replaces_the_file_being_imported(
     assert source.read_text() == text
 
 
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("letters", "batch", "--out", "-"),
+        ("letters", "preview", "welcome", "--out", "-"),
+        ("member", "dossier", make_nir(7), "--out", "-"),
+        ("members", "import", "in.csv", "--errors", "-"),
+    ],
+    ids=["batch", "preview", "dossier", "import-errors"],
+)
+def test_dash_is_not_taken_as_a_file_name(
+    cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: tuple[str, ...]
+) -> None:
+    """`-` is standard output to a shell user; a file named `-` is a surprise and a trap."""
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    (work / "in.csv").write_text("nir,last_name,first_name\n1,A,B\n")
+    assert cli(*ADD_MEMBER).exit_code == 0
+    result = cli(*command)
+    assert result.exit_code == 2, result.output
+    assert "this command writes a file, not standard output: give a path" in result.stderr
+    assert sorted(p.name for p in work.iterdir()) == ["in.csv"]
+
+
 def test_a_preview_is_never_written_through_a_planted_link(cli: Cli, tmp_path: Path) -> None:
     victim = tmp_path / "victim.txt"
     victim.write_text("precious")

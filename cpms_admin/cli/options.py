@@ -1,6 +1,7 @@
 """Options shared by several commands, and the values bash completes for them."""
 
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -9,6 +10,14 @@ from cpms_admin.vocabulary import MemberStatus
 
 # Every listing's `--all`: the limit is dropped.
 AllRows = Annotated[bool, typer.Option("--all", help="List every match, without a limit.")]
+
+
+def not_stdout(value: Path | None) -> Path | None:
+    """`--out -` of a command that writes a file or a directory: refused, not a file named -."""
+    if value == Path("-"):
+        raise typer.BadParameter("this command writes a file, not standard output: give a path")
+    return value
+
 
 # Every agent action's `--reason`.
 Reason = Annotated[str, typer.Option("--reason", help="Why (recorded in the audit log).")]

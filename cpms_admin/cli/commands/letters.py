@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from cpms_admin.cli.context import AppContext, app_context
-from cpms_admin.cli.options import AllRows
+from cpms_admin.cli.options import AllRows, not_stdout
 from cpms_admin.cli.output import BulkProgress, emit_object, emit_page, warn
 from cpms_admin.english import count
 from cpms_admin.settings import LIMIT_MAX
@@ -63,7 +63,10 @@ def list_(
 @app.command()
 def batch(
     ctx: typer.Context,
-    out: Annotated[Path, typer.Option("--out", help="Directory receiving the batch directory.")],
+    out: Annotated[
+        Path,
+        typer.Option("--out", help="Directory receiving the batch directory.", callback=not_stdout),
+    ],
     limit: Annotated[
         int | None,
         typer.Option(
@@ -211,7 +214,7 @@ def summary_line(summary: "BatchSummary") -> str:
 def preview(
     ctx: typer.Context,
     kind: Annotated[LetterKind, typer.Argument(help="welcome, security_code or pin_reset.")],
-    out: Annotated[Path, typer.Option("--out", help="The PDF file to write.")],
+    out: Annotated[Path, typer.Option("--out", help="The PDF file to write.", callback=not_stdout)],
     nir: Annotated[
         str | None, typer.Option("--nir", help="Address it to this member (issues nothing).")
     ] = None,

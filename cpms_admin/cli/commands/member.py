@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from cpms_admin.cli.context import app_context
-from cpms_admin.cli.options import MEMBER_STATUSES, AllRows, Reason
+from cpms_admin.cli.options import MEMBER_STATUSES, AllRows, Reason, not_stdout
 from cpms_admin.cli.output import emit_object, emit_page, note_for_agent, when
 from cpms_admin.english import count
 from cpms_admin.errors import InvalidInput
@@ -315,7 +315,9 @@ def close(ctx: typer.Context, nir: Nir, reason: Reason) -> None:
 def dossier(
     ctx: typer.Context,
     nir: Nir,
-    out: Annotated[Path, typer.Option("--out", help="The file to write (JSON or PDF).")],
+    out: Annotated[
+        Path, typer.Option("--out", help="The file to write (JSON or PDF).", callback=not_stdout)
+    ],
     fmt: Annotated[
         str | None,
         typer.Option("--format", help="json or pdf (default: from the file's suffix)."),

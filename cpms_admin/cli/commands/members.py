@@ -12,7 +12,7 @@ from typing import IO, TYPE_CHECKING, Annotated, Any, BinaryIO, TextIO
 import typer
 
 from cpms_admin.cli.context import app_context
-from cpms_admin.cli.options import FILE_FORMATS, MEMBER_STATUSES, completes
+from cpms_admin.cli.options import FILE_FORMATS, MEMBER_STATUSES, completes, not_stdout
 from cpms_admin.cli.output import BulkProgress, emit_object, exit_as, note_for_agent, warn
 from cpms_admin.english import agree, count
 from cpms_admin.errors import InvalidInput
@@ -155,7 +155,10 @@ def import_(
         ),
     ] = "skip",
     errors: Annotated[
-        Path | None, typer.Option("--errors", help="Write the rejected rows to this CSV file.")
+        Path | None,
+        typer.Option(
+            "--errors", help="Write the rejected rows to this CSV file.", callback=not_stdout
+        ),
     ] = None,
     welcome_letters: Annotated[
         bool,
@@ -251,7 +254,7 @@ def export(
         ),
     ] = False,
     out: Annotated[
-        Path | None, typer.Option("--out", help="Write to this file (default: stdout).")
+        Path | None, typer.Option("--out", help="Write to this file (default, or -: stdout).")
     ] = None,
     status: Annotated[
         str | None,
@@ -272,6 +275,7 @@ def export(
     from cpms_admin.bulk.export import export_members
 
     app_ = app_context(ctx)
+    out = None if out == Path("-") else out
     binary = fmt.lower() == "xlsx"
     if app_.json_output and out is None and fmt.lower() != "jsonl":
         raise InvalidInput(

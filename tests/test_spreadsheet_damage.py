@@ -22,8 +22,9 @@ from tests.import_helpers import forget_members, person, report_rows, write_csv
 from tests.test_import import json_out, member_of
 
 AVOID = (
-    "to avoid it, export with `members export --excel` or `--format xlsx`, or open the CSV "
-    "with this column as Text"
+    "to avoid it, give this column the Text format before the values go in (a CSV: in the "
+    "dialog that opens it), or export with `members export --excel` or `--format xlsx`, "
+    "which keep it as text"
 )
 LOST_QUESTION = (
     "holds a '?', which no name or address has: a spreadsheet saving as Windows-1252 "

@@ -73,8 +73,9 @@ def test_what_a_spreadsheet_did_to_a_number_is_named(cli: Cli, tmp_path: Path) -
     assert reasons[0] == (
         "invalid NIR '185058000000000': a spreadsheet rounded it as a number (shown as "
         "1,85058E+14); no NIR ends in 00, and its last digits are lost: take the NIR from the "
-        "original file; to avoid it, export with `members export --excel` or `--format xlsx`, "
-        "or open the CSV with this column as Text"
+        "original file; to avoid it, give this column the Text format before the values go in "
+        "(a CSV: in the dialog that opens it), or export with `members export --excel` or "
+        "`--format xlsx`, which keep it as text"
     )
     assert reasons[1].startswith(
         "postcode '1000' must be 5 digits: if a spreadsheet dropped its leading zero, 01000 "

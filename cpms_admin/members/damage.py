@@ -17,8 +17,9 @@ import re
 from datetime import date, timedelta
 
 AVOID = (
-    "to avoid it, export with `members export --excel` or `--format xlsx`, or open the CSV "
-    "with this column as Text"
+    "to avoid it, give this column the Text format before the values go in (a CSV: in the "
+    "dialog that opens it), or export with `members export --excel` or `--format xlsx`, "
+    "which keep it as text"
 )
 _SCIENTIFIC = re.compile(r"[+-]?\d(?:[.,]\d*)?[eE][+-]?\d+")
 _DECIMAL = re.compile(r"\d+[.,]\d+")

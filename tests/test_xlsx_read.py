@@ -155,7 +155,7 @@ def test_cells_without_references_booleans_errors_and_numbers(tmp_path: Path) ->
         "<c><v>-3</v></c>",
         '<c s="1"><v>31179.5</v></c>',  # a date format on a moment: 12:00 that day
         "<c/>",
-        '<c t="str"><f>A1</f></c>',  # a formula never calculated: no value
+        '<c t="str"><f>A1</f><v></v></c>',  # a formula whose result is empty
         '<c t="s"><v></v></c>',
     ]
     rows = HEADER + f'<row r="2">{"".join(cells)}</row>'
@@ -257,7 +257,7 @@ def test_a_row_longer_than_a_csv_line_may_be_is_a_problem_never_read_whole(
 
 def test_a_row_that_cannot_be_read_is_a_rejected_row_as_a_bad_csv_line(tmp_path: Path) -> None:
     """A cell past the last column, a shared string that does not exist, a number that is
-    not one, a reference without a column: the row is rejected with its number and why,
+    not one, a formula never calculated, a reference without a column: the row is rejected with its number and why,
     the rows around it are read (a damaged sheet's XML is what refuses the file)."""
     damaged = {
         4: '<c r="XFE{n}" t="inlineStr"><is><t>x</t></is></c>',
@@ -265,6 +265,7 @@ def test_a_row_that_cannot_be_read_is_a_rejected_row_as_a_bad_csv_line(tmp_path:
         8: '<c r="L{n}"><v>1,5</v></c>',
         10: '<c r="12" t="inlineStr"><is><t>x</t></is></c>',
         11: '<c r="12" t="inlineStr"><is><t>x</t></is></c>',  # the same, not remembered
+        9: '<c r="L{n}"><f>A1&amp;B1</f></c>',  # never calculated: its value is not empty
     }
     rows = HEADER + "".join(
         DUPONT_ROW.replace("{serial}", "31179")
@@ -280,6 +281,9 @@ def test_a_row_that_cannot_be_read_is_a_rejected_row_as_a_bad_csv_line(tmp_path:
         4: "a cell in column 16,385, past a spreadsheet's last (16,384)",
         6: "the cell in column 12 cannot be read (list index out of range)",
         8: "the cell in column 12 cannot be read (invalid literal for int() with base 10: '1,5')",
+        9: "the cell in column 12 holds a formula without its result (the file was written by "
+        "a program that does not compute formulas): open it in a spreadsheet and save it again, "
+        "or paste the values",
         10: "a cell reference without a column ('')",
         11: "a cell reference without a column ('')",
     }

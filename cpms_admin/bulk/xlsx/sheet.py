@@ -12,7 +12,8 @@ and conversion as openpyxl's), TRUE/FALSE, an error as written (`#N/A`). A cell 
 from a row (spreadsheets leave empty cells out, `r="C5"` names a cell's column) is None.
 
 A row that cannot be read whole (too long, a cell past the last column, a cell whose value
-or reference makes no sense) comes as its problem, a rejected row as a bad CSV line is: only
+or reference makes no sense, a formula never calculated: its value is unknown, not empty)
+comes as its problem, a rejected row as a bad CSV line is: only
 the XML itself, which `check_sheet` parses to its end first, can refuse the sheet half-way.
 """
 
@@ -25,12 +26,19 @@ from cpms_admin.bulk.cells import cell_text
 from cpms_admin.bulk.sniff import MAX_COLUMNS, MAX_LINE_CHARS
 from cpms_admin.bulk.xlsx.book import MAIN, Book, Unreadable, feed, make_parser
 
-_CELL, _VALUE, _TEXT, _ROW, _PHONETIC = range(1, 6)
+_CELL, _VALUE, _TEXT, _ROW, _PHONETIC, _FORMULA = range(1, 7)
 _TAGS = {
     f"{space} {local}": tag
     for space in MAIN
-    for local, tag in (("c", _CELL), ("v", _VALUE), ("t", _TEXT), ("row", _ROW))
-} | {f"{space} rPh": _PHONETIC for space in MAIN}
+    for local, tag in (
+        ("c", _CELL),
+        ("v", _VALUE),
+        ("t", _TEXT),
+        ("row", _ROW),
+        ("rPh", _PHONETIC),
+        ("f", _FORMULA),
+    )
+}
 _DIGITS = "0123456789"
 _ROW_NUMBER = re.compile(r"[0-9]{1,7}")  # a spreadsheet's rows: 1,048,576 at most
 
@@ -92,12 +100,14 @@ def sheet_rows(source: IO[bytes], book: Book) -> Iterator[Row]:
     number = column = size = wide = 0
     problem: str | None = None  # the row's first unreadable cell
     collecting = phonetic = False
+    unvalued = False  # the cell has a formula, and no <v> (yet) for its result
 
     def start(name: str, attrs: dict[str, str]) -> None:
         nonlocal kind, style, number, column, cells, size, wide, collecting, phonetic, problem
+        nonlocal unvalued
         tag = _TAGS.get(name)
         if tag == _CELL:
-            kind, style = attrs.get("t", "n"), attrs.get("s")
+            kind, style, unvalued = attrs.get("t", "n"), attrs.get("s"), False
             ref = attrs.get("r")
             if ref is None:
                 column += 1
@@ -116,7 +126,9 @@ def sheet_rows(source: IO[bytes], book: Book) -> Iterator[Row]:
                 column = found
             parts.clear()
         elif tag == _VALUE:
-            collecting = kind != "inlineStr"
+            collecting, unvalued = kind != "inlineStr", False
+        elif tag == _FORMULA:
+            unvalued = True
         elif tag == _TEXT:
             collecting = kind == "inlineStr" and not phonetic
         elif tag == _ROW:
@@ -134,6 +146,13 @@ def sheet_rows(source: IO[bytes], book: Book) -> Iterator[Row]:
         if tag == _CELL:
             if column > MAX_COLUMNS:
                 wide = max(wide, column)
+                return
+            if unvalued:
+                problem = problem or (
+                    f"the cell in column {column} holds a formula without its result (the file "
+                    "was written by a program that does not compute formulas): open it in a "
+                    "spreadsheet and save it again, or paste the values"
+                )
                 return
             if not parts:
                 value = None

@@ -257,8 +257,9 @@ def test_a_row_longer_than_a_csv_line_may_be_is_a_problem_never_read_whole(
 
 def test_a_row_that_cannot_be_read_is_a_rejected_row_as_a_bad_csv_line(tmp_path: Path) -> None:
     """A cell past the last column, a shared string that does not exist, a number that is
-    not one, a formula never calculated, a reference without a column: the row is rejected with its number and why,
-    the rows around it are read (a damaged sheet's XML is what refuses the file)."""
+    not one, a formula never calculated, a reference without a column: the row is rejected
+    with its number and why, the rows around it are read (a damaged sheet's XML is what
+    refuses the file)."""
     damaged = {
         4: '<c r="XFE{n}" t="inlineStr"><is><t>x</t></is></c>',
         6: '<c r="L{n}" t="s"><v>999999</v></c>',

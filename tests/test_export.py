@@ -236,3 +236,23 @@ def test_stdout_that_fails_is_one_line_or_a_quiet_stop(
     assert len(reader.stdout.read(100)) == 100
     reader.stdout.close()  # as `head` does
     assert (reader.wait(timeout=120), reader.stderr.read()) == (1, b"")
+
+
+@pytest.mark.filterwarnings("error::pytest.PytestUnraisableExceptionWarning")  # no traceback
+def test_a_workbook_that_cannot_be_assembled_is_not_blamed_on_stdout(
+    cli: Cli, session: Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A workbook for stdout is assembled in a temporary file first: a full TMPDIR is named
+    as such, with what to do, not as a failing stdout; and the half-written workbook is
+    dropped quietly (it printed openpyxl's tracebacks as the program exited)."""
+    import tempfile
+
+    varied_members(session)
+    monkeypatch.setattr(tempfile, "TemporaryFile", lambda: open("/dev/full", "w+b"))  # noqa: SIM115
+    result = cli("members", "export", "--format", "xlsx")
+    assert result.exit_code == 2
+    assert result.stderr == (
+        f"Error: cannot assemble the workbook in {tempfile.gettempdir()} (No space left on "
+        "device): give --out FILE.xlsx, or point TMPDIR at a directory with room\n"
+    )
+    assert result.stdout == ""

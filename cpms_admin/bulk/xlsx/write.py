@@ -9,6 +9,7 @@ ZIP entry times. openpyxl is imported here only, by the commands that write a wo
 
 import os
 import shutil
+from contextlib import suppress
 from datetime import datetime
 from typing import TYPE_CHECKING, BinaryIO
 from zipfile import ZIP_DEFLATED, ZipFile, ZipInfo
@@ -120,7 +121,15 @@ class XlsxMemberWriter(MemberWriter):
                 "members changed during the export; run it again"
             )
         archive = _SameBytesZip(self._out, "w", ZIP_DEFLATED, allowZip64=True)
-        ExcelWriter(self._book, archive).save()  # not Workbook.save: it dates the file
+        try:
+            ExcelWriter(self._book, archive).save()  # not Workbook.save: it dates the file
+        except BaseException:
+            # `out` failed (a full disk): the archive is not finished when collected, and the
+            # sheet's writers are ended, else each prints a traceback as the program exits.
+            archive.fp = None
+            with suppress(Exception):
+                self.abort()
+            raise
         self._out.flush()
 
     def abort(self) -> None:

@@ -62,23 +62,44 @@ def _private_binary(path: Path) -> Iterator[BinaryIO]:
 @contextmanager
 def _standard_output(*, binary: bool) -> Iterator[IO[Any]]:
     """Members for stdout. A workbook is assembled in a private temporary file, then copied:
-    stdout failing half-way leaves no archive half-written. A reader that stopped early
-    (`| head`) ends the export quietly, exit 1; any other failure (a full disk) is one line,
-    exit 2, as for --out."""
-    try:
-        if binary:
-            with tempfile.TemporaryFile() as workbook:
-                yield workbook
-                workbook.seek(0)
-                shutil.copyfileobj(workbook, sys.stdout.buffer)
-        else:
+    stdout failing half-way leaves no archive half-written."""
+    if not binary:
+        with _writing_stdout():
             yield sys.stdout
-        sys.stdout.flush()
+            sys.stdout.flush()
+        return
+    with _temporary_workbook() as workbook:
+        yield workbook
+        with _writing_stdout():
+            workbook.seek(0)
+            shutil.copyfileobj(workbook, sys.stdout.buffer)
+            sys.stdout.flush()
+
+
+@contextmanager
+def _writing_stdout() -> Iterator[None]:
+    """A reader that stopped early (`| head`) ends the export quietly, exit 1; any other
+    failure (a full disk) is one line, exit 2, as for --out."""
+    try:
+        yield
     except OSError as exc:
         _stop_writing_stdout()
         if isinstance(exc, BrokenPipeError):
             raise typer.Exit(1) from None
         raise InvalidInput(f"cannot write to stdout: {exc.strerror or exc}") from None
+
+
+@contextmanager
+def _temporary_workbook() -> Iterator[BinaryIO]:
+    """Where a workbook for stdout is assembled; its failure (a full TMPDIR) said as such."""
+    try:
+        with tempfile.TemporaryFile() as workbook:
+            yield workbook
+    except OSError as exc:
+        raise InvalidInput(
+            f"cannot assemble the workbook in {tempfile.gettempdir()} ({exc.strerror or exc}): "
+            "give --out FILE.xlsx, or point TMPDIR at a directory with room"
+        ) from None
 
 
 def _stop_writing_stdout() -> None:

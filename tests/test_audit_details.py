@@ -8,13 +8,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import bcrypt
 import pytest
 from sqlalchemy import update
 from sqlmodel import Session, col, select
 
 from cpms_admin.audit import record
 from cpms_admin.audit_chain import use_keys
-from cpms_admin.models import Member, pk
+from cpms_admin.models import Account, Member, pk
 from cpms_admin.pepper import read_peppers
 from cpms_admin.vocabulary import RetentionCategory
 from tests.audit_helpers import audit_of
@@ -76,6 +77,8 @@ SCHEMAS: dict[str, dict[str, set[str]]] = {
     "pepper.rotate": {"pepper": {INT}, "file": {STR}, "finished_interrupted": {BOOL}},
     "db.upgrade": {"before": {STR, NULL}, "after": {STR}, "events_sealed": {INT}},
     "pepper.record": {"peppers": {INTS}, "created": {STR, NULL}},
+    "pins.seal_imported": {"sealed": {INT}, "run": {INT}},
+    "pins.seal_imported.member": {"change": {STR}, "run": {INT}},
     "member.dossier": {"format": {STR}},
     **{f"purge.{name}": PURGE for name in RetentionCategory},
     "purge.batch_files": {**PURGE, "batch_ids": {INTS, "list[]"}},
@@ -177,6 +180,13 @@ def test_every_audited_action_records_plain_json_details(
     ok(cli("code", "campaign", "--no-pin", "--reason", "rentrée"))
     ok(cli("code", "campaign", "--no-pin", "--imported-since", "2026-01-01", "--reason", "x"))
     ok(cli("mail", "send"))
+    session.exec(  # a PIN hash imported before 3 December, stored as it came
+        update(Account)
+        .where(col(Account.member_id) == pk(has_pin))  # type: ignore[call-overload]
+        .values(pin_hash="legacy:" + bcrypt.hashpw(PIN.encode(), bcrypt.gensalt(4)).decode())
+    )
+    session.commit()
+    ok(cli("db", "upgrade"))  # seals it
     ok(cli("pepper", "rotate"))
     use_keys(session, read_peppers(cli.settings))  # the test's own writes: the new pepper
     to_close = make_member(session, welcome=True)

@@ -174,3 +174,40 @@ def test_a_re_import_never_brings_back_a_pin_an_agent_reset(
     assert json.loads(again.stdout)["updated"] == 0
     assert stored_hash(session, nir) is None
     assert login(cli, nir, PIN)["reason"] == "no_pin"
+
+
+def test_db_upgrade_seals_the_hashes_imports_stored_as_they_came(
+    cli: Cli, session: Session, tmp_path: Path
+) -> None:
+    """Imports before 3 December stored legacy hashes unsealed: a stolen database gave a weak
+    bcrypt to a brute force. `db upgrade` seals them with the pepper, audited per member;
+    they still log in; one too long to store sealed is left as it is, and still logs in."""
+    from cpms_admin.credentials.legacy import fits_sealed
+    from tests.audit_helpers import audit_of
+
+    long_hash = PasswordHasher(
+        time_cost=1, memory_cost=1024, parallelism=1, salt_len=64, hash_len=64
+    ).hash(PIN)
+    assert not fits_sealed(long_hash)
+    raws = [LEGACY["bcrypt-2b"](), LEGACY["pbkdf2-phc"](), long_hash]
+    result, rows = import_hashes(cli, tmp_path, [LEGACY["argon2id"]()] * 3)
+    assert result.exit_code == 0, result.output
+    nirs = [row["nir"] for row in rows]
+    session.rollback()
+    for nir, raw in zip(nirs, raws, strict=True):
+        account = session.get(Account, get_member(session, nir).id)
+        assert account is not None
+        account.pin_hash = "legacy:" + raw  # as an import before 3 December stored it
+    session.commit()
+
+    upgraded = cli("db", "upgrade")
+    assert upgraded.exit_code == 0, upgraded.output
+    assert "Note: sealed 2 imported PIN hashes stored as they came" in upgraded.stderr
+    stored = [stored_hash(session, nir) for nir in nirs]
+    assert [value.startswith("legacy:k1:") for value in stored if value] == [True, True, False]
+    assert all(raw not in value for raw, value in zip(raws[:2], stored, strict=False) if value)
+    assert stored[2] == "legacy:" + long_hash
+    assert [event["action"] for event in audit_of(cli, nirs[0])][-1] == "pins.seal_imported.member"
+    again = cli("db", "upgrade")
+    assert again.exit_code == 0 and "sealed" not in again.stderr
+    assert [login(cli, nir, PIN)["ok"] for nir in nirs] == [True, True, True]

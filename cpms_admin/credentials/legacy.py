@@ -120,9 +120,14 @@ def _check(value: str, ceilings: _Ceilings) -> None:
         raise ValueError(_UNKNOWN)
 
 
+def fits_sealed(value: str) -> bool:
+    """Whether `value`, sealed, fits in Account.pin_hash."""
+    return _sealed_length(value) <= MAX_STORED_LENGTH
+
+
 def legacy_hash_problem(value: str) -> str | None:
     """For the importer: None when `value` is an accepted, well-formed legacy hash, else why not."""
-    if _sealed_length(value) > MAX_STORED_LENGTH:
+    if not fits_sealed(value):
         return "PIN hash too long to store"
     try:
         _check(value, _AT_IMPORT)

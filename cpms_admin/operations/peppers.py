@@ -14,12 +14,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from sqlalchemy import func, not_, or_
+from sqlalchemy import func, not_, or_, update
 from sqlmodel import Session, col, select
 
 from cpms_admin import audit
 from cpms_admin.audit_chain.seal import use_keys
 from cpms_admin.clock import Clock
+from cpms_admin.credentials.legacy import LEGACY_PREFIX, fits_sealed, seal_legacy_hash
 from cpms_admin.db import transaction
 from cpms_admin.errors import NotReady
 from cpms_admin.models import Account, AuditEvent, PepperKey, SecurityCode
@@ -35,6 +36,8 @@ from cpms_admin.pepper import (
 )
 from cpms_admin.settings import Settings
 from cpms_admin.vocabulary import CodeStatus
+
+UNSEALED = LEGACY_PREFIX + "$"  # an imported hash stored as it came (before 3 December)
 
 
 @dataclass(frozen=True)
@@ -79,7 +82,7 @@ def holds_hashes(session: Session) -> bool:
     """Whether any PIN or code was hashed with a pepper (or, imported, sealed with one:
     legacy hashes stored as they came before 3 December were not)."""
     pin = select(Account.member_id).where(
-        col(Account.pin_hash).is_not(None), not_(col(Account.pin_hash).startswith("legacy:$"))
+        col(Account.pin_hash).is_not(None), not_(col(Account.pin_hash).startswith(UNSEALED))
     )
     return (
         session.exec(pin.limit(1)).first() is not None
@@ -204,3 +207,48 @@ def usage(session: Session, *, now: datetime) -> list[PepperUse]:
         )
     session.rollback()
     return found
+
+
+_SEAL_BATCH = 1000
+
+
+def seal_unsealed_hashes(session: Session, *, peppers: Peppers, agent: str, now: datetime) -> int:
+    """At `db upgrade`: seal with the current pepper the imported hashes stored as they came
+    (`credentials.legacy`), a batch per transaction, audited as a bulk run (an event per
+    member). A hash a login replaced meanwhile is left to it; one too long to store sealed
+    stays as it is (it still verifies). Returns how many were sealed."""
+    run = audit.RunAudit(agent=agent, action="pins.seal_imported", at=now)
+    sealed, after = 0, -1
+    while True:
+        with transaction(session):
+            rows = session.exec(
+                select(Account.member_id, Account.pin_hash)
+                .where(col(Account.pin_hash).startswith(UNSEALED), col(Account.member_id) > after)
+                .order_by(col(Account.member_id))
+                .limit(_SEAL_BATCH)
+            ).all()
+            if not rows:
+                if run.run_id is not None:
+                    run.finish(session, counts={"sealed": sealed}, outcome="ok")
+                return sealed
+            after = rows[-1][0]
+            done = [
+                member_id
+                for member_id, stored in rows
+                if stored and _seal(session, member_id=member_id, stored=stored, peppers=peppers)
+            ]
+            run.record_members(session, done, change="pin_hash_sealed")
+            sealed += len(done)
+
+
+def _seal(session: Session, *, member_id: int, stored: str, peppers: Peppers) -> bool:
+    value = stored.removeprefix(LEGACY_PREFIX)
+    if not fits_sealed(value):
+        return False
+    return bool(
+        session.exec(
+            update(Account)
+            .where(col(Account.member_id) == member_id, col(Account.pin_hash) == stored)
+            .values(pin_hash=seal_legacy_hash(value, peppers))
+        ).rowcount
+    )

@@ -37,6 +37,7 @@ class UpgradeResult:
     after: str
     pepper_created: Path | None
     events_sealed: int = 0  # audit events from before the chain, sealed by this upgrade
+    pin_hashes_sealed: int = 0  # imported PIN hashes stored unsealed, sealed by this upgrade
 
 
 def schema_status(settings: Settings) -> SchemaStatus:
@@ -55,11 +56,12 @@ def upgrade(
     """Migrate to the latest revision (idempotent), then settle the pepper: check it against
     the database's record, record it, or create one for a database without hashes
     (`peppers.settle_pepper`); then seal the audit events written before the chain existed
-    (`audit_chain.seal_waiting`). A SQLite file's folder must exist unless `create_dirs`.
+    (`audit_chain.seal_waiting`), and the imported PIN hashes stored unsealed
+    (`peppers.seal_unsealed_hashes`). A SQLite file's folder must exist unless `create_dirs`.
 
     A database that has agents is upgraded by an admin only; the migration that brings
     agents makes its runner the first admin (so does creating a database)."""
-    from cpms_admin.pepper import pepper_file_path
+    from cpms_admin.pepper import pepper_file_path, read_peppers
 
     pepper_file_path(settings)  # NotReady before anything is made: PostgreSQL needs one set
     engine = make_engine(settings.database_url, must_exist=False, create_dirs=create_dirs)
@@ -78,6 +80,9 @@ def upgrade(
             upgrading(session)
             created = peppers.settle_pepper(session, settings=settings, agent=agent, now=clock())
             sealed = seal_waiting(session)
+            pin_hashes_sealed = peppers.seal_unsealed_hashes(
+                session, peppers=read_peppers(settings), agent=agent, now=clock()
+            )
             if before != HEAD_REVISION:
                 with transaction(session):
                     audit.record(
@@ -91,5 +96,9 @@ def upgrade(
     finally:
         engine.dispose()
     return UpgradeResult(
-        before=before, after=HEAD_REVISION, pepper_created=created, events_sealed=sealed
+        before=before,
+        after=HEAD_REVISION,
+        pepper_created=created,
+        events_sealed=sealed,
+        pin_hashes_sealed=pin_hashes_sealed,
     )

@@ -27,7 +27,8 @@ def upgrade(
     not this database's), recorded for a database that has none yet, or, for a SQLite
     database that holds no hash yet and has no pepper, created as the file `pepper` beside
     it (mode 0600). Never a second pepper for a database that has one. Then the audit
-    events written before the audit chain existed are sealed into it (docs/audit.md).
+    events written before the audit chain existed are sealed into it (docs/audit.md), and
+    PIN hashes imported before 3 December, stored as they came, are sealed with the pepper.
 
     Example: cpms-admin db upgrade
     """
@@ -45,6 +46,11 @@ def upgrade(
         note_for_agent(
             f"sealed {count(result.events_sealed, 'audit event')} written before the audit "
             "chain existed into it (docs/audit.md)"
+        )
+    if result.pin_hashes_sealed:
+        note_for_agent(
+            f"sealed {count(result.pin_hashes_sealed, 'imported PIN hash', 'imported PIN hashes')}"
+            " stored as they came with the pepper (README, Migration scripts)"
         )
     done = (
         "already at the latest revision"

@@ -18,7 +18,7 @@ from cpms_admin.audit_chain.group import EventGroup
 from cpms_admin.audit_chain.seal import allocate_ids, append, append_group
 from cpms_admin.clock import iso, system_clock
 from cpms_admin.db import Page, fetch_page
-from cpms_admin.errors import InvalidInput
+from cpms_admin.errors import InvalidInput, Refused
 from cpms_admin.models import AuditEvent, Member, pk
 
 # The agent recorded for what the member does on the portal, and who asked for the codes and
@@ -138,7 +138,13 @@ def list_events(
         query = query.where(AuditEvent.at >= since)
     if action is not None:
         query = query.where(AuditEvent.action == action)
-    found = fetch_page(session, query.order_by(col(AuditEvent.id).desc()), limit)
+    try:
+        found = fetch_page(session, query.order_by(col(AuditEvent.id).desc()), limit)
+    except (ValueError, TypeError) as exc:  # SQLite keeps any value in any column
+        raise Refused(
+            f"an audit event holds a value its column cannot ({exc}): the log was edited by "
+            "hand; cpms-admin audit verify names the event"
+        ) from None
     events = [
         {
             "id": event.id,

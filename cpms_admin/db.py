@@ -101,9 +101,16 @@ def make_engine(url: str, *, must_exist: bool = True, create_dirs: bool = False)
         raise InvalidInput(f"not a database URL: {url!r}") from None
     path = sqlite_path(url)
     if path is not None:
-        if must_exist and not path.exists():
+        try:
+            exists, folder = path.exists(), path.parent.is_dir()
+        except PermissionError:
+            raise NotReady(
+                f"database {path}: permission denied on its folder; this user must be able to "
+                "open it (README, Deploying: the database's group)"
+            ) from None
+        if must_exist and not exists:
             raise NotReady(f"database {path} does not exist; {UPGRADE_HINT}")
-        if not path.parent.is_dir():
+        if not folder:
             if not create_dirs:
                 raise NotReady(
                     f"folder {path.parent} does not exist: check the database URL, or run "

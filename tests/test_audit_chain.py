@@ -152,6 +152,34 @@ def test_a_changed_reason_reads_as_the_issue_says(
     )
 
 
+@pytest.mark.parametrize(("column", "value"), [("at", "garbage"), ("at", 1234), ("key_id", "abc")])
+def test_a_value_its_column_cannot_hold_is_named_not_a_traceback(
+    cli: Cli, engine: Engine, story: list[dict[str, Any]], column: str, value: object
+) -> None:
+    """SQLite keeps text in an integer or date column: an edit by hand, named as one (verify
+    crashed), and `audit list` refuses in one line."""
+    if engine.dialect.name != "sqlite":
+        pytest.skip("PostgreSQL refuses such a value in the first place")
+    target = story[4]
+    sql(
+        engine,
+        f"UPDATE audit_event SET {column} = :value WHERE id = :id",
+        value=value,
+        id=target["id"],
+    )
+    report = broken(cli)
+    assert (report["problem"], report["first_bad_id"], report["first_bad_seq"]) == (
+        "changed",
+        target["id"],
+        target["seq"],
+    )
+    if column == "at":
+        listed = cli("audit", "list")
+        assert listed.exit_code == 1
+        assert listed.stderr.startswith("Error: an audit event holds a value its column cannot")
+        assert listed.stderr.endswith("cpms-admin audit verify names the event\n")
+
+
 def test_an_event_deleted_in_the_middle_is_named_by_its_place(
     cli: Cli, engine: Engine, story: list[dict[str, Any]]
 ) -> None:

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Connection, func, select
 from sqlmodel import Session
 
 from cpms_admin.audit_chain.form import (
@@ -148,6 +148,19 @@ def broken_report(walk: ChainWalk, found: _Break, **place: Any) -> ChainReport:
     )
 
 
+def _malformed(conn: Connection, walk: ChainWalk, error: Exception) -> _Break:
+    """The next event holds a value its column cannot (a date that is none, text for a
+    number): only an edit by hand puts it there."""
+    event_id = conn.execute(select(EVENTS.c.id).where(EVENTS.c.seq == walk.expected)).scalar()
+    at = f"event #{event_id} (seq {walk.expected})" if event_id is not None else "an event"
+    return _Break(
+        ChainProblem.changed,
+        event_id,
+        walk.expected,
+        f"{at}: a value its column cannot hold ({error}): changed by hand",
+    )
+
+
 def _head_problem(what: str, **place: Any) -> ChainReport:
     return ChainReport(
         ok=False,
@@ -195,10 +208,14 @@ def verify_chain(session: Session) -> ChainReport:
     walk = ChainWalk(keys, anchor_seq=head["anchor_seq"], anchor_hash=head["anchor_hash"])
     query = select(EVENTS).where(EVENTS.c.seq.is_not(None)).order_by(EVENTS.c.seq)
     rows = conn.execute(query.execution_options(yield_per=_CHUNK)).mappings()
-    for event in rows:
-        if broken := walk.step(event, head_seq=head["seq"]):
-            rows.close()
-            return broken_report(walk, broken, **place)
+    try:
+        for event in rows:
+            if broken := walk.step(event, head_seq=head["seq"]):
+                rows.close()
+                return broken_report(walk, broken, **place)
+    except (ValueError, TypeError) as exc:  # SQLite keeps any value in any column
+        rows.close()
+        return broken_report(walk, _malformed(conn, walk, exc), **place)
     if walk.expected <= head["seq"]:
         missing = head["seq"] - walk.expected + 1
         what = (

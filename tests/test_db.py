@@ -10,7 +10,7 @@ from sqlmodel import Session, col, select
 
 from cpms_admin import audit
 from cpms_admin.db import MIGRATIONS_DIR, make_engine, transaction
-from cpms_admin.errors import Conflict
+from cpms_admin.errors import Conflict, NotReady
 from cpms_admin.members import records
 from cpms_admin.migrations import HEAD_REVISION
 from cpms_admin.models import AuditEvent
@@ -43,6 +43,20 @@ def test_engine_is_lazy_and_missing_file_is_not_created(tmp_path: Path) -> None:
     with pytest.raises(NotReady, match="does not exist"):
         make_engine(f"sqlite:///{tmp_path / 'missing.db'}")
     assert not (tmp_path / "missing.db").exists()
+
+
+def test_a_folder_this_user_cannot_open_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An agent outside the database's group: EACCES on the folder (root never gets it, so it
+    is simulated), said in one line with what to check, not a traceback."""
+
+    def denied(path: Path, **_kwargs: object) -> bool:
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(Path, "exists", denied)
+    with pytest.raises(NotReady, match="permission denied on its folder; this user must"):
+        make_engine(f"sqlite:///{tmp_path / 'cpms.db'}")
 
 
 def test_the_migrated_schema_is_the_one_the_models_describe(engine: Engine) -> None:

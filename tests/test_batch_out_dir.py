@@ -276,3 +276,24 @@ def test_a_full_disk_while_publishing_is_one_line_and_a_later_run_finishes(
     assert summary["recovered"]["published"] == [str(directory)]
     check_batch_dir(directory, manifest)  # exactly its files: no temporary file left behind
     assert sorted(p.name for p in out.iterdir()) == [directory.name]
+
+
+@pytest.mark.parametrize("database_mode", [0o600, 0o660])
+def test_the_batch_lock_gets_the_database_files_group_access(
+    cli: Cli, session: Session, tmp_path: Path, database_mode: int
+) -> None:
+    """Agents of one group share a SQLite database (README): a lock file the first run made
+    owner-only stopped every other agent's batch with a traceback."""
+    from cpms_admin.db import sqlite_path
+
+    database = sqlite_path(cli.settings.database_url)
+    if database is None:
+        pytest.skip("PostgreSQL's runs hold advisory locks, no file")
+    database.chmod(database_mode)
+    queue_members(session, 1)
+    assert batch(cli, tmp_path / "out")["printed"] == 1
+    lock = database.with_name(database.name + ".batch-lock")
+    assert mode(lock) == database_mode
+    queue_members(session, 1)
+    assert batch(cli, tmp_path / "out")["printed"] == 1  # the lock file, opened again
+    assert mode(lock) == database_mode

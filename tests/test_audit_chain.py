@@ -316,3 +316,26 @@ def test_every_column_is_covered_and_none_has_a_server_default() -> None:
     columns later migrations add; their values must be known when the event is sealed."""
     assert set(EVENT_FIELDS) == {c.name for c in EVENTS.columns} - {"seq", "hash"}
     assert [c.name for c in EVENTS.columns if c.server_default is not None] == []
+
+
+def test_a_chain_reset_by_hand_is_not_sealed_again_by_db_upgrade(
+    cli: Cli, engine: Engine, story: list[dict[str, Any]]
+) -> None:
+    """Someone who can write the database rewrites an event, then puts every event and the
+    head back as migration 0011 left them. `db upgrade` sealed the forgery and verify then
+    said intact; now the upgrade refuses, and verify keeps saying the chain is not whole."""
+    target = story[4]
+    sql(engine, "UPDATE audit_event SET reason = 'forged' WHERE id = :id", id=target["id"])
+    sql(engine, "UPDATE audit_event SET seq = NULL, prev_hash = NULL, hash = NULL, key_id = NULL")
+    sql(
+        engine,
+        "UPDATE audit_chain SET seq = 0, hash = :zero, anchor_seq = 0, anchor_hash = :zero, "
+        "mac = NULL, key_id = NULL, legacy_max_id = (SELECT max(id) FROM audit_event)",
+        zero=GENESIS,
+    )
+    upgrade = cli("db", "upgrade")
+    assert upgrade.exit_code == 5
+    assert upgrade.stderr.startswith(f"Error: {len(story)} audit events not sealed:")
+    assert "so does a chain reset by hand" in upgrade.stderr
+    report = broken(cli)
+    assert (report["problem"], report["checked"]) == ("unsealed", 0)

@@ -82,20 +82,23 @@ def test_an_upgrade_interrupted_after_migrating_is_finished_by_running_it_again(
     report = json.loads(waiting.stdout)
     assert (report["problem"], report["checked"]) == ("unsealed", 0)
     assert report["message"] == (
-        "3 audit events written before the chain existed are not sealed yet: "
-        "run cpms-admin db upgrade"
+        "3 audit events written before the chain existed are not sealed: an upgrade "
+        "interrupted right after migration 0011 leaves them so, and so does a chain reset by "
+        "hand; once you know they are genuine (docs/audit.md): cpms-admin db upgrade "
+        "--seal-waiting"
     )
     nir = make_nir()
     add = ["member", "add", "--nir", nir, "--last-name", "Roux", "--first-name", "Léa",
            "--street", "4 rue Sala", "--postcode", "69002", "--city", "Lyon"]  # fmt: skip
     refused = on_old(*add)  # no event sealed after them before they are: nothing written
     assert refused.exit_code == 5
-    assert refused.stderr == (
-        "Error: audit events written before the audit chain existed wait to be sealed "
-        "(db upgrade was interrupted): run cpms-admin db upgrade\n"
-    )
+    assert refused.stderr.startswith("Error: audit events are not sealed: an upgrade interrupted")
     assert on_old("--json", "member", "show", nir).exit_code == 3
-    again = on_old("db", "upgrade")
+    # The database cannot tell this from a chain reset by hand: sealing is asked for.
+    plain = on_old("db", "upgrade")
+    assert plain.exit_code == 5
+    assert plain.stderr.startswith("Error: 3 audit events not sealed: an upgrade interrupted")
+    again = on_old("db", "upgrade", "--seal-waiting")
     assert again.exit_code == 0 and "sealed 3 audit events" in again.stderr
     assert on_old(*add).exit_code == 0
     assert [seq for _, seq, _ in chain(at_0007)] == [1, 2, 3, 4]
@@ -115,7 +118,7 @@ def test_an_event_written_by_hand_after_the_migration_is_not_sealed(
             {"at": datetime(2026, 6, 2, tzinfo=UTC)},
         )
     on_old = cli.with_settings(database_url=empty_db_url)
-    assert on_old("db", "upgrade").exit_code == 0
+    assert on_old("db", "upgrade", "--seal-waiting").exit_code == 0  # migrated, interrupted
     result = on_old("--json", "audit", "verify")
     assert result.exit_code == 1
     assert json.loads(result.stdout)["first_bad_id"] == 50

@@ -16,7 +16,7 @@ The key comes from the pepper: the session's (`use_keys`), else its engine's (`k
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from sqlalchemy import Connection, Engine, bindparam, event, select, update
+from sqlalchemy import Connection, Engine, bindparam, event, func, select, update
 from sqlmodel import Session
 
 from cpms_admin.audit_chain.form import (
@@ -130,10 +130,7 @@ def extend(
     legacy = 0
     if head["legacy_max_id"] is not None:
         if not upgrading:
-            raise NotReady(
-                "audit events written before the audit chain existed wait to be sealed "
-                "(db upgrade was interrupted): run cpms-admin db upgrade"
-            )
+            raise NotReady(f"audit events are not sealed: {UNSEALED_WHY}")
         legacy = seal_legacy(conn, keys, head)
     key_id = keys.current_id
     seq, previous = head["seq"], head["hash"]
@@ -222,6 +219,31 @@ def seal_legacy(conn: Connection, keys: Keyring, head: dict[str, Any]) -> int:
         sealed += len(changes)
     head.update(seq=seq, hash=previous, legacy_max_id=None)
     return sealed
+
+
+# Said wherever unsealed events from before the chain stop something: the database cannot
+# tell an interrupted upgrade from a chain reset by hand, so sealing them is a person's call.
+UNSEALED_WHY = (
+    "an upgrade interrupted right after migration 0011 leaves them so, and so does a chain "
+    "reset by hand; once you know they are genuine (docs/audit.md): cpms-admin db upgrade "
+    "--seal-waiting"
+)
+
+
+def waiting(session: Session) -> int:
+    """How many events from before the chain wait to be sealed."""
+    with transaction(session):
+        conn = session.connection()
+        legacy_max_id = conn.execute(
+            select(HEAD.c.legacy_max_id).where(HEAD.c.id == 1)
+        ).scalar_one_or_none()
+        if legacy_max_id is None:
+            return 0
+        return int(
+            conn.execute(
+                select(func.count()).where(EVENTS.c.seq.is_(None), EVENTS.c.id <= legacy_max_id)
+            ).scalar_one()
+        )
 
 
 def upgrading(session: Session) -> None:

@@ -27,7 +27,7 @@ from cpms_admin.audit_chain.form import (
     head_is_authentic,
     missing_key,
 )
-from cpms_admin.audit_chain.seal import keyring
+from cpms_admin.audit_chain.seal import UNSEALED_WHY, keyring
 from cpms_admin.english import count
 from cpms_admin.vocabulary import ChainProblem
 
@@ -201,7 +201,7 @@ def verify_chain(session: Session) -> ChainReport:
             ok=False,
             checked=0,
             message=f"{count(waiting, 'audit event')} written before the chain existed "
-            "are not sealed yet: run cpms-admin db upgrade",
+            f"are not sealed: {UNSEALED_WHY}",
             problem=ChainProblem.unsealed,
             **place,
         )

@@ -5,7 +5,7 @@ from pathlib import Path
 
 from cpms_admin import audit
 from cpms_admin.agents.registry import authorize, identity
-from cpms_admin.audit_chain.seal import seal_waiting, upgrading
+from cpms_admin.audit_chain.seal import UNSEALED_WHY, seal_waiting, upgrading, waiting
 from cpms_admin.clock import Clock, system_clock
 from cpms_admin.db import (
     current_revision,
@@ -14,11 +14,14 @@ from cpms_admin.db import (
     transaction,
     upgrade_schema,
 )
+from cpms_admin.english import count
+from cpms_admin.errors import NotReady
 from cpms_admin.migrations import HEAD_REVISION
 from cpms_admin.operations import peppers
 from cpms_admin.settings import Settings
 
 AGENTS_REVISION = "0008"  # the migration that brought agents (revisions sort as text)
+CHAIN_REVISION = "0011"  # the migration that brought the audit chain
 
 
 @dataclass(frozen=True)
@@ -51,13 +54,22 @@ def schema_status(settings: Settings) -> SchemaStatus:
 
 
 def upgrade(
-    settings: Settings, *, clock: Clock = system_clock, create_dirs: bool = False
+    settings: Settings,
+    *,
+    clock: Clock = system_clock,
+    create_dirs: bool = False,
+    seal_waiting_events: bool = False,
 ) -> UpgradeResult:
     """Migrate to the latest revision (idempotent), then settle the pepper: check it against
     the database's record, record it, or create one for a database without hashes
     (`peppers.settle_pepper`); then seal the audit events written before the chain existed
     (`audit_chain.seal_waiting`), and the imported PIN hashes stored unsealed
     (`peppers.seal_unsealed_hashes`). A SQLite file's folder must exist unless `create_dirs`.
+
+    Events from before the chain are sealed by the upgrade that crosses migration 0011, and
+    afterwards only when asked (`seal_waiting_events`): a database already past it that has
+    some cannot tell an upgrade interrupted there from a chain reset by hand, whose rewritten
+    events an automatic seal would vouch for.
 
     A database that has agents is upgraded by an admin only; the migration that brings
     agents makes its runner the first admin (so does creating a database)."""
@@ -77,7 +89,10 @@ def upgrade(
             # The pepper first: it keys the audit chain, whose events from before it (0011)
             # are sealed next (with the pepper's own event, if it records one), before this
             # upgrade's own event.
-            upgrading(session)
+            if seal_waiting_events or before is None or before < CHAIN_REVISION:
+                upgrading(session)
+            elif unsealed := waiting(session):
+                raise NotReady(f"{count(unsealed, 'audit event')} not sealed: {UNSEALED_WHY}")
             created = peppers.settle_pepper(session, settings=settings, agent=agent, now=clock())
             sealed = seal_waiting(session)
             pin_hashes_sealed = peppers.seal_unsealed_hashes(

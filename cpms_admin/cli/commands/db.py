@@ -20,6 +20,14 @@ def upgrade(
         bool,
         typer.Option("--create-dirs", help="Create the SQLite file's folder (mode 0700)."),
     ] = False,
+    seal_waiting: Annotated[
+        bool,
+        typer.Option(
+            "--seal-waiting",
+            help="Seal the audit events from before the chain that an interrupted upgrade "
+            "left unsealed (only once you know they are genuine: docs/audit.md).",
+        ),
+    ] = False,
 ) -> None:
     """Create or migrate the schema to the latest revision (safe to run again).
 
@@ -36,7 +44,12 @@ def upgrade(
 
     app_ = app_context(ctx)
     with audit.labelled(app_.label):
-        result = schema.upgrade(app_.settings, clock=app_.clock, create_dirs=create_dirs)
+        result = schema.upgrade(
+            app_.settings,
+            clock=app_.clock,
+            create_dirs=create_dirs,
+            seal_waiting_events=seal_waiting,
+        )
     if result.pepper_created:
         warn(
             f"created the pepper file {result.pepper_created} (mode 0600): back it up, "

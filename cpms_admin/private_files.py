@@ -29,14 +29,15 @@ from contextlib import AbstractContextManager, contextmanager, suppress
 from pathlib import Path
 from typing import IO, Any, BinaryIO, TextIO, overload
 
-from cpms_admin.errors import InvalidInput
+from cpms_admin.errors import InvalidInput, NotReady
 
 _MAX_LINKS = 40  # as the kernel: more links on one path is a loop
 # Files no output may replace: (real path, what it is, whether names that begin with its own
 # name are its too). See `reserved`.
 _RESERVED: list[tuple[Path, str, bool]] = []
-# The files SQLite keeps beside a database, and the letter batch's lock (letters/guard.py).
-COMPANIONS = ("-wal", "-shm", "-journal", ".batch-lock")
+# The files SQLite keeps beside a database, and the locks of the letter batch
+# (letters/guard.py) and of `mail send` (mail/queue.py).
+COMPANIONS = ("-wal", "-shm", "-journal", ".batch-lock", ".mail-lock")
 
 
 @contextmanager
@@ -251,3 +252,25 @@ def _written(path: Path, encoding: str | None) -> Iterator[IO[Any]]:
         if not renamed:  # never after: the name may be someone else's by then
             temporary.unlink(missing_ok=True)
     fsync_dir(final.parent)
+
+
+def open_lock_file(path: Path, *, like: Path) -> int:
+    """A run's lock file (to `flock`). Created, it gets the owner and group bits of `like`
+    (the database: the agents of one group share it, README "Agents and rights"); one that
+    exists is opened read-only, all `flock` needs. NotReady, saying what to fix, when it
+    cannot be opened (another agent made it owner-only)."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    except FileExistsError:
+        try:
+            return os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        except OSError as exc:
+            raise NotReady(
+                f"cannot open the lock {path} ({exc.strerror}): give it the database file's "
+                "owner, group and mode (chgrp, chmod 660), or remove it while nothing runs"
+            ) from None
+    except OSError as exc:
+        raise NotReady(f"cannot create the lock {path} ({exc.strerror})") from None
+    with suppress(OSError):  # no database file yet: owner-only
+        os.fchmod(fd, stat.S_IMODE(like.stat().st_mode) & 0o660)
+    return fd

@@ -285,3 +285,40 @@ def test_a_member_closed_while_the_run_sends_is_not_mailed(
         (first.id, "sent"),
         (second.id, "cancelled"),
     ]
+
+
+def test_a_second_run_while_one_sends_is_refused_and_each_email_leaves_once(
+    cli: Cli, session: Session, tmp_path: Path
+) -> None:
+    """Cron starts `mail send` again while a slow run still sends. The second run used to
+    take e-mails the first had claimed for a killed run's: it revoked the code on its way,
+    sent a second e-mail, and marked delivered ones cancelled. Now it is refused (exit 4)."""
+    import os
+    import subprocess
+
+    from tests.process_helpers import CPMS, wait_until
+
+    queue(cli, session, 1)  # one: the hold point holds at every e-mail
+    held_here = tmp_path / "held"  # the first run stands before its send while this exists
+    env = {**os.environ, **cli.env(), "CPMS_HOLDPOINT": f"mail.before_send={held_here}"}
+    first = subprocess.Popen(
+        [str(CPMS), "--json", "mail", "send"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_until(lambda: first.poll() is not None or held_here.exists(), what="the hold")
+        assert first.poll() is None, first.communicate()
+        second = cli("--json", "mail", "send")
+    finally:
+        held_here.unlink(missing_ok=True)
+        first_out, first_err = first.communicate(timeout=120)
+    assert second.exit_code == 4, second.output
+    assert second.stderr == "Error: another mail send is running\n"
+    assert first.returncode == 0, first_err
+    assert json.loads(first_out)["sent"] == 1
+    assert [mail.status for mail in mails(session)] == ["sent"]
+    assert len(outbox(cli.settings)) == 1
+    assert send(cli)[0] == 0  # the lock died with the run

@@ -13,16 +13,16 @@ server drops when the process dies:
 
 import fcntl
 import os
-import stat
 from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager, suppress
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Protocol
 
 from sqlalchemy import Connection, Engine, text
 
 from cpms_admin.db import sqlite_path
-from cpms_admin.errors import Conflict, NotReady
+from cpms_admin.errors import Conflict
+from cpms_admin.private_files import open_lock_file
 
 LOCK_SUFFIX = ".batch-lock"
 ADVISORY_CLASS = 0x43504D53  # "CPMS": keeps these locks apart from any other advisory lock
@@ -46,7 +46,9 @@ class FileGuard:
         self._fd: int | None = None
         if lock_path is None:  # in-memory database: nobody else can see it
             return
-        fd = _open_lock(lock_path)
+        fd = open_lock_file(
+            lock_path, like=lock_path.with_name(lock_path.name.removesuffix(LOCK_SUFFIX))
+        )
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -65,29 +67,6 @@ class FileGuard:
         if self._fd is not None:
             os.close(self._fd)  # closing the last descriptor releases the flock
             self._fd = None
-
-
-def _open_lock(path: Path) -> int:
-    """The lock file. Created, it gets the database's own group access, as the agents of one
-    group share the database (README, Agents and rights); one that exists is opened read-only,
-    all `flock` needs, so a lock file another agent made 0600 keeps working for the owner only
-    and says what to fix to anyone else."""
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    except FileExistsError:
-        try:
-            return os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-        except OSError as exc:
-            raise NotReady(
-                f"cannot open the batch lock {path} ({exc.strerror}): give it the database "
-                "file's owner, group and mode (chgrp, chmod 660), or remove it while no batch runs"
-            ) from None
-    except OSError as exc:
-        raise NotReady(f"cannot create the batch lock {path} ({exc.strerror})") from None
-    database = path.with_name(path.name.removesuffix(LOCK_SUFFIX))
-    with suppress(OSError):  # no database file yet: owner-only
-        os.fchmod(fd, stat.S_IMODE(database.stat().st_mode) & 0o660)
-    return fd
 
 
 class AdvisoryGuard:

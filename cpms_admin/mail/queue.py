@@ -1,7 +1,9 @@
 """`mail send`: deliver the queued campaign e-mails, each with a code made at send time.
 
-For each e-mail: claim it (one more attempt, compare-and-set, so two runs at once never
-send the same one), store the new code's hash and commit, then send. Sent: marked sent.
+One run at a time (`_only_run`: a second one started meanwhile, by cron when the server is
+slow, exits 4): an e-mail claimed and not marked sent is then one a killed run left. For
+each e-mail: claim it (one more attempt, compare-and-set), store the new code's hash and
+commit, then send. Sent: marked sent.
 Failed: the code that never arrived is revoked and the e-mail waits for the next run,
 until MAX_ATTEMPTS (an address the mail library refuses is given up at once). After
 STOP_AFTER failures in a row, or one session past its deadline, the server is taken to be
@@ -17,11 +19,14 @@ the e-mail sent cannot know whether it left, so the next run sends the e-mail ag
 new code that revokes it. The member may get two e-mails; only the last code works.
 """
 
-from collections.abc import Callable
+import fcntl
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import datetime
 
-from sqlalchemy import update
+from sqlalchemy import Engine, text, update
 from sqlmodel import Session, SQLModel, col, select
 
 from cpms_admin.audit import RunAudit
@@ -29,13 +34,14 @@ from cpms_admin.clock import Clock, system_clock
 from cpms_admin.credentials import codes
 from cpms_admin.credentials.delivery import email_code
 from cpms_admin.credentials.on_its_way import on_its_way
-from cpms_admin.db import transaction
+from cpms_admin.db import sqlite_path, transaction
 from cpms_admin.english import agree, count
-from cpms_admin.errors import BadAddress, MailError, MailTimeout, Refused
+from cpms_admin.errors import BadAddress, Conflict, MailError, MailTimeout, Refused
 from cpms_admin.faults import failpoint
 from cpms_admin.mail.transport import Transport
 from cpms_admin.models import Account, Member, OutgoingMail, pk
 from cpms_admin.pepper import load_peppers
+from cpms_admin.private_files import open_lock_file
 from cpms_admin.settings import Settings
 from cpms_admin.vocabulary import Channel, MailStatus, MemberStatus
 
@@ -220,6 +226,66 @@ def send_queued_mail(
         from cpms_admin.mail.transport import transport_from_settings
 
         transport = transport_from_settings(settings)
+    with _only_run(session, settings):
+        return _send(
+            session,
+            settings=settings,
+            agent=agent,
+            transport=transport,
+            limit=limit,
+            on_progress=on_progress,
+            on_total=on_total,
+            clock=clock,
+        )
+
+
+MAIL_LOCK_SUFFIX = ".mail-lock"
+_ADVISORY_KEY = (0x43504D53, -1)  # letters.guard's class; batch ids are positive
+
+
+@contextmanager
+def _only_run(session: Session, settings: Settings) -> Iterator[None]:
+    """Hold the `mail send` lock for the run (Conflict when another run holds it): a flock
+    on `<db>.mail-lock` on SQLite, a session advisory lock on PostgreSQL. Both die with the
+    process, so a killed run never blocks the next."""
+    bind = session.get_bind()
+    engine = bind if isinstance(bind, Engine) else bind.engine
+    if engine.dialect.name == "postgresql":
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            key = {"class": _ADVISORY_KEY[0], "id": _ADVISORY_KEY[1]}
+            if not conn.execute(text("SELECT pg_try_advisory_lock(:class, :id)"), key).scalar():
+                raise Conflict("another mail send is running")
+            try:
+                yield
+            finally:
+                conn.execute(text("SELECT pg_advisory_unlock(:class, :id)"), key)
+        return
+    database = sqlite_path(settings.database_url)
+    if database is None:  # in memory: nobody else sees it
+        yield
+        return
+    fd = open_lock_file(database.with_name(database.name + MAIL_LOCK_SUFFIX), like=database)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise Conflict("another mail send is running") from None
+        yield
+    finally:
+        os.close(fd)  # releases the flock
+
+
+def _send(
+    session: Session,
+    *,
+    settings: Settings,
+    agent: str,
+    transport: Transport,
+    limit: int | None,
+    on_progress: Callable[[MailCounts], None],
+    on_total: Callable[[int], None],
+    clock: Clock,
+) -> MailRun:
     audit = RunAudit(agent=agent, action="mail.send", at=clock())
     sender = _Sender(
         session, agent=agent, settings=settings, transport=transport, clock=clock, audit=audit

@@ -44,7 +44,14 @@ COMPANIONS = ("-wal", "-shm", "-journal", ".batch-lock", ".mail-lock")
 def reserved(path: Path, what: str, *, with_companions: bool = False) -> Iterator[None]:
     """While the block runs, refuse to write a file at `path` (`what` names it in the
     refusal) or, `with_companions`, at the names of its COMPANIONS. `path` need not exist."""
-    entry = (Path(os.path.realpath(Path.cwd() / path)), what, with_companions)
+    try:
+        real = Path(os.path.realpath(path if path.is_absolute() else Path.cwd() / path))
+    except FileNotFoundError:  # getcwd: the directory it runs in was deleted
+        raise NotReady(
+            "the current directory no longer exists: run from another one (relative paths, "
+            "such as the default data/cpms.db, are read from it)"
+        ) from None
+    entry = (real, what, with_companions)
     _RESERVED.append(entry)
     try:
         yield

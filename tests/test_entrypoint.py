@@ -59,6 +59,41 @@ def test_expected_failure_prints_one_line_no_traceback(tmp_path: Path) -> None:
     assert "run cpms-admin db upgrade" in result.stderr
 
 
+def test_a_deleted_working_directory_is_one_line(tmp_path: Path) -> None:
+    """Cron's or a shell's directory removed under it: an absolute URL still works, the
+    default relative one is refused in one line."""
+    import os
+
+    from tests.process_helpers import CPMS
+
+    database = tmp_path / "cpms.db"
+    assert (
+        run_installed("--db", f"sqlite:///{database}", "db", "upgrade", cwd=tmp_path).returncode
+        == 0
+    )
+    gone = tmp_path / "gone"
+    gone.mkdir()
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        script = 'cd "$1" && rmdir "$1" && shift && exec "$@"'
+        env = {**os.environ, "CPMS_PEPPER": "subprocess-pepper"}
+        env.pop("CPMS_DATABASE_URL", None)
+        return subprocess.run(
+            ["sh", "-c", script, "sh", str(gone), str(CPMS), *args],
+            env=env, capture_output=True, text=True, check=False, timeout=60,
+        )  # fmt: skip
+
+    listed = run("--db", f"sqlite:///{database}", "member", "list")
+    assert listed.returncode == 0, listed.stderr
+    gone.mkdir()
+    relative = run("member", "list")
+    assert (relative.returncode, relative.stderr) == (
+        5,
+        "Error: the current directory no longer exists: run from another one (relative "
+        "paths, such as the default data/cpms.db, are read from it)\n",
+    )
+
+
 def test_help_works_with_nothing_configured(tmp_path: Path) -> None:
     result = run("--help", cwd=tmp_path)
     assert result.returncode == 0

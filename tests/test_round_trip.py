@@ -132,9 +132,9 @@ def test_the_status_columns_are_checked(cli: Cli, tmp_path: Path) -> None:
             "9",
             "closed_at",
             "closed_at '46053' is a spreadsheet's serial number for a date (2026-01-31?): the "
-            "column lost its date format; write it YYYY-MM-DD; to avoid it, export with "
-            "`members export --excel` or `--format xlsx`, or open the CSV with this column as "
-            "Text",
+            "column lost its date format; write it YYYY-MM-DD; to avoid it, give this column "
+            "the Text format before the values go in (a CSV: in the dialog that opens it), or "
+            "export with `members export --excel` or `--format xlsx`, which keep it as text",
         ),
         (
             "10",

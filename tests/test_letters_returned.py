@@ -176,6 +176,10 @@ def test_the_print_house_file_records_every_return_once(
     assert letter is not None and "Destinataire inconnu" in (letter.status_reason or "")
     again = ok(cli("--json", "letters", "returned", "--from-file", str(returns)))
     assert (again["returned"], sorted(again["already_returned"])) == ([], sorted(ids))
+    mac = tmp_path / "mac.csv"  # "CSV (Macintosh)": lines end with a lone CR
+    mac.write_bytes(("\r".join(rows) + "\r").encode("cp1252"))
+    read = ok(cli("--json", "letters", "returned", "--from-file", str(mac)))
+    assert sorted(read["already_returned"]) == sorted(ids)
 
 
 @pytest.mark.parametrize(
@@ -184,6 +188,7 @@ def test_the_print_house_file_records_every_return_once(
         (["reference", "L00000001", "not a letter"], 2, "line 3"),
         (["nir", "1"], 2, "no letter_id or reference column"),
         (["letter_id", "999999"], 3, "no letter #999999"),
+        (["letter_id,reason", "1," + "x" * 200_000], 2, "not a returns CSV (field larger"),
     ],
 )
 def test_a_bad_returns_file_changes_nothing(

@@ -78,7 +78,15 @@ def read_returns_file(path: Path) -> list[Return]:
     except UnicodeDecodeError:
         text = raw.decode("cp1252", errors="replace")
     first = text.splitlines()[0] if text.strip() else ""
-    reader = csv.DictReader(io.StringIO(text), delimiter=";" if ";" in first else ",")
+    # newline=None: a CSV saved by a Mac spreadsheet ends its lines with a lone CR.
+    reader = csv.DictReader(io.StringIO(text, newline=None), delimiter=";" if ";" in first else ",")
+    try:
+        return _returns(path, reader)
+    except csv.Error as exc:  # a field past the module's limit, a stray NUL: not such a file
+        raise InvalidInput(f"{path}: not a returns CSV ({exc})") from None
+
+
+def _returns(path: Path, reader: "csv.DictReader[str]") -> list[Return]:
     columns = {name.strip().lower(): name for name in reader.fieldnames or ()}
     id_column = next((columns[c] for c in ID_COLUMNS if c in columns), None)
     if id_column is None:

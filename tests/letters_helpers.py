@@ -8,6 +8,7 @@ import itertools
 import json
 import re
 import stat
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -174,3 +175,13 @@ def letters_by_status(session: Session) -> dict[str, set[int]]:
     for letter in session.exec(select(Letter)):
         found.setdefault(letter.status, set()).add(pk(letter))
     return found
+
+
+def render_fails(message: str) -> Callable[..., Iterator[object]]:
+    """A stand-in for `letters.pool.render_chunks` that fails as rendering can."""
+
+    def explode(*_args: object, **_kwargs: object) -> Iterator[object]:
+        raise RuntimeError(message)
+        yield  # pragma: no cover
+
+    return explode

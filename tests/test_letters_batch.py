@@ -3,7 +3,6 @@ manifest and index against the PDFs (read back with pypdf), codes that work on t
 moot letters cancelled with their reason, and the options (--dry-run, --limit, --duplex)."""
 
 import json
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -37,6 +36,7 @@ from tests.letters_helpers import (
     manifests,
     printed_code,
     queue_members,
+    render_fails,
 )
 
 
@@ -246,11 +246,8 @@ def test_a_rendering_error_abandons_the_batch_and_keeps_the_letters_queued(
 ) -> None:
     queue_members(session, 2)
 
-    def explode(*_args: object, **_kwargs: object) -> Iterator[object]:
-        raise RuntimeError("font subsetting failed near code 123456")
-        yield  # pragma: no cover
-
-    monkeypatch.setattr("cpms_admin.letters.pool.render_chunks", explode)
+    failing = render_fails("font subsetting failed near code 123456")
+    monkeypatch.setattr("cpms_admin.letters.pool.render_chunks", failing)
     result = cli("letters", "batch", "--out", str(tmp_path / "out"))
     assert result.exit_code == 1
     assert result.stderr.splitlines() == [  # said once, in the error
@@ -268,15 +265,11 @@ def test_a_batch_it_could_not_abandon_says_so_and_the_next_run_settles_it(
 ) -> None:
     queue_members(session, 2)
 
-    def explode(*_args: object, **_kwargs: object) -> Iterator[object]:
-        raise RuntimeError("out of memory")
-        yield  # pragma: no cover
-
     def unreachable(*_args: object, **_kwargs: object) -> int:
         raise OSError("database unreachable")
 
     with monkeypatch.context() as patched:
-        patched.setattr("cpms_admin.letters.pool.render_chunks", explode)
+        patched.setattr("cpms_admin.letters.pool.render_chunks", render_fails("out of memory"))
         patched.setattr("cpms_admin.letters.batch.abandon", unreachable)
         result = cli("letters", "batch", "--out", str(tmp_path / "out"))
     assert result.exit_code == 1

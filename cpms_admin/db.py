@@ -36,6 +36,9 @@ from cpms_admin.migrations import HEAD_REVISION
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 UPGRADE_HINT = "run cpms-admin db upgrade"
+# The first key of every advisory lock this program takes on PostgreSQL ("CPMS"): keeps its
+# locks (a letter batch's, `mail send`'s) apart from any other application's.
+ADVISORY_CLASS = 0x43504D53
 
 
 def normalise_url(url: str) -> str:

@@ -21,6 +21,7 @@ A refusal is InvalidInput (exit 2), one line naming the path. Failures of the di
 (full, read-only) are left as OSError: each caller says what they mean for its job.
 """
 
+import fcntl
 import os
 import secrets
 import stat
@@ -29,7 +30,7 @@ from contextlib import AbstractContextManager, contextmanager, suppress
 from pathlib import Path
 from typing import IO, Any, BinaryIO, TextIO, overload
 
-from cpms_admin.errors import InvalidInput, NotReady
+from cpms_admin.errors import Conflict, InvalidInput, NotReady
 
 _MAX_LINKS = 40  # as the kernel: more links on one path is a loop
 # Files no output may replace: (real path, what it is, whether names that begin with its own
@@ -261,11 +262,23 @@ def _written(path: Path, encoding: str | None) -> Iterator[IO[Any]]:
     fsync_dir(final.parent)
 
 
-def open_lock_file(path: Path, *, like: Path) -> int:
-    """A run's lock file (to `flock`). Created, it gets the owner and group bits of `like`
-    (the database: the agents of one group share it, README "Agents and rights"); one that
-    exists is opened read-only, all `flock` needs. NotReady, saying what to fix, when it
-    cannot be opened (another agent made it owner-only)."""
+def hold_run_lock(path: Path, *, like: Path, busy: str) -> int:
+    """Take the exclusive `flock` of the run lock file `path` and return its descriptor:
+    closing it releases the lock, and so does the process dying. Conflict(`busy`) when
+    another process holds it. Created, the file gets the owner and group bits of `like` (the
+    database: the agents of one group share it, README "Agents and rights"); one that exists
+    is opened read-only, all `flock` needs. NotReady, saying what to fix, when it cannot be
+    opened (another agent made it owner-only)."""
+    fd = _open_lock_file(path, like=like)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise Conflict(busy) from None
+    return fd
+
+
+def _open_lock_file(path: Path, *, like: Path) -> int:
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     except FileExistsError:

@@ -11,7 +11,6 @@ server drops when the process dies:
   own for its whole life; a batch whose advisory lock can be taken has no live run.
 """
 
-import fcntl
 import os
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -20,12 +19,11 @@ from typing import Protocol
 
 from sqlalchemy import Connection, Engine, text
 
-from cpms_admin.db import sqlite_path
+from cpms_admin.db import ADVISORY_CLASS, sqlite_path
 from cpms_admin.errors import Conflict
-from cpms_admin.private_files import open_lock_file
+from cpms_admin.private_files import hold_run_lock
 
 LOCK_SUFFIX = ".batch-lock"
-ADVISORY_CLASS = 0x43504D53  # "CPMS": keeps these locks apart from any other advisory lock
 
 
 class RunGuard(Protocol):
@@ -41,20 +39,14 @@ class RunGuard(Protocol):
 class FileGuard:
     """SQLite: an exclusive flock held for the whole run; it dies with the process."""
 
-    def __init__(self, lock_path: Path | None) -> None:
-        self.lock_path = lock_path
+    def __init__(self, database: Path | None) -> None:
         self._fd: int | None = None
-        if lock_path is None:  # in-memory database: nobody else can see it
+        if database is None:  # in-memory database: nobody else can see it
             return
-        fd = open_lock_file(
-            lock_path, like=lock_path.with_name(lock_path.name.removesuffix(LOCK_SUFFIX))
+        lock = database.with_name(database.name + LOCK_SUFFIX)
+        self._fd = hold_run_lock(
+            lock, like=database, busy=f"another letters batch is running (lock {lock})"
         )
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise Conflict(f"another letters batch is running (lock {lock_path})") from None
-        self._fd = fd
 
     def hold(self, batch_id: int) -> None:
         """Nothing more to do: the file lock already covers every batch."""
@@ -122,5 +114,4 @@ def open_guard(engine: Engine, database_url: str) -> FileGuard | AdvisoryGuard:
     """The run lock for this database; Conflict when a SQLite run already holds it."""
     if engine.dialect.name == "postgresql":
         return AdvisoryGuard(engine)
-    path = sqlite_path(database_url)
-    return FileGuard(None if path is None else path.with_name(path.name + LOCK_SUFFIX))
+    return FileGuard(sqlite_path(database_url))

@@ -19,7 +19,6 @@ the e-mail sent cannot know whether it left, so the next run sends the e-mail ag
 new code that revokes it. The member may get two e-mails; only the last code works.
 """
 
-import fcntl
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -34,14 +33,14 @@ from cpms_admin.clock import Clock, system_clock
 from cpms_admin.credentials import codes
 from cpms_admin.credentials.delivery import email_code
 from cpms_admin.credentials.on_its_way import on_its_way
-from cpms_admin.db import sqlite_path, transaction
+from cpms_admin.db import ADVISORY_CLASS, sqlite_path, transaction
 from cpms_admin.english import agree, count
 from cpms_admin.errors import BadAddress, Conflict, MailError, MailTimeout, Refused
 from cpms_admin.faults import failpoint
 from cpms_admin.mail.transport import Transport
 from cpms_admin.models import Account, Member, OutgoingMail, pk
 from cpms_admin.pepper import load_peppers
-from cpms_admin.private_files import open_lock_file
+from cpms_admin.private_files import hold_run_lock
 from cpms_admin.settings import Settings
 from cpms_admin.vocabulary import Channel, MailStatus, MemberStatus
 
@@ -240,7 +239,8 @@ def send_queued_mail(
 
 
 MAIL_LOCK_SUFFIX = ".mail-lock"
-_ADVISORY_KEY = (0x43504D53, -1)  # letters.guard's class; batch ids are positive
+_BUSY = "another mail send is running"
+_ADVISORY_ID = -1  # beside the letter batches' advisory locks, whose ids are positive
 
 
 @contextmanager
@@ -252,9 +252,9 @@ def _only_run(session: Session, settings: Settings) -> Iterator[None]:
     engine = bind if isinstance(bind, Engine) else bind.engine
     if engine.dialect.name == "postgresql":
         with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            key = {"class": _ADVISORY_KEY[0], "id": _ADVISORY_KEY[1]}
+            key = {"class": ADVISORY_CLASS, "id": _ADVISORY_ID}
             if not conn.execute(text("SELECT pg_try_advisory_lock(:class, :id)"), key).scalar():
-                raise Conflict("another mail send is running")
+                raise Conflict(_BUSY)
             try:
                 yield
             finally:
@@ -264,12 +264,10 @@ def _only_run(session: Session, settings: Settings) -> Iterator[None]:
     if database is None:  # in memory: nobody else sees it
         yield
         return
-    fd = open_lock_file(database.with_name(database.name + MAIL_LOCK_SUFFIX), like=database)
+    fd = hold_run_lock(
+        database.with_name(database.name + MAIL_LOCK_SUFFIX), like=database, busy=_BUSY
+    )
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise Conflict("another mail send is running") from None
         yield
     finally:
         os.close(fd)  # releases the flock

@@ -36,9 +36,11 @@ _MAX_LINKS = 40  # as the kernel: more links on one path is a loop
 # Files no output may replace: (real path, what it is, whether names that begin with its own
 # name are its too). See `reserved`.
 _RESERVED: list[tuple[Path, str, bool]] = []
-# The files SQLite keeps beside a database, and the locks of the letter batch
-# (letters/guard.py) and of `mail send` (mail/queue.py).
-COMPANIONS = ("-wal", "-shm", "-journal", ".batch-lock", ".mail-lock")
+# The run locks beside a database (`hold_run_lock`): the letter batch's (letters/guard.py)
+# and `mail send`'s (mail/queue.py).
+BATCH_LOCK, MAIL_LOCK = ".batch-lock", ".mail-lock"
+# The files SQLite keeps beside a database, and the run locks.
+COMPANIONS = ("-wal", "-shm", "-journal", BATCH_LOCK, MAIL_LOCK)
 
 
 @contextmanager

@@ -21,9 +21,7 @@ from sqlalchemy import Connection, Engine, text
 
 from cpms_admin.db import ADVISORY_CLASS, sqlite_path
 from cpms_admin.errors import Conflict
-from cpms_admin.private_files import hold_run_lock
-
-LOCK_SUFFIX = ".batch-lock"
+from cpms_admin.private_files import BATCH_LOCK, hold_run_lock
 
 
 class RunGuard(Protocol):
@@ -43,7 +41,7 @@ class FileGuard:
         self._fd: int | None = None
         if database is None:  # in-memory database: nobody else can see it
             return
-        lock = database.with_name(database.name + LOCK_SUFFIX)
+        lock = database.with_name(database.name + BATCH_LOCK)
         self._fd = hold_run_lock(
             lock, like=database, busy=f"another letters batch is running (lock {lock})"
         )

@@ -40,7 +40,7 @@ from cpms_admin.faults import failpoint
 from cpms_admin.mail.transport import Transport
 from cpms_admin.models import Account, Member, OutgoingMail, pk
 from cpms_admin.pepper import load_peppers
-from cpms_admin.private_files import hold_run_lock
+from cpms_admin.private_files import MAIL_LOCK, hold_run_lock
 from cpms_admin.settings import Settings
 from cpms_admin.vocabulary import Channel, MailStatus, MemberStatus
 
@@ -238,7 +238,6 @@ def send_queued_mail(
         )
 
 
-MAIL_LOCK_SUFFIX = ".mail-lock"
 _BUSY = "another mail send is running"
 _ADVISORY_ID = -1  # beside the letter batches' advisory locks, whose ids are positive
 
@@ -264,9 +263,7 @@ def _only_run(session: Session, settings: Settings) -> Iterator[None]:
     if database is None:  # in memory: nobody else sees it
         yield
         return
-    fd = hold_run_lock(
-        database.with_name(database.name + MAIL_LOCK_SUFFIX), like=database, busy=_BUSY
-    )
+    fd = hold_run_lock(database.with_name(database.name + MAIL_LOCK), like=database, busy=_BUSY)
     try:
         yield
     finally:

@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import IO
 
 CPMS = Path(sys.executable).parent / "cpms-admin"  # the installed entry point
 
@@ -38,6 +39,24 @@ def run_installed(
         check=False,
         umask=umask,
     )
+
+
+def start_held(
+    command: list[str], *, env: dict[str, str], point: str, flag: Path, stdin: IO[str] | None = None
+) -> subprocess.Popen[str]:
+    """`command` run with `env`, held at the hold point `point` (faults.py): returned once it
+    stands there, which it does until `flag` is removed (remove it, then `communicate`)."""
+    held = subprocess.Popen(
+        command,
+        env={**env, "CPMS_HOLDPOINT": f"{point}={flag}"},
+        stdin=stdin,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    wait_until(lambda: held.poll() is not None or flag.exists(), what=f"the hold at {point}")
+    assert held.poll() is None, held.communicate()
+    return held
 
 
 def wait_until(condition: Callable[[], object], *, what: str, timeout: float = 60.0) -> None:

@@ -4,7 +4,6 @@ that answer: anyone else's guess is a wrong code, counted, with the same words a
 
 import json
 import os
-import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ from cpms_admin.models import Member
 from tests.cred_helpers import NEW_PIN, PIN, mailed_codes
 from tests.factories import make_member, make_nir
 from tests.harness import Cli, FakeClock
-from tests.process_helpers import CPMS, wait_until
+from tests.process_helpers import CPMS, start_held
 
 USED = (
     "Ce code de sécurité a déjà été utilisé. Connectez-vous avec le mot de passe que vous avez "
@@ -81,21 +80,17 @@ def test_a_code_that_dies_while_the_pin_is_hashed_is_answered_and_audited(
     assert cli("code", "issue", member.nir, "--reason", "x").exit_code == 0
     (code,) = mailed_codes(cli.settings)
     held_here = tmp_path / "held"
-    env = {**os.environ, **cli.env(), "CPMS_HOLDPOINT": f"portal.before_save_pin={held_here}"}
     typed = tmp_path / "typed"
     typed.write_text(f"{code}\n{NEW_PIN}\n{NEW_PIN}\n")
     with typed.open() as stdin:
-        held = subprocess.Popen(
+        held = start_held(
             [str(CPMS), "--json", "portal", "set-pin", member.nir, "--with", "code"],
-            env=env,
+            env={**os.environ, **cli.env()},
+            point="portal.before_save_pin",
+            flag=held_here,
             stdin=stdin,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
         )
     try:
-        wait_until(lambda: held.poll() is not None or held_here.exists(), what="the hold")
-        assert held.poll() is None, held.communicate()
         if meanwhile == "the other tab":
             assert set_pin(cli, member.nir, code, "--with", "code").exit_code == 0
         else:

@@ -38,6 +38,7 @@ from tests.letters_helpers import (
 from tests.process_helpers import (
     assert_all_exit,
     descendants,
+    start_held,
     wait_until,
 )
 
@@ -200,20 +201,13 @@ def test_two_runs_at_once_never_take_the_same_letter(
     queue_members(session, 30)
     out = tmp_path / "out"
     held_here = tmp_path / "held"  # the first run stands at its hold point while this exists
-    env = {**os.environ, **cli.env(), "CPMS_HOLDPOINT": f"letters.after_claim={held_here}"}
-    first = subprocess.Popen(
+    first = start_held(
         command(out, "--chunk-size", "2", "--limit", "20"),
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+        env={**os.environ, **cli.env()},
+        point="letters.after_claim",
+        flag=held_here,
     )
     try:
-        wait_until(
-            lambda: first.poll() is not None or held_here.exists(),
-            what="the first run to stand right after its claim",
-        )
-        assert first.poll() is None, first.communicate()
         (held,) = session.exec(select(LetterBatch)).all()
         assert (held.id, held.status) == (1, "running")
         code, output = next_run(cli, out, "--chunk-size", "2", "--limit", "20")
@@ -247,13 +241,7 @@ def printed_then_queued_again(cli: Cli, session: Session, out: Path) -> tuple[Me
 
 def held_batch(cli: Cli, out: Path, point: str, held_here: Path) -> subprocess.Popen[str]:
     """A `letters batch` standing at `point` until `held_here` is removed."""
-    env = {**os.environ, **cli.env(), "CPMS_HOLDPOINT": f"{point}={held_here}"}
-    held = subprocess.Popen(
-        command(out), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-    wait_until(lambda: held.poll() is not None or held_here.exists(), what=f"the hold at {point}")
-    assert held.poll() is None, held.communicate()
-    return held
+    return start_held(command(out), env={**os.environ, **cli.env()}, point=point, flag=held_here)
 
 
 def test_a_member_closed_or_flagged_while_their_letter_prints_gets_a_void_code(

@@ -294,23 +294,18 @@ def test_a_second_run_while_one_sends_is_refused_and_each_email_leaves_once(
     take e-mails the first had claimed for a killed run's: it revoked the code on its way,
     sent a second e-mail, and marked delivered ones cancelled. Now it is refused (exit 4)."""
     import os
-    import subprocess
 
-    from tests.process_helpers import CPMS, wait_until
+    from tests.process_helpers import CPMS, start_held
 
     queue(cli, session, 1)  # one: the hold point holds at every e-mail
     held_here = tmp_path / "held"  # the first run stands before its send while this exists
-    env = {**os.environ, **cli.env(), "CPMS_HOLDPOINT": f"mail.before_send={held_here}"}
-    first = subprocess.Popen(
+    first = start_held(
         [str(CPMS), "--json", "mail", "send"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+        env={**os.environ, **cli.env()},
+        point="mail.before_send",
+        flag=held_here,
     )
     try:
-        wait_until(lambda: first.poll() is not None or held_here.exists(), what="the hold")
-        assert first.poll() is None, first.communicate()
         second = cli("--json", "mail", "send")
     finally:
         held_here.unlink(missing_ok=True)

@@ -237,13 +237,13 @@ def waiting(session: Session) -> int:
         legacy_max_id = conn.execute(
             select(HEAD.c.legacy_max_id).where(HEAD.c.id == 1)
         ).scalar_one_or_none()
-        if legacy_max_id is None:
-            return 0
-        return int(
-            conn.execute(
-                select(func.count()).where(EVENTS.c.seq.is_(None), EVENTS.c.id <= legacy_max_id)
-            ).scalar_one()
-        )
+        return 0 if legacy_max_id is None else count_waiting(conn, legacy_max_id)
+
+
+def count_waiting(conn: Connection, legacy_max_id: int) -> int:
+    """The events from before the chain (ids up to the head's `legacy_max_id`) not sealed."""
+    query = select(func.count()).where(EVENTS.c.seq.is_(None), EVENTS.c.id <= legacy_max_id)
+    return int(conn.execute(query).scalar_one())
 
 
 def upgrading(session: Session) -> None:

@@ -27,7 +27,7 @@ from cpms_admin.audit_chain.form import (
     head_is_authentic,
     missing_key,
 )
-from cpms_admin.audit_chain.seal import UNSEALED_WHY, keyring
+from cpms_admin.audit_chain.seal import UNSEALED_WHY, count_waiting, keyring
 from cpms_admin.english import count
 from cpms_admin.vocabulary import ChainProblem
 
@@ -194,9 +194,7 @@ def verify_chain(session: Session) -> ChainReport:
             **place,
         )
     if head["legacy_max_id"] is not None:
-        waiting = conn.execute(
-            select(func.count()).where(EVENTS.c.seq.is_(None), EVENTS.c.id <= head["legacy_max_id"])
-        ).scalar_one()
+        waiting = count_waiting(conn, head["legacy_max_id"])
         return ChainReport(
             ok=False,
             checked=0,

@@ -5,7 +5,7 @@ from pathlib import Path
 
 from cpms_admin import audit
 from cpms_admin.agents.registry import authorize, identity
-from cpms_admin.audit_chain.seal import UNSEALED_WHY, seal_waiting, upgrading, waiting
+from cpms_admin.audit_chain.seal import UNSEALED_WHY, keyring, seal_waiting, upgrading, waiting
 from cpms_admin.clock import Clock, system_clock
 from cpms_admin.db import (
     current_revision,
@@ -73,7 +73,7 @@ def upgrade(
 
     A database that has agents is upgraded by an admin only; the migration that brings
     agents makes its runner the first admin (so does creating a database)."""
-    from cpms_admin.pepper import pepper_file_path, read_peppers
+    from cpms_admin.pepper import pepper_file_path
 
     pepper_file_path(settings)  # NotReady before anything is made: PostgreSQL needs one set
     engine = make_engine(settings.database_url, must_exist=False, create_dirs=create_dirs)
@@ -96,7 +96,7 @@ def upgrade(
             created = peppers.settle_pepper(session, settings=settings, agent=agent, now=clock())
             sealed = seal_waiting(session)
             pin_hashes_sealed = peppers.seal_unsealed_hashes(
-                session, peppers=read_peppers(settings), agent=agent, now=clock()
+                session, peppers=keyring(session).peppers, agent=agent, now=clock()
             )
             if before != HEAD_REVISION:
                 with transaction(session):

@@ -42,12 +42,12 @@ def store_printed_codes(
     """`store_code` for every code of a letter batch (made at `made_at`), in a few statements
     rather than three per letter: each member's older pending codes revoked, and a code
     stored revoked where the member was given a newer one since `made_at` that still counts,
-    or where its letter is in `void` (letter ids). The ids of the letters whose code is
-    stored revoked. One code per member, as a batch prints one letter per member (several
-    fall back to `store_code`, letter by letter)."""
+    or where its letter is in `void` (letter ids). The ids of the letters, not void, whose
+    code a newer one superseded. One code per member, as a batch prints one letter per member
+    (several fall back to `store_code`, letter by letter)."""
     members = [p.member_id for p in printed]
     if len(set(members)) != len(members):
-        revoked = []
+        superseded = []
         for p in printed:
             stored = store_code(
                 session,
@@ -64,9 +64,9 @@ def store_printed_codes(
             )
             if p.letter_id in void:
                 revoke_code(session, code_id=pk(stored))
-            if p.letter_id in void or stored.status == CodeStatus.revoked:
-                revoked.append(p.letter_id)
-        return revoked
+            elif stored.status == CodeStatus.revoked:
+                superseded.append(p.letter_id)
+        return superseded
     newer: set[int] = set()
     for start in range(0, len(members), IN_CHUNK):
         chunk = members[start : start + IN_CHUNK]
@@ -111,4 +111,4 @@ def store_printed_codes(
         for p in printed
     )
     session.flush()
-    return [p.letter_id for p in printed if p.member_id in newer or p.letter_id in void]
+    return [p.letter_id for p in printed if p.member_id in newer and p.letter_id not in void]

@@ -402,7 +402,7 @@ def _store_codes(
         Printed(i.letter_id, i.member_id, i.purpose, i.code, asked_by.get(i.letter_id))
         for i in rendered.issued
     ]
-    superseded = store_printed_codes(
+    newer = store_printed_codes(
         session,
         printed,
         pepper=run.pepper,
@@ -411,7 +411,6 @@ def _store_codes(
         settings=run.settings,
         void=lost,
     )
-    newer = [letter_id for letter_id in superseded if letter_id not in lost]
     reasons: dict[str, list[int]] = {SUPERSEDED_WHILE_PRINTING: newer}
     for letter_id, key in lost.items():
         reasons.setdefault(LOST_WHILE_PRINTING.format(REASONS[key]), []).append(letter_id)

@@ -13,24 +13,27 @@ import subprocess
 import tempfile
 import uuid
 from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 import pytest
 import typer
-from sqlalchemy import create_engine, text
+from sqlalchemy import Connection, Engine, create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ProgrammingError
 
+from cpms_admin.agents.grants import group_name
 from cpms_admin.agents.identity import os_user
 from cpms_admin.agents.rights import COMMAND_DUTIES
+from cpms_admin.agents.roles import Role
 from cpms_admin.cli.app import app
-from cpms_admin.db import normalise_url
+from cpms_admin.db import make_engine, normalise_url, upgrade_schema
 from cpms_admin.settings import Settings
-from tests.conftest import PG_URL
+from tests.conftest import PG_URL, new_pg_database, record_test_pepper
 from tests.cred_helpers import PIN, give_pin
 from tests.factories import make_member
-from tests.harness import TEST_PEPPER, Cli, FakeClock
+from tests.harness import TEST_PEPPER, Cli, FakeClock, migrate
 
 SUPPORT_USER = "cpms-t-support"
 STRANGER_USER = "cpms-t-stranger"
@@ -469,3 +472,126 @@ def test_two_admins_disabling_each_other_at_once_leave_one_and_no_deadlock(
     assert first_cli("agent", "add", second, "--role", "admin").exit_code == 0
     back = admin_cli.with_settings(database_url=second_url)("--json", "agent", "list")
     assert back.exit_code == 0, back.stderr
+
+
+# --- Two CPMS databases on one cluster: each its own groups ---------------------------------
+
+
+@pytest.fixture
+def login_role(request: pytest.FixtureRequest) -> Iterator[str]:
+    """A login role of the test's own, dropped afterwards."""
+    if not PG_URL:
+        pytest.skip("needs PostgreSQL: set CPMS_TEST_DATABASE_URL")
+    name = f"cpms_t_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(normalise_url(PG_URL), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f"CREATE ROLE {name} LOGIN"))
+    yield name
+    with admin.connect() as conn:
+        conn.execute(text(f"DROP ROLE IF EXISTS {name}"))
+    admin.dispose()
+
+
+def _upgraded_database(stack: ExitStack) -> Cli:
+    """A new database on the test cluster, upgraded by its owner (who is its admin)."""
+    url = stack.enter_context(new_pg_database())
+    engine = make_engine(url)
+    upgrade_schema(engine)
+    record_test_pepper(engine)
+    engine.dispose()
+    return Cli(Settings(database_url=url, pepper=TEST_PEPPER), FakeClock())
+
+
+def _as(cli: Cli, login: str) -> Engine:
+    return create_engine(make_url(normalise_url(cli.settings.database_url)).set(username=login))
+
+
+def test_an_agent_s_role_in_one_database_neither_takes_nor_gives_rights_in_another(
+    login_role: str,
+) -> None:
+    """Staging and production on one cluster: alice is support in production and admin in
+    staging. Being added, then disabled, in staging leaves her production rights as they
+    were: she still reads members there, and still may not make herself admin there."""
+    with ExitStack() as stack:
+        production, staging = _upgraded_database(stack), _upgraded_database(stack)
+        assert production("agent", "add", login_role, "--role", "support").exit_code == 0
+        assert staging("agent", "add", login_role, "--role", "admin").exit_code == 0
+        in_production = _disposed(stack, _as(production, login_role))
+        with in_production.connect() as conn:
+            assert conn.execute(text("SELECT count(*) FROM member")).scalar_one() == 0
+        with in_production.connect() as conn, pytest.raises(ProgrammingError, match="permission"):
+            conn.execute(text(f"UPDATE agent SET role = 'admin' WHERE name = '{login_role}'"))
+        assert staging("agent", "disable", login_role, "--reason", "left").exit_code == 0
+        with in_production.connect() as conn:
+            assert conn.execute(text("SELECT count(*) FROM member")).scalar_one() == 0
+        [alice] = [
+            a
+            for a in json.loads(production("--json", "agent", "list").stdout)
+            if a["name"] == login_role
+        ]
+        assert (alice["role"], alice["disabled_at"]) == ("support", None)
+
+
+def test_0015_moves_the_agents_off_the_cluster_s_shared_groups(login_role: str) -> None:
+    """A database upgraded before 0015 gave its privileges to `cpms_support`, ..., shared by
+    the cluster. After the upgrade the agent works through this database's own group, and the
+    shared groups hold nothing here; they and their members stay for the other databases."""
+    legacy = [f"cpms_{role}" for role in ("support", "supervisor", "admin", "portal", "nightly")]
+    admin = create_engine(normalise_url(str(PG_URL)), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        made = [
+            group
+            for group in legacy
+            if conn.execute(text("SELECT 1 FROM pg_roles WHERE rolname = :g"), {"g": group}).first()
+            is None
+        ]
+        for group in made:
+            conn.execute(text(f"CREATE ROLE {group} NOLOGIN"))
+    try:
+        with ExitStack() as stack:
+            cli = _upgraded_database(stack)
+            assert cli("agent", "add", login_role, "--role", "support").exit_code == 0
+            engine = _disposed(stack, make_engine(cli.settings.database_url))
+            migrate(engine, "0014", down=True)
+            with engine.begin() as conn:  # as 0014's grants left it
+                conn.execute(text(f'REVOKE "cpms_support@{_database(conn)}" FROM {login_role}'))
+                conn.execute(text(f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {legacy[0]}"))
+                conn.execute(text(f"GRANT USAGE ON SCHEMA public TO {legacy[0]}"))
+                conn.execute(text(f"GRANT {legacy[0]} TO {login_role}"))
+            migrate(engine, "head")
+            with engine.connect() as conn:
+                assert not conn.execute(
+                    text("SELECT has_table_privilege(:g, 'member', 'SELECT')"), {"g": legacy[0]}
+                ).scalar_one()
+                assert conn.execute(
+                    text("SELECT pg_has_role(:login, :g, 'MEMBER')"),
+                    {"login": login_role, "g": legacy[0]},
+                ).scalar_one()
+            alice = _disposed(stack, _as(cli, login_role))
+            with alice.connect() as conn:
+                assert conn.execute(text("SELECT count(*) FROM member")).scalar_one() == 0
+                with pytest.raises(ProgrammingError, match="permission"):
+                    conn.execute(text("DELETE FROM audit_event"))
+    finally:
+        with admin.connect() as conn:
+            for group in made:
+                conn.execute(text(f"DROP ROLE {group}"))
+        admin.dispose()
+
+
+def test_a_database_name_too_long_for_its_groups_keeps_them_apart() -> None:
+    long_a, long_b = "x" * 60 + "a", "x" * 60 + "b"
+    names = {group_name(role, db) for role in Role for db in (long_a, long_b, "cpms")}
+    assert len(names) == 3 * len(Role)
+    assert all(len(name.encode()) <= 63 for name in names)
+    assert group_name(Role.support, "cpms") == "cpms_support@cpms"
+    assert len(group_name(Role.supervisor, "é" * 31).encode()) <= 63  # never half a letter
+
+
+def _database(conn: Connection) -> str:
+    return str(conn.execute(text("SELECT current_database()")).scalar_one())
+
+
+def _disposed(stack: ExitStack, engine: Engine) -> Engine:
+    stack.callback(engine.dispose)
+    return engine

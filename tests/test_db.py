@@ -15,6 +15,7 @@ from cpms_admin.members import records
 from cpms_admin.migrations import HEAD_REVISION
 from cpms_admin.models import AuditEvent
 from tests.factories import make_member
+from tests.harness import migrate
 
 
 def test_head_revision_constant_matches_the_migrations() -> None:
@@ -127,23 +128,10 @@ def test_domain_words_are_stored_as_the_plain_strings_scripts_read(
     assert all(type(value) is str for value in row)
 
 
-def _migrate(engine: Engine, revision: str) -> None:
-    from alembic import command
-
-    config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS_DIR))
-    with engine.begin() as conn:
-        config.attributes["connection"] = conn
-        if revision == "head":
-            command.upgrade(config, revision)
-        else:
-            command.downgrade(config, revision)
-
-
 def test_members_of_an_older_schema_migrate_unchanged(engine: Engine) -> None:
     """0005 (the AFNOR lines as fields) and 0006 (the search index) keep every member as it
     was, new fields empty."""
-    _migrate(engine, "0004")
+    migrate(engine, "0004", down=True)
     old = {
         "nir": "285057800608434", "civility": "MME", "last_name": "Martin",
         "first_name": "Élodie", "street": "12 rue des Lilas", "address_complement": "Bât. B",
@@ -154,7 +142,7 @@ def test_members_of_an_older_schema_migrate_unchanged(engine: Engine) -> None:
     columns = ", ".join(old)
     with engine.begin() as conn:
         conn.execute(text(f"INSERT INTO member ({columns}) VALUES (:{', :'.join(old)})"), old)
-    _migrate(engine, "head")
+    migrate(engine, "head")
     with engine.connect() as conn:
         row = conn.execute(text("SELECT * FROM member")).mappings().one()
     kept = [name for name in old if not name.endswith("_at") and name != "search_text"]
@@ -181,10 +169,10 @@ def test_0014_indexes_only_the_closed_members_by_name_and_its_downgrade_puts_bac
     active = make_member(session, last_name="Martin")
     closed = make_member(session, last_name="Durand")
     records.close_member(session, nir=closed.nir, reason="départ", agent="alice")
-    _migrate(engine, "0013")
+    migrate(engine, "0013", down=True)
     assert "ix_member_status_sort_name" in _member_indexes(engine)
     assert "ix_member_closed_sort_name" not in _member_indexes(engine)
-    _migrate(engine, "head")
+    migrate(engine, "head")
     indexes = _member_indexes(engine)
     assert "ix_member_status_sort_name" not in indexes
     condition = indexes["ix_member_closed_sort_name"]  # partial: closed, not pseudonymised

@@ -8,13 +8,11 @@ from datetime import UTC, datetime
 
 import pytest
 import sqlalchemy as sa
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import Engine, text
 from sqlmodel import Session, select
 
 from cpms_admin.audit_chain import keyed
-from cpms_admin.db import MIGRATIONS_DIR, current_revision, make_engine, upgrade_schema
+from cpms_admin.db import current_revision, make_engine, upgrade_schema
 from cpms_admin.members import records
 from cpms_admin.members.nir import format_nir
 from cpms_admin.members.search import search_values
@@ -22,7 +20,7 @@ from cpms_admin.migrations import HEAD_REVISION
 from cpms_admin.models import Member
 from cpms_admin.privacy.pseudonymise import BLANK, pseudonym_nir
 from tests.factories import make_member, make_nir
-from tests.harness import TEST_PEPPERS
+from tests.harness import TEST_PEPPERS, migrate
 from tests.search_helpers import assert_search_index_in_step
 
 NAMES = [
@@ -48,14 +46,6 @@ def fold_0004(text: str) -> str:
     """How revision 0004's code folded `search_text`."""
     decomposed = unicodedata.normalize("NFKD", text)
     return "".join(ch for ch in decomposed if not unicodedata.combining(ch)).casefold()
-
-
-def migrate(engine: Engine, revision: str, *, down: bool = False) -> None:
-    config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS_DIR))
-    with engine.begin() as conn:
-        config.attributes["connection"] = conn
-        (command.downgrade if down else command.upgrade)(config, revision)
 
 
 @pytest.fixture

@@ -22,7 +22,8 @@ def add(
     """Add an agent, or give an existing one a new role (enabling them again).
 
     On PostgreSQL the login role must exist (a DBA creates it); it is made a member of the
-    role's group (cpms_support, ...), so the database enforces the same rights.
+    role's group in this database (cpms_support@<database>, ...), so the database enforces
+    the same rights, and its rights in another database of the cluster are left alone.
 
     Example: cpms-admin agent add alice --role support
     """

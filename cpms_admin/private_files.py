@@ -177,23 +177,44 @@ def check_destination(path: Path) -> Path:
     return final
 
 
-def private_dir(path: Path) -> Path:
+def private_dir(path: Path, *, like: Path | None = None) -> Path:
     """The real path of directory `path`, to write in; missing, it is created 0700 (and its
-    missing parents too). Refused: `path` itself a link (give the directory it points to),
-    not a directory, or controlled by another user (see above)."""
+    missing parents too), or with the owner and group bits of `like` when given: a folder
+    every agent of a database writes in (the outbox, the audit archive) follows the database
+    file, as the run locks do. Refused: `path` itself a link (give the directory it points
+    to), not a directory, or controlled by another user (see above)."""
     path = Path.cwd() / path
     if describe_entry(path) == "a symbolic link":
         raise InvalidInput(f"{path} is a symbolic link; give the directory itself")
-    return _make_directory(path)
+    return _make_directory(path, _mode_like(like, directory=True))
 
 
-def _make_directory(path: Path) -> Path:
+def _make_directory(path: Path, mode: int) -> Path:
     with suppress(FileNotFoundError):
         return _real_directory(path)
-    parent = _make_directory(path.parent)
-    with suppress(FileExistsError):  # made meanwhile: checked below like any other
+    parent = _make_directory(path.parent, mode)
+    try:
         os.mkdir(parent / path.name, 0o700)
+    except FileExistsError:  # made meanwhile: checked below like any other
+        pass
+    else:  # mkdir's mode met the umask (077): set the bits on what was made, keeping the
+        # setgid bit it inherits from a group's folder (its files then go to that group)
+        fd = os.open(parent / path.name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        try:
+            os.fchmod(fd, mode | os.fstat(fd).st_mode & stat.S_ISGID)
+        finally:
+            os.close(fd)
     return _real_directory(parent / path.name)
+
+
+def _mode_like(like: Path | None, *, directory: bool) -> int:
+    """The owner and group bits of file `like` (owner-only when there is none), a search bit
+    beside each read bit for a directory."""
+    bits = 0o600
+    if like is not None:
+        with suppress(OSError):  # no database file yet: owner-only
+            bits |= stat.S_IMODE(like.stat().st_mode) & 0o060
+    return bits | (bits & 0o440) >> 2 if directory else bits
 
 
 @contextmanager
@@ -293,6 +314,5 @@ def _open_lock_file(path: Path, *, like: Path) -> int:
             ) from None
     except OSError as exc:
         raise NotReady(f"cannot create the lock {path} ({exc.strerror})") from None
-    with suppress(OSError):  # no database file yet: owner-only
-        os.fchmod(fd, stat.S_IMODE(like.stat().st_mode) & 0o660)
+    os.fchmod(fd, _mode_like(like, directory=False))
     return fd

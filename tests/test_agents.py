@@ -5,15 +5,18 @@ run `cpms-admin` as a second OS user (a forked child that drops to that user, as
 would) and connect as other PostgreSQL login roles, which they create and drop.
 """
 
+import grp
 import json
 import os
 import pwd
 import shutil
+import stat
 import subprocess
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -29,14 +32,16 @@ from cpms_admin.agents.rights import COMMAND_DUTIES
 from cpms_admin.agents.roles import Role
 from cpms_admin.cli.app import app
 from cpms_admin.db import make_engine, normalise_url, upgrade_schema
+from cpms_admin.operations.doctor import check_mail
 from cpms_admin.settings import Settings
 from tests.conftest import PG_URL, new_pg_database, record_test_pepper
 from tests.cred_helpers import PIN, give_pin
-from tests.factories import make_member
+from tests.factories import make_member, make_nir
 from tests.harness import TEST_PEPPER, Cli, FakeClock, migrate
 
 SUPPORT_USER = "cpms-t-support"
 STRANGER_USER = "cpms-t-stranger"
+TEAM_GROUP = "cpms-t-team"
 
 
 def test_every_command_has_a_duty() -> None:
@@ -213,29 +218,69 @@ def shared_cli(os_users: None, sqlite_template: Path) -> Iterator[Cli]:
         shutil.rmtree(folder)
 
 
+@pytest.fixture
+def team_cli(os_users: None, sqlite_template: Path) -> Iterator[Cli]:
+    """A SQLite database shared as README "Agents and rights" says: a group of agents owns
+    the data folder (setgid, 2770), the database is 0660. The folder holds the outbox."""
+    if subprocess.run(["getent", "group", TEAM_GROUP], capture_output=True).returncode:
+        subprocess.run(["groupadd", "--system", TEAM_GROUP], check=True)
+    subprocess.run(["usermod", "--append", "--groups", TEAM_GROUP, SUPPORT_USER], check=True)
+    gid = grp.getgrnam(TEAM_GROUP).gr_gid
+    parent = Path(tempfile.mkdtemp(prefix="cpms-team-"))
+    parent.chmod(0o755)
+    folder = parent / "data"
+    try:
+        folder.mkdir()
+        os.chown(folder, -1, gid)
+        folder.chmod(0o2770)
+        path = folder / "cpms.db"
+        shutil.copyfile(sqlite_template, path)
+        os.chown(path, -1, gid)
+        path.chmod(0o660)
+        settings = Settings(
+            database_url=f"sqlite:///{path}", pepper=TEST_PEPPER, mail_dir=str(folder / "outbox")
+        )
+        yield Cli(settings, FakeClock())
+    finally:
+        shutil.rmtree(parent)
+
+
 def run_as(user: str, cli: Cli, *args: str) -> tuple[int, str, str]:
     """`cpms-admin *args` in a child process running as OS user `user` (what `runuser -u`
-    does; forked, because this interpreter lives where other users may not read)."""
+    does). A crash is reported as its repr on stderr."""
+
+    def command() -> list[Any]:
+        result = cli(*args)
+        crash = not isinstance(result.exception, SystemExit | None)
+        return [result.exit_code, result.stdout, repr(result.exception) if crash else result.stderr]
+
+    exit_code, stdout, stderr = as_user(user, command)
+    return exit_code, stdout, stderr
+
+
+def as_user(user: str, work: Callable[[], Any]) -> Any:
+    """What `work()` returns (JSON-able), run in a child process as OS user `user`. Forked,
+    because this interpreter lives where other users may not read: `work` may only use what
+    is imported already."""
     read, write = os.pipe()
     pid = os.fork()
-    if pid == 0:  # the child: drop to `user` for good, run the command, report, leave
+    if pid == 0:  # the child: drop to `user` for good, work, report, leave
         os.close(read)
         try:
             entry = pwd.getpwnam(user)
-            os.setgroups([])
+            os.initgroups(user, entry.pw_gid)  # as a login would: their groups, no other
             os.setgid(entry.pw_gid)
             os.setuid(entry.pw_uid)
-            result = cli(*args)
-            report = [result.exit_code, result.stdout, result.stderr]
+            report = work()
         except BaseException as exc:
             report = [99, "", repr(exc)]
         os.write(write, json.dumps(report).encode())
         os._exit(0)
     os.close(write)
     with os.fdopen(read, "rb") as pipe:
-        exit_code, stdout, stderr = json.loads(pipe.read())
+        report = json.loads(pipe.read())
     os.waitpid(pid, 0)
-    return exit_code, stdout, stderr
+    return report
 
 
 def _audit_count(cli: Cli) -> int:
@@ -298,6 +343,43 @@ def test_a_support_agent_is_known_by_their_os_user_and_kept_to_their_role(
         1,
         f"Error: not allowed: agent {SUPPORT_USER!r} is disabled (left)",
     )
+
+
+def test_a_group_of_agents_shares_the_outbox_the_first_e_mail_made(team_cli: Cli) -> None:
+    """The outbox is made by whoever e-mails first (here root, an admin). Made owner-only, it
+    failed every other agent's e-mail, and the portal's after telling the member it was sent."""
+    cli = team_cli
+    nirs = [make_nir() for _ in range(2)]
+    for nir in nirs:
+        added = cli(
+            "member", "add", "--nir", nir, "--last-name", "Dupont", "--first-name", "Jean",
+            "--email", "jean@example.org", "--street", "1 rue de la Paix", "--postcode", "75002",
+            "--city", "Paris", "--no-welcome",
+        )  # fmt: skip
+        assert added.exit_code == 0, added.stderr
+    assert cli("agent", "add", SUPPORT_USER, "--role", "support").exit_code == 0
+    sent = cli("code", "issue", nirs[0], "--channel", "email", "--reason", "called")
+    assert sent.exit_code == 0, sent.stderr
+    outbox = Path(cli.settings.mail_dir)
+    assert stat.S_IMODE(outbox.stat().st_mode) == 0o2770  # the folder's setgid kept
+    assert outbox.stat().st_gid == grp.getgrnam(TEAM_GROUP).gr_gid
+
+    code, _, err = run_as(SUPPORT_USER, cli, "code", "issue", nirs[1], "--channel", "email",
+                          "--reason", "called")  # fmt: skip
+    assert (code, err) == (0, "")
+    assert len(list(outbox.glob("*.eml"))) == 2
+
+    def doctor_on_mail() -> dict[str, Any]:  # `doctor`'s check, as the command would run it
+        return asdict(check_mail(cli.settings))
+
+    assert as_user(SUPPORT_USER, doctor_on_mail)["ok"] is True
+    outbox.chmod(0o700)  # as the code before made it: doctor tells, with the fix
+    mail = as_user(SUPPORT_USER, doctor_on_mail)
+    assert (mail["ok"], mail["detail"]) == (
+        False,
+        f"no SMTP configured, and this user cannot write e-mails in {outbox}/",
+    )
+    assert "chmod 2770" in mail["fix"]
 
 
 def test_someone_who_is_no_agent_changes_nothing(shared_cli: Cli) -> None:

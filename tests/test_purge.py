@@ -4,6 +4,7 @@ half-way is finished by the next one. With fixed clocks, on every engine."""
 
 import json
 import os
+import stat
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from sqlalchemy import update
 from sqlmodel import Session, col, select
 
 from cpms_admin.audit_chain import archive_events_into
+from cpms_admin.db import sqlite_path
 from cpms_admin.errors import NotReady
 from cpms_admin.models import Account, AuditEvent, CodeRequest, LetterBatch, Member, UnknownLogin
 from cpms_admin.privacy import pseudonymise, purge_files
@@ -335,6 +337,25 @@ def test_a_chain_that_does_not_verify_is_not_archived_and_the_category_fails(
     assert not archives.exists() or list(archives.iterdir()) == []
     (failed,) = json.loads(cli("--json", "audit", "list", "--action", "purge.audit_events").stdout)
     assert failed["outcome"] == "failed" and failed["details"]["count"] == 0
+
+
+@pytest.mark.parametrize(("database_mode", "folder_mode"), [(0o600, 0o700), (0o660, 0o770)])
+def test_the_audit_archive_folder_gets_the_database_files_group_access(
+    cli: Cli, clock: FakeClock, database_mode: int, folder_mode: int
+) -> None:
+    """An admin's manual purge makes the archive folder; the nightly cron, another agent of
+    the group, archives there next (README "Agents and rights")."""
+    database = sqlite_path(cli.settings.database_url)
+    if database is None:
+        pytest.skip("the folder follows the SQLite file's mode; PostgreSQL has none")
+    database.chmod(database_mode)
+    add_member(cli, "Ancienne")
+    clock.advance(days=366)
+    code, document, stderr = purge(cli)
+    assert code == 0, stderr
+    assert by_name(document)["audit_events"]["count"] == 1
+    archives = Path(cli.settings.audit_archive_dir)
+    assert stat.S_IMODE(archives.stat().st_mode) == folder_mode
 
 
 def test_a_link_planted_where_a_batch_directory_was_is_not_followed(

@@ -132,11 +132,14 @@ def archive_events_into(
     directory: Path,
     agent: str,
     clock: Clock = system_clock,
+    like: Path | None = None,
 ) -> int:
-    """`archive_events` to a new file of `directory` (made 0700 if missing, no link followed),
-    named after the moment of the run: `audit-20270601T020000123456Z.jsonl`. A run that
-    crashed after writing its file leaves it; the next run writes its own."""
-    folder = private_dir(directory)
+    """`archive_events` to a new file of `directory`, named after the moment of the run:
+    `audit-20270601T020000123456Z.jsonl`. Missing, the directory is made 0700, or with the
+    group bits of `like` (the database file: every admin and the nightly cron archive there);
+    no link is followed. A run that crashed after writing its file leaves it; the next run
+    writes its own."""
+    folder = private_dir(directory, like=like)
     stamp = clock().astimezone(UTC).strftime("%Y%m%dT%H%M%S%fZ")
     return archive_events(
         session, before=before, out=folder / f"audit-{stamp}.jsonl", agent=agent, clock=clock

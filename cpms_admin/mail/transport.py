@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from cpms_admin.db import sqlite_path
 from cpms_admin.english import noun
 from cpms_admin.errors import InvalidInput, MailError, MailTimeout
 from cpms_admin.private_files import private_dir, write_private_atomically
@@ -371,19 +372,23 @@ class SmtpTransport:
 class FileTransport:
     """Write each message as an `.eml` file: the embedded default, without any mail server."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, *, like: Path | None = None) -> None:
         self.directory = directory
+        self.like = like  # the database file, whose group bits a new outbox takes
 
     def __repr__(self) -> str:
         return f"FileTransport({str(self.directory)!r})"
 
     def send(self, message: EmailMessage) -> None:
         """Readers polling the directory never see half a message (written aside, then
-        renamed), nor one anybody else can read (0600; the directory, when made here, 0700)."""
+        renamed), nor one anybody else can read (0600). The directory, when made here, is
+        the database file's owner and group (0700, or 0770 for a group of agents): every
+        agent of the database writes there, and `purge` deletes what they wrote."""
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
         name = f"{stamp}-{secrets.token_hex(4)}.eml"
         try:
-            with write_private_atomically(private_dir(self.directory) / name) as out:
+            folder = private_dir(self.directory, like=self.like)
+            with write_private_atomically(folder / name) as out:
                 out.write(message.as_bytes())
         except InvalidInput as exc:  # a link, or a directory another user controls
             raise MailError(f"cannot write e-mail to {self.directory}: {exc}") from None
@@ -396,7 +401,7 @@ def transport_from_settings(settings: Settings) -> Transport:
     """SMTP when CPMS_SMTP_URL is set, else `.eml` files in CPMS_MAIL_DIR."""
     if settings.smtp_url:
         return SmtpTransport.from_settings(settings.smtp_url, settings)
-    return FileTransport(Path(settings.mail_dir))
+    return FileTransport(Path(settings.mail_dir), like=sqlite_path(settings.database_url))
 
 
 def smtp_problem(settings: Settings) -> str | None:

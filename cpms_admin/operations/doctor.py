@@ -1,5 +1,6 @@
 """`doctor`: is everything the nightly job needs in place? Each check says what to fix."""
 
+import os
 import shutil
 import subprocess
 from collections.abc import Callable
@@ -120,14 +121,30 @@ def check_weasyprint(settings: Settings) -> Check:
 
 def check_mail(settings: Settings) -> Check:
     if not settings.smtp_url:
-        directory = Path(settings.mail_dir)
-        return Check("mail", True, f"no SMTP configured: e-mails are written to {directory}/")
+        return _check_outbox(Path(settings.mail_dir))
     from cpms_admin.mail.transport import smtp_problem
 
     problem = smtp_problem(settings)
     if problem:
         return Check("mail", False, problem, "check CPMS_SMTP_URL and the mail server")
     return Check("mail", True, "SMTP server answers")
+
+
+def _check_outbox(directory: Path) -> Check:
+    """Without SMTP, e-mails are files: this user must be able to write them, else every code
+    e-mail fails (and the portal's only after answering the member)."""
+    place = directory
+    while not place.exists() and place != place.parent:
+        place = place.parent  # a missing outbox is made in the folder that exists
+    if not place.is_dir() or not os.access(place, os.W_OK | os.X_OK):
+        return Check(
+            "mail",
+            False,
+            f"no SMTP configured, and this user cannot write e-mails in {place}/",
+            f"give {place} the database's group and mode (chgrp, chmod 2770), "
+            "or set CPMS_MAIL_DIR or CPMS_SMTP_URL",
+        )
+    return Check("mail", True, f"no SMTP configured: e-mails are written to {directory}/")
 
 
 CHECKS: tuple[Callable[[Settings], Check], ...] = (

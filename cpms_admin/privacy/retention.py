@@ -16,7 +16,7 @@ from sqlmodel import Session, SQLModel, col, select
 
 from cpms_admin.audit import RunAudit
 from cpms_admin.audit_chain import archivable, archive_events_into
-from cpms_admin.db import transaction
+from cpms_admin.db import sqlite_path, transaction
 from cpms_admin.english import count
 from cpms_admin.models import AuditEvent, CodeRequest, UnknownLogin
 from cpms_admin.portal.code_requests import WINDOW
@@ -173,7 +173,12 @@ def drop_audit_events(scope: Scope, before: datetime, rule: str) -> Found:
     out = Path(scope.settings.audit_archive_dir)
     if found.count:
         archived = archive_events_into(
-            scope.session, before=before, directory=out, agent=scope.agent, clock=lambda: scope.now
+            scope.session,
+            before=before,
+            directory=out,
+            agent=scope.agent,
+            clock=lambda: scope.now,
+            like=sqlite_path(scope.settings.database_url),
         )
         found = Found(archived, found.oldest)
     with transaction(scope.session):

@@ -30,6 +30,7 @@ from tests.letters_helpers import (
     code_works,
     codes_in_file,
     letter_text,
+    letters_by_status,
     manifests,
     printed_code,
     printed_codes,
@@ -290,6 +291,87 @@ def test_a_member_closed_or_flagged_while_their_letter_prints_gets_a_void_code(
     assert code_works(session, settings, system_clock, staying_letter, codes[staying_letter])
     event = json.loads(cli("--json", "audit", "list", "--action", "letters.batch").stdout)[0]
     assert event["details"]["voided"] == sorted(pk(letters[m]) for m in void)
+
+
+def test_an_address_changed_while_the_letter_prints_voids_it_and_queues_it_again(
+    cli: Cli, session: Session, settings: Settings, tmp_path: Path
+) -> None:
+    """Held once its letters are rendered, a batch holds two; meanwhile an agent moves one
+    member. That letter bears the old address: it is printed (it is in the files) with its
+    code stored revoked, the print house is told to pull it, and a new letter waits, which
+    the next batch prints to the new address. When the old letter comes back from the old
+    address, the new address is not flagged."""
+    out = tmp_path / "out"
+    moving, staying = queue_members(session, 2)
+    agent = Cli(cli.settings)  # the batch runs on the real clock, so the agent does too
+    held_here = tmp_path / "held"
+    held = held_batch(cli, out, "letters.before_commit", held_here)
+    try:
+        moved = agent("member", "update", moving.nir, "--street", "9 rue Neuve",
+                      "--postcode", "69001", "--city", "Lyon", "--reason", "moved")  # fmt: skip
+        assert moved.exit_code == 0, moved.stderr
+    finally:
+        held_here.unlink(missing_ok=True)
+        stdout, stderr = held.communicate(timeout=120)
+    assert held.returncode == 0, stderr
+    summary = json.loads(stdout)
+    codes = printed_codes(summary)
+    session.expire_all()
+    old, kept = (
+        session.exec(select(Letter).where(Letter.member_id == m.id, Letter.batch_id == 1)).one()
+        for m in (moving, staying)
+    )
+    assert (old.status, kept.status) == ("printed", "printed")
+    assert (old.status_reason or "").startswith("the member's address changed while")
+    assert not code_works(session, settings, system_clock, pk(old), codes[pk(old)])
+    assert code_works(session, settings, system_clock, pk(kept), codes[pk(kept)])
+    [again] = session.exec(
+        select(Letter).where(Letter.member_id == moving.id, Letter.status == "pending")
+    ).all()
+    assert (again.kind, again.purpose, again.requested_by) == (old.kind, old.purpose, None)
+    assert (
+        f"letters batch: letter #{old.id}: the member's address changed while it was printed: "
+        f"its code does not work; pull it from the print run; queued again as letter #{again.id}"
+    ) in stderr.splitlines()
+    event = json.loads(cli("--json", "audit", "list", "--action", "letters.batch").stdout)[0]
+    assert event["details"]["voided"] == [old.id]
+    assert event["details"]["queued_again"] == {str(old.id): again.id}
+
+    [entry] = batch(agent, out)["letters"]
+    assert entry["letter_id"] == again.id
+    [(directory, _)] = [(d, m) for d, m in manifests(out) if m["batch_id"] == 2]
+    assert "69001 LYON" in letter_text(directory, entry)
+    returned = agent("--json", "letters", "returned", str(old.id))
+    assert returned.exit_code == 0, returned.stderr
+    document = json.loads(returned.stdout)
+    assert (document["members_flagged"], document["address_changed_since"]) == (0, [old.id])
+    shown = json.loads(agent("--json", "member", "show", moving.nir).stdout)
+    assert shown["address"]["undeliverable"] is None
+
+
+def test_an_address_changed_before_the_batch_reads_it_is_printed_as_is(
+    cli: Cli, session: Session, settings: Settings, tmp_path: Path
+) -> None:
+    """Moved after the claim but before the render reads addresses: the letter bears the new
+    address, so its code works and nothing is queued again."""
+    out = tmp_path / "out"
+    (moving,) = queue_members(session, 1)
+    held_here = tmp_path / "held"
+    held = held_batch(cli, out, "letters.after_claim", held_here)
+    try:
+        moved = Cli(cli.settings)("member", "update", moving.nir, "--street", "9 rue Neuve",
+                                  "--postcode", "69001", "--city", "Lyon")  # fmt: skip
+        assert moved.exit_code == 0, moved.stderr
+    finally:
+        held_here.unlink(missing_ok=True)
+        stdout, stderr = held.communicate(timeout=120)
+    assert (held.returncode, stderr) == (0, "")
+    summary = json.loads(stdout)
+    [entry] = summary["letters"]
+    assert "69001 LYON" in letter_text(Path(summary["directory"]), entry)
+    code = printed_codes(summary)[entry["letter_id"]]
+    assert code_works(session, settings, system_clock, entry["letter_id"], code)
+    assert letters_by_status(session) == {"printed": {entry["letter_id"]}}
 
 
 def test_a_return_recorded_while_the_batch_commits_waits_and_never_deadlocks(

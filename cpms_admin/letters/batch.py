@@ -36,11 +36,18 @@ from cpms_admin.db import transaction
 from cpms_admin.english import count
 from cpms_admin.errors import Conflict, CpmsError, InvalidInput, RunFailed
 from cpms_admin.faults import failpoint
-from cpms_admin.letters.claim import REASONS, claim_letters, dry_run_counts, lost_since_claim
+from cpms_admin.letters.claim import (
+    ADDRESS_CHANGED,
+    REASONS,
+    claim_letters,
+    dry_run_counts,
+    lost_since_claim,
+)
 from cpms_admin.letters.files import discard, final_dir, make_staging, publish
 from cpms_admin.letters.guard import open_guard
 from cpms_admin.letters.jobs import Progress, Rendered, RenderJob, render_batch
 from cpms_admin.letters.pdf import zones
+from cpms_admin.letters.queue import queue_again
 from cpms_admin.letters.recovery import Recovered, abandon, recover
 from cpms_admin.models import Letter, LetterBatch, Member
 from cpms_admin.pepper import Peppers, load_peppers
@@ -297,13 +304,16 @@ def _commit(
     codes_made_at: datetime,
 ) -> None:
     """The one transaction that makes the printed codes real. A letter whose member was
-    closed, or whose address was flagged undeliverable, while it was printed is printed all
-    the same (it is in the files) with its code stored revoked, and logged for the print
-    house to pull."""
+    closed, whose address was flagged undeliverable, or whose address changed while it was
+    printed is printed all the same (it is in the files) with its code stored revoked, and
+    logged for the print house to pull; one that bears the address before a change is
+    queued again, for the next batch to print to the new one."""
     with transaction(session):
         lost = {  # first: see its docstring; a letter that failed is in no file
             letter_id: key
-            for letter_id, key in lost_since_claim(session, batch_id=batch_id).items()
+            for letter_id, key in lost_since_claim(
+                session, batch_id=batch_id, read_from=codes_made_at
+            ).items()
             if letter_id not in rendered.failed
         }
         failpoint("letters.members_held")
@@ -333,8 +343,12 @@ def _commit(
         printed = session.exec(
             update(Letter)
             .where(col(Letter.batch_id) == batch_id, col(Letter.status) == LetterStatus.claimed)
-            .values(status=LetterStatus.printed, printed_at=now)
+            # When its address and code were read: a return compares the member's address
+            # change with it (letters/returns.py).
+            .values(status=LetterStatus.printed, printed_at=codes_made_at)
         ).rowcount
+        moved = sorted(letter_id for letter_id, key in lost.items() if key == ADDRESS_CHANGED)
+        queued_again = dict(zip(moved, queue_again(session, moved), strict=True))
         if printed != len(rendered.issued):
             raise Conflict(
                 f"batch {batch_id}: {printed} claimed letters, {len(rendered.issued)} "
@@ -352,9 +366,13 @@ def _commit(
             pages=rendered.pages,
             superseded=superseded,
             voided=sorted(lost),
+            queued_again=queued_again,
         )
     for letter_id, key in sorted(lost.items()):
-        run.hooks.log(f"letter #{letter_id}: {LOST_WHILE_PRINTING.format(REASONS[key])}")
+        lost_line = f"letter #{letter_id}: {LOST_WHILE_PRINTING.format(REASONS[key])}"
+        if letter_id in queued_again:
+            lost_line += f"; queued again as letter #{queued_again[letter_id]}"
+        run.hooks.log(lost_line)
 
 
 def _mark_failed(

@@ -29,6 +29,7 @@ from cpms_admin.letters.guard import RunGuard
 from cpms_admin.models import Account, Letter, LetterBatch, Member, SecurityCode, pk
 from cpms_admin.vocabulary import BatchStatus, LetterKind, LetterStatus, MemberStatus
 
+ADDRESS_CHANGED = "address_changed"  # a REASONS key: see lost_since_claim
 LIVE_LETTER = (LetterStatus.pending, LetterStatus.claimed, LetterStatus.printed)
 IN_CHUNK = 500  # ids per IN (...) list: well under every engine's parameter limit
 REASONS = {
@@ -37,6 +38,8 @@ REASONS = {
     "superseded": "superseded by a newer letter",
     "newer_code": "a newer code was issued after it was queued",
     "undeliverable": "the address is flagged undeliverable (a letter came back)",
+    # Only for a letter being printed (lost_since_claim): it bears the address before.
+    ADDRESS_CHANGED: "the member's address changed",
 }
 
 
@@ -151,24 +154,31 @@ def _unreachable(status: str, undeliverable_at: datetime | None) -> str | None:
     return None if undeliverable_at is None else "undeliverable"
 
 
-def lost_since_claim(session: Session, *, batch_id: int) -> dict[int, str]:
+def lost_since_claim(session: Session, *, batch_id: int, read_from: datetime) -> dict[int, str]:
     """Letter id -> the REASONS key, for the letters the running batch `batch_id` holds whose
-    member was closed, or whose address was flagged undeliverable, since the claim: they are
-    in the batch's files by now, so their codes must not work. Run first in the batch's
-    commit: the batch's members stay as read until it commits (PostgreSQL: FOR SHARE, which a
-    `member close` or a returned letter waits for, then revokes the codes just committed;
-    SQLite: the write lock)."""
+    member was closed, whose address was flagged undeliverable, or whose address changed
+    after `read_from` (when the batch began reading addresses): they are in the batch's files
+    by now, so their codes must not work. Run first in the batch's commit: the batch's
+    members stay as read until it commits (PostgreSQL: FOR SHARE, which a `member close`, an
+    address change or a returned letter waits for; SQLite: the write lock)."""
     rows = session.execute(
-        core_select(col(Letter.id), col(Member.status), col(Member.undeliverable_at))
+        core_select(
+            col(Letter.id),
+            col(Member.status),
+            col(Member.undeliverable_at),
+            col(Member.address_changed_at),
+        )
         .join(Member, col(Member.id) == Letter.member_id)
         .where(col(Letter.batch_id) == batch_id, col(Letter.status) == LetterStatus.claimed)
         .with_for_update(read=True, of=Member)
     ).all()
-    return {
-        letter_id: key
-        for letter_id, status, undeliverable_at in rows
-        if (key := _unreachable(status, undeliverable_at)) is not None
-    }
+    lost = {}
+    for letter_id, status, undeliverable_at, address_changed_at in rows:
+        if (key := _unreachable(status, undeliverable_at)) is not None:
+            lost[letter_id] = key
+        elif address_changed_at is not None and address_changed_at > read_from:
+            lost[letter_id] = ADDRESS_CHANGED
+    return lost
 
 
 def queued_by_rule_or_portal() -> ColumnElement[bool]:

@@ -6,12 +6,13 @@ from pathlib import Path
 import pytest
 from sqlmodel import Session
 
+from cpms_admin.members.nir import mask_nir
 from cpms_admin.vocabulary import LetterKind, Wording
 from tests.factories import make_member, make_nir
 from tests.harness import Cli
 from tests.letters_helpers import batch, letter_text, manifests
 
-ASKED = ("Comme suite à votre demande", "à l’origine de cette demande")
+ASKED = ("Comme suite à votre demande auprès de notre Service", "à l’origine de cette demande")
 
 
 @pytest.mark.parametrize(
@@ -64,14 +65,30 @@ def test_each_letter_of_a_batch_says_why_it_was_sent(
         campaign[1]: "migration",
     }
     assert sorted(le["wording"] for le in manifest["letters"]) == sorted(wording_of.values())
-    texts = {le["wording"] + le["kind"]: letter_text(directory, le) for le in manifest["letters"]}
+    by_letter = {le["letter_id"]: letter_text(directory, le) for le in manifest["letters"]}
+    texts = {le["wording"] + le["kind"]: by_letter[le["letter_id"]] for le in manifest["letters"]}
     welcome, campaign_text = texts["first_accesswelcome"], texts["first_accesssecurity_code"]
     assert "Bienvenue – votre code de première connexion" in welcome
     assert "Bienvenue" not in campaign_text
     assert "Votre code de première connexion" in campaign_text
     assert "nouvel Espace Adhérent" in texts["migrationsecurity_code"]
     assert "réinitialisé" in texts["pin_resetpin_reset"]
-    assert all(phrase in texts["requested_codesecurity_code"] for phrase in ASKED)
+    # Who asked: the member on the portal, or an agent for them.
+    [from_portal] = [
+        by_letter[le["letter_id"]]
+        for le in manifest["letters"]
+        if le["nir_masked"] == mask_nir(asked)
+    ]
+    [from_agent] = [
+        by_letter[le["letter_id"]]
+        for le in manifest["letters"]
+        if le["nir_masked"] == mask_nir(agent_sent)
+    ]
+    assert "Vous avez demandé un code de sécurité depuis votre Espace Adhérent" in from_portal
+    assert "ignorez simplement ce courrier" in from_portal
+    assert not any(phrase in from_portal for phrase in ASKED)
+    assert all(phrase in from_agent for phrase in ASKED)
+    assert "ignorez" not in from_agent
     for key in ("first_accesswelcome", "first_accesssecurity_code", "migrationsecurity_code"):
         assert not any(phrase in texts[key] for phrase in ASKED), key
 

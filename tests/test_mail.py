@@ -76,12 +76,20 @@ def test_security_code_message_tells_the_member_what_to_do() -> None:
         ("cpms", "Le CPMS vous adresse un code de sécurité", None),
     ],
 )
+@pytest.mark.parametrize(
+    ("purpose", "for_what"),
+    [
+        ("pin_reset", "pour vous connecter à votre Espace Adhérent CPMS et y créer"),
+        ("first_login", "pour votre première connexion à votre Espace Adhérent CPMS"),
+    ],
+)
 def test_a_code_e_mail_says_who_asked_for_it(
-    asked_by: str, says: str, if_not_them: str | None
+    asked_by: str, says: str, if_not_them: str | None, purpose: str, for_what: str
 ) -> None:
-    text, html = parts(code_mail(asked_by=Asker(asked_by)))
+    """A first login's code too: it may come from the portal, an agent or a campaign."""
+    text, html = parts(code_mail(asked_by=Asker(asked_by), purpose=purpose))
     for body in (text, shown(html)):
-        assert says in body
+        assert says in body and for_what in body
         assert "demandé ce code" not in body or asked_by == "member"
         if if_not_them is None:
             assert "pas à l'origine" not in body and "ignorez" not in body

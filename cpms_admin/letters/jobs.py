@@ -18,7 +18,7 @@ from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 
 from cpms_admin.credentials.code_hash import generate_code
-from cpms_admin.credentials.codes import postal_last_day
+from cpms_admin.credentials.codes import asker, postal_last_day
 from cpms_admin.errors import Unprintable
 from cpms_admin.faults import failpoint
 from cpms_admin.french import paris_time
@@ -75,7 +75,8 @@ class RenderJob:
     workers: int = 1
 
 
-def _claimed(job: RenderJob, after: int) -> list[tuple[int, str, str, Wording, Member]]:
+def _claimed(job: RenderJob, after: int) -> list[tuple[Letter, Member]]:
+    """The next claimed letters after id `after`, with their members, as read now."""
     with Session(job.engine) as session:  # closed at once: the transaction ends here
         rows = session.exec(
             select(Letter, Member)
@@ -88,31 +89,21 @@ def _claimed(job: RenderJob, after: int) -> list[tuple[int, str, str, Wording, M
             .order_by(col(Letter.id))
             .limit(job.chunk_size)
         ).all()
-    return [
-        (
-            pk(letter),
-            letter.kind,
-            letter.purpose,
-            Wording.of_letter(letter.kind, letter.requested_by, letter.wording),
-            member,
-        )
-        for letter, member in rows
-    ]
+    return [(letter, member) for letter, member in rows]
 
 
-def _content(
-    job: RenderJob, letter_id: int, kind: str, wording: Wording, member: Member, code: str
-) -> LetterContent:
+def _content(job: RenderJob, letter: Letter, member: Member, code: str) -> LetterContent:
     return LetterContent(
-        letter_id=letter_id,
-        kind=kind,
-        wording=wording,
+        letter_id=pk(letter),
+        kind=letter.kind,
+        wording=Wording.of_letter(letter.kind, letter.requested_by, letter.wording),
+        asked_by=asker(letter.requested_by),
         recipient_lines=tuple(address_lines(member)),
         nir_masked=mask_nir(member.nir),
         code=code,
         code_expires_on=postal_last_day(job.now, job.settings),  # as stored at commit
         letter_date=paris_time(job.now).date(),
-        reference=letter_reference(letter_id),
+        reference=letter_reference(pk(letter)),
         salutation=salutation_for(member.civility),
         portal_url=job.settings.portal_url,
         place=job.settings.letter_city,
@@ -132,20 +123,21 @@ def render_batch(job: RenderJob, *, progress: Progress) -> Rendered:
     def chunks() -> Iterator[tuple[Path, list[LetterContent]]]:
         after, number = 0, 0
         while rows := _claimed(job, after):
-            after = rows[-1][0]
+            after = pk(rows[-1][0])
             contents = []
-            for letter_id, kind, purpose, wording, member in rows:
+            for letter, member in rows:
                 code = generate_code()
                 try:
-                    contents.append(_content(job, letter_id, kind, wording, member, code))
+                    content = _content(job, letter, member, code)
                 except Unprintable as exc:  # e.g. an address that does not fit the window
-                    result.failed[letter_id] = str(exc)
+                    result.failed[pk(letter)] = str(exc)
                     continue
-                result.issued.append(Issued(letter_id, pk(member), purpose, code))
-                described[letter_id] = {
-                    "kind": kind,
-                    "wording": wording.value,
-                    "nir_masked": mask_nir(member.nir),
+                contents.append(content)
+                result.issued.append(Issued(pk(letter), pk(member), letter.purpose, code))
+                described[pk(letter)] = {
+                    "kind": letter.kind,
+                    "wording": content.wording,
+                    "nir_masked": content.nir_masked,
                 }
             if contents:
                 number += 1

@@ -12,7 +12,7 @@ from cpms_admin.letters.pdf import zones
 from cpms_admin.members import afnor, postal
 from cpms_admin.members import nir as nir_rules
 from cpms_admin.settings import Settings
-from cpms_admin.vocabulary import LetterKind, Wording
+from cpms_admin.vocabulary import Asker, LetterKind, Wording
 
 SALUTATIONS = {"M": "Monsieur,", "MME": "Madame,"}
 DEFAULT_PORTAL_URL = "https://adherent.cpms.fr"
@@ -54,6 +54,7 @@ class LetterLayout:
     specimen: bool = False
     return_address: tuple[str, ...] = DEFAULT_RETURN_ADDRESS  # letters/zones.py
     lockout: LockoutTerms = LockoutTerms()
+    asked_by: str = Asker.agent  # who asked for its code (`Asker`): the wording says so
 
     @property
     def portal_host(self) -> str:
@@ -81,6 +82,7 @@ class LetterContent:
     wording: str = ""  # why it was sent (`Wording`); empty: the kind's own
     return_address: tuple[str, ...] = DEFAULT_RETURN_ADDRESS  # where NPAI letters come back
     lockout: LockoutTerms = LockoutTerms()
+    asked_by: str = Asker.agent  # `credentials.codes.asker` of the letter's `requested_by`
     # The address block's size in pt: the largest its lines fit the window in
     # (`zones.address_size`), or less if given: `replace` keeps it, so the prototype of a
     # letter (its lines replaced by short markers) is laid out in that letter's size.
@@ -93,6 +95,8 @@ class LetterContent:
             object.__setattr__(self, "wording", LetterKind(self.kind).wording())
         if self.wording not in set(Wording):
             raise ValueError(f"unknown letter wording {self.wording!r}")
+        if self.asked_by not in set(Asker):
+            raise ValueError(f"unknown asker {self.asked_by!r}")
         if not re.fullmatch(r"\d{6}", self.code):
             raise ValueError(f"letter {self.letter_id}: the code must be 6 digits")
         lines = self.recipient_lines
@@ -122,6 +126,7 @@ class LetterContent:
             self.specimen,
             self.return_address,
             self.lockout,
+            self.asked_by,
         )
 
 

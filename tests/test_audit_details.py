@@ -52,7 +52,8 @@ SCHEMAS: dict[str, dict[str, set[str]]] = {
     "letter.cancel": {"letter_id": {INT}, "kind": {STR}},
     "letter.failed": {"letter_id": {INT}, "batch_id": {INT}},
     "letters.batch": {"batch_id": {INT}, "printed": {INT}, "failed": {INT}, "files": {INT},
-                      "pages": {INT}, "superseded": {INTS, "list[]"}, "voided": {INTS, "list[]"}},
+                      "pages": {INT}, "superseded": {INTS, "list[]"}, "voided": {INTS, "list[]"},
+                      "queued_again": {"object"}},
     "letters.batch_abandoned": {"batch_id": {INT}, "released": {INT}},
     # A run's event (its facts: `welcome_letters` the option) and its closing event (its
     # counts: `welcome_letters` those queued, and `run` the id of the run's event).

@@ -59,6 +59,32 @@ def test_expected_failure_prints_one_line_no_traceback(tmp_path: Path) -> None:
     assert "run cpms-admin db upgrade" in result.stderr
 
 
+def test_json_output_is_one_document_whatever_happened(tmp_path: Path) -> None:
+    """A script reads stdout as JSON whatever the exit code: an error is a document too
+    (`{"error", "exit_code"}`) besides its line on stderr, from a usage error, a bad
+    configuration, a missing database and a refused input alike; a command that printed its
+    own document before failing prints no second one."""
+    assert run("db", "upgrade", "--create-dirs", cwd=tmp_path).returncode == 0
+    cases = [
+        (("member", "show", "123", "--json"), 2),  # bad input, --json typed last
+        (("--json", "member", "show", make_nir()), 3),  # no such member
+        (("--json", "member", "list", "--no-such-option"), 2),  # usage
+        (("--json", "--db", "sqlite:///missing/x.db", "member", "list"), 5),  # not ready
+        (("--json", "--agent", "x" * 200, "member", "list"), 2),  # configuration
+    ]
+    for args, exit_code in cases:
+        result = run(*args, cwd=tmp_path)
+        [line] = result.stderr.splitlines()
+        assert (result.returncode, line.startswith("Error: ")) == (exit_code, True), args
+        assert json.loads(result.stdout) == {"error": line[7:], "exit_code": exit_code}, args
+    assert run("member", "show", "123", cwd=tmp_path).stdout == ""  # people read stderr
+    # `audit verify` prints its report, then fails: still one document.
+    db = tmp_path / "data" / "cpms.db"
+    subprocess.run(["sqlite3", str(db), "UPDATE audit_event SET reason = 'x'"], check=True)
+    verified = run("--json", "audit", "verify", cwd=tmp_path)
+    assert verified.returncode == 1 and json.loads(verified.stdout)["ok"] is False
+
+
 def test_a_deleted_working_directory_is_one_line(tmp_path: Path) -> None:
     """Cron's or a shell's directory removed under it: an absolute URL still works, the
     default relative one is refused in one line."""

@@ -27,7 +27,7 @@ from cpms_admin.cli.commands import (
     purge,
 )
 from cpms_admin.cli.context import AppContext
-from cpms_admin.cli.output import error
+from cpms_admin.cli.output import error, print_json
 from cpms_admin.errors import CpmsError
 from cpms_admin.settings import load_settings
 
@@ -53,10 +53,12 @@ class ErrorBoundary(TyperGroup):
         (see 'cpms-admin member list --help')`, exit 2."""
         if not standalone_mode:
             return super().main(args, standalone_mode=False, **extra)
+        words = list(sys.argv[1:] if args is None else args)
+        asks_json = "--json" in words[: words.index("--") if "--" in words else len(words)]
         try:
             result = super().main(args, standalone_mode=False, **extra)
         except typer.Abort:
-            error("aborted")
+            _report_failure("aborted", 1, as_json=asks_json)
             sys.exit(1)
         except Exception as exc:
             if not _is_usage_problem(exc):
@@ -64,38 +66,59 @@ class ErrorBoundary(TyperGroup):
             if type(exc).__name__ == "NoArgsIsHelpError":  # a group typed alone: its help
                 exc.show()  # type: ignore[attr-defined]
             else:
-                error(_one_line(exc))
+                _report_failure(_one_line(exc), exc.exit_code, as_json=asks_json)  # type: ignore[attr-defined]
             sys.exit(exc.exit_code)  # type: ignore[attr-defined]
         sys.exit(result if isinstance(result, int) else 0)
 
     def invoke(self, ctx: typer.Context) -> Any:  # type: ignore[override]
         try:
             return super().invoke(ctx)
-        except CpmsError as exc:
-            error(str(exc))
-            raise typer.Exit(exc.exit_code) from None
-        except KeyboardInterrupt:
-            error("interrupted")
-            raise typer.Exit(130) from None
-        except Exception as exc:
-            from sqlalchemy.exc import DBAPIError
-
-            deferred = ctx.meta.get(DEFERRED)
-            if isinstance(deferred, CpmsError) and not hasattr(exc, "exit_code"):
-                # A command ran without its configuration ("--help" was an option's value):
-                # the configuration error is the one to report. Click's own exits carry codes.
-                error(str(deferred))
-                raise typer.Exit(deferred.exit_code) from None
-            if isinstance(exc, DBAPIError):
-                from cpms_admin.db import database_failure
-
-                failure = database_failure(exc)
-                error(str(failure))
-                raise typer.Exit(failure.exit_code) from None
-            raise
+        except (Exception, KeyboardInterrupt) as exc:
+            failure = _expected_failure(ctx, exc)
+            if failure is None:
+                raise
+            message, exit_code = failure
+            app_ = ctx.obj if isinstance(ctx.obj, AppContext) else None
+            if app_ is None:  # the command could not start (its configuration is wrong)
+                as_json = bool(ctx.params.get("json_output"))
+            else:
+                as_json = app_.json_output and not app_.stdout_taken
+            _report_failure(message, exit_code, as_json=as_json)
+            raise typer.Exit(exit_code) from None
         finally:
             if isinstance(ctx.obj, AppContext):
                 ctx.obj.close()
+
+
+def _expected_failure(ctx: typer.Context, exc: BaseException) -> tuple[str, int] | None:
+    """What an expected failure tells the user, and its exit code; None for a bug (or one of
+    Click's own exits, which carry their code), to be raised as it is."""
+    if isinstance(exc, CpmsError):
+        return str(exc), exc.exit_code
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted", 130
+    deferred = ctx.meta.get(DEFERRED)
+    if isinstance(deferred, CpmsError) and not hasattr(exc, "exit_code"):
+        # A command ran without its configuration ("--help" was an option's value): the
+        # configuration error is the one to report.
+        return str(deferred), deferred.exit_code
+    from sqlalchemy.exc import DBAPIError
+
+    if isinstance(exc, DBAPIError):
+        from cpms_admin.db import database_failure
+
+        failure = database_failure(exc)
+        return str(failure), failure.exit_code
+    return None
+
+
+def _report_failure(message: str, exit_code: int, *, as_json: bool) -> None:
+    """One `Error:` line on stderr; and with `as_json` (`--json`, when the command printed no
+    document of its own before failing) the error as the one JSON document on stdout,
+    `{"error": ..., "exit_code": N}`, so that a script always has a document to read."""
+    error(message)
+    if as_json:
+        print_json(None, {"error": message, "exit_code": exit_code})
 
 
 app = typer.Typer(

@@ -29,6 +29,9 @@ class AppContext:
     command: str = ""  # e.g. "member show", set by `app_context`
     json_output: bool = False
     clock: Clock = system_clock
+    # Set once the command writes its result on stdout: an error after that prints no JSON
+    # document of its own (cli/app.py), so stdout stays one document.
+    stdout_taken: bool = False
     _engine: Engine | None = field(default=None, repr=False)
     _actor: "Actor | None" = field(default=None, repr=False)
     _bound: ExitStack = field(default_factory=ExitStack, repr=False)

@@ -38,7 +38,11 @@ def exit_as(result: HasExitCode) -> None:
         raise typer.Exit(result.exit_code)
 
 
-def print_json(data: Any) -> None:
+def print_json(app: AppContext | None, data: Any) -> None:
+    """The command's one JSON document on stdout (`app`: the command's, None when the
+    command could not start)."""
+    if app is not None:
+        app.stdout_taken = True
     typer.echo(json.dumps(data, ensure_ascii=False, indent=2))
 
 
@@ -58,7 +62,7 @@ def note_for_agent(message: str) -> None:
 def emit_object(app: AppContext, data: Any, lines: Sequence[str]) -> None:
     """One result: the JSON document, or the human lines."""
     if app.json_output:
-        print_json(data)
+        print_json(app, data)
         return
     for line in lines:
         typer.echo(line)
@@ -69,7 +73,7 @@ def emit_rows(
 ) -> None:
     """A listing: a JSON list, a table on a terminal, tab-separated lines when piped."""
     if app.json_output:
-        print_json(rows)
+        print_json(app, rows)
         return
     cells = [[_cell(key, row.get(key)) for key, _ in columns] for row in rows]
     if sys.stdout.isatty():

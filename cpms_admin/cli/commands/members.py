@@ -308,6 +308,7 @@ def export(
     destination = str(out) if out else "stdout"
     target: AbstractContextManager[IO[Any]]
     if out is None:
+        app_.stdout_taken = True  # the members themselves, streamed
         target = _standard_output(binary=binary)
     else:
         target = _private_binary(out) if binary else _private_text(out)

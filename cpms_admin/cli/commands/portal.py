@@ -57,7 +57,7 @@ def emit_result(app_: AppContext, result: "PortalResult") -> None:
     """The result as JSON or as what the member sees (their message and the page's facts,
     never the internal reason: `--json` has it); exit 0 when ok, else 1 (2 for input)."""
     if app_.json_output:
-        print_json(result.as_json())
+        print_json(app_, result.as_json())
     else:
         facts = []
         if result.remaining_attempts is not None:

@@ -26,7 +26,7 @@ from sqlalchemy import Connection, Engine, create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ProgrammingError
 
-from cpms_admin.agents.grants import group_name
+from cpms_admin.agents.grants import group_name, groups_of
 from cpms_admin.agents.identity import os_user
 from cpms_admin.agents.rights import COMMAND_DUTIES
 from cpms_admin.agents.roles import Role
@@ -661,13 +661,69 @@ def test_0015_moves_the_agents_off_the_cluster_s_shared_groups(login_role: str) 
         admin.dispose()
 
 
-def test_a_database_name_too_long_for_its_groups_keeps_them_apart() -> None:
+def test_no_two_database_names_share_a_group() -> None:
+    """Long names are cut and gain a digest; a short name made to read like a cut one (an
+    attacker who may name a database) gains its own."""
     long_a, long_b = "x" * 60 + "a", "x" * 60 + "b"
-    names = {group_name(role, db) for role in Role for db in (long_a, long_b, "cpms")}
-    assert len(names) == 3 * len(Role)
+    posing = group_name(Role.admin, long_a).removeprefix("cpms_admin@")
+    databases = (long_a, long_b, "cpms", posing)
+    names = {group_name(role, db) for role in Role for db in databases}
+    assert len(names) == len(databases) * len(Role)
     assert all(len(name.encode()) <= 63 for name in names)
     assert group_name(Role.support, "cpms") == "cpms_support@cpms"
     assert len(group_name(Role.supervisor, "é" * 31).encode()) <= 63  # never half a letter
+
+
+def test_a_copied_database_gives_nothing_through_its_source_s_groups(login_role: str) -> None:
+    """A copy of production (CREATE DATABASE ... TEMPLATE, as a restore into staging) holds
+    production's grants. Upgraded, it answers to its own groups only: disabling an agent in
+    the copy takes their rights there, and leaves production's alone."""
+    admin = create_engine(normalise_url(str(PG_URL)), isolation_level="AUTOCOMMIT")
+    with ExitStack() as stack:
+        stack.callback(admin.dispose)
+        production = _upgraded_database(stack)
+        assert production("agent", "add", login_role, "--role", "admin").exit_code == 0
+        source = make_url(production.settings.database_url).database
+        copy = f"{source}_copy"
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{copy}" TEMPLATE "{source}"'))
+
+        @stack.callback
+        def drop_copy() -> None:
+            with admin.connect() as conn:
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{copy}" WITH (FORCE)'))
+                for group in groups_of(copy).values():
+                    conn.execute(text(f'DROP ROLE IF EXISTS "{group}"'))
+
+        staging = production.with_settings(
+            database_url=make_url(production.settings.database_url)
+            .set(database=copy)
+            .render_as_string(hide_password=False)
+        )
+        upgraded = staging("db", "upgrade")
+        assert upgraded.exit_code == 0, upgraded.stderr
+        assert staging("agent", "disable", login_role, "--reason", "left").exit_code == 0
+        in_staging = _disposed(stack, _as(staging, login_role))
+        with in_staging.connect() as conn, pytest.raises(ProgrammingError, match="permission"):
+            conn.execute(text("UPDATE agent SET disabled_at = NULL"))
+        with _disposed(stack, _as(production, login_role)).connect() as conn:
+            assert conn.execute(text("SELECT count(*) FROM agent")).scalar_one() == 2
+
+
+def test_an_upgrade_leaves_in_the_groups_only_the_enabled_agents(login_role: str) -> None:
+    """Groups left by a dropped database of the same name keep their members: whoever the
+    upgrade finds in this database's groups, and is no enabled agent, is taken out."""
+    with ExitStack() as stack:
+        cli = _upgraded_database(stack)
+        engine = _disposed(stack, make_engine(cli.settings.database_url))
+        with engine.begin() as conn:
+            conn.execute(text(f'GRANT "cpms_admin@{_database(conn)}" TO {login_role}'))
+        with _disposed(stack, _as(cli, login_role)).connect() as conn:
+            assert conn.execute(text("SELECT count(*) FROM member")).scalar_one() == 0
+        assert cli("db", "upgrade").exit_code == 0
+        after = _disposed(stack, _as(cli, login_role))
+        with after.connect() as conn, pytest.raises(ProgrammingError, match="permission"):
+            conn.execute(text("SELECT count(*) FROM member"))
 
 
 def _database(conn: Connection) -> str:

@@ -5,6 +5,7 @@ batch's, and never strands a committed batch: the next clean run publishes it.""
 
 import errno
 import os
+import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -27,6 +28,7 @@ from tests.letters_helpers import (
     manifests,
     queue_members,
 )
+from tests.process_helpers import CPMS
 
 STAMP = "20261123-090000"  # the fake clock's time, in the final directory's name
 
@@ -297,3 +299,31 @@ def test_the_batch_lock_gets_the_database_files_group_access(
     queue_members(session, 1)
     assert batch(cli, tmp_path / "out")["printed"] == 1  # the lock file, opened again
     assert mode(lock) == database_mode
+
+
+@pytest.mark.parametrize(("command", "lock"), [("letters", ".batch-lock"), ("mail", ".mail-lock")])
+def test_a_fifo_planted_as_a_run_lock_is_refused_not_waited_on(
+    cli: Cli, tmp_path: Path, command: str, lock: str
+) -> None:
+    """Anyone who may write beside the database could plant a FIFO where the lock goes:
+    opening it would wait for a writer for ever, and the nightly run with it."""
+    from cpms_admin.db import sqlite_path
+
+    database = sqlite_path(cli.settings.database_url)
+    if database is None:
+        pytest.skip("PostgreSQL's runs hold advisory locks, no file")
+    fifo = database.with_name(database.name + lock)
+    os.mkfifo(fifo, 0o600)
+    args = ("letters", "batch", "--out", str(tmp_path / "out")) if command == "letters" else (
+        "mail", "send")  # fmt: skip
+    done = subprocess.run(
+        [str(CPMS), *args],
+        env={**os.environ, **cli.env()},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert (done.returncode, done.stderr) == (
+        5,
+        f"Error: the lock {fifo} is a special file, not a file: remove it while nothing runs\n",
+    )

@@ -14,6 +14,7 @@ README, "Agents and rights", has what a DBA does once.
 """
 
 import hashlib
+import re
 from collections.abc import Iterable
 
 from sqlalchemy import Connection, text
@@ -25,17 +26,20 @@ from cpms_admin.errors import NotReady
 # PostgreSQL cuts longer identifiers to this many bytes (NAMEDATALEN - 1), silently.
 _NAME_MAX_BYTES = 63
 _ALREADY_THERE = ("42710", "23505")  # duplicate_object, unique_violation
-
-LEGACY_GROUPS = tuple(f"cpms_{role}" for role in Role)
+_DIGEST_HEX = 16  # 64 bits: no second database name can be made to match by trying
+_LOOKS_CUT = re.compile(rf"~[0-9a-f]{{{_DIGEST_HEX}}}\Z")
+# A CPMS group of any database, or of the whole cluster (before 0015).
+_ANY_GROUP = re.compile(rf"cpms_({'|'.join(Role)})(@.*)?", re.DOTALL)
 
 
 def group_name(role: Role, database: str) -> str:
-    """`cpms_<role>@<database>`. A database name too long for that keeps its start and
-    gains a digest of the whole name, so that two long names never share a group."""
+    """`cpms_<role>@<database>`. A database name too long for that, or one that ends as a
+    cut one does (`~` and a digest), keeps its start and gains a digest of the whole name:
+    no two databases share a group, whatever their names."""
     name = f"cpms_{role}@{database}"
-    if len(name.encode()) <= _NAME_MAX_BYTES:
+    if len(name.encode()) <= _NAME_MAX_BYTES and not _LOOKS_CUT.search(database):
         return name
-    digest = hashlib.sha256(database.encode()).hexdigest()[:8]
+    digest = hashlib.sha256(database.encode()).hexdigest()[:_DIGEST_HEX]
     room = _NAME_MAX_BYTES - len(f"cpms_{role}@~{digest}")
     start = database.encode()[:room].decode(errors="ignore")
     return f"cpms_{role}@{start}~{digest}"
@@ -46,7 +50,13 @@ def groups_of(database: str) -> dict[Role, str]:
 
 
 def apply_grants(conn: Connection) -> None:
-    """Create this database's group roles if missing, then set their privileges. Idempotent."""
+    """Make the database's roles what its `agent` table says, whatever the cluster held
+    before (the shared groups of before 0015, a renamed or copied database's groups, groups
+    left by a dropped database of the same name). Idempotent; run after every upgrade:
+
+    - create this database's groups if missing, and give them their privileges;
+    - take every privilege here from any other CPMS group;
+    - make the enabled agents, and only them, members of this database's groups."""
     groups = _groups(conn)
     for group in groups.values():
         _create_group(conn, group)
@@ -69,29 +79,62 @@ def apply_grants(conn: Connection) -> None:
         f"REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON agent FROM {lacking(Duty.administer)}",
     ):
         conn.execute(text(statement))
+    _revoke_other_groups(conn, set(groups.values()))
+    _match_agents(conn, groups)
 
 
-def leave_legacy_groups(conn: Connection) -> None:
-    """Give each enabled agent its group of this database, then take from the cluster-wide
-    groups of before 0015 every privilege they held here. Their members are left alone: the
-    cluster's other CPMS databases may not be upgraded yet."""
-    agents = conn.execute(
+def _revoke_other_groups(conn: Connection, ours: set[str]) -> None:
+    grantees = conn.execute(
         text(
-            "SELECT agent.name, agent.role FROM agent JOIN pg_roles ON rolname = agent.name "
-            "WHERE agent.disabled_at IS NULL"
+            "SELECT r.rolname FROM pg_class c, aclexplode(c.relacl) a "
+            "JOIN pg_roles r ON r.oid = a.grantee WHERE c.relnamespace = 'public'::regnamespace "
+            "UNION SELECT r.rolname FROM pg_namespace n, aclexplode(n.nspacl) a "
+            "JOIN pg_roles r ON r.oid = a.grantee WHERE n.nspname = 'public'"
         )
-    )
-    for name, role in agents.all():
-        grant_membership(conn, name=name, role=Role(role))
-    existing = conn.execute(
-        text("SELECT rolname FROM pg_roles WHERE rolname = ANY(:names)"),
-        {"names": list(LEGACY_GROUPS)},
     ).scalars()
-    legacy = _list(conn, existing)
-    if legacy:
-        conn.execute(text(f"REVOKE ALL ON ALL TABLES IN SCHEMA public FROM {legacy}"))
-        conn.execute(text(f"REVOKE ALL ON ALL SEQUENCES IN SCHEMA public FROM {legacy}"))
-        conn.execute(text(f"REVOKE USAGE ON SCHEMA public FROM {legacy}"))
+    others = _list(conn, (g for g in grantees if _ANY_GROUP.fullmatch(g) and g not in ours))
+    if others:
+        conn.execute(text(f"REVOKE ALL ON ALL TABLES IN SCHEMA public FROM {others}"))
+        conn.execute(text(f"REVOKE ALL ON ALL SEQUENCES IN SCHEMA public FROM {others}"))
+        conn.execute(text(f"REVOKE ALL ON SCHEMA public FROM {others}"))
+
+
+def _match_agents(conn: Connection, groups: dict[Role, str]) -> None:
+    """Each enabled agent in its role's group (an admin in all, WITH ADMIN OPTION), and no
+    one else, save whoever runs this (PostgreSQL 16 makes a role's creator its admin)."""
+    held: dict[str, set[tuple[str, bool]]] = {}
+    for group, member, admin_option in conn.execute(
+        text(
+            "SELECT g.rolname, m.rolname, am.admin_option FROM pg_auth_members am "
+            "JOIN pg_roles g ON g.oid = am.roleid JOIN pg_roles m ON m.oid = am.member "
+            "WHERE g.rolname = ANY(:groups)"
+        ),
+        {"groups": list(groups.values())},
+    ):
+        held.setdefault(member, set()).add((group, admin_option))
+    agents = {
+        name: role
+        for name, role in conn.execute(
+            text(
+                "SELECT agent.name, agent.role FROM agent JOIN pg_roles ON rolname = agent.name "
+                "WHERE agent.disabled_at IS NULL"
+            )
+        )
+    }
+    me = conn.execute(text("SELECT current_user")).scalar_one()
+    for name in set(held) | set(agents):
+        if name not in agents:
+            if name != me:
+                revoke_membership(conn, name=name)
+            continue
+        role = Role(agents[name])
+        wanted = (
+            {(group, True) for group in groups.values()}
+            if role == Role.admin
+            else {(groups[role], False)}
+        )
+        if held.get(name, set()) != wanted:
+            grant_membership(conn, name=name, role=role)
 
 
 def grant_membership(conn: Connection, *, name: str, role: Role) -> None:

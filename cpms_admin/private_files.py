@@ -305,21 +305,24 @@ def _open_lock_file(path: Path, *, like: Path) -> int:
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     except FileExistsError:
-        try:  # non-blocking: a FIFO planted there would hold the open for ever
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-        except OSError as exc:
-            raise NotReady(
-                f"cannot open the lock {path} ({exc.strerror}): give it the database file's "
-                "owner, group and mode (chgrp, chmod 660), or remove it while nothing runs"
-            ) from None
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            os.close(fd)
-            raise NotReady(
-                f"the lock {path} is {describe_entry(path)}, not a file: remove it while "
-                "nothing runs"
-            )
-        return fd
+        return _open_existing_lock(path)
     except OSError as exc:
         raise NotReady(f"cannot create the lock {path} ({exc.strerror})") from None
     os.fchmod(fd, _mode_like(like, directory=False))
+    return fd
+
+
+def _open_existing_lock(path: Path) -> int:
+    try:  # non-blocking: a FIFO planted there would hold the open for ever
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError as exc:
+        raise NotReady(
+            f"cannot open the lock {path} ({exc.strerror}): give it the database file's "
+            "owner, group and mode (chgrp, chmod 660), or remove it while nothing runs"
+        ) from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise NotReady(
+            f"the lock {path} is {describe_entry(path)}, not a file: remove it while nothing runs"
+        )
     return fd

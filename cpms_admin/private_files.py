@@ -9,9 +9,11 @@ imports this package under its own):
   O_EXCL|O_NOFOLLOW in its destination's directory, then renamed onto its final name. A rename
   replaces a name; it never writes into what a link at that name points to.
 - No directory another user controls: every directory on the way must belong to root or to us
-  and must not be writable by everyone unless sticky (like /tmp); every link on the way must
-  belong to root or to us. Otherwise that user could swap a name under us after our checks.
-  (A group-writable directory trusts its group: print houses share folders that way.)
+  (or be group-writable and of one of our groups: a folder our team shares, whose members
+  may write there anyway) and must not be writable by everyone unless sticky (like /tmp);
+  every link on the way must belong to root or to us. Otherwise that user could swap a name
+  under us after our checks. (A group-writable directory trusts its group: print houses and
+  teams of agents share folders that way.)
 - Never onto what the program runs on: the database, the files named after it (its -wal and
   -shm, the batch lock) and the pepper, while the command line holds them `reserved`. An
   export given the database's name would otherwise replace it, and the pepper cannot be
@@ -101,11 +103,22 @@ def _trusted(info: os.stat_result) -> bool:
     return info.st_uid in (0, os.geteuid())
 
 
+def is_teams(info: os.stat_result) -> bool:
+    """Whether an entry belongs to one of our groups: a folder a group of agents shares
+    (README "Agents and rights") gives its files its group. Only a member may give an entry a
+    group, and the members may write in the shared folder anyway."""
+    return info.st_gid == os.getegid() or info.st_gid in os.getgroups()
+
+
 def _check_directory(path: Path, info: os.stat_result) -> None:
     if not stat.S_ISDIR(info.st_mode):
         raise InvalidInput(f"{path} exists and is not a directory")
-    if not _trusted(info):
-        raise InvalidInput(f"{path} belongs to another user (uid {info.st_uid}); refusing to write")
+    shared = bool(info.st_mode & stat.S_IWGRP) and is_teams(info)
+    if not _trusted(info) and not shared:
+        raise InvalidInput(
+            f"{path} belongs to another user (uid {info.st_uid}) and is no folder your group "
+            "shares; refusing to write"
+        )
     if info.st_mode & stat.S_IWOTH and not info.st_mode & stat.S_ISVTX:
         raise InvalidInput(f"{path} is writable by every user and not sticky; refusing to write")
 
@@ -175,6 +188,21 @@ def check_destination(path: Path) -> Path:
     if not _trusted(info):
         raise InvalidInput(f"{final} belongs to another user (uid {info.st_uid}); refusing")
     return final
+
+
+def check_writable(path: Path) -> None:
+    """InvalidInput, saying why, unless files can be written in directory `path` (made
+    with its missing parents if need be) by this user: what `private_dir` and the writers
+    would refuse, checked without creating anything (for `doctor`)."""
+    path = Path.cwd() / path
+    if describe_entry(path) == "a symbolic link":
+        raise InvalidInput(f"{path} is a symbolic link; give the directory itself")
+    existing = path
+    while describe_entry(existing) is None and existing != existing.parent:
+        existing = existing.parent  # the missing ones are made in the one that exists
+    real = _existing_directory(existing)
+    if not os.access(real, os.W_OK | os.X_OK):
+        raise InvalidInput(f"this user cannot write in {real}")
 
 
 def private_dir(path: Path, *, like: Path | None = None) -> Path:

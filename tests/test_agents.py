@@ -41,6 +41,7 @@ from tests.harness import TEST_PEPPER, Cli, FakeClock, migrate
 
 SUPPORT_USER = "cpms-t-support"
 STRANGER_USER = "cpms-t-stranger"
+COLLEAGUE_USER = "cpms-t-colleague"  # a second support agent, of the team
 TEAM_GROUP = "cpms-t-team"
 
 
@@ -193,7 +194,7 @@ def os_users() -> None:
     """Two OS users with no other rights: made once, kept (like any system account)."""
     if os.geteuid() != 0 or shutil.which("useradd") is None:
         pytest.skip("needs root and useradd to make the second OS user")
-    for name in (SUPPORT_USER, STRANGER_USER):
+    for name in (SUPPORT_USER, STRANGER_USER, COLLEAGUE_USER):
         if not _os_user_exists(name):
             subprocess.run(
                 ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name],
@@ -220,22 +221,24 @@ def shared_cli(os_users: None, sqlite_template: Path) -> Iterator[Cli]:
 
 @pytest.fixture
 def team_cli(os_users: None, sqlite_template: Path) -> Iterator[Cli]:
-    """A SQLite database shared as README "Agents and rights" says: a group of agents owns
-    the data folder (setgid, 2770), the database is 0660. The folder holds the outbox."""
+    """A SQLite database shared as README "Agents and rights" says: the colleague who set it
+    up owns the data folder and the database, which belong to the agents' group (the folder
+    setgid 2770, the database 0660). The folder holds the outbox."""
     if subprocess.run(["getent", "group", TEAM_GROUP], capture_output=True).returncode:
         subprocess.run(["groupadd", "--system", TEAM_GROUP], check=True)
-    subprocess.run(["usermod", "--append", "--groups", TEAM_GROUP, SUPPORT_USER], check=True)
-    gid = grp.getgrnam(TEAM_GROUP).gr_gid
+    for user in (SUPPORT_USER, COLLEAGUE_USER):
+        subprocess.run(["usermod", "--append", "--groups", TEAM_GROUP, user], check=True)
+    uid, gid = pwd.getpwnam(COLLEAGUE_USER).pw_uid, grp.getgrnam(TEAM_GROUP).gr_gid
     parent = Path(tempfile.mkdtemp(prefix="cpms-team-"))
     parent.chmod(0o755)
     folder = parent / "data"
     try:
         folder.mkdir()
-        os.chown(folder, -1, gid)
+        os.chown(folder, uid, gid)
         folder.chmod(0o2770)
         path = folder / "cpms.db"
         shutil.copyfile(sqlite_template, path)
-        os.chown(path, -1, gid)
+        os.chown(path, uid, gid)
         path.chmod(0o660)
         settings = Settings(
             database_url=f"sqlite:///{path}", pepper=TEST_PEPPER, mail_dir=str(folder / "outbox")
@@ -346,10 +349,11 @@ def test_a_support_agent_is_known_by_their_os_user_and_kept_to_their_role(
 
 
 def test_a_group_of_agents_shares_the_outbox_the_first_e_mail_made(team_cli: Cli) -> None:
-    """The outbox is made by whoever e-mails first (here root, an admin). Made owner-only, it
-    failed every other agent's e-mail, and the portal's after telling the member it was sent."""
+    """The outbox is made by whoever e-mails first, in a folder a colleague owns. Made
+    owner-only, or refused as another user's folder, it failed every other agent's e-mail
+    (and the portal's, after telling the member it was sent)."""
     cli = team_cli
-    nirs = [make_nir() for _ in range(2)]
+    nirs = [make_nir() for _ in range(3)]
     for nir in nirs:
         added = cli(
             "member", "add", "--nir", nir, "--last-name", "Dupont", "--first-name", "Jean",
@@ -357,16 +361,22 @@ def test_a_group_of_agents_shares_the_outbox_the_first_e_mail_made(team_cli: Cli
             "--city", "Paris", "--no-welcome",
         )  # fmt: skip
         assert added.exit_code == 0, added.stderr
-    assert cli("agent", "add", SUPPORT_USER, "--role", "support").exit_code == 0
-    sent = cli("code", "issue", nirs[0], "--channel", "email", "--reason", "called")
-    assert sent.exit_code == 0, sent.stderr
+    for agent in (SUPPORT_USER, COLLEAGUE_USER):
+        assert cli("agent", "add", agent, "--role", "support").exit_code == 0
+    # The agents' processes can import nothing new (see `as_user`): e-mail once from here,
+    # elsewhere, so that what e-mailing imports is loaded.
+    elsewhere = cli.with_settings(mail_dir=str(Path(cli.settings.mail_dir).parent.parent / "x"))
+    assert elsewhere("code", "issue", nirs[2], "--channel", "email").exit_code == 0
+    for agent, nir in zip((COLLEAGUE_USER, SUPPORT_USER), nirs, strict=False):
+        code, _, err = run_as(agent, cli, "code", "issue", nir, "--channel", "email",
+                              "--reason", "called")  # fmt: skip
+        assert (code, err) == (0, ""), agent
     outbox = Path(cli.settings.mail_dir)
     assert stat.S_IMODE(outbox.stat().st_mode) == 0o2770  # the folder's setgid kept
-    assert outbox.stat().st_gid == grp.getgrnam(TEAM_GROUP).gr_gid
-
-    code, _, err = run_as(SUPPORT_USER, cli, "code", "issue", nirs[1], "--channel", "email",
-                          "--reason", "called")  # fmt: skip
-    assert (code, err) == (0, "")
+    assert (outbox.stat().st_uid, outbox.stat().st_gid) == (
+        pwd.getpwnam(COLLEAGUE_USER).pw_uid,
+        grp.getgrnam(TEAM_GROUP).gr_gid,
+    )
     assert len(list(outbox.glob("*.eml"))) == 2
 
     def doctor_on_mail() -> dict[str, Any]:  # `doctor`'s check, as the command would run it
@@ -377,7 +387,9 @@ def test_a_group_of_agents_shares_the_outbox_the_first_e_mail_made(team_cli: Cli
     mail = as_user(SUPPORT_USER, doctor_on_mail)
     assert (mail["ok"], mail["detail"]) == (
         False,
-        f"no SMTP configured, and this user cannot write e-mails in {outbox}/",
+        f"no SMTP configured, and e-mails cannot be written to {outbox}/: {outbox} belongs to "
+        f"another user (uid {pwd.getpwnam(COLLEAGUE_USER).pw_uid}) and is no folder your "
+        "group shares; refusing to write",
     )
     assert "chmod 2770" in mail["fix"]
 

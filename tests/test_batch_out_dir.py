@@ -113,7 +113,8 @@ def test_an_out_of_another_user_is_refused_and_claims_nothing(
     os.chown(out, NOBODY, NOBODY)
     result = cli("letters", "batch", "--out", str(out))
     assert error_line(result, 2) == (
-        f"Error: --out {out}: {out} belongs to another user (uid {NOBODY}); refusing to write"
+        f"Error: --out {out}: {out} belongs to another user (uid {NOBODY}) and is no folder "
+        "your group shares; refusing to write"
     )
     assert snapshot(session) == before
 

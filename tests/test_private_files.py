@@ -151,10 +151,18 @@ def test_a_directory_or_a_link_of_another_user_is_refused(
     theirs.mkdir()
     os.chown(theirs, NOBODY, NOBODY)
     result = write(cli, theirs / "x.csv")
-    assert (result.exit_code, result.stderr) == (
+    refused = (
         2,
-        f"Error: {theirs} belongs to another user (uid {NOBODY}); refusing to write\n",
+        f"Error: {theirs} belongs to another user (uid {NOBODY}) and is no folder your group "
+        "shares; refusing to write\n",
     )
+    assert (result.exit_code, result.stderr) == refused
+    theirs.chmod(0o2770)  # writable by a group that is not ours: still refused
+    again = write(cli, theirs / "x.csv")
+    assert (again.exit_code, again.stderr) == refused
+    os.chown(theirs, NOBODY, os.getegid())  # a folder our group shares: written in
+    assert write(cli, theirs / "x.csv").exit_code in (0, 1)
+    assert (theirs / "x.csv").exists()
     real = tmp_path / "real"
     real.mkdir()
     their_link, our_link = tmp_path / "their-link", tmp_path / "our-link"

@@ -21,6 +21,7 @@ from cpms_admin.privacy import pseudonymise, purge_files
 from cpms_admin.settings import load_settings
 from tests.audit_helpers import audit_of
 from tests.factories import snapshot
+from tests.file_helpers import NOBODY
 from tests.harness import Cli, FakeClock
 from tests.retention_helpers import (
     DAY,
@@ -356,6 +357,26 @@ def test_the_audit_archive_folder_gets_the_database_files_group_access(
     assert by_name(document)["audit_events"]["count"] == 1
     archives = Path(cli.settings.audit_archive_dir)
     assert stat.S_IMODE(archives.stat().st_mode) == folder_mode
+
+
+def test_a_colleague_s_e_mail_in_a_shared_outbox_is_purged_a_stranger_s_is_not(
+    cli: Cli, clock: FakeClock
+) -> None:
+    """Agents of one group share the outbox; the nightly purge, run by another of them, must
+    delete their old e-mails too, and still leave alone what belongs to nobody of the group."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to give files to another user")
+    outbox = Path(cli.settings.mail_dir)
+    colleague = write_eml(outbox, clock.now - 2 * DAY)
+    stranger = write_eml(outbox, clock.now - 3 * DAY)
+    os.chown(colleague, NOBODY, os.getegid())  # a colleague's: our group
+    os.chown(stranger, NOBODY, NOBODY)
+    code, document, stderr = purge(cli)
+    assert code == 0, stderr
+    found = by_name(document)["mail_files"]
+    assert found["count"] == 1
+    assert found["skipped"] == [f"{stranger} is another user's (uid {NOBODY}): left alone"]
+    assert sorted(p.name for p in outbox.iterdir()) == [stranger.name]
 
 
 def test_a_link_planted_where_a_batch_directory_was_is_not_followed(

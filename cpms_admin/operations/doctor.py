@@ -1,13 +1,12 @@
 """`doctor`: is everything the nightly job needs in place? Each check says what to fix."""
 
-import os
 import shutil
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from cpms_admin.errors import CpmsError
+from cpms_admin.errors import CpmsError, InvalidInput
 from cpms_admin.migrations import HEAD_REVISION
 from cpms_admin.settings import Settings
 from cpms_admin.vocabulary import Wording
@@ -133,15 +132,16 @@ def check_mail(settings: Settings) -> Check:
 def _check_outbox(directory: Path) -> Check:
     """Without SMTP, e-mails are files: this user must be able to write them, else every code
     e-mail fails (and the portal's only after answering the member)."""
-    place = directory
-    while not place.exists() and place != place.parent:
-        place = place.parent  # a missing outbox is made in the folder that exists
-    if not place.is_dir() or not os.access(place, os.W_OK | os.X_OK):
+    from cpms_admin.private_files import check_writable
+
+    try:
+        check_writable(directory)
+    except InvalidInput as exc:
         return Check(
             "mail",
             False,
-            f"no SMTP configured, and this user cannot write e-mails in {place}/",
-            f"give {place} the database's group and mode (chgrp, chmod 2770), "
+            f"no SMTP configured, and e-mails cannot be written to {directory}/: {exc}",
+            "give the folder the database's group and mode (chgrp, chmod 2770), "
             "or set CPMS_MAIL_DIR or CPMS_SMTP_URL",
         )
     return Check("mail", True, f"no SMTP configured: e-mails are written to {directory}/")

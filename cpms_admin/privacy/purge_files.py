@@ -5,7 +5,8 @@ Only this program's own entries are touched, found by name in a directory opened
 checked as every directory we write in (`private_files.directory_fd`); everything is done
 by name relative to that descriptor, and no link is ever followed: a link planted in the
 outbox or where a batch directory should be is neither followed nor deleted, only reported
-(`skipped`), as is anything else that is not our own file or directory.
+(`skipped`), as is anything else that is not our own file or directory (or our group's
+file: the outbox a group of agents shares holds each agent's e-mails).
 
 Deleting files is not transactional, so the category's event is committed before anything
 is deleted: a run killed in between leaves files that the next run deletes (and records),
@@ -34,7 +35,7 @@ from cpms_admin.faults import failpoint
 from cpms_admin.letters.files import final_dir, staging_dir
 from cpms_admin.models import Letter, LetterBatch, SecurityCode
 from cpms_admin.privacy.retention import Found, Rule, Scope, record_category
-from cpms_admin.private_files import describe_entry, directory_fd
+from cpms_admin.private_files import describe_entry, directory_fd, is_teams
 from cpms_admin.vocabulary import BatchStatus, CodeStatus, RetentionCategory
 
 MAIL_RULE = Rule("written more than {days} ago", "retention_mail_files_days")
@@ -62,7 +63,9 @@ def _entry(dir_fd: int, name: str, *, directory: bool) -> str | None:
         return "a symbolic link"
     if not wanted(info.st_mode):
         return "a file" if stat.S_ISREG(info.st_mode) else "a directory or special file"
-    if info.st_uid != os.geteuid():
+    # A file of our group's is ours to delete (the e-mails in an outbox agents share); a
+    # directory is only ours if we made it: we could not empty another's.
+    if info.st_uid != os.geteuid() and (directory or not is_teams(info)):
         return f"another user's (uid {info.st_uid})"
     return OURS
 

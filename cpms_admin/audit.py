@@ -187,6 +187,10 @@ class RunAudit:
         self._run_id: int | None = None
 
     @property
+    def agent(self) -> str:
+        return self._agent
+
+    @property
     def run_id(self) -> int | None:
         """The id of the run's event, once written."""
         return self._run_id

@@ -51,6 +51,7 @@ SCHEMAS: dict[str, dict[str, set[str]]] = {
     "portal.send_code": DELIVERY,
     "letter.cancel": {"letter_id": {INT}, "kind": {STR}},
     "letter.failed": {"letter_id": {INT}, "batch_id": {INT}},
+    "letter.void": {"letter_id": {INT}, "queued_again": {INT, NULL}},
     "letters.batch": {"batch_id": {INT}, "printed": {INT}, "failed": {INT}, "files": {INT},
                       "pages": {INT}, "superseded": {INTS, "list[]"}, "voided": {INTS, "list[]"},
                       "queued_again": {"object"}},
@@ -165,6 +166,7 @@ def test_every_audited_action_records_plain_json_details(
     for letter_code in printed_codes(summary).values():
         cli("portal", "set-pin", has_pin.nir, "--with", "code",
             input=f"{letter_code}\n{PIN}\n{PIN}\n")  # fmt: skip
+    ok(cli("member", "update", nir, "--street", "6 rue Sala", "--reason", "moved"))  # void
     ok(cli("letters", "returned", str(summary["letters"][0]["letter_id"])))  # NPAI
     make_member(session, welcome=True, email=None)
 

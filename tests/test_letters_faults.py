@@ -20,6 +20,7 @@ from sqlalchemy import Engine, func, text
 from sqlmodel import Session, col, select
 
 from cpms_admin.clock import system_clock
+from cpms_admin.letters.voiding import FLAGGED_SINCE_PRINTED, MOVED_SINCE_PRINTED
 from cpms_admin.models import Letter, LetterBatch, Member, pk
 from cpms_admin.settings import Settings
 from tests.harness import Cli
@@ -37,6 +38,7 @@ from tests.letters_helpers import (
     queue_members,
 )
 from tests.process_helpers import (
+    CPMS,
     assert_all_exit,
     descendants,
     start_held,
@@ -374,6 +376,60 @@ def test_an_address_changed_before_the_batch_reads_it_is_printed_as_is(
     assert letters_by_status(session) == {"printed": {entry["letter_id"]}}
 
 
+def test_a_change_that_leaves_the_printed_address_as_it_was_voids_nothing(
+    cli: Cli, session: Session, settings: Settings, tmp_path: Path
+) -> None:
+    """While the letter prints, an agent corrects the member's name and writes the street in
+    capitals: the letter still reaches them (its address lines are the same, the name line
+    aside), so its code works and nothing is queued again."""
+    out = tmp_path / "out"
+    (member,) = queue_members(session, 1)
+    agent = Cli(cli.settings)
+    held_here = tmp_path / "held"
+    held = held_batch(cli, out, "letters.before_commit", held_here)
+    try:
+        changed = agent("member", "update", member.nir, "--last-name", "Martin-Roux",
+                        "--street", "12 RUE DE LA RÉPUBLIQUE", "--reason", "typo")  # fmt: skip
+        assert changed.exit_code == 0, changed.stderr
+    finally:
+        held_here.unlink(missing_ok=True)
+        stdout, stderr = held.communicate(timeout=120)
+    assert (held.returncode, stderr) == (0, "")
+    summary = json.loads(stdout)
+    [entry] = summary["letters"]
+    code = printed_codes(summary)[entry["letter_id"]]
+    assert code_works(session, settings, system_clock, entry["letter_id"], code)
+    assert letters_by_status(session) == {"printed": {entry["letter_id"]}}
+
+
+def test_a_letter_queued_again_gives_way_to_what_came_while_it_printed(
+    cli: Cli, session: Session, tmp_path: Path
+) -> None:
+    """While a member's letter prints, an agent records their new address and sends a code
+    by post for it: that newer letter is the one that goes, not a copy of the old one (which
+    would cancel it as superseded)."""
+    out = tmp_path / "out"
+    (member,) = queue_members(session, 1, email=None)
+    agent = Cli(cli.settings)
+    held_here = tmp_path / "held"
+    held = held_batch(cli, out, "letters.before_commit", held_here)
+    try:
+        moved = agent("member", "update", member.nir, "--street", "9 rue Neuve", "--reason", "x")
+        assert moved.exit_code == 0, moved.stderr
+        sent = agent("code", "issue", member.nir, "--channel", "post", "--reason", "phone")
+        assert sent.exit_code == 0, sent.stderr
+    finally:
+        held_here.unlink(missing_ok=True)
+        stdout, stderr = held.communicate(timeout=120)
+    assert held.returncode == 0, stderr
+    [entry] = json.loads(stdout)["letters"]
+    assert f"letter #{entry['letter_id']}: the member's address changed" in stderr
+    assert "queued again" not in stderr
+    [newer] = json.loads(agent("--json", "letters", "list", "--status", "pending").stdout)
+    assert newer["status"] == "pending" and newer["kind"] == "security_code"
+    assert batch(agent, out)["letters"][0]["letter_id"] == newer["id"]
+
+
 def test_a_return_recorded_while_the_batch_commits_waits_and_never_deadlocks(
     cli: Cli, session: Session, engine: Engine, tmp_path: Path
 ) -> None:
@@ -402,6 +458,61 @@ def test_a_return_recorded_while_the_batch_commits_waits_and_never_deadlocks(
     _, recorded_err = recording.communicate(timeout=120)
     assert recording.returncode == 0, recorded_err
     assert json.loads(stdout)["printed"] == 1  # its code was live when the return came
+
+
+@pytest.mark.parametrize("change", ["move", "return"])
+def test_a_change_that_waited_for_the_batch_s_commit_voids_what_it_printed(
+    cli: Cli, session: Session, settings: Settings, engine: Engine, tmp_path: Path, change: str
+) -> None:
+    """The batch's commit holds its members; a writer that changes one (a new address, or an
+    earlier letter recorded as returned, which flags the address) waits, then commits after
+    the batch: the letter just printed bears the address that no longer holds, so the writer
+    voids its code, and a move queues it again for the new address."""
+    out = tmp_path / "out"
+    member, returned = printed_then_queued_again(cli, session, out)
+    writer = (
+        ["member", "update", member.nir, "--street", "9 rue Neuve", "--reason", "moved"]
+        if change == "move"
+        else ["letters", "returned", str(returned["letter_id"])]
+    )
+    held_here = tmp_path / "held"
+    held = held_batch(cli, out, "letters.members_held", held_here)
+    try:
+        writing = subprocess.Popen(
+            [str(CPMS), *writer],
+            env={**os.environ, **cli.env()},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        if engine.dialect.name == "postgresql":  # SQLite: it cannot commit before either
+            wait_until(lambda: waiting_for_a_lock(session), what="the writer to wait")
+    finally:
+        held_here.unlink(missing_ok=True)
+        stdout, stderr = held.communicate(timeout=120)
+    assert (held.returncode, stderr) == (0, "")
+    _, written_err = writing.communicate(timeout=120)
+    assert writing.returncode == 0, written_err
+    [entry] = json.loads(stdout)["letters"]  # printed: the change came after
+    code = printed_codes(json.loads(stdout))[entry["letter_id"]]
+    assert not code_works(session, settings, system_clock, entry["letter_id"], code)
+    session.expire_all()
+    letter = session.get(Letter, entry["letter_id"])
+    assert letter is not None and letter.status == "printed"
+    pending = session.exec(
+        select(Letter).where(Letter.member_id == member.id, Letter.status == "pending")
+    ).all()
+    if change == "move":
+        assert letter.status_reason == MOVED_SINCE_PRINTED
+        [again] = pending
+        assert (again.kind, again.created_at) == (letter.kind, letter.created_at)
+        assert (
+            f"Note: letter #{letter.id} was on its way to the old address: its code no longer "
+            f"works; letter #{again.id} is queued for the new one"
+        ) in written_err.splitlines()
+    else:
+        assert letter.status_reason == FLAGGED_SINCE_PRINTED
+        assert pending == []  # nowhere to send it
 
 
 def waiting_for_a_lock(session: Session) -> bool:

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from sqlmodel import Session, select
 
+from cpms_admin.clock import system_clock
 from cpms_admin.models import Letter
 from cpms_admin.settings import Settings
 from tests.factories import make_member, make_nir, snapshot
@@ -155,11 +156,42 @@ def test_a_letter_printed_before_the_address_changed_does_not_flag_the_new_one(
 ) -> None:
     nir, back = next(iter(printed.items()))
     clock.advance(days=1)
-    ok(cli("member", "update", nir, "--street", "3 rue Neuve", "--reason", "moved"))
+    moved = cli("member", "update", nir, "--street", "3 rue Neuve", "--reason", "moved")
+    assert moved.exit_code == 0, moved.stderr
+    # Its code was voided by the move already (the letter went to the old address).
+    assert f"letter #{back['letter_id']} was on its way to the old address" in moved.stderr
     result = ok(cli("--json", "letters", "returned", str(back["letter_id"])))
-    assert (result["codes_revoked"], result["members_flagged"]) == (1, 0)
+    assert (result["codes_revoked"], result["members_flagged"]) == (0, 0)
     assert result["address_changed_since"] == [back["letter_id"]]
     assert ok(cli("--json", "member", "show", nir))["address"]["undeliverable"] is None
+
+
+def test_an_import_that_moves_a_member_voids_the_letter_on_its_way(
+    cli: Cli, session: Session, settings: Settings, tmp_path: Path, printed: dict[str, Any]
+) -> None:
+    """`members import --on-conflict update` with a new street for one member: the letter on
+    its way to the old one stops working and is queued again; the other member's, whose row
+    is unchanged, still works."""
+    moving, staying = list(printed)
+    exported = tmp_path / "members.csv"
+    ok(cli("members", "export", "--out", str(exported)))
+    with exported.open(newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    for row in rows:
+        if row["nir"] == moving:
+            row["street"] = "9 rue Neuve"
+    with exported.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    ok(cli("members", "import", str(exported), "--on-conflict", "update"))
+    moved, kept = printed[moving], printed[staying]
+    assert not code_works(session, settings, system_clock, moved["letter_id"], moved["code"])
+    assert code_works(session, settings, system_clock, kept["letter_id"], kept["code"])
+    [again] = ok(cli("--json", "letters", "list", "--status", "pending"))
+    assert again["kind"] == "welcome"
+    [void] = ok(cli("--json", "audit", "list", "--action", "letter.void"))
+    assert void["details"] == {"letter_id": moved["letter_id"], "queued_again": again["id"]}
 
 
 def test_the_print_house_file_records_every_return_once(

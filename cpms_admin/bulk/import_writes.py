@@ -15,6 +15,7 @@ from cpms_admin.bulk.rows import STATUS_COLUMNS
 from cpms_admin.credentials.pins import LEGACY_PREFIX, seal_legacy_hash
 from cpms_admin.members import undeliverable
 from cpms_admin.members.fields import COLUMNS
+from cpms_admin.members.postal import address_from
 from cpms_admin.members.records import insert_members as insert_new_members
 from cpms_admin.vocabulary import MemberStatus
 
@@ -106,20 +107,24 @@ def _active(values: tuple[object, ...]) -> tuple[object, ...]:
 
 def update_members(
     session: Session, changes: list[CheckedRow], *, existing: dict[str, Existing], now: datetime
-) -> None:
+) -> list[int]:
     """New values for known members; a PIN hash only where the account never had one. The
     status columns are left as they are (an import never changes them: see import_rows). A
-    new address lifts the flag a returned letter set, as `member update` does."""
+    new address lifts the flag a returned letter set, as `member update` does. The ids of
+    the members whose letters now go elsewhere (letters/voiding.py)."""
     if not changes:
-        return
+        return []
     kept: list[dict[str, object]] = []
     moved: list[dict[str, object]] = []
+    elsewhere: list[int] = []
     for row in changes:
         known = existing[row.nir]
         values = {name: value for name, value in row.member.items() if name not in STATUS_COLUMNS}
         values |= {"updated_at": now, "member_key": known.member_id}
         if any(values[name] != known.values[name] for name in undeliverable.ADDRESS_FIELDS):
             moved.append(values | _NEW_ADDRESS | {"address_changed_at": now})
+            if address_from(values).lines() != address_from(known.values).lines():
+                elsewhere.append(known.member_id)
         else:
             kept.append(values)
     for rows in (kept, moved):
@@ -136,6 +141,7 @@ def update_members(
         session.execute(
             update(_ACCOUNT).where(_ACCOUNT.c.member_id == bindparam("member_key")), pins
         )
+    return elsewhere
 
 
 def _sealed(session: Session, pin_hashes: list[str | None]) -> list[str | None]:

@@ -29,6 +29,7 @@ from cpms_admin.clock import Clock, system_clock
 from cpms_admin.db import transaction
 from cpms_admin.english import agree, count
 from cpms_admin.errors import Conflict, InvalidInput
+from cpms_admin.letters.voiding import void_printed
 from cpms_admin.members.nir import format_nir
 from cpms_admin.members.records import as_strings
 from cpms_admin.vocabulary import MemberStatus
@@ -149,9 +150,11 @@ class _Pass:
                     "else during the import; earlier batches were imported: run again with "
                     "--on-conflict skip to finish"
                 ) from None
-            update_members(self.session, changes, existing=existing, now=self.now)
+            moved = update_members(self.session, changes, existing=existing, now=self.now)
             updated = [existing[row.nir].member_id for row in changes]
             self._record(members={"created": created, "updated": updated})
+            if moved and self.audit is not None:
+                void_printed(self.session, moved, moved=True, agent=self.audit.agent, now=self.now)
 
     def _keep_status(
         self, known: list[CheckedRow], existing: dict[str, Existing]

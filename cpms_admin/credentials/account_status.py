@@ -15,7 +15,7 @@ from cpms_admin.credentials.lockout import account_state, attempts_left, seconds
 from cpms_admin.credentials.pins import LEGACY_PREFIX
 from cpms_admin.english import agree, count
 from cpms_admin.french import agent_time
-from cpms_admin.letters.claim import Queued, moot_reasons
+from cpms_admin.letters.claim import moot_reasons
 from cpms_admin.members import undeliverable
 from cpms_admin.members.records import get_account, get_member
 from cpms_admin.models import Account, Letter, Member, OutgoingMail, SecurityCode, pk
@@ -49,7 +49,7 @@ def account_status(
         .where(Letter.member_id == pk(member), Letter.status == LetterStatus.pending)
         .order_by(col(Letter.id))
     ).all()
-    moot = moot_reasons(session, [Queued.of(letter) for letter in letters], now=now)
+    moot = moot_reasons(session, [pk(letter) for letter in letters], now=now)
     in_print = session.exec(
         select(Letter)
         .where(Letter.member_id == pk(member), Letter.status == LetterStatus.claimed)

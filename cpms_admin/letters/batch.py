@@ -47,8 +47,8 @@ from cpms_admin.letters.files import discard, final_dir, make_staging, publish
 from cpms_admin.letters.guard import open_guard
 from cpms_admin.letters.jobs import Progress, Rendered, RenderJob, render_batch
 from cpms_admin.letters.pdf import zones
-from cpms_admin.letters.queue import queue_again
 from cpms_admin.letters.recovery import Recovered, abandon, recover
+from cpms_admin.letters.voiding import LOST_WHILE_PRINTING, queue_again
 from cpms_admin.models import Letter, LetterBatch, Member
 from cpms_admin.pepper import Peppers, load_peppers
 from cpms_admin.private_files import describe_entry, fsync_dir, private_dir
@@ -57,7 +57,6 @@ from cpms_admin.vocabulary import BatchStatus, LetterStatus
 
 POOL_FROM = 4  # chunks: below this, starting worker processes costs more than it saves
 SUPERSEDED_WHILE_PRINTING = "its code was superseded by a newer one given while it was printed"
-LOST_WHILE_PRINTING = "{} while it was printed: its code does not work; pull it from the print run"
 
 
 @dataclass(frozen=True)
@@ -312,7 +311,9 @@ def _commit(
         lost = {  # first: see its docstring; a letter that failed is in no file
             letter_id: key
             for letter_id, key in lost_since_claim(
-                session, batch_id=batch_id, read_from=codes_made_at
+                session,
+                batch_id=batch_id,
+                printed_to={i.letter_id: i.delivery_lines for i in rendered.issued},
             ).items()
             if letter_id not in rendered.failed
         }
@@ -343,12 +344,10 @@ def _commit(
         printed = session.exec(
             update(Letter)
             .where(col(Letter.batch_id) == batch_id, col(Letter.status) == LetterStatus.claimed)
-            # When its address and code were read: a return compares the member's address
-            # change with it (letters/returns.py).
-            .values(status=LetterStatus.printed, printed_at=codes_made_at)
+            .values(status=LetterStatus.printed, printed_at=now)
         ).rowcount
         moved = sorted(letter_id for letter_id, key in lost.items() if key == ADDRESS_CHANGED)
-        queued_again = dict(zip(moved, queue_again(session, moved), strict=True))
+        queued_again = queue_again(session, moved, now=now) if moved else {}
         if printed != len(rendered.issued):
             raise Conflict(
                 f"batch {batch_id}: {printed} claimed letters, {len(rendered.issued)} "

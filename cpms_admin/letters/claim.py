@@ -10,7 +10,7 @@ reason, and the member must get it).
 """
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -26,6 +26,7 @@ from cpms_admin.credentials.codes import still_counts
 from cpms_admin.db import transaction, unindexed
 from cpms_admin.french import agent_time
 from cpms_admin.letters.guard import RunGuard
+from cpms_admin.members.postal import delivery_lines
 from cpms_admin.models import Account, Letter, LetterBatch, Member, SecurityCode, pk
 from cpms_admin.vocabulary import BatchStatus, LetterKind, LetterStatus, MemberStatus
 
@@ -49,10 +50,6 @@ class Queued:
     member_id: int
     kind: str
 
-    @classmethod
-    def of(cls, letter: Letter) -> "Queued":
-        return cls(_id(letter.id), letter.member_id, letter.kind)
-
 
 @dataclass(frozen=True)
 class Moot:
@@ -72,14 +69,15 @@ def _id(value: int | None) -> int:
     return value
 
 
-def _chunks(ids: Sequence[int]) -> list[Sequence[int]]:
+def chunks(ids: Sequence[int]) -> list[Sequence[int]]:
+    """`ids` in lists short enough for one IN (...)."""
     return [ids[start : start + IN_CHUNK] for start in range(0, len(ids), IN_CHUNK)]
 
 
-def moot_reasons(session: Session, letters: Sequence[Queued], *, now: datetime) -> dict[int, Moot]:
-    """Letter id -> why it must not be printed, for the moot ones among `letters`."""
+def moot_reasons(session: Session, letter_ids: Sequence[int], *, now: datetime) -> dict[int, Moot]:
+    """Letter id -> why it must not be printed, for the moot ones among `letter_ids`."""
     found: dict[int, Moot] = {}
-    for ids in _chunks([letter.id for letter in letters]):
+    for ids in chunks(letter_ids):
         found.update(moot_among(session, col(Letter.id).in_(ids), now=now))
     return found
 
@@ -154,29 +152,29 @@ def _unreachable(status: str, undeliverable_at: datetime | None) -> str | None:
     return None if undeliverable_at is None else "undeliverable"
 
 
-def lost_since_claim(session: Session, *, batch_id: int, read_from: datetime) -> dict[int, str]:
+def lost_since_claim(
+    session: Session, *, batch_id: int, printed_to: Mapping[int, tuple[str, ...]]
+) -> dict[int, str]:
     """Letter id -> the REASONS key, for the letters the running batch `batch_id` holds whose
-    member was closed, whose address was flagged undeliverable, or whose address changed
-    after `read_from` (when the batch began reading addresses): they are in the batch's files
-    by now, so their codes must not work. Run first in the batch's commit: the batch's
-    members stay as read until it commits (PostgreSQL: FOR SHARE, which a `member close`, an
-    address change or a returned letter waits for; SQLite: the write lock)."""
-    rows = session.execute(
-        core_select(
-            col(Letter.id),
-            col(Member.status),
-            col(Member.undeliverable_at),
-            col(Member.address_changed_at),
-        )
+    member was closed, whose address was flagged undeliverable, or whose address is no longer
+    the one printed (`printed_to`: the lines below the name) since the claim: they are in the
+    batch's files by now, so their codes must not work. Run first in the batch's commit: the
+    batch's members stay as read until it commits (PostgreSQL: FOR SHARE, which a writer
+    waits for, then voids what was just printed: letters/voiding.py; SQLite: the write
+    lock)."""
+    rows = session.exec(
+        select(col(Letter.id), Member)
         .join(Member, col(Member.id) == Letter.member_id)
         .where(col(Letter.batch_id) == batch_id, col(Letter.status) == LetterStatus.claimed)
         .with_for_update(read=True, of=Member)
     ).all()
     lost = {}
-    for letter_id, status, undeliverable_at, address_changed_at in rows:
-        if (key := _unreachable(status, undeliverable_at)) is not None:
+    for letter_id, member in rows:
+        if letter_id is None or letter_id not in printed_to:  # failed: in no file
+            continue
+        if (key := _unreachable(member.status, member.undeliverable_at)) is not None:
             lost[letter_id] = key
-        elif address_changed_at is not None and address_changed_at > read_from:
+        elif delivery_lines(member) != printed_to[letter_id]:
             lost[letter_id] = ADDRESS_CHANGED
     return lost
 
@@ -267,7 +265,7 @@ def _cancel(
         ],
     )
     members: dict[int, Member] = {}
-    for ids in _chunks(sorted({letter.member_id for letter in letters})):
+    for ids in chunks(sorted({letter.member_id for letter in letters})):
         found = session.exec(select(Member).where(col(Member.id).in_(ids)))
         members.update((pk(member), member) for member in found)
     for letter in letters:

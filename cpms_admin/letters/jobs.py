@@ -30,7 +30,7 @@ from cpms_admin.letters.pdf.content import (
     salutation_for,
 )
 from cpms_admin.members.nir import mask_nir
-from cpms_admin.members.records import address_lines
+from cpms_admin.members.postal import address_lines
 from cpms_admin.models import Letter, Member, pk
 from cpms_admin.settings import Settings
 from cpms_admin.vocabulary import LetterStatus, Wording
@@ -46,6 +46,7 @@ class Issued:
     member_id: int
     purpose: str
     code: str = field(repr=False)
+    delivery_lines: tuple[str, ...] = ()  # the address block below the name, as printed
 
 
 @dataclass
@@ -133,7 +134,11 @@ def render_batch(job: RenderJob, *, progress: Progress) -> Rendered:
                     result.failed[pk(letter)] = str(exc)
                     continue
                 contents.append(content)
-                result.issued.append(Issued(pk(letter), pk(member), letter.purpose, code))
+                result.issued.append(
+                    Issued(
+                        pk(letter), pk(member), letter.purpose, code, content.recipient_lines[1:]
+                    )
+                )
                 described[pk(letter)] = {
                     "kind": letter.kind,
                     "wording": content.wording,

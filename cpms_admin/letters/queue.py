@@ -21,26 +21,6 @@ def queue_letter(
     return letter
 
 
-def queue_again(session: Session, letter_ids: list[int]) -> list[int]:
-    """A new pending letter for each of `letter_ids`, as it was asked for (kind, purpose,
-    asker, wording), in the caller's transaction: their ids, in the same order."""
-    again = []
-    for letter_id in letter_ids:
-        old = session.get(Letter, letter_id)
-        assert old is not None, "the letter being queued again exists"
-        letter = Letter(
-            member_id=old.member_id,
-            kind=old.kind,
-            purpose=old.purpose,
-            requested_by=old.requested_by,
-            wording=old.wording,
-        )
-        session.add(letter)
-        again.append(letter)
-    session.flush()
-    return [pk(letter) for letter in again]
-
-
 def pending_letters(session: Session, member: Member) -> list[Letter]:
     query = select(Letter).where(
         Letter.member_id == member.id, Letter.status == LetterStatus.pending

@@ -23,8 +23,9 @@ from cpms_admin.clock import Clock
 from cpms_admin.db import transaction
 from cpms_admin.errors import InvalidInput, NotFound, Refused
 from cpms_admin.french import agent_time
+from cpms_admin.letters.voiding import bore_old_address, void_printed
 from cpms_admin.members import undeliverable
-from cpms_admin.models import Letter, Member, SecurityCode
+from cpms_admin.models import Letter, Member, SecurityCode, pk
 from cpms_admin.vocabulary import CodeStatus, LetterStatus
 
 ID_COLUMNS = ("letter_id", "reference", "ref", "id")
@@ -159,6 +160,7 @@ def _record_one(
     # holds its members first: taking a code first could deadlock with it on PostgreSQL).
     member = session.get(Member, letter.member_id, with_for_update=True, populate_existing=True)
     assert member is not None, "a letter's member exists"
+    moved_away = bore_old_address(letter)  # before its reason gives way to the return's
     letter.status = LetterStatus.returned
     letter.status_reason = f"returned undeliverable on {agent_time(now)}: {back.why}"
     session.add(letter)
@@ -170,7 +172,7 @@ def _record_one(
         .values(status=CodeStatus.revoked)
     ).rowcount
     result.codes_revoked += revoked
-    moved = (
+    moved = moved_away or (
         member.address_changed_at is not None
         and letter.printed_at is not None
         and member.address_changed_at > letter.printed_at
@@ -182,6 +184,9 @@ def _record_one(
         undeliverable.flag(member, reason=f"letter #{letter.id} came back: {back.why}", now=now)
         session.add(member)
         result.members_flagged += 1
+        # The member's other letters in the post go to the same address: they will not
+        # arrive either, and their codes must not work wherever they end up.
+        void_printed(session, [pk(member)], moved=False, agent=agent, now=now)
     result.returned.append(letter.id or 0)
     audit.record(
         session,

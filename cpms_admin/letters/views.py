@@ -15,7 +15,8 @@ from cpms_admin.french import paris_time
 from cpms_admin.letters.pdf import zones
 from cpms_admin.letters.pdf.content import LockoutTerms, salutation_for, sample_content
 from cpms_admin.members.nir import mask_nir
-from cpms_admin.members.records import address_lines, get_member
+from cpms_admin.members.postal import address_lines
+from cpms_admin.members.records import get_member
 from cpms_admin.models import Letter, Member
 from cpms_admin.private_files import write_private_atomically
 from cpms_admin.settings import Settings

@@ -17,12 +17,17 @@ Addresses abroad take their country's order of the last lines (`abroad`).
 
 import re
 import unicodedata
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
+from typing import TYPE_CHECKING, Any
 
 from cpms_admin.errors import FieldError
 from cpms_admin.members import abroad, afnor, damage, places
 from cpms_admin.members.afnor import MAX_LINE, machine_line, upper_line
+
+if TYPE_CHECKING:
+    from cpms_admin.models import Member
 
 MAX_LINES = 7  # the six lines of the norm, and the country abroad
 MAX_FIELD = 100
@@ -266,3 +271,37 @@ def recipient_line(
         f"{first_name[:1]}. {last}",
     )
     return next((line for line in candidates if len(line) <= MAX_LINE), candidates[-1])
+
+
+# PostalAddress's fields -> the member columns that hold them.
+_COLUMNS = {
+    "street": "street",
+    "postcode": "postcode",
+    "city": "city",
+    "country": "country",
+    "complement": "address_complement",
+    "building": "address_building",
+    "locality": "locality",
+}
+
+
+def address_from(values: Mapping[str, Any]) -> PostalAddress:
+    """The address of a member's column values (a row being imported, say)."""
+    return PostalAddress(**{name: values[column] for name, column in _COLUMNS.items()})
+
+
+def postal_address(member: "Member") -> PostalAddress:
+    return address_from({column: getattr(member, column) for column in _COLUMNS.values()})
+
+
+def address_lines(member: "Member") -> list[str]:
+    """The full AFNOR block as printed on an envelope, recipient first."""
+    recipient = recipient_line(
+        member.civility, member.first_name, member.last_name, member.envelope_name
+    )
+    return [recipient, *postal_address(member).lines()]
+
+
+def delivery_lines(member: "Member") -> tuple[str, ...]:
+    """The block below the name: where a letter to the member goes."""
+    return tuple(postal_address(member).lines())

@@ -19,10 +19,11 @@ from cpms_admin.db import Page, fetch_page, stated, transaction, unindexed
 from cpms_admin.db_insert import insert_rows, take_ids
 from cpms_admin.errors import Conflict, FieldError, InvalidInput, NotFound
 from cpms_admin.letters.queue import pending_letters
+from cpms_admin.letters.voiding import void_printed
 from cpms_admin.members import undeliverable
 from cpms_admin.members.fields import COLUMNS, MemberFields, validate_member_fields
 from cpms_admin.members.nir import format_nir, nir_to_find
-from cpms_admin.members.postal import PostalAddress, recipient_line
+from cpms_admin.members.postal import address_lines, delivery_lines
 from cpms_admin.members.search import (
     SEARCH_COLUMNS,
     count_matches,
@@ -240,10 +241,16 @@ def update_member(
         moved = any(name in undeliverable.ADDRESS_FIELDS for name in changed)
         if not changed and not (address_confirmed and undeliverable.is_flagged(member)):
             return MemberUpdate(member, changed=[], undeliverable_cleared=False)
+        delivered_to = delivery_lines(member)
         apply_fields(member, fields, clock())
         if moved:
             member.address_changed_at = member.updated_at
         cleared = undeliverable.clear(member) if moved or address_confirmed else False
+        voided = (
+            void_printed(session, [pk(member)], moved=True, agent=agent, now=member.updated_at)
+            if delivery_lines(member) != delivered_to
+            else {}
+        )
         audit.record(
             session,
             agent=agent,
@@ -254,7 +261,7 @@ def update_member(
             changed=changed,
             undeliverable_cleared=cleared,
         )
-    return MemberUpdate(member, changed=changed, undeliverable_cleared=cleared)
+    return MemberUpdate(member, changed=changed, undeliverable_cleared=cleared, voided=voided)
 
 
 def _validate_update(
@@ -285,12 +292,14 @@ def _refuses(stored: Mapping[str, str | None], field: str) -> bool:
 
 @dataclass(frozen=True)
 class MemberUpdate:
-    """What `update_member` did: the fields it changed, and whether it lifted the
-    undeliverable flag (neither: nothing was written)."""
+    """What `update_member` did: the fields it changed, whether it lifted the undeliverable
+    flag (neither: nothing was written), and the letters on their way to the address the
+    member left that it voided (letter id -> the one queued again, or None)."""
 
     member: Member
     changed: list[str]
     undeliverable_cleared: bool
+    voided: dict[int, int | None] = field(default_factory=dict)
 
     @property
     def changed_anything(self) -> bool:
@@ -383,26 +392,6 @@ def locked_accounts(now: datetime) -> CompoundSelect[int]:
     hard = core_select(_ACCOUNT.c.member_id).where(_ACCOUNT.c.hard_locked_at.is_not(None))
     cooling = core_select(_ACCOUNT.c.member_id).where(_ACCOUNT.c.locked_until > now)
     return union_all(hard, cooling)
-
-
-def postal_address(member: Member) -> PostalAddress:
-    return PostalAddress(
-        street=member.street,
-        postcode=member.postcode,
-        city=member.city,
-        country=member.country,
-        complement=member.address_complement,
-        building=member.address_building,
-        locality=member.locality,
-    )
-
-
-def address_lines(member: Member) -> list[str]:
-    """The full AFNOR block as printed on an envelope, recipient first."""
-    recipient = recipient_line(
-        member.civility, member.first_name, member.last_name, member.envelope_name
-    )
-    return [recipient, *postal_address(member).lines()]
 
 
 def account_view(account: Account, now: datetime) -> dict[str, Any]:

@@ -302,7 +302,8 @@ def returned(
     if result.already_returned:
         lines.append(f"Already recorded: {len(result.already_returned)}.")
     if result.address_changed_since:
+        listed = ", ".join(f"#{letter_id}" for letter_id in result.address_changed_since)
         lines.append(
-            f"Not flagged, the address changed after printing: {result.address_changed_since}."
+            f"Not flagged, the member's address has changed since it was printed: {listed}."
         )
     emit_object(app_, result.as_json(), lines)

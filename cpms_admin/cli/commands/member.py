@@ -105,14 +105,14 @@ def show(ctx: typer.Context, nir: Nir) -> None:
 
 
 def describe(view: "MemberView") -> list[str]:
-    from cpms_admin.members import records, undeliverable
+    from cpms_admin.members import postal, undeliverable
 
     member, account = view.member, view.account
     lines = [
         f"{member.first_name} {member.last_name.upper()}   NIR {format_nir(member.nir)}"
         f"   [{member.status}]",
         f"  e-mail:   {member.email or '(none: codes go by post)'}",
-        "  address:  " + " / ".join(records.address_lines(member)),
+        "  address:  " + " / ".join(postal.address_lines(member)),
         *(
             [f"  UNDELIVERABLE: {undeliverable.describe(member)}; fix: {undeliverable.fix(member)}"]
             if undeliverable.is_flagged(member)
@@ -263,7 +263,7 @@ def update(
         changes["email"] = None
     if not changes and not address_confirmed:
         raise InvalidInput("nothing to change: give at least one option (see --help)")
-    from cpms_admin.members import records
+    from cpms_admin.members import postal, records
     from cpms_admin.members.fields import civility_note
 
     app_ = app_context(ctx)
@@ -281,7 +281,13 @@ def update(
         view = records.member_view(session, member, clock=app_.clock)
     notes = [civility_note(civility)] if civility else []
     if changes.keys() & ADDRESS_OPTIONS:
-        notes += records.postal_address(member).notes()
+        notes += postal.postal_address(member).notes()
+    for letter_id, again in update.voided.items():
+        instead = f"; letter #{again} is queued for the new one" if again else ""
+        notes.append(
+            f"letter #{letter_id} was on its way to the old address: its code no longer "
+            f"works{instead}"
+        )
     for note in notes:
         if note:
             note_for_agent(note)

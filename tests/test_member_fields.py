@@ -76,6 +76,36 @@ def test_invisible_characters_are_refused_naming_them(field: str, value: str, na
     assert str(caught.value).endswith(f"invisible characters are not allowed ({named})")
 
 
+@pytest.mark.parametrize(
+    ("field", "value", "named"),
+    [
+        ("last_name", "Παπαδόπουλος", "'Π' (U+03A0, GREEK CAPITAL LETTER PI)"),
+        ("first_name", "Анна", "'А' (U+0410, CYRILLIC CAPITAL LETTER A)"),
+        ("city", "東京", "'東' (U+6771, CJK UNIFIED IDEOGRAPH-6771)"),
+        ("street", "12 rue des Lilas 🌸", "'🌸' (U+1F338, CHERRY BLOSSOM)"),
+    ],
+)
+def test_a_script_la_poste_cannot_sort_is_refused_naming_the_character(
+    field: str, value: str, named: str
+) -> None:
+    """A Greek name went on the envelope in Greek, a Japanese one as empty boxes (the letters'
+    fonts have no such glyphs), an emoji as itself: the agent is told what to write instead."""
+    with pytest.raises(FieldError) as caught:
+        validate_member_fields(member_values(**{field: value}))
+    assert caught.value.field == field
+    assert str(caught.value).endswith(
+        f"only Latin letters can be printed for La Poste: {named} is not one; write it in "
+        "Latin letters"
+    )
+
+
+@pytest.mark.parametrize(
+    "name", ["Nguyễn", "Łódź-Dvořák", "Ørsted", "Œuvre", "Straße", "Ñúñez", "d’Aubigné"]
+)
+def test_every_latin_letter_is_a_name(name: str) -> None:
+    assert validate_member_fields(member_values(last_name=name)).last_name == name
+
+
 def test_the_refused_characters_are_exactly_unicodes_controls_and_formats() -> None:
     """UNPRINTABLE is written out (a class built at import would cost every command's
     start-up): it must match this Python's Unicode, category Cc and Cf, no more, no less."""

@@ -45,6 +45,10 @@ UNPRINTABLE = re.compile(
     "\U000110bd\U000110cd\U00013430-\U00013438\U0001bca0-\U0001bca3\U0001d173-\U0001d17a"
     "\U000e0001\U000e0020-\U000e007f]"
 )
+# What a name or an address line may hold: the Latin alphabet with every accent, ligature and
+# Vietnamese letter, digits, punctuation and currency signs. La Poste sorts mail in Latin
+# letters (AFNOR XP Z10-011), and the letters' fonts print other scripts as empty boxes.
+NOT_LATIN = re.compile("[^\x00-\u024f\u0300-\u036f\u1e00-\u1eff\u2000-\u20cf\ufb00-\ufb06]")
 CIVILITY_ON_ENVELOPE = {"M": "M", "MME": "Mme"}
 # Territories with French postcodes but a country code of their own, by postcode or prefix
 # (Saint-Barthélemy and Saint-Martin have one postcode each, inside Guadeloupe's range).
@@ -58,8 +62,8 @@ def clean_line(value: str) -> str:
     """Collapse runs of white space; refuse control characters (they break print and mail)
     and invisible formatting ones (they reorder or hide what is printed), a leading
     `= + - @`, which a spreadsheet opening an export would run as a formula, `?` or
-    U+FFFD, which stand where a spreadsheet's encoding lost a letter, and UTF-8 read as
-    Windows-1252 (`Ã©` for `é`)."""
+    U+FFFD, which stand where a spreadsheet's encoding lost a letter, another script than
+    the Latin alphabet (`NOT_LATIN`), and UTF-8 read as Windows-1252 (`Ã©` for `é`)."""
     if unprintable := UNPRINTABLE.search(value):
         character = unprintable.group()
         if unicodedata.category(character) == "Cc":
@@ -68,6 +72,13 @@ def clean_line(value: str) -> str:
         raise ValueError(f"invisible characters are not allowed (U+{ord(character):04X}, {name})")
     if "?" in value or "\ufffd" in value:
         raise ValueError(damage.lost_letter(value))
+    if foreign := NOT_LATIN.search(value):
+        character = foreign.group()
+        named = f"U+{ord(character):04X}, {unicodedata.name(character, 'unnamed')}"
+        raise ValueError(
+            f"only Latin letters can be printed for La Poste: {character!r} ({named}) is not "
+            "one; write it in Latin letters"
+        )
     if twice := damage.read_twice(value):
         raise ValueError(twice)
     cleaned = " ".join(value.split())

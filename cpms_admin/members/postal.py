@@ -269,19 +269,32 @@ def recipient_line(
     civility: str | None, first_name: str, last_name: str, envelope_name: str | None = None
 ) -> str:
     """Line 1: the agent's envelope name when there is one, else the first of these that
-    fits, in the norm's order: `Mme Jeanne DUPONT`, `Mme J. DUPONT`, `J. DUPONT`.
-    Longer than the line when none fits (the name is then refused)."""
+    fits, in the norm's order: `Mme Jeanne DUPONT`, `Mme J. DUPONT`, `J. DUPONT` (initials
+    as French writes them first: `Mme J.-P. DUPONT`). A woman's `M.` alone would read as
+    "Monsieur": `Mme DUPONT` comes before it. Longer than the line when none fits (the name
+    is then refused)."""
     if envelope_name:
         return envelope_name
     title = CIVILITY_ON_ENVELOPE.get(civility or "")
     prefix = f"{title} " if title else ""
     last = last_name.upper()
+    initials, initial = _initials(first_name), f"{first_name[:1]}."
+    read_as_monsieur = civility == "MME" and initial == "M."
     candidates = (
         f"{prefix}{first_name} {last}",
-        f"{prefix}{first_name[:1]}. {last}",
-        f"{first_name[:1]}. {last}",
+        f"{prefix}{initials} {last}",
+        f"{prefix}{initial} {last}",
+        *([f"{prefix}{last}"] if read_as_monsieur else []),
+        f"{initial} {last}",
     )
     return next((line for line in candidates if len(line) <= MAX_LINE), candidates[-1])
+
+
+def _initials(first_name: str) -> str:
+    """`J.` for Jeanne, `J.-P.` for Jean-Pierre, `M. C.` for Marie Claire."""
+    return " ".join(
+        "-".join(f"{part[:1]}." for part in word.split("-") if part) for word in first_name.split()
+    )
 
 
 # PostalAddress's fields -> the member columns that hold them.

@@ -91,7 +91,8 @@ def test_fields_can_be_cleared_and_changed_by_update(cli: Cli) -> None:
         ("MME", "Anne", "de La Rochefoucauld", "Mme Anne DE LA ROCHEFOUCAULD"),
         ("M", "Jean", "Dupont", "M Jean DUPONT"),
         # Initials as French writes them; a woman's "M." alone would read as Monsieur.
-        ("M", "Jean-Pierre", "de La Rochefoucauld-Doudeauv", "M J.-P. DE LA ROCHEFOUCAULD-DOUDEAUV"),
+        ("M", "Jean-Pierre", "de La Rochefoucauld-Doudeauv",
+         "M J.-P. DE LA ROCHEFOUCAULD-DOUDEAUV"),
         ("MME", "Marie", "de La Tour d'Auvergne-Lauraguais",
          "Mme DE LA TOUR D'AUVERGNE-LAURAGUAIS"),
         ("MME", "Marie", "X" * 35, "M. " + "X" * 35),  # nothing else fits: still printable

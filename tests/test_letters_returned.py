@@ -221,6 +221,11 @@ def test_the_print_house_file_records_every_return_once(
         (["nir", "1"], 2, "no letter_id or reference column"),
         (["letter_id", "999999"], 3, "no letter #999999"),
         (["letter_id,reason", "1," + "x" * 200_000], 2, "not a returns CSV (field larger"),
+        (
+            ["letter_id;reference", "1;L00000001", "1;L00000002"],
+            2,
+            "line 3: letter_id names #1 and reference names #2; which letter came back?",
+        ),
     ],
 )
 def test_a_bad_returns_file_changes_nothing(

@@ -89,19 +89,25 @@ def read_returns_file(path: Path) -> list[Return]:
 
 def _returns(path: Path, reader: "csv.DictReader[str]") -> list[Return]:
     columns = {name.strip().lower(): name for name in reader.fieldnames or ()}
-    id_column = next((columns[c] for c in ID_COLUMNS if c in columns), None)
-    if id_column is None:
+    id_columns = [columns[c] for c in ID_COLUMNS if c in columns]
+    if not id_columns:
         raise InvalidInput(f"{path}: no letter_id or reference column in the header")
     why_column = next((columns[c] for c in REASON_COLUMNS if c in columns), None)
     found: dict[int, Return] = {}
     for number, row in enumerate(reader, start=2):
-        value = (row.get(id_column) or "").strip()
-        if not value:
+        named: dict[int, str] = {}  # letter -> the column that named it; one row, one letter
+        for column in id_columns:
+            if value := (row.get(column) or "").strip():
+                try:
+                    named.setdefault(letter_id(value), column)
+                except InvalidInput as exc:
+                    raise InvalidInput(f"{path}: line {number}: {exc}") from None
+        if not named:
             continue
-        try:
-            letter = letter_id(value)
-        except InvalidInput as exc:
-            raise InvalidInput(f"{path}: line {number}: {exc}") from None
+        if len(named) > 1:
+            listed = " and ".join(f"{column} names #{i}" for i, column in named.items())
+            raise InvalidInput(f"{path}: line {number}: {listed}; which letter came back?")
+        [letter] = named
         why = " ".join((row.get(why_column) or "").split()) if why_column else ""
         found[letter] = Return(
             letter,

@@ -220,6 +220,26 @@ def test_an_address_abroad_follows_its_country_and_ends_with_its_french_name(
     assert not any(line in {country, "GB", "US"} for line in lines)  # no ISO code on an envelope
 
 
+def test_every_country_s_name_fits_an_envelope_line_and_reads_in_order() -> None:
+    """Saint Helena and South Georgia could not be added at all: their French names are
+    longer than a line. Index forms turned round must still read (`Îles Malouines`)."""
+    import pycountry
+
+    from cpms_admin.members.abroad import country_name
+    from cpms_admin.members.afnor import MAX_LINE, upper_line
+
+    names = {c.alpha_2: country_name(c.alpha_2) for c in pycountry.countries}
+    assert {code: n for code, n in names.items() if len(upper_line(n)) > MAX_LINE} == {}
+    assert [names[c] for c in ("SH", "FK", "TW", "VI", "RE")] == [
+        "Sainte-Hélène", "Îles Malouines", "Taïwan", "Îles Vierges des États-Unis",
+        "Île de la Réunion",
+    ]  # fmt: skip
+    assert (
+        lines_of(country="SH", postcode="STHL 1ZZ", city="Jamestown", street="Main Street")[-1]
+        == "SAINTE HELENE"
+    )
+
+
 def test_an_overseas_department_is_domestic_mail() -> None:
     assert lines_of(country="FR", postcode="97400", city="Saint-Denis") == [
         "12 RUE DE LA REPUBLIQUE",

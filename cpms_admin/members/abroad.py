@@ -38,10 +38,28 @@ def _french_names() -> gettext.NullTranslations:
     return gettext.translation("iso3166-1", pycountry.LOCALES_DIR, languages=["fr"])
 
 
+# The few whose ISO name does not fit an envelope line (38 characters) in capitals, or does
+# not read in order once its index form (`Malouines, Îles (Falkland)`) is turned round: the
+# name French uses.
+_ENVELOPE_NAMES = {
+    "BQ": "Bonaire, Saint-Eustache et Saba",
+    "FK": "Îles Malouines",
+    "GS": "Géorgie du Sud",
+    "IO": "Territoire britannique océan Indien",
+    "KP": "Corée du Nord",
+    "SH": "Sainte-Hélène",
+    "TW": "Taïwan",
+    "VA": "Vatican",
+    "VI": "Îles Vierges des États-Unis",
+}
+
+
 def country_name(country: str) -> str:
     """`GB` -> `Royaume-Uni`: the name a French envelope gives the country."""
     import pycountry
 
+    if country in _ENVELOPE_NAMES:
+        return _ENVELOPE_NAMES[country]
     found = pycountry.countries.get(alpha_2=country)
     if found is None:
         return str(_rules(country).country_name).title()

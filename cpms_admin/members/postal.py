@@ -205,8 +205,10 @@ def make_address(
     lines = address.lines()
     for line in lines:
         if len(line) > MAX_LINE:
+            field = "country" if country != "FR" and line == lines[-1] else "city"
             raise FieldError(
-                "city", f"the city line {line!r} is {len(line)} characters, at most {MAX_LINE}"
+                field,
+                f"the {field} line {line!r} is {len(line)} characters, at most {MAX_LINE}",
             )
     if len(lines) + 1 > MAX_LINES:
         raise FieldError(

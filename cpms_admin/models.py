@@ -154,6 +154,7 @@ class LetterBatch(SQLModel, table=True):
     finished_at: datetime | None = None
     letter_count: int = 0
     manifest: str | None = None  # the manifest.json document, once completed
+    published_at: datetime | None = None  # once its directory has its final name
 
 
 class Letter(SQLModel, table=True):

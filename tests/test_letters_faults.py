@@ -55,6 +55,7 @@ FAILPOINTS = [
     "letters.before_commit",
     "letters.after_commit",
     "letters.mid_publish",
+    "letters.after_publish",
 ]
 # The kill schedule of the random test comes from this seed, shown in the test's id; set
 # CPMS_TEST_SEED to try others, and to replay the one a failure names.
@@ -145,6 +146,37 @@ def test_a_run_killed_at_a_failpoint_is_finished_by_the_next_run(
     first, last = min(codes), max(codes)
     assert code_works(session, settings, system_clock, first, codes[first])
     assert code_works(session, settings, system_clock, last, codes[last])
+
+
+def test_a_committed_batch_whose_files_were_deleted_before_publishing_is_printed_again(
+    cli: Cli, session: Session, settings: Settings, tmp_path: Path
+) -> None:
+    """A run killed after its commit leaves its staging directory for the next run to
+    publish. Deleted by hand meanwhile, the batch was forgotten: its letters stayed printed,
+    their codes live, in no file. Now the next run says so, revokes those codes and prints
+    the letters again."""
+    queue_members(session, 3)
+    out = tmp_path / "out"
+    code, output = run(cli, out, failpoint="letters.after_commit")
+    assert code == -signal.SIGKILL, output
+    [staging] = out.glob(".batch-*.partial")
+    lost = {k: v for pdf in staging.glob("*.pdf*") for k, v in codes_in_file(pdf).items()}
+    assert len(lost) == 3
+    shutil.rmtree(staging)
+    code, output = next_run(cli, out)
+    assert code == 0, output
+    summary = json.loads(output[output.index("{") :])
+    assert summary["recovered"] == {"abandoned": [1], "released": 3, "published": []}
+    assert (
+        f"batch 1: committed, but {staging} was gone before it was published: its files are "
+        "lost; 3 letters back in the queue, their codes revoked"
+    ) in output
+    codes = assert_exactly_once(session, settings, out)
+    assert sorted(codes) == sorted(lost)
+    for letter_id, old in lost.items():
+        assert not code_works(session, settings, system_clock, letter_id, old)
+    first = min(codes)
+    assert code_works(session, settings, system_clock, first, codes[first])
 
 
 @pytest.mark.parametrize("seed", [SEED], ids=lambda seed: f"seed={seed}")

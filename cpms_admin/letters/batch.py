@@ -47,7 +47,7 @@ from cpms_admin.letters.files import discard, final_dir, make_staging, publish
 from cpms_admin.letters.guard import open_guard
 from cpms_admin.letters.jobs import Progress, Rendered, RenderJob, render_batch
 from cpms_admin.letters.pdf import zones
-from cpms_admin.letters.recovery import Recovered, abandon, recover
+from cpms_admin.letters.recovery import Recovered, abandon, mark_published, recover
 from cpms_admin.letters.voiding import LOST_WHILE_PRINTING, queue_again
 from cpms_admin.models import Letter, LetterBatch, Member
 from cpms_admin.pepper import Peppers, load_peppers
@@ -253,6 +253,9 @@ def _print(run: _Run, summary: BatchSummary, *, batch_id: int, total: int) -> No
     for letter_id, reason in sorted(rendered.failed.items()):
         run.hooks.log(f"letter #{letter_id} failed: {reason}")
     publish(staging, manifest, final)  # its errors say the next run will finish it
+    failpoint("letters.after_publish")
+    with Session(run.engine) as session:  # if this fails, the next run sees `final` there
+        mark_published(session, batch_id=batch_id, now=run.clock())
     summary.batch_id, summary.created_at, summary.directory = batch_id, iso(now), str(final)
     summary.printed, summary.failed, summary.pages = issued, failed, rendered.pages
     summary.letters, summary.files = rendered.letters, rendered.files

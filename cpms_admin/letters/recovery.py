@@ -1,12 +1,14 @@
 """What every letters batch run does first: finish or undo the runs that died.
 
 A dead run's batch is either still "running" (it died before its commit: its codes were never
-stored, so its files are worthless) or "completed" with its staging directory still there (it
-died after the commit, while publishing: its codes are live, so its files must be published,
-never redone). The first is abandoned and its letters go back to the queue; the second is
-published from the manifest stored with the batch. Only batches that no live run owns are
-touched (see `guard`). When the second cannot be published yet (a name taken, a full
+stored, so its files are worthless) or "completed" but not published (it died after the
+commit, while publishing: its codes are live, so its files must be published, never redone).
+The first is abandoned and its letters go back to the queue; the second is published from
+its staging directory and the manifest stored with the batch. Only batches that no live run
+owns are touched (see `guard`). When the second cannot be published yet (a name taken, a full
 disk), the run stops with that one error and the batch waits, committed, for the next run.
+A committed batch whose staging directory is gone (deleted by hand) and was never published
+is lost: its letters go back to the queue, their codes revoked, and the run says so.
 """
 
 import json
@@ -15,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from sqlalchemy import Engine, update
+from sqlalchemy import Engine, and_, or_, update
 from sqlmodel import Session, col, select
 
 from cpms_admin import audit
@@ -31,9 +33,9 @@ from cpms_admin.letters.files import (
     staging_dir,
 )
 from cpms_admin.letters.guard import RunGuard
-from cpms_admin.models import Letter, LetterBatch
+from cpms_admin.models import Letter, LetterBatch, SecurityCode, pk
 from cpms_admin.private_files import describe_entry
-from cpms_admin.vocabulary import BatchStatus, LetterStatus
+from cpms_admin.vocabulary import BatchStatus, CodeStatus, LetterStatus
 
 Log = Callable[[str], None]
 
@@ -85,9 +87,14 @@ def recover(
 ) -> Recovered:
     """Settle every batch left behind by a dead run (this database, any output directory)."""
     with Session(engine) as session:
-        ids = set(
-            session.exec(select(LetterBatch.id).where(LetterBatch.status == BatchStatus.running))
+        unfinished = or_(
+            col(LetterBatch.status) == BatchStatus.running,
+            and_(
+                col(LetterBatch.status) == BatchStatus.completed,
+                col(LetterBatch.published_at).is_(None),
+            ),
         )
+        ids = set(session.exec(select(LetterBatch.id).where(unfinished)))
         out_dirs = set(session.exec(select(LetterBatch.out_dir).distinct()))
     for directory in {out, *map(Path, out_dirs)}:
         ids |= leftovers(directory)
@@ -110,6 +117,10 @@ def _recover_one(
             return
         status, owner, manifest = batch.status, batch.owner, batch.manifest
         staging = staging_dir(Path(batch.out_dir), batch_id)
+        unpublished = status == BatchStatus.completed and batch.published_at is None
+        if unpublished and manifest and describe_entry(staging) != "a directory":
+            _settle_unpublished(session, batch, agent=agent, now=clock(), log=log, result=result)
+            return
         if status == BatchStatus.running:
             released = abandon(
                 session,
@@ -136,5 +147,87 @@ def _recover_one(
         check_files(staging, document)
         created = datetime.fromisoformat(document["created_at"])
         final = publish(staging, document, final_dir(staging.parent, batch_id, created))
+        with Session(engine) as session:
+            mark_published(session, batch_id=batch_id, now=clock())
         result.published.append(str(final))
         log(f"batch {batch_id}: committed by a run that died while publishing; published {final}")
+
+
+def mark_published(session: Session, *, batch_id: int, now: datetime) -> None:
+    """The batch's directory has its final name: recovery has nothing left to do for it."""
+    with transaction(session):
+        session.exec(
+            update(LetterBatch).where(col(LetterBatch.id) == batch_id).values(published_at=now)
+        )
+
+
+def _settle_unpublished(
+    session: Session, batch: LetterBatch, *, agent: str, now: datetime, log: Log, result: Recovered
+) -> None:
+    """A committed batch not published, whose staging directory is gone: published after
+    all when its final directory is there (its run died before saying so), else lost."""
+    batch_id, out = pk(batch), Path(batch.out_dir)
+    created = datetime.fromisoformat(json.loads(batch.manifest or "{}")["created_at"])
+    if describe_entry(final_dir(out, batch_id, created)) == "a directory":
+        mark_published(session, batch_id=batch_id, now=now)
+        return
+    released = _lose(session, batch_id=batch_id, agent=agent, now=now)
+    if released is None:  # settled by someone else first
+        return
+    result.abandoned.append(batch_id)
+    result.released += released
+    log(
+        f"batch {batch_id}: committed, but {staging_dir(out, batch_id)} was gone before it was "
+        f"published: its files are lost; {count(released, 'letter')} back in the queue, their "
+        "codes revoked"
+    )
+
+
+def _lose(session: Session, *, batch_id: int, agent: str, now: datetime) -> int | None:
+    """The letters of a committed batch whose files are lost back in the queue, their codes
+    (in no letter anyone can receive) revoked; the batch abandoned. In one transaction."""
+    with transaction(session):
+        settled = session.exec(
+            update(LetterBatch)
+            .where(
+                col(LetterBatch.id) == batch_id,
+                col(LetterBatch.status) == BatchStatus.completed,
+                col(LetterBatch.published_at).is_(None),
+            )
+            .values(status=BatchStatus.abandoned)
+            .returning(col(LetterBatch.id))
+        ).first()
+        if settled is None:
+            return None
+        letters = select(Letter.id).where(
+            col(Letter.batch_id) == batch_id, col(Letter.status) == LetterStatus.printed
+        )
+        session.exec(
+            update(SecurityCode)
+            .where(
+                col(SecurityCode.letter_id).in_(letters),
+                col(SecurityCode.status) == CodeStatus.pending,
+            )
+            .values(status=CodeStatus.revoked)
+        )
+        released = session.exec(
+            update(Letter)
+            .where(col(Letter.batch_id) == batch_id, col(Letter.status) == LetterStatus.printed)
+            .values(
+                status=LetterStatus.pending,
+                batch_id=None,
+                printed_at=None,
+                status_reason=f"batch {batch_id}'s files were lost before they were published",
+            )
+        ).rowcount
+        audit.record(
+            session,
+            agent=agent,
+            action="letters.batch_abandoned",
+            reason="its files were lost before they were published",
+            outcome="lost",
+            at=now,
+            batch_id=batch_id,
+            released=released,
+        )
+    return int(released)

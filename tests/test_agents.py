@@ -15,7 +15,7 @@ import subprocess
 import tempfile
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -120,17 +120,27 @@ def test_the_last_admin_cannot_be_disabled_or_demoted(cli: Cli, db_url: str) -> 
 @pytest.fixture
 def new_login(db_url: str) -> Iterator[str]:
     """A name that can become an agent: on PostgreSQL a login role must exist (a DBA's)."""
-    name = f"cpms_t_{uuid.uuid4().hex[:8]}"
     if db_url.startswith("sqlite"):
-        yield name
+        yield f"cpms_t_{uuid.uuid4().hex[:8]}"
         return
-    admin = create_engine(normalise_url(db_url), isolation_level="AUTOCOMMIT")
+    with created_login(db_url) as name:
+        yield name
+
+
+@contextmanager
+def created_login(url: str) -> Iterator[str]:
+    """A PostgreSQL login role of the test's own, dropped afterwards (roles are the
+    cluster's, not a database's)."""
+    name = f"cpms_t_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(normalise_url(url), isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.execute(text(f"CREATE ROLE {name} LOGIN"))
-    yield name
-    with admin.connect() as conn:
-        conn.execute(text(f"DROP ROLE {name}"))
-    admin.dispose()
+    try:
+        yield name
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f"DROP ROLE IF EXISTS {name}"))
+        admin.dispose()
 
 
 def test_a_login_role_must_exist_on_postgresql(cli: Cli, db_url: str) -> None:
@@ -576,14 +586,8 @@ def login_role(request: pytest.FixtureRequest) -> Iterator[str]:
     """A login role of the test's own, dropped afterwards."""
     if not PG_URL:
         pytest.skip("needs PostgreSQL: set CPMS_TEST_DATABASE_URL")
-    name = f"cpms_t_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(normalise_url(PG_URL), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f"CREATE ROLE {name} LOGIN"))
-    yield name
-    with admin.connect() as conn:
-        conn.execute(text(f"DROP ROLE IF EXISTS {name}"))
-    admin.dispose()
+    with created_login(PG_URL) as name:
+        yield name
 
 
 def _upgraded_database(stack: ExitStack) -> Cli:

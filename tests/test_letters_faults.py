@@ -383,24 +383,35 @@ def test_an_address_changed_while_the_letter_prints_voids_it_and_queues_it_again
     assert shown["address"]["undeliverable"] is None
 
 
+def batch_meanwhile(
+    cli: Cli, tmp_path: Path, point: str, *commands: tuple[str, ...]
+) -> dict[str, Any]:
+    """A batch held at `point` while an agent runs `commands` (each must succeed), on the real
+    clock as the batch is; the batch's summary, once it has finished cleanly."""
+    agent = Cli(cli.settings)
+    held_here = tmp_path / "held"
+    held = held_batch(cli, tmp_path / "out", point, held_here)
+    try:
+        for command in commands:
+            done = agent(*command)
+            assert done.exit_code == 0, (command, done.stderr)
+    finally:
+        held_here.unlink(missing_ok=True)
+        stdout, stderr = held.communicate(timeout=120)
+    assert (held.returncode, stderr) == (0, "")
+    summary: dict[str, Any] = json.loads(stdout)
+    return summary
+
+
 def test_an_address_changed_before_the_batch_reads_it_is_printed_as_is(
     cli: Cli, session: Session, settings: Settings, tmp_path: Path
 ) -> None:
     """Moved after the claim but before the render reads addresses: the letter bears the new
     address, so its code works and nothing is queued again."""
-    out = tmp_path / "out"
     (moving,) = queue_members(session, 1)
-    held_here = tmp_path / "held"
-    held = held_batch(cli, out, "letters.after_claim", held_here)
-    try:
-        moved = Cli(cli.settings)("member", "update", moving.nir, "--street", "9 rue Neuve",
-                                  "--postcode", "69001", "--city", "Lyon")  # fmt: skip
-        assert moved.exit_code == 0, moved.stderr
-    finally:
-        held_here.unlink(missing_ok=True)
-        stdout, stderr = held.communicate(timeout=120)
-    assert (held.returncode, stderr) == (0, "")
-    summary = json.loads(stdout)
+    move = ("member", "update", moving.nir, "--street", "9 rue Neuve", "--postcode", "69001",
+            "--city", "Lyon")  # fmt: skip
+    summary = batch_meanwhile(cli, tmp_path, "letters.after_claim", move)
     [entry] = summary["letters"]
     assert "69001 LYON" in letter_text(Path(summary["directory"]), entry)
     code = printed_codes(summary)[entry["letter_id"]]
@@ -414,20 +425,10 @@ def test_a_change_that_leaves_the_printed_address_as_it_was_voids_nothing(
     """While the letter prints, an agent corrects the member's name and writes the street in
     capitals: the letter still reaches them (its address lines are the same, the name line
     aside), so its code works and nothing is queued again."""
-    out = tmp_path / "out"
     (member,) = queue_members(session, 1)
-    agent = Cli(cli.settings)
-    held_here = tmp_path / "held"
-    held = held_batch(cli, out, "letters.before_commit", held_here)
-    try:
-        changed = agent("member", "update", member.nir, "--last-name", "Martin-Roux",
-                        "--street", "12 RUE DE LA RÉPUBLIQUE", "--reason", "typo")  # fmt: skip
-        assert changed.exit_code == 0, changed.stderr
-    finally:
-        held_here.unlink(missing_ok=True)
-        stdout, stderr = held.communicate(timeout=120)
-    assert (held.returncode, stderr) == (0, "")
-    summary = json.loads(stdout)
+    correct = ("member", "update", member.nir, "--last-name", "Martin-Roux",
+               "--street", "12 RUE DE LA RÉPUBLIQUE")  # fmt: skip
+    summary = batch_meanwhile(cli, tmp_path, "letters.before_commit", correct)
     [entry] = summary["letters"]
     code = printed_codes(summary)[entry["letter_id"]]
     assert code_works(session, settings, system_clock, entry["letter_id"], code)

@@ -5,9 +5,10 @@ made for, nowhere else. None of these functions commits: they run inside the cal
 transaction, so a code and the audit row (or letter) that goes with it land together.
 """
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Protocol
+from typing import Any, Protocol
 
 from sqlalchemy import ColumnElement, and_, or_, update
 from sqlmodel import Session, col, select
@@ -112,6 +113,20 @@ def still_counts(now: datetime) -> ColumnElement[bool]:
         status == CodeStatus.used,
         and_(status == CodeStatus.pending, col(SecurityCode.expires_at) > now),
     )
+
+
+def revoke_printed(session: Session, letters: Sequence[int] | SelectOfScalar[Any]) -> int:
+    """Revoke the pending codes printed in `letters` (their ids, or a query of them): letters
+    that will not reach their member. How many were pending."""
+    statement = (
+        update(SecurityCode)
+        .where(
+            col(SecurityCode.letter_id).in_(letters),
+            col(SecurityCode.status) == CodeStatus.pending,
+        )
+        .values(status=CodeStatus.revoked)
+    )
+    return int(session.exec(statement).rowcount)
 
 
 def revoke_code(session: Session, *, code_id: int) -> bool:

@@ -22,6 +22,7 @@ from sqlmodel import Session, col, select
 
 from cpms_admin import audit
 from cpms_admin.clock import Clock
+from cpms_admin.credentials.codes import revoke_printed
 from cpms_admin.db import transaction
 from cpms_admin.english import count
 from cpms_admin.letters.files import (
@@ -33,9 +34,9 @@ from cpms_admin.letters.files import (
     staging_dir,
 )
 from cpms_admin.letters.guard import RunGuard
-from cpms_admin.models import Letter, LetterBatch, SecurityCode, pk
+from cpms_admin.models import Letter, LetterBatch, pk
 from cpms_admin.private_files import describe_entry
-from cpms_admin.vocabulary import BatchStatus, CodeStatus, LetterStatus
+from cpms_admin.vocabulary import BatchStatus, LetterStatus
 
 Log = Callable[[str], None]
 
@@ -199,16 +200,11 @@ def _lose(session: Session, *, batch_id: int, agent: str, now: datetime) -> int 
         ).first()
         if settled is None:
             return None
-        letters = select(Letter.id).where(
-            col(Letter.batch_id) == batch_id, col(Letter.status) == LetterStatus.printed
-        )
-        session.exec(
-            update(SecurityCode)
-            .where(
-                col(SecurityCode.letter_id).in_(letters),
-                col(SecurityCode.status) == CodeStatus.pending,
-            )
-            .values(status=CodeStatus.revoked)
+        revoke_printed(
+            session,
+            select(Letter.id).where(
+                col(Letter.batch_id) == batch_id, col(Letter.status) == LetterStatus.printed
+            ),
         )
         released = session.exec(
             update(Letter)

@@ -15,18 +15,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import update
 from sqlmodel import Session, col, select
 
 from cpms_admin import audit
 from cpms_admin.clock import Clock
+from cpms_admin.credentials.codes import revoke_printed
 from cpms_admin.db import transaction
 from cpms_admin.errors import InvalidInput, NotFound, Refused
 from cpms_admin.french import agent_time
 from cpms_admin.letters.voiding import bore_old_address, void_printed
 from cpms_admin.members import undeliverable
-from cpms_admin.models import Letter, Member, SecurityCode, pk
-from cpms_admin.vocabulary import CodeStatus, LetterStatus
+from cpms_admin.models import Letter, Member, pk
+from cpms_admin.vocabulary import LetterStatus
 
 ID_COLUMNS = ("letter_id", "reference", "ref", "id")
 REASON_COLUMNS = ("reason", "motif")
@@ -170,13 +170,7 @@ def _record_one(
     letter.status = LetterStatus.returned
     letter.status_reason = f"returned undeliverable on {agent_time(now)}: {back.why}"
     session.add(letter)
-    revoked = session.exec(
-        update(SecurityCode)
-        .where(
-            col(SecurityCode.letter_id) == letter.id, col(SecurityCode.status) == CodeStatus.pending
-        )
-        .values(status=CodeStatus.revoked)
-    ).rowcount
+    revoked = revoke_printed(session, [pk(letter)])
     result.codes_revoked += revoked
     moved = moved_away or (
         member.address_changed_at is not None

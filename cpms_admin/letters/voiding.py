@@ -18,6 +18,7 @@ from sqlalchemy import update
 from sqlmodel import Session, col, select
 
 from cpms_admin import audit
+from cpms_admin.credentials.codes import revoke_printed
 from cpms_admin.letters.claim import ADDRESS_CHANGED, REASONS, chunks, moot_reasons
 from cpms_admin.models import Letter, Member, SecurityCode, pk
 from cpms_admin.vocabulary import CodeStatus, LetterStatus
@@ -63,14 +64,7 @@ def void_printed(
     letter_ids = [pk(letter) for letter in letters]
     why = MOVED_SINCE_PRINTED if moved else FLAGGED_SINCE_PRINTED
     for ids in chunks(letter_ids):
-        session.exec(
-            update(SecurityCode)
-            .where(
-                col(SecurityCode.letter_id).in_(ids),
-                col(SecurityCode.status) == CodeStatus.pending,
-            )
-            .values(status=CodeStatus.revoked)
-        )
+        revoke_printed(session, ids)
         session.exec(update(Letter).where(col(Letter.id).in_(ids)).values(status_reason=why))
     again = queue_again(session, letter_ids, now=now) if moved else {}
     for letter in letters:

@@ -78,6 +78,14 @@ def test_json_output_is_one_document_whatever_happened(tmp_path: Path) -> None:
         assert (result.returncode, line.startswith("Error: ")) == (exit_code, True), args
         assert json.loads(result.stdout) == {"error": line[7:], "exit_code": exit_code}, args
     assert run("member", "show", "123", cwd=tmp_path).stdout == ""  # people read stderr
+    # An export streamed to stdout: refused before the first member, so still a document.
+    for args, exit_code in [
+        (("--json", "members", "export", "--format", "jsonl", "--status", "bogus"), 2),
+        (("--json", "--db", "sqlite:///nowhere/x.db", "members", "export", "--format",
+          "jsonl"), 5),
+    ]:  # fmt: skip
+        result = run(*args, cwd=tmp_path)
+        assert (result.returncode, json.loads(result.stdout)["exit_code"]) == (exit_code,) * 2
     # `audit verify` prints its report, then fails: still one document.
     db = tmp_path / "data" / "cpms.db"
     subprocess.run(["sqlite3", str(db), "UPDATE audit_event SET reason = 'x'"], check=True)

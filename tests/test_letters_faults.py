@@ -369,6 +369,9 @@ def test_an_address_changed_while_the_letter_prints_voids_it_and_queues_it_again
     ) in stderr.splitlines()
     event = json.loads(cli("--json", "audit", "list", "--action", "letters.batch").stdout)[0]
     assert event["details"]["voided"] == [old.id]
+    [void] = json.loads(cli("--json", "audit", "list", "--nir", moving.nir,
+                            "--action", "letter.void").stdout)  # fmt: skip
+    assert void["details"] == {"letter_id": old.id, "queued_again": again.id}
     assert event["details"]["queued_again"] == {str(old.id): again.id}
 
     [entry] = batch(agent, out)["letters"]

@@ -53,6 +53,7 @@ def test_a_returned_letter_revokes_its_code_and_flags_the_address(
         "codes_revoked": 1,
         "members_flagged": 1,
         "address_changed_since": [],
+        "letters_voided": [],
     }
     assert not code_works(session, settings, clock, back["letter_id"], back["code"])
     [listed] = ok(cli("--json", "letters", "list", "--status", "returned"))
@@ -164,6 +165,37 @@ def test_a_letter_printed_before_the_address_changed_does_not_flag_the_new_one(
     assert (result["codes_revoked"], result["members_flagged"]) == (0, 0)
     assert result["address_changed_since"] == [back["letter_id"]]
     assert ok(cli("--json", "member", "show", nir))["address"]["undeliverable"] is None
+
+
+def test_a_name_corrected_since_printing_does_not_stop_a_return_flagging_the_address(
+    cli: Cli, session: Session, settings: Settings, tmp_path: Path, printed: dict[str, Any]
+) -> None:
+    """Only the address lines count: after the name is written in capitals (the envelope is
+    the same), a letter coming back still flags the address, and the member's other letter
+    in the post, to that same address, stops working."""
+    nir, back = next(iter(printed.items()))
+    ok(cli("code", "issue", nir, "--channel", "post", "--reason", "phone"))
+    printing = batch(cli, tmp_path / "print")
+    [other] = printing["letters"]
+    code = printed_codes(printing)[other["letter_id"]]
+    ok(cli("member", "update", nir, "--last-name", "MARTIN", "--reason", "capitals"))
+    result = ok(cli("--json", "letters", "returned", str(back["letter_id"])))
+    assert (result["members_flagged"], result["address_changed_since"]) == (1, [])
+    assert result["letters_voided"] == [other["letter_id"]]
+    assert ok(cli("--json", "member", "show", nir))["address"]["undeliverable"] is not None
+    [void] = ok(cli("--json", "audit", "list", "--action", "letter.void"))
+    assert void["details"] == {"letter_id": other["letter_id"], "queued_again": None}
+    assert not code_works(session, settings, system_clock, other["letter_id"], code)
+
+
+def test_a_move_long_after_a_letter_s_code_expired_voids_nothing(
+    cli: Cli, clock: FakeClock, printed: dict[str, Any]
+) -> None:
+    nir = next(iter(printed))
+    clock.advance(days=400)
+    moved = cli("member", "update", nir, "--street", "3 rue Neuve", "--reason", "moved")
+    assert (moved.exit_code, moved.stderr) == (0, "")
+    assert ok(cli("--json", "letters", "list", "--status", "pending")) == []
 
 
 def test_an_import_that_moves_a_member_voids_the_letter_on_its_way(

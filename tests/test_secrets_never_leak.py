@@ -139,6 +139,9 @@ def test_a_different_pepper_makes_stored_pins_and_codes_fail(cli: Cli) -> None:
     assert "is not this database's pepper" in refused.stderr
     assert "another-pepper" not in refused.stderr + refused.stdout
     assert other("code", "issue", nir, "--channel", "email").exit_code == 5
+    # An export seals its event after writing: refused before the first member leaves.
+    exported = other("members", "export", "--format", "jsonl")
+    assert (exported.exit_code, exported.stdout) == (5, "")
     assert cli("code", "issue", nir, "--channel", "email").exit_code == 0
     code = mailed_codes(cli.settings)[-1]
     with_code = other("--json", "portal", "set-pin", nir, input=f"{code}\n{PINS[0]}\n{PINS[0]}\n")

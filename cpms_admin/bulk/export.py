@@ -44,6 +44,11 @@ def members_to_export(status: str | None) -> Select[Any]:
     return query.order_by(_MEMBER.c.nir)
 
 
+def check_status(status: str | None) -> None:
+    if status is not None and status not in set(MemberStatus):
+        raise InvalidInput(f"--status must be active or closed, got {status!r}")
+
+
 def export_members(
     session: Session,
     *,
@@ -63,8 +68,7 @@ def export_members(
     export is audited (`members.export`, with the count and where it went): a bulk read
     of personal data is worth knowing about, even if it changes nothing.
     """
-    if status is not None and status not in set(MemberStatus):
-        raise InvalidInput(f"--status must be active or closed, got {status!r}")
+    check_status(status)
     query = members_to_export(status)
     options: dict[str, object] = {"sqlite_begin": "DEFERRED"}  # SQLite: one snapshot already
     if session.get_bind().dialect.name == "postgresql":

@@ -13,7 +13,6 @@ from cpms_admin.audit_chain.seal import keyring
 from cpms_admin.bulk.import_rows import MEMBER_KEYS, CheckedRow
 from cpms_admin.bulk.rows import STATUS_COLUMNS
 from cpms_admin.credentials.pins import LEGACY_PREFIX, seal_legacy_hash
-from cpms_admin.members import undeliverable
 from cpms_admin.members.fields import COLUMNS
 from cpms_admin.members.postal import address_from
 from cpms_admin.members.records import insert_members as insert_new_members
@@ -110,8 +109,9 @@ def update_members(
 ) -> list[int]:
     """New values for known members; a PIN hash only where the account never had one. The
     status columns are left as they are (an import never changes them: see import_rows). A
-    new address lifts the flag a returned letter set, as `member update` does. The ids of
-    the members whose letters now go elsewhere (letters/voiding.py)."""
+    new address (other address lines: not a name, not the same in capitals) lifts the flag a
+    returned letter set, as `member update` does. The ids of the members whose letters now
+    go elsewhere (letters/voiding.py)."""
     if not changes:
         return []
     kept: list[dict[str, object]] = []
@@ -121,10 +121,9 @@ def update_members(
         known = existing[row.nir]
         values = {name: value for name, value in row.member.items() if name not in STATUS_COLUMNS}
         values |= {"updated_at": now, "member_key": known.member_id}
-        if any(values[name] != known.values[name] for name in undeliverable.ADDRESS_FIELDS):
+        if address_from(values).lines() != address_from(known.values).lines():
             moved.append(values | _NEW_ADDRESS | {"address_changed_at": now})
-            if address_from(values).lines() != address_from(known.values).lines():
-                elsewhere.append(known.member_id)
+            elsewhere.append(known.member_id)
         else:
             kept.append(values)
     for rows in (kept, moved):

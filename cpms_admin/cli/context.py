@@ -76,6 +76,13 @@ class AppContext:
         assert self._actor is not None
         return self._actor.name
 
+    def check_pepper(self) -> None:
+        """Refuse now (exit 5) a pepper that is not the database's, for a command that seals
+        its audit event only after writing what cannot be taken back (members streamed to
+        stdout): refused at its commit, it would have written them unaudited."""
+        self.engine()
+        self._peppers()
+
     def _peppers(self) -> Peppers:
         from cpms_admin.pepper import load_peppers
 

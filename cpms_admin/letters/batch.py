@@ -48,7 +48,7 @@ from cpms_admin.letters.guard import open_guard
 from cpms_admin.letters.jobs import Progress, Rendered, RenderJob, render_batch
 from cpms_admin.letters.pdf import zones
 from cpms_admin.letters.recovery import Recovered, abandon, mark_published, recover
-from cpms_admin.letters.voiding import LOST_WHILE_PRINTING, queue_again
+from cpms_admin.letters.voiding import LOST_WHILE_PRINTING, queue_again, record_void
 from cpms_admin.models import Letter, LetterBatch, Member
 from cpms_admin.pepper import Peppers, load_peppers
 from cpms_admin.private_files import describe_entry, fsync_dir, private_dir
@@ -370,6 +370,15 @@ def _commit(
             voided=sorted(lost),
             queued_again=queued_again,
         )
+        for letter_id, key in sorted(lost.items()):  # each on its member too
+            record_void(
+                session,
+                session.get_one(Letter, letter_id),
+                why=LOST_WHILE_PRINTING.format(REASONS[key]),
+                again=queued_again,
+                agent=run.agent,
+                now=now,
+            )
     for letter_id, key in sorted(lost.items()):
         lost_line = f"letter #{letter_id}: {LOST_WHILE_PRINTING.format(REASONS[key])}"
         if letter_id in queued_again:

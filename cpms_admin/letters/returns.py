@@ -48,6 +48,8 @@ class ReturnsResult:
     members_flagged: int = 0
     # Printed before the address last changed: recorded, the new address not flagged.
     address_changed_since: list[int] = field(default_factory=list)
+    # The members' other letters in the post to an address now flagged: their codes revoked.
+    letters_voided: list[int] = field(default_factory=list)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -56,6 +58,7 @@ class ReturnsResult:
             "codes_revoked": self.codes_revoked,
             "members_flagged": self.members_flagged,
             "address_changed_since": self.address_changed_since,
+            "letters_voided": self.letters_voided,
         }
 
 
@@ -186,7 +189,9 @@ def _record_one(
         result.members_flagged += 1
         # The member's other letters in the post go to the same address: they will not
         # arrive either, and their codes must not work wherever they end up.
-        void_printed(session, [pk(member)], moved=False, agent=agent, now=now)
+        result.letters_voided += void_printed(
+            session, [pk(member)], moved=False, agent=agent, now=now
+        )
     result.returned.append(letter.id or 0)
     audit.record(
         session,

@@ -41,7 +41,7 @@ def bore_old_address(letter: Letter) -> bool:
 def void_printed(
     session: Session, member_ids: Sequence[int], *, moved: bool, agent: str, now: datetime
 ) -> dict[int, int | None]:
-    """Void the printed letters of `member_ids` whose code is pending, in the caller's
+    """Void the printed letters of `member_ids` whose code is live, in the caller's
     transaction: the members' addresses have changed (`moved`) or were found undeliverable.
     Letter id -> the letter queued again in its place (None when it is not: undeliverable,
     or moot). Audited per letter (`letter.void`, on its member)."""
@@ -55,6 +55,7 @@ def void_printed(
                 col(Letter.member_id).in_(ids),
                 col(Letter.status) == LetterStatus.printed,
                 col(SecurityCode.status) == CodeStatus.pending,
+                col(SecurityCode.expires_at) > now,  # an expired code works nowhere
             )
             .order_by(col(Letter.id))
         )
@@ -68,17 +69,25 @@ def void_printed(
         session.exec(update(Letter).where(col(Letter.id).in_(ids)).values(status_reason=why))
     again = queue_again(session, letter_ids, now=now) if moved else {}
     for letter in letters:
-        audit.record(
-            session,
-            agent=agent,
-            action="letter.void",
-            member=session.get(Member, letter.member_id),
-            reason=why,
-            at=now,
-            letter_id=letter.id,
-            queued_again=again.get(pk(letter)),
-        )
+        record_void(session, letter, why=why, again=again, agent=agent, now=now)
     return {letter_id: again.get(letter_id) for letter_id in letter_ids}
+
+
+def record_void(
+    session: Session, letter: Letter, *, why: str, again: dict[int, int], agent: str, now: datetime
+) -> None:
+    """The `letter.void` event of a voided letter, on its member: `again` maps it to the
+    letter queued in its place, if any."""
+    audit.record(
+        session,
+        agent=agent,
+        action="letter.void",
+        member=session.get(Member, letter.member_id),
+        reason=why,
+        at=now,
+        letter_id=letter.id,
+        queued_again=again.get(pk(letter)),
+    )
 
 
 def queue_again(session: Session, letter_ids: Sequence[int], *, now: datetime) -> dict[int, int]:

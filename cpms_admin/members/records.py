@@ -238,17 +238,18 @@ def update_member(
         fields = _validate_update(before, changes)
         after = as_strings(fields.as_row())
         changed = sorted(name for name in COLUMNS if after[name] != before[name])
-        moved = any(name in undeliverable.ADDRESS_FIELDS for name in changed)
         if not changed and not (address_confirmed and undeliverable.is_flagged(member)):
             return MemberUpdate(member, changed=[], undeliverable_cleared=False)
         delivered_to = delivery_lines(member)
         apply_fields(member, fields, clock())
+        # Moved: the lines a letter goes by are others (not a name, not the same in capitals).
+        moved = delivery_lines(member) != delivered_to
         if moved:
             member.address_changed_at = member.updated_at
         cleared = undeliverable.clear(member) if moved or address_confirmed else False
         voided = (
             void_printed(session, [pk(member)], moved=True, agent=agent, now=member.updated_at)
-            if delivery_lines(member) != delivered_to
+            if moved
             else {}
         )
         audit.record(

@@ -11,19 +11,6 @@ from cpms_admin.french import agent_time
 from cpms_admin.models import Member
 
 # The fields of the printed address block: changing one is updating the address.
-ADDRESS_FIELDS = (
-    "street",
-    "address_complement",
-    "address_building",
-    "locality",
-    "postcode",
-    "city",
-    "country",
-    "envelope_name",
-    "civility",
-    "first_name",
-    "last_name",
-)
 NPAI = "NPAI (n'habite pas à l'adresse indiquée)"
 
 

@@ -301,6 +301,9 @@ def returned(
     ]
     if result.already_returned:
         lines.append(f"Already recorded: {len(result.already_returned)}.")
+    if result.letters_voided:
+        listed = ", ".join(f"#{letter_id}" for letter_id in result.letters_voided)
+        lines.append(f"Also on their way to an address now flagged, their codes revoked: {listed}.")
     if result.address_changed_since:
         listed = ", ".join(f"#{letter_id}" for letter_id in result.address_changed_since)
         lines.append(

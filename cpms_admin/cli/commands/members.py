@@ -293,7 +293,7 @@ def export(
 
     Example: cpms-admin members export --format xlsx --out adherents.xlsx
     """
-    from cpms_admin.bulk.export import export_members
+    from cpms_admin.bulk.export import check_status, export_members
 
     app_ = app_context(ctx)
     out = None if out == Path("-") else out
@@ -307,6 +307,8 @@ def export(
         raise InvalidInput("an XLSX workbook is binary: give --out FILE.xlsx")
     destination = str(out) if out else "stdout"
     target: AbstractContextManager[IO[Any]]
+    check_status(status)
+    app_.check_pepper()
     if out is None:
         app_.stdout_taken = True  # the members themselves, streamed
         target = _standard_output(binary=binary)

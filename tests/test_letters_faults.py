@@ -369,6 +369,17 @@ def test_an_address_changed_while_the_letter_prints_voids_it_and_queues_it_again
     ) in stderr.splitlines()
     event = json.loads(cli("--json", "audit", "list", "--action", "letters.batch").stdout)[0]
     assert event["details"]["voided"] == [old.id]
+    assert summary["pull"] == [
+        {
+            "letter_id": old.id,
+            "reason": "the member's address changed while it was printed: its code does not "
+            "work; pull it from the print run",
+        }
+    ]
+    assert (
+        json.loads((Path(summary["directory"]) / "manifest.json").read_text())["pull"]
+        == (summary["pull"])
+    )
     [void] = json.loads(cli("--json", "audit", "list", "--nir", moving.nir,
                             "--action", "letter.void").stdout)  # fmt: skip
     assert void["details"] == {"letter_id": old.id, "queued_again": again.id}

@@ -97,6 +97,7 @@ class BatchSummary:
     pages: int = 0
     letters: list[dict[str, Any]] = field(default_factory=list)
     files: list[dict[str, Any]] = field(default_factory=list)
+    pull: list[dict[str, Any]] = field(default_factory=list)  # as in the manifest
     # What the print house's order form asks (`_order_form`); None while nothing was printed.
     order: dict[str, Any] = field(
         default_factory=lambda: dict.fromkeys(
@@ -131,6 +132,7 @@ class BatchSummary:
             # As in the manifest (docs/scripting.md): a script may read either.
             "letters": self.letters,
             "files": self.files,
+            "pull": self.pull,
             "recovered": {
                 "abandoned": self.recovered.abandoned,
                 "released": self.recovered.released,
@@ -258,7 +260,11 @@ def _print(run: _Run, summary: BatchSummary, *, batch_id: int, total: int) -> No
         mark_published(session, batch_id=batch_id, now=run.clock())
     summary.batch_id, summary.created_at, summary.directory = batch_id, iso(now), str(final)
     summary.printed, summary.failed, summary.pages = issued, failed, rendered.pages
-    summary.letters, summary.files = rendered.letters, rendered.files
+    summary.letters, summary.files, summary.pull = (
+        rendered.letters,
+        rendered.files,
+        manifest["pull"],
+    )
     summary.order = _order_form(run, rendered)
 
 
@@ -320,6 +326,12 @@ def _commit(
             ).items()
             if letter_id not in rendered.failed
         }
+        # The print house's list of letters to take out of the run (in the files, but their
+        # codes will not work): in the manifest it stores and publishes.
+        manifest["pull"] = [
+            {"letter_id": letter_id, "reason": LOST_WHILE_PRINTING.format(REASONS[key])}
+            for letter_id, key in sorted(lost.items())
+        ]
         failpoint("letters.members_held")
         completed = session.exec(
             update(LetterBatch)

@@ -168,7 +168,7 @@ def test_long_first_name_shrinks_to_initial_on_the_envelope() -> None:
     from cpms_admin.members.postal import recipient_line
 
     line = recipient_line("MME", "Marie-Chantal-Bénédicte", "de Montmorency-Laval")
-    assert line == "Mme M. DE MONTMORENCY-LAVAL"
+    assert line == "Mme M.-C.-B. DE MONTMORENCY-LAVAL"  # a compound name's initials, French
 
 
 @pytest.mark.parametrize(

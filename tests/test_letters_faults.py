@@ -338,17 +338,9 @@ def test_an_address_changed_while_the_letter_prints_voids_it_and_queues_it_again
     out = tmp_path / "out"
     moving, staying = queue_members(session, 2)
     agent = Cli(cli.settings)  # the batch runs on the real clock, so the agent does too
-    held_here = tmp_path / "held"
-    held = held_batch(cli, out, "letters.before_commit", held_here)
-    try:
-        moved = agent("member", "update", moving.nir, "--street", "9 rue Neuve",
-                      "--postcode", "69001", "--city", "Lyon", "--reason", "moved")  # fmt: skip
-        assert moved.exit_code == 0, moved.stderr
-    finally:
-        held_here.unlink(missing_ok=True)
-        stdout, stderr = held.communicate(timeout=120)
-    assert held.returncode == 0, stderr
-    summary = json.loads(stdout)
+    move = ("member", "update", moving.nir, "--street", "9 rue Neuve", "--postcode", "69001",
+            "--city", "Lyon", "--reason", "moved")  # fmt: skip
+    summary, stderr = batch_meanwhile(cli, tmp_path, "letters.before_commit", move)
     codes = printed_codes(summary)
     session.expire_all()
     old, kept = (
@@ -399,9 +391,9 @@ def test_an_address_changed_while_the_letter_prints_voids_it_and_queues_it_again
 
 def batch_meanwhile(
     cli: Cli, tmp_path: Path, point: str, *commands: tuple[str, ...]
-) -> dict[str, Any]:
+) -> tuple[dict[str, Any], str]:
     """A batch held at `point` while an agent runs `commands` (each must succeed), on the real
-    clock as the batch is; the batch's summary, once it has finished cleanly."""
+    clock as the batch is; the batch's summary and its stderr, once it has succeeded."""
     agent = Cli(cli.settings)
     held_here = tmp_path / "held"
     held = held_batch(cli, tmp_path / "out", point, held_here)
@@ -412,9 +404,9 @@ def batch_meanwhile(
     finally:
         held_here.unlink(missing_ok=True)
         stdout, stderr = held.communicate(timeout=120)
-    assert (held.returncode, stderr) == (0, "")
+    assert held.returncode == 0, stderr
     summary: dict[str, Any] = json.loads(stdout)
-    return summary
+    return summary, stderr
 
 
 def test_an_address_changed_before_the_batch_reads_it_is_printed_as_is(
@@ -425,7 +417,8 @@ def test_an_address_changed_before_the_batch_reads_it_is_printed_as_is(
     (moving,) = queue_members(session, 1)
     move = ("member", "update", moving.nir, "--street", "9 rue Neuve", "--postcode", "69001",
             "--city", "Lyon")  # fmt: skip
-    summary = batch_meanwhile(cli, tmp_path, "letters.after_claim", move)
+    summary, stderr = batch_meanwhile(cli, tmp_path, "letters.after_claim", move)
+    assert stderr == ""
     [entry] = summary["letters"]
     assert "69001 LYON" in letter_text(Path(summary["directory"]), entry)
     code = printed_codes(summary)[entry["letter_id"]]
@@ -442,7 +435,8 @@ def test_a_change_that_leaves_the_printed_address_as_it_was_voids_nothing(
     (member,) = queue_members(session, 1)
     correct = ("member", "update", member.nir, "--last-name", "Martin-Roux",
                "--street", "12 RUE DE LA RÉPUBLIQUE")  # fmt: skip
-    summary = batch_meanwhile(cli, tmp_path, "letters.before_commit", correct)
+    summary, stderr = batch_meanwhile(cli, tmp_path, "letters.before_commit", correct)
+    assert stderr == ""
     [entry] = summary["letters"]
     code = printed_codes(summary)[entry["letter_id"]]
     assert code_works(session, settings, system_clock, entry["letter_id"], code)

@@ -326,11 +326,14 @@ def _commit(
             ).items()
             if letter_id not in rendered.failed
         }
+        why = {
+            letter_id: LOST_WHILE_PRINTING.format(REASONS[key])
+            for letter_id, key in sorted(lost.items())
+        }
         # The print house's list of letters to take out of the run (in the files, but their
         # codes will not work): in the manifest it stores and publishes.
         manifest["pull"] = [
-            {"letter_id": letter_id, "reason": LOST_WHILE_PRINTING.format(REASONS[key])}
-            for letter_id, key in sorted(lost.items())
+            {"letter_id": letter_id, "reason": reason} for letter_id, reason in why.items()
         ]
         failpoint("letters.members_held")
         completed = session.exec(
@@ -354,7 +357,7 @@ def _commit(
             rendered=rendered,
             now=now,
             made_at=codes_made_at,
-            lost=lost,
+            lost=why,
         )
         printed = session.exec(
             update(Letter)
@@ -382,17 +385,17 @@ def _commit(
             voided=sorted(lost),
             queued_again=queued_again,
         )
-        for letter_id, key in sorted(lost.items()):  # each on its member too
+        for letter_id, reason in why.items():  # each on its member too
             record_void(
                 session,
                 session.get_one(Letter, letter_id),
-                why=LOST_WHILE_PRINTING.format(REASONS[key]),
+                why=reason,
                 again=queued_again,
                 agent=run.agent,
                 now=now,
             )
-    for letter_id, key in sorted(lost.items()):
-        lost_line = f"letter #{letter_id}: {LOST_WHILE_PRINTING.format(REASONS[key])}"
+    for letter_id, reason in why.items():
+        lost_line = f"letter #{letter_id}: {reason}"
         if letter_id in queued_again:
             lost_line += f"; queued again as letter #{queued_again[letter_id]}"
         run.hooks.log(lost_line)
@@ -431,9 +434,9 @@ def _store_codes(
     made_at: datetime,
     lost: dict[int, str],
 ) -> list[int]:
-    """Store the printed codes' hashes, those of the `lost` letters revoked; the letters
-    whose code a newer one superseded. Each such letter says why its code will not work
-    (printed all the same: support should know)."""
+    """Store the printed codes' hashes, those of the `lost` letters (id -> why) revoked; the
+    letters whose code a newer one superseded. Each such letter says why its code will not
+    work (printed all the same: support should know)."""
     asked_by = dict(
         session.exec(
             select(Letter.id, Letter.requested_by).where(col(Letter.batch_id) == batch_id)
@@ -453,8 +456,8 @@ def _store_codes(
         void=lost,
     )
     reasons: dict[str, list[int]] = {SUPERSEDED_WHILE_PRINTING: newer}
-    for letter_id, key in lost.items():
-        reasons.setdefault(LOST_WHILE_PRINTING.format(REASONS[key]), []).append(letter_id)
+    for letter_id, reason in lost.items():
+        reasons.setdefault(reason, []).append(letter_id)
     for reason, letter_ids in reasons.items():
         if letter_ids:
             session.exec(

@@ -50,6 +50,12 @@ def final_dir(out: Path, batch_id: int, created_at: datetime) -> Path:
     return out / f"batch-{batch_id}-{created_at:%Y%m%d-%H%M%S}"
 
 
+def published_dir(out: Path, manifest: dict[str, Any]) -> Path:
+    """The final directory of the committed batch whose manifest this is."""
+    created = datetime.fromisoformat(manifest["created_at"])
+    return final_dir(out, manifest["batch_id"], created)
+
+
 def make_staging(out: Path, batch_id: int) -> Path:
     """The batch's private staging directory, new: `out` was checked by `private_dir`."""
     staging = staging_dir(out, batch_id)

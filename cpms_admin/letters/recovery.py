@@ -28,9 +28,9 @@ from cpms_admin.english import count
 from cpms_admin.letters.files import (
     check_files,
     discard,
-    final_dir,
     leftovers,
     publish,
+    published_dir,
     staging_dir,
 )
 from cpms_admin.letters.guard import RunGuard
@@ -146,8 +146,7 @@ def _recover_one(
     elif status == BatchStatus.completed and describe_entry(staging) == "a directory" and manifest:
         document = json.loads(manifest)
         check_files(staging, document)
-        created = datetime.fromisoformat(document["created_at"])
-        final = publish(staging, document, final_dir(staging.parent, batch_id, created))
+        final = publish(staging, document, published_dir(staging.parent, document))
         with Session(engine) as session:
             mark_published(session, batch_id=batch_id, now=clock())
         result.published.append(str(final))
@@ -168,8 +167,7 @@ def _settle_unpublished(
     """A committed batch not published, whose staging directory is gone: published after
     all when its final directory is there (its run died before saying so), else lost."""
     batch_id, out = pk(batch), Path(batch.out_dir)
-    created = datetime.fromisoformat(json.loads(batch.manifest or "{}")["created_at"])
-    if describe_entry(final_dir(out, batch_id, created)) == "a directory":
+    if describe_entry(published_dir(out, json.loads(batch.manifest or "{}"))) == "a directory":
         mark_published(session, batch_id=batch_id, now=now)
         return
     released = _lose(session, batch_id=batch_id, agent=agent, now=now)

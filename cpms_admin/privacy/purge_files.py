@@ -32,7 +32,7 @@ from sqlmodel import col, select
 from cpms_admin.db import transaction
 from cpms_admin.errors import InvalidInput
 from cpms_admin.faults import failpoint
-from cpms_admin.letters.files import final_dir, staging_dir
+from cpms_admin.letters.files import published_dir, staging_dir
 from cpms_admin.models import Letter, LetterBatch, SecurityCode
 from cpms_admin.privacy.retention import Found, Rule, Scope, record_category
 from cpms_admin.private_files import describe_entry, directory_fd, is_teams
@@ -192,8 +192,7 @@ def _due_batches(scope: Scope, before: datetime) -> _Batches:
 
 def _add_batch(due: _Batches, dir_fd: int | None, out: Path, batch: LetterBatch) -> None:
     assert batch.id is not None and batch.manifest is not None and batch.finished_at
-    created = datetime.fromisoformat(json.loads(batch.manifest)["created_at"])
-    name = final_dir(out, batch.id, created).name
+    name = published_dir(out, json.loads(batch.manifest)).name
     kind = None if dir_fd is None else _entry(dir_fd, name, directory=True)
     if kind not in (None, OURS):
         due.skipped.append(f"{out / name} is {kind}: left alone")

@@ -4,6 +4,7 @@ letter goes there until an agent updates the address. Every return is audited.""
 
 import csv
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -165,6 +166,46 @@ def test_a_letter_printed_before_the_address_changed_does_not_flag_the_new_one(
     assert (result["codes_revoked"], result["members_flagged"]) == (0, 0)
     assert result["address_changed_since"] == [back["letter_id"]]
     assert ok(cli("--json", "member", "show", nir))["address"]["undeliverable"] is None
+
+
+def test_a_member_who_moved_and_came_back_has_the_address_flagged_by_a_letter_sent_there(
+    cli: Cli, clock: FakeClock, printed: dict[str, Any]
+) -> None:
+    """The letter bore the address the member has again (a typo made, then put right): the
+    post has shown that address undeliverable, whatever happened in between."""
+    nir, back = next(iter(printed.items()))
+    street = ok(cli("--json", "member", "show", nir))["address"]["street"]
+    clock.advance(days=1)
+    ok(cli("member", "update", nir, "--street", "3 rue Neuve", "--reason", "typo"))
+    clock.advance(days=1)
+    ok(cli("member", "update", nir, "--street", street, "--reason", "typo put right"))
+    result = ok(cli("--json", "letters", "returned", str(back["letter_id"])))
+    assert (result["members_flagged"], result["address_changed_since"]) == (1, [])
+    assert ok(cli("--json", "member", "show", nir))["address"]["undeliverable"] is not None
+
+
+def test_a_printed_letter_keeps_its_address_only_as_a_keyed_digest(
+    session: Session, printed: dict[str, Any]
+) -> None:
+    """Two letters to members at the same address keep different values, and neither holds
+    a word of the address: it is personal data, and only the pepper can compare it."""
+    kept = [session.get_one(Letter, back["letter_id"]).printed_to for back in printed.values()]
+    assert all(re.fullmatch(r"[0-9a-f]{16}\$[0-9a-f]{64}", value or "") for value in kept), kept
+    assert kept[0] != kept[1]
+
+
+def test_a_letter_whose_pepper_has_gone_is_judged_by_dates(
+    cli: Cli, session: Session, clock: FakeClock, printed: dict[str, Any]
+) -> None:
+    """Its digest cannot be compared (the pepper that made it left the pepper file): the
+    return is still recorded, and the address flagged as the member has not moved since."""
+    back = next(iter(printed.values()))
+    letter = session.get_one(Letter, back["letter_id"])
+    letter.printed_to = f"k9${letter.printed_to}"
+    session.add(letter)
+    session.commit()
+    result = ok(cli("--json", "letters", "returned", str(back["letter_id"])))
+    assert (result["members_flagged"], result["address_changed_since"]) == (1, [])
 
 
 def test_a_name_corrected_since_printing_does_not_stop_a_return_flagging_the_address(

@@ -16,7 +16,15 @@ from sqlmodel import Session, col, select
 from cpms_admin.audit_chain import archive_events_into
 from cpms_admin.db import sqlite_path
 from cpms_admin.errors import NotReady
-from cpms_admin.models import Account, AuditEvent, CodeRequest, LetterBatch, Member, UnknownLogin
+from cpms_admin.models import (
+    Account,
+    AuditEvent,
+    CodeRequest,
+    Letter,
+    LetterBatch,
+    Member,
+    UnknownLogin,
+)
 from cpms_admin.privacy import pseudonymise, purge_files
 from cpms_admin.settings import load_settings
 from tests.audit_helpers import audit_of
@@ -213,6 +221,9 @@ def test_a_pseudonymised_member_is_no_one_but_their_audit_events_remain(
     close(cli, nir)
     member_id = member_row(session, nir).id
     assert member_id is not None
+    session.add(Letter(member_id=member_id, kind="welcome", purpose="first_login",
+                       status="printed", printed_to="0" * 16 + "$" + "1" * 64))  # fmt: skip
+    session.commit()
     story = audit_of(cli, nir)
     assert [e["action"] for e in story] == ["member.add", "member.close"]
     clock.advance(days=731)
@@ -226,6 +237,8 @@ def test_a_pseudonymised_member_is_no_one_but_their_audit_events_remain(
     assert member.search_text == "" and member.pseudonymised_at == clock.now
     account = session.get(Account, member_id)
     assert account is not None and account.pin_hash is None
+    letters = session.exec(select(Letter).where(Letter.member_id == member_id)).all()
+    assert [letter.printed_to for letter in letters if letter.status == "printed"] == [None]
     # Nowhere to be found by what was theirs, in listings or exports.
     for args in (["--search", "Zébulon"], ["--status", "closed"], ["--all"]):
         listed = json.loads(cli("--json", "member", "list", *args).stdout)

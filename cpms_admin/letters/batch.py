@@ -26,8 +26,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, update
-from sqlmodel import Session, col, select
+from sqlalchemy import Engine, bindparam, update
+from sqlmodel import Session, SQLModel, col, select
 
 from cpms_admin import audit
 from cpms_admin.clock import Clock, iso
@@ -49,6 +49,7 @@ from cpms_admin.letters.jobs import Progress, Rendered, RenderJob, render_batch
 from cpms_admin.letters.pdf import zones
 from cpms_admin.letters.recovery import Recovered, abandon, mark_published, recover
 from cpms_admin.letters.voiding import LOST_WHILE_PRINTING, queue_again, record_void
+from cpms_admin.members.postal import lines_digest
 from cpms_admin.models import Letter, LetterBatch, Member
 from cpms_admin.pepper import Peppers, load_peppers
 from cpms_admin.private_files import describe_entry, fsync_dir, private_dir
@@ -364,6 +365,7 @@ def _commit(
             .where(col(Letter.batch_id) == batch_id, col(Letter.status) == LetterStatus.claimed)
             .values(status=LetterStatus.printed, printed_at=now)
         ).rowcount
+        _keep_addresses(session, run, rendered)
         moved = sorted(letter_id for letter_id, key in lost.items() if key == ADDRESS_CHANGED)
         queued_again = queue_again(session, moved, now=now) if moved else {}
         if printed != len(rendered.issued):
@@ -399,6 +401,22 @@ def _commit(
         if letter_id in queued_again:
             lost_line += f"; queued again as letter #{queued_again[letter_id]}"
         run.hooks.log(lost_line)
+
+
+def _keep_addresses(session: Session, run: _Run, rendered: Rendered) -> None:
+    """Each printed letter keeps a keyed digest of the address lines it bore, for the day it
+    comes back (letters/returns.py)."""
+    kept = [
+        {"letter_key": i.letter_id, "printed_to": lines_digest(run.pepper, i.delivery_lines)}
+        for i in rendered.issued
+        if i.letter_id not in rendered.failed
+    ]
+    if kept:
+        letters = SQLModel.metadata.tables["letter"]  # Core: one UPDATE run for every row
+        session.execute(
+            update(letters).where(letters.c.id == bindparam("letter_key")),
+            kept,
+        )
 
 
 def _mark_failed(

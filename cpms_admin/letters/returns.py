@@ -4,8 +4,9 @@ l'adresse indiquée"), one by its id or many from the print house's file.
 In one transaction: each letter is marked returned, the code it carried is revoked (the
 letter may have been opened by someone else), and the member's address is flagged
 undeliverable, so no letter goes there until an agent updates it (`members.undeliverable`);
-each return is audited on its member. A letter printed before the member's address last
-changed does not flag the new address. Recording a return twice changes nothing.
+each return is audited on its member. A letter that bore another address than the member's
+current one (compared by the keyed digest the batch kept of its lines, `Letter.printed_to`)
+does not flag the member's address. Recording a return twice changes nothing.
 """
 
 import csv
@@ -23,9 +24,10 @@ from cpms_admin.credentials.codes import revoke_printed
 from cpms_admin.db import transaction
 from cpms_admin.errors import InvalidInput, NotFound, Refused
 from cpms_admin.french import agent_time
-from cpms_admin.letters.voiding import bore_old_address, void_printed
+from cpms_admin.letters.voiding import bore_other_address, void_printed
 from cpms_admin.members import undeliverable
 from cpms_admin.models import Letter, Member, pk
+from cpms_admin.pepper import Peppers
 from cpms_admin.vocabulary import LetterStatus
 
 ID_COLUMNS = ("letter_id", "reference", "ref", "id")
@@ -124,7 +126,13 @@ def _returns(path: Path, reader: "csv.DictReader[str]") -> list[Return]:
 
 
 def record_returns(
-    session: Session, *, returns: list[Return], agent: str, reason: str, clock: Clock
+    session: Session,
+    *,
+    returns: list[Return],
+    peppers: Peppers,
+    agent: str,
+    reason: str,
+    clock: Clock,
 ) -> ReturnsResult:
     """Record the returned letters (see the module docstring); nothing changes if any of them
     is unknown or was never printed."""
@@ -150,7 +158,14 @@ def record_returns(
                 result.already_returned.append(back.letter_id)
                 continue
             _record_one(
-                session, letter, back=back, agent=agent, reason=reason, now=now, result=result
+                session,
+                letter,
+                back=back,
+                peppers=peppers,
+                agent=agent,
+                reason=reason,
+                now=now,
+                result=result,
             )
     return result
 
@@ -160,6 +175,7 @@ def _record_one(
     letter: Letter,
     *,
     back: Return,
+    peppers: Peppers,
     agent: str,
     reason: str,
     now: Any,
@@ -169,17 +185,12 @@ def _record_one(
     # holds its members first: taking a code first could deadlock with it on PostgreSQL).
     member = session.get(Member, letter.member_id, with_for_update=True, populate_existing=True)
     assert member is not None, "a letter's member exists"
-    moved_away = bore_old_address(letter)  # before its reason gives way to the return's
+    moved = bore_other_address(letter, member, peppers)  # before the return's reason
     letter.status = LetterStatus.returned
     letter.status_reason = f"returned undeliverable on {agent_time(now)}: {back.why}"
     session.add(letter)
     revoked = revoke_printed(session, [pk(letter)])
     result.codes_revoked += revoked
-    moved = moved_away or (
-        member.address_changed_at is not None
-        and letter.printed_at is not None
-        and member.address_changed_at > letter.printed_at
-    )
     flagged = not moved and not undeliverable.is_flagged(member)
     if moved:
         result.address_changed_since.append(letter.id or 0)

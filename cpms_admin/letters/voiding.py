@@ -20,7 +20,9 @@ from sqlmodel import Session, col, select
 from cpms_admin import audit
 from cpms_admin.credentials.codes import revoke_printed
 from cpms_admin.letters.claim import ADDRESS_CHANGED, REASONS, chunks, moot_reasons
+from cpms_admin.members.postal import delivery_lines, same_lines
 from cpms_admin.models import Letter, Member, SecurityCode, pk
+from cpms_admin.pepper import Peppers
 from cpms_admin.vocabulary import CodeStatus, LetterStatus
 
 LOST_WHILE_PRINTING = "{} while it was printed: its code does not work; pull it from the print run"
@@ -28,14 +30,24 @@ MOVED_SINCE_PRINTED = "the member's address changed since it was printed: its co
 FLAGGED_SINCE_PRINTED = (
     "the address was found undeliverable since it was printed: its code does not work"
 )
-# What a letter that bore an address the member has left says of itself (`bore_old_address`).
+# What a letter that bore an address the member has left says of itself (`bore_other_address`).
 _BORE_OLD_ADDRESS = (LOST_WHILE_PRINTING.format(REASONS[ADDRESS_CHANGED]), MOVED_SINCE_PRINTED)
 
 
-def bore_old_address(letter: Letter) -> bool:
-    """Whether `letter` was voided because the member's address changed once it was laid out:
-    coming back, it says nothing of the address the member has now."""
-    return letter.status_reason in _BORE_OLD_ADDRESS
+def bore_other_address(letter: Letter, member: Member, peppers: Peppers) -> bool:
+    """Whether `letter` bore an address other than the member's current one: coming back, it
+    says nothing of the address the member has now. A letter printed before its address was
+    kept (or whose pepper has since gone) is judged by dates: voided for bearing an old
+    address, or printed before the member's address last changed."""
+    if letter.printed_to is not None:
+        same = same_lines(letter.printed_to, delivery_lines(member), peppers)
+        if same is not None:
+            return not same
+    return letter.status_reason in _BORE_OLD_ADDRESS or (
+        member.address_changed_at is not None
+        and letter.printed_at is not None
+        and member.address_changed_at > letter.printed_at
+    )
 
 
 def void_printed(

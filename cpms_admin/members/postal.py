@@ -15,16 +15,20 @@ typography and, where a line is too long, with its standard abbreviations (`afno
 Addresses abroad take their country's order of the last lines (`abroad`).
 """
 
+import hashlib
+import hmac
 import re
+import secrets
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
 from typing import TYPE_CHECKING, Any
 
-from cpms_admin.errors import FieldError
+from cpms_admin.errors import FieldError, NotReady
 from cpms_admin.members import abroad, afnor, damage, places
 from cpms_admin.members.afnor import MAX_LINE, machine_line, upper_line
+from cpms_admin.pepper import Peppers, tagged, untagged
 
 if TYPE_CHECKING:
     from cpms_admin.models import Member
@@ -50,6 +54,7 @@ UNPRINTABLE = re.compile(
 # letters (AFNOR XP Z10-011), and the letters' fonts print other scripts as empty boxes.
 NOT_LATIN = re.compile("[^\x00-\u024f\u0300-\u036f\u1e00-\u1eff\u2000-\u20cf\ufb00-\ufb06]")
 CIVILITY_ON_ENVELOPE = {"M": "M", "MME": "Mme"}
+_LINES_KEY_LABEL = b"cpms-address-v1"  # separates this key from the code and PIN keys
 # Territories with French postcodes but a country code of their own, by postcode or prefix
 # (Saint-Barthélemy and Saint-Martin have one postcode each, inside Guadeloupe's range).
 _OWN_COUNTRY = {"97133": "BL", "97150": "MF", "980": "MC", "986": "WF", "987": "PF", "988": "NC"}
@@ -331,3 +336,28 @@ def address_lines(member: "Member") -> list[str]:
 def delivery_lines(member: "Member") -> tuple[str, ...]:
     """The block below the name: where a letter to the member goes."""
     return tuple(postal_address(member).lines())
+
+
+def lines_digest(peppers: Peppers, lines: Sequence[str]) -> str:
+    """What a printed letter keeps of the address lines it bore (`Letter.printed_to`): a nonce
+    and a digest keyed with the pepper, "<nonce>$<hex>", tagged with the pepper's id after a
+    rotation. It tells only whether an address is the same: an address is personal data."""
+    nonce = secrets.token_hex(8)
+    return tagged(peppers.current_id, "$", f"{nonce}${_digest(peppers.current, nonce, lines)}")
+
+
+def same_lines(stored: str, lines: Sequence[str], peppers: Peppers) -> bool | None:
+    """Whether `lines` are those `stored` (from `lines_digest`) was made of; None when the
+    pepper that made it is no longer at hand."""
+    key_id, value = untagged(stored, "$")
+    nonce, _, kept = value.partition("$")
+    try:
+        pepper = peppers.get(key_id)
+    except NotReady:
+        return None
+    return hmac.compare_digest(_digest(pepper, nonce, lines).encode(), kept.encode())
+
+
+def _digest(pepper: bytes, nonce: str, lines: Sequence[str]) -> str:
+    key = hmac.new(pepper, _LINES_KEY_LABEL, hashlib.sha256).digest()
+    return hmac.new(key, "\n".join([nonce, *lines]).encode(), hashlib.sha256).hexdigest()

@@ -3,7 +3,8 @@
 The member's row stays, with its id: the audit events about them name that id and must
 never change (the audit chain verifies them as written), and their codes, letters and
 e-mails keep pointing at it. What made it theirs goes: the names, birth date, e-mail,
-address, envelope line, the reasons typed about them and the search columns. The NIR becomes
+address, envelope line, the reasons typed about them, the search columns and the digest of
+the address each of their letters bore. The NIR becomes
 `X` and the row's id on 14 digits, which no NIR can be (a NIR starts with a digit, and its
 key is checked wherever one is typed): the member can never be looked up again, nor stand in
 the way of anyone's enrolment. Their PIN hash goes too; e-mails still queued for them are
@@ -24,7 +25,7 @@ from sqlmodel import Session, SQLModel, col, select
 from cpms_admin.audit import RunAudit
 from cpms_admin.db import stated, transaction
 from cpms_admin.faults import failpoint
-from cpms_admin.models import Account, Member, OutgoingMail
+from cpms_admin.models import Account, Letter, Member, OutgoingMail
 from cpms_admin.privacy.retention import Found, Rule, Scope, record_category
 from cpms_admin.vocabulary import MailStatus, MemberStatus, RetentionCategory
 
@@ -122,6 +123,9 @@ def pseudonymise(session: Session, member_ids: Sequence[int], *, now: datetime) 
     )
     session.execute(
         update(Account).where(col(Account.member_id).in_(member_ids)).values(pin_hash=None)
+    )
+    session.execute(  # the keyed digest of the address each letter bore
+        update(Letter).where(col(Letter.member_id).in_(member_ids)).values(printed_to=None)
     )
     mails = col(OutgoingMail.member_id).in_(member_ids)
     session.execute(update(OutgoingMail).where(mails).values(last_error=None))

@@ -281,6 +281,7 @@ def returned(
     from cpms_admin.credentials.accounts import require_reason
     from cpms_admin.errors import InvalidInput
     from cpms_admin.letters.returns import Return, letter_id, read_returns_file, record_returns
+    from cpms_admin.pepper import load_peppers
 
     if (letter is None) == (from_file is None):
         raise InvalidInput("give one letter, or --from-file with the print house's returns")
@@ -290,6 +291,7 @@ def returned(
         result = record_returns(
             session,
             returns=returns,
+            peppers=load_peppers(app_.settings),
             agent=app_.agent,
             reason=require_reason(reason, "record a returned letter"),
             clock=app_.clock,

@@ -60,6 +60,7 @@ SCHEMAS: dict[str, dict[str, set[str]]] = {
     # counts: `welcome_letters` those queued, and `run` the id of the run's event).
     "members.import": {"created": {INT}, "updated": {INT}, "skipped": {INT},
                        "invalid": {INT}, "welcome_letters": {INT, BOOL}, "file": {STR},
+                       "letters_voided": {INT}, "letters_queued_again": {INT},
                        "format": {STR}, "on_conflict": {STR}, "run": {INT}},
     "members.import.member": {"change": {STR}, "run": {INT}},
     "members.export": {"count": {INT}, "format": {STR}, "status": {STR, NULL},

@@ -74,6 +74,8 @@ def test_semicolons_windows_1252_and_crlf_as_a_french_excel_writes(
         "skipped": 0,
         "invalid": 0,
         "welcome_letters": 0,
+        "letters_voided": 0,
+        "letters_queued_again": 0,
         "dry_run": False,
     }
     member = member_of(session, row["nir"])
@@ -177,6 +179,8 @@ def test_bad_rows_are_reported_with_their_lines_and_the_others_imported(
         "skipped": 0,
         "invalid": 5,
         "welcome_letters": 0,
+        "letters_voided": 0,
+        "letters_queued_again": 0,
         "dry_run": False,
     }
     report = report_rows(errors)
@@ -360,7 +364,13 @@ def test_dry_run_reports_exactly_what_the_real_run_does(
         "--json", "members", "import", str(path), *options, "--errors", str(tmp_path / "real.csv")
     )
     assert (dry.exit_code, human.exit_code, real.exit_code) == (1, 1, 1)
-    assert json_out(real) == {**expected, "welcome_letters": 2, "dry_run": False}
+    assert json_out(real) == {
+        **expected,
+        "welcome_letters": 2,
+        "letters_voided": 0,
+        "letters_queued_again": 0,
+        "dry_run": False,
+    }
     assert json_out(dry) == {**json_out(real), "dry_run": True}
     assert report_rows(tmp_path / "dry.csv") == report_rows(tmp_path / "real.csv")
     assert [r["line"] for r in report_rows(tmp_path / "real.csv")] == ["5", "6"]
@@ -388,6 +398,8 @@ def test_running_the_same_file_again_changes_nothing(
             "skipped": 10,
             "invalid": 0,
             "welcome_letters": 0,
+            "letters_voided": 0,
+            "letters_queued_again": 0,
             "dry_run": False,
         }
         assert {n: r for n, r in snap(session).items() if n in tables} == before

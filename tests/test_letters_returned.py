@@ -257,7 +257,15 @@ def test_an_import_that_moves_a_member_voids_the_letter_on_its_way(
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    ok(cli("members", "import", str(exported), "--on-conflict", "update"))
+    dry = ok(cli("--json", "members", "import", str(exported), "--on-conflict", "update",
+                 "--dry-run"))  # fmt: skip
+    assert (dry["updated"], dry["letters_voided"]) == (1, 0)  # a dry run voids nothing
+    imported = cli("--json", "members", "import", str(exported), "--on-conflict", "update")
+    assert (ok(imported)["letters_voided"], ok(imported)["letters_queued_again"]) == (1, 1)
+    assert (
+        "Note: 1 letter was on its way to an address the member has left: its code no"
+        in imported.stderr
+    )
     moved, kept = printed[moving], printed[staying]
     assert not code_works(session, settings, system_clock, moved["letter_id"], moved["code"])
     assert code_works(session, settings, system_clock, kept["letter_id"], kept["code"])

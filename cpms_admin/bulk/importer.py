@@ -51,6 +51,10 @@ class ImportCounts:
     skipped: int = 0
     invalid: int = 0
     welcome_letters: int = 0
+    # Letters on their way to the address a moved member left: their codes revoked (written
+    # runs only: a dry run voids nothing).
+    letters_voided: int = 0
+    letters_queued_again: int = 0  # of those, queued again for the new address
     dry_run: bool = False  # counted only: nothing was written
     civilities_recorded: int = 0  # valid rows whose civility was recorded as MME (Mlle)
 
@@ -154,7 +158,11 @@ class _Pass:
             updated = [existing[row.nir].member_id for row in changes]
             self._record(members={"created": created, "updated": updated})
             if moved and self.audit is not None:
-                void_printed(self.session, moved, moved=True, agent=self.audit.agent, now=self.now)
+                voided = void_printed(
+                    self.session, moved, moved=True, agent=self.audit.agent, now=self.now
+                )
+                self.counts.letters_voided += len(voided)
+                self.counts.letters_queued_again += sum(1 for v in voided.values() if v)
 
     def _keep_status(
         self, known: list[CheckedRow], existing: dict[str, Existing]

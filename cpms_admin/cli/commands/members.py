@@ -246,6 +246,14 @@ def import_(
             "recorded as MME: letters say 'Madame' ('Mademoiselle' is no longer used in "
             "official correspondence)"
         )
+    if counts.letters_voided:
+        n, again = counts.letters_voided, counts.letters_queued_again
+        note_for_agent(
+            f"{count(n, 'letter')} {agree(n, 'was on its way', 'were on their way')} to an "
+            "address the member has left: "
+            f"{agree(n, 'its code no longer works', 'their codes no longer work')}"
+            f"; {again:,} queued again for the new address (audit list --action letter.void)"
+        )
     emit_object(app_, counts.as_json(), [_summary(counts)])
     exit_as(counts)
 

@@ -125,12 +125,12 @@ def at_0012(empty_db_url: str) -> Iterator[Engine]:
     migrate(engine, "0012")
     with Session(engine) as session:
         for last_name, first_name in NAMES:
-            member = make_member(session, last_name=last_name, first_name=first_name)
+            member = make_member(session, last_name=last_name, first_name=first_name, welcome=False)
             words = search_values(member)["search_text"].split()
             words.insert(2, member.nir.lower())  # after the names
             member.search_text = " ".join(words)
             session.add(member)
-        gone = make_member(session, last_name="Oublié")  # then pseudonymised, as 0012 did
+        gone = make_member(session, last_name="Oublié", welcome=False)  # then pseudonymised
         session.execute(
             sa.update(Member)
             .where(Member.id == gone.id)  # type: ignore[arg-type]

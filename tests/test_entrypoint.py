@@ -50,6 +50,8 @@ def test_python_dash_m_and_version(tmp_path: Path) -> None:
     result = run("--version", cwd=tmp_path, module=True)
     assert result.returncode == 0
     assert result.stdout.startswith("cpms-admin ")
+    as_json = run("--version", "--json", cwd=tmp_path)  # --json typed last, as agents do
+    assert json.loads(as_json.stdout) == {"version": result.stdout.split()[1]}
 
 
 def test_expected_failure_prints_one_line_no_traceback(tmp_path: Path) -> None:

@@ -1,6 +1,7 @@
 """The root command: global options, the sub-commands, and the one error boundary."""
 
 import gc
+import json
 import os
 import sys
 from collections.abc import Sequence
@@ -146,9 +147,14 @@ app.command()(db.doctor)
 app.command()(purge.purge)
 
 
-def _show_version(value: bool) -> None:
+def _show_version(ctx: typer.Context, value: bool) -> None:
+    """`--version`; with `--json` (which `_json_first` puts first, and which is eager too, so
+    it is read by then) as a JSON document."""
     if value:
-        typer.echo(f"cpms-admin {__version__}")
+        if ctx.params.get("json_output"):
+            typer.echo(json.dumps({"version": __version__}))
+        else:
+            typer.echo(f"cpms-admin {__version__}")
         raise typer.Exit()
 
 
@@ -174,7 +180,8 @@ def root(
         ),
     ] = None,
     json_output: Annotated[
-        bool, typer.Option("--json", help="Machine output: one JSON document on stdout.")
+        bool,
+        typer.Option("--json", is_eager=True, help="Machine output: one JSON document on stdout."),
     ] = False,
     version: Annotated[
         bool | None,

@@ -104,6 +104,12 @@ def _active(values: tuple[object, ...]) -> tuple[object, ...]:
     return (*values[:_STATUS_AT], _ACTIVE, *values[_STATUS_AT + 1 :])
 
 
+def moves(row: CheckedRow, known: Existing) -> bool:
+    """Whether `row` takes its member to another address: other address lines (not a name,
+    not the same in capitals)."""
+    return address_from(row.member).lines() != address_from(known.values).lines()
+
+
 def update_members(
     session: Session, changes: list[CheckedRow], *, existing: dict[str, Existing], now: datetime
 ) -> list[int]:
@@ -121,7 +127,7 @@ def update_members(
         known = existing[row.nir]
         values = {name: value for name, value in row.member.items() if name not in STATUS_COLUMNS}
         values |= {"updated_at": now, "member_key": known.member_id}
-        if address_from(values).lines() != address_from(known.values).lines():
+        if moves(row, known):
             moved.append(values | _NEW_ADDRESS | {"address_changed_at": now})
             elsewhere.append(known.member_id)
         else:

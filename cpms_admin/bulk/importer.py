@@ -23,13 +23,19 @@ from cpms_admin.audit import RunAudit
 from cpms_admin.bulk.formats import MemberFile, RowError
 from cpms_admin.bulk.import_rows import CheckedRow, status_change
 from cpms_admin.bulk.import_worker import Checked, CheckedBatches
-from cpms_admin.bulk.import_writes import Existing, find_existing, insert_members, update_members
+from cpms_admin.bulk.import_writes import (
+    Existing,
+    find_existing,
+    insert_members,
+    moves,
+    update_members,
+)
 from cpms_admin.bulk.rows import EXPORT_COLUMNS
 from cpms_admin.clock import Clock, system_clock
 from cpms_admin.db import transaction
 from cpms_admin.english import agree, count
 from cpms_admin.errors import Conflict, InvalidInput
-from cpms_admin.letters.voiding import void_printed
+from cpms_admin.letters.voiding import void_printed, would_void
 from cpms_admin.members.nir import format_nir
 from cpms_admin.members.records import as_strings
 from cpms_admin.vocabulary import MemberStatus
@@ -51,8 +57,7 @@ class ImportCounts:
     skipped: int = 0
     invalid: int = 0
     welcome_letters: int = 0
-    # Letters on their way to the address a moved member left: their codes revoked (written
-    # runs only: a dry run voids nothing).
+    # Letters on their way to the address a moved member left: their codes revoked.
     letters_voided: int = 0
     letters_queued_again: int = 0  # of those, queued again for the new address
     dry_run: bool = False  # counted only: nothing was written
@@ -143,6 +148,13 @@ class _Pass:
         self.counts.skipped += len(known) - len(changes)
         self.counts.welcome_letters += len(welcome)
         if not self.write:
+            moving = [
+                existing[row.nir].member_id for row in changes if moves(row, existing[row.nir])
+            ]
+            if moving:
+                would, again = would_void(self.session, moving, now=self.now)
+                self.counts.letters_voided += would
+                self.counts.letters_queued_again += again
             self.session.rollback()  # ends the read transaction (and SQLite's lock)
             return
         with transaction(self.session):  # the batch's reads above, its writes, its audit

@@ -57,7 +57,24 @@ def void_printed(
     transaction: the members' addresses have changed (`moved`) or were found undeliverable.
     Letter id -> the letter queued again in its place (None when it is not: undeliverable,
     or moot). Audited per letter (`letter.void`, on its member)."""
-    letters = [
+    letters = on_their_way(session, member_ids, now=now)
+    if not letters:
+        return {}
+    letter_ids = [pk(letter) for letter in letters]
+    why = MOVED_SINCE_PRINTED if moved else FLAGGED_SINCE_PRINTED
+    for ids in chunks(letter_ids):
+        revoke_printed(session, ids)
+        session.exec(update(Letter).where(col(Letter.id).in_(ids)).values(status_reason=why))
+    again = queue_again(session, letter_ids, now=now) if moved else {}
+    for letter in letters:
+        record_void(session, letter, why=why, again=again, agent=agent, now=now)
+    return {letter_id: again.get(letter_id) for letter_id in letter_ids}
+
+
+def on_their_way(session: Session, member_ids: Sequence[int], *, now: datetime) -> list[Letter]:
+    """The printed letters of `member_ids` whose code still works: those `void_printed`
+    voids."""
+    return [
         letter
         for ids in chunks(member_ids)
         for letter in session.exec(
@@ -72,17 +89,14 @@ def void_printed(
             .order_by(col(Letter.id))
         )
     ]
-    if not letters:
-        return {}
-    letter_ids = [pk(letter) for letter in letters]
-    why = MOVED_SINCE_PRINTED if moved else FLAGGED_SINCE_PRINTED
-    for ids in chunks(letter_ids):
-        revoke_printed(session, ids)
-        session.exec(update(Letter).where(col(Letter.id).in_(ids)).values(status_reason=why))
-    again = queue_again(session, letter_ids, now=now) if moved else {}
-    for letter in letters:
-        record_void(session, letter, why=why, again=again, agent=agent, now=now)
-    return {letter_id: again.get(letter_id) for letter_id in letter_ids}
+
+
+def would_void(session: Session, member_ids: Sequence[int], *, now: datetime) -> tuple[int, int]:
+    """What `void_printed(moved=True)` would do for members moving away, for a dry run: how
+    many letters it would void, and how many of those it would queue again."""
+    letter_ids = [pk(letter) for letter in on_their_way(session, member_ids, now=now)]
+    moot = moot_reasons(session, letter_ids, now=now) if letter_ids else {}
+    return len(letter_ids), sum(1 for letter_id in letter_ids if letter_id not in moot)
 
 
 def record_void(

@@ -141,10 +141,17 @@ class _Rejected:
 
 def _summary(counts: "ImportCounts") -> str:
     if counts.dry_run:
+        n = counts.letters_voided
+        voided = (
+            f" {count(n, 'letter')} on {agree(n, 'its', 'their')} way to an address its member "
+            "leaves would stop working."
+            if n
+            else ""
+        )
         return (
             f"Dry run, nothing written: would create {counts.created:,}, update "
             f"{counts.updated:,}, skip {counts.skipped:,} (already there), "
-            f"reject {counts.invalid:,}."
+            f"reject {counts.invalid:,}.{voided}"
         )
     letters = (
         f" {count(counts.welcome_letters, 'welcome letter')} queued."

@@ -12,7 +12,7 @@ import pytest
 from sqlmodel import Session, select
 
 from cpms_admin.clock import system_clock
-from cpms_admin.models import Letter
+from cpms_admin.models import Letter, Member
 from cpms_admin.settings import Settings
 from tests.factories import make_member, make_nir, snapshot
 from tests.harness import Cli, FakeClock
@@ -182,6 +182,23 @@ def test_a_member_who_moved_and_came_back_has_the_address_flagged_by_a_letter_se
     result = ok(cli("--json", "letters", "returned", str(back["letter_id"])))
     assert (result["members_flagged"], result["address_changed_since"]) == (1, [])
     assert ok(cli("--json", "member", "show", nir))["address"]["undeliverable"] is not None
+
+
+def test_a_letter_of_a_pseudonymised_member_comes_back_without_writing_about_them(
+    cli: Cli, session: Session, clock: FakeClock, printed: dict[str, Any]
+) -> None:
+    """Their letter is recorded as returned, but nothing about them is written again: no
+    flag, no reason from the print house on their row."""
+    nir, back = next(iter(printed.items()))
+    ok(cli("member", "close", nir, "--reason", "left"))
+    clock.advance(days=731)
+    assert cli("purge").exit_code == 0
+    result = ok(cli("--json", "letters", "returned", str(back["letter_id"]), "--reason", "NPAI"))
+    assert (result["returned"], result["members_flagged"]) == ([back["letter_id"]], 0)
+    member = session.get_one(Letter, back["letter_id"]).member_id
+    session.rollback()
+    row = session.get_one(Member, member)
+    assert (row.undeliverable_at, row.undeliverable_reason) == (None, None)
 
 
 def test_a_printed_letter_keeps_its_address_only_as_a_keyed_digest(

@@ -191,7 +191,8 @@ def _record_one(
     session.add(letter)
     revoked = revoke_printed(session, [pk(letter)])
     result.codes_revoked += revoked
-    flagged = not moved and not undeliverable.is_flagged(member)
+    # A pseudonymised member has no address left to flag, nor may gain a reason about them.
+    flagged = not moved and member.pseudonymised_at is None and not undeliverable.is_flagged(member)
     if moved:
         result.address_changed_since.append(letter.id or 0)
     elif flagged:

@@ -28,6 +28,8 @@ from pathlib import Path
 BIN = Path(sys.executable).parent
 NIR = "185057800608491"
 FLOOR = "python -c 'import typer, sqlmodel' (floor)"
+# What `cpms_admin.cli.main` does around the imports: the collector paused, then frozen.
+FLOOR_PAUSED = "the floor, collector paused, then frozen"
 
 
 def run_once(command: list[str], env: dict[str, str], cwd: str) -> tuple[float, float]:
@@ -62,10 +64,15 @@ def main() -> None:
     rows = {
         "python -c pass (bare interpreter)": [sys.executable, "-c", "pass"],
         FLOOR: [sys.executable, "-c", "import typer, sqlmodel"],
-        "the floor, then gc.freeze() (as main() does)": [
+        "the floor, then gc.freeze()": [
             sys.executable,
             "-c",
             "import typer, sqlmodel, gc; gc.freeze()",
+        ],
+        FLOOR_PAUSED: [
+            sys.executable,
+            "-c",
+            "import gc; gc.disable(); import typer, sqlmodel; gc.freeze(); gc.enable()",
         ],
         "cpms-admin --help": [cli, "--help"],
         "cpms-admin member show NIR": [cli, "member", "show", NIR],

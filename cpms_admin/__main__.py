@@ -1,3 +1,3 @@
-from cpms_admin.cli.app import main
+from cpms_admin.cli import main
 
 main()

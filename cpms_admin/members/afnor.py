@@ -69,7 +69,8 @@ def strip_accents(text: str) -> str:
     envelope's lines, the postcode base's names and member search."""
     if text.isascii():
         return text
-    decomposed = unicodedata.normalize("NFKD", text.translate(_LIGATURES))
+    # Decomposed first: Ǽ and Ǿ are Æ and Ø with an accent.
+    decomposed = unicodedata.normalize("NFKD", text).translate(_LIGATURES)
     return "".join(ch for ch in decomposed if not unicodedata.combining(ch))
 
 

@@ -1,5 +1,7 @@
 """Helpers for the credential tests: members with a PIN, codes read back from the outbox."""
 
+import base64
+import hashlib
 import re
 from datetime import UTC, datetime
 from email import message_from_bytes, policy
@@ -7,6 +9,8 @@ from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
+import bcrypt
+from argon2 import PasswordHasher
 from sqlmodel import Session, col, select
 
 from cpms_admin.credentials import accounts
@@ -15,6 +19,8 @@ from cpms_admin.models import Account, Member, SecurityCode, pk
 from cpms_admin.portal import flows, pin_change
 from cpms_admin.portal.answers import PortalResult
 from cpms_admin.settings import Settings
+from tests.harness import Cli
+from tests.import_helpers import person, write_csv
 
 PIN = "482915"
 NEW_PIN = "739264"
@@ -101,3 +107,37 @@ def set_pin(
         clock=clock,
         **options,
     )
+
+
+HASH_COLUMNS = ("nir", "last_name", "first_name", "street", "postcode", "city", "pin_hash")
+SALT = b"sel-de-guerande!"
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode().rstrip("=")
+
+
+def _pbkdf2(pin: str, rounds: int = 1000) -> bytes:
+    return hashlib.pbkdf2_hmac("sha256", pin.encode(), SALT, rounds)
+
+
+# A PIN hash of each legacy format an import accepts, made from PIN.
+LEGACY = {
+    "argon2id": lambda: PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1).hash(PIN),
+    "bcrypt-2b": lambda: bcrypt.hashpw(PIN.encode(), bcrypt.gensalt(rounds=4)).decode(),
+    "bcrypt-2a": lambda: bcrypt.hashpw(PIN.encode(), bcrypt.gensalt(4, prefix=b"2a")).decode(),
+    "bcrypt-2y": lambda: "$2y$" + bcrypt.hashpw(PIN.encode(), bcrypt.gensalt(4)).decode()[4:],
+    # passlib: "adapted" base64 ('.' for '+'), rounds as a bare number
+    "pbkdf2-passlib": lambda: "$pbkdf2-sha256$1000${}${}".format(
+        _b64(SALT).replace("+", "."), _b64(_pbkdf2(PIN)).replace("+", ".")
+    ),
+    # PHC string format: i=rounds, standard base64 without padding
+    "pbkdf2-phc": lambda: f"$pbkdf2-sha256$i=1000,l=32${_b64(SALT)}${_b64(_pbkdf2(PIN))}",
+}
+
+
+def import_hashes(cli: Cli, tmp_path: Path, hashes: list[str], *extra: str) -> Any:
+    """`members import --json` of one member per PIN hash: the result, and the rows."""
+    rows = [person(n, pin_hash=value) for n, value in enumerate(hashes, start=1)]
+    path = write_csv(tmp_path / "legacy.csv", rows, columns=HASH_COLUMNS)
+    return cli("--json", "members", "import", str(path), *extra), rows

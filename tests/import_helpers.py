@@ -8,9 +8,11 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from sqlmodel import Session, SQLModel
+from sqlmodel import Session, SQLModel, select
 
 from cpms_admin.members.fields import COLUMNS
+from cpms_admin.members.records import get_member, member_summary
+from cpms_admin.models import Member
 from tests.factories import make_nir, snapshot
 from tests.harness import new_chain
 
@@ -126,3 +128,21 @@ def forget_members(session: Session) -> None:
             session.execute(table.delete())
     new_chain(session)
     session.commit()
+
+
+def json_out(result: Any) -> dict[str, Any]:
+    """A command's `--json` document."""
+    data: dict[str, Any] = json.loads(result.stdout)
+    return data
+
+
+def member_of(session: Session, nir: str) -> Member:
+    """The member as the commands left them."""
+    session.rollback()
+    return get_member(session, nir)
+
+
+def summaries(session: Session) -> dict[str, dict[str, Any]]:
+    """Every member as `member show --json` summarises them, by NIR."""
+    session.rollback()
+    return {m.nir: member_summary(m) for m in session.exec(select(Member))}

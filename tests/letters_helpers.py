@@ -9,6 +9,7 @@ import json
 import re
 import stat
 from collections.abc import Callable, Iterator
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,8 @@ import pypdf
 from sqlmodel import Session, select
 
 from cpms_admin.clock import Clock
+from cpms_admin.letters.pdf.content import LetterContent, salutation_for
+from cpms_admin.members import postal
 from cpms_admin.models import Letter, Member, pk
 from cpms_admin.settings import Settings
 from tests.cred_helpers import set_pin
@@ -185,3 +188,47 @@ def render_fails(message: str) -> Callable[..., Iterator[object]]:
         yield  # pragma: no cover
 
     return explode
+
+
+def make_letter(
+    letter_id: int,
+    kind: str,
+    *,
+    code: str,
+    first_name: str = "Jeanne",
+    last_name: str = "Dupont",
+    civility: str | None = "MME",
+    street: str = "12 rue des Lilas",
+    postcode: str = "75011",
+    city: str = "Paris",
+    nir_masked: str = "2 85 •• •• ••• ••• 42",
+) -> LetterContent:
+    address = postal.make_address(street=street, postcode=postcode, city=city)
+    return LetterContent(
+        letter_id=letter_id,
+        kind=kind,
+        recipient_lines=(postal.recipient_line(civility, first_name, last_name), *address.lines()),
+        nir_masked=nir_masked,
+        code=code,
+        code_expires_on=date(2026, 12, 1),
+        letter_date=date(2026, 11, 23),
+        reference=f"L{letter_id:08d}",
+        salutation=salutation_for(civility),
+        portal_url="https://adherent.cpms.fr",
+    )
+
+
+# Three letters, one of each kind, one with markup in its names that must print as text.
+THREE = (
+    make_letter(11, "welcome", code="482913", city="Saint-Étienne", postcode="42000"),
+    make_letter(
+        12,
+        "security_code",
+        code="730154",
+        first_name="<b>x</b>",
+        last_name="{{ 7*7 }}",
+        civility="M",
+        nir_masked="1 85 •• •• ••• ••• 91",
+    ),
+    make_letter(13, "pin_reset", code="196847", civility=None, last_name="Martin"),
+)

@@ -180,6 +180,23 @@ def test_the_kernel_imports_no_capability_package() -> None:
     assert reached == set()
 
 
+def test_no_test_module_imports_another() -> None:
+    """What tests share lives in the helpers modules (tests/*_helpers.py, factories, harness):
+    a test file can be read, moved or deleted without breaking another."""
+    reaching = {
+        f"{path.name} imports {name}"
+        for path in (ROOT / "tests").glob("*.py")
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        for name in (
+            [alias.name for alias in node.names] if isinstance(node, ast.Import)
+            else [node.module or ""] if isinstance(node, ast.ImportFrom)
+            else []
+        )
+        if name.startswith("tests.test_")
+    }  # fmt: skip
+    assert reaching == set()
+
+
 def _imported(path: Path) -> list[str]:
     """The cpms_admin modules (or names in them) `path` imports, at any depth in its code."""
     names = []

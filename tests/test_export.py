@@ -6,7 +6,6 @@ import os
 import tracemalloc
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import pytest
 from sqlalchemy import insert
@@ -15,12 +14,11 @@ from sqlmodel import Session, SQLModel, select
 from cpms_admin.bulk.export import export_members
 from cpms_admin.bulk.rows import EXPORT_COLUMNS
 from cpms_admin.db import make_engine
-from cpms_admin.members.records import member_summary
 from cpms_admin.members.search import search_values
 from cpms_admin.models import Account, AuditEvent, Member
 from tests.factories import make_member, make_nir
 from tests.harness import Cli, own_engine
-from tests.import_helpers import forget_members
+from tests.import_helpers import forget_members, summaries
 
 BCRYPT = "$2b$04$abcdefghijklmnopqrstuu5ZZmGzXsvFxo9sQJ3bTkMfs0IPpAaKm"
 
@@ -59,11 +57,6 @@ def varied_members(session: Session) -> list[Member]:
     account.pin_hash = "legacy:" + BCRYPT
     session.commit()
     return members
-
-
-def summaries(session: Session) -> dict[str, dict[str, Any]]:
-    session.rollback()
-    return {m.nir: member_summary(m) for m in session.exec(select(Member))}
 
 
 @pytest.mark.parametrize("fmt", ["csv", "jsonl"])

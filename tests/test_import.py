@@ -14,7 +14,6 @@ from cpms_admin.bulk.formats import read_member_rows
 from cpms_admin.bulk.importer import import_members
 from cpms_admin.errors import Conflict, InvalidInput
 from cpms_admin.members.fields import COLUMNS
-from cpms_admin.members.records import get_member, member_summary
 from cpms_admin.members.search import search_values
 from cpms_admin.models import Account, AuditEvent, Letter, Member
 from tests.audit_helpers import audit_of, run_event, run_events, run_id
@@ -22,33 +21,21 @@ from tests.factories import make_member, make_nir
 from tests.harness import Cli
 from tests.import_helpers import (
     damage_sheet,
+    json_out,
+    member_of,
     person,
     report_rows,
     snap,
+    summaries,
     write_csv,
     write_jsonl,
     write_xlsx,
 )
 
 
-def member_of(session: Session, nir: str) -> Member:
-    session.rollback()
-    return get_member(session, nir)
-
-
-def members_by_nir(session: Session) -> dict[str, dict[str, Any]]:
-    session.rollback()
-    return {m.nir: member_summary(m) for m in session.exec(select(Member))}
-
-
 def count(session: Session, model: Any) -> int:
     session.rollback()
     return session.exec(select(func.count()).select_from(model)).one()
-
-
-def json_out(result: Any) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads(result.stdout)
-    return data
 
 
 # --- the dialects office software writes ---------------------------------------------------
@@ -200,7 +187,7 @@ def test_bad_rows_are_reported_with_their_lines_and_the_others_imported(
     assert report[4]["reason"].endswith("is already on line 2 of this file")
     assert report[2]["street"] == "12 rue des Lilas"  # original values, to fix and re-import
     assert "Warning: line 6: postcode '7500' must be 5 digits: " in result.stderr
-    assert set(members_by_nir(session)) == {row["nir"] for row in good}
+    assert set(summaries(session)) == {row["nir"] for row in good}
 
 
 def test_a_nir_repeated_anywhere_in_the_file_keeps_its_first_valid_row(

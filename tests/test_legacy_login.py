@@ -2,8 +2,6 @@
 `portal login` and is replaced by the current peppered argon2id hash on that first login;
 unknown or malformed formats are refused per row, with the reason and never the hash."""
 
-import base64
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -15,41 +13,11 @@ from sqlmodel import Session, select
 
 from cpms_admin.members.records import get_member
 from cpms_admin.models import Account, Member
+from tests.cred_helpers import LEGACY, PIN, import_hashes
 from tests.harness import Cli
-from tests.import_helpers import person, report_rows, write_csv
+from tests.import_helpers import report_rows
 
-PIN = "482915"
 WRONG = "739264"
-COLUMNS = ("nir", "last_name", "first_name", "street", "postcode", "city", "pin_hash")
-SALT = b"sel-de-guerande!"
-
-
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode().rstrip("=")
-
-
-def _pbkdf2(pin: str, rounds: int = 1000) -> bytes:
-    return hashlib.pbkdf2_hmac("sha256", pin.encode(), SALT, rounds)
-
-
-LEGACY = {
-    "argon2id": lambda: PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1).hash(PIN),
-    "bcrypt-2b": lambda: bcrypt.hashpw(PIN.encode(), bcrypt.gensalt(rounds=4)).decode(),
-    "bcrypt-2a": lambda: bcrypt.hashpw(PIN.encode(), bcrypt.gensalt(4, prefix=b"2a")).decode(),
-    "bcrypt-2y": lambda: "$2y$" + bcrypt.hashpw(PIN.encode(), bcrypt.gensalt(4)).decode()[4:],
-    # passlib: "adapted" base64 ('.' for '+'), rounds as a bare number
-    "pbkdf2-passlib": lambda: "$pbkdf2-sha256$1000${}${}".format(
-        _b64(SALT).replace("+", "."), _b64(_pbkdf2(PIN)).replace("+", ".")
-    ),
-    # PHC string format: i=rounds, standard base64 without padding
-    "pbkdf2-phc": lambda: f"$pbkdf2-sha256$i=1000,l=32${_b64(SALT)}${_b64(_pbkdf2(PIN))}",
-}
-
-
-def import_hashes(cli: Cli, tmp_path: Path, hashes: list[str], *extra: str) -> Any:
-    rows = [person(n, pin_hash=value) for n, value in enumerate(hashes, start=1)]
-    path = write_csv(tmp_path / "legacy.csv", rows, columns=COLUMNS)
-    return cli("--json", "members", "import", str(path), *extra), rows
 
 
 def stored_hash(session: Session, nir: str) -> str | None:

@@ -10,6 +10,7 @@ from sqlmodel import Session
 from cpms_admin.letters.pdf.render import LetterRenderer
 from tests.harness import Cli
 from tests.letters_helpers import (
+    THREE,
     batch,
     check_batch_dir,
     font_programs,
@@ -17,7 +18,6 @@ from tests.letters_helpers import (
     manifests,
     queue_members,
 )
-from tests.test_letters_render import THREE
 
 
 def qpdf_check(path: Path) -> str:

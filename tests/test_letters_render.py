@@ -13,55 +13,12 @@ import pytest
 
 from cpms_admin.errors import NotReady
 from cpms_admin.french import french_date
-from cpms_admin.letters.pdf.content import LetterContent, salutation_for, sample_content
+from cpms_admin.letters.pdf.content import LetterContent, sample_content
 from cpms_admin.letters.pdf.render import STYLESHEET, LetterRenderer, PageSpan, check_templates
 from cpms_admin.letters.pool import render_chunks
-from cpms_admin.members import postal
+from tests.letters_helpers import THREE, make_letter
 
 MM_PER_PT = 25.4 / 72
-
-
-def make_letter(
-    letter_id: int,
-    kind: str,
-    *,
-    code: str,
-    first_name: str = "Jeanne",
-    last_name: str = "Dupont",
-    civility: str | None = "MME",
-    street: str = "12 rue des Lilas",
-    postcode: str = "75011",
-    city: str = "Paris",
-    nir_masked: str = "2 85 •• •• ••• ••• 42",
-) -> LetterContent:
-    address = postal.make_address(street=street, postcode=postcode, city=city)
-    return LetterContent(
-        letter_id=letter_id,
-        kind=kind,
-        recipient_lines=(postal.recipient_line(civility, first_name, last_name), *address.lines()),
-        nir_masked=nir_masked,
-        code=code,
-        code_expires_on=date(2026, 12, 1),
-        letter_date=date(2026, 11, 23),
-        reference=f"L{letter_id:08d}",
-        salutation=salutation_for(civility),
-        portal_url="https://adherent.cpms.fr",
-    )
-
-
-THREE = (
-    make_letter(11, "welcome", code="482913", city="Saint-Étienne", postcode="42000"),
-    make_letter(
-        12,
-        "security_code",
-        code="730154",
-        first_name="<b>x</b>",
-        last_name="{{ 7*7 }}",
-        civility="M",
-        nir_masked="1 85 •• •• ••• ••• 91",
-    ),
-    make_letter(13, "pin_reset", code="196847", civility=None, last_name="Martin"),
-)
 
 
 # A campaign's letters: security codes no one asked for, in each campaign wording.

@@ -11,9 +11,15 @@ from sqlmodel import Session, col, select
 from cpms_admin.models import Letter, Member
 from tests.factories import make_member, make_nir
 from tests.harness import Cli, FakeClock
-from tests.import_helpers import forget_members, person, report_rows, write_csv
-from tests.test_export import summaries
-from tests.test_import import json_out, member_of
+from tests.import_helpers import (
+    forget_members,
+    json_out,
+    member_of,
+    person,
+    report_rows,
+    summaries,
+    write_csv,
+)
 
 EXPORTS = {  # name: the options of `members export`
     "csv": ("--format", "csv"),

@@ -10,7 +10,7 @@ import pytest
 from sqlmodel import Session
 
 from cpms_admin.db import sqlite_path
-from tests.cred_helpers import mailed_codes
+from tests.cred_helpers import LEGACY, PIN, import_hashes, mailed_codes
 from tests.factories import make_member, make_nir, member_values, snapshot
 from tests.harness import Cli
 from tests.letters_helpers import codes_in_file
@@ -201,8 +201,6 @@ def test_an_import_of_pin_hashes_audits_each_member_without_pin_or_hash(
 ) -> None:
     """PIN hashes carried over by an import stay in the accounts: no event of the run, nor
     any of its members, holds one (nor the PIN they were made from)."""
-    from tests.test_legacy_login import LEGACY, PIN, import_hashes
-
     hashes = [make() for make in LEGACY.values()]
     result, rows = import_hashes(cli, tmp_path, hashes)
     assert result.exit_code == 0, result.output

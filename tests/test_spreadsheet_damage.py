@@ -18,8 +18,14 @@ from cpms_admin.members.fields import COLUMNS
 from cpms_admin.models import Member
 from tests.factories import make_member, make_nir
 from tests.harness import Cli
-from tests.import_helpers import forget_members, person, report_rows, write_csv
-from tests.test_import import json_out, member_of
+from tests.import_helpers import (
+    forget_members,
+    json_out,
+    member_of,
+    person,
+    report_rows,
+    write_csv,
+)
 
 AVOID = (
     "to avoid it, give this column the Text format before the values go in (a CSV: in the "

@@ -21,8 +21,15 @@ from cpms_admin.errors import InvalidInput, Refused
 from cpms_admin.members.fields import COLUMNS
 from tests.factories import make_member, make_nir
 from tests.harness import Cli, FakeClock
-from tests.import_helpers import DUPONT, damage_sheet, person, report_rows, write_xlsx
-from tests.test_import import json_out, member_of
+from tests.import_helpers import (
+    DUPONT,
+    damage_sheet,
+    json_out,
+    member_of,
+    person,
+    report_rows,
+    write_xlsx,
+)
 
 BOURG = {"postcode": "01000", "city": "Bourg-en-Bresse"}
 

@@ -19,9 +19,9 @@ system-deps:
 	@bash scripts/system-deps.sh
 
 # The package's bytecode, so that the hundreds of commands the tests and the demo run do not
-# each compile it again (about 80 CPU ms a command): an editable install writes none, and
-# PYTHONDONTWRITEBYTECODE, set on some machines, stops Python caching it. Only the files
-# changed since are compiled.
+# each compile it again (about 80 CPU ms a command): an editable install compiles nothing,
+# and PYTHONDONTWRITEBYTECODE, set on some machines, stops Python caching what it compiles
+# on import. Only the files changed since are compiled.
 bytecode: $(STAMP)
 	@$(BIN)/python -m compileall -q cpms_admin
 

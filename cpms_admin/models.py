@@ -168,7 +168,7 @@ class Letter(SQLModel, table=True):
     printed_at: datetime | None = None
     # A keyed digest of the address lines it was printed with (letters/voiding.py): a letter
     # that comes back says the address is undeliverable only if the member still has it.
-    printed_to: str | None = Field(default=None, max_length=100)
+    address_digest: str | None = Field(default=None, max_length=100)
     status_reason: str | None = None
     # The agent who asked for it by name, "portal" for the member's own request, None for a
     # letter queued by a rule (enrolment, campaign). An agent's letter is always printed.

@@ -1,4 +1,5 @@
-"""The pepper: the server-side secret mixed into every PIN and code hash.
+"""The pepper: the server-side secret mixed into every PIN and code hash (and the digest of
+the address a printed letter bore, `members.postal.lines_digest`).
 
 It lives outside the database (CPMS_PEPPER, or a 0600 file) so that a stolen dump alone
 cannot be brute-forced, and it belongs to one database:
@@ -12,7 +13,8 @@ cannot be brute-forced, and it belongs to one database:
 After `pepper rotate` a file holds several peppers, one per line as `<id>:<secret>` (a line
 without an id is pepper 1, the only one before any rotation); the highest id is the current
 one. Each hash records the id of the pepper that made it (see `pins`, `codes`). No value of a
-pepper ever appears in a message.
+pepper ever appears in a message. `pepper status` does not count the letters' address
+digests: once their pepper is gone, the dates judge a returned letter instead.
 """
 
 import functools

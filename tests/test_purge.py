@@ -222,7 +222,7 @@ def test_a_pseudonymised_member_is_no_one_but_their_audit_events_remain(
     member_id = member_row(session, nir).id
     assert member_id is not None
     session.add(Letter(member_id=member_id, kind="welcome", purpose="first_login",
-                       status="printed", printed_to="0" * 16 + "$" + "1" * 64))  # fmt: skip
+                       status="printed", address_digest="0" * 16 + "$" + "1" * 64))  # fmt: skip
     session.commit()
     story = audit_of(cli, nir)
     assert [e["action"] for e in story] == ["member.add", "member.close"]
@@ -238,7 +238,7 @@ def test_a_pseudonymised_member_is_no_one_but_their_audit_events_remain(
     account = session.get(Account, member_id)
     assert account is not None and account.pin_hash is None
     letters = session.exec(select(Letter).where(Letter.member_id == member_id)).all()
-    assert [letter.printed_to for letter in letters if letter.status == "printed"] == [None]
+    assert [letter.address_digest for letter in letters if letter.status == "printed"] == [None]
     # Nowhere to be found by what was theirs, in listings or exports.
     for args in (["--search", "Zébulon"], ["--status", "closed"], ["--all"]):
         listed = json.loads(cli("--json", "member", "list", *args).stdout)

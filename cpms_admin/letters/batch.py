@@ -365,7 +365,7 @@ def _commit(
             .where(col(Letter.batch_id) == batch_id, col(Letter.status) == LetterStatus.claimed)
             .values(status=LetterStatus.printed, printed_at=now)
         ).rowcount
-        _keep_addresses(session, run, rendered)
+        _keep_address_digests(session, run, rendered)
         moved = sorted(letter_id for letter_id, key in lost.items() if key == ADDRESS_CHANGED)
         queued_again = queue_again(session, moved, now=now) if moved else {}
         if printed != len(rendered.issued):
@@ -403,20 +403,16 @@ def _commit(
         run.hooks.log(lost_line)
 
 
-def _keep_addresses(session: Session, run: _Run, rendered: Rendered) -> None:
+def _keep_address_digests(session: Session, run: _Run, rendered: Rendered) -> None:
     """Each printed letter keeps a keyed digest of the address lines it bore, for the day it
     comes back (letters/returns.py)."""
-    kept = [
-        {"letter_key": i.letter_id, "printed_to": lines_digest(run.pepper, i.delivery_lines)}
+    digests = [
+        {"letter_key": i.letter_id, "address_digest": lines_digest(run.pepper, i.delivery_lines)}
         for i in rendered.issued
-        if i.letter_id not in rendered.failed
     ]
-    if kept:
+    if digests:
         letters = SQLModel.metadata.tables["letter"]  # Core: one UPDATE run for every row
-        session.execute(
-            update(letters).where(letters.c.id == bindparam("letter_key")),
-            kept,
-        )
+        session.execute(update(letters).where(letters.c.id == bindparam("letter_key")), digests)
 
 
 def _mark_failed(

@@ -108,6 +108,9 @@ def moot_among(session: Session, which: ColumnElement[bool], *, now: datetime) -
             and_(
                 col(SecurityCode.member_id) == Letter.member_id,
                 col(SecurityCode.created_at) > Letter.created_at,
+                or_(  # the letter's own code, printed in it, is no newer code
+                    col(SecurityCode.letter_id).is_(None), col(SecurityCode.letter_id) != Letter.id
+                ),
                 still_counts(now),
             ),
         )

@@ -5,7 +5,7 @@ In one transaction: each letter is marked returned, the code it carried is revok
 letter may have been opened by someone else), and the member's address is flagged
 undeliverable, so no letter goes there until an agent updates it (`members.undeliverable`);
 each return is audited on its member. A letter that bore another address than the member's
-current one (compared by the keyed digest the batch kept of its lines, `Letter.printed_to`)
+current one (compared by the keyed digest the batch kept of its lines, `Letter.address_digest`)
 does not flag the member's address. Recording a return twice changes nothing.
 """
 
@@ -48,7 +48,7 @@ class ReturnsResult:
     already_returned: list[int] = field(default_factory=list)
     codes_revoked: int = 0
     members_flagged: int = 0
-    # Printed before the address last changed: recorded, the new address not flagged.
+    # Bore an address the member has left: recorded, the member's address not flagged.
     address_changed_since: list[int] = field(default_factory=list)
     # The members' other letters in the post to an address now flagged: their codes revoked.
     letters_voided: list[int] = field(default_factory=list)

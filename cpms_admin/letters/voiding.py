@@ -36,13 +36,14 @@ _BORE_OLD_ADDRESS = (LOST_WHILE_PRINTING.format(REASONS[ADDRESS_CHANGED]), MOVED
 
 def bore_other_address(letter: Letter, member: Member, peppers: Peppers) -> bool:
     """Whether `letter` bore an address other than the member's current one: coming back, it
-    says nothing of the address the member has now. A letter printed before its address was
-    kept (or whose pepper has since gone) is judged by dates: voided for bearing an old
-    address, or printed before the member's address last changed."""
-    if letter.printed_to is not None:
-        same = same_lines(letter.printed_to, delivery_lines(member), peppers)
-        if same is not None:
-            return not same
+    says nothing of the address the member has now. Its digest matching the member's lines
+    says it bore this one (even if the member moved and came back since). Otherwise the dates
+    judge: voided for bearing an old address, or printed before the address last changed. A
+    digest that does not match is not proof of a move: the lines of an unchanged address can
+    print otherwise (a renamed commune in the postcode base, the norm's typography)."""
+    digest = letter.address_digest
+    if digest is not None and same_lines(digest, delivery_lines(member), peppers):
+        return False
     return letter.status_reason in _BORE_OLD_ADDRESS or (
         member.address_changed_at is not None
         and letter.printed_at is not None

@@ -339,7 +339,7 @@ def delivery_lines(member: "Member") -> tuple[str, ...]:
 
 
 def lines_digest(peppers: Peppers, lines: Sequence[str]) -> str:
-    """What a printed letter keeps of the address lines it bore (`Letter.printed_to`): a nonce
+    """What a printed letter keeps of the address lines it bore (`Letter.address_digest`): a nonce
     and a digest keyed with the pepper, "<nonce>$<hex>", tagged with the pepper's id after a
     rotation. It tells only whether an address is the same: an address is personal data."""
     nonce = secrets.token_hex(8)

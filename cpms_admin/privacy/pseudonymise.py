@@ -125,7 +125,7 @@ def pseudonymise(session: Session, member_ids: Sequence[int], *, now: datetime) 
         update(Account).where(col(Account.member_id).in_(member_ids)).values(pin_hash=None)
     )
     session.execute(  # the keyed digest of the address each letter bore
-        update(Letter).where(col(Letter.member_id).in_(member_ids)).values(printed_to=None)
+        update(Letter).where(col(Letter.member_id).in_(member_ids)).values(address_digest=None)
     )
     mails = col(OutgoingMail.member_id).in_(member_ids)
     session.execute(update(OutgoingMail).where(mails).values(last_error=None))

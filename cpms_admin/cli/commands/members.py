@@ -142,12 +142,12 @@ class _Rejected:
 def _summary(counts: "ImportCounts") -> str:
     if counts.dry_run:
         n = counts.letters_voided
-        voided = (
-            f" {count(n, 'letter')} on {agree(n, 'its', 'their')} way to an address its member "
-            "leaves would stop working."
-            if n
-            else ""
+        where = agree(
+            n,
+            "its way to an address its member leaves",
+            "their way to addresses their members leave",
         )
+        voided = f" {count(n, 'letter')} on {where} would stop working." if n else ""
         return (
             f"Dry run, nothing written: would create {counts.created:,}, update "
             f"{counts.updated:,}, skip {counts.skipped:,} (already there), "

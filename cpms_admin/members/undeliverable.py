@@ -10,7 +10,6 @@ from cpms_admin.errors import Refused
 from cpms_admin.french import agent_time
 from cpms_admin.models import Member
 
-# The fields of the printed address block: changing one is updating the address.
 NPAI = "NPAI (n'habite pas à l'adresse indiquée)"
 
 

@@ -13,6 +13,7 @@ from sqlmodel import Session
 
 from cpms_admin.errors import FieldError
 from cpms_admin.members.fields import validate_member_fields
+from cpms_admin.members.postal import same_destination
 from tests.factories import make_nir, member_values
 from tests.harness import Cli
 from tests.import_helpers import person, write_csv
@@ -287,6 +288,26 @@ def test_a_long_street_is_abbreviated_and_the_agent_told(cli: Cli) -> None:
 def test_a_complement_and_building_in_one_field_is_abbreviated_to_fit() -> None:
     lines = lines_of(address_complement="Appartement 23, Résidence Le Clos Saint-Martin")
     assert lines[0] == "APP 23, RÉSIDENCE LE CLOS SAINT-MARTIN"  # one abbreviation was enough
+
+
+@pytest.mark.parametrize(
+    ("written", "respelt", "same"),
+    [
+        ("12 bd du Général Leclerc", "12, Boulevard du General LECLERC", True),
+        ("Appartement 3, 2e étage", "APP 3 2E ETG", True),
+        ("Résidence Saint-Jean", "RES ST JEAN", True),
+        ("12 Grande Rue", "12 Gde Rue", True),
+        ("12 rue Saint-Jean", "12 rue Sainte-Jeanne", False),
+        ("12 bd Voltaire", "14 bd Voltaire", False),
+        ("3 rue du Petit Pont", "3 rue du Pont", False),
+    ],
+)
+def test_an_address_respelt_goes_to_the_same_door_and_a_new_one_does_not(
+    written: str, respelt: str, same: bool
+) -> None:
+    """What decides that a member moved (a letter on its way voided, the flag lifted): the
+    lines as the post sorts them, every abbreviation of the norm taken."""
+    assert same_destination([written, "69002 LYON"], [respelt, "69002 LYON"]) is same
 
 
 def test_a_line_too_long_even_abbreviated_is_refused_with_the_limit() -> None:

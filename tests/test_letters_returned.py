@@ -17,6 +17,7 @@ from cpms_admin.models import Letter, Member
 from cpms_admin.settings import Settings
 from tests.factories import make_member, make_nir, snapshot
 from tests.harness import Cli, FakeClock
+from tests.import_helpers import write_csv
 from tests.letters_helpers import batch, code_works, printed_codes
 
 
@@ -268,6 +269,38 @@ def test_a_name_corrected_since_printing_does_not_stop_a_return_flagging_the_add
     [void] = ok(cli("--json", "audit", "list", "--action", "letter.void"))
     assert void["details"] == {"letter_id": other["letter_id"], "queued_again": None}
     assert not code_works(session, settings, system_clock, other["letter_id"], code)
+
+
+def test_an_address_respelt_is_no_move(
+    cli: Cli, session: Session, settings: Settings, clock: FakeClock, tmp_path: Path
+) -> None:
+    """The letter printed `12 BD DE LA REPUBLIQUE`; since, an agent wrote the street out in
+    full and an import wrote it abbreviated again. The same door each time: the letter on
+    its way still works, its return flags the address, and neither respelling lifts the
+    flag (writing the address otherwise does not make it deliverable)."""
+    nir = make_member(session, nir=make_nir(), email=None, street="12 bd de la République").nir
+    summary = batch(cli, tmp_path / "print")
+    [letter_id] = [entry["letter_id"] for entry in summary["letters"]]
+    code = printed_codes(summary)[letter_id]
+    clock.advance(days=1)
+    respelt = cli("member", "update", nir, "--street", "12, boulevard de la Republique")
+    assert (respelt.exit_code, respelt.stderr) == (0, "")
+    assert code_works(session, settings, clock, letter_id, code)
+    result = ok(cli("--json", "letters", "returned", str(letter_id)))
+    assert (result["members_flagged"], result["address_changed_since"]) == (1, [])
+    ok(cli("member", "update", nir, "--street", "12 Boulevard de la République"))
+    assert ok(cli("--json", "member", "show", nir))["address"]["undeliverable"] is not None
+    exported = tmp_path / "members.csv"
+    ok(cli("members", "export", "--out", str(exported)))
+    with exported.open(encoding="utf-8", newline="") as handle:
+        [row] = list(csv.DictReader(handle))
+    write_csv(exported, [{**row, "street": "12 BD DE LA REPUBLIQUE"}], columns=tuple(row))
+    dry = ok(cli("--json", "members", "import", str(exported), "--on-conflict", "update",
+                 "--dry-run"))  # fmt: skip
+    assert dry["updated"] == 1
+    ok(cli("members", "import", str(exported), "--on-conflict", "update"))
+    shown = ok(cli("--json", "member", "show", nir))["address"]
+    assert (shown["street"], shown["undeliverable"] is not None) == ("12 BD DE LA REPUBLIQUE", True)
 
 
 def test_a_move_long_after_a_letter_s_code_expired_voids_nothing(

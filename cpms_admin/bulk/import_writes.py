@@ -14,7 +14,7 @@ from cpms_admin.bulk.import_rows import MEMBER_KEYS, CheckedRow
 from cpms_admin.bulk.rows import STATUS_COLUMNS
 from cpms_admin.credentials.pins import LEGACY_PREFIX, seal_legacy_hash
 from cpms_admin.members.fields import COLUMNS
-from cpms_admin.members.postal import address_from
+from cpms_admin.members.postal import address_from, same_destination
 from cpms_admin.members.records import insert_members as insert_new_members
 from cpms_admin.vocabulary import MemberStatus
 
@@ -105,9 +105,11 @@ def _active(values: tuple[object, ...]) -> tuple[object, ...]:
 
 
 def moves(row: CheckedRow, known: Existing) -> bool:
-    """Whether `row` takes its member to another address: other address lines (not a name,
-    not the same in capitals)."""
-    return address_from(row.member).lines() != address_from(known.values).lines()
+    """Whether `row` takes its member to another door (not a name, not the same address
+    respelt: `members.postal.same_destination`)."""
+    return not same_destination(
+        address_from(row.member).lines(), address_from(known.values).lines()
+    )
 
 
 def update_members(
@@ -115,7 +117,7 @@ def update_members(
 ) -> list[int]:
     """New values for known members; a PIN hash only where the account never had one. The
     status columns are left as they are (an import never changes them: see import_rows). A
-    new address (other address lines: not a name, not the same in capitals) lifts the flag a
+    new address (another door: not a name, not the same address respelt) lifts the flag a
     returned letter set, as `member update` does. The ids of the members whose letters now
     go elsewhere (letters/voiding.py)."""
     if not changes:

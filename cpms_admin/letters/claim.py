@@ -26,7 +26,7 @@ from cpms_admin.credentials.codes import still_counts
 from cpms_admin.db import transaction, unindexed
 from cpms_admin.french import agent_time
 from cpms_admin.letters.guard import RunGuard
-from cpms_admin.members.postal import delivery_lines
+from cpms_admin.members.postal import delivery_lines, same_destination
 from cpms_admin.models import Account, Letter, LetterBatch, Member, SecurityCode, pk
 from cpms_admin.vocabulary import BatchStatus, LetterKind, LetterStatus, MemberStatus
 
@@ -160,7 +160,8 @@ def lost_since_claim(
 ) -> dict[int, str]:
     """Letter id -> the REASONS key, for the letters the running batch `batch_id` holds whose
     member was closed, whose address was flagged undeliverable, or whose address is no longer
-    the one printed (`printed_to`: the lines below the name) since the claim: they are in the
+    where the letter printed goes (`printed_to`: the lines below the name; `same_destination`)
+    since the claim: they are in the
     batch's files by now, so their codes must not work. Run first in the batch's commit: the
     batch's members stay as read until it commits (PostgreSQL: FOR SHARE, which a writer
     waits for, then voids what was just printed: letters/voiding.py; SQLite: the write
@@ -177,7 +178,7 @@ def lost_since_claim(
             continue
         if (key := _unreachable(member.status, member.undeliverable_at)) is not None:
             lost[letter_id] = key
-        elif delivery_lines(member) != printed_to[letter_id]:
+        elif not same_destination(delivery_lines(member), printed_to[letter_id]):
             lost[letter_id] = ADDRESS_CHANGED
     return lost
 

@@ -120,6 +120,17 @@ def shorten(text: str, typography: Callable[[str], str]) -> Shortened:
     return Shortened(line, tuple(used))
 
 
+@lru_cache(maxsize=1 << 14)
+def sorting_form(text: str) -> str:
+    """The line as La Poste's machines read it, with every abbreviation of the norm taken:
+    `12, boulevard du Général Leclerc` and `12 BD DU GAL LECLERC` are one place. Two lines
+    with the same sorting form send a letter to the same door."""
+    line = machine_line(text)
+    for long, short in ABBREVIATIONS:
+        line = _replace_words(line, long.split(), short)
+    return line
+
+
 def _replace_words(line: str, words: list[str], short: str) -> str:
     tokens = line.split(" ")
     keys = [machine_line(token) for token in tokens]

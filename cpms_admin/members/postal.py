@@ -338,17 +338,30 @@ def delivery_lines(member: "Member") -> tuple[str, ...]:
     return tuple(postal_address(member).lines())
 
 
+def same_destination(lines: Sequence[str], other: Sequence[str]) -> bool:
+    """Whether a letter bearing `lines` and one bearing `other` go to the same door: the
+    lines compared as the post sorts them (`afnor.sorting_form`), so that writing a word out
+    or abbreviating it (`boulevard`, `bd`), its accents or its punctuation is no move. What
+    decides that a member moved, and that a letter bore the member's address."""
+    return _destination(lines) == _destination(other)
+
+
+def _destination(lines: Sequence[str]) -> tuple[str, ...]:
+    return tuple(afnor.sorting_form(line) for line in lines)
+
+
 def lines_digest(peppers: Peppers, lines: Sequence[str]) -> str:
     """What a printed letter keeps of the address lines it bore (`Letter.address_digest`): a nonce
     and a digest keyed with the pepper, "<nonce>$<hex>", tagged with the pepper's id after a
-    rotation. It tells only whether an address is the same: an address is personal data."""
+    rotation. It is made of the lines' destination (`same_destination`) and tells only
+    whether an address is the same: an address is personal data."""
     nonce = secrets.token_hex(8)
     return tagged(peppers.current_id, "$", f"{nonce}${_digest(peppers.current, nonce, lines)}")
 
 
 def same_lines(stored: str, lines: Sequence[str], peppers: Peppers) -> bool | None:
-    """Whether `lines` are those `stored` (from `lines_digest`) was made of; None when the
-    pepper that made it is no longer at hand."""
+    """Whether `lines` go where those `stored` (from `lines_digest`) was made of went; None
+    when the pepper that made it is no longer at hand."""
     key_id, value = untagged(stored, "$")
     nonce, _, kept = value.partition("$")
     try:
@@ -360,4 +373,5 @@ def same_lines(stored: str, lines: Sequence[str], peppers: Peppers) -> bool | No
 
 def _digest(pepper: bytes, nonce: str, lines: Sequence[str]) -> str:
     key = hmac.new(pepper, _LINES_KEY_LABEL, hashlib.sha256).digest()
-    return hmac.new(key, "\n".join([nonce, *lines]).encode(), hashlib.sha256).hexdigest()
+    message = "\n".join([nonce, *_destination(lines)])
+    return hmac.new(key, message.encode(), hashlib.sha256).hexdigest()

@@ -23,7 +23,7 @@ from cpms_admin.letters.voiding import void_printed
 from cpms_admin.members import undeliverable
 from cpms_admin.members.fields import COLUMNS, MemberFields, validate_member_fields
 from cpms_admin.members.nir import format_nir, nir_to_find
-from cpms_admin.members.postal import address_lines, delivery_lines
+from cpms_admin.members.postal import address_lines, delivery_lines, same_destination
 from cpms_admin.members.search import (
     SEARCH_COLUMNS,
     count_matches,
@@ -242,8 +242,8 @@ def update_member(
             return MemberUpdate(member, changed=[], undeliverable_cleared=False)
         delivered_to = delivery_lines(member)
         apply_fields(member, fields, clock())
-        # Moved: the lines a letter goes by are others (not a name, not the same in capitals).
-        moved = delivery_lines(member) != delivered_to
+        # Moved: a letter goes to another door (not a name, not the same words respelt).
+        moved = not same_destination(delivery_lines(member), delivered_to)
         if moved:
             member.address_changed_at = member.updated_at
         cleared = undeliverable.clear(member) if moved or address_confirmed else False

@@ -9,9 +9,12 @@ from typing import Any
 
 import pypdf
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from sqlmodel import Session
 
 from cpms_admin.errors import FieldError
+from cpms_admin.members.afnor import ABBREVIATIONS, machine_line, shorten, sorting_form
 from cpms_admin.members.fields import validate_member_fields
 from cpms_admin.members.postal import same_destination
 from tests.factories import make_nir, member_values
@@ -308,6 +311,20 @@ def test_an_address_respelt_goes_to_the_same_door_and_a_new_one_does_not(
     """What decides that a member moved (a letter on its way voided, the flag lifted): the
     lines as the post sorts them, every abbreviation of the norm taken."""
     assert same_destination([written, "69002 LYON"], [respelt, "69002 LYON"]) is same
+
+
+_WORDS = st.sampled_from(
+    [long.title() for long, _ in ABBREVIATIONS] + [short for _, short in ABBREVIATIONS]
+    + ["12", "de", "la", "République", "Hôpital", "Saintes", "l'Église,", "Lot", "Grand-Rue"]
+)  # fmt: skip
+
+
+@given(st.lists(_WORDS, min_size=1, max_size=12).map(" ".join))
+def test_a_line_as_printed_goes_where_the_line_typed_goes(typed: str) -> None:
+    """However many abbreviations the printed line took to fit, it is the same door."""
+    printed = shorten(typed, machine_line).line
+    assert sorting_form(printed) == sorting_form(typed)
+    assert sorting_form(sorting_form(typed)) == sorting_form(typed)
 
 
 def test_a_line_too_long_even_abbreviated_is_refused_with_the_limit() -> None:

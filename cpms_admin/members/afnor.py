@@ -120,15 +120,18 @@ def shorten(text: str, typography: Callable[[str], str]) -> Shortened:
     return Shortened(line, tuple(used))
 
 
-@lru_cache(maxsize=1 << 14)
+_SHORT = dict(ABBREVIATIONS)
+# Every long form as whole words of a machine line (capitals, digits, single spaces).
+_LONG_WORDS = re.compile(
+    r"(?<![A-Z0-9])(?:" + "|".join(long for long, _ in ABBREVIATIONS) + r")(?![A-Z0-9])"
+)
+
+
 def sorting_form(text: str) -> str:
     """The line as La Poste's machines read it, with every abbreviation of the norm taken:
     `12, boulevard du Général Leclerc` and `12 BD DU GAL LECLERC` are one place. Two lines
     with the same sorting form send a letter to the same door."""
-    line = machine_line(text)
-    for long, short in ABBREVIATIONS:
-        line = _replace_words(line, long.split(), short)
-    return line
+    return _LONG_WORDS.sub(lambda word: _SHORT[word.group()], machine_line(text))
 
 
 def _replace_words(line: str, words: list[str], short: str) -> str:

@@ -343,7 +343,7 @@ def same_destination(lines: Sequence[str], other: Sequence[str]) -> bool:
     lines compared as the post sorts them (`afnor.sorting_form`), so that writing a word out
     or abbreviating it (`boulevard`, `bd`), its accents or its punctuation is no move. What
     decides that a member moved, and that a letter bore the member's address."""
-    return _destination(lines) == _destination(other)
+    return tuple(lines) == tuple(other) or _destination(lines) == _destination(other)
 
 
 def _destination(lines: Sequence[str]) -> tuple[str, ...]:

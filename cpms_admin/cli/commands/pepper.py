@@ -43,7 +43,9 @@ def status(ctx: typer.Context) -> None:
 
     An old pepper whose PIN hashes, live codes and audit events are all 0 is needed no more:
     its line (`<id>:...`) can be deleted from the pepper file. Audit events sealed with it
-    need it until they are archived, and their archive for as long as it is kept.
+    need it until they are archived, and their archive for as long as it is kept. A letter
+    printed with it that comes back once it is deleted is judged by dates, not by the
+    address it bore (`letters returned`).
 
     Example: cpms-admin pepper status
     """

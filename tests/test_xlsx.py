@@ -95,6 +95,39 @@ def test_what_a_spreadsheet_did_to_a_number_is_named(cli: Cli, tmp_path: Path) -
     assert [row["line"] for row in report_rows(errors)] == ["2", "3", "4"]
 
 
+UNCALCULATED = (
+    "holds a formula without its result (the file was written by a program that does not "
+    "compute formulas): open it in a spreadsheet and save it again, or paste the values"
+)
+
+
+def test_formulas_written_without_their_results_are_rejected_rows(
+    cli: Cli, session: Session, tmp_path: Path
+) -> None:
+    """openpyxl writes a formula with an empty result (`<f>...</f><v></v>`): its value is
+    unknown, not empty, so its row is rejected with the formula's column, whichever column
+    it is in, even when it is the row's only cell."""
+    rows = [
+        person(1, email='=LOWER("EVE@EXAMPLE.ORG")', address_complement='=CONCATENATE("A"," 5")'),
+        person(2, last_name='=UPPER("garnier")'),
+        {"email": '=LOWER("EVE@EXAMPLE.ORG")'},
+        person(4),
+    ]
+    path = write_xlsx(tmp_path / "formulas.xlsx", rows)
+    uncalculated = load_workbook(path, data_only=True)["Sheet"]
+    assert [uncalculated[cell].value for cell in ("F2", "H2", "C3", "F4")] == [None] * 4
+    errors = tmp_path / "rejets.csv"
+    result = cli("--json", "members", "import", str(path), "--errors", str(errors))
+    assert result.exit_code == 1, result.output
+    assert (json_out(result)["created"], json_out(result)["invalid"]) == (1, 3)
+    assert [(row["line"], row["reason"]) for row in report_rows(errors)] == [
+        ("2", f"the cell in column 6 {UNCALCULATED}"),
+        ("3", f"the cell in column 3 {UNCALCULATED}"),
+        ("4", f"the cell in column 6 {UNCALCULATED}"),
+    ]
+    assert member_of(session, rows[3]["nir"]).email == DUPONT["email"]
+
+
 def test_a_value_under_no_column_is_a_row_problem(tmp_path: Path) -> None:
     path = tmp_path / "m.xlsx"
     book = Workbook()

@@ -15,6 +15,14 @@ A row that cannot be read whole (too long, a cell past the last column, a cell w
 or reference makes no sense, a formula never calculated: its value is unknown, not empty)
 comes as its problem, a rejected row as a bad CSV line is: only
 the XML itself, which `check_sheet` parses to its end first, can refuse the sheet half-way.
+
+A formula was never calculated when its cell has no `<v>`, or an empty one in a cell not
+typed as a formula's text (`t="str"`). openpyxl writes every formula `<f>...</f><v></v>`,
+untyped (a number). A spreadsheet types a formula's result: an empty text is `t="str"` and
+`<v></v>` (LibreOffice 7.4 saves `=""` and `=IF(1;"";"x")` so; Excel types a text result
+`str` too, by the OOXML spec), any other result has a value (digits, `0`/`1` for a
+boolean, an error's name). A program writing `t="str"` and an empty `<v>` without
+calculating cannot be told from that empty text.
 """
 
 import re
@@ -100,7 +108,7 @@ def sheet_rows(source: IO[bytes], book: Book) -> Iterator[Row]:
     number = column = size = wide = 0
     problem: str | None = None  # the row's first unreadable cell
     collecting = phonetic = False
-    unvalued = False  # the cell has a formula, and no <v> (yet) for its result
+    unvalued = False  # the cell has a formula, and no result for it yet (module docstring)
 
     def start(name: str, attrs: dict[str, str]) -> None:
         nonlocal kind, style, number, column, cells, size, wide, collecting, phonetic, problem
@@ -126,7 +134,9 @@ def sheet_rows(source: IO[bytes], book: Book) -> Iterator[Row]:
                 column = found
             parts.clear()
         elif tag == _VALUE:
-            collecting, unvalued = kind != "inlineStr", False
+            collecting = kind != "inlineStr"
+            if unvalued and kind == "str":
+                unvalued = False  # a text result: an empty <v> is an empty text
         elif tag == _FORMULA:
             unvalued = True
         elif tag == _TEXT:
@@ -147,7 +157,7 @@ def sheet_rows(source: IO[bytes], book: Book) -> Iterator[Row]:
             if column > MAX_COLUMNS:
                 wide = max(wide, column)
                 return
-            if unvalued:
+            if unvalued and not parts:  # no <v>, or an empty one that is no text
                 problem = problem or (
                     f"the cell in column {column} holds a formula without its result (the file "
                     "was written by a program that does not compute formulas): open it in a "

@@ -73,6 +73,18 @@ def test_utf8_bom_does_not_stick_to_the_first_column(tmp_path: Path) -> None:
     assert member_file.encoding == "utf-8"
     assert member_file.columns[0] == "nir"
     assert rows_of(path) == [SourceRow(2, MARTIN)]
+    # A Windows-1252 row added to it makes it Windows-1252, where the BOM would be `ï»¿`:
+    # it is dropped all the same, whether the encoding was guessed or given.
+    lefevre = {**DUPONT, "last_name": "Lefèvre"}
+    line = ";".join(lefevre.get(name) or "" for name in COLUMNS) + "\n"
+    path.write_bytes(path.read_bytes() + line.encode("cp1252"))
+    assert read_member_rows(path).encoding == "cp1252"
+    misread = {
+        name: MARTIN[name].encode().decode("cp1252")
+        for name in ("first_name", "address_complement")
+    }  # `Ã‰lodie`, which import names (test_spreadsheet_damage.py)
+    expected = [SourceRow(2, {**MARTIN, **misread}), SourceRow(3, lefevre)]
+    assert rows_of(path) == rows_of(path, encoding="cp1252") == expected
 
 
 def test_windows_1252_is_detected_and_decoded(tmp_path: Path) -> None:

@@ -1,6 +1,7 @@
 """What spreadsheets do to member files, named in each refusal, and the files made to survive
 them: the CSV French Excel opens as is (`--excel`) and the formula guard on every column."""
 
+import codecs
 import csv
 import json
 from pathlib import Path
@@ -14,7 +15,7 @@ from sqlmodel import Session
 from cpms_admin.bulk.cells import guard, unguard
 from cpms_admin.bulk.formats import SourceRow, read_member_rows
 from cpms_admin.bulk.rows import EXPORT_COLUMNS
-from cpms_admin.members.fields import COLUMNS
+from cpms_admin.members.fields import COLUMNS, REQUIRED
 from cpms_admin.models import Member
 from tests.factories import make_member, make_nir
 from tests.harness import Cli
@@ -186,6 +187,32 @@ def test_utf8_read_as_windows_1252_is_named_on_every_row_it_touched(
                  "--first-name", "Jean", "--street", "1 rue A", "--postcode", "75011",
                  "--city", "Paris")  # fmt: skip
     assert result.exit_code == 2 and "looks like 'Müller'" in result.stderr
+
+
+def test_a_bom_changes_nothing_when_the_file_is_read_as_windows_1252(
+    cli: Cli, tmp_path: Path
+) -> None:
+    """Excel's "CSV UTF-8" starts with a BOM; with a Windows-1252 row in it, the file is read
+    as Windows-1252, where the BOM would stick to the first column's name as `ï»¿`. It is
+    dropped: the file imports exactly as without it."""
+    header = ";".join(REQUIRED) + "\r\n"
+    rows = [person(1, last_name="Mixé"), person(2, first_name="Hélène")]
+    lines = [";".join(row[name] for name in REQUIRED) + "\r\n" for row in rows]
+    plain = header.encode() + lines[0].encode("cp1252") + lines[1].encode("utf-8")
+    outcomes = []
+    for name, data in (("plain", plain), ("bom", codecs.BOM_UTF8 + plain)):
+        path, errors = tmp_path / f"{name}.csv", tmp_path / f"{name}-rejets.csv"
+        path.write_bytes(data)
+        result = cli("--json", "members", "import", str(path), "--dry-run", "--errors", str(errors))
+        assert result.exit_code == 1, result.stderr
+        outcomes.append((json_out(result), report_rows(errors)))
+    assert outcomes[1] == outcomes[0]
+    summary, report = outcomes[1]
+    assert (summary["created"], summary["invalid"]) == (1, 1)
+    assert [(row["line"], row["field"]) for row in report] == [("3", "first_name")]
+    assert report[0]["reason"].startswith(
+        "first_name: 'HÃ©lÃ¨ne' looks like 'Hélène' read with the wrong encoding"
+    )
 
 
 def test_member_add_refuses_the_same(cli: Cli) -> None:

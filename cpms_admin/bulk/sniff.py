@@ -75,9 +75,15 @@ def codec_for(encoding: str) -> str:
 
 @contextmanager
 def open_text(path: Path, encoding: str) -> Iterator[TextIO]:
-    """Open for reading; `newline=""` keeps quoted line breaks for the csv module."""
+    """Open for reading; `newline=""` keeps quoted line breaks for the csv module.
+
+    A UTF-8 BOM is skipped in the other encodings too: Excel's "CSV UTF-8" starts with one,
+    and once a Windows-1252 row is pasted in, the file is read as Windows-1252, where the
+    BOM would be `ï»¿` stuck to the first column's name. (UTF-16's codec takes its own.)"""
     try:
         with open(path, encoding=codec_for(encoding), newline="") as handle:
+            if not encoding.startswith("utf") and handle.buffer.read(3) != codecs.BOM_UTF8:
+                handle.seek(0)  # nothing was decoded yet: back to the first byte
             yield handle
     except UnicodeDecodeError:  # only if the file changed after it was checked
         raise InvalidInput(f"{path}: not valid {encoding}; give --encoding") from None

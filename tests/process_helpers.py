@@ -13,6 +13,9 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import IO
 
+from sqlalchemy import text
+from sqlmodel import Session
+
 CPMS = Path(sys.executable).parent / "cpms-admin"  # the installed entry point
 
 
@@ -65,6 +68,12 @@ def wait_until(condition: Callable[[], object], *, what: str, timeout: float = 6
     while not condition():
         assert time.monotonic() < deadline, f"still waiting, after {timeout:g} s, for {what}"
         time.sleep(0.02)
+
+
+def waiting_for_a_lock(session: Session) -> bool:
+    """PostgreSQL: whether some transaction waits for a row or table lock another holds."""
+    session.rollback()
+    return bool(session.exec(text("SELECT count(*) FROM pg_locks WHERE NOT granted")).one()[0])
 
 
 def descendants(pid: int) -> set[int]:

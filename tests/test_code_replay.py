@@ -4,11 +4,13 @@ that answer: anyone else's guess is a wrong code, counted, with the same words a
 
 import json
 import os
+import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import Engine
 from sqlmodel import Session
 
 from cpms_admin.credentials import code_hash
@@ -16,7 +18,7 @@ from cpms_admin.models import Member
 from tests.cred_helpers import NEW_PIN, PIN, mailed_codes
 from tests.factories import make_member, make_nir
 from tests.harness import Cli, FakeClock
-from tests.process_helpers import CPMS, start_held
+from tests.process_helpers import CPMS, start_held, wait_until, waiting_for_a_lock
 
 USED = (
     "Ce code de sécurité a déjà été utilisé. Connectez-vous avec le mot de passe que vous avez "
@@ -103,6 +105,39 @@ def test_a_code_that_dies_while_the_pin_is_hashed_is_answered_and_audited(
     outcomes = [e["outcome"] for e in events if e["action"] == "portal.set_pin"]
     assert sorted(outcomes) == sorted([reason, "ok"] if reason == "code_used" else [reason])
     assert failures(cli, member.nir) == 0
+
+
+def test_two_tabs_sending_one_code_at_once_never_deadlock(
+    cli: Cli, clock: FakeClock, member: Member, engine: Engine, tmp_path: Path
+) -> None:
+    """PostgreSQL: the first tab, held once it has used the code, holds the member's account;
+    the second tab's check waits for it, then is told the code was used. Taken in the other
+    order (the code's row first), the two locks deadlocked and a tab got exit 5."""
+    if engine.dialect.name != "postgresql":
+        pytest.skip("SQLite runs one writer at a time: the second tab waits for the first")
+    clock.now = datetime.now(UTC)  # the runs are real processes, on the real clock
+    assert cli("code", "issue", member.nir, "--reason", "x").exit_code == 0
+    (code,) = mailed_codes(cli.settings)
+    typed = tmp_path / "typed"
+    typed.write_text(f"{code}\n{NEW_PIN}\n{NEW_PIN}\n")
+    command = [str(CPMS), "--json", "portal", "set-pin", member.nir, "--with", "code"]
+    env = {**os.environ, **cli.env()}
+    held_here = tmp_path / "held"
+    with typed.open() as stdin:
+        held = start_held(command, env=env, point="portal.code_consumed", flag=held_here,
+                          stdin=stdin)  # fmt: skip
+    try:
+        with typed.open() as stdin:
+            second = subprocess.Popen(command, env=env, stdin=stdin, stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE, text=True)  # fmt: skip
+        with Session(engine) as looking:
+            wait_until(lambda: waiting_for_a_lock(looking), what="the second tab to wait")
+    finally:
+        held_here.unlink(missing_ok=True)
+        out, err = held.communicate(timeout=60)
+    assert (held.returncode, json.loads(out)["reason"]) == (0, "ok"), err
+    answer = json.loads(second.communicate(timeout=60)[0])
+    assert (second.returncode, answer.get("reason")) == (1, "code_used"), answer
 
 
 def test_anyone_else_gets_a_wrong_code_counted_as_before(

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, func, text
+from sqlalchemy import Engine, func
 from sqlmodel import Session, col, select
 
 from cpms_admin.clock import system_clock
@@ -43,6 +43,7 @@ from tests.process_helpers import (
     descendants,
     start_held,
     wait_until,
+    waiting_for_a_lock,
 )
 
 pytestmark = [
@@ -554,8 +555,3 @@ def test_a_change_that_waited_for_the_batch_s_commit_voids_what_it_printed(
     else:
         assert letter.status_reason == FLAGGED_SINCE_PRINTED
         assert pending == []  # nowhere to send it
-
-
-def waiting_for_a_lock(session: Session) -> bool:
-    session.rollback()
-    return bool(session.exec(text("SELECT count(*) FROM pg_locks WHERE NOT granted")).one()[0])

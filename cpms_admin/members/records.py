@@ -67,8 +67,10 @@ def get_member(session: Session, nir: str) -> Member:
     return member
 
 
-def get_account(session: Session, member: Member) -> Account:
-    account = session.get(Account, member.id)
+def get_account(session: Session, member: Member, *, lock: bool = False) -> Account:
+    """The member's account row; with `lock`, read afresh and held until the transaction
+    ends (FOR UPDATE)."""
+    account = session.get(Account, member.id, with_for_update=lock or None, populate_existing=lock)
     assert account is not None, "every member has an account row"
     return account
 

@@ -165,6 +165,9 @@ def _save_pin(
     member = subject.member
     assert member is not None
     with transaction(session) as work:
+        # The account's row before the code's, as every attempt takes them (`try_code`):
+        # taken the other way round, two tabs sending one code deadlock on PostgreSQL.
+        account = get_account(session, member, lock=True)
         if not codes.consume_code(session, code_id=pk(live), now=now):
             status = session.exec(
                 select(SecurityCode.status).where(col(SecurityCode.id) == pk(live))
@@ -179,7 +182,7 @@ def _save_pin(
                 code_id=live.id,
             )
             return reason
-        account = get_account(session, member)
+        failpoint("portal.code_consumed")
         how = "reset" if account.pin_hash or live.purpose == Purpose.pin_reset else "set"
         lifted = account.hard_locked_at is not None or account.failed_attempts > 0
         session.exec(

@@ -239,11 +239,13 @@ class RunAudit:
         *,
         change: str,
         at: datetime | None = None,
+        **details: Any,
     ) -> None:
         """Add one event per member of `member_ids` to the transaction that changes them: the
-        run's agent and reason, and as details only `{"change": change, "run": <the run's
-        event id>}` (the member is known by `member_id`: none of their data is copied). Built
-        once and sealed with the batch, so that thousands of members cost little."""
+        run's agent and reason, and as details `{"change": change, "run": <the run's event
+        id>}` and `details`, the same for each (the member is known by `member_id`: none of
+        their data is copied). Built once and sealed with the batch, so that thousands of
+        members cost little."""
         members = sorted(set(member_ids))
         if not members:
             return
@@ -255,7 +257,7 @@ class RunAudit:
             "action": f"{self._action}.member",  # `members.import.member` for an import
             "reason": self._reason,
             "outcome": "ok",
-            "details": _as_json({"change": change, "run": run}),
+            "details": _as_json({"change": change, "run": run, **details}),
         }
         # One group, sealed without a dict per member (audit_chain/group.py).
         append_group(session, EventGroup(values, allocate_ids(session, len(members)), members))

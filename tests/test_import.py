@@ -415,6 +415,32 @@ def test_on_conflict_update_changes_fields_and_keeps_the_account(
     assert account is not None and account.failed_attempts == 2
 
 
+def test_an_update_keeps_the_fields_the_file_has_no_column_for(
+    cli: Cli, session: Session, tmp_path: Path
+) -> None:
+    """A file of the required columns only: its rows update what they give, and the columns
+    it lacks keep the member's values (an e-mail, a birth date, a complement), where they
+    used to be cleared: the member's codes then went by post."""
+    member = make_member(
+        session,
+        **{k: v for k, v in person(41, address_complement="Appartement 3").items() if v},
+    )
+    kept = ("email", "birth_date", "civility", "address_complement", "country")
+    before = {name: getattr(member, name) for name in kept}
+    assert all(before.values())
+    required = ("nir", "last_name", "first_name", "street", "postcode", "city")
+    moved = person(41, street="3 place Bellecour", postcode="69002", city="Lyon")
+    path = write_csv(tmp_path / "m.csv", [moved], columns=required)
+    for dry_run in (["--dry-run"], []):
+        command = ("--json", "members", "import", str(path), "--on-conflict", "update")
+        counts = json_out(cli(*command, *dry_run))
+        assert (counts["updated"], counts["invalid"]) == (1, 0)
+    after = member_of(session, member.nir)
+    assert {name: getattr(after, name) for name in kept} == before
+    assert (after.street, after.city) == ("3 place Bellecour", "Lyon")
+    assert after.search_text == search_values(after)["search_text"]
+
+
 def test_on_conflict_fail_is_exit_4_and_writes_nothing(
     cli: Cli, session: Session, tmp_path: Path
 ) -> None:
@@ -506,18 +532,20 @@ def test_audit_list_nir_shows_the_imports_that_created_or_updated_the_member(
     }
     (run,) = [e for e in run_events(cli, "members.import") if e["id"] == created]
     assert event["at"] == run["at"]
-    moved = write_csv(tmp_path / "u.csv", [person(86, email="nouveau@example.fr"), person(87)])
-    cli("members", "import", str(moved), "--on-conflict", "update")
+    third = person(88)["nir"]
+    rows = [person(86, email="nouveau@example.fr"), person(87), person(88, civility="MME")]
+    cli("members", "import", str(write_csv(tmp_path / "u.csv", rows)), "--on-conflict", "update")
     updated = run_id(run_event(cli, "members.import"))
     assert [e["details"] for e in audit_of(cli, first)] == [
         {"change": "created", "run": created},
-        {"change": "updated", "run": updated},
-    ]
+        {"change": "updated", "run": updated, "changed": ["email"]},
+    ]  # which fields, as `member update` says, and never their values
+    assert [e["details"] for e in audit_of(cli, third)] == [{"change": "created", "run": updated}]
     # Left as it was (skipped): the second run did not touch it, so it is not in its story.
     assert [e["details"]["run"] for e in audit_of(cli, second)] == [created]
     session.rollback()
     per_member = select(func.count()).where(AuditEvent.action == "members.import.member")
-    assert session.exec(per_member).one() == 3  # none for the rejected line
+    assert session.exec(per_member).one() == 4  # none for the rejected line
 
 
 def test_batches_see_repeats_and_members_of_earlier_batches(

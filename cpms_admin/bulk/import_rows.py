@@ -5,7 +5,8 @@ The status columns (`status`, `closed_reason`, `closed_at`): a closed member exp
 closed, with why and when, and imports back so (with no welcome letter). A file without
 these columns imports members active, as before. An import never changes the status of a
 member already there: with `--on-conflict update`, a row whose status columns differ from
-the member's is refused (status_change). Closing is `member close`, which also revokes
+the member's is refused (status_change), and the columns the file lacks keep the member's
+values (with_stored). Closing is `member close`, which also revokes
 codes and cancels letters; nothing reopens a member.
 """
 
@@ -21,9 +22,9 @@ from cpms_admin.clock import iso
 from cpms_admin.credentials.pins import LEGACY_PREFIX, legacy_hash_problem
 from cpms_admin.errors import FieldError, InvalidInput
 from cpms_admin.members import damage
-from cpms_admin.members.fields import validate_member_fields
+from cpms_admin.members.fields import COLUMNS, validate_member_fields
 from cpms_admin.members.nir import format_nir
-from cpms_admin.members.records import MEMBER_COLUMNS, member_row
+from cpms_admin.members.records import MEMBER_COLUMNS, as_strings, member_row
 from cpms_admin.vocabulary import MemberStatus
 
 # The `member` table's values of a checked row, in this order (the NIR first).
@@ -120,6 +121,23 @@ class RowChecker:
 
     def close(self) -> None:
         self._seen.close()
+
+
+def with_stored(
+    row: CheckedRow, stored: Mapping[str, object], absent: Sequence[str]
+) -> CheckedRow | RowError:
+    """An update's row with the member's `stored` values in the columns `absent` from the
+    file (a column the file lacks changes nothing; an empty cell clears its field), checked
+    again as a whole: a file without `country` may not validate the street and postcode it
+    gives against the member's country."""
+    given = row.member
+    values = as_strings({name: stored[name] if name in absent else given[name] for name in COLUMNS})
+    try:
+        fields = validate_member_fields(values)
+    except FieldError as exc:
+        return RowError(row.line, exc.field, str(exc), values)
+    status = tuple(given[name] for name in STATUS_COLUMNS)
+    return CheckedRow(row.line, (*member_row(fields), *status), row.pin_hash)
 
 
 class SeenNirs:

@@ -11,7 +11,7 @@ from sqlmodel import Session, SQLModel
 
 from cpms_admin.audit_chain.seal import keyring
 from cpms_admin.bulk.import_rows import MEMBER_KEYS, CheckedRow
-from cpms_admin.bulk.rows import STATUS_COLUMNS
+from cpms_admin.bulk.rows import PIN_HASH, STATUS_COLUMNS
 from cpms_admin.credentials.pins import LEGACY_PREFIX, seal_legacy_hash
 from cpms_admin.members.fields import COLUMNS
 from cpms_admin.members.postal import address_from, same_destination
@@ -37,10 +37,12 @@ class Existing:
         undo a PIN the member set since, nor bring back one an agent reset."""
         return row.pin_hash is not None and not self.ever_had_pin
 
-    def differs(self, row: CheckedRow) -> bool:
-        """Would an update change anything?"""
+    def changed(self, row: CheckedRow) -> tuple[str, ...]:
+        """The columns an update by `row` would change (`pin_hash` for a carried-over PIN
+        hash it would store); () for none."""
         member = row.member
-        return self.takes_pin(row) or any(member[name] != self.values[name] for name in COLUMNS)
+        changed = tuple(name for name in COLUMNS if member[name] != self.values[name])
+        return (*changed, PIN_HASH) if self.takes_pin(row) else changed
 
 
 def find_existing(session: Session, nirs: list[str], *, with_values: bool) -> dict[str, Existing]:

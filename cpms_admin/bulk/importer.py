@@ -21,7 +21,7 @@ from sqlmodel import Session
 
 from cpms_admin.audit import RunAudit
 from cpms_admin.bulk.formats import MemberFile, RowError
-from cpms_admin.bulk.import_rows import CheckedRow, status_change
+from cpms_admin.bulk.import_rows import CheckedRow, status_change, with_stored
 from cpms_admin.bulk.import_worker import Checked, CheckedBatches
 from cpms_admin.bulk.import_writes import (
     Existing,
@@ -36,6 +36,7 @@ from cpms_admin.db import transaction
 from cpms_admin.english import agree, count
 from cpms_admin.errors import Conflict, InvalidInput
 from cpms_admin.letters.voiding import void_printed, would_void
+from cpms_admin.members.fields import COLUMNS
 from cpms_admin.members.nir import format_nir
 from cpms_admin.members.records import as_strings
 from cpms_admin.vocabulary import MemberStatus
@@ -102,8 +103,10 @@ class _Pass:
         now: datetime,
         on_error: ErrorSink,
         audit: RunAudit | None,
+        absent: tuple[str, ...],
     ) -> None:
         self.session, self.write, self.on_conflict = session, write, on_conflict
+        self.absent = absent  # the member columns the file lacks: an update keeps them
         self.welcome_letters, self.now, self.on_error = welcome_letters, now, on_error
         self.audit = audit
         self.counts = ImportCounts(dry_run=not write)
@@ -127,8 +130,9 @@ class _Pass:
             else []
         )
         if updating:
-            known = self._keep_status(known, existing)
-        changes = [row for row in known if updating and existing[row.nir].differs(row)]
+            known = self._updatable(known, existing)
+        changed = {row.nir: existing[row.nir].changed(row) for row in known} if updating else {}
+        changes = [row for row in known if changed.get(row.nir)]
         if self.on_conflict == "fail" and known:
             if self.write:  # added by someone else since the check pass
                 raise Conflict(
@@ -167,8 +171,10 @@ class _Pass:
                     "--on-conflict skip to finish"
                 ) from None
             moved = update_members(self.session, changes, existing=existing, now=self.now)
-            updated = [existing[row.nir].member_id for row in changes]
-            self._record(members={"created": created, "updated": updated})
+            updated: dict[tuple[str, ...], list[int]] = {}  # by the columns changed
+            for row in changes:
+                updated.setdefault(changed[row.nir], []).append(existing[row.nir].member_id)
+            self._record(created=created, updated=updated)
             if moved and self.audit is not None:
                 voided = void_printed(
                     self.session, moved, moved=True, agent=self.audit.agent, now=self.now
@@ -176,19 +182,26 @@ class _Pass:
                 self.counts.letters_voided += len(voided)
                 self.counts.letters_queued_again += sum(1 for v in voided.values() if v)
 
-    def _keep_status(
+    def _updatable(
         self, known: list[CheckedRow], existing: dict[str, Existing]
     ) -> list[CheckedRow]:
-        """The rows that may update their member: the others would change its status."""
+        """The rows that may update their member, with the member's values in the columns
+        the file lacks; the others are refused: invalid once whole, or changing the status."""
         kept = []
         for row in known:
-            problem = status_change(existing[row.nir].values, row.member)
+            stored = existing[row.nir].values
+            whole = with_stored(row, stored, self.absent) if self.absent else row
+            if isinstance(whole, RowError):
+                self.counts.invalid += 1
+                self.on_error(whole)
+                continue
+            problem = status_change(stored, whole.member)
             if problem is None:
-                kept.append(row)
+                kept.append(whole)
                 continue
             self.counts.invalid += 1
-            values = as_strings({name: row.member[name] for name in EXPORT_COLUMNS})
-            self.on_error(RowError(row.line, "status", problem, values))
+            values = as_strings({name: whole.member[name] for name in EXPORT_COLUMNS})
+            self.on_error(RowError(whole.line, "status", problem, values))
         return kept
 
     def finish(self, outcome: str, *, at: datetime) -> None:
@@ -199,13 +212,17 @@ class _Pass:
                     self.session, counts=self.counts.as_dict(), outcome=outcome, at=at
                 )
 
-    def _record(self, *, members: dict[str, list[int]]) -> None:
-        """The run's event with its first batch; one per member the batch `members` changed
-        (by change)."""
+    def _record(self, *, created: list[int], updated: dict[tuple[str, ...], list[int]]) -> None:
+        """The run's event with its first batch; one per member the batch created, and one
+        per member it updated naming the columns changed (`updated`: by those columns), as
+        `member update` does."""
         if self.audit is not None:
             self.audit.start(self.session)
-            for change, member_ids in members.items():
-                self.audit.record_members(self.session, member_ids, change=change)
+            self.audit.record_members(self.session, created, change="created")
+            for columns, member_ids in updated.items():
+                self.audit.record_members(
+                    self.session, member_ids, change="updated", changed=list(columns)
+                )
 
 
 def _closed(row: CheckedRow) -> bool:
@@ -263,6 +280,7 @@ def import_members(
         "on_conflict": on_conflict,
         "welcome_letters": welcome_letters,
         "now": now,
+        "absent": tuple(name for name in COLUMNS if name not in member_file.columns),
     }
     if on_conflict == "fail":
         check = _Pass(session, write=False, on_error=_ignore, audit=None, **options)

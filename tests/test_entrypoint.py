@@ -1,6 +1,7 @@
 """The installed command, run as a real process, as agents and cron run it."""
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -93,6 +94,32 @@ def test_json_output_is_one_document_whatever_happened(tmp_path: Path) -> None:
     subprocess.run(["sqlite3", str(db), "UPDATE audit_event SET reason = 'x'"], check=True)
     verified = run("--json", "audit", "verify", cwd=tmp_path)
     assert verified.returncode == 1 and json.loads(verified.stdout)["ok"] is False
+
+
+def test_an_argument_that_is_not_utf8_is_refused_before_anything_runs(tmp_path: Path) -> None:
+    """A search typed on a Latin-1 terminal, a file named by one: exit 2 in one line (and
+    one document with --json), where a traceback came from the output or the audit event
+    once the import had run."""
+    assert run("db", "upgrade", "--create-dirs", cwd=tmp_path).returncode == 0
+    named = tmp_path / os.fsdecode(b"adh\xe9rents.csv")
+    named.write_text("nir,last_name,first_name,street,postcode,city\n", encoding="utf-8")
+    env = {**os.environ, "CPMS_PEPPER": "subprocess-pepper"}
+    env.pop("CPMS_DATABASE_URL", None)
+    for args in ([b"member", b"list", b"--search", b"h\xe9l\xe8ne"],
+                 [b"--json", b"members", b"import", os.fsencode(named)]):  # fmt: skip
+        result = subprocess.run([BIN / "cpms-admin", *args], cwd=tmp_path, env=env,
+                                capture_output=True, check=False)  # fmt: skip
+        [line] = result.stderr.decode().splitlines()
+        shown = args[-1].decode("utf-8", "backslashreplace")
+        assert (result.returncode, line) == (
+            2,
+            f"Error: the argument '{shown}' is not UTF-8 text (typed on a terminal in another "
+            "encoding, or a file name written by one): type it again on a UTF-8 terminal, or "
+            "rename the file",
+        )
+    assert json.loads(result.stdout)["exit_code"] == 2
+    audit = run("--json", "audit", "list", cwd=tmp_path)
+    assert "members.import" not in {event["action"] for event in json.loads(audit.stdout)}
 
 
 def test_a_deleted_working_directory_is_one_line(tmp_path: Path) -> None:

@@ -55,6 +55,15 @@ class ErrorBoundary(TyperGroup):
             return super().main(args, standalone_mode=False, **extra)
         words = list(sys.argv[1:] if args is None else args)
         asks_json = "--json" in words[: words.index("--") if "--" in words else len(words)]
+        if (undecodable := _not_utf8(words)) is not None:
+            _report_failure(
+                f"{undecodable} is not UTF-8 text (typed on a terminal in another encoding, or "
+                "a file name written by one): type it again on a UTF-8 terminal, or rename the "
+                "file",
+                2,
+                as_json=asks_json,
+            )
+            sys.exit(2)
         try:
             result = super().main(args, standalone_mode=False, **extra)
         except typer.Abort:
@@ -233,6 +242,19 @@ def _one_line(exc: Exception) -> str:
     message = exc.format_message().replace("Value error, ", "")  # type: ignore[attr-defined]
     ctx = getattr(exc, "ctx", None)
     return f"{message} (see '{ctx.command_path} --help')" if ctx is not None else message
+
+
+def _not_utf8(words: Sequence[str]) -> str | None:
+    """The first argument that is not UTF-8 text, as it can be shown (`'h\\xe9l\\xe8ne'`), or
+    None. Python hands such bytes over as lone surrogates, which no output, database or
+    audit event can take: refused here, before anything runs."""
+    for word in words:
+        try:
+            word.encode("utf-8")
+        except UnicodeEncodeError:
+            shown = word.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+            return f"the argument '{shown}'"
+    return None
 
 
 def _json_first(args: list[str]) -> list[str]:

@@ -346,6 +346,7 @@ def test_an_import_that_moves_a_member_voids_the_letter_on_its_way(
     assert (dry["updated"], dry["letters_voided"], dry["letters_queued_again"]) == (1, 1, 1)
     told = cli("members", "import", str(exported), "--on-conflict", "update", "--dry-run")
     assert "1 letter on its way to an address its member leaves would stop working" in told.stdout
+    assert told.stderr == ""  # nothing happened: no note that a code no longer works
     imported = cli("--json", "members", "import", str(exported), "--on-conflict", "update")
     assert (ok(imported)["letters_voided"], ok(imported)["letters_queued_again"]) == (1, 1)
     assert (

@@ -253,7 +253,7 @@ def import_(
             "recorded as MME: letters say 'Madame' ('Mademoiselle' is no longer used in "
             "official correspondence)"
         )
-    if counts.letters_voided:
+    if counts.letters_voided and not counts.dry_run:  # a dry run's summary says it
         n, again = counts.letters_voided, counts.letters_queued_again
         note_for_agent(
             f"{count(n, 'letter')} {agree(n, 'was on its way', 'were on their way')} to an "

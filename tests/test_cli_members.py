@@ -106,6 +106,12 @@ def test_update_and_close_are_audited_with_agent_and_reason(cli: Cli, session: S
     assert len(only_close) == 1
     future = json.loads(cli("--json", "audit", "list", "--since", "2999-01-01").stdout)
     assert future == []
+    again = cli("member", "close", member.nir, "--reason", "doublon")
+    assert again.exit_code == 0
+    assert again.stdout.startswith(f"Member {format_nir(member.nir)} was closed already on ")
+    assert again.stdout.endswith(" (décès): nothing changed.\n")
+    [noop, _] = json.loads(cli("--json", "audit", "list", "--action", "member.close").stdout)
+    assert (noop["outcome"], noop["reason"]) == ("noop", "doublon")
 
 
 def test_an_update_to_the_same_values_says_so_and_writes_nothing(

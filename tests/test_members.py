@@ -106,7 +106,8 @@ def test_close_keeps_data_and_is_idempotent(session: Session) -> None:
     closed = records.get_member(session, member.nir)
     assert closed.status == "closed" and closed.last_name == "Martin"
     events = session.exec(select(AuditEvent).where(AuditEvent.action == "member.close")).all()
-    assert len(events) == 1
+    assert [(e.outcome, e.reason) for e in events] == [("ok", "départ"), ("noop", "again")]
+    assert closed.closed_reason == "départ"
 
 
 def test_unknown_member_is_not_found(session: Session) -> None:

@@ -316,18 +316,32 @@ def _optional_reason(reason: str | None) -> str | None:
     return audit.clean_text(reason, what="the reason", max_length=audit.REASON_MAX_LENGTH)
 
 
+@dataclass(frozen=True)
+class MemberClose:
+    """What `close_member` did: `changed` is False when the member was closed already."""
+
+    member: Member
+    changed: bool
+
+
 def close_member(
     session: Session, *, nir: str, reason: str, agent: str, clock: Clock = system_clock
-) -> Member:
-    """Closed members cannot log in; their data is kept. Closing twice is a no-op."""
+) -> MemberClose:
+    """Closed members cannot log in; their data is kept. Closing twice changes nothing (the
+    first reason and time stay), and is audited as a `noop` with the agent's reason, as every
+    agent action is."""
     if not reason.strip():
         raise InvalidInput("a reason is required to close a member")
     with transaction(session):
         why = audit.clean_text(reason, what="the reason", max_length=audit.REASON_MAX_LENGTH)
         member = get_member(session, nir)
-        if member.status == MemberStatus.closed:
-            return member
         now = clock()
+        if member.status == MemberStatus.closed:
+            audit.record(
+                session, agent=agent, action="member.close", member=member, reason=why,
+                outcome="noop", at=now,
+            )  # fmt: skip
+            return MemberClose(member, changed=False)
         member.status, member.closed_reason, member.closed_at, member.updated_at = (
             "closed",
             why,
@@ -351,7 +365,7 @@ def close_member(
             codes_revoked=len(revoked),
             letters_cancelled=sorted(cancelled),
         )
-    return member
+    return MemberClose(member, changed=True)
 
 
 def list_members(

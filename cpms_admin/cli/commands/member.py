@@ -304,17 +304,27 @@ def update(
 def close(ctx: typer.Context, nir: Nir, reason: Reason) -> None:
     """Close a member: they can no longer log in; their data is kept.
 
+    A member closed already stays as they were (the first reason and time); the attempt is
+    audited as `noop`.
+
     Example: cpms-admin member close 185057800608491 --reason "left the mutual"
     """
     from cpms_admin.members import records
 
     app_ = app_context(ctx)
     with app_.session() as session:
-        member = records.close_member(
+        closing = records.close_member(
             session, nir=nir, reason=reason, agent=app_.agent, clock=app_.clock
         )
+        member = closing.member
         view = records.member_view(session, member, clock=app_.clock)
-    emit_object(app_, view.as_json(), [f"Member {format_nir(member.nir)} is closed."])
+    said = (
+        f"Member {format_nir(member.nir)} is closed."
+        if closing.changed
+        else f"Member {format_nir(member.nir)} was closed already on {when(member.closed_at)} "
+        f"({member.closed_reason}): nothing changed."
+    )
+    emit_object(app_, view.as_json(), [said])
 
 
 @app.command()

@@ -308,8 +308,11 @@ def test_smtp_failure_leaves_no_live_code(cli: Cli, session: Session, member: Me
     assert [row.status for row in codes_of(session, member)] == ["revoked"]
     audit = json.loads(cli("--json", "audit", "list", "--action", "code.revoke").stdout)
     assert [(e["label"], e["outcome"]) for e in audit] == [("agent.test", "mail_failed")]
+    assert "PIN stays reset" not in result.stderr
     reset = down("pin", "reset", member.nir, "--reason", "forgot")
     assert reset.exit_code == 1 and "--channel post" in reset.stderr
+    # Exit 1, but the reset stands: the agent must not think the member can still log in.
+    assert "The PIN stays reset and older codes revoked: the member cannot log in" in (reset.stderr)
     assert {row.status for row in codes_of(session, member)} == {"revoked"}
     fallback = down("--json", "code", "issue", member.nir, "--channel", "post", "--reason", "x")
     assert (fallback.exit_code, json.loads(fallback.stdout)["channel"]) == (0, "post")

@@ -27,7 +27,7 @@ from cpms_admin.members.nir import mask_nir
 from cpms_admin.models import Letter, Member, pk
 from cpms_admin.pepper import load_peppers
 from cpms_admin.settings import Settings
-from cpms_admin.vocabulary import Channel, ChannelChoice, LetterStatus
+from cpms_admin.vocabulary import Channel, ChannelChoice, LetterStatus, Purpose
 
 log = logging.getLogger(__name__)
 
@@ -197,8 +197,16 @@ def _email_for_agent(
             transport=transport,
         )
     except MailError as exc:
+        # A PIN reset stands (the PIN may be known to someone else): say so, or the agent
+        # reading exit 1 would think the member can still log in.
+        reset = (
+            " The PIN stays reset and older codes revoked: the member cannot log in until "
+            "they get a code."
+            if issued.row.purpose == Purpose.pin_reset
+            else ""
+        )
         raise MailError(
-            f"{exc}; the new security code was revoked. Send one by post: "
+            f"{exc}; the new security code was revoked.{reset} Send one by post: "
             f'cpms-admin code issue {member.nir} --channel post --reason "e-mail failed"'
         ) from None
 

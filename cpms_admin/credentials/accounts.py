@@ -115,6 +115,9 @@ def reset_pin(
             transport=transport,
             had_pin=had_pin,
             revoked_codes=len(revoked),
+            # Exit 1 must not read as "nothing happened": the member can no longer log in.
+            if_unsent=" The PIN stays reset and older codes revoked: the member cannot log "
+            "in until they get a code.",
         )
 
 

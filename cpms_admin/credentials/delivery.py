@@ -27,7 +27,7 @@ from cpms_admin.members.nir import mask_nir
 from cpms_admin.models import Letter, Member, pk
 from cpms_admin.pepper import load_peppers
 from cpms_admin.settings import Settings
-from cpms_admin.vocabulary import Channel, ChannelChoice, LetterStatus, Purpose
+from cpms_admin.vocabulary import Channel, ChannelChoice, LetterStatus
 
 log = logging.getLogger(__name__)
 
@@ -133,11 +133,13 @@ def deliver_code(
     clock: Clock,
     now: datetime,
     transport: Transport | None = None,
+    if_unsent: str = "",
     **details: Any,
 ) -> CodeDelivery:
     """Prepare a code and audit it with `details` in the caller's unit of work; once that
     commits, e-mail it (a letter waits for the nightly batch). A code that could not be
-    sent is revoked and the caller gets a MailError that suggests the post."""
+    sent is revoked and the caller gets a MailError that suggests the post, and says
+    `if_unsent`: what the caller's unit of work did all the same."""
     with transaction(session) as work:
         delivery = _prepare_code(
             session,
@@ -170,6 +172,7 @@ def deliver_code(
                     settings=settings,
                     clock=clock,
                     transport=transport,
+                    still_done=if_unsent,
                 )
             )
     return delivery
@@ -184,8 +187,10 @@ def _email_for_agent(
     settings: Settings,
     clock: Clock,
     transport: Transport | None,
+    still_done: str,
 ) -> None:
-    """`email_code`, with the way out when it fails: the same code by post."""
+    """`email_code`, with the way out when it fails: the same code by post; `still_done`
+    says what stands all the same."""
     try:
         email_code(
             session,
@@ -197,16 +202,8 @@ def _email_for_agent(
             transport=transport,
         )
     except MailError as exc:
-        # A PIN reset stands (the PIN may be known to someone else): say so, or the agent
-        # reading exit 1 would think the member can still log in.
-        reset = (
-            " The PIN stays reset and older codes revoked: the member cannot log in until "
-            "they get a code."
-            if issued.row.purpose == Purpose.pin_reset
-            else ""
-        )
         raise MailError(
-            f"{exc}; the new security code was revoked.{reset} Send one by post: "
+            f"{exc}; the new security code was revoked.{still_done} Send one by post: "
             f'cpms-admin code issue {member.nir} --channel post --reason "e-mail failed"'
         ) from None
 

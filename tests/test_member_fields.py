@@ -131,12 +131,25 @@ def test_email_with_a_line_break_is_refused(email: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "email", ["jean", "jean@", "@example.com", "a b@example.com", "jean@example"]
-)
+    "email",
+    [
+        "jean", "jean@", "@example.com", "a b@example.com", "jean@example",
+        # Mail servers refuse these: the code would never arrive.
+        "jean..dupont@example.com", ".jean@example.com", "jean.@example.com",
+        f"{'j' * 65}@example.com",
+    ],
+)  # fmt: skip
 def test_malformed_email_is_refused(email: str) -> None:
     with pytest.raises(FieldError) as caught:
         validate_member_fields(member_values(email=email))
     assert caught.value.field == "email"
+
+
+@pytest.mark.parametrize(
+    "email", ["jean.dupont+mutuelle@example.com", "o'neil@example.ie", f"{'j' * 64}@example.com"]
+)
+def test_a_well_formed_email_is_kept(email: str) -> None:
+    assert validate_member_fields(member_values(email=email)).email == email
 
 
 def test_an_address_line_too_long_is_refused_not_cut() -> None:

@@ -19,8 +19,11 @@ from cpms_admin.members.postal import (
 )
 
 # Conservative: one @, a dotted domain, no white space or control characters anywhere.
+# RFC 5321's mailbox as mail servers take it: a local part of at most 64 characters, dots
+# only between its words (`a..b@` and `.a@` are refused by servers, and would lose the code).
+_WORD = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
 EMAIL = re.compile(
-    r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
+    rf"(?=[^@]{{1,64}}@){_WORD}(?:\.{_WORD})*@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
     r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+"
 )
 CIVILITIES = {

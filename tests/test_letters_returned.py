@@ -394,6 +394,11 @@ def test_the_print_house_file_records_every_return_once(
             2,
             "line 3: letter_id names #1 and reference names #2; which letter came back?",
         ),
+        (
+            ["reference;motif", "L00000001;NPAI", "1;NPAI", "L00000001;Refusé"],
+            2,
+            "line 4: letter #1 is on line 2 too, with another reason; which one is right?",
+        ),
     ],
 )
 def test_a_bad_returns_file_changes_nothing(

@@ -99,6 +99,7 @@ def _returns(path: Path, reader: "csv.DictReader[str]") -> list[Return]:
         raise InvalidInput(f"{path}: no letter_id or reference column in the header")
     why_column = next((columns[c] for c in REASON_COLUMNS if c in columns), None)
     found: dict[int, Return] = {}
+    lines: dict[int, int] = {}  # letter -> the line that first named it
     for number, row in enumerate(reader, start=2):
         named: dict[int, str] = {}  # letter -> the column that named it; one row, one letter
         for column in id_columns:
@@ -114,12 +115,19 @@ def _returns(path: Path, reader: "csv.DictReader[str]") -> list[Return]:
             raise InvalidInput(f"{path}: line {number}: {listed}; which letter came back?")
         [letter] = named
         why = " ".join((row.get(why_column) or "").split()) if why_column else ""
-        found[letter] = Return(
+        back = Return(
             letter,
             audit.clean_text(why, what="the reason", max_length=MAX_REASON)
             if why
             else undeliverable.NPAI,
         )
+        if letter in found and found[letter] != back:
+            raise InvalidInput(
+                f"{path}: line {number}: letter #{letter} is on line {lines[letter]} too, with "
+                "another reason; which one is right?"
+            )
+        found[letter] = back
+        lines.setdefault(letter, number)
     if not found:
         raise InvalidInput(f"{path}: no letter in the file")
     return list(found.values())

@@ -380,6 +380,11 @@ def test_the_print_house_file_records_every_return_once(
     mac.write_bytes(("\r".join(rows) + "\r").encode("cp1252"))
     read = ok(cli("--json", "letters", "returned", "--from-file", str(mac)))
     assert sorted(read["already_returned"]) == sorted(ids)
+    # Excel's "CSV UTF-8" (a BOM) with a Windows-1252 row pasted in: read as Windows-1252.
+    mixed = tmp_path / "mixed.csv"
+    mixed.write_bytes(b"\xef\xbb\xbf" + ("\r\n".join(rows) + "\r\n").encode("cp1252"))
+    read = ok(cli("--json", "letters", "returned", "--from-file", str(mixed)))
+    assert sorted(read["already_returned"]) == sorted(ids)
 
 
 @pytest.mark.parametrize(

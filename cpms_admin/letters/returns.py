@@ -9,6 +9,7 @@ current one (compared by the keyed digest the batch kept of its lines, `Letter.a
 does not flag the member's address. Recording a return twice changes nothing.
 """
 
+import codecs
 import csv
 import io
 import re
@@ -81,8 +82,8 @@ def read_returns_file(path: Path) -> list[Return]:
         raise InvalidInput(f"{path}: cannot read the returns file ({exc.strerror})") from None
     try:
         text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        text = raw.decode("cp1252", errors="replace")
+    except UnicodeDecodeError:  # a BOM, then a Windows-1252 row pasted in: see sniff.open_text
+        text = raw.removeprefix(codecs.BOM_UTF8).decode("cp1252", errors="replace")
     first = text.splitlines()[0] if text.strip() else ""
     # newline=None: a CSV saved by a Mac spreadsheet ends its lines with a lone CR.
     reader = csv.DictReader(io.StringIO(text, newline=None), delimiter=";" if ";" in first else ",")

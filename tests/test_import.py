@@ -441,6 +441,103 @@ def test_an_update_keeps_the_fields_the_file_has_no_column_for(
     assert after.search_text == search_values(after)["search_text"]
 
 
+def test_each_json_line_says_which_fields_it_gives(
+    cli: Cli, session: Session, tmp_path: Path
+) -> None:
+    """JSON Lines have no header: a key a line leaves out keeps the member's value, a key
+    only a later line gives is applied (the first line's keys used to decide for all)."""
+    required = ("nir", "last_name", "first_name", "street", "postcode", "city")
+    first, second = (
+        make_member(session, **{k: v for k, v in person(n).items() if v}) for n in (42, 43)
+    )
+    before = (first.email, second.email)
+    assert all(before)
+    lines = [
+        {name: person(42)[name] for name in required} | {"city": "Lyon", "postcode": "69002"},
+        {name: person(43)[name] for name in required} | {"email": "nouvelle@example.fr"},
+    ]
+    path = write_jsonl(tmp_path / "m.jsonl", lines)
+    counts = json_out(cli("--json", "members", "import", str(path), "--on-conflict", "update"))
+    assert (counts["updated"], counts["invalid"]) == (2, 0)
+    assert (member_of(session, first.nir).email, member_of(session, first.nir).city) == (
+        before[0],
+        "Lyon",
+    )
+    assert member_of(session, second.nir).email == "nouvelle@example.fr"
+    cleared = write_jsonl(tmp_path / "c.jsonl", [lines[1] | {"email": None}])
+    assert (
+        json_out(cli("--json", "members", "import", str(cleared), "--on-conflict", "update"))[
+            "updated"
+        ]
+        == 1
+    )
+    assert member_of(session, second.nir).email is None  # null clears, as an empty cell
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl"])
+def test_a_file_without_country_updates_a_member_abroad(
+    cli: Cli, session: Session, tmp_path: Path, fmt: str
+) -> None:
+    """A file without `country` keeps the member's country, and the rest of the row is
+    judged with it: a Belgian postcode is right for a Belgian member. For a new member the
+    country is France, and the same row is refused."""
+    brussels = {"street": "Rue de la Loi 16", "postcode": "1000", "city": "Bruxelles"}
+    member = make_member(
+        session,
+        **{k: v for k, v in person(44).items() if v} | brussels | {"country": "BE"},
+    )
+    required = ("nir", "last_name", "first_name", "street", "postcode", "city")
+    rows = [
+        person(44, **brussels | {"street": "Rue de la Loi 18"}),
+        person(45, **brussels),  # new: a French address, which this is not
+    ]
+    rows = [{name: row[name] for name in required} for row in rows]
+    path = (
+        write_csv(tmp_path / "m.csv", rows, columns=required)
+        if fmt == "csv"
+        else write_jsonl(tmp_path / "m.jsonl", rows)
+    )
+    errors = tmp_path / "errors.csv"
+    for dry_run in (["--dry-run"], []):
+        command = ("--json", "members", "import", str(path), "--on-conflict", "update")
+        result = cli(*command, "--errors", str(errors), *dry_run)
+        assert result.exit_code == 1, result.output
+        counts = json_out(result)
+        assert (counts["updated"], counts["created"], counts["invalid"]) == (1, 0, 1)
+        [refused] = report_rows(errors)
+        assert (refused["line"], refused["field"]) == ("3" if fmt == "csv" else "2", "postcode")
+    after = member_of(session, member.nir)
+    assert (after.street, after.postcode, after.country) == ("Rue de la Loi 18", "1000", "BE")
+    skipping = cli("--json", "members", "import", str(path), "--on-conflict", "skip")
+    assert json_out(skipping)["invalid"] == 2  # judged as French: skip reads no member
+
+
+def test_a_file_without_envelope_name_keeps_the_one_chosen(
+    cli: Cli, session: Session, tmp_path: Path
+) -> None:
+    """A name too long for an envelope line needs the agent's `envelope_name`: a file
+    without that column moves the member and keeps the line chosen."""
+    long_name = {
+        "last_name": "de La Rochefoucauld-Montmorency-Laval",
+        "first_name": "Marie-Charlotte-Éléonore",
+    }
+    member = make_member(
+        session,
+        **{k: v for k, v in person(46, **long_name).items() if v},
+        envelope_name="MME M-C DE LA ROCHEFOUCAULD",
+    )
+    required = ("nir", "last_name", "first_name", "street", "postcode", "city")
+    path = write_csv(
+        tmp_path / "m.csv",
+        [person(46, **long_name, city="Lyon", postcode="69002")],
+        columns=required,
+    )
+    counts = json_out(cli("--json", "members", "import", str(path), "--on-conflict", "update"))
+    assert (counts["updated"], counts["invalid"]) == (1, 0)
+    after = member_of(session, member.nir)
+    assert (after.city, after.envelope_name) == ("Lyon", "MME M-C DE LA ROCHEFOUCAULD")
+
+
 def test_on_conflict_fail_is_exit_4_and_writes_nothing(
     cli: Cli, session: Session, tmp_path: Path
 ) -> None:

@@ -78,7 +78,8 @@ class MemberFile:
         self.delimiter = delimiter  # None but for CSV
         self._header = header  # as in the file, including ignored columns
         self._header_row = header_row  # a workbook's header may follow blank rows
-        # The member columns found in the file (for JSONL, the keys of its first object).
+        # The member columns of the header (for JSONL, the keys of its first object: each
+        # line says which it gives).
         self.columns = tuple(name for name in header if name in IMPORT_COLUMNS)
 
     def __iter__(self) -> Iterator[SourceRow]:

@@ -5,13 +5,19 @@ The status columns (`status`, `closed_reason`, `closed_at`): a closed member exp
 closed, with why and when, and imports back so (with no welcome letter). A file without
 these columns imports members active, as before. An import never changes the status of a
 member already there: with `--on-conflict update`, a row whose status columns differ from
-the member's is refused (status_change), and the columns the file lacks keep the member's
+the member's is refused (status_change), and the columns a record lacks keep the member's
 values (with_stored). Closing is `member close`, which also revokes
 codes and cancels letters; nothing reopens a member.
+
+A record that lacks columns is judged whole only against the member it updates: a file
+without `country` gives a Belgian member's postcode, which is wrong for France. Such a row,
+invalid as it stands, is a PendingRow: an update judges it again with the member's values,
+and any other use refuses it with the reason found here.
 """
 
 import sqlite3
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import NamedTuple, cast
 
@@ -23,7 +29,7 @@ from cpms_admin.credentials.pins import LEGACY_PREFIX, legacy_hash_problem
 from cpms_admin.errors import FieldError, InvalidInput
 from cpms_admin.members import damage
 from cpms_admin.members.fields import COLUMNS, validate_member_fields
-from cpms_admin.members.nir import format_nir
+from cpms_admin.members.nir import format_nir, parse_nir
 from cpms_admin.members.records import MEMBER_COLUMNS, as_strings, member_row
 from cpms_admin.vocabulary import MemberStatus
 
@@ -34,13 +40,14 @@ MEMBER_KEYS = (*MEMBER_COLUMNS, *STATUS_COLUMNS)
 class CheckedRow(NamedTuple):
     """A valid row: the `member` table values in MEMBER_KEYS order (search columns included,
     and the status columns, all None when the file gives no status) and the PIN hash to
-    store, already prefixed as a legacy hash. Tuples rather than a dict or a dataclass: a
-    million of them cross from the checker process by pickle, and new members go to the
-    database as tuples."""
+    store, already prefixed as a legacy hash; `absent` as the record's (SourceRow). Tuples
+    rather than a dict or a dataclass: a million of them cross from the checker process by
+    pickle, and new members go to the database as tuples."""
 
     line: int
     values: tuple[object, ...]
     pin_hash: str | None
+    absent: tuple[str, ...]
 
     def __repr__(self) -> str:  # the PIN hash is a secret even when hashed
         return f"CheckedRow(line={self.line}, values={self.values!r})"
@@ -62,6 +69,33 @@ class CheckedRow(NamedTuple):
 _STATUS_AT = MEMBER_KEYS.index("status")
 
 
+@dataclass(frozen=True, slots=True)
+class PendingRow:
+    """A row invalid as it stands (`error`), from a record that lacks columns whose stored
+    values may make it valid: its NIR, status and PIN hash are checked; `values` are the
+    record's."""
+
+    line: int
+    nir: str
+    values: Mapping[str, str | None]
+    status: tuple[object, object, object]
+    pin_hash: str | None
+    absent: tuple[str, ...]
+    error: RowError
+
+    def __repr__(self) -> str:  # the PIN hash is a secret even when hashed
+        return f"PendingRow(line={self.line}, error={self.error!r})"
+
+    @property
+    def member(self) -> dict[str, object]:
+        """The values by column name, as CheckedRow.member gives them."""
+        given: dict[str, object] = {name: self.values.get(name) for name in COLUMNS}
+        return given | dict(zip(STATUS_COLUMNS, self.status, strict=True))
+
+
+Checked = CheckedRow | PendingRow | RowError
+
+
 class RowChecker:
     """Checks rows in file order, remembering each NIR's first valid line: a second row for
     the same member is refused (which of the two is right cannot be guessed). The NIRs
@@ -71,12 +105,9 @@ class RowChecker:
         self._seen = SeenNirs()
         self.civilities_recorded = 0  # valid rows whose civility is recorded as another (Mlle)
 
-    def check(self, row: SourceRow) -> CheckedRow | RowError:
-        return self.check_batch([row])[0]
-
-    def check_batch(self, rows: Sequence[SourceRow]) -> list[CheckedRow | RowError]:
+    def check_batch(self, rows: Sequence[SourceRow]) -> list[Checked]:
         """The rows checked, in order; those repeating an earlier row's NIR refused."""
-        results: list[CheckedRow | RowError] = []
+        results: list[Checked] = []
         typed: list[bool] = []  # for each result: a civility recorded as another
         for row in rows:
             result, civility_typed = self._check(row)
@@ -84,11 +115,11 @@ class RowChecker:
             typed.append(civility_typed)
         firsts: dict[str, int] = {}  # each NIR's first line in this batch
         for result in results:
-            if isinstance(result, CheckedRow):
+            if not isinstance(result, RowError):
                 firsts.setdefault(result.nir, result.line)
         earlier = self._seen.claim(firsts)
         for at, result in enumerate(results):
-            if not isinstance(result, CheckedRow):
+            if isinstance(result, RowError):
                 continue
             first = earlier.get(result.nir) or firsts[result.nir]
             if first != result.line:
@@ -98,46 +129,79 @@ class RowChecker:
                 self.civilities_recorded += 1
         return results
 
-    def _check(self, row: SourceRow) -> tuple[CheckedRow | RowError, bool]:
+    def _check(self, row: SourceRow) -> tuple[Checked, bool]:
         """The row checked, and whether its civility is recorded as another."""
         values = row.values
         if values is None:
             return RowError(row.line, None, row.problem or "unreadable record", None), False
         try:
             fields = validate_member_fields(values)
-            status = parse_status(values)
         except FieldError as exc:
-            return RowError(row.line, exc.field, str(exc), values), False
+            return _pending_or_refused(row, values, RowError(row.line, exc.field, str(exc), values))
         except InvalidInput as exc:
             return RowError(row.line, None, str(exc), values), False
-        raw_hash = values.get(PIN_HASH)
-        if raw_hash:
-            problem = legacy_hash_problem(raw_hash)
-            if problem is not None:
-                return RowError(row.line, PIN_HASH, problem, values), False
-        pin_hash = LEGACY_PREFIX + raw_hash if raw_hash else None
-        checked = CheckedRow(row.line, (*member_row(fields), *status), pin_hash)
+        rest = _status_and_hash(row.line, values)
+        if isinstance(rest, RowError):
+            return rest, False
+        status, pin_hash = rest
+        checked = CheckedRow(row.line, (*member_row(fields), *status), pin_hash, row.absent)
         return checked, bool(fields.civility_typed)
 
     def close(self) -> None:
         self._seen.close()
 
 
+def _status_and_hash(
+    line: int, values: Mapping[str, str | None]
+) -> tuple[tuple[object, object, object], str | None] | RowError:
+    """The row's status columns (parse_status) and PIN hash to store, or why not."""
+    try:
+        status = parse_status(values)
+    except FieldError as exc:
+        return RowError(line, exc.field, str(exc), values)
+    raw_hash = values.get(PIN_HASH)
+    if raw_hash:
+        problem = legacy_hash_problem(raw_hash)
+        if problem is not None:
+            return RowError(line, PIN_HASH, problem, values)
+    return status, LEGACY_PREFIX + raw_hash if raw_hash else None
+
+
+def _pending_or_refused(
+    row: SourceRow, values: Mapping[str, str | None], error: RowError
+) -> tuple[PendingRow | RowError, bool]:
+    """A row refused for `error` is pending when it lacks columns and its NIR, status and
+    PIN hash hold: the member's values there may still make it valid."""
+    if not row.absent:
+        return error, False
+    try:
+        nir = parse_nir(values.get("nir") or "")
+    except FieldError:
+        return error, False
+    rest = _status_and_hash(row.line, values)
+    if isinstance(rest, RowError):
+        return rest, False
+    status, pin_hash = rest
+    return PendingRow(row.line, nir, values, status, pin_hash, row.absent, error), False
+
+
 def with_stored(
-    row: CheckedRow, stored: Mapping[str, object], absent: Sequence[str]
+    row: CheckedRow | PendingRow, stored: Mapping[str, object]
 ) -> CheckedRow | RowError:
-    """An update's row with the member's `stored` values in the columns `absent` from the
-    file (a column the file lacks changes nothing; an empty cell clears its field), checked
-    again as a whole: a file without `country` may not validate the street and postcode it
-    gives against the member's country."""
+    """An update's row with the member's `stored` values in the columns the record lacks (a
+    column the file lacks changes nothing; an empty cell clears its field), checked again
+    as a whole: a file without `country` may not validate the street and postcode it gives
+    against the member's country."""
     given = row.member
-    values = as_strings({name: stored[name] if name in absent else given[name] for name in COLUMNS})
+    values = as_strings(
+        {name: stored[name] if name in row.absent else given[name] for name in COLUMNS}
+    )
     try:
         fields = validate_member_fields(values)
     except FieldError as exc:
         return RowError(row.line, exc.field, str(exc), values)
     status = tuple(given[name] for name in STATUS_COLUMNS)
-    return CheckedRow(row.line, (*member_row(fields), *status), row.pin_hash)
+    return CheckedRow(row.line, (*member_row(fields), *status), row.pin_hash, ())
 
 
 class SeenNirs:

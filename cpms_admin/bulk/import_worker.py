@@ -14,25 +14,24 @@ from multiprocessing.connection import Connection
 from typing import TypeVar
 
 from cpms_admin.bulk.formats import MemberFile, RowError
-from cpms_admin.bulk.import_rows import CheckedRow, RowChecker
+from cpms_admin.bulk.import_rows import Checked, CheckedRow, PendingRow, RowChecker
 from cpms_admin.errors import CpmsError, Refused
 
-Checked = list[CheckedRow | RowError]
 T = TypeVar("T")
 # A valid row crosses the pipe as a plain tuple: pickling it is 3 to 5 times cheaper than a
 # dataclass, and this is the hottest path of an import.
-_Packed = tuple[int, tuple[object, ...], str | None]
+_Packed = tuple[int, tuple[object, ...], str | None, tuple[str, ...]]
 _make = CheckedRow._make
 
 
-def _pack(result: CheckedRow | RowError) -> _Packed | RowError:
-    if isinstance(result, RowError):
-        return result
-    return tuple(result)  # type: ignore[return-value]  # a plain tuple pickles smaller
+def _pack(result: Checked) -> _Packed | PendingRow | RowError:
+    if isinstance(result, CheckedRow):
+        return tuple(result)  # type: ignore[return-value]  # a plain tuple pickles smaller
+    return result
 
 
-def _unpack(item: _Packed | RowError) -> CheckedRow | RowError:
-    if isinstance(item, RowError):
+def _unpack(item: _Packed | PendingRow | RowError) -> Checked:
+    if isinstance(item, PendingRow | RowError):
         return item
     return _make(item)
 
@@ -85,7 +84,7 @@ class CheckedBatches:
         writer.close()
         self.civilities_recorded = 0  # known once every batch was read (RowChecker's)
 
-    def __iter__(self) -> Iterator[Checked]:
+    def __iter__(self) -> Iterator[list[Checked]]:
         while True:
             try:
                 kind, payload = self._reader.recv()

@@ -21,8 +21,14 @@ from sqlmodel import Session
 
 from cpms_admin.audit import RunAudit
 from cpms_admin.bulk.formats import MemberFile, RowError
-from cpms_admin.bulk.import_rows import CheckedRow, status_change, with_stored
-from cpms_admin.bulk.import_worker import Checked, CheckedBatches
+from cpms_admin.bulk.import_rows import (
+    Checked,
+    CheckedRow,
+    PendingRow,
+    status_change,
+    with_stored,
+)
+from cpms_admin.bulk.import_worker import CheckedBatches
 from cpms_admin.bulk.import_writes import (
     Existing,
     find_existing,
@@ -36,7 +42,6 @@ from cpms_admin.db import transaction
 from cpms_admin.english import agree, count
 from cpms_admin.errors import Conflict, InvalidInput
 from cpms_admin.letters.voiding import void_printed, would_void
-from cpms_admin.members.fields import COLUMNS
 from cpms_admin.members.nir import format_nir
 from cpms_admin.members.records import as_strings
 from cpms_admin.vocabulary import MemberStatus
@@ -103,26 +108,28 @@ class _Pass:
         now: datetime,
         on_error: ErrorSink,
         audit: RunAudit | None,
-        absent: tuple[str, ...],
     ) -> None:
         self.session, self.write, self.on_conflict = session, write, on_conflict
-        self.absent = absent  # the member columns the file lacks: an update keeps them
         self.welcome_letters, self.now, self.on_error = welcome_letters, now, on_error
         self.audit = audit
         self.counts = ImportCounts(dry_run=not write)
         self.conflicts: list[CheckedRow] = []
 
-    def feed(self, batch: Checked) -> None:
-        valid: list[CheckedRow] = []
-        for result in batch:
-            if isinstance(result, RowError):
-                self.counts.invalid += 1
-                self.on_error(result)
-            else:
-                valid.append(result)
+    def feed(self, batch: list[Checked]) -> None:
         updating = self.on_conflict == "update"
+        valid: list[CheckedRow] = []
+        pending: list[PendingRow] = []  # judged again with the member's values, when updating
+        for result in batch:
+            if isinstance(result, CheckedRow):
+                valid.append(result)
+            elif isinstance(result, PendingRow) and updating:
+                pending.append(result)
+            else:
+                self._refuse(result.error if isinstance(result, PendingRow) else result)
         nirs = [row.nir for row in valid]
-        existing = find_existing(self.session, nirs, with_values=updating)
+        existing = find_existing(
+            self.session, nirs + [row.nir for row in pending], with_values=updating
+        )
         new = [row for row, nir in zip(valid, nirs, strict=True) if nir not in existing]
         known = (
             [row for row, nir in zip(valid, nirs, strict=True) if nir in existing]
@@ -130,7 +137,12 @@ class _Pass:
             else []
         )
         if updating:
-            known = self._updatable(known, existing)
+            for waiting in pending:
+                if waiting.nir not in existing:
+                    self._refuse(waiting.error)
+            known = self._updatable(
+                [*known, *(waiting for waiting in pending if waiting.nir in existing)], existing
+            )
         changed = {row.nir: existing[row.nir].changed(row) for row in known} if updating else {}
         changes = [row for row in known if changed.get(row.nir)]
         if self.on_conflict == "fail" and known:
@@ -182,26 +194,31 @@ class _Pass:
                 self.counts.letters_voided += len(voided)
                 self.counts.letters_queued_again += sum(1 for v in voided.values() if v)
 
+    def _refuse(self, error: RowError) -> None:
+        self.counts.invalid += 1
+        self.on_error(error)
+
     def _updatable(
-        self, known: list[CheckedRow], existing: dict[str, Existing]
+        self, known: list[CheckedRow | PendingRow], existing: dict[str, Existing]
     ) -> list[CheckedRow]:
         """The rows that may update their member, with the member's values in the columns
-        the file lacks; the others are refused: invalid once whole, or changing the status."""
+        the record lacks; the others are refused: invalid once whole, or changing the
+        status."""
         kept = []
         for row in known:
             stored = existing[row.nir].values
-            whole = with_stored(row, stored, self.absent) if self.absent else row
+            whole = (
+                row if isinstance(row, CheckedRow) and not row.absent else with_stored(row, stored)
+            )
             if isinstance(whole, RowError):
-                self.counts.invalid += 1
-                self.on_error(whole)
+                self._refuse(whole)
                 continue
             problem = status_change(stored, whole.member)
             if problem is None:
                 kept.append(whole)
                 continue
-            self.counts.invalid += 1
             values = as_strings({name: whole.member[name] for name in EXPORT_COLUMNS})
-            self.on_error(RowError(whole.line, "status", problem, values))
+            self._refuse(RowError(whole.line, "status", problem, values))
         return kept
 
     def finish(self, outcome: str, *, at: datetime) -> None:
@@ -280,7 +297,6 @@ def import_members(
         "on_conflict": on_conflict,
         "welcome_letters": welcome_letters,
         "now": now,
-        "absent": tuple(name for name in COLUMNS if name not in member_file.columns),
     }
     if on_conflict == "fail":
         check = _Pass(session, write=False, on_error=_ignore, audit=None, **options)

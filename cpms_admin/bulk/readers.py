@@ -12,6 +12,7 @@ from cpms_admin.bulk.rows import (
     IMPORT_COLUMNS,
     REPORT_COLUMNS,
     SourceRow,
+    absent_from,
     clean_name,
     clean_value,
 )
@@ -154,6 +155,7 @@ def csv_rows(
     positions = [position for position, name in enumerate(header) if name in IMPORT_COLUMNS]
     names = [header[position] for position in positions]
     unnamed = [position for position, name in enumerate(header) if not name]
+    absent = absent_from(header)
     with open_text(path, encoding) as handle:
         records = csv_records(handle, path=path, delimiter=delimiter)
         next(records, None)  # the header, checked when the file was opened
@@ -171,7 +173,7 @@ def csv_rows(
                 for name, value in zip(names, cleaned, strict=True):
                     if value and starts_marked(value):  # the formula guard, Excel's `="..."`
                         values[name] = unguard(value) or None
-                yield SourceRow(line, values)
+                yield SourceRow(line, values, absent=absent)
 
 
 def _load(line: str) -> Any:
@@ -199,7 +201,9 @@ def jsonl_columns(head: str, *, path: Path) -> tuple[str, ...]:
 
 def jsonl_rows(path: Path, *, encoding: str) -> Iterator[SourceRow]:
     """One row per non-blank line; a line over MAX_LINE_CHARS is that row's problem (each
-    line stands alone) and is skipped without being read whole."""
+    line stands alone) and is skipped without being read whole. Each line says which
+    fields it has: a key it leaves out is absent for that row only."""
+    absences: dict[tuple[str, ...], tuple[str, ...]] = {}  # one tuple per key set: pickles once
     with open_text(path, encoding) as handle:
         number = 0
         while line := handle.readline(MAX_LINE_CHARS + 1):
@@ -209,10 +213,10 @@ def jsonl_rows(path: Path, *, encoding: str) -> Iterator[SourceRow]:
                     pass
                 yield SourceRow(number, None, f"longer than {MAX_LINE_CHARS:,} characters")
             elif line.strip():
-                yield _jsonl_row(number, line)
+                yield _jsonl_row(number, line, absences)
 
 
-def _jsonl_row(line: int, text: str) -> SourceRow:
+def _jsonl_row(line: int, text: str, absences: dict[tuple[str, ...], tuple[str, ...]]) -> SourceRow:
     try:
         obj = _load(text)
     except json.JSONDecodeError as exc:
@@ -229,4 +233,5 @@ def _jsonl_row(line: int, text: str) -> SourceRow:
         if raw is not None and not isinstance(raw, str):
             return SourceRow(line, None, f"{name}: expected a string, a number or null")
         values[name] = None if raw is None else clean_value(raw)
-    return SourceRow(line, values)
+    absent = absent_from({clean_name(key) for key in obj})
+    return SourceRow(line, values, absent=absences.setdefault(absent, absent))

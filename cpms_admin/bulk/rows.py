@@ -1,6 +1,6 @@
 """The records that flow between the bulk readers, the importer and the error report."""
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
 from cpms_admin.members.fields import COLUMNS
@@ -42,18 +42,26 @@ class SourceRow:
     or a workbook's row number. `values` has a key for every name in COLUMNS (None when
     absent or empty), plus the STATUS_COLUMNS and `pin_hash` the file has. When the record
     could not be read at all, `values` is None and `problem` says why: the importer counts
-    it invalid and goes on.
+    it invalid and goes on. `absent` names the COLUMNS the record does not have at all (a
+    column the file lacks, a key a JSON line leaves out), unlike an empty value: an update
+    keeps the member's values there.
     """
 
     line: int
     values: dict[str, str | None] | None
     problem: str | None = None
+    absent: tuple[str, ...] = ()
 
     def __repr__(self) -> str:
         return (
             f"SourceRow(line={self.line}, values={_masked(self.values)!r}, "
-            f"problem={self.problem!r})"
+            f"problem={self.problem!r}, absent={self.absent!r})"
         )
+
+
+def absent_from(names: Collection[str]) -> tuple[str, ...]:
+    """The COLUMNS not among `names` (a header, a JSON line's keys)."""
+    return tuple(name for name in COLUMNS if name not in names)
 
 
 @dataclass(frozen=True, slots=True)

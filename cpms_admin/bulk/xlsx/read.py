@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import IO, TypeVar
 
 from cpms_admin.bulk.cells import starts_marked, unguard
-from cpms_admin.bulk.rows import IMPORT_COLUMNS, SourceRow
+from cpms_admin.bulk.rows import IMPORT_COLUMNS, SourceRow, absent_from
 from cpms_admin.bulk.sniff import (
     MAX_LINE_CHARS,
     cannot_read,
@@ -128,6 +128,7 @@ def xlsx_rows(path: Path, *, header: tuple[str, ...], header_row: int) -> Iterat
     names = [header[position] for position in positions]
     width = len(header)
     unnamed = "" in header
+    absent = absent_from(header)
     for number, texts in forked(lambda: _filled_rows(path, header_row + 1)):
         if isinstance(texts, RowProblem):
             yield SourceRow(number, None, texts.reason)
@@ -149,7 +150,7 @@ def xlsx_rows(path: Path, *, header: tuple[str, ...], header_row: int) -> Iterat
             if text:
                 text = text.strip()
                 values[name] = (unguard(text) if starts_marked(text) else text) or None
-        yield SourceRow(number, values)
+        yield SourceRow(number, values, absent=absent)
 
 
 # --- the helper process ----------------------------------------------------------------

@@ -3,6 +3,8 @@ the member's address (shown by `member show` and `account status`, with the fix)
 letter goes there until an agent updates the address. Every return is audited."""
 
 import csv
+import hashlib
+import hmac
 import json
 import re
 from datetime import timedelta
@@ -13,10 +15,11 @@ import pytest
 from sqlmodel import Session, select
 
 from cpms_admin.clock import system_clock
+from cpms_admin.members.postal import delivery_lines
 from cpms_admin.models import Letter, Member
 from cpms_admin.settings import Settings
 from tests.factories import make_member, make_nir, snapshot
-from tests.harness import Cli, FakeClock
+from tests.harness import TEST_PEPPER, Cli, FakeClock
 from tests.import_helpers import write_csv
 from tests.letters_helpers import batch, code_works, printed_codes
 
@@ -233,6 +236,39 @@ def test_a_letter_whose_pepper_has_gone_is_judged_by_dates(
         0,
         [back["letter_id"]],
     )
+
+
+def test_a_letter_printed_before_digests_of_destinations_still_knows_its_address(
+    cli: Cli, session: Session, clock: FakeClock, tmp_path: Path
+) -> None:
+    """Letters printed before 3 December keep a digest of the lines as printed, not of where
+    they go: a member who moved and came back since is still known to be at the address the
+    letter bore, so its return flags it (it used to be judged by the dates alone)."""
+    member = make_member(session, nir=make_nir(), email=None, street="12 boulevard Saint-Michel")
+    [entry] = batch(cli, tmp_path / "print")["letters"]
+    letter = session.get_one(Letter, entry["letter_id"])
+    nonce = (letter.address_digest or "").split("$")[0]
+    # The stored form of those digests: HMAC-SHA256 under a key derived from the pepper.
+    key = hmac.new(TEST_PEPPER.encode(), b"cpms-address-v1", hashlib.sha256).digest()
+    printed_lines = "\n".join([nonce, *delivery_lines(member)]).encode()
+    letter.address_digest = f"{nonce}${hmac.new(key, printed_lines, hashlib.sha256).hexdigest()}"
+    session.add(letter)
+    session.commit()
+    clock.advance(days=1)
+    ok(cli("member", "update", member.nir, "--street", "3 rue Neuve", "--reason", "typo"))
+    ok(
+        cli(
+            "member",
+            "update",
+            member.nir,
+            "--street",
+            "12 boulevard Saint-Michel",
+            "--reason",
+            "back",
+        )
+    )
+    result = ok(cli("--json", "letters", "returned", str(entry["letter_id"])))
+    assert (result["members_flagged"], result["address_changed_since"]) == (1, [])
 
 
 def test_a_digest_that_does_not_match_an_address_never_changed_still_flags_it(

@@ -356,22 +356,28 @@ def lines_digest(peppers: Peppers, lines: Sequence[str]) -> str:
     rotation. It is made of the lines' destination (`same_destination`) and tells only
     whether an address is the same: an address is personal data."""
     nonce = secrets.token_hex(8)
-    return tagged(peppers.current_id, "$", f"{nonce}${_digest(peppers.current, nonce, lines)}")
+    digest = _digest(peppers.current, nonce, _destination(lines))
+    return tagged(peppers.current_id, "$", f"{nonce}${digest}")
 
 
 def same_lines(stored: str, lines: Sequence[str], peppers: Peppers) -> bool | None:
     """Whether `lines` go where those `stored` (from `lines_digest`) was made of went; None
-    when the pepper that made it is no longer at hand."""
+    when the pepper that made it is no longer at hand. A digest made before 3 December is
+    of the lines as printed, not their destination, and of the same shape: the very same
+    lines match it too (a destination digest they match is their own sorting form, which
+    goes where they go)."""
     key_id, value = untagged(stored, "$")
     nonce, _, kept = value.partition("$")
     try:
         pepper = peppers.get(key_id)
     except NotReady:
         return None
-    return hmac.compare_digest(_digest(pepper, nonce, lines).encode(), kept.encode())
+    return any(
+        hmac.compare_digest(_digest(pepper, nonce, form).encode(), kept.encode())
+        for form in (_destination(lines), tuple(lines))
+    )
 
 
 def _digest(pepper: bytes, nonce: str, lines: Sequence[str]) -> str:
     key = hmac.new(pepper, _LINES_KEY_LABEL, hashlib.sha256).digest()
-    message = "\n".join([nonce, *_destination(lines)])
-    return hmac.new(key, message.encode(), hashlib.sha256).hexdigest()
+    return hmac.new(key, "\n".join([nonce, *lines]).encode(), hashlib.sha256).hexdigest()

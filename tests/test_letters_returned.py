@@ -423,6 +423,42 @@ def test_the_print_house_file_records_every_return_once(
     assert sorted(read["already_returned"]) == sorted(ids)
 
 
+def test_a_letter_listed_twice_with_npai_however_written_is_one_return(
+    cli: Cli, tmp_path: Path, printed: dict[str, Any]
+) -> None:
+    """`NPAI`, `npai` and no reason at all say the same: the letter is recorded once."""
+    first = next(iter(printed.values()))["letter_id"]
+    returns = tmp_path / "retours.csv"
+    rows = ["reference;motif", f"L{first:08d};NPAI", f"{first};", f"#{first};npai"]
+    returns.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    result = ok(cli("--json", "letters", "returned", "--from-file", str(returns)))
+    assert (result["returned"], result["members_flagged"]) == ([first], 1)
+
+
+def test_a_returns_file_in_an_encoding_not_found_is_read_as_told(
+    cli: Cli, tmp_path: Path, printed: dict[str, Any]
+) -> None:
+    """Excel's "Unicode text" (UTF-16) is found by its BOM; a byte neither UTF-8 nor
+    Windows-1252 refuses the file with its line, and `--encoding` reads it."""
+    first, second = (back["letter_id"] for back in printed.values())
+    unicode_text = tmp_path / "unicode.csv"
+    unicode_text.write_text(f"letter_id;motif\n{first};Refusé\n", encoding="utf-16")
+    assert ok(cli("--json", "letters", "returned", "--from-file", str(unicode_text)))[
+        "returned"
+    ] == [first]
+    mac = tmp_path / "mac.csv"  # an old Mac's encoding: è is a byte Windows-1252 lacks
+    mac.write_bytes(
+        f"letter_id;motif\n{second};Parti sans laisser d'adresse è\n".encode("mac_roman")
+    )
+    refused = cli("letters", "returned", "--from-file", str(mac))
+    assert refused.exit_code == 2
+    assert "line 2 is not valid" in refused.stderr
+    read = ok(
+        cli("--json", "letters", "returned", "--from-file", str(mac), "--encoding", "mac_roman")
+    )
+    assert read["returned"] == [second]
+
+
 @pytest.mark.parametrize(
     ("rows", "code", "message"),
     [

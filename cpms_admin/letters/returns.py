@@ -9,7 +9,6 @@ current one (compared by the keyed digest the batch kept of its lines, `Letter.a
 does not flag the member's address. Recording a return twice changes nothing.
 """
 
-import codecs
 import csv
 import io
 import re
@@ -20,6 +19,7 @@ from typing import Any
 from sqlmodel import Session, col, select
 
 from cpms_admin import audit
+from cpms_admin.bulk.sniff import check_size, open_text, resolve_encoding
 from cpms_admin.clock import Clock
 from cpms_admin.credentials.codes import revoke_printed
 from cpms_admin.db import transaction
@@ -73,17 +73,15 @@ def letter_id(value: str) -> int:
     return int(match[1])
 
 
-def read_returns_file(path: Path) -> list[Return]:
+def read_returns_file(path: Path, *, encoding: str | None = None) -> list[Return]:
     """The print house's CSV: a header with `letter_id` or `reference` (and optionally `reason`
-    or `motif`), `,` or `;`, UTF-8 or Windows-1252. Any bad row refuses the whole file."""
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise InvalidInput(f"{path}: cannot read the returns file ({exc.strerror})") from None
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError:  # a BOM, then a Windows-1252 row pasted in: see sniff.open_text
-        text = raw.removeprefix(codecs.BOM_UTF8).decode("cp1252", errors="replace")
+    or `motif`), `,` or `;`, encoded as office software writes (found as for `members
+    import`, or given). Any bad row refuses the whole file."""
+    if not path.is_file():
+        raise InvalidInput(f"{path}: no such file")
+    check_size(path, path.stat().st_size)
+    with open_text(path, resolve_encoding(path, encoding)) as handle:
+        text = handle.read()
     first = text.splitlines()[0] if text.strip() else ""
     # newline=None: a CSV saved by a Mac spreadsheet ends its lines with a lone CR.
     reader = csv.DictReader(io.StringIO(text, newline=None), delimiter=";" if ";" in first else ",")
@@ -122,16 +120,21 @@ def _returns(path: Path, reader: "csv.DictReader[str]") -> list[Return]:
             if why
             else undeliverable.NPAI,
         )
-        if letter in found and found[letter] != back:
+        if letter in found and _same_why(found[letter].why) != _same_why(back.why):
             raise InvalidInput(
                 f"{path}: line {number}: letter #{letter} is on line {lines[letter]} too, with "
                 "another reason; which one is right?"
             )
-        found[letter] = back
+        found.setdefault(letter, back)
         lines.setdefault(letter, number)
     if not found:
         raise InvalidInput(f"{path}: no letter in the file")
     return list(found.values())
+
+
+def _same_why(why: str) -> str:
+    """What a reason says, however written: `NPAI`, `npai` and none at all are one."""
+    return "npai" if why == undeliverable.NPAI else why.casefold()
 
 
 def record_returns(

@@ -268,6 +268,10 @@ def returned(
             "optionally reason (or motif).",
         ),
     ] = None,
+    encoding: Annotated[
+        str | None,
+        typer.Option("--encoding", help="Of --from-file, e.g. cp1252 (default: detected)."),
+    ] = None,
     reason: Annotated[
         str, typer.Option("--reason", help="Why it is recorded (audited).")
     ] = "NPAI returned by the post",
@@ -285,7 +289,13 @@ def returned(
 
     if (letter is None) == (from_file is None):
         raise InvalidInput("give one letter, or --from-file with the print house's returns")
-    returns = read_returns_file(from_file) if from_file else [Return(letter_id(letter or ""))]
+    if encoding is not None and from_file is None:
+        raise InvalidInput("--encoding is for --from-file")
+    returns = (
+        read_returns_file(from_file, encoding=encoding)
+        if from_file
+        else [Return(letter_id(letter or ""))]
+    )
     app_ = app_context(ctx)
     with app_.session() as session:
         result = record_returns(

@@ -512,6 +512,104 @@ def test_a_file_without_country_updates_a_member_abroad(
     assert json_out(skipping)["invalid"] == 2  # judged as French: skip reads no member
 
 
+def test_a_row_refused_as_it_stands_leaves_the_member_to_the_row_that_fixes_it(
+    cli: Cli, session: Session, tmp_path: Path
+) -> None:
+    """Each NIR belongs to its first valid line: a row that only the member's kept values
+    could make valid takes it from no one, before or after it; with such a row and a valid
+    one for the same member, the valid one is used. Found by an outside helper."""
+    required = ("nir", "last_name", "first_name", "street", "postcode", "city")
+    brussels = {"street": "Rue de la Loi 16", "postcode": "1000", "city": "Bruxelles"}
+    rows = [
+        {name: person(47, **brussels)[name] for name in required},  # new: judged as French
+        {name: person(47)[name] for name in required},  # the row fixed
+        {name: person(48)[name] for name in required},
+        {name: person(48, **brussels)[name] for name in required},
+    ]
+    path = write_csv(tmp_path / "m.csv", rows, columns=required)
+    errors = tmp_path / "errors.csv"
+    result = cli("--json", "members", "import", str(path), "--errors", str(errors))
+    assert (json_out(result)["created"], json_out(result)["invalid"]) == (2, 2)
+    assert [(row["line"], row["field"]) for row in report_rows(errors)] == [
+        ("2", "postcode"),
+        ("5", "postcode"),
+    ]
+    member = member_of(session, make_nir(47))
+    bad_email = {name: person(47)[name] for name in required} | {"email": "pas-un-email"}
+    lines = [
+        bad_email,
+        {name: person(47, city="Lyon", postcode="69002")[name] for name in required},
+    ]
+    jsonl = write_jsonl(tmp_path / "m.jsonl", lines)
+    updated = cli("--json", "members", "import", str(jsonl), "--on-conflict", "update")
+    assert (json_out(updated)["updated"], json_out(updated)["invalid"]) == (1, 1)
+    assert member_of(session, member.nir).city == "Lyon"
+
+
+def test_a_json_line_giving_a_field_twice_is_refused(
+    cli: Cli, session: Session, tmp_path: Path
+) -> None:
+    """`email` and ` Email ` are one field, as a CSV header with both is refused: the line
+    is refused rather than the last one silently winning."""
+    member = make_member(session, **{k: v for k, v in person(49).items() if v})
+    path = tmp_path / "m.jsonl"
+    path.write_text(json.dumps(person(49))[:-1] + ', " Email ": null}\n', encoding="utf-8")
+    errors = tmp_path / "errors.csv"
+    result = cli(
+        "--json", "members", "import", str(path), "--on-conflict", "update", "--errors", str(errors)
+    )
+    assert json_out(result)["invalid"] == 1
+    assert report_rows(errors)[0]["reason"] == "email is given twice"
+    assert member_of(session, member.nir).email == member.email
+
+
+def test_on_conflict_fail_stops_on_a_member_there_whatever_their_row(
+    cli: Cli, session: Session, tmp_path: Path
+) -> None:
+    """A Belgian member already there, from a file without country: a conflict (exit 4,
+    nothing imported), as for any member already there, not an invalid French postcode."""
+    required = ("nir", "last_name", "first_name", "street", "postcode", "city")
+    brussels = {"street": "Rue de la Loi 16", "postcode": "1000", "city": "Bruxelles"}
+    make_member(
+        session, **{k: v for k, v in person(54).items() if v} | brussels | {"country": "BE"}
+    )
+    rows = [{name: person(n, **brussels)[name] for name in required} for n in (53, 54)]
+    before = snap(session)
+    result = cli(
+        "members",
+        "import",
+        str(write_csv(tmp_path / "m.csv", rows, columns=required)),
+        "--on-conflict",
+        "fail",
+    )
+    assert result.exit_code == 4, result.output
+    assert "(line 3); nothing was imported" in result.stderr
+    assert snap(session) == before
+
+
+def test_the_report_of_a_file_lacking_columns_imports_back_keeping_them(
+    cli: Cli, session: Session, tmp_path: Path
+) -> None:
+    """The `--errors` report has the file's columns only: fixed and imported back with
+    --on-conflict update, it leaves the member's e-mail, which the file did not have, as
+    it is (an empty email column used to clear it)."""
+    member = make_member(session, **{k: v for k, v in person(55).items() if v})
+    assert member.email
+    required = ("nir", "last_name", "first_name", "street", "postcode", "city")
+    row = {name: person(55, city="Lyon", postcode="69002")[name] for name in required}
+    path = write_csv(tmp_path / "m.csv", [row | {"first_name": "J\u200bean"}], columns=required)
+    errors = tmp_path / "errors.csv"
+    cli("members", "import", str(path), "--on-conflict", "update", "--errors", str(errors))
+    [refused] = report_rows(errors)
+    assert list(refused) == ["line", "field", "reason", *required]
+    fixed = tmp_path / "fixed.csv"
+    fixed.write_text(errors.read_text(encoding="utf-8-sig").replace("J\u200bean", "Jean"))
+    counts = json_out(cli("--json", "members", "import", str(fixed), "--on-conflict", "update"))
+    assert (counts["updated"], counts["invalid"]) == (1, 0)
+    after = member_of(session, member.nir)
+    assert (after.city, after.email) == ("Lyon", member.email)
+
+
 def test_a_file_without_envelope_name_keeps_the_one_chosen(
     cli: Cli, session: Session, tmp_path: Path
 ) -> None:

@@ -21,7 +21,7 @@ from cpms_admin.bulk.readers import (
     jsonl_rows,
     reads_cleanly,
 )
-from cpms_admin.bulk.rows import IMPORT_COLUMNS, RowError, SourceRow
+from cpms_admin.bulk.rows import EXPORT_COLUMNS, IMPORT_COLUMNS, RowError, SourceRow
 from cpms_admin.bulk.sniff import (
     ZIP_MAGIC,
     cannot_read,
@@ -81,6 +81,14 @@ class MemberFile:
         # The member columns of the header (for JSONL, the keys of its first object: each
         # line says which it gives).
         self.columns = tuple(name for name in header if name in IMPORT_COLUMNS)
+
+    @property
+    def report_columns(self) -> tuple[str, ...]:
+        """The columns of the file's `--errors` report: those of its header, so that the report,
+        fixed and imported back with `--on-conflict update`, leaves what the file lacks as it
+        is, as the file does; all of them for JSON Lines, whose lines each say which they give
+        (an empty cell there clears its field: fix such lines in the original file)."""
+        return EXPORT_COLUMNS if self.fmt == "jsonl" else self.columns
 
     def __iter__(self) -> Iterator[SourceRow]:
         if self.fmt == "xlsx":

@@ -16,7 +16,7 @@ and any other use refuses it with the reason found here.
 """
 
 import sqlite3
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import NamedTuple, cast
@@ -35,6 +35,20 @@ from cpms_admin.vocabulary import MemberStatus
 
 # The `member` table's values of a checked row, in this order (the NIR first).
 MEMBER_KEYS = (*MEMBER_COLUMNS, *STATUS_COLUMNS)
+# Fields judged with another: the address by its country, the envelope's name line (refused
+# under `last_name`) by the line an agent chose. A record without the other column is
+# judged again with the member's value of it (PendingRow).
+_JUDGED_WITH = {
+    "country": (
+        "street",
+        "address_complement",
+        "postcode",
+        "city",
+        "address_building",
+        "locality",
+    ),
+    "envelope_name": ("last_name",),
+}
 
 
 class CheckedRow(NamedTuple):
@@ -113,13 +127,24 @@ class RowChecker:
             result, civility_typed = self._check(row)
             results.append(result)
             typed.append(civility_typed)
-        firsts: dict[str, int] = {}  # each NIR's first line in this batch
+        firsts: dict[str, int] = {}  # each NIR's first valid line in this batch
         for result in results:
-            if not isinstance(result, RowError):
+            if isinstance(result, CheckedRow):
                 firsts.setdefault(result.nir, result.line)
         earlier = self._seen.claim(firsts)
+        waiting = [result.nir for result in results if isinstance(result, PendingRow)]
+        if waiting:  # rare: rows refused as they stand
+            earlier = self._seen.lines(waiting) | earlier
+        pending: dict[str, int] = {}  # each NIR's first pending line in this batch
         for at, result in enumerate(results):
             if isinstance(result, RowError):
+                continue
+            if isinstance(result, PendingRow):
+                # Invalid as it stands, it takes no NIR from a valid row, before or after it
+                # in the batch (a later batch's comes after its update): it is refused.
+                first = earlier.get(result.nir) or firsts.get(result.nir)
+                if (first or pending.setdefault(result.nir, result.line)) != result.line:
+                    results[at] = result.error
                 continue
             first = earlier.get(result.nir) or firsts[result.nir]
             if first != result.line:
@@ -170,9 +195,13 @@ def _status_and_hash(
 def _pending_or_refused(
     row: SourceRow, values: Mapping[str, str | None], error: RowError
 ) -> tuple[PendingRow | RowError, bool]:
-    """A row refused for `error` is pending when it lacks columns and its NIR, status and
-    PIN hash hold: the member's values there may still make it valid."""
-    if not row.absent:
+    """A row refused for `error` is pending when the member's values of the columns it
+    lacks may make it valid (the field refused, or the one it is judged with, is one of
+    them), and its NIR, status and PIN hash hold."""
+    field = error.field or ""
+    if field not in row.absent and not any(
+        column in row.absent and field in judged for column, judged in _JUDGED_WITH.items()
+    ):
         return error, False
     try:
         nir = parse_nir(values.get("nir") or "")
@@ -226,17 +255,21 @@ class SeenNirs:
         self._db.executemany("INSERT OR IGNORE INTO seen VALUES (?, ?)", rows)
         if self._db.total_changes - before == len(rows):
             return {}
-        earlier: dict[str, int] = {}
+        return {  # but this batch's own, just inserted
+            nir: line for nir, line in self.lines(first_lines).items() if line != first_lines[nir]
+        }
+
+    def lines(self, nirs: Iterable[str]) -> dict[str, int]:
+        """The NIRs among `nirs` seen so far, with their lines."""
+        keys = {_key(nir): nir for nir in nirs}
         wanted = list(keys)
+        found: dict[str, int] = {}
         for at in range(0, len(wanted), _LOOKUP):
             chunk = wanted[at : at + _LOOKUP]
             marks = ", ".join("?" * len(chunk))
             query = f"SELECT nir, line FROM seen WHERE nir IN ({marks})"  # noqa: S608 (marks)
-            for key, line in self._db.execute(query, chunk):
-                nir = keys[key]
-                if line != first_lines[nir]:  # not this batch's own, just inserted
-                    earlier[nir] = line
-        return earlier
+            found.update((keys[key], line) for key, line in self._db.execute(query, chunk))
+        return found
 
     def close(self) -> None:
         self._db.close()

@@ -113,16 +113,18 @@ class _Pass:
         self.welcome_letters, self.now, self.on_error = welcome_letters, now, on_error
         self.audit = audit
         self.counts = ImportCounts(dry_run=not write)
-        self.conflicts: list[CheckedRow] = []
+        self.conflicts: list[CheckedRow | PendingRow] = []
 
     def feed(self, batch: list[Checked]) -> None:
         updating = self.on_conflict == "update"
         valid: list[CheckedRow] = []
-        pending: list[PendingRow] = []  # judged again with the member's values, when updating
+        # Judged again with the member's values when updating; with "fail", the member being
+        # there is the conflict; with "skip", refused: the member's values are not read.
+        pending: list[PendingRow] = []
         for result in batch:
             if isinstance(result, CheckedRow):
                 valid.append(result)
-            elif isinstance(result, PendingRow) and updating:
+            elif isinstance(result, PendingRow) and self.on_conflict != "skip":
                 pending.append(result)
             else:
                 self._refuse(result.error if isinstance(result, PendingRow) else result)
@@ -136,24 +138,26 @@ class _Pass:
             if existing
             else []
         )
+        for waiting in pending:
+            if waiting.nir not in existing:
+                self._refuse(waiting.error)
+        there = [waiting for waiting in pending if waiting.nir in existing]
         if updating:
-            for waiting in pending:
-                if waiting.nir not in existing:
-                    self._refuse(waiting.error)
-            known = self._updatable(
-                [*known, *(waiting for waiting in pending if waiting.nir in existing)], existing
-            )
+            known = self._updatable([*known, *there], existing)
         changed = {row.nir: existing[row.nir].changed(row) for row in known} if updating else {}
         changes = [row for row in known if changed.get(row.nir)]
-        if self.on_conflict == "fail" and known:
+        if self.on_conflict == "fail" and (known or there):
+            conflicts: list[CheckedRow | PendingRow] = [*known, *there]
+            conflicts.sort(key=lambda row: row.line)
+            first = conflicts[0]
             if self.write:  # added by someone else since the check pass
                 raise Conflict(
-                    f"member {format_nir(known[0].nir)} (line {known[0].line}) was "
+                    f"member {format_nir(first.nir)} (line {first.line}) was "
                     f"added during the import; {count(self.counts.created, 'member')} "
                     f"{agree(self.counts.created, 'was', 'were')} imported before it: run "
                     "again with --on-conflict skip to finish"
                 )
-            self.conflicts.extend(known)
+            self.conflicts.extend(conflicts)
         welcome = (
             [row for row in new if row.pin_hash is None and not _closed(row)]
             if self.welcome_letters
@@ -246,7 +250,7 @@ def _closed(row: CheckedRow) -> bool:
     return row.status == MemberStatus.closed
 
 
-def _conflict(rows: list[CheckedRow]) -> Conflict:
+def _conflict(rows: list[CheckedRow | PendingRow]) -> Conflict:
     first = rows[0]
     return Conflict(
         f"{count(len(rows), 'member')} of the file already "

@@ -176,9 +176,14 @@ def csv_rows(
                 yield SourceRow(line, values, absent=absent)
 
 
+class _Members(list[tuple[str, Any]]):
+    """A JSON object's members in order, a key given twice kept twice (a dict keeps the last
+    one silently, as a CSV header with a column twice is refused)."""
+
+
 def _load(line: str) -> Any:
     # Numbers are kept as written: 01000 stays a string, 1.10 does not become 1.1.
-    return json.loads(line, parse_int=str, parse_float=str)
+    return json.loads(line, parse_int=str, parse_float=str, object_pairs_hook=_Members)
 
 
 def jsonl_columns(head: str, *, path: Path) -> tuple[str, ...]:
@@ -190,9 +195,9 @@ def jsonl_columns(head: str, *, path: Path) -> tuple[str, ...]:
         first = _load(head)
     except (ValueError, RecursionError):
         return COLUMNS
-    if not isinstance(first, dict):
+    if not isinstance(first, _Members):
         return COLUMNS
-    names = tuple(clean_name(key) for key in first)
+    names = tuple(dict.fromkeys(clean_name(key) for key, _ in first))
     unknown = [name for name in names if name not in IMPORT_COLUMNS]
     if unknown:
         raise InvalidInput(f"{path}: unknown fields: {', '.join(unknown)}")
@@ -223,15 +228,19 @@ def _jsonl_row(line: int, text: str, absences: dict[tuple[str, ...], tuple[str, 
         return SourceRow(line, None, f"not valid JSON ({exc.msg} at column {exc.colno})")
     except (ValueError, RecursionError):
         return SourceRow(line, None, "not valid JSON")
-    if not isinstance(obj, dict):
+    if not isinstance(obj, _Members):
         return SourceRow(line, None, "not a JSON object: each line must be {...}")
     values: dict[str, str | None] = dict.fromkeys(COLUMNS)
-    for key, raw in obj.items():
+    given: set[str] = set()
+    for key, raw in obj:
         name = clean_name(key)
         if name not in IMPORT_COLUMNS:
             return SourceRow(line, None, f"unknown field {key!r}")
+        if name in given:
+            return SourceRow(line, None, f"{name} is given twice")
         if raw is not None and not isinstance(raw, str):
             return SourceRow(line, None, f"{name}: expected a string, a number or null")
+        given.add(name)
         values[name] = None if raw is None else clean_value(raw)
-    absent = absent_from({clean_name(key) for key in obj})
+    absent = absent_from(given)
     return SourceRow(line, values, absent=absences.setdefault(absent, absent))

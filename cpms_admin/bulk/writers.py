@@ -168,15 +168,17 @@ class ErrorReport:
     reject many, they are not kept in memory): CSV `line, field, reason`, then the original
     values, so a person can fix them and import the report itself.
 
-    The report has the export columns: a `pin_hash` from the source is left out, because
-    the report is meant to be opened and passed around by people. For the same reason every
+    The report has the export columns (or those of them `columns` names: the source's, see
+    MemberFile.report_columns): a `pin_hash` from the source is left out, because the
+    report is meant to be opened and passed around by people. For the same reason every
     value is under the formula guard, as in an export (reading the report takes it off).
     """
 
-    def __init__(self, out: TextIO) -> None:
+    def __init__(self, out: TextIO, *, columns: Sequence[str] = EXPORT_COLUMNS) -> None:
         self._out = out
         self._rows = _CsvRows(out)
-        self._rows.write([*REPORT_COLUMNS, *EXPORT_COLUMNS])
+        self._columns = [name for name in EXPORT_COLUMNS if name in columns]
+        self._rows.write([*REPORT_COLUMNS, *self._columns])
         self.count = 0
 
     def write(self, error: RowError) -> None:
@@ -186,7 +188,7 @@ class ErrorReport:
                 str(error.line),
                 error.field or "",
                 error.reason,
-                *_guarded([values.get(name) for name in EXPORT_COLUMNS]),
+                *_guarded([values.get(name) for name in self._columns]),
             ]
         )
         self.count += 1

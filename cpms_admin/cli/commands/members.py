@@ -228,7 +228,11 @@ def import_(
         report_file as report_out,
         BulkProgress("Importing", total=total) as progress,
     ):
-        rejected = _Rejected(ErrorReport(report_out) if report_out is not None else None)
+        rejected = _Rejected(
+            ErrorReport(report_out, columns=member_file.report_columns)
+            if report_out is not None
+            else None
+        )
         with app_.session() as session:
             counts = import_members(
                 session,

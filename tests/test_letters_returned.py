@@ -6,7 +6,9 @@ import csv
 import hashlib
 import hmac
 import json
+import os
 import re
+import threading
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -457,6 +459,57 @@ def test_a_returns_file_in_an_encoding_not_found_is_read_as_told(
         cli("--json", "letters", "returned", "--from-file", str(mac), "--encoding", "mac_roman")
     )
     assert read["returned"] == [second]
+
+
+def test_excel_unicode_text_and_a_given_utf16_are_read(
+    cli: Cli, tmp_path: Path, printed: dict[str, Any]
+) -> None:
+    """Excel's "Unicode text" is UTF-16 with tabs; `--encoding utf-16-le`, read off an
+    editor's status bar, reads a file that starts with its byte order mark. Both found by
+    an outside helper."""
+    first, second = (back["letter_id"] for back in printed.values())
+    tabs = tmp_path / "retours.txt"
+    tabs.write_text(f"letter_id\tmotif\r\n{first}\tRefusé\r\n", encoding="utf-16")
+    assert ok(cli("--json", "letters", "returned", "--from-file", str(tabs)))["returned"] == [first]
+    marked = tmp_path / "retours.csv"
+    marked.write_bytes(f"letter_id;motif\r\n{second};NPAI\r\n".encode("utf-16"))
+    given = cli(
+        "--json", "letters", "returned", "--from-file", str(marked), "--encoding", "utf-16-le"
+    )
+    assert ok(given)["returned"] == [second]
+
+
+@pytest.mark.parametrize("encoding", ["rot13", "base64", "undefined", "no-such-codec"])
+def test_an_encoding_that_is_no_text_encoding_is_refused(
+    cli: Cli, tmp_path: Path, encoding: str
+) -> None:
+    """Python knows rot13 and base64, but they do not decode text: exit 2 with one line, as
+    for an unknown name, for `letters returned` as for `members import`."""
+    path = tmp_path / "retours.csv"
+    path.write_text("letter_id;motif\n1;NPAI\n", encoding="utf-8")
+    for command in (
+        ("letters", "returned", "--from-file", str(path)),
+        ("members", "import", str(path)),
+    ):
+        result = cli(*command, "--encoding", encoding)
+        assert result.exit_code == 2, result.output
+        assert result.stderr.count("\n") == 1 and "encoding" in result.stderr
+
+
+def test_a_returns_file_from_a_pipe_is_read(
+    cli: Cli, tmp_path: Path, printed: dict[str, Any]
+) -> None:
+    """`--from-file <(iconv -f MAC retours.csv)`: a pipe can be read only once, and is."""
+    first = next(iter(printed.values()))["letter_id"]
+    fifo = tmp_path / "retours.fifo"
+    os.mkfifo(fifo)
+    # Opening a FIFO to write waits for its reader: the command.
+    writer = threading.Thread(target=fifo.write_text, args=(f"letter_id\n{first}\n",))
+    writer.start()
+    result = cli("--json", "letters", "returned", "--from-file", str(fifo))
+    os.close(os.open(fifo, os.O_RDONLY | os.O_NONBLOCK))  # lets the writer end if unread
+    writer.join()
+    assert ok(result)["returned"] == [first]
 
 
 @pytest.mark.parametrize(

@@ -116,13 +116,29 @@ def _bad_line(path: Path, encoding: str) -> int | None:
     return None
 
 
+def text_encoding(encoding: str) -> str:
+    """The codec's name for an encoding given by its user; InvalidInput for an unknown one,
+    or a codec that is not a text encoding (rot13, base64, undefined)."""
+    try:
+        info = codecs.lookup(encoding)
+    except LookupError:
+        raise InvalidInput(f"unknown encoding {encoding!r}") from None
+    if not info._is_text_encoding or info.name == "undefined":  # as open() checks
+        raise InvalidInput(f"{encoding!r} is not a text encoding")
+    return info.name
+
+
+def _candidates(head: bytes) -> tuple[str, ...]:
+    """The encodings to try, in order, for a file starting with `head`."""
+    if head[:2] in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE):  # Excel's "Unicode text"
+        return ("utf-16",)
+    return ("utf-8", "cp1252")
+
+
 def resolve_encoding(path: Path, encoding: str | None) -> str:
     """The given encoding (checked), else UTF-8 / UTF-16 (by BOM) / Windows-1252."""
     if encoding is not None:
-        try:
-            name = codecs.lookup(encoding).name
-        except LookupError:
-            raise InvalidInput(f"unknown encoding {encoding!r}") from None
+        name = text_encoding(encoding)
         bad = _bad_line(path, name)
         if bad is not None:
             raise InvalidInput(f"{path}: line {bad} is not valid {name}")
@@ -132,14 +148,27 @@ def resolve_encoding(path: Path, encoding: str | None) -> str:
             head = handle.read(2)
     except OSError as exc:
         raise cannot_read(path, exc) from None
-    if head in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE):  # Excel's "Unicode text"
-        candidates: tuple[str, ...] = ("utf-16",)
-    else:
-        candidates = ("utf-8", "cp1252")
+    candidates = _candidates(head)
     for name in candidates:
         bad = _bad_line(path, name)
         if bad is None:
             return name
+    raise InvalidInput(
+        f"{path}: line {bad} is not valid {' or '.join(candidates)}; give --encoding"
+    )
+
+
+def decode_whole(path: Path, raw: bytes, encoding: str | None) -> str:
+    """A small file read whole (a pipe can be read only once), decoded by the rules of
+    resolve_encoding and open_text: the given encoding or the first that reads it, without a
+    byte order mark."""
+    candidates = (text_encoding(encoding),) if encoding else _candidates(raw)
+    for name in candidates:
+        body = raw if name.startswith("utf") else raw.removeprefix(codecs.BOM_UTF8)
+        try:
+            return body.decode(codec_for(name)).removeprefix("\ufeff")
+        except UnicodeDecodeError as exc:
+            bad = body[: exc.start].count(b"\n") + 1
     raise InvalidInput(
         f"{path}: line {bad} is not valid {' or '.join(candidates)}; give --encoding"
     )

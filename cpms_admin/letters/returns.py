@@ -19,7 +19,7 @@ from typing import Any
 from sqlmodel import Session, col, select
 
 from cpms_admin import audit
-from cpms_admin.bulk.sniff import check_size, open_text, resolve_encoding
+from cpms_admin.bulk.sniff import decode_whole, resolve_delimiter
 from cpms_admin.clock import Clock
 from cpms_admin.credentials.codes import revoke_printed
 from cpms_admin.db import transaction
@@ -35,6 +35,7 @@ ID_COLUMNS = ("letter_id", "reference", "ref", "id")
 REASON_COLUMNS = ("reason", "motif")
 LETTER_REF = re.compile(r"(?:L|#)?0*(\d{1,12})")
 MAX_REASON = 200
+MAX_FILE_BYTES = 16 << 20  # a night's returns are a few kilobytes
 
 
 @dataclass(frozen=True)
@@ -77,14 +78,22 @@ def read_returns_file(path: Path, *, encoding: str | None = None) -> list[Return
     """The print house's CSV: a header with `letter_id` or `reference` (and optionally `reason`
     or `motif`), `,` or `;`, encoded as office software writes (found as for `members
     import`, or given). Any bad row refuses the whole file."""
-    if not path.is_file():
-        raise InvalidInput(f"{path}: no such file")
-    check_size(path, path.stat().st_size)
-    with open_text(path, resolve_encoding(path, encoding)) as handle:
-        text = handle.read()
+    try:
+        with open(path, "rb") as handle:  # a pipe too: read once
+            raw = handle.read(MAX_FILE_BYTES + 1)
+    except OSError as exc:
+        raise InvalidInput(f"{path}: cannot read the returns file ({exc.strerror})") from None
+    if len(raw) > MAX_FILE_BYTES:
+        raise InvalidInput(
+            f"{path}: more than {MAX_FILE_BYTES >> 20} MiB, which no night's returns are: "
+            "not a returns file"
+        )
+    text = decode_whole(path, raw, encoding)
     first = text.splitlines()[0] if text.strip() else ""
     # newline=None: a CSV saved by a Mac spreadsheet ends its lines with a lone CR.
-    reader = csv.DictReader(io.StringIO(text, newline=None), delimiter=";" if ";" in first else ",")
+    reader = csv.DictReader(
+        io.StringIO(text, newline=None), delimiter=resolve_delimiter(None, header=first)
+    )
     try:
         return _returns(path, reader)
     except csv.Error as exc:  # a field past the module's limit, a stray NUL: not such a file

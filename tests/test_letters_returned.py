@@ -496,6 +496,18 @@ def test_an_encoding_that_is_no_text_encoding_is_refused(
         assert result.stderr.count("\n") == 1 and "encoding" in result.stderr
 
 
+def test_a_returns_file_bigger_than_any_night_is_refused_unread(cli: Cli, tmp_path: Path) -> None:
+    """A night's returns are a few kilobytes: past 16 MiB the file is refused (exit 2)
+    rather than held in memory whole."""
+    path = tmp_path / "retours.csv"
+    with path.open("w") as out:
+        out.write("letter_id\n")
+        out.write("1\n" * (8 << 20))
+    result = cli("letters", "returned", "--from-file", str(path))
+    assert result.exit_code == 2
+    assert "no night's returns are: not a returns file" in result.stderr
+
+
 def test_a_returns_file_from_a_pipe_is_read(
     cli: Cli, tmp_path: Path, printed: dict[str, Any]
 ) -> None:

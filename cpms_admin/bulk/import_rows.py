@@ -11,8 +11,9 @@ codes and cancels letters; nothing reopens a member.
 
 A record that lacks columns is judged whole only against the member it updates: a file
 without `country` gives a Belgian member's postcode, which is wrong for France. Such a row,
-invalid as it stands, is a PendingRow: an update judges it again with the member's values,
-and any other use refuses it with the reason found here.
+invalid as it stands, is a PendingRow: an update judges it again with the member's values;
+otherwise it is refused with the reason found here (with `--on-conflict fail`, a member
+already there is the conflict). It takes no NIR from a valid row of the same member.
 """
 
 import sqlite3

@@ -546,6 +546,48 @@ def test_a_row_refused_as_it_stands_leaves_the_member_to_the_row_that_fixes_it(
     assert member_of(session, member.nir).city == "Lyon"
 
 
+@pytest.mark.parametrize("dry_run", [True, False])
+def test_rows_refused_as_they_stand_are_judged_last_whatever_the_batches(
+    cli: Cli, session: Session, tmp_path: Path, dry_run: bool
+) -> None:
+    """A row that only the member's kept values could make valid is judged once every row
+    was read, against a member no other row changes: with a valid row of the same member
+    anywhere in the file, or an earlier such row, it is refused, whichever batches they
+    fall in; and a dry run counts what the run does. Found by an outside helper."""
+    brussels = {"street": "Rue de la Loi 16", "postcode": "1000", "city": "Bruxelles"}
+    belgian = make_member(
+        session, **{k: v for k, v in person(56).items() if v} | brussels | {"country": "BE"}
+    )
+    other = make_member(session, **{k: v for k, v in person(57).items() if v})
+    required = ("nir", "last_name", "first_name", "street", "postcode", "city")
+    lines = [
+        {name: person(56, **brussels)[name] for name in required if name != "last_name"}
+        | {"country": "DE", "postcode": "10115", "city": "Berlin"},  # no last_name: pending
+        {name: person(58)[name] for name in required},
+        {name: person(56, **brussels)[name] for name in required},  # pending: kept country
+        {name: person(57)[name] for name in required if name != "first_name"},  # pending
+        {name: person(59)[name] for name in required},
+        {name: person(57, city="Lyon", postcode="69002")[name] for name in required},
+    ]
+    refused: list[tuple[int, str | None]] = []
+    counts = import_members(
+        session,
+        member_file=read_member_rows(write_jsonl(tmp_path / "m.jsonl", lines)),
+        agent="t",
+        on_conflict="update",
+        dry_run=dry_run,
+        batch_size=2,
+        on_error=lambda error: refused.append((error.line, error.field)),
+    )
+    assert (counts.created, counts.updated, counts.invalid) == (2, 2, 2)
+    assert sorted(refused) == [(3, "postcode"), (4, "first_name")]
+    if not dry_run:
+        assert member_of(session, belgian.nir).country == "DE"
+        assert member_of(session, other.nir).city == "Lyon"
+        story = [event["action"] for event in audit_of(cli, other.nir)]
+        assert story.count("members.import.member") == 1
+
+
 def test_a_json_line_giving_a_field_twice_is_refused(
     cli: Cli, session: Session, tmp_path: Path
 ) -> None:

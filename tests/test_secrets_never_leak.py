@@ -13,6 +13,7 @@ from cpms_admin.db import sqlite_path
 from tests.cred_helpers import LEGACY, PIN, import_hashes, mailed_codes
 from tests.factories import make_member, make_nir, member_values, snapshot
 from tests.harness import Cli
+from tests.import_helpers import write_csv
 from tests.letters_helpers import codes_in_file
 
 PINS = ["482915", "739264", "518372", "627183"]
@@ -212,3 +213,27 @@ def test_an_import_of_pin_hashes_audits_each_member_without_pin_or_hash(
         haystack = haystack.replace(row["nir"], "<nir>")
     for secret in [PIN, *hashes, *(value.rsplit("$", 1)[-1] for value in hashes)]:
         assert secret not in haystack, "a PIN or a PIN hash appears in the audit log"
+
+
+def test_a_pin_hash_on_a_row_judged_with_the_member_never_shows(
+    cli: Cli, session: Session, tmp_path: Path
+) -> None:
+    """A row from a file without `country` is held and judged last with its PIN hash: in
+    no mode does the hash reach the output, the `--errors` report or a log line."""
+    brussels = {"street": "Rue de la Loi 16", "postcode": "1000", "city": "Bruxelles"}
+    member = make_member(session, nir=make_nir(), country="BE", **brussels)
+    secret = LEGACY["bcrypt-2b"]()
+    columns = ("nir", "last_name", "first_name", "street", "postcode", "city", "pin_hash")
+    rows = [
+        {**member_values(nir=member.nir), **brussels, "postcode": "99", "pin_hash": secret},
+        {**member_values(nir=make_nir()), **brussels, "pin_hash": secret},  # new: French
+    ]
+    path = write_csv(tmp_path / "m.csv", rows, columns=columns)
+    errors = tmp_path / "errors.csv"
+    for mode in ("update", "skip", "fail"):
+        for dry_run in ((), ("--dry-run",)):
+            command = ("members", "import", str(path), "--on-conflict", mode, *dry_run)
+            result = cli("--json", *command, "--errors", str(errors))
+            assert result.exit_code in (1, 4), result.output
+            for text in (result.stdout, result.stderr, errors.read_text(encoding="utf-8-sig")):
+                assert secret not in text and secret.rsplit("$", 1)[-1] not in text

@@ -16,8 +16,9 @@ otherwise it is refused with the reason found here (with `--on-conflict fail`, a
 already there is the conflict). It takes no NIR from a valid row of the same member.
 """
 
+import pickle
 import sqlite3
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import NamedTuple, cast
@@ -120,8 +121,9 @@ class RowChecker:
         self._seen = SeenNirs()
         self.civilities_recorded = 0  # valid rows whose civility is recorded as another (Mlle)
 
-    def check_batch(self, rows: Sequence[SourceRow]) -> list[Checked]:
-        """The rows checked, in order; those repeating an earlier row's NIR refused."""
+    def check_batch(self, rows: Sequence[SourceRow]) -> list[CheckedRow | RowError]:
+        """The rows checked, in order; those repeating an earlier row's NIR refused, and the
+        pending ones held (`held`)."""
         results: list[Checked] = []
         typed: list[bool] = []  # for each result: a civility recorded as another
         for row in rows:
@@ -133,19 +135,11 @@ class RowChecker:
             if isinstance(result, CheckedRow):
                 firsts.setdefault(result.nir, result.line)
         earlier = self._seen.claim(firsts)
-        waiting = [result.nir for result in results if isinstance(result, PendingRow)]
-        if waiting:  # rare: rows refused as they stand
-            earlier = self._seen.lines(waiting) | earlier
-        pending: dict[str, int] = {}  # each NIR's first pending line in this batch
+        pending = [result for result in results if isinstance(result, PendingRow)]
+        if pending:  # rare: rows refused as they stand
+            self._seen.hold(pending)
         for at, result in enumerate(results):
-            if isinstance(result, RowError):
-                continue
-            if isinstance(result, PendingRow):
-                # Invalid as it stands, it takes no NIR from a valid row, before or after it
-                # in the batch (a later batch's comes after its update): it is refused.
-                first = earlier.get(result.nir) or firsts.get(result.nir)
-                if (first or pending.setdefault(result.nir, result.line)) != result.line:
-                    results[at] = result.error
+            if not isinstance(result, CheckedRow):
                 continue
             first = earlier.get(result.nir) or firsts[result.nir]
             if first != result.line:
@@ -153,7 +147,14 @@ class RowChecker:
                 results[at] = RowError(result.line, "nir", reason, rows[at].values)
             elif typed[at]:
                 self.civilities_recorded += 1
-        return results
+        return [result for result in results if not isinstance(result, PendingRow)]
+
+    def held(self, size: int) -> Iterator[list[PendingRow | RowError]]:
+        """Once every row was checked, the pending rows in batches of `size`: the first of a
+        member no valid row names (it takes no member from one, before or after it), the
+        others refused with their own reasons. Judged last, each against a member no other
+        row of the file changes, so a dry run counts what the run does."""
+        return self._seen.held(size)
 
     def _check(self, row: SourceRow) -> tuple[Checked, bool]:
         """The row checked, and whether its civility is recorded as another."""
@@ -235,16 +236,18 @@ def with_stored(
 
 
 class SeenNirs:
-    """The NIRs of a file's valid rows, each with the line it was first on, in a private
-    temporary SQLite file (gone when closed): a dict of a million NIRs took 100 MiB, this
-    takes SQLite's page cache. Looked up and added a batch at a time, each NIR as an integer
-    key (the rowid: several times cheaper to insert than text)."""
+    """The NIRs of a file's valid rows, each with the line it was first on, and the pending
+    rows held until the end, in a private temporary SQLite file (gone when closed): a dict
+    of a million NIRs took 100 MiB, this takes SQLite's page cache. Looked up and added a
+    batch at a time, each NIR as an integer key (the rowid: several times cheaper to insert
+    than text)."""
 
     def __init__(self) -> None:
         self._db = sqlite3.connect("", isolation_level=None)  # "": a private temporary file
         self._db.execute("PRAGMA journal_mode = OFF")
         self._db.execute("PRAGMA synchronous = OFF")
         self._db.execute("CREATE TABLE seen (nir INTEGER PRIMARY KEY, line INTEGER)")
+        self._holding = False  # the table of held rows made
 
     def claim(self, first_lines: Mapping[str, int]) -> dict[str, int]:
         """Remember each NIR of `first_lines` with its line, unless seen before: those are
@@ -256,21 +259,42 @@ class SeenNirs:
         self._db.executemany("INSERT OR IGNORE INTO seen VALUES (?, ?)", rows)
         if self._db.total_changes - before == len(rows):
             return {}
-        return {  # but this batch's own, just inserted
-            nir: line for nir, line in self.lines(first_lines).items() if line != first_lines[nir]
-        }
-
-    def lines(self, nirs: Iterable[str]) -> dict[str, int]:
-        """The NIRs among `nirs` seen so far, with their lines."""
-        keys = {_key(nir): nir for nir in nirs}
+        earlier: dict[str, int] = {}
         wanted = list(keys)
-        found: dict[str, int] = {}
         for at in range(0, len(wanted), _LOOKUP):
             chunk = wanted[at : at + _LOOKUP]
             marks = ", ".join("?" * len(chunk))
             query = f"SELECT nir, line FROM seen WHERE nir IN ({marks})"  # noqa: S608 (marks)
-            found.update((keys[key], line) for key, line in self._db.execute(query, chunk))
-        return found
+            for key, line in self._db.execute(query, chunk):
+                nir = keys[key]
+                if line != first_lines[nir]:  # not this batch's own, just inserted
+                    earlier[nir] = line
+        return earlier
+
+    def hold(self, rows: Sequence[PendingRow]) -> None:
+        """Keep `rows` until every valid row was seen (`held`)."""
+        if not self._holding:
+            self._db.execute("CREATE TABLE held (line INTEGER PRIMARY KEY, nir INTEGER, row BLOB)")
+            self._holding = True
+        self._db.executemany(
+            "INSERT INTO held VALUES (?, ?, ?)",
+            [(row.line, _key(row.nir), pickle.dumps(row)) for row in rows],
+        )
+
+    def held(self, size: int) -> Iterator[list[PendingRow | RowError]]:
+        """The rows held, in file order and batches of `size`: each the first of its member,
+        if no valid row names the member; the others refused with their own reasons."""
+        if not self._holding:
+            return
+        query = """
+            SELECT row, nir IN (SELECT nir FROM seen) OR line > (
+                SELECT min(line) FROM held AS first WHERE first.nir = held.nir
+            ) FROM held ORDER BY line"""
+        cursor = self._db.execute(query)
+        while chunk := cursor.fetchmany(size):
+            # Our own rows, pickled by this process into its private temporary file.
+            rows = [(cast(PendingRow, pickle.loads(data)), taken) for data, taken in chunk]  # noqa: S301
+            yield [row.error if taken else row for row, taken in rows]
 
     def close(self) -> None:
         self._db.close()

@@ -49,6 +49,8 @@ def _work(member_file: MemberFile, batch_size: int, reader: Connection, writer: 
             checker = RowChecker()
             for batch in batches(member_file, batch_size):
                 writer.send(("batch", [_pack(result) for result in checker.check_batch(batch)]))
+            for held in checker.held(batch_size):
+                writer.send(("batch", held))
             writer.send(("done", checker.civilities_recorded))
             checker.close()
         except CpmsError as exc:  # the file turned out unreadable

@@ -428,10 +428,17 @@ def test_the_print_house_file_records_every_return_once(
 def test_a_letter_listed_twice_with_npai_however_written_is_one_return(
     cli: Cli, tmp_path: Path, printed: dict[str, Any]
 ) -> None:
-    """`NPAI`, `npai` and no reason at all say the same: the letter is recorded once."""
+    """`NPAI`, `npai`, written out in any case, and no reason at all say the same: the
+    letter is recorded once."""
     first = next(iter(printed.values()))["letter_id"]
     returns = tmp_path / "retours.csv"
-    rows = ["reference;motif", f"L{first:08d};NPAI", f"{first};", f"#{first};npai"]
+    rows = [
+        "reference;motif",
+        f"L{first:08d};NPAI",
+        f"{first};",
+        f"#{first};npai",
+        f"{first};npai (n'habite pas à l'adresse indiquée)",
+    ]
     returns.write_text("\n".join(rows) + "\n", encoding="utf-8")
     result = ok(cli("--json", "letters", "returned", "--from-file", str(returns)))
     assert (result["returned"], result["members_flagged"]) == ([first], 1)
@@ -479,12 +486,13 @@ def test_excel_unicode_text_and_a_given_utf16_are_read(
     assert ok(given)["returned"] == [second]
 
 
-@pytest.mark.parametrize("encoding", ["rot13", "base64", "undefined", "no-such-codec"])
+@pytest.mark.parametrize("encoding", ["rot13", "base64", "undefined", "punycode", "no-such-codec"])
 def test_an_encoding_that_is_no_text_encoding_is_refused(
     cli: Cli, tmp_path: Path, encoding: str
 ) -> None:
-    """Python knows rot13 and base64, but they do not decode text: exit 2 with one line, as
-    for an unknown name, for `letters returned` as for `members import`."""
+    """Python knows rot13 and base64, but they do not decode text, and punycode fails on
+    such a file with an error of its own: exit 2 with one line, as for an unknown name, for
+    `letters returned` as for `members import`."""
     path = tmp_path / "retours.csv"
     path.write_text("letter_id;motif\n1;NPAI\n", encoding="utf-8")
     for command in (

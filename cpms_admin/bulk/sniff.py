@@ -85,7 +85,7 @@ def open_text(path: Path, encoding: str) -> Iterator[TextIO]:
             if not encoding.startswith("utf") and handle.buffer.read(3) != codecs.BOM_UTF8:
                 handle.seek(0)  # nothing was decoded yet: back to the first byte
             yield handle
-    except UnicodeDecodeError:  # only if the file changed after it was checked
+    except UnicodeError:  # only if the file changed after it was checked
         raise InvalidInput(f"{path}: not valid {encoding}; give --encoding") from None
     except OSError as exc:
         raise cannot_read(path, exc) from None
@@ -105,15 +105,20 @@ def _bad_line(path: Path, encoding: str) -> int | None:
             while chunk := handle.read(_CHUNK):
                 try:
                     decoder.decode(chunk)
-                except UnicodeDecodeError as exc:
-                    return line + chunk[: max(exc.start, 0)].count(b"\n")
+                except UnicodeError as exc:
+                    return line + chunk[: _failed_at(exc)].count(b"\n")
                 line += chunk.count(b"\n")
             decoder.decode(b"", final=True)
-    except UnicodeDecodeError:
+    except UnicodeError:
         return line
     except OSError as exc:
         raise cannot_read(path, exc) from None
     return None
+
+
+def _failed_at(exc: UnicodeError) -> int:
+    """Where decoding failed; 0 for a codec that raises the plain UnicodeError (punycode)."""
+    return max(exc.start, 0) if isinstance(exc, UnicodeDecodeError) else 0
 
 
 def text_encoding(encoding: str) -> str:
@@ -167,8 +172,8 @@ def decode_whole(path: Path, raw: bytes, encoding: str | None) -> str:
         body = raw if name.startswith("utf") else raw.removeprefix(codecs.BOM_UTF8)
         try:
             return body.decode(codec_for(name)).removeprefix("\ufeff")
-        except UnicodeDecodeError as exc:
-            bad = body[: exc.start].count(b"\n") + 1
+        except UnicodeError as exc:
+            bad = body[: _failed_at(exc)].count(b"\n") + 1
     raise InvalidInput(
         f"{path}: line {bad} is not valid {' or '.join(candidates)}; give --encoding"
     )

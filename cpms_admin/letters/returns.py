@@ -143,7 +143,8 @@ def _returns(path: Path, reader: "csv.DictReader[str]") -> list[Return]:
 
 def _same_why(why: str) -> str:
     """What a reason says, however written: `NPAI`, `npai` and none at all are one."""
-    return "npai" if why == undeliverable.NPAI else why.casefold()
+    said = why.casefold()
+    return "npai" if said == undeliverable.NPAI.casefold() else said
 
 
 def record_returns(

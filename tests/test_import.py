@@ -588,6 +588,39 @@ def test_rows_refused_as_they_stand_are_judged_last_whatever_the_batches(
         assert story.count("members.import.member") == 1
 
 
+def test_stderr_shows_the_file_s_first_rejected_lines_and_held_rows_get_their_notes(
+    cli: Cli, session: Session, tmp_path: Path
+) -> None:
+    """Rows judged with their member's values are refused last, yet stderr still lists the
+    first lines of the file rejected, in order; one made valid that gives the civility Mlle
+    gets the note any other row gets. Found by an outside helper."""
+    required = ("nir", "last_name", "first_name", "street", "postcode", "city")
+    brussels = {"street": "Rue de la Loi 16", "postcode": "1000", "city": "Bruxelles"}
+    rows = [{name: person(n, **brussels)[name] for name in required} for n in range(60, 65)]
+    rows += [  # a bad NIR: refused as they stand, before the rows above
+        {name: person(n)[name] for name in required} | {"nir": f"1850575{n:08d}"}
+        for n in range(65, 85)
+    ]
+    result = cli("members", "import", str(write_csv(tmp_path / "m.csv", rows, columns=required)))
+    assert result.exit_code == 1
+    shown = [
+        int(line.split()[2].rstrip(":"))
+        for line in result.stderr.splitlines()
+        if line.startswith("Warning: line ")
+    ]
+    assert shown == list(range(2, 12)), result.stderr
+    make_member(
+        session,
+        **{k: v for k, v in person(85).items() if v} | brussels | {"country": "BE"},
+    )
+    held = {name: person(85, **brussels)[name] for name in required} | {"civility": "Mlle"}
+    path = write_jsonl(tmp_path / "m.jsonl", [held])
+    noted = cli("members", "import", str(path), "--on-conflict", "update")
+    assert noted.exit_code == 0, noted.output
+    assert "1 row gives the civility Mlle" in noted.stderr, noted.stderr
+    assert member_of(session, make_nir(85)).civility == "MME"
+
+
 def test_a_json_line_giving_a_field_twice_is_refused(
     cli: Cli, session: Session, tmp_path: Path
 ) -> None:

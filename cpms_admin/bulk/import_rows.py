@@ -275,6 +275,8 @@ class SeenNirs:
         """Keep `rows` until every valid row was seen (`held`)."""
         if not self._holding:
             self._db.execute("CREATE TABLE held (line INTEGER PRIMARY KEY, nir INTEGER, row BLOB)")
+            # Each member's first held line, found per row: without it, a scan per row.
+            self._db.execute("CREATE INDEX held_nir ON held (nir, line)")
             self._holding = True
         self._db.executemany(
             "INSERT INTO held VALUES (?, ?, ?)",

@@ -42,6 +42,7 @@ from cpms_admin.db import transaction
 from cpms_admin.english import agree, count
 from cpms_admin.errors import Conflict, InvalidInput
 from cpms_admin.letters.voiding import void_printed, would_void
+from cpms_admin.members.fields import civility_note
 from cpms_admin.members.nir import format_nir
 from cpms_admin.members.records import as_strings
 from cpms_admin.vocabulary import MemberStatus
@@ -220,6 +221,8 @@ class _Pass:
             problem = status_change(stored, whole.member)
             if problem is None:
                 kept.append(whole)
+                if isinstance(row, PendingRow) and civility_note(row.values.get("civility") or ""):
+                    self.counts.civilities_recorded += 1  # the checker counts valid rows only
                 continue
             values = as_strings({name: whole.member[name] for name in EXPORT_COLUMNS})
             self._refuse(RowError(whole.line, "status", problem, values))
@@ -330,7 +333,7 @@ def import_members(
         for batch in checked:
             run.feed(batch)
             on_progress(run.counts)
-        run.counts.civilities_recorded = checked.civilities_recorded
+        run.counts.civilities_recorded += checked.civilities_recorded
     if not dry_run:
         run.finish("partial" if run.counts.invalid else "ok", at=clock())
     return run.counts

@@ -1,5 +1,6 @@
 """`cpms-admin members`: members in bulk, from and to files (migration scripts)."""
 
+import bisect
 import os
 import shutil
 import sys
@@ -126,7 +127,8 @@ def _estimate_records(path: Path) -> int:
 
 
 class _Rejected:
-    """Rejected rows: each into the --errors report, the first few kept for stderr."""
+    """Rejected rows: each into the --errors report, those of the file's first lines kept
+    for stderr (rows judged with their member's values are refused last)."""
 
     def __init__(self, report: "ErrorReport | None") -> None:
         self.report = report
@@ -135,8 +137,8 @@ class _Rejected:
     def __call__(self, error: "RowError") -> None:
         if self.report is not None:
             self.report.write(error)
-        if len(self.shown) < SHOWN_ERRORS:
-            self.shown.append(error)
+        bisect.insort(self.shown, error, key=lambda shown: shown.line)
+        del self.shown[SHOWN_ERRORS:]
 
 
 def _summary(counts: "ImportCounts") -> str:

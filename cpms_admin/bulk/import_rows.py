@@ -164,7 +164,8 @@ class RowChecker:
         try:
             fields = validate_member_fields(values)
         except FieldError as exc:
-            return _pending_or_refused(row, values, RowError(row.line, exc.field, str(exc), values))
+            error = RowError(row.line, exc.field, str(exc), values)
+            return _pending_or_refused(row, values, error), False
         except InvalidInput as exc:
             return RowError(row.line, None, str(exc), values), False
         rest = _status_and_hash(row.line, values)
@@ -196,7 +197,7 @@ def _status_and_hash(
 
 def _pending_or_refused(
     row: SourceRow, values: Mapping[str, str | None], error: RowError
-) -> tuple[PendingRow | RowError, bool]:
+) -> PendingRow | RowError:
     """A row refused for `error` is pending when the member's values of the columns it
     lacks may make it valid (the field refused, or the one it is judged with, is one of
     them), and its NIR, status and PIN hash hold."""
@@ -204,16 +205,16 @@ def _pending_or_refused(
     if field not in row.absent and not any(
         column in row.absent and field in judged for column, judged in _JUDGED_WITH.items()
     ):
-        return error, False
+        return error
     try:
         nir = parse_nir(values.get("nir") or "")
     except FieldError:
-        return error, False
+        return error
     rest = _status_and_hash(row.line, values)
     if isinstance(rest, RowError):
-        return rest, False
+        return rest
     status, pin_hash = rest
-    return PendingRow(row.line, nir, values, status, pin_hash, row.absent, error), False
+    return PendingRow(row.line, nir, values, status, pin_hash, row.absent, error)
 
 
 def with_stored(

@@ -148,8 +148,8 @@ class _Pass:
         changed = {row.nir: existing[row.nir].changed(row) for row in known} if updating else {}
         changes = [row for row in known if changed.get(row.nir)]
         if self.on_conflict == "fail" and (known or there):
+            # In line order: held rows come last, in batches of their own.
             conflicts: list[CheckedRow | PendingRow] = [*known, *there]
-            conflicts.sort(key=lambda row: row.line)
             first = conflicts[0]
             if self.write:  # added by someone else since the check pass
                 raise Conflict(

@@ -121,9 +121,9 @@ def test_formulas_written_without_their_results_are_rejected_rows(
     assert result.exit_code == 1, result.output
     assert (json_out(result)["created"], json_out(result)["invalid"]) == (1, 3)
     assert [(row["line"], row["reason"]) for row in report_rows(errors)] == [
-        ("2", f"the cell in column 6 {UNCALCULATED}"),
-        ("3", f"the cell in column 3 {UNCALCULATED}"),
-        ("4", f"the cell in column 6 {UNCALCULATED}"),
+        ("2", f"the cell in column F (email) {UNCALCULATED}"),
+        ("3", f"the cell in column C (last_name) {UNCALCULATED}"),
+        ("4", f"the cell in column F (email) {UNCALCULATED}"),
     ]
     assert member_of(session, rows[3]["nir"]).email == DUPONT["email"]
 
@@ -139,8 +139,8 @@ def test_a_value_under_no_column_is_a_row_problem(tmp_path: Path) -> None:
     sheet.append([DUPONT[name] for name in COLUMNS])
     book.save(path)
     assert list(read_member_rows(path)) == [
-        SourceRow(2, None, "a value in column 15, which has no name"),
-        SourceRow(3, None, "a value in column 18, which has no name"),
+        SourceRow(2, None, "a value in column O, which has no name"),
+        SourceRow(3, None, "a value in column R, which has no name"),
         SourceRow(4, DUPONT),
     ]
 

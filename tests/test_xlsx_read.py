@@ -269,10 +269,12 @@ def test_a_row_that_cannot_be_read_is_a_rejected_row_as_a_bad_csv_line(tmp_path:
         7: '<c r="L{n}"><f>A1&amp;B1</f><v/></c>',  # the same, as openpyxl writes it
     }
     uncalculated = (
-        "the cell in column 12 holds a formula without its result (the file was written by a "
-        "program that does not compute formulas): open it in a spreadsheet and save it again, "
-        "or paste the values"
+        "the cell in column L (address_building) holds a formula without its result (the file "
+        "was written by a program that does not compute formulas): open it in a spreadsheet "
+        "and save it again, or paste the values"
     )
+    unreadable = "cannot be read (it points to a text the workbook does not hold)"
+    not_a_number = "cannot be read (it holds '1,5', which is not a value of its type)"
     rows = HEADER + "".join(
         DUPONT_ROW.replace("{serial}", "31179")
         .replace('r="3"', f'r="{n}"')
@@ -285,9 +287,9 @@ def test_a_row_that_cannot_be_read_is_a_rejected_row_as_a_bad_csv_line(tmp_path:
     problems = {row.line: row.problem for row in read_member_rows(path) if row.problem}
     assert problems == {
         4: "a cell in column 16,385, past a spreadsheet's last (16,384)",
-        6: "the cell in column 12 cannot be read (list index out of range)",
+        6: f"the cell in column L (address_building) {unreadable}",
         7: uncalculated,
-        8: "the cell in column 12 cannot be read (invalid literal for int() with base 10: '1,5')",
+        8: f"the cell in column L (address_building) {not_a_number}",
         9: uncalculated,
         10: "a cell reference without a column ('')",
         11: "a cell reference without a column ('')",

@@ -42,7 +42,7 @@ from cpms_admin.bulk.sniff import (
     too_wide,
 )
 from cpms_admin.bulk.xlsx.book import Book, Unreadable, feed, make_parser, read_book
-from cpms_admin.bulk.xlsx.sheet import TOO_LONG, Row, RowProblem, sheet_rows
+from cpms_admin.bulk.xlsx.sheet import TOO_LONG, Row, RowProblem, column_letters, sheet_rows
 from cpms_admin.errors import CpmsError, InvalidInput, Refused
 from cpms_admin.members.fields import COLUMNS
 
@@ -107,7 +107,7 @@ def xlsx_header(path: Path) -> tuple[list[str], int]:
                     f"{path}: row {number}, the header, is longer than {MAX_LINE_CHARS:,} "
                     "characters: not a member file"
                 )
-            raise InvalidInput(f"{path}: row {number}, the header: {texts.reason}")
+            raise InvalidInput(f"{path}: row {number}, the header: {texts.cell_problem()}")
         names = [text or "" for text in texts]
         if any(name.strip() for name in names):
             return names, number
@@ -131,7 +131,7 @@ def xlsx_rows(path: Path, *, header: tuple[str, ...], header_row: int) -> Iterat
     absent = absent_from(header)
     for number, texts in forked(lambda: _filled_rows(path, header_row + 1)):
         if isinstance(texts, RowProblem):
-            yield SourceRow(number, None, texts.reason)
+            yield SourceRow(number, None, texts.cell_problem(header))
             continue
         if unnamed or len(texts) > width:
             stray = [
@@ -140,9 +140,8 @@ def xlsx_rows(path: Path, *, header: tuple[str, ...], header_row: int) -> Iterat
                 if text and not text.isspace() and (at >= width or not header[at])
             ]
             if stray:
-                yield SourceRow(
-                    number, None, f"a value in column {stray[0] + 1}, which has no name"
-                )
+                where = column_letters(stray[0] + 1)
+                yield SourceRow(number, None, f"a value in column {where}, which has no name")
                 continue
         values: dict[str, str | None] = dict.fromkeys(COLUMNS)
         for name, at in zip(names, positions, strict=True):

@@ -26,7 +26,8 @@ calculating cannot be told from that empty text.
 """
 
 import re
-from collections.abc import Iterator
+import reprlib
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import IO
 
@@ -53,14 +54,35 @@ _ROW_NUMBER = re.compile(r"[0-9]{1,7}")  # a spreadsheet's rows: 1,048,576 at mo
 
 @dataclass(frozen=True, slots=True)
 class RowProblem:
-    """Why a row cannot be read: its words, and its last column when that is past
-    MAX_COLUMNS (which no spreadsheet writes)."""
+    """Why a row cannot be read: its words; the cell at fault's column, when the words are
+    about one cell (`cell_problem` names it); its last column when that is past MAX_COLUMNS
+    (which no spreadsheet writes)."""
 
     reason: str
     columns: int = 0
+    cell: int = 0
+
+    def cell_problem(self, header: Sequence[str] = ()) -> str:
+        """The words, naming the cell's column as the spreadsheet shows it (a letter) and,
+        when the header gives one, by its name."""
+        if not self.cell:
+            return self.reason
+        at = self.cell - 1
+        name = header[at].strip() if at < len(header) else ""
+        named = f" ({name})" if name else ""
+        return f"the cell in column {column_letters(self.cell)}{named} {self.reason}"
 
 
 Row = tuple[int, list[str | None] | RowProblem]  # its number; its cells, or its problem
+
+
+def column_letters(number: int) -> str:
+    """28 -> `AB`: a column as a spreadsheet shows it."""
+    letters = ""
+    while number:
+        number, rest = divmod(number - 1, 26)
+        letters = chr(65 + rest) + letters
+    return letters
 
 
 def _column(letters: str) -> int:
@@ -106,7 +128,7 @@ def sheet_rows(source: IO[bytes], book: Book) -> Iterator[Row]:
     columns: dict[str, int] = {}  # a reference's letters -> column number, as met
     kind, style = "n", None
     number = column = size = wide = 0
-    problem: str | None = None  # the row's first unreadable cell
+    problem: RowProblem | None = None  # the row's first unreadable cell
     collecting = phonetic = False
     unvalued = False  # the cell has a formula, and no result for it yet (module docstring)
 
@@ -126,7 +148,7 @@ def sheet_rows(source: IO[bytes], book: Book) -> Iterator[Row]:
                     try:
                         found = _column(letters)
                     except Unreadable as exc:  # not cached: every row using it is refused
-                        problem = problem or str(exc)
+                        problem = problem or RowProblem(str(exc))
                         found = column + 1
                     else:
                         if found <= MAX_COLUMNS:
@@ -146,7 +168,7 @@ def sheet_rows(source: IO[bytes], book: Book) -> Iterator[Row]:
             readable = ref is None or _ROW_NUMBER.fullmatch(ref) is not None
             number = int(ref) if ref is not None and readable else number + 1
             cells, column, size, wide = [], 0, 0, 0
-            problem = None if readable else f"a row reference {ref!r}"
+            problem = None if readable else RowProblem(f"a row reference {ref!r}")
         elif tag == _PHONETIC:
             phonetic = True
 
@@ -158,11 +180,7 @@ def sheet_rows(source: IO[bytes], book: Book) -> Iterator[Row]:
                 wide = max(wide, column)
                 return
             if unvalued and not parts:  # no <v>, or an empty one that is no text
-                problem = problem or (
-                    f"the cell in column {column} holds a formula without its result (the file "
-                    "was written by a program that does not compute formulas): open it in a "
-                    "spreadsheet and save it again, or paste the values"
-                )
+                problem = problem or RowProblem(UNCALCULATED, cell=column)
                 return
             if not parts:
                 value = None
@@ -176,8 +194,11 @@ def sheet_rows(source: IO[bytes], book: Book) -> Iterator[Row]:
                         value = text
                     else:
                         value = _typed(kind, style, text, book)
-                except (ValueError, IndexError, OverflowError) as exc:
-                    problem = problem or f"the cell in column {column} cannot be read ({exc})"
+                except IndexError:
+                    problem = problem or RowProblem(_NO_SUCH_TEXT, cell=column)
+                    return
+                except (ValueError, OverflowError):
+                    problem = problem or RowProblem(_not_its_type(text), cell=column)
                     return
             at = column - 1
             if at == len(cells):
@@ -195,7 +216,7 @@ def sheet_rows(source: IO[bytes], book: Book) -> Iterator[Row]:
             elif size > MAX_LINE_CHARS:
                 done.append((number, RowProblem(TOO_LONG)))
             elif problem is not None:
-                done.append((number, RowProblem(problem)))
+                done.append((number, problem))
             elif cells:
                 done.append((number, cells))
         elif tag == _PHONETIC:
@@ -217,6 +238,17 @@ def sheet_rows(source: IO[bytes], book: Book) -> Iterator[Row]:
 
 
 TOO_LONG = f"a row longer than {MAX_LINE_CHARS:,} characters"
+_NO_SUCH_TEXT = "cannot be read (it points to a text the workbook does not hold)"
+
+
+def _not_its_type(text: str) -> str:
+    return f"cannot be read (it holds {reprlib.repr(text)}, which is not a value of its type)"
+
+
+UNCALCULATED = (
+    "holds a formula without its result (the file was written by a program that does not "
+    "compute formulas): open it in a spreadsheet and save it again, or paste the values"
+)
 
 
 def _past_last(column: int) -> str:

@@ -64,7 +64,7 @@ SCHEMAS: dict[str, dict[str, set[str]]] = {
                        "format": {STR}, "on_conflict": {STR}, "run": {INT}},
     "members.import.member": {"change": {STR}, "run": {INT}},
     "members.export": {"count": {INT}, "format": {STR}, "status": {STR, NULL},
-                       "destination": {STR}, "excel": {BOOL}},
+                       "destination": {STR}, "excel": {BOOL}, "run": {INT}},
     "code.campaign": {"channel": {STR}, "never_logged_in": {BOOL}, "no_pin": {BOOL},
                       "from_file": {INT, NULL}, "imported_since": {STR, NULL},
                       "selected": {INT}, "letters": {INT}, "emails": {INT},

@@ -3,6 +3,7 @@
 import io
 import json
 import os
+import subprocess
 import tracemalloc
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,6 +20,7 @@ from cpms_admin.models import Account, AuditEvent, Member
 from tests.factories import make_member, make_nir
 from tests.harness import Cli, own_engine
 from tests.import_helpers import forget_members, summaries
+from tests.process_helpers import CPMS, wait_until
 
 BCRYPT = "$2b$04$abcdefghijklmnopqrstuu5ZZmGzXsvFxo9sQJ3bTkMfs0IPpAaKm"
 
@@ -115,13 +117,56 @@ def test_out_dash_is_standard_output(
 
 
 def test_export_is_audited_with_its_count(cli: Cli, session: Session, tmp_path: Path) -> None:
+    """A bulk run's two events: the run's, with its facts, and the closing one with the count."""
     varied_members(session)
     cli("members", "export", "--out", str(tmp_path / "m.csv"))
     session.rollback()
-    event = session.exec(select(AuditEvent).where(AuditEvent.action == "members.export")).one()
-    assert event.label == "agent.test"
-    details = json.loads(event.details)
-    assert (details["count"], details["destination"]) == (3, str(tmp_path / "m.csv"))
+    started, closed = session.exec(
+        select(AuditEvent).where(AuditEvent.action == "members.export").order_by(AuditEvent.id)
+    ).all()
+    assert (started.label, started.outcome, closed.outcome) == ("agent.test", "started", "ok")
+    assert json.loads(started.details)["destination"] == str(tmp_path / "m.csv")
+    assert json.loads(closed.details) == {"run": started.id, "count": 3}
+
+
+def test_an_export_cut_short_is_known_from_its_first_row(
+    cli: Cli, session: Session, tmp_path: Path
+) -> None:
+    """The members leave an export before it ends: its event is committed before the first
+    row, so a reader that stops early (`| head`), Ctrl-C or kill -9 cannot take them unseen;
+    the closing event says `stopped` and how many rows were written."""
+    table = SQLModel.metadata.tables["member"]
+    row = make_member(session, nir=make_nir(1)).model_dump(exclude={"id", "nir"})
+    session.execute(insert(table), [{**row, "nir": make_nir(n)} for n in range(2, 5_001)])
+    session.commit()
+    export = subprocess.Popen(
+        [str(CPMS), "members", "export", "--format", "jsonl"],
+        env={**os.environ, **cli.env()},
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert export.stdout is not None
+    try:
+        # Nothing read yet: the export is stuck on a full pipe, its event already there.
+        wait_until(lambda: _export_events(session), what="the export's event")
+        assert [event.outcome for event in _export_events(session)] == ["started"]
+        head = [export.stdout.readline() for _ in range(5)]
+        export.stdout.close()  # the reader stops
+        assert export.wait(timeout=60) == 1
+    finally:
+        export.kill()
+    first = sorted(make_nir(n) for n in range(1, 5_001))[:5]
+    assert [json.loads(line)["nir"] for line in head] == first
+    started, closed = _export_events(session)
+    assert closed.outcome == "stopped"
+    assert 5 <= json.loads(closed.details)["count"] < 5_000
+
+
+def _export_events(session: Session) -> list[AuditEvent]:
+    session.rollback()
+    query = select(AuditEvent).where(AuditEvent.action == "members.export")
+    return list(session.exec(query.order_by(AuditEvent.id)).all())
 
 
 def test_a_failed_export_leaves_no_file(cli: Cli, session: Session, tmp_path: Path) -> None:

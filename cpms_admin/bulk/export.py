@@ -13,7 +13,7 @@ from typing import IO, Any
 from sqlalchemy import Select, func, select
 from sqlmodel import Session, SQLModel
 
-from cpms_admin import audit
+from cpms_admin.audit import RunAudit
 from cpms_admin.bulk.formats import open_member_writer
 from cpms_admin.bulk.rows import EXPORT_COLUMNS
 from cpms_admin.clock import Clock, system_clock
@@ -65,10 +65,23 @@ def export_members(
     `out` is text for CSV (`excel`: for French Excel) and JSON Lines, binary for XLSX.
 
     Only EXPORT_COLUMNS are read from the database, so no PIN hash can leak into a file. The
-    export is audited (`members.export`, with the count and where it went): a bulk read
-    of personal data is worth knowing about, even if it changes nothing.
+    export is audited as a bulk run (docs/audit.md): a bulk read of personal data is worth
+    knowing about, even if it changes nothing. Its event is committed before the first row
+    leaves, so an export cut short (a reader that stopped, Ctrl-C, kill -9) is known too;
+    the closing event says how many rows were written, `stopped` when it did not finish.
     """
     check_status(status)
+    run = RunAudit(
+        agent=agent,
+        action="members.export",
+        at=clock(),
+        format=fmt.lower(),
+        excel=excel,
+        status=status,
+        destination=destination,
+    )
+    with transaction(session):
+        run.start(session)
     query = members_to_export(status)
     options: dict[str, object] = {"sqlite_begin": "DEFERRED"}  # SQLite: one snapshot already
     if session.get_bind().dialect.name == "postgresql":
@@ -84,21 +97,18 @@ def export_members(
             writer.write_values(row)
             if writer.count % CHUNK == 0:
                 on_progress(writer.count)
+        writer.close()
     except BaseException:
-        writer.abort()
+        try:
+            writer.abort()
+        finally:
+            _close(session, run, writer.count, outcome="stopped", clock=clock)
         raise
-    writer.close()
-    session.rollback()  # end the read before writing the audit event
-    with transaction(session):
-        audit.record(
-            session,
-            agent=agent,
-            action="members.export",
-            at=clock(),
-            count=writer.count,
-            format=fmt.lower(),
-            excel=excel,
-            status=status,
-            destination=destination,
-        )
+    _close(session, run, writer.count, outcome="ok", clock=clock)
     return writer.count
+
+
+def _close(session: Session, run: RunAudit, written: int, *, outcome: str, clock: Clock) -> None:
+    session.rollback()  # end the read before writing the closing event
+    with transaction(session):
+        run.finish(session, counts={"count": written}, outcome=outcome, at=clock())

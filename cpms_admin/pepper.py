@@ -137,16 +137,15 @@ def read_peppers(settings: Settings) -> Peppers:
     path = pepper_file_path(settings)
     assert path is not None
     try:
-        text = path.read_text(encoding="utf-8")
+        text = _read_pepper_file(path)
     except FileNotFoundError:
         raise NotReady(
             f"no pepper: {path} does not exist. Restore this database's pepper file there "
             "(or point CPMS_PEPPER_FILE at it); a database that does not hold hashes yet gets "
             "one from cpms-admin db upgrade"
         ) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
-        raise NotReady(f"cannot read pepper file {path}: {reason or exc}") from None
+    except OSError as exc:
+        raise NotReady(f"cannot read pepper file {path}: {exc.strerror or exc}") from None
     return parse_peppers(text, f"pepper file {path}")
 
 
@@ -237,12 +236,25 @@ def write_pepper_file(path: Path, peppers: Mapping[int, str]) -> None:
     """Write `peppers` (id -> secret) to `path`, durably and atomically: a private temporary
     file renamed into place, so nobody ever sees a partial or readable pepper. A new file is
     0600; a file replaced (a rotation) keeps its group and its group's read, so agents who
-    share the database keep reading it."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    share the database keep reading it. A file replaced through a link (an administrator's,
+    to where backups look) is replaced where the link points, the link kept. NotReady when
+    it cannot be written: nothing changed."""
+    try:
+        _write_pepper_file(path, peppers)
+    except OSError as exc:
+        raise NotReady(
+            f"cannot write pepper file {path}: {exc.strerror or exc}; nothing was changed"
+        ) from None
+
+
+def _write_pepper_file(path: Path, peppers: Mapping[int, str]) -> None:
     try:
         replaced = os.stat(path)
     except FileNotFoundError:
         replaced = None
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    else:
+        path = Path(os.path.realpath(path))
     lines = "".join(f"{key}:{secret}\n" for key, secret in sorted(peppers.items()))
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
@@ -278,18 +290,44 @@ def create_pepper_file(path: Path) -> Peppers:
 
 
 def read_peppers_file(path: Path) -> Peppers:
-    return parse_peppers(path.read_text(encoding="utf-8"), f"pepper file {path}")
+    return parse_peppers(_read_pepper_file(path), f"pepper file {path}")
+
+
+def _read_pepper_file(path: Path) -> str:
+    """The file's text, once it is a regular file that only its owner and group can read and
+    only its owner can write (NotReady otherwise, saying how to fix it): a pepper others
+    could read is no secret, and one they could write or plant (a shared directory such as
+    /var/tmp) would be theirs. Opened without blocking, so a FIFO there is refused, not
+    waited on for ever."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    with os.fdopen(fd, "rb") as handle:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise NotReady(f"pepper file {path} is not a regular file: restore it from its backup")
+        problem = _mode_problem(path, stat.S_IMODE(info.st_mode))
+        if problem is not None:
+            what, fix = problem
+            raise NotReady(f"{what}: a pepper others can read or write is no secret; {fix}")
+        try:
+            return handle.read().decode("utf-8")
+        except UnicodeDecodeError:
+            raise NotReady(f"cannot read pepper file {path}: not UTF-8 text") from None
 
 
 def pepper_file_problem(path: Path) -> tuple[str, str] | None:
     """For `doctor`: what is wrong with the pepper file's presence or permissions and how to
-    fix it, or None. Its owner and its group may read it (0640, agents sharing a SQLite
-    database); anything more is a problem."""
+    fix it, or None."""
     try:
         mode = stat.S_IMODE(path.stat().st_mode)
     except OSError as exc:
         why = exc.strerror or str(exc)
         return f"pepper file {path} cannot be read: {why}", "restore it from its backup"
+    return _mode_problem(path, mode)
+
+
+def _mode_problem(path: Path, mode: int) -> tuple[str, str] | None:
+    """Its owner and its group may read it (0640, agents sharing a SQLite database); anything
+    more is a problem: what it is, and the command that fixes it."""
     if mode & ~_PEPPER_MODE_CEILING & ~stat.S_IRWXU:
         who = "other users" if mode & stat.S_IRWXO else "its group beyond reading"
         return (

@@ -5,6 +5,7 @@ matters; both engines."""
 
 import json
 import os
+import stat
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -107,7 +108,12 @@ def test_a_lost_pepper_is_never_replaced_and_the_message_names_the_file(tmp_path
     login = cpms("portal", "login", nir, cwd=tmp_path, stdin=f"{PIN}\n", **env)
     assert login.returncode == 5
     assert login.stderr.startswith(f"Error: no pepper: {pepper} does not exist.")
-    pepper.write_text(kept)  # restored from the backup: all is well again
+    pepper.write_text(kept)  # restored from the backup, as umask 022 leaves it: 0644
+    login = cpms("portal", "login", nir, cwd=tmp_path, stdin=f"{PIN}\n", **env)
+    assert login.returncode == 5
+    assert f"pepper file {pepper} is open to other users (mode 0644)" in login.stderr
+    assert login.stderr.rstrip().endswith(f"chmod 640 {pepper}")
+    pepper.chmod(0o600)  # as the message says: all is well again
     assert cpms("portal", "login", nir, cwd=tmp_path, stdin=f"{PIN}\n", **env).returncode == 0
 
 
@@ -122,6 +128,8 @@ def test_a_wrong_pepper_is_refused_by_every_command_that_hashes_and_by_the_docto
     right, wrong = tmp_path / "right", tmp_path / "wrong"
     right.write_text(TEST_PEPPER + "\n")
     wrong.write_text("wrong\n")
+    right.chmod(0o600)
+    wrong.chmod(0o600)
     cwd = Path("/")
     good = {**base, "CPMS_PEPPER_FILE": str(right)}
     bad = {**base, "CPMS_PEPPER_FILE": str(wrong)}
@@ -216,12 +224,13 @@ def test_rotation_locks_nobody_out_and_says_when_the_old_pepper_can_go(
     assert [e.key_id for e in events] == [2]  # the rotation's event: the new key's first
 
 
-@pytest.mark.parametrize(("before", "after"), [(0o600, 0o600), (0o640, 0o640), (0o664, 0o640)])
+@pytest.mark.parametrize(("before", "after"), [(0o600, 0o600), (0o640, 0o640), (0o440, 0o640)])
 def test_a_rotation_keeps_the_group_that_shares_the_pepper(
     filed: tuple[Cli, Path], before: int, after: int
 ) -> None:
     """Agents sharing a SQLite database read the pepper through its group (README, Agents and
-    rights): a rotation keeps the file's group and its read, never more (0640 at most)."""
+    rights): a rotation keeps the file's group and its read (a read-only copy gets its
+    owner's write back)."""
     cli, path = filed
     path.chmod(before)
     group = path.stat().st_gid
@@ -292,6 +301,70 @@ def test_rotation_needs_a_file_and_the_databases_own_pepper(cli: Cli, tmp_path: 
     assert from_env.exit_code == 5 and "needs the peppers in a file" in from_env.stderr
     other = tmp_path / "other"
     other.write_text("another\n")
+    other.chmod(0o600)
     wrong = cli.with_settings(pepper=None, pepper_file=str(other))("pepper", "rotate")
     assert wrong.exit_code == 5 and "not this database's pepper" in wrong.stderr
     assert other.read_text() == "another\n"
+
+
+def test_a_pepper_others_could_read_or_plant_is_never_adopted(tmp_path: Path) -> None:
+    """A database made in a shared directory (/var/tmp) where another user left a `pepper`
+    everyone can read: `db upgrade` refuses it (exit 5, the fix named) instead of recording
+    a secret someone else knows; nothing is recorded, and once fixed all is well."""
+    planted = tmp_path / "pepper"
+    planted.write_text("1:malloryknowsthis\n")
+    planted.chmod(0o644)
+    env = {"CPMS_DATABASE_URL": f"sqlite:///{tmp_path / 'cpms.db'}", "CPMS_AGENT": "bob"}
+    upgrade = cpms("db", "upgrade", cwd=tmp_path, **env)
+    assert upgrade.returncode == 5
+    assert upgrade.stderr == (
+        f"Error: pepper file {planted} is open to other users (mode 0644): a pepper others "
+        f"can read or write is no secret; chmod 640 {planted}\n"
+    )
+    planted.chmod(0o660)  # its group may write it: refused as well
+    assert "open to its group beyond reading" in cpms("db", "upgrade", cwd=tmp_path, **env).stderr
+
+
+def test_a_pepper_that_is_a_fifo_is_refused_at_once(tmp_path: Path) -> None:
+    """Not waited on for ever: a cron job would hang every night after."""
+    pepper = tmp_path / "pepper"
+    os.mkfifo(pepper, 0o600)
+    env = {"CPMS_DATABASE_URL": f"sqlite:///{tmp_path / 'cpms.db'}", "CPMS_AGENT": "bob"}
+    upgrade = cpms("db", "upgrade", cwd=tmp_path, **env)
+    assert (upgrade.returncode, upgrade.stderr) == (
+        5,
+        f"Error: pepper file {pepper} is not a regular file: restore it from its backup\n",
+    )
+
+
+def test_a_rotation_writes_through_a_link_to_the_pepper(filed: tuple[Cli, Path]) -> None:
+    """An administrator's link (to where backups look): the link stays, its target gets the
+    new pepper, so the backed-up file is the one in use."""
+    cli, path = filed
+    target = path.with_name("kept-pepper")
+    path.rename(target)
+    path.symlink_to(target)
+    assert cli("pepper", "rotate").exit_code == 0
+    assert path.is_symlink() and path.resolve() == target
+    assert [line.split(":")[0] for line in target.read_text().splitlines()] == ["1", "2"]
+    assert cli("--json", "doctor").exit_code == 0
+
+
+def test_a_pepper_file_that_cannot_be_made_is_one_line(tmp_path: Path) -> None:
+    """`db upgrade` making a new database's pepper where no directory can be (a path through
+    a file): exit 5 and one line, nothing recorded; then made where it can be."""
+    blocker = tmp_path / "etc"
+    blocker.write_text("a file, not a directory")
+    pepper = blocker / "cpms" / "pepper"
+    env = {
+        "CPMS_DATABASE_URL": f"sqlite:///{tmp_path / 'cpms.db'}",
+        "CPMS_AGENT": "bob",
+        "CPMS_PEPPER_FILE": str(pepper),
+    }
+    upgrade = cpms("db", "upgrade", cwd=tmp_path, **env)
+    assert upgrade.returncode == 5
+    assert upgrade.stderr.startswith(f"Error: cannot write pepper file {pepper}: ")
+    assert upgrade.stderr.endswith("; nothing was changed\n") and upgrade.stderr.count("\n") == 1
+    blocker.unlink()
+    assert cpms("db", "upgrade", cwd=tmp_path, **env).returncode == 0
+    assert stat.S_IMODE(pepper.stat().st_mode) == 0o600

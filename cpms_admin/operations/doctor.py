@@ -51,14 +51,14 @@ def check_pepper(settings: Settings) -> Check:
     """The pepper is this database's (its fingerprint matches) and private."""
     from cpms_admin.pepper import load_peppers, pepper_file_path, pepper_file_problem
 
-    peppers = load_peppers(settings)
     path = pepper_file_path(settings)
+    problem = pepper_file_problem(path) if path is not None else None
+    if problem:  # before reading it, which would refuse it: the fix on its own
+        return Check("pepper", False, *problem)
+    peppers = load_peppers(settings)
     which = f"pepper {peppers.current_id} of {len(peppers.secrets)}, this database's"
     if path is None:
         return Check("pepper", True, f"from CPMS_PEPPER, {which}")
-    problem = pepper_file_problem(path)
-    if problem:
-        return Check("pepper", False, *problem)
     return Check("pepper", True, f"{path}, private, {which}")
 
 

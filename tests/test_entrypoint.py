@@ -228,3 +228,42 @@ def test_read_commands_load_only_what_they_need(one_member: tuple[Path, str], co
     for json_output in ([], ["--json"]):
         args = [*json_output, *command.replace("NIR", nir).split()]
         assert loaded_modules(*args, cwd=cwd) == [], args
+
+
+def test_a_stdout_that_fails_or_is_closed_is_never_a_traceback(
+    one_member: tuple[Path, str],
+) -> None:
+    """A full disk behind stdout (`> /dev/full`): one line, exit 2, whatever wrote (a table, a
+    JSON document, the version). A stdout the caller closed (`>&-`): the command does its
+    work, its output goes nowhere, and nothing it opens (the database) takes stdout's place."""
+    cwd, nir = one_member
+    env = {**os.environ, "CPMS_PEPPER": "subprocess-pepper"}
+    env.pop("CPMS_DATABASE_URL", None)
+    command = str(BIN / "cpms-admin")
+    for args in (["member", "list", "--all"], ["--json", "member", "show", nir], ["--version"]):
+        with open("/dev/full", "wb") as full:
+            result = subprocess.run([command, *args], cwd=cwd, env=env, stdout=full,
+                                    stderr=subprocess.PIPE, text=True, check=False)  # fmt: skip
+        assert (result.returncode, result.stderr) == (
+            2,
+            "Error: cannot write to stdout: No space left on device\n",
+        ), args
+    update = ["member", "update", nir, "--email", "luc.morel@example.fr", "--reason", "t"]
+    closed = subprocess.run(["sh", "-c", 'exec "$@" >&-', "sh", command, *update], cwd=cwd,
+                            env=env, capture_output=True, text=True, check=False)  # fmt: skip
+    assert (closed.returncode, closed.stderr) == (0, "")
+    shown = run("--json", "member", "show", nir, cwd=cwd)
+    assert json.loads(shown.stdout)["email"] == "luc.morel@example.fr"
+    checked = subprocess.run(["sqlite3", str(cwd / "data" / "cpms.db"), "PRAGMA integrity_check"],
+                             capture_output=True, text=True, check=True)  # fmt: skip
+    assert checked.stdout == "ok\n"
+
+
+def test_a_command_group_alone_with_json_is_still_a_document(tmp_path: Path) -> None:
+    """`--json member`: the group's help on stderr, and a document on stdout for the script."""
+    result = run("--json", "member", cwd=tmp_path)
+    assert result.returncode == 2 and "Commands:" in result.stderr
+    assert json.loads(result.stdout) == {
+        "error": "Missing command. (see 'cpms-admin member --help')",
+        "exit_code": 2,
+    }

@@ -27,7 +27,7 @@ from cpms_admin.cli.commands import (
     purge,
 )
 from cpms_admin.cli.context import AppContext
-from cpms_admin.cli.output import error, print_json
+from cpms_admin.cli.output import error, print_json, stdout_broken, watch_stdout
 from cpms_admin.errors import CpmsError
 from cpms_admin.settings import load_settings
 
@@ -69,11 +69,22 @@ class ErrorBoundary(TyperGroup):
         except typer.Abort:
             _report_failure("aborted", 1, as_json=asks_json)
             sys.exit(1)
+        except OSError as exc:
+            if not stdout_broken():
+                raise
+            # A reader that stopped early (`| head`) ends quietly, exit 1; a full disk is
+            # one line, exit 2 (no JSON document: stdout is what failed).
+            if not isinstance(exc, BrokenPipeError):
+                error(f"cannot write to stdout: {exc.strerror or exc}")
+            sys.exit(1 if isinstance(exc, BrokenPipeError) else 2)
         except Exception as exc:
             if not _is_usage_problem(exc):
                 raise
             if type(exc).__name__ == "NoArgsIsHelpError":  # a group typed alone: its help
                 exc.show()  # type: ignore[attr-defined]
+                if asks_json:
+                    missing = f"Missing command. (see '{exc.ctx.command_path} --help')"  # type: ignore[attr-defined]
+                    print_json(None, {"error": missing, "exit_code": exc.exit_code})  # type: ignore[attr-defined]
             else:
                 _report_failure(_one_line(exc), exc.exit_code, as_json=asks_json)  # type: ignore[attr-defined]
             sys.exit(exc.exit_code)  # type: ignore[attr-defined]
@@ -269,7 +280,21 @@ def _json_first(args: list[str]) -> list[str]:
 def main() -> None:
     """Run the command line (the installed command goes through `cpms_admin.cli.main`)."""
     _owner_only_by_default()
+    _standard_streams_open()
+    watch_stdout()
     app(prog_name="cpms-admin")
+
+
+def _standard_streams_open() -> None:
+    """A standard stream closed by the caller (`>&-`) is /dev/null: otherwise the first file
+    opened (the database) would take its descriptor, and Python has no stream to print to."""
+    for fd, name, mode in ((0, "stdin", "r"), (1, "stdout", "w"), (2, "stderr", "w")):
+        try:
+            os.fstat(fd)
+        except OSError:
+            os.dup2(os.open(os.devnull, os.O_RDWR), fd)
+        if getattr(sys, name) is None:
+            setattr(sys, name, open(fd, mode, encoding="utf-8", closefd=False))  # noqa: SIM115
 
 
 def _owner_only_by_default() -> None:

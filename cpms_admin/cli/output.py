@@ -3,10 +3,13 @@ the progress of long bulk runs on stderr (a rich bar on a terminal, a plain log 
 few seconds otherwise, so stdout stays the result).
 """
 
+import io
 import json
+import os
 import sys
 import time
 from collections.abc import Sequence
+from contextlib import suppress
 from datetime import datetime
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol
@@ -21,6 +24,7 @@ from cpms_admin.members.nir import format_nir
 
 if TYPE_CHECKING:
     from rich.progress import Progress, TaskID
+    from typing_extensions import Buffer
 
 
 Columns = Sequence[tuple[str, str]]  # (key in the row, column title)
@@ -44,6 +48,45 @@ def print_json(app: AppContext | None, data: Any) -> None:
     if app is not None:
         app.stdout_taken = True
     typer.echo(json.dumps(data, ensure_ascii=False, indent=2))
+
+
+class _Stdout(io.FileIO):
+    """Descriptor 1, noting whether a write to it failed (`stdout_broken`): an OSError that
+    reaches the error boundary is then stdout's (a full disk, a reader gone), not a file's."""
+
+    failed = False
+
+    def write(self, data: "Buffer", /) -> int:
+        try:
+            return super().write(data)
+        except OSError:
+            _Stdout.failed = True
+            raise
+
+
+def watch_stdout() -> None:
+    """sys.stdout rebuilt over `_Stdout`, with the same encoding and buffering."""
+    old = sys.stdout
+    if not isinstance(old, io.TextIOWrapper):
+        return  # not the process's own stream: nothing to rebuild
+    raw = _Stdout(old.fileno(), "w", closefd=False)
+    sys.stdout = io.TextIOWrapper(
+        io.BufferedWriter(raw),
+        encoding=old.encoding,
+        errors=old.errors,
+        line_buffering=old.line_buffering,
+    )
+
+
+def stdout_broken() -> bool:
+    """Whether a write to stdout failed. If so, what it still holds goes to /dev/null, so
+    that the exit's own flush does not fail again with a traceback."""
+    if not _Stdout.failed:
+        return False
+    with suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    return True
 
 
 def error(message: str) -> None:

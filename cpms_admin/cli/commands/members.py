@@ -1,12 +1,11 @@
 """`cpms-admin members`: members in bulk, from and to files (migration scripts)."""
 
 import bisect
-import os
 import shutil
 import sys
 import tempfile
 from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager, nullcontext, suppress
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Annotated, Any, BinaryIO, TextIO
 
@@ -14,7 +13,14 @@ import typer
 
 from cpms_admin.cli.context import app_context
 from cpms_admin.cli.options import FILE_FORMATS, MEMBER_STATUSES, completes, not_stdout
-from cpms_admin.cli.output import BulkProgress, emit_object, exit_as, note_for_agent, warn
+from cpms_admin.cli.output import (
+    BulkProgress,
+    emit_object,
+    exit_as,
+    note_for_agent,
+    stdout_broken,
+    warn,
+)
 from cpms_admin.english import agree, count
 from cpms_admin.errors import InvalidInput
 from cpms_admin.private_files import reserved, write_private_atomically
@@ -63,31 +69,17 @@ def _private_binary(path: Path) -> Iterator[BinaryIO]:
 @contextmanager
 def _standard_output(*, binary: bool) -> Iterator[IO[Any]]:
     """Members for stdout. A workbook is assembled in a private temporary file, then copied:
-    stdout failing half-way leaves no archive half-written."""
+    stdout failing half-way leaves no archive half-written. (A reader that stopped early, or
+    a full disk, is the error boundary's: cli/app.py.)"""
     if not binary:
-        with _writing_stdout():
-            yield sys.stdout
-            sys.stdout.flush()
+        yield sys.stdout
+        sys.stdout.flush()
         return
     with _temporary_workbook() as workbook:
         yield workbook
-        with _writing_stdout():
-            workbook.seek(0)
-            shutil.copyfileobj(workbook, sys.stdout.buffer)
-            sys.stdout.flush()
-
-
-@contextmanager
-def _writing_stdout() -> Iterator[None]:
-    """A reader that stopped early (`| head`) ends the export quietly, exit 1; any other
-    failure (a full disk) is one line, exit 2, as for --out."""
-    try:
-        yield
-    except OSError as exc:
-        _stop_writing_stdout()
-        if isinstance(exc, BrokenPipeError):
-            raise typer.Exit(1) from None
-        raise InvalidInput(f"cannot write to stdout: {exc.strerror or exc}") from None
+        workbook.seek(0)
+        shutil.copyfileobj(workbook, sys.stdout.buffer)
+        sys.stdout.flush()
 
 
 @contextmanager
@@ -97,18 +89,12 @@ def _temporary_workbook() -> Iterator[BinaryIO]:
         with tempfile.TemporaryFile() as workbook:
             yield workbook
     except OSError as exc:
+        if stdout_broken():
+            raise  # the copy to stdout failed, not the workbook
         raise InvalidInput(
             f"cannot assemble the workbook in {tempfile.gettempdir()} ({exc.strerror or exc}): "
             "give --out FILE.xlsx, or point TMPDIR at a directory with room"
         ) from None
-
-
-def _stop_writing_stdout() -> None:
-    """What is still buffered must not fail again, with a traceback, at the exit's flush."""
-    with suppress(OSError, ValueError):  # ValueError: a stdout with no descriptor (tests)
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        os.close(devnull)
 
 
 _SAMPLE = 1 << 20

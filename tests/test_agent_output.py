@@ -47,6 +47,29 @@ def test_a_narrow_terminal_never_cuts_a_nir(tmp_path: Path) -> None:
     assert "2 92 09 69 833 144 64" in screen
 
 
+def test_a_table_too_wide_for_the_terminal_becomes_lines_never_a_wrapped_id(
+    tmp_path: Path,
+) -> None:
+    """An id wrapped as "4" over "7" is another letter's: where the table cannot keep its ids,
+    kinds, statuses, NIRs and times whole, the terminal gets the tab-separated lines a pipe
+    gets; where it can, a table with those columns on one line each."""
+    db = ("--db", f"sqlite:///{tmp_path / 'cpms.db'}")
+    assert run_installed(*db, "db", "upgrade", cwd=tmp_path).returncode == 0
+    added = run_installed(
+        *db, "member", "add", "--nir", "2 92 09 69 833 144 64", "--last-name", "Martin",
+        "--first-name", "Hélène", "--street", "3 rue Sala", "--postcode", "69002",
+        "--city", "Lyon", cwd=tmp_path,
+    )  # fmt: skip
+    assert added.returncode == 0, added.stderr
+    listing = [str(CPMS), *db, "letters", "list"]
+    narrow = in_terminal(listing, cwd=tmp_path, columns=80).splitlines()
+    assert narrow[0] == "Id\tKind\tStatus\tNIR\tQueued\tBatch\tPrinted\tReason"
+    assert narrow[1].startswith("1\twelcome\tpending\t2 92 09 69 833 144 64\t")
+    wide = in_terminal(listing, cwd=tmp_path, columns=160)
+    row = next(line for line in wide.splitlines() if "2 92 09 69 833 144 64" in line)
+    assert re.match(r"│ 1 +│ welcome +│ pending +│ 2 92 09 69 833 144 64 │ 2026-", row), row
+
+
 def in_terminal(command: list[str], *, cwd: Path, columns: int) -> str:
     """What `command` draws in a pseudo-terminal `columns` wide."""
     full_env = {**os.environ, "CPMS_PEPPER": "subprocess-pepper"}

@@ -123,19 +123,25 @@ def emit_rows(
         from rich.console import Console
         from rich.table import Table
 
-        table = Table(title=title, show_lines=False, header_style="bold")
-        for index, (key, heading) in enumerate(columns):
-            if key == "nir" or key == "at" or key.endswith("_at"):  # never cut, never wrapped
-                widest = max((len(line[index]) for line in cells), default=0)
-                table.add_column(heading, no_wrap=True, min_width=widest)
-            else:
-                table.add_column(heading, overflow="fold")
-        for line in cells:
-            table.add_row(*line)
-        Console().print(table)
-        if not rows:
-            typer.echo("(none)")
-        return
+        console = Console()
+        widths = [
+            max((len(line[index]) for line in cells), default=0) for index in range(len(columns))
+        ]
+        whole = [_read_whole(key) for key, _ in columns]
+        if _narrowest(columns, widths, whole) <= console.width:
+            table = Table(title=title, show_lines=False, header_style="bold")
+            for (_, heading), widest, keep in zip(columns, widths, whole, strict=True):
+                if keep:  # never cut, never wrapped
+                    table.add_column(heading, no_wrap=True, min_width=max(widest, len(heading)))
+                else:
+                    table.add_column(heading, overflow="fold")
+            for line in cells:
+                table.add_row(*line)
+            console.print(table)
+            if not rows:
+                typer.echo("(none)")
+            return
+        # Too narrow for a table: the lines a pipe gets, which the terminal wraps whole.
     typer.echo("\t".join(heading for _, heading in columns))
     for line in cells:
         typer.echo("\t".join(cell.replace("\t", " ") for cell in line))
@@ -155,6 +161,26 @@ def emit_page(
     if page.total > len(page):
         total = f"{db.COUNT_CAP:,}+" if page.total > db.COUNT_CAP else f"{page.total:,}"
         typer.echo(f"{len(page):,} of {total} shown; --limit N or --all", err=True)
+
+
+# Columns an agent copies or reads as one word: wrapping "47" as "4" over "7" makes another
+# letter of it. Every other column folds to fit.
+_WHOLE_KEYS = {"nir", "id", "at", "kind", "status", "outcome", "state", "action"}
+_FOLDED_MIN = 4  # the narrowest a folded column can usefully be
+_BORDERS = 3  # a table's separator and padding, per column (and one more at the end)
+
+
+def _read_whole(key: str) -> bool:
+    return key in _WHOLE_KEYS or key.endswith(("_id", "_at"))
+
+
+def _narrowest(columns: Columns, widths: Sequence[int], whole: Sequence[bool]) -> int:
+    """The fewest terminal columns the table takes with its whole columns unwrapped."""
+    inner = sum(
+        max(widest, len(heading)) if keep else min(max(widest, len(heading)), _FOLDED_MIN)
+        for (_, heading), widest, keep in zip(columns, widths, whole, strict=True)
+    )
+    return inner + _BORDERS * len(columns) + 1
 
 
 def _cell(key: str, value: Any) -> str:

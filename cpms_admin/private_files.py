@@ -45,17 +45,25 @@ BATCH_LOCK, MAIL_LOCK = ".batch-lock", ".mail-lock"
 COMPANIONS = ("-wal", "-shm", "-journal", BATCH_LOCK, MAIL_LOCK)
 
 
-@contextmanager
-def reserved(path: Path, what: str, *, with_companions: bool = False) -> Iterator[None]:
-    """While the block runs, refuse to write a file at `path` (`what` names it in the
-    refusal) or, `with_companions`, at the names of its COMPANIONS. `path` need not exist."""
+def absolute(path: Path) -> Path:
+    """`path` from the current directory; NotReady, saying so, when a relative path meets a
+    current directory that was deleted (an absolute one needs none)."""
+    if path.is_absolute():
+        return path
     try:
-        real = Path(os.path.realpath(path if path.is_absolute() else Path.cwd() / path))
-    except FileNotFoundError:  # getcwd: the directory it runs in was deleted
+        return Path.cwd() / path
+    except FileNotFoundError:  # getcwd
         raise NotReady(
             "the current directory no longer exists: run from another one (relative paths, "
             "such as the default data/cpms.db, are read from it)"
         ) from None
+
+
+@contextmanager
+def reserved(path: Path, what: str, *, with_companions: bool = False) -> Iterator[None]:
+    """While the block runs, refuse to write a file at `path` (`what` names it in the
+    refusal) or, `with_companions`, at the names of its COMPANIONS. `path` need not exist."""
+    real = Path(os.path.realpath(absolute(path)))
     entry = (real, what, with_companions)
     _RESERVED.append(entry)
     try:
@@ -171,7 +179,7 @@ def check_destination(path: Path) -> Path:
     rename replaces the link, never its target), but a link where a file is expected is a
     mistake or a trap, and the person running us should hear of it.
     """
-    path = Path.cwd() / path
+    path = absolute(path)
     if path.name in ("", ".", ".."):
         raise InvalidInput(f"{path} is a directory, not a file name")
     final = _existing_directory(path.parent) / path.name
@@ -194,7 +202,7 @@ def check_writable(path: Path) -> None:
     """InvalidInput, saying why, unless files can be written in directory `path` (made
     with its missing parents if need be) by this user: what `private_dir` and the writers
     would refuse, checked without creating anything (for `doctor`)."""
-    path = Path.cwd() / path
+    path = absolute(path)
     if describe_entry(path) == "a symbolic link":
         raise InvalidInput(f"{path} is a symbolic link; give the directory itself")
     existing = path
@@ -211,7 +219,7 @@ def private_dir(path: Path, *, like: Path | None = None) -> Path:
     every agent of a database writes in (the outbox, the audit archive) follows the database
     file, as the run locks do. Refused: `path` itself a link (give the directory it points
     to), not a directory, or controlled by another user (see above)."""
-    path = Path.cwd() / path
+    path = absolute(path)
     if describe_entry(path) == "a symbolic link":
         raise InvalidInput(f"{path} is a symbolic link; give the directory itself")
     return _make_directory(path, _mode_like(like, directory=True))
@@ -251,7 +259,7 @@ def directory_fd(path: Path) -> Iterator[int | None]:
     which no link swapped in later can redirect), or None when there is no such directory.
     The way there is checked as for a destination (see above); `path` itself must not be a
     link. Nothing is created. Closed when the block ends."""
-    path = Path.cwd() / path
+    path = absolute(path)
     if describe_entry(path) == "a symbolic link":
         raise InvalidInput(f"{path} is a symbolic link; give the directory itself")
     try:

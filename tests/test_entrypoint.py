@@ -149,6 +149,15 @@ def test_a_deleted_working_directory_is_one_line(tmp_path: Path) -> None:
     listed = run("--db", f"sqlite:///{database}", "member", "list")
     assert listed.returncode == 0, listed.stderr
     gone.mkdir()
+    out = tmp_path / "members.csv"  # an absolute path needs no current directory
+    exported = run("--db", f"sqlite:///{database}", "members", "export", "--out", str(out))
+    assert (exported.returncode, exported.stderr) == (0, ""), exported.stderr
+    assert out.read_text().startswith("nir,")
+    gone.mkdir()
+    doctor = run("--db", f"sqlite:///{database}", "doctor")  # its relative outbox: a problem
+    assert doctor.returncode == 5 and "Traceback" not in doctor.stderr, doctor.stderr
+    assert "the current directory no longer exists" in doctor.stdout
+    gone.mkdir()
     relative = run("member", "list")
     assert (relative.returncode, relative.stderr) == (
         5,

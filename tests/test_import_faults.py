@@ -21,7 +21,13 @@ from cpms_admin.settings import Settings
 from tests.audit_helpers import assert_chain_intact
 from tests.harness import Cli
 from tests.import_helpers import person, write_csv
-from tests.process_helpers import assert_all_exit, descendants, wait_until
+from tests.process_helpers import (
+    assert_all_exit,
+    descendants,
+    start_held,
+    wait_until,
+    waiting_for_a_lock,
+)
 
 MEMBERS = 2 * BATCH_SIZE + BATCH_SIZE // 2  # the import writes two full batches and a half
 STALL_KEY = 0x5354414C  # the advisory lock a stalled PostgreSQL insert waits for
@@ -152,3 +158,27 @@ def test_a_killed_import_run_again_imports_every_member_once(
     assert sorted(nirs) == sorted(person(n)["nir"] for n in range(1, MEMBERS + 1))
     assert_chain_intact(cli)
     engine.dispose()
+
+
+def test_two_imports_of_one_file_at_once_both_finish(
+    cli: Cli, session: Session, tmp_path: Path
+) -> None:
+    """The second import's batch waits for the first's to commit, then skips what it added:
+    both exit 0, every member once (before, on PostgreSQL, the later insert failed with a
+    unique violation and told the agent to use the --on-conflict skip they had used)."""
+    source = write_csv(tmp_path / "m.csv", [person(n) for n in range(1, 51)])
+    env = {**os.environ, **cli.env()}
+    command = [sys.executable, "-m", "cpms_admin", "--json", "members", "import", str(source)]
+    flag = tmp_path / "held"
+    first = start_held(command, env=env, point="import.batch_read", flag=flag)
+    second = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True)  # fmt: skip
+    if session.get_bind().dialect.name == "postgresql":
+        wait_until(lambda: waiting_for_a_lock(session), what="the second import to wait")
+    flag.unlink()
+    outputs = [process.communicate(timeout=120) for process in (first, second)]
+    assert [process.returncode for process in (first, second)] == [0, 0], outputs
+    results = [json.loads(stdout) for stdout, _ in outputs]
+    assert sorted((r["created"], r["skipped"]) for r in results) == [(0, 50), (50, 0)]
+    session.rollback()
+    assert session.exec(select(func.count()).select_from(Member)).one() == 50

@@ -6,13 +6,14 @@ import json
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, any_, bindparam, func, select, update
+from sqlalchemy import ColumnElement, any_, bindparam, func, select, text, update
 from sqlmodel import Session, SQLModel
 
 from cpms_admin.audit_chain.seal import keyring
 from cpms_admin.bulk.import_rows import MEMBER_KEYS, CheckedRow
 from cpms_admin.bulk.rows import PIN_HASH, STATUS_COLUMNS
 from cpms_admin.credentials.pins import LEGACY_PREFIX, seal_legacy_hash
+from cpms_admin.db import ADVISORY_CLASS
 from cpms_admin.members.fields import COLUMNS
 from cpms_admin.members.postal import address_from, same_destination
 from cpms_admin.members.records import insert_members as insert_new_members
@@ -43,6 +44,21 @@ class Existing:
         member = row.member
         changed = tuple(name for name in COLUMNS if member[name] != self.values[name])
         return (*changed, PIN_HASH) if self.takes_pin(row) else changed
+
+
+_IMPORT_LOCK_ID = -2  # beside `mail send`'s (-1) and the letter batches' (positive ids)
+
+
+def one_batch_at_a_time(session: Session) -> None:
+    """PostgreSQL: until the transaction ends, no other import's batch reads or writes
+    members, so two imports of the same file at once never insert the same member twice
+    (the second's batch finds what the first's added, and skips or updates it). SQLite's
+    write lock already does this."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(
+            text("SELECT pg_advisory_xact_lock(:cls, :id)"),
+            {"cls": ADVISORY_CLASS, "id": _IMPORT_LOCK_ID},
+        )
 
 
 def find_existing(session: Session, nirs: list[str], *, with_values: bool) -> dict[str, Existing]:

@@ -34,6 +34,7 @@ from cpms_admin.bulk.import_writes import (
     find_existing,
     insert_members,
     moves,
+    one_batch_at_a_time,
     update_members,
 )
 from cpms_admin.bulk.rows import EXPORT_COLUMNS
@@ -41,6 +42,7 @@ from cpms_admin.clock import Clock, system_clock
 from cpms_admin.db import transaction
 from cpms_admin.english import agree, count
 from cpms_admin.errors import Conflict, InvalidInput
+from cpms_admin.faults import failpoint
 from cpms_admin.letters.voiding import void_printed, would_void
 from cpms_admin.members.fields import civility_note
 from cpms_admin.members.nir import format_nir
@@ -130,9 +132,12 @@ class _Pass:
             else:
                 self._refuse(result.error if isinstance(result, PendingRow) else result)
         nirs = [row.nir for row in valid]
+        if self.write:
+            one_batch_at_a_time(self.session)  # until the batch's commit, below
         existing = find_existing(
             self.session, nirs + [row.nir for row in pending], with_values=updating
         )
+        failpoint("import.batch_read")
         new = [row for row, nir in zip(valid, nirs, strict=True) if nir not in existing]
         known = (
             [row for row, nir in zip(valid, nirs, strict=True) if nir in existing]
@@ -181,11 +186,15 @@ class _Pass:
         with transaction(self.session):  # the batch's reads above, its writes, its audit
             try:
                 created = insert_members(self.session, new, welcome=welcome, now=self.now)
-            except IntegrityError:  # PostgreSQL: another import added some of them just now
+            except IntegrityError:  # PostgreSQL: `member add` added some of them just now
+                finish = (
+                    "run again with --on-conflict skip to finish"
+                    if self.on_conflict == "fail"
+                    else "run the same import again to finish"
+                )
                 raise Conflict(
                     f"members of lines {valid[0].line}-{valid[-1].line} were added by someone "
-                    "else during the import; earlier batches were imported: run again with "
-                    "--on-conflict skip to finish"
+                    f"else during the import; earlier batches were imported: {finish}"
                 ) from None
             moved = update_members(self.session, changes, existing=existing, now=self.now)
             updated: dict[tuple[str, ...], list[int]] = {}  # by the columns changed

@@ -146,6 +146,19 @@ def test_malformed_email_is_refused(email: str) -> None:
 
 
 @pytest.mark.parametrize(
+    "pasted",
+    ["Jean Dupont <jean@example.com>", "<jean@example.com>", "jean@example.com,",
+     "jean@example.com;", "mailto:jean@example.com"],
+)  # fmt: skip
+def test_an_address_pasted_with_its_name_is_refused_saying_what_to_give(pasted: str) -> None:
+    """Copied from a mail client: refused (nothing is guessed into the member's record), the
+    refusal naming the address to give."""
+    with pytest.raises(FieldError) as caught:
+        validate_member_fields(member_values(email=pasted))
+    assert str(caught.value).endswith(": give the address alone, jean@example.com")
+
+
+@pytest.mark.parametrize(
     "email", ["jean.dupont+mutuelle@example.com", "o'neil@example.ie", f"{'j' * 64}@example.com"]
 )
 def test_a_well_formed_email_is_kept(email: str) -> None:

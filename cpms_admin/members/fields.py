@@ -100,6 +100,18 @@ class MemberFields:
         return dict(zip(COLUMNS, self.column_values(), strict=True))
 
 
+_NAMED = re.compile(r"[^<>]*<([^<>\s]+@[^<>\s]+)>\s*")  # `Jean Dupont <jean@x.fr>`
+
+
+def _suggestion(value: str) -> str:
+    """What to give instead, for an address pasted with its name or a trailing separator."""
+    named = _NAMED.fullmatch(value)
+    bare = named.group(1) if named else value.strip("<>,; ").removeprefix("mailto:")
+    if bare != value and EMAIL.fullmatch(bare):
+        return f": give the address alone, {bare}"
+    return ""
+
+
 def parse_email(raw: str) -> str:
     if "\r" in raw or "\n" in raw:
         raise FieldError("email", "e-mail must not contain a line break")
@@ -110,7 +122,7 @@ def parse_email(raw: str) -> str:
             f"e-mail {value!r} must not start with {value[0]!r} (a spreadsheet would run it)",
         )
     if len(value) > 254 or not EMAIL.fullmatch(value):
-        raise FieldError("email", f"invalid e-mail address {value!r}")
+        raise FieldError("email", f"invalid e-mail address {value!r}{_suggestion(value)}")
     local, domain = value.rsplit("@", 1)
     return f"{local}@{domain.lower()}"
 

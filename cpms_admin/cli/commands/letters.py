@@ -160,7 +160,7 @@ def _report_dry_run(app_: AppContext, result: dict[str, Any]) -> None:
         result,
         [
             f"Pending letters: {result['pending']}",
-            f"Would cancel: {result['would_cancel']} {_reasons(result['cancelled_by_reason'])}",
+            f"Would cancel: {result['would_cancel']}{_reasons(result['cancelled_by_reason'])}",
             f"Would print: {result['would_print']}",
             "(dry run: nothing was changed)",
         ],
@@ -170,7 +170,7 @@ def _report_dry_run(app_: AppContext, result: dict[str, Any]) -> None:
 def _reasons(counts: dict[str, int]) -> str:
     if not counts:
         return ""
-    return "(" + ", ".join(f"{key.replace('_', ' ')}: {n}" for key, n in counts.items()) + ")"
+    return " (" + ", ".join(f"{key.replace('_', ' ')}: {n}" for key, n in counts.items()) + ")"
 
 
 def _report(app_: AppContext, summary: "BatchSummary") -> None:

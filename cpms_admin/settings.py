@@ -39,7 +39,7 @@ class Settings:
     pepper: str | None = field(default=None, repr=False)
     pepper_file: str | None = None
     smtp_url: str | None = field(default=None, repr=False)
-    mail_dir: str = "data/outbox"
+    mail_dir: str | None = None  # unset: `outbox` beside the database (`outbox`, below)
     mail_from: str = "CPMS Espace Adhérent <ne-pas-repondre@cpms.fr>"
     portal_url: str = "https://adherent.cpms.fr"
     lockout_max_failures: int = _bounded(3, 1, 100)
@@ -71,10 +71,33 @@ class Settings:
     retention_batch_files_days: int = _bounded(30, 1, 365, "days")  # a printed batch's files
     retention_closed_members_days: int = _bounded(730, 30, 3650, "days")  # then pseudonymised
     retention_audit_days: int = _bounded(365, 180, 3650, "days")  # then archived and dropped
-    audit_archive_dir: str = "data/audit-archive"  # where `purge` archives old audit events
+    # Where `purge` archives old audit events; unset: `audit-archive` beside the database.
+    audit_archive_dir: str | None = None
 
     def __post_init__(self) -> None:
         check_settings({f.name: getattr(self, f.name) for f in fields(self)}, env_name)
+
+    @property
+    def outbox(self) -> Path:
+        """Where `.eml` files go without SMTP (and where `purge` looks for them)."""
+        return self._beside_database(self.mail_dir, "outbox")
+
+    @property
+    def audit_archive(self) -> Path:
+        return self._beside_database(self.audit_archive_dir, "audit-archive")
+
+    def _beside_database(self, given: str | None, name: str) -> Path:
+        """`given`, else the directory `name` beside a SQLite database file, wherever the
+        command runs from (as the pepper: e-mails written from another working directory
+        would escape `purge`); `data/<name>` for another database."""
+        if given:
+            return Path(given)
+        from sqlalchemy.engine import make_url
+
+        url = make_url(self.database_url)
+        if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+            return Path(str(url.database)).parent / name
+        return Path("data") / name
 
 
 # (larger, smaller): the first setting must be at least the second.

@@ -43,7 +43,7 @@ def give_pin(session: Session, settings: Settings, member: Member, pin: str = PI
 def outbox(settings: Settings) -> list[EmailMessage]:
     """Every message the file transport wrote, oldest first."""
     messages = []
-    for path in sorted(Path(settings.mail_dir).glob("*.eml")):
+    for path in sorted(settings.outbox.glob("*.eml")):
         message = message_from_bytes(path.read_bytes(), policy=policy.default)
         assert isinstance(message, EmailMessage)
         messages.append(message)

@@ -368,3 +368,20 @@ def test_a_pepper_file_that_cannot_be_made_is_one_line(tmp_path: Path) -> None:
     blocker.unlink()
     assert cpms("db", "upgrade", cwd=tmp_path, **env).returncode == 0
     assert stat.S_IMODE(pepper.stat().st_mode) == 0o600
+
+
+def test_the_outbox_is_beside_the_database_whatever_the_working_directory(
+    tmp_path: Path,
+) -> None:
+    """As the pepper: with CPMS_MAIL_DIR unset, a code e-mail sent from another directory
+    (cron's /) lands in `outbox` beside the database, where `purge` and `doctor` look, not in
+    a `data/outbox` made wherever the command ran."""
+    srv, cron = tmp_path / "srv", tmp_path / "cron"
+    srv.mkdir()
+    cron.mkdir()
+    env = {"CPMS_DATABASE_URL": f"sqlite:///{srv / 'cpms.db'}", "CPMS_AGENT": "cron"}
+    assert cpms("db", "upgrade", cwd=cron, **env).returncode == 0
+    enrol(cron, env, srv / "outbox")  # the code is read from there
+    assert not (cron / "data").exists()
+    doctor = cpms("doctor", cwd=tmp_path, **env)
+    assert f"e-mails are written to {srv / 'outbox'}/" in doctor.stdout

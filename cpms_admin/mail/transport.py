@@ -401,7 +401,7 @@ def transport_from_settings(settings: Settings) -> Transport:
     """SMTP when CPMS_SMTP_URL is set, else `.eml` files in CPMS_MAIL_DIR."""
     if settings.smtp_url:
         return SmtpTransport.from_settings(settings.smtp_url, settings)
-    return FileTransport(Path(settings.mail_dir), like=sqlite_path(settings.database_url))
+    return FileTransport(settings.outbox, like=sqlite_path(settings.database_url))
 
 
 def smtp_problem(settings: Settings) -> str | None:

@@ -120,7 +120,7 @@ def check_weasyprint(settings: Settings) -> Check:
 
 def check_mail(settings: Settings) -> Check:
     if not settings.smtp_url:
-        return _check_outbox(Path(settings.mail_dir))
+        return _check_outbox(settings.outbox)
     from cpms_admin.mail.transport import smtp_problem
 
     problem = smtp_problem(settings)

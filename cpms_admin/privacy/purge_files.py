@@ -111,14 +111,14 @@ def _old_mail(
 # The outbox is one directory, the configured one: if it cannot be trusted (a link, another
 # user's), the category fails, loudly, rather than skip it night after night.
 def survey_mail_files(scope: Scope, before: datetime) -> Found:
-    where, skipped = Path(scope.settings.mail_dir), list[str]()
+    where, skipped = scope.settings.outbox, list[str]()
     with directory_fd(where) as dir_fd:
         old = {} if dir_fd is None else _old_mail(dir_fd, before, where, skipped)
     return Found(len(old), min(old.values(), default=None), tuple(skipped))
 
 
 def drop_mail_files(scope: Scope, before: datetime, rule: str) -> Found:
-    where, skipped = Path(scope.settings.mail_dir), list[str]()
+    where, skipped = scope.settings.outbox, list[str]()
     with directory_fd(where) as dir_fd:
         old = {} if dir_fd is None else _old_mail(dir_fd, before, where, skipped)
         found = Found(len(old), min(old.values(), default=None), tuple(skipped))

@@ -8,7 +8,6 @@ count. Rows go with their event in one transaction, so a killed run drops all or
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import delete, func
@@ -170,7 +169,7 @@ def survey_audit_events(scope: Scope, before: datetime) -> Found:
 def drop_audit_events(scope: Scope, before: datetime, rule: str) -> Found:
     found = survey_audit_events(scope, before)
     scope.session.rollback()  # the archive runs its own transactions
-    out = Path(scope.settings.audit_archive_dir)
+    out = scope.settings.audit_archive
     if found.count:
         archived = archive_events_into(
             scope.session,

@@ -4,6 +4,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from cpms_admin.errors import InvalidInput
+from cpms_admin.french import PARIS
 
 Clock = Callable[[], datetime]
 
@@ -20,11 +21,24 @@ def iso(moment: datetime | None) -> str | None:
     return moment.astimezone(UTC).isoformat(timespec="seconds")
 
 
+# The zone names the tables print after a time (french.agent_time): such a time, copied from
+# a table, is Paris time.
+_PARIS_ZONES = ("CET", "CEST")
+
+
 def parse_moment(value: str, *, option: str) -> datetime:
     """An ISO date or time typed by an agent (`--since 2026-11-30`), UTC when it has no
-    offset; InvalidInput naming `option` otherwise."""
+    offset, Paris time when it ends in CET or CEST as the tables print it (`2026-12-04 19:09
+    CET`); InvalidInput naming `option` otherwise."""
+    text, _, zone = value.strip().rpartition(" ")
+    paris = zone.upper() in _PARIS_ZONES
     try:
-        moment = datetime.fromisoformat(value)
+        moment = datetime.fromisoformat(text if paris else value.strip())
     except ValueError:
-        raise InvalidInput(f"{option} must be an ISO date or time, got {value!r}") from None
+        raise InvalidInput(
+            f"{option} must be an ISO date or time (UTC, or Paris time followed by CET or "
+            f"CEST as the tables show it), got {value!r}"
+        ) from None
+    if paris and moment.tzinfo is None:
+        return moment.replace(tzinfo=PARIS)
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

@@ -94,6 +94,25 @@ def test_human_times_are_paris_time_and_json_stays_utc(
     assert "2026-11-23 10:00 CET" in audit[1]
 
 
+def test_a_time_copied_from_the_when_column_finds_its_event(
+    cli: Cli, session: Session, clock: FakeClock
+) -> None:
+    """The table says `2026-11-23 10:00 CET`: pasted into --since it means that moment; the
+    same time without a zone is UTC (an hour later, in November), as scripts give it."""
+    member = make_member(session)
+    assert cli("account", "unlock", member.nir, "--reason", "appel").exit_code == 0
+    when = cli("audit", "list", "--limit", "1").stdout.splitlines()[1].split("\t")[1]
+    assert when == "2026-11-23 10:00 CET"
+
+    def actions(since: str) -> list[str]:
+        result = cli("--json", "audit", "list", "--since", since, "--action", "account.unlock")
+        return [event["action"] for event in json.loads(result.stdout)]
+
+    assert actions(when) == ["account.unlock"]
+    assert actions(when[: -len(" CET")]) == []  # 10:00 UTC is 11:00 in Paris: after it
+    assert actions("2026-11-23 09:00 CEST") == ["account.unlock"]  # a summer time, typed in
+
+
 def test_json_is_accepted_after_the_command(cli: Cli, session: Session) -> None:
     make_member(session)
     before = cli("--json", "audit", "list").stdout

@@ -20,7 +20,14 @@ app = typer.Typer(help="Read the audit log; check its chain.", no_args_is_help=T
 def list_(
     ctx: typer.Context,
     nir: Annotated[str | None, typer.Option("--nir", help="Only this member.")] = None,
-    since: Annotated[str | None, typer.Option("--since", help="ISO date or time (UTC).")] = None,
+    since: Annotated[
+        str | None,
+        typer.Option(
+            "--since",
+            help="ISO date or time: UTC, or Paris time as the When column shows it "
+            "('2026-12-04 19:09 CET').",
+        ),
+    ] = None,
     action: Annotated[str | None, typer.Option("--action", help="e.g. account.unlock")] = None,
     limit: Annotated[int, typer.Option("--limit", min=1, max=LIMIT_MAX)] = 50,
     all_rows: AllRows = False,

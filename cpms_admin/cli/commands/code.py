@@ -107,7 +107,11 @@ def campaign(
         Path | None, typer.Option("--from-file", help="A file with one NIR per line.")
     ] = None,
     imported_since: Annotated[
-        str | None, typer.Option("--imported-since", help="Imported at or after (ISO, UTC).")
+        str | None,
+        typer.Option(
+            "--imported-since",
+            help="Imported at or after (ISO: UTC, or Paris time followed by CET or CEST).",
+        ),
     ] = None,
     channel: Annotated[
         ChannelChoice, typer.Option("--channel", help="auto: e-mail when known, else a letter.")

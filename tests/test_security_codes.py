@@ -134,19 +134,25 @@ def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
+def write_private(path: Path, text: str) -> None:
+    """A pepper file as `db upgrade` and an administrator make it: 0600 (others: refused)."""
+    path.write_text(text)
+    path.chmod(0o600)
+
+
 def beside(database: Path, **settings: str) -> Settings:
     return Settings(database_url=f"sqlite:///{database}", **settings)
 
 
 def test_environment_pepper_wins_over_files(in_tmp: Path) -> None:
-    (in_tmp / "other").write_text("from-file\n")
+    write_private(in_tmp / "other", "from-file\n")
     create_pepper_file(in_tmp / PEPPER_FILE_NAME)
     chosen = read_peppers(beside(in_tmp / "cpms.db", pepper="from-env", pepper_file="other"))
     assert (chosen.current, chosen.source) == (b"from-env", "CPMS_PEPPER")
 
 
 def test_configured_file_wins_over_the_one_beside_the_database(in_tmp: Path) -> None:
-    (in_tmp / "other").write_text("  from-file\n")
+    write_private(in_tmp / "other", "  from-file\n")
     create_pepper_file(in_tmp / PEPPER_FILE_NAME)
     assert read_peppers(beside(in_tmp / "cpms.db", pepper_file="other")).current == b"from-file"
 
@@ -169,14 +175,14 @@ def test_the_default_pepper_is_beside_the_database_not_in_the_working_directory(
 def test_a_bare_pepper_is_pepper_1_and_matches_its_text_in_the_environment(
     in_tmp: Path,
 ) -> None:
-    (in_tmp / PEPPER_FILE_NAME).write_text("0123abcd\n")
+    write_private(in_tmp / PEPPER_FILE_NAME, "0123abcd\n")
     from_file = read_peppers(beside(in_tmp / "cpms.db"))
     from_env = read_peppers(beside(in_tmp / "cpms.db", pepper="0123abcd"))
     assert from_file.secrets == from_env.secrets == {1: b"0123abcd"}
 
 
 def test_a_rotated_file_holds_several_peppers_and_the_highest_is_current(in_tmp: Path) -> None:
-    (in_tmp / PEPPER_FILE_NAME).write_text("1:old\n\n3:newest\n2:older\n")
+    write_private(in_tmp / PEPPER_FILE_NAME, "1:old\n\n3:newest\n2:older\n")
     peppers = read_peppers(beside(in_tmp / "cpms.db"))
     assert (peppers.current_id, peppers.current, peppers.get(1)) == (3, b"newest", b"old")
     with pytest.raises(NotReady, match=r"pepper 4, which pepper file .* no longer holds"):
@@ -189,7 +195,7 @@ def test_a_rotated_file_holds_several_peppers_and_the_highest_is_current(in_tmp:
      ("1:a\n1:b\n", "pepper 1 is given twice"), ("2:\n", "line 1: expected")],
 )  # fmt: skip
 def test_a_malformed_pepper_file_is_not_ready(in_tmp: Path, text: str, error: str) -> None:
-    (in_tmp / PEPPER_FILE_NAME).write_text(text)
+    write_private(in_tmp / PEPPER_FILE_NAME, text)
     with pytest.raises(NotReady, match=error) as exc:
         read_peppers(beside(in_tmp / "cpms.db"))
     assert exc.value.exit_code == 5

@@ -137,9 +137,9 @@ def test_a_deleted_working_directory_is_one_line(tmp_path: Path) -> None:
     gone = tmp_path / "gone"
     gone.mkdir()
 
-    def run(*args: str) -> subprocess.CompletedProcess[str]:
+    def run(*args: str, mail_dir: str = "") -> subprocess.CompletedProcess[str]:
         script = 'cd "$1" && rmdir "$1" && shift && exec "$@"'
-        env = {**os.environ, "CPMS_PEPPER": "subprocess-pepper"}
+        env = {**os.environ, "CPMS_PEPPER": "subprocess-pepper", "CPMS_MAIL_DIR": mail_dir}
         env.pop("CPMS_DATABASE_URL", None)
         return subprocess.run(
             ["sh", "-c", script, "sh", str(gone), str(CPMS), *args],
@@ -154,9 +154,12 @@ def test_a_deleted_working_directory_is_one_line(tmp_path: Path) -> None:
     assert (exported.returncode, exported.stderr) == (0, ""), exported.stderr
     assert out.read_text().startswith("nir,")
     gone.mkdir()
-    doctor = run("--db", f"sqlite:///{database}", "doctor")  # its relative outbox: a problem
-    assert doctor.returncode == 5 and "Traceback" not in doctor.stderr, doctor.stderr
-    assert "the current directory no longer exists" in doctor.stdout
+    doctor = run("--db", f"sqlite:///{database}", "doctor")  # its outbox: beside the database
+    assert (doctor.returncode, doctor.stderr) == (0, ""), doctor.stdout
+    gone.mkdir()
+    relative_outbox = run("--db", f"sqlite:///{database}", "doctor", mail_dir="outbox")
+    assert relative_outbox.returncode == 5 and "Traceback" not in relative_outbox.stderr
+    assert "the current directory no longer exists" in relative_outbox.stdout
     gone.mkdir()
     relative = run("member", "list")
     assert (relative.returncode, relative.stderr) == (

@@ -198,6 +198,17 @@ def test_pin_reset_by_email_then_set_pin_with_the_code(
     assert cli("portal", "login", member.nir, input=f"{NEW_PIN}\n").exit_code == 0
 
 
+def test_pin_reset_says_whether_there_was_a_pin(cli: Cli, session: Session, member: Member) -> None:
+    """The agent reads what was done: a PIN revoked, or none there to revoke (the member
+    never set one), never "the old PIN no longer works" for a PIN that never was."""
+    first = cli("pin", "reset", member.nir, "--channel", "post", "--reason", "forgot")
+    assert first.stdout.startswith("PIN reset: the old PIN no longer works; "), first.output
+    never = make_member(session, welcome=False)
+    assert account_of(session, never).pin_hash is None
+    second = cli("pin", "reset", never.nir, "--channel", "post", "--reason", "asked")
+    assert second.stdout.startswith("PIN reset: the member had no PIN yet; "), second.output
+
+
 def test_pin_reset_by_post_queues_a_letter(cli: Cli, session: Session, member: Member) -> None:
     reset = cli("--json", "pin", "reset", member.nir, "--channel", "post", "--reason", "asked")
     assert reset.exit_code == 0, reset.output

@@ -5,6 +5,7 @@ e-mail leaves only after that commit (see `delivery`).
 """
 
 from dataclasses import dataclass
+from typing import Any
 
 from sqlmodel import Session
 
@@ -77,6 +78,18 @@ def unlock_account(
     return UnlockResult(member, before, failures, changed)
 
 
+@dataclass(frozen=True)
+class PinReset:
+    """A reset's code on its way, and whether there was a PIN to revoke."""
+
+    sent: delivery.CodeDelivery
+    had_pin: bool
+
+    def as_json(self) -> dict[str, Any]:
+        """`pin reset --json`: the code's delivery (docs/scripting.md)."""
+        return self.sent.as_json()
+
+
 def reset_pin(
     session: Session,
     *,
@@ -87,7 +100,7 @@ def reset_pin(
     settings: Settings,
     clock: Clock,
     transport: Transport | None = None,
-) -> delivery.CodeDelivery:
+) -> PinReset:
     """Invalidate the PIN at once (and any code in flight) and send a reset code. The
     lockout stays until the member sets a new PIN with that code, which lifts it."""
     why = require_reason(reason, "reset a PIN")
@@ -100,7 +113,7 @@ def reset_pin(
         had_pin = account.pin_hash is not None
         account.pin_hash = None  # pin_set_at stays: when they last had one
         revoked = codes.revoke_pending(session, member_id=pk(member))
-        return delivery.deliver_code(
+        sent = delivery.deliver_code(
             session,
             member=member,
             channel=resolved,
@@ -119,6 +132,7 @@ def reset_pin(
             if_unsent=" The PIN stays reset and older codes revoked: the member cannot log "
             "in until they get a code.",
         )
+        return PinReset(sent, had_pin)
 
 
 def issue_member_code(

@@ -32,7 +32,7 @@ def reset(
 
     app_ = app_context(ctx)
     with app_.session() as session:
-        delivery = accounts.reset_pin(
+        reset = accounts.reset_pin(
             session,
             nir=nir,
             channel=channel,
@@ -41,8 +41,5 @@ def reset(
             settings=app_.settings,
             clock=app_.clock,
         )
-    emit_object(
-        app_,
-        delivery.as_json(),
-        [f"PIN reset: the old PIN no longer works; {delivery_line(delivery)}"],
-    )
+    what = "the old PIN no longer works" if reset.had_pin else "the member had no PIN yet"
+    emit_object(app_, reset.as_json(), [f"PIN reset: {what}; {delivery_line(reset.sent)}"])

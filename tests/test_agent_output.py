@@ -2,11 +2,14 @@
 where they type it, listings that say when they are cut, completion, one-line usage errors
 and help that the terminal wraps (issue: the agent's day)."""
 
+import contextlib
+import fcntl
 import json
 import os
 import pty
 import re
 import subprocess
+import termios
 from pathlib import Path
 
 import pytest
@@ -246,3 +249,36 @@ def test_a_command_typed_alone_shows_its_help(tmp_path: Path) -> None:
     result = run_installed("member", cwd=tmp_path)
     assert result.stderr.startswith("Usage: cpms-admin member [OPTIONS] COMMAND [ARGS]...")
     assert "Add, show, list, update and close members." in result.stderr
+
+
+def test_ctrl_c_at_a_prompt_is_an_interruption(tmp_path: Path) -> None:
+    """An agent typing Ctrl-C at the PIN prompt: exit 130, as Ctrl-C anywhere else (it was
+    1, which scripts read as "refused"); no attempt is counted."""
+    db = ("--db", f"sqlite:///{tmp_path / 'cpms.db'}")
+    assert run_installed(*db, "db", "upgrade", cwd=tmp_path).returncode == 0
+    nir = "2 92 09 69 833 144 64"
+    added = run_installed(
+        *db, "member", "add", "--nir", nir, "--last-name", "Martin", "--first-name", "Hélène",
+        "--street", "3 rue Sala", "--postcode", "69002", "--city", "Lyon", cwd=tmp_path,
+    )  # fmt: skip
+    assert added.returncode == 0, added.stderr
+    env = {**os.environ, "CPMS_PEPPER": "subprocess-pepper", "TERM": "xterm"}
+    main, child = pty.openpty()
+    process = subprocess.Popen(
+        [str(CPMS), *db, "portal", "login", nir], cwd=tmp_path, env=env, stdin=child,
+        stdout=child, stderr=child, close_fds=True, start_new_session=True,
+        preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0),  # the terminal: its own
+    )  # fmt: skip
+    os.close(child)
+    seen = b""
+    while b"PIN" not in seen:
+        seen += os.read(main, 1024)
+    os.write(main, b"\x03")  # the terminal turns it into SIGINT
+    with contextlib.suppress(OSError):
+        while chunk := os.read(main, 1024):
+            seen += chunk
+    assert process.wait(timeout=60) == 130
+    os.close(main)
+    assert "Error: interrupted" in seen.decode()
+    events = run_installed(*db, "--json", "audit", "list", "--action", "portal.login", cwd=tmp_path)
+    assert json.loads(events.stdout) == []

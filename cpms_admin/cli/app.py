@@ -66,9 +66,13 @@ class ErrorBoundary(TyperGroup):
             sys.exit(2)
         try:
             result = super().main(args, standalone_mode=False, **extra)
-        except typer.Abort:
-            _report_failure("aborted", 1, as_json=asks_json)
-            sys.exit(1)
+        except typer.Abort as exc:
+            # Click's prompts turn Ctrl-C into Abort: an interruption still, as anywhere else
+            # (130); an input that ended (no PIN on stdin) is refused, 1.
+            interrupted = isinstance(exc.__context__, KeyboardInterrupt)
+            message, code = ("interrupted", 130) if interrupted else ("aborted", 1)
+            _report_failure(message, code, as_json=asks_json)
+            sys.exit(code)
         except OSError as exc:
             if not stdout_broken():
                 raise

@@ -142,6 +142,32 @@ def test_a_postcode_of_another_city_is_refused_with_the_candidates() -> None:
 
 
 @pytest.mark.parametrize(
+    ("field", "pasted", "kept"),
+    [
+        ("street", "12 rue de la Paix, 75002 Paris", "12 rue de la Paix"),
+        ("street", "12 RUE DE LA PAIX 75002 PARIS", "12 RUE DE LA PAIX"),
+        ("address_complement", "Bât. C, 69003 Lyon", "Bât. C"),
+    ],
+)
+def test_an_address_pasted_on_one_line_is_refused_saying_how_to_split_it(
+    field: str, pasted: str, kept: str
+) -> None:
+    """The envelope would bear two city lines, and the post sorts by the last: refused, not
+    guessed apart, the refusal saying which part goes where."""
+    error = refusal(**{field: pasted})
+    assert error.field == field
+    assert f"give {kept!r} as the {field}" in str(error)
+
+
+@pytest.mark.parametrize(
+    "street", ["3 rue du 8 Mai 1945", "12 avenue 75002", "Lotissement 12345 Les Pins"]
+)
+def test_a_number_in_a_street_is_no_city_line(street: str) -> None:
+    """Only a postcode that La Poste pairs with the words after it is a city line."""
+    assert validate_member_fields(member_values(street=street)).address.street == street
+
+
+@pytest.mark.parametrize(
     ("postcode", "city", "stored", "line"),
     [
         ("75 002", "Paris", "75002", "75002 PARIS"),

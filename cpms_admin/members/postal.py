@@ -186,6 +186,8 @@ def make_address(
         if not value:
             raise FieldError(field, f"{field} is required")
     if country in FRENCH_POST:
+        for field, value in (("street", street), ("address_complement", complement)):
+            _refuse_a_pasted_city_line(field, value)
         postcode = _french_place(country, postcode, city)
     else:
         abroad.check_known(country)
@@ -232,6 +234,28 @@ def _clean(field: str, value: str | None) -> str:
     if len(cleaned) > MAX_FIELD:
         raise FieldError(field, f"{field} is {len(cleaned)} characters, at most {MAX_FIELD}")
     return cleaned
+
+
+_ENDS_IN_A_CITY_LINE = re.compile(r"(.*?)[\s,]+(\d{5})\s+(\D.*)")
+
+
+def _refuse_a_pasted_city_line(field: str, value: str | None) -> None:
+    """A whole address pasted on one line (`12 rue de la Paix, 75002 Paris`): the envelope
+    would bear two city lines, and La Poste sorts by the last. Refused when the line ends in
+    a postcode and a town La Poste's base pairs, saying what to give instead."""
+    found = _ENDS_IN_A_CITY_LINE.fullmatch(value or "")
+    if found is None:
+        return
+    rest, postcode, town = found.groups()
+    try:
+        places.find_place(postcode, town)
+    except FieldError:
+        return  # not a postcode and its town: words that happen to follow a number
+    raise FieldError(
+        field,
+        f"{field} {value!r} ends with a postcode and town: give {rest!r} as the {field}, "
+        f"and {postcode} and {town!r} as the postcode and city",
+    )
 
 
 @lru_cache(maxsize=1 << 14)

@@ -186,8 +186,8 @@ def make_address(
         if not value:
             raise FieldError(field, f"{field} is required")
     if country in FRENCH_POST:
-        for field, value in (("street", street), ("address_complement", complement)):
-            _refuse_a_pasted_city_line(field, value)
+        for field, line in (("street", street), ("address_complement", complement)):
+            _refuse_a_pasted_city_line(field, line)
         postcode = _french_place(country, postcode, city)
     else:
         abroad.check_known(country)

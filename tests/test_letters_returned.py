@@ -428,16 +428,16 @@ def test_the_print_house_file_records_every_return_once(
 def test_a_letter_listed_twice_with_npai_however_written_is_one_return(
     cli: Cli, tmp_path: Path, printed: dict[str, Any]
 ) -> None:
-    """`NPAI`, `npai`, written out in any case, and no reason at all say the same: the
-    letter is recorded once."""
+    """`NPAI`, `npai`, written out in any case, and no reason at all say the same, and a
+    reference is one in either case: the letter is recorded once."""
     first = next(iter(printed.values()))["letter_id"]
     returns = tmp_path / "retours.csv"
     rows = [
-        "reference;motif",
+        "Référence;Motif",  # a French spreadsheet's header
         f"L{first:08d};NPAI",
         f"{first};",
         f"#{first};npai",
-        f"{first};npai (n'habite pas à l'adresse indiquée)",
+        f"l{first:08d};npai (n'habite pas à l'adresse indiquée)",  # typed in lower case
     ]
     returns.write_text("\n".join(rows) + "\n", encoding="utf-8")
     result = ok(cli("--json", "letters", "returned", "--from-file", str(returns)))

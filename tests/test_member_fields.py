@@ -42,6 +42,14 @@ def test_masked_nir_hides_the_middle() -> None:
     assert mask_nir("185057800608491") == "1 85 •• •• ••• ••• 91"
 
 
+@pytest.mark.parametrize(
+    ("typed", "stored"),
+    [("M", "M"), ("m.", "M"), ("Mr.", "M"), ("Mme", "MME"), ("Mme.", "MME"), ("madame", "MME")],
+)
+def test_a_civility_is_read_with_or_without_its_dot(typed: str, stored: str) -> None:
+    assert validate_member_fields(member_values(civility=typed)).civility == stored
+
+
 def test_fields_are_normalised() -> None:
     fields = validate_member_fields(
         member_values(

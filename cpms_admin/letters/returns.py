@@ -27,13 +27,14 @@ from cpms_admin.errors import InvalidInput, NotFound, Refused
 from cpms_admin.french import agent_time
 from cpms_admin.letters.voiding import bore_other_address, void_printed
 from cpms_admin.members import undeliverable
+from cpms_admin.members.afnor import strip_accents
 from cpms_admin.models import Letter, Member, pk
 from cpms_admin.pepper import Peppers
 from cpms_admin.vocabulary import LetterStatus
 
 ID_COLUMNS = ("letter_id", "reference", "ref", "id")
 REASON_COLUMNS = ("reason", "motif")
-LETTER_REF = re.compile(r"(?:L|#)?0*(\d{1,12})")
+LETTER_REF = re.compile(r"(?:L|#)?0*(\d{1,12})", re.IGNORECASE)
 MAX_REASON = 200
 MAX_FILE_BYTES = 16 << 20  # a night's returns are a few kilobytes
 
@@ -101,7 +102,8 @@ def read_returns_file(path: Path, *, encoding: str | None = None) -> list[Return
 
 
 def _returns(path: Path, reader: "csv.DictReader[str]") -> list[Return]:
-    columns = {name.strip().lower(): name for name in reader.fieldnames or ()}
+    # `Référence`, ` Motif `: a French spreadsheet's header reads as the names above.
+    columns = {strip_accents(name.strip().lower()): name for name in reader.fieldnames or ()}
     id_columns = [columns[c] for c in ID_COLUMNS if c in columns]
     if not id_columns:
         raise InvalidInput(f"{path}: no letter_id or reference column in the header")

@@ -139,7 +139,9 @@ def civility_note(raw: str) -> str | None:
 
 
 def parse_civility(raw: str) -> str:
-    value = CIVILITIES.get(raw.strip().upper())
+    """`M`, `Mme`, as written out, with or without the abbreviations' dot (`Mme.`, `Mr.`)."""
+    typed = raw.strip().upper()
+    value = CIVILITIES.get(typed) or CIVILITIES.get(typed.removesuffix("."))
     if value is None:
         raise FieldError("civility", f"civility must be M or MME, got {raw.strip()!r}")
     return value

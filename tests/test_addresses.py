@@ -240,6 +240,10 @@ def test_an_unknown_postcode_is_refused() -> None:
          ["AVENIDA PAULISTA 1000", "SAO PAULO SP", "01310-100", "BRESIL"]),
         ("PL", "00-950", "Warszawa", "ul. Marszałkowska 1",
          ["UL MARSZALKOWSKA 1", "00-950 WARSZAWA", "POLOGNE"]),
+        # Typed without the space the post reads the last part after.
+        ("GB", "sw1a2aa", "London", "10 Downing Street",
+         ["10 DOWNING STREET", "LONDON", "SW1A 2AA", "ROYAUME UNI"]),
+        ("NL", "1012ab", "Amsterdam", "Damrak 1", ["DAMRAK 1", "1012 AB AMSTERDAM", "PAYS BAS"]),
     ],
 )  # fmt: skip
 def test_an_address_abroad_follows_its_country_and_ends_with_its_french_name(
@@ -248,6 +252,14 @@ def test_an_address_abroad_follows_its_country_and_ends_with_its_french_name(
     lines = lines_of(country=country, postcode=postcode, city=city, street=street)
     assert lines == last_lines
     assert not any(line in {country, "GB", "US"} for line in lines)  # no ISO code on an envelope
+
+
+@pytest.mark.parametrize(("typed", "meant"), [("UK", "GB"), ("EL", "GR")])
+def test_a_country_code_people_use_that_iso_does_not_says_which_to_give(
+    typed: str, meant: str
+) -> None:
+    error = refusal(country=typed, postcode="", city="London")
+    assert error.field == "country" and str(error).endswith(f" is {meant}")
 
 
 def test_every_country_s_name_fits_an_envelope_line_and_reads_in_order() -> None:

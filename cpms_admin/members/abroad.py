@@ -71,13 +71,25 @@ def country_name(country: str) -> str:
     return name
 
 
+# Codes people use that ISO 3166 gives to no one or to someone else (the EU's for Greece).
+_NOT_ISO = {"UK": "GB", "EL": "GR"}
+
+
 def check_known(country: str) -> None:
     """Refuse a country code no address data knows (`XX`)."""
     import pycountry
 
+    if country in _NOT_ISO:
+        meant = _NOT_ISO[country]
+        named = country_name(meant)
+        raise FieldError("country", f"{country} is no ISO 3166 country code: {named} is {meant}")
     if pycountry.countries.get(alpha_2=country) is None:
         raise FieldError("country", f"unknown country code {country!r} (ISO 3166, e.g. BE)")
     _rules(country)
+
+
+# Postcodes whose last part the post reads apart, after a space: `SW1A 2AA`, `1234 AB`.
+_LAST_PART = {"GB": 3, "IM": 3, "JE": 3, "GG": 3, "CA": 3, "NL": 2}
 
 
 def normalise_postcode(country: str, postcode: str) -> str:
@@ -85,6 +97,9 @@ def normalise_postcode(country: str, postcode: str) -> str:
     empty where the country has no postcodes."""
     rules = _rules(country)
     value = " ".join(postcode.upper().split())
+    last = _LAST_PART.get(country)
+    if last and " " not in value and len(value) > last:
+        value = f"{value[:-last]} {value[-last:]}"
     if "%Z" not in rules.address_format:
         if value:
             raise FieldError("postcode", f"addresses in {country_name(country)} have no postcode")

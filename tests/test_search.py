@@ -78,6 +78,17 @@ def test_search_words_are_folded_and_a_nir_with_separators_is_one_word() -> None
     assert search_terms("- ' .") == []
 
 
+def test_a_name_or_an_address_pasted_with_its_punctuation_is_found(
+    cli: Cli, session: Session
+) -> None:
+    """`MARTIN, Jean` as a file lists names, an e-mail as a mail client shows it: the comma,
+    brackets and quotes separate words, they are not part of them."""
+    member = make_member(session, last_name="Martin", first_name="Jean", email="jean.m@exemple.fr")
+    for pasted in ("MARTIN, Jean", "Jean <jean.m@exemple.fr>", "jean.m@exemple.fr,", '"Martin"'):
+        found = json.loads(cli("--json", "member", "list", "--search", pasted).stdout)
+        assert [row["nir"] for row in found] == [member.nir], pasted
+
+
 def test_the_folded_columns_keep_one_word_per_field() -> None:
     member = Member(
         nir="185057500100195",

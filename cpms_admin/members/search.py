@@ -62,6 +62,9 @@ _APOSTROPHES = "'’ʼ`´‘‛′"
 _DASHES = "-‐‑‒–—―−\u00ad"
 _DOTS = ".·‧"
 _DROPPED = re.compile(f"[\\s{re.escape(_APOSTROPHES + _DASHES + _DOTS)}]+")
+# What separates the words of a search besides spaces: what a name or an address is pasted
+# with (`MARTIN, Jean`, `Jean <jean@example.fr>`, `"Martin"`). Not in any folded value.
+_QUERY_SEPARATORS = re.compile(r"[\s,;<>\"()]+")
 _NIR_START = re.compile(r"[0-9][0-9ab]{0,14}", flags=re.IGNORECASE)  # ASCII: `\d` takes ٣
 _NIR_NEXT = {**{str(digit): str(digit + 1) for digit in range(9)}, "A": "B", "B": "C"}
 
@@ -116,9 +119,10 @@ def search_values(member: Searchable) -> dict[str, str]:
 
 def search_terms(search: str) -> list[str]:
     """Words to find, all of them, folded; a NIR typed with separators is one term, alone
-    (`1 85 05`) or beside names (`martin 1 85 05`)."""
+    (`1 85 05`) or beside names (`martin 1 85 05`); commas, brackets and quotes pasted
+    around a name or an address separate words as spaces do."""
     terms: list[str] = []
-    for word in map(fold, search.split()):
+    for word in map(fold, _QUERY_SEPARATORS.split(search)):
         # Digits after a NIR's start go on with it; a name after digits (`1985 ba`) does not.
         joined = terms[-1] + word if terms and word[:1].isdecimal() else ""
         if could_start_nir(joined):

@@ -160,6 +160,21 @@ def test_the_member_confirming_the_address_lifts_the_flag(
     assert ok(cli("--json", "member", "show", nir))["address"]["undeliverable"] is None
 
 
+def test_an_address_typed_again_as_it_was_keeps_the_flag_and_says_so(
+    cli: Cli, printed: dict[str, Any]
+) -> None:
+    """The agent retypes the address the letter came back from: it stays flagged (no letter
+    goes there), and the agent is told, with what lifts it."""
+    nir, back = next(iter(printed.items()))
+    ok(cli("letters", "returned", str(back["letter_id"])))
+    street = ok(cli("--json", "member", "show", nir))["address"]["street"]
+    again = cli("member", "update", nir, "--street", street.upper(), "--reason", "called")
+    assert again.exit_code == 0, again.output
+    assert "Note: the address is still the one a letter came back from: " in again.stderr
+    assert "(--address-confirmed)" in again.stderr
+    assert ok(cli("--json", "member", "show", nir))["address"]["undeliverable"] is not None
+
+
 def test_a_letter_printed_before_the_address_changed_does_not_flag_the_new_one(
     cli: Cli, clock: FakeClock, printed: dict[str, Any]
 ) -> None:

@@ -263,7 +263,7 @@ def update(
         changes["email"] = None
     if not changes and not address_confirmed:
         raise InvalidInput("nothing to change: give at least one option (see --help)")
-    from cpms_admin.members import postal, records
+    from cpms_admin.members import postal, records, undeliverable
     from cpms_admin.members.fields import civility_note
 
     app_ = app_context(ctx)
@@ -282,6 +282,12 @@ def update(
     notes = [civility_note(civility)] if civility else []
     if changes.keys() & ADDRESS_OPTIONS:
         notes += postal.postal_address(member).notes()
+        if undeliverable.is_flagged(member):  # the address given is the one that failed
+            notes.append(
+                f"the address is still the one a letter came back from: "
+                f"{undeliverable.describe(member)}; no letter goes there until it is "
+                "corrected, or confirmed by the member (--address-confirmed)"
+            )
     for letter_id, again in update.voided.items():
         instead = f"; letter #{again} is queued for the new one" if again else ""
         notes.append(

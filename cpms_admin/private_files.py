@@ -27,6 +27,7 @@ import fcntl
 import os
 import secrets
 import stat
+import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, suppress
 from pathlib import Path
@@ -303,9 +304,11 @@ def write_private_atomically(
 @contextmanager
 def _written(path: Path, encoding: str | None) -> Iterator[IO[Any]]:
     final = check_destination(path)
+    _remove_left_behind(final)
     temporary = final.with_name(f".{final.name}.{secrets.token_hex(4)}.tmp")
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
     fd = os.open(temporary, flags, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # held while it is written: see `_remove_left_behind`
     renamed = False
     try:
         mode, newline = ("w", "") if encoding else ("wb", None)
@@ -319,6 +322,51 @@ def _written(path: Path, encoding: str | None) -> Iterator[IO[Any]]:
         if not renamed:  # never after: the name may be someone else's by then
             temporary.unlink(missing_ok=True)
     fsync_dir(final.parent)
+
+
+_SETTLED_SECONDS = 10
+
+
+def _remove_left_behind(final: Path) -> None:
+    """Remove the temporary files of `final` a killed run left (kill -9 runs no `finally`):
+    this user's `.<name>.<hex>.tmp` files beside it that no live writer holds. A writer holds
+    its file's `flock` until it ends, and a process's locks die with it, so a file whose lock
+    can be taken is nobody's. Personal data (rejected rows, a dossier) would stay otherwise,
+    hidden, for good."""
+    try:
+        names = os.listdir(final.parent)
+    except OSError:
+        return
+    prefix = f".{final.name}."
+    for name in names:
+        if not (name.startswith(prefix) and name.endswith(".tmp")):
+            continue
+        left = final.parent / name
+        try:
+            fd = os.open(left, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError:
+            continue
+        try:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode) or info.st_uid != os.geteuid():
+                continue
+            if time.time() - info.st_mtime < _SETTLED_SECONDS:
+                continue  # a writer may be between making it and locking it
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if _same_entry(left, info):  # still the file locked, not one put there since
+                left.unlink()
+        except OSError:
+            continue  # a live writer's (BlockingIOError), or gone meanwhile
+        finally:
+            os.close(fd)
+
+
+def _same_entry(path: Path, info: os.stat_result) -> bool:
+    try:
+        now = os.lstat(path)
+    except OSError:
+        return False
+    return (now.st_dev, now.st_ino) == (info.st_dev, info.st_ino)
 
 
 def hold_run_lock(path: Path, *, like: Path, busy: str) -> int:

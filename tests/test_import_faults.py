@@ -182,3 +182,25 @@ def test_two_imports_of_one_file_at_once_both_finish(
     assert sorted((r["created"], r["skipped"]) for r in results) == [(0, 50), (50, 0)]
     session.rollback()
     assert session.exec(select(func.count()).select_from(Member)).one() == 50
+
+
+def test_an_errors_report_a_killed_import_left_half_written_is_removed_by_the_next(
+    cli: Cli, session: Session, tmp_path: Path
+) -> None:
+    """kill -9 runs no clean-up: the report's hidden temporary file (rejected rows: names and
+    addresses) stayed for good. The next write of that report removes it."""
+    rows = [person(n) for n in range(1, 31)] + [person(99, postcode="99999")]
+    source = write_csv(tmp_path / "m.csv", rows)
+    errors = tmp_path / "rejets.csv"
+    command = [sys.executable, "-m", "cpms_admin", "members", "import", str(source)]
+    command += ["--errors", str(errors)]
+    env = {**os.environ, **cli.env()}
+    killed = subprocess.run(command, env={**env, "CPMS_FAILPOINT": "import.batch_read"},
+                            check=False)  # fmt: skip
+    assert killed.returncode == -signal.SIGKILL
+    (left,) = tmp_path.glob(".rejets.csv.*.tmp")
+    past = left.stat().st_mtime - 60  # killed a minute ago
+    os.utime(left, (past, past))
+    assert subprocess.run(command, env=env, check=False).returncode == 1  # the rejected row
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+    assert "99999" in errors.read_text()

@@ -373,3 +373,21 @@ def test_a_mail_directory_of_another_user_is_refused(tmp_path: Path) -> None:
     with pytest.raises(MailError, match=rf"outbox belongs to another user \(uid {NOBODY}\)"):
         FileTransport(outbox).send(pin_mail())
     assert list(outbox.iterdir()) == []
+
+
+def test_a_temporary_file_a_live_writer_holds_is_never_removed(tmp_path: Path) -> None:
+    """What a killed run left beside a file is removed when the file is next written; what a
+    live run is writing (its lock held), or one just made, is not."""
+    import fcntl
+
+    final = tmp_path / "report.csv"
+    dead, live, young = (tmp_path / f".report.csv.{n}.tmp" for n in ("dead", "live", "young"))
+    for path in (dead, live, young):
+        path.write_text("rows")
+    for path in (dead, live):
+        os.utime(path, (0, 0))
+    with open(live, "rb") as holder:
+        fcntl.flock(holder.fileno(), fcntl.LOCK_EX)
+        with write_private_atomically(final) as out:
+            out.write(b"done")
+        assert sorted(p.name for p in tmp_path.iterdir()) == [live.name, young.name, final.name]

@@ -75,3 +75,17 @@ def test_unreachable_smtp_is_reported(cli: Cli) -> None:
     result = cli.with_settings(smtp_url="smtp://127.0.0.1:1")("--json", "doctor")
     assert result.exit_code == 5
     assert checks(result)["mail"]["ok"] is False
+
+
+def test_a_database_in_a_folder_everyone_writes_in_is_a_problem(cli: Cli, tmp_path: Path) -> None:
+    """/var/tmp: another user could plant the pepper or hold the batch's lock beside it."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    database = f"sqlite:///{shared / 'cpms.db'}"
+    assert cli.with_settings(database_url=database)("db", "upgrade").exit_code == 0
+    result = cli.with_settings(database_url=database)("--json", "doctor")
+    assert result.exit_code == 5
+    found = checks(result)["database"]
+    assert found["ok"] is False and "is writable by every user" in str(found["detail"])
+    assert found["fix"] == f"move the database to a folder of its own, or chmod o-w {shared}"

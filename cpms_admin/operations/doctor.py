@@ -1,6 +1,7 @@
 """`doctor`: is everything the nightly job needs in place? Each check says what to fix."""
 
 import shutil
+import stat
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -44,7 +45,32 @@ def check_database(settings: Settings) -> Check:
             f"schema at {revision or 'nothing'}, latest is {HEAD_REVISION}",
             "run cpms-admin db upgrade",
         )
+    folder = _open_folder(settings)
+    if folder is not None:
+        return Check(
+            "database",
+            False,
+            f"its folder {folder} is writable by every user: another could plant or hold the "
+            "files kept beside the database (its pepper, the batch and mail locks)",
+            f"move the database to a folder of its own, or chmod o-w {folder}",
+        )
     return Check("database", True, f"reachable, schema at {revision}")
+
+
+def _open_folder(settings: Settings) -> Path | None:
+    """A SQLite database's folder, when every user may create files in it (/tmp, /var/tmp)."""
+    from cpms_admin.db import sqlite_path
+    from cpms_admin.private_files import absolute
+
+    database = sqlite_path(settings.database_url)
+    if database is None:
+        return None
+    folder = absolute(database).parent
+    try:
+        mode = folder.stat().st_mode
+    except OSError:
+        return None
+    return folder if mode & stat.S_IWOTH else None
 
 
 def check_pepper(settings: Settings) -> Check:

@@ -156,6 +156,11 @@ def _check_database_url(value: Any, label: Callable[[str], str]) -> None:
     try:
         make_url(value)
     except (ArgumentError, ValueError):  # ValueError: a port that is not a number
+        if ":" not in value and "@" not in value:  # a file's path: no password to hide
+            raise NotReady(
+                f"{label('database_url')} is not a database URL: for a SQLite file, give "
+                f"sqlite:///{value.strip()}"
+            ) from None
         raise NotReady(f"{label('database_url')} is not a database URL ({example})") from None
 
 

@@ -75,9 +75,13 @@ def run(*args: str, **env: str) -> Any:
             "postgresql://user@host/cpms)",
         ),
         (
-            {"CPMS_DATABASE_URL": "cpms.db"},
-            "CPMS_DATABASE_URL is not a database URL (such as sqlite:///data/cpms.db or "
-            "postgresql://user@host/cpms)",
+            {"CPMS_DATABASE_URL": "cpms.db"},  # a file's path: the URL for it
+            "CPMS_DATABASE_URL is not a database URL: for a SQLite file, give sqlite:///cpms.db",
+        ),
+        (
+            {"CPMS_DATABASE_URL": "/srv/cpms/cpms.db"},
+            "CPMS_DATABASE_URL is not a database URL: for a SQLite file, give "
+            "sqlite:////srv/cpms/cpms.db",
         ),
     ],
 )

@@ -171,8 +171,13 @@ def test_a_link_at_the_file_name_is_never_written_through(cli: Cli, tmp_path: Pa
             2,
             "--format 'xml' is not a dossier format: give --format json or pdf",
         ),
+        (
+            ["185057800608491", "--out", "."],
+            2,
+            ". is a directory: give the dossier's file, e.g. ./NIR.pdf",
+        ),
     ],
-    ids=["unknown", "bad-key", "suffix", "format"],
+    ids=["unknown", "bad-key", "suffix", "format", "directory"],
 )
 def test_refusals(
     cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, args: list[str], code: int,

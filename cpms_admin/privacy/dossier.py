@@ -43,6 +43,8 @@ PORTAL, CPMS = "portal", "cpms"  # who acted, as the dossier says it
 
 def dossier_format(out: Path, fmt: str | None) -> str:
     """`fmt`, or the one `out`'s suffix names; InvalidInput otherwise."""
+    if out.is_dir():
+        raise InvalidInput(f"{out} is a directory: give the dossier's file, e.g. {out}/NIR.pdf")
     chosen = (fmt or out.suffix.lstrip(".")).lower()
     if chosen not in FORMATS:
         given = f"--format {fmt!r}" if fmt else f"the suffix of {out.name!r}"

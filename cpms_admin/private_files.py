@@ -23,6 +23,7 @@ A refusal is InvalidInput (exit 2), one line naming the path. Failures of the di
 (full, read-only) are left as OSError: each caller says what they mean for its job.
 """
 
+import errno
 import fcntl
 import os
 import secrets
@@ -400,6 +401,10 @@ def _open_existing_lock(path: Path) -> int:
     try:  # non-blocking: a FIFO planted there would hold the open for ever
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError as exc:
+        if exc.errno == errno.ELOOP:  # O_NOFOLLOW met a link
+            raise NotReady(
+                f"the lock {path} is a symbolic link, not a file: remove it while nothing runs"
+            ) from None
         raise NotReady(
             f"cannot open the lock {path} ({exc.strerror}): give it the database file's "
             "owner, group and mode (chgrp, chmod 660), or remove it while nothing runs"

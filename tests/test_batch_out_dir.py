@@ -328,3 +328,21 @@ def test_a_fifo_planted_as_a_run_lock_is_refused_not_waited_on(
         5,
         f"Error: the lock {fifo} is a special file, not a file: remove it while nothing runs\n",
     )
+
+
+def test_a_link_planted_as_the_run_lock_is_refused_saying_to_remove_it(
+    cli: Cli, tmp_path: Path
+) -> None:
+    """Not "chmod 660 it", which would change the file the link points to."""
+    from cpms_admin.db import sqlite_path
+
+    database = sqlite_path(cli.settings.database_url)
+    if database is None:
+        pytest.skip("PostgreSQL's runs hold advisory locks, no file")
+    lock = database.with_name(database.name + ".batch-lock")
+    lock.symlink_to(tmp_path / "elsewhere")
+    result = cli("letters", "batch", "--out", str(tmp_path / "out"))
+    assert (result.exit_code, result.stderr) == (
+        5,
+        f"Error: the lock {lock} is a symbolic link, not a file: remove it while nothing runs\n",
+    )

@@ -1,5 +1,7 @@
 """The schema and the SQLite tuning that lets the cron and an agent work at once."""
 
+import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -14,8 +16,10 @@ from cpms_admin.errors import Conflict, NotReady
 from cpms_admin.members import records
 from cpms_admin.migrations import HEAD_REVISION
 from cpms_admin.models import AuditEvent
+from tests.conftest import PG_URL, new_pg_database
 from tests.factories import make_member
 from tests.harness import migrate
+from tests.process_helpers import CPMS, start_held, wait_until, waiting_for_a_lock
 
 
 def test_head_revision_constant_matches_the_migrations() -> None:
@@ -180,3 +184,32 @@ def test_0014_indexes_only_the_closed_members_by_name_and_its_downgrade_puts_bac
     session.expire_all()
     assert [m.id for m in records.list_members(session, status="closed")] == [closed.id]
     assert [m.id for m in records.list_members(session, status="active")] == [active.id]
+
+
+@pytest.mark.skipif(not PG_URL, reason="needs PostgreSQL: set CPMS_TEST_DATABASE_URL")
+def test_two_upgrades_of_a_new_postgresql_database_at_once_both_finish(tmp_path: Path) -> None:
+    """The second waits for the first (one upgrade at a time), then finds the schema made:
+    both exit 0. Before, the second failed half-way on the catalog with a raw database
+    error."""
+    with new_pg_database() as url:
+        env = {
+            **os.environ,
+            "CPMS_DATABASE_URL": url,
+            "CPMS_PEPPER_FILE": str(tmp_path / "pepper"),
+            "CPMS_AGENT": "installer",
+        }
+        command = [str(CPMS), "db", "upgrade"]
+        flag = tmp_path / "held"
+        first = start_held(command, env=env, point="upgrade.locked", flag=flag)
+        second = subprocess.Popen(command, env=env, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True)  # fmt: skip
+        engine = make_engine(url)
+        try:
+            with Session(engine) as session:
+                wait_until(lambda: waiting_for_a_lock(session), what="the second upgrade")
+        finally:
+            engine.dispose()
+        flag.unlink()
+        outputs = [process.communicate(timeout=120) for process in (first, second)]
+        assert [process.returncode for process in (first, second)] == [0, 0], outputs
+        assert "Schema upgraded from empty" in outputs[0][0] + outputs[0][1]

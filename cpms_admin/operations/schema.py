@@ -1,13 +1,18 @@
 """Creating and migrating the schema, and the pepper the hashes need."""
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+from sqlalchemy import Engine, text
 
 from cpms_admin import audit
 from cpms_admin.agents.registry import authorize, identity
 from cpms_admin.audit_chain.seal import UNSEALED_WHY, keyring, seal_waiting, upgrading, waiting
 from cpms_admin.clock import Clock, system_clock
 from cpms_admin.db import (
+    ADVISORY_CLASS,
     current_revision,
     make_engine,
     session_scope,
@@ -16,12 +21,14 @@ from cpms_admin.db import (
 )
 from cpms_admin.english import count
 from cpms_admin.errors import NotReady
+from cpms_admin.faults import failpoint
 from cpms_admin.migrations import HEAD_REVISION
 from cpms_admin.operations import peppers
 from cpms_admin.settings import Settings
 
 AGENTS_REVISION = "0008"  # the migration that brought agents (revisions sort as text)
 CHAIN_REVISION = "0011"  # the migration that brought the audit chain
+_UPGRADE_LOCK_ID = -3  # beside imports' (-2), `mail send`'s (-1) and the batches' (positive)
 
 
 @dataclass(frozen=True)
@@ -78,38 +85,64 @@ def upgrade(
     pepper_file_path(settings)  # NotReady before anything is made: PostgreSQL needs one set
     engine = make_engine(settings.database_url, must_exist=False, create_dirs=create_dirs)
     try:
-        before = current_revision(engine)
-        with session_scope(engine, read_only=True) as session:
-            if before is not None and before >= AGENTS_REVISION:
-                agent = authorize(session, command="db upgrade").name
-            else:
-                agent = identity(session)
-        upgrade_schema(engine)
-        with session_scope(engine) as session:
-            # The pepper first: it keys the audit chain, whose events from before it (0011)
-            # are sealed next (with the pepper's own event, if it records one), before this
-            # upgrade's own event.
-            if seal_waiting_events or before is None or before < CHAIN_REVISION:
-                upgrading(session)
-            elif unsealed := waiting(session):
-                raise NotReady(f"{count(unsealed, 'audit event')} not sealed: {UNSEALED_WHY}")
-            created = peppers.settle_pepper(session, settings=settings, agent=agent, now=clock())
-            sealed = seal_waiting(session)
-            pin_hashes_sealed = peppers.seal_unsealed_hashes(
-                session, peppers=keyring(session).peppers, agent=agent, now=clock()
-            )
-            if before != HEAD_REVISION:
-                with transaction(session):
-                    audit.record(
-                        session,
-                        agent=agent,
-                        action="db.upgrade",
-                        before=before,
-                        after=HEAD_REVISION,
-                        events_sealed=sealed,
-                    )
+        with _one_upgrade_at_a_time(engine):
+            return _upgrade(engine, settings, clock, seal_waiting_events)
     finally:
         engine.dispose()
+
+
+@contextmanager
+def _one_upgrade_at_a_time(engine: Engine) -> Iterator[None]:
+    """PostgreSQL: upgrades run one after the other (a session advisory lock, on a
+    connection of its own), so a second one started meanwhile finds the schema the first
+    made instead of failing on the catalog half-way through it. SQLite's write lock already
+    serialises the migrations."""
+    if engine.dialect.name != "postgresql":
+        yield
+        return
+    key = {"cls": ADVISORY_CLASS, "id": _UPGRADE_LOCK_ID}
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as holder:
+        holder.execute(text("SELECT pg_advisory_lock(:cls, :id)"), key)
+        try:
+            failpoint("upgrade.locked")
+            yield
+        finally:
+            holder.execute(text("SELECT pg_advisory_unlock(:cls, :id)"), key)
+
+
+def _upgrade(
+    engine: Engine, settings: Settings, clock: Clock, seal_waiting_events: bool
+) -> UpgradeResult:
+    before = current_revision(engine)
+    with session_scope(engine, read_only=True) as session:
+        if before is not None and before >= AGENTS_REVISION:
+            agent = authorize(session, command="db upgrade").name
+        else:
+            agent = identity(session)
+    upgrade_schema(engine)
+    with session_scope(engine) as session:
+        # The pepper first: it keys the audit chain, whose events from before it (0011)
+        # are sealed next (with the pepper's own event, if it records one), before this
+        # upgrade's own event.
+        if seal_waiting_events or before is None or before < CHAIN_REVISION:
+            upgrading(session)
+        elif unsealed := waiting(session):
+            raise NotReady(f"{count(unsealed, 'audit event')} not sealed: {UNSEALED_WHY}")
+        created = peppers.settle_pepper(session, settings=settings, agent=agent, now=clock())
+        sealed = seal_waiting(session)
+        pin_hashes_sealed = peppers.seal_unsealed_hashes(
+            session, peppers=keyring(session).peppers, agent=agent, now=clock()
+        )
+        if before != HEAD_REVISION:
+            with transaction(session):
+                audit.record(
+                    session,
+                    agent=agent,
+                    action="db.upgrade",
+                    before=before,
+                    after=HEAD_REVISION,
+                    events_sealed=sealed,
+                )
     return UpgradeResult(
         before=before,
         after=HEAD_REVISION,

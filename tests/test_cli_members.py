@@ -75,6 +75,8 @@ def test_refused_commands_leave_the_database_unchanged(cli: Cli, session: Sessio
         (cli(*ADD, "--nir", make_nir(), "--postcode", "7500"), 2, "5 digits"),
         (cli("member", "update", member.nir, "--street", "x" * 40), 2, "does not fit"),
         (cli("member", "update", member.nir, "--email", "a@b.fr", "--clear-email"), 2, "either"),
+        # A script's `--email "$EMAIL"` with EMAIL unset: not a silent clear.
+        (cli("member", "update", member.nir, "--email", " ", "--reason", "x"), 2, "--clear-email"),
         (cli("member", "update", make_nir(), "--city", "Lyon"), 3, "no member with NIR"),
         (cli("member", "close", make_nir(), "--reason", "x"), 3, "no member"),
         (cli("member", "close", member.nir, "--reason", " "), 2, "reason is required"),

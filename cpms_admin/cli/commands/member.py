@@ -240,6 +240,8 @@ def update(
     """
     if email is not None and clear_email:
         raise InvalidInput("use either --email or --clear-email, not both")
+    if email is not None and not email.strip():  # `--email "$EMAIL"` with EMAIL unset
+        raise InvalidInput("--email is empty: give the address, or --clear-email to forget it")
     changes: dict[str, str | None] = {
         name: value
         for name, value in {

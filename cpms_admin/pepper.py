@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cpms_admin.errors import NotReady
+from cpms_admin.private_files import fsync_dir, is_teams
 from cpms_admin.settings import Settings
 
 PEPPER_FILE_NAME = "pepper"  # beside a SQLite database file
@@ -254,6 +255,12 @@ def _write_pepper_file(path: Path, peppers: Mapping[int, str]) -> None:
         replaced = None
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     else:
+        link = os.lstat(path)
+        if stat.S_ISLNK(link.st_mode) and link.st_uid not in (0, os.geteuid()):
+            raise NotReady(
+                f"pepper file {path} is a link another user made (uid {link.st_uid}): "
+                "refusing to write where it points; replace it with the file itself"
+            )
         path = Path(os.path.realpath(path))
     lines = "".join(f"{key}:{secret}\n" for key, secret in sorted(peppers.items()))
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
@@ -272,6 +279,7 @@ def _write_pepper_file(path: Path, peppers: Mapping[int, str]) -> None:
             out.flush()
             os.fsync(out.fileno())
         os.replace(tmp, path)
+        fsync_dir(path.parent)
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -302,12 +310,10 @@ def _read_pepper_file(path: Path) -> str:
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     with os.fdopen(fd, "rb") as handle:
         info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise NotReady(f"pepper file {path} is not a regular file: restore it from its backup")
-        problem = _mode_problem(path, stat.S_IMODE(info.st_mode))
+        problem = _file_problem(path, info)
         if problem is not None:
             what, fix = problem
-            raise NotReady(f"{what}: a pepper others can read or write is no secret; {fix}")
+            raise NotReady(f"{what}: {fix}")
         try:
             return handle.read().decode("utf-8")
         except UnicodeDecodeError:
@@ -318,16 +324,29 @@ def pepper_file_problem(path: Path) -> tuple[str, str] | None:
     """For `doctor`: what is wrong with the pepper file's presence or permissions and how to
     fix it, or None."""
     try:
-        mode = stat.S_IMODE(path.stat().st_mode)
+        info = path.stat()
     except OSError as exc:
         why = exc.strerror or str(exc)
         return f"pepper file {path} cannot be read: {why}", "restore it from its backup"
-    return _mode_problem(path, mode)
+    return _file_problem(path, info)
 
 
-def _mode_problem(path: Path, mode: int) -> tuple[str, str] | None:
-    """Its owner and its group may read it (0640, agents sharing a SQLite database); anything
-    more is a problem: what it is, and the command that fixes it."""
+def _file_problem(path: Path, info: os.stat_result) -> tuple[str, str] | None:
+    """What makes the file no private pepper of ours, and what fixes it; None if nothing.
+    A regular file; made by this user or root, or shared with one of our groups (the agents
+    of a database read it through theirs); its owner and group may read it (0640), nobody
+    else anything, and only its owner may write it. A file another user made (planted in
+    /var/tmp, which root would read all the same) is theirs, not a secret of ours."""
+    if not stat.S_ISREG(info.st_mode):
+        return f"pepper file {path} is not a regular file", "restore it from its backup"
+    mode = stat.S_IMODE(info.st_mode)
+    shared = bool(mode & stat.S_IRGRP) and is_teams(info)
+    if info.st_uid not in (0, os.geteuid()) and not shared:
+        return (
+            f"pepper file {path} belongs to another user (uid {info.st_uid}) and is not shared "
+            "with your group",
+            "restore the database's own pepper file there from its backup",
+        )
     if mode & ~_PEPPER_MODE_CEILING & ~stat.S_IRWXU:
         who = "other users" if mode & stat.S_IRWXO else "its group beyond reading"
         return (

@@ -318,11 +318,27 @@ def test_a_pepper_others_could_read_or_plant_is_never_adopted(tmp_path: Path) ->
     upgrade = cpms("db", "upgrade", cwd=tmp_path, **env)
     assert upgrade.returncode == 5
     assert upgrade.stderr == (
-        f"Error: pepper file {planted} is open to other users (mode 0644): a pepper others "
-        f"can read or write is no secret; chmod 640 {planted}\n"
+        f"Error: pepper file {planted} is open to other users (mode 0644): chmod 640 {planted}\n"
     )
     planted.chmod(0o660)  # its group may write it: refused as well
     assert "open to its group beyond reading" in cpms("db", "upgrade", cwd=tmp_path, **env).stderr
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root can give a file away")
+def test_a_private_pepper_another_user_made_is_never_adopted(tmp_path: Path) -> None:
+    """Another user's 0600 `pepper` in a shared directory: root reads it all the same, so the
+    mode proves nothing; the owner does. Refused (exit 5), nothing recorded."""
+    planted = tmp_path / "pepper"
+    planted.write_text("1:malloryknowsthis\n")
+    planted.chmod(0o600)
+    os.chown(planted, 65534, 65534)  # nobody
+    env = {"CPMS_DATABASE_URL": f"sqlite:///{tmp_path / 'cpms.db'}", "CPMS_AGENT": "root"}
+    upgrade = cpms("db", "upgrade", cwd=tmp_path, **env)
+    assert (upgrade.returncode, upgrade.stderr) == (
+        5,
+        f"Error: pepper file {planted} belongs to another user (uid 65534) and is not shared "
+        "with your group: restore the database's own pepper file there from its backup\n",
+    )
 
 
 def test_a_pepper_that_is_a_fifo_is_refused_at_once(tmp_path: Path) -> None:
@@ -385,3 +401,18 @@ def test_the_outbox_is_beside_the_database_whatever_the_working_directory(
     assert not (cron / "data").exists()
     doctor = cpms("doctor", cwd=tmp_path, **env)
     assert f"e-mails are written to {srv / 'outbox'}/" in doctor.stdout
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root can give a link away")
+def test_a_rotation_never_writes_through_another_user_s_link(filed: tuple[Cli, Path]) -> None:
+    """In a folder a group shares, another agent could point the link elsewhere: refused."""
+    cli, path = filed
+    target = path.with_name("kept-pepper")
+    path.rename(target)
+    before = target.read_text()
+    path.symlink_to(target)
+    os.lchown(path, 65534, 65534)
+    result = cli("pepper", "rotate")
+    assert result.exit_code == 5
+    assert "is a link another user made (uid 65534)" in result.stderr
+    assert target.read_text() == before

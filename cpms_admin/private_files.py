@@ -26,6 +26,7 @@ A refusal is InvalidInput (exit 2), one line naming the path. Failures of the di
 import errno
 import fcntl
 import os
+import re
 import secrets
 import stat
 import time
@@ -289,29 +290,37 @@ def fsync_dir(path: Path) -> None:
 
 @overload
 def write_private_atomically(
-    path: Path, *, encoding: None = None
+    path: Path, *, encoding: None = None, new_name: bool = False
 ) -> AbstractContextManager[BinaryIO]: ...
 @overload
-def write_private_atomically(path: Path, *, encoding: str) -> AbstractContextManager[TextIO]: ...
 def write_private_atomically(
-    path: Path, *, encoding: str | None = None
+    path: Path, *, encoding: str, new_name: bool = False
+) -> AbstractContextManager[TextIO]: ...
+def write_private_atomically(
+    path: Path, *, encoding: str | None = None, new_name: bool = False
 ) -> AbstractContextManager[IO[Any]]:
     """A file (0600) that appears at `path` complete, durable, or not at all: the handle
     writes a private temporary file beside it, renamed onto `path` when the block succeeds.
-    Text mode (`encoding`) does not translate line ends. Refusals: see `check_destination`."""
-    return _written(path, encoding)
+    Text mode (`encoding`) does not translate line ends. Refusals: see `check_destination`.
+
+    The temporary files a killed run left for `path` are removed first, unless `new_name`
+    says no run wrote that name before (an e-mail's, a letter's: one per file, thousands in
+    a folder, where looking would cost a listing each)."""
+    return _written(path, encoding, new_name)
 
 
 @contextmanager
-def _written(path: Path, encoding: str | None) -> Iterator[IO[Any]]:
+def _written(path: Path, encoding: str | None, new_name: bool) -> Iterator[IO[Any]]:
     final = check_destination(path)
-    _remove_left_behind(final)
+    if not new_name:
+        _remove_left_behind(final)
     temporary = final.with_name(f".{final.name}.{secrets.token_hex(4)}.tmp")
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
     fd = os.open(temporary, flags, 0o600)
-    fcntl.flock(fd, fcntl.LOCK_EX)  # held while it is written: see `_remove_left_behind`
     renamed = False
     try:
+        with suppress(OSError):  # no locks there (NFS): then nobody can take it either
+            fcntl.flock(fd, fcntl.LOCK_EX)  # held while it is written: `_remove_left_behind`
         mode, newline = ("w", "") if encoding else ("wb", None)
         with open(fd, mode, encoding=encoding, newline=newline) as handle:
             yield handle
@@ -338,9 +347,9 @@ def _remove_left_behind(final: Path) -> None:
         names = os.listdir(final.parent)
     except OSError:
         return
-    prefix = f".{final.name}."
+    ours = re.compile(rf"\.{re.escape(final.name)}\.[0-9a-f]{{8}}\.tmp")  # as `_written` names
     for name in names:
-        if not (name.startswith(prefix) and name.endswith(".tmp")):
+        if not ours.fullmatch(name):
             continue
         left = final.parent / name
         try:

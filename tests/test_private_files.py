@@ -381,13 +381,15 @@ def test_a_temporary_file_a_live_writer_holds_is_never_removed(tmp_path: Path) -
     import fcntl
 
     final = tmp_path / "report.csv"
-    dead, live, young = (tmp_path / f".report.csv.{n}.tmp" for n in ("dead", "live", "young"))
-    for path in (dead, live, young):
+    dead, live, young = (tmp_path / f".report.csv.{n * 8}.tmp" for n in "abc")
+    kept = tmp_path / ".report.csv.backup-before-migration.tmp"  # no name a writer gives
+    for path in (dead, live, young, kept):
         path.write_text("rows")
-    for path in (dead, live):
+    for path in (dead, live, kept):
         os.utime(path, (0, 0))
     with open(live, "rb") as holder:
         fcntl.flock(holder.fileno(), fcntl.LOCK_EX)
         with write_private_atomically(final) as out:
             out.write(b"done")
-        assert sorted(p.name for p in tmp_path.iterdir()) == [live.name, young.name, final.name]
+        left = sorted(p.name for p in tmp_path.iterdir())
+        assert left == sorted([live.name, young.name, kept.name, final.name])

@@ -84,7 +84,7 @@ def archive_events(
         if first is None or first["at"] >= before:
             rows.close()
             return 0
-        with write_private_atomically(out, encoding="ascii") as file:
+        with write_private_atomically(out, encoding="ascii", new_name=True) as file:
             event: Mapping[Any, Any] | None = first
             while event is not None and event["at"] < before:
                 if broken := walk.step(event, head_seq=head["seq"]):

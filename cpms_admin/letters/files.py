@@ -89,7 +89,7 @@ def seal_file(path: Path) -> str:
 
 
 def _write(path: Path, content: bytes) -> None:
-    with write_private_atomically(path) as out:
+    with write_private_atomically(path, new_name=True) as out:
         out.write(content)
 
 

@@ -388,7 +388,7 @@ class FileTransport:
         name = f"{stamp}-{secrets.token_hex(4)}.eml"
         try:
             folder = private_dir(self.directory, like=self.like)
-            with write_private_atomically(folder / name) as out:
+            with write_private_atomically(folder / name, new_name=True) as out:
                 out.write(message.as_bytes())
         except InvalidInput as exc:  # a link, or a directory another user controls
             raise MailError(f"cannot write e-mail to {self.directory}: {exc}") from None

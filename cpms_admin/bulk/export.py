@@ -8,13 +8,14 @@ workbook's row count, taken first, is the number of rows that follow.
 """
 
 from collections.abc import Callable
+from contextlib import suppress
 from typing import IO, Any
 
 from sqlalchemy import Select, func, select
 from sqlmodel import Session, SQLModel
 
 from cpms_admin.audit import RunAudit
-from cpms_admin.bulk.formats import open_member_writer
+from cpms_admin.bulk.formats import MemberWriter, open_member_writer
 from cpms_admin.bulk.rows import EXPORT_COLUMNS
 from cpms_admin.clock import Clock, system_clock
 from cpms_admin.db import stated, transaction, unindexed
@@ -82,16 +83,18 @@ def export_members(
     )
     with transaction(session):
         run.start(session)
-    query = members_to_export(status)
-    options: dict[str, object] = {"sqlite_begin": "DEFERRED"}  # SQLite: one snapshot already
-    if session.get_bind().dialect.name == "postgresql":
-        options["isolation_level"] = "REPEATABLE READ"  # one snapshot for the count and rows
-    connection = session.connection(execution_options=options)
-    rows = None
-    if fmt.lower() == "xlsx":  # a workbook states its size (xlsx.write.XlsxMemberWriter)
-        rows = connection.execute(select(func.count()).select_from(query.subquery())).scalar_one()
-    writer = open_member_writer(out, fmt=fmt, excel=excel, rows=rows)
+    writer: MemberWriter | None = None
     try:
+        query = members_to_export(status)
+        options: dict[str, object] = {"sqlite_begin": "DEFERRED"}  # SQLite: one snapshot
+        if session.get_bind().dialect.name == "postgresql":
+            options["isolation_level"] = "REPEATABLE READ"  # one snapshot for count and rows
+        connection = session.connection(execution_options=options)
+        rows = None
+        if fmt.lower() == "xlsx":  # a workbook states its size (xlsx.write.XlsxMemberWriter)
+            counted = select(func.count()).select_from(query.subquery())
+            rows = connection.execute(counted).scalar_one()
+        writer = open_member_writer(out, fmt=fmt, excel=excel, rows=rows)
         result = connection.execution_options(yield_per=CHUNK).execute(query)
         for row in result:  # the EXPORT_COLUMNS, in order
             writer.write_values(row)
@@ -99,10 +102,13 @@ def export_members(
                 on_progress(writer.count)
         writer.close()
     except BaseException:
-        try:
-            writer.abort()
-        finally:
-            _close(session, run, writer.count, outcome="stopped", clock=clock)
+        # What stopped the export is what the user hears: neither the writer's clean-up nor
+        # the closing event may hide it (without the event, the run reads as killed).
+        with suppress(Exception):
+            if writer is not None:
+                writer.abort()
+        with suppress(Exception):
+            _close(session, run, writer.count if writer else 0, outcome="stopped", clock=clock)
         raise
     _close(session, run, writer.count, outcome="ok", clock=clock)
     return writer.count

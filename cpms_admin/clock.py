@@ -1,10 +1,9 @@
 """The one source of time, so tests can move it instead of sleeping."""
 
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 
 from cpms_admin.errors import InvalidInput
-from cpms_admin.french import PARIS
 
 Clock = Callable[[], datetime]
 
@@ -21,9 +20,10 @@ def iso(moment: datetime | None) -> str | None:
     return moment.astimezone(UTC).isoformat(timespec="seconds")
 
 
-# The zone names the tables print after a time (french.agent_time): such a time, copied from
-# a table, is Paris time.
-_PARIS_ZONES = ("CET", "CEST")
+# The zone names the tables print after a time (french.agent_time), and the offsets they
+# name: a time copied from a table means what the table meant, in the hour that autumn's
+# change repeats too.
+_PARIS_ZONES = {"CET": timezone(timedelta(hours=1)), "CEST": timezone(timedelta(hours=2))}
 
 
 def parse_moment(value: str, *, option: str) -> datetime:
@@ -31,7 +31,7 @@ def parse_moment(value: str, *, option: str) -> datetime:
     offset, Paris time when it ends in CET or CEST as the tables print it (`2026-12-04 19:09
     CET`); InvalidInput naming `option` otherwise."""
     text, _, zone = value.strip().rpartition(" ")
-    paris = zone.upper() in _PARIS_ZONES
+    paris = _PARIS_ZONES.get(zone.upper())
     try:
         moment = datetime.fromisoformat(text if paris else value.strip())
     except ValueError:
@@ -40,5 +40,5 @@ def parse_moment(value: str, *, option: str) -> datetime:
             f"CEST as the tables show it), got {value!r}"
         ) from None
     if paris and moment.tzinfo is None:
-        return moment.replace(tzinfo=PARIS)
+        return moment.replace(tzinfo=paris)
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

@@ -282,3 +282,17 @@ def test_ctrl_c_at_a_prompt_is_an_interruption(tmp_path: Path) -> None:
     assert "Error: interrupted" in seen.decode()
     events = run_installed(*db, "--json", "audit", "list", "--action", "portal.login", cwd=tmp_path)
     assert json.loads(events.stdout) == []
+
+
+def test_the_hour_autumn_repeats_is_told_apart_by_its_zone() -> None:
+    """25 October 2026, 02:30 happens twice in Paris; the tables say which (CEST, then CET)."""
+    from datetime import UTC, datetime
+
+    from cpms_admin.clock import parse_moment
+
+    assert parse_moment("2026-10-25 02:30 CEST", option="--since") == datetime(
+        2026, 10, 25, 0, 30, tzinfo=UTC
+    )
+    assert parse_moment("2026-10-25 02:30 CET", option="--since") == datetime(
+        2026, 10, 25, 1, 30, tzinfo=UTC
+    )

@@ -27,7 +27,13 @@ from cpms_admin.cli.commands import (
     purge,
 )
 from cpms_admin.cli.context import AppContext
-from cpms_admin.cli.output import error, print_json, stdout_broken, watch_stdout
+from cpms_admin.cli.output import (
+    error,
+    print_json,
+    silence_stdout,
+    stdout_failed,
+    watch_stdout,
+)
 from cpms_admin.errors import CpmsError
 from cpms_admin.settings import load_settings
 
@@ -74,13 +80,12 @@ class ErrorBoundary(TyperGroup):
             _report_failure(message, code, as_json=asks_json)
             sys.exit(code)
         except OSError as exc:
-            if not stdout_broken():
+            # (A reader that stopped early, `| head`, is Typer's: a quiet exit 1.)
+            if not stdout_failed(exc):
                 raise
-            # A reader that stopped early (`| head`) ends quietly, exit 1; a full disk is
-            # one line, exit 2 (no JSON document: stdout is what failed).
-            if not isinstance(exc, BrokenPipeError):
-                error(f"cannot write to stdout: {exc.strerror or exc}")
-            sys.exit(1 if isinstance(exc, BrokenPipeError) else 2)
+            silence_stdout()
+            error(f"cannot write to stdout: {exc.strerror or exc}")  # no JSON: stdout failed
+            sys.exit(2)
         except Exception as exc:
             if not _is_usage_problem(exc):
                 raise

@@ -51,16 +51,17 @@ def print_json(app: AppContext | None, data: Any) -> None:
 
 
 class _Stdout(io.FileIO):
-    """Descriptor 1, noting whether a write to it failed (`stdout_broken`): an OSError that
-    reaches the error boundary is then stdout's (a full disk, a reader gone), not a file's."""
+    """Descriptor 1, keeping the OSErrors writes to it raised (`stdout_failed`): an OSError
+    that reaches the error boundary is then known to be stdout's (a full disk), not a file's
+    or a bug's. (A writer's clean-up may fail on it again after the first.)"""
 
-    failed = False
+    failures: list[OSError] = []  # noqa: RUF012 (one stdout per process)
 
     def write(self, data: "Buffer", /) -> int:
         try:
             return super().write(data)
-        except OSError:
-            _Stdout.failed = True
+        except OSError as exc:
+            _Stdout.failures.append(exc)
             raise
 
 
@@ -78,15 +79,25 @@ def watch_stdout() -> None:
     )
 
 
-def stdout_broken() -> bool:
-    """Whether a write to stdout failed. If so, what it still holds goes to /dev/null, so
-    that the exit's own flush does not fail again with a traceback."""
-    if not _Stdout.failed:
-        return False
-    with suppress(OSError, ValueError):
+def stdout_failed(exc: BaseException) -> bool:
+    """Whether `exc` is (or was raised while handling) the failure of a write to stdout."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if any(seen is failure for failure in _Stdout.failures):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def silence_stdout() -> None:
+    """Point stdout at /dev/null: what it still holds cannot be written, and the exit's own
+    flush must not fail again with a traceback."""
+    with suppress(OSError, ValueError):  # ValueError: a stdout with no descriptor
         devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-    return True
+        try:
+            os.dup2(devnull, sys.stdout.fileno())
+        finally:
+            os.close(devnull)
 
 
 def error(message: str) -> None:

@@ -18,7 +18,7 @@ from cpms_admin.cli.output import (
     emit_object,
     exit_as,
     note_for_agent,
-    stdout_broken,
+    stdout_failed,
     warn,
 )
 from cpms_admin.english import agree, count
@@ -89,7 +89,7 @@ def _temporary_workbook() -> Iterator[BinaryIO]:
         with tempfile.TemporaryFile() as workbook:
             yield workbook
     except OSError as exc:
-        if stdout_broken():
+        if stdout_failed(exc):
             raise  # the copy to stdout failed, not the workbook
         raise InvalidInput(
             f"cannot assemble the workbook in {tempfile.gettempdir()} ({exc.strerror or exc}): "

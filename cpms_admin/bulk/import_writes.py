@@ -50,8 +50,9 @@ _IMPORT_LOCK_ID = -2  # beside `mail send`'s (-1) and the letter batches' (posit
 
 
 def one_batch_at_a_time(session: Session) -> None:
-    """PostgreSQL: until the transaction ends, no other import's batch reads or writes
-    members, so two imports of the same file at once never insert the same member twice
+    """PostgreSQL: until the transaction ends, no other import's writing batch looks members
+    up or adds them (dry runs and the `fail` check pass only read, unlocked), so two imports
+    of the same file at once never insert the same member twice
     (the second's batch finds what the first's added, and skips or updates it). SQLite's
     write lock already does this."""
     if session.get_bind().dialect.name == "postgresql":

@@ -236,7 +236,7 @@ def _clean(field: str, value: str | None) -> str:
     return cleaned
 
 
-_ENDS_IN_A_CITY_LINE = re.compile(r"(.*?)[\s,]+(\d{5})\s+(\D.*)")
+_ENDS_IN_A_CITY_LINE = re.compile(r"(?:(.*?)[\s,]+)?(\d{5})\s+(\D.*)")
 
 
 def _refuse_a_pasted_city_line(field: str, value: str | None) -> None:
@@ -251,6 +251,9 @@ def _refuse_a_pasted_city_line(field: str, value: str | None) -> None:
         places.find_place(postcode, town)
     except FieldError:
         return  # not a postcode and its town: words that happen to follow a number
+    city_line = f"give {postcode} and {town!r} as the postcode and city"
+    if not rest:
+        raise FieldError(field, f"{field} {value!r} is a postcode and town: {city_line}")
     raise FieldError(
         field,
         f"{field} {value!r} ends with a postcode and town: give {rest!r} as the {field}, "

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cpms_admin.errors import NotReady
-from cpms_admin.private_files import fsync_dir, is_teams
+from cpms_admin.private_files import fsync_dir, is_teams, is_trusted
 from cpms_admin.settings import Settings
 
 PEPPER_FILE_NAME = "pepper"  # beside a SQLite database file
@@ -256,7 +256,7 @@ def _write_pepper_file(path: Path, peppers: Mapping[int, str]) -> None:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     else:
         link = os.lstat(path)
-        if stat.S_ISLNK(link.st_mode) and link.st_uid not in (0, os.geteuid()):
+        if stat.S_ISLNK(link.st_mode) and not is_trusted(link):
             raise NotReady(
                 f"pepper file {path} is a link another user made (uid {link.st_uid}): "
                 "refusing to write where it points; replace it with the file itself"
@@ -341,7 +341,7 @@ def _file_problem(path: Path, info: os.stat_result) -> tuple[str, str] | None:
         return f"pepper file {path} is not a regular file", "restore it from its backup"
     mode = stat.S_IMODE(info.st_mode)
     shared = bool(mode & stat.S_IRGRP) and is_teams(info)
-    if info.st_uid not in (0, os.geteuid()) and not shared:
+    if not is_trusted(info) and not shared:
         return (
             f"pepper file {path} belongs to another user (uid {info.st_uid}) and is not shared "
             "with your group",

@@ -110,7 +110,8 @@ def is_own_directory(path: Path) -> bool:
     return stat.S_ISDIR(info.st_mode) and info.st_uid == os.geteuid()
 
 
-def _trusted(info: os.stat_result) -> bool:
+def is_trusted(info: os.stat_result) -> bool:
+    """Made by this user or root: an entry nobody else could have planted."""
     return info.st_uid in (0, os.geteuid())
 
 
@@ -125,7 +126,7 @@ def _check_directory(path: Path, info: os.stat_result) -> None:
     if not stat.S_ISDIR(info.st_mode):
         raise InvalidInput(f"{path} exists and is not a directory")
     shared = bool(info.st_mode & stat.S_IWGRP) and is_teams(info)
-    if not _trusted(info) and not shared:
+    if not is_trusted(info) and not shared:
         raise InvalidInput(
             f"{path} belongs to another user (uid {info.st_uid}) and is no folder your group "
             "shares; refusing to write"
@@ -149,7 +150,7 @@ def _real_directory(path: Path) -> Path:
         candidate = current / name
         info = os.lstat(candidate)
         if stat.S_ISLNK(info.st_mode):
-            if not _trusted(info):
+            if not is_trusted(info):
                 raise InvalidInput(
                     f"{candidate} is a symbolic link of another user (uid {info.st_uid}); "
                     "refusing to follow it"
@@ -196,7 +197,7 @@ def check_destination(path: Path) -> Path:
             f"{final} is {describe_entry(final)}; refusing to replace it: remove it "
             "or choose another name"
         )
-    if not _trusted(info):
+    if not is_trusted(info):
         raise InvalidInput(f"{final} belongs to another user (uid {info.st_uid}); refusing")
     return final
 
@@ -309,12 +310,15 @@ def write_private_atomically(
     return _written(path, encoding, new_name)
 
 
+_TOKEN_BYTES = 4  # of a temporary file's name (`_written`), as `_remove_left_behind` finds it
+
+
 @contextmanager
 def _written(path: Path, encoding: str | None, new_name: bool) -> Iterator[IO[Any]]:
     final = check_destination(path)
     if not new_name:
         _remove_left_behind(final)
-    temporary = final.with_name(f".{final.name}.{secrets.token_hex(4)}.tmp")
+    temporary = final.with_name(f".{final.name}.{secrets.token_hex(_TOKEN_BYTES)}.tmp")
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
     fd = os.open(temporary, flags, 0o600)
     renamed = False
@@ -347,7 +351,7 @@ def _remove_left_behind(final: Path) -> None:
         names = os.listdir(final.parent)
     except OSError:
         return
-    ours = re.compile(rf"\.{re.escape(final.name)}\.[0-9a-f]{{8}}\.tmp")  # as `_written` names
+    ours = re.compile(rf"\.{re.escape(final.name)}\.[0-9a-f]{{{2 * _TOKEN_BYTES}}}\.tmp")
     for name in names:
         if not ours.fullmatch(name):
             continue

@@ -92,12 +92,10 @@ class Settings:
         would escape `purge`); `data/<name>` for another database."""
         if given:
             return Path(given)
-        from sqlalchemy.engine import make_url
+        from cpms_admin.db import sqlite_path
 
-        url = make_url(self.database_url)
-        if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
-            return Path(str(url.database)).parent / name
-        return Path("data") / name
+        database = sqlite_path(self.database_url)
+        return database.parent / name if database is not None else Path("data") / name
 
 
 # (larger, smaller): the first setting must be at least the second.

@@ -301,7 +301,12 @@ def _standard_streams_open() -> None:
         try:
             os.fstat(fd)
         except OSError:
-            os.dup2(os.open(os.devnull, os.O_RDWR), fd)
+            devnull = os.open(os.devnull, os.O_RDWR)  # takes `fd` itself when it is lowest
+            if devnull != fd:
+                os.dup2(devnull, fd)  # inheritable, as the stream it stands for
+                os.close(devnull)
+            else:
+                os.set_inheritable(fd, True)
         if getattr(sys, name) is None:
             setattr(sys, name, open(fd, mode, encoding="utf-8", closefd=False))  # noqa: SIM115
 

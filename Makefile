@@ -1,5 +1,10 @@
 # Two commands on a fresh machine: `make demo` and `make test`.
-PYTHON ?= python3
+# Debian's Python 3.11+ when the machine has it: built with profile-guided and link-time
+# optimisation, it runs this project a tenth to a third faster than a plain build of the same
+# version (pyenv's); `make PYTHON=...` chooses another. (Remove .venv to change.)
+DEBIAN_PYTHON := $(shell /usr/bin/python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+	2>/dev/null && echo /usr/bin/python3)
+PYTHON ?= $(or $(DEBIAN_PYTHON),python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp

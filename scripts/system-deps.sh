@@ -5,9 +5,10 @@
 #  - libpango-1.0-0, libpangoft2-1.0-0: WeasyPrint's text layout;
 #  - fonts-liberation2, fonts-dejavu-core: the sans fonts the letters are set in;
 #  - poppler-utils: pdftoppm, with which the tests look at printed letters as bitmaps;
-#  - qpdf: `qpdf --check`, the structural check a print house's preflight starts with.
+#  - qpdf: `qpdf --check`, the structural check a print house's preflight starts with;
+#  - python3-venv: the virtualenv, made with Debian's Python when there is one (Makefile).
 set -euo pipefail
-packages=(libharfbuzz-subset0 libpango-1.0-0 libpangoft2-1.0-0 fonts-liberation2 fonts-dejavu-core poppler-utils qpdf)
+packages=(python3-venv libharfbuzz-subset0 libpango-1.0-0 libpangoft2-1.0-0 fonts-liberation2 fonts-dejavu-core poppler-utils qpdf)
 command -v dpkg-query >/dev/null || { echo "system-deps: not a Debian system; install: ${packages[*]}" >&2; exit 0; }
 missing=()
 for p in "${packages[@]}"; do

@@ -2,10 +2,13 @@
 the test pepper, a clock moved by hand, `cpms-admin` run in-process, and migrating a test
 database to a given revision."""
 
+import functools
 from dataclasses import fields, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import typer.main
+import typer.testing
 from sqlalchemy import Connection, Engine, text
 from sqlmodel import Session
 from typer.testing import CliRunner
@@ -19,6 +22,11 @@ from cpms_admin.settings import Settings
 
 TEST_PEPPER = "test-pepper-not-for-production"
 TEST_PEPPERS = Peppers({1: TEST_PEPPER.encode()}, "CPMS_PEPPER")  # as the CLI reads it
+
+# Typer's CliRunner turns the app into its click commands again on every call (about 6 CPU ms,
+# and the suite makes thousands of calls); the installed command builds them once a process,
+# so the tests build them once a session. (Typer reads no state of a call into the commands.)
+typer.testing._get_command = functools.cache(typer.main.get_command)
 
 
 def new_chain(connection: Connection | Session) -> None:

@@ -17,6 +17,7 @@ per file. WeasyPrint and pikepdf are imported only when a renderer is built; `pd
 assembles the file and names each font subset after its own glyphs.
 """
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -95,6 +96,7 @@ def check_templates(letters_dir: Path | None = None) -> Path:
     return letters_dir
 
 
+@functools.cache  # once a process: the batch, the pool and each renderer ask in turn
 def _checked_environment(letters_dir: Path) -> jinja2.Environment:
     if not (letters_dir / STYLESHEET).is_file():
         raise NotReady(f"letter stylesheet missing: {letters_dir / STYLESHEET}")

@@ -22,7 +22,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
 
 from cpms_admin.letters.pdf.content import LetterContent
-from cpms_admin.letters.pdf.render import LetterRenderer, PageSpan, check_templates
+from cpms_admin.letters.pdf.render import PageSpan, check_templates, renderer_for
 
 Chunk = tuple[Path, Sequence[LetterContent]]
 Rendered = tuple[Path, list[PageSpan]]
@@ -30,8 +30,6 @@ Rendered = tuple[Path, list[PageSpan]]
 # Files queued per worker: enough to keep every core busy, few enough that the letters of
 # a large batch are not all held in memory at once.
 QUEUE_PER_WORKER = 2
-
-_renderer: LetterRenderer | None = None
 
 
 def render_chunks(
@@ -51,7 +49,7 @@ def render_chunks(
     if not head:
         return
     if workers <= 1 or len(head) < 2:
-        renderer = LetterRenderer(letters_dir)
+        renderer = renderer_for(letters_dir)
         for out_path, letters in itertools.chain(head, pending):
             yield out_path, renderer.render(letters, out_path, duplex=duplex)
         return
@@ -80,7 +78,8 @@ def _render_in_pool(
     in_flight: deque[Future[Rendered]] = deque()
     try:
         for out_path, letters in itertools.chain(head, pending):
-            in_flight.append(pool.submit(_render_file, out_path, tuple(letters), duplex))
+            job = (out_path, tuple(letters), duplex, letters_dir)
+            in_flight.append(pool.submit(_render_file, *job))
             if len(in_flight) >= QUEUE_PER_WORKER * workers:
                 yield in_flight.popleft().result()
         while in_flight:
@@ -90,10 +89,9 @@ def _render_in_pool(
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _start_worker(letters_dir: Path | None, owner_pid: int) -> None:
-    global _renderer
+def _start_worker(letters_dir: Path, owner_pid: int) -> None:
     threading.Thread(target=_exit_with, args=(owner_pid,), daemon=True).start()
-    _renderer = LetterRenderer(letters_dir)
+    renderer_for(letters_dir)  # ready before the first file
 
 
 def _exit_with(owner_pid: int) -> None:
@@ -120,6 +118,7 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _render_file(out_path: Path, letters: Sequence[LetterContent], duplex: bool) -> Rendered:
-    assert _renderer is not None, "worker started without its renderer"
-    return out_path, _renderer.render(letters, out_path, duplex=duplex)
+def _render_file(
+    out_path: Path, letters: Sequence[LetterContent], duplex: bool, letters_dir: Path
+) -> Rendered:
+    return out_path, renderer_for(letters_dir).render(letters, out_path, duplex=duplex)

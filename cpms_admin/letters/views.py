@@ -69,7 +69,7 @@ def preview_letter(
     member; `wording` as a campaign would choose it (else the kind's own). Reads at most one
     member; stores nothing, issues no code. `out` is written as every file for people
     (private_files): owner-only, never through a link, never onto the database."""
-    from cpms_admin.letters.pdf.render import LetterRenderer
+    from cpms_admin.letters.pdf.render import renderer_for
 
     if kind not in set(LetterKind):
         raise InvalidInput(f"unknown letter kind {kind!r}: one of {', '.join(LetterKind)}")
@@ -103,7 +103,7 @@ def preview_letter(
             raise Unprintable(f"this member's letter cannot be printed: {exc}") from None
     with tempfile.TemporaryDirectory() as scratch:  # rendered, then written as every file
         rendered = Path(scratch) / "preview.pdf"
-        spans = LetterRenderer().render([content], rendered)
+        spans = renderer_for().render([content], rendered)
         try:
             with write_private_atomically(out) as handle:
                 handle.write(rendered.read_bytes())

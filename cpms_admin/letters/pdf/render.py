@@ -118,9 +118,16 @@ def _load(env: jinja2.Environment, name: str, letters_dir: Path) -> jinja2.Templ
         ) from None
 
 
+@functools.cache
+def renderer_for(letters_dir: Path | None = None) -> "LetterRenderer":
+    """The process's renderer for `letters_dir` (the installed templates by default): what it
+    parsed and laid out serves every later file, of this batch or the next one."""
+    return LetterRenderer(letters_dir)
+
+
 class LetterRenderer:
-    """Build once per process (it holds the parsed CSS, fonts and laid-out pages), then render
-    many files."""
+    """One per process and template folder (`renderer_for`): it holds the parsed CSS, the fonts
+    and the laid-out pages, and renders many files."""
 
     def __init__(self, letters_dir: Path | None = None) -> None:
         from weasyprint import CSS

@@ -15,6 +15,7 @@ from sqlmodel import Session, select
 
 from cpms_admin.db import sqlite_path
 from cpms_admin.models import Account, AuditEvent
+from cpms_admin.settings import Settings
 from tests.cred_helpers import NEW_PIN, PIN, mailed_codes
 from tests.factories import make_member, make_nir
 from tests.harness import TEST_PEPPER, Cli
@@ -36,13 +37,15 @@ def cpms(*args: str, cwd: Path, stdin: str = "", **env: str) -> subprocess.Compl
     )
 
 
+# The member `enrol` adds (with the NIR it makes).
+LEA = ["--last-name", "Roux", "--first-name", "Léa", "--email", "lea.roux@example.fr",
+       "--street", "3 rue Vauban", "--postcode", "69006", "--city", "Lyon"]  # fmt: skip
+
+
 def enrol(cwd: Path, env: dict[str, str], mail_dir: Path) -> str:
     """A member with a PIN, set with an e-mailed code, all from `cwd`: the NIR."""
     nir = make_nir()
-    fields = {"--last-name": "Roux", "--first-name": "Léa", "--email": "lea.roux@example.fr",
-              "--street": "3 rue Vauban", "--postcode": "69006", "--city": "Lyon"}  # fmt: skip
-    options = [part for pair in fields.items() for part in pair]
-    added = cpms("member", "add", "--nir", nir, *options, "--no-welcome", cwd=cwd, **env)
+    added = cpms("member", "add", "--nir", nir, *LEA, "--no-welcome", cwd=cwd, **env)
     assert added.returncode == 0, added.stderr
     sent = cpms("code", "issue", nir, "--channel", "email", "--reason", "x", cwd=cwd, **env)
     assert sent.returncode == 0, sent.stderr
@@ -90,51 +93,50 @@ def test_a_sqlite_databases_pepper_is_beside_it_whatever_the_working_directory(
     assert next(c for c in checks if c["name"] == "pepper")["ok"] is True
 
 
-@pytest.mark.slow
 def test_a_lost_pepper_is_never_replaced_and_the_message_names_the_file(tmp_path: Path) -> None:
-    env = {
-        "CPMS_DATABASE_URL": f"sqlite:///{tmp_path / 'cpms.db'}",
-        "CPMS_MAIL_DIR": str(tmp_path / "outbox"),
-    }
-    assert cpms("db", "upgrade", cwd=tmp_path, **env).returncode == 0
-    nir = enrol(tmp_path, env, tmp_path / "outbox")
+    """The file beside the database (the working directory's part: the tests above)."""
+    cli = Cli(Settings(database_url=f"sqlite:///{tmp_path / 'cpms.db'}", mail_dir=str(tmp_path)))
+    upgraded = cli("db", "upgrade")
+    assert upgraded.exit_code == 0, upgraded.output
+    nir = make_nir()
+    added = cli("member", "add", "--nir", nir, *LEA, "--no-welcome")
+    assert added.exit_code == 0, added.output
+    assert cli("code", "issue", nir, "--channel", "email", "--reason", "x").exit_code == 0
+    (code,) = mailed_codes(cli.settings)
+    assert cli("portal", "set-pin", nir, input=f"{code}\n{PIN}\n{PIN}\n").exit_code == 0
     pepper = tmp_path / "pepper"
     kept = pepper.read_text()
     pepper.unlink()  # lost: a restore forgot it, or the folder was cleaned
-    upgrade = cpms("db", "upgrade", cwd=tmp_path, **env)
-    assert upgrade.returncode == 5
+    upgrade = cli("db", "upgrade")
+    assert upgrade.exit_code == 5
     assert f"no pepper at {pepper}, but this database recorded a pepper" in upgrade.stderr
     assert not pepper.exists()
-    login = cpms("portal", "login", nir, cwd=tmp_path, stdin=f"{PIN}\n", **env)
-    assert login.returncode == 5
+    login = cli("portal", "login", nir, input=f"{PIN}\n")
+    assert login.exit_code == 5
     assert login.stderr.startswith(f"Error: no pepper: {pepper} does not exist.")
     pepper.write_text(kept)  # restored from the backup, as umask 022 leaves it: 0644
-    login = cpms("portal", "login", nir, cwd=tmp_path, stdin=f"{PIN}\n", **env)
-    assert login.returncode == 5
+    pepper.chmod(0o644)
+    login = cli("portal", "login", nir, input=f"{PIN}\n")
+    assert login.exit_code == 5
     assert f"pepper file {pepper} is open to other users (mode 0644)" in login.stderr
     assert login.stderr.rstrip().endswith(f"chmod 640 {pepper}")
-    pepper.chmod(0o600)  # as the message says: all is well again
-    assert cpms("portal", "login", nir, cwd=tmp_path, stdin=f"{PIN}\n", **env).returncode == 0
 
 
-@pytest.mark.slow
 def test_a_wrong_pepper_is_refused_by_every_command_that_hashes_and_by_the_doctor(
     cli: Cli, session: Session, tmp_path: Path
 ) -> None:
-    """On both engines, through the installed command, run from another directory than the
-    database's (the working directory's own part: the tests of a pepper file beside it)."""
+    """On both engines; the pepper named by CPMS_PEPPER_FILE (the file beside a SQLite
+    database, found from any working directory: the tests above)."""
     member = make_member(session, welcome=False)
-    base = {**cli.env(), "CPMS_PEPPER": ""}
     right, wrong = tmp_path / "right", tmp_path / "wrong"
     right.write_text(TEST_PEPPER + "\n")
     wrong.write_text("wrong\n")
     right.chmod(0o600)
     wrong.chmod(0o600)
-    cwd = Path("/")
-    good = {**base, "CPMS_PEPPER_FILE": str(right)}
-    bad = {**base, "CPMS_PEPPER_FILE": str(wrong)}
-    sent = cpms("code", "issue", member.nir, "--reason", "x", cwd=cwd, **good)
-    assert sent.returncode == 0, sent.stderr
+    good = cli.with_settings(pepper=None, pepper_file=str(right))
+    bad = cli.with_settings(pepper=None, pepper_file=str(wrong))
+    sent = good("code", "issue", member.nir, "--reason", "x")
+    assert sent.exit_code == 0, sent.output
     for args, stdin in (
         (("portal", "login", member.nir), "605813\n"),
         (("portal", "request-code", member.nir), ""),
@@ -144,10 +146,10 @@ def test_a_wrong_pepper_is_refused_by_every_command_that_hashes_and_by_the_docto
         (("mail", "send"), ""),
         (("doctor",), ""),
     ):
-        refused = cpms(*args, cwd=cwd, stdin=stdin, **bad)
-        assert refused.returncode == 5, (args, refused.stdout, refused.stderr)
-        assert "is not this database's pepper" in refused.stdout + refused.stderr
-    assert cpms("--json", "db", "upgrade", cwd=cwd, **bad).returncode == 5
+        refused = bad(*args, input=stdin)
+        assert refused.exit_code == 5, (args, refused.output)
+        assert "is not this database's pepper" in refused.output
+    assert bad("--json", "db", "upgrade").exit_code == 5
     session.rollback()
     account = session.get(Account, member.id)
     assert account is not None and account.failed_attempts == 0  # nothing was counted

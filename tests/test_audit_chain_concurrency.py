@@ -70,7 +70,7 @@ def test_commands_run_at_once_extend_one_chain(
     members = [make_member(session, welcome=False) for _ in range(4)]
     before = len(places(engine))
     env = {**os.environ, **cli.env()}
-    rounds = 4
+    rounds = 3
     loops = [
         [["account", "unlock", m.nir, "--reason", f"call {i}"] for i in range(rounds)]
         for m in members[:2]

@@ -33,23 +33,19 @@ from cpms_admin.vocabulary import Blocked, MemberStatus, PortalReason
 
 def pin_hasher(settings: Settings) -> PinHasher:
     """The hasher for these settings and the database's peppers (NotReady when they are not
-    its own), warmed up: see `_warm_hasher`."""
-    return _warm_hasher(settings, load_peppers(settings))
+    its own)."""
+    return _hasher(settings, load_peppers(settings))
 
 
 @functools.lru_cache(maxsize=8)
-def _warm_hasher(settings: Settings, peppers: Peppers) -> PinHasher:
-    """Cached per peppers too, so a rotation takes effect at once. Its first check of a
-    missing hash makes a dummy hash, which would otherwise make the first unknown-NIR
-    attempt the slowest."""
-    hasher = PinHasher(
+def _hasher(settings: Settings, peppers: Peppers) -> PinHasher:
+    """Cached per peppers too, so a rotation takes effect at once."""
+    return PinHasher(
         pepper=peppers,
         memory_kib=settings.argon2_memory_kib,
         time_cost=settings.argon2_time_cost,
         parallelism=settings.argon2_parallelism,
     )
-    hasher.verify(None, "000000")
-    return hasher
 
 
 @dataclass(frozen=True)

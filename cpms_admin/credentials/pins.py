@@ -8,6 +8,7 @@ Hashing mixes in the pepper with HMAC before argon2, so a database dump without 
 pepper cannot be brute-forced even though there are only a million 6-digit PINs.
 """
 
+import base64
 import calendar
 import hashlib
 import hmac
@@ -47,12 +48,17 @@ __all__ = [
     "seal_legacy_hash",
 ]
 
-PIN_LENGTH = 6
 # OWASP's minimum for argon2id: 19 MiB, 2 iterations, 1 lane.
 MIN_MEMORY_KIB = 19456
 MIN_TIME_COST = 2
+SALT_LENGTH, HASH_LENGTH = 16, 32  # bytes
 
 _PIN = re.compile(r"[0-9]{6}")  # ASCII only: full-width and other Unicode digits are refused
+
+
+def _b64(raw: bytes) -> str:
+    """Base64 as the PHC string format writes it: no padding."""
+    return base64.b64encode(raw).decode().rstrip("=")
 
 
 def check_pin_format(pin: str) -> None:
@@ -176,8 +182,8 @@ class PinHasher:
                 time_cost=time_cost,
                 memory_cost=memory_kib,
                 parallelism=parallelism,
-                hash_len=32,
-                salt_len=16,
+                hash_len=HASH_LENGTH,
+                salt_len=SALT_LENGTH,
                 type=Type.ID,
             )
         return self._argon2
@@ -206,13 +212,22 @@ class PinHasher:
         """Does `pin` match `stored`? With no stored hash, spend the same time and say no,
         so the portal's response time does not reveal whether the member has a PIN."""
         if stored is None:
-            if self._dummy is None:
-                self._dummy = self.hash(f"{secrets.randbelow(10**PIN_LENGTH):06d}")
-            self._verify_argon2(self._dummy, pin)
+            self._verify_argon2(self._dummy_hash(), pin)
             return False
         if stored.startswith(LEGACY_PREFIX):
             return verify_legacy(stored[len(LEGACY_PREFIX) :], pin, self._peppers)
         return self._verify_argon2(stored, pin)
+
+    def _dummy_hash(self) -> str:
+        """A hash at this hasher's cost that no PIN matches: a random salt and digest, made
+        without argon2's work, so that checking it costs one argon2 run, as a real hash does,
+        from the very first check (a hash made with `hash` would cost the first one twice)."""
+        if self._dummy is None:
+            memory_kib, time_cost, parallelism = self._params
+            salt, digest = (_b64(secrets.token_bytes(size)) for size in (SALT_LENGTH, HASH_LENGTH))
+            phc = f"$argon2id$v=19$m={memory_kib},t={time_cost},p={parallelism}${salt}${digest}"
+            self._dummy = tagged(self._peppers.current_id, ":", phc)
+        return self._dummy
 
     def needs_rehash(self, stored: str) -> bool:
         """True for legacy or unreadable hashes, and argon2 hashes made with an older pepper or

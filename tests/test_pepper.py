@@ -120,6 +120,8 @@ def test_a_lost_pepper_is_never_replaced_and_the_message_names_the_file(tmp_path
     assert login.exit_code == 5
     assert f"pepper file {pepper} is open to other users (mode 0644)" in login.stderr
     assert login.stderr.rstrip().endswith(f"chmod 640 {pepper}")
+    pepper.chmod(0o600)  # as the message says: all is well again
+    assert cli("portal", "login", nir, input=f"{PIN}\n").exit_code == 0
 
 
 def test_a_wrong_pepper_is_refused_by_every_command_that_hashes_and_by_the_doctor(

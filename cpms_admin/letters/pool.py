@@ -78,8 +78,8 @@ def _render_in_pool(
     in_flight: deque[Future[Rendered]] = deque()
     try:
         for out_path, letters in itertools.chain(head, pending):
-            job = (out_path, tuple(letters), duplex, letters_dir)
-            in_flight.append(pool.submit(_render_file, *job))
+            job = pool.submit(_render_file, out_path, tuple(letters), duplex, letters_dir)
+            in_flight.append(job)
             if len(in_flight) >= QUEUE_PER_WORKER * workers:
                 yield in_flight.popleft().result()
         while in_flight:

@@ -118,10 +118,14 @@ def _load(env: jinja2.Environment, name: str, letters_dir: Path) -> jinja2.Templ
         ) from None
 
 
-@functools.cache
 def renderer_for(letters_dir: Path | None = None) -> "LetterRenderer":
     """The process's renderer for `letters_dir` (the installed templates by default): what it
     parsed and laid out serves every later file, of this batch or the next one."""
+    return _renderer_in(letters_dir or letters_templates_dir())
+
+
+@functools.cache  # keyed by the folder itself: the default named or not is one renderer
+def _renderer_in(letters_dir: Path) -> "LetterRenderer":
     return LetterRenderer(letters_dir)
 
 

@@ -2,26 +2,19 @@
 CPMS_TEST_DATABASE_URL is set), settings, a CLI runner and a movable clock."""
 
 import gc
-import os
 import shutil
-import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, create_engine, text
-from sqlalchemy.engine import make_url
-from sqlmodel import Session, SQLModel
+from sqlalchemy import Engine
+from sqlmodel import Session
 
-from cpms_admin.agents.grants import groups_of
-from cpms_admin.db import make_engine, normalise_url, upgrade_schema
-from cpms_admin.pepper import fingerprint
+from cpms_admin.db import make_engine, upgrade_schema
 from cpms_admin.settings import Settings
-from tests.harness import TEST_PEPPER, Cli, FakeClock, new_chain, own_engine
+from tests.databases import PG_URL, empty_all, new_pg_database, record_test_pepper
+from tests.harness import TEST_PEPPER, Cli, FakeClock, own_engine
 
-PG_URL = os.environ.get("CPMS_TEST_DATABASE_URL")
 ENGINES = ["sqlite", "postgresql"] if PG_URL else ["sqlite"]
 # The suite's process collects its youngest garbage every 20,000 allocations rather than
 # Python's 700 (not the import's own 50,000, which a test checks is put back).
@@ -58,69 +51,13 @@ def pg_database() -> Iterator[str]:
         yield url
 
 
-@contextmanager
-def new_pg_database() -> Iterator[str]:
-    """A new, empty PostgreSQL database: its URL. Dropped afterwards with its group roles,
-    which are the cluster's (agents/grants.py)."""
-    assert PG_URL
-    admin_url = make_url(normalise_url(PG_URL))
-    name = f"cpms_test_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield admin_url.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-            for group in groups_of(name).values():
-                conn.execute(text(f'DROP ROLE IF EXISTS "{group}"'))
-        admin.dispose()
-
-
-def record_test_pepper(engine: Engine) -> None:
-    """What `db upgrade` records of the pepper: the test databases are TEST_PEPPER's."""
-    with engine.begin() as conn:
-        conn.execute(
-            text("INSERT INTO pepper_key (id, fingerprint, created_at) VALUES (1, :f, :at)"),
-            {"f": fingerprint(TEST_PEPPER.encode()), "at": datetime(2026, 1, 1, tzinfo=UTC)},
-        )
-
-
-def _empty_all(url: str) -> None:
-    """Every table emptied and every id sequence restarted, as in a new database. DELETE in
-    one transaction takes a few milliseconds; TRUNCATE of the dozen tables took a quarter of
-    a second of the server's time for every test."""
-    engine = make_engine(url)
-    with engine.begin() as conn:
-        for table in reversed(SQLModel.metadata.sorted_tables):  # children first
-            conn.execute(table.delete())
-        sequences = conn.execute(
-            text("SELECT sequence_schema, sequence_name FROM information_schema.sequences")
-        ).all()
-        for schema, name in sequences:
-            conn.execute(text(f'ALTER SEQUENCE "{schema}"."{name}" RESTART'))
-        # As a new database: the one who made it (here the test's login role) is its admin.
-        conn.execute(
-            text(
-                "INSERT INTO agent (name, role, added_at, added_by) "
-                "VALUES (session_user, 'admin', :at, session_user)"
-            ),
-            {"at": datetime(2026, 1, 1, tzinfo=UTC)},
-        )
-    record_test_pepper(engine)
-    with engine.begin() as conn:
-        new_chain(conn)
-    engine.dispose()
-
-
 def _fresh_url(engine: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if engine == "sqlite":
         path = tmp_path / "cpms.db"
         shutil.copyfile(request.getfixturevalue("sqlite_template"), path)
         return f"sqlite:///{path}"
     url: str = request.getfixturevalue("pg_database")
-    _empty_all(url)
+    empty_all(url)
     return url
 
 
@@ -136,6 +73,15 @@ def both_urls(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, str]
     if not PG_URL:
         pytest.skip("compares SQLite with PostgreSQL: set CPMS_TEST_DATABASE_URL")
     return _fresh_url("sqlite", request, tmp_path), _fresh_url("postgresql", request, tmp_path)
+
+
+@pytest.fixture
+def pg_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh PostgreSQL database, for tests of what only PostgreSQL does (its roles);
+    skipped when PostgreSQL is not configured."""
+    if not PG_URL:
+        pytest.skip("needs PostgreSQL: set CPMS_TEST_DATABASE_URL")
+    return _fresh_url("postgresql", request, tmp_path)
 
 
 @pytest.fixture(params=ENGINES)

@@ -2,16 +2,16 @@
 the test pepper, a clock moved by hand, `cpms-admin` run in-process, and migrating a test
 database to a given revision."""
 
-import functools
+import sys
+from collections.abc import Mapping, Sequence
 from dataclasses import fields, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import typer.main
-import typer.testing
 from sqlalchemy import Connection, Engine, text
 from sqlmodel import Session
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 from cpms_admin.audit_chain import keyed
 from cpms_admin.audit_chain.form import GENESIS
@@ -23,10 +23,37 @@ from cpms_admin.settings import Settings
 TEST_PEPPER = "test-pepper-not-for-production"
 TEST_PEPPERS = Peppers({1: TEST_PEPPER.encode()}, "CPMS_PEPPER")  # as the CLI reads it
 
-# Typer's CliRunner turns the app into its click commands again on every call (about 6 CPU ms,
-# and the suite makes thousands of calls); the installed command builds them once a process,
-# so the tests build them once a session. (Typer reads no state of a call into the commands.)
-typer.testing._get_command = functools.cache(typer.main.get_command)
+# The app's click commands, built once a session as the installed command builds them once a
+# process: Typer's `CliRunner.invoke` builds them again on every call (about 6 CPU ms, and the
+# suite makes thousands of calls).
+COMMAND = typer.main.get_command(app)
+
+
+def invoke(
+    args: Sequence[str],
+    *,
+    input: str | None = None,
+    env: Mapping[str, str | None] | None = None,
+    **extra: Any,
+) -> Result:
+    """`CliRunner().invoke(app, args, ...)` over COMMAND: the same isolation of the streams and
+    the environment, and the same Result (exit code, stdout, stderr, what a crash raised)."""
+    runner = CliRunner()
+    exit_code, exception, exc_info = 0, None, None
+    with runner.isolation(input=input, env=env) as (stdout, stderr, output):
+        try:
+            COMMAND.main(list(args), prog_name=runner.get_default_prog_name(COMMAND), **extra)
+        except SystemExit as stop:
+            exc_info = sys.exc_info()
+            exit_code = 0 if stop.code is None else stop.code  # the app exits with numbers
+            exception = stop if exit_code else None
+        except Exception as crash:
+            exit_code, exception, exc_info = 1, crash, sys.exc_info()
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        streams = stdout.getvalue(), stderr.getvalue(), output.getvalue()
+    return Result(runner, *streams, None, exit_code, exception, exc_info)  # type: ignore[arg-type]
 
 
 def new_chain(connection: Connection | Session) -> None:
@@ -78,7 +105,6 @@ class Cli:
     def __init__(self, settings: Settings, clock: FakeClock | None = None) -> None:
         self.settings = settings
         self.clock = clock
-        self.runner = CliRunner()
 
     def env(self) -> dict[str, str]:
         """Every setting as its environment variable (empty means unset)."""
@@ -92,7 +118,7 @@ class Cli:
 
     def __call__(self, *args: str, input: str | None = None) -> Any:
         obj = {"clock": self.clock} if self.clock else None
-        return self.runner.invoke(app, list(args), input=input, env=self.env(), obj=obj)
+        return invoke(args, input=input, env=self.env(), obj=obj)
 
     def with_settings(self, **changes: Any) -> "Cli":
         return Cli(replace(self.settings, **changes), self.clock)

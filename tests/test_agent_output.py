@@ -15,10 +15,9 @@ from pathlib import Path
 import pytest
 from sqlmodel import Session
 
-from cpms_admin.cli.app import app
 from cpms_admin.members.nir import format_nir
 from tests.factories import make_member
-from tests.harness import Cli, FakeClock
+from tests.harness import Cli, FakeClock, invoke
 from tests.process_helpers import CPMS, run_installed
 
 # The tests' clock: 2026-11-23 09:00 UTC is 10:00 in Paris (CET, UTC+1).
@@ -233,8 +232,7 @@ def test_help_is_wrapped_by_the_terminal_with_plain_flags(cli: Cli) -> None:
         ["letters", "batch"],
         ["members", "import"],
     ):
-        text = cli.runner.invoke(
-            app,
+        text = invoke(
             [*command, "--help"],
             env={**cli.env(), "COLUMNS": "72"},
             terminal_width=72,

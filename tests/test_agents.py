@@ -34,8 +34,8 @@ from cpms_admin.cli.app import app
 from cpms_admin.db import make_engine, normalise_url, upgrade_schema
 from cpms_admin.operations.doctor import check_mail
 from cpms_admin.settings import Settings
-from tests.conftest import PG_URL, new_pg_database, record_test_pepper
 from tests.cred_helpers import PIN, give_pin
+from tests.databases import PG_URL, new_pg_database, record_test_pepper
 from tests.factories import make_member, make_nir
 from tests.harness import TEST_PEPPER, Cli, FakeClock, migrate
 
@@ -441,12 +441,9 @@ def pg_logins(request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
 
 
 def test_postgresql_agents_are_their_login_roles_and_the_database_enforces_it(
-    pg_logins: dict[str, str], request: pytest.FixtureRequest, tmp_path: Path
+    pg_url: str, pg_logins: dict[str, str]
 ) -> None:
-    from tests.conftest import _fresh_url
-
-    admin_url = _fresh_url("postgresql", request, tmp_path)
-    admin_cli = Cli(Settings(database_url=admin_url, pepper=TEST_PEPPER), FakeClock())
+    admin_cli = Cli(Settings(database_url=pg_url, pepper=TEST_PEPPER), FakeClock())
     nir = "185057800608491"
     added = admin_cli(
         "member", "add", "--nir", nir, "--last-name", "Dupont", "--first-name", "Jean",
@@ -505,19 +502,15 @@ def test_postgresql_agents_are_their_login_roles_and_the_database_enforces_it(
 
 
 def test_two_admins_disabling_each_other_at_once_leave_one_and_no_deadlock(
-    pg_logins: dict[str, str], request: pytest.FixtureRequest, tmp_path: Path
+    pg_url: str, pg_logins: dict[str, str], tmp_path: Path
 ) -> None:
     """The only two admins disable each other at the same moment. The first is held with its
     locks taken while the second starts and waits on them: once the first commits, the second,
     disabled by then, is refused by the database in plain words, not aborted by a deadlock;
     one admin remains."""
-    from tests.conftest import _fresh_url
     from tests.process_helpers import CPMS, wait_until
 
-    admin_cli = Cli(
-        Settings(database_url=_fresh_url("postgresql", request, tmp_path), pepper=TEST_PEPPER),
-        FakeClock(),
-    )
+    admin_cli = Cli(Settings(database_url=pg_url, pepper=TEST_PEPPER), FakeClock())
     first_url, second_url = pg_logins["support"], pg_logins["supervisor"]
     first, second = (str(make_url(url).username) for url in (first_url, second_url))
     for name in (first, second):

@@ -13,7 +13,7 @@ from sqlalchemy import Engine, text
 
 from cpms_admin.db import MIGRATIONS_DIR, make_engine, upgrade_schema
 from tests.audit_helpers import assert_chain_intact
-from tests.conftest import record_test_pepper
+from tests.databases import record_test_pepper
 from tests.factories import make_nir
 from tests.harness import Cli
 

@@ -16,7 +16,7 @@ from cpms_admin.errors import Conflict, NotReady
 from cpms_admin.members import records
 from cpms_admin.migrations import HEAD_REVISION
 from cpms_admin.models import AuditEvent
-from tests.conftest import PG_URL, new_pg_database
+from tests.databases import PG_URL, new_pg_database
 from tests.factories import make_member
 from tests.harness import migrate
 from tests.process_helpers import CPMS, start_held, wait_until, waiting_for_a_lock

@@ -8,12 +8,11 @@ import pytest
 from sqlmodel import Session, select
 
 from cpms_admin import audit
-from cpms_admin.cli.app import app
 from cpms_admin.errors import InvalidInput
 from cpms_admin.models import AuditEvent, Member
 from tests.cred_helpers import account_of
 from tests.factories import make_member, snapshot
-from tests.harness import Cli
+from tests.harness import Cli, invoke
 
 FORGED = "a\nFORGED 2026-01-01 admin account.unlock 1 85 05 78 006 084 91 ok"
 ACCENTED = "Identité vérifiée par téléphone avec l'adhérente (Mme Hélène Müller-Øster)"
@@ -114,7 +113,7 @@ def test_a_bad_agent_is_refused_on_every_engine(
 
 def test_the_agent_from_the_environment_is_checked_too(cli: Cli, locked: Member) -> None:
     env = {**cli.env(), "CPMS_AGENT": "a" * 150}
-    result = cli.runner.invoke(app, ["account", "unlock", locked.nir, "--reason", "x"], env=env)
+    result = invoke(["account", "unlock", locked.nir, "--reason", "x"], env=env)
     assert (result.exit_code, result.stderr) == (
         2,
         f"Error: {reason_refusal('the label (--agent, CPMS_AGENT)', 100)}\n",

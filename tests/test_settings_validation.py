@@ -6,21 +6,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from typer.main import get_command
-from typer.testing import CliRunner
 
-from cpms_admin.cli.app import app
 from cpms_admin.errors import NotReady
 from cpms_admin.settings import LIMIT_MAX, Settings, load_settings
-from tests.harness import Cli
+from tests.harness import COMMAND, Cli, invoke
 
 UNSET: dict[str, str | None] = {f"CPMS_{f.name.upper()}": None for f in fields(Settings)}
 
 
 def run(*args: str, **env: str) -> Any:
-    """The CLI with no setting but `env` (CliRunner removes a variable given as None)."""
+    """The CLI with no setting but `env` (a variable given as None is removed)."""
     environ = {**UNSET, "CPMS_CONFIG": None, "CPMS_AGENT": "agent.test", **env}
-    return CliRunner().invoke(app, list(args), env=environ)
+    return invoke(args, env=environ)
 
 
 @pytest.mark.parametrize(
@@ -204,6 +201,6 @@ def test_every_limit_option_is_bounded() -> None:
             found += options(child)
         return found
 
-    limits = options(get_command(app))
+    limits = options(COMMAND)
     assert len(limits) >= 5
     assert all(p.max == LIMIT_MAX for p in limits)

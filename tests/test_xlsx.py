@@ -16,7 +16,7 @@ from sqlmodel import Session
 
 from cpms_admin.bulk.formats import SourceRow, open_member_writer, read_member_rows
 from cpms_admin.bulk.rows import EXPORT_COLUMNS
-from cpms_admin.bulk.xlsx.read import _filled_rows, forked
+from cpms_admin.bulk.xlsx.read import filled_rows, forked
 from cpms_admin.errors import InvalidInput, Refused
 from cpms_admin.members.fields import COLUMNS
 from tests.factories import make_member, make_nir
@@ -270,7 +270,7 @@ def test_writing_and_reading_a_workbook_keep_memory_flat(tmp_path: Path) -> None
                 writer.write(row)
         _, written = tracemalloc.get_traced_memory()
         tracemalloc.reset_peak()
-        rows = _filled_rows(path, 2)  # what the helper process runs, here to be traced
+        rows = filled_rows(path, 2)  # what the helper process runs, here to be traced
         for _ in range(4_000):
             next(rows)
         _, read = tracemalloc.get_traced_memory()

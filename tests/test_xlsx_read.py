@@ -13,7 +13,7 @@ from openpyxl import Workbook, load_workbook
 
 from cpms_admin.bulk.cells import cell_text
 from cpms_admin.bulk.formats import SourceRow, read_member_rows
-from cpms_admin.bulk.xlsx.read import _filled_rows
+from cpms_admin.bulk.xlsx.read import filled_rows
 from cpms_admin.errors import InvalidInput
 from cpms_admin.members.fields import COLUMNS
 from tests.import_helpers import DUPONT
@@ -128,7 +128,7 @@ def test_a_workbook_as_excel_writes_it(
     assert member_file.columns == COLUMNS
     assert list(member_file) == [SourceRow(3, {**DUPONT, "street": "12 rue des Lilas"})]
     # The cells as read: the spaces kept until the import strips them, the gap as None.
-    assert next(_filled_rows(path, 3))[1] == [
+    assert next(filled_rows(path, 3))[1] == [
         "185057800608491",
         "M",
         "Dupont",
@@ -160,7 +160,7 @@ def test_cells_without_references_booleans_errors_and_numbers(tmp_path: Path) ->
     ]
     rows = HEADER + f'<row r="2">{"".join(cells)}</row>'
     path = excel_workbook(tmp_path / "m.xlsx", rows)
-    assert list(_filled_rows(path, 2)) == [
+    assert list(filled_rows(path, 2)) == [
         (
             2,
             [
@@ -217,7 +217,7 @@ def test_the_values_are_those_openpyxl_read_only_gave(tmp_path: Path) -> None:
         if any(value is not None and cell_text(value).strip() for value in row)
     ]
     reference.close()
-    assert list(_filled_rows(path, 1)) == expected
+    assert list(filled_rows(path, 1)) == expected
     assert [number for number, _ in expected] == [1, 3, 5]
 
 

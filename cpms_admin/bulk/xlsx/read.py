@@ -114,7 +114,7 @@ def xlsx_header(path: Path) -> tuple[list[str], int]:
     raise InvalidInput(f"{path}: the first sheet is empty; a header row is expected")
 
 
-def _filled_rows(path: Path, first: int) -> Iterator[Row]:
+def filled_rows(path: Path, first: int) -> Iterator[Row]:
     """The rows from row `first` on that have a value or a problem, with their numbers."""
     for number, texts in _rows(path, first):
         if isinstance(texts, RowProblem) or any(text and not text.isspace() for text in texts):
@@ -129,7 +129,7 @@ def xlsx_rows(path: Path, *, header: tuple[str, ...], header_row: int) -> Iterat
     width = len(header)
     unnamed = "" in header
     absent = absent_from(header)
-    for number, texts in forked(lambda: _filled_rows(path, header_row + 1)):
+    for number, texts in forked(lambda: filled_rows(path, header_row + 1)):
         if isinstance(texts, RowProblem):
             yield SourceRow(number, None, texts.cell_problem(header))
             continue

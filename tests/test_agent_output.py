@@ -8,6 +8,8 @@ import json
 import os
 import pty
 import re
+import select
+import signal
 import subprocess
 import termios
 from pathlib import Path
@@ -249,6 +251,14 @@ def test_a_command_typed_alone_shows_its_help(tmp_path: Path) -> None:
     assert "Add, show, list, update and close members." in result.stderr
 
 
+def at_an_agents_terminal() -> None:
+    """In the child: the pseudo-terminal is its controlling terminal, and Ctrl-C interrupts it
+    as at an agent's shell, even when the suite itself was started with SIGINT ignored (as a
+    script's background job is)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+
 def test_ctrl_c_at_a_prompt_is_an_interruption(tmp_path: Path) -> None:
     """An agent typing Ctrl-C at the PIN prompt: exit 130, as Ctrl-C anywhere else (it was
     1, which scripts read as "refused"); no attempt is counted."""
@@ -265,17 +275,18 @@ def test_ctrl_c_at_a_prompt_is_an_interruption(tmp_path: Path) -> None:
     process = subprocess.Popen(
         [str(CPMS), *db, "portal", "login", nir], cwd=tmp_path, env=env, stdin=child,
         stdout=child, stderr=child, close_fds=True, start_new_session=True,
-        preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0),  # the terminal: its own
+        preexec_fn=at_an_agents_terminal,
     )  # fmt: skip
     os.close(child)
     seen = b""
     while b"PIN" not in seen:
+        assert select.select([main], [], [], 60)[0], f"no PIN prompt: {seen!r}"
         seen += os.read(main, 1024)
     os.write(main, b"\x03")  # the terminal turns it into SIGINT
-    with contextlib.suppress(OSError):
-        while chunk := os.read(main, 1024):
+    with contextlib.suppress(OSError):  # the terminal closes when the command is done
+        while select.select([main], [], [], 60)[0] and (chunk := os.read(main, 1024)):
             seen += chunk
-    assert process.wait(timeout=60) == 130
+    assert process.wait(timeout=1) == 130
     os.close(main)
     assert "Error: interrupted" in seen.decode()
     events = run_installed(*db, "--json", "audit", "list", "--action", "portal.login", cwd=tmp_path)

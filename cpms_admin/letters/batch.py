@@ -318,38 +318,15 @@ def _commit(
     logged for the print house to pull; one that bears the address before a change is
     queued again, for the next batch to print to the new one."""
     with transaction(session):
-        lost = {  # first: see its docstring; a letter that failed is in no file
-            letter_id: key
-            for letter_id, key in lost_since_claim(
-                session,
-                batch_id=batch_id,
-                printed_to={i.letter_id: i.delivery_lines for i in rendered.issued},
-            ).items()
-            if letter_id not in rendered.failed
-        }
-        why = {
-            letter_id: LOST_WHILE_PRINTING.format(REASONS[key])
-            for letter_id, key in sorted(lost.items())
-        }
+        # First: the members stay as read until the commit (see lost_since_claim).
+        why, moved = _lost_while_printing(session, batch_id=batch_id, rendered=rendered)
         # The print house's list of letters to take out of the run (in the files, but their
         # codes will not work): in the manifest it stores and publishes.
         manifest["pull"] = [
             {"letter_id": letter_id, "reason": reason} for letter_id, reason in why.items()
         ]
         failpoint("letters.members_held")
-        completed = session.exec(
-            update(LetterBatch)
-            .where(col(LetterBatch.id) == batch_id, col(LetterBatch.status) == BatchStatus.running)
-            .values(
-                status=BatchStatus.completed,
-                finished_at=now,
-                letter_count=len(rendered.issued),
-                manifest=json.dumps(manifest, ensure_ascii=False),
-            )
-            .returning(col(LetterBatch.id))
-        ).first()
-        if completed is None:  # our run was taken for dead (lost its lock connection)
-            raise Conflict(f"batch {batch_id} was abandoned by another run while printing")
+        _complete(session, batch_id=batch_id, rendered=rendered, manifest=manifest, now=now)
         _mark_failed(session, run, batch_id=batch_id, failed=rendered.failed, now=now)
         superseded = _store_codes(
             session,
@@ -360,31 +337,21 @@ def _commit(
             made_at=codes_made_at,
             lost=why,
         )
-        printed = session.exec(
-            update(Letter)
-            .where(col(Letter.batch_id) == batch_id, col(Letter.status) == LetterStatus.claimed)
-            .values(status=LetterStatus.printed, printed_at=now)
-        ).rowcount
+        _mark_printed(session, batch_id=batch_id, rendered=rendered, now=now)
         _keep_address_digests(session, run, rendered)
-        moved = sorted(letter_id for letter_id, key in lost.items() if key == ADDRESS_CHANGED)
         queued_again = queue_again(session, moved, now=now) if moved else {}
-        if printed != len(rendered.issued):
-            raise Conflict(
-                f"batch {batch_id}: {printed} claimed letters, {len(rendered.issued)} "
-                "rendered; nothing was committed"
-            )
         audit.record(
             session,
             agent=run.agent,
             action="letters.batch",
             at=now,
             batch_id=batch_id,
-            printed=printed,
+            printed=len(rendered.issued),
             failed=len(rendered.failed),
             files=len(rendered.files),
             pages=rendered.pages,
             superseded=superseded,
-            voided=sorted(lost),
+            voided=sorted(why),
             queued_again=queued_again,
         )
         for letter_id, reason in why.items():  # each on its member too
@@ -401,6 +368,62 @@ def _commit(
         if letter_id in queued_again:
             lost_line += f"; queued again as letter #{queued_again[letter_id]}"
         run.hooks.log(lost_line)
+
+
+def _lost_while_printing(
+    session: Session, *, batch_id: int, rendered: Rendered
+) -> tuple[dict[int, str], list[int]]:
+    """The printed letters that must not count (see `lost_since_claim`; a letter that failed
+    is in no file), each with the reason the print house reads, and those of them to queue
+    again because they bear the address before a change."""
+    lost = {
+        letter_id: key
+        for letter_id, key in lost_since_claim(
+            session,
+            batch_id=batch_id,
+            printed_to={i.letter_id: i.delivery_lines for i in rendered.issued},
+        ).items()
+        if letter_id not in rendered.failed
+    }
+    why = {
+        letter_id: LOST_WHILE_PRINTING.format(REASONS[key])
+        for letter_id, key in sorted(lost.items())
+    }
+    return why, sorted(letter_id for letter_id, key in lost.items() if key == ADDRESS_CHANGED)
+
+
+def _complete(
+    session: Session, *, batch_id: int, rendered: Rendered, manifest: dict[str, Any], now: datetime
+) -> None:
+    """The batch completed with its manifest, unless another run took ours for dead (it lost
+    its lock's connection) and abandoned it meanwhile."""
+    completed = session.exec(
+        update(LetterBatch)
+        .where(col(LetterBatch.id) == batch_id, col(LetterBatch.status) == BatchStatus.running)
+        .values(
+            status=BatchStatus.completed,
+            finished_at=now,
+            letter_count=len(rendered.issued),
+            manifest=json.dumps(manifest, ensure_ascii=False),
+        )
+        .returning(col(LetterBatch.id))
+    ).first()
+    if completed is None:
+        raise Conflict(f"batch {batch_id} was abandoned by another run while printing")
+
+
+def _mark_printed(session: Session, *, batch_id: int, rendered: Rendered, now: datetime) -> None:
+    """The claimed letters printed: every one of them, or the transaction is refused."""
+    printed = session.exec(
+        update(Letter)
+        .where(col(Letter.batch_id) == batch_id, col(Letter.status) == LetterStatus.claimed)
+        .values(status=LetterStatus.printed, printed_at=now)
+    ).rowcount
+    if printed != len(rendered.issued):
+        raise Conflict(
+            f"batch {batch_id}: {printed} claimed letters, {len(rendered.issued)} "
+            "rendered; nothing was committed"
+        )
 
 
 def _keep_address_digests(session: Session, run: _Run, rendered: Rendered) -> None:

@@ -119,18 +119,10 @@ class _Pass:
         self.conflicts: list[CheckedRow | PendingRow] = []
 
     def feed(self, batch: list[Checked]) -> None:
+        """One batch of checked rows: the members they name read, then the batch written in one
+        transaction, or in a dry run counted."""
+        valid, pending = self._sorted(batch)
         updating = self.on_conflict == "update"
-        valid: list[CheckedRow] = []
-        # Judged again with the member's values when updating; with "fail", the member being
-        # there is the conflict; with "skip", refused: the member's values are not read.
-        pending: list[PendingRow] = []
-        for result in batch:
-            if isinstance(result, CheckedRow):
-                valid.append(result)
-            elif isinstance(result, PendingRow) and self.on_conflict != "skip":
-                pending.append(result)
-            else:
-                self._refuse(result.error if isinstance(result, PendingRow) else result)
         nirs = [row.nir for row in valid]
         if self.write:
             one_batch_at_a_time(self.session)  # until the batch's commit, below
@@ -153,17 +145,7 @@ class _Pass:
         changed = {row.nir: existing[row.nir].changed(row) for row in known} if updating else {}
         changes = [row for row in known if changed.get(row.nir)]
         if self.on_conflict == "fail" and (known or there):
-            # In line order: held rows come last, in batches of their own.
-            conflicts: list[CheckedRow | PendingRow] = [*known, *there]
-            first = conflicts[0]
-            if self.write:  # added by someone else since the check pass
-                raise Conflict(
-                    f"member {format_nir(first.nir)} (line {first.line}) was "
-                    f"added during the import; {count(self.counts.created, 'member')} "
-                    f"{agree(self.counts.created, 'was', 'were')} imported before it: run "
-                    "again with --on-conflict skip to finish"
-                )
-            self.conflicts.extend(conflicts)
+            self._already_there([*known, *there])  # in line order: held rows come last
         welcome = (
             [row for row in new if row.pin_hash is None and not _closed(row)]
             if self.welcome_letters
@@ -174,28 +156,14 @@ class _Pass:
         self.counts.skipped += len(known) - len(changes)
         self.counts.welcome_letters += len(welcome)
         if not self.write:
-            moving = [
-                existing[row.nir].member_id for row in changes if moves(row, existing[row.nir])
-            ]
-            if moving:
-                would, again = would_void(self.session, moving, now=self.now)
-                self.counts.letters_voided += would
-                self.counts.letters_queued_again += again
+            self._count_voids(changes, existing)
             self.session.rollback()  # ends the read transaction (and SQLite's lock)
             return
         with transaction(self.session):  # the batch's reads above, its writes, its audit
             try:
                 created = insert_members(self.session, new, welcome=welcome, now=self.now)
             except IntegrityError:  # PostgreSQL: `member add` added some of them just now
-                finish = (
-                    "run again with --on-conflict skip to finish"
-                    if self.on_conflict == "fail"
-                    else "run the same import again to finish"
-                )
-                raise Conflict(
-                    f"members of lines {valid[0].line}-{valid[-1].line} were added by someone "
-                    f"else during the import; earlier batches were imported: {finish}"
-                ) from None
+                raise self._added_meanwhile(valid) from None
             moved = update_members(self.session, changes, existing=existing, now=self.now)
             updated: dict[tuple[str, ...], list[int]] = {}  # by the columns changed
             for row in changes:
@@ -207,6 +175,53 @@ class _Pass:
                 )
                 self.counts.letters_voided += len(voided)
                 self.counts.letters_queued_again += sum(1 for v in voided.values() if v)
+
+    def _sorted(self, batch: list[Checked]) -> tuple[list[CheckedRow], list[PendingRow]]:
+        """The valid rows, and those held to be judged again with the member's values: when
+        updating; with "fail", the member being there is the conflict; with "skip", refused
+        (the member's values are not read). Every other row is refused here."""
+        valid: list[CheckedRow] = []
+        pending: list[PendingRow] = []
+        for result in batch:
+            if isinstance(result, CheckedRow):
+                valid.append(result)
+            elif isinstance(result, PendingRow) and self.on_conflict != "skip":
+                pending.append(result)
+            else:
+                self._refuse(result.error if isinstance(result, PendingRow) else result)
+        return valid, pending
+
+    def _already_there(self, conflicts: list[CheckedRow | PendingRow]) -> None:
+        """With "fail": members already there are the conflicts the check pass reports; once
+        writing, one is a member added by someone else since that pass, and stops the run."""
+        if self.write:
+            first = conflicts[0]
+            raise Conflict(
+                f"member {format_nir(first.nir)} (line {first.line}) was "
+                f"added during the import; {count(self.counts.created, 'member')} "
+                f"{agree(self.counts.created, 'was', 'were')} imported before it: run "
+                "again with --on-conflict skip to finish"
+            )
+        self.conflicts.extend(conflicts)
+
+    def _count_voids(self, changes: list[CheckedRow], existing: dict[str, Existing]) -> None:
+        """A dry run: the letters the address changes would void and queue again."""
+        moving = [existing[row.nir].member_id for row in changes if moves(row, existing[row.nir])]
+        if moving:
+            would, again = would_void(self.session, moving, now=self.now)
+            self.counts.letters_voided += would
+            self.counts.letters_queued_again += again
+
+    def _added_meanwhile(self, valid: list[CheckedRow]) -> Conflict:
+        finish = (
+            "run again with --on-conflict skip to finish"
+            if self.on_conflict == "fail"
+            else "run the same import again to finish"
+        )
+        return Conflict(
+            f"members of lines {valid[0].line}-{valid[-1].line} were added by someone "
+            f"else during the import; earlier batches were imported: {finish}"
+        )
 
     def _refuse(self, error: RowError) -> None:
         self.counts.invalid += 1

@@ -69,10 +69,6 @@ def as_document(session: Session, member: Member, *, settings: Settings, now: da
     """The dossier as the JSON document `member dossier` writes (docs/scripting.md)."""
     member_id = pk(member)
     account = get_account(session, member)
-    codes = _rows_of(session, SecurityCode, member_id)
-    letters = _rows_of(session, Letter, member_id)
-    mails = _rows_of(session, OutgoingMail, member_id)
-    events = _rows_of(session, AuditEvent, member_id)
     return {
         "generated_at": iso(now),
         "member": {
@@ -89,64 +85,68 @@ def as_document(session: Session, member: Member, *, settings: Settings, now: da
             "hard_locked_at": iso(account.hard_locked_at),
             "terms_accepted_at": iso(account.terms_accepted_at),
         },
-        "codes": [
-            {
-                "id": code.id,
-                "purpose": code.purpose,
-                "channel": code.channel,
-                "state": _code_state(code, now),
-                "created_at": iso(code.created_at),
-                "expires_at": iso(code.expires_at),
-                "used_at": iso(code.used_at),
-                "failed_tries": code.failed_tries,
-                "letter_id": code.letter_id,
-                "requested_by": _who(code.requested_by),
-            }
-            for code in codes
-        ],
-        "letters": [
-            {
-                "id": letter.id,
-                "kind": letter.kind,
-                "wording": Wording.of_letter(letter.kind, letter.requested_by, letter.wording),
-                "status": letter.status,
-                "status_reason": letter.status_reason,
-                "created_at": iso(letter.created_at),
-                "batch_id": letter.batch_id,
-                "printed_at": iso(letter.printed_at),
-                "requested_by": _who(letter.requested_by),
-            }
-            for letter in letters
-        ],
-        "emails": [
-            {
-                "id": mail.id,
-                "kind": mail.kind,
-                "purpose": mail.purpose,
-                "status": mail.status,
-                "attempts": mail.attempts,
-                "last_error": mail.last_error,
-                "created_at": iso(mail.created_at),
-                "sent_at": iso(mail.sent_at),
-            }
-            for mail in mails
-        ],
-        "audit_events": [
-            {
-                "id": event.id,
-                "at": iso(event.at),
-                "by": _who(event.agent),
-                "action": event.action,
-                "reason": event.reason,
-                "outcome": event.outcome,
-                "details": json.loads(event.details),
-            }
-            for event in events
-        ],
+        "codes": [_code(code, now) for code in _rows_of(session, SecurityCode, member_id)],
+        "letters": [_letter(letter) for letter in _rows_of(session, Letter, member_id)],
+        "emails": [_email(mail) for mail in _rows_of(session, OutgoingMail, member_id)],
+        "audit_events": [_event(event) for event in _rows_of(session, AuditEvent, member_id)],
         "retention": {
             "closed_members_days": settings.retention_closed_members_days,
             "audit_days": settings.retention_audit_days,
         },
+    }
+
+
+def _code(code: SecurityCode, now: datetime) -> dict[str, Any]:
+    return {
+        "id": code.id,
+        "purpose": code.purpose,
+        "channel": code.channel,
+        "state": _code_state(code, now),
+        "created_at": iso(code.created_at),
+        "expires_at": iso(code.expires_at),
+        "used_at": iso(code.used_at),
+        "failed_tries": code.failed_tries,
+        "letter_id": code.letter_id,
+        "requested_by": _who(code.requested_by),
+    }
+
+
+def _letter(letter: Letter) -> dict[str, Any]:
+    return {
+        "id": letter.id,
+        "kind": letter.kind,
+        "wording": Wording.of_letter(letter.kind, letter.requested_by, letter.wording),
+        "status": letter.status,
+        "status_reason": letter.status_reason,
+        "created_at": iso(letter.created_at),
+        "batch_id": letter.batch_id,
+        "printed_at": iso(letter.printed_at),
+        "requested_by": _who(letter.requested_by),
+    }
+
+
+def _email(mail: OutgoingMail) -> dict[str, Any]:
+    return {
+        "id": mail.id,
+        "kind": mail.kind,
+        "purpose": mail.purpose,
+        "status": mail.status,
+        "attempts": mail.attempts,
+        "last_error": mail.last_error,
+        "created_at": iso(mail.created_at),
+        "sent_at": iso(mail.sent_at),
+    }
+
+
+def _event(event: AuditEvent) -> dict[str, Any]:
+    return {
+        "id": event.id,
+        "at": iso(event.at),
+        "by": _who(event.agent),
+        "action": event.action,
+        "reason": event.reason,
+        "outcome": event.outcome,
+        "details": json.loads(event.details),
     }
 
 

@@ -47,47 +47,10 @@ def store_printed_codes(
     (several fall back to `store_code`, letter by letter)."""
     members = [p.member_id for p in printed]
     if len(set(members)) != len(members):
-        superseded = []
-        for p in printed:
-            stored = store_code(
-                session,
-                member_id=p.member_id,
-                purpose=p.purpose,
-                channel=Channel.post,
-                code=p.code,
-                pepper=pepper,
-                now=now,
-                settings=settings,
-                requested_by=p.requested_by,
-                letter_id=p.letter_id,
-                made_at=made_at,
-            )
-            if p.letter_id in void:
-                revoke_code(session, code_id=pk(stored))
-            elif stored.status == CodeStatus.revoked:
-                superseded.append(p.letter_id)
-        return superseded
-    newer: set[int] = set()
-    for start in range(0, len(members), IN_CHUNK):
-        chunk = members[start : start + IN_CHUNK]
-        session.exec(
-            update(SecurityCode)
-            .where(
-                col(SecurityCode.member_id).in_(chunk),
-                col(SecurityCode.status) == CodeStatus.pending,
-                col(SecurityCode.created_at) <= made_at,
-            )
-            .values(status=CodeStatus.revoked)
+        return _store_one_by_one(
+            session, printed, pepper=pepper, now=now, made_at=made_at, settings=settings, void=void
         )
-        newer.update(
-            session.exec(
-                select(SecurityCode.member_id).where(
-                    col(SecurityCode.member_id).in_(chunk),
-                    col(SecurityCode.created_at) > made_at,
-                    still_counts(now),
-                )
-            )
-        )
+    newer = _revoke_older(session, members, now=now, made_at=made_at)
     for p in printed:
         if p.purpose not in set(Purpose):
             raise ValueError(f"unknown code purpose {p.purpose!r}")
@@ -112,3 +75,65 @@ def store_printed_codes(
     )
     session.flush()
     return [p.letter_id for p in printed if p.member_id in newer and p.letter_id not in void]
+
+
+def _revoke_older(
+    session: Session, members: list[int], *, now: datetime, made_at: datetime
+) -> set[int]:
+    """The members' codes pending since before `made_at` revoked; the members given a code
+    since `made_at` that still counts, returned: theirs wins over the printed one."""
+    newer: set[int] = set()
+    for start in range(0, len(members), IN_CHUNK):
+        chunk = members[start : start + IN_CHUNK]
+        session.exec(
+            update(SecurityCode)
+            .where(
+                col(SecurityCode.member_id).in_(chunk),
+                col(SecurityCode.status) == CodeStatus.pending,
+                col(SecurityCode.created_at) <= made_at,
+            )
+            .values(status=CodeStatus.revoked)
+        )
+        newer.update(
+            session.exec(
+                select(SecurityCode.member_id).where(
+                    col(SecurityCode.member_id).in_(chunk),
+                    col(SecurityCode.created_at) > made_at,
+                    still_counts(now),
+                )
+            )
+        )
+    return newer
+
+
+def _store_one_by_one(
+    session: Session,
+    printed: list[Printed],
+    *,
+    pepper: bytes | Peppers,
+    now: datetime,
+    made_at: datetime,
+    settings: Settings,
+    void: Collection[int],
+) -> list[int]:
+    """`store_printed_codes` letter by letter, for a batch with several letters a member."""
+    superseded = []
+    for p in printed:
+        stored = store_code(
+            session,
+            member_id=p.member_id,
+            purpose=p.purpose,
+            channel=Channel.post,
+            code=p.code,
+            pepper=pepper,
+            now=now,
+            settings=settings,
+            requested_by=p.requested_by,
+            letter_id=p.letter_id,
+            made_at=made_at,
+        )
+        if p.letter_id in void:
+            revoke_code(session, code_id=pk(stored))
+        elif stored.status == CodeStatus.revoked:
+            superseded.append(p.letter_id)
+    return superseded

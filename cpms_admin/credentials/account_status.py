@@ -4,6 +4,7 @@ that fixes it. Read-only.
 What it says of a waiting letter is what the next print run will do with it: the batch's own
 rules (`letters.claim.moot_reasons`) tell a letter it will print from one it will cancel."""
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -44,22 +45,6 @@ def account_status(
     account = get_account(session, member)
     now = clock()
     code = codes.live_code(session, member_id=pk(member), now=now)
-    letters = session.exec(
-        select(Letter)
-        .where(Letter.member_id == pk(member), Letter.status == LetterStatus.pending)
-        .order_by(col(Letter.id))
-    ).all()
-    moot = moot_reasons(session, [pk(letter) for letter in letters], now=now)
-    in_print = session.exec(
-        select(Letter)
-        .where(Letter.member_id == pk(member), Letter.status == LetterStatus.claimed)
-        .order_by(col(Letter.id))
-    ).all()
-    mails = session.exec(
-        select(OutgoingMail)
-        .where(OutgoingMail.member_id == pk(member), OutgoingMail.status == MailStatus.pending)
-        .order_by(col(OutgoingMail.id))
-    ).all()
     view: dict[str, Any] = {
         "nir": member.nir,
         "status": member.status,
@@ -76,32 +61,54 @@ def account_status(
         "email_known": member.email is not None,
         "address_undeliverable": undeliverable.view(member),
         "pending_code": _code_view(code, settings),
-        "pending_letters": [
-            {
-                "id": letter.id,
-                "kind": letter.kind,
-                "created_at": iso(letter.created_at),
-                # Why the next print run will cancel it (as `letters list` will then say);
-                # None: it will be printed.
-                "moot": moot[pk(letter)].detail if pk(letter) in moot else None,
-            }
-            for letter in letters
-        ],
+        "pending_letters": _pending_letters(session, pk(member), now),
         # Being printed by a running batch: the code it carries works once the batch ends.
         "letters_in_print": [
             {"id": letter.id, "kind": letter.kind, "batch_id": letter.batch_id}
-            for letter in in_print
+            for letter in _letters(session, pk(member), LetterStatus.claimed)
         ],
         # A campaign's code e-mails waiting for `mail send` (their code is made as they leave).
         "queued_emails": [
             {"id": mail.id, "purpose": mail.purpose, "created_at": iso(mail.created_at)}
-            for mail in mails
+            for mail in _queued_emails(session, pk(member))
         ],
     }
     findings, fix = diagnose(member, account, view, settings=settings, now=now)
     view["diagnosis"] = findings
     view["fix"] = fix
     return view
+
+
+def _letters(session: Session, member_id: int, status: LetterStatus) -> Sequence[Letter]:
+    return session.exec(
+        select(Letter)
+        .where(Letter.member_id == member_id, Letter.status == status)
+        .order_by(col(Letter.id))
+    ).all()
+
+
+def _queued_emails(session: Session, member_id: int) -> Sequence[OutgoingMail]:
+    return session.exec(
+        select(OutgoingMail)
+        .where(OutgoingMail.member_id == member_id, OutgoingMail.status == MailStatus.pending)
+        .order_by(col(OutgoingMail.id))
+    ).all()
+
+
+def _pending_letters(session: Session, member_id: int, now: datetime) -> list[dict[str, Any]]:
+    """The letters waiting for the next print run, each with why that run will cancel it (as
+    `letters list` will then say), or None: it will be printed."""
+    letters = _letters(session, member_id, LetterStatus.pending)
+    moot = moot_reasons(session, [pk(letter) for letter in letters], now=now)
+    return [
+        {
+            "id": letter.id,
+            "kind": letter.kind,
+            "created_at": iso(letter.created_at),
+            "moot": moot[pk(letter)].detail if pk(letter) in moot else None,
+        }
+        for letter in letters
+    ]
 
 
 def _in_flight(view: dict[str, Any]) -> str | None:

@@ -204,38 +204,51 @@ def verify_chain(session: Session) -> ChainReport:
             **place,
         )
     walk = ChainWalk(keys, anchor_seq=head["anchor_seq"], anchor_hash=head["anchor_hash"])
-    query = select(EVENTS).where(EVENTS.c.seq.is_not(None)).order_by(EVENTS.c.seq)
-    rows = conn.execute(query.execution_options(yield_per=_CHUNK)).mappings()
-    try:
-        for event in rows:
-            if broken := walk.step(event, head_seq=head["seq"]):
-                rows.close()
-                return broken_report(walk, broken, **place)
-    except (ValueError, TypeError) as exc:  # SQLite keeps any value in any column
-        rows.close()
-        return broken_report(walk, _malformed(conn, walk, exc), **place)
-    if walk.expected <= head["seq"]:
-        missing = head["seq"] - walk.expected + 1
-        what = (
-            f"seq {walk.expected}, the chain's last event, is missing: deleted"
-            if missing == 1
-            else f"seq {walk.expected} is missing, and the {missing - 1} events after it up "
-            f"to seq {head['seq']}, where the chain ends: deleted"
-        )
-        return broken_report(walk, _Break(ChainProblem.deleted, None, walk.expected, what), **place)
-    stray = conn.execute(
-        select(EVENTS.c.id, func.count().over()).where(EVENTS.c.seq.is_(None)).order_by(EVENTS.c.id)
-    ).first()
-    if stray is not None:
-        others = f" (and {count(stray[1] - 1, 'other')})" if stray[1] > 1 else ""
-        what = f"event #{stray[0]}{others} is not in the chain (no seq): inserted by hand"
-        return broken_report(walk, _Break(ChainProblem.inserted, stray[0], None, what), **place)
+    if broken := _walk_events(conn, walk, head_seq=head["seq"]) or _stray_event(conn):
+        return broken_report(walk, broken, **place)
     return ChainReport(
         ok=True,
         checked=walk.checked,
         message=_intact(walk.checked, head["anchor_seq"], head["seq"]),
         **place,
     )
+
+
+def _walk_events(conn: Connection, walk: ChainWalk, *, head_seq: int) -> _Break | None:
+    """The chained events in order, each checked against the one before; then that the
+    last of them is the head's."""
+    query = select(EVENTS).where(EVENTS.c.seq.is_not(None)).order_by(EVENTS.c.seq)
+    rows = conn.execute(query.execution_options(yield_per=_CHUNK)).mappings()
+    try:
+        for event in rows:
+            if broken := walk.step(event, head_seq=head_seq):
+                rows.close()
+                return broken
+    except (ValueError, TypeError) as exc:  # SQLite keeps any value in any column
+        rows.close()
+        return _malformed(conn, walk, exc)
+    if walk.expected > head_seq:
+        return None
+    missing = head_seq - walk.expected + 1
+    what = (
+        f"seq {walk.expected}, the chain's last event, is missing: deleted"
+        if missing == 1
+        else f"seq {walk.expected} is missing, and the {missing - 1} events after it up "
+        f"to seq {head_seq}, where the chain ends: deleted"
+    )
+    return _Break(ChainProblem.deleted, None, walk.expected, what)
+
+
+def _stray_event(conn: Connection) -> _Break | None:
+    """An event outside the chain (no seq): inserted by hand."""
+    stray = conn.execute(
+        select(EVENTS.c.id, func.count().over()).where(EVENTS.c.seq.is_(None)).order_by(EVENTS.c.id)
+    ).first()
+    if stray is None:
+        return None
+    others = f" (and {count(stray[1] - 1, 'other')})" if stray[1] > 1 else ""
+    what = f"event #{stray[0]}{others} is not in the chain (no seq): inserted by hand"
+    return _Break(ChainProblem.inserted, stray[0], None, what)
 
 
 def _intact(checked: int, anchor_seq: int, head_seq: int) -> str:

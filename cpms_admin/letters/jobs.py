@@ -120,41 +120,12 @@ def render_batch(job: RenderJob, *, progress: Progress) -> Rendered:
 
     result = Rendered()
     described: dict[int, dict[str, Any]] = {}
-
-    def chunks() -> Iterator[tuple[Path, list[LetterContent]]]:
-        after, number = 0, 0
-        while rows := _claimed(job, after):
-            after = pk(rows[-1][0])
-            contents = []
-            for letter, member in rows:
-                code = generate_code()
-                try:
-                    content = _content(job, letter, member, code)
-                except Unprintable as exc:  # e.g. an address that does not fit the window
-                    result.failed[pk(letter)] = str(exc)
-                    continue
-                contents.append(content)
-                result.issued.append(
-                    Issued(
-                        pk(letter), pk(member), letter.purpose, code, content.recipient_lines[1:]
-                    )
-                )
-                described[pk(letter)] = {
-                    "kind": letter.kind,
-                    "wording": content.wording,
-                    "nir_masked": content.nir_masked,
-                }
-            if contents:
-                number += 1
-                path = job.staging / f"letters-{number:04d}.pdf{PART}"
-                reserve_file(path)
-                yield path, contents
-
+    chunks = _chunks(job, result, described)
     done = 0
     progress(0, job.total)
     # Closed on any error, so no worker goes on writing into a batch being abandoned.
     with contextlib.closing(
-        render_chunks(chunks(), duplex=job.duplex, workers=job.workers)
+        render_chunks(chunks, duplex=job.duplex, workers=job.workers)
     ) as rendered:
         for path, spans in rendered:
             name = path.name.removesuffix(PART)
@@ -176,3 +147,36 @@ def render_batch(job: RenderJob, *, progress: Progress) -> Rendered:
             if len(result.files) == 1:
                 failpoint("letters.mid_render")
     return result
+
+
+def _chunks(
+    job: RenderJob, result: Rendered, described: dict[int, dict[str, Any]]
+) -> Iterator[tuple[Path, list[LetterContent]]]:
+    """The claimed letters read a page of rows at a time, each given its code and its content,
+    as the chunks of a file each: a letter that cannot be laid out goes to `result.failed`, one
+    that can to `result.issued` and `described` (its line of the manifest so far)."""
+    after, number = 0, 0
+    while rows := _claimed(job, after):
+        after = pk(rows[-1][0])
+        contents = []
+        for letter, member in rows:
+            code = generate_code()
+            try:
+                content = _content(job, letter, member, code)
+            except Unprintable as exc:  # e.g. an address that does not fit the window
+                result.failed[pk(letter)] = str(exc)
+                continue
+            contents.append(content)
+            result.issued.append(
+                Issued(pk(letter), pk(member), letter.purpose, code, content.recipient_lines[1:])
+            )
+            described[pk(letter)] = {
+                "kind": letter.kind,
+                "wording": content.wording,
+                "nir_masked": content.nir_masked,
+            }
+        if contents:
+            number += 1
+            path = job.staging / f"letters-{number:04d}.pdf{PART}"
+            reserve_file(path)
+            yield path, contents

@@ -15,7 +15,7 @@ from cpms_admin.settings import LIMIT_MAX
 from cpms_admin.vocabulary import AccountState, MemberStatus
 
 if TYPE_CHECKING:
-    from cpms_admin.members.records import MemberView
+    from cpms_admin.members.records import MemberUpdate, MemberView
 
 app = typer.Typer(help="Add, show, list, update and close members.", no_args_is_help=True)
 
@@ -238,35 +238,25 @@ def update(
 
     Example: cpms-admin member update 185057800608491 --email jean@example.org --reason "phone call"
     """
-    if email is not None and clear_email:
-        raise InvalidInput("use either --email or --clear-email, not both")
-    if email is not None and not email.strip():  # `--email "$EMAIL"` with EMAIL unset
-        raise InvalidInput("--email is empty: give the address, or --clear-email to forget it")
-    changes: dict[str, str | None] = {
-        name: value
-        for name, value in {
-            "email": email,
-            "civility": civility,
-            "last_name": last_name,
-            "first_name": first_name,
-            "birth_date": birth_date,
-            "street": street,
-            "address_complement": address_complement,
-            "address_building": address_building,
-            "locality": locality,
-            "postcode": postcode,
-            "city": city,
-            "country": country,
-            "envelope_name": envelope_name,
-        }.items()
-        if value is not None
-    }
-    if clear_email:
-        changes["email"] = None
+    changes = _changes_asked(
+        email=email,
+        clear_email=clear_email,
+        civility=civility,
+        last_name=last_name,
+        first_name=first_name,
+        birth_date=birth_date,
+        street=street,
+        address_complement=address_complement,
+        address_building=address_building,
+        locality=locality,
+        postcode=postcode,
+        city=city,
+        country=country,
+        envelope_name=envelope_name,
+    )
     if not changes and not address_confirmed:
         raise InvalidInput("nothing to change: give at least one option (see --help)")
-    from cpms_admin.members import postal, records, undeliverable
-    from cpms_admin.members.fields import civility_note
+    from cpms_admin.members import records
 
     app_ = app_context(ctx)
     with app_.session() as session:
@@ -281,6 +271,42 @@ def update(
         )
         member = update.member
         view = records.member_view(session, member, clock=app_.clock)
+    for note in _update_notes(update, changes):
+        if note:
+            note_for_agent(note)
+    shown = format_nir(member.nir)
+    done = (
+        f"Updated member {shown}."
+        if update.changed_anything
+        else f"Nothing to do: member {shown} already has these values."
+    )
+    emit_object(app_, view.as_json(), [done])
+
+
+def _changes_asked(
+    *, email: str | None, clear_email: bool, **fields: str | None
+) -> dict[str, str | None]:
+    """The fields `member update` was given, by name; the e-mail None when it is cleared."""
+    if email is not None and clear_email:
+        raise InvalidInput("use either --email or --clear-email, not both")
+    if email is not None and not email.strip():  # `--email "$EMAIL"` with EMAIL unset
+        raise InvalidInput("--email is empty: give the address, or --clear-email to forget it")
+    changes: dict[str, str | None] = {
+        name: value for name, value in {"email": email, **fields}.items() if value is not None
+    }
+    if clear_email:
+        changes["email"] = None
+    return changes
+
+
+def _update_notes(update: "MemberUpdate", changes: dict[str, str | None]) -> list[str | None]:
+    """What the agent should know after an update: the civility's, the new address's, and the
+    letters it voided."""
+    from cpms_admin.members import postal, undeliverable
+    from cpms_admin.members.fields import civility_note
+
+    member = update.member
+    civility = changes.get("civility")
     notes = [civility_note(civility)] if civility else []
     if changes.keys() & ADDRESS_OPTIONS:
         notes += postal.postal_address(member).notes()
@@ -296,16 +322,7 @@ def update(
             f"letter #{letter_id} was on its way to the old address: its code no longer "
             f"works{instead}"
         )
-    for note in notes:
-        if note:
-            note_for_agent(note)
-    shown = format_nir(member.nir)
-    done = (
-        f"Updated member {shown}."
-        if update.changed_anything
-        else f"Nothing to do: member {shown} already has these values."
-    )
-    emit_object(app_, view.as_json(), [done])
+    return notes
 
 
 @app.command()

@@ -37,6 +37,7 @@ def test_every_listing_shows_nirs_grouped_and_whole(cli: Cli, session: Session) 
     assert json.loads(cli("--json", "member", "list").stdout)[0]["nir"] == member.nir
 
 
+@pytest.mark.slow
 def test_a_narrow_terminal_never_cuts_a_nir_nor_wraps_an_id(tmp_path: Path) -> None:
     """`letters list` in real terminals. An id wrapped as "4" over "7" is another letter's:
     where the table cannot keep its ids, kinds, statuses, NIRs and times whole (60 or 80
@@ -259,6 +260,7 @@ def at_an_agents_terminal() -> None:
     fcntl.ioctl(0, termios.TIOCSCTTY, 0)
 
 
+@pytest.mark.slow
 def test_ctrl_c_at_a_prompt_is_an_interruption(tmp_path: Path) -> None:
     """An agent typing Ctrl-C at the PIN prompt: exit 130, as Ctrl-C anywhere else (it was
     1, which scripts read as "refused"); no attempt is counted."""

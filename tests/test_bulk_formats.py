@@ -395,6 +395,7 @@ def test_error_report_lists_reasons_and_values_and_imports_back(tmp_path: Path) 
     assert rows_of(path)[0] == SourceRow(2, {**DUPONT, "nir": "123", **NO_STATUS})
 
 
+@pytest.mark.slow
 def test_reading_streams_without_holding_the_rows(tmp_path: Path) -> None:
     path = tmp_path / "big.csv"
     row = ";".join(DUPONT[c] or "" for c in COLUMNS)

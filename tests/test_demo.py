@@ -39,6 +39,7 @@ def test_a_step_redirected_to_a_file_has_no_escape_codes(
     assert capsys.readouterr().out == "\n== Schema\n"
 
 
+@pytest.mark.slow
 def test_a_command_s_stderr_and_stdout_are_shown_in_the_order_written(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -76,6 +77,7 @@ def test_a_member_s_new_e_mail_is_in_their_own_name() -> None:
     assert demo.new_email(demo_members(2)[1]).startswith("helene.durand@")
 
 
+@pytest.mark.slow
 def test_the_closing_hint_works_as_printed_from_the_project_folder(tmp_path: Path) -> None:
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}  # no CPMS_*, cpms-admin not on PATH
     database = tmp_path / "demo.db"

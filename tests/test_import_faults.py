@@ -160,6 +160,7 @@ def test_a_killed_import_run_again_imports_every_member_once(
     engine.dispose()
 
 
+@pytest.mark.slow
 def test_two_imports_of_one_file_at_once_both_finish(
     cli: Cli, session: Session, tmp_path: Path
 ) -> None:
@@ -184,6 +185,7 @@ def test_two_imports_of_one_file_at_once_both_finish(
     assert session.exec(select(func.count()).select_from(Member)).one() == 50
 
 
+@pytest.mark.slow
 def test_an_errors_report_a_killed_import_left_half_written_is_removed_by_the_next(
     cli: Cli, session: Session, tmp_path: Path
 ) -> None:

@@ -97,6 +97,7 @@ def test_unknown_or_unusable_hashes_are_refused_per_row(
     assert [m.nir for m in session.exec(select(Member))] == [rows[0]["nir"]]
 
 
+@pytest.mark.slow
 def test_a_hash_imported_under_the_former_ceilings_still_logs_in(
     cli: Cli, session: Session, tmp_path: Path
 ) -> None:

@@ -311,6 +311,7 @@ def test_rotation_needs_a_file_and_the_databases_own_pepper(cli: Cli, tmp_path: 
     assert other.read_text() == "another\n"
 
 
+@pytest.mark.slow
 def test_a_pepper_others_could_read_or_plant_is_never_adopted(tmp_path: Path) -> None:
     """A database made in a shared directory (/var/tmp) where another user left a `pepper`
     everyone can read: `db upgrade` refuses it (exit 5, the fix named) instead of recording
@@ -328,6 +329,7 @@ def test_a_pepper_others_could_read_or_plant_is_never_adopted(tmp_path: Path) ->
     assert "open to its group beyond reading" in cpms("db", "upgrade", cwd=tmp_path, **env).stderr
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(os.geteuid() != 0, reason="only root can give a file away")
 def test_a_private_pepper_another_user_made_is_never_adopted(tmp_path: Path) -> None:
     """Another user's 0600 `pepper` in a shared directory: root reads it all the same, so the
@@ -345,6 +347,7 @@ def test_a_private_pepper_another_user_made_is_never_adopted(tmp_path: Path) -> 
     )
 
 
+@pytest.mark.slow
 def test_a_pepper_that_is_a_fifo_is_refused_at_once(tmp_path: Path) -> None:
     """Not waited on for ever: a cron job would hang every night after."""
     pepper = tmp_path / "pepper"
@@ -370,6 +373,7 @@ def test_a_rotation_writes_through_a_link_to_the_pepper(filed: tuple[Cli, Path])
     assert cli("--json", "doctor").exit_code == 0
 
 
+@pytest.mark.slow
 def test_a_pepper_file_that_cannot_be_made_is_one_line(tmp_path: Path) -> None:
     """`db upgrade` making a new database's pepper where no directory can be (a path through
     a file): exit 5 and one line, nothing recorded; then made where it can be."""
@@ -390,6 +394,7 @@ def test_a_pepper_file_that_cannot_be_made_is_one_line(tmp_path: Path) -> None:
     assert stat.S_IMODE(pepper.stat().st_mode) == 0o600
 
 
+@pytest.mark.slow
 def test_the_outbox_is_beside_the_database_whatever_the_working_directory(
     tmp_path: Path,
 ) -> None:

@@ -60,6 +60,7 @@ def test_fold_drops_accents_case_apostrophes_hyphens_dots_and_spaces(
     assert fold(typed) == folded
 
 
+@pytest.mark.slow
 @given(st.text())
 def test_folding_twice_changes_nothing_and_leaves_no_separator(text: str) -> None:
     """A word typed already folded finds what its unfolded spelling finds."""

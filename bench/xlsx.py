@@ -50,7 +50,7 @@ import sys, time
 path, reader = sys.argv[1], sys.argv[2]
 if reader == "expat":  # what `members import` runs, in its reading process
     import openpyxl  # for its date formats: imported before the clock, as for openpyxl
-    from cpms_admin.bulk.xlsx.read import _filled_rows
+    from cpms_admin.bulk.xlsx.read import filled_rows
 elif reader.startswith("openpyxl"):
     from openpyxl import load_workbook
 else:
@@ -58,7 +58,7 @@ else:
 started, cpu = time.perf_counter(), time.process_time()
 rows = 0
 if reader == "expat":
-    for row in _filled_rows(__import__("pathlib").Path(path), 1):
+    for row in filled_rows(__import__("pathlib").Path(path), 1):
         rows += 1
 elif reader.startswith("openpyxl"):
     book = load_workbook(path, read_only=True, data_only=True)

@@ -34,18 +34,22 @@ def invoke(
     *,
     input: str | None = None,
     env: Mapping[str, str | None] | None = None,
-    **extra: Any,
+    **context: Any,
 ) -> Result:
-    """`CliRunner().invoke(app, args, ...)` over COMMAND: the same isolation of the streams and
-    the environment, and the same Result (exit code, stdout, stderr, what a crash raised)."""
+    """`CliRunner().invoke(app, args, input=..., env=..., **context)` over COMMAND: the same
+    isolation of the streams and the environment, and the same Result (exit code, stdout,
+    stderr, what a crash raised). `context`: click's context settings (`obj`,
+    `terminal_width`)."""
     runner = CliRunner()
     exit_code, exception, exc_info = 0, None, None
     with runner.isolation(input=input, env=env) as (stdout, stderr, output):
         try:
-            COMMAND.main(list(args), prog_name=runner.get_default_prog_name(COMMAND), **extra)
+            COMMAND.main(list(args), prog_name=runner.get_default_prog_name(COMMAND), **context)
         except SystemExit as stop:
             exc_info = sys.exc_info()
-            exit_code = 0 if stop.code is None else stop.code  # the app exits with numbers
+            if not isinstance(stop.code, int | None):  # sys.exit("message"), as click prints it
+                print(stop.code)
+            exit_code = stop.code if isinstance(stop.code, int) else 0 if stop.code is None else 1
             exception = stop if exit_code else None
         except Exception as crash:
             exit_code, exception, exc_info = 1, crash, sys.exc_info()

@@ -281,15 +281,18 @@ def test_ctrl_c_at_a_prompt_is_an_interruption(tmp_path: Path) -> None:
     )  # fmt: skip
     os.close(child)
     seen = b""
-    while b"PIN" not in seen:
-        assert select.select([main], [], [], 60)[0], f"no PIN prompt: {seen!r}"
-        seen += os.read(main, 1024)
-    os.write(main, b"\x03")  # the terminal turns it into SIGINT
-    with contextlib.suppress(OSError):  # the terminal closes when the command is done
-        while select.select([main], [], [], 60)[0] and (chunk := os.read(main, 1024)):
-            seen += chunk
-    assert process.wait(timeout=1) == 130
-    os.close(main)
+    try:
+        while b"PIN" not in seen:
+            assert select.select([main], [], [], 60)[0], f"no PIN prompt: {seen!r}"
+            seen += os.read(main, 1024)
+        os.write(main, b"\x03")  # the terminal turns it into SIGINT
+        with contextlib.suppress(OSError):  # the terminal closes when the command is done
+            while select.select([main], [], [], 60)[0] and (chunk := os.read(main, 1024)):
+                seen += chunk
+        assert process.wait(timeout=1) == 130, seen
+    finally:
+        process.kill()  # a command Ctrl-C did not stop does not outlive the test
+        os.close(main)
     assert "Error: interrupted" in seen.decode()
     events = run_installed(*db, "--json", "audit", "list", "--action", "portal.login", cwd=tmp_path)
     assert json.loads(events.stdout) == []

@@ -9,6 +9,7 @@ import re
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -121,6 +122,30 @@ def _plain(value: Any) -> Any:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class ListedEvent:
+    """A line of `audit list`: the event, its member's NIR if it concerns one, and its
+    details read."""
+
+    event: AuditEvent
+    nir: str | None
+    details: Any
+
+    def as_json(self) -> dict[str, Any]:
+        event = self.event
+        return {
+            "id": event.id,
+            "at": iso(event.at),
+            "agent": event.agent,
+            "label": event.label,
+            "action": event.action,
+            "nir": self.nir,
+            "reason": event.reason,
+            "outcome": event.outcome,
+            "details": self.details,
+        }
+
+
 def list_events(
     session: Session,
     *,
@@ -129,8 +154,8 @@ def list_events(
     action: str | None = None,
     limit: int | None = 100,
 ) -> Page:
-    """Newest first, as the JSON objects `audit list` prints; `limit=None` for all. `nir` is
-    compact, as `members.nir.nir_to_find` makes it."""
+    """Newest first, as ListedEvent; `limit=None` for all. `nir` is compact, as
+    `members.nir.nir_to_find` makes it."""
     query = select(AuditEvent, Member.nir).join(Member, isouter=True)
     if nir is not None:
         query = query.where(Member.nir == nir)
@@ -140,25 +165,14 @@ def list_events(
         query = query.where(AuditEvent.action == action)
     try:
         found = fetch_page(session, query.order_by(col(AuditEvent.id).desc()), limit)
+        events = [
+            ListedEvent(event, member_nir, json.loads(event.details)) for event, member_nir in found
+        ]
     except (ValueError, TypeError) as exc:  # SQLite keeps any value in any column
         raise Refused(
             f"an audit event holds a value its column cannot ({exc}): the log was edited by "
             "hand; cpms-admin audit verify names the event"
         ) from None
-    events = [
-        {
-            "id": event.id,
-            "at": iso(event.at),
-            "agent": event.agent,
-            "label": event.label,
-            "action": event.action,
-            "nir": member_nir,
-            "reason": event.reason,
-            "outcome": event.outcome,
-            "details": json.loads(event.details),
-        }
-        for event, member_nir in found
-    ]
     return Page(events, found.total)
 
 

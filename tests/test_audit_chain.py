@@ -152,7 +152,10 @@ def test_a_changed_reason_reads_as_the_issue_says(
     )
 
 
-@pytest.mark.parametrize(("column", "value"), [("at", "garbage"), ("at", 1234), ("key_id", "abc")])
+@pytest.mark.parametrize(
+    ("column", "value"),
+    [("at", "garbage"), ("at", 1234), ("key_id", "abc"), ("details", '{"reason": ')],
+)
 def test_a_value_its_column_cannot_hold_is_named_not_a_traceback(
     cli: Cli, engine: Engine, story: list[dict[str, Any]], column: str, value: object
 ) -> None:
@@ -173,7 +176,7 @@ def test_a_value_its_column_cannot_hold_is_named_not_a_traceback(
         target["id"],
         target["seq"],
     )
-    if column == "at":
+    if column in ("at", "details"):
         listed = cli("audit", "list")
         assert listed.exit_code == 1
         assert listed.stderr.startswith("Error: an audit event holds a value its column cannot")

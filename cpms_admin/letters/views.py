@@ -1,7 +1,7 @@
 """Looking at letters without printing any: the queue listing and the preview sample."""
 
 import tempfile
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,27 @@ from cpms_admin.settings import Settings
 from cpms_admin.vocabulary import LetterKind, LetterStatus, Wording
 
 
+@dataclass(frozen=True, slots=True)
+class ListedLetter:
+    """A line of `letters list`: the letter, and its member's NIR."""
+
+    letter: Letter
+    nir: str
+
+    def as_json(self) -> dict[str, Any]:
+        letter = self.letter
+        return {
+            "id": letter.id,
+            "kind": letter.kind,
+            "status": letter.status,
+            "nir": self.nir,
+            "created_at": iso(letter.created_at),
+            "batch_id": letter.batch_id,
+            "printed_at": iso(letter.printed_at),
+            "status_reason": letter.status_reason,
+        }
+
+
 def list_letters(
     session: Session,
     *,
@@ -30,7 +51,7 @@ def list_letters(
     nir: str | None = None,
     limit: int | None = 200,
 ) -> Page:
-    """Newest first, as the JSON objects `letters list` prints; `limit=None` for all."""
+    """Newest first, as ListedLetter; `limit=None` for all."""
     if status is not None and status not in set(LetterStatus):
         raise InvalidInput(f"unknown letter status {status!r}: one of {', '.join(LetterStatus)}")
     query = select(Letter, Member.nir).join(Member, col(Member.id) == Letter.member_id)
@@ -39,20 +60,7 @@ def list_letters(
     if nir is not None:
         query = query.where(Letter.member_id == get_member(session, nir).id)
     found = fetch_page(session, query.order_by(col(Letter.id).desc()), limit)
-    letters = [
-        {
-            "id": letter.id,
-            "kind": letter.kind,
-            "status": letter.status,
-            "nir": member_nir,
-            "created_at": iso(letter.created_at),
-            "batch_id": letter.batch_id,
-            "printed_at": iso(letter.printed_at),
-            "status_reason": letter.status_reason,
-        }
-        for letter, member_nir in found
-    ]
-    return Page(letters, found.total)
+    return Page((ListedLetter(letter, member_nir) for letter, member_nir in found), found.total)
 
 
 def preview_letter(

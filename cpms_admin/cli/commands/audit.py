@@ -57,7 +57,7 @@ def list_(
         ("outcome", "Outcome"),
         ("reason", "Reason"),
     ]
-    emit_page(app_, rows, rows, columns)
+    emit_page(app_, rows, [row.as_json() for row in rows], columns)
 
 
 @app.command("verify")

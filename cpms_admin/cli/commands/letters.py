@@ -57,7 +57,7 @@ def list_(
         ("printed_at", "Printed"),
         ("status_reason", "Reason"),
     ]
-    emit_page(app_, rows, rows, columns, title="Letters")
+    emit_page(app_, rows, [row.as_json() for row in rows], columns, title="Letters")
 
 
 @app.command()

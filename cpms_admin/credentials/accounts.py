@@ -31,6 +31,15 @@ class UnlockResult:
     failed_attempts_before: int
     changed: bool
 
+    def as_json(self) -> dict[str, Any]:
+        """`account unlock --json`."""
+        return {
+            "nir": self.member.nir,
+            "changed": self.changed,
+            "state_before": self.state_before,
+            "failed_attempts_before": self.failed_attempts_before,
+        }
+
 
 def require_reason(reason: str | None, what: str) -> str:
     """The reason an agent gave, checked before anything changes: it goes to the audit log."""

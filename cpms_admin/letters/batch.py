@@ -39,6 +39,7 @@ from cpms_admin.faults import failpoint
 from cpms_admin.letters.claim import (
     ADDRESS_CHANGED,
     REASONS,
+    DryRun,
     claim_letters,
     dry_run_counts,
     lost_since_claim,
@@ -79,7 +80,7 @@ class BatchHooks:
     progress: Progress = lambda _done, _total: None
 
 
-def dry_run(*, engine: Engine, limit: int | None, clock: Clock) -> dict[str, Any]:
+def dry_run(*, engine: Engine, limit: int | None, clock: Clock) -> DryRun:
     with Session(engine) as session:
         return dry_run_counts(session, limit=limit, now=clock())
 

@@ -285,7 +285,29 @@ def _cancel(
         )
 
 
-def dry_run_counts(session: Session, *, limit: int | None, now: datetime) -> dict[str, object]:
+@dataclass(frozen=True)
+class DryRun:
+    """What a run would do now: `letters batch --dry-run`."""
+
+    pending: int
+    cancelled_by_reason: dict[str, int]  # the REASONS keys
+    would_print: int
+
+    @property
+    def would_cancel(self) -> int:
+        return sum(self.cancelled_by_reason.values())
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "dry_run": True,
+            "pending": self.pending,
+            "would_cancel": self.would_cancel,
+            "cancelled_by_reason": self.cancelled_by_reason,
+            "would_print": self.would_print,
+        }
+
+
+def dry_run_counts(session: Session, *, limit: int | None, now: datetime) -> DryRun:
     """What a run would do now, changing nothing: pending, would cancel (and why), would print."""
     total = session.exec(
         select(func.count()).select_from(Letter).where(Letter.status == LetterStatus.pending)
@@ -294,10 +316,4 @@ def dry_run_counts(session: Session, *, limit: int | None, now: datetime) -> dic
     taken = session.exec(select(func.count()).select_from(queued)).one()
     moot = moot_among(session, col(Letter.id).in_(select(queued.c.id)), now=now)
     session.rollback()
-    return {
-        "dry_run": True,
-        "pending": total,
-        "would_cancel": len(moot),
-        "cancelled_by_reason": dict(Counter(m.key for m in moot.values())),
-        "would_print": taken - len(moot),
-    }
+    return DryRun(total, dict(Counter(m.key for m in moot.values())), taken - len(moot))

@@ -63,6 +63,27 @@ def list_letters(
     return Page((ListedLetter(letter, member_nir) for letter, member_nir in found), found.total)
 
 
+@dataclass(frozen=True, slots=True)
+class Preview:
+    """A specimen letter written: `letters preview --json`."""
+
+    kind: str
+    wording: str
+    out: Path
+    pages: int
+    nir_masked: str
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "wording": self.wording,
+            "out": str(self.out),
+            "pages": self.pages,
+            "specimen": True,
+            "nir_masked": self.nir_masked,
+        }
+
+
 def preview_letter(
     *,
     kind: str,
@@ -72,7 +93,7 @@ def preview_letter(
     session: Session | None = None,
     nir: str | None = None,
     wording: str | None = None,
-) -> dict[str, Any]:
+) -> Preview:
     """Render one SPÉCIMEN letter with a dummy code to `out`; with `nir`, addressed to that
     member; `wording` as a campaign would choose it (else the kind's own). Reads at most one
     member; stores nothing, issues no code. `out` is written as every file for people
@@ -117,11 +138,4 @@ def preview_letter(
                 handle.write(rendered.read_bytes())
         except OSError as exc:
             raise InvalidInput(f"cannot write {out}: {exc.strerror or exc}") from None
-    return {
-        "kind": kind,
-        "wording": content.wording,
-        "out": str(out),
-        "pages": spans[0].page_count,
-        "specimen": True,
-        "nir_masked": content.nir_masked,
-    }
+    return Preview(kind, content.wording, out, spans[0].page_count, content.nir_masked)

@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import Engine, text, update
 from sqlmodel import Session, SQLModel, col, select
@@ -65,6 +66,10 @@ class MailCounts:
 class MailRun:
     counts: MailCounts
     stopped: str | None = None  # why the run stopped early (server down)
+
+    def as_json(self) -> dict[str, Any]:
+        """`mail send --json`: the counts, and why the run stopped early if it did."""
+        return {**self.counts.as_dict(), "stopped": self.stopped}
 
 
 def _claim(session: Session, mail: OutgoingMail) -> bool:

@@ -63,6 +63,14 @@ class Rotation:
     path: Path
     finished_interrupted: bool  # the new pepper was in the file already, now recorded
 
+    def as_json(self) -> dict[str, object]:
+        """`pepper rotate --json`."""
+        return {
+            "pepper": self.key_id,
+            "file": str(self.path),
+            "finished_interrupted": self.finished_interrupted,
+        }
+
 
 def _recorded(session: Session, *, lock: bool = False) -> dict[int, str]:
     query = select(PepperKey)

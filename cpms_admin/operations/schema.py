@@ -40,6 +40,10 @@ class SchemaStatus:
     def up_to_date(self) -> bool:
         return self.current == self.latest
 
+    def as_json(self) -> dict[str, object]:
+        """`db status --json`."""
+        return {"current": self.current, "latest": self.latest, "up_to_date": self.up_to_date}
+
 
 @dataclass(frozen=True)
 class UpgradeResult:
@@ -48,6 +52,11 @@ class UpgradeResult:
     pepper_created: Path | None
     events_sealed: int = 0  # audit events from before the chain, sealed by this upgrade
     pin_hashes_sealed: int = 0  # imported PIN hashes stored unsealed, sealed by this upgrade
+
+    def as_json(self) -> dict[str, object]:
+        """`db upgrade --json`: the revisions before and after, and the pepper file made."""
+        created = str(self.pepper_created) if self.pepper_created else None
+        return {"before": self.before, "after": self.after, "pepper_created": created}
 
 
 def schema_status(settings: Settings) -> SchemaStatus:

@@ -92,13 +92,4 @@ def unlock(ctx: typer.Context, nir: Nir, reason: Reason) -> None:
         if result.changed
         else f"Nothing to do: {shown} is not locked ({result.state_before})."
     )
-    emit_object(
-        app_,
-        {
-            "nir": result.member.nir,
-            "changed": result.changed,
-            "state_before": result.state_before,
-            "failed_attempts_before": result.failed_attempts_before,
-        },
-        [line],
-    )
+    emit_object(app_, result.as_json(), [line])

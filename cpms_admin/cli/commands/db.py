@@ -70,15 +70,7 @@ def upgrade(
         if result.before == result.after
         else f"upgraded from {result.before or 'empty'} to {result.after}"
     )
-    emit_object(
-        app_,
-        {
-            "before": result.before,
-            "after": result.after,
-            "pepper_created": str(result.pepper_created) if result.pepper_created else None,
-        },
-        [f"Schema {done}."],
-    )
+    emit_object(app_, result.as_json(), [f"Schema {done}."])
 
 
 @app.command()
@@ -93,7 +85,7 @@ def status(ctx: typer.Context) -> None:
     state = schema.schema_status(app_.settings)
     emit_object(
         app_,
-        {"current": state.current, "latest": state.latest, "up_to_date": state.up_to_date},
+        state.as_json(),
         [
             f"current: {state.current or '(empty)'}",
             f"latest:  {state.latest}",

@@ -2,7 +2,7 @@
 
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -15,6 +15,7 @@ from cpms_admin.vocabulary import LetterKind, LetterStatus, Wording
 
 if TYPE_CHECKING:
     from cpms_admin.letters.batch import BatchSummary
+    from cpms_admin.letters.claim import DryRun
 
 app = typer.Typer(
     help="Postal letters: the queue, the nightly batch, previews.", no_args_is_help=True
@@ -154,14 +155,14 @@ class _Progress:
             self._bar.close()
 
 
-def _report_dry_run(app_: AppContext, result: dict[str, Any]) -> None:
+def _report_dry_run(app_: AppContext, result: "DryRun") -> None:
     emit_object(
         app_,
-        result,
+        result.as_json(),
         [
-            f"Pending letters: {result['pending']}",
-            f"Would cancel: {result['would_cancel']}{_reasons(result['cancelled_by_reason'])}",
-            f"Would print: {result['would_print']}",
+            f"Pending letters: {result.pending}",
+            f"Would cancel: {result.would_cancel}{_reasons(result.cancelled_by_reason)}",
+            f"Would print: {result.would_print}",
             "(dry run: nothing was changed)",
         ],
     )
@@ -251,7 +252,9 @@ def preview(
                 nir=nir,
                 wording=chosen,
             )
-    emit_object(app_, result, [f"Preview written to {out} ({count(result['pages'], 'page')})."])
+    emit_object(
+        app_, result.as_json(), [f"Preview written to {out} ({count(result.pages, 'page')})."]
+    )
 
 
 @app.command()

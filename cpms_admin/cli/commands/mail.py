@@ -50,7 +50,7 @@ def send(
     if app_.json_output or not idle:
         emit_object(
             app_,
-            {**counts.as_dict(), "stopped": run.stopped},
+            run.as_json(),
             [
                 f"Sent {count(counts.sent, 'e-mail')}; {counts.retry:,} to retry, "
                 f"{counts.failed:,} given up, {counts.cancelled:,} no longer needed; "

@@ -29,7 +29,7 @@ def rotate(ctx: typer.Context) -> None:
     how = "recorded the pepper an interrupted rotation added" if done.finished_interrupted else ""
     emit_object(
         app_,
-        {"pepper": done.key_id, "file": str(done.path), "finished_interrupted": bool(how)},
+        done.as_json(),
         [
             f"Pepper {done.key_id} is now current{f' ({how})' if how else ''}; "
             f"{done.path} holds it and the older ones. Back this file up now."

@@ -160,6 +160,9 @@ def test_locked_member_is_diagnosed_then_unlocked(
     status = cli("account", "status", member.nir)
     assert status.exit_code == 0
     assert "Locked after 10 failed attempts on" in status.stdout
+    assert status.stdout.splitlines()[1] == (  # the tenth wrong PIN: 20 hours after 9:00 UTC
+        "  PIN set; 10 failed attempts; CAPTCHA required; hard lock since 2026-11-24 06:00 CET"
+    )
     assert f'Fix: cpms-admin account unlock {member.nir} --reason "..."' in status.stdout
     view = json.loads(cli("--json", "account", "status", member.nir).stdout)
     assert (view["state"], view["failed_attempts"], view["captcha_required"]) == (
@@ -191,6 +194,7 @@ def test_pin_reset_by_email_then_set_pin_with_the_code(
     assert json.loads(old.stdout)["reason"] == "no_pin"
     status = cli("account", "status", member.nir).stdout
     assert "No PIN yet; a pin_reset code sent by e-mail is valid until" in status
+    assert "  code in flight: pin_reset by email, valid until 2026-11-23 10:10 CET, " in status
     (code,) = mailed_codes(cli.settings)
     done = cli("portal", "set-pin", member.nir, input=f"{code}\n{NEW_PIN}\n{NEW_PIN}\n")
     assert done.exit_code == 0, done.output

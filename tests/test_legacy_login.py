@@ -50,6 +50,10 @@ def test_each_legacy_format_logs_in_and_is_upgraded(
     assert digest not in sealed and legacy[:7] not in sealed
     shown = json.loads(cli("--json", "member", "show", nir).stdout)
     assert shown["account"]["state"] == "active" and shown["account"]["pin_set"] is True
+    status = cli("account", "status", nir).stdout
+    assert "PIN set (previous system)" in status
+    assert "PIN carried over from the previous system: upgraded at the next successful" in status
+    assert json.loads(cli("--json", "account", "status", nir).stdout)["pin_legacy"] is True
 
     assert login(cli, nir, WRONG)["reason"] == "wrong_pin"
     assert stored_hash(session, nir) == sealed  # only a success upgrades it
@@ -61,6 +65,7 @@ def test_each_legacy_format_logs_in_and_is_upgraded(
 
     assert login(cli, nir, PIN)["ok"] is True  # the old PIN still works, on the new hash
     assert stored_hash(session, nir) == upgraded
+    assert json.loads(cli("--json", "account", "status", nir).stdout)["pin_legacy"] is False
 
 
 @pytest.mark.parametrize(

@@ -5,6 +5,7 @@ What it says of a waiting letter is what the next print run will do with it: the
 rules (`letters.claim.moot_reasons`) tell a letter it will print from one it will cancel."""
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -26,57 +27,103 @@ from cpms_admin.vocabulary import AccountState, Channel, LetterStatus, MailStatu
 REASON = '--reason "..."'
 
 
-def _code_view(code: SecurityCode | None, settings: Settings) -> dict[str, Any] | None:
-    if code is None:
-        return None
-    return {
-        "purpose": code.purpose,
-        "channel": code.channel,
-        "expires_at": iso(code.expires_at),
-        "tries_left": max(settings.code_max_tries - code.failed_tries, 0),
-    }
+@dataclass(frozen=True)
+class PendingLetter:
+    """A letter waiting for the next print run, and why that run will cancel it (as `letters
+    list` will then say); `moot` None: it will be printed."""
+
+    letter: Letter
+    moot: str | None
+
+
+@dataclass(frozen=True)
+class AccountStatus:
+    """`account status`: the account's state and counters, what is in flight, and the
+    diagnosis with the command that fixes its first finding."""
+
+    member: Member
+    account: Account
+    state: AccountState
+    code: SecurityCode | None  # the live code, if any
+    code_tries_left: int
+    pending_letters: list[PendingLetter]
+    letters_in_print: Sequence[Letter]  # their codes work once their batch ends
+    queued_emails: Sequence[OutgoingMail]  # a campaign's, waiting for `mail send`
+    diagnosis: list[str] = field(default_factory=list)
+    fix: str | None = None
+
+    @property
+    def pin_legacy(self) -> bool:
+        pin_hash = self.account.pin_hash
+        return bool(pin_hash and pin_hash.startswith(LEGACY_PREFIX))
+
+    def as_json(self) -> dict[str, Any]:
+        member, account, code = self.member, self.account, self.code
+        return {
+            "nir": member.nir,
+            "status": member.status,
+            "state": self.state,
+            "pin_set": account.pin_hash is not None,
+            "pin_legacy": self.pin_legacy,
+            "pin_set_at": iso(account.pin_set_at),
+            "failed_attempts": account.failed_attempts,
+            "locked_until": iso(account.locked_until),
+            "captcha_required": account.captcha_required,
+            "hard_locked_at": iso(account.hard_locked_at),
+            "last_login_at": iso(account.last_login_at),
+            "terms_accepted_version": account.terms_accepted_version,
+            "email_known": member.email is not None,
+            "address_undeliverable": undeliverable.view(member),
+            "pending_code": None
+            if code is None
+            else {
+                "purpose": code.purpose,
+                "channel": code.channel,
+                "expires_at": iso(code.expires_at),
+                "tries_left": self.code_tries_left,
+            },
+            "pending_letters": [
+                {
+                    "id": waiting.letter.id,
+                    "kind": waiting.letter.kind,
+                    "created_at": iso(waiting.letter.created_at),
+                    "moot": waiting.moot,
+                }
+                for waiting in self.pending_letters
+            ],
+            "letters_in_print": [
+                {"id": letter.id, "kind": letter.kind, "batch_id": letter.batch_id}
+                for letter in self.letters_in_print
+            ],
+            "queued_emails": [
+                {"id": mail.id, "purpose": mail.purpose, "created_at": iso(mail.created_at)}
+                for mail in self.queued_emails
+            ],
+            "diagnosis": self.diagnosis,
+            "fix": self.fix,
+        }
 
 
 def account_status(
     session: Session, *, nir: str, settings: Settings, clock: Clock
-) -> dict[str, Any]:
+) -> AccountStatus:
     """The account's state and counters, what is in flight, and the diagnosis."""
     member = get_member(session, nir)
     account = get_account(session, member)
     now = clock()
     code = codes.live_code(session, member_id=pk(member), now=now)
-    view: dict[str, Any] = {
-        "nir": member.nir,
-        "status": member.status,
-        "state": account_state(account, now),
-        "pin_set": account.pin_hash is not None,
-        "pin_legacy": bool(account.pin_hash and account.pin_hash.startswith(LEGACY_PREFIX)),
-        "pin_set_at": iso(account.pin_set_at),
-        "failed_attempts": account.failed_attempts,
-        "locked_until": iso(account.locked_until),
-        "captcha_required": account.captcha_required,
-        "hard_locked_at": iso(account.hard_locked_at),
-        "last_login_at": iso(account.last_login_at),
-        "terms_accepted_version": account.terms_accepted_version,
-        "email_known": member.email is not None,
-        "address_undeliverable": undeliverable.view(member),
-        "pending_code": _code_view(code, settings),
-        "pending_letters": _pending_letters(session, pk(member), now),
-        # Being printed by a running batch: the code it carries works once the batch ends.
-        "letters_in_print": [
-            {"id": letter.id, "kind": letter.kind, "batch_id": letter.batch_id}
-            for letter in _letters(session, pk(member), LetterStatus.claimed)
-        ],
-        # A campaign's code e-mails waiting for `mail send` (their code is made as they leave).
-        "queued_emails": [
-            {"id": mail.id, "purpose": mail.purpose, "created_at": iso(mail.created_at)}
-            for mail in _queued_emails(session, pk(member))
-        ],
-    }
-    findings, fix = diagnose(member, account, view, settings=settings, now=now)
-    view["diagnosis"] = findings
-    view["fix"] = fix
-    return view
+    status = AccountStatus(
+        member,
+        account,
+        account_state(account, now),
+        code,
+        max(settings.code_max_tries - code.failed_tries, 0) if code else 0,
+        _pending_letters(session, pk(member), now),
+        _letters(session, pk(member), LetterStatus.claimed),
+        _queued_emails(session, pk(member)),
+    )
+    findings, fix = diagnose(status, settings=settings, now=now)
+    return replace(status, diagnosis=findings, fix=fix)
 
 
 def _letters(session: Session, member_id: int, status: LetterStatus) -> Sequence[Letter]:
@@ -95,65 +142,52 @@ def _queued_emails(session: Session, member_id: int) -> Sequence[OutgoingMail]:
     ).all()
 
 
-def _pending_letters(session: Session, member_id: int, now: datetime) -> list[dict[str, Any]]:
-    """The letters waiting for the next print run, each with why that run will cancel it (as
-    `letters list` will then say), or None: it will be printed."""
+def _pending_letters(session: Session, member_id: int, now: datetime) -> list[PendingLetter]:
     letters = _letters(session, member_id, LetterStatus.pending)
     moot = moot_reasons(session, [pk(letter) for letter in letters], now=now)
     return [
-        {
-            "id": letter.id,
-            "kind": letter.kind,
-            "created_at": iso(letter.created_at),
-            "moot": moot[pk(letter)].detail if pk(letter) in moot else None,
-        }
+        PendingLetter(letter, moot[pk(letter)].detail if pk(letter) in moot else None)
         for letter in letters
     ]
 
 
-def _in_flight(view: dict[str, Any]) -> str | None:
-    code = view["pending_code"]
-    letters = [letter for letter in view["pending_letters"] if letter["moot"] is None]
+def _in_flight(status: AccountStatus) -> str | None:
+    code = status.code
     if code is not None:
-        by = "e-mail" if code["channel"] == Channel.email else "post"
+        by = "e-mail" if code.channel == Channel.email else "post"
         return (
-            f"a {code['purpose']} code sent by {by} is valid until "
-            f"{agent_time(datetime.fromisoformat(code['expires_at']))} "
-            f"({count(code['tries_left'], 'try', 'tries')} left): setting a PIN with it lets "
-            "the member log in"
+            f"a {code.purpose} code sent by {by} is valid until {agent_time(code.expires_at)} "
+            f"({count(status.code_tries_left, 'try', 'tries')} left): setting a PIN with it "
+            "lets the member log in"
         )
-    if view["letters_in_print"]:
-        first = view["letters_in_print"][0]
+    if status.letters_in_print:
+        first = status.letters_in_print[0]
         return (
-            f"letter #{first['id']} ({first['kind']}) is being printed by batch "
-            f"{first['batch_id']}: its code works once the batch ends"
+            f"letter #{first.id} ({first.kind}) is being printed by batch "
+            f"{first.batch_id}: its code works once the batch ends"
         )
-    if letters:
-        first = letters[0]
-        return f"letter #{first['id']} ({first['kind']}) with a code waits for the next print run"
-    if view["queued_emails"]:
-        first = view["queued_emails"][0]
+    printing = [waiting.letter for waiting in status.pending_letters if waiting.moot is None]
+    if printing:
+        first = printing[0]
+        return f"letter #{first.id} ({first.kind}) with a code waits for the next print run"
+    if status.queued_emails:
+        mail = status.queued_emails[0]
         return (
-            f"a {first['purpose']} code e-mail (queued "
-            f"{agent_time(datetime.fromisoformat(first['created_at']))}) waits for the next "
-            "`mail send`"
+            f"a {mail.purpose} code e-mail (queued {agent_time(mail.created_at)}) waits for "
+            "the next `mail send`"
         )
     return None
 
 
 def diagnose(
-    member: Member,
-    account: Account,
-    view: dict[str, Any],
-    *,
-    settings: Settings,
-    now: datetime,
+    status: AccountStatus, *, settings: Settings, now: datetime
 ) -> tuple[list[str], str | None]:
     """Plain-language findings, most important first, and the command that fixes the first."""
-    in_flight = _in_flight(view)
-    finding, fix = _why(member, account, view, in_flight=in_flight, settings=settings, now=now)
+    member = status.member
+    in_flight = _in_flight(status)
+    finding, fix = _why(status, in_flight=in_flight, settings=settings, now=now)
     findings = [finding]
-    state = view["state"]
+    state = status.state
     if (
         in_flight is not None
         and state != AccountState.no_pin
@@ -161,12 +195,12 @@ def diagnose(
     ):
         findings.append(f"In flight: {in_flight}.")
     findings += [
-        f"Letter #{letter['id']} ({letter['kind']}) will be cancelled by the next print run: "
-        f"{letter['moot']}."
-        for letter in view["pending_letters"]
-        if letter["moot"] is not None
+        f"Letter #{waiting.letter.id} ({waiting.letter.kind}) will be cancelled by the next "
+        f"print run: {waiting.moot}."
+        for waiting in status.pending_letters
+        if waiting.moot is not None
     ]
-    if view["pin_legacy"]:
+    if status.pin_legacy:
         findings.append(
             "PIN carried over from the previous system: upgraded at the next successful login."
         )
@@ -184,16 +218,11 @@ def diagnose(
 
 
 def _why(
-    member: Member,
-    account: Account,
-    view: dict[str, Any],
-    *,
-    in_flight: str | None,
-    settings: Settings,
-    now: datetime,
+    status: AccountStatus, *, in_flight: str | None, settings: Settings, now: datetime
 ) -> tuple[str, str | None]:
     """The main finding about the account, and the command that fixes it (if any)."""
-    nir, failures, state = member.nir, account.failed_attempts, view["state"]
+    member, account, state = status.member, status.account, status.state
+    nir, failures = member.nir, account.failed_attempts
     unlock = f"cpms-admin account unlock {nir} {REASON}"
     if member.status == MemberStatus.closed:
         when = agent_time(member.closed_at) or "an unknown date"

@@ -1,6 +1,6 @@
 """`cpms-admin account`: why a member cannot log in, and unlocking them."""
 
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -10,6 +10,9 @@ from cpms_admin.cli.output import emit_object, when
 from cpms_admin.english import count
 from cpms_admin.members.nir import format_nir
 from cpms_admin.vocabulary import AccountState
+
+if TYPE_CHECKING:
+    from cpms_admin.credentials.account_status import AccountStatus
 
 app = typer.Typer(help="See why a member cannot log in; unlock them.", no_args_is_help=True)
 
@@ -26,49 +29,50 @@ def status(ctx: typer.Context, nir: Nir) -> None:
 
     app_ = app_context(ctx)
     with app_.session(read_only=True) as session:
-        view = account_status.account_status(
+        status_ = account_status.account_status(
             session, nir=nir, settings=app_.settings, clock=app_.clock
         )
-    emit_object(app_, view, describe(view))
+    emit_object(app_, status_.as_json(), describe(status_))
 
 
-def describe(view: dict[str, Any]) -> list[str]:
+def describe(status: "AccountStatus") -> list[str]:
+    member, account = status.member, status.account
     pin = (
         "not set"
-        if not view["pin_set"]
+        if account.pin_hash is None
         else "set (previous system)"
-        if view["pin_legacy"]
+        if status.pin_legacy
         else "set"
     )
     lines = [
-        f"NIR {format_nir(view['nir'])}   member {view['status']}, account {view['state']}",
-        f"  PIN {pin}; {count(view['failed_attempts'], 'failed attempt')}"
-        + ("; CAPTCHA required" if view["captcha_required"] else "")
+        f"NIR {format_nir(member.nir)}   member {member.status}, account {status.state}",
+        f"  PIN {pin}; {count(account.failed_attempts, 'failed attempt')}"
+        + ("; CAPTCHA required" if account.captcha_required else "")
         + (
-            f"; cool-down until {when(view['locked_until'])}"
-            if view["state"] == AccountState.cooldown
+            f"; cool-down until {when(account.locked_until)}"
+            if status.state == AccountState.cooldown
             else ""
         )
-        + (f"; hard lock since {when(view['hard_locked_at'])}" if view["hard_locked_at"] else ""),
-        f"  last login: {when(view['last_login_at']) or 'never'};  e-mail: "
-        f"{'known' if view['email_known'] else 'none'};  terms accepted: "
-        f"{view['terms_accepted_version'] or 'no'}",
+        + (f"; hard lock since {when(account.hard_locked_at)}" if account.hard_locked_at else ""),
+        f"  last login: {when(account.last_login_at) or 'never'};  e-mail: "
+        f"{'known' if member.email is not None else 'none'};  terms accepted: "
+        f"{account.terms_accepted_version or 'no'}",
     ]
-    code = view["pending_code"]
+    code = status.code
     if code:
         lines.append(
-            f"  code in flight: {code['purpose']} by {code['channel']}, valid until "
-            f"{when(code['expires_at'])}, {count(code['tries_left'], 'try', 'tries')} left"
+            f"  code in flight: {code.purpose} by {code.channel}, valid until "
+            f"{when(code.expires_at)}, {count(status.code_tries_left, 'try', 'tries')} left"
         )
     lines += [
-        f"  letter waiting: #{x['id']} {x['kind']}"
-        + (" (the next print run cancels it)" if x["moot"] else "")
-        for x in view["pending_letters"]
+        f"  letter waiting: #{waiting.letter.id} {waiting.letter.kind}"
+        + (" (the next print run cancels it)" if waiting.moot else "")
+        for waiting in status.pending_letters
     ]
     lines.append("Diagnosis:")
-    lines += [f"  - {finding}" for finding in view["diagnosis"]]
-    if view["fix"]:
-        lines.append(f"Fix: {view['fix']}")
+    lines += [f"  - {finding}" for finding in status.diagnosis]
+    if status.fix:
+        lines.append(f"Fix: {status.fix}")
     return lines
 
 

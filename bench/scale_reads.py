@@ -95,10 +95,10 @@ def service_calls(large: Built) -> dict[str, Callable[[Session], Any]]:
 
     return {
         labels[0]: show,
-        labels[1]: lambda s: account_status(s, nir=nir, settings=settings, clock=clock),
+        labels[1]: lambda s: account_status(s, nir=nir, settings=settings, clock=clock).as_json(),
         labels[2]: listing(search=SEARCH),
         labels[3]: listing(locked=True),
-        labels[4]: lambda s: audit.list_events(s, nir=nir, limit=50),
+        labels[4]: lambda s: [row.as_json() for row in audit.list_events(s, nir=nir, limit=50)],
         labels[5]: listing(status="active"),
     }
 

@@ -4,8 +4,10 @@ reason of a cancellation, and a SPÉCIMEN letter that issues nothing and stores 
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 import pypdf
+from sqlalchemy import Engine, event
 from sqlmodel import Session
 
 from cpms_admin.members import records
@@ -73,6 +75,28 @@ def test_preview_is_a_specimen_addressed_to_the_member_and_issues_nothing(
     assert "LEFÈVRE" in text.upper() and "42000 SAINT ETIENNE" in text
     assert member.nir not in re.sub(r"\s", "", text)  # the NIR is printed masked
     assert snapshot(session) == before
+
+
+def test_preview_reads_the_member_once_and_renders_outside_any_transaction(
+    cli: Cli, session: Session, tmp_path: Path
+) -> None:
+    """The member is read, the transaction ends, then the letter is laid out: reading the
+    member again (as an expired object would be) would open a transaction held while it
+    renders."""
+    member = make_member(session)
+    statements: list[str] = []
+
+    def note(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        statements.append(statement)
+
+    event.listen(Engine, "before_cursor_execute", note)
+    try:
+        out = tmp_path / "apercu.pdf"
+        result = cli("letters", "preview", "welcome", "--out", str(out), "--nir", member.nir)
+    finally:
+        event.remove(Engine, "before_cursor_execute", note)
+    assert result.exit_code == 0, result.output
+    assert len([s for s in statements if re.search(r"\bFROM member\b", s)]) == 1, statements
 
 
 def test_preview_without_a_member_needs_no_database(cli: Cli, tmp_path: Path) -> None:

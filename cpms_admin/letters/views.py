@@ -120,6 +120,7 @@ def preview_letter(
     if nir is not None:
         assert session is not None, "a member's preview needs a session"
         member = get_member(session, nir)
+        session.expunge(member)  # kept as read: the rollback would expire it, to be read again
         session.rollback()  # nothing more to read: release the transaction before rendering
         try:
             content = replace(

@@ -40,7 +40,7 @@ def printed(cli: Cli, *args: str, input: str | None = None) -> Any:
 
 
 def test_every_json_example_of_the_guide_is_valid_and_checked() -> None:
-    assert len(examples()) == 12, "a new JSON example: check it in the test below too"
+    assert len(examples()) == 16, "a new JSON example: check it in the test below too"
 
 
 @pytest.mark.slow  # renders one letter
@@ -57,7 +57,11 @@ def test_each_command_prints_the_keys_of_its_example(cli: Cli, tmp_path: Path) -
     letter = printed(cli, "letters", "list")[0]
     event = printed(cli, "audit", "list")[0]
     verified = printed(cli, "audit", "verify")
+    agent = printed(cli, "agent", "list")[0]
+    pepper = printed(cli, "pepper", "status")[0]
+    check = printed(cli, "doctor")[0]
     imported = printed(cli, "members", "import", str(write_csv(tmp_path / "m.csv", [person(7)])))
+    exported = printed(cli, "members", "export", "--out", str(tmp_path / "out.csv"))
     sent = printed(cli, "mail", "send")
     batch = printed(cli, "letters", "batch", "--out", str(tmp_path / "print"))
     purged = printed(cli, "purge")
@@ -70,12 +74,16 @@ def test_each_command_prints_the_keys_of_its_example(cli: Cli, tmp_path: Path) -
         "portal login": login,
         "code issue": issued,
         "members import": imported,
+        "members export": exported,
         "letters batch": batch,
         "mail send": sent,
         "purge": purged,
         "member dossier": dossier,
         "letters list": letter,
         "audit list": event,
+        "agent list": agent,
+        "pepper status": pepper,
+        "doctor": check,
         "audit verify": verified,
     }
     for example, (command, document) in zip(examples(), real.items(), strict=True):

@@ -194,7 +194,8 @@ def test_export_runs_in_constant_memory(session: Session) -> None:
     def peak() -> int:
         with open(os.devnull, "w") as sink:
             tracemalloc.start()
-            assert export_members(session, out=sink, fmt="jsonl", agent="t") in (2_001, 20_001)
+            exported = export_members(session, out=sink, fmt="jsonl", agent="t")
+            assert exported.members in (2_001, 20_001)
             _, high = tracemalloc.get_traced_memory()
         tracemalloc.stop()
         return high
@@ -234,7 +235,7 @@ def test_an_export_does_not_block_writers(session: Session, db_url: str) -> None
     engine = own_engine(db_url)  # as the CLI makes it (the test engine is deferred already)
     try:
         with Session(engine) as cli_session:
-            assert export_members(cli_session, out=Sink(), fmt="csv", agent="t") == 3
+            assert export_members(cli_session, out=Sink(), fmt="csv", agent="t").members == 3
     finally:
         other.dispose()
         engine.dispose()

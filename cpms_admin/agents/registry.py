@@ -15,6 +15,7 @@ from cpms_admin.agents import grants
 from cpms_admin.agents.identity import system_identity
 from cpms_admin.agents.rights import COMMAND_DUTIES
 from cpms_admin.agents.roles import Role, least_role_for, may
+from cpms_admin.clock import iso
 from cpms_admin.db import transaction
 from cpms_admin.errors import NotFound, Refused
 from cpms_admin.faults import failpoint
@@ -53,8 +54,26 @@ def authorize(session: Session, *, command: str) -> Actor:
     return Actor(name=name, role=role)
 
 
-def list_agents(session: Session) -> list[Agent]:
-    return list(session.exec(select(Agent).order_by(col(Agent.name))))
+@dataclass(frozen=True)
+class ListedAgent:
+    """A line of `agent list`."""
+
+    agent: Agent
+
+    def as_json(self) -> dict[str, object]:
+        agent = self.agent
+        return {
+            "name": agent.name,
+            "role": agent.role,
+            "added_at": iso(agent.added_at),
+            "added_by": agent.added_by,
+            "disabled_at": iso(agent.disabled_at),
+            "disabled_reason": agent.disabled_reason,
+        }
+
+
+def list_agents(session: Session) -> list[ListedAgent]:
+    return [ListedAgent(agent) for agent in session.exec(select(Agent).order_by(col(Agent.name)))]
 
 
 @dataclass(frozen=True)

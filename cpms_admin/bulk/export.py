@@ -9,6 +9,7 @@ workbook's row count, taken first, is the number of rows that follow.
 
 from collections.abc import Callable
 from contextlib import suppress
+from dataclasses import dataclass
 from typing import IO, Any
 
 from sqlalchemy import Select, func, select
@@ -50,6 +51,19 @@ def check_status(status: str | None) -> None:
         raise InvalidInput(f"--status must be active or closed, got {status!r}")
 
 
+@dataclass(frozen=True)
+class Exported:
+    """What `members export` wrote: `members` rows in `format`, to the file `out` (None: to
+    standard output, whose summary is a line on stderr)."""
+
+    members: int
+    format: str
+    out: str | None
+
+    def as_json(self) -> dict[str, object]:
+        return {"exported": self.members, "format": self.format, "out": self.out}
+
+
 def export_members(
     session: Session,
     *,
@@ -58,12 +72,13 @@ def export_members(
     agent: str,
     excel: bool = False,
     status: str | None = None,
-    destination: str | None = None,
+    path: str | None = None,
     on_progress: Callable[[int], None] = _ignore,
     clock: Clock = system_clock,
-) -> int:
-    """Write the members (all, or those with `status`) to `out` in NIR order; return the count.
-    `out` is text for CSV (`excel`: for French Excel) and JSON Lines, binary for XLSX.
+) -> Exported:
+    """Write the members (all, or those with `status`) to `out` in NIR order: the file at
+    `path`, or standard output when None. `out` is text for CSV (`excel`: for French Excel)
+    and JSON Lines, binary for XLSX.
 
     Only EXPORT_COLUMNS are read from the database, so no PIN hash can leak into a file. The
     export is audited as a bulk run (docs/audit.md): a bulk read of personal data is worth
@@ -79,7 +94,7 @@ def export_members(
         format=fmt.lower(),
         excel=excel,
         status=status,
-        destination=destination,
+        destination=path or "stdout",
     )
     with transaction(session):
         run.start(session)
@@ -111,7 +126,7 @@ def export_members(
             _close(session, run, writer.count if writer else 0, outcome="stopped", clock=clock)
         raise
     _close(session, run, writer.count, outcome="ok", clock=clock)
-    return writer.count
+    return Exported(members=writer.count, format=fmt.lower(), out=path)
 
 
 def _close(session: Session, run: RunAudit, written: int, *, outcome: str, clock: Clock) -> None:

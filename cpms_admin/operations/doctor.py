@@ -29,6 +29,15 @@ class Check:
     detail: str
     fix: str | None = None
 
+    def as_json(self) -> dict[str, object]:
+        return {
+            "name": self.name,
+            "ok": self.ok,
+            "detail": self.detail,
+            "fix": self.fix,
+            "status": "ok" if self.ok else "PROBLEM",
+        }
+
 
 def check_database(settings: Settings) -> Check:
     from cpms_admin.db import current_revision, make_engine

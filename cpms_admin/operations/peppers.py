@@ -56,6 +56,16 @@ class PepperUse:
         """Its line can go from the pepper file: nothing would need it any more."""
         return not self.current and not (self.pin_hashes or self.live_codes or self.audit_events)
 
+    def as_json(self) -> dict[str, object]:
+        return {
+            "pepper": self.key_id,
+            "current": self.current,
+            "pin_hashes": self.pin_hashes,
+            "live_codes": self.live_codes,
+            "audit_events": self.audit_events,
+            "removable": self.removable,
+        }
+
 
 @dataclass(frozen=True)
 class Rotation:

@@ -8,7 +8,6 @@ from cpms_admin.agents.roles import Role
 from cpms_admin.cli.context import app_context
 from cpms_admin.cli.options import Reason
 from cpms_admin.cli.output import emit_object, emit_rows
-from cpms_admin.clock import iso
 
 app = typer.Typer(help="Agents and their roles (support, supervisor, admin).", no_args_is_help=True)
 
@@ -55,20 +54,9 @@ def list_(ctx: typer.Context) -> None:
     app_ = app_context(ctx)
     with app_.session(read_only=True) as session:
         agents = registry.list_agents(session)
-    rows = [
-        {
-            "name": agent.name,
-            "role": agent.role,
-            "added_at": iso(agent.added_at),
-            "added_by": agent.added_by,
-            "disabled_at": iso(agent.disabled_at) if agent.disabled_at else None,
-            "disabled_reason": agent.disabled_reason,
-        }
-        for agent in agents
-    ]
     emit_rows(
         app_,
-        rows,
+        [agent.as_json() for agent in agents],
         [
             ("name", "Agent"),
             ("role", "Role"),

@@ -1,6 +1,5 @@
 """`cpms-admin db` (create, migrate and inspect the schema) and `cpms-admin doctor`."""
 
-from dataclasses import asdict
 from typing import Annotated
 
 import typer
@@ -105,14 +104,13 @@ def doctor(ctx: typer.Context) -> None:
 
     app_ = app_context(ctx)
     report = run_checks(app_.settings)
-    rows = [{**asdict(check), "status": "ok" if check.ok else "PROBLEM"} for check in report.checks]
     human = [
-        {**row, "detail": row["detail"] + (f"  -> {row['fix']}" if row["fix"] else "")}
-        for row in rows
+        {**check.as_json(), "detail": check.detail + (f"  -> {check.fix}" if check.fix else "")}
+        for check in report.checks
     ]
     emit_rows(
         app_,
-        rows if app_.json_output else human,
+        [check.as_json() for check in report.checks] if app_.json_output else human,
         [("status", ""), ("name", "Check"), ("detail", "Detail")],
     )
     exit_as(report)

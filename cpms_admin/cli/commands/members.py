@@ -312,7 +312,6 @@ def export(
         )
     if binary and out is None and sys.stdout.isatty():
         raise InvalidInput("an XLSX workbook is binary: give --out FILE.xlsx")
-    destination = str(out) if out else "stdout"
     target: AbstractContextManager[IO[Any]]
     check_status(status)
     app_.check_pepper()
@@ -329,12 +328,12 @@ def export(
             excel=excel,
             agent=app_.agent,
             status=status,
-            destination=destination,
+            path=str(out) if out else None,
             on_progress=progress.update,
             clock=app_.clock,
         )
-    summary = {"exported": exported, "format": fmt.lower(), "out": str(out) if out else None}
+    members = count(exported.members, "member")
     if out is None:  # stdout holds the members: the summary goes to stderr
-        typer.echo(f"Exported {count(exported, 'member')}.", err=True)
+        typer.echo(f"Exported {members}.", err=True)
         return
-    emit_object(app_, summary, [f"Exported {count(exported, 'member')} to {out}."])
+    emit_object(app_, exported.as_json(), [f"Exported {members} to {out}."])

@@ -56,20 +56,9 @@ def status(ctx: typer.Context) -> None:
     load_peppers(app_.settings)  # exit 5 when the pepper at hand is not this database's
     with app_.session() as session:
         uses = peppers.usage(session, now=app_.clock())
-    rows = [
-        {
-            "pepper": use.key_id,
-            "current": use.current,
-            "pin_hashes": use.pin_hashes,
-            "live_codes": use.live_codes,
-            "audit_events": use.audit_events,
-            "removable": use.removable,
-        }
-        for use in uses
-    ]
     emit_rows(
         app_,
-        rows,
+        [use.as_json() for use in uses],
         [
             ("pepper", "Pepper"),
             ("current", "Current"),

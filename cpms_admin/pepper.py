@@ -27,7 +27,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cpms_admin.errors import NotReady
+from cpms_admin.errors import Conflict, NotReady
 from cpms_admin.private_files import fsync_dir, is_teams, is_trusted
 from cpms_admin.settings import Settings
 
@@ -292,7 +292,7 @@ def _allowed_mode(mode: int) -> int:
 def create_pepper_file(path: Path) -> Peppers:
     """A new file holding a new pepper 1; never overwrites an existing file."""
     if path.exists() or path.is_symlink():
-        raise FileExistsError(f"pepper file {path} already exists; refusing to overwrite it")
+        raise Conflict(f"pepper file {path} already exists; refusing to overwrite it")
     write_pepper_file(path, {1: new_secret()})
     return read_peppers_file(path)
 

@@ -27,6 +27,33 @@ class LetterStatus(StrEnum):
     returned = "returned"  # came back undeliverable (NPAI): its code revoked
 
 
+class CancelReason(StrEnum):
+    """Why a letter no longer goes: what `letters batch --dry-run` counts by
+    (`cancelled_by_reason`); `text` is the `status_reason` the cancelled letter keeps."""
+
+    member_closed = "member_closed"
+    has_pin = "has_pin"
+    superseded = "superseded"
+    newer_code = "newer_code"
+    undeliverable = "undeliverable"
+    # Only for a letter being printed (letters/claim.lost_since_claim): it bears the old address.
+    address_changed = "address_changed"
+
+    @property
+    def text(self) -> str:
+        return _CANCEL_TEXT[self]
+
+
+_CANCEL_TEXT = {
+    CancelReason.member_closed: "member closed",
+    CancelReason.has_pin: "welcome letter, but the member already has a PIN",
+    CancelReason.superseded: "superseded by a newer letter",
+    CancelReason.newer_code: "a newer code was issued after it was queued",
+    CancelReason.undeliverable: "the address is flagged undeliverable (a letter came back)",
+    CancelReason.address_changed: "the member's address changed",
+}
+
+
 class BatchStatus(StrEnum):
     running = "running"
     completed = "completed"
@@ -78,9 +105,9 @@ class LetterKind(StrEnum):
 
 
 _KIND_WORDING = {
-    "welcome": "first_access",
-    "security_code": "requested_code",
-    "pin_reset": "pin_reset",
+    LetterKind.welcome: "first_access",
+    LetterKind.security_code: "requested_code",
+    LetterKind.pin_reset: "pin_reset",
 }
 _FIXED_PURPOSE = {LetterKind.welcome: Purpose.first_login, LetterKind.pin_reset: Purpose.pin_reset}
 

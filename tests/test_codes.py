@@ -117,14 +117,14 @@ def test_check_code_spends_a_try_only_when_wrong_and_never_consumes(
         session.commit()
         return result
 
-    assert (check("246810").outcome, check("246810").tries_left) == ("match", 5)
-    assert (check("246811").outcome, check("246811").tries_left) == ("wrong", 3)
-    assert check("246810", pepper=b"another-pepper").outcome == "wrong"
+    assert (check("246810").outcome, check("246810").tries_left) == ("ok", 5)
+    assert (check("246811").outcome, check("246811").tries_left) == ("wrong_code", 3)
+    assert check("246810", pepper=b"another-pepper").outcome == "wrong_code"
     row = check("246810").code
     assert row is not None and codes.consume_code(session, code_id=pk(row), now=clock.now)
     assert not codes.consume_code(session, code_id=pk(row), now=clock.now)
     session.commit()
-    assert check("246810").outcome == "dead"
+    assert check("246810").outcome == "dead_code"
 
 
 def test_purposes_and_channels_are_checked(

@@ -16,7 +16,7 @@ from cpms_admin.credentials.code_hash import (
     hash_code,
     verify_code,
 )
-from cpms_admin.errors import InvalidInput, NotReady
+from cpms_admin.errors import Conflict, InvalidInput, NotReady
 from cpms_admin.pepper import (
     PEPPER_FILE_NAME,
     create_pepper_file,
@@ -99,7 +99,7 @@ def test_pepper_file_is_never_overwritten(tmp_path: Path) -> None:
     path = tmp_path / "pepper"
     create_pepper_file(path)
     before = path.read_bytes()
-    with pytest.raises(FileExistsError):
+    with pytest.raises(Conflict):
         create_pepper_file(path)
     assert path.read_bytes() == before
 

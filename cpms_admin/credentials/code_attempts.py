@@ -72,20 +72,18 @@ def try_code(
         check = codes.check_code(
             session, live=live, used=used, code=code, pepper=pepper, settings=settings
         )
-        if check.outcome == "match" and member is not None:
+        if check.outcome == PortalReason.ok and member is not None:
             return Attempt(
                 True, PortalReason.ok, counters, subject=subject, guessed="code"
             ), check.code
-        if check.outcome == "used" and check.code is not None:  # typed again: not a guess
-            used_again = PortalReason.code_used
+        used_again = PortalReason.code_used
+        if check.outcome == used_again and check.code is not None:  # typed again: not a guess
             audit_attempt(
                 session, subject=subject, action=action, outcome=used_again, now=now,
                 code_id=check.code.id,
             )  # fmt: skip
             return Attempt(False, used_again, counters, subject=subject, guessed="code"), None
-        reason = (
-            PortalReason.unknown_member if member is None else PortalReason(f"{check.outcome}_code")
-        )
+        reason = PortalReason.unknown_member if member is None else check.outcome
         if opened:  # the account stays locked; the code's tries count, not the budget
             audit_attempt(
                 session, subject=subject, action=action, outcome=reason, now=now, agent_code=True

@@ -21,7 +21,7 @@ from cpms_admin.french import PARIS, paris_time
 from cpms_admin.models import SecurityCode, pk
 from cpms_admin.pepper import Peppers, as_peppers, tagged
 from cpms_admin.settings import Settings
-from cpms_admin.vocabulary import Asker, Channel, CodeStatus, Purpose
+from cpms_admin.vocabulary import Asker, Channel, CodeStatus, PortalReason, Purpose
 
 # Compared against when there is no live code, so a check costs the same either way.
 _DUMMY_HASH = "0000000000000000$" + "0" * 64  # tagged with the current pepper's id
@@ -37,11 +37,11 @@ class IssuedCode:
 
 @dataclass(frozen=True)
 class CodeCheck:
-    """`match` (the live code, not consumed yet), `wrong` (a try was spent), `used` (the
-    code the member already used, typed again: no try spent) or `dead` (no live code:
-    none issued, expired, used, revoked, or killed by this try)."""
+    """`ok` (the live code, not consumed yet), `wrong_code` (a try was spent), `code_used`
+    (the code the member already used, typed again: no try spent) or `dead_code` (no live
+    code: none issued, expired, used, revoked, or killed by this try)."""
 
-    outcome: str
+    outcome: PortalReason
     code: SecurityCode | None = None
     tries_left: int | None = None
 
@@ -324,11 +324,11 @@ def check_code(
     live_matches = matches(code, row, pepper)
     used_matches = matches(code, used, pepper)
     if live_matches and row is not None:
-        return CodeCheck("match", row, settings.code_max_tries - row.failed_tries)
+        return CodeCheck(PortalReason.ok, row, settings.code_max_tries - row.failed_tries)
     if used_matches:
-        return CodeCheck("used", used)
+        return CodeCheck(PortalReason.code_used, used)
     if row is None:
-        return CodeCheck("dead")
+        return CodeCheck(PortalReason.dead_code)
     tries = session.exec(
         update(SecurityCode)
         .where(col(SecurityCode.id) == pk(row))
@@ -339,7 +339,7 @@ def check_code(
     if left == 0:
         revoke_code(session, code_id=pk(row))
     session.refresh(row)
-    return CodeCheck("wrong", row, left)
+    return CodeCheck(PortalReason.wrong_code, row, left)
 
 
 def consume_code(session: Session, *, code_id: int, now: datetime) -> bool:

@@ -37,8 +37,6 @@ from cpms_admin.english import count
 from cpms_admin.errors import Conflict, CpmsError, InvalidInput, RunFailed
 from cpms_admin.faults import failpoint
 from cpms_admin.letters.claim import (
-    ADDRESS_CHANGED,
-    REASONS,
     DryRun,
     claim_letters,
     dry_run_counts,
@@ -55,7 +53,7 @@ from cpms_admin.models import Letter, LetterBatch, Member
 from cpms_admin.pepper import Peppers, load_peppers
 from cpms_admin.private_files import describe_entry, fsync_dir, private_dir
 from cpms_admin.settings import Settings
-from cpms_admin.vocabulary import BatchStatus, LetterStatus
+from cpms_admin.vocabulary import BatchStatus, CancelReason, LetterStatus
 
 POOL_FROM = 4  # chunks: below this, starting worker processes costs more than it saves
 SUPERSEDED_WHILE_PRINTING = "its code was superseded by a newer one given while it was printed"
@@ -387,10 +385,11 @@ def _lost_while_printing(
         if letter_id not in rendered.failed
     }
     why = {
-        letter_id: LOST_WHILE_PRINTING.format(REASONS[key])
-        for letter_id, key in sorted(lost.items())
+        letter_id: LOST_WHILE_PRINTING.format(key.text) for letter_id, key in sorted(lost.items())
     }
-    return why, sorted(letter_id for letter_id, key in lost.items() if key == ADDRESS_CHANGED)
+    return why, sorted(
+        letter_id for letter_id, key in lost.items() if key == CancelReason.address_changed
+    )
 
 
 def _complete(

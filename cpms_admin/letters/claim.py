@@ -28,20 +28,10 @@ from cpms_admin.french import agent_time
 from cpms_admin.letters.guard import RunGuard
 from cpms_admin.members.postal import delivery_lines, same_destination
 from cpms_admin.models import Account, Letter, LetterBatch, Member, SecurityCode, pk
-from cpms_admin.vocabulary import BatchStatus, LetterKind, LetterStatus, MemberStatus
+from cpms_admin.vocabulary import BatchStatus, CancelReason, LetterKind, LetterStatus, MemberStatus
 
-ADDRESS_CHANGED = "address_changed"  # a REASONS key: see lost_since_claim
 LIVE_LETTER = (LetterStatus.pending, LetterStatus.claimed, LetterStatus.printed)
 IN_CHUNK = 500  # ids per IN (...) list: well under every engine's parameter limit
-REASONS = {
-    "member_closed": "member closed",
-    "has_pin": "welcome letter, but the member already has a PIN",
-    "superseded": "superseded by a newer letter",
-    "newer_code": "a newer code was issued after it was queued",
-    "undeliverable": "the address is flagged undeliverable (a letter came back)",
-    # Only for a letter being printed (lost_since_claim): it bears the address before.
-    ADDRESS_CHANGED: "the member's address changed",
-}
 
 
 @dataclass(frozen=True)
@@ -53,7 +43,7 @@ class Queued:
 
 @dataclass(frozen=True)
 class Moot:
-    key: str  # one of REASONS
+    key: CancelReason
     detail: str  # the letter's status_reason
 
 
@@ -137,28 +127,29 @@ def moot_among(session: Session, which: ColumnElement[bool], *, now: datetime) -
         )
     ).all()
     for letter_id, made in codes:
-        found[_id(letter_id)] = Moot("newer_code", f"{REASONS['newer_code']} ({agent_time(made)})")
+        reason = CancelReason.newer_code
+        found[_id(letter_id)] = Moot(reason, f"{reason.text} ({agent_time(made)})")
     for letter_id, newer_id in newest:
-        found[_id(letter_id)] = Moot("superseded", f"superseded by letter #{newer_id}")
+        found[_id(letter_id)] = Moot(CancelReason.superseded, f"superseded by letter #{newer_id}")
     for letter_id, kind, status, undeliverable_at, pin_hash in states:
         if kind == LetterKind.welcome and pin_hash is not None:
-            found[_id(letter_id)] = Moot("has_pin", REASONS["has_pin"])
+            found[_id(letter_id)] = Moot(CancelReason.has_pin, CancelReason.has_pin.text)
         if (key := _unreachable(status, undeliverable_at)) is not None:
-            found[_id(letter_id)] = Moot(key, REASONS[key])
+            found[_id(letter_id)] = Moot(key, key.text)
     return found
 
 
-def _unreachable(status: str, undeliverable_at: datetime | None) -> str | None:
-    """The REASONS key when no letter may go to the member now (closed before flagged)."""
+def _unreachable(status: str, undeliverable_at: datetime | None) -> CancelReason | None:
+    """Why no letter may go to the member now, if none may (closed before flagged)."""
     if status == MemberStatus.closed:
-        return "member_closed"
-    return None if undeliverable_at is None else "undeliverable"
+        return CancelReason.member_closed
+    return None if undeliverable_at is None else CancelReason.undeliverable
 
 
 def lost_since_claim(
     session: Session, *, batch_id: int, printed_to: Mapping[int, tuple[str, ...]]
-) -> dict[int, str]:
-    """Letter id -> the REASONS key, for the letters the running batch `batch_id` holds whose
+) -> dict[int, CancelReason]:
+    """Letter id -> why it no longer goes, for the letters the running batch `batch_id` holds whose
     member was closed, whose address was flagged undeliverable, or whose address is no longer
     where the letter printed goes (`printed_to`: the lines below the name; `same_destination`)
     since the claim: they are in the
@@ -172,14 +163,14 @@ def lost_since_claim(
         .where(col(Letter.batch_id) == batch_id, col(Letter.status) == LetterStatus.claimed)
         .with_for_update(read=True, of=Member)
     ).all()
-    lost = {}
+    lost: dict[int, CancelReason] = {}
     for letter_id, member in rows:
         if letter_id is None or letter_id not in printed_to:  # failed: in no file
             continue
         if (key := _unreachable(member.status, member.undeliverable_at)) is not None:
             lost[letter_id] = key
         elif not same_destination(delivery_lines(member), printed_to[letter_id]):
-            lost[letter_id] = ADDRESS_CHANGED
+            lost[letter_id] = CancelReason.address_changed
     return lost
 
 
@@ -290,7 +281,7 @@ class DryRun:
     """What a run would do now: `letters batch --dry-run`."""
 
     pending: int
-    cancelled_by_reason: dict[str, int]  # the REASONS keys
+    cancelled_by_reason: dict[str, int]  # by CancelReason
     would_print: int
 
     @property

@@ -19,11 +19,11 @@ from sqlmodel import Session, col, select
 
 from cpms_admin import audit
 from cpms_admin.credentials.codes import revoke_printed
-from cpms_admin.letters.claim import ADDRESS_CHANGED, REASONS, chunks, moot_reasons
+from cpms_admin.letters.claim import chunks, moot_reasons
 from cpms_admin.members.postal import delivery_lines, same_lines
 from cpms_admin.models import Letter, Member, SecurityCode, pk
 from cpms_admin.pepper import Peppers
-from cpms_admin.vocabulary import CodeStatus, LetterStatus
+from cpms_admin.vocabulary import CancelReason, CodeStatus, LetterStatus
 
 LOST_WHILE_PRINTING = "{} while it was printed: its code does not work; pull it from the print run"
 MOVED_SINCE_PRINTED = "the member's address changed since it was printed: its code does not work"
@@ -31,7 +31,10 @@ FLAGGED_SINCE_PRINTED = (
     "the address was found undeliverable since it was printed: its code does not work"
 )
 # What a letter that bore an address the member has left says of itself (`bore_other_address`).
-_BORE_OLD_ADDRESS = (LOST_WHILE_PRINTING.format(REASONS[ADDRESS_CHANGED]), MOVED_SINCE_PRINTED)
+_BORE_OLD_ADDRESS = (
+    LOST_WHILE_PRINTING.format(CancelReason.address_changed.text),
+    MOVED_SINCE_PRINTED,
+)
 
 
 def bore_other_address(letter: Letter, member: Member, peppers: Peppers) -> bool:

@@ -43,7 +43,7 @@ from cpms_admin.models import Account, Member, OutgoingMail, pk
 from cpms_admin.pepper import load_peppers
 from cpms_admin.private_files import MAIL_LOCK, hold_run_lock
 from cpms_admin.settings import Settings
-from cpms_admin.vocabulary import Channel, MailStatus, MemberStatus
+from cpms_admin.vocabulary import CancelReason, Channel, MailStatus, MemberStatus
 
 MAX_ATTEMPTS = 5
 STOP_AFTER = 5
@@ -98,7 +98,7 @@ def _no_longer_needed(
     session: Session, mail: OutgoingMail, member: Member, now: datetime
 ) -> str | None:
     if member.status != MemberStatus.active:
-        return "member closed"
+        return CancelReason.member_closed.text
     if not member.email:
         return "no e-mail address"
     # This e-mail's own code, made by a run killed before it could mark the e-mail sent, may

@@ -33,7 +33,14 @@ from cpms_admin.members.search import (
     search_values,
 )
 from cpms_admin.models import Account, Letter, Member, SecurityCode, pk
-from cpms_admin.vocabulary import AccountState, CodeStatus, LetterKind, LetterStatus, MemberStatus
+from cpms_admin.vocabulary import (
+    AccountState,
+    CancelReason,
+    CodeStatus,
+    LetterKind,
+    LetterStatus,
+    MemberStatus,
+)
 
 _MEMBER = SQLModel.metadata.tables["member"]
 _ACCOUNT = SQLModel.metadata.tables["account"]
@@ -343,7 +350,7 @@ def close_member(
             )  # fmt: skip
             return MemberClose(member, changed=False)
         member.status, member.closed_reason, member.closed_at, member.updated_at = (
-            "closed",
+            MemberStatus.closed,
             why,
             now,
             now,
@@ -352,7 +359,7 @@ def close_member(
         cancelled = session.exec(
             update(Letter)
             .where(col(Letter.member_id) == pk(member), col(Letter.status) == LetterStatus.pending)
-            .values(status=LetterStatus.cancelled, status_reason="member closed")
+            .values(status=LetterStatus.cancelled, status_reason=CancelReason.member_closed.text)
             .returning(col(Letter.id))
         ).scalars()
         audit.record(

@@ -185,6 +185,23 @@ class PortalReason(StrEnum):
     undeliverable = "undeliverable"  # by post only, and a letter came back from the address
 
 
+class PinSecret(StrEnum):
+    """What the secret typed to set a PIN is (`portal set-pin --using`): the portal knows which
+    form the member filled in."""
+
+    auto = "auto"  # QA: the code when the member has a live one, else the current PIN
+    code = "code"  # the one-time code
+    pin = "pin"  # the current PIN
+
+
+class PinChange(StrEnum):
+    """How a PIN came to change, as its audit event and the member's notice e-mail say."""
+
+    set = "set"  # a first PIN, with a first-login code
+    reset = "reset"  # a new PIN with a code, after a reset or a forgotten PIN
+    changed = "changed"  # a new PIN with the current one
+
+
 class PinWeakness(StrEnum):
     """Why a PIN is refused as too easy to guess; the value is the agent's sentence."""
 

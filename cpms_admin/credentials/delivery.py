@@ -27,7 +27,7 @@ from cpms_admin.members.nir import mask_nir
 from cpms_admin.models import Letter, Member, pk
 from cpms_admin.pepper import load_peppers
 from cpms_admin.settings import Settings
-from cpms_admin.vocabulary import Channel, ChannelChoice, LetterStatus
+from cpms_admin.vocabulary import Channel, ChannelChoice, LetterStatus, PinChange
 
 log = logging.getLogger(__name__)
 
@@ -277,7 +277,7 @@ def _revoke_unsent(
 def notify_pin_changed(
     *,
     member: Member,
-    how: str,
+    how: PinChange,
     changed_at: datetime,
     settings: Settings,
     transport: Transport | None = None,

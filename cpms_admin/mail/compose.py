@@ -17,17 +17,23 @@ from typing import TYPE_CHECKING, Any
 from cpms_admin.errors import BadAddress, NotReady
 from cpms_admin.french import french_date, paris_time
 from cpms_admin.settings import Settings, templates_dir
-from cpms_admin.vocabulary import Asker, Purpose
+from cpms_admin.vocabulary import Asker, PinChange, Purpose
 
 if TYPE_CHECKING:
     import jinja2
 
 _TITLES = {"M": "Monsieur", "MME": "Madame"}
 _CODE_SUBJECTS = {
-    "first_login": "Votre code de sécurité pour votre première connexion à l'Espace Adhérent CPMS",
-    "pin_reset": "Votre code de sécurité pour l'Espace Adhérent CPMS",
+    Purpose.first_login: (
+        "Votre code de sécurité pour votre première connexion à l'Espace Adhérent CPMS"
+    ),
+    Purpose.pin_reset: "Votre code de sécurité pour l'Espace Adhérent CPMS",
 }
-_PIN_CHANGES = {"set": "créé", "changed": "modifié", "reset": "réinitialisé"}
+_PIN_CHANGES = {
+    PinChange.set: "créé",
+    PinChange.changed: "modifié",
+    PinChange.reset: "réinitialisé",
+}
 
 
 @functools.cache
@@ -138,7 +144,7 @@ def security_code_message(
         settings=settings,
         to=to,
         display_name=f"{first_name} {last_name}",
-        subject=_CODE_SUBJECTS[purpose],
+        subject=_CODE_SUBJECTS[Purpose(purpose)],
         template="security_code",
         context={
             "salutation": _salutation(
@@ -161,11 +167,9 @@ def pin_changed_message(
     last_name: str,
     civility: str | None,
     changed_at: datetime,
-    how: str,
+    how: PinChange,
 ) -> EmailMessage:
     """The notice sent after a PIN is set, changed or reset; it holds no secret."""
-    if how not in _PIN_CHANGES:
-        raise ValueError(f"unknown PIN change {how!r}")
     when = paris_time(changed_at)
     return _message(
         settings=settings,

@@ -15,7 +15,6 @@ PIN, so its answers do tell a member with a live code apart.
 
 from dataclasses import replace
 from datetime import datetime
-from typing import Literal
 
 from sqlalchemy import update
 from sqlmodel import Session, col, select
@@ -36,9 +35,14 @@ from cpms_admin.models import Account, SecurityCode, pk
 from cpms_admin.portal import answers
 from cpms_admin.portal.answers import PortalResult, attempt_result
 from cpms_admin.settings import Settings
-from cpms_admin.vocabulary import CodeStatus, MemberStatus, PortalReason, Purpose
-
-Using = Literal["auto", "code", "pin"]
+from cpms_admin.vocabulary import (
+    CodeStatus,
+    MemberStatus,
+    PinChange,
+    PinSecret,
+    PortalReason,
+    Purpose,
+)
 
 
 def set_pin(
@@ -48,7 +52,7 @@ def set_pin(
     secret: str,
     new_pin: str,
     confirmation: str,
-    using: Using,
+    using: PinSecret,
     captcha_ok: bool = False,
     settings: Settings,
     clock: Clock,
@@ -70,13 +74,13 @@ def set_pin(
     if weakness is not None:
         return PortalResult(False, PortalReason.weak_pin, answers.weak_pin(weakness))
     now = clock()
-    if using != "pin":
+    if using != PinSecret.pin:
         result = _with_code(
             session,
             nir=compact,
             code=secret,
             new_pin=new_pin,
-            fall_back=using == "auto",
+            fall_back=using == PinSecret.auto,
             captcha_ok=captcha_ok,
             settings=settings,
             now=now,
@@ -183,7 +187,11 @@ def _save_pin(
             )
             return reason
         failpoint("portal.code_consumed")
-        how = "reset" if account.pin_hash or live.purpose == Purpose.pin_reset else "set"
+        how = (
+            PinChange.reset
+            if account.pin_hash or live.purpose == Purpose.pin_reset
+            else PinChange.set
+        )
         lifted = account.hard_locked_at is not None or account.failed_attempts > 0
         session.exec(
             update(Account)
@@ -236,12 +244,12 @@ def _with_current_pin(
         settings=settings,
         now=now,
         changes=lambda _: {"pin_hash": pin_hasher(settings).hash(new_pin), "pin_set_at": now},
-        success_details=lambda: {"how": "changed"},
+        success_details=lambda: {"how": PinChange.changed},
     )
     if not attempt.ok or attempt.subject is None or attempt.subject.member is None:
         return attempt_result(attempt, settings=settings, now=now)
     member = attempt.subject.member
     delivery.notify_pin_changed(
-        member=member, how="changed", changed_at=now, settings=settings, transport=transport
+        member=member, how=PinChange.changed, changed_at=now, settings=settings, transport=transport
     )
     return PortalResult(True, PortalReason.ok, answers.PIN_SAVED)

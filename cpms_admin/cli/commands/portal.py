@@ -5,7 +5,6 @@ never from arguments, and never printed.
 """
 
 import sys
-from enum import StrEnum
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -14,6 +13,7 @@ from cpms_admin.cli.context import AppContext, app_context
 from cpms_admin.cli.output import exit_as, print_json, warn
 from cpms_admin.english import count
 from cpms_admin.errors import CpmsError, InvalidInput
+from cpms_admin.vocabulary import PinSecret
 
 if TYPE_CHECKING:
     from cpms_admin.portal.answers import PortalResult
@@ -27,12 +27,6 @@ Nir = Annotated[str, typer.Argument(help="Social security number (spaces, dots a
 CaptchaOk = Annotated[
     bool, typer.Option("--captcha-ok", help="The member solved the CAPTCHA the portal showed.")
 ]
-
-
-class Using(StrEnum):
-    auto = "auto"
-    code = "code"
-    pin = "pin"
 
 
 def read_secrets(app_: AppContext, *names: str) -> list[str]:
@@ -123,13 +117,13 @@ def set_pin(
     ctx: typer.Context,
     nir: Nir,
     using: Annotated[
-        Using,
+        PinSecret,
         typer.Option(
             "--with",
             help="What line 1 is: the one-time code, the current PIN, or auto "
             "(the code when one is live; QA only: its answers tell members apart).",
         ),
-    ] = Using.auto,
+    ] = PinSecret.auto,
     captcha_ok: CaptchaOk = False,
 ) -> None:
     """Set a new PIN. Stdin: the one-time code or current PIN, the new PIN, the new PIN again.
@@ -152,7 +146,7 @@ def set_pin(
             secret=secret,
             new_pin=new_pin,
             confirmation=confirmation,
-            using=using.value,
+            using=using,
             captcha_ok=captcha_ok,
             settings=app_.settings,
             clock=app_.clock,

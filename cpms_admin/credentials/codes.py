@@ -104,15 +104,24 @@ def revoke_pending(
     return list(session.exec(statement).scalars())
 
 
+def live_at(now: datetime, *, per_member: bool = False) -> ColumnElement[bool]:
+    """A code that still works at `now`: pending and unexpired. `per_member`: asked of given
+    members, whose codes are found through the member_id index rather than the status index
+    (`db.unindexed`)."""
+    status = unindexed(SecurityCode.status) if per_member else col(SecurityCode.status)
+    return and_(status == CodeStatus.pending, col(SecurityCode.expires_at) > now)
+
+
+def is_live(code: SecurityCode, now: datetime) -> bool:
+    """`live_at`, of a code already read."""
+    return code.status == CodeStatus.pending and code.expires_at > now
+
+
 def still_counts(now: datetime) -> ColumnElement[bool]:
-    """A code that supersedes those made before it: used, or pending and unexpired at `now`.
-    Always asked of given members: their codes are found through the member_id index, never
-    through the status index (`db.unindexed`), which would read every used code."""
-    status = unindexed(SecurityCode.status)
-    return or_(
-        status == CodeStatus.used,
-        and_(status == CodeStatus.pending, col(SecurityCode.expires_at) > now),
-    )
+    """A code that supersedes those made before it: used, or live at `now`. Always asked of
+    given members: their codes are found through the member_id index, never through the
+    status index (`db.unindexed`), which would read every used code."""
+    return or_(unindexed(SecurityCode.status) == CodeStatus.used, live_at(now, per_member=True))
 
 
 def revoke_printed(session: Session, letters: Sequence[int] | SelectOfScalar[Any]) -> int:
@@ -260,11 +269,7 @@ def _live(member_id: int, now: datetime) -> SelectOfScalar[SecurityCode]:
     its codes some time after making them)."""
     return (
         select(SecurityCode)
-        .where(
-            col(SecurityCode.member_id) == member_id,
-            col(SecurityCode.status) == CodeStatus.pending,
-            col(SecurityCode.expires_at) > now,
-        )
+        .where(col(SecurityCode.member_id) == member_id, live_at(now))
         .order_by(col(SecurityCode.created_at).desc(), col(SecurityCode.id).desc())
     )
 
@@ -346,11 +351,7 @@ def consume_code(session: Session, *, code_id: int, now: datetime) -> bool:
     """Mark the code used if it is still live (True); single use even under concurrency."""
     statement = (
         update(SecurityCode)
-        .where(
-            col(SecurityCode.id) == code_id,
-            col(SecurityCode.status) == CodeStatus.pending,
-            col(SecurityCode.expires_at) > now,
-        )
+        .where(col(SecurityCode.id) == code_id, live_at(now))
         .values(status=CodeStatus.used, used_at=now)
         .returning(col(SecurityCode.id))
     )

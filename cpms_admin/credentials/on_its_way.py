@@ -9,9 +9,10 @@ from sqlalchemy import ColumnElement, and_, exists, or_, select
 from sqlmodel import Session, col
 
 from cpms_admin.audit import PORTAL
+from cpms_admin.credentials.codes import live_at
 from cpms_admin.db import unindexed
 from cpms_admin.models import Letter, OutgoingMail, SecurityCode
-from cpms_admin.vocabulary import Channel, CodeStatus, LetterStatus, MailStatus
+from cpms_admin.vocabulary import Channel, LetterStatus, MailStatus
 
 LETTER_ON_ITS_WAY = "a letter is already on its way"
 CODE_ON_ITS_WAY = "a code is already on its way"
@@ -49,11 +50,7 @@ def code_on_its_way(
     """A live code (say in a letter in the post). `asked_by_member`: only a postal one (an
     e-mail code is what they ask again for when it did not come). `except_code_id`: one the
     caller knows may never have reached the member."""
-    live = exists().where(
-        col(SecurityCode.member_id) == member_id,
-        unindexed(SecurityCode.status) == CodeStatus.pending,
-        col(SecurityCode.expires_at) > now,
-    )
+    live = exists().where(col(SecurityCode.member_id) == member_id, live_at(now, per_member=True))
     if asked_by_member:
         live = live.where(col(SecurityCode.channel) == Channel.post)
     if except_code_id is not None:

@@ -18,12 +18,12 @@ from sqlalchemy import update
 from sqlmodel import Session, col, select
 
 from cpms_admin import audit
-from cpms_admin.credentials.codes import revoke_printed
+from cpms_admin.credentials.codes import live_at, revoke_printed
 from cpms_admin.letters.claim import chunks, moot_reasons
 from cpms_admin.members.postal import delivery_lines, same_lines
 from cpms_admin.models import Letter, Member, SecurityCode, pk
 from cpms_admin.pepper import Peppers
-from cpms_admin.vocabulary import CancelReason, CodeStatus, LetterStatus
+from cpms_admin.vocabulary import CancelReason, LetterStatus
 
 LOST_WHILE_PRINTING = "{} while it was printed: its code does not work; pull it from the print run"
 MOVED_SINCE_PRINTED = "the member's address changed since it was printed: its code does not work"
@@ -87,8 +87,7 @@ def on_their_way(session: Session, member_ids: Sequence[int], *, now: datetime) 
             .where(
                 col(Letter.member_id).in_(ids),
                 col(Letter.status) == LetterStatus.printed,
-                col(SecurityCode.status) == CodeStatus.pending,
-                col(SecurityCode.expires_at) > now,  # an expired code works nowhere
+                live_at(now),  # an expired code works nowhere
             )
             .order_by(col(Letter.id))
         )

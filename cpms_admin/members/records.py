@@ -13,7 +13,7 @@ from sqlmodel.sql.expression import SelectOfScalar
 
 from cpms_admin import audit
 from cpms_admin.clock import Clock, iso, system_clock
-from cpms_admin.credentials.codes import revoke_pending
+from cpms_admin.credentials.codes import live_at, revoke_pending
 from cpms_admin.credentials.lockout import account_state
 from cpms_admin.db import Page, fetch_page, stated, transaction, unindexed
 from cpms_admin.db_insert import insert_rows, take_ids
@@ -36,7 +36,6 @@ from cpms_admin.models import Account, Letter, Member, SecurityCode, pk
 from cpms_admin.vocabulary import (
     AccountState,
     CancelReason,
-    CodeStatus,
     LetterKind,
     LetterStatus,
     MemberStatus,
@@ -498,8 +497,7 @@ def member_views(
         select(SecurityCode)
         .where(
             col(SecurityCode.member_id).in_(ids),
-            unindexed(SecurityCode.status) == CodeStatus.pending,  # by member (db.unindexed)
-            col(SecurityCode.expires_at) > now,
+            live_at(now, per_member=True),
         )
         .order_by(col(SecurityCode.id))
     ):

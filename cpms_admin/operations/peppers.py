@@ -20,6 +20,7 @@ from sqlmodel import Session, col, select
 from cpms_admin import audit
 from cpms_admin.audit_chain.seal import use_keys
 from cpms_admin.clock import Clock
+from cpms_admin.credentials.codes import live_at
 from cpms_admin.credentials.legacy import LEGACY_PREFIX, fits_sealed, seal_legacy_hash
 from cpms_admin.db import transaction
 from cpms_admin.errors import NotReady
@@ -35,7 +36,6 @@ from cpms_admin.pepper import (
     write_pepper_file,
 )
 from cpms_admin.settings import Settings
-from cpms_admin.vocabulary import CodeStatus
 
 UNSEALED = LEGACY_PREFIX + "$"  # an imported hash stored as it came (before 3 December)
 
@@ -216,8 +216,7 @@ def usage(session: Session, *, now: datetime) -> list[PepperUse]:
             .select_from(SecurityCode)
             .where(
                 code,
-                col(SecurityCode.status) == CodeStatus.pending,
-                col(SecurityCode.expires_at) > now,
+                live_at(now),
             )
         ).one()
         found.append(

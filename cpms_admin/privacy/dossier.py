@@ -26,6 +26,7 @@ from sqlmodel import Session, col, select
 
 from cpms_admin import audit
 from cpms_admin.clock import Clock, iso
+from cpms_admin.credentials.codes import is_live
 from cpms_admin.db import transaction
 from cpms_admin.errors import Conflict, InvalidInput
 from cpms_admin.members.records import account_view, get_account, get_member, member_summary
@@ -61,7 +62,7 @@ def _who(agent: str | None) -> str | None:
 
 def _code_state(code: SecurityCode, now: datetime) -> str:
     if code.status == CodeStatus.pending:
-        return "live" if code.expires_at > now else "expired"
+        return "live" if is_live(code, now) else "expired"
     return code.status
 
 

@@ -29,6 +29,7 @@ from pathlib import Path
 from sqlalchemy import ScalarSelect, func, or_, update
 from sqlmodel import col, select
 
+from cpms_admin.credentials.codes import live_at
 from cpms_admin.db import transaction
 from cpms_admin.errors import InvalidInput
 from cpms_admin.faults import failpoint
@@ -36,7 +37,7 @@ from cpms_admin.letters.files import published_dir, staging_dir
 from cpms_admin.models import Letter, LetterBatch, SecurityCode
 from cpms_admin.privacy.retention import Found, Rule, Scope, record_category
 from cpms_admin.private_files import describe_entry, directory_fd, is_teams
-from cpms_admin.vocabulary import BatchStatus, CodeStatus, RetentionCategory
+from cpms_admin.vocabulary import BatchStatus, RetentionCategory
 
 MAIL_RULE = Rule("written more than {days} ago", "retention_mail_files_days")
 BATCH_RULE = Rule(
@@ -157,8 +158,7 @@ def _live_codes(now: datetime) -> ScalarSelect[int]:
         .join(Letter, col(Letter.id) == col(SecurityCode.letter_id))
         .where(
             col(Letter.batch_id) == col(LetterBatch.id),
-            col(SecurityCode.status) == CodeStatus.pending,
-            col(SecurityCode.expires_at) > now,
+            live_at(now),
         )
         .scalar_subquery()
     )

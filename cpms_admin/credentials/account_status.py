@@ -18,6 +18,7 @@ from cpms_admin.credentials.pins import LEGACY_PREFIX
 from cpms_admin.english import agree, count
 from cpms_admin.french import agent_time
 from cpms_admin.letters.claim import moot_reasons
+from cpms_admin.letters.queue import letters_of
 from cpms_admin.members import undeliverable
 from cpms_admin.members.records import get_account, get_member
 from cpms_admin.models import Account, Letter, Member, OutgoingMail, SecurityCode, pk
@@ -119,19 +120,11 @@ def account_status(
         code,
         max(settings.code_max_tries - code.failed_tries, 0) if code else 0,
         _pending_letters(session, pk(member), now),
-        _letters(session, pk(member), LetterStatus.claimed),
+        letters_of(session, member_id=pk(member), status=LetterStatus.claimed),
         _queued_emails(session, pk(member)),
     )
     findings, fix = diagnose(status, settings=settings, now=now)
     return replace(status, diagnosis=findings, fix=fix)
-
-
-def _letters(session: Session, member_id: int, status: LetterStatus) -> Sequence[Letter]:
-    return session.exec(
-        select(Letter)
-        .where(Letter.member_id == member_id, Letter.status == status)
-        .order_by(col(Letter.id))
-    ).all()
 
 
 def _queued_emails(session: Session, member_id: int) -> Sequence[OutgoingMail]:
@@ -143,7 +136,7 @@ def _queued_emails(session: Session, member_id: int) -> Sequence[OutgoingMail]:
 
 
 def _pending_letters(session: Session, member_id: int, now: datetime) -> list[PendingLetter]:
-    letters = _letters(session, member_id, LetterStatus.pending)
+    letters = letters_of(session, member_id=member_id)
     moot = moot_reasons(session, [pk(letter) for letter in letters], now=now)
     return [
         PendingLetter(letter, moot[pk(letter)].detail if pk(letter) in moot else None)

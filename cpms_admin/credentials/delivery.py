@@ -13,21 +13,21 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlmodel import Session, col, select
+from sqlmodel import Session
 
 from cpms_admin import audit
 from cpms_admin.clock import Clock, iso
 from cpms_admin.credentials import codes
 from cpms_admin.db import transaction
 from cpms_admin.errors import CpmsError, MailError, Refused
-from cpms_admin.letters.queue import queue_letter
+from cpms_admin.letters.queue import letters_of, queue_letter
 from cpms_admin.mail.transport import Transport
 from cpms_admin.members import undeliverable
 from cpms_admin.members.nir import mask_nir
-from cpms_admin.models import Letter, Member, pk
-from cpms_admin.pepper import load_peppers
+from cpms_admin.models import Member, pk
+from cpms_admin.pepper import Peppers, load_peppers
 from cpms_admin.settings import Settings
-from cpms_admin.vocabulary import Channel, ChannelChoice, LetterStatus, PinChange
+from cpms_admin.vocabulary import Channel, ChannelChoice, PinChange
 
 log = logging.getLogger(__name__)
 
@@ -86,28 +86,18 @@ def _prepare_code(
     waiting to be printed, so repeated requests do not print several letters; a letter for
     another purpose is superseded by the new one at print time). Does not commit."""
     if channel == Channel.email:
-        issued = codes.issue_code(
+        issued = issue_email_code(
             session,
             member_id=pk(member),
             purpose=purpose,
-            channel=Channel.email,
-            pepper=load_peppers(settings),
-            now=now,
-            settings=settings,
             requested_by=agent,
-            supersede=False,  # the older codes go once this one was sent (`email_code`)
+            pepper=load_peppers(settings),
+            settings=settings,
+            now=now,
         )
         return CodeDelivery(member.nir, Channel.email, purpose, issued=issued)
     undeliverable.refuse_if_flagged(member)  # a letter came back from this address
-    waiting = session.exec(
-        select(Letter)
-        .where(
-            Letter.member_id == pk(member),
-            Letter.status == LetterStatus.pending,
-            Letter.purpose == purpose,
-        )
-        .order_by(col(Letter.id))
-    ).first()
+    waiting = next(iter(letters_of(session, member_id=pk(member), purpose=purpose)), None)
     if waiting is not None:
         if agent != audit.PORTAL:
             waiting.requested_by = agent  # an agent asked for it now: it is theirs to print
@@ -206,6 +196,31 @@ def _email_for_agent(
             f"{exc}; the new security code was revoked.{still_done} Send one by post: "
             f'cpms-admin code issue {member.nir} --channel post --reason "e-mail failed"'
         ) from None
+
+
+def issue_email_code(
+    session: Session,
+    *,
+    member_id: int,
+    purpose: str,
+    requested_by: str | None,
+    pepper: Peppers,
+    settings: Settings,
+    now: datetime,
+) -> codes.IssuedCode:
+    """Store a code to e-mail. The member's older codes stay live until it has left
+    (`email_code` revokes them then): if it never does, they keep the code they hold."""
+    return codes.issue_code(
+        session,
+        member_id=member_id,
+        purpose=purpose,
+        channel=Channel.email,
+        pepper=pepper,
+        now=now,
+        settings=settings,
+        requested_by=requested_by,
+        supersede=False,
+    )
 
 
 def email_code(

@@ -21,8 +21,15 @@ def queue_letter(
     return letter
 
 
-def pending_letters(session: Session, member: Member) -> list[Letter]:
-    query = select(Letter).where(
-        Letter.member_id == member.id, Letter.status == LetterStatus.pending
-    )
+def letters_of(
+    session: Session,
+    *,
+    member_id: int,
+    status: LetterStatus = LetterStatus.pending,
+    purpose: str | None = None,
+) -> list[Letter]:
+    """The member's letters in `status` (for `purpose` only, if given), oldest first."""
+    query = select(Letter).where(Letter.member_id == member_id, Letter.status == status)
+    if purpose is not None:
+        query = query.where(Letter.purpose == purpose)
     return list(session.exec(query.order_by(col(Letter.id))))

@@ -32,7 +32,7 @@ from sqlmodel import Session, SQLModel, col, select
 from cpms_admin.audit import RunAudit
 from cpms_admin.clock import Clock, system_clock
 from cpms_admin.credentials import codes
-from cpms_admin.credentials.delivery import email_code
+from cpms_admin.credentials.delivery import email_code, issue_email_code
 from cpms_admin.credentials.on_its_way import on_its_way
 from cpms_admin.db import ADVISORY_CLASS, sqlite_path, transaction
 from cpms_admin.english import agree, count
@@ -43,7 +43,7 @@ from cpms_admin.models import Account, Member, OutgoingMail, pk
 from cpms_admin.pepper import load_peppers
 from cpms_admin.private_files import MAIL_LOCK, hold_run_lock
 from cpms_admin.settings import Settings
-from cpms_admin.vocabulary import CancelReason, Channel, MailStatus, MemberStatus
+from cpms_admin.vocabulary import CancelReason, MailStatus, MemberStatus
 
 MAX_ATTEMPTS = 5
 STOP_AFTER = 5
@@ -180,16 +180,14 @@ class _Sender:
                 # next run would take it for a code on its way and cancel the e-mail).
                 codes.revoke_code(self.session, code_id=mail.code_id)
             mail.purpose = codes.purpose_for(account)  # the PIN may have been set since queued
-            issued = codes.issue_code(
+            issued = issue_email_code(
                 self.session,
                 member_id=account.member_id,
                 purpose=mail.purpose,
-                channel=Channel.email,
-                pepper=self.pepper,
-                now=now,
-                settings=self.settings,
                 requested_by=None,  # a campaign's: no agent asked for this member's code by name
-                supersede=False,  # the older codes go once this one was sent (`email_code`)
+                pepper=self.pepper,
+                settings=self.settings,
+                now=now,
             )
             mail.code_id = pk(issued.row)
             self.session.add(mail)

@@ -18,7 +18,7 @@ from cpms_admin.credentials.lockout import account_state
 from cpms_admin.db import Page, fetch_page, stated, transaction, unindexed
 from cpms_admin.db_insert import insert_rows, take_ids
 from cpms_admin.errors import Conflict, FieldError, InvalidInput, NotFound
-from cpms_admin.letters.queue import pending_letters
+from cpms_admin.letters.queue import letters_of
 from cpms_admin.letters.voiding import void_printed
 from cpms_admin.members import undeliverable
 from cpms_admin.members.fields import COLUMNS, MemberFields, validate_member_fields
@@ -208,7 +208,7 @@ def add_member(
             raise Conflict(f"member {format_nir(fields.nir)} already exists") from None
         member = session.get(Member, ids[fields.nir])
         assert member is not None
-        letters = pending_letters(session, member) if welcome else []
+        letters = letters_of(session, member_id=pk(member)) if welcome else []
         audit.record(
             session,
             agent=agent,

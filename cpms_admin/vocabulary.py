@@ -139,6 +139,13 @@ class Asker(StrEnum):
     cpms = "cpms"  # nobody by name: a campaign's code
 
 
+class ActedBy(StrEnum):
+    """Who acted, as a member's dossier says it: never an agent's name."""
+
+    portal = "portal"  # the member themselves
+    cpms = "cpms"  # an agent or a rule
+
+
 class CampaignWording(StrEnum):
     """What a `code campaign` letter may say."""
 

@@ -27,6 +27,7 @@ from cpms_admin.members.nir import nir_to_find
 from cpms_admin.models import Letter, OutgoingMail, SecurityCode
 from cpms_admin.vocabulary import (
     CampaignWording,
+    Channel,
     ChannelChoice,
     LetterKind,
     LetterStatus,
@@ -172,9 +173,11 @@ def _batches(
             yield rows
 
 
-# The ids of the members a batch queues a code for, by how it goes ("letter" or "email") and
-# the code's purpose: one bulk insert each.
-Queued = dict[tuple[str, str], list[int]]
+# The ids of the members a batch queues a code for, by how it goes and the code's purpose: one
+# bulk insert each.
+Queued = dict[tuple[Channel, str], list[int]]
+# What each member's audit event says was queued for them.
+_QUEUED = {Channel.email: "email", Channel.post: "letter"}
 
 
 def _sort(rows: list[Any], *, channel: str, counts: CampaignCounts) -> Queued:
@@ -191,11 +194,11 @@ def _sort(rows: list[Any], *, channel: str, counts: CampaignCounts) -> Queued:
         elif row.undeliverable_at is not None and (channel == ChannelChoice.post or not row.email):
             counts.undeliverable += 1
         else:
-            way = "email" if channel != ChannelChoice.post and row.email else "letter"
+            way = Channel.email if channel != ChannelChoice.post and row.email else Channel.post
             # purpose_for: the rule of a single `code issue`
             queued.setdefault((way, purpose_for(row)), []).append(row.id)
-    counts.letters += sum(len(ids) for (way, _), ids in queued.items() if way == "letter")
-    counts.emails += sum(len(ids) for (way, _), ids in queued.items() if way == "email")
+    counts.letters += sum(len(ids) for (way, _), ids in queued.items() if way == Channel.post)
+    counts.emails += sum(len(ids) for (way, _), ids in queued.items() if way == Channel.email)
     return queued
 
 
@@ -212,13 +215,13 @@ def _queue(
     with transaction(session):
         run_audit.start(session)
         for (way, purpose), member_ids in queued.items():
-            if way == "email":
+            if way == Channel.email:
                 table, extra = _MAIL, {"status": MailStatus.pending, "attempts": 0}
             else:
                 table, extra = _LETTER, {"status": LetterStatus.pending, "wording": wording}
             values = {"kind": LetterKind.security_code, "created_at": now, **extra}
             insert_per_member(session, table, member_ids, {**values, "purpose": purpose})
-            run_audit.record_members(session, member_ids, change=way)
+            run_audit.record_members(session, member_ids, change=_QUEUED[way])
 
 
 def run_campaign(

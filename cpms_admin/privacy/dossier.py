@@ -33,13 +33,12 @@ from cpms_admin.members.records import account_view, get_account, get_member, me
 from cpms_admin.models import AuditEvent, Letter, Member, OutgoingMail, SecurityCode, pk
 from cpms_admin.private_files import describe_entry, write_private_atomically
 from cpms_admin.settings import Settings
-from cpms_admin.vocabulary import CodeStatus, Wording
+from cpms_admin.vocabulary import ActedBy, CodeStatus, Wording
 
 # The tables of what a member owns, read whole for the dossier.
 _Owned = TypeVar("_Owned", SecurityCode, Letter, OutgoingMail, AuditEvent)
 
 FORMATS = ("json", "pdf")
-PORTAL, CPMS = "portal", "cpms"  # who acted, as the dossier says it
 
 
 def dossier_format(out: Path, fmt: str | None) -> str:
@@ -53,11 +52,11 @@ def dossier_format(out: Path, fmt: str | None) -> str:
     return chosen
 
 
-def _who(agent: str | None) -> str | None:
+def _who(agent: str | None) -> ActedBy | None:
     """The portal (the member), CPMS (an agent or a rule), or nobody recorded."""
     if agent is None:
         return None
-    return PORTAL if agent == audit.PORTAL else CPMS
+    return ActedBy.portal if agent == audit.PORTAL else ActedBy.cpms
 
 
 def _code_state(code: SecurityCode, now: datetime) -> str:

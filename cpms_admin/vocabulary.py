@@ -153,6 +153,14 @@ class CampaignWording(StrEnum):
     migration = "migration"
 
 
+class OnConflict(StrEnum):
+    """What `members import` does with a row whose member is already there."""
+
+    skip = "skip"  # leave the member as they are
+    update = "update"  # take the row's values
+    fail = "fail"  # import nothing when any member is already there
+
+
 class AccountState(StrEnum):
     """Where an account stands, as `account status` and `member show` say it."""
 

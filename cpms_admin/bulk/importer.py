@@ -47,9 +47,8 @@ from cpms_admin.letters.voiding import void_printed, would_void
 from cpms_admin.members.fields import civility_note
 from cpms_admin.members.nir import format_nir
 from cpms_admin.members.records import as_strings
-from cpms_admin.vocabulary import MemberStatus
+from cpms_admin.vocabulary import MemberStatus, OnConflict
 
-CONFLICT_MODES = ("skip", "update", "fail")
 BATCH_SIZE = 5000
 # Allocations between two passes of the garbage collector over its youngest objects, during
 # an import (Python's default: 700).
@@ -106,7 +105,7 @@ class _Pass:
         session: Session,
         *,
         write: bool,
-        on_conflict: str,
+        on_conflict: OnConflict,
         welcome_letters: bool,
         now: datetime,
         on_error: ErrorSink,
@@ -122,7 +121,7 @@ class _Pass:
         """One batch of checked rows: the members they name read, then the batch written in one
         transaction, or in a dry run counted."""
         valid, pending = self._sorted(batch)
-        updating = self.on_conflict == "update"
+        updating = self.on_conflict == OnConflict.update
         nirs = [row.nir for row in valid]
         if self.write:
             one_batch_at_a_time(self.session)  # until the batch's commit, below
@@ -144,7 +143,7 @@ class _Pass:
             known = self._updatable([*known, *there], existing)
         changed = {row.nir: existing[row.nir].changed(row) for row in known} if updating else {}
         changes = [row for row in known if changed.get(row.nir)]
-        if self.on_conflict == "fail" and (known or there):
+        if self.on_conflict == OnConflict.fail and (known or there):
             self._already_there([*known, *there])  # in line order: held rows come last
         welcome = (
             [row for row in new if row.pin_hash is None and not _closed(row)]
@@ -185,7 +184,7 @@ class _Pass:
         for result in batch:
             if isinstance(result, CheckedRow):
                 valid.append(result)
-            elif isinstance(result, PendingRow) and self.on_conflict != "skip":
+            elif isinstance(result, PendingRow) and self.on_conflict != OnConflict.skip:
                 pending.append(result)
             else:
                 self._refuse(result.error if isinstance(result, PendingRow) else result)
@@ -215,7 +214,7 @@ class _Pass:
     def _added_meanwhile(self, valid: list[CheckedRow]) -> Conflict:
         finish = (
             "run again with --on-conflict skip to finish"
-            if self.on_conflict == "fail"
+            if self.on_conflict == OnConflict.fail
             else "run the same import again to finish"
         )
         return Conflict(
@@ -321,15 +320,19 @@ def import_members(
     `on_conflict="fail"`, a first pass checks that no member exists yet and raises
     Conflict before anything is written.
     """
-    if on_conflict not in CONFLICT_MODES:
-        raise InvalidInput(f"--on-conflict must be skip, update or fail, got {on_conflict!r}")
+    try:
+        mode = OnConflict(on_conflict)
+    except ValueError:
+        raise InvalidInput(
+            f"--on-conflict must be skip, update or fail, got {on_conflict!r}"
+        ) from None
     now = clock()
     options: dict[str, Any] = {
-        "on_conflict": on_conflict,
+        "on_conflict": mode,
         "welcome_letters": welcome_letters,
         "now": now,
     }
-    if on_conflict == "fail":
+    if mode == OnConflict.fail:
         check = _Pass(session, write=False, on_error=_ignore, audit=None, **options)
         with CheckedBatches(member_file, batch_size=batch_size) as checked:
             for batch in checked:

@@ -24,6 +24,7 @@ from cpms_admin.cli.output import (
 from cpms_admin.english import agree, count
 from cpms_admin.errors import InvalidInput
 from cpms_admin.private_files import reserved, write_private_atomically
+from cpms_admin.vocabulary import OnConflict
 
 if TYPE_CHECKING:
     from cpms_admin.bulk.formats import ErrorReport, RowError
@@ -167,7 +168,7 @@ def import_(
         typer.Option(
             "--on-conflict",
             help="Member already there: skip, update or fail.",
-            autocompletion=completes(("skip", "update", "fail")),
+            autocompletion=completes(OnConflict),
         ),
     ] = "skip",
     errors: Annotated[

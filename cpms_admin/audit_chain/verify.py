@@ -29,6 +29,7 @@ from cpms_admin.audit_chain.form import (
 )
 from cpms_admin.audit_chain.seal import UNSEALED_WHY, count_waiting, keyring
 from cpms_admin.english import count
+from cpms_admin.errors import Refused
 from cpms_admin.vocabulary import ChainProblem
 
 _CHUNK = 5000
@@ -51,7 +52,7 @@ class ChainReport:
 
     @property
     def exit_code(self) -> int:
-        return 0 if self.ok else 1
+        return 0 if self.ok else Refused.exit_code
 
     def as_json(self) -> dict[str, Any]:
         return {

@@ -41,7 +41,7 @@ from cpms_admin.bulk.rows import EXPORT_COLUMNS
 from cpms_admin.clock import Clock, system_clock
 from cpms_admin.db import transaction
 from cpms_admin.english import agree, count
-from cpms_admin.errors import Conflict, InvalidInput
+from cpms_admin.errors import Conflict, InvalidInput, Refused
 from cpms_admin.faults import failpoint
 from cpms_admin.letters.voiding import void_printed, would_void
 from cpms_admin.members.fields import civility_note
@@ -74,7 +74,7 @@ class ImportCounts:
     @property
     def exit_code(self) -> int:
         """1 when rows were rejected (the others are in), so a script notices."""
-        return 1 if self.invalid else 0
+        return Refused.exit_code if self.invalid else 0
 
     def as_dict(self) -> dict[str, int]:
         """The counts, as the run's audit event keeps them."""

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from cpms_admin.errors import CpmsError, InvalidInput
+from cpms_admin.errors import CpmsError, InvalidInput, NotReady
 from cpms_admin.migrations import HEAD_REVISION
 from cpms_admin.settings import Settings
 from cpms_admin.vocabulary import Wording
@@ -199,7 +199,7 @@ class Report:
     @property
     def exit_code(self) -> int:
         """5 (not ready) when anything needs fixing."""
-        return 0 if all(check.ok for check in self.checks) else 5
+        return 0 if all(check.ok for check in self.checks) else NotReady.exit_code
 
 
 def run_checks(settings: Settings) -> Report:

@@ -19,6 +19,7 @@ from cpms_admin.credentials.lockout import (
     cooldown_after,
     seconds_until,
 )
+from cpms_admin.errors import InvalidInput, Refused
 from cpms_admin.french import plural, wait_phrase
 from cpms_admin.settings import Settings
 from cpms_admin.vocabulary import Blocked, PinWeakness, PortalReason
@@ -132,10 +133,10 @@ class PortalResult:
 
     @property
     def exit_code(self) -> int:
-        """0 when ok; 2 for what is malformed input (the two new PINs differ), else 1."""
+        """0 when ok; malformed input's when the two new PINs differ, else a refusal's."""
         if self.ok:
             return 0
-        return 2 if self.reason == PortalReason.mismatch else 1
+        return (InvalidInput if self.reason == PortalReason.mismatch else Refused).exit_code
 
     def as_json(self) -> dict[str, Any]:
         return asdict(self)

@@ -18,7 +18,7 @@ from sqlmodel import Session
 
 from cpms_admin.clock import Clock, iso
 from cpms_admin.db import transaction
-from cpms_admin.errors import CpmsError
+from cpms_admin.errors import CpmsError, Refused
 from cpms_admin.privacy import pseudonymise, purge_files, retention
 from cpms_admin.privacy.retention import Found, Rule, Scope, record_category
 from cpms_admin.settings import Settings
@@ -108,7 +108,7 @@ class PurgeResult:
 
     @property
     def exit_code(self) -> int:
-        return 1 if any(result.error for result in self.categories) else 0
+        return Refused.exit_code if any(result.error for result in self.categories) else 0
 
     def as_json(self) -> dict[str, Any]:
         """What `purge --json` prints (docs/scripting.md)."""

@@ -190,7 +190,7 @@ def test_corsica_and_overseas_are_covered(postcode: str, city: str, insee: str) 
 
 
 def test_every_entry_reads_and_every_label_fits_an_envelope_line() -> None:
-    every = [place for postcode in places._base() for place in places_at(postcode)]
+    every = [place for postcode in places.postcode_base() for place in places_at(postcode)]
     provenance = (places.BASE.parent / "postcodes.PROVENANCE").read_text()
     assert f"entries: {len(every)} " in provenance
     assert re.search(r"source: npm package codes-postaux \d+\.\d+\.\d+", provenance)
@@ -204,7 +204,7 @@ def test_start_up_does_not_load_the_base() -> None:
     probe = (
         "import sys; from cpms_admin.cli.app import app; "
         "from cpms_admin.members import places; "
-        "print('gzip' in sys.modules, places._base.cache_info().currsize)"
+        "print('gzip' in sys.modules, places.postcode_base.cache_info().currsize)"
     )
     result = subprocess.run(
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=ROOT

@@ -60,7 +60,7 @@ def normalise_postcode(raw: str) -> str:
     """`75 002` -> `75002`; `1000` -> `01000` only if 01000 exists (a spreadsheet ate the zero).
     Anything else comes back as typed, without spaces, for validation to refuse."""
     compact = "".join(raw.split())
-    if len(compact) == 4 and compact.isdigit() and "0" + compact in _base():
+    if len(compact) == 4 and compact.isdigit() and "0" + compact in postcode_base():
         return "0" + compact
     return compact
 
@@ -147,7 +147,7 @@ def _capitals(text: str) -> str:
 
 
 @cache
-def _base() -> dict[str, str]:
+def postcode_base() -> dict[str, str]:
     """Postcode -> its line, unparsed: reading the whole base costs one decompression."""
     try:
         import gzip  # here, not at the top: a command that checks no address never pays for it
@@ -160,7 +160,7 @@ def _base() -> dict[str, str]:
 
 def _parse(postcode: str) -> tuple[tuple[Place, tuple[str, ...]], ...]:
     """The communes at `postcode`, each with all its labels there, the main one first."""
-    line = _base().get(postcode)
+    line = postcode_base().get(postcode)
     if line is None:
         return ()
     entries = []
@@ -179,7 +179,7 @@ def _postcodes_by_key() -> dict[str, list[str]]:
     """City key -> the postcodes serving a commune of that name or label. Built on the first
     refused pair only (a few hundred ms): a valid address never needs it."""
     index: dict[str, set[str]] = {}
-    for postcode, line in _base().items():
+    for postcode, line in postcode_base().items():
         for entry in line.split("\t")[1:]:
             _, name, code, *others = entry.split("|")
             # a label made from the name has the name's key: skip it

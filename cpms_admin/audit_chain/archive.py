@@ -68,33 +68,10 @@ def archive_events(
     before = before if before.tzinfo else before.replace(tzinfo=UTC)
     if out.exists() or out.is_symlink():
         raise Conflict(f"{out} already exists: archive to a new file")
-    with reader(_engine(session)).connect() as conn:  # never holds a writer's lock
-        if conn.dialect.name == "postgresql":
-            conn.execution_options(isolation_level="REPEATABLE READ")
-        head = _checked_head(conn, keys)
-        walk = ChainWalk(keys, anchor_seq=head["anchor_seq"], anchor_hash=head["anchor_hash"])
-        query = (
-            select(EVENTS)
-            .where(EVENTS.c.seq > head["anchor_seq"], EVENTS.c.seq <= head["seq"])
-            .order_by(EVENTS.c.seq)
-            .execution_options(yield_per=_CHUNK)
-        )
-        rows = conn.execute(query).mappings()
-        first = next(rows, None)
-        if first is None or first["at"] >= before:
-            rows.close()
-            return 0
-        with write_private_atomically(out, encoding="ascii", new_name=True) as file:
-            event: Mapping[Any, Any] | None = first
-            while event is not None and event["at"] < before:
-                if broken := walk.step(event, head_seq=head["seq"]):
-                    raise Refused(
-                        f"audit events not archived: the chain is broken at {broken.what}; "
-                        "run cpms-admin audit verify"
-                    )
-                file.write(_line(event))
-                event = next(rows, None)
-            rows.close()
+    written = _write_archive(session, keys, before=before, out=out)
+    if written is None:
+        return 0
+    head, walk = written
     through, anchor_hash = walk.expected - 1, walk.previous
     with transaction(session):
         conn = session.connection()
@@ -123,6 +100,42 @@ def archive_events(
             file=str(out),
         )
     return dropped
+
+
+def _write_archive(
+    session: Session, keys: Keyring, *, before: datetime, out: Path
+) -> tuple[dict[str, Any], ChainWalk] | None:
+    """Write the chain's events older than `before` to `out`, each checked on the way: the
+    head they were read under and the walk that checked them, or None (no file) when there
+    are none."""
+    with reader(_engine(session)).connect() as conn:  # never holds a writer's lock
+        if conn.dialect.name == "postgresql":
+            conn.execution_options(isolation_level="REPEATABLE READ")
+        head = _checked_head(conn, keys)
+        walk = ChainWalk(keys, anchor_seq=head["anchor_seq"], anchor_hash=head["anchor_hash"])
+        query = (
+            select(EVENTS)
+            .where(EVENTS.c.seq > head["anchor_seq"], EVENTS.c.seq <= head["seq"])
+            .order_by(EVENTS.c.seq)
+            .execution_options(yield_per=_CHUNK)
+        )
+        rows = conn.execute(query).mappings()
+        first = next(rows, None)
+        if first is None or first["at"] >= before:
+            rows.close()
+            return None
+        with write_private_atomically(out, encoding="ascii", new_name=True) as file:
+            event: Mapping[Any, Any] | None = first
+            while event is not None and event["at"] < before:
+                if broken := walk.step(event, head_seq=head["seq"]):
+                    raise Refused(
+                        f"audit events not archived: the chain is broken at {broken.what}; "
+                        "run cpms-admin audit verify"
+                    )
+                file.write(_line(event))
+                event = next(rows, None)
+            rows.close()
+    return head, walk
 
 
 def archive_events_into(

@@ -75,22 +75,17 @@ def moot_reasons(session: Session, letter_ids: Sequence[int], *, now: datetime) 
 def moot_among(session: Session, which: ColumnElement[bool], *, now: datetime) -> dict[int, Moot]:
     """Letter id -> why it must not be printed, for the moot ones among the letters `which`
     selects (a batch's, a list of ids): three statements, whatever their number; each
-    returns only the moot ones."""
-    found: dict[int, Moot] = {}
-    newer = aliased(Letter)
-    newest = session.exec(
-        select(Letter.id, func.max(newer.id))
-        .join(
-            newer,
-            and_(
-                col(newer.member_id) == Letter.member_id,
-                col(newer.id) > Letter.id,
-                unindexed(newer.status).in_(LIVE_LETTER),  # by member, not by status
-            ),
-        )
-        .where(which)
-        .group_by(col(Letter.id))
-    ).all()
+    returns only the moot ones. A later reason wins over an earlier one."""
+    return {
+        **_newer_code(session, which, now=now),
+        **_superseded(session, which),
+        **_unfit(session, which),
+    }
+
+
+def _newer_code(session: Session, which: ColumnElement[bool], *, now: datetime) -> dict[int, Moot]:
+    """The letters no agent asked for by name whose member got a code that still counts since
+    they were queued (the letter's own code aside)."""
     codes = session.exec(
         select(Letter.id, func.max(SecurityCode.created_at))
         .join(
@@ -107,6 +102,38 @@ def moot_among(session: Session, which: ColumnElement[bool], *, now: datetime) -
         .where(which, queued_by_rule_or_portal())
         .group_by(col(Letter.id))
     ).all()
+    reason = CancelReason.newer_code
+    return {
+        _id(letter_id): Moot(reason, f"{reason.text} ({agent_time(made)})")
+        for letter_id, made in codes
+    }
+
+
+def _superseded(session: Session, which: ColumnElement[bool]) -> dict[int, Moot]:
+    """The letters whose member has a newer live letter."""
+    newer = aliased(Letter)
+    newest = session.exec(
+        select(Letter.id, func.max(newer.id))
+        .join(
+            newer,
+            and_(
+                col(newer.member_id) == Letter.member_id,
+                col(newer.id) > Letter.id,
+                unindexed(newer.status).in_(LIVE_LETTER),  # by member, not by status
+            ),
+        )
+        .where(which)
+        .group_by(col(Letter.id))
+    ).all()
+    return {
+        _id(letter_id): Moot(CancelReason.superseded, f"superseded by letter #{newer_id}")
+        for letter_id, newer_id in newest
+    }
+
+
+def _unfit(session: Session, which: ColumnElement[bool]) -> dict[int, Moot]:
+    """The letters whose member is closed or flagged undeliverable, and the welcome letters of
+    members who have a PIN already."""
     states = session.execute(
         core_select(
             col(Letter.id),
@@ -126,11 +153,7 @@ def moot_among(session: Session, which: ColumnElement[bool], *, now: datetime) -
             ),
         )
     ).all()
-    for letter_id, made in codes:
-        reason = CancelReason.newer_code
-        found[_id(letter_id)] = Moot(reason, f"{reason.text} ({agent_time(made)})")
-    for letter_id, newer_id in newest:
-        found[_id(letter_id)] = Moot(CancelReason.superseded, f"superseded by letter #{newer_id}")
+    found: dict[int, Moot] = {}
     for letter_id, kind, status, undeliverable_at, pin_hash in states:
         if kind == LetterKind.welcome and pin_hash is not None:
             found[_id(letter_id)] = Moot(CancelReason.has_pin, CancelReason.has_pin.text)

@@ -12,7 +12,7 @@ from sqlmodel import Session
 from cpms_admin import audit
 from cpms_admin.clock import Clock
 from cpms_admin.credentials import codes, delivery
-from cpms_admin.credentials.lockout import account_state
+from cpms_admin.credentials.lockout import account_state, lift_lockout
 from cpms_admin.db import transaction
 from cpms_admin.errors import InvalidInput, Refused
 from cpms_admin.mail.transport import Transport
@@ -67,12 +67,7 @@ def unlock_account(
         now = clock()
         before = account_state(account, now)
         failures = account.failed_attempts
-        changed = bool(
-            failures or account.locked_until or account.captcha_required or account.hard_locked_at
-        )
-        if changed:
-            account.failed_attempts, account.locked_until = 0, None
-            account.captcha_required, account.hard_locked_at = False, None
+        changed = lift_lockout(account)
         audit.record(
             session,
             agent=agent,

@@ -57,6 +57,20 @@ def account_state(account: Account, now: datetime) -> AccountState:
     return AccountState.active
 
 
+def lift_lockout(account: Account) -> bool:
+    """Clear the failures, the cool-down, the CAPTCHA flag and the hard lock, so the member
+    may try again at once (the caller saves it); False when there was nothing to clear."""
+    held = bool(
+        account.failed_attempts
+        or account.locked_until
+        or account.captcha_required
+        or account.hard_locked_at
+    )
+    account.failed_attempts, account.locked_until = 0, None
+    account.captcha_required, account.hard_locked_at = False, None
+    return held
+
+
 def cooldown_after(failures: int, settings: Settings) -> timedelta | None:
     """The wait imposed after `failures` consecutive failures: none below the threshold, then
     the base cool-down doubling with each further failure, up to the cap."""

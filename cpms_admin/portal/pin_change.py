@@ -16,7 +16,6 @@ PIN, so its answers do tell a member with a live code apart.
 from dataclasses import replace
 from datetime import datetime
 
-from sqlalchemy import update
 from sqlmodel import Session, col, select
 
 from cpms_admin import audit
@@ -24,6 +23,7 @@ from cpms_admin.audit import PORTAL
 from cpms_admin.clock import Clock
 from cpms_admin.credentials import code_attempts, codes, delivery
 from cpms_admin.credentials.attempts import Subject, audit_attempt, pin_hasher, sign_in
+from cpms_admin.credentials.lockout import lift_lockout
 from cpms_admin.credentials.pins import check_pin_format, parse_weak_pins, pin_weakness
 from cpms_admin.db import transaction
 from cpms_admin.errors import InvalidInput
@@ -31,7 +31,7 @@ from cpms_admin.faults import failpoint
 from cpms_admin.mail.transport import Transport
 from cpms_admin.members.nir import nir_to_find
 from cpms_admin.members.records import get_account
-from cpms_admin.models import Account, SecurityCode, pk
+from cpms_admin.models import SecurityCode, pk
 from cpms_admin.portal import answers
 from cpms_admin.portal.answers import PortalResult, attempt_result
 from cpms_admin.settings import Settings
@@ -173,38 +173,16 @@ def _save_pin(
         # taken the other way round, two tabs sending one code deadlock on PostgreSQL.
         account = get_account(session, member, lock=True)
         if not codes.consume_code(session, code_id=pk(live), now=now):
-            status = session.exec(
-                select(SecurityCode.status).where(col(SecurityCode.id) == pk(live))
-            ).one()
-            reason = PortalReason.code_used if status == CodeStatus.used else PortalReason.dead_code
-            audit_attempt(
-                session,
-                subject=subject,
-                action="portal.set_pin",
-                outcome=reason,
-                now=now,
-                code_id=live.id,
-            )
-            return reason
+            return _code_spent_meanwhile(session, subject=subject, live=live, now=now)
         failpoint("portal.code_consumed")
         how = (
             PinChange.reset
             if account.pin_hash or live.purpose == Purpose.pin_reset
             else PinChange.set
         )
-        lifted = account.hard_locked_at is not None or account.failed_attempts > 0
-        session.exec(
-            update(Account)
-            .where(col(Account.member_id) == pk(member))
-            .values(
-                pin_hash=new_hash,
-                pin_set_at=now,
-                failed_attempts=0,
-                locked_until=None,
-                captcha_required=False,
-                hard_locked_at=None,
-            )
-        )
+        account.pin_hash, account.pin_set_at = new_hash, now
+        lifted = lift_lockout(account)
+        session.add(account)
         audit.record(
             session,
             agent=PORTAL,
@@ -221,6 +199,19 @@ def _save_pin(
             )
         )
     return PortalReason.ok
+
+
+def _code_spent_meanwhile(
+    session: Session, *, subject: Subject, live: SecurityCode, now: datetime
+) -> PortalReason:
+    """Record the attempt whose code another tab used (`code_used`), or that was revoked or
+    expired (`dead_code`), while its PIN was hashed."""
+    status = session.exec(select(SecurityCode.status).where(col(SecurityCode.id) == pk(live))).one()
+    reason = PortalReason.code_used if status == CodeStatus.used else PortalReason.dead_code
+    audit_attempt(
+        session, subject=subject, action="portal.set_pin", outcome=reason, now=now, code_id=live.id
+    )
+    return reason
 
 
 def _with_current_pin(

@@ -202,6 +202,13 @@ def make_address(
         building=building,
         locality=locality,
     )
+    _check_fits(address)
+    return address
+
+
+def _check_fits(address: PostalAddress) -> None:
+    """Every line on an envelope line, abbreviated if need be, and all of them in the window
+    with the recipient's: FieldError naming the field to shorten otherwise."""
     for field, shortened in address.shortened.items():
         if not shortened.fits:
             raise FieldError(
@@ -212,7 +219,7 @@ def make_address(
     lines = address.lines()
     for line in lines:
         if len(line) > MAX_LINE:
-            field = "country" if country != "FR" and line == lines[-1] else "city"
+            field = "country" if address.country != "FR" and line == lines[-1] else "city"
             raise FieldError(
                 field,
                 f"the {field} line {line!r} is {len(line)} characters, at most {MAX_LINE}",
@@ -223,7 +230,6 @@ def make_address(
             f"the address takes {len(lines) + 1} lines with the recipient, at most {MAX_LINES}: "
             "put the complement and the building on one line",
         )
-    return address
 
 
 def _clean(field: str, value: str | None) -> str:

@@ -239,6 +239,13 @@ def import_(
         if rejected.report is not None:
             rejected.report.close()
     _warn_rejected(rejected, counts, all_in_file=errors is not None)
+    _note_changes(counts)
+    emit_object(app_, counts.as_json(), [_summary(counts)])
+    exit_as(counts)
+
+
+def _note_changes(counts: "ImportCounts") -> None:
+    """What the agent should know of what the import changed beyond its counts."""
     if counts.civilities_recorded:
         n = counts.civilities_recorded
         note_for_agent(
@@ -254,8 +261,6 @@ def import_(
             f"{agree(n, 'its code no longer works', 'their codes no longer work')}"
             f"; {again:,} queued again for the new address (audit list --action letter.void)"
         )
-    emit_object(app_, counts.as_json(), [_summary(counts)])
-    exit_as(counts)
 
 
 def _warn_rejected(rejected: _Rejected, counts: "ImportCounts", *, all_in_file: bool) -> None:

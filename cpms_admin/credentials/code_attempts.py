@@ -23,6 +23,7 @@ from sqlmodel import Session
 from cpms_admin.credentials import codes
 from cpms_admin.credentials.attempts import (
     Attempt,
+    Subject,
     audit_attempt,
     read_subject,
     record_failure,
@@ -85,13 +86,7 @@ def try_code(
             return Attempt(False, used_again, counters, subject=subject, guessed="code"), None
         reason = PortalReason.unknown_member if member is None else check.outcome
         if opened:  # the account stays locked; the code's tries count, not the budget
-            audit_attempt(
-                session, subject=subject, action=action, outcome=reason, now=now, agent_code=True
-            )
-            # Answered as any locked account is, so the answer does not tell that an agent
-            # sent this NIR's member a code.
-            locked = Block(Blocked.locked)
-            return Attempt(False, reason, subject.counters, block=locked, subject=subject), None
+            return _still_locked(session, subject=subject, action=action, reason=reason, now=now)
         failure = record_failure(
             session,
             subject=subject,
@@ -103,6 +98,16 @@ def try_code(
             reason=reason,
         )
         return failure, None
+
+
+def _still_locked(
+    session: Session, *, subject: Subject, action: str, reason: PortalReason, now: datetime
+) -> tuple[Attempt, None]:
+    """A wrong guess at the code an agent sent a locked account: audited, and answered as any
+    locked account is, so the answer does not tell that an agent sent this NIR a code."""
+    audit_attempt(session, subject=subject, action=action, outcome=reason, now=now, agent_code=True)
+    locked = Block(Blocked.locked)
+    return Attempt(False, reason, subject.counters, block=locked, subject=subject), None
 
 
 def _agent_code_after_lock(session: Session, live: SecurityCode | None) -> bool:

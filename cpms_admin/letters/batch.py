@@ -362,6 +362,11 @@ def _commit(
                 agent=run.agent,
                 now=now,
             )
+    _log_lost(run, why, queued_again)
+
+
+def _log_lost(run: _Run, why: dict[int, str], queued_again: dict[int, int]) -> None:
+    """Each letter printed in vain, for whoever reads the run's log."""
     for letter_id, reason in why.items():
         lost_line = f"letter #{letter_id}: {reason}"
         if letter_id in queued_again:

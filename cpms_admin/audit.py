@@ -176,6 +176,19 @@ def list_events(
     return Page(events, found.total)
 
 
+def unrecorded_action(session: Session, action: str) -> str | None:
+    """When no event was ever recorded with `action` (a typo in `audit list --action`): a
+    line naming the recorded actions closest to it. None when some event has it."""
+    import difflib
+
+    recorded = list(session.exec(select(AuditEvent.action).distinct()))
+    if action in recorded:
+        return None
+    close = difflib.get_close_matches(action, recorded, n=3, cutoff=0.6)
+    hint = f"; did you mean {' or '.join(close)}?" if close else ""
+    return f"no event was ever recorded with the action {action!r}{hint}"
+
+
 # A bulk run that commits in batches (import, campaign, mail send) in the append-only log: its
 # event (outcome `started`, the run's facts) goes in with its first batch; each batch adds one
 # event for each member it changed (`record_members`, action `<run's action>.member`, details

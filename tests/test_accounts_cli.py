@@ -181,6 +181,25 @@ def test_locked_member_is_diagnosed_then_unlocked(
         ("agent.test", "twice", "noop"),
         ("agent.test", "identity checked by phone", "ok"),
     ]
+    assert cli("audit", "list", "--action", "account.unlock").stderr == ""
+
+
+def test_an_action_no_event_has_is_named_with_the_closest_recorded_ones(
+    cli: Cli, member: Member
+) -> None:
+    """A typo in --action lists nothing, as before, and says why on stderr."""
+    assert cli("account", "unlock", member.nir, "--reason", "called").exit_code == 0
+    typo = cli("--json", "audit", "list", "--action", "acount.unlock")
+    assert (typo.exit_code, json.loads(typo.stdout)) == (0, [])
+    assert typo.stderr == (
+        "Warning: no event was ever recorded with the action 'acount.unlock'; "
+        "did you mean account.unlock?\n"
+    )
+    nothing_like = cli("audit", "list", "--action", "zzz")
+    assert nothing_like.stderr == "Warning: no event was ever recorded with the action 'zzz'\n"
+    # Recorded, but not for this member: no hint.
+    other = cli("audit", "list", "--action", "account.unlock", "--nir", make_nir(77))
+    assert (other.exit_code, other.stderr) == (0, "")
 
 
 def test_pin_reset_by_email_then_set_pin_with_the_code(

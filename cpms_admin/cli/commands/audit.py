@@ -8,7 +8,7 @@ import typer
 from cpms_admin import audit, audit_chain
 from cpms_admin.cli.context import app_context
 from cpms_admin.cli.options import AllRows
-from cpms_admin.cli.output import emit_object, emit_page, error, exit_as
+from cpms_admin.cli.output import emit_object, emit_page, error, exit_as, warn
 from cpms_admin.clock import parse_moment
 from cpms_admin.members.nir import nir_to_find
 from cpms_admin.settings import LIMIT_MAX
@@ -47,6 +47,9 @@ def list_(
             action=action,
             limit=None if all_rows else limit,
         )
+        unrecorded = audit.unrecorded_action(session, action) if action and not rows else None
+    if unrecorded:
+        warn(unrecorded)
     columns = [
         ("id", "#"),
         ("at", "When"),

@@ -27,8 +27,10 @@ from pathlib import Path
 from sqlalchemy import Engine, insert
 from sqlmodel import Session, SQLModel
 
+from cpms_admin.audit_chain import keyed
 from cpms_admin.bulk.campaign import BATCH_SIZE, Selection, run_campaign
 from cpms_admin.db import make_engine, upgrade_schema
+from cpms_admin.pepper import Peppers
 
 NOW = datetime(2026, 11, 23, 22, 0, tzinfo=UTC)
 MEMBER, ACCOUNT = SQLModel.metadata.tables["member"], SQLModel.metadata.tables["account"]
@@ -79,7 +81,8 @@ def populate(path: Path, count: int) -> None:
 def copy(template: Path, name: str) -> Engine:
     target = template.with_name(name)
     shutil.copyfile(template, target)
-    return make_engine(f"sqlite:///{target}")
+    # A campaign seals its audit events into the chain, keyed by the database's pepper.
+    return keyed(make_engine(f"sqlite:///{target}"), Peppers({1: b"bench-pepper"}, "bench"))
 
 
 def timed(run: Callable[[], None]) -> tuple[float, float]:

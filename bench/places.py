@@ -18,7 +18,7 @@ import dataclasses, json, pathlib, re, time  # the CLI has loaded these long bef
 t0 = time.perf_counter()
 from cpms_admin.members import places
 t1 = time.perf_counter()
-places._base()
+places.postcode_base()
 t2 = time.perf_counter()
 places.find_place("94240", "L'Haÿ-les-Roses")
 t3 = time.perf_counter()

@@ -74,7 +74,7 @@ def run_bulk(members: int, server: str | None) -> None:
     if not server and "--engines" in usage:
         command += ["--engines", "sqlite"]
     print("\n== bulk: " + " ".join(command[1:]), flush=True)
-    subprocess.run(command, check=False)
+    subprocess.run(command, check=True)  # a bulk bench that fails fails this one
 
 
 def main() -> None:

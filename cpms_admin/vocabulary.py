@@ -32,12 +32,11 @@ class CancelReason(StrEnum):
     (`cancelled_by_reason`); `text` is the `status_reason` the cancelled letter keeps."""
 
     member_closed = "member_closed"
-    has_pin = "has_pin"
-    superseded = "superseded"
-    newer_code = "newer_code"
-    undeliverable = "undeliverable"
-    # Only for a letter being printed (letters/claim.lost_since_claim): it bears the old address.
-    address_changed = "address_changed"
+    has_pin = "has_pin"  # a welcome letter, but the member has a PIN already
+    superseded = "superseded"  # the member has a newer letter
+    newer_code = "newer_code"  # the member got a code since the letter was queued
+    undeliverable = "undeliverable"  # a letter came back from the address
+    address_changed = "address_changed"  # only while printed: it bears the old address
 
     @property
     def text(self) -> str:

@@ -12,7 +12,7 @@ from contextlib import suppress
 from dataclasses import dataclass
 from typing import IO, Any
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import Connection, Select, func, select
 from sqlmodel import Session, SQLModel
 
 from cpms_admin.audit import RunAudit
@@ -101,10 +101,7 @@ def export_members(
     writer: MemberWriter | None = None
     try:
         query = members_to_export(status)
-        options: dict[str, object] = {"sqlite_begin": "DEFERRED"}  # SQLite: one snapshot
-        if session.get_bind().dialect.name == "postgresql":
-            options["isolation_level"] = "REPEATABLE READ"  # one snapshot for count and rows
-        connection = session.connection(execution_options=options)
+        connection = _one_snapshot(session)
         rows = None
         if fmt.lower() == "xlsx":  # a workbook states its size (xlsx.write.XlsxMemberWriter)
             counted = select(func.count()).select_from(query.subquery())
@@ -127,6 +124,14 @@ def export_members(
         raise
     _close(session, run, writer.count, outcome="ok", clock=clock)
     return Exported(members=writer.count, format=fmt.lower(), out=path)
+
+
+def _one_snapshot(session: Session) -> Connection:
+    """The session's connection, reading one snapshot for the count and every row."""
+    options: dict[str, object] = {"sqlite_begin": "DEFERRED"}
+    if session.get_bind().dialect.name == "postgresql":
+        options["isolation_level"] = "REPEATABLE READ"
+    return session.connection(execution_options=options)
 
 
 def _close(session: Session, run: RunAudit, written: int, *, outcome: str, clock: Clock) -> None:

@@ -333,12 +333,7 @@ def import_members(
         "now": now,
     }
     if mode == OnConflict.fail:
-        check = _Pass(session, write=False, on_error=_ignore, audit=None, **options)
-        with CheckedBatches(member_file, batch_size=batch_size) as checked:
-            for batch in checked:
-                check.feed(batch)
-        if check.conflicts:
-            raise _conflict(check.conflicts)
+        _refuse_conflicts(session, member_file, batch_size=batch_size, options=options)
     audit = (
         None
         if dry_run
@@ -364,3 +359,16 @@ def import_members(
     if not dry_run:
         run.finish("partial" if run.counts.invalid else "ok", at=clock())
     return run.counts
+
+
+def _refuse_conflicts(
+    session: Session, member_file: MemberFile, *, batch_size: int, options: dict[str, Any]
+) -> None:
+    """`--on-conflict fail`'s first pass: Conflict, before anything is written, when a
+    member of the file exists already."""
+    check = _Pass(session, write=False, on_error=_ignore, audit=None, **options)
+    with CheckedBatches(member_file, batch_size=batch_size) as checked:
+        for batch in checked:
+            check.feed(batch)
+    if check.conflicts:
+        raise _conflict(check.conflicts)

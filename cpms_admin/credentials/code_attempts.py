@@ -29,7 +29,7 @@ from cpms_admin.credentials.attempts import (
     record_failure,
     refuse,
 )
-from cpms_admin.credentials.lockout import Block, blocked
+from cpms_admin.credentials.lockout import Block, Counters, blocked
 from cpms_admin.db import transaction
 from cpms_admin.models import Account, SecurityCode, pk
 from cpms_admin.pepper import load_peppers
@@ -77,13 +77,8 @@ def try_code(
             return Attempt(
                 True, PortalReason.ok, counters, subject=subject, guessed="code"
             ), check.code
-        used_again = PortalReason.code_used
-        if check.outcome == used_again and check.code is not None:  # typed again: not a guess
-            audit_attempt(
-                session, subject=subject, action=action, outcome=used_again, now=now,
-                code_id=check.code.id,
-            )  # fmt: skip
-            return Attempt(False, used_again, counters, subject=subject, guessed="code"), None
+        if check.outcome == PortalReason.code_used and check.code is not None:
+            return _typed_again(session, check.code, subject, counters, action=action, now=now)
         reason = PortalReason.unknown_member if member is None else check.outcome
         if opened:  # the account stays locked; the code's tries count, not the budget
             return _still_locked(session, subject=subject, action=action, reason=reason, now=now)
@@ -98,6 +93,21 @@ def try_code(
             reason=reason,
         )
         return failure, None
+
+
+def _typed_again(
+    session: Session,
+    used: SecurityCode,
+    subject: Subject,
+    counters: Counters,
+    *,
+    action: str,
+    now: datetime,
+) -> tuple[Attempt, None]:
+    """The code the member used last, typed again: refused and audited, but no guess."""
+    reason = PortalReason.code_used
+    audit_attempt(session, subject=subject, action=action, outcome=reason, now=now, code_id=used.id)
+    return Attempt(False, reason, counters, subject=subject, guessed="code"), None
 
 
 def _still_locked(

@@ -339,30 +339,54 @@ def _commit(
         _mark_printed(session, batch_id=batch_id, rendered=rendered, now=now)
         _keep_address_digests(session, run, rendered)
         queued_again = queue_again(session, moved, now=now) if moved else {}
-        audit.record(
+        _audit_batch(
             session,
-            agent=run.agent,
-            action="letters.batch",
-            at=now,
+            run,
             batch_id=batch_id,
-            printed=len(rendered.issued),
-            failed=len(rendered.failed),
-            files=len(rendered.files),
-            pages=rendered.pages,
+            rendered=rendered,
             superseded=superseded,
-            voided=sorted(why),
+            lost=why,
             queued_again=queued_again,
+            now=now,
         )
-        for letter_id, reason in why.items():  # each on its member too
-            record_void(
-                session,
-                session.get_one(Letter, letter_id),
-                why=reason,
-                again=queued_again,
-                agent=run.agent,
-                now=now,
-            )
     _log_lost(run, why, queued_again)
+
+
+def _audit_batch(
+    session: Session,
+    run: _Run,
+    *,
+    batch_id: int,
+    rendered: Rendered,
+    superseded: list[int],
+    lost: dict[int, str],
+    queued_again: dict[int, int],
+    now: datetime,
+) -> None:
+    """The batch's event, and each voided letter's on its member."""
+    audit.record(
+        session,
+        agent=run.agent,
+        action="letters.batch",
+        at=now,
+        batch_id=batch_id,
+        printed=len(rendered.issued),
+        failed=len(rendered.failed),
+        files=len(rendered.files),
+        pages=rendered.pages,
+        superseded=superseded,
+        voided=sorted(lost),
+        queued_again=queued_again,
+    )
+    for letter_id, reason in lost.items():
+        record_void(
+            session,
+            session.get_one(Letter, letter_id),
+            why=reason,
+            again=queued_again,
+            agent=run.agent,
+            now=now,
+        )
 
 
 def _log_lost(run: _Run, why: dict[int, str], queued_again: dict[int, int]) -> None:

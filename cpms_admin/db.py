@@ -242,6 +242,14 @@ def transaction(session: Session) -> Iterator[Transaction]:
         hook()
 
 
+def check_committed(session: Session) -> None:
+    """For what must follow a commit (an e-mail bearing a code): RuntimeError, a programming
+    error, inside a `transaction` block, whose work is not committed yet and which a failure
+    here would roll back."""
+    if session.info.get(_OPEN) is not None:
+        raise RuntimeError("this runs once the work is committed, not inside a transaction")
+
+
 def insert_per_member(
     session: Session, table: Table, member_ids: Sequence[int], values: Mapping[str, Any]
 ) -> None:

@@ -5,12 +5,14 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 from sqlmodel import Session
 
-from cpms_admin.credentials import codes
+from cpms_admin.credentials import codes, delivery
+from cpms_admin.db import transaction
 from cpms_admin.french import PARIS
 from cpms_admin.letters.queue import queue_letter
 from cpms_admin.models import Member, pk
+from cpms_admin.pepper import load_peppers
 from cpms_admin.settings import Settings
-from tests.cred_helpers import codes_of, set_pin
+from tests.cred_helpers import codes_of, outbox, set_pin
 from tests.factories import make_member
 from tests.harness import TEST_PEPPER, FakeClock
 
@@ -152,3 +154,27 @@ def test_purposes_and_channels_are_checked(
             now=clock.now,
             settings=settings,
         )
+
+
+def test_a_code_is_e_mailed_only_once_its_transaction_committed(
+    session: Session, settings: Settings, clock: FakeClock, member: Member
+) -> None:
+    """Called inside an open transaction, `email_code` refuses before anything leaves: the
+    e-mail would bear a code that may still roll back, and its failure path would roll back
+    the caller's work."""
+    with pytest.raises(RuntimeError, match="not inside a transaction"), transaction(session):
+        issued = delivery.issue_email_code(
+            session,
+            member_id=pk(member),
+            purpose="first_login",
+            requested_by=None,
+            pepper=load_peppers(settings),
+            settings=settings,
+            now=clock.now,
+        )
+        delivery.email_code(
+            session, member=member, issued=issued, agent="agent.test", settings=settings,
+            clock=clock,
+        )  # fmt: skip
+    assert outbox(settings) == []
+    assert codes_of(session, member) == []

@@ -18,7 +18,7 @@ from sqlmodel import Session
 from cpms_admin import audit
 from cpms_admin.clock import Clock, iso
 from cpms_admin.credentials import codes
-from cpms_admin.db import transaction
+from cpms_admin.db import check_committed, transaction
 from cpms_admin.errors import CpmsError, MailError, Refused
 from cpms_admin.letters.queue import letters_of, queue_letter
 from cpms_admin.mail.transport import Transport
@@ -240,6 +240,7 @@ def email_code(
     from cpms_admin.mail.compose import security_code_message
     from cpms_admin.mail.transport import transport_from_settings
 
+    check_committed(session)  # so the rollback below drops no caller's work
     try:
         message = security_code_message(
             settings=settings,
@@ -273,7 +274,7 @@ def _revoke_unsent(
     error: str,
     clock: Clock,
 ) -> None:
-    session.rollback()  # whatever the interrupted work left is not to be committed with this
+    session.rollback()  # what the interrupted send left (no caller's work: check_committed)
     with transaction(session):
         revoked = codes.revoke_code(session, code_id=code_id)
         audit.record(

@@ -35,6 +35,7 @@ KERNEL = {
 # What every command runs before its own code: the CLI's plumbing, and the rights check.
 PLUMBING = {"cli.app", "cli.context", "cli.output", "agents"}
 NIR = "185057800608491"
+EXIT = "exit code"  # the traced child's last line of stderr: "exit code N"
 
 
 def trace(argv: list[str], stdin: str) -> None:
@@ -55,14 +56,16 @@ def trace(argv: list[str], stdin: str) -> None:
 
     _import_everything()  # what runs at import (tables, caches) is not the command's path
 
+    code: int | str | None = 0
     sys.setprofile(profile)
     try:
         main()
-    except SystemExit:
-        pass
+    except SystemExit as exit_:
+        code = exit_.code
     finally:
         sys.setprofile(None)
     print("\n".join(sorted(seen)), file=sys.stderr)
+    print(f"{EXIT} {code or 0}", file=sys.stderr)
 
 
 def _import_everything() -> None:
@@ -77,7 +80,9 @@ def _import_everything() -> None:
         importlib.import_module(module.name)
 
 
-def run(env: dict[str, str], *argv: str, stdin: str = "") -> set[str]:
+def run(env: dict[str, str], *argv: str, exit_code: int = 0, stdin: str = "") -> set[str]:
+    """The modules the command ran through; it must end with `exit_code`, or the count would be
+    of a path cut short (a missing font stops the batch before it renders a letter)."""
     result = subprocess.run(
         [sys.executable, __file__, "--trace", *argv],
         input=stdin,
@@ -86,7 +91,10 @@ def run(env: dict[str, str], *argv: str, stdin: str = "") -> set[str]:
         capture_output=True,
         check=False,
     )
-    return {line for line in result.stderr.splitlines() if line and " " not in line}
+    lines = result.stderr.splitlines()
+    if not lines or lines[-1] != f"{EXIT} {exit_code}":
+        sys.exit(f"cpms-admin {' '.join(argv)} did not exit {exit_code}:\n{result.stderr}")
+    return {line for line in lines if line and " " not in line}
 
 
 def cli(env: dict[str, str], *argv: str, stdin: str = "") -> None:
@@ -135,7 +143,10 @@ def main() -> None:
             "--city",
             "Paris",
         )
-        show("portal login, wrong PIN", run(env, "portal", "login", NIR, stdin="000000\n"))
+        show(
+            "portal login, wrong PIN",
+            run(env, "portal", "login", NIR, exit_code=1, stdin="000000\n"),
+        )
         show("letters batch", run(env, "letters", "batch", "--out", str(root / "print")))
         members = root / "members.csv"
         members.write_text(

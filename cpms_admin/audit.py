@@ -21,6 +21,7 @@ from cpms_admin.clock import iso, system_clock
 from cpms_admin.db import Page, fetch_page
 from cpms_admin.errors import InvalidInput, Refused
 from cpms_admin.models import AuditEvent, Member, pk
+from cpms_admin.vocabulary import AuditAction
 
 # The agent recorded for what the member does on the portal, and who asked for the codes and
 # letters they ask for there (anything else is asked by an agent, or queued by a rule).
@@ -76,7 +77,7 @@ def record(
     session: Session,
     *,
     agent: str,
-    action: str,
+    action: AuditAction,
     member: Member | None = None,
     reason: str | None = None,
     outcome: str = "ok",
@@ -84,9 +85,11 @@ def record(
     **details: Any,
 ) -> AuditEvent:
     """Add an audit event to the caller's transaction (never commits: it lands with the change,
-    sealed into the chain at the commit). Agent and reason are checked once more here, so that
-    no path can write a forged line. The event returned has its id; it is not in the session."""
+    sealed into the chain at the commit). Agent, action and reason are checked once more here,
+    so that no path can write a forged line. The event returned has its id; it is not in the
+    session."""
     agent = clean_text(agent, what="the agent name", max_length=AGENT_MAX_LENGTH)
+    action = AuditAction(action)  # a word of docs/audit.md, even from a caller mypy never saw
     if reason:
         reason = clean_text(reason, what="the reason", max_length=REASON_MAX_LENGTH)
     (event_id,) = allocate_ids(session, 1)
@@ -95,7 +98,7 @@ def record(
         at=at or system_clock(),
         agent=agent,
         label=_LABEL.get(),
-        action=action,
+        action=action.value,
         member_id=member.id if member else None,
         reason=reason,
         outcome=outcome,
@@ -178,13 +181,15 @@ def list_events(
 
 def unrecorded_action(session: Session, action: str) -> str | None:
     """When no event was ever recorded with `action` (a typo in `audit list --action`): a
-    line naming the recorded actions closest to it. None when some event has it."""
+    line naming the actions closest to it, of the vocabulary and of the log (which may hold
+    words an older version wrote). None when some event has it."""
     import difflib
 
-    recorded = list(session.exec(select(AuditEvent.action).distinct()))
+    recorded = set(session.exec(select(AuditEvent.action).distinct()))
     if action in recorded:
         return None
-    close = difflib.get_close_matches(action, recorded, n=3, cutoff=0.6)
+    words = sorted(recorded | {str(known) for known in AuditAction})
+    close = difflib.get_close_matches(action, words, n=3, cutoff=0.6)
     hint = f"; did you mean {' or '.join(close)}?" if close else ""
     return f"no event was ever recorded with the action {action!r}{hint}"
 
@@ -201,11 +206,17 @@ STARTED = "started"
 
 class RunAudit:
     def __init__(
-        self, *, agent: str, action: str, at: datetime, reason: str | None = None, **facts: Any
+        self,
+        *,
+        agent: str,
+        action: AuditAction,
+        at: datetime,
+        reason: str | None = None,
+        **facts: Any,
     ) -> None:
         # Checked here once, as `record` would: the members' events are written without it.
         self._agent = clean_text(agent, what="the agent name", max_length=AGENT_MAX_LENGTH)
-        self._action = action
+        self._action = AuditAction(action)
         self._at = at
         self._reason = (
             clean_text(reason, what="the reason", max_length=REASON_MAX_LENGTH) if reason else None
@@ -281,7 +292,7 @@ class RunAudit:
             "at": at or self._at,
             "agent": self._agent,
             "label": _LABEL.get(),
-            "action": f"{self._action}.member",  # `members.import.member` for an import
+            "action": self._action.on_each_member().value,
             "reason": self._reason,
             "outcome": "ok",
             "details": _as_json({"change": change, "run": run, **details}),

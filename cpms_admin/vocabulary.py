@@ -2,7 +2,8 @@
 reasons, the weaknesses of a PIN. Each is a `StrEnum`, so a member compares equal to the
 plain string stored in the database and printed in JSON (docs/scripting.md), and Typer
 offers the same values as choices. Stored words are named as their values, so no driver can
-store one under another spelling."""
+store one under another spelling; the audit's actions, whose words hold dots, are stored by
+their `.value`."""
 
 from enum import StrEnum
 
@@ -243,6 +244,68 @@ class RetentionAction(StrEnum):
     delete = "delete"
     pseudonymise = "pseudonymise"
     archive = "archive"
+
+
+class AuditAction(StrEnum):
+    """What an audit event records (its `action`, docs/audit.md#the-actions). Named as their
+    values with `_` for `.`; a bulk run's events on each member it changed add `.member`."""
+
+    # An agent, on one member
+    member_add = "member.add"
+    member_update = "member.update"
+    member_close = "member.close"
+    member_dossier = "member.dossier"
+    account_unlock = "account.unlock"
+    pin_reset = "pin.reset"
+    code_issue = "code.issue"
+    code_revoke = "code.revoke"
+    letter_cancel = "letter.cancel"
+    letter_returned = "letter.returned"
+    # The portal, for the member
+    portal_login = "portal.login"
+    portal_request_code = "portal.request_code"
+    portal_send_code = "portal.send_code"
+    portal_set_pin = "portal.set_pin"
+    portal_change_pin = "portal.change_pin"
+    portal_accept_terms = "portal.accept_terms"
+    # The nightly batch
+    letters_batch = "letters.batch"
+    letters_batch_abandoned = "letters.batch_abandoned"
+    letter_failed = "letter.failed"
+    letter_void = "letter.void"
+    # Bulk runs, and their events on each member
+    members_import = "members.import"
+    members_import_member = "members.import.member"
+    members_export = "members.export"
+    code_campaign = "code.campaign"
+    code_campaign_member = "code.campaign.member"
+    mail_send = "mail.send"
+    mail_send_member = "mail.send.member"
+    pins_seal_imported = "pins.seal_imported"
+    pins_seal_imported_member = "pins.seal_imported.member"
+    # Administration
+    agent_add = "agent.add"
+    agent_disable = "agent.disable"
+    db_upgrade = "db.upgrade"
+    pepper_record = "pepper.record"
+    pepper_rotate = "pepper.rotate"
+    audit_archive = "audit.archive"
+    # `purge`: one event per category run (RetentionCategory)
+    purge_unknown_nir_counters = "purge.unknown_nir_counters"
+    purge_code_requests = "purge.code_requests"
+    purge_mail_files = "purge.mail_files"
+    purge_batch_files = "purge.batch_files"
+    purge_closed_members = "purge.closed_members"
+    purge_closed_members_member = "purge.closed_members.member"
+    purge_audit_events = "purge.audit_events"
+
+    @classmethod
+    def purge(cls, category: "RetentionCategory") -> "AuditAction":
+        return cls(f"purge.{category}")
+
+    def on_each_member(self) -> "AuditAction":
+        """The action of a bulk run's events on the members it changed."""
+        return AuditAction(f"{self}.member")
 
 
 class ChainProblem(StrEnum):

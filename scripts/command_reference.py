@@ -200,7 +200,9 @@ def vocabulary() -> list[str]:
         doc = kind.__dict__.get("__doc__") or ""
         lines += [f"- **{name}**" + (f": {prose(' '.join(doc.split()))}" if doc else "")]
         comments = dict(
-            re.findall(r'^\s+(\w+) = "[^"]*"\s+#\s*(.+)$', inspect.getsource(kind), re.MULTILINE)
+            re.findall(
+                r'^[ \t]+(\w+) = "[^"]*"[ \t]+#[ \t]*(.+)$', inspect.getsource(kind), re.MULTILINE
+            )
         )
         for member in kind:
             comment = comments.get(member.name)

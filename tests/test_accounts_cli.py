@@ -184,7 +184,7 @@ def test_locked_member_is_diagnosed_then_unlocked(
     assert cli("audit", "list", "--action", "account.unlock").stderr == ""
 
 
-def test_an_action_no_event_has_is_named_with_the_closest_recorded_ones(
+def test_an_action_no_event_has_is_named_with_the_closest_known_ones(
     cli: Cli, member: Member
 ) -> None:
     """A typo in --action lists nothing, as before, and says why on stderr."""
@@ -194,6 +194,11 @@ def test_an_action_no_event_has_is_named_with_the_closest_recorded_ones(
     assert typo.stderr == (
         "Warning: no event was ever recorded with the action 'acount.unlock'; "
         "did you mean account.unlock?\n"
+    )
+    # An action of the vocabulary that no event has yet is named too (docs/audit.md lists them).
+    unwritten = cli("audit", "list", "--action", "pin.rest")
+    assert unwritten.stderr == (
+        "Warning: no event was ever recorded with the action 'pin.rest'; did you mean pin.reset?\n"
     )
     nothing_like = cli("audit", "list", "--action", "zzz")
     assert nothing_like.stderr == "Warning: no event was ever recorded with the action 'zzz'\n"

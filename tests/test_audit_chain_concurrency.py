@@ -48,7 +48,9 @@ def test_threads_writing_at_once_extend_one_chain(
                 barrier.wait()
                 for event in range(EVENTS_EACH):
                     with transaction(session):
-                        audit.record(session, agent=f"agent.{number}", action="test", n=event)
+                        audit.record(
+                            session, agent=f"agent.{number}", action="account.unlock", n=event
+                        )
         except BaseException as exc:  # reported by the test's thread
             errors.append(exc)
         finally:

@@ -224,5 +224,5 @@ def test_a_detail_that_is_not_plain_json_is_refused(session: Session) -> None:
     member = make_member(session)
     row = session.execute(select(Member.id)).first()  # a Row, not its value
     with pytest.raises(TypeError, match="audit detail of type Row is not a JSON value"):
-        record(session, agent="agent.test", action="test", member=member, ids=[row])
+        record(session, agent="agent.test", action="account.unlock", member=member, ids=[row])
     session.rollback()

@@ -89,16 +89,16 @@ def _audit_actions(engine: Engine) -> list[str]:
 def test_a_transaction_commits_its_work_then_runs_its_hooks(engine: Engine) -> None:
     seen: list[list[str]] = []
     with Session(engine) as session, transaction(session) as work:
-        audit.record(session, agent="alice", action="test.one")
+        audit.record(session, agent="alice", action="account.unlock")
         work.after_commit(lambda: seen.append(_audit_actions(engine)))
         assert seen == []  # not before the commit
-    assert seen == [["test.one"]]
+    assert seen == [["account.unlock"]]
 
 
 def test_an_error_rolls_back_the_work_and_skips_the_hooks(engine: Engine) -> None:
     hooks: list[str] = []
     with Session(engine) as session, pytest.raises(Conflict), transaction(session) as work:
-        audit.record(session, agent="alice", action="test.one")
+        audit.record(session, agent="alice", action="account.unlock")
         work.after_commit(lambda: hooks.append("ran"))
         raise Conflict("changed meanwhile")
     assert _audit_actions(engine) == [] and hooks == []
@@ -107,9 +107,9 @@ def test_an_error_rolls_back_the_work_and_skips_the_hooks(engine: Engine) -> Non
 def test_an_inner_transaction_joins_the_outer_one(engine: Engine) -> None:
     """A service called by another never commits its caller's work on its own."""
     with Session(engine) as session, pytest.raises(Conflict), transaction(session):
-        audit.record(session, agent="alice", action="test.outer")
+        audit.record(session, agent="alice", action="account.unlock")
         with transaction(session):
-            audit.record(session, agent="alice", action="test.inner")
+            audit.record(session, agent="alice", action="pin.reset")
         assert _audit_actions(engine) == []  # the inner block committed nothing
         raise Conflict("the caller fails afterwards")
     assert _audit_actions(engine) == []

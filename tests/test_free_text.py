@@ -62,6 +62,8 @@ def test_record_itself_refuses_a_forged_row(session: Session, locked: Member) ->
         audit.record(session, agent="agent.test", action="account.unlock", reason=FORGED)
     with pytest.raises(InvalidInput, match="the agent name must be one line"):
         audit.record(session, agent="x" * 101, action="account.unlock")
+    with pytest.raises(ValueError, match="is not a valid AuditAction"):  # docs/audit.md's words
+        audit.record(session, agent="agent.test", action="account.unlock\nforged")
     session.rollback()
     assert snapshot(session) == before
 

@@ -20,6 +20,7 @@ from cpms_admin.db import transaction
 from cpms_admin.errors import NotFound, Refused
 from cpms_admin.faults import failpoint
 from cpms_admin.models import Agent
+from cpms_admin.vocabulary import AuditAction
 
 
 @dataclass(frozen=True)
@@ -115,7 +116,13 @@ def add_agent(session: Session, *, name: str, role: Role, actor: str, now: datet
         if session.get_bind().dialect.name == "postgresql":
             grants.grant_membership(session.connection(), name=name, role=role)
         audit.record(
-            session, agent=actor, action="agent.add", at=now, name=name, role=role, before=before
+            session,
+            agent=actor,
+            action=AuditAction.agent_add,
+            at=now,
+            name=name,
+            role=role,
+            before=before,
         )
     return AgentChange(name, role, before, role)
 
@@ -150,7 +157,12 @@ def disable_agent(
             if session.get_bind().dialect.name == "postgresql":
                 grants.revoke_membership(session.connection(), name=name)
             audit.record(
-                session, agent=actor, action="agent.disable", reason=reason, at=now, name=name
+                session,
+                agent=actor,
+                action=AuditAction.agent_disable,
+                reason=reason,
+                at=now,
+                name=name,
             )
     return AgentChange(name, Role(agent.role), before, _state(agent))
 

@@ -30,6 +30,7 @@ from cpms_admin.db import reader, transaction
 from cpms_admin.english import count
 from cpms_admin.errors import Conflict, InvalidInput, NotReady, Refused
 from cpms_admin.private_files import private_dir, write_private_atomically
+from cpms_admin.vocabulary import AuditAction
 
 _CHUNK = 5000
 _ARCHIVED = {"id", "at", "seq", "prev_hash", "hash", "key_id"}  # columns added later may lack
@@ -91,7 +92,7 @@ def archive_events(
         audit.record(
             session,
             agent=agent,
-            action="audit.archive",
+            action=AuditAction.audit_archive,
             at=clock(),
             before=before,
             events=dropped,

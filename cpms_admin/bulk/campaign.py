@@ -26,6 +26,7 @@ from cpms_admin.errors import FieldError, InvalidInput
 from cpms_admin.members.nir import nir_to_find
 from cpms_admin.models import Letter, OutgoingMail, SecurityCode
 from cpms_admin.vocabulary import (
+    AuditAction,
     CampaignWording,
     Channel,
     ChannelChoice,
@@ -258,7 +259,7 @@ def run_campaign(
     counts = CampaignCounts(dry_run=dry_run)
     run_audit = RunAudit(
         agent=agent,
-        action="code.campaign",
+        action=AuditAction.code_campaign,
         at=now,
         reason=reason.strip() if reason else None,
         channel=channel,

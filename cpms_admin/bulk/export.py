@@ -21,7 +21,7 @@ from cpms_admin.bulk.rows import EXPORT_COLUMNS
 from cpms_admin.clock import Clock, system_clock
 from cpms_admin.db import stated, transaction, unindexed
 from cpms_admin.errors import InvalidInput
-from cpms_admin.vocabulary import MemberStatus
+from cpms_admin.vocabulary import AuditAction, MemberStatus
 
 CHUNK = 1000
 _MEMBER = SQLModel.metadata.tables["member"]
@@ -89,7 +89,7 @@ def export_members(
     check_status(status)
     run = RunAudit(
         agent=agent,
-        action="members.export",
+        action=AuditAction.members_export,
         at=clock(),
         format=fmt.lower(),
         excel=excel,

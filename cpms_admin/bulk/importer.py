@@ -47,7 +47,7 @@ from cpms_admin.letters.voiding import void_printed, would_void
 from cpms_admin.members.fields import civility_note
 from cpms_admin.members.nir import format_nir
 from cpms_admin.members.records import as_strings
-from cpms_admin.vocabulary import MemberStatus, OnConflict
+from cpms_admin.vocabulary import AuditAction, MemberStatus, OnConflict
 
 BATCH_SIZE = 5000
 # Allocations between two passes of the garbage collector over its youngest objects, during
@@ -339,7 +339,7 @@ def import_members(
         if dry_run
         else RunAudit(
             agent=agent,
-            action="members.import",
+            action=AuditAction.members_import,
             at=now,
             file=str(member_file.path),
             format=member_file.fmt,

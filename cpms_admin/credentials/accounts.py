@@ -21,7 +21,7 @@ from cpms_admin.members.records import get_account, get_member
 from cpms_admin.models import Member, pk
 from cpms_admin.pepper import load_peppers
 from cpms_admin.settings import Settings
-from cpms_admin.vocabulary import ChannelChoice, LetterKind, MemberStatus, Purpose
+from cpms_admin.vocabulary import AuditAction, ChannelChoice, LetterKind, MemberStatus, Purpose
 
 
 @dataclass(frozen=True)
@@ -71,7 +71,7 @@ def unlock_account(
         audit.record(
             session,
             agent=agent,
-            action="account.unlock",
+            action=AuditAction.account_unlock,
             member=member,
             reason=why,
             outcome="ok" if changed else "noop",
@@ -124,7 +124,7 @@ def reset_pin(
             purpose=Purpose.pin_reset,
             letter_kind=LetterKind.pin_reset,
             agent=agent,
-            action="pin.reset",
+            action=AuditAction.pin_reset,
             reason=why,
             settings=settings,
             clock=clock,
@@ -164,7 +164,7 @@ def issue_member_code(
         purpose=codes.purpose_for(get_account(session, member)),
         letter_kind=LetterKind.security_code,
         agent=agent,
-        action="code.issue",
+        action=AuditAction.code_issue,
         reason=reason.strip() if reason else None,
         settings=settings,
         clock=clock,

@@ -28,7 +28,7 @@ from cpms_admin.members.nir import mask_nir, nir_to_find
 from cpms_admin.models import Account, Member, pk
 from cpms_admin.pepper import Peppers, load_peppers
 from cpms_admin.settings import Settings
-from cpms_admin.vocabulary import Blocked, MemberStatus, PortalReason
+from cpms_admin.vocabulary import AuditAction, Blocked, MemberStatus, PortalReason
 
 
 def pin_hasher(settings: Settings) -> PinHasher:
@@ -93,7 +93,13 @@ def read_subject(
 
 
 def audit_attempt(
-    session: Session, *, subject: Subject, action: str, outcome: str, now: datetime, **details: Any
+    session: Session,
+    *,
+    subject: Subject,
+    action: AuditAction,
+    outcome: str,
+    now: datetime,
+    **details: Any,
 ) -> None:
     """The attempt's audit row; an unknown NIR is personal data too, so only masked."""
     if subject.member is None:
@@ -114,7 +120,7 @@ def sign_in(
     *,
     nir: str,
     pin: str,
-    action: str,
+    action: AuditAction,
     captcha_ok: bool,
     settings: Settings,
     now: datetime,
@@ -147,7 +153,7 @@ def _check_pin(
     *,
     nir: str,
     pin: str,
-    action: str,
+    action: AuditAction,
     captcha_ok: bool,
     settings: Settings,
     now: datetime,
@@ -189,7 +195,7 @@ def record_failure(
     session: Session,
     *,
     subject: Subject,
-    action: str,
+    action: AuditAction,
     captcha_ok: bool,
     settings: Settings,
     now: datetime,
@@ -241,7 +247,7 @@ def _settle_success(
     attempt: Attempt,
     values: Mapping[str, Any],
     details: Callable[[], Mapping[str, Any]],
-    action: str,
+    action: AuditAction,
     captcha_ok: bool,
     settings: Settings,
     now: datetime,
@@ -278,7 +284,7 @@ def _refuse_now(
     session: Session,
     *,
     subject: Subject,
-    action: str,
+    action: AuditAction,
     captcha_ok: bool,
     settings: Settings,
     now: datetime,
@@ -289,7 +295,7 @@ def _refuse_now(
 
 
 def refuse(
-    session: Session, *, subject: Subject, block: Block, action: str, now: datetime
+    session: Session, *, subject: Subject, block: Block, action: AuditAction, now: datetime
 ) -> Attempt:
     """A blocked attempt, not counted. An unknown NIR keeps its reason, like its messages."""
     unknown = subject.member is None

@@ -34,7 +34,7 @@ from cpms_admin.db import transaction
 from cpms_admin.models import Account, SecurityCode, pk
 from cpms_admin.pepper import load_peppers
 from cpms_admin.settings import Settings
-from cpms_admin.vocabulary import Blocked, PortalReason
+from cpms_admin.vocabulary import AuditAction, Blocked, PortalReason
 
 
 def try_code(
@@ -42,7 +42,7 @@ def try_code(
     *,
     nir: str,
     code: str,
-    action: str,
+    action: AuditAction,
     captcha_ok: bool,
     settings: Settings,
     now: datetime,
@@ -101,7 +101,7 @@ def _typed_again(
     subject: Subject,
     counters: Counters,
     *,
-    action: str,
+    action: AuditAction,
     now: datetime,
 ) -> tuple[Attempt, None]:
     """The code the member used last, typed again: refused and audited, but no guess."""
@@ -111,7 +111,7 @@ def _typed_again(
 
 
 def _still_locked(
-    session: Session, *, subject: Subject, action: str, reason: PortalReason, now: datetime
+    session: Session, *, subject: Subject, action: AuditAction, reason: PortalReason, now: datetime
 ) -> tuple[Attempt, None]:
     """A wrong guess at the code an agent sent a locked account: audited, and answered as any
     locked account is, so the answer does not tell that an agent sent this NIR a code."""

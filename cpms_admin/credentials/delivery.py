@@ -27,7 +27,7 @@ from cpms_admin.members.nir import mask_nir
 from cpms_admin.models import Member, pk
 from cpms_admin.pepper import Peppers, load_peppers
 from cpms_admin.settings import Settings
-from cpms_admin.vocabulary import Channel, ChannelChoice, PinChange
+from cpms_admin.vocabulary import AuditAction, Channel, ChannelChoice, PinChange
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +117,7 @@ def deliver_code(
     purpose: str,
     letter_kind: str,
     agent: str,
-    action: str,
+    action: AuditAction,
     reason: str | None = None,
     settings: Settings,
     clock: Clock,
@@ -280,7 +280,7 @@ def _revoke_unsent(
         audit.record(
             session,
             agent=agent,
-            action="code.revoke",
+            action=AuditAction.code_revoke,
             member=member,
             outcome="mail_failed",
             at=clock(),

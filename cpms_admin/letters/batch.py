@@ -53,7 +53,7 @@ from cpms_admin.models import Letter, LetterBatch, Member
 from cpms_admin.pepper import Peppers, load_peppers
 from cpms_admin.private_files import describe_entry, fsync_dir, private_dir
 from cpms_admin.settings import Settings
-from cpms_admin.vocabulary import BatchStatus, CancelReason, LetterStatus
+from cpms_admin.vocabulary import AuditAction, BatchStatus, CancelReason, LetterStatus
 
 POOL_FROM = 4  # chunks: below this, starting worker processes costs more than it saves
 SUPERSEDED_WHILE_PRINTING = "its code was superseded by a newer one given while it was printed"
@@ -367,7 +367,7 @@ def _audit_batch(
     audit.record(
         session,
         agent=run.agent,
-        action="letters.batch",
+        action=AuditAction.letters_batch,
         at=now,
         batch_id=batch_id,
         printed=len(rendered.issued),
@@ -479,7 +479,7 @@ def _mark_failed(
         audit.record(
             session,
             agent=run.agent,
-            action="letter.failed",
+            action=AuditAction.letter_failed,
             reason=reason,
             at=now,
             member=session.get(Member, letter.member_id),

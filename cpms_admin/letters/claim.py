@@ -28,7 +28,14 @@ from cpms_admin.french import agent_time
 from cpms_admin.letters.guard import RunGuard
 from cpms_admin.members.postal import delivery_lines, same_destination
 from cpms_admin.models import Account, Letter, LetterBatch, Member, SecurityCode, pk
-from cpms_admin.vocabulary import BatchStatus, CancelReason, LetterKind, LetterStatus, MemberStatus
+from cpms_admin.vocabulary import (
+    AuditAction,
+    BatchStatus,
+    CancelReason,
+    LetterKind,
+    LetterStatus,
+    MemberStatus,
+)
 
 LIVE_LETTER = (LetterStatus.pending, LetterStatus.claimed, LetterStatus.printed)
 IN_CHUNK = 500  # ids per IN (...) list: well under every engine's parameter limit
@@ -290,7 +297,7 @@ def _cancel(
         audit.record(
             session,
             agent=agent,
-            action="letter.cancel",
+            action=AuditAction.letter_cancel,
             member=members[letter.member_id],
             reason=moot[letter.id].detail,
             at=now,

@@ -36,7 +36,7 @@ from cpms_admin.letters.files import (
 from cpms_admin.letters.guard import RunGuard
 from cpms_admin.models import Letter, LetterBatch, pk
 from cpms_admin.private_files import describe_entry
-from cpms_admin.vocabulary import BatchStatus, LetterStatus
+from cpms_admin.vocabulary import AuditAction, BatchStatus, LetterStatus
 
 Log = Callable[[str], None]
 
@@ -73,7 +73,7 @@ def abandon(
         audit.record(
             session,
             agent=agent,
-            action="letters.batch_abandoned",
+            action=AuditAction.letters_batch_abandoned,
             reason=reason,
             outcome=outcome,
             at=now,
@@ -217,7 +217,7 @@ def _lose(session: Session, *, batch_id: int, agent: str, now: datetime) -> int 
         audit.record(
             session,
             agent=agent,
-            action="letters.batch_abandoned",
+            action=AuditAction.letters_batch_abandoned,
             reason="its files were lost before they were published",
             outcome="lost",
             at=now,

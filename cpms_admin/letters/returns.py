@@ -30,7 +30,7 @@ from cpms_admin.members import undeliverable
 from cpms_admin.members.afnor import strip_accents
 from cpms_admin.models import Letter, Member, pk
 from cpms_admin.pepper import Peppers
-from cpms_admin.vocabulary import LetterStatus
+from cpms_admin.vocabulary import AuditAction, LetterStatus
 
 ID_COLUMNS = ("letter_id", "reference", "ref", "id")
 REASON_COLUMNS = ("reason", "motif")
@@ -232,7 +232,7 @@ def _record_one(
     audit.record(
         session,
         agent=agent,
-        action="letter.returned",
+        action=AuditAction.letter_returned,
         member=member,
         reason=reason,
         at=now,

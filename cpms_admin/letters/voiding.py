@@ -23,7 +23,7 @@ from cpms_admin.letters.claim import chunks, moot_reasons
 from cpms_admin.members.postal import delivery_lines, same_lines
 from cpms_admin.models import Letter, Member, SecurityCode, pk
 from cpms_admin.pepper import Peppers
-from cpms_admin.vocabulary import CancelReason, LetterStatus
+from cpms_admin.vocabulary import AuditAction, CancelReason, LetterStatus
 
 LOST_WHILE_PRINTING = "{} while it was printed: its code does not work; pull it from the print run"
 MOVED_SINCE_PRINTED = "the member's address changed since it was printed: its code does not work"
@@ -110,7 +110,7 @@ def record_void(
     audit.record(
         session,
         agent=agent,
-        action="letter.void",
+        action=AuditAction.letter_void,
         member=session.get(Member, letter.member_id),
         reason=why,
         at=now,

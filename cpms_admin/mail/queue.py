@@ -43,7 +43,7 @@ from cpms_admin.models import Account, Member, OutgoingMail, pk
 from cpms_admin.pepper import load_peppers
 from cpms_admin.private_files import MAIL_LOCK, hold_run_lock
 from cpms_admin.settings import Settings
-from cpms_admin.vocabulary import CancelReason, MailStatus, MemberStatus
+from cpms_admin.vocabulary import AuditAction, CancelReason, MailStatus, MemberStatus
 
 MAX_ATTEMPTS = 5
 STOP_AFTER = 5
@@ -284,7 +284,7 @@ def _send(
     on_total: Callable[[int], None],
     clock: Clock,
 ) -> MailRun:
-    audit = RunAudit(agent=agent, action="mail.send", at=clock())
+    audit = RunAudit(agent=agent, action=AuditAction.mail_send, at=clock())
     sender = _Sender(
         session, agent=agent, settings=settings, transport=transport, clock=clock, audit=audit
     )

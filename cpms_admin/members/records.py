@@ -35,6 +35,7 @@ from cpms_admin.members.search import (
 from cpms_admin.models import Account, Letter, Member, SecurityCode, pk
 from cpms_admin.vocabulary import (
     AccountState,
+    AuditAction,
     CancelReason,
     LetterKind,
     LetterStatus,
@@ -212,7 +213,7 @@ def add_member(
         audit.record(
             session,
             agent=agent,
-            action="member.add",
+            action=AuditAction.member_add,
             member=member,
             at=now,
             welcome_letter_id=letters[0].id if letters else None,
@@ -263,7 +264,7 @@ def update_member(
         audit.record(
             session,
             agent=agent,
-            action="member.update",
+            action=AuditAction.member_update,
             member=member,
             reason=why,
             at=member.updated_at,
@@ -344,7 +345,7 @@ def close_member(
         now = clock()
         if member.status == MemberStatus.closed:
             audit.record(
-                session, agent=agent, action="member.close", member=member, reason=why,
+                session, agent=agent, action=AuditAction.member_close, member=member, reason=why,
                 outcome="noop", at=now,
             )  # fmt: skip
             return MemberClose(member, changed=False)
@@ -364,7 +365,7 @@ def close_member(
         audit.record(
             session,
             agent=agent,
-            action="member.close",
+            action=AuditAction.member_close,
             member=member,
             reason=why,
             at=now,

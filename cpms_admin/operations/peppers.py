@@ -36,6 +36,7 @@ from cpms_admin.pepper import (
     write_pepper_file,
 )
 from cpms_admin.settings import Settings
+from cpms_admin.vocabulary import AuditAction
 
 UNSEALED = LEGACY_PREFIX + "$"  # an imported hash stored as it came (before 3 December)
 
@@ -141,7 +142,7 @@ def settle_pepper(
         audit.record(
             session,
             agent=agent,
-            action="pepper.record",
+            action=AuditAction.pepper_record,
             at=now,
             peppers=sorted(peppers.secrets),
             created=str(created) if created else None,
@@ -180,7 +181,7 @@ def rotate(session: Session, *, settings: Settings, agent: str, clock: Clock) ->
         audit.record(
             session,
             agent=agent,
-            action="pepper.rotate",
+            action=AuditAction.pepper_rotate,
             at=now,
             pepper=key_id,
             file=str(path),
@@ -234,7 +235,7 @@ def seal_unsealed_hashes(session: Session, *, peppers: Peppers, agent: str, now:
     (`credentials.legacy`), a batch per transaction, audited as a bulk run (an event per
     member). A hash a login replaced meanwhile is left to it; one too long to store sealed
     stays as it is (it still verifies). Returns how many were sealed."""
-    run = audit.RunAudit(agent=agent, action="pins.seal_imported", at=now)
+    run = audit.RunAudit(agent=agent, action=AuditAction.pins_seal_imported, at=now)
     sealed, after = 0, -1
     while True:
         with transaction(session):

@@ -25,6 +25,7 @@ from cpms_admin.faults import failpoint
 from cpms_admin.migrations import HEAD_REVISION
 from cpms_admin.operations import peppers
 from cpms_admin.settings import Settings
+from cpms_admin.vocabulary import AuditAction
 
 AGENTS_REVISION = "0008"  # the migration that brought agents (revisions sort as text)
 CHAIN_REVISION = "0011"  # the migration that brought the audit chain
@@ -147,7 +148,7 @@ def _upgrade(
                 audit.record(
                     session,
                     agent=agent,
-                    action="db.upgrade",
+                    action=AuditAction.db_upgrade,
                     before=before,
                     after=HEAD_REVISION,
                     events_sealed=sealed,

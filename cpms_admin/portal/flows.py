@@ -36,7 +36,7 @@ from cpms_admin.models import Member, pk
 from cpms_admin.portal import answers, code_requests
 from cpms_admin.portal.answers import PortalResult, attempt_result
 from cpms_admin.settings import Settings
-from cpms_admin.vocabulary import ChannelChoice, LetterKind, MemberStatus, PortalReason
+from cpms_admin.vocabulary import AuditAction, ChannelChoice, LetterKind, MemberStatus, PortalReason
 
 
 def login(
@@ -51,7 +51,7 @@ def login(
     """Log in with NIR and PIN. A malformed NIR or PIN is InvalidInput and costs no attempt;
     a success resets the counters and upgrades an old or imported PIN hash."""
     now = clock()
-    action = "portal.login"
+    action = AuditAction.portal_login
     hasher = pin_hasher(settings)
     rehashed = False
 
@@ -103,7 +103,7 @@ def request_code(
     unknown or closed NIR."""
     compact = nir_to_find(nir)
     now = clock()
-    action = "portal.request_code"
+    action = AuditAction.portal_request_code
     with transaction(session):
         subject = read_subject(session, nir=compact, settings=settings)
         key = unknown_nir.subject_of(compact, settings)
@@ -147,7 +147,7 @@ def _send_requested_code(
         purpose=codes.purpose_for(get_account(session, member)),
         letter_kind=LetterKind.security_code,
         agent=PORTAL,
-        action="portal.send_code",
+        action=AuditAction.portal_send_code,
         settings=settings,
         clock=clock,
         now=clock(),
@@ -191,7 +191,7 @@ def accept_terms(
     if version is not None and version != current:
         raise InvalidInput(f"the current Terms of Use version is {current}, not {version}")
     now = clock()
-    action = "portal.accept_terms"
+    action = AuditAction.portal_accept_terms
     already = False
 
     def changes(subject: Subject) -> dict[str, Any]:

@@ -36,6 +36,7 @@ from cpms_admin.portal import answers
 from cpms_admin.portal.answers import PortalResult, attempt_result
 from cpms_admin.settings import Settings
 from cpms_admin.vocabulary import (
+    AuditAction,
     CodeStatus,
     MemberStatus,
     PinChange,
@@ -114,7 +115,7 @@ def _with_code(
 ) -> PortalResult | None:
     """Set the PIN with the member's live code. None when there is no live code and
     `fall_back` is set (the caller tries the secret as the current PIN)."""
-    action = "portal.set_pin"
+    action = AuditAction.portal_set_pin
     tried = code_attempts.try_code(
         session,
         nir=nir,
@@ -186,7 +187,7 @@ def _save_pin(
         audit.record(
             session,
             agent=PORTAL,
-            action="portal.set_pin",
+            action=AuditAction.portal_set_pin,
             member=member,
             at=now,
             how=how,
@@ -209,7 +210,12 @@ def _code_spent_meanwhile(
     status = session.exec(select(SecurityCode.status).where(col(SecurityCode.id) == pk(live))).one()
     reason = PortalReason.code_used if status == CodeStatus.used else PortalReason.dead_code
     audit_attempt(
-        session, subject=subject, action="portal.set_pin", outcome=reason, now=now, code_id=live.id
+        session,
+        subject=subject,
+        action=AuditAction.portal_set_pin,
+        outcome=reason,
+        now=now,
+        code_id=live.id,
     )
     return reason
 
@@ -225,7 +231,7 @@ def _with_current_pin(
     now: datetime,
     transport: Transport | None,
 ) -> PortalResult:
-    action = "portal.change_pin"
+    action = AuditAction.portal_change_pin
     attempt = sign_in(
         session,
         nir=nir,

@@ -33,7 +33,7 @@ from cpms_admin.members.records import account_view, get_account, get_member, me
 from cpms_admin.models import AuditEvent, Letter, Member, OutgoingMail, SecurityCode, pk
 from cpms_admin.private_files import describe_entry, write_private_atomically
 from cpms_admin.settings import Settings
-from cpms_admin.vocabulary import ActedBy, CodeStatus, Wording
+from cpms_admin.vocabulary import ActedBy, AuditAction, CodeStatus, Wording
 
 # The tables of what a member owns, read whole for the dossier.
 _Owned = TypeVar("_Owned", SecurityCode, Letter, OutgoingMail, AuditEvent)
@@ -194,7 +194,12 @@ def write_dossier(
             handle.write(data)
             with transaction(session):  # committed before the file appears under its name
                 audit.record(
-                    session, agent=agent, action="member.dossier", member=member, at=now, format=fmt
+                    session,
+                    agent=agent,
+                    action=AuditAction.member_dossier,
+                    member=member,
+                    at=now,
+                    format=fmt,
                 )
     except OSError as exc:
         raise InvalidInput(f"cannot write {out}: {exc.strerror or exc}") from None

@@ -20,7 +20,7 @@ from cpms_admin.english import count
 from cpms_admin.models import AuditEvent, CodeRequest, UnknownLogin
 from cpms_admin.portal.code_requests import WINDOW
 from cpms_admin.settings import Settings, env_name
-from cpms_admin.vocabulary import RetentionCategory
+from cpms_admin.vocabulary import AuditAction, RetentionCategory
 
 
 @dataclass(frozen=True)
@@ -84,7 +84,7 @@ def record_category(
     changes (`RunAudit.record_members`)."""
     run = RunAudit(
         agent=scope.agent,
-        action=f"purge.{category}",
+        action=AuditAction.purge(category),
         at=scope.now,
         rule=rule,
         before=before,

@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from cpms_admin.privacy.dossier_pdf import LABELS
 from cpms_admin.settings import Settings, env_name
+from cpms_admin.vocabulary import AuditAction
 from scripts.command_reference import OUT, REGENERATE, render
 
 ROOT = Path(__file__).parent.parent
@@ -143,6 +145,19 @@ def test_the_readme_and_the_scripting_guide_give_the_same_exit_codes() -> None:
     table = exit_codes(ROOT / "docs" / "scripting.md")
     assert [row.split("|")[1].strip() for row in table] == ["0", "1", "2", "3", "4", "5"]
     assert exit_codes(ROOT / "README.md") == table
+
+
+def test_every_audit_action_is_documented_and_those_on_a_member_read_in_french() -> None:
+    """docs/audit.md lists every action an event can record, and says which name a member: a
+    member reads those in their dossier, in French, never as `letter.void`."""
+    table = re.findall(
+        r"^\| `([a-z_.]+)` \| [^|]+ \| (yes|no)¹? \|$",
+        (ROOT / "docs" / "audit.md").read_text(encoding="utf-8"),
+        re.M,
+    )
+    assert sorted(action for action, _ in table) == sorted(AuditAction)
+    on_a_member = {action for action, member in table if member == "yes"}
+    assert on_a_member == set(LABELS["action"])
 
 
 def test_no_package_holds_more_than_the_architecture_allows() -> None:

@@ -14,6 +14,7 @@ from cpms_admin.errors import NotReady
 from cpms_admin.french import french_date, paris_time
 from cpms_admin.members.nir import format_nir
 from cpms_admin.settings import templates_dir
+from cpms_admin.vocabulary import AuditAction
 
 TEMPLATE = "dossier.html"
 STYLESHEET = "dossier.css"
@@ -51,26 +52,29 @@ LABELS: dict[str, dict[str, str]] = {
         "mail_failed": "e-mail non parti",
     },
     "action": {
-        "member.add": "inscription",
-        "member.update": "modification de vos coordonnées",
-        "member.close": "clôture",
-        "member.dossier": "édition de ce dossier",
-        "account.unlock": "déblocage du compte",
-        "code.issue": "envoi d'un code de sécurité",
-        "code.revoke": "annulation d'un code de sécurité",
-        "code.campaign.member": "envoi d'un code de sécurité (campagne)",
-        "pin.reset": "réinitialisation du code personnel",
-        "portal.login": "connexion à l'Espace Adhérent",
-        "portal.set_pin": "création du code personnel",
-        "portal.change_pin": "changement du code personnel",
-        "portal.accept_terms": "acceptation des conditions d'utilisation",
-        "portal.request_code": "demande d'un code de sécurité",
-        "portal.send_code": "envoi d'un code de sécurité",
-        "letter.cancel": "annulation d'un courrier",
-        "letter.failed": "courrier impossible à imprimer",
-        "letter.returned": "courrier revenu",
-        "members.import.member": "reprise de vos données",
-        "mail.send.member": "envoi d'un e-mail",
+        AuditAction.member_add: "inscription",
+        AuditAction.member_update: "modification de vos coordonnées",
+        AuditAction.member_close: "clôture",
+        AuditAction.member_dossier: "édition de ce dossier",
+        AuditAction.account_unlock: "déblocage du compte",
+        AuditAction.code_issue: "envoi d'un code de sécurité",
+        AuditAction.code_revoke: "annulation d'un code de sécurité",
+        AuditAction.code_campaign_member: "envoi d'un code de sécurité (campagne)",
+        AuditAction.pin_reset: "réinitialisation du code personnel",
+        AuditAction.portal_login: "connexion à l'Espace Adhérent",
+        AuditAction.portal_set_pin: "création du code personnel",
+        AuditAction.portal_change_pin: "changement du code personnel",
+        AuditAction.portal_accept_terms: "acceptation des conditions d'utilisation",
+        AuditAction.portal_request_code: "demande d'un code de sécurité",
+        AuditAction.portal_send_code: "envoi d'un code de sécurité",
+        AuditAction.letter_cancel: "annulation d'un courrier",
+        AuditAction.letter_failed: "courrier impossible à imprimer",
+        AuditAction.letter_returned: "courrier revenu",
+        AuditAction.letter_void: "courrier annulé : votre adresse a changé pendant son impression",
+        AuditAction.members_import_member: "reprise de vos données",
+        AuditAction.mail_send_member: "envoi d'un e-mail",
+        AuditAction.pins_seal_imported_member: "protection renforcée de votre code personnel",
+        AuditAction.purge_closed_members_member: "anonymisation de vos données",
     },
 }
 

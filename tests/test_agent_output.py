@@ -182,6 +182,8 @@ def test_a_cut_listing_counts_only_so_far(
         ("cpms-admin member list --status a", ["active"]),
         ("cpms-admin members export --format j", ["jsonl"]),
         ("cpms-admin members import x.csv --on-conflict ", ["skip", "update", "fail"]),
+        ("cpms-admin audit list --action letter.", ["letter.cancel", "letter.returned",
+                                                     "letter.failed", "letter.void"]),
     ],
 )  # fmt: skip
 def test_bash_completes_the_values_agents_type(

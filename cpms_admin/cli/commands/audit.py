@@ -7,11 +7,12 @@ import typer
 
 from cpms_admin import audit, audit_chain
 from cpms_admin.cli.context import app_context
-from cpms_admin.cli.options import AllRows
+from cpms_admin.cli.options import AllRows, completes
 from cpms_admin.cli.output import emit_object, emit_page, error, exit_as, warn
 from cpms_admin.clock import parse_moment
 from cpms_admin.members.nir import nir_to_find
 from cpms_admin.settings import LIMIT_MAX
+from cpms_admin.vocabulary import AuditAction
 
 app = typer.Typer(help="Read the audit log; check its chain.", no_args_is_help=True)
 
@@ -28,7 +29,10 @@ def list_(
             "('2026-12-04 19:09 CET').",
         ),
     ] = None,
-    action: Annotated[str | None, typer.Option("--action", help="e.g. account.unlock")] = None,
+    action: Annotated[
+        str | None,
+        typer.Option("--action", help="e.g. account.unlock", autocompletion=completes(AuditAction)),
+    ] = None,
     limit: Annotated[int, typer.Option("--limit", min=1, max=LIMIT_MAX)] = 50,
     all_rows: AllRows = False,
 ) -> None:

@@ -24,7 +24,7 @@ from cpms_admin import audit
 from cpms_admin.clock import system_clock
 from cpms_admin.credentials.account_status import account_status
 from cpms_admin.db import session_scope
-from cpms_admin.members import records
+from cpms_admin.members import records, views
 from cpms_admin.settings import load_settings
 
 SEARCH = "dupont lyon"
@@ -84,12 +84,12 @@ def service_calls(large: Built) -> dict[str, Callable[[Session], Any]]:
     labels = list(commands(nir))
 
     def show(session: Session) -> Any:
-        return records.member_view(session, records.get_member(session, nir), clock=clock)
+        return views.member_view(session, records.get_member(session, nir), clock=clock)
 
     def listing(**filters: Any) -> Callable[[Session], Any]:
         def call(session: Session) -> Any:  # as `member list` does: the page, then its views
-            found = records.list_members(session, limit=50, clock=clock, **filters)
-            return records.member_views(session, found, clock=clock)
+            found = views.list_members(session, limit=50, clock=clock, **filters)
+            return views.member_views(session, found, clock=clock)
 
         return call
 

@@ -12,7 +12,7 @@ the databases and `--reuse` starts from them.
 
 Each case is then timed in-process, median of R runs after one warm-up run:
 
-- indexed: `records.list_members(search=..., limit=50)`, what `member list` runs;
+- indexed: `views.list_members(search=..., limit=50)`, what `member list` runs;
 - baseline: the same words as `search_text LIKE '%word%'` with nothing to narrow the
   rows first (written `search_text || ''` so PostgreSQL cannot use its index either), in
   the former order `ORDER BY last_name, first_name`: the query before the index.
@@ -36,8 +36,9 @@ from sqlmodel import Session, SQLModel, col
 from cpms_admin.db import make_engine, normalise_url, upgrade_schema
 from cpms_admin.members.fields import MemberFields
 from cpms_admin.members.postal import PostalAddress
-from cpms_admin.members.records import list_members, member_values
+from cpms_admin.members.records import member_values
 from cpms_admin.members.search import search_terms
+from cpms_admin.members.views import list_members
 from cpms_admin.models import Member
 
 DATA = Path(__file__).resolve().parent.parent / "data"

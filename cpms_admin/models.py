@@ -79,7 +79,7 @@ class Member(SQLModel, table=True):
 
 class Account(SQLModel, table=True):
     # `member list --locked` finds the few locked accounts of a million through these
-    # (records.locked_accounts); they hold only the accounts with the column set.
+    # (views.locked_accounts); they hold only the accounts with the column set.
     __table_args__ = (
         Index(
             "ix_account_hard_locked_at",

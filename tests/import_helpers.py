@@ -11,7 +11,8 @@ from typing import Any
 from sqlmodel import Session, SQLModel, select
 
 from cpms_admin.members.fields import COLUMNS
-from cpms_admin.members.records import get_member, member_summary
+from cpms_admin.members.records import get_member
+from cpms_admin.members.views import member_summary
 from cpms_admin.models import Member
 from tests.factories import make_nir, snapshot
 from tests.harness import new_chain

@@ -19,7 +19,7 @@ from cpms_admin.bulk.formats import read_member_rows
 from cpms_admin.bulk.import_rows import SeenNirs
 from cpms_admin.bulk.importer import import_members
 from cpms_admin.db_insert import insert_rows
-from cpms_admin.members.records import list_members
+from cpms_admin.members.views import list_members
 from cpms_admin.models import pk
 from cpms_admin.pepper import Peppers
 from tests.factories import make_member

@@ -13,7 +13,7 @@ from sqlmodel import Session, col, select
 from cpms_admin import audit
 from cpms_admin.db import MIGRATIONS_DIR, make_engine, transaction
 from cpms_admin.errors import Conflict, NotReady
-from cpms_admin.members import records
+from cpms_admin.members import records, views
 from cpms_admin.migrations import HEAD_REVISION
 from cpms_admin.models import AuditEvent
 from tests.databases import PG_URL, new_pg_database
@@ -182,8 +182,8 @@ def test_0014_indexes_only_the_closed_members_by_name_and_its_downgrade_puts_bac
     condition = indexes["ix_member_closed_sort_name"]  # partial: closed, not pseudonymised
     assert "'closed'" in condition and "pseudonymised_at IS NULL" in condition, condition
     session.expire_all()
-    assert [m.id for m in records.list_members(session, status="closed")] == [closed.id]
-    assert [m.id for m in records.list_members(session, status="active")] == [active.id]
+    assert [m.id for m in views.list_members(session, status="closed")] == [closed.id]
+    assert [m.id for m in views.list_members(session, status="active")] == [active.id]
 
 
 @pytest.mark.skipif(not PG_URL, reason="needs PostgreSQL: set CPMS_TEST_DATABASE_URL")

@@ -7,7 +7,7 @@ import pytest
 from sqlmodel import Session, select
 
 from cpms_admin.errors import Conflict, FieldError, NotFound
-from cpms_admin.members import records
+from cpms_admin.members import records, views
 from cpms_admin.members.fields import validate_member_fields
 from cpms_admin.members.nir import format_nir
 from cpms_admin.models import Account, AuditEvent, Letter
@@ -120,12 +120,12 @@ def test_search_ignores_case_accents_and_nir_spacing(session: Session) -> None:
         session, first_name="Hélène", last_name="Müller", city="Évreux", postcode="27000"
     )
     make_member(session, first_name="Paul", last_name="Durand", email="paul@example.org")
-    found = records.list_members(session, search="HELENE muller")
+    found = views.list_members(session, search="HELENE muller")
     assert [m.nir for m in found] == [helene.nir]
-    assert [m.nir for m in records.list_members(session, search="evreux")] == [helene.nir]
+    assert [m.nir for m in views.list_members(session, search="evreux")] == [helene.nir]
     spaced = format_nir(helene.nir)
-    assert [m.nir for m in records.list_members(session, search=spaced)] == [helene.nir]
-    assert records.list_members(session, search="100%") == []
+    assert [m.nir for m in views.list_members(session, search=spaced)] == [helene.nir]
+    assert views.list_members(session, search="100%") == []
 
 
 def test_list_filters_by_status_locked_and_limit(session: Session) -> None:
@@ -139,14 +139,14 @@ def test_list_filters_by_status_locked_and_limit(session: Session) -> None:
 
     account.hard_locked_at = datetime.now(UTC)
     session.commit()
-    assert [m.last_name for m in records.list_members(session, status="closed")] == ["Bernard"]
-    assert [m.last_name for m in records.list_members(session, locked=True)] == ["Aubert"]
-    assert len(records.list_members(session, limit=2)) == 2
+    assert [m.last_name for m in views.list_members(session, status="closed")] == ["Bernard"]
+    assert [m.last_name for m in views.list_members(session, locked=True)] == ["Aubert"]
+    assert len(views.list_members(session, limit=2)) == 2
 
 
 def test_member_view_matches_the_cli_contract(session: Session) -> None:
     member = make_member(session, birth_date="1985-05-03")
-    view = records.member_view(session, member).as_json()
+    view = views.member_view(session, member).as_json()
     assert set(view) >= {
         "nir",
         "civility",

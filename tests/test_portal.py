@@ -7,7 +7,7 @@ from sqlmodel import Session
 
 from cpms_admin.credentials import accounts
 from cpms_admin.errors import InvalidInput
-from cpms_admin.members import records
+from cpms_admin.members import records, views
 from cpms_admin.models import Member
 from cpms_admin.portal import flows
 from cpms_admin.settings import Settings
@@ -334,7 +334,7 @@ def test_request_code_without_email_queues_one_letter_and_unknown_gets_the_same_
     assert len({(a.ok, a.message) for a in answers}) == 1
     assert "un courrier postal contenant votre code de sécurité va vous" in answers[0].message
     assert [a.reason for a in answers] == ["ok", "ok", "unknown_member"]  # one letter, reused
-    pending = records.member_view(session, no_email, clock=clock).as_json()["pending_letters"]
+    pending = views.member_view(session, no_email, clock=clock).as_json()["pending_letters"]
     assert [letter["kind"] for letter in pending] == ["security_code"]
     assert outbox(settings) == []
 

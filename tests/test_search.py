@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from sqlmodel import Session, select
 
 from cpms_admin.bulk.export import members_to_export
-from cpms_admin.members import records
+from cpms_admin.members import records, views
 from cpms_admin.members.nir import format_nir
 from cpms_admin.members.search import find_members, fold, search_terms, search_values
 from cpms_admin.models import Account, Member
@@ -158,9 +158,9 @@ def test_search_by_nir_email_and_city_and_wildcards_taken_literally(session: Ses
     )
     make_member(session, last_name="Durand", email="paul_durand@example.org", city="Lyon")
     for search in (format_nir(helene.nir), "h.muller@example", "saint etienne", "etienne"):
-        assert [m.nir for m in records.list_members(session, search=search)] == [helene.nir]
-    assert records.list_members(session, search="100%") == []
-    assert records.list_members(session, search="h_muller") == []
+        assert [m.nir for m in views.list_members(session, search=search)] == [helene.nir]
+    assert views.list_members(session, search="100%") == []
+    assert views.list_members(session, search="h_muller") == []
 
 
 SORTED = [
@@ -193,17 +193,17 @@ def test_member_list_sorts_particles_and_accents_under_their_letter(
 
 def test_namesakes_are_listed_in_the_order_they_were_added(session: Session) -> None:
     added = [make_member(session, last_name="Martin", first_name="Anne") for _ in range(3)]
-    assert records.list_members(session) == added
-    assert records.list_members(session, search="martin anne", limit=2) == added[:2]
+    assert views.list_members(session) == added
+    assert views.list_members(session, search="martin anne", limit=2) == added[:2]
 
 
 def test_an_update_changes_what_search_finds_and_the_order(session: Session) -> None:
     member = make_member(session, last_name="Zola", first_name="Émile")
     make_member(session, last_name="Martin", first_name="Anne")
     records.update_member(session, nir=member.nir, changes={"last_name": "N’Diaye"}, agent="alice")
-    assert [m.last_name for m in records.list_members(session, search="ndiaye")] == ["N’Diaye"]
-    assert records.list_members(session, search="zola") == []
-    assert [m.last_name for m in records.list_members(session)] == ["Martin", "N’Diaye"]
+    assert [m.last_name for m in views.list_members(session, search="ndiaye")] == ["N’Diaye"]
+    assert views.list_members(session, search="zola") == []
+    assert [m.last_name for m in views.list_members(session)] == ["Martin", "N’Diaye"]
     assert_search_index_in_step(session)
     if session.get_bind().dialect.name == "sqlite":  # the old name left the FTS5 table
         assert search_index_ids(session, "zola") == set()
@@ -279,16 +279,16 @@ def test_one_status_is_listed_in_name_order_through_an_index(session: Session) -
     the name index: neither listing reads and sorts every member of its status."""
     for first_name in ("Chloé", "Awa", "Binta", "Denise"):
         make_member(session, last_name="N'Diaye", first_name=first_name)
-    for nir in [m.nir for m in records.list_members(session)][1::2]:  # Binta and Denise
+    for nir in [m.nir for m in views.list_members(session)][1::2]:  # Binta and Denise
         records.close_member(session, nir=nir, reason="départ", agent="alice")
     for status, names, index in [
         ("closed", ["Binta", "Denise"], "ix_member_closed_sort_name"),
         ("active", ["Awa", "Chloé"], "ix_member_sort_name"),
     ]:
-        listed = records.list_members(session, status=status)
+        listed = views.list_members(session, status=status)
         assert [m.first_name for m in listed] == names
         plan = plan_of_last_query(
-            session, lambda: records.list_members(session, status=status), index_scans=True
+            session, lambda: views.list_members(session, status=status), index_scans=True
         )
         assert re.search(rf"\b{index}\b", plan), plan
         assert "TEMP B-TREE" not in plan and "Sort" not in plan, plan  # already in name order
@@ -326,13 +326,13 @@ def test_search_keeps_the_status_and_locked_filters(session: Session, clock: Fak
     account.hard_locked_at = clock()
     session.commit()
     for walk in (0, 2000):  # both of find_members' ways
-        query = records.member_query(status="closed", locked=False, clock=clock)
+        query = views.member_query(status="closed", locked=False, clock=clock)
         found = find_members(session, query, ["ndiaye"], limit=50, walk=walk)
         assert [m.first_name for m in found] == ["Coumba"]
-        query = records.member_query(status=None, locked=True, clock=clock)
+        query = views.member_query(status=None, locked=True, clock=clock)
         found = find_members(session, query, ["ndiaye"], limit=50, walk=walk)
         assert [m.first_name for m in found] == ["Awa"]
-    active = records.list_members(session, status="active", search="ndiaye", clock=clock)
+    active = views.list_members(session, status="active", search="ndiaye", clock=clock)
     assert [m.first_name for m in active] == ["Awa", "Binta"]
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from sqlmodel import Session, select
 
 from cpms_admin import audit
-from cpms_admin.members import records
+from cpms_admin.members import views
 from cpms_admin.members.search import (
     could_start_nir,
     find_members,
@@ -99,7 +99,7 @@ def answers(session: Session) -> Iterator[tuple[str, int, int, list[int | None]]
         if terms:
             found = find_members(session, query, terms, limit=limit, walk=walk)
         else:
-            found = records.list_members(session, limit=limit)
+            found = views.list_members(session, limit=limit)
         yield search, limit, walk, [m.id for m in found]
 
 

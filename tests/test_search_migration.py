@@ -13,7 +13,7 @@ from sqlmodel import Session, select
 
 from cpms_admin.audit_chain import keyed
 from cpms_admin.db import current_revision, make_engine, upgrade_schema
-from cpms_admin.members import records
+from cpms_admin.members import views
 from cpms_admin.members.nir import format_nir
 from cpms_admin.members.search import search_values
 from cpms_admin.migrations import HEAD_REVISION
@@ -90,15 +90,15 @@ def test_upgrade_refolds_existing_members_and_indexes_them(at_0004: Engine) -> N
             ("d'harcourt", "d’Harcourt"),
             ("emile", "Zola"),
         ]:
-            assert [m.last_name for m in records.list_members(session, search=search)] == [found]
-        assert [m.last_name for m in records.list_members(session)] == [
+            assert [m.last_name for m in views.list_members(session, search=search)] == [found]
+        assert [m.last_name for m in views.list_members(session)] == [
             "d’Harcourt",
             "N'Diaye",
             "Œuvrard",
             "Zola",
         ]
         added = make_member(session, last_name="N’Dour", first_name="Youssou")
-        assert records.list_members(session, search="ndour") == [added]  # kept in step
+        assert views.list_members(session, search="ndour") == [added]  # kept in step
 
 
 def test_downgrade_restores_0004_and_upgrades_again(at_0004: Engine) -> None:
@@ -113,7 +113,7 @@ def test_downgrade_restores_0004_and_upgrades_again(at_0004: Engine) -> None:
         assert "member_search" not in sa.inspect(conn).get_table_names()
     upgrade_schema(at_0004)
     with Session(at_0004) as session:
-        assert [m.last_name for m in records.list_members(session, search="ndiaye")] == ["N'Diaye"]
+        assert [m.last_name for m in views.list_members(session, search="ndiaye")] == ["N'Diaye"]
         assert_search_index_in_step(session)
 
 
@@ -160,8 +160,8 @@ def test_0013_takes_the_nir_out_of_search_text_and_finds_it_from_its_start(
         assert_search_index_in_step(session)
         zola = next(m for m in members if m.last_name == "Zola")
         for search in (format_nir(zola.nir), zola.nir[:13], f"emile {zola.nir[:8]}"):
-            assert records.list_members(session, search=search) == [zola], search
-        assert records.list_members(session, search=zola.nir[4:12]) == []
+            assert views.list_members(session, search=search) == [zola], search
+        assert views.list_members(session, search=zola.nir[4:12]) == []
 
 
 def test_0013_downgrade_puts_the_nir_back(at_0012: Engine) -> None:

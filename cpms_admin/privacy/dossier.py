@@ -29,7 +29,8 @@ from cpms_admin.clock import Clock, iso
 from cpms_admin.credentials.codes import is_live
 from cpms_admin.db import transaction
 from cpms_admin.errors import Conflict, InvalidInput
-from cpms_admin.members.records import account_view, get_account, get_member, member_summary
+from cpms_admin.members.records import get_account, get_member
+from cpms_admin.members.views import account_view, member_summary
 from cpms_admin.models import AuditEvent, Letter, Member, OutgoingMail, SecurityCode, pk
 from cpms_admin.private_files import describe_entry, write_private_atomically
 from cpms_admin.settings import Settings

@@ -15,7 +15,8 @@ from cpms_admin.settings import LIMIT_MAX
 from cpms_admin.vocabulary import AccountState, MemberStatus
 
 if TYPE_CHECKING:
-    from cpms_admin.members.records import MemberUpdate, MemberView
+    from cpms_admin.members.records import MemberUpdate
+    from cpms_admin.members.views import MemberView
 
 app = typer.Typer(help="Add, show, list, update and close members.", no_args_is_help=True)
 
@@ -57,7 +58,7 @@ def add(
     Example: cpms-admin member add --nir "1 85 05 78 006 084 91" --last-name Dupont
     --first-name Jean --street "12 rue de la Paix" --postcode 75002 --city Paris
     """
-    from cpms_admin.members import records
+    from cpms_admin.members import records, views
     from cpms_admin.members.fields import validate_member_fields
 
     app_ = app_context(ctx)
@@ -85,7 +86,7 @@ def add(
         member = records.add_member(
             session, fields=fields, agent=app_.agent, welcome=not no_welcome, clock=app_.clock
         )
-        view = records.member_view(session, member, clock=app_.clock)
+        view = views.member_view(session, member, clock=app_.clock)
     letter = " (enrolment letter queued)" if view.pending_letters else ""
     emit_object(app_, view.as_json(), [f"Added member {format_nir(member.nir)}{letter}."])
 
@@ -96,11 +97,11 @@ def show(ctx: typer.Context, nir: Nir) -> None:
 
     Example: cpms-admin member show 185057800608491
     """
-    from cpms_admin.members import records
+    from cpms_admin.members import records, views
 
     app_ = app_context(ctx)
     with app_.session(read_only=True) as session:
-        view = records.member_view(session, records.get_member(session, nir), clock=app_.clock)
+        view = views.member_view(session, records.get_member(session, nir), clock=app_.clock)
     emit_object(app_, view.as_json(), describe(view))
 
 
@@ -161,13 +162,13 @@ def list_(
 
     Example: cpms-admin member list --search "hélène martin" --limit 10
     """
-    from cpms_admin.members import records
+    from cpms_admin.members import views
 
     if status not in (None, *MemberStatus):
         raise InvalidInput(f"--status must be active or closed, got {status!r}")
     app_ = app_context(ctx)
     with app_.session(read_only=True) as session:
-        found = records.list_members(
+        found = views.list_members(
             session,
             status=status,
             locked=locked,
@@ -175,9 +176,9 @@ def list_(
             limit=None if all_rows else limit,
             clock=app_.clock,
         )
-        views = records.member_views(session, found, clock=app_.clock)
+        shown = views.member_views(session, found, clock=app_.clock)
     if app_.json_output:
-        emit_page(app_, found, [view.as_json() for view in views], [])
+        emit_page(app_, found, [view.as_json() for view in shown], [])
         return
     table = [
         {
@@ -189,7 +190,7 @@ def list_(
             if view.member.status == MemberStatus.active
             else MemberStatus.closed,
         }
-        for view in views
+        for view in shown
     ]
     columns = [
         ("nir", "NIR"),
@@ -256,7 +257,7 @@ def update(
     )
     if not changes and not address_confirmed:
         raise InvalidInput("nothing to change: give at least one option (see --help)")
-    from cpms_admin.members import records
+    from cpms_admin.members import records, views
 
     app_ = app_context(ctx)
     with app_.session() as session:
@@ -270,7 +271,7 @@ def update(
             address_confirmed=address_confirmed,
         )
         member = update.member
-        view = records.member_view(session, member, clock=app_.clock)
+        view = views.member_view(session, member, clock=app_.clock)
     for note in _update_notes(update, changes):
         if note:
             note_for_agent(note)
@@ -334,7 +335,7 @@ def close(ctx: typer.Context, nir: Nir, reason: Reason) -> None:
 
     Example: cpms-admin member close 185057800608491 --reason "left the mutual"
     """
-    from cpms_admin.members import records
+    from cpms_admin.members import records, views
 
     app_ = app_context(ctx)
     with app_.session() as session:
@@ -342,7 +343,7 @@ def close(ctx: typer.Context, nir: Nir, reason: Reason) -> None:
             session, nir=nir, reason=reason, agent=app_.agent, clock=app_.clock
         )
         member = closing.member
-        view = records.member_view(session, member, clock=app_.clock)
+        view = views.member_view(session, member, clock=app_.clock)
     said = (
         f"Member {format_nir(member.nir)} is closed."
         if closing.changed

@@ -9,7 +9,7 @@ Measured by bench/scale.py (issue 18):
   read every account, on both engines (an OR on two columns is served by no index), 0.3 to
   0.45 s at a million. Two partial indexes hold only the accounts with the column set, the
   member id beside it, so that each kind of lock is one indexed range
-  (`records.locked_accounts`): `ix_account_hard_locked_at (hard_locked_at, member_id) WHERE
+  (`views.locked_accounts`): `ix_account_hard_locked_at (hard_locked_at, member_id) WHERE
   hard_locked_at IS NOT NULL` and `ix_account_locked_until (locked_until, member_id) WHERE
   locked_until IS NOT NULL`.
 - `member list --status active`: SQLite, which has no statistics (cpms-admin never runs

@@ -188,10 +188,12 @@ def unrecorded_action(session: Session, action: str) -> str | None:
     recorded = set(session.exec(select(AuditEvent.action).distinct()))
     if action in recorded:
         return None
-    words = sorted(recorded | {str(known) for known in AuditAction})
-    close = difflib.get_close_matches(action, words, n=3, cutoff=0.6)
-    hint = f"; did you mean {' or '.join(close)}?" if close else ""
-    return f"no event was ever recorded with the action {action!r}{hint}"
+    none_yet = f"no event was ever recorded with the action {action!r}"
+    known = {str(word) for word in AuditAction}
+    if action in known:
+        return none_yet  # not a typo: nothing did it yet
+    close = difflib.get_close_matches(action, sorted(recorded | known), n=3, cutoff=0.6)
+    return none_yet + (f"; did you mean {' or '.join(close)}?" if close else "")
 
 
 # A bulk run that commits in batches (import, campaign, mail send) in the append-only log: its

@@ -1,6 +1,8 @@
 """What the audit log says of a member or a run, read through the CLI as support reads it."""
 
 import json
+import re
+from pathlib import Path
 from typing import Any
 
 from tests.harness import Cli
@@ -43,3 +45,11 @@ def assert_chain_intact(cli: Cli) -> dict[str, Any]:
     report: dict[str, Any] = json.loads(result.stdout)
     assert report["ok"] is True and report["problem"] is None, report
     return report
+
+
+def documented_actions() -> dict[str, str]:
+    """docs/audit.md's table of the actions: each action's *member* column (`yes`, `no`, or
+    `yes` with a footnote: `yes¹` for a portal attempt, which names no member when no member
+    has the NIR; `yes²` for a pseudonymised member's event)."""
+    text = (Path(__file__).parent.parent / "docs" / "audit.md").read_text(encoding="utf-8")
+    return dict(re.findall(r"^\| `([a-z_.]+)` \| [^|]+ \| (yes[¹²]?|no) \|$", text, re.M))

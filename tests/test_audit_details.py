@@ -18,7 +18,7 @@ from cpms_admin.audit_chain import use_keys
 from cpms_admin.models import Account, Member, pk
 from cpms_admin.pepper import read_peppers
 from cpms_admin.vocabulary import RetentionCategory
-from tests.audit_helpers import audit_of
+from tests.audit_helpers import audit_of, documented_actions
 from tests.cred_helpers import NEW_PIN, PIN, mailed_codes
 from tests.factories import make_member, make_nir
 from tests.harness import TEST_PEPPER, Cli, FakeClock
@@ -56,6 +56,8 @@ SCHEMAS: dict[str, dict[str, set[str]]] = {
                       "pages": {INT}, "superseded": {INTS, "list[]"}, "voided": {INTS, "list[]"},
                       "queued_again": {"object"}},
     "letters.batch_abandoned": {"batch_id": {INT}, "released": {INT}},
+    "agent.add": {"name": {STR}, "role": {STR}, "before": {STR, NULL}},
+    "agent.disable": {"name": {STR}},
     # A run's event (its facts: `welcome_letters` the option) and its closing event (its
     # counts: `welcome_letters` those queued, and `run` the id of the run's event).
     "members.import": {"created": {INT}, "updated": {INT}, "skipped": {INT},
@@ -200,6 +202,8 @@ def test_every_audited_action_records_plain_json_details(
     (closed,) = [e for e in audit_of(cli, to_close.nir) if e["action"] == "member.close"]
     assert closed["details"] == {"codes_revoked": 0, "letters_cancelled": [letter_id]}
     ok(cli("member", "dossier", nir, "--out", str(tmp_path / "dossier.json")))
+    ok(cli("agent", "add", "alice", "--role", "support"))
+    ok(cli("agent", "disable", "alice", "--reason", "left"))
     events = all_events(cli)
     # Long after: the closed member pseudonymised, the old events archived (purge's part).
     clock.advance(days=731)
@@ -211,6 +215,12 @@ def test_every_audited_action_records_plain_json_details(
     events += all_events(new)
     seen = {event["action"] for event in events}
     assert seen == set(SCHEMAS), set(SCHEMAS) ^ seen
+    documented = documented_actions()  # docs/audit.md: every action, and whether it names a member
+    assert set(SCHEMAS) == set(documented), set(SCHEMAS) ^ set(documented)
+    for event in events:
+        names_a_member = event["nir"] is not None
+        assert names_a_member or documented[event["action"]] in ("no", "yes¹"), event
+        assert not names_a_member or documented[event["action"]] != "no", event
     for event in events:
         schema = SCHEMAS[event["action"]]
         for key, value in event["details"].items():

@@ -1,2 +1,2 @@
-"""Members: the NIR, postal addresses, the postcode base (places), field rules and the member
-records themselves."""
+"""Members: the NIR, postal addresses, the postcode base (places), field rules, the member
+records themselves and how agents read them (views)."""

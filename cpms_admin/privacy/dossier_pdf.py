@@ -70,11 +70,13 @@ LABELS: dict[str, dict[str, str]] = {
         AuditAction.letter_cancel: "annulation d'un courrier",
         AuditAction.letter_failed: "courrier impossible à imprimer",
         AuditAction.letter_returned: "courrier revenu",
-        AuditAction.letter_void: "courrier annulé : votre adresse a changé pendant son impression",
+        AuditAction.letter_void: "annulation du code de sécurité d'un courrier déjà imprimé",
         AuditAction.members_import_member: "reprise de vos données",
         AuditAction.mail_send_member: "envoi d'un e-mail",
-        AuditAction.pins_seal_imported_member: "protection renforcée de votre code personnel",
-        AuditAction.purge_closed_members_member: "anonymisation de vos données",
+        AuditAction.pins_seal_imported_member: "renforcement de la protection du code personnel",
+        AuditAction.purge_closed_members_member: (
+            "pseudonymisation de vos données (fin de la durée de conservation)"
+        ),
     },
 }
 

@@ -17,6 +17,7 @@ from cpms_admin.audit import record
 from cpms_admin.audit_chain import use_keys
 from cpms_admin.models import Account, Member, pk
 from cpms_admin.pepper import read_peppers
+from cpms_admin.privacy.dossier_pdf import DETAILS, LABELS
 from cpms_admin.vocabulary import RetentionCategory
 from tests.audit_helpers import audit_of, documented_actions
 from tests.cred_helpers import NEW_PIN, PIN, mailed_codes
@@ -221,6 +222,8 @@ def test_every_audited_action_records_plain_json_details(
         names_a_member = event["nir"] is not None
         assert names_a_member or documented[event["action"]] in ("no", "yes¹"), event
         assert not names_a_member or documented[event["action"]] != "no", event
+    for event in (e for e in events if e["nir"] is not None):
+        assert_reads_in_french(event)
     for event in events:
         schema = SCHEMAS[event["action"]]
         for key, value in event["details"].items():
@@ -228,6 +231,19 @@ def test_every_audited_action_records_plain_json_details(
             assert kind(value) in schema[key], (event["action"], key, value)
     (since,) = [e for e in events if e["details"].get("imported_since")]
     assert since["details"]["imported_since"] == "2026-01-01T00:00:00+00:00"
+
+
+def assert_reads_in_french(event: dict[str, Any]) -> None:
+    """An event on a member, as their dossier words it: its action, outcome, each detail's
+    name and each word of its values (docs/rules.md, right of access)."""
+    assert event["action"] in LABELS["action"], event
+    assert event["outcome"] in LABELS["outcome"], event
+    for key, value in event["details"].items():
+        assert key in DETAILS, (event["action"], key)
+        words = DETAILS[key][1]
+        if words in LABELS:
+            for word in value if isinstance(value, list) else [value]:
+                assert word in LABELS[words], (event["action"], key, word)
 
 
 def test_a_detail_that_is_not_plain_json_is_refused(session: Session) -> None:

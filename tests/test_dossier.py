@@ -2,6 +2,7 @@
 never a secret (no code, no hash), owner-only, never over a file unless forced, audited."""
 
 import json
+import re
 import stat
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,8 @@ import pytest
 from sqlmodel import Session, col, select
 
 from cpms_admin.models import Account, SecurityCode
+from cpms_admin.privacy.dossier_pdf import LABELS
+from cpms_admin.vocabulary import PortalReason
 from tests.audit_helpers import audit_of
 from tests.cred_helpers import NEW_PIN, PIN, mailed_codes
 from tests.harness import Cli, FakeClock
@@ -97,6 +100,13 @@ def test_the_json_dossier_holds_everything_and_no_secret(
     assert (story[-1]["agent"], story[-1]["label"]) == (runner, "agent.test")
 
 
+def test_every_refusal_of_the_portal_reads_in_french() -> None:
+    """A refused attempt's outcome is the portal's reason; the dossier words each one (those
+    the story below does not reach too). `unknown_member` names no member."""
+    refusals = set(PortalReason) - {PortalReason.unknown_member}
+    assert refusals - set(LABELS["outcome"]) == set()
+
+
 @pytest.mark.slow  # renders a PDF
 def test_the_pdf_dossier_reads_in_french_and_holds_no_secret(
     cli: Cli, session: Session, clock: FakeClock, tmp_path: Path
@@ -119,8 +129,11 @@ def test_the_pdf_dossier_reads_in_french_and_holds_no_secret(
     for words in ("Vos données personnelles", "Lefèvre", "zoe.lefevre@example.org",
                   "Codes de sécurité", "courrier de bienvenue", "imprimé et envoyé",
                   "création du code personnel", "vous (Espace Adhérent)",
-                  "23 novembre 2026 à 10 h 00"):  # fmt: skip
+                  "23 novembre 2026 à 10 h 00", "n° du courrier de bienvenue : 1",
+                  "comment : création avec un code de sécurité", "code personnel erroné",
+                  "envoi : e-mail ; valable jusqu'au : 25 novembre 2026 à 10 h 10"):  # fmt: skip
         assert words in words_of, words
+    assert re.findall(r"\b[a-z]+_[a-z_]+\b", text) == []  # no key or word left in English
     assert audit_of(cli, nir)[-1]["details"] == {"format": "pdf"}
 
 

@@ -50,6 +50,58 @@ LABELS: dict[str, dict[str, str]] = {
         "noop": "sans effet",
         "failed": "échec",
         "mail_failed": "e-mail non parti",
+        # A refused attempt on the portal: its reason (PortalReason).
+        "wrong_pin": "code personnel erroné",
+        "no_pin": "code personnel pas encore créé",
+        "closed": "adhésion clôturée",
+        "locked": "compte bloqué",
+        "cooldown": "attente après des erreurs",
+        "captcha_required": "vérification anti-robot demandée",
+        "wrong_code": "code de sécurité erroné",
+        "dead_code": "code de sécurité expiré ou annulé",
+        "code_used": "code de sécurité déjà utilisé",
+        "mismatch": "les deux saisies du code personnel diffèrent",
+        "weak_pin": "code personnel trop simple",
+        "rate_limited": "trop de demandes de code",
+        "on_its_way": "un code de sécurité est déjà en route",
+        "undeliverable": "courrier impossible : adresse signalée erronée",
+    },
+    "block": {
+        "locked": "compte bloqué",
+        "cooldown": "attente après des erreurs",
+        "captcha_required": "vérification anti-robot demandée",
+    },
+    "how": {  # PinChange
+        "set": "création avec un code de sécurité",
+        "reset": "nouveau code personnel avec un code de sécurité",
+        "changed": "changement avec l'ancien code personnel",
+    },
+    "change": {  # what a bulk run did to the member
+        "created": "création",
+        "updated": "mise à jour",
+        "email": "code de sécurité envoyé par e-mail",
+        "letter": "code de sécurité envoyé par courrier",
+        "sent": "envoyé",
+        "failed": "non envoyé",
+        "cancelled": "annulé",
+        "pin_hash_sealed": "protection du code personnel renforcée",
+        "pseudonymised": "données pseudonymisées",
+    },
+    "field": {  # a member's field (members/fields.py COLUMNS)
+        "nir": "numéro de sécurité sociale",
+        "civility": "civilité",
+        "last_name": "nom",
+        "first_name": "prénom",
+        "birth_date": "date de naissance",
+        "email": "adresse e-mail",
+        "street": "voie",
+        "address_complement": "complément d'adresse",
+        "postcode": "code postal",
+        "city": "ville",
+        "country": "pays",
+        "address_building": "bâtiment",
+        "locality": "lieu-dit",
+        "envelope_name": "nom sur l'enveloppe",
     },
     "action": {
         AuditAction.member_add: "inscription",
@@ -99,17 +151,68 @@ def _day(value: str | None) -> str:
     return french_date(date.fromisoformat(value)) if value else "—"
 
 
+# Each detail an event on the member may hold (docs/audit.md): its French name, and how its
+# values read: a table of LABELS, "moment" (a time), "nir", or None (as they are: numbers, the
+# print house's words, a server's error).
+DETAILS: dict[str, tuple[str, str | None]] = {
+    "address_changed_since": ("adresse modifiée depuis", "moment"),
+    "address_flagged": ("adresse signalée erronée", None),
+    "batch_id": ("n° du lot d'impression", None),
+    "block": ("refus", "block"),
+    "change": ("opération", "change"),
+    "changed": ("modifié", "field"),
+    "channel": ("envoi", "channel"),
+    "code_id": ("n° du code de sécurité", None),
+    "code_revoked": ("code de sécurité annulé", None),
+    "codes_revoked": ("codes de sécurité annulés", None),
+    "error": ("erreur", None),
+    "expires_at": ("valable jusqu'au", "moment"),
+    "failed_attempts_before": ("erreurs consécutives avant", None),
+    "failures": ("erreurs consécutives", None),
+    "format": ("format", None),
+    "had_pin": ("code personnel existant", None),
+    "hard_locked": ("compte bloqué", None),
+    "how": ("comment", "how"),
+    "kind": ("objet", "kind"),
+    "letter_id": ("n° du courrier", None),
+    "letter_reused": ("courrier déjà prévu", None),
+    "letters_cancelled": ("courriers annulés (n°)", None),
+    "lifted_lockout": ("blocage levé", None),
+    "nir": ("numéro de sécurité sociale", "nir"),
+    "purpose": ("pour", "purpose"),
+    "queued_again": ("courrier renvoyé (n°)", None),
+    "rehashed": ("protection du code personnel mise à jour", None),
+    "returned_as": ("motif du retour", None),
+    "revoked": ("code de sécurité annulé", None),
+    "revoked_codes": ("codes de sécurité annulés", None),
+    "run": ("n° de l'opération groupée", None),
+    "state_before": ("état avant", "state"),
+    "undeliverable_cleared": ("signalement d'adresse erronée levé", None),
+    "version": ("version des conditions d'utilisation", None),
+    "welcome_letter_id": ("n° du courrier de bienvenue", None),
+}
+
+
 def _details(details: dict[str, Any]) -> str:
     parts = []
     for key, value in details.items():
-        if isinstance(value, bool):
-            shown = "oui" if value else "non"
-        elif isinstance(value, list):
-            shown = ", ".join(map(str, value))
-        else:
-            shown = "—" if value is None else str(value)
-        parts.append(f"{key} : {shown}")
+        name, words = DETAILS.get(key, (key, None))
+        parts.append(f"{name} : {_detail(value, words)}")
     return " ; ".join(parts)
+
+
+def _detail(value: Any, words: str | None) -> str:
+    if isinstance(value, bool):
+        return "oui" if value else "non"
+    if isinstance(value, list):
+        return ", ".join(_detail(item, words) for item in value) or "aucun"
+    if value is None:
+        return "—"
+    if words == "moment":
+        return _moment(value)
+    if words == "nir":  # the member's own, in full; masked when no member had it
+        return format_nir(value) if value.isdigit() else str(value)
+    return _label(value, words) if words else str(value)
 
 
 def _environment() -> jinja2.Environment:

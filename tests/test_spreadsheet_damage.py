@@ -16,6 +16,7 @@ from cpms_admin.bulk.cells import guard, unguard
 from cpms_admin.bulk.formats import SourceRow, read_member_rows
 from cpms_admin.bulk.rows import EXPORT_COLUMNS
 from cpms_admin.members.fields import COLUMNS, REQUIRED
+from cpms_admin.members.records import get_member
 from cpms_admin.models import Member
 from tests.factories import make_member, make_nir
 from tests.harness import Cli
@@ -130,6 +131,28 @@ def test_a_french_excel_save_of_a_plain_csv_is_refused_with_what_excel_did(
         f"scientific notation, and its last digits are lost: take the NIR from the original "
         f"file; {AVOID}",
     ]
+
+
+def test_a_nir_written_as_a_number_with_zero_decimals_keeps_its_digits(
+    cli: Cli, session: Session, tmp_path: Path
+) -> None:
+    """pandas writes a float column so (`290017512300469.0`): all 15 digits are there, as in a
+    workbook's number cell, and the key still has to match. Other decimals are damage."""
+    nir = make_nir(7)
+    rows = [
+        person(1, nir=f"{nir}.0"),
+        person(2, nir=f"{nir[:-1]}{(int(nir[-1]) + 1) % 10},00"),  # its key is still checked
+        person(3, nir=f"{make_nir(8)}.5"),
+    ]
+    code, report = imported(cli, write_csv(tmp_path / "pandas.csv", rows))
+    assert code == 1
+    wrong_key = f"{nir[:-1]}{(int(nir[-1]) + 1) % 10}"
+    assert [(row["line"], row["reason"].split(": ")[0:2]) for row in report] == [
+        ("3", [f"invalid NIR '{wrong_key}'", "its 2-digit key does not match (check for a typo)"]),
+        ("4", [f"invalid NIR '{make_nir(8)}.5'", "a spreadsheet turned it into a number with "
+               "decimals, and its last digits are lost"]),
+    ]  # fmt: skip
+    assert get_member(session, nir).first_name == person(1)["first_name"]
 
 
 def test_letters_lost_to_windows_1252_are_never_accepted(cli: Cli, tmp_path: Path) -> None:

@@ -23,8 +23,17 @@ AVOID = (
 )
 _SCIENTIFIC = re.compile(r"[+-]?\d(?:[.,]\d*)?[eE][+-]?\d+")
 _DECIMAL = re.compile(r"\d+[.,]\d+")
+_ZERO_DECIMALS = re.compile(r"(\d{15})[.,]0+")
 _SERIAL = re.compile(r"\d{5}(?:[.,]\d+)?")  # 10000 is 1927-05-18, 99999 is 2173-10-14
 _EXCEL_DAY_ZERO = date(1899, 12, 30)  # serials from 1900-03-01 on count from here
+
+
+def intact_nir_number(raw: str) -> str | None:
+    """The 15 digits of a NIR a program wrote as a number with zero decimals
+    (`290017512300469.0`, what pandas writes for a float column): a float holds 15 digits
+    exactly, so none is lost. None for anything else."""
+    found = _ZERO_DECIMALS.fullmatch(raw.strip())
+    return found.group(1) if found else None
 
 
 def nir_damage(raw: str) -> str | None:

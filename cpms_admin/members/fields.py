@@ -208,6 +208,9 @@ def _parse_nir(raw: str) -> str:
     try:
         return parse_nir(raw)
     except FieldError:
+        digits = damage.intact_nir_number(raw)
+        if digits is not None:
+            return parse_nir(digits)  # its key still checked
         reason = damage.nir_damage(raw)
         if reason is None:
             raise

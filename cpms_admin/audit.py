@@ -192,7 +192,9 @@ def unrecorded_action(session: Session, action: str) -> str | None:
     known = {str(word) for word in AuditAction}
     if action in known:
         return none_yet  # not a typo: nothing did it yet
-    close = difflib.get_close_matches(action, sorted(recorded | known), n=3, cutoff=0.6)
+    words = sorted(recorded | known)
+    same_but_case = [word for word in words if word.casefold() == action.casefold()]
+    close = same_but_case or difflib.get_close_matches(action, words, n=3, cutoff=0.6)
     return none_yet + (f"; did you mean {' or '.join(close)}?" if close else "")
 
 

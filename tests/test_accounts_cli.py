@@ -200,6 +200,8 @@ def test_an_action_no_event_has_is_named_with_the_closest_known_ones(
     assert unwritten.stderr == (
         "Warning: no event was ever recorded with the action 'pin.rest'; did you mean pin.reset?\n"
     )
+    shouted = cli("audit", "list", "--action", "ACCOUNT.UNLOCK")  # actions are lower case
+    assert shouted.stderr.endswith("did you mean account.unlock?\n")
     not_yet = cli("audit", "list", "--action", "letter.void")  # a word, not a typo: no hint
     assert not_yet.stderr == "Warning: no event was ever recorded with the action 'letter.void'\n"
     nothing_like = cli("audit", "list", "--action", "zzz")

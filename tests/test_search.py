@@ -163,6 +163,18 @@ def test_search_by_nir_email_and_city_and_wildcards_taken_literally(session: Ses
     assert views.list_members(session, search="h_muller") == []
 
 
+@pytest.mark.parametrize("search", ["", "'", '"', " - "])
+def test_a_search_with_nothing_to_look_for_lists_no_one(
+    cli: Cli, session: Session, search: str
+) -> None:
+    """A script's empty variable, or a quote pasted alone: exit 2, not every member."""
+    make_member(session)
+    result = cli("--json", "member", "list", "--search", search)
+    assert result.exit_code == 2
+    error = json.loads(result.stdout)  # the error's document, no listing
+    assert "holds no letter or digit to look for" in error["error"]
+
+
 SORTED = [
     ("Bernard", "Zoé"),
     ("d'Arcy", "Anne"),

@@ -16,6 +16,7 @@ from cpms_admin.clock import Clock, iso, system_clock
 from cpms_admin.credentials.codes import live_at
 from cpms_admin.credentials.lockout import account_state
 from cpms_admin.db import Page, fetch_page, stated, unindexed
+from cpms_admin.errors import InvalidInput
 from cpms_admin.members import undeliverable
 from cpms_admin.members.postal import address_lines
 from cpms_admin.members.search import count_matches, find_members, search_terms
@@ -38,6 +39,11 @@ def list_members(
     `search`, those holding every word of it (`search.search_terms`)."""
     query = member_query(status=status, locked=locked, clock=clock)
     terms = search_terms(search or "")
+    if search is not None and not terms:  # a script's empty variable must not list everyone
+        raise InvalidInput(
+            f"--search {search!r} holds no letter or digit to look for: give a name, an "
+            "e-mail, a city or a NIR"
+        )
     if not terms:
         order = (col(Member.sort_name), col(Member.id))  # the ix_member_sort_name index's order
         return fetch_page(session, query.order_by(*order), limit)

@@ -552,7 +552,7 @@ def test_a_returns_file_from_a_pipe_is_read(
     [
         (["reference", "L00000001", "not a letter"], 2, "line 3"),
         (["nir", "1"], 2, "no letter_id or reference column"),
-        (["letter_id", "999999"], 3, "no letter #999999"),
+        (["letter_id", "1", "999999"], 3, "no letter #999999 (line 3); nothing recorded"),
         (["letter_id,reason", "1," + "x" * 200_000], 2, "not a returns CSV (field larger"),
         (
             ["letter_id;reference", "1;L00000001", "1;L00000002"],
@@ -587,5 +587,6 @@ def test_only_a_printed_letter_can_come_back(cli: Cli, session: Session) -> None
     make_member(session, nir=make_nir(), email=None)
     [pending] = session.exec(select(Letter)).all()
     result = cli("letters", "returned", str(pending.id))
-    assert result.exit_code == 1 and "only a printed letter" in result.stderr
+    assert result.exit_code == 1
+    assert f"only a printed letter can come back: #{pending.id}: pending;" in result.stderr
     assert cli("letters", "returned").exit_code == 2

@@ -43,6 +43,10 @@ MAX_FILE_BYTES = 16 << 20  # a night's returns are a few kilobytes
 class Return:
     letter_id: int
     why: str = undeliverable.NPAI  # as the print house's file says it
+    line: int | None = None  # of the print house's file, to name it in a refusal
+
+    def named(self) -> str:
+        return f"#{self.letter_id}" + (f" (line {self.line})" if self.line else "")
 
 
 @dataclass
@@ -130,6 +134,7 @@ def _returns(path: Path, reader: "csv.DictReader[str]") -> list[Return]:
             audit.clean_text(why, what="the reason", max_length=MAX_REASON)
             if why
             else undeliverable.NPAI,
+            number,
         )
         if letter in found and _same_why(found[letter].why) != _same_why(back.why):
             raise InvalidInput(
@@ -168,13 +173,15 @@ def record_returns(
             letter.id: letter
             for letter in session.exec(select(Letter).where(col(Letter.id).in_(ids)))
         }
-        if missing := [i for i in ids if i not in letters]:
-            raise NotFound(f"no letter {', '.join(f'#{i}' for i in missing)}; nothing recorded")
+        if missing := [r for r in returns if r.letter_id not in letters]:
+            raise NotFound(f"no letter {', '.join(r.named() for r in missing)}; nothing recorded")
         never = [
-            i for i in ids if letters[i].status not in (LetterStatus.printed, LetterStatus.returned)
+            r
+            for r in returns
+            if letters[r.letter_id].status not in (LetterStatus.printed, LetterStatus.returned)
         ]
         if never:
-            listed = ", ".join(f"#{i} ({letters[i].status})" for i in never)
+            listed = ", ".join(f"{r.named()}: {letters[r.letter_id].status}" for r in never)
             raise Refused(f"only a printed letter can come back: {listed}; nothing recorded")
         for back in returns:
             letter = letters[back.letter_id]

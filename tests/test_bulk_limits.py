@@ -57,6 +57,21 @@ def test_a_million_column_header_is_refused_in_seconds(tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.parametrize("fmt", ["jsonl", None])
+def test_a_json_lines_file_whose_first_record_is_too_long_says_so(
+    tmp_path: Path, fmt: str | None
+) -> None:
+    """JSON Lines has no header: its columns are the first record's keys."""
+    path = tmp_path / "long.jsonl"
+    path.write_text('{"nir": "185057800608491", "last_name": "' + "A" * 70_000 + '"}\n')
+    with pytest.raises(InvalidInput) as refused:
+        read_member_rows(path, fmt=fmt)
+    assert str(refused.value) == (
+        f"{path}: line 1 is longer than 65,536 characters, which no member's record is: the "
+        "columns are read from it, so the file cannot be"
+    )
+
+
 def test_a_workbook_header_wider_than_a_spreadsheet_is_refused(tmp_path: Path) -> None:
     # No spreadsheet writes more than 16,384 columns: this sheet is made by hand.
     made = tmp_path / "made.xlsx"

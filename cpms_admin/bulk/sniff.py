@@ -28,8 +28,14 @@ def check_size(path: Path, size: int) -> None:
 
 
 def header_too_long(path: Path, start: str) -> InvalidInput:
-    """A header over MAX_LINE_CHARS; `start` is what was read of it, whose columns are
-    counted, so that a 10^6-column header says what it is."""
+    """A first line over MAX_LINE_CHARS; `start` is what was read of it: a JSON Lines record
+    (whose keys the file's columns are read from), or a header whose columns are counted, so
+    that a 10^6-column header says what it is."""
+    if start.lstrip().startswith("{"):
+        return InvalidInput(
+            f"{path}: line 1 is longer than {MAX_LINE_CHARS:,} characters, which no member's "
+            "record is: the columns are read from it, so the file cannot be"
+        )
     columns = max(start.count(separator) for separator in _SEPARATORS) + 1
     return InvalidInput(
         f"{path}: the header is longer than {MAX_LINE_CHARS:,} characters (more than "

@@ -17,7 +17,7 @@ from cpms_admin.audit import record
 from cpms_admin.audit_chain import use_keys
 from cpms_admin.models import Account, Member, pk
 from cpms_admin.pepper import read_peppers
-from cpms_admin.privacy.dossier_pdf import DETAILS, LABELS
+from cpms_admin.privacy.dossier_pdf import DETAILS, LABELS, french_reason
 from cpms_admin.vocabulary import RetentionCategory
 from tests.audit_helpers import audit_of, documented_actions
 from tests.cred_helpers import NEW_PIN, PIN, mailed_codes
@@ -233,11 +233,18 @@ def test_every_audited_action_records_plain_json_details(
     assert since["details"]["imported_since"] == "2026-01-01T00:00:00+00:00"
 
 
+# The reasons the story below types as an agent would: shown to the member as typed. (A
+# letter that cannot be laid out keeps the layout's own words, for whoever fixes it.)
+TYPED_REASONS = {"x", "called", "forgot", "moved", "left", "rentrée"}
+
+
 def assert_reads_in_french(event: dict[str, Any]) -> None:
     """An event on a member, as their dossier words it: its action, outcome, each detail's
     name and each word of its values (docs/rules.md, right of access)."""
     assert event["action"] in LABELS["action"], event
     assert event["outcome"] in LABELS["outcome"], event
+    if event["reason"] not in (None, *TYPED_REASONS) and event["action"] != "letter.failed":
+        assert french_reason(event["reason"]) != event["reason"], event  # the program's words
     for key, value in event["details"].items():
         assert key in DETAILS, (event["action"], key)
         words = DETAILS[key][1]

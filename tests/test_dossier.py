@@ -1,6 +1,7 @@
 """`member dossier`: everything held on a member, as JSON or PDF, for their right of access;
 never a secret (no code, no hash), owner-only, never over a file unless forced, audited."""
 
+import inspect
 import json
 import re
 import stat
@@ -11,8 +12,10 @@ import pypdf
 import pytest
 from sqlmodel import Session, col, select
 
+from cpms_admin.cli.commands import letters as letters_cli
+from cpms_admin.letters.returns import RETURNED_BY_POST
 from cpms_admin.models import Account, SecurityCode
-from cpms_admin.privacy.dossier_pdf import LABELS
+from cpms_admin.privacy.dossier_pdf import LABELS, SYSTEM_REASONS, french_reason
 from cpms_admin.vocabulary import PortalReason
 from tests.audit_helpers import audit_of
 from tests.cred_helpers import NEW_PIN, PIN, mailed_codes
@@ -107,17 +110,31 @@ def test_every_refusal_of_the_portal_reads_in_french() -> None:
     assert refusals - set(LABELS["outcome"]) == set()
 
 
+def test_what_the_program_writes_as_a_reason_reads_in_french() -> None:
+    """A letter's status reason, the program's own events' reasons, why an address is
+    flagged: in the agents' English in the database, in French in the member's dossier."""
+    for english, _ in SYSTEM_REASONS:
+        written = english.format(*["12"] * english.count("{}"))
+        french = french_reason(written)
+        assert not re.search(r"\b(the|letter|member|address|by|its|was)\b", french), french
+    assert french_reason("superseded by letter #39") == "remplacé par le courrier n° 39"
+    assert french_reason("appel du 06/12") == "appel du 06/12"  # an agent's words, as typed
+    cli_default = inspect.signature(letters_cli.returned).parameters["reason"].default
+    assert cli_default == RETURNED_BY_POST  # spelt again there, to keep the CLI's start light
+
+
 @pytest.mark.slow  # renders a PDF
 def test_the_pdf_dossier_reads_in_french_and_holds_no_secret(
     cli: Cli, session: Session, clock: FakeClock, tmp_path: Path
 ) -> None:
     nir, codes = member_with_a_story(cli, clock, tmp_path)
+    assert cli("letters", "returned", "1").exit_code == 0  # reasons the program writes itself
     out = tmp_path / "dossier.PDF"
     result = cli("member", "dossier", nir, "--out", str(out))
     assert result.exit_code == 0, result.output
     assert result.stdout == (
         f"Dossier of {nir[0]} {nir[1:3]} {nir[3:5]} {nir[5:7]} {nir[7:10]} {nir[10:13]} "
-        f"{nir[13:]} written to {out} (pdf: 2 codes, 1 letter, 5 events).\n"
+        f"{nir[13:]} written to {out} (pdf: 2 codes, 1 letter, 6 events).\n"
     )
     assert stat.S_IMODE(out.stat().st_mode) == 0o600
     text = "\n".join(page.extract_text() for page in pypdf.PdfReader(out).pages)
@@ -127,11 +144,15 @@ def test_the_pdf_dossier_reads_in_french_and_holds_no_secret(
         assert secret not in text and secret not in squeezed
     assert "agent.test" not in text
     for words in ("Vos données personnelles", "Lefèvre", "zoe.lefevre@example.org",
-                  "Codes de sécurité", "courrier de bienvenue", "imprimé et envoyé",
+                  "Codes de sécurité", "courrier de bienvenue",
+                  "revenu (n'habite pas à l'adresse indiquée)",
                   "création du code personnel", "vous (Espace Adhérent)",
                   "23 novembre 2026 à 10 h 00", "n° du courrier de bienvenue : 1",
                   "comment : création avec un code de sécurité", "code personnel erroné",
-                  "envoi : e-mail ; valable jusqu'au : 25 novembre 2026 à 10 h 10"):  # fmt: skip
+                  "envoi : e-mail ; valable jusqu'au : 25 novembre 2026 à 10 h 10",
+                  "courrier revenu NPAI : retourné par La Poste",
+                  "(revenu le 2026-11-25 10:00 CET : NPAI", "(le courrier n° 1 est revenu : NPAI"
+                  ):  # fmt: skip
         assert words in words_of, words
     assert re.findall(r"\b[a-z]+_[a-z_]+\b", text) == []  # no key or word left in English
     assert audit_of(cli, nir)[-1]["details"] == {"format": "pdf"}

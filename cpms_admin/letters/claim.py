@@ -38,6 +38,7 @@ from cpms_admin.vocabulary import (
 )
 
 LIVE_LETTER = (LetterStatus.pending, LetterStatus.claimed, LetterStatus.printed)
+SUPERSEDED_BY = "superseded by letter #{}"  # a status_reason (privacy/dossier_pdf.py words it)
 IN_CHUNK = 500  # ids per IN (...) list: well under every engine's parameter limit
 
 
@@ -133,7 +134,7 @@ def _superseded(session: Session, which: ColumnElement[bool]) -> dict[int, Moot]
         .group_by(col(Letter.id))
     ).all()
     return {
-        _id(letter_id): Moot(CancelReason.superseded, f"superseded by letter #{newer_id}")
+        _id(letter_id): Moot(CancelReason.superseded, SUPERSEDED_BY.format(newer_id))
         for letter_id, newer_id in newest
     }
 

@@ -38,6 +38,9 @@ from cpms_admin.models import Letter, LetterBatch, pk
 from cpms_admin.private_files import describe_entry
 from cpms_admin.vocabulary import AuditAction, BatchStatus, LetterStatus
 
+# A released letter's status_reason (privacy/dossier_pdf.py words it).
+FILES_LOST = "batch {}'s files were lost before they were published"
+
 Log = Callable[[str], None]
 
 
@@ -211,7 +214,7 @@ def _lose(session: Session, *, batch_id: int, agent: str, now: datetime) -> int 
                 status=LetterStatus.pending,
                 batch_id=None,
                 printed_at=None,
-                status_reason=f"batch {batch_id}'s files were lost before they were published",
+                status_reason=FILES_LOST.format(batch_id),
             )
         ).rowcount
         audit.record(

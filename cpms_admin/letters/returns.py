@@ -32,6 +32,11 @@ from cpms_admin.models import Letter, Member, pk
 from cpms_admin.pepper import Peppers
 from cpms_admin.vocabulary import AuditAction, LetterStatus
 
+# What the program writes itself of a return (privacy/dossier_pdf.py words them in French).
+RETURNED_BY_POST = "NPAI returned by the post"  # `letters returned`'s reason when none is given
+RETURNED_ON = "returned undeliverable on {}: {}"  # the letter's status_reason
+CAME_BACK = "letter #{} came back: {}"  # why the member's address is flagged
+
 ID_COLUMNS = ("letter_id", "reference", "ref", "id")
 REASON_COLUMNS = ("reason", "motif")
 LETTER_REF = re.compile(r"(?:L|#)?0*(\d{1,12})", re.IGNORECASE)
@@ -218,7 +223,7 @@ def _record_one(
     assert member is not None, "a letter's member exists"
     moved = bore_other_address(letter, member, peppers)  # before the return's reason
     letter.status = LetterStatus.returned
-    letter.status_reason = f"returned undeliverable on {agent_time(now)}: {back.why}"
+    letter.status_reason = RETURNED_ON.format(agent_time(now), back.why)
     session.add(letter)
     revoked = revoke_printed(session, [pk(letter)])
     result.codes_revoked += revoked
@@ -227,7 +232,7 @@ def _record_one(
     if moved:
         result.address_changed_since.append(letter.id or 0)
     elif flagged:
-        undeliverable.flag(member, reason=f"letter #{letter.id} came back: {back.why}", now=now)
+        undeliverable.flag(member, reason=CAME_BACK.format(letter.id, back.why), now=now)
         session.add(member)
         result.members_flagged += 1
         # The member's other letters in the post go to the same address: they will not

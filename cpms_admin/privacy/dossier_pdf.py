@@ -5,6 +5,7 @@ WeasyPrint. The template reads the JSON document itself: the PDF says what the J
 in words a member reads (the labels below), times in Paris time.
 """
 
+import re
 from datetime import date, datetime
 from typing import Any
 
@@ -12,9 +13,17 @@ import jinja2
 
 from cpms_admin.errors import NotReady
 from cpms_admin.french import french_date, paris_time
+from cpms_admin.letters.claim import SUPERSEDED_BY
+from cpms_admin.letters.recovery import FILES_LOST
+from cpms_admin.letters.returns import CAME_BACK, RETURNED_BY_POST, RETURNED_ON
+from cpms_admin.letters.voiding import (
+    FLAGGED_SINCE_PRINTED,
+    LOST_WHILE_PRINTING,
+    MOVED_SINCE_PRINTED,
+)
 from cpms_admin.members.nir import format_nir
 from cpms_admin.settings import templates_dir
-from cpms_admin.vocabulary import AuditAction
+from cpms_admin.vocabulary import AuditAction, CancelReason
 
 TEMPLATE = "dossier.html"
 STYLESHEET = "dossier.css"
@@ -193,6 +202,53 @@ DETAILS: dict[str, tuple[str, str | None]] = {
 }
 
 
+# What the program writes itself as a reason (a letter's status_reason, its own events' reason,
+# why an address is flagged) is in the agents' English; the member reads it in French. Each
+# format's `{}` is a value carried over (`\1`, `\2`). An agent's own words are shown as typed.
+_DEAD_CODE = " : son code de sécurité ne fonctionne pas"
+_IN_THE_POST = " pendant son impression" + _DEAD_CODE
+_CANCELLED = {
+    CancelReason.member_closed: "adhésion clôturée",
+    CancelReason.has_pin: "courrier de bienvenue, alors que votre code personnel était créé",
+    CancelReason.superseded: "remplacé par un courrier plus récent",
+    CancelReason.newer_code: "un code de sécurité plus récent a été émis depuis",
+    CancelReason.undeliverable: "adresse signalée erronée (un courrier en est revenu)",
+    CancelReason.address_changed: "votre adresse a changé",
+}
+SYSTEM_REASONS: list[tuple[str, str]] = [
+    *((reason.text, french) for reason, french in _CANCELLED.items()),
+    (f"{CancelReason.newer_code.text} ({{}})", _CANCELLED[CancelReason.newer_code] + r" (\1)"),
+    *(
+        (LOST_WHILE_PRINTING.format(reason.text), french + _IN_THE_POST)
+        for reason, french in _CANCELLED.items()
+    ),
+    (MOVED_SINCE_PRINTED, "votre adresse a changé depuis son impression" + _DEAD_CODE),
+    (
+        FLAGGED_SINCE_PRINTED,
+        "votre adresse s'est révélée erronée depuis son impression" + _DEAD_CODE,
+    ),
+    (SUPERSEDED_BY, r"remplacé par le courrier n° \1"),
+    (FILES_LOST, r"les fichiers du lot n° \1 ont été perdus avant d'être remis à l'imprimeur"),
+    (RETURNED_BY_POST, "NPAI : retourné par La Poste"),
+    (RETURNED_ON, r"revenu le \1 : \2"),
+    (CAME_BACK, r"le courrier n° \1 est revenu : \2"),
+]
+_SYSTEM_PATTERNS = [
+    (re.compile("(.+?)".join(map(re.escape, english.split("{}")))), french)
+    for english, french in SYSTEM_REASONS
+]
+
+
+def french_reason(text: str | None) -> str:
+    """`text` in French when the program wrote it (SYSTEM_REASONS), else as it is."""
+    if not text:
+        return "—"
+    for pattern, french in _SYSTEM_PATTERNS:
+        if found := pattern.fullmatch(text):
+            return found.expand(french)
+    return text
+
+
 def _details(details: dict[str, Any]) -> str:
     parts = []
     for key, value in details.items():
@@ -225,7 +281,14 @@ def _environment() -> jinja2.Environment:
         undefined=jinja2.StrictUndefined,
         auto_reload=False,
     )
-    env.filters.update(label=_label, moment=_moment, day=_day, nir=format_nir, details=_details)
+    env.filters.update(
+        label=_label,
+        moment=_moment,
+        day=_day,
+        nir=format_nir,
+        details=_details,
+        reason=french_reason,
+    )
     return env
 
 

@@ -277,7 +277,7 @@ def returned(
     ] = None,
     reason: Annotated[
         str, typer.Option("--reason", help="Why it is recorded (audited).")
-    ] = "NPAI returned by the post",
+    ] = "NPAI returned by the post",  # letters.returns.RETURNED_BY_POST (a test holds them equal)
 ) -> None:
     """Record letters that came back undeliverable (NPAI): each letter's code is revoked and
     the member's address is flagged undeliverable (member show, account status), so no letter

@@ -52,6 +52,19 @@ def test_human_show_groups_the_nir(cli: Cli, session: Session) -> None:
     assert "no_pin" in result.stdout
 
 
+def test_a_nir_pasted_from_a_spreadsheet_is_found_or_its_damage_named(
+    cli: Cli, session: Session
+) -> None:
+    """What an agent pastes from a spreadsheet's cell: its 15 digits written as a number are
+    the member; a number that lost digits says so, as an import does."""
+    member = make_member(session)
+    found = cli("--json", "member", "show", f"{member.nir}.0")
+    assert (found.exit_code, json.loads(found.stdout)["nir"]) == (0, member.nir)
+    lost = cli("member", "show", f"{member.nir[0]},{member.nir[1:6]}E+14")
+    assert lost.exit_code == 2
+    assert "a spreadsheet turned it into a number written in scientific notation" in lost.stderr
+
+
 @pytest.mark.parametrize(
     ("args", "code", "message"),
     [

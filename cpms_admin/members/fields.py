@@ -204,26 +204,13 @@ def parse_birth_date(raw: str, nir: str) -> date:
     return born
 
 
-def _parse_nir(raw: str) -> str:
-    try:
-        return parse_nir(raw)
-    except FieldError:
-        digits = damage.intact_nir_number(raw)
-        if digits is not None:
-            return parse_nir(digits)  # its key still checked
-        reason = damage.nir_damage(raw)
-        if reason is None:
-            raise
-        raise FieldError("nir", reason) from None
-
-
 def validate_member_fields(raw: Mapping[str, str | None]) -> MemberFields:
     """Check and normalise one member's fields (strings, as typed or read from a file)."""
     values = {key: (raw.get(key) or "").strip() for key in COLUMNS}
     for key in REQUIRED:
         if not values[key] and key != "postcode":  # some countries have none: see postal
             raise FieldError(key, f"{key} is required")
-    nir = _parse_nir(values["nir"])
+    nir = parse_nir(values["nir"])
     civility = parse_civility(values["civility"]) if values["civility"] else None
     last_name = parse_name("last_name", values["last_name"])
     first_name = parse_name("first_name", values["first_name"])

@@ -12,6 +12,7 @@ from stdnum import exceptions as stdnum_errors
 from stdnum.fr import nir as stdnum_nir
 
 from cpms_admin.errors import FieldError
+from cpms_admin.members import damage
 
 _REASONS = {
     stdnum_errors.InvalidLength: "it must have 15 characters (13 digits and a 2-digit key)",
@@ -65,8 +66,11 @@ def nir_to_find(raw: str) -> str:
     try:
         return str(stdnum_nir.validate(compact))
     except stdnum_errors.ValidationError as exc:
+        if (digits := damage.intact_nir_number(raw)) is not None:
+            return nir_to_find(digits)  # written as a number, every digit there
+        said = damage.nir_damage(raw)  # what a spreadsheet did to it, if it did
         reason = _REASONS.get(type(exc), str(exc))
-        raise FieldError("nir", f"invalid NIR {raw.strip()!r}: {reason}") from None
+        raise FieldError("nir", said or f"invalid NIR {raw.strip()!r}: {reason}") from None
 
 
 def _implausible_part(nir: str, *, today: date | None) -> str | None:

@@ -3,6 +3,7 @@ CPMS_TEST_DATABASE_URL is set), settings, a CLI runner and a movable clock."""
 
 import gc
 import shutil
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from sqlmodel import Session
 
 from cpms_admin.db import make_engine, upgrade_schema
 from cpms_admin.settings import Settings
-from tests.databases import PG_URL, empty_all, new_pg_database, record_test_pepper
+from tests.databases import PG_URL, created_login, empty_all, new_pg_database, record_test_pepper
 from tests.harness import TEST_PEPPER, Cli, FakeClock, own_engine
 
 ENGINES = ["sqlite", "postgresql"] if PG_URL else ["sqlite"]
@@ -148,3 +149,13 @@ def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     from tests.mail_helpers import make_certificate  # only the TLS tests pay for the import
 
     return make_certificate(tmp_path_factory.mktemp("tls"))
+
+
+@pytest.fixture
+def new_login(db_url: str) -> Iterator[str]:
+    """A name that can become an agent: on PostgreSQL a login role must exist (a DBA's)."""
+    if db_url.startswith("sqlite"):
+        yield f"cpms_t_{uuid.uuid4().hex[:8]}"
+        return
+    with created_login(db_url) as name:
+        yield name

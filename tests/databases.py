@@ -73,3 +73,19 @@ def empty_all(url: str) -> None:
     with engine.begin() as conn:
         new_chain(conn)
     engine.dispose()
+
+
+@contextmanager
+def created_login(url: str) -> Iterator[str]:
+    """A PostgreSQL login role of the test's own, dropped afterwards (roles are the
+    cluster's, not a database's)."""
+    name = f"cpms_t_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(normalise_url(url), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f"CREATE ROLE {name} LOGIN"))
+    try:
+        yield name
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f"DROP ROLE IF EXISTS {name}"))
+        admin.dispose()

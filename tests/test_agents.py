@@ -15,7 +15,7 @@ import subprocess
 import tempfile
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -35,7 +35,7 @@ from cpms_admin.db import make_engine, normalise_url, upgrade_schema
 from cpms_admin.operations.doctor import check_mail
 from cpms_admin.settings import Settings
 from tests.cred_helpers import PIN, give_pin
-from tests.databases import PG_URL, new_pg_database, record_test_pepper
+from tests.databases import PG_URL, created_login, new_pg_database, record_test_pepper
 from tests.factories import make_member, make_nir
 from tests.harness import TEST_PEPPER, Cli, FakeClock, migrate
 
@@ -115,32 +115,6 @@ def test_the_last_admin_cannot_be_disabled_or_demoted(cli: Cli, db_url: str) -> 
     assert demoted.exit_code == 1 and "last admin" in demoted.stderr
     agents = json.loads(cli("--json", "agent", "list").stdout)
     assert [(a["name"], a["role"], a["disabled_at"]) for a in agents] == [(me, "admin", None)]
-
-
-@pytest.fixture
-def new_login(db_url: str) -> Iterator[str]:
-    """A name that can become an agent: on PostgreSQL a login role must exist (a DBA's)."""
-    if db_url.startswith("sqlite"):
-        yield f"cpms_t_{uuid.uuid4().hex[:8]}"
-        return
-    with created_login(db_url) as name:
-        yield name
-
-
-@contextmanager
-def created_login(url: str) -> Iterator[str]:
-    """A PostgreSQL login role of the test's own, dropped afterwards (roles are the
-    cluster's, not a database's)."""
-    name = f"cpms_t_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(normalise_url(url), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f"CREATE ROLE {name} LOGIN"))
-    try:
-        yield name
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f"DROP ROLE IF EXISTS {name}"))
-        admin.dispose()
 
 
 def test_a_login_role_must_exist_on_postgresql(cli: Cli, db_url: str) -> None:

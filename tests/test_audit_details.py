@@ -132,6 +132,7 @@ def test_every_audited_action_records_plain_json_details(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     clock: FakeClock,
+    new_login: str,
 ) -> None:
     cli = filed
     where = ["--street", "4 rue Sala", "--postcode", "69002", "--city", "Lyon"]
@@ -203,8 +204,8 @@ def test_every_audited_action_records_plain_json_details(
     (closed,) = [e for e in audit_of(cli, to_close.nir) if e["action"] == "member.close"]
     assert closed["details"] == {"codes_revoked": 0, "letters_cancelled": [letter_id]}
     ok(cli("member", "dossier", nir, "--out", str(tmp_path / "dossier.json")))
-    ok(cli("agent", "add", "alice", "--role", "support"))
-    ok(cli("agent", "disable", "alice", "--reason", "left"))
+    ok(cli("agent", "add", new_login, "--role", "support"))
+    ok(cli("agent", "disable", new_login, "--reason", "left"))
     events = all_events(cli)
     # Long after: the closed member pseudonymised, the old events archived (purge's part).
     clock.advance(days=731)

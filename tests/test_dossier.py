@@ -151,6 +151,7 @@ def test_the_pdf_dossier_reads_in_french_and_holds_no_secret(
                   "comment : création avec un code de sécurité", "code personnel erroné",
                   "envoi : e-mail ; valable jusqu'au : 25 novembre 2026 à 10 h 10",
                   "courrier revenu NPAI : retourné par La Poste",
+                  "courrier utilisé 23 décembre 2026 inclus",  # as its letter says it
                   "(revenu le 2026-11-25 10:00 CET : NPAI", "(le courrier n° 1 est revenu : NPAI"
                   ):  # fmt: skip
         assert words in words_of, words

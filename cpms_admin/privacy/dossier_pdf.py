@@ -6,7 +6,7 @@ in words a member reads (the labels below), times in Paris time.
 """
 
 import re
-from datetime import date, datetime
+from datetime import date, datetime, time, timedelta
 from typing import Any
 
 import jinja2
@@ -156,13 +156,25 @@ def _moment(value: str | None) -> str:
     return f"{french_date(local.date())} à {local:%H} h {local:%M}"
 
 
+def _until(value: str | None) -> str:
+    """A code's end, as its letter says it: one that ends at midnight (Paris), as a postal
+    code does, is valid the whole day before (`5 janvier 2027 inclus`, not `6 janvier à 00 h
+    00`, which the member would read as another date)."""
+    if not value:
+        return "—"
+    local = paris_time(datetime.fromisoformat(value))
+    if local.time() == time(0):
+        return f"{french_date(local.date() - timedelta(days=1))} inclus"
+    return _moment(value)
+
+
 def _day(value: str | None) -> str:
     return french_date(date.fromisoformat(value)) if value else "—"
 
 
 # Each detail an event on the member may hold (docs/audit.md): its French name, and how its
-# values read: a table of LABELS, "moment" (a time), "nir", or None (as they are: numbers, the
-# print house's words, a server's error).
+# values read: a table of LABELS, "moment" (a time), "until" (a code's end), "nir", or None
+# (as they are: numbers, the print house's words, a server's error).
 DETAILS: dict[str, tuple[str, str | None]] = {
     "address_changed_since": ("adresse modifiée depuis", "moment"),
     "address_flagged": ("adresse signalée erronée", None),
@@ -175,7 +187,7 @@ DETAILS: dict[str, tuple[str, str | None]] = {
     "code_revoked": ("code de sécurité annulé", None),
     "codes_revoked": ("codes de sécurité annulés", None),
     "error": ("erreur", None),
-    "expires_at": ("valable jusqu'au", "moment"),
+    "expires_at": ("valable jusqu'au", "until"),
     "failed_attempts_before": ("erreurs consécutives avant", None),
     "failures": ("erreurs consécutives", None),
     "format": ("format", None),
@@ -266,6 +278,8 @@ def _detail(value: Any, words: str | None) -> str:
         return "—"
     if words == "moment":
         return _moment(value)
+    if words == "until":
+        return _until(value)
     if words == "nir":  # the member's own, in full; masked when no member had it
         return format_nir(value) if value.isdigit() else str(value)
     return _label(value, words) if words else str(value)
@@ -285,6 +299,7 @@ def _environment() -> jinja2.Environment:
         label=_label,
         moment=_moment,
         day=_day,
+        until=_until,
         nir=format_nir,
         details=_details,
         reason=french_reason,

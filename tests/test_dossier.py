@@ -14,6 +14,7 @@ from sqlmodel import Session, col, select
 
 from cpms_admin.cli.commands import letters as letters_cli
 from cpms_admin.letters.returns import RETURNED_BY_POST
+from cpms_admin.letters.voiding import SUPERSEDED_WHILE_PRINTING
 from cpms_admin.models import Account, SecurityCode
 from cpms_admin.privacy.dossier_pdf import LABELS, SYSTEM_REASONS, french_reason
 from cpms_admin.vocabulary import PortalReason
@@ -118,6 +119,9 @@ def test_what_the_program_writes_as_a_reason_reads_in_french() -> None:
         french = french_reason(written)
         assert not re.search(r"\b(the|letter|member|address|by|its|was)\b", french), french
     assert french_reason("superseded by letter #39") == "remplacé par le courrier n° 39"
+    assert french_reason(SUPERSEDED_WHILE_PRINTING).startswith(
+        "son code de sécurité a été remplacé"
+    )
     assert french_reason("appel du 06/12") == "appel du 06/12"  # an agent's words, as typed
     cli_default = inspect.signature(letters_cli.returned).parameters["reason"].default
     assert cli_default == RETURNED_BY_POST  # spelt again there, to keep the CLI's start light

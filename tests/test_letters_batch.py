@@ -14,14 +14,10 @@ from cpms_admin.clock import system_clock
 from cpms_admin.credentials import accounts
 from cpms_admin.french import PARIS, paris_time
 from cpms_admin.letters import guard as batch_guard
-from cpms_admin.letters.batch import (
-    SUPERSEDED_WHILE_PRINTING,
-    BatchHooks,
-    BatchOptions,
-    run_batch,
-)
+from cpms_admin.letters.batch import BatchHooks, BatchOptions, run_batch
 from cpms_admin.letters.claim import claim_letters
 from cpms_admin.letters.guard import AdvisoryGuard
+from cpms_admin.letters.voiding import SUPERSEDED_WHILE_PRINTING
 from cpms_admin.models import AuditEvent, Letter, LetterBatch, Member, SecurityCode, pk
 from cpms_admin.settings import Settings
 from tests.cred_helpers import email_code, give_pin, set_pin

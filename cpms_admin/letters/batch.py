@@ -47,7 +47,12 @@ from cpms_admin.letters.guard import open_guard
 from cpms_admin.letters.jobs import Progress, Rendered, RenderJob, render_batch
 from cpms_admin.letters.pdf import zones
 from cpms_admin.letters.recovery import Recovered, abandon, mark_published, recover
-from cpms_admin.letters.voiding import LOST_WHILE_PRINTING, queue_again, record_void
+from cpms_admin.letters.voiding import (
+    LOST_WHILE_PRINTING,
+    SUPERSEDED_WHILE_PRINTING,
+    queue_again,
+    record_void,
+)
 from cpms_admin.members.postal import lines_digest
 from cpms_admin.models import Letter, LetterBatch, Member
 from cpms_admin.pepper import Peppers, load_peppers
@@ -56,7 +61,6 @@ from cpms_admin.settings import Settings
 from cpms_admin.vocabulary import AuditAction, BatchStatus, CancelReason, LetterStatus
 
 POOL_FROM = 4  # chunks: below this, starting worker processes costs more than it saves
-SUPERSEDED_WHILE_PRINTING = "its code was superseded by a newer one given while it was printed"
 
 
 @dataclass(frozen=True)

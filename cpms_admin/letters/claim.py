@@ -38,7 +38,9 @@ from cpms_admin.vocabulary import (
 )
 
 LIVE_LETTER = (LetterStatus.pending, LetterStatus.claimed, LetterStatus.printed)
-SUPERSEDED_BY = "superseded by letter #{}"  # a status_reason (privacy/dossier_pdf.py words it)
+# A cancelled letter's status_reason (privacy/dossier_pdf.py words them).
+SUPERSEDED_BY = "superseded by letter #{}"
+NEWER_CODE_SINCE = f"{CancelReason.newer_code.text} ({{}})"  # when the newer code was made
 IN_CHUNK = 500  # ids per IN (...) list: well under every engine's parameter limit
 
 
@@ -112,7 +114,7 @@ def _newer_code(session: Session, which: ColumnElement[bool], *, now: datetime) 
     ).all()
     reason = CancelReason.newer_code
     return {
-        _id(letter_id): Moot(reason, f"{reason.text} ({agent_time(made)})")
+        _id(letter_id): Moot(reason, NEWER_CODE_SINCE.format(agent_time(made)))
         for letter_id, made in codes
     }
 

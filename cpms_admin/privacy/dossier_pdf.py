@@ -13,13 +13,14 @@ import jinja2
 
 from cpms_admin.errors import NotReady
 from cpms_admin.french import french_date, paris_time
-from cpms_admin.letters.claim import SUPERSEDED_BY
+from cpms_admin.letters.claim import NEWER_CODE_SINCE, SUPERSEDED_BY
 from cpms_admin.letters.recovery import FILES_LOST
 from cpms_admin.letters.returns import CAME_BACK, RETURNED_BY_POST, RETURNED_ON
 from cpms_admin.letters.voiding import (
     FLAGGED_SINCE_PRINTED,
     LOST_WHILE_PRINTING,
     MOVED_SINCE_PRINTED,
+    SUPERSEDED_WHILE_PRINTING,
 )
 from cpms_admin.members.nir import format_nir
 from cpms_admin.settings import templates_dir
@@ -229,7 +230,7 @@ _CANCELLED = {
 }
 SYSTEM_REASONS: list[tuple[str, str]] = [
     *((reason.text, french) for reason, french in _CANCELLED.items()),
-    (f"{CancelReason.newer_code.text} ({{}})", _CANCELLED[CancelReason.newer_code] + r" (\1)"),
+    (NEWER_CODE_SINCE, _CANCELLED[CancelReason.newer_code] + r" (\1)"),
     *(
         (LOST_WHILE_PRINTING.format(reason.text), french + _IN_THE_POST)
         for reason, french in _CANCELLED.items()
@@ -240,6 +241,10 @@ SYSTEM_REASONS: list[tuple[str, str]] = [
         "votre adresse s'est révélée erronée depuis son impression" + _DEAD_CODE,
     ),
     (SUPERSEDED_BY, r"remplacé par le courrier n° \1"),
+    (
+        SUPERSEDED_WHILE_PRINTING,
+        "son code de sécurité a été remplacé par un code plus récent, donné pendant son impression",
+    ),
     (FILES_LOST, r"les fichiers du lot n° \1 ont été perdus avant d'être remis à l'imprimeur"),
     (RETURNED_BY_POST, "NPAI : retourné par La Poste"),
     (RETURNED_ON, r"revenu le \1 : \2"),

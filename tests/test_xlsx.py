@@ -2,6 +2,7 @@
 blank rows), text cells on export so Excel converts nothing, the same bytes for the same
 members, and rows read in a helper process with flat memory."""
 
+import csv
 import io
 import json
 import tracemalloc
@@ -126,6 +127,26 @@ def test_formulas_written_without_their_results_are_rejected_rows(
         ("4", f"the cell in column F (email) {UNCALCULATED}"),
     ]
     assert member_of(session, rows[3]["nir"]).email == DUPONT["email"]
+    # The report gives back the rows' other values, the formulas' cells empty: filled in,
+    # the report imports as it is.
+    report = report_rows(errors)
+    fixes = [{"email": "eve@example.org", "address_complement": "A 5"}, {"last_name": "GARNIER"}]
+    for row, source, fix in zip(report, rows, fixes, strict=False):
+        assert row == {
+            "line": row["line"], "field": "", "reason": row["reason"],
+            **{name: "" if name in fix else str(source.get(name) or "") for name in row
+               if name not in ("line", "field", "reason")},
+        }  # fmt: skip
+        row.update(fix)
+    fixed = tmp_path / "fixed.csv"
+    with fixed.open("w", encoding="utf-8", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(report[0]))
+        writer.writeheader()
+        writer.writerows(report[:2])
+    again = cli("--json", "members", "import", str(fixed))
+    assert (again.exit_code, json_out(again)["created"]) == (0, 2), again.output
+    assert member_of(session, rows[0]["nir"]).email == "eve@example.org"
+    assert member_of(session, rows[1]["nir"]).last_name == "GARNIER"
 
 
 def test_a_value_under_no_column_is_a_row_problem(tmp_path: Path) -> None:

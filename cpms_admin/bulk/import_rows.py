@@ -159,8 +159,8 @@ class RowChecker:
     def _check(self, row: SourceRow) -> tuple[Checked, bool]:
         """The row checked, and whether its civility is recorded as another."""
         values = row.values
-        if values is None:
-            return RowError(row.line, None, row.problem or "unreadable record", None), False
+        if values is None or row.problem is not None:
+            return RowError(row.line, None, row.problem or "unreadable record", values), False
         try:
             fields = validate_member_fields(values)
         except FieldError as exc:

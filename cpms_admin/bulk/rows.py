@@ -41,10 +41,11 @@ class SourceRow:
     `line` is the physical line where the record starts (1-based; a CSV header is line 1),
     or a workbook's row number. `values` has a key for every name in COLUMNS (None when
     absent or empty), plus the STATUS_COLUMNS and `pin_hash` the file has. When the record
-    could not be read at all, `values` is None and `problem` says why: the importer counts
-    it invalid and goes on. `absent` names the COLUMNS the record does not have at all (a
-    column the file lacks, a key a JSON line leaves out), unlike an empty value: an update
-    keeps the member's values there.
+    cannot be read whole, `problem` says why and the importer counts it invalid and goes on;
+    `values` is then what could be read (a workbook row with one unreadable cell: the
+    others, for the `--errors` report) or None. `absent` names the COLUMNS the record does
+    not have at all (a column the file lacks, a key a JSON line leaves out), unlike an empty
+    value: an update keeps the member's values there.
     """
 
     line: int

@@ -129,9 +129,20 @@ def xlsx_rows(path: Path, *, header: tuple[str, ...], header_row: int) -> Iterat
     width = len(header)
     unnamed = "" in header
     absent = absent_from(header)
+
+    def values_of(texts: list[str | None]) -> dict[str, str | None]:
+        values: dict[str, str | None] = dict.fromkeys(COLUMNS)
+        for name, at in zip(names, positions, strict=True):
+            text = texts[at] if at < len(texts) else None
+            if text:
+                text = text.strip()
+                values[name] = (unguard(text) if starts_marked(text) else text) or None
+        return values
+
     for number, texts in forked(lambda: filled_rows(path, header_row + 1)):
         if isinstance(texts, RowProblem):
-            yield SourceRow(number, None, texts.cell_problem(header))
+            read = None if texts.cells is None else values_of(texts.cells)
+            yield SourceRow(number, read, texts.cell_problem(header), absent=absent)
             continue
         if unnamed or len(texts) > width:
             stray = [
@@ -143,13 +154,7 @@ def xlsx_rows(path: Path, *, header: tuple[str, ...], header_row: int) -> Iterat
                 where = column_letters(stray[0] + 1)
                 yield SourceRow(number, None, f"a value in column {where}, which has no name")
                 continue
-        values: dict[str, str | None] = dict.fromkeys(COLUMNS)
-        for name, at in zip(names, positions, strict=True):
-            text = texts[at] if at < len(texts) else None
-            if text:
-                text = text.strip()
-                values[name] = (unguard(text) if starts_marked(text) else text) or None
-        yield SourceRow(number, values, absent=absent)
+        yield SourceRow(number, values_of(texts), absent=absent)
 
 
 # --- the helper process ----------------------------------------------------------------

@@ -28,7 +28,7 @@ calculating cannot be told from that empty text.
 import re
 import reprlib
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import IO
 
 from cpms_admin.bulk.cells import cell_text
@@ -55,12 +55,14 @@ _ROW_NUMBER = re.compile(r"[0-9]{1,7}")  # a spreadsheet's rows: 1,048,576 at mo
 @dataclass(frozen=True, slots=True)
 class RowProblem:
     """Why a row cannot be read: its words; the cell at fault's column, when the words are
-    about one cell (`cell_problem` names it); its last column when that is past MAX_COLUMNS
-    (which no spreadsheet writes)."""
+    about one cell (`cell_problem` names it), and then the row's other cells (`cells`, the
+    one at fault None), which an import's `--errors` report gives back to be fixed; its last
+    column when that is past MAX_COLUMNS (which no spreadsheet writes)."""
 
     reason: str
     columns: int = 0
     cell: int = 0
+    cells: list[str | None] | None = None
 
     def cell_problem(self, header: Sequence[str] = ()) -> str:
         """The words, naming the cell's column as the spreadsheet shows it (a letter) and,
@@ -217,6 +219,8 @@ def sheet_rows(source: IO[bytes], book: Book) -> Iterator[Row]:
                 done.append((number, RowProblem(_past_last(wide), wide)))
             elif size > MAX_LINE_CHARS:
                 done.append((number, RowProblem(TOO_LONG)))
+            elif problem is not None and problem.cell:
+                done.append((number, replace(problem, cells=cells)))
             elif problem is not None:
                 done.append((number, problem))
             elif cells:

@@ -234,8 +234,7 @@ def test_every_audited_action_records_plain_json_details(
     assert since["details"]["imported_since"] == "2026-01-01T00:00:00+00:00"
 
 
-# The reasons the story below types as an agent would: shown to the member as typed. (A
-# letter that cannot be laid out keeps the layout's own words, for whoever fixes it.)
+# The reasons the story below types as an agent would: shown to the member as typed.
 TYPED_REASONS = {"x", "called", "forgot", "moved", "left", "rentrée"}
 
 
@@ -244,11 +243,13 @@ def assert_reads_in_french(event: dict[str, Any]) -> None:
     name and each word of its values (docs/rules.md, right of access)."""
     assert event["action"] in LABELS["action"], event
     assert event["outcome"] in LABELS["outcome"], event
-    if event["reason"] not in (None, *TYPED_REASONS) and event["action"] != "letter.failed":
+    if event["reason"] not in (None, *TYPED_REASONS):
         assert french_reason(event["reason"]) != event["reason"], event  # the program's words
     for key, value in event["details"].items():
         assert key in DETAILS, (event["action"], key)
         words = DETAILS[key][1]
+        if words == "reason":  # a mail error: the server's words, framed in French
+            assert french_reason(value) != value, (event["action"], key, value)
         if words in LABELS:
             for word in value if isinstance(value, list) else [value]:
                 assert word in LABELS[words], (event["action"], key, word)

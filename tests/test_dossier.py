@@ -22,6 +22,7 @@ from tests.audit_helpers import audit_of
 from tests.cred_helpers import NEW_PIN, PIN, mailed_codes
 from tests.harness import Cli, FakeClock
 from tests.letters_helpers import batch, printed_codes
+from tests.mail_helpers import free_port
 from tests.retention_helpers import add_member
 
 KEYS = {"generated_at", "member", "account", "codes", "letters", "emails", "audit_events"}
@@ -161,6 +162,26 @@ def test_the_pdf_dossier_reads_in_french_and_holds_no_secret(
         assert words in words_of, words
     assert re.findall(r"\b[a-z]+_[a-z_]+\b", text) == []  # no key or word left in English
     assert audit_of(cli, nir)[-1]["details"] == {"format": "pdf"}
+
+
+@pytest.mark.slow  # renders a PDF
+def test_why_an_e_mail_did_not_leave_reads_in_french_in_the_pdf_dossier(
+    cli: Cli, tmp_path: Path
+) -> None:
+    """The program's words around a mail server's own, in a revoked code's event and in a
+    queued e-mail's last error."""
+    nir = add_member(cli, "Girard", "--email", "anne.girard@example.org", "--no-welcome")
+    dead = cli.with_settings(smtp_url=f"smtp://127.0.0.1:{free_port()}")
+    assert dead("code", "issue", nir, "--channel", "email", "--reason", "appel").exit_code == 1
+    campaign = ("code", "campaign", "--no-pin", "--channel", "email", "--reason", "rentrée")
+    assert cli(*campaign).exit_code == 0
+    assert "1 to retry" in dead("mail", "send").stdout  # its last error kept
+    out = tmp_path / "dossier.pdf"
+    assert cli("member", "dossier", nir, "--out", str(out)).exit_code == 0
+    text = " ".join(" ".join(page.extract_text() for page in pypdf.PdfReader(out).pages).split())
+    # The two codes revoked (`code issue`'s, the campaign e-mail's), the e-mail to retry.
+    assert text.count("envoi impossible par le serveur de messagerie smtp://") == 3
+    assert "cannot send" not in text
 
 
 def test_an_existing_file_is_replaced_only_with_force(

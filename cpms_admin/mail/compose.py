@@ -23,6 +23,9 @@ if TYPE_CHECKING:
     import jinja2
 
 _TITLES = {"M": "Monsieur", "MME": "Madame"}
+# Why an e-mail cannot be made: its last error (the member's dossier words it in French).
+LINE_BREAK = "{} must not contain a line break (header injection)"
+INVALID_ADDRESS = "invalid e-mail address {}"
 _CODE_SUBJECTS = {
     Purpose.first_login: (
         "Votre code de sécurité pour votre première connexion à l'Espace Adhérent CPMS"
@@ -80,14 +83,14 @@ def _salutation(*, civility: str | None, first_name: str, last_name: str) -> str
 def _refuse_line_breaks(**values: str) -> None:
     for name, value in values.items():
         if "\r" in value or "\n" in value:
-            raise BadAddress(f"{name} must not contain a line break (header injection)")
+            raise BadAddress(LINE_BREAK.format(name))
 
 
 def _recipient(*, to: str, display_name: str) -> Address:
     try:
         return Address(display_name=display_name, addr_spec=to.strip())
     except (ValueError, HeaderParseError):
-        raise BadAddress(f"invalid e-mail address {to!r}") from None
+        raise BadAddress(INVALID_ADDRESS.format(repr(to))) from None
 
 
 def _message(

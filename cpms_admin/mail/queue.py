@@ -46,6 +46,7 @@ from cpms_admin.settings import Settings
 from cpms_admin.vocabulary import AuditAction, CancelReason, MailStatus, MemberStatus
 
 MAX_ATTEMPTS = 5
+NO_EMAIL = "no e-mail address"  # why a queued e-mail is cancelled, besides on_its_way's
 STOP_AFTER = 5
 BATCH_SIZE = 100
 
@@ -100,7 +101,7 @@ def _no_longer_needed(
     if member.status != MemberStatus.active:
         return CancelReason.member_closed.text
     if not member.email:
-        return "no e-mail address"
+        return NO_EMAIL
     # This e-mail's own code, made by a run killed before it could mark the e-mail sent, may
     # never have left: it is no reason to cancel, and the code sent now replaces it.
     return on_its_way(session, member_id=pk(member), now=now, except_code_id=mail.code_id)

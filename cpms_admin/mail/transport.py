@@ -41,6 +41,10 @@ if TYPE_CHECKING:
 
 _DEFAULT_PORTS = {"smtp": 25, "smtp+starttls": 587, "smtps": 465}
 _FLAGS = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
+# Why an e-mail did not leave: its last error (the member's dossier words it in French).
+CANNOT_SEND = "cannot send e-mail via {}: {}"
+CANNOT_WRITE = "cannot write e-mail to {}: {}"
+NO_ANSWER = "no complete answer within {} s (deadline)"
 
 
 class Transport(Protocol):
@@ -347,13 +351,12 @@ class SmtpTransport:
                 # Whatever smtplib made of the cut connection (EOF, reset, TLS error), the cause
                 # is the deadline; the caller may stop a whole run on this one.
                 raise MailTimeout(
-                    f"cannot send e-mail via {config.where}: "
-                    f"no complete answer within {self._deadline:g} s (deadline)"
+                    CANNOT_SEND.format(config.where, NO_ANSWER.format(f"{self._deadline:g}"))
                 ) from None
             reason = _reason(exc, timeout=self._timeout)
             if config.password:
                 reason = reason.replace(config.password, "***")
-            raise MailError(f"cannot send e-mail via {config.where}: {reason}") from None
+            raise MailError(CANNOT_SEND.format(config.where, reason)) from None
 
     def send(self, message: EmailMessage) -> None:
         import smtplib
@@ -391,10 +394,10 @@ class FileTransport:
             with write_private_atomically(folder / name, new_name=True) as out:
                 out.write(message.as_bytes())
         except InvalidInput as exc:  # a link, or a directory another user controls
-            raise MailError(f"cannot write e-mail to {self.directory}: {exc}") from None
+            raise MailError(CANNOT_WRITE.format(self.directory, exc)) from None
         except OSError as exc:
             reason = exc.strerror or type(exc).__name__
-            raise MailError(f"cannot write e-mail to {self.directory}: {reason}") from None
+            raise MailError(CANNOT_WRITE.format(self.directory, reason)) from None
 
 
 def transport_from_settings(settings: Settings) -> Transport:

@@ -11,9 +11,11 @@ from typing import Any
 
 import jinja2
 
+from cpms_admin.credentials.on_its_way import CODE_ON_ITS_WAY, LETTER_ON_ITS_WAY
 from cpms_admin.errors import NotReady
 from cpms_admin.french import french_date, paris_time
 from cpms_admin.letters.claim import NEWER_CODE_SINCE, SUPERSEDED_BY
+from cpms_admin.letters.pdf.content import NOT_AFNOR_SIZED, TOO_WIDE
 from cpms_admin.letters.recovery import FILES_LOST
 from cpms_admin.letters.returns import CAME_BACK, RETURNED_BY_POST, RETURNED_ON
 from cpms_admin.letters.voiding import (
@@ -22,6 +24,9 @@ from cpms_admin.letters.voiding import (
     MOVED_SINCE_PRINTED,
     SUPERSEDED_WHILE_PRINTING,
 )
+from cpms_admin.mail.compose import INVALID_ADDRESS, LINE_BREAK
+from cpms_admin.mail.queue import NO_EMAIL
+from cpms_admin.mail.transport import CANNOT_SEND, CANNOT_WRITE, NO_ANSWER
 from cpms_admin.members.nir import format_nir
 from cpms_admin.settings import templates_dir
 from cpms_admin.vocabulary import AuditAction, CancelReason
@@ -174,8 +179,8 @@ def _day(value: str | None) -> str:
 
 
 # Each detail an event on the member may hold (docs/audit.md): its French name, and how its
-# values read: a table of LABELS, "moment" (a time), "until" (a code's end), "nir", or None
-# (as they are: numbers, the print house's words, a server's error).
+# values read: a table of LABELS, "moment" (a time), "until" (a code's end), "nir", "reason"
+# (french_reason), or None (as they are: numbers, the print house's words).
 DETAILS: dict[str, tuple[str, str | None]] = {
     "address_changed_since": ("adresse modifiée depuis", "moment"),
     "address_flagged": ("adresse signalée erronée", None),
@@ -187,7 +192,7 @@ DETAILS: dict[str, tuple[str, str | None]] = {
     "code_id": ("n° du code de sécurité", None),
     "code_revoked": ("code de sécurité annulé", None),
     "codes_revoked": ("codes de sécurité annulés", None),
-    "error": ("erreur", None),
+    "error": ("erreur", "reason"),
     "expires_at": ("valable jusqu'au", "until"),
     "failed_attempts_before": ("erreurs consécutives avant", None),
     "failures": ("erreurs consécutives", None),
@@ -249,6 +254,24 @@ SYSTEM_REASONS: list[tuple[str, str]] = [
     (RETURNED_BY_POST, "NPAI : retourné par La Poste"),
     (RETURNED_ON, r"revenu le \1 : \2"),
     (CAME_BACK, r"le courrier n° \1 est revenu : \2"),
+    (NOT_AFNOR_SIZED, r"courrier n° \1 : l'adresse ne respecte pas le format postal (AFNOR)"),
+    (
+        TOO_WIDE,
+        r"courrier n° \1 : une ligne de l'adresse est trop large pour la fenêtre de "
+        r"l'enveloppe, même en \2 points",
+    ),
+    (LETTER_ON_ITS_WAY, "un courrier est déjà en route"),
+    (CODE_ON_ITS_WAY, "un code de sécurité est déjà en route"),
+    (NO_EMAIL, "aucune adresse e-mail"),
+    (INVALID_ADDRESS, r"adresse e-mail invalide : \1"),
+    (LINE_BREAK, r"en-tête de l'e-mail invalide (saut de ligne dans « \1 »)"),
+    # A server's own words (\2 below) are given as they are.
+    (
+        CANNOT_SEND.format("{}", NO_ANSWER),
+        r"envoi impossible par le serveur de messagerie \1 : pas de réponse complète en \2 s",
+    ),
+    (CANNOT_SEND, r"envoi impossible par le serveur de messagerie \1 : \2"),
+    (CANNOT_WRITE, r"écriture impossible de l'e-mail dans \1 : \2"),
 ]
 _SYSTEM_PATTERNS = [
     (re.compile("(.+?)".join(map(re.escape, english.split("{}")))), french)
@@ -285,6 +308,8 @@ def _detail(value: Any, words: str | None) -> str:
         return _moment(value)
     if words == "until":
         return _until(value)
+    if words == "reason":
+        return french_reason(str(value))
     if words == "nir":  # the member's own, in full; masked when no member had it
         return format_nir(value) if value.isdigit() else str(value)
     return _label(value, words) if words else str(value)

@@ -23,6 +23,12 @@ DEFAULT_RETURN_ADDRESS = (
     "TSA 91234",
     "75901 PARIS CEDEX 15",
 )
+# Why a letter cannot be laid out: its status reason (the member's dossier words it in French).
+NOT_AFNOR_SIZED = "letter {}: address block is not AFNOR-sized"
+TOO_WIDE = (
+    "letter {}: an address line is wider than the envelope's window even in {} pt: shorten "
+    "it (cpms-admin member update)"
+)
 
 
 @dataclass(frozen=True)
@@ -103,13 +109,10 @@ class LetterContent:
         if not 3 <= len(lines) <= postal.MAX_LINES or any(
             not line or len(line) > afnor.MAX_LINE for line in lines
         ):
-            raise Unprintable(f"letter {self.letter_id}: address block is not AFNOR-sized")
+            raise Unprintable(NOT_AFNOR_SIZED.format(self.letter_id))
         fits = zones.address_size(lines)
         if fits is None:
-            raise Unprintable(
-                f"letter {self.letter_id}: an address line is wider than the envelope's window "
-                f"even in {zones.ADDRESS_SIZES[-1]:g} pt: shorten it (cpms-admin member update)"
-            )
+            raise Unprintable(TOO_WIDE.format(self.letter_id, f"{zones.ADDRESS_SIZES[-1]:g}"))
         object.__setattr__(self, "address_pt", min(self.address_pt or fits, fits))
 
     @property

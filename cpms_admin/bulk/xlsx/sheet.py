@@ -28,10 +28,11 @@ calculating cannot be told from that empty text.
 import re
 import reprlib
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import IO
 
 from cpms_admin.bulk.cells import cell_text
+from cpms_admin.bulk.rows import PIN_HASH, clean_name
 from cpms_admin.bulk.sniff import MAX_COLUMNS, MAX_LINE_CHARS
 from cpms_admin.bulk.xlsx.book import MAIN, Book, Unreadable, feed, make_parser
 
@@ -55,24 +56,30 @@ _ROW_NUMBER = re.compile(r"[0-9]{1,7}")  # a spreadsheet's rows: 1,048,576 at mo
 @dataclass(frozen=True, slots=True)
 class RowProblem:
     """Why a row cannot be read: its words; the cell at fault's column, when the words are
-    about one cell (`cell_problem` names it), and then the row's other cells (`cells`, the
-    one at fault None), which an import's `--errors` report gives back to be fixed; its last
-    column when that is past MAX_COLUMNS (which no spreadsheet writes)."""
+    about one cell (`cell_problem` names it), with the text it holds when the words quote it
+    (`{}`), and the row's other cells when no other is at fault (`cells`, that one None),
+    which an import's `--errors` report gives back to be fixed; its last column when that is
+    past MAX_COLUMNS (which no spreadsheet writes)."""
 
     reason: str
     columns: int = 0
     cell: int = 0
-    cells: list[str | None] | None = None
+    held: str | None = field(default=None, repr=False)
+    cells: list[str | None] | None = field(default=None, repr=False)
 
     def cell_problem(self, header: Sequence[str] = ()) -> str:
         """The words, naming the cell's column as the spreadsheet shows it (a letter) and,
-        when the header gives one, by its name."""
+        when the header gives one, by its name; a PIN hash is never quoted."""
         if not self.cell:
             return self.reason
         at = self.cell - 1
         name = header[at].strip() if at < len(header) else ""
         named = f" ({name})" if name else ""
-        return f"the cell in column {column_letters(self.cell)}{named} {self.reason}"
+        reason = self.reason
+        if self.held is not None:
+            secret = clean_name(name) == PIN_HASH
+            reason = reason.format("a PIN hash" if secret else reprlib.repr(self.held))
+        return f"the cell in column {column_letters(self.cell)}{named} {reason}"
 
 
 Row = tuple[int, list[str | None] | RowProblem]  # its number; its cells, or its problem
@@ -131,14 +138,14 @@ def sheet_rows(source: IO[bytes], book: Book) -> Iterator[Row]:
     cells: list[str | None] = []
     columns: dict[str, int] = {}  # a reference's letters -> column number, as met
     kind, style = "n", None
-    number = column = size = wide = 0
-    problem: RowProblem | None = None  # the row's first unreadable cell
+    number = column = size = wide = faulty = 0
+    problem: RowProblem | None = None  # the row's first unreadable cell, of `faulty`
     collecting = phonetic = False
     unvalued = False  # the cell has a formula, and no result for it yet (module docstring)
 
     def start(name: str, attrs: dict[str, str]) -> None:
         nonlocal kind, style, number, column, cells, size, wide, collecting, phonetic, problem
-        nonlocal unvalued
+        nonlocal unvalued, faulty
         tag = _TAGS.get(name)
         if tag == _CELL:
             kind, style, unvalued = attrs.get("t", "n"), attrs.get("s"), False
@@ -171,20 +178,20 @@ def sheet_rows(source: IO[bytes], book: Book) -> Iterator[Row]:
             ref = attrs.get("r")
             readable = ref is None or _ROW_NUMBER.fullmatch(ref) is not None
             number = int(ref) if ref is not None and readable else number + 1
-            cells, column, size, wide = [], 0, 0, 0
+            cells, column, size, wide, faulty = [], 0, 0, 0, 0
             problem = None if readable else RowProblem(f"a row reference {ref!r}")
         elif tag == _PHONETIC:
             phonetic = True
 
     def end(name: str) -> None:
-        nonlocal collecting, phonetic, size, wide, problem
+        nonlocal collecting, phonetic, size, wide, problem, faulty
         tag = _TAGS.get(name)
         if tag == _CELL:
             if column > MAX_COLUMNS:
                 wide = max(wide, column)
                 return
             if unvalued and not parts:  # no <v>, or an empty one that is no text
-                problem = problem or RowProblem(UNCALCULATED, cell=column)
+                problem, faulty = problem or RowProblem(UNCALCULATED, cell=column), faulty + 1
                 return
             if not parts:
                 value = None
@@ -199,10 +206,11 @@ def sheet_rows(source: IO[bytes], book: Book) -> Iterator[Row]:
                     else:
                         value = _typed(kind, style, text, book)
                 except IndexError:
-                    problem = problem or RowProblem(_NO_SUCH_TEXT, cell=column)
+                    problem, faulty = problem or RowProblem(_NO_SUCH_TEXT, cell=column), faulty + 1
                     return
                 except (ValueError, OverflowError):
-                    problem = problem or RowProblem(_not_its_type(text), cell=column)
+                    wrong = RowProblem(NOT_ITS_TYPE, cell=column, held=text)
+                    problem, faulty = problem or wrong, faulty + 1
                     return
             at = column - 1
             if at == len(cells):
@@ -219,7 +227,7 @@ def sheet_rows(source: IO[bytes], book: Book) -> Iterator[Row]:
                 done.append((number, RowProblem(_past_last(wide), wide)))
             elif size > MAX_LINE_CHARS:
                 done.append((number, RowProblem(TOO_LONG)))
-            elif problem is not None and problem.cell:
+            elif problem is not None and problem.cell and faulty == 1:
                 done.append((number, replace(problem, cells=cells)))
             elif problem is not None:
                 done.append((number, problem))
@@ -247,8 +255,7 @@ TOO_LONG = f"a row longer than {MAX_LINE_CHARS:,} characters"
 _NO_SUCH_TEXT = "cannot be read (it points to a text the workbook does not hold)"
 
 
-def _not_its_type(text: str) -> str:
-    return f"cannot be read (it holds {reprlib.repr(text)}, which is not a value of its type)"
+NOT_ITS_TYPE = "cannot be read (it holds {}, which is not a value of its type)"
 
 
 UNCALCULATED = (

@@ -59,26 +59,57 @@ def text_of(message: EmailMessage) -> str:
 # Digits a run writes that are no secret, though they hold 6-digit runs a code may match.
 _INNOCENT_DIGITS = re.compile(
     rb"(?<=\d\d:\d\d:\d\d\.)\d{1,6}"  # a stored or logged time's fraction of a second
+    rb"|\d{4}-\d\d-\d\d"  # a date (glued to the values around it in the database file)
     rb"|(?<=datetime\()[\d, ]+"  # a logged datetime's fields, its microseconds last
     rb"|0x[0-9a-f]+"  # an object's address in a logged repr
     rb"|(?<=in )\d+\.\d+s|(?<=since )\d+\.\d+s"  # SQLAlchemy's statement timings
     rb"|(?<=batch-)\d+-\d{8}-\d{6}"  # a letter batch's name: its number, date and time
+    rb"|(?<='lock': )-?\d+|(?<='class': )\d+|(?<='cls': )\d+"  # advisory lock keys
 )
-_HEX_RUN = re.compile(rb"[0-9a-f]{16,}")  # hashes, salts, MACs and digests
+# Salts (16 hex digits), SHA-256 digests and MACs (64), as the logs and tables show them:
+# each a value of its own. A code glued to one makes a longer run, which is none of them.
+_DIGEST = re.compile(rb"(?<![0-9A-Za-z])(?:[0-9a-f]{64}|[0-9a-f]{16})(?![0-9A-Za-z])")
+_HEX_RUN = re.compile(rb"[0-9a-f]{16,}")
 _NIR = re.compile(r"\d{15}\Z")
 
 
-def innocent_digits_masked(haystack: bytes, tables: dict[str, list[tuple[Any, ...]]]) -> bytes:
-    """`haystack` with the digits that are no secret masked: times, logged addresses and
-    timings, batch names, hex digests, and the NIRs stored in `tables`. A code is random:
-    among the hundreds of 6-digit runs those hold, one matches it now and then, and a leak
-    test would fail without a leak. (A code stored in clear beside a digest joins its hex run
-    in the database file, but not in `tables`' repr, which the leak tests search too.)"""
-    nirs = (v for row in tables["member"] for v in row if isinstance(v, str) and _NIR.match(v))
-    for nir in nirs:
-        haystack = haystack.replace(nir.encode(), b"<nir>")
-    haystack = _INNOCENT_DIGITS.sub(b"<digits>", haystack)
-    return _HEX_RUN.sub(lambda run: b"<hex>" if re.search(rb"[a-f]", run[0]) else run[0], haystack)
+def innocent_digits_masked(
+    haystacks: dict[str, bytes], tables: dict[str, list[tuple[Any, ...]]]
+) -> dict[str, bytes]:
+    """The `haystacks` a leak test searches, with the digits that are no secret masked:
+    times, logged addresses, timings and lock keys, batch names, the NIRs stored in `tables`,
+    and the salts and digests the haystacks show as values of their own, wherever they
+    appear (in the database file, glued to their neighbours). A code is random: among the
+    hundreds of 6-digit runs those hold, one matches it now and then, and a leak test would
+    fail without a leak. A code written in clear stays, whatever it is glued to."""
+    digests = {
+        found[0]
+        for haystack in haystacks.values()
+        for found in _DIGEST.finditer(haystack)
+        if re.search(rb"[a-f]", found[0]) or not found[0].strip(b"0")  # 0s: an unset hash
+    }
+
+    def known_digests(run: re.Match[bytes]) -> bytes:
+        text, kept, at = run[0], [], 0
+        while at < len(text):
+            size = next((n for n in (64, 16) if text[at : at + n] in digests), 0)
+            kept.append(b"<hex>" if size else text[at : at + 1])
+            at += size or 1
+        return b"".join(kept)
+
+    nirs = [
+        value.encode()
+        for row in tables["member"]
+        for value in row
+        if isinstance(value, str) and _NIR.match(value)
+    ]
+    masked = {}
+    for name, haystack in haystacks.items():
+        for nir in nirs:
+            haystack = haystack.replace(nir, b"<nir>")
+        haystack = _HEX_RUN.sub(known_digests, haystack)
+        masked[name] = _INNOCENT_DIGITS.sub(b"<digits>", haystack)
+    return masked
 
 
 def mailed_codes(settings: Settings) -> list[str]:

@@ -121,8 +121,7 @@ def test_no_secret_in_clear_anywhere(
         for path in (db_file, db_file.with_name(db_file.name + "-wal")):
             if path.exists():
                 haystacks[path.name] = path.read_bytes()
-    for name, haystack in haystacks.items():
-        searched = innocent_digits_masked(haystack, tables)
+    for name, searched in innocent_digits_masked(haystacks, tables).items():
         for secret in [*PINS, WRONG_PIN, WRONG_CODE, *codes]:
             assert secret.encode() not in searched, f"a secret appears in {name}"
     # The e-mails are the one place a code exists in clear.
@@ -192,37 +191,47 @@ def test_codes_made_by_the_nightly_jobs_stay_in_their_letter_or_e_mail(
     assert {"code.campaign.member", "mail.send.member"} <= {
         event["action"] for event in json.loads(haystacks["audit"])
     }
-    for name, haystack in haystacks.items():
-        searched = innocent_digits_masked(haystack, tables)
+    for name, searched in innocent_digits_masked(haystacks, tables).items():
         for code in codes:
             assert code.encode() not in searched, f"a code appears in {name}"
 
 
 def test_the_leak_search_masks_the_digits_of_times_and_digests_never_a_code() -> None:
     """The leak tests mask the 6-digit runs a run writes without a secret (a random code
-    matches one now and then); a code written in clear beside them is still found."""
+    matches one now and then); a code written in clear beside them is still found, even
+    glued to a digest in the database file."""
     code, nir = "872505", "185057872505442"  # a NIR holds 6-digit runs of its own
+    digest = f"97155fff969e70fd5e2403487b17ff{code}dc4d6".ljust(64, "a")  # a SHA-256's size
+    salt = "8f44869a872505c3"
     tables: dict[str, list[tuple[object, ...]]] = {"member": [(1, nir, "75012")]}
+    logged = f"INSERT ... ('{digest}', '{salt}${digest}')"  # how the logs show them
     innocent = (
         "datetime.datetime(2026, 12, 6, 2, 39, 19, 872505, tzinfo=datetime.timezone.utc)",
         "'2026-12-06 02:39:19.872505'",
         "<psycopg.Connection at 0x7f6bf3872505>",
         "[generated in 0.872505s]",
         "batch-12-20261206-872505",
-        "97155fff969e70fd5e2403487b17ff872505dc4d6",
+        "{'lock': -7010310872505424399}",
         nir,
+        f"sealed\x00{digest}2026-12-06",  # the database file: values glued together
+        f"{salt}{digest}",
     )
-    for text in innocent:
-        assert code.encode() not in innocent_digits_masked(text.encode(), tables), text
     in_clear = (
         f"code {code}",
         f'{{"code": "{code}"}}',
         f"02:39:19.000000{code}",
         f"{nir}{code}",
         f"75012{code}",
+        f"{digest}{code}",
+        f"{code}{digest}",
+        f"{digest}{code}{salt}",
     )
-    for text in in_clear:
-        assert code.encode() in innocent_digits_masked(text.encode(), tables), text
+    texts = {f"innocent {n}": t for n, t in enumerate(innocent)}
+    texts |= {f"in clear {n}": t for n, t in enumerate(in_clear)} | {"logs": logged}
+    masked = innocent_digits_masked({n: t.encode() for n, t in texts.items()}, tables)
+    for name, text in texts.items():
+        found = code.encode() in masked[name]
+        assert found == name.startswith("in clear"), (name, text)
 
 
 def test_an_import_of_pin_hashes_audits_each_member_without_pin_or_hash(

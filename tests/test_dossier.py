@@ -15,6 +15,7 @@ from sqlmodel import Session, col, select
 from cpms_admin.cli.commands import letters as letters_cli
 from cpms_admin.letters.returns import RETURNED_BY_POST
 from cpms_admin.letters.voiding import SUPERSEDED_WHILE_PRINTING
+from cpms_admin.mail.transport import CANNOT_SEND, RECIPIENT_REFUSED
 from cpms_admin.models import Account, SecurityCode
 from cpms_admin.privacy.dossier_pdf import LABELS, SYSTEM_REASONS, french_reason
 from cpms_admin.vocabulary import PortalReason
@@ -124,6 +125,12 @@ def test_what_the_program_writes_as_a_reason_reads_in_french() -> None:
         "son code de sécurité a été remplacé"
     )
     assert french_reason("appel du 06/12") == "appel du 06/12"  # an agent's words, as typed
+    # An e-mail's failure: the program's words, around the mail server's own.
+    refused = CANNOT_SEND.format("smtp://mx:587", RECIPIENT_REFUSED.format("server said 550 x"))
+    assert french_reason(refused) == (
+        "envoi impossible par le serveur de messagerie smtp://mx:587 : destinataire refusé, "
+        "le serveur a répondu 550 x"
+    )
     cli_default = inspect.signature(letters_cli.returned).parameters["reason"].default
     assert cli_default == RETURNED_BY_POST  # spelt again there, to keep the CLI's start light
 

@@ -30,6 +30,9 @@ from cpms_admin.settings import Settings
 from cpms_admin.vocabulary import AuditAction, Channel, ChannelChoice, PinChange
 
 log = logging.getLogger(__name__)
+# Why a code's e-mail did not leave when no mail server said why (a failure of ours, an
+# interruption): the revoke's audit detail names only the kind of failure, never its text.
+NOT_SENT = "not sent ({})"
 
 
 @dataclass(frozen=True)
@@ -256,7 +259,7 @@ def email_code(
         )
         (transport or transport_from_settings(settings)).send(message)
     except BaseException as exc:
-        error = str(exc) if isinstance(exc, MailError) else type(exc).__name__
+        error = str(exc) if isinstance(exc, MailError) else NOT_SENT.format(type(exc).__name__)
         _revoke_unsent(
             session, member=member, code_id=pk(issued.row), agent=agent, error=error, clock=clock
         )

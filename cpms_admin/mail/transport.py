@@ -45,6 +45,12 @@ _FLAGS = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no"
 CANNOT_SEND = "cannot send e-mail via {}: {}"
 CANNOT_WRITE = "cannot write e-mail to {}: {}"
 NO_ANSWER = "no complete answer within {} s (deadline)"
+SERVER_SAID = "server said {} {}"
+RECIPIENT_REFUSED = "recipient refused, {}"
+LOGIN_REFUSED = "login refused: {}"
+CERTIFICATE_REFUSED = "TLS certificate refused ({})"
+TLS_FAILED = "TLS failed ({})"
+NO_ANSWER_IN = "no answer within {} s"
 
 
 class Transport(Protocol):
@@ -116,7 +122,7 @@ def _parse_url(url: str) -> _SmtpConfig:
 
 def _server_said(code: int, reply: bytes | str) -> str:
     text = reply.decode("utf-8", "replace") if isinstance(reply, bytes) else reply
-    return f"server said {code} {text}"
+    return SERVER_SAID.format(code, text)
 
 
 def _reason(exc: BaseException, *, timeout: float) -> str:
@@ -126,16 +132,17 @@ def _reason(exc: BaseException, *, timeout: float) -> str:
 
     if isinstance(exc, smtplib.SMTPRecipientsRefused):
         code, reply = next(iter(exc.recipients.values()), (0, b""))
-        reason = f"recipient refused, {_server_said(code, reply)}"
+        reason = RECIPIENT_REFUSED.format(_server_said(code, reply))
     elif isinstance(exc, smtplib.SMTPResponseException):
-        prefix = "login refused: " if isinstance(exc, smtplib.SMTPAuthenticationError) else ""
-        reason = prefix + _server_said(exc.smtp_code, exc.smtp_error)
+        reason = _server_said(exc.smtp_code, exc.smtp_error)
+        if isinstance(exc, smtplib.SMTPAuthenticationError):
+            reason = LOGIN_REFUSED.format(reason)
     elif isinstance(exc, ssl.SSLCertVerificationError):
-        reason = f"TLS certificate refused ({exc.verify_message})"
+        reason = CERTIFICATE_REFUSED.format(exc.verify_message)
     elif isinstance(exc, ssl.SSLError):
-        reason = f"TLS failed ({exc.reason or exc})"
+        reason = TLS_FAILED.format(exc.reason or exc)
     elif isinstance(exc, TimeoutError):
-        reason = f"no answer within {timeout:g} s"
+        reason = NO_ANSWER_IN.format(f"{timeout:g}")
     elif isinstance(exc, OSError) and exc.strerror:
         reason = exc.strerror
     else:

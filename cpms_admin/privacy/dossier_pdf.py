@@ -11,6 +11,7 @@ from typing import Any
 
 import jinja2
 
+from cpms_admin.credentials.delivery import NOT_SENT
 from cpms_admin.credentials.on_its_way import CODE_ON_ITS_WAY, LETTER_ON_ITS_WAY
 from cpms_admin.errors import NotReady
 from cpms_admin.french import french_date, paris_time
@@ -26,7 +27,17 @@ from cpms_admin.letters.voiding import (
 )
 from cpms_admin.mail.compose import INVALID_ADDRESS, LINE_BREAK
 from cpms_admin.mail.queue import NO_EMAIL
-from cpms_admin.mail.transport import CANNOT_SEND, CANNOT_WRITE, NO_ANSWER
+from cpms_admin.mail.transport import (
+    CANNOT_SEND,
+    CANNOT_WRITE,
+    CERTIFICATE_REFUSED,
+    LOGIN_REFUSED,
+    NO_ANSWER,
+    NO_ANSWER_IN,
+    RECIPIENT_REFUSED,
+    SERVER_SAID,
+    TLS_FAILED,
+)
 from cpms_admin.members.nir import format_nir
 from cpms_admin.settings import templates_dir
 from cpms_admin.vocabulary import AuditAction, CancelReason
@@ -264,14 +275,17 @@ SYSTEM_REASONS: list[tuple[str, str]] = [
     (CODE_ON_ITS_WAY, "un code de sécurité est déjà en route"),
     (NO_EMAIL, "aucune adresse e-mail"),
     (INVALID_ADDRESS, r"adresse e-mail invalide : \1"),
-    (LINE_BREAK, r"en-tête de l'e-mail invalide (saut de ligne dans « \1 »)"),
-    # A server's own words (\2 below) are given as they are.
-    (
-        CANNOT_SEND.format("{}", NO_ANSWER),
-        r"envoi impossible par le serveur de messagerie \1 : pas de réponse complète en \2 s",
-    ),
+    (LINE_BREAK, "en-tête de l'e-mail invalide (saut de ligne)"),
+    (NOT_SENT, r"e-mail non envoyé (incident technique : \1)"),
     (CANNOT_SEND, r"envoi impossible par le serveur de messagerie \1 : \2"),
     (CANNOT_WRITE, r"écriture impossible de l'e-mail dans \1 : \2"),
+    (NO_ANSWER, r"pas de réponse complète en \1 s (délai dépassé)"),
+    (NO_ANSWER_IN, r"pas de réponse en \1 s"),
+    (RECIPIENT_REFUSED, r"destinataire refusé, \1"),
+    (LOGIN_REFUSED, r"identification refusée : \1"),
+    (CERTIFICATE_REFUSED, r"certificat TLS refusé (\1)"),
+    (TLS_FAILED, r"échec de TLS (\1)"),
+    (SERVER_SAID, r"le serveur a répondu \1 \2"),  # its own words, as it gave them
 ]
 _SYSTEM_PATTERNS = [
     (re.compile("(.+?)".join(map(re.escape, english.split("{}")))), french)
@@ -279,13 +293,18 @@ _SYSTEM_PATTERNS = [
 ]
 
 
+_VALUE = re.compile(r"\\(\d)")  # `\1` in a French format
+
+
 def french_reason(text: str | None) -> str:
-    """`text` in French when the program wrote it (SYSTEM_REASONS), else as it is."""
+    """`text` in French when the program wrote it (SYSTEM_REASONS), else as it is. The
+    values a format carries are read the same way: an e-mail's failure is the program's
+    words around the mail server's ("cannot send ...: recipient refused, server said ...")."""
     if not text:
         return "—"
     for pattern, french in _SYSTEM_PATTERNS:
         if found := pattern.fullmatch(text):
-            return found.expand(french)
+            return _VALUE.sub(lambda value: french_reason(found[int(value[1])]), french)
     return text
 
 

@@ -259,17 +259,12 @@ def outside_search_index(name: str | None, kind: str, _parents: object = None) -
 
 def refresh_search_columns(connection: Connection, *, batch_size: int = 5000) -> int:
     """Recompute every member's folded columns (after the folding changed), in batches of
-    one keyset-paged read and one executemany of the rows that differ; the count changed."""
-    member = SQLModel.metadata.tables["member"]
-    read = core_select(
-        member.c.id,
-        member.c.last_name,
-        member.c.first_name,
-        member.c.email,
-        member.c.city,
-        member.c.search_text,
-        member.c.sort_name,
-    ).order_by(member.c.id)
+    one keyset-paged read and one executemany of the rows that differ; the count changed.
+    The table is named by the columns it reads, not taken from the models: migrations run
+    this on the table of their revision, whatever the models hold since."""
+    names = ("id", "last_name", "first_name", "email", "city", *SEARCH_COLUMNS)
+    member = table_clause("member", *(column(name) for name in names))
+    read = core_select(*member.c).order_by(member.c.id)
     write = update(member).where(member.c.id == bindparam("member_key"))
     changed, after = 0, 0
     while rows := connection.execute(read.where(member.c.id > after).limit(batch_size)).all():

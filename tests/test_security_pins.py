@@ -358,6 +358,8 @@ _FAKE_B64 = "c2FsdHNhbHRzYWx0c2FsdA"
         (f"$pbkdf2-sha256$i=29000,l=16${_b64(_SALT)}${_b64(_DK)}", "bad digest length"),
         (f"$pbkdf2-sha256$10${_ab64(_SALT)}${_ab64(_DK)}", "rounds out of the accepted range"),
         ("$argon2id$v=19$m=8,t=1$" + _FAKE_B64, "malformed argon2 hash"),
+        ("$argon2id$v=19$m=65536,t=3,p=4$SALTSALT!!$HASHHASH", "malformed argon2 hash"),
+        (f"$argon2id$v=19$m=8,t=1,p=1$c2FsdA${_FAKE_B64}", "salt or digest too short"),
         (f"$argon2id$v=19$m=4194304,t=2,p=1${_FAKE_B64}${_FAKE_B64}", "too costly"),
         ("$2b$" + "a" * 300, "too long"),
     ],

@@ -52,6 +52,7 @@ _AT_IMPORT = _Ceilings(256 * 1024, 512 * 1024, 13, 1_000_000)
 # already stored stops working.
 _AT_LOGIN = _Ceilings(1024 * 1024, 20 * 1024 * 1024, 16, 5_000_000)
 _BCRYPT_MIN_COST, _PBKDF2_MIN_ROUNDS = 4, 1000
+_ARGON2_MIN_SALT, _ARGON2_MIN_DIGEST = 8, 4  # bytes: argon2's own least
 
 
 def _b64(text: str, *, adapted: bool) -> bytes:
@@ -95,9 +96,12 @@ def _check(value: str, ceilings: _Ceilings) -> None:
         from argon2.exceptions import InvalidHashError
 
         try:
-            params = extract_parameters(value)
-        except InvalidHashError:
+            params = extract_parameters(value)  # the parameters only: not salt nor digest
+            salt, digest = (_b64(part, adapted=False) for part in value.rsplit("$", 2)[1:])
+        except (InvalidHashError, ValueError):
             raise ValueError("malformed argon2 hash") from None
+        if len(salt) < _ARGON2_MIN_SALT or len(digest) < _ARGON2_MIN_DIGEST:
+            raise ValueError("malformed argon2 hash: salt or digest too short")
         work = params.memory_cost * params.time_cost
         if params.memory_cost > ceilings.argon2_memory_kib or work > ceilings.argon2_work:
             raise ValueError(

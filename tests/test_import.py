@@ -190,6 +190,30 @@ def test_bad_rows_are_reported_with_their_lines_and_the_others_imported(
     assert set(summaries(session)) == {row["nir"] for row in good}
 
 
+def test_the_report_of_a_file_lacking_columns_is_in_line_order(cli: Cli, tmp_path: Path) -> None:
+    """Without `country`, a wrong city is judged with the member's country, which only
+    `--on-conflict update` reads: such a row comes last then (judged after the rest of the
+    file), but with the default, skip, it is refused in its place like any other."""
+    columns = ("nir", "last_name", "first_name", "street", "postcode", "city")
+    rows = [
+        person(1, city="Lyon"),  # line 2: 75011 is Paris's, unless the member lives abroad
+        {"nir": "1"},  # line 3: a NIR of one digit
+        person(3, last_name="Nul\x01l"),  # line 4
+        person(4),
+    ]
+    path = write_csv(tmp_path / "m.csv", rows, columns=columns)
+    with path.open("a") as handle:
+        handle.write("1,2,3\n")  # line 6
+    errors = tmp_path / "rejets.csv"
+    result = cli("members", "import", str(path), "--errors", str(errors))
+    assert result.exit_code == 1, result.output
+    assert [row["line"] for row in report_rows(errors)] == ["2", "3", "4", "6"]
+    updating = cli("members", "import", str(path), "--errors", str(errors), "--on-conflict",
+                   "update")  # fmt: skip
+    assert updating.exit_code == 1, updating.output
+    assert [row["line"] for row in report_rows(errors)] == ["3", "6", "2", "4"]
+
+
 def test_a_nir_repeated_anywhere_in_the_file_keeps_its_first_valid_row(
     session: Session, tmp_path: Path
 ) -> None:

@@ -115,10 +115,13 @@ Checked = CheckedRow | PendingRow | RowError
 class RowChecker:
     """Checks rows in file order, remembering each NIR's first valid line: a second row for
     the same member is refused (which of the two is right cannot be guessed). The NIRs
-    seen are kept in a temporary file (SeenNirs), so memory stays flat for any file."""
+    seen are kept in a temporary file (SeenNirs), so memory stays flat for any file. Rows
+    that only their member's values could make valid are held (`held`) unless `hold` is
+    False (`--on-conflict skip` reads no member): then refused in their place in the file."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, hold: bool = True) -> None:
         self._seen = SeenNirs()
+        self._hold = hold
         self.civilities_recorded = 0  # valid rows whose civility is recorded as another (Mlle)
 
     def check_batch(self, rows: Sequence[SourceRow]) -> list[CheckedRow | RowError]:
@@ -165,7 +168,7 @@ class RowChecker:
             fields = validate_member_fields(values)
         except FieldError as exc:
             error = RowError(row.line, exc.field, str(exc), values)
-            return _pending_or_refused(row, values, error), False
+            return _pending_or_refused(row, values, error) if self._hold else error, False
         except InvalidInput as exc:
             return RowError(row.line, None, str(exc), values), False
         rest = _status_and_hash(row.line, values)

@@ -42,11 +42,13 @@ def batches(items: Iterable[T], size: int) -> Iterator[list[T]]:
         yield batch
 
 
-def _work(member_file: MemberFile, batch_size: int, reader: Connection, writer: Connection) -> None:
+def _work(
+    member_file: MemberFile, batch_size: int, hold: bool, reader: Connection, writer: Connection
+) -> None:
     reader.close()  # only the caller reads: with it gone, a send fails instead of blocking
     try:
         try:
-            checker = RowChecker()
+            checker = RowChecker(hold=hold)
             for batch in batches(member_file, batch_size):
                 writer.send(("batch", [_pack(result) for result in checker.check_batch(batch)]))
             for held in checker.held(batch_size):
@@ -70,7 +72,7 @@ class CheckedBatches:
         for batch in checked: ...
     """
 
-    def __init__(self, member_file: MemberFile, *, batch_size: int) -> None:
+    def __init__(self, member_file: MemberFile, *, batch_size: int, hold: bool = True) -> None:
         methods = multiprocessing.get_all_start_methods()
         # fork starts in milliseconds; the helper only reads the file, it never touches the
         # caller's database connections or threads.
@@ -78,7 +80,7 @@ class CheckedBatches:
         self._reader, writer = context.Pipe(duplex=False)
         self._process = context.Process(
             target=_work,
-            args=(member_file, batch_size, self._reader, writer),
+            args=(member_file, batch_size, hold, self._reader, writer),
             daemon=True,
             name="cpms-import-checker",
         )

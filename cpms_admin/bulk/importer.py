@@ -348,7 +348,8 @@ def import_members(
         )
     )
     run = _Pass(session, write=not dry_run, on_error=on_error, audit=audit, **options)
-    with CheckedBatches(member_file, batch_size=batch_size) as checked:
+    hold = mode != OnConflict.skip  # else a row wrong as it stands is refused in its place
+    with CheckedBatches(member_file, batch_size=batch_size, hold=hold) as checked:
         # While the helper checks the first rows: a quote left open near the end must
         # refuse the file before anything is written, not stop an import half-way.
         member_file.check_records()

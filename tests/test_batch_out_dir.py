@@ -136,13 +136,27 @@ def test_an_out_everyone_may_write_to_is_refused_unless_sticky(
     assert batch(cli, out)["printed"] == 1
 
 
-def test_a_new_out_and_its_missing_parents_are_private_whatever_the_umask(
+def test_a_new_out_is_private_whatever_the_umask_and_a_missing_parent_is_refused(
     cli: Cli, session: Session, tmp_path: Path
 ) -> None:
+    """Only the last folder of --out is made: a mistyped path, or a script's empty variable,
+    must not take the letters and their codes where nobody collects them."""
     queue_members(session, 1)
-    out = tmp_path / "print" / "outgoing"
+    before, srv = snapshot(session), tmp_path / "srv"
+    srv.mkdir()
+    mistyped = srv / "prnit" / "outgoing"
+    refused = cli("letters", "batch", "--out", str(mistyped))
+    assert error_line(refused, 2) == (
+        f"Error: --out {mistyped}: {mistyped.parent} does not exist: check the path (only the "
+        "last folder is made)"
+    )
+    empty = cli("letters", "batch", "--out", "")
+    assert error_line(empty, 2).startswith("Error: Invalid value for '--out': empty")
+    assert list(srv.iterdir()) == []
+    assert snapshot(session) == before
+    out = srv / "outgoing"
     summary = batch(cli, out)
-    assert (mode(tmp_path / "print"), mode(out)) == (0o700, 0o700)
+    assert mode(out) == 0o700
     [(directory, manifest)] = manifests(out)
     check_batch_dir(directory, manifest)  # 0700, its files 0600
     assert summary["directory"] == str(directory)

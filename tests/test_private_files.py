@@ -56,12 +56,12 @@ def test_everything_the_installed_command_creates_is_owner_only_under_umask_022(
            "--email", "lea@example.org", "--no-welcome", *address, cwd=work))  # fmt: skip
     ok(run("portal", "request-code", by_mail, cwd=work))  # an e-mail file in data/outbox
     # A run killed after its claim leaves SQLite's -wal and -shm as they were made.
-    killed = run("letters", "batch", "--out", "print/nightly", cwd=work,
+    killed = run("letters", "batch", "--out", "nightly", cwd=work,
                  env={"CPMS_FAILPOINT": "letters.after_claim"})  # fmt: skip
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     data = work / "data"
     assert (mode(data / "cpms.db-wal"), mode(data / "cpms.db-shm")) == (0o600, 0o600)
-    ok(run("letters", "batch", "--out", "print/nightly", cwd=work))
+    ok(run("letters", "batch", "--out", "nightly", cwd=work))
     ok(run("members", "export", "--out", "members.csv", cwd=work))
     bad = given / "bad.csv"
     bad.write_text("nir,last_name,first_name,street,postcode,city\n123,A,B,1 rue,75001,Paris\n")
@@ -69,7 +69,7 @@ def test_everything_the_installed_command_creates_is_owner_only_under_umask_022(
     assert rejected.returncode == 1, rejected.stderr
     made = sorted(work.rglob("*"))
     names = {p.relative_to(work).as_posix() for p in made}
-    expected = {"data", "data/cpms.db", "print", "print/nightly", "members.csv", "rejected.csv"}
+    expected = {"data", "data/cpms.db", "nightly", "members.csv", "rejected.csv"}
     assert expected <= names
     assert [p for p in made if p.suffix == ".eml" and p.parent == data / "outbox"]
     assert [p for p in made if p.name == "manifest.json" and p.parent.parent.name == "nightly"]

@@ -19,6 +19,14 @@ def not_stdout(value: Path | None) -> Path | None:
     return value
 
 
+def folder_given(value: str) -> Path:
+    """A folder option's value: an empty one (a script's unset variable) is refused, not
+    taken for the working directory."""
+    if not value.strip():
+        raise typer.BadParameter("empty: give the folder's path")
+    return Path(value)
+
+
 # Every agent action's `--reason`.
 Reason = Annotated[str, typer.Option("--reason", help="Why (recorded in the audit log).")]
 

@@ -559,8 +559,14 @@ def _abandon_own(run: _Run, *, batch_id: int, staging: Path | None, error: BaseE
 
 
 def _writable_dir(out: Path) -> Path:
-    """The real path of --out, created private when missing; refused when it is a link or
-    another user could swap it (`private_dir`)."""
+    """The real path of --out, created private when missing (not its parents: a mistyped
+    path must not take the letters and their codes where nobody collects them); refused
+    when it is a link or another user could swap it (`private_dir`)."""
+    parent = Path(os.path.abspath(out)).parent
+    if not parent.is_dir():
+        raise InvalidInput(
+            f"--out {out}: {parent} does not exist: check the path (only the last folder is made)"
+        )
     try:
         folder = private_dir(out)
     except InvalidInput as exc:

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from cpms_admin.cli.context import AppContext, app_context
-from cpms_admin.cli.options import AllRows, not_stdout
+from cpms_admin.cli.options import AllRows, folder_given, not_stdout
 from cpms_admin.cli.output import BulkProgress, emit_object, emit_page, warn
 from cpms_admin.english import count
 from cpms_admin.settings import LIMIT_MAX
@@ -66,7 +66,13 @@ def batch(
     ctx: typer.Context,
     out: Annotated[
         Path,
-        typer.Option("--out", help="Directory receiving the batch directory.", callback=not_stdout),
+        typer.Option(
+            "--out",
+            help="Directory receiving the batch directory (made if missing, not its parents).",
+            parser=folder_given,
+            metavar="<path>",
+            callback=not_stdout,
+        ),
     ],
     limit: Annotated[
         int | None,

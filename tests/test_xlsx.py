@@ -135,10 +135,10 @@ def test_formulas_written_without_their_results_are_rejected_rows(
     # names the first, and the other, left empty, would import as empty.
     first, garnier, _ = report_rows(errors)
     assert {name: value for name, value in first.items() if value} == {
-        "line": "2", "reason": first["reason"],
+        "line": "2", "field": "email", "reason": first["reason"],
     }  # fmt: skip
     assert garnier == {
-        "line": "3", "field": "", "reason": garnier["reason"],
+        "line": "3", "field": "last_name", "reason": garnier["reason"],
         **{name: str(rows[1].get(name) or "") for name in COLUMNS if name in garnier},
         "last_name": "",
     }  # fmt: skip

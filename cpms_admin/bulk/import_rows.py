@@ -163,7 +163,7 @@ class RowChecker:
         """The row checked, and whether its civility is recorded as another."""
         values = row.values
         if values is None or row.problem is not None:
-            return RowError(row.line, None, row.problem or "unreadable record", values), False
+            return RowError(row.line, row.field, row.problem or "unreadable record", values), False
         try:
             fields = validate_member_fields(values)
         except FieldError as exc:

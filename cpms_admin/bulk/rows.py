@@ -52,11 +52,12 @@ class SourceRow:
     values: dict[str, str | None] | None
     problem: str | None = None
     absent: tuple[str, ...] = ()
+    field: str | None = None  # the column the problem is in, when it is one cell's
 
     def __repr__(self) -> str:
         return (
             f"SourceRow(line={self.line}, values={_masked(self.values)!r}, "
-            f"problem={self.problem!r}, absent={self.absent!r})"
+            f"problem={self.problem!r}, absent={self.absent!r}, field={self.field!r})"
         )
 
 

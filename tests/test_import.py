@@ -214,6 +214,35 @@ def test_the_report_of_a_file_lacking_columns_is_in_line_order(cli: Cli, tmp_pat
     assert [row["line"] for row in report_rows(errors)] == ["3", "6", "2", "4"]
 
 
+def test_rejected_rows_carrying_a_pin_hash_are_named_as_left_out_of_the_report(
+    cli: Cli, tmp_path: Path
+) -> None:
+    """The report leaves PIN hashes out (people open it): a row that had one, fixed and
+    imported from the report, would give its member no PIN. The agent is told which."""
+    from tests.cred_helpers import LEGACY
+
+    good_hash = LEGACY["bcrypt-2b"]()
+    rows = [
+        person(1, pin_hash="notahash"),  # line 2: refused for its hash
+        person(2, postcode="7500", pin_hash=good_hash),  # line 3: for its postcode
+        person(3, postcode="7500"),  # line 4: no hash
+        person(4, pin_hash=good_hash),
+    ]
+    path = write_csv(tmp_path / "m.csv", rows, columns=(*COLUMNS, "pin_hash"))
+    errors = tmp_path / "rejets.csv"
+    result = cli("members", "import", str(path), "--errors", str(errors))
+    assert result.exit_code == 1, result.output
+    assert result.stderr.splitlines()[-1] == (
+        f"Warning: 2 rejected rows carried a PIN hash, which {errors} leaves out (lines 2, "
+        f"3): imported from {errors} once fixed, their members would have no PIN; fix those "
+        "rows in the original file"
+    )
+    assert "pin_hash" not in report_rows(errors)[0]
+    assert good_hash[7:] not in result.stderr + errors.read_text()
+    without = cli("members", "import", str(path))  # no report: nothing left out
+    assert "carried a PIN hash" not in without.stderr
+
+
 def test_a_nir_repeated_anywhere_in_the_file_keeps_its_first_valid_row(
     session: Session, tmp_path: Path
 ) -> None:

@@ -9,7 +9,7 @@ from types import TracebackType
 from typing import IO, Any, BinaryIO, TextIO, cast
 
 from cpms_admin.bulk.cells import MARKED, guard, protect
-from cpms_admin.bulk.rows import EXPORT_COLUMNS, REPORT_COLUMNS, RowError
+from cpms_admin.bulk.rows import EXPORT_COLUMNS, PIN_HASH, REPORT_COLUMNS, RowError
 from cpms_admin.bulk.sniff import check_format
 from cpms_admin.clock import iso
 from cpms_admin.errors import InvalidInput
@@ -163,6 +163,9 @@ def open_member_writer(
     return CsvMemberWriter(text, excel=excel) if fmt == "csv" else JsonlMemberWriter(text)
 
 
+_LINES_NAMED = 10
+
+
 class ErrorReport:
     """The `--errors` report of an import, written as rejected rows come (an import may
     reject many, they are not kept in memory): CSV `line, field, reason`, then the original
@@ -170,8 +173,10 @@ class ErrorReport:
 
     The report has the export columns (or those of them `columns` names: the source's, see
     MemberFile.report_columns): a `pin_hash` from the source is left out, because the
-    report is meant to be opened and passed around by people. For the same reason every
-    value is under the formula guard, as in an export (reading the report takes it off).
+    report is meant to be opened and passed around by people; `hashes_left_out` counts the
+    rows that had one (their members, imported from the report, would have no PIN), with the
+    lines of the first few. For the same reason every value is under the formula guard, as
+    in an export (reading the report takes it off).
     """
 
     def __init__(self, out: TextIO, *, columns: Sequence[str] = EXPORT_COLUMNS) -> None:
@@ -179,10 +184,15 @@ class ErrorReport:
         self._rows = _CsvRows(out)
         self._columns = [name for name in EXPORT_COLUMNS if name in columns]
         self._rows.write([*REPORT_COLUMNS, *self._columns])
-        self.count = 0
+        self.count = self.hashes_left_out = 0
+        self.lines_left_without_hash: list[int] = []
 
     def write(self, error: RowError) -> None:
         values = error.values or {}
+        if values.get(PIN_HASH):
+            self.hashes_left_out += 1
+            if len(self.lines_left_without_hash) < _LINES_NAMED:
+                self.lines_left_without_hash.append(error.line)
         self._rows.write(
             [
                 str(error.line),

@@ -239,6 +239,8 @@ def import_(
         if rejected.report is not None:
             rejected.report.close()
     _warn_rejected(rejected, counts, all_in_file=errors is not None)
+    if rejected.report is not None and rejected.report.hashes_left_out:
+        _warn_hashes_left_out(rejected.report, errors)
     _note_changes(counts)
     emit_object(app_, counts.as_json(), [_summary(counts)])
     exit_as(counts)
@@ -261,6 +263,17 @@ def _note_changes(counts: "ImportCounts") -> None:
             f"{agree(n, 'its code no longer works', 'their codes no longer work')}"
             f"; {again:,} queued again for the new address (audit list --action letter.void)"
         )
+
+
+def _warn_hashes_left_out(report: "ErrorReport", path: Path | None) -> None:
+    n, named = report.hashes_left_out, report.lines_left_without_hash
+    lines = ", ".join(map(str, named)) + (", ..." if len(named) < n else "")
+    warn(
+        f"{count(n, 'rejected row')} carried a PIN hash, which {path} leaves out "
+        f"({agree(n, 'line', 'lines')} {lines}): imported from {path} once fixed, "
+        f"{agree(n, 'its member', 'their members')} would have no PIN; fix "
+        f"{agree(n, 'that row', 'those rows')} in the original file"
+    )
 
 
 def _warn_rejected(rejected: _Rejected, counts: "ImportCounts", *, all_in_file: bool) -> None:

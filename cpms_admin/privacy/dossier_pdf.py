@@ -69,7 +69,7 @@ LABELS: dict[str, dict[str, str]] = {
         "returned": "revenu (n'habite pas à l'adresse indiquée)",
     },
     "mail": {"pending": "en attente", "sent": "envoyé", "failed": "échec", "cancelled": "annulé"},
-    "status": {"active": "adhérent", "closed": "clôturé"},
+    "status": {"active": "adhésion en cours", "closed": "adhésion clôturée"},
     "by": {"portal": "vous (Espace Adhérent)", "cpms": "CPMS"},
     "outcome": {
         "ok": "effectué",
@@ -263,7 +263,7 @@ SYSTEM_REASONS: list[tuple[str, str]] = [
     ),
     (FILES_LOST, r"les fichiers du lot n° \1 ont été perdus avant d'être remis à l'imprimeur"),
     (RETURNED_BY_POST, "NPAI : retourné par La Poste"),
-    (RETURNED_ON, r"revenu le \1 : \2"),
+    (RETURNED_ON, r"le \1 : \2"),  # after its status, "revenu"
     (CAME_BACK, r"le courrier n° \1 est revenu : \2"),
     (NOT_AFNOR_SIZED, r"courrier n° \1 : l'adresse ne respecte pas le format postal (AFNOR)"),
     (
@@ -286,6 +286,14 @@ SYSTEM_REASONS: list[tuple[str, str]] = [
     (CERTIFICATE_REFUSED, r"certificat TLS refusé (\1)"),
     (TLS_FAILED, r"échec de TLS (\1)"),
     (SERVER_SAID, r"le serveur a répondu \1 \2"),  # its own words, as it gave them
+    # The system's words for a mail server out of reach (strerror).
+    ("Connection refused", "connexion refusée"),
+    ("Connection timed out", "délai de connexion dépassé"),
+    ("Connection reset by peer", "connexion coupée par le serveur"),
+    ("No route to host", "serveur injoignable"),
+    ("Network is unreachable", "réseau injoignable"),
+    ("Name or service not known", "nom de serveur inconnu"),
+    ("Temporary failure in name resolution", "nom de serveur introuvable pour l'instant"),
 ]
 _SYSTEM_PATTERNS = [
     (re.compile("(.+?)".join(map(re.escape, english.split("{}")))), french)
@@ -296,12 +304,17 @@ _SYSTEM_PATTERNS = [
 _VALUE = re.compile(r"\\(\d)")  # `\1` in a French format
 
 
+_AGENT_TIME = re.compile(r"(\d{4}-\d\d-\d\d) (\d\d):(\d\d) CES?T")  # french.agent_time
+
+
 def french_reason(text: str | None) -> str:
     """`text` in French when the program wrote it (SYSTEM_REASONS), else as it is. The
     values a format carries are read the same way: an e-mail's failure is the program's
     words around the mail server's ("cannot send ...: recipient refused, server said ...")."""
     if not text:
         return "—"
+    if moment := _AGENT_TIME.fullmatch(text):
+        return f"{french_date(date.fromisoformat(moment[1]))} à {moment[2]} h {moment[3]}"
     for pattern, french in _SYSTEM_PATTERNS:
         if found := pattern.fullmatch(text):
             return _VALUE.sub(lambda value: french_reason(found[int(value[1])]), french)

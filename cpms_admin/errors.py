@@ -65,3 +65,8 @@ class MailTimeout(MailError):
 class BadAddress(MailError):
     """An address no mail server would take (malformed, a line break): trying again is
     pointless."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (`timeout`, systemd stopping a job, `kill`): the command stops as Ctrl-C
+    stops it, through the same clean-up, and exits 143 (the CLI's `main` installs it)."""

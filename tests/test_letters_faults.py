@@ -275,6 +275,31 @@ def printed_then_queued_again(cli: Cli, session: Session, out: Path) -> tuple[Me
     return member, printed
 
 
+def test_a_run_stopped_by_sigterm_gives_its_letters_back_and_says_so(
+    cli: Cli, session: Session, settings: Settings, tmp_path: Path
+) -> None:
+    """`timeout` and systemd stop a job with SIGTERM: the run stops as Ctrl-C stops it, its
+    letters back in the queue and one line said, exit 143; not killed half-way, leaving the
+    next run to clean up and Python's warnings on stderr."""
+    queue_members(session, 5)
+    out, held_here = tmp_path / "out", tmp_path / "held"
+    process = held_batch(cli, out, "letters.mid_render", held_here)
+    try:
+        process.send_signal(signal.SIGTERM)
+        stdout, stderr = process.communicate(timeout=120)
+    finally:
+        held_here.unlink(missing_ok=True)
+    assert process.returncode == 143, stderr
+    assert json.loads(stdout) == {"error": "terminated (SIGTERM)", "exit_code": 143}
+    assert stderr.splitlines()[-1] == "Error: terminated (SIGTERM)", stderr
+    assert "Traceback" not in stderr and "Warning" not in stderr, stderr
+    assert set(letters_by_status(session)) == {"pending"}
+    assert not list(out.glob(".batch-*"))  # its staging removed by the run itself
+    code, output = next_run(cli, out)
+    assert code == 0, output
+    assert_exactly_once(session, settings, out)
+
+
 def held_batch(cli: Cli, out: Path, point: str, held_here: Path) -> subprocess.Popen[str]:
     """A `letters batch` standing at `point` until `held_here` is removed."""
     return start_held(command(out), env={**os.environ, **cli.env()}, point=point, flag=held_here)

@@ -2,6 +2,7 @@
 
 import json
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from typing import Annotated, Any
@@ -34,7 +35,7 @@ from cpms_admin.cli.output import (
     stdout_failed,
     watch_stdout,
 )
-from cpms_admin.errors import CpmsError
+from cpms_admin.errors import CpmsError, Terminated
 from cpms_admin.settings import load_settings
 
 # Set in ctx.meta by the boundary: whether the command line only asks for help, and the
@@ -75,8 +76,12 @@ class ErrorBoundary(TyperGroup):
         except typer.Abort as exc:
             # Click's prompts turn Ctrl-C into Abort: an interruption still, as anywhere else
             # (130); an input that ended (no PIN on stdin) is refused, 1.
-            interrupted = isinstance(exc.__context__, KeyboardInterrupt)
-            message, code = ("interrupted", 130) if interrupted else ("aborted", 1)
+            interrupted = exc.__context__
+            message, code = (
+                _interruption(interrupted)
+                if isinstance(interrupted, KeyboardInterrupt)
+                else ("aborted", 1)
+            )
             _report_failure(message, code, as_json=asks_json)
             sys.exit(code)
         except OSError as exc:
@@ -125,7 +130,7 @@ def _expected_failure(ctx: typer.Context, exc: BaseException) -> tuple[str, int]
     if isinstance(exc, CpmsError):
         return str(exc), exc.exit_code
     if isinstance(exc, KeyboardInterrupt):
-        return "interrupted", 130
+        return _interruption(exc)
     deferred = ctx.meta.get(DEFERRED)
     if isinstance(deferred, CpmsError) and not hasattr(exc, "exit_code"):
         # A command ran without its configuration ("--help" was an option's value): the
@@ -286,12 +291,23 @@ def _json_first(args: list[str]) -> list[str]:
     return ["--json", *(word for word in args[:end] if word != "--json"), *args[end:]]
 
 
+def _interruption(exc: KeyboardInterrupt) -> tuple[str, int]:
+    if isinstance(exc, Terminated):
+        return "terminated (SIGTERM)", 143
+    return "interrupted", 130
+
+
 def main() -> None:
     """Run the command line (the installed command goes through `cpms_admin.cli.main`)."""
+    signal.signal(signal.SIGTERM, _terminate)
     _owner_only_by_default()
     _standard_streams_open()
     watch_stdout()
     app(prog_name="cpms-admin")
+
+
+def _terminate(_signal: int, _frame: object) -> None:
+    raise Terminated
 
 
 def _standard_streams_open() -> None:

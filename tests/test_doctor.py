@@ -65,10 +65,17 @@ def test_no_pepper_and_old_schema_are_reported(
     empty = cli.with_settings(database_url=f"sqlite:///{tmp_path / 'blank.db'}", pepper=None)
     (tmp_path / "blank.db").write_bytes(b"")
     monkeypatch.chdir(tmp_path)  # no data/pepper here
-    result = empty("doctor")
+    result = empty("--json", "doctor")
     assert result.exit_code == 5
-    assert "run cpms-admin db upgrade" in result.stdout
-    assert "pepper" in result.stdout and "PROBLEM" in result.stdout
+    found = checks(result)
+    assert found["database"]["fix"] == "run cpms-admin db upgrade"
+    # A first install: the pepper comes with the database, there is no backup to restore.
+    assert (found["pepper"]["ok"], found["pepper"]["fix"]) == (
+        False, "run cpms-admin db upgrade: it creates the pepper with the database",
+    )  # fmt: skip
+    # The same missing file beside a database in use: that is a lost pepper.
+    lost = cli.with_settings(pepper=None, pepper_file=str(tmp_path / "pepper"))("--json", "doctor")
+    assert checks(lost)["pepper"]["fix"] == "restore it from its backup"
 
 
 def test_unreachable_smtp_is_reported(cli: Cli) -> None:

@@ -87,6 +87,13 @@ def check_pepper(settings: Settings) -> Check:
     from cpms_admin.pepper import load_peppers, pepper_file_path, pepper_file_problem
 
     path = pepper_file_path(settings)
+    if path is not None and not path.exists() and _no_schema_yet(settings):
+        return Check(
+            "pepper",
+            False,
+            f"no pepper file yet at {path}",
+            "run cpms-admin db upgrade: it creates the pepper with the database",
+        )
     problem = pepper_file_problem(path) if path is not None else None
     if problem:  # before reading it, which would refuse it: the fix on its own
         return Check("pepper", False, *problem)
@@ -95,6 +102,22 @@ def check_pepper(settings: Settings) -> Check:
     if path is None:
         return Check("pepper", True, f"from CPMS_PEPPER, {which}")
     return Check("pepper", True, f"{path}, private, {which}")
+
+
+def _no_schema_yet(settings: Settings) -> bool:
+    """A database `db upgrade` has not made yet: a missing pepper is then no loss."""
+    from cpms_admin.db import current_revision, make_engine, sqlite_path
+
+    database = sqlite_path(settings.database_url)
+    if database is not None and not database.exists():
+        return True
+    engine = make_engine(settings.database_url)
+    try:
+        return current_revision(engine) is None
+    except CpmsError:
+        return False
+    finally:
+        engine.dispose()
 
 
 def check_templates(settings: Settings) -> Check:

@@ -182,6 +182,24 @@ def test_a_pin_hash_in_a_cell_of_another_type_is_refused_without_quoting_it(
         assert secret[7:22] not in text  # any part of its salt
 
 
+def test_a_title_row_above_the_column_names_is_named_as_such(tmp_path: Path) -> None:
+    path = tmp_path / "m.xlsx"
+    book = Workbook()
+    sheet = book.active
+    assert sheet is not None
+    sheet.append([None])
+    sheet.append(["Adhérents au 1er décembre"])
+    sheet.append(list(COLUMNS))
+    book.save(path)
+    with pytest.raises(InvalidInput) as refused:
+        read_member_rows(path)
+    assert str(refused.value).endswith(
+        "(row 2, the sheet's first with a value, is read as the column names: delete a title "
+        "row above them)"
+    )
+    assert "--delimiter" not in str(refused.value)
+
+
 def test_a_value_under_no_column_is_a_row_problem(tmp_path: Path) -> None:
     path = tmp_path / "m.xlsx"
     book = Workbook()

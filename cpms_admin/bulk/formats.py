@@ -189,6 +189,6 @@ def _workbook(path: Path, *, encoding: str | None, delimiter: str | None) -> Mem
         fmt="xlsx",
         encoding=None,
         delimiter=None,
-        header=check_header(names, path=path),
+        header=check_header(names, path=path, sheet_row=row),
         header_row=row,
     )

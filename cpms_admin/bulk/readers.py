@@ -120,9 +120,10 @@ def _listed(items: list[str], most: int = 10) -> str:
     return ", ".join(items[:most]) + more
 
 
-def check_header(fields: list[str], *, path: Path) -> tuple[str, ...]:
+def check_header(fields: list[str], *, path: Path, sheet_row: int | None = None) -> tuple[str, ...]:
     """Clean column names; refuse unknown, missing or repeated ones (safer for migration).
-    Linear in the number of columns, and refused at once beyond MAX_COLUMNS."""
+    Linear in the number of columns, and refused at once beyond MAX_COLUMNS. `sheet_row`:
+    the workbook row they come from (a CSV file's first line otherwise)."""
     if len(fields) > MAX_COLUMNS:
         raise too_wide(path, len(fields))
     names = tuple(clean_name(field) for field in fields)
@@ -143,7 +144,15 @@ def check_header(fields: list[str], *, path: Path) -> tuple[str, ...]:
         if items
     ]
     if problems:
-        hint = " (wrong separator? give --delimiter)" if len(names) == 1 else ""
+        if sheet_row is None:
+            hint = " (wrong separator? give --delimiter)" if len(names) == 1 else ""
+        elif sum(1 for name in names if name) == 1:
+            hint = (
+                f" (row {sheet_row}, the sheet's first with a value, is read as the column "
+                "names: delete a title row above them)"
+            )
+        else:
+            hint = ""
         raise InvalidInput(f"{path}: {'; '.join(problems)}{hint}")
     return names
 

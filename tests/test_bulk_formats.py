@@ -268,6 +268,7 @@ def test_jsonl_problems_are_per_line(tmp_path: Path) -> None:
                 json.dumps({**MARTIN, "email": ["a"]}),
                 json.dumps({"nir": 185, "x": 1}),
                 json.dumps({**MARTIN, "postcode": 69001}),
+                '{"nir": "2920969833144',  # cut short
             ]
         )
         + "\n"
@@ -284,6 +285,7 @@ def test_jsonl_problems_are_per_line(tmp_path: Path) -> None:
         (6, "unknown field 'x'"),
     ]
     assert rows[5] == SourceRow(7, {**MARTIN, "postcode": "69001"})
+    assert rows[6].problem == "not valid JSON (Unterminated string starting at column 9)"
 
 
 def test_jsonl_first_object_acts_as_a_header(tmp_path: Path) -> None:

@@ -232,9 +232,10 @@ def jsonl_rows(path: Path, *, encoding: str) -> Iterator[SourceRow]:
 
 def _jsonl_row(line: int, text: str, absences: dict[tuple[str, ...], tuple[str, ...]]) -> SourceRow:
     try:
-        obj = _load(text)
+        obj = _load(text.rstrip("\r\n"))  # a line cut inside a string: not its line end's fault
     except json.JSONDecodeError as exc:
-        return SourceRow(line, None, f"not valid JSON ({exc.msg} at column {exc.colno})")
+        where = "" if exc.msg.endswith(" at") else " at"  # "Unterminated string starting at"
+        return SourceRow(line, None, f"not valid JSON ({exc.msg}{where} column {exc.colno})")
     except (ValueError, RecursionError):
         return SourceRow(line, None, "not valid JSON")
     if not isinstance(obj, _Members):

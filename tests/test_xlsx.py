@@ -8,7 +8,7 @@ import json
 import re
 import tracemalloc
 import zipfile
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -198,6 +198,28 @@ def test_a_title_row_above_the_column_names_is_named_as_such(tmp_path: Path) -> 
         "row above them)"
     )
     assert "--delimiter" not in str(refused.value)
+
+
+def test_a_birth_date_cell_with_a_time_of_day_is_refused_naming_the_day(
+    cli: Cli, session: Session, tmp_path: Path
+) -> None:
+    """A date cell is read as its date; a date-and-time cell (=NOW(), a pasted moment) is no
+    birth date, and the refusal gives the day it holds."""
+    rows = [
+        person(1, birth_date=datetime(1985, 5, 12, 13, 45)),
+        person(2, birth_date=date(1985, 5, 12)),
+    ]
+    errors = tmp_path / "rejets.csv"
+    result = cli(
+        "members", "import", str(write_xlsx(tmp_path / "m.xlsx", rows)), "--errors", str(errors)
+    )
+    assert result.exit_code == 1, result.output
+    [row] = report_rows(errors)
+    assert (row["line"], row["field"], row["reason"]) == (
+        "2", "birth_date", "birth date '1985-05-12T13:45:00' holds a time of day: the cell was "
+        "a date and time; give the day alone, 1985-05-12 (a date format without the hours)",
+    )  # fmt: skip
+    assert member_of(session, rows[1]["nir"]).birth_date == date(1985, 5, 12)
 
 
 def test_a_value_under_no_column_is_a_row_problem(tmp_path: Path) -> None:

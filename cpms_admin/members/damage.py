@@ -25,6 +25,7 @@ _SCIENTIFIC = re.compile(r"[+-]?\d(?:[.,]\d*)?[eE][+-]?\d+")
 _DECIMAL = re.compile(r"\d+[.,]\d+")
 _ZERO_DECIMALS = re.compile(r"(\d{15})[.,]0+")
 _SERIAL = re.compile(r"\d{5}(?:[.,]\d+)?")  # 10000 is 1927-05-18, 99999 is 2173-10-14
+_DAY_AND_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d(?::\d\d(?:\.\d+)?)?")
 _EXCEL_DAY_ZERO = date(1899, 12, 30)  # serials from 1900-03-01 on count from here
 
 
@@ -56,8 +57,14 @@ def nir_damage(raw: str) -> str | None:
 
 
 def date_damage(raw: str, *, what: str) -> str | None:
-    """A date saved as the spreadsheet's serial number (days since 1899-12-30)."""
+    """A date saved as the spreadsheet's serial number (days since 1899-12-30), or a cell
+    holding a date and a time of day (workbooks give it as ISO 8601)."""
     text = raw.strip()
+    if _DAY_AND_TIME.fullmatch(text):
+        return (
+            f"{what} {text!r} holds a time of day: the cell was a date and time; give the "
+            f"day alone, {text[:10]} (a date format without the hours)"
+        )
     if not _SERIAL.fullmatch(text):
         return None
     day = _EXCEL_DAY_ZERO + timedelta(days=int(float(text.replace(",", "."))))

@@ -252,6 +252,26 @@ def test_pin_reset_by_post_queues_a_letter(cli: Cli, session: Session, member: M
     assert outbox(cli.settings) == []
 
 
+def test_a_code_by_post_rides_on_the_letter_the_batch_prints(
+    cli: Cli, session: Session, tmp_path: Path
+) -> None:
+    """The batch prints a member's newest letter and cancels the older ones: a code by post
+    says, and records, the letter that will carry it, not one the batch will cancel."""
+    member = make_member(session, welcome=True, email=None)  # welcome letter #1
+    assert cli("pin", "reset", member.nir, "--channel", "post", "--reason", "x").exit_code == 0
+
+    def code_by_post() -> tuple[int, bool]:
+        issued = cli("--json", "code", "issue", member.nir, "--channel", "post", "--reason", "x")
+        assert issued.exit_code == 0, issued.output
+        return json.loads(issued.stdout)["letter_id"], json.loads(issued.stdout)["letter_reused"]
+
+    # Letter #1 is for the same purpose, but #2 (the PIN reset's) is newer: a new letter.
+    assert code_by_post() == (3, False)
+    assert code_by_post() == (3, True)  # now the newest: asked again, it carries the code
+    summary = json.loads(cli("--json", "letters", "batch", "--out", str(tmp_path / "o")).stdout)
+    assert [letter["letter_id"] for letter in summary["letters"]] == [3]
+
+
 def test_code_issue_auto_falls_back_to_post_without_email(cli: Cli, session: Session) -> None:
     no_email = make_member(session, welcome=False, email=None)
     result = cli("--json", "code", "issue", no_email.nir, "--reason", "never got a code")

@@ -85,9 +85,10 @@ def _prepare_code(
     settings: Settings,
     now: datetime,
 ) -> CodeDelivery:
-    """Store an e-mail code, or queue a letter (reusing one for the same purpose already
-    waiting to be printed, so repeated requests do not print several letters; a letter for
-    another purpose is superseded by the new one at print time). Does not commit."""
+    """Store an e-mail code, or queue a letter (reusing the member's newest letter waiting
+    to be printed when it is for the same purpose, so repeated requests do not print several
+    letters: the batch prints only a member's newest letter, the older are superseded).
+    Does not commit."""
     if channel == Channel.email:
         issued = issue_email_code(
             session,
@@ -100,8 +101,8 @@ def _prepare_code(
         )
         return CodeDelivery(member.nir, Channel.email, purpose, issued=issued)
     undeliverable.refuse_if_flagged(member)  # a letter came back from this address
-    waiting = next(iter(letters_of(session, member_id=pk(member), purpose=purpose)), None)
-    if waiting is not None:
+    waiting = next(reversed(letters_of(session, member_id=pk(member))), None)
+    if waiting is not None and waiting.purpose == purpose:
         if agent != audit.PORTAL:
             waiting.requested_by = agent  # an agent asked for it now: it is theirs to print
             session.add(waiting)

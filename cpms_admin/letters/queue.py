@@ -26,10 +26,7 @@ def letters_of(
     *,
     member_id: int,
     status: LetterStatus = LetterStatus.pending,
-    purpose: str | None = None,
 ) -> list[Letter]:
-    """The member's letters in `status` (for `purpose` only, if given), oldest first."""
+    """The member's letters in `status`, oldest first."""
     query = select(Letter).where(Letter.member_id == member_id, Letter.status == status)
-    if purpose is not None:
-        query = query.where(Letter.purpose == purpose)
     return list(session.exec(query.order_by(col(Letter.id))))

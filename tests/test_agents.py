@@ -117,6 +117,26 @@ def test_the_last_admin_cannot_be_disabled_or_demoted(cli: Cli, db_url: str) -> 
     assert [(a["name"], a["role"], a["disabled_at"]) for a in agents] == [(me, "admin", None)]
 
 
+def test_an_admin_with_no_account_here_does_not_stand_for_the_last_one(
+    cli: Cli, db_url: str
+) -> None:
+    """SQLite: an agent may be added ahead of their OS account, but until it exists they
+    cannot act, so they are not the other admin that lets the last one go."""
+    if not db_url.startswith("sqlite"):
+        pytest.skip("PostgreSQL's agents are login roles, which must exist to be added")
+    me = runner_identity(db_url)
+    for name in (me.upper(), "no_account_of_this_name"):
+        assert cli("agent", "add", name, "--role", "admin").exit_code == 0
+    disabled = cli("agent", "disable", me, "--reason", "oops")
+    assert (disabled.exit_code, disabled.stderr.strip()) == (
+        1,
+        f"Error: {me} is the last admin: add another admin first",
+    )
+    other = next(user.pw_name for user in pwd.getpwall() if user.pw_name != me)  # has an account
+    assert cli("agent", "add", other, "--role", "admin").exit_code == 0
+    assert cli("agent", "disable", me, "--reason", "handed over").exit_code == 0
+
+
 def test_a_login_role_must_exist_on_postgresql(cli: Cli, db_url: str) -> None:
     if db_url.startswith("sqlite"):
         pytest.skip("SQLite agents are OS users: any name may be added ahead of its account")

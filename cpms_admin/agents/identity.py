@@ -23,3 +23,12 @@ def os_user() -> str:
         return pwd.getpwuid(uid).pw_name
     except KeyError:  # a container's user with no passwd entry
         return f"uid-{uid}"
+
+
+def os_user_exists(name: str) -> bool:
+    """Whether `name` is a login name of this machine (an SQLite agent who can act)."""
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        return False
+    return True

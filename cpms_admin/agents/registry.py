@@ -12,7 +12,7 @@ from sqlmodel import Session, col, select
 
 from cpms_admin import audit
 from cpms_admin.agents import grants
-from cpms_admin.agents.identity import system_identity
+from cpms_admin.agents.identity import os_user_exists, system_identity
 from cpms_admin.agents.rights import COMMAND_DUTIES
 from cpms_admin.agents.roles import Role, least_role_for, may
 from cpms_admin.clock import iso
@@ -181,11 +181,16 @@ def _state(agent: Agent) -> str:
 
 
 def _keep_an_admin(session: Session, agent: Agent, *, losing: bool) -> None:
-    """Refuse to disable or demote the last enabled admin: nobody could manage agents again."""
+    """Refuse to disable or demote the last enabled admin who can act: nobody could manage
+    agents again. On SQLite an admin added ahead of their OS account (or under a name no
+    account has, `DAEMON` for `daemon`) cannot act yet, so does not count."""
     if not losing or agent.role != Role.admin or agent.disabled_at is not None:
         return
     admins = select(Agent.name).where(
         Agent.role == Role.admin, col(Agent.disabled_at).is_(None), Agent.name != agent.name
     )
-    if session.exec(admins.with_for_update().limit(1)).first() is None:
+    others = session.exec(admins.with_for_update()).all()
+    if session.get_bind().dialect.name == "sqlite":  # PostgreSQL's are login roles, checked
+        others = [name for name in others if os_user_exists(name)]
+    if not others:
         raise Refused(f"{agent.name} is the last admin: add another admin first")

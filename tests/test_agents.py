@@ -27,7 +27,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ProgrammingError
 
 from cpms_admin.agents.grants import group_name, groups_of
-from cpms_admin.agents.identity import os_user
+from cpms_admin.agents.identity import os_user, os_user_exists
 from cpms_admin.agents.rights import COMMAND_DUTIES
 from cpms_admin.agents.roles import Role
 from cpms_admin.cli.app import app
@@ -132,6 +132,8 @@ def test_an_admin_with_no_account_here_does_not_stand_for_the_last_one(
         1,
         f"Error: {me} is the last admin: add another admin first",
     )
+    # A user without a passwd entry acts as `uid-N` (a container's): such an admin counts.
+    assert os_user_exists("uid-54321") and not os_user_exists("uid-x")
     other = next(user.pw_name for user in pwd.getpwall() if user.pw_name != me)  # has an account
     assert cli("agent", "add", other, "--role", "admin").exit_code == 0
     assert cli("agent", "disable", me, "--reason", "handed over").exit_code == 0

@@ -26,7 +26,10 @@ def os_user() -> str:
 
 
 def os_user_exists(name: str) -> bool:
-    """Whether `name` is a login name of this machine (an SQLite agent who can act)."""
+    """Whether some process of this machine can be `name` (an SQLite agent who can act): a
+    login name, or the `uid-N` that `os_user` names a user without one."""
+    if name.startswith("uid-") and name[4:].isdecimal():
+        return True
     try:
         pwd.getpwnam(name)
     except KeyError:

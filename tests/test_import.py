@@ -241,6 +241,15 @@ def test_rejected_rows_carrying_a_pin_hash_are_named_as_left_out_of_the_report(
     assert good_hash[7:] not in result.stderr + errors.read_text()
     without = cli("members", "import", str(path))  # no report: nothing left out
     assert "carried a PIN hash" not in without.stderr
+    # Refused once merged with the member (an update closing them): the same.
+    closing = {**rows[3], "status": "closed", "closed_reason": "x", "closed_at": "2026-01-01"}
+    columns = (*COLUMNS, "status", "closed_reason", "closed_at", "pin_hash")
+    path = write_csv(tmp_path / "closing.csv", [closing], columns=columns)
+    updated = cli(
+        "members", "import", str(path), "--errors", str(errors), "--on-conflict", "update"
+    )
+    assert updated.exit_code == 1, updated.output
+    assert "Warning: 1 rejected row carried a PIN hash" in updated.stderr
 
 
 def test_a_nir_repeated_anywhere_in_the_file_keeps_its_first_valid_row(

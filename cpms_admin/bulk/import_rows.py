@@ -220,6 +220,12 @@ def _pending_or_refused(
     return PendingRow(row.line, nir, values, status, pin_hash, row.absent, error)
 
 
+def with_hash(values: dict[str, str | None], pin_hash: str | None) -> dict[str, str | None]:
+    """A refused row's values as rebuilt, with the PIN hash the row carried: the report
+    leaves it out, and says which rows had one."""
+    return {**values, PIN_HASH: pin_hash} if pin_hash else values
+
+
 def with_stored(
     row: CheckedRow | PendingRow, stored: Mapping[str, object]
 ) -> CheckedRow | RowError:
@@ -234,7 +240,7 @@ def with_stored(
     try:
         fields = validate_member_fields(values)
     except FieldError as exc:
-        return RowError(row.line, exc.field, str(exc), values)
+        return RowError(row.line, exc.field, str(exc), with_hash(values, row.pin_hash))
     status = tuple(given[name] for name in STATUS_COLUMNS)
     return CheckedRow(row.line, (*member_row(fields), *status), row.pin_hash, ())
 

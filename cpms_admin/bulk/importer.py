@@ -26,6 +26,7 @@ from cpms_admin.bulk.import_rows import (
     CheckedRow,
     PendingRow,
     status_change,
+    with_hash,
     with_stored,
 )
 from cpms_admin.bulk.import_worker import CheckedBatches
@@ -248,7 +249,7 @@ class _Pass:
                     self.counts.civilities_recorded += 1  # the checker counts valid rows only
                 continue
             values = as_strings({name: whole.member[name] for name in EXPORT_COLUMNS})
-            self._refuse(RowError(whole.line, "status", problem, values))
+            self._refuse(RowError(whole.line, "status", problem, with_hash(values, whole.pin_hash)))
         return kept
 
     def finish(self, outcome: str, *, at: datetime) -> None:

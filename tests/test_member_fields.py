@@ -240,6 +240,11 @@ def test_birth_date_must_match_the_nir() -> None:
     assert validate_member_fields(member_values(nir=nir, birth_date="03/05/1985")).birth_date
     with pytest.raises(FieldError, match="does not match"):
         validate_member_fields(member_values(nir=nir, birth_date="1986-05-03"))
+    # A workbook's date-and-time cell names its day, when it is one.
+    with pytest.raises(FieldError, match=r"holds a time of day: .* give the day alone, 1985-05-03"):
+        validate_member_fields(member_values(nir=nir, birth_date="1985-05-03T08:30:00"))
+    with pytest.raises(FieldError, match="is not a date: write YYYY-MM-DD"):
+        validate_member_fields(member_values(nir=nir, birth_date="1985-02-30T08:30:00"))
 
 
 def test_a_name_too_long_says_the_limit() -> None:

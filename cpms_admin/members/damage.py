@@ -56,15 +56,25 @@ def nir_damage(raw: str) -> str | None:
     )
 
 
-def date_damage(raw: str, *, what: str) -> str | None:
-    """A date saved as the spreadsheet's serial number (days since 1899-12-30), or a cell
-    holding a date and a time of day (workbooks give it as ISO 8601)."""
+def day_with_time(raw: str, *, what: str) -> str | None:
+    """A day given with a time of day, as a workbook gives a date-and-time cell (ISO 8601),
+    where only the day is asked for."""
     text = raw.strip()
-    if _DAY_AND_TIME.fullmatch(text):
-        return (
-            f"{what} {text!r} holds a time of day: the cell was a date and time; give the "
-            f"day alone, {text[:10]} (a date format without the hours)"
-        )
+    if not _DAY_AND_TIME.fullmatch(text):
+        return None
+    try:
+        day = date.fromisoformat(text[:10])
+    except ValueError:
+        return None
+    return (
+        f"{what} {text!r} holds a time of day: the cell was a date and time; give the day "
+        f"alone, {day.isoformat()} (a date format without the hours)"
+    )
+
+
+def date_damage(raw: str, *, what: str) -> str | None:
+    """A date saved as the spreadsheet's serial number (days since 1899-12-30)."""
+    text = raw.strip()
     if not _SERIAL.fullmatch(text):
         return None
     day = _EXCEL_DAY_ZERO + timedelta(days=int(float(text.replace(",", "."))))

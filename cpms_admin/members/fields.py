@@ -193,7 +193,9 @@ def parse_birth_date(raw: str, nir: str) -> date:
         else:
             born = date.fromisoformat(value)
     except ValueError:
-        reason = damage.date_damage(value, what="birth date")
+        reason = damage.day_with_time(value, what="birth date") or damage.date_damage(
+            value, what="birth date"
+        )
         raise FieldError(
             "birth_date",
             reason or f"birth date {value!r} is not a date: write YYYY-MM-DD (or DD/MM/YYYY)",

@@ -152,6 +152,12 @@ def test_a_new_out_is_private_whatever_the_umask_and_a_missing_parent_is_refused
     )
     empty = cli("letters", "batch", "--out", "")
     assert error_line(empty, 2).startswith("Error: Invalid value for '--out': empty")
+    around = srv / "typo" / ".." / "outgoing"  # `..` is no way round it
+    assert "typo/.. does not exist" in error_line(cli("letters", "batch", "--out", str(around)), 2)
+    dry = cli("letters", "batch", "--out", str(mistyped), "--dry-run")  # told before the night
+    assert error_line(dry, 2).endswith(
+        "does not exist: check the path (only the last folder is made)"
+    )
     assert list(srv.iterdir()) == []
     assert snapshot(session) == before
     out = srv / "outgoing"

@@ -56,7 +56,7 @@ from cpms_admin.letters.voiding import (
 from cpms_admin.members.postal import lines_digest
 from cpms_admin.models import Letter, LetterBatch, Member
 from cpms_admin.pepper import Peppers, load_peppers
-from cpms_admin.private_files import describe_entry, fsync_dir, private_dir
+from cpms_admin.private_files import absolute, describe_entry, fsync_dir, private_dir
 from cpms_admin.settings import Settings
 from cpms_admin.vocabulary import AuditAction, BatchStatus, CancelReason, LetterStatus
 
@@ -82,7 +82,9 @@ class BatchHooks:
     progress: Progress = lambda _done, _total: None
 
 
-def dry_run(*, engine: Engine, limit: int | None, clock: Clock) -> DryRun:
+def dry_run(*, engine: Engine, out: Path, limit: int | None, clock: Clock) -> DryRun:
+    """What a run would print and cancel; `out` is checked as the run would check it."""
+    _check_out_parent(out)
     with Session(engine) as session:
         return dry_run_counts(session, limit=limit, now=clock())
 
@@ -558,15 +560,19 @@ def _abandon_own(run: _Run, *, batch_id: int, staging: Path | None, error: BaseE
         return f"it could not be abandoned now ({_describe(cleanup)}); the next run will"
 
 
-def _writable_dir(out: Path) -> Path:
-    """The real path of --out, created private when missing (not its parents: a mistyped
-    path must not take the letters and their codes where nobody collects them); refused
-    when it is a link or another user could swap it (`private_dir`)."""
-    parent = Path(os.path.abspath(out)).parent
+def _check_out_parent(out: Path) -> None:
+    parent = absolute(out).parent  # `..` not collapsed: `typo/../print` needs `typo`
     if not parent.is_dir():
         raise InvalidInput(
             f"--out {out}: {parent} does not exist: check the path (only the last folder is made)"
         )
+
+
+def _writable_dir(out: Path) -> Path:
+    """The real path of --out, created private when missing (not its parents: a mistyped
+    path must not take the letters and their codes where nobody collects them); refused
+    when it is a link or another user could swap it (`private_dir`)."""
+    _check_out_parent(out)
     try:
         folder = private_dir(out)
     except InvalidInput as exc:

@@ -116,7 +116,7 @@ def batch(
 
     app_ = app_context(ctx)
     if dry_run:
-        _report_dry_run(app_, count(engine=app_.engine(), limit=limit, clock=app_.clock))
+        _report_dry_run(app_, count(engine=app_.engine(), out=out, limit=limit, clock=app_.clock))
         return
     options = BatchOptions(
         out=out, limit=limit, duplex=duplex, chunk_size=chunk_size, workers=workers

@@ -13,6 +13,7 @@ import pytest
 from sqlmodel import Session, col, select
 
 from cpms_admin.cli.commands import letters as letters_cli
+from cpms_admin.letters.claim import NEWER_CODE_SINCE
 from cpms_admin.letters.returns import RETURNED_BY_POST
 from cpms_admin.letters.voiding import SUPERSEDED_WHILE_PRINTING
 from cpms_admin.mail.transport import CANNOT_SEND, RECIPIENT_REFUSED
@@ -130,6 +131,11 @@ def test_what_the_program_writes_as_a_reason_reads_in_french() -> None:
     assert french_reason(refused) == (
         "envoi impossible par le serveur de messagerie smtp://mx:587 : destinataire refusé, "
         "le serveur a répondu 550 x"
+    )
+    said = CANNOT_SEND.format("smtp://mx:25", "server said 421 Connection refused")
+    assert french_reason(said).endswith("le serveur a répondu 421 Connection refused")  # its own
+    assert french_reason(NEWER_CODE_SINCE.format("2026-03-01 09:05 CET")) == (
+        "un code de sécurité plus récent a été émis le 1er mars 2026 à 9 h 05"
     )
     cli_default = inspect.signature(letters_cli.returned).parameters["reason"].default
     assert cli_default == RETURNED_BY_POST  # spelt again there, to keep the CLI's start light

@@ -170,7 +170,7 @@ def _moment(value: str | None) -> str:
     if not value:
         return "—"
     local = paris_time(datetime.fromisoformat(value))
-    return f"{french_date(local.date())} à {local:%H} h {local:%M}"
+    return f"{french_date(local.date())} à {local.hour} h {local:%M}"
 
 
 def _until(value: str | None) -> str:
@@ -246,7 +246,7 @@ _CANCELLED = {
 }
 SYSTEM_REASONS: list[tuple[str, str]] = [
     *((reason.text, french) for reason, french in _CANCELLED.items()),
-    (NEWER_CODE_SINCE, _CANCELLED[CancelReason.newer_code] + r" (\1)"),
+    (NEWER_CODE_SINCE, "un code de sécurité plus récent a été émis le {1}"),
     *(
         (LOST_WHILE_PRINTING.format(reason.text), french + _IN_THE_POST)
         for reason, french in _CANCELLED.items()
@@ -263,8 +263,8 @@ SYSTEM_REASONS: list[tuple[str, str]] = [
     ),
     (FILES_LOST, r"les fichiers du lot n° \1 ont été perdus avant d'être remis à l'imprimeur"),
     (RETURNED_BY_POST, "NPAI : retourné par La Poste"),
-    (RETURNED_ON, r"le \1 : \2"),  # after its status, "revenu"
-    (CAME_BACK, r"le courrier n° \1 est revenu : \2"),
+    (RETURNED_ON, "le {1} : {2}"),  # after its status, "revenu"
+    (CAME_BACK, r"le courrier n° \1 est revenu : {2}"),
     (NOT_AFNOR_SIZED, r"courrier n° \1 : l'adresse ne respecte pas le format postal (AFNOR)"),
     (
         TOO_WIDE,
@@ -277,12 +277,12 @@ SYSTEM_REASONS: list[tuple[str, str]] = [
     (INVALID_ADDRESS, r"adresse e-mail invalide : \1"),
     (LINE_BREAK, "en-tête de l'e-mail invalide (saut de ligne)"),
     (NOT_SENT, r"e-mail non envoyé (incident technique : \1)"),
-    (CANNOT_SEND, r"envoi impossible par le serveur de messagerie \1 : \2"),
-    (CANNOT_WRITE, r"écriture impossible de l'e-mail dans \1 : \2"),
+    (CANNOT_SEND, r"envoi impossible par le serveur de messagerie \1 : {2}"),
+    (CANNOT_WRITE, r"écriture impossible de l'e-mail dans \1 : {2}"),
     (NO_ANSWER, r"pas de réponse complète en \1 s (délai dépassé)"),
     (NO_ANSWER_IN, r"pas de réponse en \1 s"),
-    (RECIPIENT_REFUSED, r"destinataire refusé, \1"),
-    (LOGIN_REFUSED, r"identification refusée : \1"),
+    (RECIPIENT_REFUSED, "destinataire refusé, {1}"),
+    (LOGIN_REFUSED, "identification refusée : {1}"),
     (CERTIFICATE_REFUSED, r"certificat TLS refusé (\1)"),
     (TLS_FAILED, r"échec de TLS (\1)"),
     (SERVER_SAID, r"le serveur a répondu \1 \2"),  # its own words, as it gave them
@@ -301,23 +301,31 @@ _SYSTEM_PATTERNS = [
 ]
 
 
-_VALUE = re.compile(r"\\(\d)")  # `\1` in a French format
+# In a French format, `\1` is the value carried over as it is (a number, a server's words),
+# `{1}` the value read as the program's own words in turn (a time, why a mail failed).
+_VALUE = re.compile(r"\\(\d)|\{(\d)\}")
 
 
 _AGENT_TIME = re.compile(r"(\d{4}-\d\d-\d\d) (\d\d):(\d\d) CES?T")  # french.agent_time
 
 
 def french_reason(text: str | None) -> str:
-    """`text` in French when the program wrote it (SYSTEM_REASONS), else as it is. The
-    values a format carries are read the same way: an e-mail's failure is the program's
-    words around the mail server's ("cannot send ...: recipient refused, server said ...")."""
+    """`text` in French when the program wrote it (SYSTEM_REASONS), else as it is. A value a
+    format carries as `{N}` is read the same way: an e-mail's failure is the program's words
+    around the mail server's ("cannot send ...: recipient refused, server said ..."), whose
+    own words are given as they are."""
     if not text:
         return "—"
     if moment := _AGENT_TIME.fullmatch(text):
-        return f"{french_date(date.fromisoformat(moment[1]))} à {moment[2]} h {moment[3]}"
+        return f"{french_date(date.fromisoformat(moment[1]))} à {int(moment[2])} h {moment[3]}"
     for pattern, french in _SYSTEM_PATTERNS:
         if found := pattern.fullmatch(text):
-            return _VALUE.sub(lambda value: french_reason(found[int(value[1])]), french)
+            return _VALUE.sub(
+                lambda value: (
+                    found[int(value[1])] if value[1] else french_reason(found[int(value[2])])
+                ),
+                french,
+            )
     return text
 
 

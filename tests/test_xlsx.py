@@ -198,6 +198,14 @@ def test_a_title_row_above_the_column_names_is_named_as_such(tmp_path: Path) -> 
         "row above them)"
     )
     assert "--delimiter" not in str(refused.value)
+    sheet.delete_rows(1, 3)
+    sheet.append(["nir"])  # a header of one known column: no title row to speak of
+    book.save(path)
+    with pytest.raises(InvalidInput) as lacking:
+        read_member_rows(path)
+    assert str(lacking.value).endswith(
+        "missing required columns: last_name, first_name, street, postcode, city"
+    )
 
 
 def test_a_birth_date_cell_with_a_time_of_day_is_refused_naming_the_day(

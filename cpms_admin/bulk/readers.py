@@ -146,7 +146,7 @@ def check_header(fields: list[str], *, path: Path, sheet_row: int | None = None)
     if problems:
         if sheet_row is None:
             hint = " (wrong separator? give --delimiter)" if len(names) == 1 else ""
-        elif sum(1 for name in names if name) == 1:
+        elif [name for name in names if name] == unknown[:1]:  # one cell, no column's name
             hint = (
                 f" (row {sheet_row}, the sheet's first with a value, is read as the column "
                 "names: delete a title row above them)"

@@ -6,9 +6,10 @@ from email import message_from_bytes, policy
 from pathlib import Path
 
 import pytest
-from sqlmodel import Session
+from sqlmodel import Session, col, update
 
-from cpms_admin.models import Member
+from cpms_admin.letters.queue import queue_letter
+from cpms_admin.models import Letter, Member, pk
 from cpms_admin.settings import Settings
 from tests.cred_helpers import (
     NEW_PIN,
@@ -270,6 +271,15 @@ def test_a_code_by_post_rides_on_the_letter_the_batch_prints(
     assert code_by_post() == (3, True)  # now the newest: asked again, it carries the code
     summary = json.loads(cli("--json", "letters", "batch", "--out", str(tmp_path / "o")).stdout)
     assert [letter["letter_id"] for letter in summary["letters"]] == [3]
+    # A letter left waiting behind a newer one printed since (a batch's files lost, printed
+    # again meanwhile): the next batch cancels it, so a new code does not ride on it.
+    older = queue_letter(session, member=member, kind="security_code", requested_by="x")
+    newer = queue_letter(session, member=member, kind="security_code", requested_by="x")
+    session.commit()
+    session.exec(update(Letter).where(col(Letter.id) == pk(newer)).values(status="printed"))
+    session.commit()
+    assert (pk(older), pk(newer)) == (4, 5)
+    assert code_by_post() == (6, False)
 
 
 def test_code_issue_auto_falls_back_to_post_without_email(cli: Cli, session: Session) -> None:

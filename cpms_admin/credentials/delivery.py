@@ -20,7 +20,7 @@ from cpms_admin.clock import Clock, iso
 from cpms_admin.credentials import codes
 from cpms_admin.db import check_committed, transaction
 from cpms_admin.errors import CpmsError, MailError, Refused
-from cpms_admin.letters.queue import letters_of, queue_letter
+from cpms_admin.letters.queue import letter_to_ride, queue_letter
 from cpms_admin.mail.transport import Transport
 from cpms_admin.members import undeliverable
 from cpms_admin.members.nir import mask_nir
@@ -101,8 +101,8 @@ def _prepare_code(
         )
         return CodeDelivery(member.nir, Channel.email, purpose, issued=issued)
     undeliverable.refuse_if_flagged(member)  # a letter came back from this address
-    waiting = next(reversed(letters_of(session, member_id=pk(member))), None)
-    if waiting is not None and waiting.purpose == purpose:
+    waiting = letter_to_ride(session, member_id=pk(member), purpose=purpose)
+    if waiting is not None:
         if agent != audit.PORTAL:
             waiting.requested_by = agent  # an agent asked for it now: it is theirs to print
             session.add(waiting)

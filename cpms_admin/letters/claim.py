@@ -26,6 +26,7 @@ from cpms_admin.credentials.codes import still_counts
 from cpms_admin.db import transaction, unindexed
 from cpms_admin.french import agent_time
 from cpms_admin.letters.guard import RunGuard
+from cpms_admin.letters.queue import LIVE_LETTER
 from cpms_admin.members.postal import delivery_lines, same_destination
 from cpms_admin.models import Account, Letter, LetterBatch, Member, SecurityCode, pk
 from cpms_admin.vocabulary import (
@@ -37,7 +38,6 @@ from cpms_admin.vocabulary import (
     MemberStatus,
 )
 
-LIVE_LETTER = (LetterStatus.pending, LetterStatus.claimed, LetterStatus.printed)
 # A cancelled letter's status_reason (privacy/dossier_pdf.py words them).
 SUPERSEDED_BY = "superseded by letter #{}"
 NEWER_CODE_SINCE = f"{CancelReason.newer_code.text} ({{}})"  # when the newer code was made

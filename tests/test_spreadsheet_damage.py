@@ -133,6 +133,25 @@ def test_a_french_excel_save_of_a_plain_csv_is_refused_with_what_excel_did(
     ]
 
 
+def test_a_formula_s_error_value_is_no_name_nor_address(cli: Cli, tmp_path: Path) -> None:
+    """A lookup that found nothing leaves `#N/A` in the cell, saved as text with the rest: it
+    would be printed on the envelope."""
+    rows = [
+        person(1, last_name="#N/A"),
+        person(2, street="#REF!"),
+        person(3, first_name="#NAME?"),  # not taken for a letter lost to an encoding
+        person(4, address_complement="Err:502"),  # LibreOffice's
+    ]
+    code, report = imported(cli, write_csv(tmp_path / "lookup.csv", rows, sep=";"))
+    assert code == 1
+    assert [(row["field"], row["reason"].split(": ", 1)[1]) for row in report] == [
+        (field, f"{value!r} is a spreadsheet's error value (the formula that filled the cell "
+                "failed): take the value from the original data")
+        for field, value in (("last_name", "#N/A"), ("street", "#REF!"),
+                             ("first_name", "#NAME?"), ("address_complement", "Err:502"))
+    ]  # fmt: skip
+
+
 def test_a_nir_written_as_a_number_with_zero_decimals_keeps_its_digits(
     cli: Cli, session: Session, tmp_path: Path
 ) -> None:

@@ -26,6 +26,12 @@ _DECIMAL = re.compile(r"\d+[.,]\d+")
 _ZERO_DECIMALS = re.compile(r"(\d{15})[.,]0+")
 _SERIAL = re.compile(r"\d{5}(?:[.,]\d+)?")  # 10000 is 1927-05-18, 99999 is 2173-10-14
 _DAY_AND_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d(?::\d\d(?:\.\d+)?)?")
+# Excel's and LibreOffice's error values (`Err:502` is LibreOffice's numbered form).
+_FORMULA_ERROR = re.compile(
+    r"#(?:N/A|DIV/0!|VALUE!|REF!|NAME\?|NUM!|NULL!|SPILL!|CALC!|FIELD!|BLOCKED!|CONNECT!"
+    r"|BUSY!|UNKNOWN!|GETTING_DATA)|Err:\d{3}",
+    re.IGNORECASE,
+)
 _EXCEL_DAY_ZERO = date(1899, 12, 30)  # serials from 1900-03-01 on count from here
 
 
@@ -81,6 +87,18 @@ def date_damage(raw: str, *, what: str) -> str | None:
     return (
         f"{what} {text!r} is a spreadsheet's serial number for a date ({day.isoformat()}?): the "
         f"column lost its date format; write it YYYY-MM-DD; {AVOID}"
+    )
+
+
+def formula_error(value: str) -> str | None:
+    """A spreadsheet's error value where the formula that filled the cell failed (`#N/A`
+    from a lookup that found nothing): no name or address holds one."""
+    text = value.strip()
+    if not _FORMULA_ERROR.fullmatch(text):
+        return None
+    return (
+        f"{text!r} is a spreadsheet's error value (the formula that filled the cell failed): "
+        "take the value from the original data"
     )
 
 

@@ -66,7 +66,8 @@ _OWN_COUNTRY = {"97133": "BL", "97150": "MF", "980": "MC", "986": "WF", "987": "
 def clean_line(value: str) -> str:
     """Collapse runs of white space; refuse control characters (they break print and mail)
     and invisible formatting ones (they reorder or hide what is printed), a leading
-    `= + - @`, which a spreadsheet opening an export would run as a formula, `?` or
+    `= + - @`, which a spreadsheet opening an export would run as a formula, a spreadsheet's
+    error value (`#N/A`), `?` or
     U+FFFD, which stand where a spreadsheet's encoding lost a letter, another script than
     the Latin alphabet (`NOT_LATIN`), and UTF-8 read as Windows-1252 (`Ã©` for `é`)."""
     if unprintable := UNPRINTABLE.search(value):
@@ -75,6 +76,8 @@ def clean_line(value: str) -> str:
             raise ValueError("control characters are not allowed")
         name = unicodedata.name(character, "a formatting character")
         raise ValueError(f"invisible characters are not allowed (U+{ord(character):04X}, {name})")
+    if spreadsheet_error := damage.formula_error(value):
+        raise ValueError(spreadsheet_error)
     if "?" in value or "\ufffd" in value:
         raise ValueError(damage.lost_letter(value))
     if foreign := NOT_LATIN.search(value):

@@ -134,6 +134,8 @@ def test_an_admin_with_no_account_here_does_not_stand_for_the_last_one(
     )
     # A user without a passwd entry acts as `uid-N` (a container's): such an admin counts.
     assert os_user_exists("uid-54321") and not os_user_exists("uid-x")
+    for other_name in ("uid-0", "uid-00", "uid-١٢"):  # root acts as root; not os_user's form
+        assert not os_user_exists(other_name), other_name
     other = next(user.pw_name for user in pwd.getpwall() if user.pw_name != me)  # has an account
     assert cli("agent", "add", other, "--role", "admin").exit_code == 0
     assert cli("agent", "disable", me, "--reason", "handed over").exit_code == 0

@@ -158,6 +158,14 @@ def test_a_new_out_is_private_whatever_the_umask_and_a_missing_parent_is_refused
     assert error_line(dry, 2).endswith(
         "does not exist: check the path (only the last folder is made)"
     )
+    (tmp_path / "a-file").write_text("")
+    under_a_file = cli("letters", "batch", "--out", str(tmp_path / "a-file" / "x"), "--dry-run")
+    assert "a-file is a file, not a folder: check the path" in error_line(under_a_file, 2)
+    (tmp_path / "elsewhere").mkdir()
+    (srv / "link").symlink_to(tmp_path / "elsewhere")
+    linked = cli("letters", "batch", "--out", str(srv / "link"), "--dry-run")
+    assert "is a symbolic link" in error_line(linked, 2)  # as the night's run would say
+    (srv / "link").unlink()
     assert list(srv.iterdir()) == []
     assert snapshot(session) == before
     out = srv / "outgoing"

@@ -14,7 +14,7 @@ from sqlmodel import Session, col, select
 
 from cpms_admin.cli.commands import letters as letters_cli
 from cpms_admin.letters.claim import NEWER_CODE_SINCE
-from cpms_admin.letters.returns import RETURNED_BY_POST
+from cpms_admin.letters.returns import RETURNED_BY_POST, RETURNED_ON
 from cpms_admin.letters.voiding import SUPERSEDED_WHILE_PRINTING
 from cpms_admin.mail.transport import CANNOT_SEND, RECIPIENT_REFUSED
 from cpms_admin.models import Account, SecurityCode
@@ -132,6 +132,8 @@ def test_what_the_program_writes_as_a_reason_reads_in_french() -> None:
         "envoi impossible par le serveur de messagerie smtp://mx:587 : destinataire refusé, "
         "le serveur a répondu 550 x"
     )
+    typed = RETURNED_ON.format("2026-12-06 09:00 CET", "member closed")  # an agent's words
+    assert french_reason(typed) == "le 6 décembre 2026 à 9 h 00 : member closed"
     said = CANNOT_SEND.format("smtp://mx:25", "server said 421 Connection refused")
     assert french_reason(said).endswith("le serveur a répondu 421 Connection refused")  # its own
     assert french_reason(NEWER_CODE_SINCE.format("2026-03-01 09:05 CET")) == (

@@ -141,6 +141,8 @@ def test_a_formula_s_error_value_is_no_name_nor_address(cli: Cli, tmp_path: Path
         person(2, street="#REF!"),
         person(3, first_name="#NAME?"),  # not taken for a letter lost to an encoding
         person(4, address_complement="Err:502"),  # LibreOffice's
+        person(5, city="#VALEUR!"),  # French Excel's
+        person(6, first_name="#NOM ?"),
     ]
     code, report = imported(cli, write_csv(tmp_path / "lookup.csv", rows, sep=";"))
     assert code == 1
@@ -148,7 +150,8 @@ def test_a_formula_s_error_value_is_no_name_nor_address(cli: Cli, tmp_path: Path
         (field, f"{value!r} is a spreadsheet's error value (the formula that filled the cell "
                 "failed): take the value from the original data")
         for field, value in (("last_name", "#N/A"), ("street", "#REF!"),
-                             ("first_name", "#NAME?"), ("address_complement", "Err:502"))
+                             ("first_name", "#NAME?"), ("address_complement", "Err:502"),
+                             ("city", "#VALEUR!"), ("first_name", "#NOM ?"))
     ]  # fmt: skip
 
 

@@ -28,8 +28,13 @@ def os_user() -> str:
 def os_user_exists(name: str) -> bool:
     """Whether some process of this machine can be `name` (an SQLite agent who can act): a
     login name, or the `uid-N` that `os_user` names a user without one."""
-    if name.startswith("uid-") and name[4:].isdecimal():
-        return True
+    uid = name.removeprefix("uid-")
+    if uid != name and uid.isascii() and uid.isdigit() and name == f"uid-{int(uid)}":
+        try:
+            pwd.getpwuid(int(uid))
+        except KeyError:
+            return True  # that user acts as `uid-N`
+        return False  # they act under their login name
     try:
         pwd.getpwnam(name)
     except KeyError:

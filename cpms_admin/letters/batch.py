@@ -83,8 +83,11 @@ class BatchHooks:
 
 
 def dry_run(*, engine: Engine, out: Path, limit: int | None, clock: Clock) -> DryRun:
-    """What a run would print and cancel; `out` is checked as the run would check it."""
+    """What a run would print and cancel; `out` is checked as the run would check it, and
+    not made."""
     _check_out_parent(out)
+    if describe_entry(absolute(out)) is not None:
+        _writable_dir(out)  # there already: checked, nothing made
     with Session(engine) as session:
         return dry_run_counts(session, limit=limit, now=clock())
 
@@ -562,9 +565,15 @@ def _abandon_own(run: _Run, *, batch_id: int, staging: Path | None, error: BaseE
 
 def _check_out_parent(out: Path) -> None:
     parent = absolute(out).parent  # `..` not collapsed: `typo/../print` needs `typo`
-    if not parent.is_dir():
+    try:
+        is_folder = parent.is_dir()
+    except OSError as exc:
+        raise InvalidInput(f"--out {out}: cannot look into {parent} ({exc.strerror})") from None
+    if not is_folder:
+        entry = describe_entry(parent)
+        what = "does not exist" if entry is None else f"is {entry}, not a folder"
         raise InvalidInput(
-            f"--out {out}: {parent} does not exist: check the path (only the last folder is made)"
+            f"--out {out}: {parent} {what}: check the path (only the last folder is made)"
         )
 
 

@@ -26,10 +26,12 @@ _DECIMAL = re.compile(r"\d+[.,]\d+")
 _ZERO_DECIMALS = re.compile(r"(\d{15})[.,]0+")
 _SERIAL = re.compile(r"\d{5}(?:[.,]\d+)?")  # 10000 is 1927-05-18, 99999 is 2173-10-14
 _DAY_AND_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d(?::\d\d(?:\.\d+)?)?")
-# Excel's and LibreOffice's error values (`Err:502` is LibreOffice's numbered form).
+# Excel's and LibreOffice's error values, in English and as French Excel writes them (a
+# space may come before `!` or `?`); `Err:502` is LibreOffice's numbered form.
 _FORMULA_ERROR = re.compile(
-    r"#(?:N/A|DIV/0!|VALUE!|REF!|NAME\?|NUM!|NULL!|SPILL!|CALC!|FIELD!|BLOCKED!|CONNECT!"
-    r"|BUSY!|UNKNOWN!|GETTING_DATA)|Err:\d{3}",
+    r"#(?:N/A|DIV/0|VALUE|VALEUR|REF|NAME|NOM|NUM|NOMBRE|NULL|NUL|SPILL|PROPAGATION|CALC"
+    r"|FIELD|CHAMP|BLOCKED|BLOQUÉ|CONNECT|BUSY|OCCUPÉ|UNKNOWN|INCONNU) ?[!?]?"
+    r"|#GETTING_DATA|#OBTENTION_DONNÉES|Err:\d{3}",
     re.IGNORECASE,
 )
 _EXCEL_DAY_ZERO = date(1899, 12, 30)  # serials from 1900-03-01 on count from here

@@ -263,8 +263,12 @@ SYSTEM_REASONS: list[tuple[str, str]] = [
     ),
     (FILES_LOST, r"les fichiers du lot n° \1 ont été perdus avant d'être remis à l'imprimeur"),
     (RETURNED_BY_POST, "NPAI : retourné par La Poste"),
-    (RETURNED_ON, "le {1} : {2}"),  # after its status, "revenu"
-    (CAME_BACK, r"le courrier n° \1 est revenu : {2}"),
+    # After its status, "revenu"; the reason, the print house's or an agent's words, as
+    # given, unless it is the program's own default.
+    (RETURNED_ON.format("{}", RETURNED_BY_POST), "le {1} : NPAI : retourné par La Poste"),
+    (RETURNED_ON, r"le {1} : \2"),
+    (CAME_BACK.format("{}", RETURNED_BY_POST), r"le courrier n° \1 est revenu : NPAI"),
+    (CAME_BACK, r"le courrier n° \1 est revenu : \2"),
     (NOT_AFNOR_SIZED, r"courrier n° \1 : l'adresse ne respecte pas le format postal (AFNOR)"),
     (
         TOO_WIDE,

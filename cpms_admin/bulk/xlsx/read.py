@@ -142,7 +142,7 @@ def xlsx_rows(path: Path, *, header: tuple[str, ...], header_row: int) -> Iterat
     for number, texts in forked(lambda: filled_rows(path, header_row + 1)):
         if isinstance(texts, RowProblem):
             read = None if texts.cells is None else values_of(texts.cells)
-            named = header[texts.cell - 1] if 0 < texts.cell <= width else ""
+            named = texts.column_name(header)
             field = named if named in IMPORT_COLUMNS else None
             yield SourceRow(number, read, texts.cell_problem(header), absent=absent, field=field)
             continue

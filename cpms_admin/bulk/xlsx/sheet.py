@@ -67,13 +67,17 @@ class RowProblem:
     held: str | None = field(default=None, repr=False)
     cells: list[str | None] | None = field(default=None, repr=False)
 
+    def column_name(self, header: Sequence[str]) -> str:
+        """The name the header gives the cell at fault's column, or ""."""
+        at = self.cell - 1
+        return header[at].strip() if 0 <= at < len(header) else ""
+
     def cell_problem(self, header: Sequence[str] = ()) -> str:
         """The words, naming the cell's column as the spreadsheet shows it (a letter) and,
         when the header gives one, by its name; a PIN hash is never quoted."""
         if not self.cell:
             return self.reason
-        at = self.cell - 1
-        name = header[at].strip() if at < len(header) else ""
+        name = self.column_name(header)
         named = f" ({name})" if name else ""
         reason = self.reason
         if self.held is not None:
@@ -183,15 +187,20 @@ def sheet_rows(source: IO[bytes], book: Book) -> Iterator[Row]:
         elif tag == _PHONETIC:
             phonetic = True
 
+    def fault(found: RowProblem) -> None:
+        """A cell that cannot be read: the row's problem is its first such cell's."""
+        nonlocal problem, faulty
+        problem, faulty = problem or found, faulty + 1
+
     def end(name: str) -> None:
-        nonlocal collecting, phonetic, size, wide, problem, faulty
+        nonlocal collecting, phonetic, size, wide
         tag = _TAGS.get(name)
         if tag == _CELL:
             if column > MAX_COLUMNS:
                 wide = max(wide, column)
                 return
             if unvalued and not parts:  # no <v>, or an empty one that is no text
-                problem, faulty = problem or RowProblem(UNCALCULATED, cell=column), faulty + 1
+                fault(RowProblem(UNCALCULATED, cell=column))
                 return
             if not parts:
                 value = None
@@ -206,11 +215,10 @@ def sheet_rows(source: IO[bytes], book: Book) -> Iterator[Row]:
                     else:
                         value = _typed(kind, style, text, book)
                 except IndexError:
-                    problem, faulty = problem or RowProblem(_NO_SUCH_TEXT, cell=column), faulty + 1
+                    fault(RowProblem(_NO_SUCH_TEXT, cell=column))
                     return
                 except (ValueError, OverflowError):
-                    wrong = RowProblem(NOT_ITS_TYPE, cell=column, held=text)
-                    problem, faulty = problem or wrong, faulty + 1
+                    fault(RowProblem(_NOT_ITS_TYPE, cell=column, held=text))
                     return
             at = column - 1
             if at == len(cells):
@@ -255,7 +263,7 @@ TOO_LONG = f"a row longer than {MAX_LINE_CHARS:,} characters"
 _NO_SUCH_TEXT = "cannot be read (it points to a text the workbook does not hold)"
 
 
-NOT_ITS_TYPE = "cannot be read (it holds {}, which is not a value of its type)"
+_NOT_ITS_TYPE = "cannot be read (it holds {}, which is not a value of its type)"
 
 
 UNCALCULATED = (

@@ -39,14 +39,19 @@ class Check:
         }
 
 
-def check_database(settings: Settings) -> Check:
+def _schema_revision(settings: Settings) -> str | None:
+    """The database's schema revision, None before the first `db upgrade`."""
     from cpms_admin.db import current_revision, make_engine
 
     engine = make_engine(settings.database_url)
     try:
-        revision = current_revision(engine)
+        return current_revision(engine)
     finally:
         engine.dispose()
+
+
+def check_database(settings: Settings) -> Check:
+    revision = _schema_revision(settings)
     if revision != HEAD_REVISION:
         return Check(
             "database",
@@ -106,18 +111,15 @@ def check_pepper(settings: Settings) -> Check:
 
 def _no_schema_yet(settings: Settings) -> bool:
     """A database `db upgrade` has not made yet: a missing pepper is then no loss."""
-    from cpms_admin.db import current_revision, make_engine, sqlite_path
+    from cpms_admin.db import sqlite_path
 
     database = sqlite_path(settings.database_url)
     if database is not None and not database.exists():
         return True
-    engine = make_engine(settings.database_url)
     try:
-        return current_revision(engine) is None
+        return _schema_revision(settings) is None
     except CpmsError:
         return False
-    finally:
-        engine.dispose()
 
 
 def check_templates(settings: Settings) -> Check:

@@ -169,7 +169,11 @@ def _moment(value: str | None) -> str:
     """`2026-11-23T09:00:00+00:00` -> `23 novembre 2026 à 10 h 00` (Paris)."""
     if not value:
         return "—"
-    local = paris_time(datetime.fromisoformat(value))
+    return _in_words(paris_time(datetime.fromisoformat(value)))
+
+
+def _in_words(local: datetime) -> str:
+    """A Paris time as a member reads it: `23 novembre 2026 à 9 h 05`."""
     return f"{french_date(local.date())} à {local.hour} h {local:%M}"
 
 
@@ -233,7 +237,8 @@ DETAILS: dict[str, tuple[str, str | None]] = {
 
 # What the program writes itself as a reason (a letter's status_reason, its own events' reason,
 # why an address is flagged) is in the agents' English; the member reads it in French. Each
-# format's `{}` is a value carried over (`\1`, `\2`). An agent's own words are shown as typed.
+# format's `{}` is a value carried over (`\1`, or `{1}` to read it in French too: _VALUE). An
+# agent's own words are shown as typed.
 _DEAD_CODE = " : son code de sécurité ne fonctionne pas"
 _IN_THE_POST = " pendant son impression" + _DEAD_CODE
 _CANCELLED = {
@@ -310,7 +315,7 @@ _SYSTEM_PATTERNS = [
 _VALUE = re.compile(r"\\(\d)|\{(\d)\}")
 
 
-_AGENT_TIME = re.compile(r"(\d{4}-\d\d-\d\d) (\d\d):(\d\d) CES?T")  # french.agent_time
+_AGENT_TIME = re.compile(r"(\d{4}-\d\d-\d\d \d\d:\d\d) CES?T")  # french.agent_time, Paris
 
 
 def french_reason(text: str | None) -> str:
@@ -321,7 +326,7 @@ def french_reason(text: str | None) -> str:
     if not text:
         return "—"
     if moment := _AGENT_TIME.fullmatch(text):
-        return f"{french_date(date.fromisoformat(moment[1]))} à {int(moment[2])} h {moment[3]}"
+        return _in_words(datetime.strptime(moment[1], "%Y-%m-%d %H:%M"))
     for pattern, french in _SYSTEM_PATTERNS:
         if found := pattern.fullmatch(text):
             return _VALUE.sub(

@@ -40,5 +40,8 @@ def parse_moment(value: str, *, option: str) -> datetime:
             f"CEST as the tables show it), got {value!r}"
         ) from None
     if paris and moment.tzinfo is None:
-        return moment.replace(tzinfo=paris)
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+        moment = moment.replace(tzinfo=paris)
+    try:
+        return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
+    except OverflowError:  # 0001-01-01T00:00+01:00 is a moment before the calendar's first
+        raise InvalidInput(f"{option} {value!r} is out of the calendar's range") from None

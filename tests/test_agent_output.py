@@ -312,3 +312,13 @@ def test_the_hour_autumn_repeats_is_told_apart_by_its_zone() -> None:
     assert parse_moment("2026-10-25 02:30 CET", option="--since") == datetime(
         2026, 10, 25, 1, 30, tzinfo=UTC
     )
+
+
+@pytest.mark.parametrize("since", ["0001-01-01 00:30 CET", "9999-12-31T23:30:00-01:00"])
+def test_a_time_past_the_calendar_is_a_usage_error_not_a_traceback(cli: Cli, since: str) -> None:
+    result = cli("--json", "audit", "list", "--since", since)
+    assert result.exit_code == 2, result.output
+    assert json.loads(result.stdout) == {
+        "error": f"--since {since!r} is out of the calendar's range",
+        "exit_code": 2,
+    }

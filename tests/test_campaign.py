@@ -299,6 +299,10 @@ def test_a_campaign_stopped_half_way_has_the_events_of_its_committed_batches(
     [
         ([], "select members: give --never-logged-in, --no-pin, --from-file or --imported-since"),
         (["--no-pin", "--imported-since", "last week"], "--imported-since must be an ISO date"),
+        (
+            ["--imported-since", "0001-01-01T00:00:00+01:00"],
+            "--imported-since '0001-01-01T00:00:00+01:00' is out of the calendar's range",
+        ),
         (["--from-file", "/nonexistent/nirs.txt"], "cannot read the NIR list"),
     ],
 )

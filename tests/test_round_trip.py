@@ -3,6 +3,7 @@ export gives the same bytes in each format; a closed member stays closed, with w
 an import never changes a member's status."""
 
 import json
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -152,6 +153,46 @@ def test_the_status_columns_are_checked(cli: Cli, tmp_path: Path) -> None:
             "closed_reason",
             "closed_reason must be one line without control characters (at most 500 characters)",
         ),
+    ]
+
+
+def test_a_closing_time_is_a_past_moment_a_placeholder_for_no_date_is_refused(
+    cli: Cli, clock: FakeClock, tmp_path: Path
+) -> None:
+    """Legacy systems write 0001-01-01 for "no date"; a typed year can land in the future,
+    where purge would never reach the member. Either is the row's refusal, with its line,
+    never the whole import's failure (an offset past the first or last day once was)."""
+    columns = ("nir", "last_name", "first_name", "street", "postcode", "city", "status")
+    extra = ("closed_reason", "closed_at")
+    tomorrow_and_more = (clock.now + timedelta(days=1, minutes=1)).isoformat()
+    times = [
+        "0001-01-01T00:00:00+01:00",
+        "0001-01-01",
+        "1899-12-31T23:59:59+00:00",
+        "9999-12-31T23:30:00-01:00",
+        "9999-12-31",
+        tomorrow_and_more,
+        "1900-01-01",
+        clock.now.isoformat(),
+    ]
+    rows = [
+        person(number, status="closed", closed_reason="départ", closed_at=moment)
+        for number, moment in enumerate(times, start=1)
+    ]
+    path = write_csv(tmp_path / "m.csv", rows, columns=columns + extra)
+    errors = tmp_path / "rejets.csv"
+    result = cli("--json", "members", "import", str(path), "--errors", str(errors))
+    assert result.exit_code == 1, result.output
+    assert json_out(result)["created"] == 2
+    before = "is before 1900: a placeholder for no date, not when the member was closed"
+    ahead = "is in the future: give when the member was closed"
+    assert [(row["line"], row["field"], row["reason"]) for row in report_rows(errors)] == [
+        ("2", "closed_at", f"closed_at '0001-01-01T00:00:00+01:00' {before}"),
+        ("3", "closed_at", f"closed_at '0001-01-01' {before}"),
+        ("4", "closed_at", f"closed_at '1899-12-31T23:59:59+00:00' {before}"),
+        ("5", "closed_at", f"closed_at '9999-12-31T23:30:00-01:00' {ahead}"),
+        ("6", "closed_at", f"closed_at '9999-12-31' {ahead}"),
+        ("7", "closed_at", f"closed_at {tomorrow_and_more!r} {ahead}"),
     ]
 
 

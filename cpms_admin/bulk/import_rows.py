@@ -20,7 +20,7 @@ import pickle
 import sqlite3
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import NamedTuple, cast
 
 from cpms_admin import audit
@@ -119,8 +119,9 @@ class RowChecker:
     that only their member's values could make valid are held (`held`) unless `hold` is
     False (`--on-conflict skip` reads no member): then refused in their place in the file."""
 
-    def __init__(self, *, hold: bool = True) -> None:
+    def __init__(self, *, now: datetime, hold: bool = True) -> None:
         self._seen = SeenNirs()
+        self._now = now
         self._hold = hold
         self.civilities_recorded = 0  # valid rows whose civility is recorded as another (Mlle)
 
@@ -168,10 +169,12 @@ class RowChecker:
             fields = validate_member_fields(values)
         except FieldError as exc:
             error = RowError(row.line, exc.field, str(exc), values)
-            return _pending_or_refused(row, values, error) if self._hold else error, False
+            if self._hold:
+                return _pending_or_refused(row, values, error, self._now), False
+            return error, False
         except InvalidInput as exc:
             return RowError(row.line, None, str(exc), values), False
-        rest = _status_and_hash(row.line, values)
+        rest = _status_and_hash(row.line, values, self._now)
         if isinstance(rest, RowError):
             return rest, False
         status, pin_hash = rest
@@ -183,11 +186,11 @@ class RowChecker:
 
 
 def _status_and_hash(
-    line: int, values: Mapping[str, str | None]
+    line: int, values: Mapping[str, str | None], now: datetime
 ) -> tuple[tuple[object, object, object], str | None] | RowError:
     """The row's status columns (parse_status) and PIN hash to store, or why not."""
     try:
-        status = parse_status(values)
+        status = parse_status(values, now=now)
     except FieldError as exc:
         return RowError(line, exc.field, str(exc), values)
     raw_hash = values.get(PIN_HASH)
@@ -199,7 +202,7 @@ def _status_and_hash(
 
 
 def _pending_or_refused(
-    row: SourceRow, values: Mapping[str, str | None], error: RowError
+    row: SourceRow, values: Mapping[str, str | None], error: RowError, now: datetime
 ) -> PendingRow | RowError:
     """A row refused for `error` is pending when the member's values of the columns it
     lacks may make it valid (the field refused, or the one it is judged with, is one of
@@ -213,7 +216,7 @@ def _pending_or_refused(
         nir = parse_nir(values.get("nir") or "")
     except FieldError:
         return error
-    rest = _status_and_hash(row.line, values)
+    rest = _status_and_hash(row.line, values, now)
     if isinstance(rest, RowError):
         return rest
     status, pin_hash = rest
@@ -326,7 +329,9 @@ _STATUSES = ("", *MemberStatus)
 NOT_GIVEN = (None, None, None)
 
 
-def parse_status(values: Mapping[str, str | None]) -> tuple[object, object, object]:
+def parse_status(
+    values: Mapping[str, str | None], *, now: datetime
+) -> tuple[object, object, object]:
     """The row's status columns, checked, as `member` table values in STATUS_COLUMNS order;
     all None (NOT_GIVEN) when the row has no status."""
     if not (values.get("status") or values.get("closed_reason") or values.get("closed_at")):
@@ -349,19 +354,43 @@ def parse_status(values: Mapping[str, str | None]) -> tuple[object, object, obje
         why = audit.clean_text(reason, what="closed_reason", max_length=audit.REASON_MAX_LENGTH)
     except InvalidInput as exc:
         raise FieldError("closed_reason", str(exc)) from None
-    return (MemberStatus.closed, why, _moment(moment))
+    return (MemberStatus.closed, why, _closed_at(moment, now))
 
 
-def _moment(raw: str) -> datetime:
+# The earliest closing time an import takes: before it, a date is a legacy system's "no
+# date" (.NET and SQL Server write 0001-01-01), not when a member left.
+_FIRST_CLOSING = datetime(1900, 1, 1, tzinfo=UTC)
+# How far ahead of this run's clock the exporting system's clock may have been.
+_CLOCKS_APART = timedelta(days=1)
+
+
+def _closed_at(raw: str, now: datetime) -> datetime:
+    """When the member was closed, in UTC: a time in the past (purge counts its retention
+    from it), given in ISO 8601."""
     try:
-        moment = datetime.fromisoformat(raw)
+        given = datetime.fromisoformat(raw)
     except ValueError:
         reason = damage.date_damage(raw, what="closed_at")
         raise FieldError(
             "closed_at",
             reason or f"closed_at {raw!r} must be an ISO 8601 time, e.g. 2026-01-31T09:30:00+00:00",
         ) from None
-    return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
+    before = (
+        f"closed_at {raw!r} is before 1900: a placeholder for no date, not when the member "
+        "was closed"
+    )
+    ahead = f"closed_at {raw!r} is in the future: give when the member was closed"
+    # The years at the calendar's ends first: an offset could carry them past it.
+    if given.year < _FIRST_CLOSING.year:
+        raise FieldError("closed_at", before)
+    if given.year == datetime.max.year:
+        raise FieldError("closed_at", ahead)
+    moment = given.astimezone(UTC) if given.tzinfo else given.replace(tzinfo=UTC)
+    if moment < _FIRST_CLOSING:
+        raise FieldError("closed_at", before)
+    if moment > now + _CLOCKS_APART:
+        raise FieldError("closed_at", ahead)
+    return moment
 
 
 def status_change(stored: Mapping[str, object], given: Mapping[str, object]) -> str | None:

@@ -8,7 +8,9 @@ send fails on the closed pipe and it exits.
 """
 
 import multiprocessing
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from datetime import datetime
+from functools import partial
 from itertools import islice
 from multiprocessing.connection import Connection
 from typing import TypeVar
@@ -43,12 +45,16 @@ def batches(items: Iterable[T], size: int) -> Iterator[list[T]]:
 
 
 def _work(
-    member_file: MemberFile, batch_size: int, hold: bool, reader: Connection, writer: Connection
+    member_file: MemberFile,
+    batch_size: int,
+    make_checker: Callable[[], RowChecker],
+    reader: Connection,
+    writer: Connection,
 ) -> None:
     reader.close()  # only the caller reads: with it gone, a send fails instead of blocking
     try:
         try:
-            checker = RowChecker(hold=hold)
+            checker = make_checker()  # here: its temporary database is the helper's
             for batch in batches(member_file, batch_size):
                 writer.send(("batch", [_pack(result) for result in checker.check_batch(batch)]))
             for held in checker.held(batch_size):
@@ -68,11 +74,13 @@ def _work(
 class CheckedBatches:
     """The file's rows checked by RowChecker in a helper process, in batches, in file order.
 
-    with CheckedBatches(member_file, batch_size=2000) as checked:
+    with CheckedBatches(member_file, batch_size=2000, now=clock()) as checked:
         for batch in checked: ...
     """
 
-    def __init__(self, member_file: MemberFile, *, batch_size: int, hold: bool = True) -> None:
+    def __init__(
+        self, member_file: MemberFile, *, batch_size: int, now: datetime, hold: bool = True
+    ) -> None:
         methods = multiprocessing.get_all_start_methods()
         # fork starts in milliseconds; the helper only reads the file, it never touches the
         # caller's database connections or threads.
@@ -80,7 +88,13 @@ class CheckedBatches:
         self._reader, writer = context.Pipe(duplex=False)
         self._process = context.Process(
             target=_work,
-            args=(member_file, batch_size, hold, self._reader, writer),
+            args=(
+                member_file,
+                batch_size,
+                partial(RowChecker, now=now, hold=hold),
+                self._reader,
+                writer,
+            ),
             daemon=True,
             name="cpms-import-checker",
         )

@@ -350,7 +350,7 @@ def import_members(
     )
     run = _Pass(session, write=not dry_run, on_error=on_error, audit=audit, **options)
     hold = mode != OnConflict.skip  # else a row wrong as it stands is refused in its place
-    with CheckedBatches(member_file, batch_size=batch_size, hold=hold) as checked:
+    with CheckedBatches(member_file, batch_size=batch_size, now=now, hold=hold) as checked:
         # While the helper checks the first rows: a quote left open near the end must
         # refuse the file before anything is written, not stop an import half-way.
         member_file.check_records()
@@ -369,7 +369,7 @@ def _refuse_conflicts(
     """`--on-conflict fail`'s first pass: Conflict, before anything is written, when a
     member of the file exists already."""
     check = _Pass(session, write=False, on_error=_ignore, audit=None, **options)
-    with CheckedBatches(member_file, batch_size=batch_size) as checked:
+    with CheckedBatches(member_file, batch_size=batch_size, now=options["now"]) as checked:
         for batch in checked:
             check.feed(batch)
     if check.conflicts:

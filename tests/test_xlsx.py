@@ -230,6 +230,25 @@ def test_a_birth_date_cell_with_a_time_of_day_is_refused_naming_the_day(
     assert member_of(session, rows[1]["nir"]).birth_date == date(1985, 5, 12)
 
 
+def test_the_sheet_read_is_the_first_one_a_spreadsheet_shows(
+    cli: Cli, session: Session, tmp_path: Path
+) -> None:
+    """A hidden first sheet (an old copy kept out of sight) is not the members' list."""
+    book = Workbook()
+    old = book.active
+    assert old is not None
+    old.title, old.sheet_state = "Ancien", "hidden"
+    shown = book.create_sheet("Adhérents")
+    for sheet, street in ((old, "1 rue de la Paix"), (shown, "50 avenue Foch")):
+        sheet.append(list(COLUMNS))
+        sheet.append([person(1, street=street).get(column) for column in COLUMNS])
+    book.active = 1
+    book.save(path := tmp_path / "deux.xlsx")
+    result = cli("--json", "members", "import", str(path))
+    assert result.exit_code == 0, result.output
+    assert member_of(session, person(1)["nir"]).street == "50 avenue Foch"
+
+
 def test_a_value_under_no_column_is_a_row_problem(tmp_path: Path) -> None:
     path = tmp_path / "m.xlsx"
     book = Workbook()

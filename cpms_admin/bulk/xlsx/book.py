@@ -3,11 +3,12 @@ the shared strings, which cell styles are dates, and the date system.
 
 A workbook is a ZIP of XML parts: `_rels/.rels` names the workbook part (`xl/workbook.xml`
 as Excel and LibreOffice write it), whose relationships name its sheets, its shared strings
-and its styles. The first sheet is the first worksheet listed in the workbook (a chart sheet
-has no rows), wherever its part is and whatever it is called. Every part is parsed with the
-standard library's expat, refusing a DTD (no spreadsheet writes one: it would only serve to
-declare entities). The shared strings are held in memory while the sheet is read, as every
-reader does; the other parts are small.
+and its styles. The first sheet is the first worksheet listed in the workbook that is not
+hidden, the first tab a spreadsheet shows (a chart sheet has no rows; a hidden sheet is often
+an old copy kept out of sight), wherever its part is and whatever it is called. Every
+part is parsed with the standard library's expat, refusing a DTD (no spreadsheet writes
+one: it would only serve to declare entities). The shared strings are held in memory
+while the sheet is read, as every reader does; the other parts are small.
 """
 
 import posixpath
@@ -91,7 +92,7 @@ def _relationships(archive: zipfile.ZipFile, part: str) -> dict[str, tuple[str, 
 
 @dataclass(frozen=True)
 class Book:
-    sheet: str  # the first worksheet's part
+    sheet: str  # the first visible worksheet's part
     strings: list[str] = field(default_factory=list)
     dates: frozenset[int] = frozenset()  # the cell styles that show a number as a date
     durations: frozenset[int] = frozenset()  # ... as a duration ([h]:mm)
@@ -99,7 +100,7 @@ class Book:
 
 
 def read_book(archive: zipfile.ZipFile) -> Book:
-    """The first worksheet and what reading it needs; Unreadable if there is none."""
+    """The first visible worksheet and what reading it needs; Unreadable if there is none."""
     from openpyxl.utils.datetime import MAC_EPOCH, WINDOWS_EPOCH
 
     document = next(
@@ -117,14 +118,17 @@ def read_book(archive: zipfile.ZipFile) -> Book:
             epoch = MAC_EPOCH
         elif tag == "sheet":
             ids = [attrs[f"{space} id"] for space in _RELATION if f"{space} id" in attrs]
-            sheets.append(related.get(ids[0] if ids else "", ("", "")))
-    worksheets = [target for kind, target in sheets if kind == "worksheet"]
+            kind, target = related.get(ids[0] if ids else "", ("", ""))
+            sheets.append((kind, target, attrs.get("state", "visible") == "visible"))
+    worksheets = [(target, shown) for kind, target, shown in sheets if kind == "worksheet"]
     if not worksheets:
         raise Unreadable("the workbook has no worksheet")
+    # Every sheet hidden (no spreadsheet saves that): the first, rather than none.
+    sheet = next((target for target, shown in worksheets if shown), worksheets[0][0])
     parts = {kind: target for kind, target in related.values()}
     strings = _shared_strings(archive, parts["sharedStrings"]) if "sharedStrings" in parts else []
     dates, durations = _date_styles(archive, parts["styles"]) if "styles" in parts else ({}, {})
-    return Book(worksheets[0], strings, frozenset(dates), frozenset(durations), epoch)
+    return Book(sheet, strings, frozenset(dates), frozenset(durations), epoch)
 
 
 def _shared_strings(archive: zipfile.ZipFile, part: str) -> list[str]:

@@ -194,8 +194,8 @@ def import_(
     """Import members: every row is checked like `member add`; bad rows are reported, the
     others imported, in batches. Running the same file again changes nothing.
 
-    A workbook is read from its first sheet, whose first non-blank row names the
-    columns. A closed member (status, closed_reason, closed_at) is imported closed.
+    A workbook is read from its first sheet that is not hidden, whose first non-blank row
+    names the columns. A closed member (status, closed_reason, closed_at) is imported closed.
 
     Exit 0 when every row was imported or skipped, 1 when some were rejected, 2 when the
     file cannot be read, 4 with --on-conflict fail when a member already exists.

@@ -477,11 +477,15 @@ def test_postgresql_agents_are_their_login_roles_and_the_database_enforces_it(
             "INSERT INTO agent (name, role, added_at, added_by) "
             "VALUES ('mallory', 'admin', now(), 'mallory')",
             "DELETE FROM agent",
+            "DELETE FROM pepper_key",  # every login and code would stop until an upgrade
+            "UPDATE pepper_key SET fingerprint = repeat('0', 64)",
+            "INSERT INTO pepper_key (id, fingerprint, created_at) VALUES (9, 'x', now())",
         ):
             with engine.connect() as conn, pytest.raises(ProgrammingError, match="permission"):
                 conn.execute(text(statement))
         with engine.connect() as conn:  # what support does need, it has
             assert conn.execute(text("SELECT count(*) FROM member")).scalar_one() == 1
+            assert conn.execute(text("SELECT count(*) FROM pepper_key")).scalar_one() == 1
 
         # Disabled, the login role leaves its group: the database refuses it too.
         assert (

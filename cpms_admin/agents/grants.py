@@ -4,7 +4,8 @@ agent's login role a member of its group (`agent add` grants it, `agent disable`
 
 Every group may read and write the working tables, but nobody may UPDATE the audit log or
 its chain's head, only the roles that purge (admin, nightly) may DELETE archived events (the
-chain says so if anything else goes), and only admins may change the `agent` table. Applied
+chain says so if anything else goes), and only admins may change the `agent` table and the
+pepper's fingerprints (`pepper_key`). Applied
 after every upgrade (migrations/env.py), so tables added later get the same privileges.
 
 Roles are the cluster's, not the database's: groups named after the database keep an agent's
@@ -77,6 +78,8 @@ def apply_grants(conn: Connection) -> None:
         # The chain's one-row head: moved on, never added to or removed.
         f"REVOKE INSERT, DELETE, TRUNCATE ON audit_chain FROM {everyone}",
         f"REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON agent FROM {lacking(Duty.administer)}",
+        # The pepper's fingerprints: one agent's edit would stop every login and code.
+        f"REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON pepper_key FROM {lacking(Duty.administer)}",
     ):
         conn.execute(text(statement))
     _revoke_other_groups(conn, set(groups.values()))

@@ -152,6 +152,24 @@ def test_a_login_role_must_exist_on_postgresql(cli: Cli, db_url: str) -> None:
     assert "nobody_of_this_name" not in cli("agent", "list").stdout
 
 
+def test_a_role_nobody_logs_in_as_is_no_agent(cli: Cli, db_url: str) -> None:
+    """A group made an agent would hand the role to every member of the group: the support
+    agents' group made nightly would let each of them delete audit events from psql."""
+    if db_url.startswith("sqlite"):
+        pytest.skip("SQLite agents are OS users")
+    database = make_url(db_url).database
+    for group in ("pg_read_all_data", f"cpms_support@{database}"):
+        for role in ("nightly", "admin"):
+            refused = cli("agent", "add", group, "--role", role)
+            assert (refused.exit_code, refused.stderr.splitlines()[0]) == (
+                1,
+                f"Error: {group!r} is a role nobody logs in as (a group's members would all "
+                "gain the role): an agent is a person's or a job's login role (ALTER ROLE "
+                f'"{group}" LOGIN if it is one made without it)',
+            )
+    assert cli("agent", "list").stdout.count("\n") == 2  # the header and the first admin
+
+
 def test_the_portal_s_name_is_kept_for_the_portal(cli: Cli, db_url: str) -> None:
     """Codes an agent named "portal" asked for would pass for the member's own requests."""
     for role in ("support", "supervisor", "admin"):

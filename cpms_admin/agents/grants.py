@@ -22,7 +22,7 @@ from sqlalchemy import Connection, text
 from sqlalchemy.exc import DBAPIError
 
 from cpms_admin.agents.roles import Duty, Role, may
-from cpms_admin.errors import NotReady
+from cpms_admin.errors import NotReady, Refused
 
 # PostgreSQL cuts longer identifiers to this many bytes (NAMEDATALEN - 1), silently.
 _NAME_MAX_BYTES = 63
@@ -147,11 +147,20 @@ def grant_membership(conn: Connection, *, name: str, role: Role) -> None:
     An admin is given every group of this database WITH ADMIN OPTION: PostgreSQL lets only
     the holders of that option grant and revoke a group, and an admin who is not the owner
     must be able to add and disable agents. The other groups add no privilege an admin lacks."""
-    exists = conn.execute(text("SELECT 1 FROM pg_roles WHERE rolname = :name"), {"name": name})
-    if exists.first() is None:
+    can_login = conn.execute(
+        text("SELECT rolcanlogin FROM pg_roles WHERE rolname = :name"), {"name": name}
+    ).scalar()
+    if can_login is None:
         raise NotReady(
             f"no database login role {name!r}: a DBA creates it first "
             f'(CREATE ROLE "{name}" LOGIN PASSWORD ...), see README "Agents and rights"'
+        )
+    if not can_login or _ANY_GROUP.fullmatch(name):
+        # A group's members would all gain the role: a CPMS group, PostgreSQL's own roles.
+        raise Refused(
+            f"{name!r} is a role nobody logs in as (a group's members would all gain the "
+            f"role): an agent is a person's or a job's login role (ALTER ROLE \"{name}\" LOGIN "
+            "if it is one made without it)"
         )
     revoke_membership(conn, name=name)
     groups = _groups(conn)

@@ -163,11 +163,12 @@ def test_search_by_nir_email_and_city_and_wildcards_taken_literally(session: Ses
     assert views.list_members(session, search="h_muller") == []
 
 
-@pytest.mark.parametrize("search", ["", "'", '"', " - "])
+@pytest.mark.parametrize("search", ["", "'", '"', " - ", "@", "%", "_ *"])
 def test_a_search_with_nothing_to_look_for_lists_no_one(
     cli: Cli, session: Session, search: str
 ) -> None:
-    """A script's empty variable, or a quote pasted alone: exit 2, not every member."""
+    """A script's empty variable, a quote pasted alone, `@` (every member with an e-mail):
+    exit 2, not a listing."""
     make_member(session)
     result = cli("--json", "member", "list", "--search", search)
     assert result.exit_code == 2

@@ -39,7 +39,8 @@ def list_members(
     `search`, those holding every word of it (`search.search_terms`)."""
     query = member_query(status=status, locked=locked, clock=clock)
     terms = search_terms(search or "")
-    if search is not None and not terms:  # a script's empty variable must not list everyone
+    # A script's empty variable must not list everyone, nor `@` everyone with an e-mail.
+    if search is not None and not any(char.isalnum() for term in terms for char in term):
         raise InvalidInput(
             f"--search {search!r} holds no letter or digit to look for: give a name, an "
             "e-mail, a city or a NIR"

@@ -6,7 +6,8 @@ file named by `CPMS_CONFIG`. Nothing here touches the database or the disk beyon
 
 Every integer setting carries its bounds, checked whenever a `Settings` is made: a negative
 cool-down or code lifetime would silently switch a protection off, so it is refused (exit 5),
-naming the setting as the user wrote it.
+naming the setting as the user wrote it. An empty integer variable is unset; an empty text
+setting that has a default is refused, as a letter or an e-mail would print it.
 """
 
 import os
@@ -129,12 +130,27 @@ def check_settings(values: Mapping[str, Any], label: Callable[[str], str]) -> No
                 f"got {reprlib.repr(value)}"
             )
     _check_database_url(values.get("database_url"), label)
+    _check_texts_given(values, label)
     _check_return_address(values.get("letter_return_address"), label)
     for larger, smaller in _AT_LEAST:
         if values[larger] < values[smaller]:
             raise NotReady(
                 f"{label(larger)} ({values[larger]}) must be at least "
                 f"{label(smaller)} ({values[smaller]})"
+            )
+
+
+def _check_texts_given(values: Mapping[str, Any], label: Callable[[str], str]) -> None:
+    """A text setting with a default is never empty: `CPMS_LETTER_CITY=` in a cron file would
+    print "None, le ..." on a night's letters, an empty sender would fail every e-mail."""
+    for spec in fields(Settings):
+        if not isinstance(spec.default, str) or spec.name == "database_url":  # checked apart
+            continue
+        value = values.get(spec.name)
+        if not isinstance(value, str) or not value.strip():
+            raise NotReady(
+                f"{label(spec.name)} is empty: give a value, or leave it unset for the "
+                f"default ({spec.default!r})"
             )
 
 

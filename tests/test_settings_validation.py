@@ -67,6 +67,15 @@ def run(*args: str, **env: str) -> Any:
             "or postgresql://user@host/cpms",
         ),
         (
+            {"CPMS_LETTER_CITY": ""},  # would print "None, le 6 décembre 2026" on letters
+            "CPMS_LETTER_CITY is empty: give a value, or leave it unset for the default ('Paris')",
+        ),
+        (
+            {"CPMS_MAIL_FROM": "  "},  # every e-mail would fail
+            "CPMS_MAIL_FROM is empty: give a value, or leave it unset for the default "
+            "('CPMS Espace Adhérent <ne-pas-repondre@cpms.fr>')",
+        ),
+        (
             {"CPMS_DATABASE_URL": "postgresql://cpms@db:abc/cpms"},  # a port that is no number
             "CPMS_DATABASE_URL is not a database URL (such as sqlite:///data/cpms.db or "
             "postgresql://user@host/cpms)",
@@ -95,6 +104,13 @@ def test_a_bad_config_file_value_is_named_by_its_key(tmp_path: Path) -> None:
         5,
         f"Error: lockout_cooldown_seconds in {config} must be between 1 and 86400 (seconds), "
         "got -600\n",
+    )
+    config.write_text('portal_url = ""\n', encoding="utf-8")
+    result = run("member", "list", CPMS_CONFIG=str(config))
+    assert (result.exit_code, result.stderr) == (
+        5,
+        f"Error: portal_url in {config} is empty: give a value, or leave it unset for the "
+        "default ('https://adherent.cpms.fr')\n",
     )
     config.write_text("lockout_max_failures = true\n", encoding="utf-8")
     result = run("member", "list", CPMS_CONFIG=str(config))

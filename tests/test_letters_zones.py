@@ -158,3 +158,30 @@ def test_an_address_line_too_wide_even_in_8_pt_is_unprintable() -> None:
     base = sample_content("welcome", today=date(2026, 11, 23))
     with pytest.raises(Unprintable, match="wider than the envelope's window even in 8 pt"):
         replace(base, recipient_lines=("W" * 38, "12 RUE DE LA PAIX", "75002 PARIS"))
+
+
+def test_the_longest_city_the_date_line_takes_prints_on_one_line(tmp_path: Path) -> None:
+    """CPMS_LETTER_CITY is measured against the date line with its longest date: what passes
+    prints on one line on 30 September, one letter more is refused before any letter."""
+    from cpms_admin.letters.pdf.zones import check_place
+
+    name = "Saint-Rémy-de-Provence-sur-Durance-et-Alpilles-en-Luberon"
+    city = ""
+    for length in range(len("Saint-Rémy"), len(name) + 1):  # the longest start it takes
+        try:
+            check_place(load_settings({"CPMS_LETTER_CITY": name[:length]}))
+        except NotReady as refused:
+            assert str(refused).endswith("more than its 85 mm: shorten it")
+            break
+        city = name[:length]
+    assert "Saint-Rémy-de-Provence" in city and city != name
+    letter = replace(
+        sample_content("security_code"), place=city, letter_date=date(2026, 9, 30), specimen=False
+    )
+    out = tmp_path / "date.pdf"
+    LetterRenderer().render([letter], out)
+    found = words(out, 1)
+    start = next(at for at, word in enumerate(found) if word[0].startswith("Saint-Rémy"))
+    line = found[start : start + 5]
+    assert [word[0] for word in line] == [f"{city},", "le", "30", "septembre", "2026"]
+    assert len({round(word[2]) for word in line}) == 1  # one line: the same top

@@ -181,6 +181,7 @@ def run_batch(
 
     check_templates()  # NotReady before anything is claimed or made
     return_address = zones.return_address(settings)
+    zones.check_place(settings)
     pepper = load_peppers(settings)
     run = _Run(
         engine=engine,

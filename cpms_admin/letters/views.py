@@ -106,6 +106,7 @@ def preview_letter(
         raise InvalidInput(f"unknown letter wording {wording!r}: one of {', '.join(Wording)}")
     if not out.parent.is_dir():
         raise InvalidInput(f"cannot write {out}: directory {out.parent} does not exist")
+    zones.check_place(settings)
     now = clock()
     content = sample_content(
         kind,

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cpms_admin.errors import NotReady
+from cpms_admin.french import MONTHS
 from cpms_admin.settings import RETURN_ADDRESS_LINES, Settings, return_address_lines
 
 __all__ = ["RETURN_ADDRESS_LINES", "return_address_lines"]
@@ -67,6 +68,10 @@ RETURN_ADDRESS_PT = 8.5  # letter.css's .sender
 ADDRESS_FONT_FILE = "LiberationSans-Regular.ttf"  # letter.css's .slot font (fonts-liberation2)
 FONT_FOLDERS = (Path("/usr/share/fonts"), Path("/usr/local/share/fonts"))
 MM_PER_PT = 25.4 / 72
+LETTER_PT = 10.0  # letter.css's html
+# letter.css: the page's text is 175 mm wide (20 and 15 mm margins), the date line starts
+# 90 mm into it.
+DATELINE_WIDTH = PAGE_WIDTH - 20 - 15 - 90
 
 
 def address_size(lines: Sequence[str]) -> float | None:
@@ -93,6 +98,18 @@ def return_address(settings: Settings) -> tuple[str, ...]:
                 f"{RETURN_WINDOW.width:g} mm: shorten it"
             )
     return lines
+
+
+def check_place(settings: Settings) -> None:
+    """NotReady unless CPMS_LETTER_CITY fits the date line beside the longest date (a longer
+    one would wrap over the letter's body: a setting to fix before any letter is printed)."""
+    city = settings.letter_city
+    width = max(_ems(f"{city}, le 30 {month} 2026") for month in MONTHS) * LETTER_PT * MM_PER_PT
+    if width > DATELINE_WIDTH:
+        raise NotReady(
+            f"CPMS_LETTER_CITY {city!r} makes a date line {width:.1f} mm wide in the letters' "
+            f"{LETTER_PT:g} pt, more than its {DATELINE_WIDTH:g} mm: shorten it"
+        )
 
 
 @functools.lru_cache(maxsize=65536)  # names, streets and towns repeat across a batch

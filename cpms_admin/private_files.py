@@ -310,21 +310,21 @@ def write_private_atomically(
     return _written(path, encoding, new_name)
 
 
-_TOKEN_BYTES = 4  # of a temporary file's name (`_written`), as `_remove_left_behind` finds it
+_TOKEN_BYTES = 4  # of a temporary file's name (`_written`), as `remove_left_behind` finds it
 
 
 @contextmanager
 def _written(path: Path, encoding: str | None, new_name: bool) -> Iterator[IO[Any]]:
     final = check_destination(path)
     if not new_name:
-        _remove_left_behind(final)
+        remove_left_behind(final)
     temporary = final.with_name(f".{final.name}.{secrets.token_hex(_TOKEN_BYTES)}.tmp")
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
     fd = os.open(temporary, flags, 0o600)
     renamed = False
     try:
         with suppress(OSError):  # no locks there (NFS): then nobody can take it either
-            fcntl.flock(fd, fcntl.LOCK_EX)  # held while it is written: `_remove_left_behind`
+            fcntl.flock(fd, fcntl.LOCK_EX)  # held while it is written: `remove_left_behind`
         mode, newline = ("w", "") if encoding else ("wb", None)
         with open(fd, mode, encoding=encoding, newline=newline) as handle:
             yield handle
@@ -341,12 +341,13 @@ def _written(path: Path, encoding: str | None, new_name: bool) -> Iterator[IO[An
 _SETTLED_SECONDS = 10
 
 
-def _remove_left_behind(final: Path) -> None:
+def remove_left_behind(final: Path, *, settled_seconds: float = _SETTLED_SECONDS) -> None:
     """Remove the temporary files of `final` a killed run left (kill -9 runs no `finally`):
     this user's `.<name>.<hex>.tmp` files beside it that no live writer holds. A writer holds
     its file's `flock` until it ends, and a process's locks die with it, so a file whose lock
-    can be taken is nobody's. Personal data (rejected rows, a dossier) would stay otherwise,
-    hidden, for good."""
+    can be taken is nobody's; one younger than `settled_seconds` is left, as its writer may
+    not have locked it yet (0 for a caller whose own lock says no writer is alive). Personal
+    data (rejected rows, a dossier) would stay otherwise, hidden, for good."""
     try:
         names = os.listdir(final.parent)
     except OSError:
@@ -364,7 +365,7 @@ def _remove_left_behind(final: Path) -> None:
             info = os.fstat(fd)
             if not stat.S_ISREG(info.st_mode) or info.st_uid != os.geteuid():
                 continue
-            if time.time() - info.st_mtime < _SETTLED_SECONDS:
+            if time.time() - info.st_mtime < settled_seconds:
                 continue  # a writer may be between making it and locking it
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             if _same_entry(left, info):  # still the file locked, not one put there since

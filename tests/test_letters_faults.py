@@ -180,6 +180,28 @@ def test_a_committed_batch_whose_files_were_deleted_before_publishing_is_printed
     assert code_works(session, settings, system_clock, first, codes[first])
 
 
+def test_a_run_killed_while_writing_the_manifest_leaves_nothing_in_the_published_folder(
+    cli: Cli, session: Session, settings: Settings, tmp_path: Path
+) -> None:
+    """Killed as it wrote `manifest.json` or `index.csv`, a run leaves their temporary
+    files in the staging folder: the run that publishes it removes them, at once, so the
+    print house receives only the files the manifest lists."""
+    queue_members(session, 2)
+    out = tmp_path / "out"
+    code, output = run(cli, out, failpoint="letters.after_commit")
+    assert code == -signal.SIGKILL, output
+    [staging] = out.glob(".batch-*.partial")
+    for name in (".manifest.json.0123abcd.tmp", ".index.csv.89abcdef.tmp"):
+        (staging / name).write_text('{"batch_id": 1, "files": [')  # cut short by the kill
+    code, output = next_run(cli, out)
+    assert code == 0, output
+    [published] = out.glob("batch-*")
+    manifest = json.loads((published / "manifest.json").read_text())
+    assert sorted(path.name for path in published.iterdir()) == sorted(
+        ["index.csv", "manifest.json", *(entry["name"] for entry in manifest["files"])]
+    )
+
+
 @pytest.mark.parametrize("seed", [SEED], ids=lambda seed: f"seed={seed}")
 def test_runs_killed_at_points_a_seed_chooses_still_print_each_letter_once(
     cli: Cli, session: Session, settings: Settings, tmp_path: Path, seed: int

@@ -32,6 +32,7 @@ from cpms_admin.private_files import (
     describe_entry,
     fsync_dir,
     is_own_directory,
+    remove_left_behind,
     write_private_atomically,
 )
 
@@ -144,6 +145,8 @@ def publish(staging: Path, manifest: dict[str, Any], final: Path) -> Path:
             f"away and {again}"
         )
     try:
+        for name in (MANIFEST, INDEX):  # what a run killed while writing them left
+            remove_left_behind(staging / name, settled_seconds=0)  # no other run writes here
         _write(staging / MANIFEST, json.dumps(manifest, ensure_ascii=False, indent=2).encode())
         _write(staging / INDEX, index_csv(manifest))
         fsync_dir(staging)

@@ -396,9 +396,11 @@ def batch_with_code_mailed_mid_render(
     member: Member,
     *,
     expire_it: bool = False,
+    logged: list[str] | None = None,
 ) -> tuple[str, str, int]:
     """Run the batch; while it renders, e-mail the member a code (and let it expire, if asked).
-    The e-mailed code, the code printed in the member's letter, and the letter's id."""
+    The e-mailed code, the code printed in the member's letter, and the letter's id; the
+    run's log lines in `logged`."""
     mailed: list[str] = []
 
     def mid_render(done: int, _total: int) -> None:
@@ -416,7 +418,7 @@ def batch_with_code_mailed_mid_render(
         agent="agent.test",
         clock=clock,
         options=BatchOptions(out=out),
-        hooks=BatchHooks(progress=mid_render),
+        hooks=BatchHooks(progress=mid_render, log=(logged if logged is not None else []).append),
     )
     assert (summary.printed, len(mailed)) == (1, 1)
     [(directory, manifest)] = manifests(out)
@@ -430,14 +432,20 @@ def test_a_code_the_member_gets_while_the_batch_prints_their_letter_stays_live(
     """A code e-mailed while the member's letter is being printed is newer than the printed
     one: it must keep working once the batch commits (the printed code is the one revoked)."""
     (member,) = queue_members(session, 1, email="jeanne@example.org")
+    logged: list[str] = []
     mailed, printed, letter_id = batch_with_code_mailed_mid_render(
-        engine, settings, clock, tmp_path / "out", member
+        engine, settings, clock, tmp_path / "out", member, logged=logged
     )
     assert not code_works(session, settings, clock, letter_id, printed)
     assert set_pin(session, settings, clock, member.nir, mailed).ok
     letter = session.get(Letter, letter_id)
     assert letter is not None
     assert (letter.status, letter.status_reason) == ("printed", SUPERSEDED_WHILE_PRINTING)
+    # Its code will never work: the print house is asked to pull it, as for the other cases.
+    pull = f"{SUPERSEDED_WHILE_PRINTING}; pull it from the print run"
+    [(_, manifest)] = manifests(tmp_path / "out")
+    assert manifest["pull"] == [{"letter_id": letter_id, "reason": pull}]
+    assert logged == [f"letter #{letter_id}: {pull}"]
 
 
 def test_an_e_mailed_code_that_expired_before_the_commit_leaves_the_printed_one_live(

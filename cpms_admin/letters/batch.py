@@ -49,6 +49,7 @@ from cpms_admin.letters.pdf import zones
 from cpms_admin.letters.recovery import Recovered, abandon, mark_published, recover
 from cpms_admin.letters.voiding import (
     LOST_WHILE_PRINTING,
+    SUPERSEDED_PULL,
     SUPERSEDED_WHILE_PRINTING,
     queue_again,
     record_void,
@@ -323,19 +324,15 @@ def _commit(
 ) -> None:
     """The one transaction that makes the printed codes real. A letter whose member was
     closed, whose address was flagged undeliverable, or whose address changed while it was
-    printed is printed all the same (it is in the files) with its code stored revoked, and
-    logged for the print house to pull; one that bears the address before a change is
-    queued again, for the next batch to print to the new one."""
+    printed, or whose code a newer one given meanwhile superseded, is printed all the same
+    (it is in the files) with its code stored revoked, and logged for the print house to
+    pull; one that bears the address before a change is queued again, for the next batch to
+    print to the new one."""
     with transaction(session):
         # First: the members stay as read until the commit (see lost_since_claim).
         why, moved = _lost_while_printing(session, batch_id=batch_id, rendered=rendered)
-        # The print house's list of letters to take out of the run (in the files, but their
-        # codes will not work): in the manifest it stores and publishes.
-        manifest["pull"] = [
-            {"letter_id": letter_id, "reason": reason} for letter_id, reason in why.items()
-        ]
         failpoint("letters.members_held")
-        _complete(session, batch_id=batch_id, rendered=rendered, manifest=manifest, now=now)
+        _complete(session, batch_id=batch_id, rendered=rendered, now=now)
         _mark_failed(session, run, batch_id=batch_id, failed=rendered.failed, now=now)
         superseded = _store_codes(
             session,
@@ -345,6 +342,17 @@ def _commit(
             now=now,
             made_at=codes_made_at,
             lost=why,
+        )
+        # The print house's list of letters to take out of the run (in the files, but their
+        # codes will not work): in the manifest the batch keeps and publishes.
+        pull = {**why, **dict.fromkeys(superseded, SUPERSEDED_PULL)}
+        manifest["pull"] = [
+            {"letter_id": letter_id, "reason": reason} for letter_id, reason in sorted(pull.items())
+        ]
+        session.exec(
+            update(LetterBatch)
+            .where(col(LetterBatch.id) == batch_id)
+            .values(manifest=json.dumps(manifest, ensure_ascii=False))
         )
         _mark_printed(session, batch_id=batch_id, rendered=rendered, now=now)
         _keep_address_digests(session, run, rendered)
@@ -359,7 +367,7 @@ def _commit(
             queued_again=queued_again,
             now=now,
         )
-    _log_lost(run, why, queued_again)
+    _log_lost(run, pull, queued_again)
 
 
 def _audit_batch(
@@ -431,11 +439,9 @@ def _lost_while_printing(
     )
 
 
-def _complete(
-    session: Session, *, batch_id: int, rendered: Rendered, manifest: dict[str, Any], now: datetime
-) -> None:
-    """The batch completed with its manifest, unless another run took ours for dead (it lost
-    its lock's connection) and abandoned it meanwhile."""
+def _complete(session: Session, *, batch_id: int, rendered: Rendered, now: datetime) -> None:
+    """The batch completed, unless another run took ours for dead (it lost its lock's
+    connection) and abandoned it meanwhile."""
     completed = session.exec(
         update(LetterBatch)
         .where(col(LetterBatch.id) == batch_id, col(LetterBatch.status) == BatchStatus.running)
@@ -443,7 +449,6 @@ def _complete(
             status=BatchStatus.completed,
             finished_at=now,
             letter_count=len(rendered.issued),
-            manifest=json.dumps(manifest, ensure_ascii=False),
         )
         .returning(col(LetterBatch.id))
     ).first()

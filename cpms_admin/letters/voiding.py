@@ -28,6 +28,7 @@ from cpms_admin.vocabulary import AuditAction, CancelReason, LetterStatus
 # What a printed letter says of itself (its status_reason; privacy/dossier_pdf.py words them).
 LOST_WHILE_PRINTING = "{} while it was printed: its code does not work; pull it from the print run"
 SUPERSEDED_WHILE_PRINTING = "its code was superseded by a newer one given while it was printed"
+SUPERSEDED_PULL = f"{SUPERSEDED_WHILE_PRINTING}; pull it from the print run"  # the batch's words
 MOVED_SINCE_PRINTED = "the member's address changed since it was printed: its code does not work"
 FLAGGED_SINCE_PRINTED = (
     "the address was found undeliverable since it was printed: its code does not work"

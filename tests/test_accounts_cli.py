@@ -19,6 +19,7 @@ from tests.cred_helpers import (
     give_pin,
     mailed_codes,
     outbox,
+    text_of,
 )
 from tests.factories import make_member, make_nir, snapshot
 from tests.harness import Cli, FakeClock
@@ -242,6 +243,16 @@ def test_pin_reset_says_whether_there_was_a_pin(cli: Cli, session: Session, memb
     assert second.stdout.startswith("PIN reset: the member had no PIN yet; "), second.output
 
 
+def test_a_reset_e_mail_to_a_member_who_never_had_a_pin_greets_a_newcomer(
+    cli: Cli, session: Session
+) -> None:
+    never = make_member(session, welcome=False)
+    assert cli("pin", "reset", never.nir, "--reason", "asked").exit_code == 0
+    [message] = outbox(cli.settings)
+    assert "première connexion" in message["Subject"]
+    assert "réinitialis" not in text_of(message)
+
+
 def test_pin_reset_by_post_queues_a_letter(cli: Cli, session: Session, member: Member) -> None:
     reset = cli("--json", "pin", "reset", member.nir, "--channel", "post", "--reason", "asked")
     assert reset.exit_code == 0, reset.output
@@ -254,19 +265,22 @@ def test_pin_reset_by_post_queues_a_letter(cli: Cli, session: Session, member: M
 
 
 def test_a_code_by_post_rides_on_the_letter_the_batch_prints(
-    cli: Cli, session: Session, tmp_path: Path
+    cli: Cli, session: Session, settings: Settings, tmp_path: Path
 ) -> None:
     """The batch prints a member's newest letter and cancels the older ones: a code by post
     says, and records, the letter that will carry it, not one the batch will cancel."""
-    member = make_member(session, welcome=True, email=None)  # welcome letter #1
+    member = make_member(session, welcome=False, email=None)
+    give_pin(session, settings, member)  # a member's codes are then for a PIN reset
     assert cli("pin", "reset", member.nir, "--channel", "post", "--reason", "x").exit_code == 0
+    queue_letter(session, member=member, kind="welcome", requested_by="x")  # a newer letter
+    session.commit()
 
     def code_by_post() -> tuple[int, bool]:
         issued = cli("--json", "code", "issue", member.nir, "--channel", "post", "--reason", "x")
         assert issued.exit_code == 0, issued.output
         return json.loads(issued.stdout)["letter_id"], json.loads(issued.stdout)["letter_reused"]
 
-    # Letter #1 is for the same purpose, but #2 (the PIN reset's) is newer: a new letter.
+    # Letter #1 (the PIN reset's) is for the same purpose, but #2 is newer: a new letter.
     assert code_by_post() == (3, False)
     assert code_by_post() == (3, True)  # now the newest: asked again, it carries the code
     summary = json.loads(cli("--json", "letters", "batch", "--out", str(tmp_path / "o")).stdout)

@@ -85,6 +85,7 @@ def test_moot_letters_are_cancelled_with_their_reason(
 ) -> None:
     has_pin, superseded, newer_code, closed, _fine = queue_members(session, 5)
     give_pin(session, settings, has_pin)
+    give_pin(session, settings, superseded)  # then reset: their welcome letter gives way
     accounts.reset_pin(
         session,
         nir=superseded.nir,

@@ -1,15 +1,19 @@
 """Each letter says why it was sent: first access (enrolment or a campaign), a code asked for,
 a PIN reset, the move to the new portal. A letter no one asked for never says "votre demande"."""
 
+import json
 from pathlib import Path
 
 import pytest
 from sqlmodel import Session
 
 from cpms_admin.members.nir import mask_nir
+from cpms_admin.settings import Settings
 from cpms_admin.vocabulary import LetterKind, Wording
+from tests.cred_helpers import give_pin
 from tests.factories import make_member, make_nir
 from tests.harness import Cli
+from tests.import_helpers import member_of
 from tests.letters_helpers import batch, letter_text, manifests
 
 ASKED = ("Comme suite à votre demande auprès de notre Service", "à l’origine de cette demande")
@@ -39,10 +43,11 @@ def _no_email(session: Session, count: int) -> list[str]:
 
 
 def test_each_letter_of_a_batch_says_why_it_was_sent(
-    cli: Cli, session: Session, tmp_path: Path
+    cli: Cli, session: Session, settings: Settings, tmp_path: Path
 ) -> None:
     enrolled = make_member(session, nir=make_nir(), email=None).nir  # welcome letter queued
     asked, reset, agent_sent, *campaign = _no_email(session, 5)
+    give_pin(session, settings, member_of(session, reset))  # a PIN the reset revokes
     assert cli("portal", "request-code", asked).exit_code == 0
     assert cli("pin", "reset", reset, "--channel", "post", "--reason", "phone").exit_code == 0
     assert cli("code", "issue", agent_sent, "--channel", "post", "--reason", "phone").exit_code == 0
@@ -91,6 +96,25 @@ def test_each_letter_of_a_batch_says_why_it_was_sent(
     assert "ignorez" not in from_agent
     for key in ("first_accesswelcome", "first_accesssecurity_code", "migrationsecurity_code"):
         assert not any(phrase in texts[key] for phrase in ASKED), key
+
+
+def test_a_pin_reset_for_a_member_who_never_had_one_greets_a_newcomer(
+    cli: Cli, session: Session, tmp_path: Path
+) -> None:
+    """No old password to speak of: the reset's code rides on the welcome letter, which
+    says what an enrolment letter says."""
+    newcomer = make_member(session, nir=make_nir(), email=None).nir  # welcome letter queued
+    reset = cli("--json", "pin", "reset", newcomer, "--channel", "post", "--reason", "phone")
+    assert reset.exit_code == 0, reset.output
+    assert json.loads(reset.stdout)["letter_reused"] is True
+    out = tmp_path / "print"
+    batch(cli, out)
+    [(directory, manifest)] = manifests(out)
+    [letter] = manifest["letters"]
+    assert (letter["kind"], letter["wording"]) == ("welcome", "first_access")
+    text = letter_text(directory, letter)
+    assert "Bienvenue – votre code de première connexion" in text
+    assert "réinitialisé" not in text and "ancien mot de passe" not in text
 
 
 def test_a_campaign_records_its_wording_in_the_audit(cli: Cli, session: Session) -> None:

@@ -106,7 +106,9 @@ def reset_pin(
     transport: Transport | None = None,
 ) -> PinReset:
     """Invalidate the PIN at once (and any code in flight) and send a reset code. The
-    lockout stays until the member sets a new PIN with that code, which lifts it."""
+    lockout stays until the member sets a new PIN with that code, which lifts it. A member
+    who never had a PIN gets a first-login code, whose e-mail or letter greets a newcomer
+    (a reset's would tell them their old password no longer works)."""
     why = require_reason(reason, "reset a PIN")
     with transaction(session):  # the e-mail leaves once the reset is committed
         member = _open_member(session, nir)
@@ -115,14 +117,17 @@ def reset_pin(
         now = clock()
         account = get_account(session, member)
         had_pin = account.pin_hash is not None
+        purpose = codes.purpose_for(account)
         account.pin_hash = None  # pin_set_at stays: when they last had one
         revoked = codes.revoke_pending(session, member_id=pk(member))
         sent = delivery.deliver_code(
             session,
             member=member,
             channel=resolved,
-            purpose=Purpose.pin_reset,
-            letter_kind=LetterKind.pin_reset,
+            purpose=purpose,
+            letter_kind=LetterKind.pin_reset
+            if purpose == Purpose.pin_reset
+            else LetterKind.welcome,
             agent=agent,
             action=AuditAction.pin_reset,
             reason=why,

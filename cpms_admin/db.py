@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import (
     BindParameter,
     ColumnElement,
+    Connection,
     Engine,
     String,
     Table,
@@ -133,11 +134,15 @@ def current_revision(engine: Engine) -> str | None:
     """The schema revision stamped in the database, None when it was never upgraded."""
     try:
         with reader(engine).connect() as conn:  # every command asks: it must never wait
-            if not engine.dialect.has_table(conn, "alembic_version"):
-                return None
-            return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+            return _stamped(conn)
     except DBAPIError as exc:
         raise database_failure(exc, doing="cannot open the database") from None
+
+
+def _stamped(conn: Connection) -> str | None:
+    if not conn.dialect.has_table(conn, "alembic_version"):
+        return None
+    return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
 
 
 def check_schema(engine: Engine) -> None:
@@ -147,19 +152,61 @@ def check_schema(engine: Engine) -> None:
         raise NotReady(f"database schema is {state}; {UPGRADE_HINT}")
 
 
-def upgrade_schema(engine: Engine) -> None:
-    """Bring the schema to the latest revision (idempotent)."""
+def upgrade_schema(engine: Engine) -> str | None:
+    """Bring the schema to the latest revision (idempotent), in one transaction; the revision
+    it was at, read in that transaction: of upgrades run at once, one migrates and the others
+    find it done (SQLite's write lock, taken at BEGIN; on PostgreSQL, the caller's lock)."""
+    return migrate(engine, "head")
+
+
+def migrate(engine: Engine, revision: str, *, down: bool = False) -> str | None:
+    """Run the migrations up (or `down`) to `revision` in one transaction; the revision the
+    schema was at. On SQLite, foreign keys are not enforced while migrating: a table rebuilt
+    by batch mode is dropped while other tables' rows point at it (the rows are kept:
+    SQLite's own advice). They are checked before the commit instead."""
     from alembic import command
     from alembic.config import Config
 
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    sqlite = engine.dialect.name == "sqlite"
     try:
-        with engine.begin() as conn:
+        with engine.connect() as conn, _foreign_keys_unenforced(conn), conn.begin():
+            before = _stamped(conn)
             config.attributes["connection"] = conn
-            command.upgrade(config, "head")
+            (command.downgrade if down else command.upgrade)(config, revision)
+            if sqlite:
+                _refuse_dangling_rows(conn)
     except DBAPIError as exc:
         raise database_failure(exc, doing="cannot upgrade the database") from None
+    return before
+
+
+@contextmanager
+def _foreign_keys_unenforced(conn: Connection) -> Iterator[None]:
+    """SQLite: foreign keys off for the block (outside any transaction: SQLite ignores the
+    pragma inside one); other engines: nothing."""
+    if conn.dialect.name != "sqlite":
+        yield
+        return
+    raw = conn.connection.dbapi_connection
+    assert raw is not None
+    raw.execute("PRAGMA foreign_keys = OFF")
+    try:
+        yield
+    finally:
+        raw.execute("PRAGMA foreign_keys = ON")
+
+
+def _refuse_dangling_rows(conn: Connection) -> None:
+    """NotReady, so the migration rolls back, if a row points at a row that is not there."""
+    dangling = conn.exec_driver_sql("PRAGMA foreign_key_check").first()
+    if dangling is not None:
+        table, rowid, parent, _ = dangling
+        raise NotReady(
+            f"cannot upgrade the database: row {rowid} of {table} points at a row of {parent} "
+            "that does not exist; nothing was changed"
+        )
 
 
 def describe_db_error(exc: DBAPIError) -> str:

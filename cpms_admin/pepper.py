@@ -130,6 +130,13 @@ def parse_peppers(text: str, source: str) -> Peppers:
     return Peppers(found, source)
 
 
+def pepper_given(settings: Settings) -> bool:
+    """Whether a pepper is there to be read (CPMS_PEPPER, or something at the file's path: a
+    link there is refused when read, never replaced by a new pepper)."""
+    path = pepper_file_path(settings)
+    return path is None or path.exists() or path.is_symlink()
+
+
 def read_peppers(settings: Settings) -> Peppers:
     """The configured peppers, unchecked (see `load_peppers`): NotReady, naming the file
     looked for, when there are none. It never suggests a step that would make a new one."""

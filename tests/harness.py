@@ -16,7 +16,7 @@ from typer.testing import CliRunner, Result
 from cpms_admin.audit_chain import keyed
 from cpms_admin.audit_chain.form import GENESIS
 from cpms_admin.cli.app import app
-from cpms_admin.db import MIGRATIONS_DIR, make_engine
+from cpms_admin.db import make_engine
 from cpms_admin.pepper import Peppers
 from cpms_admin.settings import Settings
 
@@ -76,18 +76,6 @@ def own_engine(url: str) -> Engine:
     """An engine of the test's own, as the CLI makes it: its sessions seal the audit events
     they write with the test pepper."""
     return keyed(make_engine(url), TEST_PEPPERS)
-
-
-def migrate(engine: Engine, revision: str, *, down: bool = False) -> None:
-    """Run the migrations up (or down) to `revision`, as `db upgrade` runs them."""
-    from alembic import command
-    from alembic.config import Config
-
-    config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS_DIR))
-    with engine.begin() as conn:
-        config.attributes["connection"] = conn
-        (command.downgrade if down else command.upgrade)(config, revision)
 
 
 class FakeClock:

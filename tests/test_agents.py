@@ -31,13 +31,13 @@ from cpms_admin.agents.identity import os_user, os_user_exists
 from cpms_admin.agents.rights import COMMAND_DUTIES
 from cpms_admin.agents.roles import Role
 from cpms_admin.cli.app import app
-from cpms_admin.db import make_engine, normalise_url, upgrade_schema
+from cpms_admin.db import make_engine, migrate, normalise_url, upgrade_schema
 from cpms_admin.operations.doctor import check_mail
 from cpms_admin.settings import Settings
 from tests.cred_helpers import PIN, give_pin
 from tests.databases import PG_URL, created_login, new_pg_database, record_test_pepper
 from tests.factories import make_member, make_nir
-from tests.harness import TEST_PEPPER, Cli, FakeClock, migrate
+from tests.harness import TEST_PEPPER, Cli, FakeClock
 
 SUPPORT_USER = "cpms-t-support"
 STRANGER_USER = "cpms-t-stranger"

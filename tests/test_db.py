@@ -1,5 +1,6 @@
 """The schema and the SQLite tuning that lets the cron and an agent work at once."""
 
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -11,14 +12,13 @@ from sqlalchemy import Engine, text
 from sqlmodel import Session, col, select
 
 from cpms_admin import audit
-from cpms_admin.db import MIGRATIONS_DIR, make_engine, transaction
+from cpms_admin.db import MIGRATIONS_DIR, make_engine, migrate, transaction
 from cpms_admin.errors import Conflict, NotReady
 from cpms_admin.members import records, views
 from cpms_admin.migrations import HEAD_REVISION
 from cpms_admin.models import AuditEvent
 from tests.databases import PG_URL, new_pg_database
 from tests.factories import make_member
-from tests.harness import migrate
 from tests.process_helpers import CPMS, start_held, wait_until, waiting_for_a_lock
 
 
@@ -213,3 +213,51 @@ def test_two_upgrades_of_a_new_postgresql_database_at_once_both_finish(tmp_path:
         outputs = [process.communicate(timeout=120) for process in (first, second)]
         assert [process.returncode for process in (first, second)] == [0, 0], outputs
         assert "Schema upgraded from empty" in outputs[0][0] + outputs[0][1]
+
+
+def test_upgrades_of_a_new_sqlite_database_at_once_migrate_it_once(tmp_path: Path) -> None:
+    """Each waits for SQLite's write lock and reads the revision under it: one migrates and
+    records it, the others find the schema made (each said it upgraded it, and recorded a
+    `db.upgrade` event, before)."""
+    env = {
+        **os.environ,
+        "CPMS_DATABASE_URL": f"sqlite:///{tmp_path / 'cpms.db'}",
+        "CPMS_PEPPER_FILE": str(tmp_path / "pepper"),
+    }
+    command = [str(CPMS), "db", "upgrade"]
+    upgrades = [
+        subprocess.Popen(
+            command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(4)
+    ]
+    outputs = [upgrade.communicate(timeout=120) for upgrade in upgrades]
+    assert [upgrade.returncode for upgrade in upgrades] == [0] * 4, outputs
+    said = sorted(stdout.splitlines()[0] for stdout, _ in outputs)
+    assert said == ["Schema already at the latest revision."] * 3 + [
+        f"Schema upgraded from empty to {HEAD_REVISION}."
+    ], outputs
+    listed = subprocess.run(
+        [str(CPMS), "--json", "audit", "list", "--action", "db.upgrade"],
+        env=env, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert len(json.loads(listed.stdout)) == 1
+
+
+def test_a_pepper_file_the_upgrade_cannot_use_stops_it_before_the_schema(
+    tmp_path: Path,
+) -> None:
+    """Refused for its mode before anything is made: migrated first, the schema stayed done
+    and the upgrade, run again once the file was fixed, recorded no `db.upgrade` event."""
+    pepper = tmp_path / "pepper"
+    pepper.write_text("1:" + "ab" * 32 + "\n")
+    pepper.chmod(0o644)  # others may read it: no secret
+    env = {
+        **os.environ,
+        "CPMS_DATABASE_URL": f"sqlite:///{tmp_path / 'cpms.db'}",
+        "CPMS_PEPPER_FILE": str(pepper),
+    }
+    refused = subprocess.run([str(CPMS), "db", "upgrade"], env=env, capture_output=True, text=True)
+    assert refused.returncode == 5, refused.stderr
+    assert str(pepper) in refused.stderr
+    assert not (tmp_path / "cpms.db").exists()  # not even an empty database

@@ -12,7 +12,7 @@ from sqlalchemy import Engine, text
 from sqlmodel import Session, select
 
 from cpms_admin.audit_chain import keyed
-from cpms_admin.db import current_revision, make_engine, upgrade_schema
+from cpms_admin.db import current_revision, make_engine, migrate, upgrade_schema
 from cpms_admin.members import views
 from cpms_admin.members.nir import format_nir
 from cpms_admin.members.search import search_values
@@ -20,7 +20,7 @@ from cpms_admin.migrations import HEAD_REVISION
 from cpms_admin.models import Member
 from cpms_admin.privacy.pseudonymise import BLANK, pseudonym_nir
 from tests.factories import make_member, make_nir
-from tests.harness import TEST_PEPPERS, migrate
+from tests.harness import TEST_PEPPERS
 from tests.search_helpers import assert_search_index_in_step
 
 NAMES = [
@@ -50,7 +50,8 @@ def fold_0004(text: str) -> str:
 
 @pytest.fixture
 def at_0004(empty_db_url: str) -> Iterator[Engine]:
-    """A database at revision 0004 with members written as 0004's code wrote them."""
+    """A database at revision 0004 with members written as 0004's code wrote them, each
+    with the account row it made beside them (which 0005's rebuild of `member` must keep)."""
     engine = keyed(make_engine(empty_db_url, must_exist=False), TEST_PEPPERS)
     migrate(engine, "0004")
     now = datetime(2026, 1, 1, tzinfo=UTC)
@@ -72,13 +73,22 @@ def at_0004(empty_db_url: str) -> Iterator[Engine]:
                     updated_at=now,
                 )
             )
+        conn.execute(
+            text(
+                "INSERT INTO account (member_id, failed_attempts, captcha_required) "
+                "SELECT id, 0, false FROM member"
+            )
+        )
     yield engine
     engine.dispose()
 
 
 def test_upgrade_refolds_existing_members_and_indexes_them(at_0004: Engine) -> None:
-    upgrade_schema(at_0004)
+    assert upgrade_schema(at_0004) == "0004"
     assert current_revision(at_0004) == HEAD_REVISION
+    with at_0004.connect() as conn:  # the members' accounts kept, still pointing at them
+        kept = "SELECT count(*) FROM account JOIN member ON member.id = account.member_id"
+        assert conn.execute(text(kept)).scalar_one() == len(NAMES)
     with Session(at_0004) as session:
         members = list(session.exec(select(Member)))
         assert all(m.search_text == search_values(m)["search_text"] for m in members)

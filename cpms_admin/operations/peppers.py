@@ -32,6 +32,7 @@ from cpms_admin.pepper import (
     fingerprint,
     new_secret,
     pepper_file_path,
+    pepper_given,
     read_peppers,
     write_pepper_file,
 )
@@ -119,8 +120,7 @@ def settle_pepper(
     seals its audit events with these peppers from then on."""
     with transaction(session):
         recorded = _recorded(session, lock=True)
-        path = pepper_file_path(settings)
-        if path is None or path.exists() or path.is_symlink():
+        if pepper_given(settings):
             peppers = read_peppers(settings)
             if recorded:
                 check_fingerprints(peppers, recorded)
@@ -128,6 +128,8 @@ def settle_pepper(
                 return None
             created = None
         else:
+            path = pepper_file_path(settings)
+            assert path is not None  # a pepper in CPMS_PEPPER is given
             if recorded or holds_hashes(session):
                 held = "recorded a pepper" if recorded else "holds hashes made with a pepper"
                 raise NotReady(

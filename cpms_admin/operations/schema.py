@@ -90,9 +90,13 @@ def upgrade(
 
     A database that has agents is upgraded by an admin only; the migration that brings
     agents makes its runner the first admin (so does creating a database)."""
-    from cpms_admin.pepper import pepper_file_path
+    from cpms_admin.pepper import pepper_given, read_peppers
 
-    pepper_file_path(settings)  # NotReady before anything is made: PostgreSQL needs one set
+    # NotReady before anything is made: PostgreSQL needs a pepper set, and one that is there
+    # must be readable as it is (its owner, its mode): the schema would be migrated otherwise,
+    # and the pepper's step refused after it.
+    if pepper_given(settings):
+        read_peppers(settings)
     engine = make_engine(settings.database_url, must_exist=False, create_dirs=create_dirs)
     try:
         with _one_upgrade_at_a_time(engine):
@@ -123,13 +127,13 @@ def _one_upgrade_at_a_time(engine: Engine) -> Iterator[None]:
 def _upgrade(
     engine: Engine, settings: Settings, clock: Clock, seal_waiting_events: bool
 ) -> UpgradeResult:
-    before = current_revision(engine)
+    found = current_revision(engine)
     with session_scope(engine, read_only=True) as session:
-        if before is not None and before >= AGENTS_REVISION:
+        if found is not None and found >= AGENTS_REVISION:
             agent = authorize(session, command="db upgrade").name
         else:
             agent = identity(session)
-    upgrade_schema(engine)
+    before = upgrade_schema(engine)  # another upgrade may have run since `found`
     with session_scope(engine) as session:
         # The pepper first: it keys the audit chain, whose events from before it (0011)
         # are sealed next (with the pepper's own event, if it records one), before this

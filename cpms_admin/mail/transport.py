@@ -84,11 +84,21 @@ def _flag(query: dict[str, list[str]], name: str, default: bool) -> bool:
 
 def _parse_url(url: str) -> _SmtpConfig:
     """Parse CPMS_SMTP_URL; errors never echo the URL, which may hold the password."""
-    parts = urlsplit(url.strip())
+    try:
+        parts = urlsplit(url.strip())
+        host = parts.hostname
+    except ValueError:  # `smtp://[::1`: a bracket left open
+        raise InvalidInput("invalid CPMS_SMTP_URL: not a URL (a bracket left open?)") from None
     if parts.scheme not in ("smtp", "smtps"):
         raise InvalidInput("invalid CPMS_SMTP_URL: it must start with smtp:// or smtps://")
-    if not parts.hostname:
+    if not host:
         raise InvalidInput("invalid CPMS_SMTP_URL: no host name")
+    try:
+        host.encode("idna")  # what connecting does with it
+    except UnicodeError:
+        raise InvalidInput(
+            "invalid CPMS_SMTP_URL: the host is no valid name (a label over 63 characters?)"
+        ) from None
     query = parse_qs(parts.query)
     # A typo such as `?startls=1` must not silently send in clear.
     unknown = set(query) - {"starttls", "verify"}
@@ -104,6 +114,8 @@ def _parse_url(url: str) -> _SmtpConfig:
         port = parts.port
     except ValueError:
         raise InvalidInput("invalid CPMS_SMTP_URL: bad port number") from None
+    if port == 0:
+        raise InvalidInput("invalid CPMS_SMTP_URL: bad port number (0)")
     user = unquote(parts.username) if parts.username else None
     password = unquote(parts.password) if parts.password is not None else None
     if not (user or "").isascii() or not (password or "").isascii():
@@ -111,7 +123,7 @@ def _parse_url(url: str) -> _SmtpConfig:
     default_port = _DEFAULT_PORTS["smtp+starttls" if starttls else parts.scheme]
     return _SmtpConfig(
         scheme=parts.scheme,
-        host=parts.hostname,
+        host=host,
         port=port or default_port,
         user=user,
         password=password,

@@ -131,6 +131,7 @@ def check_settings(values: Mapping[str, Any], label: Callable[[str], str]) -> No
             )
     _check_database_url(values.get("database_url"), label)
     _check_texts_given(values, label)
+    _check_mail_from(values["mail_from"], label)
     _check_return_address(values.get("letter_return_address"), label)
     for larger, smaller in _AT_LEAST:
         if values[larger] < values[smaller]:
@@ -152,6 +153,18 @@ def _check_texts_given(values: Mapping[str, Any], label: Callable[[str], str]) -
                 f"{label(spec.name)} is empty: give a value, or leave it unset for the "
                 f"default ({spec.default!r})"
             )
+
+
+def _check_mail_from(value: str, label: Callable[[str], str]) -> None:
+    """One sender, its address in ASCII (no SMTPUTF8 here): every e-mail would fail with it."""
+    from email.utils import parseaddr
+
+    address = parseaddr(value)[1]
+    if "\r" in value or "\n" in value or "@" not in address or not address.isascii():
+        raise NotReady(
+            f"{label('mail_from')} must be one sender, such as `CPMS <ne-pas-repondre@cpms.fr>` "
+            f"(the address in ASCII), got {reprlib.repr(value)}"
+        )
 
 
 RETURN_ADDRESS_LINES = (2, 4)  # a name and a postcode-and-city line at least; the window's 4

@@ -76,6 +76,16 @@ def run(*args: str, **env: str) -> Any:
             "('CPMS Espace Adhérent <ne-pas-repondre@cpms.fr>')",
         ),
         (
+            {"CPMS_MAIL_FROM": "a@cpms.fr\nBcc: b@c.fr"},  # a header slipped in
+            "CPMS_MAIL_FROM must be one sender, such as `CPMS <ne-pas-repondre@cpms.fr>` (the "
+            "address in ASCII), got 'a@cpms.fr\\nBcc: b@c.fr'",
+        ),
+        (
+            {"CPMS_MAIL_FROM": "é@é"},  # no server takes it: every e-mail failed, with a traceback
+            "CPMS_MAIL_FROM must be one sender, such as `CPMS <ne-pas-repondre@cpms.fr>` (the "
+            "address in ASCII), got 'é@é'",
+        ),
+        (
             {"CPMS_DATABASE_URL": "postgresql://cpms@db:abc/cpms"},  # a port that is no number
             "CPMS_DATABASE_URL is not a database URL (such as sqlite:///data/cpms.db or "
             "postgresql://user@host/cpms)",

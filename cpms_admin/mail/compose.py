@@ -104,7 +104,7 @@ def _message(
     now: datetime,
 ) -> EmailMessage:
     """A text message with its HTML alternative, headers checked before anything is built."""
-    _refuse_line_breaks(to=to, name=display_name, subject=subject, mail_from=settings.mail_from)
+    _refuse_line_breaks(to=to, name=display_name, subject=subject)  # mail_from: by Settings
     recipient = _recipient(to=to, display_name=display_name)
     context = {**context, "subject": subject, "portal_url": settings.portal_url}
     text = _render(f"{template}.txt.j2", context)

@@ -32,7 +32,7 @@ from cpms_admin.agents.rights import COMMAND_DUTIES
 from cpms_admin.agents.roles import Role
 from cpms_admin.cli.app import app
 from cpms_admin.db import make_engine, migrate, normalise_url, upgrade_schema
-from cpms_admin.operations.doctor import check_mail
+from cpms_admin.operations.doctor import check_database, check_mail
 from cpms_admin.settings import Settings
 from tests.cred_helpers import PIN, give_pin
 from tests.databases import PG_URL, created_login, new_pg_database, record_test_pepper
@@ -418,6 +418,26 @@ def test_a_group_of_agents_shares_the_outbox_the_first_e_mail_made(team_cli: Cli
         "group shares; refusing to write",
     )
     assert "chmod 2770" in mail["fix"]
+
+
+def test_a_database_the_agents_may_not_write_is_a_doctor_problem(team_cli: Cli) -> None:
+    """A backup restored with the wrong mode: every check passed, then the nightly batch
+    failed on its first write."""
+    cli = team_cli
+    database = Path(cli.settings.database_url.removeprefix("sqlite:///"))
+
+    def doctor_on_database() -> dict[str, Any]:  # `doctor`'s check, as the command would run it
+        return asdict(check_database(cli.settings))
+
+    assert as_user(SUPPORT_USER, doctor_on_database)["ok"] is True
+    database.chmod(0o640)  # the group may read, no longer write
+    found = as_user(SUPPORT_USER, doctor_on_database)
+    assert (found["ok"], found["detail"]) == (
+        False,
+        f"{database} is not writable by this user: every command that changes something "
+        "(the nightly batch, mail send) would fail",
+    )
+    assert found["fix"].startswith(f"give this user write access to {database}")
 
 
 def test_someone_who_is_no_agent_changes_nothing(shared_cli: Cli) -> None:

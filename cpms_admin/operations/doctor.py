@@ -59,6 +59,16 @@ def check_database(settings: Settings) -> Check:
             f"schema at {revision or 'nothing'}, latest is {HEAD_REVISION}",
             "run cpms-admin db upgrade",
         )
+    unwritable = _unwritable(settings)
+    if unwritable is not None:
+        return Check(
+            "database",
+            False,
+            f"{unwritable} is not writable by this user: every command that changes something "
+            "(the nightly batch, mail send) would fail",
+            f"give this user write access to {unwritable} (README, Deploying: the database's "
+            "group), or check that it is not immutable (lsattr)",
+        )
     folder = _open_folder(settings)
     if folder is not None:
         return Check(
@@ -69,6 +79,24 @@ def check_database(settings: Settings) -> Check:
             f"move the database to a folder of its own, or chmod o-w {folder}",
         )
     return Check("database", True, f"reachable, schema at {revision}")
+
+
+def _unwritable(settings: Settings) -> Path | None:
+    """A SQLite database file, or its folder (where SQLite keeps its -wal and -shm files),
+    that this user may not write: a restored backup's mode, an immutable file."""
+    import os
+
+    from cpms_admin.db import sqlite_path
+    from cpms_admin.private_files import absolute
+
+    database = sqlite_path(settings.database_url)
+    if database is None:
+        return None
+    database = absolute(database)
+    for path, access in ((database, os.W_OK), (database.parent, os.W_OK | os.X_OK)):
+        if not os.access(path, access):
+            return path
+    return None
 
 
 def _open_folder(settings: Settings) -> Path | None:

@@ -11,6 +11,7 @@ setting that has a default is refused, as a letter or an e-mail would print it.
 """
 
 import os
+import re
 import reprlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
@@ -216,16 +217,17 @@ def _check_return_address(value: Any, label: Callable[[str], str]) -> None:
         raise NotReady(f"{label('letter_return_address')} {exc}") from None
 
 
+_WHOLE_NUMBER = re.compile(r"-?[0-9]+")
+
+
 def _coerce(raw: Any, *, integer: bool) -> Any:
     """An environment string (or a TOML value) as the field's type. A string that is not a
     whole number is kept as it is, for `check_settings` to refuse naming the setting."""
     if not integer:
         return None if raw == "" else str(raw)
-    if isinstance(raw, str):
-        try:
-            return int(raw.strip())
-        except ValueError:
-            return raw
+    if isinstance(raw, str):  # digits only: int() also takes `3_0` (30), `+3` and `٣`
+        text = raw.strip()
+        return int(text) if _WHOLE_NUMBER.fullmatch(text) else raw
     return raw
 
 

@@ -36,6 +36,14 @@ def run(*args: str, **env: str) -> Any:
             "CPMS_LOCKOUT_MAX_FAILURES must be a whole number between 1 and 100, got 'abc'",
         ),
         (
+            {"CPMS_LOCKOUT_MAX_FAILURES": "3_0"},  # int() reads 30
+            "CPMS_LOCKOUT_MAX_FAILURES must be a whole number between 1 and 100, got '3_0'",
+        ),
+        (
+            {"CPMS_LOCKOUT_MAX_FAILURES": "٣"},  # an Arabic-Indic 3, which int() reads too
+            "CPMS_LOCKOUT_MAX_FAILURES must be a whole number between 1 and 100, got '٣'",
+        ),
+        (
             {"CPMS_CODE_POST_TTL_DAYS": "99999999999999999999"},
             "CPMS_CODE_POST_TTL_DAYS must be between 1 and 365 (days), got 99999999999999999999",
         ),

@@ -151,13 +151,21 @@ def test_a_batch_with_letters_says_one_line_then_the_next_night_is_silent(
 ) -> None:
     cron.add_member()  # queues its enrolment letter
     cron.add_member()
+    nir = make_nir()  # a third, whose enrolment letter an e-mailed code makes moot
+    cron.agent_does(
+        "member", "add", "--nir", nir, "--last-name", "Roux", "--first-name", "Paul",
+        "--street", "3 rue de la Paix", "--postcode", "75002", "--city", "Paris",
+        "--email", "paul@example.org",
+    )  # fmt: skip
+    cron.agent_does("code", "issue", nir, "--channel", "email", "--reason", "called")
     out = tmp_path / "print"
     night = cron("letters", "batch", "--out", str(out))
     (directory,) = out.iterdir()
     # The summary alone: no log line repeats it, no bar.
     assert quiet(night) == (
         0,
-        f"Batch 1: 2 letters in 1 PDF file, 2 pages, in {directory}.\n",
+        f"Batch 1: 2 letters in 1 PDF file, 2 pages, in {directory}; cancelled 1 moot letter "
+        "(newer code: 1).\n",
         "",
     )
     assert quiet(cron("letters", "batch", "--out", str(out))) == (0, "", "")

@@ -206,7 +206,7 @@ def summary_line(summary: "BatchSummary") -> str:
         ]
     if summary.cancelled:
         moot = count(summary.cancelled, "moot letter")
-        parts.append(f"cancelled {moot} {_reasons(summary.cancelled_by_reason)}")
+        parts.append(f"cancelled {moot}{_reasons(summary.cancelled_by_reason)}")
     recovered = summary.recovered
     if recovered.abandoned:
         undone = count(len(recovered.abandoned), "dead run")

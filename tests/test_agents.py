@@ -152,9 +152,12 @@ def test_a_login_role_must_exist_on_postgresql(cli: Cli, db_url: str) -> None:
     assert "nobody_of_this_name" not in cli("agent", "list").stdout
 
 
-def test_a_role_nobody_logs_in_as_is_no_agent(cli: Cli, db_url: str) -> None:
+def test_a_group_role_or_one_nobody_logs_in_as_is_no_agent(
+    cli: Cli, db_url: str, login_role: str
+) -> None:
     """A group made an agent would hand the role to every member of the group: the support
-    agents' group made nightly would let each of them delete audit events from psql."""
+    agents' group made nightly would let each of them delete audit events from psql. A role
+    made without LOGIN is named as such, with the fix."""
     if db_url.startswith("sqlite"):
         pytest.skip("SQLite agents are OS users")
     database = make_url(db_url).database
@@ -163,10 +166,21 @@ def test_a_role_nobody_logs_in_as_is_no_agent(cli: Cli, db_url: str) -> None:
             refused = cli("agent", "add", group, "--role", role)
             assert (refused.exit_code, refused.stderr.splitlines()[0]) == (
                 1,
-                f"Error: {group!r} is a role nobody logs in as (a group's members would all "
-                "gain the role): an agent is a person's or a job's login role (ALTER ROLE "
-                f'"{group}" LOGIN if it is one made without it)',
+                f"Error: {group!r} is a group role: its members would all gain the agent's "
+                "role; an agent is one person's or one job's login role",
             )
+    admin = create_engine(normalise_url(db_url), isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f"ALTER ROLE {login_role} NOLOGIN"))
+        refused = cli("agent", "add", login_role, "--role", "support")
+        assert (refused.exit_code, refused.stderr.splitlines()[0]) == (
+            1,
+            f'Error: {login_role!r} cannot log in: ALTER ROLE "{login_role}" LOGIN if it is '
+            "a person's or a job's role made without it",
+        )
+    finally:
+        admin.dispose()
     assert cli("agent", "list").stdout.count("\n") == 2  # the header and the first admin
 
 
@@ -732,6 +746,11 @@ def test_a_copied_database_gives_nothing_through_its_source_s_groups(login_role:
         stack.callback(admin.dispose)
         production = _upgraded_database(stack)
         assert production("agent", "add", login_role, "--role", "admin").exit_code == 0
+        # An agent off-boarded by the DBA (NOLOGIN) does not stop the copy's upgrade.
+        gone = stack.enter_context(created_login(str(PG_URL)))
+        assert production("agent", "add", gone, "--role", "support").exit_code == 0
+        with admin.connect() as conn:
+            conn.execute(text(f"ALTER ROLE {gone} NOLOGIN"))
         source = make_url(production.settings.database_url).database
         copy = f"{source}_copy"
         with admin.connect() as conn:
@@ -756,7 +775,7 @@ def test_a_copied_database_gives_nothing_through_its_source_s_groups(login_role:
         with in_staging.connect() as conn, pytest.raises(ProgrammingError, match="permission"):
             conn.execute(text("UPDATE agent SET disabled_at = NULL"))
         with _disposed(stack, _as(production, login_role)).connect() as conn:
-            assert conn.execute(text("SELECT count(*) FROM agent")).scalar_one() == 2
+            assert conn.execute(text("SELECT count(*) FROM agent")).scalar_one() == 3
 
 
 def test_an_upgrade_leaves_in_the_groups_only_the_enabled_agents(login_role: str) -> None:

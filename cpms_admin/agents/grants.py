@@ -140,13 +140,11 @@ def _match_agents(conn: Connection, groups: dict[Role, str]) -> None:
             grant_membership(conn, name=name, role=role)
 
 
-def grant_membership(conn: Connection, *, name: str, role: Role) -> None:
-    """Make login role `name` a member of `role`'s group only. The login role must exist: the
-    DBA creates it (`CREATE ROLE alice LOGIN ...`), as passwords are theirs to manage.
-
-    An admin is given every group of this database WITH ADMIN OPTION: PostgreSQL lets only
-    the holders of that option grant and revoke a group, and an admin who is not the owner
-    must be able to add and disable agents. The other groups add no privilege an admin lacks."""
+def check_login_role(conn: Connection, name: str) -> None:
+    """Before `agent add`: `name` must be a login role, which the DBA creates (`CREATE ROLE
+    alice LOGIN ...`), as passwords are theirs to manage. A CPMS group or one of PostgreSQL's
+    own `pg_*` roles is refused: its members would all gain the agent's role (the support
+    agents' group made nightly could delete audit events from psql)."""
     can_login = conn.execute(
         text("SELECT rolcanlogin FROM pg_roles WHERE rolname = :name"), {"name": name}
     ).scalar()
@@ -155,13 +153,24 @@ def grant_membership(conn: Connection, *, name: str, role: Role) -> None:
             f"no database login role {name!r}: a DBA creates it first "
             f'(CREATE ROLE "{name}" LOGIN PASSWORD ...), see README "Agents and rights"'
         )
-    if not can_login or _ANY_GROUP.fullmatch(name):
-        # A group's members would all gain the role: a CPMS group, PostgreSQL's own roles.
+    if _ANY_GROUP.fullmatch(name) or name.startswith("pg_"):
         raise Refused(
-            f"{name!r} is a role nobody logs in as (a group's members would all gain the "
-            f"role): an agent is a person's or a job's login role (ALTER ROLE \"{name}\" LOGIN "
-            "if it is one made without it)"
+            f"{name!r} is a group role: its members would all gain the agent's role; an agent "
+            "is one person's or one job's login role"
         )
+    if not can_login:
+        raise Refused(
+            f'{name!r} cannot log in: ALTER ROLE "{name}" LOGIN if it is a person\'s or a '
+            "job's role made without it"
+        )
+
+
+def grant_membership(conn: Connection, *, name: str, role: Role) -> None:
+    """Make role `name` a member of `role`'s group only.
+
+    An admin is given every group of this database WITH ADMIN OPTION: PostgreSQL lets only
+    the holders of that option grant and revoke a group, and an admin who is not the owner
+    must be able to add and disable agents. The other groups add no privilege an admin lacks."""
     revoke_membership(conn, name=name)
     groups = _groups(conn)
     login = _quoted(conn, name)

@@ -114,6 +114,7 @@ def add_agent(session: Session, *, name: str, role: Role, actor: str, now: datet
             agent.role, agent.disabled_at, agent.disabled_reason = role, None, None
         session.add(agent)
         if session.get_bind().dialect.name == "postgresql":
+            grants.check_login_role(session.connection(), name)
             grants.grant_membership(session.connection(), name=name, role=role)
         audit.record(
             session,

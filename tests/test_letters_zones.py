@@ -162,7 +162,7 @@ def test_an_address_line_too_wide_even_in_8_pt_is_unprintable() -> None:
 
 def test_the_longest_city_the_date_line_takes_prints_on_one_line(tmp_path: Path) -> None:
     """CPMS_LETTER_CITY is measured against the date line with its longest date: what passes
-    prints on one line on 30 September, one letter more is refused before any letter."""
+    prints on one line on 1 and 30 September, one letter more is refused before any letter."""
     from cpms_admin.letters.pdf.zones import check_place
 
     name = "Saint-Rémy-de-Provence-sur-Durance-et-Alpilles-en-Luberon"
@@ -175,13 +175,17 @@ def test_the_longest_city_the_date_line_takes_prints_on_one_line(tmp_path: Path)
             break
         city = name[:length]
     assert "Saint-Rémy-de-Provence" in city and city != name
-    letter = replace(
-        sample_content("security_code"), place=city, letter_date=date(2026, 9, 30), specimen=False
-    )
-    out = tmp_path / "date.pdf"
-    LetterRenderer().render([letter], out)
-    found = words(out, 1)
-    start = next(at for at, word in enumerate(found) if word[0].startswith("Saint-Rémy"))
-    line = found[start : start + 5]
-    assert [word[0] for word in line] == [f"{city},", "le", "30", "septembre", "2026"]
-    assert len({round(word[2]) for word in line}) == 1  # one line: the same top
+    for day in ("1er", "30"):  # `1er` is the wider
+        letter = replace(
+            sample_content("security_code"),
+            place=city,
+            letter_date=date(2026, 9, int(day.removesuffix("er"))),
+            specimen=False,
+        )
+        out = tmp_path / "date.pdf"
+        LetterRenderer().render([letter], out)
+        found = words(out, 1)
+        start = next(at for at, word in enumerate(found) if word[0].startswith("Saint-Rémy"))
+        line = found[start : start + 5]
+        assert [word[0] for word in line] == [f"{city},", "le", day, "septembre", "2026"]
+        assert len({round(word[2]) for word in line}) == 1  # one line: the same top

@@ -15,10 +15,11 @@ blocks; the tests read the printed text's positions back and check them against 
 import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 
 from cpms_admin.errors import NotReady
-from cpms_admin.french import MONTHS
+from cpms_admin.french import french_date
 from cpms_admin.settings import RETURN_ADDRESS_LINES, Settings, return_address_lines
 
 __all__ = ["RETURN_ADDRESS_LINES", "return_address_lines"]
@@ -72,6 +73,8 @@ LETTER_PT = 10.0  # letter.css's html
 # letter.css: the page's text is 175 mm wide (20 and 15 mm margins), the date line starts
 # 90 mm into it.
 DATELINE_WIDTH = PAGE_WIDTH - 20 - 15 - 90
+# The widest date of each month: its 1st (`1er`), or a day of two digits (all as wide).
+_WIDEST_DATES = [date(2026, month, day) for month in range(1, 13) for day in (1, 28)]
 
 
 def address_size(lines: Sequence[str]) -> float | None:
@@ -104,7 +107,9 @@ def check_place(settings: Settings) -> None:
     """NotReady unless CPMS_LETTER_CITY fits the date line beside the longest date (a longer
     one would wrap over the letter's body: a setting to fix before any letter is printed)."""
     city = settings.letter_city
-    width = max(_ems(f"{city}, le 30 {month} 2026") for month in MONTHS) * LETTER_PT * MM_PER_PT
+    width = (
+        max(_ems(f"{city}, le {french_date(day)}") for day in _WIDEST_DATES) * LETTER_PT * MM_PER_PT
+    )
     if width > DATELINE_WIDTH:
         raise NotReady(
             f"CPMS_LETTER_CITY {city!r} makes a date line {width:.1f} mm wide in the letters' "

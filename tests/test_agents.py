@@ -452,6 +452,14 @@ def test_a_database_the_agents_may_not_write_is_a_doctor_problem(team_cli: Cli) 
         "(the nightly batch, mail send) would fail",
     )
     assert found["fix"].startswith(f"give this user write access to {database}")
+    database.chmod(0o660)
+    wal = database.with_name(database.name + "-wal")  # as a run as root left it, killed
+    wal.touch()
+    os.chown(wal, 0, 0)
+    wal.chmod(0o600)
+    found = as_user(SUPPORT_USER, doctor_on_database)
+    assert isinstance(found, dict), found
+    assert (found["ok"], found["detail"].split(" is not")[0]) == (False, str(wal))
 
 
 def test_someone_who_is_no_agent_changes_nothing(shared_cli: Cli) -> None:

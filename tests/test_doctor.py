@@ -96,3 +96,14 @@ def test_a_database_in_a_folder_everyone_writes_in_is_a_problem(cli: Cli, tmp_pa
     found = checks(result)["database"]
     assert found["ok"] is False and "is writable by every user" in str(found["detail"])
     assert found["fix"] == f"move the database to a folder of its own, or chmod o-w {shared}"
+
+
+def test_a_city_too_long_for_the_date_line_is_a_problem_before_the_night(cli: Cli) -> None:
+    """Else every check passed and the nightly batch refused to print (exit 5)."""
+    city = "Saint-Remy-en-Bouzemont-Saint-Genest-et-Isson"  # France's longest commune name
+    result = cli.with_settings(letter_city=city)("--json", "doctor")
+    assert result.exit_code == 5
+    found = checks(result)["letters"]
+    assert found["ok"] is False
+    assert str(found["detail"]).startswith(f"CPMS_LETTER_CITY {city!r} makes a date line")
+    assert checks(cli("--json", "doctor"))["letters"]["ok"] is True

@@ -51,14 +51,7 @@ def _schema_revision(settings: Settings) -> str | None:
 
 
 def check_database(settings: Settings) -> Check:
-    revision = _schema_revision(settings)
-    if revision != HEAD_REVISION:
-        return Check(
-            "database",
-            False,
-            f"schema at {revision or 'nothing'}, latest is {HEAD_REVISION}",
-            "run cpms-admin db upgrade",
-        )
+    # First: a -wal file this user may not write keeps them from even reading the database.
     unwritable = _unwritable(settings)
     if unwritable is not None:
         return Check(
@@ -68,6 +61,14 @@ def check_database(settings: Settings) -> Check:
             "(the nightly batch, mail send) would fail",
             f"give this user write access to {unwritable} (README, Deploying: the database's "
             "group), or check that it is not immutable (lsattr)",
+        )
+    revision = _schema_revision(settings)
+    if revision != HEAD_REVISION:
+        return Check(
+            "database",
+            False,
+            f"schema at {revision or 'nothing'}, latest is {HEAD_REVISION}",
+            "run cpms-admin db upgrade",
         )
     folder = _open_folder(settings)
     if folder is not None:
@@ -82,8 +83,9 @@ def check_database(settings: Settings) -> Check:
 
 
 def _unwritable(settings: Settings) -> Path | None:
-    """A SQLite database file, or its folder (where SQLite keeps its -wal and -shm files),
-    that this user may not write: a restored backup's mode, an immutable file."""
+    """A SQLite database file, its -wal and -shm files, or its folder (where SQLite makes
+    them), that this user may not write: a restored backup's mode, an immutable file, the
+    -wal file left by another user's run."""
     import os
 
     from cpms_admin.db import sqlite_path
@@ -93,10 +95,10 @@ def _unwritable(settings: Settings) -> Path | None:
     if database is None:
         return None
     database = absolute(database)
-    for path, access in ((database, os.W_OK), (database.parent, os.W_OK | os.X_OK)):
-        if not os.access(path, access):
-            return path
-    return None
+    files = [database.with_name(database.name + end) for end in ("", "-wal", "-shm")]
+    wanted = [(path, os.W_OK) for path in files] + [(database.parent, os.W_OK | os.X_OK)]
+    # What does not exist is another check's: a missing database is said as such.
+    return next((p for p, access in wanted if os.path.exists(p) and not os.access(p, access)), None)
 
 
 def _open_folder(settings: Settings) -> Path | None:
@@ -206,6 +208,20 @@ def check_weasyprint(settings: Settings) -> Check:
     return Check("weasyprint", True, "HarfBuzz font subsetting in use")
 
 
+def check_letters(settings: Settings) -> Check:
+    """What the letters print from the settings fits its place (else the batch refuses)."""
+    from cpms_admin.letters.pdf import zones
+
+    try:
+        lines = zones.return_address(settings)
+        zones.check_place(settings)
+    except NotReady as exc:
+        return Check("letters", False, str(exc), "shorten the setting it names")
+    return Check(
+        "letters", True, f"return address ({len(lines)} lines) and date line fit their places"
+    )
+
+
 def check_mail(settings: Settings) -> Check:
     if not settings.smtp_url:
         return _check_outbox(settings.outbox)
@@ -241,6 +257,7 @@ CHECKS: tuple[Callable[[Settings], Check], ...] = (
     check_templates,
     check_fonts,
     check_weasyprint,
+    check_letters,
     check_mail,
 )
 

@@ -175,7 +175,7 @@ def migrate(engine: Engine, revision: str, *, down: bool = False) -> str | None:
             before = _stamped(conn)
             config.attributes["connection"] = conn
             (command.downgrade if down else command.upgrade)(config, revision)
-            if sqlite:
+            if sqlite and _stamped(conn) != before:
                 _refuse_dangling_rows(conn)
     except DBAPIError as exc:
         raise database_failure(exc, doing="cannot upgrade the database") from None
@@ -205,7 +205,8 @@ def _refuse_dangling_rows(conn: Connection) -> None:
         table, rowid, parent, _ = dangling
         raise NotReady(
             f"cannot upgrade the database: row {rowid} of {table} points at a row of {parent} "
-            "that does not exist; nothing was changed"
+            "that does not exist (sqlite3's PRAGMA foreign_key_check lists them all); nothing "
+            "was changed"
         )
 
 

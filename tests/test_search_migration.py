@@ -13,6 +13,7 @@ from sqlmodel import Session, select
 
 from cpms_admin.audit_chain import keyed
 from cpms_admin.db import current_revision, make_engine, migrate, upgrade_schema
+from cpms_admin.errors import NotReady
 from cpms_admin.members import views
 from cpms_admin.members.nir import format_nir
 from cpms_admin.members.search import search_values
@@ -109,6 +110,24 @@ def test_upgrade_refolds_existing_members_and_indexes_them(at_0004: Engine) -> N
         ]
         added = make_member(session, last_name="N’Dour", first_name="Youssou")
         assert views.list_members(session, search="ndour") == [added]  # kept in step
+
+
+def test_a_row_pointing_at_no_row_stops_the_upgrade_and_changes_nothing(
+    at_0004: Engine,
+) -> None:
+    """Foreign keys are off while SQLite migrates: they are checked before the commit, so a
+    row left dangling (an edit in the sqlite3 shell, which does not enforce them) is named,
+    and the schema stays as it was."""
+    if at_0004.dialect.name != "sqlite":
+        pytest.skip("PostgreSQL enforces foreign keys throughout")
+    with at_0004.connect() as conn:
+        conn.connection.dbapi_connection.execute("PRAGMA foreign_keys = OFF")  # type: ignore[union-attr]
+        conn.execute(text("INSERT INTO account (member_id, failed_attempts, captcha_required) "
+                          "VALUES (999, 0, false)"))  # fmt: skip
+        conn.commit()
+    with pytest.raises(NotReady, match=r"row [0-9]+ of account points at a row of member"):
+        upgrade_schema(at_0004)
+    assert current_revision(at_0004) == "0004"
 
 
 def test_downgrade_restores_0004_and_upgrades_again(at_0004: Engine) -> None:

@@ -11,11 +11,13 @@ import pytest
 from argon2 import PasswordHasher
 from sqlmodel import Session, select
 
+from cpms_admin.credentials.pins import nir_date_pins
 from cpms_admin.members.records import get_member
 from cpms_admin.models import Account, Member
+from cpms_admin.vocabulary import PinWeakness
 from tests.cred_helpers import LEGACY, PIN, import_hashes
 from tests.harness import Cli
-from tests.import_helpers import report_rows
+from tests.import_helpers import person, report_rows
 
 WRONG = "739264"
 
@@ -185,3 +187,29 @@ def test_db_upgrade_seals_the_hashes_imports_stored_as_they_came(
     again = cli("db", "upgrade")
     assert again.exit_code == 0 and "sealed" not in again.stderr
     assert [login(cli, nir, PIN)["ok"] for nir in nirs] == [True, True, True]
+
+
+def test_an_imported_pin_the_rules_refuse_is_never_accepted_and_is_revoked(
+    cli: Cli, session: Session, tmp_path: Path
+) -> None:
+    """The old system allowed PINs anyone with the NIR guesses (the birth date it holds,
+    123456). Typed right, such a PIN is answered as a wrong one (an answer of its own would
+    tell a member from a stranger) and revoked: the member sets a new PIN with a code."""
+    nirs = [person(n)["nir"] for n in (1, 2)]
+    weak = [sorted(nir_date_pins(nirs[0]))[0], "123456"]
+    hashes = [bcrypt.hashpw(pin.encode(), bcrypt.gensalt(4)).decode() for pin in weak]
+    result, _ = import_hashes(cli, tmp_path, hashes)
+    assert result.exit_code == 0, result.output
+    for nir, pin in zip(nirs, weak, strict=True):
+        wrong = cli("portal", "login", nir, input=f"{WRONG}\n")
+        right = cli("portal", "login", nir, input=f"{pin}\n")
+        assert (right.exit_code, right.stdout) == (wrong.exit_code, wrong.stdout)
+        assert stored_hash(session, nir) is None
+        assert login(cli, nir, pin)["reason"] == "no_pin"  # revoked: no second chance
+    [event] = [
+        e
+        for e in json.loads(cli("--json", "audit", "list", "--nir", nirs[0]).stdout)
+        if e["details"].get("imported_pin_revoked")
+    ]
+    assert event["details"]["imported_pin_revoked"] == PinWeakness.birth_date
+    assert login(cli, person(3)["nir"], PIN)["reason"] == "unknown_member"  # (a stranger's)

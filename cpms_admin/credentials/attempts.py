@@ -22,7 +22,13 @@ from cpms_admin import audit
 from cpms_admin.audit import PORTAL
 from cpms_admin.credentials import unknown_nir
 from cpms_admin.credentials.lockout import Block, Counters, blocked, count_failure, open_to_attempts
-from cpms_admin.credentials.pins import PinHasher, check_pin_format
+from cpms_admin.credentials.pins import (
+    PinHasher,
+    check_pin_format,
+    is_legacy,
+    parse_weak_pins,
+    pin_weakness,
+)
 from cpms_admin.db import transaction
 from cpms_admin.members.nir import mask_nir, nir_to_find
 from cpms_admin.models import Account, Member, pk
@@ -170,6 +176,28 @@ def _check_pin(
         return refuse(session, subject=subject, block=block, action=action, now=now)
     matches = hasher.verify(subject.pin_hash, pin)  # a dummy hash when there is none
     member = subject.member
+    weak = _weak_imported_pin(subject, pin, settings) if matches else None
+    if weak is not None:
+        # Anyone with the NIR guesses it: never accepted, revoked (the member sets a new one
+        # with a code), and answered as a wrong PIN, which tells no member from a stranger.
+        assert member is not None  # only a member's PIN is imported
+        with transaction(session):
+            session.exec(
+                update(Account)
+                .where(
+                    col(Account.member_id) == pk(member), col(Account.pin_hash) == subject.pin_hash
+                )
+                .values(pin_hash=None)
+            )
+            return record_failure(
+                session,
+                subject=subject,
+                action=action,
+                captcha_ok=captcha_ok,
+                settings=settings,
+                now=now,
+                imported_pin_revoked=weak,
+            )
     if matches and member is not None and member.status != MemberStatus.closed:
         return Attempt(True, PortalReason.ok, subject.counters, subject=subject)
     if matches:
@@ -181,6 +209,16 @@ def _check_pin(
     return record_failure(
         session, subject=subject, action=action, captcha_ok=captcha_ok, settings=settings, now=now
     )
+
+
+def _weak_imported_pin(subject: Subject, pin: str, settings: Settings) -> str | None:
+    """Why a PIN imported with its legacy hash is one the rules refuse (the NIR's birth
+    date, 123456), when it is one: the old system allowed it, the member never chose it here."""
+    member = subject.member
+    if member is None or member.status == MemberStatus.closed or not is_legacy(subject.pin_hash):
+        return None
+    weak_pins = parse_weak_pins(settings.weak_pins)
+    return pin_weakness(pin, weak_pins=weak_pins, nir=subject.nir)
 
 
 def _failure_reason(subject: Subject) -> str:
@@ -201,9 +239,11 @@ def record_failure(
     now: datetime,
     guessed: str = "pin",
     reason: str | None = None,
+    **details: Any,
 ) -> Attempt:
     """Count one failure atomically, with the cool-down or hard lock it brings, and its
-    audit row. A wrong PIN and a wrong code (`guessed`) spend the same budget."""
+    audit row (with `details`). A wrong PIN and a wrong code (`guessed`) spend the same
+    budget."""
     reason = reason or _failure_reason(subject)
     with transaction(session):
         if subject.member is None:
@@ -228,6 +268,7 @@ def record_failure(
                 now=now,
                 failures=counters.failures,
                 hard_locked=counters.hard_locked,
+                **details,
             )
     if counters is None:  # another attempt locked it in the meantime
         return _refuse_now(

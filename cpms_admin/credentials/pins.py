@@ -41,6 +41,7 @@ __all__ = [
     "PinHasher",
     "check_pin_format",
     "import_legacy_hash",
+    "is_legacy",
     "legacy_hash_problem",
     "nir_date_pins",
     "parse_weak_pins",
@@ -65,6 +66,11 @@ def check_pin_format(pin: str) -> None:
     """Raise InvalidInput unless `pin` is exactly 6 ASCII digits (the PIN is never echoed)."""
     if not _PIN.fullmatch(pin):
         raise InvalidInput("PIN must be exactly 6 digits (0-9)")
+
+
+def is_legacy(stored: str | None) -> bool:
+    """Whether a stored PIN hash is one an import carried over from the old system."""
+    return stored is not None and stored.startswith(LEGACY_PREFIX)
 
 
 def parse_weak_pins(raw: str) -> frozenset[str]:
@@ -214,7 +220,7 @@ class PinHasher:
         if stored is None:
             self._verify_argon2(self._dummy_hash(), pin)
             return False
-        if stored.startswith(LEGACY_PREFIX):
+        if is_legacy(stored):
             return verify_legacy(stored[len(LEGACY_PREFIX) :], pin, self._peppers)
         return self._verify_argon2(stored, pin)
 
@@ -233,7 +239,7 @@ class PinHasher:
         """True for legacy or unreadable hashes, and argon2 hashes made with an older pepper or
         other parameters: the caller rehashes after a successful login, the only time it has
         the PIN."""
-        if stored.startswith(LEGACY_PREFIX):
+        if is_legacy(stored):
             return True
         from argon2.exceptions import InvalidHashError
 

@@ -30,7 +30,7 @@ from tests.mail_helpers import free_port
 INT, STR, BOOL, NULL = "int", "str", "bool", "null"
 INTS, STRS = "list[int]", "list[str]"
 ATTEMPT = {"failures": {INT}, "hard_locked": {BOOL}}  # a wrong PIN or code, counted
-DELIVERY = {"nir": {STR}, "channel": {STR}, "purpose": {STR}, "expires_at": {STR, NULL},
+DELIVERY = {"channel": {STR}, "purpose": {STR}, "expires_at": {STR, NULL},
             "letter_id": {INT, NULL}, "letter_reused": {BOOL}}  # fmt: skip
 PURGE = {"rule": {STR}, "before": {STR}, "count": {INT}, "oldest": {STR, NULL},
          "skipped": {"list[]", STRS}, "error": {STR}}  # fmt: skip
@@ -43,7 +43,8 @@ SCHEMAS: dict[str, dict[str, set[str]]] = {
     "code.issue": DELIVERY,
     "pin.reset": {**DELIVERY, "had_pin": {BOOL}, "revoked_codes": {INT}},
     "code.revoke": {"code_id": {INT}, "revoked": {BOOL}, "error": {STR}},
-    "portal.login": {**ATTEMPT, "block": {STR}, "rehashed": {BOOL}},
+    "portal.login": {**ATTEMPT, "block": {STR}, "rehashed": {BOOL},
+                     "imported_pin_revoked": {STR}},
     "portal.set_pin": {**ATTEMPT, "block": {STR}, "how": {STR}, "code_id": {INT},
                        "lifted_lockout": {BOOL}},
     "portal.change_pin": {**ATTEMPT, "block": {STR}, "how": {STR}, "rehashed": {BOOL}},

@@ -52,8 +52,12 @@ class CodeDelivery:
 
     def as_json(self) -> dict[str, Any]:
         """What commands print: never the code itself."""
+        return {"nir": self.nir, **self.audit_details()}
+
+    def audit_details(self) -> dict[str, Any]:
+        """What the audit keeps of it: not the NIR, which the event's member gives, and which
+        a sealed event would keep after pseudonymisation took it from the member."""
         return {
-            "nir": self.nir,
             "channel": self.channel,
             "purpose": self.purpose,
             "expires_at": iso(self.expires_at),
@@ -153,7 +157,7 @@ def deliver_code(
             reason=reason,
             at=now,
             **details,
-            **delivery.as_json(),
+            **delivery.audit_details(),
         )
         if delivery.issued is not None:
             work.after_commit(

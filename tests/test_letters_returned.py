@@ -17,6 +17,7 @@ import pytest
 from sqlmodel import Session, select
 
 from cpms_admin.clock import system_clock
+from cpms_admin.french import agent_time
 from cpms_admin.members.postal import delivery_lines
 from cpms_admin.models import Letter, Member
 from cpms_admin.settings import Settings
@@ -207,20 +208,32 @@ def test_a_member_who_moved_and_came_back_has_the_address_flagged_by_a_letter_se
 
 
 def test_a_letter_of_a_pseudonymised_member_comes_back_without_writing_about_them(
-    cli: Cli, session: Session, clock: FakeClock, printed: dict[str, Any]
+    cli: Cli, session: Session, clock: FakeClock, tmp_path: Path, printed: dict[str, Any]
 ) -> None:
     """Their letter is recorded as returned, but nothing about them is written again: no
-    flag, no reason from the print house on their row."""
-    nir, back = next(iter(printed.items()))
-    ok(cli("member", "close", nir, "--reason", "left"))
+    flag, no reason from the print house on their row, their letter or the audit; and the
+    reason a letter came back with before is gone with the rest of their data."""
+    (nir, back), (other_nir, earlier) = list(printed.items())[:2]
+    why = "Décédé, écrire à Mme Yolanda Wxyz, 4 rue Crébillon, Nantes"  # the print house's
+    returns = tmp_path / "retours.csv"
+    returns.write_text(f"letter_id;motif\n{earlier['letter_id']};{why}\n")
+    ok(cli("letters", "returned", "--from-file", str(returns)))
+    for closing in (nir, other_nir):
+        ok(cli("member", "close", closing, "--reason", "left"))
     clock.advance(days=731)
     assert cli("purge").exit_code == 0
-    result = ok(cli("--json", "letters", "returned", str(back["letter_id"]), "--reason", "NPAI"))
+    session.rollback()  # a fresh snapshot, with what the commands did
+    assert session.get_one(Letter, earlier["letter_id"]).status_reason is None
+    returns.write_text(f"letter_id;motif\n{back['letter_id']};{why}\n")
+    result = ok(cli("--json", "letters", "returned", "--from-file", str(returns)))
     assert (result["returned"], result["members_flagged"]) == ([back["letter_id"]], 0)
-    member = session.get_one(Letter, back["letter_id"]).member_id
-    session.rollback()
-    row = session.get_one(Member, member)
+    session.rollback()  # a fresh snapshot, with what the commands did
+    letter = session.get_one(Letter, back["letter_id"])
+    assert letter.status_reason == f"returned undeliverable on {agent_time(clock.now)}"
+    row = session.get_one(Member, letter.member_id)
     assert (row.undeliverable_at, row.undeliverable_reason) == (None, None)
+    [event] = json.loads(cli("--json", "audit", "list", "--action", "letter.returned").stdout)[:1]
+    assert event["details"]["returned_as"] is None and "Yolanda" not in json.dumps(event)
 
 
 def test_a_printed_letter_keeps_its_address_only_as_a_keyed_digest(
@@ -424,7 +437,7 @@ def test_the_print_house_file_records_every_return_once(
     returns.write_bytes(("\r\n".join(rows) + "\r\n").encode("cp1252"))
     result = ok(cli("--json", "letters", "returned", "--from-file", str(returns)))
     assert (sorted(result["returned"]), result["members_flagged"]) == (sorted(ids), 2)
-    session.expire_all()
+    session.rollback()  # a fresh snapshot, with what the commands did
     letter = session.get(Letter, ids[0])
     assert letter is not None and "Destinataire inconnu" in (letter.status_reason or "")
     again = ok(cli("--json", "letters", "returned", "--from-file", str(returns)))

@@ -35,6 +35,7 @@ from cpms_admin.vocabulary import AuditAction, LetterStatus
 # What the program writes itself of a return (privacy/dossier_pdf.py words them in French).
 RETURNED_BY_POST = "NPAI returned by the post"  # `letters returned`'s reason when none is given
 RETURNED_ON = "returned undeliverable on {}: {}"  # the letter's status_reason
+RETURNED = "returned undeliverable on {}"  # ... a pseudonymised member's: nothing about them
 CAME_BACK = "letter #{} came back: {}"  # why the member's address is flagged
 
 ID_COLUMNS = ("letter_id", "reference", "ref", "id")
@@ -222,12 +223,16 @@ def _record_one(
     member = session.get(Member, letter.member_id, with_for_update=True, populate_existing=True)
     assert member is not None, "a letter's member exists"
     moved = bore_other_address(letter, member, peppers)  # before the return's reason
+    # A pseudonymised member may gain no words about them (the print house's are free text).
+    why = back.why if member.pseudonymised_at is None else None
     letter.status = LetterStatus.returned
-    letter.status_reason = RETURNED_ON.format(agent_time(now), back.why)
+    letter.status_reason = (
+        RETURNED_ON.format(agent_time(now), why) if why else RETURNED.format(agent_time(now))
+    )
     session.add(letter)
     revoked = revoke_printed(session, [pk(letter)])
     result.codes_revoked += revoked
-    # A pseudonymised member has no address left to flag, nor may gain a reason about them.
+    # A pseudonymised member has no address left to flag.
     flagged = not moved and member.pseudonymised_at is None and not undeliverable.is_flagged(member)
     if moved:
         result.address_changed_since.append(letter.id or 0)
@@ -249,7 +254,7 @@ def _record_one(
         reason=reason,
         at=now,
         letter_id=letter.id,
-        returned_as=back.why,
+        returned_as=why,
         code_revoked=bool(revoked),
         address_flagged=flagged,
         address_changed_since=moved,

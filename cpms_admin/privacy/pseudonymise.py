@@ -27,7 +27,7 @@ from cpms_admin.db import stated, transaction
 from cpms_admin.faults import failpoint
 from cpms_admin.models import Account, Letter, Member, OutgoingMail
 from cpms_admin.privacy.retention import Found, Rule, Scope, record_category
-from cpms_admin.vocabulary import MailStatus, MemberStatus, RetentionCategory
+from cpms_admin.vocabulary import LetterStatus, MailStatus, MemberStatus, RetentionCategory
 
 BATCH = 500
 PSEUDONYM_PREFIX = "X"
@@ -126,6 +126,11 @@ def pseudonymise(session: Session, member_ids: Sequence[int], *, now: datetime) 
     )
     session.execute(  # the keyed digest of the address each letter bore
         update(Letter).where(col(Letter.member_id).in_(member_ids)).values(address_digest=None)
+    )
+    session.execute(  # a return's reason: the print house's free text ("décédé", a new address)
+        update(Letter)
+        .where(col(Letter.member_id).in_(member_ids), col(Letter.status) == LetterStatus.returned)
+        .values(status_reason=None)
     )
     mails = col(OutgoingMail.member_id).in_(member_ids)
     session.execute(update(OutgoingMail).where(mails).values(last_error=None))

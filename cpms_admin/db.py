@@ -69,6 +69,8 @@ SQLITE_PRAGMAS = (
     "PRAGMA journal_mode = WAL",
     "PRAGMA foreign_keys = ON",
     "PRAGMA synchronous = NORMAL",
+    # Deleted content zeroed, not left in free pages (Debian builds SQLite so; others may not).
+    "PRAGMA secure_delete = ON",
     # Ceilings a bulk command at a million members reaches and a look-up does not: a
     # page cache of 64 MiB (SQLite's default is 2) keeps the member indexes' inner pages in
     # memory, and a checkpoint every 16,000 pages of WAL (64 MiB, not 4) syncs the database
@@ -180,6 +182,19 @@ def migrate(engine: Engine, revision: str, *, down: bool = False) -> str | None:
     except DBAPIError as exc:
         raise database_failure(exc, doing="cannot upgrade the database") from None
     return before
+
+
+def checkpoint(engine: Engine) -> None:
+    """SQLite: copy the write-ahead log into the database file and empty it, so that what a
+    run overwrote (purge: the pseudonymised members' data) leaves both files now, not at the
+    next automatic checkpoint (every 64 MiB). It waits for readers in a transaction
+    (busy_timeout), then copies what it can. Other engines: nothing."""
+    if engine.dialect.name != "sqlite":
+        return
+    with engine.connect() as conn:
+        raw = conn.connection.dbapi_connection
+        assert raw is not None
+        raw.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
 
 @contextmanager

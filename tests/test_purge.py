@@ -266,6 +266,31 @@ def test_a_pseudonymised_member_is_no_one_but_their_audit_events_remain(
     assert f"X{member_id:014d}" in listed and "X 00 00" not in listed
 
 
+def test_nothing_of_a_pseudonymised_member_stays_in_the_database_files(
+    cli: Cli, session: Session, clock: FakeClock, db_url: str
+) -> None:
+    """Not in any table, a sealed event's details included (a code's delivery named the
+    NIR), and on SQLite not in the bytes of the database file or its write-ahead log."""
+    cli = cli.with_settings(retention_audit_days=3650)  # their events are kept, not archived
+    nir = add_member(cli, "Zanzibarova", "--email", "quirinus@example.org")
+    assert cli("code", "issue", nir, "--channel", "email", "--reason", "appel").exit_code == 0
+    close(cli, nir)
+    kept = add_member(cli, "Dupont")  # someone else's data stays
+    clock.advance(days=731)
+    session.rollback()
+    assert purge(cli)[0] == 0
+    theirs = [nir, "zanzibarova", "quirinus"]
+    dump = repr(snapshot(session)).lower()
+    assert [word for word in theirs if word in dump] == []
+    assert kept in dump
+    path = sqlite_path(db_url)
+    if path is not None:
+        files = [path.with_name(path.name + end) for end in ("", "-wal")]
+        stored = b"".join(file.read_bytes() for file in files if file.exists()).lower()
+        assert [word for word in theirs if word.encode() in stored] == []
+        assert b"dupont" in stored
+
+
 def test_a_run_killed_between_member_batches_is_finished_by_the_next(
     cli: Cli,
     session: Session,

@@ -37,6 +37,7 @@ from sqlalchemy import (
     func,
     literal_column,
     or_,
+    text,
     union,
     update,
 )
@@ -279,3 +280,12 @@ def refresh_search_columns(connection: Connection, *, batch_size: int = 5000) ->
         changed += len(changes)
         after = rows[-1].id
     return changed
+
+
+def forget_removed_words(session: Session) -> None:
+    """SQLite: merge the search index's segments, in the caller's transaction. FTS5 keeps the
+    words of a row it was told to remove until its segments are merged, in the file, where
+    pseudonymised members' names would stay. (PostgreSQL's trigram index drops them with the
+    row versions, when autovacuum reclaims them.)"""
+    if session.get_bind().dialect.name == "sqlite":
+        session.execute(text("INSERT INTO member_search(member_search) VALUES ('optimize')"))

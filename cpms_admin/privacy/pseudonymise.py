@@ -25,6 +25,7 @@ from sqlmodel import Session, SQLModel, col, select
 from cpms_admin.audit import RunAudit
 from cpms_admin.db import stated, transaction
 from cpms_admin.faults import failpoint
+from cpms_admin.members.search import forget_removed_words
 from cpms_admin.models import Account, Letter, Member, OutgoingMail
 from cpms_admin.privacy.retention import Found, Rule, Scope, record_category
 from cpms_admin.vocabulary import LetterStatus, MailStatus, MemberStatus, RetentionCategory
@@ -110,6 +111,9 @@ def drop_closed_members(scope: Scope, before: datetime, rule: str) -> Found:
             run.record_members(session, member_ids, change="pseudonymised")
         done += len(member_ids)
         failpoint("purge.between_member_batches")
+    if done:
+        with transaction(session):
+            forget_removed_words(session)
     return Found(done, found.oldest if done else None)
 
 

@@ -17,7 +17,7 @@ from typing import Any
 from sqlmodel import Session
 
 from cpms_admin.clock import Clock, iso
-from cpms_admin.db import transaction
+from cpms_admin.db import checkpoint, transaction
 from cpms_admin.errors import CpmsError, Refused
 from cpms_admin.privacy import pseudonymise, purge_files, retention
 from cpms_admin.privacy.retention import Found, Rule, Scope, record_category
@@ -152,6 +152,9 @@ def run_purge(
             results.append(CategoryResult(category, rule, Found(), error))
             continue
         results.append(CategoryResult(category, rule, found))
+    if not dry_run:
+        session.rollback()  # no read of this session's holds the checkpoint back
+        checkpoint(session.get_bind())  # type: ignore[arg-type]  # an engine, not a connection
     return PurgeResult(dry_run=dry_run, at=now, categories=results)
 
 

@@ -313,6 +313,39 @@ def test_member_without_pin_or_code_is_told_what_to_run(cli: Cli, session: Sessi
     assert f"Fix: cpms-admin code issue {newcomer.nir} --channel auto" in status
 
 
+def test_a_blocked_member_without_a_pin_is_sent_a_code_not_only_unlocked(
+    cli: Cli, clock: FakeClock, session: Session
+) -> None:
+    """Unlocked, they still could not log in: no PIN, no code on its way."""
+    newcomer = make_member(session, welcome=False)
+    for attempt in range(10):  # three wrong PINs cool it down, ten lock it
+        cli("portal", "login", newcomer.nir, "--captcha-ok", input="605813\n")
+        if attempt == 2:
+            cooling = json.loads(cli("--json", "account", "status", newcomer.nir).stdout)
+            assert cooling["state"] == "cooldown"
+            clock.advance(hours=2)
+        elif attempt > 2:
+            clock.advance(hours=2)
+    locked = json.loads(cli("--json", "account", "status", newcomer.nir).stdout)
+    assert locked["state"] == "locked"
+    for view in (cooling, locked):
+        assert view["diagnosis"][0].endswith(
+            "The member has no PIN and no code on its way: send one."
+        )
+        assert view["fix"].startswith(f"cpms-admin code issue {newcomer.nir} --channel auto")
+
+
+def test_a_member_with_nothing_wrong_gets_no_fix_to_run(
+    cli: Cli, session: Session, member: Member
+) -> None:
+    """A reset, offered as the fix, would take a working PIN away."""
+    assert cli("portal", "login", member.nir, input=f"{PIN}\n").exit_code == 0
+    view = json.loads(cli("--json", "account", "status", member.nir).stdout)
+    assert view["diagnosis"][0].startswith("No problem found")
+    assert view["fix"] is None
+    assert "Fix:" not in cli("account", "status", member.nir).stdout
+
+
 def test_code_rules_through_the_cli(cli: Cli, clock: FakeClock, session: Session) -> None:
     newcomer = make_member(session, welcome=False)
 

@@ -217,6 +217,13 @@ def _why(
     member, account, state = status.member, status.account, status.state
     nir, failures = member.nir, account.failed_attempts
     unlock = f"cpms-admin account unlock {nir} {REASON}"
+    send_code = f"cpms-admin code issue {nir} --channel auto {REASON}"
+    # Unlocked, a member without a PIN or a code on its way still cannot log in: the code is
+    # what they need (it lifts a hard lock too, once they set a PIN with it).
+    nothing_to_log_in_with = account.pin_hash is None and in_flight is None
+    no_pin = (
+        " The member has no PIN and no code on its way: send one." if nothing_to_log_in_with else ""
+    )
     if member.status == MemberStatus.closed:
         when = agent_time(member.closed_at) or "an unknown date"
         return f"Member closed on {when} ({member.closed_reason}): cannot log in.", None
@@ -226,8 +233,8 @@ def _why(
             f"{agent_time(account.hard_locked_at)}: "
             "the portal refuses every PIN and code, and sends no code, until an agent "
             "unlocks the account or sends a code (code issue, pin reset) with which the "
-            "member sets a new PIN."
-        ), unlock
+            f"member sets a new PIN.{no_pin}"
+        ), send_code if nothing_to_log_in_with else unlock
     if state == AccountState.cooldown:
         wait = seconds_until(account.locked_until, now)
         left = attempts_left(failures, settings)
@@ -235,11 +242,10 @@ def _why(
             f"Cooling down after {count(failures, 'failed attempt')}: the portal refuses "
             f"attempts until {agent_time(account.locked_until)} ({wait} s), then asks for a "
             "CAPTCHA; "
-            f"{count(left, 'more failure')} {agree(left, 'locks', 'lock')} the account."
-        ), unlock
+            f"{count(left, 'more failure')} {agree(left, 'locks', 'lock')} the account.{no_pin}"
+        ), send_code if nothing_to_log_in_with else unlock
     if state == AccountState.no_pin:
         if in_flight is None:
-            send_code = f"cpms-admin code issue {nir} --channel auto {REASON}"
             return "No PIN and no code on its way: the member cannot log in.", send_code
         return f"No PIN yet; {in_flight}.", None
     if failures:
@@ -252,8 +258,8 @@ def _why(
     return (
         f"No problem found: the account is active (last login {last}). If the member "
         "still cannot log in, check the NIR they type and that the PIN has 6 digits; "
-        "if the PIN is forgotten, reset it."
-    ), f"cpms-admin pin reset {nir} --channel auto {REASON}"
+        f"if the PIN is forgotten, reset it (cpms-admin pin reset {nir} --channel auto)."
+    ), None  # nothing to fix: a reset would take a working PIN away
 
 
 def _next_step(failures: int, settings: Settings) -> str:

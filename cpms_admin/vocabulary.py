@@ -201,7 +201,7 @@ class PortalReason(StrEnum):
 
 
 class PinSecret(StrEnum):
-    """What the secret typed to set a PIN is (`portal set-pin --using`): the portal knows which
+    """What the secret typed to set a PIN is (`portal set-pin --with`): the portal knows which
     form the member filled in."""
 
     auto = "auto"  # QA: the code when the member has a live one, else the current PIN

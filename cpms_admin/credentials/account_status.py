@@ -198,7 +198,10 @@ def diagnose(
             "PIN carried over from the previous system: upgraded at the next successful login."
         )
     if not member.email:
-        findings.append("No e-mail address: codes go by post (2 to 8 days).")
+        findings.append(
+            "No e-mail address: codes go by post (48 hours to a week, as the portal tells "
+            "the member)."
+        )
     if undeliverable.is_flagged(member):  # a returned letter: no code can go by post
         flagged = undeliverable.describe(member)
         findings.insert(

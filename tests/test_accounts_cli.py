@@ -223,7 +223,7 @@ def test_pin_reset_by_email_then_set_pin_with_the_code(
     old = cli("--json", "portal", "login", member.nir, input=f"{PIN}\n")
     assert json.loads(old.stdout)["reason"] == "no_pin"
     status = cli("account", "status", member.nir).stdout
-    assert "No PIN yet; a pin_reset code sent by e-mail is valid until" in status
+    assert "No PIN since a reset; a pin_reset code sent by e-mail is valid until" in status
     assert "  code in flight: pin_reset by email, valid until 2026-11-23 10:10 CET, " in status
     (code,) = mailed_codes(cli.settings)
     done = cli("portal", "set-pin", member.nir, input=f"{code}\n{NEW_PIN}\n{NEW_PIN}\n")
@@ -241,6 +241,10 @@ def test_pin_reset_says_whether_there_was_a_pin(cli: Cli, session: Session, memb
     assert account_of(session, never).pin_hash is None
     second = cli("pin", "reset", never.nir, "--channel", "post", "--reason", "asked")
     assert second.stdout.startswith("PIN reset: the member had no PIN yet; "), second.output
+    again = cli("pin", "reset", member.nir, "--channel", "post", "--reason", "again")
+    assert again.stdout.startswith(
+        "PIN reset: the PIN was reset before and not set again since; "
+    ), again.output
 
 
 def test_a_reset_e_mail_to_a_member_who_never_had_a_pin_greets_a_newcomer(

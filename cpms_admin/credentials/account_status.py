@@ -250,7 +250,8 @@ def _why(
     if state == AccountState.no_pin:
         if in_flight is None:
             return "No PIN and no code on its way: the member cannot log in.", send_code
-        return f"No PIN yet; {in_flight}.", None
+        since = "since a reset" if account.pin_set_at else "yet"
+        return f"No PIN {since}; {in_flight}.", None
     if failures:
         captcha = ", the portal asks for a CAPTCHA" if account.captcha_required else ""
         return (

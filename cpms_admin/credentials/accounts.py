@@ -89,6 +89,15 @@ class PinReset:
     sent: delivery.CodeDelivery
     had_pin: bool
 
+    @property
+    def pin_before(self) -> str:
+        """What there was to reset, in the agent's words."""
+        if self.had_pin:
+            return "the old PIN no longer works"
+        if self.sent.purpose == Purpose.first_login:
+            return "the member had no PIN yet"
+        return "the PIN was reset before and not set again since"
+
     def as_json(self) -> dict[str, Any]:
         """`pin reset --json`: the code's delivery (docs/scripting.md)."""
         return self.sent.as_json()

@@ -41,5 +41,6 @@ def reset(
             settings=app_.settings,
             clock=app_.clock,
         )
-    what = "the old PIN no longer works" if reset.had_pin else "the member had no PIN yet"
-    emit_object(app_, reset.as_json(), [f"PIN reset: {what}; {delivery_line(reset.sent)}"])
+    emit_object(
+        app_, reset.as_json(), [f"PIN reset: {reset.pin_before}; {delivery_line(reset.sent)}"]
+    )

@@ -205,6 +205,14 @@ def test_long_first_name_shrinks_to_initial_on_the_envelope() -> None:
     assert line == "Mme M.-C.-B. DE MONTMORENCY-LAVAL"  # a compound name's initials, French
 
 
+def test_a_woman_s_name_too_long_is_never_quoted_as_monsieur() -> None:
+    """The refusal quotes the shortest line tried: `M. DE ...` would read as "Monsieur"."""
+    last = "de Montesquiou-Fezensac de La Rochefoucauld"
+    with pytest.raises(FieldError) as caught:
+        validate_member_fields(member_values(civility="MME", first_name="Marie", last_name=last))
+    assert "'Mme DE MONTESQUIOU-FEZENSAC DE LA ROCHEFOUCAULD' is 47 characters" in str(caught.value)
+
+
 @pytest.mark.parametrize(
     ("field", "value"), [("last_name", ""), ("first_name", "   "), ("street", ""), ("city", "")]
 )

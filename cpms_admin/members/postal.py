@@ -330,7 +330,9 @@ def recipient_line(
         *([f"{prefix}{last}"] if read_as_monsieur else []),
         f"{initial} {last}",
     )
-    return next((line for line in candidates if len(line) <= MAX_LINE), candidates[-1])
+    # None fits: the refusal quotes the shortest that does not read as "Monsieur".
+    shortest = f"{prefix}{last}" if read_as_monsieur else candidates[-1]
+    return next((line for line in candidates if len(line) <= MAX_LINE), shortest)
 
 
 def _initials(first_name: str) -> str:

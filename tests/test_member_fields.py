@@ -270,3 +270,14 @@ def test_damage_messages_describe_the_value_typed() -> None:
     with pytest.raises(FieldError) as bad_date:
         validate_member_fields(member_values(birth_date="31-13-1985"))
     assert str(bad_date.value).endswith("is not a date: write YYYY-MM-DD (or DD/MM/YYYY)")
+
+
+@pytest.mark.parametrize(("written", "country"), [("L-1234", "LU"), ("CH-8000", "CH")])
+def test_a_postcode_written_with_its_country_s_prefix_is_taken(written: str, country: str) -> None:
+    """As Luxembourg's and Switzerland's are written on envelopes: the same as without."""
+    bare = written.split("-")[1]
+    with_prefix = validate_member_fields(
+        member_values(postcode=written, city="Ville", country=country)
+    )
+    without = validate_member_fields(member_values(postcode=bare, city="Ville", country=country))
+    assert with_prefix.address.lines() == without.address.lines()

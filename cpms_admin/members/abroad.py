@@ -97,6 +97,9 @@ def normalise_postcode(country: str, postcode: str) -> str:
     empty where the country has no postcodes."""
     rules = _rules(country)
     value = " ".join(postcode.upper().split())
+    prefix = rules.postal_code_prefix  # `L-`, `CH-`: printed by the country's format
+    if prefix and value.startswith(prefix):
+        value = value.removeprefix(prefix).strip()  # `L-1234` as written on an envelope
     last = _LAST_PART.get(country)
     if last and " " not in value and len(value) > last:
         value = f"{value[:-last]} {value[-last:]}"

@@ -64,8 +64,9 @@ def sqlite_path(url: str) -> Path | None:
     return Path(parsed.database)
 
 
+BUSY_TIMEOUT_MS = 30_000
 SQLITE_PRAGMAS = (
-    "PRAGMA busy_timeout = 30000",
+    f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}",
     "PRAGMA journal_mode = WAL",
     "PRAGMA foreign_keys = ON",
     "PRAGMA synchronous = NORMAL",
@@ -184,17 +185,25 @@ def migrate(engine: Engine, revision: str, *, down: bool = False) -> str | None:
     return before
 
 
+CHECKPOINT_WAIT_MS = 2_000  # not the commands' 30 s: the checkpoint can wait for the next
+
+
 def checkpoint(engine: Engine) -> None:
     """SQLite: copy the write-ahead log into the database file and empty it, so that what a
     run overwrote (purge: the pseudonymised members' data) leaves both files now, not at the
-    next automatic checkpoint (every 64 MiB). It waits for readers in a transaction
-    (busy_timeout), then copies what it can. Other engines: nothing."""
+    next automatic checkpoint (every 64 MiB). A reader in a transaction holds it back: it
+    waits for it a moment (CHECKPOINT_WAIT_MS), then copies what it can. Other engines:
+    nothing."""
     if engine.dialect.name != "sqlite":
         return
     with engine.connect() as conn:
         raw = conn.connection.dbapi_connection
         assert raw is not None
-        raw.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        raw.execute(f"PRAGMA busy_timeout = {CHECKPOINT_WAIT_MS}")
+        try:
+            raw.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        finally:
+            raw.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
 
 
 @contextmanager

@@ -181,8 +181,7 @@ def run_batch(
     from cpms_admin.letters.pdf.render import check_templates
 
     check_templates()  # NotReady before anything is claimed or made
-    return_address = zones.return_address(settings)
-    zones.check_place(settings)
+    return_address = zones.letterhead(settings)
     pepper = load_peppers(settings)
     run = _Run(
         engine=engine,

@@ -68,7 +68,7 @@ class RenderJob:
     batch_id: int
     staging: Path
     settings: Settings
-    return_address: tuple[str, ...]  # `zones.return_address(settings)`, checked by the run
+    return_address: tuple[str, ...]  # `zones.letterhead(settings)`, checked by the run
     now: datetime
     total: int
     duplex: bool = False

@@ -106,7 +106,7 @@ def preview_letter(
         raise InvalidInput(f"unknown letter wording {wording!r}: one of {', '.join(Wording)}")
     if not out.parent.is_dir():
         raise InvalidInput(f"cannot write {out}: directory {out.parent} does not exist")
-    zones.check_place(settings)
+    return_address = zones.letterhead(settings)
     now = clock()
     content = sample_content(
         kind,
@@ -115,7 +115,7 @@ def preview_letter(
         portal_url=settings.portal_url,
         place=settings.letter_city,
         wording=wording or "",
-        return_address=zones.return_address(settings),
+        return_address=return_address,
         lockout=LockoutTerms.of(settings),
     )
     if nir is not None:

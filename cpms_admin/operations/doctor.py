@@ -213,8 +213,7 @@ def check_letters(settings: Settings) -> Check:
     from cpms_admin.letters.pdf import zones
 
     try:
-        lines = zones.return_address(settings)
-        zones.check_place(settings)
+        lines = zones.letterhead(settings)
     except NotReady as exc:
         return Check("letters", False, str(exc), "shorten the setting it names")
     return Check(

@@ -103,6 +103,15 @@ def return_address(settings: Settings) -> tuple[str, ...]:
     return lines
 
 
+def letterhead(settings: Settings) -> tuple[str, ...]:
+    """What the letters print from the settings, each checked to fit its place (NotReady
+    naming the setting): the return address, whose lines it returns, and the date line's
+    city. Before any letter is laid out: the batch, a preview and `doctor` ask it."""
+    lines = return_address(settings)
+    check_place(settings)
+    return lines
+
+
 def check_place(settings: Settings) -> None:
     """NotReady unless CPMS_LETTER_CITY fits the date line beside the longest date (a longer
     one would wrap over the letter's body: a setting to fix before any letter is printed)."""

@@ -25,9 +25,8 @@ from cpms_admin.credentials.lockout import Block, Counters, blocked, count_failu
 from cpms_admin.credentials.pins import (
     PinHasher,
     check_pin_format,
+    configured_weakness,
     is_legacy,
-    parse_weak_pins,
-    pin_weakness,
 )
 from cpms_admin.db import transaction
 from cpms_admin.members.nir import mask_nir, nir_to_find
@@ -217,8 +216,7 @@ def _weak_imported_pin(subject: Subject, pin: str, settings: Settings) -> str | 
     member = subject.member
     if member is None or member.status == MemberStatus.closed or not is_legacy(subject.pin_hash):
         return None
-    weak_pins = parse_weak_pins(settings.weak_pins)
-    return pin_weakness(pin, weak_pins=weak_pins, nir=subject.nir)
+    return configured_weakness(pin, settings=settings, nir=subject.nir)
 
 
 def _failure_reason(subject: Subject) -> str:

@@ -36,10 +36,13 @@ from cpms_admin.vocabulary import PinWeakness
 if TYPE_CHECKING:
     from argon2 import PasswordHasher
 
+    from cpms_admin.settings import Settings
+
 __all__ = [
     "LEGACY_PREFIX",
     "PinHasher",
     "check_pin_format",
+    "configured_weakness",
     "import_legacy_hash",
     "is_legacy",
     "legacy_hash_problem",
@@ -147,6 +150,11 @@ def pin_weakness(
     if nir is not None and pin in nir_date_pins(nir):
         return PinWeakness.birth_date
     return None
+
+
+def configured_weakness(pin: str, *, settings: "Settings", nir: str) -> PinWeakness | None:
+    """`pin_weakness` with the common PINs of the settings (CPMS_WEAK_PINS)."""
+    return pin_weakness(pin, weak_pins=parse_weak_pins(settings.weak_pins), nir=nir)
 
 
 class PinHasher:

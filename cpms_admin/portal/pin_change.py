@@ -24,7 +24,7 @@ from cpms_admin.clock import Clock
 from cpms_admin.credentials import code_attempts, codes, delivery
 from cpms_admin.credentials.attempts import Subject, audit_attempt, pin_hasher, sign_in
 from cpms_admin.credentials.lockout import lift_lockout
-from cpms_admin.credentials.pins import check_pin_format, parse_weak_pins, pin_weakness
+from cpms_admin.credentials.pins import check_pin_format, configured_weakness
 from cpms_admin.db import transaction
 from cpms_admin.errors import InvalidInput
 from cpms_admin.faults import failpoint
@@ -71,7 +71,7 @@ def set_pin(
         return PortalResult(False, PortalReason.mismatch, answers.MISMATCH)
     # Judged by the NIR only (a birth date on file must match its year and month): whoever
     # asks typed it, so the answer tells them nothing, and it comes before any guess.
-    weakness = pin_weakness(new_pin, weak_pins=parse_weak_pins(settings.weak_pins), nir=compact)
+    weakness = configured_weakness(new_pin, settings=settings, nir=compact)
     if weakness is not None:
         return PortalResult(False, PortalReason.weak_pin, answers.weak_pin(weakness))
     now = clock()

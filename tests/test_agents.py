@@ -93,6 +93,20 @@ def test_agent_option_is_a_label_not_an_identity(
     assert (event["agent"], event["label"]) == (runner_identity(db_url), "portal")
 
 
+def test_the_global_options_may_be_typed_after_the_command(cli: Cli, session: Any) -> None:
+    """Agents type options last: `--agent` after the command labels the event as typed
+    first, in either spelling; words after `--` are the command's own."""
+    member = make_member(session)
+    done = cli("account", "unlock", member.nir, "--reason", "by phone", "--agent", "INC-42")
+    assert done.exit_code == 0, done.stderr
+    listed = cli("audit", "list", "--action", "account.unlock", "--agent=INC-43", "--json")
+    [event] = json.loads(listed.stdout)
+    assert event["label"] == "INC-42"
+    after_dashes = cli("member", "show", "--", "--agent")
+    assert after_dashes.exit_code == 2, after_dashes.stderr
+    assert "'--agent'" in after_dashes.stderr  # read as the NIR, and refused as one
+
+
 def test_the_portal_flows_are_the_portal_s_and_the_label_says_who_ran_them(
     cli: Cli, session: Any, settings: Settings, db_url: str
 ) -> None:

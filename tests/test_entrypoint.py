@@ -43,8 +43,11 @@ def test_console_script_works_end_to_end_from_any_directory(tmp_path: Path) -> N
         cwd=tmp_path,
     )
     assert added.returncode == 0, added.stderr
-    shown = run("--json", "member", "show", nir, cwd=tmp_path)
-    assert json.loads(shown.stdout)["last_name"] == "Lefèvre"
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    database = f"sqlite:///{tmp_path / 'data' / 'cpms.db'}"
+    shown = run("member", "show", nir, "--db", database, "--json", cwd=elsewhere)  # typed last
+    assert json.loads(shown.stdout)["last_name"] == "Lefèvre", shown.stderr
 
 
 def test_python_dash_m_and_version(tmp_path: Path) -> None:

@@ -42,6 +42,8 @@ from cpms_admin.settings import load_settings
 # configuration error the root callback put off because of that.
 HELP_ASKED = "cpms.help_asked"
 DEFERRED = "cpms.deferred_error"
+# The global options that take a value (`--json` is the other one typed after the command).
+GLOBAL_VALUED = ("--db", "--agent")
 
 
 class ErrorBoundary(TyperGroup):
@@ -51,7 +53,7 @@ class ErrorBoundary(TyperGroup):
         # The root callback (which reads the configuration) runs before a sub-command parses
         # its own `--help`; help must never need configuration, so note whether it is asked.
         ctx.meta[HELP_ASKED] = _asks_for_help(self, ctx, args)
-        return super().parse_args(ctx, _json_first(args))
+        return super().parse_args(ctx, _globals_first(args))
 
     def main(  # type: ignore[override]
         self, args: Sequence[str] | None = None, standalone_mode: bool = True, **extra: Any
@@ -181,7 +183,7 @@ app.command()(purge.purge)
 
 
 def _show_version(ctx: typer.Context, value: bool) -> None:
-    """`--version`; with `--json` (which `_json_first` puts first, and which is eager too, so
+    """`--version`; with `--json` (which `_globals_first` puts first, and which is eager too, so
     it is read by then) as a JSON document."""
     if value:
         if ctx.params.get("json_output"):
@@ -282,13 +284,22 @@ def _not_utf8(words: Sequence[str]) -> str | None:
     return None
 
 
-def _json_first(args: list[str]) -> list[str]:
-    """`--json` is a global option, but agents type it last (`audit list --json`): move it
-    before the command. Words after `--` are left alone."""
+def _globals_first(args: list[str]) -> list[str]:
+    """The global options are typed anywhere, and agents type them last (`audit list --json`,
+    `account unlock NIR --reason "called" --agent INC-42`): moved before the command, in
+    their order. Words after `--` are left alone."""
     end = args.index("--") if "--" in args else len(args)
-    if "--json" not in args[:end]:
-        return args
-    return ["--json", *(word for word in args[:end] if word != "--json"), *args[end:]]
+    moved: list[str] = []
+    rest: list[str] = []
+    words = iter(enumerate(args[:end]))
+    for at, word in words:
+        if word == "--json" or word.startswith(tuple(f"{name}=" for name in GLOBAL_VALUED)):
+            moved.append(word)
+        elif word in GLOBAL_VALUED and at + 1 < end:
+            moved.extend([word, next(words)[1]])
+        else:
+            rest.append(word)
+    return [*moved, *rest, *args[end:]]
 
 
 def _interruption(exc: KeyboardInterrupt) -> tuple[str, int]:

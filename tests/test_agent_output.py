@@ -230,6 +230,28 @@ def test_usage_errors_are_one_line(tmp_path: Path, args: list[str], message: str
     assert (result.returncode, result.stdout, result.stderr) == (2, "", message)
 
 
+@pytest.mark.parametrize(
+    ("args", "hint"),
+    [
+        (["member", "import", "adherents.csv"], "Did you mean 'members import'?"),
+        (["members", "list"], "Did you mean 'member list'?"),
+        (["unlock", "185057800608491"], "Did you mean 'account unlock'?"),
+        (["list"], "Did you mean 'member list', 'audit list', 'letters list' or 'agent list'?"),
+    ],
+)
+def test_a_command_typed_in_the_wrong_group_is_named(cli: Cli, args: list[str], hint: str) -> None:
+    result = cli(*args)
+    assert (result.exit_code, result.stdout) == (2, "")
+    assert hint in result.stderr, result.stderr
+
+
+def test_a_group_of_another_name_is_not_offered(cli: Cli) -> None:
+    """`mail send` sends the queued e-mails: no answer to `code send`."""
+    result = cli("code", "send")
+    assert result.exit_code == 2
+    assert result.stderr.startswith("Error: No such command 'send'. (see "), result.stderr
+
+
 def test_help_is_wrapped_by_the_terminal_with_plain_flags(cli: Cli) -> None:
     for command in (
         ["member", "add"],

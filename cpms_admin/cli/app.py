@@ -5,6 +5,7 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
+from difflib import get_close_matches
 from typing import Annotated, Any
 
 import typer
@@ -46,7 +47,26 @@ DEFERRED = "cpms.deferred_error"
 GLOBAL_VALUED = ("--db", "--agent")
 
 
-class ErrorBoundary(TyperGroup):
+class CommandGroup(TyperGroup):
+    """A group of commands that, asked for one a group of a like name holds (`member import`)
+    or for a group's command at the top (`unlock`), says where it is: `No such command
+    'import'. Did you mean 'members import'?`."""
+
+    def resolve_command(  # type: ignore[override]
+        self, ctx: typer.Context, args: list[str]
+    ) -> tuple[str | None, Any, list[str]]:
+        try:
+            return super().resolve_command(ctx, args)
+        except Exception as exc:
+            elsewhere = _holders(ctx, args[0]) if args and _is_usage_problem(exc) else []
+            if not elsewhere:
+                raise
+            choices = [f"'{group} {args[0]}'" for group in elsewhere]
+            listed = f"{', '.join(choices[:-1])} or {choices[-1]}" if choices[1:] else choices[0]
+            ctx.fail(f"No such command {args[0]!r}. Did you mean {listed}?")
+
+
+class ErrorBoundary(CommandGroup):
     """Turns expected failures into one line on stderr and the exit code of docs/scripting.md."""
 
     def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:  # type: ignore[override]
@@ -165,18 +185,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     help="Back-office for the accounts of the CPMS member portal.",
 )
-app.add_typer(db.app, name="db")
-app.add_typer(member.app, name="member")
-app.add_typer(audit.app, name="audit")
-app.add_typer(account.app, name="account")
-app.add_typer(pin.app, name="pin")
-app.add_typer(code.app, name="code")
-app.add_typer(portal.app, name="portal")
-app.add_typer(members.app, name="members")
-app.add_typer(mail.app, name="mail")
-app.add_typer(letters.app, name="letters")
-app.add_typer(pepper.app, name="pepper")
-app.add_typer(agent.app, name="agent")
+# Each group is named after its module (`cli/commands/members.py` is `members`).
+for group in (db, member, audit, account, pin, code, portal, members, mail, letters, pepper, agent):
+    app.add_typer(group.app, name=group.__name__.rpartition(".")[2], cls=CommandGroup)
 code.app.command("campaign")(code.campaign)
 app.command()(db.doctor)
 app.command()(purge.purge)
@@ -263,6 +274,19 @@ def _is_usage_problem(exc: Exception) -> bool:
     """Click's own errors (bad option, missing argument...), known without importing Click,
     which Typer vendors: they format their message and carry their exit code."""
     return callable(getattr(exc, "format_message", None)) and hasattr(exc, "exit_code")
+
+
+def _holders(ctx: typer.Context, name: str) -> list[str]:
+    """The groups holding a command `name`: any at the top, else those named like the group
+    typed (`member` for `members`; `mail send` is no answer to `code send`)."""
+    root = ctx.find_root()
+    groups = root.command.commands if isinstance(root.command, TyperGroup) else {}
+    holders = [
+        group_name
+        for group_name, group in groups.items()
+        if isinstance(group, TyperGroup) and name in group.commands
+    ]
+    return holders if ctx is root else get_close_matches(ctx.info_name or "", holders, cutoff=0.8)
 
 
 def _one_line(exc: Exception) -> str:

@@ -96,6 +96,7 @@ def test_no_letter_goes_to_a_flagged_address_until_an_agent_updates_it(
     refused = cli("code", "issue", nir, "--channel", "post", "--reason", "phone")
     assert refused.exit_code == 1
     assert "undeliverable" in refused.stderr and f"member update {nir}" in refused.stderr
+    assert f"add an e-mail address (cpms-admin member update {nir} --email" in refused.stderr
     assert cli("pin", "reset", nir, "--channel", "post", "--reason", "phone").exit_code == 1
     asked = ok(cli("--json", "portal", "request-code", nir))
     other = ok(cli("--json", "portal", "request-code", make_nir()))
@@ -113,6 +114,18 @@ def test_no_letter_goes_to_a_flagged_address_until_an_agent_updates_it(
     [event] = ok(cli("--json", "audit", "list", "--nir", nir, "--action", "member.update"))
     assert event["details"]["undeliverable_cleared"] is True
     ok(cli("code", "issue", nir, "--channel", "post", "--reason", "phone"))
+
+
+def test_a_flagged_member_with_an_e_mail_address_is_pointed_to_it(
+    cli: Cli, printed: dict[str, Any]
+) -> None:
+    nir, back = next(iter(printed.items()))
+    ok(cli("letters", "returned", str(back["letter_id"])))
+    ok(cli("member", "update", nir, "--email", "zoe@example.org", "--reason", "by phone"))
+    refused = cli("code", "issue", nir, "--channel", "post", "--reason", "phone")
+    assert refused.exit_code == 1
+    assert refused.stderr.rstrip().endswith("; or send the code by e-mail (--channel email)")
+    ok(cli("code", "issue", nir, "--channel", "email", "--reason", "phone"))
 
 
 def test_an_import_with_a_new_address_lifts_the_flag_and_one_without_keeps_it(

@@ -47,9 +47,15 @@ def view(member: Member) -> dict[str, Any] | None:
 def refuse_if_flagged(member: Member) -> None:
     """Refused (exit 1) when no letter may be sent to the member's address."""
     if is_flagged(member):
+        by_email = (
+            "send the code by e-mail (--channel email)"
+            if member.email
+            else f"add an e-mail address (cpms-admin member update {member.nir} --email "
+            "ADDRESS) and send the code by e-mail"
+        )
         raise Refused(
             f"member {member.nir}: no letter can be sent, {describe(member)}; update it: "
-            f"{fix(member)}; or send the code by e-mail"
+            f"{fix(member)}; or {by_email}"
         )
 
 

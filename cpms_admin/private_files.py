@@ -202,6 +202,17 @@ def check_destination(path: Path) -> Path:
     return final
 
 
+def remove_replaceable(path: Path) -> bool:
+    """Remove the file at `path` if a writer here could replace it (`check_destination`);
+    whether it did. For an output of an earlier run that would be mistaken for this one's."""
+    try:
+        final = check_destination(path)
+        os.unlink(final)
+    except (InvalidInput, OSError):  # not ours to replace, or not there
+        return False
+    return True
+
+
 def check_writable(path: Path) -> None:
     """InvalidInput, saying why, unless files can be written in directory `path` (made
     with its missing parents if need be) by this user: what `private_dir` and the writers

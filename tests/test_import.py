@@ -190,6 +190,28 @@ def test_bad_rows_are_reported_with_their_lines_and_the_others_imported(
     assert set(summaries(session)) == {row["nir"] for row in good}
 
 
+def test_a_refused_run_leaves_no_earlier_report(cli: Cli, session: Session, tmp_path: Path) -> None:
+    """A script reading `--errors` after a refused file must not find an earlier run's rows:
+    the earlier report is removed, unless it is a link or the very file imported."""
+    errors = tmp_path / "rejets.csv"
+    errors.write_text("line,field,reason\n9,nir,an earlier run's rejection\n")
+    lacking = tmp_path / "m.csv"
+    lacking.write_text("nir;last_name\n185057800608491;Martin\n")
+    refused = cli("members", "import", str(lacking), "--errors", str(errors))
+    assert refused.exit_code == 2, refused.output
+    assert not errors.exists()
+    assert f"Note: {errors} removed: it held an earlier run's rejected rows" in refused.stderr
+
+    kept = tmp_path / "kept.csv"
+    kept.write_text("another file\n")
+    errors.symlink_to(kept)
+    assert cli("members", "import", str(lacking), "--errors", str(errors)).exit_code == 2
+    assert errors.is_symlink() and kept.read_text() == "another file\n"
+    same = cli("members", "import", str(lacking), "--errors", str(lacking))
+    assert same.exit_code == 2 and lacking.exists() and "removed" not in same.stderr
+    assert summaries(session) == {}
+
+
 def test_the_report_of_a_file_lacking_columns_is_in_line_order(cli: Cli, tmp_path: Path) -> None:
     """Without `country`, a wrong city is judged with the member's country, which only
     `--on-conflict update` reads: such a row comes last then (judged after the rest of the

@@ -23,7 +23,7 @@ from cpms_admin.cli.output import (
 )
 from cpms_admin.english import agree, count
 from cpms_admin.errors import InvalidInput
-from cpms_admin.private_files import reserved, write_private_atomically
+from cpms_admin.private_files import remove_replaceable, reserved, write_private_atomically
 from cpms_admin.vocabulary import OnConflict
 
 if TYPE_CHECKING:
@@ -55,6 +55,19 @@ def _private_text(path: Path, *, encoding: str = "utf-8") -> Iterator[TextIO]:
             yield handle
     except OSError as exc:
         raise InvalidInput(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
+@contextmanager
+def _no_earlier_report(errors: Path | None) -> Iterator[None]:
+    """A run refused or stopped before its `--errors` report was written leaves none: one an
+    earlier run left there would be read as this run's. Removed only where the run could have
+    written its own (not the database, the pepper, the file imported, a link...)."""
+    try:
+        yield
+    except BaseException:
+        if errors is not None and remove_replaceable(errors):
+            note_for_agent(f"{errors} removed: it held an earlier run's rejected rows")
+        raise
 
 
 @contextmanager
@@ -206,38 +219,37 @@ def import_(
     from cpms_admin.bulk.importer import import_members
 
     app_ = app_context(ctx)
-    member_file = read_member_rows(file, fmt=fmt, encoding=encoding, delimiter=delimiter)
-    report_file = _private_text(errors, encoding="utf-8-sig") if errors else nullcontext()
-    # A workbook is zipped: its size says little of its rows, so its bar has no total.
-    total = (
-        None if member_file.fmt == "xlsx" else _estimate_records(file) - (member_file.fmt == "csv")
-    )
-    with (
-        reserved(file, "the file being imported"),
-        report_file as report_out,
-        BulkProgress("Importing", total=total) as progress,
-    ):
-        rejected = _Rejected(
-            ErrorReport(report_out, columns=member_file.report_columns)
-            if report_out is not None
-            else None
+    with reserved(file, "the file being imported"), _no_earlier_report(errors):
+        member_file = read_member_rows(file, fmt=fmt, encoding=encoding, delimiter=delimiter)
+        report_file = _private_text(errors, encoding="utf-8-sig") if errors else nullcontext()
+        # A workbook is zipped: its size says little of its rows, so its bar has no total.
+        total = (
+            None
+            if member_file.fmt == "xlsx"
+            else _estimate_records(file) - (member_file.fmt == "csv")
         )
-        with app_.session() as session:
-            counts = import_members(
-                session,
-                member_file=member_file,
-                agent=app_.agent,
-                on_conflict=on_conflict,
-                dry_run=dry_run,
-                welcome_letters=welcome_letters,
-                on_error=rejected,
-                on_progress=lambda c: progress.update(
-                    c.created + c.updated + c.skipped + c.invalid
-                ),
-                clock=app_.clock,
+        with report_file as report_out, BulkProgress("Importing", total=total) as progress:
+            rejected = _Rejected(
+                ErrorReport(report_out, columns=member_file.report_columns)
+                if report_out is not None
+                else None
             )
-        if rejected.report is not None:
-            rejected.report.close()
+            with app_.session() as session:
+                counts = import_members(
+                    session,
+                    member_file=member_file,
+                    agent=app_.agent,
+                    on_conflict=on_conflict,
+                    dry_run=dry_run,
+                    welcome_letters=welcome_letters,
+                    on_error=rejected,
+                    on_progress=lambda c: progress.update(
+                        c.created + c.updated + c.skipped + c.invalid
+                    ),
+                    clock=app_.clock,
+                )
+            if rejected.report is not None:
+                rejected.report.close()
     _warn_rejected(rejected, counts, all_in_file=errors is not None)
     if rejected.report is not None and rejected.report.hashes_left_out:
         _warn_hashes_left_out(rejected.report, errors)

@@ -39,10 +39,11 @@ def test_every_listing_shows_nirs_grouped_and_whole(cli: Cli, session: Session) 
 
 @pytest.mark.slow
 def test_a_narrow_terminal_never_cuts_a_nir_nor_wraps_an_id(tmp_path: Path) -> None:
-    """`letters list` in real terminals. An id wrapped as "4" over "7" is another letter's:
-    where the table cannot keep its ids, kinds, statuses, NIRs and times whole (60 or 80
-    columns), the terminal gets the tab-separated lines a pipe gets; where it can, a table
-    with those columns on one line each."""
+    """`letters list` and `audit list` in real terminals. An id wrapped as "4" over "7" is
+    another letter's: where the table cannot keep its ids, kinds, statuses, NIRs and times
+    whole (60 columns), the terminal gets the tab-separated lines a pipe gets, every column;
+    where it can, a table with those columns on one line each, without the columns empty on
+    every row, its free text wrapped at spaces under headings kept whole."""
     db = ("--db", f"sqlite:///{tmp_path / 'cpms.db'}")
     assert run_installed(*db, "db", "upgrade", cwd=tmp_path).returncode == 0
     added = run_installed(
@@ -52,13 +53,25 @@ def test_a_narrow_terminal_never_cuts_a_nir_nor_wraps_an_id(tmp_path: Path) -> N
     )  # fmt: skip
     assert added.returncode == 0, added.stderr
     listing = [str(CPMS), *db, "letters", "list"]
-    assert "2 92 09 69 833 144 64" in in_terminal(listing, cwd=tmp_path, columns=60)
-    narrow = in_terminal(listing, cwd=tmp_path, columns=80).splitlines()
+    narrow = in_terminal(listing, cwd=tmp_path, columns=60).splitlines()
     assert narrow[0] == "Id\tKind\tStatus\tNIR\tQueued\tBatch\tPrinted\tReason"
     assert narrow[1].startswith("1\twelcome\tpending\t2 92 09 69 833 144 64\t")
-    wide = in_terminal(listing, cwd=tmp_path, columns=160)
-    row = next(line for line in wide.splitlines() if "2 92 09 69 833 144 64" in line)
-    assert re.match(r"│ 1 +│ welcome +│ pending +│ 2 92 09 69 833 144 64 │ 2026-", row), row
+    table = in_terminal(listing, cwd=tmp_path, columns=80)
+    row = next(line for line in table.splitlines() if "2 92 09 69 833 144 64" in line)
+    # nothing printed yet: no Batch, Printed nor Reason column
+    queued = r"2026-\S+ \S+ CES?T"
+    assert re.fullmatch(rf"│ 1 +│ welcome +│ pending +│ 2 92 09 69 833 144 64 │ {queued} │", row)
+
+    reason = "called the hotline about the captcha"
+    unlocked = run_installed(
+        *db, "account", "unlock", "292096983314464", "--reason", reason, cwd=tmp_path
+    )
+    assert unlocked.returncode == 0, unlocked.stderr
+    events = in_terminal([str(CPMS), *db, "audit", "list"], cwd=tmp_path, columns=100)
+    heading = next(line for line in events.splitlines() if "When" in line)
+    assert re.fullmatch(r"┃ # ┃ When +┃ Agent +┃ Action +┃ NIR +┃ Outcome ┃ Reason +┃", heading)
+    lines = [line.split("│")[-2].strip() for line in events.splitlines() if line.count("│") > 7]
+    assert " ".join(filter(None, lines)) == reason  # wrapped at its spaces, not inside words
 
 
 def in_terminal(command: list[str], *, cwd: Path, columns: int) -> str:

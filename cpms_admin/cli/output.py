@@ -135,19 +135,21 @@ def emit_rows(
         from rich.table import Table
 
         console = Console()
-        widths = [
-            max((len(line[index]) for line in cells), default=0) for index in range(len(columns))
-        ]
-        whole = [_read_whole(key) for key, _ in columns]
-        if _narrowest(columns, widths, whole) <= console.width:
+        # A column empty on every row (no label, nothing printed yet) leaves its room to the
+        # others; a pipe keeps every column, in place, for the scripts that cut them.
+        shown = [i for i in range(len(columns)) if not cells or any(line[i] for line in cells)]
+        headings = [columns[i][1] for i in shown]
+        widths = [max(len(line[i]) for line in cells) if cells else 0 for i in shown]
+        whole = [_read_whole(columns[i][0]) for i in shown]
+        if _narrowest(headings, widths, whole) <= console.width:
             table = Table(title=title, show_lines=False, header_style="bold")
-            for (_, heading), widest, keep in zip(columns, widths, whole, strict=True):
+            for heading, widest, keep in zip(headings, widths, whole, strict=True):
                 if keep:  # never cut, never wrapped
                     table.add_column(heading, no_wrap=True, min_width=max(widest, len(heading)))
-                else:
-                    table.add_column(heading, overflow="fold")
+                else:  # wrapped at spaces, a word longer than the column folded
+                    table.add_column(heading, overflow="fold", min_width=len(heading))
             for line in cells:
-                table.add_row(*line)
+                table.add_row(*(line[i] for i in shown))
             console.print(table)
             if not rows:
                 typer.echo("(none)")
@@ -185,13 +187,14 @@ def _read_whole(key: str) -> bool:
     return key in _WHOLE_KEYS or key.endswith(("_id", "_at"))
 
 
-def _narrowest(columns: Columns, widths: Sequence[int], whole: Sequence[bool]) -> int:
-    """The fewest terminal columns the table takes with its whole columns unwrapped."""
+def _narrowest(headings: Sequence[str], widths: Sequence[int], whole: Sequence[bool]) -> int:
+    """The fewest terminal columns the table takes with its whole columns unwrapped and
+    every heading on one line."""
     inner = sum(
-        max(widest, len(heading)) if keep else min(max(widest, len(heading)), _FOLDED_MIN)
-        for (_, heading), widest, keep in zip(columns, widths, whole, strict=True)
+        max(widest, len(heading)) if keep else max(len(heading), min(widest, _FOLDED_MIN))
+        for heading, widest, keep in zip(headings, widths, whole, strict=True)
     )
-    return inner + _BORDERS * len(columns) + 1
+    return inner + _BORDERS * len(headings) + 1
 
 
 def _cell(key: str, value: Any) -> str:

@@ -202,11 +202,21 @@ def check_destination(path: Path) -> Path:
     return final
 
 
-def remove_replaceable(path: Path) -> bool:
-    """Remove the file at `path` if a writer here could replace it (`check_destination`);
-    whether it did. For an output of an earlier run that would be mistaken for this one's."""
+FileIdentity = tuple[int, int, int]  # device, inode, modification time (ns)
+
+
+def file_identity(info: os.stat_result) -> FileIdentity:
+    return info.st_dev, info.st_ino, info.st_mtime_ns
+
+
+def remove_replaceable(path: Path, identity: FileIdentity) -> bool:
+    """Remove the file at `path` if it is still the one `identity` names and a writer here
+    could replace it (`check_destination`); whether it did. For an output of an earlier run
+    that would be mistaken for this one's."""
     try:
         final = check_destination(path)
+        if file_identity(os.lstat(final)) != identity:
+            return False  # another file now: another run's
         os.unlink(final)
     except (InvalidInput, OSError):  # not ours to replace, or not there
         return False

@@ -197,6 +197,8 @@ def test_a_cut_listing_counts_only_so_far(
         ("cpms-admin members import x.csv --on-conflict ", ["skip", "update", "fail"]),
         ("cpms-admin audit list --action letter.", ["letter.cancel", "letter.returned",
                                                      "letter.failed", "letter.void"]),
+        ("cpms-admin member list --agent ", []),  # a free label: nothing, and no error
+        ("cpms-admin member list --agent INC-42 --status a", ["active"]),
     ],
 )  # fmt: skip
 def test_bash_completes_the_values_agents_type(
@@ -209,7 +211,7 @@ def test_bash_completes_the_values_agents_type(
         "COMP_CWORD": str(len(words.split(" ")) - 1),
     }
     result = subprocess.run([str(CPMS)], env=env, cwd=tmp_path, capture_output=True, text=True)
-    assert result.stdout.split() == values
+    assert (result.stdout.split(), result.stderr) == (values, "")
 
 
 def test_completion_can_be_installed_for_bash(tmp_path: Path) -> None:

@@ -105,6 +105,10 @@ def test_the_global_options_may_be_typed_after_the_command(cli: Cli, session: An
     after_dashes = cli("member", "show", "--", "--agent")
     assert after_dashes.exit_code == 2, after_dashes.stderr
     assert "'--agent'" in after_dashes.stderr  # read as the NIR, and refused as one
+    unset = cli("account", "unlock", member.nir, "--reason", "again", "--agent", "--json")
+    assert unset.exit_code == 2  # `--agent $TICKET` with TICKET empty: not a label "--json"
+    assert "Option '--agent' requires an argument." in json.loads(unset.stdout)["error"]
+    assert len(json.loads(cli("--json", "audit", "list", "--action", "account.unlock").stdout)) == 1
 
 
 def test_the_portal_flows_are_the_portal_s_and_the_label_says_who_ran_them(

@@ -192,9 +192,10 @@ def test_bad_rows_are_reported_with_their_lines_and_the_others_imported(
 
 def test_a_refused_run_leaves_no_earlier_report(cli: Cli, session: Session, tmp_path: Path) -> None:
     """A script reading `--errors` after a refused file must not find an earlier run's rows:
-    the earlier report is removed, unless it is a link or the very file imported."""
+    the earlier report is removed; never a file that is no report (arguments swapped), a
+    link, or the very file imported."""
     errors = tmp_path / "rejets.csv"
-    errors.write_text("line,field,reason\n9,nir,an earlier run's rejection\n")
+    errors.write_text("line,field,reason,nir\n9,nir,an earlier run's,1\n", encoding="utf-8-sig")
     lacking = tmp_path / "m.csv"
     lacking.write_text("nir;last_name\n185057800608491;Martin\n")
     refused = cli("members", "import", str(lacking), "--errors", str(errors))
@@ -202,13 +203,13 @@ def test_a_refused_run_leaves_no_earlier_report(cli: Cli, session: Session, tmp_
     assert not errors.exists()
     assert f"Note: {errors} removed: it held an earlier run's rejected rows" in refused.stderr
 
-    kept = tmp_path / "kept.csv"
-    kept.write_text("another file\n")
-    errors.symlink_to(kept)
+    swapped = cli("members", "import", "--errors", str(lacking), str(errors))  # no such file
+    assert swapped.exit_code == 2 and lacking.exists() and "removed" not in swapped.stderr
+    report = tmp_path / "report.csv"
+    report.write_text("line,field,reason,nir\n", encoding="utf-8-sig")
+    errors.symlink_to(report)
     assert cli("members", "import", str(lacking), "--errors", str(errors)).exit_code == 2
-    assert errors.is_symlink() and kept.read_text() == "another file\n"
-    same = cli("members", "import", str(lacking), "--errors", str(lacking))
-    assert same.exit_code == 2 and lacking.exists() and "removed" not in same.stderr
+    assert errors.is_symlink() and report.exists()
     assert summaries(session) == {}
 
 

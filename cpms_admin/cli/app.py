@@ -73,7 +73,7 @@ class ErrorBoundary(CommandGroup):
         # The root callback (which reads the configuration) runs before a sub-command parses
         # its own `--help`; help must never need configuration, so note whether it is asked.
         ctx.meta[HELP_ASKED] = _asks_for_help(self, ctx, args)
-        return super().parse_args(ctx, _globals_first(args))
+        return super().parse_args(ctx, _globals_first(ctx, args))
 
     def main(  # type: ignore[override]
         self, args: Sequence[str] | None = None, standalone_mode: bool = True, **extra: Any
@@ -308,19 +308,26 @@ def _not_utf8(words: Sequence[str]) -> str | None:
     return None
 
 
-def _globals_first(args: list[str]) -> list[str]:
+def _globals_first(ctx: typer.Context, args: list[str]) -> list[str]:
     """The global options are typed anywhere, and agents type them last (`audit list --json`,
     `account unlock NIR --reason "called" --agent INC-42`): moved before the command, in
-    their order. Words after `--` are left alone."""
+    their order. Words after `--` are left alone. A value that is missing, or is an option
+    (`--agent --json`: an empty variable), is a usage error, not a label."""
     end = args.index("--") if "--" in args else len(args)
     moved: list[str] = []
     rest: list[str] = []
-    words = iter(enumerate(args[:end]))
-    for at, word in words:
+    words = iter(args[:end])
+    for word in words:
         if word == "--json" or word.startswith(tuple(f"{name}=" for name in GLOBAL_VALUED)):
             moved.append(word)
-        elif word in GLOBAL_VALUED and at + 1 < end:
-            moved.extend([word, next(words)[1]])
+        elif word in GLOBAL_VALUED:
+            value = next(words, None)
+            if value is not None and not value.startswith("--"):
+                moved.extend([word, value])
+            elif ctx.resilient_parsing:  # completing the value: the words as typed
+                rest.extend([word] if value is None else [word, value])
+            else:
+                ctx.fail(f"Option '{word}' requires an argument.")
         else:
             rest.append(word)
     return [*moved, *rest, *args[end:]]

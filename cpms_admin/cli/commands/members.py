@@ -1,7 +1,9 @@
 """`cpms-admin members`: members in bulk, from and to files (migration scripts)."""
 
 import bisect
+import os
 import shutil
+import stat
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -23,7 +25,13 @@ from cpms_admin.cli.output import (
 )
 from cpms_admin.english import agree, count
 from cpms_admin.errors import InvalidInput
-from cpms_admin.private_files import remove_replaceable, reserved, write_private_atomically
+from cpms_admin.private_files import (
+    FileIdentity,
+    file_identity,
+    remove_replaceable,
+    reserved,
+    write_private_atomically,
+)
 from cpms_admin.vocabulary import OnConflict
 
 if TYPE_CHECKING:
@@ -57,17 +65,39 @@ def _private_text(path: Path, *, encoding: str = "utf-8") -> Iterator[TextIO]:
         raise InvalidInput(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
+REPORT_ENCODING = "utf-8-sig"  # French Excel opens UTF-8 only with its BOM
+
+
 @contextmanager
 def _no_earlier_report(errors: Path | None) -> Iterator[None]:
-    """A run refused or stopped before its `--errors` report was written leaves none: one an
-    earlier run left there would be read as this run's. Removed only where the run could have
-    written its own (not the database, the pepper, the file imported, a link...)."""
+    """A run refused or stopped before its `--errors` report was written leaves none: a report
+    an earlier run left there would be read as this run's. Removed only if it was a report
+    when the run began (its heading; a file named there by mistake is left alone), is still
+    that file, and a run could have written its own there (not the database, the pepper,
+    the file imported, a link...)."""
+    earlier = _report_identity(errors) if errors is not None else None
     try:
         yield
     except BaseException:
-        if errors is not None and remove_replaceable(errors):
+        if errors is not None and earlier is not None and remove_replaceable(errors, earlier):
             note_for_agent(f"{errors} removed: it held an earlier run's rejected rows")
         raise
+
+
+def _report_identity(path: Path) -> FileIdentity | None:
+    """The identity of the regular file at `path` when it begins as a report does."""
+    from cpms_admin.bulk.rows import REPORT_COLUMNS
+
+    heading = ",".join((*REPORT_COLUMNS, "")).encode(REPORT_ENCODING)
+    try:  # not following a link, never waiting on a pipe
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return None
+    with os.fdopen(fd, "rb") as handle:
+        info = os.fstat(fd)
+        if stat.S_ISREG(info.st_mode) and handle.read(len(heading)) == heading:
+            return file_identity(info)
+        return None
 
 
 @contextmanager
@@ -221,7 +251,7 @@ def import_(
     app_ = app_context(ctx)
     with reserved(file, "the file being imported"), _no_earlier_report(errors):
         member_file = read_member_rows(file, fmt=fmt, encoding=encoding, delimiter=delimiter)
-        report_file = _private_text(errors, encoding="utf-8-sig") if errors else nullcontext()
+        report_file = _private_text(errors, encoding=REPORT_ENCODING) if errors else nullcontext()
         # A workbook is zipped: its size says little of its rows, so its bar has no total.
         total = (
             None

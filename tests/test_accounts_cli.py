@@ -465,10 +465,15 @@ def test_status_says_what_the_next_print_run_does_with_each_letter(
     ]
     # A code by post for the same member: that letter is the one the run prints.
     assert cli("code", "issue", member.nir, "--channel", "post", "--reason", "x").exit_code == 0
-    view = json.loads(cli("--json", "account", "status", member.nir).stdout)
-    assert [(x["id"], x["moot"]) for x in view["pending_letters"]] == [
-        (1, "welcome letter, but the member already has a PIN"),
-        (2, None),
+    for command in ("account", "status"), ("member", "show"):  # as the agent reads it
+        view = json.loads(cli("--json", *command, member.nir).stdout)
+        assert [(x["id"], x["moot"]) for x in view["pending_letters"]] == [
+            (1, "welcome letter, but the member already has a PIN"),
+            (2, None),
+        ]
+    assert cli("member", "show", member.nir).stdout.splitlines()[-2:] == [
+        "  pending letter: #1 welcome (the next print run cancels it)",
+        "  pending letter: #2 security_code",
     ]
     lines = cli("account", "status", member.nir).stdout.splitlines()
     assert lines[lines.index("Diagnosis:") + 2 :][:2] == [

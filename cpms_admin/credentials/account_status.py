@@ -17,7 +17,7 @@ from cpms_admin.credentials.lockout import account_state, attempts_left, seconds
 from cpms_admin.credentials.pins import LEGACY_PREFIX
 from cpms_admin.english import agree, count
 from cpms_admin.french import agent_time
-from cpms_admin.letters.claim import moot_reasons
+from cpms_admin.letters.claim import PendingLetter, as_waiting
 from cpms_admin.letters.queue import letters_of
 from cpms_admin.members import undeliverable
 from cpms_admin.members.records import get_account, get_member
@@ -26,15 +26,6 @@ from cpms_admin.settings import Settings
 from cpms_admin.vocabulary import AccountState, Channel, LetterStatus, MailStatus, MemberStatus
 
 REASON = '--reason "..."'
-
-
-@dataclass(frozen=True)
-class PendingLetter:
-    """A letter waiting for the next print run, and why that run will cancel it (as `letters
-    list` will then say); `moot` None: it will be printed."""
-
-    letter: Letter
-    moot: str | None
 
 
 @dataclass(frozen=True)
@@ -83,15 +74,7 @@ class AccountStatus:
                 "expires_at": iso(code.expires_at),
                 "tries_left": self.code_tries_left,
             },
-            "pending_letters": [
-                {
-                    "id": waiting.letter.id,
-                    "kind": waiting.letter.kind,
-                    "created_at": iso(waiting.letter.created_at),
-                    "moot": waiting.moot,
-                }
-                for waiting in self.pending_letters
-            ],
+            "pending_letters": [waiting.as_json() for waiting in self.pending_letters],
             "letters_in_print": [
                 {"id": letter.id, "kind": letter.kind, "batch_id": letter.batch_id}
                 for letter in self.letters_in_print
@@ -119,7 +102,7 @@ def account_status(
         account_state(account, now),
         code,
         max(settings.code_max_tries - code.failed_tries, 0) if code else 0,
-        _pending_letters(session, pk(member), now),
+        as_waiting(session, letters_of(session, member_id=pk(member)), now=now),
         letters_of(session, member_id=pk(member), status=LetterStatus.claimed),
         _queued_emails(session, pk(member)),
     )
@@ -133,15 +116,6 @@ def _queued_emails(session: Session, member_id: int) -> Sequence[OutgoingMail]:
         .where(OutgoingMail.member_id == member_id, OutgoingMail.status == MailStatus.pending)
         .order_by(col(OutgoingMail.id))
     ).all()
-
-
-def _pending_letters(session: Session, member_id: int, now: datetime) -> list[PendingLetter]:
-    letters = letters_of(session, member_id=member_id)
-    moot = moot_reasons(session, [pk(letter) for letter in letters], now=now)
-    return [
-        PendingLetter(letter, moot[pk(letter)].detail if pk(letter) in moot else None)
-        for letter in letters
-    ]
 
 
 def _in_flight(status: AccountStatus) -> str | None:

@@ -13,6 +13,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import ColumnElement, and_, func, or_, update
 from sqlalchemy import select as core_select
@@ -22,6 +23,7 @@ from sqlmodel.sql.expression import SelectOfScalar
 
 from cpms_admin import audit
 from cpms_admin.audit import PORTAL
+from cpms_admin.clock import iso
 from cpms_admin.credentials.codes import still_counts
 from cpms_admin.db import transaction, unindexed
 from cpms_admin.french import agent_time
@@ -80,6 +82,34 @@ def moot_reasons(session: Session, letter_ids: Sequence[int], *, now: datetime) 
     for ids in chunks(letter_ids):
         found.update(moot_among(session, col(Letter.id).in_(ids), now=now))
     return found
+
+
+@dataclass(frozen=True)
+class PendingLetter:
+    """A letter waiting for the next print run, and why that run will cancel it (as `letters
+    list` will then say); `moot` None: it will be printed."""
+
+    letter: Letter
+    moot: str | None
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "id": self.letter.id,
+            "kind": self.letter.kind,
+            "created_at": iso(self.letter.created_at),
+            "moot": self.moot,
+        }
+
+
+def as_waiting(
+    session: Session, letters: Sequence[Letter], *, now: datetime
+) -> list[PendingLetter]:
+    """Pending `letters`, each with why the next print run will cancel it, if it will."""
+    moot = moot_reasons(session, [pk(letter) for letter in letters], now=now)
+    return [
+        PendingLetter(letter, moot[pk(letter)].detail if pk(letter) in moot else None)
+        for letter in letters
+    ]
 
 
 def moot_among(session: Session, which: ColumnElement[bool], *, now: datetime) -> dict[int, Moot]:

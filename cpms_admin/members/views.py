@@ -17,6 +17,7 @@ from cpms_admin.credentials.codes import live_at
 from cpms_admin.credentials.lockout import account_state
 from cpms_admin.db import Page, fetch_page, stated, unindexed
 from cpms_admin.errors import InvalidInput
+from cpms_admin.letters.claim import PendingLetter, as_waiting
 from cpms_admin.members import undeliverable
 from cpms_admin.members.postal import address_lines
 from cpms_admin.members.search import count_matches, find_members, search_terms
@@ -119,7 +120,7 @@ class MemberView:
     member: Member
     account: Account
     pending_codes: list[SecurityCode]
-    pending_letters: list[Letter]
+    pending_letters: list[PendingLetter]
     now: datetime
 
     @property
@@ -135,16 +136,15 @@ class MemberView:
                 {"purpose": c.purpose, "channel": c.channel, "expires_at": iso(c.expires_at)}
                 for c in self.pending_codes
             ],
-            "pending_letters": [
-                {"id": letter.id, "kind": letter.kind} for letter in self.pending_letters
-            ],
+            "pending_letters": [waiting.as_json() for waiting in self.pending_letters],
         }
 
 
 def member_views(
     session: Session, members: Sequence[Member], *, clock: Clock = system_clock
 ) -> list[MemberView]:
-    """Several members as `member show` sees them, in three queries."""
+    """Several members as `member show` sees them, in six queries (three tell the letters the
+    next print run will cancel)."""
     now = clock()
     ids = [pk(member) for member in members]
     accounts = {
@@ -160,13 +160,14 @@ def member_views(
         .order_by(col(SecurityCode.id))
     ):
         codes[code.member_id].append(code)
-    letters: dict[int, list[Letter]] = {member_id: [] for member_id in ids}
-    for letter in session.exec(
+    pending = session.exec(
         select(Letter)
         .where(col(Letter.member_id).in_(ids), unindexed(Letter.status) == LetterStatus.pending)
         .order_by(col(Letter.id))
-    ):
-        letters[letter.member_id].append(letter)
+    ).all()
+    letters: dict[int, list[PendingLetter]] = {member_id: [] for member_id in ids}
+    for waiting in as_waiting(session, pending, now=now):
+        letters[waiting.letter.member_id].append(waiting)
     return [
         MemberView(member, accounts[pk(member)], codes[pk(member)], letters[pk(member)], now)
         for member in members

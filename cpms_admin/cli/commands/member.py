@@ -134,7 +134,11 @@ def describe(view: "MemberView") -> list[str]:
         f"  pending code: {c.purpose} by {c.channel}, expires {when(c.expires_at)}"
         for c in view.pending_codes
     ]
-    lines += [f"  pending letter: #{letter.id} {letter.kind}" for letter in view.pending_letters]
+    lines += [
+        f"  pending letter: #{waiting.letter.id} {waiting.letter.kind}"
+        + (" (the next print run cancels it)" if waiting.moot else "")
+        for waiting in view.pending_letters
+    ]
     return lines
 
 

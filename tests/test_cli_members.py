@@ -261,3 +261,23 @@ def test_mlle_is_recorded_as_mme_and_the_agent_is_told(cli: Cli, tmp_path: Path)
         "letters_queued_again": 0,
         "dry_run": False,
     }  # fmt: skip
+
+
+def test_a_nir_pasted_from_a_table_unquoted_is_one_nir(cli: Cli, session: Session) -> None:
+    """Agents copy the grouped NIR a table prints and paste it without quotes: the shell
+    gives seven words, taken as the one NIR they were; a mistyped key is still refused."""
+    member = make_member(session, nir=make_nir())
+    groups = format_nir(member.nir).split(" ")
+    shown = cli("--json", "member", "show", *groups)
+    assert (shown.exit_code, json.loads(shown.stdout)["nir"]) == (0, member.nir), shown.output
+    unlocked = cli("account", "unlock", *groups, "--reason", "called")
+    assert unlocked.exit_code == 0, unlocked.output
+    wrong_key = [*groups[:-1], f"{(int(groups[-1]) + 1) % 97:02d}"]
+    refused = cli("member", "show", *wrong_key)
+    assert refused.exit_code == 2
+    assert f"invalid NIR '{' '.join(wrong_key)}'" in refused.stderr
+    cut = cli("member", "show", *groups[:3])  # not a NIR's groups: the words as typed
+    assert (cut.exit_code, "unexpected extra argument" in cut.stderr) == (2, True)
+    corsican = make_member(session, nir="185052A00608435")  # its department: 2A
+    found = cli("--json", "member", "show", *format_nir(corsican.nir).lower().split(" "))
+    assert (found.exit_code, json.loads(found.stdout)["nir"]) == (0, corsican.nir), found.output

@@ -37,6 +37,7 @@ from cpms_admin.cli.output import (
     watch_stdout,
 )
 from cpms_admin.errors import CpmsError, Terminated
+from cpms_admin.members.nir import PRINTED_GROUP_COUNT, is_printed_nir
 from cpms_admin.settings import load_settings
 
 # Set in ctx.meta by the boundary: whether the command line only asks for help, and the
@@ -73,7 +74,7 @@ class ErrorBoundary(CommandGroup):
         # The root callback (which reads the configuration) runs before a sub-command parses
         # its own `--help`; help must never need configuration, so note whether it is asked.
         ctx.meta[HELP_ASKED] = _asks_for_help(self, ctx, args)
-        return super().parse_args(ctx, _globals_first(ctx, args))
+        return super().parse_args(ctx, _globals_first(ctx, _nirs_whole(args)))
 
     def main(  # type: ignore[override]
         self, args: Sequence[str] | None = None, standalone_mode: bool = True, **extra: Any
@@ -331,6 +332,18 @@ def _globals_first(ctx: typer.Context, args: list[str]) -> list[str]:
         else:
             rest.append(word)
     return [*moved, *rest, *args[end:]]
+
+
+def _nirs_whole(args: list[str]) -> list[str]:
+    """A NIR copied from a table and pasted unquoted (`member show 1 85 05 78 006 084 91`)
+    reaches us as seven words: joined back into one, as quoted it would have been."""
+    words = list(args)
+    at = 0
+    while at + PRINTED_GROUP_COUNT <= len(words):
+        if is_printed_nir(words[at : at + PRINTED_GROUP_COUNT]):
+            words[at : at + PRINTED_GROUP_COUNT] = [" ".join(words[at : at + PRINTED_GROUP_COUNT])]
+        at += 1
+    return words
 
 
 def _interruption(exc: KeyboardInterrupt) -> tuple[str, int]:

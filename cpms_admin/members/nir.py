@@ -6,6 +6,8 @@ Every form INSEE gives out stays accepted: unknown birth months, births abroad (
 overseas, Corsica, temporary numbers.
 """
 
+import re
+from collections.abc import Sequence
 from datetime import date
 
 from stdnum import exceptions as stdnum_errors
@@ -124,6 +126,19 @@ def format_nir(nir: str) -> str:
     if not nir[:1].isdigit():
         return nir
     return str(stdnum_nir.format(nir))
+
+
+# The groups format_nir prints (S AA MM DD CCC OOO KK): pasted unquoted, seven shell words.
+_PRINTED_GROUPS = re.compile(r"\d \d\d \d\d (?:\d\d|2[AB]) \d\d\d \d\d\d \d\d", re.IGNORECASE)
+PRINTED_GROUP_COUNT = 7
+
+
+def is_printed_nir(words: Sequence[str]) -> bool:
+    """Whether `words` are the groups of a NIR as the tables print it (`1 85 05 78 006 084
+    91`), one word each."""
+    return (
+        len(words) == PRINTED_GROUP_COUNT and _PRINTED_GROUPS.fullmatch(" ".join(words)) is not None
+    )
 
 
 def mask_nir(nir: str) -> str:

@@ -56,6 +56,8 @@ def test_a_narrow_terminal_never_cuts_a_nir_nor_wraps_an_id(tmp_path: Path) -> N
     narrow = in_terminal(listing, cwd=tmp_path, columns=60).splitlines()
     assert narrow[0] == "Id\tKind\tStatus\tNIR\tQueued\tBatch\tPrinted\tReason"
     assert narrow[1].startswith("1\twelcome\tpending\t2 92 09 69 833 144 64\t")
+    nothing = in_terminal([*listing, "--status", "printed"], cwd=tmp_path, columns=60)
+    assert nothing.splitlines()[1:] == ["(none)"]  # said, as a table says it
     table = in_terminal(listing, cwd=tmp_path, columns=80)
     row = next(line for line in table.splitlines() if "2 92 09 69 833 144 64" in line)
     # nothing printed yet: no Batch, Printed nor Reason column
@@ -72,6 +74,19 @@ def test_a_narrow_terminal_never_cuts_a_nir_nor_wraps_an_id(tmp_path: Path) -> N
     assert re.fullmatch(r"┃ # ┃ When +┃ Agent +┃ Action +┃ NIR +┃ Outcome ┃ Reason +┃", heading)
     lines = [line.split("│")[-2].strip() for line in events.splitlines() if line.count("│") > 7]
     assert " ".join(filter(None, lines)) == reason  # wrapped at its spaces, not inside words
+
+    added = run_installed(
+        *db, "member", "add", "--nir", "185057800608491", "--last-name", "Dupont",
+        "--first-name", "Marie-Christine", "--street", "1 rue de Paris", "--postcode", "94100",
+        "--city", "Saint-Maur-des-Fossés", "--email", "marie.christine.dupont@mutuelle.fr",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert added.returncode == 0, added.stderr
+    for columns in (60, 66):  # three columns to narrow: each within the terminal's edge
+        members = in_terminal([str(CPMS), *db, "member", "list"], cwd=tmp_path, columns=columns)
+        drawn = [line for line in members.splitlines() if line.startswith(("┃", "│", "└"))]
+        assert drawn and all(len(line) <= columns and line[-1] in "┃│┘" for line in drawn)
+        assert any("1 85 05 78 006 084 91" in line for line in drawn), members
 
 
 def in_terminal(command: list[str], *, cwd: Path, columns: int) -> str:

@@ -139,15 +139,15 @@ def emit_rows(
         # others; a pipe keeps every column, in place, for the scripts that cut them.
         shown = [i for i in range(len(columns)) if not cells or any(line[i] for line in cells)]
         headings = [columns[i][1] for i in shown]
-        widths = [max(len(line[i]) for line in cells) if cells else 0 for i in shown]
         whole = [_read_whole(columns[i][0]) for i in shown]
-        if _narrowest(headings, widths, whole) <= console.width:
+        widest = [max(len(line[i]) for line in cells) if cells else 0 for i in shown]
+        widths = _column_widths(headings, widest, whole, terminal=console.width)
+        if widths is not None:
             table = Table(title=title, show_lines=False, header_style="bold")
-            for heading, widest, keep in zip(headings, widths, whole, strict=True):
-                if keep:  # never cut, never wrapped
-                    table.add_column(heading, no_wrap=True, min_width=max(widest, len(heading)))
-                else:  # wrapped at spaces, a word longer than the column folded
-                    table.add_column(heading, overflow="fold", min_width=len(heading))
+            for heading, width, keep in zip(headings, widths, whole, strict=True):
+                # a whole column is never cut nor wrapped; the others wrap at spaces, and
+                # fold a word longer than the column
+                table.add_column(heading, width=width, no_wrap=keep, overflow="fold")
             for line in cells:
                 table.add_row(*(line[i] for i in shown))
             console.print(table)
@@ -158,6 +158,8 @@ def emit_rows(
     typer.echo("\t".join(heading for _, heading in columns))
     for line in cells:
         typer.echo("\t".join(cell.replace("\t", " ") for cell in line))
+    if not rows and sys.stdout.isatty():
+        typer.echo("(none)")
 
 
 def emit_page(
@@ -187,14 +189,27 @@ def _read_whole(key: str) -> bool:
     return key in _WHOLE_KEYS or key.endswith(("_id", "_at"))
 
 
-def _narrowest(headings: Sequence[str], widths: Sequence[int], whole: Sequence[bool]) -> int:
-    """The fewest terminal columns the table takes with its whole columns unwrapped and
-    every heading on one line."""
-    inner = sum(
-        max(widest, len(heading)) if keep else max(len(heading), min(widest, _FOLDED_MIN))
-        for heading, widest, keep in zip(headings, widths, whole, strict=True)
-    )
-    return inner + _BORDERS * len(headings) + 1
+def _column_widths(
+    headings: Sequence[str], widest: Sequence[int], whole: Sequence[bool], *, terminal: int
+) -> list[int] | None:
+    """Each column's width in a table at most `terminal` wide: a whole column as wide as its
+    widest cell; the others too when there is room, else narrowed, the widest first, down
+    to their heading (or _FOLDED_MIN); None when even that does not fit. Decided here, for
+    rich narrows the columns evenly and then widens those below their heading again, past
+    the terminal's edge."""
+    wanted = [max(cell, len(heading)) for heading, cell in zip(headings, widest, strict=True)]
+    floors = [
+        want if keep else max(len(heading), min(cell, _FOLDED_MIN))
+        for heading, cell, keep, want in zip(headings, widest, whole, wanted, strict=True)
+    ]
+    room = terminal - _BORDERS * len(headings) - 1
+    if sum(floors) > room:
+        return None
+    widths = list(wanted)
+    while sum(widths) > room:
+        at = max((i for i, width in enumerate(widths) if width > floors[i]), key=widths.__getitem__)
+        widths[at] -= 1
+    return widths
 
 
 def _cell(key: str, value: Any) -> str:

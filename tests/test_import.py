@@ -704,6 +704,19 @@ def test_stderr_shows_the_file_s_first_rejected_lines_and_held_rows_get_their_no
     assert noted.exit_code == 0, noted.output
     assert "1 row gives the civility Mlle" in noted.stderr, noted.stderr
     assert member_of(session, make_nir(85)).civility == "MME"
+    again = cli("--json", "members", "import", str(path), "--on-conflict", "update")
+    assert json_out(again)["skipped"] == 1  # the same file again records nothing: no note
+    assert "Mlle" not in again.stderr, again.stderr
+
+
+def test_the_mlle_note_counts_the_rows_recorded_not_those_skipped(cli: Cli, tmp_path: Path) -> None:
+    rows = [person(n, civility="Mlle") for n in (1, 2)] + [person(3, civility="Mademoiselle")]
+    path = write_csv(tmp_path / "m.csv", [*rows, person(4)])
+    first = cli("members", "import", str(path))
+    assert first.exit_code == 0, first.output
+    assert "3 rows give the civility Mlle or Mademoiselle, recorded as MME" in first.stderr
+    again = cli("--json", "members", "import", str(path))  # every member there: skipped
+    assert json_out(again)["skipped"] == 4 and "Mlle" not in again.stderr, again.stderr
 
 
 def test_a_json_line_giving_a_field_twice_is_refused(

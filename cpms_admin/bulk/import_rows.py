@@ -64,6 +64,7 @@ class CheckedRow(NamedTuple):
     values: tuple[object, ...]
     pin_hash: str | None
     absent: tuple[str, ...]
+    civility_typed: bool = False  # the row gave a civility recorded as another (Mlle)
 
     def __repr__(self) -> str:  # the PIN hash is a secret even when hashed
         return f"CheckedRow(line={self.line}, values={self.values!r})"
@@ -123,17 +124,11 @@ class RowChecker:
         self._seen = SeenNirs()
         self._now = now
         self._hold = hold
-        self.civilities_recorded = 0  # valid rows whose civility is recorded as another (Mlle)
 
     def check_batch(self, rows: Sequence[SourceRow]) -> list[CheckedRow | RowError]:
         """The rows checked, in order; those repeating an earlier row's NIR refused, and the
         pending ones held (`held`)."""
-        results: list[Checked] = []
-        typed: list[bool] = []  # for each result: a civility recorded as another
-        for row in rows:
-            result, civility_typed = self._check(row)
-            results.append(result)
-            typed.append(civility_typed)
+        results = [self._check(row) for row in rows]
         firsts: dict[str, int] = {}  # each NIR's first valid line in this batch
         for result in results:
             if isinstance(result, CheckedRow):
@@ -149,8 +144,6 @@ class RowChecker:
             if first != result.line:
                 reason = f"NIR {format_nir(result.nir)} is already on line {first} of this file"
                 results[at] = RowError(result.line, "nir", reason, rows[at].values)
-            elif typed[at]:
-                self.civilities_recorded += 1
         return [result for result in results if not isinstance(result, PendingRow)]
 
     def held(self, size: int) -> Iterator[list[PendingRow | RowError]]:
@@ -160,26 +153,25 @@ class RowChecker:
         row of the file changes, so a dry run counts what the run does."""
         return self._seen.held(size)
 
-    def _check(self, row: SourceRow) -> tuple[Checked, bool]:
-        """The row checked, and whether its civility is recorded as another."""
+    def _check(self, row: SourceRow) -> Checked:
         values = row.values
         if values is None or row.problem is not None:
-            return RowError(row.line, row.field, row.problem or "unreadable record", values), False
+            return RowError(row.line, row.field, row.problem or "unreadable record", values)
         try:
             fields = validate_member_fields(values)
         except FieldError as exc:
             error = RowError(row.line, exc.field, str(exc), values)
             if self._hold:
-                return _pending_or_refused(row, values, error, self._now), False
-            return error, False
+                return _pending_or_refused(row, values, error, self._now)
+            return error
         except InvalidInput as exc:
-            return RowError(row.line, None, str(exc), values), False
+            return RowError(row.line, None, str(exc), values)
         rest = _status_and_hash(row.line, values, self._now)
         if isinstance(rest, RowError):
-            return rest, False
+            return rest
         status, pin_hash = rest
-        checked = CheckedRow(row.line, (*member_row(fields), *status), pin_hash, row.absent)
-        return checked, bool(fields.civility_typed)
+        member = (*member_row(fields), *status)
+        return CheckedRow(row.line, member, pin_hash, row.absent, bool(fields.civility_typed))
 
     def close(self) -> None:
         self._seen.close()
@@ -245,7 +237,8 @@ def with_stored(
     except FieldError as exc:
         return RowError(row.line, exc.field, str(exc), with_hash(values, row.pin_hash))
     status = tuple(given[name] for name in STATUS_COLUMNS)
-    return CheckedRow(row.line, (*member_row(fields), *status), row.pin_hash, ())
+    member = (*member_row(fields), *status)
+    return CheckedRow(row.line, member, row.pin_hash, (), bool(fields.civility_typed))
 
 
 class SeenNirs:

@@ -22,7 +22,7 @@ from cpms_admin.errors import CpmsError, Refused
 T = TypeVar("T")
 # A valid row crosses the pipe as a plain tuple: pickling it is 3 to 5 times cheaper than a
 # dataclass, and this is the hottest path of an import.
-_Packed = tuple[int, tuple[object, ...], str | None, tuple[str, ...]]
+_Packed = tuple[int, tuple[object, ...], str | None, tuple[str, ...], bool]
 _make = CheckedRow._make
 
 
@@ -59,7 +59,7 @@ def _work(
                 writer.send(("batch", [_pack(result) for result in checker.check_batch(batch)]))
             for held in checker.held(batch_size):
                 writer.send(("batch", held))
-            writer.send(("done", checker.civilities_recorded))
+            writer.send(("done", None))
             checker.close()
         except CpmsError as exc:  # the file turned out unreadable
             writer.send(("error", exc))
@@ -100,7 +100,6 @@ class CheckedBatches:
         )
         self._process.start()
         writer.close()
-        self.civilities_recorded = 0  # known once every batch was read (RowChecker's)
 
     def __iter__(self) -> Iterator[list[Checked]]:
         while True:
@@ -109,7 +108,6 @@ class CheckedBatches:
             except EOFError:
                 raise Refused("the import checker process stopped unexpectedly") from None
             if kind == "done":
-                self.civilities_recorded = payload
                 return
             if kind == "error":
                 raise payload

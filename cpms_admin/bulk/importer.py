@@ -45,7 +45,6 @@ from cpms_admin.english import agree, count
 from cpms_admin.errors import Conflict, InvalidInput, Refused
 from cpms_admin.faults import failpoint
 from cpms_admin.letters.voiding import void_printed, would_void
-from cpms_admin.members.fields import civility_note
 from cpms_admin.members.nir import format_nir
 from cpms_admin.members.records import as_strings
 from cpms_admin.vocabulary import AuditAction, MemberStatus, OnConflict
@@ -70,7 +69,7 @@ class ImportCounts:
     letters_voided: int = 0
     letters_queued_again: int = 0  # of those, queued again for the new address
     dry_run: bool = False  # counted only: nothing was written
-    civilities_recorded: int = 0  # valid rows whose civility was recorded as MME (Mlle)
+    civilities_recorded: int = 0  # rows written whose civility was recorded as MME (Mlle)
 
     @property
     def exit_code(self) -> int:
@@ -154,6 +153,7 @@ class _Pass:
         self.counts.created += len(new)
         self.counts.updated += len(changes)
         self.counts.skipped += len(known) - len(changes)
+        self.counts.civilities_recorded += sum(row.civility_typed for row in (*new, *changes))
         self.counts.welcome_letters += len(welcome)
         if not self.write:
             self._count_voids(changes, existing)
@@ -245,8 +245,6 @@ class _Pass:
             problem = status_change(stored, whole.member)
             if problem is None:
                 kept.append(whole)
-                if isinstance(row, PendingRow) and civility_note(row.values.get("civility") or ""):
-                    self.counts.civilities_recorded += 1  # the checker counts valid rows only
                 continue
             values = as_strings({name: whole.member[name] for name in EXPORT_COLUMNS})
             self._refuse(RowError(whole.line, "status", problem, with_hash(values, whole.pin_hash)))
@@ -357,7 +355,6 @@ def import_members(
         for batch in checked:
             run.feed(batch)
             on_progress(run.counts)
-        run.counts.civilities_recorded += checked.civilities_recorded
     if not dry_run:
         run.finish("partial" if run.counts.invalid else "ok", at=clock())
     return run.counts

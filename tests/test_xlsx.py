@@ -152,6 +152,27 @@ def test_formulas_written_without_their_results_are_rejected_rows(
     assert member_of(session, rows[1]["nir"]).last_name == "GARNIER"
 
 
+def test_a_surname_a_spreadsheet_made_true_or_false_is_refused_not_imported_as_false(
+    cli: Cli, session: Session, tmp_path: Path
+) -> None:
+    """French Excel turns a surname typed `Faux` into the value FAUX (FALSE): that row is
+    refused naming the cell, never imported as a member called FALSE; the others are."""
+    rows = [person(1, last_name=False), person(2)]  # what the workbook holds
+    path = write_xlsx(tmp_path / "excel.xlsx", rows)
+    errors = tmp_path / "rejets.csv"
+    result = cli("--json", "members", "import", str(path), "--errors", str(errors))
+    assert result.exit_code == 1, result.output
+    assert (json_out(result)["created"], json_out(result)["invalid"]) == (1, 1)
+    [refused] = report_rows(errors)
+    assert (refused["line"], refused["field"], refused["last_name"]) == ("2", "last_name", "")
+    assert refused["reason"].startswith(
+        "the cell in column C (last_name) holds 'FALSE', a true-or-false value (VRAI or FAUX in "
+        "French), not text"
+    )
+    assert refused["first_name"] == rows[0]["first_name"]  # given back, to fill in and import
+    assert member_of(session, rows[1]["nir"]).last_name == rows[1]["last_name"]
+
+
 def test_a_pin_hash_in_a_cell_of_another_type_is_refused_without_quoting_it(
     cli: Cli, tmp_path: Path
 ) -> None:

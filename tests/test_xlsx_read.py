@@ -14,6 +14,7 @@ from openpyxl import Workbook, load_workbook
 from cpms_admin.bulk.cells import cell_text
 from cpms_admin.bulk.formats import SourceRow, read_member_rows
 from cpms_admin.bulk.xlsx.read import filled_rows
+from cpms_admin.bulk.xlsx.sheet import RowProblem
 from cpms_admin.errors import InvalidInput
 from cpms_admin.members.fields import COLUMNS
 from tests.import_helpers import DUPONT
@@ -145,10 +146,10 @@ def test_a_workbook_as_excel_writes_it(
 
 def test_cells_without_references_booleans_errors_and_numbers(tmp_path: Path) -> None:
     # Cells may come without `r` (openpyxl reads them in order, and so does this reader);
-    # the values are those openpyxl gave, as cells.cell_text writes them.
+    # the values are those openpyxl gave, as cells.cell_text writes them. A true-or-false
+    # cell is no member's value: its row is a problem naming it (a surname Faux is FALSE).
     cells = [
-        '<c t="b"><v>1</v></c>',
-        '<c t="b"><v>0</v></c>',
+        '<c t="inlineStr"><is><t>x</t></is></c>',
         '<c t="e"><f>1/0</f><v>#DIV/0!</v></c>',
         "<c><v>1.85058E+14</v></c>",
         "<c><v>0.1</v></c>",
@@ -158,25 +159,30 @@ def test_cells_without_references_booleans_errors_and_numbers(tmp_path: Path) ->
         '<c t="str"><f>A1</f><v></v></c>',  # a formula whose result is empty
         '<c t="s"><v></v></c>',
     ]
-    rows = HEADER + f'<row r="2">{"".join(cells)}</row>'
+    booleans = '<c t="inlineStr"><is><t>Martin</t></is></c><c t="b"><v>0</v></c>'
+    rows = HEADER + f'<row r="2">{"".join(cells)}</row><row r="3">{booleans}</row>'
     path = excel_workbook(tmp_path / "m.xlsx", rows)
-    assert list(filled_rows(path, 2)) == [
-        (
-            2,
-            [
-                "TRUE",
-                "FALSE",
-                "#DIV/0!",
-                "185058000000000",
-                "0.1",
-                "-3",
-                "1985-05-12T12:00:00",
-                None,
-                None,
-                None,
-            ],
-        )
-    ]
+    [read, (number, problem)] = filled_rows(path, 2)
+    assert read == (
+        2,
+        [
+            "x",
+            "#DIV/0!",
+            "185058000000000",
+            "0.1",
+            "-3",
+            "1985-05-12T12:00:00",
+            None,
+            None,
+            None,
+        ],
+    )
+    assert number == 3 and isinstance(problem, RowProblem) and problem.cells == ["Martin"]
+    assert problem.cell_problem(["last_name", "first_name"]) == (
+        "the cell in column B (first_name) holds 'FALSE', a true-or-false value (VRAI or FAUX "
+        "in French), not text: a spreadsheet turns Vrai, Faux, True or False typed in a cell "
+        "into one; give the column the Text format and type the value again"
+    )
 
 
 def test_the_values_are_those_openpyxl_read_only_gave(tmp_path: Path) -> None:
@@ -190,15 +196,14 @@ def test_the_values_are_those_openpyxl_read_only_gave(tmp_path: Path) -> None:
         1.85058e14,
         1e20,
         -0.25,
-        True,
-        False,
         date(1985, 5, 12),
         datetime(2024, 2, 29, 13, 45, 30),
         time(8, 30),
         timedelta(hours=26, minutes=3),
         None,
         "après",
-    ]  # not a formula: openpyxl writes it uncalculated, read as None there, refused here
+    ]  # not a formula: openpyxl writes it uncalculated, read as None there, refused here;
+    # nor True or False, refused here (test above)
     book = Workbook()
     sheet = book.active
     assert sheet is not None

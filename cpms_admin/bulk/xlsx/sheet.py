@@ -8,8 +8,9 @@ row and a dict per cell before giving a value (bench/xlsx.py, README "Performanc
 Cells come as the text a CSV would hold (cells.cell_text), as openpyxl read them before:
 a shared or inline string (rich-text runs joined), a formula's cached result, a number
 without a spurious `.0`, a number whose style is a date format as that date (the same test
-and conversion as openpyxl's), TRUE/FALSE, an error as written (`#N/A`). A cell missing
-from a row (spreadsheets leave empty cells out, `r="C5"` names a cell's column) is None.
+and conversion as openpyxl's), an error as written (`#N/A`). A cell missing from a row
+(spreadsheets leave empty cells out, `r="C5"` names a cell's column) is None. A
+true-or-false cell is no value of a member's (TRUE_OR_FALSE): its row comes as a problem.
 
 A row that cannot be read whole (too long, a cell past the last column, a cell whose value
 or reference makes no sense, a formula never calculated: its value is unknown, not empty)
@@ -121,8 +122,6 @@ def _typed(kind: str, style: str | None, text: str, book: Book) -> str | None:
                 return "#VALUE!"  # a date format on a number no date has: openpyxl's value
             return cell_text(moment)
         return cell_text(number)
-    if kind == "b":
-        return cell_text(bool(int(text)))
     if kind == "d":  # an ISO 8601 date cell (strict OOXML; Excel does not write them)
         from openpyxl.utils.datetime import from_ISO8601
 
@@ -206,6 +205,9 @@ def sheet_rows(source: IO[bytes], book: Book) -> Iterator[Row]:
                 value = None
             else:
                 text = parts[0] if len(parts) == 1 else "".join(parts)
+                if kind == "b":  # no column of a member is true-or-false: a name it was
+                    fault(RowProblem(TRUE_OR_FALSE, cell=column, held=_BOOLEANS.get(text, text)))
+                    return
                 try:
                     if kind == "s":
                         value = strings[int(text)]
@@ -264,6 +266,15 @@ _NO_SUCH_TEXT = "cannot be read (it points to a text the workbook does not hold)
 
 
 _NOT_ITS_TYPE = "cannot be read (it holds {}, which is not a value of its type)"
+
+# A spreadsheet turns a cell typed Vrai, Faux, True or False into a true-or-false value, shown
+# VRAI or FAUX in French: a surname Faux comes as FALSE.
+TRUE_OR_FALSE = (
+    "holds {}, a true-or-false value (VRAI or FAUX in French), not text: a spreadsheet "
+    "turns Vrai, Faux, True or False typed in a cell into one; give the column the Text "
+    "format and type the value again"
+)
+_BOOLEANS = {"1": "TRUE", "0": "FALSE"}
 
 
 UNCALCULATED = (

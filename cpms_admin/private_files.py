@@ -202,20 +202,13 @@ def check_destination(path: Path) -> Path:
     return final
 
 
-FileIdentity = tuple[int, int, int]  # device, inode, modification time (ns)
-
-
-def file_identity(info: os.stat_result) -> FileIdentity:
-    return info.st_dev, info.st_ino, info.st_mtime_ns
-
-
-def remove_replaceable(path: Path, identity: FileIdentity) -> bool:
-    """Remove the file at `path` if it is still the one `identity` names and a writer here
+def remove_replaceable(path: Path, earlier: os.stat_result) -> bool:
+    """Remove the file at `path` if it is still the one `earlier` describes and a writer here
     could replace it (`check_destination`); whether it did. For an output of an earlier run
     that would be mistaken for this one's."""
     try:
         final = check_destination(path)
-        if file_identity(os.lstat(final)) != identity:
+        if not _same_entry(final, earlier):
             return False  # another file now: another run's
         os.unlink(final)
     except (InvalidInput, OSError):  # not ours to replace, or not there
@@ -398,11 +391,13 @@ def remove_left_behind(final: Path, *, settled_seconds: float = _SETTLED_SECONDS
 
 
 def _same_entry(path: Path, info: os.stat_result) -> bool:
+    """Whether `path` names the very file `info` describes, unchanged since (a file written
+    in its place since is another, even on a reused inode)."""
     try:
         now = os.lstat(path)
     except OSError:
         return False
-    return (now.st_dev, now.st_ino) == (info.st_dev, info.st_ino)
+    return (now.st_dev, now.st_ino, now.st_mtime_ns) == (info.st_dev, info.st_ino, info.st_mtime_ns)
 
 
 def hold_run_lock(path: Path, *, like: Path, busy: str) -> int:

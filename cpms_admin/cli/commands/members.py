@@ -25,13 +25,7 @@ from cpms_admin.cli.output import (
 )
 from cpms_admin.english import agree, count
 from cpms_admin.errors import InvalidInput
-from cpms_admin.private_files import (
-    FileIdentity,
-    file_identity,
-    remove_replaceable,
-    reserved,
-    write_private_atomically,
-)
+from cpms_admin.private_files import remove_replaceable, reserved, write_private_atomically
 from cpms_admin.vocabulary import OnConflict
 
 if TYPE_CHECKING:
@@ -75,7 +69,7 @@ def _no_earlier_report(errors: Path | None) -> Iterator[None]:
     when the run began (its heading; a file named there by mistake is left alone), is still
     that file, and a run could have written its own there (not the database, the pepper,
     the file imported, a link...)."""
-    earlier = _report_identity(errors) if errors is not None else None
+    earlier = _earlier_report(errors) if errors is not None else None
     try:
         yield
     except BaseException:
@@ -84,8 +78,8 @@ def _no_earlier_report(errors: Path | None) -> Iterator[None]:
         raise
 
 
-def _report_identity(path: Path) -> FileIdentity | None:
-    """The identity of the regular file at `path` when it begins as a report does."""
+def _earlier_report(path: Path) -> os.stat_result | None:
+    """The regular file at `path`, as it stands, when it begins as a report does."""
     from cpms_admin.bulk.rows import REPORT_COLUMNS
 
     heading = ",".join((*REPORT_COLUMNS, "")).encode(REPORT_ENCODING)
@@ -96,7 +90,7 @@ def _report_identity(path: Path) -> FileIdentity | None:
     with os.fdopen(fd, "rb") as handle:
         info = os.fstat(fd)
         if stat.S_ISREG(info.st_mode) and handle.read(len(heading)) == heading:
-            return file_identity(info)
+            return info
         return None
 
 

@@ -206,3 +206,39 @@ def test_an_errors_report_a_killed_import_left_half_written_is_removed_by_the_ne
     assert subprocess.run(command, env=env, check=False).returncode == 1  # the rejected row
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
     assert "99999" in errors.read_text()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("meanwhile", ["nothing", "another run's report", "edited in place"])
+def test_an_import_stopped_removes_its_earlier_report_only_if_nobody_wrote_it_since(
+    cli: Cli, tmp_path: Path, meanwhile: str
+) -> None:
+    """A run stopped before writing its `--errors` report removes the report an earlier run
+    left (a script would read it as this run's), but not one written while it ran: another
+    run's report (a new file put in its place) or the agent's edit of it."""
+    errors = tmp_path / "rejets.csv"
+    earlier = "line,field,reason,nir\n9,nir,an earlier run's,1\n"
+    errors.write_text(earlier, encoding="utf-8-sig")
+    source = write_csv(tmp_path / "m.csv", [person(n) for n in range(1, 4)])
+    command = [sys.executable, "-m", "cpms_admin", "members", "import", str(source)]
+    command += ["--errors", str(errors)]
+    flag = tmp_path / "held"
+    held = start_held(command, env={**os.environ, **cli.env()}, point="import.batch_read",
+                      flag=flag)  # fmt: skip
+    later = "line,field,reason,nir\n2,postcode,a later run's,2\n"
+    if meanwhile == "another run's report":
+        written = tmp_path / ".rejets.csv.later"
+        written.write_text(later, encoding="utf-8-sig")
+        written.replace(errors)
+    elif meanwhile == "edited in place":
+        with errors.open("a", encoding="utf-8") as handle:
+            handle.write("10,nir,the agent's note,3\n")
+    held.send_signal(signal.SIGTERM)
+    _, stderr = held.communicate(timeout=60)
+    assert held.returncode == 143, stderr
+    if meanwhile == "nothing":
+        assert not errors.exists() and "removed" in stderr
+    elif meanwhile == "another run's report":
+        assert errors.read_text(encoding="utf-8-sig") == later and "removed" not in stderr
+    else:
+        assert errors.read_text(encoding="utf-8-sig").endswith("the agent's note,3\n")

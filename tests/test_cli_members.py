@@ -278,6 +278,8 @@ def test_a_nir_pasted_from_a_table_unquoted_is_one_nir(cli: Cli, session: Sessio
     assert f"invalid NIR '{' '.join(wrong_key)}'" in refused.stderr
     cut = cli("member", "show", *groups[:3])  # not a NIR's groups: the words as typed
     assert (cut.exit_code, "unexpected extra argument" in cut.stderr) == (2, True)
+    literal = cli("member", "show", "--", *groups)  # after `--`, the words as typed
+    assert (literal.exit_code, "unexpected extra argument" in literal.stderr) == (2, True)
     corsican = make_member(session, nir="185052A00608435")  # its department: 2A
     found = cli("--json", "member", "show", *format_nir(corsican.nir).lower().split(" "))
     assert (found.exit_code, json.loads(found.stdout)["nir"]) == (0, corsican.nir), found.output

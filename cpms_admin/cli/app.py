@@ -336,14 +336,16 @@ def _globals_first(ctx: typer.Context, args: list[str]) -> list[str]:
 
 def _nirs_whole(args: list[str]) -> list[str]:
     """A NIR copied from a table and pasted unquoted (`member show 1 85 05 78 006 084 91`)
-    reaches us as seven words: joined back into one, as quoted it would have been."""
-    words = list(args)
+    reaches us as seven words: joined back into one, as quoted it would have been. Words
+    after `--` are left alone, as `_globals_first` leaves them."""
+    end = args.index("--") if "--" in args else len(args)
+    words = list(args[:end])
     at = 0
     while at + PRINTED_GROUP_COUNT <= len(words):
         if is_printed_nir(words[at : at + PRINTED_GROUP_COUNT]):
             words[at : at + PRINTED_GROUP_COUNT] = [" ".join(words[at : at + PRINTED_GROUP_COUNT])]
         at += 1
-    return words
+    return [*words, *args[end:]]
 
 
 def _interruption(exc: KeyboardInterrupt) -> tuple[str, int]:

@@ -114,9 +114,20 @@ def test_every_latin_letter_is_a_name(name: str) -> None:
     assert validate_member_fields(member_values(last_name=name)).last_name == name
 
 
+# Unicode 14's Default_Ignorable_Code_Point (DerivedCoreProperties.txt): what a renderer
+# shows as nothing at all, so a name holding one looks right and no search finds it.
+DEFAULT_IGNORABLE = [
+    (0x00AD, 0x00AD), (0x034F, 0x034F), (0x061C, 0x061C), (0x115F, 0x1160), (0x17B4, 0x17B5),
+    (0x180B, 0x180F), (0x200B, 0x200F), (0x202A, 0x202E), (0x2060, 0x206F), (0x3164, 0x3164),
+    (0xFE00, 0xFE0F), (0xFEFF, 0xFEFF), (0xFFA0, 0xFFA0), (0xFFF0, 0xFFF8),
+    (0x1BCA0, 0x1BCA3), (0x1D173, 0x1D17A), (0xE0000, 0xE0FFF),
+]  # fmt: skip
+
+
 def test_the_refused_characters_are_exactly_unicodes_controls_and_formats() -> None:
     """UNPRINTABLE is written out (a class built at import would cost every command's
-    start-up): it must match this Python's Unicode, category Cc and Cf, no more, no less."""
+    start-up): it must match this Python's Unicode, category Cc and Cf, no more, no less,
+    and the one invisible mark among the accents (U+034F, COMBINING GRAPHEME JOINER)."""
     import sys
     import unicodedata
 
@@ -125,9 +136,29 @@ def test_the_refused_characters_are_exactly_unicodes_controls_and_formats() -> N
     wanted = "".join(
         chr(code)
         for code in range(sys.maxunicode + 1)
-        if unicodedata.category(chr(code)) in ("Cc", "Cf")
+        if unicodedata.category(chr(code)) in ("Cc", "Cf") or code == 0x034F
     )
     assert "".join(UNPRINTABLE.findall("".join(map(chr, range(sys.maxunicode + 1))))) == wanted
+
+
+def test_no_character_a_name_may_hold_is_invisible_or_unassigned() -> None:
+    """`Le\u034fclerc` was taken, and no search found it: every character a name or an
+    address line may hold is assigned and shows."""
+    import sys
+    import unicodedata
+
+    from cpms_admin.members.postal import clean_line
+
+    ignorable = {code for first, last in DEFAULT_IGNORABLE for code in range(first, last + 1)}
+    let_through = []
+    for code in range(sys.maxunicode + 1):
+        if unicodedata.category(chr(code)) == "Cn" or code in ignorable:
+            try:
+                clean_line(f"Le{chr(code)}clerc")
+            except ValueError:
+                continue
+            let_through.append(f"U+{code:04X}")
+    assert let_through == []
 
 
 @pytest.mark.parametrize(

@@ -42,17 +42,22 @@ DOMESTIC = {"FR", "GP", "MQ", "GF", "RE", "YT"}
 FORMULA_STARTS = ("=", "+", "-", "@")
 # Unicode's categories Cc (controls) and Cf (invisible formatting: bidi overrides that print
 # "Martin\u202eLEFEVRE" as MARTINERVEFEL, zero-width spaces that no search finds, BOMs),
-# exactly, as of Python 3.11's Unicode 14 (tests/test_member_fields.py checks the list).
+# exactly, as of Python 3.11's Unicode 14 (tests/test_member_fields.py checks the list), and
+# U+034F, the one invisible mark among the Latin accents NOT_LATIN lets through.
 UNPRINTABLE = re.compile(
-    "[\x00-\x1f\x7f-\x9f\xad\u0600-\u0605\u061c\u06dd\u070f\u0890\u0891\u08e2\u180e"
+    "[\x00-\x1f\x7f-\x9f\xad\u034f\u0600-\u0605\u061c\u06dd\u070f\u0890\u0891\u08e2\u180e"
     "\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb"
     "\U000110bd\U000110cd\U00013430-\U00013438\U0001bca0-\U0001bca3\U0001d173-\U0001d17a"
     "\U000e0001\U000e0020-\U000e007f]"
 )
 # What a name or an address line may hold: the Latin alphabet with every accent, ligature and
 # Vietnamese letter, digits, punctuation and currency signs. La Poste sorts mail in Latin
-# letters (AFNOR XP Z10-011), and the letters' fonts print other scripts as empty boxes.
-NOT_LATIN = re.compile("[^\x00-\u024f\u0300-\u036f\u1e00-\u1eff\u2000-\u20cf\ufb00-\ufb06]")
+# letters (AFNOR XP Z10-011), and the letters' fonts print other scripts as empty boxes. The
+# punctuation and currency blocks leave out their code points Unicode 14 does not assign.
+NOT_LATIN = re.compile(
+    "[^\x00-\u024f\u0300-\u036f\u1e00-\u1eff\u2000-\u2064\u2066-\u2071\u2074-\u208e"
+    "\u2090-\u209c\u20a0-\u20c0\ufb00-\ufb06]"
+)
 CIVILITY_ON_ENVELOPE = {"M": "M", "MME": "Mme"}
 _LINES_KEY_LABEL = b"cpms-address-v1"  # separates this key from the code and PIN keys
 # Territories with French postcodes but a country code of their own, by postcode or prefix

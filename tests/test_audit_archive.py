@@ -130,6 +130,28 @@ def test_an_archive_changed_afterwards_is_caught(
     assert verify_json(cli, "--archive", str(out))[1]["problem"] == "deleted"
 
 
+@pytest.mark.parametrize(
+    ("column", "value"),
+    [("seq", None), ("seq", "4"), ("seq", [4]), ("key_id", "1"), ("id", 4.5), ("hash", 7)],
+)
+def test_an_archived_line_of_the_wrong_types_is_named_not_a_traceback(
+    cli: Cli, clock: FakeClock, session: Session, aged: list[dict[str, Any]], tmp_path: Path,
+    column: str, value: object,
+) -> None:  # fmt: skip
+    out = tmp_path / "a.jsonl"
+    archive_events(session, before=clock() - timedelta(days=180), out=out, agent="agent.test")
+    lines = out.read_text().splitlines()
+    event = json.loads(lines[2])
+    event[column] = value
+    lines[2] = json.dumps(event)
+    out.write_text("\n".join(lines) + "\n")
+    result = cli("audit", "verify", "--archive", str(out))
+    assert (result.exit_code, result.stderr) == (
+        2,
+        f"Error: {out}, line 3: not an archived event\n",
+    )
+
+
 def test_a_second_archive_starts_where_the_first_ended(
     cli: Cli, clock: FakeClock, session: Session, aged: list[dict[str, Any]], tmp_path: Path
 ) -> None:

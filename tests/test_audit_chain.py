@@ -307,6 +307,34 @@ def test_the_anchor_moved_by_hand_is_caught(
     assert broken(cli)["problem"] == "head_changed"
 
 
+@pytest.mark.parametrize("key_id", [0, -1])
+def test_an_event_said_sealed_by_a_pepper_that_never_was_is_named_changed(
+    cli: Cli, engine: Engine, story: list[dict[str, Any]], key_id: int
+) -> None:
+    """Pepper ids start at 1: an event naming 0 was changed by hand, not sealed with a pepper
+    to put back (verify said "put its line back", exit 5, and named no event)."""
+    target = story[4]
+    sql(engine, "UPDATE audit_event SET key_id = :k WHERE id = :id", k=key_id, id=target["id"])
+    report = broken(cli)
+    assert (report["problem"], report["first_bad_id"]) == ("changed", target["id"])
+
+
+@pytest.mark.parametrize("key_id", [0, -1, "a", 1.5])
+def test_a_head_said_sealed_by_a_pepper_that_never_was_is_caught(
+    cli: Cli, session: Session, engine: Engine, story: list[dict[str, Any]], key_id: object
+) -> None:
+    """Every command that writes checks the head first: a key id no pepper has was "put its
+    line back" (0) or a traceback (a word, on SQLite), for verify and every write."""
+    if not isinstance(key_id, int) and engine.dialect.name != "sqlite":
+        pytest.skip("PostgreSQL refuses such a value in the first place")
+    member = make_member(session)
+    sql(engine, "UPDATE audit_chain SET key_id = :k", k=key_id)
+    assert broken(cli)["problem"] == "head_changed"
+    unlocked = cli("account", "unlock", member.nir, "--reason", "called")
+    assert unlocked.exit_code == 5
+    assert unlocked.stderr.startswith("Error: the audit chain's head does not match its seal")
+
+
 def test_the_head_deleted_is_caught(cli: Cli, engine: Engine, story: list[dict[str, Any]]) -> None:
     sql(engine, "DELETE FROM audit_chain")
     assert broken(cli)["message"] == (

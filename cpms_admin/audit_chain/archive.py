@@ -208,10 +208,21 @@ def _archived(path: Path) -> Iterator[dict[str, Any]]:
             for number, line in enumerate(lines, start=1):
                 try:
                     event = json.loads(line)
-                    if not isinstance(event, dict) or not event.keys() >= _ARCHIVED:
+                    if not _is_archived_event(event):
                         raise ValueError
                     yield event
                 except ValueError:
                     raise InvalidInput(f"{path}, line {number}: not an archived event") from None
     except OSError as exc:
         raise InvalidInput(f"{path}: cannot read the archive ({exc.strerror})") from None
+
+
+def _is_archived_event(event: object) -> bool:
+    """Whether a line of an archive holds what the walk reads, of the types it reads."""
+    return (
+        isinstance(event, dict)
+        and event.keys() >= _ARCHIVED
+        and all(type(event[name]) is int for name in ("id", "seq"))
+        and (event["key_id"] is None or type(event["key_id"]) is int)
+        and all(isinstance(event[name], str) for name in ("at", "prev_hash", "hash"))
+    )

@@ -83,6 +83,11 @@ class Keyring:
     def has(self, key_id: int) -> bool:
         return key_id in self.peppers.secrets
 
+    def could_have_sealed(self, key_id: object) -> bool:
+        """Whether `key_id` names a pepper of this database, at hand or not: 1 to the
+        current one. Any other value (0, a word) was written by hand."""
+        return type(key_id) is int and 1 <= key_id <= self.current_id
+
     def _key(self, key_id: int, label: bytes) -> bytes:
         key = self._keys.get((key_id, label))
         if key is None:
@@ -116,9 +121,9 @@ def head_is_authentic(keys: Keyring, head: Mapping[str, Any]) -> bool:
             GENESIS,
             GENESIS,
         )
+    if not keys.could_have_sealed(head["key_id"]):
+        return False  # no pepper made it: forged
     if not keys.has(head["key_id"]):
-        if head["key_id"] > keys.current_id:
-            return False  # no pepper made it: forged
         raise missing_key(head["key_id"])
     return hmac.compare_digest(keys.head_mac(head["key_id"], head), head["mac"])
 

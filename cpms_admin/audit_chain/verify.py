@@ -110,7 +110,7 @@ class ChainWalk:
                 "inserted by hand",
             )
         key_id = event["key_id"]
-        if key_id is not None and not self.keys.has(key_id) and key_id <= self.keys.current_id:
+        if self.keys.could_have_sealed(key_id) and not self.keys.has(key_id):
             raise missing_key(key_id)
         matches = (
             key_id is not None

@@ -379,6 +379,11 @@ def test_a_support_agent_is_known_by_their_os_user_and_kept_to_their_role(
     before = _audit_count(cli)
     for args, needs in [
         (("members", "export"), "members export needs supervisor"),
+        (("members", "import", "/no/such/file.csv"), "members import needs supervisor"),
+        (
+            ("letters", "returned", "--from-file", "/no/such.csv"),
+            "letters returned needs supervisor",
+        ),
         (("member", "close", nir, "--reason", "x"), "member close needs supervisor"),
         (("agent", "add", SUPPORT_USER, "--role", "admin"), "agent add needs admin"),
         (("db", "upgrade"), "db upgrade needs admin"),

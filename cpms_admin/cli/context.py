@@ -76,6 +76,11 @@ class AppContext:
         assert self._actor is not None
         return self._actor.name
 
+    def check_allowed(self) -> None:
+        """Refuse now (exit 1) an agent this command is not for, before it reads its input:
+        a file they may not import is not theirs to have checked either."""
+        self.engine()
+
     def check_pepper(self) -> None:
         """Refuse now (exit 5) a pepper that is not the database's, for a command that seals
         its audit event only after writing what cannot be taken back (members streamed to

@@ -300,12 +300,13 @@ def returned(
         raise InvalidInput("give one letter, or --from-file with the print house's returns")
     if encoding is not None and from_file is None:
         raise InvalidInput("--encoding is for --from-file")
+    app_ = app_context(ctx)
+    app_.check_allowed()
     returns = (
         read_returns_file(from_file, encoding=encoding)
         if from_file
         else [Return(letter_id(letter or ""))]
     )
-    app_ = app_context(ctx)
     with app_.session() as session:
         result = record_returns(
             session,

@@ -243,6 +243,7 @@ def import_(
     from cpms_admin.bulk.importer import import_members
 
     app_ = app_context(ctx)
+    app_.check_allowed()
     with reserved(file, "the file being imported"), _no_earlier_report(errors):
         member_file = read_member_rows(file, fmt=fmt, encoding=encoding, delimiter=delimiter)
         report_file = _private_text(errors, encoding=REPORT_ENCODING) if errors else nullcontext()

@@ -40,10 +40,12 @@ _UNSAFE = re.compile(
 
 
 def clean_text(value: str, *, what: str, max_length: int) -> str:
-    """`value` without its surrounding spaces, if it is one line of 1 to `max_length`
+    """`value` without its surrounding white space, if it is one line of 1 to `max_length`
     characters with no control character: free text that the audit log shows as typed.
-    Letters of any script, accents, apostrophes and spaces are fine."""
-    text = value.strip(" ")
+    Letters of any script, accents, apostrophes and spaces are fine. Every kind of white
+    space goes, as an import reads a cell: a reason pasted from a word processor with a
+    non-breaking space at its end would otherwise not read back from an export."""
+    text = value.strip()
     if not text:
         raise InvalidInput(f"{what} must not be empty")
     if len(text) > max_length or _UNSAFE.search(text):

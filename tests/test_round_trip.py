@@ -66,7 +66,9 @@ def every_column(session: Session, cli: Cli, clock: FakeClock) -> None:
     )
     closed = make_member(session, nir=make_nir(3), email="zoe@example.fr")
     clock.advance(days=3, microseconds=123456)  # kept to the second
-    assert cli("member", "close", closed.nir, "--reason", 'départ; "mutation"').exit_code == 0
+    # Pasted from a word processor, with its non-breaking spaces: kept as an import reads it.
+    pasted = '\u00a0départ; "mutation"\u00a0'
+    assert cli("member", "close", closed.nir, "--reason", pasted).exit_code == 0
 
 
 @pytest.mark.parametrize("name", list(EXPORTS))
@@ -85,6 +87,20 @@ def test_export_import_export_gives_the_same_bytes(
     assert summaries(session) == before
     assert cli("members", "export", *EXPORTS[name], "--out", str(second)).exit_code == 0
     assert second.read_bytes() == first.read_bytes()
+
+
+@pytest.mark.parametrize("name", list(EXPORTS))
+def test_an_export_imported_back_into_its_own_database_changes_nothing(
+    cli: Cli, session: Session, clock: FakeClock, tmp_path: Path, name: str
+) -> None:
+    every_column(session, cli, clock)
+    out = tmp_path / f"m.{name}"
+    assert cli("members", "export", *EXPORTS[name], "--out", str(out)).exit_code == 0
+    before = summaries(session)
+    result = cli("--json", "members", "import", str(out), "--on-conflict", "update")
+    assert result.exit_code == 0, result.output
+    assert (json_out(result)["updated"], json_out(result)["skipped"]) == (0, 3)
+    assert summaries(session) == before
 
 
 def test_a_closed_member_comes_back_closed_with_why_and_when(

@@ -579,7 +579,7 @@ def test_a_returns_file_from_a_pipe_is_read(
         (["reference", "L00000001", "not a letter"], 2, "line 3"),
         (["nir", "1"], 2, "no letter_id or reference column"),
         (["letter_id", "1", "999999"], 3, "no letter #999999 (line 3); nothing recorded"),
-        (["letter_id,reason", "1," + "x" * 200_000], 2, "not a returns CSV (field larger"),
+        (["letter_id,reason", "1," + "x" * 200_000], 2, "line 2: line longer than 65,536"),
         (
             ["letter_id;reference", "1;L00000001", "1;L00000002"],
             2,
@@ -590,6 +590,12 @@ def test_a_returns_file_from_a_pipe_is_read(
             2,
             "line 4: letter #1 is on line 2 too, with another reason; which one is right?",
         ),
+        (  # the file's own lines, blank ones and a reason over two lines counted
+            ["reference;motif", "", 'L00000001;"NPAI', 'au 2e"', "", "L00000001;Refusé"],
+            2,
+            "line 6: letter #1 is on line 3 too, with another reason; which one is right?",
+        ),
+        (["reference", "", "L00000001", "", "not a letter"], 2, "line 5"),
     ],
 )
 def test_a_bad_returns_file_changes_nothing(

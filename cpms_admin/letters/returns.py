@@ -9,9 +9,9 @@ current one (compared by the keyed digest the batch kept of its lines, `Letter.a
 does not flag the member's address. Recording a return twice changes nothing.
 """
 
-import csv
 import io
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +19,7 @@ from typing import Any
 from sqlmodel import Session, col, select
 
 from cpms_admin import audit
+from cpms_admin.bulk.readers import Record, csv_records
 from cpms_admin.bulk.sniff import decode_whole, resolve_delimiter
 from cpms_admin.clock import Clock
 from cpms_admin.credentials.codes import revoke_printed
@@ -102,25 +103,26 @@ def read_returns_file(path: Path, *, encoding: str | None = None) -> list[Return
     text = decode_whole(path, raw, encoding)
     first = text.splitlines()[0] if text.strip() else ""
     # newline=None: a CSV saved by a Mac spreadsheet ends its lines with a lone CR.
-    reader = csv.DictReader(
-        io.StringIO(text, newline=None), delimiter=resolve_delimiter(None, header=first)
+    records = csv_records(
+        io.StringIO(text, newline=None), path=path, delimiter=resolve_delimiter(None, header=first)
     )
-    try:
-        return _returns(path, reader)
-    except csv.Error as exc:  # a field past the module's limit, a stray NUL: not such a file
-        raise InvalidInput(f"{path}: not a returns CSV ({exc})") from None
+    return _returns(path, records)
 
 
-def _returns(path: Path, reader: "csv.DictReader[str]") -> list[Return]:
+def _returns(path: Path, records: Iterator[Record]) -> list[Return]:
+    """The returns the file's rows name; the line numbers are the file's, blank lines and
+    values over several lines counted, as `members import` counts them."""
+    header = next((_fields(path, record) for record in records), [])
     # `Référence`, ` Motif `: a French spreadsheet's header reads as the names above.
-    columns = {strip_accents(name.strip().lower()): name for name in reader.fieldnames or ()}
+    columns = {strip_accents(name.strip().lower()): name for name in header}
     id_columns = [columns[c] for c in ID_COLUMNS if c in columns]
     if not id_columns:
         raise InvalidInput(f"{path}: no letter_id or reference column in the header")
     why_column = next((columns[c] for c in REASON_COLUMNS if c in columns), None)
     found: dict[int, Return] = {}
     lines: dict[int, int] = {}  # letter -> the line that first named it
-    for number, row in enumerate(reader, start=2):
+    for record in records:
+        number, row = record[0], dict(zip(header, _fields(path, record), strict=False))
         named: dict[int, str] = {}  # letter -> the column that named it; one row, one letter
         for column in id_columns:
             if value := (row.get(column) or "").strip():
@@ -152,6 +154,13 @@ def _returns(path: Path, reader: "csv.DictReader[str]") -> list[Return]:
     if not found:
         raise InvalidInput(f"{path}: no letter in the file")
     return list(found.values())
+
+
+def _fields(path: Path, record: Record) -> list[str]:
+    number, fields, problem = record
+    if fields is None:
+        raise InvalidInput(f"{path}: line {number}: {problem}")
+    return fields
 
 
 def _same_why(why: str) -> str:

@@ -297,6 +297,23 @@ def test_jsonl_first_object_acts_as_a_header(tmp_path: Path) -> None:
         read_member_rows(array)
 
 
+@pytest.mark.parametrize("text", ["", "\ufeff", "\n \n\n"])
+def test_a_jsonl_file_without_a_line_is_refused_as_an_empty_csv_is(
+    tmp_path: Path, text: str
+) -> None:
+    """A failed step upstream leaves an empty file: "0 created" and exit 0 looked like
+    success to the script that ran the import."""
+    path = put(tmp_path, "m.jsonl", text)
+    with pytest.raises(InvalidInput, match=r"m\.jsonl: the file is empty; one JSON object"):
+        read_member_rows(path)
+
+
+def test_a_csv_given_as_jsonl_is_refused_whole_not_row_by_row(tmp_path: Path) -> None:
+    path = put(tmp_path, "m.csv", csv_text([DUPONT]))
+    with pytest.raises(InvalidInput, match=r"m\.csv: not JSON Lines: .*--format csv\)$"):
+        read_member_rows(path, fmt="jsonl")
+
+
 @pytest.mark.parametrize(
     ("name", "text", "fmt"),
     [

@@ -197,9 +197,18 @@ def _load(line: str) -> Any:
 
 def jsonl_columns(head: str, *, path: Path) -> tuple[str, ...]:
     """The keys of the first object: unknown ones there refuse the file, as a CSV header
-    would; a later line with an unknown key is only that row's problem."""
+    would; a later line with an unknown key is only that row's problem. A file with no line,
+    or whose first line begins no object (a CSV given `--format jsonl`), is refused whole, as
+    a CSV file without its header is."""
+    if not head:
+        raise InvalidInput(f"{path}: the file is empty; one JSON object per line is expected")
     if head.lstrip().startswith("["):
         raise InvalidInput(f"{path}: a JSON array is not supported; write one object per line")
+    if not head.lstrip().startswith("{"):
+        raise InvalidInput(
+            f"{path}: not JSON Lines: its first line begins no JSON object (a CSV file? "
+            "--format csv)"
+        )
     try:
         first = _load(head)
     except (ValueError, RecursionError):

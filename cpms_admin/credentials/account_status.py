@@ -41,6 +41,7 @@ class AccountStatus:
     pending_letters: list[PendingLetter]
     letters_in_print: Sequence[Letter]  # their codes work once their batch ends
     queued_emails: Sequence[OutgoingMail]  # a campaign's, waiting for `mail send`
+    unprintable: Letter | None = None  # `unprintable_letter`: the next one there fails too
     diagnosis: list[str] = field(default_factory=list)
     fix: str | None = None
 
@@ -83,6 +84,9 @@ class AccountStatus:
                 {"id": mail.id, "purpose": mail.purpose, "created_at": iso(mail.created_at)}
                 for mail in self.queued_emails
             ],
+            "unprintable_letter": None
+            if (failed := self.unprintable) is None
+            else {"id": failed.id, "kind": failed.kind, "reason": failed.status_reason},
             "diagnosis": self.diagnosis,
             "fix": self.fix,
         }
@@ -105,6 +109,7 @@ def account_status(
         as_waiting(session, letters_of(session, member_id=pk(member)), now=now),
         letters_of(session, member_id=pk(member), status=LetterStatus.claimed),
         _queued_emails(session, pk(member)),
+        _unprintable_letter(session, member),
     )
     findings, fix = diagnose(status, settings=settings, now=now)
     return replace(status, diagnosis=findings, fix=fix)
@@ -116,6 +121,19 @@ def _queued_emails(session: Session, member_id: int) -> Sequence[OutgoingMail]:
         .where(OutgoingMail.member_id == member_id, OutgoingMail.status == MailStatus.pending)
         .order_by(col(OutgoingMail.id))
     ).all()
+
+
+def _unprintable_letter(session: Session, member: Member) -> Letter | None:
+    """The member's latest letter, if the batch could not lay it out (an address line too
+    wide for the envelope's window) and the address has not changed since it was queued: a
+    letter sent there now fails the same way."""
+    latest = session.exec(
+        select(Letter).where(Letter.member_id == pk(member)).order_by(col(Letter.id).desc())
+    ).first()
+    if latest is None or latest.status != LetterStatus.failed:
+        return None
+    changed = member.address_changed_at
+    return latest if changed is None or changed <= latest.created_at else None
 
 
 def _in_flight(status: AccountStatus) -> str | None:
@@ -184,7 +202,27 @@ def diagnose(
             "updates it.",
         )
         fix = fix if member.email else undeliverable.fix(member)
+    if (failed := status.unprintable) is not None:
+        why = (failed.status_reason or "").removeprefix(f"letter {failed.id}: ")  # said here
+        findings.insert(
+            1,
+            f"Letter #{failed.id} ({failed.kind}) could not be printed, and a letter to this "
+            f"address would fail the same way: {why}.",
+        )
+        if fix == _send_code(member.nir) and not member.email:  # it would go by post
+            fix = _shorten_address(member)
     return findings, fix
+
+
+def _send_code(nir: str) -> str:
+    return f"cpms-admin code issue {nir} --channel auto {REASON}"
+
+
+def _shorten_address(member: Member) -> str:
+    return (
+        f"cpms-admin member update {member.nir} --street ... (address lines that fit the "
+        f"envelope's window), then cpms-admin code issue {member.nir} --channel post {REASON}"
+    )
 
 
 def _why(
@@ -194,7 +232,7 @@ def _why(
     member, account, state = status.member, status.account, status.state
     nir, failures = member.nir, account.failed_attempts
     unlock = f"cpms-admin account unlock {nir} {REASON}"
-    send_code = f"cpms-admin code issue {nir} --channel auto {REASON}"
+    send_code = _send_code(nir)
     # Unlocked, a member without a PIN or a code on its way still cannot log in: the code is
     # what they need (it lifts a hard lock too, once they set a PIN with it).
     nothing_to_log_in_with = account.pin_hash is None and in_flight is None

@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import subprocess
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -20,7 +21,7 @@ from tests.cred_helpers import PIN, account_of, give_pin, mailed_codes, outbox
 from tests.factories import make_member, make_nir
 from tests.harness import Cli
 from tests.process_helpers import CPMS
-from tests.slow_smtp import drip_greeting, slow_server
+from tests.slow_smtp import LIFETIME, Talk, drip_greeting, slow_server
 
 pytestmark = pytest.mark.slow
 # One-second cool-downs and no daily limit: only the budget of guesses stands in the way.
@@ -148,6 +149,38 @@ def test_a_member_and_a_stranger_get_the_same_output_from_the_real_command(
                     for nir in (with_email.nir, without.nir, make_nir()))
     }  # fmt: skip
     assert len(outputs) == 1, outputs
+
+
+def test_the_answer_ends_before_the_e_mail_is_sent(cli: Cli, session: Session) -> None:
+    """Only a member with an address gets an e-mail: a portal reading the command's stdout to
+    its end waited for the SMTP session (seconds) for them alone, and could tell them from a
+    stranger. The answer's stream ends with the answer; the e-mail goes after."""
+    member = make_member(session, welcome=False)
+    greeted, released = threading.Event(), threading.Event()
+
+    def held_greeting(talk: Talk) -> None:
+        released.wait(LIFETIME - 2)  # until the test has read the answer to its end
+        greeted.set()
+        talk.say("421 slow.test closing")
+        talk.wait_for_goodbye()
+
+    with slow_server(held_greeting) as (port, _):
+        run = subprocess.Popen(
+            [str(CPMS), "--json", "portal", "request-code", member.nir],
+            env={**os.environ, **cli.env(), "CPMS_SMTP_URL": f"smtp://127.0.0.1:{port}"},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert run.stdout is not None and run.stderr is not None
+        answer = run.stdout.read()  # to its end, as `json.loads(stdout)` reads it
+        ended_first = run.poll() is None and not greeted.is_set()  # still at the SMTP server
+        released.set()
+        warning = run.stderr.read()
+        assert run.wait(timeout=60) == 0
+    assert ended_first, "stdout ended only after the SMTP session"
+    assert json.loads(answer)["ok"] is True
+    assert "Warning: " in warning  # the e-mail was tried after the answer, and failed
 
 
 def sent_events(cli: Cli, nir: str) -> list[dict[str, Any]]:

@@ -90,8 +90,9 @@ def stdout_failed(exc: BaseException) -> bool:
 
 
 def silence_stdout() -> None:
-    """Point stdout at /dev/null: what it still holds cannot be written, and the exit's own
-    flush must not fail again with a traceback."""
+    """Point stdout at /dev/null: its reader sees the end of it now, and nothing written
+    after (what a failed stdout still holds: the exit's own flush must not fail again with a
+    traceback) reaches it."""
     with suppress(OSError, ValueError):  # ValueError: a stdout with no descriptor
         devnull = os.open(os.devnull, os.O_WRONLY)
         try:

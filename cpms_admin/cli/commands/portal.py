@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from cpms_admin.cli.context import AppContext, app_context
-from cpms_admin.cli.output import exit_as, print_json, warn
+from cpms_admin.cli.output import exit_as, print_json, silence_stdout, warn
 from cpms_admin.english import count
 from cpms_admin.errors import CpmsError, InvalidInput
 from cpms_admin.vocabulary import PinSecret
@@ -106,6 +106,9 @@ def request_code(ctx: typer.Context, nir: Nir) -> None:
         request = flows.request_code(session, nir=nir, settings=app_.settings, clock=app_.clock)
         emit_result(app_, request.answer)
         sys.stdout.flush()
+        # The answer is whole: a caller reading stdout to its end must not wait for the
+        # e-mail, which only a member with an address gets (the same time for all).
+        silence_stdout()
         try:
             request.send()
         except CpmsError as exc:  # after the answer: a warning for QA, the same exit for all

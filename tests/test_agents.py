@@ -120,6 +120,17 @@ def test_the_portal_flows_are_the_portal_s_and_the_label_says_who_ran_them(
     assert done.exit_code == 0, done.stderr
     [event] = json.loads(cli("--json", "audit", "list", "--action", "portal.login").stdout)
     assert (event["agent"], event["label"]) == ("portal", f"{runner_identity(db_url)}: QA-7")
+    # A label of 99 characters was refused "at most 100": the room the runner's name leaves.
+    room = 100 - len(f"{runner_identity(db_url)}: ")
+    long = cli("--agent", "Q" * (room + 1), "portal", "login", member.nir, input=f"{PIN}\n")
+    assert (long.exit_code, long.stderr) == (
+        2,
+        f"Error: the label (--agent, CPMS_AGENT) has {room + 1} characters; a portal command "
+        f"records it after '{runner_identity(db_url)}:', which leaves room for {room}\n",
+    )
+    assert (
+        cli("--agent", "Q" * room, "portal", "login", member.nir, input=f"{PIN}\n").exit_code == 0
+    )
 
 
 def test_the_last_admin_cannot_be_disabled_or_demoted(cli: Cli, db_url: str) -> None:

@@ -13,7 +13,7 @@ from cpms_admin import audit
 from cpms_admin.audit_chain.seal import keyed
 from cpms_admin.clock import Clock, system_clock
 from cpms_admin.db import check_schema, make_engine, session_scope, sqlite_path
-from cpms_admin.errors import NotReady
+from cpms_admin.errors import InvalidInput, NotReady
 from cpms_admin.pepper import Peppers, pepper_file_path
 from cpms_admin.private_files import reserved
 from cpms_admin.settings import Settings
@@ -62,8 +62,7 @@ class AppContext:
                 self._actor = authorize(session, command=self.command)
             label = self.label
             if COMMAND_DUTIES[self.command] == Duty.portal:
-                # The member's flows are recorded as the portal's: the label says who ran them.
-                label = self._actor.name if label is None else f"{self._actor.name}: {label}"
+                label = _portal_label(self._actor.name, label)
             self._bound.enter_context(audit.labelled(label))
             # Audit events are sealed with the database's pepper, read when the first is.
             self._engine = keyed(engine, self._peppers)
@@ -117,3 +116,17 @@ def app_context(ctx: typer.Context) -> AppContext:
         node = node.parent
     obj.command = " ".join(reversed(names))
     return obj
+
+
+def _portal_label(agent: str, label: str | None) -> str:
+    """The member's flows are recorded as the portal's: the label says who ran them, before
+    the agent's own label, which must leave room for it."""
+    if label is None:
+        return agent
+    room = audit.AGENT_MAX_LENGTH - len(f"{agent}: ")
+    if len(label) > room:
+        raise InvalidInput(
+            f"the label (--agent, CPMS_AGENT) has {len(label)} characters; a portal command "
+            f"records it after {agent + ':'!r}, which leaves room for {room}"
+        )
+    return f"{agent}: {label}"

@@ -596,6 +596,7 @@ def test_a_returns_file_from_a_pipe_is_read(
             "line 6: letter #1 is on line 3 too, with another reason; which one is right?",
         ),
         (["reference", "", "L00000001", "", "not a letter"], 2, "line 5"),
+        (["reference;motif", "L00000001;NPAI", ";NPAI"], 2, "line 3: no letter id or reference"),
     ],
 )
 def test_a_bad_returns_file_changes_nothing(

@@ -130,8 +130,8 @@ def _returns(path: Path, records: Iterator[Record]) -> list[Return]:
                     named.setdefault(letter_id(value), column)
                 except InvalidInput as exc:
                     raise InvalidInput(f"{path}: line {number}: {exc}") from None
-        if not named:
-            continue
+        if not named:  # a blank row never reaches here: a letter's id lost in a spreadsheet
+            raise InvalidInput(f"{path}: line {number}: no letter id or reference")
         if len(named) > 1:
             listed = " and ".join(f"{column} names #{i}" for i, column in named.items())
             raise InvalidInput(f"{path}: line {number}: {listed}; which letter came back?")

@@ -7,7 +7,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from sqlmodel import Session, col, select
+from sqlmodel import Session, col, select, update
 
 from cpms_admin.models import Letter, Member
 from tests.factories import make_member, make_nir
@@ -101,6 +101,25 @@ def test_an_export_imported_back_into_its_own_database_changes_nothing(
     assert result.exit_code == 0, result.output
     assert (json_out(result)["updated"], json_out(result)["skipped"]) == (0, 3)
     assert summaries(session) == before
+
+
+def test_a_reason_stored_with_a_non_breaking_space_reads_back_as_the_same(
+    cli: Cli, session: Session, clock: FakeClock, tmp_path: Path
+) -> None:
+    """Reasons recorded before every kind of white space was taken off their ends still hold
+    one: the import reads it without, and must still find it the member's."""
+    every_column(session, cli, clock)
+    session.exec(
+        update(Member)
+        .where(col(Member.nir) == make_nir(3))
+        .values(closed_reason='\u00a0départ; "mutation"\u00a0')
+    )
+    session.commit()
+    out = tmp_path / "m.csv"
+    assert cli("members", "export", "--out", str(out)).exit_code == 0
+    result = cli("--json", "members", "import", str(out), "--on-conflict", "update")
+    assert result.exit_code == 0, result.output
+    assert (json_out(result)["updated"], json_out(result)["skipped"]) == (0, 3)
 
 
 def test_a_closed_member_comes_back_closed_with_why_and_when(

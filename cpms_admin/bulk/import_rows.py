@@ -394,7 +394,7 @@ def status_change(stored: Mapping[str, object], given: Mapping[str, object]) -> 
     same = given["status"] == stored["status"] and (
         given["status"] == MemberStatus.active
         or (
-            given["closed_reason"] == stored["closed_reason"]
+            given["closed_reason"] == _as_read_back(stored["closed_reason"])
             and iso(_aware(given["closed_at"])) == iso(_aware(stored["closed_at"]))
         )
     )
@@ -410,6 +410,13 @@ def status_change(stored: Mapping[str, object], given: Mapping[str, object]) -> 
         "the member is active: an import does not close a member (close them with "
         "`cpms-admin member close NIR --reason R`, which also revokes their codes)"
     )
+
+
+def _as_read_back(reason: object) -> object:
+    """A stored reason as an import reads it from an export: without white space at its
+    ends, which reasons recorded before `clean_text` took every kind off may still hold (a
+    non-breaking space pasted from a word processor)."""
+    return reason.strip() if isinstance(reason, str) else reason
 
 
 def _aware(value: object) -> datetime | None:

@@ -505,26 +505,36 @@ def test_status_says_what_the_next_print_run_does_with_each_letter(
 
 
 def test_status_names_a_letter_the_batch_could_not_print_and_how_to_fix_it(
-    cli: Cli, clock: FakeClock, tmp_path: Path
+    cli: Cli, tmp_path: Path
 ) -> None:
     """An address too wide for the envelope's window fails its letter at print: "send a
-    code" by post would fail the same way, so the fix is the address, until it changes."""
+    code" by post would fail the same way, so the fix is the address, for as long as the
+    address as it is now does not fit (however it changed: a move, or a word abbreviated)."""
+    wide = "12 boulevard " + "W" * 25
     nir = make_nir()
-    added = cli("member", "add", "--nir", nir, "--last-name", "W" * 16, "--first-name", "W",
-                "--street", "W" * 38, "--postcode", "75002", "--city", "Paris")  # fmt: skip
+    added = cli("member", "add", "--nir", nir, "--last-name", "Roux", "--first-name", "Léa",
+                "--street", wide, "--postcode", "75002", "--city", "Paris")  # fmt: skip
     assert added.exit_code == 0, added.output
-    assert cli("letters", "batch", "--out", str(tmp_path / "print")).exit_code == 0
+    assert cli("letters", "batch", "--out", str(tmp_path / "one")).exit_code == 0
     view = json.loads(cli("--json", "account", "status", nir).stdout)
     assert view["unprintable_letter"]["id"] == 1
     assert "wider than the envelope's window" in view["unprintable_letter"]["reason"]
     assert view["diagnosis"][1].startswith(
-        "Letter #1 (welcome) could not be printed, and a letter to this address would fail "
-        "the same way: an address line is wider than the envelope's window"
+        "Letter #1 (welcome) could not be printed, and a letter to the address as it is now "
+        "would fail the same way: an address line is wider than the envelope's window"
     )
-    assert view["fix"].startswith(f"cpms-admin member update {nir} --street ...")
-    clock.advance(days=1)
-    moved = cli("member", "update", nir, "--street", "1 rue A", "--reason", "moved")
-    assert moved.exit_code == 0, moved.output
+    assert view["fix"].startswith(f"cpms-admin member update {nir} with shorter lines")
+    shortened = cli("member", "update", nir, "--street", "12 bd " + "W" * 25, "--reason", "x")
+    assert shortened.exit_code == 0, shortened.output  # not a move: the same address
     view = json.loads(cli("--json", "account", "status", nir).stdout)
     assert view["unprintable_letter"] is None
     assert view["fix"] == f'cpms-admin code issue {nir} --channel auto --reason "..."'
+    # An address made too wide after the letter was queued: the batch prints it as it is then.
+    other = make_nir()
+    added = cli("member", "add", "--nir", other, "--last-name", "Roux", "--first-name", "Zoé",
+                "--street", "1 rue A", "--postcode", "75002", "--city", "Paris")  # fmt: skip
+    assert added.exit_code == 0, added.output
+    assert cli("member", "update", other, "--street", wide, "--reason", "moved").exit_code == 0
+    assert cli("letters", "batch", "--out", str(tmp_path / "two")).exit_code == 0
+    view = json.loads(cli("--json", "account", "status", other).stdout)
+    assert view["unprintable_letter"]["kind"] == "welcome"

@@ -16,6 +16,7 @@ from cpms_admin.credentials import codes
 from cpms_admin.credentials.lockout import account_state, attempts_left, seconds_until
 from cpms_admin.credentials.pins import LEGACY_PREFIX
 from cpms_admin.english import agree, count
+from cpms_admin.errors import Unprintable
 from cpms_admin.french import agent_time
 from cpms_admin.letters.claim import PendingLetter, as_waiting
 from cpms_admin.letters.queue import letters_of
@@ -41,7 +42,9 @@ class AccountStatus:
     pending_letters: list[PendingLetter]
     letters_in_print: Sequence[Letter]  # their codes work once their batch ends
     queued_emails: Sequence[OutgoingMail]  # a campaign's, waiting for `mail send`
-    unprintable: Letter | None = None  # `unprintable_letter`: the next one there fails too
+    # `unprintable_letter`: the latest letter failed, and the address still cannot be
+    # printed (why, as a letter's status reason words it)
+    unprintable: tuple[Letter, str] | None = None
     diagnosis: list[str] = field(default_factory=list)
     fix: str | None = None
 
@@ -85,8 +88,12 @@ class AccountStatus:
                 for mail in self.queued_emails
             ],
             "unprintable_letter": None
-            if (failed := self.unprintable) is None
-            else {"id": failed.id, "kind": failed.kind, "reason": failed.status_reason},
+            if self.unprintable is None
+            else {
+                "id": self.unprintable[0].id,
+                "kind": self.unprintable[0].kind,
+                "reason": self.unprintable[1],
+            },
             "diagnosis": self.diagnosis,
             "fix": self.fix,
         }
@@ -123,17 +130,23 @@ def _queued_emails(session: Session, member_id: int) -> Sequence[OutgoingMail]:
     ).all()
 
 
-def _unprintable_letter(session: Session, member: Member) -> Letter | None:
-    """The member's latest letter, if the batch could not lay it out (an address line too
-    wide for the envelope's window) and the address has not changed since it was queued: a
-    letter sent there now fails the same way."""
+def _unprintable_letter(session: Session, member: Member) -> tuple[Letter, str] | None:
+    """The member's latest letter, if the batch could not lay it out, and why the address
+    as it is now still cannot be printed: a letter sent there now would fail the same way.
+    (The address is measured only then: it loads the letters' font.)"""
     latest = session.exec(
         select(Letter).where(Letter.member_id == pk(member)).order_by(col(Letter.id).desc())
     ).first()
     if latest is None or latest.status != LetterStatus.failed:
         return None
-    changed = member.address_changed_at
-    return latest if changed is None or changed <= latest.created_at else None
+    from cpms_admin.letters.pdf.content import address_pt
+    from cpms_admin.members.postal import address_lines
+
+    try:
+        address_pt(address_lines(member), letter_id=pk(latest))
+    except Unprintable as exc:
+        return latest, str(exc)
+    return None
 
 
 def _in_flight(status: AccountStatus) -> str | None:
@@ -202,12 +215,13 @@ def diagnose(
             "updates it.",
         )
         fix = fix if member.email else undeliverable.fix(member)
-    if (failed := status.unprintable) is not None:
-        why = (failed.status_reason or "").removeprefix(f"letter {failed.id}: ")  # said here
+    if status.unprintable is not None:
+        failed, why = status.unprintable
         findings.insert(
             1,
-            f"Letter #{failed.id} ({failed.kind}) could not be printed, and a letter to this "
-            f"address would fail the same way: {why}.",
+            f"Letter #{failed.id} ({failed.kind}) could not be printed, and a letter to the "
+            f"address as it is now would fail the same way: "
+            f"{why.removeprefix(f'letter {failed.id}: ')}.",
         )
         if fix == _send_code(member.nir) and not member.email:  # it would go by post
             fix = _shorten_address(member)
@@ -220,8 +234,9 @@ def _send_code(nir: str) -> str:
 
 def _shorten_address(member: Member) -> str:
     return (
-        f"cpms-admin member update {member.nir} --street ... (address lines that fit the "
-        f"envelope's window), then cpms-admin code issue {member.nir} --channel post {REASON}"
+        f"cpms-admin member update {member.nir} with shorter lines (--street, "
+        "--address-complement, --address-building, --locality; --envelope-name for the name "
+        f"line), then cpms-admin code issue {member.nir} --channel post {REASON}"
     )
 
 

@@ -3,6 +3,7 @@ can receive it pickled. No WeasyPrint here, so the CLI can build letters cheaply
 
 import re
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 
@@ -29,6 +30,20 @@ TOO_WIDE = (
     "letter {}: an address line is wider than the envelope's window even in {} pt: shorten "
     "it (cpms-admin member update)"
 )
+
+
+def address_pt(lines: Sequence[str], *, letter_id: int) -> float:
+    """The size an address block is set in: the largest its lines fit the window in.
+    Unprintable, worded as letter `letter_id`'s status reason, when the block has not the
+    norm's shape or no size fits."""
+    if not 3 <= len(lines) <= postal.MAX_LINES or any(
+        not line or len(line) > afnor.MAX_LINE for line in lines
+    ):
+        raise Unprintable(NOT_AFNOR_SIZED.format(letter_id))
+    fits = zones.address_size(lines)
+    if fits is None:
+        raise Unprintable(TOO_WIDE.format(letter_id, f"{zones.ADDRESS_SIZES[-1]:g}"))
+    return fits
 
 
 @dataclass(frozen=True)
@@ -105,14 +120,7 @@ class LetterContent:
             raise ValueError(f"unknown asker {self.asked_by!r}")
         if not re.fullmatch(r"\d{6}", self.code):
             raise ValueError(f"letter {self.letter_id}: the code must be 6 digits")
-        lines = self.recipient_lines
-        if not 3 <= len(lines) <= postal.MAX_LINES or any(
-            not line or len(line) > afnor.MAX_LINE for line in lines
-        ):
-            raise Unprintable(NOT_AFNOR_SIZED.format(self.letter_id))
-        fits = zones.address_size(lines)
-        if fits is None:
-            raise Unprintable(TOO_WIDE.format(self.letter_id, f"{zones.ADDRESS_SIZES[-1]:g}"))
+        fits = address_pt(self.recipient_lines, letter_id=self.letter_id)
         object.__setattr__(self, "address_pt", min(self.address_pt or fits, fits))
 
     @property

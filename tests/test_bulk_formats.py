@@ -308,6 +308,11 @@ def test_a_jsonl_file_without_a_line_is_refused_as_an_empty_csv_is(
         read_member_rows(path)
 
 
+def test_a_jsonl_file_whose_codec_kept_its_bom_is_still_read(tmp_path: Path) -> None:
+    path = put(tmp_path, "m.jsonl", '\ufeff{"nir": "1"}\n', encoding="utf-16-le")
+    assert read_member_rows(path, encoding="utf-16-le").fmt == "jsonl"
+
+
 def test_a_csv_given_as_jsonl_is_refused_whole_not_row_by_row(tmp_path: Path) -> None:
     path = put(tmp_path, "m.csv", csv_text([DUPONT]))
     with pytest.raises(InvalidInput, match=r"m\.csv: not JSON Lines: .*--format csv\)$"):

@@ -597,6 +597,7 @@ def test_a_returns_file_from_a_pipe_is_read(
         ),
         (["reference", "", "L00000001", "", "not a letter"], 2, "line 5"),
         (["reference;motif", "L00000001;NPAI", ";NPAI"], 2, "line 3: no letter id or reference"),
+        (["reference;motif", "", "L00000001;" + "x" * 201], 2, "line 3: the reason must be one"),
     ],
 )
 def test_a_bad_returns_file_changes_nothing(

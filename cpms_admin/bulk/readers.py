@@ -204,7 +204,7 @@ def jsonl_columns(head: str, *, path: Path) -> tuple[str, ...]:
         raise InvalidInput(f"{path}: the file is empty; one JSON object per line is expected")
     if head.lstrip().startswith("["):
         raise InvalidInput(f"{path}: a JSON array is not supported; write one object per line")
-    if not head.lstrip().startswith("{"):
+    if not head.lstrip().lstrip("\ufeff").lstrip().startswith("{"):  # a BOM a codec kept
         raise InvalidInput(
             f"{path}: not JSON Lines: its first line begins no JSON object (a CSV file? "
             "--format csv)"

@@ -137,13 +137,11 @@ def _returns(path: Path, records: Iterator[Record]) -> list[Return]:
             raise InvalidInput(f"{path}: line {number}: {listed}; which letter came back?")
         [letter] = named
         why = " ".join((row.get(why_column) or "").split()) if why_column else ""
-        back = Return(
-            letter,
-            audit.clean_text(why, what="the reason", max_length=MAX_REASON)
-            if why
-            else undeliverable.NPAI,
-            number,
-        )
+        try:
+            why = audit.clean_text(why, what="the reason", max_length=MAX_REASON) if why else ""
+        except InvalidInput as exc:
+            raise InvalidInput(f"{path}: line {number}: {exc}") from None
+        back = Return(letter, why or undeliverable.NPAI, number)
         if letter in found and _same_why(found[letter].why) != _same_why(back.why):
             raise InvalidInput(
                 f"{path}: line {number}: letter #{letter} is on line {lines[letter]} too, with "

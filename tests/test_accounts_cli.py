@@ -514,7 +514,11 @@ def test_status_names_a_letter_the_batch_could_not_print_and_how_to_fix_it(
     nir = make_nir()
     added = cli("member", "add", "--nir", nir, "--last-name", "Roux", "--first-name", "Léa",
                 "--street", wide, "--postcode", "75002", "--city", "Paris")  # fmt: skip
-    assert added.exit_code == 0, added.output
+    assert added.exit_code == 0, added.output  # saved, and the agent told at once
+    assert added.stderr == (
+        "Warning: no letter to this address can be printed: an address line is wider than the "
+        "envelope's window even in 8 pt: shorten it (cpms-admin member update)\n"
+    )
     assert cli("letters", "batch", "--out", str(tmp_path / "one")).exit_code == 0
     view = json.loads(cli("--json", "account", "status", nir).stdout)
     assert view["unprintable_letter"]["id"] == 1
@@ -525,7 +529,7 @@ def test_status_names_a_letter_the_batch_could_not_print_and_how_to_fix_it(
     )
     assert view["fix"].startswith(f"cpms-admin member update {nir} with shorter lines")
     shortened = cli("member", "update", nir, "--street", "12 bd " + "W" * 25, "--reason", "x")
-    assert shortened.exit_code == 0, shortened.output  # not a move: the same address
+    assert (shortened.exit_code, shortened.stderr) == (0, "")  # not a move: the same address
     view = json.loads(cli("--json", "account", "status", nir).stdout)
     assert view["unprintable_letter"] is None
     assert view["fix"] == f'cpms-admin code issue {nir} --channel auto --reason "..."'
@@ -534,7 +538,8 @@ def test_status_names_a_letter_the_batch_could_not_print_and_how_to_fix_it(
     added = cli("member", "add", "--nir", other, "--last-name", "Roux", "--first-name", "Zoé",
                 "--street", "1 rue A", "--postcode", "75002", "--city", "Paris")  # fmt: skip
     assert added.exit_code == 0, added.output
-    assert cli("member", "update", other, "--street", wide, "--reason", "moved").exit_code == 0
+    widened = cli("member", "update", other, "--street", wide, "--reason", "moved")
+    assert (widened.exit_code, "Warning: no letter to this address" in widened.stderr) == (0, True)
     assert cli("letters", "batch", "--out", str(tmp_path / "two")).exit_code == 0
     view = json.loads(cli("--json", "account", "status", other).stdout)
     assert view["unprintable_letter"]["kind"] == "welcome"

@@ -16,7 +16,6 @@ from cpms_admin.credentials import codes
 from cpms_admin.credentials.lockout import account_state, attempts_left, seconds_until
 from cpms_admin.credentials.pins import LEGACY_PREFIX
 from cpms_admin.english import agree, count
-from cpms_admin.errors import Unprintable
 from cpms_admin.french import agent_time
 from cpms_admin.letters.claim import PendingLetter, as_waiting
 from cpms_admin.letters.queue import letters_of
@@ -43,7 +42,7 @@ class AccountStatus:
     letters_in_print: Sequence[Letter]  # their codes work once their batch ends
     queued_emails: Sequence[OutgoingMail]  # a campaign's, waiting for `mail send`
     # `unprintable_letter`: the latest letter failed, and the address still cannot be
-    # printed (why, as a letter's status reason words it)
+    # printed (why)
     unprintable: tuple[Letter, str] | None = None
     diagnosis: list[str] = field(default_factory=list)
     fix: str | None = None
@@ -139,14 +138,10 @@ def _unprintable_letter(session: Session, member: Member) -> tuple[Letter, str] 
     ).first()
     if latest is None or latest.status != LetterStatus.failed:
         return None
-    from cpms_admin.letters.pdf.content import address_pt
-    from cpms_admin.members.postal import address_lines
+    from cpms_admin.letters.views import why_unprintable
 
-    try:
-        address_pt(address_lines(member), letter_id=pk(latest))
-    except Unprintable as exc:
-        return latest, str(exc)
-    return None
+    why = why_unprintable(member)
+    return None if why is None else (latest, why)
 
 
 def _in_flight(status: AccountStatus) -> str | None:
@@ -220,8 +215,7 @@ def diagnose(
         findings.insert(
             1,
             f"Letter #{failed.id} ({failed.kind}) could not be printed, and a letter to the "
-            f"address as it is now would fail the same way: "
-            f"{why.removeprefix(f'letter {failed.id}: ')}.",
+            f"address as it is now would fail the same way: {why}.",
         )
         if fix == _send_code(member.nir) and not member.email:  # it would go by post
             fix = _shorten_address(member)

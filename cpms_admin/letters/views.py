@@ -13,7 +13,12 @@ from cpms_admin.db import Page, fetch_page
 from cpms_admin.errors import InvalidInput, Unprintable
 from cpms_admin.french import paris_time
 from cpms_admin.letters.pdf import zones
-from cpms_admin.letters.pdf.content import LockoutTerms, salutation_for, sample_content
+from cpms_admin.letters.pdf.content import (
+    LockoutTerms,
+    address_pt,
+    salutation_for,
+    sample_content,
+)
 from cpms_admin.members.nir import mask_nir
 from cpms_admin.members.postal import address_lines
 from cpms_admin.members.records import get_member
@@ -123,15 +128,14 @@ def preview_letter(
         member = get_member(session, nir)
         session.expunge(member)  # kept as read: the rollback would expire it, to be read again
         session.rollback()  # nothing more to read: release the transaction before rendering
-        try:
-            content = replace(
-                content,
-                recipient_lines=tuple(address_lines(member)),
-                nir_masked=mask_nir(member.nir),
-                salutation=salutation_for(member.civility),
-            )
-        except Unprintable as exc:
-            raise Unprintable(f"this member's letter cannot be printed: {exc}") from None
+        if (why := why_unprintable(member)) is not None:
+            raise Unprintable(f"this member's letter cannot be printed: {why}")
+        content = replace(
+            content,
+            recipient_lines=tuple(address_lines(member)),
+            nir_masked=mask_nir(member.nir),
+            salutation=salutation_for(member.civility),
+        )
     with tempfile.TemporaryDirectory() as scratch:  # rendered, then written as every file
         rendered = Path(scratch) / "preview.pdf"
         spans = renderer_for().render([content], rendered)
@@ -141,3 +145,13 @@ def preview_letter(
         except OSError as exc:
             raise InvalidInput(f"cannot write {out}: {exc.strerror or exc}") from None
     return Preview(kind, content.wording, out, spans[0].page_count, content.nir_masked)
+
+
+def why_unprintable(member: Member) -> str | None:
+    """Why no letter to the member's address, as it is now, can be printed (the batch's own
+    check: the norm's shape, the envelope's window), or None when one can."""
+    try:
+        address_pt(address_lines(member))
+    except Unprintable as exc:
+        return str(exc)
+    return None

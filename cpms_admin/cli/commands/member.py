@@ -7,7 +7,7 @@ import typer
 
 from cpms_admin.cli.context import app_context
 from cpms_admin.cli.options import MEMBER_STATUSES, AllRows, Reason, not_stdout
-from cpms_admin.cli.output import emit_object, emit_page, note_for_agent, when
+from cpms_admin.cli.output import emit_object, emit_page, note_for_agent, warn, when
 from cpms_admin.english import count
 from cpms_admin.errors import InvalidInput
 from cpms_admin.members.nir import format_nir
@@ -17,6 +17,7 @@ from cpms_admin.vocabulary import AccountState, MemberStatus
 if TYPE_CHECKING:
     from cpms_admin.members.records import MemberUpdate
     from cpms_admin.members.views import MemberView
+    from cpms_admin.models import Member
 
 app = typer.Typer(help="Add, show, list, update and close members.", no_args_is_help=True)
 
@@ -26,6 +27,10 @@ LINE_3 = "Line 3: building, residence."
 LINE_5 = "Line 5: lieu-dit, boîte postale."
 ENVELOPE = "Recipient line to print when the name does not fit shortened (38 chars max)."
 ADDRESS_OPTIONS = {"address_complement", "address_building", "street", "locality"}
+# What a letter's address block prints: the name line and the address.
+PRINTED_OPTIONS = ADDRESS_OPTIONS | {
+    "civility", "last_name", "first_name", "envelope_name", "postcode", "city", "country",
+}  # fmt: skip
 
 
 @app.command()
@@ -87,6 +92,7 @@ def add(
             session, fields=fields, agent=app_.agent, welcome=not no_welcome, clock=app_.clock
         )
         view = views.member_view(session, member, clock=app_.clock)
+        _warn_if_unprintable(member)
     letter = " (enrolment letter queued)" if view.pending_letters else ""
     emit_object(app_, view.as_json(), [f"Added member {format_nir(member.nir)}{letter}."])
 
@@ -276,6 +282,8 @@ def update(
         )
         member = update.member
         view = views.member_view(session, member, clock=app_.clock)
+        if changes.keys() & PRINTED_OPTIONS:
+            _warn_if_unprintable(member)
     for note in _update_notes(update, changes):
         if note:
             note_for_agent(note)
@@ -286,6 +294,15 @@ def update(
         else f"Nothing to do: member {shown} already has these values."
     )
     emit_object(app_, view.as_json(), [done])
+
+
+def _warn_if_unprintable(member: "Member") -> None:
+    """The batch's own check, run as the agent types the address rather than at night: the
+    member is saved, but every letter to them would fail until a line is shortened."""
+    from cpms_admin.letters.views import why_unprintable
+
+    if (why := why_unprintable(member)) is not None:
+        warn(f"no letter to this address can be printed: {why}")
 
 
 def _changes_asked(

@@ -24,25 +24,27 @@ DEFAULT_RETURN_ADDRESS = (
     "TSA 91234",
     "75901 PARIS CEDEX 15",
 )
-# Why a letter cannot be laid out: its status reason (the member's dossier words it in French).
-NOT_AFNOR_SIZED = "letter {}: address block is not AFNOR-sized"
-TOO_WIDE = (
-    "letter {}: an address line is wider than the envelope's window even in {} pt: shorten "
-    "it (cpms-admin member update)"
+# Why an address block cannot be laid out, and as a letter's status reason (the member's
+# dossier words the latter in French).
+ADDRESS_NOT_AFNOR_SIZED = "address block is not AFNOR-sized"
+ADDRESS_TOO_WIDE = (
+    "an address line is wider than the envelope's window even in {} pt: shorten it "
+    "(cpms-admin member update)"
 )
+NOT_AFNOR_SIZED = "letter {}: " + ADDRESS_NOT_AFNOR_SIZED
+TOO_WIDE = "letter {}: " + ADDRESS_TOO_WIDE
 
 
-def address_pt(lines: Sequence[str], *, letter_id: int) -> float:
+def address_pt(lines: Sequence[str]) -> float:
     """The size an address block is set in: the largest its lines fit the window in.
-    Unprintable, worded as letter `letter_id`'s status reason, when the block has not the
-    norm's shape or no size fits."""
+    Unprintable, saying why, when the block has not the norm's shape or no size fits."""
     if not 3 <= len(lines) <= postal.MAX_LINES or any(
         not line or len(line) > afnor.MAX_LINE for line in lines
     ):
-        raise Unprintable(NOT_AFNOR_SIZED.format(letter_id))
+        raise Unprintable(ADDRESS_NOT_AFNOR_SIZED)
     fits = zones.address_size(lines)
     if fits is None:
-        raise Unprintable(TOO_WIDE.format(letter_id, f"{zones.ADDRESS_SIZES[-1]:g}"))
+        raise Unprintable(ADDRESS_TOO_WIDE.format(f"{zones.ADDRESS_SIZES[-1]:g}"))
     return fits
 
 
@@ -120,7 +122,10 @@ class LetterContent:
             raise ValueError(f"unknown asker {self.asked_by!r}")
         if not re.fullmatch(r"\d{6}", self.code):
             raise ValueError(f"letter {self.letter_id}: the code must be 6 digits")
-        fits = address_pt(self.recipient_lines, letter_id=self.letter_id)
+        try:
+            fits = address_pt(self.recipient_lines)
+        except Unprintable as exc:
+            raise Unprintable(f"letter {self.letter_id}: {exc}") from None
         object.__setattr__(self, "address_pt", min(self.address_pt or fits, fits))
 
     @property

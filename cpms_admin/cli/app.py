@@ -84,7 +84,7 @@ class ErrorBoundary(CommandGroup):
         if not standalone_mode:
             return super().main(args, standalone_mode=False, **extra)
         words = list(sys.argv[1:] if args is None else args)
-        asks_json = "--json" in words[: words.index("--") if "--" in words else len(words)]
+        asks_json = "--json" in words[: _options_end(words)]
         if (undecodable := _not_utf8(words)) is not None:
             _report_failure(
                 f"{undecodable} is not UTF-8 text (typed on a terminal in another encoding, or "
@@ -261,7 +261,7 @@ def root(
 
 def _asks_for_help(group: TyperGroup, ctx: typer.Context, args: list[str]) -> bool:
     """Whether the command line ends in help: `--help`, or a group named without a command."""
-    words = args[: args.index("--")] if "--" in args else args
+    words = args[: _options_end(args)]
     if any(word in ctx.help_option_names for word in words):
         return True
     command: object = group
@@ -309,12 +309,18 @@ def _not_utf8(words: Sequence[str]) -> str | None:
     return None
 
 
+def _options_end(words: Sequence[str]) -> int:
+    """Where the words the command line reads as options end: at `--`, whose words after it
+    are the command's own arguments, else at the end."""
+    return words.index("--") if "--" in words else len(words)
+
+
 def _globals_first(ctx: typer.Context, args: list[str]) -> list[str]:
     """The global options are typed anywhere, and agents type them last (`audit list --json`,
     `account unlock NIR --reason "called" --agent INC-42`): moved before the command, in
     their order. Words after `--` are left alone. A value that is missing, or is an option
     (`--agent --json`: an empty variable), is a usage error, not a label."""
-    end = args.index("--") if "--" in args else len(args)
+    end = _options_end(args)
     moved: list[str] = []
     rest: list[str] = []
     words = iter(args[:end])
@@ -338,7 +344,7 @@ def _nirs_whole(args: list[str]) -> list[str]:
     """A NIR copied from a table and pasted unquoted (`member show 1 85 05 78 006 084 91`)
     reaches us as seven words: joined back into one, as quoted it would have been. Words
     after `--` are left alone, as `_globals_first` leaves them."""
-    end = args.index("--") if "--" in args else len(args)
+    end = _options_end(args)
     words = list(args[:end])
     at = 0
     while at + PRINTED_GROUP_COUNT <= len(words):

@@ -92,7 +92,7 @@ def add(
             session, fields=fields, agent=app_.agent, welcome=not no_welcome, clock=app_.clock
         )
         view = views.member_view(session, member, clock=app_.clock)
-        _warn_if_unprintable(member)
+    _warn_if_unprintable(member)  # the session ended: no transaction held while it measures
     letter = " (enrolment letter queued)" if view.pending_letters else ""
     emit_object(app_, view.as_json(), [f"Added member {format_nir(member.nir)}{letter}."])
 
@@ -282,8 +282,8 @@ def update(
         )
         member = update.member
         view = views.member_view(session, member, clock=app_.clock)
-        if changes.keys() & PRINTED_OPTIONS:
-            _warn_if_unprintable(member)
+    if changes.keys() & PRINTED_OPTIONS:
+        _warn_if_unprintable(member)
     for note in _update_notes(update, changes):
         if note:
             note_for_agent(note)

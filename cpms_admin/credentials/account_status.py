@@ -217,20 +217,19 @@ def diagnose(
             f"Letter #{failed.id} ({failed.kind}) could not be printed, and a letter to the "
             f"address as it is now would fail the same way: {why}.",
         )
-        if fix == _send_code(member.nir) and not member.email:  # it would go by post
-            fix = _shorten_address(member)
     return findings, fix
 
 
-def _send_code(nir: str) -> str:
-    return f"cpms-admin code issue {nir} --channel auto {REASON}"
-
-
-def _shorten_address(member: Member) -> str:
+def _send_code(status: AccountStatus) -> str:
+    """The command that gets the member a code; by post, the address first, when a letter
+    to it cannot be printed."""
+    nir = status.member.nir
+    if status.unprintable is None or status.member.email:
+        return f"cpms-admin code issue {nir} --channel auto {REASON}"
     return (
-        f"cpms-admin member update {member.nir} with shorter lines (--street, "
+        f"cpms-admin member update {nir} with shorter lines (--street, "
         "--address-complement, --address-building, --locality; --envelope-name for the name "
-        f"line), then cpms-admin code issue {member.nir} --channel post {REASON}"
+        f"line), then cpms-admin code issue {nir} --channel post {REASON}"
     )
 
 
@@ -241,7 +240,7 @@ def _why(
     member, account, state = status.member, status.account, status.state
     nir, failures = member.nir, account.failed_attempts
     unlock = f"cpms-admin account unlock {nir} {REASON}"
-    send_code = _send_code(nir)
+    send_code = _send_code(status)
     # Unlocked, a member without a PIN or a code on its way still cannot log in: the code is
     # what they need (it lifts a hard lock too, once they set a PIN with it).
     nothing_to_log_in_with = account.pin_hash is None and in_flight is None

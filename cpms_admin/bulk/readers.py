@@ -202,9 +202,10 @@ def jsonl_columns(head: str, *, path: Path) -> tuple[str, ...]:
     a CSV file without its header is."""
     if not head:
         raise InvalidInput(f"{path}: the file is empty; one JSON object per line is expected")
-    if head.lstrip().startswith("["):
+    start = head.lstrip().lstrip("\ufeff").lstrip()  # a BOM a codec kept (utf-16-le)
+    if start.startswith("["):
         raise InvalidInput(f"{path}: a JSON array is not supported; write one object per line")
-    if not head.lstrip().lstrip("\ufeff").lstrip().startswith("{"):  # a BOM a codec kept
+    if not start.startswith("{"):
         raise InvalidInput(
             f"{path}: not JSON Lines: its first line begins no JSON object (a CSV file? "
             "--format csv)"

@@ -130,6 +130,41 @@ def test_an_archive_changed_afterwards_is_caught(
     assert verify_json(cli, "--archive", str(out))[1]["problem"] == "deleted"
 
 
+@pytest.mark.parametrize(("cut", "first_bad_seq"), [(slice(0, -2), 7), (slice(3, None), 1)])
+def test_an_archive_cut_short_at_either_end_is_caught_by_the_purge_s_record(
+    cli: Cli, clock: FakeClock, session: Session, engine: Engine, aged: list[dict[str, Any]],
+    tmp_path: Path, cut: slice, first_bad_seq: int,
+) -> None:  # fmt: skip
+    """What is left of an archive whose first or last lines were deleted still walks as a
+    chain; the `audit.archive` event of the purge that wrote it says where it must start and
+    end."""
+    out = tmp_path / "audit-20260101T000000000000Z.jsonl"
+    archive_events(session, before=clock() - timedelta(days=180), out=out, agent="agent.test")
+    (record,) = [e["id"] for e in events(engine) if e["action"] == "audit.archive"]
+    assert verify_json(cli, "--archive", str(out))[1]["message"].endswith(
+        f"all that the purge recorded in audit event #{record} archived"
+    )
+    lines = out.read_text().splitlines(keepends=True)
+    out.write_text("".join(lines[cut]))
+    result = cli("audit", "verify", "--archive", str(out))
+    assert result.exit_code == 1
+    held = "seq 1 to 6" if first_bad_seq == 7 else "seq 4 to 8"
+    assert result.stderr == (
+        f"Error: audit archive {out.name} holds {held}, but the purge that wrote it "
+        f"(audit event #{record}) archived seq 1 to 8: deleted\n"
+    )
+    report = verify_json(cli, "--archive", str(out))[1]
+    assert (report["ok"], report["problem"], report["first_bad_seq"]) == (
+        False,
+        "deleted",
+        first_bad_seq,
+    )
+    renamed = out.rename(tmp_path / "elsewhere.jsonl")  # no record names it: said, not vouched
+    code, report = verify_json(cli, "--archive", str(renamed))
+    assert (code, report["ok"]) == (0, True)
+    assert "the database holds no record of the purge that wrote it" in report["message"]
+
+
 @pytest.mark.parametrize(
     ("column", "value"),
     [("seq", None), ("seq", "4"), ("seq", [4]), ("key_id", "1"), ("id", 4.5), ("hash", 7)],

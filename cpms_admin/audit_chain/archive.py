@@ -14,6 +14,7 @@ event: the next run archives them again, under another name.
 
 import json
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,7 @@ from cpms_admin.db import reader, transaction
 from cpms_admin.english import count
 from cpms_admin.errors import Conflict, InvalidInput, NotReady, Refused
 from cpms_admin.private_files import private_dir, write_private_atomically
-from cpms_admin.vocabulary import AuditAction
+from cpms_admin.vocabulary import AuditAction, ChainProblem
 
 _CHUNK = 5000
 _ARCHIVED = {"id", "at", "seq", "prev_hash", "hash", "key_id"}  # columns added later may lack
@@ -180,7 +181,9 @@ def _line(event: Mapping[Any, Any]) -> str:
 def verify_archive(session: Session, path: Path) -> ChainReport:
     """Walk an archive written by `archive_events` (keys from the session). It starts where
     its first event says (its `anchor_*` is the place before it) and ends at its last (its
-    `head_*`): the next archive, or the database, must start from that hash."""
+    `head_*`): the next archive, or the database, must start from that hash. Lines cut from
+    either end leave a chain that walks; the record of the run that wrote the file, while
+    the database holds it, says where the file must start and end."""
     keys = keyring(session)
     walk: ChainWalk | None = None
     place: dict[str, Any] = {}
@@ -193,13 +196,61 @@ def verify_archive(session: Session, path: Path) -> ChainReport:
         place.update(head_seq=event["seq"], head_hash=event["hash"])
     if walk is None:
         return ChainReport(ok=True, checked=0, message=f"{path}: no event in the archive")
+    held = f"seq {place['anchor_seq'] + 1} to {place['head_seq']}"
+    record = _record_of(session, path)
+    if record is None:
+        return ChainReport(
+            ok=True,
+            checked=walk.checked,
+            message=f"archive intact: {count(walk.checked, 'event')} checked ({held}); the "
+            "database holds no record of the purge that wrote it (archived since, or the run "
+            "stopped before dropping its events), so its ends are not checked",
+            **place,
+        )
+    if (place["anchor_seq"] + 1, place["head_seq"], place["head_hash"]) != record.held:
+        first, last, _ = record.held
+        return ChainReport(
+            ok=False,
+            checked=walk.checked,
+            message=f"audit archive {path.name} holds {held}, but the purge that wrote it "
+            f"(audit event #{record.event_id}) archived seq {first} to {last}: deleted",
+            problem=ChainProblem.deleted,
+            first_bad_seq=first if place["anchor_seq"] + 1 != first else place["head_seq"] + 1,
+            **place,
+        )
     return ChainReport(
         ok=True,
         checked=walk.checked,
-        message=f"archive intact: {count(walk.checked, 'event')} checked "
-        f"(seq {place['anchor_seq'] + 1} to {place['head_seq']})",
+        message=f"archive intact: {count(walk.checked, 'event')} checked ({held}), "
+        f"all that the purge recorded in audit event #{record.event_id} archived",
         **place,
     )
+
+
+@dataclass(frozen=True)
+class _Record:
+    """What a run of `archive_events` recorded of its file (its `audit.archive` event)."""
+
+    event_id: int
+    held: tuple[int, int, str]  # the first seq, the last, the last event's hash
+
+
+def _record_of(session: Session, path: Path) -> _Record | None:
+    """The record of the run that wrote `path`, found by the file's name (each run names its
+    file anew), while the database holds it: None once a later purge archived it too."""
+    query = select(EVENTS.c.id, EVENTS.c.details).where(
+        EVENTS.c.action == AuditAction.audit_archive
+    )
+    for event_id, details in session.connection().execute(query):
+        try:
+            facts = json.loads(details)
+            if Path(facts["file"]).name != path.name:
+                continue
+            last, events, last_hash = facts["through_seq"], facts["events"], facts["anchor_hash"]
+            return _Record(event_id, (last - events + 1, last, last_hash))
+        except (ValueError, TypeError, KeyError):
+            continue  # not as `archive_events` writes it: `audit verify` names the change
+    return None
 
 
 def _archived(path: Path) -> Iterator[dict[str, Any]]:

@@ -7,8 +7,10 @@ use `session_scope(engine, read_only=True)` instead (see `reader`): in WAL mode 
 transaction never waits for a writer, so `member show` answers during the nightly batch.
 """
 
+import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,13 +34,14 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlmodel import Session, SQLModel, col
 
-from cpms_admin.errors import CpmsError, InvalidInput, NotReady, Refused
+from cpms_admin.errors import Conflict, CpmsError, InvalidInput, NotReady, Refused
 from cpms_admin.migrations import HEAD_REVISION
+from cpms_admin.private_files import MAIL_LOCK, PURGE_LOCK, hold_run_lock
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 UPGRADE_HINT = "run cpms-admin db upgrade"
 # The first key of every advisory lock this program takes on PostgreSQL ("CPMS"): keeps its
-# locks (a letter batch's, `mail send`'s) apart from any other application's.
+# locks (a letter batch's, `mail send`'s, `purge`'s) apart from any other application's.
 ADVISORY_CLASS = 0x43504D53
 
 
@@ -62,6 +65,51 @@ def sqlite_path(url: str) -> Path | None:
     if parsed.database == ":memory:":
         return None
     return Path(parsed.database)
+
+
+@dataclass(frozen=True)
+class RunLock:
+    """A job that only one run at a time may do (`one_run`): its lock file beside a SQLite
+    database (`private_files.COMPANIONS`), its advisory lock on PostgreSQL, and what a second
+    run is told."""
+
+    suffix: str
+    advisory_id: int  # negative: the letter batches' advisory locks use the positive ids
+    busy: str
+
+
+MAIL_RUN = RunLock(MAIL_LOCK, -1, "another mail send is running")
+PURGE_RUN = RunLock(PURGE_LOCK, -2, "another purge is running")
+
+
+@contextmanager
+def one_run(session: Session, lock: RunLock) -> Iterator[None]:
+    """Hold `lock` for the block (Conflict with `lock.busy` when another run holds it): a
+    flock on `<db>` + `lock.suffix` on SQLite, a session advisory lock on PostgreSQL. Both
+    die with the process, so a killed run never blocks the next."""
+    bind = session.get_bind()
+    engine = bind if isinstance(bind, Engine) else bind.engine
+    if engine.dialect.name == "postgresql":
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            key = {"class": ADVISORY_CLASS, "id": lock.advisory_id}
+            if not conn.execute(text("SELECT pg_try_advisory_lock(:class, :id)"), key).scalar():
+                raise Conflict(lock.busy)
+            try:
+                yield
+            finally:
+                conn.execute(text("SELECT pg_advisory_unlock(:class, :id)"), key)
+        return
+    database = sqlite_path(engine.url.render_as_string(hide_password=False))
+    if database is None:  # in memory: nobody else sees it
+        yield
+        return
+    fd = hold_run_lock(
+        database.with_name(database.name + lock.suffix), like=database, busy=lock.busy
+    )
+    try:
+        yield
+    finally:
+        os.close(fd)  # releases the flock
 
 
 BUSY_TIMEOUT_MS = 30_000

@@ -41,11 +41,11 @@ _MAX_LINKS = 40  # as the kernel: more links on one path is a loop
 # Files no output may replace: (real path, what it is, whether names that begin with its own
 # name are its too). See `reserved`.
 _RESERVED: list[tuple[Path, str, bool]] = []
-# The run locks beside a database (`hold_run_lock`): the letter batch's (letters/guard.py)
-# and `mail send`'s (mail/queue.py).
-BATCH_LOCK, MAIL_LOCK = ".batch-lock", ".mail-lock"
+# The run locks beside a database (`hold_run_lock`): the letter batch's (letters/guard.py),
+# `mail send`'s and `purge`'s (`db.one_run`).
+BATCH_LOCK, MAIL_LOCK, PURGE_LOCK = ".batch-lock", ".mail-lock", ".purge-lock"
 # The files SQLite keeps beside a database, and the run locks.
-COMPANIONS = ("-wal", "-shm", "-journal", BATCH_LOCK, MAIL_LOCK)
+COMPANIONS = ("-wal", "-shm", "-journal", BATCH_LOCK, MAIL_LOCK, PURGE_LOCK)
 
 
 def absolute(path: Path) -> Path:
@@ -362,15 +362,24 @@ def remove_left_behind(final: Path, *, settled_seconds: float = _SETTLED_SECONDS
     can be taken is nobody's; one younger than `settled_seconds` is left, as its writer may
     not have locked it yet (0 for a caller whose own lock says no writer is alive). Personal
     data (rejected rows, a dossier) would stay otherwise, hidden, for good."""
+    remove_left_behind_in(final.parent, re.escape(final.name), settled_seconds=settled_seconds)
+
+
+def remove_left_behind_in(
+    folder: Path, names: str, *, settled_seconds: float = _SETTLED_SECONDS
+) -> None:
+    """`remove_left_behind` for every file of `folder` whose name the regular expression
+    `names` matches: for files each run names anew (an audit archive, by its moment), which
+    a killed run leaves under a name no later run writes again."""
     try:
-        names = os.listdir(final.parent)
+        found = os.listdir(folder)
     except OSError:
         return
-    ours = re.compile(rf"\.{re.escape(final.name)}\.[0-9a-f]{{{2 * _TOKEN_BYTES}}}\.tmp")
-    for name in names:
+    ours = re.compile(rf"\.(?:{names})\.[0-9a-f]{{{2 * _TOKEN_BYTES}}}\.tmp")
+    for name in found:
         if not ours.fullmatch(name):
             continue
-        left = final.parent / name
+        left = folder / name
         try:
             fd = os.open(left, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
         except OSError:

@@ -1,6 +1,6 @@
 """`mail send`: deliver the queued campaign e-mails, each with a code made at send time.
 
-One run at a time (`_only_run`: a second one started meanwhile, by cron when the server is
+One run at a time (`db.one_run`: a second one started meanwhile, by cron when the server is
 slow, exits 4): an e-mail claimed and not marked sent is then one a killed run left. For
 each e-mail: claim it (one more attempt, compare-and-set), store the new code's hash and
 commit, then send. Sent: marked sent.
@@ -19,14 +19,12 @@ the e-mail sent cannot know whether it left, so the next run sends the e-mail ag
 new code that revokes it. The member may get two e-mails; only the last code works.
 """
 
-import os
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, text, update
+from sqlalchemy import update
 from sqlmodel import Session, SQLModel, col, select
 
 from cpms_admin.audit import RunAudit
@@ -34,14 +32,13 @@ from cpms_admin.clock import Clock, system_clock
 from cpms_admin.credentials import codes
 from cpms_admin.credentials.delivery import email_code, issue_email_code
 from cpms_admin.credentials.on_its_way import on_its_way
-from cpms_admin.db import ADVISORY_CLASS, sqlite_path, transaction
+from cpms_admin.db import MAIL_RUN, one_run, transaction
 from cpms_admin.english import agree, count
-from cpms_admin.errors import BadAddress, Conflict, MailError, MailTimeout, Refused
+from cpms_admin.errors import BadAddress, MailError, MailTimeout, Refused
 from cpms_admin.faults import failpoint
 from cpms_admin.mail.transport import Transport
 from cpms_admin.models import Account, Member, OutgoingMail, pk
 from cpms_admin.pepper import load_peppers
-from cpms_admin.private_files import MAIL_LOCK, hold_run_lock
 from cpms_admin.settings import Settings
 from cpms_admin.vocabulary import AuditAction, CancelReason, MailStatus, MemberStatus
 
@@ -229,7 +226,7 @@ def send_queued_mail(
         from cpms_admin.mail.transport import transport_from_settings
 
         transport = transport_from_settings(settings)
-    with _only_run(session, settings):
+    with one_run(session, MAIL_RUN):
         return _send(
             session,
             settings=settings,
@@ -240,38 +237,6 @@ def send_queued_mail(
             on_total=on_total,
             clock=clock,
         )
-
-
-_BUSY = "another mail send is running"
-_ADVISORY_ID = -1  # beside the letter batches' advisory locks, whose ids are positive
-
-
-@contextmanager
-def _only_run(session: Session, settings: Settings) -> Iterator[None]:
-    """Hold the `mail send` lock for the run (Conflict when another run holds it): a flock
-    on `<db>.mail-lock` on SQLite, a session advisory lock on PostgreSQL. Both die with the
-    process, so a killed run never blocks the next."""
-    bind = session.get_bind()
-    engine = bind if isinstance(bind, Engine) else bind.engine
-    if engine.dialect.name == "postgresql":
-        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            key = {"class": ADVISORY_CLASS, "id": _ADVISORY_ID}
-            if not conn.execute(text("SELECT pg_try_advisory_lock(:class, :id)"), key).scalar():
-                raise Conflict(_BUSY)
-            try:
-                yield
-            finally:
-                conn.execute(text("SELECT pg_advisory_unlock(:class, :id)"), key)
-        return
-    database = sqlite_path(settings.database_url)
-    if database is None:  # in memory: nobody else sees it
-        yield
-        return
-    fd = hold_run_lock(database.with_name(database.name + MAIL_LOCK), like=database, busy=_BUSY)
-    try:
-        yield
-    finally:
-        os.close(fd)  # releases the flock
 
 
 def _send(

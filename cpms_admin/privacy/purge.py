@@ -10,6 +10,7 @@ and the result's exit code is 1. Every category can be killed and run again: see
 """
 
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -17,7 +18,7 @@ from typing import Any
 from sqlmodel import Session
 
 from cpms_admin.clock import Clock, iso
-from cpms_admin.db import checkpoint, transaction
+from cpms_admin.db import PURGE_RUN, checkpoint, one_run, transaction
 from cpms_admin.errors import CpmsError, Refused
 from cpms_admin.privacy import pseudonymise, purge_files, retention
 from cpms_admin.privacy.retention import Found, Rule, Scope, record_category
@@ -122,8 +123,18 @@ class PurgeResult:
 def run_purge(
     session: Session, *, settings: Settings, agent: str, clock: Clock, dry_run: bool
 ) -> PurgeResult:
-    """Survey (`dry_run`) or drop every category in turn, each past its own period."""
-    now = clock()
+    """Survey (`dry_run`) or drop every category in turn, each past its own period. One
+    purge at a time drops (Conflict): two would archive the audit log twice and race each
+    other to the same files."""
+    with nullcontext() if dry_run else one_run(session, PURGE_RUN):
+        return _run_categories(
+            session, settings=settings, agent=agent, now=clock(), dry_run=dry_run
+        )
+
+
+def _run_categories(
+    session: Session, *, settings: Settings, agent: str, now: datetime, dry_run: bool
+) -> PurgeResult:
     scope = Scope(session=session, settings=settings, agent=agent, now=now)
     results = []
     for category in CATEGORIES:

@@ -33,8 +33,9 @@ def purge(
     and stored manifest), closed members' personal data (pseudonymised: the row stays for
     the audit trail) and audit events (archived, then dropped). Every category run is
     audited (`purge.<category>`), and every pseudonymised member too. Prints nothing when
-    nothing was dropped (for cron); exits 1 if a category failed, after doing the others.
-    Run it again after an interruption: it finishes the job.
+    nothing was dropped (for cron); exits 1 if a category failed, after doing the others,
+    and 4 if another purge is running. Run it again after an interruption: it finishes the
+    job.
 
     Example: cpms-admin purge --dry-run
     """

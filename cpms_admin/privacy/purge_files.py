@@ -89,7 +89,10 @@ def _written_at(name: str) -> datetime | None:
     match = _EML.fullmatch(name) or _EML_TEMPORARY.fullmatch(name)
     if match is None:
         return None
-    return datetime.strptime(match[1], "%Y%m%dT%H%M%S%fZ").replace(tzinfo=UTC)
+    try:
+        return datetime.strptime(match[1], "%Y%m%dT%H%M%S%fZ").replace(tzinfo=UTC)
+    except ValueError:  # no moment (a 30 February): a name this program never gave
+        return None
 
 
 def _old_mail(
@@ -166,7 +169,9 @@ def _live_codes(now: datetime) -> ScalarSelect[int]:
 
 def _due_batches(scope: Scope, before: datetime) -> _Batches:
     """The completed batches whose files are due (those not dropped yet keep their stored
-    manifest), and the leftovers of an interrupted purge, by output directory."""
+    manifest), and the leftovers of an interrupted purge, by output directory. A leftover
+    is only deleted: the batch it was is due (still listed) if the purge that renamed it
+    was killed before recording it, and done with otherwise; its name alone is no batch."""
     rows = scope.session.exec(
         select(LetterBatch)
         .where(
@@ -182,10 +187,10 @@ def _due_batches(scope: Scope, before: datetime) -> _Batches:
         with _opened(out, due.skipped) as dir_fd:
             for batch in (batch for batch in rows if Path(batch.out_dir) == out):
                 _add_batch(due, dir_fd, out, batch)
-            for name in os.listdir(dir_fd) if dir_fd is not None else ():
-                match = _EXPIRED.fullmatch(name)
-                if match and dir_fd is not None and _entry(dir_fd, name, directory=True) == OURS:
-                    due.ids.add(int(match[1]))
+            if dir_fd is None:
+                continue
+            for name in os.listdir(dir_fd):
+                if _EXPIRED.fullmatch(name) and _entry(dir_fd, name, directory=True) == OURS:
                     due.directories.setdefault(out, {})[name] = name
     return due
 

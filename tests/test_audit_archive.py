@@ -2,7 +2,11 @@
 re-anchored. What remains still verifies and tampering with it is still caught; the archive
 verifies on its own, links to what remains, and tampering with it is caught too."""
 
+import gzip
 import json
+import os
+import time
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -185,6 +189,85 @@ def test_an_archived_line_of_the_wrong_types_is_named_not_a_traceback(
         2,
         f"Error: {out}, line 3: not an archived event\n",
     )
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        pytest.param(lambda line: line.replace('"reason":', '"reason":"FORGED","reason":', 1),
+                     id="a-key-twice"),
+        pytest.param(lambda line: line.replace("{", '{"approved_by":"DPO",', 1), id="a-new-key"),
+        pytest.param(lambda line: line.replace('"agent":"', '"agent":"\u00e9', 1).replace(
+            "\\u00e9", "\u00e9"), id="not-ascii"),
+    ],
+)  # fmt: skip
+def test_an_archived_line_a_reader_and_the_walk_would_read_apart_is_refused(
+    cli: Cli, clock: FakeClock, session: Session, aged: list[dict[str, Any]], tmp_path: Path,
+    damage: Callable[[str], str],
+) -> None:  # fmt: skip
+    """A key given twice shows a reader one value and the walk the other; a key the table
+    does not have is covered by no hash; purge writes ASCII: each is no archived event."""
+    out = tmp_path / "a.jsonl"
+    archive_events(session, before=clock() - timedelta(days=180), out=out, agent="agent.test")
+    lines = out.read_text().splitlines(keepends=True)
+    lines[2] = damage(lines[2])
+    out.write_bytes("".join(lines).encode())
+    result = cli("audit", "verify", "--archive", str(out))
+    assert (result.exit_code, result.stderr) == (
+        2,
+        f"Error: {out}, line 3: not an archived event\n",
+    )
+
+
+def test_an_empty_or_compressed_file_is_no_archive_and_an_emptied_one_is_caught(
+    cli: Cli, clock: FakeClock, session: Session, aged: list[dict[str, Any]], tmp_path: Path
+) -> None:
+    out = tmp_path / "audit-20260101T000000000000Z.jsonl"
+    archive_events(session, before=clock() - timedelta(days=180), out=out, agent="agent.test")
+    packed = tmp_path / "a.jsonl.gz"
+    packed.write_bytes(gzip.compress(out.read_bytes()))
+    result = cli("--json", "audit", "verify", "--archive", str(packed))
+    assert (result.exit_code, json.loads(result.stdout)) == (
+        2,
+        {"error": f"{packed}, line 1: not an archived event", "exit_code": 2},
+    )
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    result = cli("audit", "verify", "--archive", str(empty))
+    assert (result.exit_code, result.stderr) == (
+        2,
+        f"Error: {empty}: no event, not an archive (purge never writes one empty)\n",
+    )
+    out.write_text("")  # the file purge wrote, emptied: its record says what it held
+    code, report = verify_json(cli, "--archive", str(out))
+    assert (code, report["problem"], report["first_bad_seq"], report["checked"]) == (
+        1,
+        "deleted",
+        1,
+        0,
+    )
+    assert report["message"].startswith(f"audit archive {out.name} holds no event, but the")
+
+
+def test_a_file_left_by_an_archive_killed_while_writing_is_removed_by_the_next(
+    cli: Cli, clock: FakeClock, session: Session, aged: list[dict[str, Any]], tmp_path: Path
+) -> None:
+    """kill -9 runs no `finally`: the hidden temporary copy of the events would stay for
+    good, under a name (the run's moment) no later run writes again."""
+    folder = tmp_path / "archives"
+    folder.mkdir(mode=0o700)
+    left = folder / ".audit-20260101T000000000000Z.jsonl.0badf00d.tmp"
+    left.write_text('{"id": 1, "agent": "alice"}\n')
+    os.utime(left, (time.time() - 60, time.time() - 60))  # settled: no live writer
+    stranger = folder / "notes.txt"
+    stranger.write_text("not ours")
+    archive_events_into(session, before=clock() - timedelta(days=180), directory=folder,
+                        agent="agent.test", clock=clock)  # fmt: skip
+    assert not left.exists()
+    assert sorted(p.name for p in folder.iterdir()) == [
+        f"audit-{clock().strftime('%Y%m%dT%H%M%S%f')}Z.jsonl",
+        "notes.txt",
+    ]
 
 
 def test_a_second_archive_starts_where_the_first_ended(

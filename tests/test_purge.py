@@ -14,7 +14,7 @@ from sqlalchemy import update
 from sqlmodel import Session, col, select
 
 from cpms_admin.audit_chain import archive_events_into
-from cpms_admin.db import sqlite_path
+from cpms_admin.db import PURGE_RUN, one_run, sqlite_path
 from cpms_admin.errors import NotReady
 from cpms_admin.models import (
     Account,
@@ -449,6 +449,50 @@ def test_a_mail_directory_that_is_a_link_fails_that_category_only(
     assert mail["error"] == f"{link} is a symbolic link; give the directory itself"
     assert old.exists()
     assert [c["error"] for c in document["categories"] if c["name"] != "mail_files"] == [None] * 5
+
+
+def test_names_that_only_look_like_ours_neither_stop_purge_nor_stand_for_a_batch(
+    cli: Cli, session: Session, clock: FakeClock, tmp_path: Path, archived: list[dict[str, Any]]
+) -> None:
+    """An e-mail name with no such day, a leftover name with no such batch, or naming a
+    batch that is not due: none stops the run or the categories after it, and a leftover's
+    name never stands for the batch it names (whose stored manifest would go, and with it
+    the only record that its folder is due)."""
+    world = build_world(cli, session, clock, tmp_path)
+    out = world.old_batch.parent
+    no_day = world.mail_dir / "20270230T000000000000Z-00000000.eml"
+    no_day.write_text("Votre code : 123456")
+    for stray in (".batch-2.expired", ".batch-99999999999999999999.expired"):
+        (out / stray).mkdir()
+    code, document, stderr = purge(cli)
+    assert (code, stderr) == (0, f"Warning: purge mail_files: {world.planted} is a symbolic "
+                                 "link: left alone\n")  # fmt: skip
+    found = by_name(document)
+    assert [c["error"] for c in document["categories"]] == [None] * 6
+    assert found["mail_files"]["count"] == 2
+    assert found["batch_files"]["count"] == 2  # batches 1 and 3, as without the strays
+    assert no_day.exists()
+    assert sorted(p.name for p in out.iterdir()) == [world.young_batch.name]
+    session.rollback()
+    young = session.exec(select(LetterBatch).where(LetterBatch.id == 2)).one()
+    assert young.manifest is not None  # its folder is purged when it is due, as ever
+
+
+def test_a_second_purge_while_one_runs_is_refused_and_changes_nothing(
+    cli: Cli, session: Session, clock: FakeClock, tmp_path: Path
+) -> None:
+    """Two at once would each archive the same audit events (one file recorded, one copy
+    no record names) and race each other to the same files."""
+    world = build_world(cli, session, clock, tmp_path)
+    before = snapshot(session)
+    with one_run(session, PURGE_RUN):
+        result = cli("purge")
+        assert (result.exit_code, result.stderr) == (4, "Error: another purge is running\n")
+        assert cli("purge", "--dry-run").exit_code == 0  # a survey changes nothing: it may
+    assert snapshot(session) == before
+    assert world.old_mail.exists()
+    assert cli("purge").exit_code == 0  # the lock died with the run that held it
+    assert not world.old_mail.exists()
 
 
 def test_a_run_killed_after_renaming_batches_is_finished_by_the_next(

@@ -30,11 +30,17 @@ from cpms_admin.clock import Clock, system_clock
 from cpms_admin.db import reader, transaction
 from cpms_admin.english import count
 from cpms_admin.errors import Conflict, InvalidInput, NotReady, Refused
-from cpms_admin.private_files import private_dir, write_private_atomically
+from cpms_admin.private_files import (
+    private_dir,
+    remove_left_behind_in,
+    write_private_atomically,
+)
 from cpms_admin.vocabulary import AuditAction, ChainProblem
 
 _CHUNK = 5000
 _ARCHIVED = {"id", "at", "seq", "prev_hash", "hash", "key_id"}  # columns added later may lack
+_COLUMNS = set(EVENTS.c.keys())  # all an archived event holds
+_ARCHIVE_NAME = r"audit-\d{8}T\d{12}Z\.jsonl"  # `archive_events_into`'s
 
 
 def archivable(session: Session, *, before: datetime) -> int:
@@ -79,6 +85,7 @@ def archive_events(
         conn = session.connection()
         locked = locked_head(conn, keys)
         if locked["anchor_seq"] != head["anchor_seq"]:
+            out.unlink()  # a copy of events that run archived, which nothing would record
             raise Conflict("another archive of the audit log ran meanwhile: run it again")
         dropped = conn.execute(
             delete(EVENTS).where(EVENTS.c.seq > head["anchor_seq"], EVENTS.c.seq <= through)
@@ -153,8 +160,10 @@ def archive_events_into(
     `audit-20270601T020000123456Z.jsonl`. Missing, the directory is made 0700, or with the
     group bits of `like` (the database file: every admin and the nightly cron archive there);
     no link is followed. A run that crashed after writing its file leaves it; the next run
-    writes its own."""
+    writes its own, and removes what a run killed while writing left (a hidden copy of the
+    events)."""
     folder = private_dir(directory, like=like)
+    remove_left_behind_in(folder, _ARCHIVE_NAME)  # what a run killed while writing left
     stamp = clock().astimezone(UTC).strftime("%Y%m%dT%H%M%S%fZ")
     return archive_events(
         session, before=before, out=folder / f"audit-{stamp}.jsonl", agent=agent, clock=clock
@@ -194,10 +203,13 @@ def verify_archive(session: Session, path: Path) -> ChainReport:
         if broken := walk.step(event):
             return broken_report(walk, broken, **place)
         place.update(head_seq=event["seq"], head_hash=event["hash"])
-    if walk is None:
-        return ChainReport(ok=True, checked=0, message=f"{path}: no event in the archive")
-    held = f"seq {place['anchor_seq'] + 1} to {place['head_seq']}"
     record = _record_of(session, path)
+    if walk is None:
+        if record is None:
+            raise InvalidInput(f"{path}: no event, not an archive (purge never writes one empty)")
+        return _cut_short(path, record, held="no event", first_bad_seq=record.held[0])
+    first, last = place["anchor_seq"] + 1, place["head_seq"]
+    held = f"seq {first} to {last}"
     if record is None:
         return ChainReport(
             ok=True,
@@ -207,16 +219,10 @@ def verify_archive(session: Session, path: Path) -> ChainReport:
             "stopped before dropping its events), so its ends are not checked",
             **place,
         )
-    if (place["anchor_seq"] + 1, place["head_seq"], place["head_hash"]) != record.held:
-        first, last, _ = record.held
-        return ChainReport(
-            ok=False,
-            checked=walk.checked,
-            message=f"audit archive {path.name} holds {held}, but the purge that wrote it "
-            f"(audit event #{record.event_id}) archived seq {first} to {last}: deleted",
-            problem=ChainProblem.deleted,
-            first_bad_seq=first if place["anchor_seq"] + 1 != first else place["head_seq"] + 1,
-            **place,
+    if (first, last, place["head_hash"]) != record.held:
+        missing = record.held[0] if first != record.held[0] else last + 1
+        return _cut_short(
+            path, record, held=held, first_bad_seq=missing, checked=walk.checked, **place
         )
     return ChainReport(
         ok=True,
@@ -224,6 +230,17 @@ def verify_archive(session: Session, path: Path) -> ChainReport:
         message=f"archive intact: {count(walk.checked, 'event')} checked ({held}), "
         f"all that the purge recorded in audit event #{record.event_id} archived",
         **place,
+    )
+
+
+def _cut_short(path: Path, record: "_Record", *, held: str, **report: Any) -> ChainReport:
+    first, last, _ = record.held
+    return ChainReport(
+        ok=False,
+        message=f"audit archive {path.name} holds {held}, but the purge that wrote it "
+        f"(audit event #{record.event_id}) archived seq {first} to {last}: deleted",
+        problem=ChainProblem.deleted,
+        **{"checked": 0, **report},
     )
 
 
@@ -254,25 +271,36 @@ def _record_of(session: Session, path: Path) -> _Record | None:
 
 
 def _archived(path: Path) -> Iterator[dict[str, Any]]:
+    """The events of an archive, line by line; InvalidInput naming the first line that is
+    not one as `archive_events` writes it (ASCII JSON, each key once: a second `reason`
+    would show a reader one value and the walk the other)."""
     try:
-        with path.open(encoding="ascii") as lines:
+        with path.open("rb") as lines:
             for number, line in enumerate(lines, start=1):
                 try:
-                    event = json.loads(line)
+                    event = json.loads(line.decode("ascii"), object_pairs_hook=_each_key_once)
                     if not _is_archived_event(event):
                         raise ValueError
                     yield event
-                except ValueError:
+                except ValueError:  # UnicodeDecodeError and JSONDecodeError included
                     raise InvalidInput(f"{path}, line {number}: not an archived event") from None
     except OSError as exc:
         raise InvalidInput(f"{path}: cannot read the archive ({exc.strerror})") from None
 
 
+def _each_key_once(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    found = dict(pairs)
+    if len(found) != len(pairs):
+        raise ValueError("a key twice")
+    return found
+
+
 def _is_archived_event(event: object) -> bool:
-    """Whether a line of an archive holds what the walk reads, of the types it reads."""
+    """Whether a line of an archive holds what the walk reads, of the types it reads, and
+    nothing the table does not hold (the hash covers its columns, no other key)."""
     return (
         isinstance(event, dict)
-        and event.keys() >= _ARCHIVED
+        and _ARCHIVED <= event.keys() <= _COLUMNS
         and all(type(event[name]) is int for name in ("id", "seq"))
         and (event["key_id"] is None or type(event["key_id"]) is int)
         and all(isinstance(event[name], str) for name in ("at", "prev_hash", "hash"))

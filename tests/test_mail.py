@@ -34,6 +34,7 @@ from tests.mail_helpers import (
     server_tls,
     smtp_server,
 )
+from tests.slow_smtp import Talk, slow_server
 
 
 def parts(message: EmailMessage) -> tuple[str, str]:
@@ -285,6 +286,50 @@ def test_refused_recipient_is_a_mail_error() -> None:
     ):
         SmtpTransport(f"smtp://127.0.0.1:{port}").send(code_mail())
     assert inbox.envelopes == []
+
+
+class QuotesTheAddress(Inbox):
+    async def handle_RCPT(
+        self, server: object, session: object, envelope: Envelope, address: str, options: object
+    ) -> str:
+        return f"550 5.1.1 <{address}>: Recipient address rejected"
+
+
+def test_a_refusal_quoting_the_address_is_told_without_it() -> None:
+    """The reason goes to the audit log (a revoked code's event), which outlives the
+    member's address: pseudonymisation blanks the member, not sealed events."""
+    with (
+        smtp_server(QuotesTheAddress()) as (_, port),
+        pytest.raises(MailError) as refused,
+    ):
+        SmtpTransport(f"smtp://127.0.0.1:{port}").send(code_mail())
+    assert str(refused.value) == (
+        f"cannot send e-mail via smtp://127.0.0.1:{port}: recipient refused, server said 550 "
+        "5.1.1 "
+        "<address>: Recipient address rejected"
+    )
+
+
+def garbled_challenge(talk: Talk) -> None:
+    talk.say("220 odd.test ESMTP")
+    talk.command()  # EHLO
+    talk.say("250-odd.test")
+    talk.say("250 AUTH CRAM-MD5")
+    talk.command()  # AUTH CRAM-MD5
+    talk.say("334 abc")  # no base64: smtplib raises binascii.Error
+    talk.wait_for_goodbye()
+
+
+def test_a_login_challenge_that_cannot_be_read_is_a_mail_error_not_a_crash() -> None:
+    with (
+        slow_server(garbled_challenge) as (port, _),
+        pytest.raises(MailError) as failed,
+    ):
+        SmtpTransport(f"smtp://{QUOTED}@127.0.0.1:{port}").send(code_mail())
+    assert str(failed.value) == (
+        f"cannot send e-mail via smtp://127.0.0.1:{port}: the server's login challenge cannot "
+        "be read"
+    )
 
 
 def test_no_smtp_configured_is_not_a_problem() -> None:

@@ -17,6 +17,7 @@ seconds keeps a send going forever. Each SMTP session therefore also has an over
 
 from __future__ import annotations
 
+import re
 import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -51,6 +52,8 @@ LOGIN_REFUSED = "login refused: {}"
 CERTIFICATE_REFUSED = "TLS certificate refused ({})"
 TLS_FAILED = "TLS failed ({})"
 NO_ANSWER_IN = "no answer within {} s"
+GARBLED_CHALLENGE = "the server's login challenge cannot be read"
+_ADDRESS = re.compile(r"<?[^\s<>]+@[^\s<>]+>?")
 
 
 class Transport(Protocol):
@@ -159,7 +162,9 @@ def _reason(exc: BaseException, *, timeout: float) -> str:
         reason = exc.strerror
     else:
         reason = str(exc) or type(exc).__name__
-    return " ".join(reason.split())[:200]
+    # A server's reply often quotes the recipient: the reason goes to the audit log, which
+    # outlives the member's address (pseudonymisation, README "Retention").
+    return _ADDRESS.sub("<address>", " ".join(reason.split()))[:200]
 
 
 class _Watchdog:
@@ -292,6 +297,17 @@ def _connect(
     return WatchedSMTP(config.host, config.port, timeout=timeout)
 
 
+def _login(smtp: smtplib.SMTP, user: str, password: str) -> None:
+    """`smtp.login`, where a challenge that is not base64 (binascii.Error, a ValueError) is
+    the server's failure like any other, not a crash."""
+    import smtplib
+
+    try:
+        smtp.login(user, password)
+    except ValueError:
+        raise smtplib.SMTPException(GARBLED_CHALLENGE) from None
+
+
 def _quit(smtp: smtplib.SMTP) -> None:
     """Say goodbye, ignoring the answer: once the message is accepted it is sent, and an
     odd reply to QUIT (which `with smtp:` would raise) must not make it look failed."""
@@ -359,7 +375,7 @@ class SmtpTransport:
                         smtp.starttls(context=self._tls_context())
                         smtp.ehlo()
                     if config.user is not None:
-                        smtp.login(config.user, config.password or "")
+                        _login(smtp, config.user, config.password or "")
                     yield smtp
                 finally:
                     _quit(smtp)

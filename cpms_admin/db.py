@@ -36,12 +36,18 @@ from sqlmodel import Session, SQLModel, col
 
 from cpms_admin.errors import Conflict, CpmsError, InvalidInput, NotReady, Refused
 from cpms_admin.migrations import HEAD_REVISION
-from cpms_admin.private_files import MAIL_LOCK, PURGE_LOCK, hold_run_lock
+from cpms_admin.private_files import (
+    CAMPAIGN_LOCK,
+    MAIL_LOCK,
+    PURGE_LOCK,
+    hold_run_lock,
+    run_lock_file,
+)
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 UPGRADE_HINT = "run cpms-admin db upgrade"
 # The first key of every advisory lock this program takes on PostgreSQL ("CPMS"): keeps its
-# locks (a letter batch's, `mail send`'s, `purge`'s) apart from any other application's.
+# locks (a letter batch's, and those of `one_run`) apart from any other application's.
 ADVISORY_CLASS = 0x43504D53
 
 
@@ -80,6 +86,7 @@ class RunLock:
 
 MAIL_RUN = RunLock(MAIL_LOCK, -1, "another mail send is running")
 PURGE_RUN = RunLock(PURGE_LOCK, -2, "another purge is running")
+CAMPAIGN_RUN = RunLock(CAMPAIGN_LOCK, -3, "another code campaign is running")
 
 
 @contextmanager
@@ -103,9 +110,7 @@ def one_run(session: Session, lock: RunLock) -> Iterator[None]:
     if database is None:  # in memory: nobody else sees it
         yield
         return
-    fd = hold_run_lock(
-        database.with_name(database.name + lock.suffix), like=database, busy=lock.busy
-    )
+    fd = hold_run_lock(run_lock_file(database, lock.suffix), like=database, busy=lock.busy)
     try:
         yield
     finally:

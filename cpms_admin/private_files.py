@@ -41,11 +41,12 @@ _MAX_LINKS = 40  # as the kernel: more links on one path is a loop
 # Files no output may replace: (real path, what it is, whether names that begin with its own
 # name are its too). See `reserved`.
 _RESERVED: list[tuple[Path, str, bool]] = []
-# The run locks beside a database (`hold_run_lock`): the letter batch's (letters/guard.py),
-# `mail send`'s and `purge`'s (`db.one_run`).
+# The run locks beside a database (`run_lock_file`): the letter batch's (letters/guard.py),
+# those of `mail send`, `purge` and `code campaign` (`db.one_run`).
 BATCH_LOCK, MAIL_LOCK, PURGE_LOCK = ".batch-lock", ".mail-lock", ".purge-lock"
+CAMPAIGN_LOCK = ".campaign-lock"
 # The files SQLite keeps beside a database, and the run locks.
-COMPANIONS = ("-wal", "-shm", "-journal", BATCH_LOCK, MAIL_LOCK, PURGE_LOCK)
+COMPANIONS = ("-wal", "-shm", "-journal", BATCH_LOCK, MAIL_LOCK, PURGE_LOCK, CAMPAIGN_LOCK)
 
 
 def absolute(path: Path) -> Path:
@@ -407,6 +408,13 @@ def _same_entry(path: Path, info: os.stat_result) -> bool:
     except OSError:
         return False
     return (now.st_dev, now.st_ino, now.st_mtime_ns) == (info.st_dev, info.st_ino, info.st_mtime_ns)
+
+
+def run_lock_file(database: Path, suffix: str) -> Path:
+    """The run lock `suffix` of the database file, named after the file itself however the
+    command reached it (a link to it, `..`): two runs on one database always meet."""
+    real = Path(os.path.realpath(database))
+    return real.with_name(real.name + suffix)
 
 
 def hold_run_lock(path: Path, *, like: Path, busy: str) -> int:

@@ -4,6 +4,7 @@ batch needs, or a full disk, stops the run with one line, touches nothing that i
 batch's, and never strands a committed batch: the next clean run publishes it."""
 
 import errno
+import fcntl
 import os
 import subprocess
 from collections.abc import Iterator
@@ -356,6 +357,36 @@ def test_a_fifo_planted_as_a_run_lock_is_refused_not_waited_on(
         5,
         f"Error: the lock {fifo} is a special file, not a file: remove it while nothing runs\n",
     )
+
+
+@pytest.mark.parametrize(
+    ("command", "lock", "busy"),
+    [("letters", ".batch-lock", "another letters batch is running"),
+     ("mail", ".mail-lock", "another mail send is running")],
+)  # fmt: skip
+def test_a_run_reaching_the_database_by_a_link_meets_the_run_holding_its_lock(
+    cli: Cli, tmp_path: Path, command: str, lock: str, busy: str
+) -> None:
+    """The lock is named after the database file itself: a run given a link to it once
+    took a lock of its own beside the link, and sent the same e-mail as the other run."""
+    from cpms_admin.db import sqlite_path
+
+    database = sqlite_path(cli.settings.database_url)
+    if database is None:
+        pytest.skip("PostgreSQL's runs hold advisory locks, no file")
+    alias = tmp_path / "links" / "alias.db"
+    alias.parent.mkdir()
+    alias.symlink_to(database)
+    args = ("letters", "batch", "--out", str(tmp_path / "out")) if command == "letters" else (
+        "mail", "send")  # fmt: skip
+    held = os.open(database.with_name(database.name + lock), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(held, fcntl.LOCK_EX)  # as the run on the database's own path holds it
+        result = cli.with_settings(database_url=f"sqlite:///{alias}")(*args)
+    finally:
+        os.close(held)
+    assert result.exit_code == 4, result.output
+    assert result.stderr.startswith(f"Error: {busy}")
 
 
 def test_a_link_planted_as_the_run_lock_is_refused_saying_to_remove_it(

@@ -12,6 +12,7 @@ from sqlmodel import Session, col, select
 
 from cpms_admin.bulk.campaign import CampaignCounts, Selection, run_campaign
 from cpms_admin.credentials.codes import issue_code
+from cpms_admin.db import CAMPAIGN_RUN, one_run
 from cpms_admin.models import Account, AuditEvent, Letter, Member, OutgoingMail, pk
 from cpms_admin.settings import Settings
 from tests.audit_helpers import audit_of, run_event, run_events, run_id
@@ -184,6 +185,23 @@ def test_running_a_campaign_again_queues_nothing_twice(
     session.rollback()
     assert len(session.exec(select(Letter)).all()) == 1
     assert len(session.exec(select(OutgoingMail)).all()) == 3
+
+
+def test_a_second_campaign_while_one_queues_is_refused_and_queues_nothing(
+    cli: Cli, session: Session, people: dict[str, Member]
+) -> None:
+    """On PostgreSQL two campaigns at once each saw the other's members as having nothing
+    on its way, and queued every one of them twice."""
+    with one_run(session, CAMPAIGN_RUN):
+        result = cli("code", "campaign", "--never-logged-in", "--reason", "twice")
+        assert (result.exit_code, result.stderr) == (
+            4,
+            "Error: another code campaign is running\n",
+        )
+        assert cli("code", "campaign", "--never-logged-in", "--dry-run").exit_code == 0
+    session.rollback()
+    assert session.exec(select(OutgoingMail)).all() == []
+    assert campaign(cli, "--never-logged-in")["emails"] == 3  # the lock went with its run
 
 
 def test_a_member_with_a_welcome_letter_waiting_is_left_alone(cli: Cli, session: Session) -> None:

@@ -9,6 +9,7 @@ left alone, so a campaign killed half-way (or run twice) queues nothing twice.
 """
 
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
@@ -21,7 +22,7 @@ from cpms_admin.audit import RunAudit
 from cpms_admin.clock import Clock, system_clock
 from cpms_admin.credentials.codes import purpose_for
 from cpms_admin.credentials.on_its_way import code_on_its_way, letter_on_its_way, mail_on_its_way
-from cpms_admin.db import insert_per_member, transaction
+from cpms_admin.db import CAMPAIGN_RUN, insert_per_member, one_run, transaction
 from cpms_admin.errors import FieldError, InvalidInput
 from cpms_admin.members.nir import nir_to_find
 from cpms_admin.models import Letter, OutgoingMail, SecurityCode
@@ -266,14 +267,17 @@ def run_campaign(
         wording=wording,
         **selection.describe(),
     )
-    for rows in _batches(session, selection, counts, batch_size, now):
-        queued = _sort(rows, channel=channel, counts=counts)
-        if dry_run:
-            session.rollback()
-        else:
-            _queue(session, queued, now=now, wording=wording, run_audit=run_audit)
-        on_progress(counts)
-    if not dry_run:
-        with transaction(session):
-            run_audit.finish(session, counts=counts.as_dict(), outcome="ok", at=clock())
+    # One campaign queues at a time: on PostgreSQL two would each see the other's members
+    # as having nothing on its way, and queue them twice.
+    with nullcontext() if dry_run else one_run(session, CAMPAIGN_RUN):
+        for rows in _batches(session, selection, counts, batch_size, now):
+            queued = _sort(rows, channel=channel, counts=counts)
+            if dry_run:
+                session.rollback()
+            else:
+                _queue(session, queued, now=now, wording=wording, run_audit=run_audit)
+            on_progress(counts)
+        if not dry_run:
+            with transaction(session):
+                run_audit.finish(session, counts=counts.as_dict(), outcome="ok", at=clock())
     return counts

@@ -21,7 +21,7 @@ from sqlalchemy import Connection, Engine, text
 
 from cpms_admin.db import ADVISORY_CLASS, sqlite_path
 from cpms_admin.errors import Conflict
-from cpms_admin.private_files import BATCH_LOCK, hold_run_lock
+from cpms_admin.private_files import BATCH_LOCK, hold_run_lock, run_lock_file
 
 
 class RunGuard(Protocol):
@@ -41,7 +41,7 @@ class FileGuard:
         self._fd: int | None = None
         if database is None:  # in-memory database: nobody else can see it
             return
-        lock = database.with_name(database.name + BATCH_LOCK)
+        lock = run_lock_file(database, BATCH_LOCK)
         self._fd = hold_run_lock(
             lock, like=database, busy=f"another letters batch is running (lock {lock})"
         )

@@ -133,6 +133,7 @@ def campaign(
     Codes are made when the letters are printed or the e-mails sent, never stored in clear.
     Left out: closed members, and members with a letter or e-mail waiting or a live code
     (a new code would revoke theirs), so running a campaign again queues nothing twice.
+    One campaign queues at a time: a second one exits 4 (a --dry-run may run beside it).
 
     --reason is required, except for a dry run (which changes nothing).
 

@@ -130,6 +130,7 @@ def check_settings(values: Mapping[str, Any], label: Callable[[str], str]) -> No
                 f"{label(spec.name)} must be between {low} and {high}{unit}, "
                 f"got {reprlib.repr(value)}"
             )
+    _check_texts_are_text(values, label)
     _check_database_url(values.get("database_url"), label)
     _check_texts_given(values, label)
     _check_mail_from(values["mail_from"], label)
@@ -139,6 +140,19 @@ def check_settings(values: Mapping[str, Any], label: Callable[[str], str]) -> No
             raise NotReady(
                 f"{label(larger)} ({values[larger]}) must be at least "
                 f"{label(smaller)} ({values[smaller]})"
+            )
+
+
+def _check_texts_are_text(values: Mapping[str, Any], label: Callable[[str], str]) -> None:
+    """A text setting written in the config file as a list or a number (`weak_pins =
+    ["135792"]`) would be read as the text of its Python form, and match nothing."""
+    for spec in fields(Settings):
+        value = values.get(spec.name)
+        if "bounds" not in spec.metadata and value is not None and not isinstance(value, str):
+            what = "a list" if isinstance(value, list) else type(value).__name__
+            raise NotReady(
+                f"{label(spec.name)} must be text in quotes, got {what}: "
+                + ('write "a,b,c"' if spec.name == "weak_pins" else "quote the value")
             )
 
 
@@ -182,7 +196,7 @@ def _check_database_url(value: Any, label: Callable[[str], str]) -> None:
     if not isinstance(value, str) or not value.strip():
         raise NotReady(f"{label('database_url')} is empty: give a database URL, {example}")
     try:
-        make_url(value)
+        parsed = make_url(value)
     except (ArgumentError, ValueError):  # ValueError: a port that is not a number
         if ":" not in value and "@" not in value:  # a file's path: no password to hide
             raise NotReady(
@@ -190,6 +204,12 @@ def _check_database_url(value: Any, label: Callable[[str], str]) -> None:
                 f"sqlite:///{value.strip()}"
             ) from None
         raise NotReady(f"{label('database_url')} is not a database URL ({example})") from None
+    if parsed.get_backend_name() == "sqlite" and parsed.host:  # `sqlite://data/cpms.db`
+        path = "/".join(part for part in (parsed.host, parsed.database) if part)
+        raise NotReady(
+            f"{label('database_url')} names a host, which SQLite has not: for the file "
+            f"{path} give sqlite:///{path} (three slashes; four before an absolute path)"
+        )
 
 
 def return_address_lines(value: str) -> tuple[str, ...]:
@@ -223,8 +243,8 @@ _WHOLE_NUMBER = re.compile(r"-?[0-9]+")
 def _coerce(raw: Any, *, integer: bool) -> Any:
     """An environment string (or a TOML value) as the field's type. A string that is not a
     whole number is kept as it is, for `check_settings` to refuse naming the setting."""
-    if not integer:
-        return None if raw == "" else str(raw)
+    if not integer:  # a TOML list or number stays as it is, for `check_settings` to refuse
+        return None if raw == "" else raw
     if isinstance(raw, str):  # digits only: int() also takes `3_0` (30), `+3` and `٣`
         text = raw.strip()
         return int(text) if _WHOLE_NUMBER.fullmatch(text) else raw
@@ -266,8 +286,8 @@ def load_settings(
         labels.update({name: f"{name} in {config_path}" for name in from_file})
     for name, spec in known.items():
         raw = env.get(env_name(name))
-        if raw is None or (raw == "" and "bounds" in spec.metadata):
-            continue  # an empty integer variable is unset, as Click reads its own variables
+        if raw is None or (raw == "" and ("bounds" in spec.metadata or spec.default is None)):
+            continue  # an empty number or path variable is unset, as Click reads its own
         values[name], labels[name] = raw, env_name(name)
     given = {name: value for name, value in overrides.items() if value is not None}
     values.update(given)

@@ -107,6 +107,11 @@ def run(*args: str, **env: str) -> Any:
             "CPMS_DATABASE_URL is not a database URL: for a SQLite file, give "
             "sqlite:////srv/cpms/cpms.db",
         ),
+        (  # two slashes: SQLAlchemy reads `data` as a host, and opened ./cpms.db
+            {"CPMS_DATABASE_URL": "sqlite://data/cpms.db"},
+            "CPMS_DATABASE_URL names a host, which SQLite has not: for the file data/cpms.db "
+            "give sqlite:///data/cpms.db (three slashes; four before an absolute path)",
+        ),
     ],
 )
 def test_a_bad_setting_is_refused_naming_it(env: dict[str, str], message: str) -> None:
@@ -134,6 +139,18 @@ def test_a_bad_config_file_value_is_named_by_its_key(tmp_path: Path) -> None:
     result = run("member", "list", CPMS_CONFIG=str(config))
     assert result.exit_code == 5
     assert f"lockout_max_failures in {config} must be a whole number" in result.stderr
+    # A list was read as the text "['135792']": it matched no PIN, and the defaults were gone.
+    config.write_text('weak_pins = ["135792"]\n', encoding="utf-8")
+    result = run("member", "list", CPMS_CONFIG=str(config))
+    assert (result.exit_code, result.stderr) == (
+        5,
+        f'Error: weak_pins in {config} must be text in quotes, got a list: write "a,b,c"\n',
+    )
+    config.write_text("letter_city = 75\n", encoding="utf-8")
+    result = run("member", "list", CPMS_CONFIG=str(config))
+    assert result.stderr == (
+        f"Error: letter_city in {config} must be text in quotes, got int: quote the value\n"
+    )
 
 
 def test_unknown_keys_and_unreadable_files_are_not_ready(tmp_path: Path) -> None:
@@ -169,6 +186,11 @@ def test_the_environment_wins_over_the_file_and_empty_means_unset(tmp_path: Path
     )
     assert (loaded.lockout_cooldown_seconds, loaded.code_max_tries) == (90, 7)
     assert load_settings({"CPMS_CODE_EMAIL_TTL_MINUTES": ""}).code_email_ttl_minutes == 10
+    # An empty path is unset too: the file's outbox holds, not one beside the database.
+    config.write_text('mail_dir = "/srv/mail"\npepper_file = "/etc/cpms/pepper"\n')
+    environ = {"CPMS_CONFIG": str(config), "CPMS_MAIL_DIR": "", "CPMS_PEPPER_FILE": ""}
+    loaded = load_settings(environ)
+    assert (loaded.mail_dir, loaded.pepper_file) == ("/srv/mail", "/etc/cpms/pepper")
 
 
 @pytest.mark.parametrize(

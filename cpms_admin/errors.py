@@ -70,3 +70,13 @@ class BadAddress(MailError):
 class Terminated(KeyboardInterrupt):
     """SIGTERM (`timeout`, systemd stopping a job, `kill`): the command stops as Ctrl-C
     stops it, through the same clean-up, and exits 143 (the CLI's `main` installs it)."""
+
+
+def unreachable(exc: OSError) -> NotReady:
+    """A path the deployment names that this user may not open (a folder of 0700, a pepper
+    file in another's home): NotReady, naming it, instead of a traceback."""
+    where = f" {exc.filename}" if exc.filename else ""
+    return NotReady(
+        f"cannot open{where} ({exc.strerror or exc}): this user must be able to reach it "
+        "(README, Deploying)"
+    )

@@ -2,11 +2,16 @@
 
 import json
 import os
+import shutil
+import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
 
+from tests.file_helpers import NOBODY
 from tests.harness import TEST_PEPPER, Cli
+from tests.process_helpers import CPMS
 
 
 def checks(result: object) -> dict[str, dict[str, object]]:
@@ -107,3 +112,44 @@ def test_a_city_too_long_for_the_date_line_is_a_problem_before_the_night(cli: Cl
     assert found["ok"] is False
     assert str(found["detail"]).startswith(f"CPMS_LETTER_CITY {city!r} makes a date line")
     assert checks(cli("--json", "doctor"))["letters"]["ok"] is True
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(os.geteuid() != 0, reason="runs the installed command as another user")
+def test_a_pepper_file_this_user_cannot_reach_is_reported_not_a_traceback(
+    tmp_path: Path,
+) -> None:
+    """The README's PostgreSQL setup keeps the pepper in a private folder: an agent who may
+    not enter it got a PermissionError traceback from `doctor`, the command meant to say
+    what is wrong, and from `db upgrade`."""
+    shared = Path(tempfile.mkdtemp(prefix="cpms-doctor-"))  # a folder anyone may use
+    try:
+        shared.chmod(0o777)
+        private = tmp_path / "private"
+        private.mkdir(mode=0o700)
+        pepper = private / "pepper"
+        env = {
+            **os.environ,
+            "CPMS_DATABASE_URL": f"sqlite:///{shared / 'cpms.db'}",
+            "CPMS_PEPPER_FILE": str(pepper),
+            "CPMS_MAIL_DIR": str(shared / "outbox"),
+        }
+        env.pop("CPMS_PEPPER", None)
+        made = subprocess.run([str(CPMS), "db", "upgrade"], env=env, capture_output=True)
+        assert made.returncode == 0, made.stderr
+        (shared / "cpms.db").chmod(0o666)
+        said = (
+            f"cannot open {pepper} (Permission denied): this user must be able to reach it "
+            "(README, Deploying)"
+        )
+        doctor = subprocess.run([str(CPMS), "--json", "doctor"], env=env, cwd="/", user=NOBODY,
+                                capture_output=True, text=True)  # fmt: skip
+        assert doctor.returncode == 5, doctor.stderr
+        found = {check["name"]: check for check in json.loads(doctor.stdout)}
+        assert (found["pepper"]["ok"], found["pepper"]["detail"]) == (False, said)
+        assert found["templates"]["ok"] is True  # the checks after it still ran
+        upgrade = subprocess.run([str(CPMS), "db", "upgrade"], env=env, cwd="/", user=NOBODY,
+                                 capture_output=True, text=True)  # fmt: skip
+        assert (upgrade.returncode, upgrade.stderr) == (5, f"Error: {said}\n")
+    finally:
+        shutil.rmtree(shared)

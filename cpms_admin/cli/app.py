@@ -36,7 +36,7 @@ from cpms_admin.cli.output import (
     stdout_failed,
     watch_stdout,
 )
-from cpms_admin.errors import CpmsError, Terminated
+from cpms_admin.errors import CpmsError, Terminated, unreachable
 from cpms_admin.members.nir import PRINTED_GROUP_COUNT, is_printed_nir
 from cpms_admin.settings import load_settings
 
@@ -159,6 +159,9 @@ def _expected_failure(ctx: typer.Context, exc: BaseException) -> tuple[str, int]
         # A command ran without its configuration ("--help" was an option's value): the
         # configuration error is the one to report.
         return str(deferred), deferred.exit_code
+    if isinstance(exc, PermissionError):
+        unopened = unreachable(exc)
+        return str(unopened), unopened.exit_code
     from sqlalchemy.exc import DBAPIError
 
     if isinstance(exc, DBAPIError):

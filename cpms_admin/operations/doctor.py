@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from cpms_admin.errors import CpmsError, InvalidInput, NotReady
+from cpms_admin.errors import CpmsError, InvalidInput, NotReady, unreachable
 from cpms_admin.migrations import HEAD_REVISION
 from cpms_admin.settings import Settings
 from cpms_admin.vocabulary import Wording
@@ -279,4 +279,6 @@ def run_checks(settings: Settings) -> Report:
             results.append(check(settings))
         except CpmsError as exc:
             results.append(Check(name, False, str(exc)))
+        except PermissionError as exc:  # the other checks still tell what they find
+            results.append(Check(name, False, str(unreachable(exc))))
     return Report(results)

@@ -204,8 +204,22 @@ def _stamped(conn: Connection) -> str | None:
 def check_schema(engine: Engine) -> None:
     revision = current_revision(engine)
     if revision != HEAD_REVISION:
-        state = "empty" if revision is None else f"at {revision}, latest is {HEAD_REVISION}"
-        raise NotReady(f"database schema is {state}; {UPGRADE_HINT}")
+        what, fix = schema_behind(revision)
+        raise NotReady(f"database schema is {what}; {fix}")
+
+
+def schema_behind(revision: str | None) -> tuple[str, str]:
+    """What is wrong with a schema at `revision` (not the latest), and what to do. A schema
+    newer than this release knows was upgraded by a newer cpms-admin: `db upgrade` cannot
+    bring it back, the newer release must be installed."""
+    if revision is None:
+        return "empty", UPGRADE_HINT
+    if revision > HEAD_REVISION:  # revisions are numbered 0001, 0002...
+        return (
+            f"at {revision}, newer than this cpms-admin knows (its latest is {HEAD_REVISION})",
+            "install the cpms-admin release that upgraded it",
+        )
+    return f"at {revision}, latest is {HEAD_REVISION}", UPGRADE_HINT
 
 
 def upgrade_schema(engine: Engine) -> str | None:

@@ -19,6 +19,7 @@ from cpms_admin.migrations import HEAD_REVISION
 from cpms_admin.models import AuditEvent
 from tests.databases import PG_URL, new_pg_database
 from tests.factories import make_member
+from tests.harness import Cli
 from tests.process_helpers import CPMS, start_held, wait_until, waiting_for_a_lock
 
 
@@ -26,6 +27,38 @@ def test_head_revision_constant_matches_the_migrations() -> None:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     assert ScriptDirectory.from_config(config).get_current_head() == HEAD_REVISION
+
+
+def test_a_schema_newer_than_this_release_says_to_install_the_newer_one(
+    cli: Cli, engine: Engine
+) -> None:
+    """An older cpms-admin on a database a newer one upgraded: `db upgrade` cannot help (it
+    was a traceback: Alembic knows no such revision), so nothing may send the agent there."""
+    newer = f"{int(HEAD_REVISION) + 1:04d}"
+    stamp = text("UPDATE alembic_version SET version_num = :v")
+    with engine.begin() as conn:
+        conn.execute(stamp, {"v": newer})
+    try:
+        _told_to_install_the_newer_release(cli, engine, newer)
+    finally:  # the next test's database is this one, emptied (PostgreSQL)
+        with engine.begin() as conn:
+            conn.execute(stamp, {"v": HEAD_REVISION})
+
+
+def _told_to_install_the_newer_release(cli: Cli, engine: Engine, newer: str) -> None:
+    said = (
+        f"database schema is at {newer}, newer than this cpms-admin knows (its latest is "
+        f"{HEAD_REVISION}); install the cpms-admin release that upgraded it"
+    )
+    for command in (["db", "upgrade"], ["member", "list"]):
+        result = cli(*command)
+        assert (result.exit_code, result.stderr) == (5, f"Error: {said}\n")
+    status = cli("db", "status")
+    assert status.stdout.splitlines()[-1] == "install the cpms-admin release that upgraded it"
+    doctor = {check["name"]: check for check in json.loads(cli("--json", "doctor").stdout)}
+    assert doctor["database"]["fix"] == "install the cpms-admin release that upgraded it"
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == newer
 
 
 def test_sqlite_runs_in_wal_with_foreign_keys_and_busy_timeout(engine: Engine) -> None:

@@ -64,12 +64,10 @@ def check_database(settings: Settings) -> Check:
         )
     revision = _schema_revision(settings)
     if revision != HEAD_REVISION:
-        return Check(
-            "database",
-            False,
-            f"schema at {revision or 'nothing'}, latest is {HEAD_REVISION}",
-            "run cpms-admin db upgrade",
-        )
+        from cpms_admin.db import schema_behind
+
+        what, fix = schema_behind(revision)
+        return Check("database", False, f"schema {what}", fix)
     folder = _open_folder(settings)
     if folder is not None:
         return Check(

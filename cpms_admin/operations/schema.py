@@ -15,6 +15,7 @@ from cpms_admin.db import (
     ADVISORY_CLASS,
     current_revision,
     make_engine,
+    schema_behind,
     session_scope,
     transaction,
     upgrade_schema,
@@ -40,6 +41,10 @@ class SchemaStatus:
     @property
     def up_to_date(self) -> bool:
         return self.current == self.latest
+
+    @property
+    def advice(self) -> str:
+        return "up to date" if self.up_to_date else schema_behind(self.current)[1]
 
     def as_json(self) -> dict[str, object]:
         """`db status --json`."""
@@ -128,6 +133,9 @@ def _upgrade(
     engine: Engine, settings: Settings, clock: Clock, seal_waiting_events: bool
 ) -> UpgradeResult:
     found = current_revision(engine)
+    if found is not None and found > HEAD_REVISION:  # Alembic would fail: it knows no such
+        what, fix = schema_behind(found)
+        raise NotReady(f"database schema is {what}; {fix}")
     with session_scope(engine, read_only=True) as session:
         if found is not None and found >= AGENTS_REVISION:
             agent = authorize(session, command="db upgrade").name

@@ -88,7 +88,7 @@ def status(ctx: typer.Context) -> None:
         [
             f"current: {state.current or '(empty)'}",
             f"latest:  {state.latest}",
-            "up to date" if state.up_to_date else "run cpms-admin db upgrade",
+            state.advice,
         ],
     )
 

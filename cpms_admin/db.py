@@ -80,13 +80,17 @@ class RunLock:
     run is told."""
 
     suffix: str
-    advisory_id: int  # negative: the letter batches' advisory locks use the positive ids
+    advisory_id: int  # see IMPORT_LOCK_ID
     busy: str
 
 
+# The second keys of this program's advisory locks on PostgreSQL, each job's own: a letter
+# batch's is its id (positive); the others are here, negative, so that no two jobs share one.
+IMPORT_LOCK_ID = -2  # each writing batch of an import (bulk/import_writes.py)
+UPGRADE_LOCK_ID = -3  # `db upgrade` (operations/schema.py)
 MAIL_RUN = RunLock(MAIL_LOCK, -1, "another mail send is running")
-PURGE_RUN = RunLock(PURGE_LOCK, -2, "another purge is running")
-CAMPAIGN_RUN = RunLock(CAMPAIGN_LOCK, -3, "another code campaign is running")
+PURGE_RUN = RunLock(PURGE_LOCK, -4, "another purge is running")
+CAMPAIGN_RUN = RunLock(CAMPAIGN_LOCK, -5, "another code campaign is running")
 
 
 @contextmanager

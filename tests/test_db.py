@@ -12,6 +12,7 @@ from sqlalchemy import Engine, text
 from sqlmodel import Session, col, select
 
 from cpms_admin import audit
+from cpms_admin.bulk.import_writes import one_batch_at_a_time
 from cpms_admin.db import MIGRATIONS_DIR, make_engine, migrate, transaction
 from cpms_admin.errors import Conflict, NotReady
 from cpms_admin.members import records, views
@@ -59,6 +60,20 @@ def _told_to_install_the_newer_release(cli: Cli, engine: Engine, newer: str) -> 
     assert doctor["database"]["fix"] == "install the cpms-admin release that upgraded it"
     with engine.connect() as conn:
         assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == newer
+
+
+def test_each_job_has_its_own_advisory_lock(cli: Cli, engine: Engine) -> None:
+    """PostgreSQL: an import's batch, while it writes, holds the import lock; a purge or a
+    campaign started meanwhile is not "another purge (campaign) running" for it."""
+    if engine.dialect.name != "postgresql":
+        pytest.skip("SQLite's runs lock files, each named after its job")
+    with Session(engine) as importing:
+        one_batch_at_a_time(importing)  # held until this transaction ends
+        purge = cli("purge")
+        assert purge.exit_code == 0, purge.stderr
+        campaign = cli("code", "campaign", "--no-pin", "--reason", "at once")
+        assert campaign.exit_code == 0, campaign.stderr
+        importing.rollback()
 
 
 def test_sqlite_runs_in_wal_with_foreign_keys_and_busy_timeout(engine: Engine) -> None:

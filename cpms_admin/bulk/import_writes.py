@@ -13,7 +13,7 @@ from cpms_admin.audit_chain.seal import keyring
 from cpms_admin.bulk.import_rows import MEMBER_KEYS, CheckedRow
 from cpms_admin.bulk.rows import PIN_HASH, STATUS_COLUMNS
 from cpms_admin.credentials.pins import LEGACY_PREFIX, seal_legacy_hash
-from cpms_admin.db import ADVISORY_CLASS
+from cpms_admin.db import ADVISORY_CLASS, IMPORT_LOCK_ID
 from cpms_admin.members.fields import COLUMNS
 from cpms_admin.members.postal import address_from, same_destination
 from cpms_admin.members.records import insert_members as insert_new_members
@@ -46,9 +46,6 @@ class Existing:
         return (*changed, PIN_HASH) if self.takes_pin(row) else changed
 
 
-_IMPORT_LOCK_ID = -2  # beside `mail send`'s (-1) and the letter batches' (positive ids)
-
-
 def one_batch_at_a_time(session: Session) -> None:
     """PostgreSQL: until the transaction ends, no other import's writing batch looks members
     up or adds them (dry runs and the `fail` check pass only read, unlocked), so two imports
@@ -58,7 +55,7 @@ def one_batch_at_a_time(session: Session) -> None:
     if session.get_bind().dialect.name == "postgresql":
         session.execute(
             text("SELECT pg_advisory_xact_lock(:cls, :id)"),
-            {"cls": ADVISORY_CLASS, "id": _IMPORT_LOCK_ID},
+            {"cls": ADVISORY_CLASS, "id": IMPORT_LOCK_ID},
         )
 
 

@@ -13,6 +13,7 @@ from cpms_admin.audit_chain.seal import UNSEALED_WHY, keyring, seal_waiting, upg
 from cpms_admin.clock import Clock, system_clock
 from cpms_admin.db import (
     ADVISORY_CLASS,
+    UPGRADE_LOCK_ID,
     current_revision,
     make_engine,
     schema_behind,
@@ -30,7 +31,6 @@ from cpms_admin.vocabulary import AuditAction
 
 AGENTS_REVISION = "0008"  # the migration that brought agents (revisions sort as text)
 CHAIN_REVISION = "0011"  # the migration that brought the audit chain
-_UPGRADE_LOCK_ID = -3  # beside imports' (-2), `mail send`'s (-1) and the batches' (positive)
 
 
 @dataclass(frozen=True)
@@ -119,7 +119,7 @@ def _one_upgrade_at_a_time(engine: Engine) -> Iterator[None]:
     if engine.dialect.name != "postgresql":
         yield
         return
-    key = {"cls": ADVISORY_CLASS, "id": _UPGRADE_LOCK_ID}
+    key = {"cls": ADVISORY_CLASS, "id": UPGRADE_LOCK_ID}
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as holder:
         holder.execute(text("SELECT pg_advisory_lock(:cls, :id)"), key)
         try:

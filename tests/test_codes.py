@@ -1,6 +1,7 @@
 """Security codes in the database: what the letter batch and the e-mail queue rely on."""
 
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from sqlmodel import Session
@@ -12,9 +13,11 @@ from cpms_admin.letters.queue import queue_letter
 from cpms_admin.models import Member, pk
 from cpms_admin.pepper import load_peppers
 from cpms_admin.settings import Settings
-from tests.cred_helpers import codes_of, outbox, set_pin
+from tests.audit_helpers import audit_of
+from tests.cred_helpers import codes_of, email_code, outbox, set_pin
 from tests.factories import make_member
-from tests.harness import TEST_PEPPER, FakeClock
+from tests.harness import TEST_PEPPER, Cli, FakeClock
+from tests.import_helpers import person, write_csv
 
 PEPPER = TEST_PEPPER.encode()
 
@@ -178,3 +181,30 @@ def test_a_code_is_e_mailed_only_once_its_transaction_committed(
         )  # fmt: skip
     assert outbox(settings) == []
     assert codes_of(session, member) == []
+
+
+def test_a_code_e_mailed_to_an_address_since_replaced_no_longer_works(
+    cli: Cli, session: Session, settings: Settings, clock: FakeClock, tmp_path: Path
+) -> None:
+    """An agent who corrects a wrong address (by hand or by an import) must not leave the
+    code that went there working: whoever reads that mailbox and knows the NIR could set
+    the member's PIN. A letter's code stops as its address changes; so does an e-mail's."""
+    wrong = make_member(session, email="pas-le-sien@example.fr")
+    moved = make_member(session, email="ancienne@example.fr")
+    renamed = make_member(session, email="garde@example.fr")
+    codes = {m.nir: email_code(session, settings, clock, m) for m in (wrong, moved, renamed)}
+    cleared = cli("member", "update", wrong.nir, "--clear-email", "--reason", "not theirs")
+    assert cleared.exit_code == 0, cleared.output
+    assert "the code e-mailed to the former address no longer works" in cleared.stderr
+    (event,) = [e for e in audit_of(cli, wrong.nir) if e["action"] == "member.update"]
+    assert event["details"]["emailed_codes_revoked"] == [codes_of(session, wrong)[0].id]
+    rows = [person(1, nir=moved.nir, email="nouvelle@example.fr"),
+            person(2, nir=renamed.nir, email="garde@example.fr", first_name="Autre")]  # fmt: skip
+    imported = cli("members", "import", str(write_csv(tmp_path / "m.csv", rows)),
+                   "--on-conflict", "update")  # fmt: skip
+    assert imported.exit_code == 0, imported.output
+    session.expire_all()
+    for member, works in ((wrong, False), (moved, False), (renamed, True)):
+        done = set_pin(session, settings, clock, member.nir, codes[member.nir])
+        assert done.ok is works, (member.email, done.reason)
+        assert [c.status for c in codes_of(session, member)] == ["used" if works else "revoked"]

@@ -40,6 +40,7 @@ from cpms_admin.bulk.import_writes import (
 )
 from cpms_admin.bulk.rows import EXPORT_COLUMNS
 from cpms_admin.clock import Clock, system_clock
+from cpms_admin.credentials.codes import revoke_emailed
 from cpms_admin.db import transaction
 from cpms_admin.english import agree, count
 from cpms_admin.errors import Conflict, InvalidInput, Refused
@@ -168,6 +169,8 @@ class _Pass:
             updated: dict[tuple[str, ...], list[int]] = {}  # by the columns changed
             for row in changes:
                 updated.setdefault(changed[row.nir], []).append(existing[row.nir].member_id)
+            readdressed = [ids for columns, ids in updated.items() if "email" in columns]
+            revoke_emailed(self.session, [id_ for ids in readdressed for id_ in ids])
             self._record(created=created, updated=updated)
             if moved and self.audit is not None:
                 voided = void_printed(

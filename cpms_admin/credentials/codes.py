@@ -124,6 +124,25 @@ def still_counts(now: datetime) -> ColumnElement[bool]:
     return or_(unindexed(SecurityCode.status) == CodeStatus.used, live_at(now, per_member=True))
 
 
+def revoke_emailed(session: Session, member_ids: Sequence[int]) -> list[int]:
+    """Revoke the members' pending codes sent by e-mail: their address changed, and a code
+    that went to the old one (a wrong address, the agent's correction) must not work. The
+    ids revoked."""
+    if not member_ids:
+        return []
+    statement = (
+        update(SecurityCode)
+        .where(
+            col(SecurityCode.member_id).in_(member_ids),
+            col(SecurityCode.channel) == Channel.email,
+            col(SecurityCode.status) == CodeStatus.pending,
+        )
+        .values(status=CodeStatus.revoked)
+        .returning(col(SecurityCode.id))
+    )
+    return list(session.exec(statement).scalars())
+
+
 def revoke_printed(session: Session, letters: Sequence[int] | SelectOfScalar[Any]) -> int:
     """Revoke the pending codes printed in `letters` (their ids, or a query of them): letters
     that will not reach their member. How many were pending."""

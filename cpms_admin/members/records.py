@@ -4,6 +4,7 @@ read them (`member list`, `member show`) is `views`."""
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
+from typing import Any
 
 from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
@@ -11,7 +12,7 @@ from sqlmodel import Session, SQLModel, col, select
 
 from cpms_admin import audit
 from cpms_admin.clock import Clock, system_clock
-from cpms_admin.credentials.codes import revoke_pending
+from cpms_admin.credentials.codes import revoke_emailed, revoke_pending
 from cpms_admin.db import transaction
 from cpms_admin.db_insert import insert_rows, take_ids
 from cpms_admin.errors import Conflict, FieldError, InvalidInput, NotFound
@@ -254,6 +255,11 @@ def update_member(
             if moved
             else {}
         )
+        # As a letter to the address left: a code e-mailed to the address replaced stops.
+        revoked = revoke_emailed(session, [pk(member)]) if "email" in changed else []
+        details: dict[str, Any] = {"changed": changed, "undeliverable_cleared": cleared}
+        if revoked:
+            details["emailed_codes_revoked"] = revoked
         audit.record(
             session,
             agent=agent,
@@ -261,10 +267,15 @@ def update_member(
             member=member,
             reason=why,
             at=member.updated_at,
-            changed=changed,
-            undeliverable_cleared=cleared,
+            **details,
         )
-    return MemberUpdate(member, changed=changed, undeliverable_cleared=cleared, voided=voided)
+    return MemberUpdate(
+        member,
+        changed=changed,
+        undeliverable_cleared=cleared,
+        voided=voided,
+        emailed_codes_revoked=len(revoked),
+    )
 
 
 def _validate_update(
@@ -296,13 +307,15 @@ def _refuses(stored: Mapping[str, str | None], field: str) -> bool:
 @dataclass(frozen=True)
 class MemberUpdate:
     """What `update_member` did: the fields it changed, whether it lifted the undeliverable
-    flag (neither: nothing was written), and the letters on their way to the address the
-    member left that it voided (letter id -> the one queued again, or None)."""
+    flag (neither: nothing was written), the letters on their way to the address the
+    member left that it voided (letter id -> the one queued again, or None), and how many
+    codes e-mailed to the address replaced it revoked."""
 
     member: Member
     changed: list[str]
     undeliverable_cleared: bool
     voided: dict[int, int | None] = field(default_factory=dict)
+    emailed_codes_revoked: int = 0
 
     @property
     def changed_anything(self) -> bool:

@@ -344,6 +344,11 @@ def _update_notes(update: "MemberUpdate", changes: dict[str, str | None]) -> lis
             f"letter #{letter_id} was on its way to the old address: its code no longer "
             f"works{instead}"
         )
+    if update.emailed_codes_revoked:
+        notes.append(
+            "the code e-mailed to the former address no longer works: send a new one "
+            "(cpms-admin code issue) if the member needs it"
+        )
     return notes
 
 

@@ -11,11 +11,12 @@ from pathlib import Path
 import pytest
 from aiosmtpd.smtp import Envelope
 
-from cpms_admin.errors import BadAddress, InvalidInput
+from cpms_admin.errors import BadAddress, InvalidInput, NotReady
 from cpms_admin.mail.transport import (
     FileTransport,
     MailError,
     SmtpTransport,
+    check_smtp_url,
     smtp_problem,
     transport_from_settings,
 )
@@ -355,6 +356,11 @@ def test_bad_smtp_url_is_refused_without_echoing_it(url: str, error: str) -> Non
     with pytest.raises(InvalidInput, match=error) as refused:
         SmtpTransport(url)
     assert "hunter" not in str(refused.value)
+    # A setting read at every start: refused before any command changed anything (a typo
+    # once failed `pin reset` after it had reset the PIN).
+    with pytest.raises(NotReady, match=error) as at_start:
+        check_smtp_url(url)
+    assert "hunter" not in str(at_start.value)
     assert error in (smtp_problem(Settings(smtp_url=url)) or "")
 
 

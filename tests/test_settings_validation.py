@@ -107,6 +107,10 @@ def run(*args: str, **env: str) -> Any:
             "CPMS_DATABASE_URL is not a database URL: for a SQLite file, give "
             "sqlite:////srv/cpms/cpms.db",
         ),
+        (  # read at start: found at sending, it failed `pin reset` after the reset
+            {"CPMS_SMTP_URL": "smtp://u:hunter2@127.0.0.1:99999"},
+            "invalid CPMS_SMTP_URL: bad port number",
+        ),
         (  # two slashes: SQLAlchemy reads `data` as a host, and opened ./cpms.db
             {"CPMS_DATABASE_URL": "sqlite://data/cpms.db"},
             "CPMS_DATABASE_URL names a host, which SQLite has not: for the file data/cpms.db "

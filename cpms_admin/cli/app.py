@@ -245,6 +245,10 @@ def root(
         if source is None or source.name != "COMMANDLINE":
             db_url = None  # from CPMS_DATABASE_URL: read, and named, as every variable
         settings = load_settings(database_url=db_url, named={"database_url": "--db"})
+        if settings.smtp_url is not None:  # most runs have none: no need to load the module
+            from cpms_admin.mail.transport import check_smtp_url
+
+            check_smtp_url(settings.smtp_url)
         if label is not None:
             label = clean_text(
                 label, what="the label (--agent, CPMS_AGENT)", max_length=AGENT_MAX_LENGTH

@@ -30,7 +30,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from cpms_admin.db import sqlite_path
 from cpms_admin.english import noun
-from cpms_admin.errors import InvalidInput, MailError, MailTimeout
+from cpms_admin.errors import InvalidInput, MailError, MailTimeout, NotReady
 from cpms_admin.private_files import private_dir, write_private_atomically
 from cpms_admin.settings import Settings
 
@@ -85,7 +85,7 @@ def _flag(query: dict[str, list[str]], name: str, default: bool) -> bool:
     return value
 
 
-def _parse_url(url: str) -> _SmtpConfig:
+def parse_smtp_url(url: str) -> _SmtpConfig:
     """Parse CPMS_SMTP_URL; errors never echo the URL, which may hold the password."""
     try:
         parts = urlsplit(url.strip())
@@ -332,7 +332,7 @@ class SmtpTransport:
         """`timeout` bounds each network operation, `deadline` the whole session (seconds)."""
         if timeout <= 0 or deadline <= 0:
             raise ValueError("SMTP timeout and deadline must be positive")
-        self._config = _parse_url(url)
+        self._config = parse_smtp_url(url)
         self._timeout = timeout
         self._deadline = deadline
 
@@ -440,6 +440,16 @@ def transport_from_settings(settings: Settings) -> Transport:
     if settings.smtp_url:
         return SmtpTransport.from_settings(settings.smtp_url, settings)
     return FileTransport(settings.outbox, like=sqlite_path(settings.database_url))
+
+
+def check_smtp_url(url: str | None) -> None:
+    """CPMS_SMTP_URL read as sending reads it, as every command starts (NotReady, exit 5):
+    found only when a code was sent, a typo failed `pin reset` after it had reset the PIN."""
+    if url is not None:
+        try:
+            parse_smtp_url(url)
+        except InvalidInput as exc:
+            raise NotReady(str(exc)) from None
 
 
 def smtp_problem(settings: Settings) -> str | None:

@@ -204,6 +204,11 @@ def _check_database_url(value: Any, label: Callable[[str], str]) -> None:
                 f"sqlite:///{value.strip()}"
             ) from None
         raise NotReady(f"{label('database_url')} is not a database URL ({example})") from None
+    if parsed.host and "@" in parsed.host:  # `user:p@ss@host`: the rest would show as a host
+        raise NotReady(
+            f"{label('database_url')} holds an '@' between the password and the host: write "
+            "an '@' inside the password as %40"
+        )
     if parsed.get_backend_name() == "sqlite" and parsed.host:  # `sqlite://data/cpms.db`
         path = "/".join(part for part in (parsed.host, parsed.database) if part)
         raise NotReady(

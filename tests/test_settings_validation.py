@@ -111,6 +111,11 @@ def run(*args: str, **env: str) -> Any:
             {"CPMS_SMTP_URL": "smtp://u:hunter2@127.0.0.1:99999"},
             "invalid CPMS_SMTP_URL: bad port number",
         ),
+        (  # the password's second half read as the host, and printed in the error
+            {"CPMS_DATABASE_URL": "postgresql://cpms:p@S3CRET@127.0.0.1/cpms"},
+            "CPMS_DATABASE_URL holds an '@' between the password and the host: write an '@' "
+            "inside the password as %40",
+        ),
         (  # two slashes: SQLAlchemy reads `data` as a host, and opened ./cpms.db
             {"CPMS_DATABASE_URL": "sqlite://data/cpms.db"},
             "CPMS_DATABASE_URL names a host, which SQLite has not: for the file data/cpms.db "

@@ -223,6 +223,15 @@ def test_rotation_locks_nobody_out_and_says_when_the_old_pepper_can_go(
     unchecked = cli("audit", "verify")  # ... its events can no longer be checked
     assert unchecked.exit_code == 5
     assert "sealed with pepper 1, which the pepper file no longer holds" in unchecked.stderr
+    doctor = cli("--json", "doctor")  # and the doctor says so, with the fix
+    assert doctor.exit_code == 5
+    (pepper,) = [check for check in json.loads(doctor.stdout) if check["name"] == "pepper"]
+    assert pepper["detail"] == (
+        f"pepper file {path} no longer holds pepper 1 (still keying 0 PIN hashes, 0 live codes, "
+        f"{old['audit_events']} audit events): a PIN, code or audit event made with it cannot "
+        "be checked"
+    )
+    assert pepper["fix"] == "put its line back, from the backup of the pepper file"
     events = session.exec(select(AuditEvent).where(AuditEvent.action == "pepper.rotate")).all()
     assert [json.loads(e.details)["pepper"] for e in events] == [2]
     assert [e.key_id for e in events] == [2]  # the rotation's event: the new key's first

@@ -6,11 +6,15 @@ import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cpms_admin.errors import CpmsError, InvalidInput, NotReady, unreachable
 from cpms_admin.migrations import HEAD_REVISION
 from cpms_admin.settings import Settings
 from cpms_admin.vocabulary import Wording
+
+if TYPE_CHECKING:
+    from cpms_admin.pepper import Peppers
 
 LETTER_FILES = (*(f"{wording}.html" for wording in Wording), "letter.css")
 MAIL_FILES = (
@@ -131,10 +135,45 @@ def check_pepper(settings: Settings) -> Check:
     if problem:  # before reading it, which would refuse it: the fix on its own
         return Check("pepper", False, *problem)
     peppers = load_peppers(settings)
+    if lost := _lost_peppers(settings, peppers):
+        return Check(
+            "pepper",
+            False,
+            f"{peppers.source} no longer holds {lost}: a PIN, code or audit event made with "
+            "it cannot be checked",
+            "put its line back, from the backup of the pepper file",
+        )
     which = f"pepper {peppers.current_id} of {len(peppers.secrets)}, this database's"
     if path is None:
         return Check("pepper", True, f"from CPMS_PEPPER, {which}")
     return Check("pepper", True, f"{path}, private, {which}")
+
+
+def _lost_peppers(settings: Settings, peppers: "Peppers") -> str | None:
+    """The peppers that still key something (`pepper status`) and are no longer at hand, in
+    words; None when none is (or the schema is not the latest: the database check says)."""
+    from cpms_admin.clock import system_clock
+    from cpms_admin.db import make_engine, session_scope
+    from cpms_admin.english import count
+    from cpms_admin.operations.peppers import usage
+
+    if _schema_revision(settings) != HEAD_REVISION:
+        return None
+    engine = make_engine(settings.database_url)
+    try:
+        with session_scope(engine, read_only=True) as session:
+            uses = usage(session, now=system_clock())
+    finally:
+        engine.dispose()
+    lost = [use for use in uses if use.key_id not in peppers.secrets and not use.removable]
+    return (
+        ", ".join(
+            f"pepper {use.key_id} (still keying {count(use.pin_hashes, 'PIN hash', 'PIN hashes')}, "
+            f"{count(use.live_codes, 'live code')}, {count(use.audit_events, 'audit event')})"
+            for use in lost
+        )
+        or None
+    )
 
 
 def _no_schema_yet(settings: Settings) -> bool:

@@ -241,13 +241,13 @@ def private_dir(path: Path, *, like: Path | None = None) -> Path:
     path = absolute(path)
     if describe_entry(path) == "a symbolic link":
         raise InvalidInput(f"{path} is a symbolic link; give the directory itself")
-    return _make_directory(path, _mode_like(like, directory=True))
+    return _make_directory(path, _mode_like(like, directory=True), _group_of(like))
 
 
-def _make_directory(path: Path, mode: int) -> Path:
+def _make_directory(path: Path, mode: int, group: int | None = None) -> Path:
     with suppress(FileNotFoundError):
         return _real_directory(path)
-    parent = _make_directory(path.parent, mode)
+    parent = _make_directory(path.parent, mode, group)
     try:
         os.mkdir(parent / path.name, 0o700)
     except FileExistsError:  # made meanwhile: checked below like any other
@@ -257,6 +257,7 @@ def _make_directory(path: Path, mode: int) -> Path:
         fd = os.open(parent / path.name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
         try:
             os.fchmod(fd, mode | os.fstat(fd).st_mode & stat.S_ISGID)
+            _give_group(fd, group)
         finally:
             os.close(fd)
     return _real_directory(parent / path.name)
@@ -270,6 +271,25 @@ def _mode_like(like: Path | None, *, directory: bool) -> int:
         with suppress(OSError):  # no database file yet: owner-only
             bits |= stat.S_IMODE(like.stat().st_mode) & 0o060
     return bits | (bits & 0o440) >> 2 if directory else bits
+
+
+def _group_of(like: Path | None) -> int | None:
+    """The group of file `like` when it gives its group any bit (the database of a group of
+    agents), for what is made beside it: None when it gives none, or is not there."""
+    try:
+        info = like.stat() if like is not None else None
+    except OSError:
+        return None
+    return info.st_gid if info is not None and info.st_mode & 0o060 else None
+
+
+def _give_group(fd: int, group: int | None) -> None:
+    """Hand what `fd` is to `group`: in a folder without the setgid bit it would take its
+    maker's primary group (the cron user's), which the other agents may not be in. A maker
+    outside the group cannot, and leaves it (`doctor` says what to fix)."""
+    if group is not None and os.fstat(fd).st_gid != group:
+        with suppress(PermissionError):
+            os.fchown(fd, -1, group)
 
 
 @contextmanager
@@ -441,6 +461,7 @@ def _open_lock_file(path: Path, *, like: Path) -> int:
     except OSError as exc:
         raise NotReady(f"cannot create the lock {path} ({exc.strerror})") from None
     os.fchmod(fd, _mode_like(like, directory=False))
+    _give_group(fd, _group_of(like))
     return fd
 
 

@@ -310,6 +310,28 @@ def test_a_full_disk_while_publishing_is_one_line_and_a_later_run_finishes(
     assert sorted(p.name for p in out.iterdir()) == [directory.name]
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="gives the database another group than ours")
+def test_what_runs_make_beside_a_group_s_database_is_the_group_s_without_setgid(
+    cli: Cli, session: Session, tmp_path: Path
+) -> None:
+    """In a folder without the setgid bit, the lock (or outbox) the cron user's run made took
+    its own primary group: every other agent's `mail send` and batch then stopped on "cannot
+    open the lock", and `doctor` said all was well."""
+    from cpms_admin.db import sqlite_path
+
+    database = sqlite_path(cli.settings.database_url)
+    if database is None:
+        pytest.skip("PostgreSQL's runs hold advisory locks, no file")
+    assert not database.parent.stat().st_mode & 0o2000  # no setgid: files take their maker's
+    os.chown(database, -1, NOBODY)  # the agents' group (not ours)
+    database.chmod(0o660)
+    queue_members(session, 1)
+    assert batch(cli, tmp_path / "out")["printed"] == 1
+    assert cli("mail", "send").exit_code == 0
+    for made in (".batch-lock", ".mail-lock"):
+        assert database.with_name(database.name + made).stat().st_gid == NOBODY, made
+
+
 @pytest.mark.parametrize("database_mode", [0o600, 0o660])
 def test_the_batch_lock_gets_the_database_files_group_access(
     cli: Cli, session: Session, tmp_path: Path, database_mode: int

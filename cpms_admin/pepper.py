@@ -186,20 +186,27 @@ def recorded_fingerprints(database_url: str) -> dict[int, str]:
     from sqlalchemy import text
     from sqlalchemy.exc import DBAPIError
 
-    from cpms_admin.db import describe_db_error, make_engine
+    from cpms_admin.db import database_failure, describe_db_error, make_engine
 
     engine = make_engine(database_url).execution_options(sqlite_begin="DEFERRED")
     try:
         with engine.connect() as conn:
             rows = conn.execute(text("SELECT id, fingerprint FROM pepper_key")).all()
     except DBAPIError as exc:
-        raise NotReady(
-            f"cannot read the database's pepper fingerprints ({describe_db_error(exc)}); "
-            "run cpms-admin db upgrade"
-        ) from None
+        doing = "cannot read the database's pepper fingerprints"
+        if not _no_such_table(exc):  # a right refused, a file unreadable: upgrading won't do
+            raise database_failure(exc, doing=doing) from None
+        raise NotReady(f"{doing} ({describe_db_error(exc)}); run cpms-admin db upgrade") from None
     finally:
         engine.dispose()
     return {int(key): str(value) for key, value in rows}
+
+
+def _no_such_table(exc: Exception) -> bool:
+    """The driver's word for a table the schema does not have yet (PostgreSQL's SQLSTATE
+    42P01, SQLite's message)."""
+    original = getattr(exc, "orig", None)
+    return getattr(original, "sqlstate", None) == "42P01" or "no such table" in str(original)
 
 
 def check_fingerprints(peppers: Peppers, recorded: Mapping[int, str]) -> None:

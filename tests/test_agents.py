@@ -593,6 +593,9 @@ def test_postgresql_agents_are_their_login_roles_and_the_database_enforces_it(
             "Error: not allowed by the database: permission denied for table alembic_version "
             "(has an admin disabled this agent? is the command the owner's?)",
         )
+        checks = json.loads(support("--json", "doctor").stdout)  # not "run db upgrade"
+        (pepper,) = [check for check in checks if check["name"] == "pepper"]
+        assert pepper["detail"].startswith("not allowed by the database: permission denied")
     finally:
         engine.dispose()
 

@@ -18,7 +18,7 @@ from cpms_admin.models import Account, AuditEvent
 from cpms_admin.settings import Settings
 from tests.cred_helpers import NEW_PIN, PIN, mailed_codes
 from tests.factories import make_member, make_nir
-from tests.harness import TEST_PEPPER, Cli
+from tests.harness import TEST_PEPPER, Cli, invoke
 from tests.process_helpers import CPMS
 
 
@@ -434,3 +434,17 @@ def test_a_rotation_never_writes_through_another_user_s_link(filed: tuple[Cli, P
     assert result.exit_code == 5
     assert "is a link another user made (uid 65534)" in result.stderr
     assert target.read_text() == before
+
+
+def test_only_a_missing_table_sends_the_agent_to_db_upgrade(tmp_path: Path) -> None:
+    """Reading the fingerprints fails for many reasons (a file that is no database, a right
+    refused): `db upgrade` only helps the database that lacks the table."""
+    not_a_database = tmp_path / "cpms.db"
+    not_a_database.write_bytes(b"a spreadsheet saved under the wrong name" * 100)
+    result = invoke(["pepper", "status"], env={
+        "CPMS_DATABASE_URL": f"sqlite:///{not_a_database}", "CPMS_PEPPER": TEST_PEPPER,
+        "CPMS_CONFIG": None, "CPMS_AGENT": "agent.test"})  # fmt: skip
+    assert (result.exit_code, result.stderr) == (
+        5,
+        "Error: cannot read the database's pepper fingerprints: file is not a database\n",
+    )

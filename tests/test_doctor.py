@@ -153,3 +153,19 @@ def test_a_pepper_file_this_user_cannot_reach_is_reported_not_a_traceback(
         assert (upgrade.returncode, upgrade.stderr) == (5, f"Error: {said}\n")
     finally:
         shutil.rmtree(shared)
+
+
+def test_a_missing_address_font_is_named_with_the_package_to_install(
+    cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Addresses are measured with Liberation Sans: without it no letter prints, and the
+    fix is a package (an installed cpms-admin has no `make system-deps`), not a setting."""
+    monkeypatch.setattr("cpms_admin.letters.pdf.zones.FONT_FOLDERS", (tmp_path,))
+    result = cli("--json", "doctor")
+    assert result.exit_code == 5
+    found = checks(result)["letters"]
+    assert (found["ok"], found["detail"], found["fix"]) == (
+        False,
+        "the letters' font LiberationSans-Regular.ttf is missing",
+        "apt-get install fonts-liberation2",
+    )

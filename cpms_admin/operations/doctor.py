@@ -249,6 +249,8 @@ def check_letters(settings: Settings) -> Check:
     """What the letters print from the settings fits its place (else the batch refuses)."""
     from cpms_admin.letters.pdf import zones
 
+    if zones.address_font() is None:  # addresses are measured with it
+        return Check("letters", False, zones.FONT_MISSING, zones.FONT_FIX)
     try:
         lines = zones.letterhead(settings)
     except NotReady as exc:

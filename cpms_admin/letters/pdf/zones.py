@@ -133,16 +133,25 @@ def _ems(line: str) -> float:
     return sum(advances.get(ord(char), widest) for char in line) / units
 
 
+FONT_MISSING = f"the letters' font {ADDRESS_FONT_FILE} is missing"
+FONT_FIX = "apt-get install fonts-liberation2"
+
+
+def address_font() -> Path | None:
+    """The address font's file, wherever fontconfig's folders hold it; None when none does."""
+    return next(
+        (path for folder in FONT_FOLDERS for path in sorted(folder.rglob(ADDRESS_FONT_FILE))), None
+    )
+
+
 @functools.cache
 def _metrics() -> tuple[dict[int, int], int, int]:
     """The address font's advance width per code point, its widest, and its units per em."""
     from fontTools.ttLib import TTFont
 
-    found = next(
-        (path for folder in FONT_FOLDERS for path in sorted(folder.rglob(ADDRESS_FONT_FILE))), None
-    )
+    found = address_font()
     if found is None:
-        raise NotReady(f"the letters' font {ADDRESS_FONT_FILE} is missing: run make system-deps")
+        raise NotReady(f"{FONT_MISSING}: {FONT_FIX}")
     with TTFont(found, lazy=True) as font:
         widths = font["hmtx"].metrics
         advances = {code: widths[glyph][0] for code, glyph in font.getBestCmap().items()}

@@ -287,6 +287,11 @@ def load_settings(
             raise NotReady(
                 f"unknown {noun(len(unknown), 'setting')} in {config_path}: {', '.join(unknown)}"
             )
+        if "pepper" in from_file:  # read by whoever may read settings, checked by nobody
+            raise NotReady(
+                f"pepper in {config_path}: keep the pepper out of the config file, in a file of "
+                "its own (pepper_file), which cpms-admin checks is private"
+            )
         values.update(from_file)
         labels.update({name: f"{name} in {config_path}" for name in from_file})
     for name, spec in known.items():

@@ -155,6 +155,13 @@ def test_a_bad_config_file_value_is_named_by_its_key(tmp_path: Path) -> None:
         5,
         f'Error: weak_pins in {config} must be text in quotes, got a list: write "a,b,c"\n',
     )
+    config.write_text('pepper = "a-secret-in-a-file-others-read"\n', encoding="utf-8")
+    result = run("member", "list", CPMS_CONFIG=str(config))
+    assert (result.exit_code, result.stderr) == (
+        5,
+        f"Error: pepper in {config}: keep the pepper out of the config file, in a file of its "
+        "own (pepper_file), which cpms-admin checks is private\n",
+    )
     config.write_text("letter_city = 75\n", encoding="utf-8")
     result = run("member", "list", CPMS_CONFIG=str(config))
     assert result.stderr == (

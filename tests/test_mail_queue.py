@@ -19,7 +19,7 @@ from cpms_admin.settings import Settings
 from tests.audit_helpers import audit_of, run_event, run_id
 from tests.cred_helpers import mailed_codes, outbox, text_of
 from tests.factories import make_member, snapshot
-from tests.harness import TEST_PEPPER, Cli
+from tests.harness import TEST_PEPPER, Cli, FakeClock
 
 
 def queue(cli: Cli, session: Session, count: int) -> list[Member]:
@@ -247,6 +247,29 @@ def test_a_code_already_on_its_way_is_not_revoked_by_a_campaign_email(
     ]
     assert [c.status for c in codes(session)] == ["pending"]  # the printed letter's code
     assert outbox(settings) == []
+
+
+def test_a_member_who_set_a_pin_since_the_email_was_queued_is_not_mailed(
+    cli: Cli, session: Session, settings: Settings, clock: FakeClock
+) -> None:
+    """Queued to invite members to create their password; one asked the portal for a code
+    and set a PIN before `mail send` ran: a letter would be cancelled for it, and so is the
+    e-mail (it said "créer votre mot de passe", with a live code)."""
+    (member,) = queue(cli, session, 1)
+    clock.advance(minutes=5)
+    asked = cli("portal", "request-code", member.nir)
+    assert asked.exit_code == 0, asked.output
+    (code,) = mailed_codes(settings)
+    done = cli("portal", "set-pin", member.nir, input=f"{code}\n284917\n284917\n")
+    assert done.exit_code == 0, done.output
+    sent_before = len(outbox(settings))
+    status, result, _ = send(cli)
+    assert (status, result["sent"], result["cancelled"]) == (0, 0, 1)
+    assert [(m.status, m.last_error) for m in mails(session)] == [
+        ("cancelled", "a newer code was issued after it was queued"),
+    ]
+    assert len(outbox(settings)) == sent_before  # no code e-mailed, no live code left
+    assert [c.status for c in codes(session)] == ["used"]
 
 
 def test_an_unexpected_error_while_sending_leaves_no_live_code(

@@ -143,6 +143,22 @@ def revoke_emailed(session: Session, member_ids: Sequence[int]) -> list[int]:
     return list(session.exec(statement).scalars())
 
 
+def code_since(
+    session: Session, *, member_id: int, since: datetime, now: datetime, but: int | None
+) -> bool:
+    """Whether the member got a code that still counts (`still_counts`) after `since`, the
+    code `but` aside: what makes a queued code e-mail moot, as `letters.claim` finds it for a
+    queued letter."""
+    statement = select(SecurityCode.id).where(
+        col(SecurityCode.member_id) == member_id,
+        col(SecurityCode.created_at) > since,
+        still_counts(now),
+    )
+    if but is not None:
+        statement = statement.where(col(SecurityCode.id) != but)
+    return session.exec(statement.limit(1)).first() is not None
+
+
 def revoke_printed(session: Session, letters: Sequence[int] | SelectOfScalar[Any]) -> int:
     """Revoke the pending codes printed in `letters` (their ids, or a query of them): letters
     that will not reach their member. How many were pending."""

@@ -101,7 +101,13 @@ def _no_longer_needed(
         return NO_EMAIL
     # This e-mail's own code, made by a run killed before it could mark the e-mail sent, may
     # never have left: it is no reason to cancel, and the code sent now replaces it.
-    return on_its_way(session, member_id=pk(member), now=now, except_code_id=mail.code_id)
+    if waiting := on_its_way(session, member_id=pk(member), now=now, except_code_id=mail.code_id):
+        return waiting
+    # A code the member got since, used (a PIN set with it) or live: as for a queued letter.
+    since = codes.code_since(
+        session, member_id=pk(member), since=mail.created_at, now=now, but=mail.code_id
+    )
+    return CancelReason.newer_code.text if since else None
 
 
 class _Sender:

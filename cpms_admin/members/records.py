@@ -245,21 +245,12 @@ def update_member(
             return MemberUpdate(member, changed=[], undeliverable_cleared=False)
         delivered_to = delivery_lines(member)
         apply_fields(member, fields, clock())
-        # Moved: a letter goes to another door (not a name, not the same words respelt).
-        moved = not same_destination(delivery_lines(member), delivered_to)
-        if moved:
-            member.address_changed_at = member.updated_at
-        cleared = undeliverable.clear(member) if moved or address_confirmed else False
-        voided = (
-            void_printed(session, [pk(member)], moved=True, agent=agent, now=member.updated_at)
-            if moved
-            else {}
+        update = _what_follows(
+            session, member, delivered_to, changed, agent=agent, confirmed=address_confirmed
         )
-        # As a letter to the address left: a code e-mailed to the address replaced stops.
-        revoked = revoke_emailed(session, [pk(member)]) if "email" in changed else []
-        details: dict[str, Any] = {"changed": changed, "undeliverable_cleared": cleared}
-        if revoked:
-            details["emailed_codes_revoked"] = revoked
+        details: dict[str, Any] = {"changed": changed, "undeliverable_cleared": update.cleared}
+        if update.revoked:
+            details["emailed_codes_revoked"] = update.revoked
         audit.record(
             session,
             agent=agent,
@@ -272,10 +263,43 @@ def update_member(
     return MemberUpdate(
         member,
         changed=changed,
-        undeliverable_cleared=cleared,
-        voided=voided,
-        emailed_codes_revoked=len(revoked),
+        undeliverable_cleared=update.cleared,
+        voided=update.voided,
+        emailed_codes_revoked=len(update.revoked),
     )
+
+
+@dataclass(frozen=True)
+class _Followed:
+    cleared: bool
+    voided: dict[int, int | None]
+    revoked: list[int]
+
+
+def _what_follows(
+    session: Session,
+    member: Member,
+    delivered_to: Sequence[str],
+    changed: list[str],
+    *,
+    agent: str,
+    confirmed: bool,
+) -> _Followed:
+    """What a member's new values undo: moved (a letter goes to another door: not a name,
+    not the same words respelt), the undeliverable flag lifts and the letters on their way
+    to the old door are voided; a new e-mail stops the codes sent to the old one. Lifted
+    too when the member confirmed the address as it is."""
+    moved = not same_destination(delivery_lines(member), delivered_to)
+    if moved:
+        member.address_changed_at = member.updated_at
+    cleared = undeliverable.clear(member) if moved or confirmed else False
+    voided = (
+        void_printed(session, [pk(member)], moved=True, agent=agent, now=member.updated_at)
+        if moved
+        else {}
+    )
+    revoked = revoke_emailed(session, [pk(member)]) if "email" in changed else []
+    return _Followed(cleared, voided, revoked)
 
 
 def _validate_update(

@@ -128,45 +128,44 @@ def test_a_bad_setting_is_refused_naming_it(env: dict[str, str], message: str) -
     assert (result.exit_code, result.stderr) == (5, f"Error: {message}\n")
 
 
-def test_a_bad_config_file_value_is_named_by_its_key(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        (
+            "lockout_cooldown_seconds = -600",
+            "lockout_cooldown_seconds in {config} must be between 1 and 86400 (seconds), got -600",
+        ),
+        (
+            'portal_url = ""',
+            "portal_url in {config} is empty: give a value, or leave it unset for the default "
+            "('https://adherent.cpms.fr')",
+        ),
+        (
+            "lockout_max_failures = true",
+            "lockout_max_failures in {config} must be a whole number between 1 and 100, got True",
+        ),
+        (  # read as the text "['135792']", it matched no PIN, and the defaults were gone
+            'weak_pins = ["135792"]',
+            'weak_pins in {config} must be text in quotes, got a list: write "a,b,c"',
+        ),
+        (
+            "letter_city = 75",
+            "letter_city in {config} must be text in quotes, got int: quote the value",
+        ),
+        (  # read by whoever reads the settings, its privacy checked by nobody
+            'pepper = "a-secret-in-a-file-others-read"',
+            "pepper in {config}: keep the pepper out of the config file, in a file of its own "
+            "(pepper_file), which cpms-admin checks is private",
+        ),
+    ],
+)
+def test_a_bad_config_file_value_is_named_by_its_key(
+    tmp_path: Path, line: str, message: str
+) -> None:
     config = tmp_path / "cpms.toml"
-    config.write_text("lockout_cooldown_seconds = -600\n", encoding="utf-8")
+    config.write_text(f"{line}\n", encoding="utf-8")
     result = run("member", "list", CPMS_CONFIG=str(config))
-    assert (result.exit_code, result.stderr) == (
-        5,
-        f"Error: lockout_cooldown_seconds in {config} must be between 1 and 86400 (seconds), "
-        "got -600\n",
-    )
-    config.write_text('portal_url = ""\n', encoding="utf-8")
-    result = run("member", "list", CPMS_CONFIG=str(config))
-    assert (result.exit_code, result.stderr) == (
-        5,
-        f"Error: portal_url in {config} is empty: give a value, or leave it unset for the "
-        "default ('https://adherent.cpms.fr')\n",
-    )
-    config.write_text("lockout_max_failures = true\n", encoding="utf-8")
-    result = run("member", "list", CPMS_CONFIG=str(config))
-    assert result.exit_code == 5
-    assert f"lockout_max_failures in {config} must be a whole number" in result.stderr
-    # A list was read as the text "['135792']": it matched no PIN, and the defaults were gone.
-    config.write_text('weak_pins = ["135792"]\n', encoding="utf-8")
-    result = run("member", "list", CPMS_CONFIG=str(config))
-    assert (result.exit_code, result.stderr) == (
-        5,
-        f'Error: weak_pins in {config} must be text in quotes, got a list: write "a,b,c"\n',
-    )
-    config.write_text('pepper = "a-secret-in-a-file-others-read"\n', encoding="utf-8")
-    result = run("member", "list", CPMS_CONFIG=str(config))
-    assert (result.exit_code, result.stderr) == (
-        5,
-        f"Error: pepper in {config}: keep the pepper out of the config file, in a file of its "
-        "own (pepper_file), which cpms-admin checks is private\n",
-    )
-    config.write_text("letter_city = 75\n", encoding="utf-8")
-    result = run("member", "list", CPMS_CONFIG=str(config))
-    assert result.stderr == (
-        f"Error: letter_city in {config} must be text in quotes, got int: quote the value\n"
-    )
+    assert (result.exit_code, result.stderr) == (5, f"Error: {message.format(config=config)}\n")
 
 
 def test_unknown_keys_and_unreadable_files_are_not_ready(tmp_path: Path) -> None:

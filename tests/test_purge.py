@@ -478,6 +478,30 @@ def test_names_that_only_look_like_ours_neither_stop_purge_nor_stand_for_a_batch
     assert young.manifest is not None  # its folder is purged when it is due, as ever
 
 
+def test_an_event_dated_in_the_future_holding_the_archive_back_is_said(
+    cli: Cli, clock: FakeClock, archived: list[dict[str, Any]]
+) -> None:
+    """The chain is cut at one place: an event written under a clock years ahead keeps every
+    older event sealed after it. Purge archives what comes before it and says why the rest
+    waits, every night, instead of keeping a year of events past their period silently."""
+    now = clock.now
+    clock.now = now + 3650 * DAY  # a clock set ten years ahead
+    add_member(cli, "Avance")
+    clock.now = now - 400 * DAY  # then right again: events past the period, sealed after it
+    add_member(cli, "Ancienne")
+    clock.now = now
+    code, document, stderr = purge(cli)
+    assert code == 0, stderr
+    events = by_name(document)["audit_events"]
+    assert events["count"] == 0
+    (said,) = events["skipped"]
+    assert said.startswith("audit event #1 is dated ") and said.endswith(
+        ", in the future: the 1 older event sealed after it waits until it is past the period"
+    ), said
+    assert f"Warning: purge audit_events: {said}" in stderr
+    assert by_name(purge(cli, "--dry-run")[1])["audit_events"]["skipped"] == [said]
+
+
 def test_a_second_purge_while_one_runs_is_refused_and_changes_nothing(
     cli: Cli, session: Session, clock: FakeClock, tmp_path: Path
 ) -> None:

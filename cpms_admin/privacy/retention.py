@@ -16,7 +16,8 @@ from sqlmodel import Session, SQLModel, col, select
 from cpms_admin.audit import RunAudit
 from cpms_admin.audit_chain import archivable, archive_events_into
 from cpms_admin.db import sqlite_path, transaction
-from cpms_admin.english import count
+from cpms_admin.english import agree, count
+from cpms_admin.french import agent_time
 from cpms_admin.models import AuditEvent, CodeRequest, UnknownLogin
 from cpms_admin.portal.code_requests import WINDOW
 from cpms_admin.settings import Settings, env_name
@@ -163,7 +164,34 @@ AUDIT_RULE = Rule("older than {days}", "retention_audit_days")
 
 def survey_audit_events(scope: Scope, before: datetime) -> Found:
     oldest = count_older(scope.session, col(AuditEvent.at), before).oldest
-    return Found(archivable(scope.session, before=before), oldest)
+    held = _held_back(scope.session, before=before, now=scope.now)
+    return Found(archivable(scope.session, before=before), oldest, held)
+
+
+def _held_back(session: Session, *, before: datetime, now: datetime) -> tuple[str, ...]:
+    """The chain is cut at one place: an event dated in the future (a clock set wrong when
+    it was written) keeps every older event sealed after it until its date is past the
+    period, years maybe. Said, not hidden."""
+    first_kept = session.exec(
+        select(AuditEvent)
+        .where(col(AuditEvent.at) >= before, col(AuditEvent.seq).is_not(None))
+        .order_by(col(AuditEvent.seq))
+        .limit(1)
+    ).first()
+    if first_kept is None or first_kept.at <= now:
+        return ()
+    waiting = session.exec(
+        select(func.count())
+        .select_from(AuditEvent)
+        .where(col(AuditEvent.seq) > first_kept.seq, col(AuditEvent.at) < before)
+    ).one()
+    if not waiting:
+        return ()
+    return (
+        f"audit event #{first_kept.id} is dated {agent_time(first_kept.at)}, in the future: "
+        f"the {count(waiting, 'older event')} sealed after it "
+        f"{agree(waiting, 'waits', 'wait')} until it is past the period",
+    )
 
 
 def drop_audit_events(scope: Scope, before: datetime, rule: str) -> Found:
@@ -179,7 +207,7 @@ def drop_audit_events(scope: Scope, before: datetime, rule: str) -> Found:
             clock=lambda: scope.now,
             like=sqlite_path(scope.settings.database_url),
         )
-        found = Found(archived, found.oldest)
+        found = Found(archived, found.oldest, found.skipped)
     with transaction(scope.session):
         record_category(
             scope,

@@ -39,9 +39,10 @@ class Settings:
     # Secrets (the pepper, passwords inside URLs) stay out of repr(), hence out of logs.
     database_url: str = field(default=DEFAULT_DATABASE_URL, repr=False)
     pepper: str | None = field(default=None, repr=False)
-    pepper_file: str | None = None
+    pepper_file: str | None = field(default=None, metadata={"path": True})
     smtp_url: str | None = field(default=None, repr=False)
-    mail_dir: str | None = None  # unset: `outbox` beside the database (`outbox`, below)
+    # unset: `outbox` beside the database (`outbox`, below)
+    mail_dir: str | None = field(default=None, metadata={"path": True})
     mail_from: str = "CPMS Espace Adhérent <ne-pas-repondre@cpms.fr>"
     portal_url: str = "https://adherent.cpms.fr"
     lockout_max_failures: int = _bounded(3, 1, 100)
@@ -74,7 +75,7 @@ class Settings:
     retention_closed_members_days: int = _bounded(730, 30, 3650, "days")  # then pseudonymised
     retention_audit_days: int = _bounded(365, 180, 3650, "days")  # then archived and dropped
     # Where `purge` archives old audit events; unset: `audit-archive` beside the database.
-    audit_archive_dir: str | None = None
+    audit_archive_dir: str | None = field(default=None, metadata={"path": True})
 
     def __post_init__(self) -> None:
         check_settings({f.name: getattr(self, f.name) for f in fields(self)}, env_name)
@@ -296,7 +297,7 @@ def load_settings(
         labels.update({name: f"{name} in {config_path}" for name in from_file})
     for name, spec in known.items():
         raw = env.get(env_name(name))
-        if raw is None or (raw == "" and ("bounds" in spec.metadata or spec.default is None)):
+        if raw is None or (raw == "" and spec.metadata.keys() & {"bounds", "path"}):
             continue  # an empty number or path variable is unset, as Click reads its own
         values[name], labels[name] = raw, env_name(name)
     given = {name: value for name, value in overrides.items() if value is not None}

@@ -169,3 +169,19 @@ def test_a_missing_address_font_is_named_with_the_package_to_install(
         "the letters' font LiberationSans-Regular.ttf is missing",
         "apt-get install fonts-liberation2",
     )
+
+
+def test_a_malformed_smtp_url_is_the_mail_check_s_problem_among_the_others(cli: Cli) -> None:
+    """Every other command refuses it as it starts; the doctor lists it with its fix."""
+    result = cli.with_settings(smtp_url="smtps://mail.example?starttls=1")("--json", "doctor")
+    assert result.exit_code == 5
+    found = checks(result)
+    assert found["mail"]["detail"] == (
+        "invalid CPMS_SMTP_URL: smtps:// is already TLS, drop ?starttls=1"
+    )
+    assert found["templates"]["ok"] is True
+    refused = cli.with_settings(smtp_url="smtps://mail.example?starttls=1")("member", "list")
+    assert (refused.exit_code, refused.stderr) == (
+        5,
+        "Error: invalid CPMS_SMTP_URL: smtps:// is already TLS, drop ?starttls=1\n",
+    )

@@ -201,11 +201,16 @@ def test_the_environment_wins_over_the_file_and_empty_means_unset(tmp_path: Path
     )
     assert (loaded.lockout_cooldown_seconds, loaded.code_max_tries) == (90, 7)
     assert load_settings({"CPMS_CODE_EMAIL_TTL_MINUTES": ""}).code_email_ttl_minutes == 10
-    # An empty path is unset too: the file's outbox holds, not one beside the database.
-    config.write_text('mail_dir = "/srv/mail"\npepper_file = "/etc/cpms/pepper"\n')
+    # An empty path is unset too: the file's outbox holds, not one beside the database. An
+    # empty SMTP URL still means none: blanking it must never send real e-mails instead.
+    config.write_text(
+        'mail_dir = "/srv/mail"\npepper_file = "/etc/cpms/pepper"\n'
+        'smtp_url = "smtp://mail.example.invalid"\n'
+    )
     environ = {"CPMS_CONFIG": str(config), "CPMS_MAIL_DIR": "", "CPMS_PEPPER_FILE": ""}
-    loaded = load_settings(environ)
+    loaded = load_settings({**environ, "CPMS_SMTP_URL": ""})
     assert (loaded.mail_dir, loaded.pepper_file) == ("/srv/mail", "/etc/cpms/pepper")
+    assert loaded.smtp_url is None
 
 
 @pytest.mark.parametrize(

@@ -245,7 +245,9 @@ def root(
         if source is None or source.name != "COMMANDLINE":
             db_url = None  # from CPMS_DATABASE_URL: read, and named, as every variable
         settings = load_settings(database_url=db_url, named={"database_url": "--db"})
-        if settings.smtp_url is not None:  # most runs have none: no need to load the module
+        # Most runs have no SMTP URL: no need to load the module. `doctor` checks it itself,
+        # among its other checks.
+        if settings.smtp_url is not None and ctx.invoked_subcommand != "doctor":
             from cpms_admin.mail.transport import check_smtp_url
 
             check_smtp_url(settings.smtp_url)

@@ -91,6 +91,7 @@ def archive_events(
             delete(EVENTS).where(EVENTS.c.seq > head["anchor_seq"], EVENTS.c.seq <= through)
         ).rowcount
         if dropped != walk.checked:
+            out.unlink()  # rolled back: these events stay, and the next run archives them
             raise Conflict(
                 f"{walk.checked} audit events were archived but {dropped} found to drop: "
                 "the log changed meanwhile; nothing was dropped, run it again"

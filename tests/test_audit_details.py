@@ -65,6 +65,7 @@ SCHEMAS: dict[str, dict[str, set[str]]] = {
     "members.import": {"created": {INT}, "updated": {INT}, "skipped": {INT},
                        "invalid": {INT}, "welcome_letters": {INT, BOOL}, "file": {STR},
                        "letters_voided": {INT}, "letters_queued_again": {INT},
+                       "emailed_codes_revoked": {INT},
                        "format": {STR}, "on_conflict": {STR}, "run": {INT}},
     "members.import.member": {"change": {STR}, "run": {INT}},
     "members.export": {"count": {INT}, "format": {STR}, "status": {STR, NULL},

@@ -259,6 +259,7 @@ def test_mlle_is_recorded_as_mme_and_the_agent_is_told(cli: Cli, tmp_path: Path)
         "created": 4, "updated": 0, "skipped": 0, "invalid": 0, "welcome_letters": 0,
         "letters_voided": 0,
         "letters_queued_again": 0,
+        "emailed_codes_revoked": 0,
         "dry_run": False,
     }  # fmt: skip
 

@@ -1,5 +1,6 @@
 """Security codes in the database: what the letter batch and the e-mail queue rely on."""
 
+import json
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -198,11 +199,19 @@ def test_a_code_e_mailed_to_an_address_since_replaced_no_longer_works(
     assert "the code e-mailed to the former address no longer works" in cleared.stderr
     (event,) = [e for e in audit_of(cli, wrong.nir) if e["action"] == "member.update"]
     assert event["details"]["emailed_codes_revoked"] == [codes_of(session, wrong)[0].id]
+    capitals = cli("member", "update", renamed.nir, "--email", "GARDE@example.fr")
+    assert capitals.exit_code == 0, capitals.output  # the same mailbox: its code still works
+    assert "no longer works" not in capitals.stderr
     rows = [person(1, nir=moved.nir, email="nouvelle@example.fr"),
             person(2, nir=renamed.nir, email="garde@example.fr", first_name="Autre")]  # fmt: skip
-    imported = cli("members", "import", str(write_csv(tmp_path / "m.csv", rows)),
-                   "--on-conflict", "update")  # fmt: skip
-    assert imported.exit_code == 0, imported.output
+    file = write_csv(tmp_path / "m.csv", rows)
+    for run in (["--dry-run"], []):  # the dry run says what the run then does
+        imported = cli("--json", "members", "import", str(file), "--on-conflict", "update", *run)
+        assert imported.exit_code == 0, imported.output
+        assert json.loads(imported.stdout)["emailed_codes_revoked"] == 1
+    story = audit_of(cli, moved.nir)
+    told = {e["details"]["change"] for e in story if e["action"] == "members.import.member"}
+    assert told == {"updated", "emailed_code_revoked"}
     session.expire_all()
     for member, works in ((wrong, False), (moved, False), (renamed, True)):
         done = set_pin(session, settings, clock, member.nir, codes[member.nir])

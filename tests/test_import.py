@@ -63,6 +63,7 @@ def test_semicolons_windows_1252_and_crlf_as_a_french_excel_writes(
         "welcome_letters": 0,
         "letters_voided": 0,
         "letters_queued_again": 0,
+        "emailed_codes_revoked": 0,
         "dry_run": False,
     }
     member = member_of(session, row["nir"])
@@ -168,6 +169,7 @@ def test_bad_rows_are_reported_with_their_lines_and_the_others_imported(
         "welcome_letters": 0,
         "letters_voided": 0,
         "letters_queued_again": 0,
+        "emailed_codes_revoked": 0,
         "dry_run": False,
     }
     report = report_rows(errors)
@@ -441,6 +443,7 @@ def test_dry_run_reports_exactly_what_the_real_run_does(
         "welcome_letters": 2,
         "letters_voided": 0,
         "letters_queued_again": 0,
+        "emailed_codes_revoked": 0,
         "dry_run": False,
     }
     assert json_out(dry) == {**json_out(real), "dry_run": True}
@@ -472,6 +475,7 @@ def test_running_the_same_file_again_changes_nothing(
             "welcome_letters": 0,
             "letters_voided": 0,
             "letters_queued_again": 0,
+            "emailed_codes_revoked": 0,
             "dry_run": False,
         }
         assert {n: r for n, r in snap(session).items() if n in tables} == before

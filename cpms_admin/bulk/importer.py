@@ -40,12 +40,13 @@ from cpms_admin.bulk.import_writes import (
 )
 from cpms_admin.bulk.rows import EXPORT_COLUMNS
 from cpms_admin.clock import Clock, system_clock
-from cpms_admin.credentials.codes import revoke_emailed
+from cpms_admin.credentials.codes import count_emailed, revoke_emailed
 from cpms_admin.db import transaction
 from cpms_admin.english import agree, count
 from cpms_admin.errors import Conflict, InvalidInput, Refused
 from cpms_admin.faults import failpoint
 from cpms_admin.letters.voiding import void_printed, would_void
+from cpms_admin.members.fields import same_mailbox
 from cpms_admin.members.nir import format_nir
 from cpms_admin.members.records import as_strings
 from cpms_admin.vocabulary import AuditAction, MemberStatus, OnConflict
@@ -69,6 +70,8 @@ class ImportCounts:
     # Letters on their way to the address a moved member left: their codes revoked.
     letters_voided: int = 0
     letters_queued_again: int = 0  # of those, queued again for the new address
+    # Codes e-mailed to the address a member's row replaced: revoked.
+    emailed_codes_revoked: int = 0
     dry_run: bool = False  # counted only: nothing was written
     civilities_recorded: int = 0  # rows written whose civility was recorded as MME (Mlle)
 
@@ -169,8 +172,12 @@ class _Pass:
             updated: dict[tuple[str, ...], list[int]] = {}  # by the columns changed
             for row in changes:
                 updated.setdefault(changed[row.nir], []).append(existing[row.nir].member_id)
-            readdressed = [ids for columns, ids in updated.items() if "email" in columns]
-            revoke_emailed(self.session, [id_ for ids in readdressed for id_ in ids])
+            revoked = revoke_emailed(self.session, _readdressed(changes, existing))
+            self.counts.emailed_codes_revoked += len(revoked)
+            if self.audit is not None:
+                self.audit.record_members(
+                    self.session, [member for member, _ in revoked], change="emailed_code_revoked"
+                )
             self._record(created=created, updated=updated)
             if moved and self.audit is not None:
                 voided = void_printed(
@@ -214,6 +221,8 @@ class _Pass:
             would, again = would_void(self.session, moving, now=self.now)
             self.counts.letters_voided += would
             self.counts.letters_queued_again += again
+        readdressed = _readdressed(changes, existing)
+        self.counts.emailed_codes_revoked += count_emailed(self.session, readdressed)
 
     def _added_meanwhile(self, valid: list[CheckedRow]) -> Conflict:
         finish = (
@@ -272,6 +281,19 @@ class _Pass:
                 self.audit.record_members(
                     self.session, member_ids, change="updated", changed=list(columns)
                 )
+
+
+def _readdressed(changes: list[CheckedRow], existing: dict[str, Existing]) -> list[int]:
+    """The members whose rows give them another mailbox (their e-mailed codes go)."""
+    return [
+        existing[row.nir].member_id
+        for row in changes
+        if not same_mailbox(_text(existing[row.nir].values["email"]), _text(row.member["email"]))
+    ]
+
+
+def _text(value: object) -> str | None:
+    return None if value is None else str(value)
 
 
 def _closed(row: CheckedRow) -> bool:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import ColumnElement, and_, or_, update
+from sqlalchemy import ColumnElement, and_, func, or_, update
 from sqlmodel import Session, col, select
 from sqlmodel.sql.expression import SelectOfScalar
 
@@ -124,23 +124,35 @@ def still_counts(now: datetime) -> ColumnElement[bool]:
     return or_(unindexed(SecurityCode.status) == CodeStatus.used, live_at(now, per_member=True))
 
 
-def revoke_emailed(session: Session, member_ids: Sequence[int]) -> list[int]:
+def _emailed_pending(member_ids: Sequence[int]) -> ColumnElement[bool]:
+    return and_(
+        col(SecurityCode.member_id).in_(member_ids),
+        col(SecurityCode.channel) == Channel.email,
+        col(SecurityCode.status) == CodeStatus.pending,
+    )
+
+
+def revoke_emailed(session: Session, member_ids: Sequence[int]) -> list[tuple[int, int]]:
     """Revoke the members' pending codes sent by e-mail: their address changed, and a code
     that went to the old one (a wrong address, the agent's correction) must not work. The
-    ids revoked."""
+    (member id, code id) of each code revoked."""
     if not member_ids:
         return []
     statement = (
         update(SecurityCode)
-        .where(
-            col(SecurityCode.member_id).in_(member_ids),
-            col(SecurityCode.channel) == Channel.email,
-            col(SecurityCode.status) == CodeStatus.pending,
-        )
+        .where(_emailed_pending(member_ids))
         .values(status=CodeStatus.revoked)
-        .returning(col(SecurityCode.id))
+        .returning(col(SecurityCode.member_id), col(SecurityCode.id))
     )
-    return list(session.exec(statement).scalars())
+    return [(int(member), int(code)) for member, code in session.exec(statement).all()]
+
+
+def count_emailed(session: Session, member_ids: Sequence[int]) -> int:
+    """How many codes `revoke_emailed` would revoke (a dry run)."""
+    if not member_ids:
+        return 0
+    statement = select(func.count()).select_from(SecurityCode)
+    return int(session.exec(statement.where(_emailed_pending(member_ids))).one())
 
 
 def code_since(

@@ -127,6 +127,12 @@ def parse_email(raw: str) -> str:
     return f"{local}@{domain.lower()}"
 
 
+def same_mailbox(one: str | None, other: str | None) -> bool:
+    """Whether two addresses (or none) reach the same mailbox: the domain is stored in lower
+    case, and mail servers do not tell a local part's case either."""
+    return (one or "").casefold() == (other or "").casefold()
+
+
 def civility_note(raw: str) -> str | None:
     """What to tell the agent who typed `raw`, when it is recorded as another civility."""
     typed = raw.strip()

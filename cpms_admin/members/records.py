@@ -19,7 +19,12 @@ from cpms_admin.errors import Conflict, FieldError, InvalidInput, NotFound
 from cpms_admin.letters.queue import letters_of
 from cpms_admin.letters.voiding import void_printed
 from cpms_admin.members import undeliverable
-from cpms_admin.members.fields import COLUMNS, MemberFields, validate_member_fields
+from cpms_admin.members.fields import (
+    COLUMNS,
+    MemberFields,
+    same_mailbox,
+    validate_member_fields,
+)
 from cpms_admin.members.nir import format_nir, nir_to_find
 from cpms_admin.members.postal import delivery_lines, same_destination
 from cpms_admin.members.search import (
@@ -245,8 +250,9 @@ def update_member(
             return MemberUpdate(member, changed=[], undeliverable_cleared=False)
         delivered_to = delivery_lines(member)
         apply_fields(member, fields, clock())
+        readdressed = not same_mailbox(before["email"], after["email"])
         update = _what_follows(
-            session, member, delivered_to, changed, agent=agent, confirmed=address_confirmed
+            session, member, delivered_to, readdressed, agent=agent, confirmed=address_confirmed
         )
         details: dict[str, Any] = {"changed": changed, "undeliverable_cleared": update.cleared}
         if update.revoked:
@@ -280,14 +286,14 @@ def _what_follows(
     session: Session,
     member: Member,
     delivered_to: Sequence[str],
-    changed: list[str],
+    readdressed: bool,
     *,
     agent: str,
     confirmed: bool,
 ) -> _Followed:
     """What a member's new values undo: moved (a letter goes to another door: not a name,
     not the same words respelt), the undeliverable flag lifts and the letters on their way
-    to the old door are voided; a new e-mail stops the codes sent to the old one. Lifted
+    to the old door are voided; another mailbox stops the codes sent to the old one. Lifted
     too when the member confirmed the address as it is."""
     moved = not same_destination(delivery_lines(member), delivered_to)
     if moved:
@@ -298,7 +304,7 @@ def _what_follows(
         if moved
         else {}
     )
-    revoked = revoke_emailed(session, [pk(member)]) if "email" in changed else []
+    revoked = [code for _, code in revoke_emailed(session, [pk(member)])] if readdressed else []
     return _Followed(cleared, voided, revoked)
 
 

@@ -183,6 +183,42 @@ def test_the_answer_ends_before_the_e_mail_is_sent(cli: Cli, session: Session) -
     assert "Warning: " in warning  # the e-mail was tried after the answer, and failed
 
 
+def test_set_pin_answers_before_the_pin_changed_notice_is_sent(cli: Cli, session: Session) -> None:
+    """The PIN is saved when the answer is given: a slow mail server held the member's page
+    for up to the SMTP deadline (20 s) while the notice went."""
+    member = make_member(session, welcome=False, email="jean@example.fr")
+    issued = cpms(cli, "code", "issue", member.nir, "--reason", "test")  # on the real clock
+    assert issued.returncode == 0, issued.stderr
+    (code,) = mailed_codes(cli.settings)
+    greeted, released = threading.Event(), threading.Event()
+
+    def held_greeting(talk: Talk) -> None:
+        released.wait(LIFETIME - 2)  # until the test has read the answer to its end
+        greeted.set()
+        talk.say("421 slow.test closing")
+        talk.wait_for_goodbye()
+
+    with slow_server(held_greeting) as (port, _):
+        run = subprocess.Popen(
+            [str(CPMS), "--json", "portal", "set-pin", member.nir, "--with", "code"],
+            env={**os.environ, **cli.env(), "CPMS_SMTP_URL": f"smtp://127.0.0.1:{port}"},
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert run.stdin is not None and run.stdout is not None
+        run.stdin.write(f"{code}\n284917\n284917\n")
+        run.stdin.close()
+        answer = run.stdout.read()  # to its end, as `json.loads(stdout)` reads it
+        ended_first = run.poll() is None and not greeted.is_set()  # still at the SMTP server
+        released.set()
+        status = run.wait(timeout=60)
+    assert status == 0, (answer, run.stderr.read() if run.stderr else "")
+    assert ended_first, "stdout ended only after the SMTP session"
+    assert json.loads(answer)["ok"] is True
+
+
 def sent_events(cli: Cli, nir: str) -> list[dict[str, Any]]:
     return [e["details"] for e in audit_of(cli, nir) if e["action"] == "mail.send.member"]
 

@@ -13,6 +13,7 @@ the code when the member has a live one or it is their last used code, else as t
 PIN, so its answers do tell a member with a live code apart.
 """
 
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime
 
@@ -45,6 +46,13 @@ from cpms_admin.vocabulary import (
     Purpose,
 )
 
+# Given the notice to send, sends it (or keeps it to send after the answer).
+Notify = Callable[[Callable[[], object]], None]
+
+
+def _now(send: Callable[[], object]) -> None:
+    send()
+
 
 def set_pin(
     session: Session,
@@ -58,11 +66,16 @@ def set_pin(
     settings: Settings,
     clock: Clock,
     transport: Transport | None = None,
+    notify: Notify = _now,
 ) -> PortalResult:
     """Set a new PIN. `secret` is the one-time code or the current PIN, as `using` says: the
     portal knows which form the member filled in. `auto` (for QA at the command line) takes
     it as the code when the member has a live one, else as the current PIN; its answers tell
-    a member with a live code apart (a code's words, no argon2), so the portal never uses it."""
+    a member with a live code apart (a code's words, no argon2), so the portal never uses it.
+
+    The "PIN changed" e-mail is sent once the change is committed, by `notify`: at once, or
+    later by a caller that answers the member first (a slow mail server must not hold the
+    answer)."""
     compact = nir_to_find(nir)
     if not (len(secret) == 6 and secret.isascii() and secret.isdigit()):
         raise InvalidInput("the security code or current PIN must be exactly 6 digits (0-9)")
@@ -86,6 +99,7 @@ def set_pin(
             settings=settings,
             now=now,
             transport=transport,
+            notify=notify,
         )
         if result is not None:
             return result
@@ -98,6 +112,7 @@ def set_pin(
         settings=settings,
         now=now,
         transport=transport,
+        notify=notify,
     )
 
 
@@ -112,6 +127,7 @@ def _with_code(
     settings: Settings,
     now: datetime,
     transport: Transport | None,
+    notify: Notify,
 ) -> PortalResult | None:
     """Set the PIN with the member's live code. None when there is no live code and
     `fall_back` is set (the caller tries the secret as the current PIN)."""
@@ -145,6 +161,7 @@ def _with_code(
         settings=settings,
         now=now,
         transport=transport,
+        notify=notify,
     )
     if saved == PortalReason.code_used:  # by the same member's other tab, meanwhile
         return attempt_result(replace(attempt, ok=False, reason=saved), settings=settings, now=now)
@@ -162,6 +179,7 @@ def _save_pin(
     settings: Settings,
     now: datetime,
     transport: Transport | None,
+    notify: Notify,
 ) -> PortalReason:
     """Use the code and store the new PIN, lifting any lockout, in one unit of work; tell
     the member once it is committed (`ok`). When the code was used (`code_used`: another tab
@@ -195,8 +213,10 @@ def _save_pin(
             lifted_lockout=lifted,
         )
         work.after_commit(
-            lambda: delivery.notify_pin_changed(
-                member=member, how=how, changed_at=now, settings=settings, transport=transport
+            lambda: notify(
+                lambda: delivery.notify_pin_changed(
+                    member=member, how=how, changed_at=now, settings=settings, transport=transport
+                )
             )
         )
     return PortalReason.ok
@@ -230,6 +250,7 @@ def _with_current_pin(
     settings: Settings,
     now: datetime,
     transport: Transport | None,
+    notify: Notify,
 ) -> PortalResult:
     action = AuditAction.portal_change_pin
     attempt = sign_in(
@@ -246,7 +267,13 @@ def _with_current_pin(
     if not attempt.ok or attempt.subject is None or attempt.subject.member is None:
         return attempt_result(attempt, settings=settings, now=now)
     member = attempt.subject.member
-    delivery.notify_pin_changed(
-        member=member, how=PinChange.changed, changed_at=now, settings=settings, transport=transport
+    notify(
+        lambda: delivery.notify_pin_changed(
+            member=member,
+            how=PinChange.changed,
+            changed_at=now,
+            settings=settings,
+            transport=transport,
+        )
     )
     return PortalResult(True, PortalReason.ok, answers.PIN_SAVED)

@@ -5,6 +5,7 @@ never from arguments, and never printed.
 """
 
 import sys
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -142,6 +143,7 @@ def set_pin(
     secret, new_pin, confirmation = read_secrets(
         app_, "code or current PIN", "new PIN", "new PIN again"
     )
+    notices: list[Callable[[], object]] = []  # the "PIN changed" e-mail, once committed
     with app_.session() as session:
         result = pin_change.set_pin(
             session,
@@ -153,8 +155,13 @@ def set_pin(
             captcha_ok=captcha_ok,
             settings=app_.settings,
             clock=app_.clock,
+            notify=notices.append,
         )
     emit_result(app_, result)
+    sys.stdout.flush()
+    silence_stdout()  # the answer is whole: a slow mail server must not hold it
+    for send in notices:
+        send()
 
 
 @app.command("accept-terms")

@@ -312,3 +312,30 @@ def test_a_postcode_written_with_its_country_s_prefix_is_taken(written: str, cou
     )
     without = validate_member_fields(member_values(postcode=bare, city="Ville", country=country))
     assert with_prefix.address.lines() == without.address.lines()
+
+
+def test_every_character_a_name_may_hold_is_drawn_by_the_letters_fonts() -> None:
+    """`Ỿvain` was taken and printed as `□VAIN`: a character neither of the letters' fonts
+    (Liberation Sans, then DejaVu Sans) draws is refused like another script."""
+    import unicodedata
+
+    from fontTools.ttLib import TTFont
+
+    from cpms_admin.letters.pdf.zones import FONT_FOLDERS
+    from cpms_admin.members.postal import clean_line
+
+    drawn: set[int] = set()
+    for name in ("LiberationSans-Regular.ttf", "DejaVuSans.ttf"):
+        (font,) = {path for folder in FONT_FOLDERS for path in folder.rglob(name)}
+        with TTFont(font, lazy=True) as loaded:
+            drawn |= set(loaded.getBestCmap())
+    undrawn = []
+    for code in range(0x20, 0x10000):  # nothing past the BMP is let through
+        if unicodedata.category(chr(code)).startswith("Z") or code in drawn:
+            continue  # white space collapses to a plain space
+        try:
+            clean_line(f"a{chr(code)}b")
+        except ValueError:
+            continue
+        undrawn.append(f"U+{code:04X}")
+    assert undrawn == []

@@ -54,9 +54,11 @@ UNPRINTABLE = re.compile(
 # Vietnamese letter, digits, punctuation and currency signs. La Poste sorts mail in Latin
 # letters (AFNOR XP Z10-011), and the letters' fonts print other scripts as empty boxes. The
 # punctuation and currency blocks leave out their code points Unicode 14 does not assign.
+# Within those blocks, what neither of the letters' fonts draws is left out too (it would
+# print as an empty box): U+1EFC-1EFF (Middle Welsh) and six of the newest currency signs.
 NOT_LATIN = re.compile(
-    "[^\x00-\u024f\u0300-\u036f\u1e00-\u1eff\u2000-\u2064\u2066-\u2071\u2074-\u208e"
-    "\u2090-\u209c\u20a0-\u20c0\ufb00-\ufb06]"
+    "[^\x00-\u024f\u0300-\u036f\u1e00-\u1efb\u2000-\u2064\u2066-\u2071\u2074-\u208e"
+    "\u2090-\u209c\u20a0-\u20b5\u20b8-\u20ba\u20bd\u20bf\ufb00-\ufb06]"
 )
 CIVILITY_ON_ENVELOPE = {"M": "M", "MME": "Mme"}
 _LINES_KEY_LABEL = b"cpms-address-v1"  # separates this key from the code and PIN keys
@@ -88,6 +90,10 @@ def clean_line(value: str) -> str:
     if foreign := NOT_LATIN.search(value):
         character = foreign.group()
         named = f"U+{ord(character):04X}, {unicodedata.name(character, 'unnamed')}"
+        if "LATIN" in named:  # a Latin letter all the same (Ꝃ, Ỿ), or a currency sign
+            raise ValueError(
+                f"the letters' font cannot print {character!r} ({named}): write it without"
+            )
         raise ValueError(
             f"only Latin letters can be printed for La Poste: {character!r} ({named}) is not "
             "one; write it in Latin letters"

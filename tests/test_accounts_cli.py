@@ -9,6 +9,7 @@ import pytest
 from sqlmodel import Session, col, update
 
 from cpms_admin.letters.queue import queue_letter
+from cpms_admin.members.nir import format_nir
 from cpms_admin.models import Letter, Member, pk
 from cpms_admin.settings import Settings
 from tests.cred_helpers import (
@@ -117,7 +118,8 @@ def test_bad_input_changes_nothing(cli: Cli, session: Session, member: Member) -
         (cli("pin", "reset", member.nir, "--reason", ""), 2, "a reason is required"),
         (cli("pin", "reset", make_nir(), "--reason", "x"), 3, "no member with NIR"),
         (cli("pin", "reset", member.nir, "--channel", "sms", "--reason", "x"), 2, "sms"),
-        (cli("code", "issue", no_email.nir, "--channel", "email"), 1, "has no e-mail address"),
+        (cli("code", "issue", no_email.nir, "--channel", "email"), 1,
+         f"member {format_nir(no_email.nir)} has no e-mail address"),
         (cli("code", "issue", make_nir()), 3, "no member with NIR"),
     ]  # fmt: skip
     for result, code, message in refusals:
@@ -348,6 +350,20 @@ def test_a_member_with_nothing_wrong_gets_no_fix_to_run(
     assert view["diagnosis"][0].startswith("No problem found")
     assert view["fix"] is None
     assert "Fix:" not in cli("account", "status", member.nir).stdout
+    # The reset it mentions, copied as it is, runs (it lacked its --reason).
+    offered = view["diagnosis"][0].split("reset it (", 1)[1].removesuffix(").")
+    assert offered == f'cpms-admin pin reset {member.nir} --channel auto --reason "..."'
+    assert cli(*offered.split()[1:-2], "--reason", "forgotten").exit_code == 0
+
+
+def test_a_closed_member_s_status_offers_no_code_by_any_channel(cli: Cli, session: Session) -> None:
+    """A closed member gets no code at all (`code issue` refuses): a line saying codes go by
+    post sent the agent to a refusal."""
+    closed = make_member(session, welcome=False)  # no e-mail address
+    assert cli("member", "close", closed.nir, "--reason", "left").exit_code == 0
+    view = json.loads(cli("--json", "account", "status", closed.nir).stdout)
+    assert len(view["diagnosis"]) == 1 and "cannot log in" in view["diagnosis"][0]
+    assert not any("by post" in line for line in view["diagnosis"])
 
 
 def test_code_rules_through_the_cli(cli: Cli, clock: FakeClock, session: Session) -> None:

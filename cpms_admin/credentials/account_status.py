@@ -179,13 +179,10 @@ def diagnose(
     member = status.member
     in_flight = _in_flight(status)
     finding, fix = _why(status, in_flight=in_flight, settings=settings, now=now)
+    if member.status == MemberStatus.closed:  # no code goes to them, by any channel
+        return [finding], fix
     findings = [finding]
-    state = status.state
-    if (
-        in_flight is not None
-        and state != AccountState.no_pin
-        and member.status != MemberStatus.closed
-    ):
+    if in_flight is not None and status.state != AccountState.no_pin:
         findings.append(f"In flight: {in_flight}.")
     findings += [
         f"Letter #{waiting.letter.id} ({waiting.letter.kind}) will be cancelled by the next "
@@ -282,7 +279,8 @@ def _why(
     return (
         f"No problem found: the account is active (last login {last}). If the member "
         "still cannot log in, check the NIR they type and that the PIN has 6 digits; "
-        f"if the PIN is forgotten, reset it (cpms-admin pin reset {nir} --channel auto)."
+        f"if the PIN is forgotten, reset it (cpms-admin pin reset {nir} --channel auto "
+        '--reason "...").'
     ), None  # nothing to fix: a reset would take a working PIN away
 
 

@@ -23,7 +23,7 @@ from cpms_admin.errors import CpmsError, MailError, Refused
 from cpms_admin.letters.queue import letter_to_ride, queue_letter
 from cpms_admin.mail.transport import Transport
 from cpms_admin.members import undeliverable
-from cpms_admin.members.nir import mask_nir
+from cpms_admin.members.nir import format_nir, mask_nir
 from cpms_admin.models import Member, pk
 from cpms_admin.pepper import Peppers, load_peppers
 from cpms_admin.settings import Settings
@@ -72,8 +72,8 @@ def resolve_channel(member: Member, channel: str) -> str:
         return Channel.email if member.email else Channel.post
     if channel == ChannelChoice.email and not member.email:
         raise Refused(
-            f"member {member.nir} has no e-mail address: use --channel post, or add one with "
-            f"cpms-admin member update {member.nir} --email ADDRESS"
+            f"member {format_nir(member.nir)} has no e-mail address: use --channel post, or "
+            f"add one with cpms-admin member update {member.nir} --email ADDRESS"
         )
     return Channel(channel)
 

@@ -8,6 +8,7 @@ from typing import Any
 from cpms_admin.clock import iso
 from cpms_admin.errors import Refused
 from cpms_admin.french import agent_time
+from cpms_admin.members.nir import format_nir
 from cpms_admin.models import Member
 
 NPAI = "NPAI (n'habite pas à l'adresse indiquée)"
@@ -54,7 +55,8 @@ def refuse_if_flagged(member: Member) -> None:
             "ADDRESS) and send the code by e-mail"
         )
         raise Refused(
-            f"member {member.nir}: no letter can be sent, {describe(member)}; update it: "
+            f"member {format_nir(member.nir)}: no letter can be sent, {describe(member)}; "
+            "update it: "
             f"{fix(member)}; or {by_email}"
         )
 

@@ -359,7 +359,7 @@ def test_a_member_with_nothing_wrong_gets_no_fix_to_run(
 def test_a_closed_member_s_status_offers_no_code_by_any_channel(cli: Cli, session: Session) -> None:
     """A closed member gets no code at all (`code issue` refuses): a line saying codes go by
     post sent the agent to a refusal."""
-    closed = make_member(session, welcome=False)  # no e-mail address
+    closed = make_member(session, welcome=False, email=None)
     assert cli("member", "close", closed.nir, "--reason", "left").exit_code == 0
     view = json.loads(cli("--json", "account", "status", closed.nir).stdout)
     assert len(view["diagnosis"]) == 1 and "cannot log in" in view["diagnosis"][0]

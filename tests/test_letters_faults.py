@@ -297,15 +297,17 @@ def printed_then_queued_again(cli: Cli, session: Session, out: Path) -> tuple[Me
     return member, printed
 
 
+@pytest.mark.parametrize("point", ["letters.after_claim", "letters.mid_render"])
 def test_a_run_stopped_by_sigterm_gives_its_letters_back_and_says_so(
-    cli: Cli, session: Session, settings: Settings, tmp_path: Path
+    cli: Cli, session: Session, settings: Settings, tmp_path: Path, point: str
 ) -> None:
     """`timeout` and systemd stop a job with SIGTERM: the run stops as Ctrl-C stops it, its
     letters back in the queue and one line said, exit 143; not killed half-way, leaving the
-    next run to clean up and Python's warnings on stderr."""
+    next run to clean up and Python's warnings on stderr. From the claim's commit on (a stop
+    right after it left the letters claimed until the next run)."""
     queue_members(session, 5)
     out, held_here = tmp_path / "out", tmp_path / "held"
-    process = held_batch(cli, out, "letters.mid_render", held_here)
+    process = held_batch(cli, out, point, held_here)
     try:
         process.send_signal(signal.SIGTERM)
         stdout, stderr = process.communicate(timeout=120)

@@ -214,7 +214,6 @@ def run_batch(
         summary.cancelled_by_reason = dict(claim.cancelled)
         if claim.batch_id is None:
             return summary
-        failpoint("letters.after_claim")
         _print(run, summary, batch_id=claim.batch_id, total=claim.claimed)
         return summary
     finally:
@@ -225,7 +224,8 @@ def _print(run: _Run, summary: BatchSummary, *, batch_id: int, total: int) -> No
     """Render, commit and publish one claimed batch, into `summary`; abandon it if anything
     fails before the commit."""
     staging: Path | None = None
-    try:
+    try:  # from the claim's commit on: a stop (SIGTERM, Ctrl-C) gives the letters back
+        failpoint("letters.after_claim")
         staging = make_staging(run.out, batch_id)
         job, rendered = _render(run, batch_id=batch_id, total=total, staging=staging)
         now = run.clock()

@@ -151,34 +151,53 @@ def test_a_member_and_a_stranger_get_the_same_output_from_the_real_command(
     assert len(outputs) == 1, outputs
 
 
-def test_the_answer_ends_before_the_e_mail_is_sent(cli: Cli, session: Session) -> None:
-    """Only a member with an address gets an e-mail: a portal reading the command's stdout to
-    its end waited for the SMTP session (seconds) for them alone, and could tell them from a
-    stranger. The answer's stream ends with the answer; the e-mail goes after."""
-    member = make_member(session, welcome=False)
+def answered_before_mail(cli: Cli, *args: str, stdin: str = "") -> tuple[str, str]:
+    """Run the installed command against a mail server that answers only once the test has
+    read the command's stdout to its end (as `json.loads(stdout)` reads it): the answer and
+    stderr. Fails if stdout ended only after the SMTP session."""
     greeted, released = threading.Event(), threading.Event()
 
     def held_greeting(talk: Talk) -> None:
-        released.wait(LIFETIME - 2)  # until the test has read the answer to its end
+        released.wait(LIFETIME - 2)
         greeted.set()
         talk.say("421 slow.test closing")
         talk.wait_for_goodbye()
 
     with slow_server(held_greeting) as (port, _):
         run = subprocess.Popen(
-            [str(CPMS), "--json", "portal", "request-code", member.nir],
-            env={**os.environ, **cli.env(), "CPMS_SMTP_URL": f"smtp://127.0.0.1:{port}"},
+            [str(CPMS), "--json", *args],
+            env={
+                **os.environ,
+                **cli.env(),
+                "CPMS_SMTP_URL": f"smtp://127.0.0.1:{port}",
+                # Longer than the server holds its greeting: a command that waits for the
+                # mail server before it answers cannot answer first by timing out.
+                "CPMS_SMTP_TIMEOUT_SECONDS": str(int(LIFETIME) + 5),
+                "CPMS_SMTP_DEADLINE_SECONDS": str(int(LIFETIME) + 10),
+            },
+            stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
         )
-        assert run.stdout is not None and run.stderr is not None
-        answer = run.stdout.read()  # to its end, as `json.loads(stdout)` reads it
+        assert run.stdin is not None and run.stdout is not None and run.stderr is not None
+        run.stdin.write(stdin)
+        run.stdin.close()
+        answer = run.stdout.read()
         ended_first = run.poll() is None and not greeted.is_set()  # still at the SMTP server
         released.set()
-        warning = run.stderr.read()
-        assert run.wait(timeout=60) == 0
+        errors = run.stderr.read()
+        assert run.wait(timeout=60) == 0, (answer, errors)
     assert ended_first, "stdout ended only after the SMTP session"
+    return answer, errors
+
+
+def test_the_answer_ends_before_the_e_mail_is_sent(cli: Cli, session: Session) -> None:
+    """Only a member with an address gets an e-mail: a portal reading the command's stdout to
+    its end waited for the SMTP session (seconds) for them alone, and could tell them from a
+    stranger. The answer's stream ends with the answer; the e-mail goes after."""
+    member = make_member(session, welcome=False)
+    answer, warning = answered_before_mail(cli, "portal", "request-code", member.nir)
     assert json.loads(answer)["ok"] is True
     assert "Warning: " in warning  # the e-mail was tried after the answer, and failed
 
@@ -190,32 +209,9 @@ def test_set_pin_answers_before_the_pin_changed_notice_is_sent(cli: Cli, session
     issued = cpms(cli, "code", "issue", member.nir, "--reason", "test")  # on the real clock
     assert issued.returncode == 0, issued.stderr
     (code,) = mailed_codes(cli.settings)
-    greeted, released = threading.Event(), threading.Event()
-
-    def held_greeting(talk: Talk) -> None:
-        released.wait(LIFETIME - 2)  # until the test has read the answer to its end
-        greeted.set()
-        talk.say("421 slow.test closing")
-        talk.wait_for_goodbye()
-
-    with slow_server(held_greeting) as (port, _):
-        run = subprocess.Popen(
-            [str(CPMS), "--json", "portal", "set-pin", member.nir, "--with", "code"],
-            env={**os.environ, **cli.env(), "CPMS_SMTP_URL": f"smtp://127.0.0.1:{port}"},
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        assert run.stdin is not None and run.stdout is not None
-        run.stdin.write(f"{code}\n284917\n284917\n")
-        run.stdin.close()
-        answer = run.stdout.read()  # to its end, as `json.loads(stdout)` reads it
-        ended_first = run.poll() is None and not greeted.is_set()  # still at the SMTP server
-        released.set()
-        status = run.wait(timeout=60)
-    assert status == 0, (answer, run.stderr.read() if run.stderr else "")
-    assert ended_first, "stdout ended only after the SMTP session"
+    answer, _ = answered_before_mail(
+        cli, "portal", "set-pin", member.nir, "--with", "code", stdin=f"{code}\n284917\n284917\n"
+    )
     assert json.loads(answer)["ok"] is True
 
 

@@ -32,7 +32,7 @@ from cpms_admin.faults import failpoint
 from cpms_admin.mail.transport import Transport
 from cpms_admin.members.nir import nir_to_find
 from cpms_admin.members.records import get_account
-from cpms_admin.models import SecurityCode, pk
+from cpms_admin.models import Member, SecurityCode, pk
 from cpms_admin.portal import answers
 from cpms_admin.portal.answers import PortalResult, attempt_result
 from cpms_admin.settings import Settings
@@ -48,6 +48,8 @@ from cpms_admin.vocabulary import (
 
 # Given the notice to send, sends it (or keeps it to send after the answer).
 Notify = Callable[[Callable[[], object]], None]
+# Tells the member their PIN changed, and how (through `Notify`).
+Tell = Callable[[Member, PinChange], None]
 
 
 def _now(send: Callable[[], object]) -> None:
@@ -88,6 +90,7 @@ def set_pin(
     if weakness is not None:
         return PortalResult(False, PortalReason.weak_pin, answers.weak_pin(weakness))
     now = clock()
+    tell = _teller(now=now, settings=settings, transport=transport, notify=notify)
     if using != PinSecret.pin:
         result = _with_code(
             session,
@@ -98,8 +101,7 @@ def set_pin(
             captcha_ok=captcha_ok,
             settings=settings,
             now=now,
-            transport=transport,
-            notify=notify,
+            tell=tell,
         )
         if result is not None:
             return result
@@ -111,9 +113,24 @@ def set_pin(
         captcha_ok=captcha_ok,
         settings=settings,
         now=now,
-        transport=transport,
-        notify=notify,
+        tell=tell,
     )
+
+
+def _teller(
+    *, now: datetime, settings: Settings, transport: Transport | None, notify: Notify
+) -> Tell:
+    """How a PIN saved at `now` is told: the "PIN changed" e-mail, handed to `notify` (each
+    path calls it once the change is committed)."""
+
+    def tell(member: Member, how: PinChange) -> None:
+        notify(
+            lambda: delivery.notify_pin_changed(
+                member=member, how=how, changed_at=now, settings=settings, transport=transport
+            )
+        )
+
+    return tell
 
 
 def _with_code(
@@ -126,8 +143,7 @@ def _with_code(
     captcha_ok: bool,
     settings: Settings,
     now: datetime,
-    transport: Transport | None,
-    notify: Notify,
+    tell: Tell,
 ) -> PortalResult | None:
     """Set the PIN with the member's live code. None when there is no live code and
     `fall_back` is set (the caller tries the secret as the current PIN)."""
@@ -160,8 +176,7 @@ def _with_code(
         new_hash=new_hash,
         settings=settings,
         now=now,
-        transport=transport,
-        notify=notify,
+        tell=tell,
     )
     if saved == PortalReason.code_used:  # by the same member's other tab, meanwhile
         return attempt_result(replace(attempt, ok=False, reason=saved), settings=settings, now=now)
@@ -178,8 +193,7 @@ def _save_pin(
     new_hash: str,
     settings: Settings,
     now: datetime,
-    transport: Transport | None,
-    notify: Notify,
+    tell: Tell,
 ) -> PortalReason:
     """Use the code and store the new PIN, lifting any lockout, in one unit of work; tell
     the member once it is committed (`ok`). When the code was used (`code_used`: another tab
@@ -212,13 +226,7 @@ def _save_pin(
             code_id=live.id,
             lifted_lockout=lifted,
         )
-        work.after_commit(
-            lambda: notify(
-                lambda: delivery.notify_pin_changed(
-                    member=member, how=how, changed_at=now, settings=settings, transport=transport
-                )
-            )
-        )
+        work.after_commit(lambda: tell(member, how))
     return PortalReason.ok
 
 
@@ -249,8 +257,7 @@ def _with_current_pin(
     captcha_ok: bool,
     settings: Settings,
     now: datetime,
-    transport: Transport | None,
-    notify: Notify,
+    tell: Tell,
 ) -> PortalResult:
     action = AuditAction.portal_change_pin
     attempt = sign_in(
@@ -267,13 +274,5 @@ def _with_current_pin(
     if not attempt.ok or attempt.subject is None or attempt.subject.member is None:
         return attempt_result(attempt, settings=settings, now=now)
     member = attempt.subject.member
-    notify(
-        lambda: delivery.notify_pin_changed(
-            member=member,
-            how=PinChange.changed,
-            changed_at=now,
-            settings=settings,
-            transport=transport,
-        )
-    )
+    tell(member, PinChange.changed)
     return PortalResult(True, PortalReason.ok, answers.PIN_SAVED)

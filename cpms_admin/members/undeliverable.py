@@ -56,8 +56,7 @@ def refuse_if_flagged(member: Member) -> None:
         )
         raise Refused(
             f"member {format_nir(member.nir)}: no letter can be sent, {describe(member)}; "
-            "update it: "
-            f"{fix(member)}; or {by_email}"
+            f"update it: {fix(member)}; or {by_email}"
         )
 
 

@@ -2,7 +2,7 @@
 PostgreSQL side by side, every figure beside its baseline from the same run.
 
     .venv/bin/python bench/scale.py [--members N] [--database-url URL] [--runs R]
-                                    [--claim-runs R] [--letters L] [--batch B]
+                                    [--warm-up W] [--claim-runs R] [--letters L] [--batch B]
                                     [--only reads,claim,workers,bulk] [--rebuild] [--plans]
 
 - the databases (scale_build.py, rows from scale_data.py): N members (default 1,000,000) with
@@ -86,6 +86,9 @@ def main() -> None:
         help="a PostgreSQL server (default: $CPMS_BENCH_DATABASE_URL); none: SQLite only",
     )
     parser.add_argument("--runs", type=int, default=15, help="interleaved CLI rounds")
+    parser.add_argument(
+        "--warm-up", type=int, default=1, help="unmeasured CLI rounds first (default 1)"
+    )
     parser.add_argument("--claim-runs", type=int, default=3)
     parser.add_argument("--letters", type=int, default=2000, help="the workers' queue")
     parser.add_argument("--batch", type=int, default=200, help="--limit of each worker's run")
@@ -117,7 +120,7 @@ def main() -> None:
         large = scale_build.database(engine, args.members, server)
         floor = scale_build.database(engine, 1, server)
         if "reads" in parts:
-            lines = reads_report(large, floor, args.runs)
+            lines = reads_report(large, floor, args.runs, args.warm_up)
             section(f"reads, {engine} (item 2)", [*lines, index_check(large)])
         if args.plans:
             section(f"plans, {engine}", plans(large))

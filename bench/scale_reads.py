@@ -56,7 +56,7 @@ class Timed:
         return statistics.median(self.cpu)
 
 
-def cli_rounds(large: Built, floor: Built, runs: int) -> dict[tuple[str, str], Timed]:
+def cli_rounds(large: Built, floor: Built, runs: int, warm_up: int) -> dict[tuple[str, str], Timed]:
     """(command label, "large" | "floor" | "version") -> its times, ms."""
     assert large.probe_nir == floor.probe_nir, "the floor must answer about the same member"
     rows: list[tuple[tuple[str, str], list[str], dict[str, str]]] = [
@@ -66,8 +66,9 @@ def cli_rounds(large: Built, floor: Built, runs: int) -> dict[tuple[str, str], T
         rows.append(((label, "large"), [CLI, *args], large.env()))
         rows.append(((label, "floor"), [CLI, *args], floor.env()))
     times = {key: Timed([], []) for key, _, _ in rows}
-    for _, command, env in rows:  # warm-up: bytecode, page cache, the server's buffers
-        run_once(command, env, "/")
+    for _ in range(warm_up):  # bytecode, page cache, the server's buffers
+        for _, command, env in rows:
+            run_once(command, env, "/")
     for round_ in range(runs):
         shift = round_ % len(rows)
         for key, command, env in rows[shift:] + rows[:shift]:
@@ -122,9 +123,9 @@ def in_process(large: Built, runs: int) -> dict[str, Timed]:
     return found
 
 
-def report(large: Built, floor: Built, runs: int) -> list[str]:
+def report(large: Built, floor: Built, runs: int, warm_up: int) -> list[str]:
     """The table of item 2 for one engine, as lines; each command's verdict."""
-    times = cli_rounds(large, floor, runs)
+    times = cli_rounds(large, floor, runs, warm_up)
     query = in_process(large, max(runs, 5))
     version = times[("cpms-admin --version", "version")]
     lines = [

@@ -13,7 +13,7 @@ read. Output goes to a pipe, as in a script (no rich tables). Bytecode caching i
 every row, as on an installed system (a `PYTHONDONTWRITEBYTECODE` in the caller's
 environment would otherwise recompile the package at every start).
 
-    .venv/bin/python bench/startup.py [--runs 21]
+    .venv/bin/python bench/startup.py [--runs 21] [--warm-up 1]
 """
 
 import argparse
@@ -59,7 +59,11 @@ def prepare(cli: str, env: dict[str, str], cwd: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=21, help="rounds (default 21)")
-    runs = parser.parse_args().runs
+    parser.add_argument(
+        "--warm-up", type=int, default=1, help="unmeasured rounds first (default 1)"
+    )
+    args = parser.parse_args()
+    runs = args.runs
     cli = str(BIN / "cpms-admin")
     rows = {
         "python -c pass (bare interpreter)": [sys.executable, "-c", "pass"],
@@ -89,8 +93,9 @@ def main() -> None:
         env.pop("PYTHONDONTWRITEBYTECODE", None)
         prepare(cli, env, cwd)
         labels = list(rows)
-        for label in labels:  # warm-up: bytecode written, files in the page cache
-            run_once(rows[label], env, cwd)
+        for _ in range(args.warm_up):  # bytecode written, files in the page cache
+            for label in labels:
+                run_once(rows[label], env, cwd)
         for round_ in range(runs):
             shift = round_ % len(labels)
             for label in labels[shift:] + labels[:shift]:

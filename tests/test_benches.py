@@ -17,8 +17,11 @@ SMALL = {
     "letters.py": (["--letters", "2", "--chunk", "1", "--workers", "1", "--naive", "1"], "ratio"),
     "places.py": (["--runs", "1"], "load the base"),
     "search.py": (["--members", "200", "--runs", "1"], "baseline"),
-    "startup.py": (["--runs", "1"], "(floor)"),
-    "scale.py": (["--members", "200", "--runs", "1", "--claim-runs", "1"], "campaign"),
+    "startup.py": (["--runs", "1", "--warm-up", "0"], "(floor)"),
+    "scale.py": (
+        ["--members", "200", "--runs", "1", "--warm-up", "0", "--claim-runs", "1"],
+        "campaign",
+    ),
     "xlsx.py": (["--members", "100", "--repeat", "1"], "XLSX / CSV"),
 }
 PARTS = {"scale_bulk.py"}  # run by scale.py, which fails when it does

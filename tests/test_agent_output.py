@@ -253,6 +253,9 @@ def test_completion_can_be_installed_for_bash(tmp_path: Path) -> None:
          "'security_code', 'pin_reset'. (see 'cpms-admin letters preview --help')\n"),
         (["member", "add", "--nir", "1"],
          "Error: Missing option '--last-name'. (see 'cpms-admin member add --help')\n"),
+        (["agent", "add", "x"],  # Click lists the choices one a line
+         "Error: Missing option '--role'. Choose from: support, supervisor, admin, portal, "
+         "nightly (see 'cpms-admin agent add --help')\n"),
     ],
 )  # fmt: skip
 def test_usage_errors_are_one_line(tmp_path: Path, args: list[str], message: str) -> None:

@@ -301,6 +301,8 @@ def _holders(ctx: typer.Context, name: str) -> list[str]:
 
 def _one_line(exc: Exception) -> str:
     message = exc.format_message().replace("Value error, ", "")  # type: ignore[attr-defined]
+    # Click lists a missing option's choices one a line: "Choose from:\n\tsupport,\n\t...".
+    message = " ".join(message.split())
     ctx = getattr(exc, "ctx", None)
     return f"{message} (see '{ctx.command_path} --help')" if ctx is not None else message
 

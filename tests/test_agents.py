@@ -15,6 +15,7 @@ import subprocess
 import tempfile
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import asdict
 from pathlib import Path
@@ -32,12 +33,14 @@ from cpms_admin.agents.rights import COMMAND_DUTIES
 from cpms_admin.agents.roles import Role
 from cpms_admin.cli.app import app
 from cpms_admin.db import make_engine, migrate, normalise_url, upgrade_schema
+from cpms_admin.faults import HOLD_VAR
 from cpms_admin.operations.doctor import check_database, check_mail
 from cpms_admin.settings import Settings
 from tests.cred_helpers import PIN, give_pin
 from tests.databases import PG_URL, created_login, new_pg_database, record_test_pepper
 from tests.factories import make_member, make_nir
 from tests.harness import TEST_PEPPER, Cli, FakeClock
+from tests.process_helpers import wait_until
 
 SUPPORT_USER = "cpms-t-support"
 STRANGER_USER = "cpms-t-stranger"
@@ -317,11 +320,15 @@ def team_cli(os_users: None, sqlite_template: Path) -> Iterator[Cli]:
         shutil.rmtree(parent)
 
 
-def run_as(user: str, cli: Cli, *args: str) -> tuple[int, str, str]:
+def run_as(
+    user: str, cli: Cli, *args: str, environ: dict[str, str] | None = None
+) -> tuple[int, str, str]:
     """`cpms-admin *args` in a child process running as OS user `user` (what `runuser -u`
-    does). A crash is reported as its repr on stderr."""
+    does), with `environ` added to its environment. A crash is reported as its repr on
+    stderr."""
 
     def command() -> list[Any]:
+        os.environ.update(environ or {})  # the child's own
         result = cli(*args)
         crash = not isinstance(result.exception, SystemExit | None)
         return [result.exit_code, result.stdout, repr(result.exception) if crash else result.stderr]
@@ -420,6 +427,77 @@ def test_a_support_agent_is_known_by_their_os_user_and_kept_to_their_role(
         1,
         f"Error: not allowed: agent {SUPPORT_USER!r} is disabled (left)",
     )
+
+
+def run_held(user: str, cli: Cli, point: str, *args: str) -> Callable[[], tuple[int, str, str]]:
+    """`run_as(user, cli, *args)`, started and standing at failpoint `point` when this returns
+    a function: calling it lets the run go on and returns what `run_as` returns."""
+    flag = Path(cli.settings.database_url.removeprefix("sqlite:///")).parent / f"{user}.held"
+    pool = ThreadPoolExecutor(1)
+    outcome = pool.submit(run_as, user, cli, *args, environ={HOLD_VAR: f"{point}={flag}"})
+    pool.shutdown(wait=False)
+    wait_until(lambda: outcome.done() or flag.exists(), what=f"{user} at {point}")
+    assert not outcome.done(), outcome.result()
+
+    def go_on() -> tuple[int, str, str]:
+        flag.unlink()
+        return outcome.result(timeout=120)
+
+    return go_on
+
+
+def test_an_agent_disabled_while_their_command_runs_is_refused_at_its_next_transaction(
+    shared_cli: Cli,
+) -> None:
+    """On SQLite, rights are checked as a command starts and again as each of its transactions
+    begins, inside the database's write lock: an admin disabled between the two changes
+    nothing, and a batch whose agent is disabled after its claim prints nothing (the next run
+    prints the letter, once)."""
+    cli = shared_cli
+    for user in (SUPPORT_USER, COLLEAGUE_USER):
+        assert cli("agent", "add", user, "--role", "admin").exit_code == 0
+    go_on = run_held(
+        COLLEAGUE_USER, cli, "agents.authorized",
+        "agent", "disable", SUPPORT_USER, "--reason", "left",
+    )  # fmt: skip
+    assert cli("agent", "disable", COLLEAGUE_USER, "--reason", "moved on").exit_code == 0
+    code, _, err = go_on()
+    assert (code, err.strip()) == (
+        1,
+        f"Error: not allowed: agent {COLLEAGUE_USER!r} is disabled (moved on)",
+    )
+    agents = {a["name"]: a for a in json.loads(cli("--json", "agent", "list").stdout)}
+    assert agents[SUPPORT_USER]["disabled_at"] is None
+
+    assert cli("agent", "add", SUPPORT_USER, "--role", "nightly").exit_code == 0
+    added = cli(
+        "member", "add", "--nir", make_nir(), "--last-name", "Roux", "--first-name", "Léa",
+        "--street", "4 rue Sala", "--postcode", "69002", "--city", "Lyon",
+    )  # fmt: skip
+    assert added.exit_code == 0, added.stderr  # its enrolment letter waits
+    with tempfile.TemporaryDirectory() as spool:
+        Path(spool).chmod(0o755)
+        out = Path(spool) / "print"
+        out.mkdir()
+        out.chmod(0o1777)  # both agents print there, as into /tmp
+        go_on = run_held(
+            SUPPORT_USER, cli, "letters.after_claim", "letters", "batch", "--out", str(out)
+        )
+        assert cli("agent", "disable", SUPPORT_USER, "--reason", "left the team").exit_code == 0
+        code, _, err = go_on()
+        assert code == 1 and err.strip().endswith(
+            f"Error: not allowed: agent {SUPPORT_USER!r} is disabled (left the team)"
+        ), err
+        assert not _printed_by(cli)
+        again = json.loads(cli("--json", "letters", "batch", "--out", str(out)).stdout)
+        assert again["printed"] == 1
+    assert _printed_by(cli) == [runner_identity(cli.settings.database_url)]
+
+
+def _printed_by(cli: Cli) -> list[str]:
+    """Who ran each batch that printed."""
+    events = json.loads(cli("--json", "audit", "list", "--action", "letters.batch").stdout)
+    return [event["agent"] for event in events if event["outcome"] == "ok"]
 
 
 def test_a_group_of_agents_shares_the_outbox_the_first_e_mail_made(team_cli: Cli) -> None:
@@ -607,7 +685,7 @@ def test_two_admins_disabling_each_other_at_once_leave_one_and_no_deadlock(
     locks taken while the second starts and waits on them: once the first commits, the second,
     disabled by then, is refused by the database in plain words, not aborted by a deadlock;
     one admin remains."""
-    from tests.process_helpers import CPMS, wait_until
+    from tests.process_helpers import CPMS
 
     admin_cli = Cli(Settings(database_url=pg_url, pepper=TEST_PEPPER), FakeClock())
     first_url, second_url = pg_logins["support"], pg_logins["supervisor"]

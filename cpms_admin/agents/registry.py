@@ -8,6 +8,7 @@ change the login role's group (agents/grants.py), so `psql` obeys the same role.
 from dataclasses import dataclass
 from datetime import datetime
 
+from sqlalchemy import Connection, Engine, event
 from sqlmodel import Session, col, select
 
 from cpms_admin import audit
@@ -38,8 +39,31 @@ def identity(session: Session) -> str:
 def authorize(session: Session, *, command: str) -> Actor:
     """The actor, when their role allows `command` (a key of rights.COMMAND_DUTIES); Refused
     (exit 1, one line, nothing changed) when they are no agent, disabled, or not allowed."""
-    name = identity(session)
-    agent = session.get(Agent, name)
+    return _authorize(session.connection(), command=command)
+
+
+def acting(engine: Engine, *, command: str) -> Engine:
+    """`engine`, whose every transaction starts by authorizing `command` again: an admin who
+    disables an agent, or takes their role away, while one of their commands runs, stops its
+    next transaction. On SQLite the check is inside the transaction's write lock (BEGIN
+    IMMEDIATE), so no change of the agent's can come between it and the commit."""
+    return engine.execution_options(**{_COMMAND: command})
+
+
+_COMMAND = "cpms_authorized_command"  # in an engine's execution options (`acting`)
+
+
+@event.listens_for(Session, "after_begin")
+def _still_allowed(session: Session, transaction: object, conn: Connection) -> None:
+    command = conn.get_execution_options().get(_COMMAND)
+    if command is not None:
+        _authorize(conn, command=command)
+
+
+def _authorize(conn: Connection, *, command: str) -> Actor:
+    name = system_identity(conn)
+    found = select(Agent.role, Agent.disabled_at, Agent.disabled_reason).where(Agent.name == name)
+    agent = conn.execute(found).first()
     if agent is None:
         raise Refused(
             f"not allowed: {name!r} is not an agent of this database "
@@ -100,7 +124,7 @@ class AgentChange:
 def add_agent(session: Session, *, name: str, role: Role, actor: str, now: datetime) -> AgentChange:
     """Add `name` with `role`, or give an existing agent that role (enabling them again).
     Adding an agent who already has the role changes nothing."""
-    name = audit.clean_text(name, what="the agent name", max_length=audit.AGENT_MAX_LENGTH)
+    name = _agent_name(name)
     check_reserved(name, role)
     with transaction(session):
         agent = _lock(session, name)
@@ -142,6 +166,7 @@ def disable_agent(
     session: Session, *, name: str, reason: str, actor: str, now: datetime
 ) -> AgentChange:
     """Disable `name`: every command refuses them from now on (their audit trail stays)."""
+    name = _agent_name(name)
     with transaction(session):
         agent = _lock(session, name)
         failpoint("agents.locked")
@@ -166,6 +191,11 @@ def disable_agent(
                 name=name,
             )
     return AgentChange(name, Role(agent.role), before, _state(agent))
+
+
+def _agent_name(name: str) -> str:
+    """`name` as `agent add` stores it and `agent disable` finds it."""
+    return audit.clean_text(name, what="the agent name", max_length=audit.AGENT_MAX_LENGTH)
 
 
 def _lock(session: Session, name: str) -> Agent | None:

@@ -14,6 +14,7 @@ from cpms_admin.audit_chain.seal import keyed
 from cpms_admin.clock import Clock, system_clock
 from cpms_admin.db import check_schema, make_engine, session_scope, sqlite_path
 from cpms_admin.errors import InvalidInput, NotReady
+from cpms_admin.faults import failpoint
 from cpms_admin.pepper import Peppers, pepper_file_path
 from cpms_admin.private_files import reserved
 from cpms_admin.settings import Settings
@@ -50,9 +51,10 @@ class AppContext:
 
     def engine(self) -> Engine:
         """The engine, created on first use, checked to be at the latest schema, and the
-        acting agent checked to be allowed this command (Refused, exit 1, before anything)."""
+        acting agent checked to be allowed this command (Refused, exit 1, before anything),
+        and again as each of its transactions begins."""
         if self._engine is None:
-            from cpms_admin.agents.registry import authorize
+            from cpms_admin.agents.registry import acting, authorize
             from cpms_admin.agents.rights import COMMAND_DUTIES
             from cpms_admin.agents.roles import Duty
 
@@ -60,12 +62,13 @@ class AppContext:
             check_schema(engine)
             with session_scope(engine, read_only=True) as session:
                 self._actor = authorize(session, command=self.command)
+            failpoint("agents.authorized")
             label = self.label
             if COMMAND_DUTIES[self.command] == Duty.portal:
                 label = _portal_label(self._actor.name, label)
             self._bound.enter_context(audit.labelled(label))
             # Audit events are sealed with the database's pepper, read when the first is.
-            self._engine = keyed(engine, self._peppers)
+            self._engine = keyed(acting(engine, command=self.command), self._peppers)
         return self._engine
 
     @property

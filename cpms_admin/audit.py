@@ -6,6 +6,7 @@ its transaction commits, and never changed after.
 
 import json
 import re
+import unicodedata
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -30,28 +31,52 @@ PORTAL = "portal"
 AGENT_MAX_LENGTH = 100  # AuditEvent.agent is VARCHAR(100) on PostgreSQL
 REASON_MAX_LENGTH = 500
 
-# Line breaks and control characters (C0, DEL, C1, U+2028/U+2029) would forge lines in
-# `audit list`; bidi marks, embeddings, overrides and isolates (U+061C, U+200E/F,
-# U+202A-E, U+2066-9) would make a row read other than it is stored; lone surrogates
-# (undecodable bytes from the environment) cannot be stored by PostgreSQL.
-_UNSAFE = re.compile(
-    r"[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069\ud800-\udfff]"
+# Unicode's categories Cc (controls) and Cf (invisible formatting: bidi overrides that print
+# "Martin\u202eLEFEVRE" as MARTINERVEFEL, zero-width spaces that no search finds, BOMs),
+# exactly, as of Python 3.11's Unicode 14 (tests/test_member_fields.py checks the list), and
+# U+034F, the one invisible mark among the Latin accents NOT_LATIN lets through.
+UNPRINTABLE = re.compile(
+    "[\x00-\x1f\x7f-\x9f\xad\u034f\u0600-\u0605\u061c\u06dd\u070f\u0890\u0891\u08e2\u180e"
+    "\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb"
+    "\U000110bd\U000110cd\U00013430-\U00013438\U0001bca0-\U0001bca3\U0001d173-\U0001d17a"
+    "\U000e0001\U000e0020-\U000e007f]"
 )
+# What would forge lines in `audit list` besides the controls (C0, DEL, C1): the line and
+# paragraph separators; and lone surrogates (undecodable bytes from the environment), which
+# PostgreSQL cannot store.
+_NOT_ONE_LINE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+
+
+def unprintable(text: str) -> str | None:
+    """Why `text` would not print or search as it reads (its first control or invisible
+    character, named), or None."""
+    found = UNPRINTABLE.search(text)
+    if found is None:
+        return None
+    character = found.group()
+    if unicodedata.category(character) == "Cc":
+        return "control characters are not allowed"
+    name = unicodedata.name(character, "a formatting character")
+    return f"invisible characters are not allowed (U+{ord(character):04X}, {name})"
 
 
 def clean_text(value: str, *, what: str, max_length: int) -> str:
     """`value` without its surrounding white space, if it is one line of 1 to `max_length`
-    characters with no control character: free text that the audit log shows as typed.
-    Letters of any script, accents, apostrophes and spaces are fine. Every kind of white
-    space goes, as an import reads a cell: a reason pasted from a word processor with a
-    non-breaking space at its end would otherwise not read back from an export."""
+    characters with no control or invisible character: free text that the audit log shows
+    as typed (a reason of zero-width spaces would say nothing, a bidi override would make a
+    row read other than it is stored). Letters of any script, accents, apostrophes and
+    spaces are fine. Every kind of white space goes, as an import reads a cell: a reason
+    pasted from a word processor with a non-breaking space at its end would otherwise not
+    read back from an export."""
     text = value.strip()
     if not text:
         raise InvalidInput(f"{what} must not be empty")
-    if len(text) > max_length or _UNSAFE.search(text):
+    if len(text) > max_length or _NOT_ONE_LINE.search(text):
         raise InvalidInput(
             f"{what} must be one line without control characters (at most {max_length} characters)"
         )
+    if hidden := unprintable(text):
+        raise InvalidInput(f"{what} must be visible text: {hidden}")
     return text
 
 

@@ -3,6 +3,7 @@ control characters, bounded the same on every engine: a line break must not forg
 `audit list`, and what SQLite takes PostgreSQL must take too."""
 
 import json
+import unicodedata
 
 import pytest
 from sqlmodel import Session, select
@@ -16,9 +17,12 @@ from tests.harness import Cli, invoke
 
 FORGED = "a\nFORGED 2026-01-01 admin account.unlock 1 85 05 78 006 084 91 ok"
 ACCENTED = "Identité vérifiée par téléphone avec l'adhérente (Mme Hélène Müller-Øster)"
-UNSAFE = [
-    "\t", "\r", "\n", "\x00", "\x1b", "\x1f", "\x7f", "\x85", "\x9f", "\u2028", "\u2029",
+UNSAFE = ["\t", "\r", "\n", "\x00", "\x1b", "\x1f", "\x7f", "\x85", "\x9f", "\u2028", "\u2029"]
+# Bidi embeddings, overrides and isolates make a row read other than it is stored; the others
+# leave a reason or a name that looks empty, or that no search finds.
+INVISIBLE = [
     "\u202a", "\u202b", "\u202c", "\u202d", "\u202e", "\u2066", "\u2067", "\u2068", "\u2069",
+    "\u061c", "\u200b", "\u200e", "\u200f", "\u2060", "\ufeff", "\u00ad", "\u034f",
 ]  # fmt: skip
 
 
@@ -40,6 +44,44 @@ def test_line_breaks_and_control_characters_are_refused(char: str) -> None:
     with pytest.raises(InvalidInput) as refused:
         audit.clean_text(f"checked{char}by phone", what="the reason", max_length=500)
     assert str(refused.value) == reason_refusal()
+
+
+@pytest.mark.parametrize("char", INVISIBLE, ids=[f"U+{ord(c):04X}" for c in INVISIBLE])
+def test_invisible_characters_are_refused_by_name(char: str) -> None:
+    with pytest.raises(InvalidInput) as refused:
+        audit.clean_text(f"{char}checked{char}", what="the reason", max_length=500)
+    name = unicodedata.name(char)
+    assert str(refused.value) == (
+        f"the reason must be visible text: invisible characters are not allowed "
+        f"(U+{ord(char):04X}, {name})"
+    )
+
+
+def test_a_reason_label_or_agent_of_invisible_characters_only_is_refused(
+    cli: Cli, session: Session, locked: Member
+) -> None:
+    """Each would show as blank in `audit list`: a required reason that says nothing."""
+    before = snapshot(session)
+    for args in (
+        ["account", "unlock", locked.nir, "--reason", "\u200b"],
+        ["--agent", "\ufeff", "account", "unlock", locked.nir, "--reason", "called"],
+        ["agent", "add", "\u200b", "--role", "support"],
+        ["agent", "disable", "\u2060", "--reason", "left"],
+    ):
+        result = cli(*args)
+        assert result.exit_code == 2, args
+        assert "invisible characters are not allowed (U+" in result.stderr, args
+    assert snapshot(session) == before
+
+
+def test_agent_disable_reads_the_name_as_agent_add_does(cli: Cli) -> None:
+    long = cli("agent", "disable", "x" * 100_000, "--reason", "left")
+    assert (long.exit_code, long.stderr) == (2, f"Error: {reason_refusal('the agent name', 100)}\n")
+    padded = cli("agent", "disable", " nobody ", "--reason", "left")
+    assert (padded.exit_code, padded.stderr) == (
+        3,
+        "Error: no agent 'nobody' (cpms-admin agent list shows them)\n",
+    )
 
 
 def test_letters_accents_apostrophes_and_spaces_are_kept() -> None:
@@ -78,7 +120,7 @@ def test_record_itself_refuses_a_forged_row(session: Session, locked: Member) ->
         ["member", "update", "{nir}", "--city", "Paris", "--reason", FORGED],
         ["member", "close", "{nir}", "--reason", "x" * 501],
         ["code", "campaign", "--no-pin", "--reason", FORGED],
-        ["code", "campaign", "--no-pin", "--dry-run", "--reason", f"ok{UNSAFE[-1]}"],
+        ["code", "campaign", "--no-pin", "--dry-run", "--reason", "ok\u2029then"],
     ],
     ids=lambda command: " ".join(command[:2]),
 )
@@ -101,7 +143,7 @@ def test_the_unlock_of_the_brief_writes_no_row(cli: Cli, session: Session, locke
 
 
 @pytest.mark.parametrize(
-    "agent", ["x" * 101, "é" * 150, "agent\nFORGED", "agent\u202eevil", "", "   "]
+    "agent", ["x" * 101, "é" * 150, "agent\nFORGED", "agent\u202eevil", "", "   ", "\u200b"]
 )
 def test_a_bad_agent_is_refused_on_every_engine(
     cli: Cli, session: Session, locked: Member, agent: str

@@ -133,7 +133,7 @@ def test_the_refused_characters_are_exactly_unicodes_controls_and_formats() -> N
     import sys
     import unicodedata
 
-    from cpms_admin.members.postal import UNPRINTABLE
+    from cpms_admin.audit import UNPRINTABLE
 
     wanted = "".join(
         chr(code)

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from functools import cached_property, lru_cache
 from typing import TYPE_CHECKING, Any
 
+from cpms_admin.audit import unprintable
 from cpms_admin.errors import FieldError, NotReady
 from cpms_admin.members import abroad, afnor, damage, places
 from cpms_admin.members.afnor import MAX_LINE, machine_line, upper_line
@@ -40,16 +41,6 @@ MAX_FIELD = 100
 FRENCH_POST = {"FR", "GP", "MQ", "GF", "RE", "YT", "PM", "BL", "MF", "MC", "WF", "PF", "NC"}
 DOMESTIC = {"FR", "GP", "MQ", "GF", "RE", "YT"}
 FORMULA_STARTS = ("=", "+", "-", "@")
-# Unicode's categories Cc (controls) and Cf (invisible formatting: bidi overrides that print
-# "Martin\u202eLEFEVRE" as MARTINERVEFEL, zero-width spaces that no search finds, BOMs),
-# exactly, as of Python 3.11's Unicode 14 (tests/test_member_fields.py checks the list), and
-# U+034F, the one invisible mark among the Latin accents NOT_LATIN lets through.
-UNPRINTABLE = re.compile(
-    "[\x00-\x1f\x7f-\x9f\xad\u034f\u0600-\u0605\u061c\u06dd\u070f\u0890\u0891\u08e2\u180e"
-    "\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb"
-    "\U000110bd\U000110cd\U00013430-\U00013438\U0001bca0-\U0001bca3\U0001d173-\U0001d17a"
-    "\U000e0001\U000e0020-\U000e007f]"
-)
 # What a name or an address line may hold: the Latin alphabet with every accent, ligature and
 # Vietnamese letter, digits, punctuation and currency signs. La Poste sorts mail in Latin
 # letters (AFNOR XP Z10-011), and the letters' fonts print other scripts as empty boxes. The
@@ -77,12 +68,8 @@ def clean_line(value: str) -> str:
     error value (`#N/A`), `?` or
     U+FFFD, which stand where a spreadsheet's encoding lost a letter, another script than
     the Latin alphabet (`NOT_LATIN`), and UTF-8 read as Windows-1252 (`Ã©` for `é`)."""
-    if unprintable := UNPRINTABLE.search(value):
-        character = unprintable.group()
-        if unicodedata.category(character) == "Cc":
-            raise ValueError("control characters are not allowed")
-        name = unicodedata.name(character, "a formatting character")
-        raise ValueError(f"invisible characters are not allowed (U+{ord(character):04X}, {name})")
+    if hidden := unprintable(value):
+        raise ValueError(hidden)
     if spreadsheet_error := damage.formula_error(value):
         raise ValueError(spreadsheet_error)
     if "?" in value or "\ufffd" in value:

@@ -16,7 +16,7 @@ from sqlmodel import Session
 from cpms_admin.errors import FieldError
 from cpms_admin.members.afnor import ABBREVIATIONS, machine_line, shorten, sorting_form
 from cpms_admin.members.fields import validate_member_fields
-from cpms_admin.members.postal import same_destination
+from cpms_admin.members.postal import recipient_line, same_destination
 from tests.factories import make_nir, member_values
 from tests.harness import Cli
 from tests.import_helpers import person, write_csv
@@ -116,6 +116,29 @@ def test_a_legal_name_is_kept_whole_and_shortened_on_the_envelope(
     assert shown["address"]["lines"][0] == line
 
 
+@pytest.mark.parametrize("first", ["Mathilde", "Marie Claire"])
+def test_without_a_civility_a_woman_s_initial_never_reads_as_monsieur(first: str) -> None:
+    last = "de Saint-Exupéry-Montmorency-Laval"
+    fields = validate_member_fields(member_values(civility="", first_name=first, last_name=last))
+    assert recipient_line(None, first, last) == "DE SAINT-EXUPÉRY-MONTMORENCY-LAVAL"
+    assert fields.civility is None
+
+
+def test_a_new_name_drops_the_envelope_name_chosen_for_the_old_one(cli: Cli) -> None:
+    nir, long = make_nir(), "Rakotondrabe-Andrianampoinimerina-Be"
+    added = add(cli, "--civility", "MME", "--first-name", "Claire", "--last-name", long,
+                "--envelope-name", "Mme RAKOTONDRABE-ANDRIANAMPOINIMERINA", "--nir", nir)  # fmt: skip
+    assert added.exit_code == 0, added.output
+    renamed = cli("--json", "member", "update", nir, "--last-name", "Martin", "--reason", "usage")
+    assert renamed.exit_code == 0, renamed.output
+    assert json.loads(renamed.stdout)["address"]["lines"][0] == "Mme Claire MARTIN"
+    assert "envelope name chosen for the former name was dropped" in renamed.stderr
+    back = cli("member", "update", nir, "--last-name", long, "--reason", "divorce")
+    assert back.exit_code == 2 and "--envelope-name" in back.stderr  # it does not fit again
+    kept = cli("--json", "member", "update", nir, "--street", "3 rue Sala", "--reason", "moved")
+    assert json.loads(kept.stdout)["address"]["lines"][0] == "Mme Claire MARTIN"
+
+
 def test_a_name_that_never_fits_asks_for_an_envelope_name(cli: Cli) -> None:
     last = "de Montmorency-Laval-Beaufremont-Listenois"
     refused = add(cli, "--last-name", last)
@@ -148,6 +171,10 @@ def test_a_postcode_of_another_city_is_refused_with_the_candidates() -> None:
         ("street", "12 RUE DE LA PAIX 75002 PARIS", "12 RUE DE LA PAIX"),
         ("address_complement", "Bât. C, 69003 Lyon", "Bât. C"),
         ("address_complement", "75002 Paris", None),  # a second city line
+        ("address_building", "Rés. du Parc 69003 Lyon", "Rés. du Parc"),
+        ("locality", "75002 Paris", None),
+        ("locality", "BP 12 - 75002 Paris", "BP 12"),
+        ("street", "12 rue de la Paix 75002 PARIS CEDEX 02", "12 rue de la Paix"),
     ],
 )
 def test_an_address_pasted_on_one_line_is_refused_saying_how_to_split_it(
@@ -179,6 +206,10 @@ def test_a_number_in_a_street_is_no_city_line(street: str) -> None:
         ("1000", "Bourg-en-Bresse", "01000", "01000 BOURG EN BRESSE"),
         ("94240", "L'Haÿ-les-Roses", "94240", "94240 L HAY LES ROSES"),
         ("42000", "Saint-Étienne", "42000", "42000 SAINT ETIENNE"),
+        # The base lists some labels as an index does, article last: printed in its place.
+        ("25210", "Le Russey", "25210", "25210 LE RUSSEY"),
+        ("78620", "L'Étang-la-Ville", "78620", "78620 L ETANG LA VILLE"),
+        ("13520", "Les Baux-de-Provence", "13520", "13520 LES BAUX DE PROVENCE"),
     ],
 )
 def test_postcodes_are_normalised_and_the_line_is_la_postes_label(
@@ -329,6 +360,28 @@ def test_a_long_street_is_abbreviated_and_the_agent_told(cli: Cli) -> None:
         "Note: street printed as '145 BD DU MAL DE LATTRE DE TASSIGNY' "
         "(BOULEVARD -> BD, MARECHAL -> MAL)\n"
     )
+
+
+def test_an_abbreviation_keeps_the_brackets_around_its_word() -> None:
+    lines = lines_of(address_building="Les Jardins de Montmartre (Bâtiment C2)")
+    assert lines[0] == "LES JARDINS DE MONTMARTRE (BAT C2)"
+
+
+@pytest.mark.parametrize(
+    ("street", "line"),
+    [
+        ("Rua Augusta n.º 100, 2.º Esq.", "RUA AUGUSTA N 100 2 ESQ"),
+        ("Calle Mayor 1, 3ª planta", "CALLE MAYOR 1 3 PLANTA"),
+    ],
+)
+def test_an_ordinal_sign_is_no_letter_on_a_machine_line(street: str, line: str) -> None:
+    """Decomposed, `3º` would read `3O`: thirty."""
+    assert machine_line(street) == line
+
+
+def test_luxembourg_s_postcode_loses_its_l_as_switzerland_s_its_ch() -> None:
+    lines = lines_of(street="1 rue X", postcode="L-1234", city="Luxembourg", country="LU")
+    assert lines[-2:] == ["1234 LUXEMBOURG", "LUXEMBOURG"]
 
 
 def test_a_complement_and_building_in_one_field_is_abbreviated_to_fit() -> None:

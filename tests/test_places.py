@@ -88,9 +88,9 @@ def test_sainte_and_ste_are_the_same() -> None:
     assert find_place("51290", "sainte marie du lac nuisement").insee == "51277"
 
 
-def test_a_labels_trailing_article_may_come_first() -> None:
+def test_a_labels_trailing_article_may_come_first_and_is_printed_first() -> None:
     for typed in ("Les Baux-de-Provence", "BAUX-DE-PROVENCE (LES)", "les baux de provence"):
-        assert find_place("13520", typed).delivery_label == "BAUX-DE-PROVENCE (LES)"
+        assert find_place("13520", typed).delivery_label == "LES BAUX-DE-PROVENCE"
 
 
 def test_a_locality_is_accepted_and_kept_as_the_delivery_label() -> None:

@@ -159,9 +159,8 @@ def city_lines(country: str, postcode: str, city: str) -> tuple[list[str], list[
             continue
         if not re.search(r"%[CZSD]", part):
             continue  # the recipient and organisation: line 1 is always the recipient
-        part = re.sub(
-            r"[A-Z]{2}-%Z", "%Z", part
-        )  # no `CH-` before a postcode: the country closes the address
+        # No `CH-` nor Luxembourg's `L-` before a postcode: the country closes the address.
+        part = re.sub(r"[A-Z]{1,2}-%Z", "%Z", part)
         pieces = (_PLACE.sub(lambda found: places[found[0]], piece) for piece in part.split("%Z"))
         texts = [machine_line(piece) for piece in pieces]
         line = " ".join(f" {postcode} ".join(texts).split())

@@ -64,13 +64,17 @@ _LIGATURES = str.maketrans(
 )
 
 
+_ORDINALS = str.maketrans({"º": None, "ª": None})
+
+
 def strip_accents(text: str) -> str:
     """`Œuvrard-Łukasiewicz` -> `Oeuvrard-Lukasiewicz`: the one way accents go, for the
     envelope's lines, the postcode base's names and member search."""
     if text.isascii():
         return text
-    # Decomposed first: Ǽ and Ǿ are Æ and Ø with an accent.
-    decomposed = unicodedata.normalize("NFKD", text).translate(_LIGATURES)
+    # Decomposed first: Ǽ and Ǿ are Æ and Ø with an accent. The ordinal indicators go
+    # before: decomposed, Spanish and Portuguese `3º izq.` would read `3O IZQ`, thirty.
+    decomposed = unicodedata.normalize("NFKD", text.translate(_ORDINALS)).translate(_LIGATURES)
     return "".join(ch for ch in decomposed if not unicodedata.combining(ch))
 
 
@@ -140,9 +144,10 @@ def _replace_words(line: str, words: list[str], short: str) -> str:
     out: list[str] = []
     i = 0
     while i < len(tokens):
-        if keys[i : i + len(words)] == words:
-            tail = re.sub(r"^[\w'’-]*", "", tokens[i + len(words) - 1])  # trailing punctuation
-            out.append(short + tail)
+        if keys[i : i + len(words)] == words:  # the punctuation around the words stays
+            head = re.match(r"\W*", tokens[i])
+            tail = re.sub(r"^\W*[\w'’-]*", "", tokens[i + len(words) - 1])
+            out.append((head[0] if head else "") + short + tail)
             i += len(words)
         else:
             out.append(tokens[i])

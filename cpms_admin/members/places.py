@@ -106,15 +106,17 @@ def places_at(postcode: str) -> tuple[Place, ...]:
 
 def expand_label(name: str, code: str) -> str:
     """A delivery label as stored: empty for the name in capitals without accents nor
-    apostrophes, `_` for that with spaces for hyphens, else the label itself."""
+    apostrophes, `_` for that with spaces for hyphens, else the label itself, its article
+    put back in front where the base has it last as an index does (`RUSSEY (LE)` is printed
+    `LE RUSSEY`, `ETANG-LA-VILLE (L )` `L ETANG-LA-VILLE`)."""
     if code not in ("", "_"):
-        return code
+        return _ARTICLE_LAST.sub(r"\2 \1", code)
     label = _capitals(name).replace("'", " ")
     return label.replace("-", " ") if code == "_" else label
 
 
 _SAINTS = {"ST": "SAINT", "STE": "SAINTE", "STS": "SAINTS", "STES": "SAINTES"}
-_ARTICLE_LAST = re.compile(r"^(.*?)\s*\((L|LA|LE|LES)\)$")
+_ARTICLE_LAST = re.compile(r"^(.*?)\s*\((L|LA|LE|LES)[\s']*\)$")
 _WORD = re.compile(r"[A-Z0-9]+")
 _ARRONDISSEMENT = re.compile(r"(.+) (\d+)(?:e|er) Arrondissement")
 

@@ -187,7 +187,12 @@ def make_address(
         if not value:
             raise FieldError(field, f"{field} is required")
     if country in FRENCH_POST:
-        for field, line in (("street", street), ("address_complement", complement)):
+        for field, line in (
+            ("street", street),
+            ("address_complement", complement),
+            ("address_building", building),
+            ("locality", locality),
+        ):
             _refuse_a_pasted_city_line(field, line)
         postcode = _french_place(country, postcode, city)
     else:
@@ -243,7 +248,10 @@ def _clean(field: str, value: str | None) -> str:
     return cleaned
 
 
-_ENDS_IN_A_CITY_LINE = re.compile(r"(?:(.*?)[\s,]+)?(\d{5})\s+(\D.*)")
+# `CEDEX 02` is no part of the town La Poste's base knows.
+_ENDS_IN_A_CITY_LINE = re.compile(
+    r"(?:(.*?)[\s,–-]+)?(\d{5})\s+(\D.*?)(?:\s+CEDEX(?:\s+\d{1,2})?)?", re.IGNORECASE
+)
 
 
 def _refuse_a_pasted_city_line(field: str, value: str | None) -> None:
@@ -311,25 +319,27 @@ def recipient_line(
 ) -> str:
     """Line 1: the agent's envelope name when there is one, else the first of these that
     fits, in the norm's order: `Mme Jeanne DUPONT`, `Mme J. DUPONT`, `J. DUPONT` (initials
-    as French writes them first: `Mme J.-P. DUPONT`). A woman's `M.` alone would read as
-    "Monsieur": `Mme DUPONT` comes before it. Longer than the line when none fits (the name
-    is then refused)."""
+    as French writes them first: `Mme J.-P. DUPONT`). `M.` first on the line reads as
+    "Monsieur": for anyone but a man, the name with only its title (`Mme DUPONT`, `DUPONT`
+    without a civility) comes before such a line. Longer than the line when none fits (the
+    name is then refused, quoting the shortest that does not read as "Monsieur")."""
     if envelope_name:
         return envelope_name
     title = CIVILITY_ON_ENVELOPE.get(civility or "")
     prefix = f"{title} " if title else ""
     last = last_name.upper()
-    initials, initial = _initials(first_name), f"{first_name[:1]}."
-    read_as_monsieur = civility == "MME" and initial == "M."
-    candidates = (
+    initial = f"{first_name[:1]}."
+    candidates = [
         f"{prefix}{first_name} {last}",
-        f"{prefix}{initials} {last}",
+        f"{prefix}{_initials(first_name)} {last}",
         f"{prefix}{initial} {last}",
-        *([f"{prefix}{last}"] if read_as_monsieur else []),
         f"{initial} {last}",
-    )
-    # None fits: the refusal quotes the shortest that does not read as "Monsieur".
-    shortest = f"{prefix}{last}" if read_as_monsieur else candidates[-1]
+    ]
+    shortest = candidates[-1]
+    if civility != "M" and initial == "M.":
+        shortest = f"{prefix}{last}"
+        monsieur = [line for line in candidates if line.startswith("M. ")]
+        candidates = [line for line in candidates if line not in monsieur] + [shortest, *monsieur]
     return next((line for line in candidates if len(line) <= MAX_LINE), shortest)
 
 

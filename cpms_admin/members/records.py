@@ -245,6 +245,9 @@ def update_member(
         before = as_strings({name: getattr(member, name) for name in COLUMNS})
         fields = _validate_update(before, changes)
         after = as_strings(fields.as_row())
+        if _stale_envelope_name(before, after, changes):
+            fields = _validate_update(before, {**changes, "envelope_name": None})
+            after = as_strings(fields.as_row())
         changed = sorted(name for name in COLUMNS if after[name] != before[name])
         if not changed and not (address_confirmed and undeliverable.is_flagged(member)):
             return MemberUpdate(member, changed=[], undeliverable_cleared=False)
@@ -306,6 +309,19 @@ def _what_follows(
     )
     revoked = [code for _, code in revoke_emailed(session, [pk(member)])] if readdressed else []
     return _Followed(cleared, voided, revoked)
+
+
+def _stale_envelope_name(
+    before: Mapping[str, str | None],
+    after: Mapping[str, str | None],
+    changes: Mapping[str, str | None],
+) -> bool:
+    """Whether the update renames a member whose envelope name was chosen for the old name
+    (`Mme RAKOTONDRABE-ANDRIANAMPOINIMERINA` for a member now `Claire MARTIN`): it goes,
+    unless the update gives one too. If the new name does not fit either, the refusal asks
+    for one."""
+    renamed = any(after[name] != before[name] for name in ("civility", "first_name", "last_name"))
+    return renamed and bool(before["envelope_name"]) and "envelope_name" not in changes
 
 
 def _validate_update(

@@ -322,8 +322,8 @@ def _changes_asked(
 
 
 def _update_notes(update: "MemberUpdate", changes: dict[str, str | None]) -> list[str | None]:
-    """What the agent should know after an update: the civility's, the new address's, and the
-    letters it voided."""
+    """What the agent should know after an update: the civility's, the new address's, the
+    letters it voided, and an envelope name the new name made stale."""
     from cpms_admin.members import postal, undeliverable
     from cpms_admin.members.fields import civility_note
 
@@ -348,6 +348,11 @@ def _update_notes(update: "MemberUpdate", changes: dict[str, str | None]) -> lis
         notes.append(
             "the code e-mailed to the former address no longer works: send a new one "
             "(cpms-admin code issue) if the member needs it"
+        )
+    if "envelope_name" in update.changed and "envelope_name" not in changes:
+        notes.append(
+            "the envelope name chosen for the former name was dropped: letters bear the new "
+            f"name ({postal.address_lines(member)[0]})"
         )
     return notes
 

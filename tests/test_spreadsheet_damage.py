@@ -234,6 +234,34 @@ def test_utf8_read_as_windows_1252_is_named_on_every_row_it_touched(
     assert result.exit_code == 2 and "looks like 'Müller'" in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("codec", "eol", "first", "street", "seen"),
+    [
+        ("cp850", "\r\n", "Hélène", "3 rue de la République", "'H‚lŠne'"),  # "CSV (MS-DOS)"
+        ("mac_roman", "\r", "Chloé", "3 rue de la République", "'ChloŽ'"),  # "CSV (Macintosh)"
+        ("iso8859_15", "\n", "Chloé", "12 rue du Sacré-Cœur", "'12 rue du Sacré-C½ur'"),
+    ],
+)
+def test_another_code_page_read_as_windows_1252_is_refused_naming_it(
+    cli: Cli, session: Session, tmp_path: Path, codec: str, eol: str, first: str, street: str,
+    seen: str,
+) -> None:  # fmt: skip
+    """Each byte of these code pages is a Windows-1252 character too: read as such, the file
+    gave `H‚lŠne`, stored without a word. The rows are refused naming the encoding to give;
+    given, they read as written."""
+    rows = [person(1, first_name=first, street=street), person(2)]
+    path = write_csv(tmp_path / "dos.csv", rows, sep=";", encoding=codec, eol=eol)
+    code, report = imported(cli, path)
+    assert code == 1
+    assert [row["line"] for row in report] == ["2"]
+    assert seen in report[0]["reason"]
+    assert report[0]["reason"].endswith(f"import it with --encoding {codec}")
+    again = cli("members", "import", str(path), "--encoding", codec)
+    assert again.exit_code == 0, again.output
+    member = member_of(session, rows[0]["nir"])
+    assert (member.first_name, member.street) == (first, street)
+
+
 def test_a_bom_changes_nothing_when_the_file_is_read_as_windows_1252(
     cli: Cli, tmp_path: Path
 ) -> None:

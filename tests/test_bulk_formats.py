@@ -17,7 +17,8 @@ from cpms_admin.bulk.formats import (
 from cpms_admin.bulk.rows import EXPORT_COLUMNS
 from cpms_admin.errors import InvalidInput
 from cpms_admin.members.fields import COLUMNS
-from tests.import_helpers import DUPONT, FIRST_COLUMNS
+from tests.harness import Cli
+from tests.import_helpers import DUPONT, FIRST_COLUMNS, person, report_rows
 
 NO_STATUS = {"status": None, "closed_reason": None, "closed_at": None}
 ACTIVE = {**NO_STATUS, "status": "active"}
@@ -286,6 +287,25 @@ def test_jsonl_problems_are_per_line(tmp_path: Path) -> None:
     ]
     assert rows[5] == SourceRow(7, {**MARTIN, "postcode": "69001"})
     assert rows[6].problem == "not valid JSON (Unterminated string starting at column 9)"
+
+
+def test_half_a_character_in_jsonl_is_that_row_s_problem(cli: Cli, tmp_path: Path) -> None:
+    """`"Jo\\ud83d"`, an emoji cut by a program: valid JSON, but no text. It was a traceback
+    writing the error report, after the rows before it had been imported."""
+    import json
+
+    cut = json.dumps(person(1, first_name="Jo\ud83d"))
+    path = put(tmp_path, "m.jsonl", cut + "\n" + json.dumps(person(2)) + "\n")
+    report = tmp_path / "rejets.csv"
+    result = cli("members", "import", str(path), "--errors", str(report))
+    assert result.exit_code == 1, result.output
+    assert "Created 1, updated 0, skipped 0 (already there), rejected 1." in result.stdout
+    [row] = report_rows(report)
+    assert (row["line"], row["reason"]) == (
+        "1",
+        "first_name: U+D83D is half of a character (a program cut it in two): not text any "
+        "file can hold",
+    )
 
 
 def test_jsonl_first_object_acts_as_a_header(tmp_path: Path) -> None:

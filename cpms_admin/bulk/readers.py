@@ -2,6 +2,7 @@
 
 import csv
 import json
+import re
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -240,6 +241,11 @@ def jsonl_rows(path: Path, *, encoding: str) -> Iterator[SourceRow]:
                 yield _jsonl_row(number, line, absences)
 
 
+# JSON's `\\ud83d` escapes may name half of a character, which no UTF-8 text can hold: the
+# error report could not write it, nor the database store it.
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def _jsonl_row(line: int, text: str, absences: dict[tuple[str, ...], tuple[str, ...]]) -> SourceRow:
     try:
         obj = _load(text.rstrip("\r\n"))  # a line cut inside a string: not its line end's fault
@@ -260,6 +266,13 @@ def _jsonl_row(line: int, text: str, absences: dict[tuple[str, ...], tuple[str, 
             return SourceRow(line, None, f"{name} is given twice")
         if raw is not None and not isinstance(raw, str):
             return SourceRow(line, None, f"{name}: expected a string, a number or null")
+        if raw is not None and (cut := _LONE_SURROGATE.search(raw)):
+            return SourceRow(
+                line,
+                None,
+                f"{name}: U+{ord(cut.group()):04X} is half of a character (a program cut it in "
+                "two): not text any file can hold",
+            )
         given.add(name)
         values[name] = None if raw is None else clean_value(raw)
     absent = absent_from(given)

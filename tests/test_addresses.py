@@ -126,8 +126,9 @@ def test_without_a_civility_a_woman_s_initial_never_reads_as_monsieur(first: str
 
 def test_a_new_name_drops_the_envelope_name_chosen_for_the_old_one(cli: Cli) -> None:
     nir, long = make_nir(), "Rakotondrabe-Andrianampoinimerina-Be"
+    envelope = "Mme RAKOTONDRABE-ANDRIANAMPOINIMERINA"
     added = add(cli, "--civility", "MME", "--first-name", "Claire", "--last-name", long,
-                "--envelope-name", "Mme RAKOTONDRABE-ANDRIANAMPOINIMERINA", "--nir", nir)  # fmt: skip
+                "--envelope-name", envelope, "--nir", nir)  # fmt: skip
     assert added.exit_code == 0, added.output
     renamed = cli("--json", "member", "update", nir, "--last-name", "Martin", "--reason", "usage")
     assert renamed.exit_code == 0, renamed.output

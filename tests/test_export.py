@@ -242,6 +242,25 @@ def test_an_export_does_not_block_writers(session: Session, db_url: str) -> None
     assert len(written) == 4
 
 
+@pytest.mark.parametrize("options", [[], ["--excel"], ["--format", "jsonl"]])
+def test_stdout_is_utf8_whatever_the_locale_s_encoding(
+    cli: Cli, session: Session, options: list[str]
+) -> None:
+    """A locale of another encoding (an old server's LANG, PYTHONIOENCODING) made a Latin-1
+    export that said nothing, or a traceback at the first letter it lacks."""
+    import subprocess
+
+    from tests.process_helpers import CPMS
+
+    make_member(session, last_name="Nguyễn", first_name="Zoë")
+    for encoding in ("iso8859-15", "ascii"):
+        env = {**os.environ, **cli.env(), "PYTHONIOENCODING": encoding}
+        done = subprocess.run([str(CPMS), "members", "export", *options], env=env,
+                              capture_output=True, check=False)  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        assert "Nguyễn" in done.stdout.decode("utf-8") and "Zoë" in done.stdout.decode("utf-8")
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["csv", "xlsx"])
 def test_stdout_that_fails_is_one_line_or_a_quiet_stop(

@@ -106,10 +106,13 @@ def _private_binary(path: Path) -> Iterator[BinaryIO]:
 
 @contextmanager
 def _standard_output(*, binary: bool) -> Iterator[IO[Any]]:
-    """Members for stdout. A workbook is assembled in a private temporary file, then copied:
-    stdout failing half-way leaves no archive half-written. (A reader that stopped early, or
-    a full disk, is the error boundary's: cli/app.py.)"""
+    """Members for stdout, in UTF-8. A workbook is assembled in a private temporary file,
+    then copied: stdout failing half-way leaves no archive half-written. (A reader that
+    stopped early, or a full disk, is the error boundary's: cli/app.py.)"""
     if not binary:
+        # UTF-8 as the formats say, whatever the locale's encoding (PYTHONIOENCODING, LANG)
+        # would have made of it: Latin-1 without a word, or a traceback on the first `ễ`.
+        sys.stdout.reconfigure(encoding="utf-8", errors="strict")  # type: ignore[union-attr]
         yield sys.stdout
         sys.stdout.flush()
         return

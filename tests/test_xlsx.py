@@ -298,12 +298,17 @@ def test_what_is_not_a_readable_workbook_is_refused_in_one_line(tmp_path: Path) 
     fake.write_text("nir,last_name\n")
     empty = tmp_path / "empty.xlsx"
     Workbook().save(empty)
+    ods = tmp_path / "adherents.ods"  # what LibreOffice saves: its type first, stored
+    with zipfile.ZipFile(ods, "w") as archive:
+        archive.writestr("mimetype", "application/vnd.oasis.opendocument.spreadsheet")
+        archive.writestr("content.xml", "<office:document-content/>")
     cases: list[tuple[Path, dict[str, str], str]] = [
         (workbook, {"fmt": "csv"}, r"m\.xlsx: a ZIP archive, not csv: .*--format xlsx$"),
         (workbook, {"encoding": "cp1252"}, "--encoding and --delimiter are for CSV"),
         (old, {}, r"an old Excel \.xls workbook, or an encrypted one: save it as \.xlsx"),
         (fake, {}, r"fake\.xlsx: not a workbook that can be read \(BadZipFile: .*\); save it"),
         (empty, {}, "the first sheet is empty; a header row is expected"),
+        (ods, {}, r"adherents\.ods: an OpenDocument spreadsheet .*: save it as \.xlsx"),
     ]
     for path, options, message in cases:
         with pytest.raises(InvalidInput, match=message):

@@ -55,6 +55,14 @@ def _unreadable(path: Path, exc: Exception) -> InvalidInput:
     )
 
 
+def _opendocument(archive: zipfile.ZipFile) -> bool:
+    """An OpenDocument file names its type in its first part, `mimetype`."""
+    try:
+        return archive.read("mimetype").startswith(b"application/vnd.oasis.opendocument")
+    except KeyError:
+        return False
+
+
 @contextmanager
 def _first_sheet(path: Path) -> Iterator[tuple[IO[bytes], Book]]:
     """The first sheet's XML as it unzips, and the workbook's parts it needs; every part
@@ -69,6 +77,11 @@ def _first_sheet(path: Path) -> Iterator[tuple[IO[bytes], Book]]:
             with zipfile.ZipFile(handle) as archive:
                 for part in archive.infolist():
                     check_unzipped(path, part.filename, part.file_size, part.compress_size)
+                if _opendocument(archive):
+                    raise InvalidInput(
+                        f"{path}: an OpenDocument spreadsheet (LibreOffice's .ods), which is "
+                        "not read: save it as .xlsx (Excel 2007-365) or as CSV UTF-8"
+                    )
                 book = read_book(archive)
                 with archive.open(book.sheet) as source:
                     yield source, book

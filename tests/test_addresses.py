@@ -265,6 +265,8 @@ def test_an_unknown_postcode_is_refused() -> None:
          ["RUE DU GENERAL DE GAULLE", "98714 PAPEETE", "POLYNESIE FRANCAISE"]),
         ("BL", "97133", "Saint-Barthélemy", "Rue de la République",
          ["RUE DE LA REPUBLIQUE", "97133 SAINT BARTHELEMY"]),
+        ("MF", "97150", "Saint-Martin", "Rue de la République",
+         ["RUE DE LA REPUBLIQUE", "97150 SAINT MARTIN"]),
         ("NC", "98800", "Nouméa", "Rue de Sébastopol",
          ["RUE DE SEBASTOPOL", "98800 NOUMEA", "NOUVELLE CALEDONIE"]),
         # Formats that name the area, not the city: the city takes its place.

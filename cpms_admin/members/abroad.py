@@ -39,14 +39,16 @@ def _french_names() -> gettext.NullTranslations:
 
 
 # The few whose ISO name does not fit an envelope line (38 characters) in capitals, or does
-# not read in order once its index form (`Malouines, Îles (Falkland)`) is turned round: the
-# name French uses.
+# not read in order once its index form (`Malouines, Îles (Falkland)`) is turned round, or
+# would repeat the city line (`97150 SAINT MARTIN` then `SAINT MARTIN PARTIE FRANCAISE`):
+# the name French uses.
 _ENVELOPE_NAMES = {
     "BQ": "Bonaire, Saint-Eustache et Saba",
     "FK": "Îles Malouines",
     "GS": "Géorgie du Sud",
     "IO": "Territoire britannique océan Indien",
     "KP": "Corée du Nord",
+    "MF": "Saint-Martin",
     "SH": "Sainte-Hélène",
     "TW": "Taïwan",
     "VA": "Vatican",

@@ -283,6 +283,8 @@ def test_an_unknown_postcode_is_refused() -> None:
         ("GB", "sw1a2aa", "London", "10 Downing Street",
          ["10 DOWNING STREET", "LONDON", "SW1A 2AA", "ROYAUME UNI"]),
         ("NL", "1012ab", "Amsterdam", "Damrak 1", ["DAMRAK 1", "1012 AB AMSTERDAM", "PAYS BAS"]),
+        ("PK", "44000", "Islamabad", "House 1, Street 5",
+         ["HOUSE 1 STREET 5", "ISLAMABAD 44000", "PAKISTAN"]),
     ],
 )  # fmt: skip
 def test_an_address_abroad_follows_its_country_and_ends_with_its_french_name(

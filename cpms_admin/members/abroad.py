@@ -162,7 +162,7 @@ def city_lines(country: str, postcode: str, city: str) -> tuple[list[str], list[
         if not re.search(r"%[CZSD]", part):
             continue  # the recipient and organisation: line 1 is always the recipient
         # No `CH-` nor Luxembourg's `L-` before a postcode: the country closes the address.
-        part = re.sub(r"[A-Z]{1,2}-%Z", "%Z", part)
+        part = re.sub(r"(?<![%\w])[A-Z]{1,2}-%Z", "%Z", part)  # not Pakistan's `%C-%Z`
         pieces = (_PLACE.sub(lambda found: places[found[0]], piece) for piece in part.split("%Z"))
         texts = [machine_line(piece) for piece in pieces]
         line = " ".join(f" {postcode} ".join(texts).split())

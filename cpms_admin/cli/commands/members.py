@@ -1,6 +1,7 @@
 """`cpms-admin members`: members in bulk, from and to files (migration scripts)."""
 
 import bisect
+import io
 import os
 import shutil
 import stat
@@ -112,7 +113,8 @@ def _standard_output(*, binary: bool) -> Iterator[IO[Any]]:
     if not binary:
         # UTF-8 as the formats say, whatever the locale's encoding (PYTHONIOENCODING, LANG)
         # would have made of it: Latin-1 without a word, or a traceback on the first `ễ`.
-        sys.stdout.reconfigure(encoding="utf-8", errors="strict")  # type: ignore[union-attr]
+        if isinstance(sys.stdout, io.TextIOWrapper):  # not a StringIO of a caller's
+            sys.stdout.reconfigure(encoding="utf-8", errors="strict")
         yield sys.stdout
         sys.stdout.flush()
         return

@@ -237,9 +237,11 @@ def test_utf8_read_as_windows_1252_is_named_on_every_row_it_touched(
 @pytest.mark.parametrize(
     ("codec", "eol", "first", "street", "seen"),
     [
-        ("cp850", "\r\n", "Hélène", "3 rue de la République", "'H‚lŠne'"),  # "CSV (MS-DOS)"
-        ("mac_roman", "\r", "Chloé", "3 rue de la République", "'ChloŽ'"),  # "CSV (Macintosh)"
-        ("iso8859_15", "\n", "Chloé", "12 rue du Sacré-Cœur", "'12 rue du Sacré-C½ur'"),
+        # Excel's "CSV (MS-DOS)": é is 82, Windows-1252's low quotation mark
+        ("cp850", "\r\n", "André", "3 rue de la République", "'Andr‚', which is 'André'"),
+        # "CSV (Macintosh)": â is 89, Windows-1252's per mille sign, and é is 8E, its Ž
+        ("mac_roman", "\r", "Chloé", "12 place du Château", "'ChloŽ', which is 'Chloé'"),
+        ("iso8859_15", "\n", "Zoë", "12 rue du Sacré-Cœur", "'C½ur', which is 'Cœur'"),
     ],
 )
 def test_another_code_page_read_as_windows_1252_is_refused_naming_it(
@@ -247,19 +249,32 @@ def test_another_code_page_read_as_windows_1252_is_refused_naming_it(
     seen: str,
 ) -> None:  # fmt: skip
     """Each byte of these code pages is a Windows-1252 character too: read as such, the file
-    gave `H‚lŠne`, stored without a word. The rows are refused naming the encoding to give;
-    given, they read as written."""
+    gave `H‚lŠne`, stored without a word. The file is refused whole, naming the encoding to
+    give; given, it reads as written."""
     rows = [person(1, first_name=first, street=street), person(2)]
-    path = write_csv(tmp_path / "dos.csv", rows, sep=";", encoding=codec, eol=eol)
-    code, report = imported(cli, path)
-    assert code == 1
-    assert [row["line"] for row in report] == ["2"]
-    assert seen in report[0]["reason"]
-    assert report[0]["reason"].endswith(f"import it with --encoding {codec}")
+    path = write_csv(tmp_path / "adherents.csv", rows, sep=";", encoding=codec, eol=eol)
+    refused = cli("members", "import", str(path))
+    assert refused.exit_code == 2
+    assert f"read as Windows-1252 it gives {seen} in a file saved as" in refused.stderr
+    assert f"give --encoding {codec} (or --encoding cp1252 if" in refused.stderr
+    assert cli("--json", "member", "list").stdout.strip() == "[]"
     again = cli("members", "import", str(path), "--encoding", codec)
     assert again.exit_code == 0, again.output
     member = member_of(session, rows[0]["nir"])
     assert (member.first_name, member.street) == (first, street)
+
+
+def test_windows_1252_s_own_punctuation_in_words_is_no_other_code_page(
+    cli: Cli, tmp_path: Path
+) -> None:
+    """Apostrophes, dashes and œ typed inside names are Windows-1252's bytes 80-9F too."""
+    rows = [
+        person(1, last_name="N‘Diaye", first_name="Jean–Pierre", street="1 place de l’Hôtel"),
+        person(2, last_name="Lefèvre", street="12 rue du Sacré-Cœur"),
+    ]
+    path = write_csv(tmp_path / "adherents.csv", rows, sep=";", encoding="cp1252")
+    done = cli("members", "import", str(path))
+    assert done.exit_code == 0, done.output
 
 
 def test_a_bom_changes_nothing_when_the_file_is_read_as_windows_1252(

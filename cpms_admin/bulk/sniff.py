@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TextIO
 
+from cpms_admin.bulk.code_pages import check_windows_1252
 from cpms_admin.errors import InvalidInput
 
 MAX_FILE_BYTES = 1 << 30  # 1 GiB: about nine million members as `members export` writes them
@@ -163,6 +164,8 @@ def resolve_encoding(path: Path, encoding: str | None) -> str:
     for name in candidates:
         bad = _bad_line(path, name)
         if bad is None:
+            if name == "cp1252":  # guessed: maybe another code page that reads as it does
+                check_windows_1252(path)
             return name
     raise InvalidInput(
         f"{path}: line {bad} is not valid {' or '.join(candidates)}; give --encoding"

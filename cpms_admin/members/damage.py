@@ -138,50 +138,6 @@ def read_twice(value: str) -> str | None:
     )
 
 
-# Files from other 8-bit code pages that read as Windows-1252 all the same, each byte a
-# character: Excel's "CSV (MS-DOS)" (code page 850: `H‚lŠne`), "CSV (Macintosh)" (Mac
-# Roman: `ChloŽ`) and ISO-8859-15 (`L½uillet`). The codec to give, and what the file is.
-_OTHER_CODE_PAGES = {
-    "cp850": '"CSV (MS-DOS)", code page 850',
-    "mac_roman": '"CSV (Macintosh)", Mac Roman',
-    "iso8859_15": "ISO-8859-15",
-}
-_FRENCH_LETTERS = frozenset("àâäçéèêëîïôöùûüÿœæÀÂÄÇÉÈÊËÎÏÔÖÙÛÜŸŒÆ")
-# What those letters become, read as Windows-1252, that no name or address has between two
-# letters: punctuation and symbols (`H‚lŠne`, `L½uillet`); and a capital after the first
-# letter of a word in small letters (`LefŠvre`, `RŽpublique`).
-_SYMBOL_IN_A_WORD = re.compile(r"(?<=[^\W\d_])[‚ƒ„…†‡ˆ‰‹‘“”•–—˜™›¤¦¨´¸¼½¾](?=[^\W\d_])")
-_WORD = re.compile(r"[^\W\d_]+")
-
-
-def other_code_page(value: str) -> str | None:
-    """A file of another 8-bit code page read as Windows-1252: refused when the value holds
-    what no name has (`‚` or `Š` inside a word) and reads as French in one of them."""
-    if value.isascii() or not _garbled(value):
-        return None
-    try:
-        raw = value.encode("cp1252")
-    except UnicodeError:
-        return None
-    for codec, saved_as in _OTHER_CODE_PAGES.items():
-        meant = raw.decode(codec, errors="replace")
-        if {ch for ch in meant if not ch.isascii()} <= _FRENCH_LETTERS and not _garbled(meant):
-            return (
-                f"{value!r} looks like {meant!r} read with the wrong encoding (a file saved "
-                f"as {saved_as}, taken for Windows-1252): import it with --encoding {codec}"
-            )
-    return None
-
-
-def _garbled(text: str) -> bool:
-    if _SYMBOL_IN_A_WORD.search(text):
-        return True
-    return any(
-        not word.isupper() and any(ch.isupper() and not ch.isascii() for ch in word[1:])
-        for word in _WORD.findall(text)
-    )
-
-
 def lost_zero(postcode: str, *, place: str | None) -> str:
     """A French postcode of 4 digits that is not a postcode with a zero put back."""
     padded = "0" + postcode

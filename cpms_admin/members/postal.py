@@ -67,8 +67,7 @@ def clean_line(value: str) -> str:
     `= + - @`, which a spreadsheet opening an export would run as a formula, a spreadsheet's
     error value (`#N/A`), `?` or
     U+FFFD, which stand where a spreadsheet's encoding lost a letter, another script than
-    the Latin alphabet (`NOT_LATIN`), and UTF-8 or another code page read as Windows-1252
-    (`Ã©` or `‚` for `é`)."""
+    the Latin alphabet (`NOT_LATIN`), and UTF-8 read as Windows-1252 (`Ã©` for `é`)."""
     if hidden := unprintable(value):
         raise ValueError(hidden)
     if spreadsheet_error := damage.formula_error(value):
@@ -86,8 +85,8 @@ def clean_line(value: str) -> str:
             f"only Latin letters can be printed for La Poste: {character!r} ({named}) is not "
             "one; write it in Latin letters"
         )
-    if misread := damage.read_twice(value) or damage.other_code_page(value):
-        raise ValueError(misread)
+    if twice := damage.read_twice(value):
+        raise ValueError(twice)
     cleaned = " ".join(value.split())
     if cleaned.startswith(FORMULA_STARTS):
         raise ValueError(f"must not start with {cleaned[0]!r} (a spreadsheet would run it)")

@@ -1,0 +1,95 @@
+"""Whether a file that reads as Windows-1252 was saved in another 8-bit code page.
+
+Every byte of Excel's "CSV (MS-DOS)" (code page 850), "CSV (Macintosh)" (Mac Roman) and of
+ISO-8859-15 is a Windows-1252 character too, so such a file reads without an error, and its
+French letters come out as `H‚lŠne`, `ChloŽ`, `L½uillet`, valid characters each: an import
+would store them so, without a word. The bytes tell: where Windows-1252 keeps its accented
+letters (é is E9), code page 850 and Mac Roman keep box drawings and rare letters, and they
+keep theirs (é is 82, 8E) where Windows-1252 keeps punctuation that French text never puts
+inside a word. Decided once for the whole file, from the bytes next to an ASCII letter.
+"""
+
+import re
+from collections import Counter
+from pathlib import Path
+
+from cpms_admin.errors import InvalidInput
+
+# The code pages a file may have been saved in, by Windows-1252's bytes next to a letter:
+# its punctuation 80-9F, but for what French text in Windows-1252 puts in words (’ œ Œ – —
+# … “ ” ‘ €), for code page 850 and Mac Roman; what ISO-8859-15 has for œ, Œ, Ÿ, €, Š
+# (Windows-1252's ½ ¼ ¾ ¤ ¦).
+_DOS_OR_MAC = rb"[\x81-\x84\x86-\x8b\x8d-\x90\x95\x98-\x9b\x9d-\x9f]"
+_LATIN_9 = rb"[\xa4\xa6\xbc-\xbe]"
+_ACCENTED = rb"[\xc0-\xff]"  # Windows-1252's (and ISO-8859-15's) accented letters
+
+
+def _next_to_a_letter(byte: bytes) -> re.Pattern[bytes]:
+    return re.compile(rb"(?<=[A-Za-z])" + byte + rb"|" + byte + rb"(?=[A-Za-z])")
+
+
+_SIGNS = {
+    name: _next_to_a_letter(byte)
+    for name, byte in (("dos_or_mac", _DOS_OR_MAC), ("latin_9", _LATIN_9), ("accented", _ACCENTED))
+}
+_SAVED_AS = {
+    "cp850": '"CSV (MS-DOS)", code page 850',
+    "mac_roman": '"CSV (Macintosh)", Mac Roman',
+    "iso8859_15": "ISO-8859-15",
+}
+_FRENCH_LETTERS = frozenset("àâçéèêëîïôùûüÿœæÀÂÇÉÈÊËÎÏÔÙÛÜŸŒÆ")
+_CHUNK = 1 << 18
+
+
+def check_windows_1252(path: Path) -> None:
+    """InvalidInput, naming the encoding to give, when `path`, which reads as Windows-1252,
+    was saved in another of these code pages."""
+    counts = dict.fromkeys(_SIGNS, 0)
+    bytes_seen: Counter[int] = Counter()  # code page 850's or Mac Roman's, by value
+    seen: dict[str, bytes] = {}  # the first word of each kind, to show
+    with open(path, "rb") as handle:
+        while chunk := handle.read(_CHUNK):
+            for kind, sign in _SIGNS.items():
+                found = sign.findall(chunk)
+                counts[kind] += len(found)
+                if found and kind not in seen:
+                    seen[kind] = _word_around(chunk, sign)
+                if kind == "dos_or_mac":
+                    bytes_seen.update(byte[0] for byte in found)
+    if counts["dos_or_mac"] > counts["accented"]:
+        codec = max(("cp850", "mac_roman"), key=lambda name: _letters(bytes_seen, name))
+        if _letters(bytes_seen, codec):
+            raise _misread(path, seen["dos_or_mac"], codec)
+    elif counts["latin_9"]:
+        raise _misread(path, seen["latin_9"], "iso8859_15")
+
+
+def _letters(bytes_seen: Counter[int], codec: str) -> int:
+    """How many of the bytes seen are French letters in `codec` (where the other may have
+    a German one, `ChloÄ`, or a sign)."""
+    return sum(
+        count
+        for value, count in bytes_seen.items()
+        if bytes([value]).decode(codec) in _FRENCH_LETTERS
+    )
+
+
+def _word_around(chunk: bytes, sign: re.Pattern[bytes]) -> bytes:
+    """The word around the first match of `sign`: its letters and other 8-bit bytes."""
+    found = sign.search(chunk)
+    assert found is not None
+    start, end = found.start(), found.end()
+    while start and re.match(rb"[A-Za-z\x80-\xff]", chunk[start - 1 : start]):
+        start -= 1
+    while end < len(chunk) and re.match(rb"[A-Za-z\x80-\xff]", chunk[end : end + 1]):
+        end += 1
+    return chunk[start:end]
+
+
+def _misread(path: Path, word: bytes, codec: str) -> InvalidInput:
+    as_1252 = word.decode("cp1252", errors="replace")
+    return InvalidInput(
+        f"{path}: read as Windows-1252 it gives {as_1252!r}, which is "
+        f"{word.decode(codec)!r} in a file saved as {_SAVED_AS[codec]}: give --encoding "
+        f"{codec} (or --encoding cp1252 if {as_1252!r} is right)"
+    )

@@ -26,20 +26,25 @@ import typer
 from sqlalchemy import Connection, Engine, create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ProgrammingError
+from sqlmodel import Session, select
 
 from cpms_admin.agents.grants import group_name, groups_of
 from cpms_admin.agents.identity import os_user, os_user_exists
+from cpms_admin.agents.registry import acting
 from cpms_admin.agents.rights import COMMAND_DUTIES
 from cpms_admin.agents.roles import Role
+from cpms_admin.audit_chain.seal import keyed
 from cpms_admin.cli.app import app
-from cpms_admin.db import make_engine, migrate, normalise_url, upgrade_schema
+from cpms_admin.db import make_engine, migrate, normalise_url, transaction, upgrade_schema
+from cpms_admin.errors import Refused
 from cpms_admin.faults import HOLD_VAR
+from cpms_admin.models import Agent
 from cpms_admin.operations.doctor import check_database, check_mail
 from cpms_admin.settings import Settings
 from tests.cred_helpers import PIN, give_pin
 from tests.databases import PG_URL, created_login, new_pg_database, record_test_pepper
 from tests.factories import make_member, make_nir
-from tests.harness import TEST_PEPPER, Cli, FakeClock
+from tests.harness import TEST_PEPPER, TEST_PEPPERS, Cli, FakeClock
 from tests.process_helpers import wait_until
 
 SUPPORT_USER = "cpms-t-support"
@@ -147,6 +152,31 @@ def test_the_last_admin_cannot_be_disabled_or_demoted(cli: Cli, db_url: str) -> 
     assert demoted.exit_code == 1 and "last admin" in demoted.stderr
     agents = json.loads(cli("--json", "agent", "list").stdout)
     assert [(a["name"], a["role"], a["disabled_at"]) for a in agents] == [(me, "admin", None)]
+
+
+def test_an_engine_s_next_transaction_checks_its_agent_again(cli: Cli, db_url: str) -> None:
+    """What a command already running finds once an admin disabled its agent, or took the
+    role it needs away: its next transaction is refused, and commits nothing."""
+    if db_url.startswith("postgresql"):
+        pytest.skip("the runner is the cluster's superuser there; test_agents' PostgreSQL tests")
+    me = runner_identity(db_url)
+    assert cli("agent", "add", "daemon", "--role", "admin").exit_code == 0  # another admin
+    engine = keyed(acting(make_engine(db_url), command="agent add"), TEST_PEPPERS)
+    try:
+        with Session(engine) as session, transaction(session):
+            session.exec(select(Agent)).all()  # allowed while an admin
+        assert cli("agent", "add", me, "--role", "support").exit_code == 0  # demoted
+        with (
+            Session(engine) as session,
+            pytest.raises(Refused) as refused,
+            transaction(session),
+        ):
+            session.add(Agent(name="x", role="support", added_at=FakeClock()(), added_by=me))
+        assert str(refused.value) == f"not allowed: agent add needs admin ({me} is support)"
+        names = [a["name"] for a in json.loads(cli("--json", "agent", "list").stdout)]
+        assert "x" not in names
+    finally:
+        engine.dispose()
 
 
 def test_an_admin_with_no_account_here_does_not_stand_for_the_last_one(

@@ -34,7 +34,8 @@ REASON_MAX_LENGTH = 500
 # Unicode's categories Cc (controls) and Cf (invisible formatting: bidi overrides that print
 # "Martin\u202eLEFEVRE" as MARTINERVEFEL, zero-width spaces that no search finds, BOMs),
 # exactly, as of Python 3.11's Unicode 14 (tests/test_member_fields.py checks the list), and
-# U+034F, the one invisible mark among the Latin accents NOT_LATIN lets through.
+# U+034F, the one invisible mark among the accents a member's name may hold
+# (members/postal.py's NOT_LATIN). Refused in member fields and in agents' free text alike.
 UNPRINTABLE = re.compile(
     "[\x00-\x1f\x7f-\x9f\xad\u034f\u0600-\u0605\u061c\u06dd\u070f\u0890\u0891\u08e2\u180e"
     "\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb"

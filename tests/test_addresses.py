@@ -140,6 +140,26 @@ def test_a_new_name_drops_the_envelope_name_chosen_for_the_old_one(cli: Cli) -> 
     assert json.loads(kept.stdout)["address"]["lines"][0] == "Mme Claire MARTIN"
 
 
+def test_an_import_renaming_a_member_drops_their_envelope_name_too(
+    cli: Cli, tmp_path: Path
+) -> None:
+    nir = make_nir()
+    added = add(cli, "--civility", "MME", "--first-name", "Claire", "--nir", nir,
+                "--last-name", "Rakotondrabe-Andrianampoinimerina-Be",
+                "--envelope-name", "Mme RAKOTONDRABE-ANDRIANAMPOINIMERINA")  # fmt: skip
+    assert added.exit_code == 0, added.output
+    renamed = tmp_path / "renamed.csv"
+    renamed.write_text(
+        "nir,last_name,first_name,street,postcode,city\n"
+        f"{nir},Martin,Claire,12 rue de la République,69002,Lyon\n",
+        encoding="utf-8",
+    )
+    done = cli("members", "import", str(renamed), "--on-conflict", "update")
+    assert done.exit_code == 0, done.output
+    shown = json.loads(cli("--json", "member", "show", nir).stdout)
+    assert shown["address"]["lines"][0] == "Mme Claire MARTIN"
+
+
 def test_a_name_that_never_fits_asks_for_an_envelope_name(cli: Cli) -> None:
     last = "de Montmorency-Laval-Beaufremont-Listenois"
     refused = add(cli, "--last-name", last)

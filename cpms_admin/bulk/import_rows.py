@@ -32,7 +32,12 @@ from cpms_admin.errors import FieldError, InvalidInput
 from cpms_admin.members import damage
 from cpms_admin.members.fields import COLUMNS, validate_member_fields
 from cpms_admin.members.nir import format_nir, parse_nir
-from cpms_admin.members.records import MEMBER_COLUMNS, as_strings, member_row
+from cpms_admin.members.records import (
+    MEMBER_COLUMNS,
+    as_strings,
+    member_row,
+    validate_stored_member,
+)
 from cpms_admin.vocabulary import MemberStatus
 
 # The `member` table's values of a checked row, in this order (the NIR first).
@@ -225,15 +230,18 @@ def with_stored(
     row: CheckedRow | PendingRow, stored: Mapping[str, object]
 ) -> CheckedRow | RowError:
     """An update's row with the member's `stored` values in the columns the record lacks (a
-    column the file lacks changes nothing; an empty cell clears its field), checked again
-    as a whole: a file without `country` may not validate the street and postcode it gives
-    against the member's country."""
+    column the file lacks changes nothing, but for an envelope name chosen for a name the row
+    changes; an empty cell clears its field), checked again as a whole: a file without
+    `country` may not validate the street and postcode it gives against the member's
+    country."""
     given = row.member
     values = as_strings(
         {name: stored[name] if name in row.absent else given[name] for name in COLUMNS}
     )
     try:
-        fields = validate_member_fields(values)
+        fields = validate_stored_member(
+            as_strings(stored), values, envelope_given="envelope_name" not in row.absent
+        )
     except FieldError as exc:
         return RowError(row.line, exc.field, str(exc), with_hash(values, row.pin_hash))
     status = tuple(given[name] for name in STATUS_COLUMNS)

@@ -56,6 +56,23 @@ def as_strings(row: Mapping[str, object]) -> dict[str, str | None]:
     }
 
 
+def validate_stored_member(
+    stored: Mapping[str, str | None], values: Mapping[str, str | None], *, envelope_given: bool
+) -> MemberFields:
+    """A stored member's new `values`, validated as `add` validates them. An envelope name
+    was chosen for the name that did not fit (`Mme RAKOTONDRABE-ANDRIANAMPOINIMERINA`): one
+    the new values did not give is dropped when they rename the member (letters to the new
+    `Claire MARTIN` would bear the old name); if the new name does not fit either, the
+    refusal asks for one. `member update` and `members import` both change members so."""
+    fields = validate_member_fields(values)
+    if envelope_given or not stored.get("envelope_name"):
+        return fields
+    renamed = as_strings(fields.as_row())
+    if all(renamed[name] == stored[name] for name in ("civility", "first_name", "last_name")):
+        return fields
+    return validate_member_fields({**values, "envelope_name": None})
+
+
 def apply_fields(member: Member, fields: MemberFields, now: datetime) -> None:
     for name, value in fields.as_row().items():
         setattr(member, name, value)
@@ -245,9 +262,6 @@ def update_member(
         before = as_strings({name: getattr(member, name) for name in COLUMNS})
         fields = _validate_update(before, changes)
         after = as_strings(fields.as_row())
-        if _stale_envelope_name(before, after, changes):
-            fields = _validate_update(before, {**changes, "envelope_name": None})
-            after = as_strings(fields.as_row())
         changed = sorted(name for name in COLUMNS if after[name] != before[name])
         if not changed and not (address_confirmed and undeliverable.is_flagged(member)):
             return MemberUpdate(member, changed=[], undeliverable_cleared=False)
@@ -275,6 +289,7 @@ def update_member(
         undeliverable_cleared=update.cleared,
         voided=update.voided,
         emailed_codes_revoked=len(update.revoked),
+        envelope_name_dropped="envelope_name" in changed and "envelope_name" not in changes,
     )
 
 
@@ -311,19 +326,6 @@ def _what_follows(
     return _Followed(cleared, voided, revoked)
 
 
-def _stale_envelope_name(
-    before: Mapping[str, str | None],
-    after: Mapping[str, str | None],
-    changes: Mapping[str, str | None],
-) -> bool:
-    """Whether the update renames a member whose envelope name was chosen for the old name
-    (`Mme RAKOTONDRABE-ANDRIANAMPOINIMERINA` for a member now `Claire MARTIN`): it goes,
-    unless the update gives one too. If the new name does not fit either, the refusal asks
-    for one."""
-    renamed = any(after[name] != before[name] for name in ("civility", "first_name", "last_name"))
-    return renamed and bool(before["envelope_name"]) and "envelope_name" not in changes
-
-
 def _validate_update(
     before: Mapping[str, str | None], changes: Mapping[str, str | None]
 ) -> MemberFields:
@@ -331,7 +333,9 @@ def _validate_update(
     its value (an invisible character, a mis-decoded accent) is named as the stored one, so
     that the agent who changed something else knows what to correct in the same update."""
     try:
-        return validate_member_fields({**before, **changes})
+        return validate_stored_member(
+            before, {**before, **changes}, envelope_given="envelope_name" in changes
+        )
     except FieldError as error:
         if error.field in changes or not _refuses(before, error.field):
             raise
@@ -362,6 +366,7 @@ class MemberUpdate:
     undeliverable_cleared: bool
     voided: dict[int, int | None] = field(default_factory=dict)
     emailed_codes_revoked: int = 0
+    envelope_name_dropped: bool = False  # chosen for the former name (validate_stored_member)
 
     @property
     def changed_anything(self) -> bool:

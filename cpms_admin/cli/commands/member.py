@@ -349,7 +349,7 @@ def _update_notes(update: "MemberUpdate", changes: dict[str, str | None]) -> lis
             "the code e-mailed to the former address no longer works: send a new one "
             "(cpms-admin code issue) if the member needs it"
         )
-    if "envelope_name" in update.changed and "envelope_name" not in changes:
+    if update.envelope_name_dropped:
         notes.append(
             "the envelope name chosen for the former name was dropped: letters bear the new "
             f"name ({postal.address_lines(member)[0]})"

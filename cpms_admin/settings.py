@@ -56,7 +56,7 @@ class Settings:
     smtp_timeout_seconds: int = _bounded(10, 1, 300, "seconds")  # each network operation
     smtp_deadline_seconds: int = _bounded(20, 1, 600, "seconds")  # a whole SMTP session
     terms_version: str = "2026-01"
-    weak_pins: str = "123456,654321,000000,111111,121212,123123,112233"
+    weak_pins: str | None = None  # "a,b,c": refused beside credentials.pins.COMMON_PINS
     argon2_memory_kib: int = _bounded(19_456, 19_456, 4_194_304, "KiB")  # OWASP minimum
     argon2_time_cost: int = _bounded(2, 2, 100)
     argon2_parallelism: int = _bounded(1, 1, 64)

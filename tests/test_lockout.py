@@ -125,10 +125,10 @@ def test_each_count_names_what_comes_after_it_whatever_the_settings() -> None:
 
 
 def test_every_weakness_reason_has_a_french_explanation() -> None:
-    from cpms_admin.credentials.pins import parse_weak_pins, pin_weakness
+    from cpms_admin.credentials.pins import COMMON_PINS, pin_weakness
 
     samples = ["777777", "345678", "121212", "112233", "140585"]
-    weak = parse_weak_pins(DEFAULTS.weak_pins)
+    weak = COMMON_PINS
     reasons = {pin_weakness(p, weak_pins=weak, nir="185057800608491") for p in samples}
     assert None not in reasons and len(reasons) == 5
     for reason in reasons:

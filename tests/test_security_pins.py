@@ -12,9 +12,11 @@ from argon2 import PasswordHasher, Type, extract_parameters
 from stdnum.fr import nir as stdnum_nir
 
 from cpms_admin.credentials.pins import (
+    COMMON_PINS,
     LEGACY_PREFIX,
     PinHasher,
     check_pin_format,
+    configured_weakness,
     import_legacy_hash,
     legacy_hash_problem,
     nir_date_pins,
@@ -30,7 +32,7 @@ PIN = "482913"
 WRONG = "482914"
 PEPPER = b"test-pepper-0123456789abcdef"
 PEPPERS = Peppers({1: PEPPER}, "test")
-DEFAULT_WEAK = parse_weak_pins(Settings().weak_pins)
+DEFAULT_WEAK = parse_weak_pins(Settings().weak_pins)  # COMMON_PINS
 
 
 @pytest.fixture(scope="module")
@@ -105,11 +107,14 @@ def test_guessable_pins_are_refused_with_a_reason(pin: str, reason: str) -> None
     assert pin not in found
 
 
-def test_weak_pin_list_is_configurable() -> None:
+def test_weak_pin_list_is_configurable_and_keeps_the_common_ones() -> None:
+    """CPMS_WEAK_PINS adds to the common PINs: naming a few more freed 112233."""
     assert pin_weakness("246813", weak_pins=DEFAULT_WEAK) is None
     weak = parse_weak_pins(" 246813, 121212,,")
-    assert weak == {"246813", "121212"}
-    assert pin_weakness("246813", weak_pins=weak) is not None
+    assert weak == {"246813", "121212"} | COMMON_PINS
+    for pin in ("246813", "112233"):
+        found = configured_weakness(pin, settings=Settings(weak_pins="246813"), nir=make_nir())
+        assert found is not None, pin
 
 
 @pytest.mark.parametrize("pin", [PIN, "150385", "123465", "000001"])

@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from cpms_admin.settings import Settings
 
 __all__ = [
+    "COMMON_PINS",
     "LEGACY_PREFIX",
     "PinHasher",
     "check_pin_format",
@@ -76,9 +77,15 @@ def is_legacy(stored: str | None) -> bool:
     return stored is not None and stored.startswith(LEGACY_PREFIX)
 
 
-def parse_weak_pins(raw: str) -> frozenset[str]:
-    """The `weak_pins` setting ("123456,121212,...") as a set."""
-    return frozenset(item.strip() for item in raw.split(",") if item.strip())
+# The PINs people choose most, refused whatever the settings add (CPMS_WEAK_PINS): a
+# deployment naming a few more must not free these. The rules of pin_weakness catch most
+# of them too.
+COMMON_PINS = frozenset({"123456", "654321", "000000", "111111", "121212", "123123", "112233"})
+
+
+def parse_weak_pins(raw: str | None) -> frozenset[str]:
+    """The `weak_pins` setting ("123456,121212,...") as a set, beside COMMON_PINS."""
+    return COMMON_PINS | {item.strip() for item in (raw or "").split(",") if item.strip()}
 
 
 def _is_run(pin: str) -> bool:
@@ -153,7 +160,7 @@ def pin_weakness(
 
 
 def configured_weakness(pin: str, *, settings: "Settings", nir: str) -> PinWeakness | None:
-    """`pin_weakness` with the common PINs of the settings (CPMS_WEAK_PINS)."""
+    """`pin_weakness` with the common PINs and those the settings add (CPMS_WEAK_PINS)."""
     return pin_weakness(pin, weak_pins=parse_weak_pins(settings.weak_pins), nir=nir)
 
 

@@ -271,14 +271,16 @@ def test_pin_reset_by_post_queues_a_letter(cli: Cli, session: Session, member: M
 
 
 def test_a_code_by_post_rides_on_the_letter_the_batch_prints(
-    cli: Cli, session: Session, settings: Settings, tmp_path: Path
+    cli: Cli, session: Session, settings: Settings, clock: FakeClock, tmp_path: Path
 ) -> None:
     """The batch prints a member's newest letter and cancels the older ones: a code by post
     says, and records, the letter that will carry it, not one the batch will cancel."""
     member = make_member(session, welcome=False, email=None)
     give_pin(session, settings, member)  # a member's codes are then for a PIN reset
     assert cli("pin", "reset", member.nir, "--channel", "post", "--reason", "x").exit_code == 0
-    queue_letter(session, member=member, kind="welcome", requested_by="x")  # a newer letter
+    queue_letter(
+        session, member=member, kind="welcome", requested_by="x", now=clock()
+    )  # a newer letter
     session.commit()
 
     def code_by_post() -> tuple[int, bool]:
@@ -293,8 +295,12 @@ def test_a_code_by_post_rides_on_the_letter_the_batch_prints(
     assert [letter["letter_id"] for letter in summary["letters"]] == [3]
     # A letter left waiting behind a newer one printed since (a batch's files lost, printed
     # again meanwhile): the next batch cancels it, so a new code does not ride on it.
-    older = queue_letter(session, member=member, kind="security_code", requested_by="x")
-    newer = queue_letter(session, member=member, kind="security_code", requested_by="x")
+    older = queue_letter(
+        session, member=member, kind="security_code", requested_by="x", now=clock()
+    )
+    newer = queue_letter(
+        session, member=member, kind="security_code", requested_by="x", now=clock()
+    )
     session.commit()
     session.exec(update(Letter).where(col(Letter.id) == pk(newer)).values(status="printed"))
     session.commit()

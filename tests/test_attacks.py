@@ -182,6 +182,26 @@ def test_after_the_hard_lock_only_a_code_an_agent_sends_is_tried_and_only_five_t
     assert codes_of(session, member)[-1].status == "revoked"
 
 
+def test_a_letter_asked_for_before_the_hard_lock_does_not_open_it_when_printed_after(
+    cli: Cli, session: Session, settings: Settings, clock: FakeClock, tmp_path: Path
+) -> None:
+    """The batch makes a postal code the night it prints it: a code an agent asked for
+    before the lock, printed after, gave five guesses more than the budget."""
+    member = make_member(session, welcome=False)
+    give_pin(session, settings, member)
+    asked = cli("code", "issue", member.nir, "--channel", "post", "--reason", "forgot PIN")
+    assert asked.exit_code == 0, asked.output
+    for _ in range(10):
+        clock.advance(hours=2)
+        login(session, settings, clock, member.nir, WRONG_PIN, captcha=True)
+    assert account_of(session, member).hard_locked_at is not None
+    ((_, printed),) = printed_codes(batch(cli, tmp_path / "night")).items()
+    for guess in (wrong(printed), printed):
+        answer = set_pin(session, settings, clock, member.nir, guess, captcha_ok=True)
+        assert answer.reason == "locked", guess == printed
+    assert account_of(session, member).hard_locked_at is not None
+
+
 def test_concurrent_code_guesses_on_one_account_stop_at_the_budget(
     session: Session, settings: Settings, clock: FakeClock
 ) -> None:

@@ -31,7 +31,7 @@ def member(session: Session) -> Member:
 def test_store_code_is_what_the_letter_batch_calls_at_print_time(
     session: Session, settings: Settings, clock: FakeClock, member: Member
 ) -> None:
-    letter = queue_letter(session, member=member, kind="security_code")
+    letter = queue_letter(session, member=member, kind="security_code", now=clock())
     emailed = codes.issue_code(
         session,
         member_id=pk(member),

@@ -44,7 +44,10 @@ def test_older_codes_revoked_and_a_newer_one_wins(
     older, newer, quiet = (make_member(session, nir=make_nir(), welcome=False) for _ in range(3))
     _issue(session, settings, older, made_at - timedelta(hours=1))  # revoked by the letter
     _issue(session, settings, newer, made_at + timedelta(minutes=5))  # wins over the letter
-    letters = [queue_letter(session, member=m, kind="security_code") for m in (older, newer, quiet)]
+    letters = [
+        queue_letter(session, member=m, kind="security_code", now=clock())
+        for m in (older, newer, quiet)
+    ]
     printed = [
         Printed(pk(letter), letter.member_id, "first_login", f"{n:06d}")
         for n, letter in enumerate(letters, start=1)
@@ -86,7 +89,9 @@ def test_two_codes_for_one_member_are_stored_one_after_the_other(
     session: Session, settings: Settings, clock: FakeClock
 ) -> None:
     member = make_member(session, nir=make_nir(), welcome=False)
-    letters = [queue_letter(session, member=member, kind="security_code") for _ in range(2)]
+    letters = [
+        queue_letter(session, member=member, kind="security_code", now=clock()) for _ in range(2)
+    ]
     printed = [
         Printed(pk(le), pk(member), "first_login", f"{n}23456") for n, le in enumerate(letters, 1)
     ]

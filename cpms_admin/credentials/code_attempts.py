@@ -121,10 +121,10 @@ def _still_locked(
 
 
 def _agent_code_after_lock(session: Session, live: SecurityCode | None) -> bool:
-    """Whether `live` is a code an agent sent after the account's hard lock (see
+    """Whether `live` is a code an agent asked for after the account's hard lock (see
     `codes.opens_hard_lock`)."""
     if live is None:
         return False
     account = session.get(Account, live.member_id)
     assert account is not None, "every member has an account row"
-    return codes.opens_hard_lock(live, account.hard_locked_at)
+    return codes.opens_hard_lock(session, live, account.hard_locked_at)

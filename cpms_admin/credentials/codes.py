@@ -18,7 +18,7 @@ from cpms_admin.audit import PORTAL
 from cpms_admin.credentials.code_hash import generate_code, hash_code, verify_code
 from cpms_admin.db import unindexed
 from cpms_admin.french import PARIS, paris_time
-from cpms_admin.models import SecurityCode, pk
+from cpms_admin.models import Letter, SecurityCode, pk
 from cpms_admin.pepper import Peppers, as_peppers, tagged
 from cpms_admin.settings import Settings
 from cpms_admin.vocabulary import Asker, Channel, CodeStatus, PortalReason, Purpose
@@ -261,15 +261,16 @@ def asker(requested_by: str | None) -> Asker:
     return Asker.member if requested_by == PORTAL else Asker.agent
 
 
-def opens_hard_lock(code: SecurityCode, hard_locked_at: datetime | None) -> bool:
-    """Whether `code` may be tried on a hard-locked account: an agent sent it after the lock
-    (the portal sends none while it holds), so an agent has stepped in. Its own tries are
-    the only guesses it allows."""
-    return (
-        hard_locked_at is not None
-        and asker(code.requested_by) == Asker.agent
-        and code.created_at >= hard_locked_at
-    )
+def opens_hard_lock(session: Session, code: SecurityCode, hard_locked_at: datetime | None) -> bool:
+    """Whether `code` may be tried on a hard-locked account: an agent asked for it after the
+    lock (the portal asks for none while it holds), so an agent has stepped in. Its own tries
+    are the only guesses it allows. A printed code is made by the night's batch: it was asked
+    for when its letter was queued (a letter queued again keeps that time), not when made."""
+    if hard_locked_at is None or asker(code.requested_by) != Asker.agent:
+        return False
+    letter = None if code.letter_id is None else session.get(Letter, code.letter_id)
+    asked_at = code.created_at if letter is None else letter.created_at
+    return asked_at >= hard_locked_at
 
 
 def _made_since(session: Session, member_id: int, made_at: datetime, now: datetime) -> bool:

@@ -108,12 +108,14 @@ def _prepare_code(
     waiting = letter_to_ride(session, member_id=pk(member), purpose=purpose)
     if waiting is not None:
         if agent != audit.PORTAL:
-            waiting.requested_by = agent  # an agent asked for it now: it is theirs to print
+            # An agent asked for it now: theirs to print, and asked for now (a hard lock
+            # since it was queued is one their code may open: codes.opens_hard_lock).
+            waiting.requested_by, waiting.created_at = agent, now
             session.add(waiting)
         return CodeDelivery(
             member.nir, Channel.post, waiting.purpose, letter_id=waiting.id, letter_reused=True
         )
-    letter = queue_letter(session, member=member, kind=letter_kind, requested_by=agent)
+    letter = queue_letter(session, member=member, kind=letter_kind, requested_by=agent, now=now)
     return CodeDelivery(member.nir, Channel.post, letter.purpose, letter_id=letter.id)
 
 

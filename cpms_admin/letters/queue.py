@@ -1,5 +1,7 @@
 """Putting letters in the print queue. Rendering them is the nightly batch's job."""
 
+from datetime import datetime
+
 from sqlmodel import Session, col, select
 
 from cpms_admin.credentials.codes import purpose_for
@@ -12,14 +14,21 @@ LIVE_LETTER = (LetterStatus.pending, LetterStatus.claimed, LetterStatus.printed)
 
 
 def queue_letter(
-    session: Session, *, member: Member, kind: str, requested_by: str | None = None
+    session: Session,
+    *,
+    member: Member,
+    kind: str,
+    requested_by: str | None = None,
+    now: datetime,
 ) -> Letter:
     """Queue a letter in the caller's transaction; its code is made when it is printed.
     `requested_by`: the agent who asked for it, `audit.PORTAL`, or None for a rule's letter."""
     account = session.get(Account, pk(member))
     assert account is not None, "every member has an account row"
     purpose = LetterKind(kind).fixed_purpose() or purpose_for(account)
-    letter = Letter(member_id=pk(member), kind=kind, purpose=purpose, requested_by=requested_by)
+    letter = Letter(
+        member_id=pk(member), kind=kind, purpose=purpose, requested_by=requested_by, created_at=now
+    )
     session.add(letter)
     session.flush()
     return letter

@@ -253,6 +253,9 @@ def test_completion_can_be_installed_for_bash(tmp_path: Path) -> None:
          "'security_code', 'pin_reset'. (see 'cpms-admin letters preview --help')\n"),
         (["member", "add", "--nir", "1"],
          "Error: Missing option '--last-name'. (see 'cpms-admin member add --help')\n"),
+        (["portal", "login", "185057800608491", "482916"],  # a PIN is never echoed
+         "Error: Got unexpected extra argument(s) (******) (see 'cpms-admin portal login "
+         "--help')\n"),
         (["agent", "add", "x"],  # Click lists the choices one a line
          "Error: Missing option '--role'. Choose from: support, supervisor, admin, portal, "
          "nightly (see 'cpms-admin agent add --help')\n"),

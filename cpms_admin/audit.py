@@ -61,14 +61,19 @@ def unprintable(text: str) -> str | None:
     return f"invisible characters are not allowed (U+{ord(character):04X}, {name})"
 
 
+# Bidi marks, embeddings, overrides and isolates: a row would read other than it is stored.
+_BIDI = re.compile(r"[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
 def clean_text(value: str, *, what: str, max_length: int) -> str:
     """`value` without its surrounding white space, if it is one line of 1 to `max_length`
-    characters with no control or invisible character: free text that the audit log shows
-    as typed (a reason of zero-width spaces would say nothing, a bidi override would make a
-    row read other than it is stored). Letters of any script, accents, apostrophes and
-    spaces are fine. Every kind of white space goes, as an import reads a cell: a reason
-    pasted from a word processor with a non-breaking space at its end would otherwise not
-    read back from an export."""
+    characters with no control character nor bidi mark, and something visible: free text
+    that the audit log shows as typed (a reason of zero-width spaces would say nothing).
+    Letters of any script, accents, apostrophes and spaces are fine, and so are the other
+    invisible characters inside visible text (a soft hyphen pasted from a word processor,
+    the joiners of emoji and of Persian). Every kind of white space goes, as an import reads
+    a cell: a reason pasted with a non-breaking space at its end would otherwise not read
+    back from an export."""
     text = value.strip()
     if not text:
         raise InvalidInput(f"{what} must not be empty")
@@ -76,6 +81,16 @@ def clean_text(value: str, *, what: str, max_length: int) -> str:
         raise InvalidInput(
             f"{what} must be one line without control characters (at most {max_length} characters)"
         )
+    bidi = _BIDI.search(text)
+    if bidi is not None or not UNPRINTABLE.sub("", text).strip():
+        raise InvalidInput(f"{what} must be visible text: {unprintable(bidi[0] if bidi else text)}")
+    return text
+
+
+def clean_name(value: str, *, what: str, max_length: int) -> str:
+    """`clean_text` for a name (an agent's, a label): no invisible character at all, so that
+    two names that look alike are alike (`ro\u200bot` would pass for `root`)."""
+    text = clean_text(value, what=what, max_length=max_length)
     if hidden := unprintable(text):
         raise InvalidInput(f"{what} must be visible text: {hidden}")
     return text
@@ -91,7 +106,7 @@ _LABEL: ContextVar[str | None] = ContextVar("cpms_audit_label", default=None)
 def labelled(label: str | None) -> Iterator[None]:
     """Record `label` in the events written inside the block."""
     if label is not None:
-        label = clean_text(
+        label = clean_name(
             label, what="the label (--agent, CPMS_AGENT)", max_length=AGENT_MAX_LENGTH
         )
     token = _LABEL.set(label)
@@ -116,7 +131,7 @@ def record(
     sealed into the chain at the commit). Agent, action and reason are checked once more here,
     so that no path can write a forged line. The event returned has its id; it is not in the
     session."""
-    agent = clean_text(agent, what="the agent name", max_length=AGENT_MAX_LENGTH)
+    agent = clean_name(agent, what="the agent name", max_length=AGENT_MAX_LENGTH)
     action = AuditAction(action)  # a word of docs/audit.md, even from a caller mypy never saw
     if reason:
         reason = clean_text(reason, what="the reason", max_length=REASON_MAX_LENGTH)
@@ -247,7 +262,7 @@ class RunAudit:
         **facts: Any,
     ) -> None:
         # Checked here once, as `record` would: the members' events are written without it.
-        self._agent = clean_text(agent, what="the agent name", max_length=AGENT_MAX_LENGTH)
+        self._agent = clean_name(agent, what="the agent name", max_length=AGENT_MAX_LENGTH)
         self._action = AuditAction(action)
         self._at = at
         self._reason = (

@@ -18,12 +18,13 @@ from tests.harness import Cli, invoke
 FORGED = "a\nFORGED 2026-01-01 admin account.unlock 1 85 05 78 006 084 91 ok"
 ACCENTED = "Identité vérifiée par téléphone avec l'adhérente (Mme Hélène Müller-Øster)"
 UNSAFE = ["\t", "\r", "\n", "\x00", "\x1b", "\x1f", "\x7f", "\x85", "\x9f", "\u2028", "\u2029"]
-# Bidi embeddings, overrides and isolates make a row read other than it is stored; the others
-# leave a reason or a name that looks empty, or that no search finds.
-INVISIBLE = [
+# Bidi marks, embeddings, overrides and isolates make a row read other than it is stored.
+BIDI = [
     "\u202a", "\u202b", "\u202c", "\u202d", "\u202e", "\u2066", "\u2067", "\u2068", "\u2069",
-    "\u061c", "\u200b", "\u200e", "\u200f", "\u2060", "\ufeff", "\u00ad", "\u034f",
+    "\u061c", "\u200e", "\u200f",
 ]  # fmt: skip
+# Left alone, the others make a reason that says nothing, or a name that passes for another.
+HIDDEN = ["\u200b", "\u2060", "\ufeff", "\u00ad", "\u034f", "\u200d"]
 
 
 @pytest.fixture
@@ -46,15 +47,29 @@ def test_line_breaks_and_control_characters_are_refused(char: str) -> None:
     assert str(refused.value) == reason_refusal()
 
 
-@pytest.mark.parametrize("char", INVISIBLE, ids=[f"U+{ord(c):04X}" for c in INVISIBLE])
-def test_invisible_characters_are_refused_by_name(char: str) -> None:
+def invisible(char: str) -> str:
+    return f"invisible characters are not allowed (U+{ord(char):04X}, {unicodedata.name(char)})"
+
+
+@pytest.mark.parametrize("char", BIDI, ids=[f"U+{ord(c):04X}" for c in BIDI])
+def test_bidi_marks_are_refused_by_name(char: str) -> None:
     with pytest.raises(InvalidInput) as refused:
-        audit.clean_text(f"{char}checked{char}", what="the reason", max_length=500)
-    name = unicodedata.name(char)
-    assert str(refused.value) == (
-        f"the reason must be visible text: invisible characters are not allowed "
-        f"(U+{ord(char):04X}, {name})"
-    )
+        audit.clean_text(f"checked{char}by phone", what="the reason", max_length=500)
+    assert str(refused.value) == f"the reason must be visible text: {invisible(char)}"
+
+
+@pytest.mark.parametrize("char", HIDDEN, ids=[f"U+{ord(c):04X}" for c in HIDDEN])
+def test_other_invisible_characters_are_refused_in_names_and_alone(char: str) -> None:
+    """Inside a reason they do no harm (a soft hyphen pasted from a word processor, an emoji's
+    joiner, a closing reason stored before they were refused and imported back)."""
+    assert audit.clean_text(f"checked{char}by phone", what="the reason", max_length=500)
+    for text, clean, what in (
+        (f"ro{char}ot", audit.clean_name, "the agent name"),
+        (f" {char} ", audit.clean_text, "the reason"),
+    ):
+        with pytest.raises(InvalidInput) as refused:
+            clean(text, what=what, max_length=100)
+        assert str(refused.value) == f"{what} must be visible text: {invisible(char)}"
 
 
 def test_a_reason_label_or_agent_of_invisible_characters_only_is_refused(

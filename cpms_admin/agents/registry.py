@@ -195,7 +195,7 @@ def disable_agent(
 
 def _agent_name(name: str) -> str:
     """`name` as `agent add` stores it and `agent disable` finds it."""
-    return audit.clean_text(name, what="the agent name", max_length=audit.AGENT_MAX_LENGTH)
+    return audit.clean_name(name, what="the agent name", max_length=audit.AGENT_MAX_LENGTH)
 
 
 def _lock(session: Session, name: str) -> Agent | None:

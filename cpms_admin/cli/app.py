@@ -13,7 +13,7 @@ import typer
 from typer.core import TyperGroup
 
 from cpms_admin import __version__
-from cpms_admin.audit import AGENT_MAX_LENGTH, clean_text
+from cpms_admin.audit import AGENT_MAX_LENGTH, clean_name
 from cpms_admin.cli.commands import (
     account,
     agent,
@@ -253,7 +253,7 @@ def root(
 
             check_smtp_url(settings.smtp_url)
         if label is not None:
-            label = clean_text(
+            label = clean_name(
                 label, what="the label (--agent, CPMS_AGENT)", max_length=AGENT_MAX_LENGTH
             )
     except CpmsError as exc:

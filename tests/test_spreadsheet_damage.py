@@ -275,6 +275,29 @@ def test_windows_1252_s_own_punctuation_in_words_is_no_other_code_page(
     path = write_csv(tmp_path / "adherents.csv", rows, sep=";", encoding="cp1252")
     done = cli("members", "import", str(path))
     assert done.exit_code == 0, done.output
+    # Its letters Š š Ž Ÿ, in a file with no other accent (they outnumber nothing there).
+    rows = [
+        person(3, last_name="Šimek"),
+        person(4, last_name="Beneš"),
+        person(5, last_name="KAŠPAR", postcode="94240", city="L'HAŸ-LES-ROSES"),
+    ]
+    path = write_csv(tmp_path / "czech.csv", rows, sep=";", encoding="cp1252")
+    done = cli("members", "import", str(path))
+    assert done.exit_code == 0, done.output
+
+
+def test_a_utf8_row_in_a_windows_1252_file_is_that_row_s_problem(cli: Cli, tmp_path: Path) -> None:
+    """UTF-8's second bytes (the BC of `ü`) are no sign of another code page: the file reads
+    as Windows-1252, and the UTF-8 row is refused naming the value meant."""
+    path = tmp_path / "mixed.csv"
+    header = ";".join(COLUMNS) + "\r\n"
+    good = ";".join(person(1, last_name="Lefèvre").get(n) or "" for n in COLUMNS) + "\r\n"
+    bad = ";".join(person(2, last_name="Müller").get(n) or "" for n in COLUMNS) + "\r\n"
+    path.write_bytes(header.encode() + good.encode("cp1252") + bad.encode("utf-8"))
+    code, report = imported(cli, path)
+    assert code == 1
+    assert [(row["line"], row["field"]) for row in report] == [("3", "last_name")]
+    assert "looks like 'Müller' read with the wrong encoding" in report[0]["reason"]
 
 
 def test_a_bom_changes_nothing_when_the_file_is_read_as_windows_1252(

@@ -17,20 +17,27 @@ from cpms_admin.errors import InvalidInput
 
 # The code pages a file may have been saved in, by Windows-1252's bytes next to a letter:
 # its punctuation 80-9F, but for what French text in Windows-1252 puts in words (’ œ Œ – —
-# … “ ” ‘ €), for code page 850 and Mac Roman; what ISO-8859-15 has for œ, Œ, Ÿ, €, Š
-# (Windows-1252's ½ ¼ ¾ ¤ ¦).
-_DOS_OR_MAC = rb"[\x81-\x84\x86-\x8b\x8d-\x90\x95\x98-\x9b\x9d-\x9f]"
+# … “ ” ‘ €) and its letters (Š š Ž ž Ÿ: Šimek, Beneš, L'HAŸ-LES-ROSES), for code page 850
+# and Mac Roman; what ISO-8859-15 has for œ, Œ, Ÿ, € and Š (Windows-1252's ½ ¼ ¾ ¤ ¦).
+_DOS_OR_MAC = rb"[\x81-\x84\x86-\x89\x8b\x8d\x8f\x90\x95\x98\x99\x9b\x9d]"
 _LATIN_9 = rb"[\xa4\xa6\xbc-\xbe]"
 _ACCENTED = rb"[\xc0-\xff]"  # Windows-1252's (and ISO-8859-15's) accented letters
+# Windows-1252's capitals Š Ž Ÿ are Mac Roman's è é ü (and code page 850's è Ä Ü): after a
+# small letter (`LefŠvre`, `ChloŽ`) they are those, never a capital inside a word.
+_CAPITAL_AFTER_SMALL = rb"(?<=[a-z])[\x8a\x8e\x9f]"
 
 
-def _next_to_a_letter(byte: bytes) -> re.Pattern[bytes]:
-    return re.compile(rb"(?<=[A-Za-z])" + byte + rb"|" + byte + rb"(?=[A-Za-z])")
+def _next_to_a_letter(byte: bytes) -> bytes:
+    """`byte` after an ASCII letter, or before one where no other 8-bit byte precedes it:
+    UTF-8's second bytes (the BC of `ü`, C3 BC, in `Müller`) belong to a row of another
+    encoding, which is each value's problem (members.damage.read_twice), not the file's."""
+    return rb"(?<=[A-Za-z])" + byte + rb"|(?<![\x80-\xff])" + byte + rb"(?=[A-Za-z])"
 
 
 _SIGNS = {
-    name: _next_to_a_letter(byte)
-    for name, byte in (("dos_or_mac", _DOS_OR_MAC), ("latin_9", _LATIN_9), ("accented", _ACCENTED))
+    "dos_or_mac": re.compile(_next_to_a_letter(_DOS_OR_MAC) + rb"|" + _CAPITAL_AFTER_SMALL),
+    "latin_9": re.compile(_next_to_a_letter(_LATIN_9)),
+    "accented": re.compile(_next_to_a_letter(_ACCENTED)),
 }
 _SAVED_AS = {
     "cp850": '"CSV (MS-DOS)", code page 850',

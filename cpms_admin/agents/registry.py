@@ -51,6 +51,7 @@ def acting(engine: Engine, *, command: str) -> Engine:
 
 
 _COMMAND = "cpms_authorized_command"  # in an engine's execution options (`acting`)
+_IDENTITY = "cpms_identity"  # in a database connection's info: who logged in
 
 
 @event.listens_for(Session, "after_begin")
@@ -61,7 +62,9 @@ def _still_allowed(session: Session, transaction: object, conn: Connection) -> N
 
 
 def _authorize(conn: Connection, *, command: str) -> Actor:
-    name = system_identity(conn)
+    # Who logged in does not change for the connection's life: asked once, not for every
+    # transaction of a run sending thousands of e-mails.
+    name = conn.info.get(_IDENTITY) or conn.info.setdefault(_IDENTITY, system_identity(conn))
     found = select(Agent.role, Agent.disabled_at, Agent.disabled_reason).where(Agent.name == name)
     agent = conn.execute(found).first()
     if agent is None:

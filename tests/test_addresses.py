@@ -158,6 +158,19 @@ def test_an_import_renaming_a_member_drops_their_envelope_name_too(
     assert done.exit_code == 0, done.output
     shown = json.loads(cli("--json", "member", "show", nir).stdout)
     assert shown["address"]["lines"][0] == "Mme Claire MARTIN"
+    # The same name in capitals, from another system, is no new name: nothing dropped.
+    envelope = "Mme C. MARTIN-RAKOTONDRABE"
+    kept = cli("member", "update", nir, "--envelope-name", envelope, "--reason", "usage")
+    assert kept.exit_code == 0, kept.output
+    renamed.write_text(
+        "nir,last_name,first_name,street,postcode,city\n"
+        f"{nir},MARTIN,CLAIRE,12 rue de la République,69002,Lyon\n",
+        encoding="utf-8",
+    )
+    done = cli("members", "import", str(renamed), "--on-conflict", "update")
+    assert done.exit_code == 0, done.output
+    shown = json.loads(cli("--json", "member", "show", nir).stdout)
+    assert shown["address"]["lines"][0] == envelope
 
 
 def test_a_name_that_never_fits_asks_for_an_envelope_name(cli: Cli) -> None:

@@ -256,6 +256,8 @@ def test_completion_can_be_installed_for_bash(tmp_path: Path) -> None:
         (["portal", "login", "185057800608491", "482916"],  # a PIN is never echoed
          "Error: Got unexpected extra argument(s) (******) (see 'cpms-admin portal login "
          "--help')\n"),
+        (["pin", "482916"],
+         "Error: No such command '******'. (see 'cpms-admin pin --help')\n"),
         (["agent", "add", "x"],  # Click lists the choices one a line
          "Error: Missing option '--role'. Choose from: support, supervisor, admin, portal, "
          "nightly (see 'cpms-admin agent add --help')\n"),

@@ -300,7 +300,8 @@ def _holders(ctx: typer.Context, name: str) -> list[str]:
     return holders if ctx is root else get_close_matches(ctx.info_name or "", holders, cutoff=0.8)
 
 
-# Six digits alone: what a PIN or a security code looks like (both are read from stdin).
+# Six digits alone, in a usage error: what a PIN or a security code looks like (both are read
+# from stdin), typed where an argument goes.
 _PIN_OR_CODE = re.compile(r"(?<![\d\w])\d{6}(?![\d\w])")
 
 
@@ -308,8 +309,7 @@ def _one_line(exc: Exception) -> str:
     message = exc.format_message().replace("Value error, ", "")  # type: ignore[attr-defined]
     # Click lists a missing option's choices one a line: "Choose from:\n\tsupport,\n\t...".
     message = " ".join(message.split())
-    if message.startswith("Got unexpected extra argument"):  # a PIN typed after the NIR?
-        message = _PIN_OR_CODE.sub("******", message)  # not copied into a log
+    message = _PIN_OR_CODE.sub("******", message)  # a PIN typed as an argument: not logged
     ctx = getattr(exc, "ctx", None)
     return f"{message} (see '{ctx.command_path} --help')" if ctx is not None else message
 

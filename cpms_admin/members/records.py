@@ -19,6 +19,7 @@ from cpms_admin.errors import Conflict, FieldError, InvalidInput, NotFound
 from cpms_admin.letters.queue import letters_of
 from cpms_admin.letters.voiding import void_printed
 from cpms_admin.members import undeliverable
+from cpms_admin.members.afnor import machine_line
 from cpms_admin.members.fields import (
     COLUMNS,
     MemberFields,
@@ -67,10 +68,18 @@ def validate_stored_member(
     fields = validate_member_fields(values)
     if envelope_given or not stored.get("envelope_name"):
         return fields
-    renamed = as_strings(fields.as_row())
-    if all(renamed[name] == stored[name] for name in ("civility", "first_name", "last_name")):
+    after = as_strings(fields.as_row())
+    if all(
+        _same_name(after[name], stored[name]) for name in ("civility", "first_name", "last_name")
+    ):
         return fields
     return validate_member_fields({**values, "envelope_name": None})
+
+
+def _same_name(one: str | None, other: str | None) -> bool:
+    """A name written in capitals or without its accents (a file from another system) is
+    the same name: no reason to drop an envelope name chosen for it."""
+    return machine_line(one or "") == machine_line(other or "")
 
 
 def apply_fields(member: Member, fields: MemberFields, now: datetime) -> None:

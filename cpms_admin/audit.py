@@ -61,19 +61,21 @@ def unprintable(text: str) -> str | None:
     return f"invisible characters are not allowed (U+{ord(character):04X}, {name})"
 
 
-# Bidi marks, embeddings, overrides and isolates: a row would read other than it is stored.
-_BIDI = re.compile(r"[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+# Invisible characters that do no harm inside visible free text: a soft hyphen pasted from a
+# word processor, the joiners of emoji and of Persian, the word joiner, the grapheme joiner.
+# The others hide text (tag characters can spell a sentence), or make a row read other than
+# it is stored (bidi marks).
+_HARMLESS_INSIDE = str.maketrans(dict.fromkeys("\u00ad\u034f\u200c\u200d\u2060"))
 
 
 def clean_text(value: str, *, what: str, max_length: int) -> str:
     """`value` without its surrounding white space, if it is one line of 1 to `max_length`
-    characters with no control character nor bidi mark, and something visible: free text
-    that the audit log shows as typed (a reason of zero-width spaces would say nothing).
-    Letters of any script, accents, apostrophes and spaces are fine, and so are the other
-    invisible characters inside visible text (a soft hyphen pasted from a word processor,
-    the joiners of emoji and of Persian). Every kind of white space goes, as an import reads
-    a cell: a reason pasted with a non-breaking space at its end would otherwise not read
-    back from an export."""
+    characters with no control character, something visible, and no invisible character
+    but the few harmless inside text (`_HARMLESS_INSIDE`): free text that the audit log
+    shows as typed (a reason of zero-width spaces would say nothing). Letters of any script,
+    accents, apostrophes and spaces are fine. Every kind of white space goes, as an import
+    reads a cell: a reason pasted with a non-breaking space at its end would otherwise not
+    read back from an export."""
     text = value.strip()
     if not text:
         raise InvalidInput(f"{what} must not be empty")
@@ -81,9 +83,11 @@ def clean_text(value: str, *, what: str, max_length: int) -> str:
         raise InvalidInput(
             f"{what} must be one line without control characters (at most {max_length} characters)"
         )
-    bidi = _BIDI.search(text)
-    if bidi is not None or not UNPRINTABLE.sub("", text).strip():
-        raise InvalidInput(f"{what} must be visible text: {unprintable(bidi[0] if bidi else text)}")
+    hidden = UNPRINTABLE.search(text.translate(_HARMLESS_INSIDE))
+    if hidden is not None or not UNPRINTABLE.sub("", text).strip():
+        raise InvalidInput(
+            f"{what} must be visible text: {unprintable(hidden[0] if hidden else text)}"
+        )
     return text
 
 

@@ -23,8 +23,11 @@ BIDI = [
     "\u202a", "\u202b", "\u202c", "\u202d", "\u202e", "\u2066", "\u2067", "\u2068", "\u2069",
     "\u061c", "\u200e", "\u200f",
 ]  # fmt: skip
-# Left alone, the others make a reason that says nothing, or a name that passes for another.
-HIDDEN = ["\u200b", "\u2060", "\ufeff", "\u00ad", "\u034f", "\u200d"]
+# Harmless inside a reason; alone they make one that says nothing, and in a name one that
+# passes for another.
+HIDDEN = ["\u2060", "\u00ad", "\u034f", "\u200d", "\u200c"]
+# Refused anywhere: they hide text (a sentence in tag characters) or leave a gap unseen.
+HIDING = ["\u200b", "\ufeff", "\U000e0041", "\ufff9", "\u206a"]
 
 
 @pytest.fixture
@@ -51,8 +54,8 @@ def invisible(char: str) -> str:
     return f"invisible characters are not allowed (U+{ord(char):04X}, {unicodedata.name(char)})"
 
 
-@pytest.mark.parametrize("char", BIDI, ids=[f"U+{ord(c):04X}" for c in BIDI])
-def test_bidi_marks_are_refused_by_name(char: str) -> None:
+@pytest.mark.parametrize("char", BIDI + HIDING, ids=[f"U+{ord(c):04X}" for c in BIDI + HIDING])
+def test_bidi_marks_and_hiding_characters_are_refused_by_name(char: str) -> None:
     with pytest.raises(InvalidInput) as refused:
         audit.clean_text(f"checked{char}by phone", what="the reason", max_length=500)
     assert str(refused.value) == f"the reason must be visible text: {invisible(char)}"
@@ -82,6 +85,9 @@ def test_a_reason_label_or_agent_of_invisible_characters_only_is_refused(
         ["--agent", "\ufeff", "account", "unlock", locked.nir, "--reason", "called"],
         ["agent", "add", "\u200b", "--role", "support"],
         ["agent", "disable", "\u2060", "--reason", "left"],
+        # A joiner is harmless in a reason, but makes a name pass for another.
+        ["--agent", "ro\u200dot", "account", "unlock", locked.nir, "--reason", "called"],
+        ["agent", "add", "ro\u200dot", "--role", "support"],
     ):
         result = cli(*args)
         assert result.exit_code == 2, args

@@ -13,6 +13,7 @@ from sqlalchemy import update
 from sqlmodel import Session
 
 from cpms_admin.bulk.cells import guard, unguard
+from cpms_admin.bulk.code_pages import check_windows_1252
 from cpms_admin.bulk.formats import SourceRow, read_member_rows
 from cpms_admin.bulk.rows import EXPORT_COLUMNS
 from cpms_admin.members.fields import COLUMNS, REQUIRED
@@ -242,6 +243,8 @@ def test_utf8_read_as_windows_1252_is_named_on_every_row_it_touched(
         # "CSV (Macintosh)": â is 89, Windows-1252's per mille sign, and é is 8E, its Ž
         ("mac_roman", "\r", "Chloé", "12 place du Château", "'ChloŽ', which is 'Chloé'"),
         ("iso8859_15", "\n", "Zoë", "12 rue du Sacré-Cœur", "'C½ur', which is 'Cœur'"),
+        # Mac Roman in capitals: its È Ê Ô are Windows-1252's small é æ ï (`LEFéVRE`)
+        ("mac_roman", "\r", "JÉRÔME", "12 CHEMIN DE LA FORÊT", "'JƒRïME', which is 'JÉRÔME'"),
     ],
 )
 def test_another_code_page_read_as_windows_1252_is_refused_naming_it(
@@ -284,6 +287,14 @@ def test_windows_1252_s_own_punctuation_in_words_is_no_other_code_page(
     path = write_csv(tmp_path / "czech.csv", rows, sep=";", encoding="cp1252")
     done = cli("members", "import", str(path))
     assert done.exit_code == 0, done.output
+
+
+@pytest.mark.parametrize("line", ["DUPONT;JEAN;12½B RUE LEPIC", "Dupont†;Jean;12 rue Lepic"])
+def test_one_stray_byte_is_no_other_code_page(tmp_path: Path, line: str) -> None:
+    """A fraction after a number, a sign after a name, in a file without accents: no proof."""
+    path = tmp_path / "stray.csv"
+    path.write_bytes(f"last_name;first_name;street\r\n{line}\r\n".encode("cp1252"))
+    check_windows_1252(path)
 
 
 def test_a_utf8_row_in_a_windows_1252_file_is_that_row_s_problem(cli: Cli, tmp_path: Path) -> None:

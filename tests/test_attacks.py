@@ -196,10 +196,39 @@ def test_a_letter_asked_for_before_the_hard_lock_does_not_open_it_when_printed_a
         login(session, settings, clock, member.nir, WRONG_PIN, captcha=True)
     assert account_of(session, member).hard_locked_at is not None
     ((_, printed),) = printed_codes(batch(cli, tmp_path / "night")).items()
+    session.rollback()  # a fresh snapshot: the batch committed from another session
     for guess in (wrong(printed), printed):
         answer = set_pin(session, settings, clock, member.nir, guess, captcha_ok=True)
         assert answer.reason == "locked", guess == printed
     assert account_of(session, member).hard_locked_at is not None
+
+
+@pytest.mark.parametrize("agent_steps_in", [True, False])
+def test_a_letter_the_member_asked_for_opens_the_hard_lock_only_once_an_agent_takes_it_over(
+    cli: Cli,
+    session: Session,
+    settings: Settings,
+    clock: FakeClock,
+    tmp_path: Path,
+    agent_steps_in: bool,
+) -> None:
+    """The portal's letter waits from before the lock; an agent asking for a code by post
+    after it takes that letter over, asking for it now: its code opens the lock. Untaken,
+    the member's own letter opens nothing."""
+    member = make_member(session, welcome=False, email=None)
+    give_pin(session, settings, member)
+    assert request(session, settings, clock, member.nir) == "ok"  # a letter, queued
+    for _ in range(10):
+        clock.advance(hours=2)
+        login(session, settings, clock, member.nir, WRONG_PIN, captcha=True)
+    assert account_of(session, member).hard_locked_at is not None
+    if agent_steps_in:
+        taken = cli("--json", "code", "issue", member.nir, "--channel", "post", "--reason", "x")
+        assert json.loads(taken.stdout)["letter_reused"] is True, taken.output
+    ((_, printed),) = printed_codes(batch(cli, tmp_path / "night")).items()
+    session.rollback()  # a fresh snapshot: the batch committed from another session
+    answer = set_pin(session, settings, clock, member.nir, printed, captcha_ok=True)
+    assert answer.reason == ("ok" if agent_steps_in else "locked")
 
 
 def test_concurrent_code_guesses_on_one_account_stop_at_the_budget(

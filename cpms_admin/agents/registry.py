@@ -33,7 +33,14 @@ class Actor:
 
 
 def identity(session: Session) -> str:
-    return system_identity(session.connection())
+    return _who(session.connection())
+
+
+def _who(conn: Connection) -> str:
+    """Who logged in (agents/identity.py). It does not change for the connection's life:
+    asked once, not at every transaction of a run sending thousands of e-mails."""
+    name: str = conn.info.get(_IDENTITY) or conn.info.setdefault(_IDENTITY, system_identity(conn))
+    return name
 
 
 def authorize(session: Session, *, command: str) -> Actor:
@@ -62,9 +69,7 @@ def _still_allowed(session: Session, transaction: object, conn: Connection) -> N
 
 
 def _authorize(conn: Connection, *, command: str) -> Actor:
-    # Who logged in does not change for the connection's life: asked once, not for every
-    # transaction of a run sending thousands of e-mails.
-    name = conn.info.get(_IDENTITY) or conn.info.setdefault(_IDENTITY, system_identity(conn))
+    name = _who(conn)
     found = select(Agent.role, Agent.disabled_at, Agent.disabled_reason).where(Agent.name == name)
     agent = conn.execute(found).first()
     if agent is None:

@@ -14,8 +14,8 @@ from cpms_admin.bulk.rows import (
     REPORT_COLUMNS,
     SourceRow,
     absent_from,
-    clean_name,
     clean_value,
+    column_name,
 )
 from cpms_admin.bulk.sniff import MAX_COLUMNS, MAX_LINE_CHARS, open_text, too_wide
 from cpms_admin.errors import InvalidInput
@@ -127,7 +127,7 @@ def check_header(fields: list[str], *, path: Path, sheet_row: int | None = None)
     the workbook row they come from (a CSV file's first line otherwise)."""
     if len(fields) > MAX_COLUMNS:
         raise too_wide(path, len(fields))
-    names = tuple(clean_name(field) for field in fields)
+    names = tuple(column_name(field) for field in fields)
     counts = Counter(names)
     known = {*IMPORT_COLUMNS, ""}  # a blank name comes from a trailing separator
     if all(name in counts for name in REPORT_COLUMNS):
@@ -217,7 +217,7 @@ def jsonl_columns(head: str, *, path: Path) -> tuple[str, ...]:
         return COLUMNS
     if not isinstance(first, _Members):
         return COLUMNS
-    names = tuple(dict.fromkeys(clean_name(key) for key, _ in first))
+    names = tuple(dict.fromkeys(column_name(key) for key, _ in first))
     unknown = [name for name in names if name not in IMPORT_COLUMNS]
     if unknown:
         raise InvalidInput(f"{path}: unknown fields: {', '.join(unknown)}")
@@ -259,7 +259,7 @@ def _jsonl_row(line: int, text: str, absences: dict[tuple[str, ...], tuple[str, 
     values: dict[str, str | None] = dict.fromkeys(COLUMNS)
     given: set[str] = set()
     for key, raw in obj:
-        name = clean_name(key)
+        name = column_name(key)
         if name not in IMPORT_COLUMNS:
             return SourceRow(line, None, f"unknown field {key!r}")
         if name in given:

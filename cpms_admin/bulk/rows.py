@@ -16,7 +16,7 @@ IMPORT_COLUMNS = (*EXPORT_COLUMNS, PIN_HASH)
 REPORT_COLUMNS = ("line", "field", "reason")
 
 
-def clean_name(raw: str) -> str:
+def column_name(raw: str) -> str:
     """Column names are matched case-insensitively, ignoring surrounding spaces."""
     return raw.strip().lower()
 

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field, replace
 from typing import IO
 
 from cpms_admin.bulk.cells import cell_text
-from cpms_admin.bulk.rows import PIN_HASH, clean_name
+from cpms_admin.bulk.rows import PIN_HASH, column_name
 from cpms_admin.bulk.sniff import MAX_COLUMNS, MAX_LINE_CHARS
 from cpms_admin.bulk.xlsx.book import MAIN, Book, Unreadable, feed, make_parser
 
@@ -82,7 +82,7 @@ class RowProblem:
         named = f" ({name})" if name else ""
         reason = self.reason
         if self.held is not None:
-            secret = clean_name(name) == PIN_HASH
+            secret = column_name(name) == PIN_HASH
             reason = reason.format("a PIN hash" if secret else reprlib.repr(self.held))
         return f"the cell in column {column_letters(self.cell)}{named} {reason}"
 

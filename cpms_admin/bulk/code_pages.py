@@ -70,12 +70,12 @@ def check_windows_1252(path: Path) -> None:
             if chunk.isascii():  # most of a member file: nothing to look at
                 continue
             for kind, sign in _SIGNS.items():
-                found = sign.findall(chunk)
+                found = list(sign.finditer(chunk))
                 counts[kind] += len(found)
                 if found and kind not in seen:
-                    seen[kind] = _word_around(chunk, sign)
+                    seen[kind] = _word_around(chunk, found[0])
                 if kind == "dos_or_mac":
-                    bytes_seen.update(byte[0] for byte in found)
+                    bytes_seen.update(chunk[match.start()] for match in found)
     accented = counts["accented"] - counts["in_capitals"]
     # Two signs at least: one stray byte (`Dupont†`) in a file without accents proves nothing.
     if counts["dos_or_mac"] > max(accented, 1):
@@ -96,10 +96,8 @@ def _letters(bytes_seen: Counter[int], codec: str) -> int:
     )
 
 
-def _word_around(chunk: bytes, sign: re.Pattern[bytes]) -> bytes:
-    """The word around the first match of `sign`: its letters and other 8-bit bytes."""
-    found = sign.search(chunk)
-    assert found is not None
+def _word_around(chunk: bytes, found: re.Match[bytes]) -> bytes:
+    """The word around the byte `found`: its letters and other 8-bit bytes."""
     start, end = found.start(), found.end()
     while start and re.match(rb"[A-Za-z\x80-\xff]", chunk[start - 1 : start]):
         start -= 1

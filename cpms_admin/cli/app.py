@@ -302,7 +302,7 @@ def _holders(ctx: typer.Context, name: str) -> list[str]:
 
 # Six digits alone, in a usage error: what a PIN or a security code looks like (both are read
 # from stdin), typed where an argument goes.
-_PIN_OR_CODE = re.compile(r"(?<![\d\w])\d{6}(?![\d\w])")
+_PIN_OR_CODE = re.compile(r"(?<!\w)\d{6}(?!\w)")
 
 
 def _one_line(exc: Exception) -> str:

@@ -145,9 +145,9 @@ def _replace_words(line: str, words: list[str], short: str) -> str:
     i = 0
     while i < len(tokens):
         if keys[i : i + len(words)] == words:  # the punctuation around the words stays
-            head = re.match(r"\W*", tokens[i])
+            head = re.findall(r"^\W*", tokens[i])[0]
             tail = re.sub(r"^\W*[\w'’-]*", "", tokens[i + len(words) - 1])
-            out.append((head[0] if head else "") + short + tail)
+            out.append(head + short + tail)
             i += len(words)
         else:
             out.append(tokens[i])

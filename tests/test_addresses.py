@@ -147,30 +147,27 @@ def test_an_import_renaming_a_member_drops_their_envelope_name_too(
     added = add(cli, "--civility", "MME", "--first-name", "Claire", "--nir", nir,
                 "--last-name", "Rakotondrabe-Andrianampoinimerina-Be",
                 "--envelope-name", "Mme RAKOTONDRABE-ANDRIANAMPOINIMERINA")  # fmt: skip
+
+    def imported_as(last: str, first: str) -> str:
+        """Line 1 once a file without an envelope_name column gave these names."""
+        renamed = tmp_path / "renamed.csv"
+        renamed.write_text(
+            "nir,last_name,first_name,street,postcode,city\n"
+            f"{nir},{last},{first},12 rue de la République,69002,Lyon\n",
+            encoding="utf-8",
+        )
+        done = cli("members", "import", str(renamed), "--on-conflict", "update")
+        assert done.exit_code == 0, done.output
+        line: str = json.loads(cli("--json", "member", "show", nir).stdout)["address"]["lines"][0]
+        return line
+
     assert added.exit_code == 0, added.output
-    renamed = tmp_path / "renamed.csv"
-    renamed.write_text(
-        "nir,last_name,first_name,street,postcode,city\n"
-        f"{nir},Martin,Claire,12 rue de la République,69002,Lyon\n",
-        encoding="utf-8",
-    )
-    done = cli("members", "import", str(renamed), "--on-conflict", "update")
-    assert done.exit_code == 0, done.output
-    shown = json.loads(cli("--json", "member", "show", nir).stdout)
-    assert shown["address"]["lines"][0] == "Mme Claire MARTIN"
+    assert imported_as("Martin", "Claire") == "Mme Claire MARTIN"
     # The same name in capitals, from another system, is no new name: nothing dropped.
     envelope = "Mme C. MARTIN-RAKOTONDRABE"
     kept = cli("member", "update", nir, "--envelope-name", envelope, "--reason", "usage")
     assert kept.exit_code == 0, kept.output
-    renamed.write_text(
-        "nir,last_name,first_name,street,postcode,city\n"
-        f"{nir},MARTIN,CLAIRE,12 rue de la République,69002,Lyon\n",
-        encoding="utf-8",
-    )
-    done = cli("members", "import", str(renamed), "--on-conflict", "update")
-    assert done.exit_code == 0, done.output
-    shown = json.loads(cli("--json", "member", "show", nir).stdout)
-    assert shown["address"]["lines"][0] == envelope
+    assert imported_as("MARTIN", "CLAIRE") == envelope
 
 
 def test_a_name_that_never_fits_asks_for_an_envelope_name(cli: Cli) -> None:

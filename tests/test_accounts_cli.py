@@ -188,6 +188,46 @@ def test_locked_member_is_diagnosed_then_unlocked(
     assert cli("audit", "list", "--action", "account.unlock").stderr == ""
 
 
+def test_a_code_asked_for_before_the_hard_lock_is_said_to_open_nothing(
+    cli: Cli, clock: FakeClock, session: Session, settings: Settings, member: Member
+) -> None:
+    """The portal refuses a code asked for before the hard lock, and one an agent sends since
+    lets the member in: the diagnosis tells the two apart, for a code by e-mail or by post."""
+    strict = cli.with_settings(lockout_max_failures=3, lockout_hard_after=3)
+    assert strict("portal", "request-code", member.nir).exit_code == 0
+    asked = mailed_codes(settings)[-1]
+    by_post = make_member(session, welcome=False, email=None)
+    give_pin(session, settings, by_post)
+    assert strict("code", "issue", by_post.nir, "--reason", "x").exit_code == 0  # a letter
+    clock.advance(minutes=1)
+    for nir in (member.nir, by_post.nir):
+        for _ in range(3):
+            strict("portal", "login", nir, "--captcha-ok", input="605813\n")
+
+    def in_flight(nir: str) -> str:
+        view = json.loads(strict("--json", "account", "status", nir).stdout)
+        assert view["state"] == "locked"
+        return next(line for line in view["diagnosis"] if line.startswith("In flight"))
+
+    dead = "asked for before the lock, it opens nothing while the lock holds."
+    assert in_flight(member.nir).endswith(
+        f"sent by e-mail is valid until 2026-11-23 10:10 CET, but {dead}"
+    )
+    assert (
+        in_flight(by_post.nir)
+        == f"In flight: letter #1 (security_code) with a code waits for the next print run; {dead}"
+    )
+    refused = strict("--json", "portal", "set-pin", "--with", "code", "--captcha-ok", member.nir,
+                     input=f"{asked}\n{NEW_PIN}\n{NEW_PIN}\n")  # fmt: skip
+    assert (refused.exit_code, json.loads(refused.stdout)["reason"]) == (1, "locked")
+    assert strict("code", "issue", member.nir, "--reason", "called").exit_code == 0
+    assert in_flight(member.nir).endswith("setting a PIN with it lets the member log in.")
+    sent = mailed_codes(settings)[-1]
+    taken = strict("portal", "set-pin", "--with", "code", "--captcha-ok", member.nir,
+                   input=f"{sent}\n{NEW_PIN}\n{NEW_PIN}\n")  # fmt: skip
+    assert taken.exit_code == 0, taken.output
+
+
 def test_an_action_no_event_has_is_named_with_the_closest_known_ones(
     cli: Cli, member: Member
 ) -> None:

@@ -44,6 +44,9 @@ class AccountStatus:
     # `unprintable_letter`: the latest letter failed, and the address still cannot be
     # printed (why)
     unprintable: tuple[Letter, str] | None = None
+    # The live code was asked for before the hard lock: the portal refuses it while the lock
+    # holds (`codes.opens_hard_lock`).
+    code_before_lock: bool = False
     diagnosis: list[str] = field(default_factory=list)
     fix: str | None = None
 
@@ -116,6 +119,9 @@ def account_status(
         letters_of(session, member_id=pk(member), status=LetterStatus.claimed),
         _queued_emails(session, pk(member)),
         _unprintable_letter(session, member),
+        code_before_lock=code is not None
+        and account.hard_locked_at is not None
+        and not codes.opens_hard_lock(session, code, account.hard_locked_at),
     )
     findings, fix = diagnose(status, settings=settings, now=now)
     return replace(status, diagnosis=findings, fix=fix)
@@ -144,32 +150,54 @@ def _unprintable_letter(session: Session, member: Member) -> tuple[Letter, str] 
     return None if why is None else (latest, why)
 
 
+# What a code asked for before a hard lock comes to (`codes.opens_hard_lock`).
+_BEFORE_LOCK = "asked for before the lock, it opens nothing while the lock holds"
+
+
 def _in_flight(status: AccountStatus) -> str | None:
-    code = status.code
+    code, locked_at = status.code, status.account.hard_locked_at
     if code is not None:
         by = "e-mail" if code.channel == Channel.email else "post"
+        sent = f"a {code.purpose} code sent by {by} is valid until {agent_time(code.expires_at)}"
+        if status.code_before_lock:
+            return f"{sent}, but {_BEFORE_LOCK}"
         return (
-            f"a {code.purpose} code sent by {by} is valid until {agent_time(code.expires_at)} "
-            f"({count(status.code_tries_left, 'try', 'tries')} left): setting a PIN with it "
-            "lets the member log in"
+            f"{sent} ({count(status.code_tries_left, 'try', 'tries')} left): setting a PIN "
+            "with it lets the member log in"
         )
+
     if status.letters_in_print:
         first = status.letters_in_print[0]
-        return (
+        return _opening(
+            first,
+            locked_at,
             f"letter #{first.id} ({first.kind}) is being printed by batch "
-            f"{first.batch_id}: its code works once the batch ends"
+            f"{first.batch_id}: its code works once the batch ends",
         )
     printing = [waiting.letter for waiting in status.pending_letters if waiting.moot is None]
     if printing:
         first = printing[0]
-        return f"letter #{first.id} ({first.kind}) with a code waits for the next print run"
+        return _opening(
+            first,
+            locked_at,
+            f"letter #{first.id} ({first.kind}) with a code waits for the next print run",
+        )
     if status.queued_emails:
         mail = status.queued_emails[0]
-        return (
+        waits = (
             f"a {mail.purpose} code e-mail (queued {agent_time(mail.created_at)}) waits for "
             "the next `mail send`"
         )
+        # A campaign's code: nobody asked for it by name, so it opens no lock.
+        return waits if locked_at is None else f"{waits}; a campaign's code opens no lock"
     return None
+
+
+def _opening(letter: Letter, locked_at: datetime | None, what: str) -> str:
+    """`what` of `letter`, said to open nothing when it was asked for before the lock."""
+    if locked_at is None or codes.letter_opens_hard_lock(letter, locked_at):
+        return what
+    return f"{what}; {_BEFORE_LOCK}"
 
 
 def diagnose(

@@ -266,11 +266,18 @@ def opens_hard_lock(session: Session, code: SecurityCode, hard_locked_at: dateti
     lock (the portal asks for none while it holds), so an agent has stepped in. Its own tries
     are the only guesses it allows. A printed code is made by the night's batch: it was asked
     for when its letter was queued (a letter queued again keeps that time), not when made."""
-    if hard_locked_at is None or asker(code.requested_by) != Asker.agent:
+    if hard_locked_at is None:
         return False
     letter = None if code.letter_id is None else session.get(Letter, code.letter_id)
-    asked_at = code.created_at if letter is None else letter.created_at
-    return asked_at >= hard_locked_at
+    if letter is not None:
+        return letter_opens_hard_lock(letter, hard_locked_at)
+    return asker(code.requested_by) == Asker.agent and code.created_at >= hard_locked_at
+
+
+def letter_opens_hard_lock(letter: Letter, hard_locked_at: datetime) -> bool:
+    """Whether the code `letter` carries (or will carry) may be tried on an account
+    hard-locked at `hard_locked_at`: an agent queued it since (`opens_hard_lock`)."""
+    return asker(letter.requested_by) == Asker.agent and letter.created_at >= hard_locked_at
 
 
 def _made_since(session: Session, member_id: int, made_at: datetime, now: datetime) -> bool:

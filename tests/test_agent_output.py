@@ -269,6 +269,25 @@ def test_usage_errors_are_one_line(tmp_path: Path, args: list[str], message: str
 
 
 @pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["portal", "accept-terms", "185057800608491", "--version", "2026\nFAKE\x1b[2J\u202e"],
+         "Error: the current Terms of Use version is 2026-01, not 2026\\nFAKE\\x1b[2J\\u202e\n"),
+        (["audit", "list", "--action", "x\x1b]0;owned\x07\u2028y"],
+         "Warning: no event was ever recorded with the action 'x\\x1b]0;owned\\x07\\u2028y'\n"),
+    ],
+)  # fmt: skip
+def test_a_value_quoted_on_stderr_is_escaped_onto_one_line(
+    cli: Cli, args: list[str], said: str
+) -> None:
+    """A value an agent typed, quoted back in an error or a warning, can neither add a line
+    nor send the terminal an escape sequence or a bidi override: such characters are
+    written as their escapes."""
+    result = cli(*args, input="482915\n")
+    assert result.stderr == said
+
+
+@pytest.mark.parametrize(
     ("args", "hint"),
     [
         (["member", "import", "adherents.csv"], "Did you mean 'members import'?"),

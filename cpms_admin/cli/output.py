@@ -6,6 +6,7 @@ few seconds otherwise, so stdout stays the result).
 import io
 import json
 import os
+import re
 import sys
 import time
 from collections.abc import Sequence
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import typer
 
 from cpms_admin import db
+from cpms_admin.audit import UNPRINTABLE
 from cpms_admin.cli.context import AppContext
 from cpms_admin.db import Page
 from cpms_admin.french import agent_time
@@ -101,17 +103,31 @@ def silence_stdout() -> None:
             os.close(devnull)
 
 
+# What a value quoted in a message could use to break its line or drive the terminal:
+# controls (escape sequences), invisible and bidi characters, line separators, and lone
+# surrogates (undecodable bytes from the command line).
+_UNSAFE_IN_A_LINE = re.compile(f"{UNPRINTABLE.pattern}|[\u2028\u2029\ud800-\udfff]")
+
+
+def one_line(message: str) -> str:
+    """`message` with each such character written as its escape (`\\n`, `\\x1b`)."""
+    return _UNSAFE_IN_A_LINE.sub(
+        lambda found: found[0].encode("unicode_escape", "backslashreplace").decode("ascii"),
+        message,
+    )
+
+
 def error(message: str) -> None:
-    typer.echo(f"Error: {message}", err=True)
+    typer.echo(f"Error: {one_line(message)}", err=True)
 
 
 def warn(message: str) -> None:
-    typer.echo(f"Warning: {message}", err=True)
+    typer.echo(f"Warning: {one_line(message)}", err=True)
 
 
 def note_for_agent(message: str) -> None:
     """Something the agent should know that is not a problem (stderr, never in the JSON)."""
-    typer.echo(f"Note: {message}", err=True)
+    typer.echo(f"Note: {one_line(message)}", err=True)
 
 
 def emit_object(app: AppContext, data: Any, lines: Sequence[str]) -> None:

@@ -23,6 +23,9 @@ def test_nir_corsica_is_accepted_and_grouped() -> None:
     nir = make_nir(12, department="2A")
     assert parse_nir(nir.lower()) == nir
     assert format_nir(nir).split()[3] == "2A"
+    # Typed with a Japanese or Chinese input method: fullwidth digits and letters alike.
+    fullwidth = "".join(chr(ord(c) + 0xFEE0) for c in nir.lower())
+    assert parse_nir(fullwidth) == nir
 
 
 @pytest.mark.parametrize(

@@ -7,6 +7,7 @@ overseas, Corsica, temporary numbers.
 """
 
 import re
+import unicodedata
 from collections.abc import Sequence
 from datetime import date
 
@@ -55,6 +56,8 @@ def nir_to_find(raw: str) -> str:
     """The compact NIR to look a member up by: the key is checked, the plausibility is not,
     so that a member stored before `parse_nir` checked it stays reachable (and the portal
     answers an impossible NIR like any unknown one)."""
+    if not raw.isascii():  # fullwidth forms (an Asian input method) read as ASCII ones
+        raw = unicodedata.normalize("NFKC", raw)
     compact = raw.replace("-", "").replace(".", "").replace(" ", "").strip().upper()
     # The common case (15 ASCII digits, the key right) answered here, as stdnum would: an
     # import checks a million of them. Anything else goes to stdnum, for its reason.

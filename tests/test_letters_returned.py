@@ -598,6 +598,11 @@ def test_a_returns_file_from_a_pipe_is_read(
         (["reference", "", "L00000001", "", "not a letter"], 2, "line 5"),
         (["reference;motif", "L00000001;NPAI", ";NPAI"], 2, "line 3: no letter id or reference"),
         (["reference;motif", "", "L00000001;" + "x" * 201], 2, "line 3: the reason must be one"),
+        # A column twice, or two reasons: which value is meant? (one used to be dropped)
+        (["letter_id,letter_id", "1,2"], 2, "repeated columns: letter_id; keep one of each"),
+        (["Référence;reference", "L00000001;L00000002"], 2, "repeated columns: reference"),
+        (["letter_id,reason,reason", "1,NPAI,Décédé"], 2, "repeated columns: reason"),
+        (["letter_id,reason,Motif", "1,NPAI,Décédé"], 2, "two reason columns, reason and motif"),
     ],
 )
 def test_a_bad_returns_file_changes_nothing(

@@ -114,7 +114,13 @@ def _returns(path: Path, records: Iterator[Record]) -> list[Return]:
     values over several lines counted, as `members import` counts them."""
     header = next((_fields(path, record) for record in records), [])
     # `Référence`, ` Motif `: a French spreadsheet's header reads as the names above.
-    columns = {strip_accents(name.strip().lower()): name for name in header}
+    said = [strip_accents(name.strip().lower()) for name in header]
+    columns = dict(zip(said, header, strict=True))
+    read = [name for name in said if name in ID_COLUMNS or name in REASON_COLUMNS]
+    if repeated := sorted({name for name in read if read.count(name) > 1}):
+        raise InvalidInput(f"{path}: repeated columns: {', '.join(repeated)}; keep one of each")
+    if len(reasons := [name for name in read if name in REASON_COLUMNS]) > 1:
+        raise InvalidInput(f"{path}: two reason columns, {' and '.join(reasons)}; keep one")
     id_columns = [columns[c] for c in ID_COLUMNS if c in columns]
     if not id_columns:
         raise InvalidInput(f"{path}: no letter_id or reference column in the header")

@@ -284,3 +284,77 @@ def test_a_command_group_alone_with_json_is_still_a_document(tmp_path: Path) -> 
         "error": "Missing command. (see 'cpms-admin member --help')",
         "exit_code": 2,
     }
+
+
+# A stand-in for the moment of a signal: the installed command's start-up, with the import
+# of its commands stopped as a signal would stop it there.
+_STOPPED_WHILE_STARTING = """
+import builtins, os, signal, sys
+import cpms_admin.cli as cli
+real_import = builtins.__import__
+def stopping_import(name, *args, **kwargs):
+    if name == "cpms_admin.cli.app":
+        os.kill(os.getpid(), getattr(signal, sys.argv[1]))
+        for _ in range(1000):  # the handler runs here, between two instructions
+            pass
+    return real_import(name, *args, **kwargs)
+builtins.__import__ = stopping_import
+cli.main()
+"""
+
+
+@pytest.mark.parametrize(
+    ("signal_name", "code", "said"),
+    [("SIGINT", 130, "Error: interrupted\n"), ("SIGTERM", 143, "Error: terminated (SIGTERM)\n")],
+)
+def test_a_signal_while_the_command_starts_is_one_line(
+    tmp_path: Path, signal_name: str, code: int, said: str
+) -> None:
+    """Ctrl-C or SIGTERM while the command still imports its libraries (a second or more on a
+    loaded machine): one line and the exit code of a stop, not a traceback through imports."""
+    result = subprocess.run([sys.executable, "-c", _STOPPED_WHILE_STARTING, signal_name],
+                            cwd=tmp_path, capture_output=True, text=True, check=False)  # fmt: skip
+    assert (result.returncode, result.stderr) == (code, said)
+
+
+def test_a_signal_python_drops_still_stops_the_run_and_is_said(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Python drops an exception raised in a weakref callback or a `__del__` (SQLAlchemy's
+    pools and event registry have both): a SIGTERM arriving there is raised again at the
+    run's next step, and a command that still finished says it was stopped and exits 143."""
+    import signal
+    import weakref
+
+    from cpms_admin.cli import signals
+    from cpms_admin.cli.output import BulkProgress
+    from cpms_admin.errors import Terminated
+    from tests.harness import invoke
+
+    monkeypatch.setattr(signals, "_requested", None)
+    dropped: list[type[BaseException] | None] = []
+    monkeypatch.setattr(sys, "unraisablehook", lambda raised: dropped.append(raised.exc_type))
+    saved = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
+    signals.install()
+    try:
+
+        class Pooled:
+            pass
+
+        def released(_gone: object) -> None:
+            os.kill(os.getpid(), signal.SIGTERM)
+            for _ in range(1000):  # the handler runs here, in the callback: dropped
+                pass
+
+        pooled = Pooled()
+        watcher = weakref.ref(pooled, released)
+        del pooled
+        assert watcher() is None and dropped == [Terminated]  # "Exception ignored in: ..."
+        assert isinstance(signals.requested(), Terminated)
+        with pytest.raises(Terminated):
+            BulkProgress("letters rendered").update(1)
+        result = invoke(["--version"])
+        assert (result.exit_code, result.stderr) == (143, "Error: terminated (SIGTERM)\n")
+    finally:
+        for number, handler in saved.items():
+            signal.signal(number, handler)

@@ -1,6 +1,7 @@
 """The command line: thin Typer commands that parse, call one service and print."""
 
 import gc
+import sys
 
 
 def main() -> None:
@@ -9,9 +10,16 @@ def main() -> None:
     make many objects and free few, so its passes over them find next to nothing. What they
     made lives as long as the process, so it is then frozen out of the collector's sight: not
     walked again by each full collection, nor torn down at exit (bench/startup.py)."""
-    gc.disable()
-    from cpms_admin.cli.app import main as run
+    from cpms_admin.cli import signals
 
+    signals.install()
+    gc.disable()
+    try:
+        from cpms_admin.cli.app import main as run
+    except KeyboardInterrupt as stop:  # Ctrl-C or SIGTERM while it starts: no traceback
+        message, code = signals.described(stop)
+        print(f"Error: {message}", file=sys.stderr)
+        sys.exit(code)
     gc.freeze()
     gc.enable()
     run()

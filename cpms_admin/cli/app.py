@@ -3,7 +3,6 @@
 import json
 import os
 import re
-import signal
 import sys
 from collections.abc import Sequence
 from difflib import get_close_matches
@@ -14,6 +13,7 @@ from typer.core import TyperGroup
 
 from cpms_admin import __version__
 from cpms_admin.audit import AGENT_MAX_LENGTH, clean_name
+from cpms_admin.cli import signals
 from cpms_admin.cli.commands import (
     account,
     agent,
@@ -37,7 +37,7 @@ from cpms_admin.cli.output import (
     stdout_failed,
     watch_stdout,
 )
-from cpms_admin.errors import CpmsError, Terminated, unreachable
+from cpms_admin.errors import CpmsError, unreachable
 from cpms_admin.members.nir import PRINTED_GROUP_COUNT, is_printed_nir
 from cpms_admin.settings import load_settings
 
@@ -102,7 +102,7 @@ class ErrorBoundary(CommandGroup):
             # (130); an input that ended (no PIN on stdin) is refused, 1.
             interrupted = exc.__context__
             message, code = (
-                _interruption(interrupted)
+                signals.described(interrupted)
                 if isinstance(interrupted, KeyboardInterrupt)
                 else ("aborted", 1)
             )
@@ -126,6 +126,10 @@ class ErrorBoundary(CommandGroup):
             else:
                 _report_failure(_one_line(exc), exc.exit_code, as_json=asks_json)  # type: ignore[attr-defined]
             sys.exit(exc.exit_code)  # type: ignore[attr-defined]
+        if (stop := signals.requested()) is not None:  # dropped where it was raised
+            message, code = signals.described(stop)
+            _report_failure(message, code, as_json=False)
+            sys.exit(code)
         sys.exit(result if isinstance(result, int) else 0)
 
     def invoke(self, ctx: typer.Context) -> Any:  # type: ignore[override]
@@ -154,7 +158,7 @@ def _expected_failure(ctx: typer.Context, exc: BaseException) -> tuple[str, int]
     if isinstance(exc, CpmsError):
         return str(exc), exc.exit_code
     if isinstance(exc, KeyboardInterrupt):
-        return _interruption(exc)
+        return signals.described(exc)
     deferred = ctx.meta.get(DEFERRED)
     if isinstance(deferred, CpmsError) and not hasattr(exc, "exit_code"):
         # A command ran without its configuration ("--help" was an option's value): the
@@ -372,23 +376,12 @@ def _nirs_whole(args: list[str]) -> list[str]:
     return [*words, *args[end:]]
 
 
-def _interruption(exc: KeyboardInterrupt) -> tuple[str, int]:
-    if isinstance(exc, Terminated):
-        return "terminated (SIGTERM)", 143
-    return "interrupted", 130
-
-
 def main() -> None:
     """Run the command line (the installed command goes through `cpms_admin.cli.main`)."""
-    signal.signal(signal.SIGTERM, _terminate)
     _owner_only_by_default()
     _standard_streams_open()
     watch_stdout()
     app(prog_name="cpms-admin")
-
-
-def _terminate(_signal: int, _frame: object) -> None:
-    raise Terminated
 
 
 def _standard_streams_open() -> None:

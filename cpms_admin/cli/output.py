@@ -19,6 +19,7 @@ import typer
 
 from cpms_admin import db
 from cpms_admin.audit import UNPRINTABLE
+from cpms_admin.cli import signals
 from cpms_admin.cli.context import AppContext
 from cpms_admin.db import Page
 from cpms_admin.french import agent_time
@@ -266,7 +267,9 @@ class BulkProgress:
         self._last_line = time.monotonic()
 
     def update(self, done: int, detail: str = "", *, total: int | None = None) -> None:
-        """`done` of the run's steps (of `total`, when it is known only now)."""
+        """`done` of the run's steps (of `total`, when it is known only now). A Ctrl-C or
+        SIGTERM dropped where it was raised (`signals`) stops the run here."""
+        signals.check()
         if total is not None:
             self._total = total
         if self._tty:

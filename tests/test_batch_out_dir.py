@@ -167,7 +167,16 @@ def test_a_new_out_is_private_whatever_the_umask_and_a_missing_parent_is_refused
     linked = cli("letters", "batch", "--out", str(srv / "link"), "--dry-run")
     assert "is a symbolic link" in error_line(linked, 2)  # as the night's run would say
     (srv / "link").unlink()
-    assert list(srv.iterdir()) == []
+    shared = tmp_path / "shared"  # anyone could swap the folder the run would make in it
+    shared.mkdir()
+    shared.chmod(0o777)
+    for args in ([], ["--dry-run"]):  # the dry run refuses it as the night's run does
+        unsafe = cli("letters", "batch", "--out", str(shared / "print"), *args)
+        assert error_line(unsafe, 2) == (
+            f"Error: --out {shared / 'print'}: {shared} is writable by every user and not "
+            "sticky; refusing to write"
+        ), args
+    assert list(srv.iterdir()) == [] and list(shared.iterdir()) == []
     assert snapshot(session) == before
     out = srv / "outgoing"
     summary = batch(cli, out)

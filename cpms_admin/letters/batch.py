@@ -57,7 +57,13 @@ from cpms_admin.letters.voiding import (
 from cpms_admin.members.postal import lines_digest
 from cpms_admin.models import Letter, LetterBatch, Member
 from cpms_admin.pepper import Peppers, load_peppers
-from cpms_admin.private_files import absolute, describe_entry, fsync_dir, private_dir
+from cpms_admin.private_files import (
+    absolute,
+    check_writable,
+    describe_entry,
+    fsync_dir,
+    private_dir,
+)
 from cpms_admin.settings import Settings
 from cpms_admin.vocabulary import AuditAction, BatchStatus, CancelReason, LetterStatus
 
@@ -89,6 +95,11 @@ def dry_run(*, engine: Engine, out: Path, limit: int | None, clock: Clock) -> Dr
     _check_out_parent(out)
     if describe_entry(absolute(out)) is not None:
         _writable_dir(out)  # there already: checked, nothing made
+    else:
+        try:  # the folders it would be made in, as the run checks them
+            check_writable(out)
+        except InvalidInput as exc:
+            raise InvalidInput(f"--out {out}: {exc}") from None
     with Session(engine) as session:
         return dry_run_counts(session, limit=limit, now=clock())
 

@@ -3,6 +3,7 @@
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -294,7 +295,7 @@ import cpms_admin.cli as cli
 real_import = builtins.__import__
 def stopping_import(name, *args, **kwargs):
     if name == "cpms_admin.cli.app":
-        os.kill(os.getpid(), getattr(signal, sys.argv[1]))
+        os.kill(os.getpid(), getattr(signal, os.environ["STOP_WITH"]))
         for _ in range(1000):  # the handler runs here, between two instructions
             pass
     return real_import(name, *args, **kwargs)
@@ -312,9 +313,33 @@ def test_a_signal_while_the_command_starts_is_one_line(
 ) -> None:
     """Ctrl-C or SIGTERM while the command still imports its libraries (a second or more on a
     loaded machine): one line and the exit code of a stop, not a traceback through imports."""
-    result = subprocess.run([sys.executable, "-c", _STOPPED_WHILE_STARTING, signal_name],
-                            cwd=tmp_path, capture_output=True, text=True, check=False)  # fmt: skip
-    assert (result.returncode, result.stderr) == (code, said)
+    result = _started_and_stopped(signal_name, cwd=tmp_path)
+    assert (result.returncode, result.stdout, result.stderr) == (code, "", said)
+
+
+def test_a_ctrl_c_the_caller_ignores_does_not_stop_the_command(tmp_path: Path) -> None:
+    """A job a script starts in the background (`cpms-admin letters batch &`) inherits SIGINT
+    ignored: the Ctrl-C meant for the script in the foreground must not stop it."""
+    result = _started_and_stopped("SIGINT", cwd=tmp_path, ignored=signal.SIGINT)
+    assert (result.returncode, result.stdout.startswith("cpms-admin ")) == (0, True), result
+
+
+def _started_and_stopped(
+    signal_name: str, *, cwd: Path, ignored: int | None = None
+) -> subprocess.CompletedProcess[str]:
+    def ignore() -> None:
+        if ignored is not None:
+            signal.signal(ignored, signal.SIG_IGN)
+
+    return subprocess.run(
+        [sys.executable, "-c", _STOPPED_WHILE_STARTING, "--version"],
+        env={**os.environ, "STOP_WITH": signal_name},
+        cwd=cwd,
+        preexec_fn=ignore,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
 
 
 def test_a_signal_python_drops_still_stops_the_run_and_is_said(
@@ -323,7 +348,6 @@ def test_a_signal_python_drops_still_stops_the_run_and_is_said(
     """Python drops an exception raised in a weakref callback or a `__del__` (SQLAlchemy's
     pools and event registry have both): a SIGTERM arriving there is raised again at the
     run's next step, and a command that still finished says it was stopped and exits 143."""
-    import signal
     import weakref
 
     from cpms_admin.cli import signals

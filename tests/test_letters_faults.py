@@ -316,6 +316,7 @@ def test_a_run_stopped_by_sigterm_gives_its_letters_back_and_says_so(
     assert process.returncode == 143, stderr
     assert json.loads(stdout) == {"error": "terminated (SIGTERM)", "exit_code": 143}
     assert stderr.splitlines()[-1] == "Error: terminated (SIGTERM)", stderr
+    assert stderr.count("Error:") == 1, stderr  # said once
     assert "Traceback" not in stderr and "Warning" not in stderr, stderr
     assert set(letters_by_status(session)) == {"pending"}
     assert not list(out.glob(".batch-*"))  # its staging removed by the run itself

@@ -126,7 +126,8 @@ class ErrorBoundary(CommandGroup):
             else:
                 _report_failure(_one_line(exc), exc.exit_code, as_json=asks_json)  # type: ignore[attr-defined]
             sys.exit(exc.exit_code)  # type: ignore[attr-defined]
-        if (stop := signals.requested()) is not None:  # dropped where it was raised
+        stop = signals.requested()
+        if stop is not None and result in (None, 0):  # dropped where it was raised
             message, code = signals.described(stop)
             _report_failure(message, code, as_json=False)
             sys.exit(code)

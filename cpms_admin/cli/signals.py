@@ -5,7 +5,8 @@ Python raises a signal's exception wherever the main thread is. Inside a garbage
 callback or a `__del__` (SQLAlchemy's pools and event registry have both), it is printed as
 "Exception ignored" and dropped, and the run would carry on and exit 0. So the request is
 also kept: a long run raises it again at its next step (`BulkProgress.update`), and the CLI,
-when a command returns, reports it with its exit code (130, or 143 for SIGTERM)."""
+when a command returns as if nothing happened, reports it with its exit code (130, or 143
+for SIGTERM)."""
 
 import signal
 
@@ -15,9 +16,12 @@ _requested: type[KeyboardInterrupt] | None = None
 
 
 def install() -> None:
-    """Handle both signals (the installed command's first step: its imports are stopped too)."""
-    signal.signal(signal.SIGINT, _stop)
-    signal.signal(signal.SIGTERM, _stop)
+    """Handle both signals (the installed command's first step: its imports are stopped too),
+    except one the caller ignores: a job started in the background by a script is not
+    stopped by the Ctrl-C meant for the script."""
+    for number in (signal.SIGINT, signal.SIGTERM):
+        if signal.getsignal(number) is not signal.SIG_IGN:
+            signal.signal(number, _stop)
 
 
 def _stop(signum: int, _frame: object) -> None:

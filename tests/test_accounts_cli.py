@@ -192,7 +192,8 @@ def test_a_code_asked_for_before_the_hard_lock_is_said_to_open_nothing(
     cli: Cli, clock: FakeClock, session: Session, settings: Settings, member: Member
 ) -> None:
     """The portal refuses a code asked for before the hard lock, and one an agent sends since
-    lets the member in: the diagnosis tells the two apart, for a code by e-mail or by post."""
+    lets the member in: the diagnosis tells the two apart, for a code by e-mail or by post,
+    and tells of the one that opens the lock first."""
     strict = cli.with_settings(lockout_max_failures=3, lockout_hard_after=3)
     assert strict("portal", "request-code", member.nir).exit_code == 0
     asked = mailed_codes(settings)[-1]
@@ -209,13 +210,17 @@ def test_a_code_asked_for_before_the_hard_lock_is_said_to_open_nothing(
         assert view["state"] == "locked"
         return next(line for line in view["diagnosis"] if line.startswith("In flight"))
 
-    dead = "asked for before the lock, it opens nothing while the lock holds."
+    dead = "it opens nothing while the lock holds (only a code an agent sends since does)."
     assert in_flight(member.nir).endswith(
-        f"sent by e-mail is valid until 2026-11-23 10:10 CET, but {dead}"
+        f"sent by e-mail is valid until 2026-11-23 10:10 CET; {dead}"
     )
-    assert (
-        in_flight(by_post.nir)
-        == f"In flight: letter #1 (security_code) with a code waits for the next print run; {dead}"
+    assert in_flight(by_post.nir) == (
+        f"In flight: letter #1 (security_code) with a code waits for the next print run; {dead}"
+    )
+    # A letter an agent asks for since the lock is the one to tell of, not the dead code.
+    assert strict("code", "issue", member.nir, "--channel", "post", "--reason", "x").exit_code == 0
+    assert in_flight(member.nir) == (
+        "In flight: letter #2 (security_code) with a code waits for the next print run."
     )
     refused = strict("--json", "portal", "set-pin", "--with", "code", "--captcha-ok", member.nir,
                      input=f"{asked}\n{NEW_PIN}\n{NEW_PIN}\n")  # fmt: skip

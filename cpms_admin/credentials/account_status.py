@@ -4,7 +4,7 @@ that fixes it. Read-only.
 What it says of a waiting letter is what the next print run will do with it: the batch's own
 rules (`letters.claim.moot_reasons`) tell a letter it will print from one it will cancel."""
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
@@ -44,8 +44,8 @@ class AccountStatus:
     # `unprintable_letter`: the latest letter failed, and the address still cannot be
     # printed (why)
     unprintable: tuple[Letter, str] | None = None
-    # The live code was asked for before the hard lock: the portal refuses it while the lock
-    # holds (`codes.opens_hard_lock`).
+    # The account is hard-locked and no agent asked for the live code since: the portal
+    # refuses it while the lock holds (`codes.opens_hard_lock`).
     code_before_lock: bool = False
     diagnosis: list[str] = field(default_factory=list)
     fix: str | None = None
@@ -150,54 +150,58 @@ def _unprintable_letter(session: Session, member: Member) -> tuple[Letter, str] 
     return None if why is None else (latest, why)
 
 
-# What a code asked for before a hard lock comes to (`codes.opens_hard_lock`).
-_BEFORE_LOCK = "asked for before the lock, it opens nothing while the lock holds"
+# What a code nobody asked for since a hard lock comes to (`codes.opens_hard_lock`).
+_LOCKED_OUT = "it opens nothing while the lock holds (only a code an agent sends since does)"
 
 
 def _in_flight(status: AccountStatus) -> str | None:
+    """What is on its way to the member: the first thing that gets them in (on a hard-locked
+    account, only what an agent asked for since the lock does), else the first thing, said
+    to open nothing."""
+    on_its_way = list(_on_its_way(status))
+    opening = [what for what, opens in on_its_way if opens]
+    if opening:
+        return opening[0]
+    return f"{on_its_way[0][0]}; {_LOCKED_OUT}" if on_its_way else None
+
+
+def _on_its_way(status: AccountStatus) -> Iterator[tuple[str, bool]]:
+    """Each code or letter on its way, in the order the member would get it, and whether it
+    would let them in."""
     code, locked_at = status.code, status.account.hard_locked_at
     if code is not None:
         by = "e-mail" if code.channel == Channel.email else "post"
         sent = f"a {code.purpose} code sent by {by} is valid until {agent_time(code.expires_at)}"
         if status.code_before_lock:
-            return f"{sent}, but {_BEFORE_LOCK}"
-        return (
-            f"{sent} ({count(status.code_tries_left, 'try', 'tries')} left): setting a PIN "
-            "with it lets the member log in"
-        )
+            yield sent, False
+        else:
+            tries = count(status.code_tries_left, "try", "tries")
+            yield f"{sent} ({tries} left): setting a PIN with it lets the member log in", True
 
-    if status.letters_in_print:
-        first = status.letters_in_print[0]
-        return _opening(
-            first,
-            locked_at,
-            f"letter #{first.id} ({first.kind}) is being printed by batch "
-            f"{first.batch_id}: its code works once the batch ends",
-        )
-    printing = [waiting.letter for waiting in status.pending_letters if waiting.moot is None]
-    if printing:
-        first = printing[0]
-        return _opening(
-            first,
-            locked_at,
-            f"letter #{first.id} ({first.kind}) with a code waits for the next print run",
-        )
-    if status.queued_emails:
-        mail = status.queued_emails[0]
-        waits = (
-            f"a {mail.purpose} code e-mail (queued {agent_time(mail.created_at)}) waits for "
-            "the next `mail send`"
-        )
-        # A campaign's code: nobody asked for it by name, so it opens no lock.
-        return waits if locked_at is None else f"{waits}; a campaign's code opens no lock"
-    return None
+    def opens(letter: Letter) -> bool:
+        return locked_at is None or codes.letter_opens_hard_lock(letter, locked_at)
 
-
-def _opening(letter: Letter, locked_at: datetime | None, what: str) -> str:
-    """`what` of `letter`, said to open nothing when it was asked for before the lock."""
-    if locked_at is None or codes.letter_opens_hard_lock(letter, locked_at):
-        return what
-    return f"{what}; {_BEFORE_LOCK}"
+    for letter in status.letters_in_print:
+        yield (
+            (
+                f"letter #{letter.id} ({letter.kind}) is being printed by batch "
+                f"{letter.batch_id}: its code works once the batch ends"
+            ),
+            opens(letter),
+        )
+    for waiting in status.pending_letters:
+        if waiting.moot is None:
+            letter = waiting.letter
+            said = f"letter #{letter.id} ({letter.kind}) with a code waits for the next print run"
+            yield said, opens(letter)
+    for mail in status.queued_emails:  # a campaign's code: nobody asked for it by name
+        yield (
+            (
+                f"a {mail.purpose} code e-mail (queued {agent_time(mail.created_at)}) waits for "
+                "the next `mail send`"
+            ),
+            locked_at is None,
+        )
 
 
 def diagnose(

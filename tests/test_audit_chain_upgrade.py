@@ -5,6 +5,7 @@ written until it is run again. Then `audit verify` vouches for them."""
 import json
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from alembic import command
@@ -123,3 +124,27 @@ def test_an_event_written_by_hand_after_the_migration_is_not_sealed(
     assert result.exit_code == 1
     assert json.loads(result.stdout)["first_bad_id"] == 50
     assert (50, None, "member.close") in chain(at_0007)
+
+
+def test_an_upgrade_refused_for_its_missing_pepper_leaves_the_schema_as_it_was(
+    cli: Cli, at_0007: Engine, empty_db_url: str, tmp_path: Path
+) -> None:
+    """An old database whose pepper was not found where this release looks for it (it used
+    to live in the working directory): refused before any migration, so that the right run,
+    pepper found, upgrades it as if nothing happened, sealing the old events."""
+    record_test_pepper(at_0007)
+    missing = tmp_path / "elsewhere" / "pepper"
+    on_old = cli.with_settings(database_url=empty_db_url, pepper=None, pepper_file=str(missing))
+    refused = on_old("db", "upgrade")
+    assert refused.exit_code == 5, refused.output
+    assert f"no pepper at {missing}, but this database recorded a pepper" in refused.stderr
+    with at_0007.connect() as conn:  # no migration ran: 0007's schema, its events as they were
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0007"
+        assert conn.execute(text("SELECT count(*) FROM audit_event")).scalar() == 3
+    assert not missing.parent.exists()
+    upgraded = cli.with_settings(database_url=empty_db_url)("db", "upgrade")  # pepper found
+    assert upgraded.exit_code == 0, upgraded.output
+    assert [action for _, _, action in chain(at_0007)] == [
+        "member.add", "account.unlock", "letters.batch", "db.upgrade"
+    ]  # fmt: skip
+    assert_chain_intact(cli.with_settings(database_url=empty_db_url))

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from sqlalchemy import func, not_, or_, update
+from sqlalchemy import func, inspect, not_, or_, update
 from sqlmodel import Session, col, select
 
 from cpms_admin import audit
@@ -110,6 +110,34 @@ def holds_hashes(session: Session) -> bool:
     )
 
 
+def check_no_pepper_needed(session: Session, settings: Settings) -> None:
+    """Before migrating an existing database: NotReady, as `settle_pepper` would refuse after
+    the migrations, when no pepper is at hand and the database recorded one or holds hashes.
+    Read on the schema as it is (older ones have no record of peppers), so that the refusal
+    changes nothing."""
+    if pepper_given(settings):
+        return
+    recorded = inspect(session.connection()).has_table(PepperKey.__tablename__) and bool(
+        _recorded(session)
+    )
+    _no_pepper_needed(session, settings, recorded=recorded)
+
+
+def _no_pepper_needed(session: Session, settings: Settings, *, recorded: bool) -> Path:
+    """Where a new pepper file would go; NotReady when the database has a pepper already
+    (`recorded`, or hashes made with one): a new one would make every PIN and code fail."""
+    path = pepper_file_path(settings)
+    assert path is not None  # a pepper in CPMS_PEPPER is given
+    if recorded or holds_hashes(session):
+        held = "recorded a pepper" if recorded else "holds hashes made with a pepper"
+        raise NotReady(
+            f"no pepper at {path}, but this database {held}: restore its pepper file "
+            "there (or point CPMS_PEPPER_FILE at it). A new pepper would make every PIN "
+            "and code fail, so none is made"
+        )
+    return path
+
+
 def settle_pepper(
     session: Session, *, settings: Settings, agent: str, now: datetime
 ) -> Path | None:
@@ -128,15 +156,7 @@ def settle_pepper(
                 return None
             created = None
         else:
-            path = pepper_file_path(settings)
-            assert path is not None  # a pepper in CPMS_PEPPER is given
-            if recorded or holds_hashes(session):
-                held = "recorded a pepper" if recorded else "holds hashes made with a pepper"
-                raise NotReady(
-                    f"no pepper at {path}, but this database {held}: restore its pepper file "
-                    "there (or point CPMS_PEPPER_FILE at it). A new pepper would make every PIN "
-                    "and code fail, so none is made"
-                )
+            path = _no_pepper_needed(session, settings, recorded=bool(recorded))
             peppers = create_pepper_file(path)
             created = path
         _record(session, peppers, sorted(peppers.secrets), now)

@@ -141,6 +141,8 @@ def _upgrade(
             agent = authorize(session, command="db upgrade").name
         else:
             agent = identity(session)
+        if found is not None:  # refused now, not once the schema is migrated
+            peppers.check_no_pepper_needed(session, settings)
     before = upgrade_schema(engine)  # another upgrade may have run since `found`
     with session_scope(engine) as session:
         # The pepper first: it keys the audit chain, whose events from before it (0011)

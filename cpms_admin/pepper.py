@@ -269,12 +269,8 @@ def _write_pepper_file(path: Path, peppers: Mapping[int, str]) -> None:
         replaced = None
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     else:
-        link = os.lstat(path)
-        if stat.S_ISLNK(link.st_mode) and not is_trusted(link):
-            raise NotReady(
-                f"pepper file {path} is a link another user made (uid {link.st_uid}): "
-                "refusing to write where it points; replace it with the file itself"
-            )
+        if (planted := _planted_link(path)) is not None:
+            raise NotReady(f"{planted}: refusing to write where it points; {_NOT_A_LINK}")
         path = Path(os.path.realpath(path))
     lines = "".join(f"{key}:{secret}\n" for key, secret in sorted(peppers.items()))
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
@@ -315,12 +311,29 @@ def read_peppers_file(path: Path) -> Peppers:
     return parse_peppers(_read_pepper_file(path), f"pepper file {path}")
 
 
+_NOT_A_LINK = "replace it with the database's own pepper file (or a link of your own)"
+
+
+def _planted_link(path: Path) -> str | None:
+    """What is wrong when `path` is a symbolic link another user made (who could point it
+    at any file, or re-point it later: the pepper would be theirs to choose), else None."""
+    try:
+        link = os.lstat(path)
+    except OSError:
+        return None
+    if stat.S_ISLNK(link.st_mode) and not is_trusted(link):
+        return f"pepper file {path} is a link another user made (uid {link.st_uid})"
+    return None
+
+
 def _read_pepper_file(path: Path) -> str:
     """The file's text, once it is a regular file that only its owner and group can read and
     only its owner can write (NotReady otherwise, saying how to fix it): a pepper others
     could read is no secret, and one they could write or plant (a shared directory such as
     /var/tmp) would be theirs. Opened without blocking, so a FIFO there is refused, not
-    waited on for ever."""
+    waited on for ever. A link another user made is refused, wherever it points."""
+    if (planted := _planted_link(path)) is not None:
+        raise NotReady(f"{planted}: {_NOT_A_LINK}")
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     with os.fdopen(fd, "rb") as handle:
         info = os.fstat(fd)
@@ -337,6 +350,8 @@ def _read_pepper_file(path: Path) -> str:
 def pepper_file_problem(path: Path) -> tuple[str, str] | None:
     """For `doctor`: what is wrong with the pepper file's presence or permissions and how to
     fix it, or None."""
+    if (planted := _planted_link(path)) is not None:
+        return planted, _NOT_A_LINK
     try:
         info = path.stat()
     except OSError as exc:

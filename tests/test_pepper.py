@@ -436,6 +436,30 @@ def test_a_rotation_never_writes_through_another_user_s_link(filed: tuple[Cli, P
     assert target.read_text() == before
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root can give a link away")
+def test_a_link_another_user_planted_as_the_pepper_is_never_adopted(tmp_path: Path) -> None:
+    """In a shared folder (/var/tmp), another user links `pepper` to the pepper of one of our
+    databases: followed, two databases would share a pepper, and they could re-point it at
+    will. Refused as a planted file is, and `doctor` says why."""
+    ours, shared = tmp_path / "ours", tmp_path / "shared"
+    ours.mkdir()
+    shared.mkdir()
+    shared.chmod(0o1777)
+    assert (
+        Cli(Settings(database_url=f"sqlite:///{ours / 'cpms.db'}"))("db", "upgrade").exit_code == 0
+    )
+    planted = shared / "pepper"
+    planted.symlink_to(ours / "pepper")
+    os.lchown(planted, 65534, 65534)
+    theirs = Cli(Settings(database_url=f"sqlite:///{shared / 'cpms.db'}", mail_dir=str(shared)))
+    said = f"pepper file {planted} is a link another user made (uid 65534)"
+    upgrade = theirs("db", "upgrade")
+    assert (upgrade.exit_code, said in upgrade.stderr) == (5, True), upgrade.output
+    assert sorted(entry.name for entry in shared.iterdir()) == ["pepper"]  # no database made
+    doctor = theirs("doctor")
+    assert (doctor.exit_code, said in doctor.output) == (5, True), doctor.output
+
+
 def test_only_a_missing_table_sends_the_agent_to_db_upgrade(tmp_path: Path) -> None:
     """Reading the fingerprints fails for many reasons (a file that is no database, a right
     refused): `db upgrade` only helps the database that lacks the table."""

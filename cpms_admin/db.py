@@ -313,8 +313,16 @@ def describe_db_error(exc: DBAPIError) -> str:
 def database_failure(exc: DBAPIError, *, doing: str = "database error") -> CpmsError:
     """What a driver error tells the user. PostgreSQL refusing the login role a privilege
     (SQLSTATE 42501: an admin disabled the agent, or only the owner may do it) is a refusal,
-    exit 1; anything else means the database is not ready, exit 5."""
+    exit 1, unless it is the CREATEROLE the owner needs to upgrade; anything else means the
+    database is not ready, exit 5."""
     what = describe_db_error(exc)
+    if getattr(exc.orig, "sqlstate", None) == "42501" and "to create role" in str(exc.orig):
+        # `db upgrade` makes the agents' group roles (agents/grants.py): a setup step missed
+        return NotReady(
+            f"{doing}: {what}: the database login may not create roles, which db upgrade does "
+            "for the agents' groups; ALTER ROLE ... CREATEROLE for it (or run this upgrade "
+            "once as a superuser), then run it again"
+        )
     if getattr(exc.orig, "sqlstate", None) == "42501":
         return Refused(
             f"not allowed by the database: {what} "

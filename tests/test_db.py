@@ -8,19 +8,21 @@ from pathlib import Path
 import pytest
 from alembic.config import Config
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, Engine, Index, text
+from sqlalchemy import Connection, Engine, Index, create_engine, text
+from sqlalchemy.engine import make_url
 from sqlmodel import Session, col, select
 
 from cpms_admin import audit
 from cpms_admin.bulk.import_writes import one_batch_at_a_time
-from cpms_admin.db import MIGRATIONS_DIR, make_engine, migrate, transaction
+from cpms_admin.db import MIGRATIONS_DIR, make_engine, migrate, normalise_url, transaction
 from cpms_admin.errors import Conflict, NotReady
 from cpms_admin.members import records, views
 from cpms_admin.migrations import HEAD_REVISION
 from cpms_admin.models import AuditEvent
-from tests.databases import PG_URL, new_pg_database
+from cpms_admin.settings import Settings
+from tests.databases import PG_URL, created_login, new_pg_database
 from tests.factories import make_member
-from tests.harness import Cli
+from tests.harness import TEST_PEPPER, Cli
 from tests.process_helpers import CPMS, start_held, wait_until, waiting_for_a_lock
 
 
@@ -170,6 +172,28 @@ def _stored_condition(conn: Connection, index: Index, made_with: str = "") -> st
         {"n": name},
     )
     return condition.scalar_one()
+
+
+@pytest.mark.skipif(not PG_URL, reason="needs PostgreSQL: set CPMS_TEST_DATABASE_URL")
+def test_an_owner_that_may_not_create_roles_is_told_what_to_grant(tmp_path: Path) -> None:
+    """A role of its own owns the database (README, PostgreSQL). Without CREATEROLE, the
+    first upgrade cannot make the agents' groups: exit 5 saying what to grant, not a refusal
+    blamed on a disabled agent; once granted, the same command upgrades."""
+    with created_login(PG_URL) as owner, new_pg_database() as url:
+        admin = create_engine(normalise_url(url), isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(text(f'ALTER DATABASE "{make_url(url).database}" OWNER TO {owner}'))
+        as_owner = make_url(url).set(username=owner, password=None)
+        cli = Cli(Settings(database_url=as_owner.render_as_string(hide_password=False),
+                           pepper=TEST_PEPPER, mail_dir=str(tmp_path)))  # fmt: skip
+        refused = cli("db", "upgrade")
+        assert refused.exit_code == 5, refused.output
+        assert "the database login may not create roles" in refused.stderr
+        with admin.connect() as conn:
+            conn.execute(text(f"ALTER ROLE {owner} CREATEROLE"))
+        admin.dispose()
+        upgraded = cli("db", "upgrade")
+        assert upgraded.exit_code == 0, upgraded.output
 
 
 # --- the unit of work --------------------------------------------------------------------

@@ -374,7 +374,9 @@ def _file_problem(path: Path, info: os.stat_result) -> tuple[str, str] | None:
         return (
             f"pepper file {path} belongs to another user (uid {info.st_uid}) and is not shared "
             "with your group",
-            "restore the database's own pepper file there from its backup",
+            f"if it is this database's, run the command as its owner (uid {info.st_uid}) or "
+            "share it with your group (mode 0640); if not, restore the database's own pepper "
+            "file there from its backup",
         )
     if mode & ~_PEPPER_MODE_CEILING & ~stat.S_IRWXU:
         who = "other users" if mode & stat.S_IRWXO else "its group beyond reading"

@@ -352,7 +352,9 @@ def test_a_private_pepper_another_user_made_is_never_adopted(tmp_path: Path) -> 
     assert (upgrade.returncode, upgrade.stderr) == (
         5,
         f"Error: pepper file {planted} belongs to another user (uid 65534) and is not shared "
-        "with your group: restore the database's own pepper file there from its backup\n",
+        "with your group: if it is this database's, run the command as its owner (uid 65534) "
+        "or share it with your group (mode 0640); if not, restore the database's own pepper "
+        "file there from its backup\n",
     )
 
 

@@ -32,8 +32,9 @@ KERNEL = {
     "vocabulary",
     "migrations",
 }
-# What every command runs before its own code: the CLI's plumbing, and the rights check.
-PLUMBING = {"cli.app", "cli.context", "cli.output", "agents"}
+# What every command runs around its own code: the CLI's plumbing (the stop signals' handlers
+# included), and the rights check.
+PLUMBING = {"cli.app", "cli.context", "cli.output", "cli.signals", "agents"}
 NIR = "185057800608491"
 EXIT = "exit code"  # the traced child's last line of stderr: "exit code N"
 

@@ -2,6 +2,7 @@
 revoke the unsent code and are retried, then given up; a dead server stops the run."""
 
 import json
+import os
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from tests.audit_helpers import audit_of, run_event, run_id
 from tests.cred_helpers import mailed_codes, outbox, text_of
 from tests.factories import make_member, snapshot
 from tests.harness import TEST_PEPPER, Cli, FakeClock
+from tests.process_helpers import CPMS, start_held
 
 
 def queue(cli: Cli, session: Session, count: int) -> list[Member]:
@@ -340,3 +342,35 @@ def test_a_second_run_while_one_sends_is_refused_and_each_email_leaves_once(
     assert [mail.status for mail in mails(session)] == ["sent"]
     assert len(outbox(cli.settings)) == 1
     assert send(cli)[0] == 0  # the lock died with the run
+
+
+def test_an_address_changed_before_the_claim_gets_no_live_code_at_the_old_one(
+    cli: Cli, session: Session, tmp_path: Path
+) -> None:
+    """The run looked at the member; an agent then changed their e-mail, revoking the codes
+    on their way, before the run claimed the e-mail and made its code. The run used to send
+    that code, live, to the address it had looked at; now it reads the address with it."""
+    (member,) = queue(cli, session, 1)
+    former = f"<{member.email}>"
+    held_here = tmp_path / "held"  # the run stands between its first look and its claim
+    run = start_held(
+        [str(CPMS), "--json", "mail", "send"],
+        env={**os.environ, **cli.env()},
+        point="mail.before_claim",
+        flag=held_here,
+    )
+    try:
+        moved = cli("member", "update", member.nir, "--email", "nouvelle@example.fr")
+    finally:
+        held_here.unlink(missing_ok=True)
+        out, err = run.communicate(timeout=120)
+    assert moved.exit_code == 0, moved.output
+    assert run.returncode == 0, err
+    assert json.loads(out)["sent"] == 1
+    (message,) = outbox(cli.settings)
+    (clear,) = mailed_codes(cli.settings)
+    now = Cli(cli.settings)  # the run's clock, the system's, for the code it made
+    tried = now("--json", "portal", "set-pin", member.nir, input=f"{clear}\n482915\n482915\n")
+    works, to_old = json.loads(tried.stdout)["ok"], former in str(message["To"])
+    assert not (to_old and works), "the code e-mailed to the former address works"
+    assert (to_old, works) == (False, True)  # it went to the new address, and works there

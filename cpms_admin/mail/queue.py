@@ -2,8 +2,10 @@
 
 One run at a time (`db.one_run`: a second one started meanwhile, by cron when the server is
 slow, exits 4): an e-mail claimed and not marked sent is then one a killed run left. For
-each e-mail: claim it (one more attempt, compare-and-set), store the new code's hash and
-commit, then send. Sent: marked sent.
+each e-mail: claim it (one more attempt, compare-and-set), read the member's address (the row
+locked on PostgreSQL), store the new code's hash and commit, then send to that address. An
+address changed meanwhile either waits for that commit and revokes the code, or is the one
+read. Sent: marked sent.
 Failed: the code that never arrived is revoked and the e-mail waits for the next run,
 until MAX_ATTEMPTS (an address the mail library refuses is given up at once). After
 STOP_AFTER failures in a row, or one session past its deadline, the server is taken to be
@@ -92,13 +94,18 @@ def _give_up(mail: OutgoingMail, reason: str) -> None:
     mail.status, mail.last_error = MailStatus.failed, reason
 
 
+def _cannot_be_mailed(member: Member) -> str | None:
+    """Why the member can no longer get an e-mail at all: closed, or no address."""
+    if member.status != MemberStatus.active:
+        return CancelReason.member_closed.text
+    return None if member.email else NO_EMAIL
+
+
 def _no_longer_needed(
     session: Session, mail: OutgoingMail, member: Member, now: datetime
 ) -> str | None:
-    if member.status != MemberStatus.active:
-        return CancelReason.member_closed.text
-    if not member.email:
-        return NO_EMAIL
+    if unreachable := _cannot_be_mailed(member):
+        return unreachable
     # This e-mail's own code, made by a run killed before it could mark the e-mail sent, may
     # never have left: it is no reason to cancel, and the code sent now replaces it.
     if waiting := on_its_way(session, member_id=pk(member), now=now, except_code_id=mail.code_id):
@@ -128,6 +135,12 @@ class _Sender:
         self.failures_in_a_row = 0
         self.stop: str | None = None  # why the run must stop: the server looks down
 
+    def cancel(self, mail: OutgoingMail, reason: str, at: datetime) -> None:
+        """Cancel `mail`, no longer needed, in the unit of work open, if any (see `save`)."""
+        mail.status, mail.last_error = MailStatus.cancelled, reason
+        self.counts.cancelled += 1
+        self.save(mail, at)
+
     def save(self, mail: OutgoingMail, at: datetime) -> None:
         """Write `mail` in one unit of work (the run's event with the first); an e-mail sent,
         cancelled or given up, with an event for its member."""
@@ -138,19 +151,19 @@ class _Sender:
                 self.audit.record_members(self.session, [mail.member_id], change=mail.status, at=at)
 
     def send(self, mail: OutgoingMail, member: Member, account: Account) -> None:
-        # Read a moment ago with its batch: the member may have left or changed address since.
-        self.session.refresh(member)
-        self.session.refresh(account)
         now: datetime = self.clock()
-        moot = _no_longer_needed(self.session, mail, member, now)
-        if moot is not None:
-            mail.status, mail.last_error = MailStatus.cancelled, moot
-            self.counts.cancelled += 1
-            self.save(mail, now)
-            return
-        issued = self._claim_with_code(mail, account, now)
+        with transaction(self.session):  # a first look, so a moot e-mail is not claimed
+            # Read a moment ago with its batch: the member may have left or changed address since.
+            self.session.refresh(member)
+            self.session.refresh(account)
+            moot = _no_longer_needed(self.session, mail, member, now)
+            if moot is not None:
+                self.cancel(mail, moot, now)
+                return
+        failpoint("mail.before_claim")
+        issued = self._claim_with_code(mail, member, account, now)
         if issued is None:
-            return  # another run has it
+            return  # another run has it, or the member left or lost their address meanwhile
         failpoint("mail.before_send")
         try:
             email_code(
@@ -172,11 +185,19 @@ class _Sender:
         self.save(mail, now)
 
     def _claim_with_code(
-        self, mail: OutgoingMail, account: Account, now: datetime
+        self, mail: OutgoingMail, member: Member, account: Account, now: datetime
     ) -> codes.IssuedCode | None:
-        """Claim the e-mail and store its new code's hash before it leaves."""
+        """Claim the e-mail and store its new code's hash before it leaves. The address it
+        goes to is read here: a change committed since the first look is the one read, one
+        committed later revokes this code (on PostgreSQL the member row stays locked until
+        the commit, or the change's revoke could run before this code is stored)."""
         with transaction(self.session):
             if not _claim(self.session, mail):
+                return None
+            # FOR SHARE; on SQLite this transaction holds the write lock (BEGIN IMMEDIATE).
+            self.session.refresh(member, with_for_update={"read": True})
+            if unreachable := _cannot_be_mailed(member):
+                self.cancel(mail, unreachable, now)
                 return None
             if mail.code_id is not None:
                 # A killed run's code, sent or not: the one made now replaces it, whatever

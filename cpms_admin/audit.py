@@ -172,6 +172,11 @@ def _plain(value: Any) -> Any:
     )
 
 
+# The events about an agent rather than a member (agents/registry.py writes them): their
+# details name the agent (`name`), and an `agent.add`'s the role given and the one before.
+_ON_AN_AGENT = frozenset({AuditAction.agent_add, AuditAction.agent_disable})
+
+
 @dataclass(frozen=True, slots=True)
 class ListedEvent:
     """A line of `audit list`: the event, its member's NIR if it concerns one, and its
@@ -180,6 +185,21 @@ class ListedEvent:
     event: AuditEvent
     nir: str | None
     details: Any
+
+    @property
+    def agent_target(self) -> str | None:
+        """The agent an event on an agent changed, as `audit list`'s table names it where a
+        member's event shows the NIR: `bob`, and for an `agent.add` the role given (and the
+        state before, when they were an agent already): `bob (supervisor, was disabled)`.
+        None for any other event. (The JSON keeps these in `details`.)"""
+        details = self.details if isinstance(self.details, dict) else {}
+        name = details.get("name")
+        if self.event.action not in _ON_AN_AGENT or not isinstance(name, str):
+            return None
+        role, before = details.get("role"), details.get("before")
+        if self.event.action != AuditAction.agent_add or not role:
+            return name
+        return f"{name} ({role}, was {before})" if before else f"{name} ({role})"
 
     def as_json(self) -> dict[str, Any]:
         event = self.event

@@ -38,6 +38,7 @@ from cpms_admin.cli.app import app
 from cpms_admin.db import make_engine, migrate, normalise_url, transaction, upgrade_schema
 from cpms_admin.errors import Refused
 from cpms_admin.faults import HOLD_VAR
+from cpms_admin.members.nir import format_nir
 from cpms_admin.models import Agent
 from cpms_admin.operations.doctor import check_database, check_mail
 from cpms_admin.settings import Settings
@@ -278,6 +279,73 @@ def test_agent_changes_are_audited(cli: Cli, db_url: str, new_login: str) -> Non
     ]
     assert events[2]["label"] == "INC-42"
     assert {e["agent"] for e in events[:3]} == {runner_identity(db_url)}
+
+
+# What `audit list --json` prints for each event (docs/scripting.md#listings): the table's
+# NIR column naming an agent adds nothing to it.
+EVENT_KEYS = {"id", "at", "agent", "label", "action", "nir", "reason", "outcome", "details"}
+
+
+def test_audit_list_names_the_agent_an_agent_event_changed(
+    cli: Cli, session: Session, db_url: str, new_login: str
+) -> None:
+    """Who was added with which role, or disabled, reads in the table where a member's event
+    shows the NIR; the member's event keeps its NIR, and the JSON is as it was."""
+    bob, member = new_login, make_member(session)
+    assert cli("account", "unlock", member.nir, "--reason", "by phone").exit_code == 0
+    assert cli("--agent", "INC-42", "agent", "add", bob, "--role", "support").exit_code == 0
+    assert cli("agent", "add", bob, "--role", "supervisor").exit_code == 0
+    assert cli("agent", "disable", bob, "--reason", "left").exit_code == 0
+    listed = cli("audit", "list", "--limit", "4")
+    assert listed.exit_code == 0, listed.stderr
+    lines = [line.split("\t") for line in listed.stdout.splitlines()]
+    assert lines[0] == ["#", "When", "Agent", "Label", "Action", "NIR", "Outcome", "Reason"]
+    assert [line[3:] for line in lines[1:]] == [
+        ["agent.test", "agent.disable", bob, "ok", "left"],
+        ["agent.test", "agent.add", f"{bob} (supervisor, was support)", "ok", ""],
+        ["INC-42", "agent.add", f"{bob} (support)", "ok", ""],
+        ["agent.test", "account.unlock", format_nir(member.nir), "noop", "by phone"],
+    ]
+    events = json.loads(cli("--json", "audit", "list", "--limit", "4").stdout)
+    assert all(set(event) == EVENT_KEYS for event in events)
+    me = runner_identity(db_url)
+    assert [{k: e[k] for k in EVENT_KEYS - {"id", "at"}} for e in events[:3]] == [
+        {"agent": me, "label": "agent.test", "action": "agent.disable", "nir": None,
+         "reason": "left", "outcome": "ok", "details": {"name": bob}},
+        {"agent": me, "label": "agent.test", "action": "agent.add", "nir": None,
+         "reason": None, "outcome": "ok",
+         "details": {"name": bob, "role": "supervisor", "before": "support"}},
+        {"agent": me, "label": "INC-42", "action": "agent.add", "nir": None, "reason": None,
+         "outcome": "ok", "details": {"name": bob, "role": "support", "before": None}},
+    ]  # fmt: skip
+    assert events[3]["nir"] == member.nir
+
+
+def test_agent_add_records_the_reason_it_is_given(cli: Cli, new_login: str) -> None:
+    """`agent add --reason`, optional, says why as `agent disable --reason` does: why a
+    disabled agent is enabled again."""
+    bob = new_login
+    assert cli("agent", "add", bob, "--role", "support").exit_code == 0
+    assert cli("agent", "disable", bob, "--reason", "on leave").exit_code == 0
+    back = cli("agent", "add", bob, "--role", "support", "--reason", " back from leave ")
+    assert (back.exit_code, back.stdout) == (0, f"{bob} is now support (was disabled).\n")
+    [event] = json.loads(cli("--json", "audit", "list", "--limit", "1").stdout)
+    assert (event["action"], event["reason"], event["details"]) == (
+        "agent.add",
+        "back from leave",
+        {"name": bob, "role": "support", "before": "disabled"},
+    )
+    [line] = cli("audit", "list", "--limit", "1").stdout.splitlines()[1:]
+    assert line.split("\t")[4:] == [
+        "agent.add",
+        f"{bob} (support, was disabled)",
+        "ok",
+        "back from leave",
+    ]
+    blank = cli("agent", "add", bob, "--role", "admin", "--reason", " ")
+    assert (blank.exit_code, blank.stderr) == (2, "Error: the reason must not be empty\n")
+    assert [a["role"] for a in json.loads(cli("--json", "agent", "list").stdout)
+            if a["name"] == bob] == ["support"]  # fmt: skip
 
 
 # --- a second OS user, on SQLite -------------------------------------------------------------

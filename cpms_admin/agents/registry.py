@@ -129,11 +129,22 @@ class AgentChange:
         }
 
 
-def add_agent(session: Session, *, name: str, role: Role, actor: str, now: datetime) -> AgentChange:
-    """Add `name` with `role`, or give an existing agent that role (enabling them again).
-    Adding an agent who already has the role changes nothing."""
+def add_agent(
+    session: Session,
+    *,
+    name: str,
+    role: Role,
+    actor: str,
+    now: datetime,
+    reason: str | None = None,
+) -> AgentChange:
+    """Add `name` with `role`, or give an existing agent that role (enabling them again),
+    recording `reason` when given. Adding an agent who already has the role changes
+    nothing."""
     name = _agent_name(name)
     check_reserved(name, role)
+    if reason is not None:  # refused as input even when there is nothing to do
+        reason = audit.clean_text(reason, what="the reason", max_length=audit.REASON_MAX_LENGTH)
     with transaction(session):
         agent = _lock(session, name)
         before = None if agent is None else _state(agent)
@@ -152,6 +163,7 @@ def add_agent(session: Session, *, name: str, role: Role, actor: str, now: datet
             session,
             agent=actor,
             action=AuditAction.agent_add,
+            reason=reason,
             at=now,
             name=name,
             role=role,

@@ -17,6 +17,13 @@ def add(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="The OS user (SQLite) or login role (PostgreSQL).")],
     role: Annotated[Role, typer.Option("--role", help="What they may do (README).")],
+    reason: Annotated[
+        str | None,
+        typer.Option(
+            "--reason",
+            help="Why (recorded in the audit log), e.g. why a disabled agent is enabled again.",
+        ),
+    ] = None,
 ) -> None:
     """Add an agent, or give an existing one a new role (enabling them again).
 
@@ -31,7 +38,7 @@ def add(
     app_ = app_context(ctx)
     with app_.session() as session:
         change = registry.add_agent(
-            session, name=name, role=role, actor=app_.agent, now=app_.clock()
+            session, name=name, role=role, actor=app_.agent, now=app_.clock(), reason=reason
         )
     line = (
         f"Nothing to do: {change.name} is already {change.role}."

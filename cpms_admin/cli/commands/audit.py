@@ -10,7 +10,7 @@ from cpms_admin.cli.context import app_context
 from cpms_admin.cli.options import AllRows, completes
 from cpms_admin.cli.output import emit_object, emit_page, error, exit_as, warn
 from cpms_admin.clock import parse_moment
-from cpms_admin.members.nir import nir_to_find
+from cpms_admin.members.nir import format_nir, nir_to_find
 from cpms_admin.settings import LIMIT_MAX
 from cpms_admin.vocabulary import AuditAction
 
@@ -60,11 +60,17 @@ def list_(
         ("agent", "Agent"),
         ("label", "Label"),
         ("action", "Action"),
-        ("nir", "NIR"),
+        ("target", "NIR"),  # the member's NIR; for an event on an agent, that agent
         ("outcome", "Outcome"),
         ("reason", "Reason"),
     ]
-    emit_page(app_, rows, [row.as_json() for row in rows], columns)
+    shown = [
+        row.as_json()
+        if app_.json_output
+        else {**row.as_json(), "target": format_nir(row.nir) if row.nir else row.agent_target}
+        for row in rows
+    ]
+    emit_page(app_, rows, shown, columns)
 
 
 @app.command("verify")

@@ -247,27 +247,29 @@ def new_secret() -> str:
 _PEPPER_MODE_CEILING = 0o640
 
 
-def write_pepper_file(path: Path, peppers: Mapping[int, str]) -> None:
+def write_pepper_file(path: Path, peppers: Mapping[int, str], *, make_folder: bool = False) -> None:
     """Write `peppers` (id -> secret) to `path`, durably and atomically: a private temporary
     file renamed into place, so nobody ever sees a partial or readable pepper. A new file is
     0600; a file replaced (a rotation) keeps its group and its group's read, so agents who
     share the database keep reading it. A file replaced through a link (an administrator's,
-    to where backups look) is replaced where the link points, the link kept. NotReady when
-    it cannot be written: nothing changed."""
+    to where backups look) is replaced where the link points, the link kept. Its folder is
+    made (0700) only when asked (`make_folder`: `db upgrade --create-dirs`): a typo in
+    CPMS_PEPPER_FILE must not make one. NotReady when it cannot be written: nothing changed."""
     try:
-        _write_pepper_file(path, peppers)
+        _write_pepper_file(path, peppers, make_folder=make_folder)
     except OSError as exc:
         raise NotReady(
             f"cannot write pepper file {path}: {exc.strerror or exc}; nothing was changed"
         ) from None
 
 
-def _write_pepper_file(path: Path, peppers: Mapping[int, str]) -> None:
+def _write_pepper_file(path: Path, peppers: Mapping[int, str], *, make_folder: bool) -> None:
     try:
         replaced = os.stat(path)
     except FileNotFoundError:
         replaced = None
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if make_folder:
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     else:
         if (planted := _planted_link(path)) is not None:
             raise NotReady(f"{planted}: refusing to write where it points; {_NOT_A_LINK}")
@@ -299,11 +301,12 @@ def _allowed_mode(mode: int) -> int:
     return (stat.S_IMODE(mode) & _PEPPER_MODE_CEILING & stat.S_IRGRP) | 0o600
 
 
-def create_pepper_file(path: Path) -> Peppers:
-    """A new file holding a new pepper 1; never overwrites an existing file."""
+def create_pepper_file(path: Path, *, make_folder: bool = True) -> Peppers:
+    """A new file holding a new pepper 1, its folder made unless `make_folder` is off; never
+    overwrites an existing file."""
     if path.exists() or path.is_symlink():
         raise Conflict(f"pepper file {path} already exists; refusing to overwrite it")
-    write_pepper_file(path, {1: new_secret()})
+    write_pepper_file(path, {1: new_secret()}, make_folder=make_folder)
     return read_peppers_file(path)
 
 

@@ -14,7 +14,7 @@ import os
 import re
 import reprlib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import Field, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -294,12 +294,11 @@ def load_settings(
                 "its own (pepper_file), which cpms-admin checks is private"
             )
         values.update(from_file)
-        labels.update({name: f"{name} in {config_path}" for name in from_file})
+        labels.update({name: _in_config(name, config_path) for name in from_file})
     for name, spec in known.items():
-        raw = env.get(env_name(name))
-        if raw is None or (raw == "" and spec.metadata.keys() & {"bounds", "path"}):
-            continue  # an empty number or path variable is unset, as Click reads its own
-        values[name], labels[name] = raw, env_name(name)
+        raw = _from_environment(env, spec)
+        if raw is not None:
+            values[name], labels[name] = raw, env_name(name)
     given = {name: value for name, value in overrides.items() if value is not None}
     values.update(given)
     labels.update({name: (named or {}).get(name, name) for name in given})
@@ -310,6 +309,30 @@ def load_settings(
     defaults = {name: spec.default for name, spec in known.items()}
     check_settings({**defaults, **coerced}, lambda name: labels.get(name, env_name(name)))
     return Settings(**coerced)
+
+
+def written_as(name: str, environ: Mapping[str, str] | None = None) -> str:
+    """How the operator wrote the setting `name`, which is set: its variable, or the config
+    file's key when no variable sets it (the environment wins, as `load_settings` reads
+    them). For a message about a value found wrong after loading."""
+    env = os.environ if environ is None else environ
+    config_path = env.get("CPMS_CONFIG")
+    spec = next(spec for spec in fields(Settings) if spec.name == name)
+    if config_path and _from_environment(env, spec) is None:
+        return _in_config(name, config_path)
+    return env_name(name)
+
+
+def _from_environment(env: Mapping[str, str], spec: Field[Any]) -> str | None:
+    """The value the environment gives the setting `spec`, if it gives one."""
+    raw = env.get(env_name(spec.name))
+    if raw == "" and spec.metadata.keys() & {"bounds", "path"}:
+        return None  # an empty number or path variable is unset, as Click reads its own
+    return raw
+
+
+def _in_config(name: str, config_path: str) -> str:
+    return f"{name} in {config_path}"
 
 
 def templates_dir() -> Path:

@@ -13,8 +13,10 @@ from typing import Any
 import pytest
 from sqlmodel import Session, select
 
-from cpms_admin.db import sqlite_path
+from cpms_admin.db import current_revision, make_engine, sqlite_path
+from cpms_admin.errors import NotReady
 from cpms_admin.models import Account, AuditEvent
+from cpms_admin.pepper import write_pepper_file
 from cpms_admin.settings import Settings
 from tests.cred_helpers import NEW_PIN, PIN, mailed_codes
 from tests.factories import make_member, make_nir
@@ -396,13 +398,91 @@ def test_a_pepper_file_that_cannot_be_made_is_one_line(tmp_path: Path) -> None:
         "CPMS_AGENT": "bob",
         "CPMS_PEPPER_FILE": str(pepper),
     }
-    upgrade = cpms("db", "upgrade", cwd=tmp_path, **env)
+    upgrade = cpms("db", "upgrade", "--create-dirs", cwd=tmp_path, **env)
     assert upgrade.returncode == 5
     assert upgrade.stderr.startswith(f"Error: cannot write pepper file {pepper}: ")
     assert upgrade.stderr.endswith("; nothing was changed\n") and upgrade.stderr.count("\n") == 1
     blocker.unlink()
-    assert cpms("db", "upgrade", cwd=tmp_path, **env).returncode == 0
+    assert cpms("db", "upgrade", "--create-dirs", cwd=tmp_path, **env).returncode == 0
     assert stat.S_IMODE(pepper.stat().st_mode) == 0o600
+
+
+def schema_made(url: str) -> bool:
+    """Whether anything of the database was made: its SQLite file, or a migrated schema."""
+    database = sqlite_path(url)
+    if database is not None:
+        return database.exists()
+    engine = make_engine(url)
+    try:
+        return current_revision(engine) is not None
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize("given_in", ["environment", "config file"])
+def test_a_new_pepper_in_a_folder_that_does_not_exist_is_refused(
+    empty_db_url: str, tmp_path: Path, given_in: str
+) -> None:
+    """A typo in CPMS_PEPPER_FILE's folder (`cmps` for `cpms`) on a new database: `db upgrade`
+    refuses as it does a SQLite file's missing folder, naming the folder and the setting,
+    and makes nothing (no folder, no pepper, no schema); with the right path it works."""
+    typo, right = tmp_path / "etc" / "cmps" / "pepper", tmp_path / "etc" / "cpms" / "pepper"
+    right.parent.mkdir(parents=True)  # the operator's folder, empty
+    config = tmp_path / "cpms.toml"
+    cli = Cli(Settings(database_url=empty_db_url, mail_dir=str(tmp_path / "outbox")))
+
+    def upgrade(pepper: Path) -> Any:
+        if given_in == "environment":
+            return cli.with_settings(pepper_file=str(pepper))("db", "upgrade")
+        config.write_text(f'pepper_file = "{pepper}"\n')
+        return invoke(["db", "upgrade"], env={**cli.env(), "CPMS_CONFIG": str(config)})
+
+    setting = "CPMS_PEPPER_FILE" if given_in == "environment" else f"pepper_file in {config}"
+    refused = upgrade(typo)
+    assert (refused.exit_code, refused.stderr) == (
+        5,
+        f"Error: folder {typo.parent} does not exist: check {setting}, or run cpms-admin db "
+        "upgrade --create-dirs\n",
+    )
+    assert not typo.parent.exists() and not schema_made(empty_db_url)
+    done = upgrade(right)
+    assert done.exit_code == 0, done.output
+    assert "upgraded from empty" in done.stdout
+    assert f"created the pepper file {right} (mode 0600)" in done.stderr
+    assert stat.S_IMODE(right.stat().st_mode) == 0o600
+    assert not typo.parent.exists()
+
+
+def test_create_dirs_makes_the_pepper_files_folder(empty_db_url: str, tmp_path: Path) -> None:
+    pepper = tmp_path / "etc" / "cpms" / "pepper"
+    cli = Cli(Settings(database_url=empty_db_url, pepper_file=str(pepper)))
+    done = cli("db", "upgrade", "--create-dirs")
+    assert done.exit_code == 0, done.output
+    assert f"created the pepper file {pepper} (mode 0600)" in done.stderr
+    assert stat.S_IMODE(pepper.parent.stat().st_mode) == 0o700
+    assert stat.S_IMODE(pepper.stat().st_mode) == 0o600
+    assert cli("pepper", "status").exit_code == 0
+
+
+def test_a_missing_folder_never_gets_a_second_pepper(cli: Cli, tmp_path: Path) -> None:
+    """A database that has a pepper: the typo is refused as a missing pepper, `--create-dirs`
+    or not (restore it, or fix the path), and no folder is made."""
+    typo = tmp_path / "etc" / "cmps" / "pepper"
+    mistyped = cli.with_settings(pepper=None, pepper_file=str(typo))
+    for args in (("db", "upgrade"), ("db", "upgrade", "--create-dirs")):
+        refused = mistyped(*args)
+        assert refused.exit_code == 5
+        assert f"no pepper at {typo}, but this database recorded a pepper" in refused.stderr
+    assert not typo.parent.parent.exists()
+
+
+def test_a_pepper_rewritten_never_makes_its_folder(tmp_path: Path) -> None:
+    """`pepper rotate` rewrites a file it has just read; were its folder gone meanwhile,
+    the write fails (exit 5), no folder is made."""
+    gone = tmp_path / "gone" / "pepper"
+    with pytest.raises(NotReady, match=f"cannot write pepper file {gone}: No such file"):
+        write_pepper_file(gone, {1: "a" * 64, 2: "b" * 64})
+    assert not gone.parent.exists()
 
 
 @pytest.mark.slow

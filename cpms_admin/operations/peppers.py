@@ -36,7 +36,7 @@ from cpms_admin.pepper import (
     read_peppers,
     write_pepper_file,
 )
-from cpms_admin.settings import Settings
+from cpms_admin.settings import Settings, written_as
 from cpms_admin.vocabulary import AuditAction
 
 UNSEALED = LEGACY_PREFIX + "$"  # an imported hash stored as it came (before 3 December)
@@ -123,6 +123,26 @@ def check_no_pepper_needed(session: Session, settings: Settings) -> None:
     _no_pepper_needed(session, settings, recorded=recorded)
 
 
+def check_pepper_folder(settings: Settings) -> None:
+    """Before `db upgrade` makes a new pepper file without `--create-dirs`: NotReady when the
+    folder CPMS_PEPPER_FILE (or pepper_file in the config file) names does not exist, as for
+    a SQLite file's folder (`db.make_engine`): a typo there must not make a folder and a
+    pepper nobody will look for. The default file beside a SQLite database is in the
+    database's folder, checked with it."""
+    if pepper_given(settings) or not settings.pepper_file:
+        return
+    folder = Path(settings.pepper_file).parent
+    try:
+        missing = not folder.is_dir()
+    except OSError:  # a folder above it this user cannot open: writing there says so
+        return
+    if missing:
+        raise NotReady(
+            f"folder {folder} does not exist: check {written_as('pepper_file')}, or run "
+            "cpms-admin db upgrade --create-dirs"
+        )
+
+
 def _no_pepper_needed(session: Session, settings: Settings, *, recorded: bool) -> Path:
     """Where a new pepper file would go; NotReady when the database has a pepper already
     (`recorded`, or hashes made with one): a new one would make every PIN and code fail."""
@@ -139,13 +159,14 @@ def _no_pepper_needed(session: Session, settings: Settings, *, recorded: bool) -
 
 
 def settle_pepper(
-    session: Session, *, settings: Settings, agent: str, now: datetime
+    session: Session, *, settings: Settings, agent: str, now: datetime, create_dirs: bool = False
 ) -> Path | None:
     """At `db upgrade`: check the pepper at hand against the database's record, record it if
     the database has none yet (a new database, or one from before fingerprints), or create one
-    for a database that holds no hash. Never a second pepper for a database that has one:
-    NotReady, naming the file. The path of a pepper file created, else None. The session
-    seals its audit events with these peppers from then on."""
+    for a database that holds no hash (its folder too if `create_dirs`: see
+    `check_pepper_folder`). Never a second pepper for a database that has one: NotReady,
+    naming the file. The path of a pepper file created, else None. The session seals its
+    audit events with these peppers from then on."""
     with transaction(session):
         recorded = _recorded(session, lock=True)
         if pepper_given(settings):
@@ -157,7 +178,7 @@ def settle_pepper(
             created = None
         else:
             path = _no_pepper_needed(session, settings, recorded=bool(recorded))
-            peppers = create_pepper_file(path)
+            peppers = create_pepper_file(path, make_folder=create_dirs)
             created = path
         _record(session, peppers, sorted(peppers.secrets), now)
         use_keys(session, peppers)  # recorded in this transaction: the engine's would refuse

@@ -18,6 +18,7 @@ from cpms_admin.db import (
     make_engine,
     schema_behind,
     session_scope,
+    sqlite_path,
     transaction,
     upgrade_schema,
 )
@@ -86,7 +87,8 @@ def upgrade(
     the database's record, record it, or create one for a database without hashes
     (`peppers.settle_pepper`); then seal the audit events written before the chain existed
     (`audit_chain.seal_waiting`), and the imported PIN hashes stored unsealed
-    (`peppers.seal_unsealed_hashes`). A SQLite file's folder must exist unless `create_dirs`.
+    (`peppers.seal_unsealed_hashes`). A SQLite file's folder must exist unless `create_dirs`;
+    so must the folder of a pepper file it would make (`peppers.check_pepper_folder`).
 
     Events from before the chain are sealed by the upgrade that crosses migration 0011, and
     afterwards only when asked (`seal_waiting_events`): a database already past it that has
@@ -102,12 +104,23 @@ def upgrade(
     # and the pepper's step refused after it.
     if pepper_given(settings):
         read_peppers(settings)
+    elif not create_dirs and _new_sqlite_file(settings.database_url):
+        peppers.check_pepper_folder(settings)  # opening the database would make its file
     engine = make_engine(settings.database_url, must_exist=False, create_dirs=create_dirs)
     try:
         with _one_upgrade_at_a_time(engine):
-            return _upgrade(engine, settings, clock, seal_waiting_events)
+            return _upgrade(engine, settings, clock, seal_waiting_events, create_dirs)
     finally:
         engine.dispose()
+
+
+def _new_sqlite_file(url: str) -> bool:
+    """Whether `url` names a SQLite file that does not exist yet (a new database)."""
+    path = sqlite_path(url)
+    try:
+        return path is not None and not path.exists()
+    except OSError:  # a folder this user cannot open: `make_engine` says so
+        return False
 
 
 @contextmanager
@@ -130,7 +143,7 @@ def _one_upgrade_at_a_time(engine: Engine) -> Iterator[None]:
 
 
 def _upgrade(
-    engine: Engine, settings: Settings, clock: Clock, seal_waiting_events: bool
+    engine: Engine, settings: Settings, clock: Clock, seal_waiting_events: bool, create_dirs: bool
 ) -> UpgradeResult:
     found = current_revision(engine)
     if found is not None and found > HEAD_REVISION:  # Alembic would fail: it knows no such
@@ -143,6 +156,8 @@ def _upgrade(
             agent = identity(session)
         if found is not None:  # refused now, not once the schema is migrated
             peppers.check_no_pepper_needed(session, settings)
+        if not create_dirs:  # so is a new pepper's missing folder
+            peppers.check_pepper_folder(settings)
     before = upgrade_schema(engine)  # another upgrade may have run since `found`
     with session_scope(engine) as session:
         # The pepper first: it keys the audit chain, whose events from before it (0011)
@@ -152,7 +167,9 @@ def _upgrade(
             upgrading(session)
         elif unsealed := waiting(session):
             raise NotReady(f"{count(unsealed, 'audit event')} not sealed: {UNSEALED_WHY}")
-        created = peppers.settle_pepper(session, settings=settings, agent=agent, now=clock())
+        created = peppers.settle_pepper(
+            session, settings=settings, agent=agent, now=clock(), create_dirs=create_dirs
+        )
         sealed = seal_waiting(session)
         pin_hashes_sealed = peppers.seal_unsealed_hashes(
             session, peppers=keyring(session).peppers, agent=agent, now=clock()

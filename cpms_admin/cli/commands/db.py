@@ -17,7 +17,10 @@ def upgrade(
     ctx: typer.Context,
     create_dirs: Annotated[
         bool,
-        typer.Option("--create-dirs", help="Create the SQLite file's folder (mode 0700)."),
+        typer.Option(
+            "--create-dirs",
+            help="Create the SQLite file's folder, or a new pepper file's (mode 0700).",
+        ),
     ] = False,
     seal_waiting: Annotated[
         bool,

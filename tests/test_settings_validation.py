@@ -152,6 +152,10 @@ def test_a_bad_setting_is_refused_naming_it(env: dict[str, str], message: str) -
             "letter_city = 75",
             "letter_city in {config} must be text in quotes, got int: quote the value",
         ),
+        (  # checked as every command starts, by the mail package: named as the others are
+            'smtp_url = "smtps://mail.example?starttls=1"',
+            "invalid smtp_url in {config}: smtps:// is already TLS, drop ?starttls=1",
+        ),
         (  # read by whoever reads the settings, its privacy checked by nobody
             'pepper = "a-secret-in-a-file-others-read"',
             "pepper in {config}: keep the pepper out of the config file, in a file of its own "

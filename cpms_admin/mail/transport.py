@@ -32,7 +32,7 @@ from cpms_admin.db import sqlite_path
 from cpms_admin.english import noun
 from cpms_admin.errors import InvalidInput, MailError, MailTimeout, NotReady
 from cpms_admin.private_files import private_dir, write_private_atomically
-from cpms_admin.settings import Settings
+from cpms_admin.settings import Settings, written_as
 
 if TYPE_CHECKING:
     import smtplib
@@ -76,12 +76,17 @@ class _SmtpConfig:
         return f"{self.scheme}://{host}:{self.port}"
 
 
+def _invalid(why: str) -> InvalidInput:
+    """The SMTP URL refused, named as the operator set it (the variable or the config file)."""
+    return InvalidInput(f"invalid {written_as('smtp_url')}: {why}")
+
+
 def _flag(query: dict[str, list[str]], name: str, default: bool) -> bool:
     if name not in query:
         return default
     value = _FLAGS.get(query[name][-1].lower())
     if value is None:
-        raise InvalidInput(f"invalid CPMS_SMTP_URL: {name} must be 1 or 0")
+        raise _invalid(f"{name} must be 1 or 0")
     return value
 
 
@@ -91,38 +96,33 @@ def parse_smtp_url(url: str) -> _SmtpConfig:
         parts = urlsplit(url.strip())
         host = parts.hostname
     except ValueError:  # `smtp://[::1`: a bracket left open
-        raise InvalidInput("invalid CPMS_SMTP_URL: not a URL (a bracket left open?)") from None
+        raise _invalid("not a URL (a bracket left open?)") from None
     if parts.scheme not in ("smtp", "smtps"):
-        raise InvalidInput("invalid CPMS_SMTP_URL: it must start with smtp:// or smtps://")
+        raise _invalid("it must start with smtp:// or smtps://")
     if not host:
-        raise InvalidInput("invalid CPMS_SMTP_URL: no host name")
+        raise _invalid("no host name")
     try:
         host.encode("idna")  # what connecting does with it
     except UnicodeError:
-        raise InvalidInput(
-            "invalid CPMS_SMTP_URL: the host is no valid name (a label over 63 characters?)"
-        ) from None
+        raise _invalid("the host is no valid name (a label over 63 characters?)") from None
     query = parse_qs(parts.query)
     # A typo such as `?startls=1` must not silently send in clear.
     unknown = set(query) - {"starttls", "verify"}
     if unknown:
-        raise InvalidInput(
-            f"invalid CPMS_SMTP_URL: unknown {noun(len(unknown), 'option')} "
-            f"{', '.join(sorted(unknown))}"
-        )
+        raise _invalid(f"unknown {noun(len(unknown), 'option')} {', '.join(sorted(unknown))}")
     starttls = _flag(query, "starttls", False)
     if starttls and parts.scheme == "smtps":
-        raise InvalidInput("invalid CPMS_SMTP_URL: smtps:// is already TLS, drop ?starttls=1")
+        raise _invalid("smtps:// is already TLS, drop ?starttls=1")
     try:
         port = parts.port
     except ValueError:
-        raise InvalidInput("invalid CPMS_SMTP_URL: bad port number") from None
+        raise _invalid("bad port number") from None
     if port == 0:
-        raise InvalidInput("invalid CPMS_SMTP_URL: bad port number (0)")
+        raise _invalid("bad port number (0)")
     user = unquote(parts.username) if parts.username else None
     password = unquote(parts.password) if parts.password is not None else None
     if not (user or "").isascii() or not (password or "").isascii():
-        raise InvalidInput("invalid CPMS_SMTP_URL: smtplib logs in with ASCII credentials only")
+        raise _invalid("smtplib logs in with ASCII credentials only")
     default_port = _DEFAULT_PORTS["smtp+starttls" if starttls else parts.scheme]
     return _SmtpConfig(
         scheme=parts.scheme,

@@ -25,7 +25,7 @@ from cpms_admin.models import (
     Member,
     UnknownLogin,
 )
-from cpms_admin.privacy import pseudonymise, purge_files
+from cpms_admin.privacy import pseudonymise, purge_batches
 from cpms_admin.settings import load_settings
 from tests.audit_helpers import audit_of
 from tests.factories import snapshot
@@ -533,7 +533,7 @@ def test_a_run_killed_after_renaming_batches_is_finished_by_the_next(
         if name == "purge.batches_renamed":
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(purge_files, "failpoint", killed)
+    monkeypatch.setattr(purge_batches, "failpoint", killed)
     assert cli("purge").exit_code == 130
     out = world.old_batch.parent
     # Out of the print house's sight, nothing deleted yet, nothing recorded.
@@ -612,3 +612,92 @@ def test_a_committed_batch_not_published_yet_keeps_its_files_and_manifest(
     assert staging.is_dir() and any(staging.glob("*.pdf"))
     session.rollback()
     assert session.get(LetterBatch, 1).manifest  # type: ignore[union-attr]
+
+
+def kept_line(folder: Path, listing: str) -> str:
+    """What purge says of a batch folder that holds something it did not write."""
+    return (
+        f"{folder} also holds what cpms-admin did not write ({listing}): left alone, and the "
+        "directory with it"
+    )
+
+
+def test_a_file_left_in_a_due_batch_folder_stays_and_is_said_once(
+    cli: Cli, session: Session, clock: FakeClock, tmp_path: Path, archived: list[dict[str, Any]]
+) -> None:
+    """The print house's receipt, an agent's note: not ours to delete. The batch's PDFs,
+    manifest and index go; the note stays where it was, and so does its folder."""
+    world = build_world(cli, session, clock, tmp_path)
+    out = world.old_batch.parent
+    note = world.old_batch / "accuse-reception.txt"
+    note.write_text("reçu le 15/10, 1 pli")
+    assert any(world.old_batch.glob("*.pdf")) and (world.old_batch / "manifest.json").exists()
+    said = kept_line(world.old_batch, note.name)
+    before = tree(out)
+    code, document, stderr = purge(cli, "--dry-run")
+    assert (code, tree(out)) == (0, before)
+    assert by_name(document)["batch_files"]["skipped"] == [said]
+    assert stderr.count(note.name) == 1 and f"Warning: purge batch_files: {said}\n" in stderr
+    code, document, stderr = purge(cli)
+    assert code == 0
+    batches = by_name(document)["batch_files"]
+    assert (batches["count"], batches["skipped"]) == (2, [said])
+    assert stderr.count(note.name) == 1 and f"Warning: purge batch_files: {said}\n" in stderr
+    assert [p.name for p in world.old_batch.iterdir()] == [note.name]
+    assert note.read_text() == "reçu le 15/10, 1 pli"
+    assert sorted(p.name for p in out.iterdir()) == [world.old_batch.name, world.young_batch.name]
+    (event,) = json.loads(cli("--json", "audit", "list", "--action", "purge.batch_files").stdout)
+    assert event["details"]["skipped"] == [said]
+    again = by_name(purge(cli)[1])["batch_files"]
+    assert (again["count"], again["skipped"]) == (0, [])
+    assert note.read_text() == "reçu le 15/10, 1 pli"
+
+
+def test_links_planted_in_a_due_batch_folder_are_neither_followed_nor_deleted(
+    cli: Cli, session: Session, clock: FakeClock, tmp_path: Path, archived: list[dict[str, Any]]
+) -> None:
+    world = build_world(cli, session, clock, tmp_path)
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    (theirs / "keep.pdf").write_text("theirs")
+    (world.old_batch / "archives").symlink_to(theirs, target_is_directory=True)
+    (world.old_batch / "recu.pdf").symlink_to(theirs / "keep.pdf")
+    code, document, stderr = purge(cli)
+    assert code == 0, stderr
+    assert by_name(document)["batch_files"]["skipped"] == [
+        kept_line(world.old_batch, "archives (a symbolic link), recu.pdf (a symbolic link)")
+    ]
+    assert sorted(p.name for p in world.old_batch.iterdir()) == ["archives", "recu.pdf"]
+    assert (world.old_batch / "recu.pdf").is_symlink()
+    assert [p.name for p in theirs.iterdir()] == ["keep.pdf"]
+    assert (theirs / "keep.pdf").read_text() == "theirs"
+
+
+def test_a_run_killed_after_putting_aside_a_folder_that_holds_a_note_is_finished(
+    cli: Cli,
+    session: Session,
+    clock: FakeClock,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    archived: list[dict[str, Any]],
+) -> None:
+    world = build_world(cli, session, clock, tmp_path)
+    note = world.old_batch / "note.txt"
+    note.write_text("à garder")
+
+    def killed(name: str) -> None:
+        if name == "purge.batches_renamed":
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(purge_batches, "failpoint", killed)
+    assert cli("purge").exit_code == 130
+    out = world.old_batch.parent
+    assert [p.name for p in world.old_batch.iterdir()] == [note.name]
+    assert any((out / ".batch-1.expired").glob("*.pdf"))
+    monkeypatch.undo()
+    _, document, _ = purge(cli)
+    batches = by_name(document)["batch_files"]
+    assert (batches["count"], batches["skipped"]) == (2, [kept_line(world.old_batch, note.name)])
+    assert sorted(p.name for p in out.iterdir()) == [world.old_batch.name, world.young_batch.name]
+    assert [p.name for p in world.old_batch.iterdir()] == [note.name]
+    assert note.read_text() == "à garder"

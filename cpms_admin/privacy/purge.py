@@ -6,7 +6,8 @@ what it does (`drop`, audited: one `purge.<name>` event per category run). `purg
 surveys each and changes nothing. A category that fails (a disk error, a directory someone
 tampered with, the audit archive) is reported and audited as failed; the others still run,
 and the result's exit code is 1. Every category can be killed and run again: see
-`retention`, `purge_files` and `pseudonymise` for how each finishes the job the next time.
+`retention`, `purge_files`, `purge_batches` and `pseudonymise` for how each finishes the job
+the next time.
 """
 
 from collections.abc import Callable
@@ -20,7 +21,7 @@ from sqlmodel import Session
 from cpms_admin.clock import Clock, iso
 from cpms_admin.db import PURGE_RUN, checkpoint, one_run, transaction
 from cpms_admin.errors import CpmsError, Refused
-from cpms_admin.privacy import pseudonymise, purge_files, retention
+from cpms_admin.privacy import pseudonymise, purge_batches, purge_files, retention
 from cpms_admin.privacy.retention import Found, Rule, Scope, record_category
 from cpms_admin.settings import Settings
 from cpms_admin.vocabulary import RetentionAction, RetentionCategory
@@ -60,9 +61,9 @@ CATEGORIES = (
     Category(
         RetentionCategory.batch_files,
         RetentionAction.delete,
-        purge_files.BATCH_RULE,
-        purge_files.survey_batch_files,
-        purge_files.drop_batch_files,
+        purge_batches.BATCH_RULE,
+        purge_batches.survey_batch_files,
+        purge_batches.drop_batch_files,
     ),
     Category(
         RetentionCategory.closed_members,

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.file_helpers import NOBODY
-from tests.harness import TEST_PEPPER, Cli
+from tests.harness import TEST_PEPPER, Cli, invoke
 from tests.process_helpers import CPMS
 
 
@@ -184,4 +184,20 @@ def test_a_malformed_smtp_url_is_the_mail_check_s_problem_among_the_others(cli: 
     assert (refused.exit_code, refused.stderr) == (
         5,
         "Error: invalid CPMS_SMTP_URL: smtps:// is already TLS, drop ?starttls=1\n",
+    )
+
+
+def test_an_smtp_url_from_the_config_file_is_named_there_in_the_problem_and_its_fix(
+    cli: Cli, tmp_path: Path
+) -> None:
+    """The operator set it in the config file: there is where the doctor sends them."""
+    config = tmp_path / "cpms.toml"
+    config.write_text('smtp_url = "smtp://mail.example:0"\n', encoding="utf-8")
+    environ = {**cli.env(), "CPMS_CONFIG": str(config), "CPMS_SMTP_URL": None}
+    result = invoke(["--json", "doctor"], env=environ)
+    assert result.exit_code == 5
+    mail = checks(result)["mail"]
+    assert (mail["detail"], mail["fix"]) == (
+        f"invalid smtp_url in {config}: bad port number (0)",
+        f"check smtp_url in {config} and the mail server",
     )

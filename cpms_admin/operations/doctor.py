@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from cpms_admin.errors import CpmsError, InvalidInput, NotReady, unreachable
 from cpms_admin.migrations import HEAD_REVISION
-from cpms_admin.settings import Settings
+from cpms_admin.settings import Settings, written_as
 from cpms_admin.vocabulary import Wording
 
 if TYPE_CHECKING:
@@ -267,7 +267,7 @@ def check_mail(settings: Settings) -> Check:
 
     problem = smtp_problem(settings)
     if problem:
-        return Check("mail", False, problem, "check CPMS_SMTP_URL and the mail server")
+        return Check("mail", False, problem, f"check {written_as('smtp_url')} and the mail server")
     return Check("mail", True, "SMTP server answers")
 
 

@@ -187,11 +187,11 @@ class ListedEvent:
     details: Any
 
     @property
-    def agent_target(self) -> str | None:
-        """The agent an event on an agent changed, as `audit list`'s table names it where a
-        member's event shows the NIR: `bob`, and for an `agent.add` the role given (and the
-        state before, when they were an agent already): `bob (supervisor, was disabled)`.
-        None for any other event. (The JSON keeps these in `details`.)"""
+    def agent_changed(self) -> str | None:
+        """The agent an event on an agent changed, as `audit list`'s table names it: `bob`,
+        and for an `agent.add` the role given (and the state before, when they were an agent
+        already): `bob (supervisor, was disabled)`. None for any other event. (The JSON
+        keeps these in `details`.)"""
         details = self.details if isinstance(self.details, dict) else {}
         name = details.get("name")
         if self.event.action not in _ON_AN_AGENT or not isinstance(name, str):

@@ -197,9 +197,8 @@ def emit_page(
 
 
 # Columns an agent copies or reads as one word: wrapping "47" as "4" over "7" makes another
-# letter of it (`target`: a NIR, grouped, or the agent an event changed). Every other column
-# folds to fit.
-_WHOLE_KEYS = {"nir", "target", "id", "at", "kind", "status", "outcome", "state", "action"}
+# letter of it. Every other column folds to fit.
+_WHOLE_KEYS = {"nir", "id", "at", "kind", "status", "outcome", "state", "action"}
 _FOLDED_MIN = 4  # the narrowest a folded column can usefully be
 _BORDERS = 3  # a table's separator and padding, per column (and one more at the end)
 

@@ -10,7 +10,7 @@ from cpms_admin.cli.context import app_context
 from cpms_admin.cli.options import AllRows, completes
 from cpms_admin.cli.output import emit_object, emit_page, error, exit_as, warn
 from cpms_admin.clock import parse_moment
-from cpms_admin.members.nir import format_nir, nir_to_find
+from cpms_admin.members.nir import nir_to_find
 from cpms_admin.settings import LIMIT_MAX
 from cpms_admin.vocabulary import AuditAction
 
@@ -60,14 +60,14 @@ def list_(
         ("agent", "Agent"),
         ("label", "Label"),
         ("action", "Action"),
-        ("target", "NIR"),  # the member's NIR; for an event on an agent, that agent
+        ("nir", "NIR"),
         ("outcome", "Outcome"),
         ("reason", "Reason"),
+        # Last, so that the columns scripts cut from the tab-separated lines keep their place.
+        ("agent_changed", "Agent changed"),
     ]
     shown = [
-        row.as_json()
-        if app_.json_output
-        else {**row.as_json(), "target": format_nir(row.nir) if row.nir else row.agent_target}
+        row.as_json() if app_.json_output else {**row.as_json(), "agent_changed": row.agent_changed}
         for row in rows
     ]
     emit_page(app_, rows, shown, columns)

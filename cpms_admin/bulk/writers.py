@@ -6,7 +6,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import date, datetime
 from types import TracebackType
-from typing import IO, Any, BinaryIO, TextIO, cast
+from typing import IO, Any, BinaryIO, Protocol, TextIO, cast
 
 from cpms_admin.bulk.cells import MARKED, guard, protect
 from cpms_admin.bulk.rows import EXPORT_COLUMNS, PIN_HASH, REPORT_COLUMNS, RowError
@@ -34,6 +34,7 @@ class _CsvRows:
     holding one are fully quoted to read back the same."""
 
     def __init__(self, out: TextIO, *, delimiter: str = ",", line_end: str = "\n") -> None:
+        self._out = out
         self._minimal = csv.writer(out, delimiter=delimiter, lineterminator=line_end)
         self._all = csv.writer(
             out, delimiter=delimiter, lineterminator=line_end, quoting=csv.QUOTE_ALL
@@ -43,6 +44,12 @@ class _CsvRows:
     def write(self, fields: list[str]) -> None:
         quote_all = self._bare_cr and "\r" in "".join(fields)
         (self._all if quote_all else self._minimal).writerow(fields)
+
+    def close(self) -> None:
+        self._out.flush()
+
+    def abort(self) -> None:
+        """Nothing to undo: what was written stays (the caller discards it or not)."""
 
 
 def _guarded(values: list[str | None]) -> list[str]:
@@ -166,10 +173,22 @@ def open_member_writer(
 _LINES_NAMED = 10
 
 
+class _ReportRows(Protocol):
+    """Where an ErrorReport's rows go: _CsvRows, or xlsx.write.XlsxReportRows."""
+
+    def write(self, fields: list[str]) -> None: ...
+
+    def close(self) -> None: ...
+
+    def abort(self) -> None: ...
+
+
 class ErrorReport:
     """The `--errors` report of an import, written as rejected rows come (an import may
     reject many, they are not kept in memory): CSV `line, field, reason`, then the original
-    values, so a person can fix them and import the report itself.
+    values, so a person can fix them and import the report itself. `workbook`: the same rows
+    as an XLSX workbook onto the binary `out` (xlsx.write.XlsxReportRows), for French Excel,
+    which opens a `,` CSV as one column and rounds its NIRs.
 
     The report has the export columns (or those of them `columns` names: the source's, see
     MemberFile.report_columns): a `pin_hash` from the source is left out, because the
@@ -179,11 +198,19 @@ class ErrorReport:
     in an export (reading the report takes it off).
     """
 
-    def __init__(self, out: TextIO, *, columns: Sequence[str] = EXPORT_COLUMNS) -> None:
-        self._out = out
-        self._rows = _CsvRows(out)
+    def __init__(
+        self, out: IO[Any], *, columns: Sequence[str] = EXPORT_COLUMNS, workbook: bool = False
+    ) -> None:
         self._columns = [name for name in EXPORT_COLUMNS if name in columns]
-        self._rows.write([*REPORT_COLUMNS, *self._columns])
+        heading = [*REPORT_COLUMNS, *self._columns]
+        self._rows: _ReportRows
+        if workbook:
+            from cpms_admin.bulk.xlsx.write import XlsxReportRows
+
+            self._rows = XlsxReportRows(cast(BinaryIO, out), heading=heading)
+        else:
+            self._rows = _CsvRows(cast(TextIO, out))
+            self._rows.write(heading)
         self.count = self.hashes_left_out = 0
         self.lines_left_without_hash: list[int] = []
 
@@ -204,7 +231,12 @@ class ErrorReport:
         self.count += 1
 
     def close(self) -> None:
-        self._out.flush()
+        """The report complete: flushed, or a workbook zipped onto `out`."""
+        self._rows.close()
+
+    def abort(self) -> None:
+        """Stop after a failure: a workbook's rows are given up, nothing more goes to `out`."""
+        self._rows.abort()
 
 
 def write_error_report(out: TextIO, *, errors: Iterable[RowError]) -> int:

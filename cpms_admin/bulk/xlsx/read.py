@@ -65,30 +65,37 @@ def _opendocument(archive: zipfile.ZipFile) -> bool:
 
 @contextmanager
 def _first_sheet(path: Path) -> Iterator[tuple[IO[bytes], Book]]:
-    """The first sheet's XML as it unzips, and the workbook's parts it needs; every part
-    checked against a ZIP bomb first. InvalidInput for anything that is not a readable
-    workbook, raised here or while the caller reads the sheet."""
+    """The first sheet of the workbook at `path` (see _sheet_in)."""
     try:
         handle = open(path, "rb")  # noqa: SIM115 (closed below)
     except OSError as exc:
         raise cannot_read(path, exc) from None
-    with handle:
-        try:
-            with zipfile.ZipFile(handle) as archive:
-                for part in archive.infolist():
-                    check_unzipped(path, part.filename, part.file_size, part.compress_size)
-                if _opendocument(archive):
-                    raise InvalidInput(
-                        f"{path}: an OpenDocument spreadsheet (LibreOffice's .ods), which is "
-                        "not read: save it as .xlsx (Excel 2007-365) or as CSV UTF-8"
-                    )
-                book = read_book(archive)
-                with archive.open(book.sheet) as source:
-                    yield source, book
-        except InvalidInput:
-            raise
-        except Exception as exc:  # a damaged or foreign file fails in many ways, all alike here
-            raise _unreadable(path, exc) from None
+    with handle, _sheet_in(handle, path) as sheet:
+        yield sheet
+
+
+@contextmanager
+def _sheet_in(handle: IO[bytes], path: Path) -> Iterator[tuple[IO[bytes], Book]]:
+    """The first sheet's XML as it unzips from the workbook open in `handle` (at `path`), and
+    the workbook's parts it needs; every part checked against a ZIP bomb first. InvalidInput
+    for anything that is not a readable workbook, raised here or while the caller reads the
+    sheet."""
+    try:
+        with zipfile.ZipFile(handle) as archive:
+            for part in archive.infolist():
+                check_unzipped(path, part.filename, part.file_size, part.compress_size)
+            if _opendocument(archive):
+                raise InvalidInput(
+                    f"{path}: an OpenDocument spreadsheet (LibreOffice's .ods), which is "
+                    "not read: save it as .xlsx (Excel 2007-365) or as CSV UTF-8"
+                )
+            book = read_book(archive)
+            with archive.open(book.sheet) as source:
+                yield source, book
+    except InvalidInput:
+        raise
+    except Exception as exc:  # a damaged or foreign file fails in many ways, all alike here
+        raise _unreadable(path, exc) from None
 
 
 def _rows(path: Path, first: int) -> Iterator[Row]:
@@ -111,7 +118,19 @@ def check_sheet(path: Path) -> None:
 
 def xlsx_header(path: Path) -> tuple[list[str], int]:
     """The first row that has a value, as column names, and its row number."""
-    for number, texts in _rows(path, 1):
+    with _first_sheet(path) as (source, book):
+        return _header(sheet_rows(source, book), path=path)
+
+
+def header_in(handle: IO[bytes], *, path: Path) -> list[str]:
+    """xlsx_header's names, from the workbook at `path` that the caller opened in `handle`
+    (without following a link, say)."""
+    with _sheet_in(handle, path) as (source, book):
+        return _header(sheet_rows(source, book), path=path)[0]
+
+
+def _header(rows: Iterable[Row], *, path: Path) -> tuple[list[str], int]:
+    for number, texts in rows:
         if isinstance(texts, RowProblem):
             if texts.columns:
                 raise too_wide(path, texts.columns)

@@ -8,7 +8,7 @@ import stat
 import sys
 import tempfile
 from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Annotated, Any, BinaryIO, TextIO
 
@@ -81,18 +81,67 @@ def _no_earlier_report(errors: Path | None) -> Iterator[None]:
 
 def _earlier_report(path: Path) -> os.stat_result | None:
     """The regular file at `path`, as it stands, when it begins as a report does."""
-    from cpms_admin.bulk.rows import REPORT_COLUMNS
-
-    heading = ",".join((*REPORT_COLUMNS, "")).encode(REPORT_ENCODING)
     try:  # not following a link, never waiting on a pipe
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError:
         return None
     with os.fdopen(fd, "rb") as handle:
         info = os.fstat(fd)
-        if stat.S_ISREG(info.st_mode) and handle.read(len(heading)) == heading:
+        if stat.S_ISREG(info.st_mode) and _begins_as_report(handle, path):
             return info
         return None
+
+
+def _begins_as_report(handle: BinaryIO, path: Path) -> bool:
+    """Whether the file open in `handle` has a report's heading: a CSV's first line, or a
+    workbook's first row (whatever its name: a report was CSV before it could be one)."""
+    from cpms_admin.bulk.rows import REPORT_COLUMNS
+    from cpms_admin.bulk.sniff import ZIP_MAGIC
+
+    heading = ",".join((*REPORT_COLUMNS, "")).encode(REPORT_ENCODING)
+    start = handle.read(len(heading))
+    if start == heading:
+        return True
+    if not start.startswith(ZIP_MAGIC):
+        return False
+    from cpms_admin.bulk.xlsx.read import header_in
+
+    handle.seek(0)
+    try:
+        names = header_in(handle, path=path)
+    except InvalidInput:  # no workbook after all, or none that can be read
+        return False
+    return tuple(names[: len(REPORT_COLUMNS)]) == REPORT_COLUMNS
+
+
+def _names_a_workbook(path: Path) -> bool:
+    """An `--errors` report named .xlsx is written as a workbook (any other name: CSV)."""
+    return path.name.lower().endswith(".xlsx")
+
+
+@contextmanager
+def _error_report(path: Path | None, *, columns: tuple[str, ...]) -> Iterator["ErrorReport | None"]:
+    """The `--errors` report (None without one), its rows written as they are rejected, into a
+    private file that takes the name only once complete (`write_private_atomically`). CSV, or
+    a workbook when so named: French Excel opens a `,` CSV as one column and turns its NIRs
+    into numbers, a workbook in columns with every NIR whole."""
+    if path is None:
+        yield None
+        return
+    from cpms_admin.bulk.formats import ErrorReport
+
+    workbook = _names_a_workbook(path)
+    target: AbstractContextManager[IO[Any]] = (
+        _private_binary(path) if workbook else _private_text(path, encoding=REPORT_ENCODING)
+    )
+    with target as out:
+        report = ErrorReport(out, columns=columns, workbook=workbook)
+        try:
+            yield report
+        except BaseException:
+            report.abort()
+            raise
+        report.close()
 
 
 @contextmanager
@@ -216,7 +265,10 @@ def import_(
     errors: Annotated[
         Path | None,
         typer.Option(
-            "--errors", help="Write the rejected rows to this CSV file.", callback=not_stdout
+            "--errors",
+            help="Write the rejected rows to this CSV file, or to a workbook if its name ends "
+            "in .xlsx.",
+            callback=not_stdout,
         ),
     ] = None,
     welcome_letters: Annotated[
@@ -244,26 +296,22 @@ def import_(
 
     Example: cpms-admin members import adherents.csv --dry-run --errors rejets.csv
     """
-    from cpms_admin.bulk.formats import ErrorReport, read_member_rows
+    from cpms_admin.bulk.formats import read_member_rows
     from cpms_admin.bulk.importer import import_members
 
     app_ = app_context(ctx)
     app_.check_allowed()
     with reserved(file, "the file being imported"), _no_earlier_report(errors):
         member_file = read_member_rows(file, fmt=fmt, encoding=encoding, delimiter=delimiter)
-        report_file = _private_text(errors, encoding=REPORT_ENCODING) if errors else nullcontext()
         # A workbook is zipped: its size says little of its rows, so its bar has no total.
         total = (
             None
             if member_file.fmt == "xlsx"
             else _estimate_records(file) - (member_file.fmt == "csv")
         )
-        with report_file as report_out, BulkProgress("Importing", total=total) as progress:
-            rejected = _Rejected(
-                ErrorReport(report_out, columns=member_file.report_columns)
-                if report_out is not None
-                else None
-            )
+        report_file = _error_report(errors, columns=member_file.report_columns)
+        with report_file as report, BulkProgress("Importing", total=total) as progress:
+            rejected = _Rejected(report)
             with app_.session() as session:
                 counts = import_members(
                     session,
@@ -278,8 +326,6 @@ def import_(
                     ),
                     clock=app_.clock,
                 )
-            if rejected.report is not None:
-                rejected.report.close()
     _warn_rejected(rejected, counts, all_in_file=errors is not None)
     if rejected.report is not None and rejected.report.hashes_left_out:
         _warn_hashes_left_out(rejected.report, errors)

@@ -233,7 +233,7 @@ class RetentionCategory(StrEnum):
     unknown_nir_counters = "unknown_nir_counters"  # failure counters of NIRs no member has
     code_requests = "code_requests"  # the portal's code request log (24 hours)
     mail_files = "mail_files"  # `.eml` files in CPMS_MAIL_DIR
-    batch_files = "batch_files"  # a printed letters batch's directory and stored manifest
+    batch_files = "batch_files"  # a printed letters batch's files and stored manifest
     closed_members = "closed_members"  # closed members' personal data (pseudonymised)
     audit_events = "audit_events"  # archived, then dropped
 

@@ -692,8 +692,11 @@ def test_a_run_killed_after_putting_aside_a_folder_that_holds_a_note_is_finished
     monkeypatch.setattr(purge_batches, "failpoint", killed)
     assert cli("purge").exit_code == 130
     out = world.old_batch.parent
-    assert [p.name for p in world.old_batch.iterdir()] == [note.name]
-    assert any((out / ".batch-1.expired").glob("*.pdf"))
+    # Renamed whole, out of the print house's sight: no manifest ever lists a PDF gone.
+    assert not world.old_batch.exists()
+    aside = out / ".batch-1.expired"
+    assert note.name in {p.name for p in aside.iterdir()} and any(aside.glob("*.pdf"))
+    assert (aside / "manifest.json").exists()
     monkeypatch.undo()
     _, document, _ = purge(cli)
     batches = by_name(document)["batch_files"]

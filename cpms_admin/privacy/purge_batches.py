@@ -3,14 +3,14 @@ was printed to (`letters/files.py`), and the manifest stored with the batch for 
 publishes it, which names each letter's member by a masked NIR. Both go.
 
 Entries are checked and handled as `purge_files` says for every file purge deletes. A batch
-directory's own files (what `letters/files.py` published: the PDFs its manifest lists, the
-manifest, the index) are first moved into `.batch-<id>.expired`, the PDFs first so that none
-is ever left without the manifest that lists it, and the directory goes once empty; the next
-run finishes such a leftover. Anything else in a batch directory (a print house's receipt,
-an agent's note) is not ours: it stays, the directory with it, and `skipped` says so.
+directory is first renamed whole to `.batch-<id>.expired`, so that nothing half deleted ever
+looks like a batch to the print house; once the event is committed, what the batch did not
+publish (a print house's receipt, an agent's note: anything but the PDFs its manifest lists,
+the index and the manifest) goes back into a directory of the batch's name, made again, and
+the rest is deleted. The manifest goes last, so a run killed on the way leaves a leftover
+the next run finishes, giving back what is not ours as this one would have.
 """
 
-import errno
 import json
 import os
 import re
@@ -56,20 +56,10 @@ def _opened(where: Path, skipped: list[str]) -> Iterator[int | None]:
         yield dir_fd
 
 
-@dataclass(frozen=True)
-class _Folder:
-    """A directory to purge: where its files go first (`.batch-<id>.expired`), and which of
-    them are the batch's own, in the order they go. A leftover of an interrupted purge is its
-    own trash, deleted whole: nothing but a batch's own files is ever moved into one."""
-
-    trash: str
-    ours: tuple[str, ...] = ()
-
-
 @dataclass
 class _Batches:
     ids: set[int] = field(default_factory=set)  # whose stored manifest goes
-    directories: dict[Path, dict[str, _Folder]] = field(default_factory=dict)  # by out, name
+    directories: dict[Path, dict[str, str]] = field(default_factory=dict)  # out -> name -> trash
     printed: list[datetime] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
 
@@ -95,7 +85,7 @@ def _live_codes(now: datetime) -> ScalarSelect[int]:
 def _due_batches(scope: Scope, before: datetime) -> _Batches:
     """The completed batches whose files are due (those not dropped yet keep their stored
     manifest), and the leftovers of an interrupted purge, by output directory. A leftover
-    is only deleted: the batch it was is due (still listed) if the purge that made it
+    is only emptied: the batch it was is due (still listed) if the purge that renamed it
     was killed before recording it, and done with otherwise; its name alone is no batch."""
     rows = scope.session.exec(
         select(LetterBatch)
@@ -114,9 +104,13 @@ def _due_batches(scope: Scope, before: datetime) -> _Batches:
                 _add_batch(due, dir_fd, out, batch)
             if dir_fd is None:
                 continue
-            for name in os.listdir(dir_fd):
+            for name in sorted(os.listdir(dir_fd)):
                 if _EXPIRED.fullmatch(name) and entry_kind(dir_fd, name, directory=True) == OURS:
-                    due.directories.setdefault(out, {})[name] = _Folder(trash=name)
+                    due.directories.setdefault(out, {})[name] = name
+                    with _subdirectory(dir_fd, name) as trash_fd:
+                        if (manifest := _own_manifest(trash_fd)) is not None:
+                            shown_as = published_dir(out, manifest)
+                            _say_what_stays(trash_fd, manifest, shown_as, due.skipped)
     return due
 
 
@@ -131,31 +125,55 @@ def _subdirectory(dir_fd: int, name: str) -> Iterator[int]:
         os.close(fd)
 
 
-def _batch_files(
-    dir_fd: int, name: str, manifest: dict[str, Any], where: Path, skipped: list[str]
-) -> tuple[str, ...]:
-    """The files of the batch directory `name` that its publication wrote, in the order they
-    go: the PDFs its manifest lists, then the index and the manifest. Only names found in
-    the directory count (a name with a `/` in it is never one). Anything else stays, and so
-    does the directory: said once, here, so that the survey says it too."""
-    listed = [entry["name"] for entry in manifest["files"]] + [INDEX, MANIFEST]
-    with _subdirectory(dir_fd, name) as folder_fd:
-        kinds = {
-            entry: entry_kind(folder_fd, entry, directory=False) for entry in os.listdir(folder_fd)
-        }
-    ours = tuple(entry for entry in listed if kinds.get(entry) == OURS)
-    others = sorted(set(kinds) - set(ours))
-    if others:
-        shown = [
-            entry if kinds[entry] in (OURS, None) else f"{entry} ({kinds[entry]})"
-            for entry in others[:3]
-        ]
-        more = f" and {len(others) - 3:,} more" if len(others) > 3 else ""
-        skipped.append(
-            f"{where / name} also holds what cpms-admin did not write ({', '.join(shown)}"
-            f"{more}): left alone, and the directory with it"
-        )
-    return ours
+def _published_files(manifest: dict[str, Any]) -> list[str]:
+    """What `letters/files.py` wrote in a batch's directory, the manifest last."""
+    return [entry["name"] for entry in manifest["files"]] + [INDEX, MANIFEST]
+
+
+def _not_ours(folder_fd: int, manifest: dict[str, Any]) -> dict[str, str | None]:
+    """The entries of a batch's directory its publication did not write: name -> what it is
+    (OURS for a plain file of ours, as `entry_kind` says). A name with a `/` is never one."""
+    published = set(_published_files(manifest))
+    kinds = {
+        entry: entry_kind(folder_fd, entry, directory=False) for entry in os.listdir(folder_fd)
+    }
+    return {
+        entry: kind
+        for entry, kind in sorted(kinds.items())
+        if entry not in published or kind != OURS
+    }
+
+
+def _say_what_stays(
+    folder_fd: int, manifest: dict[str, Any], shown_as: Path, skipped: list[str]
+) -> None:
+    """Say, once, here so that the survey says it too, what stays of a batch's directory."""
+    others = _not_ours(folder_fd, manifest)
+    if not others:
+        return
+    shown = [
+        entry if kind in (OURS, None) else f"{entry} ({kind})"
+        for entry, kind in list(others.items())[:3]
+    ]
+    more = f" and {len(others) - 3:,} more" if len(others) > 3 else ""
+    skipped.append(
+        f"{shown_as} also holds what cpms-admin did not write ({', '.join(shown)}{more}): "
+        "left alone, and the directory with it"
+    )
+
+
+def _own_manifest(folder_fd: int) -> dict[str, Any] | None:
+    """The manifest in a batch's directory, if it is our own readable file."""
+    if entry_kind(folder_fd, MANIFEST, directory=False) != OURS:
+        return None
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        with os.fdopen(os.open(MANIFEST, flags, dir_fd=folder_fd), "rb") as file:
+            manifest = json.loads(file.read())
+        _published_files(manifest)  # the shape this program writes
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return manifest if isinstance(manifest, dict) else None
 
 
 def _add_batch(due: _Batches, dir_fd: int | None, out: Path, batch: LetterBatch) -> None:
@@ -180,45 +198,50 @@ def _add_batch(due: _Batches, dir_fd: int | None, out: Path, batch: LetterBatch)
     due.printed.append(batch.finished_at)
     if kind == OURS:
         assert dir_fd is not None
-        ours = _batch_files(dir_fd, name, manifest, out, due.skipped)
-        folder = _Folder(trash=f".batch-{batch.id}.expired", ours=ours)
-        due.directories.setdefault(out, {})[name] = folder
+        with _subdirectory(dir_fd, name) as folder_fd:
+            _say_what_stays(folder_fd, manifest, out / name, due.skipped)
+        due.directories.setdefault(out, {})[name] = f".batch-{batch.id}.expired"
 
 
 def survey_batch_files(scope: Scope, before: datetime) -> Found:
     return _due_batches(scope, before).found()
 
 
-def _put_aside(dir_fd: int, name: str, folder: _Folder) -> None:
-    """Move the batch's own files from the directory `name` into its trash (that of a run
-    killed half-way, or a new one), then remove the directory if nothing else is left in it."""
-    try:
-        os.mkdir(folder.trash, 0o700, dir_fd=dir_fd)
-    except FileExistsError:
-        if entry_kind(dir_fd, folder.trash, directory=True) != OURS:
-            raise
-    with _subdirectory(dir_fd, name) as source, _subdirectory(dir_fd, folder.trash) as trash:
-        for file in folder.ours:
-            if entry_kind(source, file, directory=False) == OURS:  # checked again
-                os.rename(file, file, src_dir_fd=source, dst_dir_fd=trash)
-        os.fsync(trash)
-        os.fsync(source)
-    try:
-        os.rmdir(name, dir_fd=dir_fd)
-    except OSError as exc:  # what is not ours keeps it (`_batch_files` said so)
-        if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
-            raise
+def _empty_trash(dir_fd: int, trash: str) -> None:
+    """Delete a batch directory put aside as `trash`, giving back first what its batch did
+    not publish, into a directory of the batch's name (made again, 0700). The manifest that
+    names both stays until the trash goes whole, so a run killed half-way is finished by the
+    next one; a leftover without it holds nothing but ours (or is an older version's)."""
+    with _subdirectory(dir_fd, trash) as trash_fd:
+        manifest = _own_manifest(trash_fd)
+        others = [] if manifest is None else list(_not_ours(trash_fd, manifest))
+        if manifest is not None and others:
+            name = published_dir(Path(), manifest).name
+            try:
+                os.mkdir(name, 0o700, dir_fd=dir_fd)
+            except FileExistsError:
+                if entry_kind(dir_fd, name, directory=True) != OURS:
+                    raise InvalidInput(f"{name} is in the way of what {trash} gives back") from None
+            with _subdirectory(dir_fd, name) as back_fd:
+                for entry in others:
+                    os.rename(entry, entry, src_dir_fd=trash_fd, dst_dir_fd=back_fd)
+                os.fsync(back_fd)
+            os.fsync(trash_fd)
+    shutil.rmtree(trash, dir_fd=dir_fd)
 
 
 def drop_batch_files(scope: Scope, before: datetime, rule: str) -> Found:
     due = _due_batches(scope, before)
-    for out, folders in due.directories.items():  # 1. out of the print house's sight
+    for out, names in due.directories.items():  # 1. out of the print house's sight
         with _opened(out, due.skipped) as dir_fd:
             if dir_fd is None:
                 continue
-            for name, folder in folders.items():
-                if name != folder.trash and entry_kind(dir_fd, name, directory=True) == OURS:
-                    _put_aside(dir_fd, name, folder)  # checked again, just above
+            for name, trash in names.items():
+                if name == trash or entry_kind(dir_fd, name, directory=True) != OURS:
+                    continue  # a leftover, or no longer ours: checked again
+                if entry_kind(dir_fd, trash, directory=True) == OURS:  # an older leftover
+                    _empty_trash(dir_fd, trash)
+                os.rename(name, trash, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
             os.fsync(dir_fd)
     failpoint("purge.batches_renamed")
     found = due.found()
@@ -233,11 +256,11 @@ def drop_batch_files(scope: Scope, before: datetime, rule: str) -> Found:
         record_category(
             scope, category, rule=rule, before=before, found=found, batch_ids=sorted(due.ids)
         )
-    for out, folders in due.directories.items():  # 3. the files themselves
+    for out, names in due.directories.items():  # 3. the files themselves
         with _opened(out, []) as dir_fd:
-            for folder in folders.values():
-                if dir_fd is not None and entry_kind(dir_fd, folder.trash, directory=True) == OURS:
-                    shutil.rmtree(folder.trash, dir_fd=dir_fd)
+            for trash in names.values():
+                if dir_fd is not None and entry_kind(dir_fd, trash, directory=True) == OURS:
+                    _empty_trash(dir_fd, trash)
             if dir_fd is not None:
                 os.fsync(dir_fd)
     return found

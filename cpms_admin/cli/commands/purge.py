@@ -29,7 +29,7 @@ def purge(
     """Drop what the retention rules no longer allow, and say what was dropped.
 
     Each category has its own period (README, "Retention"): unknown-NIR counters, the code
-    request log, e-mail files in CPMS_MAIL_DIR, printed letters batches (their directory
+    request log, e-mail files in CPMS_MAIL_DIR, printed letters batches (their files
     and stored manifest), closed members' personal data (pseudonymised: the row stays for
     the audit trail) and audit events (archived, then dropped). Every category run is
     audited (`purge.<category>`), and every pseudonymised member too. Prints nothing when

@@ -538,7 +538,7 @@ def test_a_run_killed_after_renaming_batches_is_finished_by_the_next(
     out = world.old_batch.parent
     # Out of the print house's sight, nothing deleted yet, nothing recorded.
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        [world.young_batch.name, ".batch-1.expired", ".batch-3.expired"]
+        [world.young_batch.name, ".batch-1.ours", ".batch-3.ours"]
     )
     assert not json.loads(cli("--json", "audit", "list", "--action", "purge.batch_files").stdout)
     monkeypatch.undo()
@@ -692,11 +692,12 @@ def test_a_run_killed_after_putting_aside_a_folder_that_holds_a_note_is_finished
     monkeypatch.setattr(purge_batches, "failpoint", killed)
     assert cli("purge").exit_code == 130
     out = world.old_batch.parent
-    # Renamed whole, out of the print house's sight: no manifest ever lists a PDF gone.
-    assert not world.old_batch.exists()
-    aside = out / ".batch-1.expired"
-    assert note.name in {p.name for p in aside.iterdir()} and any(aside.glob("*.pdf"))
-    assert (aside / "manifest.json").exists()
+    # The batch's own files out of the print house's sight, all of them, manifest included;
+    # the note back in the folder of the batch's name, alone.
+    assert [p.name for p in world.old_batch.iterdir()] == [note.name]
+    aside = out / ".batch-1.ours"
+    assert any(aside.glob("*.pdf")) and (aside / "manifest.json").exists()
+    assert note.name not in {p.name for p in aside.iterdir()}
     monkeypatch.undo()
     _, document, _ = purge(cli)
     batches = by_name(document)["batch_files"]
@@ -704,3 +705,68 @@ def test_a_run_killed_after_putting_aside_a_folder_that_holds_a_note_is_finished
     assert sorted(p.name for p in out.iterdir()) == [world.old_batch.name, world.young_batch.name]
     assert [p.name for p in world.old_batch.iterdir()] == [note.name]
     assert note.read_text() == "à garder"
+
+
+@pytest.mark.parametrize("tampered", ["deleted", "lists the note", "not JSON"])
+def test_what_is_ours_is_read_from_the_stored_manifest_not_the_one_on_disk(
+    cli: Cli,
+    session: Session,
+    clock: FakeClock,
+    tmp_path: Path,
+    archived: list[dict[str, Any]],
+    tampered: str,
+) -> None:
+    """The manifest in the folder is a file like any other there: whatever became of it, a
+    note beside it stays, and the batch's PDFs go."""
+    world = build_world(cli, session, clock, tmp_path)
+    note = world.old_batch / "note.txt"
+    note.write_text("à garder")
+    on_disk = world.old_batch / "manifest.json"
+    if tampered == "deleted":
+        on_disk.unlink()
+    elif tampered == "lists the note":
+        manifest = json.loads(on_disk.read_text())
+        on_disk.write_text(json.dumps({**manifest, "files": [{"name": note.name}]}))
+    else:
+        on_disk.write_text("{")
+    code, _, stderr = purge(cli)
+    assert code == 0, stderr
+    kept = {p.name for p in world.old_batch.iterdir()}
+    assert note.name in kept and not any(name.endswith(".pdf") for name in kept)
+    assert note.read_text() == "à garder"
+
+
+def test_a_batch_folder_made_again_after_a_killed_run_loses_nothing(
+    cli: Cli, session: Session, clock: FakeClock, tmp_path: Path, archived: list[dict[str, Any]]
+) -> None:
+    """A run killed with the batch's folder renamed aside, the note still in it; someone
+    then makes a folder of the batch's name again, with a receipt. Nothing of either is
+    deleted: the category fails, saying why, until someone looks."""
+    world = build_world(cli, session, clock, tmp_path)
+    (world.old_batch / "note.txt").write_text("à garder")
+    aside = world.old_batch.parent / ".batch-1.expired"
+    world.old_batch.rename(aside)  # where a killed run left it
+    world.old_batch.mkdir()
+    (world.old_batch / "recu.txt").write_text("reçu")
+    code, document, _ = purge(cli)
+    assert code == 1
+    assert by_name(document)["batch_files"]["error"]
+    assert (world.old_batch / "recu.txt").read_text() == "reçu"
+    assert (aside / "note.txt").read_text() == "à garder"
+
+
+def test_a_planted_put_aside_name_leaves_its_batch_alone_and_the_others_go(
+    cli: Cli, session: Session, clock: FakeClock, tmp_path: Path, archived: list[dict[str, Any]]
+) -> None:
+    world = build_world(cli, session, clock, tmp_path)
+    planted = world.old_batch.parent / ".batch-1.expired"
+    planted.symlink_to(tmp_path)
+    code, document, stderr = purge(cli)
+    assert code == 0, stderr
+    batches = by_name(document)["batch_files"]
+    assert (batches["count"], batches["skipped"]) == (
+        1,
+        [f"{planted} is a symbolic link: left alone"],
+    )
+    assert any(world.old_batch.glob("*.pdf")) and not world.used_batch.exists()
+    assert planted.is_symlink() and tmp_path.is_dir()

@@ -2,25 +2,27 @@
 was printed to (`letters/files.py`), and the manifest stored with the batch for the run that
 publishes it, which names each letter's member by a masked NIR. Both go.
 
-Entries are checked and handled as `purge_files` says for every file purge deletes. A batch
-directory is first renamed whole to `.batch-<id>.expired`, so that nothing half deleted ever
-looks like a batch to the print house; once the event is committed, what the batch did not
-publish (a print house's receipt, an agent's note: anything but the PDFs its manifest lists,
-the index and the manifest) goes back into a directory of the batch's name, made again, and
-the rest is deleted. The manifest goes last, so a run killed on the way leaves a leftover
-the next run finishes, giving back what is not ours as this one would have.
+Entries are checked and handled as `purge_files` says for every file purge deletes, and
+what is the batch's own is decided from the stored manifest, never from the files on disk:
+the PDFs it lists, the index and the manifest, each a plain file of ours. Before the event
+is committed, a batch directory is renamed whole to `.batch-<id>.expired`, so that nothing
+half deleted ever looks like a batch to the print house; its own files move from there into
+`.batch-<id>.ours`, and the directory, holding only what was not ours (a print house's
+receipt, an agent's note, a link), is renamed back (or removed, empty). After the commit
+`.batch-<id>.ours` is deleted. A run killed on the way is finished by the next one: the
+batch is still due, its stored manifest still there.
 """
 
+import errno
 import json
 import os
 import re
 import shutil
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 from sqlalchemy import ScalarSelect, func, or_, update
 from sqlmodel import col, select
@@ -40,7 +42,8 @@ BATCH_RULE = Rule(
     "no live code left in them, or printed more than {days} ago",
     "retention_batch_files_days",
 )
-_EXPIRED = re.compile(r"\.batch-(\d+)\.expired")
+_PUT_ASIDE = re.compile(r"\.batch-(\d+)\.expired")  # a due batch's directory, renamed whole
+_OURS_ASIDE = re.compile(r"\.batch-(\d+)\.ours")  # its own files, to delete
 
 
 @contextmanager
@@ -56,10 +59,30 @@ def _opened(where: Path, skipped: list[str]) -> Iterator[int | None]:
         yield dir_fd
 
 
+@dataclass(frozen=True)
+class _Batch:
+    """A due batch's directory in its output directory, and what its batch published there
+    (from the stored manifest)."""
+
+    id: int
+    name: str
+    published: frozenset[str]
+
+    @property
+    def expired(self) -> str:
+        return f".batch-{self.id}.expired"
+
+    @property
+    def ours(self) -> str:
+        return f".batch-{self.id}.ours"
+
+
 @dataclass
 class _Batches:
     ids: set[int] = field(default_factory=set)  # whose stored manifest goes
-    directories: dict[Path, dict[str, str]] = field(default_factory=dict)  # out -> name -> trash
+    directories: dict[Path, list[_Batch]] = field(default_factory=dict)  # by output directory
+    outputs: list[Path] = field(default_factory=list)  # every directory batches were printed to
+    waiting: set[int] = field(default_factory=set)  # due, left alone this time (`skipped`)
     printed: list[datetime] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
 
@@ -84,9 +107,7 @@ def _live_codes(now: datetime) -> ScalarSelect[int]:
 
 def _due_batches(scope: Scope, before: datetime) -> _Batches:
     """The completed batches whose files are due (those not dropped yet keep their stored
-    manifest), and the leftovers of an interrupted purge, by output directory. A leftover
-    is only emptied: the batch it was is due (still listed) if the purge that renamed it
-    was killed before recording it, and done with otherwise; its name alone is no batch."""
+    manifest), by output directory."""
     rows = scope.session.exec(
         select(LetterBatch)
         .where(
@@ -97,20 +118,11 @@ def _due_batches(scope: Scope, before: datetime) -> _Batches:
         .order_by(col(LetterBatch.id))  # what is skipped is reported in batch order
     ).all()
     out_dirs = {Path(out) for out in scope.session.exec(select(LetterBatch.out_dir).distinct())}
-    due = _Batches()
-    for out in sorted(out_dirs):
+    due = _Batches(outputs=sorted(out_dirs))
+    for out in due.outputs:
         with _opened(out, due.skipped) as dir_fd:
             for batch in (batch for batch in rows if Path(batch.out_dir) == out):
                 _add_batch(due, dir_fd, out, batch)
-            if dir_fd is None:
-                continue
-            for name in sorted(os.listdir(dir_fd)):
-                if _EXPIRED.fullmatch(name) and entry_kind(dir_fd, name, directory=True) == OURS:
-                    due.directories.setdefault(out, {})[name] = name
-                    with _subdirectory(dir_fd, name) as trash_fd:
-                        if (manifest := _own_manifest(trash_fd)) is not None:
-                            shown_as = published_dir(out, manifest)
-                            _say_what_stays(trash_fd, manifest, shown_as, due.skipped)
     return due
 
 
@@ -125,30 +137,22 @@ def _subdirectory(dir_fd: int, name: str) -> Iterator[int]:
         os.close(fd)
 
 
-def _published_files(manifest: dict[str, Any]) -> list[str]:
-    """What `letters/files.py` wrote in a batch's directory, the manifest last."""
-    return [entry["name"] for entry in manifest["files"]] + [INDEX, MANIFEST]
-
-
-def _not_ours(folder_fd: int, manifest: dict[str, Any]) -> dict[str, str | None]:
-    """The entries of a batch's directory its publication did not write: name -> what it is
-    (OURS for a plain file of ours, as `entry_kind` says). A name with a `/` is never one."""
-    published = set(_published_files(manifest))
+def _not_ours(folder_fd: int, batch: _Batch) -> dict[str, str | None]:
+    """The entries of a batch's directory its batch did not publish: name -> what it is (OURS
+    for a plain file of ours, as `entry_kind` says)."""
     kinds = {
         entry: entry_kind(folder_fd, entry, directory=False) for entry in os.listdir(folder_fd)
     }
     return {
         entry: kind
         for entry, kind in sorted(kinds.items())
-        if entry not in published or kind != OURS
+        if entry not in batch.published or kind != OURS
     }
 
 
-def _say_what_stays(
-    folder_fd: int, manifest: dict[str, Any], shown_as: Path, skipped: list[str]
-) -> None:
+def _say_what_stays(folder_fd: int, batch: _Batch, shown_as: Path, skipped: list[str]) -> None:
     """Say, once, here so that the survey says it too, what stays of a batch's directory."""
-    others = _not_ours(folder_fd, manifest)
+    others = _not_ours(folder_fd, batch)
     if not others:
         return
     shown = [
@@ -162,29 +166,19 @@ def _say_what_stays(
     )
 
 
-def _own_manifest(folder_fd: int) -> dict[str, Any] | None:
-    """The manifest in a batch's directory, if it is our own readable file."""
-    if entry_kind(folder_fd, MANIFEST, directory=False) != OURS:
-        return None
-    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
-    try:
-        with os.fdopen(os.open(MANIFEST, flags, dir_fd=folder_fd), "rb") as file:
-            manifest = json.loads(file.read())
-        _published_files(manifest)  # the shape this program writes
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    return manifest if isinstance(manifest, dict) else None
-
-
-def _add_batch(due: _Batches, dir_fd: int | None, out: Path, batch: LetterBatch) -> None:
-    assert batch.id is not None and batch.manifest is not None and batch.finished_at
-    manifest = json.loads(batch.manifest)
-    name = published_dir(out, manifest).name
-    kind = None if dir_fd is None else entry_kind(dir_fd, name, directory=True)
-    if kind not in (None, OURS):
-        due.skipped.append(f"{out / name} is {kind}: left alone")
-        return
-    staging = staging_dir(out, batch.id)
+def _add_batch(due: _Batches, dir_fd: int | None, out: Path, row: LetterBatch) -> None:
+    assert row.id is not None and row.manifest is not None and row.finished_at
+    due.waiting.add(row.id)  # until it is taken, below
+    manifest = json.loads(row.manifest)
+    published = [entry["name"] for entry in manifest["files"]] + [INDEX, MANIFEST]
+    batch = _Batch(row.id, published_dir(out, manifest).name, frozenset(published))
+    if dir_fd is not None:
+        for name in (batch.name, batch.expired, batch.ours):
+            kind = entry_kind(dir_fd, name, directory=True)
+            if kind not in (None, OURS):
+                due.skipped.append(f"{out / name} is {kind}: left alone")
+                return
+    staging = staging_dir(out, row.id)
     if dir_fd is not None and entry_kind(dir_fd, staging.name, directory=True) is not None:
         # Committed, not published yet: `letters batch` publishes it first, from the stored
         # manifest, which must stay until then.
@@ -193,55 +187,67 @@ def _add_batch(due: _Batches, dir_fd: int | None, out: Path, batch: LetterBatch)
     if dir_fd is None and describe_entry(out) is not None:  # not trusted (reported): it waits
         return
     if dir_fd is None:  # said once: the stored manifest goes, the batch is not seen again
-        due.skipped.append(f"{out} no longer exists: batch {batch.id}'s files were not there")
-    due.ids.add(batch.id)
-    due.printed.append(batch.finished_at)
-    if kind == OURS:
-        assert dir_fd is not None
-        with _subdirectory(dir_fd, name) as folder_fd:
-            _say_what_stays(folder_fd, manifest, out / name, due.skipped)
-        due.directories.setdefault(out, {})[name] = f".batch-{batch.id}.expired"
+        due.skipped.append(f"{out} no longer exists: batch {row.id}'s files were not there")
+    due.waiting.discard(row.id)
+    due.ids.add(row.id)
+    due.printed.append(row.finished_at)
+    if dir_fd is None:
+        return
+    due.directories.setdefault(out, []).append(batch)
+    for name in (batch.name, batch.expired):  # the directory, or where a killed run put it
+        if entry_kind(dir_fd, name, directory=True) == OURS:
+            with _subdirectory(dir_fd, name) as folder_fd:
+                _say_what_stays(folder_fd, batch, out / batch.name, due.skipped)
 
 
 def survey_batch_files(scope: Scope, before: datetime) -> Found:
     return _due_batches(scope, before).found()
 
 
-def _empty_trash(dir_fd: int, trash: str) -> None:
-    """Delete a batch directory put aside as `trash`, giving back first what its batch did
-    not publish, into a directory of the batch's name (made again, 0700). The manifest that
-    names both stays until the trash goes whole, so a run killed half-way is finished by the
-    next one; a leftover without it holds nothing but ours (or is an older version's)."""
-    with _subdirectory(dir_fd, trash) as trash_fd:
-        manifest = _own_manifest(trash_fd)
-        others = [] if manifest is None else list(_not_ours(trash_fd, manifest))
-        if manifest is not None and others:
-            name = published_dir(Path(), manifest).name
-            try:
-                os.mkdir(name, 0o700, dir_fd=dir_fd)
-            except FileExistsError:
-                if entry_kind(dir_fd, name, directory=True) != OURS:
-                    raise InvalidInput(f"{name} is in the way of what {trash} gives back") from None
-            with _subdirectory(dir_fd, name) as back_fd:
-                for entry in others:
-                    os.rename(entry, entry, src_dir_fd=trash_fd, dst_dir_fd=back_fd)
-                os.fsync(back_fd)
-            os.fsync(trash_fd)
-    shutil.rmtree(trash, dir_fd=dir_fd)
+def _put_aside(dir_fd: int, batch: _Batch) -> None:
+    """Take a batch's own files out of the print house's sight into `batch.ours`: its
+    directory renamed whole to `batch.expired`, its own files moved from there, the rest
+    renamed back (or the directory removed, empty). Each step is finished by a later run if
+    this one is killed: the batch is due until the event is committed."""
+    if entry_kind(dir_fd, batch.name, directory=True) == OURS:
+        if entry_kind(dir_fd, batch.expired, directory=True) == OURS:  # a killed run's
+            _take_ours(dir_fd, batch)
+            _give_back(dir_fd, batch)  # its own name is taken: fails, loudly, if not empty
+        os.rename(batch.name, batch.expired, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+    if entry_kind(dir_fd, batch.expired, directory=True) == OURS:
+        _take_ours(dir_fd, batch)
+        _give_back(dir_fd, batch)
+
+
+def _take_ours(dir_fd: int, batch: _Batch) -> None:
+    with suppress(FileExistsError):  # a killed run's (checked by `_add_batch`)
+        os.mkdir(batch.ours, 0o700, dir_fd=dir_fd)
+    with _subdirectory(dir_fd, batch.expired) as source, _subdirectory(dir_fd, batch.ours) as ours:
+        for name in batch.published:
+            if entry_kind(source, name, directory=False) == OURS:
+                os.rename(name, name, src_dir_fd=source, dst_dir_fd=ours)
+        os.fsync(ours)
+        os.fsync(source)
+
+
+def _give_back(dir_fd: int, batch: _Batch) -> None:
+    """What is left in `batch.expired` (not ours) goes back under the batch's name."""
+    try:
+        os.rmdir(batch.expired, dir_fd=dir_fd)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+            raise
+        os.rename(batch.expired, batch.name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
 
 
 def drop_batch_files(scope: Scope, before: datetime, rule: str) -> Found:
     due = _due_batches(scope, before)
-    for out, names in due.directories.items():  # 1. out of the print house's sight
+    for out, batches in due.directories.items():  # 1. out of the print house's sight
         with _opened(out, due.skipped) as dir_fd:
             if dir_fd is None:
                 continue
-            for name, trash in names.items():
-                if name == trash or entry_kind(dir_fd, name, directory=True) != OURS:
-                    continue  # a leftover, or no longer ours: checked again
-                if entry_kind(dir_fd, trash, directory=True) == OURS:  # an older leftover
-                    _empty_trash(dir_fd, trash)
-                os.rename(name, trash, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+            for batch in batches:
+                _put_aside(dir_fd, batch)
             os.fsync(dir_fd)
     failpoint("purge.batches_renamed")
     found = due.found()
@@ -256,11 +262,22 @@ def drop_batch_files(scope: Scope, before: datetime, rule: str) -> Found:
         record_category(
             scope, category, rule=rule, before=before, found=found, batch_ids=sorted(due.ids)
         )
-    for out, names in due.directories.items():  # 3. the files themselves
+    for out in due.outputs:  # 3. the files themselves, this run's and a killed run's
         with _opened(out, []) as dir_fd:
-            for trash in names.values():
-                if dir_fd is not None and entry_kind(dir_fd, trash, directory=True) == OURS:
-                    _empty_trash(dir_fd, trash)
             if dir_fd is not None:
-                os.fsync(dir_fd)
+                _delete_put_aside(dir_fd, waiting=due.waiting)
     return found
+
+
+def _delete_put_aside(dir_fd: int, *, waiting: set[int]) -> None:
+    """Delete the batches' own files put aside: a `.ours` directory holds nothing else. A
+    `.expired` one is left by an older version (which deleted it whole, as here) or by a
+    run killed before giving back what was not ours, which `_put_aside` has finished for
+    every due batch but those left alone this time (`waiting`): theirs stay."""
+    for name in os.listdir(dir_fd):
+        aside = _OURS_ASIDE.fullmatch(name) or _PUT_ASIDE.fullmatch(name)
+        if aside is None or entry_kind(dir_fd, name, directory=True) != OURS:
+            continue
+        if aside.re is _OURS_ASIDE or int(aside[1]) not in waiting:
+            shutil.rmtree(name, dir_fd=dir_fd)
+    os.fsync(dir_fd)

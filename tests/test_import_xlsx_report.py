@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from openpyxl import load_workbook
 
-from cpms_admin.bulk.formats import RowError, read_member_rows
+from cpms_admin.bulk.formats import ErrorReport, RowError, read_member_rows
 from cpms_admin.errors import InvalidInput
 from cpms_admin.members.fields import COLUMNS
 from tests.factories import make_nir
@@ -155,3 +155,19 @@ def test_a_killed_import_leaves_no_workbook_report_and_the_next_finishes_it(
     assert subprocess.run(command, env=env, check=False).returncode == 1  # the rejected row
     assert [path.name for path in reports.iterdir()] == ["rejets.xlsx"]
     assert sheet_of(report)["D2"].value == make_nir(2) and mode(report) == 0o600
+
+
+@pytest.mark.parametrize("workbook", [False, True], ids=["csv", "xlsx"])
+def test_every_cell_of_a_report_is_guarded_against_formulas(workbook: bool) -> None:
+    """The field is the file's own heading and a reason may quote a value: in a report a
+    spreadsheet opens, none may run as a formula."""
+    out: Any = io.BytesIO() if workbook else io.StringIO()
+    report = ErrorReport(out, columns=("nir",), workbook=workbook)
+    report.write(RowError(2, "=HYPERLINK(1)", "+1 is wrong", {"nir": "@SUM(1)"}))
+    report.close()
+    if workbook:
+        sheet = load_workbook(io.BytesIO(out.getvalue())).active
+        cells = [cell.value for cell in list(sheet.iter_rows())[1]]
+    else:
+        cells = list(csv.reader(io.StringIO(out.getvalue().lstrip("\ufeff"))))[1]
+    assert cells[:4] == ["2", "'=HYPERLINK(1)", "'+1 is wrong", "'@SUM(1)"]

@@ -220,12 +220,11 @@ class ErrorReport:
             self.hashes_left_out += 1
             if len(self.lines_left_without_hash) < _LINES_NAMED:
                 self.lines_left_without_hash.append(error.line)
+        # Every cell guarded: a field is the file's own heading, a reason may quote a value.
         self._rows.write(
             [
                 str(error.line),
-                error.field or "",
-                error.reason,
-                *_guarded([values.get(name) for name in self._columns]),
+                *_guarded([error.field, error.reason, *(values.get(n) for n in self._columns)]),
             ]
         )
         self.count += 1

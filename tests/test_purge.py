@@ -519,6 +519,16 @@ def test_a_second_purge_while_one_runs_is_refused_and_changes_nothing(
     assert not world.old_mail.exists()
 
 
+def stop_after_putting_batches_aside(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Purge interrupted as a kill would stop it, its batches out of sight, nothing recorded."""
+
+    def killed(name: str) -> None:
+        if name == "purge.batches_renamed":
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(purge_batches, "failpoint", killed)
+
+
 def test_a_run_killed_after_renaming_batches_is_finished_by_the_next(
     cli: Cli,
     session: Session,
@@ -528,12 +538,7 @@ def test_a_run_killed_after_renaming_batches_is_finished_by_the_next(
     archived: list[dict[str, Any]],
 ) -> None:
     world = build_world(cli, session, clock, tmp_path)
-
-    def killed(name: str) -> None:
-        if name == "purge.batches_renamed":
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(purge_batches, "failpoint", killed)
+    stop_after_putting_batches_aside(monkeypatch)
     assert cli("purge").exit_code == 130
     out = world.old_batch.parent
     # Out of the print house's sight, nothing deleted yet, nothing recorded.
@@ -684,12 +689,7 @@ def test_a_run_killed_after_putting_aside_a_folder_that_holds_a_note_is_finished
     world = build_world(cli, session, clock, tmp_path)
     note = world.old_batch / "note.txt"
     note.write_text("à garder")
-
-    def killed(name: str) -> None:
-        if name == "purge.batches_renamed":
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(purge_batches, "failpoint", killed)
+    stop_after_putting_batches_aside(monkeypatch)
     assert cli("purge").exit_code == 130
     out = world.old_batch.parent
     # The batch's own files out of the print house's sight, all of them, manifest included;

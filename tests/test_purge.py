@@ -770,3 +770,21 @@ def test_a_planted_put_aside_name_leaves_its_batch_alone_and_the_others_go(
     )
     assert any(world.old_batch.glob("*.pdf")) and not world.used_batch.exists()
     assert planted.is_symlink() and tmp_path.is_dir()
+
+
+def test_a_run_killed_right_after_renaming_a_folder_aside_is_finished(
+    cli: Cli, session: Session, clock: FakeClock, tmp_path: Path, archived: list[dict[str, Any]]
+) -> None:
+    """Killed between renaming the batch's folder aside whole and taking its files out: the
+    next run takes them, gives the rest back under the batch's name, and says so."""
+    world = build_world(cli, session, clock, tmp_path)
+    (world.old_batch / "note.txt").write_text("à garder")
+    world.old_batch.rename(world.old_batch.parent / ".batch-1.expired")
+    code, document, stderr = purge(cli)
+    assert code == 0, stderr
+    batches = by_name(document)["batch_files"]
+    assert (batches["count"], batches["skipped"]) == (2, [kept_line(world.old_batch, "note.txt")])
+    assert [p.name for p in world.old_batch.iterdir()] == ["note.txt"]
+    assert sorted(p.name for p in world.old_batch.parent.iterdir()) == sorted(
+        [world.old_batch.name, world.young_batch.name]
+    )

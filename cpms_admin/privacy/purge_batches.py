@@ -32,7 +32,7 @@ from cpms_admin.db import transaction
 from cpms_admin.errors import InvalidInput
 from cpms_admin.faults import failpoint
 from cpms_admin.letters.files import INDEX, MANIFEST, published_dir, staging_dir
-from cpms_admin.models import Letter, LetterBatch, SecurityCode
+from cpms_admin.models import Letter, LetterBatch, SecurityCode, pk
 from cpms_admin.privacy.purge_files import OURS, entry_kind
 from cpms_admin.privacy.retention import Found, Rule, Scope, record_category
 from cpms_admin.private_files import describe_entry, directory_fd
@@ -123,6 +123,7 @@ def _due_batches(scope: Scope, before: datetime) -> _Batches:
         with _opened(out, due.skipped) as dir_fd:
             for batch in (batch for batch in rows if Path(batch.out_dir) == out):
                 _add_batch(due, dir_fd, out, batch)
+    due.waiting = {pk(row) for row in rows} - due.ids
     return due
 
 
@@ -168,7 +169,6 @@ def _say_what_stays(folder_fd: int, batch: _Batch, shown_as: Path, skipped: list
 
 def _add_batch(due: _Batches, dir_fd: int | None, out: Path, row: LetterBatch) -> None:
     assert row.id is not None and row.manifest is not None and row.finished_at
-    due.waiting.add(row.id)  # until it is taken, below
     manifest = json.loads(row.manifest)
     published = [entry["name"] for entry in manifest["files"]] + [INDEX, MANIFEST]
     batch = _Batch(row.id, published_dir(out, manifest).name, frozenset(published))
@@ -188,7 +188,6 @@ def _add_batch(due: _Batches, dir_fd: int | None, out: Path, row: LetterBatch) -
         return
     if dir_fd is None:  # said once: the stored manifest goes, the batch is not seen again
         due.skipped.append(f"{out} no longer exists: batch {row.id}'s files were not there")
-    due.waiting.discard(row.id)
     due.ids.add(row.id)
     due.printed.append(row.finished_at)
     if dir_fd is None:
@@ -210,10 +209,14 @@ def _put_aside(dir_fd: int, batch: _Batch) -> None:
     renamed back (or the directory removed, empty). Each step is finished by a later run if
     this one is killed: the batch is due until the event is committed."""
     if entry_kind(dir_fd, batch.name, directory=True) == OURS:
-        if entry_kind(dir_fd, batch.expired, directory=True) == OURS:  # a killed run's
-            _take_ours(dir_fd, batch)
-            _give_back(dir_fd, batch)  # its own name is taken: fails, loudly, if not empty
+        # A killed run's first: its own name is taken, so this fails, loudly, if not empty.
+        _sort_out_expired(dir_fd, batch)
         os.rename(batch.name, batch.expired, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+    _sort_out_expired(dir_fd, batch)
+
+
+def _sort_out_expired(dir_fd: int, batch: _Batch) -> None:
+    """If `batch.expired` is there: its own files into `batch.ours`, the rest given back."""
     if entry_kind(dir_fd, batch.expired, directory=True) == OURS:
         _take_ours(dir_fd, batch)
         _give_back(dir_fd, batch)

@@ -4,6 +4,10 @@ new transaction (an open one would still see the old rows)."""
 
 import csv
 import json
+import os
+import signal
+import subprocess
+import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -15,7 +19,7 @@ from cpms_admin.members.records import get_member
 from cpms_admin.members.views import member_summary
 from cpms_admin.models import Member
 from tests.factories import make_nir, snapshot
-from tests.harness import new_chain
+from tests.harness import Cli, new_chain
 
 DUPONT = {
     "nir": "185057800608491",
@@ -147,3 +151,21 @@ def summaries(session: Session) -> dict[str, dict[str, Any]]:
     """Every member as `member show --json` summarises them, by NIR."""
     session.rollback()
     return {m.nir: member_summary(m) for m in session.exec(select(Member))}
+
+
+def import_again_after_a_kill(cli: Cli, source: Path, report: Path) -> int:
+    """`members import SOURCE --errors REPORT` run as a real process and killed (-9) while it
+    reads: its report is no file under its name, only the hidden temporary file the kill
+    left, aged a minute as a later run finds it. Then the same command again, to the end:
+    its exit code."""
+    command = [sys.executable, "-m", "cpms_admin", "members", "import", str(source)]
+    command += ["--errors", str(report)]
+    env = {**os.environ, **cli.env()}
+    killed = subprocess.run(command, env={**env, "CPMS_FAILPOINT": "import.batch_read"},
+                            check=False)  # fmt: skip
+    assert killed.returncode == -signal.SIGKILL
+    assert not report.exists()
+    (left,) = report.parent.glob(f".{report.name}.*.tmp")
+    past = left.stat().st_mtime - 60  # killed a minute ago
+    os.utime(left, (past, past))
+    return subprocess.run(command, env=env, check=False).returncode

@@ -20,7 +20,7 @@ from cpms_admin.models import Account, AuditEvent, Member
 from cpms_admin.settings import Settings
 from tests.audit_helpers import assert_chain_intact
 from tests.harness import Cli
-from tests.import_helpers import person, write_csv
+from tests.import_helpers import import_again_after_a_kill, person, write_csv
 from tests.process_helpers import (
     assert_all_exit,
     descendants,
@@ -194,16 +194,7 @@ def test_an_errors_report_a_killed_import_left_half_written_is_removed_by_the_ne
     rows = [person(n) for n in range(1, 31)] + [person(99, postcode="99999")]
     source = write_csv(tmp_path / "m.csv", rows)
     errors = tmp_path / "rejets.csv"
-    command = [sys.executable, "-m", "cpms_admin", "members", "import", str(source)]
-    command += ["--errors", str(errors)]
-    env = {**os.environ, **cli.env()}
-    killed = subprocess.run(command, env={**env, "CPMS_FAILPOINT": "import.batch_read"},
-                            check=False)  # fmt: skip
-    assert killed.returncode == -signal.SIGKILL
-    (left,) = tmp_path.glob(".rejets.csv.*.tmp")
-    past = left.stat().st_mtime - 60  # killed a minute ago
-    os.utime(left, (past, past))
-    assert subprocess.run(command, env=env, check=False).returncode == 1  # the rejected row
+    assert import_again_after_a_kill(cli, source, errors) == 1  # the rejected row
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
     assert "99999" in errors.read_text()
 

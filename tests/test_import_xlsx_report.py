@@ -4,11 +4,7 @@ byte for byte; private, and never left half-written or from an earlier run."""
 
 import csv
 import io
-import os
 import re
-import signal
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +17,7 @@ from cpms_admin.members.fields import COLUMNS
 from tests.factories import make_nir
 from tests.file_helpers import lax_umask, mode  # noqa: F401 (autouse fixture)
 from tests.harness import Cli
-from tests.import_helpers import person, write_csv, write_xlsx
+from tests.import_helpers import import_again_after_a_kill, person, write_csv, write_xlsx
 
 HEADING = ["line", "field", "reason", *COLUMNS]
 LINK = '=HYPERLINK("http://x.example/","clic")'
@@ -142,17 +138,7 @@ def test_a_killed_import_leaves_no_workbook_report_and_the_next_finishes_it(
     reports = tmp_path / "reports"
     reports.mkdir()
     report = reports / "rejets.xlsx"
-    command = [sys.executable, "-m", "cpms_admin", "members", "import", str(source)]
-    command += ["--errors", str(report)]
-    env = {**os.environ, **cli.env()}
-    killed = subprocess.run(command, env={**env, "CPMS_FAILPOINT": "import.batch_read"},
-                            check=False)  # fmt: skip
-    assert killed.returncode == -signal.SIGKILL
-    assert not report.exists()
-    (left,) = reports.glob(".rejets.xlsx.*.tmp")
-    past = left.stat().st_mtime - 60  # killed a minute ago
-    os.utime(left, (past, past))
-    assert subprocess.run(command, env=env, check=False).returncode == 1  # the rejected row
+    assert import_again_after_a_kill(cli, source, report) == 1  # the rejected row
     assert [path.name for path in reports.iterdir()] == ["rejets.xlsx"]
     assert sheet_of(report)["D2"].value == make_nir(2) and mode(report) == 0o600
 

@@ -328,8 +328,9 @@ def _started_and_stopped(
     signal_name: str, *, cwd: Path, ignored: int | None = None
 ) -> subprocess.CompletedProcess[str]:
     def ignore() -> None:
-        if ignored is not None:
-            signal.signal(ignored, signal.SIG_IGN)
+        # Not what the suite inherited: run as a script's background job, it has SIGINT ignored.
+        for number in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(number, signal.SIG_IGN if number == ignored else signal.SIG_DFL)
 
     return subprocess.run(
         [sys.executable, "-c", _STOPPED_WHILE_STARTING, "--version"],

@@ -29,7 +29,15 @@ def partial_index(name: str, *columns: str, where: str) -> Index:
     return Index(name, *columns, info={"where": where})
 
 
-class Member(SQLModel, table=True):
+class Table(SQLModel):
+    """The tables' base: pydantic builds a table's validator on its first use, not when the
+    class is made (a sixth of importing the tables, which every command pays on start-up).
+    The services make rows by keyword and never validate them; `model_dump` builds it."""
+
+    model_config = SQLModel.model_config | {"defer_build": True}
+
+
+class Member(Table, table=True):
     # `member list` walks this index in order; id breaks ties between namesakes. The closed
     # members, a few in a hundred, have their own, so `--status closed`, `members export
     # --status closed` and the retention job find them without reading the others; the
@@ -81,7 +89,7 @@ class Member(SQLModel, table=True):
     pseudonymised_at: datetime | None = None
 
 
-class Account(SQLModel, table=True):
+class Account(Table, table=True):
     # `member list --locked` finds the few locked accounts of a million through these
     # (views.locked_accounts); they hold only the accounts with the column set.
     __table_args__ = (
@@ -108,7 +116,7 @@ class Account(SQLModel, table=True):
     last_login_at: datetime | None = None
 
 
-class UnknownLogin(SQLModel, table=True):
+class UnknownLogin(Table, table=True):
     """Failure counters for NIRs that are not members, so the portal treats them exactly like
     a member's account (same cool-down, CAPTCHA and lock) without revealing who is a member.
     Keyed by a keyed hash of the NIR: the table does not list the NIRs people tried."""
@@ -123,7 +131,7 @@ class UnknownLogin(SQLModel, table=True):
     last_attempt_at: datetime = Field(default_factory=system_clock, index=True)
 
 
-class SecurityCode(SQLModel, table=True):
+class SecurityCode(Table, table=True):
     __tablename__ = "security_code"
 
     id: int | None = Field(default=None, primary_key=True)
@@ -142,7 +150,7 @@ class SecurityCode(SQLModel, table=True):
     requested_by: str | None = Field(default=None, max_length=100)
 
 
-class LetterBatch(SQLModel, table=True):
+class LetterBatch(Table, table=True):
     __tablename__ = "letter_batch"
 
     id: int | None = Field(default=None, primary_key=True)
@@ -156,7 +164,7 @@ class LetterBatch(SQLModel, table=True):
     published_at: datetime | None = None  # once its directory has its final name
 
 
-class Letter(SQLModel, table=True):
+class Letter(Table, table=True):
     id: int | None = Field(default=None, primary_key=True)
     member_id: int = Field(foreign_key="member.id", index=True)
     kind: str = Field(max_length=20)  # welcome | security_code | pin_reset
@@ -176,7 +184,7 @@ class Letter(SQLModel, table=True):
     wording: str | None = Field(default=None, max_length=20)
 
 
-class OutgoingMail(SQLModel, table=True):
+class OutgoingMail(Table, table=True):
     """An e-mail waiting for `mail send`; its code is made at send time, never stored clear."""
 
     __tablename__ = "outgoing_mail"
@@ -196,7 +204,7 @@ class OutgoingMail(SQLModel, table=True):
     code_id: int | None = Field(default=None, foreign_key="security_code.id")
 
 
-class CodeRequest(SQLModel, table=True):
+class CodeRequest(Table, table=True):
     """A portal request for a code, kept 24 hours for the per-NIR rate limit. Keyed like
     `UnknownLogin`, members and unknown NIRs alike, so it lists no NIR."""
 
@@ -208,7 +216,7 @@ class CodeRequest(SQLModel, table=True):
     counted: bool  # admitted (not refused by the rate limit itself): counts towards it
 
 
-class AuditEvent(SQLModel, table=True):
+class AuditEvent(Table, table=True):
     __tablename__ = "audit_event"
 
     id: int | None = Field(default=None, primary_key=True)
@@ -231,7 +239,7 @@ class AuditEvent(SQLModel, table=True):
     key_id: int | None = None
 
 
-class AuditChain(SQLModel, table=True):
+class AuditChain(Table, table=True):
     """The chain's one row: where it ends (the last event's seq and hash) and where it starts
     (the anchor: the seq and hash of the last event archived, 0 and zeros before any), sealed
     by a MAC so that it cannot be moved back or forward without the key."""
@@ -250,7 +258,7 @@ class AuditChain(SQLModel, table=True):
     mac: str | None = Field(default=None, max_length=64)  # None only as migration 0011 left it
 
 
-class Agent(SQLModel, table=True):
+class Agent(Table, table=True):
     """Someone (or a service) allowed to run commands: the OS user on SQLite, the database
     login role on PostgreSQL, and the role that decides which commands (agents/roles.py)."""
 
@@ -262,7 +270,7 @@ class Agent(SQLModel, table=True):
     disabled_reason: str | None = None
 
 
-class PepperKey(SQLModel, table=True):
+class PepperKey(Table, table=True):
     """What the database knows of each pepper its hashes were made with: the fingerprint
     (a keyed hash, never the pepper), recorded when it was first used or rotated in."""
 

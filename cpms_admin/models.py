@@ -123,7 +123,7 @@ class UnknownLogin(Table, table=True):
 
     __tablename__ = "unknown_login"
 
-    subject: str = Field(primary_key=True, max_length=64)
+    subject: str = Field(primary_key=True, max_length=80)  # tagged, as unknown_nir.py says
     failed_attempts: int = 0
     locked_until: datetime | None = None
     captcha_required: bool = False

@@ -1,22 +1,28 @@
 """Concurrent attempts at one account, each thread with its own engine and connection:
 no failure is lost and none slips past the hard lock or the code's try limit."""
 
+import functools
 import threading
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import TypeVar
 
 from sqlalchemy import func
 from sqlmodel import Session, col, select
 
-from cpms_admin.models import AuditEvent
+from cpms_admin.audit_chain import keyed
+from cpms_admin.db import make_engine
+from cpms_admin.models import AuditEvent, UnknownLogin
+from cpms_admin.operations.peppers import rotate
+from cpms_admin.pepper import load_peppers, write_pepper_file
 from cpms_admin.portal import flows
 from cpms_admin.settings import Settings
 from tests.cred_helpers import PIN, account_of, codes_of, email_code, give_pin, set_pin
-from tests.factories import make_member
-from tests.harness import FakeClock, own_engine
+from tests.factories import make_member, make_nir
+from tests.harness import TEST_PEPPER, FakeClock
 
 THREADS = 6
 T = TypeVar("T")
@@ -25,14 +31,17 @@ T = TypeVar("T")
 def hammer(
     settings: Settings, attempts_per_thread: int, attempt: Callable[[Session], T]
 ) -> list[T]:
-    """Run `attempt` from THREADS threads at once, each with its own engine."""
+    """Run `attempt` from THREADS threads at once, each with its own engine, sealing the
+    audit events with `settings`' peppers as the CLI does."""
     barrier = threading.Barrier(THREADS)
     results: list[T] = []
     errors: list[BaseException] = []
     lock = threading.Lock()
 
     def worker() -> None:
-        engine = own_engine(settings.database_url)
+        engine = keyed(
+            make_engine(settings.database_url), functools.partial(load_peppers, settings)
+        )
         try:
             with Session(engine, expire_on_commit=False) as session:
                 barrier.wait()
@@ -137,3 +146,34 @@ def test_concurrent_wrong_codes_and_pins_share_one_budget(
         session, nir=member.nir, pin=PIN, captcha_ok=True, settings=quick, clock=clock
     )
     assert (late.ok, late.reason) == (False, "locked")
+
+
+def test_concurrent_wrong_pins_after_a_rotation_carry_an_unknown_nir_to_exactly_the_lock(
+    session: Session, settings: Settings, tmp_path: Path
+) -> None:
+    """A stranger's counters made under the old pepper are moved to the new one by the first
+    attempt after a rotation; the attempts that race it neither start them afresh nor lose
+    a failure: 7 before, exactly 3 after, then the lock."""
+    stranger, clock = make_nir(), LeapingClock()
+    path = tmp_path / "pepper"
+    write_pepper_file(path, {1: TEST_PEPPER})
+    filed = replace(settings, pepper=None, pepper_file=str(path))
+
+    def guess(s: Session) -> None:
+        flows.login(s, nir=stranger, pin="605813", captcha_ok=True, settings=filed, clock=clock)
+
+    for _ in range(7):
+        guess(session)
+    rotate(session, settings=filed, agent="admin", clock=clock)
+    assert len(hammer(filed, 3, guess)) == 18
+    session.rollback()
+    counted = session.exec(
+        select(func.count()).where(
+            col(AuditEvent.action) == "portal.login", col(AuditEvent.outcome) == "unknown_member"
+        )
+    ).one()
+    assert counted == 10  # the others were refused, blocked ("unknown_blocked")
+    ((subject, failures, locked),) = session.exec(
+        select(UnknownLogin.subject, UnknownLogin.failed_attempts, UnknownLogin.hard_locked_at)
+    ).all()
+    assert (subject[:3], failures, locked is not None) == ("k2$", 10, True)

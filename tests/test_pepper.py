@@ -13,14 +13,15 @@ from typing import Any
 import pytest
 from sqlmodel import Session, select
 
+from cpms_admin.credentials.unknown_nir import request_key
 from cpms_admin.db import current_revision, make_engine, sqlite_path
 from cpms_admin.errors import NotReady
-from cpms_admin.models import Account, AuditEvent
+from cpms_admin.models import Account, AuditEvent, UnknownLogin
 from cpms_admin.pepper import write_pepper_file
 from cpms_admin.settings import Settings
 from tests.cred_helpers import NEW_PIN, PIN, mailed_codes
 from tests.factories import make_member, make_nir
-from tests.harness import TEST_PEPPER, Cli, invoke
+from tests.harness import TEST_PEPPER, Cli, FakeClock, invoke
 from tests.process_helpers import CPMS
 
 
@@ -230,13 +231,66 @@ def test_rotation_locks_nobody_out_and_says_when_the_old_pepper_can_go(
     (pepper,) = [check for check in json.loads(doctor.stdout) if check["name"] == "pepper"]
     assert pepper["detail"] == (
         f"pepper file {path} no longer holds pepper 1 (still keying 0 PIN hashes, 0 live codes, "
-        f"{old['audit_events']} audit events): a PIN, code or audit event made with it cannot "
-        "be checked"
+        f"{old['audit_events']} audit events, 0 unknown NIRs' counters): a PIN, code or audit "
+        "event made with it cannot be checked"
     )
     assert pepper["fix"] == "put its line back, from the backup of the pepper file"
     events = session.exec(select(AuditEvent).where(AuditEvent.action == "pepper.rotate")).all()
     assert [json.loads(e.details)["pepper"] for e in events] == [2]
     assert [e.key_id for e in events] == [2]  # the rotation's event: the new key's first
+
+
+def portal_answers(cli: Cli, *nirs: str) -> list[tuple[Any, ...]]:
+    """A wrong PIN's answer for each NIR, as the member reads it (the reason is internal)."""
+    found = []
+    for nir in nirs:
+        result = cli("--json", "portal", "login", nir, "--captcha-ok", input="700001\n")
+        answer = json.loads(result.stdout)
+        keys = ("message", "remaining_attempts", "retry_after_seconds", "captcha_required")
+        found.append((result.exit_code, *(answer[key] for key in keys)))
+    return found
+
+
+def test_a_rotation_unlocks_no_unknown_nir_a_member_would_stay_locked_as(
+    filed: tuple[Cli, Path], session: Session, clock: FakeClock
+) -> None:
+    """An unknown NIR's counters are keyed with the pepper: a rotation started them afresh
+    while a member's stayed, so whoever had locked both could tell the member after it."""
+    cli, _ = filed
+    member, stranger = make_member(session, welcome=False).nir, make_nir()
+    for _ in range(10):  # to the hard lock, a cool-down apart
+        clock.advance(hours=2)
+        portal_answers(cli, member, stranger)
+    locked = portal_answers(cli, member, stranger)
+    assert locked[0] == locked[1] and locked[0][1].startswith("Votre accès est bloqué")
+    assert cli("pepper", "rotate").exit_code == 0
+    assert portal_answers(cli, member, stranger) == locked
+    # The stranger's counters still need pepper 1, which says so.
+    assert [(r["pepper"], r["unknown_nir_counters"], r["removable"]) for r in status(cli)] == [
+        (1, 1, False),
+        (2, 0, False),
+    ]
+
+
+def test_counters_made_under_an_older_pepper_go_on_under_the_current_one(
+    filed: tuple[Cli, Path], session: Session, clock: FakeClock
+) -> None:
+    """Two wrong PINs before a rotation, one after: the third brings the cool-down, for a
+    stranger as for a member, and the stranger's counters move to the new pepper. So do
+    those a rotation made before the keys were tagged with their pepper (revision 0018)."""
+    cli, _ = filed
+    member, stranger, earlier = make_member(session, welcome=False).nir, make_nir(), make_nir()
+    portal_answers(cli, member, stranger)
+    portal_answers(cli, member, stranger)
+    assert cli("pepper", "rotate").exit_code == 0
+    session.add(UnknownLogin(subject=request_key(earlier, cli.settings), failed_attempts=2))
+    session.commit()  # as the portal counted `earlier` twice with pepper 2 before 0018
+    third = portal_answers(cli, member, stranger, earlier)
+    assert third[0] == third[1] == third[2] and "patienter 1 minute" in third[0][1]
+    session.rollback()
+    rows = session.exec(select(UnknownLogin)).all()
+    assert sorted((row.subject[:3], row.failed_attempts) for row in rows) == [("k2$", 3)] * 2
+    assert [r["unknown_nir_counters"] for r in status(cli)] == [0, 2]
 
 
 @pytest.mark.parametrize(("before", "after"), [(0o600, 0o600), (0o640, 0o640), (0o440, 0o640)])

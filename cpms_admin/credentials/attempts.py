@@ -62,7 +62,7 @@ class Subject:
     member: Member | None
     pin_hash: str | None
     counters: Counters
-    unknown: str = ""
+    unknown: unknown_nir.UnknownNir | None = None  # the counters' keys of an unknown NIR
 
 
 @dataclass(frozen=True)
@@ -244,11 +244,7 @@ def record_failure(
     budget."""
     reason = reason or _failure_reason(subject)
     with transaction(session):
-        if subject.member is None:
-            counters = unknown_nir.record_failure(
-                session, subject=subject.unknown, captcha_ok=captcha_ok, settings=settings, now=now
-            )
-        else:
+        if subject.member is not None:
             counters = count_failure(
                 session,
                 table=Account,
@@ -256,6 +252,11 @@ def record_failure(
                 captcha_ok=captcha_ok,
                 settings=settings,
                 now=now,
+            )
+        else:
+            assert subject.unknown is not None  # read_subject keys an unknown NIR's counters
+            counters = unknown_nir.record_failure(
+                session, subject=subject.unknown, captcha_ok=captcha_ok, settings=settings, now=now
             )
         if counters is not None:
             audit_attempt(

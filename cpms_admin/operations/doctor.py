@@ -166,10 +166,12 @@ def _lost_peppers(settings: Settings, peppers: "Peppers") -> str | None:
     finally:
         engine.dispose()
     lost = [use for use in uses if use.key_id not in peppers.secrets and not use.removable]
+    unknown = ("unknown NIR's counters", "unknown NIRs' counters")
     return (
         ", ".join(
             f"pepper {use.key_id} (still keying {count(use.pin_hashes, 'PIN hash', 'PIN hashes')}, "
-            f"{count(use.live_codes, 'live code')}, {count(use.audit_events, 'audit event')})"
+            f"{count(use.live_codes, 'live code')}, {count(use.audit_events, 'audit event')}, "
+            f"{count(use.unknown_nir_counters, *unknown)})"
             for use in lost
         )
         or None

@@ -24,7 +24,7 @@ from cpms_admin.credentials.codes import live_at
 from cpms_admin.credentials.legacy import LEGACY_PREFIX, fits_sealed, seal_legacy_hash
 from cpms_admin.db import transaction
 from cpms_admin.errors import NotReady
-from cpms_admin.models import Account, AuditEvent, PepperKey, SecurityCode
+from cpms_admin.models import Account, AuditEvent, PepperKey, SecurityCode, UnknownLogin
 from cpms_admin.pepper import (
     Peppers,
     check_fingerprints,
@@ -44,19 +44,23 @@ UNSEALED = LEGACY_PREFIX + "$"  # an imported hash stored as it came (before 3 D
 
 @dataclass(frozen=True)
 class PepperUse:
-    """What pepper `key_id` still keys: PIN hashes, live codes, and the audit events its key
-    sealed (`audit verify` needs it for them until they are archived)."""
+    """What pepper `key_id` still keys: PIN hashes, live codes, the audit events its key
+    sealed (`audit verify` needs it for them until they are archived), and unknown NIRs'
+    failure counters not moved to the current pepper yet (without it they would start
+    afresh, where a member's stay)."""
 
     key_id: int
     current: bool
     pin_hashes: int
     live_codes: int
     audit_events: int = 0
+    unknown_nir_counters: int = 0
 
     @property
     def removable(self) -> bool:
         """Its line can go from the pepper file: nothing would need it any more."""
-        return not self.current and not (self.pin_hashes or self.live_codes or self.audit_events)
+        needed = self.pin_hashes or self.live_codes or self.audit_events
+        return not self.current and not (needed or self.unknown_nir_counters)
 
     def as_json(self) -> dict[str, object]:
         return {
@@ -65,6 +69,7 @@ class PepperUse:
             "pin_hashes": self.pin_hashes,
             "live_codes": self.live_codes,
             "audit_events": self.audit_events,
+            "unknown_nir_counters": self.unknown_nir_counters,
             "removable": self.removable,
         }
 
@@ -234,7 +239,7 @@ def rotate(session: Session, *, settings: Settings, agent: str, clock: Clock) ->
 
 
 def usage(session: Session, *, now: datetime) -> list[PepperUse]:
-    """For each recorded pepper: the PIN hashes and live codes it keys."""
+    """For each recorded pepper: what it keys (PepperUse)."""
     recorded = sorted(_recorded(session))
     current = max(recorded, default=0)
     sealed = dict(
@@ -249,9 +254,12 @@ def usage(session: Session, *, now: datetime) -> list[PepperUse]:
         if key_id == 1:  # untagged: argon2 hashes and codes made before any rotation
             pins = col(Account.pin_hash).startswith("$argon2")
             code = not_(col(SecurityCode.code_hash).startswith("k"))
+            # and unknown NIRs' keys made before revision 0018, whichever pepper made them
+            unknown = not_(col(UnknownLogin.subject).startswith("k"))
         else:
             pins = col(Account.pin_hash).startswith(f"k{key_id}:")
             code = col(SecurityCode.code_hash).startswith(f"k{key_id}$")
+            unknown = col(UnknownLogin.subject).startswith(f"k{key_id}$")
         # Imported hashes, sealed with the pepper that was current (always tagged).
         pins = or_(pins, col(Account.pin_hash).startswith(f"legacy:k{key_id}:"))
         pin_count = session.exec(select(func.count()).select_from(Account).where(pins)).one()
@@ -263,8 +271,16 @@ def usage(session: Session, *, now: datetime) -> list[PepperUse]:
                 live_at(now),
             )
         ).one()
+        counters = session.exec(select(func.count()).select_from(UnknownLogin).where(unknown)).one()
         found.append(
-            PepperUse(key_id, key_id == current, int(pin_count), int(live), sealed.get(key_id, 0))
+            PepperUse(
+                key_id,
+                key_id == current,
+                int(pin_count),
+                int(live),
+                sealed.get(key_id, 0),
+                int(counters),
+            )
         )
     session.rollback()
     return found

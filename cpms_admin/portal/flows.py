@@ -106,7 +106,7 @@ def request_code(
     action = AuditAction.portal_request_code
     with transaction(session):
         subject = read_subject(session, nir=compact, settings=settings)
-        key = unknown_nir.subject_of(compact, settings)
+        key = unknown_nir.request_key(compact, settings)
         admitted = code_requests.lock_and_count(session, key=key, now=now)
         refusal = _request_refusal(
             session, subject=subject, admitted=admitted, settings=settings, now=now

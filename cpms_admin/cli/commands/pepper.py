@@ -41,8 +41,10 @@ def rotate(ctx: typer.Context) -> None:
 def status(ctx: typer.Context) -> None:
     """List the database's peppers: which is current, and what each still keys.
 
-    An old pepper whose PIN hashes, live codes and audit events are all 0 is needed no more:
-    its line (`<id>:...`) can be deleted from the pepper file. Audit events sealed with it
+    An old pepper whose PIN hashes, live codes, audit events and unknown NIRs' counters are
+    all 0 is needed no more: its line (`<id>:...`) can be deleted from the pepper file. An
+    unknown NIR's failure counters move to the current pepper when it is next tried; the
+    others go once `purge` finds them past their retention. Audit events sealed with it
     need it until they are archived, and their archive for as long as it is kept. A letter
     printed with it that comes back once it is deleted is judged by dates, not by the
     address it bore (`letters returned`).
@@ -65,6 +67,7 @@ def status(ctx: typer.Context) -> None:
             ("pin_hashes", "PIN hashes"),
             ("live_codes", "Live codes"),
             ("audit_events", "Audit events"),
+            ("unknown_nir_counters", "Unknown NIRs"),
             ("removable", "Can be deleted"),
         ],
     )

@@ -272,13 +272,15 @@ def test_agent_changes_are_audited(cli: Cli, db_url: str, new_login: str) -> Non
         "changed": False,
     }
     events = json.loads(cli("--json", "audit", "list").stdout)
-    assert [(e["action"], e["details"].get("role"), e["reason"]) for e in events][:3] == [
-        ("agent.disable", None, "left"),
-        ("agent.add", "supervisor", None),
-        ("agent.add", "support", None),
+    found = [(e["action"], e["details"].get("role"), e["reason"], e["outcome"]) for e in events]
+    assert found[:4] == [
+        ("agent.disable", None, "left", "noop"),  # the second: nothing to do, audited all the same
+        ("agent.disable", None, "left", "ok"),
+        ("agent.add", "supervisor", None, "ok"),
+        ("agent.add", "support", None, "ok"),
     ]
-    assert events[2]["label"] == "INC-42"
-    assert {e["agent"] for e in events[:3]} == {runner_identity(db_url)}
+    assert events[3]["label"] == "INC-42"
+    assert {e["agent"] for e in events[:4]} == {runner_identity(db_url)}
 
 
 # What `audit list --json` prints for each event (docs/scripting.md#listings): the table's
@@ -349,6 +351,31 @@ def test_agent_add_records_the_reason_it_is_given(cli: Cli, new_login: str) -> N
     assert (blank.exit_code, blank.stderr) == (2, "Error: the reason must not be empty\n")
     assert [a["role"] for a in json.loads(cli("--json", "agent", "list").stdout)
             if a["name"] == bob] == ["support"]  # fmt: skip
+
+
+def test_an_agent_command_that_changes_nothing_is_audited_as_a_noop(
+    cli: Cli, new_login: str
+) -> None:
+    """Every agent action is audited, those with nothing to do too (as `member close` and
+    `account unlock`): who tried to give bob a role he had, or to disable him twice, and why."""
+    bob = new_login
+
+    def last_event() -> tuple[Any, ...]:
+        [event] = json.loads(cli("--json", "audit", "list", "--limit", "1").stdout)
+        return event["action"], event["outcome"], event["reason"], event["details"]
+
+    assert cli("agent", "add", bob, "--role", "support").exit_code == 0
+    again = cli("agent", "add", bob, "--role", "support", "--reason", "ticket 12")
+    assert (again.exit_code, again.stdout) == (0, f"Nothing to do: {bob} is already support.\n")
+    assert last_event() == (
+        "agent.add", "noop", "ticket 12", {"name": bob, "role": "support", "before": "support"},
+    )  # fmt: skip
+    assert cli("agent", "disable", bob, "--reason", "left").exit_code == 0
+    twice = cli("agent", "disable", bob, "--reason", "left, really")
+    assert (twice.exit_code, twice.stdout) == (0, f"Nothing to do: {bob} is already disabled.\n")
+    assert last_event() == ("agent.disable", "noop", "left, really", {"name": bob})
+    [listed] = [a for a in json.loads(cli("--json", "agent", "list").stdout) if a["name"] == bob]
+    assert listed["disabled_reason"] == "left"  # the first reason stays
 
 
 # --- a second OS user, on SQLite -------------------------------------------------------------

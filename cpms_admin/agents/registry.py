@@ -140,7 +140,7 @@ def add_agent(
 ) -> AgentChange:
     """Add `name` with `role`, or give an existing agent that role (enabling them again),
     recording `reason` when given. Adding an agent who already has the role changes
-    nothing."""
+    nothing, and is audited as a `noop` (with the reason), as every agent action is."""
     name = _agent_name(name)
     check_reserved(name, role)
     if reason is not None:  # refused as input even when there is nothing to do
@@ -149,6 +149,10 @@ def add_agent(
         agent = _lock(session, name)
         before = None if agent is None else _state(agent)
         if before == role:
+            audit.record(
+                session, agent=actor, action=AuditAction.agent_add, reason=reason,
+                outcome="noop", at=now, name=name, role=role, before=before,
+            )  # fmt: skip
             return AgentChange(name, role, before, before)
         if agent is None:
             agent = Agent(name=name, role=role, added_at=now, added_by=actor)
@@ -185,8 +189,10 @@ def check_reserved(name: str, role: Role) -> None:
 def disable_agent(
     session: Session, *, name: str, reason: str, actor: str, now: datetime
 ) -> AgentChange:
-    """Disable `name`: every command refuses them from now on (their audit trail stays)."""
+    """Disable `name`: every command refuses them from now on (their audit trail stays).
+    Disabling them again changes nothing, and is audited as a `noop` with the reason."""
     name = _agent_name(name)
+    reason = audit.clean_text(reason, what="the reason", max_length=audit.REASON_MAX_LENGTH)
     with transaction(session):
         agent = _lock(session, name)
         failpoint("agents.locked")
@@ -195,21 +201,19 @@ def disable_agent(
         before = _state(agent)
         if agent.disabled_at is None:
             _keep_an_admin(session, agent, losing=True)
-            agent.disabled_at = now
-            agent.disabled_reason = audit.clean_text(
-                reason, what="the reason", max_length=audit.REASON_MAX_LENGTH
-            )
+            agent.disabled_at, agent.disabled_reason = now, reason
             session.add(agent)
             if session.get_bind().dialect.name == "postgresql":
                 grants.revoke_membership(session.connection(), name=name)
-            audit.record(
-                session,
-                agent=actor,
-                action=AuditAction.agent_disable,
-                reason=reason,
-                at=now,
-                name=name,
-            )
+        audit.record(
+            session,
+            agent=actor,
+            action=AuditAction.agent_disable,
+            reason=reason,
+            outcome="ok" if before != "disabled" else "noop",
+            at=now,
+            name=name,
+        )
     return AgentChange(name, Role(agent.role), before, _state(agent))
 
 

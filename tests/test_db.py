@@ -18,7 +18,7 @@ from cpms_admin.db import MIGRATIONS_DIR, make_engine, migrate, normalise_url, t
 from cpms_admin.errors import Conflict, NotReady
 from cpms_admin.members import records, views
 from cpms_admin.migrations import HEAD_REVISION
-from cpms_admin.models import AuditEvent, UnknownLogin
+from cpms_admin.models import AuditEvent, PepperKey, UnknownLogin
 from cpms_admin.settings import Settings
 from tests.databases import PG_URL, created_login, new_pg_database
 from tests.factories import make_member
@@ -304,32 +304,27 @@ def test_0014_indexes_only_the_closed_members_by_name_and_its_downgrade_puts_bac
     assert [m.id for m in views.list_members(session, status="active")] == [active.id]
 
 
-def test_0018_keeps_the_unknown_nirs_counters_and_its_downgrade_the_untagged_ones(
+def test_0018_tags_the_unknown_nirs_counters_with_the_current_pepper_and_back(
     engine: Engine, session: Session
 ) -> None:
-    """0018 widens the key of an unknown NIR's counters for its pepper's tag: the counters
-    stay, locks included; going back drops only the tagged ones, which no longer fit."""
-    plain, tagged = "a" * 64, "k2$" + "b" * 64
-    migrate(engine, "0017", down=True)
-    with engine.begin() as conn:
-        conn.execute(
-            text(
-                "INSERT INTO unknown_login (subject, failed_attempts, captcha_required, "
-                "last_attempt_at) VALUES (:subject, 10, true, '2026-11-23 09:00:00')"
-            ),
-            {"subject": plain},
-        )
-    migrate(engine, "head")
-    session.add(UnknownLogin(subject=tagged, failed_attempts=3))
+    """0018 widens the key of an unknown NIR's counters for its pepper's tag, and tags the
+    keys made so far with the current pepper's; going back takes the tag off. The counters
+    stay either way, locks included."""
+    digest = "a" * 64
+    session.add(PepperKey(id=2, fingerprint="f" * 64))  # a rotation, as recorded
+    session.add(UnknownLogin(subject=f"k2${digest}", failed_attempts=10, captcha_required=True))
     session.commit()
-    rows = session.exec(select(UnknownLogin.subject, UnknownLogin.failed_attempts)).all()
-    assert sorted(rows) == [(plain, 10), (tagged, 3)]
     session.close()
+
+    def counters() -> list[tuple[str, int]]:
+        with engine.connect() as conn:
+            query = "SELECT subject, failed_attempts FROM unknown_login"
+            return [(row[0], row[1]) for row in conn.execute(text(query))]
+
     migrate(engine, "0017", down=True)
-    with engine.connect() as conn:
-        left = conn.execute(text("SELECT subject, failed_attempts FROM unknown_login")).all()
-    assert [tuple(row) for row in left] == [(plain, 10)]
+    assert counters() == [(digest, 10)]  # as 0017 keyed the current pepper's
     migrate(engine, "head")
+    assert counters() == [(f"k2${digest}", 10)]
 
 
 @pytest.mark.skipif(not PG_URL, reason="needs PostgreSQL: set CPMS_TEST_DATABASE_URL")

@@ -62,7 +62,6 @@ class Subject:
     member: Member | None
     pin_hash: str | None
     counters: Counters
-    unknown: unknown_nir.UnknownNir | None = None  # the counters' keys of an unknown NIR
 
 
 @dataclass(frozen=True)
@@ -92,9 +91,9 @@ def read_subject(
             query = query.with_for_update()
         account = session.exec(query.execution_options(populate_existing=True)).one()
         return Subject(nir, member, account.pin_hash, Counters.of(account))
-    subject = unknown_nir.subject_of(nir, settings)
-    counters = unknown_nir.read_counters(session, subject, lock_at=lock_at)
-    return Subject(nir, None, None, counters, subject)
+    keys = unknown_nir.keys_of(nir, settings)
+    counters = unknown_nir.read_counters(session, keys, lock_at=lock_at)
+    return Subject(nir, None, None, counters)
 
 
 def audit_attempt(
@@ -244,7 +243,11 @@ def record_failure(
     budget."""
     reason = reason or _failure_reason(subject)
     with transaction(session):
-        if subject.member is not None:
+        if subject.member is None:
+            counters = unknown_nir.record_failure(
+                session, nir=subject.nir, captcha_ok=captcha_ok, settings=settings, now=now
+            )
+        else:
             counters = count_failure(
                 session,
                 table=Account,
@@ -252,11 +255,6 @@ def record_failure(
                 captcha_ok=captcha_ok,
                 settings=settings,
                 now=now,
-            )
-        else:
-            assert subject.unknown is not None  # read_subject keys an unknown NIR's counters
-            counters = unknown_nir.record_failure(
-                session, subject=subject.unknown, captcha_ok=captcha_ok, settings=settings, now=now
             )
         if counters is not None:
             audit_attempt(

@@ -8,7 +8,7 @@ increment, hence the same answers, cool-downs and lock, even under concurrent gu
 The key is made with the current pepper and tagged with its id (`k<id>$`, none for pepper
 1). A pepper rotation changes every NIR's key, where a member's counters stay on their
 account: the row made under an older pepper is read as long as that pepper is at hand, and
-moved to the current key when the NIR is next counted, so a rotation unlocks no one.
+moved to the current key at the NIR's next wrong guess, so a rotation unlocks no one.
 """
 
 import functools
@@ -18,7 +18,6 @@ import importlib
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import delete, update
 from sqlmodel import Session, col, select
 
 from cpms_admin.credentials.lockout import Counters, count_failure
@@ -47,7 +46,7 @@ def request_key(nir: str, settings: Settings) -> str:
 
 @dataclass(frozen=True)
 class UnknownNir:
-    """The row keys of a compact NIR's counters: `current`, and those an older pepper at
+    """The row keys of a compact NIR's counters: `current`, and those the older peppers at
     hand made (`older`, newest pepper first), where a rotation left them."""
 
     current: str
@@ -56,21 +55,13 @@ class UnknownNir:
     @classmethod
     def of(cls, nir: str, peppers: Peppers) -> "UnknownNir":
         current, *older = (
-            key
+            tagged(key_id, "$", _digest(peppers.secrets[key_id], nir))
             for key_id in sorted(peppers.secrets, reverse=True)
-            for key in _keys(key_id, peppers.secrets[key_id], nir)
         )
         return cls(current, tuple(older))
 
 
-def _keys(key_id: int, pepper: bytes, nir: str) -> tuple[str, ...]:
-    """The key pepper `key_id` makes, tagged; and untagged, as a pepper after the first made
-    it before revision 0018."""
-    digest = _digest(pepper, nir)
-    return (tagged(key_id, "$", digest), digest) if key_id != 1 else (digest,)
-
-
-def subject_of(nir: str, settings: Settings) -> UnknownNir:
+def keys_of(nir: str, settings: Settings) -> UnknownNir:
     """The keys of a compact NIR's counters under the configured peppers."""
     return UnknownNir.of(nir, load_peppers(settings))
 
@@ -101,8 +92,8 @@ def read_counters(
 
 
 def _ensure_row(session: Session, subject: UnknownNir, now: datetime) -> None:
-    """Create the row unless it exists (a concurrent creation simply finds it there). The
-    row an older pepper's key holds, if any, becomes it (the newest; the others go)."""
+    """Create the row unless it exists (a concurrent creation simply finds it there), or
+    move it from older peppers' keys."""
     if subject.older:
         _carry_over(session, subject)
     # The dialect's own INSERT (for ON CONFLICT), imported on use: the PostgreSQL dialect
@@ -118,30 +109,40 @@ def _ensure_row(session: Session, subject: UnknownNir, now: datetime) -> None:
 
 
 def _carry_over(session: Session, subject: UnknownNir) -> None:
-    """Move the counters an older pepper's key holds to the current key, unless it has
-    some already. Concurrent attempts queue on the older row: the second finds it moved."""
+    """Move the counters older peppers' keys hold to the current key. When the current key
+    has some too, each row counted failures of its own (one made under the old key as a
+    rotation committed, or under the new one while an old pepper's line was missing from
+    the file): they add up, and the strictest lock stays. Concurrent attempts queue on the
+    older rows: the second finds them moved."""
     older = col(UnknownLogin.subject).in_(subject.older)
-    rows = session.exec(select(UnknownLogin.subject).where(older).with_for_update()).all()
+    rows = session.exec(select(UnknownLogin).where(older).with_for_update()).all()
     if not rows:
         return
-    current = session.exec(
-        select(UnknownLogin.subject).where(col(UnknownLogin.subject) == subject.current)
-    ).first()
-    if current is None:
-        newest = min(rows, key=subject.older.index)
-        session.exec(
-            update(UnknownLogin)
-            .where(col(UnknownLogin.subject) == newest)
-            .values(subject=subject.current)
-        )
-    session.exec(delete(UnknownLogin).where(older))
+    current = session.get(UnknownLogin, subject.current, with_for_update=True)
+    merged = [*rows, *([current] if current is not None else [])]
+    target = current or UnknownLogin(subject=subject.current)
+    target.failed_attempts = sum(row.failed_attempts for row in merged)
+    target.locked_until = max(
+        (row.locked_until for row in merged if row.locked_until is not None), default=None
+    )
+    target.captcha_required = any(row.captcha_required for row in merged)
+    target.hard_locked_at = min(
+        (row.hard_locked_at for row in merged if row.hard_locked_at is not None), default=None
+    )
+    target.last_attempt_at = max(row.last_attempt_at for row in merged)
+    for row in rows:
+        session.delete(row)
+    session.add(target)
+    session.flush()
 
 
 def record_failure(
-    session: Session, *, subject: UnknownNir, captcha_ok: bool, settings: Settings, now: datetime
+    session: Session, *, nir: str, captcha_ok: bool, settings: Settings, now: datetime
 ) -> Counters | None:
     """Create the row if it is the first failure, then count like an account; None when the
-    row is blocked. Does not commit."""
+    row is blocked. Does not commit. The keys are those of the peppers at hand now: a
+    rotation may have come since the attempt read the counters (argon2 takes a while)."""
+    subject = keys_of(nir, settings)
     _ensure_row(session, subject, now)
     return count_failure(
         session,

@@ -29,7 +29,7 @@ def partial_index(name: str, *columns: str, where: str) -> Index:
     return Index(name, *columns, info={"where": where})
 
 
-class Table(SQLModel):
+class TableModel(SQLModel):
     """The tables' base: pydantic builds a table's validator on its first use, not when the
     class is made (a sixth of importing the tables, which every command pays on start-up).
     The services make rows by keyword and never validate them; `model_dump` builds it."""
@@ -37,7 +37,7 @@ class Table(SQLModel):
     model_config = SQLModel.model_config | {"defer_build": True}
 
 
-class Member(Table, table=True):
+class Member(TableModel, table=True):
     # `member list` walks this index in order; id breaks ties between namesakes. The closed
     # members, a few in a hundred, have their own, so `--status closed`, `members export
     # --status closed` and the retention job find them without reading the others; the
@@ -89,7 +89,7 @@ class Member(Table, table=True):
     pseudonymised_at: datetime | None = None
 
 
-class Account(Table, table=True):
+class Account(TableModel, table=True):
     # `member list --locked` finds the few locked accounts of a million through these
     # (views.locked_accounts); they hold only the accounts with the column set.
     __table_args__ = (
@@ -116,7 +116,7 @@ class Account(Table, table=True):
     last_login_at: datetime | None = None
 
 
-class UnknownLogin(Table, table=True):
+class UnknownLogin(TableModel, table=True):
     """Failure counters for NIRs that are not members, so the portal treats them exactly like
     a member's account (same cool-down, CAPTCHA and lock) without revealing who is a member.
     Keyed by a keyed hash of the NIR: the table does not list the NIRs people tried."""
@@ -131,7 +131,7 @@ class UnknownLogin(Table, table=True):
     last_attempt_at: datetime = Field(default_factory=system_clock, index=True)
 
 
-class SecurityCode(Table, table=True):
+class SecurityCode(TableModel, table=True):
     __tablename__ = "security_code"
 
     id: int | None = Field(default=None, primary_key=True)
@@ -150,7 +150,7 @@ class SecurityCode(Table, table=True):
     requested_by: str | None = Field(default=None, max_length=100)
 
 
-class LetterBatch(Table, table=True):
+class LetterBatch(TableModel, table=True):
     __tablename__ = "letter_batch"
 
     id: int | None = Field(default=None, primary_key=True)
@@ -164,7 +164,7 @@ class LetterBatch(Table, table=True):
     published_at: datetime | None = None  # once its directory has its final name
 
 
-class Letter(Table, table=True):
+class Letter(TableModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     member_id: int = Field(foreign_key="member.id", index=True)
     kind: str = Field(max_length=20)  # welcome | security_code | pin_reset
@@ -184,7 +184,7 @@ class Letter(Table, table=True):
     wording: str | None = Field(default=None, max_length=20)
 
 
-class OutgoingMail(Table, table=True):
+class OutgoingMail(TableModel, table=True):
     """An e-mail waiting for `mail send`; its code is made at send time, never stored clear."""
 
     __tablename__ = "outgoing_mail"
@@ -204,9 +204,10 @@ class OutgoingMail(Table, table=True):
     code_id: int | None = Field(default=None, foreign_key="security_code.id")
 
 
-class CodeRequest(Table, table=True):
-    """A portal request for a code, kept 24 hours for the per-NIR rate limit. Keyed like
-    `UnknownLogin`, members and unknown NIRs alike, so it lists no NIR."""
+class CodeRequest(TableModel, table=True):
+    """A portal request for a code, kept 24 hours for the per-NIR rate limit. Keyed by a
+    keyed hash of the NIR (`unknown_nir.request_key`), members and unknown NIRs alike, so
+    it lists no NIR."""
 
     __tablename__ = "code_request"
 
@@ -216,7 +217,7 @@ class CodeRequest(Table, table=True):
     counted: bool  # admitted (not refused by the rate limit itself): counts towards it
 
 
-class AuditEvent(Table, table=True):
+class AuditEvent(TableModel, table=True):
     __tablename__ = "audit_event"
 
     id: int | None = Field(default=None, primary_key=True)
@@ -239,7 +240,7 @@ class AuditEvent(Table, table=True):
     key_id: int | None = None
 
 
-class AuditChain(Table, table=True):
+class AuditChain(TableModel, table=True):
     """The chain's one row: where it ends (the last event's seq and hash) and where it starts
     (the anchor: the seq and hash of the last event archived, 0 and zeros before any), sealed
     by a MAC so that it cannot be moved back or forward without the key."""
@@ -258,7 +259,7 @@ class AuditChain(Table, table=True):
     mac: str | None = Field(default=None, max_length=64)  # None only as migration 0011 left it
 
 
-class Agent(Table, table=True):
+class Agent(TableModel, table=True):
     """Someone (or a service) allowed to run commands: the OS user on SQLite, the database
     login role on PostgreSQL, and the role that decides which commands (agents/roles.py)."""
 
@@ -270,7 +271,7 @@ class Agent(Table, table=True):
     disabled_reason: str | None = None
 
 
-class PepperKey(Table, table=True):
+class PepperKey(TableModel, table=True):
     """What the database knows of each pepper its hashes were made with: the fingerprint
     (a keyed hash, never the pepper), recorded when it was first used or rotated in."""
 

@@ -327,7 +327,7 @@ def test_a_ctrl_c_the_caller_ignores_does_not_stop_the_command(tmp_path: Path) -
 def _started_and_stopped(
     signal_name: str, *, cwd: Path, ignored: int | None = None
 ) -> subprocess.CompletedProcess[str]:
-    def ignore() -> None:
+    def handlers_as_a_shell_gives_them() -> None:
         # Not what the suite inherited: run as a script's background job, it has SIGINT ignored.
         for number in (signal.SIGINT, signal.SIGTERM):
             signal.signal(number, signal.SIG_IGN if number == ignored else signal.SIG_DFL)
@@ -336,7 +336,7 @@ def _started_and_stopped(
         [sys.executable, "-c", _STOPPED_WHILE_STARTING, "--version"],
         env={**os.environ, "STOP_WITH": signal_name},
         cwd=cwd,
-        preexec_fn=ignore,
+        preexec_fn=handlers_as_a_shell_gives_them,
         capture_output=True,
         text=True,
         check=False,

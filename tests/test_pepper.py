@@ -231,7 +231,8 @@ def test_rotation_locks_nobody_out_and_says_when_the_old_pepper_can_go(
     assert pepper["detail"] == (
         f"pepper file {path} no longer holds pepper 1 (still keying 0 PIN hashes, 0 live codes, "
         f"{old['audit_events']} audit events, 0 unknown NIRs' counters): a PIN, code or audit "
-        "event made with it cannot be checked"
+        "event made with it cannot be checked, and unknown NIRs' counters made with it start "
+        "afresh"
     )
     assert pepper["fix"] == "put its line back, from the backup of the pepper file"
     events = session.exec(select(AuditEvent).where(AuditEvent.action == "pepper.rotate")).all()

@@ -192,12 +192,12 @@ def disable_agent(
     """Disable `name`: every command refuses them from now on (their audit trail stays).
     Disabling them again changes nothing, and is audited as a `noop` with the reason."""
     name = _agent_name(name)
-    reason = audit.clean_text(reason, what="the reason", max_length=audit.REASON_MAX_LENGTH)
     with transaction(session):
         agent = _lock(session, name)
         failpoint("agents.locked")
         if agent is None:
             raise NotFound(f"no agent {name!r} (cpms-admin agent list shows them)")
+        reason = audit.clean_text(reason, what="the reason", max_length=audit.REASON_MAX_LENGTH)
         before = _state(agent)
         if agent.disabled_at is None:
             _keep_an_admin(session, agent, losing=True)

@@ -56,7 +56,7 @@ def _hasher(settings: Settings, peppers: Peppers) -> PinHasher:
 @dataclass(frozen=True)
 class Subject:
     """Whose counters an attempt runs on, read before the slow verification: a member's
-    account, or (`member` None) the row of a NIR that is no member's, keyed `unknown`."""
+    account, or (`member` None) those of a NIR that is no member's (`unknown_nir`)."""
 
     nir: str
     member: Member | None

@@ -8,13 +8,15 @@ increment, hence the same answers, cool-downs and lock, even under concurrent gu
 The key is made with the current pepper and tagged with its id (`k<id>$`, none for pepper
 1). A pepper rotation changes every NIR's key, where a member's counters stay on their
 account: the row made under an older pepper is read as long as that pepper is at hand, and
-moved to the current key at the NIR's next wrong guess, so a rotation unlocks no one.
+moved to the current key at the NIR's next wrong PIN or any code it tries, so a rotation
+unlocks no one.
 """
 
 import functools
 import hashlib
 import hmac
 import importlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -45,15 +47,15 @@ def request_key(nir: str, settings: Settings) -> str:
 
 
 @dataclass(frozen=True)
-class UnknownNir:
+class CounterKeys:
     """The row keys of a compact NIR's counters: `current`, and those the older peppers at
-    hand made (`older`, newest pepper first), where a rotation left them."""
+    hand made (`older`), where a rotation left them."""
 
     current: str
     older: tuple[str, ...]
 
     @classmethod
-    def of(cls, nir: str, peppers: Peppers) -> "UnknownNir":
+    def of(cls, nir: str, peppers: Peppers) -> "CounterKeys":
         current, *older = (
             tagged(key_id, "$", _digest(peppers.secrets[key_id], nir))
             for key_id in sorted(peppers.secrets, reverse=True)
@@ -61,79 +63,82 @@ class UnknownNir:
         return cls(current, tuple(older))
 
 
-def keys_of(nir: str, settings: Settings) -> UnknownNir:
+def keys_of(nir: str, settings: Settings) -> CounterKeys:
     """The keys of a compact NIR's counters under the configured peppers."""
-    return UnknownNir.of(nir, load_peppers(settings))
+    return CounterKeys.of(nir, load_peppers(settings))
 
 
 def read_counters(
-    session: Session, subject: UnknownNir, *, lock_at: datetime | None = None
+    session: Session, keys: CounterKeys, *, lock_at: datetime | None = None
 ) -> Counters:
     """The counters as they are now (none before the first failure). With `lock_at` (now),
-    the row is created if need be (or moved from an older pepper's key) and held until the
+    the row is created if need be (or moved from older peppers' keys) and held until the
     transaction ends."""
     if lock_at is not None:
-        _ensure_row(session, subject, lock_at)
-        row = session.get(
-            UnknownLogin, subject.current, populate_existing=True, with_for_update=True
-        )
+        _ensure_row(session, keys, lock_at)
+        row = session.get(UnknownLogin, keys.current, populate_existing=True, with_for_update=True)
         return Counters() if row is None else Counters.of(row)
-    keys = (subject.current, *subject.older)
-    found = {
-        row.subject: row
-        for row in session.exec(
-            select(UnknownLogin)
-            .where(col(UnknownLogin.subject).in_(keys))
-            .execution_options(populate_existing=True)
-        )
-    }
-    row = next((found[key] for key in keys if key in found), None)
-    return Counters() if row is None else Counters.of(row)
+    rows = session.exec(
+        select(UnknownLogin)
+        .where(col(UnknownLogin.subject).in_((keys.current, *keys.older)))
+        .execution_options(populate_existing=True)
+    ).all()
+    return Counters.of(_combined(rows, UnknownLogin(subject=keys.current))) if rows else Counters()
 
 
-def _ensure_row(session: Session, subject: UnknownNir, now: datetime) -> None:
+def _ensure_row(session: Session, keys: CounterKeys, now: datetime) -> None:
     """Create the row unless it exists (a concurrent creation simply finds it there), or
     move it from older peppers' keys."""
-    if subject.older:
-        _carry_over(session, subject)
+    if keys.older:
+        _carry_over(session, keys)
     # The dialect's own INSERT (for ON CONFLICT), imported on use: the PostgreSQL dialect
     # alone would add a tenth to every command's start-up.
     dialect = importlib.import_module(f"sqlalchemy.dialects.{session.get_bind().dialect.name}")
     session.exec(
         dialect.insert(UnknownLogin)
         .values(
-            subject=subject.current, failed_attempts=0, captcha_required=False, last_attempt_at=now
+            subject=keys.current, failed_attempts=0, captcha_required=False, last_attempt_at=now
         )
         .on_conflict_do_nothing(index_elements=[col(UnknownLogin.subject)])
     )
 
 
-def _carry_over(session: Session, subject: UnknownNir) -> None:
-    """Move the counters older peppers' keys hold to the current key. When the current key
-    has some too, each row counted failures of its own (one made under the old key as a
-    rotation committed, or under the new one while an old pepper's line was missing from
-    the file): they add up, and the strictest lock stays. Concurrent attempts queue on the
-    older rows: the second finds them moved."""
-    older = col(UnknownLogin.subject).in_(subject.older)
-    rows = session.exec(select(UnknownLogin).where(older).with_for_update()).all()
+def _carry_over(session: Session, keys: CounterKeys) -> None:
+    """Move the counters older peppers' keys hold to the current key. Concurrent attempts
+    queue on the older rows: the second finds them moved."""
+    older = col(UnknownLogin.subject).in_(keys.older)
+    # populate_existing: the rows as they are now, not as an earlier read left them
+    rows = session.exec(
+        select(UnknownLogin)
+        .where(older)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ).all()
     if not rows:
         return
-    current = session.get(UnknownLogin, subject.current, with_for_update=True)
-    merged = [*rows, *([current] if current is not None else [])]
-    target = current or UnknownLogin(subject=subject.current)
-    target.failed_attempts = sum(row.failed_attempts for row in merged)
-    target.locked_until = max(
-        (row.locked_until for row in merged if row.locked_until is not None), default=None
-    )
-    target.captcha_required = any(row.captcha_required for row in merged)
-    target.hard_locked_at = min(
-        (row.hard_locked_at for row in merged if row.hard_locked_at is not None), default=None
-    )
-    target.last_attempt_at = max(row.last_attempt_at for row in merged)
+    current = session.get(UnknownLogin, keys.current, with_for_update=True, populate_existing=True)
+    target = current or UnknownLogin(subject=keys.current)
+    session.add(_combined([*rows, *([current] if current else [])], target))
     for row in rows:
         session.delete(row)
-    session.add(target)
     session.flush()
+
+
+def _combined(rows: Sequence[UnknownLogin], into: UnknownLogin) -> UnknownLogin:
+    """`rows`' counters as one, written `into`. When the current key has some beside an older
+    one's, each counted failures of its own (one made under the old key as a rotation
+    committed, or under the new one while an old pepper's line was missing from the file):
+    they add up, and the strictest lock stays."""
+    into.failed_attempts = sum(row.failed_attempts for row in rows)
+    into.locked_until = max(
+        (row.locked_until for row in rows if row.locked_until is not None), default=None
+    )
+    into.captcha_required = any(row.captcha_required for row in rows)
+    into.hard_locked_at = min(
+        (row.hard_locked_at for row in rows if row.hard_locked_at is not None), default=None
+    )
+    into.last_attempt_at = max(row.last_attempt_at for row in rows)
+    return into
 
 
 def record_failure(
@@ -142,12 +147,12 @@ def record_failure(
     """Create the row if it is the first failure, then count like an account; None when the
     row is blocked. Does not commit. The keys are those of the peppers at hand now: a
     rotation may have come since the attempt read the counters (argon2 takes a while)."""
-    subject = keys_of(nir, settings)
-    _ensure_row(session, subject, now)
+    keys = keys_of(nir, settings)
+    _ensure_row(session, keys, now)
     return count_failure(
         session,
         table=UnknownLogin,
-        row=col(UnknownLogin.subject) == subject.current,
+        row=col(UnknownLogin.subject) == keys.current,
         captcha_ok=captcha_ok,
         settings=settings,
         now=now,

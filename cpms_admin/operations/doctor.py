@@ -140,7 +140,7 @@ def check_pepper(settings: Settings) -> Check:
             "pepper",
             False,
             f"{peppers.source} no longer holds {lost}: a PIN, code or audit event made with "
-            "it cannot be checked",
+            "it cannot be checked, and unknown NIRs' counters made with it start afresh",
             "put its line back, from the backup of the pepper file",
         )
     which = f"pepper {peppers.current_id} of {len(peppers.secrets)}, this database's"

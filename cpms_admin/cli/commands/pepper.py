@@ -43,7 +43,7 @@ def status(ctx: typer.Context) -> None:
 
     An old pepper whose PIN hashes, live codes, audit events and unknown NIRs' counters are
     all 0 is needed no more: its line (`<id>:...`) can be deleted from the pepper file. An
-    unknown NIR's failure counters move to the current pepper when it is next tried; the
+    unknown NIR's failure counters move to the current pepper at its next wrong PIN or code; the
     others go once `purge` finds them past their retention. Audit events sealed with it
     need it until they are archived, and their archive for as long as it is kept. A letter
     printed with it that comes back once it is deleted is judged by dates, not by the

@@ -96,6 +96,11 @@ def _nir(year: int, month: int) -> str:
         ("474747", "the PIN repeats a group of 2 or 3 digits"),
         ("583583", "the PIN repeats a group of 2 or 3 digits"),
         ("112233", "the PIN is on the list of common PINs"),
+        ("159753", "the PIN is on the list of common PINs"),  # keypad lines (IEEE S&P 2020)
+        ("789456", "the PIN is on the list of common PINs"),
+        ("123321", "the PIN is on the list of common PINs"),  # a run, mirrored
+        ("111222", "the PIN is on the list of common PINs"),
+        ("147258", "the PIN is on the list of common PINs"),  # the keypad's columns
         ("140385", NIR_REASON),
         ("850314", NIR_REASON),
         ("031485", NIR_REASON),

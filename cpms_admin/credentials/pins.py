@@ -79,8 +79,13 @@ def is_legacy(stored: str | None) -> bool:
 
 # The PINs people choose most, refused whatever the settings add (CPMS_WEAK_PINS): a
 # deployment naming a few more must not free these. The rules of pin_weakness catch most
-# of them too.
-COMMON_PINS = frozenset({"123456", "654321", "000000", "111111", "121212", "123123", "112233"})
+# of them too. The ten six-digit PINs chosen most in Markert et al., "This PIN Can Be Easily
+# Guessed" (IEEE S&P 2020), with 159753 and 789456, keypad lines the rules do not see; and
+# the mirrored run, the doubled digits and the keypad's columns, as obvious to a guesser.
+COMMON_PINS = frozenset(
+    {"123456", "654321", "000000", "111111", "121212", "123123", "112233", "159753", "789456"}
+    | {"123321", "111222", "147258", "147369", "258369"}
+)
 
 
 def parse_weak_pins(raw: str | None) -> frozenset[str]:

@@ -3,6 +3,8 @@ revoke the unsent code and are retried, then given up; a dead server stops the r
 
 import json
 import os
+import subprocess
+from collections.abc import Callable
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
@@ -312,33 +314,40 @@ def test_a_member_closed_while_the_run_sends_is_not_mailed(
     ]
 
 
+def while_mail_send_holds(
+    cli: Cli, point: str, tmp_path: Path, action: Callable[[], Any]
+) -> tuple[Any, subprocess.CompletedProcess[str]]:
+    """`action`'s result, run while a real `mail send --json` stands at hold point `point`,
+    and that run's outcome once let go."""
+    held_here = tmp_path / "held"  # the run stands at `point` while this exists
+    run = start_held(
+        [str(CPMS), "--json", "mail", "send"],
+        env={**os.environ, **cli.env()},
+        point=point,
+        flag=held_here,
+    )
+    try:
+        result = action()
+    finally:
+        held_here.unlink(missing_ok=True)
+        out, err = run.communicate(timeout=120)
+    return result, subprocess.CompletedProcess(run.args, run.returncode, out, err)
+
+
 def test_a_second_run_while_one_sends_is_refused_and_each_email_leaves_once(
     cli: Cli, session: Session, tmp_path: Path
 ) -> None:
     """Cron starts `mail send` again while a slow run still sends. The second run used to
     take e-mails the first had claimed for a killed run's: it revoked the code on its way,
     sent a second e-mail, and marked delivered ones cancelled. Now it is refused (exit 4)."""
-    import os
-
-    from tests.process_helpers import CPMS, start_held
-
     queue(cli, session, 1)  # one: the hold point holds at every e-mail
-    held_here = tmp_path / "held"  # the first run stands before its send while this exists
-    first = start_held(
-        [str(CPMS), "--json", "mail", "send"],
-        env={**os.environ, **cli.env()},
-        point="mail.before_send",
-        flag=held_here,
+    second, first = while_mail_send_holds(
+        cli, "mail.before_send", tmp_path, lambda: cli("--json", "mail", "send")
     )
-    try:
-        second = cli("--json", "mail", "send")
-    finally:
-        held_here.unlink(missing_ok=True)
-        first_out, first_err = first.communicate(timeout=120)
     assert second.exit_code == 4, second.output
     assert second.stderr == "Error: another mail send is running\n"
-    assert first.returncode == 0, first_err
-    assert json.loads(first_out)["sent"] == 1
+    assert first.returncode == 0, first.stderr
+    assert json.loads(first.stdout)["sent"] == 1
     assert [mail.status for mail in mails(session)] == ["sent"]
     assert len(outbox(cli.settings)) == 1
     assert send(cli)[0] == 0  # the lock died with the run
@@ -352,21 +361,15 @@ def test_an_address_changed_before_the_claim_gets_no_live_code_at_the_old_one(
     that code, live, to the address it had looked at; now it reads the address with it."""
     (member,) = queue(cli, session, 1)
     former = f"<{member.email}>"
-    held_here = tmp_path / "held"  # the run stands between its first look and its claim
-    run = start_held(
-        [str(CPMS), "--json", "mail", "send"],
-        env={**os.environ, **cli.env()},
-        point="mail.before_claim",
-        flag=held_here,
+    moved, run = while_mail_send_holds(  # between the run's first look and its claim
+        cli,
+        "mail.before_claim",
+        tmp_path,
+        lambda: cli("member", "update", member.nir, "--email", "nouvelle@example.fr"),
     )
-    try:
-        moved = cli("member", "update", member.nir, "--email", "nouvelle@example.fr")
-    finally:
-        held_here.unlink(missing_ok=True)
-        out, err = run.communicate(timeout=120)
     assert moved.exit_code == 0, moved.output
-    assert run.returncode == 0, err
-    assert json.loads(out)["sent"] == 1
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout)["sent"] == 1
     (message,) = outbox(cli.settings)
     (clear,) = mailed_codes(cli.settings)
     now = Cli(cli.settings)  # the run's clock, the system's, for the code it made

@@ -59,8 +59,8 @@ class PepperUse:
     @property
     def removable(self) -> bool:
         """Its line can go from the pepper file: nothing would need it any more."""
-        needed = self.pin_hashes or self.live_codes or self.audit_events
-        return not self.current and not (needed or self.unknown_nir_counters)
+        keyed = (self.pin_hashes, self.live_codes, self.audit_events, self.unknown_nir_counters)
+        return not self.current and not any(keyed)
 
     def as_json(self) -> dict[str, object]:
         return {
@@ -254,7 +254,7 @@ def usage(session: Session, *, now: datetime) -> list[PepperUse]:
         if key_id == 1:  # untagged: argon2 hashes and codes made before any rotation
             pins = col(Account.pin_hash).startswith("$argon2")
             code = not_(col(SecurityCode.code_hash).startswith("k"))
-            # and unknown NIRs' keys made before revision 0018, whichever pepper made them
+            # and unknown NIRs' keys (0018 tagged those of a later pepper current then)
             unknown = not_(col(UnknownLogin.subject).startswith("k"))
         else:
             pins = col(Account.pin_hash).startswith(f"k{key_id}:")

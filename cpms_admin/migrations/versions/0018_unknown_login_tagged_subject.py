@@ -26,14 +26,7 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    # PostgreSQL widens the column in place; SQLite copies the table (a batch).
-    with op.batch_alter_table("unknown_login") as batch_op:
-        batch_op.alter_column(
-            "subject",
-            existing_type=sqlmodel.sql.sqltypes.AutoString(length=64),
-            type_=sqlmodel.sql.sqltypes.AutoString(length=80),
-            existing_nullable=False,
-        )
+    _subject_length(64, 80)
     current = _current_pepper()
     if current > 1:
         op.execute(
@@ -55,11 +48,16 @@ def downgrade() -> None:
             ).bindparams(start=len(tag) + 1, length=len(tag), tag=tag)
         )
     op.execute("DELETE FROM unknown_login WHERE length(subject) > 64")
+    _subject_length(80, 64)
+
+
+def _subject_length(before: int, after: int) -> None:
+    # PostgreSQL changes the column in place; SQLite copies the table (a batch).
     with op.batch_alter_table("unknown_login") as batch_op:
         batch_op.alter_column(
             "subject",
-            existing_type=sqlmodel.sql.sqltypes.AutoString(length=80),
-            type_=sqlmodel.sql.sqltypes.AutoString(length=64),
+            existing_type=sqlmodel.sql.sqltypes.AutoString(length=before),
+            type_=sqlmodel.sql.sqltypes.AutoString(length=after),
             existing_nullable=False,
         )
 

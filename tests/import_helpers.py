@@ -6,8 +6,6 @@ import csv
 import json
 import os
 import signal
-import subprocess
-import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -20,6 +18,7 @@ from cpms_admin.members.views import member_summary
 from cpms_admin.models import Member
 from tests.factories import make_nir, snapshot
 from tests.harness import Cli, new_chain
+from tests.process_helpers import cli_run
 
 DUPONT = {
     "nir": "185057800608491",
@@ -158,14 +157,12 @@ def import_again_after_a_kill(cli: Cli, source: Path, report: Path) -> int:
     reads: its report is no file under its name, only the hidden temporary file the kill
     left, aged a minute as a later run finds it. Then the same command again, to the end:
     its exit code."""
-    command = [sys.executable, "-m", "cpms_admin", "members", "import", str(source)]
-    command += ["--errors", str(report)]
+    command = ["members", "import", str(source), "--errors", str(report)]
     env = {**os.environ, **cli.env()}
-    killed = subprocess.run(command, env={**env, "CPMS_FAILPOINT": "import.batch_read"},
-                            check=False)  # fmt: skip
+    killed = cli_run(command, env={**env, "CPMS_FAILPOINT": "import.batch_read"})
     assert killed.returncode == -signal.SIGKILL
     assert not report.exists()
     (left,) = report.parent.glob(f".{report.name}.*.tmp")
     past = left.stat().st_mtime - 60  # killed a minute ago
     os.utime(left, (past, past))
-    return subprocess.run(command, env=env, check=False).returncode
+    return cli_run(command, env=env).returncode

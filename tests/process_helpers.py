@@ -1,5 +1,6 @@
 """Helpers for the tests that run `cpms-admin` as real processes: the installed command, the
-helper processes a run starts, and ways to meet a run at a known point of its work.
+command forked warm (warm_cli.py), the helper processes a run starts, and ways to meet a run
+at a known point of its work.
 
 A test never sleeps to let a run get somewhere: it waits for something it can see (a row, a
 file) with a deadline, or holds the run at a point it cannot pass until the test lets it go.
@@ -16,7 +17,9 @@ from typing import IO
 from sqlalchemy import text
 from sqlmodel import Session
 
-CPMS = Path(sys.executable).parent / "cpms-admin"  # the installed entry point
+from tests.warm_cli import CPMS, cli_popen, cli_run
+
+__all__ = ["CPMS", "cli_popen", "cli_run"]  # for the tests: the command and its two ways to run
 
 
 def run_installed(
@@ -28,29 +31,39 @@ def run_installed(
 ) -> subprocess.CompletedProcess[str]:
     """The installed command (or `python -m cpms_admin`) in `cwd`, with a pepper and none of
     the caller's database, mail or configuration settings; `umask` as cron may give it."""
-    full_env = {**os.environ, "CPMS_PEPPER": "subprocess-pepper", **(env or {})}
-    for key in ("CPMS_DATABASE_URL", "CPMS_SMTP_URL", "CPMS_MAIL_DIR", "CPMS_CONFIG"):
-        full_env.pop(key, None)
     command = [sys.executable, "-m", "cpms_admin"] if module else [str(CPMS)]
     return subprocess.run(
-        [*command, *args],
-        cwd=cwd,
-        env=full_env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-        umask=umask,
+        [*command, *args], cwd=cwd, env=_own_settings(env), capture_output=True, text=True,
+        timeout=180, check=False, umask=umask,
+    )  # fmt: skip
+
+
+def run_warm(
+    *args: str, cwd: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`run_installed`, forked warm: for tests where the command's start-up is not the point."""
+    return cli_run(
+        list(args), cwd=cwd, env=_own_settings(env), capture_output=True, text=True, timeout=180
     )
 
 
+def _own_settings(env: dict[str, str] | None) -> dict[str, str]:
+    """The caller's environment with a pepper and none of its database, mail or configuration
+    settings, then `env`."""
+    full_env = {**os.environ, "CPMS_PEPPER": "subprocess-pepper", **(env or {})}
+    for key in ("CPMS_DATABASE_URL", "CPMS_SMTP_URL", "CPMS_MAIL_DIR", "CPMS_CONFIG"):
+        full_env.pop(key, None)
+    return full_env
+
+
 def start_held(
-    command: list[str], *, env: dict[str, str], point: str, flag: Path, stdin: IO[str] | None = None
+    args: list[str], *, env: dict[str, str], point: str, flag: Path, stdin: IO[str] | None = None
 ) -> subprocess.Popen[str]:
-    """`command` run with `env`, held at the hold point `point` (faults.py): returned once it
-    stands there, which it does until `flag` is removed (remove it, then `communicate`)."""
-    held = subprocess.Popen(
-        command,
+    """`cpms-admin ARGS` run with `env` (forked warm), held at the hold point `point`
+    (faults.py): returned once it stands there, which it does until `flag` is removed (remove
+    it, then `communicate`)."""
+    held = cli_popen(
+        args,
         env={**env, "CPMS_HOLDPOINT": f"{point}={flag}"},
         stdin=stdin,
         stdout=subprocess.PIPE,

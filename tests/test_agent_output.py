@@ -20,7 +20,7 @@ from sqlmodel import Session
 from cpms_admin.members.nir import format_nir
 from tests.factories import make_member
 from tests.harness import Cli, FakeClock, invoke
-from tests.process_helpers import CPMS, run_installed
+from tests.process_helpers import CPMS, cli_popen, run_installed, run_warm
 
 # The tests' clock: 2026-11-23 09:00 UTC is 10:00 in Paris (CET, UTC+1).
 
@@ -45,14 +45,14 @@ def test_a_narrow_terminal_never_cuts_a_nir_nor_wraps_an_id(tmp_path: Path) -> N
     where it can, a table with those columns on one line each, without the columns empty on
     every row, its free text wrapped at spaces under headings kept whole."""
     db = ("--db", f"sqlite:///{tmp_path / 'cpms.db'}")
-    assert run_installed(*db, "db", "upgrade", cwd=tmp_path).returncode == 0
-    added = run_installed(
+    assert run_warm(*db, "db", "upgrade", cwd=tmp_path).returncode == 0
+    added = run_warm(
         *db, "member", "add", "--nir", "2 92 09 69 833 144 64", "--last-name", "Martin",
         "--first-name", "Hélène", "--street", "3 rue Sala", "--postcode", "69002",
         "--city", "Lyon", cwd=tmp_path,
     )  # fmt: skip
     assert added.returncode == 0, added.stderr
-    listing = [str(CPMS), *db, "letters", "list"]
+    listing = [*db, "letters", "list"]
     narrow = in_terminal(listing, cwd=tmp_path, columns=60).splitlines()
     assert narrow[0] == "Id\tKind\tStatus\tNIR\tQueued\tBatch\tPrinted\tReason"
     assert narrow[1].startswith("1\twelcome\tpending\t2 92 09 69 833 144 64\t")
@@ -65,17 +65,17 @@ def test_a_narrow_terminal_never_cuts_a_nir_nor_wraps_an_id(tmp_path: Path) -> N
     assert re.fullmatch(rf"│ 1 +│ welcome +│ pending +│ 2 92 09 69 833 144 64 │ {queued} │", row)
 
     reason = "called the hotline about the captcha"
-    unlocked = run_installed(
+    unlocked = run_warm(
         *db, "account", "unlock", "292096983314464", "--reason", reason, cwd=tmp_path
     )
     assert unlocked.returncode == 0, unlocked.stderr
-    events = in_terminal([str(CPMS), *db, "audit", "list"], cwd=tmp_path, columns=100)
+    events = in_terminal([*db, "audit", "list"], cwd=tmp_path, columns=100)
     heading = next(line for line in events.splitlines() if "When" in line)
     assert re.fullmatch(r"┃ # ┃ When +┃ Agent +┃ Action +┃ NIR +┃ Outcome ┃ Reason +┃", heading)
     lines = [line.split("│")[-2].strip() for line in events.splitlines() if line.count("│") > 7]
     assert " ".join(filter(None, lines)) == reason  # wrapped at its spaces, not inside words
 
-    added = run_installed(
+    added = run_warm(
         *db, "member", "add", "--nir", "185057800608491", "--last-name", "Dupont",
         "--first-name", "Marie-Christine", "--street", "1 rue de Paris", "--postcode", "94100",
         "--city", "Saint-Maur-des-Fossés", "--email", "marie.christine.dupont@mutuelle.fr",
@@ -83,20 +83,18 @@ def test_a_narrow_terminal_never_cuts_a_nir_nor_wraps_an_id(tmp_path: Path) -> N
     )  # fmt: skip
     assert added.returncode == 0, added.stderr
     for columns in (60, 66):  # three columns to narrow: each within the terminal's edge
-        members = in_terminal([str(CPMS), *db, "member", "list"], cwd=tmp_path, columns=columns)
+        members = in_terminal([*db, "member", "list"], cwd=tmp_path, columns=columns)
         drawn = [line for line in members.splitlines() if line.startswith(("┃", "│", "└"))]
         assert drawn and all(len(line) <= columns and line[-1] in "┃│┘" for line in drawn)
         assert any("1 85 05 78 006 084 91" in line for line in drawn), members
 
 
-def in_terminal(command: list[str], *, cwd: Path, columns: int) -> str:
-    """What `command` draws in a pseudo-terminal `columns` wide."""
+def in_terminal(args: list[str], *, cwd: Path, columns: int) -> str:
+    """What `cpms-admin ARGS` draws in a pseudo-terminal `columns` wide."""
     full_env = {**os.environ, "CPMS_PEPPER": "subprocess-pepper"}
     full_env.update(COLUMNS=str(columns), LINES="40", TERM="xterm", NO_COLOR="1")
     main, child = pty.openpty()
-    process = subprocess.Popen(
-        command, cwd=cwd, env=full_env, stdin=child, stdout=child, stderr=child, close_fds=True
-    )
+    process = cli_popen(args, cwd=cwd, env=full_env, stdin=child, stdout=child, stderr=child)
     os.close(child)
     chunks = []
     while True:
@@ -264,7 +262,7 @@ def test_completion_can_be_installed_for_bash(tmp_path: Path) -> None:
     ],
 )  # fmt: skip
 def test_usage_errors_are_one_line(tmp_path: Path, args: list[str], message: str) -> None:
-    result = run_installed(*args, cwd=tmp_path)
+    result = run_warm(*args, cwd=tmp_path)
     assert (result.returncode, result.stdout, result.stderr) == (2, "", message)
 
 
@@ -346,9 +344,9 @@ def test_ctrl_c_at_a_prompt_is_an_interruption(tmp_path: Path) -> None:
     """An agent typing Ctrl-C at the PIN prompt: exit 130, as Ctrl-C anywhere else (it was
     1, which scripts read as "refused"); no attempt is counted."""
     db = ("--db", f"sqlite:///{tmp_path / 'cpms.db'}")
-    assert run_installed(*db, "db", "upgrade", cwd=tmp_path).returncode == 0
+    assert run_warm(*db, "db", "upgrade", cwd=tmp_path).returncode == 0
     nir = "2 92 09 69 833 144 64"
-    added = run_installed(
+    added = run_warm(
         *db, "member", "add", "--nir", nir, "--last-name", "Martin", "--first-name", "Hélène",
         "--street", "3 rue Sala", "--postcode", "69002", "--city", "Lyon", cwd=tmp_path,
     )  # fmt: skip
@@ -375,7 +373,7 @@ def test_ctrl_c_at_a_prompt_is_an_interruption(tmp_path: Path) -> None:
         process.kill()  # a command Ctrl-C did not stop does not outlive the test
         os.close(main)
     assert "Error: interrupted" in seen.decode()
-    events = run_installed(*db, "--json", "audit", "list", "--action", "portal.login", cwd=tmp_path)
+    events = run_warm(*db, "--json", "audit", "list", "--action", "portal.login", cwd=tmp_path)
     assert json.loads(events.stdout) == []
 
 

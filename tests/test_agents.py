@@ -813,7 +813,7 @@ def test_two_admins_disabling_each_other_at_once_leave_one_and_no_deadlock(
     locks taken while the second starts and waits on them: once the first commits, the second,
     disabled by then, is refused by the database in plain words, not aborted by a deadlock;
     one admin remains."""
-    from tests.process_helpers import CPMS
+    from tests.process_helpers import cli_popen
 
     admin_cli = Cli(Settings(database_url=pg_url, pepper=TEST_PEPPER), FakeClock())
     first_url, second_url = pg_logins["support"], pg_logins["supervisor"]
@@ -825,8 +825,8 @@ def test_two_admins_disabling_each_other_at_once_leave_one_and_no_deadlock(
 
     def start(url: str, target: str, hold: dict[str, str]) -> subprocess.Popen[str]:
         env = {**os.environ, **admin_cli.env(), "CPMS_DATABASE_URL": url, **hold}
-        return subprocess.Popen(
-            [str(CPMS), "agent", "disable", target, "--reason", "left"],
+        return cli_popen(
+            ["agent", "disable", target, "--reason", "left"],
             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
 

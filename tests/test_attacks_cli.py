@@ -20,7 +20,7 @@ from tests.audit_helpers import audit_of, run_event, run_id
 from tests.cred_helpers import PIN, account_of, give_pin, mailed_codes, outbox
 from tests.factories import make_member, make_nir
 from tests.harness import Cli
-from tests.process_helpers import CPMS
+from tests.process_helpers import cli_popen, cli_run
 from tests.slow_smtp import LIFETIME, Talk, drip_greeting, slow_server
 
 pytestmark = pytest.mark.slow
@@ -33,9 +33,9 @@ PATIENT = {
 
 
 def cpms(cli: Cli, *args: str, stdin: str = "", **env: str) -> subprocess.CompletedProcess[str]:
-    """The installed command, with the test's settings in its environment."""
-    return subprocess.run(
-        [str(CPMS), *args],
+    """The command as a process of its own, with the test's settings in its environment."""
+    return cli_run(
+        list(args),
         input=stdin,
         env={**os.environ, **cli.env(), **env},
         capture_output=True,
@@ -164,8 +164,8 @@ def answered_before_mail(cli: Cli, *args: str, stdin: str = "") -> tuple[str, st
         talk.wait_for_goodbye()
 
     with slow_server(held_greeting) as (port, _):
-        run = subprocess.Popen(
-            [str(CPMS), "--json", *args],
+        run = cli_popen(
+            ["--json", *args],
             env={
                 **os.environ,
                 **cli.env(),

@@ -3,7 +3,6 @@ Threads with an engine each, and real processes of the installed `cpms-admin` (u
 update loops beside an import of several batches)."""
 
 import os
-import subprocess
 import threading
 from pathlib import Path
 
@@ -19,7 +18,7 @@ from tests.audit_helpers import assert_chain_intact
 from tests.factories import make_member
 from tests.harness import Cli, own_engine
 from tests.import_helpers import person, write_csv
-from tests.process_helpers import CPMS
+from tests.process_helpers import cli_run
 
 THREADS, EVENTS_EACH = 6, 15
 
@@ -87,9 +86,7 @@ def test_commands_run_at_once_extend_one_chain(
 
     def run(commands: list[list[str]]) -> None:
         for args in commands:
-            done = subprocess.run(
-                [str(CPMS), *args], env=env, capture_output=True, text=True, timeout=300
-            )
+            done = cli_run(args, env=env, capture_output=True, text=True, timeout=300)
             if done.returncode != 0:
                 failures.append(f"{args}: {done.returncode} {done.stderr}")
 

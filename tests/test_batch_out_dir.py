@@ -6,7 +6,6 @@ batch's, and never strands a committed batch: the next clean run publishes it.""
 import errno
 import fcntl
 import os
-import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -29,7 +28,7 @@ from tests.letters_helpers import (
     manifests,
     queue_members,
 )
-from tests.process_helpers import CPMS
+from tests.process_helpers import cli_run
 
 STAMP = "20261123-090000"  # the fake clock's time, in the final directory's name
 
@@ -377,8 +376,8 @@ def test_a_fifo_planted_as_a_run_lock_is_refused_not_waited_on(
     os.mkfifo(fifo, 0o600)
     args = ("letters", "batch", "--out", str(tmp_path / "out")) if command == "letters" else (
         "mail", "send")  # fmt: skip
-    done = subprocess.run(
-        [str(CPMS), *args],
+    done = cli_run(
+        list(args),
         env={**os.environ, **cli.env()},
         capture_output=True,
         text=True,

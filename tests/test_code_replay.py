@@ -18,7 +18,7 @@ from cpms_admin.models import Member
 from tests.cred_helpers import NEW_PIN, PIN, mailed_codes
 from tests.factories import make_member, make_nir
 from tests.harness import Cli, FakeClock
-from tests.process_helpers import CPMS, start_held, wait_until, waiting_for_a_lock
+from tests.process_helpers import cli_popen, start_held, wait_until, waiting_for_a_lock
 
 USED = (
     "Ce code de sécurité a déjà été utilisé. Connectez-vous avec le mot de passe que vous avez "
@@ -86,7 +86,7 @@ def test_a_code_that_dies_while_the_pin_is_hashed_is_answered_and_audited(
     typed.write_text(f"{code}\n{NEW_PIN}\n{NEW_PIN}\n")
     with typed.open() as stdin:
         held = start_held(
-            [str(CPMS), "--json", "portal", "set-pin", member.nir, "--with", "code"],
+            ["--json", "portal", "set-pin", member.nir, "--with", "code"],
             env={**os.environ, **cli.env()},
             point="portal.before_save_pin",
             flag=held_here,
@@ -120,7 +120,7 @@ def test_two_tabs_sending_one_code_at_once_never_deadlock(
     (code,) = mailed_codes(cli.settings)
     typed = tmp_path / "typed"
     typed.write_text(f"{code}\n{NEW_PIN}\n{NEW_PIN}\n")
-    command = [str(CPMS), "--json", "portal", "set-pin", member.nir, "--with", "code"]
+    command = ["--json", "portal", "set-pin", member.nir, "--with", "code"]
     env = {**os.environ, **cli.env()}
     held_here = tmp_path / "held"
     with typed.open() as stdin:
@@ -128,7 +128,7 @@ def test_two_tabs_sending_one_code_at_once_never_deadlock(
                           stdin=stdin)  # fmt: skip
     try:
         with typed.open() as stdin:
-            second = subprocess.Popen(command, env=env, stdin=stdin, stdout=subprocess.PIPE,
+            second = cli_popen(command, env=env, stdin=stdin, stdout=subprocess.PIPE,
                                       stderr=subprocess.PIPE, text=True)  # fmt: skip
         with Session(engine) as looking:
             wait_until(lambda: waiting_for_a_lock(looking), what="the second tab to wait")

@@ -28,13 +28,13 @@ from tests.factories import make_nir
 from tests.harness import TEST_PEPPER, Cli
 from tests.import_helpers import person, write_csv
 from tests.mail_helpers import free_port
-from tests.process_helpers import CPMS
+from tests.process_helpers import cli_popen, cli_run
 
 pytestmark = pytest.mark.slow  # every test runs the installed command
 
 
 class Cron:
-    """The installed command run as cron runs it. What an agent does beforehand (add members,
+    """The command run as cron runs it. What an agent does beforehand (add members,
     queue a campaign) runs in-process through `agent`, on the same database: only the jobs
     need to be real processes."""
 
@@ -42,8 +42,8 @@ class Cron:
         self.env, self.cwd, self.agent = env, cwd, agent
 
     def __call__(self, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [str(CPMS), *args],
+        return cli_run(
+            list(args),
             env={**self.env, **env},
             cwd=self.cwd,
             stdin=subprocess.DEVNULL,
@@ -57,8 +57,8 @@ class Cron:
         on one pseudo-terminal, 100 columns): its exit code and all it wrote, in order."""
         master, slave = pty.openpty()
         fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 100, 0, 0))
-        process = subprocess.Popen(
-            [str(CPMS), *args],
+        process = cli_popen(
+            list(args),
             env={**self.env, "TERM": "xterm-256color"},
             cwd=self.cwd,
             stdin=slave,

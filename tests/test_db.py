@@ -23,7 +23,13 @@ from cpms_admin.settings import Settings
 from tests.databases import PG_URL, created_login, new_pg_database
 from tests.factories import make_member
 from tests.harness import TEST_PEPPER, Cli
-from tests.process_helpers import CPMS, start_held, wait_until, waiting_for_a_lock
+from tests.process_helpers import (
+    cli_popen,
+    cli_run,
+    start_held,
+    wait_until,
+    waiting_for_a_lock,
+)
 
 
 def test_head_revision_constant_matches_the_migrations() -> None:
@@ -339,10 +345,10 @@ def test_two_upgrades_of_a_new_postgresql_database_at_once_both_finish(tmp_path:
             "CPMS_PEPPER_FILE": str(tmp_path / "pepper"),
             "CPMS_AGENT": "installer",
         }
-        command = [str(CPMS), "db", "upgrade"]
+        command = ["db", "upgrade"]
         flag = tmp_path / "held"
         first = start_held(command, env=env, point="upgrade.locked", flag=flag)
-        second = subprocess.Popen(command, env=env, stdout=subprocess.PIPE,
+        second = cli_popen(command, env=env, stdout=subprocess.PIPE,
                                   stderr=subprocess.PIPE, text=True)  # fmt: skip
         engine = make_engine(url)
         try:
@@ -365,10 +371,9 @@ def test_upgrades_of_a_new_sqlite_database_at_once_migrate_it_once(tmp_path: Pat
         "CPMS_DATABASE_URL": f"sqlite:///{tmp_path / 'cpms.db'}",
         "CPMS_PEPPER_FILE": str(tmp_path / "pepper"),
     }
-    command = [str(CPMS), "db", "upgrade"]
     upgrades = [
-        subprocess.Popen(
-            command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        cli_popen(
+            ["db", "upgrade"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
         )
         for _ in range(4)
     ]
@@ -378,8 +383,8 @@ def test_upgrades_of_a_new_sqlite_database_at_once_migrate_it_once(tmp_path: Pat
     assert said == ["Schema already at the latest revision."] * 3 + [
         f"Schema upgraded from empty to {HEAD_REVISION}."
     ], outputs
-    listed = subprocess.run(
-        [str(CPMS), "--json", "audit", "list", "--action", "db.upgrade"],
+    listed = cli_run(
+        ["--json", "audit", "list", "--action", "db.upgrade"],
         env=env, capture_output=True, text=True, check=True,
     )  # fmt: skip
     assert len(json.loads(listed.stdout)) == 1
@@ -398,7 +403,7 @@ def test_a_pepper_file_the_upgrade_cannot_use_stops_it_before_the_schema(
         "CPMS_DATABASE_URL": f"sqlite:///{tmp_path / 'cpms.db'}",
         "CPMS_PEPPER_FILE": str(pepper),
     }
-    refused = subprocess.run([str(CPMS), "db", "upgrade"], env=env, capture_output=True, text=True)
+    refused = cli_run(["db", "upgrade"], env=env, capture_output=True, text=True)
     assert refused.returncode == 5, refused.stderr
     assert str(pepper) in refused.stderr
     assert not (tmp_path / "cpms.db").exists()  # not even an empty database

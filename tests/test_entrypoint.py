@@ -1,4 +1,5 @@
-"""The installed command, run as a real process, as agents and cron run it."""
+"""The installed command, run as a real process, as agents and cron run it (what only sets
+the stage, and the error boundary's documents, run warm: process_helpers.run_warm)."""
 
 import json
 import os
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.factories import make_nir
-from tests.process_helpers import run_installed
+from tests.process_helpers import run_installed, run_warm
 
 pytestmark = pytest.mark.slow  # every test starts a process
 BIN = Path(sys.executable).parent
@@ -71,7 +72,7 @@ def test_json_output_is_one_document_whatever_happened(tmp_path: Path) -> None:
     (`{"error", "exit_code"}`) besides its line on stderr, from a usage error, a bad
     configuration, a missing database and a refused input alike; a command that printed its
     own document before failing prints no second one."""
-    assert run("db", "upgrade", "--create-dirs", cwd=tmp_path).returncode == 0
+    assert run_warm("db", "upgrade", "--create-dirs", cwd=tmp_path).returncode == 0
     cases = [
         (("member", "show", "123", "--json"), 2),  # bad input, --json typed last
         (("--json", "member", "show", make_nir()), 3),  # no such member
@@ -80,23 +81,23 @@ def test_json_output_is_one_document_whatever_happened(tmp_path: Path) -> None:
         (("--json", "--agent", "x" * 200, "member", "list"), 2),  # configuration
     ]
     for args, exit_code in cases:
-        result = run(*args, cwd=tmp_path)
+        result = run_warm(*args, cwd=tmp_path)
         [line] = result.stderr.splitlines()
         assert (result.returncode, line.startswith("Error: ")) == (exit_code, True), args
         assert json.loads(result.stdout) == {"error": line[7:], "exit_code": exit_code}, args
-    assert run("member", "show", "123", cwd=tmp_path).stdout == ""  # people read stderr
+    assert run_warm("member", "show", "123", cwd=tmp_path).stdout == ""  # people read stderr
     # An export streamed to stdout: refused before the first member, so still a document.
     for args, exit_code in [
         (("--json", "members", "export", "--format", "jsonl", "--status", "bogus"), 2),
         (("--json", "--db", "sqlite:///nowhere/x.db", "members", "export", "--format",
           "jsonl"), 5),
     ]:  # fmt: skip
-        result = run(*args, cwd=tmp_path)
+        result = run_warm(*args, cwd=tmp_path)
         assert (result.returncode, json.loads(result.stdout)["exit_code"]) == (exit_code,) * 2
     # `audit verify` prints its report, then fails: still one document.
     db = tmp_path / "data" / "cpms.db"
     subprocess.run(["sqlite3", str(db), "UPDATE audit_event SET reason = 'x'"], check=True)
-    verified = run("--json", "audit", "verify", cwd=tmp_path)
+    verified = run_warm("--json", "audit", "verify", cwd=tmp_path)
     assert verified.returncode == 1 and json.loads(verified.stdout)["ok"] is False
 
 
@@ -104,7 +105,7 @@ def test_an_argument_that_is_not_utf8_is_refused_before_anything_runs(tmp_path: 
     """A search typed on a Latin-1 terminal, a file named by one: exit 2 in one line (and
     one document with --json), where a traceback came from the output or the audit event
     once the import had run."""
-    assert run("db", "upgrade", "--create-dirs", cwd=tmp_path).returncode == 0
+    assert run_warm("db", "upgrade", "--create-dirs", cwd=tmp_path).returncode == 0
     named = tmp_path / os.fsdecode(b"adh\xe9rents.csv")
     named.write_text("nir,last_name,first_name,street,postcode,city\n", encoding="utf-8")
     env = {**os.environ, "CPMS_PEPPER": "subprocess-pepper"}
@@ -227,11 +228,11 @@ def test_start_up_does_not_load_heavy_modules(tmp_path: Path) -> None:
 @pytest.fixture(scope="module")
 def one_member(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     cwd = tmp_path_factory.mktemp("read")
-    assert run("db", "upgrade", "--create-dirs", cwd=cwd).returncode == 0
+    assert run_warm("db", "upgrade", "--create-dirs", cwd=cwd).returncode == 0
     nir = make_nir()
     address = ["--street", "3 place Bellecour", "--postcode", "69002", "--city", "Lyon"]
     add = ["member", "add", "--nir", nir, "--last-name", "Morel", "--first-name", "Luc"]
-    assert run(*add, *address, cwd=cwd).returncode == 0
+    assert run_warm(*add, *address, cwd=cwd).returncode == 0
     return cwd, nir
 
 

@@ -20,7 +20,7 @@ from cpms_admin.models import Account, AuditEvent, Member
 from tests.factories import make_member, make_nir
 from tests.harness import Cli, own_engine
 from tests.import_helpers import forget_members, summaries
-from tests.process_helpers import CPMS, wait_until
+from tests.process_helpers import cli_popen, wait_until
 
 BCRYPT = "$2b$04$abcdefghijklmnopqrstuu5ZZmGzXsvFxo9sQJ3bTkMfs0IPpAaKm"
 
@@ -139,8 +139,8 @@ def test_an_export_cut_short_is_known_from_its_first_row(
     row = make_member(session, nir=make_nir(1)).model_dump(exclude={"id", "nir"})
     session.execute(insert(table), [{**row, "nir": make_nir(n)} for n in range(2, 5_001)])
     session.commit()
-    export = subprocess.Popen(
-        [str(CPMS), "members", "export", "--format", "jsonl"],
+    export = cli_popen(
+        ["members", "export", "--format", "jsonl"],
         env={**os.environ, **cli.env()},
         cwd=tmp_path,
         stdout=subprocess.PIPE,
@@ -270,7 +270,7 @@ def test_stdout_that_fails_is_one_line_or_a_quiet_stop(
     early (`| head`) ends the export quietly, exit 1. Never a traceback."""
     import subprocess
 
-    from tests.process_helpers import CPMS
+    from tests.process_helpers import cli_popen, cli_run
 
     rows = "\n".join(
         f"{make_nir(n)},Nom{n},Jean,1 rue de la Paix,75002,Paris" for n in range(1, 2001)
@@ -279,9 +279,9 @@ def test_stdout_that_fails_is_one_line_or_a_quiet_stop(
     source.write_text("nir,last_name,first_name,street,postcode,city\n" + rows + "\n")
     assert cli("members", "import", str(source)).exit_code == 0
     env = {**os.environ, **cli.env()}
-    command = [str(CPMS), "members", "export", "--format", fmt]
+    command = ["members", "export", "--format", fmt]
     with open("/dev/full", "wb") as full:
-        failed = subprocess.run(command, env=env, stdout=full, capture_output=False,
+        failed = cli_run(command, env=env, stdout=full, capture_output=False,
                                 stderr=subprocess.PIPE, text=True, check=False)  # fmt: skip
     assert (failed.returncode, failed.stderr) == (
         2,
@@ -289,7 +289,7 @@ def test_stdout_that_fails_is_one_line_or_a_quiet_stop(
     )
     if fmt == "xlsx":
         return  # 2,000 members zip into less than a pipe holds: the reader would not stop it
-    reader = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    reader = cli_popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert reader.stdout is not None and reader.stderr is not None
     assert len(reader.stdout.read(100)) == 100
     reader.stdout.close()  # as `head` does

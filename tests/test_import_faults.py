@@ -5,7 +5,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,6 +22,7 @@ from tests.harness import Cli
 from tests.import_helpers import import_again_after_a_kill, person, write_csv
 from tests.process_helpers import (
     assert_all_exit,
+    cli_popen,
     descendants,
     start_held,
     wait_until,
@@ -112,8 +112,8 @@ def test_a_killed_import_run_again_imports_every_member_once(
     path = write_csv(tmp_path / "big.csv", [person(n) for n in range(1, MEMBERS + 1)], sep=";")
     engine = make_engine(settings.database_url).execution_options(sqlite_begin="DEFERRED")
     with insert_stalled(engine, person(BATCH_SIZE + 1)["nir"]):  # the second batch's first
-        process = subprocess.Popen(
-            [sys.executable, "-m", "cpms_admin", "members", "import", str(path)],
+        process = cli_popen(
+            ["members", "import", str(path)],
             env={**os.environ, **cli.env()},
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -169,10 +169,10 @@ def test_two_imports_of_one_file_at_once_both_finish(
     unique violation and told the agent to use the --on-conflict skip they had used)."""
     source = write_csv(tmp_path / "m.csv", [person(n) for n in range(1, 51)])
     env = {**os.environ, **cli.env()}
-    command = [sys.executable, "-m", "cpms_admin", "--json", "members", "import", str(source)]
+    command = ["--json", "members", "import", str(source)]
     flag = tmp_path / "held"
     first = start_held(command, env=env, point="import.batch_read", flag=flag)
-    second = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    second = cli_popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               text=True)  # fmt: skip
     if session.get_bind().dialect.name == "postgresql":
         wait_until(lambda: waiting_for_a_lock(session), what="the second import to wait")
@@ -211,8 +211,7 @@ def test_an_import_stopped_removes_its_earlier_report_only_if_nobody_wrote_it_si
     earlier = "line,field,reason,nir\n9,nir,an earlier run's,1\n"
     errors.write_text(earlier, encoding="utf-8-sig")
     source = write_csv(tmp_path / "m.csv", [person(n) for n in range(1, 4)])
-    command = [sys.executable, "-m", "cpms_admin", "members", "import", str(source)]
-    command += ["--errors", str(errors)]
+    command = ["members", "import", str(source), "--errors", str(errors)]
     flag = tmp_path / "held"
     held = start_held(command, env={**os.environ, **cli.env()}, point="import.batch_read",
                       flag=flag)  # fmt: skip

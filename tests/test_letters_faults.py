@@ -10,7 +10,6 @@ import random
 import shutil
 import signal
 import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -38,8 +37,8 @@ from tests.letters_helpers import (
     queue_members,
 )
 from tests.process_helpers import (
-    CPMS,
     assert_all_exit,
+    cli_popen,
     descendants,
     start_held,
     wait_until,
@@ -64,15 +63,14 @@ SEED = int(os.environ.get("CPMS_TEST_SEED", "20261123"))
 
 
 def command(out: Path, *options: str) -> list[str]:
-    return [sys.executable, "-m", "cpms_admin", "--json", "letters", "batch", "--out", str(out),
-            *options]  # fmt: skip
+    return ["--json", "letters", "batch", "--out", str(out), *options]
 
 
 def start(
     cli: Cli, out: Path, *options: str, failpoint: str | None = None
 ) -> subprocess.Popen[str]:
     env = {**os.environ, **cli.env(), "CPMS_FAILPOINT": failpoint or ""}
-    return subprocess.Popen(
+    return cli_popen(
         command(out, *options),
         env=env,
         stdout=subprocess.PIPE,
@@ -535,8 +533,8 @@ def test_a_return_recorded_while_the_batch_commits_waits_and_never_deadlocks(
     held_here = tmp_path / "held"
     held = held_batch(cli, out, "letters.members_held", held_here)
     try:
-        recording = subprocess.Popen(
-            [sys.executable, "-m", "cpms_admin", "letters", "returned", str(returned["letter_id"])],
+        recording = cli_popen(
+            ["letters", "returned", str(returned["letter_id"])],
             env={**os.environ, **cli.env()},
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -570,8 +568,8 @@ def test_a_change_that_waited_for_the_batch_s_commit_voids_what_it_printed(
     held_here = tmp_path / "held"
     held = held_batch(cli, out, "letters.members_held", held_here)
     try:
-        writing = subprocess.Popen(
-            [str(CPMS), *writer],
+        writing = cli_popen(
+            writer,
             env={**os.environ, **cli.env()},
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

@@ -23,7 +23,7 @@ from tests.audit_helpers import audit_of, run_event, run_id
 from tests.cred_helpers import mailed_codes, outbox, text_of
 from tests.factories import make_member, snapshot
 from tests.harness import TEST_PEPPER, Cli, FakeClock
-from tests.process_helpers import CPMS, start_held
+from tests.process_helpers import start_held
 
 
 def queue(cli: Cli, session: Session, count: int) -> list[Member]:
@@ -321,7 +321,7 @@ def while_mail_send_holds(
     and that run's outcome once let go."""
     held_here = tmp_path / "held"  # the run stands at `point` while this exists
     run = start_held(
-        [str(CPMS), "--json", "mail", "send"],
+        ["--json", "mail", "send"],
         env={**os.environ, **cli.env()},
         point=point,
         flag=held_here,

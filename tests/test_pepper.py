@@ -21,14 +21,14 @@ from cpms_admin.settings import Settings
 from tests.cred_helpers import NEW_PIN, PIN, mailed_codes
 from tests.factories import make_member, make_nir
 from tests.harness import TEST_PEPPER, Cli, FakeClock, invoke
-from tests.process_helpers import CPMS
+from tests.process_helpers import cli_run
 
 
 def cpms(*args: str, cwd: Path, stdin: str = "", **env: str) -> subprocess.CompletedProcess[str]:
     """The installed command as cron or an agent's shell runs it: only the given settings."""
     base = {k: v for k, v in os.environ.items() if not k.startswith("CPMS_")}
-    return subprocess.run(
-        [str(CPMS), *args],
+    return cli_run(
+        list(args),
         input=stdin,
         cwd=cwd,
         env={**base, **env},

@@ -27,7 +27,7 @@ from cpms_admin.models import Member
 from cpms_admin.settings import Settings
 from tests.factories import make_member
 from tests.harness import Cli
-from tests.process_helpers import CPMS
+from tests.process_helpers import cli_run
 
 BUSY_MS = 1000  # far below the 30 s of production: a command that waits fails fast
 UNCOMMITTED = "Uncommitted"
@@ -139,8 +139,8 @@ def test_the_installed_command_answers_while_another_process_writes(
 ) -> None:
     """With the real 30 s busy timeout: a reader that waited would take 30 s, then fail."""
     started = time.monotonic()
-    result = subprocess.run(
-        [str(CPMS), "member", "show", member.nir],
+    result = cli_run(
+        ["member", "show", member.nir],
         env={**os.environ, **cli.env()},
         cwd=tmp_path,
         stdin=subprocess.DEVNULL,

@@ -1,0 +1,182 @@
+"""The warm parent of warm_cli.py: imports everything the command may import, then forks
+a child per run it is sent. Run by warm_cli.py as `python tests/warm_parent.py FD`, FD its
+end of a socket of packets: each packet the run's JSON (arguments, environment, working
+directory, umask) and descriptors (the child's stdin, stdout and stderr, and a pipe that
+gets the child's pid, then its wait status). It ends when the socket does, once every child
+has ended, so that their CPU time counts in the suite's."""
+
+import atexit
+import json
+import os
+import signal
+import socket
+import sys
+import threading
+import traceback
+from pathlib import Path
+from typing import Any
+
+CPMS = Path(sys.executable).parent / "cpms-admin"  # the installed entry point
+
+
+def _serve(fd: int) -> None:
+    """Import the command, then fork a helper per request until the socket closes."""
+    import gc
+
+    _import_everything()
+    sock = socket.socket(fileno=fd)
+    gc.freeze()  # what the children share stays shared: not written by their collections
+    while True:
+        message, fds, _, _ = socket.recv_fds(sock, 1 << 20, 4)
+        if not message:
+            break
+        if os.fork() == 0:
+            try:  # a helper or a child never comes back to this loop
+                sock.close()
+                _helper(json.loads(message), fds)
+            except BaseException:
+                traceback.print_exc()
+            finally:
+                os._exit(70)
+        for received in fds:
+            os.close(received)
+        while _reaped(os.WNOHANG):
+            pass
+    while _reaped(0):  # their CPU time counts in this process's, and so in the suite's
+        pass
+
+
+def _import_everything() -> None:
+    """Every module the package imports, at its top or inside a function (WeasyPrint for a
+    batch, Alembic for an upgrade): what each child is spared, whichever command it runs."""
+    import ast
+    import contextlib
+    import importlib
+
+    import cpms_admin
+
+    package = Path(cpms_admin.__file__).parent
+    for path in package.rglob("*.py"):
+        if "migrations" in path.parts or path.name == "__main__.py":
+            continue  # run by Alembic, and the command itself
+        dotted = ".".join(path.relative_to(package.parent).with_suffix("").parts)
+        names = {dotted.removesuffix(".__init__")}
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                names.add(node.module)
+        for name in names:
+            with contextlib.suppress(ImportError):  # an optional one (bcrypt)
+                importlib.import_module(name)
+
+
+def _reaped(flags: int) -> bool:
+    try:
+        return os.waitpid(-1, flags)[0] != 0
+    except ChildProcessError:
+        return False
+
+
+def _helper(request: dict[str, Any], fds: list[int]) -> None:
+    """Fork the command's child, write its pid, wait for it, write its wait status."""
+    *streams, status = fds
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(status)
+            _child(request, streams)
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            os._exit(70)
+    for fd in streams:
+        os.close(fd)
+    os.write(status, f"{pid}\n".encode())
+    _, wait_status = os.waitpid(pid, 0)
+    os.write(status, f"{wait_status}\n".encode())
+    os._exit(0)
+
+
+def _child(request: dict[str, Any], streams: list[int]) -> None:
+    """Become `cpms-admin ARGS` as the installed command would start: its streams, its
+    environment, its working directory, its umask (the signals' handlers are the parent's,
+    a new interpreter's)."""
+    for target, fd in enumerate(streams):
+        os.dup2(fd, target)
+    for fd in set(streams) - {0, 1, 2}:
+        os.close(fd)
+    os.chdir(request["cwd"])
+    if request["umask"] != -1:
+        os.umask(request["umask"])
+    os.environ.clear()
+    os.environ.update(request["env"])
+    sys.argv = request["argv"]
+    sys.path[0] = str(CPMS.parent)
+    _new_streams(unbuffered=bool(request["env"].get("PYTHONUNBUFFERED")))
+    code = 0
+    try:
+        from cpms_admin.cli import main
+
+        main()
+    except SystemExit as stop:
+        code = _exit_code(stop.code)
+    except BaseException as crash:
+        traceback.print_exc()
+        if isinstance(crash, KeyboardInterrupt):  # as Python ends on one: killed by SIGINT
+            _finish(0)
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGINT)
+        code = 1
+    os._exit(_finish(code))
+
+
+def _new_streams(*, unbuffered: bool) -> None:
+    """sys.stdin, stdout and stderr over descriptors 0 to 2, as a new interpreter opens them:
+    this parent's encoding and error handlers (warm_cli.py keeps the variables that choose
+    them the same), stdout and stderr line-buffered on a terminal and stderr always, or
+    written through under PYTHONUNBUFFERED."""
+    import io
+
+    for fd, name in enumerate(("stdin", "stdout", "stderr")):
+        old = getattr(sys, f"__{name}__")
+        raw = io.FileIO(fd, "r" if fd == 0 else "w", closefd=False)
+        written_through = unbuffered and fd != 0
+        stream = io.TextIOWrapper(
+            raw
+            if written_through
+            else io.BufferedReader(raw)
+            if fd == 0
+            else io.BufferedWriter(raw),
+            encoding=old.encoding,
+            errors=old.errors,
+            line_buffering=not written_through and (raw.isatty() or fd == 2),
+            write_through=written_through,
+        )
+        setattr(sys, name, stream)
+        setattr(sys, f"__{name}__", stream)
+
+
+def _exit_code(code: object) -> int:
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code
+    print(code, file=sys.stderr)
+    return 1
+
+
+def _finish(code: int) -> int:
+    """What the interpreter does on its way out: join threads, run atexit, flush."""
+    threading._shutdown()  # type: ignore[attr-defined]
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            return 120  # as Python exits when it cannot flush stdout at exit
+    return code
+
+
+if __name__ == "__main__":
+    _serve(int(sys.argv[1]))

@@ -13,6 +13,7 @@ import socket
 import sys
 import threading
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,14 +31,7 @@ def _serve(fd: int) -> None:
         message, fds, _, _ = socket.recv_fds(sock, 1 << 20, 4)
         if not message:
             break
-        if os.fork() == 0:
-            try:  # a helper or a child never comes back to this loop
-                sock.close()
-                _helper(json.loads(message), fds)
-            except BaseException:
-                traceback.print_exc()
-            finally:
-                os._exit(70)
+        _forked(lambda: _helper(sock, json.loads(message), fds))
         for received in fds:
             os.close(received)
         while _reaped(os.WNOHANG):
@@ -78,18 +72,25 @@ def _reaped(flags: int) -> bool:
         return False
 
 
-def _helper(request: dict[str, Any], fds: list[int]) -> None:
-    """Fork the command's child, write its pid, wait for it, write its wait status."""
-    *streams, status = fds
+def _forked(work: Callable[[], None]) -> int:
+    """Fork; the child runs `work` and exits, never coming back to the caller's code (exit
+    status 70 if `work` fails). The child's pid, in the parent."""
     pid = os.fork()
     if pid == 0:
         try:
-            os.close(status)
-            _child(request, streams)
+            work()
         except BaseException:
             traceback.print_exc()
         finally:
             os._exit(70)
+    return pid
+
+
+def _helper(sock: socket.socket, request: dict[str, Any], fds: list[int]) -> None:
+    """Fork the command's child, write its pid, wait for it, write its wait status."""
+    sock.close()
+    *streams, status = fds
+    pid = _forked(lambda: _child(request, streams, status))
     for fd in streams:
         os.close(fd)
     os.write(status, f"{pid}\n".encode())
@@ -98,10 +99,11 @@ def _helper(request: dict[str, Any], fds: list[int]) -> None:
     os._exit(0)
 
 
-def _child(request: dict[str, Any], streams: list[int]) -> None:
+def _child(request: dict[str, Any], streams: list[int], status: int) -> None:
     """Become `cpms-admin ARGS` as the installed command would start: its streams, its
     environment, its working directory, its umask (the signals' handlers are the parent's,
     a new interpreter's)."""
+    os.close(status)  # the helper's
     for target, fd in enumerate(streams):
         os.dup2(fd, target)
     for fd in set(streams) - {0, 1, 2}:

@@ -12,6 +12,7 @@ import signal
 import socket
 import sys
 import threading
+import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
@@ -63,6 +64,13 @@ def _import_everything() -> None:
         for name in names:
             with contextlib.suppress(ImportError):  # an optional one (bcrypt)
                 importlib.import_module(name)
+    # What a run's first query would do, the same for every run: the engines' dialects, which
+    # SQLAlchemy imports by name, and the ORM's mappers, which it configures on first use.
+    for name in ("sqlalchemy.dialects.sqlite", "sqlalchemy.dialects.postgresql.psycopg"):
+        importlib.import_module(name)
+    from sqlalchemy.orm import configure_mappers
+
+    configure_mappers()
 
 
 def _reaped(flags: int) -> bool:
@@ -102,7 +110,7 @@ def _helper(sock: socket.socket, request: dict[str, Any], fds: list[int]) -> Non
 def _child(request: dict[str, Any], streams: list[int], status: int) -> None:
     """Become `cpms-admin ARGS` as the installed command would start: its streams, its
     environment, its working directory, its umask (the signals' handlers are the parent's,
-    a new interpreter's)."""
+    a new interpreter's; the hash seed too is the parent's, the same for every run)."""
     os.close(status)  # the helper's
     for target, fd in enumerate(streams):
         os.dup2(fd, target)
@@ -113,6 +121,7 @@ def _child(request: dict[str, Any], streams: list[int], status: int) -> None:
         os.umask(request["umask"])
     os.environ.clear()
     os.environ.update(request["env"])
+    time.tzset()  # the run's TZ, as a new interpreter reads it
     sys.argv = request["argv"]
     sys.path[0] = str(CPMS.parent)
     _new_streams(unbuffered=bool(request["env"].get("PYTHONUNBUFFERED")))

@@ -412,16 +412,18 @@ def test_writing_and_reading_a_workbook_keep_memory_flat(tmp_path: Path) -> None
     path = tmp_path / "big.xlsx"
     tracemalloc.start()
     try:
-        with path.open("wb") as out, open_member_writer(out, fmt="xlsx", rows=8_000) as writer:
-            for row in workbook_rows(8_000):
+        with path.open("wb") as out, open_member_writer(out, fmt="xlsx", rows=4_000) as writer:
+            for row in workbook_rows(4_000):
                 writer.write(row)
         _, written = tracemalloc.get_traced_memory()
         tracemalloc.reset_peak()
         rows = filled_rows(path, 2)  # what the helper process runs, here to be traced
-        for _ in range(4_000):
+        for _ in range(2_000):
             next(rows)
         _, read = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    assert written < 3_000_000 and read < 3_000_000  # 4,000 rows hold about 4 MB
-    assert 4_000 + sum(1 for _ in rows) == 8_000
+    # 2,000 rows hold about 2 MB; the writer's own buffers (zlib's) about 2.5 MB, the reader's
+    # about 0.6 MB, whatever the size.
+    assert written < 3_000_000 and read < 1_500_000
+    assert 2_000 + sum(1 for _ in rows) == 4_000

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.process_helpers import cli_popen, run_installed, run_warm, wait_until
+from tests.process_helpers import CPMS, cli_popen, run_installed, run_warm, wait_until
 
 NIR = "185057800608491"
 
@@ -58,3 +58,29 @@ def test_a_warm_run_is_a_process_of_its_own(tmp_path: Path) -> None:
     prompt.send_signal(signal.SIGKILL)
     assert prompt.wait(timeout=30) == -signal.SIGKILL
     prompt.communicate()
+
+
+@pytest.mark.slow
+def test_a_warm_run_stopped_by_sigterm_says_what_the_installed_command_says(
+    tmp_path: Path,
+) -> None:
+    """The command's own handlers of the stop signals are installed in a warm run too."""
+    said = []
+    for way in ("installed", "warm"):
+        database = f"sqlite:///{tmp_path / way}.db"
+        assert run_warm("--db", database, "db", "upgrade", cwd=tmp_path).returncode == 0
+        flag = tmp_path / f"{way}.held"
+        env = {**os.environ, "CPMS_PEPPER": "subprocess-pepper", "CPMS_DATABASE_URL": database,
+               "CPMS_HOLDPOINT": f"agents.authorized={flag}"}  # fmt: skip
+        args = ["member", "list"]
+        run = (
+            subprocess.Popen([str(CPMS), *args], env=env, stderr=subprocess.PIPE, text=True)
+            if way == "installed"
+            else cli_popen(args, env=env, stderr=subprocess.PIPE, text=True)
+        )
+        wait_until(flag.exists, what=f"the {way} run at its hold point")
+        run.send_signal(signal.SIGTERM)
+        _, stderr = run.communicate(timeout=60)
+        said.append((run.returncode, stderr))
+    assert said[0] == said[1]
+    assert said[0][0] == 143, said

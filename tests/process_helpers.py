@@ -19,8 +19,6 @@ from sqlmodel import Session
 
 from tests.warm_cli import CPMS, cli_popen, cli_run
 
-__all__ = ["CPMS", "cli_popen", "cli_run"]  # for the tests: the command and its two ways to run
-
 
 def run_installed(
     *args: str,

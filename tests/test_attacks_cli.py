@@ -1,5 +1,5 @@
 """The attacks of test_attacks.py run as an outsider runs them: loops and crowds of real
-`cpms-admin` processes (the installed entry point), on every engine; and `mail send`
+`cpms-admin` processes (forked warm: tests/warm_cli.py), on every engine; and `mail send`
 killed with SIGKILL between making a code and marking its e-mail sent."""
 
 import json
@@ -152,7 +152,7 @@ def test_a_member_and_a_stranger_get_the_same_output_from_the_real_command(
 
 
 def answered_before_mail(cli: Cli, *args: str, stdin: str = "") -> tuple[str, str]:
-    """Run the installed command against a mail server that answers only once the test has
+    """Run the command against a mail server that answers only once the test has
     read the command's stdout to its end (as `json.loads(stdout)` reads it): the answer and
     stderr. Fails if stdout ended only after the SMTP session."""
     greeted, released = threading.Event(), threading.Event()

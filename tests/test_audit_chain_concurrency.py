@@ -1,5 +1,5 @@
 """Agents writing audit events at once extend one chain: no fork, no gap, no repeated place.
-Threads with an engine each, and real processes of the installed `cpms-admin` (unlock and
+Threads with an engine each, and real processes of `cpms-admin` (unlock and
 update loops beside an import of several batches)."""
 
 import os

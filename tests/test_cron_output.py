@@ -1,9 +1,11 @@
 """Under cron, a job with nothing to do says nothing: cron mails any output, on either stream.
 
-The installed `cpms-admin` runs as cron runs it: no terminal on stdin, stdout or stderr, from
-another directory, against a database made by `db upgrade`. Real work still reports (its
-summary on stdout, plain log lines on stderr), `--json` always prints its document, and a
-failure is one `Error: ...` line on stderr with a non-zero exit.
+`cpms-admin` runs as a process of its own (forked warm: tests/warm_cli.py) as cron runs it:
+no terminal on stdin, stdout or stderr, from another directory, against a database made by
+`db upgrade`. Real work still reports (its summary on stdout, plain log lines on stderr),
+`--json` always prints its document, and a failure is one `Error: ...` line on stderr with a
+non-zero exit. (What the interpreter or an import might print as a process starts is the
+entry point's test: test_entrypoint.py.)
 """
 
 import fcntl
@@ -30,7 +32,7 @@ from tests.import_helpers import person, write_csv
 from tests.mail_helpers import free_port
 from tests.process_helpers import cli_popen, cli_run
 
-pytestmark = pytest.mark.slow  # every test runs the installed command
+pytestmark = pytest.mark.slow  # every test runs the command as processes
 
 
 class Cron:
@@ -53,7 +55,7 @@ class Cron:
         )
 
     def on_terminal(self, *args: str) -> tuple[int, str]:
-        """The installed command as an agent runs it, on a terminal (stdin, stdout and stderr
+        """The command as an agent runs it, on a terminal (stdin, stdout and stderr
         on one pseudo-terminal, 100 columns): its exit code and all it wrote, in order."""
         master, slave = pty.openpty()
         fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 100, 0, 0))

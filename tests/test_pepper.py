@@ -1,7 +1,7 @@
 """The pepper belongs to its database: found beside a SQLite file from any working directory,
 checked against the fingerprint the database recorded, never made twice, and rotated without
-locking anyone out. Real processes of the installed command where the working directory
-matters; both engines."""
+locking anyone out. Real processes of the command (forked warm: tests/warm_cli.py) where
+the working directory matters; both engines."""
 
 import json
 import os
@@ -25,7 +25,8 @@ from tests.process_helpers import cli_run
 
 
 def cpms(*args: str, cwd: Path, stdin: str = "", **env: str) -> subprocess.CompletedProcess[str]:
-    """The installed command as cron or an agent's shell runs it: only the given settings."""
+    """The command as cron or an agent's shell runs it, a process of its own: only the given
+    settings."""
     base = {k: v for k, v in os.environ.items() if not k.startswith("CPMS_")}
     return cli_run(
         list(args),

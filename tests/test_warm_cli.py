@@ -1,5 +1,6 @@
-"""The tests' warm runs (warm_cli.py) answer as the installed command does: what the tests
-that use them show of the command holds for the command agents and cron start."""
+"""The tests' warm runs (warm_cli.py) answer as the installed command does, on what the
+tests that use them look at: exit codes, output, input, signals. (Start-up itself, the
+imports and the interpreter's options are the entry point's tests', test_entrypoint.py.)"""
 
 import os
 import signal
@@ -8,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.process_helpers import CPMS, cli_popen, run_installed, run_warm, wait_until
+from tests.process_helpers import CPMS, cli_popen, cli_run, run_installed, run_warm, wait_until
 
 NIR = "185057800608491"
 
@@ -84,3 +85,17 @@ def test_a_warm_run_stopped_by_sigterm_says_what_the_installed_command_says(
         said.append((run.returncode, stderr))
     assert said[0] == said[1]
     assert said[0][0] == 143, said
+
+
+def test_a_warm_run_reads_its_input_as_the_installed_command_does(tmp_path: Path) -> None:
+    """Lines end at "\n" alone: a carriage return typed into a PIN stays in it."""
+    env = {**os.environ, "CPMS_PEPPER": "p", "CPMS_DATABASE_URL": f"sqlite:///{tmp_path}/a.db"}
+    assert cli_run(["db", "upgrade"], env=env).returncode == 0
+    args = ["portal", "set-pin", NIR, "--with", "pin"]
+    typed = b"111111\r222222\r222222\n"
+    warm = cli_run(args, env=env, input=typed, capture_output=True)
+    installed = subprocess.run([str(CPMS), *args], env=env, input=typed, capture_output=True)
+    said = (
+        b"Error: expected 3 lines on stdin (code or current PIN, new PIN, new PIN again), got 1\n"
+    )
+    assert (warm.returncode, warm.stderr) == (installed.returncode, installed.stderr) == (2, said)

@@ -36,9 +36,18 @@ EXEC = os.environ.get("CPMS_TEST_EXEC") == "1"
 PARENT = Path(__file__).with_name("warm_parent.py")
 # The parent's environment, as the suite started (no test's settings): the children's is theirs.
 PARENT_ENV = dict(os.environ)
-# What chooses the standard streams' encoding as an interpreter starts: a run that changes
-# them needs the installed command.
-ENCODING_VARIABLES = ("PYTHONIOENCODING", "PYTHONUTF8", "LC_ALL", "LC_CTYPE", "LANG")
+# What an interpreter reads as it starts (the streams' encoding, the import path, warnings,
+# the hash seed), or a library as the parent imports it (Typer's output): a run that sets
+# them otherwise than the suite needs the installed command.
+START_VARIABLES = (
+    "PYTHONIOENCODING", "PYTHONUTF8", "LC_ALL", "LC_CTYPE", "LANG", "PYTHONPATH",
+    "PYTHONWARNINGS", "PYTHONDEVMODE", "PYTHONHASHSEED", "PYTHONSAFEPATH", "PYTHONOPTIMIZE",
+    "TYPER_USE_RICH", "TYPER_STANDARD_TRACEBACK", "_TYPER_STANDARD_TRACEBACK",
+    "TERMINAL_WIDTH", "FORCE_COLOR", "PY_COLORS", "GITHUB_ACTIONS",
+    "_TYPER_FORCE_DISABLE_TERMINAL",
+)  # fmt: skip
+# The helper's status when it ended without writing the command's (killed): exit 255.
+NO_STATUS = 255 << 8
 
 
 class CliPopen(subprocess.Popen[Any]):
@@ -61,18 +70,25 @@ class CliPopen(subprocess.Popen[Any]):
         assert not (preexec_fn or pass_fds or shell or executable or gid or gids or uid), args
         assert not (start_new_session or process_group not in (None, -1)), args
         run_env = dict(os.environ if env is None else env)
-        for name in ENCODING_VARIABLES:
+        for name in START_VARIABLES:
             assert run_env.get(name) == PARENT_ENV.get(name), f"{name}: run the installed command"
+        assert all(isinstance(arg, str) for arg in args), args  # JSON carries text only
+        cwd = os.path.abspath(cwd if cwd is not None else os.curdir)
+        if not os.path.isdir(cwd):
+            raise FileNotFoundError(2, "No such directory", cwd)  # as Popen raises it
         streams = [fd if fd != -1 else own for own, fd in enumerate((p2cread, c2pwrite, errwrite))]
         self._status_fd, status_w = os.pipe()
         request = {
             "argv": list(map(str, args)),
             "env": run_env,
-            "cwd": os.fspath(cwd) if cwd is not None else os.getcwd(),
+            "cwd": cwd,
             "umask": umask,
         }
         try:
             _parent().send(json.dumps(request).encode(), [*streams, status_w])
+        except BaseException:
+            os.close(self._status_fd)
+            raise
         finally:  # the child's ends of the pipes Popen made, as Popen closes them
             os.close(status_w)
             for child_end, our_end in (
@@ -89,14 +105,17 @@ class CliPopen(subprocess.Popen[Any]):
         self._child_created = True
 
     def _line(self, *, timeout: float | None, what: str = "") -> bytes | None:
-        """The status pipe's next line, waiting up to `timeout` (None: forever)."""
+        """The status pipe's next line, waiting up to `timeout` (None: forever); b"" if the
+        pipe ended without one."""
+        waiting = select.poll()  # not select.select: any descriptor number
+        waiting.register(self._status_fd, select.POLLIN)
         while b"\n" not in self._status:
-            ready, _, _ = select.select([self._status_fd], [], [], timeout)
-            if not ready:
+            if not waiting.poll(None if timeout is None else timeout * 1000):
                 assert not what, f"no answer from {what}"
                 return None
             chunk = os.read(self._status_fd, 64)
-            assert chunk, "the warm parent's helper ended without a status"
+            if not chunk:
+                return b""
             self._status += chunk
         line, self._status = self._status.split(b"\n", 1)
         return line
@@ -106,15 +125,19 @@ class CliPopen(subprocess.Popen[Any]):
         if line is None:
             return 0, 0
         os.close(self._status_fd)
-        return self.pid, int(line)
+        return self.pid, int(line) if line else NO_STATUS
 
     def _internal_poll(self, _deadstate: int | None = None, **_: Any) -> int | None:
+        """Popen's, over the status pipe. Never raises: `__del__` and `_cleanup` call it."""
         if self.returncode is None and self._waitpid_lock.acquire(False):
             try:
                 if self.returncode is None:
                     pid, status = self._try_wait(os.WNOHANG)
                     if pid == self.pid:
                         self._handle_exitstatus(status)
+            except (OSError, ValueError):
+                if _deadstate is not None:
+                    self.returncode = _deadstate
             finally:
                 self._waitpid_lock.release()
         return self.returncode
@@ -139,8 +162,12 @@ def cli_run(
 ) -> subprocess.CompletedProcess[Any]:
     """`subprocess.run` of `cpms-admin ARGS`, as `cli_popen` starts it."""
     if input is not None:
+        if popen.get("stdin") is not None:
+            raise ValueError("stdin and input arguments may not both be used.")
         popen["stdin"] = subprocess.PIPE
     if capture_output:
+        if popen.get("stdout") is not None or popen.get("stderr") is not None:
+            raise ValueError("stdout and stderr arguments may not be used with capture_output.")
         popen["stdout"] = popen["stderr"] = subprocess.PIPE
     with cli_popen(args, **popen) as process:
         try:
@@ -175,6 +202,7 @@ class _Channel:
         theirs.close()
         self.socket = ours
         atexit.register(self.close)
+        assert ours.recv(16) == b"ready", "the warm parent did not start"
 
     def send(self, message: bytes, fds: list[int]) -> None:
         with _lock:
@@ -183,6 +211,13 @@ class _Channel:
     def close(self) -> None:
         self.socket.close()
         self.process.wait(timeout=120)
+
+
+def start_warm_parent() -> None:
+    """Have the warm parent ready (its imports take a second or two): for a test that times
+    its first warm run."""
+    if not EXEC:
+        _parent()
 
 
 def _parent() -> _Channel:

@@ -11,6 +11,7 @@ import os
 import signal
 import socket
 import sys
+import tempfile
 import threading
 import time
 import traceback
@@ -27,6 +28,7 @@ def _serve(fd: int) -> None:
 
     _import_everything()
     sock = socket.socket(fileno=fd)
+    sock.send(b"ready")
     gc.freeze()  # what the children share stays shared: not written by their collections
     while True:
         message, fds, _, _ = socket.recv_fds(sock, 1 << 20, 4)
@@ -62,7 +64,7 @@ def _import_everything() -> None:
             elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
                 names.add(node.module)
         for name in names:
-            with contextlib.suppress(ImportError):  # an optional one (bcrypt)
+            with contextlib.suppress(Exception):  # optional (bcrypt), or its library missing
                 importlib.import_module(name)
     # What a run's first query would do, the same for every run: the engines' dialects, which
     # SQLAlchemy imports by name, and the ORM's mappers, which it configures on first use.
@@ -122,6 +124,7 @@ def _child(request: dict[str, Any], streams: list[int], status: int) -> None:
     os.environ.clear()
     os.environ.update(request["env"])
     time.tzset()  # the run's TZ, as a new interpreter reads it
+    tempfile.tempdir = None  # its TMPDIR: read again, not the one an import settled on
     sys.argv = request["argv"]
     sys.path[0] = str(CPMS.parent)
     _new_streams(unbuffered=bool(request["env"].get("PYTHONUNBUFFERED")))
@@ -134,7 +137,7 @@ def _child(request: dict[str, Any], streams: list[int], status: int) -> None:
         code = _exit_code(stop.code)
     except BaseException as crash:
         traceback.print_exc()
-        if isinstance(crash, KeyboardInterrupt):  # as Python ends on one: killed by SIGINT
+        if type(crash) is KeyboardInterrupt:  # as Python ends on one: killed by SIGINT
             _finish(0)
             signal.signal(signal.SIGINT, signal.SIG_DFL)
             os.kill(os.getpid(), signal.SIGINT)
@@ -145,25 +148,25 @@ def _child(request: dict[str, Any], streams: list[int], status: int) -> None:
 def _new_streams(*, unbuffered: bool) -> None:
     """sys.stdin, stdout and stderr over descriptors 0 to 2, as a new interpreter opens them:
     this parent's encoding and error handlers (warm_cli.py keeps the variables that choose
-    them the same), stdout and stderr line-buffered on a terminal and stderr always, or
-    written through under PYTHONUNBUFFERED."""
+    them the same), lines split on "\n" alone, stdout and stderr line-buffered on a
+    terminal and stderr always, or written through under PYTHONUNBUFFERED."""
     import io
 
-    for fd, name in enumerate(("stdin", "stdout", "stderr")):
+    for fd, name, mode in ((0, "stdin", "r"), (1, "stdout", "w"), (2, "stderr", "w")):
         old = getattr(sys, f"__{name}__")
-        raw = io.FileIO(fd, "r" if fd == 0 else "w", closefd=False)
-        written_through = unbuffered and fd != 0
+        raw = io.FileIO(fd, mode, closefd=False)
+        raw.name = f"<{name}>"  # type: ignore[misc]
+        through = unbuffered and fd != 0
+        binary = raw if through else io.BufferedReader(raw) if fd == 0 else io.BufferedWriter(raw)
         stream = io.TextIOWrapper(
-            raw
-            if written_through
-            else io.BufferedReader(raw)
-            if fd == 0
-            else io.BufferedWriter(raw),
+            binary,  # type: ignore[arg-type]
             encoding=old.encoding,
             errors=old.errors,
-            line_buffering=not written_through and (raw.isatty() or fd == 2),
-            write_through=written_through,
+            newline="\n",
+            line_buffering=not through and (raw.isatty() or fd == 2),
+            write_through=through,
         )
+        stream.mode = mode  # type: ignore[misc]
         setattr(sys, name, stream)
         setattr(sys, f"__{name}__", stream)
 
@@ -178,15 +181,18 @@ def _exit_code(code: object) -> int:
 
 
 def _finish(code: int) -> int:
-    """What the interpreter does on its way out: join threads, run atexit, flush."""
+    """What the interpreter does on its way out: join threads, run atexit, flush stdout and
+    stderr (exit status 120 if either fails, as Python's)."""
     threading._shutdown()  # type: ignore[attr-defined]
     atexit._run_exitfuncs()
+    failed = False
     for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError):
-            return 120  # as Python exits when it cannot flush stdout at exit
-    return code
+        if stream is not None and not stream.closed:
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                failed = True
+    return 120 if failed else code
 
 
 if __name__ == "__main__":

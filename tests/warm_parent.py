@@ -19,8 +19,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-CPMS = Path(sys.executable).parent / "cpms-admin"  # the installed entry point
-
 
 def _serve(fd: int) -> None:
     """Import the command, then fork a helper per request until the socket closes."""
@@ -126,7 +124,7 @@ def _child(request: dict[str, Any], streams: list[int], status: int) -> None:
     time.tzset()  # the run's TZ, as a new interpreter reads it
     tempfile.tempdir = None  # its TMPDIR: read again, not the one an import settled on
     sys.argv = request["argv"]
-    sys.path[0] = str(CPMS.parent)
+    sys.path[0] = os.path.dirname(sys.argv[0])  # the script's directory, as for any script
     _new_streams(unbuffered=bool(request["env"].get("PYTHONUNBUFFERED")))
     code = 0
     try:

@@ -2,6 +2,7 @@
 naive loop and a hand-placed fpdf2 layout of the same letter, and its peak memory.
 
     .venv/bin/python bench/letters.py [--letters N] [--chunk C] [--workers W] [--naive M]
+                                      [--smoke]
 
 Each measurement runs in a fresh Python process, so one cannot warm up or inflate another:
 
@@ -34,7 +35,7 @@ from dataclasses import replace
 from datetime import date
 from pathlib import Path
 
-from procs import HighWater, descendants, high_water_kib
+from procs import HighWater, calibration, descendants, high_water_kib
 
 from cpms_admin.letters.pdf.content import LetterContent, sample_content
 from cpms_admin.letters.pdf.render import STYLESHEET, LetterRenderer
@@ -162,14 +163,6 @@ def measure_cli_batch(count: int, chunk: int, workers: int, out_dir: Path) -> di
     }
 
 
-def calibration() -> float:
-    """Seconds of a pure-Python loop of 10 million additions: how fast this machine is."""
-    started, total = time.process_time(), 0
-    for number in range(10_000_000):
-        total += number
-    return time.process_time() - started
-
-
 def run_child(*args: str) -> dict[str, float]:
     command = [sys.executable, __file__, "--child", *args]
     done = subprocess.run(command, check=True, capture_output=True, text=True)
@@ -196,18 +189,21 @@ def main() -> None:
     parser.add_argument("--chunk", type=int, default=25, help="letters per PDF file")
     parser.add_argument("--workers", type=int, default=2, help="worker processes")
     parser.add_argument("--naive", type=int, default=40, help="letters for the naive loop")
+    parser.add_argument(
+        "--smoke", action="store_true", help="each path once, at N only: checks the bench runs"
+    )
     options = parser.parse_args()
     size, chunk, workers = options.letters, str(options.chunk), str(options.workers)
+    sizes = (("N", size),) if options.smoke else (("N", size), ("4N", 4 * size))
 
     loop = calibration()
-    rows = (
+    rows = [
         ("naive loop", options.naive, run_child("naive", str(options.naive))),
         ("fpdf2 (1 core)", size, run_child("fpdf2", str(size), chunk)),
-        ("render N", size, run_child("render", str(size), chunk, workers)),
-        ("render 4N", 4 * size, run_child("render", str(4 * size), chunk, workers)),
-        ("batch N", size, run_child("batch", str(size), chunk, workers)),
-        ("batch 4N", 4 * size, run_child("batch", str(4 * size), chunk, workers)),
-    )
+    ]
+    for kind in ("render", "batch"):
+        for name, count in sizes:
+            rows.append((f"{kind} {name}", count, run_child(kind, str(count), chunk, workers)))
     print(
         f"letters bench: chunk {chunk} letters/file, {workers} workers, {os.cpu_count()} CPUs; "
         f"calibration: 10 million additions in {loop:.2f} s"
@@ -231,15 +227,21 @@ def main() -> None:
         count, result = by_label[label]
         return count / result["seconds"]
 
+    def size_of(label: str) -> str:
+        return label.removeprefix("batch ")
+
     fpdf_cpu, fpdf_rate = per_letter("fpdf2 (1 core)"), rate("fpdf2 (1 core)")
+    batches = [label for label in by_label if label.startswith("batch")]
     print(
-        f"CPU per letter, fpdf2 / batch: N {fpdf_cpu / per_letter('batch N'):.2f}x, "
-        f"4N {fpdf_cpu / per_letter('batch 4N'):.2f}x;  letters/s, batch / fpdf2: "
-        f"N {rate('batch N') / fpdf_rate:.2f}x, 4N {rate('batch 4N') / fpdf_rate:.2f}x;  "
-        f"batch 4N / naive: {rate('batch 4N') / rate('naive loop'):.1f}x"
+        "CPU per letter, fpdf2 / batch: "
+        + ", ".join(f"{size_of(label)} {fpdf_cpu / per_letter(label):.2f}x" for label in batches)
+        + ";  letters/s, batch / fpdf2: "
+        + ", ".join(f"{size_of(label)} {rate(label) / fpdf_rate:.2f}x" for label in batches)
+        + f";  {batches[-1]} / naive: {rate(batches[-1]) / rate('naive loop'):.1f}x"
     )
-    small, large = by_label["batch N"][1], by_label["batch 4N"][1]
-    print(f"peak memory of the batch, 4N / N: {large['peak_kib'] / small['peak_kib']:.2f}x")
+    if "batch 4N" in by_label:
+        small, large = by_label["batch N"][1], by_label["batch 4N"][1]
+        print(f"peak memory of the batch, 4N / N: {large['peak_kib'] / small['peak_kib']:.2f}x")
     print("(letters/s needs idle CPUs: other load on the machine lowers it, not CPU ms/letter)")
 
 

@@ -1,11 +1,21 @@
-"""What the benchmarks read of their processes from /proc (Linux): a process's stat fields,
-the processes below one, and their peak memory while they run."""
+"""What the benchmarks read of the machine and of their processes from /proc (Linux): how fast
+a core runs here, a process's stat fields, the processes below one, and their peak memory while
+they run."""
 
 import os
 import threading
+import time
 from pathlib import Path
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def calibration() -> float:
+    """CPU seconds of a pure-Python loop of 10 million additions: how fast this machine is."""
+    started, total = time.process_time(), 0
+    for number in range(10_000_000):
+        total += number
+    return time.process_time() - started
 
 
 def stat_fields(pid: int) -> list[str]:

@@ -31,21 +31,13 @@ import argparse
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import scale_build
+from procs import calibration
 
 HERE = Path(__file__).resolve().parent
 PARTS = ("reads", "claim", "workers", "bulk")
-
-
-def calibration() -> float:
-    """Seconds of a pure-Python loop of 10 million additions: how fast this machine is."""
-    started, total = time.process_time(), 0
-    for number in range(10_000_000):
-        total += number
-    return time.process_time() - started
 
 
 def section(title: str, lines: list[str]) -> None:

@@ -2,7 +2,7 @@
 read-only mode and python-calamine), and `members export` / `members import` of the same
 members in both formats, on SQLite.
 
-    .venv/bin/python bench/xlsx.py [--members N] [--repeat R]
+    .venv/bin/python bench/xlsx.py [--members N] [--repeat R] [--reader-runs K]
 
 1. Readers: every row of the same workbook read by each reader, each in a fresh process, at
    N and N/4 members: wall time, CPU time, and the process's peak memory (flat from N/4 to
@@ -16,8 +16,8 @@ members in both formats, on SQLite.
 3. Import: `import_members` of each file into a fresh database, as bench/import.py does
    (CPU time includes the checker process and the reading process it forks).
 
-Figures are the best of R runs, each on its own (readers: of 2); ratios compare figures of
-the same run.
+Figures are the best of R runs, each on its own (readers: of K, default 2); ratios compare
+figures of the same run.
 """
 
 import argparse
@@ -172,11 +172,13 @@ def line(label: str, figures: tuple[float, ...], n: int) -> str:
     return f"{label:<22} {wall:7.2f} s {n / wall:9,.0f} rows/s   CPU {cpu * 1000 / n:.4f} ms/row"
 
 
-def readers_on(big: Path, small: Path, n: int) -> dict[str, tuple[int, float, float, float]]:
-    """Per reader: rows, wall s, CPU s (best of 2), peak MiB at N, peak MiB at N/4."""
+def readers_on(
+    big: Path, small: Path, n: int, repeat: int
+) -> dict[str, tuple[int, float, float, float]]:
+    """Per reader: rows, wall s, CPU s (best of `repeat`), peak MiB at N, peak MiB at N/4."""
     found = {}
     for reader in READERS:
-        runs = [read_in_fresh_process(big, reader) for _ in range(2)]
+        runs = [read_in_fresh_process(big, reader) for _ in range(repeat)]
         assert runs[0][0] == n + 1, (reader, runs[0][0])  # the members and the header
         wall, cpu, peak = best([run[1:] for run in runs])
         found[reader] = (runs[0][0], wall, cpu, peak, read_in_fresh_process(small, reader)[3])
@@ -187,6 +189,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--members", type=int, default=100_000)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--reader-runs", type=int, default=2, help="runs of each reader at N")
     args = parser.parse_args()
     n = args.members
     with tempfile.TemporaryDirectory() as tmp:
@@ -210,10 +213,10 @@ def main() -> None:
         as_excel_saves(directory / "quarter.xlsx", directory / "excel-quarter.xlsx")
         workbooks = {
             "as exported (inline strings)": readers_on(
-                directory / "members.xlsx", directory / "quarter.xlsx", n
+                directory / "members.xlsx", directory / "quarter.xlsx", n, args.reader_runs
             ),
             "as Excel saves it (shared strings)": readers_on(
-                directory / "excel.xlsx", directory / "excel-quarter.xlsx", n
+                directory / "excel.xlsx", directory / "excel-quarter.xlsx", n, args.reader_runs
             ),
         }
         sizes = {fmt: (directory / f"members.{fmt}").stat().st_size for fmt in ("csv", "xlsx")}

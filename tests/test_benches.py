@@ -14,7 +14,10 @@ SMALL = {
     "audit_chain.py": (["--events", "100"], "verify"),
     "campaign.py": (["--members", "100", "--repeat", "1"], "ratio campaign / baseline"),
     "import.py": (["--members", "100", "--repeat", "1"], "ratio import / baseline"),
-    "letters.py": (["--letters", "2", "--chunk", "1", "--workers", "1", "--naive", "1"], "ratio"),
+    "letters.py": (
+        ["--letters", "2", "--chunk", "1", "--workers", "1", "--naive", "1", "--smoke"],
+        "fpdf2 / batch",
+    ),
     "places.py": (["--runs", "1"], "load the base"),
     "search.py": (["--members", "200", "--runs", "1"], "baseline"),
     "startup.py": (["--runs", "1", "--warm-up", "0"], "(floor)"),
@@ -22,7 +25,7 @@ SMALL = {
         ["--members", "200", "--runs", "1", "--warm-up", "0", "--claim-runs", "1"],
         "campaign",
     ),
-    "xlsx.py": (["--members", "100", "--repeat", "1"], "XLSX / CSV"),
+    "xlsx.py": (["--members", "100", "--repeat", "1", "--reader-runs", "1"], "XLSX / CSV"),
 }
 PARTS = {"scale_bulk.py"}  # run by scale.py, which fails when it does
 

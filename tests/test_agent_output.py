@@ -20,7 +20,7 @@ from sqlmodel import Session
 from cpms_admin.members.nir import format_nir
 from tests.factories import make_member
 from tests.harness import Cli, FakeClock, invoke
-from tests.process_helpers import CPMS, cli_popen, run_installed, run_warm
+from tests.process_helpers import CPMS, cli_popen, cli_run, run_installed, run_warm
 
 # The tests' clock: 2026-11-23 09:00 UTC is 10:00 in Paris (CET, UTC+1).
 
@@ -223,7 +223,7 @@ def test_bash_completes_the_values_agents_type(
         "COMP_WORDS": words,
         "COMP_CWORD": str(len(words.split(" ")) - 1),
     }
-    result = subprocess.run([str(CPMS)], env=env, cwd=tmp_path, capture_output=True, text=True)
+    result = cli_run([], env=env, cwd=tmp_path, capture_output=True, text=True)
     assert (result.stdout.split(), result.stderr) == (values, "")
 
 

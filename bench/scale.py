@@ -19,7 +19,7 @@ PostgreSQL side by side, every figure beside its baseline from the same run.
   against a bare UPDATE of the same rows.
 - workers (scale_workers.py, item 4, PostgreSQL only): 1 and then 4 `letters batch` workers
   sharing one queue of L letters (default 2,000), each letter printed exactly once.
-- bulk: bench/scale_bulk.py (import, export and campaign at scale), when it is there.
+- bulk: bench/scale_bulk.py (import, export and campaign at scale).
 
 The calibration figure is the CPU seconds of a pure-Python loop of 10 million additions here,
 as bench/letters.py prints it: compare machines by it. PostgreSQL: `--database-url` (or
@@ -48,23 +48,9 @@ def section(title: str, lines: list[str]) -> None:
 
 
 def run_bulk(members: int, server: str | None) -> None:
-    """bench/scale_bulk.py's figures, in a process of its own, given the options it takes."""
-    script = HERE / "scale_bulk.py"
-    if not script.exists():
-        section("bulk", ["bench/scale_bulk.py is not there: no bulk figures"])
-        return
-    usage = subprocess.run(
-        [sys.executable, str(script), "--help"], capture_output=True, text=True
-    ).stdout
-    command = [sys.executable, str(script)]
-    if "--members" in usage:
-        command += ["--members", str(members)]
-    for option in ("--database-url", "--postgresql"):
-        if server and option in usage:
-            command += [option, server]
-            break
-    if not server and "--engines" in usage:
-        command += ["--engines", "sqlite"]
+    """bench/scale_bulk.py's figures (import, export and campaign), in a process of its own."""
+    command = [sys.executable, str(HERE / "scale_bulk.py"), "--members", str(members)]
+    command += ["--postgresql", server] if server else ["--engines", "sqlite"]
     print("\n== bulk: " + " ".join(command[1:]), flush=True)
     subprocess.run(command, check=True)  # a bulk bench that fails fails this one
 

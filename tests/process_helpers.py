@@ -17,6 +17,7 @@ from typing import IO
 from sqlalchemy import text
 from sqlmodel import Session
 
+from tests.harness import Cli
 from tests.warm_cli import CPMS, cli_popen, cli_run
 
 
@@ -43,6 +44,17 @@ def run_warm(
     return cli_run(
         list(args), cwd=cwd, env=_own_settings(env), capture_output=True, text=True, timeout=180
     )
+
+
+def run_with_settings_of(
+    cli: Cli, *args: str, cwd: Path | None = None, stdin: str = "", **env: str
+) -> subprocess.CompletedProcess[str]:
+    """`cpms-admin ARGS` forked warm, a process of its own on the in-process `cli`'s database
+    and settings (its environment: the suite's, `cli`'s settings, then `env`)."""
+    return cli_run(
+        list(args), input=stdin, cwd=cwd, env={**os.environ, **cli.env(), **env},
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
 
 
 def _own_settings(env: dict[str, str] | None) -> dict[str, str]:

@@ -20,7 +20,7 @@ from tests.audit_helpers import audit_of, run_event, run_id
 from tests.cred_helpers import PIN, account_of, give_pin, mailed_codes, outbox
 from tests.factories import make_member, make_nir
 from tests.harness import Cli
-from tests.process_helpers import cli_popen, cli_run
+from tests.process_helpers import cli_popen, run_with_settings_of
 from tests.slow_smtp import LIFETIME, Talk, drip_greeting, slow_server
 
 pytestmark = pytest.mark.slow
@@ -32,22 +32,9 @@ PATIENT = {
 }
 
 
-def cpms(cli: Cli, *args: str, stdin: str = "", **env: str) -> subprocess.CompletedProcess[str]:
-    """The command as a process of its own, with the test's settings in its environment."""
-    return cli_run(
-        list(args),
-        input=stdin,
-        env={**os.environ, **cli.env(), **env},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-
-
 def guess_code(cli: Cli, nir: str, code: str, **env: str) -> dict[str, Any]:
     """One wrong code, typed as an attacker who solves every CAPTCHA would."""
-    done = cpms(
+    done = run_with_settings_of(
         cli,
         "--json",
         "portal",
@@ -70,7 +57,10 @@ def test_a_loop_of_requests_and_wrong_codes_is_stopped_by_the_hard_lock(
     give_pin(session, settings, member)
     checked, answers = 0, []
     for _ in range(30):
-        if cpms(cli, "portal", "request-code", member.nir, **PATIENT).returncode != 0:
+        if (
+            run_with_settings_of(cli, "portal", "request-code", member.nir, **PATIENT).returncode
+            != 0
+        ):
             break
         code = mailed_codes(settings)[-1]
         for _ in range(5):
@@ -102,7 +92,7 @@ def test_a_crowd_of_processes_guessing_at_once_gets_exactly_the_budget(
     """No cool-down before the hard lock (a cool-down would take turns for the crowd, and
     each refusal would cost a process): every guess races for the last of the budget."""
     member = make_member(session, welcome=False)
-    assert cpms(cli, "portal", "request-code", member.nir).returncode == 0
+    assert run_with_settings_of(cli, "portal", "request-code", member.nir).returncode == 0
     (code,) = mailed_codes(settings)
 
     budget, crowd = 6, 4  # more guessers than cores, each racing for the last guesses
@@ -133,7 +123,7 @@ def test_a_crowd_of_processes_guessing_at_once_gets_exactly_the_budget(
 
 def test_a_loop_of_requests_sends_three_codes_a_day(cli: Cli, session: Session) -> None:
     member = make_member(session, welcome=False)
-    runs = [cpms(cli, "portal", "request-code", member.nir) for _ in range(5)]
+    runs = [run_with_settings_of(cli, "portal", "request-code", member.nir) for _ in range(5)]
     assert {(run.returncode, run.stdout, run.stderr) for run in runs} == {(0, runs[0].stdout, "")}
     assert len(outbox(cli.settings)) == 3
 
@@ -145,7 +135,7 @@ def test_a_member_and_a_stranger_get_the_same_output_from_the_real_command(
     without = make_member(session, welcome=False, email=None)
     outputs = {
         (run.returncode, run.stdout, run.stderr)
-        for run in (cpms(cli, "portal", "request-code", nir)
+        for run in (run_with_settings_of(cli, "portal", "request-code", nir)
                     for nir in (with_email.nir, without.nir, make_nir()))
     }  # fmt: skip
     assert len(outputs) == 1, outputs
@@ -206,7 +196,9 @@ def test_set_pin_answers_before_the_pin_changed_notice_is_sent(cli: Cli, session
     """The PIN is saved when the answer is given: a slow mail server held the member's page
     for up to the SMTP deadline (20 s) while the notice went."""
     member = make_member(session, welcome=False, email="jean@example.fr")
-    issued = cpms(cli, "code", "issue", member.nir, "--reason", "test")  # on the real clock
+    issued = run_with_settings_of(
+        cli, "code", "issue", member.nir, "--reason", "test"
+    )  # on the real clock
     assert issued.returncode == 0, issued.stderr
     (code,) = mailed_codes(cli.settings)
     answer, _ = answered_before_mail(
@@ -231,7 +223,7 @@ def test_mail_send_killed_between_code_and_mark_leaves_one_working_code(
     now = Cli(cli.settings)
     queued = now("code", "campaign", "--no-pin", "--channel", "email", "--reason", "m")
     assert queued.exit_code == 0, queued.output
-    killed = cpms(cli, "mail", "send", CPMS_FAILPOINT=failpoint)
+    killed = run_with_settings_of(cli, "mail", "send", CPMS_FAILPOINT=failpoint)
     assert killed.returncode == -signal.SIGKILL
     assert sent_events(cli, member.nir) == []  # not marked sent: not in the member's story
     again = now("--json", "mail", "send")
@@ -263,7 +255,7 @@ def test_mail_send_killed_then_failing_still_mails_the_member_later(
     member = make_member(session, welcome=False)
     now = Cli(cli.settings)
     assert now("code", "campaign", "--no-pin", "--channel", "email", "--reason", "m").exit_code == 0
-    killed = cpms(cli, "mail", "send", CPMS_FAILPOINT="mail.before_send")
+    killed = run_with_settings_of(cli, "mail", "send", CPMS_FAILPOINT="mail.before_send")
     assert killed.returncode == -signal.SIGKILL
     (tmp_path / "a-file").write_text("")
     down = now.with_settings(mail_dir=str(tmp_path / "a-file" / "outbox"))
@@ -288,10 +280,10 @@ def test_mail_send_gives_up_on_a_dripping_server_at_the_deadline(
     cli: Cli, session: Session
 ) -> None:
     make_member(session, welcome=False)
-    cpms(cli, "code", "campaign", "--no-pin", "--channel", "email", "--reason", "m")
+    run_with_settings_of(cli, "code", "campaign", "--no-pin", "--channel", "email", "--reason", "m")
     with slow_server(drip_greeting) as (port, _):
         started = time.monotonic()
-        run = cpms(
+        run = run_with_settings_of(
             cli,
             "mail",
             "send",

@@ -28,7 +28,7 @@ from tests.letters_helpers import (
     manifests,
     queue_members,
 )
-from tests.process_helpers import cli_run
+from tests.process_helpers import run_with_settings_of
 
 STAMP = "20261123-090000"  # the fake clock's time, in the final directory's name
 
@@ -376,13 +376,7 @@ def test_a_fifo_planted_as_a_run_lock_is_refused_not_waited_on(
     os.mkfifo(fifo, 0o600)
     args = ("letters", "batch", "--out", str(tmp_path / "out")) if command == "letters" else (
         "mail", "send")  # fmt: skip
-    done = cli_run(
-        list(args),
-        env={**os.environ, **cli.env()},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = run_with_settings_of(cli, *args)
     assert (done.returncode, done.stderr) == (
         5,
         f"Error: the lock {fifo} is a special file, not a file: remove it while nothing runs\n",

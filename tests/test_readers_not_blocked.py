@@ -7,9 +7,7 @@ reader session is READ ONLY, and only for its own transaction.
 """
 
 import json
-import os
 import sqlite3
-import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -27,7 +25,7 @@ from cpms_admin.models import Member
 from cpms_admin.settings import Settings
 from tests.factories import make_member
 from tests.harness import Cli
-from tests.process_helpers import cli_run
+from tests.process_helpers import run_with_settings_of
 from tests.warm_cli import start_warm_parent
 
 BUSY_MS = 1000  # far below the 30 s of production: a command that waits fails fast
@@ -141,15 +139,7 @@ def test_the_command_answers_while_another_process_writes(
     """With the real 30 s busy timeout: a reader that waited would take 30 s, then fail."""
     start_warm_parent()  # its imports are not the command's wait
     started = time.monotonic()
-    result = cli_run(
-        ["member", "show", member.nir],
-        env={**os.environ, **cli.env()},
-        cwd=tmp_path,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = run_with_settings_of(cli, "member", "show", member.nir, cwd=tmp_path)
     seconds = time.monotonic() - started
     assert (result.returncode, result.stderr) == (0, "")
     assert "69002 LYON" in result.stdout

@@ -189,8 +189,8 @@ class ListedEvent:
     @property
     def agent_changed(self) -> str | None:
         """The agent an event on an agent changed, as `audit list`'s table names it: `bob`,
-        and for an `agent.add` the role given (and the state before, when they were an agent
-        already): `bob (supervisor, was disabled)`. None for any other event. (The JSON
+        and for an `agent.add` the role given (and the state before, when the agent had
+        another): `bob (supervisor, was disabled)`. None for any other event. (The JSON
         keeps these in `details`.)"""
         details = self.details if isinstance(self.details, dict) else {}
         name = details.get("name")
@@ -199,7 +199,9 @@ class ListedEvent:
         role, before = details.get("role"), details.get("before")
         if self.event.action != AuditAction.agent_add or not role:
             return name
-        return f"{name} ({role}, was {before})" if before else f"{name} ({role})"
+        return (
+            f"{name} ({role}, was {before})" if before not in (None, role) else f"{name} ({role})"
+        )
 
     def as_json(self) -> dict[str, Any]:
         event = self.event

@@ -292,25 +292,31 @@ def test_audit_list_names_the_agent_an_agent_event_changed(
     cli: Cli, session: Session, db_url: str, new_login: str
 ) -> None:
     """Who was added with which role, or disabled, reads in the table's last column (the
-    columns before keep their place for scripts that cut them); the JSON is as it was."""
+    columns before keep their place for scripts that cut them); an `agent add` that changed
+    nothing names no role before; the JSON is as it was."""
     bob, member = new_login, make_member(session)
     assert cli("account", "unlock", member.nir, "--reason", "by phone").exit_code == 0
     assert cli("--agent", "INC-42", "agent", "add", bob, "--role", "support").exit_code == 0
     assert cli("agent", "add", bob, "--role", "supervisor").exit_code == 0
     assert cli("agent", "disable", bob, "--reason", "left").exit_code == 0
-    listed = cli("audit", "list", "--limit", "4")
+    assert cli("agent", "add", bob, "--role", "support").exit_code == 0  # back
+    again = cli("agent", "add", bob, "--role", "support")
+    assert (again.exit_code, again.stdout) == (0, f"Nothing to do: {bob} is already support.\n")
+    listed = cli("audit", "list", "--limit", "6")
     assert listed.exit_code == 0, listed.stderr
     lines = [line.split("\t") for line in listed.stdout.splitlines()]
     assert lines[0] == [
         "#", "When", "Agent", "Label", "Action", "NIR", "Outcome", "Reason", "Agent changed"
     ]  # fmt: skip
     assert [line[3:] for line in lines[1:]] == [
+        ["agent.test", "agent.add", "", "noop", "", f"{bob} (support)"],  # nothing was before
+        ["agent.test", "agent.add", "", "ok", "", f"{bob} (support, was disabled)"],
         ["agent.test", "agent.disable", "", "ok", "left", bob],
         ["agent.test", "agent.add", "", "ok", "", f"{bob} (supervisor, was support)"],
         ["INC-42", "agent.add", "", "ok", "", f"{bob} (support)"],
         ["agent.test", "account.unlock", format_nir(member.nir), "noop", "by phone", ""],
     ]
-    events = json.loads(cli("--json", "audit", "list", "--limit", "4").stdout)
+    events = json.loads(cli("--json", "audit", "list", "--limit", "6").stdout)[2:]
     assert all(set(event) == EVENT_KEYS for event in events)
     me = runner_identity(db_url)
     assert [{k: e[k] for k in EVENT_KEYS - {"id", "at"}} for e in events[:3]] == [

@@ -11,12 +11,13 @@ import pypdf
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from sqlmodel import Session
+from sqlmodel import Session, select
 
 from cpms_admin.errors import FieldError
 from cpms_admin.members.afnor import ABBREVIATIONS, machine_line, shorten, sorting_form
 from cpms_admin.members.fields import validate_member_fields
 from cpms_admin.members.postal import recipient_line, same_destination
+from cpms_admin.models import Member
 from tests.factories import make_nir, member_values
 from tests.harness import Cli
 from tests.import_helpers import person, write_csv
@@ -331,6 +332,31 @@ def test_a_country_code_people_use_that_iso_does_not_says_which_to_give(
 ) -> None:
     error = refusal(country=typed, postcode="", city="London")
     assert error.field == "country" and str(error).endswith(f" is {meant}")
+
+
+@pytest.mark.parametrize(
+    ("typed", "hint"),
+    [
+        ("FRANCE", ": France is FR"),
+        ("Allemagne", ": Allemagne is DE"),
+        ("Royaume-Uni", ": Royaume-Uni is GB"),
+        ("etats unis", ": États-Unis is US"),
+        ("Germany", ": Allemagne is DE"),
+        ("CHE", ": Suisse is CH"),
+        ("Atlantide", ""),
+    ],
+)
+def test_a_country_typed_by_name_is_refused_with_its_code(
+    cli: Cli, session: Session, typed: str, hint: str
+) -> None:
+    """As an agent types it (`--country FRANCE`): the code to give, when the name is one
+    country's, in French or English, or its 3-letter code; nothing is added."""
+    result = add(cli, "--country", typed)
+    assert (result.exit_code, result.stderr) == (
+        2,
+        f"Error: country must be a 2-letter ISO code, got {typed.upper()!r}{hint}\n",
+    )
+    assert session.exec(select(Member)).all() == []
 
 
 def test_every_country_s_name_fits_an_envelope_line_and_reads_in_order() -> None:

@@ -11,7 +11,7 @@ import re
 from functools import cache
 
 from cpms_admin.errors import FieldError
-from cpms_admin.members.afnor import machine_line
+from cpms_admin.members.afnor import machine_line, strip_accents
 
 # Where the state or province is part of the sorting, it must close the city field
 # (`New York NY`): there is no field of its own for it.
@@ -71,6 +71,32 @@ def country_name(country: str) -> str:
         joiner = "" if tail.endswith("'") else " "  # `République islamique d'Iran`
         name = f"{tail}{joiner}{head}"
     return name
+
+
+def code_of_named(name: str) -> str | None:
+    """`FRANCE`, `Allemagne`, `Germany`, `DEU` -> `FR`, `DE`: the ISO 3166 code of the country
+    a whole name (French or English, any case, accents and punctuation) or a 3-letter code
+    names, for an agent who typed one where the 2-letter code goes. None for none."""
+    return _codes_by_name().get(_name_key(name))
+
+
+@cache
+def _codes_by_name() -> dict[str, str]:
+    import pycountry
+
+    codes: dict[str, str] = {}
+    for country in pycountry.countries:
+        code = country.alpha_2
+        names = [country.alpha_3, country.name, country_name(code)]
+        names += [getattr(country, key, "") for key in ("official_name", "common_name")]
+        names.append(_french_names().gettext(country.name))  # `Corée, République de` too
+        for name in filter(None, names):
+            codes.setdefault(_name_key(name), code)
+    return codes
+
+
+def _name_key(name: str) -> str:
+    return re.sub(r"[^A-Z0-9]", "", strip_accents(name).upper())
 
 
 # Codes people use that ISO 3166 gives to no one or to someone else (the EU's for Greece).

@@ -273,7 +273,7 @@ def test_stdout_that_fails_is_one_line_or_a_quiet_stop(
     from tests.process_helpers import cli_popen, cli_run
 
     rows = "\n".join(
-        f"{make_nir(n)},Nom{n},Jean,1 rue de la Paix,75002,Paris" for n in range(1, 2001)
+        f"{make_nir(n)},Dupont,Jean,1 rue de la Paix,75002,Paris" for n in range(1, 2001)
     )
     source = tmp_path / "many.csv"
     source.write_text("nir,last_name,first_name,street,postcode,city\n" + rows + "\n")

@@ -192,6 +192,21 @@ def test_bad_rows_are_reported_with_their_lines_and_the_others_imported(
     assert set(summaries(session)) == {row["nir"] for row in good}
 
 
+def test_a_phone_number_in_a_name_is_a_rejected_row(
+    cli: Cli, session: Session, tmp_path: Path
+) -> None:
+    """A source system's notes pasted into a name (`MARTIN TEL 0612345678`): the row is
+    rejected, saying why, and the others imported."""
+    rows = [person(1), person(2, last_name="MARTIN TEL 0612345678"), person(3)]
+    result = cli("members", "import", str(write_csv(tmp_path / "m.csv", rows)))
+    assert result.exit_code == 1
+    assert (
+        "Warning: line 3: last_name 'MARTIN TEL 0612345678' is not a name: no name holds '0'\n"
+        in result.stderr
+    )
+    assert set(summaries(session)) == {make_nir(1), make_nir(3)}
+
+
 def test_a_refused_run_leaves_no_earlier_report(cli: Cli, session: Session, tmp_path: Path) -> None:
     """A script reading `--errors` after a refused file must not find an earlier run's rows:
     the earlier report is removed; never a file that is no report (arguments swapped), a

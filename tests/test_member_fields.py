@@ -267,6 +267,33 @@ def test_required_fields(field: str, value: str) -> None:
     assert caught.value.field == field
 
 
+@pytest.mark.parametrize(
+    ("field", "value", "stray"),
+    [
+        ("last_name", "Martin 06 12 34 56 78", "0"),
+        ("last_name", "Martin2", "2"),
+        ("first_name", "Claire (claire@exemple.fr)", "@"),
+        ("last_name", "https://exemple.fr", ":"),
+        ("first_name", "Jean/Pierre", "/"),
+        ("last_name", "Dupont²", "²"),
+    ],
+)
+def test_a_phone_number_an_e_mail_or_a_web_address_is_no_name(
+    field: str, value: str, stray: str
+) -> None:
+    with pytest.raises(FieldError) as caught:
+        validate_member_fields(member_values(**{field: value}))
+    assert (caught.value.field, str(caught.value)) == (
+        field,
+        f"{field} {value!r} is not a name: no name holds {stray!r}",
+    )
+
+
+@pytest.mark.parametrize("name", ["J.-P.", "O'Neil", "d’Ormesson", "Le Bris-Ménard", "Louis XIV"])
+def test_initials_apostrophes_hyphens_and_roman_numerals_are_names(name: str) -> None:
+    assert validate_member_fields(member_values(first_name=name)).first_name == name
+
+
 def test_control_characters_are_refused() -> None:
     with pytest.raises(FieldError, match="control"):
         validate_member_fields(member_values(last_name="Dupont\x00"))

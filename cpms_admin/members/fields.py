@@ -154,6 +154,9 @@ def parse_civility(raw: str) -> str:
 
 
 MAX_NAME = 100  # characters of a name, kept whole (the envelope shortens what it prints)
+# What no name holds, and a phone number, an e-mail or a web address typed or pasted into a
+# name's field does (`Martin 06 12 34 56 78`, `http://...`): it would be printed on letters.
+_NOT_IN_A_NAME = frozenset("@/:")
 
 
 @lru_cache(maxsize=1 << 15)  # names repeat through an import file (a name refused raises)
@@ -170,6 +173,9 @@ def parse_name(field: str, raw: str) -> str:
         )
     if not any(ch.isalpha() for ch in value):
         raise FieldError(field, f"{field} {value!r} is not a name")
+    stray = next((ch for ch in value if ch.isnumeric() or ch in _NOT_IN_A_NAME), None)
+    if stray is not None:
+        raise FieldError(field, f"{field} {value!r} is not a name: no name holds {stray!r}")
     return value
 
 

@@ -191,6 +191,8 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--reader-runs", type=int, default=2, help="runs of each reader at N")
     args = parser.parse_args()
+    if min(args.repeat, args.reader_runs) < 1:
+        parser.error("--repeat and --reader-runs take 1 or more")
     n = args.members
     with tempfile.TemporaryDirectory() as tmp:
         directory = Path(tmp)

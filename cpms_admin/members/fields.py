@@ -155,8 +155,9 @@ def parse_civility(raw: str) -> str:
 
 MAX_NAME = 100  # characters of a name, kept whole (the envelope shortens what it prints)
 # What no name holds, and a phone number, an e-mail or a web address typed or pasted into a
-# name's field does (`Martin 06 12 34 56 78`, `http://...`): it would be printed on letters.
-_NOT_IN_A_NAME = frozenset("@/:")
+# name's field does (`Martin 06 12 34 56 78`, `https://...`): it would be printed on letters.
+# Not `/`: Malaysian names hold it (`Muthu a/l Ramasamy`), and older systems join names so.
+_NOT_IN_A_NAME = frozenset("@:")
 
 
 @lru_cache(maxsize=1 << 15)  # names repeat through an import file (a name refused raises)

@@ -207,6 +207,32 @@ def test_a_phone_number_in_a_name_is_a_rejected_row(
     assert set(summaries(session)) == {make_nir(1), make_nir(3)}
 
 
+def test_an_export_imported_as_a_dry_run_lists_the_members_current_rules_refuse(
+    cli: Cli, session: Session, tmp_path: Path
+) -> None:
+    """The README's way to find members stored before a rule that refuses one of their
+    values (their `member update` is refused until it is fixed): each is a line of the
+    report, with the reason, and nothing is written."""
+    make_member(session, nir=make_nir(1))  # valid: not in the report
+    refused = make_member(session, nir=make_nir(2))
+    refused.last_name = "Martin 0612345678"  # stored before names refused digits
+    session.add(refused)
+    session.commit()
+    exported = tmp_path / "all.csv"
+    assert cli("members", "export", "--out", str(exported)).exit_code == 0
+    before = snap(session)
+    report = tmp_path / "refused.csv"
+    checked = cli(
+        "members", "import", str(exported), "--dry-run", "--on-conflict", "update",
+        "--errors", str(report),
+    )  # fmt: skip
+    assert checked.exit_code == 1
+    assert [(row["nir"], row["reason"]) for row in report_rows(report)] == [
+        (refused.nir, "last_name 'Martin 0612345678' is not a name: no name holds '0'")
+    ]
+    assert snap(session) == before
+
+
 def test_a_refused_run_leaves_no_earlier_report(cli: Cli, session: Session, tmp_path: Path) -> None:
     """A script reading `--errors` after a refused file must not find an earlier run's rows:
     the earlier report is removed; never a file that is no report (arguments swapped), a

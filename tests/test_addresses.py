@@ -344,6 +344,8 @@ def test_a_country_code_people_use_that_iso_does_not_says_which_to_give(
         ("Germany", ": Allemagne is DE"),
         ("CHE", ": Suisse is CH"),
         ("Atlantide", ""),
+        ("DOM", ""),  # not the Dominican Republic's DOM: an overseas department, FR or RE...
+        ("Congo", ""),  # either Congo
     ],
 )
 def test_a_country_typed_by_name_is_refused_with_its_code(

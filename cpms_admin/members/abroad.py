@@ -76,8 +76,16 @@ def country_name(country: str) -> str:
 def code_of_named(name: str) -> str | None:
     """`FRANCE`, `Allemagne`, `Germany`, `DEU` -> `FR`, `DE`: the ISO 3166 code of the country
     a whole name (French or English, any case, accents and punctuation) or a 3-letter code
-    names, for an agent who typed one where the 2-letter code goes. None for none."""
-    return _codes_by_name().get(_name_key(name))
+    names, for an agent who typed one where the 2-letter code goes. None for none, and for a
+    word that names more than one place."""
+    key = _name_key(name)
+    return None if key in _AMBIGUOUS else _codes_by_name().get(key)
+
+
+# Words that would point one way and may mean another: the French overseas abbreviations
+# (`DOM` is also the Dominican Republic's ISO 3-letter code, `COM` the Comoros'; an overseas
+# address is FR or its own code, `RE`, `GP`...), and Congo, said of both Congos.
+_AMBIGUOUS = frozenset({"DOM", "TOM", "COM", "DROM", "DOMTOM", "CONGO"})
 
 
 @cache

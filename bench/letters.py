@@ -227,17 +227,15 @@ def main() -> None:
         count, result = by_label[label]
         return count / result["seconds"]
 
-    def size_of(label: str) -> str:
-        return label.removeprefix("batch ")
-
     fpdf_cpu, fpdf_rate = per_letter("fpdf2 (1 core)"), rate("fpdf2 (1 core)")
-    batches = [label for label in by_label if label.startswith("batch")]
+    names = [name for name, _ in sizes]
+    largest = f"batch {names[-1]}"
     print(
         "CPU per letter, fpdf2 / batch: "
-        + ", ".join(f"{size_of(label)} {fpdf_cpu / per_letter(label):.2f}x" for label in batches)
+        + ", ".join(f"{name} {fpdf_cpu / per_letter(f'batch {name}'):.2f}x" for name in names)
         + ";  letters/s, batch / fpdf2: "
-        + ", ".join(f"{size_of(label)} {rate(label) / fpdf_rate:.2f}x" for label in batches)
-        + f";  {batches[-1]} / naive: {rate(batches[-1]) / rate('naive loop'):.1f}x"
+        + ", ".join(f"{name} {rate(f'batch {name}') / fpdf_rate:.2f}x" for name in names)
+        + f";  {largest} / naive: {rate(largest) / rate('naive loop'):.1f}x"
     )
     if "batch 4N" in by_label:
         small, large = by_label["batch N"][1], by_label["batch 4N"][1]

@@ -11,7 +11,7 @@ import re
 from functools import cache
 
 from cpms_admin.errors import FieldError
-from cpms_admin.members.afnor import machine_line, strip_accents
+from cpms_admin.members.afnor import machine_line
 
 # Where the state or province is part of the sorting, it must close the city field
 # (`New York NY`): there is no field of its own for it.
@@ -104,7 +104,8 @@ def _codes_by_name() -> dict[str, str]:
 
 
 def _name_key(name: str) -> str:
-    return re.sub(r"[^A-Z0-9]", "", strip_accents(name).upper())
+    """A name as an envelope's machine lines write it, spaces left out: `ETATSUNIS`."""
+    return machine_line(name).replace(" ", "")
 
 
 # Codes people use that ISO 3166 gives to no one or to someone else (the EU's for Greece).

@@ -155,9 +155,18 @@ def _tune_sqlite(engine: Engine) -> None:
         conn.exec_driver_sql(f"BEGIN {mode}")
 
 
+# One engine per database URL and process, as SQLAlchemy advises: it compiles each statement
+# once for every session of the process (its cache is the engine's), where a command's context,
+# its pepper check and `doctor` each made an engine and compiled the same statements again.
+# A forked child starts without them: a connection must not cross a fork.
+_ENGINES: dict[str, Engine] = {}
+os.register_at_fork(after_in_child=_ENGINES.clear)
+
+
 def make_engine(url: str, *, must_exist: bool = True, create_dirs: bool = False) -> Engine:
-    """Create an engine for `url`. A missing SQLite file is NotReady unless `must_exist` is
-    off; so is a missing folder for it, unless `create_dirs` (a typo must not make one)."""
+    """The engine for `url`, made on first use. A missing SQLite file is NotReady unless
+    `must_exist` is off; so is a missing folder for it, unless `create_dirs` (a typo must not
+    make one). Who is done with it disposes it: its pooled connections close, it stays."""
     url = normalise_url(url)
     try:
         parsed = make_url(url)
@@ -181,13 +190,21 @@ def make_engine(url: str, *, must_exist: bool = True, create_dirs: bool = False)
                     "cpms-admin db upgrade --create-dirs"
                 )
             path.parent.mkdir(mode=0o700, parents=True)
+    engine = _ENGINES.get(url)
+    if engine is None:
+        engine = _ENGINES[url] = _new_engine(url, parsed.drivername, sqlite=path is not None)
+    return engine
+
+
+def _new_engine(url: str, driver: str, *, sqlite: bool) -> Engine:
+    if sqlite:
         engine = create_engine(url, connect_args={"timeout": 30})
         _tune_sqlite(engine)
         return engine
     try:
         return create_engine(url, pool_pre_ping=True)
     except (ArgumentError, ImportError) as exc:
-        raise InvalidInput(f"cannot use database URL for {parsed.drivername}: {exc}") from None
+        raise InvalidInput(f"cannot use database URL for {driver}: {exc}") from None
 
 
 def current_revision(engine: Engine) -> str | None:

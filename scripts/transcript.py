@@ -32,10 +32,11 @@ import subprocess
 import sys
 import tempfile
 import termios
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from cpms_admin.french import PARIS
 
@@ -156,15 +157,25 @@ class Run:
     exit_code: int
 
 
+# How a command of the session starts: `subprocess.Popen`'s arguments without the program.
+Start = Callable[..., "subprocess.Popen[Any]"]
+
+
+def installed(words: Sequence[str], **popen: Any) -> "subprocess.Popen[Any]":
+    """The installed `cpms-admin WORDS`."""
+    return subprocess.Popen([CLI, *words], **popen)
+
+
 class Session:
     """The installed command against a copy of the demo database, in a terminal."""
 
-    def __init__(self, demo_db: Path, work: Path) -> None:
+    def __init__(self, demo_db: Path, work: Path, start: Start = installed) -> None:
         database = work / "demo.db"
         with sqlite3.connect(demo_db) as source, sqlite3.connect(database) as copy:
             source.backup(copy)  # a consistent copy, whatever the WAL holds
         shutil.copy2(demo_db.with_name("pepper"), work / "pepper")  # the pepper beside it
         self.work = work
+        self.start = start
         self.env = {
             key: value
             for key, value in os.environ.items()
@@ -181,19 +192,21 @@ class Session:
         )
 
     def json(self, *words: str) -> object:
-        result = subprocess.run(
-            [CLI, "--json", *words], env=self.env, cwd=self.work, capture_output=True, text=True
-        )
-        if result.returncode:
-            raise SystemExit(f"transcript: cpms-admin {shlex.join(words)}: {result.stderr}")
-        return json.loads(result.stdout)
+        process = self.start(
+            ["--json", *words], env=self.env, cwd=self.work, text=True,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )  # fmt: skip
+        stdout, stderr = process.communicate()
+        if process.returncode:
+            raise SystemExit(f"transcript: cpms-admin {shlex.join(words)}: {stderr}")
+        return json.loads(stdout)
 
     def run(self, words: Sequence[str], stdin: str = "") -> Run:
         """Run in a pseudo-terminal, as an agent would: what it prints, and its exit code."""
         leader, follower = pty.openpty()
         fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 50, COLUMNS, 0, 0))
-        process = subprocess.Popen(
-            [CLI, *words], stdin=subprocess.PIPE, stdout=follower, stderr=follower,
+        process = self.start(
+            list(words), stdin=subprocess.PIPE, stdout=follower, stderr=follower,
             env=self.env, cwd=self.work,
         )  # fmt: skip
         os.close(follower)
@@ -248,10 +261,11 @@ def name_of(session: Session, nir: str) -> str:
     return f"{member['first_name']} {member['last_name'].upper()}"
 
 
-def write(demo_db: Path, out: Path) -> None:
+def write(demo_db: Path, out: Path, start: Start = installed) -> None:
+    """The session, its commands started by `start` (the tests fork them warm)."""
     tour = tour_commands(README.read_text(encoding="utf-8"))
     with tempfile.TemporaryDirectory(prefix="cpms-transcript-") as folder:
-        session = Session(demo_db, Path(folder))
+        session = Session(demo_db, Path(folder), start)
         status = session.run(["db", "status"])
         if status.exit_code:
             raise SystemExit(f"transcript: {demo_db} is not ready ({status.output}): make demo")

@@ -52,11 +52,26 @@ def pg_database() -> Iterator[str]:
         yield url
 
 
+@pytest.fixture(scope="session")
+def sqlite_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where each test's SQLite database is: one folder made anew for every test, at the
+    same path, so that the process's engine for that URL (`db.make_engine`) serves them all
+    and the statements its commands compile are compiled once a session, not once a test
+    (about a fifth of this process's CPU)."""
+    return tmp_path_factory.mktemp("sqlite") / "db"
+
+
 def _fresh_url(engine: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if engine == "sqlite":
-        path = tmp_path / "cpms.db"
+        folder: Path = request.getfixturevalue("sqlite_home")
+        path = folder / "cpms.db"
+        url = f"sqlite:///{path}"
+        if folder.exists():
+            make_engine(url, must_exist=False).dispose()  # no connection to the last test's
+            shutil.rmtree(folder)
+        folder.mkdir()
         shutil.copyfile(request.getfixturevalue("sqlite_template"), path)
-        return f"sqlite:///{path}"
+        return url
     url: str = request.getfixturevalue("pg_database")
     empty_all(url)
     return url

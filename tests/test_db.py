@@ -106,6 +106,50 @@ def test_engine_is_lazy_and_missing_file_is_not_created(tmp_path: Path) -> None:
     assert not (tmp_path / "missing.db").exists()
 
 
+def test_the_engine_kept_for_a_url_reads_the_file_there_after_each_dispose(
+    tmp_path: Path,
+) -> None:
+    """The process keeps one engine per URL (the statements it compiled serve every session).
+    Disposed, it holds no connection: a database put in the file's place since (a restore) is
+    the one it reads, and a file gone is NotReady again."""
+    import sqlite3
+
+    path = tmp_path / "kept.db"
+    url = f"sqlite:///{path}"
+    engine = make_engine(url, must_exist=False)
+    with engine.begin() as conn:
+        conn.execute(text("CREATE TABLE t (v INTEGER)"))
+        conn.execute(text("INSERT INTO t VALUES (1)"))
+    engine.dispose()
+    path.unlink()
+    with sqlite3.connect(path) as restored:
+        restored.execute("CREATE TABLE t (v INTEGER)")
+        restored.execute("INSERT INTO t VALUES (2)")
+    restored.close()
+    assert make_engine(url) is engine
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT v FROM t")).scalar_one() == 2
+    engine.dispose()
+    path.unlink()
+    with pytest.raises(NotReady, match="does not exist"):
+        make_engine(url)
+
+
+def test_a_forked_child_makes_an_engine_of_its_own(tmp_path: Path) -> None:
+    """A connection must not cross a fork (two processes on one SQLite handle corrupt it):
+    a child forked by a command (the import's file checker) starts with no engine."""
+    url = f"sqlite:///{tmp_path / 'forked.db'}"
+    engine = make_engine(url, must_exist=False)
+    with engine.connect() as conn:
+        conn.execute(text("SELECT 1"))
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0 if make_engine(url) is not engine else 1)
+    _, status = os.waitpid(pid, 0)
+    engine.dispose()
+    assert os.waitstatus_to_exitcode(status) == 0
+
+
 def test_a_folder_this_user_cannot_open_is_one_line(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -3,10 +3,9 @@ of the tour without regenerating the session fails here, every placeholder of th
 a value, and the script runs the tour against a copy of a demo database, leaving it as it was.
 """
 
+import os
 import re
 import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -18,8 +17,9 @@ from scripts.transcript import (
     substitute,
     tour_commands,
     without_comment,
+    write,
 )
-from tests.process_helpers import CPMS
+from tests.warm_cli import cli_popen, cli_run
 
 ROOT = Path(__file__).parent.parent
 README = (ROOT / "README.md").read_text(encoding="utf-8")
@@ -97,14 +97,14 @@ def dump(database: Path) -> list[str]:
 
 @pytest.mark.slow  # a dozen processes of the installed command
 def test_the_script_runs_the_tour_on_a_copy_of_the_demo_database(tmp_path: Path) -> None:
+    """Its commands forked warm (tests/warm_cli.py), as `make docs` starts the installed one."""
     database = tmp_path / "demo" / "demo.db"
     database.parent.mkdir()
-    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "CPMS_AGENT": "demo.agent"}
+    env = {key: value for key, value in os.environ.items() if not key.startswith("CPMS_")}
+    env.update(HOME=str(tmp_path), CPMS_AGENT="demo.agent")
 
     def cpms(*args: str) -> None:
-        subprocess.run(
-            [CPMS, "--db", f"sqlite:///{database}", *args], env=env, check=True, cwd=tmp_path
-        )
+        cli_run(["--db", f"sqlite:///{database}", *args], env=env, check=True, cwd=tmp_path)
 
     cpms("db", "upgrade")
     for nir, first, city, postcode in (
@@ -118,14 +118,7 @@ def test_the_script_runs_the_tour_on_a_copy_of_the_demo_database(tmp_path: Path)
         )  # fmt: skip
     before = dump(database)
     out = tmp_path / "session.md"
-    result = subprocess.run(
-        [sys.executable, "scripts/transcript.py", "--demo-db", str(database), "--out", str(out)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
+    write(database, out, start=cli_popen)
     session = out.read_text(encoding="utf-8")
     assert tour_run_by(session) == [normalise(command.text) for command in tour_commands(README)]
     assert "the caller, Hélène MARTIN (`2 72 12 69 963 066 83`)" in session

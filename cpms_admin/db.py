@@ -166,7 +166,8 @@ os.register_at_fork(after_in_child=_ENGINES.clear)
 def make_engine(url: str, *, must_exist: bool = True, create_dirs: bool = False) -> Engine:
     """The engine for `url`, made on first use. A missing SQLite file is NotReady unless
     `must_exist` is off; so is a missing folder for it, unless `create_dirs` (a typo must not
-    make one). Who is done with it disposes it: its pooled connections close, it stays."""
+    make one). Its owner (a command's context) disposes it when done: its pooled connections
+    close, it stays; a function borrowing it closes its connections and leaves the pool."""
     url = normalise_url(url)
     try:
         parsed = make_url(url)
@@ -190,10 +191,24 @@ def make_engine(url: str, *, must_exist: bool = True, create_dirs: bool = False)
                     "cpms-admin db upgrade --create-dirs"
                 )
             path.parent.mkdir(mode=0o700, parents=True)
-    engine = _ENGINES.get(url)
+    key = _engine_key(url, path)
+    engine = _ENGINES.get(key) if key else None
     if engine is None:
-        engine = _ENGINES[url] = _new_engine(url, parsed.drivername, sqlite=path is not None)
+        engine = _new_engine(url, parsed.drivername, sqlite=path is not None)
+        if key:
+            _ENGINES[key] = engine
     return engine
+
+
+def _engine_key(url: str, path: Path | None) -> str | None:
+    """The database `url` names: a relative SQLite path names a file of the current directory
+    (None, an engine of its own, when there is none)."""
+    if path is None or path.is_absolute():
+        return url
+    try:
+        return f"{url} in {os.getcwd()}"
+    except OSError:
+        return None
 
 
 def _new_engine(url: str, driver: str, *, sqlite: bool) -> Engine:

@@ -1,5 +1,6 @@
 """The schema and the SQLite tuning that lets the cron and an agent work at once."""
 
+import gc
 import json
 import os
 import subprocess
@@ -14,7 +15,14 @@ from sqlmodel import Session, col, select
 
 from cpms_admin import audit
 from cpms_admin.bulk.import_writes import one_batch_at_a_time
-from cpms_admin.db import MIGRATIONS_DIR, make_engine, migrate, normalise_url, transaction
+from cpms_admin.db import (
+    MIGRATIONS_DIR,
+    make_engine,
+    migrate,
+    normalise_url,
+    sqlite_path,
+    transaction,
+)
 from cpms_admin.errors import Conflict, NotReady
 from cpms_admin.members import records, views
 from cpms_admin.migrations import HEAD_REVISION
@@ -133,6 +141,43 @@ def test_the_engine_kept_for_a_url_reads_the_file_there_after_each_dispose(
     path.unlink()
     with pytest.raises(NotReady, match="does not exist"):
         make_engine(url)
+
+
+def test_a_command_leaves_no_connection_open_behind_it(cli: Cli, db_url: str) -> None:
+    """The engine outlives the command (one per URL and process), its connections do not:
+    an unlock (which reads the pepper's fingerprints on a connection of its own while the
+    command's transaction holds another) leaves no file handle on the SQLite database and no
+    session on the PostgreSQL one. A session left would keep a copy of it from being made
+    (CREATE DATABASE ... TEMPLATE) or a file handle on a database since restored."""
+    added = cli("member", "add", "--nir", "185057800608491", "--last-name", "Martin",
+        "--first-name", "Claire", "--street", "3 rue de la Paix", "--postcode", "75002",
+        "--city", "Paris")  # fmt: skip
+    assert added.exit_code == 0, added.stderr
+    gc.collect()  # what earlier tests left to the collector (the PostgreSQL database is shared)
+    gc.disable()  # and a connection this command left to it stays open to be counted
+    try:
+        unlocked = cli("account", "unlock", "185057800608491", "--reason", "called")
+        assert unlocked.exit_code == 0, unlocked.stderr
+        open_now = _connections_to(db_url)
+    finally:
+        gc.enable()
+    assert open_now == 0
+
+
+def _connections_to(db_url: str) -> int:
+    """This process's file handles on a SQLite database, or the sessions on a PostgreSQL one."""
+    database = sqlite_path(db_url)
+    if database is not None:
+        handles = [os.path.realpath(fd) for fd in Path("/proc/self/fd").iterdir()]
+        return sum(handle in (str(database), f"{database}-wal") for handle in handles)
+    admin = create_engine(normalise_url(str(PG_URL)))
+    with admin.connect() as conn:
+        sessions = conn.execute(
+            text("SELECT count(*) FROM pg_stat_activity WHERE datname = :name"),
+            {"name": make_url(db_url).database},
+        ).scalar_one()
+    admin.dispose()
+    return int(sessions)
 
 
 def test_a_forked_child_makes_an_engine_of_its_own(tmp_path: Path) -> None:

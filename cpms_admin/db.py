@@ -32,6 +32,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError
+from sqlalchemy.pool import QueuePool
 from sqlmodel import Session, SQLModel, col
 
 from cpms_admin.errors import Conflict, CpmsError, InvalidInput, NotReady, Refused
@@ -158,16 +159,25 @@ def _tune_sqlite(engine: Engine) -> None:
 # One engine per database URL and process, as SQLAlchemy advises: it compiles each statement
 # once for every session of the process (its cache is the engine's), where a command's context,
 # its pepper check and `doctor` each made an engine and compiled the same statements again.
-# A forked child starts without them: a connection must not cross a fork.
 _ENGINES: dict[str, Engine] = {}
-os.register_at_fork(after_in_child=_ENGINES.clear)
+# A forked child starts without them, as a connection must not cross a fork; it keeps them
+# alive all the same, for the collector would close the parent's SQLite connections in it
+# (and a close may checkpoint and delete the WAL the parent is using).
+_FORKED_AWAY: list[Engine] = []
+
+
+def _forget_engines_in_child() -> None:
+    _FORKED_AWAY.extend(_ENGINES.values())
+    _ENGINES.clear()
+
+
+os.register_at_fork(after_in_child=_forget_engines_in_child)
 
 
 def make_engine(url: str, *, must_exist: bool = True, create_dirs: bool = False) -> Engine:
     """The engine for `url`, made on first use. A missing SQLite file is NotReady unless
     `must_exist` is off; so is a missing folder for it, unless `create_dirs` (a typo must not
-    make one). Its owner (a command's context) disposes it when done: its pooled connections
-    close, it stays; a function borrowing it closes its connections and leaves the pool."""
+    make one). Who is done with it calls `release`."""
     url = normalise_url(url)
     try:
         parsed = make_url(url)
@@ -209,6 +219,18 @@ def _engine_key(url: str, path: Path | None) -> str | None:
         return f"{url} in {os.getcwd()}"
     except OSError:
         return None
+
+
+def release(engine: Engine) -> None:
+    """Close `engine`'s pooled connections, its user being done with it; the engine stays the
+    process's. Nothing is closed while another part of the process holds one of its
+    connections (a command's transaction, while it reads the pepper's fingerprints): a dispose
+    then would leave that connection, once given back, open in a pool no longer the engine's
+    until the collector found it (a PostgreSQL session, a handle on the SQLite file); the
+    release of the last user closes them all."""
+    pool = engine.pool
+    if not isinstance(pool, QueuePool) or pool.checkedout() == 0:
+        engine.dispose()
 
 
 def _new_engine(url: str, driver: str, *, sqlite: bool) -> Engine:

@@ -182,13 +182,11 @@ def _checked(settings: Settings, _file_version: tuple[int, int, int] | None) -> 
 
 
 def recorded_fingerprints(database_url: str) -> dict[int, str]:
-    """Pepper id -> fingerprint, as the database recorded them (read-only, own connection).
-    The connection goes back to the process's engine, not disposed with it: the command
-    reading this may hold another of that engine's connections, in a transaction."""
+    """Pepper id -> fingerprint, as the database recorded them (read-only, own connection)."""
     from sqlalchemy import text
     from sqlalchemy.exc import DBAPIError
 
-    from cpms_admin.db import database_failure, describe_db_error, make_engine
+    from cpms_admin.db import database_failure, describe_db_error, make_engine, release
 
     engine = make_engine(database_url).execution_options(sqlite_begin="DEFERRED")
     try:
@@ -199,6 +197,8 @@ def recorded_fingerprints(database_url: str) -> dict[int, str]:
         if not _no_such_table(exc):  # a right refused, a file unreadable: upgrading won't do
             raise database_failure(exc, doing=doing) from None
         raise NotReady(f"{doing} ({describe_db_error(exc)}); run cpms-admin db upgrade") from None
+    finally:
+        release(engine)
     return {int(key): str(value) for key, value in rows}
 
 

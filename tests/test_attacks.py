@@ -15,6 +15,7 @@ from sqlalchemy import func
 from sqlmodel import Session, col, select
 
 from cpms_admin.credentials import accounts
+from cpms_admin.db import release
 from cpms_admin.errors import MailError
 from cpms_admin.models import AuditEvent, Letter, Member, pk
 from cpms_admin.portal import flows
@@ -250,7 +251,7 @@ def test_concurrent_code_guesses_on_one_account_stop_at_the_budget(
                 reason = set_pin(mine, quick, clock, member.nir, "000000", using="code").reason
                 with lock:
                     results.append(reason)
-        engine.dispose()
+        release(engine)
 
     threads = [threading.Thread(target=attacker) for _ in range(6)]
     for thread in threads:
@@ -320,7 +321,7 @@ def test_concurrent_requests_for_one_nir_send_at_most_the_daily_limit(
                 asked.send()
                 with lock:
                     reasons.append(asked.answer.reason)
-        engine.dispose()
+        release(engine)
 
     threads = [threading.Thread(target=asker) for _ in range(6)]
     for thread in threads:

@@ -12,7 +12,7 @@ from sqlmodel import Session
 
 from cpms_admin import audit
 from cpms_admin.bulk.importer import BATCH_SIZE
-from cpms_admin.db import transaction
+from cpms_admin.db import release, transaction
 from cpms_admin.settings import Settings
 from tests.audit_helpers import assert_chain_intact
 from tests.factories import make_member
@@ -53,7 +53,7 @@ def test_threads_writing_at_once_extend_one_chain(
         except BaseException as exc:  # reported by the test's thread
             errors.append(exc)
         finally:
-            mine.dispose()
+            release(mine)
 
     threads = [threading.Thread(target=agent, args=(n,)) for n in range(THREADS)]
     for thread in threads:

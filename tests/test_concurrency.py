@@ -1,4 +1,4 @@
-"""Concurrent attempts at one account, each thread with its own engine and connection:
+"""Concurrent attempts at one account, each thread with its own connection and session:
 no failure is lost and none slips past the hard lock or the code's try limit."""
 
 import functools
@@ -14,7 +14,7 @@ from sqlalchemy import func
 from sqlmodel import Session, col, select
 
 from cpms_admin.audit_chain import keyed
-from cpms_admin.db import make_engine
+from cpms_admin.db import make_engine, release
 from cpms_admin.models import AuditEvent, UnknownLogin
 from cpms_admin.operations.peppers import rotate
 from cpms_admin.pepper import load_peppers, write_pepper_file
@@ -31,7 +31,7 @@ T = TypeVar("T")
 def hammer(
     settings: Settings, attempts_per_thread: int, attempt: Callable[[Session], T]
 ) -> list[T]:
-    """Run `attempt` from THREADS threads at once, each with its own engine, sealing the
+    """Run `attempt` from THREADS threads at once, each with its own session, sealing the
     audit events with `settings`' peppers as the CLI does."""
     barrier = threading.Barrier(THREADS)
     results: list[T] = []
@@ -52,7 +52,7 @@ def hammer(
         except BaseException as exc:  # reported by the main thread
             errors.append(exc)
         finally:
-            engine.dispose()
+            release(engine)
 
     threads = [threading.Thread(target=worker) for _ in range(THREADS)]
     for thread in threads:

@@ -143,20 +143,20 @@ def test_the_engine_kept_for_a_url_reads_the_file_there_after_each_dispose(
         make_engine(url)
 
 
-def test_a_command_leaves_no_connection_open_behind_it(cli: Cli, db_url: str) -> None:
+def test_a_command_leaves_no_connection_open_behind_it(
+    cli: Cli, session: Session, db_url: str
+) -> None:
     """The engine outlives the command (one per URL and process), its connections do not:
-    an unlock (which reads the pepper's fingerprints on a connection of its own while the
-    command's transaction holds another) leaves no file handle on the SQLite database and no
-    session on the PostgreSQL one. A session left would keep a copy of it from being made
-    (CREATE DATABASE ... TEMPLATE) or a file handle on a database since restored."""
-    added = cli("member", "add", "--nir", "185057800608491", "--last-name", "Martin",
-        "--first-name", "Claire", "--street", "3 rue de la Paix", "--postcode", "75002",
-        "--city", "Paris")  # fmt: skip
-    assert added.exit_code == 0, added.stderr
+    an unlock, whose audit event is sealed with the pepper after its fingerprints are read on
+    a connection of their own while the command's transaction holds another, leaves no file
+    handle on the SQLite database and no session on the PostgreSQL one. A session left would
+    keep a copy of it from being made (CREATE DATABASE ... TEMPLATE), a handle would read a
+    database since restored in its place."""
+    member = make_member(session)
     gc.collect()  # what earlier tests left to the collector (the PostgreSQL database is shared)
     gc.disable()  # and a connection this command left to it stays open to be counted
     try:
-        unlocked = cli("account", "unlock", "185057800608491", "--reason", "called")
+        unlocked = cli("account", "unlock", member.nir, "--reason", "called")
         assert unlocked.exit_code == 0, unlocked.stderr
         open_now = _connections_to(db_url)
     finally:

@@ -53,25 +53,30 @@ def writer(settings: Settings) -> Iterator[sqlite3.Connection]:
 
 
 @pytest.fixture
-def busy_ms(monkeypatch: pytest.MonkeyPatch) -> Callable[[int], None]:
-    """Set the busy timeout of the engines commands make (the database and doctor's)."""
+def busy_ms(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[int], None]]:
+    """Set the busy timeout of the engines commands make (the database and doctor's). The
+    engine is the process's for its URL (`db.make_engine`): its listeners go with the test."""
     real = db.make_engine
+    added: list[tuple[Engine, Callable[..., None]]] = []
 
     def set_busy(ms: int) -> None:
         def make_engine(url: str, **options: Any) -> Engine:
             engine = real(url, **options)
 
-            @event.listens_for(engine, "connect")  # after db's own tuning, so it wins
             def busy(dbapi_conn: Any, _record: Any) -> None:
                 dbapi_conn.execute(f"PRAGMA busy_timeout = {ms}")
 
+            event.listen(engine, "connect", busy)  # after db's own tuning, so it wins
+            added.append((engine, busy))
             return engine
 
         monkeypatch.setattr(db, "make_engine", make_engine)
         monkeypatch.setattr(context, "make_engine", make_engine)
 
     set_busy(BUSY_MS)
-    return set_busy
+    yield set_busy
+    for engine, busy in added:
+        event.remove(engine, "connect", busy)
 
 
 def timed(cli: Cli, *args: str) -> tuple[Any, float]:

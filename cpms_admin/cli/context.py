@@ -12,7 +12,7 @@ from sqlmodel import Session
 from cpms_admin import audit
 from cpms_admin.audit_chain.seal import keyed
 from cpms_admin.clock import Clock, system_clock
-from cpms_admin.db import check_schema, make_engine, session_scope, sqlite_path
+from cpms_admin.db import check_schema, make_engine, release, session_scope, sqlite_path
 from cpms_admin.errors import InvalidInput, NotReady
 from cpms_admin.faults import failpoint
 from cpms_admin.pepper import Peppers, pepper_file_path
@@ -105,7 +105,7 @@ class AppContext:
     def close(self) -> None:
         self._bound.close()
         if self._engine is not None:
-            self._engine.dispose()
+            release(self._engine)
             self._engine = None
 
 

@@ -45,13 +45,13 @@ class Check:
 
 def _schema_revision(settings: Settings) -> str | None:
     """The database's schema revision, None before the first `db upgrade`."""
-    from cpms_admin.db import current_revision, make_engine
+    from cpms_admin.db import current_revision, make_engine, release
 
     engine = make_engine(settings.database_url)
     try:
         return current_revision(engine)
     finally:
-        engine.dispose()
+        release(engine)
 
 
 def check_database(settings: Settings) -> Check:
@@ -153,7 +153,7 @@ def _lost_peppers(settings: Settings, peppers: "Peppers") -> str | None:
     """The peppers that still key something (`pepper status`) and are no longer at hand, in
     words; None when none is (or the schema is not the latest: the database check says)."""
     from cpms_admin.clock import system_clock
-    from cpms_admin.db import make_engine, session_scope
+    from cpms_admin.db import make_engine, release, session_scope
     from cpms_admin.english import count
     from cpms_admin.operations.peppers import usage
 
@@ -164,7 +164,7 @@ def _lost_peppers(settings: Settings, peppers: "Peppers") -> str | None:
         with session_scope(engine, read_only=True) as session:
             uses = usage(session, now=system_clock())
     finally:
-        engine.dispose()
+        release(engine)
     lost = [use for use in uses if use.key_id not in peppers.secrets and not use.removable]
     unknown = ("unknown NIR's counters", "unknown NIRs' counters")
     return (

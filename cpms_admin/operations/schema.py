@@ -16,6 +16,7 @@ from cpms_admin.db import (
     UPGRADE_LOCK_ID,
     current_revision,
     make_engine,
+    release,
     schema_behind,
     session_scope,
     sqlite_path,
@@ -73,7 +74,7 @@ def schema_status(settings: Settings) -> SchemaStatus:
     try:
         return SchemaStatus(current=current_revision(engine), latest=HEAD_REVISION)
     finally:
-        engine.dispose()
+        release(engine)
 
 
 def upgrade(
@@ -111,7 +112,7 @@ def upgrade(
         with _one_upgrade_at_a_time(engine):
             return _upgrade(engine, settings, clock, seal_waiting_events, create_dirs)
     finally:
-        engine.dispose()
+        release(engine)
 
 
 def _new_sqlite_file(url: str) -> bool:

@@ -57,7 +57,7 @@ def sqlite_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Where each test's SQLite database is: one folder made anew for every test, at the
     same path, so that the process's engine for that URL (`db.make_engine`) serves them all
     and the statements its commands compile are compiled once a session, not once a test
-    (about a fifth of this process's CPU)."""
+    (about a quarter of this process's CPU)."""
     return tmp_path_factory.mktemp("sqlite") / "db"
 
 

@@ -346,6 +346,11 @@ def test_a_country_code_people_use_that_iso_does_not_says_which_to_give(
         ("Atlantide", ""),
         ("DOM", ""),  # not the Dominican Republic's DOM: an overseas department, FR or RE...
         ("Congo", ""),  # either Congo
+        ("Corée", ""),  # either Korea
+        ("Russie", ": Fédération de Russie is RU"),  # ISO's `Russie, Fédération de`
+        ("Angleterre", ": Royaume-Uni is GB"),  # a name ISO gives no country
+        ("Hollande", ": Pays-Bas is NL"),
+        ("Deutschland", ": Allemagne is DE"),  # a file from a neighbour's system
     ],
 )
 def test_a_country_typed_by_name_is_refused_with_its_code(
@@ -361,6 +366,19 @@ def test_a_country_typed_by_name_is_refused_with_its_code(
     assert session.exec(select(Member)).all() == []
 
 
+def test_each_name_people_use_gives_its_own_country() -> None:
+    """A name given to two countries would hint the first one found for both."""
+    from cpms_admin.members.abroad import NAMES_PEOPLE_USE, code_of_named
+
+    wrong = {
+        name: code_of_named(name)
+        for code, names in NAMES_PEOPLE_USE.items()
+        for name in names
+        if code_of_named(name) != code
+    }
+    assert wrong == {}
+
+
 def test_every_country_s_name_fits_an_envelope_line_and_reads_in_order() -> None:
     """Saint Helena and South Georgia could not be added at all: their French names are
     longer than a line. Index forms turned round must still read (`Îles Malouines`)."""
@@ -371,10 +389,11 @@ def test_every_country_s_name_fits_an_envelope_line_and_reads_in_order() -> None
 
     names = {c.alpha_2: country_name(c.alpha_2) for c in pycountry.countries}
     assert {code: n for code, n in names.items() if len(upper_line(n)) > MAX_LINE} == {}
-    assert [names[c] for c in ("SH", "FK", "TW", "VI", "RE")] == [
+    assert [names[c] for c in ("SH", "FK", "TW", "VI", "RE", "BO")] == [
         "Sainte-Hélène", "Îles Malouines", "Taïwan", "Îles Vierges des États-Unis",
-        "Île de la Réunion",
+        "Île de la Réunion", "État plurinational de Bolivie",
     ]  # fmt: skip
+    assert [name for name in names.values() if not name[0].isupper()] == []  # in a message
     assert (
         lines_of(country="SH", postcode="STHL 1ZZ", city="Jamestown", street="Main Street")[-1]
         == "SAINTE HELENE"

@@ -70,37 +70,85 @@ def country_name(country: str) -> str:
         head, tail = name.split(", ", 1)
         joiner = "" if tail.endswith("'") else " "  # `République islamique d'Iran`
         name = f"{tail}{joiner}{head}"
-    return name
+    return name[:1].upper() + name[1:]  # ISO writes `état plurinational de` in lower case
 
 
 def code_of_named(name: str) -> str | None:
-    """`FRANCE`, `Allemagne`, `Germany`, `DEU` -> `FR`, `DE`: the ISO 3166 code of the country
-    a whole name (French or English, any case, accents and punctuation) or a 3-letter code
-    names, for an agent who typed one where the 2-letter code goes. None for none, and for a
-    word that names more than one place."""
+    """`FRANCE`, `Allemagne`, `Germany`, `DEU`, `Russie`, `Angleterre` -> `FR`, `DE`, `DE`,
+    `DE`, `RU`, `GB`: the ISO 3166 code of the country a name (French or English, any case,
+    accents and punctuation), a 3-letter code or a name people use names, for an agent who
+    typed one where the 2-letter code goes. None for none, and for a word that names more
+    than one place."""
     key = _name_key(name)
-    return None if key in _AMBIGUOUS else _codes_by_name().get(key)
+    codes, ambiguous = _codes_by_name()
+    return None if key in _AMBIGUOUS or key in ambiguous else codes.get(key)
 
 
 # Words that would point one way and may mean another: the French overseas abbreviations
 # (`DOM` is also the Dominican Republic's ISO 3-letter code, `COM` the Comoros'; an overseas
-# address is FR or its own code, `RE`, `GP`...), and Congo, said of both Congos.
-_AMBIGUOUS = frozenset({"DOM", "TOM", "COM", "DROM", "DOMTOM", "CONGO"})
+# address is FR or its own code, `RE`, `GP`...). (`Congo`, `Corée`, said of two countries,
+# are found ambiguous by `_codes_by_name`.)
+_AMBIGUOUS = frozenset({"DOM", "TOM", "COM", "DROM", "DOMTOM"})
+
+# Names people write that ISO 3166 gives no country: a part for the whole, a former name, the
+# country's own name for itself (a file from a neighbour's system).
+NAMES_PEOPLE_USE = {
+    "GB": (
+        "Angleterre", "England", "Grande-Bretagne", "Great Britain", "Écosse", "Scotland",
+        "Pays de Galles", "Wales", "Irlande du Nord", "Northern Ireland",
+    ),
+    "NL": ("Hollande", "Holland", "Nederland"),
+    "CZ": ("République tchèque",),
+    "KR": ("Corée du Sud",),
+    "CI": ("Ivory Coast",),
+    "SY": ("Syrie",),
+    "MD": ("Moldavie",),
+    "RU": ("Russia",),
+    "TR": ("Turkey",),
+    "MM": ("Burma",),
+    "SZ": ("Swaziland",),
+    "CD": ("RDC", "Zaïre"),
+    "VA": ("Saint-Siège",),
+    "US": ("États-Unis d'Amérique",),
+    "DE": ("Deutschland",),
+    "ES": ("España",),
+    "IT": ("Italia",),
+    "BE": ("België", "Belgien"),
+    "CH": ("Schweiz", "Svizzera"),
+    "AT": ("Österreich",),
+    "LU": ("Luxemburg", "Lëtzebuerg"),
+    "PL": ("Polska",),
+    "BR": ("Brasil",),
+}  # fmt: skip
 
 
 @cache
-def _codes_by_name() -> dict[str, str]:
+def _codes_by_name() -> tuple[dict[str, str], frozenset[str]]:
+    """Each name's code, and the names said of more than one country. An index form's head
+    (`Russie` of `Russie, Fédération de`) names its country unless another country has that
+    head or that name (`Congo`, `Corée`)."""
     import pycountry
 
     codes: dict[str, str] = {}
+    heads: dict[str, set[str]] = {}
     for country in pycountry.countries:
         code = country.alpha_2
         names = [country.alpha_3, country.name, country_name(code)]
         names += [getattr(country, key, "") for key in ("official_name", "common_name")]
         names.append(_french_names().gettext(country.name))  # `Corée, République de` too
+        names += NAMES_PEOPLE_USE.get(code, ())
         for name in filter(None, names):
             codes.setdefault(_name_key(name), code)
-    return codes
+            if ", " in name:
+                heads.setdefault(_name_key(name.split(", ")[0]), set()).add(code)
+    ambiguous = set()
+    for head, named in heads.items():
+        owners = named | ({codes[head]} if head in codes else set())
+        if len(owners) > 1:
+            ambiguous.add(head)
+        else:
+            codes[head] = owners.pop()
+    return codes, frozenset(ambiguous)
 
 
 def _name_key(name: str) -> str:

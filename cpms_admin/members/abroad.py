@@ -81,7 +81,7 @@ def code_of_named(name: str) -> str | None:
     than one place."""
     key = _name_key(name)
     codes, ambiguous = _codes_by_name()
-    return None if key in _AMBIGUOUS or key in ambiguous else codes.get(key)
+    return None if key in ambiguous else codes.get(key)
 
 
 # Words that would point one way and may mean another: the French overseas abbreviations
@@ -124,7 +124,7 @@ NAMES_PEOPLE_USE = {
 
 @cache
 def _codes_by_name() -> tuple[dict[str, str], frozenset[str]]:
-    """Each name's code, and the names said of more than one country. An index form's head
+    """Each name's code, and the names said of more than one place. An index form's head
     (`Russie` of `Russie, Fédération de`) names its country unless another country has that
     head or that name (`Congo`, `Corée`)."""
     import pycountry
@@ -141,7 +141,7 @@ def _codes_by_name() -> tuple[dict[str, str], frozenset[str]]:
             codes.setdefault(_name_key(name), code)
             if ", " in name:
                 heads.setdefault(_name_key(name.split(", ")[0]), set()).add(code)
-    ambiguous = set()
+    ambiguous = set(_AMBIGUOUS)
     for head, named in heads.items():
         owners = named | ({codes[head]} if head in codes else set())
         if len(owners) > 1:

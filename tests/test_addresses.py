@@ -347,6 +347,7 @@ def test_a_country_code_people_use_that_iso_does_not_says_which_to_give(
         ("DOM", ""),  # not the Dominican Republic's DOM: an overseas department, FR or RE...
         ("Congo", ""),  # either Congo
         ("Corée", ""),  # either Korea
+        ("Îles Vierges", ""),  # the British or the American ones
         ("Russie", ": Fédération de Russie is RU"),  # ISO's `Russie, Fédération de`
         ("Angleterre", ": Royaume-Uni is GB"),  # a name ISO gives no country
         ("Hollande", ": Pays-Bas is NL"),

@@ -87,7 +87,7 @@ def code_of_named(name: str) -> str | None:
 # Words that would point one way and may mean another: the French overseas abbreviations
 # (`DOM` is also the Dominican Republic's ISO 3-letter code, `COM` the Comoros'; an overseas
 # address is FR or its own code, `RE`, `GP`...). (`Congo`, `Corée`, said of two countries,
-# are found ambiguous by `_codes_by_name`.)
+# are found so by `_codes_by_name`.)
 _AMBIGUOUS = frozenset({"DOM", "TOM", "COM", "DROM", "DOMTOM"})
 
 # Names people write that ISO 3166 gives no country: a part for the whole, a former name, the
@@ -125,8 +125,8 @@ NAMES_PEOPLE_USE = {
 @cache
 def _codes_by_name() -> tuple[dict[str, str], frozenset[str]]:
     """Each name's code, and the names said of more than one place. An index form's head
-    (`Russie` of `Russie, Fédération de`) names its country unless another country has that
-    head or that name (`Congo`, `Corée`)."""
+    (`Russie` of `Russie, Fédération de`) names its country unless another country's name
+    begins with it (`Congo`, `Corée`, `Îles Vierges`)."""
     import pycountry
 
     codes: dict[str, str] = {}
@@ -143,7 +143,7 @@ def _codes_by_name() -> tuple[dict[str, str], frozenset[str]]:
                 heads.setdefault(_name_key(name.split(", ")[0]), set()).add(code)
     ambiguous = set(_AMBIGUOUS)
     for head, named in heads.items():
-        owners = named | ({codes[head]} if head in codes else set())
+        owners = named | {code for key, code in codes.items() if key.startswith(head)}
         if len(owners) > 1:
             ambiguous.add(head)
         else:

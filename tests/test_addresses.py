@@ -352,13 +352,16 @@ def test_a_country_code_people_use_that_iso_does_not_says_which_to_give(
         ("Angleterre", ": Royaume-Uni is GB"),  # a name ISO gives no country
         ("Hollande", ": Pays-Bas is NL"),
         ("Deutschland", ": Allemagne is DE"),  # a file from a neighbour's system
+        ("California", ": for California (États-Unis), give US and end the city with CA"),
+        ("GEORGIA", ": Géorgie is GE; for Georgia (États-Unis), give US and end the city with GA"),
     ],
 )
 def test_a_country_typed_by_name_is_refused_with_its_code(
     cli: Cli, session: Session, typed: str, hint: str
 ) -> None:
     """As an agent types it (`--country FRANCE`): the code to give, when the name is one
-    country's, in French or English, or its 3-letter code; nothing is added."""
+    country's, in French or English, or its 3-letter code, and where a US state or a
+    Canadian province goes; nothing is added."""
     result = add(cli, "--country", typed)
     assert (result.exit_code, result.stderr) == (
         2,

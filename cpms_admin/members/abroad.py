@@ -73,6 +73,34 @@ def country_name(country: str) -> str:
     return name[:1].upper() + name[1:]  # ISO writes `état plurinational de` in lower case
 
 
+def hint_for_named(name: str) -> str:
+    """What to give for a country typed by name (`Allemagne`): `: Allemagne is DE`; for a
+    state or province of a country whose sorting needs it (`California`), the country and
+    where the state goes; both for `Georgia`. Empty when the name is none of these."""
+    hints = []
+    code = code_of_named(name)
+    if code:
+        hints.append(f"{country_name(code)} is {code}")
+    region = _region_named(name)
+    if region:
+        country, region_code, region_name = region
+        hints.append(
+            f"for {region_name} ({country_name(country)}), give {country} and end the city "
+            f"with {region_code}"
+        )
+    return "".join(f"{'; ' if index else ': '}{hint}" for index, hint in enumerate(hints))
+
+
+def _region_named(name: str) -> tuple[str, str, str] | None:
+    """`CALIFORNIA` -> (`US`, `CA`, `California`): a state or province that closes the city."""
+    key = _name_key(name)
+    for country in REGION_IN_CITY:
+        for code, region in _rules(country).country_area_choices:
+            if _name_key(region) == key:
+                return country, code, region
+    return None
+
+
 def code_of_named(name: str) -> str | None:
     """`FRANCE`, `Allemagne`, `Germany`, `DEU`, `Russie`, `Angleterre` -> `FR`, `DE`, `DE`,
     `DE`, `RU`, `GB`: the ISO 3166 code of the country a name (French or English, any case,

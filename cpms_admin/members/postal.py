@@ -173,8 +173,7 @@ def make_address(
     follow the country's pattern."""
     country = (country or "FR").strip().upper()
     if not _COUNTRY.fullmatch(country):
-        named = abroad.code_of_named(country)
-        hint = f": {abroad.country_name(named)} is {named}" if named else ""
+        hint = abroad.hint_for_named(country)
         raise FieldError("country", f"country must be a 2-letter ISO code, got {country!r}{hint}")
     street, postcode, city = (
         _clean("street", street),

@@ -88,7 +88,7 @@ def hint_for_named(name: str) -> str:
             f"for {region_name} ({country_name(country)}), give {country} and end the city "
             f"with {region_code}"
         )
-    return "".join(f"{'; ' if index else ': '}{hint}" for index, hint in enumerate(hints))
+    return ": " + "; ".join(hints) if hints else ""
 
 
 def _region_named(name: str) -> tuple[str, str, str] | None:
@@ -102,11 +102,10 @@ def _region_named(name: str) -> tuple[str, str, str] | None:
 
 
 def code_of_named(name: str) -> str | None:
-    """`FRANCE`, `Allemagne`, `Germany`, `DEU`, `Russie`, `Angleterre` -> `FR`, `DE`, `DE`,
-    `DE`, `RU`, `GB`: the ISO 3166 code of the country a name (French or English, any case,
-    accents and punctuation), a 3-letter code or a name people use names, for an agent who
-    typed one where the 2-letter code goes. None for none, and for a word that names more
-    than one place."""
+    """The ISO 3166 code of the country `name` names, for an agent who typed a name where the
+    2-letter code goes: its name in French or English in any case, accents and punctuation
+    (`FRANCE`, `Germany`), its 3-letter code (`DEU`), a name people use (`Angleterre`). None
+    for none, and for a word that names more than one place."""
     key = _name_key(name)
     codes, ambiguous = _codes_by_name()
     return None if key in ambiguous else codes.get(key)

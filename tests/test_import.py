@@ -256,6 +256,29 @@ def test_a_refused_run_leaves_no_earlier_report(cli: Cli, session: Session, tmp_
     assert summaries(session) == {}
 
 
+@pytest.mark.parametrize("where", ["folder", ".", ""])
+def test_an_errors_report_named_as_a_folder_is_refused_in_one_line(
+    cli: Cli, session: Session, tmp_path: Path, where: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--errors` given a folder (a typo, an empty variable: `--errors "$DIR"`): a refusal,
+    in JSON too, not a traceback; nothing is imported."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "folder").mkdir()
+    path = write_csv(tmp_path / "m.csv", [person(1)])
+    result = cli("--json", "members", "import", str(path), "--errors", where)
+    folder = tmp_path / where if where == "folder" else tmp_path
+    assert (result.exit_code, json_out(result)) == (
+        2,
+        {
+            "error": f"{folder} is a directory; refusing to replace it: "
+            "remove it or choose another name",
+            "exit_code": 2,
+        },
+    )
+    assert "Traceback" not in result.output
+    assert count(session, Member) == 0
+
+
 def test_the_report_of_a_file_lacking_columns_is_in_line_order(cli: Cli, tmp_path: Path) -> None:
     """Without `country`, a wrong city is judged with the member's country, which only
     `--on-conflict update` reads: such a row comes last then (judged after the rest of the

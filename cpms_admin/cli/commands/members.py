@@ -85,11 +85,12 @@ def _earlier_report(path: Path) -> os.stat_result | None:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError:
         return None
-    with os.fdopen(fd, "rb") as handle:
-        info = os.fstat(fd)
-        if stat.S_ISREG(info.st_mode) and _begins_as_report(handle, path):
-            return info
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):  # a directory cannot even be wrapped in a file object
+        os.close(fd)
         return None
+    with os.fdopen(fd, "rb") as handle:
+        return info if _begins_as_report(handle, path) else None
 
 
 def _begins_as_report(handle: BinaryIO, path: Path) -> bool:

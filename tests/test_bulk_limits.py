@@ -109,6 +109,18 @@ def test_too_long_lines(tmp_path: Path) -> None:
     quoted.write_text(",".join(COLUMNS) + '\n"' + "a\n" + "y" * 70_000 + '"\n')
     with pytest.raises(InvalidInput, match=r"lines 2-3: a line longer than 65,536 characters"):
         read_member_rows(quoted).check_records()
+    # Opened on the long line and closed on a later one: the lines between are the quoted
+    # value's, not members (read as records once the long line was skipped).
+    opening = tmp_path / "opening.csv"
+    opening.write_text(",".join(COLUMNS) + '\n"' + "y" * 70_000 + "\n" + row + '\nend"\n')
+    with pytest.raises(InvalidInput, match=r"line 2: a line longer than 65,536 characters opens"):
+        read_member_rows(opening).check_records()
+    closed = tmp_path / "closed.csv"  # a long quoted value on its line, a "" inside
+    closed.write_text(",".join(COLUMNS) + '\n"' + 'y""' * 30_000 + '"\n' + row + "\n")
+    assert list(read_member_rows(closed)) == [
+        SourceRow(2, None, "line longer than 65,536 characters"),
+        SourceRow(3, DUPONT),
+    ]
     jsonl = write_jsonl(tmp_path / "m.jsonl", [DUPONT, {"nir": "x" * 70_000}, DUPONT])
     assert [row.problem for row in read_member_rows(jsonl)] == [
         None,

@@ -31,12 +31,14 @@ class _LineTooLong(Exception):
 class _Tap:
     """The file's lines, counted, keeping those of the current record so it can be re-read.
     A line over MAX_LINE_CHARS is never read whole: its rest is skipped and _LineTooLong
-    raised, for the record to be a problem row."""
+    raised, for the record to be a problem row. Whether the skipped line left a quoted value
+    open is told by its quotes: an odd number (`opens_quote`)."""
 
     def __init__(self, handle: TextIO) -> None:
         self._handle = handle
         self.number = 0  # lines read so far
         self.lines: list[str] = []
+        self.opens_quote = False  # the last line skipped
 
     def __iter__(self) -> "_Tap":
         return self
@@ -47,10 +49,12 @@ class _Tap:
             raise StopIteration
         self.number += 1
         if len(line) > MAX_LINE_CHARS:
+            quotes = line.count('"')
             while not line.endswith(("\n", "\r")) and (
                 line := self._handle.readline(MAX_LINE_CHARS)
             ):
-                pass
+                quotes += line.count('"')
+            self.opens_quote = quotes % 2 == 1
             raise _LineTooLong
         self.lines.append(line)
         return line
@@ -62,8 +66,9 @@ def csv_records(handle: TextIO, *, path: Path, delimiter: str) -> Iterator[Recor
     Parsing is strict so that an unbalanced quote is noticed: if it swallowed other lines,
     the file is refused (those records would otherwise vanish without a trace). A
     one-line error is re-read leniently, which accepts padding after a closing quote. A
-    line over MAX_LINE_CHARS is a problem record (the file is refused if it is inside a
-    quoted record); memory stays bounded either way.
+    line over MAX_LINE_CHARS is a problem record; the file is refused if that line is inside
+    a quoted record or opens one (the lines after it would be read as records where they
+    are the quoted value's); memory stays bounded either way.
     """
     tap = _Tap(handle)
     reader = csv.reader(tap, delimiter=delimiter, skipinitialspace=True, strict=True)
@@ -79,6 +84,11 @@ def csv_records(handle: TextIO, *, path: Path, delimiter: str) -> Iterator[Recor
                 raise InvalidInput(
                     f"{path}: lines {start}-{tap.number}: a line longer than "
                     f"{MAX_LINE_CHARS:,} characters inside a quoted value (unbalanced quote?)"
+                ) from None
+            if tap.opens_quote:
+                raise InvalidInput(
+                    f"{path}: line {start}: a line longer than {MAX_LINE_CHARS:,} characters "
+                    "opens a quoted value it does not close (unbalanced quote?)"
                 ) from None
             yield start, None, f"line longer than {MAX_LINE_CHARS:,} characters"
             continue

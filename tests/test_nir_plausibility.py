@@ -8,11 +8,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy import text
-from sqlmodel import Session
+from sqlmodel import Session, select
 from stdnum.fr import nir as stdnum_nir
 
 from cpms_admin.errors import FieldError
 from cpms_admin.members.nir import parse_nir
+from cpms_admin.models import Member
 from tests.factories import make_member
 from tests.harness import Cli
 
@@ -108,6 +109,35 @@ def test_corsica_depends_on_which_centuries_are_past() -> None:
     with pytest.raises(FieldError, match="does not fit a birth in 1930"):
         parse_nir(nir, today=date(2029, 12, 31))
     assert parse_nir(nir, today=date(2030, 1, 1)) == nir
+
+
+@pytest.mark.parametrize(
+    ("nir", "born", "refusal"),
+    [
+        ("205012A004123", "1905-01-10", "the department 2A (Corsica since 1976) does not fit a "
+         "birth in 1905 (20 before 1976)"),
+        ("1050120004124", "2005-01-10", "the department 20 (Corsica before 1976) does not fit a "
+         "birth in 2005 (2A or 2B since 1976)"),
+        ("205012A004123", "2005-01-10", None),
+        ("1050120004124", "1905-01-10", None),
+    ],
+)  # fmt: skip
+def test_a_birth_date_gives_corsica_s_department_its_century(
+    cli: Cli, session: Session, nir: str, born: str, refusal: str | None
+) -> None:
+    """Either reading of `05` fits 2A and 20 alone; the birth date keeps only one."""
+    nir = keyed(nir)
+    result = cli("member", "add", "--nir", nir, "--birth-date", born, "--last-name", "Casanova",
+                 "--first-name", "Lisa", "--street", "1 cours Napoléon", "--postcode", "20000",
+                 "--city", "Ajaccio")  # fmt: skip
+    if refusal is None:
+        assert result.exit_code == 0, result.output
+    else:
+        assert (result.exit_code, result.stderr) == (
+            2,
+            f"Error: birth date {born} does not fit the NIR: {refusal}\n",
+        )
+        assert session.exec(select(Member)).all() == []
 
 
 # --- properties -----------------------------------------------------------------------------

@@ -9,7 +9,7 @@ from functools import lru_cache
 from cpms_admin.errors import FieldError
 from cpms_admin.members import damage
 from cpms_admin.members.afnor import MAX_LINE
-from cpms_admin.members.nir import parse_nir
+from cpms_admin.members.nir import birth_year_mismatch, parse_nir
 from cpms_admin.members.postal import (
     FORMULA_STARTS,
     PostalAddress,
@@ -216,6 +216,8 @@ def parse_birth_date(raw: str, nir: str) -> date:
     nir_month = int(nir[3:5])
     if born.year % 100 != int(nir[1:3]) or (1 <= nir_month <= 12 and born.month != nir_month):
         raise FieldError("birth_date", f"birth date {value} does not match the NIR's year/month")
+    if (mismatch := birth_year_mismatch(nir, born.year)) is not None:
+        raise FieldError("birth_date", f"birth date {value} does not fit the NIR: {mismatch}")
     return born
 
 

@@ -36,6 +36,7 @@ _MONTHS = frozenset(range(1, 13)) | frozenset(range(20, 43)) | frozenset(range(5
 # territories; 985 is Mayotte's former code).
 _OVERSEAS = frozenset(str(code) for code in (*range(971, 979), *range(984, 989)))
 _ABROAD = "99"  # then the 3 digits after it are the country's INSEE code
+_CORSICA = ("20", "2A", "2B")
 _CORSICA_SPLIT = 1976  # 20 before, 2A and 2B from 1 January 1976
 
 
@@ -90,9 +91,10 @@ def _implausible_part(nir: str, *, today: date | None) -> str | None:
     commune, order = nir[len(department) + 5 : 10], nir[10:13]
     if department == "00" or (overseas and department not in _OVERSEAS):
         return f"the department {department} does not exist"
-    corsica = _corsica_mismatch(department, int(nir[1:3]), today=today)
-    if corsica is not None:
-        return corsica
+    if department in _CORSICA:  # only then the date: an import checks thousands of NIRs
+        corsica = _corsica_mismatch(department, _birth_years(int(nir[1:3]), today=today))
+        if corsica is not None:
+            return corsica
     if not int(commune):
         if department == _ABROAD:
             return f"the country code {commune} does not exist (department 99: born abroad)"
@@ -102,23 +104,32 @@ def _implausible_part(nir: str, *, today: date | None) -> str | None:
     return None
 
 
-def _corsica_mismatch(department: str, year: int, *, today: date | None) -> str | None:
-    """The NIR has no century: the birth year may be 19AA or 20AA, but not in the future.
-    Corsica's department is refused only when no such reading fits it, so 20 stays accepted
-    with year 10 (1910) and 2A with year 10 (2010)."""
-    if department not in ("20", "2A", "2B"):
-        return None  # without asking the date: an import checks thousands of NIRs
+def birth_year_mismatch(nir: str, year: int) -> str | None:
+    """Why the member whose NIR this is cannot be born in `year` (a birth date gives the
+    century the NIR lacks: Corsica's department 20 before 1976, 2A and 2B since); None
+    when they may."""
+    department = nir[5:7]
+    return _corsica_mismatch(department, [year]) if department in _CORSICA else None
+
+
+def _birth_years(year: int, *, today: date | None) -> list[int]:
+    """The NIR has no century: its 2-digit year may be 19AA or 20AA, but not in the future."""
     this_year = (today or date.today()).year
-    readings = [year + century for century in (1900, 2000) if year + century <= this_year]
-    if department == "20" and min(readings) >= _CORSICA_SPLIT:
+    return [year + century for century in (1900, 2000) if year + century <= this_year]
+
+
+def _corsica_mismatch(department: str, years: list[int]) -> str | None:
+    """Corsica's department is refused only when none of the birth `years` fits it, so 20
+    stays accepted with year 10 (1910) and 2A with year 10 (2010)."""
+    if department == "20" and min(years) >= _CORSICA_SPLIT:
         return (
             f"the department 20 (Corsica before {_CORSICA_SPLIT}) does not fit a birth in "
-            f"19{year:02d} (2A or 2B since {_CORSICA_SPLIT})"
+            f"{min(years)} (2A or 2B since {_CORSICA_SPLIT})"
         )
-    if department in ("2A", "2B") and max(readings) < _CORSICA_SPLIT:
+    if department in ("2A", "2B") and max(years) < _CORSICA_SPLIT:
         return (
             f"the department {department} (Corsica since {_CORSICA_SPLIT}) does not fit a birth "
-            f"in 19{year:02d} (20 before {_CORSICA_SPLIT})"
+            f"in {max(years)} (20 before {_CORSICA_SPLIT})"
         )
     return None
 

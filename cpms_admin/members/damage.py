@@ -24,6 +24,7 @@ AVOID = (
 _SCIENTIFIC = re.compile(r"[+-]?\d(?:[.,]\d*)?[eE][+-]?\d+")
 _DECIMAL = re.compile(r"\d+[.,]\d+")
 _ZERO_DECIMALS = re.compile(r"(\d{15})[.,]0+")
+_ALL_DIGITS_SCIENTIFIC = re.compile(r"(\d)[.,](\d{14})[eE]\+?14")  # 2.90017512300469E+14
 _SERIAL = re.compile(r"\d{5}(?:[.,]\d+)?")  # 10000 is 1927-05-18, 99999 is 2173-10-14
 _DAY_AND_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d(?::\d\d(?:\.\d+)?)?")
 # Excel's and LibreOffice's error values, in English and as French Excel writes them (a
@@ -38,11 +39,16 @@ _EXCEL_DAY_ZERO = date(1899, 12, 30)  # serials from 1900-03-01 on count from he
 
 
 def intact_nir_number(raw: str) -> str | None:
-    """The 15 digits of a NIR a program wrote as a number with zero decimals
-    (`290017512300469.0`, what pandas writes for a float column): a float holds 15 digits
-    exactly, so none is lost. None for anything else."""
-    found = _ZERO_DECIMALS.fullmatch(raw.strip())
-    return found.group(1) if found else None
+    """The 15 digits of a NIR a program wrote as a number with every digit there: with zero
+    decimals (`290017512300469.0`, what pandas writes for a float column), or in scientific
+    notation with 14 decimals (`2.90017512300469E+14`): a float holds 15 digits exactly, so
+    none is lost. None for anything else (`1,85058E+14` lost nine)."""
+    text = raw.strip()
+    if found := _ZERO_DECIMALS.fullmatch(text):
+        return found.group(1)
+    if found := _ALL_DIGITS_SCIENTIFIC.fullmatch(text):
+        return found.group(1) + found.group(2)
+    return None
 
 
 def nir_damage(raw: str) -> str | None:

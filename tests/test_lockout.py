@@ -47,18 +47,34 @@ def test_third_failure_imposes_wait_and_captcha_tenth_locks() -> None:
 
 def test_the_lock_comes_first_then_the_wait_then_the_captcha() -> None:
     cooling = Counters(3, NOW + timedelta(seconds=30), captcha_required=True)
-    assert blocked(cooling, now=NOW, captcha_ok=True) == Block("cooldown", 30)
-    assert blocked(cooling, now=NOW + timedelta(seconds=30), captcha_ok=False) == Block(
-        "captcha_required"
+    assert blocked(cooling, now=NOW, captcha_ok=True, settings=DEFAULTS) == Block("cooldown", 30)
+    assert blocked(
+        cooling, now=NOW + timedelta(seconds=30), captcha_ok=False, settings=DEFAULTS
+    ) == Block("captcha_required")
+    assert (
+        blocked(cooling, now=NOW + timedelta(seconds=30), captcha_ok=True, settings=DEFAULTS)
+        is None
     )
-    assert blocked(cooling, now=NOW + timedelta(seconds=30), captcha_ok=True) is None
     locked = Counters(10, NOW + timedelta(hours=1), captcha_required=True, hard_locked=True)
-    assert blocked(locked, now=NOW + timedelta(days=9), captcha_ok=True) == Block("locked")
+    assert blocked(
+        locked, now=NOW + timedelta(days=9), captcha_ok=True, settings=DEFAULTS
+    ) == Block("locked")
 
 
 def test_partial_seconds_of_wait_round_up() -> None:
     counters = Counters(3, NOW + timedelta(seconds=59, milliseconds=1))
-    assert blocked(counters, now=NOW, captcha_ok=True) == Block("cooldown", 60)
+    assert blocked(counters, now=NOW, captcha_ok=True, settings=DEFAULTS) == Block("cooldown", 60)
+
+
+def test_a_wait_is_never_longer_than_the_whole_cool_down() -> None:
+    """An attempt read its time as it started; another locked the account a moment later (a
+    burst of guesses): 60.2 s from that time is still a cool-down of 60 s, not "2 minutes"."""
+    locked_later = Counters(3, NOW + timedelta(seconds=60, milliseconds=200))
+    assert blocked(locked_later, now=NOW, captcha_ok=True, settings=DEFAULTS) == Block(
+        "cooldown", 60
+    )
+    fourth = Counters(4, NOW + timedelta(seconds=120, milliseconds=200))  # the wait doubled
+    assert blocked(fourth, now=NOW, captcha_ok=True, settings=DEFAULTS) == Block("cooldown", 120)
 
 
 @pytest.mark.parametrize(

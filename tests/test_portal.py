@@ -81,6 +81,19 @@ def test_three_failures_then_a_cooldown_and_the_captcha(
     )
 
 
+def test_an_attempt_begun_as_another_locked_the_account_is_told_the_cool_down(
+    session: Session, settings: Settings, clock: FakeClock, member: Member
+) -> None:
+    """In a burst of guesses, an attempt reads its time, then another locks the account a
+    moment later: its wait is the cool-down's 60 s, not 61 ("2 minutes")."""
+    for _ in range(3):
+        login(session, settings, clock, member.nir, WRONG)
+    clock.advance(seconds=-0.2)  # this attempt's time was read just before the third failure
+    late = login(session, settings, clock, member.nir, WRONG, captcha=True)
+    assert (late.reason, late.retry_after_seconds) == ("cooldown", 60)
+    assert "vous devez patienter 1 minute" in late.message
+
+
 def test_waits_double_then_the_tenth_failure_locks_until_an_agent_unlocks(
     session: Session, settings: Settings, clock: FakeClock, member: Member
 ) -> None:

@@ -169,7 +169,7 @@ def _check_pin(
     hasher = pin_hasher(settings)
     with transaction(session):  # ended at once: no lock held during argon2
         subject = read_subject(session, nir=compact, settings=settings)
-    block = blocked(subject.counters, now=now, captcha_ok=captcha_ok)
+    block = blocked(subject.counters, now=now, captcha_ok=captcha_ok, settings=settings)
     if block is not None:
         return refuse(session, subject=subject, block=block, action=action, now=now)
     matches = hasher.verify(subject.pin_hash, pin)  # a dummy hash when there is none
@@ -309,7 +309,7 @@ def _settle_success(
             )
             return attempt
     fresh = read_subject(session, nir=subject.nir, settings=settings)
-    block = blocked(fresh.counters, now=now, captcha_ok=captcha_ok)
+    block = blocked(fresh.counters, now=now, captcha_ok=captcha_ok, settings=settings)
     if block is not None:
         return refuse(session, subject=fresh, block=block, action=action, now=now)
     # The PIN was changed meanwhile: the one typed is no longer the member's.
@@ -328,7 +328,9 @@ def _refuse_now(
     now: datetime,
 ) -> Attempt:
     fresh = read_subject(session, nir=subject.nir, settings=settings)
-    block = blocked(fresh.counters, now=now, captcha_ok=captcha_ok) or Block(Blocked.locked)
+    block = blocked(fresh.counters, now=now, captcha_ok=captcha_ok, settings=settings) or Block(
+        Blocked.locked
+    )
     return refuse(session, subject=fresh, block=block, action=action, now=now)
 
 

@@ -67,7 +67,7 @@ def try_code(
         counters = subject.counters
         if opened:  # an agent's code: the lock and its cool-down do not stand in its way
             counters = replace(counters, hard_locked=False, locked_until=None)
-        block = blocked(counters, now=now, captcha_ok=captcha_ok)
+        block = blocked(counters, now=now, captcha_ok=captcha_ok, settings=settings)
         if block is not None:
             return refuse(session, subject=subject, block=block, action=action, now=now), None
         check = codes.check_code(

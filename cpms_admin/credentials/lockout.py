@@ -95,14 +95,23 @@ def seconds_until(moment: datetime | None, now: datetime) -> int | None:
     return math.ceil((moment - now).total_seconds())
 
 
-def blocked(counters: Counters, *, now: datetime, captcha_ok: bool) -> Block | None:
+def blocked(
+    counters: Counters, *, now: datetime, captcha_ok: bool, settings: Settings
+) -> Block | None:
     """The block an attempt runs into now, if any: the hard lock first, then the cool-down,
-    then the CAPTCHA the portal must have checked (`captcha_ok`)."""
+    then the CAPTCHA the portal must have checked (`captcha_ok`).
+
+    A cool-down never has more left than its whole length: an attempt's `now` is read as it
+    starts, and another attempt may lock the account a moment later (a burst of guesses),
+    which would tell this one to wait 61 s, "2 minutes", for a cool-down of 60."""
     if counters.hard_locked:
         return Block(Blocked.locked)
     wait = seconds_until(counters.locked_until, now)
     if wait is not None:
-        return Block(Blocked.cooldown, wait)
+        whole = cooldown_after(counters.failures, settings)
+        return Block(
+            Blocked.cooldown, min(wait, math.ceil(whole.total_seconds())) if whole else wait
+        )
     if counters.captcha_required and not captcha_ok:
         return Block(Blocked.captcha_required)
     return None

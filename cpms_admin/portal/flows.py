@@ -164,7 +164,7 @@ def _request_refusal(
     way = on_its_way(session, member_id=pk(member) if member else 0, now=now, asked_by_member=True)
     if admitted >= settings.code_requests_per_day:
         return PortalReason.rate_limited
-    if blocked(subject.counters, now=now, captcha_ok=True) is not None:
+    if blocked(subject.counters, now=now, captcha_ok=True, settings=settings) is not None:
         return PortalReason.rate_limited  # a cool-down or a hard lock: no new code to guess at
     if member is None:
         return PortalReason.unknown_member

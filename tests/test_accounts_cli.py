@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from sqlmodel import Session, col, update
 
+from cpms_admin.french import agent_time
 from cpms_admin.letters.queue import queue_letter
 from cpms_admin.members.nir import format_nir
 from cpms_admin.models import Letter, Member, pk
@@ -415,6 +416,49 @@ def test_a_closed_member_s_status_offers_no_code_by_any_channel(cli: Cli, sessio
     view = json.loads(cli("--json", "account", "status", closed.nir).stdout)
     assert len(view["diagnosis"]) == 1 and "cannot log in" in view["diagnosis"][0]
     assert not any("by post" in line for line in view["diagnosis"])
+
+
+def test_status_says_a_code_on_its_way_has_died_and_why(
+    cli: Cli, session: Session, clock: FakeClock, tmp_path: Path
+) -> None:
+    """An attacker spent the code of a letter still in the post, or an e-mailed code expired:
+    the member calls about a code that does not work, and the agent sees why."""
+    by_post = make_member(session, welcome=False, email=None)
+    assert cli("code", "issue", by_post.nir, "--reason", "x").exit_code == 0
+    assert cli("letters", "batch", "--out", str(tmp_path / "print")).exit_code == 0
+    for _ in range(5):
+        clock.advance(hours=2)  # past each cool-down
+        cli("portal", "set-pin", by_post.nir, "--with", "code", "--captcha-ok",
+            input=f"000001\n{NEW_PIN}\n{NEW_PIN}\n")  # fmt: skip
+    clock.advance(hours=2)  # the last cool-down over
+    status = cli("--json", "account", "status", by_post.nir)
+    (letter,) = codes_of(session, by_post)
+    assert json.loads(status.stdout)["diagnosis"][:2] == [
+        "No PIN and no code on its way: the member cannot log in.",
+        f"The code in letter #{letter.letter_id} (first_login, printed "
+        f"{agent_time(letter.created_at)}) no longer works: 5 wrong codes typed at the portal "
+        "spent it.",
+    ]
+
+    by_email = make_member(session, welcome=False)
+    assert cli("code", "issue", by_email.nir, "--reason", "x").exit_code == 0
+    clock.advance(minutes=11)
+    (mailed,) = codes_of(session, by_email)
+    assert (
+        f"The first_login code e-mailed {agent_time(mailed.created_at)} no longer works: it "
+        f"expired {agent_time(mailed.expires_at)}."
+    ) in cli("account", "status", by_email.nir).stdout
+    assert cli("code", "issue", by_email.nir, "--reason", "x").exit_code == 0
+    fresh = mailed_codes(cli.settings)[-1]
+    cli(
+        "portal",
+        "set-pin",
+        by_email.nir,
+        "--with",
+        "code",
+        input=f"{fresh}\n{NEW_PIN}\n{NEW_PIN}\n",
+    )
+    assert "no longer works" not in cli("account", "status", by_email.nir).stdout  # it was used
 
 
 def test_code_rules_through_the_cli(cli: Cli, clock: FakeClock, session: Session) -> None:

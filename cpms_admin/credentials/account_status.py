@@ -23,7 +23,14 @@ from cpms_admin.members import undeliverable
 from cpms_admin.members.records import get_account, get_member
 from cpms_admin.models import Account, Letter, Member, OutgoingMail, SecurityCode, pk
 from cpms_admin.settings import Settings
-from cpms_admin.vocabulary import AccountState, Channel, LetterStatus, MailStatus, MemberStatus
+from cpms_admin.vocabulary import (
+    AccountState,
+    Channel,
+    CodeStatus,
+    LetterStatus,
+    MailStatus,
+    MemberStatus,
+)
 
 REASON = '--reason "..."'
 
@@ -47,6 +54,9 @@ class AccountStatus:
     # The account is hard-locked and no agent asked for the live code since: the portal
     # refuses it while the lock holds (`codes.opens_hard_lock`).
     code_before_lock: bool = False
+    # The member's newest code when it opens nothing (its tries spent, expired or revoked)
+    # and no PIN was set since it was made: the letter or e-mail that carries it is useless.
+    dead_code: SecurityCode | None = None
     diagnosis: list[str] = field(default_factory=list)
     fix: str | None = None
 
@@ -122,9 +132,35 @@ def account_status(
         code_before_lock=code is not None
         and account.hard_locked_at is not None
         and not codes.opens_hard_lock(session, code, account.hard_locked_at),
+        dead_code=None if code else _dead_code(session, account, now=now),
     )
     findings, fix = diagnose(status, settings=settings, now=now)
     return replace(status, diagnosis=findings, fix=fix)
+
+
+def _dead_code(session: Session, account: Account, *, now: datetime) -> SecurityCode | None:
+    newest = codes.newest_code(session, member_id=account.member_id)
+    if newest is None or newest.status == CodeStatus.used or codes.is_live(newest, now):
+        return None
+    if account.pin_set_at is not None and account.pin_set_at >= newest.created_at:
+        return None  # a PIN set since: the member no longer needs it
+    return newest
+
+
+def _dead_code_finding(code: SecurityCode, settings: Settings) -> str:
+    """Why the member's newest code opens nothing, and where it is (a letter in the post)."""
+    if code.failed_tries >= settings.code_max_tries:
+        why = f"{count(code.failed_tries, 'wrong code')} typed at the portal spent it"
+    elif code.status == CodeStatus.pending:
+        why = f"it expired {agent_time(code.expires_at)}"
+    else:
+        why = "it was revoked (an address or e-mail changed, a letter came back, an agent)"
+    if code.channel == Channel.post:
+        return (
+            f"The code in letter #{code.letter_id} ({code.purpose}, printed "
+            f"{agent_time(code.created_at)}) no longer works: {why}."
+        )
+    return f"The {code.purpose} code e-mailed {agent_time(code.created_at)} no longer works: {why}."
 
 
 def _queued_emails(session: Session, member_id: int) -> Sequence[OutgoingMail]:
@@ -214,6 +250,8 @@ def diagnose(
     if member.status == MemberStatus.closed:  # no code goes to them, by any channel
         return [finding], fix
     findings = [finding]
+    if status.dead_code is not None:
+        findings.append(_dead_code_finding(status.dead_code, settings))
     if in_flight is not None and status.state != AccountState.no_pin:
         findings.append(f"In flight: {in_flight}.")
     findings += [

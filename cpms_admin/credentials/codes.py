@@ -329,6 +329,15 @@ def _live(member_id: int, now: datetime) -> SelectOfScalar[SecurityCode]:
     )
 
 
+def newest_code(session: Session, *, member_id: int) -> SecurityCode | None:
+    """The member's newest code, whatever became of it (newest as made, as `_live`)."""
+    return session.exec(
+        select(SecurityCode)
+        .where(col(SecurityCode.member_id) == member_id)
+        .order_by(col(SecurityCode.created_at).desc(), col(SecurityCode.id).desc())
+    ).first()
+
+
 def used_code(session: Session, *, member_id: int, now: datetime) -> SecurityCode | None:
     """The code the member used last, while it would still be valid: the one they may type
     again (a second tab, the Back button, the letter read twice)."""

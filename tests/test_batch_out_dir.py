@@ -188,10 +188,13 @@ def test_a_new_out_is_private_whatever_the_umask_and_a_missing_parent_is_refused
 # -- something else at a name the batch needs -----------------------------------------------------
 
 
-@pytest.mark.parametrize("kind", ["a file", "a symbolic link", "a dangling link"])
+@pytest.mark.parametrize("kind", ["a file", "a directory", "a symbolic link", "a dangling link"])
 def test_something_at_the_staging_name_stops_the_run_and_the_next_run_prints(
     cli: Cli, session: Session, tmp_path: Path, kind: str
 ) -> None:
+    """A directory of ours at that name, with no run's mark, is another database's batch of
+    the same number (one --out for two databases) or one made by hand: the next runs, which
+    settle the abandoned batch 1, leave it alone too, and say so."""
     queue_members(session, 3)
     out = tmp_path / "out"
     out.mkdir()
@@ -213,6 +216,13 @@ def test_something_at_the_staging_name_stops_the_run_and_the_next_run_prints(
     assert (summary["batch_id"], summary["printed"]) == (2, 3)
     check_batch_dir(*manifests(out)[0])
     assert untouched(staging, kind, elsewhere)
+    again = cli("letters", "batch", "--out", str(out))
+    assert again.exit_code == 0 and untouched(staging, kind, elsewhere)
+    if kind == "a directory":
+        assert (
+            f"letters batch: batch 1: {staging} was not made by its run (another database's "
+            "batch, or a folder made by hand); left alone"
+        ) in again.stderr
 
 
 @pytest.mark.parametrize("kind", ["a file", "a symbolic link", "a directory"])

@@ -22,6 +22,7 @@ from cpms_admin.clock import system_clock
 from cpms_admin.letters.voiding import FLAGGED_SINCE_PRINTED, MOVED_SINCE_PRINTED
 from cpms_admin.models import Letter, LetterBatch, Member, pk
 from cpms_admin.settings import Settings
+from tests.factories import make_nir
 from tests.harness import Cli
 from tests.letters_helpers import (
     assert_every_pdf_is_listed,
@@ -145,6 +146,37 @@ def test_a_run_killed_at_a_failpoint_is_finished_by_the_next_run(
     first, last = min(codes), max(codes)
     assert code_works(session, settings, system_clock, first, codes[first])
     assert code_works(session, settings, system_clock, last, codes[last])
+
+
+def test_two_databases_printing_into_one_folder_never_delete_each_other_s_batch(
+    cli: Cli, session: Session, settings: Settings, tmp_path: Path
+) -> None:
+    """Both have a batch 1. A run of the first dies while rendering into `.batch-1.partial`;
+    the second database's batch 1 cannot have that name, and is abandoned: its next runs,
+    which settle it, must not take the first's folder for their own and delete it."""
+    queue_members(session, 3)
+    out = tmp_path / "out"
+    code, output = run(cli, out, failpoint="letters.mid_render")
+    assert code == -signal.SIGKILL, output
+    [staging] = out.glob(".batch-1.partial")
+    theirs = sorted(path.name for path in staging.iterdir())
+    other = cli.with_settings(database_url=f"sqlite:///{tmp_path / 'other.db'}")
+    assert other("db", "upgrade").exit_code == 0
+    added = other("member", "add", "--nir", make_nir(90), "--last-name", "Autre",
+                  "--first-name", "Anne", "--street", "1 rue A", "--postcode", "75001",
+                  "--city", "Paris")  # fmt: skip
+    assert added.exit_code == 0, added.output
+    assert other("letters", "batch", "--out", str(out)).exit_code == 4  # the name is taken
+    for _ in range(2):  # the one that prints its letter, then one with nothing to print
+        settled = other("letters", "batch", "--out", str(out))
+        assert settled.exit_code == 0, settled.output
+        assert sorted(path.name for path in staging.iterdir()) == theirs
+    code, output = next_run(cli, out)  # the first database's own run settles its batch 1
+    assert code == 0, output
+    assert not staging.exists()
+    session.rollback()
+    assert letters_by_status(session).keys() == {"printed"}
+    assert sorted(len(manifest["letters"]) for _, manifest in manifests(out)) == [1, 3]
 
 
 def test_a_committed_batch_whose_files_were_deleted_before_publishing_is_printed_again(

@@ -42,7 +42,7 @@ from cpms_admin.letters.claim import (
     dry_run_counts,
     lost_since_claim,
 )
-from cpms_admin.letters.files import discard, final_dir, make_staging, publish
+from cpms_admin.letters.files import discard, final_dir, make_staging, publish, run_mark
 from cpms_admin.letters.guard import open_guard
 from cpms_admin.letters.jobs import Progress, Rendered, RenderJob, render_batch
 from cpms_admin.letters.pdf import zones
@@ -237,7 +237,7 @@ def _print(run: _Run, summary: BatchSummary, *, batch_id: int, total: int) -> No
     staging: Path | None = None
     try:  # from the claim's commit on: a stop (SIGTERM, Ctrl-C) gives the letters back
         failpoint("letters.after_claim")
-        staging = make_staging(run.out, batch_id)
+        staging = make_staging(run.out, batch_id, _mark(run, batch_id))
         job, rendered = _render(run, batch_id=batch_id, total=total, staging=staging)
         now = run.clock()
         final = final_dir(run.out, batch_id, now)
@@ -557,6 +557,14 @@ def _store_codes(
     return newer
 
 
+def _mark(run: _Run, batch_id: int) -> str:
+    """This run's mark on its batch's staging directory, as recovery reads it from the row."""
+    with Session(run.engine) as session:
+        batch = session.get(LetterBatch, batch_id)
+        assert batch is not None  # claimed by this run
+        return run_mark(batch_id, batch.owner, batch.started_at)
+
+
 def _abandon_own(run: _Run, *, batch_id: int, staging: Path | None, error: BaseException) -> str:
     """Best effort: if this fails too, the next run's recovery does it. Says what it did, for
     the one line the run's failure prints."""
@@ -573,7 +581,7 @@ def _abandon_own(run: _Run, *, batch_id: int, staging: Path | None, error: BaseE
         if released is None:
             return "another run settled it first"
         if staging is not None:
-            discard(staging)
+            discard(staging, _mark(run, batch_id))
         return f"it was abandoned and {count(released, 'letter')} went back in the queue"
     except Exception as cleanup:  # keep the original error; recovery will finish this
         return f"it could not be abandoned now ({_describe(cleanup)}); the next run will"

@@ -7,7 +7,8 @@ renames the directory to `<out>/batch-<id>-<YYYYmmdd-HHMMSS>` (UTC): at every in
 `*.pdf` under `<out>` sits beside a manifest that lists it. Each step is idempotent, so a
 publication interrupted half-way is finished by the next run. A dead run's directory is first
 renamed to `.batch-<id>.discard` (a straggling writer then fails instead of refilling it),
-then deleted.
+then deleted, only when it bears that run's mark (`MARK`): another database's batch of the
+same number, or a folder made by hand at that name, is left alone.
 
 Only this program's own entries are ever touched: a name a batch needs that holds something
 else (a file, a link, another user's directory) stops the run with Conflict, naming it, and is
@@ -37,6 +38,8 @@ from cpms_admin.private_files import (
 )
 
 PART = ".part"
+# In a staging directory until it is published: which run made it (`run_mark`).
+MARK = ".cpms-batch"
 MANIFEST = "manifest.json"
 INDEX = "index.csv"
 INDEX_COLUMNS = ("file", "first_page", "last_page", "letter_id", "kind", "nir_masked")
@@ -57,8 +60,15 @@ def published_dir(out: Path, manifest: dict[str, Any]) -> Path:
     return final_dir(out, manifest["batch_id"], created)
 
 
-def make_staging(out: Path, batch_id: int) -> Path:
-    """The batch's private staging directory, new: `out` was checked by `private_dir`."""
+def run_mark(batch_id: int, owner: str, started_at: datetime) -> str:
+    """What the run of a batch writes in its staging directory, from the batch's row: two
+    databases printing into one folder both have a batch 1, never the same run."""
+    return f"batch {batch_id}, run {owner}, started {started_at.isoformat()}\n"
+
+
+def make_staging(out: Path, batch_id: int, mark: str) -> Path:
+    """The batch's private staging directory, new, with the run's `mark`: `out` was checked
+    by `private_dir`."""
     staging = staging_dir(out, batch_id)
     try:
         staging.mkdir(mode=0o700)
@@ -67,7 +77,17 @@ def make_staging(out: Path, batch_id: int) -> Path:
             f"batch {batch_id}: {staging} already exists ({describe_entry(staging)}) and is "
             "not this run's; move it away and run letters batch again"
         ) from None
-    os.chmod(staging, 0o700)  # whatever the umask
+    try:
+        os.chmod(staging, 0o700)  # whatever the umask
+        fd = os.open(staging / MARK, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        try:
+            os.write(fd, mark.encode())  # a few dozen bytes, in a directory nobody else has
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)  # unmarked, no run would ever delete it
+        raise
     fsync_dir(out)
     return staging
 
@@ -156,6 +176,7 @@ def publish(staging: Path, manifest: dict[str, Any], final: Path) -> Path:
                 os.rename(part, staging / entry["name"])
             if number == 0:
                 failpoint("letters.mid_publish")
+        (staging / MARK).unlink(missing_ok=True)  # the print house's folder: only letters
         fsync_dir(staging)
         os.rename(staging, final)
         fsync_dir(final.parent)
@@ -169,20 +190,39 @@ def publish(staging: Path, manifest: dict[str, Any], final: Path) -> Path:
     return final
 
 
-def discard(staging: Path) -> None:
+def discard(staging: Path, mark: str) -> bool:
     """Delete the directory of a batch that will never be published (its codes were never
-    stored, so nothing in it can be used). Something else at its name is left alone."""
+    stored, so nothing in it can be used), if it bears its run's `mark`. False when something
+    else holds its name, left alone."""
     trash = staging.with_name(staging.name.replace(".partial", ".discard"))
-    if is_own_directory(staging):
-        if is_own_directory(trash):  # an earlier discard that died half-way
+    if _bears(staging, mark):
+        if _bears(trash, mark):  # an earlier discard that died half-way
             shutil.rmtree(trash, ignore_errors=True)
         try:
             os.rename(staging, trash)
             fsync_dir(staging.parent)
         except OSError:  # the trash name holds something else: delete in place
             trash = staging
-    if is_own_directory(trash):
+    if _bears(trash, mark):
         shutil.rmtree(trash, ignore_errors=True)
+    return describe_entry(staging) is None
+
+
+def _bears(directory: Path, mark: str) -> bool:
+    """Whether `directory` is one of this user's that holds `mark` (not through a link)."""
+    if not is_own_directory(directory):
+        return False
+    expected = mark.encode()
+    try:
+        fd = os.open(directory / MARK, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return False
+    try:
+        return os.read(fd, len(expected) + 1) == expected
+    except OSError:  # a directory or a pipe at that name: no mark
+        return False
+    finally:
+        os.close(fd)
 
 
 def leftovers(out: Path) -> set[int]:

@@ -31,6 +31,7 @@ from cpms_admin.letters.files import (
     leftovers,
     publish,
     published_dir,
+    run_mark,
     staging_dir,
 )
 from cpms_admin.letters.guard import RunGuard
@@ -120,6 +121,7 @@ def _recover_one(
         if batch is None:  # a directory from another database: not ours to judge
             return
         status, owner, manifest = batch.status, batch.owner, batch.manifest
+        started_at = batch.started_at
         staging = staging_dir(Path(batch.out_dir), batch_id)
         unpublished = status == BatchStatus.completed and batch.published_at is None
         if unpublished and manifest and describe_entry(staging) != "a directory":
@@ -143,7 +145,11 @@ def _recover_one(
                     f"{count(released, 'letter')} back in the queue"
                 )
     if status == BatchStatus.abandoned:
-        discard(staging)
+        if not discard(staging, run_mark(batch_id, owner, started_at)):
+            log(
+                f"batch {batch_id}: {staging} was not made by its run (another database's "
+                "batch, or a folder made by hand); left alone"
+            )
     # Only a directory: a link or a file at that name is not what the run left (`publish`
     # refuses a directory of another user, loudly: its batch is committed).
     elif status == BatchStatus.completed and describe_entry(staging) == "a directory" and manifest:

@@ -185,6 +185,11 @@ def make_engine(url: str, *, must_exist: bool = True, create_dirs: bool = False)
         raise InvalidInput(f"not a database URL: {url!r}") from None
     path = sqlite_path(url)
     if path is not None:
+        if parsed.query:  # `?mode=ro&uri=true` made SQLite open, and create, `cpms.db?mode=ro`
+            raise InvalidInput(
+                f"SQLite database URL with options ({', '.join(parsed.query)}): give the "
+                "file's path alone, e.g. sqlite:////srv/cpms/cpms.db"
+            )
         try:
             exists, folder = path.exists(), path.parent.is_dir()
         except PermissionError:

@@ -114,6 +114,24 @@ def test_engine_is_lazy_and_missing_file_is_not_created(tmp_path: Path) -> None:
     assert not (tmp_path / "missing.db").exists()
 
 
+@pytest.mark.parametrize("options", ["?mode=ro&uri=true", "?mode=ro"])
+def test_a_sqlite_url_with_options_is_refused_and_creates_nothing(
+    cli: Cli, tmp_path: Path, options: str
+) -> None:
+    """SQLAlchemy reads `?mode=ro&uri=true` as a file named `cpms.db?mode=ro` (its URI form
+    wants `file:`): an empty second database, which `db upgrade` would then have built."""
+    database = tmp_path / "cpms.db"
+    database.write_bytes(b"")
+    result = cli("--json", "--db", f"sqlite:///{database}{options}", "member", "list")
+    named = "mode, uri" if "uri" in options else "mode"
+    assert (result.exit_code, json.loads(result.stdout)["error"]) == (
+        2,
+        f"SQLite database URL with options ({named}): give the file's path alone, e.g. "
+        "sqlite:////srv/cpms/cpms.db",
+    )
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["cpms.db"]
+
+
 def test_the_engine_kept_for_a_url_reads_the_file_there_after_each_dispose(
     tmp_path: Path,
 ) -> None:

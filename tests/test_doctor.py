@@ -171,6 +171,32 @@ def test_a_missing_address_font_is_named_with_the_package_to_install(
     )
 
 
+@pytest.mark.parametrize("kind", ["a file", "a symbolic link"])
+def test_an_audit_archive_purge_could_not_write_in_is_a_problem_today(
+    cli: Cli, tmp_path: Path, kind: str
+) -> None:
+    """The cron recipe sets CPMS_AUDIT_ARCHIVE_DIR; `purge` first writes there when the
+    oldest events pass their retention, a year on: the doctor says so at installation."""
+    archive = tmp_path / "archive"
+    if kind == "a file":
+        archive.write_text("")
+        said = f"{archive} exists and is not a directory"
+    else:
+        archive.symlink_to(tmp_path)
+        said = f"{archive} is a symbolic link; give the directory itself"
+    result = cli.with_settings(audit_archive_dir=str(archive))("--json", "doctor")
+    assert result.exit_code == 5
+    found = checks(result)
+    assert (found["audit_archive"]["ok"], found["audit_archive"]["detail"]) == (
+        False,
+        f"purge cannot archive old audit events in {archive}/: {said}",
+    )
+    assert found["mail"]["ok"] is True
+    fine = cli.with_settings(audit_archive_dir=str(tmp_path / "new"))("--json", "doctor")
+    assert checks(fine)["audit_archive"]["ok"] is True
+    assert not (tmp_path / "new").exists()  # checked, not made
+
+
 def test_a_malformed_smtp_url_is_the_mail_check_s_problem_among_the_others(cli: Cli) -> None:
     """Every other command refuses it as it starts; the doctor lists it with its fix."""
     result = cli.with_settings(smtp_url="smtps://mail.example?starttls=1")("--json", "doctor")

@@ -291,6 +291,25 @@ def _check_outbox(directory: Path) -> Check:
     return Check("mail", True, f"no SMTP configured: e-mails are written to {directory}/")
 
 
+def check_audit_archive(settings: Settings) -> Check:
+    """`purge` moves the audit events past their retention into this folder: a folder it
+    cannot write in is found the night the first events are old enough, a year on."""
+    from cpms_admin.private_files import check_writable
+
+    directory = settings.audit_archive
+    try:
+        check_writable(directory)
+    except InvalidInput as exc:
+        return Check(
+            "audit_archive",
+            False,
+            f"purge cannot archive old audit events in {directory}/: {exc}",
+            "give the folder the database's group and mode (chgrp, chmod 2770), "
+            "or set CPMS_AUDIT_ARCHIVE_DIR",
+        )
+    return Check("audit_archive", True, f"purge archives old audit events in {directory}/")
+
+
 CHECKS: tuple[Callable[[Settings], Check], ...] = (
     check_database,
     check_pepper,
@@ -299,6 +318,7 @@ CHECKS: tuple[Callable[[Settings], Check], ...] = (
     check_weasyprint,
     check_letters,
     check_mail,
+    check_audit_archive,
 )
 
 

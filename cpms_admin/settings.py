@@ -136,6 +136,7 @@ def check_settings(values: Mapping[str, Any], label: Callable[[str], str]) -> No
     _check_texts_given(values, label)
     _check_mail_from(values["mail_from"], label)
     _check_return_address(values.get("letter_return_address"), label)
+    _check_printed(values, label)
     for larger, smaller in _AT_LEAST:
         if values[larger] < values[smaller]:
             raise NotReady(
@@ -226,14 +227,30 @@ def return_address_lines(value: str) -> tuple[str, ...]:
     low, high = RETURN_ADDRESS_LINES
     if not low <= len(lines) <= high:
         raise ValueError(f"must have {low} to {high} lines separated by '|', got {len(lines)}")
+    from cpms_admin.audit import unprintable  # the one definition; audit sits above settings
+
     for line in lines:
-        if any(ord(char) < 32 or 127 <= ord(char) < 160 for char in line):
-            raise ValueError("control characters are not allowed")
+        if hidden := unprintable(line):
+            raise ValueError(hidden)
         if len(line) > RETURN_ADDRESS_LINE:
             raise ValueError(
                 f"line {line!r} is {len(line)} characters, at most {RETURN_ADDRESS_LINE}"
             )
     return lines
+
+
+# Printed on every letter (the date line's place) or on the print house's order form.
+_PRINTED = ("letter_city", "letter_sender_reference")
+
+
+def _check_printed(values: Mapping[str, Any], label: Callable[[str], str]) -> None:
+    """A control or invisible character would print as it does in a name (`Pa\u202eris`
+    reverses the date line) or break the order form's line."""
+    from cpms_admin.audit import unprintable  # the one definition; audit sits above settings
+
+    for name in _PRINTED:
+        if isinstance(value := values.get(name), str) and (hidden := unprintable(value)):
+            raise NotReady(f"{label(name)} {value!r}: {hidden}")
 
 
 def _check_return_address(value: Any, label: Callable[[str], str]) -> None:

@@ -78,6 +78,20 @@ def run(*args: str, **env: str) -> Any:
             {"CPMS_LETTER_CITY": ""},  # would print "None, le 6 décembre 2026" on letters
             "CPMS_LETTER_CITY is empty: give a value, or leave it unset for the default ('Paris')",
         ),
+        (  # printed on every letter's date line: "Pa6202 erbmecéd 8 el ,sir"
+            {"CPMS_LETTER_CITY": "Pa\u202eris"},
+            "CPMS_LETTER_CITY 'Pa\\u202eris': invisible characters are not allowed (U+202E, "
+            "RIGHT-TO-LEFT OVERRIDE)",
+        ),
+        (  # on the print house's order form, in every batch's manifest
+            {"CPMS_LETTER_SENDER_REFERENCE": "CPMS\nX"},
+            "CPMS_LETTER_SENDER_REFERENCE 'CPMS\\nX': control characters are not allowed",
+        ),
+        (
+            {"CPMS_LETTER_RETURN_ADDRESS": "CPMS|TSA\u200b 91234|75901 PARIS CEDEX 15"},
+            "CPMS_LETTER_RETURN_ADDRESS invisible characters are not allowed (U+200B, ZERO "
+            "WIDTH SPACE)",
+        ),
         (
             {"CPMS_MAIL_FROM": "  "},  # every e-mail would fail
             "CPMS_MAIL_FROM is empty: give a value, or leave it unset for the default "

@@ -355,6 +355,32 @@ def test_a_run_stopped_by_sigterm_gives_its_letters_back_and_says_so(
     assert_exactly_once(session, settings, out)
 
 
+def test_a_run_stopped_after_its_commit_says_its_letters_are_printed_and_where(
+    cli: Cli, session: Session, settings: Settings, tmp_path: Path
+) -> None:
+    """Past the commit the letters are printed, codes stored: a stop then (exit 143) must not
+    read as a run that printed nothing. It names the folder the next run publishes."""
+    queue_members(session, 3)
+    out, held_here = tmp_path / "out", tmp_path / "held"
+    process = held_batch(cli, out, "letters.after_commit", held_here)
+    try:
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=120)
+    finally:
+        held_here.unlink(missing_ok=True)
+    assert process.returncode == 143, stderr
+    [staging] = out.glob(".batch-1.partial")
+    assert stderr.splitlines()[-2:] == [
+        f"letters batch: batch 1: 3 letters committed as printed, then stopped: its files "
+        f"wait in {staging}; the next run publishes it",
+        "Error: terminated (SIGTERM)",
+    ], stderr
+    assert set(letters_by_status(session)) == {"printed"}
+    code, output = next_run(cli, out)
+    assert code == 0, output
+    assert_exactly_once(session, settings, out)
+
+
 def held_batch(cli: Cli, out: Path, point: str, held_here: Path) -> subprocess.Popen[str]:
     """A `letters batch` standing at `point` until `held_here` is removed."""
     return start_held(command(out), env={**os.environ, **cli.env()}, point=point, flag=held_here)

@@ -271,14 +271,24 @@ def _print(run: _Run, summary: BatchSummary, *, batch_id: int, total: int) -> No
         raise RunFailed(
             f"batch {batch_id} failed while rendering ({_describe(exc)}); {settled}"
         ) from exc
-    failpoint("letters.after_commit")
     issued, failed = len(rendered.issued), len(rendered.failed)
-    for letter_id, reason in sorted(rendered.failed.items()):
-        run.hooks.log(f"letter #{letter_id} failed: {reason}")
-    publish(staging, manifest, final)  # its errors say the next run will finish it
-    failpoint("letters.after_publish")
-    with Session(run.engine) as session:  # if this fails, the next run sees `final` there
-        mark_published(session, batch_id=batch_id, now=run.clock())
+    published = False
+    try:
+        failpoint("letters.after_commit")
+        for letter_id, reason in sorted(rendered.failed.items()):
+            run.hooks.log(f"letter #{letter_id} failed: {reason}")
+        publish(staging, manifest, final)  # its errors say the next run will finish it
+        published = True
+        failpoint("letters.after_publish")
+        with Session(run.engine) as session:  # if this fails, the next run sees `final` there
+            mark_published(session, batch_id=batch_id, now=run.clock())
+    except KeyboardInterrupt:  # the letters are printed already: say where, not only "stopped"
+        where = f"published in {final}" if published else f"its files wait in {staging}"
+        run.hooks.log(
+            f"batch {batch_id}: {count(issued, 'letter')} committed as printed, then stopped: "
+            f"{where}; the next run {'records' if published else 'publishes'} it"
+        )
+        raise
     summary.batch_id, summary.created_at, summary.directory = batch_id, iso(now), str(final)
     summary.printed, summary.failed, summary.pages = issued, failed, rendered.pages
     summary.letters, summary.files, summary.pull = (

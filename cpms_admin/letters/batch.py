@@ -235,9 +235,11 @@ def _print(run: _Run, summary: BatchSummary, *, batch_id: int, total: int) -> No
     """Render, commit and publish one claimed batch, into `summary`; abandon it if anything
     fails before the commit."""
     staging: Path | None = None
+    mark: str | None = None
     try:  # from the claim's commit on: a stop (SIGTERM, Ctrl-C) gives the letters back
         failpoint("letters.after_claim")
-        staging = make_staging(run.out, batch_id, _mark(run, batch_id))
+        mark = _mark(run, batch_id)
+        staging = make_staging(run.out, batch_id, mark)
         job, rendered = _render(run, batch_id=batch_id, total=total, staging=staging)
         now = run.clock()
         final = final_dir(run.out, batch_id, now)
@@ -264,7 +266,7 @@ def _print(run: _Run, summary: BatchSummary, *, batch_id: int, total: int) -> No
                 codes_made_at=job.now,
             )
     except BaseException as exc:
-        settled = _abandon_own(run, batch_id=batch_id, staging=staging, error=exc)
+        settled = _abandon_own(run, batch_id=batch_id, staging=staging, mark=mark, error=exc)
         if isinstance(exc, CpmsError | KeyboardInterrupt):
             run.hooks.log(f"batch {batch_id}: {settled}")
             raise
@@ -575,7 +577,9 @@ def _mark(run: _Run, batch_id: int) -> str:
         return run_mark(batch_id, batch.owner, batch.started_at)
 
 
-def _abandon_own(run: _Run, *, batch_id: int, staging: Path | None, error: BaseException) -> str:
+def _abandon_own(
+    run: _Run, *, batch_id: int, staging: Path | None, mark: str | None, error: BaseException
+) -> str:
     """Best effort: if this fails too, the next run's recovery does it. Says what it did, for
     the one line the run's failure prints."""
     try:
@@ -590,8 +594,8 @@ def _abandon_own(run: _Run, *, batch_id: int, staging: Path | None, error: BaseE
             )
         if released is None:
             return "another run settled it first"
-        if staging is not None:
-            discard(staging, _mark(run, batch_id))
+        if staging is not None and mark is not None:  # the run made its staging directory
+            discard(staging, mark)
         return f"it was abandoned and {count(released, 'letter')} went back in the queue"
     except Exception as cleanup:  # keep the original error; recovery will finish this
         return f"it could not be abandoned now ({_describe(cleanup)}); the next run will"

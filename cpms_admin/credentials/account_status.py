@@ -132,15 +132,16 @@ def account_status(
         code_before_lock=code is not None
         and account.hard_locked_at is not None
         and not codes.opens_hard_lock(session, code, account.hard_locked_at),
-        dead_code=None if code else _dead_code(session, account, now=now),
+        dead_code=None if code else _dead_code(session, account),
     )
     findings, fix = diagnose(status, settings=settings, now=now)
     return replace(status, diagnosis=findings, fix=fix)
 
 
-def _dead_code(session: Session, account: Account, *, now: datetime) -> SecurityCode | None:
+def _dead_code(session: Session, account: Account) -> SecurityCode | None:
+    """Asked when the member has no live code: their newest one, then, is used or dead."""
     newest = codes.newest_code(session, member_id=account.member_id)
-    if newest is None or newest.status == CodeStatus.used or codes.is_live(newest, now):
+    if newest is None or newest.status == CodeStatus.used:
         return None
     if account.pin_set_at is not None and account.pin_set_at >= newest.created_at:
         return None  # a PIN set since: the member no longer needs it

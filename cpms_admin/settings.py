@@ -244,7 +244,7 @@ _PRINTED = ("letter_city", "letter_sender_reference")
 
 
 def _check_printed(values: Mapping[str, Any], label: Callable[[str], str]) -> None:
-    """A control or invisible character would print as it does in a name (`Pa\u202eris`
+    """A control or invisible character would print as it does in a name (`Pa\\u202eris`
     reverses the date line) or break the order form's line."""
     from cpms_admin.audit import unprintable  # the one definition; audit sits above settings
 

@@ -336,14 +336,9 @@ def test_a_run_stopped_by_sigterm_gives_its_letters_back_and_says_so(
     next run to clean up and Python's warnings on stderr. From the claim's commit on (a stop
     right after it left the letters claimed until the next run)."""
     queue_members(session, 5)
-    out, held_here = tmp_path / "out", tmp_path / "held"
-    process = held_batch(cli, out, point, held_here)
-    try:
-        process.send_signal(signal.SIGTERM)
-        stdout, stderr = process.communicate(timeout=120)
-    finally:
-        held_here.unlink(missing_ok=True)
-    assert process.returncode == 143, stderr
+    out = tmp_path / "out"
+    code, stdout, stderr = stopped_by_sigterm(cli, out, point, tmp_path / "held")
+    assert code == 143, stderr
     assert json.loads(stdout) == {"error": "terminated (SIGTERM)", "exit_code": 143}
     assert stderr.splitlines()[-1] == "Error: terminated (SIGTERM)", stderr
     assert stderr.count("Error:") == 1, stderr  # said once
@@ -361,14 +356,9 @@ def test_a_run_stopped_after_its_commit_says_its_letters_are_printed_and_where(
     """Past the commit the letters are printed, codes stored: a stop then (exit 143) must not
     read as a run that printed nothing. It names the folder the next run publishes."""
     queue_members(session, 3)
-    out, held_here = tmp_path / "out", tmp_path / "held"
-    process = held_batch(cli, out, "letters.after_commit", held_here)
-    try:
-        process.send_signal(signal.SIGTERM)
-        _, stderr = process.communicate(timeout=120)
-    finally:
-        held_here.unlink(missing_ok=True)
-    assert process.returncode == 143, stderr
+    out = tmp_path / "out"
+    code, _, stderr = stopped_by_sigterm(cli, out, "letters.after_commit", tmp_path / "held")
+    assert code == 143, stderr
     [staging] = out.glob(".batch-1.partial")
     assert stderr.splitlines()[-2:] == [
         f"letters batch: batch 1: 3 letters committed as printed, then stopped: its files "
@@ -384,6 +374,17 @@ def test_a_run_stopped_after_its_commit_says_its_letters_are_printed_and_where(
 def held_batch(cli: Cli, out: Path, point: str, held_here: Path) -> subprocess.Popen[str]:
     """A `letters batch` standing at `point` until `held_here` is removed."""
     return start_held(command(out), env={**os.environ, **cli.env()}, point=point, flag=held_here)
+
+
+def stopped_by_sigterm(cli: Cli, out: Path, point: str, held_here: Path) -> tuple[int, str, str]:
+    """A `letters batch` held at `point`, then sent SIGTERM: its exit code, stdout, stderr."""
+    process = held_batch(cli, out, point, held_here)
+    try:
+        process.send_signal(signal.SIGTERM)
+        stdout, stderr = process.communicate(timeout=120)
+    finally:
+        held_here.unlink(missing_ok=True)
+    return process.returncode, stdout, stderr
 
 
 def test_a_member_closed_or_flagged_while_their_letter_prints_gets_a_void_code(

@@ -315,6 +315,7 @@ def test_a_second_run_on_sqlite_is_refused_while_the_lock_is_held(
         f"Error: another letters batch is running (lock "
         f"{settings.database_url.removeprefix('sqlite:///')}.batch-lock)\n"
     )
+    assert not (tmp_path / "out").exists()  # a refused run leaves no folder behind
     assert batch(cli, tmp_path / "out")["printed"] == 1
 
 

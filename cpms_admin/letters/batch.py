@@ -194,19 +194,22 @@ def run_batch(
     check_templates()  # NotReady before anything is claimed or made
     return_address = zones.letterhead(settings)
     pepper = load_peppers(settings)
-    run = _Run(
-        engine=engine,
-        settings=settings,
-        agent=agent,
-        clock=clock,
-        options=options,
-        hooks=hooks,
-        out=_writable_dir(options.out),  # made only once everything else is in place
-        pepper=pepper,
-        return_address=return_address,
-    )
+    _check_out_parent(options.out)  # a mistyped --out is said before the lock is
     guard = open_guard(engine, settings.database_url)
     try:
+        run = _Run(
+            engine=engine,
+            settings=settings,
+            agent=agent,
+            clock=clock,
+            options=options,
+            hooks=hooks,
+            # Made only once everything else is in place, the lock included: a run refused
+            # because another holds it leaves nothing behind.
+            out=_writable_dir(options.out),
+            pepper=pepper,
+            return_address=return_address,
+        )
         summary = BatchSummary(
             recover(
                 engine=engine, guard=guard, out=run.out, agent=agent, clock=clock, log=hooks.log

@@ -189,10 +189,17 @@ def test_a_rotated_file_holds_several_peppers_and_the_highest_is_current(in_tmp:
         peppers.get(4)
 
 
+def test_a_pepper_that_begins_with_a_hash_is_read_when_its_id_is_written(in_tmp: Path) -> None:
+    """What the refusal of a `#` line tells the operator to write."""
+    write_private(in_tmp / PEPPER_FILE_NAME, "1:#0123abcd\n")
+    assert read_peppers(beside(in_tmp / "cpms.db")).secrets == {1: b"#0123abcd"}
+
+
 @pytest.mark.parametrize(
     ("text", "error"),
     [("\n", "is empty"), ("x:abc\n", "line 1: expected <id>:<pepper>"),
-     ("1:a\n1:b\n", "pepper 1 is given twice"), ("2:\n", "line 1: expected")],
+     ("1:a\n1:b\n", "pepper 1 is given twice"), ("2:\n", "line 1: expected"),
+     ("# prod, abc\n1:x\n", "line 1 begins with #: a pepper file holds no comments")],
 )  # fmt: skip
 def test_a_malformed_pepper_file_is_not_ready(in_tmp: Path, text: str, error: str) -> None:
     write_private(in_tmp / PEPPER_FILE_NAME, text)

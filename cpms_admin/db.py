@@ -41,6 +41,7 @@ from cpms_admin.private_files import (
     CAMPAIGN_LOCK,
     MAIL_LOCK,
     PURGE_LOCK,
+    create_private_file,
     hold_run_lock,
     run_lock_file,
 )
@@ -206,6 +207,8 @@ def make_engine(url: str, *, must_exist: bool = True, create_dirs: bool = False)
                     "cpms-admin db upgrade --create-dirs"
                 )
             path.parent.mkdir(mode=0o700, parents=True)
+        if not exists:
+            create_private_file(path)
     key = _engine_key(url, path)
     engine = _ENGINES.get(key) if key else None
     if engine is None:

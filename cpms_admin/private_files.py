@@ -430,6 +430,14 @@ def _same_entry(path: Path, info: os.stat_result) -> bool:
     return (now.st_dev, now.st_ino, now.st_mtime_ns) == (info.st_dev, info.st_ino, info.st_mtime_ns)
 
 
+def create_private_file(path: Path) -> None:
+    """An empty owner-only file at `path`, whatever the umask (SQLite makes a new database's
+    file as the umask allows, and its -wal and -shm with the file's mode). A file made there
+    meanwhile stands; any other failure is left to whoever opens the file next to report."""
+    with suppress(OSError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600))
+
+
 def run_lock_file(database: Path, suffix: str) -> Path:
     """The run lock `suffix` of the database file, named after the file itself however the
     command reached it (a link to it, `..`): two runs on one database always meet."""

@@ -70,7 +70,7 @@ def _fresh_url(engine: str, request: pytest.FixtureRequest, tmp_path: Path) -> s
             make_engine(url, must_exist=False).dispose()  # no connection to the last test's
             shutil.rmtree(folder)
         folder.mkdir()
-        shutil.copyfile(request.getfixturevalue("sqlite_template"), path)
+        shutil.copy(request.getfixturevalue("sqlite_template"), path)  # owner-only, as made
         return url
     url: str = request.getfixturevalue("pg_database")
     empty_all(url)

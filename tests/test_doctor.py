@@ -103,6 +103,24 @@ def test_a_database_in_a_folder_everyone_writes_in_is_a_problem(cli: Cli, tmp_pa
     assert found["fix"] == f"move the database to a folder of its own, or chmod o-w {shared}"
 
 
+def test_a_database_file_every_user_may_read_is_a_problem(cli: Cli, tmp_path: Path) -> None:
+    """A backup restored with 0644: every account on the machine could read the members."""
+    folder = tmp_path / "restored"
+    folder.mkdir(mode=0o755)
+    path = folder / "cpms.db"
+    run = cli.with_settings(database_url=f"sqlite:///{path}")
+    assert run("db", "upgrade").exit_code == 0
+    assert checks(run("--json", "doctor"))["database"]["ok"] is True  # made private
+    path.chmod(0o644)
+    result = run("--json", "doctor")
+    assert result.exit_code == 5
+    found = checks(result)["database"]
+    assert str(found["detail"]).startswith(f"{path} is readable by every user")
+    assert found["fix"] == f"chmod o-rwx {path} (README, Deploying: the database's group)"
+    folder.chmod(0o750)  # a folder others may not enter keeps the file to its group
+    assert checks(run("--json", "doctor"))["database"]["ok"] is True
+
+
 def test_a_city_too_long_for_the_date_line_is_a_problem_before_the_night(cli: Cli) -> None:
     """Else every check passed and the nightly batch refused to print (exit 5)."""
     city = "Saint-Remy-en-Bouzemont-Saint-Genest-et-Isson"  # France's longest commune name

@@ -81,6 +81,15 @@ def check_database(settings: Settings) -> Check:
             "files kept beside the database (its pepper, the batch and mail locks)",
             f"move the database to a folder of its own, or chmod o-w {folder}",
         )
+    readable = _readable_by_all(settings)
+    if readable is not None:
+        return Check(
+            "database",
+            False,
+            f"{readable} is readable by every user: the members' names, addresses and NIRs "
+            "are open to any account on this machine (a backup restored with its mode lost)",
+            f"chmod o-rwx {readable} (README, Deploying: the database's group)",
+        )
     return Check("database", True, f"reachable, schema at {revision}")
 
 
@@ -117,6 +126,30 @@ def _open_folder(settings: Settings) -> Path | None:
     except OSError:
         return None
     return folder if mode & stat.S_IWOTH else None
+
+
+def _readable_by_all(settings: Settings) -> Path | None:
+    """A SQLite database file, or its -wal or -shm file, that every user may read in a folder
+    every user may enter (`db upgrade` makes them private; a copy or a restore may not)."""
+    from cpms_admin.db import sqlite_path
+    from cpms_admin.private_files import absolute
+
+    database = sqlite_path(settings.database_url)
+    if database is None:
+        return None
+    database = absolute(database)
+    try:
+        if not database.parent.stat().st_mode & stat.S_IXOTH:
+            return None
+    except OSError:
+        return None
+    for path in (database.with_name(database.name + end) for end in ("", "-wal", "-shm")):
+        try:
+            if path.stat().st_mode & stat.S_IROTH:
+                return path
+        except OSError:
+            continue  # no -wal file between runs: nothing to read
+    return None
 
 
 def check_pepper(settings: Settings) -> Check:

@@ -140,6 +140,7 @@ class SecurityCode(TableModel, table=True):
     channel: str = Field(max_length=10)  # email | post
     code_hash: str = Field(max_length=128)
     status: str = Field(default=CodeStatus.pending, max_length=10, index=True)
+    revoked_reason: str | None = Field(default=None, max_length=20)  # a RevokeReason
     failed_tries: int = 0
     created_at: datetime = Field(default_factory=system_clock)
     expires_at: datetime

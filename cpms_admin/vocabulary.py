@@ -19,6 +19,40 @@ class CodeStatus(StrEnum):
     revoked = "revoked"
 
 
+class RevokeReason(StrEnum):
+    """Why a code was revoked before it expired: what `account status` tells the agent of a
+    code that no longer works (`revoked_reason`; codes revoked before 0019 have none)."""
+
+    superseded = "superseded"  # the member was given a newer code
+    tries_spent = "tries_spent"
+    pin_reset = "pin_reset"  # an agent reset the PIN
+    member_closed = "member_closed"
+    email_changed = "email_changed"  # e-mailed to an address changed since
+    mail_failed = "mail_failed"  # the e-mail carrying it could not be sent
+    returned = "returned"  # its letter came back undelivered
+    address_changed = "address_changed"  # its letter bore an address changed since
+    address_flagged = "address_flagged"  # its letter went to an address flagged since
+    batch_lost = "batch_lost"  # its printed batch never reached the print house's folder
+
+    @property
+    def text(self) -> str:
+        return _REVOKE_TEXT[self]
+
+
+_REVOKE_TEXT = {
+    RevokeReason.superseded: "a newer code replaced it",
+    RevokeReason.tries_spent: "too many wrong codes were typed at the portal",
+    RevokeReason.pin_reset: "an agent reset the PIN",
+    RevokeReason.member_closed: "the member was closed",
+    RevokeReason.email_changed: "it was e-mailed to an address changed since",
+    RevokeReason.mail_failed: "the e-mail carrying it could not be sent",
+    RevokeReason.returned: "its letter came back undelivered",
+    RevokeReason.address_changed: "its letter bore an address the member has changed since",
+    RevokeReason.address_flagged: "its letter went to an address found undeliverable since",
+    RevokeReason.batch_lost: "its batch was never handed to the print house",
+}
+
+
 class LetterStatus(StrEnum):
     pending = "pending"  # waiting for the nightly batch
     claimed = "claimed"  # being printed by a running batch

@@ -11,7 +11,7 @@ from sqlmodel import Session, col, update
 from cpms_admin.french import agent_time
 from cpms_admin.letters.queue import queue_letter
 from cpms_admin.members.nir import format_nir
-from cpms_admin.models import Letter, Member, pk
+from cpms_admin.models import Letter, Member, SecurityCode, pk
 from cpms_admin.settings import Settings
 from tests.cred_helpers import (
     NEW_PIN,
@@ -459,6 +459,28 @@ def test_status_says_a_code_on_its_way_has_died_and_why(
         input=f"{fresh}\n{NEW_PIN}\n{NEW_PIN}\n",
     )
     assert "no longer works" not in cli("account", "status", by_email.nir).stdout  # it was used
+
+
+def test_status_says_why_a_code_was_revoked(cli: Cli, session: Session) -> None:
+    """The member says "the code you sent me does not work": the agent reads which action
+    revoked it, and a code revoked before the reason was kept (0019) keeps the general words."""
+    member = make_member(session, welcome=False)
+    assert cli("code", "issue", member.nir, "--reason", "phone").exit_code == 0
+    (mailed,) = codes_of(session, member)
+    changed = cli("member", "update", member.nir, "--email", "new.address@example.org")
+    assert changed.exit_code == 0, changed.output
+    said = (
+        f"The first_login code e-mailed {agent_time(mailed.created_at)} no longer works: it "
+        "was revoked"
+    )
+    diagnosis = json.loads(cli("--json", "account", "status", member.nir).stdout)["diagnosis"]
+    assert f"{said}: it was e-mailed to an address changed since." in diagnosis
+
+    session.rollback()  # a fresh transaction: the commands wrote since this one read
+    session.exec(update(SecurityCode).values(revoked_reason=None))
+    session.commit()
+    diagnosis = json.loads(cli("--json", "account", "status", member.nir).stdout)["diagnosis"]
+    assert f"{said} (an address or e-mail changed, a letter came back, an agent)." in diagnosis
 
 
 def test_code_rules_through_the_cli(cli: Cli, clock: FakeClock, session: Session) -> None:

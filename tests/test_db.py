@@ -440,6 +440,28 @@ def test_0018_tags_the_unknown_nirs_counters_with_the_current_pepper_and_back(
     assert counters() == [(f"k2${digest}", 10)]
 
 
+def test_0019_keeps_revoked_codes_revoked_and_their_reason_goes_with_its_downgrade(
+    cli: Cli, engine: Engine, session: Session
+) -> None:
+    member = make_member(session)
+    assert cli("code", "issue", member.nir, "--reason", "phone").exit_code == 0
+    assert cli("member", "update", member.nir, "--email", "new@example.org").exit_code == 0
+    session.close()
+
+    def codes() -> list[tuple[object, ...]]:
+        with engine.connect() as conn:
+            return [tuple(row) for row in conn.execute(text("SELECT * FROM security_code"))]
+
+    [before] = codes()
+    assert "revoked" in before and "email_changed" in before
+    migrate(engine, "0018", down=True)
+    [down] = codes()
+    assert "revoked" in down and "email_changed" not in down
+    migrate(engine, "head")
+    [up] = codes()
+    assert up == tuple(None if value == "email_changed" else value for value in before)
+
+
 @pytest.mark.skipif(not PG_URL, reason="needs PostgreSQL: set CPMS_TEST_DATABASE_URL")
 def test_two_upgrades_of_a_new_postgresql_database_at_once_both_finish(tmp_path: Path) -> None:
     """The second waits for the first (one upgrade at a time), then finds the schema made:

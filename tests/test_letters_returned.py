@@ -80,6 +80,10 @@ def test_a_returned_letter_revokes_its_code_and_flags_the_address(
         for line in status["diagnosis"]
     )
     assert status["fix"] == shown["fix"]  # no e-mail: the address is what to fix first
+    assert any(  # what the member calls about: the code of the letter they never got
+        line.endswith("no longer works: it was revoked: its letter came back undelivered.")
+        for line in status["diagnosis"]
+    ), status["diagnosis"]
 
     [event] = ok(cli("--json", "audit", "list", "--nir", nir, "--action", "letter.returned"))
     assert event["reason"] == "NPAI returned by the post"

@@ -30,6 +30,7 @@ from cpms_admin.vocabulary import (
     LetterStatus,
     MailStatus,
     MemberStatus,
+    RevokeReason,
 )
 
 REASON = '--reason "..."'
@@ -154,7 +155,9 @@ def _dead_code_finding(code: SecurityCode, settings: Settings) -> str:
         why = f"{count(code.failed_tries, 'wrong code')} typed at the portal spent it"
     elif code.status == CodeStatus.pending:
         why = f"it expired {agent_time(code.expires_at)}"
-    else:
+    elif code.revoked_reason is not None:
+        why = f"it was revoked: {RevokeReason(code.revoked_reason).text}"
+    else:  # revoked before its reason was kept (0019)
         why = "it was revoked (an address or e-mail changed, a letter came back, an agent)"
     if code.channel == Channel.post:
         return (

@@ -21,7 +21,14 @@ from cpms_admin.members.records import get_account, get_member
 from cpms_admin.models import Member, pk
 from cpms_admin.pepper import load_peppers
 from cpms_admin.settings import Settings
-from cpms_admin.vocabulary import AuditAction, ChannelChoice, LetterKind, MemberStatus, Purpose
+from cpms_admin.vocabulary import (
+    AuditAction,
+    ChannelChoice,
+    LetterKind,
+    MemberStatus,
+    Purpose,
+    RevokeReason,
+)
 
 
 @dataclass(frozen=True)
@@ -128,7 +135,7 @@ def reset_pin(
         had_pin = account.pin_hash is not None
         purpose = codes.purpose_for(account)
         account.pin_hash = None  # pin_set_at stays: when they last had one
-        revoked = codes.revoke_pending(session, member_id=pk(member))
+        revoked = codes.revoke_pending(session, member_id=pk(member), reason=RevokeReason.pin_reset)
         sent = delivery.deliver_code(
             session,
             member=member,

@@ -21,7 +21,14 @@ from cpms_admin.french import PARIS, paris_time
 from cpms_admin.models import Letter, SecurityCode, pk
 from cpms_admin.pepper import Peppers, as_peppers, tagged
 from cpms_admin.settings import Settings
-from cpms_admin.vocabulary import Asker, Channel, CodeStatus, PortalReason, Purpose
+from cpms_admin.vocabulary import (
+    Asker,
+    Channel,
+    CodeStatus,
+    PortalReason,
+    Purpose,
+    RevokeReason,
+)
 
 # Compared against when there is no live code, so a check costs the same either way.
 _DUMMY_HASH = "0000000000000000$" + "0" * 64  # tagged with the current pepper's id
@@ -84,17 +91,18 @@ def revoke_pending(
     session: Session,
     *,
     member_id: int,
+    reason: RevokeReason,
     made_by: datetime | None = None,
     sparing: int | None = None,
 ) -> list[int]:
     """Revoke every pending code of the member (only those made by `made_by`, if given, and
-    not the code `sparing`); the ids revoked."""
+    not the code `sparing`), for `reason`; the ids revoked."""
     statement = (
         update(SecurityCode)
         .where(
             col(SecurityCode.member_id) == member_id, col(SecurityCode.status) == CodeStatus.pending
         )
-        .values(status=CodeStatus.revoked)
+        .values(status=CodeStatus.revoked, revoked_reason=reason)
         .returning(col(SecurityCode.id))
     )
     if made_by is not None:
@@ -141,7 +149,7 @@ def revoke_emailed(session: Session, member_ids: Sequence[int]) -> list[tuple[in
     statement = (
         update(SecurityCode)
         .where(_emailed_pending(member_ids))
-        .values(status=CodeStatus.revoked)
+        .values(status=CodeStatus.revoked, revoked_reason=RevokeReason.email_changed)
         .returning(col(SecurityCode.member_id), col(SecurityCode.id))
     )
     return [(int(member), int(code)) for member, code in session.exec(statement).all()]
@@ -171,26 +179,28 @@ def code_since(
     return session.exec(statement.limit(1)).first() is not None
 
 
-def revoke_printed(session: Session, letters: Sequence[int] | SelectOfScalar[Any]) -> int:
+def revoke_printed(
+    session: Session, letters: Sequence[int] | SelectOfScalar[Any], *, reason: RevokeReason
+) -> int:
     """Revoke the pending codes printed in `letters` (their ids, or a query of them): letters
-    that will not reach their member. How many were pending."""
+    that will not reach their member, for `reason`. How many were pending."""
     statement = (
         update(SecurityCode)
         .where(
             col(SecurityCode.letter_id).in_(letters),
             col(SecurityCode.status) == CodeStatus.pending,
         )
-        .values(status=CodeStatus.revoked)
+        .values(status=CodeStatus.revoked, revoked_reason=reason)
     )
     return int(session.exec(statement).rowcount)
 
 
-def revoke_code(session: Session, *, code_id: int) -> bool:
-    """Revoke one code if it is still pending (True when it was)."""
+def revoke_code(session: Session, *, code_id: int, reason: RevokeReason) -> bool:
+    """Revoke one code if it is still pending, for `reason` (True when it was)."""
     statement = (
         update(SecurityCode)
         .where(col(SecurityCode.id) == code_id, col(SecurityCode.status) == CodeStatus.pending)
-        .values(status=CodeStatus.revoked)
+        .values(status=CodeStatus.revoked, revoked_reason=reason)
         .returning(col(SecurityCode.id))
     )
     return session.exec(statement).first() is not None
@@ -228,7 +238,9 @@ def store_code(
         raise ValueError(f"unknown code purpose {purpose!r}")
     made = made_at or now
     if supersede:
-        revoke_pending(session, member_id=member_id, made_by=made_at)
+        revoke_pending(
+            session, member_id=member_id, made_by=made_at, reason=RevokeReason.superseded
+        )
     newer = made_at is not None and _made_since(session, member_id, made_at, now)
     row = SecurityCode(
         member_id=member_id,
@@ -236,6 +248,7 @@ def store_code(
         channel=channel,
         code_hash=hash_code(pepper=pepper, code=code),
         status=CodeStatus.revoked if newer else CodeStatus.pending,
+        revoked_reason=RevokeReason.superseded if newer else None,
         created_at=made,
         expires_at=code_expiry(channel, made, settings),
         letter_id=letter_id,
@@ -249,7 +262,11 @@ def store_code(
 def supersede_older(session: Session, *, code: SecurityCode) -> list[int]:
     """Revoke the member's pending codes made before `code` (once `code` reached them)."""
     return revoke_pending(
-        session, member_id=code.member_id, made_by=code.created_at, sparing=pk(code)
+        session,
+        member_id=code.member_id,
+        made_by=code.created_at,
+        sparing=pk(code),
+        reason=RevokeReason.superseded,
     )
 
 
@@ -406,7 +423,7 @@ def check_code(
     ).scalar_one()
     left = max(settings.code_max_tries - tries, 0)
     if left == 0:
-        revoke_code(session, code_id=pk(row))
+        revoke_code(session, code_id=pk(row), reason=RevokeReason.tries_spent)
     session.refresh(row)
     return CodeCheck(PortalReason.wrong_code, row, left)
 

@@ -27,7 +27,7 @@ from cpms_admin.members.nir import format_nir, mask_nir
 from cpms_admin.models import Member, pk
 from cpms_admin.pepper import Peppers, load_peppers
 from cpms_admin.settings import Settings
-from cpms_admin.vocabulary import AuditAction, Channel, ChannelChoice, PinChange
+from cpms_admin.vocabulary import AuditAction, Channel, ChannelChoice, PinChange, RevokeReason
 
 log = logging.getLogger(__name__)
 # Why a code's e-mail did not leave when no mail server said why (a failure of ours, an
@@ -286,7 +286,7 @@ def _revoke_unsent(
 ) -> None:
     session.rollback()  # what the interrupted send left (no caller's work: check_committed)
     with transaction(session):
-        revoked = codes.revoke_code(session, code_id=code_id)
+        revoked = codes.revoke_code(session, code_id=code_id, reason=RevokeReason.mail_failed)
         audit.record(
             session,
             agent=agent,

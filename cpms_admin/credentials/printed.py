@@ -13,7 +13,7 @@ from cpms_admin.credentials.codes import code_expiry, revoke_code, still_counts,
 from cpms_admin.models import SecurityCode, pk
 from cpms_admin.pepper import Peppers
 from cpms_admin.settings import Settings
-from cpms_admin.vocabulary import Channel, CodeStatus, Purpose
+from cpms_admin.vocabulary import Channel, CodeStatus, Purpose, RevokeReason
 
 IN_CHUNK = 500  # ids per IN (...) list: well under every engine's parameter limit
 
@@ -66,6 +66,13 @@ def store_printed_codes(
                 if p.member_id in newer or p.letter_id in void
                 else CodeStatus.pending
             ),
+            revoked_reason=(
+                RevokeReason.address_changed
+                if p.letter_id in void
+                else RevokeReason.superseded
+                if p.member_id in newer
+                else None
+            ),
             created_at=made_at,
             expires_at=expires,
             letter_id=p.letter_id,
@@ -92,7 +99,7 @@ def _revoke_older(
                 col(SecurityCode.status) == CodeStatus.pending,
                 col(SecurityCode.created_at) <= made_at,
             )
-            .values(status=CodeStatus.revoked)
+            .values(status=CodeStatus.revoked, revoked_reason=RevokeReason.superseded)
         )
         newer.update(
             session.exec(
@@ -133,7 +140,7 @@ def _store_one_by_one(
             made_at=made_at,
         )
         if p.letter_id in void:
-            revoke_code(session, code_id=pk(stored))
+            revoke_code(session, code_id=pk(stored), reason=RevokeReason.address_changed)
         elif stored.status == CodeStatus.revoked:
             superseded.append(p.letter_id)
     return superseded

@@ -37,7 +37,7 @@ from cpms_admin.letters.files import (
 from cpms_admin.letters.guard import RunGuard
 from cpms_admin.models import Letter, LetterBatch, pk
 from cpms_admin.private_files import describe_entry
-from cpms_admin.vocabulary import AuditAction, BatchStatus, LetterStatus
+from cpms_admin.vocabulary import AuditAction, BatchStatus, LetterStatus, RevokeReason
 
 # A released letter's status_reason (privacy/dossier_pdf.py words it).
 FILES_LOST = "batch {}'s files were lost before they were published"
@@ -212,6 +212,7 @@ def _lose(session: Session, *, batch_id: int, agent: str, now: datetime) -> int 
             select(Letter.id).where(
                 col(Letter.batch_id) == batch_id, col(Letter.status) == LetterStatus.printed
             ),
+            reason=RevokeReason.batch_lost,
         )
         released = session.exec(
             update(Letter)

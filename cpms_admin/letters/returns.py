@@ -31,7 +31,7 @@ from cpms_admin.members import undeliverable
 from cpms_admin.members.afnor import strip_accents
 from cpms_admin.models import Letter, Member, pk
 from cpms_admin.pepper import Peppers
-from cpms_admin.vocabulary import AuditAction, LetterStatus
+from cpms_admin.vocabulary import AuditAction, LetterStatus, RevokeReason
 
 # What the program writes itself of a return (privacy/dossier_pdf.py words them in French).
 RETURNED_BY_POST = "NPAI returned by the post"  # `letters returned`'s reason when none is given
@@ -243,7 +243,7 @@ def _record_one(
         RETURNED_ON.format(agent_time(now), why) if why else RETURNED.format(agent_time(now))
     )
     session.add(letter)
-    revoked = revoke_printed(session, [pk(letter)])
+    revoked = revoke_printed(session, [pk(letter)], reason=RevokeReason.returned)
     result.codes_revoked += revoked
     # A pseudonymised member has no address left to flag.
     flagged = not moved and member.pseudonymised_at is None and not undeliverable.is_flagged(member)

@@ -23,7 +23,7 @@ from cpms_admin.letters.claim import chunks, moot_reasons
 from cpms_admin.members.postal import delivery_lines, same_lines
 from cpms_admin.models import Letter, Member, SecurityCode, pk
 from cpms_admin.pepper import Peppers
-from cpms_admin.vocabulary import AuditAction, CancelReason, LetterStatus
+from cpms_admin.vocabulary import AuditAction, CancelReason, LetterStatus, RevokeReason
 
 # What a printed letter says of itself (its status_reason; privacy/dossier_pdf.py words them).
 LOST_WHILE_PRINTING = "{} while it was printed: its code does not work; pull it from the print run"
@@ -69,8 +69,9 @@ def void_printed(
         return {}
     letter_ids = [pk(letter) for letter in letters]
     why = MOVED_SINCE_PRINTED if moved else FLAGGED_SINCE_PRINTED
+    reason = RevokeReason.address_changed if moved else RevokeReason.address_flagged
     for ids in chunks(letter_ids):
-        revoke_printed(session, ids)
+        revoke_printed(session, ids, reason=reason)
         session.exec(update(Letter).where(col(Letter.id).in_(ids)).values(status_reason=why))
     again = queue_again(session, letter_ids, now=now) if moved else {}
     for letter in letters:

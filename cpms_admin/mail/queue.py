@@ -42,7 +42,7 @@ from cpms_admin.mail.transport import Transport
 from cpms_admin.models import Account, Member, OutgoingMail, pk
 from cpms_admin.pepper import load_peppers
 from cpms_admin.settings import Settings
-from cpms_admin.vocabulary import AuditAction, CancelReason, MailStatus, MemberStatus
+from cpms_admin.vocabulary import AuditAction, CancelReason, MailStatus, MemberStatus, RevokeReason
 
 MAX_ATTEMPTS = 5
 NO_EMAIL = "no e-mail address"  # why a queued e-mail is cancelled, besides on_its_way's
@@ -203,7 +203,9 @@ class _Sender:
                 # A killed run's code, sent or not: the one made now replaces it, whatever
                 # becomes of this attempt (else a failed attempt would leave it live, and the
                 # next run would take it for a code on its way and cancel the e-mail).
-                codes.revoke_code(self.session, code_id=mail.code_id)
+                codes.revoke_code(
+                    self.session, code_id=mail.code_id, reason=RevokeReason.superseded
+                )
             mail.purpose = codes.purpose_for(account)  # the PIN may have been set since queued
             issued = issue_email_code(
                 self.session,

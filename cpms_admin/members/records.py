@@ -40,6 +40,7 @@ from cpms_admin.vocabulary import (
     LetterKind,
     LetterStatus,
     MemberStatus,
+    RevokeReason,
 )
 
 _MEMBER = SQLModel.metadata.tables["member"]
@@ -421,7 +422,7 @@ def close_member(
             now,
             now,
         )
-        revoked = revoke_pending(session, member_id=pk(member))
+        revoked = revoke_pending(session, member_id=pk(member), reason=RevokeReason.member_closed)
         cancelled = session.exec(
             update(Letter)
             .where(col(Letter.member_id) == pk(member), col(Letter.status) == LetterStatus.pending)

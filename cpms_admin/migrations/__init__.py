@@ -2,4 +2,4 @@
 
 # The latest revision, kept here so checking the schema does not load Alembic.
 # tests/test_db.py checks it matches the migration scripts.
-HEAD_REVISION = "0018"
+HEAD_REVISION = "0019"

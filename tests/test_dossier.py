@@ -19,7 +19,7 @@ from cpms_admin.letters.voiding import SUPERSEDED_WHILE_PRINTING
 from cpms_admin.mail.transport import CANNOT_SEND, RECIPIENT_REFUSED
 from cpms_admin.models import Account, SecurityCode
 from cpms_admin.privacy.dossier_pdf import LABELS, SYSTEM_REASONS, french_reason
-from cpms_admin.vocabulary import PortalReason
+from cpms_admin.vocabulary import PortalReason, RevokeReason
 from tests.audit_helpers import audit_of
 from tests.cred_helpers import NEW_PIN, PIN, mailed_codes
 from tests.harness import Cli, FakeClock
@@ -85,8 +85,8 @@ def test_the_json_dossier_holds_everything_and_no_secret(
         ("email", "used", "cpms"),
     ]
     assert set(dossier["codes"][0]) == {
-        "id", "purpose", "channel", "state", "created_at", "expires_at", "used_at",
-        "failed_tries", "letter_id", "requested_by",
+        "id", "purpose", "channel", "state", "revoked_reason", "created_at", "expires_at",
+        "used_at", "failed_tries", "letter_id", "requested_by",
     }  # fmt: skip
     (letter,) = dossier["letters"]
     assert (letter["kind"], letter["status"], letter["batch_id"]) == ("welcome", "printed", 1)
@@ -112,6 +112,10 @@ def test_every_refusal_of_the_portal_reads_in_french() -> None:
     the story below does not reach too). `unknown_member` names no member."""
     refusals = set(PortalReason) - {PortalReason.unknown_member}
     assert refusals - set(LABELS["outcome"]) == set()
+
+
+def test_why_a_code_was_revoked_reads_in_french() -> None:
+    assert set(RevokeReason) - set(LABELS["revoked"]) == set()
 
 
 def test_what_the_program_writes_as_a_reason_reads_in_french() -> None:
@@ -198,6 +202,7 @@ def test_why_an_e_mail_did_not_leave_reads_in_french_in_the_pdf_dossier(
     assert text.count("envoi impossible par le serveur de messagerie smtp://") == 3
     assert "cannot send" not in text and "Connection refused" not in text  # the system's
     assert text.count("connexion refusée") == 3
+    assert "annulé : l'e-mail n'a pas pu être envoyé" in text  # `code issue`'s code
 
 
 def test_an_existing_file_is_replaced_only_with_force(

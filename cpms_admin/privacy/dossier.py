@@ -103,6 +103,7 @@ def _code(code: SecurityCode, now: datetime) -> dict[str, Any]:
         "purpose": code.purpose,
         "channel": code.channel,
         "state": _code_state(code, now),
+        "revoked_reason": code.revoked_reason,  # why, when revoked (none before 0019)
         "created_at": iso(code.created_at),
         "expires_at": iso(code.expires_at),
         "used_at": iso(code.used_at),

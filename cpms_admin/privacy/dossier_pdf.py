@@ -40,7 +40,7 @@ from cpms_admin.mail.transport import (
 )
 from cpms_admin.members.nir import format_nir
 from cpms_admin.settings import templates_dir
-from cpms_admin.vocabulary import AuditAction, CancelReason
+from cpms_admin.vocabulary import AuditAction, CancelReason, RevokeReason
 
 TEMPLATE = "dossier.html"
 STYLESHEET = "dossier.css"
@@ -53,6 +53,18 @@ LABELS: dict[str, dict[str, str]] = {
         "no_pin": "code personnel à créer",
     },
     "code": {"live": "valide", "expired": "expiré", "used": "utilisé", "revoked": "annulé"},
+    "revoked": {
+        RevokeReason.superseded: "remplacé par un code plus récent",
+        RevokeReason.tries_spent: "trop de codes erronés saisis",
+        RevokeReason.pin_reset: "votre code personnel a été réinitialisé",
+        RevokeReason.member_closed: "votre compte a été clôturé",
+        RevokeReason.email_changed: "envoyé à une adresse e-mail modifiée depuis",
+        RevokeReason.mail_failed: "l'e-mail n'a pas pu être envoyé",
+        RevokeReason.returned: "le courrier nous est revenu",
+        RevokeReason.address_changed: "envoyé à une adresse modifiée depuis",
+        RevokeReason.address_flagged: "envoyé à une adresse signalée incorrecte depuis",
+        RevokeReason.batch_lost: "le courrier n'a pas été remis à l'imprimeur",
+    },
     "channel": {"email": "e-mail", "post": "courrier"},
     "purpose": {"first_login": "première connexion", "pin_reset": "nouveau code personnel"},
     "kind": {

@@ -78,15 +78,42 @@ def reserved(path: Path, what: str, *, with_companions: bool = False) -> Iterato
 
 def _refuse_reserved(final: Path) -> None:
     """`final`: a real directory and a name."""
+    if (what := _reserved_as(final)) is not None:
+        raise InvalidInput(f"{final} is {what}; refusing to replace it: choose another name")
+
+
+def refuse_reserved_source(path: Path, reading: str) -> None:
+    """Refuse to read `path` as `reading` (members to import, a NIR list) when it is a file
+    the command runs on, by its name or a hard link: the pepper read as members would be
+    quoted back in the refusal of its first line, and end in a terminal or a cron e-mail."""
+    real = Path(os.path.realpath(absolute(path)))
+    what = _reserved_as(real)
+    if what is None:
+        with suppress(OSError):
+            found = os.stat(real)
+            what = next((what for held, what, _ in _RESERVED if _same_file(held, found)), None)
+    if what is not None:
+        raise InvalidInput(f"{path} is {what}, not {reading}: give the file you meant")
+
+
+def _reserved_as(final: Path) -> str | None:
+    """What reserved file `final` (a real directory and a name) is, in words, if it is one."""
     for path, what, with_companions in _RESERVED:
         if final.parent != path.parent:
             continue
         if final.name == path.name:
-            raise InvalidInput(f"{final} is {what}; refusing to replace it: choose another name")
+            return what
         if with_companions and final.name in {path.name + end for end in COMPANIONS}:
-            raise InvalidInput(
-                f"{final} is one of {what}'s files; refusing to replace it: choose another name"
-            )
+            return f"one of {what}'s files"
+    return None
+
+
+def _same_file(path: Path, info: os.stat_result) -> bool:
+    try:
+        held = os.stat(path)
+    except OSError:
+        return False
+    return (held.st_dev, held.st_ino) == (info.st_dev, info.st_ino)
 
 
 def describe_entry(path: Path) -> str | None:

@@ -249,6 +249,22 @@ def test_an_empty_or_compressed_file_is_no_archive_and_an_emptied_one_is_caught(
     assert report["message"].startswith(f"audit archive {out.name} holds no event, but the")
 
 
+def test_a_line_longer_than_any_event_is_refused_before_it_is_read_whole(
+    cli: Cli, tmp_path: Path
+) -> None:
+    """A zero-filled archive (a crash, a disk image) read line by line: /dev/zero took all
+    the machine's memory, and the kernel's OOM killer with it."""
+    for source in (Path("/dev/zero"), tmp_path / "zeros.jsonl"):
+        if source.parent == tmp_path:
+            source.write_bytes(b"\0" * (3 << 20))
+        result = cli("audit", "verify", "--archive", str(source))
+        assert (result.exit_code, result.stderr) == (
+            2,
+            f"Error: {source}, line 1: longer than 1 MiB, which no archived event is: not an "
+            "archive\n",
+        )
+
+
 def test_a_file_left_by_an_archive_killed_while_writing_is_removed_by_the_next(
     cli: Cli, clock: FakeClock, session: Session, aged: list[dict[str, Any]], tmp_path: Path
 ) -> None:

@@ -246,6 +246,41 @@ def test_no_output_replaces_the_database_its_files_or_the_pepper(
         assert OUTPUTS[command](cli, beside).exit_code in (0, 1)
 
 
+INPUTS = {
+    "members import": lambda path: ("members", "import", str(path)),
+    "members import --dry-run": lambda path: ("members", "import", str(path), "--dry-run"),
+    "code campaign --from-file": lambda path: (
+        *("code", "campaign", "--from-file", str(path), "--reason", "x", "--dry-run"),
+    ),
+    "letters returned --from-file": lambda path: ("letters", "returned", "--from-file", str(path)),
+    "audit verify --archive": lambda path: ("audit", "verify", "--archive", str(path)),
+}
+
+
+@pytest.mark.parametrize("command", INPUTS)
+def test_no_command_reads_the_pepper_or_the_database_as_its_input(
+    cli: Cli, tmp_path: Path, command: str
+) -> None:
+    """Completed by the shell, the pepper file given as members to import was refused for
+    its first line, quoted in full: the secret in the terminal and in cron's e-mail."""
+    pepper = tmp_path / "pepper"
+    pepper.write_text(f"{TEST_PEPPER}\n")
+    pepper.chmod(0o600)
+    linked = tmp_path / "members.csv"
+    os.link(pepper, linked)  # another name for the same file
+    cli = cli.with_settings(pepper=None, pepper_file=str(pepper))
+    targets = {pepper: "the pepper file", linked: "the pepper file"}
+    database = sqlite_path(cli.settings.database_url)
+    if database is not None:
+        targets[database] = "the database"
+    for target, what in targets.items():
+        result = cli(*INPUTS[command](target))
+        assert result.exit_code == 2, result.output
+        assert TEST_PEPPER not in result.output
+        assert result.stderr.startswith(f"Error: {target} is {what}, not "), result.stderr
+        assert result.stderr.endswith(": give the file you meant\n"), result.stderr
+
+
 def test_an_import_error_report_never_replaces_the_file_being_imported(
     cli: Cli, tmp_path: Path
 ) -> None:

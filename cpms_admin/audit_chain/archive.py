@@ -32,6 +32,7 @@ from cpms_admin.english import count
 from cpms_admin.errors import Conflict, InvalidInput, NotReady, Refused
 from cpms_admin.private_files import (
     private_dir,
+    refuse_reserved_source,
     remove_left_behind_in,
     write_private_atomically,
 )
@@ -41,6 +42,7 @@ _CHUNK = 5000
 _ARCHIVED = {"id", "at", "seq", "prev_hash", "hash", "key_id"}  # columns added later may lack
 _COLUMNS = set(EVENTS.c.keys())  # all an archived event holds
 _ARCHIVE_NAME = r"audit-\d{8}T\d{12}Z\.jsonl"  # `archive_events_into`'s
+_MAX_LINE = 1 << 20  # bytes of one archived event's line: a few hundred, a few thousand at most
 
 
 def archivable(session: Session, *, before: datetime) -> int:
@@ -275,9 +277,15 @@ def _archived(path: Path) -> Iterator[dict[str, Any]]:
     """The events of an archive, line by line; InvalidInput naming the first line that is
     not one as `archive_events` writes it (ASCII JSON, each key once: a second `reason`
     would show a reader one value and the walk the other)."""
+    refuse_reserved_source(path, "an audit archive")
     try:
         with path.open("rb") as lines:
-            for number, line in enumerate(lines, start=1):
+            for number, line in enumerate(iter(lambda: lines.readline(_MAX_LINE + 1), b""), 1):
+                if len(line) > _MAX_LINE:  # read no further: /dev/zero has no line end
+                    raise InvalidInput(
+                        f"{path}, line {number}: longer than {_MAX_LINE >> 20} MiB, which no "
+                        "archived event is: not an archive"
+                    )
                 try:
                     event = json.loads(line.decode("ascii"), object_pairs_hook=_each_key_once)
                     if not _is_archived_event(event):

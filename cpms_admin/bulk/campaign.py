@@ -26,6 +26,7 @@ from cpms_admin.db import CAMPAIGN_RUN, insert_per_member, one_run, transaction
 from cpms_admin.errors import FieldError, InvalidInput
 from cpms_admin.members.nir import nir_to_find
 from cpms_admin.models import Letter, OutgoingMail, SecurityCode
+from cpms_admin.private_files import refuse_reserved_source
 from cpms_admin.vocabulary import (
     AuditAction,
     CampaignWording,
@@ -86,6 +87,7 @@ class CampaignCounts:
 def read_nir_file(path: Path) -> list[str]:
     """One NIR per line (separators allowed); blank lines, `#` comments and a `nir` header
     are skipped, repeats dropped. Any bad line refuses the whole file (exit 2)."""
+    refuse_reserved_source(path, "a NIR list")
     try:
         text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:

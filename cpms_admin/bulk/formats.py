@@ -42,6 +42,7 @@ from cpms_admin.bulk.writers import (
     write_error_report,
 )
 from cpms_admin.errors import InvalidInput
+from cpms_admin.private_files import refuse_reserved_source
 
 __all__ = [
     "ErrorReport",
@@ -132,7 +133,9 @@ def read_member_rows(
     path: Path, *, fmt: str | None = None, encoding: str | None = None, delimiter: str | None = None
 ) -> MemberFile:
     """Open an import file, guessing what is not given; raise InvalidInput (one line) when
-    the file as a whole cannot be used: missing, too big, undecodable, bad header."""
+    the file as a whole cannot be used: missing, too big, undecodable, bad header, or a file
+    the command runs on (`refuse_reserved_source`)."""
+    refuse_reserved_source(path, "a members file")
     if not path.exists():
         raise InvalidInput(f"{path}: no such file")
     if not path.is_file():

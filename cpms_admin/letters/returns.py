@@ -31,6 +31,7 @@ from cpms_admin.members import undeliverable
 from cpms_admin.members.afnor import strip_accents
 from cpms_admin.models import Letter, Member, pk
 from cpms_admin.pepper import Peppers
+from cpms_admin.private_files import refuse_reserved_source
 from cpms_admin.vocabulary import AuditAction, LetterStatus, RevokeReason
 
 # What the program writes itself of a return (privacy/dossier_pdf.py words them in French).
@@ -90,6 +91,7 @@ def read_returns_file(path: Path, *, encoding: str | None = None) -> list[Return
     """The print house's CSV: a header with `letter_id` or `reference` (and optionally `reason`
     or `motif`), `,` or `;`, encoded as office software writes (found as for `members
     import`, or given). Any bad row refuses the whole file."""
+    refuse_reserved_source(path, "a returns file")
     try:
         with open(path, "rb") as handle:  # a pipe too: read once
             raw = handle.read(MAX_FILE_BYTES + 1)

@@ -302,31 +302,33 @@ def import_(
 
     app_ = app_context(ctx)
     app_.check_allowed()
-    with reserved(file, "the file being imported"), _no_earlier_report(errors):
+    with _no_earlier_report(errors):
+        # Read before it is reserved: the pepper or the database given by mistake is refused.
         member_file = read_member_rows(file, fmt=fmt, encoding=encoding, delimiter=delimiter)
-        # A workbook is zipped: its size says little of its rows, so its bar has no total.
-        total = (
-            None
-            if member_file.fmt == "xlsx"
-            else _estimate_records(file) - (member_file.fmt == "csv")
-        )
-        report_file = _error_report(errors, columns=member_file.report_columns)
-        with report_file as report, BulkProgress("Importing", total=total) as progress:
-            rejected = _Rejected(report)
-            with app_.session() as session:
-                counts = import_members(
-                    session,
-                    member_file=member_file,
-                    agent=app_.agent,
-                    on_conflict=on_conflict,
-                    dry_run=dry_run,
-                    welcome_letters=welcome_letters,
-                    on_error=rejected,
-                    on_progress=lambda c: progress.update(
-                        c.created + c.updated + c.skipped + c.invalid
-                    ),
-                    clock=app_.clock,
-                )
+        with reserved(file, "the file being imported"):
+            # A workbook is zipped: its size says little of its rows, so its bar has no total.
+            total = (
+                None
+                if member_file.fmt == "xlsx"
+                else _estimate_records(file) - (member_file.fmt == "csv")
+            )
+            report_file = _error_report(errors, columns=member_file.report_columns)
+            with report_file as report, BulkProgress("Importing", total=total) as progress:
+                rejected = _Rejected(report)
+                with app_.session() as session:
+                    counts = import_members(
+                        session,
+                        member_file=member_file,
+                        agent=app_.agent,
+                        on_conflict=on_conflict,
+                        dry_run=dry_run,
+                        welcome_letters=welcome_letters,
+                        on_error=rejected,
+                        on_progress=lambda c: progress.update(
+                            c.created + c.updated + c.skipped + c.invalid
+                        ),
+                        clock=app_.clock,
+                    )
     _warn_rejected(rejected, counts, all_in_file=errors is not None)
     if rejected.report is not None and rejected.report.hashes_left_out:
         _warn_hashes_left_out(rejected.report, errors)

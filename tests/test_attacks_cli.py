@@ -246,6 +246,26 @@ def test_mail_send_killed_between_code_and_mark_leaves_one_working_code(
     assert done.exit_code == 0, done.output
 
 
+def test_mail_send_killed_after_sending_sends_nothing_once_the_member_used_the_code(
+    cli: Cli, session: Session
+) -> None:
+    """The killed run's e-mail left, and the member set a PIN with its code: that proves it
+    arrived. The next run sent a new code anyway, unasked, to a member who had just logged in."""
+    member = make_member(session, welcome=False)
+    now = Cli(cli.settings)
+    assert now("code", "campaign", "--no-pin", "--channel", "email", "--reason", "m").exit_code == 0
+    killed = run_with_settings_of(cli, "mail", "send", CPMS_FAILPOINT="mail.after_send")
+    assert killed.returncode == -signal.SIGKILL
+    (code,) = mailed_codes(cli.settings)
+    assert now("portal", "set-pin", member.nir, input=f"{code}\n739264\n739264\n").exit_code == 0
+    again = now("--json", "mail", "send")
+    assert (json.loads(again.stdout)["sent"], json.loads(again.stdout)["cancelled"]) == (0, 1)
+    assert mailed_codes(cli.settings) == [code]  # nothing more e-mailed
+    session.rollback()
+    statuses = session.exec(select(SecurityCode.status).where(SecurityCode.member_id == pk(member)))
+    assert list(statuses) == ["used"]
+
+
 def test_mail_send_killed_then_failing_still_mails_the_member_later(
     cli: Cli, session: Session, tmp_path: Path
 ) -> None:

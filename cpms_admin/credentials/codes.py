@@ -167,15 +167,17 @@ def code_since(
     session: Session, *, member_id: int, since: datetime, now: datetime, but: int | None
 ) -> bool:
     """Whether the member got a code that still counts (`still_counts`) after `since`, the
-    code `but` aside: what makes a queued code e-mail moot, as `letters.claim` finds it for a
-    queued letter."""
+    code `but` aside unless it was used (it reached the member, then): what makes a queued
+    code e-mail moot, as `letters.claim` finds it for a queued letter."""
     statement = select(SecurityCode.id).where(
         col(SecurityCode.member_id) == member_id,
         col(SecurityCode.created_at) > since,
         still_counts(now),
     )
     if but is not None:
-        statement = statement.where(col(SecurityCode.id) != but)
+        statement = statement.where(
+            or_(col(SecurityCode.id) != but, col(SecurityCode.status) == CodeStatus.used)
+        )
     return session.exec(statement.limit(1)).first() is not None
 
 

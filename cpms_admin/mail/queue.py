@@ -110,7 +110,8 @@ def _no_longer_needed(
     # never have left: it is no reason to cancel, and the code sent now replaces it.
     if waiting := on_its_way(session, member_id=pk(member), now=now, except_code_id=mail.code_id):
         return waiting
-    # A code the member got since, used (a PIN set with it) or live: as for a queued letter.
+    # A code the member got since, used (a PIN set with it) or live: as for a queued letter;
+    # this e-mail's own code too once used (a killed run sent it, and the member typed it).
     since = codes.code_since(
         session, member_id=pk(member), since=mail.created_at, now=now, but=mail.code_id
     )

@@ -29,6 +29,11 @@ class Conflict(CpmsError):
     exit_code = 4
 
 
+class CodeSuperseded(Conflict):
+    """A code about to be e-mailed was revoked meanwhile, by a newer code that reached the
+    member first: it is not sent, as it would open nothing."""
+
+
 class NotReady(CpmsError):
     """The environment is not ready: schema not upgraded, no pepper, template missing."""
 

@@ -353,6 +353,32 @@ def test_a_second_run_while_one_sends_is_refused_and_each_email_leaves_once(
     assert send(cli)[0] == 0  # the lock died with the run
 
 
+def test_a_code_revoked_while_its_e_mail_waited_is_not_sent(
+    cli: Cli, session: Session, tmp_path: Path
+) -> None:
+    """The campaign's code was stored and about to leave when an agent's newer code reached
+    the member and revoked it: the run used to send it anyway, counted `sent`, and the member
+    typed a dead code (a wrong code, one of the account's tries)."""
+    (member,) = queue(cli, session, 1)
+    agent_sent, run = while_mail_send_holds(
+        cli,
+        "mail.before_send",
+        tmp_path,
+        # On the system clock, as the held run made its code: the agent's is the newer.
+        lambda: Cli(cli.settings)("code", "issue", member.nir, "--reason", "called"),
+    )
+    assert agent_sent.exit_code == 0, agent_sent.output
+    assert run.returncode == 0, run.stderr
+    assert (json.loads(run.stdout)["sent"], json.loads(run.stdout)["cancelled"]) == (0, 1)
+    assert [mail.status for mail in mails(session)] == ["cancelled"]
+    (agents,) = mailed_codes(cli.settings)  # the agent's e-mail alone left
+    assert [(c.status, c.revoked_reason) for c in codes(session)] == [
+        ("revoked", "superseded"),
+        ("pending", None),
+    ]
+    assert verify_code(pepper=TEST_PEPPER.encode(), code=agents, stored=codes(session)[1].code_hash)
+
+
 def test_an_address_changed_before_the_claim_gets_no_live_code_at_the_old_one(
     cli: Cli, session: Session, tmp_path: Path
 ) -> None:

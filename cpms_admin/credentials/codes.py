@@ -261,6 +261,14 @@ def store_code(
     return row
 
 
+def is_pending(session: Session, *, code_id: int) -> bool:
+    """Whether the code is still pending, as committed now (not as the session last read it)."""
+    statement = select(SecurityCode.status).where(col(SecurityCode.id) == code_id)
+    return session.exec(statement.execution_options(populate_existing=True)).one() == (
+        CodeStatus.pending
+    )
+
+
 def supersede_older(session: Session, *, code: SecurityCode) -> list[int]:
     """Revoke the member's pending codes made before `code` (once `code` reached them)."""
     return revoke_pending(

@@ -19,7 +19,7 @@ from cpms_admin import audit
 from cpms_admin.clock import Clock, iso
 from cpms_admin.credentials import codes
 from cpms_admin.db import check_committed, transaction
-from cpms_admin.errors import CpmsError, MailError, Refused
+from cpms_admin.errors import CodeSuperseded, CpmsError, MailError, Refused
 from cpms_admin.letters.queue import letter_to_ride, queue_letter
 from cpms_admin.mail.transport import Transport
 from cpms_admin.members import undeliverable
@@ -251,6 +251,13 @@ def email_code(
     from cpms_admin.mail.transport import transport_from_settings
 
     check_committed(session)  # so the rollback below drops no caller's work
+    with transaction(session):  # read now: the code may have waited (a slow server, a run held)
+        if not codes.is_pending(session, code_id=pk(issued.row)):
+            raise CodeSuperseded(
+                f"the code for {format_nir(member.nir)} was not e-mailed: a newer code reached "
+                "the member meanwhile (another agent, the portal, or a campaign's e-mail), and "
+                "revoked it"
+            )
     try:
         message = security_code_message(
             settings=settings,

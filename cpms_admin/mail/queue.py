@@ -36,7 +36,7 @@ from cpms_admin.credentials.delivery import email_code, issue_email_code
 from cpms_admin.credentials.on_its_way import on_its_way
 from cpms_admin.db import MAIL_RUN, one_run, transaction
 from cpms_admin.english import agree, count
-from cpms_admin.errors import BadAddress, MailError, MailTimeout, Refused
+from cpms_admin.errors import BadAddress, CodeSuperseded, MailError, MailTimeout, Refused
 from cpms_admin.faults import failpoint
 from cpms_admin.mail.transport import Transport
 from cpms_admin.models import Account, Member, OutgoingMail, pk
@@ -176,6 +176,9 @@ class _Sender:
                 clock=self.clock,
                 transport=self.transport,
             )
+        except CodeSuperseded:  # a newer code reached the member while this one waited
+            self.cancel(mail, CancelReason.newer_code.text, now)
+            return
         except MailError as exc:
             self._failed(mail, exc)
         else:

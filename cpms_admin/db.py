@@ -40,6 +40,7 @@ from cpms_admin.migrations import HEAD_REVISION
 from cpms_admin.private_files import (
     CAMPAIGN_LOCK,
     MAIL_LOCK,
+    PEPPER_LOCK,
     PURGE_LOCK,
     create_private_file,
     hold_run_lock,
@@ -93,6 +94,7 @@ UPGRADE_LOCK_ID = -3  # `db upgrade` (operations/schema.py)
 MAIL_RUN = RunLock(MAIL_LOCK, -1, "another mail send is running")
 PURGE_RUN = RunLock(PURGE_LOCK, -4, "another purge is running")
 CAMPAIGN_RUN = RunLock(CAMPAIGN_LOCK, -5, "another code campaign is running")
+PEPPER_RUN = RunLock(PEPPER_LOCK, -6, "another pepper rotate is running")
 
 
 @contextmanager

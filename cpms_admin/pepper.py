@@ -17,7 +17,6 @@ pepper ever appears in a message. `pepper status` does not count the letters' ad
 digests: once their pepper is gone, the dates judge a returned letter instead.
 """
 
-import functools
 import hashlib
 import hmac
 import os
@@ -64,6 +63,9 @@ class Peppers:
 
     def __hash__(self) -> int:  # cached hashers are keyed by the peppers they hold
         return hash((self.source, tuple(sorted(self.secrets.items()))))
+
+    def without(self, key_id: int) -> "Peppers":
+        return Peppers({k: v for k, v in self.secrets.items() if k != key_id}, self.source)
 
 
 def as_peppers(pepper: bytes | Peppers) -> Peppers:
@@ -165,26 +167,47 @@ def read_peppers(settings: Settings) -> Peppers:
 
 def load_peppers(settings: Settings) -> Peppers:
     """The configured peppers, checked against the fingerprints the database recorded:
-    NotReady, saying what to do, when they are not this database's."""
+    NotReady, saying what to do, when they are not this database's. A pepper `pepper rotate`
+    has written but not recorded yet (`rotation_pending`) is left out: the rotation is
+    running, or was interrupted, and the peppers before it still make and check every hash.
+    Read once per process and file version (a rotation changes the file), but read again
+    while a rotation is pending: its pepper is current once recorded."""
     path = None if settings.pepper else pepper_file_path(settings)
     try:
         version = _stat_signature(path) if path else None
     except OSError:
         version = None  # read_peppers says what is wrong with it
-    return _checked(settings, version)
+    if (known := _CHECKED.get((settings, version))) is not None:
+        return known
+    peppers = read_peppers(settings)
+    recorded = recorded_fingerprints(settings.database_url)
+    if (pending := rotation_pending(peppers, recorded)) is not None:
+        peppers = peppers.without(pending)
+    check_fingerprints(peppers, recorded)
+    if pending is None:
+        if len(_CHECKED) >= 16:
+            _CHECKED.clear()
+        _CHECKED[(settings, version)] = peppers
+    return peppers
+
+
+_CHECKED: dict[tuple[Settings, tuple[int, int, int] | None], Peppers] = {}
+
+
+def rotation_pending(peppers: Peppers, recorded: Mapping[int, str]) -> int | None:
+    """The id of the pepper `pepper rotate` wrote to the file and has not recorded yet (it
+    records it in the transaction that follows, or its next run does): the file's newest,
+    above every recorded one, the others all recorded."""
+    newest = peppers.current_id
+    unrecorded = set(peppers.secrets) - set(recorded)
+    if recorded and unrecorded == {newest} and newest > max(recorded):
+        return newest
+    return None
 
 
 def _stat_signature(path: Path) -> tuple[int, int, int]:
     info = path.stat()
     return (info.st_ino, info.st_mtime_ns, info.st_size)
-
-
-@functools.lru_cache(maxsize=16)
-def _checked(settings: Settings, _file_version: tuple[int, int, int] | None) -> Peppers:
-    """Read and check once per process and file version (a rotation changes the file)."""
-    peppers = read_peppers(settings)
-    check_fingerprints(peppers, recorded_fingerprints(settings.database_url))
-    return peppers
 
 
 def recorded_fingerprints(database_url: str) -> dict[int, str]:

@@ -44,9 +44,12 @@ _RESERVED: list[tuple[Path, str, bool]] = []
 # The run locks beside a database (`run_lock_file`): the letter batch's (letters/guard.py),
 # those of `mail send`, `purge` and `code campaign` (`db.one_run`).
 BATCH_LOCK, MAIL_LOCK, PURGE_LOCK = ".batch-lock", ".mail-lock", ".purge-lock"
-CAMPAIGN_LOCK = ".campaign-lock"
+CAMPAIGN_LOCK, PEPPER_LOCK = ".campaign-lock", ".pepper-lock"
 # The files SQLite keeps beside a database, and the run locks.
-COMPANIONS = ("-wal", "-shm", "-journal", BATCH_LOCK, MAIL_LOCK, PURGE_LOCK, CAMPAIGN_LOCK)
+COMPANIONS = (
+    *("-wal", "-shm", "-journal"),
+    *(BATCH_LOCK, MAIL_LOCK, PURGE_LOCK, CAMPAIGN_LOCK, PEPPER_LOCK),
+)
 
 
 def absolute(path: Path) -> Path:

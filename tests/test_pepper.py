@@ -15,13 +15,13 @@ from sqlmodel import Session, select
 
 from cpms_admin.db import current_revision, make_engine, sqlite_path
 from cpms_admin.errors import NotReady
-from cpms_admin.models import Account, AuditEvent, UnknownLogin
+from cpms_admin.models import Account, AuditEvent, SecurityCode, UnknownLogin
 from cpms_admin.pepper import write_pepper_file
 from cpms_admin.settings import Settings
 from tests.cred_helpers import NEW_PIN, PIN, mailed_codes
 from tests.factories import make_member, make_nir
 from tests.harness import TEST_PEPPER, Cli, FakeClock, invoke
-from tests.process_helpers import cli_run
+from tests.process_helpers import cli_run, start_held
 
 
 def cpms(*args: str, cwd: Path, stdin: str = "", **env: str) -> subprocess.CompletedProcess[str]:
@@ -365,15 +365,26 @@ def test_an_old_pin_hash_is_rehashed_at_the_next_login(
     assert json.loads(wrong.stdout)["reason"] == "wrong_pin"
 
 
-def test_an_interrupted_rotation_is_refused_then_finished_by_running_it_again(
+def test_an_interrupted_rotation_locks_nobody_out_and_is_finished_by_running_it_again(
     filed: tuple[Cli, Path], session: Session
 ) -> None:
+    """Its pepper is written, not recorded: as during every rotation, between the two. The
+    commands refused it (exit 5): logins and the nightly jobs failed while a rotation ran.
+    They now use the peppers before it, and `doctor` says to finish it."""
     cli, path = filed
     member = make_member(session, welcome=False)
     path.write_text(path.read_text() + "2:" + "a" * 64 + "\n")  # written, never recorded
-    refused = cli("code", "issue", member.nir, "--reason", "x")
-    assert refused.exit_code == 5
-    assert "run cpms-admin pepper rotate again" in refused.stderr
+    assert cli("code", "issue", member.nir, "--reason", "x").exit_code == 0
+    session.rollback()
+    (made,) = session.exec(select(SecurityCode.code_hash)).all()
+    assert not made.startswith("k2$")  # made with pepper 1, the recorded one
+    doctor = json.loads(cli("--json", "doctor").stdout)
+    (pepper,) = [check for check in doctor if check["name"] == "pepper"]
+    assert (pepper["ok"], pepper["detail"]) == (
+        False,
+        f"pepper file {path} holds pepper 2, not recorded yet: a pepper rotate is running, or "
+        "was interrupted (the commands use the peppers before it)",
+    )
     finished = cli("--json", "pepper", "rotate")
     assert json.loads(finished.stdout) == {
         "pepper": 2,
@@ -381,6 +392,39 @@ def test_an_interrupted_rotation_is_refused_then_finished_by_running_it_again(
         "finished_interrupted": True,
     }
     assert cli("code", "issue", member.nir, "--reason", "x").exit_code == 0
+
+
+def test_while_a_rotation_runs_members_log_in_and_a_second_rotation_is_refused(
+    filed: tuple[Cli, Path], session: Session, tmp_path: Path
+) -> None:
+    """Held between writing its pepper and recording it: a login there was refused (exit 5),
+    and on PostgreSQL a second rotation, reading the file as it was, wrote the same id over
+    the first's pepper once recorded: every hash made with it lost."""
+    cli, path = filed
+    member = make_member(session, welcome=False)
+    assert cli("code", "issue", member.nir, "--reason", "x").exit_code == 0
+    (code,) = mailed_codes(cli.settings)
+    assert cli("portal", "set-pin", member.nir, input=f"{code}\n{PIN}\n{PIN}\n").exit_code == 0
+    held_here = tmp_path / "held"
+    first = start_held(
+        ["--json", "pepper", "rotate"],
+        env={**os.environ, **cli.env()},
+        point="pepper.written",
+        flag=held_here,
+    )
+    try:
+        login = cli("--json", "portal", "login", member.nir, input=f"{PIN}\n")
+        second = cli("pepper", "rotate")
+    finally:
+        held_here.unlink(missing_ok=True)
+        out, err = first.communicate(timeout=120)
+    assert login.exit_code == 0, login.output
+    assert (second.exit_code, second.stderr) == (4, "Error: another pepper rotate is running\n")
+    assert first.returncode == 0, err
+    assert json.loads(out)["pepper"] == 2
+    assert [line.split(":")[0] for line in path.read_text().splitlines()] == ["1", "2"]
+    assert cli("portal", "login", member.nir, input=f"{PIN}\n").exit_code == 0
+    assert cli("doctor").exit_code == 0
 
 
 def test_rotation_needs_a_file_and_the_databases_own_pepper(cli: Cli, tmp_path: Path) -> None:

@@ -22,8 +22,9 @@ from cpms_admin.audit_chain.seal import use_keys
 from cpms_admin.clock import Clock
 from cpms_admin.credentials.codes import live_at
 from cpms_admin.credentials.legacy import LEGACY_PREFIX, fits_sealed, seal_legacy_hash
-from cpms_admin.db import transaction
+from cpms_admin.db import PEPPER_RUN, one_run, transaction
 from cpms_admin.errors import NotReady
+from cpms_admin.faults import failpoint
 from cpms_admin.models import Account, AuditEvent, PepperKey, SecurityCode, UnknownLogin
 from cpms_admin.pepper import (
     Peppers,
@@ -34,6 +35,7 @@ from cpms_admin.pepper import (
     pepper_file_path,
     pepper_given,
     read_peppers,
+    rotation_pending,
     write_pepper_file,
 )
 from cpms_admin.settings import Settings, written_as
@@ -177,6 +179,8 @@ def settle_pepper(
         if pepper_given(settings):
             peppers = read_peppers(settings)
             if recorded:
+                if (pending := rotation_pending(peppers, recorded)) is not None:
+                    peppers = peppers.without(pending)  # the rotation records it, not this
                 check_fingerprints(peppers, recorded)
                 use_keys(session, peppers)
                 return None
@@ -200,29 +204,42 @@ def settle_pepper(
 
 def rotate(session: Session, *, settings: Settings, agent: str, clock: Clock) -> Rotation:
     """Add a new current pepper: appended to the pepper file first, then recorded with its
-    audit row. Run again after an interruption between the two, it records the one added."""
+    audit row (meanwhile the other commands leave it out: `load_peppers`). Run again after an
+    interruption between the two, it records the one added. One rotation at a time (Conflict,
+    exit 4): two at once read the same file and would write the same new id, the second
+    replacing the first's pepper after the first recorded it."""
     path = pepper_file_path(settings)
     if path is None:
         raise NotReady(
             "pepper rotate needs the peppers in a file: move CPMS_PEPPER's value into a file "
             "(mode 0600), set CPMS_PEPPER_FILE to it and unset CPMS_PEPPER, then run it again"
         )
+    with one_run(session, PEPPER_RUN):
+        return _rotate(session, path, settings=settings, agent=agent, clock=clock)
+
+
+def _rotate(
+    session: Session, path: Path, *, settings: Settings, agent: str, clock: Clock
+) -> Rotation:
+    """Under the run lock, so the file and the record read here stay as they are: the file
+    is written outside any transaction (no write lock held while it is synced), then the
+    pepper recorded with its audit row."""
     peppers = read_peppers(settings)
     with transaction(session):
-        recorded = _recorded(session, lock=True)
-        key_id = peppers.current_id
-        finishing = set(peppers.secrets) - set(recorded) == {key_id} and key_id > max(
-            recorded, default=0
-        )
-        if finishing:  # the file has the new pepper already: check the others, record it
-            older = {k: v for k, v in peppers.secrets.items() if k != key_id}
-            check_fingerprints(Peppers(older, peppers.source), recorded)
-        else:
-            check_fingerprints(peppers, recorded)
-            key_id = max(recorded) + 1
-            lines = {k: v.decode("utf-8") for k, v in peppers.secrets.items()}
-            write_pepper_file(path, {**lines, key_id: new_secret()})
-            peppers = read_peppers(settings)
+        recorded = _recorded(session)
+    pending = rotation_pending(peppers, recorded)
+    finishing = pending is not None
+    if pending is not None:  # the file has the new pepper already: check the others
+        key_id = pending
+        check_fingerprints(peppers.without(pending), recorded)
+    else:
+        check_fingerprints(peppers, recorded)
+        key_id = max(recorded) + 1
+        lines = {k: v.decode("utf-8") for k, v in peppers.secrets.items()}
+        write_pepper_file(path, {**lines, key_id: new_secret()})
+        failpoint("pepper.written")  # the file holds it; the database does not, yet
+        peppers = read_peppers(settings)
+    with transaction(session):
         now = clock()
         _record(session, peppers, [key_id], now)
         use_keys(session, peppers)  # the new pepper seals from now on, this event first

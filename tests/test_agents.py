@@ -247,6 +247,42 @@ def test_a_group_role_or_one_nobody_logs_in_as_is_no_agent(
     assert cli("agent", "list").stdout.count("\n") == 2  # the header and the first admin
 
 
+def test_a_login_role_granted_to_others_is_no_agent(cli: Cli, db_url: str, login_role: str) -> None:
+    """Its members would act with the agent's role in psql: a support agent granted a role
+    added as admin raised herself to admin (`UPDATE agent`) and deleted audit events. Refused
+    at `agent add`; granted since, `db upgrade` takes it out of the groups."""
+    if db_url.startswith("sqlite"):
+        pytest.skip("SQLite agents are OS users")
+    with created_login(db_url) as team, created_login(db_url) as other:
+        admin = create_engine(normalise_url(db_url), isolation_level="AUTOCOMMIT")
+        try:
+            with admin.connect() as conn:
+                conn.execute(text(f"GRANT {team} TO {login_role}"))
+            refused = cli("agent", "add", team, "--role", "admin")
+            assert (refused.exit_code, refused.stderr) == (
+                1,
+                f"Error: {team!r} is granted to other roles ({login_role}): they would all gain "
+                "the agent's role; add each person's own login role as an agent\n",
+            )
+            assert cli("agent", "add", other, "--role", "admin").exit_code == 0
+            with admin.connect() as conn:
+                conn.execute(text(f"GRANT {other} TO {login_role}"))
+            assert cli("db", "upgrade").exit_code == 0
+            with admin.connect() as conn:
+                groups = conn.execute(
+                    text(
+                        "SELECT count(*) FROM pg_auth_members am JOIN pg_roles m "
+                        "ON m.oid = am.member WHERE m.rolname = :name"
+                    ),
+                    {"name": other},
+                ).scalar_one()
+                conn.execute(text(f"REVOKE {team} FROM {login_role}"))
+                conn.execute(text(f"REVOKE {other} FROM {login_role}"))
+            assert groups == 0
+        finally:
+            admin.dispose()
+
+
 def test_the_portal_s_name_is_kept_for_the_portal(cli: Cli, db_url: str) -> None:
     """Codes an agent named "portal" asked for would pass for the member's own requests."""
     for role in ("support", "supervisor", "admin"):

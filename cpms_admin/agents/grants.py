@@ -123,6 +123,7 @@ def _match_agents(conn: Connection, groups: dict[Role, str]) -> None:
                 "WHERE agent.disabled_at IS NULL"
             )
         )
+        if not _members_of(conn, name)  # granted to others since: no group for any of them
     }
     me = conn.execute(text("SELECT current_user")).scalar_one()
     for name in set(held) | set(agents):
@@ -163,6 +164,24 @@ def check_login_role(conn: Connection, name: str) -> None:
             f'{name!r} cannot log in: ALTER ROLE "{name}" LOGIN if it is a person\'s or a '
             "job's role made without it"
         )
+    if members := _members_of(conn, name):
+        raise Refused(
+            f"{name!r} is granted to other roles ({', '.join(members)}): they would all gain "
+            "the agent's role; add each person's own login role as an agent"
+        )
+
+
+def _members_of(conn: Connection, name: str) -> list[str]:
+    """The roles `name` is granted to, which gain its rights in psql. Not, from PostgreSQL
+    16 on, a grant that neither inherits nor lets them SET ROLE: the one that makes a
+    role's creator its admin."""
+    query = (
+        "SELECT m.rolname FROM pg_auth_members am JOIN pg_roles r ON r.oid = am.roleid "
+        "JOIN pg_roles m ON m.oid = am.member WHERE r.rolname = :name"
+    )
+    if (conn.dialect.server_version_info or (0,)) >= (16,):
+        query += " AND (am.inherit_option OR am.set_option)"
+    return list(conn.execute(text(query + " ORDER BY 1"), {"name": name}).scalars())
 
 
 def grant_membership(conn: Connection, *, name: str, role: Role) -> None:

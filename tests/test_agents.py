@@ -283,6 +283,28 @@ def test_a_login_role_granted_to_others_is_no_agent(cli: Cli, db_url: str, login
             admin.dispose()
 
 
+def test_an_agent_whose_login_role_was_dropped_is_disabled_all_the_same(
+    cli: Cli, db_url: str
+) -> None:
+    """Someone leaves: the DBA drops their role, then an admin disables the agent. That failed
+    ("role does not exist", exit 5) and left the agent enabled, for whoever is given the name
+    next to inherit at the next upgrade."""
+    if db_url.startswith("sqlite"):
+        pytest.skip("SQLite agents are OS users")
+    with created_login(db_url) as leaver:
+        assert cli("agent", "add", leaver, "--role", "supervisor").exit_code == 0
+        admin = create_engine(normalise_url(db_url), isolation_level="AUTOCOMMIT")
+        try:
+            with admin.connect() as conn:
+                conn.execute(text(f"DROP ROLE {leaver}"))
+        finally:
+            admin.dispose()
+        disabled = cli("agent", "disable", leaver, "--reason", "left")
+        assert disabled.exit_code == 0, disabled.output
+        listed = json.loads(cli("--json", "agent", "list").stdout)
+        assert [a["disabled_reason"] for a in listed if a["name"] == leaver] == ["left"]
+
+
 def test_the_portal_s_name_is_kept_for_the_portal(cli: Cli, db_url: str) -> None:
     """Codes an agent named "portal" asked for would pass for the member's own requests."""
     for role in ("support", "supervisor", "admin"):

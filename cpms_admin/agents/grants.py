@@ -200,8 +200,13 @@ def grant_membership(conn: Connection, *, name: str, role: Role) -> None:
 
 
 def revoke_membership(conn: Connection, *, name: str) -> None:
-    """Take `name` out of this database's groups (not out of another database's)."""
-    conn.execute(text(f"REVOKE {_list(conn, _groups(conn).values())} FROM {_quoted(conn, name)}"))
+    """Take `name` out of this database's groups (not out of another database's). A role
+    dropped (or renamed) by the DBA has no membership left to take: the agent is disabled
+    all the same."""
+    if conn.execute(text("SELECT 1 FROM pg_roles WHERE rolname = :name"), {"name": name}).first():
+        conn.execute(
+            text(f"REVOKE {_list(conn, _groups(conn).values())} FROM {_quoted(conn, name)}")
+        )
 
 
 def _groups(conn: Connection) -> dict[Role, str]:

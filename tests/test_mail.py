@@ -146,6 +146,18 @@ def test_member_names_print_as_typed_and_are_escaped_in_html() -> None:
     assert "<b>x</b>" not in html
 
 
+@pytest.mark.parametrize("first", ["Ab" * 38, "Ab" * 50])
+def test_names_too_long_for_a_header_line_leave_the_headers_whole(first: str) -> None:
+    """Names of 77 and 78 letters without a space (the rules allow 100) were folded with a
+    blank line inside the headers: Date, Message-ID and the MIME parts became body text."""
+    message = code_mail(civility=None, first_name=first, last_name="Cd" * 50)
+    sent = message_from_bytes(message.as_bytes(policy=policy.SMTP), policy=policy.default)
+    assert sent["Date"] is not None and sent["Message-ID"] is not None
+    assert [a.addr_spec for a in sent["To"].addresses] == [message["To"].addresses[0].addr_spec]
+    text, _ = parts(sent)
+    assert f"Bonjour {first} {'Cd' * 50}," in text  # the greeting still names the member
+
+
 @pytest.mark.parametrize(
     "overrides",
     [

@@ -86,7 +86,15 @@ def _refuse_line_breaks(**values: str) -> None:
             raise BadAddress(LINE_BREAK.format(name))
 
 
+# Longer words in a display name made CPython's header folder write a blank line inside the
+# headers (first and last names of 77 and 78 letters), ending them there: such a name is left
+# out of `To:`, the address alone (the message's greeting still names the member).
+_LONGEST_FOLDED_WORD = 70
+
+
 def _recipient(*, to: str, display_name: str) -> Address:
+    if any(len(word) > _LONGEST_FOLDED_WORD for word in display_name.split()):
+        display_name = ""
     try:
         return Address(display_name=display_name, addr_spec=to.strip())
     except (ValueError, HeaderParseError):

@@ -135,6 +135,7 @@ def check_settings(values: Mapping[str, Any], label: Callable[[str], str]) -> No
     _check_database_url(values.get("database_url"), label)
     _check_texts_given(values, label)
     _check_mail_from(values["mail_from"], label)
+    _check_portal_url(values["portal_url"], label)
     _check_return_address(values.get("letter_return_address"), label)
     _check_printed(values, label)
     for larger, smaller in _AT_LEAST:
@@ -174,13 +175,38 @@ def _check_texts_given(values: Mapping[str, Any], label: Callable[[str], str]) -
 
 def _check_mail_from(value: str, label: Callable[[str], str]) -> None:
     """One sender, its address in ASCII (no SMTPUTF8 here): every e-mail would fail with it."""
-    from email.utils import parseaddr
+    from email.utils import getaddresses, parseaddr
 
     address = parseaddr(value)[1]
-    if "\r" in value or "\n" in value or "@" not in address or not address.isascii():
+    one = len(getaddresses([value])) == 1 and getaddresses([value])[0][1] == address
+    if "\r" in value or "\n" in value or "@" not in address or not address.isascii() or not one:
         raise NotReady(
             f"{label('mail_from')} must be one sender, such as `CPMS <ne-pas-repondre@cpms.fr>` "
             f"(the address in ASCII), got {reprlib.repr(value)}"
+        )
+
+
+def _check_portal_url(value: str, label: Callable[[str], str]) -> None:
+    """The link every code e-mail and letter gives: a web address (a line break would split
+    the e-mail's text, `javascript:` or a bare host would make a link that does not work)."""
+    from urllib.parse import urlsplit
+
+    from cpms_admin.audit import unprintable  # the one definition; audit sits above settings
+
+    try:
+        parts = urlsplit(value.strip())
+    except ValueError:
+        parts = None
+    if (
+        parts is None
+        or parts.scheme not in ("https", "http")
+        or not parts.hostname
+        or any(char.isspace() for char in value.strip())
+        or unprintable(value)
+    ):
+        raise NotReady(
+            f"{label('portal_url')} must be the portal's web address, such as "
+            f"https://adherent.cpms.fr, got {reprlib.repr(value)}"
         )
 
 

@@ -356,6 +356,7 @@ def test_no_smtp_configured_is_not_a_problem() -> None:
         ("smtp://u:hunter2@", "no host name"),
         ("smtp://u:hunter2@host?startls=1", "unknown option"),
         ("smtps://u:hunter2@host?starttls=1", "already TLS"),
+        ("smtp://u:hunter2@host?starttls=", "starttls must be 1 or 0"),  # not sent in clear
         ("smtp://u:hunter2@host?verify=maybe", "verify must be 1 or 0"),
         ("smtp://u:hunter2@host:99999", "bad port"),
         ("smtp://u:hunter2@host:0", "bad port number"),

@@ -108,6 +108,19 @@ def run(*args: str, **env: str) -> Any:
             "address in ASCII), got 'é@é'",
         ),
         (
+            {"CPMS_MAIL_FROM": "CPMS <a@cpms.fr>,"},  # written as it came: `From: ... <a@cpms.fr>,`
+            "CPMS_MAIL_FROM must be one sender, such as `CPMS <ne-pas-repondre@cpms.fr>` (the "
+            "address in ASCII), got 'CPMS <a@cpms.fr>,'",
+        ),
+        *(
+            (  # the link of every code e-mail and letter: split, a script, or no link at all
+                {"CPMS_PORTAL_URL": url},
+                "CPMS_PORTAL_URL must be the portal's web address, such as "
+                f"https://adherent.cpms.fr, got {url!r}",
+            )
+            for url in ("https://x.fr\nBcc: y", "javascript:alert(1)", "adherent.cpms.fr")
+        ),
+        (
             {"CPMS_DATABASE_URL": "postgresql://cpms@db:abc/cpms"},  # a port that is no number
             "CPMS_DATABASE_URL is not a database URL (such as sqlite:///data/cpms.db or "
             "postgresql://user@host/cpms)",

@@ -105,7 +105,8 @@ def parse_smtp_url(url: str) -> _SmtpConfig:
         host.encode("idna")  # what connecting does with it
     except UnicodeError:
         raise _invalid("the host is no valid name (a label over 63 characters?)") from None
-    query = parse_qs(parts.query)
+    # Blank values kept: `?starttls=` must be refused, not read as no option (sent in clear).
+    query = parse_qs(parts.query, keep_blank_values=True)
     # A typo such as `?startls=1` must not silently send in clear.
     unknown = set(query) - {"starttls", "verify"}
     if unknown:

@@ -571,6 +571,12 @@ def test_smtp_failure_leaves_no_live_code(cli: Cli, session: Session, member: Me
     # Exit 1, but the reset stands: the agent must not think the member can still log in.
     assert "The PIN stays reset and older codes revoked: the member cannot log in" in (reset.stderr)
     assert {row.status for row in codes_of(session, member)} == {"revoked"}
+    status = json.loads(cli("--json", "account", "status", member.nir).stdout)
+    assert any(  # why, and not the same address again: a letter
+        line.endswith("it was revoked: the e-mail carrying it could not be sent.")
+        for line in status["diagnosis"]
+    ), status["diagnosis"]
+    assert status["fix"] == f'cpms-admin code issue {member.nir} --channel post --reason "..."'
     fallback = down("--json", "code", "issue", member.nir, "--channel", "post", "--reason", "x")
     assert (fallback.exit_code, json.loads(fallback.stdout)["channel"]) == (0, "post")
 

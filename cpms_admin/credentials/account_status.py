@@ -292,9 +292,14 @@ def diagnose(
 
 
 def _send_code(status: AccountStatus) -> str:
-    """The command that gets the member a code; by post, the address first, when a letter
-    to it cannot be printed."""
+    """The command that gets the member a code: by post when the last code's e-mail could
+    not be sent (the same address would refuse it again), and the address first when a
+    letter to it cannot be printed."""
     nir = status.member.nir
+    dead = status.dead_code
+    mail_failed = dead is not None and dead.revoked_reason == RevokeReason.mail_failed
+    if status.unprintable is None and mail_failed and not undeliverable.is_flagged(status.member):
+        return f"cpms-admin code issue {nir} --channel post {REASON}"
     if status.unprintable is None or status.member.email:
         return f"cpms-admin code issue {nir} --channel auto {REASON}"
     return (

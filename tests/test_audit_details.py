@@ -91,6 +91,8 @@ SCHEMAS: dict[str, dict[str, set[str]]] = {
     **{f"purge.{name}": PURGE for name in RetentionCategory},
     "purge.batch_files": {**PURGE, "batch_ids": {INTS, "list[]"}},
     "purge.audit_events": {**PURGE, "archive_dir": {STR}},
+    # Batched: its event (the members found), then a closing event (how many went, `run`).
+    "purge.closed_members": {**PURGE, "run": {INT}},
     "purge.closed_members.member": {"change": {STR}, "run": {INT}},
     "audit.archive": {"before": {STR}, "events": {INT}, "through_seq": {INT},
                       "anchor_hash": {STR}, "file": {STR}},

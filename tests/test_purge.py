@@ -318,9 +318,18 @@ def test_a_run_killed_between_member_batches_is_finished_by_the_next(
         (True, True, "X"),
         (False, False, nirs[2][0]),
     ]
+
+    def runs() -> list[tuple[str, int]]:
+        found = json.loads(
+            cli("--json", "audit", "list", "--action", "purge.closed_members").stdout
+        )
+        return [(e["outcome"], e["details"]["count"]) for e in reversed(found)]
+
+    assert runs() == [("started", 3)]  # found 3; no closing event: it never said all went
     monkeypatch.undo()
     _, document, _ = purge(cli)
     assert by_name(document)["closed_members"]["count"] == 1
+    assert runs() == [("started", 3), ("started", 1), ("ok", 1)]
     assert all(member_row(session, i).pseudonymised_at for i in ids if i)
     changes = json.loads(
         cli("--json", "audit", "list", "--action", "purge.closed_members.member").stdout

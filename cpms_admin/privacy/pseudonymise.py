@@ -22,7 +22,7 @@ from datetime import datetime
 from sqlalchemy import bindparam, func, update
 from sqlmodel import Session, SQLModel, col, select
 
-from cpms_admin.audit import RunAudit
+from cpms_admin.audit import STARTED, RunAudit
 from cpms_admin.db import stated, transaction
 from cpms_admin.faults import failpoint
 from cpms_admin.members.search import forget_removed_words
@@ -94,6 +94,10 @@ def due_members(session: Session, before: datetime) -> list[int]:
 
 
 def drop_closed_members(scope: Scope, before: datetime, rule: str) -> Found:
+    """In batches, as a bulk run: the category's event goes in with the first batch (the
+    members' events name it), `started` with the members found, and a closing event says how
+    many went; a run stopped half-way leaves no closing event. With nobody to pseudonymise,
+    the one event says so."""
     session = scope.session
     found = survey_closed_members(scope, before)
     session.rollback()
@@ -102,9 +106,12 @@ def drop_closed_members(scope: Scope, before: datetime, rule: str) -> Found:
     while True:
         with transaction(session):
             member_ids = due_members(session, before)
-            if run is None:  # with the first batch: the members' events name it
+            if run is None:
                 category = RetentionCategory.closed_members
-                run = record_category(scope, category, rule=rule, before=before, found=found)
+                outcome = STARTED if member_ids else "ok"
+                run = record_category(
+                    scope, category, rule=rule, before=before, found=found, outcome=outcome
+                )
             if not member_ids:
                 break
             pseudonymise(session, member_ids, now=scope.now)
@@ -114,6 +121,7 @@ def drop_closed_members(scope: Scope, before: datetime, rule: str) -> Found:
     if done:
         with transaction(session):
             forget_removed_words(session)
+            run.finish(session, counts={"count": done}, outcome="ok")
     return Found(done, found.oldest if done else None)
 
 

@@ -286,6 +286,19 @@ def test_a_file_left_by_an_archive_killed_while_writing_is_removed_by_the_next(
     ]
 
 
+def test_a_purge_with_nothing_to_archive_removes_a_killed_archive_s_copy_at_once(
+    cli: Cli, tmp_path: Path
+) -> None:
+    """Purge run again at once after a kill -9 while archiving: the hidden copy of the old
+    events was left until a run at least 10 s later that had events to archive."""
+    folder = cli.settings.audit_archive
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    left = folder / ".audit-20260101T000000000000Z.jsonl.0badf00d.tmp"
+    left.write_text('{"id": 1, "agent": "alice"}\n')  # just written: no settling needed
+    assert cli("purge").exit_code == 0
+    assert not left.exists()
+
+
 def test_a_second_archive_starts_where_the_first_ended(
     cli: Cli, clock: FakeClock, session: Session, aged: list[dict[str, Any]], tmp_path: Path
 ) -> None:

@@ -12,6 +12,7 @@ from cpms_admin.audit_chain.archive import (
     archivable,
     archive_events,
     archive_events_into,
+    remove_killed_archives,
     verify_archive,
 )
 from cpms_admin.audit_chain.seal import KeySource, keyed, seal_waiting, use_keys
@@ -24,6 +25,7 @@ __all__ = [
     "archive_events",
     "archive_events_into",
     "keyed",
+    "remove_killed_archives",
     "seal_waiting",
     "use_keys",
     "verify_archive",

@@ -163,14 +163,22 @@ def archive_events_into(
     `audit-20270601T020000123456Z.jsonl`. Missing, the directory is made 0700, or with the
     group bits of `like` (the database file: every admin and the nightly cron archive there);
     no link is followed. A run that crashed after writing its file leaves it; the next run
-    writes its own, and removes what a run killed while writing left (a hidden copy of the
-    events)."""
+    writes its own. Called under purge's run lock, as `remove_killed_archives`."""
     folder = private_dir(directory, like=like)
-    remove_left_behind_in(folder, _ARCHIVE_NAME)  # what a run killed while writing left
+    remove_killed_archives(folder, like=like)
     stamp = clock().astimezone(UTC).strftime("%Y%m%dT%H%M%S%fZ")
     return archive_events(
         session, before=before, out=folder / f"audit-{stamp}.jsonl", agent=agent, clock=clock
     )
+
+
+def remove_killed_archives(directory: Path, *, like: Path | None = None) -> None:
+    """Remove what an archive killed while writing left in `directory`: a hidden copy of old
+    events, which would stay for good (no later run writes that name again). At once, every
+    purge, whether it archives or not: its run lock says no archive is being written."""
+    if directory.is_dir():
+        folder = private_dir(directory, like=like)  # a folder of ours, not through a link
+        remove_left_behind_in(folder, _ARCHIVE_NAME, settled_seconds=0)
 
 
 def _checked_head(conn: Connection, keys: Keyring) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from sqlalchemy import delete, func
 from sqlmodel import Session, SQLModel, col, select
 
 from cpms_admin.audit import RunAudit
-from cpms_admin.audit_chain import archivable, archive_events_into
+from cpms_admin.audit_chain import archivable, archive_events_into, remove_killed_archives
 from cpms_admin.db import sqlite_path, transaction
 from cpms_admin.english import agree, count
 from cpms_admin.french import agent_time
@@ -198,6 +198,8 @@ def drop_audit_events(scope: Scope, before: datetime, rule: str) -> Found:
     found = survey_audit_events(scope, before)
     scope.session.rollback()  # the archive runs its own transactions
     out = scope.settings.audit_archive
+    like = sqlite_path(scope.settings.database_url)
+    remove_killed_archives(out, like=like)
     if found.count:
         archived = archive_events_into(
             scope.session,
@@ -205,7 +207,7 @@ def drop_audit_events(scope: Scope, before: datetime, rule: str) -> Found:
             directory=out,
             agent=scope.agent,
             clock=lambda: scope.now,
-            like=sqlite_path(scope.settings.database_url),
+            like=like,
         )
         found = Found(archived, found.oldest, found.skipped)
     with transaction(scope.session):

@@ -205,6 +205,32 @@ def test_why_an_e_mail_did_not_leave_reads_in_french_in_the_pdf_dossier(
     assert "annulé : l'e-mail n'a pas pu être envoyé" in text  # `code issue`'s code
 
 
+@pytest.mark.slow  # renders a PDF
+def test_a_long_word_in_the_pdf_dossier_wraps_instead_of_leaving_the_page(
+    cli: Cli, tmp_path: Path
+) -> None:
+    """A name of 100 letters and a closing reason of 500 without a space ran off the page's
+    edge, with the history table's last columns: data the member has a right to, not shown."""
+    name = ("Wolfeschlegelsteinhausenbergerdorff" * 3)[:100]
+    nir = add_member(cli, name, "--envelope-name", "A WOLFE")
+    reason = "X" * 500
+    assert cli("member", "close", nir, "--reason", reason).exit_code == 0
+    out = tmp_path / "dossier.pdf"
+    assert cli("member", "dossier", nir, "--out", str(out)).exit_code == 0
+    beyond = []  # text whose line runs past the page's edge (its width estimated generously)
+    for page in pypdf.PdfReader(out).pages:
+        width = float(page.mediabox.width)
+
+        def visit(text: str, cm: list[float], tm: list[float], _font: object, size: float) -> None:
+            x, scale = cm[0] * tm[4] + cm[2] * tm[5] + cm[4], tm[0] * cm[0]
+            for line in text.splitlines():
+                if x + 0.5 * size * scale * len(line.rstrip()) > 1.25 * width:
+                    beyond.append(line[:20])
+
+        page.extract_text(visitor_text=visit)
+    assert beyond == []
+
+
 def test_an_existing_file_is_replaced_only_with_force(
     cli: Cli, tmp_path: Path, clock: FakeClock
 ) -> None:

@@ -390,7 +390,7 @@ def database_failure(exc: DBAPIError, *, doing: str = "database error") -> CpmsE
     if getattr(exc.orig, "sqlstate", None) == "42501":
         return Refused(
             f"not allowed by the database: {what} "
-            "(has an admin disabled this agent? is the command the owner's?)"
+            "(is this login role an enabled agent of this database? is the command the owner's?)"
         )
     return NotReady(f"{doing}: {what}")
 

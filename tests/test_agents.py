@@ -861,7 +861,7 @@ def test_postgresql_agents_are_their_login_roles_and_the_database_enforces_it(
         assert (refused.exit_code, refused.stderr.strip()) == (
             1,
             "Error: not allowed by the database: permission denied for table alembic_version "
-            "(has an admin disabled this agent? is the command the owner's?)",
+            "(is this login role an enabled agent of this database? is the command the owner's?)",
         )
         checks = json.loads(support("--json", "doctor").stdout)  # not "run db upgrade"
         (pepper,) = [check for check in checks if check["name"] == "pepper"]
@@ -926,7 +926,7 @@ def test_two_admins_disabling_each_other_at_once_leave_one_and_no_deadlock(
         (
             1,
             "Error: not allowed by the database: permission denied for table agent "
-            "(has an admin disabled this agent? is the command the owner's?)",
+            "(is this login role an enabled agent of this database? is the command the owner's?)",
         ),
     ]
     first_cli = admin_cli.with_settings(database_url=first_url)

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import Engine
 from sqlmodel import Session, select
 
 from cpms_admin.db import current_revision, make_engine, sqlite_path
@@ -21,7 +22,13 @@ from cpms_admin.settings import Settings
 from tests.cred_helpers import NEW_PIN, PIN, mailed_codes
 from tests.factories import make_member, make_nir
 from tests.harness import TEST_PEPPER, Cli, FakeClock, invoke
-from tests.process_helpers import cli_run, start_held
+from tests.process_helpers import (
+    cli_popen,
+    cli_run,
+    start_held,
+    wait_until,
+    waiting_for_a_lock,
+)
 
 
 def cpms(*args: str, cwd: Path, stdin: str = "", **env: str) -> subprocess.CompletedProcess[str]:
@@ -425,6 +432,38 @@ def test_while_a_rotation_runs_members_log_in_and_a_second_rotation_is_refused(
     assert [line.split(":")[0] for line in path.read_text().splitlines()] == ["1", "2"]
     assert cli("portal", "login", member.nir, input=f"{PIN}\n").exit_code == 0
     assert cli("doctor").exit_code == 0
+
+
+def test_a_command_that_waited_for_the_audit_chain_while_a_rotation_committed_goes_on(
+    filed: tuple[Cli, Path], session: Session, engine: Engine, tmp_path: Path
+) -> None:
+    """PostgreSQL: a command read the peppers while the rotation's was written and not yet
+    recorded (so without it), then waited for the chain's head, which the rotation held. It
+    found the head sealed with a pepper it did not know, and said the chain was tampered with."""
+    if engine.dialect.name != "postgresql":
+        pytest.skip(
+            "SQLite's BEGIN IMMEDIATE holds the write lock from before the peppers are read"
+        )
+    cli, _ = filed
+    member = make_member(session, welcome=False)
+    session.commit()
+    held_here = tmp_path / "held"
+    env = {**os.environ, **cli.env()}
+    rotation = start_held(["pepper", "rotate"], env=env, point="audit.sealed", flag=held_here)
+    try:
+        update = cli_popen(
+            ["member", "update", member.nir, "--first-name", "Zoé"],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        wait_until(lambda: waiting_for_a_lock(session), what="the update waiting for the head")
+    finally:
+        held_here.unlink(missing_ok=True)
+        rotated = rotation.communicate(timeout=120)
+    assert rotation.returncode == 0, rotated[1]
+    _, err = update.communicate(timeout=120)
+    assert update.returncode == 0, err
+    verified = cli("--json", "audit", "verify")
+    assert verified.exit_code == 0, verified.output
 
 
 def test_rotation_needs_a_file_and_the_databases_own_pepper(cli: Cli, tmp_path: Path) -> None:

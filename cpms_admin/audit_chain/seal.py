@@ -30,6 +30,7 @@ from cpms_admin.audit_chain.group import EventGroup, seal_group
 from cpms_admin.db import transaction
 from cpms_admin.db_insert import insert_rows, take_ids
 from cpms_admin.errors import NotReady
+from cpms_admin.faults import failpoint
 from cpms_admin.pepper import Peppers
 
 KeySource = Peppers | Callable[[], Peppers]
@@ -110,7 +111,10 @@ def _seal_pending(session: Session) -> None:
     keys = keyring(session)  # before the head is locked: it may read the pepper file
     session.flush()  # the rows the events name (a new member) are written first
     upgrading = _LEGACY_SEALED in session.info
-    legacy = extend(session.connection(), keys, pending, upgrading=upgrading)
+    legacy = extend(
+        session.connection(), keys, pending, upgrading=upgrading, reload=lambda: keyring(session)
+    )
+    failpoint("audit.sealed")  # the head locked, the transaction not committed yet
     if upgrading:
         session.info[_LEGACY_SEALED] += legacy
     pending.clear()
@@ -122,11 +126,19 @@ def extend(
     rows: list[dict[str, Any] | EventGroup],
     *,
     upgrading: bool = False,
+    reload: Callable[[], Keyring] | None = None,
 ) -> int:
     """Seal `rows` (complete, with ids) as the chain's next events and write them. Events from
     before the chain that still wait come first, sealed if `upgrading` (how many), else
-    NotReady: `db upgrade` seals them, as the one writer that may UPDATE audit_event."""
-    head = locked_head(conn, keys)
+    NotReady: `db upgrade` seals them, as the one writer that may UPDATE audit_event.
+
+    A head sealed with a pepper newer than `keys`' was sealed by a `pepper rotate` that
+    committed while this transaction waited for the head (its pepper, written and not yet
+    recorded, had been left out of `keys`): the keys are then read again (`reload`)."""
+    head = _lock_head(conn)
+    if reload is not None and type(head["key_id"]) is int and head["key_id"] > keys.current_id:
+        keys = reload()
+    _check_head(keys, head)
     legacy = 0
     if head["legacy_max_id"] is not None:
         if not upgrading:
@@ -155,19 +167,27 @@ def extend(
 def locked_head(conn: Connection, keys: Keyring) -> dict[str, Any]:
     """The chain's head, locked until the transaction ends; NotReady when it is not as the
     chain left it (extending it would hide what was done to it)."""
+    head = _lock_head(conn)
+    _check_head(keys, head)
+    return head
+
+
+def _lock_head(conn: Connection) -> dict[str, Any]:
     found = conn.execute(select(HEAD).where(HEAD.c.id == 1).with_for_update()).mappings().first()
     if found is None:
         raise NotReady(
             "the audit chain's head is missing: no event can be written; "
             "run cpms-admin audit verify and call an administrator"
         )
-    head = dict(found)
+    return dict(found)
+
+
+def _check_head(keys: Keyring, head: dict[str, Any]) -> None:
     if not head_is_authentic(keys, head):
         raise NotReady(
             "the audit chain's head does not match its seal (changed outside cpms-admin): "
             "no event can be written; run cpms-admin audit verify and call an administrator"
         )
-    return head
 
 
 def advance(conn: Connection, keys: Keyring, head: dict[str, Any]) -> None:

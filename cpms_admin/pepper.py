@@ -114,14 +114,16 @@ def pepper_file_path(settings: Settings) -> Path | None:
 
 def parse_peppers(text: str, source: str) -> Peppers:
     """`<id>:<secret>` lines (a bare secret is pepper 1); NotReady when malformed or empty,
-    or when a line looks like a comment (`# prod`): it would be taken for pepper 1."""
+    or when a bare line among others looks like a comment (`# prod`): it would be taken for
+    pepper 1. (A lone line is the pepper, whatever it begins with.)"""
     found: dict[int, bytes] = {}
+    several = len([line for line in text.splitlines() if line.strip()]) > 1
     for number, line in enumerate(text.splitlines(), start=1):
         line = line.strip()
         if not line:
             continue
         key, sep, secret = line.partition(":")
-        if not sep and line.startswith("#"):  # a note beside the pepper, read as pepper 1
+        if not sep and several and line.startswith("#"):  # a note, read as pepper 1
             raise NotReady(
                 f"{source}, line {number} begins with #: a pepper file holds no comments, "
                 "only <id>:<pepper> lines (a pepper that begins with # is written 1:#...)"

@@ -281,6 +281,22 @@ def test_no_command_reads_the_pepper_or_the_database_as_its_input(
         assert result.stderr.endswith(": give the file you meant\n"), result.stderr
 
 
+@pytest.mark.parametrize("command", ["members import", "code campaign --from-file"])
+def test_a_copy_of_the_pepper_given_as_input_is_never_quoted(
+    cli: Cli, tmp_path: Path, command: str
+) -> None:
+    """A backup of the pepper file (`pepper.bak`) is no file the command runs on: read, its
+    first line was quoted in the refusal, the pepper in full."""
+    secret = "0123456789abcdef" * 4  # as `pepper rotate` writes them
+    copy = tmp_path / "pepper.bak"
+    copy.write_text(f"1:{secret}\n")
+    for json_flag in ((), ("--json",)):
+        result = cli(*json_flag, *INPUTS[command](copy))
+        assert result.exit_code == 2, result.output
+        assert secret[:32] not in result.output, result.output
+        assert "[hex digits hidden]" in result.stderr
+
+
 def test_an_import_error_report_never_replaces_the_file_being_imported(
     cli: Cli, tmp_path: Path
 ) -> None:

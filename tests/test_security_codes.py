@@ -189,10 +189,14 @@ def test_a_rotated_file_holds_several_peppers_and_the_highest_is_current(in_tmp:
         peppers.get(4)
 
 
-def test_a_pepper_that_begins_with_a_hash_is_read_when_its_id_is_written(in_tmp: Path) -> None:
-    """What the refusal of a `#` line tells the operator to write."""
-    write_private(in_tmp / PEPPER_FILE_NAME, "1:#0123abcd\n")
+def test_a_pepper_that_begins_with_a_hash_is_read_alone_or_with_its_id(in_tmp: Path) -> None:
+    """A lone line is the pepper (as it always was, in the file or CPMS_PEPPER); among other
+    lines, `1:#...` is what the refusal of a `#` line tells the operator to write."""
+    write_private(in_tmp / PEPPER_FILE_NAME, "#0123abcd\n")
     assert read_peppers(beside(in_tmp / "cpms.db")).secrets == {1: b"#0123abcd"}
+    assert read_peppers(beside(in_tmp / "cpms.db", pepper="#0123")).secrets == {1: b"#0123"}
+    write_private(in_tmp / PEPPER_FILE_NAME, "1:#0123abcd\n2:ef\n")
+    assert read_peppers(beside(in_tmp / "cpms.db")).secrets == {1: b"#0123abcd", 2: b"ef"}
 
 
 @pytest.mark.parametrize(

@@ -181,7 +181,10 @@ def _expected_failure(ctx: typer.Context, exc: BaseException) -> tuple[str, int]
 def _report_failure(message: str, exit_code: int, *, as_json: bool) -> None:
     """One `Error:` line on stderr; and with `as_json` (`--json`, when the command printed no
     document of its own before failing) the error as the one JSON document on stdout,
-    `{"error": ..., "exit_code": N}`, so that a script always has a document to read."""
+    `{"error": ..., "exit_code": N}`, so that a script always has a document to read. A long
+    run of hex digits is hidden: a refusal quoting a file's first line (a copy of the pepper
+    file given as members to import) would print the pepper."""
+    message = _KEY_LIKE.sub("[hex digits hidden]", message)
     error(message)
     if as_json:
         print_json(None, {"error": message, "exit_code": exit_code})
@@ -305,6 +308,9 @@ def _holders(ctx: typer.Context, name: str) -> list[str]:
     return holders if ctx is root else get_close_matches(ctx.info_name or "", holders, cutoff=0.8)
 
 
+# What a pepper looks like (`pepper rotate` writes 64 hex digits), or a key or hash: no message
+# quotes one for a good reason.
+_KEY_LIKE = re.compile(r"[0-9a-fA-F]{32,}")
 # Six digits alone, in a usage error: what a PIN or a security code looks like (both are read
 # from stdin), typed where an argument goes.
 _PIN_OR_CODE = re.compile(r"(?<!\w)\d{6}(?!\w)")

@@ -262,6 +262,12 @@ def test_mail_send_killed_after_sending_sends_nothing_once_the_member_used_the_c
     assert (json.loads(again.stdout)["sent"], json.loads(again.stdout)["cancelled"]) == (0, 1)
     assert mailed_codes(cli.settings) == [code]  # nothing more e-mailed
     session.rollback()
+    (mail,) = session.exec(select(OutgoingMail)).all()
+    assert (
+        mail.last_error
+        == "sent by a run stopped before it could record it: the member used its code"
+    )
+    session.rollback()
     statuses = session.exec(select(SecurityCode.status).where(SecurityCode.member_id == pk(member)))
     assert list(statuses) == ["used"]
 

@@ -379,6 +379,37 @@ def test_a_code_revoked_while_its_e_mail_waited_is_not_sent(
     assert verify_code(pepper=TEST_PEPPER.encode(), code=agents, stored=codes(session)[1].code_hash)
 
 
+def test_an_agent_s_code_overtaken_before_it_left_is_not_sent_and_says_so(
+    cli: Cli, session: Session, tmp_path: Path
+) -> None:
+    """Two agents send a code to one member at once; the first's stands between its commit
+    and its e-mail while the second's goes out. The first is not sent (exit 4), audited."""
+    member = make_member(session, welcome=False)
+    now = Cli(cli.settings)  # on the system clock, as the held run
+    held_here = tmp_path / "held"
+    first = start_held(
+        ["code", "issue", member.nir, "--reason", "first"],
+        env={**os.environ, **cli.env()},
+        point="code.before_send",
+        flag=held_here,
+    )
+    try:
+        assert now("code", "issue", member.nir, "--reason", "second").exit_code == 0
+    finally:
+        held_here.unlink(missing_ok=True)
+        _, err = first.communicate(timeout=120)
+    assert first.returncode == 4, err
+    assert err.startswith("Error: the code for ") and "was not e-mailed: a newer code" in err
+    (sent,) = mailed_codes(cli.settings)  # the second agent's alone
+    assert [(c.status, c.revoked_reason) for c in codes(session)] == [
+        ("revoked", "superseded"),
+        ("pending", None),
+    ]
+    assert verify_code(pepper=TEST_PEPPER.encode(), code=sent, stored=codes(session)[1].code_hash)
+    revokes = json.loads(cli("--json", "audit", "list", "--action", "code.revoke").stdout)
+    assert [e["outcome"] for e in revokes] == ["superseded"]
+
+
 def test_an_address_changed_before_the_claim_gets_no_live_code_at_the_old_one(
     cli: Cli, session: Session, tmp_path: Path
 ) -> None:

@@ -174,7 +174,8 @@ def check_login_role(conn: Connection, name: str) -> None:
 def _members_of(conn: Connection, name: str) -> list[str]:
     """The roles `name` is granted to, which gain its rights in psql. Not, from PostgreSQL
     16 on, a grant that neither inherits nor lets them SET ROLE: the one that makes a
-    role's creator its admin."""
+    role's creator its admin (the DBA's CREATEROLE role, who could grant it to anyone
+    anyway)."""
     query = (
         "SELECT m.rolname FROM pg_auth_members am JOIN pg_roles r ON r.oid = am.roleid "
         "JOIN pg_roles m ON m.oid = am.member WHERE r.rolname = :name"

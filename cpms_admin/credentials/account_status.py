@@ -155,9 +155,9 @@ def _dead_code_finding(code: SecurityCode, settings: Settings) -> str:
         why = f"{count(code.failed_tries, 'wrong code')} typed at the portal spent it"
     elif code.status == CodeStatus.pending:
         why = f"it expired {agent_time(code.expires_at)}"
-    elif code.revoked_reason is not None:
+    elif code.revoked_reason in set(RevokeReason):
         why = f"it was revoked: {RevokeReason(code.revoked_reason).text}"
-    else:  # revoked before its reason was kept (0019)
+    else:  # revoked before its reason was kept (0019), or for one a newer release wrote
         why = "it was revoked (an address or e-mail changed, a letter came back, an agent)"
     if code.channel == Channel.post:
         return (

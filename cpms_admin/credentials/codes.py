@@ -167,17 +167,15 @@ def code_since(
     session: Session, *, member_id: int, since: datetime, now: datetime, but: int | None
 ) -> bool:
     """Whether the member got a code that still counts (`still_counts`) after `since`, the
-    code `but` aside unless it was used (it reached the member, then): what makes a queued
-    code e-mail moot, as `letters.claim` finds it for a queued letter."""
+    code `but` aside: what makes a queued code e-mail moot, as `letters.claim` finds it for a
+    queued letter."""
     statement = select(SecurityCode.id).where(
         col(SecurityCode.member_id) == member_id,
         col(SecurityCode.created_at) > since,
         still_counts(now),
     )
     if but is not None:
-        statement = statement.where(
-            or_(col(SecurityCode.id) != but, col(SecurityCode.status) == CodeStatus.used)
-        )
+        statement = statement.where(col(SecurityCode.id) != but)
     return session.exec(statement.limit(1)).first() is not None
 
 
@@ -261,12 +259,10 @@ def store_code(
     return row
 
 
-def is_pending(session: Session, *, code_id: int) -> bool:
-    """Whether the code is still pending, as committed now (not as the session last read it)."""
-    statement = select(SecurityCode.status).where(col(SecurityCode.id) == code_id)
-    return session.exec(statement.execution_options(populate_existing=True)).one() == (
-        CodeStatus.pending
-    )
+def status_of(session: Session, *, code_id: int) -> str:
+    """The code's status, read in the caller's transaction (begun after the code was stored,
+    it sees what was committed since)."""
+    return session.exec(select(SecurityCode.status).where(col(SecurityCode.id) == code_id)).one()
 
 
 def supersede_older(session: Session, *, code: SecurityCode) -> list[int]:

@@ -20,6 +20,7 @@ from cpms_admin.clock import Clock, iso
 from cpms_admin.credentials import codes
 from cpms_admin.db import check_committed, transaction
 from cpms_admin.errors import CodeSuperseded, CpmsError, MailError, Refused
+from cpms_admin.faults import failpoint
 from cpms_admin.letters.queue import letter_to_ride, queue_letter
 from cpms_admin.mail.transport import Transport
 from cpms_admin.members import undeliverable
@@ -27,7 +28,14 @@ from cpms_admin.members.nir import format_nir, mask_nir
 from cpms_admin.models import Member, pk
 from cpms_admin.pepper import Peppers, load_peppers
 from cpms_admin.settings import Settings
-from cpms_admin.vocabulary import AuditAction, Channel, ChannelChoice, PinChange, RevokeReason
+from cpms_admin.vocabulary import (
+    AuditAction,
+    Channel,
+    ChannelChoice,
+    CodeStatus,
+    PinChange,
+    RevokeReason,
+)
 
 log = logging.getLogger(__name__)
 # Why a code's e-mail did not leave when no mail server said why (a failure of ours, an
@@ -251,13 +259,25 @@ def email_code(
     from cpms_admin.mail.transport import transport_from_settings
 
     check_committed(session)  # so the rollback below drops no caller's work
-    with transaction(session):  # read now: the code may have waited (a slow server, a run held)
-        if not codes.is_pending(session, code_id=pk(issued.row)):
-            raise CodeSuperseded(
-                f"the code for {format_nir(member.nir)} was not e-mailed: a newer code reached "
-                "the member meanwhile (another agent, the portal, or a campaign's e-mail), and "
-                "revoked it"
+    failpoint("code.before_send")
+    with transaction(session):  # read now: the code may have waited (a stalled run, a hook)
+        superseded = codes.status_of(session, code_id=pk(issued.row)) != CodeStatus.pending
+        if superseded:
+            audit.record(
+                session,
+                agent=agent,
+                action=AuditAction.code_revoke,
+                member=member,
+                outcome="superseded",
+                at=clock(),
+                code_id=pk(issued.row),
+                revoked=False,  # the newer code's sending revoked it
             )
+    if superseded:
+        raise CodeSuperseded(
+            f"the code for {format_nir(member.nir)} was not e-mailed: a newer code reached the "
+            "member meanwhile (another agent, the portal, or a campaign's e-mail), and revoked it"
+        )
     try:
         message = security_code_message(
             settings=settings,

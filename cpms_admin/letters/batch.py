@@ -194,7 +194,6 @@ def run_batch(
     check_templates()  # NotReady before anything is claimed or made
     return_address = zones.letterhead(settings)
     pepper = load_peppers(settings)
-    _check_out_parent(options.out)  # a mistyped --out is said before the lock is
     guard = open_guard(engine, settings.database_url)
     try:
         run = _Run(

@@ -42,10 +42,18 @@ from cpms_admin.mail.transport import Transport
 from cpms_admin.models import Account, Member, OutgoingMail, pk
 from cpms_admin.pepper import load_peppers
 from cpms_admin.settings import Settings
-from cpms_admin.vocabulary import AuditAction, CancelReason, MailStatus, MemberStatus, RevokeReason
+from cpms_admin.vocabulary import (
+    AuditAction,
+    CancelReason,
+    CodeStatus,
+    MailStatus,
+    MemberStatus,
+    RevokeReason,
+)
 
 MAX_ATTEMPTS = 5
 NO_EMAIL = "no e-mail address"  # why a queued e-mail is cancelled, besides on_its_way's
+SENT_BEFORE_A_STOP = "sent by a run stopped before it could record it: the member used its code"
 STOP_AFTER = 5
 BATCH_SIZE = 100
 
@@ -110,8 +118,10 @@ def _no_longer_needed(
     # never have left: it is no reason to cancel, and the code sent now replaces it.
     if waiting := on_its_way(session, member_id=pk(member), now=now, except_code_id=mail.code_id):
         return waiting
-    # A code the member got since, used (a PIN set with it) or live: as for a queued letter;
-    # this e-mail's own code too once used (a killed run sent it, and the member typed it).
+    own = mail.code_id  # used: a run stopped after sending it, and it arrived
+    if own is not None and codes.status_of(session, code_id=own) == CodeStatus.used:
+        return SENT_BEFORE_A_STOP
+    # A code the member got since, used (a PIN set with it) or live: as for a queued letter.
     since = codes.code_since(
         session, member_id=pk(member), since=mail.created_at, now=now, but=mail.code_id
     )

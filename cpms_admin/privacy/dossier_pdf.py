@@ -26,7 +26,7 @@ from cpms_admin.letters.voiding import (
     SUPERSEDED_WHILE_PRINTING,
 )
 from cpms_admin.mail.compose import INVALID_ADDRESS, LINE_BREAK
-from cpms_admin.mail.queue import NO_EMAIL
+from cpms_admin.mail.queue import NO_EMAIL, SENT_BEFORE_A_STOP
 from cpms_admin.mail.transport import (
     CANNOT_SEND,
     CANNOT_WRITE,
@@ -88,6 +88,7 @@ LABELS: dict[str, dict[str, str]] = {
         "noop": "sans effet",
         "failed": "échec",
         "mail_failed": "e-mail non parti",
+        "superseded": "e-mail non parti : un code plus récent vous était parvenu",
         # A refused attempt on the portal: its reason (PortalReason).
         "wrong_pin": "code personnel erroné",
         "no_pin": "code personnel pas encore créé",
@@ -295,6 +296,7 @@ SYSTEM_REASONS: list[tuple[str, str]] = [
     (LETTER_ON_ITS_WAY, "un courrier est déjà en route"),
     (CODE_ON_ITS_WAY, "un code de sécurité est déjà en route"),
     (NO_EMAIL, "aucune adresse e-mail"),
+    (SENT_BEFORE_A_STOP, "envoyé, puis utilisé par vous"),
     (INVALID_ADDRESS, r"adresse e-mail invalide : \1"),
     (LINE_BREAK, "en-tête de l'e-mail invalide (saut de ligne)"),
     (NOT_SENT, r"e-mail non envoyé (incident technique : \1)"),

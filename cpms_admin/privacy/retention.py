@@ -199,8 +199,9 @@ def drop_audit_events(scope: Scope, before: datetime, rule: str) -> Found:
     scope.session.rollback()  # the archive runs its own transactions
     out = scope.settings.audit_archive
     like = sqlite_path(scope.settings.database_url)
-    remove_killed_archives(out, like=like)
-    if found.count:
+    if not found.count:  # archiving removes them too
+        remove_killed_archives(out, like=like)
+    else:
         archived = archive_events_into(
             scope.session,
             before=before,

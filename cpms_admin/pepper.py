@@ -196,6 +196,21 @@ def load_peppers(settings: Settings) -> Peppers:
 _CHECKED: dict[tuple[Settings, tuple[int, int, int] | None], Peppers] = {}
 
 
+def unfinished_rotation(settings: Settings) -> int | None:
+    """The pepper a `pepper rotate` wrote to the file and has not recorded (it is running, or
+    was interrupted), if any: what `doctor` and `pepper status` tell the agent."""
+    return rotation_pending(read_peppers(settings), recorded_fingerprints(settings.database_url))
+
+
+UNFINISHED_ROTATION = (
+    "{} holds pepper {}, not recorded yet: a pepper rotate is running, or was interrupted "
+    "(the commands use the peppers before it)"
+)
+FINISH_ROTATION = (
+    "run cpms-admin pepper rotate again once no rotation runs: it finishes the one interrupted"
+)
+
+
 def rotation_pending(peppers: Peppers, recorded: Mapping[int, str]) -> int | None:
     """The id of the pepper `pepper rotate` wrote to the file and has not recorded yet (it
     records it in the transaction that follows, or its next run does): the file's newest,

@@ -392,6 +392,13 @@ def test_an_interrupted_rotation_locks_nobody_out_and_is_finished_by_running_it_
         f"pepper file {path} holds pepper 2, not recorded yet: a pepper rotate is running, or "
         "was interrupted (the commands use the peppers before it)",
     )
+    listed = cli("pepper", "status")
+    assert listed.exit_code == 0
+    assert listed.stderr == (
+        f"Warning: pepper file {path} holds pepper 2, not recorded yet: a pepper rotate is "
+        "running, or was interrupted (the commands use the peppers before it): run cpms-admin "
+        "pepper rotate again once no rotation runs: it finishes the one interrupted\n"
+    )
     finished = cli("--json", "pepper", "rotate")
     assert json.loads(finished.stdout) == {
         "pepper": 2,

@@ -154,7 +154,14 @@ def _readable_by_all(settings: Settings) -> Path | None:
 
 def check_pepper(settings: Settings) -> Check:
     """The pepper is this database's (its fingerprint matches) and private."""
-    from cpms_admin.pepper import load_peppers, pepper_file_path, pepper_file_problem, read_peppers
+    from cpms_admin.pepper import (
+        FINISH_ROTATION,
+        UNFINISHED_ROTATION,
+        load_peppers,
+        pepper_file_path,
+        pepper_file_problem,
+        unfinished_rotation,
+    )
 
     path = pepper_file_path(settings)
     if path is not None and not path.exists() and _no_schema_yet(settings):
@@ -176,14 +183,9 @@ def check_pepper(settings: Settings) -> Check:
             "it cannot be checked, and unknown NIRs' counters made with it start afresh",
             "put its line back, from the backup of the pepper file",
         )
-    if pending := sorted(set(read_peppers(settings).secrets) - set(peppers.secrets)):
+    if (pending := unfinished_rotation(settings)) is not None:
         return Check(
-            "pepper",
-            False,
-            f"{peppers.source} holds pepper {pending[0]}, not recorded yet: a pepper rotate "
-            "is running, or was interrupted (the commands use the peppers before it)",
-            "run cpms-admin pepper rotate again once no rotation runs: it finishes the one "
-            "interrupted",
+            "pepper", False, UNFINISHED_ROTATION.format(peppers.source, pending), FINISH_ROTATION
         )
     which = f"pepper {peppers.current_id} of {len(peppers.secrets)}, this database's"
     if path is None:

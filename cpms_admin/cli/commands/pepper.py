@@ -3,7 +3,7 @@
 import typer
 
 from cpms_admin.cli.context import app_context
-from cpms_admin.cli.output import emit_object, emit_rows
+from cpms_admin.cli.output import emit_object, emit_rows, warn
 
 app = typer.Typer(
     help="Rotate the server-side pepper without locking anyone out.", no_args_is_help=True
@@ -52,10 +52,17 @@ def status(ctx: typer.Context) -> None:
     Example: cpms-admin pepper status
     """
     from cpms_admin.operations import peppers
-    from cpms_admin.pepper import load_peppers
+    from cpms_admin.pepper import (
+        FINISH_ROTATION,
+        UNFINISHED_ROTATION,
+        load_peppers,
+        unfinished_rotation,
+    )
 
     app_ = app_context(ctx)
-    load_peppers(app_.settings)  # exit 5 when the pepper at hand is not this database's
+    at_hand = load_peppers(app_.settings)  # exit 5 when the pepper at hand is not this database's
+    if (pending := unfinished_rotation(app_.settings)) is not None:
+        warn(f"{UNFINISHED_ROTATION.format(at_hand.source, pending)}: {FINISH_ROTATION}")
     with app_.session() as session:
         uses = peppers.usage(session, now=app_.clock())
     emit_rows(

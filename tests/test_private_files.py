@@ -297,6 +297,14 @@ def test_a_copy_of_the_pepper_given_as_input_is_never_quoted(
         assert "[hex digits hidden]" in result.stderr
 
 
+def test_a_long_value_of_hex_letters_alone_is_quoted_as_typed(cli: Cli) -> None:
+    """A refused e-mail address of 65 a's is no key: the message quotes it as typed."""
+    assert cli(*ADD_MEMBER).exit_code == 0
+    refused = cli("member", "update", make_nir(7), "--email", "a" * 65 + "@x.fr")
+    assert refused.exit_code == 2
+    assert "a" * 65 in refused.stderr and "hidden" not in refused.stderr, refused.stderr
+
+
 def test_an_import_error_report_never_replaces_the_file_being_imported(
     cli: Cli, tmp_path: Path
 ) -> None:

@@ -184,7 +184,7 @@ def _report_failure(message: str, exit_code: int, *, as_json: bool) -> None:
     `{"error": ..., "exit_code": N}`, so that a script always has a document to read. A long
     run of hex digits is hidden: a refusal quoting a file's first line (a copy of the pepper
     file given as members to import) would print the pepper."""
-    message = _KEY_LIKE.sub("[hex digits hidden]", message)
+    message = _KEY_LIKE.sub(_hide_key, message)
     error(message)
     if as_json:
         print_json(None, {"error": message, "exit_code": exit_code})
@@ -309,8 +309,16 @@ def _holders(ctx: typer.Context, name: str) -> list[str]:
 
 
 # What a pepper looks like (`pepper rotate` writes 64 hex digits), or a key or hash: no message
-# quotes one for a good reason.
+# quotes one for a good reason. Random, it mixes digits and letters; a name of 100 a's does not.
 _KEY_LIKE = re.compile(r"[0-9a-fA-F]{32,}")
+
+
+def _hide_key(found: re.Match[str]) -> str:
+    run = found[0]
+    random_looking = any(c.isdigit() for c in run) and any(not c.isdigit() for c in run)
+    return "[hex digits hidden]" if random_looking else run
+
+
 # Six digits alone, in a usage error: what a PIN or a security code looks like (both are read
 # from stdin), typed where an argument goes.
 _PIN_OR_CODE = re.compile(r"(?<!\w)\d{6}(?!\w)")

@@ -434,7 +434,8 @@ def test_status_says_a_code_on_its_way_has_died_and_why(
     status = cli("--json", "account", "status", by_post.nir)
     (letter,) = codes_of(session, by_post)
     assert json.loads(status.stdout)["diagnosis"][:2] == [
-        "No PIN and no code on its way: the member cannot log in.",
+        "No PIN and no code on its way: the member cannot log in. 5 failed attempts since the "
+        "last success, the portal asks for a CAPTCHA; 5 left before the hard lock.",
         f"The code in letter #{letter.letter_id} (first_login, printed "
         f"{agent_time(letter.created_at)}) no longer works: 5 wrong codes typed at the portal "
         "spent it.",
@@ -459,6 +460,26 @@ def test_status_says_a_code_on_its_way_has_died_and_why(
         input=f"{fresh}\n{NEW_PIN}\n{NEW_PIN}\n",
     )
     assert "no longer works" not in cli("account", "status", by_email.nir).stdout  # it was used
+
+
+def test_status_of_a_member_without_pin_counts_the_failures_and_offers_the_unlock(
+    cli: Cli, session: Session, clock: FakeClock
+) -> None:
+    """Wrong codes count against the account as wrong PINs do: 9 of them and a live code
+    said only "5 tries left", no fix, while one more wrong code hard-locked the account."""
+    member = make_member(session, welcome=False)
+    quick = cli.with_settings(lockout_cooldown_seconds=1, lockout_cooldown_cap_seconds=1)
+    assert quick("code", "issue", member.nir, "--reason", "x").exit_code == 0
+    for _ in range(9):
+        clock.advance(seconds=2)  # past each cool-down, the code still live
+        quick("portal", "login", member.nir, "--captcha-ok", input="111119\n")
+    clock.advance(seconds=2)  # the last cool-down over
+    status = json.loads(quick("--json", "account", "status", member.nir).stdout)
+    assert status["diagnosis"][0].endswith(
+        "; but 9 failed attempts since the last success, the portal asks for a CAPTCHA; "
+        "1 left before the hard lock."
+    ), status["diagnosis"]
+    assert status["fix"] == f'cpms-admin account unlock {member.nir} --reason "..."'
 
 
 def test_status_says_why_a_code_was_revoked(cli: Cli, session: Session) -> None:

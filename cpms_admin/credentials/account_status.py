@@ -343,17 +343,22 @@ def _why(
             "CAPTCHA; "
             f"{count(left, 'more failure')} {agree(left, 'locks', 'lock')} the account.{no_pin}"
         ), send_code if nothing_to_log_in_with else unlock
+    # Failures short of a lock count for a code as for a PIN (the account's one budget).
+    counted = (
+        f"{count(failures, 'failed attempt')} since the last success"
+        f"{', the portal asks for a CAPTCHA' if account.captcha_required else ''}; "
+        f"{attempts_left(failures, settings)} left before {_next_step(failures, settings)}"
+    )
     if state == AccountState.no_pin:
         if in_flight is None:
-            return "No PIN and no code on its way: the member cannot log in.", send_code
+            also = f" {counted[:1].upper()}{counted[1:]}." if failures else ""
+            return f"No PIN and no code on its way: the member cannot log in.{also}", send_code
         since = "since a reset" if account.pin_set_at else "yet"
+        if failures:  # the code's own tries aside, the account's budget runs out first
+            return f"No PIN {since}; {in_flight}; but {counted}.", unlock
         return f"No PIN {since}; {in_flight}.", None
     if failures:
-        captcha = ", the portal asks for a CAPTCHA" if account.captcha_required else ""
-        return (
-            f"Active; {count(failures, 'failed attempt')} since the last success{captcha}; "
-            f"{attempts_left(failures, settings)} left before {_next_step(failures, settings)}."
-        ), unlock
+        return f"Active; {counted}.", unlock
     last = agent_time(account.last_login_at) or "never"
     return (
         f"No problem found: the account is active (last login {last}). If the member "

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, bindparam, update
+from sqlalchemy.exc import DBAPIError
 from sqlmodel import Session, SQLModel, col, select
 
 from cpms_admin import audit
@@ -284,8 +285,7 @@ def _print(run: _Run, summary: BatchSummary, *, batch_id: int, total: int) -> No
         publish(staging, manifest, final)  # its errors say the next run will finish it
         published = True
         failpoint("letters.after_publish")
-        with Session(run.engine) as session:  # if this fails, the next run sees `final` there
-            mark_published(session, batch_id=batch_id, now=run.clock())
+        _record_published(run, batch_id=batch_id, final=final)
     except KeyboardInterrupt:  # the letters are printed already: say where, not only "stopped"
         where = f"published in {final}" if published else f"its files wait in {staging}"
         run.hooks.log(
@@ -301,6 +301,20 @@ def _print(run: _Run, summary: BatchSummary, *, batch_id: int, total: int) -> No
         manifest["pull"],
     )
     summary.order = _order_form(run, rendered)
+
+
+def _record_published(run: _Run, *, batch_id: int, final: Path) -> None:
+    """Record that the batch is published. Its letters are printed and its files where the
+    print house takes them: a failure here (the database locked or full) is bookkeeping the
+    next run's recovery finishes when it finds `final`, said as such, not a failed night."""
+    try:
+        with Session(run.engine) as session:
+            mark_published(session, batch_id=batch_id, now=run.clock())
+    except (DBAPIError, OSError) as exc:
+        run.hooks.log(
+            f"batch {batch_id}: published in {final}; recording it failed ({_describe(exc)}): "
+            "the next run records it"
+        )
 
 
 def _order_form(run: _Run, rendered: Rendered) -> dict[str, Any]:

@@ -208,6 +208,40 @@ def test_a_committed_batch_whose_files_were_deleted_before_publishing_is_printed
         assert not code_works(session, settings, system_clock, letter_id, old)
     first = min(codes)
     assert code_works(session, settings, system_clock, first, codes[first])
+    session.rollback()  # printed again: "its files are lost" is no longer what agents read
+    assert {letter.status_reason for letter in session.exec(select(Letter))} == {None}
+
+
+def test_a_batch_published_whose_record_fails_says_where_it_is_and_exits_0(
+    cli: Cli, session: Session, settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Published, then the database locked (or full) as the run recorded it: the run said
+    `database error` and exited 5, while the print house had the letters and their live
+    codes. It now says where the batch is; the next run records it."""
+    from sqlalchemy.exc import OperationalError
+
+    import cpms_admin.letters.batch as letters_batch
+
+    def locked(*_args: object, **_kwargs: object) -> None:
+        raise OperationalError("UPDATE letter_batch", {}, Exception("database is locked"))
+
+    queue_members(session, 2)
+    out = tmp_path / "out"
+    monkeypatch.setattr(letters_batch, "mark_published", locked)
+    result = cli("--json", "letters", "batch", "--out", str(out))
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["printed"] == 2
+    assert (
+        f"batch 1: published in {summary['directory']}; recording it failed "
+        "(OperationalError: (builtins.Exception) database is locked): the next run records it"
+    ) in result.stderr
+    monkeypatch.undo()
+    assert cli("letters", "batch", "--out", str(out)).exit_code == 0
+    session.rollback()
+    (recorded,) = session.exec(select(LetterBatch.published_at)).all()
+    assert recorded is not None  # the next run found it published, and recorded it
+    assert_exactly_once(session, settings, out)
 
 
 def test_a_run_killed_while_writing_the_manifest_leaves_nothing_in_the_published_folder(

@@ -288,7 +288,8 @@ def claim_letters(
         taken = session.exec(
             update(Letter)
             .where(col(Letter.id).in_(_next_pending(limit=limit, lock=lock)))
-            .values(status=LetterStatus.claimed, batch_id=pk(batch))
+            # A reason kept from an earlier batch (its files lost: released) holds no more.
+            .values(status=LetterStatus.claimed, batch_id=pk(batch), status_reason=None)
             .returning(col(Letter.id), col(Letter.member_id), col(Letter.kind))
         ).all()
         queued = sorted((Queued(*row) for row in taken), key=lambda letter: letter.id)

@@ -329,6 +329,18 @@ def test_birth_date_must_match_the_nir() -> None:
         validate_member_fields(member_values(nir=nir, birth_date="1985-02-30T08:30:00"))
 
 
+def test_a_birth_date_is_past_and_written_one_of_the_two_ways_the_refusal_names() -> None:
+    """2065-03-12 fits a NIR of 65 as well as 1965-03-12: it was accepted. Week dates,
+    `19650312` and Arabic-Indic digits were read too, while the refusal offers two forms."""
+    future = make_nir(5, year=65, month=3)
+    assert validate_member_fields(member_values(nir=future, birth_date="1965-03-12")).birth_date
+    with pytest.raises(FieldError, match="birth date 2065-03-12 is in the future"):
+        validate_member_fields(member_values(nir=future, birth_date="2065-03-12"))
+    for odd in ("1965-W10-5", "19650312", "١٢/٠٣/١٩٦٥"):
+        with pytest.raises(FieldError, match="write YYYY-MM-DD"):
+            validate_member_fields(member_values(nir=future, birth_date=odd))
+
+
 def test_a_name_too_long_says_the_limit() -> None:
     with pytest.raises(FieldError) as caught:
         validate_member_fields(member_values(last_name="A" * 101))

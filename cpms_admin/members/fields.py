@@ -194,7 +194,10 @@ def parse_envelope_name(raw: str) -> str:
     return value
 
 
-_FRENCH_DATE = re.compile(r"\d{2}/\d{2}/\d{4}")
+# The two forms the refusal names, in ASCII digits: `date.fromisoformat` alone also took week
+# dates (`1965-W10-5`), `19650312` and other scripts' digits.
+_FRENCH_DATE = re.compile(r"[0-9]{2}/[0-9]{2}/[0-9]{4}")
+_ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
 
 def parse_birth_date(raw: str, nir: str) -> date:
@@ -203,8 +206,10 @@ def parse_birth_date(raw: str, nir: str) -> date:
         if _FRENCH_DATE.fullmatch(value):  # French office files: DD/MM/YYYY
             day, month, year = value.split("/")
             born = date(int(year), int(month), int(day))
-        else:
+        elif _ISO_DATE.fullmatch(value):
             born = date.fromisoformat(value)
+        else:
+            raise ValueError(value)
     except ValueError:
         reason = damage.day_with_time(value, what="birth date") or damage.date_damage(
             value, what="birth date"
@@ -218,6 +223,8 @@ def parse_birth_date(raw: str, nir: str) -> date:
         raise FieldError("birth_date", f"birth date {value} does not match the NIR's year/month")
     if (mismatch := birth_year_mismatch(nir, born.year)) is not None:
         raise FieldError("birth_date", f"birth date {value} does not fit the NIR: {mismatch}")
+    if born > date.today():
+        raise FieldError("birth_date", f"birth date {value} is in the future")
     return born
 
 

@@ -82,6 +82,27 @@ def test_export_then_import_into_an_empty_database_gives_the_same_members(
     )
 
 
+@pytest.mark.parametrize("fmt", ["xlsx", "jsonl"])
+def test_the_out_file_s_name_chooses_the_format_and_a_contrary_one_is_refused(
+    cli: Cli, session: Session, tmp_path: Path, fmt: str
+) -> None:
+    """`--out m.xlsx` wrote a CSV under that name, which `members import` then refused as a
+    broken workbook: the format was CSV unless `--format` said otherwise."""
+    varied_members(session)
+    out = tmp_path / f"members.{fmt}"
+    result = cli("--json", "members", "export", "--out", str(out))
+    assert json.loads(result.stdout) == {"exported": 3, "format": fmt, "out": str(out)}
+    assert cli("members", "import", str(out), "--dry-run").exit_code == 0
+    other = tmp_path / "other.xlsx"
+    refused = cli("members", "export", "--format", "csv", "--out", str(other))
+    assert (refused.exit_code, refused.stderr) == (
+        2,
+        f"Error: --out {other} is named for xlsx, but --format is csv: give a name that ends "
+        "as the format does, or leave --format out to take it from the name\n",
+    )
+    assert not other.exists()
+
+
 def test_csv_export_has_the_import_columns_and_no_secret(cli: Cli, session: Session) -> None:
     varied_members(session)
     result = cli("members", "export")

@@ -229,6 +229,22 @@ def resolve_format(path: Path, *, fmt: str | None, head: str) -> str:
     return "jsonl" if head.lstrip().startswith(("{", "[")) else "csv"
 
 
+def output_format(path: Path | None, fmt: str | None) -> str:
+    """An export's format: `fmt`, else its file's extension (as `resolve_format` reads it back),
+    else CSV. A name that says another format than `fmt` is refused: a CSV named `.xlsx`
+    opens in no spreadsheet and does not import back."""
+    named = _EXTENSIONS.get(path.suffix.lower()) if path is not None else None
+    if fmt is None:
+        return named or "csv"
+    fmt = check_format(fmt).lower()
+    if named is not None and named != fmt:
+        raise InvalidInput(
+            f"--out {path} is named for {named}, but --format is {fmt}: give a name that "
+            f"ends as the format does, or leave --format out to take it from the name"
+        )
+    return fmt
+
+
 def check_format(fmt: str) -> str:
     if fmt.lower() not in FORMATS:
         raise InvalidInput(f"unknown format {fmt!r}: use csv, jsonl or xlsx")

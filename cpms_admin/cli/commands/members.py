@@ -381,8 +381,13 @@ def _warn_rejected(rejected: _Rejected, counts: "ImportCounts", *, all_in_file: 
 def export(
     ctx: typer.Context,
     fmt: Annotated[
-        str, typer.Option("--format", help="csv, jsonl or xlsx.", autocompletion=FILE_FORMATS)
-    ] = "csv",
+        str | None,
+        typer.Option(
+            "--format",
+            help="csv, jsonl or xlsx (default: from --out's name, else csv).",
+            autocompletion=FILE_FORMATS,
+        ),
+    ] = None,
     excel: Annotated[
         bool,
         typer.Option(
@@ -411,11 +416,13 @@ def export(
     Example: cpms-admin members export --format xlsx --out adherents.xlsx
     """
     from cpms_admin.bulk.export import check_status, export_members
+    from cpms_admin.bulk.sniff import output_format
 
     app_ = app_context(ctx)
     out = None if out == Path("-") else out
-    binary = fmt.lower() == "xlsx"
-    if app_.json_output and out is None and fmt.lower() != "jsonl":
+    fmt = output_format(out, fmt)
+    binary = fmt == "xlsx"
+    if app_.json_output and out is None and fmt != "jsonl":
         raise InvalidInput(
             "--json prints the export's summary: give --out FILE, or stream the members as "
             "JSON Lines with --format jsonl"

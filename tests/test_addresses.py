@@ -224,6 +224,25 @@ def test_an_address_pasted_on_one_line_is_refused_saying_how_to_split_it(
 
 
 @pytest.mark.parametrize(
+    ("country", "field", "pasted", "postcode", "city"),
+    [
+        ("BE", "street", "Rue de la Loi 16, 1000 Bruxelles", "1000", "Bruxelles"),
+        ("GB", "street", "10 Downing Street, London SW1A 2AA", "SW1A 2AA", "London"),
+        ("DE", "locality", "10115 Berlin", "10115", "Berlin"),
+    ],
+)
+def test_an_address_abroad_pasted_on_one_line_is_refused_too(
+    country: str, field: str, pasted: str, postcode: str, city: str
+) -> None:
+    """`Rue de la Loi 16, 1000 Bruxelles / 1000 BRUXELLES / BELGIQUE` was accepted: two
+    city lines on the envelope, as a French address pasted so would have had."""
+    values = {"street": "Rue de la Loi 16", field: pasted}
+    error = refusal(country=country, postcode=postcode, city=city, **values)
+    assert error.field == field
+    assert str(error).endswith("give them only as the postcode and city"), str(error)
+
+
+@pytest.mark.parametrize(
     "street", ["3 rue du 8 Mai 1945", "12 avenue 75002", "Lotissement 12345 Les Pins"]
 )
 def test_a_number_in_a_street_is_no_city_line(street: str) -> None:

@@ -200,6 +200,13 @@ def make_address(
         abroad.check_known(country)
         postcode = abroad.normalise_postcode(country, postcode)
         abroad.check_region(country, city)
+        for field, line in (
+            ("street", street),
+            ("address_complement", complement),
+            ("address_building", building),
+            ("locality", locality),
+        ):
+            _refuse_the_city_line_again(field, line, postcode=postcode, city=city)
     address = PostalAddress(
         street=street,
         postcode=postcode,
@@ -275,6 +282,21 @@ def _refuse_a_pasted_city_line(field: str, value: str | None) -> None:
         f"{field} {value!r} ends with a postcode and town: give {rest!r} as the {field}, "
         f"and {postcode} and {town!r} as the postcode and city",
     )
+
+
+def _refuse_the_city_line_again(field: str, value: str | None, *, postcode: str, city: str) -> None:
+    """Abroad, where no base pairs postcodes and towns: a line that holds the address's own
+    postcode and city (`Rue de la Loi 16, 1000 Bruxelles`) is the whole address pasted on one
+    line, which would put two city lines on the envelope, as in France."""
+    if not (value and postcode):
+        return
+    words = f" {machine_line(value)} "
+    if f" {machine_line(postcode)} " in words and f" {machine_line(city)} " in words:
+        raise FieldError(
+            field,
+            f"{field} {value!r} holds the postcode and city ({postcode} {city}): give them "
+            f"only as the postcode and city",
+        )
 
 
 @lru_cache(maxsize=1 << 14)

@@ -14,11 +14,13 @@ import itertools
 import multiprocessing
 import os
 import select
+import signal
 import threading
 import time
 from collections import deque
 from collections.abc import Generator, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 from cpms_admin.letters.pdf.content import LetterContent
@@ -78,7 +80,8 @@ def _render_in_pool(
     in_flight: deque[Future[Rendered]] = deque()
     try:
         for out_path, letters in itertools.chain(head, pending):
-            job = pool.submit(_render_file, out_path, tuple(letters), duplex, letters_dir)
+            with _stops_deferred():  # a submit may start a worker
+                job = pool.submit(_render_file, out_path, tuple(letters), duplex, letters_dir)
             in_flight.append(job)
             if len(in_flight) >= QUEUE_PER_WORKER * workers:
                 yield in_flight.popleft().result()
@@ -87,6 +90,35 @@ def _render_in_pool(
     finally:
         # Also reached when the caller stops early: drop what has not started yet.
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+@contextmanager
+def _stops_deferred() -> Iterator[None]:
+    """Ctrl-C and SIGTERM wait for the block to end. A stop raised while a worker was being
+    started, its start-up data half sent to the forkserver, left that worker unknown to the
+    pool: it read on after the run had ended, and printed a traceback under the run's one
+    `Error:` line. The stop then goes to the handler the block found (the CLI's: a clean
+    stop), or, with none, does what the signal does."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread handles signals (and may set their handlers)
+        return
+    caught: list[signal.Signals] = []
+    held = (signal.SIGINT, signal.SIGTERM)
+    before = {
+        number: signal.signal(number, lambda n, _f: caught.append(signal.Signals(n)))
+        for number in held
+    }
+    try:
+        yield
+    finally:
+        for number, handler in before.items():
+            signal.signal(number, handler)
+        if caught:
+            handler = before[caught[0]]
+            if callable(handler):
+                handler(caught[0], None)
+            elif handler == signal.SIG_DFL:
+                os.kill(os.getpid(), caught[0])
 
 
 def _start_worker(letters_dir: Path, owner_pid: int) -> None:

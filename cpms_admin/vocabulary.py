@@ -257,6 +257,10 @@ class PinWeakness(StrEnum):
     repeated_digit = "the PIN is one digit repeated"
     consecutive = "the PIN is a run of consecutive digits"
     repeated_group = "the PIN repeats a group of 2 or 3 digits"
+    nearly_one_digit = "the PIN is one digit repeated but for one"
+    doubled_digits = "the PIN is three doubled digits"
+    counting_pairs = "the PIN counts in pairs of digits (01 02 03)"
+    keypad_lines = "the PIN follows two lines of the keypad"
     common = "the PIN is on the list of common PINs"
     birth_date = "the PIN is made of the birth year and month in the NIR"
 

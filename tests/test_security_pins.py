@@ -101,6 +101,17 @@ def _nir(year: int, month: int) -> str:
         ("123321", "the PIN is on the list of common PINs"),  # a run, mirrored
         ("111222", "the PIN is on the list of common PINs"),
         ("147258", "the PIN is on the list of common PINs"),  # the keypad's columns
+        # The shapes of the common ones (a tester's list: each was accepted).
+        ("000001", "the PIN is one digit repeated but for one"),
+        ("999998", "the PIN is one digit repeated but for one"),
+        ("223344", "the PIN is three doubled digits"),
+        ("010203", "the PIN counts in pairs of digits (01 02 03)"),
+        ("121110", "the PIN counts in pairs of digits (01 02 03)"),
+        ("159357", "the PIN follows two lines of the keypad"),
+        ("963852", "the PIN follows two lines of the keypad"),
+        ("147852", "the PIN follows two lines of the keypad"),
+        ("654987", "the PIN follows two lines of the keypad"),
+        ("789123", "the PIN follows two lines of the keypad"),
         ("140385", NIR_REASON),
         ("850314", NIR_REASON),
         ("031485", NIR_REASON),
@@ -122,7 +133,7 @@ def test_weak_pin_list_is_configurable_and_keeps_the_common_ones() -> None:
         assert found is not None, pin
 
 
-@pytest.mark.parametrize("pin", [PIN, "150385", "123465", "000001"])
+@pytest.mark.parametrize("pin", [PIN, "150385", "123465", "000012", "246813"])
 def test_strong_pins_are_accepted(pin: str) -> None:
     assert pin_weakness(pin, weak_pins=DEFAULT_WEAK, nir=_nir(86, 3)) is None
 

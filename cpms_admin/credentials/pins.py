@@ -100,6 +100,22 @@ def _is_run(pin: str) -> bool:
     return steps in ({1}, {9})
 
 
+def _counts_in_pairs(pin: str) -> bool:
+    """010203, 121110: three 2-digit numbers, each one more (or less) than the one before."""
+    pairs = [int(pin[i : i + 2]) for i in range(0, len(pin), 2)]
+    steps = {b - a for a, b in itertools.pairwise(pairs)}
+    return steps in ({1}, {-1})
+
+
+# The keypad's straight lines of three (rows, columns, diagonals), both ways: 159357, 963852,
+# 147852 and 654987 are two of them typed one after the other.
+_KEYPAD_LINES = frozenset(
+    line
+    for forward in ("123", "456", "789", "147", "258", "369", "159", "357")
+    for line in (forward, forward[::-1])
+)
+
+
 def _nir_year_month(nir: str) -> tuple[str, int | None] | None:
     """The birth year's last two digits and the month (None: unknown) read from the NIR, or
     None when it is malformed."""
@@ -159,6 +175,14 @@ def pin_weakness(
         return PinWeakness.repeated_group
     if pin in weak_pins:
         return PinWeakness.common
+    if max(pin.count(digit) for digit in pin) >= len(pin) - 1:
+        return PinWeakness.nearly_one_digit
+    if pin[0::2] == pin[1::2]:
+        return PinWeakness.doubled_digits
+    if _counts_in_pairs(pin):
+        return PinWeakness.counting_pairs
+    if pin[:3] in _KEYPAD_LINES and pin[3:] in _KEYPAD_LINES:
+        return PinWeakness.keypad_lines
     if nir is not None and pin in nir_date_pins(nir):
         return PinWeakness.birth_date
     return None

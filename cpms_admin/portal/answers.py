@@ -67,6 +67,10 @@ _WEAKNESS = {
     PinWeakness.repeated_digit: "un seul chiffre répété",
     PinWeakness.consecutive: "une suite de chiffres consécutifs",
     PinWeakness.repeated_group: "un groupe de chiffres répété",
+    PinWeakness.nearly_one_digit: "un seul chiffre répété, à un près",
+    PinWeakness.doubled_digits: "trois chiffres doublés",
+    PinWeakness.counting_pairs: "des nombres qui se suivent (01 02 03)",
+    PinWeakness.keypad_lines: "deux lignes du clavier",
     PinWeakness.common: "un code trop courant",
     PinWeakness.birth_date: "votre année et votre mois de naissance",
 }

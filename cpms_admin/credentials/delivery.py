@@ -260,24 +260,7 @@ def email_code(
 
     check_committed(session)  # so the rollback below drops no caller's work
     failpoint("code.before_send")
-    with transaction(session):  # read now: the code may have waited (a stalled run, a hook)
-        superseded = codes.status_of(session, code_id=pk(issued.row)) != CodeStatus.pending
-        if superseded:
-            audit.record(
-                session,
-                agent=agent,
-                action=AuditAction.code_revoke,
-                member=member,
-                outcome="superseded",
-                at=clock(),
-                code_id=pk(issued.row),
-                revoked=False,  # the newer code's sending revoked it
-            )
-    if superseded:
-        raise CodeSuperseded(
-            f"the code for {format_nir(member.nir)} was not e-mailed: a newer code reached the "
-            "member meanwhile (another agent, the portal, or a campaign's e-mail), and revoked it"
-        )
+    _refuse_if_superseded(session, member=member, code_id=pk(issued.row), agent=agent, clock=clock)
     try:
         message = security_code_message(
             settings=settings,
@@ -302,6 +285,26 @@ def email_code(
         codes.supersede_older(session, code=issued.row)
 
 
+def _refuse_if_superseded(
+    session: Session, *, member: Member, code_id: int, agent: str, clock: Clock
+) -> None:
+    """CodeSuperseded, audited, when a newer code reached the member since this one was
+    stored (read now: it may have waited, a `mail send` run between e-mails): it would open
+    nothing."""
+    with transaction(session):
+        superseded = codes.status_of(session, code_id=code_id) != CodeStatus.pending
+        if superseded:  # revoked by the newer code's sending
+            _audit_revoke(
+                session, member=member, code_id=code_id, agent=agent, clock=clock,
+                outcome="superseded", revoked=False,
+            )  # fmt: skip
+    if superseded:
+        raise CodeSuperseded(
+            f"the code for {format_nir(member.nir)} was not e-mailed: a newer code reached the "
+            "member meanwhile (another agent, the portal, or a campaign's e-mail), and revoked it"
+        )
+
+
 def _revoke_unsent(
     session: Session,
     *,
@@ -314,17 +317,33 @@ def _revoke_unsent(
     session.rollback()  # what the interrupted send left (no caller's work: check_committed)
     with transaction(session):
         revoked = codes.revoke_code(session, code_id=code_id, reason=RevokeReason.mail_failed)
-        audit.record(
-            session,
-            agent=agent,
-            action=AuditAction.code_revoke,
-            member=member,
-            outcome="mail_failed",
-            at=clock(),
-            code_id=code_id,
-            revoked=revoked,
-            error=error,
-        )
+        _audit_revoke(
+            session, member=member, code_id=code_id, agent=agent, clock=clock,
+            outcome="mail_failed", revoked=revoked, error=error,
+        )  # fmt: skip
+
+
+def _audit_revoke(
+    session: Session,
+    *,
+    member: Member,
+    code_id: int,
+    agent: str,
+    clock: Clock,
+    outcome: str,
+    **details: Any,
+) -> None:
+    """The `code.revoke` event of a code e-mailed to nobody: why (`outcome`), and details."""
+    audit.record(
+        session,
+        agent=agent,
+        action=AuditAction.code_revoke,
+        member=member,
+        outcome=outcome,
+        at=clock(),
+        code_id=code_id,
+        **details,
+    )
 
 
 def notify_pin_changed(

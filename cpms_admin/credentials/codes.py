@@ -93,10 +93,12 @@ def revoke_pending(
     member_id: int,
     reason: RevokeReason,
     made_by: datetime | None = None,
-    sparing: int | None = None,
+    older_than: int | None = None,
 ) -> list[int]:
-    """Revoke every pending code of the member (only those made by `made_by`, if given, and
-    not the code `sparing`), for `reason`; the ids revoked."""
+    """Revoke every pending code of the member made by `made_by`, if given, for `reason`; the
+    ids revoked. `older_than` (a code made at `made_by`) keeps that code and those made after
+    it, at the same moment too (ids in order): two codes made at one moment, each sent, must
+    not revoke each other, leaving the member none."""
     statement = (
         update(SecurityCode)
         .where(
@@ -105,10 +107,13 @@ def revoke_pending(
         .values(status=CodeStatus.revoked, revoked_reason=reason)
         .returning(col(SecurityCode.id))
     )
-    if made_by is not None:
+    if made_by is not None and older_than is not None:
+        created = col(SecurityCode.created_at)
+        statement = statement.where(
+            or_(created < made_by, and_(created == made_by, col(SecurityCode.id) < older_than))
+        )
+    elif made_by is not None:
         statement = statement.where(col(SecurityCode.created_at) <= made_by)
-    if sparing is not None:
-        statement = statement.where(col(SecurityCode.id) != sparing)
     return list(session.exec(statement).scalars())
 
 
@@ -271,7 +276,7 @@ def supersede_older(session: Session, *, code: SecurityCode) -> list[int]:
         session,
         member_id=code.member_id,
         made_by=code.created_at,
-        sparing=pk(code),
+        older_than=pk(code),
         reason=RevokeReason.superseded,
     )
 

@@ -230,7 +230,9 @@ def test_wrong_field_count_is_a_row_problem(tmp_path: Path) -> None:
     path = put(tmp_path, "m.csv", text)
     assert rows_of(path) == [
         SourceRow(2, DUPONT),
-        SourceRow(3, None, "expected 14 fields, found 15"),
+        SourceRow(
+            3, None, "expected 14 fields, found 15 (a value holding ',' must be in double quotes)"
+        ),
         SourceRow(4, MARTIN),
     ]
 

@@ -185,7 +185,10 @@ def test_bad_rows_are_reported_with_their_lines_and_the_others_imported(
         "postcode '7500' must be 5 digits: if a spreadsheet dropped its leading zero, 07500 "
         "is not a postcode of Paris either"
     )
-    assert report[3]["reason"] == "expected 14 fields, found 3"
+    assert report[3]["reason"] == (
+        "expected 14 fields, found 3 (a line break inside a value not in double quotes, or "
+        "empty fields at the end left out)"
+    )
     assert report[4]["reason"].endswith("is already on line 2 of this file")
     assert report[2]["street"] == "12 rue des Lilas"  # original values, to fix and re-import
     assert "Warning: line 6: postcode '7500' must be 5 digits: " in result.stderr

@@ -183,7 +183,7 @@ def csv_rows(
             if fields is None:
                 yield SourceRow(line, None, problem)
             elif len(fields) != len(header):
-                yield SourceRow(line, None, f"expected {len(header)} fields, found {len(fields)}")
+                yield SourceRow(line, None, _miscounted(len(header), len(fields), delimiter))
             elif stray := [position + 1 for position in unnamed if fields[position].strip()]:
                 yield SourceRow(line, None, f"a value in column {stray[0]}, which has no name")
             else:
@@ -194,6 +194,17 @@ def csv_rows(
                     if value and starts_marked(value):  # the formula guard, Excel's `="..."`
                         values[name] = unguard(value) or None
                 yield SourceRow(line, values, absent=absent)
+
+
+def _miscounted(expected: int, found: int, delimiter: str) -> str:
+    """Why a row has the wrong number of fields, as far as it can be told: the agent fixes
+    the row in the file (the report cannot give its values column by column)."""
+    why = (
+        f"a value holding {delimiter!r} must be in double quotes"
+        if found > expected
+        else "a line break inside a value not in double quotes, or empty fields at the end left out"
+    )
+    return f"expected {expected} fields, found {found} ({why})"
 
 
 class _Members(list[tuple[str, Any]]):

@@ -286,6 +286,26 @@ def test_a_file_left_by_an_archive_killed_while_writing_is_removed_by_the_next(
     ]
 
 
+def test_events_held_back_behind_a_later_one_have_no_oldest_to_report(
+    cli: Cli, clock: FakeClock
+) -> None:
+    """A clock set back: old-dated events sealed after a recent one cannot be archived
+    before it. The dry run said 0 to archive and named an oldest; an oldest goes with a
+    count, in every category."""
+    nir = make_nir()
+    added = cli(
+        *("member", "add", "--nir", nir, "--last-name", "Roux", "--first-name", "Léa"),
+        *("--street", "1 rue de la Paix", "--postcode", "75002", "--city", "Paris"),
+    )
+    assert added.exit_code == 0  # an event dated now, sealed first
+    clock.advance(days=-3 * 365)
+    assert cli("member", "update", nir, "--first-name", "Zoé").exit_code == 0
+    clock.advance(days=3 * 365 + 1)
+    result = cli("--json", "purge", "--dry-run")
+    found = {c["name"]: c for c in json.loads(result.stdout)["categories"]}["audit_events"]
+    assert (found["count"], found["oldest"]) == (0, None), found
+
+
 def test_a_purge_with_nothing_to_archive_removes_a_killed_archive_s_copy_at_once(
     cli: Cli, tmp_path: Path
 ) -> None:

@@ -165,7 +165,9 @@ AUDIT_RULE = Rule("older than {days}", "retention_audit_days")
 def survey_audit_events(scope: Scope, before: datetime) -> Found:
     oldest = count_older(scope.session, col(AuditEvent.at), before).oldest
     held = _held_back(scope.session, before=before, now=scope.now)
-    return Found(archivable(scope.session, before=before), oldest, held)
+    count = archivable(scope.session, before=before)
+    # None to archive (held back behind a later event): no oldest either, as every category says.
+    return Found(count, oldest if count else None, held)
 
 
 def _held_back(session: Session, *, before: datetime, now: datetime) -> tuple[str, ...]:

@@ -41,6 +41,9 @@ class Peppers:
 
     secrets: Mapping[int, bytes] = field(repr=False)
     source: str
+    # A pepper in the source that `pepper rotate` wrote and has not recorded, left out of
+    # `secrets` (`checked_peppers`): what `doctor` and `pepper status` tell the agent.
+    unrecorded: int | None = field(default=None, compare=False)
 
     @property
     def current_id(self) -> int:
@@ -63,9 +66,6 @@ class Peppers:
 
     def __hash__(self) -> int:  # cached hashers are keyed by the peppers they hold
         return hash((self.source, tuple(sorted(self.secrets.items()))))
-
-    def without(self, key_id: int) -> "Peppers":
-        return Peppers({k: v for k, v in self.secrets.items() if k != key_id}, self.source)
 
 
 def as_peppers(pepper: bytes | Peppers) -> Peppers:
@@ -170,7 +170,7 @@ def read_peppers(settings: Settings) -> Peppers:
 def load_peppers(settings: Settings) -> Peppers:
     """The configured peppers, checked against the fingerprints the database recorded:
     NotReady, saying what to do, when they are not this database's. A pepper `pepper rotate`
-    has written but not recorded yet (`rotation_pending`) is left out: the rotation is
+    has written but not recorded yet (`_rotation_pending`) is left out: the rotation is
     running, or was interrupted, and the peppers before it still make and check every hash.
     Read once per process and file version (a rotation changes the file), but read again
     while a rotation is pending: its pepper is current once recorded."""
@@ -181,12 +181,8 @@ def load_peppers(settings: Settings) -> Peppers:
         version = None  # read_peppers says what is wrong with it
     if (known := _CHECKED.get((settings, version))) is not None:
         return known
-    peppers = read_peppers(settings)
-    recorded = recorded_fingerprints(settings.database_url)
-    if (pending := rotation_pending(peppers, recorded)) is not None:
-        peppers = peppers.without(pending)
-    check_fingerprints(peppers, recorded)
-    if pending is None:
+    peppers = checked_peppers(read_peppers(settings), recorded_fingerprints(settings.database_url))
+    if peppers.unrecorded is None:
         if len(_CHECKED) >= 16:
             _CHECKED.clear()
         _CHECKED[(settings, version)] = peppers
@@ -196,10 +192,16 @@ def load_peppers(settings: Settings) -> Peppers:
 _CHECKED: dict[tuple[Settings, tuple[int, int, int] | None], Peppers] = {}
 
 
-def unfinished_rotation(settings: Settings) -> int | None:
-    """The pepper a `pepper rotate` wrote to the file and has not recorded (it is running, or
-    was interrupted), if any: what `doctor` and `pepper status` tell the agent."""
-    return rotation_pending(read_peppers(settings), recorded_fingerprints(settings.database_url))
+def checked_peppers(peppers: Peppers, recorded: Mapping[int, str]) -> Peppers:
+    """`peppers` checked against the database's record (`check_fingerprints`), without the
+    one `pepper rotate` wrote and has not recorded yet, if any (`_rotation_pending`), named in
+    `unrecorded`."""
+    pending = _rotation_pending(peppers, recorded)
+    if pending is not None:
+        kept = {key_id: secret for key_id, secret in peppers.secrets.items() if key_id != pending}
+        peppers = Peppers(kept, peppers.source, unrecorded=pending)
+    check_fingerprints(peppers, recorded)
+    return peppers
 
 
 UNFINISHED_ROTATION = (
@@ -211,7 +213,7 @@ FINISH_ROTATION = (
 )
 
 
-def rotation_pending(peppers: Peppers, recorded: Mapping[int, str]) -> int | None:
+def _rotation_pending(peppers: Peppers, recorded: Mapping[int, str]) -> int | None:
     """The id of the pepper `pepper rotate` wrote to the file and has not recorded yet (it
     records it in the transaction that follows, or its next run does): the file's newest,
     above every recorded one, the others all recorded."""

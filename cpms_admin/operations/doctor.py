@@ -160,7 +160,6 @@ def check_pepper(settings: Settings) -> Check:
         load_peppers,
         pepper_file_path,
         pepper_file_problem,
-        unfinished_rotation,
     )
 
     path = pepper_file_path(settings)
@@ -183,10 +182,9 @@ def check_pepper(settings: Settings) -> Check:
             "it cannot be checked, and unknown NIRs' counters made with it start afresh",
             "put its line back, from the backup of the pepper file",
         )
-    if (pending := unfinished_rotation(settings)) is not None:
-        return Check(
-            "pepper", False, UNFINISHED_ROTATION.format(peppers.source, pending), FINISH_ROTATION
-        )
+    if peppers.unrecorded is not None:
+        unfinished = UNFINISHED_ROTATION.format(peppers.source, peppers.unrecorded)
+        return Check("pepper", False, unfinished, FINISH_ROTATION)
     which = f"pepper {peppers.current_id} of {len(peppers.secrets)}, this database's"
     if path is None:
         return Check("pepper", True, f"from CPMS_PEPPER, {which}")

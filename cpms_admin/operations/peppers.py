@@ -28,14 +28,13 @@ from cpms_admin.faults import failpoint
 from cpms_admin.models import Account, AuditEvent, PepperKey, SecurityCode, UnknownLogin
 from cpms_admin.pepper import (
     Peppers,
-    check_fingerprints,
+    checked_peppers,
     create_pepper_file,
     fingerprint,
     new_secret,
     pepper_file_path,
     pepper_given,
     read_peppers,
-    rotation_pending,
     write_pepper_file,
 )
 from cpms_admin.settings import Settings, written_as
@@ -179,10 +178,8 @@ def settle_pepper(
         if pepper_given(settings):
             peppers = read_peppers(settings)
             if recorded:
-                if (pending := rotation_pending(peppers, recorded)) is not None:
-                    peppers = peppers.without(pending)  # the rotation records it, not this
-                check_fingerprints(peppers, recorded)
-                use_keys(session, peppers)
+                # A rotation's pepper not recorded yet is the rotation's to record, not this.
+                use_keys(session, checked_peppers(peppers, recorded))
                 return None
             created = None
         else:
@@ -227,13 +224,11 @@ def _rotate(
     peppers = read_peppers(settings)
     with transaction(session):
         recorded = _recorded(session)
-    pending = rotation_pending(peppers, recorded)
+    pending = checked_peppers(peppers, recorded).unrecorded
     finishing = pending is not None
-    if pending is not None:  # the file has the new pepper already: check the others
+    if pending is not None:  # the file has the new pepper already: the others are checked
         key_id = pending
-        check_fingerprints(peppers.without(pending), recorded)
     else:
-        check_fingerprints(peppers, recorded)
         key_id = max(recorded) + 1
         lines = {k: v.decode("utf-8") for k, v in peppers.secrets.items()}
         write_pepper_file(path, {**lines, key_id: new_secret()})

@@ -52,17 +52,12 @@ def status(ctx: typer.Context) -> None:
     Example: cpms-admin pepper status
     """
     from cpms_admin.operations import peppers
-    from cpms_admin.pepper import (
-        FINISH_ROTATION,
-        UNFINISHED_ROTATION,
-        load_peppers,
-        unfinished_rotation,
-    )
+    from cpms_admin.pepper import FINISH_ROTATION, UNFINISHED_ROTATION, load_peppers
 
     app_ = app_context(ctx)
     at_hand = load_peppers(app_.settings)  # exit 5 when the pepper at hand is not this database's
-    if (pending := unfinished_rotation(app_.settings)) is not None:
-        warn(f"{UNFINISHED_ROTATION.format(at_hand.source, pending)}: {FINISH_ROTATION}")
+    if at_hand.unrecorded is not None:
+        warn(f"{UNFINISHED_ROTATION.format(at_hand.source, at_hand.unrecorded)}: {FINISH_ROTATION}")
     with app_.session() as session:
         uses = peppers.usage(session, now=app_.clock())
     emit_rows(

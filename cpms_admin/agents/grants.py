@@ -204,7 +204,7 @@ def revoke_membership(conn: Connection, *, name: str) -> None:
     """Take `name` out of this database's groups (not out of another database's). A role
     dropped (or renamed) by the DBA has no membership left to take: the agent is disabled
     all the same."""
-    if conn.execute(text("SELECT 1 FROM pg_roles WHERE rolname = :name"), {"name": name}).first():
+    if _role_exists(conn, name):
         conn.execute(
             text(f"REVOKE {_list(conn, _groups(conn).values())} FROM {_quoted(conn, name)}")
         )
@@ -214,9 +214,13 @@ def _groups(conn: Connection) -> dict[Role, str]:
     return groups_of(str(conn.execute(text("SELECT current_database()")).scalar_one()))
 
 
+def _role_exists(conn: Connection, name: str) -> bool:
+    found = conn.execute(text("SELECT 1 FROM pg_roles WHERE rolname = :name"), {"name": name})
+    return found.first() is not None
+
+
 def _create_group(conn: Connection, group: str) -> None:
-    exists = conn.execute(text("SELECT 1 FROM pg_roles WHERE rolname = :name"), {"name": group})
-    if exists.first() is not None:
+    if _role_exists(conn, group):
         return
     try:
         # A concurrent upgrade of the same database may create it between the test and here.

@@ -178,7 +178,8 @@ def _check_mail_from(value: str, label: Callable[[str], str]) -> None:
     from email.utils import getaddresses, parseaddr
 
     address = parseaddr(value)[1]
-    one = len(getaddresses([value])) == 1 and getaddresses([value])[0][1] == address
+    senders = getaddresses([value])
+    one = len(senders) == 1 and senders[0][1] == address
     if "\r" in value or "\n" in value or "@" not in address or not address.isascii() or not one:
         raise NotReady(
             f"{label('mail_from')} must be one sender, such as `CPMS <ne-pas-repondre@cpms.fr>` "

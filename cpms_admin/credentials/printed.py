@@ -55,31 +55,30 @@ def store_printed_codes(
         if p.purpose not in set(Purpose):
             raise ValueError(f"unknown code purpose {p.purpose!r}")
     expires = code_expiry(Channel.post, made_at, settings)
-    session.add_all(
-        SecurityCode(
-            member_id=p.member_id,
-            purpose=p.purpose,
-            channel=Channel.post,
-            code_hash=hash_code(pepper=pepper, code=p.code),
-            status=(
-                CodeStatus.revoked
-                if p.member_id in newer or p.letter_id in void
-                else CodeStatus.pending
-            ),
-            revoked_reason=(
-                RevokeReason.address_changed
-                if p.letter_id in void
-                else RevokeReason.superseded
-                if p.member_id in newer
-                else None
-            ),
-            created_at=made_at,
-            expires_at=expires,
-            letter_id=p.letter_id,
-            requested_by=p.requested_by,
+    rows = []
+    for p in printed:
+        revoked = (
+            RevokeReason.address_changed
+            if p.letter_id in void
+            else RevokeReason.superseded
+            if p.member_id in newer
+            else None
         )
-        for p in printed
-    )
+        rows.append(
+            SecurityCode(
+                member_id=p.member_id,
+                purpose=p.purpose,
+                channel=Channel.post,
+                code_hash=hash_code(pepper=pepper, code=p.code),
+                status=CodeStatus.revoked if revoked else CodeStatus.pending,
+                revoked_reason=revoked,
+                created_at=made_at,
+                expires_at=expires,
+                letter_id=p.letter_id,
+                requested_by=p.requested_by,
+            )
+        )
+    session.add_all(rows)
     session.flush()
     return [p.letter_id for p in printed if p.member_id in newer and p.letter_id not in void]
 

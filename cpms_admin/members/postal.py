@@ -187,25 +187,22 @@ def make_address(
     for field, value in (("street", street), ("city", city)):
         if not value:
             raise FieldError(field, f"{field} is required")
+    # The lines above the city line: none may hold a city line too (a whole address pasted).
+    above = (
+        ("street", street),
+        ("address_complement", complement),
+        ("address_building", building),
+        ("locality", locality),
+    )
     if country in FRENCH_POST:
-        for field, line in (
-            ("street", street),
-            ("address_complement", complement),
-            ("address_building", building),
-            ("locality", locality),
-        ):
+        for field, line in above:
             _refuse_a_pasted_city_line(field, line)
         postcode = _french_place(country, postcode, city)
     else:
         abroad.check_known(country)
         postcode = abroad.normalise_postcode(country, postcode)
         abroad.check_region(country, city)
-        for field, line in (
-            ("street", street),
-            ("address_complement", complement),
-            ("address_building", building),
-            ("locality", locality),
-        ):
+        for field, line in above:
             _refuse_the_city_line_again(field, line, postcode=postcode, city=city)
     address = PostalAddress(
         street=street,
